@@ -1,0 +1,148 @@
+"""V2 datatype names <-> NumPy dtypes, and the byte rules tritonclient uses on binary paths.
+
+BYTES: each element on the wire is a 4-byte little-endian length then the bytes.
+BF16: NumPy has no bfloat16, so BF16 tensors are held as float32 (as tritonclient does) and
+packed to the upper 16 bits (round-to-nearest-even) only when written as raw bytes.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+from gpuserve.errors import InvalidInput
+
+_TO_NUMPY: dict[str, np.dtype] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
+    "BF16": np.dtype(np.float32),
+    "BYTES": np.dtype(np.object_),
+}
+_FROM_NUMPY: dict[np.dtype, str] = {dt: name for name, dt in _TO_NUMPY.items() if name != "BF16"}
+
+DATATYPES = tuple(_TO_NUMPY)
+FLOAT_TYPES = frozenset({"FP16", "FP32", "FP64", "BF16"})
+
+
+def to_numpy_dtype(datatype: str) -> np.dtype:
+    try:
+        return _TO_NUMPY[datatype]
+    except (KeyError, TypeError):
+        raise InvalidInput(f"unknown datatype '{datatype}'; expected one of {', '.join(DATATYPES)}") from None
+
+
+def from_numpy_dtype(dtype: np.dtype) -> str:
+    dtype = np.dtype(dtype)
+    name = _FROM_NUMPY.get(dtype)
+    if name is not None:
+        return name
+    if dtype.kind in "SUO":
+        return "BYTES"
+    raise InvalidInput(f"NumPy dtype {dtype} has no V2 datatype")
+
+
+def element_size(datatype: str) -> int:
+    """Bytes per element on raw paths; 0 for BYTES (variable)."""
+    if datatype == "BYTES":
+        return 0
+    if datatype == "BF16":
+        return 2
+    return to_numpy_dtype(datatype).itemsize
+
+
+def _as_bytes(item) -> bytes:
+    if isinstance(item, bytes):
+        return item
+    if isinstance(item, str):
+        return item.encode("utf-8")
+    if isinstance(item, (bytearray, memoryview)):
+        return bytes(item)
+    return str(item).encode("utf-8")
+
+
+def serialize_bytes_tensor(array: np.ndarray) -> bytes:
+    """Length-prefixed BYTES elements, C order."""
+    parts = []
+    for item in np.asarray(array, dtype=object).ravel(order="C"):
+        data = _as_bytes(item)
+        parts.append(struct.pack("<I", len(data)))
+        parts.append(data)
+    return b"".join(parts)
+
+
+def deserialize_bytes_tensor(buffer: bytes | memoryview) -> np.ndarray:
+    """Inverse of serialize_bytes_tensor: a flat object array of `bytes`."""
+    view = memoryview(buffer)
+    items = []
+    offset, end = 0, len(view)
+    while offset < end:
+        if offset + 4 > end:
+            raise InvalidInput("truncated BYTES element: missing 4-byte length prefix")
+        (length,) = struct.unpack_from("<I", view, offset)
+        offset += 4
+        if offset + length > end:
+            raise InvalidInput("truncated BYTES element: length prefix runs past the data")
+        items.append(bytes(view[offset : offset + length]))
+        offset += length
+    out = np.empty(len(items), dtype=object)
+    out[:] = items
+    return out
+
+
+def bf16_to_bytes(array: np.ndarray) -> bytes:
+    """float32 values -> bfloat16 bytes, rounding to nearest even (NaN stays NaN)."""
+    bits = np.ascontiguousarray(array, dtype=np.float32).view(np.uint32)
+    rounding = ((bits >> 16) & 1) + np.uint32(0x7FFF)
+    upper = ((bits + rounding) >> 16).astype(np.uint16)
+    nan = np.isnan(array.astype(np.float32, copy=False)).ravel()
+    if nan.any():
+        flat = upper.ravel()
+        flat[nan] = 0x7FC0
+        upper = flat.reshape(upper.shape)
+    return upper.tobytes()
+
+
+def bf16_from_bytes(buffer: bytes | memoryview) -> np.ndarray:
+    """bfloat16 bytes -> float32 values (exact)."""
+    upper = np.frombuffer(buffer, dtype=np.uint16)
+    return (upper.astype(np.uint32) << 16).view(np.float32)
+
+
+def raw_to_numpy(buffer: bytes | memoryview, datatype: str, shape) -> np.ndarray:
+    """Decode one tensor's raw bytes; zero-copy (read-only) for fixed-size types."""
+    count = int(np.prod(shape)) if len(shape) else 1
+    if datatype == "BYTES":
+        array = deserialize_bytes_tensor(buffer)
+    elif datatype == "BF16":
+        if len(buffer) != 2 * count:
+            raise InvalidInput(f"expected {2 * count} bytes of BF16 data for shape {list(shape)}, got {len(buffer)}")
+        array = bf16_from_bytes(buffer)
+    else:
+        dtype = to_numpy_dtype(datatype)
+        if len(buffer) != dtype.itemsize * count:
+            raise InvalidInput(
+                f"expected {dtype.itemsize * count} bytes of {datatype} data for shape {list(shape)}, got {len(buffer)}"
+            )
+        array = np.frombuffer(buffer, dtype=dtype)
+    if array.size != count:
+        raise InvalidInput(f"shape {list(shape)} needs {count} elements, got {array.size}")
+    return array.reshape(shape)
+
+
+def numpy_to_raw(array: np.ndarray, datatype: str) -> bytes:
+    if datatype == "BYTES":
+        return serialize_bytes_tensor(array)
+    if datatype == "BF16":
+        return bf16_to_bytes(array)
+    return np.ascontiguousarray(array, dtype=to_numpy_dtype(datatype)).tobytes()

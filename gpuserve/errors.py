@@ -1,0 +1,123 @@
+"""The one error table: every transport reads status codes from here and never maps errors itself.
+
+Stdlib only, so any layer may import it. Names follow KServe's `kserve.errors` so user code that
+raises `InvalidInput` or `ModelNotReady` keeps working with only the import changed.
+"""
+
+from __future__ import annotations
+
+
+class GpuserveError(Exception):
+    """Base of every error with a defined status. `http` and `grpc` are read by the transports."""
+
+    http = 500
+    grpc = "INTERNAL"
+
+    def __init__(self, reason: str = "", *, headers: dict[str, str] | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.headers = headers or {}
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+class InvalidInput(GpuserveError):
+    http, grpc = 400, "INVALID_ARGUMENT"
+
+
+class ModelNotFound(GpuserveError):
+    http, grpc = 404, "NOT_FOUND"
+
+    def __init__(self, model_name: str = "", version: str | None = None, reason: str | None = None):
+        if reason is None:
+            reason = f"Model with name {model_name} does not exist."
+            if version:
+                reason = f"Model with name {model_name} and version {version} does not exist."
+        super().__init__(reason)
+        self.model_name = model_name
+
+
+class ModelNotReady(GpuserveError):
+    http, grpc = 503, "UNAVAILABLE"
+
+    def __init__(self, model_name: str = "", detail: str | None = None):
+        reason = f"Model with name {model_name} is not ready."
+        if detail:
+            reason = f"{reason} {detail}"
+        super().__init__(reason)
+        self.model_name = model_name
+
+
+class ServerNotReady(GpuserveError):
+    http, grpc = 503, "UNAVAILABLE"
+
+
+class ServerNotLive(GpuserveError):
+    http, grpc = 503, "UNAVAILABLE"
+
+
+class NoModelReady(GpuserveError):
+    http, grpc = 503, "UNAVAILABLE"
+
+
+class QueueFull(GpuserveError):
+    http, grpc = 503, "UNAVAILABLE"
+
+    def __init__(self, reason: str = "queue is full", retry_after_s: int = 1):
+        super().__init__(reason, headers={"Retry-After": str(retry_after_s)})
+
+
+class DeadlineExceeded(GpuserveError):
+    http, grpc = 504, "DEADLINE_EXCEEDED"
+
+
+class PayloadTooLarge(GpuserveError):
+    http, grpc = 413, "RESOURCE_EXHAUSTED"
+
+
+class UnsupportedProtocol(GpuserveError):
+    http, grpc = 400, "UNIMPLEMENTED"
+
+
+class Unimplemented(GpuserveError):
+    http, grpc = 501, "UNIMPLEMENTED"
+
+
+class InferenceError(GpuserveError):
+    http, grpc = 500, "INTERNAL"
+
+
+class ModelMissingError(GpuserveError):
+    """A model folder or artefact named by settings does not exist."""
+
+    http, grpc = 404, "NOT_FOUND"
+
+
+class ModelLoadError(GpuserveError):
+    http, grpc = 500, "INTERNAL"
+
+
+class InvalidSettings(GpuserveError):
+    """Bad settings file or value: raised at start-up, reported by the CLI."""
+
+    http, grpc = 400, "INVALID_ARGUMENT"
+
+
+class RemotePredictorError(GpuserveError):
+    """The remote predictor (transformer pattern) answered with an error; its status is kept."""
+
+    grpc = "UNAVAILABLE"
+
+    def __init__(self, reason: str, status: int = 502):
+        super().__init__(reason)
+        self.http = status
+
+
+def status_of(exc: BaseException) -> tuple[int, str]:
+    """HTTP status and gRPC code name for any exception; unknown ones are internal errors."""
+    if isinstance(exc, GpuserveError):
+        return exc.http, exc.grpc
+    if isinstance(exc, NotImplementedError):
+        return 501, "UNIMPLEMENTED"
+    return 500, "INTERNAL"

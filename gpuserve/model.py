@@ -1,0 +1,173 @@
+"""The KServe model API: subclass `Model`, override the hooks you need, serve it.
+
+`Model.__call__` runs preprocess -> validate -> predict (or explain) -> postprocess. Each hook may
+be sync or async; hooks left at the pass-through defaults are skipped entirely, so a model that only
+overrides an async `predict` pays for one await. With `predictor_host` set, the default `predict`
+and `explain` forward to that remote predictor: KServe's transformer pattern.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, AsyncIterator, Dict, List, Optional, Union
+
+from gpuserve.hooks import call_hook, overrides
+from gpuserve.types import InferRequest, InferResponse
+
+PREDICTOR_PROTOCOLS = ("v1", "v2", "grpc-v2")
+
+
+class InferenceVerb(enum.Enum):
+    EXPLAIN = 1
+    PREDICT = 2
+
+
+class PredictorConfig:
+    """Where and how `predict`/`explain` reach a remote predictor."""
+
+    def __init__(self, predictor_host: str, predictor_protocol: str = "v1", predictor_use_ssl: bool = False,
+                 predictor_request_timeout_seconds: int = 600, predictor_request_retries: int = 0,
+                 predictor_health_check: bool = False):
+        self.predictor_host = predictor_host
+        self.predictor_protocol = predictor_protocol
+        self.predictor_use_ssl = predictor_use_ssl
+        self.predictor_request_timeout_seconds = predictor_request_timeout_seconds
+        self.predictor_request_retries = predictor_request_retries
+        self.predictor_health_check = predictor_health_check
+
+    @property
+    def predictor_base_url(self) -> str:
+        scheme = "https" if self.predictor_use_ssl else "http"
+        return f"{scheme}://{self.predictor_host}"
+
+
+class BaseKServeModel:
+    """Name, readiness and lifecycle shared by every model the server can hold."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.ready = False
+        self.engine = False
+        # gpuserve extras: a version label, settings from model-settings.json / config.pbtxt,
+        # and why the last load failed (reported by the repository index).
+        self.version: Optional[str] = None
+        self.settings: Any = None
+        self.reason: str = ""
+
+    def load(self) -> bool:
+        self.ready = True
+        return self.ready
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    async def start_engine(self) -> None:
+        pass
+
+    def stop_engine(self) -> None:
+        pass
+
+    async def healthy(self) -> bool:
+        return self.ready
+
+
+class InferenceModel(BaseKServeModel):
+    """A model that answers inference calls; `__call__` is what the data plane invokes."""
+
+    async def __call__(self, body: Union[Dict, InferRequest], headers: Optional[Dict[str, str]] = None,
+                       verb: InferenceVerb = InferenceVerb.PREDICT):
+        raise NotImplementedError
+
+    def get_input_types(self) -> List[Dict]:
+        return []
+
+    def get_output_types(self) -> List[Dict]:
+        return []
+
+
+class Model(InferenceModel):
+    """Subclass and override `load`, `preprocess`, `predict`, `postprocess`, `explain`, `validate`."""
+
+    platform = ""
+
+    def __init__(self, name: str, predictor_config: Optional[PredictorConfig] = None,
+                 return_response_headers: bool = False):
+        super().__init__(name)
+        self.predictor_config = predictor_config
+        self.return_response_headers = return_response_headers
+        self.protocol = predictor_config.predictor_protocol if predictor_config else "v1"
+        self.predictor_host = predictor_config.predictor_host if predictor_config else None
+        self.explainer_host: Optional[str] = None
+        self.timeout = predictor_config.predictor_request_timeout_seconds if predictor_config else 600
+        self.use_ssl = predictor_config.predictor_use_ssl if predictor_config else False
+        self.retries = predictor_config.predictor_request_retries if predictor_config else 0
+        self._remote = None
+
+    async def __call__(self, body: Union[Dict, InferRequest], headers: Optional[Dict[str, str]] = None,
+                       verb: InferenceVerb = InferenceVerb.PREDICT):
+        """Run the pipeline; returns `(response, response_headers)` like KServe's data plane expects."""
+        headers = headers if headers is not None else {}
+        response_headers: Dict[str, str] = {}
+        payload = body
+        if overrides(self, "preprocess", Model):
+            payload = await call_hook(self.preprocess, payload, headers)
+        if overrides(self, "validate", Model):
+            checked = await call_hook(self.validate, payload)
+            if checked is not None:
+                payload = checked
+        if verb is InferenceVerb.EXPLAIN:
+            response = await call_hook(self.explain, payload, headers)
+        else:
+            response = await call_hook(self.predict, payload, headers, response_headers)
+        if overrides(self, "postprocess", Model):
+            response = await call_hook(self.postprocess, response, headers, response_headers)
+        return response, response_headers
+
+    def preprocess(self, payload: Union[Dict, InferRequest], headers: Optional[Dict[str, str]] = None):
+        return payload
+
+    def postprocess(self, result: Union[Dict, InferResponse], headers: Optional[Dict[str, str]] = None,
+                    response_headers: Optional[Dict[str, str]] = None):
+        return result
+
+    def validate(self, payload: Any) -> Any:
+        return payload
+
+    async def predict(self, payload: Union[Dict, InferRequest], headers: Optional[Dict[str, str]] = None,
+                      response_headers: Optional[Dict[str, str]] = None
+                      ) -> Union[Dict, InferResponse, AsyncIterator[Any]]:
+        if not self.predictor_host:
+            raise NotImplementedError(f"model '{self.name}' has no predict() and no predictor_host to forward to")
+        return await self._remote_client().predict(self, payload, headers)
+
+    async def explain(self, payload: Dict, headers: Optional[Dict[str, str]] = None) -> Dict:
+        host = self.explainer_host or self.predictor_host
+        if not host:
+            raise NotImplementedError(f"model '{self.name}' has no explain() and no predictor_host to forward to")
+        return await self._remote_client().explain(self, payload, headers, host)
+
+    def _remote_client(self):
+        if self._remote is None:
+            from gpuserve.remote import RemotePredictor
+
+            self._remote = RemotePredictor()
+        return self._remote
+
+    def metadata(self) -> Dict[str, Any]:
+        """V2 model metadata (name, versions, platform, inputs, outputs)."""
+        out: Dict[str, Any] = {
+            "name": self.name,
+            "versions": [str(self.version)] if self.version is not None else [],
+            "platform": self.platform,
+            "inputs": self.get_input_types(),
+            "outputs": self.get_output_types(),
+        }
+        return out
+
+    def stop(self) -> None:
+        if self._remote is not None:
+            self._remote.close_soon()
+            self._remote = None

@@ -1,0 +1,164 @@
+"""The registry of served models (KServe's `ModelRepository`), with versions and load failures.
+
+Every name maps to its versions; the highest version (numeric where it can be) is the default that
+un-versioned requests reach. A model that failed to load stays registered, not ready, with its
+reason, so the repository index can say why instead of the model silently vanishing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from typing import Callable, Dict, Optional
+
+from gpuserve.errors import ModelNotFound, ModelNotReady
+from gpuserve.model import BaseKServeModel
+
+logger = logging.getLogger("gpuserve")
+
+
+def _version_key(version: Optional[str]):
+    if version is None:
+        return (0, 0, "")
+    return (1, int(version), "") if str(version).isdigit() else (1, -1, str(version))
+
+
+async def run_load(model: BaseKServeModel) -> bool:
+    """Call `model.load()` (sync in a thread, async awaited) and settle `ready` and `reason`.
+
+    `True` or `None` with `ready` set means ready; `False` means not ready; an exception is kept
+    as the reason.
+    """
+    try:
+        if inspect.iscoroutinefunction(model.load):
+            result = await model.load()
+        else:
+            result = await asyncio.to_thread(model.load)
+            if inspect.isawaitable(result):
+                result = await result
+        if result is True:
+            model.ready = True
+        elif result is False:
+            model.ready = False
+        if model.ready:
+            model.reason = ""
+            if hasattr(model, "start_engine") and getattr(model, "engine", False):
+                await model.start_engine()
+        elif not model.reason:
+            model.reason = "load() did not make the model ready"
+    except Exception as exc:  # a broken model must never take the server down
+        model.ready = False
+        model.reason = f"{type(exc).__name__}: {exc}"
+        logger.exception("model '%s' failed to load", model.name)
+    return bool(model.ready)
+
+
+class ModelRepository:
+    def __init__(self, models_dir: Optional[str] = None):
+        self.models_dir = models_dir
+        self.models: Dict[str, BaseKServeModel] = {}
+        self._versions: Dict[str, Dict[Optional[str], BaseKServeModel]] = {}
+        # Set by the disk repository: builds the model objects for a name found under models_dir.
+        self.source: Optional[Callable[[str], list]] = None
+
+    # KServe's API -------------------------------------------------------------------------------
+    def get_model(self, name: str, version: Optional[str] = None) -> Optional[BaseKServeModel]:
+        if version in (None, ""):
+            return self.models.get(name)
+        return self._versions.get(name, {}).get(str(version))
+
+    def get_models(self) -> Dict[str, BaseKServeModel]:
+        return dict(self.models)
+
+    def update(self, model: BaseKServeModel) -> None:
+        version = getattr(model, "version", None)
+        version = str(version) if version is not None else None
+        versions = self._versions.setdefault(model.name, {})
+        versions[version] = model
+        self.models[model.name] = versions[max(versions, key=_version_key)]
+
+    def is_model_ready(self, name: str, version: Optional[str] = None) -> bool:
+        model = self.get_model(name, version)
+        return bool(model is not None and model.ready)
+
+    def load(self, name: str) -> bool:
+        """Load (or reload) `name` from the models folder; blocking, for scripts and KServe parity."""
+        if _in_loop():
+            raise RuntimeError("ModelRepository.load() blocks; inside the event loop await load_async()")
+        return asyncio.run(self.load_async(name))
+
+    def unload(self, name: str) -> bool:
+        if name not in self._versions:
+            raise KeyError(f"model with name {name} does not exist")
+        for model in self._versions.pop(name).values():
+            _stop(model)
+        self.models.pop(name, None)
+        return True
+
+    # gpuserve additions ------------------------------------------------------------------------
+    def versions(self, name: str) -> Dict[Optional[str], BaseKServeModel]:
+        return dict(self._versions.get(name, {}))
+
+    def all_versions(self):
+        for name in sorted(self._versions):
+            for version, model in sorted(self._versions[name].items(), key=lambda kv: _version_key(kv[0])):
+                yield name, version, model
+
+    def resolve(self, name: str, version: Optional[str] = None) -> BaseKServeModel:
+        """The model a request names, ready to serve, or the error the client should get."""
+        model = self.get_model(name, version)
+        if model is None:
+            raise ModelNotFound(name, version)
+        if not model.ready:
+            raise ModelNotReady(name, getattr(model, "reason", "") or None)
+        return model
+
+    async def load_async(self, name: str) -> bool:
+        if self.source is None:
+            model = self.models.get(name)
+            if model is None:
+                raise ModelNotFound(name)
+            return await run_load(model)
+        models = self.source(name)
+        if not models:
+            raise ModelNotFound(name)
+        old = self._versions.pop(name, {})
+        self.models.pop(name, None)
+        ok = True
+        for model in models:
+            if getattr(model, "ready", False) is False and not getattr(model, "reason", ""):
+                ok = await run_load(model) and ok
+            else:
+                ok = bool(model.ready) and ok
+            self.update(model)
+        for model in old.values():
+            _stop(model)
+        return ok
+
+    async def unload_async(self, name: str) -> bool:
+        if name not in self._versions:
+            raise ModelNotFound(name)
+        models = self._versions.pop(name).values()
+        self.models.pop(name, None)
+        for model in models:
+            await asyncio.to_thread(_stop, model)
+        return True
+
+
+def _stop(model: BaseKServeModel) -> None:
+    try:
+        model.stop()
+        if getattr(model, "engine", False):
+            model.stop_engine()
+    except Exception:
+        logger.exception("model '%s' failed to stop cleanly", model.name)
+    model.ready = False
+
+
+def _in_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+        return True
+    except RuntimeError:
+        return False

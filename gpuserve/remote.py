@@ -1,0 +1,100 @@
+"""Forwarding to a remote predictor: the default `Model.predict`/`explain` of KServe's transformer pattern.
+
+One pooled httpx client per model (keep-alive, HTTP/1.1), retries on connection failures only, so a
+request the predictor may have started is never sent twice. Errors from the predictor keep their
+status so the caller's client sees what the predictor said.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Optional
+
+import orjson
+
+from gpuserve.errors import InvalidInput, RemotePredictorError, UnsupportedProtocol
+from gpuserve.types import InferRequest, InferResponse
+
+
+class RemotePredictor:
+    def __init__(self) -> None:
+        self._http = None
+        self._grpc = None
+
+    def _client(self, model):
+        if self._http is None:
+            import httpx
+
+            transport = httpx.AsyncHTTPTransport(retries=max(int(model.retries or 0), 0))
+            self._http = httpx.AsyncClient(transport=transport, timeout=model.timeout)
+        return self._http
+
+    @staticmethod
+    def _base(model, host: str) -> str:
+        if host.startswith(("http://", "https://")):
+            return host.rstrip("/")
+        return f"{'https' if model.use_ssl else 'http'}://{host}"
+
+    async def _post(self, model, url: str, body: Any, headers: Optional[dict]) -> Any:
+        import httpx
+
+        forward = {"content-type": "application/json"}
+        if headers:
+            for key in ("x-request-id", "x-b3-traceid", "traceparent", "authorization"):
+                if key in headers:
+                    forward[key] = headers[key]
+        try:
+            reply = await self._client(model).post(url, content=orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY),
+                                                   headers=forward)
+        except httpx.TimeoutException as exc:
+            raise RemotePredictorError(f"predictor at {url} timed out: {exc}", status=504) from None
+        except httpx.HTTPError as exc:
+            raise RemotePredictorError(f"predictor at {url} unreachable: {exc}", status=502) from None
+        if reply.status_code >= 400:
+            try:
+                detail = reply.json().get("error", reply.text)
+            except ValueError:
+                detail = reply.text
+            raise RemotePredictorError(f"predictor answered {reply.status_code}: {detail}", status=reply.status_code)
+        try:
+            return orjson.loads(reply.content)
+        except orjson.JSONDecodeError:
+            raise RemotePredictorError(f"predictor at {url} returned invalid JSON", status=502) from None
+
+    async def predict(self, model, payload: Any, headers: Optional[dict]) -> Any:
+        protocol = model.protocol or "v1"
+        if protocol == "grpc-v2":
+            from gpuserve.remote_grpc import grpc_infer
+
+            if not isinstance(payload, InferRequest):
+                raise InvalidInput("the grpc-v2 predictor protocol takes an InferRequest payload")
+            return await grpc_infer(model, payload, headers)
+        base = self._base(model, model.predictor_host)
+        if protocol == "v1":
+            if isinstance(payload, InferRequest):
+                payload = {"instances": [t.as_numpy() for t in payload.inputs][0]}
+            return await self._post(model, f"{base}/v1/models/{model.name}:predict", payload, headers)
+        if protocol == "v2":
+            if isinstance(payload, InferRequest):
+                body = payload.to_rest()
+            elif isinstance(payload, dict):
+                body = payload
+            else:
+                raise InvalidInput("the v2 predictor protocol takes an InferRequest or a V2 JSON dict")
+            reply = await self._post(model, f"{base}/v2/models/{model.name}/infer", body, headers)
+            return InferResponse.from_rest(reply)
+        raise UnsupportedProtocol(f"unsupported predictor protocol '{protocol}'")
+
+    async def explain(self, model, payload: Any, headers: Optional[dict], host: str) -> Any:
+        if (model.protocol or "v1") != "v1":
+            raise UnsupportedProtocol("explain is defined by the V1 protocol only")
+        return await self._post(model, f"{self._base(model, host)}/v1/models/{model.name}:explain", payload, headers)
+
+    def close_soon(self) -> None:
+        client, self._http = self._http, None
+        if client is None:
+            return
+        try:
+            asyncio.get_running_loop().create_task(client.aclose())
+        except RuntimeError:
+            pass

@@ -1,0 +1,209 @@
+"""Server settings (env `GPUSERVE_*` over `settings.json` over defaults) and per-model settings.
+
+Model settings use MLServer's `model-settings.json` field names so existing folders load as they
+are; fields gpuserve does not know are kept (extra="allow") rather than rejected.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Literal, Optional, Tuple, Type
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from gpuserve.errors import InvalidSettings
+
+SETTINGS_FILE = "settings.json"
+MODEL_SETTINGS_FILE = "model-settings.json"
+
+
+def _check_device(value: str) -> str:
+    value = (value or "auto").strip().lower()
+    if value in ("auto", "cpu", "cuda", "gpu"):
+        return "cuda" if value == "gpu" else value
+    if value.startswith("cuda:") and value[5:].isdigit():
+        return value
+    raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got '{value}'")
+
+
+class _JsonFileSource(PydanticBaseSettingsSource):
+    """Values from `settings.json` at the repository root; the file wins only over defaults."""
+
+    def __init__(self, settings_cls: Type[BaseSettings], path: Optional[Path]):
+        super().__init__(settings_cls)
+        self.values: Dict[str, Any] = {}
+        if path is not None and path.is_file():
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, ValueError) as exc:
+                raise InvalidSettings(f"cannot read {path}: {exc}") from None
+            if not isinstance(data, dict):
+                raise InvalidSettings(f"{path} must hold a JSON object")
+            fields = settings_cls.model_fields
+            self.values = {k: v for k, v in data.items() if k in fields}
+
+    def get_field_value(self, field, field_name):  # pragma: no cover - __call__ is used
+        return self.values.get(field_name), field_name, False
+
+    def __call__(self) -> Dict[str, Any]:
+        return dict(self.values)
+
+
+_SETTINGS_PATH: Optional[Path] = None
+
+
+class ServerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GPUSERVE_", extra="ignore", validate_default=True)
+
+    host: str = "0.0.0.0"
+    http_port: int = 8080
+    grpc_port: int = 8081
+    metrics_port: int = 8082
+    metrics_path: str = "/metrics"
+    metrics_prefix: str = ""
+    enable_grpc: bool = True
+    enable_metrics_server: bool = True
+    workers: int = 1
+    max_threads: Optional[int] = None
+    max_asyncio_workers: Optional[int] = None
+    model_repository_root: Optional[str] = None
+    load_models_at_startup: bool = True
+    model_control_enabled: bool = True
+    strict_readiness: bool = False
+    device: str = "auto"
+    max_request_bytes: int = 256 * 1024 * 1024
+    grpc_max_message_bytes: int = 2**31 - 1
+    server_name: str = "gpuserve"
+    log_level: str = "INFO"
+    logging_format: Literal["text", "json"] = "text"
+    access_log: bool = False
+    enable_docs_url: bool = True
+    graceful_shutdown_seconds: float = 30.0
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        return _check_device(value)
+
+    @field_validator("http_port", "grpc_port", "metrics_port")
+    @classmethod
+    def _port(cls, value: int) -> int:
+        if not 0 <= value <= 65535:
+            raise ValueError(f"port must be within 0..65535, got {value}")
+        return value
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings) -> Tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _JsonFileSource(settings_cls, _SETTINGS_PATH))
+
+    @classmethod
+    def load(cls, folder: Optional[str | os.PathLike] = None, **overrides: Any) -> "ServerSettings":
+        """Defaults < settings.json in `folder` < GPUSERVE_* env < explicit overrides (CLI flags)."""
+        global _SETTINGS_PATH
+        _SETTINGS_PATH = Path(folder) / SETTINGS_FILE if folder is not None else None
+        try:
+            overrides = {k: v for k, v in overrides.items() if v is not None}
+            settings = cls(**overrides)
+        except ValidationError as exc:
+            raise InvalidSettings(f"invalid server settings: {_errors(exc)}") from None
+        finally:
+            _SETTINGS_PATH = None
+        if folder is not None and settings.model_repository_root is None:
+            settings.model_repository_root = str(folder)
+        return settings
+
+
+class ModelParameters(BaseModel):
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+    uri: Optional[str] = None
+    version: Optional[str] = None
+    content_type: Optional[str] = None
+    format: Optional[str] = None
+    extra: Dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) else value
+
+
+class TensorMetadata(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    datatype: str
+    shape: List[int]
+    parameters: Dict[str, Any] = Field(default_factory=dict)
+
+
+class InstanceGroup(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    count: int = 1
+    kind: Literal["auto", "gpu", "cpu"] = "auto"
+    gpus: List[int] = Field(default_factory=list)
+
+
+class ModelSettings(BaseModel):
+    """One model's settings: MLServer's `model-settings.json` fields plus gpuserve's device fields."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+    name: str = ""
+    implementation: Optional[str] = None
+    platform: str = ""
+    versions: List[str] = Field(default_factory=list)
+    parameters: ModelParameters = Field(default_factory=ModelParameters)
+    inputs: List[TensorMetadata] = Field(default_factory=list)
+    outputs: List[TensorMetadata] = Field(default_factory=list)
+    max_batch_size: int = 0
+    max_batch_time: float = 0.0
+    parallel_workers: Optional[int] = None
+    device: Optional[str] = None
+    instance_groups: List[InstanceGroup] = Field(default_factory=list)
+    warmup: bool = True
+
+    # Where the settings came from; relative uris resolve against it.
+    folder: Optional[str] = Field(default=None, exclude=True)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: Optional[str]) -> Optional[str]:
+        return None if value is None else _check_device(value)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> "ModelSettings":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise InvalidSettings(f"cannot read {path}: {exc}") from None
+        if not isinstance(data, dict):
+            raise InvalidSettings(f"{path} must hold a JSON object")
+        try:
+            settings = cls.model_validate(data)
+        except ValidationError as exc:
+            raise InvalidSettings(f"invalid {path}: {_errors(exc)}") from None
+        settings.folder = str(path.parent)
+        if not settings.name:
+            settings.name = path.parent.name
+        return settings
+
+    def resolve_uri(self) -> Optional[Path]:
+        """The artefact path named by `parameters.uri`, relative to the settings' folder."""
+        uri = self.parameters.uri
+        if not uri:
+            return None
+        path = Path(uri)
+        if not path.is_absolute() and self.folder:
+            path = Path(self.folder) / path
+        return path
+
+
+def _errors(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors())

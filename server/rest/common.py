@@ -1,0 +1,105 @@
+"""Pieces every REST route shares: body reading with a size cap, orjson responses, the error table.
+
+Handlers are wrapped by `guarded`, which turns any exception into `{"error": "..."}` with the
+status from `gpuserve.errors` (or a user-registered exception handler), logs it, and never lets it
+escape to the ASGI server.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from typing import Any, Callable, Dict, Optional
+
+import orjson
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+
+from gpuserve.errors import InvalidInput, PayloadTooLarge, status_of
+
+logger = logging.getLogger("gpuserve.rest")
+JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+
+
+def json_response(content: Any, status: int = 200, headers: Optional[Dict[str, str]] = None) -> Response:
+    return Response(orjson.dumps(content, option=JSON_OPTIONS), status_code=status,
+                    media_type="application/json", headers=headers)
+
+
+def error_response(exc: BaseException) -> Response:
+    status, _ = status_of(exc)
+    headers = getattr(exc, "headers", None) or None
+    message = str(exc) or type(exc).__name__
+    if status >= 500:
+        logger.error("request failed with %s: %s", status, message, exc_info=status == 500)
+    else:
+        logger.warning("request rejected with %s: %s", status, message)
+    return Response(orjson.dumps({"error": message}), status_code=status, media_type="application/json",
+                    headers=headers)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refusing more than `limit` bytes before reading it where the length is known."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+        except ValueError:
+            raise InvalidInput("invalid Content-Length header") from None
+        try:
+            return await request.body()
+        except ClientDisconnect:
+            raise InvalidInput("client disconnected before sending the whole body") from None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_json(body: bytes) -> Any:
+    if not body:
+        raise InvalidInput("request body is empty; expected JSON")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"Unrecognized request format: {exc}") from None
+
+
+class ErrorRoutes:
+    """User exception handlers (ModelServer.register_exception_handler) consulted before the table."""
+
+    def __init__(self) -> None:
+        self.handlers: Dict[type, Callable] = {}
+
+    async def respond(self, request: Request, exc: BaseException) -> Response:
+        for klass in type(exc).__mro__:
+            handler = self.handlers.get(klass)
+            if handler is not None:
+                try:
+                    result = handler(request, exc)
+                    if inspect.isawaitable(result):
+                        result = await result
+                    return result
+                except Exception as inner:  # a broken handler still gets a clean answer
+                    return error_response(inner)
+        return error_response(exc)
+
+
+def guarded(errors: ErrorRoutes) -> Callable:
+    def wrap(handler: Callable) -> Callable:
+        @functools.wraps(handler)
+        async def run(*args, **kwargs):
+            try:
+                return await handler(*args, **kwargs)
+            except Exception as exc:
+                request = kwargs.get("request")
+                return await errors.respond(request, exc)
+
+        return run
+
+    return wrap

@@ -1,0 +1,47 @@
+"""KServe V1: list, readiness, `:predict` and `:explain`."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from starlette.requests import Request
+
+from gpuserve.dataplane import DataPlane
+from gpuserve.errors import InferenceError, ModelNotFound, ModelNotReady
+from gpuserve.model import InferenceVerb
+from gpuserve.server.rest.common import ErrorRoutes, guarded, json_response, parse_json, read_body
+
+
+def add_v1_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes, body_limit: int) -> None:
+    guard = guarded(errors)
+
+    @app.get("/v1/models", tags=["V1"], summary="Names of the served models")
+    @guard
+    async def list_models(request: Request):
+        return json_response({"models": plane.list_models()})
+
+    @app.get("/v1/models/{model_name}", tags=["V1"], summary="Model readiness")
+    @guard
+    async def model_ready(model_name: str, request: Request):
+        model = plane.repository.get_model(model_name)
+        if model is None:
+            raise ModelNotFound(model_name)
+        if not model.ready:
+            raise ModelNotReady(model_name, getattr(model, "reason", "") or None)
+        return json_response({"name": model_name, "ready": True})
+
+    async def call(model_name: str, request: Request, verb: InferenceVerb):
+        body = parse_json(await read_body(request, body_limit))
+        response, response_headers = await plane.predict_v1(model_name, body, dict(request.headers), verb)
+        if hasattr(response, "to_rest") and not isinstance(response, dict):
+            raise InferenceError(f"model '{model_name}' returned {type(response).__name__} to a V1 request")
+        return json_response(response, headers=response_headers or None)
+
+    @app.post("/v1/models/{model_name}:predict", tags=["V1"], summary="Predict (V1 instances/predictions)")
+    @guard
+    async def predict(model_name: str, request: Request):
+        return await call(model_name, request, InferenceVerb.PREDICT)
+
+    @app.post("/v1/models/{model_name}:explain", tags=["V1"], summary="Explain a prediction")
+    @guard
+    async def explain(model_name: str, request: Request):
+        return await call(model_name, request, InferenceVerb.EXPLAIN)

@@ -1,0 +1,113 @@
+"""V2 / Open Inference Protocol REST: health, server and model metadata, readiness, infer."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from fastapi import FastAPI
+from starlette.requests import Request
+
+from gpuserve.dataplane import DataPlane
+from gpuserve.errors import InferenceError, ModelNotReady, ServerNotReady
+from gpuserve.types import InferRequest, InferResponse
+from gpuserve.server.rest.common import ErrorRoutes, guarded, json_response, parse_json, read_body
+
+BINARY_HEADER = "inference-header-content-length"
+
+
+def decode_infer(body: bytes, request: Request, model_name: str, version: Optional[str]) -> InferRequest:
+    header_length = request.headers.get(BINARY_HEADER)
+    if header_length is not None:
+        from gpuserve.server.binary import decode_request
+
+        return decode_request(body, header_length, model_name, version)
+    return InferRequest.from_rest(model_name, parse_json(body), version)
+
+
+def encode_infer(response, infer_request: InferRequest, response_headers: dict):
+    if isinstance(response, InferResponse):
+        from gpuserve.server.binary import encode_response, wants_binary
+
+        if wants_binary(infer_request):
+            content, header_length = encode_response(response, infer_request)
+            headers = dict(response_headers) if response_headers else {}
+            from starlette.responses import Response
+
+            if header_length is None:
+                return Response(content, media_type="application/json", headers=headers or None)
+            headers["Inference-Header-Content-Length"] = str(header_length)
+            return Response(content, media_type="application/octet-stream", headers=headers)
+        return json_response(response.to_rest(lists=False), headers=response_headers or None)
+    if isinstance(response, dict):
+        return json_response(response, headers=response_headers or None)
+    raise InferenceError(f"model '{infer_request.model_name}' returned {type(response).__name__}, "
+                         "expected an InferResponse")
+
+
+def add_v2_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes, body_limit: int) -> None:
+    guard = guarded(errors)
+
+    @app.get("/v2/health/live", tags=["V2 health"], summary="Server liveness")
+    @guard
+    async def live(request: Request):
+        return json_response({"live": plane.live()})
+
+    @app.get("/v2/health/ready", tags=["V2 health"], summary="Server readiness")
+    @guard
+    async def ready(request: Request):
+        if not plane.ready():
+            raise ServerNotReady("server is not ready")
+        return json_response({"ready": True})
+
+    @app.get("/v2", tags=["V2 metadata"], summary="Server metadata")
+    @guard
+    async def server_metadata(request: Request):
+        return json_response(plane.metadata())
+
+    async def model_metadata(model_name: str, version: Optional[str]):
+        return json_response(plane.model_metadata(model_name, version))
+
+    async def model_ready(model_name: str, version: Optional[str]):
+        if not plane.model_ready(model_name, version):
+            model = plane.repository.get_model(model_name, version)
+            raise ModelNotReady(model_name, getattr(model, "reason", "") or None)
+        return json_response({"name": model_name, "ready": True})
+
+    async def infer(model_name: str, version: Optional[str], request: Request):
+        body = await read_body(request, body_limit)
+        infer_request = decode_infer(body, request, model_name, version)
+        response, response_headers = await plane.infer(infer_request, dict(request.headers))
+        return encode_infer(response, infer_request, response_headers)
+
+    @app.get("/v2/models/{model_name}", tags=["V2 metadata"], summary="Model metadata")
+    @guard
+    async def metadata_latest(model_name: str, request: Request):
+        return await model_metadata(model_name, None)
+
+    @app.get("/v2/models/{model_name}/versions/{model_version}", tags=["V2 metadata"],
+             summary="Model metadata of one version")
+    @guard
+    async def metadata_version(model_name: str, model_version: str, request: Request):
+        return await model_metadata(model_name, model_version)
+
+    @app.get("/v2/models/{model_name}/ready", tags=["V2 health"], summary="Model readiness")
+    @guard
+    async def ready_latest(model_name: str, request: Request):
+        return await model_ready(model_name, None)
+
+    @app.get("/v2/models/{model_name}/versions/{model_version}/ready", tags=["V2 health"],
+             summary="Model readiness of one version")
+    @guard
+    async def ready_version(model_name: str, model_version: str, request: Request):
+        return await model_ready(model_name, model_version)
+
+    @app.post("/v2/models/{model_name}/infer", tags=["V2 inference"], summary="Inference")
+    @guard
+    async def infer_latest(model_name: str, request: Request):
+        return await infer(model_name, None, request)
+
+    @app.post("/v2/models/{model_name}/versions/{model_version}/infer", tags=["V2 inference"],
+              summary="Inference on one version")
+    @guard
+    async def infer_version(model_name: str, model_version: str, request: Request):
+        return await infer(model_name, model_version, request)
