@@ -1,0 +1,41 @@
+"""The REST application: V1 and V2 routes over one data plane, plus `/metrics` and OpenAPI docs."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gpuserve.dataplane import DataPlane
+from gpuserve.settings import ServerSettings
+from gpuserve.version import __version__
+from gpuserve.server.rest.common import ErrorRoutes, json_response
+from gpuserve.server.rest.v1 import add_v1_routes
+from gpuserve.server.rest.v2 import add_v2_routes
+
+
+def build_app(plane: DataPlane, settings: ServerSettings, errors: ErrorRoutes | None = None) -> FastAPI:
+    errors = errors or ErrorRoutes()
+    docs = settings.enable_docs_url
+    app = FastAPI(title="gpuserve", version=__version__,
+                  description="KServe V1 and Open Inference Protocol (V2) REST endpoints",
+                  docs_url="/docs" if docs else None, redoc_url="/redoc" if docs else None,
+                  openapi_url="/openapi.json" if docs else None)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        return json_response({"error": f"{exc.detail}: {request.method} {request.url.path}"}, status=exc.status_code)
+
+    add_v1_routes(app, plane, errors, settings.max_request_bytes)
+    add_v2_routes(app, plane, errors, settings.max_request_bytes)
+
+    @app.get(settings.metrics_path, include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    app.state.plane = plane
+    app.state.errors = errors
+    return app
