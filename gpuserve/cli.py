@@ -1,0 +1,79 @@
+"""`gpuserve start FOLDER --http-port P --grpc-port G --metrics-port M`: the launch line users script
+against. Flags win over `GPUSERVE_*` env, which wins over `settings.json` in FOLDER."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import List, Optional
+
+from gpuserve.errors import GpuserveError
+from gpuserve.version import __version__
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gpuserve", description="GPU-first inference server "
+                                     "(KServe V1, Open Inference Protocol V2 over REST and gRPC).")
+    parser.add_argument("--version", action="version", version=f"gpuserve {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    start = commands.add_parser("start", help="serve the models in a repository folder",
+                                description="Serve every model found in FOLDER (model-settings.json "
+                                "folders, bare model.onnx files, numbered version folders).")
+    start.add_argument("folder", nargs="?", default=None,
+                       help="model repository folder (default: GPUSERVE_MODEL_REPOSITORY_ROOT or .)")
+    start.add_argument("--http-port", type=int, default=None, help="REST port (default 8080, env GPUSERVE_HTTP_PORT)")
+    start.add_argument("--grpc-port", type=int, default=None, help="gRPC port (default 8081, env GPUSERVE_GRPC_PORT)")
+    start.add_argument("--metrics-port", type=int, default=None,
+                       help="Prometheus port (default 8082, env GPUSERVE_METRICS_PORT)")
+    start.add_argument("--host", default=None, help="address to listen on (default 0.0.0.0, env GPUSERVE_HOST)")
+    start.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (env GPUSERVE_DEVICE)")
+    start.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING, ... (env GPUSERVE_LOG_LEVEL)")
+    return parser
+
+
+def start(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from gpuserve.model_repository import ModelRepository
+    from gpuserve.repository import DiskRepository
+    from gpuserve.settings import ServerSettings
+
+    folder = args.folder
+    if folder is None:
+        import os
+
+        folder = os.environ.get("GPUSERVE_MODEL_REPOSITORY_ROOT", ".")
+    if not Path(folder).is_dir():
+        raise GpuserveError(f"model repository folder '{folder}' does not exist or is not a folder")
+    settings = ServerSettings.load(folder, http_port=args.http_port, grpc_port=args.grpc_port,
+                                   metrics_port=args.metrics_port, host=args.host, device=args.device,
+                                   log_level=args.log_level)
+    from gpuserve.logging_setup import configure_logging
+
+    configure_logging(settings)
+    registry = DiskRepository(folder, device=settings.device).populate(ModelRepository())
+    from gpuserve.server.model_server import ModelServer
+
+    ModelServer(settings=settings, registered_models=registry).start()
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command != "start":
+        parser.print_help()
+        return 2
+    try:
+        return start(args)
+    except GpuserveError as exc:
+        logging.getLogger("gpuserve").debug("start-up failed", exc_info=True)
+        print(f"gpuserve: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""A model repository on disk: find models in a folder, build their model objects, reload by name.
+
+Forms, detected per model folder:
+- MLServer: `model-settings.json` (anywhere below the root, as MLServer scans).
+- Bare artefact: `model.onnx` in the folder, or in numbered version folders (`1/model.onnx`), which is
+  also how a Triton repository lays out its versions.
+A model that cannot be built is registered not ready with the reason, never raised.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from gpuserve.errors import GpuserveError, InvalidSettings
+from gpuserve.model import BaseKServeModel
+from gpuserve.model_repository import ModelRepository
+from gpuserve.runtimes import ARTEFACT_RUNTIMES, BUILTIN_RUNTIMES
+from gpuserve.settings import MODEL_SETTINGS_FILE, ModelSettings
+
+logger = logging.getLogger("gpuserve")
+
+
+class UnavailableModel(BaseKServeModel):
+    """Stands in for a model that could not even be built, so the index can report why."""
+
+    def __init__(self, name: str, reason: str, version: Optional[str] = None):
+        super().__init__(name)
+        self.reason = reason
+        self.version = version
+
+    def load(self) -> bool:
+        return False
+
+
+def _artefact(folder: Path) -> Optional[Path]:
+    for suffix in ARTEFACT_RUNTIMES:
+        candidate = folder / f"model{suffix}"
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def _version_folders(folder: Path) -> Dict[str, Path]:
+    return {p.name: p for p in folder.iterdir() if p.is_dir() and p.name.isdigit() and _artefact(p)}
+
+
+def import_class(dotted: str, folder: Optional[Path]):
+    """Import `pkg.module.Class`, with the model's own folder first on the path (as MLServer does)."""
+    module_name, _, class_name = dotted.rpartition(".")
+    if not module_name:
+        raise InvalidSettings(f"implementation '{dotted}' must be a dotted path like my_module.MyModel")
+    if folder is not None:
+        where = str(folder)
+        if where not in sys.path:
+            sys.path.insert(0, where)
+        top = module_name.split(".")[0]
+        loaded = sys.modules.get(top)
+        local = folder / f"{top}.py"
+        if loaded is not None and local.exists() and Path(getattr(loaded, "__file__", "") or "").parent != folder:
+            for key in [k for k in sys.modules if k == top or k.startswith(top + ".")]:
+                del sys.modules[key]
+            sys.path.remove(where)
+            sys.path.insert(0, where)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise InvalidSettings(f"cannot import '{module_name}' for implementation '{dotted}': {exc}") from None
+    try:
+        return getattr(module, class_name)
+    except AttributeError:
+        raise InvalidSettings(f"module '{module_name}' has no class '{class_name}'") from None
+
+
+def instantiate(cls, settings: ModelSettings) -> BaseKServeModel:
+    """Build a model, passing only what its constructor takes (name, settings, uri)."""
+    try:
+        params = inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        params = {}
+    offered = {"name": settings.name, "settings": settings, "model_settings": settings,
+               "uri": str(settings.resolve_uri()) if settings.parameters.uri else None,
+               "model_dir": settings.folder}
+    kwargs = {k: v for k, v in offered.items() if k in params}
+    if not kwargs and params:
+        model = cls(settings.name)
+    else:
+        model = cls(**kwargs)
+    if not isinstance(model, BaseKServeModel):
+        raise InvalidSettings(f"{cls.__name__} is not a gpuserve Model")
+    if not getattr(model, "name", None):
+        model.name = settings.name
+    if getattr(model, "settings", None) is None:
+        model.settings = settings
+    if getattr(model, "version", None) is None and settings.parameters.version is not None:
+        model.version = settings.parameters.version
+    return model
+
+
+def runtime_for(settings: ModelSettings):
+    implementation = settings.implementation
+    if implementation:
+        builtin = BUILTIN_RUNTIMES.get(implementation) or BUILTIN_RUNTIMES.get(implementation.lower())
+        if builtin is not None:
+            return builtin
+        return import_class(implementation, Path(settings.folder) if settings.folder else None)
+    uri = settings.resolve_uri()
+    if uri is None:
+        raise InvalidSettings(f"model '{settings.name}' names no implementation and no parameters.uri")
+    path = uri / "model.onnx" if uri.is_dir() else uri
+    runtime = ARTEFACT_RUNTIMES.get(path.suffix)
+    if runtime is None:
+        raise InvalidSettings(f"model '{settings.name}': no runtime serves '{path.name}'; set 'implementation'")
+    return runtime
+
+
+class DiskRepository:
+    """Scans `root` once per call; `build(name)` makes fresh model objects for a (re)load."""
+
+    def __init__(self, root: str | Path, device: Optional[str] = None):
+        self.root = Path(root)
+        self.device = device  # the server's default for models whose settings name none
+        if not self.root.is_dir():
+            raise InvalidSettings(f"model repository folder '{root}' does not exist or is not a folder")
+
+    def scan(self) -> Dict[str, List[ModelSettings]]:
+        found: Dict[str, List[ModelSettings]] = {}
+        for path in sorted(self.root.rglob(MODEL_SETTINGS_FILE)):
+            try:
+                settings = ModelSettings.from_file(path)
+            except GpuserveError as exc:
+                found.setdefault(path.parent.name, []).append(_broken(path.parent, str(exc)))
+                continue
+            found.setdefault(settings.name, []).append(settings)
+        claimed = {Path(s.folder) for group in found.values() for s in group if s.folder}
+        for folder in sorted(p for p in self.root.iterdir() if p.is_dir() and p not in claimed):
+            if _artefact(folder):
+                found.setdefault(folder.name, []).append(
+                    ModelSettings(name=folder.name, parameters={"uri": str(_artefact(folder))}, folder=str(folder)))
+            for version, vfolder in sorted(_version_folders(folder).items()):
+                found.setdefault(folder.name, []).append(
+                    ModelSettings(name=folder.name, parameters={"uri": str(_artefact(vfolder)), "version": version},
+                                  folder=str(folder)))
+        return found
+
+    def build(self, name: str) -> List[BaseKServeModel]:
+        return [self._build_one(s) for s in self.scan().get(name, [])]
+
+    def _build_one(self, settings: ModelSettings) -> BaseKServeModel:
+        broken = settings.model_extra.get("_broken") if settings.model_extra else None
+        if broken:
+            return UnavailableModel(settings.name, broken)
+        if settings.device is None and self.device:
+            settings.device = self.device
+        try:
+            return instantiate(runtime_for(settings), settings)
+        except Exception as exc:
+            reason = str(exc) if isinstance(exc, GpuserveError) else f"{type(exc).__name__}: {exc}"
+            logger.error("model '%s' cannot be built: %s", settings.name, reason)
+            return UnavailableModel(settings.name, reason, settings.parameters.version)
+
+    def populate(self, registry: ModelRepository) -> ModelRepository:
+        registry.models_dir = str(self.root)
+        registry.source = self.build
+        for group in self.scan().values():
+            for settings in group:
+                registry.update(self._build_one(settings))
+        return registry
+
+
+def _broken(folder: Path, reason: str) -> ModelSettings:
+    return ModelSettings(name=folder.name, folder=str(folder), _broken=reason)
