@@ -46,3 +46,49 @@ def running_server(models=(), repository=None, **settings):
 def serve():
     """`with serve(models) as server:` inside a test."""
     return running_server
+
+
+def make_onnx_model(path, in_features=4, out_features=3, seed=0, name="input", out_name="output"):
+    """A tiny linear+ReLU ONNX model (explicit ir_version, so onnxruntime accepts it); returns (W, b)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    weight = rng.normal(size=(in_features, out_features)).astype(np.float32)
+    bias = rng.normal(size=(out_features,)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", [name, "W"], ["mm"]), helper.make_node("Add", ["mm", "B"], ["pre"]),
+         helper.make_node("Relu", ["pre"], [out_name])],
+        "tiny",
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", in_features])],
+        [helper.make_tensor_value_info(out_name, TensorProto.FLOAT, ["batch", out_features])],
+        [numpy_helper.from_array(weight, "W"), numpy_helper.from_array(bias, "B")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return weight, bias
+
+
+def onnx_reference(x, weight, bias):
+    import numpy as np
+
+    return np.maximum(x @ weight + bias, 0).astype(np.float32)
+
+
+@pytest.fixture
+def http():
+    """An httpx client factory bound to a server's REST port."""
+    import httpx
+
+    clients = []
+
+    def make(server):
+        client = httpx.Client(base_url=f"http://127.0.0.1:{server.ports['http']}", timeout=30)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
