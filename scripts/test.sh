@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Sets up .venv (if needed) and runs every check CI runs: import contracts, then the test suite.
+# This is the README's test command; .ci/run calls exactly this.
+set -uo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+python=${GPUSERVE_PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$python" -m venv .venv || exit 1
+fi
+.venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+# Exactly one ONNX Runtime flavour (CPU here); never onnxruntime beside onnxruntime-gpu.
+.venv/bin/python -m pip install -q -e ".[dev,onnx,grpc,speed]" 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/python -c "import gpuserve, onnxruntime, fastapi, grpc, tritonclient.http" || {
+    echo "test.sh: dependencies failed to install" >&2; exit 1; }
+
+echo "== import contracts"
+PYTHON="$root/.venv/bin/python" bash scripts/lint_imports.sh 2>&1 | grep -vE "BuildBackendWarning|return '\\\\n'.join" | tail -12
+[ "${PIPESTATUS[0]}" -eq 0 ] || { echo "test.sh: import contracts broken" >&2; exit 1; }
+
+echo "== tests"
+.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+status=$?
+if [ "$status" -eq 5 ]; then
+    echo "test.sh: pytest collected no tests" >&2
+    exit 1
+fi
+exit "$status"

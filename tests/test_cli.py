@@ -1,0 +1,177 @@
+"""The launch line as users script it: `gpuserve start FOLDER --http-port P --grpc-port G --metrics-port M`,
+clear start-up errors, SIGTERM draining in-flight work and exiting 0, and a KServe script run as is."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "configs" / "demo"
+GPUSERVE = [sys.executable, "-m", "gpuserve.cli"]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(port, proc, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited early with {proc.returncode}: {proc.stderr.read()}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("server not ready in time")
+
+
+def start(args, env=None):
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
+
+
+def stop(proc):
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def run(args, env=None):
+    return subprocess.run(args, capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})})
+
+
+def test_version_and_help():
+    out = run([*GPUSERVE, "--version"])
+    assert out.returncode == 0 and "gpuserve" in out.stdout
+    out = run([*GPUSERVE, "start", "--help"])
+    assert out.returncode == 0 and "--http-port" in out.stdout and "--metrics-port" in out.stdout
+
+
+def test_missing_folder_is_a_clear_error(tmp_path):
+    out = run([*GPUSERVE, "start", str(tmp_path / "nope")])
+    assert out.returncode == 2 and "does not exist" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_bad_settings_file_is_a_clear_error(tmp_path):
+    (tmp_path / "settings.json").write_text("{broken")
+    out = run([*GPUSERVE, "start", str(tmp_path)])
+    assert out.returncode == 2 and "settings.json" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_port_in_use_is_a_clear_error(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = run([*GPUSERVE, "start", str(tmp_path), "--host", "127.0.0.1", "--http-port", str(port),
+                   "--grpc-port", str(free_port()), "--metrics-port", str(free_port())])
+    assert out.returncode == 2 and f"127.0.0.1:{port}" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_demo_launch_line_serves_and_sigterm_exits_zero():
+    http, grpc, metrics = free_port(), free_port(), free_port()
+    proc = start([*GPUSERVE, "start", str(DEMO), "--http-port", str(http), "--grpc-port", str(grpc),
+                  "--metrics-port", str(metrics)])
+    try:
+        wait_ready(http, proc)
+        base = f"http://127.0.0.1:{http}"
+        out = httpx.post(f"{base}/v2/models/iris-mlp/infer", json={
+            "inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}]}).json()
+        assert out["outputs"][0]["shape"] == [1, 3] and abs(sum(out["outputs"][0]["data"]) - 1) < 1e-5
+        assert httpx.post(f"{base}/v1/models/text-stats:predict", json={"instances": ["a b"]}).json() == \
+            {"predictions": [{"words": 2, "chars": 3}]}
+        assert httpx.get(f"http://127.0.0.1:{metrics}/metrics").status_code == 200
+        assert httpx.get(f"{base}/v2").json()["name"] == "gpuserve-demo"
+    finally:
+        code = stop(proc)
+    assert code == 0
+
+
+def test_env_ports_and_sigterm_drains_in_flight(tmp_path):
+    marker = tmp_path / "entered"
+    (tmp_path / "slow").mkdir()
+    (tmp_path / "slow" / "model-settings.json").write_text(json.dumps({"implementation": "slow_model.Slow"}))
+    (tmp_path / "slow" / "slow_model.py").write_text(textwrap.dedent(f"""
+        import time
+        from pathlib import Path
+        from gpuserve import Model
+
+        class Slow(Model):
+            def load(self):
+                self.ready = True
+
+            def predict(self, payload, headers=None):
+                Path({str(marker)!r}).write_text("in")
+                time.sleep(1.0)
+                return {{"predictions": payload["instances"]}}
+        """))
+    http = free_port()
+    proc = start([*GPUSERVE, "start", str(tmp_path)],
+                 env={"GPUSERVE_HTTP_PORT": str(http), "GPUSERVE_GRPC_PORT": str(free_port()),
+                      "GPUSERVE_METRICS_PORT": str(free_port()), "GPUSERVE_HOST": "127.0.0.1"})
+    try:
+        wait_ready(http, proc)
+        result = {}
+        worker = threading.Thread(target=lambda: result.setdefault("r", httpx.post(
+            f"http://127.0.0.1:{http}/v1/models/slow:predict", json={"instances": [7]}, timeout=30)))
+        worker.start()
+        deadline = time.monotonic() + 30
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert marker.exists()
+        proc.send_signal(signal.SIGTERM)
+        worker.join(30)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert result["r"].status_code == 200 and result["r"].json() == {"predictions": [7]}
+
+
+def test_kserve_script_runs_with_only_the_import_changed(tmp_path):
+    script = tmp_path / "serve.py"
+    script.write_text(textwrap.dedent("""
+        from gpuserve import Model, ModelServer   # was: from kserve import Model, ModelServer
+
+        class MyModel(Model):
+            def __init__(self, name: str):
+                super().__init__(name)
+                self.load()
+
+            def load(self):
+                self.ready = True
+
+            async def predict(self, payload, headers=None):
+                return {"predictions": [x * 3 for x in payload["instances"]]}
+
+        if __name__ == "__main__":
+            ModelServer().start([MyModel("custom-model")])
+        """))
+    http = free_port()
+    proc = start([sys.executable, str(script), "--http_port", str(http), "--grpc_port", str(free_port())],
+                 env={"GPUSERVE_METRICS_PORT": str(free_port())})
+    try:
+        wait_ready(http, proc)
+        reply = httpx.post(f"http://127.0.0.1:{http}/v1/models/custom-model:predict", json={"instances": [1, 2]})
+        assert reply.json() == {"predictions": [3, 6]}
+    finally:
+        code = stop(proc)
+    assert code == 0
