@@ -47,6 +47,16 @@ class DataPlane:
             raise ModelNotFound(name, version)
         return bool(model.ready)
 
+    async def model_healthy(self, name: str, version: Optional[str] = None) -> bool:
+        """Readiness as the model itself judges it (`healthy()`), e.g. including a remote predictor."""
+        model = self.repository.get_model(name, version)
+        if model is None:
+            raise ModelNotFound(name, version)
+        if not model.ready:
+            return False
+        healthy = getattr(model, "healthy", None)
+        return bool(await healthy()) if healthy is not None else True
+
     def model_metadata(self, name: str, version: Optional[str] = None) -> Dict[str, Any]:
         model = self.repository.get_model(name, version)
         if model is None:

@@ -149,6 +149,15 @@ class Model(InferenceModel):
             raise NotImplementedError(f"model '{self.name}' has no explain() and no predictor_host to forward to")
         return await self._remote_client().explain(self, payload, headers, host)
 
+    async def healthy(self) -> bool:
+        """Ready, and, with `predictor_health_check`, the remote predictor says it is ready too."""
+        if not self.ready:
+            return False
+        config = self.predictor_config
+        if self.predictor_host and config is not None and config.predictor_health_check:
+            return await self._remote_client().is_ready(self)
+        return True
+
     def _remote_client(self):
         if self._remote is None:
             from gpuserve.remote import RemotePredictor

@@ -90,6 +90,18 @@ class RemotePredictor:
             raise UnsupportedProtocol("explain is defined by the V1 protocol only")
         return await self._post(model, f"{self._base(model, host)}/v1/models/{model.name}:explain", payload, headers)
 
+    async def is_ready(self, model) -> bool:
+        """The predictor's readiness for this model; any failure to ask counts as not ready."""
+        import httpx
+
+        base = self._base(model, model.predictor_host)
+        path = f"/v1/models/{model.name}" if (model.protocol or "v1") == "v1" else f"/v2/models/{model.name}/ready"
+        try:
+            reply = await self._client(model).get(base + path)
+        except httpx.HTTPError:
+            return False
+        return reply.status_code == 200
+
     def close_soon(self) -> None:
         client, self._http = self._http, None
         if client is None:

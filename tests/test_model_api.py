@@ -306,3 +306,18 @@ async def test_call_pipeline_directly():
     assert result == {"instances": [1]} and headers == {}
     with pytest.raises(NotImplementedError):
         await Model("bare")({"instances": [1]}, verb=InferenceVerb.PREDICT)
+
+
+def test_predictor_health_check_follows_the_predictor(http):
+    class Predictor(Model):
+        def load(self):
+            self.ready = True
+
+    with running_server([Predictor("m")]) as predictor:
+        host = f"127.0.0.1:{predictor.ports['http']}"
+        checked = Model("m", predictor_config=PredictorConfig(host, "v2", predictor_health_check=True))
+        checked.ready = True
+        with running_server([checked]) as front:
+            assert http(front).get("/v2/models/m/ready").status_code == 200
+    # The predictor is gone now: the transformer must say it is not ready.
+    assert asyncio.run(checked.healthy()) is False

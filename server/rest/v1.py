@@ -6,7 +6,7 @@ from fastapi import FastAPI
 from starlette.requests import Request
 
 from gpuserve.dataplane import DataPlane
-from gpuserve.errors import InferenceError, ModelNotFound, ModelNotReady
+from gpuserve.errors import InferenceError, ModelNotReady
 from gpuserve.model import InferenceVerb
 from gpuserve.server.rest.common import ErrorRoutes, guarded, json_response, parse_json, read_body
 
@@ -22,10 +22,8 @@ def add_v1_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes, body_limi
     @app.get("/v1/models/{model_name}", tags=["V1"], summary="Model readiness")
     @guard
     async def model_ready(model_name: str, request: Request):
-        model = plane.repository.get_model(model_name)
-        if model is None:
-            raise ModelNotFound(model_name)
-        if not model.ready:
+        if not await plane.model_healthy(model_name):
+            model = plane.repository.get_model(model_name)
             raise ModelNotReady(model_name, getattr(model, "reason", "") or None)
         return json_response({"name": model_name, "ready": True})
 

@@ -68,7 +68,7 @@ def add_v2_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes, body_limi
         return json_response(plane.model_metadata(model_name, version))
 
     async def model_ready(model_name: str, version: Optional[str]):
-        if not plane.model_ready(model_name, version):
+        if not await plane.model_healthy(model_name, version):
             model = plane.repository.get_model(model_name, version)
             raise ModelNotReady(model_name, getattr(model, "reason", "") or None)
         return json_response({"name": model_name, "ready": True})

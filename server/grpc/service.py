@@ -1,0 +1,309 @@
+"""`inference.GRPCInferenceService` on grpc.aio: a thin servicer over the DataPlane.
+
+Each RPC decodes its message, calls the data plane, encodes the answer. Every exception leaves
+through the one error table (`gpuserve.errors.status_of`), so a bad input is INVALID_ARGUMENT, an
+unknown model NOT_FOUND, and nothing is ever UNKNOWN. Extensions gpuserve lacks (shared memory
+registration, trace and log settings) answer UNIMPLEMENTED with a sentence saying so.
+
+The handlers are registered from the service descriptor with grpc's generic handler API, so the
+server does not depend on the grpcio version that generated inference_pb2_grpc.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+from typing import AsyncIterator, Dict, Optional, Tuple
+
+import grpc
+
+from gpuserve.dataplane import DataPlane
+from gpuserve.errors import (GpuserveError, InvalidInput, InvalidSettings, ModelLoadError, ModelNotFound,
+                             Unimplemented, status_of)
+from gpuserve.settings import ServerSettings
+from gpuserve.server.grpc import convert
+from gpuserve.server.grpc import inference_pb2 as pb
+
+logger = logging.getLogger("gpuserve")
+
+SERVICE = "inference.GRPCInferenceService"
+STREAM_IN_FLIGHT = 256  # requests of one stream running at once; the reader waits beyond that
+
+
+def _abort_args(exc: BaseException) -> Tuple[grpc.StatusCode, str]:
+    code = grpc.StatusCode[status_of(exc)[1]]
+    if not isinstance(exc, GpuserveError):
+        logger.exception("gRPC request failed", exc_info=exc)
+    return code, str(exc) or type(exc).__name__
+
+
+def _guard(method):
+    """Run a unary handler; turn any exception into its table status with the message as details."""
+
+    @functools.wraps(method)
+    async def guarded(self, request, context):
+        try:
+            return await method(self, request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await context.abort(*_abort_args(exc))
+
+    return guarded
+
+
+def _headers(context) -> Dict[str, str]:
+    return {key: value for key, value in (context.invocation_metadata() or ()) if isinstance(value, str)}
+
+
+def _version(text: str) -> Optional[str]:
+    return text or None
+
+
+class InferenceServicer:
+    """The RPCs of GRPCInferenceService, named as in inference.proto."""
+
+    def __init__(self, plane: DataPlane):
+        self.plane = plane
+
+    # health -----------------------------------------------------------------------------------
+    @_guard
+    async def ServerLive(self, request, context):
+        return pb.ServerLiveResponse(live=self.plane.live())
+
+    @_guard
+    async def ServerReady(self, request, context):
+        return pb.ServerReadyResponse(ready=self.plane.ready())
+
+    @_guard
+    async def ModelReady(self, request, context):
+        return pb.ModelReadyResponse(ready=self.plane.model_ready(request.name, _version(request.version)))
+
+    # metadata ---------------------------------------------------------------------------------
+    @_guard
+    async def ServerMetadata(self, request, context):
+        meta = self.plane.metadata()
+        return pb.ServerMetadataResponse(name=meta["name"], version=meta["version"], extensions=meta["extensions"])
+
+    @_guard
+    async def ModelMetadata(self, request, context):
+        return convert.metadata_to_proto(self.plane.model_metadata(request.name, _version(request.version)))
+
+    @_guard
+    async def ModelConfig(self, request, context):
+        version = _version(request.version)
+        meta = self.plane.model_metadata(request.name, version)
+        model = self.plane.repository.get_model(request.name, version)
+        return pb.ModelConfigResponse(config=convert.config_from_metadata(meta, getattr(model, "settings", None)))
+
+    # inference --------------------------------------------------------------------------------
+    async def _infer(self, request: pb.ModelInferRequest, headers: Dict[str, str]) -> pb.ModelInferResponse:
+        infer_request = convert.request_from_proto(request)
+        response, _ = await self.plane.infer(infer_request, headers)
+        return convert.response_to_proto(response, infer_request)
+
+    @_guard
+    async def ModelInfer(self, request, context):
+        return await self._infer(request, _headers(context))
+
+    async def ModelStreamInfer(self, requests: AsyncIterator[pb.ModelInferRequest], context
+                               ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        """Requests of one stream run concurrently (so they can share batches); answers leave in
+        request order. A failed request is answered with `error_message`; the stream goes on."""
+        headers = _headers(context)
+        pending: asyncio.Queue = asyncio.Queue(maxsize=STREAM_IN_FLIGHT)
+        done = object()
+
+        async def read() -> None:
+            try:
+                async for request in requests:
+                    await pending.put((request, asyncio.ensure_future(self._infer(request, headers))))
+            finally:
+                await pending.put((None, done))
+
+        reader = asyncio.ensure_future(read())
+        try:
+            while True:
+                request, task = await pending.get()
+                if task is done:
+                    break
+                try:
+                    yield pb.ModelStreamInferResponse(infer_response=await task)
+                except Exception as exc:
+                    _, message = _abort_args(exc)
+                    yield pb.ModelStreamInferResponse(
+                        error_message=message,
+                        infer_response=pb.ModelInferResponse(model_name=request.model_name,
+                                                             model_version=request.model_version, id=request.id))
+            try:
+                await reader
+            except Exception as exc:  # the request stream itself broke
+                await context.abort(*_abort_args(exc))
+        finally:
+            reader.cancel()
+            while not pending.empty():
+                _, task = pending.get_nowait()
+                if task is not done:
+                    task.cancel()
+
+    # statistics -------------------------------------------------------------------------------
+    @_guard
+    async def ModelStatistics(self, request, context):
+        name, version = request.name, _version(request.version)
+        if name and self.plane.repository.get_model(name, version) is None:
+            raise ModelNotFound(name, version)
+        statistics = getattr(self.plane, "statistics", None)
+        if callable(statistics):
+            data = statistics(name or None, version)
+            if inspect.isawaitable(data):
+                data = await data
+            return convert.statistics_to_proto(data)
+        # No statistics kept yet: every model answered, with zero counts.
+        response = pb.ModelStatisticsResponse()
+        for model_name, model_version, model in self.plane.repository.all_versions():
+            if name and (model_name != name or (version is not None and model_version != version)):
+                continue
+            if not name and not model.ready:
+                continue
+            zero = pb.StatisticDuration
+            response.model_stats.add(
+                name=model_name, version=model_version or "",
+                inference_stats=pb.InferStatistics(success=zero(), fail=zero(), queue=zero(), compute_input=zero(),
+                                                   compute_infer=zero(), compute_output=zero(), cache_hit=zero(),
+                                                   cache_miss=zero()))
+        return response
+
+    # model repository -------------------------------------------------------------------------
+    @_guard
+    async def RepositoryIndex(self, request, context):
+        response = pb.RepositoryIndexResponse()
+        for name, version, model in self.plane.repository.all_versions():
+            if request.ready and not model.ready:
+                continue
+            response.models.add(name=name, version=version or "", state="READY" if model.ready else "UNAVAILABLE",
+                                reason="" if model.ready else (getattr(model, "reason", "") or "not loaded"))
+        return response
+
+    @_guard
+    async def RepositoryModelLoad(self, request, context):
+        if not request.model_name:
+            raise InvalidInput("'model_name' is required")
+        if len(request.parameters):
+            raise Unimplemented(f"loading with parameters ({', '.join(sorted(request.parameters))}) is not "
+                                "supported by gpuserve; change the model's folder and load it by name")
+        if not await self.plane.repository.load_async(request.model_name):
+            model = self.plane.repository.get_model(request.model_name)
+            reason = getattr(model, "reason", "") or "load() did not make the model ready"
+            raise ModelLoadError(f"failed to load '{request.model_name}': {reason}")
+        return pb.RepositoryModelLoadResponse()
+
+    @_guard
+    async def RepositoryModelUnload(self, request, context):
+        if not request.model_name:
+            raise InvalidInput("'model_name' is required")
+        await self.plane.repository.unload_async(request.model_name)
+        return pb.RepositoryModelUnloadResponse()
+
+    # shared memory: nothing can be registered, so status is empty and unregister a no-op -------
+    @_guard
+    async def SystemSharedMemoryStatus(self, request, context):
+        if request.name:
+            raise InvalidInput(f"no system shared memory region named '{request.name}' is registered")
+        return pb.SystemSharedMemoryStatusResponse()
+
+    @_guard
+    async def SystemSharedMemoryRegister(self, request, context):
+        raise Unimplemented("system shared memory is not supported by gpuserve; send tensors in the request")
+
+    @_guard
+    async def SystemSharedMemoryUnregister(self, request, context):
+        return pb.SystemSharedMemoryUnregisterResponse()
+
+    @_guard
+    async def CudaSharedMemoryStatus(self, request, context):
+        if request.name:
+            raise InvalidInput(f"no CUDA shared memory region named '{request.name}' is registered")
+        return pb.CudaSharedMemoryStatusResponse()
+
+    @_guard
+    async def CudaSharedMemoryRegister(self, request, context):
+        raise Unimplemented("CUDA shared memory is not supported by gpuserve; send tensors in the request")
+
+    @_guard
+    async def CudaSharedMemoryUnregister(self, request, context):
+        return pb.CudaSharedMemoryUnregisterResponse()
+
+    # trace and log settings -------------------------------------------------------------------
+    @_guard
+    async def TraceSetting(self, request, context):
+        raise Unimplemented("the trace extension is not supported by gpuserve")
+
+    @_guard
+    async def LogSettings(self, request, context):
+        raise Unimplemented("the logging extension is not supported by gpuserve; set GPUSERVE_LOG_LEVEL")
+
+
+def service_handler(servicer: InferenceServicer) -> grpc.GenericRpcHandler:
+    """One method handler per RPC of the service descriptor, bound to the servicer's methods."""
+    handlers = {}
+    for method in pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].methods:
+        request_class = getattr(pb, method.input_type.name)
+        response_class = getattr(pb, method.output_type.name)
+        if method.client_streaming or method.server_streaming:
+            make = grpc.stream_stream_rpc_method_handler
+        else:
+            make = grpc.unary_unary_rpc_method_handler
+        handlers[method.name] = make(getattr(servicer, method.name), request_deserializer=request_class.FromString,
+                                     response_serializer=response_class.SerializeToString)
+    return grpc.method_handlers_generic_handler(SERVICE, handlers)
+
+
+def _add_health(server: grpc.aio.Server, plane: DataPlane) -> bool:
+    """The standard grpc.health.v1 service when grpcio-health-checking is installed."""
+    try:
+        from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+    except ImportError:
+        return False
+    serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+
+    class Health(health.aio.HealthServicer):
+        """Overall ("") and inference-service health follow the data plane's readiness."""
+
+        async def Check(self, request, context):
+            if request.service in ("", SERVICE):
+                return health_pb2.HealthCheckResponse(status=serving if plane.ready() else not_serving)
+            return await super().Check(request, context)
+
+    health_pb2_grpc.add_HealthServicer_to_server(Health(), server)
+    return True
+
+
+def _address(host: str, port: int) -> str:
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # IPv6 literal
+    return f"{host}:{port}"
+
+
+async def start_grpc_server(plane: DataPlane, settings: ServerSettings) -> Tuple[grpc.aio.Server, int]:
+    """Build, bind and start the server; returns it and the bound port (port 0: one the OS picked)."""
+    limit = int(settings.grpc_max_message_bytes)
+    options = [("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit),
+               ("grpc.so_reuseport", 0)]  # a port in use must fail, not be shared silently
+    server = grpc.aio.server(options=options)
+    server.add_generic_rpc_handlers((service_handler(InferenceServicer(plane)),))
+    _add_health(server, plane)
+    address = _address(settings.host, settings.grpc_port)
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        port, reason = 0, str(exc)
+    else:
+        reason = "the port is in use or the address is not available here"
+    if not port:
+        await server.stop(None)
+        raise InvalidSettings(f"cannot listen for gRPC on {address}: {reason}")
+    await server.start()
+    return server, port
+
