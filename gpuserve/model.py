@@ -165,6 +165,41 @@ class Model(InferenceModel):
             self._remote = RemotePredictor()
         return self._remote
 
+    # Content types (MLServer's codecs) with this model's metadata as the defaults -----------------
+    def _default_content_type(self, tensor_name: Optional[str] = None) -> Optional[str]:
+        settings = self.settings
+        if settings is None:
+            return None
+        for meta in list(getattr(settings, "inputs", []) or []) + list(getattr(settings, "outputs", []) or []):
+            if tensor_name is not None and meta.name == tensor_name:
+                content_type = (meta.parameters or {}).get("content_type")
+                if content_type:
+                    return content_type
+        parameters = getattr(settings, "parameters", None)
+        return getattr(parameters, "content_type", None) if tensor_name is None else None
+
+    def decode(self, tensor, default_codec: Optional[str] = None) -> Any:
+        """One input decoded by its own content type, else this model's metadata default, else NumPy."""
+        from gpuserve.codecs import decode_input
+
+        return decode_input(tensor, default_codec or self._default_content_type(tensor.name))
+
+    def decode_request(self, request: InferRequest, default_codec: Optional[str] = None) -> Any:
+        from gpuserve.codecs import decode_request
+
+        return decode_request(request, default_codec or self._default_content_type())
+
+    def encode(self, payload: Any, name: str, default_codec: Optional[str] = None):
+        from gpuserve.codecs import encode_output
+
+        return encode_output(name, payload, default_codec or self._default_content_type(name))
+
+    def encode_response(self, payload: Any, default_codec: Optional[str] = None) -> InferResponse:
+        from gpuserve.codecs import encode_response
+
+        return encode_response(self.name, payload, default_codec or self._default_content_type(),
+                               model_version=self.version)
+
     def metadata(self) -> Dict[str, Any]:
         """V2 model metadata (name, versions, platform, inputs, outputs)."""
         out: Dict[str, Any] = {
