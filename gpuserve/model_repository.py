@@ -133,7 +133,7 @@ class ModelRepository:
                 ok = bool(model.ready) and ok
             self.update(model)
         for model in old.values():
-            _stop(model)
+            await stop_model(model)
         return ok
 
     async def unload_async(self, name: str) -> bool:
@@ -142,8 +142,19 @@ class ModelRepository:
         models = self._versions.pop(name).values()
         self.models.pop(name, None)
         for model in models:
-            await asyncio.to_thread(_stop, model)
+            await stop_model(model)
         return True
+
+
+async def stop_model(model: BaseKServeModel) -> None:
+    """Stop a model from the event loop: engine-backed models drain their batcher first."""
+    aclose = getattr(model, "aclose", None)
+    if aclose is not None:
+        try:
+            await aclose()
+        except Exception:
+            logger.exception("model '%s' failed to close its engine", model.name)
+    await asyncio.to_thread(_stop, model)
 
 
 def _stop(model: BaseKServeModel) -> None:

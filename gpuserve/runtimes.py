@@ -1,50 +1,40 @@
 """Built-in framework models: `Model` subclasses that serve an artefact with nothing for the user to write.
 
-They check each request against the artefact's declared inputs (names, datatypes, ranks and fixed
-dimensions) so a bad request is a 400 naming what was wrong, never a framework traceback.
-Until the engine lands for a framework, `predict` runs the backend in a worker thread.
+Each checks a request against the artefact's declared inputs (names, datatypes, ranks, fixed
+dimensions) so a bad request is a 400 naming what was wrong, never a framework traceback, and then
+submits the arrays to the engine, which batches them across requests and instances.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from gpuserve.errors import InvalidInput, ModelLoadError, ModelMissingError
+from gpuserve.batching import batching_config, request_priority, request_timeout_s
+from gpuserve.datatypes import to_numpy_dtype
+from gpuserve.engine.batcher import Scheduler
+from gpuserve.engine.device import choose_device
+from gpuserve.engine.instance import Instance
+from gpuserve.engine.staging import StagingPool
+from gpuserve.engine.stats import ModelStats
+from gpuserve.errors import InvalidInput, ModelLoadError, ModelMissingError, ModelNotReady
 from gpuserve.model import Model
 from gpuserve.settings import ModelSettings
 from gpuserve.types import InferOutput, InferRequest, InferResponse
 
 logger = logging.getLogger("gpuserve")
-_device_said = False
 
 
-def choose_device(wanted: Optional[str]) -> str:
-    """`auto` means CUDA when usable, else CPU; said once in the log."""
-    global _device_said
-    wanted = (wanted or "auto").lower()
-    if wanted != "auto":
-        return wanted
-    device = "cpu"
-    try:
-        import onnxruntime as ort
-
-        if "CUDAExecutionProvider" in ort.get_available_providers():
-            device = "cuda:0"
-    except ImportError:
-        pass
-    if not _device_said:
-        logger.info("device auto: using %s", device)
-        _device_said = True
-    return device
+def _shape_fits(spec_shape: List[int], shape: tuple) -> bool:
+    return not spec_shape or (len(spec_shape) == len(shape) and all(d in (-1, a) for d, a in zip(spec_shape, shape)))
 
 
 class FrameworkModel(Model):
-    """Common request checking and response building for artefact-backed models."""
+    """Request checking, engine submission and response building shared by artefact-backed models."""
 
     platform = ""
 
@@ -54,9 +44,58 @@ class FrameworkModel(Model):
         self.settings = settings or ModelSettings(name=name)
         self.uri = uri or (str(self.settings.resolve_uri()) if self.settings.parameters.uri else None)
         self.device_wanted = device or self.settings.device
-        self.backend = None
         self.version = self.settings.parameters.version
+        self.backend = None  # the first instance's backend: it describes inputs and outputs
+        self.scheduler: Optional[Scheduler] = None
+        self.stats = ModelStats(name, self.version or "")
 
+    # to be provided by each framework ----------------------------------------------------------
+    def make_backend(self, path: Path, device: str, threads: int):
+        raise NotImplementedError
+
+    def artefact(self) -> Path:
+        if not self.uri:
+            raise ModelMissingError(f"model '{self.name}' has no parameters.uri naming its artefact")
+        return Path(self.uri)
+
+    # lifecycle ----------------------------------------------------------------------------------
+    def load(self) -> bool:
+        path = self.artefact()
+        if not path.exists():
+            raise ModelMissingError(f"model '{self.name}': {path} does not exist")
+        device = choose_device(self.device_wanted)
+        count = sum(g.count for g in self.settings.instance_groups) or 1
+        threads = max(_cpu_count() // count, 1) if device == "cpu" else 1
+        backends = [self.make_backend(path, device, threads) for _ in range(count)]
+        self.backend = backends[0]
+        batchable = all(s.shape and s.shape[0] == -1 for s in self.backend.inputs + self.backend.outputs)
+        config = batching_config(self.settings, batchable)
+        pool = StagingPool()
+        instances = [Instance(b, f"{self.name}-{i}", pool, self.stats) for i, b in enumerate(backends)]
+        self.scheduler = Scheduler(self.name, instances, config, self.stats, batch_dim=batchable)
+        self.ready = True
+        logger.info("model %s: %d instance(s) on %s, max_batch_size %d", self.name, count, self.backend.device,
+                    config.max_batch_size)
+        return True
+
+    async def aclose(self) -> None:
+        """Stop the batcher (failing what is still queued), then free the instances."""
+        self.ready = False
+        scheduler, self.scheduler = self.scheduler, None
+        if scheduler is not None:
+            await scheduler.stop()
+        self.backend = None
+
+    def stop(self) -> None:
+        super().stop()
+        self.ready = False
+        scheduler, self.scheduler = self.scheduler, None
+        if scheduler is not None:
+            for instance in scheduler.instances:
+                instance.close()
+        self.backend = None
+
+    # metadata -----------------------------------------------------------------------------------
     def get_input_types(self) -> List[Dict]:
         return [s.as_metadata() for s in self.backend.inputs] if self.backend else \
             [t.model_dump(exclude={"parameters"}) for t in self.settings.inputs]
@@ -68,8 +107,14 @@ class FrameworkModel(Model):
     def metadata(self) -> Dict[str, Any]:
         meta = super().metadata()
         if self.backend is not None:
-            meta["parameters"] = {"device": self.backend.device}
+            meta["parameters"] = {"device": self.backend.device,
+                                  "max_batch_size": self.scheduler.config.max_batch_size if self.scheduler else 0}
         return meta
+
+    # inference ----------------------------------------------------------------------------------
+    def prepare(self, name: str, array: np.ndarray) -> np.ndarray:
+        """Framework-specific conversion of one checked input (e.g. BYTES for onnxruntime)."""
+        return array
 
     def _arrays(self, request: InferRequest) -> Dict[str, np.ndarray]:
         specs = {s.name: s for s in self.backend.inputs}
@@ -83,15 +128,22 @@ class FrameworkModel(Model):
                 raise InvalidInput(f"input '{tensor.name}' has datatype {tensor.datatype}; "
                                    f"model '{self.name}' expects {spec.datatype}")
             array = tensor.as_numpy()
-            if spec.shape and (len(spec.shape) != array.ndim or any(
-                    d != -1 and d != a for d, a in zip(spec.shape, array.shape))):
+            if not _shape_fits(spec.shape, array.shape):
                 raise InvalidInput(f"input '{tensor.name}' has shape {list(array.shape)}; "
                                    f"model '{self.name}' expects {spec.shape} (-1 is any size)")
-            arrays[tensor.name] = array
+            arrays[tensor.name] = self.prepare(tensor.name, array)
         missing = [name for name in specs if name not in arrays]
         if missing:
             raise InvalidInput(f"model '{self.name}' needs inputs {missing} that the request lacks")
         return arrays
+
+    async def _submit(self, arrays: Dict[str, np.ndarray], parameters: Optional[dict],
+                      outputs: Optional[List[str]] = None) -> Dict[str, np.ndarray]:
+        scheduler = self.scheduler
+        if scheduler is None or not self.ready:
+            raise ModelNotReady(self.name)
+        return await scheduler.submit(arrays, request_priority(parameters, scheduler.config.priority_levels),
+                                      request_timeout_s(parameters), outputs)
 
     async def predict(self, payload, headers=None, response_headers=None):
         if isinstance(payload, InferRequest):
@@ -101,7 +153,7 @@ class FrameworkModel(Model):
                 unknown = [n for n in wanted if n not in known]
                 if unknown:
                     raise InvalidInput(f"unexpected inference output {unknown} for model '{self.name}'")
-            results = await asyncio.to_thread(self.backend.run, self._arrays(payload), wanted)
+            results = await self._submit(self._arrays(payload), payload.parameters, wanted)
             outputs = [InferOutput.from_numpy(name, _json_safe(array)) for name, array in results.items()]
             return InferResponse(payload.id, self.name, outputs, model_version=self.version)
         if isinstance(payload, dict) and "instances" in payload:
@@ -112,27 +164,21 @@ class FrameworkModel(Model):
         if len(self.backend.inputs) != 1:
             raise InvalidInput(f"model '{self.name}' has {len(self.backend.inputs)} inputs; use the V2 protocol")
         spec = self.backend.inputs[0]
-        from gpuserve.datatypes import to_numpy_dtype
-
         try:
             array = np.asarray(body["instances"], dtype=to_numpy_dtype(spec.datatype))
         except (TypeError, ValueError) as exc:
             raise InvalidInput(f"'instances' do not fit {spec.datatype}: {exc}") from None
-        results = await asyncio.to_thread(self.backend.run, self._checked_v1(spec, array))
+        if not _shape_fits(spec.shape, array.shape):
+            raise InvalidInput(f"'instances' have shape {list(array.shape)}; model '{self.name}' expects {spec.shape}")
+        results = await self._submit({spec.name: self.prepare(spec.name, array)}, body.get("parameters"))
         return {"predictions": next(iter(results.values()))}
 
-    def _checked_v1(self, spec, array: np.ndarray) -> Dict[str, np.ndarray]:
-        if spec.shape and (len(spec.shape) != array.ndim or any(
-                d != -1 and d != a for d, a in zip(spec.shape, array.shape))):
-            raise InvalidInput(f"'instances' have shape {list(array.shape)}; model '{self.name}' expects {spec.shape}")
-        return {spec.name: array}
 
-    def stop(self) -> None:
-        super().stop()
-        if self.backend is not None:
-            self.backend.unload()
-            self.backend = None
-        self.ready = False
+def _cpu_count() -> int:
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1
 
 
 def _json_safe(array: np.ndarray) -> np.ndarray:
@@ -144,34 +190,25 @@ def _json_safe(array: np.ndarray) -> np.ndarray:
 class OnnxModel(FrameworkModel):
     platform = "onnxruntime_onnx"
 
-    def load(self) -> bool:
-        if not self.uri:
-            raise ModelMissingError(f"model '{self.name}' has no parameters.uri naming its .onnx file")
-        path = Path(self.uri)
-        if path.is_dir():
-            path = path / "model.onnx"
-        if not path.is_file():
-            raise ModelMissingError(f"model '{self.name}': {path} does not exist")
+    def artefact(self) -> Path:
+        path = super().artefact()
+        return path / "model.onnx" if path.is_dir() else path
+
+    def make_backend(self, path: Path, device: str, threads: int):
         try:
             from gpuserve.backends.onnx import OnnxBackend
         except ImportError as exc:  # pragma: no cover - depends on extras
             raise ModelLoadError(f"onnxruntime is not installed ({exc}); pip install gpuserve[onnx]") from None
         extra = self.settings.parameters.extra
-        self.backend = OnnxBackend(str(path), device=choose_device(self.device_wanted),
-                                   intra_op_threads=extra.get("intra_op_threads"),
-                                   inter_op_threads=extra.get("inter_op_threads"),
-                                   graph_optimization_level=extra.get("graph_optimization_level", "all"))
-        self.ready = True
-        return True
+        return OnnxBackend(str(path), device=device, intra_op_threads=extra.get("intra_op_threads", threads),
+                           inter_op_threads=extra.get("inter_op_threads"),
+                           graph_optimization_level=extra.get("graph_optimization_level", "all"))
 
-    def _arrays(self, request: InferRequest) -> Dict[str, np.ndarray]:
-        arrays = super()._arrays(request)
-        for spec in self.backend.inputs:
-            if spec.datatype == "BYTES":
-                array = arrays[spec.name]
-                arrays[spec.name] = np.vectorize(
-                    lambda x: x.decode("utf-8") if isinstance(x, bytes) else str(x), otypes=[object])(array)
-        return arrays
+    def prepare(self, name: str, array: np.ndarray) -> np.ndarray:
+        if array.dtype == object:  # onnxruntime takes str elements for tensor(string)
+            return np.vectorize(lambda x: x.decode("utf-8") if isinstance(x, bytes) else str(x),
+                                otypes=[object])(array)
+        return array
 
 
 BUILTIN_RUNTIMES = {

@@ -149,6 +149,20 @@ class InstanceGroup(BaseModel):
     gpus: List[int] = Field(default_factory=list)
 
 
+class DynamicBatching(BaseModel):
+    """Triton's `dynamic_batching` block, also accepted in model-settings.json."""
+
+    model_config = ConfigDict(extra="allow")
+
+    preferred_batch_size: List[int] = Field(default_factory=list)
+    max_queue_delay_microseconds: int = 0
+    priority_levels: int = 0
+    default_priority_level: int = 0
+    max_queue_size: int = 0
+    default_timeout_microseconds: int = 0
+    allow_timeout_override: bool = True
+
+
 class ModelSettings(BaseModel):
     """One model's settings: MLServer's `model-settings.json` fields plus gpuserve's device fields."""
 
@@ -161,8 +175,10 @@ class ModelSettings(BaseModel):
     parameters: ModelParameters = Field(default_factory=ModelParameters)
     inputs: List[TensorMetadata] = Field(default_factory=list)
     outputs: List[TensorMetadata] = Field(default_factory=list)
-    max_batch_size: int = 0
+    # None: decided from the artefact (batching on when every input has a dynamic first dimension).
+    max_batch_size: Optional[int] = None
     max_batch_time: float = 0.0
+    dynamic_batching: Optional[DynamicBatching] = None
     parallel_workers: Optional[int] = None
     device: Optional[str] = None
     instance_groups: List[InstanceGroup] = Field(default_factory=list)

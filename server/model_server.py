@@ -24,7 +24,7 @@ from gpuserve.dataplane import DataPlane
 from gpuserve.errors import InvalidSettings
 from gpuserve.logging_setup import configure_logging
 from gpuserve.model import BaseKServeModel
-from gpuserve.model_repository import ModelRepository, run_load
+from gpuserve.model_repository import ModelRepository, run_load, stop_model
 from gpuserve.settings import ServerSettings
 from gpuserve.server.app import build_app
 from gpuserve.server.rest.common import ErrorRoutes
@@ -235,12 +235,7 @@ class ModelServer:
 
     async def _stop_models(self) -> None:
         for _, _, model in self.registered_models.all_versions():
-            try:
-                await asyncio.to_thread(model.stop)
-                if getattr(model, "engine", False):
-                    model.stop_engine()
-            except Exception:
-                logger.exception("model %s failed to stop", model.name)
+            await stop_model(model)
 
     def stop(self) -> None:
         """Begin a graceful stop; safe from signal handlers and from other threads."""

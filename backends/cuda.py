@@ -1,0 +1,36 @@
+"""Device helpers behind the backend boundary: CUDA discovery without touching CUDA in the parent.
+
+NVML (nvidia-ml-py) answers "how many GPUs" without creating a CUDA context, so a process that
+later forks or spawns workers stays clean (seldon-core#4429). Every import is lazy and every
+failure means "no GPU".
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+
+@functools.lru_cache(maxsize=1)
+def cuda_device_count() -> int:
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return 0
+    try:
+        import pynvml
+    except ImportError:
+        return _count_device_files()
+    try:
+        pynvml.nvmlInit()
+        try:
+            return int(pynvml.nvmlDeviceGetCount())
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:
+        return 0
+
+
+def _count_device_files() -> int:
+    """Without NVML, count the driver's device nodes; a container without GPUs has none."""
+    import glob
+
+    return len([p for p in glob.glob("/dev/nvidia[0-9]*") if p[len("/dev/nvidia"):].isdigit()])

@@ -1,0 +1,204 @@
+"""The dynamic batcher: one scheduling loop per model version over its instances.
+
+Work-conserving: the loop first waits for an idle instance slot, then for work, then takes every
+queued request that can share the batch. While all instances are busy, requests accumulate, so
+batches grow exactly when the device is the bottleneck and an idle device never waits on a timer.
+`max_queue_delay_s` (MLServer's max_batch_time, Triton's max_queue_delay_microseconds) opts into
+waiting for a fuller batch; `preferred_batch_sizes` trims a batch to the largest preferred size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from gpuserve.errors import InvalidInput, ModelNotReady
+from gpuserve.engine.instance import Instance
+from gpuserve.engine.job import Job, batch_key, row_count
+from gpuserve.engine.queue import BatchQueue
+from gpuserve.engine.stats import ModelStats
+
+logger = logging.getLogger("gpuserve.engine")
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    max_batch_size: int = 0  # rows; 0 or 1: every request runs alone
+    preferred_batch_sizes: Tuple[int, ...] = ()
+    max_queue_delay_s: float = 0.0
+    priority_levels: int = 1
+    default_priority_level: int = 0
+    max_queue_size: int = 0  # 0: unbounded
+    default_timeout_s: Optional[float] = None
+    allow_timeout_override: bool = True
+
+    @property
+    def batched(self) -> bool:
+        return self.max_batch_size > 1
+
+    @property
+    def target(self) -> int:
+        return max(self.preferred_batch_sizes) if self.preferred_batch_sizes else self.max_batch_size
+
+
+class Scheduler:
+    def __init__(self, name: str, instances: List[Instance], config: BatchingConfig,
+                 stats: Optional[ModelStats] = None, batch_dim: bool = True):
+        self.name = name
+        self.instances = instances
+        self.config = config
+        self.stats = stats or ModelStats(name)
+        # Inputs carry a leading batch dimension (Triton's max_batch_size > 0); batching needs it.
+        self.batch_dim = batch_dim
+        self.queue: Optional[BatchQueue] = None
+        self._idle: Optional[asyncio.Queue] = None
+        self._task: Optional[asyncio.Task] = None
+        self._inflight: set = set()
+        self.batches_formed: Dict[int, int] = {}
+
+    # lifecycle ----------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Bind to the running loop; called lazily by the first submit as well."""
+        self.queue = BatchQueue(self.config.priority_levels, self.config.max_queue_size)
+        self._idle = asyncio.Queue()
+        for instance in self.instances:
+            for _ in range(instance.slots):
+                self._idle.put_nowait(instance)
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher-{self.name}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        if self.queue is not None:
+            self.queue.fail_all(ModelNotReady(self.name, "the model is being unloaded"))
+        if self._inflight:
+            await asyncio.gather(*self._inflight, return_exceptions=True)
+        for instance in self.instances:
+            await asyncio.to_thread(instance.close)
+
+    # requests -----------------------------------------------------------------------------------
+    async def submit(self, arrays: Dict[str, np.ndarray], priority: Optional[int] = None,
+                     timeout_s: Optional[float] = None, outputs: Optional[Sequence[str]] = None,
+                     ) -> Dict[str, np.ndarray]:
+        """Queue one request and wait for its outputs (sliced to its own rows)."""
+        if self._task is None:
+            self.start()
+        cfg = self.config
+        level = cfg.default_priority_level if priority is None else priority
+        if not 0 <= level < max(cfg.priority_levels, 1):
+            raise InvalidInput(f"priority must be within 1..{cfg.priority_levels} for model '{self.name}'")
+        if timeout_s is None or not cfg.allow_timeout_override:
+            timeout_s = cfg.default_timeout_s
+        batched = cfg.batched and self.batch_dim
+        rows = row_count(arrays, self.batch_dim)
+        loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + timeout_s if timeout_s else None
+        job = Job(arrays, rows, batch_key(arrays, batched), loop.create_future(), level, deadline, outputs)
+        self.queue.put(job)
+        return await job.future
+
+    # the loop -----------------------------------------------------------------------------------
+    async def _loop(self) -> None:
+        cfg = self.config
+        batched = cfg.batched and self.batch_dim
+        while True:
+            instance = await self._idle.get()
+            first = await self.queue.get()
+            batch = [first]
+            if batched:
+                limit = max(cfg.max_batch_size, first.rows)
+                batch += self.queue.take_matching(first.key, limit - first.rows)
+                if cfg.max_queue_delay_s > 0:
+                    await self._wait_for_more(batch, first, limit)
+                if cfg.preferred_batch_sizes:
+                    self._trim_to_preferred(batch)
+            self._dispatch(instance, batch, batched)
+
+    async def _wait_for_more(self, batch: List[Job], first: Job, limit: int) -> None:
+        deadline = first.arrival + self.config.max_queue_delay_s
+        rows = sum(job.rows for job in batch)
+        target = min(self.config.target, limit)
+        while rows < target:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not await self.queue.wait_for_more(remaining):
+                break
+            more = self.queue.take_matching(first.key, limit - rows)
+            batch += more
+            rows += sum(job.rows for job in more)
+
+    def _trim_to_preferred(self, batch: List[Job]) -> None:
+        rows = sum(job.rows for job in batch)
+        fitting = [p for p in self.config.preferred_batch_sizes if p <= rows]
+        if not fitting or rows in self.config.preferred_batch_sizes:
+            return
+        goal, kept, count = max(fitting), 1, batch[0].rows
+        while kept < len(batch) and count + batch[kept].rows <= goal:
+            count += batch[kept].rows
+            kept += 1
+        if count == goal:
+            self.queue.push_front(batch[kept:])
+            del batch[kept:]
+
+    def _dispatch(self, instance: Instance, batch: List[Job], batched: bool) -> None:
+        now = time.monotonic()
+        self.stats.record_queue([int((now - job.arrival) * 1e9) for job in batch])
+        rows = sum(job.rows for job in batch)
+        self.batches_formed[rows] = self.batches_formed.get(rows, 0) + 1
+        outputs = _union_outputs(batch)
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(instance.executor, instance.run, batch, batched, outputs)
+        self._inflight.add(future)
+        future.add_done_callback(lambda f: self._finish(instance, batch, f))
+
+    def _finish(self, instance: Instance, batch: List[Job], future: asyncio.Future) -> None:
+        self._inflight.discard(future)
+        self._idle.put_nowait(instance)
+        now = time.monotonic()
+        error = None if future.cancelled() else future.exception()
+        if future.cancelled():
+            error = ModelNotReady(self.name, "the model is being unloaded")
+        if error is not None:
+            if not isinstance(error, Exception):
+                raise error
+            logger.warning("batch of %d request(s) for %s failed: %s", len(batch), self.name, error)
+            for job in batch:
+                self.stats.record_request(False, int((now - job.arrival) * 1e9))
+                if not job.future.done():
+                    job.future.set_exception(error)
+            return
+        for job, result in zip(batch, future.result()):
+            failed = isinstance(result, BaseException)
+            self.stats.record_request(not failed, int((now - job.arrival) * 1e9))
+            if job.future.done():
+                continue
+            if failed:
+                job.future.set_exception(result)
+            else:
+                job.future.set_result(_select(result, job.outputs))
+
+
+def _union_outputs(batch: List[Job]) -> Optional[List[str]]:
+    names: List[str] = []
+    for job in batch:
+        if job.outputs is None:
+            return None
+        for name in job.outputs:
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def _select(result: Dict[str, np.ndarray], wanted: Optional[Tuple[str, ...]]) -> Dict[str, np.ndarray]:
+    if wanted is None or len(wanted) == len(result):
+        return result
+    return {name: result[name] for name in wanted}

@@ -1,0 +1,85 @@
+"""A model instance: one backend session and one thread that runs its batches in order.
+
+The thread stages the batch (one copy per request into a pooled buffer), runs the backend, checks
+the row count of every output and slices the results per request. Results reach the event loop
+through the executor future, one wake-up per batch.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from gpuserve.engine.job import Job
+from gpuserve.engine.split import split_rows
+from gpuserve.engine.staging import StagingPool, gather
+from gpuserve.engine.stats import ModelStats
+
+
+class Instance:
+    def __init__(self, backend, name: str, pool: Optional[StagingPool] = None, stats: Optional[ModelStats] = None,
+                 slots: int = 1):
+        self.backend = backend
+        self.name = name
+        self.pool = pool if pool is not None else StagingPool()
+        self.stats = stats
+        self.slots = slots
+        self.executor = ThreadPoolExecutor(max_workers=slots, thread_name_prefix=f"gpuserve-{name}")
+
+    def run(self, jobs: List[Job], batched: bool, outputs: Optional[Sequence[str]]) -> List[object]:
+        """Per job, its outputs or the exception it alone caused.
+
+        When a batch of several requests fails, each is retried alone, so one bad request fails
+        itself and not the requests it happened to share a batch with.
+        """
+        try:
+            return self._run(jobs, batched, outputs)
+        except Exception as exc:
+            if len(jobs) == 1:
+                return [exc]
+        results: List[object] = []
+        for job in jobs:
+            try:
+                results.extend(self._run([job], batched, outputs))
+            except Exception as exc:
+                results.append(exc)
+        return results
+
+    def _run(self, jobs: List[Job], batched: bool, outputs: Optional[Sequence[str]]) -> List[Dict[str, np.ndarray]]:
+        t0 = time.perf_counter_ns()
+        leases = []
+        if len(jobs) == 1:
+            arrays = jobs[0].arrays
+        else:
+            arrays = {}
+            for name in jobs[0].arrays:
+                array, lease = gather(self.pool, [job.arrays[name] for job in jobs])
+                arrays[name] = array
+                if lease is not None:
+                    leases.append(lease)
+        t1 = time.perf_counter_ns()
+        try:
+            results = self.backend.run(arrays, outputs)
+        finally:
+            for lease in leases:
+                lease.release()
+        t2 = time.perf_counter_ns()
+        if batched:
+            per_job = split_rows(results, [job.rows for job in jobs], self.name)
+        else:
+            per_job = [results]
+        t3 = time.perf_counter_ns()
+        if self.stats is not None:
+            rows = sum(job.rows for job in jobs) if batched else 1
+            self.stats.record_batch(rows, len(jobs), t1 - t0, t2 - t1, t3 - t2)
+        return per_job
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
+        unload = getattr(self.backend, "unload", None)
+        if unload is not None:
+            unload()
+        self.pool.clear()

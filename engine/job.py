@@ -1,0 +1,55 @@
+"""One request's work as the engine sees it: input arrays, a row count, a batching key and a future."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Dict, Optional, Sequence, Tuple
+
+import numpy as np
+
+from gpuserve.errors import InvalidInput
+
+
+def batch_key(arrays: Dict[str, np.ndarray], batched: bool) -> Tuple:
+    """Jobs share a batch only when every input agrees on name, dtype and non-batch shape."""
+    if batched:
+        return tuple((name, a.dtype.str, a.shape[1:]) for name, a in arrays.items())
+    return tuple((name, a.dtype.str, a.shape) for name, a in arrays.items())
+
+
+def row_count(arrays: Dict[str, np.ndarray], batched: bool) -> int:
+    if not batched:
+        return 1
+    rows = None
+    for name, array in arrays.items():
+        if array.ndim == 0:
+            raise InvalidInput(f"input '{name}' needs a batch dimension")
+        if rows is None:
+            rows = array.shape[0]
+        elif array.shape[0] != rows:
+            raise InvalidInput(f"inputs disagree on the batch dimension: '{name}' has {array.shape[0]} rows, "
+                               f"others {rows}")
+    if not rows:
+        raise InvalidInput("a request needs at least one row")
+    return rows
+
+
+class Job:
+    __slots__ = ("arrays", "rows", "key", "priority", "deadline", "future", "arrival", "outputs", "parameters")
+
+    def __init__(self, arrays: Dict[str, np.ndarray], rows: int, key: Tuple, future: asyncio.Future,
+                 priority: int = 0, deadline: Optional[float] = None, outputs: Optional[Sequence[str]] = None,
+                 parameters: Optional[dict] = None):
+        self.arrays = arrays
+        self.rows = rows
+        self.key = key
+        self.priority = priority
+        self.deadline = deadline  # time.monotonic() seconds, or None
+        self.future = future
+        self.arrival = time.monotonic()
+        self.outputs = tuple(outputs) if outputs else None
+        self.parameters = parameters
+
+    def expired(self, now: float) -> bool:
+        return self.deadline is not None and now >= self.deadline

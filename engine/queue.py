@@ -1,0 +1,115 @@
+"""A bounded queue per model version with priority levels and deadlines.
+
+Level 0 is served first. Expired and cancelled jobs are removed whenever the queue is scanned, so
+their work is never run; an expired job's caller gets DeadlineExceeded (504), never a half-run
+result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from typing import Deque, List, Optional
+
+from gpuserve.errors import DeadlineExceeded, QueueFull
+from gpuserve.engine.job import Job
+
+
+def _fail(job: Job, exc: BaseException) -> None:
+    if not job.future.done():
+        job.future.set_exception(exc)
+
+
+class BatchQueue:
+    def __init__(self, levels: int = 1, max_size: int = 0):
+        self.levels: List[Deque[Job]] = [deque() for _ in range(max(levels, 1))]
+        self.max_size = max_size  # 0 means unbounded
+        self.size = 0
+        self.expired = 0
+        self._ready = asyncio.Event()
+
+    def __len__(self) -> int:
+        return self.size
+
+    def put(self, job: Job) -> None:
+        if self.max_size and self.size >= self.max_size:
+            raise QueueFull(f"queue is full ({self.max_size} requests waiting); retry later")
+        level = min(max(job.priority, 0), len(self.levels) - 1)
+        self.levels[level].append(job)
+        self.size += 1
+        self._ready.set()
+
+    def _usable(self, job: Job, now: float) -> bool:
+        if job.future.done():  # cancelled by its caller (client went away)
+            return False
+        if job.expired(now):
+            self.expired += 1
+            _fail(job, DeadlineExceeded("request timed out in the queue before it could run"))
+            return False
+        return True
+
+    def pop_first(self) -> Optional[Job]:
+        now = time.monotonic()
+        for level in self.levels:
+            while level:
+                job = level.popleft()
+                self.size -= 1
+                if self._usable(job, now):
+                    return job
+        return None
+
+    async def get(self) -> Job:
+        while True:
+            job = self.pop_first()
+            if job is not None:
+                return job
+            self._ready.clear()
+            await self._ready.wait()
+
+    def take_matching(self, key, room: int) -> List[Job]:
+        """Queued jobs with batching key `key`, by priority then arrival, up to `room` rows in all."""
+        taken: List[Job] = []
+        if room <= 0 or not self.size:
+            return taken
+        now = time.monotonic()
+        for level in self.levels:
+            if room <= 0:
+                break
+            skipped: Deque[Job] = deque()
+            while level and room > 0:
+                job = level.popleft()
+                if not self._usable(job, now):
+                    self.size -= 1
+                elif job.key == key and job.rows <= room:
+                    taken.append(job)
+                    room -= job.rows
+                    self.size -= 1
+                else:
+                    skipped.append(job)
+            level.extendleft(reversed(skipped))
+        return taken
+
+    def push_front(self, jobs: List[Job]) -> None:
+        """Return jobs a batch could not take (preferred-size trimming) to the head of their level."""
+        for job in reversed(jobs):
+            level = min(max(job.priority, 0), len(self.levels) - 1)
+            self.levels[level].appendleft(job)
+            self.size += 1
+        if jobs:
+            self._ready.set()
+
+    async def wait_for_more(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for a new job; True if one arrived."""
+        self._ready.clear()
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    def fail_all(self, exc: BaseException) -> None:
+        for level in self.levels:
+            while level:
+                _fail(level.popleft(), exc)
+        self.size = 0

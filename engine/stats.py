@@ -1,0 +1,98 @@
+"""Per model-version statistics with Triton's field names, read by the statistics extension and metrics.
+
+Written from instance threads and read from the event loop; every update is a handful of integer
+additions under one lock, cheap next to a batch.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Dict
+
+
+@dataclass
+class Duration:
+    count: int = 0
+    ns: int = 0
+
+    def add(self, ns: int, count: int = 1) -> None:
+        self.count += count
+        self.ns += ns
+
+    def as_dict(self) -> dict:
+        return {"count": self.count, "ns": self.ns}
+
+
+@dataclass
+class BatchStats:
+    compute_input: Duration = field(default_factory=Duration)
+    compute_infer: Duration = field(default_factory=Duration)
+    compute_output: Duration = field(default_factory=Duration)
+
+
+class ModelStats:
+    def __init__(self, name: str, version: str = ""):
+        self.name = name
+        self.version = version
+        self.lock = threading.Lock()
+        self.success = Duration()
+        self.fail = Duration()
+        self.queue = Duration()
+        self.compute_input = Duration()
+        self.compute_infer = Duration()
+        self.compute_output = Duration()
+        self.cache_hit = Duration()
+        self.cache_miss = Duration()
+        self.batches: Dict[int, BatchStats] = {}
+        self.inference_count = 0
+        self.execution_count = 0
+        self.last_inference_ms = 0
+
+    def record_batch(self, size: int, jobs: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
+        """One executed batch of `size` rows from `jobs` requests; per-request durations are shared."""
+        with self.lock:
+            self.execution_count += 1
+            self.inference_count += size
+            self.last_inference_ms = int(time.time() * 1000)
+            batch = self.batches.get(size)
+            if batch is None:
+                batch = self.batches[size] = BatchStats()
+            batch.compute_input.add(input_ns)
+            batch.compute_infer.add(infer_ns)
+            batch.compute_output.add(output_ns)
+            self.compute_input.add(input_ns * jobs, jobs)
+            self.compute_infer.add(infer_ns * jobs, jobs)
+            self.compute_output.add(output_ns * jobs, jobs)
+
+    def record_queue(self, waits_ns) -> None:
+        with self.lock:
+            for ns in waits_ns:
+                self.queue.add(ns)
+
+    def record_request(self, ok: bool, total_ns: int) -> None:
+        with self.lock:
+            (self.success if ok else self.fail).add(total_ns)
+
+    def as_dict(self) -> dict:
+        """Triton's ModelStatistics JSON shape."""
+        with self.lock:
+            return {
+                "name": self.name,
+                "version": self.version,
+                "last_inference": self.last_inference_ms,
+                "inference_count": self.inference_count,
+                "execution_count": self.execution_count,
+                "inference_stats": {
+                    "success": self.success.as_dict(), "fail": self.fail.as_dict(), "queue": self.queue.as_dict(),
+                    "compute_input": self.compute_input.as_dict(), "compute_infer": self.compute_infer.as_dict(),
+                    "compute_output": self.compute_output.as_dict(), "cache_hit": self.cache_hit.as_dict(),
+                    "cache_miss": self.cache_miss.as_dict(),
+                },
+                "batch_stats": [
+                    {"batch_size": size, "compute_input": b.compute_input.as_dict(),
+                     "compute_infer": b.compute_infer.as_dict(), "compute_output": b.compute_output.as_dict()}
+                    for size, b in sorted(self.batches.items())
+                ],
+            }

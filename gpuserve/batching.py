@@ -1,0 +1,72 @@
+"""Model settings (MLServer's and Triton's names) -> the engine's BatchingConfig.
+
+MLServer: `max_batch_size` N > 1 batches up to N; `max_batch_time` seconds is the longest a batch
+waits to fill. Triton: `dynamic_batching { preferred_batch_size, max_queue_delay_microseconds,
+priority_levels, default_priority_level, default_queue_policy }`. When neither says, a model whose
+inputs all have a dynamic first dimension batches up to AUTO_MAX_BATCH rows without waiting: the
+batcher is work-conserving, so this costs an idle model nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from gpuserve.engine.batcher import BatchingConfig
+from gpuserve.settings import ModelSettings
+
+AUTO_MAX_BATCH = 64
+
+
+def batching_config(settings: ModelSettings, batchable: bool) -> BatchingConfig:
+    max_batch = settings.max_batch_size
+    if max_batch is None:
+        max_batch = AUTO_MAX_BATCH if batchable else 0
+    if not batchable:
+        max_batch = 0
+    dyn = settings.dynamic_batching
+    delay = settings.max_batch_time
+    if dyn is not None and dyn.max_queue_delay_microseconds:
+        delay = dyn.max_queue_delay_microseconds / 1e6
+    levels = dyn.priority_levels if dyn is not None and dyn.priority_levels else 1
+    default_level = (dyn.default_priority_level - 1) if dyn is not None and dyn.default_priority_level else \
+        (levels - 1) // 2 if levels > 1 else 0
+    policy = (settings.model_extra or {}).get("default_queue_policy") or {}
+    if dyn is not None and dyn.model_extra:
+        policy = dyn.model_extra.get("default_queue_policy", policy) or policy
+    timeout_us = policy.get("default_timeout_microseconds") or (dyn.default_timeout_microseconds if dyn else 0)
+    max_queue = policy.get("max_queue_size") or (dyn.max_queue_size if dyn else 0)
+    preferred = tuple(sorted(p for p in (dyn.preferred_batch_size if dyn else []) if 0 < p <= max(max_batch, 1)))
+    return BatchingConfig(
+        max_batch_size=max_batch,
+        preferred_batch_sizes=preferred,
+        max_queue_delay_s=max(delay, 0.0),
+        priority_levels=levels,
+        default_priority_level=max(min(default_level, levels - 1), 0),
+        max_queue_size=int(max_queue or 0),
+        default_timeout_s=timeout_us / 1e6 if timeout_us else None,
+        allow_timeout_override=bool(policy.get("allow_timeout_override", True)),
+    )
+
+
+def request_priority(parameters: dict, levels: int) -> Optional[int]:
+    """Triton's request `priority`: 1 is the highest level, 0 or absent the model's default."""
+    value = parameters.get("priority") if parameters else None
+    if value in (None, 0):
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        from gpuserve.errors import InvalidInput
+
+        raise InvalidInput(f"request parameter 'priority' must be a non-negative integer, got {value!r}")
+    return value - 1
+
+
+def request_timeout_s(parameters: dict) -> Optional[float]:
+    """Triton's request `timeout` in microseconds."""
+    value = parameters.get("timeout") if parameters else None
+    if value in (None, 0):
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        from gpuserve.errors import InvalidInput
+
+        raise InvalidInput(f"request parameter 'timeout' must be microseconds (a non-negative number), got {value!r}")
+    return value / 1e6
