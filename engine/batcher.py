@@ -53,6 +53,9 @@ class Scheduler:
         self.instances = instances
         self.config = config
         self.stats = stats or ModelStats(name)
+        for instance in instances:
+            if instance.stats is None:
+                instance.stats = self.stats
         # Inputs carry a leading batch dimension (Triton's max_batch_size > 0); batching needs it.
         self.batch_dim = batch_dim
         self.queue: Optional[BatchQueue] = None

@@ -1,0 +1,272 @@
+"""The engine under concurrent load: batch sizes, exact results, priorities, deadlines, limits,
+cancellation, isolation of bad requests, buffer reuse and statistics. No sleeps: a gated backend
+holds the instance busy until the test has queued what it needs."""
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+from conftest import make_onnx_model, onnx_reference
+from gpuserve.backends.base import TensorSpec
+from gpuserve.engine.batcher import BatchingConfig, Scheduler
+from gpuserve.engine.instance import Instance
+from gpuserve.engine.staging import StagingPool
+from gpuserve.errors import DeadlineExceeded, InferenceError, InvalidInput, QueueFull
+
+
+class GatedBackend:
+    """Doubles `x`; the first call waits for `gate`, so requests pile up behind a busy instance."""
+
+    device = "cpu"
+
+    def __init__(self, rows_out=None):
+        self.inputs = [TensorSpec("x", "FP32", [-1, -1])]
+        self.outputs = [TensorSpec("y", "FP32", [-1, -1])]
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        self.calls = []
+        self.rows_out = rows_out
+
+    def run(self, arrays, outputs=None):
+        x = arrays["x"]
+        self.calls.append(x.copy())
+        self.entered.set()
+        if not self.gate.wait(30):
+            raise RuntimeError("gate never opened")
+        if (x < 0).any():
+            raise ValueError("negative input")
+        y = x * 2
+        if self.rows_out is not None:
+            y = y[: self.rows_out]
+        return {"y": y}
+
+
+def scheduler_for(backend, **config):
+    pool = StagingPool()
+    instance = Instance(backend, "m-0", pool)
+    return Scheduler("m", [instance], BatchingConfig(**config)), pool
+
+
+async def occupy(scheduler, backend):
+    """Start one request and wait until the instance is running it."""
+    task = asyncio.ensure_future(scheduler.submit({"x": np.zeros((1, 2), np.float32)}))
+    assert await asyncio.to_thread(backend.entered.wait, 30)
+    return task
+
+
+async def settle():
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_batches_grow_while_the_instance_is_busy():
+    backend = GatedBackend()
+    scheduler, _ = scheduler_for(backend, max_batch_size=64)
+    first = await occupy(scheduler, backend)
+    xs = [np.full((1, 2), i, np.float32) for i in range(10)]
+    tasks = [asyncio.ensure_future(scheduler.submit({"x": x})) for x in xs]
+    await settle()
+    backend.gate.set()
+    results = await asyncio.gather(*tasks)
+    await first
+    assert scheduler.batches_formed == {1: 1, 10: 1}
+    for x, result in zip(xs, results):
+        assert np.array_equal(result["y"], x * 2)
+    await scheduler.stop()
+
+
+async def test_max_batch_size_and_preferred_sizes_shape_batches():
+    backend = GatedBackend()
+    scheduler, _ = scheduler_for(backend, max_batch_size=4)
+    first = await occupy(scheduler, backend)
+    tasks = [asyncio.ensure_future(scheduler.submit({"x": np.ones((1, 2), np.float32)})) for _ in range(10)]
+    await settle()
+    backend.gate.set()
+    await asyncio.gather(first, *tasks)
+    assert scheduler.batches_formed == {1: 1, 4: 2, 2: 1}
+    await scheduler.stop()
+
+    backend = GatedBackend()
+    scheduler, _ = scheduler_for(backend, max_batch_size=8, preferred_batch_sizes=(4,))
+    first = await occupy(scheduler, backend)
+    tasks = [asyncio.ensure_future(scheduler.submit({"x": np.ones((1, 2), np.float32)})) for _ in range(7)]
+    await settle()
+    backend.gate.set()
+    await asyncio.gather(first, *tasks)
+    assert scheduler.batches_formed == {1: 1, 4: 1, 3: 1}
+    await scheduler.stop()
+
+
+async def test_requests_with_rows_are_packed_and_split_back_in_order():
+    backend = GatedBackend()
+    scheduler, _ = scheduler_for(backend, max_batch_size=16)
+    first = await occupy(scheduler, backend)
+    xs = [np.arange(r * 2, dtype=np.float32).reshape(r, 2) + 100 * r for r in (3, 1, 5, 2)]
+    tasks = [asyncio.ensure_future(scheduler.submit({"x": x})) for x in xs]
+    await settle()
+    backend.gate.set()
+    results = await asyncio.gather(*tasks)
+    await first
+    assert scheduler.batches_formed[11] == 1
+    for x, result in zip(xs, results):
+        assert result["y"].shape == x.shape and np.array_equal(result["y"], x * 2)
+    await scheduler.stop()
+
+
+async def test_different_non_batch_shapes_never_share_a_batch():
+    backend = GatedBackend()
+    scheduler, _ = scheduler_for(backend, max_batch_size=64)
+    first = await occupy(scheduler, backend)
+    shapes = [(1, 2), (1, 3), (1, 2), (1, 3), (2, 3)]
+    tasks = [asyncio.ensure_future(scheduler.submit({"x": np.ones(s, np.float32)})) for s in shapes]
+    await settle()
+    backend.gate.set()
+    results = await asyncio.gather(*tasks)
+    await first
+    assert [r["y"].shape for r in results] == shapes
+    assert sorted(c.shape for c in backend.calls[1:]) == [(2, 2), (4, 3)]
+    await scheduler.stop()
+
+
+async def test_priority_levels_run_high_priority_first():
+    backend = GatedBackend()
+    scheduler, _ = scheduler_for(backend, max_batch_size=1, priority_levels=3, default_priority_level=1)
+    first = await occupy(scheduler, backend)
+    low = [asyncio.ensure_future(scheduler.submit({"x": np.full((1, 2), 30 + i, np.float32)}, priority=2))
+           for i in range(2)]
+    default = asyncio.ensure_future(scheduler.submit({"x": np.full((1, 2), 20, np.float32)}))
+    high = asyncio.ensure_future(scheduler.submit({"x": np.full((1, 2), 10, np.float32)}, priority=0))
+    await settle()
+    backend.gate.set()
+    await asyncio.gather(first, *low, default, high)
+    assert [int(c[0, 0]) for c in backend.calls[1:]] == [10, 20, 30, 31]
+    with pytest.raises(InvalidInput):
+        await scheduler.submit({"x": np.ones((1, 2), np.float32)}, priority=3)
+    await scheduler.stop()
+
+
+async def test_expired_deadline_is_504_and_never_runs():
+    backend = GatedBackend()
+    scheduler, _ = scheduler_for(backend, max_batch_size=8)
+    first = await occupy(scheduler, backend)
+    late = asyncio.ensure_future(scheduler.submit({"x": np.full((1, 2), -7, np.float32)}, timeout_s=1e-9))
+    ok = asyncio.ensure_future(scheduler.submit({"x": np.ones((1, 2), np.float32)}, timeout_s=60))
+    await settle()
+    backend.gate.set()
+    with pytest.raises(DeadlineExceeded):
+        await late
+    assert np.array_equal((await ok)["y"], np.full((1, 2), 2, np.float32))
+    await first
+    assert all((c != -7).all() for c in backend.calls)
+    await scheduler.stop()
+
+
+async def test_full_queue_is_503_with_retry_after():
+    backend = GatedBackend()
+    scheduler, _ = scheduler_for(backend, max_batch_size=1, max_queue_size=2)
+    first = await occupy(scheduler, backend)
+    queued = [asyncio.ensure_future(scheduler.submit({"x": np.ones((1, 2), np.float32)})) for _ in range(2)]
+    await settle()
+    with pytest.raises(QueueFull) as error:
+        await scheduler.submit({"x": np.ones((1, 2), np.float32)})
+    assert error.value.http == 503 and error.value.headers["Retry-After"]
+    backend.gate.set()
+    await asyncio.gather(first, *queued)
+    await scheduler.stop()
+
+
+async def test_cancelled_request_is_skipped():
+    backend = GatedBackend()
+    scheduler, _ = scheduler_for(backend, max_batch_size=8)
+    first = await occupy(scheduler, backend)
+    gone = asyncio.ensure_future(scheduler.submit({"x": np.full((1, 2), 55, np.float32)}))
+    kept = asyncio.ensure_future(scheduler.submit({"x": np.full((1, 2), 3, np.float32)}))
+    await settle()
+    gone.cancel()
+    await settle()
+    backend.gate.set()
+    assert np.array_equal((await kept)["y"], np.full((1, 2), 6, np.float32))
+    await first
+    assert all((c != 55).all() for c in backend.calls)
+    await scheduler.stop()
+
+
+async def test_burst_of_good_and_bad_requests_each_answered_exactly_once():
+    backend = GatedBackend()
+    backend.gate.set()
+    scheduler, _ = scheduler_for(backend, max_batch_size=16)
+    xs = [np.full((1, 2), -1 if i % 5 == 0 else i, np.float32) for i in range(200)]
+    results = await asyncio.gather(*(scheduler.submit({"x": x}) for x in xs), return_exceptions=True)
+    assert len(results) == 200
+    for x, result in zip(xs, results):
+        if x[0, 0] < 0:
+            assert isinstance(result, ValueError)
+        else:
+            assert np.array_equal(result["y"], x * 2)
+    stats = scheduler.stats.as_dict()["inference_stats"]
+    assert stats["success"]["count"] == 160 and stats["fail"]["count"] == 40
+    await scheduler.stop()
+
+
+async def test_wrong_row_count_from_a_model_fails_clearly():
+    backend = GatedBackend(rows_out=1)
+    backend.gate.set()
+    scheduler, _ = scheduler_for(backend, max_batch_size=8)
+    with pytest.raises(InferenceError, match="returned 1 rows"):
+        await scheduler.submit({"x": np.ones((3, 2), np.float32)})
+    await scheduler.stop()
+
+
+async def test_staging_buffers_are_reused():
+    backend = GatedBackend()
+    scheduler, pool = scheduler_for(backend, max_batch_size=8)
+    for _ in range(20):
+        backend.gate.clear()
+        backend.entered.clear()
+        first = await occupy(scheduler, backend)
+        tasks = [asyncio.ensure_future(scheduler.submit({"x": np.ones((1, 2), np.float32)})) for _ in range(4)]
+        await settle()
+        backend.gate.set()
+        await asyncio.gather(first, *tasks)
+    stats = pool.stats()
+    assert stats["allocations"] == 1 and stats["reuses"] == 19 and stats["in_use"] == 0
+    await scheduler.stop()
+
+
+async def test_max_queue_delay_waits_for_a_fuller_batch():
+    backend = GatedBackend()
+    backend.gate.set()
+    scheduler, _ = scheduler_for(backend, max_batch_size=4, max_queue_delay_s=30.0)
+    tasks = [asyncio.ensure_future(scheduler.submit({"x": np.ones((1, 2), np.float32)})) for _ in range(4)]
+    for task in tasks:  # submitted one after another; the batch waited for all four
+        await asyncio.sleep(0)
+    await asyncio.gather(*tasks)
+    assert scheduler.batches_formed == {4: 1}
+    await scheduler.stop()
+
+
+async def test_onnx_results_identical_to_unbatched_execution(tmp_path):
+    import onnxruntime as ort
+
+    weight, bias = make_onnx_model(tmp_path / "m.onnx", in_features=8, out_features=5)
+    from gpuserve.backends.onnx import OnnxBackend
+
+    instances = [Instance(OnnxBackend(str(tmp_path / "m.onnx"), intra_op_threads=1), f"m-{i}", StagingPool())
+                 for i in range(2)]
+    scheduler = Scheduler("m", instances, BatchingConfig(max_batch_size=32))
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    xs = [rng.normal(size=(int(rng.integers(1, 4)), 8)).astype(np.float32) for _ in range(64)]
+    results = await asyncio.gather(*(scheduler.submit({"input": x}) for x in xs))
+    for x, result in zip(xs, results):
+        alone = session.run(None, {"input": x})[0]
+        assert np.allclose(result["output"], alone, rtol=1e-5, atol=1e-6)
+        assert np.allclose(result["output"], onnx_reference(x, weight, bias), rtol=1e-4, atol=1e-5)
+    assert max(scheduler.batches_formed) > 1  # batching happened
+    stats = scheduler.stats.as_dict()
+    assert stats["inference_count"] == sum(len(x) for x in xs)
+    assert stats["inference_stats"]["success"]["count"] == 64
+    assert sum(b["compute_infer"]["count"] for b in stats["batch_stats"]) == stats["execution_count"]
+    await scheduler.stop()
