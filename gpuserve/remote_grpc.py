@@ -1,11 +1,11 @@
 """Forwarding to a remote predictor over gRPC ("grpc-v2"): KServe's transformer pattern.
 
 `grpc_infer` sends an `InferRequest` as one `inference.GRPCInferenceService/ModelInfer` call
-(inputs as `raw_input_contents`) and decodes the reply into an `InferResponse`. One grpc.aio
-channel per predictor host is kept and reused.
+(inputs as `raw_input_contents`) and decodes the reply into an `InferResponse`; `grpc_model_ready`
+asks the predictor's ModelReady. One grpc.aio channel per predictor host is kept and reused.
 
-`gpuserve` never imports `gpuserve.server`, so the few messages this needs (ModelInferRequest,
-ModelInferResponse and their parts) are described here, with the same names and field numbers as
+`gpuserve` never imports `gpuserve.server`, so the few messages this needs (ModelInfer's and
+ModelReady's, with their parts) are described here, with the same names and field numbers as
 server/grpc/inference.proto, and built into a private descriptor pool on first use; a test checks
 they match the server's. grpc and protobuf are imported inside the functions (gpuserve[grpc]), so
 `import gpuserve` stays free of them.
@@ -26,6 +26,7 @@ from gpuserve.errors import InvalidInput, RemotePredictorError, Unimplemented
 from gpuserve.types import InferOutput, InferRequest, InferResponse
 
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
+MODEL_READY = "/inference.GRPCInferenceService/ModelReady"
 
 # Which InferTensorContents list carries each datatype (FP16 and BF16 travel as fp32 values).
 CONTENTS_FIELD = {
@@ -189,6 +190,8 @@ _SCHEMA = [
                             ("outputs", 5, "repeated ModelInferResponse.InferOutputTensor"),
                             ("raw_output_contents", 6, "repeated bytes")], None),
     ("ModelInferResponse.InferOutputTensor", _TENSOR_FIELDS, None),
+    ("ModelReadyRequest", [("name", 1, "string"), ("version", 2, "string")], None),
+    ("ModelReadyResponse", [("ready", 1, "bool")], None),
 ]
 _SCALARS = frozenset({"bool", "int32", "int64", "uint32", "uint64", "float", "double", "string", "bytes"})
 _MESSAGES: Optional[Dict[str, type]] = None
@@ -232,7 +235,7 @@ def client_file_descriptor():
 
 
 def client_messages() -> Dict[str, type]:
-    """ModelInferRequest and ModelInferResponse classes, from a private descriptor pool (built once)."""
+    """The client's message classes by name, from a private descriptor pool (built once)."""
     global _MESSAGES
     if _MESSAGES is None:
         from google.protobuf import descriptor_pool, message_factory
@@ -240,13 +243,13 @@ def client_messages() -> Dict[str, type]:
         pool = descriptor_pool.DescriptorPool()  # private: tritonclient may fill the default one
         pool.Add(client_file_descriptor())
         _MESSAGES = {name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"inference.{name}"))
-                     for name in ("ModelInferRequest", "ModelInferResponse")}
+                     for name, _, _ in _SCHEMA if "." not in name}
     return _MESSAGES
 
 
 # -- the client -----------------------------------------------------------------------------------
 
-# (host, use_ssl) -> (event loop, channel, ModelInfer callable); a channel belongs to one loop.
+# (host, use_ssl) -> (event loop, channel, {method: callable}); a channel belongs to one loop.
 _CHANNELS: Dict[tuple, tuple] = {}
 
 
@@ -257,24 +260,27 @@ def _target(host: str) -> str:
     return host
 
 
-def _model_infer(model):
+def _method(model, path: str, request: str, response: str):
+    """A callable for one RPC on the cached channel to `model.predictor_host`."""
     import grpc
 
     loop = asyncio.get_running_loop()
     key = (model.predictor_host, bool(model.use_ssl))
     cached = _CHANNELS.get(key)
-    if cached is not None and cached[0] is loop:
-        return cached[2]
-    options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
-    target = _target(model.predictor_host)
-    if model.use_ssl:
-        channel = grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(), options=options)
-    else:
-        channel = grpc.aio.insecure_channel(target, options=options)
-    messages = client_messages()
-    call = channel.unary_unary(MODEL_INFER, request_serializer=messages["ModelInferRequest"].SerializeToString,
-                               response_deserializer=messages["ModelInferResponse"].FromString)
-    _CHANNELS[key] = (loop, channel, call)
+    if cached is None or cached[0] is not loop:
+        options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+        target = _target(model.predictor_host)
+        if model.use_ssl:
+            channel = grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(), options=options)
+        else:
+            channel = grpc.aio.insecure_channel(target, options=options)
+        cached = _CHANNELS[key] = (loop, channel, {})
+    _, channel, calls = cached
+    call = calls.get(path)
+    if call is None:
+        messages = client_messages()
+        call = calls[path] = channel.unary_unary(path, request_serializer=messages[request].SerializeToString,
+                                                 response_deserializer=messages[response].FromString)
     return call
 
 
@@ -319,7 +325,8 @@ async def grpc_infer(model, payload: InferRequest, headers: Optional[Dict[str, s
             metadata.append((key, value))
     host = model.predictor_host
     try:
-        reply = await _model_infer(model)(request, timeout=model.timeout or None, metadata=metadata or None)
+        call = _method(model, MODEL_INFER, "ModelInferRequest", "ModelInferResponse")
+        reply = await call(request, timeout=model.timeout or None, metadata=metadata or None)
     except grpc.aio.AioRpcError as exc:
         code = exc.code().name
         error = RemotePredictorError(f"predictor at {host} answered {code}: {exc.details()}",
@@ -331,3 +338,16 @@ async def grpc_infer(model, payload: InferRequest, headers: Optional[Dict[str, s
         return decode_response(reply, payload, model.name)
     except InvalidInput as exc:
         raise RemotePredictorError(f"predictor at {host} sent a malformed response: {exc}", status=502) from None
+
+
+async def grpc_model_ready(model) -> bool:
+    """The predictor's ModelReady for `model.name`; any failure to ask counts as not ready."""
+    import grpc
+
+    request = client_messages()["ModelReadyRequest"](name=model.name)
+    call = _method(model, MODEL_READY, "ModelReadyRequest", "ModelReadyResponse")
+    try:
+        reply = await call(request, timeout=model.timeout or None)
+    except grpc.aio.AioRpcError:
+        return False
+    return bool(reply.ready)

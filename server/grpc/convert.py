@@ -94,8 +94,9 @@ def config_from_metadata(meta: Dict[str, Any], settings: Optional[Any] = None) -
     if max_batch and isinstance(delay, (int, float)):
         config.dynamic_batching.max_queue_delay_microseconds = int(delay * 1_000_000)
     for group in getattr(settings, "instance_groups", None) or []:
+        kind = _INSTANCE_KINDS.get(getattr(group, "kind", "auto"), pb.ModelInstanceGroup.KIND_AUTO)
         config.instance_group.add(count=int(getattr(group, "count", 1)), gpus=list(getattr(group, "gpus", []) or []),
-                                  kind=_INSTANCE_KINDS.get(getattr(group, "kind", "auto"), pb.ModelInstanceGroup.KIND_AUTO))
+                                  kind=kind)
     return config
 
 

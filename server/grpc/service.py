@@ -79,7 +79,7 @@ class InferenceServicer:
 
     @_guard
     async def ModelReady(self, request, context):
-        return pb.ModelReadyResponse(ready=self.plane.model_ready(request.name, _version(request.version)))
+        return pb.ModelReadyResponse(ready=await self.plane.model_healthy(request.name, _version(request.version)))
 
     # metadata ---------------------------------------------------------------------------------
     @_guard
@@ -113,15 +113,17 @@ class InferenceServicer:
         """Requests of one stream run concurrently (so they can share batches); answers leave in
         request order. A failed request is answered with `error_message`; the stream goes on."""
         headers = _headers(context)
-        pending: asyncio.Queue = asyncio.Queue(maxsize=STREAM_IN_FLIGHT)
+        slots = asyncio.Semaphore(STREAM_IN_FLIGHT)
+        pending: asyncio.Queue = asyncio.Queue()  # (request, task) in arrival order; slots bound it
         done = object()
 
         async def read() -> None:
             try:
                 async for request in requests:
-                    await pending.put((request, asyncio.ensure_future(self._infer(request, headers))))
+                    await slots.acquire()
+                    pending.put_nowait((request, asyncio.ensure_future(self._infer(request, headers))))
             finally:
-                await pending.put((None, done))
+                pending.put_nowait((None, done))
 
         reader = asyncio.ensure_future(read())
         try:
@@ -130,13 +132,16 @@ class InferenceServicer:
                 if task is done:
                     break
                 try:
-                    yield pb.ModelStreamInferResponse(infer_response=await task)
+                    answer = pb.ModelStreamInferResponse(infer_response=await task)
                 except Exception as exc:
                     _, message = _abort_args(exc)
-                    yield pb.ModelStreamInferResponse(
+                    answer = pb.ModelStreamInferResponse(
                         error_message=message,
                         infer_response=pb.ModelInferResponse(model_name=request.model_name,
                                                              model_version=request.model_version, id=request.id))
+                finally:
+                    slots.release()
+                yield answer
             try:
                 await reader
             except Exception as exc:  # the request stream itself broke
