@@ -54,11 +54,15 @@ def cpu_threads() -> int:
 
 class OnnxBackend:
     def __init__(self, path: str, device: str = "cpu", intra_op_threads: Optional[int] = None,
-                 inter_op_threads: Optional[int] = None, graph_optimization_level: str = "all"):
+                 inter_op_threads: Optional[int] = None, graph_optimization_level: str = "all",
+                 allow_spinning: bool = False):
         ort = _ort()
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads or cpu_threads()
         options.inter_op_num_threads = inter_op_threads or 1
+        # Spinning workers burn the cores the event loop and staging need; off unless asked for.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "1" if allow_spinning else "0")
         level = _LEVELS.get(graph_optimization_level)
         if level is None:
             raise ValueError(f"graph_optimization_level must be one of {', '.join(_LEVELS)}")

@@ -21,13 +21,15 @@ from gpuserve.engine.stats import ModelStats
 
 class Instance:
     def __init__(self, backend, name: str, pool: Optional[StagingPool] = None, stats: Optional[ModelStats] = None,
-                 slots: int = 1):
+                 slots: int = 2):
         self.backend = backend
         self.name = name
         self.pool = pool if pool is not None else StagingPool()
         self.stats = stats
         self.slots = slots
-        self.executor = ThreadPoolExecutor(max_workers=slots, thread_name_prefix=f"gpuserve-{name}")
+        # One thread runs batches in order; `slots` batches may be queued on it so the next one is
+        # staged and waiting the moment the current one finishes (no idle gap between batches).
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"gpuserve-{name}")
 
     def run(self, jobs: List[Job], batched: bool, outputs: Optional[Sequence[str]]) -> List[object]:
         """Per job, its outputs or the exception it alone caused.

@@ -202,7 +202,8 @@ class OnnxModel(FrameworkModel):
         extra = self.settings.parameters.extra
         return OnnxBackend(str(path), device=device, intra_op_threads=extra.get("intra_op_threads", threads),
                            inter_op_threads=extra.get("inter_op_threads"),
-                           graph_optimization_level=extra.get("graph_optimization_level", "all"))
+                           graph_optimization_level=extra.get("graph_optimization_level", "all"),
+                           allow_spinning=bool(extra.get("allow_spinning", False)))
 
     def prepare(self, name: str, array: np.ndarray) -> np.ndarray:
         if array.dtype == object:  # onnxruntime takes str elements for tensor(string)

@@ -43,9 +43,9 @@ class GatedBackend:
         return {"y": y}
 
 
-def scheduler_for(backend, **config):
+def scheduler_for(backend, slots=1, **config):
     pool = StagingPool()
-    instance = Instance(backend, "m-0", pool)
+    instance = Instance(backend, "m-0", pool, slots=slots)
     return Scheduler("m", [instance], BatchingConfig(**config)), pool
 
 
@@ -269,4 +269,20 @@ async def test_onnx_results_identical_to_unbatched_execution(tmp_path):
     assert stats["inference_count"] == sum(len(x) for x in xs)
     assert stats["inference_stats"]["success"]["count"] == 64
     assert sum(b["compute_infer"]["count"] for b in stats["batch_stats"]) == stats["execution_count"]
+    await scheduler.stop()
+
+
+async def test_two_slots_queue_the_next_batch_behind_the_running_one():
+    backend = GatedBackend()
+    scheduler, _ = scheduler_for(backend, slots=2, max_batch_size=64)
+    first = await occupy(scheduler, backend)
+    tasks = [asyncio.ensure_future(scheduler.submit({"x": np.ones((1, 2), np.float32)})) for _ in range(3)]
+    await settle()
+    # The second slot took the three waiting requests as a batch while the first still runs.
+    assert scheduler.batches_formed == {1: 1, 3: 1}
+    more = [asyncio.ensure_future(scheduler.submit({"x": np.ones((1, 2), np.float32)})) for _ in range(5)]
+    await settle()
+    backend.gate.set()
+    await asyncio.gather(first, *tasks, *more)
+    assert scheduler.batches_formed == {1: 1, 3: 1, 5: 1}
     await scheduler.stop()
