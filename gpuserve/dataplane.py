@@ -6,9 +6,11 @@ the transports only decode, call one method, and encode.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Dict, Optional, Tuple
 
-from gpuserve.errors import InvalidInput, ModelNotFound
+from gpuserve.engine.stats import ModelStats
+from gpuserve.errors import InvalidInput, ModelLoadError, ModelNotFound, Unimplemented
 from gpuserve.model import InferenceVerb
 from gpuserve.model_repository import ModelRepository
 from gpuserve.types import InferRequest, InferResponse
@@ -19,12 +21,14 @@ EXTENSIONS = ["model_repository", "schedule_policy", "binary_tensor_data", "stat
 
 class DataPlane:
     def __init__(self, repository: ModelRepository, server_name: str = "gpuserve",
-                 server_version: str = __version__, strict_readiness: bool = False):
+                 server_version: str = __version__, strict_readiness: bool = False, model_control: bool = True):
         self.repository = repository
         self.server_name = server_name
         self.server_version = server_version
         self.strict_readiness = strict_readiness
+        self.model_control = model_control
         self.started = False  # set once the start-up loads have finished
+        self._stats: Dict[Tuple[str, str], ModelStats] = {}
 
     # health and metadata ------------------------------------------------------------------------
     def live(self) -> bool:
@@ -71,6 +75,38 @@ class DataPlane:
             meta["versions"] = versions
         return meta
 
+    def model_config(self, name: str, version: Optional[str] = None) -> Dict[str, Any]:
+        from gpuserve.model_config import model_config
+
+        meta = self.model_metadata(name, version)
+        model = self.repository.get_model(name, version)
+        return model_config(meta, getattr(model, "settings", None))
+
+    # repository extension ---------------------------------------------------------------------
+    def repository_index(self, ready_only: bool = False) -> list:
+        index = []
+        for name, version, model in self.repository.all_versions():
+            if ready_only and not model.ready:
+                continue
+            entry = {"name": name, "version": version or "", "state": "READY" if model.ready else "UNAVAILABLE"}
+            if not model.ready:
+                entry["reason"] = getattr(model, "reason", "") or "not loaded"
+            index.append(entry)
+        return index
+
+    async def load_model(self, name: str) -> None:
+        if not self.model_control:
+            raise Unimplemented("model control is disabled (model_control_enabled=false)")
+        if not await self.repository.load_async(name):
+            model = self.repository.get_model(name)
+            reason = getattr(model, "reason", "") or "load() did not make the model ready"
+            raise ModelLoadError(f"failed to load '{name}': {reason}")
+
+    async def unload_model(self, name: str) -> None:
+        if not self.model_control:
+            raise Unimplemented("model control is disabled (model_control_enabled=false)")
+        await self.repository.unload_async(name)
+
     def list_models(self) -> list:
         return sorted(self.repository.get_models())
 
@@ -79,7 +115,19 @@ class DataPlane:
                     ) -> Tuple[Any, Dict[str, str]]:
         model = self.repository.resolve(request.model_name, request.model_version)
         request.headers = headers
-        response, response_headers = await model(request, headers)
+        stats = None if getattr(model, "stats", None) is not None else self._stats_for(model)
+        if stats is None:
+            response, response_headers = await model(request, headers)
+        else:  # models outside the engine: count here so the statistics extension covers them too
+            start = time.perf_counter_ns()
+            try:
+                response, response_headers = await model(request, headers)
+            except BaseException:
+                stats.record_request(False, time.perf_counter_ns() - start)
+                raise
+            elapsed = time.perf_counter_ns() - start
+            stats.record_request(True, elapsed)
+            stats.record_batch(1, 1, 0, elapsed, 0)
         if isinstance(response, InferResponse):
             if response.id is None or request.id is not None:
                 response.id = request.id
@@ -90,6 +138,30 @@ class DataPlane:
             if request.request_outputs:
                 response.outputs = select_outputs(response, request)
         return response, response_headers
+
+    def _stats_for(self, model) -> ModelStats:
+        key = (model.name, str(model.version) if getattr(model, "version", None) is not None else "")
+        stats = self._stats.get(key)
+        if stats is None:
+            stats = self._stats[key] = ModelStats(*key)
+        return stats
+
+    def statistics(self, name: Optional[str] = None, version: Optional[str] = None) -> Dict[str, Any]:
+        """Triton's statistics extension: `{"model_stats": [...]}` for one model, one version or all."""
+        if name:
+            if self.repository.get_model(name, version) is None:
+                raise ModelNotFound(name, version)
+            chosen = [(name, v, m) for v, m in self.repository.versions(name).items()
+                      if version in (None, "") or v == str(version)]
+        else:  # as Triton: every ready model
+            chosen = [entry for entry in self.repository.all_versions() if entry[2].ready]
+        entries = []
+        for model_name, model_version, model in chosen:
+            stats = getattr(model, "stats", None) or self._stats_for(model)
+            entry = stats.as_dict()
+            entry["name"], entry["version"] = model_name, model_version or ""
+            entries.append(entry)
+        return {"model_stats": entries}
 
     async def predict_v1(self, name: str, body: Any, headers: Optional[Dict[str, str]] = None,
                          verb: InferenceVerb = InferenceVerb.PREDICT) -> Tuple[Any, Dict[str, str]]:

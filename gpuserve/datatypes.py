@@ -49,6 +49,8 @@ def from_numpy_dtype(dtype: np.dtype) -> str:
         return name
     if dtype.kind in "SUO":
         return "BYTES"
+    if dtype.name == "bfloat16":  # ml_dtypes.bfloat16, as tritonclient and torch hand it over
+        return "BF16"
     raise InvalidInput(f"NumPy dtype {dtype} has no V2 datatype")
 
 
@@ -102,6 +104,8 @@ def deserialize_bytes_tensor(buffer: bytes | memoryview) -> np.ndarray:
 
 def bf16_to_bytes(array: np.ndarray) -> bytes:
     """float32 values -> bfloat16 bytes, rounding to nearest even (NaN stays NaN)."""
+    if array.dtype.name == "bfloat16":  # already bfloat16 (ml_dtypes): its bytes are the answer
+        return np.ascontiguousarray(array).view(np.uint16).tobytes()
     bits = np.ascontiguousarray(array, dtype=np.float32).view(np.uint32)
     rounding = ((bits >> 16) & 1) + np.uint32(0x7FFF)
     upper = ((bits + rounding) >> 16).astype(np.uint16)

@@ -92,6 +92,10 @@ class RemotePredictor:
 
     async def is_ready(self, model) -> bool:
         """The predictor's readiness for this model; any failure to ask counts as not ready."""
+        if (model.protocol or "v1") == "grpc-v2":
+            from gpuserve.remote_grpc import grpc_model_ready
+
+            return await grpc_model_ready(model)
         import httpx
 
         base = self._base(model, model.predictor_host)

@@ -109,7 +109,8 @@ class ModelServer:
         self.settings = settings
         self.registered_models = registered_models if registered_models is not None else ModelRepository()
         self.dataplane = DataPlane(self.registered_models, server_name=settings.server_name,
-                                   strict_readiness=settings.strict_readiness)
+                                   strict_readiness=settings.strict_readiness,
+                                   model_control=settings.model_control_enabled)
         self.errors = ErrorRoutes()
         self.enable_latency_logging = enable_latency_logging
         self.access_log_format = access_log_format

@@ -194,27 +194,28 @@ def test_model_ready_metadata_and_config(client):
 
 
 def test_config_types_cover_every_datatype():
-    from gpuserve.server.grpc.convert import CONFIG_TYPES
+    from gpuserve.model_config import CONFIG_TYPES
 
     assert set(CONFIG_TYPES) == set(DATATYPES)
-    names = {pb.DataType.Name(v) for v in CONFIG_TYPES.values()}
-    assert names == {f"TYPE_{d}" for d in DATATYPES if d != "BYTES"} | {"TYPE_STRING"}
+    assert {pb.DataType.Value(v) for v in CONFIG_TYPES.values()}  # every name exists in the proto enum
+    assert set(CONFIG_TYPES.values()) == {f"TYPE_{d}" for d in DATATYPES if d != "BYTES"} | {"TYPE_STRING"}
 
 
 def test_config_from_model_settings():
-    from gpuserve.server.grpc.convert import config_from_metadata
+    from gpuserve.model_config import model_config
+    from gpuserve.server.grpc.convert import config_to_proto
     from gpuserve.settings import InstanceGroup, ModelSettings
 
     meta = Affine("affine").metadata()
     settings = ModelSettings(name="affine", max_batch_size=8, max_batch_time=0.002,
                              instance_groups=[InstanceGroup(count=2, kind="cpu")])
-    config = config_from_metadata(meta, settings)
+    config = config_to_proto(model_config(meta, settings))
     assert config.max_batch_size == 8 and [list(t.dims) for t in config.input] == [[4]]
     assert [list(t.dims) for t in config.output] == [[4], []]
     assert config.dynamic_batching.max_queue_delay_microseconds == 2000
     assert [(g.count, g.kind) for g in config.instance_group] == [(2, pb.ModelInstanceGroup.KIND_CPU)]
     fixed = {**meta, "inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [3, 4]}]}
-    config = config_from_metadata(fixed, settings)  # no batch dimension to leave out
+    config = config_to_proto(model_config(fixed, settings))  # no batch dimension to leave out
     assert config.max_batch_size == 0 and list(config.input[0].dims) == [3, 4]
     assert not config.HasField("dynamic_batching")
 

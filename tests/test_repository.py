@@ -1,14 +1,13 @@
 """Model repositories on disk (MLServer folders, bare artefacts, versions) and the KServe registry API."""
 
 import asyncio
-import json
 import textwrap
 
 import numpy as np
 import pytest
 
 from conftest import make_onnx_model, onnx_reference, running_server
-from gpuserve import InferRequest, Model, ModelRepository
+from gpuserve import Model, ModelRepository
 from gpuserve.errors import InvalidSettings, ModelNotFound, ModelNotReady
 from gpuserve.repository import DiskRepository
 

@@ -7,21 +7,12 @@ parameter helpers are shared with the gRPC client in `gpuserve.remote_grpc`.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 from gpuserve.errors import InferenceError, InvalidInput
 from gpuserve.remote_grpc import params_from_proto, params_to_proto, tensor_to_raw, tensors_from_proto
 from gpuserve.types import InferInput, InferRequest, InferResponse, RequestedOutput
 from gpuserve.server.grpc import inference_pb2 as pb
-
-# V2 datatype <-> model configuration DataType enum.
-CONFIG_TYPES = {"BOOL": pb.TYPE_BOOL, "UINT8": pb.TYPE_UINT8, "UINT16": pb.TYPE_UINT16, "UINT32": pb.TYPE_UINT32,
-                "UINT64": pb.TYPE_UINT64, "INT8": pb.TYPE_INT8, "INT16": pb.TYPE_INT16, "INT32": pb.TYPE_INT32,
-                "INT64": pb.TYPE_INT64, "FP16": pb.TYPE_FP16, "FP32": pb.TYPE_FP32, "FP64": pb.TYPE_FP64,
-                "BYTES": pb.TYPE_STRING, "BF16": pb.TYPE_BF16}
-_INSTANCE_KINDS = {"auto": pb.ModelInstanceGroup.KIND_AUTO, "gpu": pb.ModelInstanceGroup.KIND_GPU,
-                   "cpu": pb.ModelInstanceGroup.KIND_CPU}
-
 
 def request_from_proto(message: pb.ModelInferRequest) -> InferRequest:
     if not message.model_name:
@@ -68,36 +59,14 @@ def metadata_to_proto(meta: Dict[str, Any]) -> pb.ModelMetadataResponse:
     return message
 
 
-def config_from_metadata(meta: Dict[str, Any], settings: Optional[Any] = None) -> pb.ModelConfig:
-    """A Triton-style ModelConfig from V2 metadata, plus batching and instances from model settings.
+def config_to_proto(config: Dict[str, Any]) -> pb.ModelConfig:
+    """Triton's config JSON (gpuserve.model_config) -> the ModelConfig message."""
+    from google.protobuf import json_format
 
-    With `max_batch_size > 0` Triton's dims leave out the batch dimension; that is only said when
-    every tensor's first dimension is the variable (-1) batch dimension, else max_batch_size is 0.
-    """
-    tensors = [*(meta.get("inputs") or []), *(meta.get("outputs") or [])]
-    max_batch = getattr(settings, "max_batch_size", 0)
-    max_batch = max_batch if isinstance(max_batch, int) and max_batch > 0 else 0
-    if max_batch and not all(t["shape"] and int(t["shape"][0]) == -1 for t in tensors):
-        max_batch = 0
-    skip = 1 if max_batch else 0
-    config = pb.ModelConfig(name=meta.get("name", ""), platform=meta.get("platform") or "", max_batch_size=max_batch)
-    for tensor in meta.get("inputs") or []:
-        config.input.add(name=tensor["name"], data_type=CONFIG_TYPES.get(tensor["datatype"], pb.TYPE_INVALID),
-                         dims=[int(d) for d in tensor["shape"]][skip:])
-    for tensor in meta.get("outputs") or []:
-        config.output.add(name=tensor["name"], data_type=CONFIG_TYPES.get(tensor["datatype"], pb.TYPE_INVALID),
-                          dims=[int(d) for d in tensor["shape"]][skip:])
-    versions = [int(v) for v in meta.get("versions") or [] if str(v).isdigit()]
-    if versions:
-        config.version_policy.specific.versions.extend(sorted(versions))
-    delay = getattr(settings, "max_batch_time", 0)
-    if max_batch and isinstance(delay, (int, float)):
-        config.dynamic_batching.max_queue_delay_microseconds = int(delay * 1_000_000)
-    for group in getattr(settings, "instance_groups", None) or []:
-        kind = _INSTANCE_KINDS.get(getattr(group, "kind", "auto"), pb.ModelInstanceGroup.KIND_AUTO)
-        config.instance_group.add(count=int(getattr(group, "count", 1)), gpus=list(getattr(group, "gpus", []) or []),
-                                  kind=kind)
-    return config
+    try:
+        return json_format.ParseDict(config, pb.ModelConfig(), ignore_unknown_fields=True)
+    except json_format.ParseError as exc:
+        raise InferenceError(f"model configuration is not in the Triton form: {exc}") from None
 
 
 def statistics_to_proto(data: Dict[str, Any]) -> pb.ModelStatisticsResponse:

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
 import logging
 from typing import AsyncIterator, Dict, Optional, Tuple
 
 import grpc
 
 from gpuserve.dataplane import DataPlane
-from gpuserve.errors import (GpuserveError, InvalidInput, InvalidSettings, ModelLoadError, ModelNotFound,
+from gpuserve.errors import (GpuserveError, InvalidInput, InvalidSettings,
                              Unimplemented, status_of)
 from gpuserve.settings import ServerSettings
 from gpuserve.server.grpc import convert
@@ -93,10 +92,8 @@ class InferenceServicer:
 
     @_guard
     async def ModelConfig(self, request, context):
-        version = _version(request.version)
-        meta = self.plane.model_metadata(request.name, version)
-        model = self.plane.repository.get_model(request.name, version)
-        return pb.ModelConfigResponse(config=convert.config_from_metadata(meta, getattr(model, "settings", None)))
+        config = self.plane.model_config(request.name, _version(request.version))
+        return pb.ModelConfigResponse(config=convert.config_to_proto(config))
 
     # inference --------------------------------------------------------------------------------
     async def _infer(self, request: pb.ModelInferRequest, headers: Dict[str, str]) -> pb.ModelInferResponse:
@@ -156,39 +153,14 @@ class InferenceServicer:
     # statistics -------------------------------------------------------------------------------
     @_guard
     async def ModelStatistics(self, request, context):
-        name, version = request.name, _version(request.version)
-        if name and self.plane.repository.get_model(name, version) is None:
-            raise ModelNotFound(name, version)
-        statistics = getattr(self.plane, "statistics", None)
-        if callable(statistics):
-            data = statistics(name or None, version)
-            if inspect.isawaitable(data):
-                data = await data
-            return convert.statistics_to_proto(data)
-        # No statistics kept yet: every model answered, with zero counts.
-        response = pb.ModelStatisticsResponse()
-        for model_name, model_version, model in self.plane.repository.all_versions():
-            if name and (model_name != name or (version is not None and model_version != version)):
-                continue
-            if not name and not model.ready:
-                continue
-            zero = pb.StatisticDuration
-            response.model_stats.add(
-                name=model_name, version=model_version or "",
-                inference_stats=pb.InferStatistics(success=zero(), fail=zero(), queue=zero(), compute_input=zero(),
-                                                   compute_infer=zero(), compute_output=zero(), cache_hit=zero(),
-                                                   cache_miss=zero()))
-        return response
+        return convert.statistics_to_proto(self.plane.statistics(request.name or None, _version(request.version)))
 
     # model repository -------------------------------------------------------------------------
     @_guard
     async def RepositoryIndex(self, request, context):
         response = pb.RepositoryIndexResponse()
-        for name, version, model in self.plane.repository.all_versions():
-            if request.ready and not model.ready:
-                continue
-            response.models.add(name=name, version=version or "", state="READY" if model.ready else "UNAVAILABLE",
-                                reason="" if model.ready else (getattr(model, "reason", "") or "not loaded"))
+        for entry in self.plane.repository_index(request.ready):
+            response.models.add(**entry)
         return response
 
     @_guard
@@ -198,17 +170,14 @@ class InferenceServicer:
         if len(request.parameters):
             raise Unimplemented(f"loading with parameters ({', '.join(sorted(request.parameters))}) is not "
                                 "supported by gpuserve; change the model's folder and load it by name")
-        if not await self.plane.repository.load_async(request.model_name):
-            model = self.plane.repository.get_model(request.model_name)
-            reason = getattr(model, "reason", "") or "load() did not make the model ready"
-            raise ModelLoadError(f"failed to load '{request.model_name}': {reason}")
+        await self.plane.load_model(request.model_name)
         return pb.RepositoryModelLoadResponse()
 
     @_guard
     async def RepositoryModelUnload(self, request, context):
         if not request.model_name:
             raise InvalidInput("'model_name' is required")
-        await self.plane.repository.unload_async(request.model_name)
+        await self.plane.unload_model(request.model_name)
         return pb.RepositoryModelUnloadResponse()
 
     # shared memory: nothing can be registered, so status is empty and unregister a no-op -------

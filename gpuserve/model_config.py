@@ -1,0 +1,61 @@
+"""A model's configuration in Triton's JSON form (what `GET /v2/models/NAME/config` and the gRPC
+ModelConfig answer), completed from its metadata and settings for models that have no config.pbtxt.
+
+With `max_batch_size > 0`, Triton's dims leave out the batch dimension, so that is only claimed when
+every tensor's first dimension is the variable (-1) batch dimension.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+CONFIG_TYPES = {"BOOL": "TYPE_BOOL", "UINT8": "TYPE_UINT8", "UINT16": "TYPE_UINT16", "UINT32": "TYPE_UINT32",
+                "UINT64": "TYPE_UINT64", "INT8": "TYPE_INT8", "INT16": "TYPE_INT16", "INT32": "TYPE_INT32",
+                "INT64": "TYPE_INT64", "FP16": "TYPE_FP16", "FP32": "TYPE_FP32", "FP64": "TYPE_FP64",
+                "BYTES": "TYPE_STRING", "BF16": "TYPE_BF16"}
+_KINDS = {"auto": "KIND_AUTO", "gpu": "KIND_GPU", "cpu": "KIND_CPU"}
+
+
+def _max_batch(meta: Dict[str, Any], settings: Optional[Any]) -> int:
+    declared = (meta.get("parameters") or {}).get("max_batch_size")
+    if declared is None:
+        declared = getattr(settings, "max_batch_size", 0)
+    declared = declared if isinstance(declared, int) and declared > 0 else 0
+    tensors = [*(meta.get("inputs") or []), *(meta.get("outputs") or [])]
+    if declared and not all(t["shape"] and int(t["shape"][0]) == -1 for t in tensors):
+        return 0
+    return declared
+
+
+def model_config(meta: Dict[str, Any], settings: Optional[Any] = None) -> Dict[str, Any]:
+    max_batch = _max_batch(meta, settings)
+    skip = 1 if max_batch else 0
+    platform = meta.get("platform") or ""
+    config: Dict[str, Any] = {"name": meta.get("name", ""), "platform": platform,
+                              "backend": {"onnxruntime_onnx": "onnxruntime", "pytorch_libtorch": "pytorch",
+                                          "tensorrt_plan": "tensorrt"}.get(platform, "python" if not platform else ""),
+                              "max_batch_size": max_batch}
+    for key, target in (("inputs", "input"), ("outputs", "output")):
+        config[target] = [{"name": t["name"], "data_type": CONFIG_TYPES.get(t["datatype"], "TYPE_INVALID"),
+                           "dims": [int(d) for d in t["shape"]][skip:]} for t in meta.get(key) or []]
+    versions = sorted(int(v) for v in meta.get("versions") or [] if str(v).isdigit())
+    config["version_policy"] = {"specific": {"versions": versions}} if versions else {"latest": {"num_versions": 1}}
+    if max_batch:
+        dyn = getattr(settings, "dynamic_batching", None)
+        delay_us = int(getattr(settings, "max_batch_time", 0) * 1_000_000)
+        batching: Dict[str, Any] = {"max_queue_delay_microseconds": delay_us}
+        if dyn is not None:
+            batching["max_queue_delay_microseconds"] = dyn.max_queue_delay_microseconds or delay_us
+            if dyn.preferred_batch_size:
+                batching["preferred_batch_size"] = list(dyn.preferred_batch_size)
+            if dyn.priority_levels:
+                batching["priority_levels"] = dyn.priority_levels
+        config["dynamic_batching"] = batching
+    groups = getattr(settings, "instance_groups", None) or []
+    device = (meta.get("parameters") or {}).get("device", "")
+    if groups:
+        config["instance_group"] = [{"count": g.count, "kind": _KINDS.get(g.kind, "KIND_AUTO"), "gpus": list(g.gpus)}
+                                    for g in groups]
+    elif device:
+        config["instance_group"] = [{"count": 1, "kind": "KIND_GPU" if device.startswith("cuda") else "KIND_CPU"}]
+    return config
