@@ -11,6 +11,7 @@ from gpuserve.dataplane import DataPlane
 from gpuserve.settings import ServerSettings
 from gpuserve.version import __version__
 from gpuserve.server.rest.common import ErrorRoutes, json_response
+from gpuserve.server.rest.extensions import add_extension_routes
 from gpuserve.server.rest.v1 import add_v1_routes
 from gpuserve.server.rest.v2 import add_v2_routes
 
@@ -28,6 +29,7 @@ def build_app(plane: DataPlane, settings: ServerSettings, errors: ErrorRoutes | 
         return json_response({"error": f"{exc.detail}: {request.method} {request.url.path}"}, status=exc.status_code)
 
     add_v1_routes(app, plane, errors, settings.max_request_bytes)
+    add_extension_routes(app, plane, errors)  # before V2's /v2/models/{name}: "stats" is not a model
     add_v2_routes(app, plane, errors, settings.max_request_bytes)
 
     @app.get(settings.metrics_path, include_in_schema=False)

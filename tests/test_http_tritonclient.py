@@ -1,0 +1,188 @@
+"""tritonclient.http (sync and asyncio) against a real gpuserve: every datatype as JSON and binary,
+batch > 1, requested outputs, config, statistics and the repository extension."""
+
+import asyncio
+
+import numpy as np
+import pytest
+import tritonclient.http as httpclient
+import tritonclient.http.aio as aiohttpclient
+from tritonclient.utils import InferenceServerException
+
+from conftest import make_onnx_model, onnx_reference, running_server
+from gpuserve import InferOutput, InferResponse, Model, ModelRepository
+from gpuserve.repository import DiskRepository
+
+DATATYPES = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32",
+             "FP64", "BYTES"]
+
+
+class Echo(Model):
+    def load(self):
+        self.ready = True
+
+    async def predict(self, payload, headers=None):
+        outputs = [InferOutput.from_numpy(t.name.replace("INPUT", "OUTPUT"), t.as_numpy()) for t in payload.inputs]
+        for out, tensor in zip(outputs, payload.inputs):
+            if tensor.datatype == "BF16":
+                out._datatype = "BF16"
+        return InferResponse(payload.id, self.name, outputs)
+
+
+def sample(datatype, shape=(3, 4)):
+    rng = np.random.default_rng(len(datatype))
+    if datatype == "BYTES":
+        return np.array([f"s{i}-é".encode() for i in range(int(np.prod(shape)))], dtype=object).reshape(shape)
+    if datatype == "BOOL":
+        return rng.integers(0, 2, shape).astype(bool)
+    dtype = {"FP16": np.float16, "FP32": np.float32, "FP64": np.float64}.get(datatype)
+    if dtype is not None:
+        return rng.normal(size=shape).astype(dtype)
+    info = np.iinfo(getattr(np, datatype.lower()))
+    return rng.integers(info.min, info.max, shape, dtype=getattr(np, datatype.lower()), endpoint=True)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("repo")
+    (root / "mlp").mkdir()
+    weights = make_onnx_model(root / "mlp" / "model.onnx", in_features=6, out_features=3)
+    registry = DiskRepository(root).populate(ModelRepository())
+    registry.update(Echo("echo"))
+    with running_server(repository=registry) as srv:
+        srv.weights = weights
+        yield srv
+
+
+@pytest.fixture
+def client(server):
+    with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as c:
+        yield c
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+@pytest.mark.parametrize("datatype", DATATYPES)
+def test_every_datatype_round_trips(client, datatype, binary):
+    array = sample(datatype)
+    tensor = httpclient.InferInput("INPUT0", list(array.shape), datatype)
+    tensor.set_data_from_numpy(array, binary_data=binary)
+    result = client.infer("echo", [tensor], outputs=[httpclient.InferRequestedOutput("OUTPUT0", binary_data=binary)])
+    got = result.as_numpy("OUTPUT0")
+    assert got.shape == array.shape
+    if datatype == "BYTES":
+        assert [g if isinstance(g, bytes) else g.encode() for g in got.ravel()] == list(array.ravel())
+    else:
+        assert got.dtype == array.dtype and np.array_equal(got, array)
+
+
+def test_bf16_binary_round_trip(client):
+    values = np.array([[1.0, -2.5, 3.140625]], dtype=np.float32)
+    tensor = httpclient.InferInput("INPUT0", [1, 3], "BF16")
+    try:
+        tensor.set_data_from_numpy(values, binary_data=True)
+    except InferenceServerException:
+        import ml_dtypes
+
+        tensor.set_data_from_numpy(values.astype(ml_dtypes.bfloat16), binary_data=True)
+    result = client.infer("echo", [tensor])
+    assert np.array_equal(np.asarray(result.as_numpy("OUTPUT0"), dtype=np.float32), values)
+
+
+def test_default_outputs_come_back_binary_and_mixed_inputs(client):
+    a, b = sample("INT32", (2, 2)), sample("FP32", (2, 5))
+    first = httpclient.InferInput("INPUT0", [2, 2], "INT32")
+    first.set_data_from_numpy(a, binary_data=False)
+    second = httpclient.InferInput("INPUT1", [2, 5], "FP32")
+    second.set_data_from_numpy(b, binary_data=True)
+    result = client.infer("echo", [first, second], request_id="mix-1")
+    assert result.get_response()["id"] == "mix-1"
+    assert "binary_data_size" in result.get_output("OUTPUT0")["parameters"]
+    assert np.array_equal(result.as_numpy("OUTPUT0"), a) and np.array_equal(result.as_numpy("OUTPUT1"), b)
+    only = client.infer("echo", [first, second], outputs=[httpclient.InferRequestedOutput("OUTPUT1")])
+    assert [o["name"] for o in only.get_response()["outputs"]] == ["OUTPUT1"]
+
+
+def test_onnx_model_batch_greater_than_one(client, server):
+    x = np.random.default_rng(3).normal(size=(5, 6)).astype(np.float32)
+    tensor = httpclient.InferInput("input", [5, 6], "FP32")
+    tensor.set_data_from_numpy(x)
+    result = client.infer("mlp", [tensor])
+    assert np.allclose(result.as_numpy("output"), onnx_reference(x, *server.weights), rtol=1e-5, atol=1e-6)
+
+
+def test_health_metadata_config(client):
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready("mlp") and not client.is_model_ready("ghost")
+    assert client.get_server_metadata()["name"] == "gpuserve"
+    meta = client.get_model_metadata("mlp")
+    assert meta["inputs"][0] == {"name": "input", "datatype": "FP32", "shape": [-1, 6]}
+    config = client.get_model_config("mlp")
+    assert config["max_batch_size"] == 64 and config["input"][0]["dims"] == [6]
+    assert config["input"][0]["data_type"] == "TYPE_FP32" and config["platform"] == "onnxruntime_onnx"
+    with pytest.raises(InferenceServerException, match="ghost"):
+        client.get_model_metadata("ghost")
+
+
+def test_statistics(client):
+    tensor = httpclient.InferInput("input", [1, 6], "FP32")
+    tensor.set_data_from_numpy(np.ones((1, 6), np.float32))
+    client.infer("mlp", [tensor])
+    stats = client.get_inference_statistics("mlp")["model_stats"][0]
+    assert stats["name"] == "mlp" and stats["inference_stats"]["success"]["count"] >= 1
+    assert stats["inference_count"] >= 1 and stats["batch_stats"]
+    everyone = {s["name"] for s in client.get_inference_statistics()["model_stats"]}
+    assert everyone == {"echo", "mlp"}
+    with pytest.raises(InferenceServerException):
+        client.get_inference_statistics("ghost")
+
+
+def test_repository_index_load_unload(client):
+    index = {m["name"]: m for m in client.get_model_repository_index()}
+    assert index["mlp"]["state"] == "READY"
+    client.unload_model("mlp")
+    assert not client.is_model_ready("mlp")
+    client.load_model("mlp")
+    assert client.is_model_ready("mlp")
+    with pytest.raises(InferenceServerException):
+        client.load_model("ghost")
+
+
+def test_bad_binary_requests_are_clear_errors(server, client):
+    import httpx
+
+    base = f"http://127.0.0.1:{server.ports['http']}/v2/models/echo/infer"
+    header = b'{"inputs":[{"name":"INPUT0","shape":[2],"datatype":"INT32","parameters":{"binary_data_size":8}}]}'
+    cases = [
+        (header + b"\x00" * 4, str(len(header)), "runs past the end"),
+        (header + b"\x00" * 12, str(len(header)), "unexpected bytes"),
+        (header + b"\x00" * 8, "-3", "outside the body"),
+        (header + b"\x00" * 8, "abc", "invalid Inference-Header-Content-Length"),
+    ]
+    for body, length, message in cases:
+        reply = httpx.post(base, content=body, headers={"Inference-Header-Content-Length": length})
+        assert reply.status_code == 400 and message in reply.json()["error"]
+    good = httpx.post(base, content=header + np.array([7, 8], np.int32).tobytes(),
+                      headers={"Inference-Header-Content-Length": str(len(header))})
+    assert good.status_code == 200 and good.json()["outputs"][0]["data"] == [7, 8]
+
+
+def test_asyncio_client(server):
+    async def scenario():
+        async with aiohttpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as c:
+            assert await c.is_server_ready()
+            x = sample("INT64", (4, 2))
+            tensor = aiohttpclient.InferInput("INPUT0", [4, 2], "INT64")
+            tensor.set_data_from_numpy(x)
+            results = await asyncio.gather(*(c.infer("echo", [tensor]) for _ in range(8)))
+            assert all(np.array_equal(r.as_numpy("OUTPUT0"), x) for r in results)
+            assert (await c.get_model_metadata("echo"))["name"] == "echo"
+
+    asyncio.run(scenario())
+
+
+def test_async_infer_sync_client(client):
+    x = sample("FP64", (2, 2))
+    tensor = httpclient.InferInput("INPUT0", [2, 2], "FP64")
+    tensor.set_data_from_numpy(x)
+    handle = client.async_infer("echo", [tensor])
+    assert np.array_equal(handle.get_result().as_numpy("OUTPUT0"), x)
