@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any, Dict, Optional, Tuple
 
+from gpuserve.adaptive import AdaptiveBatcher
 from gpuserve.engine.stats import ModelStats
 from gpuserve.errors import InvalidInput, ModelLoadError, ModelNotFound, Unimplemented
 from gpuserve.model import InferenceVerb
@@ -119,9 +120,13 @@ class DataPlane:
         if stats is None:
             response, response_headers = await model(request, headers)
         else:  # models outside the engine: count here so the statistics extension covers them too
+            batcher = adaptive_batcher(model)
             start = time.perf_counter_ns()
             try:
-                response, response_headers = await model(request, headers)
+                if batcher is not None:
+                    response, response_headers = await batcher.submit(request, headers)
+                else:
+                    response, response_headers = await model(request, headers)
             except BaseException:
                 stats.record_request(False, time.perf_counter_ns() - start)
                 raise
@@ -171,6 +176,19 @@ class DataPlane:
             response = {"predictions": response.outputs[0].as_numpy() if len(response.outputs) == 1
                         else {o.name: o.as_numpy() for o in response.outputs}}
         return response, response_headers
+
+
+def adaptive_batcher(model) -> Optional[AdaptiveBatcher]:
+    """The model's adaptive batcher when its settings ask for one (max_batch_size > 1), made on first use."""
+    batcher = getattr(model, "_adaptive_batcher", None)
+    if batcher is None:
+        settings = getattr(model, "settings", None)
+        max_batch = getattr(settings, "max_batch_size", None) or 0
+        if max_batch <= 1:
+            return None
+        batcher = AdaptiveBatcher(model, max_batch, getattr(settings, "max_batch_time", 0.0) or 0.0)
+        model._adaptive_batcher = batcher
+    return batcher
 
 
 def select_outputs(response: InferResponse, request: InferRequest) -> list:

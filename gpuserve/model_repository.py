@@ -148,6 +148,9 @@ class ModelRepository:
 
 async def stop_model(model: BaseKServeModel) -> None:
     """Stop a model from the event loop: engine-backed models drain their batcher first."""
+    batcher = getattr(model, "_adaptive_batcher", None)
+    if batcher is not None:
+        await batcher.stop()
     aclose = getattr(model, "aclose", None)
     if aclose is not None:
         try:

@@ -1,0 +1,181 @@
+"""Adaptive batching for custom Python models (MLServer's semantics, gpuserve's scheduling).
+
+Requests whose inputs agree on names, datatypes, content types and non-batch shapes are merged into
+one InferRequest (inputs concatenated by rows; each custom parameter becomes the list of the
+requests' values), the model runs once, and its response is split back by rows (list-valued output
+parameters with one value per request are split too). Unlike MLServer's timer-driven batcher this
+one is work-conserving: an idle model runs a request at once, and batches grow only while the
+model is busy, or up to `max_batch_time` when that is set. A batch that fails is retried request by
+request, so one bad request never fails its neighbours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from gpuserve.engine.job import Job
+from gpuserve.engine.queue import BatchQueue
+from gpuserve.errors import InferenceError, InvalidInput
+from gpuserve.types import InferInput, InferOutput, InferRequest, InferResponse, RequestedOutput
+
+logger = logging.getLogger("gpuserve")
+SCALAR_PARAMETERS = frozenset({"content_type", "headers"})
+
+
+def _key(request: InferRequest) -> Tuple:
+    parts = []
+    for tensor in request.inputs:
+        array = tensor.as_numpy()
+        if array.ndim == 0:
+            raise InvalidInput(f"input '{tensor.name}' needs a batch dimension for adaptive batching")
+        parts.append((tensor.name, tensor.datatype, array.shape[1:], tensor.parameters.get("content_type")))
+    wanted = tuple(o.name for o in request.request_outputs) if request.request_outputs else None
+    return tuple(parts), wanted, request.parameters.get("content_type")
+
+
+def _rows(request: InferRequest) -> int:
+    rows = {t.as_numpy().shape[0] for t in request.inputs}
+    if len(rows) != 1:
+        raise InvalidInput("inputs disagree on the batch dimension")
+    return rows.pop()
+
+
+def merge_parameters(all_parameters: List[dict]) -> dict:
+    """Each key's values across requests as a list; content types stay single values."""
+    merged: Dict[str, Any] = {}
+    keys = [k for params in all_parameters for k in params]
+    for key in dict.fromkeys(keys):
+        values = [params.get(key) for params in all_parameters]
+        merged[key] = values[0] if key in SCALAR_PARAMETERS else values
+    return merged
+
+
+def split_parameters(parameters: dict, count: int, index: int) -> dict:
+    out = {}
+    for key, value in parameters.items():
+        if key not in SCALAR_PARAMETERS and isinstance(value, list) and len(value) == count:
+            out[key] = value[index]
+        else:
+            out[key] = value
+    return out
+
+
+def merge_requests(requests: List[InferRequest]) -> InferRequest:
+    first = requests[0]
+    inputs = []
+    for position, tensor in enumerate(first.inputs):
+        arrays = [r.inputs[position].as_numpy() for r in requests]
+        merged = InferInput(tensor.name, [], tensor.datatype,
+                            parameters=merge_parameters([r.inputs[position].parameters for r in requests]))
+        array = np.concatenate(arrays, axis=0)
+        merged._array = array
+        merged.set_shape(array.shape)
+        inputs.append(merged)
+    outputs = [RequestedOutput(o.name, dict(o.parameters)) for o in first.request_outputs] \
+        if first.request_outputs else None
+    return InferRequest(first.model_name, inputs, request_id=str(uuid.uuid4()),
+                        parameters=merge_parameters([r.parameters for r in requests]), request_outputs=outputs,
+                        model_version=first.model_version)
+
+
+def split_response(response: Any, requests: List[InferRequest], rows: List[int], model: str) -> List[InferResponse]:
+    if not isinstance(response, InferResponse):
+        raise InferenceError(f"model '{model}' returned {type(response).__name__} to a batched request; "
+                             "adaptive batching needs an InferResponse")
+    total, count = sum(rows), len(requests)
+    pieces: List[List[InferOutput]] = [[] for _ in requests]
+    for output in response.outputs:
+        array = output.as_numpy()
+        if array.ndim == 0 or array.shape[0] != total:
+            got = "a scalar" if array.ndim == 0 else f"{array.shape[0]} rows"
+            raise InferenceError(f"model '{model}' returned {got} for output '{output.name}' "
+                                 f"in a batch of {total} rows")
+        start = 0
+        for i, n in enumerate(rows):
+            part = array[start:start + n]
+            start += n
+            pieces[i].append(InferOutput(output.name, list(part.shape), output.datatype, part,
+                                         split_parameters(output.parameters, count, i)))
+    return [InferResponse(request.id, response.model_name, pieces[i], model_version=response.model_version,
+                          parameters=split_parameters(response.parameters, count, i))
+            for i, request in enumerate(requests)]
+
+
+class AdaptiveBatcher:
+    def __init__(self, model, max_batch_size: int, max_batch_time: float = 0.0):
+        self.model = model
+        self.max_batch_size = max_batch_size
+        self.max_batch_time = max_batch_time
+        self.queue = BatchQueue()
+        self.batches_formed: Dict[int, int] = {}
+        self._task: Optional[asyncio.Task] = None
+
+    async def submit(self, request: InferRequest, headers: Optional[dict]) -> Tuple[Any, dict]:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"adaptive-{self.model.name}")
+        future = asyncio.get_running_loop().create_future()
+        job = Job({}, _rows(request), _key(request), future, parameters={"request": request, "headers": headers})
+        self.queue.put(job)
+        return await future
+
+    async def _loop(self) -> None:
+        while True:
+            first = await self.queue.get()
+            batch = [first]
+            batch += self.queue.take_matching(first.key, self.max_batch_size - first.rows)
+            if self.max_batch_time > 0:
+                deadline = first.arrival + self.max_batch_time
+                rows = sum(j.rows for j in batch)
+                while rows < self.max_batch_size and (remaining := deadline - time.monotonic()) > 0:
+                    if not await self.queue.wait_for_more(remaining):
+                        break
+                    more = self.queue.take_matching(first.key, self.max_batch_size - rows)
+                    batch += more
+                    rows += sum(j.rows for j in more)
+            rows = sum(j.rows for j in batch)
+            self.batches_formed[rows] = self.batches_formed.get(rows, 0) + 1
+            await self._run(batch)
+
+    async def _run(self, batch: List[Job]) -> None:
+        requests = [job.parameters["request"] for job in batch]
+        headers = batch[0].parameters["headers"]
+        if len(batch) == 1:
+            await self._run_alone(batch[0])
+            return
+        try:
+            response, response_headers = await self.model(merge_requests(requests), headers)
+            parts = split_response(response, requests, [job.rows for job in batch], self.model.name)
+        except Exception as exc:
+            logger.warning("batch of %d for %s failed (%s); running each request alone", len(batch),
+                           self.model.name, exc)
+            for job in batch:
+                await self._run_alone(job)
+            return
+        for job, part in zip(batch, parts):
+            if not job.future.done():
+                job.future.set_result((part, dict(response_headers)))
+
+    async def _run_alone(self, job: Job) -> None:
+        try:
+            result = await self.model(job.parameters["request"], job.parameters["headers"])
+        except Exception as exc:
+            if not job.future.done():
+                job.future.set_exception(exc)
+            return
+        if not job.future.done():
+            job.future.set_result(result)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None

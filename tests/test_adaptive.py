@@ -1,0 +1,98 @@
+"""Adaptive batching of custom Python models: merge and split of rows and parameters (MLServer's
+semantics), isolation of bad requests, and a row-count check on what the model returns."""
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+from gpuserve import InferInput, InferOutput, InferRequest, InferResponse, Model, ModelSettings
+from gpuserve.adaptive import AdaptiveBatcher, merge_requests, split_response
+from gpuserve.errors import InferenceError
+
+
+def request(values, rid, **params):
+    x = np.asarray(values, np.float32).reshape(-1, 2)
+    tensor = InferInput("x", list(x.shape), "FP32", parameters={"content_type": "np", **params})
+    tensor._array = x
+    return InferRequest("m", [tensor], request_id=rid, parameters={"tag": rid})
+
+
+def test_merge_and_split_of_rows_and_parameters():
+    requests = [request([1, 2], "a", custom="v1"), request([3, 4, 5, 6], "b", custom="v2")]
+    merged = merge_requests(requests)
+    assert merged.inputs[0].shape == [3, 2]
+    assert merged.inputs[0].parameters == {"content_type": "np", "custom": ["v1", "v2"]}
+    assert merged.parameters == {"tag": ["a", "b"]}
+    out = InferOutput.from_numpy("y", merged.inputs[0].as_numpy() * 10, parameters={"content_type": "np",
+                                                                                     "foo": ["f1", "f2"], "bar": "x"})
+    parts = split_response(InferResponse(merged.id, "m", [out], parameters={"n": ["p", "q"]}), requests, [1, 2], "m")
+    assert [p.id for p in parts] == ["a", "b"]
+    assert parts[0].outputs[0].as_numpy().tolist() == [[10, 20]] and parts[1].outputs[0].shape == [2, 2]
+    assert parts[0].outputs[0].parameters == {"content_type": "np", "foo": "f1", "bar": "x"}
+    assert parts[1].outputs[0].parameters["foo"] == "f2" and parts[1].parameters == {"n": "q"}
+
+
+def test_wrong_row_count_is_an_error():
+    requests = [request([1, 2], "a"), request([3, 4], "b")]
+    out = InferOutput.from_numpy("y", np.zeros((1, 2), np.float32))
+    with pytest.raises(InferenceError, match="returned 1 rows"):
+        split_response(InferResponse("m", "m", [out]), requests, [1, 1], "m")
+
+
+class Summer(Model):
+    def __init__(self, name):
+        super().__init__(name)
+        self.settings = ModelSettings(name=name, max_batch_size=16)
+        self.gate, self.entered, self.seen = threading.Event(), threading.Event(), []
+
+    def load(self):
+        self.ready = True
+
+    def predict(self, payload, headers=None):
+        x = payload.inputs[0].as_numpy()
+        self.seen.append(x.shape[0])
+        self.entered.set()
+        self.gate.wait(30)
+        if (x < 0).any():
+            raise ValueError("negative")
+        return InferResponse(payload.id, self.name, [InferOutput.from_numpy("y", x.sum(axis=1, keepdims=True))])
+
+
+async def test_batches_form_while_busy_and_bad_requests_fail_alone():
+    model = Summer("summer")
+    model.load()
+    batcher = AdaptiveBatcher(model, 16)
+    first = asyncio.ensure_future(batcher.submit(request([0, 0], "r0"), {}))
+    assert await asyncio.to_thread(model.entered.wait, 30)
+    tasks = [asyncio.ensure_future(batcher.submit(request([i, -1 if i == 3 else 1], f"r{i}"), {}))
+             for i in range(1, 7)]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    model.gate.set()
+    results = await asyncio.gather(first, *tasks, return_exceptions=True)
+    assert batcher.batches_formed[6] == 1  # the six waiting requests formed one batch
+    assert isinstance(results[3], ValueError)
+    for i, result in enumerate(results):
+        if i != 3:
+            response, _ = result
+            assert response.id == f"r{i}" and response.outputs[0].as_numpy().tolist() == [[i + 1 if i else 0]]
+    await batcher.stop()
+
+
+def test_adaptive_batching_over_rest(http):
+    from conftest import running_server
+
+    model = Summer("summer")
+    model.gate.set()
+    with running_server([model]) as server:
+        client = http(server)
+        bodies = [{"id": str(i), "inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [i, 1]}]}
+                  for i in range(20)]
+        import concurrent.futures
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            replies = list(pool.map(lambda b: client.post("/v2/models/summer/infer", json=b).json(), bodies))
+    for i, reply in enumerate(replies):
+        assert reply["id"] == str(i) and reply["outputs"][0]["data"] == [i + 1]
