@@ -157,7 +157,12 @@ class DiskRepository:
         if settings.device is None and self.device:
             settings.device = self.device
         try:
-            return instantiate(runtime_for(settings), settings)
+            runtime = runtime_for(settings)
+            if settings.parallel_workers and not getattr(runtime, "engine_backed", False):
+                from gpuserve.parallel import ParallelModel
+
+                return ParallelModel(settings, settings.parallel_workers)
+            return instantiate(runtime, settings)
         except Exception as exc:
             reason = str(exc) if isinstance(exc, GpuserveError) else f"{type(exc).__name__}: {exc}"
             logger.error("model '%s' cannot be built: %s", settings.name, reason)

@@ -37,6 +37,7 @@ class FrameworkModel(Model):
     """Request checking, engine submission and response building shared by artefact-backed models."""
 
     platform = ""
+    engine_backed = True  # the engine's instances parallelise it; parallel_workers does not apply
 
     def __init__(self, name: str, settings: Optional[ModelSettings] = None, uri: Optional[str] = None,
                  device: Optional[str] = None):
