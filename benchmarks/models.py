@@ -3,28 +3,34 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 
-def mlp_onnx(path: Path, width: int = 1024, layers: int = 3, in_features: int = 1024, seed: int = 0) -> Path:
-    """A `layers`-deep, `width`-wide ReLU MLP: heavy enough per row that batching matters."""
+def dense_onnx(path: Path, sizes: Sequence[int], seed: int = 0) -> Path:
+    """An MLP with layer sizes `sizes` (input first); ReLU between layers, none after the last.
+    Input "input" [batch, sizes[0]] FP32, output "output" [batch, sizes[-1]] FP32."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)
-    nodes, inits, prev, fan_in = [], [], "input", in_features
+    nodes, inits, prev = [], [], "input"
+    layers = len(sizes) - 1
     for i in range(layers):
-        w = (rng.normal(size=(fan_in, width)) / np.sqrt(fan_in)).astype(np.float32)
-        b = np.zeros(width, np.float32)
+        fan_in, fan_out = sizes[i], sizes[i + 1]
+        w = (rng.normal(size=(fan_in, fan_out)) / np.sqrt(fan_in)).astype(np.float32)
+        b = np.zeros(fan_out, np.float32)
         inits += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(b, f"b{i}")]
-        out = "output" if i == layers - 1 else f"h{i}"
+        last = i == layers - 1
+        added = "output" if last else f"a{i}"
         nodes += [helper.make_node("MatMul", [prev, f"w{i}"], [f"m{i}"]),
-                  helper.make_node("Add", [f"m{i}", f"b{i}"], [f"a{i}"])]
-        nodes.append(helper.make_node("Relu", [f"a{i}"], [out]))
-        prev, fan_in = out, width
-    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["b", in_features])],
-                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["b", width])], inits)
+                  helper.make_node("Add", [f"m{i}", f"b{i}"], [added])]
+        if not last:
+            nodes.append(helper.make_node("Relu", [added], [f"h{i}"]))
+            prev = f"h{i}"
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["b", sizes[0]])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["b", sizes[-1]])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -32,6 +38,11 @@ def mlp_onnx(path: Path, width: int = 1024, layers: int = 3, in_features: int = 
     return path
 
 
+def mlp_onnx(path: Path, width: int = 1024, layers: int = 3, in_features: int = 1024, seed: int = 0) -> Path:
+    """The compute-heavy model: `layers` dense layers `width` wide (issue 5 and 8 benchmarks)."""
+    return dense_onnx(path, [in_features] + [width] * layers, seed)
+
+
 def small_mlp_onnx(path: Path) -> Path:
-    """A small MLP (16 -> 64 -> 64 -> 8): request overhead, not math, dominates."""
-    return mlp_onnx(path, width=64, layers=3, in_features=16)
+    """The small model of issue 8's REST goal: 64 -> 256 -> 10. Request overhead, not math, dominates."""
+    return dense_onnx(path, [64, 256, 10])
