@@ -6,10 +6,38 @@ additions under one lock, cheap next to a batch.
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Dict
+from typing import Dict, List, Tuple
+
+
+
+# Seconds; chosen to resolve both sub-millisecond CPU answers and slow model calls.
+BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Histogram:
+    __slots__ = ("counts", "total", "count")
+
+    def __init__(self) -> None:
+        self.counts: List[int] = [0] * (len(BUCKETS) + 1)
+        self.total = 0.0
+        self.count = 0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(BUCKETS, seconds)] += 1
+        self.total += seconds
+        self.count += 1
+
+    def cumulative(self) -> List[Tuple[str, int]]:
+        out, running = [], 0
+        for bound, n in zip(BUCKETS, self.counts):
+            running += n
+            out.append((repr(bound), running))
+        out.append(("+Inf", running + self.counts[-1]))
+        return out
 
 
 @dataclass
@@ -49,6 +77,7 @@ class ModelStats:
         self.inference_count = 0
         self.execution_count = 0
         self.last_inference_ms = 0
+        self.request_seconds = Histogram()
 
     def record_batch(self, size: int, jobs: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
         """One executed batch of `size` rows from `jobs` requests; per-request durations are shared."""
@@ -74,6 +103,7 @@ class ModelStats:
     def record_request(self, ok: bool, total_ns: int) -> None:
         with self.lock:
             (self.success if ok else self.fail).add(total_ns)
+            self.request_seconds.observe(total_ns / 1e9)
 
     def as_dict(self) -> dict:
         """Triton's ModelStatistics JSON shape."""

@@ -14,6 +14,9 @@ from gpuserve.engine.stats import ModelStats
 from gpuserve.errors import InvalidInput, ModelLoadError, ModelNotFound, Unimplemented
 from gpuserve.model import InferenceVerb
 from gpuserve.model_repository import ModelRepository
+from gpuserve.runtime_settings import RuntimeSettings
+from gpuserve.shared_memory import SharedMemoryRegistry, resolve_shared_memory, write_shared_memory
+from gpuserve.transport_metrics import TransportMetrics
 from gpuserve.types import InferRequest, InferResponse
 from gpuserve.version import __version__
 
@@ -30,6 +33,9 @@ class DataPlane:
         self.model_control = model_control
         self.started = False  # set once the start-up loads have finished
         self._stats: Dict[Tuple[str, str], ModelStats] = {}
+        self.shared_memory = SharedMemoryRegistry()  # system shared-memory regions (both transports)
+        self.runtime_settings = RuntimeSettings(lambda name: self.repository.get_model(name) is not None)
+        self.transport_metrics = TransportMetrics()
 
     # health and metadata ------------------------------------------------------------------------
     def live(self) -> bool:
@@ -114,6 +120,7 @@ class DataPlane:
     # inference ---------------------------------------------------------------------------------
     async def infer(self, request: InferRequest, headers: Optional[Dict[str, str]] = None
                     ) -> Tuple[Any, Dict[str, str]]:
+        shm_outputs = resolve_shared_memory(self.shared_memory, request)  # inputs read, outputs noted
         model = self.repository.resolve(request.model_name, request.model_version)
         request.headers = headers
         stats = None if getattr(model, "stats", None) is not None else self._stats_for(model)
@@ -142,6 +149,7 @@ class DataPlane:
                 response.model_version = str(model.version)
             if request.request_outputs:
                 response.outputs = select_outputs(response, request)
+        response = write_shared_memory(self.shared_memory, shm_outputs, response, request)
         return response, response_headers
 
     def _stats_for(self, model) -> ModelStats:
@@ -150,6 +158,10 @@ class DataPlane:
         if stats is None:
             stats = self._stats[key] = ModelStats(*key)
         return stats
+
+    def stats_of(self, model) -> ModelStats:
+        """The engine's statistics for engine-backed models, the data plane's own for the others."""
+        return getattr(model, "stats", None) or self._stats_for(model)
 
     def statistics(self, name: Optional[str] = None, version: Optional[str] = None) -> Dict[str, Any]:
         """Triton's statistics extension: `{"model_stats": [...]}` for one model, one version or all."""
@@ -162,8 +174,7 @@ class DataPlane:
             chosen = [entry for entry in self.repository.all_versions() if entry[2].ready]
         entries = []
         for model_name, model_version, model in chosen:
-            stats = getattr(model, "stats", None) or self._stats_for(model)
-            entry = stats.as_dict()
+            entry = self.stats_of(model).as_dict()
             entry["name"], entry["version"] = model_name, model_version or ""
             entries.append(entry)
         return {"model_stats": entries}

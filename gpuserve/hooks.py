@@ -8,6 +8,7 @@ blocks the event loop (kserve/kserve#3950); a hook left at the base class's pass
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import inspect
 from typing import Any, Callable
@@ -60,7 +61,8 @@ async def call_hook(func: Callable, *args: Any, **kwargs: Any) -> Any:
             return result
         return await result
     loop = asyncio.get_running_loop()
-    result = await loop.run_in_executor(None, functools.partial(func, *args, **kwargs))
+    context = contextvars.copy_context()  # the hook sees the request's context (e.g. metrics labels)
+    result = await loop.run_in_executor(None, functools.partial(context.run, func, *args, **kwargs))
     if inspect.isawaitable(result):
         result = await result
     return result

@@ -12,6 +12,7 @@ import enum
 from typing import Any, AsyncIterator, Dict, List, Optional, Union
 
 from gpuserve.hooks import call_hook, overrides
+from gpuserve.metrics import set_current_model
 from gpuserve.types import InferRequest, InferResponse
 
 PREDICTOR_PROTOCOLS = ("v1", "v2", "grpc-v2")
@@ -111,6 +112,7 @@ class Model(InferenceModel):
         """Run the pipeline; returns `(response, response_headers)` like KServe's data plane expects."""
         headers = headers if headers is not None else {}
         response_headers: Dict[str, str] = {}
+        set_current_model(self.name, self.version)  # labels for gpuserve.metrics.log()
         payload = body
         if overrides(self, "preprocess", Model):
             payload = await call_hook(self.preprocess, payload, headers)

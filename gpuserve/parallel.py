@@ -12,10 +12,13 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import shutil
+import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Dict, List, Optional, Tuple
 
 from gpuserve.errors import ModelLoadError
+from gpuserve.metrics import worker_metric_dirs
 from gpuserve.model import InferenceVerb, Model
 from gpuserve.settings import ModelSettings
 
@@ -23,8 +26,9 @@ _MODEL = None
 _LOOP: Optional[asyncio.AbstractEventLoop] = None
 
 
-def _worker_init(settings_json: str, folder: Optional[str]) -> None:
+def _worker_init(settings_json: str, folder: Optional[str], metrics_dir: str) -> None:
     global _MODEL, _LOOP
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # before prometheus_client is first imported here
     from gpuserve.model_repository import run_load
     from gpuserve.repository import instantiate, runtime_for
 
@@ -58,11 +62,17 @@ class ParallelModel(Model):
         self.pool: Optional[ProcessPoolExecutor] = None
         self.description: Dict[str, Any] = {}
         self.worker_pids: List[int] = []
+        self.inflight = 0  # requests handed to the pool and not yet answered
+        self.metrics_dir: Optional[str] = None
 
     def load(self) -> bool:
+        # Workers write custom metrics to files in their own directory; the server's exposition merges them.
+        self.metrics_dir = tempfile.mkdtemp(prefix=f"gpuserve-metrics-{self.name}-")
+        worker_metric_dirs.add(self.metrics_dir)
         settings_json = self.settings.model_dump_json()
         self.pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                        initializer=_worker_init, initargs=(settings_json, self.settings.folder))
+                                        initializer=_worker_init,
+                                        initargs=(settings_json, self.settings.folder, self.metrics_dir))
         try:
             futures = [self.pool.submit(_worker_describe) for _ in range(self.workers)]
             described = [f.result() for f in futures]
@@ -77,7 +87,11 @@ class ParallelModel(Model):
 
     async def __call__(self, body, headers=None, verb: InferenceVerb = InferenceVerb.PREDICT):
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.pool, _worker_call, body, dict(headers or {}), verb.value)
+        self.inflight += 1
+        try:
+            return await loop.run_in_executor(self.pool, _worker_call, body, dict(headers or {}), verb.value)
+        finally:
+            self.inflight -= 1
 
     def get_input_types(self):
         return self.description.get("inputs", [])
@@ -95,3 +109,7 @@ class ParallelModel(Model):
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
             self.pool = None
+        if self.metrics_dir:
+            worker_metric_dirs.discard(self.metrics_dir)
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)
+            self.metrics_dir = None

@@ -64,6 +64,7 @@ class ServerSettings(BaseSettings):
     metrics_port: int = 8082
     metrics_path: str = "/metrics"
     metrics_prefix: str = ""
+    nvml_interval_seconds: float = 5.0
     enable_grpc: bool = True
     enable_metrics_server: bool = True
     workers: int = 1

@@ -10,13 +10,16 @@ from starlette.responses import Response
 from gpuserve.dataplane import DataPlane
 from gpuserve.settings import ServerSettings
 from gpuserve.version import __version__
+from gpuserve.server.metrics import Exposition
 from gpuserve.server.rest.common import ErrorRoutes, json_response
 from gpuserve.server.rest.extensions import add_extension_routes
+from gpuserve.server.rest.shared_memory import add_shared_memory_routes
 from gpuserve.server.rest.v1 import add_v1_routes
 from gpuserve.server.rest.v2 import add_v2_routes
 
 
-def build_app(plane: DataPlane, settings: ServerSettings, errors: ErrorRoutes | None = None) -> FastAPI:
+def build_app(plane: DataPlane, settings: ServerSettings, errors: ErrorRoutes | None = None,
+              exposition: Exposition | None = None) -> FastAPI:
     errors = errors or ErrorRoutes()
     docs = settings.enable_docs_url
     app = FastAPI(title="gpuserve", version=__version__,
@@ -30,13 +33,16 @@ def build_app(plane: DataPlane, settings: ServerSettings, errors: ErrorRoutes | 
 
     add_v1_routes(app, plane, errors, settings.max_request_bytes)
     add_extension_routes(app, plane, errors)  # before V2's /v2/models/{name}: "stats" is not a model
+    add_shared_memory_routes(app, plane, errors)  # shared memory, trace and log settings
     add_v2_routes(app, plane, errors, settings.max_request_bytes)
+
+    exposition = exposition or Exposition(plane, settings.metrics_prefix)
 
     @app.get(settings.metrics_path, include_in_schema=False)
     async def metrics(request: Request) -> Response:
-        from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+        from prometheus_client import CONTENT_TYPE_LATEST
 
-        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+        return Response(exposition.render(), media_type=CONTENT_TYPE_LATEST)
 
     app.state.plane = plane
     app.state.errors = errors

@@ -27,6 +27,8 @@ from gpuserve.model import BaseKServeModel
 from gpuserve.model_repository import ModelRepository, run_load, stop_model
 from gpuserve.settings import ServerSettings
 from gpuserve.server.app import build_app
+from gpuserve.server.metrics import Exposition
+from gpuserve.server.nvml import GpuSampler
 from gpuserve.server.rest.common import ErrorRoutes
 
 logger = logging.getLogger("gpuserve")
@@ -73,7 +75,7 @@ class _Uvicorn:
             def capture_signals(self):
                 yield
 
-        config = uvicorn.Config(app, lifespan="off", access_log=settings.access_log, log_config=None,
+        config = uvicorn.Config(app, lifespan="off", access_log=settings.access_log, log_config=None, interface="asgi3",
                                 timeout_graceful_shutdown=int(settings.graceful_shutdown_seconds),
                                 limit_concurrency=None, backlog=2048, timeout_keep_alive=75)
         self.server = Server(config)
@@ -179,14 +181,15 @@ class ModelServer:
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     self._loop.add_signal_handler(sig, self.stop)
 
-        app = build_app(self.dataplane, s, self.errors)
+        gpus = GpuSampler(s.nvml_interval_seconds)
+        gpus.start()
+        exposition = Exposition(self.dataplane, s.metrics_prefix, gpus)
+        app = build_app(self.dataplane, s, self.errors, exposition)
         http = _Uvicorn(app, s, http_sock)
         self._servers = [http]
         tasks = [asyncio.ensure_future(http.serve())]
         if metrics_sock is not None:
-            from prometheus_client import make_asgi_app
-
-            metrics = _Uvicorn(make_asgi_app(), s, metrics_sock)
+            metrics = _Uvicorn(exposition.asgi, s, metrics_sock)
             self._servers.append(metrics)
             tasks.append(asyncio.ensure_future(metrics.serve()))
         logger.info("gpuserve listening: %s", ", ".join(f"{k} {s.host}:{v}" for k, v in self.ports.items()))
@@ -203,6 +206,7 @@ class ModelServer:
         await asyncio.gather(*tasks, return_exceptions=True)
         stop_wait.cancel()
         self.dataplane.started = False
+        gpus.stop()
         await self._stop_models()
         logger.info("gpuserve stopped")
 

@@ -2,8 +2,9 @@
 
 Each RPC decodes its message, calls the data plane, encodes the answer. Every exception leaves
 through the one error table (`gpuserve.errors.status_of`), so a bad input is INVALID_ARGUMENT, an
-unknown model NOT_FOUND, and nothing is ever UNKNOWN. Extensions gpuserve lacks (shared memory
-registration, trace and log settings) answer UNIMPLEMENTED with a sentence saying so.
+unknown model NOT_FOUND, and nothing is ever UNKNOWN. System shared memory, trace and log settings
+share their state with REST through the data plane; CUDA shared memory registration answers
+UNIMPLEMENTED with a sentence saying so.
 
 The handlers are registered from the service descriptor with grpc's generic handler API, so the
 server does not depend on the grpcio version that generated inference_pb2_grpc.py.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from typing import AsyncIterator, Dict, Optional, Tuple
 
 import grpc
@@ -41,14 +43,23 @@ def _abort_args(exc: BaseException) -> Tuple[grpc.StatusCode, str]:
 def _guard(method):
     """Run a unary handler; turn any exception into its table status with the message as details."""
 
+    name = method.__name__
+
     @functools.wraps(method)
     async def guarded(self, request, context):
+        start = time.perf_counter()
+        code = "OK"
         try:
             return await method(self, request, context)
         except grpc.aio.AbortError:
+            code = "ABORTED"
             raise
         except Exception as exc:
-            await context.abort(*_abort_args(exc))
+            status, details = _abort_args(exc)
+            code = status.name
+            await context.abort(status, details)
+        finally:
+            self.plane.transport_metrics.observe_grpc(name, code, time.perf_counter() - start)
 
     return guarded
 
@@ -180,43 +191,77 @@ class InferenceServicer:
         await self.plane.unload_model(request.model_name)
         return pb.RepositoryModelUnloadResponse()
 
-    # shared memory: nothing can be registered, so status is empty and unregister a no-op -------
+    # shared memory: system regions in the data plane's registry; CUDA needs a GPU build ---------
     @_guard
     async def SystemSharedMemoryStatus(self, request, context):
-        if request.name:
-            raise InvalidInput(f"no system shared memory region named '{request.name}' is registered")
-        return pb.SystemSharedMemoryStatusResponse()
+        response = pb.SystemSharedMemoryStatusResponse()
+        for region in self.plane.shared_memory.status(request.name or None):
+            response.regions[region["name"]].CopyFrom(
+                pb.SystemSharedMemoryStatusResponse.RegionStatus(**region))
+        return response
 
     @_guard
     async def SystemSharedMemoryRegister(self, request, context):
-        raise Unimplemented("system shared memory is not supported by gpuserve; send tensors in the request")
+        self.plane.shared_memory.register(request.name, request.key, request.offset, request.byte_size)
+        return pb.SystemSharedMemoryRegisterResponse()
 
     @_guard
     async def SystemSharedMemoryUnregister(self, request, context):
+        self.plane.shared_memory.unregister(request.name or None)
         return pb.SystemSharedMemoryUnregisterResponse()
 
     @_guard
     async def CudaSharedMemoryStatus(self, request, context):
-        if request.name:
-            raise InvalidInput(f"no CUDA shared memory region named '{request.name}' is registered")
-        return pb.CudaSharedMemoryStatusResponse()
+        response = pb.CudaSharedMemoryStatusResponse()
+        for region in self.plane.shared_memory.cuda_status(request.name or None):
+            response.regions[region["name"]].CopyFrom(pb.CudaSharedMemoryStatusResponse.RegionStatus(**region))
+        return response
 
     @_guard
     async def CudaSharedMemoryRegister(self, request, context):
-        raise Unimplemented("CUDA shared memory is not supported by gpuserve; send tensors in the request")
+        self.plane.shared_memory.cuda_register(request.name, request.raw_handle, request.device_id, request.byte_size)
+        return pb.CudaSharedMemoryRegisterResponse()
 
     @_guard
     async def CudaSharedMemoryUnregister(self, request, context):
+        self.plane.shared_memory.cuda_unregister(request.name or None)
         return pb.CudaSharedMemoryUnregisterResponse()
 
-    # trace and log settings -------------------------------------------------------------------
+    # trace and log settings: shared with REST through the data plane ---------------------------
     @_guard
     async def TraceSetting(self, request, context):
-        raise Unimplemented("the trace extension is not supported by gpuserve")
+        settings, model = self.plane.runtime_settings, request.model_name or None
+        if len(request.settings):  # an empty SettingValue clears that setting, as in Triton
+            current = settings.update_trace({k: list(v.value) or None for k, v in request.settings.items()}, model)
+        else:
+            current = settings.trace(model)
+        response = pb.TraceSettingResponse()
+        for key, value in current.items():
+            response.settings[key].value.extend(value if isinstance(value, list) else [str(value)])
+        return response
 
     @_guard
     async def LogSettings(self, request, context):
-        raise Unimplemented("the logging extension is not supported by gpuserve; set GPUSERVE_LOG_LEVEL")
+        settings = self.plane.runtime_settings
+        if len(request.settings):
+            current = settings.update_log({k: _log_value(v) for k, v in request.settings.items()})
+        else:
+            current = settings.log()
+        response = pb.LogSettingsResponse()
+        for key, value in current.items():
+            entry = response.settings[key]
+            if isinstance(value, bool):
+                entry.bool_param = value
+            elif isinstance(value, int):
+                entry.uint32_param = value
+            else:
+                entry.string_param = str(value)
+        return response
+
+
+def _log_value(value: pb.LogSettingsRequest.SettingValue):
+    which = value.WhichOneof("parameter_choice")
+    return None if which is None else getattr(value, which)
 
 
 def service_handler(servicer: InferenceServicer) -> grpc.GenericRpcHandler:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import time
 from typing import Any, Callable, Dict, Optional
 
 import orjson
@@ -17,6 +18,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from gpuserve.errors import InvalidInput, PayloadTooLarge, status_of
+from gpuserve.transport_metrics import TransportMetrics
 
 logger = logging.getLogger("gpuserve.rest")
 JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
@@ -90,15 +92,29 @@ class ErrorRoutes:
         return error_response(exc)
 
 
-def guarded(errors: ErrorRoutes) -> Callable:
+def guarded(errors: ErrorRoutes, metrics: Optional[TransportMetrics] = None) -> Callable:
+    """Map exceptions through the error table and count each request by endpoint, method and status."""
+
     def wrap(handler: Callable) -> Callable:
+        endpoint = handler.__name__
+
         @functools.wraps(handler)
         async def run(*args, **kwargs):
+            request = kwargs.get("request")
+            start = time.perf_counter()
+            if metrics is not None:
+                metrics.rest_in_progress += 1
             try:
-                return await handler(*args, **kwargs)
+                response = await handler(*args, **kwargs)
             except Exception as exc:
-                request = kwargs.get("request")
-                return await errors.respond(request, exc)
+                response = await errors.respond(request, exc)
+            finally:
+                if metrics is not None:
+                    metrics.rest_in_progress -= 1
+            if metrics is not None:
+                metrics.observe_rest(endpoint, request.method if request is not None else "",
+                                     response.status_code, time.perf_counter() - start)
+            return response
 
         return run
 

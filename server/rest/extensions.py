@@ -23,7 +23,7 @@ async def _optional_json(request: Request) -> dict:
 
 
 def add_extension_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes) -> None:
-    guard = guarded(errors)
+    guard = guarded(errors, plane.transport_metrics)
 
     @app.get("/v2/models/{model_name}/config", tags=["V2 metadata"], summary="Model configuration (Triton form)")
     @guard

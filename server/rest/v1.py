@@ -12,7 +12,7 @@ from gpuserve.server.rest.common import ErrorRoutes, guarded, json_response, par
 
 
 def add_v1_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes, body_limit: int) -> None:
-    guard = guarded(errors)
+    guard = guarded(errors, plane.transport_metrics)
 
     @app.get("/v1/models", tags=["V1"], summary="Names of the served models")
     @guard

@@ -45,7 +45,7 @@ def encode_infer(response, infer_request: InferRequest, response_headers: dict):
 
 
 def add_v2_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes, body_limit: int) -> None:
-    guard = guarded(errors)
+    guard = guarded(errors, plane.transport_metrics)
 
     @app.get("/v2/health/live", tags=["V2 health"], summary="Server liveness")
     @guard

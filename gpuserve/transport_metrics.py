@@ -1,0 +1,37 @@
+"""Request counts and duration histograms per REST endpoint and gRPC method, kept as plain integers.
+
+The transports add to these inline (a dict lookup and a few integer additions per request); the
+Prometheus collector turns them into metric families only when scraped, so the hot path never
+touches prometheus_client.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Dict, Tuple
+
+from gpuserve.engine.stats import Histogram
+
+class TransportMetrics:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.rest: Dict[Tuple[str, str, str], Histogram] = {}
+        self.grpc: Dict[Tuple[str, str], Histogram] = {}
+        self.rest_in_progress = 0
+        self.grpc_in_progress = 0
+
+    def observe_rest(self, endpoint: str, method: str, status: int, seconds: float) -> None:
+        key = (endpoint, method, str(status))
+        histogram = self.rest.get(key)
+        if histogram is None:
+            with self.lock:
+                histogram = self.rest.setdefault(key, Histogram())
+        histogram.observe(seconds)
+
+    def observe_grpc(self, method: str, code: str, seconds: float) -> None:
+        key = (method, code)
+        histogram = self.grpc.get(key)
+        if histogram is None:
+            with self.lock:
+                histogram = self.grpc.setdefault(key, Histogram())
+        histogram.observe(seconds)

@@ -1,0 +1,209 @@
+"""Prometheus exposition: model, transport and GPU metrics under MLServer's and Triton's names.
+
+Everything is collected at scrape time from counters the engine, the data plane and the transports
+already keep, so serving requests costs no prometheus_client calls. Custom metrics that models log
+(gpuserve.metrics) live in prometheus_client's default registry, and, for parallel workers, in its
+multiprocess directory; both are appended to the same exposition.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable, Optional
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+
+from gpuserve.dataplane import DataPlane
+from gpuserve.metrics import worker_metric_dirs
+from gpuserve.server.nvml import GpuSampler
+
+MODEL_LABELS = ["model", "version"]
+
+
+class ExactCounter(Metric):
+    """A counter whose samples keep their exact name: Triton's `nv_*` counters carry no `_total`."""
+
+    def __init__(self, name: str, documentation: str, labels):
+        super().__init__(name, documentation, "counter")
+        self.sample_name = name
+        self.label_names = list(labels)
+
+    def add_metric(self, labels, value) -> None:
+        self.add_sample(self.sample_name, dict(zip(self.label_names, labels)), value)
+
+
+class ServerCollector:
+    def __init__(self, plane: DataPlane, prefix: str = "", gpus: Optional[GpuSampler] = None):
+        self.plane = plane
+        self.prefix = prefix
+        self.gpus = gpus
+
+    def _name(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    def collect(self) -> Iterable:
+        yield from self._models()
+        yield from self._transports()
+        yield from self._gpus()
+
+    def _models(self):
+        n = self._name
+        success = ExactCounter(n("nv_inference_request_success"), "Successful inference requests (Triton)",
+                                      labels=MODEL_LABELS)
+        failure = ExactCounter(n("nv_inference_request_failure"), "Failed inference requests (Triton)",
+                                      labels=MODEL_LABELS)
+        ml_success = CounterMetricFamily(n("model_infer_request_success"),
+                                         "Successful inference requests (MLServer)", labels=["model_name", "model_version"])
+        ml_failure = CounterMetricFamily(n("model_infer_request_failure"),
+                                         "Failed inference requests (MLServer)", labels=["model_name", "model_version"])
+        count = ExactCounter(n("nv_inference_count"), "Inferences performed (rows)", labels=MODEL_LABELS)
+        executions = ExactCounter(n("nv_inference_exec_count"), "Batches executed", labels=MODEL_LABELS)
+        durations = {key: ExactCounter(n(f"nv_inference_{key}_duration_us"),
+                                              f"Cumulative {key.replace('_', ' ')} time in microseconds",
+                                              labels=MODEL_LABELS)
+                     for key in ("request", "queue", "compute_input", "compute_infer", "compute_output")}
+        latency = HistogramMetricFamily(n("model_infer_request_duration_seconds"),
+                                        "Inference request duration per model", labels=MODEL_LABELS)
+        batch_size = HistogramMetricFamily(n("gpuserve_batch_size"), "Rows per executed batch", labels=MODEL_LABELS)
+        queue = GaugeMetricFamily(n("batch_request_queue"), "Requests waiting in the batch queue",
+                                  labels=MODEL_LABELS)
+        pending = GaugeMetricFamily(n("nv_inference_pending_request_count"), "Requests queued, not yet running",
+                                    labels=MODEL_LABELS)
+        parallel = GaugeMetricFamily(n("parallel_request_queue"), "Requests waiting for a parallel worker",
+                                     labels=MODEL_LABELS)
+        for entry in self.plane.statistics()["model_stats"]:
+            labels = [entry["name"], entry["version"]]
+            stats = entry["inference_stats"]
+            success.add_metric(labels, stats["success"]["count"])
+            failure.add_metric(labels, stats["fail"]["count"])
+            ml_success.add_metric(labels, stats["success"]["count"])
+            ml_failure.add_metric(labels, stats["fail"]["count"])
+            count.add_metric(labels, entry["inference_count"])
+            executions.add_metric(labels, entry["execution_count"])
+            durations["request"].add_metric(labels, (stats["success"]["ns"] + stats["fail"]["ns"]) / 1e3)
+            for key in ("queue", "compute_input", "compute_infer", "compute_output"):
+                durations[key].add_metric(labels, stats[key]["ns"] / 1e3)
+            model = self.plane.repository.get_model(entry["name"], entry["version"] or None)
+            if model is not None:
+                histogram = self.plane.stats_of(model).request_seconds
+                latency.add_metric(labels, histogram.cumulative(), histogram.total)
+            sizes, running, rows_total = [], 0, 0
+            batches = sorted((b["batch_size"], b["compute_infer"]["count"]) for b in entry["batch_stats"])
+            for size, times in batches:
+                running += times
+                rows_total += size * times
+                sizes.append((repr(float(size)), running))
+            sizes.append(("+Inf", running))
+            batch_size.add_metric(labels, sizes, rows_total)
+            scheduler = getattr(model, "scheduler", None)
+            depth = len(scheduler.queue) if scheduler is not None and scheduler.queue is not None else 0
+            adaptive = getattr(model, "_adaptive_batcher", None)
+            if adaptive is not None:
+                depth += len(adaptive.queue)
+            queue.add_metric(labels, depth)
+            pending.add_metric(labels, depth)
+            parallel.add_metric(labels, getattr(model, "inflight", 0))
+        yield from (success, failure, ml_success, ml_failure, count, executions, *durations.values(), latency,
+                    batch_size, queue, pending, parallel)
+
+    def _transports(self):
+        n = self._name
+        metrics = self.plane.transport_metrics
+        rest_count = CounterMetricFamily(n("rest_server_requests"), "REST requests by endpoint, method and status",
+                                         labels=["endpoint", "method", "status_code"])
+        rest_time = HistogramMetricFamily(n("rest_server_requests_duration_seconds"), "REST request duration",
+                                          labels=["endpoint", "method", "status_code"])
+        for (endpoint, method, status), histogram in sorted(metrics.rest.items()):
+            rest_count.add_metric([endpoint, method, status], histogram.count)
+            rest_time.add_metric([endpoint, method, status], histogram.cumulative(), histogram.total)
+        grpc_count = CounterMetricFamily(n("grpc_server_handled"), "gRPC calls by method and status code",
+                                         labels=["grpc_method", "grpc_code"])
+        grpc_time = HistogramMetricFamily(n("grpc_server_handling_seconds"), "gRPC call duration",
+                                          labels=["grpc_method", "grpc_code"])
+        for (method, code), histogram in sorted(metrics.grpc.items()):
+            grpc_count.add_metric([method, code], histogram.count)
+            grpc_time.add_metric([method, code], histogram.cumulative(), histogram.total)
+        in_progress = GaugeMetricFamily(n("rest_server_requests_in_progress"), "REST requests being handled")
+        in_progress.add_metric([], metrics.rest_in_progress)
+        yield from (rest_count, rest_time, grpc_count, grpc_time, in_progress)
+
+    def _gpus(self):
+        if self.gpus is None or not self.gpus.available:
+            return
+        n = self._name
+        families = {
+            "utilization": GaugeMetricFamily(n("nv_gpu_utilization"), "GPU utilization (0.0-1.0)", labels=["gpu_uuid"]),
+            "memory_total_bytes": GaugeMetricFamily(n("nv_gpu_memory_total_bytes"), "GPU memory total",
+                                                    labels=["gpu_uuid"]),
+            "memory_used_bytes": GaugeMetricFamily(n("nv_gpu_memory_used_bytes"), "GPU memory used",
+                                                   labels=["gpu_uuid"]),
+            "power_watts": GaugeMetricFamily(n("nv_gpu_power_usage"), "GPU power draw in watts", labels=["gpu_uuid"]),
+            "power_limit_watts": GaugeMetricFamily(n("nv_gpu_power_limit"), "GPU power limit in watts",
+                                                   labels=["gpu_uuid"]),
+            "energy_joules": ExactCounter(n("nv_energy_consumption"), "GPU energy since driver load (joules)",
+                                                 labels=["gpu_uuid"]),
+            "temperature_celsius": GaugeMetricFamily(n("nv_gpu_temperature_celsius"), "GPU temperature",
+                                                     labels=["gpu_uuid"]),
+        }
+        for sample in self.gpus.samples:
+            for key, family in families.items():
+                if key in sample:
+                    family.add_metric([sample["gpu_uuid"]], sample[key])
+        yield from families.values()
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def render(metrics: Iterable[Metric]) -> bytes:
+    """Prometheus text format 0.0.4 for our families, keeping Triton's exact counter names."""
+    from prometheus_client.utils import floatToGoString
+
+    lines = []
+    for metric in metrics:
+        name = metric.name
+        if metric.type == "counter" and not isinstance(metric, ExactCounter):
+            name += "_total"
+        lines.append(f"# HELP {name} {metric.documentation}")
+        lines.append(f"# TYPE {name} {metric.type}")
+        for sample in metric.samples:
+            labels = ",".join(f'{k}="{_escape(str(v))}"' for k, v in sample.labels.items())
+            value = floatToGoString(sample.value)
+            lines.append(f"{sample.name}{{{labels}}} {value}" if labels else f"{sample.name} {value}")
+    return ("\n".join(lines) + "\n").encode()
+
+
+class Exposition:
+    """One server's scrape: its own collector, then the default registry (process metrics and custom
+    metrics), then parallel workers' custom metrics from the multiprocess directory."""
+
+    def __init__(self, plane: DataPlane, prefix: str = "", gpus: Optional[GpuSampler] = None):
+        self.collector = ServerCollector(plane, prefix, gpus)
+
+    def render(self) -> bytes:
+        parts = [render(self.collector.collect()), generate_latest(REGISTRY)]
+        directories = [d for d in sorted(worker_metric_dirs) if os.path.isdir(d)]
+        if directories:
+            from prometheus_client import multiprocess
+
+            for directory in directories:  # one registry each: two pools may log the same metric name
+                workers = CollectorRegistry()
+                multiprocess.MultiProcessCollector(workers, path=directory)
+                parts.append(generate_latest(workers))
+        return b"".join(parts)
+
+    async def asgi(self, scope, receive, send) -> None:
+        """A bare ASGI app for the metrics port: every GET answers the exposition."""
+        if scope["type"] != "http":
+            return
+        if scope.get("method") not in ("GET", "HEAD"):
+            await send({"type": "http.response.start", "status": 405, "headers": [(b"content-type", b"text/plain")]})
+            await send({"type": "http.response.body", "body": b"method not allowed"})
+            return
+        body = self.render()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", CONTENT_TYPE_LATEST.encode())]})
+        await send({"type": "http.response.body", "body": body})
+

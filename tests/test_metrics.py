@@ -1,0 +1,112 @@
+"""Metrics scraped over HTTP from a running server: names, labels, counters that move, NVML absence,
+custom metrics from models in process and across parallel workers."""
+
+import json
+import logging
+import re
+import textwrap
+
+import httpx
+import numpy as np
+import tritonclient.grpc as grpcclient
+
+from conftest import make_onnx_model, running_server
+from gpuserve import InferOutput, InferResponse, Model, ModelRepository, metrics
+from gpuserve.repository import DiskRepository
+from gpuserve.server.nvml import GpuSampler
+
+
+def sample(text, name, **labels):
+    """The value of one sample, or None."""
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    match = re.search(rf"^{re.escape(name)}\{{{re.escape(want)}\}} (\S+)$", text, re.M)
+    return float(match.group(1)) if match else None
+
+
+class Logged(Model):
+    def load(self):
+        metrics.register("my_custom_metric", "A value the model logs")
+        self.ready = True
+
+    def predict(self, payload, headers=None):
+        metrics.log(my_custom_metric=34)
+        return InferResponse(payload.id, self.name, [InferOutput.from_numpy("y", payload.inputs[0].as_numpy())])
+
+
+def test_counters_names_and_labels_move(tmp_path):
+    (tmp_path / "mlp").mkdir()
+    make_onnx_model(tmp_path / "mlp" / "model.onnx")
+    registry = DiskRepository(tmp_path).populate(ModelRepository())
+    registry.update(Logged("logged"))
+    with running_server(repository=registry, metrics_prefix="") as server:
+        rest = f"http://127.0.0.1:{server.ports['http']}"
+        body = {"inputs": [{"name": "input", "shape": [2, 4], "datatype": "FP32", "data": [1] * 8}]}
+        for _ in range(3):
+            assert httpx.post(f"{rest}/v2/models/mlp/infer", json=body).status_code == 200
+        assert httpx.post(f"{rest}/v2/models/mlp/infer", json={"inputs": [{"name": "bad", "shape": [1],
+                                                                        "datatype": "FP32", "data": [1]}]}).status_code == 400
+        httpx.post(f"{rest}/v2/models/logged/infer",
+                   json={"inputs": [{"name": "x", "shape": [1], "datatype": "INT32", "data": [1]}]})
+        with grpcclient.InferenceServerClient(f"127.0.0.1:{server.ports['grpc']}") as client:
+            assert client.is_server_live()
+        for url in (f"{rest}/metrics", f"http://127.0.0.1:{server.ports['metrics']}/metrics"):
+            text = httpx.get(url).text
+            assert sample(text, "nv_inference_request_success", model="mlp", version="") == 3
+            assert sample(text, "model_infer_request_success_total", model_name="mlp", model_version="") == 3
+            assert sample(text, "nv_inference_count", model="mlp", version="") == 6
+            assert sample(text, "nv_inference_exec_count", model="mlp", version="") == 3
+            assert sample(text, "nv_inference_compute_infer_duration_us", model="mlp", version="") > 0
+            assert sample(text, "nv_inference_queue_duration_us", model="mlp", version="") >= 0
+            assert sample(text, "model_infer_request_duration_seconds_count", model="mlp", version="") == 3
+            assert sample(text, "gpuserve_batch_size_bucket", model="mlp", version="", le="2.0") == 3
+            assert sample(text, "batch_request_queue", model="mlp", version="") == 0
+            assert sample(text, "rest_server_requests_total", endpoint="infer_latest", method="POST",
+                          status_code="200") >= 3
+            assert sample(text, "rest_server_requests_total", endpoint="infer_latest", method="POST",
+                          status_code="400") == 1
+            assert sample(text, "grpc_server_handled_total", grpc_method="ServerLive", grpc_code="OK") == 1
+            assert sample(text, "my_custom_metric_count", model_name="logged", model_version="") >= 1
+            assert "# TYPE nv_inference_request_success counter" in text
+            assert "nv_gpu_utilization" not in text  # no GPU here
+
+
+def test_prefix_and_path(tmp_path):
+    with running_server([Logged("logged")], metrics_prefix="gs_", metrics_path="/prom") as server:
+        text = httpx.get(f"http://127.0.0.1:{server.ports['http']}/prom").text
+        assert "gs_nv_inference_request_success" in text and "\nnv_inference_request_success" not in text
+
+
+def test_nvml_absent_is_one_log_line(caplog):
+    with caplog.at_level(logging.INFO, logger="gpuserve.metrics"):
+        sampler = GpuSampler(0.1)
+        assert sampler.start() is False
+    assert sampler.samples == [] and not sampler.available
+    assert len([r for r in caplog.records if "NVML" in r.getMessage()]) == 1
+
+
+def test_custom_metrics_across_parallel_workers(tmp_path):
+    folder = tmp_path / "counted"
+    folder.mkdir()
+    (folder / "model-settings.json").write_text(json.dumps(
+        {"name": "counted", "implementation": "counted_model.Counted", "parallel_workers": 2}))
+    (folder / "counted_model.py").write_text(textwrap.dedent("""
+        from gpuserve import Model, metrics
+
+        class Counted(Model):
+            def load(self):
+                metrics.register("rows_seen", "Rows a worker saw")
+                self.ready = True
+
+            def predict(self, payload, headers=None):
+                metrics.log(rows_seen=len(payload["instances"]))
+                return {"predictions": payload["instances"]}
+        """))
+    registry = DiskRepository(tmp_path).populate(ModelRepository())
+    with running_server(repository=registry) as server:
+        rest = f"http://127.0.0.1:{server.ports['http']}"
+        for n in range(1, 9):
+            assert httpx.post(f"{rest}/v1/models/counted:predict", json={"instances": list(range(n))}).status_code == 200
+        text = httpx.get(f"http://127.0.0.1:{server.ports['metrics']}/metrics").text
+    counts = [float(v) for v in re.findall(r'^rows_seen_count\{model_name="counted",model_version=""\} (\S+)$', text, re.M)]
+    sums = [float(v) for v in re.findall(r'^rows_seen_sum\{model_name="counted",model_version=""\} (\S+)$', text, re.M)]
+    assert sum(counts) == 8 and sum(sums) == sum(range(1, 9))
