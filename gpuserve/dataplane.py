@@ -10,6 +10,7 @@ import time
 from typing import Any, Dict, Optional, Tuple
 
 from gpuserve.adaptive import AdaptiveBatcher
+from gpuserve.classification import apply_classification
 from gpuserve.engine.stats import ModelStats
 from gpuserve.errors import InvalidInput, ModelLoadError, ModelNotFound, Unimplemented
 from gpuserve.model import InferenceVerb
@@ -149,6 +150,7 @@ class DataPlane:
                 response.model_version = str(model.version)
             if request.request_outputs:
                 response.outputs = select_outputs(response, request)
+                apply_classification(model, request, response)
         response = write_shared_memory(self.shared_memory, shm_outputs, response, request)
         return response, response_headers
 

@@ -1,0 +1,76 @@
+"""Triton's classification extension: `classification: k` (tritonclient's `class_count`) on a
+requested output turns that output into
+its top-k classes per row, each a `value:index[:label]` BYTES string, labels read from the model's
+label file (`labels_file` in the model settings' parameters.extra, or `labels.txt` in its folder)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from gpuserve.errors import InvalidInput
+from gpuserve.kernels.topk import topk_reference
+from gpuserve.types import InferOutput, InferRequest, InferResponse
+
+_label_cache: Dict[str, List[str]] = {}
+
+
+def labels_for(model) -> Optional[List[str]]:
+    settings = getattr(model, "settings", None)
+    if settings is None:
+        return None
+    extra = getattr(getattr(settings, "parameters", None), "extra", None) or {}
+    folder = Path(getattr(settings, "folder", None) or ".")
+    path = Path(extra["labels_file"]) if extra.get("labels_file") else folder / "labels.txt"
+    if not path.is_absolute():
+        path = folder / path
+    key = str(path)
+    if key not in _label_cache:
+        _label_cache[key] = path.read_text().splitlines() if path.is_file() else []
+    return _label_cache[key] or None
+
+
+def classify(output: InferOutput, k: int, labels: Optional[List[str]], batched: bool) -> InferOutput:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise InvalidInput(f"output '{output.name}': classification must be a positive integer, got {k!r}")
+    values = output.as_numpy()
+    if values.dtype == object or values.dtype == bool:
+        raise InvalidInput(f"output '{output.name}' of datatype {output.datatype} cannot be classified")
+    rows = values.reshape(values.shape[0], -1) if batched and values.ndim > 1 else values.reshape(1, -1)
+    top, index = topk_reference(rows, k)
+    text = np.empty(top.shape, dtype=object)
+    for r in range(top.shape[0]):
+        for c in range(top.shape[1]):
+            i = int(index[r, c])
+            entry = f"{float(top[r, c]):f}:{i}"
+            if labels is not None and i < len(labels):
+                entry += f":{labels[i]}"
+            text[r, c] = entry.encode()
+    if not (batched and values.ndim > 1):
+        text = text.reshape(-1)
+    params = {k2: v for k2, v in output.parameters.items() if k2 not in ("classification", "class_count")}
+    return InferOutput(output.name, list(text.shape), "BYTES", text, params)
+
+
+def apply_classification(model, request: InferRequest, response: InferResponse) -> None:
+    wanted = {o.name: _count(o.parameters) for o in request.request_outputs or () if _count(o.parameters)}
+    if not wanted:
+        return
+    labels = labels_for(model)
+    batched = _batched(model)
+    response.outputs = [classify(o, wanted[o.name], labels, batched) if o.name in wanted else o
+                        for o in response.outputs]
+
+
+def _count(parameters: dict):
+    """The wire name is `classification`; `class_count` is accepted too."""
+    return parameters.get("classification") or parameters.get("class_count")
+
+
+def _batched(model) -> bool:
+    scheduler = getattr(model, "scheduler", None)
+    if scheduler is not None:
+        return bool(scheduler.batch_dim)
+    return True
