@@ -1,16 +1,21 @@
 """Protobuf messages <-> gpuserve values, so the servicer only decodes, calls the data plane, encodes.
 
 Inputs arrive as `raw_input_contents` (what tritonclient sends; decoded zero-copy) or as typed
-`contents`; outputs always leave as `raw_output_contents`, as Triton answers. The tensor and
-parameter helpers are shared with the gRPC client in `gpuserve.remote_grpc`.
+`contents`; outputs always leave as `raw_output_contents`, as Triton answers. Tensors in system
+shared memory carry no data here: the data plane reads and writes the regions, and an output
+written there leaves an empty raw entry, so entries stay aligned with outputs by index (what
+tritonclient's `as_numpy` relies on). The tensor and parameter helpers are shared with the gRPC
+client in `gpuserve.remote_grpc`.
 """
 
 from __future__ import annotations
 
 from typing import Any, Dict
 
+from gpuserve.datatypes import to_numpy_dtype
 from gpuserve.errors import InferenceError, InvalidInput
 from gpuserve.remote_grpc import params_from_proto, params_to_proto, tensor_to_raw, tensors_from_proto
+from gpuserve.shared_memory import REGION, is_shared_memory_output
 from gpuserve.types import InferInput, InferRequest, InferResponse, RequestedOutput
 from gpuserve.server.grpc import inference_pb2 as pb
 
@@ -19,7 +24,7 @@ def request_from_proto(message: pb.ModelInferRequest) -> InferRequest:
         raise InvalidInput("'model_name' is required")
     if not len(message.inputs):
         raise InvalidInput("request must have at least one input")
-    inputs = tensors_from_proto(InferInput, message.inputs, message.raw_input_contents, "input")
+    inputs = _inputs_from_proto(message)
     requested = None
     if len(message.outputs):
         requested = []
@@ -30,6 +35,36 @@ def request_from_proto(message: pb.ModelInferRequest) -> InferRequest:
     return InferRequest(message.model_name, inputs, request_id=message.id or None,
                         parameters=params_from_proto(message.parameters), request_outputs=requested,
                         model_version=message.model_version or None, from_grpc=True)
+
+
+def _inputs_from_proto(message: pb.ModelInferRequest) -> list:
+    """Inputs with their data; those in shared memory come without (the data plane reads them).
+    As in Triton and tritonclient, raw_input_contents holds entries for the other inputs only."""
+    messages = message.inputs
+    if not any(REGION in tensor.parameters for tensor in messages):
+        return tensors_from_proto(InferInput, messages, message.raw_input_contents, "input")
+    in_shm = [REGION in tensor.parameters for tensor in messages]
+    others = [tensor for tensor, shm in zip(messages, in_shm) if not shm]
+    decoded = iter(tensors_from_proto(InferInput, others, message.raw_input_contents, "input"))
+    inputs = []
+    for index, (tensor, shm) in enumerate(zip(messages, in_shm)):
+        if not shm:
+            inputs.append(next(decoded))
+            continue
+        where = f"input '{tensor.name}'" if tensor.name else f"input {index}"
+        if not tensor.name:
+            raise InvalidInput(f"{where}: 'name' is required")
+        try:
+            to_numpy_dtype(tensor.datatype)
+        except InvalidInput as exc:
+            raise InvalidInput(f"{where}: {exc}") from None
+        shape = [int(d) for d in tensor.shape]
+        if any(d < 0 for d in shape):
+            raise InvalidInput(f"{where}: 'shape' must hold non-negative integers, got {shape}")
+        if tensor.HasField("contents"):
+            raise InvalidInput(f"{where}: data is in both 'contents' and shared memory; use one")
+        inputs.append(InferInput(tensor.name, shape, tensor.datatype, None, params_from_proto(tensor.parameters)))
+    return inputs
 
 
 def response_to_proto(response: Any, request: InferRequest) -> pb.ModelInferResponse:
@@ -43,7 +78,10 @@ def response_to_proto(response: Any, request: InferRequest) -> pb.ModelInferResp
                                     id=response.id or "")
     params_to_proto(response.parameters, message.parameters)
     for output in response.outputs:
-        shape, raw = tensor_to_raw(output)
+        if is_shared_memory_output(output):  # data is in the client's region: an empty raw entry keeps
+            shape, raw = list(output.shape), b""  # raw_output_contents aligned with outputs (as Triton)
+        else:
+            shape, raw = tensor_to_raw(output)
         tensor = message.outputs.add(name=output.name, datatype=output.datatype, shape=shape)
         params_to_proto(output.parameters, tensor.parameters, skip={"binary_data_size", "binary_data"})
         message.raw_output_contents.append(raw)
