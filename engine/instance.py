@@ -27,9 +27,12 @@ class Instance:
         self.pool = pool if pool is not None else StagingPool()
         self.stats = stats
         self.slots = slots
-        # One thread runs batches in order; `slots` batches may be queued on it so the next one is
-        # staged and waiting the moment the current one finishes (no idle gap between batches).
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"gpuserve-{name}")
+        # CPU backends: one thread runs batches in order, with `slots` batches queued on it so the next
+        # one is staged the moment the current one finishes. GPU backends run two threads, each with
+        # its own streams, so one batch's copies overlap the other's compute.
+        threads = max(int(getattr(backend, "max_concurrency", 1)), 1)
+        self.slots = max(slots, threads)
+        self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"gpuserve-{name}")
 
     def run(self, jobs: List[Job], batched: bool, outputs: Optional[Sequence[str]]) -> List[object]:
         """Per job, its outputs or the exception it alone caused.

@@ -19,6 +19,7 @@ from gpuserve.datatypes import to_numpy_dtype
 from gpuserve.engine.batcher import Scheduler
 from gpuserve.engine.device import choose_device
 from gpuserve.engine.instance import Instance
+from gpuserve.backends.cuda import pinned_allocator
 from gpuserve.engine.staging import StagingPool
 from gpuserve.engine.stats import ModelStats
 from gpuserve.errors import InvalidInput, ModelLoadError, ModelMissingError, ModelNotReady
@@ -71,7 +72,8 @@ class FrameworkModel(Model):
         self.backend = backends[0]
         batchable = all(s.shape and s.shape[0] == -1 for s in self.backend.inputs + self.backend.outputs)
         config = batching_config(self.settings, batchable)
-        pool = StagingPool()
+        pinned = pinned_allocator() if device != "cpu" else None
+        pool = StagingPool(pinned) if pinned is not None else StagingPool()
         instances = [Instance(b, f"{self.name}-{i}", pool, self.stats) for i, b in enumerate(backends)]
         self.scheduler = Scheduler(self.name, instances, config, self.stats, batch_dim=batchable)
         self.ready = True
@@ -213,10 +215,43 @@ class OnnxModel(FrameworkModel):
         return array
 
 
+class TorchModel(FrameworkModel):
+    """TorchScript `model.pt` or torch.export `model.pt2`. TorchScript does not record tensor types,
+    so declare `inputs`/`outputs` in the model settings to get checking and batching."""
+
+    platform = "pytorch_libtorch"
+
+    def artefact(self) -> Path:
+        path = super().artefact()
+        if path.is_dir():
+            for name in ("model.pt2", "model.pt"):
+                if (path / name).exists():
+                    return path / name
+            return path / "model.pt"
+        return path
+
+    def make_backend(self, path: Path, device: str, threads: int):
+        try:
+            from gpuserve.backends.torch import TorchBackend
+        except ImportError as exc:  # pragma: no cover - depends on extras
+            raise ModelLoadError(f"torch is not installed ({exc}); pip install gpuserve[torch]") from None
+        from gpuserve.backends.base import TensorSpec
+
+        declared_in = [TensorSpec(t.name, t.datatype, list(t.shape)) for t in self.settings.inputs] or None
+        declared_out = [TensorSpec(t.name, t.datatype, list(t.shape)) for t in self.settings.outputs] or None
+        extra = self.settings.parameters.extra
+        return TorchBackend(str(path), device=device, threads=threads, inputs=declared_in, outputs=declared_out,
+                            precision=extra.get("precision"), compile=bool(extra.get("compile", False)))
+
+
 BUILTIN_RUNTIMES = {
+    "torch": TorchModel,
+    "pytorch": TorchModel,
+    "pytorch_libtorch": TorchModel,
+    "gpuserve.runtimes.TorchModel": TorchModel,
     "onnx": OnnxModel,
     "onnxruntime": OnnxModel,
     "onnxruntime_onnx": OnnxModel,
     "gpuserve.runtimes.OnnxModel": OnnxModel,
 }
-ARTEFACT_RUNTIMES = {".onnx": OnnxModel}
+ARTEFACT_RUNTIMES = {".onnx": OnnxModel, ".pt2": TorchModel, ".pt": TorchModel}

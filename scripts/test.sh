@@ -11,7 +11,9 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 # Exactly one ONNX Runtime flavour (CPU here); never onnxruntime beside onnxruntime-gpu.
 .venv/bin/python -m pip install -q -e ".[dev,onnx,grpc,speed]" 2>&1 | grep -v "^WARNING: Location" || true
-.venv/bin/python -c "import gpuserve, onnxruntime, fastapi, grpc, tritonclient.http" || {
+# torch is an optional extra; 2.13.0 is the CPU build that lies on this machine's disk (no CUDA download).
+.venv/bin/python -m pip install -q "torch==2.13.0" 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/python -c "import gpuserve, onnxruntime, fastapi, grpc, tritonclient.http, torch" || {
     echo "test.sh: dependencies failed to install" >&2; exit 1; }
 
 echo "== import contracts"

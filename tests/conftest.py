@@ -11,6 +11,25 @@ import pytest
 from gpuserve.settings import ServerSettings
 
 
+def _cuda_available() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    """`@pytest.mark.gpu` tests run only where CUDA is usable; elsewhere they are skipped, said so."""
+    if _cuda_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA (run benchmarks/gpu/verify_all.sh on a GPU machine)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 @contextlib.contextmanager
 def running_server(models=(), repository=None, **settings):
     """Start a ModelServer in a thread on ports chosen by the OS; yield it with `.ports` filled."""

@@ -1,0 +1,181 @@
+"""PyTorch backend: TorchScript (`model.pt`) and `torch.export` programs (`model.pt2`).
+
+On a GPU every worker thread owns a copy stream and a compute stream: inputs arrive in page-locked
+staging buffers, go host-to-device on the copy stream, the compute stream waits on an event, and
+outputs come back device-to-host into page-locked tensors before the thread's event is waited on.
+With two threads per instance, one batch's copies run while the other batch computes. On the CPU
+the same `run` is a plain call under inference mode. torch is imported on the first load only.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from gpuserve.backends.base import TensorSpec
+
+logger = logging.getLogger("gpuserve.backends.torch")
+
+_TORCH_TO_V2 = {"bool": "BOOL", "uint8": "UINT8", "int8": "INT8", "int16": "INT16", "int32": "INT32",
+                "int64": "INT64", "float16": "FP16", "float32": "FP32", "float64": "FP64", "bfloat16": "BF16",
+                "uint16": "UINT16", "uint32": "UINT32", "uint64": "UINT64"}
+
+
+def _torch():
+    import torch  # paid by the first torch load only
+
+    return torch
+
+
+def _spec_from_value(name: str, value) -> TensorSpec:
+    dtype = str(value.dtype).replace("torch.", "")
+    shape = [int(d) if str(d).lstrip("-").isdigit() else -1 for d in value.shape]
+    return TensorSpec(name, _TORCH_TO_V2.get(dtype, "FP32"), shape)
+
+
+class TorchBackend:
+    def __init__(self, path: str, device: str = "cpu", threads: Optional[int] = None,
+                 inputs: Optional[List[TensorSpec]] = None, outputs: Optional[List[TensorSpec]] = None,
+                 precision: Optional[str] = None, compile: bool = False, overlap: bool = True):
+        torch = _torch()
+        if threads and device == "cpu":
+            torch.set_num_threads(threads)
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            logger.warning("CUDA asked for %s but torch sees no GPU; running on CPU", path)
+            device = "cpu"
+        self.device = device
+        self.torch_device = torch.device(device)
+        path = Path(path)
+        self.exported = path.suffix == ".pt2"
+        if self.exported:
+            program = torch.export.load(str(path))
+            found_in, found_out = self._export_specs(program)
+            self.module = program.module().to(self.torch_device)
+        else:
+            self.module = torch.jit.load(str(path), map_location=self.torch_device)
+            found_in, found_out = self._script_specs(self.module)
+        if not self.exported:  # an exported program's module is already in inference form
+            self.module.eval()
+        self.precision = {"fp16": torch.float16, "bf16": torch.bfloat16}.get((precision or "").lower())
+        if self.precision is not None:
+            self.module = self.module.to(self.precision)
+        if compile:
+            self.module = torch.compile(self.module)
+        self.inputs = inputs or found_in
+        self.outputs = outputs or found_out
+        self._local = threading.local()
+        # Two batches in flight per instance on a GPU (one copying while the other computes).
+        # overlap=False is the baseline the benchmarks compare against: synchronous, pageable copies.
+        self.overlap = overlap
+        self.max_concurrency = 2 if self.device != "cpu" and overlap else 1
+
+    # description -------------------------------------------------------------------------------
+    @staticmethod
+    def _export_specs(program):
+        signature = program.graph_signature
+        user_inputs = list(signature.user_inputs)
+        nodes = {n.name: n for n in program.graph.nodes}
+        inputs = [_spec_from_value(name, nodes[name].meta["val"]) for name in user_inputs]
+        outputs = []
+        for index, name in enumerate(signature.user_outputs):
+            node = nodes.get(name)
+            value = node.meta.get("val") if node is not None else None
+            outputs.append(_spec_from_value(f"output__{index}", value) if value is not None
+                           else TensorSpec(f"output__{index}", "FP32", []))
+        # A dimension marked dynamic at export is symbolic; the first is the batch dimension.
+        return inputs, outputs
+
+    @staticmethod
+    def _script_specs(module):
+        names = [i.debugName().split(".")[0] for i in list(module.graph.inputs())[1:]]
+        inputs = [TensorSpec(name, "FP32", []) for name in names]
+        return inputs, [TensorSpec("output__0", "FP32", [])]
+
+    # execution ---------------------------------------------------------------------------------
+    def _streams(self):
+        local = self._local
+        if not hasattr(local, "copy"):
+            torch = _torch()
+            local.copy = torch.cuda.Stream(device=self.torch_device)
+            local.compute = torch.cuda.Stream(device=self.torch_device)
+        return local.copy, local.compute
+
+    def run(self, inputs: Dict[str, np.ndarray], output_names: Optional[Sequence[str]] = None
+            ) -> Dict[str, np.ndarray]:
+        torch = _torch()
+        names = [spec.name for spec in self.inputs]
+        with torch.inference_mode():
+            if self.device == "cpu":
+                args = [self._cast(torch.from_numpy(np.ascontiguousarray(inputs[n]))) for n in names]
+                results = self._outputs(self.module(*args))
+                return self._select({k: v.numpy() for k, v in results.items()}, output_names)
+            if not self.overlap:
+                args = [self._cast(torch.from_numpy(np.ascontiguousarray(inputs[n])).to(self.torch_device))
+                        for n in names]
+                results = self._outputs(self.module(*args))
+                return self._select({k: v.cpu().numpy() for k, v in results.items()}, output_names)
+            copy, compute = self._streams()
+            with torch.cuda.stream(copy):
+                args = [self._cast(torch.from_numpy(np.ascontiguousarray(inputs[n])).to(self.torch_device,
+                                                                                      non_blocking=True))
+                        for n in names]
+                copied = torch.cuda.Event()
+                copied.record(copy)
+            compute.wait_event(copied)
+            with torch.cuda.stream(compute):
+                results = self._outputs(self.module(*args))
+                computed = torch.cuda.Event()
+                computed.record(compute)
+            copy.wait_event(computed)
+            host = {}
+            with torch.cuda.stream(copy):
+                for name, value in results.items():
+                    value.record_stream(copy)
+                    buffer = torch.empty(value.shape, dtype=value.dtype, pin_memory=True)
+                    buffer.copy_(value, non_blocking=True)
+                    host[name] = buffer
+                done = torch.cuda.Event()
+                done.record(copy)
+            for arg in args:
+                arg.record_stream(compute)
+            done.synchronize()
+            return self._select({k: v.numpy() for k, v in host.items()}, output_names)
+
+    def _cast(self, tensor):
+        if self.precision is not None and tensor.is_floating_point():
+            return tensor.to(self.precision)
+        return tensor
+
+    def _outputs(self, result) -> Dict[str, object]:
+        torch = _torch()
+        names = [spec.name for spec in self.outputs]
+        if isinstance(result, torch.Tensor):
+            values = [result]
+        elif isinstance(result, dict):
+            return {k: self._uncast(v) for k, v in result.items()}
+        else:
+            values = list(result)
+        if len(names) < len(values):
+            names = names + [f"output__{i}" for i in range(len(names), len(values))]
+        return {name: self._uncast(value) for name, value in zip(names, values)}
+
+    def _uncast(self, tensor):
+        if self.precision is not None and tensor.dtype == self.precision:
+            return tensor.float()
+        return tensor
+
+    @staticmethod
+    def _select(results: Dict[str, np.ndarray], wanted: Optional[Sequence[str]]) -> Dict[str, np.ndarray]:
+        if not wanted:
+            return results
+        return {name: results[name] for name in wanted}
+
+    def unload(self) -> None:
+        self.module = None
+        if self.device != "cpu":
+            torch = _torch()
+            torch.cuda.empty_cache()

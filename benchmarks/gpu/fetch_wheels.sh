@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Run HERE (with network) before a device call: downloads, into .whl/, the wheels gpuserve needs that
+# the GPU image lacks (it has torch, numpy, onnxruntime, prometheus-client, nvidia-ml-py, pytest).
+# Then call the device tool with carry [".whl"] and command: bash benchmarks/gpu/verify_all.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
+python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+    --platform manylinux_2_34_x86_64 -d .whl \
+    pydantic pydantic-core pydantic-settings python-dotenv typing-inspection annotated-types orjson \
+    fastapi starlette uvicorn
+ls -la .whl

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# One call on a lent GPU (the device tool), at most 10 minutes: every GPU path against its CPU
+# reference (the `gpu` tests), then every GPU benchmark. Results land in $OUT.
+#   here:   bash benchmarks/gpu/fetch_wheels.sh
+#   device: run(command="bash benchmarks/gpu/verify_all.sh", carry=[".whl"])
+# Then copy the numbers (device, date) into benchmarks/RESULTS.md.
+set -uo pipefail
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+OUT=${OUT:-$repo/benchmarks/results/gpu}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+if ls "$repo"/.whl/*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$repo"/.whl/*.whl || exit 1
+    export PYTHONPATH=/tmp/site
+fi
+python3 -m pip install -q --no-deps --no-build-isolation --no-compile --target /tmp/gpuserve "$repo" || exit 1
+export PYTHONPATH=/tmp/gpuserve:${PYTHONPATH:-}
+nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
+cd /tmp  # never import the source folder gpuserve/ in place of the installed package
+status=0
+python3 -m pytest -q -p no:cacheprovider -m gpu "$repo/tests/test_gpu.py" 2>&1 | tee "$OUT/gpu_tests.txt" || status=1
+python3 "$repo/benchmarks/gpu/gpu_bench.py" --json "$OUT/gpu_bench.json" 2>&1 | tee "$OUT/gpu_bench.txt" || status=1
+exit $status

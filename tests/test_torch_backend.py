@@ -1,0 +1,75 @@
+"""PyTorch models built by the test (TorchScript and torch.export), served through the engine and
+checked against torch's own call for random inputs and several batch sizes."""
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from conftest import running_server  # noqa: E402
+from gpuserve import ModelRepository  # noqa: E402
+from gpuserve.repository import DiskRepository  # noqa: E402
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("torch-repo")
+    net = Net().eval()
+    (root / "scripted").mkdir()
+    torch.jit.script(net).save(str(root / "scripted" / "model.pt"))
+    (root / "scripted" / "model-settings.json").write_text(json.dumps({
+        "implementation": "torch",
+        "parameters": {"uri": "model.pt"},
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 6]}],
+        "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 3]}]}))
+    (root / "exported").mkdir()
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    program = torch.export.export(net, (torch.zeros(2, 6),), dynamic_shapes={"x": {0: batch}})
+    torch.export.save(program, str(root / "exported" / "model.pt2"))
+    return root, net
+
+
+@pytest.mark.parametrize("name, out", [("scripted", "y"), ("exported", "output__0")])
+def test_served_outputs_equal_torch(repo, http, name, out):
+    root, net = repo
+    registry = DiskRepository(root).populate(ModelRepository())
+    with running_server(repository=registry) as server:
+        client = http(server)
+        meta = client.get(f"/v2/models/{name}").json()
+        assert meta["inputs"][0]["datatype"] == "FP32" and meta["inputs"][0]["shape"] == [-1, 6]
+        assert meta["platform"] == "pytorch_libtorch"
+        rng = np.random.default_rng(1)
+        for rows in (1, 3, 8):
+            x = rng.normal(size=(rows, 6)).astype(np.float32)
+            reply = client.post(f"/v2/models/{name}/infer", json={
+                "inputs": [{"name": "x", "shape": [rows, 6], "datatype": "FP32", "data": x.ravel().tolist()}]})
+            assert reply.status_code == 200, reply.text
+            output = reply.json()["outputs"][0]
+            assert output["name"] == out and output["shape"] == [rows, 3]
+            with torch.inference_mode():
+                want = net(torch.from_numpy(x)).numpy()
+            assert np.allclose(np.array(output["data"]).reshape(rows, 3), want, rtol=1e-5, atol=1e-6)
+        bad = client.post(f"/v2/models/{name}/infer", json={
+            "inputs": [{"name": "x", "shape": [1, 5], "datatype": "FP32", "data": [1, 2, 3, 4, 5]}]})
+        assert bad.status_code == 400
+
+
+def test_broken_model_file_is_not_ready_with_reason(tmp_path, http):
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "model.pt").write_bytes(b"not a torchscript archive")
+    registry = DiskRepository(tmp_path).populate(ModelRepository())
+    with running_server(repository=registry) as server:
+        reply = http(server).get("/v2/models/broken/ready")
+        assert reply.status_code == 503 and "broken" in reply.json()["error"].lower()
