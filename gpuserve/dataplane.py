@@ -21,12 +21,15 @@ from gpuserve.transport_metrics import TransportMetrics
 from gpuserve.types import InferRequest, InferResponse
 from gpuserve.version import __version__
 
-EXTENSIONS = ["model_repository", "schedule_policy", "binary_tensor_data", "statistics"]
+# Only what works end to end here (no sequence batching; CUDA shared memory needs a GPU build).
+EXTENSIONS = ["classification", "model_repository", "schedule_policy", "model_configuration",
+              "system_shared_memory", "binary_tensor_data", "statistics", "trace", "logging"]
 
 
 class DataPlane:
     def __init__(self, repository: ModelRepository, server_name: str = "gpuserve",
-                 server_version: str = __version__, strict_readiness: bool = False, model_control: bool = True):
+                 server_version: str = __version__, strict_readiness: bool = False, model_control: bool = True,
+                 allow_client_shm: bool = True):
         self.repository = repository
         self.server_name = server_name
         self.server_version = server_version
@@ -34,7 +37,8 @@ class DataPlane:
         self.model_control = model_control
         self.started = False  # set once the start-up loads have finished
         self._stats: Dict[Tuple[str, str], ModelStats] = {}
-        self.shared_memory = SharedMemoryRegistry()  # system shared-memory regions (both transports)
+        # system shared-memory regions (both transports); allow_client_shm=False refuses registration
+        self.shared_memory = SharedMemoryRegistry(allowed=allow_client_shm)
         self.runtime_settings = RuntimeSettings(lambda name: self.repository.get_model(name) is not None)
         self.transport_metrics = TransportMetrics()
 

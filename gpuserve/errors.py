@@ -68,6 +68,18 @@ class QueueFull(GpuserveError):
         super().__init__(reason, headers={"Retry-After": str(retry_after_s)})
 
 
+class RegionExists(GpuserveError):
+    """A second shared-memory registration under one name (Triton: ALREADY_EXISTS, HTTP 400)."""
+
+    http, grpc = 400, "ALREADY_EXISTS"
+
+
+class RegionNotFound(GpuserveError):
+    """Status of a shared-memory region that is not registered (Triton: NOT_FOUND)."""
+
+    http, grpc = 404, "NOT_FOUND"
+
+
 class DeadlineExceeded(GpuserveError):
     http, grpc = 504, "DEADLINE_EXCEEDED"
 

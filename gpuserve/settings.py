@@ -74,6 +74,7 @@ class ServerSettings(BaseSettings):
     load_models_at_startup: bool = True
     model_control_enabled: bool = True
     strict_readiness: bool = False
+    allow_client_shm: bool = True  # clients may register system shared-memory regions
     device: str = "auto"
     max_request_bytes: int = 256 * 1024 * 1024
     grpc_max_message_bytes: int = 2**31 - 1

@@ -26,25 +26,13 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from gpuserve.datatypes import numpy_to_raw, raw_to_numpy, to_numpy_dtype
-from gpuserve.errors import GpuserveError, InferenceError, InvalidInput, Unimplemented
+from gpuserve.errors import InferenceError, InvalidInput, RegionExists, RegionNotFound, Unimplemented
 from gpuserve.types import InferOutput, InferRequest, InferResponse
 
 SHM_ROOT = "/dev/shm"  # where shm_open(3) keeps POSIX shared-memory objects on Linux
 REGION, BYTE_SIZE, OFFSET = "shared_memory_region", "shared_memory_byte_size", "shared_memory_offset"
 _KEYS = (REGION, BYTE_SIZE, OFFSET)
 _ENCODED = frozenset({"BYTES", "BF16"})  # datatypes whose raw form is not the array's own bytes
-
-
-class RegionExists(GpuserveError):
-    """Triton answers ALREADY_EXISTS (HTTP 400) for a second registration under one name."""
-
-    http, grpc = 400, "ALREADY_EXISTS"
-
-
-class RegionNotFound(GpuserveError):
-    """Status of a region that is not registered: NOT_FOUND, as Triton."""
-
-    http, grpc = 404, "NOT_FOUND"
 
 
 def _count(name: str, value: Any, where: str, positive: bool = False) -> int:

@@ -14,6 +14,7 @@ import orjson
 
 from gpuserve.datatypes import numpy_to_raw, raw_to_numpy
 from gpuserve.errors import InvalidInput
+from gpuserve.shared_memory import is_shared_memory_output
 from gpuserve.types import InferRequest, InferResponse, array_to_json
 
 
@@ -69,6 +70,10 @@ def encode_response(response: InferResponse, request: InferRequest) -> Tuple[byt
     for tensor in response.outputs:
         entry = {"name": tensor.name, "datatype": tensor.datatype, "shape": tensor.shape}
         parameters = dict(tensor.parameters)
+        if is_shared_memory_output(tensor):  # written to the client's shared memory: no data here
+            entry["parameters"] = parameters
+            outputs.append(entry)
+            continue
         array = tensor.as_numpy()
         if _binary_for(tensor.name, request):
             raw = numpy_to_raw(array, tensor.datatype)

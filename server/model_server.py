@@ -112,7 +112,8 @@ class ModelServer:
         self.registered_models = registered_models if registered_models is not None else ModelRepository()
         self.dataplane = DataPlane(self.registered_models, server_name=settings.server_name,
                                    strict_readiness=settings.strict_readiness,
-                                   model_control=settings.model_control_enabled)
+                                   model_control=settings.model_control_enabled,
+                                   allow_client_shm=settings.allow_client_shm)
         self.errors = ErrorRoutes()
         self.enable_latency_logging = enable_latency_logging
         self.access_log_format = access_log_format
@@ -207,6 +208,7 @@ class ModelServer:
         stop_wait.cancel()
         self.dataplane.started = False
         gpus.stop()
+        self.dataplane.shared_memory.unregister_all()
         await self._stop_models()
         logger.info("gpuserve stopped")
 

@@ -398,7 +398,12 @@ def test_error_table_statuses(client, stub):
     shm.inputs[0].parameters["shared_memory_region"].string_param = "region"
     with pytest.raises(grpc.RpcError) as excinfo:
         stub.ModelInfer(shm, timeout=TIMEOUT)
-    assert excinfo.value.code() == grpc.StatusCode.UNIMPLEMENTED and "shared-memory" in excinfo.value.details()
+    assert excinfo.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "shared_memory_byte_size" in excinfo.value.details()
+    shm.inputs[0].parameters["shared_memory_byte_size"].int64_param = 4
+    with pytest.raises(grpc.RpcError) as excinfo:
+        stub.ModelInfer(shm, timeout=TIMEOUT)
+    assert excinfo.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "'region'" in excinfo.value.details()
     assert client.is_server_live()  # still serving
 
 
@@ -587,17 +592,19 @@ def test_shared_memory_and_settings_extensions(client):
     assert len(client.get_cuda_shared_memory_status().regions) == 0
     client.unregister_system_shared_memory()
     client.unregister_cuda_shared_memory()
-    calls = [lambda: client.register_system_shared_memory("r", "/gpuserve-none", 64),
-             lambda: client.register_cuda_shared_memory("r", b"\x00" * 64, 0, 64),
-             lambda: client.get_trace_settings(), lambda: client.update_trace_settings(settings={"trace_rate": "1"}),
-             lambda: client.get_log_settings(), lambda: client.update_log_settings({"log_verbose_level": 1})]
-    for call in calls:
+    cases = [(lambda: client.register_system_shared_memory("r", "/gpuserve-none", 64),
+              "StatusCode.INVALID_ARGUMENT", "Unable to open"),
+             (lambda: client.register_cuda_shared_memory("r", b"\x00" * 64, 0, 64),
+              "StatusCode.UNIMPLEMENTED", "not supported")]
+    for call, status, words in cases:
         with pytest.raises(InferenceServerException) as excinfo:
             call()
-        assert status_of(excinfo) == "StatusCode.UNIMPLEMENTED" and "not supported" in excinfo.value.message()
+        assert status_of(excinfo) == status and words in excinfo.value.message()
     with pytest.raises(InferenceServerException) as excinfo:
         client.get_system_shared_memory_status("r")
-    assert status_of(excinfo) == "StatusCode.INVALID_ARGUMENT"
+    assert status_of(excinfo) == "StatusCode.NOT_FOUND"
+    assert client.get_trace_settings(as_json=True)["settings"]["trace_level"]["value"] == ["OFF"]
+    assert "log_verbose_level" in client.get_log_settings(as_json=True)["settings"]
 
 
 async def test_extensions_aio(url):
@@ -606,7 +613,7 @@ async def test_extensions_aio(url):
         assert (await aio_client.get_inference_statistics("echo")).model_stats[0].name == "echo"
         with pytest.raises(InferenceServerException) as excinfo:
             await aio_client.register_system_shared_memory("r", "/gpuserve-none", 64)
-        assert status_of(excinfo) == "StatusCode.UNIMPLEMENTED"
+        assert status_of(excinfo) == "StatusCode.INVALID_ARGUMENT"
 
 
 # -- server settings ------------------------------------------------------------------------------

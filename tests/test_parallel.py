@@ -17,6 +17,7 @@ def test_cpu_bound_model_runs_in_two_worker_processes(tmp_path, http):
         {"name": "busy", "implementation": "busy_model.Busy", "parallel_workers": 2}))
     (folder / "busy_model.py").write_text(textwrap.dedent("""
         import os
+        import time
         from gpuserve import Model
 
         class Busy(Model):
@@ -26,6 +27,7 @@ def test_cpu_bound_model_runs_in_two_worker_processes(tmp_path, http):
             def predict(self, payload, headers=None):
                 n = int(payload["instances"][0])
                 total = sum(i * i for i in range(n))  # pure-Python CPU work: holds the GIL
+                time.sleep(0.1)  # long enough that concurrent requests find the other worker free
                 return {"predictions": [total], "pid": os.getpid()}
 
             def get_input_types(self):

@@ -204,8 +204,6 @@ def test_shared_memory_output_beside_a_plain_one(api, regions, binary):
         assert "data" not in result.get_output("OUTPUT0")
 
 
-@pytest.mark.xfail(strict=True, reason="server/binary.py encode_response writes data for every output; it needs "
-                                       "to skip outputs in shared memory (remove this mark once it does)")
 def test_no_data_for_shared_memory_output_beside_a_binary_one(server, regions):
     in_key, in_handle = regions(2 * NBYTES)
     out_key, _ = regions(NBYTES)
