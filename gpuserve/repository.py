@@ -21,6 +21,7 @@ from gpuserve.model import BaseKServeModel
 from gpuserve.model_repository import ModelRepository
 from gpuserve.runtimes import ARTEFACT_RUNTIMES, BUILTIN_RUNTIMES
 from gpuserve.settings import MODEL_SETTINGS_FILE, ModelSettings
+from gpuserve.triton_config import chosen_versions, read_config, settings_from_config
 
 logger = logging.getLogger("gpuserve")
 
@@ -107,6 +108,9 @@ def runtime_for(settings: ModelSettings):
         builtin = BUILTIN_RUNTIMES.get(implementation) or BUILTIN_RUNTIMES.get(implementation.lower())
         if builtin is not None:
             return builtin
+        if implementation.lower() in ("tensorrt", "tensorrt_plan"):
+            raise InvalidSettings(f"model '{settings.name}': TensorRT engines (model.plan) are not served yet; "
+                                  "export the model to ONNX or TorchScript")
         return import_class(implementation, Path(settings.folder) if settings.folder else None)
     uri = settings.resolve_uri()
     if uri is None:
@@ -138,6 +142,10 @@ class DiskRepository:
             found.setdefault(settings.name, []).append(settings)
         claimed = {Path(s.folder) for group in found.values() for s in group if s.folder}
         for folder in sorted(p for p in self.root.iterdir() if p.is_dir() and p not in claimed):
+            if (folder / "config.pbtxt").is_file():
+                for settings in self._triton(folder):
+                    found.setdefault(settings.name, []).append(settings)
+                continue
             if _artefact(folder):
                 found.setdefault(folder.name, []).append(
                     ModelSettings(name=folder.name, parameters={"uri": str(_artefact(folder))}, folder=str(folder)))
@@ -146,6 +154,21 @@ class DiskRepository:
                     ModelSettings(name=folder.name, parameters={"uri": str(_artefact(vfolder)), "version": version},
                                   folder=str(folder)))
         return found
+
+    @staticmethod
+    def _triton(folder: Path) -> List[ModelSettings]:
+        """One ModelSettings per version that the config's version_policy picks."""
+        try:
+            config = read_config(folder)
+            versions = chosen_versions(config, [int(p.name) for p in folder.iterdir()
+                                                if p.is_dir() and p.name.isdigit()])
+            if not versions:
+                raise InvalidSettings(f"model '{config['name']}': no numbered version folder matches its "
+                                      "version_policy")
+            return [ModelSettings.model_validate({**settings_from_config(folder, config, v), "folder": str(folder)})
+                    for v in versions]
+        except (GpuserveError, ValueError, KeyError, TypeError) as exc:
+            return [_broken(folder, str(exc) if isinstance(exc, GpuserveError) else f"invalid config.pbtxt: {exc}")]
 
     def build(self, name: str) -> List[BaseKServeModel]:
         return [self._build_one(s) for s in self.scan().get(name, [])]

@@ -1,0 +1,204 @@
+"""Triton's `config.pbtxt` (protobuf text format of ModelConfig) -> a dict in Triton's JSON form -> ModelSettings.
+
+The facade must import no protobuf (`import gpuserve` stays light), and the JSON form is what the
+config endpoints already speak, so the text format is read by the small parser below rather than
+through generated message classes. Fields that repeat in ModelConfig are always lists here.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from gpuserve.errors import InvalidSettings
+
+REPEATED = {"input", "output", "dims", "instance_group", "gpus", "preferred_batch_size", "versions",
+            "model_warmup", "batch_input", "batch_output", "reshape", "profile", "source_input",
+            "priority_queue_policy", "label_filename_list", "secondary_devices", "ensemble_scheduling", "step",
+            "graph_spec"}
+MAPS = {"parameters", "input_map", "output_map", "cc_model_filenames", "metric_tags", "inputs"}
+_TOKEN = re.compile(r"""\s*(?:(\#[^\n]*)|("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')|([A-Za-z_][\w.]*)|"""
+                    r"""([-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|inf|nan))|([{}\[\]:,;<>]))""")
+
+V2_TYPES = {"TYPE_BOOL": "BOOL", "TYPE_UINT8": "UINT8", "TYPE_UINT16": "UINT16", "TYPE_UINT32": "UINT32",
+            "TYPE_UINT64": "UINT64", "TYPE_INT8": "INT8", "TYPE_INT16": "INT16", "TYPE_INT32": "INT32",
+            "TYPE_INT64": "INT64", "TYPE_FP16": "FP16", "TYPE_FP32": "FP32", "TYPE_FP64": "FP64",
+            "TYPE_STRING": "BYTES", "TYPE_BF16": "BF16"}
+PLATFORMS = {"onnxruntime_onnx": "onnx", "onnxruntime": "onnx", "pytorch_libtorch": "torch", "pytorch": "torch",
+             "tensorrt_plan": "tensorrt", "tensorrt": "tensorrt"}
+DEFAULT_FILES = {"onnx": "model.onnx", "torch": "model.pt", "tensorrt": "model.plan"}
+
+
+def _tokens(text: str) -> List[Tuple[str, Any]]:
+    out, pos = [], 0
+    while pos < len(text):
+        if text[pos:].strip() == "":
+            break
+        match = _TOKEN.match(text, pos)
+        if not match or match.end() == pos:
+            pos += len(text[pos:]) - len(text[pos:].lstrip())
+            line = text.count("\n", 0, pos) + 1
+            raise InvalidSettings(f"config.pbtxt line {line}: cannot read '{text[pos:pos + 20].strip()}'")
+        pos = match.end()
+        comment, string, ident, number, punct = match.groups()
+        if comment:
+            continue
+        if string is not None:
+            out.append(("str", bytes(string[1:-1], "utf-8").decode("unicode_escape")))
+        elif ident is not None:
+            out.append(("id", ident))
+        elif number is not None:
+            value = float(number) if re.search(r"[.eE]|inf|nan", number) else int(number)
+            out.append(("num", value))
+        else:
+            out.append(("p", punct))
+    return out
+
+
+class _Parser:
+    def __init__(self, tokens):
+        self.tokens, self.i = tokens, 0
+
+    def peek(self):
+        return self.tokens[self.i] if self.i < len(self.tokens) else ("eof", None)
+
+    def take(self, kind=None, value=None):
+        token = self.peek()
+        if (kind and token[0] != kind) or (value is not None and token[1] != value):
+            raise InvalidSettings(f"config.pbtxt: expected {value or kind}, found {token[1]!r}")
+        self.i += 1
+        return token
+
+    def message(self, closing: Optional[str]) -> Dict[str, Any]:
+        fields: Dict[str, Any] = {}
+        while True:
+            kind, value = self.peek()
+            if kind == "eof" or (kind == "p" and value == closing):
+                if closing is not None:
+                    self.take("p", closing)
+                return fields
+            if kind == "p" and value in ",;":
+                self.i += 1
+                continue
+            name = self.take("id")[1]
+            if self.peek() == ("p", ":"):
+                self.i += 1
+            self._add(fields, name, self.value())
+
+    def value(self):
+        kind, value = self.peek()
+        if kind == "p" and value in "{<":
+            self.i += 1
+            return self.message("}" if value == "{" else ">")
+        if kind == "p" and value == "[":
+            self.i += 1
+            items = []
+            while self.peek() != ("p", "]"):
+                items.append(self.value())
+                if self.peek() == ("p", ","):
+                    self.i += 1
+            self.i += 1
+            return _ListValue(items)
+        self.i += 1
+        if kind == "id" and value in ("true", "True"):
+            return True
+        if kind == "id" and value in ("false", "False"):
+            return False
+        return value
+
+    @staticmethod
+    def _add(fields: Dict[str, Any], name: str, value: Any) -> None:
+        if name in MAPS and isinstance(value, dict) and "key" in value:
+            fields.setdefault(name, {})[value["key"]] = value.get("value")
+            return
+        items = list(value) if isinstance(value, _ListValue) else [value]
+        if name in REPEATED:
+            fields.setdefault(name, []).extend(items)
+        elif isinstance(value, _ListValue):
+            fields[name] = items
+        else:
+            fields[name] = value
+
+
+class _ListValue(list):
+    pass
+
+
+def parse_pbtxt(text: str) -> Dict[str, Any]:
+    return _Parser(_tokens(text)).message(None)
+
+
+def read_config(folder: Path) -> Dict[str, Any]:
+    path = folder / "config.pbtxt"
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InvalidSettings(f"cannot read {path}: {exc}") from None
+    config = parse_pbtxt(text)
+    config.setdefault("name", folder.name)
+    return config
+
+
+def _tensors(entries: List[dict], batched: bool, where: str) -> List[dict]:
+    out = []
+    for entry in entries:
+        datatype = V2_TYPES.get(entry.get("data_type", ""))
+        if datatype is None:
+            raise InvalidSettings(f"{where} '{entry.get('name')}': unsupported data_type {entry.get('data_type')!r}")
+        dims = [int(d) for d in entry.get("dims", [])]
+        out.append({"name": entry["name"], "datatype": datatype, "shape": ([-1] if batched else []) + dims})
+    return out
+
+
+def chosen_versions(config: Dict[str, Any], available: List[int]) -> List[int]:
+    """Triton's version_policy: latest N (default 1), all, or specific."""
+    policy = config.get("version_policy") or {"latest": {"num_versions": 1}}
+    available = sorted(available)
+    if "all" in policy:
+        return available
+    if "specific" in policy:
+        wanted = {int(v) for v in policy["specific"].get("versions", [])}
+        return [v for v in available if v in wanted]
+    count = int((policy.get("latest") or {}).get("num_versions", 1) or 1)
+    return available[-count:]
+
+
+def settings_from_config(folder: Path, config: Dict[str, Any], version: Optional[int]) -> Dict[str, Any]:
+    """model-settings fields for one version of a Triton model folder."""
+    platform = config.get("platform") or ""
+    backend = config.get("backend") or ""
+    runtime = PLATFORMS.get(platform) or PLATFORMS.get(backend)
+    if runtime is None:
+        raise InvalidSettings(f"model '{config['name']}': platform '{platform}' / backend '{backend}' "
+                              "is not served by gpuserve (onnxruntime, pytorch and tensorrt are)")
+    max_batch = int(config.get("max_batch_size", 0) or 0)
+    where = folder / str(version) if version is not None else folder
+    filename = config.get("default_model_filename") or DEFAULT_FILES[runtime]
+    settings: Dict[str, Any] = {
+        "name": config["name"], "implementation": runtime, "platform": platform,
+        "parameters": {"uri": str(where / filename), "version": str(version) if version is not None else None},
+        "inputs": _tensors(config.get("input", []), max_batch > 0, "input"),
+        "outputs": _tensors(config.get("output", []), max_batch > 0, "output"),
+        "max_batch_size": max_batch if max_batch > 1 else 0,
+        "instance_groups": [{"count": int(g.get("count", 1)), "kind": str(g.get("kind", "KIND_AUTO"))[5:].lower(),
+                             "gpus": [int(x) for x in g.get("gpus", [])]} for g in config.get("instance_group", [])],
+    }
+    dyn = config.get("dynamic_batching")
+    if dyn is not None:
+        settings["dynamic_batching"] = {
+            "preferred_batch_size": [int(x) for x in dyn.get("preferred_batch_size", [])],
+            "max_queue_delay_microseconds": int(dyn.get("max_queue_delay_microseconds", 0) or 0),
+            "priority_levels": int(dyn.get("priority_levels", 0) or 0),
+            "default_priority_level": int(dyn.get("default_priority_level", 0) or 0),
+            "default_queue_policy": dyn.get("default_queue_policy") or {},
+        }
+    label_file = next((o.get("label_filename") for o in config.get("output", []) if o.get("label_filename")), None)
+    if label_file:
+        settings["parameters"]["extra"] = {"labels_file": str(folder / label_file)}
+    for group in settings["instance_groups"]:
+        if group["kind"] not in ("auto", "gpu", "cpu"):
+            group["kind"] = "auto"
+        if group["kind"] == "cpu":
+            settings["device"] = "cpu"
+    return settings

@@ -1,0 +1,94 @@
+"""Triton model repositories: config.pbtxt parsed, version policies, batching settings, label files,
+and broken configs reported with a reason while the rest keep serving."""
+
+import numpy as np
+import pytest
+import tritonclient.http as httpclient
+
+from conftest import make_onnx_model, onnx_reference, running_server
+from gpuserve import ModelRepository
+from gpuserve.errors import InvalidSettings
+from gpuserve.repository import DiskRepository
+from gpuserve.triton_config import chosen_versions, parse_pbtxt
+
+CONFIG = """
+name: "{name}"
+platform: "onnxruntime_onnx"   # comments are allowed
+max_batch_size: 16
+input [
+  {{ name: "input", data_type: TYPE_FP32, dims: [ 4 ] }}
+]
+output [
+  {{
+    name: "output"
+    data_type: TYPE_FP32
+    dims: [ 3 ]
+    label_filename: "labels.txt"
+  }}
+]
+instance_group [ {{ count: 1, kind: KIND_CPU }} ]
+dynamic_batching {{ preferred_batch_size: [ 4, 8 ] max_queue_delay_microseconds: 200 }}
+{policy}
+"""
+
+
+def make_repo(root, name, policy="", versions=(1, 2, 3)):
+    folder = root / name
+    weights = {}
+    for v in versions:
+        (folder / str(v)).mkdir(parents=True)
+        weights[v] = make_onnx_model(folder / str(v) / "model.onnx", seed=v)
+    (folder / "config.pbtxt").write_text(CONFIG.format(name=name, policy=policy))
+    (folder / "labels.txt").write_text("a\nb\nc\n")
+    return weights
+
+
+def test_parser_handles_text_format_forms():
+    config = parse_pbtxt('name: "m" max_batch_size: 4 input { name: "x" dims: 1 dims: 2 } input [ { name: "y" } ]\n'
+                         'parameters { key: "k" value: { string_value: "v" } } optimization { cuda { graphs: true } }\n'
+                         "version_policy: { latest: { num_versions: 2 } }")
+    assert [i["name"] for i in config["input"]] == ["x", "y"] and config["input"][0]["dims"] == [1, 2]
+    assert config["parameters"] == {"k": {"string_value": "v"}}
+    assert config["optimization"]["cuda"]["graphs"] is True
+    assert chosen_versions(config, [3, 1, 2]) == [2, 3]
+    assert chosen_versions({"version_policy": {"all": {}}}, [2, 1]) == [1, 2]
+    assert chosen_versions({"version_policy": {"specific": {"versions": [1, 3]}}}, [1, 2, 3]) == [1, 3]
+    assert chosen_versions({}, [1, 5, 2]) == [5]
+    with pytest.raises(InvalidSettings, match="line 2"):
+        parse_pbtxt('name: "m"\n  @@@')
+
+
+def test_triton_repository_serves_with_policies(tmp_path):
+    latest = make_repo(tmp_path, "latest")  # default policy: latest 1
+    every = make_repo(tmp_path, "every", "version_policy: { all: {} }")
+    make_repo(tmp_path, "some", "version_policy: { specific: { versions: [ 1, 3 ] } }")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "config.pbtxt").write_text('name: "bad" platform: "onnxruntime_onnx" input [ { name: ')
+    (tmp_path / "tf" / "1").mkdir(parents=True)
+    (tmp_path / "tf" / "config.pbtxt").write_text('name: "tf" platform: "tensorflow_savedmodel"')
+    (tmp_path / "trt" / "1").mkdir(parents=True)
+    (tmp_path / "trt" / "config.pbtxt").write_text('name: "trt" platform: "tensorrt_plan"')
+    registry = DiskRepository(tmp_path).populate(ModelRepository())
+    assert sorted(registry.versions("latest")) == ["3"]
+    assert sorted(registry.versions("every")) == ["1", "2", "3"]
+    assert sorted(registry.versions("some")) == ["1", "3"]
+    with running_server(repository=registry) as server:
+        with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
+            x = np.random.default_rng(0).normal(size=(2, 4)).astype(np.float32)
+            tensor = httpclient.InferInput("input", [2, 4], "FP32")
+            tensor.set_data_from_numpy(x)
+            out = client.infer("latest", [tensor]).as_numpy("output")
+            assert np.allclose(out, onnx_reference(x, *latest[3]), rtol=1e-5, atol=1e-6)
+            out = client.infer("every", [tensor], model_version="1").as_numpy("output")
+            assert np.allclose(out, onnx_reference(x, *every[1]), rtol=1e-5, atol=1e-6)
+            config = client.get_model_config("latest")
+            assert config["max_batch_size"] == 16 and config["input"][0]["dims"] == [4]
+            assert config["dynamic_batching"]["preferred_batch_size"] == [4, 8]
+            labelled = client.infer("latest", [tensor], outputs=[
+                httpclient.InferRequestedOutput("output", class_count=1)]).as_numpy("output")
+            assert labelled[0][0].decode().split(":")[2] in ("a", "b", "c")
+            index = {(m["name"], m.get("version")): m for m in client.get_model_repository_index()}
+            assert "cannot read" in index[("bad", "")]["reason"] or "expected" in index[("bad", "")]["reason"]
+            assert "tensorflow_savedmodel" in index[("tf", "")]["reason"]
+            assert "TensorRT" in index[("trt", "1")]["reason"]
+            assert client.is_server_ready() and not client.is_model_ready("bad")
