@@ -28,6 +28,7 @@ from gpuserve.model_repository import ModelRepository, run_load, stop_model
 from gpuserve.settings import ServerSettings
 from gpuserve.server.app import build_app
 from gpuserve.server.metrics import Exposition
+from gpuserve.server.rest.fast_path import FastPath
 from gpuserve.server.nvml import GpuSampler
 from gpuserve.server.rest.common import ErrorRoutes
 
@@ -186,7 +187,7 @@ class ModelServer:
         gpus.start()
         exposition = Exposition(self.dataplane, s.metrics_prefix, gpus)
         app = build_app(self.dataplane, s, self.errors, exposition)
-        http = _Uvicorn(app, s, http_sock)
+        http = _Uvicorn(FastPath(app, self.dataplane, self.errors, s.max_request_bytes), s, http_sock)
         self._servers = [http]
         tasks = [asyncio.ensure_future(http.serve())]
         if metrics_sock is not None:

@@ -200,3 +200,24 @@ def test_metrics_on_rest_port_and_metrics_port(server, client):
 
     assert client.get("/metrics").status_code == 200
     assert httpx.get(f"http://127.0.0.1:{server.ports['metrics']}/metrics").status_code == 200
+
+
+@pytest.mark.parametrize("path, expected", [
+    ("/v2/models/m/infer", ("infer", "m", None)),
+    ("/v2/models/m/versions/3/infer", ("infer", "m", "3")),
+    ("/v1/models/m:predict", ("predict", "m", None)),
+    ("/v2/models//infer", None),
+    ("/v2/models/a/b/infer", None),
+    ("/v2/models/m/versions//infer", None),
+    ("/v1/models/:predict", None),
+    ("/v2/models/m/ready", None),
+])
+def test_fast_path_matches_only_the_hot_routes(path, expected):
+    from gpuserve.server.rest.fast_path import match
+
+    assert match(path) == expected
+
+
+def test_unmatched_infer_like_path_falls_back_to_404(client):
+    reply = client.post("/v2/models/a/b/infer", json={})
+    assert reply.status_code == 404 and "error" in reply.json()

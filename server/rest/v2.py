@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Optional
 
+import orjson
 from fastapi import FastAPI
 from starlette.requests import Request
+from starlette.responses import Response
 
 from gpuserve.dataplane import DataPlane
 from gpuserve.errors import InferenceError, ModelNotReady, ServerNotReady
 from gpuserve.types import InferRequest, InferResponse
-from gpuserve.server.rest.common import ErrorRoutes, guarded, json_response, parse_json, read_body
+from gpuserve.server.rest.common import JSON_OPTIONS, ErrorRoutes, guarded, json_response, parse_json, read_body
 
 BINARY_HEADER = "inference-header-content-length"
 
@@ -24,24 +26,28 @@ def decode_infer(body: bytes, request: Request, model_name: str, version: Option
     return InferRequest.from_rest(model_name, parse_json(body), version)
 
 
-def encode_infer(response, infer_request: InferRequest, response_headers: dict):
+def encode_infer_bytes(response, infer_request: InferRequest, response_headers: dict):
+    """(status, body, content type, headers) of an inference answer: JSON, or binary when asked."""
+    headers = dict(response_headers) if response_headers else {}
     if isinstance(response, InferResponse):
         from gpuserve.server.binary import encode_response, wants_binary
 
         if wants_binary(infer_request):
             content, header_length = encode_response(response, infer_request)
-            headers = dict(response_headers) if response_headers else {}
-            from starlette.responses import Response
-
             if header_length is None:
-                return Response(content, media_type="application/json", headers=headers or None)
+                return 200, content, b"application/json", headers
             headers["Inference-Header-Content-Length"] = str(header_length)
-            return Response(content, media_type="application/octet-stream", headers=headers)
-        return json_response(response.to_rest(lists=False), headers=response_headers or None)
+            return 200, content, b"application/octet-stream", headers
+        return 200, orjson.dumps(response.to_rest(lists=False), option=JSON_OPTIONS), b"application/json", headers
     if isinstance(response, dict):
-        return json_response(response, headers=response_headers or None)
+        return 200, orjson.dumps(response, option=JSON_OPTIONS), b"application/json", headers
     raise InferenceError(f"model '{infer_request.model_name}' returned {type(response).__name__}, "
                          "expected an InferResponse")
+
+
+def encode_infer(response, infer_request: InferRequest, response_headers: dict) -> Response:
+    status, content, content_type, headers = encode_infer_bytes(response, infer_request, response_headers)
+    return Response(content, status_code=status, media_type=content_type.decode(), headers=headers or None)
 
 
 def add_v2_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes, body_limit: int) -> None:

@@ -1,0 +1,137 @@
+"""The hot REST routes served as raw ASGI in front of FastAPI.
+
+`POST /v2/models/{name}[/versions/{v}]/infer` and `POST /v1/models/{name}:predict` carry nearly all
+traffic, and for small models the web framework's request objects, routing and dependency solving
+cost more than the model. This layer matches those two paths by string operations, reads the body
+from `receive`, calls the same data-plane functions the FastAPI routes use, and writes the response
+with two `send` calls. Everything else (and the OpenAPI documentation of these routes) stays with
+FastAPI.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Dict, List, Optional, Tuple
+
+import orjson
+
+from gpuserve.dataplane import DataPlane
+from gpuserve.errors import InferenceError, InvalidInput, PayloadTooLarge
+from gpuserve.model import InferenceVerb
+from gpuserve.server.rest.common import JSON_OPTIONS, ErrorRoutes, error_response, parse_json
+from gpuserve.server.rest.v2 import encode_infer_bytes
+from gpuserve.types import InferRequest
+
+_JSON = [(b"content-type", b"application/json")]
+
+
+def match(path: str) -> Optional[Tuple[str, str, Optional[str]]]:
+    """('infer', name, version) or ('predict', name, None) for the hot paths, else None."""
+    if path.startswith("/v2/models/") and path.endswith("/infer"):
+        middle = path[11:-6]
+        if not middle or "/" not in middle:
+            return ("infer", middle, None) if middle else None
+        name, sep, version = middle.partition("/versions/")
+        if sep and name and version and "/" not in name and "/" not in version:
+            return "infer", name, version
+        return None
+    if path.startswith("/v1/models/") and path.endswith(":predict"):
+        name = path[11:-8]
+        if name and "/" not in name:
+            return "predict", name, None
+    return None
+
+
+class FastPath:
+    def __init__(self, app, plane: DataPlane, errors: ErrorRoutes, body_limit: int):
+        self.app = app
+        self.plane = plane
+        self.errors = errors
+        self.body_limit = body_limit
+        self.metrics = plane.transport_metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        route = match(scope["path"])
+        if route is None:
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        self.metrics.rest_in_progress += 1
+        try:
+            status, body, headers = await self._handle(route, scope, receive)
+        except Exception as exc:
+            status, body, headers = await self._error(scope, receive, exc)
+        finally:
+            self.metrics.rest_in_progress -= 1
+        await send({"type": "http.response.start", "status": status,
+                    "headers": headers + [(b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+        self.metrics.observe_rest("infer_latest" if route[0] == "infer" and route[2] is None else
+                                  "infer_version" if route[0] == "infer" else "predict",
+                                  "POST", status, time.perf_counter() - start)
+
+    async def _read(self, scope, receive) -> Tuple[bytes, Dict[str, str]]:
+        headers = {}
+        for key, value in scope["headers"]:
+            headers[key.decode("latin-1").lower()] = value.decode("latin-1")
+        declared = headers.get("content-length")
+        if declared is not None:
+            try:
+                if int(declared) > self.body_limit:
+                    raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of "
+                                          f"{self.body_limit} bytes")
+            except ValueError:
+                raise InvalidInput("invalid Content-Length header") from None
+        chunks: List[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise InvalidInput("client disconnected before sending the whole body")
+            chunk = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > self.body_limit:
+                    raise PayloadTooLarge(f"request body exceeds the limit of {self.body_limit} bytes")
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return (chunks[0] if len(chunks) == 1 else b"".join(chunks)), headers
+
+    async def _handle(self, route, scope, receive) -> Tuple[int, bytes, list]:
+        kind, name, version = route
+        body, headers = await self._read(scope, receive)
+        if kind == "predict":
+            response, response_headers = await self.plane.predict_v1(name, parse_json(body), headers,
+                                                                     InferenceVerb.PREDICT)
+            if hasattr(response, "to_rest") and not isinstance(response, dict):
+                raise InferenceError(f"model '{name}' returned {type(response).__name__} to a V1 request")
+            return 200, orjson.dumps(response, option=JSON_OPTIONS), _with(_JSON, response_headers)
+        length = headers.get("inference-header-content-length")
+        if length is not None:
+            from gpuserve.server.binary import decode_request
+
+            request = decode_request(body, length, name, version)
+        else:
+            request = InferRequest.from_rest(name, parse_json(body), version)
+        response, response_headers = await self.plane.infer(request, headers)
+        status, content, content_type, extra = encode_infer_bytes(response, request, response_headers)
+        return status, content, _with([(b"content-type", content_type)], extra)
+
+    async def _error(self, scope, receive, exc: Exception) -> Tuple[int, bytes, list]:
+        if self.errors.handlers:
+            from starlette.requests import Request
+
+            response = await self.errors.respond(Request(scope, receive), exc)
+        else:
+            response = error_response(exc)
+        headers = [(k, v) for k, v in response.raw_headers if k != b"content-length"]
+        return response.status_code, bytes(response.body), headers
+
+
+def _with(base: list, extra: Optional[Dict[str, str]]) -> list:
+    if not extra:
+        return base
+    return base + [(k.encode("latin-1"), str(v).encode("latin-1")) for k, v in extra.items()]
+
