@@ -7,7 +7,6 @@ them, so orjson writes them directly (OPT_SERIALIZE_NUMPY) without building Pyth
 
 from __future__ import annotations
 
-import uuid
 from typing import Any, Iterable, Optional
 
 import numpy as np
@@ -350,7 +349,7 @@ class InferResponse:
                  model_version: Optional[str] = None, raw_outputs=None, from_grpc: bool = False,
                  parameters: Optional[dict] = None, use_binary_outputs: bool = False,
                  requested_outputs: Optional[list[RequestedOutput]] = None):
-        self.id = response_id if response_id is not None else str(uuid.uuid4())
+        self.id = response_id  # the request's id when it had one (V2); no id is invented
         self.model_name = model_name
         self.model_version = model_version
         self.outputs = list(infer_outputs)
