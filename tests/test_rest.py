@@ -221,3 +221,34 @@ def test_fast_path_matches_only_the_hot_routes(path, expected):
 def test_unmatched_infer_like_path_falls_back_to_404(client):
     reply = client.post("/v2/models/a/b/infer", json={})
     assert reply.status_code == 404 and "error" in reply.json()
+
+
+def test_client_going_away_cancels_its_request(http):
+    import asyncio
+    import socket
+    import threading
+
+    from conftest import running_server
+
+    entered, cancelled = threading.Event(), threading.Event()
+
+    class Waits(Model):
+        def load(self):
+            self.ready = True
+
+        async def predict(self, payload, headers=None):
+            entered.set()
+            try:
+                await asyncio.Event().wait()  # never answers on its own
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+
+    with running_server([Waits("waits")]) as server:
+        body = b'{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[1]}]}'
+        with socket.create_connection(("127.0.0.1", server.ports["http"])) as sock:
+            sock.sendall(b"POST /v2/models/waits/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            assert entered.wait(30)
+        assert cancelled.wait(30)
+        assert http(server).get("/v2/health/live").status_code == 200

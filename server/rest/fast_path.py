@@ -10,6 +10,7 @@ FastAPI.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Dict, List, Optional, Tuple
 
@@ -60,6 +61,8 @@ class FastPath:
         self.metrics.rest_in_progress += 1
         try:
             status, body, headers = await self._handle(route, scope, receive)
+            if status == 499:
+                return
         except Exception as exc:
             status, body, headers = await self._error(scope, receive, exc)
         finally:
@@ -100,8 +103,21 @@ class FastPath:
         return (chunks[0] if len(chunks) == 1 else b"".join(chunks)), headers
 
     async def _handle(self, route, scope, receive) -> Tuple[int, bytes, list]:
-        kind, name, version = route
         body, headers = await self._read(scope, receive)
+        # A client that goes away cancels its request: queued work is then skipped by the batcher.
+        handler = asyncio.current_task()
+        watcher = asyncio.ensure_future(_cancel_on_disconnect(receive, handler))
+        try:
+            return await self._answer(route, body, headers)
+        except asyncio.CancelledError:
+            if watcher.done() and not watcher.cancelled() and watcher.result():
+                return 499, b"", []  # nobody is listening; nothing is sent
+            raise
+        finally:
+            watcher.cancel()
+
+    async def _answer(self, route, body: bytes, headers: Dict[str, str]) -> Tuple[int, bytes, list]:
+        kind, name, version = route
         if kind == "predict":
             response, response_headers = await self.plane.predict_v1(name, parse_json(body), headers,
                                                                      InferenceVerb.PREDICT)
@@ -128,6 +144,14 @@ class FastPath:
             response = error_response(exc)
         headers = [(k, v) for k, v in response.raw_headers if k != b"content-length"]
         return response.status_code, bytes(response.body), headers
+
+
+async def _cancel_on_disconnect(receive, task) -> bool:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            task.cancel()
+            return True
 
 
 def _with(base: list, extra: Optional[Dict[str, str]]) -> list:
