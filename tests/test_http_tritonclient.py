@@ -186,3 +186,20 @@ def test_async_infer_sync_client(client):
     tensor.set_data_from_numpy(x)
     handle = client.async_infer("echo", [tensor])
     assert np.array_equal(handle.get_result().as_numpy("OUTPUT0"), x)
+
+
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_compressed_requests(client, algorithm):
+    x = sample("FP32", (4, 8))
+    tensor = httpclient.InferInput("INPUT0", [4, 8], "FP32")
+    tensor.set_data_from_numpy(x)
+    result = client.infer("echo", [tensor], request_compression_algorithm=algorithm)
+    assert np.array_equal(result.as_numpy("OUTPUT0"), x)
+
+
+def test_bad_compressed_body_is_400(server):
+    import httpx
+
+    reply = httpx.post(f"http://127.0.0.1:{server.ports['http']}/v2/models/echo/infer", content=b"not gzip",
+                       headers={"Content-Encoding": "gzip"})
+    assert reply.status_code == 400 and "gzip" in reply.json()["error"]

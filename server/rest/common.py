@@ -63,6 +63,25 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def decompress(body: bytes, encoding: Optional[str], limit: int) -> bytes:
+    """Undo `Content-Encoding: gzip|deflate` (tritonclient's request_compression_algorithm), capped at `limit`."""
+    if not encoding or encoding == "identity":
+        return body
+    import zlib
+
+    encoding = encoding.strip().lower()
+    if encoding not in ("gzip", "deflate"):
+        raise InvalidInput(f"unsupported Content-Encoding '{encoding}'; use gzip or deflate")
+    inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise InvalidInput(f"request body is not valid {encoding}: {exc}") from None
+    if len(out) > limit:
+        raise PayloadTooLarge(f"decompressed request body exceeds the limit of {limit} bytes")
+    return out
+
+
 def parse_json(body: bytes) -> Any:
     if not body:
         raise InvalidInput("request body is empty; expected JSON")

@@ -19,7 +19,7 @@ import orjson
 from gpuserve.dataplane import DataPlane
 from gpuserve.errors import InferenceError, InvalidInput, PayloadTooLarge
 from gpuserve.model import InferenceVerb
-from gpuserve.server.rest.common import JSON_OPTIONS, ErrorRoutes, error_response, parse_json
+from gpuserve.server.rest.common import JSON_OPTIONS, ErrorRoutes, decompress, error_response, parse_json
 from gpuserve.server.rest.v2 import encode_infer_bytes
 from gpuserve.types import InferRequest
 
@@ -100,7 +100,8 @@ class FastPath:
                 chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        return (chunks[0] if len(chunks) == 1 else b"".join(chunks)), headers
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return decompress(body, headers.get("content-encoding"), self.body_limit), headers
 
     async def _handle(self, route, scope, receive) -> Tuple[int, bytes, list]:
         body, headers = await self._read(scope, receive)
