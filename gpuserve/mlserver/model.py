@@ -1,0 +1,306 @@
+"""MLServer's `MLModel`, and the adapter that lets gpuserve serve one like any other model.
+
+A runtime written for MLServer subclasses `MLModel` (here `gpuserve.mlserver.MLModel`) and keeps
+its `load`, `predict(payload: InferenceRequest) -> InferenceResponse`, `unload`, and the codec
+helpers `decode`, `decode_request`, `encode`, `encode_response`. Nothing else changes.
+
+The server holds an `MLModelAdapter` (a gpuserve `Model`) around the runtime. For each request it
+turns the native `InferRequest` into MLServer's `InferenceRequest` (incoming HTTP headers or gRPC
+metadata in `payload.parameters.headers`), awaits `predict` (a sync one runs in a worker thread so
+the event loop stays free), and turns the answer back; headers the runtime puts in the response's
+`parameters.headers` become the response's HTTP headers. MLServer speaks only the V2 protocol, so a
+V1 body is refused with a 400 naming the V2 route.
+
+`MLModel.__gpuserve_adapter__(settings)` is the hook the model repository calls to build the
+adapter for a runtime named by `implementation` in `model-settings.json`; adaptive batching and
+parallel workers then apply to it as to any custom model.
+
+Differences from MLServer, on purpose: a `load()` that returns None (as several of MLServer's own
+examples do) counts as ready, like True; only False, or an exception, leaves the model not ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+import logging
+from typing import Any, AsyncIterator, Dict, List, Optional, Union
+
+from gpuserve.errors import InferenceError, InvalidInput, Unimplemented
+from gpuserve.metrics import set_current_model
+from gpuserve.mlserver.codecs.base import InputCodecLike, RequestCodecLike
+from gpuserve.mlserver.codecs.errors import CodecNotFound
+from gpuserve.mlserver.codecs.content_types import (
+    decode_inference_request,
+    decode_request_input,
+    encode_inference_response,
+    encode_response_output,
+    get_decoded,
+    has_decoded,
+)
+from gpuserve.mlserver.settings import ModelSettings, as_mlserver_settings
+from gpuserve.mlserver.types import (
+    InferenceRequest,
+    InferenceResponse,
+    MetadataModelResponse,
+    MetadataTensor,
+    Parameters,
+    RequestInput,
+    RequestOutput,
+    ResponseOutput,
+    from_native_request,
+    to_native_response,
+)
+from gpuserve.model import InferenceVerb, Model
+from gpuserve.types import InferRequest, InferResponse
+
+logger = logging.getLogger("gpuserve")
+
+
+def _index(tensors: Optional[List[MetadataTensor]]) -> Dict[str, MetadataTensor]:
+    return {tensor.name: tensor for tensor in tensors or []}
+
+
+async def _call(func: Any, *args: Any) -> Any:
+    """Await an async method; run a sync one in a worker thread (with the request's context)."""
+    if inspect.iscoroutinefunction(func):
+        return await func(*args)
+    context = contextvars.copy_context()
+    result = await asyncio.get_running_loop().run_in_executor(None, functools.partial(context.run, func, *args))
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+class MLModel:
+    """Abstract inference runtime: override `load`, `predict` and, if needed, `unload`."""
+
+    def __init__(self, settings: ModelSettings):
+        self._settings = as_mlserver_settings(settings)
+        self._inputs_index = _index(self._settings.inputs)
+        self._outputs_index = _index(self._settings.outputs)
+        self.ready = False
+
+    # lifecycle ----------------------------------------------------------------------------------
+    async def load(self) -> bool:
+        """Load the model's artefacts; True (or None) means ready."""
+        return True
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        raise NotImplementedError("predict() method not implemented")
+
+    async def predict_stream(self, payloads: AsyncIterator[InferenceRequest]) -> AsyncIterator[InferenceResponse]:
+        """MLServer's streaming entry point; gpuserve's transports call `predict` only."""
+        yield await self.predict(await payloads.__anext__())
+
+    async def unload(self) -> bool:
+        return True
+
+    # what the settings say ----------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self._settings.name
+
+    @property
+    def version(self) -> Optional[str]:
+        return self._settings.version
+
+    @property
+    def settings(self) -> ModelSettings:
+        return self._settings
+
+    @property
+    def inputs(self) -> Optional[List[MetadataTensor]]:
+        return self._settings.inputs
+
+    @inputs.setter
+    def inputs(self, value: List[MetadataTensor]) -> None:
+        self._settings.inputs = value
+        self._inputs_index = _index(value)
+
+    @property
+    def outputs(self) -> Optional[List[MetadataTensor]]:
+        return self._settings.outputs
+
+    @outputs.setter
+    def outputs(self, value: List[MetadataTensor]) -> None:
+        self._settings.outputs = value
+        self._outputs_index = _index(value)
+
+    async def metadata(self) -> MetadataModelResponse:
+        metadata = MetadataModelResponse(name=self.name, platform=self._settings.platform,
+                                         versions=self._settings.versions, inputs=self._settings.inputs,
+                                         outputs=self._settings.outputs)
+        if self._settings.parameters and self._settings.parameters.content_type:
+            metadata.parameters = Parameters(content_type=self._settings.parameters.content_type)
+        return metadata
+
+    # codec helpers ------------------------------------------------------------------------------
+    def decode(self, request_input: RequestInput, default_codec: Optional[InputCodecLike] = None) -> Any:
+        """By the input's content type, else the model metadata's, else `default_codec`; else raw data."""
+        decode_request_input(request_input, self._inputs_index)
+        if has_decoded(request_input):
+            return get_decoded(request_input)
+        if default_codec is not None:
+            return default_codec.decode_input(request_input)
+        return request_input.data
+
+    def decode_request(self, inference_request: InferenceRequest,
+                       default_codec: Optional[RequestCodecLike] = None) -> Any:
+        """By the request's content type, else the model's; else `default_codec`; else the request."""
+        decode_inference_request(inference_request, self._settings, self._inputs_index)
+        if has_decoded(inference_request):
+            return get_decoded(inference_request)
+        if default_codec is not None:
+            return default_codec.decode_request(inference_request)
+        return inference_request
+
+    def encode_response(self, payload: Any, default_codec: Optional[RequestCodecLike] = None) -> InferenceResponse:
+        response = encode_inference_response(payload, self._settings)
+        if response is not None:
+            return response
+        if default_codec is not None:
+            return default_codec.encode_response(self.name, payload, self.version)
+        raise CodecNotFound(payload_type=str(type(payload)), is_input=False, is_request=True)
+
+    def encode(self, payload: Any, request_output: RequestOutput,
+               default_codec: Optional[InputCodecLike] = None) -> ResponseOutput:
+        output = encode_response_output(payload, request_output, self._outputs_index)
+        if output is not None:
+            return output
+        if default_codec is not None:
+            return default_codec.encode_output(request_output.name, payload)
+        raise CodecNotFound(name=request_output.name, is_input=False, is_request=False)
+
+    # gpuserve ---------------------------------------------------------------------------------
+    @classmethod
+    def __gpuserve_adapter__(cls, settings: Any) -> "MLModelAdapter":
+        """What the model repository serves for this runtime class (see gpuserve.repository.instantiate)."""
+        return MLModelAdapter(cls(as_mlserver_settings(settings)), settings)
+
+
+class MLModelAdapter(Model):
+    """A gpuserve `Model` around one MLModel runtime: V2 requests in, MLServer types at the edge."""
+
+    def __init__(self, runtime: MLModel, settings: Any = None):
+        super().__init__(runtime.name)
+        self.runtime = runtime
+        # The gpuserve settings the repository built (adaptive batching, parallel workers, config
+        # endpoints read them); the runtime has its own MLServer view of the same file.
+        self.settings = settings if settings is not None else runtime.settings
+        self.version = runtime.version
+        self.platform = runtime.settings.platform or ""
+        self._metadata: Optional[Dict[str, Any]] = None
+        self._unloaded = False
+
+    # lifecycle ----------------------------------------------------------------------------------
+    async def load(self) -> bool:
+        runtime = self.runtime
+        result = await _call(runtime.load)
+        ready = result is not False
+        runtime.ready = ready
+        self.ready = ready
+        self._unloaded = False
+        if not ready:
+            self.reason = f"{type(runtime).__name__}.load() returned False"
+            return False
+        self._metadata = await self._fetch_metadata()
+        return True
+
+    async def _fetch_metadata(self) -> Optional[Dict[str, Any]]:
+        try:
+            metadata = await _call(self.runtime.metadata)
+            if isinstance(metadata, dict):
+                metadata = MetadataModelResponse.model_validate(metadata)
+            return _metadata_dict(metadata)
+        except Exception:  # metadata is informative; a failing override must not fail the load
+            logger.exception("model '%s': metadata() failed; answering from its settings", self.name)
+            return None
+
+    async def aclose(self) -> None:
+        """Unload from the event loop (the repository awaits this before `stop`)."""
+        if self._unloaded:
+            return
+        self._unloaded = True
+        try:
+            await _call(self.runtime.unload)
+        except Exception:
+            logger.exception("model '%s' failed to unload", self.name)
+        self.runtime.ready = False
+        self.ready = False
+
+    def stop(self) -> None:
+        super().stop()
+        self.ready = False
+        if self._unloaded:
+            return
+        self._unloaded = True
+        try:
+            result = self.runtime.unload()
+            if inspect.isawaitable(result):
+                asyncio.run(_awaited(result))
+        except Exception:
+            logger.exception("model '%s' failed to unload", self.name)
+        self.runtime.ready = False
+
+    # inference ----------------------------------------------------------------------------------
+    async def __call__(self, body: Union[Dict, InferRequest], headers: Optional[Dict[str, str]] = None,
+                       verb: InferenceVerb = InferenceVerb.PREDICT):
+        if verb is InferenceVerb.EXPLAIN:
+            raise Unimplemented(f"model '{self.name}' is an MLServer runtime; it has no explain")
+        if not isinstance(body, InferRequest):
+            raise InvalidInput(f"model '{self.name}' is an MLServer runtime and speaks the V2 protocol only; "
+                               f"send an inference request to /v2/models/{self.name}/infer")
+        set_current_model(self.name, self.version)  # labels for custom metrics (gpuserve.metrics.log)
+        if headers is None:
+            headers = body.headers or {}
+        payload = from_native_request(body, headers)
+        response = await _call(self.runtime.predict, payload)
+        return self._answer(response)
+
+    def _answer(self, response: Any):
+        if isinstance(response, InferResponse):
+            return response, {}
+        if isinstance(response, dict):
+            response = InferenceResponse.model_validate(response)
+        if not isinstance(response, InferenceResponse):
+            raise InferenceError(f"{type(self.runtime).__name__}.predict() returned {type(response).__name__}; "
+                                 f"an MLServer runtime must return an InferenceResponse")
+        native = to_native_response(response)
+        headers = native.parameters.pop("headers", None) or {}
+        if not native.model_name:
+            native.model_name = self.name
+        return native, {str(k): str(v) for k, v in headers.items()}
+
+    # metadata -----------------------------------------------------------------------------------
+    def metadata(self) -> Dict[str, Any]:
+        if self._metadata is not None:
+            return dict(self._metadata)
+        settings = self.runtime.settings
+        metadata = MetadataModelResponse(name=self.name, platform=settings.platform, versions=settings.versions,
+                                         inputs=settings.inputs, outputs=settings.outputs)
+        return _metadata_dict(metadata)
+
+    def get_input_types(self) -> List[Dict]:
+        return list(self.metadata().get("inputs") or [])
+
+    def get_output_types(self) -> List[Dict]:
+        return list(self.metadata().get("outputs") or [])
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def _metadata_dict(metadata: MetadataModelResponse) -> Dict[str, Any]:
+    out = metadata.model_dump()
+    out.setdefault("platform", "")
+    out["versions"] = [str(v) for v in out.get("versions") or []]
+    out["inputs"] = out.get("inputs") or []
+    out["outputs"] = out.get("outputs") or []
+    return out
+
+
+__all__ = ["MLModel", "MLModelAdapter"]

@@ -1,0 +1,269 @@
+"""Built-in runtimes for classic ML artefacts: scikit-learn, XGBoost and LightGBM.
+
+Model folders written for MLServer name `mlserver_sklearn.SKLearnModel`,
+`mlserver_xgboost.XGBoostModel` or `mlserver_lightgbm.LightGBMModel` as their `implementation`;
+these gpuserve `Model`s answer to those names (mlserver itself need not be installed) and behave as
+MLServer's runtimes do:
+
+- the artefact is `parameters.uri`, or a well-known file name in the model's folder
+  (`model.joblib`, `model.pickle`, `model.pkl`; `model.bst`, `model.json`, `model.ubj`);
+- the request is decoded by its content type (or the model's), else its only input as a NumPy array;
+- the outputs are the requested ones among `predict`, `predict_proba` (and `transform` for
+  scikit-learn), by default `predict` (or `parameters.extra.predict_fn`); a 1-D result [N] is sent
+  as [N, 1], as MLServer's NumPy codec does.
+
+V1 bodies (`{"instances": [...]}`) are answered too, with the default output as `predictions`.
+Frameworks are imported on first load; one that is not installed fails that load with the package
+to install, and the other models keep serving.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from gpuserve import codecs
+from gpuserve.errors import InferenceError, InvalidInput, ModelLoadError, ModelMissingError
+from gpuserve.model import Model
+from gpuserve.settings import ModelSettings
+from gpuserve.types import InferOutput, InferRequest, InferResponse
+
+logger = logging.getLogger("gpuserve")
+
+PREDICT = "predict"
+PREDICT_PROBA = "predict_proba"
+TRANSFORM = "transform"
+
+
+def _import(module: str, package: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ModelLoadError(f"{package} is not installed ({exc}); pip install {package}") from None
+
+
+def _is_dataframe(value: Any) -> bool:
+    import sys
+
+    pandas = sys.modules.get("pandas")
+    return pandas is not None and isinstance(value, pandas.DataFrame)
+
+
+def _outputs_of(name: str, value: Any) -> List[InferOutput]:
+    """One framework result as response outputs, shaped as MLServer's NumPy codec shapes them."""
+    if _is_dataframe(value):
+        return list(codecs.PandasCodec.encode_response("", value).outputs)
+    if hasattr(value, "toarray") and not isinstance(value, np.ndarray):  # scipy.sparse from transform
+        value = value.toarray()
+    array = np.asarray(value)
+    if array.dtype.kind in "US":
+        array = array.astype(object)
+    if array.ndim <= 1:
+        array = array.reshape(-1, 1) if array.ndim == 1 else array.reshape(1)
+    return [InferOutput.from_numpy(name, array, {"content_type": "np"})]
+
+
+class ClassicModel(Model):
+    """Loading, request decoding and output choice shared by the classic-ML runtimes."""
+
+    platform = ""
+    package = ""  # what to pip install
+    wellknown: Sequence[str] = ()
+    valid_outputs: Sequence[str] = (PREDICT,)
+
+    def __init__(self, name: str, settings: Optional[ModelSettings] = None):
+        super().__init__(name)
+        self.settings = settings or ModelSettings(name=name)
+        self.version = self.settings.parameters.version
+        self.model: Any = None
+
+    # lifecycle ----------------------------------------------------------------------------------
+    def artefact(self) -> Path:
+        path = self.settings.resolve_uri()
+        if path is None:
+            if not self.settings.folder:
+                raise ModelMissingError(f"model '{self.name}' has no parameters.uri naming its artefact")
+            path = Path(self.settings.folder)
+        if path.is_dir():
+            for filename in self.wellknown:
+                if (path / filename).is_file():
+                    return path / filename
+            raise ModelMissingError(f"model '{self.name}': none of {', '.join(self.wellknown)} in {path}")
+        if not path.is_file():
+            raise ModelMissingError(f"model '{self.name}': {path} does not exist")
+        return path
+
+    def read_artefact(self, path: Path) -> Any:
+        raise NotImplementedError
+
+    def load(self) -> bool:
+        self.model = self.read_artefact(self.artefact())
+        self.ready = True
+        logger.info("model %s: %s loaded (%s)", self.name, self.platform, type(self.model).__name__)
+        return True
+
+    def stop(self) -> None:
+        super().stop()
+        self.model = None
+        self.ready = False
+
+    def get_input_types(self) -> List[Dict]:
+        return [t.model_dump(exclude={"parameters"}) for t in self.settings.inputs]
+
+    def get_output_types(self) -> List[Dict]:
+        return [t.model_dump(exclude={"parameters"}) for t in self.settings.outputs]
+
+    # inference ----------------------------------------------------------------------------------
+    def default_output(self) -> str:
+        return str(self.settings.parameters.extra.get("predict_fn") or PREDICT)
+
+    def check_outputs(self, names: List[str]) -> None:
+        for name in names:
+            if name not in self.valid_outputs:
+                known = ", ".join(repr(o) for o in self.valid_outputs)
+                raise InvalidInput(f"{type(self).__name__} only supports {known} as outputs ('{name}' was requested)")
+
+    def run(self, output: str, features: Any) -> Any:
+        method = getattr(self.model, output, None)
+        if method is None:
+            raise InvalidInput(f"model '{self.name}' ({type(self.model).__name__}) has no '{output}'")
+        try:
+            return method(features)
+        except (ValueError, TypeError) as exc:  # wrong feature count, dtype, rank: the request's fault
+            raise InvalidInput(f"model '{self.name}' rejected the input for '{output}': {exc}") from None
+
+    def decode_features(self, request: InferRequest) -> Any:
+        """The request's content type, else the model's, else its only input as a NumPy array."""
+        content_type = codecs.content_type_of(request.parameters, "request") or self.settings.parameters.content_type
+        if content_type:
+            return codecs.decode_request(request, content_type)
+        if len(request.inputs) != 1:
+            raise InvalidInput(f"model '{self.name}' takes one input tensor, got {len(request.inputs)}; "
+                               f"to send columns, name content type 'pd'")
+        tensor = request.inputs[0]
+        return codecs.decode_input(tensor, self._default_content_type(tensor.name))
+
+    def predict(self, payload: Any, headers: Optional[Dict[str, str]] = None) -> Any:
+        if isinstance(payload, InferRequest):
+            return self._predict_v2(payload)
+        if isinstance(payload, dict) and "instances" in payload:
+            return self._predict_v1(payload)
+        raise InvalidInput("expected a V2 inference request or a V1 body with 'instances'")
+
+    def _predict_v2(self, request: InferRequest) -> InferResponse:
+        wanted = [o.name for o in request.request_outputs] if request.request_outputs else [self.default_output()]
+        self.check_outputs(wanted)
+        features = self.decode_features(request)
+        outputs: List[InferOutput] = []
+        for name in wanted:
+            result = self.run(name, features)
+            if _is_dataframe(result) and len(wanted) > 1:
+                raise InferenceError(f"'{name}' returned a DataFrame and {wanted} were requested; "
+                                     f"columnar results cannot share a response with other outputs")
+            outputs += _outputs_of(name, result)
+        return InferResponse(request.id, self.name, outputs, model_version=self.version)
+
+    def _predict_v1(self, body: dict) -> dict:
+        instances = body["instances"]
+        if not isinstance(instances, list):
+            raise InvalidInput("'instances' must be a list")
+        if instances and all(isinstance(row, dict) for row in instances):
+            import pandas as pd
+
+            features: Any = pd.DataFrame(instances)
+        else:
+            features = np.asarray(instances)
+            if features.dtype == object:
+                raise InvalidInput("'instances' must be rows of numbers of equal length (or objects of columns)")
+        output = self.default_output()
+        self.check_outputs([output])
+        result = self.run(output, features)
+        if _is_dataframe(result):
+            return {"predictions": result.to_dict(orient="records")}
+        if hasattr(result, "toarray") and not isinstance(result, np.ndarray):
+            result = result.toarray()
+        result = np.asarray(result)
+        return {"predictions": result.tolist() if result.dtype.kind in "OUS" else result}
+
+
+class SKLearnModel(ClassicModel):
+    """A scikit-learn estimator or pipeline saved with joblib (or pickle)."""
+
+    platform = "sklearn"
+    package = "scikit-learn"
+    wellknown = ("model.joblib", "model.pickle", "model.pkl")
+    valid_outputs = (PREDICT, PREDICT_PROBA, TRANSFORM)
+
+    def read_artefact(self, path: Path) -> Any:
+        _import("sklearn", "scikit-learn")
+        joblib = _import("joblib", "joblib")
+        return joblib.load(path)
+
+    def check_outputs(self, names: List[str]) -> None:
+        super().check_outputs(names)
+        if PREDICT_PROBA in names:
+            final = self.model
+            steps = getattr(final, "steps", None)
+            if steps:  # a Pipeline: its last step decides
+                final = steps[-1][-1]
+            if not hasattr(final, PREDICT_PROBA):
+                raise InvalidInput(f"{type(final).__name__} models do not support '{PREDICT_PROBA}'")
+
+
+class XGBoostModel(ClassicModel):
+    """An XGBoost model saved with `save_model` (.json, .ubj or the older .bst)."""
+
+    platform = "xgboost"
+    package = "xgboost"
+    wellknown = ("model.bst", "model.json", "model.ubj")
+    valid_outputs = (PREDICT, PREDICT_PROBA)
+
+    def read_artefact(self, path: Path) -> Any:
+        xgb = _import("xgboost", "xgboost")
+        booster = xgb.Booster()
+        booster.load_model(str(path))
+        try:
+            objective = json.loads(booster.save_config())["learner"]["objective"]["name"]
+        except (KeyError, ValueError):
+            objective = ""
+        estimator = xgb.XGBClassifier() if objective.startswith(("binary:", "multi:")) else xgb.XGBRegressor()
+        estimator.load_model(str(path))
+        return estimator
+
+    def check_outputs(self, names: List[str]) -> None:
+        super().check_outputs(names)
+        if PREDICT_PROBA in names and not hasattr(self.model, PREDICT_PROBA):
+            raise InvalidInput(f"{type(self.model).__name__} models do not support '{PREDICT_PROBA}'")
+
+
+class LightGBMModel(ClassicModel):
+    """A LightGBM booster saved with `save_model` (model.bst by default)."""
+
+    platform = "lightgbm"
+    package = "lightgbm"
+    wellknown = ("model.bst", "model.txt")
+    valid_outputs = (PREDICT,)
+
+    def read_artefact(self, path: Path) -> Any:
+        lgb = _import("lightgbm", "lightgbm")
+        return lgb.Booster(model_file=str(path))
+
+
+# The `implementation` names that reach these runtimes (merged into gpuserve.runtimes.BUILTIN_RUNTIMES).
+CLASSIC_RUNTIMES = {
+    "mlserver_sklearn.SKLearnModel": SKLearnModel,
+    "sklearn": SKLearnModel,
+    "mlserver_xgboost.XGBoostModel": XGBoostModel,
+    "xgboost": XGBoostModel,
+    "mlserver_lightgbm.LightGBMModel": LightGBMModel,
+    "lightgbm": LightGBMModel,
+    "gpuserve.runtimes_classic.SKLearnModel": SKLearnModel,
+    "gpuserve.runtimes_classic.XGBoostModel": XGBoostModel,
+    "gpuserve.runtimes_classic.LightGBMModel": LightGBMModel,
+}

@@ -1,0 +1,6 @@
+from gpuserve.mlserver import MLModel
+
+
+class BrokenRuntime(MLModel):
+    async def load(self) -> bool:
+        raise RuntimeError("weights file is corrupt")
