@@ -52,7 +52,7 @@ def start(args: argparse.Namespace) -> int:
     from gpuserve.logging_setup import configure_logging
 
     configure_logging(settings)
-    registry = DiskRepository(folder, device=settings.device).populate(ModelRepository())
+    registry = DiskRepository(folder, device=settings.device, parallel_workers=settings.parallel_workers).populate(ModelRepository())
     from gpuserve.server.model_server import ModelServer
 
     ModelServer(settings=settings, registered_models=registry).start()

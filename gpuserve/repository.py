@@ -79,6 +79,9 @@ def import_class(dotted: str, folder: Optional[Path]):
 
 def instantiate(cls, settings: ModelSettings) -> BaseKServeModel:
     """Build a model, passing only what its constructor takes (name, settings, uri)."""
+    adapter = getattr(cls, "__gpuserve_adapter__", None)
+    if adapter is not None:  # gpuserve.mlserver.MLModel runtimes are served through an adapter
+        return adapter(settings)
     try:
         params = inspect.signature(cls).parameters
     except (TypeError, ValueError):
@@ -125,9 +128,10 @@ def runtime_for(settings: ModelSettings):
 class DiskRepository:
     """Scans `root` once per call; `build(name)` makes fresh model objects for a (re)load."""
 
-    def __init__(self, root: str | Path, device: Optional[str] = None):
+    def __init__(self, root: str | Path, device: Optional[str] = None, parallel_workers: int = 0):
         self.root = Path(root)
         self.device = device  # the server's default for models whose settings name none
+        self.parallel_workers = parallel_workers  # the server's default (MLServer's settings.json)
         if not self.root.is_dir():
             raise InvalidSettings(f"model repository folder '{root}' does not exist or is not a folder")
 
@@ -181,7 +185,9 @@ class DiskRepository:
             settings.device = self.device
         try:
             runtime = runtime_for(settings)
-            if settings.parallel_workers and not getattr(runtime, "engine_backed", False):
+            workers = settings.parallel_workers if settings.parallel_workers is not None else self.parallel_workers
+            if workers and not getattr(runtime, "engine_backed", False):
+                settings.parallel_workers = workers
                 from gpuserve.parallel import ParallelModel
 
                 return ParallelModel(settings, settings.parallel_workers)

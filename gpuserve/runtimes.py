@@ -24,6 +24,7 @@ from gpuserve.engine.staging import StagingPool
 from gpuserve.engine.stats import ModelStats
 from gpuserve.errors import InvalidInput, ModelLoadError, ModelMissingError, ModelNotReady
 from gpuserve.model import Model
+from gpuserve.runtimes_classic import CLASSIC_RUNTIMES
 from gpuserve.settings import ModelSettings
 from gpuserve.types import InferOutput, InferRequest, InferResponse
 
@@ -254,4 +255,5 @@ BUILTIN_RUNTIMES = {
     "onnxruntime_onnx": OnnxModel,
     "gpuserve.runtimes.OnnxModel": OnnxModel,
 }
+BUILTIN_RUNTIMES.update(CLASSIC_RUNTIMES)
 ARTEFACT_RUNTIMES = {".onnx": OnnxModel, ".pt2": TorchModel, ".pt": TorchModel}

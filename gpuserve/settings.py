@@ -52,6 +52,23 @@ class _JsonFileSource(PydanticBaseSettingsSource):
         return dict(self.values)
 
 
+class _MLServerSource(PydanticBaseSettingsSource):
+    """MLServer's settings.json names and MLSERVER_* variables: below every gpuserve source."""
+
+    def __init__(self, settings_cls: Type[BaseSettings], folder: Optional[Path]):
+        super().__init__(settings_cls)
+        from gpuserve.mlserver.settings import mlserver_overrides
+
+        fields = settings_cls.model_fields
+        self.values = {k: v for k, v in mlserver_overrides(folder, os.environ).items() if k in fields}
+
+    def get_field_value(self, field, field_name):  # pragma: no cover - __call__ is used
+        return self.values.get(field_name), field_name, False
+
+    def __call__(self) -> Dict[str, Any]:
+        return dict(self.values)
+
+
 _SETTINGS_PATH: Optional[Path] = None
 
 
@@ -68,6 +85,7 @@ class ServerSettings(BaseSettings):
     enable_grpc: bool = True
     enable_metrics_server: bool = True
     workers: int = 1
+    parallel_workers: int = 0  # default for custom models whose settings name none (0: in process)
     max_threads: Optional[int] = None
     max_asyncio_workers: Optional[int] = None
     model_repository_root: Optional[str] = None
@@ -100,7 +118,8 @@ class ServerSettings(BaseSettings):
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
                                    file_secret_settings) -> Tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _JsonFileSource(settings_cls, _SETTINGS_PATH))
+        return (init_settings, env_settings, _JsonFileSource(settings_cls, _SETTINGS_PATH),
+                _MLServerSource(settings_cls, _SETTINGS_PATH.parent if _SETTINGS_PATH else None))
 
     @classmethod
     def load(cls, folder: Optional[str | os.PathLike] = None, **overrides: Any) -> "ServerSettings":

@@ -24,7 +24,6 @@ from gpuserve.repository import DiskRepository
 from gpuserve.runtimes_classic import CLASSIC_RUNTIMES, LightGBMModel, SKLearnModel, XGBoostModel
 from gpuserve.settings import ModelSettings
 from gpuserve.types import InferRequest, RequestedOutput
-from mlserver_examples import pending_hooks
 
 RNG = np.random.default_rng(3)
 X = RNG.normal(size=(40, 3))
@@ -97,7 +96,6 @@ def test_missing_artefact_and_missing_framework_are_clear(tmp_path, monkeypatch)
 
 
 def test_mlserver_runtime_names_resolve_from_model_settings(tmp_path, monkeypatch):
-    pending_hooks.apply(monkeypatch.setattr, monkeypatch.setitem)
     names = (("sk", "mlserver_sklearn.SKLearnModel"), ("short", "sklearn"),
              ("xgb", "mlserver_xgboost.XGBoostModel"), ("lgb", "mlserver_lightgbm.LightGBMModel"))
     for folder, implementation in names:

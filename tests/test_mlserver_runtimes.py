@@ -31,7 +31,6 @@ from tritonclient.utils import InferenceServerException
 from conftest import running_server
 from gpuserve import ModelRepository
 from gpuserve.repository import DiskRepository
-from mlserver_examples import pending_hooks
 
 EXAMPLES = Path(__file__).resolve().parent / "mlserver_examples"
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +41,7 @@ SAMPLES = {"a": 0.5, "bM": 0.25, "bA": -0.75}  # uri/numpyro-divorce.json
 
 def copy_examples(root: Path) -> Path:
     shutil.copytree(EXAMPLES, root, dirs_exist_ok=True,
-                    ignore=shutil.ignore_patterns("pending_hooks.py", "README.md", "__pycache__"))
+                    ignore=shutil.ignore_patterns("README.md", "__pycache__"))
     return root
 
 
@@ -63,15 +62,13 @@ def train_classifier(folder: Path):
 def served(tmp_path_factory):
     root = copy_examples(tmp_path_factory.mktemp("mlserver-models"))
     classifier, features = train_classifier(root / "sklearn")
-    with pytest.MonkeyPatch.context() as patch:
-        pending_hooks.apply(patch.setattr, patch.setitem)
-        registry = DiskRepository(root).populate(ModelRepository())
-        with running_server(repository=registry) as server:
-            http = httpx.Client(base_url=f"http://127.0.0.1:{server.ports['http']}", timeout=TIMEOUT)
-            with triton.InferenceServerClient(f"127.0.0.1:{server.ports['grpc']}") as grpc_client:
-                yield SimpleNamespace(server=server, http=http, grpc=grpc_client, registry=registry,
-                                      classifier=classifier, features=features, root=root)
-            http.close()
+    registry = DiskRepository(root).populate(ModelRepository())
+    with running_server(repository=registry) as server:
+        http = httpx.Client(base_url=f"http://127.0.0.1:{server.ports['http']}", timeout=TIMEOUT)
+        with triton.InferenceServerClient(f"127.0.0.1:{server.ports['grpc']}") as grpc_client:
+            yield SimpleNamespace(server=server, http=http, grpc=grpc_client, registry=registry,
+                                  classifier=classifier, features=features, root=root)
+        http.close()
 
 
 def grpc_input(name, array, datatype=None, content_type=None):
@@ -273,8 +270,6 @@ def test_request_metadata_reaches_the_runtime_over_grpc(served):
     assert "headers" not in result.get_response().parameters
 
 
-@pytest.mark.xfail(strict=True, reason="server/grpc/service.py drops the response headers a model returns; "
-                                       "MLServer sends them as trailing metadata (see the report)")
 def test_response_headers_reach_the_client_over_grpc(served):
     from gpuserve.server.grpc import inference_pb2 as pb
     from gpuserve.server.grpc import inference_pb2_grpc as pb_grpc
@@ -403,8 +398,6 @@ async def test_adaptive_batching_merges_and_splits_mlmodel_requests(tmp_path):
 
 # -- parallel workers: needs the instantiate hook inside each spawned worker ----------------------------
 
-@pytest.mark.skipif("instantiate" in pending_hooks.missing(),
-                    reason="gpuserve.repository.instantiate lacks the __gpuserve_adapter__ hook (see the report)")
 def test_parallel_workers_serve_an_mlmodel_runtime(tmp_path):
     folder = tmp_path / "simplified"
     shutil.copytree(EXAMPLES / "simplified", folder)
@@ -423,8 +416,6 @@ def test_parallel_workers_serve_an_mlmodel_runtime(tmp_path):
 
 BOOT = """
 import sys
-from mlserver_examples import pending_hooks
-pending_hooks.apply()
 from gpuserve.cli import main
 sys.exit(main(sys.argv[1:]))
 """

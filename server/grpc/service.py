@@ -107,14 +107,17 @@ class InferenceServicer:
         return pb.ModelConfigResponse(config=convert.config_to_proto(config))
 
     # inference --------------------------------------------------------------------------------
-    async def _infer(self, request: pb.ModelInferRequest, headers: Dict[str, str]) -> pb.ModelInferResponse:
+    async def _infer(self, request: pb.ModelInferRequest, headers: Dict[str, str], context=None
+                     ) -> pb.ModelInferResponse:
         infer_request = convert.request_from_proto(request)
-        response, _ = await self.plane.infer(infer_request, headers)
+        response, response_headers = await self.plane.infer(infer_request, headers)
+        if response_headers and context is not None:  # a model's response headers travel as trailing metadata
+            context.set_trailing_metadata(tuple((str(k).lower(), str(v)) for k, v in response_headers.items()))
         return convert.response_to_proto(response, infer_request)
 
     @_guard
     async def ModelInfer(self, request, context):
-        return await self._infer(request, _headers(context))
+        return await self._infer(request, _headers(context), context)
 
     async def ModelStreamInfer(self, requests: AsyncIterator[pb.ModelInferRequest], context
                                ) -> AsyncIterator[pb.ModelStreamInferResponse]:
