@@ -26,8 +26,10 @@ def current_model() -> Tuple[str, str]:
     return _current.get()
 
 
-def set_current_model(name: str, version) -> contextvars.Token:
-    return _current.set((name, "" if version is None else str(version)))
+def set_current_model(name: str, version) -> None:
+    """Label the current request for `log()`; skipped (it costs a context copy) until a metric exists."""
+    if _metrics:
+        _current.set((name, "" if version is None else str(version)))
 
 
 def register(name: str, description: str):
