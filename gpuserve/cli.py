@@ -29,6 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("--host", default=None, help="address to listen on (default 0.0.0.0, env GPUSERVE_HOST)")
     start.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (env GPUSERVE_DEVICE)")
     start.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING, ... (env GPUSERVE_LOG_LEVEL)")
+    start.add_argument("--workers", type=int, default=None,
+                       help="serving processes sharing the ports (default 1, env GPUSERVE_WORKERS)")
     return parser
 
 
@@ -48,10 +50,14 @@ def start(args: argparse.Namespace) -> int:
         raise GpuserveError(f"model repository folder '{folder}' does not exist or is not a folder")
     settings = ServerSettings.load(folder, http_port=args.http_port, grpc_port=args.grpc_port,
                                    metrics_port=args.metrics_port, host=args.host, device=args.device,
-                                   log_level=args.log_level)
+                                   log_level=args.log_level, workers=args.workers)
     from gpuserve.logging_setup import configure_logging
 
     configure_logging(settings)
+    if settings.workers > 1:
+        from gpuserve.server.workers import serve_workers
+
+        return serve_workers(str(folder), settings)
     registry = DiskRepository(folder, device=settings.device, parallel_workers=settings.parallel_workers).populate(ModelRepository())
     from gpuserve.server.model_server import ModelServer
 

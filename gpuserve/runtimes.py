@@ -179,10 +179,13 @@ class FrameworkModel(Model):
 
 
 def _cpu_count() -> int:
+    """Cores for this process's model runtimes: its affinity, shared among serving workers."""
     try:
-        return max(len(os.sched_getaffinity(0)), 1)
+        cores = max(len(os.sched_getaffinity(0)), 1)
     except AttributeError:  # pragma: no cover - non-Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    share = int(os.environ.get("GPUSERVE_CPU_SHARE", "1") or 1)
+    return max(cores // max(share, 1), 1)
 
 
 def _json_safe(array: np.ndarray) -> np.ndarray:

@@ -85,6 +85,7 @@ class ServerSettings(BaseSettings):
     enable_grpc: bool = True
     enable_metrics_server: bool = True
     workers: int = 1
+    reuse_port: bool = False  # set for each of several workers sharing the ports
     parallel_workers: int = 0  # default for custom models whose settings name none (0: in process)
     max_threads: Optional[int] = None
     max_asyncio_workers: Optional[int] = None

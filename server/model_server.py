@@ -39,10 +39,12 @@ class PortInUse(InvalidSettings):
     pass
 
 
-def bind(host: str, port: int) -> socket.socket:
+def bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:  # several worker processes share the port; the kernel spreads connections
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:
@@ -144,8 +146,9 @@ class ModelServer:
         """Serve until SIGTERM/SIGINT; blocks. Models not yet loaded are loaded first."""
         configure_logging(self.settings)
         if self.settings.workers > 1:
-            logger.warning("workers=%d requested: gpuserve runs one process per device and batches inside it; "
-                           "serving with 1 worker", self.settings.workers)
+            logger.warning("workers=%d: several processes need the models built in each of them; that works for "
+                           "`gpuserve start FOLDER` (see server/workers.py), not for model objects passed to "
+                           "start(); serving with 1 worker", self.settings.workers)
         try:
             import uvloop  # noqa: F401
 
@@ -165,12 +168,12 @@ class ModelServer:
         for model in models or []:
             self.register_model(model)
         s = self.settings
-        http_sock = bind(s.host, s.http_port)
+        http_sock = bind(s.host, s.http_port, s.reuse_port)
         self.ports["http"] = http_sock.getsockname()[1]
         metrics_sock = None
         if s.enable_metrics_server and not (s.metrics_port and s.metrics_port == s.http_port):
             try:
-                metrics_sock = bind(s.host, s.metrics_port)
+                metrics_sock = bind(s.host, s.metrics_port, s.reuse_port)
             except PortInUse:
                 http_sock.close()
                 raise

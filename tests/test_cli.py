@@ -174,3 +174,43 @@ def test_kserve_script_runs_with_only_the_import_changed(tmp_path):
     finally:
         code = stop(proc)
     assert code == 0
+
+
+def test_two_workers_share_the_ports_and_stop_cleanly(tmp_path):
+    (tmp_path / "pid").mkdir()
+    (tmp_path / "pid" / "model-settings.json").write_text(json.dumps({"implementation": "pid_model.Pid"}))
+    (tmp_path / "pid" / "pid_model.py").write_text(textwrap.dedent("""
+        import os
+        from gpuserve import Model
+
+        class Pid(Model):
+            def load(self):
+                self.ready = True
+
+            def predict(self, payload, headers=None):
+                return {"predictions": [os.getpid()]}
+        """))
+    http, grpc, metrics = free_port(), free_port(), free_port()
+    proc = start([*GPUSERVE, "start", str(tmp_path), "--host", "127.0.0.1", "--http-port", str(http),
+                  "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--workers", "2"])
+    try:
+        wait_ready(http, proc)
+        pids = set()
+        deadline = time.monotonic() + 60
+        while len(pids) < 2 and time.monotonic() < deadline:
+            try:  # a new connection each time, so the kernel may pick either worker
+                with httpx.Client(timeout=10) as client:
+                    reply = client.post(f"http://127.0.0.1:{http}/v1/models/pid:predict", json={"instances": [1]})
+                if reply.status_code == 200:
+                    pids.add(reply.json()["predictions"][0])
+            except httpx.HTTPError:
+                pass  # the second worker may still be starting
+        assert len(pids) == 2 and proc.pid not in pids
+        import tritonclient.grpc as grpcclient
+
+        with grpcclient.InferenceServerClient(f"127.0.0.1:{grpc}") as client:
+            assert client.is_model_ready("pid")
+        assert httpx.get(f"http://127.0.0.1:{metrics}/metrics").status_code == 200
+    finally:
+        code = stop(proc)
+    assert code == 0

@@ -311,8 +311,9 @@ def _address(host: str, port: int) -> str:
 async def start_grpc_server(plane: DataPlane, settings: ServerSettings) -> Tuple[grpc.aio.Server, int]:
     """Build, bind and start the server; returns it and the bound port (port 0: one the OS picked)."""
     limit = int(settings.grpc_max_message_bytes)
+    # A port in use must fail, not be shared silently, unless several workers share it on purpose.
     options = [("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit),
-               ("grpc.so_reuseport", 0)]  # a port in use must fail, not be shared silently
+               ("grpc.so_reuseport", 1 if getattr(settings, "reuse_port", False) else 0)]
     server = grpc.aio.server(options=options)
     server.add_generic_rpc_handlers((service_handler(InferenceServicer(plane)),))
     _add_health(server, plane)

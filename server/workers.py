@@ -1,0 +1,80 @@
+"""Several serving processes on the same ports (`workers` > 1), for CPU-bound request handling.
+
+One event loop saturates one core with per-request Python work long before a batched model does;
+on a machine with more cores, N processes each run the whole server (its own event loop, engine and
+model instances) on sockets bound with SO_REUSEPORT, and the kernel spreads connections over them.
+Workers are spawned, never forked (model runtimes' threads and CUDA do not survive a fork), and each
+builds its models from the repository folder itself. The parent only checks the ports, starts the
+workers, forwards SIGTERM/SIGINT and waits; it exits 0 when they all stopped cleanly.
+
+Each worker keeps its own statistics and engine; the metrics port is served by worker 0 only, and
+model control (repository load/unload) is switched off, since a request would reach one worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+from typing import List
+
+from gpuserve.settings import ServerSettings
+from gpuserve.server.model_server import PortInUse, bind
+
+logger = logging.getLogger("gpuserve")
+
+
+def _check_free(host: str, port: int) -> None:
+    if port:
+        bind(host, port).close()  # raises PortInUse with a clear message
+
+
+def _worker(folder: str, settings_json: str, index: int) -> None:
+    from gpuserve.logging_setup import configure_logging
+    from gpuserve.model_repository import ModelRepository
+    from gpuserve.repository import DiskRepository
+    from gpuserve.server.model_server import ModelServer
+
+    settings = ServerSettings.model_validate_json(settings_json)
+    updates = {"workers": 1, "model_control_enabled": False, "reuse_port": True}
+    if index:
+        updates["enable_metrics_server"] = False
+    settings = settings.model_copy(update=updates)
+    configure_logging(settings)
+    os.environ["GPUSERVE_WORKER_INDEX"] = str(index)
+    registry = DiskRepository(folder, device=settings.device, parallel_workers=settings.parallel_workers
+                              ).populate(ModelRepository())
+    ModelServer(settings=settings, registered_models=registry).start()
+
+
+def serve_workers(folder: str, settings: ServerSettings) -> int:
+    for port in (settings.http_port, settings.grpc_port if settings.enable_grpc else 0,
+                 settings.metrics_port if settings.enable_metrics_server else 0):
+        _check_free(settings.host, port)
+    if 0 in (settings.http_port,) or (settings.enable_grpc and settings.grpc_port == 0):
+        raise PortInUse("workers > 1 need fixed ports (port 0 would give each worker its own)")
+    context = multiprocessing.get_context("spawn")
+    # Split the cores between the workers' model runtimes instead of oversubscribing them.
+    os.environ["GPUSERVE_CPU_SHARE"] = str(settings.workers)
+    children: List[multiprocessing.Process] = []
+    for index in range(settings.workers):
+        child = context.Process(target=_worker, args=(folder, settings.model_dump_json(), index),
+                                name=f"gpuserve-worker-{index}")
+        child.start()
+        children.append(child)
+    logger.info("gpuserve: %d workers on %s:%d (pids %s)", len(children), settings.host, settings.http_port,
+                ", ".join(str(c.pid) for c in children))
+
+    def forward(signum, _frame):
+        for child in children:
+            if child.is_alive():
+                os.kill(child.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for child in children:
+        child.join()
+    codes = [c.exitcode for c in children]
+    return 0 if all(code == 0 for code in codes) else 1
+
