@@ -66,7 +66,13 @@ class ModelRepository:
     def get_model(self, name: str, version: Optional[str] = None) -> Optional[BaseKServeModel]:
         if version in (None, ""):
             return self.models.get(name)
-        return self._versions.get(name, {}).get(str(version))
+        versions = self._versions.get(name, {})
+        model = versions.get(str(version))
+        if model is None and list(versions) == [None]:
+            # A model without versions (bare file, KServe object) answers any version a client names,
+            # as tritonclient users pass model_version="1" by habit.
+            model = versions[None]
+        return model
 
     def get_models(self) -> Dict[str, BaseKServeModel]:
         return dict(self.models)

@@ -160,16 +160,18 @@ class FrameworkModel(Model):
             results = await self._submit(self._arrays(payload), payload.parameters, wanted)
             outputs = [InferOutput.from_numpy(name, _json_safe(array)) for name, array in results.items()]
             return InferResponse(payload.id, self.name, outputs, model_version=self.version)
-        if isinstance(payload, dict) and "instances" in payload:
+        if isinstance(payload, dict) and ("instances" in payload or "inputs" in payload):
             return await self._predict_v1(payload)
-        raise InvalidInput("expected a V2 inference request or a V1 body with 'instances'")
+        raise InvalidInput("expected a V2 inference request or a V1 body with 'instances' or 'inputs'")
 
     async def _predict_v1(self, body: dict) -> dict:
         if len(self.backend.inputs) != 1:
             raise InvalidInput(f"model '{self.name}' has {len(self.backend.inputs)} inputs; use the V2 protocol")
         spec = self.backend.inputs[0]
         try:
-            array = np.asarray(body["instances"], dtype=to_numpy_dtype(spec.datatype))
+            # KServe V1: row form {"instances": [...]}, or the columnar form {"inputs": [...]}
+            rows = body["instances"] if "instances" in body else body["inputs"]
+            array = np.asarray(rows, dtype=to_numpy_dtype(spec.datatype))
         except (TypeError, ValueError) as exc:
             raise InvalidInput(f"'instances' do not fit {spec.datatype}: {exc}") from None
         if not _shape_fits(spec.shape, array.shape):

@@ -126,10 +126,20 @@ def test_v2_every_datatype_round_trips_over_http(client, datatype, values):
     assert np.array_equal(got, expected, equal_nan=expected.dtype.kind == "f")
 
 
-def test_v2_versioned_routes(client):
-    assert client.get("/v2/models/mlp/versions/1").status_code == 404
-    assert client.post("/v2/models/doubler/versions/7/infer",
-                       json={"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]}).status_code == 404
+def test_v2_versioned_routes_on_unversioned_models(client):
+    # a model without versions answers the version a client names (tritonclient's model_version="1")
+    assert client.get("/v2/models/mlp/versions/1").json()["name"] == "mlp"
+    reply = client.post("/v2/models/doubler/versions/7/infer",
+                        json={"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]})
+    assert reply.status_code == 200 and reply.json()["outputs"][0]["data"] == [2.0]
+
+
+def test_v1_columnar_inputs_form(client, onnx_repo):
+    _, weight, bias = onnx_repo
+    x = np.ones((1, 4), np.float32)
+    reply = client.post("/v1/models/mlp:predict", json={"inputs": x.tolist()})
+    assert reply.status_code == 200
+    assert np.allclose(reply.json()["predictions"], onnx_reference(x, weight, bias), rtol=1e-5)
 
 
 def test_openapi_docs_are_served(client):
