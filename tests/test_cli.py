@@ -214,3 +214,20 @@ def test_two_workers_share_the_ports_and_stop_cleanly(tmp_path):
     finally:
         code = stop(proc)
     assert code == 0
+
+
+def test_json_logs_and_access_log_switch(tmp_path):
+    http = free_port()
+    env = {"GPUSERVE_LOGGING_FORMAT": "json", "GPUSERVE_ACCESS_LOG": "true", "GPUSERVE_HOST": "127.0.0.1"}
+    proc = start([*GPUSERVE, "start", str(DEMO), "--http-port", str(http), "--grpc-port", str(free_port()),
+                  "--metrics-port", str(free_port())], env=env)
+    try:
+        wait_ready(http, proc)
+        httpx.get(f"http://127.0.0.1:{http}/v2/models/iris-mlp")
+    finally:
+        assert stop(proc) == 0
+    lines = [line for line in proc.stderr.read().splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]  # every line is one JSON object
+    assert all({"time", "level", "logger", "message"} <= set(r) for r in records)
+    assert any("/v2/models/iris-mlp" in r["message"] for r in records if r["logger"] == "uvicorn.access")
+    assert any("listening" in r["message"] for r in records)

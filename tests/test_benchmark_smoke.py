@@ -1,0 +1,23 @@
+"""The load-test harness end to end in its smoke mode: it starts gpuserve through the launch line,
+drives it with the built-in generator, reads the batch statistics and writes its tables (CI keeps
+this a few seconds; full runs are by hand, see benchmarks/README.md)."""
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_harness_smoke_mode(tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run_http.py"), "--smoke",
+                          "--out", str(tmp_path / "http"), "--csv", str(tmp_path / "http.csv")],
+                         capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = list(csv.DictReader((tmp_path / "http.csv").open()))
+    gpuserve = [r for r in rows if r["server"] == "gpuserve"]
+    assert {r["concurrency"] for r in gpuserve} == {"1", "8"}
+    assert all(float(r["rps"]) > 0 and int(r["errors"]) == 0 for r in gpuserve)
+    table = (tmp_path / "http.md").read_text()
+    assert "gpuserve" in table and "In-process limit" in table
