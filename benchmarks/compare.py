@@ -9,7 +9,8 @@ to the in-process limit), the CSV and the plot.
     .peers/bench/bin/python benchmarks/compare.py --servers gpuserve,kserve --protocols v1 --generator wrk
 
 Writes benchmarks/results/compare.{csv,md,png}. Each server runs the protocols it speaks among
---protocols (MLServer: V2 JSON only; Triton: V2 JSON and binary; gpuserve, KServe: all three).
+--protocols (MLServer: V2 JSON only; Triton: V2 JSON and binary; gpuserve, KServe: all three; `grpc`,
+not in the default, is gpuserve's and Triton's `inference.GRPCInferenceService/ModelInfer`).
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def _gpuserve_version() -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    harness.add_common_args(parser, protocols=loadgen.PROTOCOLS)
+    harness.add_common_args(parser, protocols=[p for p in loadgen.PROTOCOLS if p != "grpc"])
     parser.set_defaults(csv=harness.RESULTS / "compare.csv")
     parser.add_argument("--servers", default="gpuserve," + ",".join(PEERS))
     parser.add_argument("--out", type=Path, default=harness.RESULTS / "compare", help="STEM.md and STEM.png")
@@ -97,7 +98,12 @@ def main() -> int:
     selftest = []
     if not args.no_selftest:
         print("generator capacity against a trivial raw-asyncio endpoint ...", file=sys.stderr)
-        selftest = loadgen.selftest(1.0 if args.smoke else 3.0, [1, 32, 64], [args.generator])
+        if any(p != "grpc" for p in args.protocol_list):
+            selftest = loadgen.selftest(1.0 if args.smoke else 3.0, [1, 32, 64], [args.generator])
+    grpc_selftest = []
+    if not args.no_selftest and "grpc" in args.protocol_list:
+        print("grpc.aio generator capacity against a trivial grpc.aio server ...", file=sys.stderr)
+        grpc_selftest = loadgen.selftest_grpc(1.0 if args.smoke else 3.0, [1, 32, 64])
     progress = harness.Progress(total, "compare")
     rows = []
     for server, supported in plan:
@@ -131,6 +137,12 @@ def main() -> int:
     if selftest:
         header.append("Generator capacity (trivial raw-asyncio endpoint, same machine): " + ", ".join(
             f"c={r.concurrency}: {r.rps:,.0f} req/s" for r in selftest))
+    if grpc_selftest:
+        header.append("gRPC generator capacity (trivial grpc.aio server, same machine): " + ", ".join(
+            f"c={r.concurrency}: {r.rps:,.0f} req/s" for r in grpc_selftest))
+    if "grpc" in args.protocol_list:
+        header.append("gRPC points: grpc.aio closed loop, one pre-serialized ModelInferRequest (raw_input_contents), "
+                      "one channel per 8 callers (at most 8)")
     header += [f"Skipped: {s}" for s in skipped] + [f"Note: {n}" for n in notes]
     text = "\n".join(f"- {h}" for h in header) + "\n\n" + table + "\n"
     args.out.parent.mkdir(parents=True, exist_ok=True)

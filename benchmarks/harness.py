@@ -385,13 +385,15 @@ def _point(server, base_url, case, target, c, generator, seconds, warmup, batch_
 def sweep(server: str, base_url: str, case_list: Sequence[Case], concurrency: Sequence[int], generator: str,
           seconds: float, warmup: float = 0.5, progress: Optional[Progress] = None,
           batch_stats: bool = False, pgid: Optional[int] = None, max_other: Optional[float] = None,
-          retries: int = 0) -> List[dict]:
+          retries: int = 0, grpc_url: Optional[str] = None) -> List[dict]:
     """Every case at every concurrency through one generator; one row per point. A point during which
     processes outside the benchmark used more than `max_other` cores is run again (up to `retries`
     times) and the quietest attempt kept."""
     rows = []
     for case in case_list:
-        target = case.target(base_url)
+        if case.protocol == "grpc" and not grpc_url:
+            continue
+        target = case.target(grpc_url if case.protocol == "grpc" else base_url)
         status, body = loadgen.check_target(target)
         if status // 100 != 2:
             note = f"rejected: HTTP {status}: {body[:300].decode('utf-8', 'replace')}"
@@ -667,11 +669,13 @@ def gpuserve_bin() -> str:
 
 @dataclasses.dataclass
 class Launch:
-    """What a server script hands the runner: the started process, its base URL, readiness URLs."""
+    """What a server script hands the runner: the started process, its base URL, readiness URLs, and
+    its gRPC address (grpc://127.0.0.1:PORT) for the `grpc` protocol."""
 
     process: ServerProcess
     base_url: str
     ready_urls: List[str]
+    grpc_url: Optional[str] = None
 
 
 def add_common_args(parser, protocols: Sequence[str] = ("v2-json",)) -> None:
@@ -715,7 +719,7 @@ def run_server(server: str, launcher: Callable[[Dict[str, Path], Path], Launch],
         say(f"{server}: ready in {ready_s:.1f} s at {launch.base_url} (log {launch.process.log})")
         rows = sweep(server, launch.base_url, case_list, args.concurrency_list, args.generator, args.seconds,
                      args.warmup, progress, batch_stats, pgid=launch.process.proc.pid, max_other=args.max_other,
-                     retries=args.retries)
+                     retries=args.retries, grpc_url=launch.grpc_url)
     finally:
         code = launch.process.stop()
         say(f"{server}: stopped (exit {code})")

@@ -36,7 +36,8 @@ import urllib.request
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-PROTOCOLS = ("v2-json", "v2-binary", "v1")
+PROTOCOLS = ("v2-json", "v2-binary", "v1", "grpc")
+GRPC_METHOD = "/inference.GRPCInferenceService/ModelInfer"
 GENERATORS = ("builtin", "hey", "wrk", "vegeta")
 
 _NP_DTYPES = {"FP32": "float32", "FP64": "float64", "FP16": "float16", "INT64": "int64", "INT32": "int32",
@@ -138,7 +139,24 @@ def make_target(base_url: str, model: str, protocol: str, input_name: str, shape
         head = json.dumps(header).encode()
         return Target(url, body=head + raw, headers={"Content-Type": "application/octet-stream",
                                                      "Inference-Header-Content-Length": str(len(head))})
+    if protocol == "grpc":  # base_url is grpc://HOST:PORT; body = one serialized ModelInferRequest
+        return Target(base_url + GRPC_METHOD, method="GRPC",
+                      body=grpc_infer_request(model, input_name, shape, datatype, array.tobytes(), output_name))
     raise ValueError(f"protocol must be one of {PROTOCOLS}, not {protocol!r}")
+
+
+def grpc_infer_request(model: str, input_name: str, shape: Sequence[int], datatype: str, raw: bytes,
+                       output_name: Optional[str] = None) -> bytes:
+    """A KServe V2 `ModelInferRequest`, serialized once (tensor bytes in `raw_input_contents`)."""
+    from tritonclient.grpc import service_pb2
+
+    request = service_pb2.ModelInferRequest(model_name=model)
+    tensor = request.inputs.add(name=input_name, datatype=datatype)
+    tensor.shape.extend(int(d) for d in shape)
+    if output_name:
+        request.outputs.add(name=output_name)
+    request.raw_input_contents.append(raw)
+    return request.SerializeToString()
 
 
 def model_io(base_url: str, model: str, timeout: float = 5.0) -> Tuple[str, List[int], str, Optional[str]]:
@@ -321,6 +339,84 @@ def run_builtin(target: Target, concurrency: int, seconds: float, warmup: float 
         return loop.run_until_complete(_builtin_async(target, concurrency, seconds, warmup))
     finally:
         loop.close()
+
+
+# --------------------------------------------------------------------------------------------- grpc (builtin)
+
+def grpc_channels(concurrency: int) -> int:
+    """Channels (one HTTP/2 connection each) for N callers: one per 8 callers, 1 to 8 (measured against
+    the trivial server: 1 channel for 32 callers drives half of what 4 do)."""
+    return max(1, min(8, (concurrency + 7) // 8))
+
+
+def _grpc_options():
+    return [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1),
+            ("grpc.use_local_subchannel_pool", 1)]  # a distinct connection per channel
+
+
+async def _grpc_async(target: Target, concurrency: int, seconds: float, warmup: float) -> Result:
+    import grpc
+
+    host_port, method = target.url.split("://", 1)[1].split("/", 1)
+    channels = [grpc.aio.insecure_channel(host_port, options=_grpc_options())
+                for _ in range(grpc_channels(concurrency))]
+    # no serializers: the pre-serialized request bytes go out as they are, responses stay bytes
+    calls = [ch.unary_unary("/" + method) for ch in channels]
+    request = target.body
+    clock = time.perf_counter
+    try:
+        for ch in channels:
+            await asyncio.wait_for(ch.channel_ready(), 10.0)
+        begin = clock()
+        window_start, deadline = begin + warmup, begin + warmup + seconds
+        lat: List[float] = []
+        errors, sample = 0, [""]
+
+        async def caller(call):
+            nonlocal errors
+            while True:
+                t0 = clock()
+                if t0 >= deadline:
+                    return
+                try:
+                    await call(request, timeout=20.0)
+                except grpc.aio.AioRpcError as exc:
+                    now = clock()
+                    if t0 >= window_start and now <= deadline:
+                        errors += 1
+                        sample[0] = sample[0] or f"{exc.code().name}: {exc.details()}"
+                    continue
+                now = clock()
+                if t0 >= window_start and now <= deadline:
+                    lat.append(now - t0)
+
+        await asyncio.gather(*(caller(calls[i % len(calls)]) for i in range(concurrency)))
+    finally:
+        for ch in channels:
+            await ch.close()
+    return _summarise("grpc.aio", target.url, concurrency, seconds, lat, errors, sample[0])
+
+
+def run_grpc(target: Target, concurrency: int, seconds: float, warmup: float = 0.5) -> Result:
+    """Closed loop over gRPC: `concurrency` grpc.aio callers, each one unary call in flight, on
+    `grpc_channels(concurrency)` channels, the same serialized request every time."""
+    loop = asyncio.new_event_loop()  # grpc.aio runs on the standard loop (not uvloop)
+    try:
+        return loop.run_until_complete(_grpc_async(target, concurrency, seconds, warmup))
+    finally:
+        loop.close()
+
+
+def check_grpc(target: Target, timeout: float = 30.0) -> Tuple[int, bytes]:
+    """One blocking call (waits for the server's port): (200, response bytes) or (gRPC code value, details)."""
+    import grpc
+
+    host_port, method = target.url.split("://", 1)[1].split("/", 1)
+    with grpc.insecure_channel(host_port, options=_grpc_options()) as channel:
+        try:
+            return 200, channel.unary_unary("/" + method)(target.body, timeout=timeout, wait_for_ready=True)
+        except grpc.RpcError as exc:
+            return 500 + exc.code().value[0], f"{exc.code().name}: {exc.details()}".encode()
 
 
 # --------------------------------------------------------------------------------------------- hey
@@ -511,11 +607,17 @@ def available_generators() -> List[str]:
 def run(generator: str, target: Target, concurrency: int, seconds: float, warmup: float = 0.5) -> Result:
     if generator not in RUNNERS:
         raise ValueError(f"generator must be one of {GENERATORS}")
+    if target.method == "GRPC":
+        if generator != "builtin":
+            raise RuntimeError(f"{generator} speaks HTTP only; gRPC points use the builtin generator (grpc.aio)")
+        return run_grpc(target, concurrency, seconds, warmup)
     return RUNNERS[generator](target, concurrency, seconds, warmup)
 
 
 def check_target(target: Target, timeout: float = 10.0) -> Tuple[int, bytes]:
     """Send the request once (urllib): (status, body). Used to fail fast on a rejected request shape."""
+    if target.method == "GRPC":
+        return check_grpc(target)
     request = urllib.request.Request(target.url, data=target.body or None, method=target.method,
                                      headers=target.headers)
     try:
@@ -547,6 +649,25 @@ except ImportError:
     loop = asyncio.new_event_loop()
 server = loop.run_until_complete(loop.create_server(P, "127.0.0.1", int(sys.argv[1]), backlog=1024))
 print("ready", flush=True); loop.run_forever()
+"""
+
+
+_TRIVIAL_GRPC_SERVER = r"""
+import asyncio, sys, grpc
+from tritonclient.grpc import service_pb2
+out = service_pb2.ModelInferResponse(model_name="trivial")
+out.outputs.add(name="output", datatype="FP32", shape=[1, 10]); out.raw_output_contents.append(bytes(40))
+RESP = out.SerializeToString()
+async def infer(request, context):
+    return RESP
+async def main():
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    handler = grpc.method_handlers_generic_handler("inference.GRPCInferenceService",
+        {"ModelInfer": grpc.unary_unary_rpc_method_handler(infer)})   # bytes in, bytes out
+    server.add_generic_rpc_handlers((handler,))
+    server.add_insecure_port("127.0.0.1:" + sys.argv[1])
+    await server.start(); print("ready", flush=True); await server.wait_for_termination()
+asyncio.run(main())
 """
 
 
@@ -583,6 +704,25 @@ def selftest(seconds: float = 3.0, concurrency: Sequence[int] = (1, 32, 64), gen
     return results
 
 
+def selftest_grpc(seconds: float = 3.0, concurrency: Sequence[int] = (1, 32, 64)) -> List[Result]:
+    """The grpc.aio generator against a trivial grpc.aio server (its own process, a fixed
+    ModelInferResponse for any ModelInfer), with a request the size of the `mlp` model's (1024 FP32)."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", _TRIVIAL_GRPC_SERVER, str(port)], stdout=subprocess.PIPE, text=True)
+    results = []
+    try:
+        proc.stdout.readline()
+        target = make_target(f"grpc://127.0.0.1:{port}", "trivial", "grpc", "input", [1, 1024], "FP32", "output")
+        for c in concurrency:
+            result = run_grpc(target, c, seconds, warmup=0.3)
+            print(result.line(), flush=True)
+            results.append(result)
+    finally:
+        proc.terminate()
+        proc.wait(5)
+    return results
+
+
 # --------------------------------------------------------------------------------------------- CLI
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -611,8 +751,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     s.add_argument("--concurrency", default="1,32,64")
     s.add_argument("--generators", default=None)
     s.add_argument("--url", default=None, help="GET this URL instead of the built-in trivial server")
+    s.add_argument("--grpc", action="store_true", help="the grpc.aio generator against a trivial grpc.aio server")
     args = parser.parse_args(argv)
 
+    if args.command == "selftest" and args.grpc:
+        selftest_grpc(args.seconds, [int(c) for c in args.concurrency.split(",")])
+        return 0
     if args.command == "selftest":
         selftest(args.seconds, [int(c) for c in args.concurrency.split(",")],
                  args.generators.split(",") if args.generators else None, args.url)

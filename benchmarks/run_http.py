@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
 from harness import Launch, ServerProcess, free_port  # noqa: E402
 
-SUPPORTED = ("v2-json", "v2-binary", "v1")
+SUPPORTED = ("v2-json", "v2-binary", "v1", "grpc")
 
 
 def launch_gpuserve(paths: Dict[str, Path], work: Path) -> Launch:
@@ -37,7 +37,8 @@ def launch_gpuserve(paths: Dict[str, Path], work: Path) -> Launch:
            "--grpc-port", str(grpc), "--metrics-port", str(metrics)]
     base = f"http://127.0.0.1:{http}"
     process = ServerProcess("gpuserve", cmd, work / "server.log").start()
-    return Launch(process, base, [f"{base}/v2/health/ready"] + [f"{base}/v2/models/{n}/ready" for n in paths])
+    return Launch(process, base, [f"{base}/v2/health/ready"] + [f"{base}/v2/models/{n}/ready" for n in paths],
+                  grpc_url=f"grpc://127.0.0.1:{grpc}")
 
 
 def run_gpuserve(args, paths: Dict[str, Path], progress=None) -> List[dict]:
@@ -50,7 +51,7 @@ def run_gpuserve(args, paths: Dict[str, Path], progress=None) -> List[dict]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    harness.add_common_args(parser, protocols=SUPPORTED)
+    harness.add_common_args(parser, protocols=SUPPORTED[:3])
     parser.add_argument("--out", type=Path, default=harness.RESULTS / "http",
                         help="output stem: STEM.md and STEM.png (the CSV goes to --csv)")
     args = parser.parse_args()

@@ -14,7 +14,7 @@ import harness  # noqa: E402
 from harness import PEERS_DIR, Launch, ServerProcess, free_port  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-SUPPORTED = ("v2-json", "v2-binary")
+SUPPORTED = ("v2-json", "v2-binary", "grpc")
 PYTHON = PEERS_DIR / "triton" / "bin" / "python"
 
 
@@ -32,7 +32,8 @@ def launch(paths, work) -> Launch:
         cmd += ["--model", f"{name}={path}"]
     base = f"http://127.0.0.1:{http}"
     process = ServerProcess("triton", cmd, work / "server.log").start()
-    return Launch(process, base, [f"{base}/v2/health/ready"] + [f"{base}/v2/models/{n}/ready" for n in paths])
+    return Launch(process, base, [f"{base}/v2/health/ready"] + [f"{base}/v2/models/{n}/ready" for n in paths],
+                  grpc_url=f"grpc://127.0.0.1:{grpc}")
 
 
 SERVERS = {"triton": launch}
