@@ -20,6 +20,17 @@ SETTINGS_FILE = "settings.json"
 MODEL_SETTINGS_FILE = "model-settings.json"
 
 
+def read_json_object(path: Path) -> Dict[str, Any]:
+    """A settings file's JSON object; anything else is a clear InvalidSettings."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InvalidSettings(f"cannot read {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidSettings(f"{path} must hold a JSON object")
+    return data
+
+
 def _check_device(value: str) -> str:
     value = (value or "auto").strip().lower()
     if value in ("auto", "cpu", "cuda", "gpu"):
@@ -36,12 +47,7 @@ class _JsonFileSource(PydanticBaseSettingsSource):
         super().__init__(settings_cls)
         self.values: Dict[str, Any] = {}
         if path is not None and path.is_file():
-            try:
-                data = json.loads(path.read_text())
-            except (OSError, ValueError) as exc:
-                raise InvalidSettings(f"cannot read {path}: {exc}") from None
-            if not isinstance(data, dict):
-                raise InvalidSettings(f"{path} must hold a JSON object")
+            data = read_json_object(path)
             fields = settings_cls.model_fields
             self.values = {k: v for k, v in data.items() if k in fields}
 
@@ -217,12 +223,7 @@ class ModelSettings(BaseModel):
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> "ModelSettings":
         path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise InvalidSettings(f"cannot read {path}: {exc}") from None
-        if not isinstance(data, dict):
-            raise InvalidSettings(f"{path} must hold a JSON object")
+        data = read_json_object(path)
         try:
             settings = cls.model_validate(data)
         except ValidationError as exc:

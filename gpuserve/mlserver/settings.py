@@ -15,7 +15,6 @@ have are logged as warnings and ignored.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -28,6 +27,7 @@ from gpuserve.errors import InvalidSettings
 from gpuserve.mlserver.types import MetadataTensor
 from gpuserve.settings import ModelParameters as _NativeParameters
 from gpuserve.settings import ModelSettings as _NativeSettings
+from gpuserve.settings import read_json_object
 
 logger = logging.getLogger("gpuserve")
 
@@ -184,13 +184,7 @@ def _from_file(folder: Optional[os.PathLike | str]) -> Dict[str, Any]:
     path = Path(folder) / SETTINGS_FILE
     if not path.is_file():
         return {}
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise InvalidSettings(f"cannot read {path}: {exc}") from None
-    if not isinstance(data, dict):
-        raise InvalidSettings(f"{path} must hold a JSON object")
-    return data
+    return read_json_object(path)
 
 
 def _from_env(environ: Mapping[str, str]) -> Dict[str, Any]:

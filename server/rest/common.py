@@ -91,6 +91,19 @@ def parse_json(body: bytes) -> Any:
         raise InvalidInput(f"Unrecognized request format: {exc}") from None
 
 
+async def json_object_body(request: Request, required: bool = False, limit: int = 1 << 20) -> dict:
+    """The small JSON object an extension route takes; an empty body is {} unless `required`."""
+    body = await read_body(request, limit)
+    if not body.strip():
+        if required:
+            raise InvalidInput("request body is empty; expected a JSON object")
+        return {}
+    value = parse_json(body)
+    if not isinstance(value, dict):
+        raise InvalidInput("request body must be a JSON object")
+    return value
+
+
 class ErrorRoutes:
     """User exception handlers (ModelServer.register_exception_handler) consulted before the table."""
 

@@ -8,18 +8,8 @@ from fastapi import FastAPI
 from starlette.requests import Request
 
 from gpuserve.dataplane import DataPlane
-from gpuserve.errors import InvalidInput, Unimplemented
-from gpuserve.server.rest.common import ErrorRoutes, guarded, json_response, parse_json, read_body
-
-
-async def _optional_json(request: Request) -> dict:
-    body = await read_body(request, 1 << 20)
-    if not body.strip():
-        return {}
-    value = parse_json(body)
-    if not isinstance(value, dict):
-        raise InvalidInput("request body must be a JSON object")
-    return value
+from gpuserve.errors import Unimplemented
+from gpuserve.server.rest.common import ErrorRoutes, guarded, json_object_body, json_response
 
 
 def add_extension_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes) -> None:
@@ -58,13 +48,13 @@ def add_extension_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes) ->
     @app.post("/v2/repository/index", tags=["V2 repository"], summary="Every model with its state and reason")
     @guard
     async def repository_index(request: Request):
-        body = await _optional_json(request)
+        body = await json_object_body(request)
         return json_response(plane.repository_index(bool(body.get("ready", False))))
 
     @app.post("/v2/repository/models/{model_name}/load", tags=["V2 repository"], summary="Load or reload a model")
     @guard
     async def repository_load(model_name: str, request: Request):
-        parameters = (await _optional_json(request)).get("parameters") or {}
+        parameters = (await json_object_body(request)).get("parameters") or {}
         if parameters:
             raise Unimplemented(f"loading with parameters ({', '.join(sorted(parameters))}) is not supported; "
                                 "change the model's folder and load it by name")
@@ -74,6 +64,6 @@ def add_extension_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes) ->
     @app.post("/v2/repository/models/{model_name}/unload", tags=["V2 repository"], summary="Unload a model")
     @guard
     async def repository_unload(model_name: str, request: Request):
-        await _optional_json(request)
+        await json_object_body(request)
         await plane.unload_model(model_name)
         return json_response({})

@@ -14,25 +14,13 @@ from starlette.requests import Request
 
 from gpuserve.dataplane import DataPlane
 from gpuserve.errors import InvalidInput
-from gpuserve.server.rest.common import ErrorRoutes, guarded, json_response, parse_json, read_body
+from gpuserve.server.rest.common import ErrorRoutes, guarded, json_object_body, json_response
 
 BODY_LIMIT = 1 << 20  # settings and registrations are small JSON objects
 
 
-async def _object(request: Request, required: bool = False) -> dict:
-    body = await read_body(request, BODY_LIMIT)
-    if not body.strip():
-        if required:
-            raise InvalidInput("request body is empty; expected a JSON object")
-        return {}
-    value = parse_json(body)
-    if not isinstance(value, dict):
-        raise InvalidInput("request body must be a JSON object")
-    return value
-
-
 def add_shared_memory_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes) -> None:
-    guard = guarded(errors)
+    guard = guarded(errors, plane.transport_metrics)
     shm = plane.shared_memory
     settings = plane.runtime_settings
 
@@ -53,7 +41,7 @@ def add_shared_memory_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes
               summary="Register a system shared-memory region: {key, offset, byte_size}")
     @guard
     async def system_register(region_name: str, request: Request):
-        body = await _object(request, required=True)
+        body = await json_object_body(request, required=True, limit=BODY_LIMIT)
         missing = [k for k in ("key", "byte_size") if k not in body]
         if missing:
             raise InvalidInput(f"registering '{region_name}' needs {' and '.join(repr(k) for k in missing)}")
@@ -109,7 +97,7 @@ def add_shared_memory_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes
 
     # trace settings ----------------------------------------------------------------------------
     async def update_trace(request: Request, model: Optional[str]):
-        body = await _object(request)
+        body = await json_object_body(request, limit=BODY_LIMIT)
         if model and not body:  # Triton: a model with no settings drops its own settings
             return json_response(settings.clear_model_trace(model))
         return json_response(settings.update_trace(body, model))
@@ -144,4 +132,4 @@ def add_shared_memory_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes
     @app.post("/v2/logging", tags=["V2 logging"], summary="Update log settings")
     @guard
     async def log_post(request: Request):
-        return json_response(settings.update_log(await _object(request)))
+        return json_response(settings.update_log(await json_object_body(request, limit=BODY_LIMIT)))
