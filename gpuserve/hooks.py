@@ -48,8 +48,14 @@ def fit_args(func: Callable, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     return args, kwargs
 
 
-def is_async(func: Callable) -> bool:
+@functools.lru_cache(maxsize=4096)
+def _is_async(func: Callable) -> bool:
     return inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func)
+
+
+def is_async(func: Callable) -> bool:
+    """Cached per function (bound methods share their function's entry): asked on every request."""
+    return _is_async(getattr(func, "__func__", func))
 
 
 async def call_hook(func: Callable, *args: Any, **kwargs: Any) -> Any:

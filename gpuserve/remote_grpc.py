@@ -17,6 +17,7 @@ message with those field names, so the gRPC server's conversions use them too.
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import Any, Dict, Optional
 
 import numpy as np
@@ -159,7 +160,7 @@ def tensor_to_raw(tensor) -> tuple:
     """A tensor's (shape, raw bytes) as gRPC carries it; the declared shape wins when it fits the data."""
     array = tensor.as_numpy()
     shape = list(tensor.shape)
-    if not shape or int(np.prod(shape)) != array.size:
+    if not shape or math.prod(shape) != array.size:
         shape = list(array.shape)
     return shape, numpy_to_raw(array, tensor.datatype)
 
