@@ -55,7 +55,11 @@ def _is_async(func: Callable) -> bool:
 
 def is_async(func: Callable) -> bool:
     """Cached per function (bound methods share their function's entry): asked on every request."""
-    return _is_async(getattr(func, "__func__", func))
+    target = getattr(func, "__func__", func)
+    try:
+        return _is_async(target)
+    except TypeError:  # an unhashable callable: ask without the cache
+        return inspect.iscoroutinefunction(target) or inspect.isasyncgenfunction(target)
 
 
 async def call_hook(func: Callable, *args: Any, **kwargs: Any) -> Any:
