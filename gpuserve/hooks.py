@@ -39,7 +39,11 @@ def _arity(func: Callable) -> tuple[int, frozenset, bool]:
 
 def fit_args(func: Callable, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     """Drop trailing positional and unknown keyword arguments `func` cannot take."""
-    positional, keywords, var_kw = _arity(getattr(func, "__func__", func))
+    target = getattr(func, "__func__", func)
+    try:
+        positional, keywords, var_kw = _arity(target)
+    except TypeError:  # an unhashable callable: ask without the cache
+        positional, keywords, var_kw = _arity.__wrapped__(target)
     if hasattr(func, "__self__"):
         positional = max(positional - 1, 0) if positional != 99 else 99
     args = args[:positional]
