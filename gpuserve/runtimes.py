@@ -27,6 +27,7 @@ from gpuserve.model import Model
 from gpuserve.runtimes_classic import CLASSIC_RUNTIMES
 from gpuserve.settings import ModelSettings
 from gpuserve.types import InferOutput, InferRequest, InferResponse
+from gpuserve.warmup import run_warmup, warmup_samples
 
 logger = logging.getLogger("gpuserve")
 
@@ -51,6 +52,7 @@ class FrameworkModel(Model):
         self.backend = None  # the first instance's backend: it describes inputs and outputs
         self.scheduler: Optional[Scheduler] = None
         self.stats = ModelStats(name, self.version or "")
+        self.fallback = ""  # why the model runs on the CPU instead of the device it asked for
 
     # to be provided by each framework ----------------------------------------------------------
     def make_backend(self, path: Path, device: str, threads: int):
@@ -68,8 +70,18 @@ class FrameworkModel(Model):
             raise ModelMissingError(f"model '{self.name}': {path} does not exist")
         device = choose_device(self.device_wanted)
         count = sum(g.count for g in self.settings.instance_groups) or 1
-        threads = max(_cpu_count() // count, 1) if device == "cpu" else 1
-        backends = [self.make_backend(path, device, threads) for _ in range(count)]
+        self.fallback = ""
+        backends = self._build_backends(path, device, count)
+        device = backends[0].device if backends else device
+        try:
+            samples = warmup_samples(self.settings, backends[0].inputs)
+            if samples:
+                runs = run_warmup(self.name, backends, samples, self.prepare)
+                logger.info("model %s: warmup ran %d request(s) (%s)", self.name, runs,
+                            ", ".join(name for name, _, _ in samples))
+        except BaseException:
+            _unload_all(backends)
+            raise
         self.backend = backends[0]
         batchable = all(s.shape and s.shape[0] == -1 for s in self.backend.inputs + self.backend.outputs)
         config = batching_config(self.settings, batchable)
@@ -81,6 +93,33 @@ class FrameworkModel(Model):
         logger.info("model %s: %d instance(s) on %s, max_batch_size %d", self.name, count, self.backend.device,
                     config.max_batch_size)
         return True
+
+    def _build_backends(self, path: Path, device: str, count: int) -> list:
+        """One backend per instance; a device that runs out of memory sends them all to the CPU."""
+        backends: list = []
+        try:
+            for _ in range(count):
+                threads = max(_cpu_count() // count, 1) if device == "cpu" else 1
+                backends.append(self.make_backend(path, device, threads))
+            return backends
+        except Exception as exc:
+            if device == "cpu" or not is_out_of_memory(exc):
+                _unload_all(backends)
+                raise
+            reason = f"out of memory on {device}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        _unload_all(backends)
+        backends.clear()
+        _empty_cuda_cache()
+        logger.warning("model %s: %s; loading it on the CPU instead", self.name, reason)
+        self.fallback = reason
+        threads = max(_cpu_count() // count, 1)
+        try:
+            for _ in range(count):
+                backends.append(self.make_backend(path, "cpu", threads))
+        except BaseException:
+            _unload_all(backends)
+            raise
+        return backends
 
     async def aclose(self) -> None:
         """Stop the batcher (failing what is still queued), then free the instances."""
@@ -113,6 +152,8 @@ class FrameworkModel(Model):
         if self.backend is not None:
             meta["parameters"] = {"device": self.backend.device,
                                   "max_batch_size": self.scheduler.config.max_batch_size if self.scheduler else 0}
+            if getattr(self, "fallback", ""):
+                meta["parameters"]["fallback"] = self.fallback
         return meta
 
     # inference ----------------------------------------------------------------------------------
@@ -188,6 +229,45 @@ def _cpu_count() -> int:
         cores = os.cpu_count() or 1
     share = int(os.environ.get("GPUSERVE_CPU_SHARE", "1") or 1)
     return max(cores // max(share, 1), 1)
+
+
+_OOM_MARKERS = ("out of memory", "cuda_error_out_of_memory", "failed to allocate")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """torch.cuda.OutOfMemoryError, or a framework error whose message says the device ran out of memory."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if type(exc).__name__ == "OutOfMemoryError":
+            return True
+        text = str(exc).lower()
+        if any(marker in text for marker in _OOM_MARKERS):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _unload_all(backends) -> None:
+    for backend in backends:
+        unload = getattr(backend, "unload", None)
+        if unload is not None:
+            try:
+                unload()
+            except Exception:  # pragma: no cover - best effort while failing anyway
+                logger.exception("backend unload failed")
+
+
+def _empty_cuda_cache() -> None:
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        try:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except Exception:  # pragma: no cover
+            pass
 
 
 def _json_safe(array: np.ndarray) -> np.ndarray:

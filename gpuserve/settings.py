@@ -211,6 +211,9 @@ class ModelSettings(BaseModel):
     device: Optional[str] = None
     instance_groups: List[InstanceGroup] = Field(default_factory=list)
     warmup: bool = True
+    # Triton's model_warmup entries: {"name", "batch_size", "count", "inputs": {NAME: {"data_type", "dims",
+    # "zero_data" | "random_data" | "input_data_file"}}}; empty: one zero batch-1 request when shapes are known.
+    warmup_samples: List[Dict[str, Any]] = Field(default_factory=list)
 
     # Where the settings came from; relative uris resolve against it.
     folder: Optional[str] = Field(default=None, exclude=True)

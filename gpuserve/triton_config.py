@@ -193,6 +193,17 @@ def settings_from_config(folder: Path, config: Dict[str, Any], version: Optional
             "default_priority_level": int(dyn.get("default_priority_level", 0) or 0),
             "default_queue_policy": dyn.get("default_queue_policy") or {},
         }
+    warmups = config.get("model_warmup") or []
+    if warmups:
+        settings["warmup_samples"] = [{
+            "name": str(w.get("name") or f"warmup-{i}"), "batch_size": int(w.get("batch_size", 0) or 0),
+            "count": int(w.get("count", 1) or 1),
+            "inputs": {key: {"data_type": V2_TYPES.get((value or {}).get("data_type", ""), "") or None,
+                             "dims": [int(d) for d in (value or {}).get("dims", [])],
+                             **{k: (value or {})[k] for k in ("zero_data", "random_data", "input_data_file")
+                                if k in (value or {})}}
+                       for key, value in (w.get("inputs") or {}).items()},
+        } for i, w in enumerate(warmups)]
     label_file = next((o.get("label_filename") for o in config.get("output", []) if o.get("label_filename")), None)
     if label_file:
         settings["parameters"]["extra"] = {"labels_file": str(folder / label_file)}
