@@ -137,6 +137,7 @@ class FrameworkModel(Model):
             for instance in scheduler.instances:
                 instance.close()
         self.backend = None
+        release_memory()
 
     # metadata -----------------------------------------------------------------------------------
     def get_input_types(self) -> List[Dict]:
@@ -256,6 +257,20 @@ def _unload_all(backends) -> None:
                 unload()
             except Exception:  # pragma: no cover - best effort while failing anyway
                 logger.exception("backend unload failed")
+
+
+def release_memory() -> None:
+    """After an unload: collect cycles, empty torch's CUDA cache, and hand freed heap pages back to the OS
+    (glibc keeps freed chunks of a session's weights in its arenas otherwise, so RSS would not drop)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    _empty_cuda_cache()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def _empty_cuda_cache() -> None:
