@@ -75,13 +75,8 @@ class Scheduler:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher-{self.name}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         if self.queue is not None:
             self.queue.fail_all(ModelNotReady(self.name, "the model is being unloaded"))
         if self._inflight:
@@ -188,6 +183,17 @@ class Scheduler:
                 job.future.set_exception(result)
             else:
                 job.future.set_result(_select(result, job.outputs))
+
+
+async def cancel_and_wait(task: Optional[asyncio.Task]) -> None:
+    """Stop a background loop task and wait until it has unwound."""
+    if task is None:
+        return
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
 
 
 def _union_outputs(batch: List[Job]) -> Optional[List[str]]:

@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from gpuserve.engine.batcher import cancel_and_wait
 from gpuserve.engine.job import Job
 from gpuserve.engine.queue import BatchQueue
 from gpuserve.errors import InferenceError, InvalidInput
@@ -172,10 +173,5 @@ class AdaptiveBatcher:
             job.future.set_result(result)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None

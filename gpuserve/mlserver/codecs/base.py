@@ -319,16 +319,20 @@ def _by_type_hint(codecs: Dict[str, Any], hint: Any) -> Any:
     return None
 
 
+def _find(codecs, content_type: Optional[str], payload: Any, type_hint: Any):
+    if content_type:
+        return codecs.get(content_type)
+    if payload is not None:
+        return _by_payload(codecs, payload)
+    if type_hint is not None:
+        return _by_type_hint(codecs, type_hint)
+    return None
+
+
 def find_input_codec(content_type: Optional[str] = None, payload: Any = None,
                      type_hint: Any = None) -> Optional[InputCodecLike]:
     """By content type, else by payload, else by type hint; None when nothing matches."""
-    if content_type:
-        return _all_input_codecs().get(content_type)
-    if payload is not None:
-        return find_input_codec_by_payload(payload)
-    if type_hint is not None:
-        return find_input_codec_by_type_hint(type_hint)
-    return None
+    return _find(_all_input_codecs(), content_type, payload, type_hint)
 
 
 def find_input_codec_by_payload(payload: Any) -> Optional[InputCodecLike]:
@@ -341,13 +345,7 @@ def find_input_codec_by_type_hint(type_hint: Any) -> Optional[InputCodecLike]:
 
 def find_request_codec(content_type: Optional[str] = None, payload: Any = None,
                        type_hint: Any = None) -> Optional[RequestCodecLike]:
-    if content_type:
-        return _all_request_codecs().get(content_type)
-    if payload is not None:
-        return find_request_codec_by_payload(payload)
-    if type_hint is not None:
-        return find_request_codec_by_type_hint(type_hint)
-    return None
+    return _find(_all_request_codecs(), content_type, payload, type_hint)
 
 
 def find_request_codec_by_payload(payload: Any) -> Optional[RequestCodecLike]:

@@ -190,18 +190,23 @@ class SingleInputRequestCodec(RequestCodec):
                                  parameters=Parameters(content_type=cls.ContentType), outputs=[output])
 
     @classmethod
+    def _decode_single(cls, tensors, kind: str, decode) -> Any:
+        """The one tensor these codecs carry, decoded once and cached on it."""
+        if len(tensors) != 1:
+            raise CodecError(f"The '{cls.ContentType}' codec only supports a single {kind} tensor "
+                             f"({len(tensors)} were received)")
+        first = tensors[0]
+        if not has_decoded(first):
+            _save_decoded(first, decode(first))
+        return get_decoded(first)
+
+    @classmethod
     def decode_response(cls, response: InferenceResponse) -> Any:
         if isinstance(response, InferResponse):
             response = from_native_response(response)
         elif isinstance(response, dict):
             response = InferenceResponse.model_validate(response)
-        if len(response.outputs) != 1:
-            raise CodecError(f"The '{cls.ContentType}' codec only supports a single output tensor "
-                             f"({len(response.outputs)} were received)")
-        first = response.outputs[0]
-        if not has_decoded(first):
-            _save_decoded(first, cls._input_codec().decode_output(first))
-        return get_decoded(first)
+        return cls._decode_single(response.outputs, "output", cls._input_codec().decode_output)
 
     @classmethod
     def encode_request(cls, payload: Any, **kwargs) -> InferenceRequest:
@@ -214,13 +219,7 @@ class SingleInputRequestCodec(RequestCodec):
             request = from_native_request(request)
         elif isinstance(request, dict):
             request = InferenceRequest.model_validate(request)
-        if len(request.inputs) != 1:
-            raise CodecError(f"The '{cls.ContentType}' codec only supports a single input tensor "
-                             f"({len(request.inputs)} were received)")
-        first = request.inputs[0]
-        if not has_decoded(first):
-            _save_decoded(first, cls._input_codec().decode_input(first))
-        return get_decoded(first)
+        return cls._decode_single(request.inputs, "input", cls._input_codec().decode_input)
 
 
 __all__ = [
