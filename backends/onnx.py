@@ -1,18 +1,24 @@
-"""ONNX Runtime backend. CPU now, CUDA when the GPU build and a device are present.
+"""ONNX Runtime backend: CPU, CUDA and TensorRT execution providers.
 
 onnxruntime is imported on the first load only, so importing gpuserve stays light. Thread counts
 are set explicitly: ORT sizes its pools by host cores, not the container's share
 (microsoft/onnxruntime#29510).
+
+On CUDA every run goes through IOBinding: host inputs (the engine's pinned staging buffers) are bound
+as they are and device inputs by pointer, outputs are bound on the device, and the session runs on a
+stream this backend owns (`user_compute_stream`), so nothing is copied that the model does not need.
+On the CPU `session.run` stays: IOBinding measured slower there (benchmarks/RESULTS.md, issue 6).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from gpuserve.backends import device_arrays
 from gpuserve.backends.base import TensorSpec
 
 logger = logging.getLogger("gpuserve.backends.onnx")
@@ -23,8 +29,17 @@ _ORT_TO_V2 = {
     "tensor(int64)": "INT64", "tensor(float16)": "FP16", "tensor(float)": "FP32", "tensor(double)": "FP64",
     "tensor(string)": "BYTES", "tensor(bfloat16)": "BF16",
 }
+_ORT_TO_NUMPY = {
+    "tensor(bool)": np.bool_, "tensor(uint8)": np.uint8, "tensor(uint16)": np.uint16, "tensor(uint32)": np.uint32,
+    "tensor(uint64)": np.uint64, "tensor(int8)": np.int8, "tensor(int16)": np.int16, "tensor(int32)": np.int32,
+    "tensor(int64)": np.int64, "tensor(float16)": np.float16, "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+}
 _LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
            "all": "ORT_ENABLE_ALL"}
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
+             "tensorrt": "TensorrtExecutionProvider", "trt": "TensorrtExecutionProvider"}
+_GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
 
 def _ort():
@@ -52,10 +67,66 @@ def cpu_threads() -> int:
         return os.cpu_count() or 1
 
 
+def wanted_providers(device: str, execution_provider: Optional[str] = None,
+                     providers: Optional[Sequence[str]] = None) -> List[str]:
+    """ORT provider names in order of preference; each GPU provider falls back to the next, then CPU."""
+    if providers:
+        names = [PROVIDERS.get(str(p).strip().lower(), str(p).strip()) for p in providers]
+    else:
+        choice = (execution_provider or ("cuda" if device.startswith("cuda") else "cpu")).lower()
+        if choice not in PROVIDERS:
+            raise ValueError(f"execution_provider must be one of cpu, cuda, tensorrt; got '{execution_provider}'")
+        names = {"TensorrtExecutionProvider": list(_GPU_PROVIDERS),
+                 "CUDAExecutionProvider": ["CUDAExecutionProvider"]}.get(PROVIDERS[choice], [])
+    names = [n for i, n in enumerate(names) if n not in names[:i]]
+    return [n for n in names if n != "CPUExecutionProvider"] + ["CPUExecutionProvider"]
+
+
+def provider_chain(wanted: Sequence[str], available: Sequence[str], device: str) -> Tuple[List[str], str]:
+    """The providers this process can start, and why it falls short of `wanted` ("" when it does not)."""
+    if not device.startswith("cuda"):
+        chain = ["CPUExecutionProvider"]
+    else:
+        chain = [n for n in wanted if n in available or n == "CPUExecutionProvider"]
+    missing = [n for n in wanted if n not in chain]
+    if not missing or wanted[0] == chain[0]:
+        return chain, ""
+    if not device.startswith("cuda"):
+        why = f"{wanted[0]} asked for but the model runs on {device}"
+    else:
+        why = (f"{', '.join(missing)} not available in this onnxruntime "
+               f"(available: {', '.join(available)})")
+    return chain, f"{why}; using {chain[0]}"
+
+
+def provider_options(name: str, device_index: int, stream_handle: Optional[int], trt_fp16: bool = False,
+                     trt_engine_cache_path: Optional[str] = None, extra: Optional[dict] = None) -> dict:
+    """Options for one GPU provider; ORT takes them as strings. A user stream needs a non-zero handle
+    (ORT treats 0 as "none")."""
+    options: Dict[str, str] = {"device_id": str(device_index)}
+    if stream_handle:
+        options["has_user_compute_stream"] = "1"
+        options["user_compute_stream"] = str(int(stream_handle))
+    if name == "TensorrtExecutionProvider":
+        options["trt_fp16_enable"] = "1" if trt_fp16 else "0"
+        if trt_engine_cache_path:
+            os.makedirs(trt_engine_cache_path, exist_ok=True)
+            options["trt_engine_cache_enable"] = "1"
+            options["trt_engine_cache_path"] = str(trt_engine_cache_path)
+            options["trt_timing_cache_enable"] = "1"
+            options["trt_timing_cache_path"] = str(trt_engine_cache_path)
+    for key, value in (extra or {}).items():
+        options[str(key)] = str(int(value)) if isinstance(value, bool) else str(value)
+    return options
+
+
 class OnnxBackend:
     def __init__(self, path: str, device: str = "cpu", intra_op_threads: Optional[int] = None,
                  inter_op_threads: Optional[int] = None, graph_optimization_level: str = "all",
-                 allow_spinning: bool = False):
+                 allow_spinning: bool = False, execution_provider: Optional[str] = None,
+                 providers: Optional[Sequence[str]] = None, trt_fp16: bool = False,
+                 trt_engine_cache_path: Optional[str] = None, provider_extra: Optional[Dict[str, dict]] = None,
+                 user_stream: bool = True):
         ort = _ort()
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads or cpu_threads()
@@ -67,28 +138,83 @@ class OnnxBackend:
         if level is None:
             raise ValueError(f"graph_optimization_level must be one of {', '.join(_LEVELS)}")
         options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
-        providers = ["CPUExecutionProvider"]
-        self.device = "cpu"
-        if device.startswith("cuda"):
-            if "CUDAExecutionProvider" in ort.get_available_providers():
-                index = int(device.split(":", 1)[1]) if ":" in device else 0
-                providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
-                self.device = f"cuda:{index}"
-            else:
-                logger.warning("CUDA asked for %s but onnxruntime has no CUDA provider; running on CPU", path)
-        self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
-        if self.device != "cpu" and "CUDAExecutionProvider" not in self.session.get_providers():
-            self.device = "cpu"
-            logger.warning("onnxruntime could not start CUDA for %s; running on CPU", path)
+        wanted = wanted_providers(device, execution_provider, providers)
+        chain, self.fallback = provider_chain(wanted, ort.get_available_providers(), device)
+        index = int(device.split(":", 1)[1]) if ":" in device else 0
+        self.stream = device_arrays.new_stream(index) if chain[0] in _GPU_PROVIDERS and user_stream else None
+        handle = self.stream.handle if self.stream is not None else None
+        extra = {PROVIDERS.get(str(k).lower(), str(k)): v for k, v in (provider_extra or {}).items()}
+        configured = [(name, provider_options(name, index, handle, trt_fp16, trt_engine_cache_path, extra.get(name)))
+                      if name in _GPU_PROVIDERS else name for name in chain]
+        self.session = ort.InferenceSession(str(path), sess_options=options, providers=configured)
+        active = self.session.get_providers()
+        started = next((n for n in chain if n in active), "CPUExecutionProvider")
+        if started != chain[0]:
+            note = f"onnxruntime could not start {chain[0]}; using {started}"
+            self.fallback = f"{self.fallback}; {note}" if self.fallback else note
+        self.provider = started
+        self.device = f"cuda:{index}" if started in _GPU_PROVIDERS else "cpu"
+        if self.device == "cpu":
+            self.stream = None
+        if self.fallback:
+            logger.warning("%s: %s", path, self.fallback)
+        self.device_index = index
         self.inputs = [_spec(arg) for arg in self.session.get_inputs()]
         self.outputs = [_spec(arg) for arg in self.session.get_outputs()]
         self._output_names = [o.name for o in self.outputs]
+        self._output_types = {arg.name: arg.type for arg in self.session.get_outputs()}
 
     def run(self, inputs: Dict[str, np.ndarray], output_names: Optional[Sequence[str]] = None
             ) -> Dict[str, np.ndarray]:
         names = list(output_names) if output_names else self._output_names
-        results = self.session.run(names, inputs)
-        return dict(zip(names, results))
+        if self.device == "cpu":
+            results = self.session.run(names, inputs)
+            return dict(zip(names, results))
+        binding = self._bound_run(inputs, names)
+        return dict(zip(names, binding.copy_outputs_to_cpu()))
+
+    def run_on_device(self, inputs: Dict[str, object], output_names: Optional[Sequence[str]] = None
+                      ) -> Dict[str, object]:
+        """Outputs stay on the device, wrapped into CuPy without a copy (see backends/device_arrays.py)."""
+        index = device_arrays.require_device("onnxruntime", self.device)
+        device_arrays.cupy_module()
+        names = list(output_names) if output_names else self._output_names
+        strings = [n for n in names if self._output_types.get(n) == "tensor(string)"]
+        if strings:
+            raise ValueError(f"outputs {strings} are strings and cannot live on the device")
+        binding = self._bound_run(inputs, names)
+        results = {}
+        for name, value in zip(names, binding.get_outputs()):
+            dtype = _ORT_TO_NUMPY[value.data_type()]
+            results[name] = device_arrays.wrap(value.data_ptr(), value.shape(), dtype, index, (value, binding))
+        return results
+
+    def _bound_run(self, inputs: Dict[str, object], names: Sequence[str]):
+        """Bind, run on the device and wait for the outputs. A fresh binding per call: its outputs may be
+        held by the caller (as CuPy arrays) after the next call starts."""
+        binding = self.session.io_binding()
+        cupy_stream = self.stream.cupy_stream if self.stream is not None else None
+        held = []  # contiguous copies made here must outlive the run
+        for name, value in inputs.items():
+            if device_arrays.is_device_array(value):
+                value = device_arrays.contiguous(value)
+                held.append(value)
+                device_arrays.wait_for_producer(value, cupy_stream)
+                cai = device_arrays.interface(value)
+                binding.bind_input(name, "cuda", self.device_index, np.dtype(cai["typestr"]), list(cai["shape"]),
+                                   device_arrays.pointer(value))
+            else:
+                binding.bind_cpu_input(name, np.ascontiguousarray(value))
+        for name in names:
+            on = "cpu" if self._output_types.get(name) == "tensor(string)" else "cuda"
+            binding.bind_output(name, on, self.device_index if on == "cuda" else 0)
+        self.session.run_with_iobinding(binding)
+        binding.synchronize_outputs()
+        if self.stream is not None:
+            self.stream.synchronize()
+        del held
+        return binding
 
     def unload(self) -> None:
         self.session = None
+        self.stream = None

@@ -73,6 +73,8 @@ class FrameworkModel(Model):
         self.fallback = ""
         backends = self._build_backends(path, device, count)
         device = backends[0].device if backends else device
+        if not self.fallback and backends and getattr(backends[0], "fallback", ""):
+            self.fallback = backends[0].fallback  # e.g. TensorRT EP asked for, CUDA EP running
         try:
             samples = warmup_samples(self.settings, backends[0].inputs)
             if samples:
@@ -304,10 +306,16 @@ class OnnxModel(FrameworkModel):
         except ImportError as exc:  # pragma: no cover - depends on extras
             raise ModelLoadError(f"onnxruntime is not installed ({exc}); pip install gpuserve[onnx]") from None
         extra = self.settings.parameters.extra
+        providers = extra.get("providers")
         return OnnxBackend(str(path), device=device, intra_op_threads=extra.get("intra_op_threads", threads),
                            inter_op_threads=extra.get("inter_op_threads"),
                            graph_optimization_level=extra.get("graph_optimization_level", "all"),
-                           allow_spinning=bool(extra.get("allow_spinning", False)))
+                           allow_spinning=bool(extra.get("allow_spinning", False)),
+                           execution_provider=extra.get("execution_provider"),
+                           providers=providers.split(",") if isinstance(providers, str) else providers,
+                           trt_fp16=bool(extra.get("trt_fp16", False)),
+                           trt_engine_cache_path=extra.get("trt_engine_cache_path"),
+                           provider_extra=extra.get("provider_options"))
 
     def prepare(self, name: str, array: np.ndarray) -> np.ndarray:
         if array.dtype == object:  # onnxruntime takes str elements for tensor(string)

@@ -205,11 +205,38 @@ def settings_from_config(folder: Path, config: Dict[str, Any], version: Optional
                        for key, value in (w.get("inputs") or {}).items()},
         } for i, w in enumerate(warmups)]
     label_file = next((o.get("label_filename") for o in config.get("output", []) if o.get("label_filename")), None)
+    extra = optimization_settings(config)
     if label_file:
-        settings["parameters"]["extra"] = {"labels_file": str(folder / label_file)}
+        extra["labels_file"] = str(folder / label_file)
+    if extra:
+        settings["parameters"]["extra"] = extra
     for group in settings["instance_groups"]:
         if group["kind"] not in ("auto", "gpu", "cpu"):
             group["kind"] = "auto"
         if group["kind"] == "cpu":
             settings["device"] = "cpu"
     return settings
+
+
+def optimization_settings(config: Dict[str, Any]) -> Dict[str, Any]:
+    """Triton's `optimization` block -> gpuserve model parameters: the ONNX Runtime TensorRT accelerator
+    (`gpu_execution_accelerator: [{name: "tensorrt", parameters {precision_mode: "FP16"}}]`) and
+    `cuda { graphs: true }` (CUDA graphs for PyTorch models)."""
+    optimization = config.get("optimization") or {}
+    extra: Dict[str, Any] = {}
+    accelerators = (optimization.get("execution_accelerators") or {}).get("gpu_execution_accelerator") or []
+    for accelerator in accelerators if isinstance(accelerators, list) else [accelerators]:
+        if str(accelerator.get("name", "")).lower() != "tensorrt":
+            continue
+        extra["execution_provider"] = "tensorrt"
+        parameters = accelerator.get("parameters") or {}
+        if str(parameters.get("precision_mode", "")).upper() == "FP16":
+            extra["trt_fp16"] = True
+        if parameters.get("trt_engine_cache_path"):
+            extra["trt_engine_cache_path"] = str(parameters["trt_engine_cache_path"])
+        if parameters.get("max_workspace_size_bytes"):
+            extra.setdefault("provider_options", {})["tensorrt"] = {
+                "trt_max_workspace_size": str(parameters["max_workspace_size_bytes"])}
+    if (optimization.get("cuda") or {}).get("graphs") is True:
+        extra["cuda_graphs"] = True
+    return extra

@@ -1,0 +1,120 @@
+"""ONNX Runtime backend on the CPU: execution provider choice and fallback (TensorRT -> CUDA -> CPU),
+provider options, the fallback reported in model metadata, Triton's TensorRT accelerator mapping, and
+the run_on_device contract's clear errors. The CUDA/IOBinding path itself runs in tests/test_gpu.py."""
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from conftest import make_onnx_model, onnx_reference
+from gpuserve.backends import device_arrays
+from gpuserve.backends.onnx import OnnxBackend, provider_chain, provider_options, wanted_providers
+from gpuserve.runtimes import OnnxModel
+from gpuserve.settings import ModelSettings
+from gpuserve.triton_config import parse_pbtxt, settings_from_config
+
+CPU, CUDA, TRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
+
+
+def test_wanted_providers_from_settings():
+    assert wanted_providers("cpu") == [CPU]
+    assert wanted_providers("cuda:0") == [CUDA, CPU]
+    assert wanted_providers("cuda:0", "tensorrt") == [TRT, CUDA, CPU]
+    assert wanted_providers("cuda:1", "CPU") == [CPU]
+    assert wanted_providers("cuda:0", providers=["tensorrt", "cpu", "cuda"]) == [TRT, CUDA, CPU]
+    with pytest.raises(ValueError, match="execution_provider must be one of"):
+        wanted_providers("cuda:0", "rocm")
+
+
+def test_provider_chain_falls_back_and_says_why():
+    assert provider_chain([TRT, CUDA, CPU], [TRT, CUDA, CPU], "cuda:0") == ([TRT, CUDA, CPU], "")
+    chain, why = provider_chain([TRT, CUDA, CPU], [CUDA, CPU], "cuda:0")
+    assert chain == [CUDA, CPU] and TRT in why and why.endswith(f"using {CUDA}")
+    chain, why = provider_chain([TRT, CUDA, CPU], [CPU], "cuda:0")
+    assert chain == [CPU] and why.endswith(f"using {CPU}") and CUDA in why
+    chain, why = provider_chain([CUDA, CPU], [CUDA, CPU], "cpu")
+    assert chain == [CPU] and "runs on cpu" in why
+    assert provider_chain([CPU], [CPU], "cpu") == ([CPU], "")
+
+
+def test_provider_options_carry_stream_and_tensorrt_settings(tmp_path):
+    cache = tmp_path / "trt-cache"
+    options = provider_options(TRT, 1, 0xABC0, trt_fp16=True, trt_engine_cache_path=str(cache),
+                               extra={"trt_max_workspace_size": 1 << 30, "trt_dump_subgraphs": False})
+    assert options["device_id"] == "1"
+    assert options["has_user_compute_stream"] == "1" and options["user_compute_stream"] == str(0xABC0)
+    assert options["trt_fp16_enable"] == "1" and options["trt_engine_cache_enable"] == "1"
+    assert options["trt_engine_cache_path"] == str(cache) and cache.is_dir()
+    assert options["trt_max_workspace_size"] == str(1 << 30) and options["trt_dump_subgraphs"] == "0"
+    cuda = provider_options(CUDA, 0, None)
+    assert cuda == {"device_id": "0"}  # no stream: ORT's own; and no TensorRT keys on CUDA
+
+
+def test_backend_without_gpu_falls_back_to_cpu_and_serves(tmp_path):
+    weight, bias = make_onnx_model(tmp_path / "model.onnx")
+    backend = OnnxBackend(str(tmp_path / "model.onnx"), device="cuda:0", execution_provider="tensorrt")
+    assert backend.device == "cpu" and backend.provider == CPU and backend.stream is None
+    assert TRT in backend.fallback and backend.fallback.endswith(f"using {CPU}")
+    x = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+    np.testing.assert_allclose(backend.run({"input": x})["output"], onnx_reference(x, weight, bias), rtol=1e-5,
+                               atol=1e-6)
+    plain = OnnxBackend(str(tmp_path / "model.onnx"))
+    assert plain.fallback == "" and plain.device == "cpu"
+
+
+def test_fallback_is_reported_in_model_metadata(tmp_path):
+    make_onnx_model(tmp_path / "model.onnx")
+    settings = ModelSettings(name="trt", device="cuda:0",
+                             parameters={"uri": str(tmp_path / "model.onnx"),
+                                         "extra": {"execution_provider": "tensorrt", "trt_fp16": True}})
+    model = OnnxModel("trt", settings)
+    try:
+        assert model.load()
+        meta = model.metadata()["parameters"]
+        assert meta["device"] == "cpu" and TRT in meta["fallback"]
+    finally:
+        model.stop()
+
+
+def test_run_on_device_on_a_cpu_backend_is_a_clear_error(tmp_path):
+    make_onnx_model(tmp_path / "model.onnx")
+    backend = OnnxBackend(str(tmp_path / "model.onnx"))
+    with pytest.raises(device_arrays.DeviceUnavailable, match="needs a model loaded on CUDA"):
+        backend.run_on_device({"input": np.ones((1, 4), np.float32)})
+
+
+def test_triton_tensorrt_accelerator_maps_to_provider_settings(tmp_path):
+    config = parse_pbtxt("""name: "m" platform: "onnxruntime_onnx" max_batch_size: 8
+      input [ { name: "input" data_type: TYPE_FP32 dims: [ 4 ] } ]
+      output [ { name: "output" data_type: TYPE_FP32 dims: [ 3 ] } ]
+      optimization { execution_accelerators { gpu_execution_accelerator: [ { name: "tensorrt"
+        parameters { key: "precision_mode" value: "FP16" }
+        parameters { key: "max_workspace_size_bytes" value: "1073741824" } } ] } }""")
+    extra = settings_from_config(tmp_path, config, 1)["parameters"]["extra"]
+    assert extra["execution_provider"] == "tensorrt" and extra["trt_fp16"] is True
+    assert extra["provider_options"] == {"tensorrt": {"trt_max_workspace_size": "1073741824"}}
+    graphs = parse_pbtxt('name: "t" platform: "pytorch_libtorch" optimization { cuda { graphs: true } }')
+    assert settings_from_config(tmp_path, graphs, 1)["parameters"]["extra"] == {"cuda_graphs": True}
+
+
+class _FakeDeviceArray:
+    """Only a `__cuda_array_interface__` dict: enough for the pure checks, no device behind it."""
+
+    def __init__(self, shape, typestr="<f4", strides=None, stream=None):
+        self.__cuda_array_interface__ = {"shape": shape, "typestr": typestr, "data": (0xD000, False),
+                                         "strides": strides, "version": 3, "stream": stream}
+
+
+def test_device_array_interface_helpers():
+    packed = _FakeDeviceArray((2, 3))
+    assert device_arrays.is_device_array(packed) and not device_arrays.is_device_array(np.ones(2))
+    assert device_arrays.pointer(packed) == 0xD000
+    assert device_arrays.contiguous(packed) is packed
+    explicit = _FakeDeviceArray((2, 3), strides=(12, 4))
+    assert device_arrays.contiguous(explicit) is explicit
+    device_arrays.wait_for_producer(packed)  # no producer stream named: nothing to wait for
+    if importlib.util.find_spec("cupy") is not None:
+        return  # with CuPy the copy below would be attempted on a fake pointer
+    with pytest.raises(device_arrays.DeviceUnavailable, match="CuPy|CUDA"):
+        device_arrays.contiguous(_FakeDeviceArray((2, 3), strides=(4, 8)))  # transposed needs a copy
