@@ -11,12 +11,16 @@ ALREADY_EXISTS ("already in manager"); a region must lie inside the object; stat
 name is NOT_FOUND; unregistering an unknown name succeeds. A region unregistered while a request
 still reads it stays mapped until that request lets go of it (Triton defers the same way).
 
-CUDA shared memory needs CUDA IPC, which this build does not do: its status is empty and
-registering is UNIMPLEMENTED with a sentence saying so.
+CUDA shared memory (`tritonclient.utils.cuda_shared_memory`) registers a cudaIpcMemHandle; the
+region is opened with CUDA IPC (backends/cuda_ipc.py) and lives in the same name space as system
+regions, as in Triton. Its inputs are copied device-to-host once and then staged like any other
+request; outputs are copied host-to-device into the client's buffer. Without a CUDA runtime or
+device, registering answers UNIMPLEMENTED with CUDA's own reason.
 """
 
 from __future__ import annotations
 
+import logging
 import mmap
 import os
 import stat
@@ -25,10 +29,12 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from gpuserve.backends.cuda_ipc import HANDLE_SIZE, CudaError, CudaIpc, CudaUnavailable
 from gpuserve.datatypes import numpy_to_raw, raw_to_numpy, to_numpy_dtype
 from gpuserve.errors import InferenceError, InvalidInput, RegionExists, RegionNotFound, Unimplemented
 from gpuserve.types import InferOutput, InferRequest, InferResponse
 
+logger = logging.getLogger("gpuserve.shared_memory")
 SHM_ROOT = "/dev/shm"  # where shm_open(3) keeps POSIX shared-memory objects on Linux
 REGION, BYTE_SIZE, OFFSET = "shared_memory_region", "shared_memory_byte_size", "shared_memory_offset"
 _KEYS = (REGION, BYTE_SIZE, OFFSET)
@@ -42,8 +48,24 @@ def _count(name: str, value: Any, where: str, positive: bool = False) -> int:
     return int(value)
 
 
-class _Region:
+class _Window:
+    """What both kinds of region share: a name, a size and Triton's bounds checks."""
+
+    __slots__ = ()
+    kind = ""
+
+    def check(self, offset: int, byte_size: int) -> None:
+        if offset >= self.byte_size:
+            raise InvalidInput(f"Invalid offset for shared memory region: '{self.name}' "
+                               f"(offset {offset}, region of {self.byte_size} bytes)")
+        if offset + byte_size > self.byte_size:
+            raise InvalidInput(f"Invalid offset + byte size for shared memory region: '{self.name}' "
+                               f"(offset {offset} + {byte_size} bytes > region of {self.byte_size} bytes)")
+
+
+class _Region(_Window):
     __slots__ = ("name", "key", "offset", "byte_size", "map", "start")
+    kind = "system"
 
     def __init__(self, name: str, key: str, offset: int, byte_size: int, mapping: mmap.mmap, start: int):
         self.name, self.key, self.offset, self.byte_size = name, key, offset, byte_size
@@ -53,15 +75,17 @@ class _Region:
         """Bytes [offset, offset + byte_size) of the region, checked as Triton's GetMemoryInfo does."""
         self.check(offset, byte_size)
         begin = self.start + offset
-        return memoryview(self.map)[begin:begin + byte_size]
+        try:
+            return memoryview(self.map)[begin:begin + byte_size]
+        except ValueError:  # closed by an unregister that raced this request
+            raise InvalidInput(f"shared memory region '{self.name}' was unregistered") from None
 
-    def check(self, offset: int, byte_size: int) -> None:
-        if offset >= self.byte_size:
-            raise InvalidInput(f"Invalid offset for shared memory region: '{self.name}' "
-                               f"(offset {offset}, region of {self.byte_size} bytes)")
-        if offset + byte_size > self.byte_size:
-            raise InvalidInput(f"Invalid offset + byte size for shared memory region: '{self.name}' "
-                               f"(offset {offset} + {byte_size} bytes > region of {self.byte_size} bytes)")
+    def read(self, offset: int, byte_size: int) -> memoryview:
+        return self.window(offset, byte_size).toreadonly()  # zero-copy; the view keeps the mapping
+
+    def write(self, offset: int, array: np.ndarray) -> None:
+        view = self.window(offset, array.nbytes)
+        np.frombuffer(view, dtype=array.dtype).reshape(array.shape)[...] = array
 
     def status(self) -> Dict[str, Any]:
         return {"name": self.name, "key": self.key, "offset": self.offset, "byte_size": self.byte_size}
@@ -73,14 +97,70 @@ class _Region:
             pass
 
 
-class SharedMemoryRegistry:
-    """Registered system shared-memory regions by name; every method is thread-safe."""
+class _CudaRegion(_Window):
+    """Another process's device buffer, opened with CUDA IPC. Copies hold the region's lock so an
+    unregister never closes the mapping under a copy in flight."""
 
-    def __init__(self, root: str = SHM_ROOT, allowed: bool = True):
+    __slots__ = ("name", "device_id", "byte_size", "pointer", "ipc", "lock", "closed")
+    kind = "cuda"
+
+    def __init__(self, name: str, device_id: int, byte_size: int, pointer: int, ipc: CudaIpc):
+        self.name, self.device_id, self.byte_size, self.pointer, self.ipc = name, device_id, byte_size, pointer, ipc
+        self.lock = threading.Lock()
+        self.closed = False
+
+    def _open(self) -> None:
+        if self.closed:
+            raise InvalidInput(f"shared memory region '{self.name}' was unregistered")
+
+    def read(self, offset: int, byte_size: int) -> memoryview:
+        self.check(offset, byte_size)
+        with self.lock:
+            self._open()
+            try:
+                return memoryview(self.ipc.to_host(self.pointer + offset, byte_size)).toreadonly()
+            except CudaError as exc:
+                raise InferenceError(f"reading CUDA shared memory region '{self.name}': {exc}") from None
+
+    def write(self, offset: int, array: np.ndarray) -> None:
+        self.check(offset, array.nbytes)
+        with self.lock:
+            self._open()
+            try:
+                self.ipc.from_host(self.pointer + offset, array)
+            except CudaError as exc:
+                raise InferenceError(f"writing CUDA shared memory region '{self.name}': {exc}") from None
+
+    def status(self) -> Dict[str, Any]:
+        return {"name": self.name, "device_id": self.device_id, "byte_size": self.byte_size}
+
+    def release(self) -> None:
+        with self.lock:
+            if self.closed:
+                return
+            self.closed = True
+            try:
+                self.ipc.close(self.pointer)
+            except CudaError as exc:  # the client's process may already be gone; nothing to undo
+                logger.warning("closing CUDA shared memory region '%s': %s", self.name, exc)
+
+
+class SharedMemoryRegistry:
+    """Registered shared-memory regions, system and CUDA, in one name space (as Triton keeps them);
+    every method is thread-safe."""
+
+    def __init__(self, root: str = SHM_ROOT, allowed: bool = True, cuda: Optional[CudaIpc] = None):
         self.root = root
         self.allowed = allowed  # False: clients may not register regions (Triton's --allow-client-shm=false)
+        self.cuda = cuda if cuda is not None else CudaIpc()  # the CUDA runtime is loaded on first use
         self._lock = threading.Lock()
-        self._regions: Dict[str, _Region] = {}
+        self._regions: Dict[str, _Window] = {}
+
+    def _check_name(self, name: Any) -> None:
+        if not self.allowed:
+            raise Unimplemented("client shared memory is disabled on this server; send tensors in the request")
+        if not isinstance(name, str) or not name:
+            raise InvalidInput("a shared memory region needs a non-empty name")
 
     # registration ------------------------------------------------------------------------------
     def _path(self, key: Any) -> str:
@@ -94,10 +174,7 @@ class SharedMemoryRegistry:
         return os.path.join(self.root, bare)
 
     def register(self, name: str, key: str, offset: int, byte_size: int) -> None:
-        if not self.allowed:
-            raise Unimplemented("client shared memory is disabled on this server; send tensors in the request")
-        if not isinstance(name, str) or not name:
-            raise InvalidInput("a shared memory region needs a non-empty name")
+        self._check_name(name)
         where = f"shared memory region '{name}'"
         offset = _count("offset", offset, where)
         byte_size = _count("byte_size", byte_size, where, positive=True)
@@ -126,80 +203,93 @@ class SharedMemoryRegistry:
                 os.close(fd)
             self._regions[name] = _Region(name, key, offset, byte_size, mapping, offset - base)
 
-    def unregister(self, name: Optional[str] = None) -> None:
-        """Forget one region (an unknown name is fine, as in Triton), or every region without a name."""
+    def _forget(self, kind: str, name: Optional[str]) -> None:
+        """Forget one region of `kind` (an unknown name is fine, as in Triton), or all of that kind."""
         with self._lock:
             if name:
-                regions = [self._regions.pop(name)] if name in self._regions else []
+                found = self._regions.get(name)
+                regions = [self._regions.pop(name)] if found is not None and found.kind == kind else []
             else:
-                regions, self._regions = list(self._regions.values()), {}
+                regions = [r for r in self._regions.values() if r.kind == kind]
+                self._regions = {n: r for n, r in self._regions.items() if r.kind != kind}
         for region in regions:
             region.release()
 
-    def unregister_all(self) -> None:
-        self.unregister(None)
-
-    def status(self, name: Optional[str] = None) -> List[Dict[str, Any]]:
+    def _status(self, kind: str, name: Optional[str], label: str) -> List[Dict[str, Any]]:
         with self._lock:
             if not name:
-                return [region.status() for region in self._regions.values()]
+                return [region.status() for region in self._regions.values() if region.kind == kind]
             region = self._regions.get(name)
-        if region is None:
-            raise RegionNotFound(f"Unable to find system shared memory region: '{name}'")
+        if region is None or region.kind != kind:
+            raise RegionNotFound(f"Unable to find {label} shared memory region: '{name}'")
         return [region.status()]
+
+    def unregister(self, name: Optional[str] = None) -> None:
+        self._forget("system", name)
+
+    def unregister_all(self) -> None:
+        self._forget("system", None)
+
+    def status(self, name: Optional[str] = None) -> List[Dict[str, Any]]:
+        return self._status("system", name, "system")
 
     def __len__(self) -> int:
         return len(self._regions)
 
-    # CUDA shared memory: not in this build ------------------------------------------------------
-    def cuda_status(self, name: Optional[str] = None) -> List[Dict[str, Any]]:
-        if not name:
-            return []
+    # CUDA shared memory --------------------------------------------------------------------------
+    def cuda_register(self, name: str, raw_handle: Any, device_id: Any, byte_size: Any) -> None:
+        """Open a client's cudaIpcMemHandle (64 raw bytes) on `device_id` as region `name`."""
+        self._check_name(name)
+        where = f"CUDA shared memory region '{name}'"
+        if not isinstance(raw_handle, (bytes, bytearray, memoryview)) or len(raw_handle) != HANDLE_SIZE:
+            size = len(raw_handle) if isinstance(raw_handle, (bytes, bytearray, memoryview)) else type(raw_handle).__name__
+            raise InvalidInput(f"{where}: 'raw_handle' must be a {HANDLE_SIZE}-byte cudaIpcMemHandle_t "
+                               f"(base64 on REST), got {size}")
+        device_id = _count("device_id", device_id, where)
+        byte_size = _count("byte_size", byte_size, where, positive=True)
         with self._lock:
-            system = name in self._regions
-        if system:
-            raise RegionNotFound(f"The region named '{name}' is registered as system shared memory, "
-                                 "not CUDA shared memory")
-        raise RegionNotFound(f"Unable to find cuda shared memory region: '{name}'")
-
-    def cuda_register(self, name: str, *_: Any) -> None:
-        raise Unimplemented(f"cannot register CUDA shared memory region '{name}': CUDA shared memory is not "
-                            "supported by this gpuserve build (it needs a GPU build with CUDA IPC); "
-                            "use system shared memory instead")
+            if name in self._regions:
+                raise RegionExists(f"shared memory region '{name}' already in manager")
+            try:
+                pointer = self.cuda.open(bytes(raw_handle), device_id)
+            except CudaUnavailable as exc:
+                raise Unimplemented(f"cannot register {where}: {exc}") from None
+            except CudaError as exc:
+                raise InvalidInput(f"failed to register {where}: {exc}") from None
+            self._regions[name] = _CudaRegion(name, device_id, byte_size, pointer, self.cuda)
 
     def cuda_unregister(self, name: Optional[str] = None) -> None:
-        """Nothing is ever registered, so there is nothing to forget (unknown names are fine)."""
+        self._forget("cuda", name)
+
+    def cuda_status(self, name: Optional[str] = None) -> List[Dict[str, Any]]:
+        return self._status("cuda", name, "cuda")
 
     # tensor data -------------------------------------------------------------------------------
-    def _window(self, name: str, offset: int, byte_size: int) -> memoryview:
+    def _region(self, name: str) -> _Window:
         with self._lock:
             region = self._regions.get(name)
-            if region is None:
-                raise InvalidInput(f"Unable to find shared memory region: '{name}'")
-            return region.window(offset, byte_size)  # the view keeps the mapping alive
+        if region is None:
+            raise InvalidInput(f"Unable to find shared memory region: '{name}'")
+        return region
 
     def check(self, name: str, offset: int, byte_size: int) -> None:
         """Raise InvalidInput unless `byte_size` bytes at `offset` lie in registered region `name`."""
-        with self._lock:
-            region = self._regions.get(name)
-            if region is None:
-                raise InvalidInput(f"Unable to find shared memory region: '{name}'")
-            region.check(offset, byte_size)
+        self._region(name).check(offset, byte_size)
 
     def read(self, name: str, offset: int, byte_size: int) -> memoryview:
-        """A read-only, zero-copy view of `byte_size` bytes at `offset` in region `name`."""
-        return self._window(name, offset, byte_size).toreadonly()
+        """`byte_size` bytes at `offset` in region `name`, read-only: a zero-copy view of system
+        shared memory, or a host copy of CUDA shared memory."""
+        return self._region(name).read(offset, byte_size)
 
     def write(self, name: str, offset: int, data, tensor_name: str = "") -> None:
-        """Copy `data` (bytes-like) into region `name` at `offset`."""
-        data = memoryview(data).cast("B")
+        """Copy `data` (bytes-like or a NumPy array) into region `name` at `offset`."""
+        array = data if isinstance(data, np.ndarray) else np.frombuffer(memoryview(data).cast("B"), dtype=np.uint8)
         try:
-            view = self._window(name, offset, len(data))
+            self._region(name).write(offset, array)
         except InvalidInput as exc:
             if not tensor_name:
                 raise
-            raise InvalidInput(f"output '{tensor_name}' ({len(data)} bytes) does not fit: {exc}") from None
-        view[:] = data
+            raise InvalidInput(f"output '{tensor_name}' ({array.nbytes} bytes) does not fit: {exc}") from None
 
 
 # -- requests and responses (called by DataPlane.infer) -----------------------------------------
@@ -308,14 +398,8 @@ def write_shared_memory(registry: SharedMemoryRegistry, outputs: Optional[Dict[s
             shape = list(array.shape)
         plans.append((index, output, region, offset, size, raw, array, shape))
     for index, output, region, offset, size, raw, array, shape in plans:  # all checked: now write
-        if raw is not None:
-            registry.write(region, offset, raw, output.name)
-        else:
-            try:
-                view = registry._window(region, offset, size)
-            except InvalidInput as exc:
-                raise InvalidInput(f"output '{output.name}' ({size} bytes) does not fit: {exc}") from None
-            np.frombuffer(view, dtype=to_numpy_dtype(output.datatype)).reshape(array.shape)[...] = array
+        data = raw if raw is not None else np.ascontiguousarray(array, dtype=to_numpy_dtype(output.datatype))
+        registry.write(region, offset, data, output.name)
         parameters = {k: v for k, v in output.parameters.items() if k not in ("binary_data_size", "binary_data")}
         parameters[REGION], parameters[BYTE_SIZE] = region, size
         if offset:

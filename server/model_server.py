@@ -220,6 +220,7 @@ class ModelServer:
         self.dataplane.started = False
         gpus.stop()
         self.dataplane.shared_memory.unregister_all()
+        self.dataplane.shared_memory.cuda_unregister()
         await self._stop_models()
         logger.info("gpuserve stopped")
 

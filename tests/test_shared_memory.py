@@ -1,6 +1,6 @@
 """System shared memory (Triton's extension) through tritonclient.http and tritonclient.grpc:
 registration, inputs read from and outputs written to regions, status, unregistering, every error
-case with the server still serving afterwards, CUDA shared memory refused clearly; plus the
+case with the server still serving afterwards (CUDA shared memory: test_cuda_shared_memory.py); plus the
 registry on its own (zero-copy views, unaligned offsets, unregistering under a live view)."""
 
 from __future__ import annotations
@@ -300,26 +300,6 @@ def test_errors_leave_the_server_serving(api, regions):
     assert [r["name"] for r in statuses(module, client)] == ["inputs", "small"]
 
 
-def test_cuda_shared_memory_is_refused_clearly(api):
-    module, client = api
-    status = client.get_cuda_shared_memory_status()
-    assert (status == []) if module is triton_http else (len(status.regions) == 0)
-    if module is triton_http:
-        call = lambda: client.register_cuda_shared_memory("gpu", {"b64": "AAAA"}, 0, 64)  # noqa: E731
-    else:
-        call = lambda: client.register_cuda_shared_memory("gpu", b"\x00" * 64, 0, 64)  # noqa: E731
-    with pytest.raises(InferenceServerException) as excinfo:
-        call()
-    assert code_of(module, excinfo) == ("501" if module is triton_http else "UNIMPLEMENTED")
-    assert "GPU build" in excinfo.value.message()
-    with pytest.raises(InferenceServerException) as excinfo:
-        client.get_cuda_shared_memory_status("gpu")
-    assert code_of(module, excinfo) == ("404" if module is triton_http else "NOT_FOUND")
-    client.unregister_cuda_shared_memory("gpu")
-    client.unregister_cuda_shared_memory()
-    assert_serving(module, client)
-
-
 def test_one_registry_for_both_transports(server, regions):
     key, _ = regions(NBYTES)
     with triton_http.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as rest, \
@@ -378,8 +358,8 @@ def test_registry_errors_and_threads(regions):
             registry.register("negative", key, -1, 8)
         with pytest.raises(InvalidInput, match="invalid shared memory key"):
             registry.register("dots", "/..", 0, 8)
-        with pytest.raises(Unimplemented):
-            registry.cuda_register("gpu")
+        with pytest.raises(InvalidInput, match="64-byte"):
+            registry.cuda_register("gpu", b"short", 0, 64)
 
         def register(i):
             registry.register(f"r{i}", key, i * 16, 16)

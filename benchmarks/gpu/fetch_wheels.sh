@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run HERE (with network) before a device call: downloads, into .whl/, the wheels gpuserve needs that
-# the GPU image lacks (it has torch, numpy, onnxruntime, prometheus-client, nvidia-ml-py, pytest).
+# the GPU image lacks (it has torch, numpy, onnxruntime, cupy, cuda-bindings, prometheus-client,
+# nvidia-ml-py, pytest); tritonclient and its HTTP stack drive the CUDA shared-memory test.
 # Then call the device tool with carry [".whl"] and command: bash benchmarks/gpu/verify_all.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -9,5 +10,6 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     --platform manylinux_2_34_x86_64 -d .whl \
     pydantic pydantic-core pydantic-settings python-dotenv typing-inspection annotated-types orjson \
-    fastapi starlette uvicorn
+    fastapi starlette uvicorn \
+    tritonclient python-rapidjson geventhttpclient gevent greenlet zope.event zope.interface brotli
 ls -la .whl

@@ -18,6 +18,6 @@ export PYTHONPATH=/tmp/gpuserve:${PYTHONPATH:-}
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
 cd /tmp  # never import the source folder gpuserve/ in place of the installed package
 status=0
-python3 -m pytest -q -p no:cacheprovider -m gpu "$repo/tests/test_gpu.py" 2>&1 | tee "$OUT/gpu_tests.txt" || status=1
+python3 -m pytest -q -p no:cacheprovider -m gpu "$repo"/tests/test_gpu*.py 2>&1 | tee "$OUT/gpu_tests.txt" || status=1
 python3 "$repo/benchmarks/gpu/gpu_bench.py" --json "$OUT/gpu_bench.json" 2>&1 | tee "$OUT/gpu_bench.txt" || status=1
 exit $status

@@ -1,12 +1,14 @@
 """Triton's REST extensions for shared memory, trace settings and log settings.
 
-System shared memory registers, lists and unregisters regions in the data plane's registry (the
-one gRPC uses too); CUDA shared memory lists nothing and refuses to register without a GPU build.
+System and CUDA shared memory register, list and unregister regions in the data plane's registry
+(the one gRPC uses too); a CUDA handle travels as {"b64": ...} in JSON, raw bytes on gRPC.
 Trace and log settings read and update the data plane's `RuntimeSettings`.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Optional
 
 from fastapi import FastAPI
@@ -17,6 +19,17 @@ from gpuserve.errors import InvalidInput
 from gpuserve.server.rest.common import ErrorRoutes, guarded, json_object_body, json_response
 
 BODY_LIMIT = 1 << 20  # settings and registrations are small JSON objects
+
+
+def _handle_bytes(value) -> bytes:
+    """The cudaIpcMemHandle from {"b64": "..."} (tritonclient's form) or a bare base64 string."""
+    text = value.get("b64") if isinstance(value, dict) else value
+    if not isinstance(text, str):
+        raise InvalidInput("'raw_handle' must be {\"b64\": \"<base64 of the cudaIpcMemHandle_t>\"}")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInput("'raw_handle' is not valid base64") from None
 
 
 def add_shared_memory_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes) -> None:
@@ -63,7 +76,7 @@ def add_shared_memory_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes
         return json_response({})
 
     # CUDA shared memory ------------------------------------------------------------------------
-    @app.get("/v2/cudasharedmemory/status", tags=["V2 shared memory"], summary="CUDA regions (none here)")
+    @app.get("/v2/cudasharedmemory/status", tags=["V2 shared memory"], summary="Every registered CUDA shared-memory region")
     @guard
     async def cuda_status_all(request: Request):
         return json_response(shm.cuda_status())
@@ -75,10 +88,14 @@ def add_shared_memory_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes
         return json_response(shm.cuda_status(region_name))
 
     @app.post("/v2/cudasharedmemory/region/{region_name}/register", tags=["V2 shared memory"],
-              summary="Register a CUDA shared-memory region (needs a GPU build)")
+              summary="Register a CUDA shared-memory region: {raw_handle: {b64}, device_id, byte_size}")
     @guard
     async def cuda_register(region_name: str, request: Request):
-        shm.cuda_register(region_name)
+        body = await json_object_body(request, required=True, limit=BODY_LIMIT)
+        missing = [k for k in ("raw_handle", "device_id", "byte_size") if k not in body]
+        if missing:
+            raise InvalidInput(f"registering '{region_name}' needs {' and '.join(repr(k) for k in missing)}")
+        shm.cuda_register(region_name, _handle_bytes(body["raw_handle"]), body["device_id"], body["byte_size"])
         return json_response({})
 
     @app.post("/v2/cudasharedmemory/unregister", tags=["V2 shared memory"],
