@@ -5,6 +5,8 @@ staging buffers, go host-to-device on the copy stream, the compute stream waits 
 outputs come back device-to-host into page-locked tensors before the thread's event is waited on.
 With two threads per instance, one batch's copies run while the other batch computes. On the CPU
 the same `run` is a plain call under inference mode. torch is imported on the first load only.
+Optional CUDA graphs (backends/torch_graphs.py) replay captured batch sizes; `run_on_device` keeps
+inputs and outputs on the GPU (DLPack to and from CuPy, no copies).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from gpuserve.backends import device_arrays, torch_graphs
 from gpuserve.backends.base import TensorSpec
 
 logger = logging.getLogger("gpuserve.backends.torch")
@@ -40,12 +43,15 @@ def _spec_from_value(name: str, value) -> TensorSpec:
 class TorchBackend:
     def __init__(self, path: str, device: str = "cpu", threads: Optional[int] = None,
                  inputs: Optional[List[TensorSpec]] = None, outputs: Optional[List[TensorSpec]] = None,
-                 precision: Optional[str] = None, compile: bool = False, overlap: bool = True):
+                 precision: Optional[str] = None, compile: bool = False, overlap: bool = True,
+                 cuda_graphs: bool = False, graph_batch_sizes: Sequence[int] = ()):
         torch = _torch()
+        self.fallback = ""  # why this runs otherwise than asked; the model's metadata reports it
         if threads and device == "cpu":
             torch.set_num_threads(threads)
         if device.startswith("cuda") and not torch.cuda.is_available():
-            logger.warning("CUDA asked for %s but torch sees no GPU; running on CPU", path)
+            self.fallback = f"{device} asked for but torch sees no GPU; running on CPU"
+            logger.warning("%s: %s", path, self.fallback)
             device = "cpu"
         self.device = device
         self.torch_device = torch.device(device)
@@ -72,6 +78,18 @@ class TorchBackend:
         # overlap=False is the baseline the benchmarks compare against: synchronous, pageable copies.
         self.overlap = overlap
         self.max_concurrency = 2 if self.device != "cpu" and overlap else 1
+        self.graphs: Dict[int, torch_graphs.CapturedGraph] = {}
+        if cuda_graphs and self.device != "cpu":
+            try:
+                with torch.inference_mode():
+                    self.graphs = torch_graphs.capture_graphs(
+                        torch, lambda *args: self._outputs(self.module(*args)), self.inputs,
+                        graph_batch_sizes or [1], self.torch_device, self._cast)
+            except Exception as exc:  # a model that cannot be captured still serves, eagerly
+                self.fallback = f"CUDA graph capture failed ({type(exc).__name__}: {exc}); running eagerly"
+                logger.warning("%s: %s", path, self.fallback)
+                self.graphs = {}
+        self._graph_sizes = sorted(self.graphs)
 
     # description -------------------------------------------------------------------------------
     @staticmethod
@@ -118,6 +136,9 @@ class TorchBackend:
                         for n in names]
                 results = self._outputs(self.module(*args))
                 return self._select({k: v.cpu().numpy() for k, v in results.items()}, output_names)
+            graph = self._graph_for(inputs, names)
+            if graph is not None:
+                return self._select(self._replay(graph, inputs, names), output_names)
             copy, compute = self._streams()
             with torch.cuda.stream(copy):
                 args = [self._cast(torch.from_numpy(np.ascontiguousarray(inputs[n])).to(self.torch_device,
@@ -144,6 +165,52 @@ class TorchBackend:
                 arg.record_stream(compute)
             done.synchronize()
             return self._select({k: v.numpy() for k, v in host.items()}, output_names)
+
+    def _graph_for(self, inputs, names) -> Optional[torch_graphs.CapturedGraph]:
+        if not self._graph_sizes or not names:
+            return None
+        size = torch_graphs.graph_size_for(int(np.shape(inputs[names[0]])[0]), self._graph_sizes)
+        return self.graphs.get(size) if size is not None else None
+
+    def _replay(self, graph: torch_graphs.CapturedGraph, inputs, names) -> Dict[str, np.ndarray]:
+        """Host rows into the static buffers, replay, outputs back into pinned memory; one batch at a time
+        per graph, on this thread's compute stream."""
+        torch = _torch()
+        rows = int(np.shape(inputs[names[0]])[0])
+        _, compute = self._streams()
+        with graph.lock, torch.cuda.stream(compute):
+            for static, name in zip(graph.inputs, names):
+                torch_graphs.fill_static(static, torch.from_numpy(np.ascontiguousarray(inputs[name])), rows)
+            graph.graph.replay()
+            host = {}
+            for name, value in torch_graphs.slice_rows(graph.outputs, rows).items():
+                buffer = torch.empty(value.shape, dtype=value.dtype, pin_memory=True)
+                buffer.copy_(value, non_blocking=True)
+                host[name] = buffer
+            compute.synchronize()
+        return {k: v.numpy() for k, v in host.items()}
+
+    def run_on_device(self, inputs: Dict[str, object], output_names: Optional[Sequence[str]] = None
+                      ) -> Dict[str, object]:
+        """Inputs: NumPy or device arrays (CuPy, via DLPack); outputs: CuPy arrays on this device, synchronised."""
+        device_arrays.require_device("torch", self.device)
+        cupy = device_arrays.cupy_module()
+        torch = _torch()
+        names = [spec.name for spec in self.inputs]
+        _, compute = self._streams()
+        with torch.inference_mode(), torch.cuda.stream(compute):
+            args = []
+            for name in names:
+                value = inputs[name]
+                if device_arrays.is_device_array(value):
+                    tensor = torch.from_dlpack(value)  # the producer orders itself before this stream
+                else:
+                    tensor = torch.from_numpy(np.ascontiguousarray(value)).to(self.torch_device, non_blocking=True)
+                args.append(self._cast(tensor))
+            results = self._select(self._outputs(self.module(*args)), output_names)
+            results = {name: value.contiguous() for name, value in results.items()}
+            compute.synchronize()
+        return {name: cupy.from_dlpack(value) for name, value in results.items()}
 
     def _cast(self, tensor):
         if self.precision is not None and tensor.is_floating_point():
@@ -176,6 +243,7 @@ class TorchBackend:
 
     def unload(self) -> None:
         self.module = None
+        self.graphs, self._graph_sizes = {}, []
         if self.device != "cpu":
             torch = _torch()
             torch.cuda.empty_cache()

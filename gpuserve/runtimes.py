@@ -180,10 +180,21 @@ class FrameworkModel(Model):
                 raise InvalidInput(f"input '{tensor.name}' has shape {list(array.shape)}; "
                                    f"model '{self.name}' expects {spec.shape} (-1 is any size)")
             arrays[tensor.name] = self.prepare(tensor.name, array)
+        limit = self._batch_limit()
+        if limit and arrays:
+            first = next(iter(arrays.values()))
+            if first.ndim and first.shape[0] > limit:  # as Triton: a config.pbtxt max_batch_size bounds each request
+                raise InvalidInput(f"inference request batch-size must be <= {limit} for '{self.name}'")
         missing = [name for name in specs if name not in arrays]
         if missing:
             raise InvalidInput(f"model '{self.name}' needs inputs {missing} that the request lacks")
         return arrays
+
+    def _batch_limit(self) -> int:
+        """The max_batch_size a Triton config.pbtxt declared (0: none). MLServer's max_batch_size only
+        sizes adaptive batches, and bare artefacts get an automatic one: neither refuses big requests."""
+        limit = (getattr(self.settings, "model_extra", None) or {}).get("triton_max_batch_size") or 0
+        return int(limit) if self.scheduler is not None and self.scheduler.batch_dim else 0
 
     async def _submit(self, arrays: Dict[str, np.ndarray], parameters: Optional[dict],
                       outputs: Optional[List[str]] = None) -> Dict[str, np.ndarray]:
@@ -349,8 +360,17 @@ class TorchModel(FrameworkModel):
         declared_in = [TensorSpec(t.name, t.datatype, list(t.shape)) for t in self.settings.inputs] or None
         declared_out = [TensorSpec(t.name, t.datatype, list(t.shape)) for t in self.settings.outputs] or None
         extra = self.settings.parameters.extra
+        graphs = bool(extra.get("cuda_graphs", False)) and device != "cpu"
+        sizes: List[int] = []
+        if graphs:
+            from gpuserve.backends.torch_graphs import graph_batch_sizes
+
+            config = batching_config(self.settings, True)
+            sizes = graph_batch_sizes(extra.get("cuda_graph_batch_sizes") or config.preferred_batch_sizes,
+                                      config.max_batch_size)
         return TorchBackend(str(path), device=device, threads=threads, inputs=declared_in, outputs=declared_out,
-                            precision=extra.get("precision"), compile=bool(extra.get("compile", False)))
+                            precision=extra.get("precision"), compile=bool(extra.get("compile", False)),
+                            cuda_graphs=graphs, graph_batch_sizes=sizes)
 
 
 BUILTIN_RUNTIMES = {

@@ -1,0 +1,106 @@
+"""CUDA graphs for the PyTorch backend: one graph per captured batch size, replayed on static buffers.
+
+A graph replays a fixed sequence of kernels on fixed addresses, so launch overhead (tens of
+microseconds per layer for small models) is paid once at capture. Batches are padded up to the
+nearest captured size (extra rows zeroed, outputs sliced back); a batch larger than every captured
+size, or a model whose non-batch dimensions are dynamic, runs eagerly. The captured sizes are the
+model's preferred batch sizes (Triton `dynamic_batching.preferred_batch_size`), else powers of two
+up to its max batch size. The padding helpers are pure and tested on the CPU; capture and replay
+need a GPU (tests/test_gpu.py).
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import threading
+from typing import Dict, List, Optional, Sequence
+
+logger = logging.getLogger("gpuserve.backends.torch")
+
+_V2_TO_TORCH = {"BOOL": "bool", "UINT8": "uint8", "INT8": "int8", "INT16": "int16", "INT32": "int32",
+                "INT64": "int64", "FP16": "float16", "FP32": "float32", "FP64": "float64", "BF16": "bfloat16"}
+
+
+def graph_batch_sizes(preferred: Sequence[int], max_batch: int) -> List[int]:
+    """Sizes to capture: the preferred ones, else 1, 2, 4, ... up to and including max_batch."""
+    sizes = sorted({int(s) for s in preferred if int(s) > 0})
+    if sizes:
+        return sizes
+    if max_batch < 1:
+        return [1]
+    sizes, size = [], 1
+    while size < max_batch:
+        sizes.append(size)
+        size *= 2
+    return sizes + [max_batch]
+
+
+def graph_size_for(rows: int, sizes: Sequence[int]) -> Optional[int]:
+    """The smallest captured size that holds `rows`, or None (run eagerly)."""
+    at = bisect.bisect_left(sizes, rows)
+    return sizes[at] if at < len(sizes) else None
+
+
+def fill_static(static, value, rows: int) -> None:
+    """Copy `value` (rows x ...) into the first rows of `static` and zero the padding rows.
+
+    Works on torch tensors (asynchronous copy on the current stream) and NumPy arrays alike.
+    """
+    if value.shape[1:] != static.shape[1:] or rows != value.shape[0] or rows > static.shape[0]:
+        raise ValueError(f"batch of shape {tuple(value.shape)} does not fit a graph buffer of shape "
+                         f"{tuple(static.shape)}")
+    if hasattr(static, "copy_"):
+        static[:rows].copy_(value, non_blocking=True)
+        if rows < static.shape[0]:
+            static[rows:].zero_()
+    else:
+        static[:rows] = value
+        static[rows:] = 0
+
+
+def slice_rows(outputs: Dict[str, object], rows: int) -> Dict[str, object]:
+    return {name: value[:rows] for name, value in outputs.items()}
+
+
+class CapturedGraph:
+    """One graph at one batch size: its static inputs, its outputs, and a lock (the buffers are shared
+    by the instance's threads, so one batch replays at a time)."""
+
+    def __init__(self, graph, inputs: list, outputs: Dict[str, object]):
+        self.graph, self.inputs, self.outputs = graph, inputs, outputs
+        self.lock = threading.Lock()
+
+
+def capture_graphs(torch, call, specs, sizes: Sequence[int], device, cast) -> Dict[int, CapturedGraph]:
+    """Capture `call(*inputs) -> {name: tensor}` at each size. Each graph has its own memory pool: a
+    shared pool is only safe when graphs replay in capture order and never at once, and the instance's
+    two threads may replay two sizes at the same time.
+
+    Returns {} (eager only) when an input has a dynamic non-batch dimension or no declared shape.
+    """
+    for spec in specs:
+        if len(spec.shape) < 1 or any(d < 0 for d in spec.shape[1:]) or spec.datatype not in _V2_TO_TORCH:
+            logger.warning("CUDA graphs need fixed non-batch shapes; input %s is %s %s: running eagerly",
+                           spec.name, spec.datatype, spec.shape)
+            return {}
+    fixed = {spec.shape[0] for spec in specs if spec.shape[0] >= 0}
+    if fixed:  # no batch dimension: the one shape the model takes
+        sizes = sorted(fixed)[:1]
+    graphs: Dict[int, CapturedGraph] = {}
+    side = torch.cuda.Stream(device=device)
+    for size in sorted(sizes):
+        inputs = [cast(torch.zeros([size, *spec.shape[1:]], dtype=getattr(torch, _V2_TO_TORCH[spec.datatype]),
+                                   device=device)) for spec in specs]
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(2):  # warm-up outside capture: lazy init, cuBLAS handles, autotuning
+                call(*inputs)
+        torch.cuda.current_stream(device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            outputs = call(*inputs)
+        graphs[size] = CapturedGraph(graph, inputs, outputs)
+    torch.cuda.synchronize(device)
+    logger.info("captured CUDA graphs at batch sizes %s", sorted(graphs))
+    return graphs
