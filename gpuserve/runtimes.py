@@ -273,12 +273,18 @@ def _unload_all(backends) -> None:
 
 
 def release_memory() -> None:
-    """After an unload: collect cycles, empty torch's CUDA cache, and hand freed heap pages back to the OS
-    (glibc keeps freed chunks of a session's weights in its arenas otherwise, so RSS would not drop)."""
+    """After an unload: collect cycles (frozen ones too), empty torch's CUDA cache, and hand freed heap
+    pages back to the OS (glibc keeps freed chunks of a session's weights in its arenas otherwise, so
+    RSS would not drop)."""
     import ctypes
     import gc
 
+    frozen = gc.get_freeze_count() > 0
+    if frozen:  # the server froze what was alive at start-up; a model's cycles (torch.export graphs) are in there
+        gc.unfreeze()
     gc.collect()
+    if frozen:
+        gc.freeze()
     _empty_cuda_cache()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
