@@ -2,8 +2,8 @@
 
 Forms, detected per model folder:
 - MLServer: `model-settings.json` (anywhere below the root, as MLServer scans).
-- Bare artefact: `model.onnx` in the folder, or in numbered version folders (`1/model.onnx`), which is
-  also how a Triton repository lays out its versions.
+- Bare artefact: `model.onnx` (or `.pt`, `.pt2`, `.plan`) in the folder, or in numbered version folders
+  (`1/model.onnx`), which is also how a Triton repository lays out its versions.
 A model that cannot be built is registered not ready with the reason, never raised.
 """
 
@@ -111,9 +111,6 @@ def runtime_for(settings: ModelSettings):
         builtin = BUILTIN_RUNTIMES.get(implementation) or BUILTIN_RUNTIMES.get(implementation.lower())
         if builtin is not None:
             return builtin
-        if implementation.lower() in ("tensorrt", "tensorrt_plan"):
-            raise InvalidSettings(f"model '{settings.name}': TensorRT engines (model.plan) are not served yet; "
-                                  "export the model to ONNX or TorchScript")
         return import_class(implementation, Path(settings.folder) if settings.folder else None)
     uri = settings.resolve_uri()
     if uri is None:

@@ -7,6 +7,7 @@ submits the arrays to the engine, which batches them across requests and instanc
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -87,6 +88,10 @@ class FrameworkModel(Model):
         self.backend = backends[0]
         batchable = all(s.shape and s.shape[0] == -1 for s in self.backend.inputs + self.backend.outputs)
         config = batching_config(self.settings, batchable)
+        limit = int(getattr(self.backend, "max_batch_size", 0) or 0)  # e.g. a TensorRT profile's max
+        if limit and config.max_batch_size > limit:
+            config = dataclasses.replace(config, max_batch_size=limit, preferred_batch_sizes=tuple(
+                p for p in config.preferred_batch_sizes if p <= limit))
         pinned = pinned_allocator() if device != "cpu" else None
         pool = StagingPool(pinned) if pinned is not None else StagingPool()
         instances = [Instance(b, f"{self.name}-{i}", pool, self.stats) for i, b in enumerate(backends)]
@@ -379,6 +384,40 @@ class TorchModel(FrameworkModel):
                             cuda_graphs=graphs, graph_batch_sizes=sizes)
 
 
+class TensorRTModel(FrameworkModel):
+    """A serialized TensorRT engine, `model.plan`. Needs a GPU and the `tensorrt` package; without
+    them the model is not ready and says why. Inputs and outputs come from the engine itself."""
+
+    platform = "tensorrt_plan"
+
+    def artefact(self) -> Path:
+        path = super().artefact()
+        return path / "model.plan" if path.is_dir() else path
+
+    def load(self) -> bool:
+        _tensorrt_module()  # the first thing to say when it is missing, before any file or device check
+        return super().load()
+
+    def make_backend(self, path: Path, device: str, threads: int):
+        from gpuserve.backends.tensorrt import TensorRTBackend
+
+        if device == "cpu":
+            raise ModelLoadError(f"model '{self.name}': TensorRT engines run on a GPU only, and this model was "
+                                 "placed on cpu (no usable CUDA device, or device: cpu)")
+        profile = int(self.settings.parameters.extra.get("optimization_profile", 0) or 0)
+        return TensorRTBackend(str(path), device=device, profile=profile)
+
+
+def _tensorrt_module():
+    try:
+        from gpuserve.backends.tensorrt import _trt
+
+        return _trt()
+    except ImportError as exc:
+        raise ModelLoadError(f"TensorRT is not installed ({exc}); pip install tensorrt on a machine with an NVIDIA "
+                             "GPU, or serve the model as ONNX with execution_provider: tensorrt") from None
+
+
 BUILTIN_RUNTIMES = {
     "torch": TorchModel,
     "pytorch": TorchModel,
@@ -388,6 +427,9 @@ BUILTIN_RUNTIMES = {
     "onnxruntime": OnnxModel,
     "onnxruntime_onnx": OnnxModel,
     "gpuserve.runtimes.OnnxModel": OnnxModel,
+    "tensorrt": TensorRTModel,
+    "tensorrt_plan": TensorRTModel,
+    "gpuserve.runtimes.TensorRTModel": TensorRTModel,
 }
 BUILTIN_RUNTIMES.update(CLASSIC_RUNTIMES)
-ARTEFACT_RUNTIMES = {".onnx": OnnxModel, ".pt2": TorchModel, ".pt": TorchModel}
+ARTEFACT_RUNTIMES = {".onnx": OnnxModel, ".pt2": TorchModel, ".pt": TorchModel, ".plan": TensorRTModel}

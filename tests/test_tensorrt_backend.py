@@ -1,0 +1,158 @@
+"""TensorRT on a machine without TensorRT: every repository form (Triton tensorrt_plan, bare model.plan,
+MLServer implementation) is served by the TensorRT runtime and reported not ready with a clear reason,
+next to a model that keeps serving. The engine-description and shape logic is checked against
+`FakeEngine`, a hand-written stand-in with the few ICudaEngine methods that logic reads; it runs
+nothing. The real engine path is checked on a GPU (benchmarks/gpu/trt_check.py via verify_all.sh)."""
+
+import importlib.util
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from conftest import make_onnx_model, onnx_reference, running_server
+from gpuserve import ModelRepository
+from gpuserve.backends.base import TensorSpec
+from gpuserve.backends.tensorrt import check_shape, describe, max_batch_size
+from gpuserve.errors import InvalidInput
+from gpuserve.repository import DiskRepository, runtime_for
+from gpuserve.runtimes import TensorRTModel
+from gpuserve.settings import ModelSettings
+
+needs_no_tensorrt = pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None,
+                                       reason="checks the path where TensorRT is not installed")
+
+
+def _enum(name):
+    return SimpleNamespace(name=name)
+
+
+class FakeEngine:
+    """Not TensorRT: answers the ICudaEngine calls `describe` makes, from a table."""
+
+    def __init__(self, tensors):
+        self.tensors = tensors  # name -> (mode, dtype, shape, profile or None)
+
+    @property
+    def num_io_tensors(self):
+        return len(self.tensors)
+
+    def get_tensor_name(self, index):
+        return list(self.tensors)[index]
+
+    def get_tensor_mode(self, name):
+        return _enum(self.tensors[name][0])
+
+    def get_tensor_dtype(self, name):
+        return _enum(self.tensors[name][1])
+
+    def get_tensor_shape(self, name):
+        return self.tensors[name][2]
+
+    def get_tensor_profile_shape(self, name, profile):
+        assert profile == 0
+        return self.tensors[name][3]
+
+
+ENGINE = FakeEngine({
+    "images": ("INPUT", "HALF", [-1, 3, -1, -1], [(1, 3, 32, 32), (8, 3, 224, 224), (16, 3, 512, 512)]),
+    "mask": ("INPUT", "BOOL", [-1, 4], [(1, 4), (8, 4), (32, 4)]),
+    "scores": ("OUTPUT", "FLOAT", [-1, 1000], None),
+    "ids": ("OUTPUT", "INT64", [-1, 5], None),
+})
+
+
+def test_describe_reads_specs_and_profiles():
+    inputs, outputs, limits = describe(ENGINE)
+    assert inputs == [TensorSpec("images", "FP16", [-1, 3, -1, -1]), TensorSpec("mask", "BOOL", [-1, 4])]
+    assert outputs == [TensorSpec("scores", "FP32", [-1, 1000]), TensorSpec("ids", "INT64", [-1, 5])]
+    assert limits["images"][2] == (16, 3, 512, 512)
+    assert max_batch_size(inputs, limits) == 16  # the smallest profile max over the batched inputs
+
+
+def test_unbatched_or_unsupported_engines():
+    fixed = FakeEngine({"x": ("INPUT", "FLOAT", [1, 8], None), "y": ("OUTPUT", "FLOAT", [1, 2], None)})
+    inputs, _, limits = describe(fixed)
+    assert limits == {} and max_batch_size(inputs, limits) == 0
+    with pytest.raises(ValueError, match="FP8"):
+        describe(FakeEngine({"x": ("INPUT", "FP8", [-1, 8], [(1, 8), (1, 8), (4, 8)])}))
+
+
+def test_shapes_outside_the_profile_are_refused_with_the_limit():
+    inputs, _, limits = describe(ENGINE)
+    images = inputs[0]
+    check_shape(images, (16, 3, 224, 320), limits)
+    with pytest.raises(InvalidInput, match=r"batch size 17 is outside .* profile \[1, 16\]"):
+        check_shape(images, (17, 3, 224, 224), limits)
+    with pytest.raises(InvalidInput, match=r"dimension 2 16 is outside"):
+        check_shape(images, (2, 3, 16, 64), limits)
+    with pytest.raises(InvalidInput, match="takes"):
+        check_shape(images, (2, 4, 64, 64), limits)  # a fixed dimension differs
+    with pytest.raises(InvalidInput, match="takes"):
+        check_shape(images, (2, 3, 64), limits)
+
+
+def test_every_form_maps_to_the_tensorrt_runtime(tmp_path):
+    assert runtime_for(ModelSettings(name="a", implementation="tensorrt_plan")) is TensorRTModel
+    assert runtime_for(ModelSettings(name="b", implementation="tensorrt")) is TensorRTModel
+    (tmp_path / "model.plan").write_bytes(b"not an engine")
+    assert runtime_for(ModelSettings(name="c", parameters={"uri": str(tmp_path / "model.plan")})) is TensorRTModel
+
+
+@needs_no_tensorrt
+def test_without_tensorrt_each_form_is_not_ready_with_the_reason(tmp_path, http):
+    triton = tmp_path / "trt_triton"
+    (triton / "1").mkdir(parents=True)
+    (triton / "1" / "model.plan").write_bytes(b"engine bytes")
+    (triton / "config.pbtxt").write_text('name: "trt_triton" backend: "tensorrt" max_batch_size: 8')
+    (tmp_path / "trt_bare").mkdir()
+    (tmp_path / "trt_bare" / "model.plan").write_bytes(b"engine bytes")
+    (tmp_path / "trt_mlserver").mkdir()
+    (tmp_path / "trt_mlserver" / "model.plan").write_bytes(b"engine bytes")
+    (tmp_path / "trt_mlserver" / "model-settings.json").write_text(json.dumps(
+        {"implementation": "tensorrt", "parameters": {"uri": "model.plan"}}))
+    (tmp_path / "onnx").mkdir()
+    weight, bias = make_onnx_model(tmp_path / "onnx" / "model.onnx")
+    registry = DiskRepository(tmp_path).populate(ModelRepository())
+    with running_server(repository=registry) as server:
+        client = http(server)
+        for name in ("trt_triton", "trt_bare", "trt_mlserver"):
+            reply = client.get(f"/v2/models/{name}/ready")
+            assert reply.status_code != 200
+            assert "TensorRT is not installed" in reply.json()["error"], (name, reply.text)
+        x = np.ones((2, 4), np.float32)
+        reply = client.post("/v2/models/onnx/infer", json={
+            "inputs": [{"name": "input", "shape": [2, 4], "datatype": "FP32", "data": x.ravel().tolist()}]})
+        assert reply.status_code == 200
+        np.testing.assert_allclose(np.array(reply.json()["outputs"][0]["data"]).reshape(2, 3),
+                                   onnx_reference(x, weight, bias), rtol=1e-5, atol=1e-6)
+
+
+class _ProfileLimitedBackend:
+    """Not TensorRT: a NumPy stand-in with a profile limit, to check the model caps its batcher."""
+
+    device, fallback, max_batch_size = "cuda:0", "", 8
+
+    def __init__(self):
+        self.inputs = [TensorSpec("x", "FP32", [-1, 2])]
+        self.outputs = [TensorSpec("y", "FP32", [-1, 2])]
+
+    def run(self, inputs, output_names=None):
+        return {"y": inputs["x"] * 2}
+
+
+def test_the_batcher_is_capped_at_the_profile_max(tmp_path, monkeypatch):
+    (tmp_path / "model.plan").write_bytes(b"engine bytes")
+    monkeypatch.setattr("gpuserve.runtimes._tensorrt_module", lambda: None)
+    monkeypatch.setattr(TensorRTModel, "make_backend", lambda self, path, device, threads: _ProfileLimitedBackend())
+    settings = ModelSettings(name="capped", device="cuda:0", max_batch_size=64, warmup_samples=[],
+                             dynamic_batching={"preferred_batch_size": [4, 16]},
+                             parameters={"uri": str(tmp_path / "model.plan")})
+    model = TensorRTModel("capped", settings)
+    try:
+        assert model.load()
+        assert model.scheduler.config.max_batch_size == 8
+        assert model.scheduler.config.preferred_batch_sizes == (4,)
+    finally:
+        model.stop()
