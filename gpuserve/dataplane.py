@@ -125,6 +125,13 @@ class DataPlane:
     # inference ---------------------------------------------------------------------------------
     async def infer(self, request: InferRequest, headers: Optional[Dict[str, str]] = None
                     ) -> Tuple[Any, Dict[str, str]]:
+        inputs = request.inputs
+        if len(inputs) > 1 and len({t.name for t in inputs}) < len(inputs):
+            seen = set()
+            for tensor in inputs:
+                if tensor.name in seen:
+                    raise InvalidInput(f"input '{tensor.name}' already exists in request")
+                seen.add(tensor.name)
         shm_outputs = resolve_shared_memory(self.shared_memory, request)  # inputs read, outputs noted
         model = self.repository.resolve(request.model_name, request.model_version)
         request.headers = headers
@@ -172,8 +179,10 @@ class DataPlane:
     def statistics(self, name: Optional[str] = None, version: Optional[str] = None) -> Dict[str, Any]:
         """Triton's statistics extension: `{"model_stats": [...]}` for one model, one version or all."""
         if name:
-            if self.repository.get_model(name, version) is None:
-                raise ModelNotFound(name, version)
+            if self.repository.get_model(name, version) is None:  # Triton: 400 / INVALID_ARGUMENT here
+                if version in (None, "") or self.repository.get_model(name) is None:
+                    raise InvalidInput(f"requested model '{name}' is not available")
+                raise InvalidInput(f"requested model version is not available for model '{name}'")
             chosen = [(name, v, m) for v, m in self.repository.versions(name).items()
                       if version in (None, "") or v == str(version)]
         else:  # as Triton: every ready model
@@ -182,6 +191,8 @@ class DataPlane:
         for model_name, model_version, model in chosen:
             entry = self.stats_of(model).as_dict()
             entry["name"], entry["version"] = model_name, model_version or ""
+            entry.setdefault("response_stats", {})  # as Triton: decoupled-response statistics (none here)
+            entry.setdefault("memory_usage", [])
             entries.append(entry)
         return {"model_stats": entries}
 

@@ -269,7 +269,7 @@ class SharedMemoryRegistry:
         with self._lock:
             region = self._regions.get(name)
         if region is None:
-            raise InvalidInput(f"Unable to find shared memory region: '{name}'")
+            raise RegionNotFound(f"Unable to find shared memory region: '{name}'")  # Triton: 404 / NOT_FOUND
         return region
 
     def check(self, name: str, offset: int, byte_size: int) -> None:

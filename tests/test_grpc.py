@@ -173,9 +173,8 @@ def test_health_and_server_metadata(client):
 def test_model_ready_metadata_and_config(client):
     assert client.is_model_ready("echo") and client.is_model_ready("affine")
     assert client.is_model_ready("broken") is False
-    with pytest.raises(InferenceServerException) as excinfo:
-        client.is_model_ready("nope")
-    assert status_of(excinfo) == "StatusCode.NOT_FOUND" and "nope" in excinfo.value.message()
+    # as Triton: an unknown model or version is not ready (ready=false), not an error
+    assert client.is_model_ready("nope") is False
 
     meta = client.get_model_metadata("affine")
     assert meta.name == "affine"
@@ -403,7 +402,7 @@ def test_error_table_statuses(client, stub):
     shm.inputs[0].parameters["shared_memory_byte_size"].int64_param = 4
     with pytest.raises(grpc.RpcError) as excinfo:
         stub.ModelInfer(shm, timeout=TIMEOUT)
-    assert excinfo.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "'region'" in excinfo.value.details()
+    assert excinfo.value.code() == grpc.StatusCode.NOT_FOUND and "'region'" in excinfo.value.details()  # as Triton
     assert client.is_server_live()  # still serving
 
 
@@ -427,6 +426,8 @@ def test_stream_infer_sync_continues_after_a_bad_request(url, models):
             assert result is None and "FP32 [batch, 4]" in error.message()
             continue
         assert error is None and result.get_response().id == f"s{i}"  # answered in request order
+        # as Triton: every stream answer of a non-decoupled model says it is the request's last
+        assert result.get_response().parameters["triton_final_response"].bool_param is True
         want = direct(models["affine"], {"INPUT0": arrays[i]})
         np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), want["OUTPUT0"])
         np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), want["OUTPUT1"])
@@ -542,9 +543,10 @@ def test_statistics_and_repository_index(client):
     one = client.get_inference_statistics("echo", as_json=True)
     assert [s["name"] for s in one["model_stats"]] == ["echo"]
     assert set(one["model_stats"][0]["inference_stats"]) >= {"success", "fail", "queue", "compute_infer"}
+    # as Triton: statistics of an unknown model or version are INVALID_ARGUMENT
     with pytest.raises(InferenceServerException) as excinfo:
         client.get_inference_statistics("nope")
-    assert status_of(excinfo) == "StatusCode.NOT_FOUND"
+    assert status_of(excinfo) == "StatusCode.INVALID_ARGUMENT" and "'nope' is not available" in excinfo.value.message()
 
     index = {m.name: m for m in client.get_model_repository_index().models}
     assert set(index) == {"affine", "broken", "crash", "echo"}
@@ -578,9 +580,7 @@ def test_load_and_unload(serve):
                 c.load_model("echo", config='{"max_batch_size": 8}')
             assert status_of(excinfo) == "StatusCode.UNIMPLEMENTED"
             c.unload_model("echo")
-            with pytest.raises(InferenceServerException) as excinfo:
-                c.is_model_ready("echo")
-            assert status_of(excinfo) == "StatusCode.NOT_FOUND"
+            assert c.is_model_ready("echo") is False  # as Triton: an unloaded model is not ready
             assert [m.name for m in c.get_model_repository_index().models] == ["flaky"]
             with pytest.raises(InferenceServerException) as excinfo:
                 c.unload_model("echo")
@@ -733,3 +733,44 @@ def test_stubs_coexist_with_tritonclient(first):
     code = (f"import {first}, {second}, gpuserve.remote_grpc as r; r.client_messages(); "
             "import gpuserve.server.grpc.inference_pb2_grpc")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+# -- behaviour checked against Triton 2.51 (benchmarks/peers/conformance.py) ---------------------
+
+TRITON_CONFIG = """name: "tri"
+platform: "onnxruntime_onnx"
+max_batch_size: 4
+input [ { name: "input" data_type: TYPE_FP32 dims: [ 6 ] } ]
+output [ { name: "output" data_type: TYPE_FP32 dims: [ 3 ] } ]
+"""
+
+
+def test_triton_form_model_statuses(serve, tmp_path):
+    from conftest import make_onnx_model
+    from gpuserve import ModelRepository
+    from gpuserve.repository import DiskRepository
+
+    (tmp_path / "tri" / "1").mkdir(parents=True)
+    make_onnx_model(tmp_path / "tri" / "1" / "model.onnx", in_features=6, out_features=3)
+    (tmp_path / "tri" / "config.pbtxt").write_text(TRITON_CONFIG)
+    registry = DiskRepository(tmp_path).populate(ModelRepository())
+    registry.update(Echo("echo"))
+
+    def rows(n):
+        return fp32_input("input", np.ones((n, 6), np.float32))
+
+    def fails(call, code, words):
+        with pytest.raises(InferenceServerException) as excinfo:
+            call()
+        assert status_of(excinfo) == code and words in excinfo.value.message()
+
+    with serve(repository=registry) as server, \
+            triton.InferenceServerClient(f"127.0.0.1:{server.ports['grpc']}") as c:
+        assert c.infer("tri", [rows(4)]).as_numpy("output").shape == (4, 3)
+        fails(lambda: c.infer("tri", [rows(5)]), "StatusCode.INVALID_ARGUMENT", "batch-size must be <= 4 for 'tri'")
+        dup = [fp32_input("INPUT0", np.ones((1, 4), np.float32)) for _ in range(2)]
+        fails(lambda: c.infer("echo", dup), "StatusCode.INVALID_ARGUMENT", "input 'INPUT0' already exists")
+        fails(lambda: c.get_inference_statistics("tri", "7"), "StatusCode.INVALID_ARGUMENT",
+              "requested model version is not available for model 'tri'")
+        assert c.is_model_ready("tri", "1") is True and c.is_model_ready("tri", "7") is False
+        assert c.get_inference_statistics("tri", "1").model_stats[0].version == "1"

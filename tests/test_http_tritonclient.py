@@ -42,11 +42,23 @@ def sample(datatype, shape=(3, 4)):
     return rng.integers(info.min, info.max, shape, dtype=getattr(np, datatype.lower()), endpoint=True)
 
 
+TRITON_CONFIG = """name: "tri"
+platform: "onnxruntime_onnx"
+max_batch_size: 4
+input [ { name: "input" data_type: TYPE_FP32 dims: [ 6 ] } ]
+output [ { name: "output" data_type: TYPE_FP32 dims: [ 3 ] } ]
+dynamic_batching { }
+"""
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("repo")
     (root / "mlp").mkdir()
     weights = make_onnx_model(root / "mlp" / "model.onnx", in_features=6, out_features=3)
+    (root / "tri" / "1").mkdir(parents=True)  # the Triton form: config.pbtxt + 1/model.onnx
+    make_onnx_model(root / "tri" / "1" / "model.onnx", in_features=6, out_features=3)
+    (root / "tri" / "config.pbtxt").write_text(TRITON_CONFIG)
     registry = DiskRepository(root).populate(ModelRepository())
     registry.update(Echo("echo"))
     with running_server(repository=registry) as srv:
@@ -131,7 +143,7 @@ def test_statistics(client):
     assert stats["name"] == "mlp" and stats["inference_stats"]["success"]["count"] >= 1
     assert stats["inference_count"] >= 1 and stats["batch_stats"]
     everyone = {s["name"] for s in client.get_inference_statistics()["model_stats"]}
-    assert everyone == {"echo", "mlp"}
+    assert everyone == {"echo", "mlp", "tri"}
     with pytest.raises(InferenceServerException):
         client.get_inference_statistics("ghost")
 
@@ -203,3 +215,64 @@ def test_bad_compressed_body_is_400(server):
     reply = httpx.post(f"http://127.0.0.1:{server.ports['http']}/v2/models/echo/infer", content=b"not gzip",
                        headers={"Content-Encoding": "gzip"})
     assert reply.status_code == 400 and "gzip" in reply.json()["error"]
+
+
+# -- behaviour checked against Triton 2.51 (benchmarks/peers/conformance.py) ---------------------
+
+def _rows(n, name="input"):
+    tensor = httpclient.InferInput(name, [n, 6], "FP32")
+    tensor.set_data_from_numpy(np.ones((n, 6), np.float32))
+    return tensor
+
+
+def test_batch_over_config_max_batch_size_is_400(client):
+    assert client.infer("tri", [_rows(4)]).as_numpy("output").shape == (4, 3)
+    with pytest.raises(InferenceServerException) as excinfo:
+        client.infer("tri", [_rows(5)])
+    assert excinfo.value.status() == "400" and "batch-size must be <= 4 for 'tri'" in excinfo.value.message()
+    # a bare artefact has no declared limit: its automatic max_batch_size only sizes batches
+    assert client.infer("mlp", [_rows(70)]).as_numpy("output").shape == (70, 3)
+
+
+def test_duplicate_input_is_400(client):
+    first, second = (httpclient.InferInput("INPUT0", [2], "INT32") for _ in range(2))
+    first.set_data_from_numpy(np.array([1, 2], np.int32))
+    second.set_data_from_numpy(np.array([3, 4], np.int32))
+    with pytest.raises(InferenceServerException) as excinfo:
+        client.infer("echo", [first, second])
+    assert excinfo.value.status() == "400" and "input 'INPUT0' already exists in request" in excinfo.value.message()
+
+
+def test_statistics_of_unknown_model_or_version_are_400(client):
+    for args, words in ((("ghost",), "requested model 'ghost' is not available"),
+                        (("tri", "7"), "requested model version is not available for model 'tri'")):
+        with pytest.raises(InferenceServerException) as excinfo:
+            client.get_inference_statistics(*args)
+        assert excinfo.value.status() == "400" and words in excinfo.value.message()
+    entry = client.get_inference_statistics("tri", "1")["model_stats"][0]
+    assert entry["version"] == "1" and entry["response_stats"] == {} and entry["memory_usage"] == []
+
+
+def test_config_prints_triton_defaults(client):
+    config = client.get_model_config("tri")
+    assert config["name"] == "tri" and config["max_batch_size"] == 4 and config["platform"] == "onnxruntime_onnx"
+    tensor = config["input"][0]
+    assert tensor["name"] == "input" and tensor["dims"] == [6] and tensor["data_type"] == "TYPE_FP32"
+    assert (tensor["format"], tensor["optional"], tensor["allow_ragged_batch"], tensor["is_shape_tensor"],
+            tensor["is_non_linear_format_io"]) == ("FORMAT_NONE", False, False, False, False)
+    assert config["output"][0]["label_filename"] == "" and config["output"][0]["is_shape_tensor"] is False
+    assert (config["batch_input"], config["batch_output"], config["model_warmup"], config["metric_tags"]) == \
+        ([], [], [], {})
+    assert config["dynamic_batching"]["preserve_ordering"] is False
+    assert config["dynamic_batching"]["priority_queue_policy"] == {}
+    assert all(g["passive"] is False and g["secondary_devices"] == [] for g in config["instance_group"])
+    assert "sequence_batching" not in config and "ensemble_scheduling" not in config  # unset messages stay out
+    assert client.get_model_config("tri", "1") == config
+
+
+def test_unregistered_shared_memory_region_is_404(client):
+    tensor = httpclient.InferInput("INPUT0", [2], "INT32")
+    tensor.set_shared_memory("never_registered", 8)
+    with pytest.raises(InferenceServerException) as excinfo:
+        client.infer("echo", [tensor])
+    assert excinfo.value.status() == "404" and "never_registered" in excinfo.value.message()

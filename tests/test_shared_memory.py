@@ -282,7 +282,8 @@ def test_errors_leave_the_server_serving(api, regions):
           "404" if module is triton_http else "NOT_FOUND", "nope")
     client.unregister_system_shared_memory("nope")  # unknown names are fine, as in Triton
     # inference
-    fails(lambda: client.infer("addsub", shm_inputs(module, region="nope")), invalid, "nope")
+    not_found = "404" if module is triton_http else "NOT_FOUND"  # as Triton: an unregistered region
+    fails(lambda: client.infer("addsub", shm_inputs(module, region="nope")), not_found, "nope")
     short = shm_inputs(module)
     short[1].set_shared_memory("inputs", NBYTES - 4, offset=NBYTES)
     fails(lambda: client.infer("addsub", short), invalid, "INPUT1")
@@ -296,7 +297,7 @@ def test_errors_leave_the_server_serving(api, regions):
     fails(lambda: client.infer("addsub", shm_inputs(module), outputs=[shm_output(module, "OUTPUT0", "small", NBYTES)]),
           invalid, "OUTPUT0")
     fails(lambda: client.infer("addsub", shm_inputs(module), outputs=[shm_output(module, "OUTPUT0", "nope", NBYTES)]),
-          invalid, "nope")
+          not_found, "nope")
     assert [r["name"] for r in statuses(module, client)] == ["inputs", "small"]
 
 
@@ -342,7 +343,7 @@ def test_registry_reads_and_writes_in_place(regions):
         registry.unregister("r")  # a live view keeps the mapping until it goes
         assert bytes(view[:8]) == np.float64(7.0).tobytes()
         del view
-        with pytest.raises(InvalidInput, match="Unable to find"):
+        with pytest.raises(RegionNotFound, match="Unable to find"):
             registry.read("r", 0, 1)
     finally:
         registry.unregister_all()

@@ -21,7 +21,7 @@ from typing import AsyncIterator, Dict, Optional, Tuple
 import grpc
 
 from gpuserve.dataplane import DataPlane
-from gpuserve.errors import (GpuserveError, InvalidInput, InvalidSettings,
+from gpuserve.errors import (GpuserveError, InvalidInput, InvalidSettings, ModelNotFound,
                              Unimplemented, status_of)
 from gpuserve.settings import ServerSettings
 from gpuserve.server.grpc import convert
@@ -89,7 +89,11 @@ class InferenceServicer:
 
     @_guard
     async def ModelReady(self, request, context):
-        return pb.ModelReadyResponse(ready=await self.plane.model_healthy(request.name, _version(request.version)))
+        try:
+            ready = await self.plane.model_healthy(request.name, _version(request.version))
+        except ModelNotFound:  # as Triton: an unknown model or version is simply not ready
+            ready = False
+        return pb.ModelReadyResponse(ready=ready)
 
     # metadata ---------------------------------------------------------------------------------
     @_guard
@@ -143,7 +147,10 @@ class InferenceServicer:
                 if task is done:
                     break
                 try:
-                    answer = pb.ModelStreamInferResponse(infer_response=await task)
+                    response = await task
+                    # as Triton: each (non-decoupled) answer is the request's final one, and says so
+                    response.parameters["triton_final_response"].bool_param = True
+                    answer = pb.ModelStreamInferResponse(infer_response=response)
                 except Exception as exc:
                     _, message = _abort_args(exc)
                     answer = pb.ModelStreamInferResponse(
