@@ -238,3 +238,32 @@ class TensorRTBackend:
         self.engine = None
         self._runtime = None
         self._held = None
+
+
+def build_engine(onnx_path, plan_path, profile: Dict[str, Tuple[Shape, Shape, Shape]],
+                 workspace_bytes: int = 1 << 30) -> Path:
+    """Build `model.plan` from an ONNX model with one optimization profile {input: (min, opt, max)}.
+
+    Plans are specific to the GPU and TensorRT version that built them, so this runs where the model
+    will serve (the GPU checks use it to make their engine). The network is strongly typed in
+    TensorRT 11 (no precision flags): the ONNX types are the engine's types.
+    """
+    trt = _trt()
+    log = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(log)
+    network = builder.create_network()
+    parser = trt.OnnxParser(network, log)
+    if not parser.parse(Path(onnx_path).read_bytes()):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise RuntimeError(f"TensorRT could not parse {onnx_path}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
+    optimization = builder.create_optimization_profile()
+    for name, (low, opt, high) in profile.items():
+        optimization.set_shape(name, low, opt, high)
+    config.add_optimization_profile(optimization)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise RuntimeError(f"TensorRT could not build an engine from {onnx_path} (see the TensorRT log above)")
+    Path(plan_path).write_bytes(bytes(serialized))
+    return Path(plan_path)

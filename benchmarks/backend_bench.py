@@ -1,0 +1,264 @@
+"""Per-framework benchmark (issue 6): rows/s of the served model, in process, vs the framework's own call.
+
+For every framework installed here (ONNX Runtime, TorchScript, torch.export, scikit-learn, XGBoost and
+LightGBM when importable) and each batch size B, it measures
+  direct:  the framework's own call on B rows (session.run, module(x), estimator.predict, ...),
+  served:  V2 requests of B rows through gpuserve's DataPlane.infer -> Model -> engine (Scheduler,
+           Instance, backend) -> response, in process (no transport), at concurrency 1 and 4.
+Engine-backed models get max_batch_size = B, so the engine runs exactly the batches the direct call
+runs: the ratio is gpuserve's overhead, not a batching gain. Rounds alternate direct and served and
+the medians are reported, since other processes share the machine.
+    .venv/bin/python benchmarks/backend_bench.py [--batches 1,16,64] [--seconds 1.5] [--rounds 3]
+    python3 benchmarks/backend_bench.py --device cuda   # on a GPU: ONNX CUDA EP, torch, TensorRT
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Dict, List
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from models import mlp_onnx  # noqa: E402
+
+FEATURES, HIDDEN, OUT = 1024, 1024, 1024  # issue 5's MLP (benchmarks/models.py mlp_onnx), 3 layers
+
+
+def _torch_net():
+    import torch
+
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(FEATURES, HIDDEN), torch.nn.ReLU(), torch.nn.Linear(HIDDEN, HIDDEN),
+                               torch.nn.ReLU(), torch.nn.Linear(HIDDEN, OUT)).eval()
+
+
+def _settings(name: str, implementation: str, uri: Path, batch: int, device: str, parameters=None, **extra):
+    from gpuserve.settings import ModelSettings
+
+    fields = {"name": name, "implementation": implementation, "device": device,
+              "parameters": {"uri": str(uri), "extra": parameters or {}}}
+    if batch > 1:
+        fields["max_batch_size"] = batch
+    fields.update(extra)
+    return ModelSettings(**fields)
+
+
+def frameworks(folder: Path, device: str) -> Dict[str, dict]:
+    """name -> {make(batch) -> loaded gpuserve model, direct(x) -> None, input name}."""
+    found: Dict[str, dict] = {}
+    from gpuserve.runtimes import TorchModel
+
+    if importlib.util.find_spec("onnxruntime"):
+        found.update(_onnx(folder, device))
+    if importlib.util.find_spec("torch"):
+        import torch
+
+        net = _torch_net()
+        scripted = folder / "model.pt"
+        torch.jit.script(net).save(str(scripted))
+        exported = folder / "model.pt2"
+        batch_dim = torch.export.Dim("batch", min=1, max=4096)
+        torch.export.save(torch.export.export(net, (torch.zeros(2, FEATURES),), dynamic_shapes={"input": {0: batch_dim}}),
+                          str(exported))
+        tdev = torch.device(device)
+        script_module = torch.jit.load(str(scripted), map_location=tdev).eval()
+        export_module = torch.export.load(str(exported)).module().to(tdev)
+        declared = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, FEATURES]}],
+                    "outputs": [{"name": "output__0", "datatype": "FP32", "shape": [-1, OUT]}]}
+
+        def direct(module):
+            def call(x):
+                with torch.inference_mode():
+                    out = module(torch.from_numpy(x).to(tdev))
+                    return out.cpu().numpy()  # the served path returns host arrays too
+            return call
+
+        found["torchscript"] = {"make": lambda b: TorchModel("ts", _settings("ts", "torch", scripted, b, device,
+                                                                             **declared)),
+                                "direct": direct(script_module), "input": "input", "note": f"torch {torch.__version__}"}
+        found["torch.export"] = {"make": lambda b: TorchModel("pt2", _settings("pt2", "torch", exported, b, device)),
+                                 "direct": direct(export_module), "input": "input", "note": f"torch {torch.__version__}"}
+        if device.startswith("cuda"):  # served with CUDA graphs at powers of two up to B; direct stays eager
+            found["torch.export+graphs"] = {
+                "make": lambda b: TorchModel("pt2g", _settings("pt2g", "torch", exported, b, device,
+                                                               parameters={"cuda_graphs": True})),
+                "direct": direct(export_module), "input": "input", "note": "served with cuda_graphs: true"}
+    if device == "cpu":
+        found.update(_classic(folder))
+    if device.startswith("cuda") and importlib.util.find_spec("tensorrt"):
+        found.update(_tensorrt(folder, device))
+    return found
+
+
+def _onnx(folder: Path, device: str) -> Dict[str, dict]:
+    import onnxruntime as ort
+
+    from gpuserve.backends.onnx import OnnxBackend
+    from gpuserve.runtimes import OnnxModel
+
+    if device.startswith("cuda") and "CUDAExecutionProvider" not in ort.get_available_providers():
+        print(f"onnxruntime {ort.__version__} has no CUDA provider here (needs onnxruntime-gpu): skipped", flush=True)
+        return {}
+    path = mlp_onnx(folder / "mlp.onnx", width=HIDDEN, layers=3, in_features=FEATURES)
+    own = OnnxBackend(str(path), device=device)  # the same session options the served model gets
+    session = own.session
+    spec = {"make": lambda b: OnnxModel("onnx", _settings("onnx", "onnx", path, b, device)),
+            "direct": lambda x: session.run(None, {"input": x}), "input": "input",
+            "note": f"providers {session.get_providers()[0]}, onnxruntime {ort.__version__}"}
+    if own.device != "cpu":  # on CUDA: session.run (host in, host out) vs our IOBinding run
+        spec["direct_iobinding"] = lambda x: own.run({"input": x})
+    return {"onnxruntime": spec}
+
+
+def _classic(folder: Path) -> Dict[str, dict]:
+    found: Dict[str, dict] = {}
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, FEATURES)).astype(np.float32)
+    y = (x[:, :4].sum(axis=1) > 0).astype(np.int64)
+    if importlib.util.find_spec("sklearn"):
+        import joblib
+        import sklearn
+        from sklearn.ensemble import RandomForestClassifier
+
+        from gpuserve.runtimes_classic import SKLearnModel
+
+        forest = RandomForestClassifier(n_estimators=50, max_depth=8, random_state=0, n_jobs=1).fit(x, y)
+        joblib.dump(forest, folder / "model.joblib")
+        found["scikit-learn"] = {
+            "make": lambda b: SKLearnModel("skl", _settings("skl", "sklearn", folder / "model.joblib", b, "cpu")),
+            "direct": forest.predict, "input": "input",
+            "note": f"RandomForestClassifier(50 trees, depth 8), scikit-learn {sklearn.__version__}"}
+    if importlib.util.find_spec("xgboost"):
+        import xgboost
+
+        from gpuserve.runtimes_classic import XGBoostModel
+
+        booster = xgboost.XGBClassifier(n_estimators=50, max_depth=6, nthread=1).fit(x, y)
+        booster.save_model(str(folder / "model.json"))
+        found["xgboost"] = {
+            "make": lambda b: XGBoostModel("xgb", _settings("xgb", "xgboost", folder / "model.json", b, "cpu")),
+            "direct": booster.predict, "input": "input", "note": f"xgboost {xgboost.__version__}"}
+    if importlib.util.find_spec("lightgbm"):
+        import lightgbm
+
+        from gpuserve.runtimes_classic import LightGBMModel
+
+        booster = lightgbm.train({"objective": "binary", "verbose": -1, "num_threads": 1},
+                                 lightgbm.Dataset(x, y), num_boost_round=50)
+        booster.save_model(str(folder / "model.txt"))
+        found["lightgbm"] = {
+            "make": lambda b: LightGBMModel("lgb", _settings("lgb", "lightgbm", folder / "model.txt", b, "cpu")),
+            "direct": booster.predict, "input": "input", "note": f"lightgbm {lightgbm.__version__}"}
+    return found
+
+
+def _tensorrt(folder: Path, device: str) -> Dict[str, dict]:
+    from gpuserve.backends.tensorrt import TensorRTBackend, build_engine
+    from gpuserve.runtimes import TensorRTModel
+
+    onnx_path = mlp_onnx(folder / "trt.onnx", width=HIDDEN, layers=3, in_features=FEATURES)
+    plan = build_engine(onnx_path, folder / "model.plan", {"input": ((1, FEATURES), (64, FEATURES), (1024, FEATURES))})
+    own = TensorRTBackend(str(plan), device=device)
+    return {"tensorrt": {"make": lambda b: TensorRTModel("trt", _settings("trt", "tensorrt", plan, b, device)),
+                         "direct": lambda x: own.run({"input": x}), "input": "input",
+                         "note": "engine built here from the ONNX MLP; direct = TensorRTBackend.run"}}
+
+
+def rate(call: Callable[[], object], rows: int, seconds: float) -> float:
+    call()
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        call()
+        done += rows
+    return done / (time.perf_counter() - start)
+
+
+async def served_rate(plane, name: str, input_name: str, x: np.ndarray, concurrency: int, seconds: float) -> float:
+    from gpuserve.types import InferRequest
+
+    def request():
+        return InferRequest.from_numpy(name, {input_name: x})
+
+    await plane.infer(request())
+    stop, done = time.perf_counter() + seconds, [0]
+
+    async def client():
+        while time.perf_counter() < stop:
+            await plane.infer(request())
+            done[0] += x.shape[0]
+
+    start = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    return done[0] / (time.perf_counter() - start)
+
+
+async def bench(args) -> List[dict]:
+    from gpuserve.dataplane import DataPlane
+    from gpuserve.model_repository import ModelRepository
+
+    rows_out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for framework, spec in frameworks(Path(tmp), args.device).items():
+            if args.only and framework not in args.only.split(","):
+                continue
+            for batch in args.batches:
+                model = spec["make"](batch)
+                model.load()
+                repository = ModelRepository()
+                repository.update(model)
+                plane = DataPlane(repository)
+                plane.started = True
+                x = np.random.default_rng(batch).normal(size=(batch, FEATURES)).astype(np.float32)
+                runs: Dict[str, List[float]] = {}
+                for _ in range(args.rounds):
+                    runs.setdefault("direct", []).append(rate(lambda: spec["direct"](x), batch, args.seconds))
+                    if "direct_iobinding" in spec:
+                        runs.setdefault("direct_iobinding", []).append(
+                            rate(lambda: spec["direct_iobinding"](x), batch, args.seconds))
+                    for c in args.concurrency:
+                        runs.setdefault(f"served_c{c}", []).append(
+                            await served_rate(plane, model.name, spec["input"], x, c, args.seconds))
+                medians = {k: round(statistics.median(v), 1) for k, v in runs.items()}
+                row = {"framework": framework, "batch": batch, **medians,
+                       **{f"ratio_c{c}": round(medians[f"served_c{c}"] / medians["direct"], 3) for c in args.concurrency},
+                       "note": spec["note"]}
+                print(json.dumps(row), flush=True)
+                rows_out.append(row)
+                closer = getattr(model, "aclose", None)
+                if closer is not None:
+                    await closer()
+                model.stop()
+    return rows_out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batches", default="1,16,64", type=lambda s: [int(v) for v in s.split(",")])
+    parser.add_argument("--concurrency", default="1,4", type=lambda s: [int(v) for v in s.split(",")])
+    parser.add_argument("--seconds", type=float, default=1.5)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", default="", help="comma-separated frameworks")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    rows = asyncio.run(bench(args))
+    report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "device": args.device,
+              "machine": f"{platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores",
+              "model": f"MLP {FEATURES}-{HIDDEN}-{HIDDEN}-{OUT} (ONNX/torch/TensorRT); tree ensembles for the classic runtimes",
+              "rows": rows}
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
