@@ -36,6 +36,7 @@ class BatchingConfig:
     max_queue_size: int = 0  # 0: unbounded
     default_timeout_s: Optional[float] = None
     allow_timeout_override: bool = True
+    ragged_inputs: Tuple[str, ...] = ()  # may differ along axis 1 within a batch (kernels.ragged)
 
     @property
     def batched(self) -> bool:
@@ -87,8 +88,9 @@ class Scheduler:
     # requests -----------------------------------------------------------------------------------
     async def submit(self, arrays: Dict[str, np.ndarray], priority: Optional[int] = None,
                      timeout_s: Optional[float] = None, outputs: Optional[Sequence[str]] = None,
-                     ) -> Dict[str, np.ndarray]:
-        """Queue one request and wait for its outputs (sliced to its own rows)."""
+                     reduce: Optional[Dict[str, int]] = None) -> Dict[str, np.ndarray]:
+        """Queue one request and wait for its outputs (sliced to its own rows; a `reduce`d output comes
+        back as a kernels.topk.TopK of its rows)."""
         if self._task is None:
             self.start()
         cfg = self.config
@@ -101,7 +103,8 @@ class Scheduler:
         rows = row_count(arrays, self.batch_dim)
         loop = asyncio.get_running_loop()
         deadline = time.monotonic() + timeout_s if timeout_s else None
-        job = Job(arrays, rows, batch_key(arrays, batched), loop.create_future(), level, deadline, outputs)
+        job = Job(arrays, rows, batch_key(arrays, batched, cfg.ragged_inputs), loop.create_future(), level, deadline,
+                  outputs, reduce=reduce)
         self.queue.put(job)
         return await job.future
 

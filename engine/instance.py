@@ -14,15 +14,20 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from gpuserve.engine.job import Job
-from gpuserve.engine.split import split_rows
+from gpuserve.engine.split import split_rows, whole
 from gpuserve.engine.staging import StagingPool, gather
 from gpuserve.engine.stats import ModelStats
+from gpuserve.kernels.ragged import pack
+from gpuserve.kernels.stage import NO_KERNELS, KernelStage, batch_reductions
 
 
 class Instance:
     def __init__(self, backend, name: str, pool: Optional[StagingPool] = None, stats: Optional[ModelStats] = None,
-                 slots: int = 2):
+                 slots: int = 2, stage: Optional[KernelStage] = None):
         self.backend = backend
+        # Kernels between staging and the backend (preprocessing, ragged padding, top-k); with none
+        # configured it only acts for batches whose requests asked for top-k.
+        self.stage = stage if stage is not None else NO_KERNELS.bind(backend)
         self.name = name
         self.pool = pool if pool is not None else StagingPool()
         self.stats = stats
@@ -56,18 +61,24 @@ class Instance:
     def _run(self, jobs: List[Job], batched: bool, outputs: Optional[Sequence[str]]) -> List[Dict[str, np.ndarray]]:
         t0 = time.perf_counter_ns()
         leases = []
-        if len(jobs) == 1:
+        ragged = self.stage.ragged_inputs
+        if len(jobs) == 1 and not ragged:
             arrays = jobs[0].arrays
         else:
             arrays = {}
             for name in jobs[0].arrays:
-                array, lease = gather(self.pool, [job.arrays[name] for job in jobs])
+                parts = [job.arrays[name] for job in jobs]
+                array, lease = pack(parts, self.pool) if name in ragged else gather(self.pool, parts)
                 arrays[name] = array
                 if lease is not None:
                     leases.append(lease)
+        reductions = batch_reductions(jobs)
         t1 = time.perf_counter_ns()
         try:
-            results = self.backend.run(arrays, outputs)
+            if self.stage.active or reductions:
+                results = self.stage.run(arrays, outputs, reductions, batched)
+            else:
+                results = self.backend.run(arrays, outputs)
         finally:
             for lease in leases:
                 lease.release()
@@ -75,7 +86,7 @@ class Instance:
         if batched:
             per_job = split_rows(results, [job.rows for job in jobs], self.name)
         else:
-            per_job = [results]
+            per_job = [whole(results)]
         t3 = time.perf_counter_ns()
         if self.stats is not None:
             rows = sum(job.rows for job in jobs) if batched else 1

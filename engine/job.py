@@ -11,10 +11,11 @@ import numpy as np
 from gpuserve.errors import InvalidInput
 
 
-def batch_key(arrays: Dict[str, np.ndarray], batched: bool) -> Tuple:
-    """Jobs share a batch only when every input agrees on name, dtype and non-batch shape."""
+def batch_key(arrays: Dict[str, np.ndarray], batched: bool, ragged: Tuple[str, ...] = ()) -> Tuple:
+    """Jobs share a batch only when every input agrees on name, dtype and non-batch shape; a ragged
+    input's axis 1 may differ (the kernel stage packs and pads those)."""
     if batched:
-        return tuple((name, a.dtype.str, a.shape[1:]) for name, a in arrays.items())
+        return tuple((name, a.dtype.str, a.shape[2:] if name in ragged else a.shape[1:]) for name, a in arrays.items())
     return tuple((name, a.dtype.str, a.shape) for name, a in arrays.items())
 
 
@@ -36,11 +37,12 @@ def row_count(arrays: Dict[str, np.ndarray], batched: bool) -> int:
 
 
 class Job:
-    __slots__ = ("arrays", "rows", "key", "priority", "deadline", "future", "arrival", "outputs", "parameters")
+    __slots__ = ("arrays", "rows", "key", "priority", "deadline", "future", "arrival", "outputs", "parameters",
+                 "reduce")
 
     def __init__(self, arrays: Dict[str, np.ndarray], rows: int, key: Tuple, future: asyncio.Future,
                  priority: int = 0, deadline: Optional[float] = None, outputs: Optional[Sequence[str]] = None,
-                 parameters: Optional[dict] = None):
+                 parameters: Optional[dict] = None, reduce: Optional[Dict[str, int]] = None):
         self.arrays = arrays
         self.rows = rows
         self.key = key
@@ -50,6 +52,7 @@ class Job:
         self.arrival = time.monotonic()
         self.outputs = tuple(outputs) if outputs else None
         self.parameters = parameters
+        self.reduce = reduce  # output name -> k: the caller wants only that output's top-k per row
 
     def expired(self, now: float) -> bool:
         return self.deadline is not None and now >= self.deadline

@@ -14,17 +14,34 @@ from gpuserve.errors import InferenceError
 
 
 def split_rows(outputs: Dict[str, np.ndarray], rows: List[int], model: str) -> List[Dict[str, np.ndarray]]:
+    """Per request, its rows of every output. Outputs the kernel stage packed (ragged rows, top-k) are
+    objects with `rows` and `take_rows(start, count)`; they are sliced by those."""
     total = sum(rows)
     for name, array in outputs.items():
-        if np.ndim(array) == 0 or array.shape[0] != total:
-            got = "a scalar" if np.ndim(array) == 0 else f"{array.shape[0]} rows"
+        got = _rows(array)
+        if got != total:
+            got = "a scalar" if got is None else f"{got} rows"
             raise InferenceError(f"model '{model}' returned {got} for output '{name}' in a batch of {total} rows")
     if len(rows) == 1:
-        return [outputs]
+        return [whole(outputs)]
     per_job: List[Dict[str, np.ndarray]] = [{} for _ in rows]
     for name, array in outputs.items():
+        take = getattr(array, "take_rows", None)
         start = 0
         for i, count in enumerate(rows):
-            per_job[i][name] = array[start:start + count]
+            per_job[i][name] = take(start, count) if take is not None else array[start:start + count]
             start += count
     return per_job
+
+
+def whole(outputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """One request's outputs, packed ones made whole (ragged rows back to a dense array)."""
+    if not any(hasattr(a, "take_rows") for a in outputs.values()):
+        return outputs
+    return {name: a.take_rows(0, a.rows) if hasattr(a, "take_rows") else a for name, a in outputs.items()}
+
+
+def _rows(array):
+    if hasattr(array, "take_rows"):
+        return array.rows
+    return None if np.ndim(array) == 0 else array.shape[0]

@@ -45,6 +45,7 @@ def batching_config(settings: ModelSettings, batchable: bool) -> BatchingConfig:
         max_queue_size=int(max_queue or 0),
         default_timeout_s=timeout_us / 1e6 if timeout_us else None,
         allow_timeout_override=bool(policy.get("allow_timeout_override", True)),
+        ragged_inputs=tuple(settings.ragged.inputs) if settings.ragged is not None and batchable else (),
     )
 
 

@@ -11,7 +11,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from gpuserve.errors import InvalidInput
-from gpuserve.kernels.topk import topk_reference
+from gpuserve.kernels.topk import TopK, topk_cpu
 from gpuserve.types import InferOutput, InferRequest, InferResponse
 
 _label_cache: Dict[str, List[str]] = {}
@@ -32,14 +32,32 @@ def labels_for(model) -> Optional[List[str]]:
     return _label_cache[key] or None
 
 
-def classify(output: InferOutput, k: int, labels: Optional[List[str]], batched: bool) -> InferOutput:
+def check_count(name: str, k) -> int:
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise InvalidInput(f"output '{output.name}': classification must be a positive integer, got {k!r}")
+        raise InvalidInput(f"output '{name}': classification must be a positive integer, got {k!r}")
+    return k
+
+
+def requested_counts(request: InferRequest) -> Dict[str, int]:
+    """Output name -> k for every requested output that asks for classification (checked)."""
+    return {o.name: check_count(o.name, _count(o.parameters)) for o in request.request_outputs or ()
+            if _count(o.parameters) is not None}
+
+
+def classify(output: InferOutput, k: int, labels: Optional[List[str]], batched: bool) -> InferOutput:
+    check_count(output.name, k)
     values = output.as_numpy()
     if values.dtype == object or values.dtype == bool:
         raise InvalidInput(f"output '{output.name}' of datatype {output.datatype} cannot be classified")
-    rows = values.reshape(values.shape[0], -1) if batched and values.ndim > 1 else values.reshape(1, -1)
-    top, index = topk_reference(rows, k)
+    flat = not (batched and values.ndim > 1)
+    rows = values.reshape(1, -1) if flat else values.reshape(values.shape[0], -1)
+    return classes_output(output.name, TopK(*topk_cpu(rows, k)), labels, flat, output.parameters)
+
+
+def classes_output(name: str, top: TopK, labels: Optional[List[str]], flat: bool,
+                   parameters: Optional[dict] = None) -> InferOutput:
+    """Rows of top-k (value, index) pairs as `value:index[:label]` BYTES; `flat` for an unbatched output."""
+    top, index = top.values, top.indices
     text = np.empty(top.shape, dtype=object)
     for r in range(top.shape[0]):
         for c in range(top.shape[1]):
@@ -48,13 +66,15 @@ def classify(output: InferOutput, k: int, labels: Optional[List[str]], batched: 
             if labels is not None and i < len(labels):
                 entry += f":{labels[i]}"
             text[r, c] = entry.encode()
-    if not (batched and values.ndim > 1):
+    if flat:
         text = text.reshape(-1)
-    params = {k2: v for k2, v in output.parameters.items() if k2 not in ("classification", "class_count")}
-    return InferOutput(output.name, list(text.shape), "BYTES", text, params)
+    params = {k2: v for k2, v in (parameters or {}).items() if k2 not in ("classification", "class_count")}
+    return InferOutput(name, list(text.shape), "BYTES", text, params)
 
 
 def apply_classification(model, request: InferRequest, response: InferResponse) -> None:
+    if getattr(model, "classifies_outputs", False):  # engine models reduce in the kernel stage themselves
+        return
     wanted = {o.name: _count(o.parameters) for o in request.request_outputs or () if _count(o.parameters)}
     if not wanted:
         return

@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from gpuserve.batching import batching_config, request_priority, request_timeout_s
+from gpuserve.classification import classes_output, classify, labels_for, requested_counts
 from gpuserve.datatypes import to_numpy_dtype
 from gpuserve.engine.batcher import Scheduler
 from gpuserve.engine.device import choose_device
@@ -23,7 +24,10 @@ from gpuserve.engine.instance import Instance
 from gpuserve.backends.cuda import pinned_allocator
 from gpuserve.engine.staging import StagingPool
 from gpuserve.engine.stats import ModelStats
-from gpuserve.errors import InvalidInput, ModelLoadError, ModelMissingError, ModelNotReady
+from gpuserve.errors import InvalidInput, InvalidSettings, ModelLoadError, ModelMissingError, ModelNotReady
+from gpuserve.kernels.preprocess import Normalize
+from gpuserve.kernels.stage import NO_KERNELS, ImageInput, KernelPlan, Ragged
+from gpuserve.kernels.topk import TopK
 from gpuserve.model import Model
 from gpuserve.runtimes_classic import CLASSIC_RUNTIMES
 from gpuserve.settings import ModelSettings
@@ -42,6 +46,7 @@ class FrameworkModel(Model):
 
     platform = ""
     engine_backed = True  # the engine's instances parallelise it; parallel_workers does not apply
+    classifies_outputs = True  # the classification extension runs in the engine (top-k in the kernel stage)
 
     def __init__(self, name: str, settings: Optional[ModelSettings] = None, uri: Optional[str] = None,
                  device: Optional[str] = None):
@@ -54,6 +59,8 @@ class FrameworkModel(Model):
         self.scheduler: Optional[Scheduler] = None
         self.stats = ModelStats(name, self.version or "")
         self.fallback = ""  # why the model runs on the CPU instead of the device it asked for
+        self.kernels: KernelPlan = NO_KERNELS
+        self.client_inputs: list = []  # the inputs as clients send them (the kernel stage may change them)
 
     # to be provided by each framework ----------------------------------------------------------
     def make_backend(self, path: Path, device: str, threads: int):
@@ -77,6 +84,7 @@ class FrameworkModel(Model):
         if not self.fallback and backends and getattr(backends[0], "fallback", ""):
             self.fallback = backends[0].fallback  # e.g. TensorRT EP asked for, CUDA EP running
         try:
+            self.kernels = kernel_plan(self.name, self.settings, backends[0])
             samples = warmup_samples(self.settings, backends[0].inputs)
             if samples:
                 runs = run_warmup(self.name, backends, samples, self.prepare)
@@ -86,6 +94,7 @@ class FrameworkModel(Model):
             _unload_all(backends)
             raise
         self.backend = backends[0]
+        self.client_inputs = client_inputs(self.kernels, self.backend.inputs)
         batchable = all(s.shape and s.shape[0] == -1 for s in self.backend.inputs + self.backend.outputs)
         config = batching_config(self.settings, batchable)
         limit = int(getattr(self.backend, "max_batch_size", 0) or 0)  # e.g. a TensorRT profile's max
@@ -94,7 +103,8 @@ class FrameworkModel(Model):
                 p for p in config.preferred_batch_sizes if p <= limit))
         pinned = pinned_allocator() if device != "cpu" else None
         pool = StagingPool(pinned) if pinned is not None else StagingPool()
-        instances = [Instance(b, f"{self.name}-{i}", pool, self.stats) for i, b in enumerate(backends)]
+        instances = [Instance(b, f"{self.name}-{i}", pool, self.stats, stage=self.kernels.bind(b))
+                     for i, b in enumerate(backends)]
         self.scheduler = Scheduler(self.name, instances, config, self.stats, batch_dim=batchable)
         self.ready = True
         logger.info("model %s: %d instance(s) on %s, max_batch_size %d", self.name, count, self.backend.device,
@@ -148,7 +158,7 @@ class FrameworkModel(Model):
 
     # metadata -----------------------------------------------------------------------------------
     def get_input_types(self) -> List[Dict]:
-        return [s.as_metadata() for s in self.backend.inputs] if self.backend else \
+        return [s.as_metadata() for s in self.client_inputs] if self.backend else \
             [t.model_dump(exclude={"parameters"}) for t in self.settings.inputs]
 
     def get_output_types(self) -> List[Dict]:
@@ -170,7 +180,7 @@ class FrameworkModel(Model):
         return array
 
     def _arrays(self, request: InferRequest) -> Dict[str, np.ndarray]:
-        specs = {s.name: s for s in self.backend.inputs}
+        specs = {s.name: s for s in self.client_inputs}
         arrays = {}
         for tensor in request.inputs:
             spec = specs.get(tensor.name)
@@ -193,6 +203,7 @@ class FrameworkModel(Model):
         missing = [name for name in specs if name not in arrays]
         if missing:
             raise InvalidInput(f"model '{self.name}' needs inputs {missing} that the request lacks")
+        self.kernels.check_request(arrays)
         return arrays
 
     def _batch_limit(self) -> int:
@@ -202,12 +213,13 @@ class FrameworkModel(Model):
         return int(limit) if self.scheduler is not None and self.scheduler.batch_dim else 0
 
     async def _submit(self, arrays: Dict[str, np.ndarray], parameters: Optional[dict],
-                      outputs: Optional[List[str]] = None) -> Dict[str, np.ndarray]:
+                      outputs: Optional[List[str]] = None, reduce: Optional[Dict[str, int]] = None
+                      ) -> Dict[str, np.ndarray]:
         scheduler = self.scheduler
         if scheduler is None or not self.ready:
             raise ModelNotReady(self.name)
         return await scheduler.submit(arrays, request_priority(parameters, scheduler.config.priority_levels),
-                                      request_timeout_s(parameters), outputs)
+                                      request_timeout_s(parameters), outputs, reduce)
 
     async def predict(self, payload, headers=None, response_headers=None):
         if isinstance(payload, InferRequest):
@@ -217,17 +229,27 @@ class FrameworkModel(Model):
                 unknown = [n for n in wanted if n not in known]
                 if unknown:
                     raise InvalidInput(f"unexpected inference output {unknown} for model '{self.name}'")
-            results = await self._submit(self._arrays(payload), payload.parameters, wanted)
-            outputs = [InferOutput.from_numpy(name, _json_safe(array)) for name, array in results.items()]
+            counts = requested_counts(payload)
+            results = await self._submit(self._arrays(payload), payload.parameters, wanted, counts or None)
+            outputs = [self._output(name, array, counts) for name, array in results.items()]
             return InferResponse(payload.id, self.name, outputs, model_version=self.version)
         if isinstance(payload, dict) and ("instances" in payload or "inputs" in payload):
             return await self._predict_v1(payload)
         raise InvalidInput("expected a V2 inference request or a V1 body with 'instances' or 'inputs'")
 
+    def _output(self, name: str, array, counts: Dict[str, int]) -> InferOutput:
+        """One response output; the classification extension's `value:index[:label]` rows where asked for."""
+        if name not in counts:
+            return InferOutput.from_numpy(name, _json_safe(array))
+        batched = bool(self.scheduler.batch_dim) if self.scheduler is not None else True
+        if isinstance(array, TopK):  # reduced in the kernel stage: only k per row came back
+            return classes_output(name, array.first(counts[name]), labels_for(self), not batched)
+        return classify(InferOutput.from_numpy(name, array), counts[name], labels_for(self), batched)
+
     async def _predict_v1(self, body: dict) -> dict:
-        if len(self.backend.inputs) != 1:
-            raise InvalidInput(f"model '{self.name}' has {len(self.backend.inputs)} inputs; use the V2 protocol")
-        spec = self.backend.inputs[0]
+        if len(self.client_inputs) != 1:
+            raise InvalidInput(f"model '{self.name}' has {len(self.client_inputs)} inputs; use the V2 protocol")
+        spec = self.client_inputs[0]
         try:
             # KServe V1: row form {"instances": [...]}, or the columnar form {"inputs": [...]}
             rows = body["instances"] if "instances" in body else body["inputs"]
@@ -238,6 +260,36 @@ class FrameworkModel(Model):
             raise InvalidInput(f"'instances' have shape {list(array.shape)}; model '{self.name}' expects {spec.shape}")
         results = await self._submit({spec.name: self.prepare(spec.name, array)}, body.get("parameters"))
         return {"predictions": next(iter(results.values()))}
+
+
+def kernel_plan(name: str, settings: ModelSettings, backend) -> KernelPlan:
+    """The kernels the settings chose, checked against the backend's tensors; a bad one fails the load."""
+    pre, ragged = settings.preprocess, settings.ragged
+    if pre is None and ragged is None:
+        return NO_KERNELS
+    try:
+        image = None
+        if pre is not None:
+            image = ImageInput(pre.input, Normalize(pre.layout, pre.scale, tuple(pre.mean), tuple(pre.std)))
+        spec = None
+        if ragged is not None:
+            spec = Ragged(tuple(ragged.inputs), ragged.pad_value, ragged.lengths_input, ragged.mask_input,
+                          tuple(ragged.outputs))
+        return KernelPlan(backend.inputs, backend.outputs, image, spec)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise InvalidSettings(f"model '{name}': {exc}") from None
+
+
+def client_inputs(plan: KernelPlan, specs) -> list:
+    """The backend's inputs as clients send them: preprocessed ones as UINT8, stage-filled ones left out."""
+    from gpuserve.backends.base import TensorSpec
+
+    seen = []
+    for spec in specs:
+        client = plan.client_input(spec)
+        if client is not None:
+            seen.append(spec if client == (spec.datatype, list(spec.shape)) else TensorSpec(spec.name, *client))
+    return seen
 
 
 def _cpu_count() -> int:

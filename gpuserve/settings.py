@@ -191,6 +191,33 @@ class DynamicBatching(BaseModel):
     allow_timeout_override: bool = True
 
 
+class PreprocessSettings(BaseModel):
+    """uint8 images in, normalised float out on the device (gpuserve.kernels.preprocess): clients send
+    UINT8 `layout` images for `input`; the model gets (x * scale - mean[c]) / std[c] as FP32/FP16 NCHW."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: str
+    layout: Literal["NHWC", "NCHW"] = "NHWC"
+    scale: float = 1.0 / 255.0
+    mean: List[float] = Field(default_factory=lambda: [0.0], min_length=1)
+    std: List[float] = Field(default_factory=lambda: [1.0], min_length=1)
+
+
+class RaggedSettings(BaseModel):
+    """Requests of different lengths along axis 1 of `inputs` share a batch (gpuserve.kernels.ragged):
+    padded to the batch's longest with `pad_value`; the model may take the row lengths and a 0/1 mask
+    as extra inputs; `outputs` carrying the ragged axis are cut back to each request's length."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: List[str] = Field(min_length=1)
+    pad_value: float = 0
+    lengths_input: Optional[str] = None
+    mask_input: Optional[str] = None
+    outputs: List[str] = Field(default_factory=list)
+
+
 class ModelSettings(BaseModel):
     """One model's settings: MLServer's `model-settings.json` fields plus gpuserve's device fields."""
 
@@ -214,6 +241,9 @@ class ModelSettings(BaseModel):
     # Triton's model_warmup entries: {"name", "batch_size", "count", "inputs": {NAME: {"data_type", "dims",
     # "zero_data" | "random_data" | "input_data_file"}}}; empty: one zero batch-1 request when shapes are known.
     warmup_samples: List[Dict[str, Any]] = Field(default_factory=list)
+    # Kernels between staging and the backend (README "Kernels"): what clients send differs from what the model takes.
+    preprocess: Optional[PreprocessSettings] = None
+    ragged: Optional[RaggedSettings] = None
 
     # Where the settings came from; relative uris resolve against it.
     folder: Optional[str] = Field(default=None, exclude=True)

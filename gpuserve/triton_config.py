@@ -211,6 +211,10 @@ def settings_from_config(folder: Path, config: Dict[str, Any], version: Optional
         extra["labels_file"] = str(folder / label_file)
     if extra:
         settings["parameters"]["extra"] = extra
+    for key in ("preprocess", "ragged"):  # gpuserve's kernel settings, JSON in a string parameter
+        entry = (config.get("parameters") or {}).get(key)
+        if entry is not None:
+            settings[key] = _json_parameter(config["name"], key, entry)
     for group in settings["instance_groups"]:
         if group["kind"] not in ("auto", "gpu", "cpu"):
             group["kind"] = "auto"
@@ -241,3 +245,14 @@ def optimization_settings(config: Dict[str, Any]) -> Dict[str, Any]:
     if (optimization.get("cuda") or {}).get("graphs") is True:
         extra["cuda_graphs"] = True
     return extra
+
+
+def _json_parameter(model: str, key: str, entry: Any) -> Any:
+    import json
+
+    text = entry.get("string_value") if isinstance(entry, dict) else None
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError) as exc:
+        raise InvalidSettings(f"model '{model}': parameters '{key}' must hold a JSON object in string_value "
+                              f"({exc})") from None
