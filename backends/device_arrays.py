@@ -114,7 +114,7 @@ class Stream:
     def __init__(self, device_id: int):
         self.device_id = device_id
         self.cupy_stream = None
-        self._torch_stream = None
+        self.torch_stream = None
         try:
             import cupy
 
@@ -126,11 +126,11 @@ class Stream:
             pass
         import torch  # the only other way this project makes streams
 
-        self._torch_stream = torch.cuda.Stream(device=device_id)
-        self.handle = int(self._torch_stream.cuda_stream)
+        self.torch_stream = torch.cuda.Stream(device=device_id)
+        self.handle = int(self.torch_stream.cuda_stream)
 
     def synchronize(self) -> None:
-        (self.cupy_stream or self._torch_stream).synchronize()
+        (self.cupy_stream or self.torch_stream).synchronize()
 
 
 def new_stream(device_id: int) -> Optional[Stream]:

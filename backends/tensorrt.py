@@ -113,6 +113,9 @@ class _CupyBuffers:
     def to_host(self, array) -> np.ndarray:
         return array.get(stream=self.stream)
 
+    def on_device(self, index: int):
+        return self.cupy.cuda.Device(index)
+
 
 class _TorchBuffers:
     """Where CuPy is absent: torch tensors as device buffers (the image may have only torch)."""
@@ -137,6 +140,9 @@ class _TorchBuffers:
             host.copy_(array, non_blocking=True)
         self.stream.synchronize()
         return host.numpy()
+
+    def on_device(self, index: int):
+        return self.torch.cuda.device(index)
 
 
 class TensorRTBackend:
@@ -174,7 +180,7 @@ class TensorRTBackend:
             return _CupyBuffers(cupy, stream.cupy_stream)
         import torch
 
-        return _TorchBuffers(torch, torch.device(f"cuda:{self.device_index}"), stream._torch_stream)
+        return _TorchBuffers(torch, torch.device(f"cuda:{self.device_index}"), stream.torch_stream)
 
     def run(self, inputs: Dict[str, np.ndarray], output_names: Optional[Sequence[str]] = None
             ) -> Dict[str, np.ndarray]:
@@ -198,6 +204,10 @@ class TensorRTBackend:
                 for name in names}
 
     def _execute(self, inputs: Dict[str, object]) -> Dict[str, object]:
+        with self._buffers.on_device(self.device_index):  # allocations land on this backend's GPU
+            return self._enqueue(inputs)
+
+    def _enqueue(self, inputs: Dict[str, object]) -> Dict[str, object]:
         """Shapes, addresses and one `execute_async_v3` on our stream; returns every output's device buffer
         (not yet synchronised)."""
         context, held = self.context, {}
