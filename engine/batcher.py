@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from gpuserve.errors import InvalidInput, ModelNotReady
+from gpuserve.errors import ModelNotReady
 from gpuserve.engine.instance import Instance
 from gpuserve.engine.job import Job, batch_key, row_count
 from gpuserve.engine.queue import BatchQueue
@@ -95,8 +95,8 @@ class Scheduler:
             self.start()
         cfg = self.config
         level = cfg.default_priority_level if priority is None else priority
-        if not 0 <= level < max(cfg.priority_levels, 1):
-            raise InvalidInput(f"priority must be within 1..{cfg.priority_levels} for model '{self.name}'")
+        if not 0 <= level < max(cfg.priority_levels, 1):  # as Triton: out of range means the default level
+            level = cfg.default_priority_level
         if timeout_s is None or not cfg.allow_timeout_override:
             timeout_s = cfg.default_timeout_s
         batched = cfg.batched and self.batch_dim

@@ -224,8 +224,10 @@ def select_outputs(response: InferResponse, request: InferRequest) -> list:
     by_name = {o.name: o for o in response.outputs}
     chosen = []
     for wanted in request.request_outputs:
-        output = by_name.get(wanted.name)
+        output = by_name.pop(wanted.name, None)
         if output is None:
+            if any(o.name == wanted.name for o in chosen):
+                continue  # as Triton: an output asked for twice comes back once
             raise InvalidInput(f"unexpected inference output '{wanted.name}' for model '{request.model_name}'")
         chosen.append(output)
     return chosen

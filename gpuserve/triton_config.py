@@ -194,6 +194,12 @@ def settings_from_config(folder: Path, config: Dict[str, Any], version: Optional
             "default_priority_level": int(dyn.get("default_priority_level", 0) or 0),
             "default_queue_policy": dyn.get("default_queue_policy") or {},
         }
+    # As Triton: a request's own `timeout` counts only where the queue policy says allow_timeout_override.
+    policy = settings.get("dynamic_batching", {}).get("default_queue_policy") or {}
+    policy = dict(policy, allow_timeout_override=bool(policy.get("allow_timeout_override", False)))
+    settings["default_queue_policy"] = policy
+    if dyn is not None:
+        settings["dynamic_batching"]["default_queue_policy"] = policy
     warmups = config.get("model_warmup") or []
     if warmups:
         settings["warmup_samples"] = [{

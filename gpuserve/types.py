@@ -43,6 +43,25 @@ def _floats_with_nulls(data: Any, dtype: np.dtype) -> np.ndarray:
     return raw.astype(dtype)
 
 
+def _json_integers(data: Any, dtype: np.dtype, datatype: str) -> np.ndarray:
+    """JSON numbers for an integer tensor, parsed once: a fraction (5.5) or a value outside the type
+    is the client's error (as Triton), never silently truncated or wrapped."""
+    parsed = np.asarray(data)
+    kind = parsed.dtype.kind
+    if kind in "iu":
+        if parsed.size and parsed.dtype != dtype:
+            info = np.iinfo(dtype)
+            if parsed.min() < info.min or parsed.max() > info.max:
+                raise OverflowError(f"values outside the range of {datatype} ({info.min}..{info.max})")
+        return parsed.astype(dtype, copy=False)
+    if kind == "b":
+        return parsed.astype(dtype)
+    if kind == "f" and not np.array_equal(parsed, np.trunc(parsed)):
+        raise ValueError("non-integer values for an integer tensor")
+    # whole floats (5.0), huge integers, strings, nulls: numpy converts exactly or says what is wrong
+    return np.asarray(data, dtype=dtype)
+
+
 def json_to_array(data: Any, datatype: str, shape: list[int], where: str) -> np.ndarray:
     """Flat or nested JSON data -> array of `shape`; mismatches are the client's error."""
     dtype = to_numpy_dtype(datatype)
@@ -51,6 +70,8 @@ def json_to_array(data: Any, datatype: str, shape: list[int], where: str) -> np.
             array = np.array(data, dtype=object)
             if array.ndim > 1 or (array.ndim == 1 and len(shape) != 1):
                 array = array.reshape(-1)
+        elif dtype.kind in "iu":
+            array = _json_integers(data, dtype, datatype)
         else:
             try:
                 array = np.asarray(data, dtype=dtype)

@@ -276,3 +276,28 @@ def test_unregistered_shared_memory_region_is_404(client):
     with pytest.raises(InferenceServerException) as excinfo:
         client.infer("echo", [tensor])
     assert excinfo.value.status() == "404" and "never_registered" in excinfo.value.message()
+
+
+def test_priority_and_timeout_follow_triton_queue_policy(client):
+    # a priority beyond the model's levels runs at the default level
+    assert client.infer("tri", [_rows(2)], priority=99).as_numpy("output").shape == (2, 3)
+    # without allow_timeout_override in the config.pbtxt queue policy, a request's timeout is ignored
+    for _ in range(5):
+        assert client.infer("tri", [_rows(2)], timeout=1).as_numpy("output").shape == (2, 3)
+
+
+def test_triton_config_queue_policy_defaults(tmp_path):
+    from gpuserve.batching import batching_config
+    from gpuserve.settings import ModelSettings
+    from gpuserve.triton_config import settings_from_config
+
+    base = {"name": "m", "platform": "onnxruntime_onnx", "max_batch_size": 4,
+            "input": [{"name": "x", "data_type": "TYPE_FP32", "dims": [2]}],
+            "output": [{"name": "y", "data_type": "TYPE_FP32", "dims": [2]}]}
+    cases = [({}, False), ({"dynamic_batching": {}}, False),
+             ({"dynamic_batching": {"default_queue_policy": {"allow_timeout_override": True,
+                                                             "default_timeout_microseconds": 500}}}, True)]
+    for extra, allowed in cases:
+        settings = ModelSettings(**settings_from_config(tmp_path, {**base, **extra}, 1))
+        assert batching_config(settings, True).allow_timeout_override is allowed, extra
+    assert ModelSettings(**settings_from_config(tmp_path, cases[2][0] | base, 1)).model_extra["triton_max_batch_size"] == 4

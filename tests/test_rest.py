@@ -171,7 +171,32 @@ BAD = [
     ("v1 malformed json", "/v1/models/doubler:predict", b"[1,", 400, "Unrecognized request format"),
     ("empty body", "/v2/models/doubler/infer", b"", 400, "empty"),
     ("body too large", "/v2/models/doubler/infer", b" " * (64 * 1024 + 1), 413, "exceeds the limit"),
+    # as Triton: JSON numbers that do not fit an integer tensor are refused, never truncated or wrapped
+    ("fraction for INT32", "/v2/models/echo/infer",
+     b'{"inputs":[{"name":"x","shape":[2],"datatype":"INT32","data":[5.5,1]}]}', 400, "non-integer"),
+    ("INT32 out of range", "/v2/models/echo/infer",
+     b'{"inputs":[{"name":"x","shape":[2],"datatype":"INT32","data":[99999999999,1]}]}', 400, "outside the range"),
+    ("UINT8 negative", "/v2/models/echo/infer",
+     b'{"inputs":[{"name":"x","shape":[1],"datatype":"UINT8","data":[-1]}]}', 400, "outside the range"),
+    ("duplicate input", "/v2/models/echo/infer",
+     b'{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[1]},'
+     b'{"name":"x","shape":[1],"datatype":"FP32","data":[2]}]}', 400, "input 'x' already exists in request"),
 ]
+
+
+def test_json_integers_keep_their_exact_values(client):
+    body = {"inputs": [{"name": "a", "shape": [3], "datatype": "UINT64", "data": [2**64 - 1, 0, 7]},
+                       {"name": "b", "shape": [2], "datatype": "INT64", "data": [-2**63, 5.0]},
+                       {"name": "c", "shape": [2], "datatype": "INT8", "data": [[-128], [127]]}]}
+    outputs = {o["name"]: o["data"] for o in client.post("/v2/models/echo/infer", json=body).json()["outputs"]}
+    assert outputs == {"a": [2**64 - 1, 0, 7], "b": [-2**63, 5], "c": [-128, 127]}
+
+
+def test_output_requested_twice_comes_back_once(client):
+    body = {"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [3]}],
+            "outputs": [{"name": "x_x2"}, {"name": "x_x2"}]}
+    reply = client.post("/v2/models/doubler/infer", json=body)
+    assert reply.status_code == 200 and [(o["name"], o["data"]) for o in reply.json()["outputs"]] == [("x_x2", [6.0])]
 
 
 @pytest.mark.parametrize("case, path, body, status, message", BAD, ids=[b[0] for b in BAD])

@@ -880,6 +880,136 @@ async def _(ctx):
     return await call(ctx.c.infer("simple", [ctx.fp32(_x())], compression_algorithm="gzip"))
 
 
+@case("infer empty batch (0 rows)")
+async def _(ctx):
+    import numpy as np
+
+    return await call(ctx.c.infer("simple", [ctx.fp32(np.zeros((0, 4), np.float32))]))
+
+
+@case("infer with sequence_id on a non-sequence model")
+async def _(ctx):
+    return await call(ctx.c.infer("simple", [ctx.fp32(_x())], sequence_id=7, sequence_start=True))
+
+
+@case("infer with tiny timeout (1 us)")
+async def _(ctx):
+    return await call(ctx.c.infer("simple", [ctx.fp32(_x())], timeout=1))
+
+
+@case("infer with priority beyond levels")
+async def _(ctx):
+    return await call(ctx.c.infer("simple", [ctx.fp32(_x())], priority=99))
+
+
+@case("infer output name requested twice")
+async def _(ctx):
+    return await call(ctx.c.infer("simple", [ctx.fp32(_x())], outputs=[ctx.out("OUTPUT0"), ctx.out("OUTPUT0")]))
+
+
+@case("infer BYTES input given as JSON numbers", ("http", "http_aio"))
+async def _(ctx):
+    import numpy as np
+
+    return await call(ctx.c.infer("strings", [ctx.fp32(np.array([[1], [2]], dtype=np.int32), "TEXT", "INT32",
+                                                        binary=False), _strings(ctx)[1]]))
+
+
+@case("update_trace_settings level TIMESTAMPS then OFF")
+async def _(ctx):
+    kwargs = {"as_json": True} if ctx.grpc else {}
+    first = await call(ctx.c.update_trace_settings(settings={"trace_level": ["TIMESTAMPS"]}, **kwargs))
+    second = await call(ctx.c.update_trace_settings(settings={"trace_level": ["OFF"]}, **kwargs))
+    return Summary([summarize(first), summarize(second)])
+
+
+@case("update_trace_settings count and log_frequency")
+async def _(ctx):
+    return await call(ctx.c.update_trace_settings(settings={"trace_count": "5", "log_frequency": "2"},
+                                                  **({"as_json": True} if ctx.grpc else {})))
+
+
+@case("update_trace_settings bad count")
+async def _(ctx):
+    return await call(ctx.c.update_trace_settings(settings={"trace_count": "-5x"}))
+
+
+@case("update_log_settings verbose 1 then 0")
+async def _(ctx):
+    kwargs = {"as_json": True} if ctx.grpc else {}
+    first = await call(ctx.c.update_log_settings({"log_verbose_level": 1}, **kwargs))
+    second = await call(ctx.c.update_log_settings({"log_verbose_level": 0}, **kwargs))
+    return Summary([summarize(first), summarize(second)])
+
+
+@case("update_log_settings negative verbose level")
+async def _(ctx):
+    return await call(ctx.c.update_log_settings({"log_verbose_level": -1}))
+
+
+@case("update_log_settings log_file")
+async def _(ctx):
+    return await call(ctx.c.update_log_settings({"log_file": ""}))
+
+
+@case("register_system_shared_memory zero byte_size")
+async def _(ctx):
+    import tritonclient.utils.shared_memory as shm
+
+    key = f"/{ctx.shm_prefix}_{ctx.kind}_zero"
+    handle = shm.create_shared_memory_region("zero", key, 64)
+    try:
+        return await call(ctx.c.register_system_shared_memory("zero", key, 0))
+    finally:
+        try:
+            await call(ctx.c.unregister_system_shared_memory("zero"))
+        finally:
+            shm.destroy_shared_memory_region(handle)
+
+
+@case("register_system_shared_memory byte_size past end")
+async def _(ctx):
+    import tritonclient.utils.shared_memory as shm
+
+    key = f"/{ctx.shm_prefix}_{ctx.kind}_past"
+    handle = shm.create_shared_memory_region("past", key, 64)
+    try:
+        return await call(ctx.c.register_system_shared_memory("past", key, 128))
+    finally:
+        try:
+            await call(ctx.c.unregister_system_shared_memory("past"))
+        finally:
+            shm.destroy_shared_memory_region(handle)
+
+
+@case("shared memory output too small")
+async def _(ctx):
+    import tritonclient.utils.shared_memory as shm
+
+    key = f"/{ctx.shm_prefix}_{ctx.kind}_osmall"
+    handle = shm.create_shared_memory_region("osmall", key, 16)
+    try:
+        await call(ctx.c.register_system_shared_memory("osmall", key, 16))
+        out = ctx.m.InferRequestedOutput("OUTPUT0")
+        out.set_shared_memory("osmall", 16)
+        return await call(ctx.c.infer("simple", [ctx.fp32(_x())], outputs=[out]))
+    finally:
+        try:
+            await call(ctx.c.unregister_system_shared_memory("osmall"))
+        finally:
+            shm.destroy_shared_memory_region(handle)
+
+
+@case("get_cuda_shared_memory_status unknown region")
+async def _(ctx):
+    return await call(ctx.c.get_cuda_shared_memory_status("nowhere"))
+
+
+@case("unregister_cuda_shared_memory unknown region")
+async def _(ctx):
+    return await call(ctx.c.unregister_cuda_shared_memory("nowhere"))
+
+
 @case("async_infer", ("http", "grpc"))
 async def _(ctx):
     if ctx.kind == "http":
@@ -1028,6 +1158,51 @@ raw("infer unknown version", "POST", "/v2/models/simple/versions/7/infer",
 raw("infer non-numeric version", "POST", "/v2/models/simple/versions/abc/infer",
     b'{"inputs": [{"name": "INPUT0", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}')
 raw("GET on infer", "GET", "/v2/models/simple/infer")
+raw("POST on live", "POST", "/v2/health/live", b"{}")
+raw("metadata of version 1", "GET", "/v2/models/simple/versions/1")
+raw("config of unknown", "GET", "/v2/models/ghost/config")
+raw("stats of all", "GET", "/v2/models/stats")
+raw("BYTES JSON data", "POST", "/v2/models/strings/infer",
+    b'{"inputs": [{"name": "TEXT", "shape": [1, 1], "datatype": "BYTES", "data": ["abc"]},'
+    b' {"name": "COUNT", "shape": [1, 1], "datatype": "INT32", "data": [5]}]}')
+raw("BYTES JSON numbers", "POST", "/v2/models/strings/infer",
+    b'{"inputs": [{"name": "TEXT", "shape": [1, 1], "datatype": "BYTES", "data": [3]},'
+    b' {"name": "COUNT", "shape": [1, 1], "datatype": "INT32", "data": [5]}]}')
+raw("outputs with binary_data false", "POST", "/v2/models/simple/infer",
+    b'{"inputs": [{"name": "INPUT0", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}],'
+    b' "outputs": [{"name": "OUTPUT1", "parameters": {"binary_data": false}}]}')
+raw("outputs entry without name", "POST", "/v2/models/simple/infer",
+    b'{"inputs": [{"name": "INPUT0", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}],'
+    b' "outputs": [{"parameters": {"binary_data": false}}]}')
+raw("input without name", "POST", "/v2/models/simple/infer",
+    b'{"inputs": [{"shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}')
+raw("input without datatype", "POST", "/v2/models/simple/infer",
+    b'{"inputs": [{"name": "INPUT0", "shape": [1, 4], "data": [1, 2, 3, 4]}]}')
+raw("input without shape", "POST", "/v2/models/simple/infer",
+    b'{"inputs": [{"name": "INPUT0", "datatype": "FP32", "data": [1, 2, 3, 4]}]}')
+raw("FP32 data with booleans", "POST", "/v2/models/simple/infer",
+    b'{"inputs": [{"name": "INPUT0", "shape": [1, 4], "datatype": "FP32", "data": [true, false, true, 1]}]}')
+raw("INT32 data with floats", "POST", "/v2/models/strings/infer",
+    b'{"inputs": [{"name": "TEXT", "shape": [1, 1], "datatype": "BYTES", "data": ["abc"]},'
+    b' {"name": "COUNT", "shape": [1, 1], "datatype": "INT32", "data": [5.5]}]}')
+raw("INT32 data out of range", "POST", "/v2/models/strings/infer",
+    b'{"inputs": [{"name": "TEXT", "shape": [1, 1], "datatype": "BYTES", "data": ["abc"]},'
+    b' {"name": "COUNT", "shape": [1, 1], "datatype": "INT32", "data": [99999999999]}]}')
+raw("request id is a number", "POST", "/v2/models/simple/infer",
+    b'{"id": 5, "inputs": [{"name": "INPUT0", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}')
+raw("parameters not an object", "POST", "/v2/models/simple/infer",
+    b'{"parameters": 3, "inputs": [{"name": "INPUT0", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}')
+raw("unknown top-level key", "POST", "/v2/models/simple/infer",
+    b'{"bogus": 1, "inputs": [{"name": "INPUT0", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}')
+raw("binary input size mismatch", "POST", "/v2/models/simple/infer",
+    b'{"inputs":[{"name":"INPUT0","shape":[1,4],"datatype":"FP32","parameters":{"binary_data_size":8}}]}'
+    + b"\x00" * 8, {"Inference-Header-Content-Length": "97"})
+raw("trace setting unknown model", "GET", "/v2/models/ghost/trace/setting")
+raw("log settings GET", "GET", "/v2/logging")
+raw("repository index empty body", "POST", "/v2/repository/index")
+raw("unload unknown (raw)", "POST", "/v2/repository/models/ghost/unload", b"{}")
+raw("unload with parameters", "POST", "/v2/repository/models/ghost/unload",
+    b'{"parameters": {"unload_dependents": true}}')
 raw("unknown route", "GET", "/v2/nothing/here")
 raw("model ready", "GET", "/v2/models/simple/ready")
 raw("model ready unknown", "GET", "/v2/models/ghost/ready")
