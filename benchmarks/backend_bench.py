@@ -29,7 +29,7 @@ from typing import Callable, Dict, List
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from models import mlp_onnx  # noqa: E402
+from models import mlp_onnx  # noqa: E402  (benchmarks/ is on the path)
 
 FEATURES, HIDDEN, OUT = 1024, 1024, 1024  # issue 5's MLP (benchmarks/models.py mlp_onnx), 3 layers
 
@@ -241,6 +241,46 @@ async def bench(args) -> List[dict]:
     return rows_out
 
 
+def ort_cpu_iobinding(rounds: int) -> None:
+    """Why the CPU path keeps session.run: IOBinding (host input, host output) against it, us per call."""
+    import onnxruntime as ort
+
+    from models import small_mlp_onnx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        models = {"small 64-256-10": (small_mlp_onnx(Path(tmp) / "s.onnx"), 64),
+                  "mlp 1024x3": (mlp_onnx(Path(tmp) / "m.onnx"), 1024)}
+        for name, (path, features) in models.items():
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = 2
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            for rows in (1, 64):
+                x = np.random.default_rng(0).normal(size=(rows, features)).astype(np.float32)
+
+                def plain():
+                    return session.run(["output"], {"input": x})[0]
+
+                def bound():
+                    binding = session.io_binding()
+                    binding.bind_cpu_input("input", x)
+                    binding.bind_output("output", "cpu")
+                    session.run_with_iobinding(binding)
+                    return binding.copy_outputs_to_cpu()[0]
+
+                assert np.allclose(plain(), bound())
+                calls = 2000 if features == 64 else (300 if rows == 1 else 40)
+                times: Dict[str, List[float]] = {"session.run": [], "iobinding": []}
+                for _ in range(rounds):
+                    for label, fn in (("session.run", plain), ("iobinding", bound)):
+                        start = time.perf_counter()
+                        for _ in range(calls):
+                            fn()
+                        times[label].append((time.perf_counter() - start) / calls * 1e6)
+                print(json.dumps({"model": name, "rows": rows, **{k: round(statistics.median(v), 1)
+                                                                  for k, v in times.items()}, "unit": "us/call"}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="cpu")
@@ -250,7 +290,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", default="", help="comma-separated frameworks")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--ort-cpu-iobinding", action="store_true", help="only compare IOBinding with session.run")
     args = parser.parse_args()
+    if args.ort_cpu_iobinding:
+        ort_cpu_iobinding(max(args.rounds, 5))
+        return
     rows = asyncio.run(bench(args))
     report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "device": args.device,
               "machine": f"{platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores",
