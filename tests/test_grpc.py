@@ -774,3 +774,7 @@ def test_triton_form_model_statuses(serve, tmp_path):
               "requested model version is not available for model 'tri'")
         assert c.is_model_ready("tri", "1") is True and c.is_model_ready("tri", "7") is False
         assert c.get_inference_statistics("tri", "1").model_stats[0].version == "1"
+        fails(lambda: c.infer("tri", [rows(1)], model_version="abc"), "StatusCode.INVALID_ARGUMENT",
+              "version should be an integral value > 0")
+        fails(lambda: c.infer("tri", [rows(1)], model_version="7"), "StatusCode.NOT_FOUND", "tri")
+

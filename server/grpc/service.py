@@ -114,7 +114,15 @@ class InferenceServicer:
     async def _infer(self, request: pb.ModelInferRequest, headers: Dict[str, str], context=None
                      ) -> pb.ModelInferResponse:
         infer_request = convert.request_from_proto(request)
-        response, response_headers = await self.plane.infer(infer_request, headers)
+        try:
+            response, response_headers = await self.plane.infer(infer_request, headers)
+        except ModelNotFound:
+            version = request.model_version
+            if version and not (version.isdigit() and int(version) > 0):  # as Triton (string versions that
+                raise InvalidInput(  # exist, as MLServer allows, are found above)
+                    f"failed to get model version from specified version string '{version}', "
+                    "version should be an integral value > 0") from None
+            raise
         if response_headers and context is not None:  # a model's response headers travel as trailing metadata
             context.set_trailing_metadata(tuple((str(k).lower(), str(v)) for k, v in response_headers.items()))
         return convert.response_to_proto(response, infer_request)
