@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Sequence
 
 import numpy as np
 
@@ -53,14 +53,17 @@ def _settings(name: str, implementation: str, uri: Path, batch: int, device: str
     return ModelSettings(**fields)
 
 
-def frameworks(folder: Path, device: str) -> Dict[str, dict]:
-    """name -> {make(batch) -> loaded gpuserve model, direct(x) -> None, input name}."""
+def frameworks(folder: Path, device: str, only: Sequence[str] = ()) -> Dict[str, dict]:
+    """name -> {make(batch) -> loaded gpuserve model, direct(x) -> None, input name}; `only` limits them."""
     found: Dict[str, dict] = {}
     from gpuserve.runtimes import TorchModel
 
-    if importlib.util.find_spec("onnxruntime"):
+    def wanted(*names):
+        return not only or any(n in only for n in names)
+
+    if importlib.util.find_spec("onnxruntime") and wanted("onnxruntime"):
         found.update(_onnx(folder, device))
-    if importlib.util.find_spec("torch"):
+    if importlib.util.find_spec("torch") and wanted("torchscript", "torch.export", "torch.export+graphs"):
         import torch
 
         net = _torch_net()
@@ -93,11 +96,11 @@ def frameworks(folder: Path, device: str) -> Dict[str, dict]:
                 "make": lambda b: TorchModel("pt2g", _settings("pt2g", "torch", exported, b, device,
                                                                parameters={"cuda_graphs": True})),
                 "direct": direct(export_module), "input": "input", "note": "served with cuda_graphs: true"}
-    if device == "cpu":
+    if device == "cpu" and wanted("scikit-learn", "xgboost", "lightgbm"):
         found.update(_classic(folder))
-    if device.startswith("cuda") and importlib.util.find_spec("tensorrt"):
+    if device.startswith("cuda") and importlib.util.find_spec("tensorrt") and wanted("tensorrt"):
         found.update(_tensorrt(folder, device))
-    return found
+    return {name: spec for name, spec in found.items() if wanted(name)}
 
 
 def _onnx(folder: Path, device: str) -> Dict[str, dict]:
@@ -208,9 +211,8 @@ async def bench(args) -> List[dict]:
 
     rows_out = []
     with tempfile.TemporaryDirectory() as tmp:
-        for framework, spec in frameworks(Path(tmp), args.device).items():
-            if args.only and framework not in args.only.split(","):
-                continue
+        only = [name for name in args.only.split(",") if name]
+        for framework, spec in frameworks(Path(tmp), args.device, only).items():
             for batch in args.batches:
                 model = spec["make"](batch)
                 model.load()
@@ -295,6 +297,10 @@ def main() -> None:
     if args.ort_cpu_iobinding:
         ort_cpu_iobinding(max(args.rounds, 5))
         return
+    run(args)
+
+
+def run(args) -> dict:
     rows = asyncio.run(bench(args))
     report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "device": args.device,
               "machine": f"{platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores",
@@ -302,6 +308,7 @@ def main() -> None:
               "rows": rows}
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
+    return report
 
 
 if __name__ == "__main__":

@@ -1,0 +1,27 @@
+"""The per-framework benchmark (benchmarks/backend_bench.py) in a few seconds: it builds each model,
+serves it through the DataPlane and engine, and its rows carry positive rates and ratios. Speed itself
+is measured by hand (benchmarks/RESULTS.md), never asserted here."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_backend_bench_smoke(tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "backend_bench.py"), "--only",
+                          "onnxruntime,torch.export", "--batches", "1,4", "--concurrency", "1,2", "--seconds", "0.05",
+                          "--rounds", "1", "--json", str(tmp_path / "bench.json")],
+                         capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads((tmp_path / "bench.json").read_text())
+    rows = {(r["framework"], r["batch"]): r for r in report["rows"]}
+    expected = {("onnxruntime", 1), ("onnxruntime", 4)}
+    if any(r["framework"] == "torch.export" for r in report["rows"]):
+        expected |= {("torch.export", 1), ("torch.export", 4)}
+    assert set(rows) == expected
+    for row in rows.values():
+        assert row["direct"] > 0 and row["served_c1"] > 0 and row["served_c2"] > 0 and row["ratio_c2"] > 0
+    assert report["device"] == "cpu" and "cores" in report["machine"]
