@@ -34,6 +34,7 @@ _TRT_TYPES = {"FLOAT": ("FP32", np.float32), "HALF": ("FP16", np.float16), "INT8
               "UINT8": ("UINT8", np.uint8)}
 
 Shape = Tuple[int, ...]
+Limits = Dict[str, Tuple[Shape, Shape, Shape]]  # input -> the profile's (min, opt, max) shapes
 
 
 def _trt():
@@ -50,7 +51,7 @@ def _type(tensor: str, dtype) -> Tuple[str, type]:
     return found
 
 
-def describe(engine, profile: int = 0) -> Tuple[List[TensorSpec], List[TensorSpec], Dict[str, Tuple[Shape, Shape, Shape]]]:
+def describe(engine, profile: int = 0) -> Tuple[List[TensorSpec], List[TensorSpec], Limits]:
     """Inputs, outputs and, per input with dynamic dimensions, the profile's (min, opt, max) shapes."""
     inputs, outputs, limits = [], [], {}
     for index in range(engine.num_io_tensors):
@@ -72,14 +73,14 @@ def _is_input(mode) -> bool:
     return getattr(mode, "name", str(mode).rsplit(".", 1)[-1]) == "INPUT"
 
 
-def max_batch_size(inputs: Sequence[TensorSpec], limits: Dict[str, Tuple[Shape, Shape, Shape]]) -> int:
+def max_batch_size(inputs: Sequence[TensorSpec], limits: Limits) -> int:
     """Rows the profile allows when every input has a dynamic batch dimension, else 0 (no batching)."""
     if not inputs or any(not s.shape or s.shape[0] != -1 or s.name not in limits for s in inputs):
         return 0
     return min(limits[s.name][2][0] for s in inputs)
 
 
-def check_shape(spec: TensorSpec, shape: Shape, limits: Dict[str, Tuple[Shape, Shape, Shape]]) -> None:
+def check_shape(spec: TensorSpec, shape: Shape, limits: Limits) -> None:
     """Refuse, with the limit named, a shape the engine or its optimization profile cannot take."""
     if len(shape) != len(spec.shape) or any(d not in (-1, a) for d, a in zip(spec.shape, shape)):
         raise InvalidInput(f"input '{spec.name}' has shape {list(shape)}; the TensorRT engine takes {spec.shape}")
@@ -250,8 +251,7 @@ class TensorRTBackend:
         self._held = None
 
 
-def build_engine(onnx_path, plan_path, profile: Dict[str, Tuple[Shape, Shape, Shape]],
-                 workspace_bytes: int = 1 << 30) -> Path:
+def build_engine(onnx_path, plan_path, profile: Limits, workspace_bytes: int = 1 << 30) -> Path:
     """Build `model.plan` from an ONNX model with one optimization profile {input: (min, opt, max)}.
 
     Plans are specific to the GPU and TensorRT version that built them, so this runs where the model

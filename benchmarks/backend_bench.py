@@ -71,8 +71,8 @@ def frameworks(folder: Path, device: str, only: Sequence[str] = ()) -> Dict[str,
         torch.jit.script(net).save(str(scripted))
         exported = folder / "model.pt2"
         batch_dim = torch.export.Dim("batch", min=1, max=4096)
-        torch.export.save(torch.export.export(net, (torch.zeros(2, FEATURES),), dynamic_shapes={"input": {0: batch_dim}}),
-                          str(exported))
+        program = torch.export.export(net, (torch.zeros(2, FEATURES),), dynamic_shapes={"input": {0: batch_dim}})
+        torch.export.save(program, str(exported))
         tdev = torch.device(device)
         script_module = torch.jit.load(str(scripted), map_location=tdev).eval()
         export_module = torch.export.load(str(exported)).module().to(tdev)
@@ -90,7 +90,8 @@ def frameworks(folder: Path, device: str, only: Sequence[str] = ()) -> Dict[str,
                                                                              **declared)),
                                 "direct": direct(script_module), "input": "input", "note": f"torch {torch.__version__}"}
         found["torch.export"] = {"make": lambda b: TorchModel("pt2", _settings("pt2", "torch", exported, b, device)),
-                                 "direct": direct(export_module), "input": "input", "note": f"torch {torch.__version__}"}
+                                 "direct": direct(export_module), "input": "input",
+                                 "note": f"torch {torch.__version__}"}
         if device.startswith("cuda"):  # served with CUDA graphs at powers of two up to B; direct stays eager
             found["torch.export+graphs"] = {
                 "make": lambda b: TorchModel("pt2g", _settings("pt2g", "torch", exported, b, device,
@@ -232,7 +233,8 @@ async def bench(args) -> List[dict]:
                             await served_rate(plane, model.name, spec["input"], x, c, args.seconds))
                 medians = {k: round(statistics.median(v), 1) for k, v in runs.items()}
                 row = {"framework": framework, "batch": batch, **medians,
-                       **{f"ratio_c{c}": round(medians[f"served_c{c}"] / medians["direct"], 3) for c in args.concurrency},
+                       **{f"ratio_c{c}": round(medians[f"served_c{c}"] / medians["direct"], 3)
+                          for c in args.concurrency},
                        "note": spec["note"]}
                 print(json.dumps(row), flush=True)
                 rows_out.append(row)
@@ -304,7 +306,7 @@ def run(args) -> dict:
     rows = asyncio.run(bench(args))
     report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "device": args.device,
               "machine": f"{platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores",
-              "model": f"MLP {FEATURES}-{HIDDEN}-{HIDDEN}-{OUT} (ONNX/torch/TensorRT); tree ensembles for the classic runtimes",
+              "model": f"MLP {FEATURES}-{HIDDEN}-{HIDDEN}-{OUT} (ONNX/torch/TensorRT); tree ensembles (classic)",
               "rows": rows}
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
