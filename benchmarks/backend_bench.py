@@ -47,8 +47,7 @@ def _settings(name: str, implementation: str, uri: Path, batch: int, device: str
 
     fields = {"name": name, "implementation": implementation, "device": device,
               "parameters": {"uri": str(uri), "extra": parameters or {}}}
-    if batch > 1:
-        fields["max_batch_size"] = batch
+    fields["max_batch_size"] = batch  # 1: every request runs alone, so no batching gain hides in the ratio
     fields.update(extra)
     return ModelSettings(**fields)
 
