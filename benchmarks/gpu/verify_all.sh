@@ -26,4 +26,8 @@ python3 "$repo/benchmarks/gpu/gpu_bench.py" --json "$OUT/gpu_bench.json" 2>&1 | 
 # wheel; both are far over the 64 MiB a call can carry, so on the stock image those rows say "skipped".
 python3 "$repo/benchmarks/backend_bench.py" --device cuda:0 --seconds 1 --rounds 3 --json "$OUT/backend_gpu.json" \
     2>&1 | tee "$OUT/backend_gpu.txt" || status=1
+# Issue 9: a 3x224x224 image sent as FP32 vs as UINT8 normalised on the device (kernels/preprocess.cu),
+# bytes over PCIe per image and images/s through the engine and direct (needs CuPy, which the image has).
+python3 "$repo/benchmarks/gpu/kernel_bench.py" --json "$OUT/kernel_bench.json" 2>&1 | tee "$OUT/kernel_bench.txt" \
+    || status=1
 exit $status
