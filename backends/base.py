@@ -32,3 +32,17 @@ class Backend(Protocol):
 
     def unload(self) -> None:
         """Free the session and any device memory."""
+
+
+class DeviceBackend(Backend, Protocol):
+    """What GPU-capable backends (onnx on CUDA, torch on CUDA, tensorrt) add: results that stay on the GPU.
+
+    `inputs` are NumPy arrays or device arrays (`__cuda_array_interface__`, e.g. CuPy) on the backend's
+    device; the results are CuPy arrays on that device, synchronised, so any stream may read them.
+    CuPy is imported on the first call; without CuPy or CUDA, or on a CPU backend, the call raises
+    `gpuserve.backends.device_arrays.DeviceUnavailable` with the reason.
+    """
+
+    def run_on_device(self, inputs: Dict[str, object], output_names: Optional[Sequence[str]] = None
+                      ) -> Dict[str, object]:
+        ...
