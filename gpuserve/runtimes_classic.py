@@ -19,7 +19,6 @@ to install, and the other models keep serving.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -225,15 +224,18 @@ class XGBoostModel(ClassicModel):
     valid_outputs = (PREDICT, PREDICT_PROBA)
 
     def read_artefact(self, path: Path) -> Any:
+        """As MLServer: the scikit-learn interface, a regressor unless the file says it was saved from an
+        XGBClassifier. A Booster saved with `save_model` thus answers `predict` as `Booster.predict`
+        does (probabilities for binary:logistic), and only XGBClassifier files offer predict_proba."""
         xgb = _import("xgboost", "xgboost")
-        booster = xgb.Booster()
-        booster.load_model(str(path))
         try:
-            objective = json.loads(booster.save_config())["learner"]["objective"]["name"]
-        except (KeyError, ValueError):
-            objective = ""
-        estimator = xgb.XGBClassifier() if objective.startswith(("binary:", "multi:")) else xgb.XGBRegressor()
-        estimator.load_model(str(path))
+            estimator = xgb.XGBRegressor()
+            estimator.load_model(str(path))
+        except TypeError:  # "Loading an estimator with different type": saved from a classifier
+            estimator = xgb.XGBClassifier()
+            estimator.load_model(str(path))
+        except xgb.core.XGBoostError as exc:
+            raise ModelLoadError(f"model '{self.name}': {path.name} is not an XGBoost model: {exc}") from None
         return estimator
 
     def check_outputs(self, names: List[str]) -> None:
@@ -252,7 +254,18 @@ class LightGBMModel(ClassicModel):
 
     def read_artefact(self, path: Path) -> Any:
         lgb = _import("lightgbm", "lightgbm")
-        return lgb.Booster(model_file=str(path))
+        try:
+            return lgb.Booster(model_file=str(path))
+        except lgb.basic.LightGBMError as exc:
+            raise ModelLoadError(f"model '{self.name}': {path.name} is not a LightGBM model: {exc}") from None
+
+    def run(self, output: str, features: Any) -> Any:
+        import lightgbm
+
+        try:
+            return super().run(output, features)
+        except lightgbm.basic.LightGBMError as exc:  # e.g. the wrong number of features: the request's fault
+            raise InvalidInput(f"model '{self.name}' rejected the input for '{output}': {exc}") from None
 
 
 # The `implementation` names that reach these runtimes (merged into gpuserve.runtimes.BUILTIN_RUNTIMES).
