@@ -96,10 +96,10 @@ def test_stage_device_path_image_and_topk(cp):
     fed = normalize_reference(x, spec, np.float32)
     assert np.array_equal(cp.asnumpy(backend.seen["image"]), fed)
     assert isinstance(out["logits"], TopK) and out["logits"].values.shape == (5, 3)
-    logits = cp.asnumpy(cp.asarray(fed).reshape(5, -1) @ w)  # the same product on the device
-    assert np.array_equal(out["logits"].indices, topk_reference(logits, 3)[1])
-    whole = stage.run({"image": x}, None, {}, True)["logits"]
-    assert isinstance(whole, np.ndarray) and np.array_equal(whole, logits)
+    whole = stage.run({"image": x}, None, {}, True)["logits"]  # the same batch, copied back whole
+    assert isinstance(whole, np.ndarray)
+    np.testing.assert_allclose(whole, fed.reshape(5, -1) @ weight, rtol=1e-3, atol=1e-3)  # TF32 vs CPU
+    assert np.array_equal(out["logits"].indices, topk_reference(whole, 3)[1])
 
 
 def test_stage_device_path_ragged(cp):

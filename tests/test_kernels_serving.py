@@ -91,7 +91,20 @@ def repo(tmp_path_factory):
                          "max_batch_size": 16, "max_batch_time": 0.2}, token_model)
     folder(root, "badmean", {"preprocess": {"input": "image", "mean": [1, 2]}}, image_model)
     folder(root, "badname", {"ragged": {"inputs": ["nope"]}}, token_model)
+    for name, value in (("triton_img", '{"input": "image", "mean": [0.5], "std": [0.25]}'), ("triton_bad", "{oops")):
+        (root / name / "1").mkdir(parents=True)
+        image_model(root / name / "1" / "model.onnx")
+        (root / name / "config.pbtxt").write_text(TRITON_CONFIG.format(name=name, value=json.dumps(value)))
     return root
+
+
+TRITON_CONFIG = """name: "{name}"
+platform: "onnxruntime_onnx"
+max_batch_size: 8
+input [ {{ name: "image" data_type: TYPE_FP32 dims: [ 3, 8, 8 ] }} ]
+output [ {{ name: "logits" data_type: TYPE_FP32 dims: [ 10 ] }} ]
+parameters {{ key: "preprocess" value: {{ string_value: {value} }} }}
+"""
 
 
 def uint8_images(rng, n, size=8):
@@ -244,6 +257,13 @@ def test_rest_uint8_binary_ragged_and_classification(server, repo):
         out = client.infer("tok", [tokens]).as_numpy("tokens")
         assert out.shape == (1, 5, 4)
         assert not client.is_model_ready("badmean")
+        # the same setting from a Triton config.pbtxt parameter
+        assert client.get_model_metadata("triton_img")["inputs"][0]["datatype"] == "UINT8"
+        got = client.infer("triton_img", [tensor]).as_numpy("logits")
+        fed = normalize_reference(x, Normalize("NHWC", 1 / 255, (0.5,), (0.25,)), np.float32)
+        np.testing.assert_allclose(got, session(repo / "triton_img" / "1").run(None, {"image": fed})[0], rtol=1e-5,
+                                   atol=1e-5)
+        assert not client.is_model_ready("triton_bad")
 
 
 def test_rest_wrong_input_type_is_400(server, http):
