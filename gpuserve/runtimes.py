@@ -274,7 +274,7 @@ def kernel_plan(name: str, settings: ModelSettings, backend) -> KernelPlan:
         spec = None
         if ragged is not None:
             spec = Ragged(tuple(ragged.inputs), ragged.pad_value, ragged.lengths_input, ragged.mask_input,
-                          tuple(ragged.outputs))
+                          tuple(ragged.outputs), ragged.mode, ragged.offsets_input)
         return KernelPlan(backend.inputs, backend.outputs, image, spec)
     except (ValueError, TypeError, OverflowError) as exc:
         raise InvalidSettings(f"model '{name}': {exc}") from None

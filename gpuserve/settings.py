@@ -216,6 +216,9 @@ class RaggedSettings(BaseModel):
     lengths_input: Optional[str] = None
     mask_input: Optional[str] = None
     outputs: List[str] = Field(default_factory=list)
+    # packed: no padding at all; the model takes the rows back to back and their offsets (rows + 1)
+    mode: Literal["pad", "packed"] = "pad"
+    offsets_input: Optional[str] = None
 
 
 class ModelSettings(BaseModel):

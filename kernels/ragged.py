@@ -133,6 +133,13 @@ def check_dense(dense, lengths: np.ndarray) -> None:
                          f"{len(lengths)} rows up to {int(lengths.max()) if len(lengths) else 0} long")
 
 
+def check_packed(packed, lengths: np.ndarray) -> None:
+    total = int(lengths.sum())
+    if packed.ndim < 1 or packed.shape[0] != total:
+        raise ValueError(f"an output of shape {list(packed.shape)} does not hold the {total} packed positions "
+                         f"of {len(lengths)} rows")
+
+
 def _suffix(dtype: np.dtype) -> Tuple[str, type]:
     return {1: ("b1", np.uint8), 2: ("b2", np.uint16), 4: ("b4", np.uint32), 8: ("b8", np.uint64)}[dtype.itemsize]
 

@@ -22,7 +22,8 @@ from gpuserve.datatypes import to_numpy_dtype
 from gpuserve.errors import InferenceError, InvalidInput
 from gpuserve.kernels.cuda_module import cupy_module, device_index
 from gpuserve.kernels.preprocess import Normalize, normalize_cpu, normalize_device
-from gpuserve.kernels.ragged import RaggedBatch, check_dense, mask, pad_cpu, pad_device, unpad_cpu, unpad_device
+from gpuserve.kernels.ragged import (RaggedBatch, check_dense, check_packed, mask, pad_cpu, pad_device, unpad_cpu,
+                                     unpad_device)
 from gpuserve.kernels.topk import DEVICE_KERNELS, TopK, topk_cpu, topk_device
 
 
@@ -34,11 +35,20 @@ class ImageInput:
 
 @dataclass(frozen=True)
 class Ragged:
+    """`pad`: the model takes [rows, longest, ...] padded with pad_value (and optionally lengths, a mask).
+    `packed`: the model takes the rows back to back, [sum of lengths, ...], and their `offsets` (rows + 1)."""
+
     inputs: Tuple[str, ...]
     pad_value: float = 0
     lengths_input: Optional[str] = None
     mask_input: Optional[str] = None
     outputs: Tuple[str, ...] = ()
+    mode: str = "pad"
+    offsets_input: Optional[str] = None
+
+    @property
+    def packed(self) -> bool:
+        return self.mode == "packed"
 
 
 def _specs(specs) -> Dict[str, object]:
@@ -97,17 +107,25 @@ class KernelPlan:
         ragged = self.ragged
         if not ragged.inputs:
             raise ValueError("ragged.inputs names no input")
+        if ragged.mode not in ("pad", "packed"):
+            raise ValueError(f"ragged.mode must be pad or packed, got '{ragged.mode}'")
+        if ragged.packed and (not ragged.offsets_input or ragged.mask_input):
+            raise ValueError("ragged.mode packed needs offsets_input (and has no padding to mask)")
         for name in ragged.inputs:
             spec = inputs.get(name)
             if spec is None:
                 raise ValueError(f"ragged input '{name}' is not an input of the model ({sorted(inputs)})")
-            if len(spec.shape) < 2 or spec.shape[0] != -1 or spec.shape[1] != -1:
+            if ragged.packed and (len(spec.shape) < 1 or spec.shape[0] != -1):
+                raise ValueError(f"ragged input '{name}' has shape {list(spec.shape)}; packed rows need a dynamic "
+                                 "first axis (all rows' positions back to back)")
+            if not ragged.packed and (len(spec.shape) < 2 or spec.shape[0] != -1 or spec.shape[1] != -1):
                 raise ValueError(f"ragged input '{name}' has shape {list(spec.shape)}; it needs a dynamic batch "
                                  "axis and a dynamic axis 1 (the ragged one)")
             if self.image is not None and name == self.image.input:
                 raise ValueError(f"input '{name}' cannot be both ragged and a preprocessed image")
             _check_pad(ragged.pad_value, spec)
-        for role, name in (("lengths_input", ragged.lengths_input), ("mask_input", ragged.mask_input)):
+        for role, name in (("lengths_input", ragged.lengths_input), ("mask_input", ragged.mask_input),
+                           ("offsets_input", ragged.offsets_input)):
             if name is None:
                 continue
             spec = inputs.get(name)
@@ -119,9 +137,9 @@ class KernelPlan:
             spec = outputs.get(name)
             if spec is None:
                 raise ValueError(f"ragged output '{name}' is not an output of the model ({sorted(outputs)})")
-            if spec.shape and len(spec.shape) < 2:
-                raise ValueError(f"ragged output '{name}' has shape {list(spec.shape)}; it needs axis 1")
-        self.hidden = tuple(n for n in (ragged.lengths_input, ragged.mask_input) if n)
+            if spec.shape and len(spec.shape) < (1 if ragged.packed else 2):
+                raise ValueError(f"ragged output '{name}' has shape {list(spec.shape)}; it needs the ragged axis")
+        self.hidden = tuple(n for n in (ragged.lengths_input, ragged.mask_input, ragged.offsets_input) if n)
         self.input_specs = inputs
 
     # what clients see --------------------------------------------------------------------------
@@ -130,6 +148,8 @@ class KernelPlan:
         if spec.name in self.hidden:
             return None
         shape = list(spec.shape)
+        if self.ragged is not None and self.ragged.packed and spec.name in self.ragged.inputs:
+            return spec.datatype, [-1, -1] + shape[1:]  # clients send [rows, length, ...] as with padding
         if self.image is not None and spec.name == self.image.input:
             n, c, h, w = shape
             c = c if c > 0 else self.channels
@@ -221,19 +241,27 @@ class KernelStage:
         lengths = None
         for name, value in arrays.items():
             if isinstance(value, RaggedBatch):
-                lengths, longest = value.lengths, value.max_length
-                inputs[name] = pad_cpu(value, plan.ragged.pad_value, longest)
+                lengths, longest, offsets = value.lengths, value.max_length, value.offsets
+                if plan.ragged.packed:
+                    inputs[name] = value.packed.reshape((-1,) + value.inner)
+                else:
+                    inputs[name] = pad_cpu(value, plan.ragged.pad_value, longest)
             elif plan.image is not None and name == plan.image.input:
                 inputs[name] = _as_input_error(normalize_cpu, value, plan.table, plan.image.normalize.layout)
             else:
                 inputs[name] = value
         if lengths is not None:
-            self._lengths_inputs(inputs, lengths, longest, np)
+            self._lengths_inputs(inputs, lengths, offsets, longest, np)
         results = self.backend.run(inputs, output_names)
         out: Dict[str, object] = {}
         for name, value in results.items():
             if lengths is not None and name in plan.ragged.outputs:
-                out[name] = RaggedBatch(_as_inference_error(name, unpad_cpu, value, lengths), lengths, value.shape[2:])
+                if plan.ragged.packed:
+                    _as_inference_error(name, check_packed, value, lengths)
+                    out[name] = RaggedBatch(np.ascontiguousarray(value).reshape(-1), lengths, value.shape[1:])
+                else:
+                    packed = _as_inference_error(name, unpad_cpu, value, lengths)
+                    out[name] = RaggedBatch(packed, lengths, value.shape[2:])
                 continue
             rows = _reduction_rows(np.shape(value), batched) if name in reductions else None
             if rows is not None and value.dtype.kind in "fiu":
@@ -242,8 +270,12 @@ class KernelStage:
                 out[name] = value
         return out
 
-    def _lengths_inputs(self, inputs, lengths: np.ndarray, longest: int, xp) -> None:
+    def _lengths_inputs(self, inputs, lengths: np.ndarray, offsets, longest: int, xp) -> None:
+        """The inputs the stage fills in: row lengths, the padding mask, packed rows' offsets."""
         ragged, specs = self.plan.ragged, self.plan.input_specs
+        if ragged.offsets_input:
+            inputs[ragged.offsets_input] = xp.asarray(offsets).astype(
+                to_numpy_dtype(specs[ragged.offsets_input].datatype))
         if ragged.lengths_input:
             spec = specs[ragged.lengths_input]
             value = xp.asarray(lengths).astype(to_numpy_dtype(spec.datatype))
@@ -281,8 +313,11 @@ class KernelStage:
                         if offsets is None:
                             offsets = self._to_device(value.offsets, stream)
                         packed = self._to_device(value.packed, stream)
-                        inputs[name] = pad_device(packed, offsets, value.rows, longest, value.inner,
-                                                  plan.ragged.pad_value, stream)
+                        if plan.ragged.packed:
+                            inputs[name] = packed.reshape((-1,) + value.inner)
+                        else:
+                            inputs[name] = pad_device(packed, offsets, value.rows, longest, value.inner,
+                                                      plan.ragged.pad_value, stream)
                     elif plan.image is not None and name == plan.image.input:
                         if self._device_table is None:
                             self._device_table = self._to_device(plan.table, stream)
@@ -292,16 +327,21 @@ class KernelStage:
                     else:
                         inputs[name] = value  # the backend copies plain NumPy inputs itself
                 if lengths is not None:
-                    self._lengths_inputs(inputs, lengths, longest, cp)
+                    self._lengths_inputs(inputs, lengths, offsets, longest, cp)
             stream.synchronize()  # the backend computes on its own stream: our inputs must be complete
             results = self.backend.run_on_device(inputs, output_names)
             out: Dict[str, object] = {}
             with stream:
                 for name, value in results.items():
                     if lengths is not None and name in plan.ragged.outputs:
-                        _as_inference_error(name, check_dense, value, lengths)
-                        packed = unpad_device(value, offsets, int(lengths.sum()), stream)
-                        out[name] = RaggedBatch(cp.asnumpy(packed, stream=stream), lengths, tuple(value.shape[2:]))
+                        if plan.ragged.packed:
+                            _as_inference_error(name, check_packed, value, lengths)
+                            packed, inner = value.reshape(-1), tuple(value.shape[1:])
+                        else:
+                            _as_inference_error(name, check_dense, value, lengths)
+                            packed = unpad_device(value, offsets, int(lengths.sum()), stream)
+                            inner = tuple(value.shape[2:])
+                        out[name] = RaggedBatch(cp.asnumpy(packed, stream=stream), lengths, inner)
                         continue
                     rows = _reduction_rows(tuple(value.shape), batched) if name in reductions else None
                     if rows is not None and np.dtype(value.dtype) in DEVICE_KERNELS:

@@ -120,6 +120,19 @@ def test_stage_device_path_ragged(cp):
     assert out["tokens"].take_rows(3, 1).tolist() == (parts[2] * 2).tolist()
 
 
+def test_stage_device_path_packed_rows_and_offsets(cp):
+    backend = CupyBackend(cp, [TensorSpec("ids", "INT64", [-1]), TensorSpec("offsets", "INT64", [-1])],
+                          [TensorSpec("tokens", "INT64", [-1]), TensorSpec("rows", "INT64", [-1])],
+                          lambda xp, i: {"tokens": i["ids"] + 1, "rows": xp.diff(i["offsets"])})
+    plan = KernelPlan(backend.inputs, backend.outputs,
+                      ragged=Ragged(("ids",), outputs=("tokens",), mode="packed", offsets_input="offsets"))
+    parts = [np.array([[1, 2, 3]]), np.array([[4], [5]])]
+    out = plan.bind(backend).run({"ids": pack(parts)[0]}, None, {}, True)
+    assert isinstance(backend.seen["ids"], cp.ndarray) and cp.asnumpy(backend.seen["offsets"]).tolist() == [0, 3, 4, 5]
+    assert out["rows"].tolist() == [3, 1, 1]
+    assert out["tokens"].take_rows(0, 1).tolist() == [[2, 3, 4]] and out["tokens"].take_rows(1, 2).tolist() == [[5], [6]]
+
+
 def test_torch_backend_fed_by_the_image_kernel_matches_cpu(cp, tmp_path):
     torch = pytest.importorskip("torch")
     from gpuserve.backends.torch import TorchBackend

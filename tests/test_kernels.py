@@ -209,6 +209,24 @@ def test_stage_pads_feeds_lengths_and_mask_and_unpads_outputs():
                    ragged=Ragged(("ids", "types"))).check_request({"ids": np.zeros((1, 3)), "types": np.zeros((1, 4))})
 
 
+def test_stage_packed_mode_feeds_rows_back_to_back_with_offsets():
+    backend = Recorder([TensorSpec("ids", "INT64", [-1]), TensorSpec("offsets", "INT32", [-1])],
+                       [TensorSpec("tokens", "INT64", [-1, 2]), TensorSpec("rows", "INT32", [-1])],
+                       lambda i: {"tokens": np.stack([i["ids"], -i["ids"]], axis=1), "rows": np.diff(i["offsets"])})
+    plan = KernelPlan(backend.inputs, backend.outputs,
+                      ragged=Ragged(("ids",), outputs=("tokens",), mode="packed", offsets_input="offsets"))
+    assert plan.client_input(backend.inputs[0]) == ("INT64", [-1, -1]) and plan.client_input(backend.inputs[1]) is None
+    parts = [np.array([[1, 2, 3]]), np.array([[4], [5]]), np.array([[6, 7]])]
+    out = plan.bind(backend).run({"ids": pack(parts)[0]}, None, {}, True)
+    assert backend.seen["ids"].tolist() == [1, 2, 3, 4, 5, 6, 7]
+    assert backend.seen["offsets"].dtype == np.int32 and backend.seen["offsets"].tolist() == [0, 3, 4, 5, 7]
+    assert out["rows"].tolist() == [3, 1, 1, 2]
+    assert out["tokens"].take_rows(1, 2).tolist() == [[[4, -4]], [[5, -5]]]
+    assert out["tokens"].take_rows(3, 1).tolist() == [[[6, -6], [7, -7]]]
+    with pytest.raises(ValueError, match="offsets_input"):
+        KernelPlan(backend.inputs, backend.outputs, ragged=Ragged(("ids",), mode="packed"))
+
+
 def test_stage_reports_a_ragged_output_without_the_ragged_axis():
     backend = Recorder([TensorSpec("ids", "INT64", [-1, -1])], [TensorSpec("pooled", "FP32", [-1, 4])],
                        lambda i: {"pooled": np.zeros((i["ids"].shape[0], 2), np.float32)})

@@ -57,6 +57,24 @@ def token_model(path, vocab=20, width=4, seed=1):
     save(helper.make_graph(nodes, "tokens", ins, outs, inits), path)
 
 
+def packed_model(path, vocab=20, width=4, seed=1):
+    """ids [positions] packed back to back, offsets [rows + 1] -> tokens [positions, width] (embeddings),
+    lengths [rows] (read back from the offsets)."""
+    table = np.random.default_rng(seed).normal(size=(vocab, width)).astype(np.float32)
+    nodes = [helper.make_node("Gather", ["E", "ids"], ["tokens"]),
+             helper.make_node("Slice", ["offsets", "one", "end"], ["high"]),
+             helper.make_node("Slice", ["offsets", "zero", "minus_one"], ["low"]),
+             helper.make_node("Sub", ["high", "low"], ["lengths"])]
+    inits = [numpy_helper.from_array(table, "E")] + [numpy_helper.from_array(np.array([v], np.int64), n) for n, v in
+                                                     (("zero", 0), ("one", 1), ("minus_one", -1), ("end", 2**62))]
+    ins = [helper.make_tensor_value_info("ids", TensorProto.INT64, ["positions"]),
+           helper.make_tensor_value_info("offsets", TensorProto.INT64, ["rows_plus_one"])]
+    outs = [helper.make_tensor_value_info("tokens", TensorProto.FLOAT, ["positions", width]),
+            helper.make_tensor_value_info("lengths", TensorProto.INT64, ["rows"])]
+    save(helper.make_graph(nodes, "packed", ins, outs, inits), path)
+    return table
+
+
 def folder(root, name, settings, build):
     path = root / name
     path.mkdir()
@@ -89,6 +107,9 @@ def repo(tmp_path_factory):
                                           "std": [20]}}, lambda p: image_model(p, TensorProto.FLOAT16, size=4))
     folder(root, "tok", {"ragged": {"inputs": ["ids"], "mask_input": "mask", "outputs": ["tokens"]},
                          "max_batch_size": 16, "max_batch_time": 0.2}, token_model)
+    folder(root, "packed", {"ragged": {"inputs": ["ids"], "mode": "packed", "offsets_input": "offsets",
+                                       "outputs": ["tokens"]}, "max_batch_size": 16, "max_batch_time": 0.2},
+           packed_model)
     folder(root, "badmean", {"preprocess": {"input": "image", "mean": [1, 2]}}, image_model)
     folder(root, "badname", {"ragged": {"inputs": ["nope"]}}, token_model)
     for name, value in (("triton_img", '{"input": "image", "mean": [0.5], "std": [0.25]}'), ("triton_bad", "{oops")):
@@ -171,11 +192,36 @@ def test_ragged_requests_share_a_batch_and_equal_each_request_alone(repo):
         assert got["tokens"].shape == x.shape + (4,)  # un-padded to this request's length
         np.testing.assert_allclose(got["tokens"], tokens, rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(got["pooled"], pooled, rtol=1e-5, atol=1e-6)
+    assert_a_batch_mixed_lengths(model, xs)
+
+
+def assert_a_batch_mixed_lengths(model, xs):
+    """A batch bigger than all requests of any one length together must have mixed lengths."""
     largest = max(b["batch_size"] for b in model.stats.as_dict()["batch_stats"])
     rows_per_length = {}
     for x in xs:
         rows_per_length[x.shape[1]] = rows_per_length.get(x.shape[1], 0) + len(x)
-    assert largest > max(rows_per_length.values())  # so that batch mixed lengths
+    assert largest > max(rows_per_length.values())
+
+
+def test_packed_ragged_requests_share_a_batch_without_any_padding(repo):
+    model = load(repo / "packed")
+    assert model.get_input_types() == [{"name": "ids", "datatype": "INT64", "shape": [-1, -1]}]
+    table = np.random.default_rng(1).normal(size=(20, 4)).astype(np.float32)  # packed_model's embedding
+    rng = np.random.default_rng(6)
+    xs = [rng.integers(0, 20, (int(rng.integers(1, 3)), int(rng.integers(1, 7)))).astype(np.int64) for _ in range(8)]
+
+    async def run():
+        try:
+            return await asyncio.gather(*(model.predict(InferRequest.from_numpy("packed", {"ids": x})) for x in xs))
+        finally:
+            await model.aclose()
+
+    for x, response in zip(xs, asyncio.run(run())):
+        got = {o.name: o.as_numpy() for o in response.outputs}
+        assert np.array_equal(got["tokens"], table[x])  # [rows, length, width]: this request's own length
+        assert got["lengths"].tolist() == [x.shape[1]] * len(x)
+    assert_a_batch_mixed_lengths(model, xs)
 
 
 def test_bad_kernel_settings_leave_the_model_unavailable_with_the_reason(repo):
