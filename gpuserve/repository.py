@@ -134,13 +134,21 @@ class DiskRepository:
 
     def scan(self) -> Dict[str, List[ModelSettings]]:
         found: Dict[str, List[ModelSettings]] = {}
-        for path in sorted(self.root.rglob(MODEL_SETTINGS_FILE)):
+        files = sorted(self.root.rglob(MODEL_SETTINGS_FILE))
+        for path in files:
             try:
                 settings = ModelSettings.from_file(path)
             except GpuserveError as exc:
                 found.setdefault(path.parent.name, []).append(_broken(path.parent, str(exc)))
                 continue
             found.setdefault(settings.name, []).append(settings)
+        if not files:  # as MLServer: no model-settings.json anywhere, a model from MLSERVER_MODEL_* alone
+            try:
+                settings = ModelSettings.from_env(self.root)
+            except GpuserveError as exc:
+                settings = _broken(self.root, str(exc))
+            if settings is not None:
+                found.setdefault(settings.name, []).append(settings)
         claimed = {Path(s.folder) for group in found.values() for s in group if s.folder}
         for folder in sorted(p for p in self.root.iterdir() if p.is_dir() and p not in claimed):
             if (folder / "config.pbtxt").is_file():

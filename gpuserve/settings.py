@@ -31,6 +31,54 @@ def read_json_object(path: Path) -> Dict[str, Any]:
     return data
 
 
+# MLServer's model settings from the environment: every ModelSettings and ModelParameters field is
+# also MLSERVER_MODEL_<FIELD> (lists and objects as JSON). They default every model-settings.json
+# (the file wins) and, where no such file exists, make a model of their own.
+MODEL_ENV_PREFIX = "MLSERVER_MODEL_"
+_MODEL_ENV_FIELDS = ("name", "implementation", "platform", "versions", "inputs", "outputs", "max_batch_size",
+                     "max_batch_time", "parallel_workers", "warm_workers", "cache_enabled", "parameters")
+_PARAMETER_ENV_FIELDS = ("uri", "version", "format", "content_type", "extra", "environment_tarball")
+_JSON_ENV_FIELDS = ("versions", "inputs", "outputs", "parameters", "extra")
+
+
+def model_env(environ: Optional[Dict[str, str]] = None) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """(model settings fields, parameters fields) that MLSERVER_MODEL_* variables give; runtime-specific
+    ones (MLSERVER_MODEL_HUGGINGFACE_*, ...) are not model settings and are left alone."""
+    environ = os.environ if environ is None else environ
+    given = {key.upper(): value for key, value in environ.items() if key.upper().startswith(MODEL_ENV_PREFIX)}
+    fields: Dict[str, Any] = {}
+    parameters: Dict[str, Any] = {}
+    for names, out in ((_MODEL_ENV_FIELDS, fields), (_PARAMETER_ENV_FIELDS, parameters)):
+        for name in names:
+            key = MODEL_ENV_PREFIX + name.upper()
+            if key not in given:
+                continue
+            value: Any = given[key]
+            if name in _JSON_ENV_FIELDS:
+                try:
+                    value = json.loads(value)
+                except ValueError as exc:
+                    raise InvalidSettings(f"{key} must be JSON: {exc}") from None
+            out[name] = value
+    if "parameters" in fields and not isinstance(fields["parameters"], dict):
+        raise InvalidSettings(f"{MODEL_ENV_PREFIX}PARAMETERS must be a JSON object")
+    return fields, parameters
+
+
+def with_model_env(data: Dict[str, Any], environ: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+    """A model-settings object with MLSERVER_MODEL_* below it: the object's own fields win, and within
+    `parameters` its own keys win over MLSERVER_MODEL_URI, _VERSION, ... (as pydantic settings do in
+    MLServer). MLSERVER_MODEL_PARAMETERS counts only where the object has no `parameters`."""
+    fields, parameters = model_env(environ)
+    if not fields and not parameters:
+        return data
+    out = {**{k: v for k, v in fields.items() if k != "parameters"}, **data}
+    own = data.get("parameters") if "parameters" in data else fields.get("parameters")
+    if parameters or own:
+        out["parameters"] = {**parameters, **(own if isinstance(own, dict) else {})}
+    return out
+
+
 def _check_device(value: str) -> str:
     value = (value or "auto").strip().lower()
     if value in ("auto", "cpu", "cuda", "gpu"):
@@ -257,9 +305,10 @@ class ModelSettings(BaseModel):
         return None if value is None else _check_device(value)
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike) -> "ModelSettings":
+    def from_file(cls, path: str | os.PathLike, environ: Optional[Dict[str, str]] = None) -> "ModelSettings":
+        """A model-settings.json; fields it leaves out come from MLSERVER_MODEL_* (as in MLServer)."""
         path = Path(path)
-        data = read_json_object(path)
+        data = with_model_env(read_json_object(path), environ)
         try:
             settings = cls.model_validate(data)
         except ValidationError as exc:
@@ -267,6 +316,30 @@ class ModelSettings(BaseModel):
         settings.folder = str(path.parent)
         if not settings.name:
             settings.name = path.parent.name
+        return settings
+
+    @classmethod
+    def from_env(cls, folder: str | os.PathLike, environ: Optional[Dict[str, str]] = None
+                 ) -> Optional["ModelSettings"]:
+        """MLServer's "default" model for a folder without any model-settings.json: MLSERVER_MODEL_*
+        alone, when they name an implementation or a uri. Its name defaults to the folder's, its
+        artefact to a well-known file in the folder; a relative uri is found in the folder, else in
+        the working directory."""
+        data = with_model_env({}, environ)
+        parameters = data.get("parameters") or {}
+        if not data.get("implementation") and not parameters.get("uri"):
+            return None
+        folder = Path(folder).resolve()
+        uri = parameters.get("uri")
+        if uri and not Path(uri).is_absolute() and not (folder / uri).exists() and Path(uri).exists():
+            data["parameters"] = dict(parameters, uri=str(Path(uri).resolve()))
+        try:
+            settings = cls.model_validate(data)
+        except ValidationError as exc:
+            raise InvalidSettings(f"invalid {MODEL_ENV_PREFIX}* settings: {_errors(exc)}") from None
+        settings.folder = str(folder)
+        if not settings.name:
+            settings.name = folder.name
         return settings
 
     def resolve_uri(self) -> Optional[Path]:

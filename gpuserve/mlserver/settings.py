@@ -6,6 +6,11 @@ MLServer has added: `version`, `implementation` given as a class, `parameters.en
 `parameters.uri` defaults to the model's folder; a relative uri is made absolute against that folder,
 so a runtime can open `self.settings.parameters.uri` whatever the server's working directory.
 
+As in MLServer, `ModelSettings` and `ModelParameters` take the fields they are not given from
+`MLSERVER_MODEL_*` variables (`MLSERVER_MODEL_IMPLEMENTATION`, `MLSERVER_MODEL_URI`, ...; lists and
+objects as JSON); gpuserve's repository applies the same to every `model-settings.json` and, where a
+folder has none, serves the model those variables describe.
+
 `mlserver_overrides(folder, environ)` reads a `settings.json` written for MLServer and `MLSERVER_*`
 variables, and answers them under gpuserve's `ServerSettings` names. It is the lowest layer of the
 server's settings: gpuserve's own names, in `settings.json`, `GPUSERVE_*` or on the command line,
@@ -20,14 +25,14 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gpuserve.errors import InvalidSettings
 from gpuserve.mlserver.types import MetadataTensor
 from gpuserve.settings import ModelParameters as _NativeParameters
 from gpuserve.settings import ModelSettings as _NativeSettings
-from gpuserve.settings import read_json_object
+from gpuserve.settings import model_env, read_json_object, with_model_env
 
 logger = logging.getLogger("gpuserve")
 
@@ -36,9 +41,19 @@ ENV_PREFIX = "MLSERVER_"
 
 
 class ModelParameters(_NativeParameters):
+    """As MLServer's (a pydantic BaseSettings): what is not given comes from MLSERVER_MODEL_URI,
+    MLSERVER_MODEL_VERSION, MLSERVER_MODEL_CONTENT_TYPE, ..."""
+
     environment_tarball: Optional[str] = None
     inference_pool_gid: Optional[str] = None
     autogenerate_inference_pool_gid: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_env(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {**model_env()[1], **data}
+        return data
 
 
 class ModelSettings(_NativeSettings):
@@ -49,6 +64,14 @@ class ModelSettings(_NativeSettings):
     outputs: List[MetadataTensor] = Field(default_factory=list)  # type: ignore[assignment]
     warm_workers: bool = False
     cache_enabled: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_env(cls, data: Any) -> Any:
+        """As MLServer's (a pydantic BaseSettings): fields not given come from MLSERVER_MODEL_*."""
+        if isinstance(data, dict):
+            return with_model_env(data)
+        return data
 
     @field_validator("implementation", mode="before")
     @classmethod
