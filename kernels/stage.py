@@ -208,6 +208,7 @@ class KernelStage:
         self._decided = False
         self._local = threading.local()
         self._device_table = None
+        self._table_lock = threading.Lock()
 
     @property
     def ragged_inputs(self) -> Tuple[str, ...]:
@@ -300,6 +301,16 @@ class KernelStage:
         device.set(np.ascontiguousarray(host), stream=stream)
         return device
 
+    def _table(self, stream):
+        """The image map's table on the device, copied once; complete before any thread's stream reads it."""
+        if self._device_table is None:
+            with self._table_lock:
+                if self._device_table is None:
+                    table = self._to_device(self.plan.table, stream)
+                    stream.synchronize()
+                    self._device_table = table
+        return self._device_table
+
     def _run_device(self, arrays, output_names, reductions, batched):
         cp, plan = self._cupy, self.plan
         with cp.cuda.Device(device_index(self.backend.device)):
@@ -319,10 +330,8 @@ class KernelStage:
                             inputs[name] = pad_device(packed, offsets, value.rows, longest, value.inner,
                                                       plan.ragged.pad_value, stream)
                     elif plan.image is not None and name == plan.image.input:
-                        if self._device_table is None:
-                            self._device_table = self._to_device(plan.table, stream)
                         images = self._to_device(value, stream)
-                        inputs[name] = _as_input_error(normalize_device, images, self._device_table,
+                        inputs[name] = _as_input_error(normalize_device, images, self._table(stream),
                                                        plan.image.normalize.layout, stream)
                     else:
                         inputs[name] = value  # the backend copies plain NumPy inputs itself
