@@ -4,6 +4,7 @@ every datatype, streaming, the repository extension, and every bad request mappe
 from __future__ import annotations
 
 import asyncio
+import base64
 import queue
 import socket
 import subprocess
@@ -594,8 +595,10 @@ def test_shared_memory_and_settings_extensions(client):
     client.unregister_cuda_shared_memory()
     cases = [(lambda: client.register_system_shared_memory("r", "/gpuserve-none", 64),
               "StatusCode.INVALID_ARGUMENT", "Unable to open"),
-             (lambda: client.register_cuda_shared_memory("r", b"\x00" * 64, 0, 64),
-              "StatusCode.UNIMPLEMENTED", "not supported")]
+             (lambda: client.register_cuda_shared_memory("r", base64.b64encode(b"\x01" * 64), 0, 64),
+              "StatusCode.UNIMPLEMENTED", "CUDA shared memory region 'r'"),  # no GPU in this process
+             (lambda: client.register_cuda_shared_memory("r", base64.b64encode(b"\x01" * 8), 0, 64),
+              "StatusCode.INVALID_ARGUMENT", "64-byte")]
     for call, status, words in cases:
         with pytest.raises(InferenceServerException) as excinfo:
             call()
