@@ -1212,6 +1212,7 @@ raw("unknown top-level key", "POST", "/v2/models/simple/infer",
 raw("binary input size mismatch", "POST", "/v2/models/simple/infer",
     b'{"inputs":[{"name":"INPUT0","shape":[1,4],"datatype":"FP32","parameters":{"binary_data_size":8}}]}'
     + b"\x00" * 8, {"Inference-Header-Content-Length": "97"})
+raw("oversize body (70 MB of JSON whitespace)", "POST", "/v2/models/simple/infer", b" " * (70 << 20))
 raw("trace setting unknown model", "GET", "/v2/models/ghost/trace/setting")
 raw("log settings GET", "GET", "/v2/logging")
 raw("repository index empty body", "POST", "/v2/repository/index")
@@ -1248,11 +1249,15 @@ def raw_call(port, method, path, body, headers):
         status, content, length = exc.code, exc.read(), exc.headers.get("Inference-Header-Content-Length")
     if length is not None:
         content = content[:int(length)]
+    message = None
     try:
-        parsed = shape_of(json.loads(content)) if content else None
+        loaded = json.loads(content) if content else None
+        parsed = shape_of(loaded)
+        if isinstance(loaded, dict) and isinstance(loaded.get("error"), str):
+            message = loaded["error"][:160]
     except ValueError:
         parsed = f"non-JSON body: {content[:80]!r}"
-    return {"status": status, "body": parsed}
+    return {"status": status, "body": parsed, "message": message}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -1351,6 +1356,8 @@ KEPT = {
     "repository index bad JSON": _CLIENT_ERROR_AS_500, "load bad JSON": _CLIENT_ERROR_AS_500,
     "log settings bad JSON": _CLIENT_ERROR_AS_500, "trace settings bad JSON": _CLIENT_ERROR_AS_500,
     "shm register bad JSON": _CLIENT_ERROR_AS_500, "INT32 data with floats": _CLIENT_ERROR_AS_500,
+    "oversize body (70 MB of JSON whitespace)": _CLIENT_ERROR_AS_500 + " (neither has a limit at 70 MB; "
+                                                "gpuserve refuses bodies over max_request_bytes, 256 MB, with 413)",
     "INT32 data out of range": "Triton wraps 99999999999 into INT32 silently; gpuserve refuses it with 400",
     "BYTES JSON numbers": "gpuserve takes a JSON number as its text for BYTES (Triton: 500)",
     "FP32 data with booleans": "gpuserve takes JSON true/false as 1/0 (Triton: 500)",
