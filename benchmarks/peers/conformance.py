@@ -1133,6 +1133,61 @@ async def _(ctx):
     return Summary(out)
 
 
+@case("stream with gzip, stream_timeout and headers; stop_stream(cancel_requests=True)", ("grpc",))
+async def _(ctx):
+    import queue
+
+    answers = queue.Queue()
+    ctx.c.start_stream(lambda result, error: answers.put((result, error)), stream_timeout=30,
+                       headers={"x-stream": "1"}, compression_algorithm="gzip")
+    try:
+        for i in range(3):
+            ctx.c.async_stream_infer("simple", [ctx.fp32(_x(i + 1))], request_id=f"g{i}")
+        items = [answers.get(timeout=30) for _ in range(3)]
+    finally:
+        ctx.c.stop_stream(cancel_requests=True)
+    return Summary([_stream_item(r, e) for r, e in items])
+
+
+@case("stream with gzip and headers", ("grpc_aio",))
+async def _(ctx):
+    async def source():
+        for i in range(3):
+            yield {"model_name": "simple", "inputs": [ctx.fp32(_x(i + 1))], "request_id": f"g{i}"}
+
+    items = []
+    async for result, error in ctx.c.stream_infer(source(), stream_timeout=30, headers={"x-stream": "1"},
+                                                  compression_algorithm="gzip"):
+        items.append((result, error))
+        if len(items) == 3:
+            break
+    return Summary([_stream_item(r, e) for r, e in items])
+
+
+@case("generate_request_body + raw POST + parse_response_body", ("http",))
+async def _(ctx):
+    import tritonclient.http as m
+
+    body, header_length = m.InferenceServerClient.generate_request_body(
+        [ctx.fp32(_x())], outputs=[ctx.out("OUTPUT0", binary=True)], request_id="gen")
+    request = urllib.request.Request(f"http://127.0.0.1:{ctx.server.http}/v2/models/simple/infer", data=body,
+                                     method="POST", headers={"Inference-Header-Content-Length": str(header_length)})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        content, length = response.read(), response.headers.get("Inference-Header-Content-Length")
+    return m.InferenceServerClient.parse_response_body(content, header_length=int(length) if length else None)
+
+
+@case("plugin (BasicAuth headers)", ("http", "grpc"))
+async def _(ctx):
+    from tritonclient.grpc.auth import BasicAuth
+
+    ctx.c.register_plugin(BasicAuth("user", "secret"))
+    try:
+        return ctx.c.infer("simple", [ctx.fp32(_x())])
+    finally:
+        ctx.c.unregister_plugin()
+
+
 # raw HTTP (no tritonclient) ---------------------------------------------------------------------------
 RAW = []
 
