@@ -11,16 +11,15 @@ import subprocess
 import sys
 import warnings
 
+import lightgbm as lgb  # the dev extra brings xgboost-cpu and lightgbm
 import numpy as np
 import pytest
+import xgboost as xgb
 
-xgb = pytest.importorskip("xgboost")
-lgb = pytest.importorskip("lightgbm")
-
-from conftest import running_server  # noqa: E402
-from gpuserve import ModelRepository  # noqa: E402
-from gpuserve.repository import DiskRepository  # noqa: E402
-from gpuserve.runtimes_classic import LightGBMModel, XGBoostModel  # noqa: E402
+from conftest import running_server
+from gpuserve import ModelRepository
+from gpuserve.repository import DiskRepository
+from gpuserve.runtimes_classic import LightGBMModel, XGBoostModel
 
 RNG = np.random.default_rng(11)
 X = RNG.normal(size=(120, 4)).astype(np.float32)
