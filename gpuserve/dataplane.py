@@ -6,6 +6,7 @@ the transports only decode, call one method, and encode.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any, Dict, Optional, Tuple
 
@@ -20,6 +21,8 @@ from gpuserve.shared_memory import SharedMemoryRegistry, resolve_shared_memory, 
 from gpuserve.transport_metrics import TransportMetrics
 from gpuserve.types import InferRequest, InferResponse
 from gpuserve.version import __version__
+
+logger = logging.getLogger("gpuserve")
 
 # Only what works end to end here (no sequence batching; CUDA shared memory needs a GPU build).
 EXTENSIONS = ["classification", "model_repository", "schedule_policy", "model_configuration",
@@ -96,14 +99,29 @@ class DataPlane:
 
     # repository extension ---------------------------------------------------------------------
     def repository_index(self, ready_only: bool = False) -> list:
-        index = []
+        index, listed = [], set()
         for name, version, model in self.repository.all_versions():
+            listed.add((name, version or ""))
             if ready_only and not model.ready:
                 continue
             entry = {"name": name, "version": version or "", "state": "READY" if model.ready else "UNAVAILABLE"}
             if not model.ready:
                 entry["reason"] = getattr(model, "reason", "") or "not loaded"
             index.append(entry)
+        catalog = getattr(self.repository, "catalog", None)
+        if catalog is not None and not ready_only:  # on disk, not loaded (e.g. unloaded): as Triton, UNAVAILABLE
+            unloaded = getattr(self.repository, "unloaded", ())
+            try:
+                on_disk = catalog()
+            except Exception as exc:  # a folder that went away must not break the index
+                logger.warning("repository index: cannot scan the model folder: %s", exc)
+                on_disk = {}
+            for name, versions in on_disk.items():
+                for version in versions or [""]:
+                    if (name, version) not in listed:
+                        index.append({"name": name, "version": version, "state": "UNAVAILABLE",
+                                      "reason": "unloaded" if name in unloaded else "not loaded"})
+            index.sort(key=lambda e: (e["name"], _version_order(e["version"])))
         return index
 
     async def load_model(self, name: str) -> None:
@@ -204,6 +222,10 @@ class DataPlane:
             response = {"predictions": response.outputs[0].as_numpy() if len(response.outputs) == 1
                         else {o.name: o.as_numpy() for o in response.outputs}}
         return response, response_headers
+
+
+def _version_order(version: str):
+    return (0, int(version), "") if version.isdigit() else (1, 0, version)
 
 
 def adaptive_batcher(model) -> Optional[AdaptiveBatcher]:

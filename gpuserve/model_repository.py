@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional
 
 from gpuserve.errors import ModelNotFound, ModelNotReady
 from gpuserve.model import BaseKServeModel
@@ -61,6 +61,10 @@ class ModelRepository:
         self._versions: Dict[str, Dict[Optional[str], BaseKServeModel]] = {}
         # Set by the disk repository: builds the model objects for a name found under models_dir.
         self.source: Optional[Callable[[str], list]] = None
+        # Set by the disk repository: every model name under models_dir with its versions ("" for none),
+        # so the repository index lists models that are on disk but not loaded, as Triton and MLServer do.
+        self.catalog: Optional[Callable[[], Dict[str, List[str]]]] = None
+        self.unloaded: set = set()  # names unloaded through the repository API since
 
     # KServe's API -------------------------------------------------------------------------------
     def get_model(self, name: str, version: Optional[str] = None) -> Optional[BaseKServeModel]:
@@ -140,6 +144,7 @@ class ModelRepository:
             self.update(model)
         for model in old.values():
             await stop_model(model)
+        self.unloaded.discard(name)
         return ok
 
     async def unload_async(self, name: str) -> bool:
@@ -147,6 +152,7 @@ class ModelRepository:
             raise ModelNotFound(name)
         models = self._versions.pop(name).values()
         self.models.pop(name, None)
+        self.unloaded.add(name)
         for model in models:
             await stop_model(model)
         return True

@@ -202,9 +202,14 @@ class DiskRepository:
             logger.error("model '%s' cannot be built: %s", settings.name, reason)
             return UnavailableModel(settings.name, reason, settings.parameters.version)
 
+    def catalog(self) -> Dict[str, List[str]]:
+        """Every model name found on disk with its versions ("" for an unversioned one)."""
+        return {name: [s.parameters.version or "" for s in group] for name, group in self.scan().items()}
+
     def populate(self, registry: ModelRepository) -> ModelRepository:
         registry.models_dir = str(self.root)
         registry.source = self.build
+        registry.catalog = self.catalog
         for group in self.scan().values():
             for settings in group:
                 registry.update(self._build_one(settings))

@@ -780,4 +780,14 @@ def test_triton_form_model_statuses(serve, tmp_path):
         fails(lambda: c.infer("tri", [rows(1)], model_version="abc"), "StatusCode.INVALID_ARGUMENT",
               "version should be an integral value > 0")
         fails(lambda: c.infer("tri", [rows(1)], model_version="7"), "StatusCode.NOT_FOUND", "tri")
+        # unloaded, a model on disk stays in the index as UNAVAILABLE (not in the ready-only one)
+        c.unload_model("tri")
+        index = {m.name: m for m in c.get_model_repository_index().models}
+        assert (index["tri"].version, index["tri"].state, index["tri"].reason) == ("1", "UNAVAILABLE", "unloaded")
+        ready = pb.RepositoryIndexRequest(ready=True)
+        with grpc.insecure_channel(f"127.0.0.1:{server.ports['grpc']}") as channel:
+            reply = pb_grpc.GRPCInferenceServiceStub(channel).RepositoryIndex(ready, timeout=TIMEOUT)
+        assert "tri" not in {m.name for m in reply.models} and "echo" in {m.name for m in reply.models}
+        c.load_model("tri")
+        assert c.is_model_ready("tri", "1")
 

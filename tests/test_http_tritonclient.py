@@ -153,7 +153,11 @@ def test_repository_index_load_unload(client):
     assert index["mlp"]["state"] == "READY"
     client.unload_model("mlp")
     assert not client.is_model_ready("mlp")
+    # as Triton and MLServer: a model on disk stays in the index, UNAVAILABLE, once unloaded
+    index = {m["name"]: m for m in client.get_model_repository_index()}
+    assert index["mlp"] == {"name": "mlp", "version": "", "state": "UNAVAILABLE", "reason": "unloaded"}
     client.load_model("mlp")
+    assert {m["name"]: m for m in client.get_model_repository_index()}["mlp"]["state"] == "READY"
     assert client.is_model_ready("mlp")
     with pytest.raises(InferenceServerException):
         client.load_model("ghost")
