@@ -1308,6 +1308,9 @@ def raw_call(port, method, path, body, headers):
     try:
         loaded = json.loads(content) if content else None
         parsed = shape_of(loaded)
+        for entry in (parsed.get("model_stats") or []) if isinstance(parsed, dict) else []:
+            if isinstance(entry, dict) and entry.get("batch_stats"):  # how many sizes ran depends on history
+                entry["batch_stats"] = entry["batch_stats"][:1]
         if isinstance(loaded, dict) and isinstance(loaded.get("error"), str):
             message = loaded["error"][:160]
     except ValueError:
