@@ -485,6 +485,14 @@ async def _(ctx):
     return await call(ctx.c.get_log_settings(**({"as_json": True} if ctx.grpc else {})))
 
 
+@case("get_log_settings and get_trace_settings values")
+async def _(ctx):
+    kwargs = {"as_json": True} if ctx.grpc else {}
+    log = await call(ctx.c.get_log_settings(**kwargs))
+    trace = await call(ctx.c.get_trace_settings(**kwargs))
+    return Summary({"log": log, "trace": trace})
+
+
 @case("update_log_settings log_info true")
 async def _(ctx):
     return await call(ctx.c.update_log_settings({"log_info": True}, **({"as_json": True} if ctx.grpc else {})))
