@@ -39,7 +39,11 @@ def model_config(meta: Dict[str, Any], settings: Optional[Any] = None) -> Dict[s
         config[target] = [{"name": t["name"], "data_type": CONFIG_TYPES.get(t["datatype"], "TYPE_INVALID"),
                            "dims": [int(d) for d in t["shape"]][skip:]} for t in meta.get(key) or []]
     versions = sorted(int(v) for v in meta.get("versions") or [] if str(v).isdigit())
-    config["version_policy"] = {"specific": {"versions": versions}} if versions else {"latest": {"num_versions": 1}}
+    declared = (getattr(settings, "model_extra", None) or {}).get("triton_version_policy")
+    if declared:  # a config.pbtxt's own policy, as Triton reports it
+        config["version_policy"] = declared
+    else:
+        config["version_policy"] = {"specific": {"versions": versions}} if versions else {"latest": {"num_versions": 1}}
     if max_batch:
         dyn = getattr(settings, "dynamic_batching", None)
         delay_us = int(getattr(settings, "max_batch_time", 0) * 1_000_000)
@@ -53,9 +57,11 @@ def model_config(meta: Dict[str, Any], settings: Optional[Any] = None) -> Dict[s
         config["dynamic_batching"] = batching
     groups = getattr(settings, "instance_groups", None) or []
     device = (meta.get("parameters") or {}).get("device", "")
-    if groups:
-        config["instance_group"] = [{"count": g.count, "kind": _KINDS.get(g.kind, "KIND_AUTO"), "gpus": list(g.gpus)}
-                                    for g in groups]
+    if groups:  # named as Triton names unnamed groups: MODEL_INDEX
+        config["instance_group"] = [{"name": f"{config['name']}_{i}", "count": g.count,
+                                     "kind": _KINDS.get(g.kind, "KIND_AUTO"), "gpus": list(g.gpus)}
+                                    for i, g in enumerate(groups)]
     elif device:
-        config["instance_group"] = [{"count": 1, "kind": "KIND_GPU" if device.startswith("cuda") else "KIND_CPU"}]
+        config["instance_group"] = [{"name": f"{config['name']}_0", "count": 1,
+                                     "kind": "KIND_GPU" if device.startswith("cuda") else "KIND_CPU"}]
     return config

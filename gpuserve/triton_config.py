@@ -182,6 +182,7 @@ def settings_from_config(folder: Path, config: Dict[str, Any], version: Optional
         "outputs": _tensors(config.get("output", []), max_batch > 0, "output"),
         "max_batch_size": max_batch if max_batch > 1 else 0,
         "triton_max_batch_size": max_batch,  # Triton refuses requests with more rows than this
+        "triton_version_policy": config.get("version_policy") or {"latest": {"num_versions": 1}},
         "instance_groups": [{"count": int(g.get("count", 1)), "kind": str(g.get("kind", "KIND_AUTO"))[5:].lower(),
                              "gpus": [int(x) for x in g.get("gpus", [])]} for g in config.get("instance_group", [])],
     }
