@@ -154,8 +154,8 @@ class OnnxBackend:
             self.fallback = f"{self.fallback}; {note}" if self.fallback else note
         self.provider = started
         self.device = f"cuda:{index}" if started in _GPU_PROVIDERS else "cpu"
-        if self.device == "cpu":
-            self.stream = None
+        if self.device == "cpu" or not self._on_our_stream(started):
+            self.stream = None  # then device inputs are waited for on the host, not ordered on a stream
         if self.fallback:
             logger.warning("%s: %s", path, self.fallback)
         self.device_index = index
@@ -163,6 +163,16 @@ class OnnxBackend:
         self.outputs = [_spec(arg) for arg in self.session.get_outputs()]
         self._output_names = [o.name for o in self.outputs]
         self._output_types = {arg.name: arg.type for arg in self.session.get_outputs()}
+
+    def _on_our_stream(self, provider: str) -> bool:
+        """Whether ORT took our stream. Its own fallback (an EP that fails to start is dropped and the
+        session retried with default CUDA options) loses the option, so ask the session, not our list."""
+        if self.stream is None:
+            return False
+        try:
+            return self.session.get_provider_options().get(provider, {}).get("has_user_compute_stream") == "1"
+        except Exception:  # pragma: no cover - older onnxruntime without provider options
+            return False
 
     def run(self, inputs: Dict[str, np.ndarray], output_names: Optional[Sequence[str]] = None
             ) -> Dict[str, np.ndarray]:
