@@ -156,3 +156,89 @@ def test_the_batcher_is_capped_at_the_profile_max(tmp_path, monkeypatch):
         assert model.scheduler.config.preferred_batch_sizes == (4,)
     finally:
         model.stop()
+
+
+class _FakeContext:
+    """Not TensorRT: records shapes and addresses and "executes" y = 2x between host arrays by id."""
+
+    def __init__(self, engine, memory):
+        self.engine, self.memory, self.shapes, self.addresses, self.runs = engine, memory, {}, {}, 0
+
+    def set_input_shape(self, name, shape):
+        self.shapes[name] = tuple(shape)
+        return True
+
+    def get_tensor_shape(self, name):
+        return [self.shapes["x"][0], *self.engine.tensors[name][2][1:]]
+
+    def set_tensor_address(self, name, address):
+        self.addresses[name] = address
+
+    def execute_async_v3(self, stream_handle):
+        assert stream_handle == 7
+        self.runs += 1
+        self.memory[self.addresses["y"]][...] = self.memory[self.addresses["x"]] * 2
+        return True
+
+
+class _HostBuffers:
+    """Host arrays standing in for device buffers; an array's id is its "address"."""
+
+    def __init__(self, memory):
+        self.memory = memory
+
+    def _keep(self, array):
+        self.memory[id(array)] = array
+        return array
+
+    def to_device(self, host):
+        return self._keep(host.copy())
+
+    def empty(self, shape, dtype):
+        return self._keep(np.empty(shape, dtype))
+
+    @staticmethod
+    def pointer(array):
+        return id(array)
+
+    def to_host(self, array):
+        return array.copy()
+
+    def on_device(self, index):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
+def test_backend_orchestration_against_a_fake_runtime(tmp_path, monkeypatch):
+    """The backend's own steps (deserialize, describe, shapes, addresses, execute, copy back, refuse past
+    the profile) run against a fake runtime and host buffers: no TensorRT, no GPU, nothing computed by it."""
+    import gpuserve.backends.tensorrt as trt_backend
+
+    memory = {}
+    engine = FakeEngine({"x": ("INPUT", "FLOAT", [-1, 3], [(1, 3), (4, 3), (8, 3)]),
+                         "y": ("OUTPUT", "FLOAT", [-1, 3], None)})
+    context = _FakeContext(engine, memory)
+    engine.create_execution_context = lambda: context
+    fake_trt = SimpleNamespace(Logger=lambda level: None, Runtime=lambda log: SimpleNamespace(
+        deserialize_cuda_engine=lambda data: engine if data == b"plan" else None))
+    fake_trt.Logger.WARNING = 2
+    monkeypatch.setattr(trt_backend, "_trt", lambda: fake_trt)
+    monkeypatch.setattr(trt_backend.device_arrays, "Stream", lambda index: SimpleNamespace(
+        handle=7, cupy_stream=None, torch_stream=None, synchronize=lambda: None))
+    monkeypatch.setattr(trt_backend.TensorRTBackend, "_make_buffers", lambda self: _HostBuffers(memory))
+    (tmp_path / "model.plan").write_bytes(b"plan")
+    backend = trt_backend.TensorRTBackend(str(tmp_path / "model.plan"), device="cuda")
+    assert backend.device == "cuda:0" and backend.max_batch_size == 8
+    x = np.arange(6, dtype=np.float64).reshape(2, 3)  # cast to the engine's FP32 on the way in
+    out = backend.run({"x": x})["y"]
+    assert out.dtype == np.float32 and context.shapes == {"x": (2, 3)} and context.runs == 1
+    np.testing.assert_array_equal(out, x.astype(np.float32) * 2)
+    with pytest.raises(InvalidInput, match=r"batch size 9 is outside"):
+        backend.run({"x": np.zeros((9, 3), np.float32)})
+    assert context.runs == 1
+    (tmp_path / "bad.plan").write_bytes(b"other")
+    with pytest.raises(RuntimeError, match="could not deserialize"):
+        trt_backend.TensorRTBackend(str(tmp_path / "bad.plan"), device="cuda:0")
+    with pytest.raises(RuntimeError, match="GPU only"):
+        trt_backend.TensorRTBackend(str(tmp_path / "model.plan"), device="cpu")
