@@ -1399,7 +1399,7 @@ KEPT = {
     "repository index ready": "as get_model_repository_index",
     "repository index empty body": "as get_model_repository_index",
     "load_model unknown": "Triton: 500/INTERNAL 'failed to poll from model repository'; gpuserve: 404/NOT_FOUND",
-    "unload_model unknown": "Triton succeeds; gpuserve answers 404/NOT_FOUND as KServe and MLServer do",
+    "unload_model unknown": "Triton succeeds; gpuserve answers 404/NOT_FOUND as KServe and MLServer (1.7.1, checked) do",
     "unload unknown (raw)": "as unload_model unknown",
     "unload with parameters": "as unload_model unknown",
     "load_model with bad config JSON": "gpuserve does not load from a config override (501/UNIMPLEMENTED)",
