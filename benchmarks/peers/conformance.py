@@ -178,9 +178,13 @@ class Server:
         import signal
 
         if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
+            # PyTriton cleans up (its shared memory in /dev/shm included) on SIGINT, to the main process only
+            if self.name == "triton":
+                self.proc.send_signal(signal.SIGINT)
+            else:
+                os.killpg(self.proc.pid, signal.SIGTERM)
             try:
-                self.proc.wait(30)
+                self.proc.wait(60)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
