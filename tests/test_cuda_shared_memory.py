@@ -21,8 +21,8 @@ import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
 from tritonclient.utils import InferenceServerException
 
+from addsub_model import AddSub
 from conftest import running_server
-from gpuserve import InferOutput, InferResponse, Model
 from gpuserve.backends.cuda_ipc import HANDLE_SIZE, CudaError, CudaIpc
 from gpuserve.errors import InvalidInput, Unimplemented
 from gpuserve.shared_memory import RegionExists, RegionNotFound, SharedMemoryRegistry
@@ -68,17 +68,6 @@ class HostMemoryRuntime:
 
     def copy(self, dst: int, src: int, nbytes: int) -> None:
         ctypes.memmove(dst, src, nbytes)
-
-
-class AddSub(Model):
-    def load(self):
-        self.ready = True
-
-    def predict(self, payload, headers=None):
-        a = payload.get_input_by_name("INPUT0").as_numpy()
-        b = payload.get_input_by_name("INPUT1").as_numpy()
-        return InferResponse(payload.id, self.name, [InferOutput.from_numpy("OUTPUT0", a + b),
-                                                     InferOutput.from_numpy("OUTPUT1", a - b)])
 
 
 @pytest.fixture(scope="module")

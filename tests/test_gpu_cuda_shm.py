@@ -4,7 +4,8 @@ IPC handles cannot be opened by the process that made them) opens them, reads th
 writes the outputs in place. Skipped without CUDA; run by benchmarks/gpu/verify_all.sh."""
 
 import json
-import textwrap
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,27 +14,13 @@ from test_cli import GPUSERVE, free_port, start, stop, wait_ready
 
 pytestmark = pytest.mark.gpu
 
-MODEL = textwrap.dedent("""
-    from gpuserve import InferOutput, InferResponse, Model
-
-    class AddSub(Model):
-        def load(self):
-            self.ready = True
-
-        def predict(self, payload, headers=None):
-            a = payload.get_input_by_name("INPUT0").as_numpy()
-            b = payload.get_input_by_name("INPUT1").as_numpy()
-            return InferResponse(payload.id, self.name, [InferOutput.from_numpy("OUTPUT0", a + b),
-                                                         InferOutput.from_numpy("OUTPUT1", a - b)])
-    """)
-
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("cudashm")
     (folder / "addsub").mkdir()
     (folder / "addsub" / "model-settings.json").write_text(json.dumps({"implementation": "addsub_model.AddSub"}))
-    (folder / "addsub" / "addsub_model.py").write_text(MODEL)
+    shutil.copy(Path(__file__).parent / "addsub_model.py", folder / "addsub" / "addsub_model.py")
     ports = {"http": free_port(), "grpc": free_port()}
     proc = start([*GPUSERVE, "start", str(folder), "--http-port", str(ports["http"]), "--grpc-port",
                   str(ports["grpc"]), "--metrics-port", str(free_port())])
