@@ -36,6 +36,10 @@ class Instance:
         # one is staged the moment the current one finishes. GPU backends run two threads, each with
         # its own streams, so one batch's copies overlap the other's compute.
         threads = max(int(getattr(backend, "max_concurrency", 1)), 1)
+        # The batcher may run a quick batch on its own thread when the model is idle (batcher.py);
+        # only for CPU backends, whose calls hold no device stream state per thread.
+        self.on_cpu = str(getattr(backend, "device", "")) == "cpu"
+        self.seconds_per_row = 0.0  # moving average of the backend call per row; 0 until the first batch
         self.slots = max(slots, threads)
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"gpuserve-{name}")
 
@@ -83,6 +87,8 @@ class Instance:
             for lease in leases:
                 lease.release()
         t2 = time.perf_counter_ns()
+        per_row = (t2 - t1) / 1e9 / max(sum(job.rows for job in jobs), 1)
+        self.seconds_per_row = per_row if not self.seconds_per_row else 0.8 * self.seconds_per_row + 0.2 * per_row
         if batched:
             per_job = split_rows(results, [job.rows for job in jobs], self.name)
         else:

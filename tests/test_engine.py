@@ -44,6 +44,9 @@ class GatedBackend:
 
 
 def scheduler_for(backend, slots=1, **config):
+    # The gated backend blocks until the test, on the loop, opens its gate: it must run on the
+    # instance's thread, never inline on the loop (test_quick_lone_batches_run_inline covers that).
+    config.setdefault("inline_below_s", 0.0)
     pool = StagingPool()
     instance = Instance(backend, "m-0", pool, slots=slots)
     return Scheduler("m", [instance], BatchingConfig(**config)), pool
@@ -287,4 +290,46 @@ async def test_two_slots_queue_the_next_batch_behind_the_running_one():
     backend.gate.set()
     await asyncio.gather(first, *tasks, *more)
     assert scheduler.batches_formed == {1: 1, 3: 1, 5: 1}
+    await scheduler.stop()
+
+
+class ThreadRecordingBackend:
+    """Doubles `x`, takes `seconds_per_row` per row and records which thread ran each call."""
+
+    def __init__(self, device="cpu", seconds_per_row=0.0):
+        self.device, self.seconds_per_row, self.threads = device, seconds_per_row, []
+
+    def run(self, arrays, outputs=None):
+        self.threads.append(threading.get_ident())
+        if self.seconds_per_row:
+            threading.Event().wait(self.seconds_per_row * len(arrays["x"]))
+        return {"y": arrays["x"] * 2}
+
+
+async def test_quick_batches_run_inline_on_an_idle_cpu_model():
+    loop_thread = threading.get_ident()
+    backend = ThreadRecordingBackend(seconds_per_row=0.0002)
+    scheduler = Scheduler("m", [Instance(backend, "m-0", StagingPool())], BatchingConfig(max_batch_size=16))
+    x = np.ones((1, 2), np.float32)
+    for _ in range(3):  # one at a time: after the first (timed on the instance thread) they run inline
+        np.testing.assert_array_equal((await scheduler.submit({"x": x}))["y"], x * 2)
+    assert backend.threads[0] != loop_thread and backend.threads[1:] == [loop_thread, loop_thread]
+    # 16 rows at 0.2 ms a row would hold the loop past the 1 ms limit: the instance thread runs them
+    backend.threads.clear()
+    results = await asyncio.gather(*(scheduler.submit({"x": x * i}) for i in range(16)))
+    assert [r["y"][0, 0] for r in results] == [2.0 * i for i in range(16)]
+    assert scheduler.batches_formed.get(16) == 1 and backend.threads == [backend.threads[0]] != [loop_thread]
+    await scheduler.stop()
+
+
+@pytest.mark.parametrize("device, seconds_per_row, limit", [("cuda:0", 0.0, 0.001), ("cpu", 0.005, 0.001),
+                                                            ("cpu", 0.0, 0.0)])
+async def test_no_inline_for_gpu_slow_or_disabled(device, seconds_per_row, limit):
+    loop_thread = threading.get_ident()
+    backend = ThreadRecordingBackend(device, seconds_per_row)
+    scheduler = Scheduler("m", [Instance(backend, "m-0", StagingPool())],
+                          BatchingConfig(max_batch_size=8, inline_below_s=limit))
+    for _ in range(3):
+        await scheduler.submit({"x": np.ones((1, 2), np.float32)})
+    assert loop_thread not in backend.threads
     await scheduler.stop()
