@@ -309,16 +309,17 @@ class ThreadRecordingBackend:
 async def test_quick_batches_run_inline_on_an_idle_cpu_model():
     loop_thread = threading.get_ident()
     backend = ThreadRecordingBackend(seconds_per_row=0.0002)
-    scheduler = Scheduler("m", [Instance(backend, "m-0", StagingPool())], BatchingConfig(max_batch_size=16))
+    scheduler = Scheduler("m", [Instance(backend, "m-0", StagingPool())],
+                          BatchingConfig(max_batch_size=64, inline_below_s=0.01))
     x = np.ones((1, 2), np.float32)
     for _ in range(3):  # one at a time: after the first (timed on the instance thread) they run inline
         np.testing.assert_array_equal((await scheduler.submit({"x": x}))["y"], x * 2)
     assert backend.threads[0] != loop_thread and backend.threads[1:] == [loop_thread, loop_thread]
-    # 16 rows at 0.2 ms a row would hold the loop past the 1 ms limit: the instance thread runs them
+    # 64 rows at 0.2 ms or more a row would hold the loop past the 10 ms limit: the instance thread runs them
     backend.threads.clear()
-    results = await asyncio.gather(*(scheduler.submit({"x": x * i}) for i in range(16)))
-    assert [r["y"][0, 0] for r in results] == [2.0 * i for i in range(16)]
-    assert scheduler.batches_formed.get(16) == 1 and backend.threads == [backend.threads[0]] != [loop_thread]
+    results = await asyncio.gather(*(scheduler.submit({"x": x * i}) for i in range(64)))
+    assert [r["y"][0, 0] for r in results] == [2.0 * i for i in range(64)]
+    assert scheduler.batches_formed.get(64) == 1 and backend.threads == [backend.threads[0]] != [loop_thread]
     await scheduler.stop()
 
 
