@@ -20,7 +20,6 @@ device, registering answers UNIMPLEMENTED with CUDA's own reason.
 
 from __future__ import annotations
 
-import logging
 import mmap
 import os
 import stat
@@ -32,9 +31,9 @@ import numpy as np
 from gpuserve.backends.cuda_ipc import HANDLE_SIZE, CudaError, CudaIpc, CudaUnavailable
 from gpuserve.datatypes import numpy_to_raw, raw_to_numpy, to_numpy_dtype
 from gpuserve.errors import InferenceError, InvalidInput, RegionExists, RegionNotFound, Unimplemented
+from gpuserve.shm_regions import CudaRegion, SystemRegion, Window
 from gpuserve.types import InferOutput, InferRequest, InferResponse
 
-logger = logging.getLogger("gpuserve.shared_memory")
 SHM_ROOT = "/dev/shm"  # where shm_open(3) keeps POSIX shared-memory objects on Linux
 REGION, BYTE_SIZE, OFFSET = "shared_memory_region", "shared_memory_byte_size", "shared_memory_offset"
 _KEYS = (REGION, BYTE_SIZE, OFFSET)
@@ -48,103 +47,6 @@ def _count(name: str, value: Any, where: str, positive: bool = False) -> int:
     return int(value)
 
 
-class _Window:
-    """What both kinds of region share: a name, a size and Triton's bounds checks."""
-
-    __slots__ = ()
-    kind = ""
-
-    def check(self, offset: int, byte_size: int) -> None:
-        if offset >= self.byte_size:
-            raise InvalidInput(f"Invalid offset for shared memory region: '{self.name}' "
-                               f"(offset {offset}, region of {self.byte_size} bytes)")
-        if offset + byte_size > self.byte_size:
-            raise InvalidInput(f"Invalid offset + byte size for shared memory region: '{self.name}' "
-                               f"(offset {offset} + {byte_size} bytes > region of {self.byte_size} bytes)")
-
-
-class _Region(_Window):
-    __slots__ = ("name", "key", "offset", "byte_size", "map", "start")
-    kind = "system"
-
-    def __init__(self, name: str, key: str, offset: int, byte_size: int, mapping: mmap.mmap, start: int):
-        self.name, self.key, self.offset, self.byte_size = name, key, offset, byte_size
-        self.map, self.start = mapping, start  # the region begins `start` bytes into the mapping
-
-    def window(self, offset: int, byte_size: int) -> memoryview:
-        """Bytes [offset, offset + byte_size) of the region, checked as Triton's GetMemoryInfo does."""
-        self.check(offset, byte_size)
-        begin = self.start + offset
-        try:
-            return memoryview(self.map)[begin:begin + byte_size]
-        except ValueError:  # closed by an unregister that raced this request
-            raise InvalidInput(f"shared memory region '{self.name}' was unregistered") from None
-
-    def read(self, offset: int, byte_size: int) -> memoryview:
-        return self.window(offset, byte_size).toreadonly()  # zero-copy; the view keeps the mapping
-
-    def write(self, offset: int, array: np.ndarray) -> None:
-        view = self.window(offset, array.nbytes)
-        np.frombuffer(view, dtype=array.dtype).reshape(array.shape)[...] = array
-
-    def status(self) -> Dict[str, Any]:
-        return {"name": self.name, "key": self.key, "offset": self.offset, "byte_size": self.byte_size}
-
-    def release(self) -> None:
-        try:
-            self.map.close()
-        except BufferError:  # a request still views it: unmapped when the last view goes
-            pass
-
-
-class _CudaRegion(_Window):
-    """Another process's device buffer, opened with CUDA IPC. Copies hold the region's lock so an
-    unregister never closes the mapping under a copy in flight."""
-
-    __slots__ = ("name", "device_id", "byte_size", "pointer", "ipc", "lock", "closed")
-    kind = "cuda"
-
-    def __init__(self, name: str, device_id: int, byte_size: int, pointer: int, ipc: CudaIpc):
-        self.name, self.device_id, self.byte_size, self.pointer, self.ipc = name, device_id, byte_size, pointer, ipc
-        self.lock = threading.Lock()
-        self.closed = False
-
-    def _open(self) -> None:
-        if self.closed:
-            raise InvalidInput(f"shared memory region '{self.name}' was unregistered")
-
-    def read(self, offset: int, byte_size: int) -> memoryview:
-        self.check(offset, byte_size)
-        with self.lock:
-            self._open()
-            try:
-                return memoryview(self.ipc.to_host(self.pointer + offset, byte_size)).toreadonly()
-            except CudaError as exc:
-                raise InferenceError(f"reading CUDA shared memory region '{self.name}': {exc}") from None
-
-    def write(self, offset: int, array: np.ndarray) -> None:
-        self.check(offset, array.nbytes)
-        with self.lock:
-            self._open()
-            try:
-                self.ipc.from_host(self.pointer + offset, array)
-            except CudaError as exc:
-                raise InferenceError(f"writing CUDA shared memory region '{self.name}': {exc}") from None
-
-    def status(self) -> Dict[str, Any]:
-        return {"name": self.name, "device_id": self.device_id, "byte_size": self.byte_size}
-
-    def release(self) -> None:
-        with self.lock:
-            if self.closed:
-                return
-            self.closed = True
-            try:
-                self.ipc.close(self.pointer)
-            except CudaError as exc:  # the client's process may already be gone; nothing to undo
-                logger.warning("closing CUDA shared memory region '%s': %s", self.name, exc)
-
-
 class SharedMemoryRegistry:
     """Registered shared-memory regions, system and CUDA, in one name space (as Triton keeps them);
     every method is thread-safe."""
@@ -154,7 +56,7 @@ class SharedMemoryRegistry:
         self.allowed = allowed  # False: clients may not register regions (Triton's --allow-client-shm=false)
         self.cuda = cuda if cuda is not None else CudaIpc()  # the CUDA runtime is loaded on first use
         self._lock = threading.Lock()
-        self._regions: Dict[str, _Window] = {}
+        self._regions: Dict[str, Window] = {}
 
     def _check_name(self, name: Any) -> None:
         if not self.allowed:
@@ -201,7 +103,7 @@ class SharedMemoryRegistry:
                     raise InvalidInput(f"failed to register shared memory region '{name}': {exc}") from None
             finally:
                 os.close(fd)
-            self._regions[name] = _Region(name, key, offset, byte_size, mapping, offset - base)
+            self._regions[name] = SystemRegion(name, key, offset, byte_size, mapping, offset - base)
 
     def _forget(self, kind: str, name: Optional[str]) -> None:
         """Forget one region of `kind` (an unknown name is fine, as in Triton), or all of that kind."""
@@ -256,7 +158,7 @@ class SharedMemoryRegistry:
                 raise Unimplemented(f"cannot register {where}: {exc}") from None
             except CudaError as exc:
                 raise InvalidInput(f"failed to register {where}: {exc}") from None
-            self._regions[name] = _CudaRegion(name, device_id, byte_size, pointer, self.cuda)
+            self._regions[name] = CudaRegion(name, device_id, byte_size, pointer, self.cuda)
 
     def cuda_unregister(self, name: Optional[str] = None) -> None:
         self._forget("cuda", name)
@@ -265,7 +167,7 @@ class SharedMemoryRegistry:
         return self._status("cuda", name, "cuda")
 
     # tensor data -------------------------------------------------------------------------------
-    def _region(self, name: str) -> _Window:
+    def _region(self, name: str) -> Window:
         with self._lock:
             region = self._regions.get(name)
         if region is None:
