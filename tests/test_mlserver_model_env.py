@@ -10,7 +10,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 
 import httpx
 import joblib
@@ -24,6 +23,7 @@ from gpuserve.model_repository import run_load
 from gpuserve.repository import DiskRepository, UnavailableModel
 from gpuserve.runtimes_classic import SKLearnModel
 from gpuserve.settings import ModelSettings, model_env, with_model_env
+from test_cli import wait_ready
 
 X = np.random.default_rng(5).normal(size=(30, 3))
 Y = (X[:, 0] > 0).astype(int)
@@ -141,17 +141,9 @@ def test_gpuserve_start_with_mlserver_model_variables(tmp_path):
                              "--metrics-port", str(free_port())],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     try:
+        wait_ready(port, proc, timeout=90)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            deadline = time.monotonic() + 90
-            while True:
-                assert proc.poll() is None, proc.stderr.read()
-                try:
-                    if client.get("/v2/models/iris/ready").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert time.monotonic() < deadline, "gpuserve start did not get ready"
-                time.sleep(0.2)
+            assert client.get("/v2/models/iris/ready").status_code == 200
             body = {"inputs": [{"name": "x", "shape": [4, 3], "datatype": "FP64", "data": X[:4].ravel().tolist()}],
                     "outputs": [{"name": "predict_proba"}]}
             reply = client.post("/v2/models/iris/infer", json=body)

@@ -20,6 +20,7 @@ from conftest import running_server
 from gpuserve import ModelRepository
 from gpuserve.repository import DiskRepository
 from gpuserve.runtimes_classic import LightGBMModel, XGBoostModel
+from test_cli import wait_ready
 
 RNG = np.random.default_rng(11)
 X = RNG.normal(size=(120, 4)).astype(np.float32)
@@ -204,19 +205,8 @@ def test_gpuserve_start_folder(repo):
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "GPUSERVE_LOG_LEVEL": "WARNING"})
     try:
+        wait_ready(http_port, proc, timeout=90)
         with httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=30) as client:
-            import time
-
-            deadline = time.monotonic() + 90
-            while True:
-                assert proc.poll() is None, proc.stderr.read()
-                try:
-                    if client.get("/v2/health/ready").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert time.monotonic() < deadline, "gpuserve start did not get ready"
-                time.sleep(0.2)
             for name in NAMES:
                 reply = v2(client, name)
                 assert reply.status_code == 200, (name, reply.text)
