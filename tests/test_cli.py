@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "configs" / "demo"
@@ -92,9 +93,12 @@ def test_demo_launch_line_serves_and_sigterm_exits_zero():
     try:
         wait_ready(http, proc)
         base = f"http://127.0.0.1:{http}"
+        rows = [[5.1, 3.5, 1.4, 0.2], [6.4, 3.2, 4.5, 1.5], [6.3, 3.3, 6.0, 2.5]]  # setosa, versicolor, virginica
         out = httpx.post(f"{base}/v2/models/iris-mlp/infer", json={
-            "inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}]}).json()
-        assert out["outputs"][0]["shape"] == [1, 3] and abs(sum(out["outputs"][0]["data"]) - 1) < 1e-5
+            "inputs": [{"name": "input", "shape": [3, 4], "datatype": "FP32", "data": sum(rows, [])}]}).json()
+        probabilities = np.array(out["outputs"][0]["data"]).reshape(out["outputs"][0]["shape"])
+        assert probabilities.shape == (3, 3) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+        assert probabilities.argmax(axis=1).tolist() == [0, 1, 2]  # the demo model is trained on iris
         assert httpx.post(f"{base}/v1/models/text-stats:predict", json={"instances": ["a b"]}).json() == \
             {"predictions": [{"words": 2, "chars": 3}]}
         assert httpx.get(f"http://127.0.0.1:{metrics}/metrics").status_code == 200
