@@ -21,6 +21,15 @@ from gpuserve.server.rest.common import ErrorRoutes, guarded, json_object_body, 
 BODY_LIMIT = 1 << 20  # settings and registrations are small JSON objects
 
 
+async def _registration(request: Request, region_name: str, *required: str) -> dict:
+    """A registration's JSON object body, with every `required` key present."""
+    body = await json_object_body(request, required=True, limit=BODY_LIMIT)
+    missing = [k for k in required if k not in body]
+    if missing:
+        raise InvalidInput(f"registering '{region_name}' needs {' and '.join(repr(k) for k in missing)}")
+    return body
+
+
 def _handle_bytes(value) -> bytes:
     """The cudaIpcMemHandle from {"b64": "..."} (tritonclient's form) or a bare base64 string."""
     text = value.get("b64") if isinstance(value, dict) else value
@@ -54,10 +63,7 @@ def add_shared_memory_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes
               summary="Register a system shared-memory region: {key, offset, byte_size}")
     @guard
     async def system_register(region_name: str, request: Request):
-        body = await json_object_body(request, required=True, limit=BODY_LIMIT)
-        missing = [k for k in ("key", "byte_size") if k not in body]
-        if missing:
-            raise InvalidInput(f"registering '{region_name}' needs {' and '.join(repr(k) for k in missing)}")
+        body = await _registration(request, region_name, "key", "byte_size")
         shm.register(region_name, body["key"], body.get("offset", 0), body["byte_size"])
         return json_response({})
 
@@ -76,7 +82,8 @@ def add_shared_memory_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes
         return json_response({})
 
     # CUDA shared memory ------------------------------------------------------------------------
-    @app.get("/v2/cudasharedmemory/status", tags=["V2 shared memory"], summary="Every registered CUDA shared-memory region")
+    @app.get("/v2/cudasharedmemory/status", tags=["V2 shared memory"],
+             summary="Every registered CUDA shared-memory region")
     @guard
     async def cuda_status_all(request: Request):
         return json_response(shm.cuda_status())
@@ -91,10 +98,7 @@ def add_shared_memory_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes
               summary="Register a CUDA shared-memory region: {raw_handle: {b64}, device_id, byte_size}")
     @guard
     async def cuda_register(region_name: str, request: Request):
-        body = await json_object_body(request, required=True, limit=BODY_LIMIT)
-        missing = [k for k in ("raw_handle", "device_id", "byte_size") if k not in body]
-        if missing:
-            raise InvalidInput(f"registering '{region_name}' needs {' and '.join(repr(k) for k in missing)}")
+        body = await _registration(request, region_name, "raw_handle", "device_id", "byte_size")
         shm.cuda_register(region_name, _handle_bytes(body["raw_handle"]), body["device_id"], body["byte_size"])
         return json_response({})
 
