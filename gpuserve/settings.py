@@ -155,6 +155,9 @@ class ServerSettings(BaseSettings):
     log_level: str = "INFO"
     logging_format: Literal["text", "json"] = "text"
     access_log: bool = False
+    # "auto": our HTTP/1.1 server on httptools (server/rest/http11.py) when httptools is installed,
+    # else uvicorn; "uvicorn" forces uvicorn (and its ASGI fast path) for every route.
+    http_server: Literal["auto", "gpuserve", "uvicorn"] = "auto"
     enable_docs_url: bool = True
     graceful_shutdown_seconds: float = 30.0
 

@@ -92,6 +92,20 @@ class _Uvicorn:
         self.server.should_exit = True
 
 
+def _http_server(app, settings: ServerSettings, sock: socket.socket, fast: Optional[FastPath] = None):
+    """Our httptools server (inference routes without ASGI) unless settings or a missing httptools say uvicorn."""
+    if settings.http_server != "uvicorn":
+        try:
+            from gpuserve.server.rest.http11 import HttpServer
+        except ImportError as exc:
+            if settings.http_server == "gpuserve":
+                raise InvalidSettings(f"http_server 'gpuserve' needs httptools (gpuserve[speed]): {exc}") from None
+        else:
+            return HttpServer(app, sock, settings.max_request_bytes, fast=fast,
+                              graceful_s=settings.graceful_shutdown_seconds, access_log=settings.access_log)
+    return _Uvicorn(fast or app, settings, sock)
+
+
 class ModelServer:
     def __init__(self, http_port: Optional[int] = None, grpc_port: Optional[int] = None,
                  workers: Optional[int] = None, max_threads: Optional[int] = None,
@@ -191,11 +205,11 @@ class ModelServer:
         gpus.start()
         exposition = Exposition(self.dataplane, s.metrics_prefix, gpus)
         app = build_app(self.dataplane, s, self.errors, exposition)
-        http = _Uvicorn(FastPath(app, self.dataplane, self.errors, s.max_request_bytes), s, http_sock)
+        http = _http_server(app, s, http_sock, FastPath(app, self.dataplane, self.errors, s.max_request_bytes))
         self._servers = [http]
         tasks = [asyncio.ensure_future(http.serve())]
         if metrics_sock is not None:
-            metrics = _Uvicorn(exposition.asgi, s, metrics_sock)
+            metrics = _http_server(exposition.asgi, s, metrics_sock)
             self._servers.append(metrics)
             tasks.append(asyncio.ensure_future(metrics.serve()))
         logger.info("gpuserve listening: %s", ", ".join(f"{k} {s.host}:{v}" for k, v in self.ports.items()))

@@ -64,12 +64,35 @@ class FastPath:
             if status == 499:
                 return
         except Exception as exc:
-            status, body, headers = await self._error(scope, receive, exc)
+            status, body, headers = await self.error(lambda: _starlette_request(scope, receive), exc)
         finally:
             self.metrics.rest_in_progress -= 1
         await send({"type": "http.response.start", "status": status,
                     "headers": headers + [(b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
+        self.observe(route, status, start)
+
+    async def respond(self, route, body: bytes, headers: Dict[str, str], make_request) -> Tuple[int, bytes, list]:
+        """The answer to a whole request body read by a server of our own (server/rest/http11.py).
+
+        Cancellation (the client went away) propagates; every other failure becomes its error
+        response, through the user's exception handlers when there are any (`make_request` builds
+        the Starlette request those handlers take, only then)."""
+        start = time.perf_counter()
+        self.metrics.rest_in_progress += 1
+        try:
+            status, content, response_headers = await self._answer(
+                route, decompress(body, headers.get("content-encoding"), self.body_limit), headers)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            status, content, response_headers = await self.error(make_request, exc)
+        finally:
+            self.metrics.rest_in_progress -= 1
+        self.observe(route, status, start)
+        return status, content, response_headers
+
+    def observe(self, route, status: int, start: float) -> None:
         self.metrics.observe_rest("infer_latest" if route[0] == "infer" and route[2] is None else
                                   "infer_version" if route[0] == "infer" else "predict",
                                   "POST", status, time.perf_counter() - start)
@@ -136,15 +159,19 @@ class FastPath:
         status, content, content_type, extra = encode_infer_bytes(response, request, response_headers)
         return status, content, _with([(b"content-type", content_type)], extra)
 
-    async def _error(self, scope, receive, exc: Exception) -> Tuple[int, bytes, list]:
+    async def error(self, make_request, exc: Exception) -> Tuple[int, bytes, list]:
         if self.errors.handlers:
-            from starlette.requests import Request
-
-            response = await self.errors.respond(Request(scope, receive), exc)
+            response = await self.errors.respond(make_request(), exc)
         else:
             response = error_response(exc)
         headers = [(k, v) for k, v in response.raw_headers if k != b"content-length"]
         return response.status_code, bytes(response.body), headers
+
+
+def _starlette_request(scope, receive):
+    from starlette.requests import Request
+
+    return Request(scope, receive)
 
 
 async def _cancel_on_disconnect(receive, task) -> bool:

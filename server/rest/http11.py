@@ -1,0 +1,344 @@
+"""HTTP/1.1 on httptools, with the inference routes answered straight from the parser.
+
+Under uvicorn every request costs an ASGI scope, an `asyncio.Event`, a cycle object, a keep-alive
+timer armed and cancelled, a regex check of each response header and a pass through the app's
+middleware: for a small model that was as much CPU as the data plane and the model together. Here a
+request to `/v2/models/{m}[/versions/{v}]/infer` or `/v1/models/{m}:predict` goes from
+`on_message_complete` into one Task that calls the data plane, and its answer leaves in one
+`transport.write`. Every other route is handed to the ASGI app (FastAPI) by `asgi_bridge`, so
+behaviour there stays the framework's. Keep-alive deadlines and the Date header are kept by one
+timer per server, not one per request.
+
+Requests on a connection are answered in order (pipelining): complete requests wait in `pending`
+and reading pauses when too many wait. A client that goes away cancels its inference task, so the
+batcher skips its queued work. uvicorn remains the server when httptools is missing or settings ask
+for it (`http_server = "uvicorn"`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from email.utils import formatdate
+from typing import Deque, Dict, List, Optional, Tuple
+from urllib.parse import unquote
+
+import httptools
+
+from gpuserve.errors import PayloadTooLarge
+from gpuserve.server.rest.asgi_bridge import run_asgi, starlette_request
+from gpuserve.server.rest.common import error_response
+from gpuserve.server.rest.fast_path import FastPath, match
+from gpuserve.server.rest.wire import head
+
+logger = logging.getLogger("gpuserve.http")
+access_logger = logging.getLogger("uvicorn.access")  # the name uvicorn users already route
+
+MAX_PENDING = 16  # pipelined requests buffered per connection before reading pauses
+
+
+class Request:
+    __slots__ = ("method", "url", "headers", "chunks", "size", "too_large", "keep_alive", "version",
+                 "expect_continue", "route")
+
+    def __init__(self) -> None:
+        self.url = b""
+        self.headers: List[Tuple[bytes, bytes]] = []
+        self.chunks: List[bytes] = []
+        self.size = 0
+        self.too_large = False
+        self.keep_alive = True
+        self.expect_continue = False
+        self.method = "GET"
+        self.version = "1.1"
+        self.route = None  # ('infer' | 'predict', model, version) for the routes answered here
+
+    @property
+    def body(self) -> bytes:
+        return self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
+
+    def split_url(self) -> Tuple[str, bytes, bytes]:
+        """(path, raw path, query); the common origin-form URL without escapes is not parsed."""
+        url = self.url
+        if url[:1] == b"/" and b"?" not in url and b"%" not in url:
+            try:
+                return url.decode("ascii"), url, b""
+            except UnicodeDecodeError:
+                pass
+        parsed = httptools.parse_url(url)
+        raw = parsed.path or b"/"
+        path = raw.decode("latin-1")
+        if "%" in path:
+            path = unquote(path)
+        return path, raw, parsed.query or b""
+
+    def header_dict(self) -> Dict[str, str]:
+        return {name.decode("latin-1"): value.decode("latin-1") for name, value in self.headers}
+
+
+class HttpConnection(asyncio.Protocol):
+    """One client connection: parse, queue complete requests, answer them in order."""
+
+    def __init__(self, server: "HttpServer") -> None:
+        self.server = server
+        self.loop = server.loop
+        self.parser = httptools.HttpRequestParser(self)
+        try:  # answer the first of several pipelined requests even when the client closes early
+            self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
+        except AttributeError:
+            pass
+        self.transport: Optional[asyncio.Transport] = None
+        self.request: Optional[Request] = None  # being parsed
+        self.pending: Deque[Request] = deque()  # complete, waiting for the one in flight
+        self.task: Optional[asyncio.Task] = None
+        self.current: Optional[Request] = None
+        self.closed = False
+        self.closing = False  # answer what is in flight, then close
+        self.reading_paused = False
+        self.writing_paused: Optional[asyncio.Future] = None
+        self.disconnected: Optional[asyncio.Future] = None  # for ASGI apps that listen for it
+        self.idle_since = self.loop.time()
+        self.client: Optional[Tuple[str, int]] = None
+        self.local: Optional[Tuple[str, int]] = None
+
+    # asyncio.Protocol ------------------------------------------------------------------------
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.server.connections.add(self)
+        peer, local = transport.get_extra_info("peername"), transport.get_extra_info("sockname")
+        self.client = tuple(peer[:2]) if isinstance(peer, tuple) else None
+        self.local = tuple(local[:2]) if isinstance(local, tuple) else None
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        self.server.connections.discard(self)
+        self.pending.clear()
+        if self.disconnected is not None and not self.disconnected.done():
+            self.disconnected.set_result(None)
+        if self.writing_paused is not None and not self.writing_paused.done():
+            self.writing_paused.set_result(None)
+        if self.task is not None and self.current is not None and self.current.route is not None:
+            self.task.cancel()  # inference: queued work is skipped; nobody reads the answer
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self.closing = True  # no protocol switch here: answer the request as plain HTTP, then close
+        except httptools.HttpParserError as exc:
+            self._bad_request(f"Invalid HTTP request received: {exc}")
+
+    def eof_received(self) -> None:
+        return None  # close our side when done (default behaviour)
+
+    def pause_writing(self) -> None:
+        self.writing_paused = self.loop.create_future()
+        self._pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.writing_paused is not None and not self.writing_paused.done():
+            self.writing_paused.set_result(None)
+        self.writing_paused = None
+        if len(self.pending) < MAX_PENDING:
+            self._resume_reading()
+
+    # httptools callbacks ---------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self.request = Request()
+
+    def on_url(self, url: bytes) -> None:
+        self.request.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.request.headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        request, parser = self.request, self.parser
+        request.method = parser.get_method().decode("ascii")
+        request.version = parser.get_http_version()
+        request.keep_alive = parser.should_keep_alive()
+        limit = self.server.body_limit
+        for name, value in request.headers:
+            if name == b"content-length":
+                try:
+                    request.too_large = int(value) > limit
+                except ValueError:
+                    pass  # the parser itself rejects a malformed length
+            elif name == b"expect" and value.lower() == b"100-continue":
+                request.expect_continue = True
+        if request.expect_continue and not request.too_large and self.task is None and not self.pending:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, chunk: bytes) -> None:
+        request = self.request
+        if request.too_large:
+            return  # discarded: the answer is 413
+        request.size += len(chunk)
+        if request.size > self.server.body_limit:
+            request.too_large, request.chunks = True, []
+            return
+        request.chunks.append(chunk)
+
+    def on_message_complete(self) -> None:
+        request, self.request = self.request, None
+        if self.task is None:
+            self._start(request)
+        else:
+            self.pending.append(request)
+            if len(self.pending) >= MAX_PENDING:
+                self._pause_reading()
+
+    # answering -------------------------------------------------------------------------------
+    def _start(self, request: Request) -> None:
+        self.current = request
+        if request.method == "POST" and not request.too_large:
+            request.route = match(request.split_url()[0])
+        self.task = self.loop.create_task(self._answer(request))
+
+    async def _answer(self, request: Request) -> None:
+        route = request.route
+        status = 500
+        try:
+            if request.too_large:
+                request.keep_alive = False  # the rest of its body may still be on the wire
+                status = self._write_error(request, PayloadTooLarge(
+                    f"request body exceeds the limit of {self.server.body_limit} bytes"))
+            elif route is not None:
+                status, body, headers = await self.server.fast.respond(
+                    route, request.body, request.header_dict(), lambda: starlette_request(self, request))
+                self.write(request, status, headers, body)
+            else:
+                status = await run_asgi(self.server.app, self, request)
+        except asyncio.CancelledError:
+            status = 499
+        except Exception as exc:  # a bug below us: answer 500 and keep serving
+            logger.exception("unhandled error answering %s %s", request.method, request.url[:200])
+            if not self.closed:
+                status = self._write_error(request, exc)
+        finally:
+            if self.server.access_log:
+                path = request.url.decode("latin-1")
+                access_logger.info('%s - "%s %s HTTP/%s" %d', "%s:%d" % self.client if self.client else "-",
+                                   request.method, path, request.version, status)
+            self._finished()
+
+    def _write_error(self, request: Request, exc: BaseException) -> int:
+        response = error_response(exc)
+        headers = [(k, v) for k, v in response.raw_headers if k != b"content-length"]
+        self.write(request, response.status_code, headers, bytes(response.body))
+        return response.status_code
+
+    def write(self, request: Request, status: int, headers: List[Tuple[bytes, bytes]], body: bytes) -> None:
+        if self.closed:
+            return
+        close = not request.keep_alive or self.closing or self.server.stopping
+        parts = head(status, headers, self.server.date, len(body), close)
+        if request.method != "HEAD":
+            parts.append(body)
+        self.transport.write(b"".join(parts))
+        if close:
+            request.keep_alive = False
+
+    def _finished(self) -> None:
+        request, self.task, self.current = self.current, None, None
+        if self.closed:
+            return
+        if request is not None and not request.keep_alive or self.closing or self.server.stopping:
+            self.transport.close()
+            return
+        self.server.answered += 1
+        if self.pending:
+            self._start(self.pending.popleft())
+            if len(self.pending) < MAX_PENDING and self.writing_paused is None:
+                self._resume_reading()
+        else:
+            self.idle_since = self.loop.time()
+
+    def _bad_request(self, message: str) -> None:
+        if not self.closed:
+            body = message.encode("latin-1", "replace")
+            parts = head(400, [(b"content-type", b"text/plain; charset=utf-8")], self.server.date, len(body), True)
+            self.transport.write(b"".join(parts) + body)
+            self.transport.close()
+
+    def _pause_reading(self) -> None:
+        if not self.reading_paused and not self.closed:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self.reading_paused and not self.closed:
+            self.reading_paused = False
+            self.transport.resume_reading()
+
+    def idle(self) -> bool:
+        return self.task is None and self.request is None and not self.pending
+
+    def shutdown(self) -> None:
+        """Close now when idle, otherwise after the answer in flight."""
+        self.closing = True
+        if self.idle() and not self.closed:
+            self.transport.close()
+
+
+class HttpServer:
+    """Serves one bound socket; `serve()` returns after `stop()` once connections drained."""
+
+    def __init__(self, app, sock, body_limit: int, fast: Optional[FastPath] = None, keep_alive_s: float = 75.0,
+                 graceful_s: float = 30.0, access_log: bool = False) -> None:
+        self.app = app
+        self.fast = fast
+        self.sock = sock
+        self.body_limit = body_limit
+        self.keep_alive_s = keep_alive_s
+        self.graceful_s = graceful_s
+        self.access_log = access_log
+        self.connections: set = set()
+        self.answered = 0
+        self.stopping = False
+        self.date = b""
+        self.loop: Optional[asyncio.AbstractEventLoop] = None
+        self._stop: Optional[asyncio.Event] = None
+        self._timer: Optional[asyncio.TimerHandle] = None
+
+    async def serve(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        if self.stopping:
+            self._stop.set()
+        self._tick()
+        server = await self.loop.create_server(lambda: HttpConnection(self), sock=self.sock, backlog=2048)
+        try:
+            await self._stop.wait()
+        finally:
+            server.close()
+            await self._drain()
+            if self._timer is not None:
+                self._timer.cancel()
+
+    def stop(self) -> None:
+        self.stopping = True
+        if self._stop is not None:
+            self._stop.set()
+
+    async def _drain(self) -> None:
+        for connection in list(self.connections):
+            connection.shutdown()
+        deadline = self.loop.time() + self.graceful_s
+        while self.connections and self.loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for connection in list(self.connections):
+            if connection.task is not None:
+                connection.task.cancel()
+            connection.transport.close()
+
+    def _tick(self) -> None:
+        """Once a second: the Date header, and idle keep-alive connections closed."""
+        self.date = b"date: " + formatdate(time.time(), usegmt=True).encode() + b"\r\n"
+        now = self.loop.time()
+        for connection in list(self.connections):
+            if connection.idle() and now - connection.idle_since > self.keep_alive_s:
+                connection.transport.close()
+        self._timer = self.loop.call_later(1.0, self._tick)
