@@ -126,7 +126,7 @@ class DiskRepository:
     """Scans `root` once per call; `build(name)` makes fresh model objects for a (re)load."""
 
     def __init__(self, root: str | Path, device: Optional[str] = None, parallel_workers: int = 0):
-        self.root = Path(root)
+        self.root = Path(root).resolve()  # artefact uris are joined to folders; relative roots doubled them
         self.device = device  # the server's default for models whose settings name none
         self.parallel_workers = parallel_workers  # the server's default (MLServer's settings.json)
         if not self.root.is_dir():

@@ -112,6 +112,26 @@ def test_missing_root_is_a_clear_error(tmp_path):
         DiskRepository(tmp_path / "nope")
 
 
+def test_relative_repository_path_serves_bare_artefacts(tmp_path, monkeypatch):
+    """`gpuserve start repo` from the folder above it: the artefact path must not be joined twice."""
+    weight, bias = make_onnx_model((tmp_path / "repo" / "plain").mkdir(parents=True) or
+                                   tmp_path / "repo" / "plain" / "model.onnx")
+    (tmp_path / "repo" / "versioned" / "3").mkdir(parents=True)
+    make_onnx_model(tmp_path / "repo" / "versioned" / "3" / "model.onnx")
+    monkeypatch.chdir(tmp_path)
+    registry = DiskRepository("repo").populate(ModelRepository())
+
+    from gpuserve.model_repository import run_load
+
+    async def load_all():
+        for _, _, model in registry.all_versions():
+            await run_load(model)
+        return [(name, model.ready, model.reason) for name, _, model in registry.all_versions()]
+
+    states = asyncio.run(load_all())
+    assert states and all(ready for _, ready, _ in states), states
+
+
 def test_kserve_registry_api():
     registry = ModelRepository()
     a, b = Model("a"), Model("b")
