@@ -1,11 +1,12 @@
-"""The hot REST routes served as raw ASGI in front of FastAPI.
+"""The inference routes, shared by both HTTP servers: `respond` for ours, raw ASGI under uvicorn.
 
 `POST /v2/models/{name}[/versions/{v}]/infer` and `POST /v1/models/{name}:predict` carry nearly all
 traffic, and for small models the web framework's request objects, routing and dependency solving
-cost more than the model. This layer matches those two paths by string operations, reads the body
-from `receive`, calls the same data-plane functions the FastAPI routes use, and writes the response
-with two `send` calls. Everything else (and the OpenAPI documentation of these routes) stays with
-FastAPI.
+cost more than the model. These routes are matched by string operations and call the same
+data-plane functions the FastAPI routes use. Our HTTP server (http11.py) calls `respond` with the
+whole body; under uvicorn this class sits in front of FastAPI as ASGI middleware, reads the body from
+`receive` and writes the response with two `send` calls. Everything else (and the OpenAPI
+documentation of these routes) stays with FastAPI.
 """
 
 from __future__ import annotations
