@@ -3,6 +3,9 @@
 For every framework installed here (ONNX Runtime, TorchScript, torch.export, scikit-learn, XGBoost and
 LightGBM when importable) and each batch size B, it measures
   direct:  the framework's own call on B rows (session.run, module(x), estimator.predict, ...),
+  direct_fast (XGBoost, LightGBM): the fastest call a user would write for the same outputs, the one
+           gpuserve serves through (Booster.inplace_predict; predict with num_threads=1), with
+           ratio_fast_c* against it, so a faster served API cannot flatter the ratio,
   served:  V2 requests of B rows through gpuserve's DataPlane.infer -> Model -> engine (Scheduler,
            Instance, backend) -> response, in process (no transport), at concurrency 1 and 4.
 Engine-backed models get max_batch_size = B, so the engine runs exactly the batches the direct call
@@ -148,9 +151,16 @@ def _classic(folder: Path) -> Dict[str, dict]:
 
         booster = xgboost.XGBClassifier(n_estimators=50, max_depth=6, nthread=1).fit(x, y)
         booster.save_model(str(folder / "model.json"))
+        raw = booster.get_booster()  # nthread=1, as trained
+
+        def labels(x):  # the Booster API, as the served path calls it (gpuserve/classic_fast.py)
+            return (raw.inplace_predict(x) > 0.5).astype(np.int64)
+
+        assert np.array_equal(labels(x[:64]), booster.predict(x[:64]))
         found["xgboost"] = {
             "make": lambda b: XGBoostModel("xgb", _settings("xgb", "xgboost", folder / "model.json", b, "cpu")),
-            "direct": booster.predict, "input": "input", "note": f"xgboost {xgboost.__version__}"}
+            "direct": booster.predict, "direct_fast": labels, "input": "input",
+            "note": f"xgboost {xgboost.__version__}; direct_fast = Booster.inplace_predict(x) > 0.5"}
     if importlib.util.find_spec("lightgbm"):
         import lightgbm
 
@@ -161,7 +171,8 @@ def _classic(folder: Path) -> Dict[str, dict]:
         booster.save_model(str(folder / "model.txt"))
         found["lightgbm"] = {
             "make": lambda b: LightGBMModel("lgb", _settings("lgb", "lightgbm", folder / "model.txt", b, "cpu")),
-            "direct": booster.predict, "input": "input", "note": f"lightgbm {lightgbm.__version__}"}
+            "direct": booster.predict, "direct_fast": lambda x: booster.predict(x, num_threads=1), "input": "input",
+            "note": f"lightgbm {lightgbm.__version__}; direct_fast = predict(x, num_threads=1)"}
     return found
 
 
@@ -224,9 +235,9 @@ async def bench(args) -> List[dict]:
                 runs: Dict[str, List[float]] = {}
                 for _ in range(args.rounds):
                     runs.setdefault("direct", []).append(rate(lambda: spec["direct"](x), batch, args.seconds))
-                    if "direct_iobinding" in spec:
-                        runs.setdefault("direct_iobinding", []).append(
-                            rate(lambda: spec["direct_iobinding"](x), batch, args.seconds))
+                    for extra in ("direct_iobinding", "direct_fast"):
+                        if extra in spec:
+                            runs.setdefault(extra, []).append(rate(lambda: spec[extra](x), batch, args.seconds))
                     for c in args.concurrency:
                         runs.setdefault(f"served_c{c}", []).append(
                             await served_rate(plane, model.name, spec["input"], x, c, args.seconds))
@@ -234,6 +245,8 @@ async def bench(args) -> List[dict]:
                 row = {"framework": framework, "batch": batch, **medians,
                        **{f"ratio_c{c}": round(medians[f"served_c{c}"] / medians["direct"], 3)
                           for c in args.concurrency},
+                       **{f"ratio_fast_c{c}": round(medians[f"served_c{c}"] / medians["direct_fast"], 3)
+                          for c in args.concurrency if "direct_fast" in medians},
                        "note": spec["note"]}
                 print(json.dumps(row), flush=True)
                 rows_out.append(row)

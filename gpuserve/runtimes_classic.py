@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -35,7 +36,11 @@ from gpuserve.types import InferOutput, InferRequest, InferResponse
 
 logger = logging.getLogger("gpuserve")
 
-INLINE_BELOW_S = 100e-6  # as the engine's inline_below_s (engine/batcher.py)
+# Predictions expected under this much CPU time run on the event loop. Higher than the engine's 100 us
+# (engine/batcher.py), which protects batches forming: these models have no engine batching, and a
+# hand-off to their thread costs 60-120 us here plus a cold core (XGBoost, 1 row: 196 us on the loop,
+# 287 us on the thread). MLServer runs them wholly on its loop; forests of ~2 ms stay off it.
+INLINE_BELOW_S = 300e-6
 PREDICT = "predict"
 PREDICT_PROBA = "predict_proba"
 TRANSFORM = "transform"
@@ -94,6 +99,7 @@ class ClassicModel(Model):
         self.version = self.settings.parameters.version
         self.model: Any = None
         self._seconds_per_row = 0.0  # moving average of a prediction per row; 0 until the first
+        self._thread: Optional[ThreadPoolExecutor] = None  # made on the first slow call
 
     # lifecycle ----------------------------------------------------------------------------------
     def artefact(self) -> Path:
@@ -124,6 +130,9 @@ class ClassicModel(Model):
         super().stop()
         self.model = None
         self.ready = False
+        if self._thread is not None:
+            self._thread.shutdown(wait=False)
+            self._thread = None
 
     def get_input_types(self) -> List[Dict]:
         return [t.model_dump(exclude={"parameters"}) for t in self.settings.inputs]
@@ -163,12 +172,17 @@ class ClassicModel(Model):
 
     async def predict(self, payload: Any, headers: Optional[Dict[str, str]] = None) -> Any:
         """Quick calls (rows x recent time per row under INLINE_BELOW_S) run on the event loop: a
-        thread hand-off costs 60-100 us here, more than a small tree ensemble's whole prediction.
-        Others run in the default executor, as a sync predict would."""
+        thread hand-off costs 60-120 us here, as much as a small tree ensemble's whole prediction.
+        Others run on the model's own thread, one at a time: from the default executor's several
+        threads a 2 ms scikit-learn forest predict took 3.4-4.7 ms (its Python-heavy work moving
+        between threads and cores, and concurrent calls fighting over the GIL); from one thread 2.5 ms
+        (2-core VM, benchmarks/RESULTS.md 2026-11-25 session 3)."""
         rows = _rows(payload)
         if rows and self._seconds_per_row and self._seconds_per_row * rows < INLINE_BELOW_S:
             return self._timed(payload, rows)
-        return await asyncio.get_running_loop().run_in_executor(None, self._timed, payload, rows)
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"gpuserve-{self.name}")
+        return await asyncio.get_running_loop().run_in_executor(self._thread, self._timed, payload, rows)
 
     def _timed(self, payload: Any, rows: int) -> Any:
         # The thread's CPU time, not the wall clock: on an executor thread the wall clock also counts
@@ -276,6 +290,30 @@ class XGBoostModel(ClassicModel):
         if PREDICT_PROBA in names and not hasattr(self.model, PREDICT_PROBA):
             raise InvalidInput(f"{type(self.model).__name__} models do not support '{PREDICT_PROBA}'")
 
+    def load(self) -> bool:
+        super().load()
+        from gpuserve.classic_fast import XGBoostPredictor
+
+        self._booster_api = XGBoostPredictor.for_estimator(self.model)
+        return True
+
+    def stop(self) -> None:
+        super().stop()
+        self._booster_api = None
+
+    def run(self, output: str, features: Any) -> Any:
+        """NumPy features go through the Booster API (gpuserve/classic_fast.py says why), with the
+        wrapper's outputs; DataFrames and anything else go to the wrapper itself."""
+        fast = getattr(self, "_booster_api", None)
+        if fast is None or type(features) is not np.ndarray or features.ndim != 2:
+            return super().run(output, features)
+        try:
+            return fast.run(output, features)
+        except ValueError as exc:  # wrong feature count: the request's fault, as the wrapper's
+            raise InvalidInput(f"model '{self.name}' rejected the input for '{output}': {exc}") from None
+        except TypeError:  # a type inplace_predict does not take: the wrapper falls back to a DMatrix
+            return super().run(output, features)
+
 
 class LightGBMModel(ClassicModel):
     """A LightGBM booster saved with `save_model` (model.bst by default)."""
@@ -295,8 +333,14 @@ class LightGBMModel(ClassicModel):
     def run(self, output: str, features: Any) -> Any:
         import lightgbm
 
+        from gpuserve.classic_fast import lightgbm_threads
+
         try:
+            if output == PREDICT and hasattr(features, "shape"):  # one thread for a few rows: classic_fast.py
+                return self.model.predict(features, **lightgbm_threads(features.shape[0]))
             return super().run(output, features)
+        except (ValueError, TypeError) as exc:
+            raise InvalidInput(f"model '{self.name}' rejected the input for '{output}': {exc}") from None
         except lightgbm.basic.LightGBMError as exc:  # e.g. the wrong number of features: the request's fault
             raise InvalidInput(f"model '{self.name}' rejected the input for '{output}': {exc}") from None
 
