@@ -116,32 +116,55 @@ class AdaptiveBatcher:
         self.queue = BatchQueue()
         self.batches_formed: Dict[int, int] = {}
         self._task: Optional[asyncio.Task] = None
+        self._busy = False  # the loop holds a batch (from the moment it takes one off the queue)
+        self._direct = asyncio.Event()  # set while no request runs directly in its caller's task
+        self._direct.set()
 
     async def submit(self, request: InferRequest, headers: Optional[dict]) -> Tuple[Any, dict]:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"adaptive-{self.model.name}")
+        rows, key = _rows(request), _key(request)
+        if self.max_batch_time <= 0 and not self._busy and self._direct.is_set() and not len(self.queue):
+            # Idle model, nothing queued, no batch window: run in this task. Skipping the queue and the
+            # loop's task saves two loop turns (30-90 us here); requests arriving meanwhile queue up
+            # and the loop batches them once this call is done, as if the loop had run it.
+            self._direct.clear()
+            self.batches_formed[rows] = self.batches_formed.get(rows, 0) + 1
+            try:
+                return await self.model(request, headers)
+            finally:
+                self._direct.set()
         future = asyncio.get_running_loop().create_future()
-        job = Job({}, _rows(request), _key(request), future, parameters={"request": request, "headers": headers})
+        job = Job({}, rows, key, future, parameters={"request": request, "headers": headers})
         self.queue.put(job)
         return await future
 
     async def _loop(self) -> None:
         while True:
             first = await self.queue.get()
-            batch = [first]
-            batch += self.queue.take_matching(first.key, self.max_batch_size - first.rows)
-            if self.max_batch_time > 0:
-                deadline = first.arrival + self.max_batch_time
-                rows = sum(j.rows for j in batch)
-                while rows < self.max_batch_size and (remaining := deadline - time.monotonic()) > 0:
-                    if not await self.queue.wait_for_more(remaining):
-                        break
-                    more = self.queue.take_matching(first.key, self.max_batch_size - rows)
-                    batch += more
-                    rows += sum(j.rows for j in more)
+            self._busy = True
+            try:
+                await self._direct.wait()  # a request running in its caller's task finishes first
+                if not first.future.done():  # its caller may have gone away meanwhile
+                    await self._form_and_run(first)
+            finally:
+                self._busy = False
+
+    async def _form_and_run(self, first: Job) -> None:
+        batch = [first]
+        batch += self.queue.take_matching(first.key, self.max_batch_size - first.rows)
+        if self.max_batch_time > 0:
+            deadline = first.arrival + self.max_batch_time
             rows = sum(j.rows for j in batch)
-            self.batches_formed[rows] = self.batches_formed.get(rows, 0) + 1
-            await self._run(batch)
+            while rows < self.max_batch_size and (remaining := deadline - time.monotonic()) > 0:
+                if not await self.queue.wait_for_more(remaining):
+                    break
+                more = self.queue.take_matching(first.key, self.max_batch_size - rows)
+                batch += more
+                rows += sum(j.rows for j in more)
+        rows = sum(j.rows for j in batch)
+        self.batches_formed[rows] = self.batches_formed.get(rows, 0) + 1
+        await self._run(batch)
 
     async def _run(self, batch: List[Job]) -> None:
         requests = [job.parameters["request"] for job in batch]

@@ -96,3 +96,57 @@ def test_adaptive_batching_over_rest(http):
             replies = list(pool.map(lambda b: client.post("/v2/models/summer/infer", json=b).json(), bodies))
     for i, reply in enumerate(replies):
         assert reply["id"] == str(i) and reply["outputs"][0]["data"] == [i + 1]
+
+
+class Tasks(Model):
+    """Records which task ran each call and holds the model busy until `gate` opens."""
+
+    def __init__(self, name):
+        super().__init__(name)
+        self.gate, self.calls = asyncio.Event(), []
+
+    def load(self):
+        self.ready = True
+
+    async def predict(self, payload, headers=None):
+        x = payload.inputs[0].as_numpy()
+        self.calls.append((asyncio.current_task(), x.shape[0]))
+        await self.gate.wait()
+        return InferResponse(payload.id, self.name, [InferOutput.from_numpy("y", x * 2)])
+
+
+async def test_idle_model_runs_a_request_in_its_callers_task_and_batches_the_rest():
+    model = Tasks("t")
+    model.load()
+    batcher = AdaptiveBatcher(model, 16)
+    try:
+        first = asyncio.ensure_future(batcher.submit(request([1, 2], "a"), {}))
+        while not model.calls:
+            await asyncio.sleep(0)
+        assert model.calls[0][0] is first  # no hop through the batcher's task
+        queued = [asyncio.ensure_future(batcher.submit(request([i, i], f"q{i}"), {})) for i in range(3)]
+        gone = asyncio.ensure_future(batcher.submit(request([9, 9], "gone"), {}))
+        await asyncio.sleep(0.01)
+        gone.cancel()  # its caller left while it waited: it must not run
+        assert len(model.calls) == 1  # the model is busy: the others wait, nothing runs beside it
+        model.gate.set()
+        assert (await first)[0].outputs[0].as_numpy().tolist() == [[2, 4]]
+        answers = await asyncio.wait_for(asyncio.gather(*queued), 10)
+        assert [a.outputs[0].as_numpy().tolist() for a, _ in answers] == [[[0, 0]], [[2, 2]], [[4, 4]]]
+        assert [rows for _, rows in model.calls] == [1, 3]
+        assert batcher.batches_formed == {1: 1, 3: 1}
+    finally:
+        await batcher.stop()
+
+
+async def test_a_batch_window_keeps_every_request_on_the_batchers_task():
+    model = Tasks("t")
+    model.load()
+    model.gate.set()
+    batcher = AdaptiveBatcher(model, 16, max_batch_time=0.001)
+    try:
+        caller = asyncio.ensure_future(batcher.submit(request([1, 2], "a"), {}))
+        await asyncio.wait_for(caller, 10)
+        assert model.calls[0][0] is not caller
+    finally:
+        await batcher.stop()

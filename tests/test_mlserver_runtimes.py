@@ -366,12 +366,15 @@ async def test_adaptive_batching_merges_and_splits_mlmodel_requests(tmp_path):
     from gpuserve.settings import ModelSettings
     from gpuserve.types import InferRequest
 
+    gate = asyncio.Event()
+
     class Doubler(MLModel):
         batches = []
 
         async def predict(self, payload):
             x = NumpyCodec.decode_input(payload.inputs[0])
             self.batches.append(len(x))
+            await gate.wait()  # the first call holds the model busy while the others queue
             tags = payload.inputs[0].parameters.tag  # merged: one value per request
             output = NumpyCodec.encode_output("y", x * 2)
             output.parameters = Parameters(content_type="np", tag=[f"{t}!" for t in tags])
@@ -386,10 +389,19 @@ async def test_adaptive_batching_merges_and_splits_mlmodel_requests(tmp_path):
         request.inputs[0].parameters["tag"] = f"r{i}"
         requests.append(request)
     try:
-        results = await asyncio.wait_for(asyncio.gather(*(batcher.submit(r, {}) for r in requests)), TIMEOUT)
+        first = InferRequest.from_numpy("doubler", {"x": np.zeros((1, 2))})
+        first.inputs[0].parameters["tag"] = ["b"]
+        busy = asyncio.ensure_future(batcher.submit(first, {}))
+        while not Doubler.batches:
+            await asyncio.sleep(0)
+        pending = [asyncio.ensure_future(batcher.submit(r, {})) for r in requests]
+        await asyncio.sleep(0.01)
+        gate.set()
+        await asyncio.wait_for(busy, TIMEOUT)
+        results = await asyncio.wait_for(asyncio.gather(*pending), TIMEOUT)
     finally:
         await batcher.stop()
-    assert Doubler.batches == [1 + 2 + 3 + 4]
+    assert Doubler.batches == [1, 1 + 2 + 3 + 4]
     for i, (response, _) in enumerate(results):
         output = response.outputs[0]
         assert np.array_equal(output.as_numpy(), np.full((i + 1, 2), 2.0 * i))
