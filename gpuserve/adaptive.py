@@ -121,8 +121,6 @@ class AdaptiveBatcher:
         self._direct.set()
 
     async def submit(self, request: InferRequest, headers: Optional[dict]) -> Tuple[Any, dict]:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"adaptive-{self.model.name}")
         rows, key = _rows(request), _key(request)
         if self.max_batch_time <= 0 and not self._busy and self._direct.is_set() and not len(self.queue):
             # Idle model, nothing queued, no batch window: run in this task. Skipping the queue and the
@@ -134,6 +132,8 @@ class AdaptiveBatcher:
                 return await self.model(request, headers)
             finally:
                 self._direct.set()
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"adaptive-{self.model.name}")
         future = asyncio.get_running_loop().create_future()
         job = Job({}, rows, key, future, parameters={"request": request, "headers": headers})
         self.queue.put(job)
