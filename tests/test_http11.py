@@ -215,7 +215,7 @@ def bridge_port():
             sock = socket.socket()
             sock.bind(("127.0.0.1", 0))
             sock.listen(64)
-            server = HttpServer(_streaming_app, sock, body_limit=1 << 20, graceful_s=1)
+            server = HttpServer(_streaming_app, sock, body_limit=1 << 20, graceful_s=1, keep_alive_s=1.0)
             holder["port"], holder["server"], holder["loop"] = sock.getsockname()[1], server, asyncio.get_running_loop()
             ready.set()
             await server.serve()
@@ -277,6 +277,25 @@ def test_bridge_app_errors(bridge_port):
     assert data.startswith(b"HTTP/1.1 200") and b"partial" in data and not data.endswith(b"0\r\n\r\n")
     (reply,), _ = _exchange(bridge_port, b"GET /plain HTTP/1.1\r\nHost: x\r\n\r\n")
     assert reply[0] == 200
+
+
+def test_oversized_head_is_431_and_closed(bridge_port):
+    with socket.create_connection(("127.0.0.1", bridge_port)) as sock:
+        sock.sendall(b"GET /plain HTTP/1.1\r\nHost: x\r\n" + b"X-Big: " + b"a" * 70_000 + b"\r\n\r\n")
+        (reply,), _ = read_responses(sock, 1)
+        assert reply[0] == 431 and sock.recv(10) == b""
+    assert _exchange(bridge_port, b"GET /plain HTTP/1.1\r\nHost: x\r\n\r\n")[0][0][0] == 200
+
+
+def test_idle_and_stalled_connections_are_closed_after_the_keep_alive_time(bridge_port):
+    with socket.create_connection(("127.0.0.1", bridge_port)) as idle, \
+            socket.create_connection(("127.0.0.1", bridge_port)) as stalled:
+        idle.sendall(b"GET /plain HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_responses(idle, 1)[0][0][0] == 200
+        stalled.sendall(b"POST /plain HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly part")
+        for sock in (idle, stalled):
+            sock.settimeout(5)
+            assert sock.recv(10) == b""  # closed by the server within ~2 s (keep_alive_s=1)
 
 
 def test_uvicorn_still_serves_when_asked():

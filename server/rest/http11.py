@@ -37,11 +37,16 @@ logger = logging.getLogger("gpuserve.http")
 access_logger = logging.getLogger("uvicorn.access")  # the name uvicorn users already route
 
 MAX_PENDING = 16  # pipelined requests buffered per connection before reading pauses
+MAX_HEAD_BYTES = 64 * 1024  # URL plus headers of one request; more is answered 431 and the connection closed
+
+
+class _HeadTooLarge(Exception):
+    """Raised from a parser callback; httptools turns it into HttpParserError with this as context."""
 
 
 class Request:
     __slots__ = ("method", "url", "headers", "chunks", "size", "too_large", "keep_alive", "version",
-                 "expect_continue", "route")
+                 "expect_continue", "route", "head_bytes")
 
     def __init__(self) -> None:
         self.url = b""
@@ -54,6 +59,7 @@ class Request:
         self.method = "GET"
         self.version = "1.1"
         self.route = None  # ('infer' | 'predict', model, version) for the routes answered here
+        self.head_bytes = 0
 
     @property
     def body(self) -> bytes:
@@ -99,7 +105,7 @@ class HttpConnection(asyncio.Protocol):
         self.reading_paused = False
         self.writing_paused: Optional[asyncio.Future] = None
         self.disconnected: Optional[asyncio.Future] = None  # for ASGI apps that listen for it
-        self.idle_since = self.loop.time()
+        self.idle_since = self.last_data = self.loop.time()
         self.client: Optional[Tuple[str, int]] = None
         self.local: Optional[Tuple[str, int]] = None
 
@@ -123,12 +129,16 @@ class HttpConnection(asyncio.Protocol):
             self.task.cancel()  # inference: queued work is skipped; nobody reads the answer
 
     def data_received(self, data: bytes) -> None:
+        self.last_data = self.loop.time()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self.closing = True  # no protocol switch here: answer the request as plain HTTP, then close
         except httptools.HttpParserError as exc:
-            self._bad_request(f"Invalid HTTP request received: {exc}")
+            if isinstance(exc.__context__, _HeadTooLarge) or isinstance(exc.__cause__, _HeadTooLarge):
+                self._bad_request(f"request line and headers exceed {MAX_HEAD_BYTES} bytes", 431)
+            else:
+                self._bad_request(f"Invalid HTTP request received: {exc}")
 
     def eof_received(self) -> None:
         return None  # close our side when done (default behaviour)
@@ -149,10 +159,18 @@ class HttpConnection(asyncio.Protocol):
         self.request = Request()
 
     def on_url(self, url: bytes) -> None:
-        self.request.url += url
+        request = self.request
+        request.url += url
+        request.head_bytes += len(url)
+        if request.head_bytes > MAX_HEAD_BYTES:
+            raise _HeadTooLarge()
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.request.headers.append((name.lower(), value))
+        request = self.request
+        request.headers.append((name.lower(), value))
+        request.head_bytes += len(name) + len(value) + 4
+        if request.head_bytes > MAX_HEAD_BYTES:
+            raise _HeadTooLarge()
 
     def on_headers_complete(self) -> None:
         request, parser = self.request, self.parser
@@ -256,10 +274,10 @@ class HttpConnection(asyncio.Protocol):
         else:
             self.idle_since = self.loop.time()
 
-    def _bad_request(self, message: str) -> None:
+    def _bad_request(self, message: str, status: int = 400) -> None:
         if not self.closed:
             body = message.encode("latin-1", "replace")
-            parts = head(400, [(b"content-type", b"text/plain; charset=utf-8")], self.server.date, len(body), True)
+            parts = head(status, [(b"content-type", b"text/plain; charset=utf-8")], self.server.date, len(body), True)
             self.transport.write(b"".join(parts) + body)
             self.transport.close()
 
@@ -275,6 +293,10 @@ class HttpConnection(asyncio.Protocol):
 
     def idle(self) -> bool:
         return self.task is None and self.request is None and not self.pending
+
+    def stalled(self, now: float, limit_s: float) -> bool:
+        """A request begun and then left without a byte for `limit_s` (slowloris)."""
+        return self.request is not None and not self.reading_paused and now - self.last_data > limit_s
 
     def shutdown(self) -> None:
         """Close now when idle, otherwise after the answer in flight."""
@@ -340,5 +362,7 @@ class HttpServer:
         now = self.loop.time()
         for connection in list(self.connections):
             if connection.idle() and now - connection.idle_since > self.keep_alive_s:
+                connection.transport.close()
+            elif connection.stalled(now, self.keep_alive_s):
                 connection.transport.close()
         self._timer = self.loop.call_later(1.0, self._tick)
