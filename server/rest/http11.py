@@ -266,7 +266,6 @@ class HttpConnection(asyncio.Protocol):
         if request is not None and not request.keep_alive or self.closing or self.server.stopping:
             self.transport.close()
             return
-        self.server.answered += 1
         if self.pending:
             self._start(self.pending.popleft())
             if len(self.pending) < MAX_PENDING and self.writing_paused is None:
@@ -318,7 +317,6 @@ class HttpServer:
         self.graceful_s = graceful_s
         self.access_log = access_log
         self.connections: set = set()
-        self.answered = 0
         self.stopping = False
         self.date = b""
         self.loop: Optional[asyncio.AbstractEventLoop] = None
