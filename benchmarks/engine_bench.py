@@ -3,6 +3,8 @@
 Reports rows/s for (a) direct backend calls at batch 1, (b) direct calls at exactly the batch sizes
 the engine formed (the limit), (c) the engine. Run:
     .venv/bin/python benchmarks/engine_bench.py [--concurrency 64] [--seconds 4] [--rounds 3] [--max-batch 64]
+        [--loop uvloop|asyncio]
+The event loop defaults to the one `gpuserve start` serves on: uvloop when it is installed, else asyncio's.
 """
 
 from __future__ import annotations
@@ -74,6 +76,19 @@ def limit_rows_per_s(backend, formed: dict, seconds: float, features: int):
     return covered / seconds_needed, per_size
 
 
+def event_loop(choice: str):
+    """(name, runner): the server runs on uvloop when it is installed (server/model_server.py start)."""
+    if choice in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if choice == "uvloop":
+                raise
+        else:
+            return "uvloop", uvloop.run
+    return "asyncio", asyncio.run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--concurrency", type=int, default=64)
@@ -87,7 +102,10 @@ def main() -> None:
     parser.add_argument("--null", action="store_true", help="engine over a backend that computes nothing")
     parser.add_argument("--rounds", type=int, default=3, help="engine/batch-1/limit measured back to back, N times")
     parser.add_argument("--delay-us", type=float, default=0.0, help="max_queue_delay (0: work-conserving)")
+    parser.add_argument("--loop", choices=("auto", "uvloop", "asyncio"), default="auto",
+                        help="event loop; auto: uvloop when installed, as the server (server/model_server.py)")
     args = parser.parse_args()
+    loop_name, runner = event_loop(args.loop)
     with tempfile.TemporaryDirectory() as tmp:
         path = mlp_onnx(Path(tmp) / "mlp.onnx", width=args.width, in_features=args.width)
         threads = cpu_threads()
@@ -114,7 +132,7 @@ def main() -> None:
             await scheduler.stop()
             return rounds, stats
 
-        rounds, stats = asyncio.run(run_rounds())
+        rounds, stats = runner(run_rounds())
     engine, batch1, limit, formed, per_size = rounds[len(rounds) // 2]
     median = lambda values: float(np.median(values))  # noqa: E731
     total_rows = sum(size * n for size, n in formed.items())
@@ -123,6 +141,7 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {threads} cores", "model":
         f"MLP {args.width}x3 (ONNX Runtime CPU, {threads} threads)", "concurrency": args.concurrency,
         "max_batch": args.max_batch, "max_queue_delay_us": args.delay_us, "rounds": args.rounds,
+        "event_loop": loop_name,
         "direct_batch1_rows_s": round(median([r[1] for r in rounds]), 1),
         "direct_at_engine_batches_rows_s": round(median([r[2] for r in rounds]), 1),
         "engine_rows_s": round(median([r[0] for r in rounds]), 1),

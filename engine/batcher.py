@@ -26,7 +26,7 @@ import numpy as np
 
 from gpuserve.errors import ModelNotReady
 from gpuserve.engine.instance import Instance
-from gpuserve.engine.job import Job, batch_key, row_count
+from gpuserve.engine.job import Job, describe
 from gpuserve.engine.queue import BatchQueue
 from gpuserve.engine.stats import ModelStats
 
@@ -70,7 +70,8 @@ class Scheduler:
         self.queue: Optional[BatchQueue] = None
         self._idle: Optional[asyncio.Queue] = None
         self._task: Optional[asyncio.Task] = None
-        self._inflight: set = set()
+        self._loop_ref: Optional[asyncio.AbstractEventLoop] = None
+        self._inflight: set = set()  # one asyncio future per batch on an instance thread
         self.batches_formed: Dict[int, int] = {}
 
     # lifecycle ----------------------------------------------------------------------------------
@@ -81,7 +82,8 @@ class Scheduler:
         for instance in self.instances:
             for _ in range(instance.slots):
                 self._idle.put_nowait(instance)
-        self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher-{self.name}")
+        self._loop_ref = asyncio.get_running_loop()
+        self._task = self._loop_ref.create_task(self._loop(), name=f"batcher-{self.name}")
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
@@ -102,17 +104,19 @@ class Scheduler:
         if self._task is None:
             self.start()
         cfg = self.config
-        level = cfg.default_priority_level if priority is None else priority
-        if not 0 <= level < max(cfg.priority_levels, 1):  # as Triton: out of range means the default level
+        if priority is None:
             level = cfg.default_priority_level
+        else:
+            level = priority
+            if not 0 <= level < max(cfg.priority_levels, 1):  # as Triton: out of range means the default level
+                level = cfg.default_priority_level
         if timeout_s is None or not cfg.allow_timeout_override:
             timeout_s = cfg.default_timeout_s
-        batched = cfg.batched and self.batch_dim
-        rows = row_count(arrays, self.batch_dim)
-        loop = asyncio.get_running_loop()
-        deadline = time.monotonic() + timeout_s if timeout_s else None
-        job = Job(arrays, rows, batch_key(arrays, batched, cfg.ragged_inputs), loop.create_future(), level, deadline,
-                  outputs, reduce=reduce)
+        batch_dim = self.batch_dim
+        rows, key = describe(arrays, batch_dim, cfg.max_batch_size > 1 and batch_dim, cfg.ragged_inputs)
+        job = Job(arrays, rows, key, self._loop_ref.create_future(), level, None, outputs, reduce=reduce)
+        if timeout_s:
+            job.deadline = job.arrival + timeout_s
         self.queue.put(job)
         return await job.future
 
@@ -184,19 +188,31 @@ class Scheduler:
         self._complete(batch, results, None)
 
     def _dispatch(self, instance: Instance, batch: List[Job], batched: bool) -> None:
+        """Hand the batch to the instance's thread; its answer comes back as one loop callback."""
         outputs = self._started(batch)
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(instance.executor, instance.run, batch, batched, outputs)
-        self._inflight.add(future)
-        future.add_done_callback(lambda f: self._finish(instance, batch, f))
+        loop = self._loop_ref
+        done = loop.create_future()  # what stop() waits on while the batch runs
+        self._inflight.add(done)
 
-    def _finish(self, instance: Instance, batch: List[Job], future: asyncio.Future) -> None:
-        self._inflight.discard(future)
+        def answer(results: Optional[List[object]], error: Optional[BaseException]) -> None:
+            # On the instance thread. A closed loop means the model was torn down without stop().
+            try:
+                loop.call_soon_threadsafe(self._finish, instance, batch, done, results, error)
+            except RuntimeError:
+                pass
+
+        try:
+            instance.submit(batch, batched, outputs, answer)
+        except BaseException as exc:  # e.g. no thread could be started: answer the batch, not hang it
+            self._finish(instance, batch, done, None, exc)
+
+    def _finish(self, instance: Instance, batch: List[Job], done: asyncio.Future,
+                results: Optional[List[object]], error: Optional[BaseException]) -> None:
+        self._inflight.discard(done)
+        if not done.done():  # stop() may have given up waiting (cancelled) meanwhile
+            done.set_result(None)
         self._idle.put_nowait(instance)
-        error = None if future.cancelled() else future.exception()
-        if future.cancelled():
-            error = ModelNotReady(self.name, "the model is being unloaded")
-        self._complete(batch, None if error is not None else future.result(), error)
+        self._complete(batch, results, error)
 
     def _complete(self, batch: List[Job], results: Optional[List[object]], error: Optional[BaseException]) -> None:
         now = time.monotonic()
@@ -204,20 +220,26 @@ class Scheduler:
             if not isinstance(error, Exception):
                 raise error
             logger.warning("batch of %d request(s) for %s failed: %s", len(batch), self.name, error)
+            self.stats.record_requests([], [int((now - job.arrival) * 1e9) for job in batch])
             for job in batch:
-                self.stats.record_request(False, int((now - job.arrival) * 1e9))
                 if not job.future.done():
                     job.future.set_exception(error)
             return
+        ok: List[int] = []
+        failed: List[int] = []
         for job, result in zip(batch, results):
-            failed = isinstance(result, BaseException)
-            self.stats.record_request(not failed, int((now - job.arrival) * 1e9))
-            if job.future.done():
+            future = job.future
+            if isinstance(result, BaseException):
+                failed.append(int((now - job.arrival) * 1e9))
+                if not future.done():
+                    future.set_exception(result)
                 continue
-            if failed:
-                job.future.set_exception(result)
-            else:
-                job.future.set_result(_select(result, job.outputs))
+            ok.append(int((now - job.arrival) * 1e9))
+            if not future.done():
+                wanted = job.outputs
+                future.set_result(result if wanted is None or len(wanted) == len(result)
+                                  else {name: result[name] for name in wanted})
+        self.stats.record_requests(ok, failed)
 
 
 async def cancel_and_wait(task: Optional[asyncio.Task]) -> None:
@@ -242,7 +264,3 @@ def _union_outputs(batch: List[Job]) -> Optional[List[str]]:
     return names
 
 
-def _select(result: Dict[str, np.ndarray], wanted: Optional[Tuple[str, ...]]) -> Dict[str, np.ndarray]:
-    if wanted is None or len(wanted) == len(result):
-        return result
-    return {name: result[name] for name in wanted}

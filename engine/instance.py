@@ -2,14 +2,16 @@
 
 The thread stages the batch (one copy per request into a pooled buffer), runs the backend, checks
 the row count of every output and slices the results per request. Results reach the event loop
-through the executor future, one wake-up per batch.
+through one callback per batch (`submit`'s `done`, which the batcher makes a single
+`call_soon_threadsafe`), not through an executor future chained to an asyncio future.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -41,7 +43,43 @@ class Instance:
         self.on_cpu = str(getattr(backend, "device", "")) == "cpu"
         self.seconds_per_row = 0.0  # moving average of the backend call per row; 0 until the first batch
         self.slots = max(slots, threads)
-        self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"gpuserve-{name}")
+        self.threads = threads
+        self._work: "queue.SimpleQueue" = queue.SimpleQueue()
+        self._workers: List[threading.Thread] = []
+        self._start_lock = threading.Lock()
+
+    # the instance's threads -------------------------------------------------------------------------
+    def submit(self, jobs: List[Job], batched: bool, outputs: Optional[Sequence[str]],
+               done: Callable[[Optional[List[object]], Optional[BaseException]], None]) -> None:
+        """Run the batch on one of this instance's threads; that thread then calls `done(results, None)`
+        (results as `run` returns them) or `done(None, error)`."""
+        if len(self._workers) < self.threads:
+            self._start_workers()
+        self._work.put((jobs, batched, outputs, done))
+
+    def _start_workers(self) -> None:
+        with self._start_lock:
+            while len(self._workers) < self.threads:
+                thread = threading.Thread(target=self._serve, name=f"gpuserve-{self.name}_{len(self._workers)}",
+                                          daemon=True)
+                thread.start()
+                self._workers.append(thread)
+
+    def _serve(self) -> None:
+        get = self._work.get
+        while True:
+            item = get()
+            if item is None:
+                return
+            jobs, batched, outputs, done = item
+            item = None
+            try:
+                results, error = self.run(jobs, batched, outputs), None
+            except BaseException as exc:  # noqa: BLE001 - handed to the loop, which decides
+                results, error = None, exc
+            jobs = None
+            done(results, error)
+            results = error = done = None
 
     def run(self, jobs: List[Job], batched: bool, outputs: Optional[Sequence[str]]) -> List[object]:
         """Per job, its outputs or the exception it alone caused.
@@ -66,41 +104,48 @@ class Instance:
         t0 = time.perf_counter_ns()
         leases = []
         ragged = self.stage.ragged_inputs
+        counts = [job.rows for job in jobs]
+        total = sum(counts)
         if len(jobs) == 1 and not ragged:
             arrays = jobs[0].arrays
         else:
             arrays = {}
             for name in jobs[0].arrays:
                 parts = [job.arrays[name] for job in jobs]
-                array, lease = pack(parts, self.pool) if name in ragged else gather(self.pool, parts)
+                array, lease = pack(parts, self.pool) if name in ragged else gather(self.pool, parts, total)
                 arrays[name] = array
                 if lease is not None:
                     leases.append(lease)
-        reductions = batch_reductions(jobs)
+        reductions = batch_reductions(jobs) if any(job.reduce for job in jobs) else None
         t1 = time.perf_counter_ns()
         try:
-            if self.stage.active or reductions:
-                results = self.stage.run(arrays, outputs, reductions, batched)
+            if reductions or self.stage.active:
+                results = self.stage.run(arrays, outputs, reductions or {}, batched)
             else:
                 results = self.backend.run(arrays, outputs)
         finally:
             for lease in leases:
                 lease.release()
         t2 = time.perf_counter_ns()
-        per_row = (t2 - t1) / 1e9 / max(sum(job.rows for job in jobs), 1)
+        per_row = (t2 - t1) / 1e9 / max(total, 1)
         self.seconds_per_row = per_row if not self.seconds_per_row else 0.8 * self.seconds_per_row + 0.2 * per_row
         if batched:
-            per_job = split_rows(results, [job.rows for job in jobs], self.name)
+            per_job = split_rows(results, counts, self.name)
         else:
             per_job = [whole(results)]
         t3 = time.perf_counter_ns()
         if self.stats is not None:
-            rows = sum(job.rows for job in jobs) if batched else 1
-            self.stats.record_batch(rows, len(jobs), t1 - t0, t2 - t1, t3 - t2)
+            self.stats.record_batch(total if batched else 1, len(jobs), t1 - t0, t2 - t1, t3 - t2)
         return per_job
 
     def close(self) -> None:
-        self.executor.shutdown(wait=True, cancel_futures=True)
+        """Stop the threads (batches already queued on them still run and are answered), then unload."""
+        with self._start_lock:
+            workers, self._workers = self._workers, []
+            for _ in workers:
+                self._work.put(None)
+        for thread in workers:
+            thread.join()
         unload = getattr(self.backend, "unload", None)
         if unload is not None:
             unload()

@@ -19,6 +19,30 @@ def batch_key(arrays: Dict[str, np.ndarray], batched: bool, ragged: Tuple[str, .
     return tuple((name, a.dtype.str, a.shape) for name, a in arrays.items())
 
 
+def describe(arrays: Dict[str, np.ndarray], batch_dim: bool, batched: bool, ragged: Tuple[str, ...] = ()
+             ) -> Tuple[int, Tuple]:
+    """`row_count(arrays, batch_dim)` and `batch_key(arrays, batched, ragged)` in one pass over the inputs
+    (the submit path runs it once per request). The key holds dtype objects, which compare like their
+    `.str` and cost no string to build."""
+    if not batch_dim or not batched or ragged:
+        return row_count(arrays, batch_dim), batch_key(arrays, batched, ragged)
+    rows = None
+    key = []
+    for name, array in arrays.items():
+        shape = array.shape
+        if not shape:
+            raise InvalidInput(f"input '{name}' needs a batch dimension")
+        if rows is None:
+            rows = shape[0]
+        elif shape[0] != rows:
+            raise InvalidInput(f"inputs disagree on the batch dimension: '{name}' has {shape[0]} rows, "
+                               f"others {rows}")
+        key.append((name, array.dtype, shape[1:]))
+    if not rows:
+        raise InvalidInput("a request needs at least one row")
+    return rows, tuple(key)
+
+
 def row_count(arrays: Dict[str, np.ndarray], batched: bool) -> int:
     if not batched:
         return 1

@@ -35,10 +35,14 @@ class BatchQueue:
     def put(self, job: Job) -> None:
         if self.max_size and self.size >= self.max_size:
             raise QueueFull(f"queue is full ({self.max_size} requests waiting); retry later")
-        level = min(max(job.priority, 0), len(self.levels) - 1)
-        self.levels[level].append(job)
+        levels = self.levels
+        if len(levels) == 1:
+            levels[0].append(job)
+        else:
+            levels[min(max(job.priority, 0), len(levels) - 1)].append(job)
         self.size += 1
-        self._ready.set()
+        if not self._ready.is_set():
+            self._ready.set()
 
     def _usable(self, job: Job, now: float) -> bool:
         if job.future.done():  # cancelled by its caller (client went away)
@@ -76,18 +80,25 @@ class BatchQueue:
         for level in self.levels:
             if room <= 0:
                 break
-            skipped: Deque[Job] = deque()
+            skipped: Optional[List[Job]] = None
+            popleft = level.popleft
             while level and room > 0:
-                job = level.popleft()
-                if not self._usable(job, now):
+                job = popleft()
+                # _usable inlined: this loop runs once per queued request
+                deadline = job.deadline
+                if job.future.done() or (deadline is not None and now >= deadline):
                     self.size -= 1
+                    self._usable(job, now)  # counts and fails an expired one
                 elif job.key == key and job.rows <= room:
                     taken.append(job)
                     room -= job.rows
                     self.size -= 1
+                elif skipped is None:
+                    skipped = [job]
                 else:
                     skipped.append(job)
-            level.extendleft(reversed(skipped))
+            if skipped:
+                level.extendleft(reversed(skipped))
         return taken
 
     def push_front(self, jobs: List[Job]) -> None:

@@ -7,6 +7,7 @@ from the backend's device helpers); on the CPU it is plain NumPy memory, the sam
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import defaultdict
 from typing import Callable, Dict, List, Optional, Tuple
@@ -48,7 +49,7 @@ class StagingPool:
 
     def acquire(self, dtype: np.dtype, shape: Tuple[int, ...]) -> Lease:
         dtype = np.dtype(dtype)
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        nbytes = int(math.prod(shape)) * dtype.itemsize
         key = size_class(nbytes)
         with self._lock:
             free = self._free.get(key)
@@ -83,12 +84,15 @@ class StagingPool:
             self.cached_bytes = 0
 
 
-def gather(pool: Optional[StagingPool], parts: List[np.ndarray]) -> Tuple[np.ndarray, Optional[Lease]]:
-    """Concatenate request arrays along rows into one batch array; a single part is passed as is."""
+def gather(pool: Optional[StagingPool], parts: List[np.ndarray], rows: Optional[int] = None
+           ) -> Tuple[np.ndarray, Optional[Lease]]:
+    """Concatenate request arrays along rows into one batch array; a single part is passed as is.
+    `rows`, when the caller knows it, is the parts' total row count."""
     if len(parts) == 1:
         return parts[0], None
     first = parts[0]
-    rows = sum(p.shape[0] for p in parts)
+    if rows is None:
+        rows = sum(p.shape[0] for p in parts)
     shape = (rows,) + first.shape[1:]
     if pool is None or first.dtype == object:
         return np.concatenate(parts, axis=0), None

@@ -1,0 +1,90 @@
+"""The engine's per-request fast paths give what the general paths give: one-pass row count and
+batching key, equal-rows splitting by reshape, batch-level statistics, and instance threads that stop."""
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+from gpuserve.engine.batcher import BatchingConfig, Scheduler
+from gpuserve.engine.instance import Instance
+from gpuserve.engine.job import batch_key, describe, row_count
+from gpuserve.engine.split import split_rows
+from gpuserve.engine.stats import ModelStats
+from gpuserve.errors import InvalidInput
+
+
+def test_describe_counts_rows_and_keys_like_the_general_path():
+    a = {"x": np.zeros((3, 4), np.float32), "y": np.zeros((3, 2, 2), np.int64)}
+    rows, key = describe(a, True, True)
+    assert rows == row_count(a, True) == 3
+    same = {"x": np.ones((5, 4), np.float32), "y": np.ones((5, 2, 2), np.int64)}
+    assert describe(same, True, True)[1] == key  # rows may differ within a batch
+    for other in ({"x": np.zeros((3, 4), np.float64), "y": a["y"]},  # dtype
+                  {"x": np.zeros((3, 4), ">f4"), "y": a["y"]},  # byte order
+                  {"x": np.zeros((3, 5), np.float32), "y": a["y"]}):  # non-batch shape
+        assert describe(other, True, True)[1] != key
+    # unbatched models and ragged inputs keep the general path's key
+    assert describe(a, True, False) == (3, batch_key(a, False))
+    assert describe(a, False, False) == (1, batch_key(a, False))
+    assert describe(a, True, True, ("y",)) == (3, batch_key(a, True, ("y",)))
+
+
+@pytest.mark.parametrize("arrays", [{"x": np.zeros((), np.float32)},
+                                    {"x": np.zeros((2, 1)), "y": np.zeros((3, 1))},
+                                    {"x": np.zeros((0, 4))}])
+def test_describe_rejects_what_row_count_rejects(arrays):
+    with pytest.raises(InvalidInput):
+        row_count(arrays, True)
+    with pytest.raises(InvalidInput):
+        describe(arrays, True, True)
+
+
+@pytest.mark.parametrize("rows", [[1] * 7, [3] * 4, [2, 1, 3], [1]])
+def test_split_gives_each_request_its_rows(rows):
+    total = sum(rows)
+    y = np.arange(total * 6, dtype=np.float32).reshape(total, 6)
+    z = np.arange(total * 10).reshape(10, total).T  # not contiguous
+    per_job = split_rows({"y": y, "z": z}, rows, "m")
+    start = 0
+    for count, result in zip(rows, per_job):
+        assert list(result) == ["y", "z"]
+        np.testing.assert_array_equal(result["y"], y[start:start + count])
+        np.testing.assert_array_equal(result["z"], z[start:start + count])
+        assert result["y"].shape == (count, 6) and result["z"].shape == (count, 10)
+        start += count
+    assert len(per_job) == len(rows)
+
+
+def test_batch_level_request_statistics_match_one_at_a_time():
+    one, batch = ModelStats("m"), ModelStats("m")
+    ok, failed = [50_000, 400_000, 3_000_000_000], [7_000_000]
+    for ns in ok:
+        one.record_request(True, ns)
+    for ns in failed:
+        one.record_request(False, ns)
+    batch.record_requests(ok, failed)
+    assert one.as_dict() == batch.as_dict()
+    assert one.request_seconds.cumulative() == batch.request_seconds.cumulative()
+    assert one.request_seconds.total == pytest.approx(batch.request_seconds.total)
+
+
+class Doubler:
+    device = "cpu"
+
+    def run(self, arrays, outputs=None):
+        return {"y": arrays["x"] * 2}
+
+
+async def test_instance_threads_answer_and_stop():
+    instance = Instance(Doubler(), "d-0", slots=2)
+    scheduler = Scheduler("d", [instance], BatchingConfig(max_batch_size=8, inline_below_s=0.0))
+    xs = [np.full((1, 3), i, np.float32) for i in range(20)]
+    results = await asyncio.gather(*(scheduler.submit({"x": x}) for x in xs))
+    for x, result in zip(xs, results):
+        np.testing.assert_array_equal(result["y"], x * 2)
+    workers = [t for t in threading.enumerate() if t.name.startswith("gpuserve-d-0")]
+    assert workers
+    await scheduler.stop()
+    assert not any(t.is_alive() for t in workers)
