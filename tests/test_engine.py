@@ -334,3 +334,31 @@ async def test_no_inline_for_gpu_slow_or_disabled(device, seconds_per_row, limit
         await scheduler.submit({"x": np.ones((1, 2), np.float32)})
     assert loop_thread not in backend.threads
     await scheduler.stop()
+
+
+async def test_a_lone_clients_heavier_batches_run_inline_unless_others_wait_or_the_transport_says_no():
+    from gpuserve.engine.batcher import LONE_INLINE_OK
+
+    loop_thread = threading.get_ident()
+    backend = ThreadRecordingBackend(seconds_per_row=0.0005)  # 0.5 ms a row: over inline_below_s (0.1 ms)
+    scheduler = Scheduler("m", [Instance(backend, "m-0", StagingPool())], BatchingConfig(max_batch_size=8))
+    x = np.ones((1, 2), np.float32)
+    for _ in range(4):  # one client, one request at a time: nothing else for the loop to do meanwhile
+        np.testing.assert_array_equal((await scheduler.submit({"x": x}))["y"], x * 2)
+    assert backend.threads[0] != loop_thread and backend.threads[1:] == [loop_thread] * 3
+    for _ in range(20):  # three clients at once: no longer lone, batches go back to the instance thread
+        backend.threads.clear()
+        await asyncio.gather(*(scheduler.submit({"x": x}) for _ in range(3)))
+    assert backend.threads and loop_thread not in backend.threads
+    await scheduler.stop()
+
+    backend = ThreadRecordingBackend(seconds_per_row=0.0005)
+    scheduler = Scheduler("m", [Instance(backend, "m-0", StagingPool())], BatchingConfig(max_batch_size=8))
+    token = LONE_INLINE_OK.set(False)  # as the gRPC servicer does for its requests
+    try:
+        for _ in range(4):
+            await scheduler.submit({"x": x})
+    finally:
+        LONE_INLINE_OK.reset(token)
+    assert loop_thread not in backend.threads
+    await scheduler.stop()

@@ -21,6 +21,7 @@ from typing import AsyncIterator, Dict, Optional, Tuple
 import grpc
 
 from gpuserve.dataplane import DataPlane
+from gpuserve.engine.batcher import LONE_INLINE_OK
 from gpuserve.errors import (GpuserveError, InvalidInput, InvalidSettings, ModelNotFound,
                              Unimplemented, status_of)
 from gpuserve.settings import ServerSettings
@@ -113,6 +114,7 @@ class InferenceServicer:
     # inference --------------------------------------------------------------------------------
     async def _infer(self, request: pb.ModelInferRequest, headers: Dict[str, str], context=None
                      ) -> pb.ModelInferResponse:
+        LONE_INLINE_OK.set(False)  # engine/batcher.py: grpc.aio's one request per loop turn
         infer_request = convert.request_from_proto(request)
         try:
             response, response_headers = await self.plane.infer(infer_request, headers)
