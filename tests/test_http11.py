@@ -311,3 +311,12 @@ def test_uvicorn_still_serves_when_asked():
 
 def test_our_server_is_the_default_where_httptools_is_installed(server):
     assert isinstance(server._servers[0], HttpServer)
+
+
+def test_upgrade_requests_are_answered_as_plain_http_and_closed(server):
+    with connect(server) as sock:
+        sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+        (reply,), _ = read_responses(sock, 1)
+        assert reply[0] == 200 and reply[1][b"connection"] == b"close"
+        sock.settimeout(5)
+        assert sock.recv(10) == b""

@@ -134,6 +134,8 @@ class HttpConnection(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self.closing = True  # no protocol switch here: answer the request as plain HTTP, then close
+            if self.idle():
+                self.transport.close()
         except httptools.HttpParserError as exc:
             if isinstance(exc.__context__, _HeadTooLarge) or isinstance(exc.__cause__, _HeadTooLarge):
                 self._bad_request(f"request line and headers exceed {MAX_HEAD_BYTES} bytes", 431)
