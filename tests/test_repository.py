@@ -114,14 +114,13 @@ def test_missing_root_is_a_clear_error(tmp_path):
 
 def test_relative_repository_path_serves_bare_artefacts(tmp_path, monkeypatch):
     """`gpuserve start repo` from the folder above it: the artefact path must not be joined twice."""
-    weight, bias = make_onnx_model((tmp_path / "repo" / "plain").mkdir(parents=True) or
-                                   tmp_path / "repo" / "plain" / "model.onnx")
-    (tmp_path / "repo" / "versioned" / "3").mkdir(parents=True)
-    make_onnx_model(tmp_path / "repo" / "versioned" / "3" / "model.onnx")
+    from gpuserve.model_repository import run_load
+
+    for folder in (tmp_path / "repo" / "plain", tmp_path / "repo" / "versioned" / "3"):
+        folder.mkdir(parents=True)
+        make_onnx_model(folder / "model.onnx")
     monkeypatch.chdir(tmp_path)
     registry = DiskRepository("repo").populate(ModelRepository())
-
-    from gpuserve.model_repository import run_load
 
     async def load_all():
         for _, _, model in registry.all_versions():
