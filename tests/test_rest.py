@@ -45,13 +45,14 @@ def onnx_repo(tmp_path_factory):
     return root, weight, bias
 
 
-@pytest.fixture(scope="module")
-def server(onnx_repo):
+@pytest.fixture(scope="module", params=["gpuserve", "uvicorn"])
+def server(onnx_repo, request):
+    """Every REST test runs on our HTTP server and on the uvicorn fallback (server/rest/http11.py)."""
     from conftest import running_server
 
     registry = DiskRepository(onnx_repo[0]).populate(ModelRepository())
     with running_server([Doubler("doubler"), Echo("echo"), NeverReady("broken")], repository=registry,
-                        max_request_bytes=64 * 1024) as srv:
+                        max_request_bytes=64 * 1024, http_server=request.param) as srv:
         yield srv
 
 

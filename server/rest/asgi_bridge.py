@@ -88,9 +88,8 @@ class _Exchange:
                     headers = headers + [(b"transfer-encoding", b"chunked")]
                 else:
                     length = len(body)
-            close = not request.keep_alive or connection.closing or connection.server.stopping
+            close = connection.closes_after(request)
             if close:
-                request.keep_alive = False
                 headers = [(n, v) for n, v in headers if n != b"connection"]
             parts = head(status, headers, connection.server.date, length, close)
         else:

@@ -11,7 +11,7 @@ import functools
 import inspect
 import logging
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import orjson
 from starlette.requests import ClientDisconnect, Request
@@ -39,6 +39,13 @@ def error_response(exc: BaseException) -> Response:
         logger.warning("request rejected with %s: %s", status, message)
     return Response(orjson.dumps({"error": message}), status_code=status, media_type="application/json",
                     headers=headers)
+
+
+def response_parts(response: Response) -> Tuple[int, bytes, List[Tuple[bytes, bytes]]]:
+    """(status, body, headers without Content-Length) of a Starlette response, for servers that frame
+    the body themselves."""
+    headers = [(k, v) for k, v in response.raw_headers if k != b"content-length"]
+    return response.status_code, bytes(response.body), headers
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -20,7 +20,8 @@ import orjson
 from gpuserve.dataplane import DataPlane
 from gpuserve.errors import InferenceError, InvalidInput, PayloadTooLarge
 from gpuserve.model import InferenceVerb
-from gpuserve.server.rest.common import JSON_OPTIONS, ErrorRoutes, decompress, error_response, parse_json
+from gpuserve.server.rest.common import (JSON_OPTIONS, ErrorRoutes, decompress, error_response, parse_json,
+                                         response_parts)
 from gpuserve.server.rest.v2 import encode_infer_bytes
 from gpuserve.types import InferRequest
 
@@ -58,23 +59,34 @@ class FastPath:
         route = match(scope["path"])
         if route is None:
             return await self.app(scope, receive, send)
-        start = time.perf_counter()
-        self.metrics.rest_in_progress += 1
+
+        def make_request():
+            return _starlette_request(scope, receive)
+
         try:
-            status, body, headers = await self._handle(route, scope, receive)
-            if status == 499:
-                return
+            body, headers = await self._read(scope, receive)
         except Exception as exc:
-            status, body, headers = await self.error(lambda: _starlette_request(scope, receive), exc)
-        finally:
-            self.metrics.rest_in_progress -= 1
+            start = time.perf_counter()
+            status, content, response_headers = await self.error(make_request, exc)
+            self.observe(route, status, start)
+        else:
+            # A client that goes away cancels its request: queued work is then skipped by the batcher.
+            handler = asyncio.current_task()
+            watcher = asyncio.ensure_future(_cancel_on_disconnect(receive, handler))
+            try:
+                status, content, response_headers = await self.respond(route, body, headers, make_request)
+            except asyncio.CancelledError:
+                if watcher.done() and not watcher.cancelled() and watcher.result():
+                    return  # nobody is listening; nothing is sent
+                raise
+            finally:
+                watcher.cancel()
         await send({"type": "http.response.start", "status": status,
-                    "headers": headers + [(b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
-        self.observe(route, status, start)
+                    "headers": response_headers + [(b"content-length", str(len(content)).encode())]})
+        await send({"type": "http.response.body", "body": content})
 
     async def respond(self, route, body: bytes, headers: Dict[str, str], make_request) -> Tuple[int, bytes, list]:
-        """The answer to a whole request body read by a server of our own (server/rest/http11.py).
+        """The answer to a whole (still compressed) request body, for both servers.
 
         Cancellation (the client went away) propagates; every other failure becomes its error
         response, through the user's exception handlers when there are any (`make_request` builds
@@ -124,22 +136,7 @@ class FastPath:
                 chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        return decompress(body, headers.get("content-encoding"), self.body_limit), headers
-
-    async def _handle(self, route, scope, receive) -> Tuple[int, bytes, list]:
-        body, headers = await self._read(scope, receive)
-        # A client that goes away cancels its request: queued work is then skipped by the batcher.
-        handler = asyncio.current_task()
-        watcher = asyncio.ensure_future(_cancel_on_disconnect(receive, handler))
-        try:
-            return await self._answer(route, body, headers)
-        except asyncio.CancelledError:
-            if watcher.done() and not watcher.cancelled() and watcher.result():
-                return 499, b"", []  # nobody is listening; nothing is sent
-            raise
-        finally:
-            watcher.cancel()
+        return (chunks[0] if len(chunks) == 1 else b"".join(chunks)), headers
 
     async def _answer(self, route, body: bytes, headers: Dict[str, str]) -> Tuple[int, bytes, list]:
         kind, name, version = route
@@ -162,11 +159,8 @@ class FastPath:
 
     async def error(self, make_request, exc: Exception) -> Tuple[int, bytes, list]:
         if self.errors.handlers:
-            response = await self.errors.respond(make_request(), exc)
-        else:
-            response = error_response(exc)
-        headers = [(k, v) for k, v in response.raw_headers if k != b"content-length"]
-        return response.status_code, bytes(response.body), headers
+            return response_parts(await self.errors.respond(make_request(), exc))
+        return response_parts(error_response(exc))
 
 
 def _starlette_request(scope, receive):

@@ -29,7 +29,7 @@ import httptools
 
 from gpuserve.errors import PayloadTooLarge
 from gpuserve.server.rest.asgi_bridge import run_asgi, starlette_request
-from gpuserve.server.rest.common import error_response
+from gpuserve.server.rest.common import error_response, response_parts
 from gpuserve.server.rest.fast_path import FastPath, match
 from gpuserve.server.rest.wire import head
 
@@ -245,21 +245,24 @@ class HttpConnection(asyncio.Protocol):
             self._finished()
 
     def _write_error(self, request: Request, exc: BaseException) -> int:
-        response = error_response(exc)
-        headers = [(k, v) for k, v in response.raw_headers if k != b"content-length"]
-        self.write(request, response.status_code, headers, bytes(response.body))
-        return response.status_code
+        status, body, headers = response_parts(error_response(exc))
+        self.write(request, status, headers, body)
+        return status
+
+    def closes_after(self, request: Request) -> bool:
+        """Whether this answer is the connection's last (then it says `connection: close`)."""
+        close = not request.keep_alive or self.closing or self.server.stopping
+        if close:
+            request.keep_alive = False
+        return close
 
     def write(self, request: Request, status: int, headers: List[Tuple[bytes, bytes]], body: bytes) -> None:
         if self.closed:
             return
-        close = not request.keep_alive or self.closing or self.server.stopping
-        parts = head(status, headers, self.server.date, len(body), close)
+        parts = head(status, headers, self.server.date, len(body), self.closes_after(request))
         if request.method != "HEAD":
             parts.append(body)
         self.transport.write(b"".join(parts))
-        if close:
-            request.keep_alive = False
 
     def _finished(self) -> None:
         request, self.task, self.current = self.current, None, None
