@@ -45,6 +45,11 @@ def match(path: str) -> Optional[Tuple[str, str, Optional[str]]]:
     return None
 
 
+def header_dict(pairs) -> Dict[str, str]:
+    """ASGI-style (name, value) byte pairs as the data plane's {lower-case name: value}."""
+    return {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in pairs}
+
+
 class FastPath:
     def __init__(self, app, plane: DataPlane, errors: ErrorRoutes, body_limit: int):
         self.app = app
@@ -111,9 +116,7 @@ class FastPath:
                                   "POST", status, time.perf_counter() - start)
 
     async def _read(self, scope, receive) -> Tuple[bytes, Dict[str, str]]:
-        headers = {}
-        for key, value in scope["headers"]:
-            headers[key.decode("latin-1").lower()] = value.decode("latin-1")
+        headers = header_dict(scope["headers"])
         declared = headers.get("content-length")
         if declared is not None:
             try:

@@ -22,7 +22,7 @@ import logging
 import time
 from collections import deque
 from email.utils import formatdate
-from typing import Deque, Dict, List, Optional, Tuple
+from typing import Deque, List, Optional, Tuple
 from urllib.parse import unquote
 
 import httptools
@@ -30,7 +30,7 @@ import httptools
 from gpuserve.errors import PayloadTooLarge
 from gpuserve.server.rest.asgi_bridge import run_asgi, starlette_request
 from gpuserve.server.rest.common import error_response, response_parts
-from gpuserve.server.rest.fast_path import FastPath, match
+from gpuserve.server.rest.fast_path import FastPath, header_dict, match
 from gpuserve.server.rest.wire import head
 
 logger = logging.getLogger("gpuserve.http")
@@ -79,9 +79,6 @@ class Request:
         if "%" in path:
             path = unquote(path)
         return path, raw, parsed.query or b""
-
-    def header_dict(self) -> Dict[str, str]:
-        return {name.decode("latin-1"): value.decode("latin-1") for name, value in self.headers}
 
 
 class HttpConnection(asyncio.Protocol):
@@ -227,7 +224,7 @@ class HttpConnection(asyncio.Protocol):
                     f"request body exceeds the limit of {self.server.body_limit} bytes"))
             elif route is not None:
                 status, body, headers = await self.server.fast.respond(
-                    route, request.body, request.header_dict(), lambda: starlette_request(self, request))
+                    route, request.body, header_dict(request.headers), lambda: starlette_request(self, request))
                 self.write(request, status, headers, body)
             else:
                 status = await run_asgi(self.server.app, self, request)
