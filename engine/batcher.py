@@ -18,6 +18,11 @@ to `inline_alone_below_s` (2 ms) run inline too, sparing a lone client the two w
 gRPC: grpc.aio hands the loop one request per turn, so while a batch runs inline the next request is
 never submitted, every client looks lone, and batches stop forming (measured: -30% at 64 clients).
 Its servicer clears `LONE_INLINE_OK` for its requests, which turns the rule off for a second.
+
+A request that would form such an inline batch alone (nothing queued, nothing outstanding, the loop
+waiting for work on an idle instance) skips the queue: it runs in its caller's task at once, saving
+the loop's two turns (~8 us of the ~35 us the in-process path costs per request). It counts as
+outstanding until the next turn, so a burst arriving in one turn still batches after its first.
 """
 
 from __future__ import annotations
@@ -88,6 +93,7 @@ class Scheduler:
         self._outstanding = 0  # requests submitted and not yet answered
         self._load = 0.0  # moving average of _outstanding as each submit found it
         self._lone_blocked_until = 0.0  # monotonic time; see LONE_INLINE_OK
+        self._holding: Optional[Instance] = None  # the idle instance the loop holds while it waits for work
 
     # lifecycle ----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -98,6 +104,7 @@ class Scheduler:
             for _ in range(instance.slots):
                 self._idle.put_nowait(instance)
         self._loop_ref = asyncio.get_running_loop()
+        self._holding = None
         self._task = self._loop_ref.create_task(self._loop(), name=f"batcher-{self.name}")
 
     async def stop(self) -> None:
@@ -132,12 +139,19 @@ class Scheduler:
         job = Job(arrays, rows, key, self._loop_ref.create_future(), level, None, outputs, reduce=reduce)
         if timeout_s:
             job.deadline = job.arrival + timeout_s
-        self.queue.put(job)
         if not LONE_INLINE_OK.get():
             self._lone_blocked_until = job.arrival + LONE_BLOCKED_S
+        # A lone client's request may skip the queue and the loop's two turns (see _run_now).
+        alone = self._holding is not None and not self._outstanding and not self.queue.size and job.deadline is None
+        if not alone:
+            self.queue.put(job)
         self._outstanding += 1
         self._load += 0.1 * (self._outstanding - self._load)
+        if alone and self._load < 1.5 and self._inline(self._holding, [job]):
+            return self._run_now(job)
         try:
+            if alone:
+                self.queue.put(job)
             return await job.future
         finally:
             self._outstanding -= 1
@@ -148,7 +162,9 @@ class Scheduler:
         batched = cfg.batched and self.batch_dim
         while True:
             instance = await self._idle.get()
+            self._holding = instance
             first = await self.queue.get()
+            self._holding = None
             batch = [first]
             if batched:
                 limit = max(cfg.max_batch_size, first.rows)
@@ -199,6 +215,22 @@ class Scheduler:
             return True
         return (cost < cfg.inline_alone_below_s and self._load < 1.5 and len(batch) == self._outstanding
                 and batch[0].arrival >= self._lone_blocked_until)
+
+    def _run_now(self, job: Job) -> Dict[str, np.ndarray]:
+        """Run a lone request on the idle instance the loop holds while it waits for work, here in the
+        caller's task: the batch the loop would form is this job alone and `_inline` would run it on this
+        thread anyway, so queueing it would only cost two loop turns (the loop's and the caller's). The
+        loop never sees the job; nothing else runs on the loop meanwhile. It stays counted as outstanding
+        until the next turn, so requests arriving in this turn see it (queue, load) as if it were queued."""
+        self._loop_ref.call_soon(self._answered)
+        batch = [job]
+        outputs = self._started(batch)
+        results = self._holding.run(batch, self.config.batched and self.batch_dim, outputs)
+        self._complete(batch, results, None)
+        return job.future.result()
+
+    def _answered(self) -> None:
+        self._outstanding -= 1
 
     def _started(self, batch: List[Job]) -> Optional[Sequence[str]]:
         now = time.monotonic()

@@ -315,11 +315,44 @@ async def test_quick_batches_run_inline_on_an_idle_cpu_model():
     for _ in range(3):  # one at a time: after the first (timed on the instance thread) they run inline
         np.testing.assert_array_equal((await scheduler.submit({"x": x}))["y"], x * 2)
     assert backend.threads[0] != loop_thread and backend.threads[1:] == [loop_thread, loop_thread]
-    # 64 rows at 0.2 ms or more a row would hold the loop past the 10 ms limit: the instance thread runs them
+    # 64 requests in one loop turn: the first runs at once in its caller's task (nothing else was waiting
+    # when it came); the other 63 rows at 0.2 ms or more a row would hold the loop past the 10 ms limit,
+    # so they form one batch on the instance thread
     backend.threads.clear()
     results = await asyncio.gather(*(scheduler.submit({"x": x * i}) for i in range(64)))
     assert [r["y"][0, 0] for r in results] == [2.0 * i for i in range(64)]
-    assert scheduler.batches_formed.get(64) == 1 and backend.threads == [backend.threads[0]] != [loop_thread]
+    assert scheduler.batches_formed.get(63) == 1
+    assert backend.threads[0] == loop_thread and backend.threads[1:] == [backend.threads[1]] != [loop_thread]
+    await scheduler.stop()
+
+
+async def test_a_lone_request_runs_in_its_callers_task_without_a_loop_turn():
+    backend = ThreadRecordingBackend(seconds_per_row=0.0002)
+    scheduler = Scheduler("m", [Instance(backend, "m-0", StagingPool())], BatchingConfig(max_batch_size=8))
+    x = np.ones((1, 2), np.float32)
+    await scheduler.submit({"x": x})  # the first is timed on the instance thread
+    await asyncio.sleep(0)
+    for i in range(3):
+        turned = []
+        asyncio.get_running_loop().call_soon(turned.append, True)
+        result = await scheduler.submit({"x": x * i})
+        assert not turned  # answered before the loop ran anything else
+        np.testing.assert_array_equal(result["y"], x * i * 2)
+        await asyncio.sleep(0)
+    stats = scheduler.stats.as_dict()
+    assert stats["inference_count"] == 4 and stats["inference_stats"]["success"]["count"] == 4
+    # a request with a deadline, or one that finds work queued, goes through the queue as before
+    turned = []
+    asyncio.get_running_loop().call_soon(turned.append, True)
+    await scheduler.submit({"x": x}, timeout_s=5.0)
+    assert turned
+    # a failing request raises in its caller, the model keeps serving
+    await asyncio.sleep(0)
+    with pytest.raises(KeyError):  # the backend reads "x"
+        await scheduler.submit({"z": x})
+    np.testing.assert_array_equal((await scheduler.submit({"x": x}))["y"], x * 2)
+    assert scheduler.stats.as_dict()["inference_stats"]["fail"]["count"] == 1
+    await scheduler.stop()
     await scheduler.stop()
 
 
