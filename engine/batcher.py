@@ -94,6 +94,7 @@ class Scheduler:
         self._load = 0.0  # moving average of _outstanding as each submit found it
         self._lone_blocked_until = 0.0  # monotonic time; see LONE_INLINE_OK
         self._holding: Optional[Instance] = None  # the idle instance the loop holds while it waits for work
+        self._ran_now: Optional[Tuple[Job, object]] = None  # (job, its caller's task) run at once this turn
 
     # lifecycle ----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -104,7 +105,7 @@ class Scheduler:
             for _ in range(instance.slots):
                 self._idle.put_nowait(instance)
         self._loop_ref = asyncio.get_running_loop()
-        self._holding = None
+        self._holding = self._ran_now = None
         self._task = self._loop_ref.create_task(self._loop(), name=f"batcher-{self.name}")
 
     async def stop(self) -> None:
@@ -141,6 +142,8 @@ class Scheduler:
             job.deadline = job.arrival + timeout_s
         if not LONE_INLINE_OK.get():
             self._lone_blocked_until = job.arrival + LONE_BLOCKED_S
+        if self._ran_now is not None and self._ran_now[1] is asyncio.current_task():
+            self._answered(self._ran_now[0])  # the same caller again: its last request is not a concurrent one
         # A lone client's request may skip the queue and the loop's two turns (see _run_now).
         alone = self._holding is not None and not self._outstanding and not self.queue.size and job.deadline is None
         if not alone:
@@ -220,17 +223,22 @@ class Scheduler:
         """Run a lone request on the idle instance the loop holds while it waits for work, here in the
         caller's task: the batch the loop would form is this job alone and `_inline` would run it on this
         thread anyway, so queueing it would only cost two loop turns (the loop's and the caller's). The
-        loop never sees the job; nothing else runs on the loop meanwhile. It stays counted as outstanding
-        until the next turn, so requests arriving in this turn see it (queue, load) as if it were queued."""
-        self._loop_ref.call_soon(self._answered)
+        loop never sees the job; nothing else runs on the loop meanwhile. Until the next turn it stays
+        counted as outstanding for other callers, so requests of a burst arriving in this turn see it (and
+        batch) as if it were queued; the same caller's next request does not."""
+        self._ran_now = (job, asyncio.current_task())
+        self._loop_ref.call_soon(self._answered, job)
         batch = [job]
         outputs = self._started(batch)
         results = self._holding.run(batch, self.config.batched and self.batch_dim, outputs)
         self._complete(batch, results, None)
         return job.future.result()
 
-    def _answered(self) -> None:
-        self._outstanding -= 1
+    def _answered(self, job: Job) -> None:
+        ran = self._ran_now
+        if ran is not None and ran[0] is job:
+            self._ran_now = None
+            self._outstanding -= 1
 
     def _started(self, batch: List[Job]) -> Optional[Sequence[str]]:
         now = time.monotonic()
