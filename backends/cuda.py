@@ -46,13 +46,10 @@ def pinned_allocator():
         import torch
 
         if torch.cuda.is_available():
-            keep = {}
-
             def allocate(nbytes: int):
-                tensor = torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
-                array = tensor.numpy()
-                keep[id(array)] = tensor  # the pool holds the array; the tensor must outlive it
-                return array
+                # The array's base is the tensor, so the page-locked memory lives exactly as long as the
+                # array: when the pool drops a buffer (or is cleared at unload) it goes back to torch.
+                return torch.empty(nbytes, dtype=torch.uint8, pin_memory=True).numpy()
 
             return allocate
     except ImportError:

@@ -78,17 +78,20 @@ def wait_for_producer(value: Any, stream=None) -> None:
     `__cuda_array_interface__` v3 names the producer's stream (1: legacy default, 2: per-thread default);
     absent or None means the producer needs no synchronisation. Without a stream of ours to order
     against, the host waits for the producer instead.
+
+    The producer's handle goes straight to the runtime calls: CuPy 14 deprecates `ExternalStream`
+    (a warning per call site), and a raw handle is all these two calls need.
     """
     producer = interface(value).get("stream")
     if producer is None:
         return
     cupy = cupy_module()
-    external = cupy.cuda.ExternalStream(int(producer))
+    runtime = cupy.cuda.runtime
     if stream is None:
-        external.synchronize()
+        runtime.streamSynchronize(int(producer))
         return
     event = cupy.cuda.Event(disable_timing=True)
-    event.record(external)
+    runtime.eventRecord(event.ptr, int(producer))
     stream.wait_event(event)
 
 
