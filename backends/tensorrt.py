@@ -218,6 +218,11 @@ class TensorRTBackend:
             if value is None:
                 raise InvalidInput(f"TensorRT engine needs input '{spec.name}'")
             if device_arrays.is_device_array(value):
+                # Bound by address alone: TensorRT would read another dtype's bytes as its own.
+                dtype = np.dtype(device_arrays.interface(value)["typestr"])
+                if dtype != self._numpy[spec.name]:
+                    raise InvalidInput(f"input '{spec.name}' is a {dtype} device array; the TensorRT engine takes "
+                                       f"{np.dtype(self._numpy[spec.name])}")
                 value = device_arrays.contiguous(value)
                 device_arrays.wait_for_producer(value, cupy_stream)
                 shape = tuple(int(d) for d in device_arrays.interface(value)["shape"])

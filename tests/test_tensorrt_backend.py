@@ -237,6 +237,18 @@ def test_backend_orchestration_against_a_fake_runtime(tmp_path, monkeypatch):
     with pytest.raises(InvalidInput, match=r"batch size 9 is outside"):
         backend.run({"x": np.zeros((9, 3), np.float32)})
     assert context.runs == 1
+
+    class DeviceArray:  # known by its __cuda_array_interface__ alone; its "address" is a host array's id
+        def __init__(self, host):
+            memory[id(host)] = host
+            self.__cuda_array_interface__ = {"shape": host.shape, "typestr": host.dtype.str, "data": (id(host), False),
+                                             "strides": None, "version": 3}
+
+    np.testing.assert_array_equal(backend.run({"x": DeviceArray(np.ones((3, 3), np.float32))})["y"], 2)
+    assert context.runs == 2
+    with pytest.raises(InvalidInput, match="float64 device array; the TensorRT engine takes float32"):
+        backend.run({"x": DeviceArray(np.ones((3, 3)))})  # bound by address, its bytes would be misread
+    assert context.runs == 2
     (tmp_path / "bad.plan").write_bytes(b"other")
     with pytest.raises(RuntimeError, match="could not deserialize"):
         trt_backend.TensorRTBackend(str(tmp_path / "bad.plan"), device="cuda:0")
