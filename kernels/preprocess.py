@@ -105,15 +105,17 @@ def normalize_device(images, table, layout: str, stream=None):
         raise ValueError(f"images have {channels_of(images.shape, layout)} channels ({layout}); "
                          f"the model takes {channels}")
     shape = nchw_shape(images.shape, layout)
-    out = cupy.empty(shape, dtype=table.dtype)
     pixels = shape[2] * shape[3]
     planes = shape[0] * shape[1]
-    if planes == 0 or pixels == 0:
-        return out
     name = "normalize_u8_f16" if table.dtype == np.float16 else "normalize_u8_f32"
-    kernel = function("preprocess.cu", name, images.device.id)
-    images = cupy.ascontiguousarray(images)
+    # Everything on `stream`: the output is allocated from its pool and a contiguous copy is made on it,
+    # so the kernel never reads a copy still running on another stream.
     with stream if stream is not None else contextlib.nullcontext():
+        out = cupy.empty(shape, dtype=table.dtype)
+        if planes == 0 or pixels == 0:
+            return out
+        kernel = function("preprocess.cu", name, images.device.id)
+        images = cupy.ascontiguousarray(images)
         kernel((planes, blocks(pixels, _THREADS)), (_THREADS,),
                (images, table, out, np.int32(channels), np.int64(pixels), np.int32(layout == "NHWC")))
     return out

@@ -151,14 +151,14 @@ def pad_device(packed, offsets, rows: int, max_length: int, inner: Tuple[int, ..
     from gpuserve.kernels.cuda_module import blocks, function
 
     dtype = packed.dtype
-    dense = cupy.empty((rows, max_length) + tuple(inner), dtype=dtype)
     width = max_length * math.prod(inner)
-    if rows == 0 or width == 0:
-        return dense
-    suffix, bits = _suffix(dtype)
-    pad = np.array(pad_value, dtype=dtype).view(bits)[()]  # the pad value's bit pattern
-    kernel = function("ragged.cu", f"pad_{suffix}", packed.device.id)
-    with stream if stream is not None else contextlib.nullcontext():
+    with stream if stream is not None else contextlib.nullcontext():  # allocations on `stream` too
+        dense = cupy.empty((rows, max_length) + tuple(inner), dtype=dtype)
+        if rows == 0 or width == 0:
+            return dense
+        suffix, bits = _suffix(dtype)
+        pad = np.array(pad_value, dtype=dtype).view(bits)[()]  # the pad value's bit pattern
+        kernel = function("ragged.cu", f"pad_{suffix}", packed.device.id)
         kernel((rows, blocks(width, _THREADS)), (_THREADS,),
                (packed, offsets, dense, pad, np.int64(max_length), np.int64(math.prod(inner))))
     return dense
@@ -171,14 +171,14 @@ def unpad_device(dense, offsets, total_length: int, stream=None):
     from gpuserve.kernels.cuda_module import blocks, function
 
     inner = math.prod(dense.shape[2:])
-    packed = cupy.empty(total_length * inner, dtype=dense.dtype)
     rows, max_length = dense.shape[0], dense.shape[1]
-    if rows == 0 or packed.size == 0:
-        return packed
-    suffix, _ = _suffix(dense.dtype)
-    kernel = function("ragged.cu", f"unpad_{suffix}", dense.device.id)
-    dense = cupy.ascontiguousarray(dense)
-    with stream if stream is not None else contextlib.nullcontext():
+    with stream if stream is not None else contextlib.nullcontext():  # allocations and copies on `stream` too
+        packed = cupy.empty(total_length * inner, dtype=dense.dtype)
+        if rows == 0 or packed.size == 0:
+            return packed
+        suffix, _ = _suffix(dense.dtype)
+        kernel = function("ragged.cu", f"unpad_{suffix}", dense.device.id)
+        dense = cupy.ascontiguousarray(dense)
         kernel((rows, blocks(max_length * inner, _THREADS)), (_THREADS,),
                (dense, offsets, packed, np.int64(max_length), np.int64(inner)))
     return packed

@@ -65,13 +65,13 @@ def topk_device(values, k: int, stream=None):
         raise TypeError(f"no device top-k for {values.dtype}")
     rows, columns = values.shape
     k = max(0, min(int(k), columns))
-    top = cupy.empty((rows, k), dtype=values.dtype)
-    index = cupy.empty((rows, k), dtype=np.int64)
-    if rows == 0 or k == 0:
-        return top, index
-    values = cupy.ascontiguousarray(values)
-    kernel = function("topk.cu", name, values.device.id)
-    with stream if stream is not None else contextlib.nullcontext():
+    with stream if stream is not None else contextlib.nullcontext():  # allocations and copies on `stream` too
+        top = cupy.empty((rows, k), dtype=values.dtype)
+        index = cupy.empty((rows, k), dtype=np.int64)
+        if rows == 0 or k == 0:
+            return top, index
+        values = cupy.ascontiguousarray(values)
+        kernel = function("topk.cu", name, values.device.id)
         kernel((rows,), (_THREADS,), (values, np.int64(columns), np.int32(k), top, index))
     return top, index
 

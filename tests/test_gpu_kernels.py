@@ -28,7 +28,9 @@ def test_normalize_device_equals_reference(cp, layout, dtype, shape):
     x = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
     spec = Normalize(layout, 1 / 255, (0.485, 0.456, 0.406)[:c], (0.229, 0.224, 0.225)[:c])
     stream = cp.cuda.Stream(non_blocking=True)
-    got = normalize_device(cp.asarray(x), cp.asarray(spec.table(c, dtype)), layout, stream)
+    with stream:  # the inputs' copies on the kernel's stream: a non-blocking stream does not wait for the null one
+        images, table = cp.asarray(x), cp.asarray(spec.table(c, dtype))
+    got = normalize_device(images, table, layout, stream)
     stream.synchronize()
     assert got.dtype == dtype and np.array_equal(cp.asnumpy(got), normalize_reference(x, spec, dtype))
 

@@ -269,3 +269,33 @@ def test_topk_launch_per_dtype_and_host_fallback_for_the_rest(cp, dtype):
     kernel = {np.float16: "topk_f16", np.float32: "topk_f32", np.float64: "topk_f64", np.int32: "topk_i32",
               np.int64: "topk_i64"}.get(dtype)
     assert launches == ([kernel] if kernel else [])  # uint8 has no kernel: copied back whole, reduced on the host
+
+
+def test_kernel_functions_allocate_and_copy_on_the_stream_they_are_given(cp, monkeypatch):
+    """Called with a stream but from outside it (as tests/test_gpu_kernels.py does), each kernel function
+    still allocates its output and makes its contiguous copies on that stream, not on the current one: a
+    copy on another stream would race the kernel, a buffer from another stream's pool could be reused under it."""
+    from gpuserve.kernels.preprocess import normalize_device
+    from gpuserve.kernels.ragged import pad_device, unpad_device
+    from gpuserve.kernels.topk import topk_device
+
+    seen = []
+
+    def watched(make):
+        def call(*args, **kwargs):
+            seen.append(FakeStream.current)
+            return make(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(cp, "empty", watched(cp.empty))
+    monkeypatch.setattr(cp, "ascontiguousarray", watched(cp.ascontiguousarray))
+    stream = FakeStream(non_blocking=True)
+    spec = Normalize("NHWC", 1 / 255, (0.5,), (0.25,))
+    normalize_device(device(np.zeros((2, 4, 4, 3), np.uint8)), device(spec.table(3, np.float32)), "NHWC", stream)
+    topk_device(device(np.arange(12, dtype=np.float32).reshape(3, 4)), 2, stream)
+    batch, _ = pack([np.ones((1, 3), np.int64), np.ones((2, 1), np.int64)])
+    offsets = device(batch.offsets)
+    dense = pad_device(device(batch.packed), offsets, batch.rows, batch.max_length, batch.inner, 0, stream)
+    unpad_device(dense, offsets, int(batch.lengths.sum()), stream)
+    assert len(seen) >= 6 and all(s is stream for s in seen), seen
+    assert launches == ["normalize_u8_f32", "topk_f32", "pad_b8", "unpad_b8"]
