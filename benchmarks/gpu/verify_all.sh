@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # One call on a lent GPU (the device tool), at most 10 minutes: every GPU path against its CPU
 # reference (the `gpu` tests: torch streams, ONNX Runtime IOBinding/run_on_device, CUDA graphs, a TensorRT
-# engine built there from ONNX), then every GPU benchmark. Results land in $OUT (6 files).
+# engine built there from ONNX), then every GPU benchmark. Results land in $OUT (8 files, the most a call
+# brings back: nvidia-smi.txt and a .txt log per step, a .json per benchmark).
 #   here:   bash benchmarks/gpu/fetch_wheels.sh
 #   device: run(command="bash benchmarks/gpu/verify_all.sh", carry=[".whl"])
 # Then copy the numbers (device, date) into benchmarks/RESULTS.md.
+# Each step has its own time limit (together under 10 minutes, normally a third of it is used), so a step
+# that hangs is stopped and said so in its log, and the steps after it still run.
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${OUT:-$repo/benchmarks/results/gpu}
@@ -14,20 +17,40 @@ if ls "$repo"/.whl/*.whl >/dev/null 2>&1; then
     python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$repo"/.whl/*.whl || exit 1
     export PYTHONPATH=/tmp/site
 fi
-python3 -m pip install -q --no-deps --no-build-isolation --no-compile --target /tmp/gpuserve "$repo" || exit 1
+if ! python3 -m pip install -q --no-deps --no-build-isolation --no-compile --target /tmp/gpuserve "$repo"; then
+    # The image's setuptools could not build it (say, one too old for pyproject's license string): lay out
+    # the installed package by hand, as pyproject's package-dir maps it (the .cu sources come along).
+    echo "verify_all: pip could not build gpuserve; copying its folders into /tmp/gpuserve instead"
+    rm -rf /tmp/gpuserve && mkdir -p /tmp/gpuserve && cp -r "$repo/gpuserve" /tmp/gpuserve/gpuserve || exit 1
+    for part in engine backends server kernels; do cp -r "$repo/$part" "/tmp/gpuserve/gpuserve/$part" || exit 1; done
+fi
 export PYTHONPATH=/tmp/gpuserve:${PYTHONPATH:-}
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
 cd /tmp  # never import the source folder gpuserve/ in place of the installed package
 status=0
-python3 -m pytest -q -p no:cacheprovider -m gpu "$repo"/tests/test_gpu*.py 2>&1 | tee "$OUT/gpu_tests.txt" || status=1
-python3 "$repo/benchmarks/gpu/gpu_bench.py" --json "$OUT/gpu_bench.json" 2>&1 | tee "$OUT/gpu_bench.txt" || status=1
+
+step() {  # step LOG SECONDS COMMAND...: output to the console and $OUT/LOG, stopped after SECONDS
+    local log=$OUT/$1 limit=$2
+    shift 2
+    timeout -k 10 "$limit" "$@" 2>&1 | tee "$log"
+    local rc=${PIPESTATUS[0]}
+    if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+        echo "verify_all: stopped after ${limit} s: $*" | tee -a "$log"
+    fi
+    [ "$rc" = 0 ] || status=1
+}
+
+# -v names each test as it runs and faulthandler prints every thread's stack of a test stuck for 120 s, so a
+# hang is found from the log alone; -rs lists why tests were skipped (e.g. no onnxruntime-gpu, no tensorrt).
+step gpu_tests.txt 210 python3 -m pytest -v -rs -p no:cacheprovider -o faulthandler_timeout=120 -m gpu \
+    "$repo"/tests/test_gpu*.py
+step gpu_bench.txt 100 python3 "$repo/benchmarks/gpu/gpu_bench.py" --json "$OUT/gpu_bench.json"
 # Issue 6, per framework on the GPU: served vs direct for ONNX Runtime's CUDA EP (session.run and IOBinding),
 # torch (eager and CUDA graphs) and TensorRT. ONNX Runtime needs onnxruntime-gpu and TensorRT the tensorrt
 # wheel; both are far over the 64 MiB a call can carry, so on the stock image those rows say "skipped".
-python3 "$repo/benchmarks/backend_bench.py" --device cuda:0 --seconds 1 --rounds 3 --json "$OUT/backend_gpu.json" \
-    2>&1 | tee "$OUT/backend_gpu.txt" || status=1
+step backend_gpu.txt 160 python3 "$repo/benchmarks/backend_bench.py" --device cuda:0 --seconds 1 --rounds 3 \
+    --json "$OUT/backend_gpu.json"
 # Issue 9: a 3x224x224 image sent as FP32 vs as UINT8 normalised on the device (kernels/preprocess.cu),
 # bytes over PCIe per image and images/s through the engine and direct (needs CuPy, which the image has).
-python3 "$repo/benchmarks/gpu/kernel_bench.py" --json "$OUT/kernel_bench.json" 2>&1 | tee "$OUT/kernel_bench.txt" \
-    || status=1
+step kernel_bench.txt 90 python3 "$repo/benchmarks/gpu/kernel_bench.py" --json "$OUT/kernel_bench.json"
 exit $status
