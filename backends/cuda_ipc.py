@@ -65,6 +65,9 @@ class _BindingsRuntime:
     def copy(self, dst: int, src: int, nbytes: int) -> None:
         kind = self.rt.cudaMemcpyKind.cudaMemcpyDefault  # unified addressing tells host from device
         self._check(self.rt.cudaMemcpy(dst, src, nbytes, kind), "cudaMemcpy")
+        # From pageable host memory cudaMemcpy returns once the bytes are staged, before they reach the
+        # device; the client reads them from its own process as soon as we answer, so wait for them.
+        self._check(self.rt.cudaStreamSynchronize(0), "cudaStreamSynchronize")
 
 
 class _CupyRuntime:
@@ -96,6 +99,7 @@ class _CupyRuntime:
 
     def copy(self, dst: int, src: int, nbytes: int) -> None:
         self._call("cudaMemcpy", self.rt.memcpy, dst, src, nbytes, self.rt.memcpyDefault)
+        self._call("cudaStreamSynchronize", self.rt.streamSynchronize, 0)  # as _BindingsRuntime.copy
 
 
 class CudaIpc:

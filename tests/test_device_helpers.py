@@ -95,3 +95,29 @@ def test_wait_for_producer_orders_our_stream_after_the_producer(monkeypatch):
     runtime.calls.clear()
     device_arrays.wait_for_producer(_Produced(None), ours)  # the producer asks for no ordering
     assert runtime.calls == [] and ours.waited == [0xE1]
+
+
+def test_cuda_ipc_copies_wait_until_the_bytes_are_on_the_device():
+    """cudaMemcpy from pageable host memory returns once the bytes are staged, not written; the client
+    reads its region from another process as soon as the answer arrives, so each copy ends with a sync."""
+    from gpuserve.backends.cuda_ipc import _BindingsRuntime, _CupyRuntime
+
+    calls = []
+    success = object()
+    bindings = types.SimpleNamespace(
+        cudaError_t=types.SimpleNamespace(cudaSuccess=success),
+        cudaMemcpyKind=types.SimpleNamespace(cudaMemcpyDefault=4),
+        cudaMemcpy=lambda dst, src, n, kind: calls.append(("cudaMemcpy", dst, src, n, kind)) or (success,),
+        cudaStreamSynchronize=lambda stream: calls.append(("cudaStreamSynchronize", stream)) or (success,))
+    runtime = object.__new__(_BindingsRuntime)
+    runtime.rt = bindings
+    runtime.copy(0xD000, 0x1000, 64)
+    assert calls == [("cudaMemcpy", 0xD000, 0x1000, 64, 4), ("cudaStreamSynchronize", 0)]
+    calls.clear()
+    cupy_runtime = types.SimpleNamespace(
+        memcpyDefault=4, memcpy=lambda dst, src, n, kind: calls.append(("memcpy", dst, src, n, kind)),
+        streamSynchronize=lambda stream: calls.append(("streamSynchronize", stream)))
+    runtime = object.__new__(_CupyRuntime)
+    runtime.rt = cupy_runtime
+    runtime.copy(0xD000, 0x1000, 64)
+    assert calls == [("memcpy", 0xD000, 0x1000, 64, 4), ("streamSynchronize", 0)]
