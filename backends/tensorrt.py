@@ -160,13 +160,14 @@ class TensorRTBackend:
         self._buffers = self._make_buffers()
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
-        self.engine = self._runtime.deserialize_cuda_engine(Path(path).read_bytes())
-        if self.engine is None:
-            raise RuntimeError(f"TensorRT could not deserialize {path} (built by another TensorRT version or "
-                               "for another GPU?)")
-        self.context = self.engine.create_execution_context()
-        if profile:
-            self.context.set_optimization_profile_async(profile, self._stream.handle)
+        with self._buffers.on_device(self.device_index):  # TensorRT loads onto the thread's current device
+            self.engine = self._runtime.deserialize_cuda_engine(Path(path).read_bytes())
+            if self.engine is None:
+                raise RuntimeError(f"TensorRT could not deserialize {path} (built by another TensorRT version or "
+                                   "for another GPU?)")
+            self.context = self.engine.create_execution_context()
+            if profile:
+                self.context.set_optimization_profile_async(profile, self._stream.handle)
         self.inputs, self.outputs, self.limits = describe(self.engine, profile)
         self.max_batch_size = max_batch_size(self.inputs, self.limits)
         self._numpy = {s.name: _type(s.name, self.engine.get_tensor_dtype(s.name))[1]

@@ -88,19 +88,22 @@ def capture_graphs(torch, call, specs, sizes: Sequence[int], device, cast) -> Di
     if fixed:  # no batch dimension: the one shape the model takes
         sizes = sorted(fixed)[:1]
     graphs: Dict[int, CapturedGraph] = {}
-    side = torch.cuda.Stream(device=device)
-    for size in sorted(sizes):
-        inputs = [cast(torch.zeros([size, *spec.shape[1:]], dtype=getattr(torch, _V2_TO_TORCH[spec.datatype]),
-                                   device=device)) for spec in specs]
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):
-            for _ in range(2):  # warm-up outside capture: lazy init, cuBLAS handles, autotuning
-                call(*inputs)
-        torch.cuda.current_stream(device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            outputs = call(*inputs)
-        graphs[size] = CapturedGraph(graph, inputs, outputs)
-    torch.cuda.synchronize(device)
+    # On the model's GPU, not the thread's current one; captured on our own stream, since torch.cuda.graph's
+    # default capture stream is made once, on whichever device is current the first time any graph is taken.
+    with torch.cuda.device(device):
+        side = torch.cuda.Stream(device=device)
+        for size in sorted(sizes):
+            inputs = [cast(torch.zeros([size, *spec.shape[1:]], dtype=getattr(torch, _V2_TO_TORCH[spec.datatype]),
+                                       device=device)) for spec in specs]
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):
+                for _ in range(2):  # warm-up outside capture: lazy init, cuBLAS handles, autotuning
+                    call(*inputs)
+            torch.cuda.current_stream(device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, stream=side):
+                outputs = call(*inputs)
+            graphs[size] = CapturedGraph(graph, inputs, outputs)
+        torch.cuda.synchronize(device)
     logger.info("captured CUDA graphs at batch sizes %s", sorted(graphs))
     return graphs

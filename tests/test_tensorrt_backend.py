@@ -175,7 +175,7 @@ class _FakeContext:
         self.addresses[name] = address
 
     def execute_async_v3(self, stream_handle):
-        assert stream_handle == 7
+        assert stream_handle == 7 and _HostBuffers.current == 0
         self.runs += 1
         self.memory[self.addresses["y"]][...] = self.memory[self.addresses["x"]] * 2
         return True
@@ -204,10 +204,20 @@ class _HostBuffers:
     def to_host(self, array):
         return array.copy()
 
+    current = None  # the device a "CUDA call" would land on
+
     def on_device(self, index):
         import contextlib
 
-        return contextlib.nullcontext()
+        @contextlib.contextmanager
+        def device():
+            before, _HostBuffers.current = _HostBuffers.current, index
+            try:
+                yield
+            finally:
+                _HostBuffers.current = before
+
+        return device()
 
 
 def test_backend_orchestration_against_a_fake_runtime(tmp_path, monkeypatch):
@@ -219,9 +229,17 @@ def test_backend_orchestration_against_a_fake_runtime(tmp_path, monkeypatch):
     engine = FakeEngine({"x": ("INPUT", "FLOAT", [-1, 3], [(1, 3), (4, 3), (8, 3)]),
                          "y": ("OUTPUT", "FLOAT", [-1, 3], None)})
     context = _FakeContext(engine, memory)
-    engine.create_execution_context = lambda: context
+    def create_execution_context():
+        assert _HostBuffers.current == 0, "the execution context must be made on the backend's device"
+        return context
+
+    def deserialize(data):
+        assert _HostBuffers.current == 0, "the engine must be loaded onto the backend's device"
+        return engine if data == b"plan" else None
+
+    engine.create_execution_context = create_execution_context
     fake_trt = SimpleNamespace(Logger=lambda level: None, Runtime=lambda log: SimpleNamespace(
-        deserialize_cuda_engine=lambda data: engine if data == b"plan" else None))
+        deserialize_cuda_engine=deserialize))
     fake_trt.Logger.WARNING = 2
     monkeypatch.setattr(trt_backend, "_trt", lambda: fake_trt)
     monkeypatch.setattr(trt_backend.device_arrays, "Stream", lambda index: SimpleNamespace(

@@ -60,3 +60,55 @@ def test_cuda_graphs_setting_on_a_cpu_machine_serves_eagerly_and_says_so(tmp_pat
     with torch.inference_mode():
         want = net(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(backend.run({"input": x})["output__0"], want, rtol=1e-5, atol=1e-6)
+
+
+def test_capture_runs_on_the_models_gpu_and_on_its_own_stream():
+    """Capture against a stand-in for torch.cuda (the calls capture_graphs makes, recorded): a model on cuda:1
+    is warmed up and captured with device 1 current, on a stream made there, never on torch.cuda.graph's
+    default capture stream (made once, on whichever device was current at the first capture)."""
+    import contextlib
+    import types
+
+    from gpuserve.backends.base import TensorSpec
+    from gpuserve.backends.torch_graphs import capture_graphs
+
+    state = {"device": 0, "stream": None}
+    captures, calls = [], []
+
+    class Stream:
+        def __init__(self, device=None):
+            self.device = device
+
+        def wait_stream(self, other):
+            pass
+
+    @contextlib.contextmanager
+    def switch(key, value):
+        before, state[key] = state[key], value
+        try:
+            yield
+        finally:
+            state[key] = before
+
+    @contextlib.contextmanager
+    def graph(cuda_graph, pool=None, stream=None, **kwargs):
+        captures.append((state["device"], stream))
+        with switch("stream", stream):
+            yield
+
+    cuda = types.SimpleNamespace(
+        Stream=Stream, current_stream=lambda device=None: Stream(device), CUDAGraph=object,
+        device=lambda device: switch("device", int(str(device).rsplit(":", 1)[-1])),
+        stream=lambda stream: switch("stream", stream), graph=graph, synchronize=lambda device=None: None)
+    fake_torch = types.SimpleNamespace(cuda=cuda, float32=np.float32,
+                                       zeros=lambda shape, dtype, device: np.zeros(shape, dtype))
+
+    def call(x):
+        calls.append((state["device"], state["stream"]))
+        return {"y": x * 2}
+
+    graphs = capture_graphs(fake_torch, call, [TensorSpec("x", "FP32", [-1, 3])], [2, 4], "cuda:1", lambda t: t)
+    assert sorted(graphs) == [2, 4] and graphs[4].inputs[0].shape == (4, 3)
+    assert len(captures) == 2 and all(device == 1 and isinstance(stream, Stream) for device, stream in captures)
+    assert all(device == 1 and stream is captures[0][1] for device, stream in calls)  # warm-ups too
+    assert state == {"device": 0, "stream": None}
