@@ -90,8 +90,9 @@ def wait_for_producer(value: Any, stream=None) -> None:
     if stream is None:
         runtime.streamSynchronize(int(producer))
         return
-    event = cupy.cuda.Event(disable_timing=True)
-    runtime.eventRecord(event.ptr, int(producer))
+    with cupy.cuda.Device(stream.device_id):  # the event belongs to the device both streams are on
+        event = cupy.cuda.Event(disable_timing=True)
+        runtime.eventRecord(event.ptr, int(producer))
     stream.wait_event(event)
 
 

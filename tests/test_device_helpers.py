@@ -54,14 +54,29 @@ class _Runtime:
         self.calls.append(("eventRecord", event, stream))
 
 
+_current = {"device": 0}
+
+
+class _Device:
+    def __init__(self, index):
+        self.index = index
+
+    def __enter__(self):
+        self.before, _current["device"] = _current["device"], self.index
+
+    def __exit__(self, *exc):
+        _current["device"] = self.before
+
+
 class _Event:
     def __init__(self, block=False, disable_timing=False, interprocess=False):
+        assert _current["device"] == 1, "an event made on another device than the streams'"
         self.ptr = 0xE1
 
 
 class _Stream:
     def __init__(self):
-        self.waited = []
+        self.waited, self.device_id = [], 1
 
     def wait_event(self, event):
         self.waited.append(event.ptr)
@@ -73,7 +88,7 @@ def _fake_cupy(runtime):
     def external(*args, **kwargs):  # deprecated in CuPy 14: the helper must not need it
         raise AssertionError("ExternalStream used")
 
-    cupy.cuda = types.SimpleNamespace(runtime=runtime, Event=_Event, ExternalStream=external)
+    cupy.cuda = types.SimpleNamespace(runtime=runtime, Event=_Event, ExternalStream=external, Device=_Device)
     return cupy
 
 
