@@ -326,31 +326,56 @@ async def test_quick_batches_run_inline_on_an_idle_cpu_model():
     await scheduler.stop()
 
 
-async def test_a_lone_request_runs_in_its_callers_task_without_a_loop_turn():
+def _turn_counter():
+    """A callback that counts loop turns (it reschedules itself once per turn)."""
+    loop, turns = asyncio.get_running_loop(), [0]
+
+    def tick():
+        turns[0] += 1
+        handle[0] = loop.call_soon(tick)
+
+    handle = [loop.call_soon(tick)]
+    return turns, lambda: handle[0].cancel()
+
+
+async def test_a_lone_request_runs_in_its_callers_task_in_one_loop_turn():
     backend = ThreadRecordingBackend(seconds_per_row=0.0002)
     scheduler = Scheduler("m", [Instance(backend, "m-0", StagingPool())], BatchingConfig(max_batch_size=8))
     x = np.ones((1, 2), np.float32)
     await scheduler.submit({"x": x})  # the first is timed on the instance thread
     await asyncio.sleep(0)
-    turned = []
-    asyncio.get_running_loop().call_soon(turned.append, True)
-    for i in range(20):  # one caller, back to back: each answered before the loop ran anything else
+    turns, stop = _turn_counter()
+    for i in range(20):  # one caller, back to back: one loop turn each (queued, it takes the loop's turn too)
         np.testing.assert_array_equal((await scheduler.submit({"x": x * i}))["y"], x * i * 2)
-    assert not turned
+    direct = turns[0]
+    await scheduler.submit({"x": x}, timeout_s=5.0)  # a deadline: through the queue as before
+    queued = turns[0] - direct
+    stop()
+    assert direct == 20 and queued >= 2
+    assert backend.threads[1:] == [threading.get_ident()] * 21
     stats = scheduler.stats.as_dict()
-    assert stats["inference_count"] == 21 and stats["inference_stats"]["success"]["count"] == 21
-    # a request with a deadline, or one that finds work queued, goes through the queue as before
-    turned = []
-    asyncio.get_running_loop().call_soon(turned.append, True)
-    await scheduler.submit({"x": x}, timeout_s=5.0)
-    assert turned
+    assert stats["inference_count"] == 22 and stats["inference_stats"]["success"]["count"] == 22
     # a failing request raises in its caller, the model keeps serving
-    await asyncio.sleep(0)
     with pytest.raises(KeyError):  # the backend reads "x"
         await scheduler.submit({"z": x})
     np.testing.assert_array_equal((await scheduler.submit({"x": x}))["y"], x * 2)
     assert scheduler.stats.as_dict()["inference_stats"]["fail"]["count"] == 1
     await scheduler.stop()
+
+
+async def test_in_process_callers_that_submit_back_to_back_share_the_model():
+    backend = ThreadRecordingBackend(seconds_per_row=0.0001)
+    scheduler = Scheduler("m", [Instance(backend, "m-0", StagingPool())], BatchingConfig(max_batch_size=8))
+    await scheduler.submit({"x": np.ones((1, 2), np.float32)})
+    done = {"a": 0, "b": 0}
+
+    async def caller(name):
+        while sum(done.values()) < 100:
+            await scheduler.submit({"x": np.ones((1, 2), np.float32)})
+            done[name] += 1
+
+    await asyncio.gather(caller("a"), caller("b"))
+    assert min(done.values()) >= 30, done  # neither starves the other
     await scheduler.stop()
 
 
