@@ -124,12 +124,16 @@ class AdaptiveBatcher:
         rows, key = _rows(request), _key(request)
         if self.max_batch_time <= 0 and not self._busy and self._direct.is_set() and not len(self.queue):
             # Idle model, nothing queued, no batch window: run in this task. Skipping the queue and the
-            # loop's task saves two loop turns (30-90 us here); requests arriving meanwhile queue up
-            # and the loop batches them once this call is done, as if the loop had run it.
+            # loop's task saves a loop turn (30-90 us here); requests arriving meanwhile queue up and
+            # the loop batches them once this call is done, as if the loop had run it. One turn is
+            # yielded after the call, so a model that never suspends still lets a burst arriving with
+            # this request queue (and batch), and an in-process caller submitting back to back shares.
             self._direct.clear()
             self.batches_formed[rows] = self.batches_formed.get(rows, 0) + 1
             try:
-                return await self.model(request, headers)
+                result = await self.model(request, headers)
+                await asyncio.sleep(0)
+                return result
             finally:
                 self._direct.set()
         if self._task is None:

@@ -150,3 +150,17 @@ async def test_a_batch_window_keeps_every_request_on_the_batchers_task():
         assert model.calls[0][0] is not caller
     finally:
         await batcher.stop()
+
+
+async def test_a_model_that_never_suspends_still_batches_a_burst():
+    model = Tasks("t")
+    model.load()
+    model.gate.set()  # an open Event's wait() returns without suspending: the call finishes in one go
+    batcher = AdaptiveBatcher(model, 16)
+    try:
+        answers = await asyncio.wait_for(
+            asyncio.gather(*(batcher.submit(request([i, i], f"r{i}"), {}) for i in range(8))), 10)
+        assert [a.outputs[0].as_numpy().tolist() for a, _ in answers] == [[[2 * i, 2 * i]] for i in range(8)]
+        assert batcher.batches_formed == {1: 1, 7: 1}  # the first ran at once, the rest queued behind it
+    finally:
+        await batcher.stop()
