@@ -5,6 +5,7 @@ memory, and unload releases the backends and their memory."""
 import gc
 import json
 import os
+import time
 import weakref
 
 import numpy as np
@@ -248,8 +249,15 @@ def _unload_and_check(tmp_path, http, name, handle):
         reply = client.post(f"/v2/repository/models/{name}/unload", json={})
         assert reply.status_code == 200, reply.text
         assert client.get(f"/v2/models/{name}/ready").status_code != 200
-        gc.collect()
-        alive = [type(r()).__name__ for r in refs if r() is not None]
+        # The unload answers once the model is closed; the worker thread that closed it may still hold
+        # its call for a moment (under load, long enough to see), so wait for the references to go.
+        deadline = time.monotonic() + 10
+        while True:
+            gc.collect()
+            alive = [type(r()).__name__ for r in refs if r() is not None]
+            if not alive or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
         assert not alive, f"still referenced after unload: {alive} by " + \
             str([[type(x).__name__ for x in gc.get_referrers(r())] for r in refs if r() is not None])
         return loaded, _rss_bytes()
