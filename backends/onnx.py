@@ -126,11 +126,21 @@ class OnnxBackend:
                  allow_spinning: bool = False, execution_provider: Optional[str] = None,
                  providers: Optional[Sequence[str]] = None, trt_fp16: bool = False,
                  trt_engine_cache_path: Optional[str] = None, provider_extra: Optional[Dict[str, dict]] = None,
-                 user_stream: bool = True):
+                 user_stream: bool = True, execution_mode: str = "sequential", enable_mem_arena: Optional[bool] = None,
+                 enable_mem_pattern: Optional[bool] = None):
         ort = _ort()
         options = ort.SessionOptions()
+        if execution_mode not in ("sequential", "parallel"):
+            raise ValueError(f"execution_mode must be sequential or parallel, not {execution_mode!r}")
         options.intra_op_num_threads = intra_op_threads or cpu_threads()
-        options.inter_op_num_threads = inter_op_threads or 1
+        # parallel execution with one inter-op thread is sequential (ONNX Runtime says so and switches)
+        options.inter_op_num_threads = inter_op_threads or (cpu_threads() if execution_mode == "parallel" else 1)
+        options.execution_mode = (ort.ExecutionMode.ORT_PARALLEL if execution_mode == "parallel"
+                                  else ort.ExecutionMode.ORT_SEQUENTIAL)
+        if enable_mem_arena is not None:
+            options.enable_cpu_mem_arena = enable_mem_arena
+        if enable_mem_pattern is not None:
+            options.enable_mem_pattern = enable_mem_pattern
         # Spinning workers burn the cores the event loop and staging need; off unless asked for.
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "1" if allow_spinning else "0")

@@ -389,7 +389,10 @@ class OnnxModel(FrameworkModel):
                            providers=providers.split(",") if isinstance(providers, str) else providers,
                            trt_fp16=bool(extra.get("trt_fp16", False)),
                            trt_engine_cache_path=extra.get("trt_engine_cache_path"),
-                           provider_extra=extra.get("provider_options"))
+                           provider_extra=extra.get("provider_options"),
+                           execution_mode=extra.get("execution_mode", "sequential"),
+                           enable_mem_arena=extra.get("enable_mem_arena"),
+                           enable_mem_pattern=extra.get("enable_mem_pattern"))
 
     def prepare(self, name: str, array: np.ndarray) -> np.ndarray:
         if array.dtype == object:  # onnxruntime takes str elements for tensor(string)
@@ -431,7 +434,8 @@ class TorchModel(FrameworkModel):
             config = batching_config(self.settings, True)
             sizes = graph_batch_sizes(extra.get("cuda_graph_batch_sizes") or config.preferred_batch_sizes,
                                       config.max_batch_size)
-        return TorchBackend(str(path), device=device, threads=threads, inputs=declared_in, outputs=declared_out,
+        return TorchBackend(str(path), device=device, threads=int(extra.get("intra_op_threads") or threads),
+                            inputs=declared_in, outputs=declared_out,
                             precision=extra.get("precision"), compile=bool(extra.get("compile", False)),
                             cuda_graphs=graphs, graph_batch_sizes=sizes)
 

@@ -214,6 +214,7 @@ def settings_from_config(folder: Path, config: Dict[str, Any], version: Optional
         } for i, w in enumerate(warmups)]
     label_file = next((o.get("label_filename") for o in config.get("output", []) if o.get("label_filename")), None)
     extra = optimization_settings(config)
+    extra.update(backend_parameters(config))
     if label_file:
         extra["labels_file"] = str(folder / label_file)
     if extra:
@@ -252,6 +253,58 @@ def optimization_settings(config: Dict[str, Any]) -> Dict[str, Any]:
     if (optimization.get("cuda") or {}).get("graphs") is True:
         extra["cuda_graphs"] = True
     return extra
+
+
+# Triton's ONNX Runtime and PyTorch backends read these `parameters` (string values); gpuserve's own
+# names are accepted there too. Other keys are the model's own (a Python model reads them) and stay put.
+_THREAD_KEYS = {"intra_op_thread_count": "intra_op_threads", "INTRA_OP_THREAD_COUNT": "intra_op_threads",
+                "inter_op_thread_count": "inter_op_threads", "intra_op_threads": "intra_op_threads",
+                "inter_op_threads": "inter_op_threads"}
+_SWITCH_KEYS = {"enable_mem_arena": "enable_mem_arena", "enable_mem_pattern": "enable_mem_pattern",
+                "allow_spinning": "allow_spinning"}
+# optimization { graph { level } } in Triton's ONNX Runtime backend: -1 basic, 1 extended, 2 none, else all
+_GRAPH_LEVELS = {-1: "basic", 1: "extended", 2: "disable"}
+
+
+def backend_parameters(config: Dict[str, Any]) -> Dict[str, Any]:
+    """Framework session options from a config.pbtxt: thread counts, execution mode, memory arena and
+    pattern, spinning, and the ONNX Runtime graph optimisation level. A malformed value is refused at
+    load (InvalidSettings) rather than ignored."""
+    name = config.get("name", "?")
+    extra: Dict[str, Any] = {}
+    for key, entry in (config.get("parameters") or {}).items():
+        text = entry.get("string_value") if isinstance(entry, dict) else None
+        if key in _THREAD_KEYS:
+            count = _int_parameter(name, key, text)
+            if count < 0:
+                raise InvalidSettings(f"model '{name}': parameters '{key}' must be 0 or more, got {text!r}")
+            if count:  # 0: the backend's default (the cores this process may use)
+                extra[_THREAD_KEYS[key]] = count
+        elif key in _SWITCH_KEYS:
+            if str(text).strip().lower() not in ("0", "1", "true", "false"):
+                raise InvalidSettings(f"model '{name}': parameters '{key}' must be 0 or 1, got {text!r}")
+            extra[_SWITCH_KEYS[key]] = str(text).strip().lower() in ("1", "true")
+        elif key == "execution_mode":
+            if str(text).strip() not in ("0", "1"):
+                raise InvalidSettings(f"model '{name}': parameters 'execution_mode' must be 0 (sequential) or "
+                                      f"1 (parallel), got {text!r}")
+            extra["execution_mode"] = "parallel" if str(text).strip() == "1" else "sequential"
+    graph = (config.get("optimization") or {}).get("graph") or {}
+    if "level" in graph:
+        try:
+            level = int(graph["level"])
+        except (TypeError, ValueError):
+            raise InvalidSettings(f"model '{name}': optimization.graph.level must be an integer") from None
+        extra["graph_optimization_level"] = _GRAPH_LEVELS.get(level, "all")
+    return extra
+
+
+def _int_parameter(model: str, key: str, text: Any) -> int:
+    try:
+        return int(str(text).strip())
+    except ValueError:
+        raise InvalidSettings(f"model '{model}': parameters '{key}' must hold an integer in string_value, "
+                              f"got {text!r}") from None
 
 
 def _json_parameter(model: str, key: str, entry: Any) -> Any:

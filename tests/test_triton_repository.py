@@ -92,3 +92,48 @@ def test_triton_repository_serves_with_policies(tmp_path):
             assert "tensorflow_savedmodel" in index[("tf", "")]["reason"]
             assert "TensorRT" in index[("trt", "1")]["reason"]
             assert client.is_server_ready() and not client.is_model_ready("bad")
+
+
+SESSION_PARAMETERS = """
+parameters {{ key: "intra_op_thread_count" value: {{ string_value: "1" }} }}
+parameters {{ key: "inter_op_thread_count" value: {{ string_value: "{inter}" }} }}
+parameters {{ key: "execution_mode" value: {{ string_value: "{mode}" }} }}
+parameters {{ key: "enable_mem_pattern" value: {{ string_value: "0" }} }}
+parameters {{ key: "my_own_key" value: {{ string_value: "left for the model" }} }}
+optimization {{ graph {{ level: {level} }} }}
+"""
+
+
+@pytest.mark.parametrize("mode, inter, level, want_mode, want_level", [
+    ("1", 2, -1, "ORT_PARALLEL", "ORT_ENABLE_BASIC"), ("0", 0, 2, "ORT_SEQUENTIAL", "ORT_DISABLE_ALL")])
+def test_onnx_runtime_parameters_of_a_config_reach_the_session(tmp_path, mode, inter, level, want_mode, want_level):
+    weights = make_repo(tmp_path, "tuned", SESSION_PARAMETERS.format(mode=mode, inter=inter, level=level),
+                        versions=(1,))
+    registry = DiskRepository(tmp_path).populate(ModelRepository())
+    model = registry.get_model("tuned")
+    model.load()
+    try:
+        options = model.backend.session.get_session_options()
+        assert options.intra_op_num_threads == 1 and options.inter_op_num_threads == max(inter, 1)
+        assert options.execution_mode.name == want_mode and options.graph_optimization_level.name == want_level
+        assert options.enable_mem_pattern is False and options.enable_cpu_mem_arena is True
+        x = np.random.default_rng(1).normal(size=(3, 4)).astype(np.float32)
+        out = model.backend.run({"input": x})["output"]
+        assert np.allclose(out, onnx_reference(x, *weights[1]), rtol=1e-5, atol=1e-6)
+    finally:
+        model.stop()
+
+
+@pytest.mark.parametrize("entry, message", [
+    ('parameters { key: "intra_op_thread_count" value: { string_value: "two" } }', "integer"),
+    ('parameters { key: "execution_mode" value: { string_value: "fast" } }', "sequential"),
+    ('parameters { key: "enable_mem_arena" value: { string_value: "yes" } }', "0 or 1")])
+def test_a_malformed_session_parameter_is_a_reason_not_a_silent_default(tmp_path, entry, message):
+    make_repo(tmp_path, "bad", entry, versions=(1,))
+    make_repo(tmp_path, "good", versions=(1,))
+    registry = DiskRepository(tmp_path).populate(ModelRepository())
+    with running_server(repository=registry) as server:
+        with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
+            index = {m["name"]: m for m in client.get_model_repository_index()}
+            assert message in index["bad"]["reason"] and not client.is_model_ready("bad")
+            assert client.is_model_ready("good")
