@@ -142,7 +142,7 @@ class Scheduler:
             job.deadline = job.arrival + timeout_s
         if not LONE_INLINE_OK.get():
             self._lone_blocked_until = job.arrival + LONE_BLOCKED_S
-        # A lone client's request may skip the queue and the loop's two turns (see _run_now).
+        # A lone client's request may skip the queue and the batcher's turn (see _run_now).
         alone = self._holding is not None and not self._outstanding and not self.queue.size and job.deadline is None
         if not alone:
             self.queue.put(job)
