@@ -25,3 +25,15 @@ def test_backend_bench_smoke(tmp_path):
     for row in rows.values():
         assert row["direct"] > 0 and row["served_c1"] > 0 and row["served_c2"] > 0 and row["ratio_c2"] > 0
     assert report["device"] == "cpu" and "cores" in report["machine"]
+
+
+def test_gap_bench_smoke(tmp_path):
+    """benchmarks/gap_bench.py (a framework call after a gap, issue 6's batch-1 explanation) runs and
+    prints one line per batch and round with every gap it was asked for."""
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gap_bench.py"), "--batches", "1,2", "--gaps",
+                          "0,30", "--calls", "5", "--rounds", "1"], capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = [line for line in out.stdout.splitlines() if line.startswith("B=")]
+    assert [line.split(" round")[0] for line in lines] == ["B=1", "B=2"]
+    assert all("gap 0 us:" in line and "gap 30 us:" in line and "8 MB touched:" in line for line in lines)
