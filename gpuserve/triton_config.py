@@ -214,7 +214,8 @@ def settings_from_config(folder: Path, config: Dict[str, Any], version: Optional
         } for i, w in enumerate(warmups)]
     label_file = next((o.get("label_filename") for o in config.get("output", []) if o.get("label_filename")), None)
     extra = optimization_settings(config)
-    extra.update(backend_parameters(config))
+    if runtime != "tensorrt":  # Triton's TensorRT backend reads none of these; neither does ours
+        extra.update(backend_parameters(config))
     if label_file:
         extra["labels_file"] = str(folder / label_file)
     if extra:
