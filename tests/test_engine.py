@@ -392,8 +392,11 @@ async def test_no_inline_for_gpu_slow_or_disabled(device, seconds_per_row, limit
     await scheduler.stop()
 
 
-async def test_a_lone_clients_heavier_batches_run_inline_unless_others_wait_or_the_transport_says_no():
+async def test_a_lone_clients_heavier_batches_run_inline_unless_others_wait_or_the_transport_says_no(monkeypatch):
+    from gpuserve.engine import batcher
     from gpuserve.engine.batcher import LONE_INLINE_OK
+
+    monkeypatch.setattr(batcher, "LONE_GAP_S", 0.02)  # wide margins both ways on a loaded machine
 
     loop_thread = threading.get_ident()
     backend = ThreadRecordingBackend(seconds_per_row=0.0005)  # 0.5 ms a row: over inline_below_s (0.1 ms)
@@ -412,9 +415,16 @@ async def test_a_lone_clients_heavier_batches_run_inline_unless_others_wait_or_t
     scheduler = Scheduler("m", [Instance(backend, "m-0", StagingPool())], BatchingConfig(max_batch_size=8))
     token = LONE_INLINE_OK.set(False)  # as the gRPC servicer does for its requests
     try:
-        for _ in range(4):
+        for _ in range(4):  # a client that sends again a round trip after its answer is still lone
+            await scheduler.submit({"x": x})
+            await asyncio.sleep(0.06)
+        assert backend.threads[0] != loop_thread and backend.threads[1:] == [loop_thread] * 3
+        backend.threads.clear()
+        for _ in range(4):  # back to back: each request was waiting behind the last answer
             await scheduler.submit({"x": x})
     finally:
         LONE_INLINE_OK.reset(token)
-    assert loop_thread not in backend.threads
+    # the first still came a round trip after its predecessor; the second arrived at once and turned the
+    # rule off (for a second), so it and the rest went to the instance thread
+    assert backend.threads[0] == loop_thread and backend.threads[1:] and loop_thread not in backend.threads[1:]
     await scheduler.stop()
