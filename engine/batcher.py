@@ -14,10 +14,10 @@ they would keep the next requests from being read meanwhile and cost the overlap
 (measured: a 160 us MLP run inline lost 15-30% over gRPC at 64 clients). The exception is a lone
 client: when the batch holds every request of the model and recent submits found hardly any other
 outstanding (a moving average under 1.5), the loop has nothing else to do meanwhile, and batches up
-to `inline_alone_below_s` (2 ms) run inline too, sparing a lone client the two wake-ups. Not for
-gRPC: grpc.aio hands the loop one request per turn, so while a batch runs inline the next request is
+to `inline_alone_below_s` (2 ms) run inline too, sparing a lone client the two wake-ups. gRPC needs
+care: grpc.aio hands the loop one request per turn, so while a batch runs inline the next request is
 never submitted, every client looks lone, and batches stop forming (measured: -30% at 64 clients).
-Its servicer clears `LONE_INLINE_OK` for its requests: such a request that arrives less than
+Its servicer therefore clears `LONE_INLINE_OK` for its requests, and such a request that arrives less than
 `LONE_GAP_S` after the model's last answer (a queue behind the one just run, not a client that waited
 for its reply and sent again) turns the rule off for a second. A lone gRPC client's next request comes
 a round trip after its answer (~0.9 ms here), so it keeps the rule (mlp over gRPC at one client:
