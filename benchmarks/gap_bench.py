@@ -36,11 +36,10 @@ def onnx_call(folder: Path, threads: int):
 def torchscript_call(folder: Path, threads: int):
     import torch
 
+    from backend_bench import _torch_net  # the issue-5 MLP as backend_bench serves it
+
     torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    layers = [torch.nn.Linear(WIDTH, WIDTH), torch.nn.ReLU(), torch.nn.Linear(WIDTH, WIDTH), torch.nn.ReLU(),
-              torch.nn.Linear(WIDTH, WIDTH)]
-    module = torch.jit.script(torch.nn.Sequential(*layers).eval())
+    module = torch.jit.script(_torch_net())
 
     def call(x):
         with torch.inference_mode():

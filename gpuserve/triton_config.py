@@ -261,8 +261,7 @@ def optimization_settings(config: Dict[str, Any]) -> Dict[str, Any]:
 _THREAD_KEYS = {"intra_op_thread_count": "intra_op_threads", "INTRA_OP_THREAD_COUNT": "intra_op_threads",
                 "inter_op_thread_count": "inter_op_threads", "intra_op_threads": "intra_op_threads",
                 "inter_op_threads": "inter_op_threads"}
-_SWITCH_KEYS = {"enable_mem_arena": "enable_mem_arena", "enable_mem_pattern": "enable_mem_pattern",
-                "allow_spinning": "allow_spinning"}
+_SWITCH_KEYS = ("enable_mem_arena", "enable_mem_pattern", "allow_spinning")  # the same names in our settings
 # optimization { graph { level } } in Triton's ONNX Runtime backend: -1 basic, 1 extended, 2 none, else all
 _GRAPH_LEVELS = {-1: "basic", 1: "extended", 2: "disable"}
 
@@ -275,6 +274,7 @@ def backend_parameters(config: Dict[str, Any]) -> Dict[str, Any]:
     extra: Dict[str, Any] = {}
     for key, entry in (config.get("parameters") or {}).items():
         text = entry.get("string_value") if isinstance(entry, dict) else None
+        word = str(text).strip().lower()
         if key in _THREAD_KEYS:
             count = _int_parameter(name, key, text)
             if count < 0:
@@ -282,14 +282,14 @@ def backend_parameters(config: Dict[str, Any]) -> Dict[str, Any]:
             if count:  # 0: the backend's default (the cores this process may use)
                 extra[_THREAD_KEYS[key]] = count
         elif key in _SWITCH_KEYS:
-            if str(text).strip().lower() not in ("0", "1", "true", "false"):
+            if word not in ("0", "1", "true", "false"):
                 raise InvalidSettings(f"model '{name}': parameters '{key}' must be 0 or 1, got {text!r}")
-            extra[_SWITCH_KEYS[key]] = str(text).strip().lower() in ("1", "true")
+            extra[key] = word in ("1", "true")
         elif key == "execution_mode":
-            if str(text).strip() not in ("0", "1"):
+            if word not in ("0", "1"):
                 raise InvalidSettings(f"model '{name}': parameters 'execution_mode' must be 0 (sequential) or "
                                       f"1 (parallel), got {text!r}")
-            extra["execution_mode"] = "parallel" if str(text).strip() == "1" else "sequential"
+            extra["execution_mode"] = "parallel" if word == "1" else "sequential"
     graph = (config.get("optimization") or {}).get("graph") or {}
     if "level" in graph:
         try:
