@@ -127,9 +127,9 @@ class Scheduler:
     # requests -----------------------------------------------------------------------------------
     async def submit(self, arrays: Dict[str, np.ndarray], priority: Optional[int] = None,
                      timeout_s: Optional[float] = None, outputs: Optional[Sequence[str]] = None,
-                     reduce: Optional[Dict[str, int]] = None) -> Dict[str, np.ndarray]:
+                     reduce: Optional[Dict[str, int]] = None, context: Optional[dict] = None) -> Dict[str, np.ndarray]:
         """Queue one request and wait for its outputs (sliced to its own rows; a `reduce`d output comes
-        back as a kernels.topk.TopK of its rows)."""
+        back as a kernels.topk.TopK of its rows). `context` rides on the job for request-level backends."""
         if self._task is None:
             self.start()
         cfg = self.config
@@ -143,7 +143,7 @@ class Scheduler:
             timeout_s = cfg.default_timeout_s
         batch_dim = self.batch_dim
         rows, key = describe(arrays, batch_dim, cfg.max_batch_size > 1 and batch_dim, cfg.ragged_inputs)
-        job = Job(arrays, rows, key, self._loop_ref.create_future(), level, None, outputs, reduce=reduce)
+        job = Job(arrays, rows, key, self._loop_ref.create_future(), level, None, outputs, context, reduce)
         if timeout_s:
             job.deadline = job.arrival + timeout_s
         if not LONE_INLINE_OK.get() and job.arrival - self._last_answer < LONE_GAP_S:

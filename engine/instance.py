@@ -44,6 +44,9 @@ class Instance:
         self.seconds_per_row = 0.0  # moving average of the backend call per row; 0 until the first batch
         self.slots = max(slots, threads)
         self.threads = threads
+        # A request-level backend (Triton Python models) takes the jobs themselves: each request keeps its
+        # own arrays and gets its own answer or error, with no staging, splitting or retry alone.
+        self._run_requests = getattr(backend, "run_requests", None)
         self._work: "queue.SimpleQueue" = queue.SimpleQueue()
         self._workers: List[threading.Thread] = []
         self._start_lock = threading.Lock()
@@ -102,6 +105,12 @@ class Instance:
 
     def _run(self, jobs: List[Job], batched: bool, outputs: Optional[Sequence[str]]) -> List[Dict[str, np.ndarray]]:
         t0 = time.perf_counter_ns()
+        if self._run_requests is not None:
+            results = self._run_requests(jobs)
+            if self.stats is not None:
+                self.stats.record_batch(sum(job.rows for job in jobs), len(jobs), 0,
+                                        time.perf_counter_ns() - t0, 0)
+            return results
         leases = []
         ragged = self.stage.ragged_inputs
         counts = [job.rows for job in jobs]

@@ -34,6 +34,7 @@ class DataPlane:
                  server_version: str = __version__, strict_readiness: bool = False, model_control: bool = True,
                  allow_client_shm: bool = True):
         self.repository = repository
+        repository.plane = self  # in-process calls between models (BLS) take the clients' path
         self.server_name = server_name
         self.server_version = server_version
         self.strict_readiness = strict_readiness

@@ -65,6 +65,7 @@ class ModelRepository:
         # so the repository index lists models that are on disk but not loaded, as Triton and MLServer do.
         self.catalog: Optional[Callable[[], Dict[str, List[str]]]] = None
         self.unloaded: set = set()  # names unloaded through the repository API since
+        self.plane = None  # the DataPlane serving this registry, set by it (in-process calls go through it)
 
     # KServe's API -------------------------------------------------------------------------------
     def get_model(self, name: str, version: Optional[str] = None) -> Optional[BaseKServeModel]:
@@ -86,6 +87,8 @@ class ModelRepository:
         version = str(version) if version is not None else None
         versions = self._versions.setdefault(model.name, {})
         versions[version] = model
+        if hasattr(model, "registry"):  # models that call others in process (Triton Python models' BLS)
+            model.registry = self
         self.models[model.name] = versions[max(versions, key=_version_key)]
 
     def is_model_ready(self, name: str, version: Optional[str] = None) -> bool:

@@ -20,6 +20,7 @@ from gpuserve.errors import GpuserveError, InvalidSettings
 from gpuserve.model import BaseKServeModel
 from gpuserve.model_repository import ModelRepository
 from gpuserve.runtimes import ARTEFACT_RUNTIMES, BUILTIN_RUNTIMES
+from gpuserve.triton_python import TritonPythonBackendModel
 from gpuserve.settings import MODEL_SETTINGS_FILE, ModelSettings
 from gpuserve.triton_config import chosen_versions, read_config, settings_from_config
 
@@ -108,7 +109,8 @@ def instantiate(cls, settings: ModelSettings) -> BaseKServeModel:
 def runtime_for(settings: ModelSettings):
     implementation = settings.implementation
     if implementation:
-        builtin = BUILTIN_RUNTIMES.get(implementation) or BUILTIN_RUNTIMES.get(implementation.lower())
+        runtimes = {**BUILTIN_RUNTIMES, "triton_python": TritonPythonBackendModel}
+        builtin = runtimes.get(implementation) or runtimes.get(implementation.lower())
         if builtin is not None:
             return builtin
         return import_class(implementation, Path(settings.folder) if settings.folder else None)

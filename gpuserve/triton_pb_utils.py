@@ -1,0 +1,449 @@
+"""`triton_python_backend_utils` for Triton Python-backend models served in process by gpuserve.
+
+A Triton user's `model.py` does `import triton_python_backend_utils as pb_utils`; gpuserve puts this
+module under that name before it imports the file, so the model runs unchanged. Triton runs each
+instance in a stub process and moves tensors through shared memory; here a model instance is an
+object on its own thread in the server process, and tensors are the request's NumPy arrays (no
+copy). BLS calls (`InferenceRequest.exec`) go through the server's own data plane, so another
+model's batching, statistics and errors apply exactly as for a client's request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from gpuserve.datatypes import deserialize_bytes_tensor as _deserialize_bytes
+from gpuserve.datatypes import from_numpy_dtype, serialize_bytes_tensor
+
+logger = logging.getLogger("gpuserve.python_model")
+
+TRITONSERVER_REQUEST_FLAG_SEQUENCE_START = 1
+TRITONSERVER_REQUEST_FLAG_SEQUENCE_END = 2
+TRITONSERVER_RESPONSE_COMPLETE_FINAL = 1
+TRITONSERVER_REQUEST_RELEASE_ALL = 1
+TRITONSERVER_REQUEST_RELEASE_RESCHEDULE = 2
+TRITONSERVER_MEMORY_CPU = 0
+TRITONSERVER_MEMORY_CPU_PINNED = 1
+TRITONSERVER_MEMORY_GPU = 2
+
+TRITON_STRING_TO_NUMPY = {
+    "TYPE_BOOL": bool, "TYPE_UINT8": np.uint8, "TYPE_UINT16": np.uint16, "TYPE_UINT32": np.uint32,
+    "TYPE_UINT64": np.uint64, "TYPE_INT8": np.int8, "TYPE_INT16": np.int16, "TYPE_INT32": np.int32,
+    "TYPE_INT64": np.int64, "TYPE_FP16": np.float16, "TYPE_FP32": np.float32, "TYPE_FP64": np.float64,
+    "TYPE_STRING": np.object_,
+}
+_V2_TO_NUMPY = {"BOOL": bool, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
+                "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64, "FP16": np.float16,
+                "FP32": np.float32, "FP64": np.float64, "BYTES": np.object_}
+
+
+# errors -------------------------------------------------------------------------------------------
+class TritonError:
+    """An error a model puts in a response (`InferenceResponse(error=...)`); INTERNAL unless a code is given."""
+
+    UNKNOWN, INTERNAL, NOT_FOUND, INVALID_ARG, UNAVAILABLE, UNSUPPORTED, ALREADY_EXISTS, CANCELLED = range(8)
+
+    def __init__(self, message: str, code: int = INTERNAL):
+        self._message = str(message)
+        self._code = code
+
+    def message(self) -> str:
+        return self._message
+
+    def code(self) -> int:
+        return self._code
+
+    def __repr__(self) -> str:
+        return f"TritonError({self._message!r}, {self._code})"
+
+
+class TritonModelException(Exception):
+    """Raised by models (and by BLS helpers) to fail the whole execute call."""
+
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+# tensors ------------------------------------------------------------------------------------------
+class Tensor:
+    def __init__(self, name: str, data, dtype=None):
+        if not isinstance(data, np.ndarray) and hasattr(data, "__dlpack__"):
+            data = np.from_dlpack(data)
+        array = np.asarray(data) if dtype is None else np.asarray(data, dtype=dtype)
+        if array.dtype.kind == "U":  # as Triton: text becomes BYTES elements
+            array = np.vectorize(lambda s: s.encode("utf-8"), otypes=[object])(array) if array.size \
+                else array.astype(object)
+        self._name = name
+        self._array = array
+
+    def name(self) -> str:
+        return self._name
+
+    def as_numpy(self) -> np.ndarray:
+        return self._array
+
+    def shape(self) -> List[int]:
+        return list(self._array.shape)
+
+    def triton_dtype(self) -> str:
+        return numpy_to_triton_type(self._array.dtype) or ""
+
+    def is_cpu(self) -> bool:
+        return True
+
+    def to_dlpack(self):
+        return self._array.__dlpack__()
+
+    @staticmethod
+    def from_dlpack(name: str, capsule) -> "Tensor":
+        if hasattr(capsule, "cpu") and hasattr(capsule, "numpy"):  # a torch tensor, possibly on the GPU
+            return Tensor(name, capsule.detach().cpu().numpy())
+        if hasattr(capsule, "__dlpack__"):
+            if getattr(capsule, "__dlpack_device__", lambda: (1, 0))()[0] != 1 and hasattr(capsule, "get"):
+                return Tensor(name, capsule.get())  # a CuPy array: gpuserve hands host arrays on
+            return Tensor(name, np.from_dlpack(capsule))
+        raise TritonModelException("Tensor.from_dlpack needs an object with __dlpack__ (a raw capsule cannot "
+                                   "be read by NumPy); pass the tensor itself")
+
+    def __repr__(self) -> str:
+        return f"Tensor({self._name!r}, shape={list(self._array.shape)}, dtype={self._array.dtype})"
+
+
+# requests and responses ---------------------------------------------------------------------------
+class InferenceResponse:
+    def __init__(self, output_tensors: Optional[List[Tensor]] = None, error: Optional[TritonError] = None,
+                 parameters: Optional[dict] = None):
+        self._outputs = list(output_tensors or [])
+        if isinstance(error, str):
+            error = TritonError(error)
+        self._error = error
+        if isinstance(parameters, str):
+            parameters = json.loads(parameters or "{}")
+        self._parameters = dict(parameters or {})
+
+    def output_tensors(self) -> List[Tensor]:
+        return self._outputs
+
+    def has_error(self) -> bool:
+        return self._error is not None
+
+    def error(self) -> Optional[TritonError]:
+        return self._error
+
+    def parameters(self) -> str:
+        return json.dumps(self._parameters)
+
+
+class InferenceResponseSender:
+    """Decoupled models answer through this; `gpuserve.triton_python` gives it where responses go."""
+
+    def __init__(self, deliver, cancelled):
+        self._deliver = deliver
+        self._cancelled = cancelled
+        self._closed = False
+
+    def send(self, response: Optional[InferenceResponse] = None, flags: int = 0) -> None:
+        if self._closed:
+            raise TritonModelException("Unable to send response. Response sender has been closed.")
+        if response is None and not flags & TRITONSERVER_RESPONSE_COMPLETE_FINAL:
+            raise TritonModelException("send() needs a response or the TRITONSERVER_RESPONSE_COMPLETE_FINAL flag")
+        if flags & TRITONSERVER_RESPONSE_COMPLETE_FINAL:
+            self._closed = True
+        self._deliver(response, flags)
+
+    def is_cancelled(self) -> bool:
+        return self._cancelled()
+
+
+class InferenceRequest:
+    """Both what `execute` receives and what a model builds for BLS (`exec` / `async_exec`)."""
+
+    def __init__(self, model_name: str = "", requested_output_names: Optional[List[str]] = None,
+                 inputs: Optional[List[Tensor]] = None, request_id: str = "", correlation_id=0, flags: int = 0,
+                 timeout: int = 0, model_version: int = -1, parameters: Optional[Any] = None,
+                 preferred_memory=None, trace=None):
+        self._model_name = model_name
+        self._outputs = list(requested_output_names or [])
+        self._inputs = list(inputs or [])
+        self._request_id = request_id or ""
+        self._correlation_id = correlation_id
+        self._flags = flags
+        self._timeout = timeout
+        self._model_version = model_version
+        if isinstance(parameters, str):
+            parameters = json.loads(parameters or "{}")
+        self._parameters = dict(parameters or {})
+        self._sender: Optional[InferenceResponseSender] = None
+        self._cancelled = lambda: False
+        self._release_flags = TRITONSERVER_REQUEST_RELEASE_ALL
+
+    def inputs(self) -> List[Tensor]:
+        return self._inputs
+
+    def requested_output_names(self) -> List[str]:
+        return list(self._outputs)
+
+    def request_id(self) -> str:
+        return self._request_id
+
+    def correlation_id(self):
+        return self._correlation_id
+
+    def flags(self) -> int:
+        return self._flags
+
+    def timeout(self) -> int:
+        return self._timeout
+
+    def model_name(self) -> str:
+        return self._model_name
+
+    def model_version(self) -> int:
+        return self._model_version
+
+    def parameters(self) -> str:
+        return json.dumps(self._parameters)
+
+    def is_cancelled(self) -> bool:
+        return bool(self._cancelled())
+
+    def get_response_sender(self) -> InferenceResponseSender:
+        if self._sender is None:
+            raise TritonModelException("this request has no response sender (only requests a model's execute "
+                                       "receives do)")
+        return self._sender
+
+    def set_release_flags(self, flags: int) -> None:
+        if flags & TRITONSERVER_REQUEST_RELEASE_RESCHEDULE:
+            raise TritonModelException("request rescheduling needs iterative sequence batching, which gpuserve "
+                                       "does not offer")
+        self._release_flags = flags
+
+    # BLS ---------------------------------------------------------------------------------------
+    def exec(self, decoupled: bool = False):
+        bridge = current_bridge()
+        if bridge.on_loop_thread():
+            raise TritonModelException("InferenceRequest.exec() blocks; inside an async execute use "
+                                       "'await request.async_exec()'")
+        if decoupled:
+            return iter(bridge.run(bridge.infer_stream(self)))
+        return bridge.run(bridge.infer(self))
+
+    async def async_exec(self, decoupled: bool = False):
+        bridge = current_bridge()
+        if bridge.on_loop_thread():
+            if decoupled:
+                return iter(await bridge.infer_stream(self))
+            return await bridge.infer(self)
+        future = asyncio.wrap_future(
+            asyncio.run_coroutine_threadsafe(bridge.infer_stream(self) if decoupled else bridge.infer(self),
+                                             bridge.loop))
+        result = await future
+        return iter(result) if decoupled else result
+
+
+# the server a model talks to (BLS, model loading API) ---------------------------------------------
+_local = threading.local()
+_default: Dict[str, Any] = {"bridge": None}
+
+
+def set_bridge(bridge, thread_default: bool = True) -> None:
+    """The bridge of the model whose instance runs on this thread; also the process-wide default."""
+    _local.bridge = bridge
+    if thread_default or _default["bridge"] is None:
+        _default["bridge"] = bridge
+
+
+def current_bridge():
+    bridge = getattr(_local, "bridge", None) or _default["bridge"]
+    if bridge is None:
+        raise TritonModelException("no gpuserve server is running this model: BLS calls and the model loading "
+                                   "API work only inside a served model")
+    return bridge
+
+
+def is_model_ready(model_name: str, model_version: str = "") -> bool:
+    return current_bridge().model_ready(model_name, str(model_version or ""))
+
+
+def load_model(model_name: str, config: str = "", files: Optional[dict] = None) -> None:
+    if config or files:
+        raise TritonModelException("load_model with a config or files override is not supported by gpuserve; "
+                                   "change the model's folder and load it by name")
+    current_bridge().run(current_bridge().load(model_name))
+
+
+def unload_model(model_name: str, unload_dependents: bool = False) -> None:
+    current_bridge().run(current_bridge().unload(model_name))
+
+
+# logging ------------------------------------------------------------------------------------------
+class Logger:
+    INFO, WARNING, ERROR, VERBOSE = 0, 1, 2, 3
+    _LEVELS = {0: logging.INFO, 1: logging.WARNING, 2: logging.ERROR, 3: logging.DEBUG}
+
+    @staticmethod
+    def log(message: str, level: int = 0) -> None:
+        logger.log(Logger._LEVELS.get(level, logging.INFO), "%s", message)
+
+    @staticmethod
+    def log_info(message: str) -> None:
+        logger.info("%s", message)
+
+    @staticmethod
+    def log_warn(message: str) -> None:
+        logger.warning("%s", message)
+
+    @staticmethod
+    def log_error(message: str) -> None:
+        logger.error("%s", message)
+
+    @staticmethod
+    def log_verbose(message: str) -> None:
+        logger.debug("%s", message)
+
+
+class LogLevel:
+    INFO, WARNING, ERROR, VERBOSE = Logger.INFO, Logger.WARNING, Logger.ERROR, Logger.VERBOSE
+
+
+# tensor and config helpers ------------------------------------------------------------------------
+def get_input_tensor_by_name(inference_request: InferenceRequest, name: str) -> Optional[Tensor]:
+    return next((t for t in inference_request.inputs() if t.name() == name), None)
+
+
+def get_output_tensor_by_name(inference_response: InferenceResponse, name: str) -> Optional[Tensor]:
+    return next((t for t in inference_response.output_tensors() if t.name() == name), None)
+
+
+def get_input_config_by_name(model_config: dict, name: str) -> Optional[dict]:
+    return next((t for t in model_config.get("input", []) if t.get("name") == name), None)
+
+
+def get_output_config_by_name(model_config: dict, name: str) -> Optional[dict]:
+    return next((t for t in model_config.get("output", []) if t.get("name") == name), None)
+
+
+def using_decoupled_model_transaction_policy(model_config: dict) -> bool:
+    return bool((model_config.get("model_transaction_policy") or {}).get("decoupled", False))
+
+
+def triton_string_to_numpy(triton_type_string: str):
+    return TRITON_STRING_TO_NUMPY[triton_type_string]
+
+
+def triton_to_numpy_type(data_type):
+    """Triton's DataType enum number (TYPE_BOOL = 1 ... TYPE_STRING = 13) -> a NumPy type."""
+    names = ["TYPE_BOOL", "TYPE_UINT8", "TYPE_UINT16", "TYPE_UINT32", "TYPE_UINT64", "TYPE_INT8", "TYPE_INT16",
+             "TYPE_INT32", "TYPE_INT64", "TYPE_FP16", "TYPE_FP32", "TYPE_FP64", "TYPE_STRING"]
+    if isinstance(data_type, str):
+        return TRITON_STRING_TO_NUMPY.get(data_type)
+    return TRITON_STRING_TO_NUMPY[names[data_type - 1]] if 1 <= data_type <= len(names) else None
+
+
+def numpy_to_triton_type(data_type) -> Optional[str]:
+    try:
+        return "TYPE_STRING" if from_numpy_dtype(np.dtype(data_type)) == "BYTES" else \
+            "TYPE_" + from_numpy_dtype(np.dtype(data_type))
+    except Exception:
+        return None
+
+
+def serialize_byte_tensor(input_tensor: np.ndarray):
+    """BYTES elements as Triton lays them out: 4-byte little-endian length, then the bytes."""
+    if input_tensor.size == 0:
+        return ()
+    if input_tensor.dtype != np.object_ and input_tensor.dtype.type != np.bytes_:
+        return None
+    return serialize_bytes_tensor(input_tensor)
+
+
+def deserialize_bytes_tensor(encoded_tensor) -> np.ndarray:
+    """The inverse of serialize_byte_tensor: an object array of bytes."""
+    data = encoded_tensor.tobytes() if isinstance(encoded_tensor, np.ndarray) else bytes(encoded_tensor)
+    return _deserialize_bytes(data)
+
+
+# auto-complete ------------------------------------------------------------------------------------
+class ModelConfig:
+    """The configuration `auto_complete_config` may extend: inputs, outputs, max_batch_size, the dynamic
+    batcher and the transaction policy. A conflict with what config.pbtxt says is a ValueError, which
+    makes the model not ready with that reason."""
+
+    _INPUT_KEYS = ("name", "data_type", "dims", "optional")
+    _OUTPUT_KEYS = ("name", "data_type", "dims")
+
+    def __init__(self, model_config):
+        config = json.loads(model_config) if isinstance(model_config, (str, bytes)) else dict(model_config)
+        config.setdefault("input", [])
+        config.setdefault("output", [])
+        config.setdefault("max_batch_size", 0)
+        self._model_config = config
+
+    def as_dict(self) -> dict:
+        return self._model_config
+
+    def _name(self) -> str:
+        return str(self._model_config.get("name", ""))
+
+    def set_max_batch_size(self, max_batch_size: int) -> None:
+        declared = int(self._model_config.get("max_batch_size", 0) or 0)
+        if declared > max_batch_size:
+            raise ValueError(f"configuration specified max_batch_size {declared}, but in auto-complete-config "
+                             f"function for model '{self._name()}' specified max_batch_size {max_batch_size}")
+        self._model_config["max_batch_size"] = int(max_batch_size)
+
+    def set_dynamic_batching(self) -> None:
+        for other in ("sequence_batching", "ensemble_scheduling"):
+            if other in self._model_config:
+                raise ValueError(f"Configuration specified scheduling_choice as '{other}', but auto-complete-config "
+                                 f"function for model '{self._name()}' tries to set scheduling_choice as "
+                                 "'dynamic_batching'")
+        self._model_config.setdefault("dynamic_batching", {})
+
+    def set_model_transaction_policy(self, transaction_policy_dict: dict) -> None:
+        unknown = [k for k in transaction_policy_dict if k != "decoupled"]
+        if unknown:
+            raise ValueError(f"model_transaction_policy of model '{self._name()}' has unknown properties {unknown}")
+        policy = self._model_config.setdefault("model_transaction_policy", {})
+        if "decoupled" in policy and "decoupled" in transaction_policy_dict \
+                and bool(policy["decoupled"]) != bool(transaction_policy_dict["decoupled"]):
+            raise ValueError(f"trying to change decoupled property in auto-complete-config for model "
+                             f"'{self._name()}', which is initially set to '{policy['decoupled']}'")
+        policy.update(transaction_policy_dict)
+
+    def add_input(self, input: dict) -> None:  # noqa: A002 - Triton's parameter name
+        self._add("input", input, self._INPUT_KEYS)
+
+    def add_output(self, output: dict) -> None:
+        self._add("output", output, self._OUTPUT_KEYS)
+
+    def _add(self, kind: str, tensor: dict, allowed) -> None:
+        extra = [k for k in tensor if k not in allowed]
+        if extra:
+            raise ValueError(f"{kind} '{tensor.get('name', '')}' in auto-complete-config function for model "
+                             f"'{self._name()}' contains properties {extra}; allowed: {list(allowed)}")
+        for key in ("name", "data_type", "dims"):
+            if key not in tensor:
+                raise ValueError(f"{kind} in auto-complete-config function for model '{self._name()}' is missing "
+                                 f"'{key}' property")
+        for current in self._model_config[kind]:
+            if current.get("name") != tensor["name"]:
+                continue
+            declared_type = current.get("data_type", "TYPE_INVALID")
+            if declared_type not in ("", "TYPE_INVALID") and declared_type != tensor["data_type"]:
+                raise ValueError(f"unable to load model '{self._name()}', configuration expects datatype "
+                                 f"{declared_type} for {kind} '{tensor['name']}', model provides {tensor['data_type']}")
+            if current.get("dims") and list(current["dims"]) != list(tensor["dims"]):
+                raise ValueError(f"model '{self._name()}', tensor '{tensor['name']}': the model expects dims "
+                                 f"{list(tensor['dims'])} but the model configuration specifies dims "
+                                 f"{list(current['dims'])}")
+            current.update({k: tensor[k] for k in tensor})
+            return
+        self._model_config[kind].append(dict(tensor))

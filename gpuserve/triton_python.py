@@ -1,0 +1,447 @@
+"""Triton Python-backend models (`backend: "python"`, `<version>/model.py` with `TritonPythonModel`), served
+in process through gpuserve's engine.
+
+Why in process: Triton runs each instance in a stub process and copies every tensor through shared
+memory both ways; here an instance is the user's object on its own engine thread and `execute` gets
+the request's own NumPy arrays. The engine's scheduler does what Triton's does for this backend:
+without `dynamic_batching` one request per `execute`; with it, the requests that queue while the
+instance is busy (same input shapes, up to `max_batch_size` rows, `max_queue_delay_microseconds`,
+priorities, timeouts) arrive together as the `requests` list, never concatenated. Statistics count
+requests and executions as Triton's do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import importlib.util
+import inspect
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from gpuserve import triton_pb_utils as pb
+from gpuserve.backends.base import TensorSpec
+from gpuserve.batching import batching_config, request_priority, request_timeout_s
+from gpuserve.engine.batcher import Scheduler
+from gpuserve.engine.device import choose_device
+from gpuserve.engine.instance import Instance
+from gpuserve.errors import GpuserveError, InvalidInput, InvalidSettings, ModelMissingError, ModelNotReady
+from gpuserve.runtimes import FrameworkModel, _shape_fits
+from gpuserve.triton_config import V2_TYPES, read_config
+from gpuserve.types import InferInput, InferOutput, InferRequest, InferResponse, RequestedOutput
+from gpuserve.warmup import run_warmup, warmup_samples
+
+logger = logging.getLogger("gpuserve")
+UTILS_MODULE = "triton_python_backend_utils"
+
+# TritonError codes -> (HTTP status, gRPC status), as Triton's frontends map the server's error codes
+ERROR_STATUS = {
+    pb.TritonError.UNKNOWN: (500, "UNKNOWN"), pb.TritonError.INTERNAL: (500, "INTERNAL"),
+    pb.TritonError.NOT_FOUND: (404, "NOT_FOUND"), pb.TritonError.INVALID_ARG: (400, "INVALID_ARGUMENT"),
+    pb.TritonError.UNAVAILABLE: (503, "UNAVAILABLE"), pb.TritonError.UNSUPPORTED: (501, "UNIMPLEMENTED"),
+    pb.TritonError.ALREADY_EXISTS: (409, "ALREADY_EXISTS"), pb.TritonError.CANCELLED: (499, "CANCELLED"),
+}
+_CODE_OF_GRPC = {"NOT_FOUND": pb.TritonError.NOT_FOUND, "INVALID_ARGUMENT": pb.TritonError.INVALID_ARG,
+                 "UNAVAILABLE": pb.TritonError.UNAVAILABLE, "UNIMPLEMENTED": pb.TritonError.UNSUPPORTED,
+                 "ALREADY_EXISTS": pb.TritonError.ALREADY_EXISTS, "CANCELLED": pb.TritonError.CANCELLED}
+
+
+class PythonModelError(GpuserveError):
+    """A request's error as the model set it (`TritonError` and its code) or as its execute raised it."""
+
+    def __init__(self, message: str, code: int = pb.TritonError.INTERNAL):
+        super().__init__(message)
+        self.http, self.grpc = ERROR_STATUS.get(code, (500, "INTERNAL"))
+
+
+def install_utils_module() -> None:
+    """`import triton_python_backend_utils` finds gpuserve's implementation (unless one is installed)."""
+    sys.modules.setdefault(UTILS_MODULE, pb)
+
+
+def import_model_file(path: Path, unique: str):
+    """The user's model.py as a module of its own; its folder goes on sys.path first, as Triton's stub
+    does, so helpers next to it import."""
+    install_utils_module()
+    folder = str(path.parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    spec = importlib.util.spec_from_file_location(unique, path)
+    if spec is None or spec.loader is None:
+        raise InvalidSettings(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[unique] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(unique, None)
+        raise
+    if not hasattr(module, "TritonPythonModel"):
+        raise InvalidSettings(f"{path} defines no class TritonPythonModel")
+    return module
+
+
+def complete_config(cls, config: Dict[str, Any]) -> Dict[str, Any]:
+    """Triton's auto-complete: the class's `auto_complete_config(ModelConfig)` may add inputs, outputs,
+    max_batch_size, the dynamic batcher and the transaction policy."""
+    hook = getattr(cls, "auto_complete_config", None)
+    if hook is None:
+        return config
+    wrapped = pb.ModelConfig(json.loads(json.dumps(config)))
+    result = hook(wrapped)
+    return (result if result is not None else wrapped).as_dict()
+
+
+def tensor_specs(entries: List[dict], batched: bool, kind: str) -> List[TensorSpec]:
+    specs = []
+    for entry in entries:
+        datatype = V2_TYPES.get(entry.get("data_type", ""))
+        if datatype is None:
+            raise InvalidSettings(f"{kind} '{entry.get('name')}': unsupported data_type {entry.get('data_type')!r}")
+        dims = [int(d) for d in entry.get("dims", [])]
+        specs.append(TensorSpec(entry["name"], datatype, ([-1] if batched else []) + dims))
+    return specs
+
+
+class ServerBridge:
+    """What a model's BLS calls reach: the data plane of the server that serves it, on its loop."""
+
+    def __init__(self, model: "TritonPythonBackendModel"):
+        self.model = model
+        self.loop: Optional[asyncio.AbstractEventLoop] = None
+
+    def on_loop_thread(self) -> bool:
+        try:
+            return asyncio.get_running_loop() is self.loop
+        except RuntimeError:
+            return False
+
+    def run(self, coroutine):
+        if self.loop is None or self.loop.is_closed():
+            coroutine.close()
+            raise pb.TritonModelException("the server's event loop is not running yet")
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+
+    def _registry(self):
+        registry = getattr(self.model, "registry", None)
+        if registry is None:
+            raise pb.TritonModelException("this model is not in a server's repository: BLS has no models to call")
+        return registry
+
+    async def infer(self, request: pb.InferenceRequest) -> pb.InferenceResponse:
+        try:
+            inputs = [InferInput.from_numpy(t.name(), t.as_numpy()) for t in request.inputs()]
+            version = request.model_version()
+            parameters = json.loads(request.parameters())
+            if request.timeout():
+                parameters.setdefault("timeout", request.timeout())
+            ours = InferRequest(request.model_name(), inputs, request_id=request.request_id() or None,
+                                parameters=parameters,
+                                request_outputs=[RequestedOutput(n) for n in request.requested_output_names()] or None,
+                                model_version=str(version) if version is not None and int(version) > 0 else None)
+            registry = self._registry()
+            plane = getattr(registry, "plane", None)
+            if plane is not None:
+                response, _ = await plane.infer(ours)
+            else:
+                response, _ = await registry.resolve(ours.model_name, ours.model_version)(ours)
+            if not isinstance(response, InferResponse):
+                raise PythonModelError(f"model '{request.model_name()}' did not answer with a V2 response")
+            return pb.InferenceResponse([pb.Tensor(o.name, o.as_numpy()) for o in response.outputs],
+                                        parameters=dict(response.parameters or {}))
+        except Exception as exc:
+            code = _CODE_OF_GRPC.get(getattr(exc, "grpc", ""), pb.TritonError.INTERNAL)
+            return pb.InferenceResponse(error=pb.TritonError(str(exc) or type(exc).__name__, code))
+
+    async def infer_stream(self, request: pb.InferenceRequest) -> list:
+        return [await self.infer(request)]
+
+    def model_ready(self, name: str, version: str) -> bool:
+        model = self._registry().get_model(name, version or None)
+        return bool(model is not None and model.ready)
+
+    async def load(self, name: str) -> None:
+        if not await self._registry().load_async(name):
+            raise pb.TritonModelException(f"failed to load '{name}'")
+
+    async def unload(self, name: str) -> None:
+        await self._registry().unload_async(name)
+
+
+class PythonInstance:
+    """One `TritonPythonModel` object as the engine's backend: `run_requests` hands it whole requests."""
+
+    max_concurrency = 1
+
+    def __init__(self, owner: "TritonPythonBackendModel", obj, name: str, device: str):
+        self.owner = owner
+        self.obj = obj
+        self.name = name
+        self.device = device
+        self.inputs = owner.input_specs
+        self.outputs = owner.output_specs
+        self._loop: Optional[asyncio.AbstractEventLoop] = None  # runs an `async def execute`, on this thread
+        self._async = inspect.iscoroutinefunction(getattr(obj, "execute", None))
+
+    def _call(self, function, *args):
+        result = function(*args)
+        if inspect.isawaitable(result):
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+            result = self._loop.run_until_complete(result)
+        return result
+
+    def run_requests(self, jobs) -> List[object]:
+        """Per job, its InferResponse or the error that fails it alone; execute runs once for all."""
+        pb.set_bridge(self.owner.bridge)
+        requests = [self._request(job) for job in jobs]
+        try:
+            answers = self._call(self.obj.execute, requests)
+        except Exception as exc:
+            message = f"Failed to process the request(s) for model '{self.name}', message: {type(exc).__name__}: {exc}"
+            return [PythonModelError(message) for _ in jobs]
+        if answers is None:  # answered through response senders (allowed in default mode since Triton 24.06)
+            answers = [r._sent[0] if r._sent else None for r in requests]
+        try:
+            answers = list(answers)
+        except TypeError:
+            answers = []
+        if len(answers) != len(requests):
+            message = (f"Failed to process the request(s) for model '{self.name}', message: Number of "
+                       f"InferenceResponse objects do not match the number of InferenceRequest objects. "
+                       f"InferenceRequest(s) size is:{len(requests)}, and InferenceResponse(s) size is:{len(answers)}")
+            return [PythonModelError(message) for _ in jobs]
+        return [self._response(job, answer) for job, answer in zip(jobs, answers)]
+
+    def _request(self, job) -> pb.InferenceRequest:
+        request: InferRequest = job.parameters["request"]
+        tensors = [_tensor(t.name, array) for t, array in zip(request.inputs, job.parameters["arrays"])]
+        names = [o.name for o in request.request_outputs] if request.request_outputs else \
+            [s.name for s in self.outputs]
+        parameters = dict(request.parameters or {})
+        flags = (pb.TRITONSERVER_REQUEST_FLAG_SEQUENCE_START if parameters.get("sequence_start") else 0) | \
+                (pb.TRITONSERVER_REQUEST_FLAG_SEQUENCE_END if parameters.get("sequence_end") else 0)
+        wrapped = pb.InferenceRequest(self.owner.name, names, tensors, request_id=request.id or "",
+                                      correlation_id=parameters.get("sequence_id", 0), flags=flags,
+                                      timeout=int(parameters.get("timeout", 0) or 0),
+                                      model_version=int(self.owner.version) if str(self.owner.version).isdigit() else -1,
+                                      parameters=parameters)
+        future = job.future
+        wrapped._cancelled = future.done  # the client went away (its future was cancelled)
+        wrapped._sent = []
+        wrapped._sender = pb.InferenceResponseSender(lambda response, flags: wrapped._sent.append(response),
+                                                    future.done)
+        return wrapped
+
+    def _response(self, job, answer) -> object:
+        if not isinstance(answer, pb.InferenceResponse):
+            got = "None" if answer is None else type(answer).__name__
+            return PythonModelError(f"Failed to process the request(s) for model '{self.name}', message: "
+                                    f"Expected an 'InferenceResponse' object in the execute function return list, "
+                                    f"found type '{got}'.")
+        if answer.has_error():
+            error = answer.error()
+            return PythonModelError(error.message(), error.code())
+        request: InferRequest = job.parameters["request"]
+        outputs = []
+        for tensor in answer.output_tensors():
+            if not isinstance(tensor, pb.Tensor):
+                return PythonModelError(f"model '{self.owner.name}' returned {type(tensor).__name__} as an output "
+                                        "tensor; expected pb_utils.Tensor")
+            try:
+                outputs.append(InferOutput.from_numpy(tensor.name(), tensor.as_numpy()))
+            except GpuserveError as exc:
+                return PythonModelError(f"output '{tensor.name()}' of model '{self.owner.name}': {exc}")
+        return InferResponse(request.id, self.owner.name, outputs, model_version=self.owner.version,
+                             parameters=json.loads(answer.parameters()))
+
+    def run(self, inputs: Dict[str, np.ndarray], output_names=None) -> Dict[str, np.ndarray]:
+        """One request through execute (warmup at load)."""
+        request = pb.InferenceRequest(self.owner.name, [s.name for s in self.outputs],
+                                      [_tensor(k, v) for k, v in inputs.items()])
+        answers = self._call(self.obj.execute, [request])
+        answer = list(answers or [None])[0]
+        if not isinstance(answer, pb.InferenceResponse):
+            raise PythonModelError(f"execute returned {type(answer).__name__} for a warmup request")
+        if answer.has_error():
+            raise PythonModelError(answer.error().message(), answer.error().code())
+        return {t.name(): t.as_numpy() for t in answer.output_tensors()}
+
+    def unload(self) -> None:
+        finalize = getattr(self.obj, "finalize", None)
+        try:
+            if finalize is not None:
+                self._call(finalize)
+        except Exception:
+            logger.exception("model %s: finalize() failed", self.name)
+        finally:
+            if self._loop is not None:
+                self._loop.close()
+                self._loop = None
+            self.obj = None
+
+
+def _tensor(name: str, array: np.ndarray) -> pb.Tensor:
+    tensor = pb.Tensor.__new__(pb.Tensor)  # the request's own array: no check, no copy
+    tensor._name, tensor._array = name, array
+    return tensor
+
+
+class TritonPythonBackendModel(FrameworkModel):
+    platform = ""
+    classifies_outputs = False
+
+    def __init__(self, name: str, settings=None, uri: Optional[str] = None):
+        super().__init__(name, settings, uri)
+        self.bridge = ServerBridge(self)
+        self.registry = None  # set by the ModelRepository that serves it (BLS reaches other models there)
+        self.config: Dict[str, Any] = {}
+        self.input_specs: List[TensorSpec] = []
+        self.output_specs: List[TensorSpec] = []
+        self.optional_inputs: set = set()
+        self.instances: List[PythonInstance] = []
+
+    def artefact(self) -> Path:
+        if not self.uri:
+            raise ModelMissingError(f"model '{self.name}' has no model.py")
+        return Path(self.uri)
+
+    def load(self) -> bool:
+        path = self.artefact()
+        if not path.is_file():
+            raise ModelMissingError(f"model '{self.name}': {path} does not exist")
+        folder = Path(self.settings.folder) if self.settings.folder else path.parent.parent
+        config = read_config(folder) if (folder / "config.pbtxt").is_file() else {"name": self.name}
+        config["name"] = self.name
+        config.setdefault("backend", "python")
+        unique = f"gpuserve_python_model_{self.name}_{self.version or 0}_{id(self)}"
+        module = import_model_file(path, unique)
+        cls = module.TritonPythonModel
+        config = complete_config(cls, config)
+        for scheduler in ("sequence_batching", "ensemble_scheduling"):
+            if scheduler in config:
+                raise InvalidSettings(f"model '{self.name}': {scheduler} is not supported by gpuserve")
+        if pb.using_decoupled_model_transaction_policy(config):
+            raise InvalidSettings(f"model '{self.name}': decoupled Python models are not supported by gpuserve yet")
+        max_batch = int(config.get("max_batch_size", 0) or 0)
+        config["max_batch_size"] = max_batch
+        self.config = config
+        self.input_specs = tensor_specs(config.get("input", []), max_batch > 0, "input")
+        self.output_specs = tensor_specs(config.get("output", []), max_batch > 0, "output")
+        self.optional_inputs = {e["name"] for e in config.get("input", []) if e.get("optional")}
+        self._sync_settings(config)
+        device = choose_device(self.device_wanted)
+        self.instances = self._start_instances(cls, config, folder, device)
+        try:
+            samples = warmup_samples(self.settings, self.input_specs) if self.settings.warmup_samples else []
+            if samples:
+                run_warmup(self.name, self.instances, samples)
+        except BaseException:
+            for instance in self.instances:
+                instance.unload()
+            raise
+        self.backend = self.instances[0]
+        self.client_inputs = self.input_specs
+        batching = batching_config(self.settings, max_batch > 0)
+        # never on the loop's thread: execute may block, and a BLS call from there would wait on itself
+        batching = dataclasses.replace(batching, inline_below_s=0.0, inline_alone_below_s=0.0)
+        engine_instances = [Instance(i, i.name, stats=self.stats) for i in self.instances]
+        self.scheduler = Scheduler(self.name, engine_instances, batching, self.stats, batch_dim=max_batch > 0)
+        self.ready = True
+        logger.info("model %s: Python backend, %d instance(s) on %s, max_batch_size %d%s", self.name,
+                    len(self.instances), device, max_batch,
+                    ", dynamic batching" if batching.max_batch_size > 1 else "")
+        return True
+
+    def _sync_settings(self, config: Dict[str, Any]) -> None:
+        """The completed config decides batching: Triton batches a Python model only with `dynamic_batching`."""
+        max_batch = config["max_batch_size"]
+        self.settings.max_batch_size = max_batch if "dynamic_batching" in config and max_batch > 1 else 0
+        self.settings.model_extra["triton_max_batch_size"] = max_batch
+        if "dynamic_batching" in config and self.settings.dynamic_batching is None:
+            from gpuserve.settings import DynamicBatching
+
+            dyn = config["dynamic_batching"] or {}
+            self.settings.dynamic_batching = DynamicBatching.model_validate({
+                "preferred_batch_size": [int(x) for x in dyn.get("preferred_batch_size", [])],
+                "max_queue_delay_microseconds": int(dyn.get("max_queue_delay_microseconds", 0) or 0)})
+
+    def _start_instances(self, cls, config: Dict[str, Any], folder: Path, device: str) -> List[PythonInstance]:
+        groups = config.get("instance_group") or [{}]
+        kind = "GPU" if device.startswith("cuda") else "CPU"
+        device_id = device.split(":")[1] if ":" in device else "0"
+        instances: List[PythonInstance] = []
+        try:
+            for g, group in enumerate(groups):
+                group_name = group.get("name") or f"{self.name}_{g}"
+                group_kind = "CPU" if str(group.get("kind", "")).upper() == "KIND_CPU" else kind
+                for i in range(int(group.get("count", 1) or 1)):
+                    name = f"{group_name}_{i}"
+                    obj = cls()
+                    args = {"model_config": json.dumps(config), "model_instance_kind": group_kind,
+                            "model_instance_name": name,
+                            "model_instance_device_id": device_id if group_kind == "GPU" else "0",
+                            "model_repository": str(folder), "model_version": str(self.version or 1),
+                            "model_name": self.name}
+                    instance = PythonInstance(self, obj, name, device if group_kind == "GPU" else "cpu")
+                    initialize = getattr(obj, "initialize", None)
+                    if initialize is not None:
+                        pb.set_bridge(self.bridge, thread_default=False)
+                        instance._call(initialize, args)
+                    instances.append(instance)
+        except BaseException:
+            for instance in instances:
+                instance.unload()
+            raise
+        return instances
+
+    def metadata(self) -> Dict[str, Any]:
+        meta = super().metadata()
+        meta["platform"] = ""
+        return meta
+
+    async def predict(self, payload, headers=None, response_headers=None):
+        if not isinstance(payload, InferRequest):
+            raise InvalidInput(f"model '{self.name}' is a Triton Python model: send a V2 inference request")
+        scheduler = self.scheduler
+        if scheduler is None or not self.ready:
+            raise ModelNotReady(self.name)
+        if self.bridge.loop is None:
+            self.bridge.loop = asyncio.get_running_loop()
+        arrays = self._arrays(payload)
+        return await scheduler.submit(arrays, request_priority(payload.parameters, scheduler.config.priority_levels),
+                                      request_timeout_s(payload.parameters), None, None,
+                                      context={"request": payload, "arrays": list(arrays.values())})
+
+    def _arrays(self, request: InferRequest) -> Dict[str, np.ndarray]:
+        """The request checked against the (completed) config as Triton checks it before the backend."""
+        specs = {s.name: s for s in self.input_specs}
+        arrays: Dict[str, np.ndarray] = {}
+        for tensor in request.inputs:
+            spec = specs.get(tensor.name)
+            if spec is None:
+                raise InvalidInput(f"unexpected inference input '{tensor.name}' for model '{self.name}'")
+            if tensor.datatype != spec.datatype:
+                raise InvalidInput(f"inference input '{tensor.name}' data-type is '{tensor.datatype}', but model "
+                                   f"'{self.name}' expects '{spec.datatype}'")
+            array = tensor.as_numpy()
+            if not _shape_fits(spec.shape, array.shape):
+                raise InvalidInput(f"unexpected shape for input '{tensor.name}' for model '{self.name}'. "
+                                   f"Expected {spec.shape}, got {list(array.shape)}")
+            arrays[tensor.name] = array
+        missing = [n for n in specs if n not in arrays and n not in self.optional_inputs]
+        if missing:
+            raise InvalidInput(f"expected {len(specs) - len(self.optional_inputs)} inputs but got {len(arrays)} "
+                               f"inputs for model '{self.name}'. Got input(s) {list(arrays)}, but missing required "
+                               f"input(s) {missing}. Please provide all required input(s).")
+        limit = self.config.get("max_batch_size", 0)
+        if limit and arrays:
+            rows = next(iter(arrays.values())).shape[0]
+            if rows > limit:
+                raise InvalidInput(f"inference request batch-size must be <= {limit} for '{self.name}'")
+        return arrays

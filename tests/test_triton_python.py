@@ -1,0 +1,380 @@
+"""Triton Python-backend models (config.pbtxt `backend: "python"` + 1/model.py) served unchanged: execute
+with request lists from the dynamic batcher, errors per request, BLS, auto-complete, instances, finalize."""
+
+import json
+import textwrap
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from conftest import running_server
+from gpuserve import ModelRepository
+from gpuserve.repository import DiskRepository
+
+HEADER = "import json, time\nimport numpy as np\nimport triton_python_backend_utils as pb_utils\n\n"
+
+ADD_SUB = """
+class TritonPythonModel:
+    def initialize(self, args):
+        self.args = args
+        self.config = json.loads(args["model_config"])
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            a = pb_utils.get_input_tensor_by_name(request, "INPUT0").as_numpy()
+            b = pb_utils.get_input_tensor_by_name(request, "INPUT1").as_numpy()
+            kind = np.array([self.args["model_instance_kind"].encode(), self.args["model_instance_name"].encode()],
+                            dtype=object)
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT0", a + b),
+                                                         pb_utils.Tensor("OUTPUT1", a - b),
+                                                         pb_utils.Tensor("INSTANCE", kind)]))
+        return responses
+"""
+ADD_SUB_CONFIG = """
+name: "add_sub"
+backend: "python"
+input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 4 ] }, { name: "INPUT1" data_type: TYPE_FP32 dims: [ 4 ] } ]
+output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 4 ] }, { name: "OUTPUT1" data_type: TYPE_FP32 dims: [ 4 ] },
+         { name: "INSTANCE" data_type: TYPE_STRING dims: [ 2 ] } ]
+instance_group [ { count: 2 kind: KIND_CPU } ]
+"""
+
+BATCHED = """
+class TritonPythonModel:
+    def execute(self, requests):
+        time.sleep(0.02)  # busy long enough for the next requests to queue behind this execute
+        return [pb_utils.InferenceResponse([
+            pb_utils.Tensor("OUTPUT0", pb_utils.get_input_tensor_by_name(r, "INPUT0").as_numpy() * 2),
+            pb_utils.Tensor("BATCH", np.full((pb_utils.get_input_tensor_by_name(r, "INPUT0").as_numpy().shape[0], 1),
+                                             len(requests), np.int32))]) for r in requests]
+"""
+BATCHED_CONFIG = """
+backend: "python"
+max_batch_size: 8
+dynamic_batching { }
+input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ -1 ] } ]
+output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ -1 ] }, { name: "BATCH" data_type: TYPE_INT32 dims: [ 1 ] } ]
+"""
+
+ERRORS = """
+CODES = {1: None, 2: pb_utils.TritonError.NOT_FOUND, 3: pb_utils.TritonError.INVALID_ARG,
+         4: pb_utils.TritonError.UNAVAILABLE, 5: pb_utils.TritonError.UNSUPPORTED}
+
+class TritonPythonModel:
+    def execute(self, requests):
+        out = []
+        for request in requests:
+            value = int(pb_utils.get_input_tensor_by_name(request, "INPUT0").as_numpy()[0])
+            if value == 6:
+                raise pb_utils.TritonModelException("raised on purpose")
+            if value == 7:
+                raise ValueError("plain failure")
+            if value == 8:
+                return []
+            if value == 9:
+                return [None] * len(requests)
+            if value in CODES:
+                error = pb_utils.TritonError("bad value") if CODES[value] is None else \\
+                    pb_utils.TritonError(f"code {value}", CODES[value])
+                out.append(pb_utils.InferenceResponse(error=error))
+            else:
+                out.append(pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT0", np.array([value], np.int32))]))
+        return out
+"""
+ERRORS_CONFIG = """
+backend: "python"
+input [ { name: "INPUT0" data_type: TYPE_INT32 dims: [ 1 ] } ]
+output [ { name: "OUTPUT0" data_type: TYPE_INT32 dims: [ 1 ] } ]
+"""
+
+STRINGS = """
+class TritonPythonModel:
+    def execute(self, requests):
+        out = []
+        for request in requests:
+            text = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy()
+            upper = np.array([t.upper() for t in text.ravel()], dtype=object).reshape(text.shape)
+            params = request.parameters()
+            names = ",".join(request.requested_output_names())
+            out.append(pb_utils.InferenceResponse(
+                [pb_utils.Tensor("TEXT_OUT", upper), pb_utils.Tensor("LEN", np.array([len(t) for t in text], np.int64)),
+                 pb_utils.Tensor("META", np.array([params.encode(), request.request_id().encode(), names.encode()],
+                                                  dtype=object))],
+                parameters={"answered": True}))
+        return out
+"""
+STRINGS_CONFIG = """
+backend: "python"
+input [ { name: "TEXT" data_type: TYPE_STRING dims: [ -1 ] } ]
+output [ { name: "TEXT_OUT" data_type: TYPE_STRING dims: [ -1 ] }, { name: "LEN" data_type: TYPE_INT64 dims: [ -1 ] },
+         { name: "META" data_type: TYPE_STRING dims: [ 3 ] } ]
+"""
+
+BLS = """
+class TritonPythonModel:
+    def execute(self, requests):
+        out = []
+        for request in requests:
+            target = "add_sub" if pb_utils.get_input_tensor_by_name(request, "WHICH").as_numpy()[0] == 0 else "nowhere"
+            call = pb_utils.InferenceRequest(model_name=target, requested_output_names=["OUTPUT0"],
+                                             inputs=[pb_utils.get_input_tensor_by_name(request, "INPUT0"),
+                                                     pb_utils.get_input_tensor_by_name(request, "INPUT1")])
+            answer = call.exec()
+            if answer.has_error():
+                out.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(answer.error().message(),
+                                                                                 answer.error().code())))
+                continue
+            total = pb_utils.get_output_tensor_by_name(answer, "OUTPUT0")
+            out.append(pb_utils.InferenceResponse([pb_utils.Tensor("SUM", total.as_numpy())]))
+        return out
+"""
+BLS_CONFIG = """
+backend: "python"
+input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 4 ] }, { name: "INPUT1" data_type: TYPE_FP32 dims: [ 4 ] },
+        { name: "WHICH" data_type: TYPE_INT32 dims: [ 1 ] } ]
+output [ { name: "SUM" data_type: TYPE_FP32 dims: [ 4 ] } ]
+"""
+
+ASYNC_BLS = """
+import asyncio
+
+class TritonPythonModel:
+    async def execute(self, requests):
+        out = []
+        for request in requests:
+            call = pb_utils.InferenceRequest(model_name="add_sub", requested_output_names=["OUTPUT0", "OUTPUT1"],
+                                             inputs=[pb_utils.get_input_tensor_by_name(request, "INPUT0"),
+                                                     pb_utils.get_input_tensor_by_name(request, "INPUT1")])
+            first, second = await asyncio.gather(call.async_exec(), call.async_exec())
+            a = pb_utils.get_output_tensor_by_name(first, "OUTPUT0").as_numpy()
+            b = pb_utils.get_output_tensor_by_name(second, "OUTPUT1").as_numpy()
+            out.append(pb_utils.InferenceResponse([pb_utils.Tensor("SUM", a + b)]))
+        return out
+"""
+
+AUTO = """
+class TritonPythonModel:
+    @staticmethod
+    def auto_complete_config(config):
+        config.add_input({"name": "INPUT0", "data_type": "TYPE_FP32", "dims": [4]})
+        config.add_output({"name": "OUTPUT0", "data_type": "TYPE_FP32", "dims": [4]})
+        config.set_max_batch_size(4)
+        config.set_dynamic_batching()
+        return config
+
+    def execute(self, requests):
+        return [pb_utils.InferenceResponse([pb_utils.Tensor(
+            "OUTPUT0", pb_utils.get_input_tensor_by_name(r, "INPUT0").as_numpy() + 1)]) for r in requests]
+"""
+
+BROKEN = """
+class TritonPythonModel:
+    def initialize(self, args):
+        raise RuntimeError("cannot start")
+
+    def execute(self, requests):
+        return []
+"""
+
+FINALIZE = """
+class TritonPythonModel:
+    def initialize(self, args):
+        self.marker = args["model_repository"] + "/finalized"
+
+    def execute(self, requests):
+        return [pb_utils.InferenceResponse([pb_utils.get_input_tensor_by_name(r, "INPUT0")]) for r in requests]
+
+    def finalize(self):
+        open(self.marker, "w").write("done")
+"""
+ECHO_CONFIG = """
+backend: "python"
+input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 4 ] } ]
+output [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 4 ] } ]
+"""
+
+
+def write_model(root, name, code, config):
+    folder = root / name
+    (folder / "1").mkdir(parents=True)
+    (folder / "config.pbtxt").write_text(textwrap.dedent(config))
+    (folder / "1" / "model.py").write_text(HEADER + textwrap.dedent(code))
+    return folder
+
+
+@pytest.fixture
+def repo(tmp_path):
+    write_model(tmp_path, "add_sub", ADD_SUB, ADD_SUB_CONFIG)
+    write_model(tmp_path, "batched", BATCHED, BATCHED_CONFIG)
+    write_model(tmp_path, "errors", ERRORS, ERRORS_CONFIG)
+    write_model(tmp_path, "strings", STRINGS, STRINGS_CONFIG)
+    write_model(tmp_path, "bls", BLS, BLS_CONFIG)
+    write_model(tmp_path, "async_bls", ASYNC_BLS, ADD_SUB_CONFIG.split("output")[0].replace('name: "add_sub"', "")
+                + 'output [ { name: "SUM" data_type: TYPE_FP32 dims: [ 4 ] } ]\n')
+    write_model(tmp_path, "auto", AUTO, 'backend: "python"\n')
+    write_model(tmp_path, "broken", BROKEN, ERRORS_CONFIG)
+    write_model(tmp_path, "finalize", FINALIZE, ECHO_CONFIG)
+    return tmp_path
+
+
+def _fp32(name, array, module=httpclient):
+    tensor = module.InferInput(name, list(array.shape), "FP32")
+    tensor.set_data_from_numpy(array)
+    return tensor
+
+
+def _int32(value, module=httpclient, name="INPUT0"):
+    tensor = module.InferInput(name, [1], "INT32")
+    tensor.set_data_from_numpy(np.array([value], np.int32))
+    return tensor
+
+
+def test_add_sub_over_both_protocols_with_instances_and_metadata(repo):
+    registry = DiskRepository(repo).populate(ModelRepository())
+    a, b = np.arange(4, dtype=np.float32), np.full(4, 0.5, np.float32)
+    with running_server(repository=registry) as server:
+        with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
+            result = client.infer("add_sub", [_fp32("INPUT0", a), _fp32("INPUT1", b)])
+            assert np.array_equal(result.as_numpy("OUTPUT0"), a + b)
+            assert np.array_equal(result.as_numpy("OUTPUT1"), a - b)
+            kind, instance = result.as_numpy("INSTANCE")
+            assert kind == b"CPU" and instance in (b"add_sub_0_0", b"add_sub_0_1")
+            config = client.get_model_config("add_sub")
+            assert config["backend"] == "python" and config["max_batch_size"] == 0
+            assert [i["name"] for i in config["input"]] == ["INPUT0", "INPUT1"]
+            meta = client.get_model_metadata("add_sub")
+            assert meta["inputs"][0] == {"name": "INPUT0", "datatype": "FP32", "shape": [4]}
+        with grpcclient.InferenceServerClient(f"127.0.0.1:{server.ports['grpc']}") as client:
+            result = client.infer("add_sub", [_fp32("INPUT0", a, grpcclient), _fp32("INPUT1", b, grpcclient)],
+                                  outputs=[grpcclient.InferRequestedOutput("OUTPUT1")])
+            assert np.array_equal(result.as_numpy("OUTPUT1"), a - b) and result.as_numpy("OUTPUT0") is None
+    models = registry.versions("add_sub")["1"]
+    assert [i.name for i in models.instances] == ["add_sub_0_0", "add_sub_0_1"]
+
+
+def test_dynamic_batcher_hands_queued_requests_to_one_execute(repo):
+    registry = DiskRepository(repo).populate(ModelRepository())
+    with running_server(repository=registry) as server:
+        url = f"127.0.0.1:{server.ports['grpc']}"
+
+        def one(k):
+            with grpcclient.InferenceServerClient(url) as client:
+                return client.infer("batched", [_fp32("INPUT0", np.full((1, 3), k, np.float32), grpcclient)])
+
+        with ThreadPoolExecutor(12) as pool:
+            answers = list(pool.map(one, range(12)))
+        for k, result in enumerate(answers):
+            assert np.array_equal(result.as_numpy("OUTPUT0"), np.full((1, 3), 2.0 * k, np.float32))
+        batches = [int(result.as_numpy("BATCH")[0, 0]) for result in answers]
+        assert max(batches) > 1 and max(batches) <= 8
+        with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
+            stats = client.get_inference_statistics("batched")["model_stats"][0]
+            assert stats["inference_count"] == 12 and stats["execution_count"] < 12
+            too_big = _fp32("INPUT0", np.zeros((9, 3), np.float32))
+            with pytest.raises(InferenceServerException, match="batch-size must be <= 8") as caught:
+                client.infer("batched", [too_big])
+            assert caught.value.status() == "400"
+
+
+@pytest.mark.parametrize("value, http_status, grpc_code, text", [
+    (1, "500", "StatusCode.INTERNAL", "bad value"),
+    (2, "404", "StatusCode.NOT_FOUND", "code 2"),
+    (3, "400", "StatusCode.INVALID_ARGUMENT", "code 3"),
+    (4, "503", "StatusCode.UNAVAILABLE", "code 4"),
+    (5, "501", "StatusCode.UNIMPLEMENTED", "code 5"),
+    (6, "500", "StatusCode.INTERNAL", "TritonModelException: raised on purpose"),
+    (7, "500", "StatusCode.INTERNAL", "ValueError: plain failure"),
+    (8, "500", "StatusCode.INTERNAL", "do not match the number of InferenceRequest"),
+    (9, "500", "StatusCode.INTERNAL", "found type 'None'"),
+])
+def test_errors_reach_the_client_with_their_code_and_the_server_keeps_serving(repo, value, http_status, grpc_code,
+                                                                                text):
+    registry = DiskRepository(repo).populate(ModelRepository())
+    with running_server(repository=registry) as server:
+        with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
+            with pytest.raises(InferenceServerException, match=text) as caught:
+                client.infer("errors", [_int32(value)])
+            assert caught.value.status() == http_status
+            assert client.infer("errors", [_int32(0)]).as_numpy("OUTPUT0").tolist() == [0]
+        with grpcclient.InferenceServerClient(f"127.0.0.1:{server.ports['grpc']}") as client:
+            with pytest.raises(InferenceServerException, match=text) as caught:
+                client.infer("errors", [_int32(value, grpcclient)])
+            assert caught.value.status() == grpc_code
+
+
+def test_request_checks_bytes_parameters_and_requested_outputs(repo):
+    registry = DiskRepository(repo).populate(ModelRepository())
+    with running_server(repository=registry) as server:
+        with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
+            text = httpclient.InferInput("TEXT", [2], "BYTES")
+            text.set_data_from_numpy(np.array([b"ab", b"xyz"], dtype=object))
+            result = client.infer("strings", [text], request_id="r-7", parameters={"lang": "en", "n": 3},
+                                  outputs=[httpclient.InferRequestedOutput("TEXT_OUT"),
+                                           httpclient.InferRequestedOutput("META")])
+            assert result.as_numpy("TEXT_OUT").tolist() == [b"AB", b"XYZ"] and result.as_numpy("LEN") is None
+            params, request_id, names = result.as_numpy("META")
+            assert json.loads(params) == {"lang": "en", "n": 3}
+            assert request_id == b"r-7" and names == b"TEXT_OUT,META"
+            assert result.get_response()["parameters"] == {"answered": True}
+            for inputs, message in (
+                    ([_fp32("INPUT0", np.zeros(4, np.float32))], "unexpected inference input 'INPUT0'"),
+                    ([_int32(1, name="TEXT")], "data-type is 'INT32', but model 'strings' expects 'BYTES'")):
+                with pytest.raises(InferenceServerException, match=message) as caught:
+                    client.infer("strings", inputs)
+                assert caught.value.status() == "400"
+            with pytest.raises(InferenceServerException, match="missing required input") as caught:
+                client.infer("add_sub", [_fp32("INPUT0", np.zeros(4, np.float32))])
+            assert caught.value.status() == "400"
+            with pytest.raises(InferenceServerException, match="unexpected shape") as caught:
+                client.infer("add_sub", [_fp32("INPUT0", np.zeros(3, np.float32)),
+                                         _fp32("INPUT1", np.zeros(3, np.float32))])
+            assert caught.value.status() == "400"
+
+
+def test_bls_calls_other_models_through_the_server(repo):
+    registry = DiskRepository(repo).populate(ModelRepository())
+    a, b = np.arange(4, dtype=np.float32), np.full(4, 2.0, np.float32)
+    with running_server(repository=registry) as server:
+        with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
+            result = client.infer("bls", [_fp32("INPUT0", a), _fp32("INPUT1", b), _int32(0, name="WHICH")])
+            assert np.array_equal(result.as_numpy("SUM"), a + b)
+            with pytest.raises(InferenceServerException, match="nowhere") as caught:
+                client.infer("bls", [_fp32("INPUT0", a), _fp32("INPUT1", b), _int32(1, name="WHICH")])
+            assert caught.value.status() == "404"
+            result = client.infer("async_bls", [_fp32("INPUT0", a), _fp32("INPUT1", b)])
+            assert np.array_equal(result.as_numpy("SUM"), (a + b) + (a - b))
+            stats = client.get_inference_statistics("add_sub")["model_stats"][0]
+            assert stats["inference_count"] == 3  # the BLS calls count where they ran, as Triton counts them
+
+
+def test_auto_complete_config_and_broken_initialize(repo):
+    registry = DiskRepository(repo).populate(ModelRepository())
+    with running_server(repository=registry) as server:
+        with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
+            config = client.get_model_config("auto")
+            assert config["max_batch_size"] == 4 and "dynamic_batching" in config
+            assert config["input"][0]["name"] == "INPUT0" and config["input"][0]["dims"] == [4]
+            x = np.zeros((2, 4), np.float32)
+            assert np.array_equal(client.infer("auto", [_fp32("INPUT0", x)]).as_numpy("OUTPUT0"), x + 1)
+            assert not client.is_model_ready("broken")
+            index = {m["name"]: m for m in client.get_model_repository_index()}
+            assert index["broken"]["state"] == "UNAVAILABLE" and "cannot start" in index["broken"]["reason"]
+            assert client.is_model_ready("add_sub")
+
+
+def test_unload_runs_finalize_and_reload_serves_again(repo):
+    registry = DiskRepository(repo).populate(ModelRepository())
+    marker = repo / "finalize" / "finalized"
+    with running_server(repository=registry) as server:
+        with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
+            x = np.arange(4, dtype=np.float32)
+            assert np.array_equal(client.infer("finalize", [_fp32("INPUT0", x)]).as_numpy("INPUT0"), x)
+            client.unload_model("finalize")
+            assert marker.read_text() == "done" and not client.is_model_ready("finalize")
+            client.load_model("finalize")
+            assert np.array_equal(client.infer("finalize", [_fp32("INPUT0", x)]).as_numpy("INPUT0"), x)
