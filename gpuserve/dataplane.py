@@ -6,6 +6,7 @@ the transports only decode, call one method, and encode.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
 from typing import Any, Dict, Optional, Tuple
@@ -23,6 +24,10 @@ from gpuserve.types import InferRequest, InferResponse
 from gpuserve.version import __version__
 
 logger = logging.getLogger("gpuserve")
+
+# Set by the transports whose calls may carry many responses per request (gRPC ModelStreamInfer); a model
+# that answers with a stream (Triton's decoupled models) refuses calls that cannot carry one.
+STREAMING: "contextvars.ContextVar[bool]" = contextvars.ContextVar("gpuserve_streaming_call", default=False)
 
 # Only what works end to end here (no sequence batching; CUDA shared memory needs a GPU build).
 EXTENSIONS = ["classification", "model_repository", "schedule_policy", "model_configuration",

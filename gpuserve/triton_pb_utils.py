@@ -248,6 +248,14 @@ class InferenceRequest:
         return iter(result) if decoupled else result
 
 
+class PreferredMemory:
+    """Where a BLS call would like its outputs; gpuserve answers BLS calls with host arrays."""
+
+    def __init__(self, preferred_memory_type: int = TRITONSERVER_MEMORY_CPU, preferred_device_id: int = 0):
+        self.preferred_memory_type = preferred_memory_type
+        self.preferred_device_id = preferred_device_id
+
+
 # the server a model talks to (BLS, model loading API) ---------------------------------------------
 _local = threading.local()
 _default: Dict[str, Any] = {"bridge": None}

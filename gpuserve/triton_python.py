@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import importlib.util
 import inspect
 import json
@@ -27,10 +28,12 @@ import numpy as np
 from gpuserve import triton_pb_utils as pb
 from gpuserve.backends.base import TensorSpec
 from gpuserve.batching import batching_config, request_priority, request_timeout_s
+from gpuserve.dataplane import STREAMING
 from gpuserve.engine.batcher import Scheduler
 from gpuserve.engine.device import choose_device
 from gpuserve.engine.instance import Instance
-from gpuserve.errors import GpuserveError, InvalidInput, InvalidSettings, ModelMissingError, ModelNotReady
+from gpuserve.errors import (GpuserveError, InvalidInput, InvalidSettings, ModelMissingError, ModelNotReady,
+                             Unimplemented)
 from gpuserve.runtimes import FrameworkModel, _shape_fits
 from gpuserve.triton_config import V2_TYPES, read_config
 from gpuserve.types import InferInput, InferOutput, InferRequest, InferResponse, RequestedOutput
@@ -108,6 +111,11 @@ def tensor_specs(entries: List[dict], batched: bool, kind: str) -> List[TensorSp
     return specs
 
 
+def _error_response(exc: BaseException) -> pb.InferenceResponse:
+    code = _CODE_OF_GRPC.get(getattr(exc, "grpc", ""), pb.TritonError.INTERNAL)
+    return pb.InferenceResponse(error=pb.TritonError(str(exc) or type(exc).__name__, code))
+
+
 class ServerBridge:
     """What a model's BLS calls reach: the data plane of the server that serves it, on its loop."""
 
@@ -133,33 +141,54 @@ class ServerBridge:
             raise pb.TritonModelException("this model is not in a server's repository: BLS has no models to call")
         return registry
 
+    async def _call(self, request: pb.InferenceRequest):
+        inputs = [InferInput.from_numpy(t.name(), t.as_numpy()) for t in request.inputs()]
+        version = request.model_version()
+        parameters = json.loads(request.parameters())
+        if request.timeout():
+            parameters.setdefault("timeout", request.timeout())
+        ours = InferRequest(request.model_name(), inputs, request_id=request.request_id() or None,
+                            parameters=parameters,
+                            request_outputs=[RequestedOutput(n) for n in request.requested_output_names()] or None,
+                            model_version=str(version) if version is not None and int(version) > 0 else None)
+        registry = self._registry()
+        plane = getattr(registry, "plane", None)
+        if plane is not None:
+            response, _ = await plane.infer(ours)
+        else:
+            response, _ = await registry.resolve(ours.model_name, ours.model_version)(ours)
+        return response
+
+    @staticmethod
+    def _converted(response) -> pb.InferenceResponse:
+        if isinstance(response, BaseException):
+            return _error_response(response)
+        if not isinstance(response, InferResponse):
+            return _error_response(PythonModelError("the model did not answer with a V2 response"))
+        parameters = {k: v for k, v in (response.parameters or {}).items() if k != "triton_final_response"}
+        return pb.InferenceResponse([pb.Tensor(o.name, o.as_numpy()) for o in response.outputs], parameters=parameters)
+
     async def infer(self, request: pb.InferenceRequest) -> pb.InferenceResponse:
         try:
-            inputs = [InferInput.from_numpy(t.name(), t.as_numpy()) for t in request.inputs()]
-            version = request.model_version()
-            parameters = json.loads(request.parameters())
-            if request.timeout():
-                parameters.setdefault("timeout", request.timeout())
-            ours = InferRequest(request.model_name(), inputs, request_id=request.request_id() or None,
-                                parameters=parameters,
-                                request_outputs=[RequestedOutput(n) for n in request.requested_output_names()] or None,
-                                model_version=str(version) if version is not None and int(version) > 0 else None)
-            registry = self._registry()
-            plane = getattr(registry, "plane", None)
-            if plane is not None:
-                response, _ = await plane.infer(ours)
-            else:
-                response, _ = await registry.resolve(ours.model_name, ours.model_version)(ours)
-            if not isinstance(response, InferResponse):
-                raise PythonModelError(f"model '{request.model_name()}' did not answer with a V2 response")
-            return pb.InferenceResponse([pb.Tensor(o.name, o.as_numpy()) for o in response.outputs],
-                                        parameters=dict(response.parameters or {}))
+            response = await self._call(request)
         except Exception as exc:
-            code = _CODE_OF_GRPC.get(getattr(exc, "grpc", ""), pb.TritonError.INTERNAL)
-            return pb.InferenceResponse(error=pb.TritonError(str(exc) or type(exc).__name__, code))
+            return _error_response(exc)
+        return self._converted(response)
 
     async def infer_stream(self, request: pb.InferenceRequest) -> list:
-        return [await self.infer(request)]
+        """Every response of a call (a decoupled model's many, ending with an empty final one when the
+        model sent only the flag, as Triton's BLS iterator does; another model's one)."""
+        token = STREAMING.set(True)
+        try:
+            request._parameters.setdefault("triton_enable_empty_final_response", True)
+            response = await self._call(request)
+            if not hasattr(response, "__aiter__"):
+                return [self._converted(response)]
+            return [self._converted(item) async for item in response]
+        except Exception as exc:
+            return [_error_response(exc)]
+        finally:
+            STREAMING.reset(token)
 
     def model_ready(self, name: str, version: str) -> bool:
         model = self._registry().get_model(name, version or None)
@@ -171,6 +200,25 @@ class ServerBridge:
 
     async def unload(self, name: str) -> None:
         await self._registry().unload_async(name)
+
+
+class ResponseStream:
+    """The responses of one request to a decoupled model: sent from any of the model's threads, read by
+    the request's task in order, ending with the response (or flag) marked final."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self._loop = loop
+        self._queue: asyncio.Queue = asyncio.Queue()
+
+    def put(self, item, final: bool) -> None:
+        """From any thread."""
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, (item, final))
+        except RuntimeError:  # the server's loop has closed: nobody is listening any more
+            pass
+
+    async def get(self):
+        return await self._queue.get()
 
 
 class PythonInstance:
@@ -204,7 +252,15 @@ class PythonInstance:
             answers = self._call(self.obj.execute, requests)
         except Exception as exc:
             message = f"Failed to process the request(s) for model '{self.name}', message: {type(exc).__name__}: {exc}"
+            if self.owner.decoupled:  # responses already sent stay sent; the stream ends with the error
+                for job, request in zip(jobs, requests):
+                    if not request._sender._closed:
+                        request._sender._closed = True
+                        job.parameters["stream"].put(PythonModelError(message), True)
+                return [None for _ in jobs]
             return [PythonModelError(message) for _ in jobs]
+        if self.owner.decoupled:  # the responses travel through each request's sender, now or later
+            return [None for _ in jobs]
         if answers is None:  # answered through response senders (allowed in default mode since Triton 24.06)
             answers = [r._sent[0] if r._sent else None for r in requests]
         try:
@@ -224,6 +280,7 @@ class PythonInstance:
         names = [o.name for o in request.request_outputs] if request.request_outputs else \
             [s.name for s in self.outputs]
         parameters = dict(request.parameters or {})
+        parameters.pop("triton_enable_empty_final_response", None)  # the transport's, not the model's
         flags = (pb.TRITONSERVER_REQUEST_FLAG_SEQUENCE_START if parameters.get("sequence_start") else 0) | \
                 (pb.TRITONSERVER_REQUEST_FLAG_SEQUENCE_END if parameters.get("sequence_end") else 0)
         wrapped = pb.InferenceRequest(self.owner.name, names, tensors, request_id=request.id or "",
@@ -234,8 +291,14 @@ class PythonInstance:
         future = job.future
         wrapped._cancelled = future.done  # the client went away (its future was cancelled)
         wrapped._sent = []
-        wrapped._sender = pb.InferenceResponseSender(lambda response, flags: wrapped._sent.append(response),
-                                                    future.done)
+        stream = job.parameters.get("stream")
+        if stream is None:
+            deliver = lambda response, flags: wrapped._sent.append(response)  # noqa: E731
+        else:
+            def deliver(response, flags):
+                item = None if response is None else self._response(job, response)
+                stream.put(item, bool(flags & pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL))
+        wrapped._sender = pb.InferenceResponseSender(deliver, future.done)
         return wrapped
 
     def _response(self, job, answer) -> object:
@@ -305,6 +368,7 @@ class TritonPythonBackendModel(FrameworkModel):
         self.output_specs: List[TensorSpec] = []
         self.optional_inputs: set = set()
         self.instances: List[PythonInstance] = []
+        self.decoupled = False  # model_transaction_policy { decoupled: true }: any number of responses per request
 
     def artefact(self) -> Path:
         if not self.uri:
@@ -326,8 +390,7 @@ class TritonPythonBackendModel(FrameworkModel):
         for scheduler in ("sequence_batching", "ensemble_scheduling"):
             if scheduler in config:
                 raise InvalidSettings(f"model '{self.name}': {scheduler} is not supported by gpuserve")
-        if pb.using_decoupled_model_transaction_policy(config):
-            raise InvalidSettings(f"model '{self.name}': decoupled Python models are not supported by gpuserve yet")
+        self.decoupled = pb.using_decoupled_model_transaction_policy(config)
         max_batch = int(config.get("max_batch_size", 0) or 0)
         config["max_batch_size"] = max_batch
         self.config = config
@@ -414,9 +477,44 @@ class TritonPythonBackendModel(FrameworkModel):
         if self.bridge.loop is None:
             self.bridge.loop = asyncio.get_running_loop()
         arrays = self._arrays(payload)
-        return await scheduler.submit(arrays, request_priority(payload.parameters, scheduler.config.priority_levels),
-                                      request_timeout_s(payload.parameters), None, None,
-                                      context={"request": payload, "arrays": list(arrays.values())})
+        context = {"request": payload, "arrays": list(arrays.values())}
+        submit = functools.partial(scheduler.submit, arrays,
+                                   request_priority(payload.parameters, scheduler.config.priority_levels),
+                                   request_timeout_s(payload.parameters), None, None)
+        if not self.decoupled:
+            return await submit(context=context)
+        if not STREAMING.get():
+            where = "ModelInfer RPC" if payload.from_grpc else "HTTP end point"
+            raise Unimplemented(f"{where} doesn't support models with decoupled transaction policy")
+        context["stream"] = stream = ResponseStream(asyncio.get_running_loop())
+        task = asyncio.ensure_future(submit(context=context))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception() is None or stream.put(t.exception(), True))
+        return self._responses(payload, stream, task)
+
+    async def _responses(self, request: InferRequest, stream: ResponseStream, task: asyncio.Future):
+        """A decoupled request's responses, each marked with `triton_final_response` as Triton marks them;
+        a bare final flag becomes an empty response only when the client asked for one."""
+        wanted = {o.name for o in request.request_outputs} if request.request_outputs else None
+        empty_final = bool(request.parameters.get("triton_enable_empty_final_response"))
+        try:
+            while True:
+                item, final = await stream.get()
+                if item is None:
+                    if final and empty_final:
+                        yield InferResponse(request.id, self.name, [], model_version=self.version,
+                                            parameters={"triton_final_response": True})
+                elif isinstance(item, InferResponse):
+                    if wanted is not None:
+                        item.outputs = [o for o in item.outputs if o.name in wanted]
+                    item.parameters["triton_final_response"] = final
+                    yield item
+                else:
+                    yield item  # an error: the stream reports it and goes on with other requests
+                if final:
+                    return
+        finally:
+            if not task.done():  # the client went away: the request counts as cancelled
+                task.cancel()
 
     def _arrays(self, request: InferRequest) -> Dict[str, np.ndarray]:
         """The request checked against the (completed) config as Triton checks it before the backend."""

@@ -2,6 +2,7 @@
 with request lists from the dynamic batcher, errors per request, BLS, auto-complete, instances, finalize."""
 
 import json
+import queue
 import textwrap
 from concurrent.futures import ThreadPoolExecutor
 
@@ -192,6 +193,45 @@ class TritonPythonModel:
     def finalize(self):
         open(self.marker, "w").write("done")
 """
+DECOUPLED = """
+import threading
+
+class TritonPythonModel:
+    def execute(self, requests):
+        for request in requests:
+            count = int(pb_utils.get_input_tensor_by_name(request, "IN").as_numpy()[0])
+            threading.Thread(target=self.answer, args=(request.get_response_sender(), count)).start()
+        return None
+
+    def answer(self, sender, count):
+        if count < 0:
+            sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError("negative", pb_utils.TritonError.INVALID_ARG)),
+                        flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+            return
+        for i in range(count):
+            sender.send(pb_utils.InferenceResponse([pb_utils.Tensor("OUT", np.array([i], np.int32))]))
+        sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+"""
+DECOUPLED_CONFIG = """
+backend: "python"
+model_transaction_policy { decoupled: true }
+input [ { name: "IN" data_type: TYPE_INT32 dims: [ 1 ] } ]
+output [ { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
+"""
+
+BLS_DECOUPLED = """
+class TritonPythonModel:
+    def execute(self, requests):
+        out = []
+        for request in requests:
+            call = pb_utils.InferenceRequest(model_name="decoupled", requested_output_names=["OUT"],
+                                             inputs=[pb_utils.get_input_tensor_by_name(request, "IN")])
+            values = [int(pb_utils.get_output_tensor_by_name(r, "OUT").as_numpy()[0])
+                      for r in call.exec(decoupled=True) if r.output_tensors()]
+            out.append(pb_utils.InferenceResponse([pb_utils.Tensor("OUT", np.array([sum(values)], np.int32))]))
+        return out
+"""
+
 ECHO_CONFIG = """
 backend: "python"
 input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 4 ] } ]
@@ -219,6 +259,8 @@ def repo(tmp_path):
     write_model(tmp_path, "auto", AUTO, 'backend: "python"\n')
     write_model(tmp_path, "broken", BROKEN, ERRORS_CONFIG)
     write_model(tmp_path, "finalize", FINALIZE, ECHO_CONFIG)
+    write_model(tmp_path, "decoupled", DECOUPLED, DECOUPLED_CONFIG)
+    write_model(tmp_path, "bls_decoupled", BLS_DECOUPLED, DECOUPLED_CONFIG.replace("model_transaction_policy", "#"))
     return tmp_path
 
 
@@ -378,3 +420,29 @@ def test_unload_runs_finalize_and_reload_serves_again(repo):
             assert marker.read_text() == "done" and not client.is_model_ready("finalize")
             client.load_model("finalize")
             assert np.array_equal(client.infer("finalize", [_fp32("INPUT0", x)]).as_numpy("INPUT0"), x)
+
+
+def test_decoupled_model_streams_many_responses_over_grpc_only(repo):
+    registry = DiskRepository(repo).populate(ModelRepository())
+    with running_server(repository=registry) as server:
+        answers = queue.Queue()
+        with grpcclient.InferenceServerClient(f"127.0.0.1:{server.ports['grpc']}") as client:
+            client.start_stream(callback=lambda result, error: answers.put((result, error)))
+            for count, request_id in ((3, "a"), (-1, "b"), (0, "c")):
+                client.async_stream_infer("decoupled", [_int32(count, grpcclient, "IN")], request_id=request_id,
+                                          enable_empty_final_response=True)
+            got = [answers.get(timeout=30) for _ in range(6)]
+            client.stop_stream()
+            with pytest.raises(InferenceServerException, match="ModelInfer RPC doesn't support models with decoupled"):
+                client.infer("decoupled", [_int32(1, grpcclient, "IN")])
+        values = [(r.get_response().id, r.as_numpy("OUT").tolist() if r.as_numpy("OUT") is not None else None,
+                   r.get_response().parameters["triton_final_response"].bool_param) for r, e in got if e is None]
+        assert values == [("a", [0], False), ("a", [1], False), ("a", [2], False), ("a", None, True), ("c", None, True)]
+        errors = [e for r, e in got if e is not None]
+        assert len(errors) == 1 and "negative" in str(errors[0])
+        with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
+            with pytest.raises(InferenceServerException, match="HTTP end point doesn't support") as caught:
+                client.infer("decoupled", [_int32(1, name="IN")])
+            assert caught.value.status() == "501"
+            result = client.infer("bls_decoupled", [_int32(4, name="IN")])
+            assert result.as_numpy("OUT").tolist() == [0 + 1 + 2 + 3]

@@ -20,7 +20,7 @@ from typing import AsyncIterator, Dict, Optional, Tuple
 
 import grpc
 
-from gpuserve.dataplane import DataPlane
+from gpuserve.dataplane import STREAMING, DataPlane
 from gpuserve.engine.batcher import LONE_INLINE_OK
 from gpuserve.errors import (GpuserveError, InvalidInput, InvalidSettings, ModelNotFound,
                              Unimplemented, status_of)
@@ -127,6 +127,8 @@ class InferenceServicer:
             raise
         if response_headers and context is not None:  # a model's response headers travel as trailing metadata
             context.set_trailing_metadata(tuple((str(k).lower(), str(v)) for k, v in response_headers.items()))
+        if hasattr(response, "__aiter__"):  # a decoupled model's responses (only on a stream: STREAMING)
+            return _decoupled_answers(response, infer_request, request)
         return convert.response_to_proto(response, infer_request)
 
     @_guard
@@ -138,6 +140,7 @@ class InferenceServicer:
         """Requests of one stream run concurrently (so they can share batches); answers leave in
         request order. A failed request is answered with `error_message`; the stream goes on."""
         headers = _headers(context)
+        STREAMING.set(True)  # the requests read below (tasks copy this context) may get many responses
         slots = asyncio.Semaphore(STREAM_IN_FLIGHT)
         pending: asyncio.Queue = asyncio.Queue()  # (request, task) in arrival order; slots bound it
         done = object()
@@ -157,19 +160,22 @@ class InferenceServicer:
                 if task is done:
                     break
                 try:
-                    response = await task
-                    # as Triton: each (non-decoupled) answer is the request's final one, and says so
-                    response.parameters["triton_final_response"].bool_param = True
-                    answer = pb.ModelStreamInferResponse(infer_response=response)
+                    result = await task
                 except Exception as exc:
-                    _, message = _abort_args(exc)
-                    answer = pb.ModelStreamInferResponse(
-                        error_message=message,
-                        infer_response=pb.ModelInferResponse(model_name=request.model_name,
-                                                             model_version=request.model_version, id=request.id))
+                    slots.release()
+                    yield _stream_error(request, exc)
+                    continue
+                if isinstance(result, pb.ModelInferResponse):
+                    slots.release()
+                    # as Triton: each (non-decoupled) answer is the request's final one, and says so
+                    result.parameters["triton_final_response"].bool_param = True
+                    yield pb.ModelStreamInferResponse(infer_response=result)
+                    continue
+                try:  # a decoupled model's responses, as it sends them
+                    async for answer in result:
+                        yield answer
                 finally:
                     slots.release()
-                yield answer
             try:
                 await reader
             except Exception as exc:  # the request stream itself broke
@@ -347,3 +353,18 @@ async def start_grpc_server(plane: DataPlane, settings: ServerSettings) -> Tuple
     await server.start()
     return server, port
 
+
+def _stream_error(request: pb.ModelInferRequest, exc: BaseException) -> pb.ModelStreamInferResponse:
+    """A failed request on a stream: the error in `error_message`, the stream goes on."""
+    _, message = _abort_args(exc)
+    return pb.ModelStreamInferResponse(error_message=message, infer_response=pb.ModelInferResponse(
+        model_name=request.model_name, model_version=request.model_version, id=request.id))
+
+
+async def _decoupled_answers(responses, infer_request, request: pb.ModelInferRequest
+                             ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+    async for item in responses:
+        if isinstance(item, BaseException):
+            yield _stream_error(request, item)
+        else:
+            yield pb.ModelStreamInferResponse(infer_response=convert.response_to_proto(item, infer_request))
