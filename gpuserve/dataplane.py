@@ -101,6 +101,9 @@ class DataPlane:
 
         meta = self.model_metadata(name, version)
         model = self.repository.get_model(name, version)
+        own = getattr(model, "triton_model_config", None)
+        if own is not None and model.ready:  # a model that holds a complete config of its own (Python backend)
+            return own()
         return model_config(meta, getattr(model, "settings", None))
 
     # repository extension ---------------------------------------------------------------------

@@ -20,6 +20,7 @@ import numpy as np
 
 from gpuserve.datatypes import deserialize_bytes_tensor as _deserialize_bytes
 from gpuserve.datatypes import from_numpy_dtype, serialize_bytes_tensor
+from gpuserve.triton_metrics import Metric, MetricFamily  # noqa: F401 - part of pb_utils' API
 
 logger = logging.getLogger("gpuserve.python_model")
 

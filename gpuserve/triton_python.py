@@ -15,11 +15,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-import importlib.util
 import inspect
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -35,13 +33,16 @@ from gpuserve.engine.instance import Instance
 from gpuserve.errors import (GpuserveError, InvalidInput, InvalidSettings, ModelMissingError, ModelNotReady,
                              Unimplemented)
 from gpuserve.runtimes import FrameworkModel, _shape_fits
-from gpuserve.triton_config import V2_TYPES, read_config
+from gpuserve.triton_config import read_config
+from gpuserve.triton_python_config import complete_config, completed_config, import_model_file, tensor_specs
 from gpuserve.types import InferInput, InferOutput, InferRequest, InferResponse, RequestedOutput
 from gpuserve.warmup import run_warmup, warmup_samples
 
 logger = logging.getLogger("gpuserve")
-UTILS_MODULE = "triton_python_backend_utils"
 
+# Request parameters the protocol itself uses; `request.parameters()` shows only the client's own.
+PROTOCOL_PARAMETERS = frozenset({"binary_data_output", "sequence_id", "sequence_start", "sequence_end", "priority",
+                                 "timeout", "triton_enable_empty_final_response"})
 # TritonError codes -> (HTTP status, gRPC status), as Triton's frontends map the server's error codes
 ERROR_STATUS = {
     pb.TritonError.UNKNOWN: (500, "UNKNOWN"), pb.TritonError.INTERNAL: (500, "INTERNAL"),
@@ -60,55 +61,6 @@ class PythonModelError(GpuserveError):
     def __init__(self, message: str, code: int = pb.TritonError.INTERNAL):
         super().__init__(message)
         self.http, self.grpc = ERROR_STATUS.get(code, (500, "INTERNAL"))
-
-
-def install_utils_module() -> None:
-    """`import triton_python_backend_utils` finds gpuserve's implementation (unless one is installed)."""
-    sys.modules.setdefault(UTILS_MODULE, pb)
-
-
-def import_model_file(path: Path, unique: str):
-    """The user's model.py as a module of its own; its folder goes on sys.path first, as Triton's stub
-    does, so helpers next to it import."""
-    install_utils_module()
-    folder = str(path.parent)
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
-    spec = importlib.util.spec_from_file_location(unique, path)
-    if spec is None or spec.loader is None:
-        raise InvalidSettings(f"cannot import {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[unique] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        sys.modules.pop(unique, None)
-        raise
-    if not hasattr(module, "TritonPythonModel"):
-        raise InvalidSettings(f"{path} defines no class TritonPythonModel")
-    return module
-
-
-def complete_config(cls, config: Dict[str, Any]) -> Dict[str, Any]:
-    """Triton's auto-complete: the class's `auto_complete_config(ModelConfig)` may add inputs, outputs,
-    max_batch_size, the dynamic batcher and the transaction policy."""
-    hook = getattr(cls, "auto_complete_config", None)
-    if hook is None:
-        return config
-    wrapped = pb.ModelConfig(json.loads(json.dumps(config)))
-    result = hook(wrapped)
-    return (result if result is not None else wrapped).as_dict()
-
-
-def tensor_specs(entries: List[dict], batched: bool, kind: str) -> List[TensorSpec]:
-    specs = []
-    for entry in entries:
-        datatype = V2_TYPES.get(entry.get("data_type", ""))
-        if datatype is None:
-            raise InvalidSettings(f"{kind} '{entry.get('name')}': unsupported data_type {entry.get('data_type')!r}")
-        dims = [int(d) for d in entry.get("dims", [])]
-        specs.append(TensorSpec(entry["name"], datatype, ([-1] if batched else []) + dims))
-    return specs
 
 
 def _error_response(exc: BaseException) -> pb.InferenceResponse:
@@ -279,13 +231,13 @@ class PythonInstance:
         tensors = [_tensor(t.name, array) for t, array in zip(request.inputs, job.parameters["arrays"])]
         names = [o.name for o in request.request_outputs] if request.request_outputs else \
             [s.name for s in self.outputs]
-        parameters = dict(request.parameters or {})
-        parameters.pop("triton_enable_empty_final_response", None)  # the transport's, not the model's
-        flags = (pb.TRITONSERVER_REQUEST_FLAG_SEQUENCE_START if parameters.get("sequence_start") else 0) | \
-                (pb.TRITONSERVER_REQUEST_FLAG_SEQUENCE_END if parameters.get("sequence_end") else 0)
+        given = request.parameters or {}
+        parameters = {k: v for k, v in given.items() if k not in PROTOCOL_PARAMETERS}
+        flags = (pb.TRITONSERVER_REQUEST_FLAG_SEQUENCE_START if given.get("sequence_start") else 0) | \
+                (pb.TRITONSERVER_REQUEST_FLAG_SEQUENCE_END if given.get("sequence_end") else 0)
         wrapped = pb.InferenceRequest(self.owner.name, names, tensors, request_id=request.id or "",
-                                      correlation_id=parameters.get("sequence_id", 0), flags=flags,
-                                      timeout=int(parameters.get("timeout", 0) or 0),
+                                      correlation_id=given.get("sequence_id", 0), flags=flags,
+                                      timeout=int(given.get("timeout", 0) or 0),
                                       model_version=int(self.owner.version) if str(self.owner.version).isdigit() else -1,
                                       parameters=parameters)
         future = job.future
@@ -391,14 +343,14 @@ class TritonPythonBackendModel(FrameworkModel):
             if scheduler in config:
                 raise InvalidSettings(f"model '{self.name}': {scheduler} is not supported by gpuserve")
         self.decoupled = pb.using_decoupled_model_transaction_policy(config)
-        max_batch = int(config.get("max_batch_size", 0) or 0)
-        config["max_batch_size"] = max_batch
+        device = choose_device(self.device_wanted)
+        config = completed_config(config, self.name, device)
+        max_batch = config["max_batch_size"]
         self.config = config
         self.input_specs = tensor_specs(config.get("input", []), max_batch > 0, "input")
         self.output_specs = tensor_specs(config.get("output", []), max_batch > 0, "output")
         self.optional_inputs = {e["name"] for e in config.get("input", []) if e.get("optional")}
         self._sync_settings(config)
-        device = choose_device(self.device_wanted)
         self.instances = self._start_instances(cls, config, folder, device)
         try:
             samples = warmup_samples(self.settings, self.input_specs) if self.settings.warmup_samples else []
@@ -435,23 +387,21 @@ class TritonPythonBackendModel(FrameworkModel):
                 "max_queue_delay_microseconds": int(dyn.get("max_queue_delay_microseconds", 0) or 0)})
 
     def _start_instances(self, cls, config: Dict[str, Any], folder: Path, device: str) -> List[PythonInstance]:
-        groups = config.get("instance_group") or [{}]
-        kind = "GPU" if device.startswith("cuda") else "CPU"
+        """One object per instance, named as Triton names them (GROUP, or GROUP_i when a group has several)."""
         device_id = device.split(":")[1] if ":" in device else "0"
+        arguments = json.dumps(config)
         instances: List[PythonInstance] = []
         try:
-            for g, group in enumerate(groups):
-                group_name = group.get("name") or f"{self.name}_{g}"
-                group_kind = "CPU" if str(group.get("kind", "")).upper() == "KIND_CPU" else kind
-                for i in range(int(group.get("count", 1) or 1)):
-                    name = f"{group_name}_{i}"
+            for group in config["instance_group"]:
+                on_gpu = group["kind"] == "KIND_GPU"
+                for i in range(group["count"]):
+                    name = group["name"] if group["count"] == 1 else f"{group['name']}_{i}"
                     obj = cls()
-                    args = {"model_config": json.dumps(config), "model_instance_kind": group_kind,
-                            "model_instance_name": name,
-                            "model_instance_device_id": device_id if group_kind == "GPU" else "0",
+                    args = {"model_config": arguments, "model_instance_kind": "GPU" if on_gpu else "CPU",
+                            "model_instance_name": name, "model_instance_device_id": device_id if on_gpu else "0",
                             "model_repository": str(folder), "model_version": str(self.version or 1),
                             "model_name": self.name}
-                    instance = PythonInstance(self, obj, name, device if group_kind == "GPU" else "cpu")
+                    instance = PythonInstance(self, obj, name, device if on_gpu else "cpu")
                     initialize = getattr(obj, "initialize", None)
                     if initialize is not None:
                         pb.set_bridge(self.bridge, thread_default=False)
@@ -463,9 +413,13 @@ class TritonPythonBackendModel(FrameworkModel):
             raise
         return instances
 
+    def triton_model_config(self) -> Dict[str, Any]:
+        """What the model configuration endpoints answer: the completed config, as Triton shows it."""
+        return json.loads(json.dumps(self.config))
+
     def metadata(self) -> Dict[str, Any]:
         meta = super().metadata()
-        meta["platform"] = ""
+        meta["platform"] = "python"  # as Triton's metadata names the backend (its config says backend: python)
         return meta
 
     async def predict(self, payload, headers=None, response_headers=None):

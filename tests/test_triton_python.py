@@ -4,6 +4,7 @@ with request lists from the dynamic batcher, errors per request, BLS, auto-compl
 import json
 import queue
 import textwrap
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -186,8 +187,15 @@ FINALIZE = """
 class TritonPythonModel:
     def initialize(self, args):
         self.marker = args["model_repository"] + "/finalized"
+        family = pb_utils.MetricFamily("echo_calls", "Executions of the echo model", pb_utils.MetricFamily.COUNTER)
+        self.calls = family.Metric(labels={"model": args["model_name"]})
+        sizes = pb_utils.MetricFamily("echo_rows", "Rows per request", pb_utils.MetricFamily.HISTOGRAM)
+        self.rows = sizes.Metric(labels={"model": args["model_name"]}, buckets=[1, 4])
 
     def execute(self, requests):
+        self.calls.increment(1)
+        for r in requests:
+            self.rows.observe(pb_utils.get_input_tensor_by_name(r, "INPUT0").as_numpy().size)
         return [pb_utils.InferenceResponse([pb_utils.get_input_tensor_by_name(r, "INPUT0")]) for r in requests]
 
     def finalize(self):
@@ -287,16 +295,22 @@ def test_add_sub_over_both_protocols_with_instances_and_metadata(repo):
             kind, instance = result.as_numpy("INSTANCE")
             assert kind == b"CPU" and instance in (b"add_sub_0_0", b"add_sub_0_1")
             config = client.get_model_config("add_sub")
-            assert config["backend"] == "python" and config["max_batch_size"] == 0
+            assert config["backend"] == "python" and config["platform"] == "" and config["max_batch_size"] == 0
             assert [i["name"] for i in config["input"]] == ["INPUT0", "INPUT1"]
+            assert config["instance_group"][0]["kind"] == "KIND_CPU" and config["instance_group"][0]["count"] == 2
             meta = client.get_model_metadata("add_sub")
             assert meta["inputs"][0] == {"name": "INPUT0", "datatype": "FP32", "shape": [4]}
+            assert meta["platform"] == "python"
         with grpcclient.InferenceServerClient(f"127.0.0.1:{server.ports['grpc']}") as client:
             result = client.infer("add_sub", [_fp32("INPUT0", a, grpcclient), _fp32("INPUT1", b, grpcclient)],
                                   outputs=[grpcclient.InferRequestedOutput("OUTPUT1")])
             assert np.array_equal(result.as_numpy("OUTPUT1"), a - b) and result.as_numpy("OUTPUT0") is None
-    models = registry.versions("add_sub")["1"]
-    assert [i.name for i in models.instances] == ["add_sub_0_0", "add_sub_0_1"]
+        models = registry.versions("add_sub")["1"]
+        assert [i.name for i in models.instances] == ["add_sub_0_0", "add_sub_0_1"]
+        config = models.instances[0].obj.config  # what initialize() got: the completed config, as Triton passes it
+        assert {"instance_group", "optimization", "default_model_filename", "parameters"} <= set(config)
+        assert config["instance_group"][0]["name"] == "add_sub_0" and config["input"][0]["optional"] is False
+        assert registry.versions("errors")["1"].instances[0].name == "errors_0"  # a lone instance: the group's name
 
 
 def test_dynamic_batcher_hands_queued_requests_to_one_execute(repo):
@@ -355,7 +369,7 @@ def test_request_checks_bytes_parameters_and_requested_outputs(repo):
         with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
             text = httpclient.InferInput("TEXT", [2], "BYTES")
             text.set_data_from_numpy(np.array([b"ab", b"xyz"], dtype=object))
-            result = client.infer("strings", [text], request_id="r-7", parameters={"lang": "en", "n": 3},
+            result = client.infer("strings", [text], request_id="r-7", parameters={"lang": "en", "n": 3}, priority=1,
                                   outputs=[httpclient.InferRequestedOutput("TEXT_OUT"),
                                            httpclient.InferRequestedOutput("META")])
             assert result.as_numpy("TEXT_OUT").tolist() == [b"AB", b"XYZ"] and result.as_numpy("LEN") is None
@@ -401,6 +415,7 @@ def test_auto_complete_config_and_broken_initialize(repo):
             config = client.get_model_config("auto")
             assert config["max_batch_size"] == 4 and "dynamic_batching" in config
             assert config["input"][0]["name"] == "INPUT0" and config["input"][0]["dims"] == [4]
+            assert client.get_model_metadata("auto")["inputs"][0]["shape"] == [-1, 4]
             x = np.zeros((2, 4), np.float32)
             assert np.array_equal(client.infer("auto", [_fp32("INPUT0", x)]).as_numpy("OUTPUT0"), x + 1)
             assert not client.is_model_ready("broken")
@@ -416,6 +431,10 @@ def test_unload_runs_finalize_and_reload_serves_again(repo):
         with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
             x = np.arange(4, dtype=np.float32)
             assert np.array_equal(client.infer("finalize", [_fp32("INPUT0", x)]).as_numpy("INPUT0"), x)
+            scrape = urllib.request.urlopen(f"http://127.0.0.1:{server.ports['metrics']}/metrics").read().decode()
+            assert 'echo_calls{model="finalize"} 1.0' in scrape
+            assert 'echo_rows_bucket{le="4.0",model="finalize"} 1.0' in scrape
+            assert 'echo_rows_bucket{le="1.0",model="finalize"} 0.0' in scrape
             client.unload_model("finalize")
             assert marker.read_text() == "done" and not client.is_model_ready("finalize")
             client.load_model("finalize")

@@ -1,0 +1,114 @@
+"""A Triton Python model's files and configuration: its model.py imported as Triton's stub imports it,
+`auto_complete_config` applied, and the completed config with the defaults Triton fills in, which is
+what `initialize(args)["model_config"]` and the model configuration endpoints both show.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import Any, Dict, List
+
+from gpuserve import triton_pb_utils as pb
+from gpuserve.backends.base import TensorSpec
+from gpuserve.errors import InvalidSettings
+from gpuserve.triton_config import V2_TYPES
+
+UTILS_MODULE = "triton_python_backend_utils"
+_INPUT_DEFAULTS = {"format": "FORMAT_NONE", "is_shape_tensor": False, "allow_ragged_batch": False, "optional": False,
+                   "is_non_linear_format_io": False}
+_OUTPUT_DEFAULTS = {"label_filename": "", "is_shape_tensor": False, "is_non_linear_format_io": False}
+_BATCHER_DEFAULTS = {"preferred_batch_size": [], "max_queue_delay_microseconds": 0, "preserve_ordering": False,
+                     "priority_levels": 0, "default_priority_level": 0, "priority_queue_policy": {}}
+
+
+def install_utils_module() -> None:
+    """`import triton_python_backend_utils` finds gpuserve's implementation (unless one is installed)."""
+    sys.modules.setdefault(UTILS_MODULE, pb)
+
+
+def import_model_file(path: Path, unique: str):
+    """The user's model.py as a module of its own; its folder goes on sys.path first, as Triton's stub
+    does, so helpers next to it import."""
+    install_utils_module()
+    folder = str(path.parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    spec = importlib.util.spec_from_file_location(unique, path)
+    if spec is None or spec.loader is None:
+        raise InvalidSettings(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[unique] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(unique, None)
+        raise
+    if not hasattr(module, "TritonPythonModel"):
+        raise InvalidSettings(f"{path} defines no class TritonPythonModel")
+    return module
+
+
+def complete_config(cls, config: Dict[str, Any]) -> Dict[str, Any]:
+    """Triton's auto-complete: the class's `auto_complete_config(ModelConfig)` may add inputs, outputs,
+    max_batch_size, the dynamic batcher and the transaction policy."""
+    hook = getattr(cls, "auto_complete_config", None)
+    if hook is None:
+        return config
+    wrapped = pb.ModelConfig(json.loads(json.dumps(config)))
+    result = hook(wrapped)
+    return (result if result is not None else wrapped).as_dict()
+
+
+def tensor_specs(entries: List[dict], batched: bool, kind: str) -> List[TensorSpec]:
+    specs = []
+    for entry in entries:
+        datatype = V2_TYPES.get(entry.get("data_type", ""))
+        if datatype is None:
+            raise InvalidSettings(f"{kind} '{entry.get('name')}': unsupported data_type {entry.get('data_type')!r}")
+        dims = [int(d) for d in entry.get("dims", [])]
+        specs.append(TensorSpec(entry["name"], datatype, ([-1] if batched else []) + dims))
+    return specs
+
+
+def instance_groups(config: Dict[str, Any], name: str, device: str) -> List[Dict[str, Any]]:
+    """The instance groups as Triton resolves them: named MODEL_INDEX, KIND_AUTO settled by the device."""
+    resolved = []
+    for index, group in enumerate(config.get("instance_group") or [{}]):
+        kind = str(group.get("kind", "KIND_AUTO")).upper()
+        if kind not in ("KIND_CPU", "KIND_GPU"):
+            kind = "KIND_GPU" if device.startswith("cuda") else "KIND_CPU"
+        if kind == "KIND_GPU" and not device.startswith("cuda"):
+            kind = "KIND_CPU"  # no usable GPU: the CPU fallback, said in the load log
+        resolved.append({"name": group.get("name") or f"{name}_{index}", "kind": kind,
+                         "count": int(group.get("count", 1) or 1), "gpus": [int(g) for g in group.get("gpus", [])],
+                         "secondary_devices": [], "profile": [str(p) for p in group.get("profile", [])],
+                         "passive": bool(group.get("passive", False)), "host_policy": str(group.get("host_policy", ""))})
+    return resolved
+
+
+def completed_config(config: Dict[str, Any], name: str, device: str) -> Dict[str, Any]:
+    """`config` (after auto-complete) with every field Triton's JSON form of ModelConfig carries."""
+    out: Dict[str, Any] = {
+        "name": name, "platform": "", "backend": "python", "runtime": "",
+        "version_policy": config.get("version_policy") or {"latest": {"num_versions": 1}},
+        "max_batch_size": int(config.get("max_batch_size", 0) or 0),
+        "input": [{**_INPUT_DEFAULTS, **t, "dims": [int(d) for d in t.get("dims", [])]} for t in config.get("input", [])],
+        "output": [{**_OUTPUT_DEFAULTS, **t, "dims": [int(d) for d in t.get("dims", [])]}
+                   for t in config.get("output", [])],
+        "batch_input": config.get("batch_input", []), "batch_output": config.get("batch_output", []),
+        "optimization": config.get("optimization") or {
+            "priority": "PRIORITY_DEFAULT", "input_pinned_memory": {"enable": True},
+            "output_pinned_memory": {"enable": True}, "gather_kernel_buffer_threshold": 0, "eager_batching": False},
+        "instance_group": instance_groups(config, name, device),
+        "default_model_filename": config.get("default_model_filename") or "model.py",
+        "cc_model_filenames": config.get("cc_model_filenames", {}), "metric_tags": config.get("metric_tags", {}),
+        "parameters": config.get("parameters", {}), "model_warmup": config.get("model_warmup", []),
+    }
+    if "dynamic_batching" in config:
+        out["dynamic_batching"] = {**_BATCHER_DEFAULTS, **(config["dynamic_batching"] or {})}
+    if "model_transaction_policy" in config:
+        out["model_transaction_policy"] = {"decoupled": bool(config["model_transaction_policy"].get("decoupled"))}
+    return out
