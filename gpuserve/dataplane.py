@@ -212,6 +212,8 @@ class DataPlane:
                 raise InvalidInput(f"requested model version is not available for model '{name}'")
             chosen = [(name, v, m) for v, m in self.repository.versions(name).items()
                       if version in (None, "") or v == str(version)]
+            if not any(m.ready for _, _, m in chosen):  # as Triton: a model that failed to load or was unloaded
+                raise InvalidInput(f"requested model '{name}' is not available")
         else:  # as Triton: every ready model
             chosen = [entry for entry in self.repository.all_versions() if entry[2].ready]
         entries = []

@@ -31,9 +31,11 @@ def model_config(meta: Dict[str, Any], settings: Optional[Any] = None) -> Dict[s
     max_batch = _max_batch(meta, settings)
     skip = 1 if max_batch else 0
     platform = meta.get("platform") or ""
-    config: Dict[str, Any] = {"name": meta.get("name", ""), "platform": platform,
-                              "backend": {"onnxruntime_onnx": "onnxruntime", "pytorch_libtorch": "pytorch",
-                                          "tensorrt_plan": "tensorrt"}.get(platform, "python" if not platform else ""),
+    backend = {"onnxruntime_onnx": "onnxruntime", "pytorch_libtorch": "pytorch",
+               "tensorrt_plan": "tensorrt"}.get(platform, "python" if platform in ("", "python") else "")
+    if platform == "python":  # Triton's metadata names the Python backend; its config leaves platform empty
+        platform = ""
+    config: Dict[str, Any] = {"name": meta.get("name", ""), "platform": platform, "backend": backend,
                               "max_batch_size": max_batch}
     for key, target in (("inputs", "input"), ("outputs", "output")):
         config[target] = [{"name": t["name"], "data_type": CONFIG_TYPES.get(t["datatype"], "TYPE_INVALID"),
