@@ -40,6 +40,7 @@ from gpuserve.warmup import run_warmup, warmup_samples
 
 logger = logging.getLogger("gpuserve")
 
+READY_CHECK_S = 5.0  # as Triton: a model's is_ready() that takes longer means not ready
 # Request parameters the protocol itself uses; `request.parameters()` shows only the client's own.
 PROTOCOL_PARAMETERS = frozenset({"binary_data_output", "sequence_id", "sequence_start", "sequence_end", "priority",
                                  "timeout", "triton_enable_empty_final_response"})
@@ -412,6 +413,21 @@ class TritonPythonBackendModel(FrameworkModel):
                 instance.unload()
             raise
         return instances
+
+    async def healthy(self) -> bool:
+        """Triton 25.x's optional `is_ready()` (sync or async) on every instance, each given 5 s."""
+        for instance in list(self.instances):
+            check = getattr(instance.obj, "is_ready", None)
+            if check is None:
+                continue
+            call = (lambda c=check: asyncio.run(c())) if inspect.iscoroutinefunction(check) else check
+            try:
+                if not await asyncio.wait_for(asyncio.to_thread(call), READY_CHECK_S):
+                    return False
+            except Exception as exc:  # a check that fails or hangs means not ready, never a 500
+                logger.warning("model %s: is_ready() of %s failed: %s", self.name, instance.name, exc or type(exc).__name__)
+                return False
+        return True
 
     def triton_model_config(self) -> Dict[str, Any]:
         """What the model configuration endpoints answer: the completed config, as Triton shows it."""

@@ -200,6 +200,10 @@ class TritonPythonModel:
 
     def finalize(self):
         open(self.marker, "w").write("done")
+
+    async def is_ready(self):
+        import os
+        return not os.path.exists(self.marker + ".down")
 """
 DECOUPLED = """
 import threading
@@ -431,6 +435,10 @@ def test_unload_runs_finalize_and_reload_serves_again(repo):
         with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
             x = np.arange(4, dtype=np.float32)
             assert np.array_equal(client.infer("finalize", [_fp32("INPUT0", x)]).as_numpy("INPUT0"), x)
+            assert client.is_model_ready("finalize")
+            (repo / "finalize" / "finalized.down").write_text("")
+            assert not client.is_model_ready("finalize")  # the model's own is_ready() says so
+            (repo / "finalize" / "finalized.down").unlink()
             scrape = urllib.request.urlopen(f"http://127.0.0.1:{server.ports['metrics']}/metrics").read().decode()
             assert 'echo_calls{model="finalize"} 1.0' in scrape
             assert 'echo_rows_bucket{le="4.0",model="finalize"} 1.0' in scrape
