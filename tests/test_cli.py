@@ -99,6 +99,9 @@ def test_demo_launch_line_serves_and_sigterm_exits_zero():
         probabilities = np.array(out["outputs"][0]["data"]).reshape(out["outputs"][0]["shape"])
         assert probabilities.shape == (3, 3) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
         assert probabilities.argmax(axis=1).tolist() == [0, 1, 2]  # the demo model is trained on iris
+        species = httpx.post(f"{base}/v2/models/iris-species/infer", json={"inputs": [
+            {"name": "measurements", "shape": [3, 4], "datatype": "FP32", "data": sum(rows, [])}]}).json()
+        assert species["outputs"][0]["data"] == ["setosa", "versicolor", "virginica"]  # Python backend + BLS
         assert httpx.post(f"{base}/v1/models/text-stats:predict", json={"instances": ["a b"]}).json() == \
             {"predictions": [{"words": 2, "chars": 3}]}
         assert httpx.get(f"http://127.0.0.1:{metrics}/metrics").status_code == 200
