@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -17,6 +18,7 @@ from gpuserve.errors import InvalidSettings
 from gpuserve.triton_config import V2_TYPES
 
 UTILS_MODULE = "triton_python_backend_utils"
+_IMPORT_LOCK = threading.Lock()  # models load on several threads; sys.path and sys.modules are shared
 _INPUT_DEFAULTS = {"format": "FORMAT_NONE", "is_shape_tensor": False, "allow_ragged_batch": False, "optional": False,
                    "is_non_linear_format_io": False}
 _OUTPUT_DEFAULTS = {"label_filename": "", "is_shape_tensor": False, "is_non_linear_format_io": False}
@@ -30,25 +32,42 @@ def install_utils_module() -> None:
 
 
 def import_model_file(path: Path, unique: str):
-    """The user's model.py as a module of its own; its folder goes on sys.path first, as Triton's stub
-    does, so helpers next to it import."""
+    """The user's model.py as a module of its own, its folder first on sys.path while it imports, as in
+    Triton's stub, so helpers next to it import. Triton gives each model a process; here models share
+    one, so afterwards the helpers leave sys.modules (the model keeps its references) and the folder
+    moves to the end of sys.path: two models may each bring their own `utils.py`, and a model's
+    `types.py` never shadows the standard library for the rest of the server."""
     install_utils_module()
     folder = str(path.parent)
-    if folder not in sys.path:
+    with _IMPORT_LOCK:
+        before = set(sys.modules)
+        while folder in sys.path:
+            sys.path.remove(folder)
         sys.path.insert(0, folder)
-    spec = importlib.util.spec_from_file_location(unique, path)
-    if spec is None or spec.loader is None:
-        raise InvalidSettings(f"cannot import {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[unique] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        sys.modules.pop(unique, None)
-        raise
+        try:
+            spec = importlib.util.spec_from_file_location(unique, path)
+            if spec is None or spec.loader is None:
+                raise InvalidSettings(f"cannot import {path}")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[unique] = module
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                sys.modules.pop(unique, None)
+                raise
+        finally:
+            sys.path.remove(folder)
+            sys.path.append(folder)
+            for name in set(sys.modules) - before - {unique}:
+                if _inside(getattr(sys.modules[name], "__file__", None), folder):
+                    del sys.modules[name]
     if not hasattr(module, "TritonPythonModel"):
         raise InvalidSettings(f"{path} defines no class TritonPythonModel")
     return module
+
+
+def _inside(filename, folder: str) -> bool:
+    return bool(filename) and Path(filename).resolve().is_relative_to(Path(folder).resolve())
 
 
 def complete_config(cls, config: Dict[str, Any]) -> Dict[str, Any]:

@@ -473,3 +473,25 @@ def test_decoupled_model_streams_many_responses_over_grpc_only(repo):
             assert caught.value.status() == "501"
             result = client.infer("bls_decoupled", [_int32(4, name="IN")])
             assert result.as_numpy("OUT").tolist() == [0 + 1 + 2 + 3]
+
+
+HELPER_USER = """
+from helpers import VALUE
+
+class TritonPythonModel:
+    def execute(self, requests):
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("OUT", np.array([VALUE], np.int32))]) for _ in requests]
+"""
+
+
+def test_models_with_same_named_helper_modules_each_get_their_own(tmp_path):
+    config = 'backend: "python"\ninput [ { name: "IN" data_type: TYPE_INT32 dims: [ 1 ] } ]\n' \
+             'output [ { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] } ]\n'
+    for name, value in (("first", 1), ("second", 2)):
+        folder = write_model(tmp_path, name, HELPER_USER, config)
+        (folder / "1" / "helpers.py").write_text(f"VALUE = {value}\n")
+    registry = DiskRepository(tmp_path).populate(ModelRepository())
+    with running_server(repository=registry) as server:
+        with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
+            for name, value in (("first", 1), ("second", 2)):
+                assert client.infer(name, [_int32(0, name="IN")]).as_numpy("OUT").tolist() == [value]
