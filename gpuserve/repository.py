@@ -20,6 +20,7 @@ from gpuserve.errors import GpuserveError, InvalidSettings
 from gpuserve.model import BaseKServeModel
 from gpuserve.model_repository import ModelRepository
 from gpuserve.runtimes import ARTEFACT_RUNTIMES, BUILTIN_RUNTIMES
+from gpuserve.ensemble import EnsembleModel
 from gpuserve.triton_python import TritonPythonBackendModel
 from gpuserve.settings import MODEL_SETTINGS_FILE, ModelSettings
 from gpuserve.triton_config import chosen_versions, read_config, settings_from_config
@@ -109,7 +110,7 @@ def instantiate(cls, settings: ModelSettings) -> BaseKServeModel:
 def runtime_for(settings: ModelSettings):
     implementation = settings.implementation
     if implementation:
-        runtimes = {**BUILTIN_RUNTIMES, "triton_python": TritonPythonBackendModel}
+        runtimes = {**BUILTIN_RUNTIMES, "triton_python": TritonPythonBackendModel, "ensemble": EnsembleModel}
         builtin = runtimes.get(implementation) or runtimes.get(implementation.lower())
         if builtin is not None:
             return builtin

@@ -26,8 +26,9 @@ V2_TYPES = {"TYPE_BOOL": "BOOL", "TYPE_UINT8": "UINT8", "TYPE_UINT16": "UINT16",
             "TYPE_INT64": "INT64", "TYPE_FP16": "FP16", "TYPE_FP32": "FP32", "TYPE_FP64": "FP64",
             "TYPE_STRING": "BYTES", "TYPE_BF16": "BF16"}
 PLATFORMS = {"onnxruntime_onnx": "onnx", "onnxruntime": "onnx", "pytorch_libtorch": "torch", "pytorch": "torch",
-             "tensorrt_plan": "tensorrt", "tensorrt": "tensorrt", "python": "triton_python"}
-DEFAULT_FILES = {"onnx": "model.onnx", "torch": "model.pt", "tensorrt": "model.plan", "triton_python": "model.py"}
+             "tensorrt_plan": "tensorrt", "tensorrt": "tensorrt", "python": "triton_python", "ensemble": "ensemble"}
+DEFAULT_FILES = {"onnx": "model.onnx", "torch": "model.pt", "tensorrt": "model.plan", "triton_python": "model.py",
+                 "ensemble": ""}
 
 
 def _tokens(text: str) -> List[Tuple[str, Any]]:
@@ -171,7 +172,7 @@ def settings_from_config(folder: Path, config: Dict[str, Any], version: Optional
     runtime = PLATFORMS.get(platform) or PLATFORMS.get(backend)
     if runtime is None:
         raise InvalidSettings(f"model '{config['name']}': platform '{platform}' / backend '{backend}' "
-                              "is not served by gpuserve (onnxruntime, pytorch, tensorrt and python are)")
+                              "is not served by gpuserve (onnxruntime, pytorch, tensorrt, python and ensemble are)")
     max_batch = int(config.get("max_batch_size", 0) or 0)
     where = folder / str(version) if version is not None else folder
     filename = config.get("default_model_filename") or DEFAULT_FILES[runtime]
@@ -214,7 +215,7 @@ def settings_from_config(folder: Path, config: Dict[str, Any], version: Optional
         } for i, w in enumerate(warmups)]
     label_file = next((o.get("label_filename") for o in config.get("output", []) if o.get("label_filename")), None)
     extra = optimization_settings(config)
-    if runtime not in ("tensorrt", "triton_python"):  # their backends read none of these; neither do we
+    if runtime not in ("tensorrt", "triton_python", "ensemble"):  # their backends read none of these; nor do we
         extra.update(backend_parameters(config))
     if label_file:
         extra["labels_file"] = str(folder / label_file)

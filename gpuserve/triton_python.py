@@ -32,9 +32,10 @@ from gpuserve.engine.device import choose_device
 from gpuserve.engine.instance import Instance
 from gpuserve.errors import (GpuserveError, InvalidInput, InvalidSettings, ModelMissingError, ModelNotReady,
                              Unimplemented)
-from gpuserve.runtimes import FrameworkModel, _shape_fits
+from gpuserve.runtimes import FrameworkModel
 from gpuserve.triton_config import read_config
-from gpuserve.triton_python_config import complete_config, completed_config, import_model_file, tensor_specs
+from gpuserve.triton_python_config import (checked_inputs, complete_config, completed_config, import_model_file,
+                                           tensor_specs)
 from gpuserve.types import InferInput, InferOutput, InferRequest, InferResponse, RequestedOutput
 from gpuserve.warmup import run_warmup, warmup_samples
 
@@ -487,29 +488,5 @@ class TritonPythonBackendModel(FrameworkModel):
                 task.cancel()
 
     def _arrays(self, request: InferRequest) -> Dict[str, np.ndarray]:
-        """The request checked against the (completed) config as Triton checks it before the backend."""
-        specs = {s.name: s for s in self.input_specs}
-        arrays: Dict[str, np.ndarray] = {}
-        for tensor in request.inputs:
-            spec = specs.get(tensor.name)
-            if spec is None:
-                raise InvalidInput(f"unexpected inference input '{tensor.name}' for model '{self.name}'")
-            if tensor.datatype != spec.datatype:
-                raise InvalidInput(f"inference input '{tensor.name}' data-type is '{tensor.datatype}', but model "
-                                   f"'{self.name}' expects '{spec.datatype}'")
-            array = tensor.as_numpy()
-            if not _shape_fits(spec.shape, array.shape):
-                raise InvalidInput(f"unexpected shape for input '{tensor.name}' for model '{self.name}'. "
-                                   f"Expected {spec.shape}, got {list(array.shape)}")
-            arrays[tensor.name] = array
-        missing = [n for n in specs if n not in arrays and n not in self.optional_inputs]
-        if missing:
-            raise InvalidInput(f"expected {len(specs) - len(self.optional_inputs)} inputs but got {len(arrays)} "
-                               f"inputs for model '{self.name}'. Got input(s) {list(arrays)}, but missing required "
-                               f"input(s) {missing}. Please provide all required input(s).")
-        limit = self.config.get("max_batch_size", 0)
-        if limit and arrays:
-            rows = next(iter(arrays.values())).shape[0]
-            if rows > limit:
-                raise InvalidInput(f"inference request batch-size must be <= {limit} for '{self.name}'")
-        return arrays
+        return checked_inputs(self.name, request, self.input_specs, self.optional_inputs,
+                              self.config.get("max_batch_size", 0))

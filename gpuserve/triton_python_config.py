@@ -14,7 +14,7 @@ from typing import Any, Dict, List
 
 from gpuserve import triton_pb_utils as pb
 from gpuserve.backends.base import TensorSpec
-from gpuserve.errors import InvalidSettings
+from gpuserve.errors import InvalidInput, InvalidSettings
 from gpuserve.triton_config import V2_TYPES
 
 UTILS_MODULE = "triton_python_backend_utils"
@@ -131,3 +131,33 @@ def completed_config(config: Dict[str, Any], name: str, device: str) -> Dict[str
     if "model_transaction_policy" in config:
         out["model_transaction_policy"] = {"decoupled": bool(config["model_transaction_policy"].get("decoupled"))}
     return out
+
+
+def checked_inputs(model: str, request, specs: List[TensorSpec], optional, max_batch_size: int) -> Dict[str, Any]:
+    """A request's arrays by name, checked against the config as Triton checks them before any backend
+    (with Triton's messages): known names, datatypes, shapes, required inputs, the batch limit."""
+    by_name = {s.name: s for s in specs}
+    arrays: Dict[str, Any] = {}
+    for tensor in request.inputs:
+        spec = by_name.get(tensor.name)
+        if spec is None:
+            raise InvalidInput(f"unexpected inference input '{tensor.name}' for model '{model}'")
+        if tensor.datatype != spec.datatype:
+            raise InvalidInput(f"inference input '{tensor.name}' data-type is '{tensor.datatype}', but model "
+                               f"'{model}' expects '{spec.datatype}'")
+        array = tensor.as_numpy()
+        shape = spec.shape
+        if shape and (len(shape) != array.ndim or any(d not in (-1, a) for d, a in zip(shape, array.shape))):
+            raise InvalidInput(f"unexpected shape for input '{tensor.name}' for model '{model}'. "
+                               f"Expected {shape}, got {list(array.shape)}")
+        arrays[tensor.name] = array
+    missing = [n for n in by_name if n not in arrays and n not in optional]
+    if missing:
+        raise InvalidInput(f"expected {len(by_name) - len(optional)} inputs but got {len(arrays)} inputs for model "
+                           f"'{model}'. Got input(s) {list(arrays)}, but missing required input(s) {missing}. "
+                           "Please provide all required input(s).")
+    if max_batch_size and arrays:
+        rows = next(iter(arrays.values())).shape[0]
+        if rows > max_batch_size:
+            raise InvalidInput(f"inference request batch-size must be <= {max_batch_size} for '{model}'")
+    return arrays
