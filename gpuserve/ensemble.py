@@ -75,6 +75,8 @@ class EnsembleModel(Model):
     engine_backed = True  # runs in the server process (its steps reach the other models there), never in workers
 
     def __init__(self, name: str, settings=None):
+        self._loaded = False
+        self._reason = ""
         super().__init__(name)
         self.settings = settings
         self.version = settings.parameters.version if settings is not None else None
@@ -118,9 +120,29 @@ class EnsembleModel(Model):
             config["ensemble_scheduling"] = scheduling[0] if scheduling else {"step": []}
         return config
 
-    async def healthy(self) -> bool:
-        """Ready while every step's model is: a pipeline with a missing stage cannot answer."""
-        return self.ready and all(self._step_model(step) is not None for step in self.steps)
+    # Ready while loaded and every step's model is: a pipeline with a missing stage cannot answer, and it
+    # becomes ready by itself once its steps load (they may load after it, or be reloaded).
+    @property
+    def ready(self) -> bool:
+        return self._loaded and not self._missing_steps()
+
+    @ready.setter
+    def ready(self, value: bool) -> None:
+        self._loaded = bool(value)
+
+    @property
+    def reason(self) -> str:
+        missing = self._missing_steps() if self._loaded else []
+        if missing:
+            return f"ensemble '{self.name}' needs model(s) {missing}, which are not ready"
+        return self._reason
+
+    @reason.setter
+    def reason(self, value: str) -> None:
+        self._reason = value
+
+    def _missing_steps(self) -> List[str]:
+        return [s.model for s in self.steps if self._step_model(s) is None]
 
     def _step_model(self, step: Step):
         registry = self.registry
