@@ -225,6 +225,21 @@ class DataPlane:
             entries.append(entry)
         return {"model_stats": entries}
 
+    async def generate(self, name: str, version: Optional[str], body: Any,
+                       headers: Optional[Dict[str, str]] = None) -> Any:
+        """Triton's generate extension: the flat request mapped onto the model's inputs, run as a streaming
+        call (a decoupled model may answer many times); `gpuserve.generate.responses_of` walks the result."""
+        from gpuserve.generate import generate_request
+
+        inputs = self.model_metadata(name, version).get("inputs") or []
+        request = generate_request(name, version, body, inputs)
+        token = STREAMING.set(True)
+        try:
+            response, _ = await self.infer(request, headers)
+        finally:
+            STREAMING.reset(token)
+        return response
+
     async def predict_v1(self, name: str, body: Any, headers: Optional[Dict[str, str]] = None,
                          verb: InferenceVerb = InferenceVerb.PREDICT) -> Tuple[Any, Dict[str, str]]:
         model = self.repository.resolve(name)

@@ -495,3 +495,28 @@ def test_models_with_same_named_helper_modules_each_get_their_own(tmp_path):
         with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
             for name, value in (("first", 1), ("second", 2)):
                 assert client.infer(name, [_int32(0, name="IN")]).as_numpy("OUT").tolist() == [value]
+
+
+def test_generate_extension_streams_a_decoupled_model_as_server_sent_events(repo, http):
+    registry = DiskRepository(repo).populate(ModelRepository())
+    with running_server(repository=registry) as server:
+        client = http(server)
+        reply = client.post("/v2/models/decoupled/generate_stream", json={"IN": 3})
+        assert reply.status_code == 200 and reply.headers["content-type"].startswith("text/event-stream")
+        events = [json.loads(line[len("data: "):]) for line in reply.text.split("\n\n") if line]
+        assert [e["OUT"] for e in events] == [0, 1, 2]
+        assert events[0]["model_name"] == "decoupled" and events[0]["model_version"] == "1"
+        failed = client.post("/v2/models/decoupled/generate_stream", json={"parameters": {"IN": -1}})
+        assert [json.loads(line[len("data: "):]) for line in failed.text.split("\n\n") if line] == \
+            [{"error": "negative"}]
+        one = client.post("/v2/models/decoupled/versions/1/generate", json={"IN": 1})
+        assert one.status_code == 200 and one.json()["OUT"] == 0
+        many = client.post("/v2/models/decoupled/generate", json={"IN": 2})
+        assert many.status_code == 400 and "generate_stream" in many.json()["error"]
+        text = client.post("/v2/models/strings/generate", json={"TEXT": ["ab", "c"], "parameters": {"lang": "x"},
+                                                                 "top_k": 3}).json()
+        assert text["TEXT_OUT"] == ["AB", "C"] and text["LEN"] == [2, 1]
+        assert json.loads(text["META"][0]) == {"lang": "x", "top_k": 3}
+        assert client.post("/v2/models/nowhere/generate", json={}).status_code == 404
+        bad = client.post("/v2/models/strings/generate", json={"TEXT": "a", "extra": {"nested": 1}})
+        assert bad.status_code == 400 and "extra" in bad.json()["error"]

@@ -1,0 +1,68 @@
+"""Triton's generate extension over REST: `/generate` answers one JSON object, `/generate_stream` one
+Server-Sent Event per response (errors after the first event as `{"error": ...}` events, as Triton)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import orjson
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+
+from gpuserve.dataplane import DataPlane
+from gpuserve.errors import InvalidInput
+from gpuserve.generate import generate_response, responses_of
+from gpuserve.server.rest.common import JSON_OPTIONS, ErrorRoutes, guarded, json_response, parse_json, read_body
+
+
+def add_generate_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes, body_limit: int) -> None:
+    guard = guarded(errors, plane.transport_metrics)
+
+    async def start(model_name: str, version: Optional[str], request: Request):
+        body = parse_json(await read_body(request, body_limit))
+        return await plane.generate(model_name, version, body, dict(request.headers))
+
+    async def generate(model_name: str, version: Optional[str], request: Request):
+        answers = [item async for item in responses_of(await start(model_name, version, request))]
+        failures = [item for item in answers if isinstance(item, BaseException)]
+        if failures:
+            raise failures[0]
+        if len(answers) != 1:
+            raise InvalidInput(f"generate: model '{model_name}' sent {len(answers)} responses; use generate_stream")
+        return json_response(generate_response(answers[0], model_name, version))
+
+    async def generate_stream(model_name: str, version: Optional[str], request: Request):
+        result = await start(model_name, version, request)  # errors before any response: a plain JSON error
+
+        async def events():
+            async for item in responses_of(result):
+                if isinstance(item, BaseException):  # reported in the stream, which goes on
+                    payload = {"error": str(item) or type(item).__name__}
+                else:
+                    payload = generate_response(item, model_name, version)
+                yield b"data: " + orjson.dumps(payload, option=JSON_OPTIONS) + b"\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream; charset=utf-8")
+
+    @app.post("/v2/models/{model_name}/generate", tags=["V2 generate"], summary="Generate (one response)")
+    @guard
+    async def generate_latest(model_name: str, request: Request):
+        return await generate(model_name, None, request)
+
+    @app.post("/v2/models/{model_name}/versions/{model_version}/generate", tags=["V2 generate"],
+              summary="Generate on one version")
+    @guard
+    async def generate_version(model_name: str, model_version: str, request: Request):
+        return await generate(model_name, model_version, request)
+
+    @app.post("/v2/models/{model_name}/generate_stream", tags=["V2 generate"], summary="Generate, streamed (SSE)")
+    @guard
+    async def generate_stream_latest(model_name: str, request: Request):
+        return await generate_stream(model_name, None, request)
+
+    @app.post("/v2/models/{model_name}/versions/{model_version}/generate_stream", tags=["V2 generate"],
+              summary="Generate on one version, streamed (SSE)")
+    @guard
+    async def generate_stream_version(model_name: str, model_version: str, request: Request):
+        return await generate_stream(model_name, model_version, request)
