@@ -173,6 +173,9 @@ def settings_from_config(folder: Path, config: Dict[str, Any], version: Optional
     if runtime is None:
         raise InvalidSettings(f"model '{config['name']}': platform '{platform}' / backend '{backend}' "
                               "is not served by gpuserve (onnxruntime, pytorch, tensorrt, python and ensemble are)")
+    if "sequence_batching" in config and runtime != "triton_python":
+        raise InvalidSettings(f"model '{config['name']}': sequence_batching is served for Python-backend models "
+                              f"only; gpuserve's {runtime} runtime keeps no state between requests")
     max_batch = int(config.get("max_batch_size", 0) or 0)
     where = folder / str(version) if version is not None else folder
     filename = config.get("default_model_filename") or DEFAULT_FILES[runtime]

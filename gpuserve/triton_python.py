@@ -34,6 +34,7 @@ from gpuserve.errors import (GpuserveError, InvalidInput, InvalidSettings, Model
                              Unimplemented)
 from gpuserve.runtimes import FrameworkModel
 from gpuserve.triton_config import read_config
+from gpuserve.triton_sequence import SequenceRouter
 from gpuserve.triton_python_config import (checked_inputs, complete_config, completed_config, import_model_file,
                                            tensor_specs)
 from gpuserve.types import InferInput, InferOutput, InferRequest, InferResponse, RequestedOutput
@@ -231,6 +232,7 @@ class PythonInstance:
     def _request(self, job) -> pb.InferenceRequest:
         request: InferRequest = job.parameters["request"]
         tensors = [_tensor(t.name, array) for t, array in zip(request.inputs, job.parameters["arrays"])]
+        tensors += [_tensor(name, array) for name, array in job.parameters.get("controls", ())]
         names = [o.name for o in request.request_outputs] if request.request_outputs else \
             [s.name for s in self.outputs]
         given = request.parameters or {}
@@ -323,6 +325,8 @@ class TritonPythonBackendModel(FrameworkModel):
         self.optional_inputs: set = set()
         self.instances: List[PythonInstance] = []
         self.decoupled = False  # model_transaction_policy { decoupled: true }: any number of responses per request
+        self.sequences: Optional[SequenceRouter] = None  # sequence_batching: stateful models
+        self.schedulers: List[Scheduler] = []
 
     def artefact(self) -> Path:
         if not self.uri:
@@ -341,10 +345,12 @@ class TritonPythonBackendModel(FrameworkModel):
         module = import_model_file(path, unique)
         cls = module.TritonPythonModel
         config = complete_config(cls, config)
-        for scheduler in ("sequence_batching", "ensemble_scheduling"):
-            if scheduler in config:
-                raise InvalidSettings(f"model '{self.name}': {scheduler} is not supported by gpuserve")
+        if "ensemble_scheduling" in config:
+            raise InvalidSettings(f"model '{self.name}': a Python model cannot have ensemble_scheduling")
         self.decoupled = pb.using_decoupled_model_transaction_policy(config)
+        if self.decoupled and "sequence_batching" in config:
+            raise InvalidSettings(f"model '{self.name}': decoupled models with sequence_batching are not "
+                                  "supported by gpuserve")
         device = choose_device(self.device_wanted)
         config = completed_config(config, self.name, device)
         max_batch = config["max_batch_size"]
@@ -368,7 +374,15 @@ class TritonPythonBackendModel(FrameworkModel):
         # never on the loop's thread: execute may block, and a BLS call from there would wait on itself
         batching = dataclasses.replace(batching, inline_below_s=0.0, inline_alone_below_s=0.0)
         engine_instances = [Instance(i, i.name, stats=self.stats) for i in self.instances]
-        self.scheduler = Scheduler(self.name, engine_instances, batching, self.stats, batch_dim=max_batch > 0)
+        if "sequence_batching" in config:  # a sequence stays on its instance: one scheduler per instance
+            self.sequences = SequenceRouter(self.name, config["sequence_batching"], len(engine_instances),
+                                            max_batch > 0)
+            groups = [[instance] for instance in engine_instances]
+        else:
+            groups = [engine_instances]
+        self.schedulers = [Scheduler(self.name, group, batching, self.stats, batch_dim=max_batch > 0)
+                           for group in groups]
+        self.scheduler = self.schedulers[0]
         self.ready = True
         logger.info("model %s: Python backend, %d instance(s) on %s, max_batch_size %d%s", self.name,
                     len(self.instances), device, max_batch,
@@ -378,7 +392,8 @@ class TritonPythonBackendModel(FrameworkModel):
     def _sync_settings(self, config: Dict[str, Any]) -> None:
         """The completed config decides batching: Triton batches a Python model only with `dynamic_batching`."""
         max_batch = config["max_batch_size"]
-        self.settings.max_batch_size = max_batch if "dynamic_batching" in config and max_batch > 1 else 0
+        batches = "dynamic_batching" in config or "sequence_batching" in config  # sequences share batches too
+        self.settings.max_batch_size = max_batch if batches and max_batch > 1 else 0
         self.settings.model_extra["triton_max_batch_size"] = max_batch
         if "dynamic_batching" in config and self.settings.dynamic_batching is None:
             from gpuserve.settings import DynamicBatching
@@ -452,6 +467,8 @@ class TritonPythonBackendModel(FrameworkModel):
         submit = functools.partial(scheduler.submit, arrays,
                                    request_priority(payload.parameters, scheduler.config.priority_levels),
                                    request_timeout_s(payload.parameters), None, None)
+        if self.sequences is not None:
+            return await self._in_sequence(payload, context, arrays)
         if not self.decoupled:
             return await submit(context=context)
         if not STREAMING.get():
@@ -461,6 +478,35 @@ class TritonPythonBackendModel(FrameworkModel):
         task = asyncio.ensure_future(submit(context=context))
         task.add_done_callback(lambda t: t.cancelled() or t.exception() is None or stream.put(t.exception(), True))
         return self._responses(payload, stream, task)
+
+    async def _in_sequence(self, payload: InferRequest, context: Dict[str, Any], arrays: Dict[str, np.ndarray]):
+        """A stateful model's request: on its sequence's instance, after the sequence's previous request."""
+        router, parameters = self.sequences, payload.parameters
+        key, sequence = router.open(parameters)
+        try:
+            async with sequence.lock:
+                rows = next(iter(arrays.values())).shape[0] if arrays and router.batch_dim else 1
+                context["controls"] = router.control_arrays(key, parameters, rows)
+                scheduler = self.schedulers[sequence.instance]
+                return await scheduler.submit(arrays, request_priority(parameters, scheduler.config.priority_levels),
+                                              request_timeout_s(parameters), None, None, context=context)
+        finally:
+            router.close(key, sequence, bool(parameters.get("sequence_end")))
+
+    async def aclose(self) -> None:
+        self.ready = False
+        schedulers, self.schedulers, self.scheduler = self.schedulers, [], None
+        for scheduler in schedulers:
+            await scheduler.stop()
+        self.backend = None
+
+    def stop(self) -> None:
+        self.ready = False
+        schedulers, self.schedulers, self.scheduler = self.schedulers, [], None
+        for scheduler in schedulers:
+            for instance in scheduler.instances:
+                instance.close()
+        self.backend = None
 
     async def _responses(self, request: InferRequest, stream: ResponseStream, task: asyncio.Future):
         """A decoupled request's responses, each marked with `triton_final_response` as Triton marks them;

@@ -128,6 +128,8 @@ def completed_config(config: Dict[str, Any], name: str, device: str) -> Dict[str
     }
     if "dynamic_batching" in config:
         out["dynamic_batching"] = {**_BATCHER_DEFAULTS, **(config["dynamic_batching"] or {})}
+    if "sequence_batching" in config:
+        out["sequence_batching"] = config["sequence_batching"] or {}
     if "model_transaction_policy" in config:
         out["model_transaction_policy"] = {"decoupled": bool(config["model_transaction_policy"].get("decoupled"))}
     return out

@@ -520,3 +520,92 @@ def test_generate_extension_streams_a_decoupled_model_as_server_sent_events(repo
         assert client.post("/v2/models/nowhere/generate", json={}).status_code == 404
         bad = client.post("/v2/models/strings/generate", json={"TEXT": "a", "extra": {"nested": 1}})
         assert bad.status_code == 400 and "extra" in bad.json()["error"]
+
+
+ACCUMULATE = """
+class TritonPythonModel:
+    def initialize(self, args):
+        self.name = args["model_instance_name"]
+        self.totals = {}
+
+    def execute(self, requests):
+        out = []
+        for request in requests:
+            key = int(pb_utils.get_input_tensor_by_name(request, "CORRID").as_numpy()[0, 0])
+            if pb_utils.get_input_tensor_by_name(request, "START").as_numpy()[0, 0]:
+                self.totals[key] = 0
+            self.totals[key] += int(pb_utils.get_input_tensor_by_name(request, "INPUT").as_numpy()[0, 0])
+            time.sleep(0.002)
+            out.append(pb_utils.InferenceResponse([
+                pb_utils.Tensor("OUTPUT", np.array([[self.totals[key]]], np.int32)),
+                pb_utils.Tensor("WHERE", np.array([[self.name.encode()]], dtype=object))]))
+        return out
+"""
+ACCUMULATE_CONFIG = """
+backend: "python"
+max_batch_size: 4
+sequence_batching {
+  max_sequence_idle_microseconds: 5000000
+  control_input [
+    { name: "START" control [ { kind: CONTROL_SEQUENCE_START int32_false_true: [ 0, 1 ] } ] },
+    { name: "CORRID" control [ { kind: CONTROL_SEQUENCE_CORRID data_type: TYPE_UINT64 } ] }
+  ]
+}
+instance_group [ { count: 2 kind: KIND_CPU } ]
+input [ { name: "INPUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
+output [ { name: "OUTPUT" data_type: TYPE_INT32 dims: [ 1 ] }, { name: "WHERE" data_type: TYPE_STRING dims: [ 1 ] } ]
+"""
+
+
+def test_sequence_batching_keeps_each_sequence_on_its_instance_in_order(tmp_path):
+    write_model(tmp_path, "accumulate", ACCUMULATE, ACCUMULATE_CONFIG)
+    registry = DiskRepository(tmp_path).populate(ModelRepository())
+    with running_server(repository=registry) as server:
+        url = f"127.0.0.1:{server.ports['grpc']}"
+
+        def value(number):
+            tensor = grpcclient.InferInput("INPUT", [1, 1], "INT32")
+            tensor.set_data_from_numpy(np.array([[number]], np.int32))
+            return [tensor]
+
+        def run(sequence_id):
+            seen, places = [], set()
+            with grpcclient.InferenceServerClient(url) as client:
+                for step in range(1, 7):
+                    result = client.infer("accumulate", value(step), sequence_id=sequence_id,
+                                          sequence_start=step == 1, sequence_end=step == 6)
+                    seen.append(int(result.as_numpy("OUTPUT")[0, 0]))
+                    places.add(result.as_numpy("WHERE")[0, 0])
+            return seen, places
+
+        with ThreadPoolExecutor(4) as pool:
+            outcomes = list(pool.map(run, [11, 12, 13, 14]))
+        for seen, places in outcomes:
+            assert seen == [1, 3, 6, 10, 15, 21] and len(places) == 1  # in order, on one instance
+        assert {p for _, places in outcomes for p in places} == {b"accumulate_0_0", b"accumulate_0_1"}
+        with grpcclient.InferenceServerClient(url) as client:
+            with pytest.raises(InferenceServerException, match="must specify the START flag") as caught:
+                client.infer("accumulate", value(1), sequence_id=11)  # ended above
+            assert caught.value.status() == "StatusCode.INVALID_ARGUMENT"
+            with pytest.raises(InferenceServerException, match="non-zero or non-empty correlation ID"):
+                client.infer("accumulate", value(1))
+        with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
+            config = client.get_model_config("accumulate")
+            assert config["sequence_batching"]["max_sequence_idle_microseconds"] == 5000000
+            tensor = httpclient.InferInput("INPUT", [1, 1], "INT32")
+            tensor.set_data_from_numpy(np.array([[5]], np.int32))
+            with pytest.raises(InferenceServerException, match="integer correlation IDs") as caught:
+                client.infer("accumulate", [tensor], sequence_id="text-id", sequence_start=True)
+            assert caught.value.status() == "400"
+
+
+def test_sequence_batching_on_a_stateless_runtime_is_refused_with_a_reason(tmp_path):
+    from conftest import make_onnx_model
+
+    (tmp_path / "stateful_onnx" / "1").mkdir(parents=True)
+    make_onnx_model(tmp_path / "stateful_onnx" / "1" / "model.onnx")
+    (tmp_path / "stateful_onnx" / "config.pbtxt").write_text(
+        'platform: "onnxruntime_onnx"\nmax_batch_size: 4\nsequence_batching { }\n')
+    registry = DiskRepository(tmp_path).populate(ModelRepository())
+    model = registry.get_model("stateful_onnx")
+    assert not model.ready and "sequence_batching is served for Python-backend models only" in model.reason

@@ -1,0 +1,142 @@
+"""Triton's sequence batcher for stateful Python models (`sequence_batching` in config.pbtxt).
+
+A sequence is the requests carrying one correlation ID (`sequence_id`), opened by `sequence_start` and
+closed by `sequence_end`. As Triton guarantees, all of a sequence's requests run on the instance it was
+given at its start, one at a time and in order, so the instance may keep state per correlation ID;
+different sequences share batches. The control inputs the config declares (START, END, READY, CORRID)
+are added to every request as the tensors the model reads. A sequence idle for longer than
+`max_sequence_idle_microseconds` (default 1 s) is released; its next request then needs START again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from gpuserve.errors import InvalidInput, InvalidSettings
+from gpuserve.triton_pb_utils import TRITON_STRING_TO_NUMPY
+
+KINDS = ("CONTROL_SEQUENCE_START", "CONTROL_SEQUENCE_END", "CONTROL_SEQUENCE_READY", "CONTROL_SEQUENCE_CORRID")
+
+
+def _as_list(value) -> list:
+    """The text-format parser gives a lone repeated message as a dict."""
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+@dataclass
+class Control:
+    name: str
+    kind: str
+    false_true: Tuple[Any, Any] = (0, 1)
+    dtype: Any = np.int32
+
+
+@dataclass
+class Sequence:
+    instance: int
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    last_used: float = field(default_factory=time.monotonic)
+    pending: int = 0  # requests of this sequence submitted or waiting for their turn
+
+
+def parse_controls(model: str, batching: Dict[str, Any]) -> List[Control]:
+    controls = []
+    for entry in _as_list(batching.get("control_input")):
+        for control in _as_list(entry.get("control")):
+            kind = str(control.get("kind", ""))
+            if kind not in KINDS:
+                raise InvalidSettings(f"model '{model}': control input '{entry.get('name')}' has unknown kind '{kind}'")
+            if kind == "CONTROL_SEQUENCE_CORRID":
+                dtype = TRITON_STRING_TO_NUMPY.get(str(control.get("data_type", "TYPE_UINT64")))
+                if dtype is None:
+                    raise InvalidSettings(f"model '{model}': CORRID control '{entry.get('name')}' needs a data_type")
+                controls.append(Control(str(entry["name"]), kind, (None, None), dtype))
+                continue
+            for key, dtype in (("int32_false_true", np.int32), ("fp32_false_true", np.float32),
+                               ("bool_false_true", np.bool_)):
+                values = _as_list(control.get(key))
+                if values:
+                    if len(values) != 2:
+                        raise InvalidSettings(f"model '{model}': control '{entry.get('name')}' {key} needs two values")
+                    controls.append(Control(str(entry["name"]), kind, (values[0], values[1]), dtype))
+                    break
+            else:
+                raise InvalidSettings(f"model '{model}': control '{entry.get('name')}' gives no false/true values")
+    return controls
+
+
+def correlation_id(model: str, parameters: Dict[str, Any]):
+    value = parameters.get("sequence_id")
+    if value in (None, 0, "") or isinstance(value, bool):
+        raise InvalidInput(f"inference request to model '{model}' must specify a non-zero or non-empty "
+                           "correlation ID")
+    return value
+
+
+class SequenceRouter:
+    """Which instance a request runs on, the control tensors it gets, and one-at-a-time per sequence."""
+
+    def __init__(self, model: str, batching: Dict[str, Any], instances: int, batch_dim: bool):
+        self.model = model
+        self.controls = parse_controls(model, batching)
+        idle_us = int(batching.get("max_sequence_idle_microseconds", 0) or 0)
+        self.idle_s = (idle_us or 1_000_000) / 1e6
+        self.instances = instances
+        self.batch_dim = batch_dim
+        self.active: Dict[Any, Sequence] = {}
+
+    def _release_idle(self, now: float) -> None:
+        for key in [k for k, s in self.active.items() if not s.pending and now - s.last_used > self.idle_s]:
+            del self.active[key]
+
+    def open(self, parameters: Dict[str, Any]) -> Tuple[Any, Sequence]:
+        """The request's sequence (started by it, or already running), counted as pending until `close`."""
+        key = correlation_id(self.model, parameters)
+        now = time.monotonic()
+        self._release_idle(now)
+        sequence = self.active.get(key)
+        if parameters.get("sequence_start"):
+            if sequence is None or not sequence.pending:  # a new START restarts an idle sequence's slot
+                load = [0] * self.instances
+                for other in self.active.values():
+                    load[other.instance] += 1
+                sequence = self.active[key] = Sequence(instance=load.index(min(load)))
+        elif sequence is None:
+            raise InvalidInput(f"inference request for sequence {key} to model '{self.model}' must specify the "
+                               "START flag on the first request of the sequence")
+        sequence.pending += 1
+        sequence.last_used = now
+        return key, sequence
+
+    def close(self, key, sequence: Sequence, ended: bool) -> None:
+        sequence.pending -= 1
+        sequence.last_used = time.monotonic()
+        if ended and self.active.get(key) is sequence and not sequence.pending:
+            del self.active[key]
+
+    def control_arrays(self, key, parameters: Dict[str, Any], rows: int) -> List[Tuple[str, np.ndarray]]:
+        shape = (rows, 1) if self.batch_dim else (1,)
+        out = []
+        for control in self.controls:
+            if control.kind == "CONTROL_SEQUENCE_CORRID":
+                if control.dtype is np.object_:
+                    array = np.full(shape, str(key).encode("utf-8"), dtype=object)
+                elif isinstance(key, str):
+                    raise InvalidInput(f"model '{self.model}' takes integer correlation IDs (its CORRID control "
+                                       f"is {np.dtype(control.dtype).name}); got the string '{key}'")
+                else:
+                    array = np.full(shape, key, dtype=control.dtype)
+            else:
+                on = {"CONTROL_SEQUENCE_START": bool(parameters.get("sequence_start")),
+                      "CONTROL_SEQUENCE_END": bool(parameters.get("sequence_end")),
+                      "CONTROL_SEQUENCE_READY": True}[control.kind]
+                array = np.full(shape, control.false_true[1 if on else 0], dtype=control.dtype)
+            out.append((control.name, array))
+        return out
