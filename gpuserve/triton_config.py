@@ -141,7 +141,8 @@ def read_config(folder: Path) -> Dict[str, Any]:
     return config
 
 
-def _tensors(entries: List[dict], batched: bool, where: str) -> List[dict]:
+def config_tensors(entries: List[dict], batched: bool, where: str) -> List[dict]:
+    """config.pbtxt tensors as V2 metadata; with batching, dims gain the leading -1 batch dimension."""
     out = []
     for entry in entries:
         datatype = V2_TYPES.get(entry.get("data_type", ""))
@@ -182,8 +183,8 @@ def settings_from_config(folder: Path, config: Dict[str, Any], version: Optional
     settings: Dict[str, Any] = {
         "name": config["name"], "implementation": runtime, "platform": platform,
         "parameters": {"uri": str(where / filename), "version": str(version) if version is not None else None},
-        "inputs": _tensors(config.get("input", []), max_batch > 0, "input"),
-        "outputs": _tensors(config.get("output", []), max_batch > 0, "output"),
+        "inputs": config_tensors(config.get("input", []), max_batch > 0, "input"),
+        "outputs": config_tensors(config.get("output", []), max_batch > 0, "output"),
         "max_batch_size": max_batch if max_batch > 1 else 0,
         "triton_max_batch_size": max_batch,  # Triton refuses requests with more rows than this
         "triton_version_policy": config.get("version_policy") or {"latest": {"num_versions": 1}},

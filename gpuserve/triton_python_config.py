@@ -15,7 +15,7 @@ from typing import Any, Dict, List
 from gpuserve import triton_pb_utils as pb
 from gpuserve.backends.base import TensorSpec
 from gpuserve.errors import InvalidInput, InvalidSettings
-from gpuserve.triton_config import V2_TYPES
+from gpuserve.triton_config import config_tensors
 
 UTILS_MODULE = "triton_python_backend_utils"
 _IMPORT_LOCK = threading.Lock()  # models load on several threads; sys.path and sys.modules are shared
@@ -82,14 +82,7 @@ def complete_config(cls, config: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def tensor_specs(entries: List[dict], batched: bool, kind: str) -> List[TensorSpec]:
-    specs = []
-    for entry in entries:
-        datatype = V2_TYPES.get(entry.get("data_type", ""))
-        if datatype is None:
-            raise InvalidSettings(f"{kind} '{entry.get('name')}': unsupported data_type {entry.get('data_type')!r}")
-        dims = [int(d) for d in entry.get("dims", [])]
-        specs.append(TensorSpec(entry["name"], datatype, ([-1] if batched else []) + dims))
-    return specs
+    return [TensorSpec(t["name"], t["datatype"], t["shape"]) for t in config_tensors(entries, batched, kind)]
 
 
 def instance_groups(config: Dict[str, Any], name: str, device: str) -> List[Dict[str, Any]]:
