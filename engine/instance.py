@@ -107,9 +107,10 @@ class Instance:
         t0 = time.perf_counter_ns()
         if self._run_requests is not None:
             results = self._run_requests(jobs)
+            elapsed, rows = time.perf_counter_ns() - t0, sum(job.rows for job in jobs)
+            self._observe(elapsed / 1e9 / max(rows, 1))
             if self.stats is not None:
-                self.stats.record_batch(sum(job.rows for job in jobs), len(jobs), 0,
-                                        time.perf_counter_ns() - t0, 0)
+                self.stats.record_batch(rows, len(jobs), 0, elapsed, 0)
             return results
         leases = []
         ragged = self.stage.ragged_inputs
@@ -136,8 +137,7 @@ class Instance:
             for lease in leases:
                 lease.release()
         t2 = time.perf_counter_ns()
-        per_row = (t2 - t1) / 1e9 / max(total, 1)
-        self.seconds_per_row = per_row if not self.seconds_per_row else 0.8 * self.seconds_per_row + 0.2 * per_row
+        self._observe((t2 - t1) / 1e9 / max(total, 1))
         if batched:
             per_job = split_rows(results, counts, self.name)
         else:
@@ -146,6 +146,10 @@ class Instance:
         if self.stats is not None:
             self.stats.record_batch(total if batched else 1, len(jobs), t1 - t0, t2 - t1, t3 - t2)
         return per_job
+
+    def _observe(self, per_row: float) -> None:
+        """The moving average of the backend's time per row that decides which batches may run inline."""
+        self.seconds_per_row = per_row if not self.seconds_per_row else 0.8 * self.seconds_per_row + 0.2 * per_row
 
     def close(self) -> None:
         """Stop the threads (batches already queued on them still run and are answered), then unload."""

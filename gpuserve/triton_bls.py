@@ -51,6 +51,11 @@ class ServerBridge:
         except RuntimeError:
             return False
 
+    def loop_thread_call(self) -> None:
+        forbid = getattr(self.model, "forbid_inline", None)
+        if forbid is not None:
+            forbid()
+
     def run(self, coroutine):
         if self.loop is None or self.loop.is_closed():
             coroutine.close()

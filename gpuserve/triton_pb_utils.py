@@ -230,8 +230,10 @@ class InferenceRequest:
     def exec(self, decoupled: bool = False):
         bridge = current_bridge()
         if bridge.on_loop_thread():
-            raise TritonModelException("InferenceRequest.exec() blocks; inside an async execute use "
-                                       "'await request.async_exec()'")
+            bridge.loop_thread_call()  # a quick execute ran on the loop's thread: later ones will not
+            raise TritonModelException("InferenceRequest.exec() blocks, and this execute runs on the server's "
+                                       "event loop (an async execute must 'await request.async_exec()'); the "
+                                       "model's next executes run on its own thread")
         if decoupled:
             return iter(bridge.run(bridge.infer_stream(self)))
         return bridge.run(bridge.infer(self))

@@ -70,6 +70,15 @@ def _inside(filename, folder: str) -> bool:
     return bool(filename) and Path(filename).resolve().is_relative_to(Path(folder).resolve())
 
 
+SERVER_CALLS = ("InferenceRequest", "load_model", "unload_model", "is_model_ready", "async_exec", ".exec(")
+
+
+def calls_server(path: Path) -> bool:
+    """Whether model.py mentions BLS or the model loading API (then it never runs on the loop's thread)."""
+    text = path.read_text(errors="replace")
+    return any(marker in text for marker in SERVER_CALLS)
+
+
 def complete_config(cls, config: Dict[str, Any]) -> Dict[str, Any]:
     """Triton's auto-complete: the class's `auto_complete_config(ModelConfig)` may add inputs, outputs,
     max_batch_size, the dynamic batcher and the transaction policy."""

@@ -609,3 +609,61 @@ def test_sequence_batching_on_a_stateless_runtime_is_refused_with_a_reason(tmp_p
     registry = DiskRepository(tmp_path).populate(ModelRepository())
     model = registry.get_model("stateful_onnx")
     assert not model.ready and "sequence_batching is served for Python-backend models only" in model.reason
+
+
+WHERE = """
+import threading
+
+class TritonPythonModel:
+    def execute(self, requests):
+        name = threading.current_thread().name.encode()
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("THREAD", np.array([name], dtype=object))])
+                for _ in requests]
+"""
+RELAY = """
+from relay import call_add_sub
+import threading
+
+class TritonPythonModel:
+    def execute(self, requests):
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("SUM", call_add_sub())]) for _ in requests]
+"""
+RELAY_HELPER = """
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+def call_add_sub():
+    ones = pb_utils.Tensor("INPUT0", np.ones(4, np.float32))
+    answer = pb_utils.InferenceRequest(model_name="add_sub", requested_output_names=["OUTPUT0"],
+                                       inputs=[ones, pb_utils.Tensor("INPUT1", np.ones(4, np.float32))]).exec()
+    return pb_utils.get_output_tensor_by_name(answer, "OUTPUT0").as_numpy()
+"""
+
+
+def test_quick_executes_run_on_the_loop_thread_unless_they_call_the_server(repo):
+    write_model(repo, "where", WHERE, 'backend: "python"\ninput [ { name: "IN" data_type: TYPE_INT32 dims: [ 1 ] } ]\n'
+                'output [ { name: "THREAD" data_type: TYPE_STRING dims: [ 1 ] } ]\n')
+    relay = write_model(repo, "relay", RELAY, 'backend: "python"\ninput [ { name: "IN" data_type: TYPE_INT32 '
+                        'dims: [ 1 ] } ]\noutput [ { name: "SUM" data_type: TYPE_FP32 dims: [ 4 ] } ]\n')
+    (relay / "1" / "relay.py").write_text(RELAY_HELPER)
+    registry = DiskRepository(repo).populate(ModelRepository())
+    with running_server(repository=registry) as server:
+        with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
+            threads = [client.infer("where", [_int32(0, name="IN")]).as_numpy("THREAD")[0] for _ in range(4)]
+            assert threads[0].startswith(b"gpuserve-")  # no timing yet: the instance's thread
+            assert not threads[-1].startswith(b"gpuserve-")  # quick and alone: the loop's own thread
+            # model.py mentions no server call, its helper does: the first inline run finds out, fails
+            # with the reason, and every later execute runs on the instance's thread
+            outcomes = []
+            for _ in range(4):
+                try:
+                    outcomes.append(client.infer("relay", [_int32(0, name="IN")]).as_numpy("SUM").tolist())
+                except InferenceServerException as exc:
+                    outcomes.append(str(exc))
+            assert outcomes[0] == [2.0] * 4 and outcomes[-1] == [2.0] * 4
+            failures = [o for o in outcomes if isinstance(o, str)]
+            assert len(failures) <= 1 and all("event loop" in f for f in failures), outcomes
+            if failures:  # (ran inline once: only when the first call measured under the 2 ms lone rule)
+                assert registry.get_model("relay").scheduler.config.inline_below_s == 0
+            bls_thread = registry.get_model("bls")
+            assert bls_thread.scheduler.config.inline_below_s == 0  # model.py calls the server: never inline
