@@ -80,11 +80,14 @@ def generate_response(response: InferResponse, model: str, version: Optional[str
 
 async def responses_of(result: Any) -> AsyncIterator[Any]:
     """Each response of an inference result: one, or a decoupled model's stream (errors included)."""
-    if hasattr(result, "__aiter__"):
+    if not hasattr(result, "__aiter__"):
+        yield result
+        return
+    try:
         async for item in result:
             if isinstance(item, InferResponse) and not item.outputs and \
                     item.parameters.get("triton_final_response"):
                 continue  # the bare final flag carries nothing to show
             yield item
-    else:
-        yield result
+    finally:
+        await result.aclose()  # a client that left: the model's senders see is_cancelled()

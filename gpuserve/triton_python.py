@@ -54,6 +54,7 @@ class ResponseStream:
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self._loop = loop
         self._queue: asyncio.Queue = asyncio.Queue()
+        self.cancelled = False  # the client stopped listening before the final response
 
     def put(self, item, final: bool) -> None:
         """From any thread."""
@@ -135,16 +136,17 @@ class PythonInstance:
                                       model_version=int(self.owner.version) if str(self.owner.version).isdigit() else -1,
                                       parameters=parameters)
         future = job.future
-        wrapped._cancelled = future.done  # the client went away (its future was cancelled)
-        wrapped._sent = []
         stream = job.parameters.get("stream")
+        # the client went away: its future was cancelled (or, decoupled, it stopped reading the stream)
+        wrapped._cancelled = future.done if stream is None else (lambda: stream.cancelled)
+        wrapped._sent = []
         if stream is None:
             deliver = lambda response, flags: wrapped._sent.append(response)  # noqa: E731
         else:
             def deliver(response, flags):
                 item = None if response is None else self._response(job, response)
                 stream.put(item, bool(flags & pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL))
-        wrapped._sender = pb.InferenceResponseSender(deliver, future.done)
+        wrapped._sender = pb.InferenceResponseSender(deliver, wrapped._cancelled)
         return wrapped
 
     def _response(self, job, answer) -> object:
@@ -411,6 +413,7 @@ class TritonPythonBackendModel(FrameworkModel):
         a bare final flag becomes an empty response only when the client asked for one."""
         wanted = {o.name for o in request.request_outputs} if request.request_outputs else None
         empty_final = bool(request.parameters.get("triton_enable_empty_final_response"))
+        final = False
         try:
             while True:
                 item, final = await stream.get()
@@ -428,8 +431,10 @@ class TritonPythonBackendModel(FrameworkModel):
                 if final:
                     return
         finally:
-            if not task.done():  # the client went away: the request counts as cancelled
-                task.cancel()
+            if not final:  # the client went away before the end: senders see is_cancelled()
+                stream.cancelled = True
+                if not task.done():
+                    task.cancel()
 
     def _arrays(self, request: InferRequest) -> Dict[str, np.ndarray]:
         return checked_inputs(self.name, request, self.input_specs, self.optional_inputs,

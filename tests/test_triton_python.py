@@ -4,6 +4,7 @@ with request lists from the dynamic batcher, errors per request, BLS, auto-compl
 import json
 import queue
 import textwrap
+import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
@@ -667,3 +668,53 @@ def test_quick_executes_run_on_the_loop_thread_unless_they_call_the_server(repo)
                 assert registry.get_model("relay").scheduler.config.inline_below_s == 0
             bls_thread = registry.get_model("bls")
             assert bls_thread.scheduler.config.inline_below_s == 0  # model.py calls the server: never inline
+
+
+SLOW_DECOUPLED = """
+import threading
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.marker = args["model_repository"] + "/cancelled"
+
+    def execute(self, requests):
+        for request in requests:
+            sender = request.get_response_sender()
+            threading.Thread(target=self.answer, args=(sender,)).start()
+        return None
+
+    def answer(self, sender):
+        for i in range(500):
+            if sender.is_cancelled():
+                open(self.marker, "w").write(str(i))
+                break
+            sender.send(pb_utils.InferenceResponse([pb_utils.Tensor("OUT", np.array([i], np.int32))]))
+            time.sleep(0.01)
+        sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+"""
+
+
+@pytest.mark.parametrize("transport", ["grpc", "sse"])
+def test_a_client_that_leaves_a_decoupled_stream_is_seen_as_cancelled(tmp_path, transport):
+    folder = write_model(tmp_path, "slow", SLOW_DECOUPLED, DECOUPLED_CONFIG)
+    registry = DiskRepository(tmp_path).populate(ModelRepository())
+    with running_server(repository=registry) as server:
+        if transport == "grpc":
+            answers = queue.Queue()
+            with grpcclient.InferenceServerClient(f"127.0.0.1:{server.ports['grpc']}") as client:
+                client.start_stream(callback=lambda result, error: answers.put(result))
+                client.async_stream_infer("slow", [_int32(1, grpcclient, "IN")])
+                assert [int(answers.get(timeout=10).as_numpy("OUT")[0]) for _ in range(3)] == [0, 1, 2]
+                client.stop_stream(cancel_requests=True)
+        else:
+            import httpx
+
+            url = f"http://127.0.0.1:{server.ports['http']}/v2/models/slow/generate_stream"
+            with httpx.stream("POST", url, json={"IN": 1}, timeout=10) as reply:
+                events = [line for line, _ in zip((x for x in reply.iter_lines() if x), range(3))]
+            assert len(events) == 3
+        marker = folder / "cancelled"
+        deadline = time.monotonic() + 10
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists() and 3 <= int(marker.read_text()) < 400  # saw the client leave, not before

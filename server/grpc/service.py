@@ -176,6 +176,7 @@ class InferenceServicer:
                         yield answer
                 finally:
                     slots.release()
+                    await result.aclose()  # a client that left: the model's senders see is_cancelled()
             try:
                 await reader
             except Exception as exc:  # the request stream itself broke
@@ -363,8 +364,11 @@ def _stream_error(request: pb.ModelInferRequest, exc: BaseException) -> pb.Model
 
 async def _decoupled_answers(responses, infer_request, request: pb.ModelInferRequest
                              ) -> AsyncIterator[pb.ModelStreamInferResponse]:
-    async for item in responses:
-        if isinstance(item, BaseException):
-            yield _stream_error(request, item)
-        else:
-            yield pb.ModelStreamInferResponse(infer_response=convert.response_to_proto(item, infer_request))
+    try:
+        async for item in responses:
+            if isinstance(item, BaseException):
+                yield _stream_error(request, item)
+            else:
+                yield pb.ModelStreamInferResponse(infer_response=convert.response_to_proto(item, infer_request))
+    finally:
+        await responses.aclose()

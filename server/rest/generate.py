@@ -36,12 +36,16 @@ def add_generate_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes, bod
         result = await start(model_name, version, request)  # errors before any response: a plain JSON error
 
         async def events():
-            async for item in responses_of(result):
-                if isinstance(item, BaseException):  # reported in the stream, which goes on
-                    payload = {"error": str(item) or type(item).__name__}
-                else:
-                    payload = generate_response(item, model_name, version)
-                yield b"data: " + orjson.dumps(payload, option=JSON_OPTIONS) + b"\n\n"
+            answers = responses_of(result)
+            try:
+                async for item in answers:
+                    if isinstance(item, BaseException):  # reported in the stream, which goes on
+                        payload = {"error": str(item) or type(item).__name__}
+                    else:
+                        payload = generate_response(item, model_name, version)
+                    yield b"data: " + orjson.dumps(payload, option=JSON_OPTIONS) + b"\n\n"
+            finally:
+                await answers.aclose()
 
         return StreamingResponse(events(), media_type="text/event-stream; charset=utf-8")
 
