@@ -718,3 +718,31 @@ def test_a_client_that_leaves_a_decoupled_stream_is_seen_as_cancelled(tmp_path, 
         while not marker.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert marker.exists() and 3 <= int(marker.read_text()) < 400  # saw the client leave, not before
+
+
+WARMED = """
+class TritonPythonModel:
+    def initialize(self, args):
+        self.calls = 0
+
+    def execute(self, requests):
+        self.calls += len(requests)
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("CALLS", np.array([[self.calls]], np.int32))])
+                for _ in requests]
+"""
+
+
+def test_model_warmup_runs_execute_before_the_model_is_ready(tmp_path):
+    write_model(tmp_path, "warmed", WARMED, """
+        backend: "python"
+        max_batch_size: 2
+        input [ { name: "X" data_type: TYPE_FP32 dims: [ 3 ] } ]
+        output [ { name: "CALLS" data_type: TYPE_INT32 dims: [ 1 ] } ]
+        model_warmup [ { name: "zeros" batch_size: 2 count: 3 inputs { key: "X" value: { data_type: TYPE_FP32
+                         dims: [ 3 ] zero_data: true } } } ]
+        """)
+    registry = DiskRepository(tmp_path).populate(ModelRepository())
+    with running_server(repository=registry) as server:
+        with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
+            result = client.infer("warmed", [_fp32("X", np.zeros((1, 3), np.float32))])
+            assert result.as_numpy("CALLS").tolist() == [[4]]  # three warmup runs came first
