@@ -18,6 +18,7 @@ import functools
 import inspect
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -47,6 +48,8 @@ READY_CHECK_S = 5.0  # as Triton: a model's is_ready() that takes longer means n
 # Request parameters the protocol itself uses; `request.parameters()` shows only the client's own.
 PROTOCOL_PARAMETERS = frozenset({"binary_data_output", "sequence_id", "sequence_start", "sequence_end", "priority",
                                  "timeout", "triton_enable_empty_final_response"})
+
+
 class ResponseStream:
     """The responses of one request to a decoupled model: sent from any of the model's threads, read by
     the request's task in order, ending with the response (or flag) marked final."""
@@ -80,7 +83,6 @@ class PythonInstance:
         self.inputs = owner.input_specs
         self.outputs = owner.output_specs
         self._loop: Optional[asyncio.AbstractEventLoop] = None  # runs an `async def execute`, on this thread
-        self._async = inspect.iscoroutinefunction(getattr(obj, "execute", None))
 
     def _call(self, function, *args):
         result = function(*args)
@@ -219,6 +221,7 @@ class TritonPythonBackendModel(FrameworkModel):
         self.decoupled = False  # model_transaction_policy { decoupled: true }: any number of responses per request
         self.sequences: Optional[SequenceRouter] = None  # sequence_batching: stateful models
         self.schedulers: List[Scheduler] = []
+        self._module_name = ""  # model.py's module in sys.modules, dropped at unload (reloads import afresh)
 
     def artefact(self) -> Path:
         if not self.uri:
@@ -233,7 +236,7 @@ class TritonPythonBackendModel(FrameworkModel):
         config = read_config(folder) if (folder / "config.pbtxt").is_file() else {"name": self.name}
         config["name"] = self.name
         config.setdefault("backend", "python")
-        unique = f"gpuserve_python_model_{self.name}_{self.version or 0}_{id(self)}"
+        unique = self._module_name = f"gpuserve_python_model_{self.name}_{self.version or 0}_{id(self)}"
         module = import_model_file(path, unique)
         cls = module.TritonPythonModel
         config = complete_config(cls, config)
@@ -398,7 +401,7 @@ class TritonPythonBackendModel(FrameworkModel):
         schedulers, self.schedulers, self.scheduler = self.schedulers, [], None
         for scheduler in schedulers:
             await scheduler.stop()
-        self.backend = None
+        self._forget()
 
     def stop(self) -> None:
         self.ready = False
@@ -406,7 +409,12 @@ class TritonPythonBackendModel(FrameworkModel):
         for scheduler in schedulers:
             for instance in scheduler.instances:
                 instance.close()
+        self._forget()
+
+    def _forget(self) -> None:
         self.backend = None
+        self.instances = []
+        sys.modules.pop(self._module_name, None)
 
     async def _responses(self, request: InferRequest, stream: ResponseStream, task: asyncio.Future):
         """A decoupled request's responses, each marked with `triton_final_response` as Triton marks them;
