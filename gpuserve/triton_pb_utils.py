@@ -103,14 +103,20 @@ class Tensor:
 
     @staticmethod
     def from_dlpack(name: str, capsule) -> "Tensor":
+        """From a DLPack capsule (`torch.utils.dlpack.to_dlpack(t)`, as Triton's examples pass) or any object
+        with `__dlpack__`; device data is copied to the host, where gpuserve's tensors live."""
         if hasattr(capsule, "cpu") and hasattr(capsule, "numpy"):  # a torch tensor, possibly on the GPU
             return Tensor(name, capsule.detach().cpu().numpy())
         if hasattr(capsule, "__dlpack__"):
             if getattr(capsule, "__dlpack_device__", lambda: (1, 0))()[0] != 1 and hasattr(capsule, "get"):
-                return Tensor(name, capsule.get())  # a CuPy array: gpuserve hands host arrays on
+                return Tensor(name, capsule.get())  # a CuPy array
             return Tensor(name, np.from_dlpack(capsule))
-        raise TritonModelException("Tensor.from_dlpack needs an object with __dlpack__ (a raw capsule cannot "
-                                   "be read by NumPy); pass the tensor itself")
+        try:  # a raw capsule: only a framework can open it (NumPy needs the producing object)
+            import torch.utils.dlpack
+        except ImportError:
+            raise TritonModelException("Tensor.from_dlpack got a raw DLPack capsule and PyTorch is not installed "
+                                       "to read it; pass the tensor itself") from None
+        return Tensor(name, torch.utils.dlpack.from_dlpack(capsule).detach().cpu().numpy())
 
     def __repr__(self) -> str:
         return f"Tensor({self._name!r}, shape={list(self._array.shape)}, dtype={self._array.dtype})"
@@ -165,7 +171,7 @@ class InferenceResponseSender:
 class InferenceRequest:
     """Both what `execute` receives and what a model builds for BLS (`exec` / `async_exec`)."""
 
-    def __init__(self, model_name: str = "", requested_output_names: Optional[List[str]] = None,
+    def __init__(self, *, model_name: str = "", requested_output_names: Optional[List[str]] = None,
                  inputs: Optional[List[Tensor]] = None, request_id: str = "", correlation_id=0, flags: int = 0,
                  timeout: int = 0, model_version: int = -1, parameters: Optional[Any] = None,
                  preferred_memory=None, trace=None):

@@ -132,7 +132,8 @@ class PythonInstance:
         parameters = {k: v for k, v in given.items() if k not in PROTOCOL_PARAMETERS}
         flags = (pb.TRITONSERVER_REQUEST_FLAG_SEQUENCE_START if given.get("sequence_start") else 0) | \
                 (pb.TRITONSERVER_REQUEST_FLAG_SEQUENCE_END if given.get("sequence_end") else 0)
-        wrapped = pb.InferenceRequest(self.owner.name, names, tensors, request_id=request.id or "",
+        wrapped = pb.InferenceRequest(model_name=self.owner.name, requested_output_names=names, inputs=tensors,
+                                      request_id=request.id or "",
                                       correlation_id=given.get("sequence_id", 0), flags=flags,
                                       timeout=int(given.get("timeout", 0) or 0),
                                       model_version=int(self.owner.version) if str(self.owner.version).isdigit() else -1,
@@ -175,8 +176,8 @@ class PythonInstance:
 
     def run(self, inputs: Dict[str, np.ndarray], output_names=None) -> Dict[str, np.ndarray]:
         """One request through execute (warmup at load)."""
-        request = pb.InferenceRequest(self.owner.name, [s.name for s in self.outputs],
-                                      [_tensor(k, v) for k, v in inputs.items()])
+        request = pb.InferenceRequest(model_name=self.owner.name, requested_output_names=[s.name for s in self.outputs],
+                                      inputs=[_tensor(k, v) for k, v in inputs.items()])
         answers = self._call(self.obj.execute, [request])
         answer = list(answers or [None])[0]
         if not isinstance(answer, pb.InferenceResponse):
