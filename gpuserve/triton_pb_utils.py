@@ -168,6 +168,10 @@ class InferenceResponseSender:
         return self._cancelled()
 
 
+def _never() -> bool:
+    return False
+
+
 class InferenceRequest:
     """Both what `execute` receives and what a model builds for BLS (`exec` / `async_exec`)."""
 
@@ -187,7 +191,8 @@ class InferenceRequest:
             parameters = json.loads(parameters or "{}")
         self._parameters = dict(parameters or {})
         self._sender: Optional[InferenceResponseSender] = None
-        self._cancelled = lambda: False
+        self._make_sender = None  # set by the server for the requests an execute receives
+        self._cancelled = _never
         self._release_flags = TRITONSERVER_REQUEST_RELEASE_ALL
 
     def inputs(self) -> List[Tensor]:
@@ -222,8 +227,10 @@ class InferenceRequest:
 
     def get_response_sender(self) -> InferenceResponseSender:
         if self._sender is None:
-            raise TritonModelException("this request has no response sender (only requests a model's execute "
-                                       "receives do)")
+            if self._make_sender is None:
+                raise TritonModelException("this request has no response sender (only requests a model's execute "
+                                           "receives do)")
+            self._sender = self._make_sender(self)
         return self._sender
 
     def set_release_flags(self, flags: int) -> None:
