@@ -114,8 +114,11 @@ class DataPlane:
             if ready_only and not model.ready:
                 continue
             entry = {"name": name, "version": version or "", "state": "READY" if model.ready else "UNAVAILABLE"}
-            if not model.ready:
-                entry["reason"] = getattr(model, "reason", "") or "not loaded"
+            reason = "" if model.ready else getattr(model, "reason", "")
+            if not model.ready and not reason and not self.started:
+                entry["state"] = "LOADING"  # start-up loads still running: not a failure (as Triton says)
+            elif not model.ready:
+                entry["reason"] = reason or "not loaded"
             index.append(entry)
         catalog = getattr(self.repository, "catalog", None)
         if catalog is not None and not ready_only:  # on disk, not loaded (e.g. unloaded): as Triton, UNAVAILABLE

@@ -158,3 +158,14 @@ def test_versions_in_registry():
     assert registry.get_model("m").version == "10"
     assert registry.get_model("m", "2").version == "2"
     assert registry.get_model("m", "3") is None
+
+
+def test_index_says_loading_while_start_up_loads_run():
+    from gpuserve.dataplane import DataPlane
+
+    registry = ModelRepository()
+    registry.update(Model("slow-to-load"))  # registered, load() not run yet
+    plane = DataPlane(registry)
+    assert plane.repository_index() == [{"name": "slow-to-load", "version": "", "state": "LOADING"}]
+    plane.started = True  # start-up done and still not ready: that is a failure to report
+    assert plane.repository_index()[0]["state"] == "UNAVAILABLE"
