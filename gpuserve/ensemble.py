@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from gpuserve.engine.stats import ModelStats
 from gpuserve.errors import InferenceError, InvalidInput, InvalidSettings, ModelNotReady
 from gpuserve.model import Model
 from gpuserve.triton_config import read_config
@@ -86,6 +88,8 @@ class EnsembleModel(Model):
         self.input_specs: list = []
         self.output_specs: list = []
         self.optional_inputs: set = set()
+        # Its own statistics, as Triton keeps them: a request counts once its inputs passed the checks
+        self.stats = ModelStats(name, str(self.version or ""))
 
     def load(self) -> bool:
         folder = Path(self.settings.folder)
@@ -158,6 +162,20 @@ class EnsembleModel(Model):
         max_batch = int(self.config.get("max_batch_size", 0) or 0)
         tensors: Dict[str, Any] = dict(checked_inputs(self.name, payload, self.input_specs, self.optional_inputs,
                                                       max_batch))
+        start = time.perf_counter_ns()
+        try:
+            response = await self._run_steps(payload, headers, tensors)
+        except BaseException:
+            self.stats.record_request(False, time.perf_counter_ns() - start)
+            raise
+        elapsed = time.perf_counter_ns() - start
+        self.stats.record_queue([0])
+        self.stats.record_request(True, elapsed)
+        rows = next(iter(tensors.values())).shape[0] if max_batch and tensors else 1
+        self.stats.record_batch(rows, 1, 0, elapsed, 0)
+        return response
+
+    async def _run_steps(self, payload: InferRequest, headers: Optional[dict], tensors: Dict[str, Any]):
         pending = list(self.steps)
         while pending:
             runnable = [s for s in pending if all(t in tensors for t in s.inputs.values())]

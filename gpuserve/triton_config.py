@@ -16,7 +16,7 @@ from gpuserve.errors import InvalidSettings
 REPEATED = {"input", "output", "dims", "instance_group", "gpus", "preferred_batch_size", "versions",
             "model_warmup", "batch_input", "batch_output", "reshape", "profile", "source_input",
             "priority_queue_policy", "label_filename_list", "secondary_devices", "ensemble_scheduling", "step",
-            "graph_spec"}
+            "graph_spec", "control_input", "control", "state", "initial_state"}
 MAPS = {"parameters", "input_map", "output_map", "cc_model_filenames", "metric_tags", "inputs"}
 _TOKEN = re.compile(r"""\s*(?:(\#[^\n]*)|("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')|([A-Za-z_][\w.]*)|"""
                     r"""([-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|inf|nan))|([{}\[\]:,;<>]))""")

@@ -436,16 +436,17 @@ class TritonPythonBackendModel(FrameworkModel):
             while True:
                 item, final = await stream.get()
                 if item is None:
-                    if final and empty_final:
-                        yield InferResponse(request.id, self.name, [], model_version=self.version,
+                    if final and empty_final:  # as Triton: the bare final response names no version
+                        yield InferResponse(request.id, self.name, [], model_version="",
                                             parameters={"triton_final_response": True})
                 elif isinstance(item, InferResponse):
                     if wanted is not None:
                         item.outputs = [o for o in item.outputs if o.name in wanted]
                     item.parameters["triton_final_response"] = final
                     yield item
-                else:
-                    yield item  # an error: the stream reports it and goes on with other requests
+                else:  # an error: the stream reports it (final or not, as sent) and goes on with other requests
+                    item.triton_final = final
+                    yield item
                 if final:
                     return
         finally:

@@ -130,8 +130,12 @@ def completed_config(config: Dict[str, Any], name: str, device: str) -> Dict[str
     }
     if "dynamic_batching" in config:
         out["dynamic_batching"] = {**_BATCHER_DEFAULTS, **(config["dynamic_batching"] or {})}
-    if "sequence_batching" in config:
-        out["sequence_batching"] = config["sequence_batching"] or {}
+    if "sequence_batching" in config:  # with the idle limit Triton reports when the config leaves it out
+        batching = dict(config["sequence_batching"] or {})
+        batching["max_sequence_idle_microseconds"] = int(batching.get("max_sequence_idle_microseconds", 0) or 0) \
+            or 1_000_000
+        batching.setdefault("iterative_sequence", False)
+        out["sequence_batching"] = batching
     if "model_transaction_policy" in config:
         out["model_transaction_policy"] = {"decoupled": bool(config["model_transaction_policy"].get("decoupled"))}
     return out

@@ -93,8 +93,12 @@ def test_pipeline_chains_python_and_onnx_steps_over_both_protocols(tmp_path):
                 client.infer("pipeline", [_raw(np.zeros((9, 4), np.float32))])
             assert caught.value.status() == "400"
             stats = {s["name"]: s for s in client.get_inference_statistics()["model_stats"]}
-            assert stats["double"]["inference_count"] == 2 * 3 and stats["pipeline"]["inference_count"] == 2
+            assert stats["double"]["inference_count"] == 2 * 3 and stats["pipeline"]["inference_count"] == 2 * 3
+            assert stats["pipeline"]["execution_count"] == 2 and stats["pipeline"]["inference_stats"]["queue"]["count"] == 2
         with grpcclient.InferenceServerClient(f"127.0.0.1:{server.ports['grpc']}") as client:
+            steps = client.get_model_config("pipeline").config.ensemble_scheduling.step
+            assert [(s.model_name, s.model_version, dict(s.input_map)) for s in steps] == \
+                [("double", -1, {"IN": "RAW"}), ("linear", 1, {"input": "DOUBLED"})]
             result = client.infer("pipeline", [_raw(x, grpcclient)])
             assert np.allclose(result.as_numpy("SCORES"), onnx_reference(2 * x, *weights), rtol=1e-5, atol=1e-6)
 

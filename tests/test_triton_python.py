@@ -468,6 +468,7 @@ def test_decoupled_model_streams_many_responses_over_grpc_only(repo):
         assert values == [("a", [0], False), ("a", [1], False), ("a", [2], False), ("a", None, True), ("c", None, True)]
         errors = [e for r, e in got if e is not None]
         assert len(errors) == 1 and "negative" in str(errors[0])
+        assert values[3][1] is None  # the bare final response
         with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
             with pytest.raises(InferenceServerException, match="HTTP end point doesn't support") as caught:
                 client.infer("decoupled", [_int32(1, name="IN")])
@@ -510,6 +511,7 @@ def test_generate_extension_streams_a_decoupled_model_as_server_sent_events(repo
         failed = client.post("/v2/models/decoupled/generate_stream", json={"parameters": {"IN": -1}})
         assert [json.loads(line[len("data: "):]) for line in failed.text.split("\n\n") if line] == \
             [{"error": "negative"}]
+        assert failed.status_code == 400  # as Triton: the first response decides the status
         one = client.post("/v2/models/decoupled/versions/1/generate", json={"IN": 1})
         assert one.status_code == 200 and one.json()["OUT"] == 0
         many = client.post("/v2/models/decoupled/generate", json={"IN": 2})
@@ -585,6 +587,10 @@ def test_sequence_batching_keeps_each_sequence_on_its_instance_in_order(tmp_path
             assert seen == [1, 3, 6, 10, 15, 21] and len(places) == 1  # in order, on one instance
         assert {p for _, places in outcomes for p in places} == {b"accumulate_0_0", b"accumulate_0_1"}
         with grpcclient.InferenceServerClient(url) as client:
+            batching = client.get_model_config("accumulate").config.sequence_batching
+            assert batching.max_sequence_idle_microseconds == 5000000
+            assert [c.name for c in batching.control_input] == ["START", "CORRID"]
+            assert list(batching.control_input[0].control[0].int32_false_true) == [0, 1]
             with pytest.raises(InferenceServerException, match="must specify the START flag") as caught:
                 client.infer("accumulate", value(1), sequence_id=11)  # ended above
             assert caught.value.status() == "StatusCode.INVALID_ARGUMENT"

@@ -356,10 +356,13 @@ async def start_grpc_server(plane: DataPlane, settings: ServerSettings) -> Tuple
 
 
 def _stream_error(request: pb.ModelInferRequest, exc: BaseException) -> pb.ModelStreamInferResponse:
-    """A failed request on a stream: the error in `error_message`, the stream goes on."""
+    """A failed request on a stream: the error in `error_message`, marked final unless a decoupled model
+    sent it as one of several responses (as Triton marks it); the stream goes on."""
     _, message = _abort_args(exc)
-    return pb.ModelStreamInferResponse(error_message=message, infer_response=pb.ModelInferResponse(
+    answer = pb.ModelStreamInferResponse(error_message=message, infer_response=pb.ModelInferResponse(
         model_name=request.model_name, model_version=request.model_version, id=request.id))
+    answer.infer_response.parameters["triton_final_response"].bool_param = bool(getattr(exc, "triton_final", True))
+    return answer
 
 
 async def _decoupled_answers(responses, infer_request, request: pb.ModelInferRequest

@@ -34,11 +34,19 @@ def add_generate_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes, bod
 
     async def generate_stream(model_name: str, version: Optional[str], request: Request):
         result = await start(model_name, version, request)  # errors before any response: a plain JSON error
+        answers = responses_of(result)
+        try:
+            first = await answers.__anext__()
+        except StopAsyncIteration:
+            first = None
+        # as Triton: the status follows the first response, so a first response that is an error is a 400
+        status = 400 if isinstance(first, BaseException) else 200
 
         async def events():
-            answers = responses_of(result)
             try:
-                async for item in answers:
+                if first is None:
+                    return
+                async for item in _chain(first, answers):
                     if isinstance(item, BaseException):  # reported in the stream, which goes on
                         payload = {"error": str(item) or type(item).__name__}
                     else:
@@ -47,7 +55,7 @@ def add_generate_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes, bod
             finally:
                 await answers.aclose()
 
-        return StreamingResponse(events(), media_type="text/event-stream; charset=utf-8")
+        return StreamingResponse(events(), status_code=status, media_type="text/event-stream; charset=utf-8")
 
     @app.post("/v2/models/{model_name}/generate", tags=["V2 generate"], summary="Generate (one response)")
     @guard
@@ -70,3 +78,9 @@ def add_generate_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes, bod
     @guard
     async def generate_stream_version(model_name: str, model_version: str, request: Request):
         return await generate_stream(model_name, model_version, request)
+
+
+async def _chain(first, rest):
+    yield first
+    async for item in rest:
+        yield item
