@@ -41,7 +41,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from conformance import Server, tensor_summary  # noqa: E402
-from python_models import ERROR_PATHS, MODELS, READY_MODELS, write_repository  # noqa: E402
+from python_models import ERROR_PATHS, MODELS, NOT_READY, READY_MODELS, write_repository  # noqa: E402
 
 ROOT = HERE.parents[1]
 TRITON_VENV = ROOT / ".peers" / "triton"
@@ -120,7 +120,9 @@ def wait_for_models(server: Server, timeout=180.0) -> dict:
             states = model_states(server)
         except (urllib.error.URLError, OSError, ValueError):
             states = {}
-        settled = all(states.get(name, ("",))[0] in ("READY", "UNAVAILABLE") for name in MODELS)
+        # Triton leaves an ensemble with a missing step out of the index altogether
+        absent = lambda name: ("UNAVAILABLE" if name == "ensemble_missing" else "",)  # noqa: E731
+        settled = all(states.get(name, absent(name))[0] in ("READY", "UNAVAILABLE") for name in MODELS)
         if settled or time.monotonic() > deadline:
             return states
         time.sleep(0.5)
@@ -145,12 +147,13 @@ def clean_shm() -> None:
 # ---------------------------------------------------------------------------------------------------
 # Cases
 # ---------------------------------------------------------------------------------------------------
-CASES = []  # (name, model, fn, key phrase, needs the model ready)
+CASES = []  # (name, model, fn, key phrase, needs the model ready, protocols it runs over)
 
 
-def case(name, model, key=None, needs_ready=True):
+def case(name, model, key=None, needs_ready=True, protocols=PROTOCOLS):
+    """protocols: the Ctx protocols the case runs under; a raw-HTTP case (generate) runs once, as "http"."""
     def add(fn):
-        CASES.append((name, model, fn, key, needs_ready))
+        CASES.append((name, model, fn, key, needs_ready, tuple(protocols)))
         return fn
 
     return add
@@ -368,12 +371,16 @@ def _(ctx):
 
 
 # broken ------------------------------------------------------------------------------------------------
-@case("broken repository index entry", "broken", key="cannot start", needs_ready=False)
-def _(ctx):
+def index_entry(ctx, model) -> dict:
     index = ctx.json("get_model_repository_index")
     entries = index.get("models", []) if isinstance(index, dict) else index
-    entry = next((e for e in entries if e.get("name") == "broken"), {})
+    entry = next((e for e in entries if e.get("name") == model), {})
     return {"state": entry.get("state"), "reason": entry.get("reason")}
+
+
+@case("broken repository index entry", "broken", key="cannot start", needs_ready=False)
+def _(ctx):
+    return index_entry(ctx, "broken")
 
 
 @case("broken is_model_ready", "broken", needs_ready=False)
@@ -386,9 +393,372 @@ def _(ctx):
     return arrays(ctx.infer("broken", [ctx.tensor("INPUT0", fp32(1, 2, 3, 4), "FP32")]))
 
 
+# decoupled ---------------------------------------------------------------------------------------------
+STREAM_QUIET_S = 2.0  # a stream case stops waiting this long after the last response
+
+
+def normalized(value):
+    """ints() through dicts too: gRPC's JSON writes int64 as strings."""
+    if isinstance(value, dict):
+        return {k: normalized(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [normalized(v) for v in value]
+    return ints(value)
+
+
+def final_flag(response):
+    """The triton_final_response parameter of a ModelInferResponse: True/False, or None when absent."""
+    return response.parameters["triton_final_response"].bool_param \
+        if "triton_final_response" in response.parameters else None
+
+
+def stream_outcome(ctx, requests, empty_final) -> dict:
+    """Send [(request id, IN)] on one tritonclient.grpc stream; collect until every request had its final
+    response (or an error), or STREAM_QUIET_S without one; then close the stream gracefully.
+    Per request id: [OUT value, triton_final_response]; errors (the client drops their request id) apart."""
+    import queue
+
+    got = queue.Queue()
+    ctx.c.start_stream(callback=lambda result, error: got.put((result, error)), stream_timeout=ctx.timeout)
+    for request_id, value in requests:
+        ctx.c.async_stream_infer("decoupled", [ctx.tensor("IN", int32(value), "INT32")], request_id=request_id,
+                                 enable_empty_final_response=empty_final)
+    received, done = [], 0
+    deadline = time.monotonic() + ctx.timeout
+    while done < len(requests) and time.monotonic() < deadline:
+        try:
+            item = got.get(timeout=STREAM_QUIET_S)
+        except queue.Empty:
+            break
+        received.append(item)
+        result, error = item
+        done += error is not None or bool(result is not None and final_flag(result.get_response()))
+    ctx.c.stop_stream()  # waits for the server to end the stream (at most stream_timeout)
+    late = []
+    while not got.empty():
+        late.append(got.get())
+
+    def summary(items):
+        by_id, errors = {}, []
+        for result, error in items:
+            if error is not None:
+                errors.append({"message": error.message(), "status": error.status()})
+                continue
+            response = result.get_response()
+            out = result.as_numpy("OUT")
+            by_id.setdefault(response.id, []).append(
+                [None if out is None else out.ravel().tolist(), final_flag(response)])
+        return {"responses": by_id, "errors": errors, "count": len(items)}
+
+    outcome = summary(received)
+    if late:
+        outcome["after stream close"] = summary(late)
+    outcome["stopped waiting"] = "all final" if done >= len(requests) else "quiet timeout"
+    return outcome
+
+
+def decoupled_stream_case(values, empty_final, key=None):
+    ids = [f"r{i}" for i in range(len(values))]
+    label = ", ".join(f"{i}: IN={v}" for i, v in zip(ids, values))
+
+    @case(f"decoupled stream [{label}]{' enable_empty_final_response' if empty_final else ''}", "decoupled",
+          key=key, protocols=("grpc",))
+    def _(ctx):
+        return stream_outcome(ctx, list(zip(ids, values)), empty_final)
+
+
+for _empty_final in (False, True):
+    decoupled_stream_case([3], _empty_final)
+    decoupled_stream_case([0], _empty_final)
+    decoupled_stream_case([-1], _empty_final, key="negative")
+    decoupled_stream_case([-2], _empty_final, key="negative")
+    decoupled_stream_case([2, 0, -1], _empty_final, key="negative")
+
+
+@case("decoupled raw gRPC ModelStreamInfer [IN=2, IN=-1] empty final: every message as sent", "decoupled",
+      key="negative", protocols=("grpc",))
+def _(ctx):
+    """What tritonclient hides: an error message's infer_response (its id, its final flag)."""
+    import grpc
+    import numpy as np
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    def request(request_id, value):
+        message = service_pb2.ModelInferRequest(model_name="decoupled", id=request_id)
+        tensor = message.inputs.add(name="IN", datatype="INT32")
+        tensor.shape.append(1)
+        message.raw_input_contents.append(np.array([value], np.int32).tobytes())
+        message.parameters["triton_enable_empty_final_response"].bool_param = True
+        return message
+
+    finished = threading.Event()
+
+    def requests():
+        yield request("ok", 2)
+        yield request("bad", -1)
+        finished.wait(ctx.timeout)  # keep the stream open until the answers are in
+
+    channel = grpc.insecure_channel(f"127.0.0.1:{ctx.server.grpc}")
+    messages, finals = [], 0
+    try:
+        for message in service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelStreamInfer(
+                requests(), timeout=ctx.timeout):
+            response = message.infer_response
+            messages.append({"error_message": message.error_message, "id": response.id,
+                             "model_name": response.model_name, "model_version": response.model_version,
+                             "triton_final_response": final_flag(response),
+                             "outputs": [o.name for o in response.outputs]})
+            finals += bool(message.error_message) or bool(final_flag(response))
+            if finals == 2:
+                finished.set()
+    finally:
+        finished.set()
+        channel.close()
+    by_id = {}
+    for m in messages:
+        m["message"] = m.pop("error_message")  # compared by key phrase (and "" where no error)
+        by_id.setdefault(m.pop("id"), []).append(m)
+    return by_id
+
+
+@case("decoupled unary infer IN=1", "decoupled", key="decoupled")
+def _(ctx):
+    return arrays(ctx.infer("decoupled", [ctx.tensor("IN", int32(1), "INT32")]))
+
+
+# generate (raw HTTP: runs once, as "http") ---------------------------------------------------------------
+def http_post(ctx, path, body):
+    """(status, content type, body text), HTTP errors included."""
+    data = json.dumps(body).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{ctx.server.http}{path}", data=data, method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=ctx.timeout) as response:
+            return response.status, response.headers.get("Content-Type", ""), response.read().decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers.get("Content-Type", ""), exc.read().decode(errors="replace")
+
+
+def generate_json(text):
+    """A generate body or SSE event: the JSON, an error as {"error keys", "message"}, PARAMS parsed."""
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return {"not JSON": text[:300]}
+    if isinstance(body, dict) and "error" in body:
+        return {"error keys": sorted(body), "message": str(body["error"])}
+    if isinstance(body, dict) and isinstance(body.get("PARAMS"), str):
+        try:
+            body["PARAMS"] = json.loads(body["PARAMS"])
+        except ValueError:
+            pass
+    return body
+
+
+def generate(ctx, model, body) -> dict:
+    status, content_type, text = http_post(ctx, f"/v2/models/{model}/generate", body)
+    return {"status": status, "content type": content_type.split(";")[0], "body": generate_json(text)}
+
+
+def generate_stream(ctx, model, body) -> dict:
+    status, content_type, text = http_post(ctx, f"/v2/models/{model}/generate_stream", body)
+    outcome = {"status": status, "content type": content_type.split(";")[0]}
+    if not content_type.startswith("text/event-stream"):
+        outcome["body"] = generate_json(text)
+        return outcome
+    events = []
+    for block in text.replace("\r\n", "\n").split("\n\n"):
+        lines = [line for line in block.split("\n") if line.strip()]
+        if not lines:
+            continue
+        data = "\n".join(line[5:].strip() for line in lines if line.startswith("data:"))
+        event = generate_json(data) if data else {}
+        other = sorted({line.split(":", 1)[0] for line in lines if not line.startswith("data:")})
+        if other:
+            event = {"event": event, "other SSE fields": other}
+        events.append(event)
+    outcome["events"] = events
+    return outcome
+
+
+def generate_case(name, model, body, stream=False, key=None, needs_ready=True):
+    @case(f"generate{'_stream' if stream else ''} {name} {json.dumps(body)}", model, key=key,
+          needs_ready=needs_ready, protocols=("http",))
+    def _(ctx):
+        return (generate_stream if stream else generate)(ctx, model, body)
+
+
+generate_case("gen", "gen", {"TEXT": "hello", "N": 1})
+generate_case("gen extra field", "gen", {"TEXT": "a", "N": 1, "top_k": 3})
+generate_case("gen nested parameters", "gen", {"TEXT": "a", "N": 1, "parameters": {"temperature": 0.5}})
+generate_case("gen N as a list", "gen", {"TEXT": "a", "N": [1]})
+generate_case("gen missing N", "gen", {"TEXT": "a"}, key="N")
+generate_case("gen", "gen", {"TEXT": "a", "N": 1, "top_k": 3}, stream=True)
+generate_case("decoupled", "decoupled", {"IN": 1})
+generate_case("decoupled", "decoupled", {"IN": 3})
+generate_case("decoupled", "decoupled", {"IN": -1}, key="negative")
+generate_case("decoupled", "decoupled", {"IN": 3}, stream=True)
+generate_case("decoupled", "decoupled", {"IN": 0}, stream=True)
+generate_case("decoupled", "decoupled", {"IN": -1}, stream=True, key="negative")
+generate_case("decoupled", "decoupled", {"IN": -2}, stream=True, key="negative")
+generate_case("unknown model", "no_such_model", {"TEXT": "a", "N": 1}, key="no_such_model", needs_ready=False)
+generate_case("unknown model", "no_such_model", {"TEXT": "a", "N": 1}, stream=True, key="no_such_model",
+              needs_ready=False)
+
+
+# sequence ------------------------------------------------------------------------------------------------
+def sequence_input(ctx, value):
+    return [ctx.tensor("INPUT", int32(value).reshape(1, 1), "INT32")]
+
+
+@case("sequence 4 requests, id 5, start on the first, end on the last", "sequence")
+def _(ctx):
+    return [arrays(ctx.infer("sequence", sequence_input(ctx, value), sequence_id=5, sequence_start=i == 0,
+                             sequence_end=i == 3)) for i, value in enumerate((1, 2, 3, 4))]
+
+
+@case("sequence two interleaved sequences, ids 6 and 7", "sequence")
+def _(ctx):
+    steps = [(6, 1, True, False), (7, 10, True, False), (6, 2, False, False), (7, 20, False, True),
+             (6, 3, False, True)]
+    return [[sid, arrays(ctx.infer("sequence", sequence_input(ctx, value), sequence_id=sid, sequence_start=start,
+                                   sequence_end=end))["TOTAL"]["values"]] for sid, value, start, end in steps]
+
+
+@case("sequence request without sequence_id", "sequence", key="correlation")
+def _(ctx):
+    return arrays(ctx.infer("sequence", sequence_input(ctx, 1)))
+
+
+@case("sequence new id 77 without sequence_start", "sequence", key="START")
+def _(ctx):
+    return arrays(ctx.infer("sequence", sequence_input(ctx, 1), sequence_id=77))
+
+
+@case("sequence string sequence_id 'abc' (start+end) on a UINT64 CORRID", "sequence")
+def _(ctx):
+    return arrays(ctx.infer("sequence", sequence_input(ctx, 1), sequence_id="abc", sequence_start=True,
+                            sequence_end=True))
+
+
+@case("sequence config sequence_batching block", "sequence")
+def _(ctx):
+    config = ctx.json("get_model_config", "sequence")
+    config = config.get("config", config)
+    return normalized(config.get("sequence_batching"))
+
+
+# ensemble --------------------------------------------------------------------------------------------------
+def ensemble_input(ctx, rows=1):
+    return [ctx.tensor("INPUT0", fp32(*range(1, 4 * rows + 1)).reshape(rows, 4), "FP32")]
+
+
+@case("ensemble infer [1, 4]", "ensemble")
+def _(ctx):
+    return arrays(ctx.infer("ensemble", ensemble_input(ctx)))
+
+
+@case("ensemble infer [2, 4]", "ensemble")
+def _(ctx):
+    return arrays(ctx.infer("ensemble", ensemble_input(ctx, 2)))
+
+
+@case("ensemble requested OUTPUT0 only", "ensemble")
+def _(ctx):
+    return arrays(ctx.infer("ensemble", ensemble_input(ctx), outputs=["OUTPUT0"]))
+
+
+@case("ensemble requested DOUBLED only", "ensemble")
+def _(ctx):
+    return arrays(ctx.infer("ensemble", ensemble_input(ctx), outputs=["DOUBLED"]))
+
+
+@case("ensemble wrong shape [1, 3]", "ensemble", key="shape")
+def _(ctx):
+    return arrays(ctx.infer("ensemble", [ctx.tensor("INPUT0", fp32(1, 2, 3).reshape(1, 3), "FP32")]))
+
+
+@case("ensemble config platform/backend and steps", "ensemble")
+def _(ctx):
+    config = ctx.json("get_model_config", "ensemble")
+    config = config.get("config", config)
+    steps = (config.get("ensemble_scheduling") or {}).get("step", [])
+    return {"platform": config.get("platform") or "", "backend": config.get("backend") or "",  # gRPC omits ""
+            "steps": [[s.get("model_name"), ints(s.get("model_version")), s.get("input_map"), s.get("output_map")]
+                      for s in steps]}
+
+
+def ensemble_statistics_delta(ctx, calls) -> dict:
+    """What calls() adds to the statistics of the ensemble and of its two steps."""
+    models = ("ensemble", "ens_double", "ens_add_one")
+
+    def counts():
+        found = {}
+        for model in models:
+            stats = ctx.json("get_inference_statistics", model)
+            entry = (stats.get("model_stats") or [{}])[0]
+            infer = entry.get("inference_stats", {})
+            found[model] = {"inference_count": ints(entry.get("inference_count", 0)),
+                            "execution_count": ints(entry.get("execution_count", 0)),
+                            **{key: ints(infer.get(key, {}).get("count", 0))
+                               for key in ("success", "fail", "queue", "compute_infer")}}
+        return found
+
+    before = counts()
+    calls()
+    after = counts()
+    return {model: {key: after[model][key] - before[model][key] for key in after[model]} for model in models}
+
+
+@case("ensemble statistics: what 3 calls add (ensemble, ens_double, ens_add_one)", "ensemble")
+def _(ctx):
+    def calls():
+        for _ in range(3):
+            ctx.infer("ensemble", ensemble_input(ctx))
+
+    return ensemble_statistics_delta(ctx, calls)
+
+
+@case("ensemble statistics: what 1 wrong-shape call adds", "ensemble")
+def _(ctx):
+    def calls():
+        try:
+            ctx.infer("ensemble", [ctx.tensor("INPUT0", fp32(1, 2, 3).reshape(1, 3), "FP32")])
+        except Exception:  # noqa: BLE001 - the failure is expected; its statistics are the outcome
+            pass
+
+    return ensemble_statistics_delta(ctx, calls)
+
+
+@case("ensemble statistics: what 1 call requesting only OUTPUT0 adds", "ensemble")
+def _(ctx):
+    def calls():
+        try:
+            ctx.infer("ensemble", ensemble_input(ctx), outputs=["OUTPUT0"])
+        except Exception:  # noqa: BLE001 - Triton fails it; its statistics are the outcome
+            pass
+
+    return ensemble_statistics_delta(ctx, calls)
+
+
+@case("ensemble_missing repository index entry", "ensemble_missing", key="no_such_step", needs_ready=False)
+def _(ctx):
+    return index_entry(ctx, "ensemble_missing")
+
+
+@case("ensemble_missing is_model_ready", "ensemble_missing", needs_ready=False)
+def _(ctx):
+    return ctx.c.is_model_ready("ensemble_missing")
+
+
+@case("ensemble_missing infer", "ensemble_missing", key="ensemble_missing", needs_ready=False)
+def _(ctx):
+    return arrays(ctx.infer("ensemble_missing", ensemble_input(ctx)))
+
+
 # every model: metadata and config now, statistics last -------------------------------------------------
 def model_cases(model):
-    needs_ready = model != "broken"
+    needs_ready = model not in NOT_READY
 
     @case(f"metadata {model}", model, key=model, needs_ready=needs_ready)
     def _(ctx):
@@ -406,7 +776,7 @@ def model_cases(model):
 
 
 def statistics_case(model):
-    @case(f"statistics {model}", model, key=model, needs_ready=model != "broken")
+    @case(f"statistics {model}", model, key=model, needs_ready=model not in NOT_READY)
     def _(ctx):
         stats = ctx.json("get_inference_statistics", model)
         entry = (stats.get("model_stats") or [{}])[0]
@@ -459,8 +829,8 @@ def run_cases(server, only, timeout, not_ready=None) -> dict:
     """(case, protocol) -> outcome. not_ready: model -> reason, for models this server did not load."""
     outcomes = {}
     for protocol in PROTOCOLS:
-        for name, model, fn, _key, needs_ready in CASES:
-            if only and only not in name:
+        for name, model, fn, _key, needs_ready, protocols in CASES:
+            if (only and only not in name) or protocol not in protocols:
                 continue
             if not_ready and needs_ready and model in not_ready:
                 outcomes[(name, protocol)] = {"error": f"gpuserve: model not ready: {not_ready[model]}"}
@@ -512,7 +882,7 @@ def print_triton(outcomes) -> None:
 
 
 def print_diff(triton, ours, show_all) -> int:
-    keys = {name: key for name, _model, _fn, key, _ready in CASES}
+    keys = {name: key for name, _model, _fn, key, _ready, _protocols in CASES}
     differ = 0
     for (name, protocol), outcome in triton.items():
         equal = same(outcome, ours.get((name, protocol)), keys[name])

@@ -14,6 +14,18 @@ it too. Each model exercises one part of the `triton_python_backend_utils` contr
 - autocomplete  config.pbtxt names only the backend; auto_complete_config fills in the rest
 - init_args     returns the `args` dict initialize() received
 - broken        initialize() raises, so the model never becomes ready
+- decoupled     model_transaction_policy { decoupled: true }: a thread per request sends IN responses OUT=i
+                through the response sender, then a final flag alone; IN=-1 sends one error with the flag,
+                IN=-2 one response OUT=0 and then that error
+- gen           for the generate extension: TEXT (BYTES [1]) and N (INT32 [1]) -> upper-cased TEXT_OUT,
+                N_OUT = N + 1 and PARAMS (request.parameters() as JSON)
+- sequence      sequence_batching with START (int32_false_true) and CORRID (UINT64) control inputs: TOTAL is
+                the running sum of INPUT per correlation ID; START_SEEN and CORRID_SEEN echo the controls
+- ens_double, ens_add_one   two steps (x -> 2x, x -> x + 1) of
+- ensemble      platform "ensemble": INPUT0 -> ens_double -> DOUBLED -> ens_add_one -> OUTPUT0
+- ensemble_missing  an ensemble whose second step names a model that does not exist: never ready
+
+A model whose code is None (an ensemble) gets an empty version folder 1/.
 """
 
 from __future__ import annotations
@@ -49,6 +61,42 @@ def _input(request, name):
 def _bytes(name, values):
     return pb_utils.Tensor(name, np.array([str(v).encode() for v in values], dtype=np.object_))
 """
+
+_STEP_CONFIG = """
+        name: "{name}"
+        backend: "python"
+        max_batch_size: 8
+        input [ {{ name: "INPUT0" data_type: TYPE_FP32 dims: [ 4 ] }} ]
+        output [ {{ name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 4 ] }} ]
+        """
+
+_STEP_CODE = """
+        class TritonPythonModel:
+            def execute(self, requests):
+                responses = []
+                for request in requests:
+                    x = _input(request, "INPUT0")
+                    responses.append(pb_utils.InferenceResponse(output_tensors=[
+                        pb_utils.Tensor("OUTPUT0", ({expression}).astype(np.float32))]))
+                return responses
+        """
+
+_ENSEMBLE_CONFIG = """
+        name: "{name}"
+        platform: "ensemble"
+        max_batch_size: 8
+        input [ {{ name: "INPUT0" data_type: TYPE_FP32 dims: [ 4 ] }} ]
+        output [ {{ name: "DOUBLED" data_type: TYPE_FP32 dims: [ 4 ] }},
+                 {{ name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 4 ] }} ]
+        ensemble_scheduling {{
+          step [
+            {{ model_name: "ens_double" model_version: -1
+              input_map {{ key: "INPUT0" value: "INPUT0" }} output_map {{ key: "OUTPUT0" value: "DOUBLED" }} }},
+            {{ model_name: "{second}" model_version: -1
+              input_map {{ key: "INPUT0" value: "DOUBLED" }} output_map {{ key: "OUTPUT0" value: "OUTPUT0" }} }}
+          ]
+        }}
+        """
 
 MODELS = {
     "add_sub": ("""
@@ -283,16 +331,120 @@ MODELS = {
                 return [pb_utils.InferenceResponse(output_tensors=[
                     pb_utils.Tensor("OUTPUT0", _input(r, "INPUT0"))]) for r in requests]
         """),
+    "decoupled": ("""
+        name: "decoupled"
+        backend: "python"
+        max_batch_size: 0
+        model_transaction_policy { decoupled: true }
+        input [ { name: "IN" data_type: TYPE_INT32 dims: [ 1 ] } ]
+        output [ { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
+        """, """
+        import threading
+
+
+        class TritonPythonModel:
+            def initialize(self, args):
+                self.threads = []
+
+            def execute(self, requests):
+                for request in requests:
+                    count = int(_input(request, "IN").ravel()[0])
+                    thread = threading.Thread(target=self.respond, args=(request.get_response_sender(), count),
+                                              daemon=True)
+                    thread.start()
+                    self.threads.append(thread)
+                return None
+
+            def respond(self, sender, count):
+                final = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+                if count < 0:
+                    if count < -1:  # IN=-2: one response (OUT=0) before the error
+                        sender.send(pb_utils.InferenceResponse(output_tensors=[
+                            pb_utils.Tensor("OUT", np.array([0], dtype=np.int32))]))
+                    error = pb_utils.TritonError("negative", pb_utils.TritonError.INVALID_ARG)
+                    sender.send(pb_utils.InferenceResponse(error=error), flags=final)
+                    return
+                for i in range(count):
+                    sender.send(pb_utils.InferenceResponse(output_tensors=[
+                        pb_utils.Tensor("OUT", np.array([i], dtype=np.int32))]))
+                sender.send(flags=final)
+
+            def finalize(self):
+                for thread in self.threads:
+                    thread.join(5)
+        """),
+    "gen": ("""
+        name: "gen"
+        backend: "python"
+        max_batch_size: 0
+        input [ { name: "TEXT" data_type: TYPE_STRING dims: [ 1 ] },
+                { name: "N" data_type: TYPE_INT32 dims: [ 1 ] } ]
+        output [ { name: "TEXT_OUT" data_type: TYPE_STRING dims: [ 1 ] },
+                 { name: "N_OUT" data_type: TYPE_INT32 dims: [ 1 ] },
+                 { name: "PARAMS" data_type: TYPE_STRING dims: [ 1 ] } ]
+        """, """
+        class TritonPythonModel:
+            def execute(self, requests):
+                responses = []
+                for request in requests:
+                    text = _input(request, "TEXT")
+                    upper = np.array([bytes(t).upper() for t in text.ravel()], dtype=np.object_)
+                    responses.append(pb_utils.InferenceResponse(output_tensors=[
+                        pb_utils.Tensor("TEXT_OUT", upper.reshape(text.shape)),
+                        pb_utils.Tensor("N_OUT", (_input(request, "N") + 1).astype(np.int32)),
+                        _bytes("PARAMS", [request.parameters()])]))
+                return responses
+        """),
+    "sequence": ("""
+        name: "sequence"
+        backend: "python"
+        max_batch_size: 4
+        sequence_batching {
+          control_input [
+            { name: "START" control [ { kind: CONTROL_SEQUENCE_START int32_false_true: [ 0, 1 ] } ] },
+            { name: "CORRID" control [ { kind: CONTROL_SEQUENCE_CORRID data_type: TYPE_UINT64 } ] }
+          ]
+        }
+        input [ { name: "INPUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
+        output [ { name: "TOTAL" data_type: TYPE_INT32 dims: [ 1 ] },
+                 { name: "START_SEEN" data_type: TYPE_INT32 dims: [ 1 ] },
+                 { name: "CORRID_SEEN" data_type: TYPE_UINT64 dims: [ 1 ] } ]
+        """, """
+        class TritonPythonModel:
+            def initialize(self, args):
+                self.totals = {}
+
+            def execute(self, requests):
+                responses = []
+                for request in requests:
+                    x, start, corrid = (_input(request, n) for n in ("INPUT", "START", "CORRID"))
+                    key = int(corrid.ravel()[0])
+                    if int(start.ravel()[0]):
+                        self.totals[key] = 0
+                    self.totals[key] = self.totals.get(key, 0) + int(x.ravel()[0])
+                    responses.append(pb_utils.InferenceResponse(output_tensors=[
+                        pb_utils.Tensor("TOTAL", np.full(x.shape, self.totals[key], dtype=np.int32)),
+                        pb_utils.Tensor("START_SEEN", start.astype(np.int32)),
+                        pb_utils.Tensor("CORRID_SEEN", corrid.astype(np.uint64))]))
+                return responses
+        """),
+    "ens_double": (_STEP_CONFIG.format(name="ens_double"), _STEP_CODE.format(expression="x * 2")),
+    "ens_add_one": (_STEP_CONFIG.format(name="ens_add_one"), _STEP_CODE.format(expression="x + 1")),
+    "ensemble": (_ENSEMBLE_CONFIG.format(name="ensemble", second="ens_add_one"), None),
+    "ensemble_missing": (_ENSEMBLE_CONFIG.format(name="ensemble_missing", second="no_such_step"), None),
 }
 
-# models expected to load; `broken` is expected to fail
-READY_MODELS = tuple(name for name in MODELS if name != "broken")
+# models expected not to load: `broken` (initialize raises), `ensemble_missing` (a step does not exist)
+NOT_READY = ("broken", "ensemble_missing")
+READY_MODELS = tuple(name for name in MODELS if name not in NOT_READY)
 
 
 def write_repository(root: Path) -> None:
-    """Write every model of MODELS as <root>/<name>/config.pbtxt + <root>/<name>/1/model.py."""
+    """Write every model of MODELS as <root>/<name>/config.pbtxt + <root>/<name>/1/model.py (1/ alone for
+    an ensemble)."""
     root = Path(root)
     for name, (config, code) in MODELS.items():
         (root / name / "1").mkdir(parents=True, exist_ok=True)
         (root / name / "config.pbtxt").write_text(textwrap.dedent(config).lstrip())
-        (root / name / "1" / "model.py").write_text(_HEADER + "\n" + textwrap.dedent(code))
+        if code is not None:
+            (root / name / "1" / "model.py").write_text(_HEADER + "\n" + textwrap.dedent(code))
