@@ -93,8 +93,8 @@ class Instance:
         try:
             return self._run(jobs, batched, outputs)
         except Exception as exc:
-            if len(jobs) == 1:
-                return [exc]
+            if len(jobs) == 1 or self._run_requests is not None:  # whole requests never run twice
+                return [exc for _ in jobs]
         results: List[object] = []
         for job in jobs:
             try:

@@ -428,3 +428,34 @@ async def test_a_lone_clients_heavier_batches_run_inline_unless_others_wait_or_t
     # rule off (for a second), so it and the rest went to the instance thread
     assert backend.threads[0] == loop_thread and backend.threads[1:] and loop_thread not in backend.threads[1:]
     await scheduler.stop()
+
+
+def test_request_level_backend_gets_whole_requests_and_never_runs_them_twice():
+    class Requests:
+        device = "cpu"
+
+        def __init__(self, fail=False):
+            self.calls, self.fail = [], fail
+
+        def run_requests(self, jobs):
+            self.calls.append([job.parameters["tag"] for job in jobs])
+            if self.fail:
+                raise RuntimeError("broke while building the requests")
+            return [{"tag": job.parameters["tag"]} for job in jobs]
+
+    async def main(backend):
+        scheduler = Scheduler("req", [Instance(backend, "req-0")], BatchingConfig(max_batch_size=8,
+                                                                                  inline_below_s=0.0))
+        try:
+            return await asyncio.gather(*(scheduler.submit({"x": np.zeros((1, 2), np.float32)}, context={"tag": t})
+                                          for t in range(5)), return_exceptions=True)
+        finally:
+            await scheduler.stop()
+
+    working = Requests()
+    assert asyncio.run(main(working)) == [{"tag": t} for t in range(5)]
+    assert sorted(t for call in working.calls for t in call) == list(range(5))
+    broken = Requests(fail=True)
+    outcomes = asyncio.run(main(broken))
+    assert all(isinstance(o, RuntimeError) for o in outcomes)
+    assert sorted(t for call in broken.calls for t in call) == list(range(5))  # each request tried once
