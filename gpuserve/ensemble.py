@@ -86,6 +86,7 @@ class EnsembleModel(Model):
         self.config: Dict[str, Any] = {}
         self.steps: List[Step] = []
         self.input_specs: list = []
+        self.input_index: dict = {}
         self.output_specs: list = []
         self.optional_inputs: set = set()
         # Its own statistics, as Triton keeps them: a request counts once its inputs passed the checks
@@ -98,6 +99,7 @@ class EnsembleModel(Model):
         self.steps = plan_steps(self.name, config)
         batched = int(config.get("max_batch_size", 0) or 0) > 0
         self.input_specs = tensor_specs(config.get("input", []), batched, "input")
+        self.input_index = {spec.name: spec for spec in self.input_specs}
         self.output_specs = tensor_specs(config.get("output", []), batched, "output")
         self.optional_inputs = {t["name"] for t in config.get("input", []) if t.get("optional")}
         self.config = config
@@ -160,7 +162,7 @@ class EnsembleModel(Model):
         if not self.ready or self.registry is None:
             raise ModelNotReady(self.name)
         max_batch = int(self.config.get("max_batch_size", 0) or 0)
-        tensors: Dict[str, Any] = dict(checked_inputs(self.name, payload, self.input_specs, self.optional_inputs,
+        tensors: Dict[str, Any] = dict(checked_inputs(self.name, payload, self.input_index, self.optional_inputs,
                                                       max_batch))
         start = time.perf_counter_ns()
         try:

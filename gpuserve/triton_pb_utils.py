@@ -189,7 +189,7 @@ class InferenceRequest:
         self._model_version = model_version
         if isinstance(parameters, str):
             parameters = json.loads(parameters or "{}")
-        self._parameters = dict(parameters or {})
+        self._parameters = dict(parameters) if parameters else {}
         self._sender: Optional[InferenceResponseSender] = None
         self._make_sender = None  # set by the server for the requests an execute receives
         self._cancelled = _never
@@ -339,11 +339,17 @@ class LogLevel:
 
 # tensor and config helpers ------------------------------------------------------------------------
 def get_input_tensor_by_name(inference_request: InferenceRequest, name: str) -> Optional[Tensor]:
-    return next((t for t in inference_request.inputs() if t.name() == name), None)
+    for tensor in inference_request._inputs:  # called per request and input: no generator
+        if tensor._name == name:
+            return tensor
+    return None
 
 
 def get_output_tensor_by_name(inference_response: InferenceResponse, name: str) -> Optional[Tensor]:
-    return next((t for t in inference_response.output_tensors() if t.name() == name), None)
+    for tensor in inference_response._outputs:
+        if tensor._name == name:
+            return tensor
+    return None
 
 
 def get_input_config_by_name(model_config: dict, name: str) -> Optional[dict]:

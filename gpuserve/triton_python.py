@@ -133,7 +133,7 @@ class PythonInstance:
         names = [o.name for o in request.request_outputs] if request.request_outputs else \
             [s.name for s in self.outputs]
         given = request.parameters or {}
-        parameters = {k: v for k, v in given.items() if k not in PROTOCOL_PARAMETERS}
+        parameters = {k: v for k, v in given.items() if k not in PROTOCOL_PARAMETERS} if given else {}
         flags = (pb.TRITONSERVER_REQUEST_FLAG_SEQUENCE_START if given.get("sequence_start") else 0) | \
                 (pb.TRITONSERVER_REQUEST_FLAG_SEQUENCE_END if given.get("sequence_end") else 0)
         wrapped = pb.InferenceRequest(model_name=self.owner.name, requested_output_names=names, inputs=tensors,
@@ -181,7 +181,7 @@ class PythonInstance:
             except GpuserveError as exc:
                 return PythonModelError(f"output '{tensor.name()}' of model '{self.owner.name}': {exc}")
         return InferResponse(request.id, self.owner.name, outputs, model_version=self.owner.version,
-                             parameters=json.loads(answer.parameters()))
+                             parameters=dict(answer._parameters))
 
     def run(self, inputs: Dict[str, np.ndarray], output_names=None) -> Dict[str, np.ndarray]:
         """One request through execute (warmup at load)."""
@@ -225,6 +225,7 @@ class TritonPythonBackendModel(FrameworkModel):
         self.registry = None  # set by the ModelRepository that serves it (BLS reaches other models there)
         self.config: Dict[str, Any] = {}
         self.input_specs: List[TensorSpec] = []
+        self.input_index: Dict[str, TensorSpec] = {}
         self.output_specs: List[TensorSpec] = []
         self.optional_inputs: set = set()
         self.instances: List[PythonInstance] = []
@@ -261,6 +262,7 @@ class TritonPythonBackendModel(FrameworkModel):
         max_batch = config["max_batch_size"]
         self.config = config
         self.input_specs = tensor_specs(config.get("input", []), max_batch > 0, "input")
+        self.input_index = {spec.name: spec for spec in self.input_specs}
         self.output_specs = tensor_specs(config.get("output", []), max_batch > 0, "output")
         self.optional_inputs = {e["name"] for e in config.get("input", []) if e.get("optional")}
         self._sync_settings(config)
@@ -456,5 +458,5 @@ class TritonPythonBackendModel(FrameworkModel):
                     task.cancel()
 
     def _arrays(self, request: InferRequest) -> Dict[str, np.ndarray]:
-        return checked_inputs(self.name, request, self.input_specs, self.optional_inputs,
+        return checked_inputs(self.name, request, self.input_index, self.optional_inputs,
                               self.config.get("max_batch_size", 0))

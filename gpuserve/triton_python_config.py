@@ -141,10 +141,11 @@ def completed_config(config: Dict[str, Any], name: str, device: str) -> Dict[str
     return out
 
 
-def checked_inputs(model: str, request, specs: List[TensorSpec], optional, max_batch_size: int) -> Dict[str, Any]:
-    """A request's arrays by name, checked against the config as Triton checks them before any backend
-    (with Triton's messages): known names, datatypes, shapes, required inputs, the batch limit."""
-    by_name = {s.name: s for s in specs}
+def checked_inputs(model: str, request, by_name: Dict[str, TensorSpec], optional, max_batch_size: int
+                   ) -> Dict[str, Any]:
+    """A request's arrays by name, checked against the config's inputs (by name) as Triton checks them
+    before any backend, with Triton's messages: known names, datatypes, shapes, required inputs, the
+    batch limit."""
     arrays: Dict[str, Any] = {}
     for tensor in request.inputs:
         spec = by_name.get(tensor.name)
@@ -154,12 +155,11 @@ def checked_inputs(model: str, request, specs: List[TensorSpec], optional, max_b
             raise InvalidInput(f"inference input '{tensor.name}' data-type is '{tensor.datatype}', but model "
                                f"'{model}' expects '{spec.datatype}'")
         array = tensor.as_numpy()
-        shape = spec.shape
-        if shape and (len(shape) != array.ndim or any(d not in (-1, a) for d, a in zip(shape, array.shape))):
+        if spec.shape and not _fits(spec.shape, array.shape):
             raise InvalidInput(f"unexpected shape for input '{tensor.name}' for model '{model}'. "
-                               f"Expected {shape}, got {list(array.shape)}")
+                               f"Expected {spec.shape}, got {list(array.shape)}")
         arrays[tensor.name] = array
-    missing = [n for n in by_name if n not in arrays and n not in optional]
+    missing = [n for n in by_name if n not in arrays and n not in optional] if len(arrays) < len(by_name) else None
     if missing:
         raise InvalidInput(f"expected {len(by_name) - len(optional)} inputs but got {len(arrays)} inputs for model "
                            f"'{model}'. Got input(s) {list(arrays)}, but missing required input(s) {missing}. "
@@ -169,3 +169,12 @@ def checked_inputs(model: str, request, specs: List[TensorSpec], optional, max_b
         if rows > max_batch_size:
             raise InvalidInput(f"inference request batch-size must be <= {max_batch_size} for '{model}'")
     return arrays
+
+
+def _fits(expected, actual) -> bool:
+    if len(expected) != len(actual):
+        return False
+    for want, got in zip(expected, actual):
+        if want != -1 and want != got:
+            return False
+    return True
