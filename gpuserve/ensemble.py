@@ -75,6 +75,7 @@ def plan_steps(name: str, config: Dict[str, Any]) -> List[Step]:
 class EnsembleModel(Model):
     platform = "ensemble"
     engine_backed = True  # runs in the server process (its steps reach the other models there), never in workers
+    plain_predict = True  # no user hooks: the data plane awaits predict directly
 
     def __init__(self, name: str, settings=None):
         self._loaded = False

@@ -47,6 +47,7 @@ class FrameworkModel(Model):
     platform = ""
     engine_backed = True  # the engine's instances parallelise it; parallel_workers does not apply
     classifies_outputs = True  # the classification extension runs in the engine (top-k in the kernel stage)
+    plain_predict = True  # the data plane may await predict directly while no pipeline hook is overridden
 
     def __init__(self, name: str, settings: Optional[ModelSettings] = None, uri: Optional[str] = None,
                  device: Optional[str] = None):
