@@ -321,3 +321,22 @@ def test_predictor_health_check_follows_the_predictor(http):
             assert http(front).get("/v2/models/m/ready").status_code == 200
     # The predictor is gone now: the transformer must say it is not ready.
     assert asyncio.run(checked.healthy()) is False
+
+
+def test_built_in_models_skip_the_hook_pipeline_only_while_no_hook_is_overridden():
+    from gpuserve.dataplane import _plain_predict
+    from gpuserve.ensemble import EnsembleModel
+    from gpuserve.model import Model
+    from gpuserve.runtimes import OnnxModel
+    from gpuserve.triton_python import TritonPythonBackendModel
+
+    class Scaled(OnnxModel):  # a user's subclass with its own preprocess keeps the pipeline
+        def preprocess(self, payload, headers=None):
+            return payload
+
+    class Custom(Model):
+        async def predict(self, payload, headers=None, response_headers=None):
+            return payload
+
+    assert _plain_predict(OnnxModel) and _plain_predict(TritonPythonBackendModel) and _plain_predict(EnsembleModel)
+    assert not _plain_predict(Scaled) and not _plain_predict(Custom)

@@ -86,21 +86,3 @@ def test_metric_families_keep_kinds_apart():
     with pytest.raises(ValueError, match="buckets"):
         pb.MetricFamily("test_pb_hist", "h", pb.MetricFamily.HISTOGRAM).Metric()
 
-
-def test_built_in_models_skip_the_hook_pipeline_only_while_no_hook_is_overridden():
-    from gpuserve.dataplane import _plain_predict
-    from gpuserve.ensemble import EnsembleModel
-    from gpuserve.model import Model
-    from gpuserve.runtimes import OnnxModel
-    from gpuserve.triton_python import TritonPythonBackendModel
-
-    class Scaled(OnnxModel):  # a user's subclass with its own preprocess keeps the pipeline
-        def preprocess(self, payload, headers=None):
-            return payload
-
-    class Custom(Model):
-        async def predict(self, payload, headers=None, response_headers=None):
-            return payload
-
-    assert _plain_predict(OnnxModel) and _plain_predict(TritonPythonBackendModel) and _plain_predict(EnsembleModel)
-    assert not _plain_predict(Scaled) and not _plain_predict(Custom)
