@@ -39,9 +39,7 @@ TRITON_STRING_TO_NUMPY = {
     "TYPE_INT64": np.int64, "TYPE_FP16": np.float16, "TYPE_FP32": np.float32, "TYPE_FP64": np.float64,
     "TYPE_STRING": np.object_,
 }
-_V2_TO_NUMPY = {"BOOL": bool, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
-                "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64, "FP16": np.float16,
-                "FP32": np.float32, "FP64": np.float64, "BYTES": np.object_}
+
 
 
 # errors -------------------------------------------------------------------------------------------
