@@ -41,7 +41,6 @@ TRITON_STRING_TO_NUMPY = {
 }
 
 
-
 # errors -------------------------------------------------------------------------------------------
 class TritonError:
     """An error a model puts in a response (`InferenceResponse(error=...)`); INTERNAL unless a code is given."""
