@@ -258,6 +258,10 @@ class TritonPythonBackendModel(FrameworkModel):
             raise InvalidSettings(f"model '{self.name}': decoupled models with sequence_batching are not "
                                   "supported by gpuserve")
         device = choose_device(self.device_wanted)
+        if not device.startswith("cuda") and any(str(g.get("kind", "")).upper() == "KIND_GPU"
+                                                 for g in config.get("instance_group") or []):
+            logger.warning("model %s: instance_group asks for KIND_GPU but no usable CUDA device is here; "
+                           "its instances run as KIND_CPU", self.name)
         config = completed_config(config, self.name, device)
         max_batch = config["max_batch_size"]
         self.config = config
