@@ -94,7 +94,7 @@ class Scheduler:
         self._idle: Optional[asyncio.Queue] = None
         self._task: Optional[asyncio.Task] = None
         self._loop_ref: Optional[asyncio.AbstractEventLoop] = None
-        self._inflight: set = set()  # one asyncio future per batch on an instance thread
+        self._inflight: Dict[asyncio.Future, List[Job]] = {}  # a future per batch on an instance thread
         self.batches_formed: Dict[int, int] = {}
         self._outstanding = 0  # requests submitted and not yet answered
         self._load = 0.0  # moving average of _outstanding as each submit found it
@@ -120,7 +120,17 @@ class Scheduler:
         if self.queue is not None:
             self.queue.fail_all(ModelNotReady(self.name, "the model is being unloaded"))
         if self._inflight:
-            await asyncio.gather(*self._inflight, return_exceptions=True)
+            # Wait for running batches; a backend may bound the wait (user code that never returns must not
+            # hang an unload or the server's shutdown): its requests then fail, and its thread is left behind.
+            limits = [t for t in (getattr(i.backend, "close_timeout_s", None) for i in self.instances) if t]
+            _, stuck = await asyncio.wait(list(self._inflight), timeout=min(limits) if limits else None)
+            for done in stuck:
+                batch = self._inflight.pop(done, ())
+                logger.warning("model %s: a batch of %d request(s) still running after %.1f s; unloading without "
+                               "it", self.name, len(batch), min(limits))
+                for job in batch:
+                    if not job.future.done():
+                        job.future.set_exception(ModelNotReady(self.name, "it was unloaded while this request ran"))
         for instance in self.instances:
             await asyncio.to_thread(instance.close)
 
@@ -256,7 +266,7 @@ class Scheduler:
         outputs = self._started(batch)
         loop = self._loop_ref
         done = loop.create_future()  # what stop() waits on while the batch runs
-        self._inflight.add(done)
+        self._inflight[done] = batch
 
         def answer(results: Optional[List[object]], error: Optional[BaseException]) -> None:
             # On the instance thread. A closed loop means the model was torn down without stop().
@@ -272,7 +282,7 @@ class Scheduler:
 
     def _finish(self, instance: Instance, batch: List[Job], done: asyncio.Future,
                 results: Optional[List[object]], error: Optional[BaseException]) -> None:
-        self._inflight.discard(done)
+        self._inflight.pop(done, None)
         if not done.done():  # stop() may have given up waiting (cancelled) meanwhile
             done.set_result(None)
         self._idle.put_nowait(instance)

@@ -8,6 +8,7 @@ through one callback per batch (`submit`'s `done`, which the batcher makes a sin
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -21,6 +22,8 @@ from gpuserve.engine.staging import StagingPool, gather
 from gpuserve.engine.stats import ModelStats
 from gpuserve.kernels.ragged import pack
 from gpuserve.kernels.stage import NO_KERNELS, KernelStage, batch_reductions
+
+logger = logging.getLogger("gpuserve.engine")
 
 
 class Instance:
@@ -157,8 +160,14 @@ class Instance:
             workers, self._workers = self._workers, []
             for _ in workers:
                 self._work.put(None)
+        timeout = getattr(self.backend, "close_timeout_s", None)
         for thread in workers:
-            thread.join()
+            thread.join(timeout)
+            if thread.is_alive():  # a call that never returns: unloading under it is not safe, leave both
+                logger.warning("instance %s: a call is still running after %.1f s; its thread is left behind",
+                               self.name, timeout)
+                self.pool.clear()
+                return
         unload = getattr(self.backend, "unload", None)
         if unload is not None:
             unload()

@@ -19,6 +19,7 @@ import inspect
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -37,13 +38,14 @@ from gpuserve.runtimes import FrameworkModel
 from gpuserve.triton_bls import PythonModelError, ServerBridge
 from gpuserve.triton_config import read_config
 from gpuserve.triton_sequence import SequenceRouter
-from gpuserve.triton_python_config import (calls_server, checked_inputs, complete_config, completed_config,
-                                           import_model_file, tensor_specs)
+from gpuserve.triton_python_config import (checked_inputs, complete_config, completed_config,
+                                           import_model_file, may_block, tensor_specs)
 from gpuserve.types import InferOutput, InferRequest, InferResponse
 from gpuserve.warmup import run_warmup, warmup_samples
 
 logger = logging.getLogger("gpuserve")
 
+SLOW_ON_LOOP_S = 0.01  # an execute on the loop's thread that takes longer stops executes running there
 READY_CHECK_S = 5.0  # as Triton: a model's is_ready() that takes longer means not ready
 # Request parameters the protocol itself uses; `request.parameters()` shows only the client's own.
 PROTOCOL_PARAMETERS = frozenset({"binary_data_output", "sequence_id", "sequence_start", "sequence_end", "priority",
@@ -77,6 +79,7 @@ class PythonInstance:
     """One `TritonPythonModel` object as the engine's backend: `run_requests` hands it whole requests."""
 
     max_concurrency = 1
+    close_timeout_s = 10.0  # unload waits this long for a running execute (Triton kills a stuck stub)
 
     def __init__(self, owner: "TritonPythonBackendModel", obj, name: str, device: str):
         self.owner = owner
@@ -99,6 +102,7 @@ class PythonInstance:
         """Per job, its InferResponse or the error that fails it alone; execute runs once for all."""
         pb.set_bridge(self.owner.bridge)
         requests = [self._request(job) for job in jobs]
+        started = time.perf_counter()
         try:
             answers = self._call(self.obj.execute, requests)
         except Exception as exc:
@@ -111,6 +115,11 @@ class PythonInstance:
                         job.parameters["stream"].put(PythonModelError(message), True)
                 return [None for _ in jobs]
             return [PythonModelError(message) for _ in jobs]
+        elapsed = time.perf_counter() - started
+        if elapsed > SLOW_ON_LOOP_S and self.owner.bridge.on_loop_thread():
+            logger.warning("model %s: an execute took %.0f ms on the server's event loop; its executes run on "
+                           "the instance's thread from now on", self.owner.name, elapsed * 1e3)
+            self.owner.forbid_inline()
         if self.owner.decoupled:  # the responses travel through each request's sender, now or later
             return [None for _ in jobs]
         if answers is None:  # answered through response senders (allowed in default mode since Triton 24.06)
@@ -284,8 +293,10 @@ class TritonPythonBackendModel(FrameworkModel):
         batching = batching_config(self.settings, max_batch > 0)
         # A quick sync execute may run on the loop's thread as the engine runs quick CPU batches (two
         # thread wake-ups saved, ~200 us a request here); never an async one, a decoupled model's, or one
-        # whose model.py calls the server (a BLS call there would wait on the thread it blocks).
-        if self.decoupled or inspect.iscoroutinefunction(getattr(cls, "execute", None)) or calls_server(path):
+        # whose model.py calls the server (a BLS call there would wait on the thread it blocks) or waits on
+        # anything (a slow execute there would stall every request); one that turns out slow there anyway
+        # ends it (run_requests).
+        if self.decoupled or inspect.iscoroutinefunction(getattr(cls, "execute", None)) or may_block(path):
             batching = dataclasses.replace(batching, inline_below_s=0.0, inline_alone_below_s=0.0)
         engine_instances = [Instance(i, i.name, stats=self.stats) for i in self.instances]
         if "sequence_batching" in config:  # a sequence stays on its instance: one scheduler per instance

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import sys
 import threading
 from pathlib import Path
@@ -70,13 +71,19 @@ def _inside(filename, folder: str) -> bool:
     return bool(filename) and Path(filename).resolve().is_relative_to(Path(folder).resolve())
 
 
+# What in a model.py keeps its execute off the server's event loop: calls back into the server (BLS, the
+# model loading API), and the usual ways Python code waits (sleeping, I/O, locks, queues, processes).
 SERVER_CALLS = ("InferenceRequest", "load_model", "unload_model", "is_model_ready", "async_exec", ".exec(")
+WAITING_CALLS = ("sleep(", "open(", ".wait(", ".acquire(", ".recv(", "input(", "Lock(", "Event(", "Condition(")
+WAITING_IMPORTS = re.compile(r"^\s*(?:import|from)\s+(?:socket|requests|urllib|http|aiohttp|httpx|grpc|tritonclient|"
+                             r"subprocess|multiprocessing|queue|select|redis|boto3|kafka|sqlite3|psycopg2?)\b", re.M)
 
 
-def calls_server(path: Path) -> bool:
-    """Whether model.py mentions BLS or the model loading API (then it never runs on the loop's thread)."""
+def may_block(path: Path) -> bool:
+    """Whether model.py mentions a server call or a way to wait (then its execute never runs on the loop's
+    thread: a quick execute there saves two thread wake-ups, a slow one would stall every request)."""
     text = path.read_text(errors="replace")
-    return any(marker in text for marker in SERVER_CALLS)
+    return any(marker in text for marker in SERVER_CALLS + WAITING_CALLS) or bool(WAITING_IMPORTS.search(text))
 
 
 def complete_config(cls, config: Dict[str, Any]) -> Dict[str, Any]:

@@ -752,3 +752,68 @@ def test_model_warmup_runs_execute_before_the_model_is_ready(tmp_path):
         with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
             result = client.infer("warmed", [_fp32("X", np.zeros((1, 3), np.float32))])
             assert result.as_numpy("CALLS").tolist() == [[4]]  # three warmup runs came first
+
+
+STUCK = """
+class TritonPythonModel:
+    def execute(self, requests):
+        if int(pb_utils.get_input_tensor_by_name(requests[0], "IN").as_numpy()[0]) == 1:
+            time.sleep(4)  # user code that does not come back in time
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("OUT", np.array([1], np.int32))]) for _ in requests]
+"""
+
+
+def test_unloading_a_model_stuck_in_execute_does_not_hang(tmp_path, monkeypatch):
+    from gpuserve.triton_python import PythonInstance
+
+    monkeypatch.setattr(PythonInstance, "close_timeout_s", 0.5)
+    write_model(tmp_path, "stuck", STUCK, 'backend: "python"\ninput [ { name: "IN" data_type: TYPE_INT32 dims: [ 1 ] } ]\n'
+                'output [ { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] } ]\n')
+    registry = DiskRepository(tmp_path).populate(ModelRepository())
+    with running_server(repository=registry) as server:
+        url = f"127.0.0.1:{server.ports['http']}"
+        with httpclient.InferenceServerClient(url) as client:
+            assert client.infer("stuck", [_int32(0, name="IN")]).as_numpy("OUT").tolist() == [1]
+
+        def call():
+            with httpclient.InferenceServerClient(url, network_timeout=30) as caller:
+                try:
+                    caller.infer("stuck", [_int32(1, name="IN")])
+                    return "answered"
+                except InferenceServerException as exc:
+                    return exc.status()
+
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(call)
+            time.sleep(0.5)  # the execute is running now
+            started = time.monotonic()
+            with httpclient.InferenceServerClient(url, network_timeout=30) as client:
+                client.unload_model("stuck")
+                assert time.monotonic() - started < 3.5  # not the 4 s the execute takes
+                assert pending.result(timeout=10) == "503"
+                client.load_model("stuck")
+                assert client.infer("stuck", [_int32(0, name="IN")]).as_numpy("OUT").tolist() == [1]
+
+
+SOMETIMES_SLOW = """
+class TritonPythonModel:
+    def execute(self, requests):
+        if int(pb_utils.get_input_tensor_by_name(requests[0], "IN").as_numpy()[0]) == 1:
+            end = time.perf_counter() + 0.03
+            while time.perf_counter() < end:  # pure Python, no call a source check could see
+                pass
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("OUT", np.array([1], np.int32))]) for _ in requests]
+"""
+
+
+def test_an_execute_that_turns_out_slow_on_the_loop_stops_inline_runs(tmp_path):
+    write_model(tmp_path, "spiky", SOMETIMES_SLOW, 'backend: "python"\ninput [ { name: "IN" data_type: TYPE_INT32 '
+                'dims: [ 1 ] } ]\noutput [ { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] } ]\n')
+    registry = DiskRepository(tmp_path).populate(ModelRepository())
+    with running_server(repository=registry) as server:
+        model = registry.get_model("spiky")
+        assert model.scheduler.config.inline_below_s > 0  # nothing in its source says it may wait
+        with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
+            for value in (0, 0, 0, 1, 0):
+                assert client.infer("spiky", [_int32(value, name="IN")]).as_numpy("OUT").tolist() == [1]
+        assert model.scheduler.config.inline_below_s == 0  # the slow run on the loop ended inline runs
