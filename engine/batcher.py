@@ -123,11 +123,12 @@ class Scheduler:
             # Wait for running batches; a backend may bound the wait (user code that never returns must not
             # hang an unload or the server's shutdown): its requests then fail, and its thread is left behind.
             limits = [t for t in (getattr(i.backend, "close_timeout_s", None) for i in self.instances) if t]
-            _, stuck = await asyncio.wait(list(self._inflight), timeout=min(limits) if limits else None)
+            limit = min(limits) if limits else None
+            _, stuck = await asyncio.wait(list(self._inflight), timeout=limit)
             for done in stuck:
                 batch = self._inflight.pop(done, ())
                 logger.warning("model %s: a batch of %d request(s) still running after %.1f s; unloading without "
-                               "it", self.name, len(batch), min(limits))
+                               "it", self.name, len(batch), limit)
                 for job in batch:
                     if not job.future.done():
                         job.future.set_exception(ModelNotReady(self.name, "it was unloaded while this request ran"))

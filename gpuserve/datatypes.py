@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import struct
+from typing import Sequence
 
 import numpy as np
 
@@ -151,3 +152,15 @@ def numpy_to_raw(array: np.ndarray, datatype: str) -> bytes:
     if datatype == "BF16":
         return bf16_to_bytes(array)
     return np.ascontiguousarray(array, dtype=to_numpy_dtype(datatype)).tobytes()
+
+
+def shape_fits(spec_shape: Sequence[int], shape: tuple) -> bool:
+    """A declared shape (-1: any size; empty: not declared) admits `shape`. Runs per request and input."""
+    if not spec_shape:
+        return True
+    if len(spec_shape) != len(shape):
+        return False
+    for want, got in zip(spec_shape, shape):
+        if want != -1 and want != got:
+            return False
+    return True

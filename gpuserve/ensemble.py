@@ -199,11 +199,7 @@ class EnsembleModel(Model):
         inputs = [InferInput.from_numpy(model_input, tensors[tensor]) for model_input, tensor in step.inputs.items()]
         request = InferRequest(step.model, inputs, request_id=payload.id, parameters=dict(payload.parameters or {}),
                                request_outputs=[RequestedOutput(n) for n in step.outputs], model_version=step.version)
-        plane = getattr(self.registry, "plane", None)
-        if plane is not None:
-            response, _ = await plane.infer(request, headers)
-        else:
-            response, _ = await self.registry.resolve(step.model, step.version)(request, headers)
+        response, _ = await self.registry.infer(request, headers)
         if not isinstance(response, InferResponse):
             raise InferenceError(f"ensemble '{self.name}': step '{step.model}' did not answer with a V2 response")
         produced = {o.name: o.as_numpy() for o in response.outputs}

@@ -91,6 +91,13 @@ class ModelRepository:
             model.registry = self
         self.models[model.name] = versions[max(versions, key=_version_key)]
 
+    async def infer(self, request, headers: Optional[dict] = None):
+        """A request from one served model to another (BLS, ensemble steps): through the serving data plane
+        when there is one (its batching, statistics and checks apply), else straight to the model."""
+        if self.plane is not None:
+            return await self.plane.infer(request, headers)
+        return await self.resolve(request.model_name, request.model_version)(request, headers)
+
     def is_model_ready(self, name: str, version: Optional[str] = None) -> bool:
         model = self.get_model(name, version)
         return bool(model is not None and model.ready)

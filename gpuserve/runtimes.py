@@ -17,7 +17,7 @@ import numpy as np
 
 from gpuserve.batching import batching_config, request_priority, request_timeout_s
 from gpuserve.classification import classes_output, classify, labels_for, requested_counts
-from gpuserve.datatypes import to_numpy_dtype
+from gpuserve.datatypes import shape_fits, to_numpy_dtype
 from gpuserve.engine.batcher import Scheduler
 from gpuserve.engine.device import choose_device
 from gpuserve.engine.instance import Instance
@@ -35,10 +35,6 @@ from gpuserve.types import InferOutput, InferRequest, InferResponse
 from gpuserve.warmup import run_warmup, warmup_samples
 
 logger = logging.getLogger("gpuserve")
-
-
-def _shape_fits(spec_shape: List[int], shape: tuple) -> bool:
-    return not spec_shape or (len(spec_shape) == len(shape) and all(d in (-1, a) for d, a in zip(spec_shape, shape)))
 
 
 class FrameworkModel(Model):
@@ -139,19 +135,23 @@ class FrameworkModel(Model):
             raise
         return backends
 
-    async def aclose(self) -> None:
-        """Stop the batcher (failing what is still queued), then free the instances."""
-        self.ready = False
+    def _take_schedulers(self) -> list:
+        """The model's schedulers (one here; the Python backend keeps one per instance for sequences), handed
+        over for closing and forgotten."""
         scheduler, self.scheduler = self.scheduler, None
-        if scheduler is not None:
+        return [scheduler] if scheduler is not None else []
+
+    async def aclose(self) -> None:
+        """Stop the batchers (failing what is still queued), then free the instances."""
+        self.ready = False
+        for scheduler in self._take_schedulers():
             await scheduler.stop()
         self.backend = None
 
     def stop(self) -> None:
         super().stop()
         self.ready = False
-        scheduler, self.scheduler = self.scheduler, None
-        if scheduler is not None:
+        for scheduler in self._take_schedulers():
             for instance in scheduler.instances:
                 instance.close()
         self.backend = None
@@ -192,7 +192,7 @@ class FrameworkModel(Model):
                 raise InvalidInput(f"input '{tensor.name}' has datatype {tensor.datatype}; "
                                    f"model '{self.name}' expects {spec.datatype}")
             array = tensor.as_numpy()
-            if not _shape_fits(spec.shape, array.shape):
+            if not shape_fits(spec.shape, array.shape):
                 raise InvalidInput(f"input '{tensor.name}' has shape {list(array.shape)}; "
                                    f"model '{self.name}' expects {spec.shape} (-1 is any size)")
             arrays[tensor.name] = self.prepare(tensor.name, array)
@@ -257,7 +257,7 @@ class FrameworkModel(Model):
             array = np.asarray(rows, dtype=to_numpy_dtype(spec.datatype))
         except (TypeError, ValueError) as exc:
             raise InvalidInput(f"'instances' do not fit {spec.datatype}: {exc}") from None
-        if not _shape_fits(spec.shape, array.shape):
+        if not shape_fits(spec.shape, array.shape):
             raise InvalidInput(f"'instances' have shape {list(array.shape)}; model '{self.name}' expects {spec.shape}")
         results = await self._submit({spec.name: self.prepare(spec.name, array)}, body.get("parameters"))
         return {"predictions": next(iter(results.values()))}

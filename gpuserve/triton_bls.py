@@ -78,12 +78,7 @@ class ServerBridge:
                             parameters=parameters,
                             request_outputs=[RequestedOutput(n) for n in request.requested_output_names()] or None,
                             model_version=str(version) if version is not None and int(version) > 0 else None)
-        registry = self._registry()
-        plane = getattr(registry, "plane", None)
-        if plane is not None:
-            response, _ = await plane.infer(ours)
-        else:
-            response, _ = await registry.resolve(ours.model_name, ours.model_version)(ours)
+        response, _ = await self._registry().infer(ours)
         return response
 
     @staticmethod

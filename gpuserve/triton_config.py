@@ -166,6 +166,18 @@ def chosen_versions(config: Dict[str, Any], available: List[int]) -> List[int]:
     return available[-count:]
 
 
+def dynamic_batching_settings(dyn: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """Triton's `dynamic_batching` block as the model settings' `dynamic_batching` fields."""
+    dyn = dyn or {}
+    return {
+        "preferred_batch_size": [int(x) for x in dyn.get("preferred_batch_size", [])],
+        "max_queue_delay_microseconds": int(dyn.get("max_queue_delay_microseconds", 0) or 0),
+        "priority_levels": int(dyn.get("priority_levels", 0) or 0),
+        "default_priority_level": int(dyn.get("default_priority_level", 0) or 0),
+        "default_queue_policy": dyn.get("default_queue_policy") or {},
+    }
+
+
 def settings_from_config(folder: Path, config: Dict[str, Any], version: Optional[int]) -> Dict[str, Any]:
     """model-settings fields for one version of a Triton model folder."""
     platform = config.get("platform") or ""
@@ -193,13 +205,7 @@ def settings_from_config(folder: Path, config: Dict[str, Any], version: Optional
     }
     dyn = config.get("dynamic_batching")
     if dyn is not None:
-        settings["dynamic_batching"] = {
-            "preferred_batch_size": [int(x) for x in dyn.get("preferred_batch_size", [])],
-            "max_queue_delay_microseconds": int(dyn.get("max_queue_delay_microseconds", 0) or 0),
-            "priority_levels": int(dyn.get("priority_levels", 0) or 0),
-            "default_priority_level": int(dyn.get("default_priority_level", 0) or 0),
-            "default_queue_policy": dyn.get("default_queue_policy") or {},
-        }
+        settings["dynamic_batching"] = dynamic_batching_settings(dyn)
     # As Triton: a request's own `timeout` counts only where the queue policy says allow_timeout_override.
     policy = settings.get("dynamic_batching", {}).get("default_queue_policy") or {}
     policy = dict(policy, allow_timeout_override=bool(policy.get("allow_timeout_override", False)))

@@ -29,14 +29,14 @@ from gpuserve import triton_pb_utils as pb
 from gpuserve.backends.base import TensorSpec
 from gpuserve.batching import batching_config, request_priority, request_timeout_s
 from gpuserve.dataplane import STREAMING
-from gpuserve.engine.batcher import Scheduler
+from gpuserve.engine.batcher import BatchingConfig, Scheduler
 from gpuserve.engine.device import choose_device
 from gpuserve.engine.instance import Instance
 from gpuserve.errors import (GpuserveError, InvalidInput, InvalidSettings, ModelMissingError, ModelNotReady,
                              Unimplemented)
 from gpuserve.runtimes import FrameworkModel
 from gpuserve.triton_bls import PythonModelError, ServerBridge
-from gpuserve.triton_config import read_config
+from gpuserve.triton_config import dynamic_batching_settings, read_config
 from gpuserve.triton_sequence import SequenceRouter
 from gpuserve.triton_python_config import (checked_inputs, complete_config, completed_config,
                                            import_model_file, may_block, tensor_specs)
@@ -218,6 +218,18 @@ class PythonInstance:
             self.obj = None
 
 
+def _off_the_loop(config: BatchingConfig) -> BatchingConfig:
+    """The batching config with no batch run on the loop's thread (engine/batcher.py's inline rule)."""
+    return dataclasses.replace(config, inline_below_s=0.0, inline_alone_below_s=0.0)
+
+
+async def _submit(scheduler: Scheduler, arrays: Dict[str, np.ndarray], parameters: Dict[str, Any],
+                  context: Dict[str, Any]):
+    """One request to a scheduler with its Triton priority and timeout; the answer is its InferResponse."""
+    return await scheduler.submit(arrays, request_priority(parameters, scheduler.config.priority_levels),
+                                  request_timeout_s(parameters), None, None, context=context)
+
+
 def _tensor(name: str, array: np.ndarray) -> pb.Tensor:
     tensor = pb.Tensor.__new__(pb.Tensor)  # the request's own array: no check, no copy
     tensor._name, tensor._array = name, array
@@ -297,7 +309,7 @@ class TritonPythonBackendModel(FrameworkModel):
         # anything (a slow execute there would stall every request); one that turns out slow there anyway
         # ends it (run_requests).
         if self.decoupled or inspect.iscoroutinefunction(getattr(cls, "execute", None)) or may_block(path):
-            batching = dataclasses.replace(batching, inline_below_s=0.0, inline_alone_below_s=0.0)
+            batching = _off_the_loop(batching)
         engine_instances = [Instance(i, i.name, stats=self.stats) for i in self.instances]
         if "sequence_batching" in config:  # a sequence stays on its instance: one scheduler per instance
             self.sequences = SequenceRouter(self.name, config["sequence_batching"], len(engine_instances),
@@ -320,13 +332,11 @@ class TritonPythonBackendModel(FrameworkModel):
         batches = "dynamic_batching" in config or "sequence_batching" in config  # sequences share batches too
         self.settings.max_batch_size = max_batch if batches and max_batch > 1 else 0
         self.settings.model_extra["triton_max_batch_size"] = max_batch
-        if "dynamic_batching" in config and self.settings.dynamic_batching is None:
+        if "dynamic_batching" in config and self.settings.dynamic_batching is None:  # added by auto-complete
             from gpuserve.settings import DynamicBatching
 
-            dyn = config["dynamic_batching"] or {}
-            self.settings.dynamic_batching = DynamicBatching.model_validate({
-                "preferred_batch_size": [int(x) for x in dyn.get("preferred_batch_size", [])],
-                "max_queue_delay_microseconds": int(dyn.get("max_queue_delay_microseconds", 0) or 0)})
+            self.settings.dynamic_batching = DynamicBatching.model_validate(
+                dynamic_batching_settings(config["dynamic_batching"]))
 
     def _start_instances(self, cls, config: Dict[str, Any], folder: Path, device: str) -> List[PythonInstance]:
         """One object per instance, named as Triton names them (GROUP, or GROUP_i when a group has several)."""
@@ -389,25 +399,22 @@ class TritonPythonBackendModel(FrameworkModel):
             self.bridge.loop = asyncio.get_running_loop()
         arrays = self._arrays(payload)
         context = {"request": payload, "arrays": list(arrays.values())}
-        submit = functools.partial(scheduler.submit, arrays,
-                                   request_priority(payload.parameters, scheduler.config.priority_levels),
-                                   request_timeout_s(payload.parameters), None, None)
         if self.sequences is not None:
             return await self._in_sequence(payload, context, arrays)
         if not self.decoupled:
-            return await submit(context=context)
+            return await _submit(scheduler, arrays, payload.parameters, context)
         if not STREAMING.get():
             where = "ModelInfer RPC" if payload.from_grpc else "HTTP end point"
             raise Unimplemented(f"{where} doesn't support models with decoupled transaction policy")
         context["stream"] = stream = ResponseStream(asyncio.get_running_loop())
-        task = asyncio.ensure_future(submit(context=context))
+        task = asyncio.ensure_future(_submit(scheduler, arrays, payload.parameters, context))
         task.add_done_callback(lambda t: t.cancelled() or t.exception() is None or stream.put(t.exception(), True))
         return self._responses(payload, stream, task)
 
     def forbid_inline(self) -> None:
         """From now on every execute runs on an instance thread (a BLS call was made from the loop's)."""
         for scheduler in self.schedulers:
-            scheduler.config = dataclasses.replace(scheduler.config, inline_below_s=0.0, inline_alone_below_s=0.0)
+            scheduler.config = _off_the_loop(scheduler.config)
 
     async def _in_sequence(self, payload: InferRequest, context: Dict[str, Any], arrays: Dict[str, np.ndarray]):
         """A stateful model's request: on its sequence's instance, after the sequence's previous request."""
@@ -417,29 +424,23 @@ class TritonPythonBackendModel(FrameworkModel):
             async with sequence.lock:
                 rows = next(iter(arrays.values())).shape[0] if arrays and router.batch_dim else 1
                 context["controls"] = router.control_arrays(key, parameters, rows)
-                scheduler = self.schedulers[sequence.instance]
-                return await scheduler.submit(arrays, request_priority(parameters, scheduler.config.priority_levels),
-                                              request_timeout_s(parameters), None, None, context=context)
+                return await _submit(self.schedulers[sequence.instance], arrays, parameters, context)
         finally:
             router.close(key, sequence, bool(parameters.get("sequence_end")))
 
-    async def aclose(self) -> None:
-        self.ready = False
+    def _take_schedulers(self) -> List[Scheduler]:
         schedulers, self.schedulers, self.scheduler = self.schedulers, [], None
-        for scheduler in schedulers:
-            await scheduler.stop()
+        return schedulers
+
+    async def aclose(self) -> None:
+        await super().aclose()
         self._forget()
 
     def stop(self) -> None:
-        self.ready = False
-        schedulers, self.schedulers, self.scheduler = self.schedulers, [], None
-        for scheduler in schedulers:
-            for instance in scheduler.instances:
-                instance.close()
+        super().stop()
         self._forget()
 
     def _forget(self) -> None:
-        self.backend = None
         self.instances = []
         sys.modules.pop(self._module_name, None)
 

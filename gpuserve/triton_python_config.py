@@ -15,6 +15,7 @@ from typing import Any, Dict, List
 
 from gpuserve import triton_pb_utils as pb
 from gpuserve.backends.base import TensorSpec
+from gpuserve.datatypes import shape_fits
 from gpuserve.errors import InvalidInput, InvalidSettings
 from gpuserve.triton_config import config_tensors
 
@@ -162,7 +163,7 @@ def checked_inputs(model: str, request, by_name: Dict[str, TensorSpec], optional
             raise InvalidInput(f"inference input '{tensor.name}' data-type is '{tensor.datatype}', but model "
                                f"'{model}' expects '{spec.datatype}'")
         array = tensor.as_numpy()
-        if spec.shape and not _fits(spec.shape, array.shape):
+        if not shape_fits(spec.shape, array.shape):
             raise InvalidInput(f"unexpected shape for input '{tensor.name}' for model '{model}'. "
                                f"Expected {spec.shape}, got {list(array.shape)}")
         arrays[tensor.name] = array
@@ -177,11 +178,3 @@ def checked_inputs(model: str, request, by_name: Dict[str, TensorSpec], optional
             raise InvalidInput(f"inference request batch-size must be <= {max_batch_size} for '{model}'")
     return arrays
 
-
-def _fits(expected, actual) -> bool:
-    if len(expected) != len(actual):
-        return False
-    for want, got in zip(expected, actual):
-        if want != -1 and want != got:
-            return False
-    return True
