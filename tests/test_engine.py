@@ -459,3 +459,22 @@ def test_request_level_backend_gets_whole_requests_and_never_runs_them_twice():
     outcomes = asyncio.run(main(broken))
     assert all(isinstance(o, RuntimeError) for o in outcomes)
     assert sorted(t for call in broken.calls for t in call) == list(range(5))  # each request tried once
+
+
+@pytest.mark.parametrize("counts", [[1] * 64, [3, 1, 60], [60, 1, 3], [1, 1], [5] * 7 + [1], [2, 0, 2, 1]])
+def test_large_batches_are_gathered_by_several_threads_exactly(monkeypatch, counts):
+    from gpuserve.engine import staging
+
+    monkeypatch.setattr(staging, "PARALLEL_COPY_BYTES", 0)
+    monkeypatch.setattr(staging, "_copy_threads", lambda: 3)
+    calls = []
+    real = staging._parallel_concatenate
+    monkeypatch.setattr(staging, "_parallel_concatenate", lambda parts, out: (calls.append(1), real(parts, out)))
+    rng = np.random.default_rng(len(counts))
+    parts = [rng.normal(size=(c, 5, 3)).astype(np.float32) for c in counts]
+    parts[-1] = parts[-1].astype(np.float64)  # cast on copy as np.concatenate does
+    pool = StagingPool()
+    array, lease = staging.gather(pool, parts)
+    assert calls and array.dtype == np.float32
+    np.testing.assert_array_equal(array, np.concatenate(parts).astype(np.float32))
+    lease.release()

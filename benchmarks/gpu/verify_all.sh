@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One call on a lent GPU (the device tool), at most 10 minutes: every GPU path against its CPU
 # reference (the `gpu` tests: torch streams, ONNX Runtime IOBinding/run_on_device, CUDA graphs, a TensorRT
-# engine built there from ONNX), then every GPU benchmark. Results land in $OUT (8 files, the most a call
-# brings back: nvidia-smi.txt and a .txt log per step, a .json per benchmark).
+# engine built there from ONNX), then every GPU benchmark. Results land in $OUT (at most 8 files come
+# back: nvidia-smi.txt and a .txt log per step; each benchmark prints its JSON into its log).
+# STEPS="tests paths engine backend kernels" (the default: all) picks steps for a second call.
 #   here:   bash benchmarks/gpu/fetch_wheels.sh
 #   device: run(command="bash benchmarks/gpu/verify_all.sh", carry=[".whl"])
 # Then copy the numbers (device, date) into benchmarks/RESULTS.md.
@@ -41,9 +42,11 @@ EOF
 cd /tmp  # never import the source folder gpuserve/ in place of the installed package
 status=0
 
-step() {  # step LOG SECONDS COMMAND...: output to the console and $OUT/LOG, stopped after SECONDS
-    local log=$OUT/$1 limit=$2
-    shift 2
+STEPS=${STEPS:-tests paths engine backend kernels}
+step() {  # step NAME LOG SECONDS COMMAND...: output to the console and $OUT/LOG, stopped after SECONDS
+    case " $STEPS " in *" $1 "*) ;; *) return 0 ;; esac
+    local log=$OUT/$2 limit=$3
+    shift 3
     timeout -k 10 "$limit" "$@" 2>&1 | tee "$log"
     local rc=${PIPESTATUS[0]}
     if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
@@ -52,21 +55,22 @@ step() {  # step LOG SECONDS COMMAND...: output to the console and $OUT/LOG, sto
     [ "$rc" = 0 ] || status=1
 }
 
-# -v names each test as it runs and faulthandler prints every thread's stack of a test stuck for 120 s, so a
+# -v names each test as it runs and faulthandler prints every thread's stack of a test stuck for 50 s, so a
 # hang is found from the log alone; -rs lists why tests were skipped (e.g. no onnxruntime-gpu, no tensorrt).
 # A test that hangs is failed after 60 s where pytest-timeout is installed (the image has it), so the
 # other tests still run.
 per_test=()
 python3 -c "import pytest_timeout" 2>/dev/null && per_test=(--timeout 60)
-step gpu_tests.txt 180 python3 -m pytest -v -rs -p no:cacheprovider -o faulthandler_timeout=50 "${per_test[@]}" \
+step tests gpu_tests.txt 180 python3 -m pytest -v -rs -p no:cacheprovider -o faulthandler_timeout=50 "${per_test[@]}" \
     -m gpu "$repo"/tests/test_gpu*.py
-step gpu_bench.txt 90 python3 "$repo/benchmarks/gpu/gpu_bench.py" --seconds 4 --json "$OUT/gpu_bench.json"
+# Where a served torch request's time goes (each way of running a batch, alone and through the engine).
+step paths torch_paths.txt 60 python3 "$repo/benchmarks/gpu/torch_path_costs.py" --seconds 0.3
+step engine gpu_bench.txt 90 python3 "$repo/benchmarks/gpu/gpu_bench.py" --seconds 4
 # Issue 6, per framework on the GPU: served vs direct for ONNX Runtime's CUDA EP (session.run and IOBinding),
 # torch (eager and CUDA graphs) and TensorRT. ONNX Runtime needs onnxruntime-gpu and TensorRT the tensorrt
 # wheel; both are far over the 64 MiB a call can carry, so on the stock image those rows say "skipped".
-step backend_gpu.txt 120 python3 "$repo/benchmarks/backend_bench.py" --device cuda:0 --seconds 1 --rounds 2 \
-    --json "$OUT/backend_gpu.json"
+step backend backend_gpu.txt 120 python3 "$repo/benchmarks/backend_bench.py" --device cuda:0 --seconds 1 --rounds 2
 # Issue 9: a 3x224x224 image sent as FP32 vs as UINT8 normalised on the device (kernels/preprocess.cu),
 # bytes over PCIe per image and images/s through the engine and direct (needs CuPy, which the image has).
-step kernel_bench.txt 70 python3 "$repo/benchmarks/gpu/kernel_bench.py" --json "$OUT/kernel_bench.json"
+step kernels kernel_bench.txt 70 python3 "$repo/benchmarks/gpu/kernel_bench.py"
 exit $status

@@ -1,0 +1,173 @@
+"""Where a served torch request's time goes on a GPU (issue 5/6 diagnosis, run by verify_all.sh).
+
+The first lent GPU (2026-12-04, H200) showed the served torch path at batch 1 at 0.18-0.34 of the direct
+call while CUDA-graph replay, with the same engine around it, reached 0.78. This times, for the issue's
+1024x3 MLP (torch.export) at batch 1 and 64, each way of running one batch, alone on one thread:
+  direct            x.to(dev) -> module -> .cpu()  (what a user writes)
+  backend_sync      TorchBackend(overlap=False).run
+  backend_overlap   TorchBackend.run: copy stream + compute stream, events, record_stream, pinned outputs
+  no_record_stream  the same without record_stream
+  stream_sync       the same, waiting with copy.synchronize() instead of the event
+  one_stream        one stream per thread: non-blocking H2D, module, non-blocking D2H into pinned memory
+  graphs            TorchBackend(cuda_graphs=True).run
+then each backend variant through the engine (Scheduler + Instance, one client: two thread hand-offs),
+and a CPU-side profile of backend_overlap at batch 1. Prints JSON lines; the last line sums up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gpuserve.backends.torch import TorchBackend
+from gpuserve.engine.batcher import BatchingConfig, Scheduler
+from gpuserve.engine.instance import Instance
+from gpuserve.engine.staging import StagingPool
+from gpuserve.backends.cuda import pinned_allocator
+
+
+def export(folder: Path) -> Path:
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(1024, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, 1024),
+                              torch.nn.ReLU(), torch.nn.Linear(1024, 1024)).eval()
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    program = torch.export.export(net, (torch.zeros(2, 1024),), dynamic_shapes={"input": {0: batch}})
+    path = folder / "model.pt2"
+    torch.export.save(program, str(path))
+    return path
+
+
+class Variant(TorchBackend):
+    """TorchBackend with its eager GPU run replaced by one of the variants under test."""
+
+    def __init__(self, path, how, **kwargs):
+        super().__init__(str(path), device="cuda:0", **kwargs)
+        self.how = how
+        if how == "one_stream":
+            self.max_concurrency = 2
+
+    def unload(self):  # each variant serves several schedulers in turn; the process frees it at exit
+        pass
+
+    def run(self, inputs, output_names=None):
+        if self.how in ("backend_overlap", "backend_sync", "graphs"):
+            return super().run(inputs, output_names)
+        x = inputs["input"]
+        with torch.inference_mode():
+            copy, compute = self._streams()
+            if self.how == "one_stream":
+                with torch.cuda.stream(compute):
+                    arg = torch.from_numpy(np.ascontiguousarray(x)).to(self.torch_device, non_blocking=True)
+                    out = self.module(arg)
+                    host = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
+                    host.copy_(out, non_blocking=True)
+                    compute.synchronize()
+                return {"output__0": host.numpy()}
+            with torch.cuda.stream(copy):
+                arg = torch.from_numpy(np.ascontiguousarray(x)).to(self.torch_device, non_blocking=True)
+                copied = torch.cuda.Event()
+                copied.record(copy)
+            compute.wait_event(copied)
+            with torch.cuda.stream(compute):
+                out = self.module(arg)
+                computed = torch.cuda.Event()
+                computed.record(compute)
+            copy.wait_event(computed)
+            with torch.cuda.stream(copy):
+                if self.how != "no_record_stream":
+                    out.record_stream(copy)
+                host = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
+                host.copy_(out, non_blocking=True)
+                done = torch.cuda.Event()
+                done.record(copy)
+            if self.how != "no_record_stream":
+                arg.record_stream(compute)
+            if self.how == "stream_sync":
+                copy.synchronize()
+            else:
+                done.synchronize()
+            return {"output__0": host.numpy()}
+
+
+def per_call_us(call, seconds):
+    for _ in range(20):
+        call()
+    torch.cuda.synchronize()
+    rounds = []
+    for _ in range(3):
+        n, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            call()
+            n += 1
+        rounds.append((time.perf_counter() - start) / n * 1e6)
+    return round(statistics.median(rounds), 1)
+
+
+async def engine_us(backend, x, seconds, pinned):
+    pool = StagingPool(pinned_allocator()) if pinned else StagingPool()
+    scheduler = Scheduler("diag", [Instance(backend, "diag-0", pool)], BatchingConfig(max_batch_size=64))
+    for _ in range(20):
+        await scheduler.submit({"input": x})
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        await scheduler.submit({"input": x})
+        n += 1
+    elapsed = time.perf_counter() - start
+    await scheduler.stop()
+    return round(elapsed / n * 1e6, 1)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=0.4)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    report = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "rows": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export(Path(tmp))
+        direct_module = torch.export.load(str(path)).module().to("cuda:0")
+        variants = {how: Variant(path, how, overlap=how != "backend_sync", cuda_graphs=how == "graphs",
+                                 graph_batch_sizes=[1, 64] if how == "graphs" else ())
+                    for how in ("backend_sync", "backend_overlap", "no_record_stream", "stream_sync", "one_stream",
+                                "graphs")}
+        for rows in (1, 64):
+            x = np.random.default_rng(rows).normal(size=(rows, 1024)).astype(np.float32)
+            with torch.inference_mode():
+                want = direct_module(torch.from_numpy(x).cuda()).cpu().numpy()
+
+                def direct():
+                    return direct_module(torch.from_numpy(x).to("cuda:0")).cpu().numpy()
+
+                row = {"rows": rows, "alone_us": {"direct": per_call_us(direct, args.seconds)}}
+            for how, backend in variants.items():
+                got = backend.run({"input": x})["output__0"]
+                assert np.allclose(got, want, rtol=1e-3, atol=1e-3), how
+                row["alone_us"][how] = per_call_us(lambda: backend.run({"input": x}), args.seconds)
+            row["engine_one_client_us"] = {how: asyncio.run(engine_us(backend, x, args.seconds, pinned=True))
+                                           for how, backend in variants.items()}
+            print(json.dumps(row), flush=True)
+            report["rows"].append(row)
+        x = np.random.default_rng(0).normal(size=(1, 1024)).astype(np.float32)
+        overlap = variants["backend_overlap"]
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(200):
+                overlap.run({"input": x})
+        table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=14)
+        print(table, flush=True)
+        report["profile_overlap_b1"] = table
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
