@@ -1,9 +1,11 @@
 """PyTorch backend: TorchScript (`model.pt`) and `torch.export` programs (`model.pt2`).
 
-On a GPU every worker thread owns a copy stream and a compute stream: inputs arrive in page-locked
-staging buffers, go host-to-device on the copy stream, the compute stream waits on an event, and
-outputs come back device-to-host into page-locked tensors before the thread's event is waited on.
-With two threads per instance, one batch's copies run while the other batch computes. On the CPU
+On a GPU every worker thread owns one stream: inputs arrive in page-locked staging buffers, go
+host-to-device, run, and come back device-to-host into page-locked tensors, all queued on that stream
+before the thread waits on it once. With two threads per instance, one batch's copies run while the
+other batch computes (profiled on an H200, benchmarks/RESULTS.md). A copy stream and a compute stream
+per thread, ordered by events, was the first design: it cost 390 against 220 us a batch-1 call on the
+H200 (the cross-stream waits), and added no overlap that the two threads' streams do not give. On the CPU
 the same `run` is a plain call under inference mode. torch is imported on the first load only.
 Optional CUDA graphs (backends/torch_graphs.py) replay captured batch sizes; `run_on_device` keeps
 inputs and outputs on the GPU (DLPack to and from CuPy, no copies).
@@ -114,13 +116,11 @@ class TorchBackend:
         return inputs, [TensorSpec("output__0", "FP32", [])]
 
     # execution ---------------------------------------------------------------------------------
-    def _streams(self):
+    def _stream(self):
         local = self._local
-        if not hasattr(local, "copy"):
-            torch = _torch()
-            local.copy = torch.cuda.Stream(device=self.torch_device)
-            local.compute = torch.cuda.Stream(device=self.torch_device)
-        return local.copy, local.compute
+        if not hasattr(local, "stream"):
+            local.stream = _torch().cuda.Stream(device=self.torch_device)
+        return local.stream
 
     def run(self, inputs: Dict[str, np.ndarray], output_names: Optional[Sequence[str]] = None
             ) -> Dict[str, np.ndarray]:
@@ -139,31 +139,20 @@ class TorchBackend:
             graph = self._graph_for(inputs, names)
             if graph is not None:
                 return self._select(self._replay(graph, inputs, names), output_names)
-            copy, compute = self._streams()
-            with torch.cuda.stream(copy):
+            stream = self._stream()
+            with torch.cuda.stream(stream):
                 args = [self._cast(torch.from_numpy(np.ascontiguousarray(inputs[n])).to(self.torch_device,
                                                                                       non_blocking=True))
                         for n in names]
-                copied = torch.cuda.Event()
-                copied.record(copy)
-            compute.wait_event(copied)
-            with torch.cuda.stream(compute):
-                results = self._outputs(self.module(*args))
-                computed = torch.cuda.Event()
-                computed.record(compute)
-            copy.wait_event(computed)
-            host = {}
-            with torch.cuda.stream(copy):
-                for name, value in results.items():
-                    value.record_stream(copy)
+                host = {}
+                for name, value in self._outputs(self.module(*args)).items():
                     buffer = torch.empty(value.shape, dtype=value.dtype, pin_memory=True)
                     buffer.copy_(value, non_blocking=True)
                     host[name] = buffer
-                done = torch.cuda.Event()
-                done.record(copy)
-            for arg in args:
-                arg.record_stream(compute)
-            done.synchronize()
+                # Every tensor of this call was made and used on this stream alone, so the caching
+                # allocator may hand its memory out again once it is freed; the staging buffers go
+                # back to the pool only after this wait.
+                stream.synchronize()
             return self._select({k: v.numpy() for k, v in host.items()}, output_names)
 
     def _graph_for(self, inputs, names) -> Optional[torch_graphs.CapturedGraph]:
@@ -177,7 +166,7 @@ class TorchBackend:
         per graph, on this thread's compute stream."""
         torch = _torch()
         rows = int(np.shape(inputs[names[0]])[0])
-        _, compute = self._streams()
+        compute = self._stream()
         with graph.lock, torch.cuda.stream(compute):
             for static, name in zip(graph.inputs, names):
                 torch_graphs.fill_static(static, torch.from_numpy(np.ascontiguousarray(inputs[name])), rows)
@@ -197,7 +186,7 @@ class TorchBackend:
         cupy = device_arrays.cupy_module()
         torch = _torch()
         names = [spec.name for spec in self.inputs]
-        _, compute = self._streams()
+        compute = self._stream()
         with torch.inference_mode(), torch.cuda.stream(compute):
             args = []
             for name in names:

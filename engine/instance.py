@@ -39,7 +39,7 @@ class Instance:
         self.slots = slots
         # CPU backends: one thread runs batches in order, with `slots` batches queued on it so the next
         # one is staged the moment the current one finishes. GPU backends run two threads, each with
-        # its own streams, so one batch's copies overlap the other's compute.
+        # its own stream, so one batch's copies overlap the other's compute.
         threads = max(int(getattr(backend, "max_concurrency", 1)), 1)
         # The batcher may run a quick batch on its own thread when the model is idle (batcher.py);
         # only for CPU backends, whose calls hold no device stream state per thread.

@@ -54,14 +54,14 @@ def test_tritonclient_cuda_shared_memory_round_trip(server, transport):
         wanted[1].set_shared_memory("out", nbytes, offset=nbytes)
         for _ in range(3):  # the regions stay registered across requests
             client.infer("addsub", tensors, outputs=wanted)
-            got = cudashm.get_contents_as_numpy(outputs, "FP32", [2, 4, 256])
+            got = cudashm.get_contents_as_numpy(outputs, np.float32, [2, 4, 256])
             np.testing.assert_array_equal(got[0], x + y)
             np.testing.assert_array_equal(got[1], x - y)
         status = client.get_cuda_shared_memory_status()
         names = [r["name"] for r in status] if transport == "http" else sorted(status.regions)
         assert sorted(names) == ["in", "out"]
-        client.unregister_cuda_shared_memory()
     finally:
+        client.unregister_cuda_shared_memory()  # server side too, so a failure here does not fail the next case
         cudashm.destroy_shared_memory_region(inputs)
         cudashm.destroy_shared_memory_region(outputs)
         client.close()

@@ -1,17 +1,17 @@
 """Where a served torch request's time goes on a GPU (issue 5/6 diagnosis, run by verify_all.sh).
 
 The first lent GPU (2026-12-04, H200) showed the served torch path at batch 1 at 0.18-0.34 of the direct
-call while CUDA-graph replay, with the same engine around it, reached 0.78. This times, for the issue's
-1024x3 MLP (torch.export) at batch 1 and 64, each way of running one batch, alone on one thread:
-  direct            x.to(dev) -> module -> .cpu()  (what a user writes)
-  backend_sync      TorchBackend(overlap=False).run
-  backend_overlap   TorchBackend.run: copy stream + compute stream, events, record_stream, pinned outputs
-  no_record_stream  the same without record_stream
-  stream_sync       the same, waiting with copy.synchronize() instead of the event
-  one_stream        one stream per thread: non-blocking H2D, module, non-blocking D2H into pinned memory
-  graphs            TorchBackend(cuda_graphs=True).run
-then each backend variant through the engine (Scheduler + Instance, one client: two thread hand-offs),
-and a CPU-side profile of backend_overlap at batch 1. Prints JSON lines; the last line sums up.
+call while CUDA-graph replay, with the same engine around it, reached 0.78. Its first answer: a copy and
+a compute stream per thread cost 390 us a call against 220 for one stream (TorchBackend now uses one);
+and the engine added 100 us around a one-thread backend but 430-580 around a two-thread one. This
+times, for the issue's 1024x3 MLP (torch.export) at batch 1 and 64, each way of running one batch, alone
+on one thread and through the engine (Scheduler + Instance, one client), with one or two threads:
+  direct           x.to(dev) -> module -> .cpu()  (what a user writes)
+  sync             TorchBackend(overlap=False).run: pageable copies on the default stream
+  stream           TorchBackend.run: one stream per thread, pinned outputs
+  stream_pageable  the same, outputs copied back with .cpu() (pageable, synchronous)
+  graphs           TorchBackend(cuda_graphs=True).run
+and a CPU-side profile of `stream` at batch 1. Prints JSON lines.
 """
 
 from __future__ import annotations
@@ -46,55 +46,25 @@ def export(folder: Path) -> Path:
 
 
 class Variant(TorchBackend):
-    """TorchBackend with its eager GPU run replaced by one of the variants under test."""
+    """TorchBackend run one of the ways under test, on `threads` engine threads."""
 
-    def __init__(self, path, how, **kwargs):
-        super().__init__(str(path), device="cuda:0", **kwargs)
-        self.how = how
-        if how == "one_stream":
-            self.max_concurrency = 2
+    def __init__(self, path, how, threads):
+        super().__init__(str(path), device="cuda:0", overlap=how != "sync", cuda_graphs=how == "graphs",
+                         graph_batch_sizes=[1, 64] if how == "graphs" else ())
+        self.how, self.max_concurrency = how, threads
 
     def unload(self):  # each variant serves several schedulers in turn; the process frees it at exit
         pass
 
     def run(self, inputs, output_names=None):
-        if self.how in ("backend_overlap", "backend_sync", "graphs"):
+        if self.how != "stream_pageable":
             return super().run(inputs, output_names)
-        x = inputs["input"]
         with torch.inference_mode():
-            copy, compute = self._streams()
-            if self.how == "one_stream":
-                with torch.cuda.stream(compute):
-                    arg = torch.from_numpy(np.ascontiguousarray(x)).to(self.torch_device, non_blocking=True)
-                    out = self.module(arg)
-                    host = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
-                    host.copy_(out, non_blocking=True)
-                    compute.synchronize()
-                return {"output__0": host.numpy()}
-            with torch.cuda.stream(copy):
-                arg = torch.from_numpy(np.ascontiguousarray(x)).to(self.torch_device, non_blocking=True)
-                copied = torch.cuda.Event()
-                copied.record(copy)
-            compute.wait_event(copied)
-            with torch.cuda.stream(compute):
-                out = self.module(arg)
-                computed = torch.cuda.Event()
-                computed.record(compute)
-            copy.wait_event(computed)
-            with torch.cuda.stream(copy):
-                if self.how != "no_record_stream":
-                    out.record_stream(copy)
-                host = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
-                host.copy_(out, non_blocking=True)
-                done = torch.cuda.Event()
-                done.record(copy)
-            if self.how != "no_record_stream":
-                arg.record_stream(compute)
-            if self.how == "stream_sync":
-                copy.synchronize()
-            else:
-                done.synchronize()
-            return {"output__0": host.numpy()}
+            stream = self._stream()
+            with torch.cuda.stream(stream):
+                arg = torch.from_numpy(np.ascontiguousarray(inputs["input"])).to(self.torch_device,
+                                                                                 non_blocking=True)
+                return {"output__0": self.module(arg).cpu().numpy()}
 
 
 def per_call_us(call, seconds):
@@ -134,10 +104,8 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         path = export(Path(tmp))
         direct_module = torch.export.load(str(path)).module().to("cuda:0")
-        variants = {how: Variant(path, how, overlap=how != "backend_sync", cuda_graphs=how == "graphs",
-                                 graph_batch_sizes=[1, 64] if how == "graphs" else ())
-                    for how in ("backend_sync", "backend_overlap", "no_record_stream", "stream_sync", "one_stream",
-                                "graphs")}
+        variants = {f"{how}_{threads}t": Variant(path, how, threads)
+                    for how in ("sync", "stream", "stream_pageable", "graphs") for threads in (1, 2)}
         for rows in (1, 64):
             x = np.random.default_rng(rows).normal(size=(rows, 1024)).astype(np.float32)
             with torch.inference_mode():
@@ -156,7 +124,7 @@ def main():
             print(json.dumps(row), flush=True)
             report["rows"].append(row)
         x = np.random.default_rng(0).normal(size=(1, 1024)).astype(np.float32)
-        overlap = variants["backend_overlap"]
+        overlap = variants["stream_2t"]
         from torch.profiler import ProfilerActivity, profile
 
         with profile(activities=[ProfilerActivity.CPU]) as prof:
