@@ -1,13 +1,24 @@
-"""A model instance: one backend session and one thread that runs its batches in order.
+"""A model instance: one backend session and the thread(s) that run its batches.
 
-The thread stages the batch (one copy per request into a pooled buffer), runs the backend, checks
+A thread stages the batch (one copy per request into a pooled buffer), runs the backend, checks
 the row count of every output and slices the results per request. Results reach the event loop
 through one callback per batch (`submit`'s `done`, which the batcher makes a single
 `call_soon_threadsafe`), not through an executor future chained to an asyncio future.
+
+With several threads (GPU backends run two, so one batch copies while the other computes), a batch
+goes to the thread that went idle last, as LIFO thread pools do (folly's LifoSem): under light load
+one thread takes every batch and its core stays awake, while the others sleep until the load needs
+them. A FIFO hand-off alternates the threads, so each wakes from a longer sleep: on a lent H200
+(2026-12-04, one client) two FIFO threads cost 100-400 us a request more than one thread (graph
+replay 454 vs 226 us, eager 840-915 vs 737-784). Only multi-thread instances (torch on a GPU) are
+affected; on the 2-vCPU development VM a spinning stand-in backend ran one-client requests 8 % faster
+with FIFO threads than with one, so the GPU gain is the H200's one-vs-two-thread measurement, to be
+confirmed by benchmarks/gpu/torch_path_costs.py (two threads should now cost what one does).
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import threading
@@ -50,8 +61,14 @@ class Instance:
         # A request-level backend (Triton Python models) takes the jobs themselves: each request keeps its
         # own arrays and gets its own answer or error, with no staging, splitting or retry alone.
         self._run_requests = getattr(backend, "run_requests", None)
-        self._work: "queue.SimpleQueue" = queue.SimpleQueue()
+        # Idle threads' inboxes, the last to go idle on top; batches no idle thread could take wait in
+        # the backlog for the next thread that finishes. Both under `_lock`.
+        self._idle: List["queue.SimpleQueue"] = []
+        self._backlog: "collections.deque" = collections.deque()
+        self._lock = threading.Lock()
         self._workers: List[threading.Thread] = []
+        self._inboxes: List["queue.SimpleQueue"] = []
+        self._retired: set = set()
         self._start_lock = threading.Lock()
 
     # the instance's threads -------------------------------------------------------------------------
@@ -61,22 +78,30 @@ class Instance:
         (results as `run` returns them) or `done(None, error)`."""
         if len(self._workers) < self.threads:
             self._start_workers()
-        self._work.put((jobs, batched, outputs, done))
+        item = (jobs, batched, outputs, done)
+        with self._lock:
+            if not self._idle:
+                self._backlog.append(item)
+                return
+            inbox = self._idle.pop()
+        inbox.put(item)
 
     def _start_workers(self) -> None:
         with self._start_lock:
             while len(self._workers) < self.threads:
-                thread = threading.Thread(target=self._serve, name=f"gpuserve-{self.name}_{len(self._workers)}",
-                                          daemon=True)
-                thread.start()
+                inbox: "queue.SimpleQueue" = queue.SimpleQueue()
+                thread = threading.Thread(target=self._serve, args=(inbox,),
+                                          name=f"gpuserve-{self.name}_{len(self._workers)}", daemon=True)
+                with self._lock:
+                    self._idle.insert(0, inbox)  # the first thread started is the first one used
+                self._inboxes.append(inbox)
                 self._workers.append(thread)
+                thread.start()
 
-    def _serve(self) -> None:
-        get = self._work.get
-        while True:
-            item = get()
-            if item is None:
-                return
+    def _serve(self, inbox: "queue.SimpleQueue") -> None:
+        get = inbox.get
+        item = get()
+        while item is not None:
             jobs, batched, outputs, done = item
             item = None
             try:
@@ -84,8 +109,21 @@ class Instance:
             except BaseException as exc:  # noqa: BLE001 - handed to the loop, which decides
                 results, error = None, exc
             jobs = None
+            # Idle before answering: the answer lets the caller send its next request, which should find
+            # this thread (awake) on top of the stack, not only the one that slept.
+            with self._lock:
+                if self._backlog:
+                    item = self._backlog.popleft()
+                elif inbox in self._retired:  # closed while this batch ran: nothing is left for it
+                    inbox = None
+                else:
+                    self._idle.append(inbox)
             done(results, error)
             results = error = done = None
+            if inbox is None:
+                return
+            if item is None:
+                item = get()
 
     def run(self, jobs: List[Job], batched: bool, outputs: Optional[Sequence[str]]) -> List[object]:
         """Per job, its outputs or the exception it alone caused.
@@ -158,8 +196,12 @@ class Instance:
         """Stop the threads (batches already queued on them still run and are answered), then unload."""
         with self._start_lock:
             workers, self._workers = self._workers, []
-            for _ in workers:
-                self._work.put(None)
+            with self._lock:  # busy threads drain the backlog, then see they are retired; idle ones stop now
+                idle, self._idle = self._idle, []
+                self._retired.update(self._inboxes)
+                self._inboxes = []
+            for inbox in idle:
+                inbox.put(None)
         timeout = getattr(self.backend, "close_timeout_s", None)
         for thread in workers:
             thread.join(timeout)

@@ -12,6 +12,7 @@ from conftest import make_onnx_model, onnx_reference
 from gpuserve.backends.base import TensorSpec
 from gpuserve.engine.batcher import BatchingConfig, Scheduler
 from gpuserve.engine.instance import Instance
+from gpuserve.engine.job import Job
 from gpuserve.engine.staging import StagingPool
 from gpuserve.errors import DeadlineExceeded, InferenceError, QueueFull
 
@@ -478,3 +479,62 @@ def test_large_batches_are_gathered_by_several_threads_exactly(monkeypatch, coun
     assert calls and array.dtype == np.float32
     np.testing.assert_array_equal(array, np.concatenate(parts).astype(np.float32))
     lease.release()
+
+
+class _ThreadRecorder:
+    """A two-thread backend that notes which thread ran each batch; `gate` can hold batches."""
+
+    max_concurrency = 2
+    device = "cuda:0"  # as a GPU backend: two threads, never inline
+    inputs = [TensorSpec("x", "FP32", [-1, 2])]
+    outputs = [TensorSpec("y", "FP32", [-1, 2])]
+
+    def __init__(self, gate=None):
+        self.threads, self.gate = [], gate
+
+    def run(self, inputs, output_names=None):
+        self.threads.append(threading.current_thread().name)
+        if self.gate is not None:
+            self.gate.wait(timeout=10)
+        return {"y": inputs["x"] * 2}
+
+
+def _job(value):
+    return Job({"x": np.full((1, 2), value, np.float32)}, 1, (), None)
+
+
+def _submit_and_wait(instance, value):
+    done = threading.Event()
+    got = []
+    instance.submit([_job(value)], True, None,
+                    lambda results, error: (got.append((results, error)), done.set()))
+    assert done.wait(10)
+    return got[0]
+
+
+def test_an_idle_instance_hands_batches_to_the_thread_that_went_idle_last():
+    backend = _ThreadRecorder()
+    instance = Instance(backend, "lifo", StagingPool())
+    for value in range(20):  # one at a time: one thread takes them all, the other sleeps
+        results, error = _submit_and_wait(instance, value)
+        assert error is None and results[0]["y"][0, 0] == 2 * value
+    assert len(set(backend.threads)) == 1
+    instance.close()
+
+
+def test_busy_instance_threads_run_batches_together_and_close_drains_the_backlog():
+    gate = threading.Barrier(2)  # passes only when both threads are inside run at once
+    backend = _ThreadRecorder(gate)
+    instance = Instance(backend, "both", StagingPool())
+    answers, lock = [], threading.Lock()
+
+    def answer(results, error):
+        with lock:
+            answers.append((results, error))
+
+    for value in range(6):  # two run, four wait in the backlog
+        instance.submit([_job(value)], True, None, answer)
+    instance.close()  # waits for the threads, which first drain the backlog
+    assert len(answers) == 6 and all(error is None for _, error in answers)
+    assert sorted(int(results[0]["y"][0, 0]) for results, _ in answers) == [0, 2, 4, 6, 8, 10]
+    assert len(set(backend.threads)) == 2
