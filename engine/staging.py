@@ -104,14 +104,17 @@ def gather(pool: Optional[StagingPool], parts: List[np.ndarray], rows: Optional[
     if pool is None or first.dtype == object:
         return np.concatenate(parts, axis=0), None
     lease = pool.acquire(first.dtype, shape)
-    if lease.array.nbytes >= PARALLEL_COPY_BYTES and len(parts) > 1 and _copy_threads() > 1:
-        _parallel_concatenate(parts, lease.array)
+    threads = min(_copy_threads(), len(parts), lease.array.nbytes // PARALLEL_COPY_BYTES * 2)
+    if threads > 1:
+        _parallel_concatenate(parts, lease.array, threads)
     else:
         np.concatenate(parts, axis=0, out=lease.array)
     return lease.array, lease
 
 
-PARALLEL_COPY_BYTES = 8 << 20  # under this, handing out the work costs more than one thread's copy
+# Under this a batch is copied by one thread; over it, by one thread per 4 MB (at most 8): a hand-off to a
+# pool thread costs tens of microseconds on a VM, about what one core copies 0.5 MB in.
+PARALLEL_COPY_BYTES = 8 << 20
 _copier: Optional[ThreadPoolExecutor] = None
 _copier_lock = threading.Lock()
 
@@ -120,15 +123,15 @@ def _copy_threads() -> int:
     return min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 8)
 
 
-def _parallel_concatenate(parts: List[np.ndarray], out: np.ndarray) -> None:
-    """np.concatenate(parts, out=out) in groups of whole parts of about equal rows, one group per thread
-    (the caller copies the last)."""
+def _parallel_concatenate(parts: List[np.ndarray], out: np.ndarray, threads: int) -> None:
+    """np.concatenate(parts, out=out) in `threads` groups of whole parts of about equal rows, one group per
+    thread (the caller copies the last)."""
     global _copier
-    threads = min(_copy_threads(), len(parts))
     if _copier is None:
         with _copier_lock:
             if _copier is None:
-                _copier = ThreadPoolExecutor(_copy_threads() - 1, thread_name_prefix="gpuserve-gather")
+                # threads start as work needs them, never more than the copy's other groups
+                _copier = ThreadPoolExecutor(7, thread_name_prefix="gpuserve-gather")
     total = out.shape[0]
     groups, start, row, first = [], 0, 0, 0
     for index, part in enumerate(parts):

@@ -466,17 +466,17 @@ def test_request_level_backend_gets_whole_requests_and_never_runs_them_twice():
 def test_large_batches_are_gathered_by_several_threads_exactly(monkeypatch, counts):
     from gpuserve.engine import staging
 
-    monkeypatch.setattr(staging, "PARALLEL_COPY_BYTES", 0)
+    monkeypatch.setattr(staging, "PARALLEL_COPY_BYTES", 16)
     monkeypatch.setattr(staging, "_copy_threads", lambda: 3)
     calls = []
     real = staging._parallel_concatenate
-    monkeypatch.setattr(staging, "_parallel_concatenate", lambda parts, out: (calls.append(1), real(parts, out)))
+    monkeypatch.setattr(staging, "_parallel_concatenate", lambda parts, out, threads: (calls.append(threads), real(parts, out, threads)))
     rng = np.random.default_rng(len(counts))
     parts = [rng.normal(size=(c, 5, 3)).astype(np.float32) for c in counts]
     parts[-1] = parts[-1].astype(np.float64)  # cast on copy as np.concatenate does
     pool = StagingPool()
     array, lease = staging.gather(pool, parts)
-    assert calls and array.dtype == np.float32
+    assert calls and 1 < calls[0] <= 3 and array.dtype == np.float32
     np.testing.assert_array_equal(array, np.concatenate(parts).astype(np.float32))
     lease.release()
 
