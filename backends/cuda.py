@@ -39,7 +39,7 @@ def _count_device_files() -> int:
 def pinned_allocator():
     """An allocator of page-locked host memory (nbytes -> uint8 array), or None without CUDA.
 
-    Page-locked buffers let host-to-device copies run asynchronously (DMA) on a copy stream; the
+    Page-locked buffers let host-to-device copies run asynchronously (DMA) on a worker's stream; the
     engine's staging pool keeps and reuses them, so pinning is paid once per buffer, not per batch.
     """
     try:

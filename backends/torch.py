@@ -163,7 +163,7 @@ class TorchBackend:
 
     def _replay(self, graph: torch_graphs.CapturedGraph, inputs, names) -> Dict[str, np.ndarray]:
         """Host rows into the static buffers, replay, outputs back into pinned memory; one batch at a time
-        per graph, on this thread's compute stream."""
+        per graph, on this thread's stream."""
         torch = _torch()
         rows = int(np.shape(inputs[names[0]])[0])
         compute = self._stream()

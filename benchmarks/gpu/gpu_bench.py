@@ -1,6 +1,6 @@
 """GPU engine benchmark (issue 5): a copy-heavy and a compute-heavy torch model, 64 concurrent
 batch-1 submitters, comparing
-  (a) the engine with pinned staging and two streams-per-thread workers (copies overlap compute),
+  (a) the engine with pinned staging and two workers, each with its own stream (copies overlap compute),
   (b) the engine with synchronous pageable copies (one thread, plain .to()/.cpu()),
   (c) the offline batched limit: the backend called directly at the batch sizes the engine formed.
 For (a) and (b) a short window runs under the torch profiler (CUDA activity only): the time the GPU spent
