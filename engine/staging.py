@@ -104,7 +104,7 @@ def gather(pool: Optional[StagingPool], parts: List[np.ndarray], rows: Optional[
     if pool is None or first.dtype == object:
         return np.concatenate(parts, axis=0), None
     lease = pool.acquire(first.dtype, shape)
-    threads = min(_copy_threads(), len(parts), lease.array.nbytes // PARALLEL_COPY_BYTES * 2)
+    threads = min(_copy_threads(), len(parts), lease.array.nbytes // (PARALLEL_COPY_BYTES // 2))
     if threads > 1:
         _parallel_concatenate(parts, lease.array, threads)
     else:
