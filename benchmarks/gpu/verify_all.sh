@@ -6,9 +6,10 @@
 # STEPS="tests paths engine backend kernels" (the default: all) picks steps for a second call.
 #   here:   bash benchmarks/gpu/fetch_wheels.sh
 #   device: run(command="bash benchmarks/gpu/verify_all.sh", carry=[".whl"])
-# Then copy the numbers (device, date) into benchmarks/RESULTS.md.
-# Each step has its own time limit (together under 8 minutes, so a second call fits in a 15-minute lease), so a step
-# that hangs is stopped and said so in its log, and the steps after it still run.
+# Then copy the numbers (device, date) into benchmarks/RESULTS.md and the logs into benchmarks/gpu/runs/.
+# On the H200 (2026-12-04) a whole call took about 3.5 minutes, machine start included. Each step has its
+# own time limit (together under 8 minutes, so a second call fits in a 15-minute lease): a step that hangs
+# is stopped and said so in its log, and the steps after it still run.
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${OUT:-$repo/benchmarks/results/gpu}
