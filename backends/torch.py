@@ -43,6 +43,10 @@ def _spec_from_value(name: str, value) -> TensorSpec:
 
 
 class TorchBackend:
+    # Every call runs on its thread's own stream (and graph replays hold the graph's lock), so the engine may
+    # call it from the event loop's thread too (a lone client's batch: engine/batcher.py).
+    runs_on_any_thread = True
+
     def __init__(self, path: str, device: str = "cpu", threads: Optional[int] = None,
                  inputs: Optional[List[TensorSpec]] = None, outputs: Optional[List[TensorSpec]] = None,
                  precision: Optional[str] = None, compile: bool = False, overlap: bool = True,

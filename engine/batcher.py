@@ -22,6 +22,9 @@ Its servicer therefore clears `LONE_INLINE_OK` for its requests, and such a requ
 for its reply and sent again) turns the rule off for a second. A lone gRPC client's next request comes
 a round trip after its answer (~0.9 ms here), so it keeps the rule (mlp over gRPC at one client:
 +6-20 % in three alternating pairs; at 64 clients batches still form, mean 4.6-6.4).
+The lone-client rule also covers device backends whose calls may come from any thread (torch on a
+GPU keeps one stream per thread): on a lent H200 the engine added 100-300 us a batch-1 request at one
+client around the instance thread's call (benchmarks/RESULTS.md, session 6); not yet measured inline.
 
 A request that would form such an inline batch alone (nothing queued, nothing outstanding, the loop
 waiting for work on an idle instance) skips the queue: it runs in its caller's task at once, then
@@ -222,14 +225,15 @@ class Scheduler:
             del batch[kept:]
 
     def _inline(self, instance: Instance, batch: List[Job]) -> bool:
-        """Nothing running for this model, a CPU instance, and this batch predicted to be quick (or a
-        lone client's: the module's docstring says why)."""
+        """Nothing running for this model, a CPU instance, and this batch predicted to be quick; or a lone
+        client's batch on any instance whose backend may be called from this thread (the module's
+        docstring says why)."""
         cfg = self.config
         limit = cfg.inline_below_s
-        if limit <= 0 or self._inflight or not instance.on_cpu or not instance.seconds_per_row:
+        if limit <= 0 or self._inflight or not instance.any_thread or not instance.seconds_per_row:
             return False
         cost = instance.seconds_per_row * sum(job.rows for job in batch)
-        if cost < limit:
+        if cost < limit and instance.on_cpu:  # a device call waits on the device: only a lone client's
             return True
         return (cost < cfg.inline_alone_below_s and self._load < 1.5 and len(batch) == self._outstanding
                 and batch[0].arrival >= self._lone_blocked_until)

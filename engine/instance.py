@@ -52,9 +52,11 @@ class Instance:
         # one is staged the moment the current one finishes. GPU backends run two threads, each with
         # its own stream, so one batch's copies overlap the other's compute.
         threads = max(int(getattr(backend, "max_concurrency", 1)), 1)
-        # The batcher may run a quick batch on its own thread when the model is idle (batcher.py);
-        # only for CPU backends, whose calls hold no device stream state per thread.
+        # The batcher may run a quick batch on its own thread when the model is idle (batcher.py): a CPU
+        # backend's, and a lone client's on a device backend whose calls may come from any thread
+        # (`runs_on_any_thread`: torch keeps a stream per thread), sparing it two thread wake-ups.
         self.on_cpu = str(getattr(backend, "device", "")) == "cpu"
+        self.any_thread = self.on_cpu or bool(getattr(backend, "runs_on_any_thread", False))
         self.seconds_per_row = 0.0  # moving average of the backend call per row; 0 until the first batch
         self.slots = max(slots, threads)
         self.threads = threads

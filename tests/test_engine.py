@@ -538,3 +538,30 @@ def test_busy_instance_threads_run_batches_together_and_close_drains_the_backlog
     assert len(answers) == 6 and all(error is None for _, error in answers)
     assert sorted(int(results[0]["y"][0, 0]) for results, _ in answers) == [0, 2, 4, 6, 8, 10]
     assert len(set(backend.threads)) == 2
+
+
+@pytest.mark.parametrize("any_thread", [True, False])
+def test_a_lone_clients_device_batches_run_on_the_loop_only_where_the_backend_allows(any_thread):
+    backend = _ThreadRecorder()
+    backend.runs_on_any_thread = any_thread
+    scheduler = Scheduler("dev", [Instance(backend, "dev-0", StagingPool())], BatchingConfig(max_batch_size=8))
+
+    async def lone_then_crowd():
+        loop_thread = threading.current_thread().name
+        for value in range(30):  # one client, one request at a time
+            result = await scheduler.submit({"x": np.full((1, 2), value, np.float32)})
+            assert result["y"][0, 0] == 2 * value
+        lone = list(backend.threads)
+        backend.threads.clear()
+        results = await asyncio.gather(*(scheduler.submit({"x": np.full((1, 2), v, np.float32)}) for v in range(64)))
+        assert [r["y"][0, 0] for r in results] == [2 * v for v in range(64)]
+        await scheduler.stop()
+        return loop_thread, lone, list(backend.threads)
+
+    loop_thread, lone, crowd = asyncio.run(lone_then_crowd())
+    on_loop = sum(name == loop_thread for name in lone)
+    if any_thread:
+        assert on_loop >= 25, lone  # the first batches run on the instance thread to learn its time per row
+    else:
+        assert on_loop == 0
+    assert loop_thread not in crowd[1:]  # a crowd's batches go to the instance threads

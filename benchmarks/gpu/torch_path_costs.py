@@ -11,7 +11,9 @@ on one thread and through the engine (Scheduler + Instance, one client), with on
   stream           TorchBackend.run: one stream per thread, pinned outputs
   stream_pageable  the same, outputs copied back with .cpu() (pageable, synchronous)
   graphs           TorchBackend(cuda_graphs=True).run
-and a CPU-side profile of `stream` at batch 1. Prints JSON lines.
+through the engine both with the lone-client rule (the batch runs on the loop's thread, the default since
+session 6) and without it (two thread hand-offs), and a CPU-side profile of `stream` at batch 1. With the
+LIFO hand-off, `*_2t` should cost what `*_1t` does at one client. Prints JSON lines.
 """
 
 from __future__ import annotations
@@ -81,9 +83,10 @@ def per_call_us(call, seconds):
     return round(statistics.median(rounds), 1)
 
 
-async def engine_us(backend, x, seconds, pinned):
+async def engine_us(backend, x, seconds, pinned, inline=True):
     pool = StagingPool(pinned_allocator()) if pinned else StagingPool()
-    scheduler = Scheduler("diag", [Instance(backend, "diag-0", pool)], BatchingConfig(max_batch_size=64))
+    config = BatchingConfig(max_batch_size=64, inline_alone_below_s=BatchingConfig.inline_alone_below_s if inline else 0)
+    scheduler = Scheduler("diag", [Instance(backend, "diag-0", pool)], config)
     for _ in range(20):
         await scheduler.submit({"input": x})
     n, start = 0, time.perf_counter()
@@ -121,6 +124,9 @@ def main():
                 row["alone_us"][how] = per_call_us(lambda: backend.run({"input": x}), args.seconds)
             row["engine_one_client_us"] = {how: asyncio.run(engine_us(backend, x, args.seconds, pinned=True))
                                            for how, backend in variants.items()}
+            row["engine_one_client_no_inline_us"] = {
+                how: asyncio.run(engine_us(backend, x, args.seconds, pinned=True, inline=False))
+                for how, backend in variants.items()}
             print(json.dumps(row), flush=True)
             report["rows"].append(row)
         x = np.random.default_rng(0).normal(size=(1, 1024)).astype(np.float32)
