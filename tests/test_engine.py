@@ -470,7 +470,8 @@ def test_large_batches_are_gathered_by_several_threads_exactly(monkeypatch, coun
     monkeypatch.setattr(staging, "_copy_threads", lambda: 3)
     calls = []
     real = staging._parallel_concatenate
-    monkeypatch.setattr(staging, "_parallel_concatenate", lambda parts, out, threads: (calls.append(threads), real(parts, out, threads)))
+    monkeypatch.setattr(staging, "_parallel_concatenate",
+                        lambda parts, out, threads: (calls.append(threads), real(parts, out, threads)))
     rng = np.random.default_rng(len(counts))
     parts = [rng.normal(size=(c, 5, 3)).astype(np.float32) for c in counts]
     parts[-1] = parts[-1].astype(np.float64)  # cast on copy as np.concatenate does
@@ -485,7 +486,7 @@ class _ThreadRecorder:
     """A two-thread backend that notes which thread ran each batch; `gate` can hold batches."""
 
     max_concurrency = 2
-    device = "cuda:0"  # as a GPU backend: two threads, never inline
+    device = "cuda:0"  # as a GPU backend: two threads; on the loop's thread only with runs_on_any_thread
     inputs = [TensorSpec("x", "FP32", [-1, 2])]
     outputs = [TensorSpec("y", "FP32", [-1, 2])]
 
