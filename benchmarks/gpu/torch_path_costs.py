@@ -85,7 +85,8 @@ def per_call_us(call, seconds):
 
 async def engine_us(backend, x, seconds, pinned, inline=True):
     pool = StagingPool(pinned_allocator()) if pinned else StagingPool()
-    config = BatchingConfig(max_batch_size=64, inline_alone_below_s=BatchingConfig.inline_alone_below_s if inline else 0)
+    alone = BatchingConfig.inline_alone_below_s if inline else 0  # 0: a lone client's batches go to a thread
+    config = BatchingConfig(max_batch_size=64, inline_alone_below_s=alone)
     scheduler = Scheduler("diag", [Instance(backend, "diag-0", pool)], config)
     for _ in range(20):
         await scheduler.submit({"input": x})
