@@ -25,6 +25,10 @@ from gpuserve.backends.base import TensorSpec
 
 logger = logging.getLogger("gpuserve.backends.torch")
 
+# torch.export.load keeps its deserializer in a module global ("_CURRENT_DESERIALIZER is already set" when
+# two threads load at once), and the repository loads models in parallel: loads take turns.
+_LOAD_LOCK = threading.Lock()
+
 _TORCH_TO_V2 = {"bool": "BOOL", "uint8": "UINT8", "int8": "INT8", "int16": "INT16", "int32": "INT32",
                 "int64": "INT64", "float16": "FP16", "float32": "FP32", "float64": "FP64", "bfloat16": "BF16",
                 "uint16": "UINT16", "uint32": "UINT32", "uint64": "UINT64"}
@@ -63,13 +67,14 @@ class TorchBackend:
         self.torch_device = torch.device(device)
         path = Path(path)
         self.exported = path.suffix == ".pt2"
-        if self.exported:
-            program = torch.export.load(str(path))
-            found_in, found_out = self._export_specs(program)
-            self.module = program.module().to(self.torch_device)
-        else:
-            self.module = torch.jit.load(str(path), map_location=self.torch_device)
-            found_in, found_out = self._script_specs(self.module)
+        with _LOAD_LOCK:
+            if self.exported:
+                program = torch.export.load(str(path))
+                found_in, found_out = self._export_specs(program)
+                self.module = program.module().to(self.torch_device)
+            else:
+                self.module = torch.jit.load(str(path), map_location=self.torch_device)
+                found_in, found_out = self._script_specs(self.module)
         if not self.exported:  # an exported program's module is already in inference form
             self.module.eval()
         self.precision = {"fp16": torch.float16, "bf16": torch.bfloat16}.get((precision or "").lower())

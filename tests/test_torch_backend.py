@@ -73,3 +73,30 @@ def test_broken_model_file_is_not_ready_with_reason(tmp_path, http):
     with running_server(repository=registry) as server:
         reply = http(server).get("/v2/models/broken/ready")
         assert reply.status_code == 503 and "broken" in reply.json()["error"].lower()
+
+
+def test_several_exported_models_load_together(tmp_path, http):
+    """The server loads models in parallel; torch.export.load is not thread-safe on its own (a module-level
+    deserializer), so without the backend's lock one of these came up not ready."""
+    nets = {}
+    for index in range(4):
+        torch.manual_seed(index)
+        net = torch.nn.Sequential(torch.nn.Linear(6, 32), torch.nn.ReLU(), torch.nn.Linear(32, 3)).eval()
+        batch = torch.export.Dim("batch", min=1, max=1024)
+        program = torch.export.export(net, (torch.zeros(2, 6),), dynamic_shapes={"input": {0: batch}})
+        (tmp_path / f"e{index}").mkdir()
+        torch.export.save(program, str(tmp_path / f"e{index}" / "model.pt2"))
+        nets[f"e{index}"] = net
+    registry = DiskRepository(tmp_path).populate(ModelRepository())
+    x = np.random.default_rng(0).normal(size=(2, 6)).astype(np.float32)
+    with running_server(repository=registry) as server:
+        client = http(server)
+        for name, net in nets.items():
+            assert client.get(f"/v2/models/{name}/ready").status_code == 200, client.get(f"/v2/models/{name}").text
+            reply = client.post(f"/v2/models/{name}/infer", json={
+                "inputs": [{"name": "input", "shape": [2, 6], "datatype": "FP32", "data": x.reshape(-1).tolist()}]})
+            assert reply.status_code == 200, reply.text
+            with torch.inference_mode():
+                want = net(torch.from_numpy(x)).numpy()
+            np.testing.assert_allclose(np.array(reply.json()["outputs"][0]["data"]).reshape(2, 3), want, rtol=1e-5,
+                                       atol=1e-6)
