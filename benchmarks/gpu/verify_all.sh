@@ -3,13 +3,14 @@
 # reference (the `gpu` tests: torch streams, ONNX Runtime IOBinding/run_on_device, CUDA graphs, a TensorRT
 # engine built there from ONNX), then every GPU benchmark. Results land in $OUT (at most 8 files come
 # back: nvidia-smi.txt and a .txt log per step; each benchmark prints its JSON into its log).
-# STEPS="tests paths engine backend kernels" (the default: all) picks steps for a second call.
+# STEPS="tests paths engine backend serve kernels" (the default: all) picks steps for a second call.
 #   here:   bash benchmarks/gpu/fetch_wheels.sh
 #   device: run(command="bash benchmarks/gpu/verify_all.sh", carry=[".whl"])
 # Then copy the numbers (device, date) into benchmarks/RESULTS.md and the logs into benchmarks/gpu/runs/.
-# On the H200 (2026-12-04) a whole call took about 3.5 minutes, machine start included. Each step has its
-# own time limit (together under 8 minutes, so a second call fits in a 15-minute lease): a step that hangs
-# is stopped and said so in its log, and the steps after it still run.
+# On the H200 (2026-12-04) a call of the first four steps took about 3.5 minutes, machine start included;
+# with `serve` expect about 5. Each step has its own time limit (together 8.3 minutes, so a normal call
+# leaves room for a second one with STEPS=... in a 15-minute lease): a step that hangs is stopped and said
+# so in its log, and the steps after it still run.
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${OUT:-$repo/benchmarks/results/gpu}
@@ -43,7 +44,7 @@ EOF
 cd /tmp  # never import the source folder gpuserve/ in place of the installed package
 status=0
 
-STEPS=${STEPS:-tests paths engine backend kernels}
+STEPS=${STEPS:-tests paths engine backend serve kernels}
 step() {  # step NAME LOG SECONDS COMMAND...: output to the console and $OUT/LOG, stopped after SECONDS
     case " $STEPS " in *" $1 "*) ;; *) return 0 ;; esac
     local log=$OUT/$2 limit=$3
@@ -62,16 +63,19 @@ step() {  # step NAME LOG SECONDS COMMAND...: output to the console and $OUT/LOG
 # other tests still run.
 per_test=()
 python3 -c "import pytest_timeout" 2>/dev/null && per_test=(--timeout 60)
-step tests gpu_tests.txt 180 python3 -m pytest -v -rs -p no:cacheprovider -o faulthandler_timeout=50 "${per_test[@]}" \
+step tests gpu_tests.txt 120 python3 -m pytest -v -rs -p no:cacheprovider -o faulthandler_timeout=50 "${per_test[@]}" \
     -m gpu "$repo"/tests/test_gpu*.py
 # Where a served torch request's time goes (each way of running a batch, alone and through the engine).
-step paths torch_paths.txt 60 python3 "$repo/benchmarks/gpu/torch_path_costs.py" --seconds 0.3
-step engine gpu_bench.txt 90 python3 "$repo/benchmarks/gpu/gpu_bench.py" --seconds 4
+step paths torch_paths.txt 50 python3 "$repo/benchmarks/gpu/torch_path_costs.py" --seconds 0.3
+step engine gpu_bench.txt 80 python3 "$repo/benchmarks/gpu/gpu_bench.py" --seconds 4
 # Issue 6, per framework on the GPU: served vs direct for ONNX Runtime's CUDA EP (session.run and IOBinding),
 # torch (eager and CUDA graphs) and TensorRT. ONNX Runtime needs onnxruntime-gpu and TensorRT the tensorrt
 # wheel; both are far over the 64 MiB a call can carry, so on the stock image those rows say "skipped".
-step backend backend_gpu.txt 120 python3 "$repo/benchmarks/backend_bench.py" --device cuda:0 --seconds 1 --rounds 2
+step backend backend_gpu.txt 100 python3 "$repo/benchmarks/backend_bench.py" --device cuda:0 --seconds 1 --rounds 2
+# What a load generator sees: `gpuserve start` on torch models on cuda:0 (eager and CUDA graphs), V2 binary
+# HTTP and gRPC at 1/16/64 clients, against the direct call in the same run.
+step serve serve_gpu.txt 100 python3 "$repo/benchmarks/gpu/serve_gpu.py" --seconds 3
 # Issue 9: a 3x224x224 image sent as FP32 vs as UINT8 normalised on the device (kernels/preprocess.cu),
 # bytes over PCIe per image and images/s through the engine and direct (needs CuPy, which the image has).
-step kernels kernel_bench.txt 70 python3 "$repo/benchmarks/gpu/kernel_bench.py"
+step kernels kernel_bench.txt 50 python3 "$repo/benchmarks/gpu/kernel_bench.py"
 exit $status

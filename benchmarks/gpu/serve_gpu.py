@@ -1,0 +1,106 @@
+"""gpuserve over the network on a GPU (issues 5, 6, 8): what a user's load generator sees.
+
+Starts `gpuserve start REPO` on a repository of two torch.export models of the issue's 1024x3 MLP on
+cuda:0 (`mlp` eager, `mlp-graphs` with CUDA graphs), drives each with the built-in closed-loop generator
+over V2 binary HTTP and over gRPC at 1, 16 and 64 concurrent clients (one row a request), and measures in
+the same run the in-process limits: the module called directly at batch 1 and at the batch size the
+server formed most (read from the server's statistics). Run by verify_all.sh; prints a JSON line per
+point and a summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import loadgen  # noqa: E402  (benchmarks/ is on the path)
+from harness import ServerProcess, batch_counts, free_port  # noqa: E402
+
+FEATURES = 1024
+
+
+def repository(root: Path, device: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(FEATURES, FEATURES), torch.nn.ReLU(), torch.nn.Linear(FEATURES, FEATURES),
+                              torch.nn.ReLU(), torch.nn.Linear(FEATURES, FEATURES)).eval()
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    program = torch.export.export(net, (torch.zeros(2, FEATURES),), dynamic_shapes={"input": {0: batch}})
+    for name, extra in (("mlp", {}), ("mlp-graphs", {"cuda_graphs": True})):
+        folder = root / name
+        folder.mkdir(parents=True)
+        torch.export.save(program, str(folder / "model.pt2"))
+        (folder / "model-settings.json").write_text(json.dumps({
+            "implementation": "torch", "device": device, "max_batch_size": 64,
+            "parameters": {"uri": "model.pt2", "extra": extra}}))
+    return net
+
+
+def direct_rows_s(module, rows: int, seconds: float, device: str) -> float:
+    x = torch.from_numpy(np.random.default_rng(rows).normal(size=(rows, FEATURES)).astype(np.float32))
+    with torch.inference_mode():
+        for _ in range(20):
+            module(x.to(device)).cpu()
+        done, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            module(x.to(device)).cpu()
+            done += rows
+    return done / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--concurrency", default="1,16,64")
+    parser.add_argument("--device", default="cuda:0", help="cpu: a smoke run of the script itself")
+    args = parser.parse_args()
+    levels = [int(c) for c in args.concurrency.split(",")]
+    rows_out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        net = repository(root / "repo", args.device)
+        http, grpc, metrics = free_port(), free_port(), free_port()
+        cmd = [sys.executable, "-m", "gpuserve.cli", "start", str(root / "repo"), "--host", "127.0.0.1",
+               "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)]
+        base = f"http://127.0.0.1:{http}"
+        server = ServerProcess("gpuserve", cmd, root / "server.log").start()
+        try:
+            server.wait_ready([f"{base}/v2/health/ready", f"{base}/v2/models/mlp/ready",
+                               f"{base}/v2/models/mlp-graphs/ready"], timeout=240)
+            for model in ("mlp", "mlp-graphs"):
+                for protocol in ("v2-binary", "grpc"):
+                    url = base if protocol != "grpc" else f"grpc://127.0.0.1:{grpc}"
+                    target = loadgen.make_target(url, model, protocol, "input", [1, FEATURES])
+                    for concurrency in levels:
+                        run = loadgen.run_grpc if protocol == "grpc" else loadgen.run_builtin
+                        result = run(target, concurrency, args.seconds, 0.5)
+                        row = {"model": model, "protocol": protocol, "c": concurrency, "rps": round(result.rps, 1),
+                               "p50_ms": round(result.p50_ms, 3), "p99_ms": round(result.p99_ms, 3),
+                               "errors": result.errors}
+                        print(json.dumps(row), flush=True)
+                        rows_out.append(row)
+                formed = batch_counts(base, model)
+                print(json.dumps({"model": model, "batches_formed": formed}), flush=True)
+        finally:
+            server.stop()
+            print("server log tail:\n" + server.log_tail(15), flush=True)
+        module = net.to(args.device)
+        limits = {rows: round(direct_rows_s(module, rows, 1.0, args.device), 1) for rows in (1, 16, 64)}
+        name = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "cpu"
+        print(json.dumps({"direct_rows_s": limits, "device": name,
+                          "torch": torch.__version__}), flush=True)
+    print("\nmodel       protocol    c    req/s    p50 ms   p99 ms   vs direct B=1")
+    for row in rows_out:
+        print(f"{row['model']:<11} {row['protocol']:<10} {row['c']:>3} {row['rps']:>9.1f} {row['p50_ms']:>8.2f} "
+              f"{row['p99_ms']:>8.2f}   {row['rps'] / limits[1]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
