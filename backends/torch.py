@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import warnings
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -38,6 +39,14 @@ def _torch():
     import torch  # paid by the first torch load only
 
     return torch
+
+
+# Request arrays are read-only views of the request body, and torch.export.load reads weights from
+# read-only buffers; torch warns once about each ("not writable ... undefined behavior"). Nothing here
+# writes into an input (inference mode, inputs are only read), so the warnings only alarm readers of
+# the server log.
+warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
+warnings.filterwarnings("ignore", message="The given buffer is not writable", category=UserWarning)
 
 
 def _spec_from_value(name: str, value) -> TensorSpec:
