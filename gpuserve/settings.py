@@ -158,6 +158,9 @@ class ServerSettings(BaseSettings):
     # "auto": our HTTP/1.1 server on httptools (server/rest/http11.py) when httptools is installed,
     # else uvicorn; "uvicorn" forces uvicorn (and its ASGI fast path) for every route.
     http_server: Literal["auto", "gpuserve", "uvicorn"] = "auto"
+    # "native": our HTTP/2 (server/grpc/native.py; needs the `hpack` package, part of gpuserve[grpc]): grpc.aio
+    # costs ~250 us more server CPU a call (RESULTS.md, session 6). "grpcio": grpc.aio, the fallback.
+    grpc_transport: Literal["native", "grpcio"] = "native"
     enable_docs_url: bool = True
     graceful_shutdown_seconds: float = 30.0
 

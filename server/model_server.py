@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import importlib.util
 import logging
 import os
 import signal
@@ -240,12 +241,18 @@ class ModelServer:
 
     async def _start_grpc(self, *opened):
         try:
-            from gpuserve.server.grpc.service import start_grpc_server
+            if self.settings.grpc_transport == "native" and importlib.util.find_spec("hpack") is not None:
+                from gpuserve.server.grpc.native import start_native_grpc_server as start
+            else:
+                if self.settings.grpc_transport == "native":
+                    logger.warning("gRPC on grpc.aio: the native transport needs the hpack package "
+                                   "(pip install 'gpuserve[grpc]')")
+                from gpuserve.server.grpc.service import start_grpc_server as start
         except ImportError as exc:
             logger.warning("gRPC disabled: %s (install gpuserve[grpc])", exc)
             return None
         try:
-            server, port = await start_grpc_server(self.dataplane, self.settings)
+            server, port = await start(self.dataplane, self.settings)
         except Exception:
             for sock in opened:
                 if sock is not None:

@@ -133,9 +133,10 @@ def models():
     return {"echo": Echo("echo"), "affine": Affine("affine"), "crash": Crash("crash"), "broken": NeverReady("broken")}
 
 
-@pytest.fixture(scope="module")
-def server(models):
-    with running_server(list(models.values())) as srv:
+@pytest.fixture(scope="module", params=["grpcio", "native"])
+def server(models, request):
+    """Every test below runs against both gRPC transports (settings.grpc_transport)."""
+    with running_server(list(models.values()), grpc_transport=request.param) as srv:
         yield srv
 
 

@@ -1,0 +1,343 @@
+"""HTTP/2 over cleartext TCP with prior knowledge (h2c, what gRPC clients speak), on asyncio.
+
+Why our own: grpc.aio spends ~280-300 us of server CPU on every call on the machines measured, a minimal
+HTTP/2 server on asyncio ~35-40 (benchmarks/grpc_transport_probe.py, RESULTS.md session 6). This module
+is the protocol only (frames, SETTINGS, PING, flow control both ways, HPACK through the `hpack`
+package); server/grpc/native.py puts gRPC calls on it. A stream's owner gets its request headers, its
+DATA as it arrives and a reset; it answers with `send_headers`, `send_data` and `send_trailers`,
+which wait for the peer's flow-control windows without blocking the loop (the bytes queue per stream).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Callable, Dict, List, Optional, Protocol, Tuple
+
+logger = logging.getLogger("gpuserve.grpc")
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = range(10)
+END_STREAM = ACK = 0x1
+END_HEADERS, PADDED, PRIORITY_FLAG = 0x4, 0x8, 0x20
+INITIAL_WINDOW_SIZE, MAX_FRAME_SIZE = 0x4, 0x5
+NO_ERROR, PROTOCOL_ERROR, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR, CANCEL, COMPRESSION_ERROR = 0, 1, 3, 6, 8, 9
+MAX_WINDOW = 2**31 - 1
+OUR_MAX_FRAME = 1 << 20  # what we accept; we send at most what the peer accepts (16 KiB unless it says more)
+
+
+def frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
+    return len(payload).to_bytes(3, "big") + bytes((kind, flags)) + stream.to_bytes(4, "big") + payload
+
+
+def _hpack_int(value: int, prefix_bits: int) -> bytes:
+    limit = (1 << prefix_bits) - 1
+    if value < limit:
+        return bytes((value,))
+    out = bytearray((limit,))
+    value -= limit
+    while value >= 128:
+        out.append((value & 127) | 128)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def literal(name: bytes, value: bytes) -> bytes:
+    """One header as an HPACK literal without indexing (new name, no Huffman): no state on either side."""
+    return b"\x00" + _hpack_int(len(name), 7) + name + _hpack_int(len(value), 7) + value
+
+
+class StreamOwner(Protocol):
+    def data(self, payload: bytes, end_stream: bool) -> None: ...
+
+    def reset(self) -> None: ...
+
+
+class _Stream:
+    __slots__ = ("id", "owner", "send_window", "received", "pending", "trailers", "closed")
+
+    def __init__(self, stream_id: int, send_window: int):
+        self.id = stream_id
+        self.owner: Optional[StreamOwner] = None
+        self.send_window = send_window
+        self.received = 0  # DATA bytes since our last WINDOW_UPDATE for this stream
+        self.pending = bytearray()  # DATA payload waiting for window
+        self.trailers: Optional[bytes] = None  # a header block to send once `pending` is out
+        self.closed = False
+
+
+# (connection, stream id, request headers as (name, value) str pairs, end_stream) -> the stream's owner
+Opener = Callable[["Http2Connection", int, List[Tuple[str, str]], bool], StreamOwner]
+
+
+class Http2Connection(asyncio.Protocol):
+    def __init__(self, opener: Opener, connections: set):
+        from hpack import Decoder
+
+        self.opener = opener
+        self.connections = connections
+        self.decoder = Decoder()
+        self.buffer = bytearray()
+        self.preface = False
+        self.streams: Dict[int, _Stream] = {}
+        self.peer_window = 65535  # connection-level send window
+        self.peer_initial = 65535
+        self.peer_max_frame = 16384
+        self.received = 0  # bytes of DATA since our last connection WINDOW_UPDATE
+        self.header_stream = 0  # a HEADERS block waiting for CONTINUATION
+        self.header_block = bytearray()
+        self.header_end_stream = False
+        self.last_stream = 0
+        self.transport: Optional[asyncio.Transport] = None
+        self.closing = False
+
+    # connection -------------------------------------------------------------------------------
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.connections.add(self)
+        settings = INITIAL_WINDOW_SIZE.to_bytes(2, "big") + MAX_WINDOW.to_bytes(4, "big") + \
+            MAX_FRAME_SIZE.to_bytes(2, "big") + OUR_MAX_FRAME.to_bytes(4, "big")
+        transport.write(frame(SETTINGS, 0, 0, settings) + frame(WINDOW_UPDATE, 0, 0, (MAX_WINDOW - 65535).to_bytes(4, "big")))
+
+    def connection_lost(self, exc) -> None:
+        self.connections.discard(self)
+        streams, self.streams = self.streams, {}
+        for stream in streams.values():
+            if stream.owner is not None:
+                stream.owner.reset()
+
+    def goaway(self) -> None:
+        """No new streams; the ones open finish."""
+        if self.transport is not None and not self.closing:
+            self.closing = True
+            self.transport.write(frame(GOAWAY, 0, 0, self.last_stream.to_bytes(4, "big") + NO_ERROR.to_bytes(4, "big")))
+            if not self.streams:
+                self.transport.close()
+
+    def _fail(self, code: int, why: str) -> None:
+        logger.warning("HTTP/2 connection error: %s", why)
+        if self.transport is not None:
+            self.transport.write(frame(GOAWAY, 0, 0, self.last_stream.to_bytes(4, "big") + code.to_bytes(4, "big")))
+            self.transport.close()
+
+    # reading ----------------------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer
+        buffer += data
+        if not self.preface:
+            if len(buffer) < 24:
+                return
+            if bytes(buffer[:24]) != PREFACE:
+                return self._fail(PROTOCOL_ERROR, "not an HTTP/2 prior-knowledge connection")
+            del buffer[:24]
+            self.preface = True
+        pos, end = 0, len(buffer)
+        while end - pos >= 9:
+            length = int.from_bytes(buffer[pos:pos + 3], "big")
+            if length > OUR_MAX_FRAME:
+                return self._fail(FRAME_SIZE_ERROR, f"a frame of {length} bytes")
+            if end - pos < 9 + length:
+                break
+            kind, flags = buffer[pos + 3], buffer[pos + 4]
+            stream_id = int.from_bytes(buffer[pos + 5:pos + 9], "big") & 0x7FFFFFFF
+            payload = bytes(buffer[pos + 9:pos + 9 + length])
+            pos += 9 + length
+            try:
+                self._frame(kind, flags, stream_id, payload)
+            except _ConnectionError as exc:
+                del buffer[:pos]
+                return self._fail(exc.code, str(exc))
+            if self.transport is None or self.transport.is_closing():
+                return
+        del buffer[:pos]
+
+    def _frame(self, kind: int, flags: int, stream_id: int, payload: bytes) -> None:
+        if self.header_stream and kind != CONTINUATION:
+            raise _ConnectionError(PROTOCOL_ERROR, "a header block was interrupted")
+        if kind == DATA:
+            self._data(flags, stream_id, payload)
+        elif kind == HEADERS:
+            if flags & PADDED:
+                payload = _unpad(payload)
+            if flags & PRIORITY_FLAG:
+                payload = payload[5:]
+            self.header_block = bytearray(payload)
+            self.header_end_stream = bool(flags & END_STREAM)
+            self.header_stream = stream_id
+            if flags & END_HEADERS:
+                self._headers_complete()
+        elif kind == CONTINUATION:
+            if stream_id != self.header_stream:
+                raise _ConnectionError(PROTOCOL_ERROR, "CONTINUATION without its HEADERS")
+            self.header_block += payload
+            if flags & END_HEADERS:
+                self._headers_complete()
+        elif kind == SETTINGS:
+            if not flags & ACK:
+                self._settings(payload)
+                self.transport.write(frame(SETTINGS, ACK, 0))
+        elif kind == WINDOW_UPDATE:
+            self._window_update(stream_id, int.from_bytes(payload[:4], "big") & 0x7FFFFFFF)
+        elif kind == PING:
+            if not flags & ACK:
+                self.transport.write(frame(PING, ACK, 0, payload))
+        elif kind == RST_STREAM:
+            stream = self.streams.pop(stream_id, None)
+            if stream is not None and stream.owner is not None:
+                stream.owner.reset()
+        elif kind == GOAWAY:
+            self.closing = True
+        # PRIORITY and unknown frame types are ignored, as the protocol asks; PUSH_PROMISE never comes from clients
+
+    def _headers_complete(self) -> None:
+        stream_id, block, end_stream = self.header_stream, bytes(self.header_block), self.header_end_stream
+        self.header_stream, self.header_block = 0, bytearray()
+        try:
+            headers = self.decoder.decode(block)
+        except Exception as exc:
+            raise _ConnectionError(COMPRESSION_ERROR, f"bad header block: {exc}") from None
+        stream = self.streams.get(stream_id)
+        if stream is not None:  # trailers from the client: only the end of its stream matters
+            if end_stream and stream.owner is not None:
+                stream.owner.data(b"", True)
+            return
+        if stream_id <= self.last_stream or stream_id % 2 == 0:
+            raise _ConnectionError(PROTOCOL_ERROR, f"stream {stream_id} cannot be opened now")
+        self.last_stream = stream_id
+        if self.closing:
+            self.transport.write(frame(RST_STREAM, 0, stream_id, (7).to_bytes(4, "big")))  # REFUSED_STREAM
+            return
+        stream = self.streams[stream_id] = _Stream(stream_id, self.peer_initial)
+        stream.owner = self.opener(self, stream_id, [(str(k), str(v)) for k, v in headers], end_stream)
+
+    def _data(self, flags: int, stream_id: int, payload: bytes) -> None:
+        size = len(payload)
+        if flags & PADDED:
+            payload = _unpad(payload)
+        self.received += size
+        if self.received > MAX_WINDOW // 2:  # give the connection window back before it runs low
+            self.transport.write(frame(WINDOW_UPDATE, 0, 0, self.received.to_bytes(4, "big")))
+            self.received = 0
+        stream = self.streams.get(stream_id)
+        if stream is None or stream.owner is None:
+            return  # a stream we reset or finished: its bytes still counted against the connection window
+        stream.received += size
+        if stream.received > MAX_WINDOW // 2:  # the stream window starts at 2^31-1 (our SETTINGS)
+            self.transport.write(frame(WINDOW_UPDATE, 0, stream_id, stream.received.to_bytes(4, "big")))
+            stream.received = 0
+        stream.owner.data(payload, bool(flags & END_STREAM))
+
+    def _settings(self, payload: bytes) -> None:
+        for offset in range(0, len(payload) - len(payload) % 6, 6):
+            key = int.from_bytes(payload[offset:offset + 2], "big")
+            value = int.from_bytes(payload[offset + 2:offset + 6], "big")
+            if key == INITIAL_WINDOW_SIZE:
+                if value > MAX_WINDOW:
+                    raise _ConnectionError(FLOW_CONTROL_ERROR, "initial window over 2^31-1")
+                delta, self.peer_initial = value - self.peer_initial, value
+                for stream in self.streams.values():
+                    stream.send_window += delta
+            elif key == MAX_FRAME_SIZE:
+                self.peer_max_frame = max(16384, min(value, 2**24 - 1))
+        self._flush_all()
+
+    def _window_update(self, stream_id: int, increment: int) -> None:
+        if stream_id == 0:
+            self.peer_window += increment
+            self._flush_all()
+            return
+        stream = self.streams.get(stream_id)
+        if stream is not None:
+            stream.send_window += increment
+            self._flush(stream)
+
+    # writing ----------------------------------------------------------------------------------
+    def send_headers(self, stream_id: int, block: bytes, end_stream: bool = False) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is None or self.transport is None:
+            return
+        self._write_block(stream_id, block, end_stream)
+        if end_stream:
+            self._close(stream)
+
+    def send_data(self, stream_id: int, payload: bytes) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is None or self.transport is None:
+            return
+        stream.pending += payload
+        self._flush(stream)
+
+    def send_trailers(self, stream_id: int, block: bytes) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is None or self.transport is None:
+            return
+        stream.trailers = block
+        self._flush(stream)
+
+    def reset_stream(self, stream_id: int, code: int = CANCEL) -> None:
+        stream = self.streams.pop(stream_id, None)
+        if stream is not None and self.transport is not None:
+            self.transport.write(frame(RST_STREAM, 0, stream_id, code.to_bytes(4, "big")))
+            self._maybe_close()
+
+    def pending_bytes(self, stream_id: int) -> int:
+        stream = self.streams.get(stream_id)
+        return len(stream.pending) if stream is not None else 0
+
+    def _write_block(self, stream_id: int, block: bytes, end_stream: bool) -> None:
+        limit = self.peer_max_frame
+        first, rest = block[:limit], block[limit:]
+        flags = (END_STREAM if end_stream else 0) | (0 if rest else END_HEADERS)
+        out = [frame(HEADERS, flags, stream_id, first)]
+        while rest:
+            piece, rest = rest[:limit], rest[limit:]
+            out.append(frame(CONTINUATION, 0 if rest else END_HEADERS, stream_id, piece))
+        self.transport.write(b"".join(out))
+
+    def _flush(self, stream: _Stream) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        pending = stream.pending
+        if pending:
+            room = min(stream.send_window, self.peer_window)
+            if room > 0:
+                size = min(room, len(pending))
+                chunk = bytes(pending[:size])
+                del pending[:size]
+                stream.send_window -= size
+                self.peer_window -= size
+                limit = self.peer_max_frame
+                self.transport.write(b"".join(frame(DATA, 0, stream.id, chunk[i:i + limit])
+                                             for i in range(0, size, limit)))
+        if not pending and stream.trailers is not None:
+            block, stream.trailers = stream.trailers, None
+            self._write_block(stream.id, block, True)
+            self._close(stream)
+
+    def _flush_all(self) -> None:
+        for stream in list(self.streams.values()):
+            if stream.pending or stream.trailers is not None:
+                self._flush(stream)
+
+    def _close(self, stream: _Stream) -> None:
+        stream.closed = True
+        stream.owner = None
+        self.streams.pop(stream.id, None)
+        self._maybe_close()
+
+    def _maybe_close(self) -> None:
+        if self.closing and not self.streams and self.transport is not None:
+            self.transport.close()
+
+
+class _ConnectionError(Exception):
+    def __init__(self, code: int, why: str):
+        super().__init__(why)
+        self.code = code
+
+
+def _unpad(payload: bytes) -> bytes:
+    if not payload or payload[0] >= len(payload):
+        raise _ConnectionError(PROTOCOL_ERROR, "bad padding")
+    return payload[1:len(payload) - payload[0]]

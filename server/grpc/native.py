@@ -1,0 +1,316 @@
+"""gRPC on gpuserve's own HTTP/2 (server/grpc/http2.py), serving the same servicer as grpc.aio.
+
+Opt in with `grpc_transport: "native"` (GPUSERVE_GRPC_TRANSPORT=native): grpc.aio costs ~280-300 us
+of server CPU a call on the machines measured, this transport's protocol work ~40 (RESULTS.md, session
+6). Each call gets a Context with the three things service.py asks of grpc.aio's (invocation metadata,
+trailing metadata, abort); an abort raises a grpc.aio.AbortError subclass, so the servicer's error
+table and metrics work unchanged. Unary calls run as one task once the request message is complete;
+ModelStreamInfer reads its requests from a queue the connection fills and writes each answer as the
+servicer yields it. Requests may be gzip- or deflate-compressed (grpc-encoding); answers are not.
+`grpc-timeout` ends a call with DEADLINE_EXCEEDED; a client's RST_STREAM or a dropped connection
+cancels its call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import urllib.parse
+import zlib
+from typing import Dict, List, Optional, Tuple
+
+import grpc
+
+from gpuserve.dataplane import DataPlane
+from gpuserve.errors import InvalidSettings
+from gpuserve.settings import ServerSettings
+from gpuserve.server.grpc import inference_pb2 as pb
+from gpuserve.server.grpc.http2 import Http2Connection, _hpack_int, literal
+from gpuserve.server.grpc.service import SERVICE, InferenceServicer, _address
+
+logger = logging.getLogger("gpuserve.grpc")
+
+# ":status: 200" is HPACK static entry 8; content-type (static name 31) as a literal without indexing.
+RESPONSE_HEADERS = b"\x88\x0f\x10" + _hpack_int(16, 7) + b"application/grpc"
+_TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
+
+
+class NativeAbort(grpc.aio.AbortError):
+    def __init__(self, code: grpc.StatusCode, details: str):
+        super().__init__(details)
+        self.code, self.details = code, details
+
+
+class Context:
+    """What service.py uses of grpc.aio's ServicerContext."""
+
+    __slots__ = ("_metadata", "trailing")
+
+    def __init__(self, metadata: Tuple[Tuple[str, str], ...]):
+        self._metadata = metadata
+        self.trailing: Tuple[Tuple[str, str], ...] = ()
+
+    def invocation_metadata(self):
+        return self._metadata
+
+    def set_trailing_metadata(self, metadata) -> None:
+        self.trailing = tuple(metadata)
+
+    async def abort(self, code: grpc.StatusCode, details: str = ""):
+        raise NativeAbort(code, details)
+
+
+def _trailer_block(code: grpc.StatusCode, details: str, trailing) -> bytes:
+    parts = [literal(b"grpc-status", str(code.value[0]).encode())]
+    if details:
+        parts.append(literal(b"grpc-message", urllib.parse.quote(details, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~")
+                             .encode()))
+    for key, value in trailing:
+        key = str(key).lower()
+        if key.endswith("-bin"):
+            data = value if isinstance(value, bytes) else str(value).encode()
+            parts.append(literal(key.encode(), base64.b64encode(data).rstrip(b"=")))
+        else:
+            parts.append(literal(key.encode(), str(value).encode("latin-1", "replace")))
+    return b"".join(parts)
+
+
+def _timeout(text: str) -> Optional[float]:
+    if len(text) < 2 or text[-1] not in _TIMEOUT_UNITS or not text[:-1].isdigit():
+        return None
+    return int(text[:-1]) * _TIMEOUT_UNITS[text[-1]]
+
+
+class _Method:
+    __slots__ = ("name", "handler", "request_class", "streaming")
+
+    def __init__(self, name, handler, request_class, streaming):
+        self.name, self.handler, self.request_class, self.streaming = name, handler, request_class, streaming
+
+
+class Call:
+    """One RPC on one HTTP/2 stream: the stream's owner for http2.py."""
+
+    def __init__(self, server: "NativeGrpcServer", connection: Http2Connection, stream_id: int,
+                 method: Optional[_Method], headers: Dict[str, str], metadata):
+        self.server, self.connection, self.stream_id, self.method = server, connection, stream_id, method
+        self.buffer = bytearray()
+        self.encoding = headers.get("grpc-encoding", "identity")
+        self.context = Context(metadata)
+        self.messages: List[bytes] = []
+        self.queue: Optional[asyncio.Queue] = None
+        self.task: Optional[asyncio.Task] = None
+        self.headers_sent = False
+        self.finished = False
+        self.timer = None
+        timeout = _timeout(headers.get("grpc-timeout", ""))
+        if timeout is not None:
+            self.timer = asyncio.get_running_loop().call_later(timeout, self._expire)
+        if method is None:  # answered at once, as grpc does; what the client still sends is dropped
+            self.finish(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+        elif method.streaming:
+            self.queue = asyncio.Queue()
+            self.task = asyncio.ensure_future(self._run_stream())
+            server.calls.add(self.task)
+            self.task.add_done_callback(server.calls.discard)
+
+    # from the connection ----------------------------------------------------------------------------
+    def data(self, payload: bytes, end_stream: bool) -> None:
+        if self.finished:
+            return
+        if payload:
+            self.buffer += payload
+            if not self._split_messages():
+                return
+        if end_stream:
+            if self.queue is not None:
+                self.queue.put_nowait(None)
+            elif len(self.messages) != 1:
+                self.finish(grpc.StatusCode.INTERNAL, f"a unary call needs one request message, got {len(self.messages)}")
+            else:
+                self.task = asyncio.ensure_future(self._run_unary(self.messages.pop()))
+                self.server.calls.add(self.task)
+                self.task.add_done_callback(self.server.calls.discard)
+
+    def reset(self) -> None:
+        self.finished = True
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+    def _split_messages(self) -> bool:
+        buffer = self.buffer
+        while len(buffer) >= 5:
+            size = int.from_bytes(buffer[1:5], "big")
+            if size > self.server.max_message_bytes:
+                self.finish(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                            f"request message of {size} bytes is over the limit of {self.server.max_message_bytes}")
+                return False
+            if len(buffer) < 5 + size:
+                break
+            compressed, message = buffer[0], bytes(buffer[5:5 + size])
+            del buffer[:5 + size]
+            if compressed:
+                try:
+                    message = self._decompress(message)
+                except Exception as exc:
+                    self.finish(grpc.StatusCode.INTERNAL, f"cannot decompress the request ({self.encoding}): {exc}")
+                    return False
+            if self.queue is not None:
+                self.queue.put_nowait(message)
+            else:
+                self.messages.append(message)
+        return True
+
+    def _decompress(self, message: bytes) -> bytes:
+        if self.encoding == "gzip":
+            return zlib.decompress(message, 16 + zlib.MAX_WBITS)
+        if self.encoding == "deflate":
+            return zlib.decompress(message)
+        raise ValueError(f"unsupported grpc-encoding '{self.encoding}'")
+
+    def _expire(self) -> None:
+        self.timer = None
+        if not self.finished:
+            if self.task is not None and not self.task.done():
+                self.task.cancel()
+            self.finish(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+
+    # answering --------------------------------------------------------------------------------------
+    def send(self, message: bytes) -> None:
+        if self.finished:
+            return
+        if not self.headers_sent:
+            self.headers_sent = True
+            self.connection.send_headers(self.stream_id, RESPONSE_HEADERS)
+        self.connection.send_data(self.stream_id, b"\x00" + len(message).to_bytes(4, "big") + message)
+
+    def finish(self, code: grpc.StatusCode, details: str) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        if self.timer is not None:
+            self.timer.cancel()
+        block = _trailer_block(code, details, self.context.trailing)
+        if self.headers_sent:
+            self.connection.send_trailers(self.stream_id, block)
+        else:  # trailers-only: one HEADERS frame ends the stream
+            self.connection.send_headers(self.stream_id, RESPONSE_HEADERS + block, end_stream=True)
+
+    async def _run_unary(self, message: bytes) -> None:
+        method = self.method
+        try:
+            request = method.request_class.FromString(message)
+        except Exception as exc:
+            return self.finish(grpc.StatusCode.INTERNAL, f"cannot parse the request message: {exc}")
+        try:
+            response = await method.handler(request, self.context)
+        except NativeAbort as exc:
+            return self.finish(exc.code, exc.details)
+        except asyncio.CancelledError:
+            return
+        except Exception as exc:  # the servicer's guard answers everything; this is a bug
+            logger.exception("gRPC %s failed", method.name)
+            return self.finish(grpc.StatusCode.UNKNOWN, str(exc))
+        self.send(response.SerializeToString())
+        self.finish(grpc.StatusCode.OK, "")
+
+    async def _requests(self):
+        request_class = self.method.request_class
+        while True:
+            message = await self.queue.get()
+            if message is None:
+                return
+            yield request_class.FromString(message)
+
+    async def _run_stream(self) -> None:
+        try:
+            async for response in self.method.handler(self._requests(), self.context):
+                self.send(response.SerializeToString())
+                if self.connection.pending_bytes(self.stream_id) > 16 << 20:  # a client that stopped reading
+                    while self.connection.pending_bytes(self.stream_id) > 4 << 20 and not self.finished:
+                        await asyncio.sleep(0.005)
+        except NativeAbort as exc:
+            return self.finish(exc.code, exc.details)
+        except asyncio.CancelledError:
+            return
+        except Exception as exc:
+            logger.exception("gRPC %s failed", self.method.name)
+            return self.finish(grpc.StatusCode.UNKNOWN, str(exc))
+        self.finish(grpc.StatusCode.OK, "")
+
+
+class NativeGrpcServer:
+    def __init__(self, plane: DataPlane, settings: ServerSettings):
+        self.max_message_bytes = int(settings.grpc_max_message_bytes)
+        self.connections: set = set()
+        self.calls: set = set()
+        self.methods = _methods(InferenceServicer(plane), plane)
+        self.server: Optional[asyncio.AbstractServer] = None
+
+    def open(self, connection: Http2Connection, stream_id: int, headers, end_stream: bool) -> Call:
+        fields = dict(headers)
+        method = self.methods.get(fields.get(":path", ""))
+        metadata = tuple((k, v) for k, v in headers if not k.startswith(":") and k not in ("te", "content-type"))
+        call = Call(self, connection, stream_id, method, fields, metadata)
+        if end_stream:
+            call.data(b"", True)
+        return call
+
+    async def stop(self, grace: Optional[float]) -> None:
+        if self.server is not None:
+            self.server.close()
+        for connection in list(self.connections):
+            connection.goaway()
+        if self.calls:
+            _, pending = await asyncio.wait(list(self.calls), timeout=grace)
+            for task in pending:
+                task.cancel()
+        for connection in list(self.connections):
+            if connection.transport is not None:
+                connection.transport.close()
+
+
+def _methods(servicer: InferenceServicer, plane: DataPlane) -> Dict[str, _Method]:
+    methods = {}
+    for method in pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].methods:
+        streaming = method.client_streaming or method.server_streaming
+        methods[f"/{SERVICE}/{method.name}"] = _Method(method.name, getattr(servicer, method.name),
+                                                       getattr(pb, method.input_type.name), streaming)
+    health = _health_check(plane)
+    if health is not None:
+        methods["/grpc.health.v1.Health/Check"] = health
+    return methods
+
+
+def _health_check(plane: DataPlane) -> Optional[_Method]:
+    """grpc.health.v1 Check, as service.py registers it on grpc.aio, when grpcio-health-checking is there."""
+    try:
+        from grpc_health.v1 import health_pb2
+    except ImportError:
+        return None
+
+    async def check(request, context):
+        if request.service in ("", SERVICE):
+            ready = plane.ready()
+            return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING if ready
+                                                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service}")
+
+    return _Method("Check", check, health_pb2.HealthCheckRequest, False)
+
+
+async def start_native_grpc_server(plane: DataPlane, settings: ServerSettings) -> Tuple[NativeGrpcServer, int]:
+    server = NativeGrpcServer(plane, settings)
+    loop = asyncio.get_running_loop()
+    address = _address(settings.host, settings.grpc_port)
+    try:
+        server.server = await loop.create_server(lambda: Http2Connection(server.open, server.connections),
+                                                 settings.host, settings.grpc_port,
+                                                 reuse_port=bool(getattr(settings, "reuse_port", False)) or None)
+    except OSError as exc:
+        raise InvalidSettings(f"cannot listen for gRPC on {address}: {exc}") from None
+    port = server.server.sockets[0].getsockname()[1]
+    return server, port
