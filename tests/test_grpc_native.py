@@ -121,3 +121,18 @@ def test_without_hpack_the_server_falls_back_to_grpc_aio(monkeypatch, caplog):
                 x = np.ones((2, 3), np.float32)
                 np.testing.assert_array_equal(client.infer("double", [_input(x)]).as_numpy("OUTPUT0"), x * 2)
     assert any("needs the hpack package" in record.getMessage() for record in caplog.records)
+
+
+def test_custom_metadata_reaches_the_model_as_headers(url):
+    seen = {}
+
+    class Headers(Double):
+        async def predict(self, payload, headers=None):
+            seen.update(headers or {})
+            return await super().predict(payload, headers)
+
+    with running_server([Headers("headers")]) as srv:
+        with triton.InferenceServerClient(f"127.0.0.1:{srv.ports['grpc']}") as client:
+            client.infer("headers", [_input(np.ones((1, 2), np.float32))], headers={"x-tenant": "blue"})
+    assert seen.get("x-tenant") == "blue"
+    assert not any(key.startswith((":", "grpc-")) or key in ("te", "content-type") for key in seen)

@@ -76,6 +76,20 @@ def _trailer_block(code: grpc.StatusCode, details: str, trailing) -> bytes:
     return b"".join(parts)
 
 
+def _metadata(headers):
+    """The client's custom metadata as grpc.aio presents it: reserved headers left out, -bin values decoded."""
+    for key, value in headers:
+        if key.startswith((":", "grpc-")) or key in ("te", "content-type"):
+            continue
+        if key.endswith("-bin"):
+            try:
+                yield key, base64.b64decode(value + "=" * (-len(value) % 4))
+            except ValueError:
+                continue
+        else:
+            yield key, value
+
+
 def _timeout(text: str) -> Optional[float]:
     if len(text) < 2 or text[-1] not in _TIMEOUT_UNITS or not text[:-1].isdigit():
         return None
@@ -253,7 +267,7 @@ class NativeGrpcServer:
     def open(self, connection: Http2Connection, stream_id: int, headers, end_stream: bool) -> Call:
         fields = dict(headers)
         method = self.methods.get(fields.get(":path", ""))
-        metadata = tuple((k, v) for k, v in headers if not k.startswith(":") and k not in ("te", "content-type"))
+        metadata = tuple(_metadata(headers))
         call = Call(self, connection, stream_id, method, fields, metadata)
         if end_stream:
             call.data(b"", True)
