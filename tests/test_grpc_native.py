@@ -136,3 +136,13 @@ def test_custom_metadata_reaches_the_model_as_headers(url):
             client.infer("headers", [_input(np.ones((1, 2), np.float32))], headers={"x-tenant": "blue"})
     assert seen.get("x-tenant") == "blue"
     assert not any(key.startswith((":", "grpc-")) or key in ("te", "content-type") for key in seen)
+
+
+def test_a_request_over_the_message_limit_is_resource_exhausted():
+    with running_server([Double("double")], grpc_max_message_bytes=1024) as srv:
+        with triton.InferenceServerClient(f"127.0.0.1:{srv.ports['grpc']}") as client:
+            with pytest.raises(InferenceServerException) as excinfo:
+                client.infer("double", [_input(np.ones((64, 64), np.float32))])
+            assert "RESOURCE_EXHAUSTED" in str(excinfo.value.status()) and "over the limit" in str(excinfo.value)
+            x = np.ones((2, 2), np.float32)
+            np.testing.assert_array_equal(client.infer("double", [_input(x)]).as_numpy("OUTPUT0"), x * 2)

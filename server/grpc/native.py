@@ -159,8 +159,8 @@ class Call:
         while len(buffer) >= 5:
             size = int.from_bytes(buffer[1:5], "big")
             if size > self.server.max_message_bytes:
-                self.finish(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                            f"request message of {size} bytes is over the limit of {self.server.max_message_bytes}")
+                self._end_early(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"request message of {size} bytes is over the limit of {self.server.max_message_bytes}")
                 return False
             if len(buffer) < 5 + size:
                 break
@@ -170,7 +170,7 @@ class Call:
                 try:
                     message = self._decompress(message)
                 except Exception as exc:
-                    self.finish(grpc.StatusCode.INTERNAL, f"cannot decompress the request ({self.encoding}): {exc}")
+                    self._end_early(grpc.StatusCode.INTERNAL, f"cannot decompress the request ({self.encoding}): {exc}")
                     return False
             if self.queue is not None:
                 self.queue.put_nowait(message)
@@ -187,10 +187,14 @@ class Call:
 
     def _expire(self) -> None:
         self.timer = None
+        self._end_early(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+
+    def _end_early(self, code: grpc.StatusCode, details: str) -> None:
+        """End the call from outside its task (deadline, a bad request message): the task stops too."""
         if not self.finished:
             if self.task is not None and not self.task.done():
                 self.task.cancel()
-            self.finish(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+            self.finish(code, details)
 
     # answering --------------------------------------------------------------------------------------
     def send(self, message: bytes) -> None:
