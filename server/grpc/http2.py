@@ -91,17 +91,24 @@ class Http2Connection(asyncio.Protocol):
         self.last_stream = 0
         self.transport: Optional[asyncio.Transport] = None
         self.closing = False
+        # Frames leave in one write per loop turn: a batch's answers (and each answer's HEADERS, DATA and
+        # trailers) share a send() call; profiled, separate writes were ~17 % of the server's time.
+        self._out: List[bytes] = []
+        self._write_scheduled = False
+        self.loop: Optional[asyncio.AbstractEventLoop] = None
 
     # connection -------------------------------------------------------------------------------
     def connection_made(self, transport) -> None:
         self.transport = transport
+        self.loop = asyncio.get_running_loop()
         self.connections.add(self)
         settings = INITIAL_WINDOW_SIZE.to_bytes(2, "big") + MAX_WINDOW.to_bytes(4, "big") + \
             MAX_FRAME_SIZE.to_bytes(2, "big") + OUR_MAX_FRAME.to_bytes(4, "big")
-        transport.write(frame(SETTINGS, 0, 0, settings) + frame(WINDOW_UPDATE, 0, 0, (MAX_WINDOW - 65535).to_bytes(4, "big")))
+        self._send(frame(SETTINGS, 0, 0, settings) + frame(WINDOW_UPDATE, 0, 0, (MAX_WINDOW - 65535).to_bytes(4, "big")))
 
     def connection_lost(self, exc) -> None:
         self.connections.discard(self)
+        self._out.clear()
         streams, self.streams = self.streams, {}
         for stream in streams.values():
             if stream.owner is not None:
@@ -111,14 +118,14 @@ class Http2Connection(asyncio.Protocol):
         """No new streams; the ones open finish."""
         if self.transport is not None and not self.closing:
             self.closing = True
-            self.transport.write(frame(GOAWAY, 0, 0, self.last_stream.to_bytes(4, "big") + NO_ERROR.to_bytes(4, "big")))
-            if not self.streams:
-                self.transport.close()
+            self._send(frame(GOAWAY, 0, 0, self.last_stream.to_bytes(4, "big") + NO_ERROR.to_bytes(4, "big")))
+            self._maybe_close()
 
     def _fail(self, code: int, why: str) -> None:
         logger.warning("HTTP/2 connection error: %s", why)
         if self.transport is not None:
-            self.transport.write(frame(GOAWAY, 0, 0, self.last_stream.to_bytes(4, "big") + code.to_bytes(4, "big")))
+            self._send(frame(GOAWAY, 0, 0, self.last_stream.to_bytes(4, "big") + code.to_bytes(4, "big")))
+            self._write_out()
             self.transport.close()
 
     # reading ----------------------------------------------------------------------------------
@@ -176,12 +183,12 @@ class Http2Connection(asyncio.Protocol):
         elif kind == SETTINGS:
             if not flags & ACK:
                 self._settings(payload)
-                self.transport.write(frame(SETTINGS, ACK, 0))
+                self._send(frame(SETTINGS, ACK, 0))
         elif kind == WINDOW_UPDATE:
             self._window_update(stream_id, int.from_bytes(payload[:4], "big") & 0x7FFFFFFF)
         elif kind == PING:
             if not flags & ACK:
-                self.transport.write(frame(PING, ACK, 0, payload))
+                self._send(frame(PING, ACK, 0, payload))
         elif kind == RST_STREAM:
             stream = self.streams.pop(stream_id, None)
             if stream is not None and stream.owner is not None:
@@ -206,7 +213,7 @@ class Http2Connection(asyncio.Protocol):
             raise _ConnectionError(PROTOCOL_ERROR, f"stream {stream_id} cannot be opened now")
         self.last_stream = stream_id
         if self.closing:
-            self.transport.write(frame(RST_STREAM, 0, stream_id, (7).to_bytes(4, "big")))  # REFUSED_STREAM
+            self._send(frame(RST_STREAM, 0, stream_id, (7).to_bytes(4, "big")))  # REFUSED_STREAM
             return
         stream = self.streams[stream_id] = _Stream(stream_id, self.peer_initial)
         stream.owner = self.opener(self, stream_id, [(str(k), str(v)) for k, v in headers], end_stream)
@@ -217,14 +224,14 @@ class Http2Connection(asyncio.Protocol):
             payload = _unpad(payload)
         self.received += size
         if self.received > MAX_WINDOW // 2:  # give the connection window back before it runs low
-            self.transport.write(frame(WINDOW_UPDATE, 0, 0, self.received.to_bytes(4, "big")))
+            self._send(frame(WINDOW_UPDATE, 0, 0, self.received.to_bytes(4, "big")))
             self.received = 0
         stream = self.streams.get(stream_id)
         if stream is None or stream.owner is None:
             return  # a stream we reset or finished: its bytes still counted against the connection window
         stream.received += size
         if stream.received > MAX_WINDOW // 2:  # the stream window starts at 2^31-1 (our SETTINGS)
-            self.transport.write(frame(WINDOW_UPDATE, 0, stream_id, stream.received.to_bytes(4, "big")))
+            self._send(frame(WINDOW_UPDATE, 0, stream_id, stream.received.to_bytes(4, "big")))
             stream.received = 0
         stream.owner.data(payload, bool(flags & END_STREAM))
 
@@ -278,7 +285,7 @@ class Http2Connection(asyncio.Protocol):
     def reset_stream(self, stream_id: int, code: int = CANCEL) -> None:
         stream = self.streams.pop(stream_id, None)
         if stream is not None and self.transport is not None:
-            self.transport.write(frame(RST_STREAM, 0, stream_id, code.to_bytes(4, "big")))
+            self._send(frame(RST_STREAM, 0, stream_id, code.to_bytes(4, "big")))
             self._maybe_close()
 
     def pending_bytes(self, stream_id: int) -> int:
@@ -293,7 +300,7 @@ class Http2Connection(asyncio.Protocol):
         while rest:
             piece, rest = rest[:limit], rest[limit:]
             out.append(frame(CONTINUATION, 0 if rest else END_HEADERS, stream_id, piece))
-        self.transport.write(b"".join(out))
+        self._send(b"".join(out))
 
     def _flush(self, stream: _Stream) -> None:
         if self.transport is None or self.transport.is_closing():
@@ -308,8 +315,7 @@ class Http2Connection(asyncio.Protocol):
                 stream.send_window -= size
                 self.peer_window -= size
                 limit = self.peer_max_frame
-                self.transport.write(b"".join(frame(DATA, 0, stream.id, chunk[i:i + limit])
-                                             for i in range(0, size, limit)))
+                self._send(b"".join(frame(DATA, 0, stream.id, chunk[i:i + limit]) for i in range(0, size, limit)))
         if not pending and stream.trailers is not None:
             block, stream.trailers = stream.trailers, None
             self._write_block(stream.id, block, True)
@@ -328,7 +334,23 @@ class Http2Connection(asyncio.Protocol):
 
     def _maybe_close(self) -> None:
         if self.closing and not self.streams and self.transport is not None:
+            self._write_out()
             self.transport.close()
+
+    def _send(self, data: bytes) -> None:
+        self._out.append(data)
+        if not self._write_scheduled:
+            self._write_scheduled = True
+            self.loop.call_soon(self._write_out)
+
+    def _write_out(self) -> None:
+        self._write_scheduled = False
+        if self._out and self.transport is not None and not self.transport.is_closing():
+            data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
+            self._out.clear()
+            self.transport.write(data)
+        else:
+            self._out.clear()
 
 
 class _ConnectionError(Exception):

@@ -288,6 +288,7 @@ class NativeGrpcServer:
                 task.cancel()
         for connection in list(self.connections):
             if connection.transport is not None:
+                connection._write_out()
                 connection.transport.close()
 
 
