@@ -216,7 +216,7 @@ class Http2Connection(asyncio.Protocol):
             self._send(frame(RST_STREAM, 0, stream_id, (7).to_bytes(4, "big")))  # REFUSED_STREAM
             return
         stream = self.streams[stream_id] = _Stream(stream_id, self.peer_initial)
-        stream.owner = self.opener(self, stream_id, [(str(k), str(v)) for k, v in headers], end_stream)
+        stream.owner = self.opener(self, stream_id, headers, end_stream)  # (name, value) str pairs
 
     def _data(self, flags: int, stream_id: int, payload: bytes) -> None:
         size = len(payload)
