@@ -673,6 +673,16 @@ def test_health_service(url):
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
+def test_health_watch_starts_with_the_current_status(url):
+    pytest.importorskip("grpc_health.v1")
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(url) as channel:
+        replies = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""), timeout=TIMEOUT)
+        assert next(replies).status == health_pb2.HealthCheckResponse.SERVING
+        replies.cancel()
+
+
 def test_unknown_method_is_unimplemented(url):
     with grpc.insecure_channel(url) as channel:
         call = channel.unary_unary("/inference.GRPCInferenceService/NoSuchRpc", request_serializer=lambda b: b,

@@ -8,7 +8,7 @@ table and metrics work unchanged. Unary calls run as one task once the request m
 ModelStreamInfer reads its requests from a queue the connection fills and writes each answer as the
 servicer yields it. Requests may be gzip- or deflate-compressed (grpc-encoding); answers are not.
 `grpc-timeout` ends a call with DEADLINE_EXCEEDED; a client's RST_STREAM or a dropped connection
-cancels its call.
+cancels its call. grpc.health.v1 Check and Watch are served when grpcio-health-checking is installed.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ logger = logging.getLogger("gpuserve.grpc")
 
 # ":status: 200" is HPACK static entry 8; content-type (static name 31) as a literal without indexing.
 RESPONSE_HEADERS = b"\x88\x0f\x10" + _hpack_int(16, 7) + b"application/grpc"
+HEALTH_POLL_S = 1.0  # how often a Watch looks at readiness again
 _TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 
 
@@ -298,27 +299,47 @@ def _methods(servicer: InferenceServicer, plane: DataPlane) -> Dict[str, _Method
         streaming = method.client_streaming or method.server_streaming
         methods[f"/{SERVICE}/{method.name}"] = _Method(method.name, getattr(servicer, method.name),
                                                        getattr(pb, method.input_type.name), streaming)
-    health = _health_check(plane)
-    if health is not None:
-        methods["/grpc.health.v1.Health/Check"] = health
+    methods.update(_health(plane))
     return methods
 
 
-def _health_check(plane: DataPlane) -> Optional[_Method]:
-    """grpc.health.v1 Check, as service.py registers it on grpc.aio, when grpcio-health-checking is there."""
+def _health(plane: DataPlane) -> Dict[str, _Method]:
+    """grpc.health.v1 Check and Watch, as service.py serves them on grpc.aio, when grpcio-health-checking is
+    there: the overall ("") and inference-service health follow the data plane's readiness."""
     try:
         from grpc_health.v1 import health_pb2
     except ImportError:
+        return {}
+    response = health_pb2.HealthCheckResponse
+
+    def status(service: str):
+        if service in ("", SERVICE):
+            return response.SERVING if plane.ready() else response.NOT_SERVING
         return None
 
     async def check(request, context):
-        if request.service in ("", SERVICE):
-            ready = plane.ready()
-            return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING if ready
-                                                  else health_pb2.HealthCheckResponse.NOT_SERVING)
-        await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service}")
+        found = status(request.service)
+        if found is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service}")
+        return response(status=found)
 
-    return _Method("Check", check, health_pb2.HealthCheckRequest, False)
+    async def watch(requests, context):
+        request = None
+        async for request in requests:
+            break
+        if request is None:
+            return
+        last = None
+        while True:  # until the client leaves (its call is cancelled)
+            found = status(request.service)
+            found = response.SERVICE_UNKNOWN if found is None else found
+            if found != last:
+                last = found
+                yield response(status=found)
+            await asyncio.sleep(HEALTH_POLL_S)
+
+    return {"/grpc.health.v1.Health/Check": _Method("Check", check, health_pb2.HealthCheckRequest, False),
+            "/grpc.health.v1.Health/Watch": _Method("Watch", watch, health_pb2.HealthCheckRequest, True)}
 
 
 async def start_native_grpc_server(plane: DataPlane, settings: ServerSettings) -> Tuple[NativeGrpcServer, int]:
