@@ -24,12 +24,12 @@ H2C_SERVER = r'''
 import asyncio, sys
 from tritonclient.grpc import service_pb2
 from gpuserve.server.grpc.http2 import Http2Connection, literal
+from gpuserve.server.grpc.native import RESPONSE_HEADERS as HEADERS
 
 reply = service_pb2.ModelInferResponse(model_name="trivial")
 reply.outputs.add(name="output", datatype="FP32", shape=[1, 10])
 reply.raw_output_contents.append(bytes(40))
 BODY = b"\x00" + len(reply.SerializeToString()).to_bytes(4, "big") + reply.SerializeToString()
-HEADERS = b"\x88\x0f\x10\x10application/grpc"  # :status 200 (static 8); content-type (static name 31)
 TRAILERS = literal(b"grpc-status", b"0")
 
 

@@ -12,6 +12,7 @@ NumPy releases the GIL while it copies, so plain threads scale (measured here: 2
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import threading
@@ -104,7 +105,9 @@ def gather(pool: Optional[StagingPool], parts: List[np.ndarray], rows: Optional[
     if pool is None or first.dtype == object:
         return np.concatenate(parts, axis=0), None
     lease = pool.acquire(first.dtype, shape)
-    threads = min(_copy_threads(), len(parts), lease.array.nbytes // (PARALLEL_COPY_BYTES // 2))
+    threads = 1
+    if lease.array.nbytes >= PARALLEL_COPY_BYTES:  # the common small batch costs no more than before
+        threads = min(_copy_threads(), len(parts), lease.array.nbytes // (PARALLEL_COPY_BYTES // 2))
     if threads > 1:
         _parallel_concatenate(parts, lease.array, threads)
     else:
@@ -112,15 +115,18 @@ def gather(pool: Optional[StagingPool], parts: List[np.ndarray], rows: Optional[
     return lease.array, lease
 
 
-# Under this a batch is copied by one thread; over it, by one thread per 4 MB (at most 8): a hand-off to a
-# pool thread costs tens of microseconds on a VM, about what one core copies 0.5 MB in.
+# Under this a batch is copied by one thread; over it, by one thread per 4 MB (at most MAX_COPY_THREADS): a
+# hand-off to a pool thread costs tens of microseconds on a VM, about what one core copies 0.5 MB in.
 PARALLEL_COPY_BYTES = 8 << 20
+MAX_COPY_THREADS = 8
 _copier: Optional[ThreadPoolExecutor] = None
 _copier_lock = threading.Lock()
 
 
+@functools.lru_cache(maxsize=1)
 def _copy_threads() -> int:
-    return min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 8)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(cores, MAX_COPY_THREADS)
 
 
 def _parallel_concatenate(parts: List[np.ndarray], out: np.ndarray, threads: int) -> None:
@@ -130,8 +136,8 @@ def _parallel_concatenate(parts: List[np.ndarray], out: np.ndarray, threads: int
     if _copier is None:
         with _copier_lock:
             if _copier is None:
-                # threads start as work needs them, never more than the copy's other groups
-                _copier = ThreadPoolExecutor(7, thread_name_prefix="gpuserve-gather")
+                # threads start as work needs them; the caller copies one group itself
+                _copier = ThreadPoolExecutor(MAX_COPY_THREADS - 1, thread_name_prefix="gpuserve-gather")
     total = out.shape[0]
     groups, start, row, first = [], 0, 0, 0
     for index, part in enumerate(parts):

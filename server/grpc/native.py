@@ -27,7 +27,7 @@ from gpuserve.errors import InvalidSettings
 from gpuserve.settings import ServerSettings
 from gpuserve.server.grpc import inference_pb2 as pb
 from gpuserve.server.grpc.http2 import Http2Connection, _hpack_int, literal
-from gpuserve.server.grpc.service import SERVICE, InferenceServicer, _address
+from gpuserve.server.grpc.service import SERVICE, InferenceServicer, _address, health_status
 
 logger = logging.getLogger("gpuserve.grpc")
 
@@ -312,13 +312,8 @@ def _health(plane: DataPlane) -> Dict[str, _Method]:
         return {}
     response = health_pb2.HealthCheckResponse
 
-    def status(service: str):
-        if service in ("", SERVICE):
-            return response.SERVING if plane.ready() else response.NOT_SERVING
-        return None
-
     async def check(request, context):
-        found = status(request.service)
+        found = health_status(plane, request.service, health_pb2)
         if found is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service}")
         return response(status=found)
@@ -331,7 +326,7 @@ def _health(plane: DataPlane) -> Dict[str, _Method]:
             return
         last = None
         while True:  # until the client leaves (its call is cancelled)
-            found = status(request.service)
+            found = health_status(plane, request.service, health_pb2)
             found = response.SERVICE_UNKNOWN if found is None else found
             if found != last:
                 last = found

@@ -306,20 +306,27 @@ def service_handler(servicer: InferenceServicer) -> grpc.GenericRpcHandler:
     return grpc.method_handlers_generic_handler(SERVICE, handlers)
 
 
+def health_status(plane: DataPlane, service: str, health_pb2):
+    """grpc.health.v1 status of the overall ("") and inference service: the data plane's readiness; None for
+    any other service name."""
+    if service in ("", SERVICE):
+        response = health_pb2.HealthCheckResponse
+        return response.SERVING if plane.ready() else response.NOT_SERVING
+    return None
+
+
 def _add_health(server: grpc.aio.Server, plane: DataPlane) -> bool:
     """The standard grpc.health.v1 service when grpcio-health-checking is installed."""
     try:
         from grpc_health.v1 import health, health_pb2, health_pb2_grpc
     except ImportError:
         return False
-    serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
 
     class Health(health.aio.HealthServicer):
-        """Overall ("") and inference-service health follow the data plane's readiness."""
-
         async def Check(self, request, context):
-            if request.service in ("", SERVICE):
-                return health_pb2.HealthCheckResponse(status=serving if plane.ready() else not_serving)
+            status = health_status(plane, request.service, health_pb2)
+            if status is not None:
+                return health_pb2.HealthCheckResponse(status=status)
             return await super().Check(request, context)
 
     health_pb2_grpc.add_HealthServicer_to_server(Health(), server)
