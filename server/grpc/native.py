@@ -25,9 +25,8 @@ import grpc
 from gpuserve.dataplane import DataPlane
 from gpuserve.errors import InvalidSettings
 from gpuserve.settings import ServerSettings
-from gpuserve.server.grpc import inference_pb2 as pb
 from gpuserve.server.grpc.http2 import Http2Connection, _hpack_int, literal
-from gpuserve.server.grpc.service import SERVICE, InferenceServicer, _address, health_status
+from gpuserve.server.grpc.service import SERVICE, InferenceServicer, _address, health_status, rpcs
 
 logger = logging.getLogger("gpuserve.grpc")
 
@@ -294,11 +293,8 @@ class NativeGrpcServer:
 
 
 def _methods(servicer: InferenceServicer, plane: DataPlane) -> Dict[str, _Method]:
-    methods = {}
-    for method in pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].methods:
-        streaming = method.client_streaming or method.server_streaming
-        methods[f"/{SERVICE}/{method.name}"] = _Method(method.name, getattr(servicer, method.name),
-                                                       getattr(pb, method.input_type.name), streaming)
+    methods = {f"/{SERVICE}/{name}": _Method(name, getattr(servicer, name), request_class, streaming)
+               for name, request_class, _, streaming in rpcs()}
     methods.update(_health(plane))
     return methods
 

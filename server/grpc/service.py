@@ -291,18 +291,21 @@ def _log_value(value: pb.LogSettingsRequest.SettingValue):
     return None if which is None else getattr(value, which)
 
 
+def rpcs():
+    """(name, request class, response class, streaming) for each RPC of the service descriptor; both
+    transports bind the servicer's methods from this."""
+    for method in pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].methods:
+        yield (method.name, getattr(pb, method.input_type.name), getattr(pb, method.output_type.name),
+               method.client_streaming or method.server_streaming)
+
+
 def service_handler(servicer: InferenceServicer) -> grpc.GenericRpcHandler:
     """One method handler per RPC of the service descriptor, bound to the servicer's methods."""
     handlers = {}
-    for method in pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].methods:
-        request_class = getattr(pb, method.input_type.name)
-        response_class = getattr(pb, method.output_type.name)
-        if method.client_streaming or method.server_streaming:
-            make = grpc.stream_stream_rpc_method_handler
-        else:
-            make = grpc.unary_unary_rpc_method_handler
-        handlers[method.name] = make(getattr(servicer, method.name), request_deserializer=request_class.FromString,
-                                     response_serializer=response_class.SerializeToString)
+    for name, request_class, response_class, streaming in rpcs():
+        make = grpc.stream_stream_rpc_method_handler if streaming else grpc.unary_unary_rpc_method_handler
+        handlers[name] = make(getattr(servicer, name), request_deserializer=request_class.FromString,
+                              response_serializer=response_class.SerializeToString)
     return grpc.method_handlers_generic_handler(SERVICE, handlers)
 
 
