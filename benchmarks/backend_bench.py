@@ -32,17 +32,9 @@ from typing import Callable, Dict, List, Sequence
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from models import mlp_onnx  # noqa: E402  (benchmarks/ is on the path)
+from models import export_torch, mlp_onnx, torch_mlp  # noqa: E402  (benchmarks/ is on the path)
 
 FEATURES, HIDDEN, OUT = 1024, 1024, 1024  # issue 5's MLP (benchmarks/models.py mlp_onnx), 3 layers
-
-
-def _torch_net():
-    import torch
-
-    torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(FEATURES, HIDDEN), torch.nn.ReLU(), torch.nn.Linear(HIDDEN, HIDDEN),
-                               torch.nn.ReLU(), torch.nn.Linear(HIDDEN, OUT)).eval()
 
 
 def _settings(name: str, implementation: str, uri: Path, batch: int, device: str, parameters=None, **extra):
@@ -68,13 +60,10 @@ def frameworks(folder: Path, device: str, only: Sequence[str] = ()) -> Dict[str,
     if importlib.util.find_spec("torch") and wanted("torchscript", "torch.export", "torch.export+graphs"):
         import torch
 
-        net = _torch_net()
+        net = torch_mlp(FEATURES)  # FEATURES = HIDDEN = OUT
         scripted = folder / "model.pt"
         torch.jit.script(net).save(str(scripted))
-        exported = folder / "model.pt2"
-        batch_dim = torch.export.Dim("batch", min=1, max=4096)
-        program = torch.export.export(net, (torch.zeros(2, FEATURES),), dynamic_shapes={"input": {0: batch_dim}})
-        torch.export.save(program, str(exported))
+        exported = export_torch(net, FEATURES, folder / "model.pt2")
         tdev = torch.device(device)
         script_module = torch.jit.load(str(scripted), map_location=tdev).eval()
         export_module = torch.export.load(str(exported)).module().to(tdev)

@@ -46,3 +46,26 @@ def mlp_onnx(path: Path, width: int = 1024, layers: int = 3, in_features: int = 
 def small_mlp_onnx(path: Path) -> Path:
     """The small model of issue 8's REST goal: 64 -> 256 -> 10. Request overhead, not math, dominates."""
     return dense_onnx(path, [64, 256, 10])
+
+
+def torch_mlp(width: int = 1024, layers: int = 3, seed: int = 0):
+    """The issue-5 MLP as a torch module: `layers` Linear(width, width), ReLU between them, eval mode."""
+    import torch
+
+    torch.manual_seed(seed)
+    modules = []
+    for i in range(layers):
+        modules.append(torch.nn.Linear(width, width))
+        if i < layers - 1:
+            modules.append(torch.nn.ReLU())
+    return torch.nn.Sequential(*modules).eval()
+
+
+def export_torch(net, features: int, path: Path) -> Path:
+    """`net` as a torch.export program (model.pt2) whose input "input" has a dynamic batch dimension."""
+    import torch
+
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    program = torch.export.export(net.eval(), (torch.zeros(2, features),), dynamic_shapes={"input": {0: batch}})
+    torch.export.save(program, str(path))
+    return path

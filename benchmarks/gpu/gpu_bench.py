@@ -19,8 +19,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import sys
+
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from models import export_torch  # noqa: E402  (benchmarks/ is on the path)
 
 from gpuserve.backends.cuda import pinned_allocator
 from gpuserve.backends.torch import TorchBackend
@@ -29,19 +34,12 @@ from gpuserve.engine.instance import Instance
 from gpuserve.engine.staging import StagingPool
 
 
-def export(net: torch.nn.Module, features: int, path: Path) -> Path:
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    program = torch.export.export(net.eval(), (torch.zeros(2, features),), dynamic_shapes={"input": {0: batch}})
-    torch.export.save(program, str(path))
-    return path
-
-
 def models(folder: Path):
     torch.manual_seed(0)
     copy_heavy = torch.nn.Sequential(torch.nn.Linear(3 * 224 * 224, 16))  # 600 KB in per row, little math
     compute_heavy = torch.nn.Sequential(*[m for _ in range(4) for m in (torch.nn.Linear(4096, 4096), torch.nn.ReLU())])
-    return {"copy_heavy": (export(copy_heavy, 3 * 224 * 224, folder / "copy.pt2"), 3 * 224 * 224),
-            "compute_heavy": (export(compute_heavy, 4096, folder / "compute.pt2"), 4096)}
+    return {"copy_heavy": (export_torch(copy_heavy, 3 * 224 * 224, folder / "copy.pt2"), 3 * 224 * 224),
+            "compute_heavy": (export_torch(compute_heavy, 4096, folder / "compute.pt2"), 4096)}
 
 
 def _union(intervals):

@@ -23,20 +23,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import loadgen  # noqa: E402  (benchmarks/ is on the path)
 from harness import ServerProcess, batch_counts, free_port  # noqa: E402
+from models import export_torch, torch_mlp  # noqa: E402
 
 FEATURES = 1024
 
 
 def repository(root: Path, device: str) -> torch.nn.Module:
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(FEATURES, FEATURES), torch.nn.ReLU(), torch.nn.Linear(FEATURES, FEATURES),
-                              torch.nn.ReLU(), torch.nn.Linear(FEATURES, FEATURES)).eval()
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    program = torch.export.export(net, (torch.zeros(2, FEATURES),), dynamic_shapes={"input": {0: batch}})
+    net = torch_mlp(FEATURES)
     for name, extra in (("mlp", {}), ("mlp-graphs", {"cuda_graphs": True})):
         folder = root / name
         folder.mkdir(parents=True)
-        torch.export.save(program, str(folder / "model.pt2"))
+        export_torch(net, FEATURES, folder / "model.pt2")
         (folder / "model-settings.json").write_text(json.dumps({
             "implementation": "torch", "device": device, "max_batch_size": 64,
             "parameters": {"uri": "model.pt2", "extra": extra}}))

@@ -26,25 +26,19 @@ import tempfile
 import time
 from pathlib import Path
 
+import sys
+
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from models import export_torch, torch_mlp  # noqa: E402  (benchmarks/ is on the path)
 
 from gpuserve.backends.torch import TorchBackend
 from gpuserve.engine.batcher import BatchingConfig, Scheduler
 from gpuserve.engine.instance import Instance
 from gpuserve.engine.staging import StagingPool
 from gpuserve.backends.cuda import pinned_allocator
-
-
-def export(folder: Path) -> Path:
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(1024, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, 1024),
-                              torch.nn.ReLU(), torch.nn.Linear(1024, 1024)).eval()
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    program = torch.export.export(net, (torch.zeros(2, 1024),), dynamic_shapes={"input": {0: batch}})
-    path = folder / "model.pt2"
-    torch.export.save(program, str(path))
-    return path
 
 
 class Variant(TorchBackend):
@@ -106,7 +100,7 @@ def main():
     args = parser.parse_args()
     report = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "rows": []}
     with tempfile.TemporaryDirectory() as tmp:
-        path = export(Path(tmp))
+        path = export_torch(torch_mlp(1024), 1024, Path(tmp) / "model.pt2")
         direct_module = torch.export.load(str(path)).module().to("cuda:0")
         variants = {f"{how}_{threads}t": Variant(path, how, threads)
                     for how in ("sync", "stream", "stream_pageable", "graphs") for threads in (1, 2)}
