@@ -13,6 +13,8 @@ session 3):
   more than the trees cost for one row. `XGBoostPredictor` calls `inplace_predict` itself and turns
   its values into the wrapper's answers exactly as xgboost 3.x's sklearn.py does (labels, class
   probabilities, multi:softmax, multi-label); anything it does not cover goes to the wrapper.
+- LightGBM's `Booster.predict`. Its Python costs ~15 us a call, twice the trees of a 50-tree model on one
+  row; `LightGBMPredictor` makes the same C calls with everything but the data prepared at load.
 
 The single-thread XGBoost booster is a copy (memory of the trees twice): `nthread` is a booster
 parameter, and changing it while other threads predict is not safe.
@@ -20,7 +22,7 @@ parameter, and changing it while other threads predict is not safe.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 import numpy as np
 
@@ -109,3 +111,104 @@ def lightgbm_threads(rows: int) -> dict:
     """Booster.predict keyword arguments for `rows` rows: one thread for a few rows, else the default."""
     # LightGBM, worker thread: 16 rows 74 vs 93 us with one thread; 64 rows 202 vs 172 us (the team wins)
     return {"num_threads": 1} if rows < 32 else {}
+
+
+class LightGBMPredictor:
+    """`Booster.predict(x)` (default arguments) for a 2-D float array through LightGBM's C API.
+
+    The wrapper spends more than the trees do on few rows: per call it deep-copies its keyword
+    arguments, builds an `_InnerPredictor` (two C calls), asks the C library how many values to
+    expect and converts every argument with ctypes (2-core VM, 50 trees on 1024 features: 23-31 us a
+    row, of which the trees ~8 us; benchmarks/RESULTS.md session 7). Here the constants are worked out
+    once at load, one row goes through LightGBM's own serving entry point
+    (`LGBM_BoosterPredictForMatSingleRowFast`, a prepared configuration per input dtype), and more rows
+    through `LGBM_BoosterPredictForMat`, the wrapper's own call, with the same parameters (one thread
+    below `lightgbm_threads`' limit). Other inputs (DataFrames, sparse, other dtypes) return None: the
+    caller uses the wrapper.
+    """
+
+    NORMAL = 0  # C_API_PREDICT_NORMAL
+    DTYPES = {np.dtype(np.float32): 0, np.dtype(np.float64): 1}  # C_API_DTYPE_FLOAT32 / FLOAT64
+
+    def __init__(self, booster: Any):
+        import ctypes
+        import threading
+
+        from lightgbm import basic
+
+        self._ctypes = ctypes
+        self._lib = basic._LIB
+        self._error = basic.LightGBMError
+        self._booster = booster  # owns the handle: it must outlive every call made with it
+        self._handle = booster._handle
+        self.features = booster.num_feature()
+        # As Booster.predict with num_iteration=None and start_iteration=0: the best iteration (or -1: all).
+        self._iterations = ctypes.c_int(int(booster.best_iteration))
+        per_row = ctypes.c_int64(0)
+        self._check(self._lib.LGBM_BoosterCalcNumPredict(self._handle, ctypes.c_int(1), ctypes.c_int(self.NORMAL),
+                                                         ctypes.c_int(0), self._iterations, ctypes.byref(per_row)))
+        self.per_row = int(per_row.value)
+        self._configs: Dict[int, Any] = {}
+        self._lock = threading.Lock()  # a prepared single-row configuration holds its own buffers
+        self._args = (ctypes.c_int(self.NORMAL), ctypes.c_int(0), self._iterations)
+        self._one_thread = ctypes.c_char_p(b"num_threads=1")
+        self._team = ctypes.c_char_p(b"")
+
+    @classmethod
+    def for_booster(cls, booster: Any) -> Optional["LightGBMPredictor"]:
+        try:
+            return cls(booster)
+        except (AttributeError, ImportError, OSError):  # another lightgbm than the one this mirrors
+            return None
+
+    def _check(self, code: int) -> None:
+        if code != 0:
+            raise self._error(self._lib.LGBM_GetLastError().decode("utf-8", "replace"))
+
+    def _single_row_config(self, dtype: int) -> Any:
+        config = self._configs.get(dtype)
+        if config is None:
+            ctypes = self._ctypes
+            config = ctypes.c_void_p()
+            self._check(self._lib.LGBM_BoosterPredictForMatSingleRowFastInit(
+                self._handle, *self._args, ctypes.c_int(dtype), ctypes.c_int32(self.features), self._one_thread,
+                ctypes.byref(config)))
+            self._configs[dtype] = config
+        return config
+
+    def predict(self, x: np.ndarray) -> Optional[np.ndarray]:
+        """The booster's prediction for `x`, or None where the wrapper must answer (it also words the
+        errors: a wrong feature count goes to it)."""
+        dtype = self.DTYPES.get(x.dtype) if type(x) is np.ndarray else None
+        if dtype is None or x.ndim != 2 or x.shape[1] != self.features or not x.shape[0] or self._handle is None:
+            return None
+        if not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x)
+        ctypes = self._ctypes
+        rows = x.shape[0]
+        out = np.empty(rows * self.per_row, dtype=np.float64)
+        written = ctypes.c_int64(0)
+        if rows == 1:
+            with self._lock:
+                if self._handle is None:
+                    return None
+                self._check(self._lib.LGBM_BoosterPredictForMatSingleRowFast(
+                    self._single_row_config(dtype), ctypes.c_void_p(x.ctypes.data), ctypes.byref(written),
+                    ctypes.c_void_p(out.ctypes.data)))
+        else:
+            params = self._one_thread if lightgbm_threads(rows) else self._team
+            self._check(self._lib.LGBM_BoosterPredictForMat(
+                self._handle, ctypes.c_void_p(x.ctypes.data), ctypes.c_int(dtype), ctypes.c_int32(rows),
+                ctypes.c_int32(self.features), ctypes.c_int(1), *self._args, params, ctypes.byref(written),
+                ctypes.c_void_p(out.ctypes.data)))
+        if written.value != out.size:
+            raise self._error(f"LightGBM wrote {written.value} predictions where {out.size} were expected")
+        return out if self.per_row == 1 else out.reshape(rows, self.per_row)
+
+    def close(self) -> None:
+        """Free the prepared configurations (before the booster they point into goes)."""
+        with self._lock:
+            configs, self._configs = self._configs, {}
+            self._handle = None
+            for config in configs.values():
+                self._lib.LGBM_FastConfigFree(config)

@@ -330,14 +330,34 @@ class LightGBMModel(ClassicModel):
         except lgb.basic.LightGBMError as exc:
             raise ModelLoadError(f"model '{self.name}': {path.name} is not a LightGBM model: {exc}") from None
 
+    def load(self) -> bool:
+        super().load()
+        from gpuserve.classic_fast import LightGBMPredictor
+
+        self._booster_api = LightGBMPredictor.for_booster(self.model)
+        return True
+
+    def stop(self) -> None:
+        fast, self._booster_api = getattr(self, "_booster_api", None), None
+        if fast is not None:
+            fast.close()
+        super().stop()
+
     def run(self, output: str, features: Any) -> Any:
+        """2-D float arrays go through LightGBM's C API (gpuserve/classic_fast.py says why), with the
+        booster's own answers; anything else, and any error, through `Booster.predict`."""
         import lightgbm
 
         from gpuserve.classic_fast import lightgbm_threads
 
         try:
-            if output == PREDICT and hasattr(features, "shape"):  # one thread for a few rows: classic_fast.py
-                return self.model.predict(features, **lightgbm_threads(features.shape[0]))
+            if output == PREDICT:
+                fast = getattr(self, "_booster_api", None)
+                result = fast.predict(features) if fast is not None else None
+                if result is not None:
+                    return result
+                if hasattr(features, "shape"):  # one thread for a few rows: classic_fast.py
+                    return self.model.predict(features, **lightgbm_threads(features.shape[0]))
             return super().run(output, features)
         except (ValueError, TypeError) as exc:
             raise InvalidInput(f"model '{self.name}' rejected the input for '{output}': {exc}") from None

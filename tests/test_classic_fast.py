@@ -105,7 +105,38 @@ def test_lightgbm_outputs_equal_the_booster(tmp_path, objective):
         params["num_class"] = 3
     booster = lgb.train(params, lgb.Dataset(X, label=label), num_boost_round=6)
     model = _served(LightGBMModel, tmp_path, "model.txt", booster.save_model)
+    assert model._booster_api is not None  # the C API path, not the wrapper
     for rows in (1, 16, 200):
-        got, want = model.run("predict", Q[:rows]), booster.predict(Q[:rows])
-        assert got.dtype == want.dtype and got.shape == want.shape
-        np.testing.assert_array_equal(got, want)
+        for q in (Q[:rows], Q[:rows].astype(np.float64), np.asfortranarray(Q[:rows]), np.nan_to_num(Q[:rows]).astype(np.int32)):
+            got, want = model.run("predict", q), booster.predict(q)
+            assert got.dtype == want.dtype and got.shape == want.shape
+            np.testing.assert_array_equal(got, want)
+            np.testing.assert_array_equal(model._booster_api.predict(q) if q.dtype.kind == "f" else want, want)
+
+
+def test_lightgbm_predictor_honours_the_best_iteration():
+    from gpuserve.classic_fast import LightGBMPredictor
+
+    params = {"objective": "binary", "num_leaves": 4, "min_data_in_leaf": 5, "verbose": -1}
+    booster = lgb.train(params, lgb.Dataset(X, label=Y_BINARY), num_boost_round=8)
+    booster.best_iteration = 3  # as early stopping leaves it: Booster.predict then uses 3 trees of 8
+    fast = LightGBMPredictor(booster)
+    for rows in (1, 9):
+        want = booster.predict(Q[:rows])
+        assert not np.array_equal(want, booster.predict(Q[:rows], num_iteration=-1))  # so the bound shows
+        np.testing.assert_array_equal(fast.predict(Q[:rows]), want)
+    fast.close()
+
+
+def test_lightgbm_bad_input_is_invalid_input_and_stop_frees_the_fast_path(tmp_path):
+    from gpuserve.errors import InvalidInput
+
+    booster = lgb.train({"objective": "binary", "verbose": -1, "min_data_in_leaf": 5}, lgb.Dataset(X, label=Y_BINARY),
+                        num_boost_round=3)
+    model = _served(LightGBMModel, tmp_path, "model.txt", booster.save_model)
+    for bad in (Q[:1, :4], Q[:3, :4], Q[:2, :, None]):
+        with pytest.raises(InvalidInput, match="rejected the input"):
+            model.run("predict", bad)
+    fast = model._booster_api
+    model.stop()
+    assert fast.predict(Q[:1]) is None and not fast._configs  # closed: nothing prepared is left to use
