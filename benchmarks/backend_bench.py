@@ -188,6 +188,19 @@ def rate(call: Callable[[], object], rows: int, seconds: float) -> float:
     return done / (time.perf_counter() - start)
 
 
+def _direct_thread(model) -> Callable:
+    """Where the direct calls run: on a classic model's own thread once it has one, else here.
+
+    XGBoost and LightGBM use OpenMP teams, and a process where two threads have started one runs every
+    team's calls ~2x slower (gpuserve/classic_fast.py). A user's program calls from one thread; the served
+    model starts its teams on its own thread, so the direct calls share that thread rather than start a
+    second team here and slow both down."""
+    thread = getattr(model, "_thread", None)
+    if thread is None:
+        return lambda fn, *args: fn(*args)
+    return lambda fn, *args: thread.submit(fn, *args).result()
+
+
 async def served_rate(plane, name: str, input_name: str, x: np.ndarray, concurrency: int, seconds: float) -> float:
     from gpuserve.types import InferRequest
 
@@ -223,12 +236,17 @@ async def bench(args) -> List[dict]:
                 plane = DataPlane(repository)
                 plane.started = True
                 x = np.random.default_rng(batch).normal(size=(batch, FEATURES)).astype(np.float32)
+                from gpuserve.types import InferRequest
+
+                await plane.infer(InferRequest.from_numpy(model.name, {spec["input"]: x}))  # its thread, if any
                 runs: Dict[str, List[float]] = {}
                 for _ in range(args.rounds):
-                    runs.setdefault("direct", []).append(rate(lambda: spec["direct"](x), batch, args.seconds))
+                    where = _direct_thread(model)
+                    runs.setdefault("direct", []).append(where(rate, lambda: spec["direct"](x), batch, args.seconds))
                     for extra in ("direct_iobinding", "direct_fast"):
                         if extra in spec:
-                            runs.setdefault(extra, []).append(rate(lambda: spec[extra](x), batch, args.seconds))
+                            runs.setdefault(extra, []).append(where(rate, lambda: spec[extra](x), batch,
+                                                                    args.seconds))
                     for c in args.concurrency:
                         runs.setdefault(f"served_c{c}", []).append(
                             await served_rate(plane, model.name, spec["input"], x, c, args.seconds))

@@ -16,15 +16,45 @@ session 3):
 - LightGBM's `Booster.predict`. Its Python costs ~15 us a call, twice the trees of a 50-tree model on one
   row; `LightGBMPredictor` makes the same C calls with everything but the data prepared at load.
 
+- One OpenMP team per process. A team (libgomp) belongs to the thread that started it; once a second
+  thread has started one, more threads exist than cores and libgomp stops spinning for all of them,
+  so every later parallel call pays the wake-ups: after one call from another thread, the same
+  calls took 2x as long for good (LightGBM 16 rows 52 -> 104-154 us; XGBoost 64 rows 280-350 -> 460-580
+  us; session 7). Served calls run on the event loop or on the model's own thread, so only the model's
+  thread may use a team (`use_teams`, set by the runtime around each call); calls on the loop use one
+  thread.
+
 The single-thread XGBoost booster is a copy (memory of the trees twice): `nthread` is a booster
 parameter, and changing it while other threads predict is not safe.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Dict, Optional
 
 import numpy as np
+
+_PLACE = threading.local()
+
+
+def teams_allowed() -> bool:
+    """Whether a call on this thread may use an OpenMP team (see the module's docstring); yes unless the
+    runtime said otherwise for the call running here."""
+    return getattr(_PLACE, "teams", True)
+
+
+class use_teams:
+    """`with use_teams(False): ...` runs the calls inside with one thread."""
+
+    def __init__(self, allowed: bool):
+        self.allowed = allowed
+
+    def __enter__(self):
+        self.before, _PLACE.teams = teams_allowed(), self.allowed
+
+    def __exit__(self, *exc):
+        _PLACE.teams = self.before
 
 PREDICT = "predict"
 PREDICT_PROBA = "predict_proba"
@@ -64,7 +94,8 @@ class XGBoostPredictor:
             return None
 
     def values(self, x: np.ndarray, margin: bool = False) -> np.ndarray:
-        booster = self.single if x.shape[0] < self.single_thread_below_rows else self.parallel
+        team = x.shape[0] >= self.single_thread_below_rows and teams_allowed()
+        booster = self.parallel if team else self.single
         return booster.inplace_predict(x, iteration_range=self.iteration_range,
                                        predict_type="margin" if margin else "value",
                                        missing=self.missing, validate_features=True)
@@ -110,7 +141,7 @@ class XGBoostPredictor:
 def lightgbm_threads(rows: int) -> dict:
     """Booster.predict keyword arguments for `rows` rows: one thread for a few rows, else the default."""
     # LightGBM, worker thread: 16 rows 74 vs 93 us with one thread; 64 rows 202 vs 172 us (the team wins)
-    return {"num_threads": 1} if rows < 32 else {}
+    return {"num_threads": 1} if rows < 32 or not teams_allowed() else {}
 
 
 class LightGBMPredictor:

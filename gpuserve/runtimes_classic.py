@@ -29,6 +29,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from gpuserve import codecs
+from gpuserve.classic_fast import use_teams
 from gpuserve.errors import InferenceError, InvalidInput, ModelLoadError, ModelMissingError
 from gpuserve.model import Model
 from gpuserve.settings import ModelSettings
@@ -41,6 +42,20 @@ logger = logging.getLogger("gpuserve")
 # hand-off to their thread costs 60-120 us here plus a cold core (XGBoost, 1 row: 196 us on the loop,
 # 287 us on the thread). MLServer runs them wholly on its loop; forests of ~2 ms stay off it.
 INLINE_BELOW_S = 300e-6
+# Where a call runs changes what it costs: the first calls on a core that was idle run cold (XGBoost, 16
+# rows: 240 us a call on the loop when every call runs there, 355-600 us on the model's thread, ~400 us
+# on the loop right after thread calls). Timed only where it ran, a model near the limit stays wherever it
+# started. So a model whose cost is within twice the limit is now and then timed on the loop: a probe of
+# PROBE_RUN calls in a row there, the last one (warm) deciding; the first probe comes after the first
+# call, later ones after PROBE_EVERY calls, the gap doubling (to PROBE_MAX) while probes keep finding the
+# model too slow for the loop.
+# A lone client (no other call of the model outstanding, and hardly any lately) may take the loop for
+# longer: nothing else waits on it meanwhile, and the hand-off would only add to its latency (the
+# engine's lone-client rule, engine/batcher.py).
+INLINE_ALONE_BELOW_S = 2e-3
+PROBE_RUN = 3
+PROBE_EVERY = 16
+PROBE_MAX = 1024
 PREDICT = "predict"
 PREDICT_PROBA = "predict_proba"
 TRANSFORM = "transform"
@@ -98,7 +113,13 @@ class ClassicModel(Model):
         self.settings = settings or ModelSettings(name=name)
         self.version = self.settings.parameters.version
         self.model: Any = None
-        self._seconds_per_row = 0.0  # moving average of a prediction per row; 0 until the first
+        self._loop_per_row = 0.0  # moving average of a prediction's CPU time per row on the loop; 0: none yet
+        self._thread_per_row = 0.0  # the same on the model's own thread
+        self._probing = 0  # calls left in the current probe on the loop (PROBE_RUN)
+        self._probe_gap = PROBE_EVERY  # calls between probes; doubles while probes find the model too slow
+        self._since_probe = 0
+        self._outstanding = 0  # calls in predict now
+        self._load = 0.0  # moving average of _outstanding as each call found it
         self._thread: Optional[ThreadPoolExecutor] = None  # made on the first slow call
 
     # lifecycle ----------------------------------------------------------------------------------
@@ -178,21 +199,59 @@ class ClassicModel(Model):
         between threads and cores, and concurrent calls fighting over the GIL); from one thread 2.5 ms
         (2-core VM, benchmarks/RESULTS.md 2026-11-25 session 3)."""
         rows = _rows(payload)
-        if rows and self._seconds_per_row and self._seconds_per_row * rows < INLINE_BELOW_S:
-            return self._timed(payload, rows)
+        self._load += 0.1 * (self._outstanding - self._load)
+        if rows and (self._loop_per_row or self._thread_per_row):
+            if self._probing:
+                return self._timed(payload, rows, True)
+            cost = (self._loop_per_row or self._thread_per_row) * rows
+            if self._loop_per_row and cost < INLINE_BELOW_S:
+                return self._timed(payload, rows, True)
+            if cost < INLINE_ALONE_BELOW_S and not self._outstanding and self._load < 0.5:
+                # Counted as outstanding until one turn after the call, so that requests which arrived with
+                # this one (their tasks run in that turn) go to the thread and raise the load: a crowd
+                # does not take turns on the loop.
+                self._outstanding += 1
+                try:
+                    result = self._timed(payload, rows, True)
+                    await asyncio.sleep(0)
+                    return result
+                finally:
+                    self._outstanding -= 1
+            if cost < 2 * INLINE_BELOW_S:
+                self._since_probe += 1
+                if not self._loop_per_row or self._since_probe >= self._probe_gap:
+                    self._since_probe = 0
+                    self._probing = PROBE_RUN
+                    return self._timed(payload, rows, True)
         if self._thread is None:
             self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"gpuserve-{self.name}")
-        return await asyncio.get_running_loop().run_in_executor(self._thread, self._timed, payload, rows)
+        self._outstanding += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._thread, self._timed, payload, rows, False)
+        finally:
+            self._outstanding -= 1
 
-    def _timed(self, payload: Any, rows: int) -> Any:
+    def _timed(self, payload: Any, rows: int, on_loop: bool) -> Any:
         # The thread's CPU time, not the wall clock: on an executor thread the wall clock also counts
         # the waits for the GIL held by the loop, which would keep every call off the loop for good.
         start = time.thread_time()
-        result = self._predict(payload)
+        with use_teams(not on_loop):  # OpenMP teams on the model's thread only: classic_fast.py says why
+            result = self._predict(payload)
         if rows:
             per_row = (time.thread_time() - start) / rows
-            self._seconds_per_row = per_row if not self._seconds_per_row else \
-                0.8 * self._seconds_per_row + 0.2 * per_row
+            if not on_loop:
+                old = self._thread_per_row
+                self._thread_per_row = per_row if not old else 0.8 * old + 0.2 * per_row
+            elif self._probing:  # a probe: each call's time replaces the last, so the warm one decides
+                self._probing -= 1
+                self._loop_per_row = per_row
+                if not self._probing and per_row * rows >= INLINE_BELOW_S:
+                    self._probe_gap = min(self._probe_gap * 2, PROBE_MAX)
+                elif not self._probing:
+                    self._probe_gap = PROBE_EVERY
+            else:
+                old = self._loop_per_row
+                self._loop_per_row = per_row if not old else 0.8 * old + 0.2 * per_row
         return result
 
     def _predict(self, payload: Any) -> Any:

@@ -140,3 +140,49 @@ def test_lightgbm_bad_input_is_invalid_input_and_stop_frees_the_fast_path(tmp_pa
     fast = model._booster_api
     model.stop()
     assert fast.predict(Q[:1]) is None and not fast._configs  # closed: nothing prepared is left to use
+
+
+class Recording:
+    """A booster stand-in that records the thread of each call and passes it on."""
+
+    def __init__(self, booster, calls):
+        self.booster, self.calls = booster, calls
+
+    def inplace_predict(self, *args, **kwargs):
+        import threading
+
+        self.calls.append((self, threading.get_ident()))
+        return self.booster.inplace_predict(*args, **kwargs)
+
+
+async def test_openmp_teams_only_on_the_models_thread(xgb_served):
+    import threading
+
+    trained, model = xgb_served["binary"]
+    fast = model._booster_api
+    calls = []
+    single, parallel = fast.single, fast.parallel
+    fast.single, fast.parallel = Recording(single, calls), Recording(parallel, calls)
+    try:
+        rows = Q[:XGBoostPredictor.single_thread_below_rows + 30]  # enough rows for the team
+        model._loop_per_row = model._thread_per_row = 0.0
+        await model.predict(InferRequest.from_numpy("binary", {"input": rows}))  # unknown cost: the thread
+        model._loop_per_row = 1e-9  # now quick enough for the loop
+        response = await model.predict(InferRequest.from_numpy("binary", {"input": rows}))
+        loop = threading.get_ident()
+        assert [(who is fast.parallel, thread == loop) for who, thread in calls] == [(True, False), (False, True)]
+        np.testing.assert_array_equal(response.outputs[0].as_numpy().ravel(), trained.predict(rows))
+    finally:
+        fast.single, fast.parallel = single, parallel
+
+
+def test_lightgbm_one_thread_where_teams_are_not_allowed():
+    from gpuserve.classic_fast import lightgbm_threads, use_teams
+
+    assert lightgbm_threads(64) == {}
+    with use_teams(False):
+        assert lightgbm_threads(64) == {"num_threads": 1}
+        with use_teams(True):
+            assert lightgbm_threads(64) == {}
+        assert lightgbm_threads(64) == {"num_threads": 1}
+    assert lightgbm_threads(64) == {} and lightgbm_threads(8) == {"num_threads": 1}
