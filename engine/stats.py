@@ -95,6 +95,27 @@ class ModelStats:
             self.compute_infer.add(infer_ns * jobs, jobs)
             self.compute_output.add(output_ns * jobs, jobs)
 
+    def record_unbatched(self, ns: int) -> None:
+        """A request that ran alone outside the engine and succeeded in `ns`: as Triton counts it, it passed
+        its (empty) queue, then its execution of one row took the whole time (record_queue([0]),
+        record_request(True, ns), record_batch(1, 1, 0, ns, 0) under one lock)."""
+        with self.lock:
+            self.queue.count += 1
+            self.success.add(ns)
+            self.request_seconds.observe(ns / 1e9)
+            self.execution_count += 1
+            self.inference_count += 1
+            self.last_inference_ms = int(time.time() * 1000)
+            batch = self.batches.get(1)
+            if batch is None:
+                batch = self.batches[1] = BatchStats()
+            batch.compute_input.count += 1
+            batch.compute_infer.add(ns)
+            batch.compute_output.count += 1
+            self.compute_input.count += 1
+            self.compute_infer.add(ns)
+            self.compute_output.count += 1
+
     def record_queue(self, waits_ns) -> None:
         waits = list(waits_ns)
         with self.lock:

@@ -180,15 +180,15 @@ class DataPlane:
             try:
                 if batcher is not None:
                     response, response_headers = await batcher.submit(request, headers)
+                elif _plain_predict(type(model)):
+                    response_headers = {}
+                    response = await model.predict(request, headers, response_headers)
                 else:
                     response, response_headers = await model(request, headers)
             except BaseException:
                 stats.record_request(False, time.perf_counter_ns() - start)
                 raise
-            elapsed = time.perf_counter_ns() - start
-            stats.record_queue([0])  # as Triton counts: every executed request passed its (empty) queue
-            stats.record_request(True, elapsed)
-            stats.record_batch(1, 1, 0, elapsed, 0)
+            stats.record_unbatched(time.perf_counter_ns() - start)
         if isinstance(response, InferResponse):
             if response.id is None or request.id is not None:
                 response.id = request.id

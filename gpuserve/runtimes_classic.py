@@ -103,6 +103,7 @@ def _outputs_of(name: str, value: Any) -> List[InferOutput]:
 class ClassicModel(Model):
     """Loading, request decoding and output choice shared by the classic-ML runtimes."""
 
+    plain_predict = True  # the data plane may await predict directly while no pipeline hook is overridden
     platform = ""
     package = ""  # what to pip install
     wellknown: Sequence[str] = ()
@@ -191,7 +192,8 @@ class ClassicModel(Model):
         tensor = request.inputs[0]
         return codecs.decode_input(tensor, self._default_content_type(tensor.name))
 
-    async def predict(self, payload: Any, headers: Optional[Dict[str, str]] = None) -> Any:
+    async def predict(self, payload: Any, headers: Optional[Dict[str, str]] = None,
+                      response_headers: Optional[Dict[str, str]] = None) -> Any:
         """Quick calls (rows x recent time per row under INLINE_BELOW_S) run on the event loop: a
         thread hand-off costs 60-120 us here, as much as a small tree ensemble's whole prediction.
         Others run on the model's own thread, one at a time: from the default executor's several

@@ -70,6 +70,18 @@ def test_batch_level_request_statistics_match_one_at_a_time():
     assert one.request_seconds.total == pytest.approx(batch.request_seconds.total)
 
 
+def test_unbatched_request_statistics_match_the_three_calls():
+    three, one = ModelStats("m"), ModelStats("m")
+    for ns in (50_000, 3_000_000, 2_000_000_000):
+        three.record_queue([0])
+        three.record_request(True, ns)
+        three.record_batch(1, 1, 0, ns, 0)
+        one.record_unbatched(ns)
+    three.last_inference_ms = one.last_inference_ms
+    assert three.as_dict() == one.as_dict()
+    assert three.request_seconds.cumulative() == one.request_seconds.cumulative()
+
+
 class Doubler:
     device = "cpu"
 
