@@ -4,7 +4,7 @@ For every framework installed here (ONNX Runtime, TorchScript, torch.export, sci
 LightGBM when importable) and each batch size B, it measures
   direct:  the framework's own call on B rows (session.run, module(x), estimator.predict, ...),
   direct_fast (XGBoost, LightGBM): the fastest call a user would write for the same outputs, the one
-           gpuserve serves through (Booster.inplace_predict; LightGBM's C API), with
+           gpuserve serves through (XGBoost's and LightGBM's C APIs, gpuserve/classic_fast.py), with
            ratio_fast_c* against it, so a faster served API cannot flatter the ratio,
   served:  V2 requests of B rows through gpuserve's DataPlane.infer -> Model -> engine (Scheduler,
            Instance, backend) -> response, in process (no transport), at concurrency 1 and 4.
@@ -136,20 +136,18 @@ def _classic(folder: Path) -> Dict[str, dict]:
     if importlib.util.find_spec("xgboost"):
         import xgboost
 
+        from gpuserve.classic_fast import XGBoostPredictor
         from gpuserve.runtimes_classic import XGBoostModel
 
         booster = xgboost.XGBClassifier(n_estimators=50, max_depth=6, nthread=1).fit(x, y)
         booster.save_model(str(folder / "model.json"))
-        raw = booster.get_booster()  # nthread=1, as trained
-
-        def labels(x):  # the Booster API, as the served path calls it (gpuserve/classic_fast.py)
-            return (raw.inplace_predict(x) > 0.5).astype(np.int64)
-
+        labels = XGBoostPredictor(booster).predict  # the C call the served path makes (gpuserve/classic_fast.py)
         assert np.array_equal(labels(x[:64]), booster.predict(x[:64]))
         found["xgboost"] = {
             "make": lambda b: XGBoostModel("xgb", _settings("xgb", "xgboost", folder / "model.json", b, "cpu")),
             "direct": booster.predict, "direct_fast": labels, "input": "input",
-            "note": f"xgboost {xgboost.__version__}; direct_fast = Booster.inplace_predict(x) > 0.5"}
+            "note": f"xgboost {xgboost.__version__}; direct_fast = the C API calls gpuserve serves through "
+                    "(gpuserve/classic_fast.py XGBoostPredictor)"}
     if importlib.util.find_spec("lightgbm"):
         import lightgbm
 

@@ -73,6 +73,25 @@ def test_xgboost_outputs_equal_the_wrapper(xgb_served, kind, rows):
         np.testing.assert_array_equal(got, getattr(model.model, output)(q))  # the loaded wrapper too
 
 
+@pytest.mark.parametrize("kind", ["binary", "multi", "softmax", "stopped", "regressor"])
+def test_xgboost_c_api_path_answers_what_inplace_predict_does(xgb_served, kind, monkeypatch):
+    trained, model = xgb_served[kind]
+    fast = model._booster_api
+    assert fast._lib is not None
+    for q in (Q[:9], Q[:9].astype(np.float64), Q[:1]):
+        for margin in (False, True):
+            want = fast.single.inplace_predict(q, iteration_range=fast.iteration_range, missing=fast.missing,
+                                               predict_type="margin" if margin else "value")
+            got = fast.values(q, margin=margin)
+            assert got.dtype == want.dtype and got.shape == want.shape
+            np.testing.assert_array_equal(got, want)
+    # the C path is what ran: with inplace_predict gone, float arrays still predict; others cannot
+    monkeypatch.setattr(type(fast.single), "inplace_predict", lambda *a, **k: pytest.fail("inplace_predict ran"))
+    fast.values(Q[:3])
+    with pytest.raises(pytest.fail.Exception):
+        fast.values(np.asfortranarray(Q[:3]))  # not C-contiguous: inplace_predict's business
+
+
 def test_xgboost_v2_request_both_outputs(xgb_served):
     trained, model = xgb_served["multi"]
     request = InferRequest.from_numpy("multi", {"input": Q[:4]})
@@ -148,10 +167,18 @@ class Recording:
     def __init__(self, booster, calls):
         self.booster, self.calls = booster, calls
 
-    def inplace_predict(self, *args, **kwargs):
+    def _record(self):
         import threading
 
         self.calls.append((self, threading.get_ident()))
+
+    @property
+    def handle(self):  # what the C API path reads, once a call
+        self._record()
+        return self.booster.handle
+
+    def inplace_predict(self, *args, **kwargs):
+        self._record()
         return self.booster.inplace_predict(*args, **kwargs)
 
 
