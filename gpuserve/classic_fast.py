@@ -232,6 +232,7 @@ class LightGBMPredictor:
                                                          ctypes.c_int(0), self._iterations, ctypes.byref(per_row)))
         self.per_row = int(per_row.value)
         self._configs: Dict[int, Any] = {}
+        self._closed = False  # configurations freed; the booster (and its handle) lives as long as this
         self._lock = threading.Lock()  # a prepared single-row configuration holds its own buffers
         self._args = (ctypes.c_int(self.NORMAL), ctypes.c_int(0), self._iterations)
         self._one_thread = ctypes.c_char_p(b"num_threads=1")
@@ -263,7 +264,7 @@ class LightGBMPredictor:
         """The booster's prediction for `x`, or None where the wrapper must answer (it also words the
         errors: a wrong feature count goes to it)."""
         dtype = self.DTYPES.get(x.dtype) if type(x) is np.ndarray else None
-        if dtype is None or x.ndim != 2 or x.shape[1] != self.features or not x.shape[0] or self._handle is None:
+        if dtype is None or x.ndim != 2 or x.shape[1] != self.features or not x.shape[0]:
             return None
         if not x.flags.c_contiguous:
             x = np.ascontiguousarray(x)
@@ -273,7 +274,7 @@ class LightGBMPredictor:
         written = ctypes.c_int64(0)
         if rows == 1:
             with self._lock:
-                if self._handle is None:
+                if self._closed:  # unloaded meanwhile: the wrapper answers (or says the model is gone)
                     return None
                 self._check(self._lib.LGBM_BoosterPredictForMatSingleRowFast(
                     self._single_row_config(dtype), ctypes.c_void_p(x.ctypes.data), ctypes.byref(written),
@@ -292,6 +293,6 @@ class LightGBMPredictor:
         """Free the prepared configurations (before the booster they point into goes)."""
         with self._lock:
             configs, self._configs = self._configs, {}
-            self._handle = None
+            self._closed = True
             for config in configs.values():
                 self._lib.LGBM_FastConfigFree(config)

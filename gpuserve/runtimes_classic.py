@@ -203,9 +203,9 @@ class ClassicModel(Model):
         rows = _rows(payload)
         self._load += 0.1 * (self._outstanding - self._load)
         if rows and (self._loop_per_row or self._thread_per_row):
-            if self._probing:
-                return self._timed(payload, rows, True)
             cost = (self._loop_per_row or self._thread_per_row) * rows
+            if self._probing and cost < 2 * INLINE_BELOW_S:
+                return self._timed(payload, rows, True)
             if self._loop_per_row and cost < INLINE_BELOW_S:
                 return self._timed(payload, rows, True)
             if cost < INLINE_ALONE_BELOW_S and not self._outstanding and self._load < 0.5:
@@ -406,7 +406,8 @@ class LightGBMModel(ClassicModel):
 
     def run(self, output: str, features: Any) -> Any:
         """2-D float arrays go through LightGBM's C API (gpuserve/classic_fast.py says why), with the
-        booster's own answers; anything else, and any error, through `Booster.predict`."""
+        booster's own answers; anything else (and a wrong feature count, which it words) through
+        `Booster.predict`."""
         import lightgbm
 
         from gpuserve.classic_fast import lightgbm_threads

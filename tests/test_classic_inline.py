@@ -93,3 +93,13 @@ async def test_a_call_that_looks_slow_only_on_its_thread_comes_back_to_the_loop(
     threads = model.model.threads
     assert threads[0] != loop_thread  # timed on the thread first: 1.5x the limit there
     assert threads[-5:] == [loop_thread] * 5  # a probe on the loop measured 0.5x, and it stayed there
+
+
+async def test_a_probe_never_takes_a_large_request_onto_the_loop(tmp_path):
+    model, row = _model(tmp_path, 0.0)
+    await model.predict(InferRequest.from_numpy("skl", {"input": row}))  # the thread exists, timed
+    model._loop_per_row, model._probing = INLINE_BELOW_S / 2, runtimes_classic.PROBE_RUN  # mid-probe
+    model.model.threads.clear()
+    rows = np.repeat(row, 16, axis=0)  # 8x the limit by the loop's own estimate, over the lone-client one too
+    await model.predict(InferRequest.from_numpy("skl", {"input": rows}))
+    assert threading.get_ident() not in model.model.threads
