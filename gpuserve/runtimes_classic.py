@@ -322,6 +322,27 @@ class SKLearnModel(ClassicModel):
             if not hasattr(final, PREDICT_PROBA):
                 raise InvalidInput(f"{type(final).__name__} models do not support '{PREDICT_PROBA}'")
 
+    def load(self) -> bool:
+        super().load()
+        from gpuserve.classic_forest import ForestPredictor
+
+        self._forest = ForestPredictor.for_estimator(self.model)
+        return True
+
+    def stop(self) -> None:
+        super().stop()
+        self._forest = None
+
+    def run(self, output: str, features: Any) -> Any:
+        """Forests walk all their trees at once in NumPy (gpuserve/classic_forest.py says why), with
+        scikit-learn's own answers; anything that path does not take goes to the estimator."""
+        forest = getattr(self, "_forest", None)
+        if forest is not None:
+            result = forest.run(output, features)
+            if result is not None:
+                return result
+        return super().run(output, features)
+
 
 class XGBoostModel(ClassicModel):
     """An XGBoost model saved with `save_model` (.json, .ubj or the older .bst)."""

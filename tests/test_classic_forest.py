@@ -1,0 +1,100 @@
+"""Served scikit-learn forests (gpuserve/classic_forest.py: every tree walked at once in NumPy) answer
+exactly what scikit-learn answers: classifiers (two and three classes, string labels) and regressors,
+random and extra trees, deep and shallow, float64/int inputs; anything the NumPy path does not take
+(NaN, the wrong width, many rows, other estimators, several outputs) goes to scikit-learn itself."""
+
+from __future__ import annotations
+
+import joblib
+import numpy as np
+import pytest
+from sklearn.ensemble import (ExtraTreesClassifier, ExtraTreesRegressor, GradientBoostingClassifier,
+                              RandomForestClassifier, RandomForestRegressor)
+
+from gpuserve.classic_forest import ForestPredictor
+from gpuserve.errors import InvalidInput
+from gpuserve.runtimes_classic import SKLearnModel
+from gpuserve.settings import ModelSettings
+from gpuserve.types import InferRequest, RequestedOutput
+
+RNG = np.random.default_rng(11)
+X = RNG.normal(size=(400, 12)).astype(np.float32)
+Q = RNG.normal(size=(300, 12)).astype(np.float32)
+Y2 = (X[:, 0] + X[:, 1] > 0).astype(int)
+Y3 = np.array(["low", "mid", "high"])[(X[:, 0] > 0).astype(int) + (X[:, 2] > 0.3)]
+YR = X[:, 0] * 2 - X[:, 3] + RNG.normal(scale=0.1, size=len(X))
+
+ESTIMATORS = {
+    "forest-2": lambda: RandomForestClassifier(n_estimators=25, max_depth=6, random_state=0).fit(X, Y2),
+    "forest-3-deep": lambda: RandomForestClassifier(n_estimators=10, random_state=1).fit(X, Y3),
+    "weighted": lambda: RandomForestClassifier(n_estimators=8, max_depth=5, random_state=2,
+                                               class_weight="balanced").fit(X, Y2),
+    "extra-3": lambda: ExtraTreesClassifier(n_estimators=15, random_state=3).fit(X, Y3),
+    "forest-reg": lambda: RandomForestRegressor(n_estimators=12, max_depth=9, random_state=4).fit(X, YR),
+    "extra-reg": lambda: ExtraTreesRegressor(n_estimators=6, random_state=5).fit(X, YR),
+    "one-tree": lambda: RandomForestClassifier(n_estimators=1, max_depth=3, random_state=6).fit(X, Y2),
+}
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("forests")
+    out = {}
+    for kind, make in ESTIMATORS.items():
+        estimator = make()
+        joblib.dump(estimator, folder / f"{kind}.joblib")
+        model = SKLearnModel(kind, ModelSettings(name=kind, parameters={"uri": str(folder / f"{kind}.joblib")}))
+        model.load()
+        out[kind] = (estimator, model)
+    return out
+
+
+@pytest.mark.parametrize("kind", list(ESTIMATORS))
+@pytest.mark.parametrize("rows", [1, 7, 64])
+def test_forest_answers_equal_scikit_learns(served, kind, rows):
+    estimator, model = served[kind]
+    assert model._forest is not None
+    outputs = ["predict", "predict_proba"] if hasattr(estimator, "classes_") else ["predict"]
+    for q in (Q[:rows], Q[:rows].astype(np.float64), (Q[:rows] * 3).astype(np.int64)):
+        for output in outputs:
+            want = getattr(estimator, output)(q)
+            got = model._forest.run(output, q)
+            assert got is not None, (output, q.dtype)
+            assert got.dtype == want.dtype and got.shape == want.shape
+            np.testing.assert_array_equal(got, want)
+            np.testing.assert_array_equal(model.run(output, q), want)
+
+
+def test_what_the_numpy_path_does_not_take_goes_to_scikit_learn(served):
+    estimator, model = served["forest-2"]
+    forest = model._forest
+    with_nan = Q[:3].copy()
+    with_nan[1, 4] = np.nan
+    many = np.repeat(Q, 2, axis=0)[:ForestPredictor.max_rows + 1]
+    for q in (with_nan, many, Q[:3, :5], Q[:0], Q[:3].astype(object)):
+        assert forest.run("predict", q) is None
+    np.testing.assert_array_equal(model.run("predict", many), estimator.predict(many))
+    np.testing.assert_array_equal(model.run("predict_proba", with_nan), estimator.predict_proba(with_nan))
+    with pytest.raises(InvalidInput, match="rejected the input"):
+        model.run("predict", Q[:2, :5])  # scikit-learn words the error
+    assert forest.run("transform", Q[:2]) is None
+
+
+def test_only_scikit_learns_own_single_output_forests():
+    class MyForest(RandomForestClassifier):
+        pass
+
+    assert ForestPredictor.for_estimator(MyForest(n_estimators=2).fit(X, Y2)) is None
+    assert ForestPredictor.for_estimator(GradientBoostingClassifier(n_estimators=2).fit(X, Y2)) is None
+    two_outputs = RandomForestClassifier(n_estimators=2).fit(X, np.stack([Y2, Y2], 1))
+    assert ForestPredictor.for_estimator(two_outputs) is None
+    assert ForestPredictor.for_estimator(RandomForestClassifier()) is None  # not fitted
+
+
+def test_v2_request_through_the_forest(served):
+    estimator, model = served["forest-3-deep"]
+    request = InferRequest.from_numpy("forest-3-deep", {"input": Q[:4]})
+    request.request_outputs = [RequestedOutput("predict"), RequestedOutput("predict_proba")]
+    response = model._predict_v2(request)
+    np.testing.assert_array_equal(response.outputs[0].as_numpy().ravel(), estimator.predict(Q[:4]))
+    np.testing.assert_array_equal(response.outputs[1].as_numpy(), estimator.predict_proba(Q[:4]))
