@@ -326,22 +326,33 @@ class SKLearnModel(ClassicModel):
         super().load()
         from gpuserve.classic_forest import ForestPredictor
 
-        self._forest = ForestPredictor.for_estimator(self.model)
+        # A forest, or a Pipeline ending in one: its other steps transform as usual, then the forest.
+        steps = getattr(self.model, "steps", None)
+        final = steps[-1][-1] if steps else self.model
+        self._forest = ForestPredictor.for_estimator(final)
+        self._prefix = self.model[:-1] if steps and self._forest is not None else None
         return True
 
     def stop(self) -> None:
         super().stop()
-        self._forest = None
+        self._forest = self._prefix = None
 
     def run(self, output: str, features: Any) -> Any:
         """Forests walk all their trees at once in NumPy (gpuserve/classic_forest.py says why), with
         scikit-learn's own answers; anything that path does not take goes to the estimator."""
         forest = getattr(self, "_forest", None)
-        if forest is not None:
+        if forest is None or output not in (PREDICT, PREDICT_PROBA):
+            return super().run(output, features)
+        prefix = self._prefix
+        if prefix is None:
             result = forest.run(output, features)
-            if result is not None:
-                return result
-        return super().run(output, features)
+            return result if result is not None else super().run(output, features)
+        try:  # as Pipeline.predict: the steps before the last transform, the last one predicts
+            transformed = prefix.transform(features)
+            result = forest.run(output, transformed)
+            return result if result is not None else getattr(forest.estimator, output)(transformed)
+        except (ValueError, TypeError) as exc:  # what the pipeline would have rejected: the request's fault
+            raise InvalidInput(f"model '{self.name}' rejected the input for '{output}': {exc}") from None
 
 
 class XGBoostModel(ClassicModel):

@@ -98,3 +98,40 @@ def test_v2_request_through_the_forest(served):
     response = model._predict_v2(request)
     np.testing.assert_array_equal(response.outputs[0].as_numpy().ravel(), estimator.predict(Q[:4]))
     np.testing.assert_array_equal(response.outputs[1].as_numpy(), estimator.predict_proba(Q[:4]))
+
+
+def _pipeline_model(tmp_path, pipeline):
+    joblib.dump(pipeline, tmp_path / "model.joblib")
+    model = SKLearnModel("pipe", ModelSettings(name="pipe", parameters={"uri": str(tmp_path / "model.joblib")}))
+    model.load()
+    return model
+
+
+def test_a_pipeline_ending_in_a_forest_predicts_as_the_pipeline(tmp_path):
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    pipeline = make_pipeline(StandardScaler(), RandomForestClassifier(n_estimators=12, random_state=0)).fit(X, Y3)
+    model = _pipeline_model(tmp_path, pipeline)
+    assert model._forest is not None and model._prefix is not None
+    for q in (Q[:1], Q[:20].astype(np.float64)):
+        for output in ("predict", "predict_proba"):
+            np.testing.assert_array_equal(model.run(output, q), getattr(pipeline, output)(q))
+    with pytest.raises(InvalidInput, match="rejected the input"):
+        model.run("predict", Q[:2, :5])
+
+
+def test_a_pipeline_whose_steps_give_what_numpy_does_not_take_still_answers(tmp_path):
+    import pandas as pd
+    from sklearn.compose import make_column_transformer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    frame = pd.DataFrame({"colour": np.array(["red", "green", "blue"])[(X[:, 0] > 0).astype(int) + (X[:, 1] > 0)],
+                          "size": X[:, 2]})
+    encode = make_column_transformer((OneHotEncoder(), ["colour"]), remainder="passthrough")  # sparse output
+    pipeline = make_pipeline(encode, ExtraTreesRegressor(n_estimators=5, random_state=0)).fit(frame, YR)
+    model = _pipeline_model(tmp_path, pipeline)
+    np.testing.assert_array_equal(model.run("predict", frame[:9]), pipeline.predict(frame[:9]))
+    plain = make_pipeline(GradientBoostingClassifier(n_estimators=3)).fit(X, Y2)
+    assert _pipeline_model(tmp_path, plain)._forest is None  # not a forest at the end: scikit-learn alone
