@@ -215,7 +215,6 @@ class LightGBMPredictor:
 
     def __init__(self, booster: Any):
         import ctypes
-        import threading
 
         from lightgbm import basic
 
