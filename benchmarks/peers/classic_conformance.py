@@ -1,10 +1,11 @@
-"""MLServer's XGBoost and LightGBM runtimes (mlserver-xgboost / mlserver-lightgbm 1.7.1) against gpuserve on
-one folder of tiny models (.json/.ubj/.bst XGBoost files, .bst LightGBM files, model-settings.json naming
+"""MLServer's scikit-learn, XGBoost and LightGBM runtimes (mlserver-sklearn / -xgboost / -lightgbm 1.7.1)
+against gpuserve on one folder of tiny models (.joblib scikit-learn forests, alone and ending a Pipeline,
+.json/.ubj/.bst XGBoost files, .bst LightGBM files, model-settings.json naming `mlserver_sklearn.SKLearnModel`,
 `mlserver_xgboost.XGBoostModel` / `mlserver_lightgbm.LightGBMModel`): the same V2 and V1 requests to both,
 status and body side by side (values rounded to 5 digits). Not a test; run by hand after
 
     bash benchmarks/peers/setup.sh mlserver
-    .peers/mlserver/bin/pip install --no-deps mlserver-xgboost==1.7.1 mlserver-lightgbm==1.7.1
+    .peers/mlserver/bin/pip install --no-deps mlserver-sklearn==1.7.1 mlserver-xgboost==1.7.1 mlserver-lightgbm==1.7.1
     .peers/mlserver/bin/pip install xgboost-cpu lightgbm scikit-learn joblib   # not the NCCL-sized xgboost
 
     .venv/bin/python benchmarks/peers/classic_conformance.py
@@ -14,6 +15,9 @@ top-level `"parameters": {}` is left aside). Differences seen on 2026-11-25, kep
 wrong feature count is MLServer's 500, gpuserve's 400; MLServer serves no V1 (404); MLServer's LightGBM
 runtime ignores the requested outputs and answers `predict` to a request for `predict_proba`, gpuserve
 answers 400 (LightGBM only has `predict`). Outputs (names, datatypes, shapes, values) are the same.
+Last run 2026-12-04 (session 7, after gpuserve's forest, XGBoost and LightGBM fast paths): 35 cases, the
+18 differences are exactly those (7 wrong widths, 7 V1, 4 LightGBM `predict_proba`); scikit-learn's
+forest and Pipeline answer as MLServer's runtime does.
 """
 
 import json
@@ -34,12 +38,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 MLSERVER = ROOT / ".peers" / "mlserver" / "bin" / "mlserver"
 GPUSERVE = ROOT / ".venv" / "bin" / "gpuserve"
-NAMES = ["xgb-clf", "xgb-booster", "xgb-reg", "lgb-multi", "lgb-binary"]
+NAMES = ["skl-forest", "skl-pipeline", "xgb-clf", "xgb-booster", "xgb-reg", "lgb-multi", "lgb-binary"]
 
 
 def build(root: Path) -> None:
+    import joblib
     import lightgbm as lgb
     import xgboost as xgb
+    from sklearn.ensemble import ExtraTreesRegressor, RandomForestClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
     rng = np.random.default_rng(11)
     x = rng.normal(size=(120, 4)).astype(np.float32)
@@ -54,6 +62,12 @@ def build(root: Path) -> None:
             save(str(root / name / filename))
         (root / name / "model-settings.json").write_text(json.dumps({"name": name, **settings}))
 
+    skl_impl = {"implementation": "mlserver_sklearn.SKLearnModel"}
+    folder("skl-forest", skl_impl, lambda p: joblib.dump(
+        RandomForestClassifier(n_estimators=8, max_depth=4, random_state=0).fit(x, multi), p), "model.joblib")
+    folder("skl-pipeline", skl_impl, lambda p: joblib.dump(
+        make_pipeline(StandardScaler(), ExtraTreesRegressor(n_estimators=5, random_state=0)).fit(x, target), p),
+        "model.joblib")
     xgb_impl = {"implementation": "mlserver_xgboost.XGBoostModel"}
     lgb_impl = {"implementation": "mlserver_lightgbm.LightGBMModel"}
     folder("xgb-clf", xgb_impl, xgb.XGBClassifier(n_estimators=6, max_depth=2).fit(x, multi).save_model, "model.json")
