@@ -265,10 +265,13 @@ _PLAIN: Dict[type, bool] = {}
 
 def _plain_predict(cls: type) -> bool:
     """Whether `Model.__call__` would only await `predict`: a class that says so (`plain_predict`, the
-    built-in runtimes) and whose pipeline hooks nobody replaced. Skipping the pipeline saves ~4 us a request."""
+    built-in runtimes) and whose pipeline hooks nobody replaced. Skipping the pipeline saves ~4 us a request.
+    `predict` must come from a class that says so itself: a user's subclass of a built-in runtime that
+    overrides it may take other arguments, which the pipeline fits and a direct call would not."""
     plain = _PLAIN.get(cls)
     if plain is None:
-        plain = _PLAIN[cls] = bool(getattr(cls, "plain_predict", False)) and all(
+        owner = next((c for c in cls.__mro__ if "predict" in vars(c)), None)
+        plain = _PLAIN[cls] = bool(owner is not None and vars(owner).get("plain_predict", False)) and all(
             getattr(cls, name) is getattr(Model, name) for name in ("__call__", "preprocess", "postprocess", "validate")
         ) and inspect.iscoroutinefunction(cls.predict)
     return plain

@@ -237,6 +237,7 @@ def _tensor(name: str, array: np.ndarray) -> pb.Tensor:
 
 
 class TritonPythonBackendModel(FrameworkModel):
+    plain_predict = True  # its own predict, with no user hooks: the data plane may await it directly
     platform = ""
     classifies_outputs = False
 

@@ -328,6 +328,7 @@ def test_built_in_models_skip_the_hook_pipeline_only_while_no_hook_is_overridden
     from gpuserve.ensemble import EnsembleModel
     from gpuserve.model import Model
     from gpuserve.runtimes import OnnxModel
+    from gpuserve.runtimes_classic import SKLearnModel
     from gpuserve.triton_python import TritonPythonBackendModel
 
     class Scaled(OnnxModel):  # a user's subclass with its own preprocess keeps the pipeline
@@ -338,5 +339,10 @@ def test_built_in_models_skip_the_hook_pipeline_only_while_no_hook_is_overridden
         async def predict(self, payload, headers=None, response_headers=None):
             return payload
 
+    class Narrower(SKLearnModel):  # a user's own predict on a built-in runtime: it may take fewer arguments
+        async def predict(self, payload, headers=None):
+            return payload
+
     assert _plain_predict(OnnxModel) and _plain_predict(TritonPythonBackendModel) and _plain_predict(EnsembleModel)
-    assert not _plain_predict(Scaled) and not _plain_predict(Custom)
+    assert _plain_predict(SKLearnModel)
+    assert not _plain_predict(Scaled) and not _plain_predict(Custom) and not _plain_predict(Narrower)
