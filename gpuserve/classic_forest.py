@@ -2,9 +2,9 @@
 
 Why: a served random forest is slow in scikit-learn for the few rows a request carries. Its `predict`
 walks the trees one after another, each through a Python call with its own input checks and a
-joblib dispatch (50 trees of depth 8 on 1024 features, 2-core VM: 2.5 ms for one row, 3.3 ms for 64;
+joblib dispatch (50 trees of depth 8 on 32 features, 2-core VM: 2.5-2.8 ms for one row or 64;
 benchmarks/RESULTS.md session 7). Here the trees are stacked into padded arrays at load and walked
-together, one NumPy step per level for all trees and rows: 0.11 ms for one row, 0.8 ms for 64.
+together, one NumPy step per level for all trees and rows: 0.1 ms for one row, 0.35 ms for 64.
 
 Exactness: rows are cast to float32 as scikit-learn casts them and split with `x <= threshold` (float64)
 as its Cython does; a classifier's leaf values are normalised per tree as `DecisionTreeClassifier.predict_proba` does and summed over the trees in
@@ -27,7 +27,7 @@ MAX_NODES = 2_000_000  # padded nodes over all trees (~60 MB for two classes); l
 
 
 class ForestPredictor:
-    max_rows = 256  # more rows: scikit-learn's own walk is quicker
+    max_rows = 512  # 50 trees, depth 8: 512 rows 2.5 vs 3.9 ms; much beyond, scikit-learn's walk is quicker
 
     def __init__(self, estimator: Any, trees: list, normalize: bool):
         self.estimator = estimator
@@ -86,25 +86,16 @@ class ForestPredictor:
 
     def _rows(self, x: Any) -> Optional[np.ndarray]:
         """`x` as scikit-learn would predict on it (float32), or None where scikit-learn must answer."""
-        if type(x) is not np.ndarray or x.ndim != 2 or x.shape[1] != self.features or not 0 < x.shape[0] <= \
-                self.max_rows or x.dtype.kind not in "fiub":
+        if not takes(x, self.features, self.max_rows):
             return None
         rows = x.astype(np.float32, copy=False)
         if not np.isfinite(rows).all():
             return None
         return rows
 
-    def _leaves(self, rows: np.ndarray) -> np.ndarray:
-        trees = self._trees
-        columns = np.arange(rows.shape[0])[None, :]
-        node = np.zeros((self.count, rows.shape[0]), np.int32)
-        for _ in range(self.depth):
-            go_left = rows[columns, self.feature[trees, node]] <= self.threshold[trees, node]
-            node = np.where(go_left, self.left[trees, node], self.right[trees, node])
-        return node
-
     def _mean(self, rows: np.ndarray) -> np.ndarray:
-        per_tree = self.values[self._trees, self._leaves(rows)]  # trees x rows x classes
+        leaves = walk(rows, self.feature, self.threshold, self.left, self.right, self.depth)
+        per_tree = self.values[self._trees, leaves]  # trees x rows x classes
         total = np.cumsum(per_tree, axis=0)[-1] if self.count > 1 else per_tree[0]
         return total / self.count
 
@@ -121,6 +112,40 @@ class ForestPredictor:
         if self.classifier:
             return self.classes.take(np.argmax(mean, axis=1), axis=0)
         return mean[:, 0]
+
+
+def takes(x: Any, features: int, max_rows: int) -> bool:
+    """Whether the NumPy walk takes `x`: a 2-D numeric array of `features` columns and 1 to `max_rows` rows."""
+    return (type(x) is np.ndarray and x.ndim == 2 and x.shape[1] == features and 0 < x.shape[0] <= max_rows
+            and x.dtype.kind in "fiub")
+
+
+def walk(rows: np.ndarray, feature: np.ndarray, threshold: np.ndarray, left: np.ndarray, right: np.ndarray,
+         depth: int, missing_left: Optional[np.ndarray] = None) -> np.ndarray:
+    """The leaf each row reaches in each tree (trees x rows): every tree and row one level a step, `x <=
+    threshold` going left, a missing value (NaN) the node's `missing_left` way when given. Nodes are
+    (trees x nodes) arrays; a leaf's children are itself, so rows that arrive early wait there, and the
+    walk ends once a step moves no row. Indexes are flat (`take`), which NumPy gathers fastest."""
+    count, size = feature.shape
+    base = (np.arange(count, dtype=np.intp) * size)[:, None]
+    row_base = (np.arange(rows.shape[0], dtype=np.intp) * rows.shape[1])[None, :]
+    flat_rows = rows.ravel()
+    features, thresholds = feature.ravel(), threshold.ravel()
+    children = np.concatenate([right.ravel(), left.ravel()]).astype(np.intp)  # [right..., left...]
+    half = count * size
+    at = np.broadcast_to(base, (count, rows.shape[0])).copy()  # flat index of each (tree, row)'s node
+    for _ in range(depth):
+        value = flat_rows.take(features.take(at) + row_base)
+        go_left = value <= thresholds.take(at)
+        if missing_left is not None:
+            missing = np.isnan(value)
+            if missing.any():
+                go_left = np.where(missing, missing_left.ravel().take(at), go_left)
+        moved = children.take(at + go_left * half) + base
+        if np.array_equal(moved, at):
+            break
+        at = moved
+    return (at - base).astype(np.int32)
 
 
 def _tree_normalizes() -> Optional[bool]:

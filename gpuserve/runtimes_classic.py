@@ -324,33 +324,35 @@ class SKLearnModel(ClassicModel):
 
     def load(self) -> bool:
         super().load()
+        from gpuserve.classic_boosting import BoostingPredictor
         from gpuserve.classic_forest import ForestPredictor
 
-        # A forest, or a Pipeline ending in one: its other steps transform as usual, then the forest.
+        # Tree ensembles, alone or ending a Pipeline (its other steps transform as usual, then the trees).
         steps = getattr(self.model, "steps", None)
         final = steps[-1][-1] if steps else self.model
-        self._forest = ForestPredictor.for_estimator(final)
-        self._prefix = self.model[:-1] if steps and self._forest is not None else None
+        self._trees = ForestPredictor.for_estimator(final) or BoostingPredictor.for_estimator(final)
+        self._prefix = self.model[:-1] if steps and self._trees is not None else None
         return True
 
     def stop(self) -> None:
         super().stop()
-        self._forest = self._prefix = None
+        self._trees = self._prefix = None
 
     def run(self, output: str, features: Any) -> Any:
-        """Forests walk all their trees at once in NumPy (gpuserve/classic_forest.py says why), with
-        scikit-learn's own answers; anything that path does not take goes to the estimator."""
-        forest = getattr(self, "_forest", None)
-        if forest is None or output not in (PREDICT, PREDICT_PROBA):
+        """Random forests and HistGradientBoosting models walk all their trees at once in NumPy
+        (gpuserve/classic_forest.py, classic_boosting.py say why), with scikit-learn's own answers;
+        anything that path does not take goes to the estimator."""
+        trees = getattr(self, "_trees", None)
+        if trees is None or output not in (PREDICT, PREDICT_PROBA):
             return super().run(output, features)
         prefix = self._prefix
         if prefix is None:
-            result = forest.run(output, features)
+            result = trees.run(output, features)
             return result if result is not None else super().run(output, features)
         try:  # as Pipeline.predict: the steps before the last transform, the last one predicts
             transformed = prefix.transform(features)
-            result = forest.run(output, transformed)
-            return result if result is not None else getattr(forest.estimator, output)(transformed)
+            result = trees.run(output, transformed)
+            return result if result is not None else getattr(trees.estimator, output)(transformed)
         except (ValueError, TypeError) as exc:  # what the pipeline would have rejected: the request's fault
             raise InvalidInput(f"model '{self.name}' rejected the input for '{output}': {exc}") from None
 

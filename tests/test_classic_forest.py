@@ -53,12 +53,12 @@ def served(tmp_path_factory):
 @pytest.mark.parametrize("rows", [1, 7, 64])
 def test_forest_answers_equal_scikit_learns(served, kind, rows):
     estimator, model = served[kind]
-    assert model._forest is not None
+    assert model._trees is not None
     outputs = ["predict", "predict_proba"] if hasattr(estimator, "classes_") else ["predict"]
     for q in (Q[:rows], Q[:rows].astype(np.float64), (Q[:rows] * 3).astype(np.int64)):
         for output in outputs:
             want = getattr(estimator, output)(q)
-            got = model._forest.run(output, q)
+            got = model._trees.run(output, q)
             assert got is not None, (output, q.dtype)
             assert got.dtype == want.dtype and got.shape == want.shape
             np.testing.assert_array_equal(got, want)
@@ -67,7 +67,7 @@ def test_forest_answers_equal_scikit_learns(served, kind, rows):
 
 def test_what_the_numpy_path_does_not_take_goes_to_scikit_learn(served):
     estimator, model = served["forest-2"]
-    forest = model._forest
+    forest = model._trees
     with_nan = Q[:3].copy()
     with_nan[1, 4] = np.nan
     many = np.repeat(Q, 2, axis=0)[:ForestPredictor.max_rows + 1]
@@ -113,7 +113,7 @@ def test_a_pipeline_ending_in_a_forest_predicts_as_the_pipeline(tmp_path):
 
     pipeline = make_pipeline(StandardScaler(), RandomForestClassifier(n_estimators=12, random_state=0)).fit(X, Y3)
     model = _pipeline_model(tmp_path, pipeline)
-    assert model._forest is not None and model._prefix is not None
+    assert model._trees is not None and model._prefix is not None
     for q in (Q[:1], Q[:20].astype(np.float64)):
         for output in ("predict", "predict_proba"):
             np.testing.assert_array_equal(model.run(output, q), getattr(pipeline, output)(q))
@@ -134,4 +134,4 @@ def test_a_pipeline_whose_steps_give_what_numpy_does_not_take_still_answers(tmp_
     model = _pipeline_model(tmp_path, pipeline)
     np.testing.assert_array_equal(model.run("predict", frame[:9]), pipeline.predict(frame[:9]))
     plain = make_pipeline(GradientBoostingClassifier(n_estimators=3)).fit(X, Y2)
-    assert _pipeline_model(tmp_path, plain)._forest is None  # not a forest at the end: scikit-learn alone
+    assert _pipeline_model(tmp_path, plain)._trees is None  # not a forest at the end: scikit-learn alone
