@@ -111,3 +111,20 @@ def http():
     yield make
     for client in clients:
         client.close()
+
+
+def serve_sklearn(folder, estimators):
+    """kind -> (fitted estimator, loaded SKLearnModel serving it from a joblib file), for each maker."""
+    import joblib
+
+    from gpuserve.runtimes_classic import SKLearnModel
+    from gpuserve.settings import ModelSettings
+
+    out = {}
+    for kind, make in estimators.items():
+        estimator = make()
+        joblib.dump(estimator, folder / f"{kind}.joblib")
+        model = SKLearnModel(kind, ModelSettings(name=kind, parameters={"uri": str(folder / f"{kind}.joblib")}))
+        model.load()
+        out[kind] = (estimator, model)
+    return out

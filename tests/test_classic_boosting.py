@@ -5,15 +5,13 @@ many rows go to scikit-learn itself."""
 
 from __future__ import annotations
 
-import joblib
 import numpy as np
 import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
 from gpuserve.classic_boosting import BoostingPredictor
+from conftest import serve_sklearn
 from gpuserve.errors import InvalidInput
-from gpuserve.runtimes_classic import SKLearnModel
-from gpuserve.settings import ModelSettings
 
 RNG = np.random.default_rng(21)
 X = RNG.normal(size=(600, 10))
@@ -36,15 +34,7 @@ ESTIMATORS = {
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("hgb")
-    out = {}
-    for kind, make in ESTIMATORS.items():
-        estimator = make()
-        joblib.dump(estimator, folder / f"{kind}.joblib")
-        model = SKLearnModel(kind, ModelSettings(name=kind, parameters={"uri": str(folder / f"{kind}.joblib")}))
-        model.load()
-        out[kind] = (estimator, model)
-    return out
+    return serve_sklearn(tmp_path_factory.mktemp("hgb"), ESTIMATORS)
 
 
 @pytest.mark.parametrize("kind", list(ESTIMATORS))

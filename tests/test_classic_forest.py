@@ -12,6 +12,7 @@ from sklearn.ensemble import (ExtraTreesClassifier, ExtraTreesRegressor, Gradien
                               RandomForestClassifier, RandomForestRegressor)
 
 from gpuserve.classic_forest import ForestPredictor
+from conftest import serve_sklearn
 from gpuserve.errors import InvalidInput
 from gpuserve.runtimes_classic import SKLearnModel
 from gpuserve.settings import ModelSettings
@@ -38,15 +39,7 @@ ESTIMATORS = {
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("forests")
-    out = {}
-    for kind, make in ESTIMATORS.items():
-        estimator = make()
-        joblib.dump(estimator, folder / f"{kind}.joblib")
-        model = SKLearnModel(kind, ModelSettings(name=kind, parameters={"uri": str(folder / f"{kind}.joblib")}))
-        model.load()
-        out[kind] = (estimator, model)
-    return out
+    return serve_sklearn(tmp_path_factory.mktemp("forests"), ESTIMATORS)
 
 
 @pytest.mark.parametrize("kind", list(ESTIMATORS))
