@@ -7,12 +7,13 @@ benchmarks/RESULTS.md session 7). Here the trees are stacked into padded arrays 
 together, one NumPy step per level for all trees and rows: 0.1 ms for one row, 0.35 ms for 64.
 
 Exactness: rows are cast to float32 as scikit-learn casts them and split with `x <= threshold` (float64)
-as its Cython does; a classifier's leaf values are normalised per tree as `DecisionTreeClassifier.predict_proba` does and summed over the trees in
-their order before one division, as `ForestClassifier.predict_proba` / `ForestRegressor.predict` do
-(a sequential sum: `np.cumsum`, not NumPy's pairwise `sum`). Anything else goes to scikit-learn: other
-estimator types (subclasses and single trees too), several outputs, inputs that are not 2-D numeric arrays of the right
-width, non-finite values (scikit-learn decides whether to accept them), or more rows than
-`max_rows` (its per-row Cython is quicker there).
+as its Cython does; a classifier's leaf values are those `DecisionTreeClassifier.predict_proba` gives
+(normalised per node where this scikit-learn's does so), summed over the trees in their order before one
+division, as `ForestClassifier.predict_proba` / `ForestRegressor.predict` do (a sequential sum:
+`np.cumsum`, not NumPy's pairwise `sum`). Anything else goes to scikit-learn: other estimator types
+(subclasses and single trees too), several outputs, inputs that are not 2-D numeric arrays of the right
+width, non-finite values (scikit-learn decides whether to accept them), or more than `max_rows` rows (its
+per-row Cython is quicker there).
 """
 
 from __future__ import annotations

@@ -26,7 +26,8 @@ ESTIMATORS = {
     "binary": lambda: HistGradientBoostingClassifier(max_iter=30, random_state=0).fit(X, Y2),
     "multi": lambda: HistGradientBoostingClassifier(max_iter=20, max_depth=4, random_state=0).fit(X, Y3),
     "regressor": lambda: HistGradientBoostingRegressor(max_iter=25, random_state=0).fit(X, YR),
-    "poisson": lambda: HistGradientBoostingRegressor(loss="poisson", max_iter=15, random_state=0).fit(X, np.exp(YR / 4)),
+    "poisson": lambda: HistGradientBoostingRegressor(loss="poisson", max_iter=15, random_state=0).fit(
+        X, np.exp(YR / 4)),
     "stopped": lambda: HistGradientBoostingClassifier(max_iter=200, early_stopping=True, n_iter_no_change=3,
                                                       random_state=0).fit(X, Y2),
 }

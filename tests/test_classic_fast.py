@@ -126,7 +126,8 @@ def test_lightgbm_outputs_equal_the_booster(tmp_path, objective):
     model = _served(LightGBMModel, tmp_path, "model.txt", booster.save_model)
     assert model._booster_api is not None  # the C API path, not the wrapper
     for rows in (1, 16, 200):
-        for q in (Q[:rows], Q[:rows].astype(np.float64), np.asfortranarray(Q[:rows]), np.nan_to_num(Q[:rows]).astype(np.int32)):
+        for q in (Q[:rows], Q[:rows].astype(np.float64), np.asfortranarray(Q[:rows]),
+                  np.nan_to_num(Q[:rows]).astype(np.int32)):
             got, want = model.run("predict", q), booster.predict(q)
             assert got.dtype == want.dtype and got.shape == want.shape
             np.testing.assert_array_equal(got, want)
