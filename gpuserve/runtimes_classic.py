@@ -199,7 +199,9 @@ class ClassicModel(Model):
         Others run on the model's own thread, one at a time: from the default executor's several
         threads a 2 ms scikit-learn forest predict took 3.4-4.7 ms (its Python-heavy work moving
         between threads and cores, and concurrent calls fighting over the GIL); from one thread 2.5 ms
-        (2-core VM, benchmarks/RESULTS.md 2026-11-25 session 3)."""
+        (2-core VM, benchmarks/RESULTS.md 2026-11-25 session 3). A lone client's calls up to
+        INLINE_ALONE_BELOW_S run on the loop too, and probes keep the loop's own timing current
+        (PROBE_EVERY: a call timed on a cold thread looks slower than it is)."""
         rows = _rows(payload)
         self._load += 0.1 * (self._outstanding - self._load)
         if rows and (self._loop_per_row or self._thread_per_row):
