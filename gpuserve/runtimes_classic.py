@@ -88,10 +88,11 @@ def _is_dataframe(value: Any) -> bool:
 
 def _outputs_of(name: str, value: Any) -> List[InferOutput]:
     """One framework result as response outputs, shaped as MLServer's NumPy codec shapes them."""
-    if _is_dataframe(value):
-        return list(codecs.PandasCodec.encode_response("", value).outputs)
-    if hasattr(value, "toarray") and not isinstance(value, np.ndarray):  # scipy.sparse from transform
-        value = value.toarray()
+    if type(value) is not np.ndarray:  # the usual result skips these checks
+        if _is_dataframe(value):
+            return list(codecs.PandasCodec.encode_response("", value).outputs)
+        if hasattr(value, "toarray"):  # scipy.sparse from transform
+            value = value.toarray()
     array = np.asarray(value)
     if array.dtype.kind in "US":
         array = array.astype(object)
@@ -272,7 +273,7 @@ class ClassicModel(Model):
         outputs: List[InferOutput] = []
         for name in wanted:
             result = self.run(name, features)
-            if _is_dataframe(result) and len(wanted) > 1:
+            if len(wanted) > 1 and _is_dataframe(result):
                 raise InferenceError(f"'{name}' returned a DataFrame and {wanted} were requested; "
                                      f"columnar results cannot share a response with other outputs")
             outputs += _outputs_of(name, result)
