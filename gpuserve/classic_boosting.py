@@ -2,7 +2,7 @@
 
 Why: `HistGradientBoostingClassifier.predict` makes one Cython call per tree after its input checks
 (100 iterations, 32 features, 2-core VM: 1.0-1.1 ms for one row, 1.3 ms for 64; benchmarks/RESULTS.md
-session 7). Here the trees are stacked at load and walked together (`classic_forest.walk`): 0.28 ms for
+session 7). Here the trees are stacked at load and walked together (`classic_forest.TreeStack`): 0.28 ms for
 one row, 0.38 ms for 16, 0.78 ms for 64.
 
 Exactness: rows become float64 as scikit-learn makes them; a split sends `x <= num_threshold` left and a
@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from gpuserve.classic_forest import MAX_NODES, PREDICT, PREDICT_PROBA, takes, walk
+from gpuserve.classic_forest import MAX_NODES, PREDICT, PREDICT_PROBA, TreeStack, takes
 
 
 class BoostingPredictor:
@@ -33,27 +33,10 @@ class BoostingPredictor:
         trees = [predictor.nodes for iteration in estimator._predictors for predictor in iteration]
         self.outputs = per_iteration
         self.iterations = len(trees) // per_iteration
-        size = max(len(nodes) for nodes in trees)
-        shape = (len(trees), size)
-        self.left = np.zeros(shape, np.int32)
-        self.right = np.zeros(shape, np.int32)
-        self.feature = np.zeros(shape, np.int32)
-        self.threshold = np.zeros(shape, np.float64)
-        self.missing_left = np.zeros(shape, bool)
-        self.values = np.zeros(shape, np.float64)
-        depth = 1
-        for i, nodes in enumerate(trees):
-            n = len(nodes)
-            own = np.arange(n, dtype=np.int32)
-            leaf = nodes["is_leaf"].astype(bool)
-            self.left[i, :n] = np.where(leaf, own, nodes["left"])
-            self.right[i, :n] = np.where(leaf, own, nodes["right"])
-            self.feature[i, :n] = np.where(leaf, 0, nodes["feature_idx"])
-            self.threshold[i, :n] = nodes["num_threshold"]
-            self.missing_left[i, :n] = nodes["missing_go_to_left"].astype(bool)
-            self.values[i, :n] = nodes["value"]
-            depth = max(depth, int(nodes["depth"].max()))
-        self.depth = depth
+        self.stack = TreeStack([(nodes["left"], nodes["right"], nodes["feature_idx"], nodes["num_threshold"],
+                                 nodes["is_leaf"], nodes["missing_go_to_left"]) for nodes in trees],
+                               depth=max(int(nodes["depth"].max()) for nodes in trees))
+        self.values = self.stack.pad([nodes["value"] for nodes in trees])
         self.baseline = np.asarray(estimator._baseline_prediction, dtype=np.float64).reshape(1, per_iteration)
 
     @classmethod
@@ -81,8 +64,7 @@ class BoostingPredictor:
         if not takes(x, self.features, self.max_rows):
             return None
         rows = x.astype(np.float64, copy=False)
-        leaves = walk(rows, self.feature, self.threshold, self.left, self.right, self.depth, self.missing_left)
-        per_tree = self.values[np.arange(len(self.values))[:, None], leaves]  # trees x rows, iteration-major
+        per_tree = self.values.take(self.stack.leaves(rows))  # trees x rows, iteration-major
         per_tree = per_tree.reshape(self.iterations, self.outputs, rows.shape[0]).transpose(0, 2, 1)
         start = np.broadcast_to(self.baseline, (1, rows.shape[0], self.outputs))
         # rows x outputs, in Fortran order as scikit-learn allocates it (its loss reduces along rows)

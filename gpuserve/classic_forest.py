@@ -18,7 +18,7 @@ per-row Cython is quicker there).
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -36,32 +36,20 @@ class ForestPredictor:
         self.classifier = hasattr(estimator, "classes_")
         self.classes = getattr(estimator, "classes_", None)
         self.features = int(estimator.n_features_in_)
-        self.depth = max(max(int(tree.max_depth) for tree in trees), 1)
-        size = max(tree.node_count for tree in trees)
-        shape = (self.count, size)
-        self.left = np.zeros(shape, np.int32)
-        self.right = np.zeros(shape, np.int32)
-        self.feature = np.zeros(shape, np.int32)
-        self.threshold = np.zeros(shape, np.float64)
+        self.stack = TreeStack([(tree.children_left, tree.children_right, tree.feature, tree.threshold,
+                                 tree.children_left == -1, None) for tree in trees],
+                               depth=max(int(tree.max_depth) for tree in trees))
         values = []
-        for i, tree in enumerate(trees):
-            n = tree.node_count
-            own = np.arange(n, dtype=np.int32)
-            leaf = tree.children_left[:n] == -1
-            self.left[i, :n] = np.where(leaf, own, tree.children_left[:n])  # a leaf points to itself, so
-            self.right[i, :n] = np.where(leaf, own, tree.children_right[:n])  # shallower trees wait there
-            self.feature[i, :n] = np.where(leaf, 0, tree.feature[:n])
-            self.threshold[i, :n] = tree.threshold[:n]
-            value = np.asarray(tree.value[:n, 0, :], dtype=np.float64)
+        for tree in trees:
+            value = np.asarray(tree.value[:, 0, :], dtype=np.float64)
             if self.classifier:  # as DecisionTreeClassifier.predict_proba
                 value = value[:, :len(self.classes)]
                 if normalize:
                     normalizer = value.sum(axis=1, keepdims=True)
                     normalizer[normalizer == 0.0] = 1.0
                     value = value / normalizer
-            values.append(np.pad(value, ((0, size - n), (0, 0))))
-        self.values = np.stack(values)  # trees x nodes x classes (regressors: one column)
-        self._trees = np.arange(self.count)[:, None]
+            values.append(value)
+        self.values = self.stack.pad(values)  # (trees x nodes) x classes (regressors: one column)
 
     @classmethod
     def for_estimator(cls, estimator: Any) -> Optional["ForestPredictor"]:
@@ -95,8 +83,7 @@ class ForestPredictor:
         return rows
 
     def _mean(self, rows: np.ndarray) -> np.ndarray:
-        leaves = walk(rows, self.feature, self.threshold, self.left, self.right, self.depth)
-        per_tree = self.values[self._trees, leaves]  # trees x rows x classes
+        per_tree = self.values[self.stack.leaves(rows)]  # trees x rows x classes
         total = np.cumsum(per_tree, axis=0)[-1] if self.count > 1 else per_tree[0]
         return total / self.count
 
@@ -121,32 +108,64 @@ def takes(x: Any, features: int, max_rows: int) -> bool:
             and x.dtype.kind in "fiub")
 
 
-def walk(rows: np.ndarray, feature: np.ndarray, threshold: np.ndarray, left: np.ndarray, right: np.ndarray,
-         depth: int, missing_left: Optional[np.ndarray] = None) -> np.ndarray:
-    """The leaf each row reaches in each tree (trees x rows): every tree and row one level a step, `x <=
-    threshold` going left, a missing value (NaN) the node's `missing_left` way when given. Nodes are
-    (trees x nodes) arrays; a leaf's children are itself, so rows that arrive early wait there, and the
-    walk ends once a step moves no row. Indexes are flat (`take`), which NumPy gathers fastest."""
-    count, size = feature.shape
-    base = (np.arange(count, dtype=np.intp) * size)[:, None]
-    row_base = (np.arange(rows.shape[0], dtype=np.intp) * rows.shape[1])[None, :]
-    flat_rows = rows.ravel()
-    features, thresholds = feature.ravel(), threshold.ravel()
-    children = np.concatenate([right.ravel(), left.ravel()]).astype(np.intp)  # [right..., left...]
-    half = count * size
-    at = np.broadcast_to(base, (count, rows.shape[0])).copy()  # flat index of each (tree, row)'s node
-    for _ in range(depth):
-        value = flat_rows.take(features.take(at) + row_base)
-        go_left = value <= thresholds.take(at)
-        if missing_left is not None:
-            missing = np.isnan(value)
-            if missing.any():
-                go_left = np.where(missing, missing_left.ravel().take(at), go_left)
-        moved = children.take(at + go_left * half) + base
-        if np.array_equal(moved, at):
-            break
-        at = moved
-    return (at - base).astype(np.int32)
+class TreeStack:
+    """Trees as padded (trees x nodes) arrays, made once at load, walked all at once by `leaves`.
+
+    Each tree is given as per-node arrays (left child, right child, feature, threshold, is-leaf, and
+    the side a missing value takes or None); a leaf's children become the leaf itself, so rows that
+    arrive early wait there. Everything the walk reads is flattened here, not per call."""
+
+    def __init__(self, trees: Sequence[tuple], depth: int):
+        self.count, self.size = len(trees), max(len(tree[0]) for tree in trees)
+        self.depth = max(depth, 1)
+        shape = (self.count, self.size)
+        left, right, feature = np.zeros(shape, np.intp), np.zeros(shape, np.intp), np.zeros(shape, np.intp)
+        threshold = np.zeros(shape, np.float64)
+        missing = np.zeros(shape, bool) if any(tree[5] is not None for tree in trees) else None
+        for i, (lefts, rights, features, thresholds, leaf, missing_left) in enumerate(trees):
+            n = len(lefts)
+            leaf = np.asarray(leaf, dtype=bool)
+            own = np.arange(n)
+            left[i, :n] = np.where(leaf, own, lefts)
+            right[i, :n] = np.where(leaf, own, rights)
+            feature[i, :n] = np.where(leaf, 0, features)
+            threshold[i, :n] = thresholds
+            if missing_left is not None:
+                missing[i, :n] = np.asarray(missing_left, dtype=bool)
+        self._base = (np.arange(self.count, dtype=np.intp) * self.size)[:, None]  # each tree's first node
+        self._features, self._thresholds = feature.ravel(), threshold.ravel()
+        self._missing = None if missing is None else missing.ravel()
+        self._children = np.concatenate([right.ravel() + self._base.repeat(self.size),  # [right..., left...],
+                                         left.ravel() + self._base.repeat(self.size)])  # as flat indexes
+
+    def pad(self, per_tree: Sequence[np.ndarray]) -> np.ndarray:
+        """Per-node values of each tree (nodes first) as one array indexed like `leaves`' answer."""
+        tail = per_tree[0].shape[1:]
+        out = np.zeros((self.count * self.size,) + tail, np.float64)
+        for i, values in enumerate(per_tree):
+            out[i * self.size:i * self.size + len(values)] = values
+        return out
+
+    def leaves(self, rows: np.ndarray) -> np.ndarray:
+        """The flat index of the leaf each row reaches in each tree (trees x rows): every tree and row one
+        level a step, `x <= threshold` going left, a missing value (NaN) the node's way when the trees have
+        one; the walk ends once a step moves no row. Flat indexes (`take`) are what NumPy gathers fastest."""
+        row_base = (np.arange(rows.shape[0], dtype=np.intp) * rows.shape[1])[None, :]
+        flat_rows = rows.ravel()
+        half = self.count * self.size
+        at = np.broadcast_to(self._base, (self.count, rows.shape[0])).copy()
+        for _ in range(self.depth):
+            value = flat_rows.take(self._features.take(at) + row_base)
+            go_left = value <= self._thresholds.take(at)
+            if self._missing is not None:
+                missing = np.isnan(value)
+                if missing.any():
+                    go_left = np.where(missing, self._missing.take(at), go_left)
+            moved = self._children.take(at + go_left * half)
+            if np.array_equal(moved, at):
+                break
+            at = moved
+        return at
 
 
 def _tree_normalizes() -> Optional[bool]:
