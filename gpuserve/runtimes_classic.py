@@ -79,6 +79,11 @@ def _rows(payload: Any) -> int:
     return len(instances) if isinstance(instances, list) else 0
 
 
+def _average(old: float, new: float) -> float:
+    """The moving average of a call's time per row (0: none yet, so the first sample is taken whole)."""
+    return new if not old else 0.8 * old + 0.2 * new
+
+
 def _is_dataframe(value: Any) -> bool:
     import sys
 
@@ -245,18 +250,15 @@ class ClassicModel(Model):
         if rows:
             per_row = (time.thread_time() - start) / rows
             if not on_loop:
-                old = self._thread_per_row
-                self._thread_per_row = per_row if not old else 0.8 * old + 0.2 * per_row
+                self._thread_per_row = _average(self._thread_per_row, per_row)
             elif self._probing:  # a probe: each call's time replaces the last, so the warm one decides
                 self._probing -= 1
                 self._loop_per_row = per_row
-                if not self._probing and per_row * rows >= INLINE_BELOW_S:
-                    self._probe_gap = min(self._probe_gap * 2, PROBE_MAX)
-                elif not self._probing:
-                    self._probe_gap = PROBE_EVERY
+                if not self._probing:  # too slow for the loop still: probe less often
+                    self._probe_gap = min(self._probe_gap * 2, PROBE_MAX) if per_row * rows >= INLINE_BELOW_S \
+                        else PROBE_EVERY
             else:
-                old = self._loop_per_row
-                self._loop_per_row = per_row if not old else 0.8 * old + 0.2 * per_row
+                self._loop_per_row = _average(self._loop_per_row, per_row)
         return result
 
     def _predict(self, payload: Any) -> Any:
