@@ -72,10 +72,17 @@ class CapturedGraph:
         self.lock = threading.Lock()
 
 
-def capture_graphs(torch, call, specs, sizes: Sequence[int], device, cast) -> Dict[int, CapturedGraph]:
-    """Capture `call(*inputs) -> {name: tensor}` at each size. Each graph has its own memory pool: a
+# One capture at a time in the process: models load in parallel, and two captures at once would each see
+# the other's work on the device.
+_CAPTURE_LOCK = threading.Lock()
+
+
+def capture_graphs(torch, call, specs, sizes: Sequence[int], device, cast, side) -> Dict[int, CapturedGraph]:
+    """Capture `call(*inputs) -> {name: tensor}` at each size, on the stream `side` (one the backend reuses:
+    cuBLAS keeps a workspace per handle and stream for good). Each graph has its own memory pool: a
     shared pool is only safe when graphs replay in capture order and never at once, and the instance's
-    two threads may replay two sizes at the same time.
+    two threads may replay two sizes at the same time. Capture errors are thread-local: another model
+    serving or warming up on its own thread meanwhile neither breaks this capture nor is broken by it.
 
     Returns {} (eager only) when an input has a dynamic non-batch dimension or no declared shape.
     """
@@ -90,8 +97,7 @@ def capture_graphs(torch, call, specs, sizes: Sequence[int], device, cast) -> Di
     graphs: Dict[int, CapturedGraph] = {}
     # On the model's GPU, not the thread's current one; captured on our own stream, since torch.cuda.graph's
     # default capture stream is made once, on whichever device is current the first time any graph is taken.
-    with torch.cuda.device(device):
-        side = torch.cuda.Stream(device=device)
+    with _CAPTURE_LOCK, torch.cuda.device(device):
         for size in sorted(sizes):
             inputs = [cast(torch.zeros([size, *spec.shape[1:]], dtype=getattr(torch, _V2_TO_TORCH[spec.datatype]),
                                        device=device)) for spec in specs]
@@ -103,7 +109,7 @@ def capture_graphs(torch, call, specs, sizes: Sequence[int], device, cast) -> Di
                     call(*inputs)
             torch.cuda.current_stream(device).wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, stream=side):
+            with torch.cuda.graph(graph, stream=side, capture_error_mode="thread_local"):
                 outputs = call(*inputs)
             graphs[size] = CapturedGraph(graph, inputs, outputs)
         torch.cuda.synchronize(device)

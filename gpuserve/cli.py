@@ -54,6 +54,7 @@ def start(args: argparse.Namespace) -> int:
     from gpuserve.logging_setup import configure_logging
 
     configure_logging(settings)
+    _stacks_on_sigusr1()
     if settings.workers > 1:
         from gpuserve.server.workers import serve_workers
 
@@ -63,6 +64,16 @@ def start(args: argparse.Namespace) -> int:
 
     ModelServer(settings=settings, registered_models=registry).start()
     return 0
+
+
+def _stacks_on_sigusr1() -> None:
+    """`kill -USR1 PID` prints every thread's stack to stderr: how a stuck request is found in a running
+    server without a debugger (the lent GPU machines have no gdb or py-spy)."""
+    import faulthandler
+    import signal
+
+    if hasattr(signal, "SIGUSR1"):
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

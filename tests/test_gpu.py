@@ -2,6 +2,7 @@
 benchmarks/gpu/verify_all.sh."""
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
@@ -226,6 +227,46 @@ def test_torch_cuda_graphs_through_the_engine(torch_model):
     with torch.inference_mode():
         for x, result in zip(xs, asyncio.run(run())):
             np.testing.assert_allclose(result["output__0"], net(torch.from_numpy(x)).numpy(), rtol=1e-3, atol=1e-4)
+
+
+def test_torch_cuda_graphs_answer_closed_loop_clients(torch_model):
+    """What a load generator does: 1, then 64, then 1 clients each sending its next row as soon as it has
+    an answer, against graphs at 1, 2, 4, ... 64 (the first H200 run of `gpuserve start` left 41 of 64 such
+    clients unanswered). Every answer must come within 10 s and match the module."""
+    torch = pytest.importorskip("torch")
+    from gpuserve.backends.cuda import pinned_allocator
+    from gpuserve.backends.torch import TorchBackend
+    from gpuserve.backends.torch_graphs import graph_batch_sizes
+    from gpuserve.engine.batcher import BatchingConfig, Scheduler
+    from gpuserve.engine.instance import Instance
+    from gpuserve.engine.staging import StagingPool
+
+    path, net = torch_model
+    backend = TorchBackend(str(path), device="cuda:0", cuda_graphs=True, graph_batch_sizes=graph_batch_sizes((), 64))
+    scheduler = Scheduler("closed", [Instance(backend, "closed-0", StagingPool(pinned_allocator()))],
+                          BatchingConfig(max_batch_size=64))
+    rows = np.random.default_rng(9).normal(size=(256, 64)).astype(np.float32)
+    with torch.inference_mode():
+        want = net(torch.from_numpy(rows)).numpy()
+    answered = []
+
+    async def client(index, seconds):
+        stop = time.monotonic() + seconds
+        while time.monotonic() < stop:
+            i = (index * 7 + len(answered)) % len(rows)
+            result = await asyncio.wait_for(scheduler.submit({"input": rows[i:i + 1]}), 10)
+            np.testing.assert_allclose(result["output__0"][0], want[i], rtol=1e-3, atol=1e-4)
+            answered.append(i)
+
+    async def run():
+        for clients in (1, 64, 1):
+            await asyncio.gather(*(client(index, 1.0) for index in range(clients)))
+        formed = dict(scheduler.batches_formed)
+        await scheduler.stop()
+        return formed
+
+    formed = asyncio.run(run())
+    assert max(formed) > 16 and len(answered) == sum(size * count for size, count in formed.items())
 
 
 def test_tensorrt_engine_built_here_matches_onnxruntime(onnx_mlp, tmp_path):

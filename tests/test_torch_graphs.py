@@ -64,8 +64,9 @@ def test_cuda_graphs_setting_on_a_cpu_machine_serves_eagerly_and_says_so(tmp_pat
 
 def test_capture_runs_on_the_models_gpu_and_on_its_own_stream():
     """Capture against a stand-in for torch.cuda (the calls capture_graphs makes, recorded): a model on cuda:1
-    is warmed up and captured with device 1 current, on a stream made there, never on torch.cuda.graph's
-    default capture stream (made once, on whichever device was current at the first capture)."""
+    is warmed up and captured with device 1 current, on the stream the backend passes (never on
+    torch.cuda.graph's default capture stream, made once, on whichever device was current at the first
+    capture), with capture errors scoped to this thread (other models keep serving meanwhile)."""
     import contextlib
     import types
 
@@ -91,8 +92,8 @@ def test_capture_runs_on_the_models_gpu_and_on_its_own_stream():
             state[key] = before
 
     @contextlib.contextmanager
-    def graph(cuda_graph, pool=None, stream=None, **kwargs):
-        captures.append((state["device"], stream))
+    def graph(cuda_graph, pool=None, stream=None, capture_error_mode="global"):
+        captures.append((state["device"], stream, capture_error_mode))
         with switch("stream", stream):
             yield
 
@@ -107,8 +108,10 @@ def test_capture_runs_on_the_models_gpu_and_on_its_own_stream():
         calls.append((state["device"], state["stream"]))
         return {"y": x * 2}
 
-    graphs = capture_graphs(fake_torch, call, [TensorSpec("x", "FP32", [-1, 3])], [2, 4], "cuda:1", lambda t: t)
+    side = Stream(1)
+    graphs = capture_graphs(fake_torch, call, [TensorSpec("x", "FP32", [-1, 3])], [2, 4], "cuda:1", lambda t: t,
+                            side)
     assert sorted(graphs) == [2, 4] and graphs[4].inputs[0].shape == (4, 3)
-    assert len(captures) == 2 and all(device == 1 and isinstance(stream, Stream) for device, stream in captures)
-    assert all(device == 1 and stream is captures[0][1] for device, stream in calls)  # warm-ups too
+    assert captures == [(1, side, "thread_local")] * 2
+    assert all(device == 1 and stream is side for device, stream in calls)  # warm-ups too
     assert state == {"device": 0, "stream": None}

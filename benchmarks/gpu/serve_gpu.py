@@ -4,15 +4,23 @@ Starts `gpuserve start REPO` on a repository of two torch.export models of the i
 cuda:0 (`mlp` eager, `mlp-graphs` with CUDA graphs), drives each with the built-in closed-loop generator
 over V2 binary HTTP and over gRPC at 1, 16 and 64 concurrent clients (one row a request), and measures in
 the same run the in-process limits: the module called directly at batch 1 and at the batch size the
-server formed most (read from the server's statistics). Run by verify_all.sh; prints a JSON line per
-point and a summary.
+server formed most (read from the server's statistics). Before and after the load, 64 concurrent clients
+send distinct rows and every answer is compared with the module on the CPU (concurrent graph replays or
+streams mixing requests would show there). A run with errors or no answers (the first H200 run,
+2026-12-04: 41 requests unanswered at 64 clients with CUDA graphs, then none over gRPC) gets every server
+thread's stack (SIGUSR1) and the server log printed, and the model's higher levels are skipped. Run by
+verify_all.sh; prints a JSON line per point and a summary.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
+import os
+import signal
 import sys
+import urllib.request
 import tempfile
 import time
 from pathlib import Path
@@ -52,6 +60,41 @@ def direct_rows_s(module, rows: int, seconds: float, device: str) -> float:
     return done / (time.perf_counter() - start)
 
 
+def answers_wrong(base: str, model: str, net, clients: int = 64, rounds: int = 4) -> str:
+    """'' when `clients` concurrent V2 JSON requests of distinct rows all match the module on the CPU."""
+    rows = np.random.default_rng(7).normal(size=(clients * rounds, FEATURES)).astype(np.float32)
+    with torch.inference_mode():
+        want = net.to("cpu")(torch.from_numpy(rows)).numpy()
+
+    def ask(i: int) -> str:
+        body = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, FEATURES],
+                                       "data": rows[i].tolist()}]}).encode()
+        request = urllib.request.Request(f"{base}/v2/models/{model}/infer", body,
+                                         {"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=20) as response:
+                got = np.asarray(json.load(response)["outputs"][0]["data"], np.float32)
+        except Exception as exc:  # noqa: BLE001 - reported, not raised
+            return f"request {i}: {type(exc).__name__}: {exc}"
+        if got.shape != want[i].shape or not np.allclose(got, want[i], rtol=1e-3, atol=1e-3):
+            return f"request {i}: answer differs from the CPU module (max diff {np.abs(got - want[i]).max():.3g})"
+        return ""
+
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        problems = [p for p in pool.map(ask, range(len(rows))) if p]
+    return f"{len(problems)} of {len(rows)}: {problems[0]}" if problems else ""
+
+
+def dump_server(server, why: str) -> None:
+    print(f"--- {why}: every server thread's stack (SIGUSR1) and the log's tail", flush=True)
+    try:
+        os.kill(server.proc.pid, signal.SIGUSR1)
+        time.sleep(1.0)
+    except OSError as exc:
+        print(f"could not signal the server: {exc}", flush=True)
+    print(server.log_tail(120), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=3.0)
@@ -72,6 +115,8 @@ def main() -> None:
             server.wait_ready([f"{base}/v2/health/ready", f"{base}/v2/models/mlp/ready",
                                f"{base}/v2/models/mlp-graphs/ready"], timeout=240)
             for model in ("mlp", "mlp-graphs"):
+                wrong = answers_wrong(base, model, net)
+                print(json.dumps({"model": model, "answers_before_load": wrong or "all right"}), flush=True)
                 for protocol in ("v2-binary", "grpc"):
                     url = base if protocol != "grpc" else f"grpc://127.0.0.1:{grpc}"
                     target = loadgen.make_target(url, model, protocol, "input", [1, FEATURES])
@@ -80,9 +125,16 @@ def main() -> None:
                         result = run(target, concurrency, args.seconds, 0.5)
                         row = {"model": model, "protocol": protocol, "c": concurrency, "rps": round(result.rps, 1),
                                "p50_ms": round(result.p50_ms, 3), "p99_ms": round(result.p99_ms, 3),
-                               "errors": result.errors}
+                               "errors": result.errors, "error_sample": result.error_sample[:300]}
                         print(json.dumps(row), flush=True)
                         rows_out.append(row)
+                        if result.errors or not result.requests:
+                            dump_server(server, f"{model} {protocol} c={concurrency}")
+                            break
+                wrong = answers_wrong(base, model, net)
+                print(json.dumps({"model": model, "answers_after_load": wrong or "all right"}), flush=True)
+                if wrong:
+                    dump_server(server, f"{model}: wrong or missing answers after the load")
                 formed = batch_counts(base, model)
                 print(json.dumps({"model": model, "batches_formed": formed}), flush=True)
         finally:

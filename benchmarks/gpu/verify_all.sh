@@ -8,7 +8,7 @@
 #   device: run(command="bash benchmarks/gpu/verify_all.sh", carry=[".whl"])
 # Then copy the numbers (device, date) into benchmarks/RESULTS.md and the logs into benchmarks/gpu/runs/.
 # On the H200 (2026-12-04) a call of the first four steps took about 3.5 minutes, machine start included;
-# with `serve` expect about 5. Each step has its own time limit (together 8.3 minutes, so a normal call
+# all six ran in 5.6 (session 8). Each step has its own time limit (together 9.2 minutes, so a normal call
 # leaves room for a second one with STEPS=... in a 15-minute lease): a step that hangs is stopped and said
 # so in its log, and the steps after it still run.
 set -uo pipefail
@@ -73,8 +73,9 @@ step engine gpu_bench.txt 80 python3 "$repo/benchmarks/gpu/gpu_bench.py" --secon
 # wheel; both are far over the 64 MiB a call can carry, so on the stock image those rows say "skipped".
 step backend backend_gpu.txt 100 python3 "$repo/benchmarks/backend_bench.py" --device cuda:0 --seconds 1 --rounds 2
 # What a load generator sees: `gpuserve start` on torch models on cuda:0 (eager and CUDA graphs), V2 binary
-# HTTP and gRPC at 1/16/64 clients, against the direct call in the same run.
-step serve serve_gpu.txt 100 python3 "$repo/benchmarks/gpu/serve_gpu.py" --seconds 3
+# HTTP and gRPC at 1/16/64 clients, against the direct call in the same run; answers checked before and
+# after; a stall prints the server's thread stacks.
+step serve serve_gpu.txt 150 python3 "$repo/benchmarks/gpu/serve_gpu.py" --seconds 2
 # Issue 9: a 3x224x224 image sent as FP32 vs as UINT8 normalised on the device (kernels/preprocess.cu),
 # bytes over PCIe per image and images/s through the engine and direct (needs CuPy, which the image has).
 step kernels kernel_bench.txt 50 python3 "$repo/benchmarks/gpu/kernel_bench.py"
