@@ -13,6 +13,7 @@ inputs and outputs on the GPU (DLPack to and from CuPy, no copies).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import warnings
@@ -41,13 +42,7 @@ def _torch():
     return torch
 
 
-# Streams that unloaded backends gave back, per device. cuBLAS keeps a workspace (32 MiB on Hopper) for
-# every (handle, stream) pair it has seen, for the life of the process, and torch hands out a new pool
-# stream on each `torch.cuda.Stream()`: if every load made fresh streams, each unload/load cycle would leave
-# new workspaces behind (66 MiB after one cycle on an H200, 2026-12-04). Reusing the streams keeps the
-# pairs, and so that memory, what the first load made.
-_SPARE_STREAMS: Dict[str, List[object]] = {}
-_SPARE_LOCK = threading.Lock()
+_UNLOCKED = contextlib.nullcontext()
 
 
 # Request arrays are read-only views of the request body, and torch.export.load reads weights from
@@ -103,7 +98,6 @@ class TorchBackend:
         self.inputs = inputs or found_in
         self.outputs = outputs or found_out
         self._local = threading.local()
-        self._streams: List[object] = []  # every stream a thread of this backend took: given back at unload
         # Two batches in flight per instance on a GPU (one copying while the other computes).
         # overlap=False is the baseline the benchmarks compare against: synchronous, pageable copies.
         self.overlap = overlap
@@ -114,7 +108,7 @@ class TorchBackend:
                 with torch.inference_mode():
                     self.graphs = torch_graphs.capture_graphs(
                         torch, lambda *args: self._outputs(self.module(*args)), self.inputs,
-                        graph_batch_sizes or [1], self.torch_device, self._cast, self._stream())
+                        graph_batch_sizes or [1], self.torch_device, self._cast)
             except Exception as exc:  # a model that cannot be captured still serves, eagerly
                 self.fallback = f"CUDA graph capture failed ({type(exc).__name__}: {exc}); running eagerly"
                 logger.warning("%s: %s", path, self.fallback)
@@ -147,11 +141,14 @@ class TorchBackend:
     def _stream(self):
         local = self._local
         if not hasattr(local, "stream"):
-            with _SPARE_LOCK:
-                spare = _SPARE_STREAMS.get(self.device)
-                local.stream = spare.pop() if spare else _torch().cuda.Stream(device=self.torch_device)
-                self._streams.append(local.stream)
+            local.stream = _torch().cuda.Stream(device=self.torch_device)
+            local.stream_id = int(local.stream.cuda_stream)
         return local.stream
+
+    def _eager_guard(self):
+        """The lock of this thread's stream if a live CUDA graph was captured on it (torch_graphs.py: the two
+        would share a cuBLAS workspace), else a no-op."""
+        return torch_graphs.lock_for_stream(self._local.stream_id) or _UNLOCKED
 
     def run(self, inputs: Dict[str, np.ndarray], output_names: Optional[Sequence[str]] = None
             ) -> Dict[str, np.ndarray]:
@@ -171,7 +168,7 @@ class TorchBackend:
             if graph is not None:
                 return self._select(self._replay(graph, inputs, names), output_names)
             stream = self._stream()
-            with torch.cuda.stream(stream):
+            with self._eager_guard(), torch.cuda.stream(stream):
                 args = [self._cast(torch.from_numpy(np.ascontiguousarray(inputs[n])).to(self.torch_device,
                                                                                       non_blocking=True))
                         for n in names]
@@ -218,7 +215,7 @@ class TorchBackend:
         torch = _torch()
         names = [spec.name for spec in self.inputs]
         compute = self._stream()
-        with torch.inference_mode(), torch.cuda.stream(compute):
+        with torch.inference_mode(), self._eager_guard(), torch.cuda.stream(compute):
             args = []
             for name in names:
                 value = inputs[name]
@@ -263,10 +260,16 @@ class TorchBackend:
 
     def unload(self) -> None:
         self.module = None
-        self.graphs, self._graph_sizes = {}, []
+        self.graphs, self._graph_sizes = {}, []  # their capture streams are free once they are collected
         if self.device != "cpu":
             torch = _torch()
-            with _SPARE_LOCK:
-                _SPARE_STREAMS.setdefault(self.device, []).extend(self._streams)
-                self._streams = []
+            # torch keeps a cuBLAS workspace (32 MiB on Hopper) for every (thread handle, stream) pair that ever
+            # ran a matmul, for the life of the process; this model's threads and streams are gone, so each
+            # unload would leave theirs behind (66 MiB a load on an H200, 2026-12-04). Dropping them all is safe
+            # for models still serving (a stream's freed block is only reused on that stream, in order; the
+            # next matmul makes a new one) but not under a live CUDA graph, which replays the workspace it was
+            # captured with: then they stay.
+            clear = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
+            if clear is not None and not torch_graphs.graphs_alive():
+                clear()
             torch.cuda.empty_cache()

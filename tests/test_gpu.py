@@ -269,6 +269,52 @@ def test_torch_cuda_graphs_answer_closed_loop_clients(torch_model):
     assert max(formed) > 16 and len(answered) == sum(size * count for size, count in formed.items())
 
 
+def test_two_graph_sizes_replay_at_once_on_two_threads(tmp_path):
+    """Two threads replaying graphs of two sizes (32 and 64 rows) at the same time, as an instance's two
+    threads do under load, on a model whose matmuls use cuBLAS's workspace (1024 wide): every answer right
+    and none stuck. Graphs captured on one stream share that workspace (torch_graphs.py); on an H200 that
+    lost requests and then aborted the server."""
+    torch = pytest.importorskip("torch")
+    import threading
+
+    from gpuserve.backends.torch import TorchBackend
+
+    torch.manual_seed(1)
+    width = 1024
+    net = torch.nn.Sequential(torch.nn.Linear(width, width), torch.nn.ReLU(), torch.nn.Linear(width, width),
+                              torch.nn.ReLU(), torch.nn.Linear(width, width)).eval()
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    path = tmp_path / "wide.pt2"
+    torch.export.save(torch.export.export(net, (torch.zeros(2, width),), dynamic_shapes={"input": {0: batch}}),
+                      str(path))
+    backend = TorchBackend(str(path), device="cuda:0", cuda_graphs=True, graph_batch_sizes=[32, 64])
+    assert sorted(backend.graphs) == [32, 64]
+    rng = np.random.default_rng(3)
+    cases = [rng.normal(size=(rows, width)).astype(np.float32) for rows in (20, 64) for _ in range(4)]
+    with torch.inference_mode():
+        wants = [net(torch.from_numpy(x)).numpy() for x in cases]
+    problems, counts = [], [0, 0]
+
+    def replay(which):
+        stop = time.monotonic() + 1.5
+        picks = [i for i, x in enumerate(cases) if (len(x) == 64) == bool(which)]
+        while time.monotonic() < stop and not problems:
+            for i in picks:
+                got = backend.run({"input": cases[i]})["output__0"]
+                if not np.allclose(got, wants[i], rtol=1e-2, atol=1e-2):
+                    problems.append(f"{len(cases[i])} rows: max diff {np.abs(got - wants[i]).max():.3g}")
+                counts[which] += 1
+
+    threads = [threading.Thread(target=replay, args=(which,), daemon=True) for which in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not any(thread.is_alive() for thread in threads), f"a replay never returned ({counts} done)"
+    assert not problems and min(counts) > 10, (problems[:3], counts)
+    backend.unload()
+
+
 def test_tensorrt_engine_built_here_matches_onnxruntime(onnx_mlp, tmp_path):
     pytest.importorskip("tensorrt")
     ort = pytest.importorskip("onnxruntime")

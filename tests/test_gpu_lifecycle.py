@@ -49,30 +49,25 @@ def _load_serve_unload(root, torch, x, want):
 
 
 def test_unload_gives_the_device_memory_back(tmp_path):
-    """The weights go at unload, and load/unload cycles leave nothing more behind. What the first cycle may
-    leave is cuBLAS's: a workspace (32 MiB on Hopper) per handle and stream it ran on, kept by torch for
-    the process; the backend reuses its streams so later cycles add none (the first run on an H200 showed
-    66 MiB left, the two worker streams' workspaces)."""
+    """The weights go at unload, and so do the cuBLAS workspaces the model's threads made (torch keeps one,
+    32 MiB on Hopper, per thread handle and stream for the process: the first run on an H200 found 66 MiB
+    left after each unload, 132 after two); load/unload cycles leave nothing behind."""
     torch = pytest.importorskip("torch")
+    from gpuserve.backends import torch_graphs
+
     net = _torch_folder(tmp_path, torch)
     x = np.random.default_rng(0).normal(size=(3, WIDTH)).astype(np.float32)
     with torch.inference_mode():
         want = net(torch.from_numpy(x)).numpy()
     gc.collect()
+    assert not torch_graphs.graphs_alive()  # else the unload must keep every workspace (torch_graphs.py)
     torch.cuda.empty_cache()
     before = torch.cuda.memory_allocated(0)
     loaded, first = _load_serve_unload(tmp_path, torch, x, want)
     assert loaded - before >= 64 * 2**20, (before, loaded)
     _, second = _load_serve_unload(tmp_path, torch, x, want)
-    mib = [(value - before) / 2**20 for value in (first, second)]
-    assert second - first < 2**20, f"MiB left after the first and second unload: {mib}"
-    clear = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
-    if clear is not None:  # nothing else runs on the device now
-        clear()
-        left = torch.cuda.memory_allocated(0) - before
-        assert left < 2**20, f"{left / 2**20:.1f} MiB still allocated after unload (cuBLAS's cleared; {mib})"
-    else:
-        assert first - before < 64 * 2**20, f"the weights stayed: {mib}"
+    mib = [round((value - before) / 2**20, 1) for value in (first, second)]
+    assert max(first, second) - before < 2**20, f"MiB still allocated after the first and second unload: {mib}"
 
 
 def test_a_load_that_runs_out_of_device_memory_serves_on_the_cpu(tmp_path):

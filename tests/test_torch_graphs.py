@@ -64,9 +64,10 @@ def test_cuda_graphs_setting_on_a_cpu_machine_serves_eagerly_and_says_so(tmp_pat
 
 def test_capture_runs_on_the_models_gpu_and_on_its_own_stream():
     """Capture against a stand-in for torch.cuda (the calls capture_graphs makes, recorded): a model on cuda:1
-    is warmed up and captured with device 1 current, on the stream the backend passes (never on
+    is warmed up and captured with device 1 current, each size on a stream of its own (never on
     torch.cuda.graph's default capture stream, made once, on whichever device was current at the first
-    capture), with capture errors scoped to this thread (other models keep serving meanwhile)."""
+    capture; and never two sizes on one stream, whose cuBLAS workspace they would share), with capture
+    errors scoped to this thread (other models keep serving meanwhile)."""
     import contextlib
     import types
 
@@ -108,10 +109,41 @@ def test_capture_runs_on_the_models_gpu_and_on_its_own_stream():
         calls.append((state["device"], state["stream"]))
         return {"y": x * 2}
 
-    side = Stream(1)
+    made = []
+
+    def streams():
+        made.append(Stream(state["device"]))
+        return made[-1]
+
     graphs = capture_graphs(fake_torch, call, [TensorSpec("x", "FP32", [-1, 3])], [2, 4], "cuda:1", lambda t: t,
-                            side)
+                            streams)
     assert sorted(graphs) == [2, 4] and graphs[4].inputs[0].shape == (4, 3)
-    assert captures == [(1, side, "thread_local")] * 2
-    assert all(device == 1 and stream is side for device, stream in calls)  # warm-ups too
+    assert len(made) == 2 and all(stream.device == 1 for stream in made)
+    assert captures == [(1, made[0], "thread_local"), (1, made[1], "thread_local")]
+    assert calls == [(1, made[0])] * 4 + [(1, made[1])] * 4  # three warm-ups and the capture, per size
+    assert graphs[2].lock is not graphs[4].lock
+    del graphs
     assert state == {"device": 0, "stream": None}
+
+
+def test_graphs_captured_on_one_stream_share_its_lock_and_eager_calls_there_take_it():
+    """Graphs whose capture streams coincide share a cuBLAS workspace: they replay under one lock, which an
+    eager call on that stream takes too, and which is free again once every such graph is gone."""
+    import gc
+
+    from gpuserve.backends import torch_graphs
+
+    first = torch_graphs.CapturedGraph(None, [], {}, stream_id=101)
+    second = torch_graphs.CapturedGraph(None, [], {}, stream_id=101)
+    other = torch_graphs.CapturedGraph(None, [], {}, stream_id=102)
+    lock = first.lock
+    assert second.lock is lock and other.lock is not lock
+    assert torch_graphs.lock_for_stream(101) is lock and torch_graphs.lock_for_stream(103) is None
+    assert torch_graphs.graphs_alive()
+    del first
+    gc.collect()
+    assert torch_graphs.lock_for_stream(101) is lock  # the second still lives
+    del second, other
+    gc.collect()
+    assert torch_graphs.lock_for_stream(101) is None and torch_graphs.lock_for_stream(102) is None
+    assert not torch_graphs.graphs_alive()

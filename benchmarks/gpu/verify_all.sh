@@ -3,14 +3,15 @@
 # reference (the `gpu` tests: torch streams, ONNX Runtime IOBinding/run_on_device, CUDA graphs, a TensorRT
 # engine built there from ONNX), then every GPU benchmark. Results land in $OUT (at most 8 files come
 # back: nvidia-smi.txt and a .txt log per step; each benchmark prints its JSON into its log).
-# STEPS="tests paths engine backend serve kernels" (the default: all) picks steps for a second call.
+# STEPS="tests graphs paths engine backend serve kernels" (the default: all) picks steps for a second call.
 #   here:   bash benchmarks/gpu/fetch_wheels.sh
 #   device: run(command="bash benchmarks/gpu/verify_all.sh", carry=[".whl"])
 # Then copy the numbers (device, date) into benchmarks/RESULTS.md and the logs into benchmarks/gpu/runs/.
 # On the H200 (2026-12-04) a call of the first four steps took about 3.5 minutes, machine start included;
-# all six ran in 5.6 (session 8). Each step has its own time limit (together 9.2 minutes, so a normal call
-# leaves room for a second one with STEPS=... in a 15-minute lease): a step that hangs is stopped and said
-# so in its log, and the steps after it still run.
+# six steps ran in 5.6 (session 8), so a normal call leaves room for a second one with STEPS=... in a
+# 15-minute lease. Each step has its own time limit, there for hangs (together 10.7 minutes: with several
+# hanging steps the call's own 10 minutes end first): a step that hangs is stopped and said so in its log,
+# and the steps after it still run.
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${OUT:-$repo/benchmarks/results/gpu}
@@ -44,7 +45,7 @@ EOF
 cd /tmp  # never import the source folder gpuserve/ in place of the installed package
 status=0
 
-STEPS=${STEPS:-tests paths engine backend serve kernels}
+STEPS=${STEPS:-tests graphs paths engine backend serve kernels}
 step() {  # step NAME LOG SECONDS COMMAND...: output to the console and $OUT/LOG, stopped after SECONDS
     case " $STEPS " in *" $1 "*) ;; *) return 0 ;; esac
     local log=$OUT/$2 limit=$3
@@ -65,6 +66,9 @@ per_test=()
 python3 -c "import pytest_timeout" 2>/dev/null && per_test=(--timeout 60)
 step tests gpu_tests.txt 120 python3 -m pytest -v -rs -p no:cacheprovider -o faulthandler_timeout=50 "${per_test[@]}" \
     -m gpu "$repo"/tests/test_gpu*.py
+# Two CUDA graphs replayed at once on two threads, captured on one stream vs a stream each (the shared cuBLAS
+# workspace that lost requests and aborted the server in session 8's first serve runs).
+step graphs graph_concurrency.txt 90 python3 "$repo/benchmarks/gpu/graph_concurrency.py" --seconds 3
 # Where a served torch request's time goes (each way of running a batch, alone and through the engine).
 step paths torch_paths.txt 50 python3 "$repo/benchmarks/gpu/torch_path_costs.py" --seconds 0.3
 step engine gpu_bench.txt 80 python3 "$repo/benchmarks/gpu/gpu_bench.py" --seconds 4
