@@ -12,8 +12,11 @@ as its Cython does; a classifier's leaf values are those `DecisionTreeClassifier
 division, as `ForestClassifier.predict_proba` / `ForestRegressor.predict` do (a sequential sum:
 `np.cumsum`, not NumPy's pairwise `sum`). Anything else goes to scikit-learn: other estimator types
 (subclasses and single trees too), several outputs, inputs that are not 2-D numeric arrays of the right
-width, non-finite values (scikit-learn decides whether to accept them), or more than `max_rows` rows (its
-per-row Cython is quicker there).
+width, infinities, or more than `max_rows` rows (its per-row Cython is quicker there). Missing values
+(NaN) take each node's `missing_go_to_left` side as in scikit-learn's own walk, where that forest accepts
+them: whether it does depends on the release and the estimator's parameters, so it is asked at load with
+one all-NaN row, and a few NaN rows must then come out as scikit-learn's answers do; else NaN goes to
+scikit-learn too (which answers or words the error).
 """
 
 from __future__ import annotations
@@ -30,14 +33,16 @@ MAX_NODES = 2_000_000  # padded nodes over all trees (~60 MB for two classes); l
 class ForestPredictor:
     max_rows = 512  # 50 trees, depth 8: 512 rows 2.5 vs 3.9 ms; much beyond, scikit-learn's walk is quicker
 
-    def __init__(self, estimator: Any, trees: list, normalize: bool):
+    def __init__(self, estimator: Any, trees: list, normalize: bool, missing: bool = False):
         self.estimator = estimator
         self.count = len(trees)
         self.classifier = hasattr(estimator, "classes_")
         self.classes = getattr(estimator, "classes_", None)
         self.features = int(estimator.n_features_in_)
+        self.takes_nan = missing  # whether rows with NaN are walked here (see the module's docstring)
         self.stack = TreeStack([(tree.children_left, tree.children_right, tree.feature, tree.threshold,
-                                 tree.children_left == -1, None) for tree in trees],
+                                 tree.children_left == -1, tree.missing_go_to_left if missing else None)
+                                for tree in trees],
                                depth=max(int(tree.max_depth) for tree in trees))
         values = []
         for tree in trees:
@@ -69,16 +74,37 @@ class ForestPredictor:
             normalize = _tree_normalizes()
             if normalize is None:
                 return None
+            if all(hasattr(tree, "missing_go_to_left") for tree in trees) and _accepts_nan(estimator):
+                predictor = cls(estimator, trees, normalize, missing=True)
+                if predictor._agrees_on_nan():
+                    return predictor
             return cls(estimator, trees, normalize)
         except AttributeError:  # not fitted, or another scikit-learn than the one this mirrors
             return None
+
+    def _agrees_on_nan(self) -> bool:
+        """Rows with NaN here and in scikit-learn: the same answers (else NaN stays scikit-learn's)."""
+        rows = np.random.default_rng(0).normal(size=(8, self.features)).astype(np.float32)
+        rows[np.random.default_rng(1).random(rows.shape) < 0.4] = np.nan
+        rows[0] = np.nan
+        output = PREDICT_PROBA if self.classifier else PREDICT
+        try:
+            want = getattr(self.estimator, output)(rows)
+        except Exception:  # noqa: BLE001 - whatever scikit-learn does with them, it does it itself
+            return False
+        got = self.run(output, rows)
+        return got is not None and got.shape == want.shape and np.array_equal(got, want)
 
     def _rows(self, x: Any) -> Optional[np.ndarray]:
         """`x` as scikit-learn would predict on it (float32), or None where scikit-learn must answer."""
         if not takes(x, self.features, self.max_rows):
             return None
-        rows = x.astype(np.float32, copy=False)
-        if not np.isfinite(rows).all():
+        if x.dtype == np.float64:
+            with np.errstate(over="ignore"):  # beyond float32: inf, which goes to scikit-learn below
+                rows = x.astype(np.float32)
+        else:
+            rows = x.astype(np.float32, copy=False)
+        if not np.isfinite(rows).all() and (not self.takes_nan or np.isinf(rows).any()):
             return None
         return rows
 
@@ -154,10 +180,11 @@ class TreeStack:
         flat_rows = rows.ravel()
         half = self.count * self.size
         at = np.broadcast_to(self._base, (self.count, rows.shape[0])).copy()
+        missing_sides = self._missing is not None and bool(np.isnan(flat_rows).any())  # once, not per level
         for _ in range(self.depth):
             value = flat_rows.take(self._features.take(at) + row_base)
             go_left = value <= self._thresholds.take(at)
-            if self._missing is not None:
+            if missing_sides:
                 missing = np.isnan(value)
                 if missing.any():
                     go_left = np.where(missing, self._missing.take(at), go_left)
@@ -166,6 +193,16 @@ class TreeStack:
                 break
             at = moved
         return at
+
+
+def _accepts_nan(estimator: Any) -> bool:
+    """Whether this forest's `predict` takes missing values (scikit-learn 1.4 and later, for the
+    criteria and settings it supports them with), asked with one all-NaN row."""
+    try:
+        estimator.predict(np.full((1, int(estimator.n_features_in_)), np.nan, np.float32))
+    except Exception:  # noqa: BLE001 - a ValueError in scikit-learn's words: NaN is not taken
+        return False
+    return True
 
 
 def _tree_normalizes() -> Optional[bool]:

@@ -1,7 +1,8 @@
 """Served scikit-learn forests (gpuserve/classic_forest.py: every tree walked at once in NumPy) answer
 exactly what scikit-learn answers: classifiers (two and three classes, string labels) and regressors,
-random and extra trees, deep and shallow, float64/int inputs; anything the NumPy path does not take
-(NaN, the wrong width, many rows, other estimators, several outputs) goes to scikit-learn itself."""
+random and extra trees, deep and shallow, float64/int inputs, missing values (NaN) where scikit-learn takes
+them; anything the NumPy path does not take (infinities, the wrong width, many rows, other estimators,
+several outputs, NaN for a forest that refuses it) goes to scikit-learn itself."""
 
 from __future__ import annotations
 
@@ -58,16 +59,69 @@ def test_forest_answers_equal_scikit_learns(served, kind, rows):
             np.testing.assert_array_equal(model.run(output, q), want)
 
 
+def _with_nan(q, share=0.3, seed=0):
+    q = q.astype(np.float64)
+    q[np.random.default_rng(seed).random(q.shape) < share] = np.nan
+    return q
+
+
+@pytest.mark.parametrize("kind", list(ESTIMATORS))
+def test_missing_values_take_scikit_learns_side(served, kind):
+    estimator, model = served[kind]
+    if not model._trees.takes_nan:
+        pytest.skip("this scikit-learn's forests refuse NaN: it goes to scikit-learn (next tests)")
+    outputs = ["predict", "predict_proba"] if hasattr(estimator, "classes_") else ["predict"]
+    for q in (_with_nan(Q[:64]), _with_nan(Q[:1], share=1.0), _with_nan(Q[:9], share=0.8, seed=3)):
+        for output in outputs:
+            got = model._trees.run(output, q)
+            assert got is not None
+            np.testing.assert_array_equal(got, getattr(estimator, output)(q))
+
+
+def test_a_forest_trained_with_missing_values():
+    x = _with_nan(X, share=0.15, seed=7)
+    estimator = RandomForestClassifier(n_estimators=9, max_depth=7, random_state=8).fit(x, Y3)
+    forest = ForestPredictor.for_estimator(estimator)
+    if not forest.takes_nan:
+        pytest.skip("this scikit-learn's forests refuse NaN")
+    q = _with_nan(Q[:50], share=0.25, seed=9)
+    np.testing.assert_array_equal(forest.run("predict_proba", q), estimator.predict_proba(q))
+    np.testing.assert_array_equal(forest.run("predict", q), estimator.predict(q))
+
+
+def test_nan_goes_to_scikit_learn_where_it_refuses_it_or_answers_otherwise():
+    refusing = RandomForestClassifier(n_estimators=3, random_state=0).fit(X, Y2)
+    own = refusing.predict
+
+    def predict(q):
+        if np.isnan(q).any():
+            raise ValueError("Input X contains NaN.")
+        return own(q)
+
+    refusing.predict = predict  # as a release or setting without missing-value support answers
+    forest = ForestPredictor.for_estimator(refusing)
+    assert forest is not None and not forest.takes_nan and forest.run("predict", _with_nan(Q[:4])) is None
+    assert forest.run("predict", Q[:4]) is not None
+    differing = RandomForestClassifier(n_estimators=3, random_state=0).fit(X, Y2)
+    proba = differing.predict_proba
+    differing.predict_proba = lambda q: proba(np.nan_to_num(q, nan=5.0))  # NaN taken, but not our way
+    forest = ForestPredictor.for_estimator(differing)
+    assert forest is not None and not forest.takes_nan
+
+
 def test_what_the_numpy_path_does_not_take_goes_to_scikit_learn(served):
     estimator, model = served["forest-2"]
     forest = model._trees
-    with_nan = Q[:3].copy()
-    with_nan[1, 4] = np.nan
+    with_inf = Q[:3].copy()
+    with_inf[1, 4] = np.inf
+    huge = Q[:3].astype(np.float64)
+    huge[0, 2] = 1e300  # inf once cast to float32, as scikit-learn casts it
     many = np.repeat(Q, 2, axis=0)[:ForestPredictor.max_rows + 1]
-    for q in (with_nan, many, Q[:3, :5], Q[:0], Q[:3].astype(object)):
+    for q in (with_inf, huge, many, Q[:3, :5], Q[:0], Q[:3].astype(object)):
         assert forest.run("predict", q) is None
     np.testing.assert_array_equal(model.run("predict", many), estimator.predict(many))
-    np.testing.assert_array_equal(model.run("predict_proba", with_nan), estimator.predict_proba(with_nan))
+    with pytest.raises(InvalidInput, match="rejected the input"):
+        model.run("predict", with_inf)
     with pytest.raises(InvalidInput, match="rejected the input"):
         model.run("predict", Q[:2, :5])  # scikit-learn words the error
     assert forest.run("transform", Q[:2]) is None
