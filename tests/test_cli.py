@@ -1,5 +1,6 @@
 """The launch line as users script it: `gpuserve start FOLDER --http-port P --grpc-port G --metrics-port M`,
-clear start-up errors, SIGTERM draining in-flight work and exiting 0, and a KServe script run as is."""
+clear start-up errors, SIGTERM draining in-flight work and exiting 0, SIGUSR1 printing the stacks, and a KServe
+script run as is."""
 
 import json
 import os
@@ -106,9 +107,14 @@ def test_demo_launch_line_serves_and_sigterm_exits_zero():
             {"predictions": [{"words": 2, "chars": 3}]}
         assert httpx.get(f"http://127.0.0.1:{metrics}/metrics").status_code == 200
         assert httpx.get(f"{base}/v2").json()["name"] == "gpuserve-demo"
+        proc.send_signal(signal.SIGUSR1)  # every thread's stack to stderr; the server serves on
+        time.sleep(0.5)
+        assert httpx.get(f"{base}/v2/health/ready").status_code == 200
     finally:
         code = stop(proc)
     assert code == 0
+    stacks = proc.stderr.read()
+    assert "Current thread" in stacks or "Thread 0x" in stacks, stacks[-2000:]
 
 
 def test_env_ports_and_sigterm_drains_in_flight(tmp_path):
