@@ -45,6 +45,14 @@ def _torch():
 _UNLOCKED = contextlib.nullcontext()
 
 
+def _torch_at_least(torch, major: int, minor: int) -> bool:
+    try:
+        have = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
+    except ValueError:  # a version string of another form: assume the older behaviour
+        return False
+    return have >= (major, minor)
+
+
 # Request arrays are read-only views of the request body, and torch.export.load reads weights from
 # read-only buffers; torch warns once about each ("not writable ... undefined behavior"). Nothing here
 # writes into an input (inference mode, inputs are only read), so the warnings only alarm readers of
@@ -267,9 +275,10 @@ class TorchBackend:
             # ran a matmul, for the life of the process; this model's threads and streams are gone, so each
             # unload would leave theirs behind (66 MiB a load on an H200, 2026-12-04). Dropping them all is safe
             # for models still serving (a stream's freed block is only reused on that stream, in order; the
-            # next matmul makes a new one) but not under a live CUDA graph, which replays the workspace it was
-            # captured with: then they stay.
+            # next matmul makes a new one) from torch 2.10, whose workspace maps have a mutex (earlier ones
+            # crash when another thread looks one up meanwhile: pytorch#167928), but not under a live CUDA
+            # graph, which replays the workspace it was captured with: then they stay.
             clear = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
-            if clear is not None and not torch_graphs.graphs_alive():
+            if clear is not None and _torch_at_least(torch, 2, 10) and not torch_graphs.graphs_alive():
                 clear()
             torch.cuda.empty_cache()

@@ -66,8 +66,8 @@ def slice_rows(outputs: Dict[str, object], rows: int) -> Dict[str, object]:
 
 class CapturedGraph:
     """One graph at one batch size: its static inputs, its outputs, the stream it was captured on, and the
-    lock of that stream (see `capture_lock`): the buffers are shared by the instance's threads, so one
-    batch replays at a time."""
+    lock of that stream (see below): the buffers are shared by the instance's threads, so one batch
+    replays at a time."""
 
     def __init__(self, graph, inputs: list, outputs: Dict[str, object], stream_id: int = 0):
         self.graph, self.inputs, self.outputs = graph, inputs, outputs

@@ -54,7 +54,10 @@ def test_unload_gives_the_device_memory_back(tmp_path):
     left after each unload, 132 after two); load/unload cycles leave nothing behind."""
     torch = pytest.importorskip("torch")
     from gpuserve.backends import torch_graphs
+    from gpuserve.backends.torch import _torch_at_least
 
+    if not _torch_at_least(torch, 2, 10):
+        pytest.skip("before torch 2.10 the cuBLAS workspaces cannot be dropped safely, so they stay (backends/torch.py)")
     net = _torch_folder(tmp_path, torch)
     x = np.random.default_rng(0).normal(size=(3, WIDTH)).astype(np.float32)
     with torch.inference_mode():

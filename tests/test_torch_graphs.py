@@ -147,3 +147,16 @@ def test_graphs_captured_on_one_stream_share_its_lock_and_eager_calls_there_take
     gc.collect()
     assert torch_graphs.lock_for_stream(101) is None and torch_graphs.lock_for_stream(102) is None
     assert not torch_graphs.graphs_alive()
+
+
+def test_torch_versions_are_compared_by_major_and_minor():
+    import types
+
+    from gpuserve.backends.torch import _torch_at_least
+
+    def version(text):
+        return types.SimpleNamespace(__version__=text)
+
+    assert _torch_at_least(version("2.11.0+cu130"), 2, 10) and _torch_at_least(version("2.10.0"), 2, 10)
+    assert not _torch_at_least(version("2.9.1+cpu"), 2, 10) and not _torch_at_least(version("1.13.1"), 2, 10)
+    assert _torch_at_least(version("3.0.0a0"), 2, 10) and not _torch_at_least(version("nightly"), 2, 10)
