@@ -57,7 +57,8 @@ def test_unload_gives_the_device_memory_back(tmp_path):
     from gpuserve.backends.torch import _torch_at_least
 
     if not _torch_at_least(torch, 2, 10):
-        pytest.skip("before torch 2.10 the cuBLAS workspaces cannot be dropped safely, so they stay (backends/torch.py)")
+        pytest.skip("before torch 2.10 the cuBLAS workspaces cannot be dropped safely, so they stay "
+                    "(backends/torch.py)")
     net = _torch_folder(tmp_path, torch)
     x = np.random.default_rng(0).normal(size=(3, WIDTH)).astype(np.float32)
     with torch.inference_mode():
