@@ -9,7 +9,7 @@
 # Then copy the numbers (device, date) into benchmarks/RESULTS.md and the logs into benchmarks/gpu/runs/.
 # On the H200 (2026-12-04) a call of the first four steps took about 3.5 minutes, machine start included;
 # six steps ran in 5.6 (session 8), so a normal call leaves room for a second one with STEPS=... in a
-# 15-minute lease. Each step has its own time limit, there for hangs (together 11 minutes: with several
+# 15-minute lease. Each step has its own time limit, there for hangs (together 10.5 minutes: with several
 # hanging steps the call's own 10 minutes end first): a step that hangs is stopped and said so in its log,
 # and the steps after it still run.
 set -uo pipefail
@@ -66,9 +66,9 @@ per_test=()
 python3 -c "import pytest_timeout" 2>/dev/null && per_test=(--timeout 60)
 step tests gpu_tests.txt 120 python3 -m pytest -v -rs -p no:cacheprovider -o faulthandler_timeout=50 "${per_test[@]}" \
     -m gpu "$repo"/tests/test_gpu*.py
-# Two CUDA graphs replayed at once on two threads, captured on one stream vs a stream each (the shared cuBLAS
-# workspace that lost requests and aborted the server in session 8's first serve runs).
-step graphs graph_concurrency.txt 90 python3 "$repo/benchmarks/gpu/graph_concurrency.py" --seconds 3
+# Two CUDA graphs replayed at once on two threads, each captured on its own stream (graphs sharing one
+# stream's cuBLAS workspace lost requests and aborted the server in session 8; `--both` shows that again).
+step graphs graph_concurrency.txt 60 python3 "$repo/benchmarks/gpu/graph_concurrency.py" --seconds 3
 # Where a served torch request's time goes (each way of running a batch, alone and through the engine).
 step paths torch_paths.txt 50 python3 "$repo/benchmarks/gpu/torch_path_costs.py" --seconds 0.3
 step engine gpu_bench.txt 100 python3 "$repo/benchmarks/gpu/gpu_bench.py" --seconds 4
