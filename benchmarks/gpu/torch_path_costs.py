@@ -63,18 +63,23 @@ class Variant(TorchBackend):
                 return {"output__0": self.module(arg).cpu().numpy()}
 
 
-def per_call_us(call, seconds):
-    for _ in range(20):
-        call()
-    torch.cuda.synchronize()
-    rounds = []
-    for _ in range(3):
-        n, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
+def interleaved_us(calls, seconds, rounds=5):
+    """us a call of each of `calls` ({name: fn}), as the median of `rounds` short runs taken in turn (A, B,
+    C, A, B, C, ...): measured one after another, identical calls differed by 50 % on the H200 (session 8:
+    sync_1t 195 vs sync_2t 305 us), so variants are compared in alternation."""
+    for call in calls.values():
+        for _ in range(20):
             call()
-            n += 1
-        rounds.append((time.perf_counter() - start) / n * 1e6)
-    return round(statistics.median(rounds), 1)
+    torch.cuda.synchronize()
+    runs = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            n, start = 0, time.perf_counter()
+            while time.perf_counter() - start < seconds / rounds:
+                call()
+                n += 1
+            runs[name].append((time.perf_counter() - start) / n * 1e6)
+    return {name: round(statistics.median(values), 1) for name, values in runs.items()}
 
 
 async def engine_us(backend, x, seconds, pinned, inline=True):
@@ -112,16 +117,20 @@ def main():
                 def direct():
                     return direct_module(torch.from_numpy(x).to("cuda:0")).cpu().numpy()
 
-                row = {"rows": rows, "alone_us": {"direct": per_call_us(direct, args.seconds)}}
+            calls = {"direct": direct}
             for how, backend in variants.items():
                 got = backend.run({"input": x})["output__0"]
                 assert np.allclose(got, want, rtol=1e-3, atol=1e-3), how
-                row["alone_us"][how] = per_call_us(lambda: backend.run({"input": x}), args.seconds)
-            row["engine_one_client_us"] = {how: asyncio.run(engine_us(backend, x, args.seconds, pinned=True))
-                                           for how, backend in variants.items()}
-            row["engine_one_client_no_inline_us"] = {
-                how: asyncio.run(engine_us(backend, x, args.seconds, pinned=True, inline=False))
-                for how, backend in variants.items()}
+                calls[how] = (lambda b: lambda: b.run({"input": x}))(backend)
+            with torch.inference_mode():
+                row = {"rows": rows, "alone_us": interleaved_us(calls, args.seconds * 3)}
+            for key, inline in (("engine_one_client_us", True), ("engine_one_client_no_inline_us", False)):
+                runs = {how: [] for how in variants}
+                for _ in range(3):  # in turn, as above
+                    for how, backend in variants.items():
+                        runs[how].append(asyncio.run(engine_us(backend, x, args.seconds / 3, pinned=True,
+                                                               inline=inline)))
+                row[key] = {how: round(statistics.median(values), 1) for how, values in runs.items()}
             print(json.dumps(row), flush=True)
             report["rows"].append(row)
         x = np.random.default_rng(0).normal(size=(1, 1024)).astype(np.float32)
