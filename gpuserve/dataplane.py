@@ -12,6 +12,7 @@ import logging
 import time
 from typing import Any, Dict, Optional, Tuple
 
+from gpuserve import device_health
 from gpuserve.adaptive import AdaptiveBatcher
 from gpuserve.classification import apply_classification
 from gpuserve.engine.stats import ModelStats
@@ -55,7 +56,11 @@ class DataPlane:
 
     # health and metadata ------------------------------------------------------------------------
     def live(self) -> bool:
-        return True
+        """False once a device reported an error no process recovers from (gpuserve/device_health.py)."""
+        return not device_health.lost()
+
+    def not_live_reason(self) -> str:
+        return "; ".join(f"{device}: {reason}" for device, reason in device_health.lost().items())
 
     def ready(self) -> bool:
         """Ready once start-up loading is done; with strict readiness, also every model ready."""

@@ -17,6 +17,7 @@ import numpy as np
 
 from gpuserve.batching import batching_config, request_priority, request_timeout_s
 from gpuserve.classification import classes_output, classify, labels_for, requested_counts
+from gpuserve import device_health
 from gpuserve.datatypes import shape_fits, to_numpy_dtype
 from gpuserve.engine.batcher import Scheduler
 from gpuserve.engine.device import choose_device
@@ -56,6 +57,7 @@ class FrameworkModel(Model):
         self.scheduler: Optional[Scheduler] = None
         self.stats = ModelStats(name, self.version or "")
         self.fallback = ""  # why the model runs on the CPU instead of the device it asked for
+        self.device_failure = ""  # a sticky CUDA error that ended its service (gpuserve/device_health.py)
         self.kernels: KernelPlan = NO_KERNELS
         self.client_inputs: list = []  # the inputs as clients send them (the kernel stage may change them)
 
@@ -218,9 +220,25 @@ class FrameworkModel(Model):
                       ) -> Dict[str, np.ndarray]:
         scheduler = self.scheduler
         if scheduler is None or not self.ready:
-            raise ModelNotReady(self.name)
-        return await scheduler.submit(arrays, request_priority(parameters, scheduler.config.priority_levels),
-                                      request_timeout_s(parameters), outputs, reduce)
+            raise ModelNotReady(self.name, self.device_failure or None)
+        try:
+            return await scheduler.submit(arrays, request_priority(parameters, scheduler.config.priority_levels),
+                                          request_timeout_s(parameters), outputs, reduce)
+        except Exception as exc:
+            self._check_device(exc)
+            raise
+
+    def _check_device(self, exc: BaseException) -> None:
+        """A sticky CUDA error (gpuserve/device_health.py) ends this model's and the server's service."""
+        device = str(getattr(self.backend, "device", "cpu"))
+        if device == "cpu":
+            return
+        reason = device_health.fatal_reason(exc)
+        if reason is None:
+            return
+        self.ready = False
+        self.reason = self.device_failure = f"{device} reported an unrecoverable error ({reason}); restart the server"
+        device_health.report(device, f"model {self.name}: {reason}")
 
     async def predict(self, payload, headers=None, response_headers=None):
         if isinstance(payload, InferRequest):

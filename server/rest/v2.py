@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gpuserve.dataplane import DataPlane
-from gpuserve.errors import InferenceError, ModelNotReady, ServerNotReady
+from gpuserve.errors import InferenceError, ModelNotReady, ServerNotLive, ServerNotReady
 from gpuserve.types import InferRequest, InferResponse
 from gpuserve.server.rest.common import JSON_OPTIONS, ErrorRoutes, guarded, json_response, parse_json, read_body
 
@@ -56,7 +56,9 @@ def add_v2_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes, body_limi
     @app.get("/v2/health/live", tags=["V2 health"], summary="Server liveness")
     @guard
     async def live(request: Request):
-        return json_response({"live": plane.live()})
+        if not plane.live():  # a status a liveness probe acts on, not a 200 that says false
+            raise ServerNotLive(f"server is not live: {plane.not_live_reason()}")
+        return json_response({"live": True})
 
     @app.get("/v2/health/ready", tags=["V2 health"], summary="Server readiness")
     @guard
