@@ -63,8 +63,8 @@ class DataPlane:
         return "; ".join(f"{device}: {reason}" for device, reason in device_health.lost().items())
 
     def ready(self) -> bool:
-        """Ready once start-up loading is done; with strict readiness, also every model ready."""
-        if not self.started:
+        """Ready once start-up loading is done and while live; with strict readiness, also every model ready."""
+        if not self.started or not self.live():
             return False
         if self.strict_readiness:
             return all(m.ready for _, _, m in self.repository.all_versions())

@@ -5,8 +5,8 @@ ECC error, CUDA's context is broken for good ("sticky" errors): every later call
 only a new process recovers. Answering 500 to each request from then on would keep the server in a load
 balancer's rotation while it can only fail (the session-8 H200 run saw such a process first lose requests,
 then abort). So when a model's call reports one, the model stops being ready (its reason names the error)
-and the server stops being live: `/v2/health/live` answers 503 and gRPC's ServerLive `live: false`, which
-is what a Kubernetes liveness probe restarts a container on.
+and the server stops being live and ready: `/v2/health/live` and `/ready` answer 503 and gRPC's ServerLive
+and ServerReady false, which take it out of rotation and make a Kubernetes liveness probe restart it.
 """
 
 from __future__ import annotations

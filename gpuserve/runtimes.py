@@ -237,7 +237,8 @@ class FrameworkModel(Model):
         if reason is None:
             return
         self.ready = False
-        self.reason = self.device_failure = f"{device} reported an unrecoverable error ({reason}); restart the server"
+        self.device_failure = f"{device} reported an unrecoverable error ({reason}); restart the server"
+        self.reason = self.device_failure
         device_health.report(device, f"model {self.name}: {reason}")
 
     async def predict(self, payload, headers=None, response_headers=None):

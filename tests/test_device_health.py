@@ -71,12 +71,15 @@ def test_a_sticky_error_makes_the_model_unready_and_the_server_not_live(tmp_path
                 assert second.status_code == 503 and "unrecoverable" in second.json()["error"]
                 assert "restart" in second.json()["error"]
                 assert live.status_code == 503 and "cuda:0" in live.json()["error"]
+                assert client.get("/v2/health/ready").status_code == 503  # out of rotation until restarted
                 assert not client.get("/v2/models/mlp/ready").is_success
                 assert not grpc.is_server_live() and not triton_http.is_server_live()
+                assert not grpc.is_server_ready() and not triton_http.is_server_ready()
                 assert list(device_health.lost()) == ["cuda:0"]
             else:
                 assert second.status_code == 500  # an ordinary failure: the next request is tried again
                 assert live.status_code == 200 and live.json() == {"live": True}
+                assert client.get("/v2/health/ready").status_code == 200
                 assert grpc.is_server_live() and triton_http.is_server_live() and model.ready
                 assert device_health.lost() == {}
         finally:
