@@ -20,9 +20,9 @@ import json
 import os
 import signal
 import sys
-import urllib.request
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -102,7 +102,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda:0", help="cpu: a smoke run of the script itself")
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
-    rows_out = []
+    rows_out, failures = [], []  # any failure makes the step fail (exit 1) after the report
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         net = repository(root / "repo", args.device)
@@ -117,6 +117,7 @@ def main() -> None:
             for model in ("mlp", "mlp-graphs"):
                 wrong = answers_wrong(base, model, net)
                 print(json.dumps({"model": model, "answers_before_load": wrong or "all right"}), flush=True)
+                failures += [f"{model} before the load: {wrong}"] if wrong else []
                 for protocol in ("v2-binary", "grpc"):
                     url = base if protocol != "grpc" else f"grpc://127.0.0.1:{grpc}"
                     target = loadgen.make_target(url, model, protocol, "input", [1, FEATURES])
@@ -129,11 +130,14 @@ def main() -> None:
                         print(json.dumps(row), flush=True)
                         rows_out.append(row)
                         if result.errors or not result.requests:
+                            failures.append(f"{model} {protocol} c={concurrency}: {result.errors} errors, "
+                                            f"{result.requests} answered")
                             dump_server(server, f"{model} {protocol} c={concurrency}")
                             break
                 wrong = answers_wrong(base, model, net)
                 print(json.dumps({"model": model, "answers_after_load": wrong or "all right"}), flush=True)
                 if wrong:
+                    failures.append(f"{model} after the load: {wrong}")
                     dump_server(server, f"{model}: wrong or missing answers after the load")
                 formed = batch_counts(base, model)
                 print(json.dumps({"model": model, "batches_formed": formed}), flush=True)
@@ -149,6 +153,9 @@ def main() -> None:
     for row in rows_out:
         print(f"{row['model']:<11} {row['protocol']:<10} {row['c']:>3} {row['rps']:>9.1f} {row['p50_ms']:>8.2f} "
               f"{row['p99_ms']:>8.2f}   {row['rps'] / limits[1]:.2f}")
+    if failures:
+        print("FAILED:\n  " + "\n  ".join(failures), flush=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
