@@ -14,6 +14,7 @@ from typing import Iterable, Optional
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
+from gpuserve import device_health
 from gpuserve.dataplane import DataPlane
 from gpuserve.metrics import worker_metric_dirs
 from gpuserve.server.nvml import GpuSampler
@@ -46,6 +47,19 @@ class ServerCollector:
         yield from self._models()
         yield from self._transports()
         yield from self._gpus()
+        yield from self._lost_devices()
+
+    def _lost_devices(self):
+        """1 for each device that reported an error no process recovers from (gpuserve/device_health.py):
+        what to alert on, beside the liveness probe that restarts the server."""
+        lost = device_health.lost()
+        if lost:
+            family = GaugeMetricFamily(self._name("gpuserve_device_lost"),
+                                       "1 once a device reported an unrecoverable (sticky) CUDA error",
+                                       labels=["device"])
+            for device in sorted(lost):
+                family.add_metric([device], 1)
+            yield family
 
     def _models(self):
         n = self._name

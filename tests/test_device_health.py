@@ -76,12 +76,13 @@ def test_a_sticky_error_makes_the_model_unready_and_the_server_not_live(tmp_path
                 assert not grpc.is_server_live() and not triton_http.is_server_live()
                 assert not grpc.is_server_ready() and not triton_http.is_server_ready()
                 assert list(device_health.lost()) == ["cuda:0"]
+                assert 'gpuserve_device_lost{device="cuda:0"} 1.0' in client.get("/metrics").text
             else:
                 assert second.status_code == 500  # an ordinary failure: the next request is tried again
                 assert live.status_code == 200 and live.json() == {"live": True}
                 assert client.get("/v2/health/ready").status_code == 200
                 assert grpc.is_server_live() and triton_http.is_server_live() and model.ready
-                assert device_health.lost() == {}
+                assert device_health.lost() == {} and "gpuserve_device_lost" not in client.get("/metrics").text
         finally:
             grpc.close()
             triton_http.close()
