@@ -53,6 +53,22 @@ def test_torch_cuda_matches_cpu(torch_model, overlap):
         assert np.allclose(got, want, rtol=1e-3, atol=1e-4)  # TF32/cuBLAS vs CPU
 
 
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_torch_half_precision_on_cuda_matches_cpu(torch_model, precision):
+    torch = pytest.importorskip("torch")
+    from gpuserve.backends.torch import TorchBackend
+
+    path, net = torch_model
+    backend = TorchBackend(str(path), device="cuda:0", precision=precision)
+    x = np.random.default_rng(4).normal(size=(7, 64)).astype(np.float32)
+    got = backend.run({"input": x})["output__0"]
+    with torch.inference_mode():
+        want = net(torch.from_numpy(x)).numpy()
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=5e-2, atol=5e-2)
+    backend.unload()
+
+
 def test_engine_on_gpu_matches_cpu(torch_model):
     torch = pytest.importorskip("torch")
     from gpuserve.backends.cuda import pinned_allocator

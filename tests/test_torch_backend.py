@@ -100,3 +100,41 @@ def test_several_exported_models_load_together(tmp_path, http):
                 want = net(torch.from_numpy(x)).numpy()
             np.testing.assert_allclose(np.array(reply.json()["outputs"][0]["data"]).reshape(2, 3), want, rtol=1e-5,
                                        atol=1e-6)
+
+
+@pytest.mark.parametrize("precision, compile_", [("bf16", False), ("fp16", False), (None, True)])
+def test_precision_and_compile_from_settings(repo, tmp_path, precision, compile_):
+    """`parameters.extra.precision` runs the model in half precision (inputs cast in, outputs back to
+    FP32) and `compile` through torch.compile: answers as torch's own call made the same way."""
+    import asyncio
+    import copy
+    import shutil
+
+    root, net = repo
+    folder = tmp_path / "half"
+    folder.mkdir()
+    shutil.copy(root / "exported" / "model.pt2", folder / "model.pt2")
+    extra = {"compile": True} if compile_ else {"precision": precision}
+    (folder / "model-settings.json").write_text(json.dumps({
+        "implementation": "torch", "parameters": {"uri": "model.pt2", "extra": extra}}))
+    model = DiskRepository(tmp_path).build("half")[0]
+    assert model.load() is True
+    assert model.metadata()["outputs"][0]["datatype"] == "FP32"
+    x = np.random.default_rng(2).normal(size=(5, 6)).astype(np.float32)
+
+    async def served():
+        return await model.scheduler.submit({"x": x})
+
+    got = asyncio.run(served())["output__0"]
+    assert got.dtype == np.float32 and got.shape == (5, 3)
+    with torch.inference_mode():
+        exact = net(torch.from_numpy(x)).numpy()
+        if precision:
+            dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+            same_way = copy.deepcopy(net).to(dtype)(torch.from_numpy(x).to(dtype)).float().numpy()
+            np.testing.assert_allclose(got, same_way, rtol=1e-2, atol=1e-2)
+            np.testing.assert_allclose(got, exact, rtol=5e-2, atol=5e-2)
+            assert not np.array_equal(got, exact)  # it did run in half precision
+        else:
+            np.testing.assert_allclose(got, exact, rtol=1e-5, atol=1e-6)
+    model.stop()
