@@ -15,6 +15,8 @@ import logging
 import threading
 from typing import Dict, Optional
 
+from gpuserve.errors import exception_chain
+
 logger = logging.getLogger("gpuserve")
 
 # As CUDA words them (torch, ONNX Runtime and CuPy quote the runtime's text) or names them (driver API).
@@ -30,15 +32,11 @@ _lost: Dict[str, str] = {}  # device -> the first fatal error reported on it
 
 def fatal_reason(exc: BaseException) -> Optional[str]:
     """The first line of the error (or of one it was raised from) when it is one of CUDA's sticky errors."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        text = str(exc)
-        lowered = text.lower()
-        if any(marker in lowered for marker in _FATAL):
+    for error in exception_chain(exc):
+        text = str(error)
+        if any(marker in text.lower() for marker in _FATAL):
             first = next((line.strip() for line in text.splitlines() if line.strip()), text)
-            return f"{type(exc).__name__}: {first}"
-        exc = exc.__cause__ or exc.__context__
+            return f"{type(error).__name__}: {first}"
     return None
 
 

@@ -6,6 +6,8 @@ raises `InvalidInput` or `ModelNotReady` keeps working with only the import chan
 
 from __future__ import annotations
 
+from typing import Iterator, Optional
+
 
 class GpuserveError(Exception):
     """Base of every error with a defined status. `http` and `grpc` are read by the transports."""
@@ -133,3 +135,13 @@ def status_of(exc: BaseException) -> tuple[int, str]:
     if isinstance(exc, NotImplementedError):
         return 501, "UNIMPLEMENTED"
     return 500, "INTERNAL"
+
+
+def exception_chain(exc: Optional[BaseException]) -> Iterator[BaseException]:
+    """`exc`, then what it was raised from or during, each once: where a framework's own error text hides
+    under the one a caller wrapped it in."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__

@@ -25,7 +25,8 @@ from gpuserve.engine.instance import Instance
 from gpuserve.backends.cuda import pinned_allocator
 from gpuserve.engine.staging import StagingPool
 from gpuserve.engine.stats import ModelStats
-from gpuserve.errors import InvalidInput, InvalidSettings, ModelLoadError, ModelMissingError, ModelNotReady
+from gpuserve.errors import (InvalidInput, InvalidSettings, ModelLoadError, ModelMissingError, ModelNotReady,
+                             exception_chain)
 from gpuserve.kernels.preprocess import Normalize
 from gpuserve.kernels.stage import NO_KERNELS, ImageInput, KernelPlan, Ragged
 from gpuserve.kernels.topk import TopK
@@ -327,15 +328,12 @@ _OOM_MARKERS = ("out of memory", "cuda_error_out_of_memory", "failed to allocate
 
 def is_out_of_memory(exc: BaseException) -> bool:
     """torch.cuda.OutOfMemoryError, or a framework error whose message says the device ran out of memory."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if type(exc).__name__ == "OutOfMemoryError":
+    for error in exception_chain(exc):
+        if type(error).__name__ == "OutOfMemoryError":
             return True
-        text = str(exc).lower()
+        text = str(error).lower()
         if any(marker in text for marker in _OOM_MARKERS):
             return True
-        exc = exc.__cause__ or exc.__context__
     return False
 
 
