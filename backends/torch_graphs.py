@@ -145,25 +145,21 @@ def capture_graphs(torch, call, specs, sizes: Sequence[int], device, cast,
     # On the model's GPU, not the thread's current one; captured on our own streams, since torch.cuda.graph's
     # default capture stream is made once, on whichever device is current the first time any graph is taken.
     with _CAPTURE_LOCK, torch.cuda.device(device):
-        _capture_each(torch, call, specs, sizes, device, cast, streams, graphs)
+        for size in sorted(sizes):
+            side = streams()
+            inputs = [cast(torch.zeros([size, *spec.shape[1:]], dtype=getattr(torch, _V2_TO_TORCH[spec.datatype]),
+                                       device=device)) for spec in specs]
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):
+                # warm-up outside capture: lazy init, cuBLAS handles and this stream's workspace, autotuning,
+                # and TorchScript's profiling executor, which specialises the graph only after its first runs
+                for _ in range(3):
+                    call(*inputs)
+            torch.cuda.current_stream(device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, stream=side, capture_error_mode="thread_local"):
+                outputs = call(*inputs)
+            graphs[size] = CapturedGraph(graph, inputs, outputs, int(getattr(side, "cuda_stream", id(side))))
         torch.cuda.synchronize(device)
     logger.info("captured CUDA graphs at batch sizes %s", sorted(graphs))
     return graphs
-
-
-def _capture_each(torch, call, specs, sizes, device, cast, streams, graphs: Dict[int, CapturedGraph]) -> None:
-    for size in sorted(sizes):
-        side = streams()
-        inputs = [cast(torch.zeros([size, *spec.shape[1:]], dtype=getattr(torch, _V2_TO_TORCH[spec.datatype]),
-                                   device=device)) for spec in specs]
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):
-            # warm-up outside capture: lazy init, cuBLAS handles and this stream's workspace, autotuning,
-            # and TorchScript's profiling executor, which specialises the graph only after its first runs
-            for _ in range(3):
-                call(*inputs)
-        torch.cuda.current_stream(device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, stream=side, capture_error_mode="thread_local"):
-            outputs = call(*inputs)
-        graphs[size] = CapturedGraph(graph, inputs, outputs, int(getattr(side, "cuda_stream", id(side))))
