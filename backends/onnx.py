@@ -48,6 +48,31 @@ def _ort():
     return ort
 
 
+_CUDA_LIBRARIES_TRIED = False
+
+
+def load_cuda_libraries(ort) -> None:
+    """Let the CUDA provider find CUDA and cuDNN where pip put them, once per process.
+
+    onnxruntime-gpu's CUDA provider links cuBLAS, cuFFT, the CUDA runtime and cuDNN by name, and the
+    loader searches only the system's paths, not the `nvidia-*` wheels pip installs (`pip install
+    onnxruntime-gpu[cuda,cudnn]`, or the ones torch brought): there the provider fails to start and the
+    model falls back to the CPU. onnxruntime >= 1.21's `preload_dlls` loads them from those wheels (or
+    the system's paths) first. Absent (older or CPU builds) or failing, the session reports its own
+    fallback as before."""
+    global _CUDA_LIBRARIES_TRIED
+    if _CUDA_LIBRARIES_TRIED:
+        return
+    _CUDA_LIBRARIES_TRIED = True
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None or "CUDAExecutionProvider" not in ort.get_available_providers():
+        return
+    try:
+        preload()
+    except Exception as exc:  # noqa: BLE001 - a missing library is the provider's fallback to report
+        logger.warning("onnxruntime could not preload the CUDA libraries: %s", exc)
+
+
 def _dims(shape) -> List[int]:
     return [d if isinstance(d, int) and d >= 0 else -1 for d in (shape or [])]
 
@@ -149,6 +174,8 @@ class OnnxBackend:
             raise ValueError(f"graph_optimization_level must be one of {', '.join(_LEVELS)}")
         options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
         wanted = wanted_providers(device, execution_provider, providers)
+        if wanted[0] in _GPU_PROVIDERS and device.startswith("cuda"):
+            load_cuda_libraries(ort)
         chain, self.fallback = provider_chain(wanted, ort.get_available_providers(), device)
         index = int(device.split(":", 1)[1]) if ":" in device else 0
         self.stream = device_arrays.new_stream(index) if chain[0] in _GPU_PROVIDERS and user_stream else None

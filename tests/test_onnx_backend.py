@@ -38,6 +38,51 @@ def test_provider_chain_falls_back_and_says_why():
     assert provider_chain([CPU], [CPU], "cpu") == ([CPU], "")
 
 
+class _FakeOrt:
+    def __init__(self, providers, fails=False):
+        self.providers, self.fails, self.preloads = providers, fails, 0
+
+    def get_available_providers(self):
+        return self.providers
+
+    def preload_dlls(self):
+        self.preloads += 1
+        if self.fails:
+            raise RuntimeError("Invalid parameter of directory")
+
+
+def test_cuda_libraries_preloaded_once_where_the_cuda_provider_exists(monkeypatch, caplog):
+    from gpuserve.backends import onnx as backend_module
+
+    monkeypatch.setattr(backend_module, "_CUDA_LIBRARIES_TRIED", False)
+    cpu_build = _FakeOrt([CPU])
+    backend_module.load_cuda_libraries(cpu_build)
+    assert cpu_build.preloads == 0  # a CPU build has nothing to preload
+    monkeypatch.setattr(backend_module, "_CUDA_LIBRARIES_TRIED", False)
+    gpu_build = _FakeOrt([CUDA, CPU])
+    backend_module.load_cuda_libraries(gpu_build)
+    backend_module.load_cuda_libraries(gpu_build)
+    assert gpu_build.preloads == 1
+    monkeypatch.setattr(backend_module, "_CUDA_LIBRARIES_TRIED", False)
+    failing = _FakeOrt([CUDA, CPU], fails=True)
+    backend_module.load_cuda_libraries(failing)  # logged; the session then reports its own fallback
+    assert failing.preloads == 1 and "could not preload the CUDA libraries" in caplog.text
+
+
+def test_a_cpu_model_never_preloads_cuda_libraries(tmp_path, monkeypatch):
+    from gpuserve.backends import onnx as backend_module
+
+    monkeypatch.setattr(backend_module, "_CUDA_LIBRARIES_TRIED", False)
+    calls = []
+    monkeypatch.setattr(backend_module, "load_cuda_libraries", lambda ort: calls.append(ort))
+    path = tmp_path / "m.onnx"
+    make_onnx_model(path)
+    OnnxBackend(str(path), device="cpu")
+    assert calls == []
+    OnnxBackend(str(path), device="cuda:0")  # asked for CUDA: tried, whatever this build has
+    assert len(calls) == 1
+
+
 def test_provider_options_carry_stream_and_tensorrt_settings(tmp_path):
     cache = tmp_path / "trt-cache"
     options = provider_options(TRT, 1, 0xABC0, trt_fp16=True, trt_engine_cache_path=str(cache),

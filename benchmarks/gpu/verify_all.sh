@@ -6,6 +6,7 @@
 # STEPS="tests graphs paths engine backend serve kernels" (the default: all) picks steps for a second call.
 #   here:   bash benchmarks/gpu/fetch_wheels.sh
 #   device: run(command="bash benchmarks/gpu/verify_all.sh", carry=[".whl"])
+# To check ONNX Runtime's CUDA provider too, first carry onnxruntime-gpu in parts: fetch_ort_gpu.sh says how.
 # Then copy the numbers (device, date) into benchmarks/RESULTS.md and the logs into benchmarks/gpu/runs/.
 # On the H200 (2026-12-04) a call of the first four steps took about 3.5 minutes, machine start included;
 # six steps ran in 5.6 (session 8), so a normal call leaves room for a second one with STEPS=... in a
@@ -21,6 +22,34 @@ if ls "$repo"/.whl/*.whl >/dev/null 2>&1; then
     python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$repo"/.whl/*.whl || exit 1
     export PYTHONPATH=/tmp/site
 fi
+# onnxruntime-gpu, when its parts came in earlier calls (benchmarks/gpu/fetch_ort_gpu.sh): joined, checked
+# and installed in front of the image's CPU build; its CUDA provider finds CUDA and cuDNN in the image's
+# nvidia wheels through a link beside it (onnxruntime's preload looks next to its own folder).
+ort_gpu_note="onnxruntime-gpu: no parts carried (benchmarks/gpu/fetch_ort_gpu.sh)"
+manifest=$(ls "$repo"/.ortgpu/p*/MANIFEST 2>/dev/null | head -1)
+if [ -n "$manifest" ]; then
+    wheel=/tmp/$(awk '$1 == "wheel" {print $2}' "$manifest")
+    parts=$(awk '$1 == "parts" {print $2}' "$manifest")
+    missing=""
+    : > "$wheel"
+    for i in $(seq 1 "$parts"); do
+        if [ -f "$repo/.ortgpu/p$i/part" ]; then cat "$repo/.ortgpu/p$i/part" >> "$wheel"; else missing="$missing p$i"; fi
+    done
+    if [ -n "$missing" ]; then
+        ort_gpu_note="onnxruntime-gpu: parts missing:$missing (the machine was given back between calls?)"
+    elif [ "$(sha256sum "$wheel" | cut -d' ' -f1)" != "$(awk '$1 == "sha256" {print $2}' "$manifest")" ]; then
+        ort_gpu_note="onnxruntime-gpu: joined parts fail the sha256 check"
+    elif python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$wheel"; then
+        export PYTHONPATH=/tmp/site
+        nvidia=$(python3 -c "import nvidia, sys; print([p for p in nvidia.__path__ if '/tmp/site' not in p][0])" 2>/dev/null)
+        [ -n "$nvidia" ] && [ ! -e /tmp/site/nvidia ] && ln -s "$nvidia" /tmp/site/nvidia
+        ort_gpu_note="onnxruntime-gpu: installed from $parts parts (nvidia libraries: ${nvidia:-not found})"
+    else
+        ort_gpu_note="onnxruntime-gpu: pip could not install the joined wheel"
+    fi
+    rm -f "$wheel"
+fi
+echo "verify_all: $ort_gpu_note"
 if ! python3 -m pip install -q --no-deps --no-build-isolation --no-compile --target /tmp/gpuserve "$repo"; then
     # The image's setuptools could not build it (say, one too old for pyproject's license string): lay out
     # the installed package by hand, as pyproject's package-dir maps it (the .cu sources come along).
@@ -30,6 +59,7 @@ if ! python3 -m pip install -q --no-deps --no-build-isolation --no-compile --tar
 fi
 export PYTHONPATH=/tmp/gpuserve:${PYTHONPATH:-}
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
+echo "$ort_gpu_note" >> "$OUT/nvidia-smi.txt"
 python3 - >> "$OUT/nvidia-smi.txt" 2>&1 <<'EOF'
 import importlib, sys
 print("python", sys.version.split()[0])
@@ -40,7 +70,7 @@ for name in ("torch", "onnxruntime", "cupy", "tensorrt", "grpc", "google.protobu
     except Exception as exc:
         print(name, "missing:", type(exc).__name__, exc)
 import onnxruntime
-print("onnxruntime providers", onnxruntime.get_available_providers())
+print("onnxruntime providers", onnxruntime.get_available_providers(), "from", onnxruntime.__file__)
 EOF
 cd /tmp  # never import the source folder gpuserve/ in place of the installed package
 status=0
@@ -74,7 +104,8 @@ step paths torch_paths.txt 50 python3 "$repo/benchmarks/gpu/torch_path_costs.py"
 step engine gpu_bench.txt 100 python3 "$repo/benchmarks/gpu/gpu_bench.py" --seconds 4
 # Issue 6, per framework on the GPU: served vs direct for ONNX Runtime's CUDA EP (session.run and IOBinding),
 # torch (eager and CUDA graphs) and TensorRT. ONNX Runtime needs onnxruntime-gpu and TensorRT the tensorrt
-# wheel; both are far over the 64 MiB a call can carry, so on the stock image those rows say "skipped".
+# wheel; the stock image has neither: ONNX Runtime's rows run when fetch_ort_gpu.sh's parts came along,
+# TensorRT's (whose libraries are several GiB) say "skipped".
 step backend backend_gpu.txt 100 python3 "$repo/benchmarks/backend_bench.py" --device cuda:0 --seconds 1 --rounds 2
 # What a load generator sees: `gpuserve start` on torch models on cuda:0 (eager and CUDA graphs), V2 binary
 # HTTP and gRPC at 1/16/64 clients, against the direct call in the same run; answers checked before and
