@@ -116,6 +116,19 @@ class ModelStats:
             self.compute_infer.add(ns)
             self.compute_output.count += 1
 
+    def record_cache_hit(self, ns: int) -> None:
+        """A request answered from the response cache in `ns`: a success, as Triton counts it, but neither
+        an inference nor an execution, and no queue or compute time."""
+        with self.lock:
+            self.cache_hit.add(ns)
+            self.success.add(ns)
+            self.request_seconds.observe(ns / 1e9)
+
+    def record_cache_miss(self, ns: int) -> None:
+        """A request the cache did not hold: `ns` is its lookup plus the insertion of its answer."""
+        with self.lock:
+            self.cache_miss.add(ns)
+
     def record_queue(self, waits_ns) -> None:
         waits = list(waits_ns)
         with self.lock:

@@ -31,6 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING, ... (env GPUSERVE_LOG_LEVEL)")
     start.add_argument("--workers", type=int, default=None,
                        help="serving processes sharing the ports (default 1, env GPUSERVE_WORKERS)")
+    start.add_argument("--cache-config", action="append", default=None, metavar="local,size=BYTES",
+                       help="as Triton: the response cache's size for models that enable it (default 128 MiB, "
+                       "env GPUSERVE_RESPONSE_CACHE_BYTES; size=0 turns it off)")
     return parser
 
 
@@ -48,9 +51,15 @@ def start(args: argparse.Namespace) -> int:
         folder = os.environ.get("GPUSERVE_MODEL_REPOSITORY_ROOT", ".")
     if not Path(folder).is_dir():
         raise GpuserveError(f"model repository folder '{folder}' does not exist or is not a folder")
+    from gpuserve.response_cache import parse_cache_config
+
+    try:
+        cache_bytes = parse_cache_config(args.cache_config)
+    except ValueError as exc:
+        raise GpuserveError(str(exc)) from None
     settings = ServerSettings.load(folder, http_port=args.http_port, grpc_port=args.grpc_port,
                                    metrics_port=args.metrics_port, host=args.host, device=args.device,
-                                   log_level=args.log_level, workers=args.workers)
+                                   log_level=args.log_level, workers=args.workers, response_cache_bytes=cache_bytes)
     from gpuserve.logging_setup import configure_logging
 
     configure_logging(settings)

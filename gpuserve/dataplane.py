@@ -12,7 +12,7 @@ import logging
 import time
 from typing import Any, Dict, Optional, Tuple
 
-from gpuserve import device_health
+from gpuserve import device_health, response_cache
 from gpuserve.adaptive import AdaptiveBatcher
 from gpuserve.classification import apply_classification
 from gpuserve.engine.stats import ModelStats
@@ -40,7 +40,7 @@ EXTENSIONS = ["classification", "model_repository", "schedule_policy", "model_co
 class DataPlane:
     def __init__(self, repository: ModelRepository, server_name: str = "gpuserve",
                  server_version: str = __version__, strict_readiness: bool = False, model_control: bool = True,
-                 allow_client_shm: bool = True):
+                 allow_client_shm: bool = True, response_cache_bytes: int = response_cache.DEFAULT_BYTES):
         self.repository = repository
         repository.plane = self  # in-process calls between models (BLS) take the clients' path
         self.server_name = server_name
@@ -53,6 +53,8 @@ class DataPlane:
         self.shared_memory = SharedMemoryRegistry(allowed=allow_client_shm)
         self.runtime_settings = RuntimeSettings(lambda name: self.repository.get_model(name) is not None)
         self.transport_metrics = TransportMetrics()
+        # Triton's response cache, for the models that enable it (gpuserve/response_cache.py); 0 bytes: none
+        self.response_cache = response_cache.ResponseCache(response_cache_bytes) if response_cache_bytes > 0 else None
 
     # health and metadata ------------------------------------------------------------------------
     def live(self) -> bool:
@@ -146,6 +148,8 @@ class DataPlane:
     async def load_model(self, name: str) -> None:
         if not self.model_control:
             raise Unimplemented("model control is disabled (model_control_enabled=false)")
+        if self.response_cache is not None:
+            self.response_cache.clear_model(name)  # a model loaded again may answer differently
         if not await self.repository.load_async(name):
             model = self.repository.get_model(name)
             reason = getattr(model, "reason", "") or "load() did not make the model ready"
@@ -154,6 +158,8 @@ class DataPlane:
     async def unload_model(self, name: str) -> None:
         if not self.model_control:
             raise Unimplemented("model control is disabled (model_control_enabled=false)")
+        if self.response_cache is not None:
+            self.response_cache.clear_model(name)
         await self.repository.unload_async(name)
 
     def list_models(self) -> list:
@@ -172,6 +178,15 @@ class DataPlane:
         shm_outputs = resolve_shared_memory(self.shared_memory, request)  # inputs read, outputs noted
         model = self.repository.resolve(request.model_name, request.model_version)
         request.headers = headers
+        cache_key = None
+        if self.response_cache is not None and model.ready and response_cache.enabled_for(model):
+            looked_up = time.perf_counter_ns()
+            cache_key = self.response_cache.key(model, request)
+            cached = self.response_cache.get(cache_key, request) if cache_key is not None else None
+            lookup_ns = time.perf_counter_ns() - looked_up
+            if cached is not None:
+                self.stats_of(model).record_cache_hit(lookup_ns)
+                return write_shared_memory(self.shared_memory, shm_outputs, cached, request), {}
         stats = None if getattr(model, "stats", None) is not None else self._stats_for(model)
         if stats is None:
             if _plain_predict(type(model)):  # a built-in model: straight to predict, no user hooks to run
@@ -204,6 +219,10 @@ class DataPlane:
             if request.request_outputs:
                 response.outputs = select_outputs(response, request)
                 apply_classification(model, request, response)
+            if cache_key is not None:
+                inserting = time.perf_counter_ns()
+                if self.response_cache.put(cache_key, response):
+                    self.stats_of(model).record_cache_miss(lookup_ns + time.perf_counter_ns() - inserting)
         response = write_shared_memory(self.shared_memory, shm_outputs, response, request)
         return response, response_headers
 

@@ -57,6 +57,8 @@ def model_config(meta: Dict[str, Any], settings: Optional[Any] = None) -> Dict[s
             if dyn.priority_levels:
                 batching["priority_levels"] = dyn.priority_levels
         config["dynamic_batching"] = batching
+    if getattr(settings, "response_cache", False):
+        config["response_cache"] = {"enable": True}
     groups = getattr(settings, "instance_groups", None) or []
     device = (meta.get("parameters") or {}).get("device", "")
     if groups:  # named as Triton names unnamed groups: MODEL_INDEX

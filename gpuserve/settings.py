@@ -163,6 +163,9 @@ class ServerSettings(BaseSettings):
     grpc_transport: Literal["native", "grpcio"] = "native"
     enable_docs_url: bool = True
     graceful_shutdown_seconds: float = 30.0
+    # Triton's response cache (`--cache-config local,size=BYTES`), used only by models that enable it; taken
+    # as entries arrive, so the default costs nothing until then. 0: no cache.
+    response_cache_bytes: int = 128 * 1024 * 1024
 
     @field_validator("device")
     @classmethod
@@ -295,6 +298,9 @@ class ModelSettings(BaseModel):
     device: Optional[str] = None
     instance_groups: List[InstanceGroup] = Field(default_factory=list)
     warmup: bool = True
+    # Triton's `response_cache { enable: true }`: a request seen before is answered from the server's cache
+    # (gpuserve/response_cache.py says what is cached and when).
+    response_cache: bool = False
     # Triton's model_warmup entries: {"name", "batch_size", "count", "inputs": {NAME: {"data_type", "dims",
     # "zero_data" | "random_data" | "input_data_file"}}}; empty: one zero batch-1 request when shapes are known.
     warmup_samples: List[Dict[str, Any]] = Field(default_factory=list)

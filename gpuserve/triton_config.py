@@ -7,11 +7,14 @@ through generated message classes. Fields that repeat in ModelConfig are always 
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from gpuserve.errors import InvalidSettings
+
+logger = logging.getLogger("gpuserve.triton_config")
 
 REPEATED = {"input", "output", "dims", "instance_group", "gpus", "preferred_batch_size", "versions",
             "model_warmup", "batch_input", "batch_output", "reshape", "profile", "source_input",
@@ -203,6 +206,11 @@ def settings_from_config(folder: Path, config: Dict[str, Any], version: Optional
         "instance_groups": [{"count": int(g.get("count", 1)), "kind": str(g.get("kind", "KIND_AUTO"))[5:].lower(),
                              "gpus": [int(x) for x in g.get("gpus", [])]} for g in config.get("instance_group", [])],
     }
+    if (config.get("response_cache") or {}).get("enable") is True:
+        if runtime == "ensemble":  # as Triton: an ensemble's own requests are never cached (its steps may be)
+            logger.warning("model '%s': response_cache is not used for an ensemble's own requests", config["name"])
+        else:
+            settings["response_cache"] = True
     dyn = config.get("dynamic_batching")
     if dyn is not None:
         settings["dynamic_batching"] = dynamic_batching_settings(dyn)

@@ -146,6 +146,8 @@ def completed_config(config: Dict[str, Any], name: str, device: str) -> Dict[str
         out["sequence_batching"] = batching
     if "model_transaction_policy" in config:
         out["model_transaction_policy"] = {"decoupled": bool(config["model_transaction_policy"].get("decoupled"))}
+    if "response_cache" in config:
+        out["response_cache"] = {"enable": bool((config["response_cache"] or {}).get("enable"))}
     return out
 
 

@@ -77,6 +77,15 @@ class ServerCollector:
                                               f"Cumulative {key.replace('_', ' ')} time in microseconds",
                                               labels=MODEL_LABELS)
                      for key in ("request", "queue", "compute_input", "compute_infer", "compute_output")}
+        cache = {"hits": ExactCounter(n("nv_cache_num_hits_per_model"), "Response cache hits", labels=MODEL_LABELS),
+                 "misses": ExactCounter(n("nv_cache_num_misses_per_model"), "Response cache misses (answers inserted)",
+                                        labels=MODEL_LABELS),
+                 "hit_us": ExactCounter(n("nv_cache_hit_duration_per_model"),
+                                        "Cumulative time answering from the response cache in microseconds",
+                                        labels=MODEL_LABELS),
+                 "miss_us": ExactCounter(n("nv_cache_miss_duration_per_model"),
+                                         "Cumulative response cache lookup and insertion time on misses in microseconds",
+                                         labels=MODEL_LABELS)}
         latency = HistogramMetricFamily(n("model_infer_request_duration_seconds"),
                                         "Inference request duration per model", labels=MODEL_LABELS)
         batch_size = HistogramMetricFamily(n("gpuserve_batch_size"), "Rows per executed batch", labels=MODEL_LABELS)
@@ -98,6 +107,10 @@ class ServerCollector:
             durations["request"].add_metric(labels, (stats["success"]["ns"] + stats["fail"]["ns"]) / 1e3)
             for key in ("queue", "compute_input", "compute_infer", "compute_output"):
                 durations[key].add_metric(labels, stats[key]["ns"] / 1e3)
+            cache["hits"].add_metric(labels, stats["cache_hit"]["count"])
+            cache["misses"].add_metric(labels, stats["cache_miss"]["count"])
+            cache["hit_us"].add_metric(labels, stats["cache_hit"]["ns"] / 1e3)
+            cache["miss_us"].add_metric(labels, stats["cache_miss"]["ns"] / 1e3)
             model = self.plane.repository.get_model(entry["name"], entry["version"] or None)
             if model is not None:
                 histogram = self.plane.stats_of(model).request_seconds
@@ -118,7 +131,8 @@ class ServerCollector:
             queue.add_metric(labels, depth)
             pending.add_metric(labels, depth)
             parallel.add_metric(labels, getattr(model, "inflight", 0))
-        yield from (success, failure, ml_success, ml_failure, count, executions, *durations.values(), latency,
+        yield from (success, failure, ml_success, ml_failure, count, executions, *durations.values(), *cache.values(),
+                    latency,
                     batch_size, queue, pending, parallel)
 
     def _transports(self):

@@ -132,7 +132,8 @@ class ModelServer:
         self.dataplane = DataPlane(self.registered_models, server_name=settings.server_name,
                                    strict_readiness=settings.strict_readiness,
                                    model_control=settings.model_control_enabled,
-                                   allow_client_shm=settings.allow_client_shm)
+                                   allow_client_shm=settings.allow_client_shm,
+                                   response_cache_bytes=settings.response_cache_bytes)
         self.errors = ErrorRoutes()
         self.enable_latency_logging = enable_latency_logging
         self.access_log_format = access_log_format

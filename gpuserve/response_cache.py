@@ -1,0 +1,187 @@
+"""Triton's response cache: a request answered before is answered again from memory, without the model.
+
+A model opts in (`response_cache { enable: true }` in config.pbtxt, `"response_cache": true` in
+model-settings.json) and the server bounds the cache's size (`--cache-config local,size=BYTES`, or
+`response_cache_bytes` in settings.json; 128 MiB by default, taken only as entries arrive: gpuserve's
+launch line carries no cache flag, and a Triton user who enabled the cache in a model's config expects
+it used). Triton's rules (docs/user_guide/response_cache.md) decide what is cached: the key hashes the
+model's name and version and every input's name, datatype, shape and data; only host inputs are hashed,
+only successful responses whose outputs are all host arrays are kept, and decoupled, sequence and
+ensemble models never use it. Two differences, each so that a hit can never answer another question:
+the requested outputs (with their class_count) and the request's own parameters (a custom model may read
+them) are part of the key, and the digest is 128-bit BLAKE2b rather than 64 bits. Entries are dropped
+least recently used first. Cached arrays are private read-only copies: a response handed out may be
+changed by whoever holds it without reaching the cache.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import itertools
+import json
+import struct
+from typing import Any, List, Optional, Tuple
+
+import numpy as np
+
+from gpuserve.types import InferOutput, InferRequest, InferResponse
+
+DEFAULT_BYTES = 128 * 1024 * 1024
+_ENTRY_OVERHEAD = 256  # bytes counted per entry and per output beside the arrays themselves
+# Parameters that only say how a request travels or is scheduled, never what it computes.
+_TRANSPORT_PARAMETERS = frozenset({"binary_data_output", "priority", "timeout", "triton_enable_empty_final_response",
+                                   "headers"})
+_SEQUENCE_PARAMETERS = ("sequence_id", "sequence_start", "sequence_end")
+_OUTPUT_TRANSPORT = frozenset({"binary_data", "shared_memory_region", "shared_memory_byte_size",
+                               "shared_memory_offset"})
+
+
+def enabled_for(model) -> bool:
+    """The model asked for the cache, and its answers may be cached (Triton's limitations)."""
+    settings = getattr(model, "settings", None)
+    if not getattr(settings, "response_cache", False):
+        return False
+    if getattr(model, "decoupled", False) or getattr(model, "sequences", None) is not None:
+        return False
+    return getattr(model, "platform", "") != "ensemble"
+
+
+class ResponseCache:
+    def __init__(self, max_bytes: int = DEFAULT_BYTES):
+        self.max_bytes = max(int(max_bytes), 0)
+        self.bytes = 0
+        self._entries: "collections.OrderedDict[bytes, Tuple[int, tuple]]" = collections.OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def key(self, model, request: InferRequest) -> Optional[bytes]:
+        """The request's digest, or None when it must not be cached (device or undecodable inputs, a
+        sequence request)."""
+        if self.max_bytes <= 0:
+            return None
+        parameters = request.parameters or {}
+        if any(parameters.get(name) for name in _SEQUENCE_PARAMETERS):
+            return None
+        digest = hashlib.blake2b(digest_size=16)
+        version = getattr(model, "version", None)
+        _text(digest, f"{model.name}\x00{'' if version is None else version}\x00{_generation(model)}")
+        for tensor in sorted(request.inputs, key=lambda t: t.name):
+            try:
+                array = tensor.as_numpy()
+            except Exception:  # malformed data: the model's own path says what is wrong with it
+                return None
+            if not isinstance(array, np.ndarray):
+                return None  # on a device (Triton hashes host tensors only)
+            _text(digest, f"{tensor.name}\x00{tensor.datatype}\x00{list(tensor.shape)}")
+            if not _hash_array(digest, array):
+                return None
+        own = {k: v for k, v in parameters.items() if k not in _TRANSPORT_PARAMETERS}
+        wanted = [(o.name, {k: v for k, v in (o.parameters or {}).items() if k not in _OUTPUT_TRANSPORT})
+                  for o in request.request_outputs or ()]
+        _text(digest, json.dumps([own, wanted], sort_keys=True, default=repr))
+        return digest.digest()
+
+    def get(self, key: bytes, request: InferRequest) -> Optional[InferResponse]:
+        """A fresh response (this request's id) from the entry, or None."""
+        found = self._entries.get(key)
+        if found is None:
+            return None
+        self._entries.move_to_end(key)
+        _, (model_name, model_version, parameters, outputs) = found
+        return InferResponse(request.id, model_name,
+                             [InferOutput(name, shape, datatype, array, dict(params))
+                              for name, shape, datatype, array, params in outputs],
+                             model_version=model_version, parameters=dict(parameters))
+
+    def put(self, key: bytes, response: InferResponse) -> bool:
+        """Keep a copy of a successful response; False when it cannot be cached or is larger than the cache."""
+        outputs: List[tuple] = []
+        size = _ENTRY_OVERHEAD
+        for output in response.outputs:
+            try:
+                array = output.as_numpy()
+            except Exception:
+                return False
+            if not isinstance(array, np.ndarray):
+                return False  # on a device: as Triton, not cached
+            kept = np.array(array, copy=True)
+            kept.flags.writeable = False
+            size += _nbytes(kept) + _ENTRY_OVERHEAD
+            params = {k: v for k, v in (output.parameters or {}).items() if k not in _OUTPUT_TRANSPORT}
+            outputs.append((output.name, list(output.shape), output.datatype, kept, params))
+        if size > self.max_bytes:
+            return False
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self.bytes -= old[0]
+        while self._entries and self.bytes + size > self.max_bytes:
+            _, (dropped, _) = self._entries.popitem(last=False)
+            self.bytes -= dropped
+        entry = (response.model_name, response.model_version, dict(response.parameters or {}), tuple(outputs))
+        self._entries[key] = (size, entry)
+        self.bytes += size
+        return True
+
+    def clear_model(self, name: str) -> None:
+        """Forget a model's entries (it was loaded again: its answers may have changed)."""
+        for key in [k for k, (_, entry) in self._entries.items() if entry[0] == name]:
+            self.bytes -= self._entries.pop(key)[0]
+
+
+_generations = itertools.count(1)
+
+
+def _generation(model) -> int:
+    """A number of this model object's own: a model loaded again (same name and version, maybe another
+    file) never meets its predecessor's answers. Not id(): CPython reuses a freed object's address."""
+    number = getattr(model, "_response_cache_generation", None)
+    if number is None:
+        number = next(_generations)
+        try:
+            model._response_cache_generation = number
+        except AttributeError:  # a model class with __slots__: name and version alone, as Triton
+            return 0
+    return number
+
+
+def _text(digest, text: str) -> None:
+    data = text.encode("utf-8", "surrogatepass")
+    digest.update(struct.pack("<Q", len(data)))
+    digest.update(data)
+
+
+def _hash_array(digest, array: np.ndarray) -> bool:
+    if array.dtype.hasobject:  # BYTES: each element's length and bytes
+        for item in array.ravel():
+            if isinstance(item, str):
+                item = item.encode("utf-8", "surrogatepass")
+            elif not isinstance(item, (bytes, bytearray)):
+                return False
+            digest.update(struct.pack("<Q", len(item)))
+            digest.update(item)
+        return True
+    digest.update(array.dtype.str.encode())
+    digest.update(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
+    return True
+
+
+def _nbytes(array: np.ndarray) -> int:
+    if array.dtype.hasobject:
+        return array.size * 8 + sum(len(item) for item in array.ravel() if isinstance(item, (bytes, str)))
+    return array.nbytes
+
+
+def parse_cache_config(values: List[str]) -> Optional[int]:
+    """Triton's `--cache-config local,size=BYTES` (repeatable): the size in bytes, None when not given."""
+    size = None
+    for value in values or ():
+        kind, _, rest = value.partition(",")
+        if kind.strip() != "local":
+            raise ValueError(f"--cache-config: only the 'local' cache is served (got '{kind}')")
+        key, _, number = rest.partition("=")
+        if key.strip() != "size" or not number.strip().isdigit():
+            raise ValueError(f"--cache-config: expected local,size=BYTES (got '{value}')")
+        size = int(number)
+    return size

@@ -1,0 +1,258 @@
+"""Triton's response cache: what the key covers, eviction, and a real server answering repeats from the cache
+(tritonclient over HTTP and gRPC: statistics, model config, metrics) while the model is not run again."""
+
+import textwrap
+import urllib.request
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+
+from conftest import make_onnx_model, onnx_reference, running_server
+from gpuserve import ModelRepository
+from gpuserve.repository import DiskRepository
+from gpuserve.response_cache import ResponseCache, enabled_for, parse_cache_config
+from gpuserve.settings import ModelSettings
+from gpuserve.types import InferInput, InferOutput, InferRequest, InferResponse, RequestedOutput
+
+
+class _Model:
+    def __init__(self, name="m", version="1", cache=True):
+        self.name, self.version = name, version
+        self.settings = ModelSettings(name=name, response_cache=cache)
+
+
+def _request(x, name="input", request_id=None, parameters=None, outputs=None):
+    return InferRequest("m", [InferInput.from_numpy(name, x)], request_id=request_id, parameters=parameters,
+                        request_outputs=outputs)
+
+
+def test_the_key_covers_model_inputs_outputs_and_parameters_but_not_transport():
+    cache, model = ResponseCache(), _Model()
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    key = cache.key(model, _request(x))
+    assert key == cache.key(model, _request(x.copy(), request_id="other"))  # the id is not part of it
+    assert key == cache.key(model, _request(x, parameters={"binary_data_output": True, "priority": 2,
+                                                            "timeout": 1000}))
+    different = [
+        cache.key(model, _request(x + 1)),
+        cache.key(model, _request(x.reshape(3, 2))),
+        cache.key(model, _request(x.astype(np.float64))),
+        cache.key(model, _request(x, name="other")),
+        cache.key(_Model(version="2"), _request(x)),
+        cache.key(_Model(name="n"), _request(x)),
+        cache.key(model, _request(x, parameters={"temperature": 0.5})),
+        cache.key(model, _request(x, outputs=[RequestedOutput("output", {"classification": 2})])),
+    ]
+    assert key not in different and len(set(different)) == len(different)
+    # how an output travels is not what it holds
+    plain = cache.key(model, _request(x, outputs=[RequestedOutput("output")]))
+    assert plain == cache.key(model, _request(x, outputs=[RequestedOutput("output", {"binary_data": True})]))
+    strings = np.array([b"ab", b"c"], dtype=object)
+    assert cache.key(model, _request(strings)) != cache.key(model, _request(np.array([b"a", b"bc"], dtype=object)))
+    # a sequence's requests carry state: never cached (as Triton)
+    assert cache.key(model, _request(x, parameters={"sequence_id": 7})) is None
+    assert ResponseCache(0).key(model, _request(x)) is None
+
+
+def test_a_model_loaded_again_never_meets_its_predecessors_answers():
+    cache = ResponseCache()
+    x = np.ones((1, 2), np.float32)
+    assert cache.key(_Model(), _request(x)) != cache.key(_Model(), _request(x))
+
+
+def test_models_that_may_not_use_the_cache():
+    assert enabled_for(_Model()) and not enabled_for(_Model(cache=False))
+    decoupled = _Model()
+    decoupled.decoupled = True
+    stateful = _Model()
+    stateful.sequences = object()
+    ensemble = _Model()
+    ensemble.platform = "ensemble"
+    assert not any(enabled_for(m) for m in (decoupled, stateful, ensemble))
+
+
+def _response(values, name="output"):
+    return InferResponse(None, "m", [InferOutput.from_numpy(name, np.asarray(values, np.float32))], model_version="1",
+                         parameters={"note": "kept"})
+
+
+def test_hits_are_fresh_read_only_copies_with_the_new_id():
+    cache, model = ResponseCache(), _Model()
+    x = np.ones((1, 3), np.float32)
+    key = cache.key(model, _request(x))
+    original = _response([[1.0, 2.0]])
+    assert cache.put(key, original)
+    original.outputs[0].as_numpy()[0, 0] = 99.0  # the caller's response changes: the cache does not
+    hit = cache.get(key, _request(x, request_id="r2"))
+    assert hit.id == "r2" and hit.model_name == "m" and hit.model_version == "1"
+    assert hit.parameters == {"note": "kept"}
+    np.testing.assert_array_equal(hit.outputs[0].as_numpy(), [[1.0, 2.0]])
+    with pytest.raises(ValueError):
+        hit.outputs[0].as_numpy()[0, 0] = 5.0
+    hit.parameters["changed"] = True
+    assert "changed" not in cache.get(key, _request(x)).parameters
+
+
+def test_least_recently_used_entries_go_first_and_oversized_answers_are_not_kept():
+    entry = 4096 * 4  # bytes of one answer's array
+    cache, model = ResponseCache(3 * entry + 3 * 1024), _Model()
+    keys = [cache.key(model, _request(np.full((1, 2), i, np.float32))) for i in range(4)]
+    for key in keys[:3]:
+        assert cache.put(key, _response(np.zeros(4096)))
+    assert cache.get(keys[0], _request(np.zeros((1, 2), np.float32))) is not None  # now the most recent
+    assert cache.put(keys[3], _response(np.zeros(4096)))
+    assert cache.get(keys[1], _request(np.zeros((1, 2), np.float32))) is None  # the least recent went
+    assert all(cache.get(k, _request(np.zeros((1, 2), np.float32))) is not None for k in (keys[0], keys[2], keys[3]))
+    assert cache.bytes <= cache.max_bytes and len(cache) == 3
+    assert not cache.put(cache.key(model, _request(np.ones((1, 2), np.float32))), _response(np.zeros(20000)))
+    cache.clear_model("m")
+    assert len(cache) == 0 and cache.bytes == 0
+
+
+def test_cache_config_flag():
+    assert parse_cache_config(None) is None
+    assert parse_cache_config(["local,size=1048576"]) == 1048576
+    assert parse_cache_config(["local,size=0"]) == 0
+    for bad in (["redis,host=x"], ["local,size=big"], ["local"]):
+        with pytest.raises(ValueError, match="--cache-config"):
+            parse_cache_config(bad)
+
+
+COUNTING = '''
+import json, os
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.calls = 0
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            self.calls += 1
+            x = pb_utils.get_input_tensor_by_name(request, "IN").as_numpy()
+            responses.append(pb_utils.InferenceResponse([
+                pb_utils.Tensor("OUT", x * 2), pb_utils.Tensor("CALLS", np.array([self.calls], np.int64))]))
+        return responses
+'''
+COUNTING_CONFIG = '''
+name: "counting"
+backend: "python"
+input [ { name: "IN" data_type: TYPE_FP32 dims: [ 3 ] } ]
+output [ { name: "OUT" data_type: TYPE_FP32 dims: [ 3 ] }, { name: "CALLS" data_type: TYPE_INT64 dims: [ 1 ] } ]
+response_cache { enable: true }
+'''
+ONNX_CONFIG = '''
+name: "cached_onnx"
+platform: "onnxruntime_onnx"
+max_batch_size: 8
+input [ { name: "input" data_type: TYPE_FP32 dims: [ 4 ] } ]
+output [ { name: "output" data_type: TYPE_FP32 dims: [ 3 ] } ]
+dynamic_batching { }
+response_cache { enable: true }
+'''
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cache-repo")
+    (root / "counting" / "1").mkdir(parents=True)
+    (root / "counting" / "config.pbtxt").write_text(textwrap.dedent(COUNTING_CONFIG))
+    (root / "counting" / "1" / "model.py").write_text(textwrap.dedent(COUNTING))
+    (root / "cached_onnx" / "1").mkdir(parents=True)
+    weights = make_onnx_model(root / "cached_onnx" / "1" / "model.onnx")
+    (root / "cached_onnx" / "config.pbtxt").write_text(textwrap.dedent(ONNX_CONFIG))
+    (root / "plain").mkdir()
+    make_onnx_model(root / "plain" / "model.onnx")  # a bare artefact: no cache unless asked for
+    registry = DiskRepository(root).populate(ModelRepository())
+    with running_server(repository=registry) as srv:
+        srv.weights = weights
+        yield srv
+
+
+def _counting_call(client, module, values):
+    tensor = module.InferInput("IN", [3], "FP32")
+    tensor.set_data_from_numpy(np.asarray(values, np.float32))
+    result = client.infer("counting", [tensor], request_id="req")
+    return result.as_numpy("OUT"), int(result.as_numpy("CALLS")[0]), result.get_response()
+
+
+def _stats(client, name):
+    stats = client.get_inference_statistics(name)["model_stats"][0]
+    return stats, stats["inference_stats"]
+
+
+def test_a_repeated_request_is_answered_without_running_the_model(server):
+    url = f"127.0.0.1:{server.ports['http']}"
+    with httpclient.InferenceServerClient(url) as client:
+        out, calls, _ = _counting_call(client, httpclient, [1, 2, 3])
+        again, calls_again, response = _counting_call(client, httpclient, [1, 2, 3])
+        np.testing.assert_array_equal(again, [2, 4, 6])
+        assert calls_again == calls and response["id"] == "req"  # the cached answer, under this request's id
+        _, new_calls, _ = _counting_call(client, httpclient, [1, 2, 4])
+        assert new_calls == calls + 1  # other inputs: the model runs
+        stats, inference = _stats(client, "counting")
+        assert inference["cache_hit"]["count"] == 1 and inference["cache_miss"]["count"] == 2
+        assert inference["success"]["count"] == 3 and stats["execution_count"] == 2  # a hit is no execution
+        assert stats["inference_count"] == 2
+        config = client.get_model_config("counting")
+        assert config["response_cache"] == {"enable": True}
+    with grpcclient.InferenceServerClient(f"127.0.0.1:{server.ports['grpc']}") as client:
+        again, calls_grpc, _ = _counting_call(client, grpcclient, [1, 2, 3])  # the same entry from gRPC
+        assert calls_grpc == calls
+        stats = client.get_inference_statistics("counting").model_stats[0]
+        assert stats.inference_stats.cache_hit.count == 2 and stats.inference_stats.cache_hit.ns > 0
+        assert client.get_model_config("counting").config.response_cache.enable
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{server.ports['metrics']}/metrics").read().decode()
+    assert 'nv_cache_num_hits_per_model{model="counting",version="1"} 2' in metrics
+    assert 'nv_cache_num_misses_per_model{model="counting",version="1"} 2' in metrics
+
+
+def test_batched_onnx_model_answers_from_the_cache_with_the_same_values(server):
+    x = np.random.default_rng(3).normal(size=(2, 4)).astype(np.float32)
+    with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
+        answers = []
+        for binary in (True, False, True):
+            tensor = httpclient.InferInput("input", [2, 4], "FP32")
+            tensor.set_data_from_numpy(x, binary_data=binary)
+            outputs = [httpclient.InferRequestedOutput("output", binary_data=binary)]
+            answers.append(client.infer("cached_onnx", [tensor], outputs=outputs).as_numpy("output"))
+        for answer in answers:
+            np.testing.assert_allclose(answer, onnx_reference(x, *server.weights), rtol=1e-5, atol=1e-6)
+        stats, inference = _stats(client, "cached_onnx")
+        assert inference["cache_hit"]["count"] == 2 and stats["execution_count"] == 1
+        # a bad request is not cached: it fails every time, and the server keeps serving
+        for _ in range(2):
+            bad = httpclient.InferInput("input", [2, 5], "FP32")
+            bad.set_data_from_numpy(np.zeros((2, 5), np.float32))
+            with pytest.raises(Exception, match="expects|shape"):
+                client.infer("cached_onnx", [bad])
+        assert _stats(client, "cached_onnx")[1]["cache_hit"]["count"] == 2
+
+
+def test_models_without_response_cache_run_every_time(server):
+    x = np.ones((1, 4), np.float32)
+    with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
+        for _ in range(3):
+            tensor = httpclient.InferInput("input", [1, 4], "FP32")
+            tensor.set_data_from_numpy(x)
+            client.infer("plain", [tensor])
+        stats, inference = _stats(client, "plain")
+        assert inference["cache_hit"]["count"] == 0 and inference["cache_miss"]["count"] == 0
+        assert inference["success"]["count"] == 3 and "response_cache" not in client.get_model_config("plain")
+
+
+def test_a_server_without_a_cache_runs_every_time(tmp_path):
+    (tmp_path / "counting" / "1").mkdir(parents=True)
+    (tmp_path / "counting" / "config.pbtxt").write_text(textwrap.dedent(COUNTING_CONFIG))
+    (tmp_path / "counting" / "1" / "model.py").write_text(textwrap.dedent(COUNTING))
+    registry = DiskRepository(tmp_path).populate(ModelRepository())
+    with running_server(repository=registry, response_cache_bytes=0) as srv:
+        with httpclient.InferenceServerClient(f"127.0.0.1:{srv.ports['http']}") as client:
+            calls = [_counting_call(client, httpclient, [1, 1, 1])[1] for _ in range(2)]
+            assert calls[1] == calls[0] + 1
+            assert _stats(client, "counting")[1]["cache_hit"]["count"] == 0
