@@ -186,6 +186,7 @@ class DataPlane:
             lookup_ns = time.perf_counter_ns() - looked_up
             if cached is not None:
                 self.stats_of(model).record_cache_hit(lookup_ns)
+                request.cache_key = cache_key
                 return write_shared_memory(self.shared_memory, shm_outputs, cached, request), {}
         stats = None if getattr(model, "stats", None) is not None else self._stats_for(model)
         if stats is None:
@@ -221,10 +222,23 @@ class DataPlane:
                 apply_classification(model, request, response)
             if cache_key is not None:
                 inserting = time.perf_counter_ns()
-                if self.response_cache.put(cache_key, response):
+                if self.response_cache.put(cache_key, response, model):
                     self.stats_of(model).record_cache_miss(lookup_ns + time.perf_counter_ns() - inserting)
+                    request.cache_key = cache_key
         response = write_shared_memory(self.shared_memory, shm_outputs, response, request)
         return response, response_headers
+
+    def cached_answer(self, name: str, version: Optional[str], request_key: bytes) -> Optional[tuple]:
+        """The bytes an HTTP request of exactly this form was answered with, when the response cache still
+        holds that answer for the model now serving (gpuserve/response_cache.py); a hit counts as one."""
+        started = time.perf_counter_ns()
+        model = self.repository.get_model(name, version)
+        if model is None or not model.ready:
+            return None  # the full path gives this request its error
+        answer = self.response_cache.encoded(request_key, model)
+        if answer is not None:
+            self.stats_of(model).record_cache_hit(time.perf_counter_ns() - started)
+        return answer
 
     def _stats_for(self, model) -> ModelStats:
         key = (model.name, str(model.version) if getattr(model, "version", None) is not None else "")

@@ -12,6 +12,13 @@ the requested outputs (with their class_count) and the request's own parameters 
 them) are part of the key, and the digest is 128-bit BLAKE2b rather than 64 bits. Entries are dropped
 least recently used first. Cached arrays are private read-only copies: a response handed out may be
 changed by whoever holds it without reaching the cache.
+
+Load generators (hey, vegeta, perf_analyzer) send one body over and over, and there a hit's cost is the
+transport's: parsing the request, hashing its tensors, encoding the response. So an entry also keeps the
+bytes each HTTP request form was answered with, under a digest of that request's exact bytes (route,
+binary-header length, body); the same bytes again are answered with the same bytes, after checking that
+the entry still stands and the model is the one that made it. Requests naming shared memory never take
+that path (a region's contents may change under the same body).
 """
 
 from __future__ import annotations
@@ -47,11 +54,21 @@ def enabled_for(model) -> bool:
     return getattr(model, "platform", "") != "ensemble"
 
 
+class _Entry:
+    __slots__ = ("size", "model_name", "model_version", "parameters", "outputs", "generation", "encoded")
+
+    def __init__(self, size, model_name, model_version, parameters, outputs, generation):
+        self.size, self.model_name, self.model_version = size, model_name, model_version
+        self.parameters, self.outputs, self.generation = parameters, outputs, generation
+        self.encoded: dict = {}  # request-bytes digest -> (status, body, headers) of that request form
+
+
 class ResponseCache:
     def __init__(self, max_bytes: int = DEFAULT_BYTES):
         self.max_bytes = max(int(max_bytes), 0)
         self.bytes = 0
-        self._entries: "collections.OrderedDict[bytes, Tuple[int, tuple]]" = collections.OrderedDict()
+        self._entries: "collections.OrderedDict[bytes, _Entry]" = collections.OrderedDict()
+        self._by_bytes: dict = {}  # request-bytes digest -> the key of the entry holding its answer
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -85,17 +102,16 @@ class ResponseCache:
 
     def get(self, key: bytes, request: InferRequest) -> Optional[InferResponse]:
         """A fresh response (this request's id) from the entry, or None."""
-        found = self._entries.get(key)
-        if found is None:
+        entry = self._entries.get(key)
+        if entry is None:
             return None
         self._entries.move_to_end(key)
-        _, (model_name, model_version, parameters, outputs) = found
-        return InferResponse(request.id, model_name,
+        return InferResponse(request.id, entry.model_name,
                              [InferOutput(name, shape, datatype, array, dict(params))
-                              for name, shape, datatype, array, params in outputs],
-                             model_version=model_version, parameters=dict(parameters))
+                              for name, shape, datatype, array, params in entry.outputs],
+                             model_version=entry.model_version, parameters=dict(entry.parameters))
 
-    def put(self, key: bytes, response: InferResponse) -> bool:
+    def put(self, key: bytes, response: InferResponse, model=None) -> bool:
         """Keep a copy of a successful response; False when it cannot be cached or is larger than the cache."""
         outputs: List[tuple] = []
         size = _ENTRY_OVERHEAD
@@ -113,21 +129,79 @@ class ResponseCache:
             outputs.append((output.name, list(output.shape), output.datatype, kept, params))
         if size > self.max_bytes:
             return False
-        old = self._entries.pop(key, None)
-        if old is not None:
-            self.bytes -= old[0]
-        while self._entries and self.bytes + size > self.max_bytes:
-            _, (dropped, _) = self._entries.popitem(last=False)
-            self.bytes -= dropped
-        entry = (response.model_name, response.model_version, dict(response.parameters or {}), tuple(outputs))
-        self._entries[key] = (size, entry)
+        self._drop(key)
+        self._make_room(size)
+        self._entries[key] = _Entry(size, response.model_name, response.model_version,
+                                    dict(response.parameters or {}), tuple(outputs),
+                                    _generation(model) if model is not None else 0)
         self.bytes += size
         return True
 
+    # the same request bytes, answered with the same bytes ----------------------------------------------
+    @staticmethod
+    def bytes_key(name: str, version: Optional[str], body: bytes, header_length: Optional[str]) -> Optional[bytes]:
+        """A digest of one HTTP inference request's exact form, or None when its bytes alone cannot stand
+        for it (it names shared memory, whose contents may change under the same body)."""
+        if b"shared_memory_region" in body:
+            return None
+        digest = hashlib.blake2b(digest_size=16)
+        _text(digest, f"{name}\x00{version or ''}\x00{header_length or ''}")
+        digest.update(body)
+        return digest.digest()
+
+    def encoded(self, request_key: bytes, model) -> Optional[tuple]:
+        """(status, body, headers) answered before to these exact request bytes, while the entry that
+        answer came from still stands and `model` is the one that made it; else None."""
+        key = self._by_bytes.get(request_key)
+        if key is None:
+            return None
+        entry = self._entries.get(key)
+        if entry is None:
+            self._by_bytes.pop(request_key, None)
+            return None
+        if entry.generation != _generation(model):  # made by a model since replaced: stale
+            self._drop(key)
+            return None
+        answer = entry.encoded.get(request_key)
+        if answer is not None:
+            self._entries.move_to_end(key)
+        return answer
+
+    def put_encoded(self, request_key: bytes, key: bytes, answer: tuple) -> None:
+        """Keep the bytes one request form was answered with, beside the entry that answer came from."""
+        entry = self._entries.get(key)
+        if entry is None or request_key in entry.encoded:
+            return
+        size = len(answer[1]) + _ENTRY_OVERHEAD
+        if entry.size + size > self.max_bytes:
+            return
+        entry.size += size
+        self.bytes += size
+        entry.encoded[request_key] = answer
+        self._by_bytes[request_key] = key
+        self._entries.move_to_end(key)
+        self._make_room(0, keep=key)
+
+    # eviction -------------------------------------------------------------------------------------------
+    def _make_room(self, size: int, keep: Optional[bytes] = None) -> None:
+        while self._entries and self.bytes + size > self.max_bytes:
+            oldest = next(iter(self._entries))
+            if oldest == keep:
+                break
+            self._drop(oldest)
+
+    def _drop(self, key: bytes) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return
+        self.bytes -= entry.size
+        for request_key in entry.encoded:
+            self._by_bytes.pop(request_key, None)
+
     def clear_model(self, name: str) -> None:
         """Forget a model's entries (it was loaded again: its answers may have changed)."""
-        for key in [k for k, (_, entry) in self._entries.items() if entry[0] == name]:
-            self.bytes -= self._entries.pop(key)[0]
+        for key in [k for k, entry in self._entries.items() if entry.model_name == name]:
+            self._drop(key)
 
 
 _generations = itertools.count(1)

@@ -272,7 +272,7 @@ class InferRequest:
     """A V2 inference request: inputs, requested outputs, id and parameters."""
 
     __slots__ = ("id", "model_name", "model_version", "inputs", "parameters", "request_outputs",
-                 "from_grpc", "headers")
+                 "from_grpc", "headers", "cache_key")
 
     def __init__(self, model_name: str, infer_inputs: list[InferInput], request_id: Optional[str] = None,
                  raw_inputs=None, from_grpc: bool = False, parameters: Optional[dict] = None,
@@ -285,6 +285,7 @@ class InferRequest:
         self.request_outputs = request_outputs
         self.from_grpc = from_grpc
         self.headers: Optional[dict] = None
+        self.cache_key: Optional[bytes] = None  # the response cache's entry that answers it (dataplane.py)
         if raw_inputs:
             from gpuserve.datatypes import raw_to_numpy
 

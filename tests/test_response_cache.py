@@ -111,6 +111,29 @@ def test_least_recently_used_entries_go_first_and_oversized_answers_are_not_kept
     assert len(cache) == 0 and cache.bytes == 0
 
 
+def test_the_same_request_bytes_get_the_same_answer_bytes_while_their_entry_stands():
+    cache, model = ResponseCache(), _Model()
+    x = np.ones((1, 3), np.float32)
+    key = cache.key(model, _request(x))
+    body = b'{"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [1, 1, 1]}]}'
+    request_key = cache.bytes_key("m", None, body, None)
+    assert request_key != cache.bytes_key("m", "1", body, None) != cache.bytes_key("m", None, body, "12")
+    assert cache.bytes_key("m", None, body.replace(b"inputs", b"shared_memory_region"), None) is None
+    answer = (200, b'{"outputs": []}', [(b"content-type", b"application/json")])
+    cache.put_encoded(request_key, key, answer)  # no entry yet: nothing kept
+    assert cache.encoded(request_key, model) is None
+    assert cache.put(key, _response([[1.0]]), model)
+    cache.put_encoded(request_key, key, answer)
+    assert cache.encoded(request_key, model) == answer
+    assert cache.encoded(request_key, _Model()) is None  # another model object (loaded again): not its answer
+    assert cache.encoded(request_key, model) is None and len(cache) == 0  # and the stale entry is gone
+    assert cache.put(key, _response([[1.0]]), model)
+    cache.put_encoded(request_key, key, answer)
+    assert cache.encoded(request_key, model) == answer
+    cache.clear_model("m")  # the entry goes, and the bytes with it
+    assert cache.encoded(request_key, model) is None and cache.bytes == 0
+
+
 def test_cache_config_flag():
     assert parse_cache_config(None) is None
     assert parse_cache_config(["local,size=1048576"]) == 1048576
@@ -216,22 +239,26 @@ def test_batched_onnx_model_answers_from_the_cache_with_the_same_values(server):
     x = np.random.default_rng(3).normal(size=(2, 4)).astype(np.float32)
     with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
         answers = []
-        for binary in (True, False, True):
+        # the first runs the model; the JSON form hits the entry; the binary form again is the same bytes
+        # (answered with the bytes it got before); another id hits the entry under its own id
+        for binary, request_id in ((True, ""), (False, ""), (True, ""), (True, "seven")):
             tensor = httpclient.InferInput("input", [2, 4], "FP32")
             tensor.set_data_from_numpy(x, binary_data=binary)
             outputs = [httpclient.InferRequestedOutput("output", binary_data=binary)]
-            answers.append(client.infer("cached_onnx", [tensor], outputs=outputs).as_numpy("output"))
+            result = client.infer("cached_onnx", [tensor], outputs=outputs, request_id=request_id)
+            assert result.get_response().get("id", "") == request_id
+            answers.append(result.as_numpy("output"))
         for answer in answers:
             np.testing.assert_allclose(answer, onnx_reference(x, *server.weights), rtol=1e-5, atol=1e-6)
         stats, inference = _stats(client, "cached_onnx")
-        assert inference["cache_hit"]["count"] == 2 and stats["execution_count"] == 1
+        assert inference["cache_hit"]["count"] == 3 and stats["execution_count"] == 1
         # a bad request is not cached: it fails every time, and the server keeps serving
         for _ in range(2):
             bad = httpclient.InferInput("input", [2, 5], "FP32")
             bad.set_data_from_numpy(np.zeros((2, 5), np.float32))
             with pytest.raises(Exception, match="expects|shape"):
                 client.infer("cached_onnx", [bad])
-        assert _stats(client, "cached_onnx")[1]["cache_hit"]["count"] == 2
+        assert _stats(client, "cached_onnx")[1]["cache_hit"]["count"] == 3
 
 
 def test_models_without_response_cache_run_every_time(server):

@@ -43,11 +43,15 @@ def main():
     parser.add_argument("--metrics-port", type=int, default=8002)
     parser.add_argument("--max-batch-size", type=int, default=64)
     parser.add_argument("--max-queue-delay-us", type=int, default=0)
+    parser.add_argument("--cached", action="append", default=[],
+                        help="NAME: this model uses the response cache (then --cache-config local,size=...)")
+    parser.add_argument("--cache-bytes", type=int, default=128 * 1024 * 1024)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     config = TritonConfig(http_address="127.0.0.1", http_port=args.http_port, grpc_address="127.0.0.1",
                           grpc_port=args.grpc_port, metrics_port=args.metrics_port, log_verbose=0,
-                          allow_gpu_metrics=False)
+                          allow_gpu_metrics=False,
+                          cache_config=[f"local,size={args.cache_bytes}"] if args.cached else None)
     with Triton(config=config) as triton:
         for item in args.model:
             name, path = item.split("=", 1)
@@ -59,7 +63,8 @@ def main():
                 inputs=[Tensor(name=i.name, dtype=_NP[i.type], shape=tuple(i.shape[1:]))],
                 outputs=[Tensor(name=o.name, dtype=_NP[o.type], shape=tuple(o.shape[1:]))],
                 config=ModelConfig(max_batch_size=args.max_batch_size,
-                                   batcher=DynamicBatcher(max_queue_delay_microseconds=args.max_queue_delay_us)),
+                                   batcher=DynamicBatcher(max_queue_delay_microseconds=args.max_queue_delay_us),
+                                   response_cache=name in args.cached),
                 strict=False,
             )
         triton.serve()

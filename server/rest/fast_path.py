@@ -26,6 +26,7 @@ from gpuserve.server.rest.v2 import encode_infer_bytes
 from gpuserve.types import InferRequest
 
 _JSON = [(b"content-type", b"application/json")]
+NOT_PROBED = object()  # `respond`'s request had no look into the response cache before it (see `probe`)
 
 
 def match(path: str) -> Optional[Tuple[str, str, Optional[str]]]:
@@ -90,7 +91,30 @@ class FastPath:
                     "headers": response_headers + [(b"content-length", str(len(content)).encode())]})
         await send({"type": "http.response.body", "body": content})
 
-    async def respond(self, route, body: bytes, headers: Dict[str, str], make_request) -> Tuple[int, bytes, list]:
+    def probe(self, route, body: bytes, raw_headers) -> Tuple[Optional[tuple], object]:
+        """Before any task is made: (the answer, None) when these exact request bytes were answered from
+        the response cache before (gpuserve/response_cache.py), else (None, what `respond` takes as
+        `probed`: the request's byte digest, or NOT_PROBED). Our HTTP server answers such a hit inside
+        the read callback, sparing a task and a loop turn."""
+        cache = self.plane.response_cache
+        if cache is None or not cache.bytes or route[0] != "infer":
+            return None, NOT_PROBED
+        length = None
+        for name, value in raw_headers:
+            if name == b"inference-header-content-length":
+                length = value.decode("latin-1")
+            elif name == b"content-encoding":
+                return None, NOT_PROBED  # the bytes that count are the decompressed ones: the full path
+        start = time.perf_counter()
+        request_key = cache.bytes_key(route[1], route[2], body, length)
+        answer = self.plane.cached_answer(route[1], route[2], request_key) if request_key is not None else None
+        if answer is None:
+            return None, request_key
+        self.observe(route, answer[0], start)
+        return answer, None
+
+    async def respond(self, route, body: bytes, headers: Dict[str, str], make_request,
+                      probed: object = NOT_PROBED) -> Tuple[int, bytes, list]:
         """The answer to a whole (still compressed) request body, for both servers.
 
         Cancellation (the client went away) propagates; every other failure becomes its error
@@ -100,7 +124,7 @@ class FastPath:
         self.metrics.rest_in_progress += 1
         try:
             status, content, response_headers = await self._answer(
-                route, decompress(body, headers.get("content-encoding"), self.body_limit), headers)
+                route, decompress(body, headers.get("content-encoding"), self.body_limit), headers, probed)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -141,7 +165,8 @@ class FastPath:
                 break
         return (chunks[0] if len(chunks) == 1 else b"".join(chunks)), headers
 
-    async def _answer(self, route, body: bytes, headers: Dict[str, str]) -> Tuple[int, bytes, list]:
+    async def _answer(self, route, body: bytes, headers: Dict[str, str], probed: object = NOT_PROBED
+                      ) -> Tuple[int, bytes, list]:
         kind, name, version = route
         if kind == "predict":
             response, response_headers = await self.plane.predict_v1(name, parse_json(body), headers,
@@ -150,6 +175,16 @@ class FastPath:
                 raise InferenceError(f"model '{name}' returned {type(response).__name__} to a V1 request")
             return 200, orjson.dumps(response, option=JSON_OPTIONS), _with(_JSON, response_headers)
         length = headers.get("inference-header-content-length")
+        cache = self.plane.response_cache
+        if probed is not NOT_PROBED:  # looked up already (`probe`), and missed
+            request_key = probed
+        elif cache is not None and cache.bytes:
+            request_key = cache.bytes_key(name, version, body, length)
+            answer = self.plane.cached_answer(name, version, request_key) if request_key is not None else None
+            if answer is not None:  # the same bytes answered before from the response cache
+                return answer
+        else:
+            request_key = None
         if length is not None:
             from gpuserve.server.binary import decode_request
 
@@ -158,7 +193,13 @@ class FastPath:
             request = InferRequest.from_rest(name, parse_json(body), version)
         response, response_headers = await self.plane.infer(request, headers)
         status, content, content_type, extra = encode_infer_bytes(response, request, response_headers)
-        return status, content, _with([(b"content-type", content_type)], extra)
+        answer = status, content, _with([(b"content-type", content_type)], extra)
+        if request.cache_key is not None and not response_headers:
+            if request_key is None and cache.bytes:  # the first entry: the cache was empty before it
+                request_key = cache.bytes_key(name, version, body, length)
+            if request_key is not None:
+                cache.put_encoded(request_key, request.cache_key, answer)
+        return answer
 
     async def error(self, make_request, exc: Exception) -> Tuple[int, bytes, list]:
         if self.errors.handlers:

@@ -30,7 +30,7 @@ import httptools
 from gpuserve.errors import PayloadTooLarge
 from gpuserve.server.rest.asgi_bridge import run_asgi, starlette_request
 from gpuserve.server.rest.common import error_response, response_parts
-from gpuserve.server.rest.fast_path import FastPath, header_dict, match
+from gpuserve.server.rest.fast_path import NOT_PROBED, FastPath, header_dict, match
 from gpuserve.server.rest.wire import head
 
 logger = logging.getLogger("gpuserve.http")
@@ -210,11 +210,21 @@ class HttpConnection(asyncio.Protocol):
     # answering -------------------------------------------------------------------------------
     def _start(self, request: Request) -> None:
         self.current = request
+        probed = NOT_PROBED
         if request.method == "POST" and not request.too_large:
             request.route = match(request.split_url()[0])
-        self.task = self.loop.create_task(self._answer(request))
+            if request.route is not None:
+                answer, probed = self.server.fast.probe(request.route, request.body, request.headers)
+                if answer is not None:  # answered from the response cache, here and now
+                    status, headers, body = answer[0], answer[2], answer[1]
+                    self.write(request, status, headers, body)
+                    if self.server.access_log:
+                        self._log_access(request, status)
+                    self._finished()
+                    return
+        self.task = self.loop.create_task(self._answer(request, probed))
 
-    async def _answer(self, request: Request) -> None:
+    async def _answer(self, request: Request, probed: object = NOT_PROBED) -> None:
         route = request.route
         status = 500
         try:
@@ -224,7 +234,8 @@ class HttpConnection(asyncio.Protocol):
                     f"request body exceeds the limit of {self.server.body_limit} bytes"))
             elif route is not None:
                 status, body, headers = await self.server.fast.respond(
-                    route, request.body, header_dict(request.headers), lambda: starlette_request(self, request))
+                    route, request.body, header_dict(request.headers), lambda: starlette_request(self, request),
+                    probed)
                 self.write(request, status, headers, body)
             else:
                 status = await run_asgi(self.server.app, self, request)
@@ -236,10 +247,13 @@ class HttpConnection(asyncio.Protocol):
                 status = self._write_error(request, exc)
         finally:
             if self.server.access_log:
-                path = request.url.decode("latin-1")
-                access_logger.info('%s - "%s %s HTTP/%s" %d', "%s:%d" % self.client if self.client else "-",
-                                   request.method, path, request.version, status)
+                self._log_access(request, status)
             self._finished()
+
+    def _log_access(self, request: Request, status: int) -> None:
+        path = request.url.decode("latin-1")
+        access_logger.info('%s - "%s %s HTTP/%s" %d', "%s:%d" % self.client if self.client else "-",
+                           request.method, path, request.version, status)
 
     def _write_error(self, request: Request, exc: BaseException) -> int:
         status, body, headers = response_parts(error_response(exc))
