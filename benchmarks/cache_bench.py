@@ -4,7 +4,7 @@ tritonserver 2.51 with `--cache-config local,size=...`, when its venv is there),
 same machine with the same generator and body. hey, vegeta and perf_analyzer send one body over and over,
 so every request after the first is a hit: this measures the cache's path, not the model's.
 
-    .venv/bin/python benchmarks/cache_bench.py [--concurrency 1,8,64] [--seconds 4] [--protocol v2-binary]
+    .venv/bin/python benchmarks/cache_bench.py [--concurrency 1,8,64] [--seconds 4] [--protocol v2-binary|v2-json|grpc]
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ def gpuserve_launch(root: Path, work: Path) -> harness.Launch:
            "--metrics-port", str(metrics)]
     process = harness.ServerProcess("gpuserve", cmd, work / "gpuserve.log").start()
     base = f"http://127.0.0.1:{http}"
-    return harness.Launch(process, base, [f"{base}/v2/models/{n}/ready" for n in ("mlp", "mlp_cached")])
+    return harness.Launch(process, base, [f"{base}/v2/models/{n}/ready" for n in ("mlp", "mlp_cached")],
+                          grpc_url=f"grpc://127.0.0.1:{grpc}")
 
 
 def triton_launch(model: Path, work: Path) -> harness.Launch:
@@ -48,7 +49,8 @@ def triton_launch(model: Path, work: Path) -> harness.Launch:
     process = harness.ServerProcess("triton", cmd, work / "triton.log").start()
     base = f"http://127.0.0.1:{http}"
     return harness.Launch(process, base, [f"{base}/v2/health/ready"] +
-                          [f"{base}/v2/models/{n}/ready" for n in ("mlp", "mlp_cached")])
+                          [f"{base}/v2/models/{n}/ready" for n in ("mlp", "mlp_cached")],
+                          grpc_url=f"grpc://127.0.0.1:{grpc}")
 
 
 def measure(launch: harness.Launch, server: str, args) -> list:
@@ -56,7 +58,8 @@ def measure(launch: harness.Launch, server: str, args) -> list:
     with launch.process:
         launch.process.wait_ready(launch.ready_urls)
         for model in ("mlp", "mlp_cached"):
-            target = loadgen.make_target(launch.base_url, model, args.protocol, "input", [1, 1024])
+            base = launch.grpc_url if args.protocol == "grpc" else launch.base_url
+            target = loadgen.make_target(base, model, args.protocol, "input", [1, 1024])
             status, body = loadgen.check_target(target)
             if status != 200:
                 raise RuntimeError(f"{server} {model}: {status} {body[:200]!r}")
@@ -74,7 +77,7 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,8,64", type=lambda s: [int(v) for v in s.split(",")])
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--warmup", type=float, default=0.5)
-    parser.add_argument("--protocol", choices=("v2-json", "v2-binary"), default="v2-binary")
+    parser.add_argument("--protocol", choices=("v2-json", "v2-binary", "grpc"), default="v2-binary")
     parser.add_argument("--generator", default="builtin")
     parser.add_argument("--servers", default="gpuserve,triton")
     args = parser.parse_args()
@@ -96,7 +99,7 @@ def main() -> None:
                 print(f"triton skipped: {missing}", flush=True)
             else:
                 rows += measure(triton_launch(model, work), "triton", args)
-    print(f"\n| server | model | " + " | ".join(f"c={c} req/s (p99 ms)" for c in args.concurrency) + " |")
+    print("\n| server | model | " + " | ".join(f"c={c} req/s (p99 ms)" for c in args.concurrency) + " |")
     print("|---|---|" + "---:|" * len(args.concurrency))
     for server in dict.fromkeys(r["server"] for r in rows):
         for model in ("mlp", "mlp_cached"):

@@ -228,11 +228,15 @@ class DataPlane:
         response = write_shared_memory(self.shared_memory, shm_outputs, response, request)
         return response, response_headers
 
-    def cached_answer(self, name: str, version: Optional[str], request_key: bytes) -> Optional[tuple]:
-        """The bytes an HTTP request of exactly this form was answered with, when the response cache still
-        holds that answer for the model now serving (gpuserve/response_cache.py); a hit counts as one."""
+    def cached_answer(self, request_key: bytes) -> Optional[Any]:
+        """What a request of exactly these bytes was answered with (the transport's own encoding), when
+        the response cache still holds that answer for the model the request names now
+        (gpuserve/response_cache.py); a hit counts as one."""
         started = time.perf_counter_ns()
-        model = self.repository.get_model(name, version)
+        asked = self.response_cache.asked_for(request_key)
+        if asked is None:
+            return None
+        model = self.repository.get_model(*asked)
         if model is None or not model.ready:
             return None  # the full path gives this request its error
         answer = self.response_cache.encoded(request_key, model)

@@ -9,16 +9,19 @@ model's name and version and every input's name, datatype, shape and data; only 
 only successful responses whose outputs are all host arrays are kept, and decoupled, sequence and
 ensemble models never use it. Two differences, each so that a hit can never answer another question:
 the requested outputs (with their class_count) and the request's own parameters (a custom model may read
-them) are part of the key, and the digest is 128-bit BLAKE2b rather than 64 bits. Entries are dropped
-least recently used first. Cached arrays are private read-only copies: a response handed out may be
+them) are part of the key, and the digest is 128-bit BLAKE2b rather than 64 bits. As in Triton, headers
+are not part of it: a model whose answer depends on them should not enable the cache. Entries are
+dropped least recently used first. Cached arrays are private read-only copies: a response handed out may be
 changed by whoever holds it without reaching the cache.
 
 Load generators (hey, vegeta, perf_analyzer) send one body over and over, and there a hit's cost is the
-transport's: parsing the request, hashing its tensors, encoding the response. So an entry also keeps the
-bytes each HTTP request form was answered with, under a digest of that request's exact bytes (route,
-binary-header length, body); the same bytes again are answered with the same bytes, after checking that
-the entry still stands and the model is the one that made it. Requests naming shared memory never take
-that path (a region's contents may change under the same body).
+transport's: parsing the request, hashing its tensors, encoding the response. So an entry also keeps
+what each request form was answered with on the wire (an HTTP body and headers, a serialized gRPC
+ModelInferResponse) under a digest of that request's exact bytes (HTTP: route, binary-header length and
+body; gRPC: the ModelInfer message); the same bytes again get the same answer, after checking that the
+entry still stands and the model the request names now is the one that made it. Our HTTP server and
+native gRPC transport answer such a hit in their read callbacks, before any task. Requests naming shared
+memory never take that path (a region's contents may change under the same body).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import hashlib
 import itertools
 import json
 import struct
-from typing import Any, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -60,7 +63,7 @@ class _Entry:
     def __init__(self, size, model_name, model_version, parameters, outputs, generation):
         self.size, self.model_name, self.model_version = size, model_name, model_version
         self.parameters, self.outputs, self.generation = parameters, outputs, generation
-        self.encoded: dict = {}  # request-bytes digest -> (status, body, headers) of that request form
+        self.encoded: dict = {}  # request-bytes digest -> what the transport answered that request form with
 
 
 class ResponseCache:
@@ -68,7 +71,8 @@ class ResponseCache:
         self.max_bytes = max(int(max_bytes), 0)
         self.bytes = 0
         self._entries: "collections.OrderedDict[bytes, _Entry]" = collections.OrderedDict()
-        self._by_bytes: dict = {}  # request-bytes digest -> the key of the entry holding its answer
+        # request-bytes digest -> (key of the entry holding its answer, model name and version it asked for)
+        self._by_bytes: dict = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -139,22 +143,29 @@ class ResponseCache:
 
     # the same request bytes, answered with the same bytes ----------------------------------------------
     @staticmethod
-    def bytes_key(name: str, version: Optional[str], body: bytes, header_length: Optional[str]) -> Optional[bytes]:
-        """A digest of one HTTP inference request's exact form, or None when its bytes alone cannot stand
-        for it (it names shared memory, whose contents may change under the same body)."""
+    def bytes_key(form: str, body: bytes) -> Optional[bytes]:
+        """A digest of one inference request's exact form (`form`: its route and framing, e.g. the HTTP
+        path and binary-header length), or None when its bytes alone cannot stand for it: it names
+        shared memory, whose contents may change under the same body."""
         if b"shared_memory_region" in body:
             return None
         digest = hashlib.blake2b(digest_size=16)
-        _text(digest, f"{name}\x00{version or ''}\x00{header_length or ''}")
+        _text(digest, form)
         digest.update(body)
         return digest.digest()
 
+    def asked_for(self, request_key: bytes) -> Optional[Tuple[str, Optional[str]]]:
+        """The model name and version (None: the default) requests of these bytes name, if answered before."""
+        found = self._by_bytes.get(request_key)
+        return (found[1], found[2]) if found is not None else None
+
     def encoded(self, request_key: bytes, model) -> Optional[tuple]:
-        """(status, body, headers) answered before to these exact request bytes, while the entry that
-        answer came from still stands and `model` is the one that made it; else None."""
-        key = self._by_bytes.get(request_key)
-        if key is None:
+        """The answer kept for these exact request bytes, while the entry it came from still stands and
+        `model` (what the request names now) is the one that made it; else None."""
+        found = self._by_bytes.get(request_key)
+        if found is None:
             return None
+        key = found[0]
         entry = self._entries.get(key)
         if entry is None:
             self._by_bytes.pop(request_key, None)
@@ -167,18 +178,20 @@ class ResponseCache:
             self._entries.move_to_end(key)
         return answer
 
-    def put_encoded(self, request_key: bytes, key: bytes, answer: tuple) -> None:
-        """Keep the bytes one request form was answered with, beside the entry that answer came from."""
+    def put_encoded(self, request_key: bytes, key: bytes, answer, name: str, version: Optional[str],
+                    size: int) -> None:
+        """Keep what one request form was answered with (`size` bytes of it), beside the entry it came
+        from; `name` and `version` are what the request asked for."""
         entry = self._entries.get(key)
         if entry is None or request_key in entry.encoded:
             return
-        size = len(answer[1]) + _ENTRY_OVERHEAD
+        size += _ENTRY_OVERHEAD
         if entry.size + size > self.max_bytes:
             return
         entry.size += size
         self.bytes += size
         entry.encoded[request_key] = answer
-        self._by_bytes[request_key] = key
+        self._by_bytes[request_key] = (key, name, version)
         self._entries.move_to_end(key)
         self._make_room(0, keep=key)
 

@@ -116,19 +116,19 @@ def test_the_same_request_bytes_get_the_same_answer_bytes_while_their_entry_stan
     x = np.ones((1, 3), np.float32)
     key = cache.key(model, _request(x))
     body = b'{"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [1, 1, 1]}]}'
-    request_key = cache.bytes_key("m", None, body, None)
-    assert request_key != cache.bytes_key("m", "1", body, None) != cache.bytes_key("m", None, body, "12")
-    assert cache.bytes_key("m", None, body.replace(b"inputs", b"shared_memory_region"), None) is None
+    request_key = cache.bytes_key("http m", body)
+    assert request_key != cache.bytes_key("http m 1", body) != cache.bytes_key("grpc", body)
+    assert cache.bytes_key("http m", body.replace(b"inputs", b"shared_memory_region")) is None
     answer = (200, b'{"outputs": []}', [(b"content-type", b"application/json")])
-    cache.put_encoded(request_key, key, answer)  # no entry yet: nothing kept
-    assert cache.encoded(request_key, model) is None
+    cache.put_encoded(request_key, key, answer, "m", None, 15)  # no entry yet: nothing kept
+    assert cache.encoded(request_key, model) is None and cache.asked_for(request_key) is None
     assert cache.put(key, _response([[1.0]]), model)
-    cache.put_encoded(request_key, key, answer)
-    assert cache.encoded(request_key, model) == answer
+    cache.put_encoded(request_key, key, answer, "m", None, 15)
+    assert cache.encoded(request_key, model) == answer and cache.asked_for(request_key) == ("m", None)
     assert cache.encoded(request_key, _Model()) is None  # another model object (loaded again): not its answer
     assert cache.encoded(request_key, model) is None and len(cache) == 0  # and the stale entry is gone
     assert cache.put(key, _response([[1.0]]), model)
-    cache.put_encoded(request_key, key, answer)
+    cache.put_encoded(request_key, key, answer, "m", None, 15)
     assert cache.encoded(request_key, model) == answer
     cache.clear_model("m")  # the entry goes, and the bytes with it
     assert cache.encoded(request_key, model) is None and cache.bytes == 0
@@ -225,13 +225,16 @@ def test_a_repeated_request_is_answered_without_running_the_model(server):
         config = client.get_model_config("counting")
         assert config["response_cache"] == {"enable": True}
     with grpcclient.InferenceServerClient(f"127.0.0.1:{server.ports['grpc']}") as client:
-        again, calls_grpc, _ = _counting_call(client, grpcclient, [1, 2, 3])  # the same entry from gRPC
-        assert calls_grpc == calls
+        for _ in range(2):  # the same entry from gRPC, then the same message bytes again
+            again, calls_grpc, response = _counting_call(client, grpcclient, [1, 2, 3])
+            np.testing.assert_array_equal(again, [2, 4, 6])
+            assert calls_grpc == calls and response.id == "req"
         stats = client.get_inference_statistics("counting").model_stats[0]
-        assert stats.inference_stats.cache_hit.count == 2 and stats.inference_stats.cache_hit.ns > 0
+        assert stats.inference_stats.cache_hit.count == 3 and stats.inference_stats.cache_hit.ns > 0
+        assert stats.execution_count == 2
         assert client.get_model_config("counting").config.response_cache.enable
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{server.ports['metrics']}/metrics").read().decode()
-    assert 'nv_cache_num_hits_per_model{model="counting",version="1"} 2' in metrics
+    assert 'nv_cache_num_hits_per_model{model="counting",version="1"} 3' in metrics
     assert 'nv_cache_num_misses_per_model{model="counting",version="1"} 2' in metrics
 
 

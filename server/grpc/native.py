@@ -45,11 +45,13 @@ class NativeAbort(grpc.aio.AbortError):
 class Context:
     """What service.py uses of grpc.aio's ServicerContext."""
 
-    __slots__ = ("_metadata", "trailing")
+    __slots__ = ("_metadata", "trailing", "cache_entry")
 
     def __init__(self, metadata: Tuple[Tuple[str, str], ...]):
         self._metadata = metadata
         self.trailing: Tuple[Tuple[str, str], ...] = ()
+        # (response cache key, model name, version) of the answer, set by service.py when the cache holds it
+        self.cache_entry: Optional[tuple] = None
 
     def invocation_metadata(self):
         return self._metadata
@@ -143,7 +145,13 @@ class Call:
             elif len(self.messages) != 1:
                 self.finish(grpc.StatusCode.INTERNAL, f"a unary call needs one request message, got {len(self.messages)}")
             else:
-                self.task = asyncio.ensure_future(self._run_unary(self.messages.pop()))
+                message = self.messages.pop()
+                if self.method.name == "ModelInfer":
+                    answer = self.server.cached_answer(message)
+                    if answer is not None:  # these exact bytes were answered from the response cache
+                        self.send(answer)
+                        return self.finish(grpc.StatusCode.OK, "")
+                self.task = asyncio.ensure_future(self._run_unary(message))
                 self.server.calls.add(self.task)
                 self.task.add_done_callback(self.server.calls.discard)
 
@@ -232,8 +240,11 @@ class Call:
         except Exception as exc:  # the servicer's guard answers everything; this is a bug
             logger.exception("gRPC %s failed", method.name)
             return self.finish(grpc.StatusCode.UNKNOWN, str(exc))
-        self.send(response.SerializeToString())
+        answer = response.SerializeToString()
+        self.send(answer)
         self.finish(grpc.StatusCode.OK, "")
+        if self.context.cache_entry is not None and not self.context.trailing:
+            self.server.keep_answer(message, self.context.cache_entry, answer)
 
     async def _requests(self):
         request_class = self.method.request_class
@@ -267,6 +278,22 @@ class NativeGrpcServer:
         self.calls: set = set()
         self.methods = _methods(InferenceServicer(plane), plane)
         self.server: Optional[asyncio.AbstractServer] = None
+        self.plane = plane
+
+    # the response cache's byte layer (gpuserve/response_cache.py): a ModelInfer message seen before -------
+    def cached_answer(self, message: bytes) -> Optional[bytes]:
+        cache = self.plane.response_cache
+        if cache is None or not cache.bytes:
+            return None
+        request_key = cache.bytes_key("grpc", message)
+        return self.plane.cached_answer(request_key) if request_key is not None else None
+
+    def keep_answer(self, message: bytes, entry: tuple, answer: bytes) -> None:
+        cache = self.plane.response_cache
+        request_key = cache.bytes_key("grpc", message) if cache is not None else None
+        if request_key is not None:
+            key, name, version = entry
+            cache.put_encoded(request_key, key, answer, name, version, len(answer))
 
     def open(self, connection: Http2Connection, stream_id: int, headers, end_stream: bool) -> Call:
         fields = dict(headers)

@@ -106,8 +106,8 @@ class FastPath:
             elif name == b"content-encoding":
                 return None, NOT_PROBED  # the bytes that count are the decompressed ones: the full path
         start = time.perf_counter()
-        request_key = cache.bytes_key(route[1], route[2], body, length)
-        answer = self.plane.cached_answer(route[1], route[2], request_key) if request_key is not None else None
+        request_key = cache.bytes_key(_form(route, length), body)
+        answer = self.plane.cached_answer(request_key) if request_key is not None else None
         if answer is None:
             return None, request_key
         self.observe(route, answer[0], start)
@@ -179,8 +179,8 @@ class FastPath:
         if probed is not NOT_PROBED:  # looked up already (`probe`), and missed
             request_key = probed
         elif cache is not None and cache.bytes:
-            request_key = cache.bytes_key(name, version, body, length)
-            answer = self.plane.cached_answer(name, version, request_key) if request_key is not None else None
+            request_key = cache.bytes_key(_form(route, length), body)
+            answer = self.plane.cached_answer(request_key) if request_key is not None else None
             if answer is not None:  # the same bytes answered before from the response cache
                 return answer
         else:
@@ -196,15 +196,20 @@ class FastPath:
         answer = status, content, _with([(b"content-type", content_type)], extra)
         if request.cache_key is not None and not response_headers:
             if request_key is None and cache.bytes:  # the first entry: the cache was empty before it
-                request_key = cache.bytes_key(name, version, body, length)
+                request_key = cache.bytes_key(_form(route, length), body)
             if request_key is not None:
-                cache.put_encoded(request_key, request.cache_key, answer)
+                cache.put_encoded(request_key, request.cache_key, answer, name, version, len(content))
         return answer
 
     async def error(self, make_request, exc: Exception) -> Tuple[int, bytes, list]:
         if self.errors.handlers:
             return response_parts(await self.errors.respond(make_request(), exc))
         return response_parts(error_response(exc))
+
+
+def _form(route, header_length: Optional[str]) -> str:
+    """What besides the body makes an HTTP inference request (the response cache's byte key)."""
+    return f"http\x00{route[1]}\x00{route[2] or ''}\x00{header_length or ''}"
 
 
 def _starlette_request(scope, receive):
