@@ -158,6 +158,8 @@ class Http2Connection(asyncio.Protocol):
             if self.transport is None or self.transport.is_closing():
                 return
         del buffer[:pos]
+        if self._out:  # answers made while reading (acks, cached responses) leave now, not a loop turn later
+            self._write_out()
 
     def _frame(self, kind: int, flags: int, stream_id: int, payload: bytes) -> None:
         if self.header_stream and kind != CONTINUATION:
