@@ -77,6 +77,11 @@ def test_bad_settings_file_is_a_clear_error(tmp_path):
     assert out.returncode == 2 and "settings.json" in out.stderr and "Traceback" not in out.stderr
 
 
+def test_bad_cache_config_is_a_clear_error(tmp_path):
+    out = run([*GPUSERVE, "start", str(tmp_path), "--cache-config", "redis,host=x"])
+    assert out.returncode == 2 and "--cache-config" in out.stderr and "Traceback" not in out.stderr
+
+
 def test_port_in_use_is_a_clear_error(tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -134,6 +134,15 @@ def test_the_same_request_bytes_get_the_same_answer_bytes_while_their_entry_stan
     assert cache.encoded(request_key, model) is None and cache.bytes == 0
 
 
+def test_server_cache_size_from_settings_and_environment(tmp_path, monkeypatch):
+    from gpuserve.settings import ServerSettings
+
+    assert ServerSettings.load(tmp_path).response_cache_bytes == 128 * 1024 * 1024
+    monkeypatch.setenv("GPUSERVE_RESPONSE_CACHE_BYTES", "4096")
+    assert ServerSettings.load(tmp_path).response_cache_bytes == 4096
+    assert ServerSettings.load(tmp_path, response_cache_bytes=0).response_cache_bytes == 0  # the flag wins
+
+
 def test_cache_config_flag():
     assert parse_cache_config(None) is None
     assert parse_cache_config(["local,size=1048576"]) == 1048576
