@@ -69,6 +69,9 @@ def import_class(dotted: str, folder: Optional[Path]):
                 del sys.modules[key]
             sys.path.remove(where)
             sys.path.insert(0, where)
+    from gpuserve.mlserver.alias import install
+
+    install()  # `from mlserver import MLModel` in a runtime brought from MLServer, where MLServer is absent
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

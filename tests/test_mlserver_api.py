@@ -317,3 +317,43 @@ async def test_adapter_lifecycle_headers_and_protocol_checks():
 
     refused = Refuses.__gpuserve_adapter__(NativeSettings(name="no"))
     assert await refused.load() is False and "returned False" in refused.reason
+
+
+def _python(code: str, path: str = "") -> str:
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (path, os.environ.get("PYTHONPATH", "")) if p))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_mlserver_imports_mean_gpuserve_mlserver_where_mlserver_is_absent():
+    out = _python(
+        "import importlib.util, sys\n"
+        "assert importlib.util.find_spec('mlserver') is None\n"
+        "from gpuserve.mlserver.alias import install\n"
+        "assert install() and install()\n"
+        "import mlserver, gpuserve.mlserver\n"
+        "from mlserver.codecs import NumpyCodec, decode_args\n"
+        "from mlserver.types import InferenceRequest\n"
+        "import gpuserve.mlserver.codecs as ours, gpuserve.mlserver.types as types\n"
+        "assert mlserver is gpuserve.mlserver and NumpyCodec is ours.NumpyCodec\n"
+        "assert InferenceRequest is types.InferenceRequest and sys.modules['mlserver.codecs'] is ours\n"
+        "try:\n"
+        "    import mlserver.no_such_part\n"
+        "except ModuleNotFoundError as exc:\n"
+        "    print('missing', exc.name)\n")
+    assert out == "missing mlserver.no_such_part"
+
+
+def test_an_installed_mlserver_is_left_alone(tmp_path):
+    (tmp_path / "mlserver").mkdir()
+    (tmp_path / "mlserver" / "__init__.py").write_text("REAL = True\n")
+    out = _python("from gpuserve.mlserver.alias import install\n"
+                  "assert not install()\n"
+                  "import mlserver\n"
+                  "print(mlserver.REAL)\n", str(tmp_path))
+    assert out == "True"

@@ -1,8 +1,8 @@
 import numpy as np
 
-from gpuserve.mlserver import MLModel
-from gpuserve.mlserver.codecs import NumpyCodec, StringCodec, register_input_codec
-from gpuserve.mlserver.types import InferenceRequest, InferenceResponse, RequestInput, RequestOutput
+from mlserver import MLModel
+from mlserver.codecs import NumpyCodec, StringCodec, register_input_codec
+from mlserver.types import InferenceRequest, InferenceResponse, RequestInput, RequestOutput
 
 
 @register_input_codec

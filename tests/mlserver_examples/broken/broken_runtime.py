@@ -1,4 +1,4 @@
-from gpuserve.mlserver import MLModel
+from mlserver import MLModel
 
 
 class BrokenRuntime(MLModel):

@@ -1,5 +1,5 @@
-from gpuserve.mlserver import MLModel
-from gpuserve.mlserver.types import InferenceRequest, InferenceResponse
+from mlserver import MLModel
+from mlserver.types import InferenceRequest, InferenceResponse
 
 
 class FrameRuntime(MLModel):

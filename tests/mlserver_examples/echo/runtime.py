@@ -1,6 +1,6 @@
-from gpuserve.mlserver import MLModel
-from gpuserve.mlserver.codecs import DecodedParameterName
-from gpuserve.mlserver.types import InferenceRequest, InferenceResponse, ResponseOutput
+from mlserver import MLModel
+from mlserver.codecs import DecodedParameterName
+from mlserver.types import InferenceRequest, InferenceResponse, ResponseOutput
 
 _to_exclude = {
     "parameters": {DecodedParameterName, "headers"},

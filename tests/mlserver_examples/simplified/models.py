@@ -2,8 +2,8 @@ from typing import List
 
 import numpy as np
 
-from gpuserve.mlserver import MLModel
-from gpuserve.mlserver.codecs import decode_args
+from mlserver import MLModel
+from mlserver.codecs import decode_args
 
 
 class _Model:

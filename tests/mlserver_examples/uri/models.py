@@ -3,9 +3,9 @@ from typing import Optional
 
 import numpy as np
 
-from gpuserve.mlserver import MLModel
-from gpuserve.mlserver.codecs import decode_args
-from gpuserve.mlserver.utils import get_model_uri
+from mlserver import MLModel
+from mlserver.codecs import decode_args
+from mlserver.utils import get_model_uri
 
 
 class LinearModel(MLModel):
