@@ -295,3 +295,28 @@ def test_a_server_without_a_cache_runs_every_time(tmp_path):
             calls = [_counting_call(client, httpclient, [1, 1, 1])[1] for _ in range(2)]
             assert calls[1] == calls[0] + 1
             assert _stats(client, "counting")[1]["cache_hit"]["count"] == 0
+
+
+def test_shared_memory_inputs_are_keyed_by_what_the_region_holds_now(server):
+    """The same request body naming a region can carry other data each time: never answered by its bytes."""
+    import os
+
+    import tritonclient.utils.shared_memory as shm
+
+    key = f"/gpuserve-cache-{os.getpid()}"
+    handle = shm.create_shared_memory_region("cache-in", key, 32)
+    try:
+        with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
+            client.register_system_shared_memory("cache-in", key, 32)
+            try:
+                for seed in (11, 12, 11):
+                    x = np.random.default_rng(seed).normal(size=(2, 4)).astype(np.float32)
+                    shm.set_shared_memory_region(handle, [x])
+                    tensor = httpclient.InferInput("input", [2, 4], "FP32")
+                    tensor.set_shared_memory("cache-in", 32)
+                    got = client.infer("cached_onnx", [tensor]).as_numpy("output")
+                    np.testing.assert_allclose(got, onnx_reference(x, *server.weights), rtol=1e-5, atol=1e-6)
+            finally:
+                client.unregister_system_shared_memory("cache-in")
+    finally:
+        shm.destroy_shared_memory_region(handle)
