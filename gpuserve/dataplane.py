@@ -181,8 +181,12 @@ class DataPlane:
         cache_key = None
         if self.response_cache is not None and model.ready and response_cache.enabled_for(model):
             looked_up = time.perf_counter_ns()
-            cache_key = self.response_cache.key(model, request)
-            cached = self.response_cache.get(cache_key, request) if cache_key is not None else None
+            try:
+                cache_key = self.response_cache.key(model, request)
+                cached = self.response_cache.get(cache_key, request) if cache_key is not None else None
+            except Exception:  # a cache that fails is a cache that missed: the model answers
+                logger.exception("model %s: response cache lookup failed", model.name)
+                cache_key = cached = None
             lookup_ns = time.perf_counter_ns() - looked_up
             if cached is not None:
                 self.stats_of(model).record_cache_hit(lookup_ns)
@@ -221,12 +225,21 @@ class DataPlane:
                 response.outputs = select_outputs(response, request)
                 apply_classification(model, request, response)
             if cache_key is not None:
-                inserting = time.perf_counter_ns()
-                if self.response_cache.put(cache_key, response, model):
-                    self.stats_of(model).record_cache_miss(lookup_ns + time.perf_counter_ns() - inserting)
-                    request.cache_key = cache_key
+                self._keep(model, request, response, cache_key, lookup_ns)
         response = write_shared_memory(self.shared_memory, shm_outputs, response, request)
         return response, response_headers
+
+    def _keep(self, model, request: InferRequest, response: InferResponse, key: bytes, lookup_ns: int) -> None:
+        """Put a computed answer into the response cache; the request is answered whatever happens here."""
+        inserting = time.perf_counter_ns()
+        try:
+            kept = self.response_cache.put(key, response, model)
+        except Exception:
+            logger.exception("model %s: response cache insertion failed", model.name)
+            return
+        if kept:
+            self.stats_of(model).record_cache_miss(lookup_ns + time.perf_counter_ns() - inserting)
+            request.cache_key = key
 
     def cached_answer(self, request_key: bytes) -> Optional[Any]:
         """What a request of exactly these bytes was answered with (the transport's own encoding), when

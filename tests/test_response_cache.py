@@ -320,3 +320,28 @@ def test_shared_memory_inputs_are_keyed_by_what_the_region_holds_now(server):
                 client.unregister_system_shared_memory("cache-in")
     finally:
         shm.destroy_shared_memory_region(handle)
+
+
+def test_a_failing_cache_never_fails_a_request(server, monkeypatch):
+    """Whatever goes wrong inside the cache, requests are answered by the model as if it were not there."""
+    def broken(*args, **kwargs):
+        raise RuntimeError("cache broke")
+
+    cache = server.dataplane.response_cache
+    monkeypatch.setattr(server.dataplane, "cached_answer", broken)
+    for name in ("put_encoded", "get", "put"):
+        monkeypatch.setattr(cache, name, broken)
+    x = np.random.default_rng(5).normal(size=(1, 4)).astype(np.float32)
+    expected = onnx_reference(x, *server.weights)
+    with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
+        for _ in range(2):
+            tensor = httpclient.InferInput("input", [1, 4], "FP32")
+            tensor.set_data_from_numpy(x)
+            np.testing.assert_allclose(client.infer("cached_onnx", [tensor]).as_numpy("output"), expected,
+                                       rtol=1e-5, atol=1e-6)
+    with grpcclient.InferenceServerClient(f"127.0.0.1:{server.ports['grpc']}") as client:
+        for _ in range(2):
+            tensor = grpcclient.InferInput("input", [1, 4], "FP32")
+            tensor.set_data_from_numpy(x)
+            np.testing.assert_allclose(client.infer("cached_onnx", [tensor]).as_numpy("output"), expected,
+                                       rtol=1e-5, atol=1e-6)

@@ -147,7 +147,11 @@ class Call:
             else:
                 message = self.messages.pop()
                 if self.method.name == "ModelInfer":
-                    answer = self.server.cached_answer(message)
+                    try:
+                        answer = self.server.cached_answer(message)
+                    except Exception:  # never fail a call here: the full path answers it, errors included
+                        logger.exception("response cache lookup failed")
+                        answer = None
                     if answer is not None:  # these exact bytes were answered from the response cache
                         self.send(answer)
                         return self.finish(grpc.StatusCode.OK, "")
@@ -244,7 +248,10 @@ class Call:
         self.send(answer)
         self.finish(grpc.StatusCode.OK, "")
         if self.context.cache_entry is not None and not self.context.trailing:
-            self.server.keep_answer(message, self.context.cache_entry, answer)
+            try:
+                self.server.keep_answer(message, self.context.cache_entry, answer)
+            except Exception:  # the call is answered; only the cache missed out
+                logger.exception("response cache insertion failed")
 
     async def _requests(self):
         request_class = self.method.request_class

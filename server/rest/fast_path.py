@@ -12,6 +12,7 @@ documentation of these routes) stays with FastAPI.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Dict, List, Optional, Tuple
 
@@ -25,6 +26,7 @@ from gpuserve.server.rest.common import (JSON_OPTIONS, ErrorRoutes, decompress, 
 from gpuserve.server.rest.v2 import encode_infer_bytes
 from gpuserve.types import InferRequest
 
+logger = logging.getLogger("gpuserve.http")
 _JSON = [(b"content-type", b"application/json")]
 NOT_PROBED = object()  # `respond`'s request had no look into the response cache before it (see `probe`)
 
@@ -179,8 +181,12 @@ class FastPath:
         if probed is not NOT_PROBED:  # looked up already (`probe`), and missed
             request_key = probed
         elif cache is not None and cache.bytes:
-            request_key = cache.bytes_key(_form(route, length), body)
-            answer = self.plane.cached_answer(request_key) if request_key is not None else None
+            try:
+                request_key = cache.bytes_key(_form(route, length), body)
+                answer = self.plane.cached_answer(request_key) if request_key is not None else None
+            except Exception:  # never fail a request here: the full path answers it
+                logger.exception("response cache lookup failed")
+                request_key = answer = None
             if answer is not None:  # the same bytes answered before from the response cache
                 return answer
         else:
@@ -195,10 +201,13 @@ class FastPath:
         status, content, content_type, extra = encode_infer_bytes(response, request, response_headers)
         answer = status, content, _with([(b"content-type", content_type)], extra)
         if request.cache_key is not None and not response_headers:
-            if request_key is None and cache.bytes:  # the first entry: the cache was empty before it
-                request_key = cache.bytes_key(_form(route, length), body)
-            if request_key is not None:
-                cache.put_encoded(request_key, request.cache_key, answer, name, version, len(content))
+            try:
+                if request_key is None and cache.bytes:  # the first entry: the cache was empty before it
+                    request_key = cache.bytes_key(_form(route, length), body)
+                if request_key is not None:
+                    cache.put_encoded(request_key, request.cache_key, answer, name, version, len(content))
+            except Exception:  # the request is answered; only the cache missed out
+                logger.exception("response cache insertion failed")
         return answer
 
     async def error(self, make_request, exc: Exception) -> Tuple[int, bytes, list]:

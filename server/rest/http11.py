@@ -214,7 +214,11 @@ class HttpConnection(asyncio.Protocol):
         if request.method == "POST" and not request.too_large:
             request.route = match(request.split_url()[0])
             if request.route is not None:
-                answer, probed = self.server.fast.probe(request.route, request.body, request.headers)
+                try:
+                    answer, probed = self.server.fast.probe(request.route, request.body, request.headers)
+                except Exception:  # never fail a request here: the full path answers it, errors included
+                    logger.exception("response cache lookup failed")
+                    answer, probed = None, NOT_PROBED
                 if answer is not None:  # answered from the response cache, here and now
                     status, headers, body = answer[0], answer[2], answer[1]
                     self.write(request, status, headers, body)
