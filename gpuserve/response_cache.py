@@ -79,29 +79,37 @@ class ResponseCache:
 
     def key(self, model, request: InferRequest) -> Optional[bytes]:
         """The request's digest, or None when it must not be cached (device or undecodable inputs, a
-        sequence request)."""
+        sequence request). Each tensor's bytes go in as they are; the text hashed last names every
+        tensor with its byte count, so the digest reads back unambiguously."""
         if self.max_bytes <= 0:
             return None
-        parameters = request.parameters or {}
-        if any(parameters.get(name) for name in _SEQUENCE_PARAMETERS):
+        parameters = request.parameters
+        if parameters and any(parameters.get(name) for name in _SEQUENCE_PARAMETERS):
             return None
-        digest = hashlib.blake2b(digest_size=16)
+        inputs = request.inputs
+        if len(inputs) > 1:
+            inputs = sorted(inputs, key=_name)
         version = getattr(model, "version", None)
-        _text(digest, f"{model.name}\x00{'' if version is None else version}\x00{_generation(model)}")
-        for tensor in sorted(request.inputs, key=lambda t: t.name):
+        parts = [model.name, "" if version is None else str(version), str(_generation(model))]
+        digest = hashlib.blake2b(digest_size=16)
+        for tensor in inputs:
             try:
                 array = tensor.as_numpy()
             except Exception:  # malformed data: the model's own path says what is wrong with it
                 return None
             if not isinstance(array, np.ndarray):
                 return None  # on a device (Triton hashes host tensors only)
-            _text(digest, f"{tensor.name}\x00{tensor.datatype}\x00{list(tensor.shape)}")
-            if not _hash_array(digest, array):
+            size = _hash_array(digest, array)
+            if size is None:
                 return None
-        own = {k: v for k, v in parameters.items() if k not in _TRANSPORT_PARAMETERS}
-        wanted = [(o.name, {k: v for k, v in (o.parameters or {}).items() if k not in _OUTPUT_TRANSPORT})
-                  for o in request.request_outputs or ()]
-        _text(digest, json.dumps([own, wanted], sort_keys=True, default=repr))
+            parts.append(f"{tensor.name}\x00{tensor.datatype}\x00{tensor.shape}\x00{array.dtype.str}\x00{size}")
+        outputs = request.request_outputs
+        own = {k: v for k, v in parameters.items() if k not in _TRANSPORT_PARAMETERS} if parameters else None
+        if own or outputs:
+            wanted = [(o.name, {k: v for k, v in (o.parameters or {}).items() if k not in _OUTPUT_TRANSPORT})
+                      for o in outputs or ()]
+            parts.append(json.dumps([own or {}, wanted], sort_keys=True, default=repr))
+        _text(digest, "\x01".join(parts))
         return digest.digest()
 
     def get(self, key: bytes, request: InferRequest) -> Optional[InferResponse]:
@@ -133,7 +141,8 @@ class ResponseCache:
             outputs.append((output.name, list(output.shape), output.datatype, kept, params))
         if size > self.max_bytes:
             return False
-        self._drop(key)
+        if key in self._entries:
+            self._drop(key)
         self._make_room(size)
         self._entries[key] = _Entry(size, response.model_name, response.model_version,
                                     dict(response.parameters or {}), tuple(outputs),
@@ -220,6 +229,10 @@ class ResponseCache:
 _generations = itertools.count(1)
 
 
+def _name(tensor) -> str:
+    return tensor.name
+
+
 def _generation(model) -> int:
     """A number of this model object's own: a model loaded again (same name and version, maybe another
     file) never meets its predecessor's answers. Not id(): CPython reuses a freed object's address."""
@@ -239,19 +252,22 @@ def _text(digest, text: str) -> None:
     digest.update(data)
 
 
-def _hash_array(digest, array: np.ndarray) -> bool:
-    if array.dtype.hasobject:  # BYTES: each element's length and bytes
+def _hash_array(digest, array: np.ndarray) -> Optional[int]:
+    """Feed the array's data to `digest`; the number of bytes fed (BYTES: each element length-prefixed),
+    or None for an object array holding something other than bytes or text."""
+    if array.dtype.hasobject:
+        fed = 0
         for item in array.ravel():
             if isinstance(item, str):
                 item = item.encode("utf-8", "surrogatepass")
             elif not isinstance(item, (bytes, bytearray)):
-                return False
+                return None
             digest.update(struct.pack("<Q", len(item)))
             digest.update(item)
-        return True
-    digest.update(array.dtype.str.encode())
+            fed += 8 + len(item)
+        return fed
     digest.update(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
-    return True
+    return array.nbytes
 
 
 def _nbytes(array: np.ndarray) -> int:
