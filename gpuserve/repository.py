@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from gpuserve.errors import GpuserveError, InvalidSettings
+from gpuserve.import_path import move_on_path
 from gpuserve.model import BaseKServeModel
 from gpuserve.model_repository import ModelRepository
 from gpuserve.runtimes import ARTEFACT_RUNTIMES, BUILTIN_RUNTIMES
@@ -60,15 +61,14 @@ def import_class(dotted: str, folder: Optional[Path]):
     if folder is not None:
         where = str(folder)
         if where not in sys.path:
-            sys.path.insert(0, where)
+            move_on_path(where, first=True)  # a new list: imports on other threads walk the old one
         top = module_name.split(".")[0]
         loaded = sys.modules.get(top)
         local = folder / f"{top}.py"
         if loaded is not None and local.exists() and Path(getattr(loaded, "__file__", "") or "").parent != folder:
             for key in [k for k in sys.modules if k == top or k.startswith(top + ".")]:
                 del sys.modules[key]
-            sys.path.remove(where)
-            sys.path.insert(0, where)
+            move_on_path(where, first=True)
     from gpuserve.mlserver.alias import install
 
     install()  # `from mlserver import MLModel` in a runtime brought from MLServer, where MLServer is absent

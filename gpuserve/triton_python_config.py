@@ -17,6 +17,7 @@ from gpuserve import triton_pb_utils as pb
 from gpuserve.backends.base import TensorSpec
 from gpuserve.datatypes import shape_fits
 from gpuserve.errors import InvalidInput, InvalidSettings
+from gpuserve.import_path import move_on_path
 from gpuserve.triton_config import config_tensors
 
 UTILS_MODULE = "triton_python_backend_utils"
@@ -43,9 +44,7 @@ def import_model_file(path: Path, unique: str):
     folder = str(path.parent)
     with _IMPORT_LOCK:
         before = set(sys.modules)
-        while folder in sys.path:
-            sys.path.remove(folder)
-        sys.path.insert(0, folder)
+        move_on_path(folder, first=True)
         try:
             spec = importlib.util.spec_from_file_location(unique, path)
             if spec is None or spec.loader is None:
@@ -58,8 +57,7 @@ def import_model_file(path: Path, unique: str):
                 sys.modules.pop(unique, None)
                 raise
         finally:
-            sys.path.remove(folder)
-            sys.path.append(folder)
+            move_on_path(folder, first=False)
             for name in set(sys.modules) - before - {unique}:
                 if _inside(getattr(sys.modules[name], "__file__", None), folder):
                     del sys.modules[name]
