@@ -345,3 +345,34 @@ def test_a_failing_cache_never_fails_a_request(server, monkeypatch):
             tensor.set_data_from_numpy(x)
             np.testing.assert_allclose(client.infer("cached_onnx", [tensor]).as_numpy("output"), expected,
                                        rtol=1e-5, atol=1e-6)
+
+
+def test_pipelined_repeats_are_answered_in_order_from_the_cache(server):
+    """Cache hits answered inside the read callback keep HTTP/1.1 pipelining's order, close included."""
+    import json
+    import socket
+
+    def post(values, close=False):
+        body = json.dumps({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": values}]})
+        head = (f"POST /v2/models/cached_onnx/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n" + ("Connection: close\r\n" if close else "") + "\r\n")
+        return head.encode() + body.encode()
+
+    def answers(sock):
+        data = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+
+    a, b = [1.0, 2.0, 3.0, 4.0], [4.0, 3.0, 2.0, 1.0]
+    for _ in range(2):  # the second round: every request is a repeat
+        with socket.create_connection(("127.0.0.1", server.ports["http"]), timeout=10) as sock:
+            sock.sendall(post(a) + post(b) + post(a) + post(b, close=True) + post(a))  # the last is after close
+            data = answers(sock)
+        bodies = [json.loads(part.split(b"\r\n\r\n", 1)[1].split(b"HTTP/1.1")[0]) for part in data.split(b"HTTP/1.1 ")[1:]]
+        assert len(bodies) == 4
+        for values, got in zip((a, b, a, b), bodies):
+            expected = onnx_reference(np.array([values], np.float32), *server.weights)
+            np.testing.assert_allclose(got["outputs"][0]["data"], expected.ravel(), rtol=1e-5, atol=1e-6)

@@ -213,7 +213,7 @@ class HttpConnection(asyncio.Protocol):
         probed = NOT_PROBED
         if request.method == "POST" and not request.too_large:
             request.route = match(request.split_url()[0])
-            if request.route is not None:
+            if request.route is not None and not self.transport.is_closing():
                 try:
                     answer, probed = self.server.fast.probe(request.route, request.body, request.headers)
                 except Exception:  # never fail a request here: the full path answers it, errors included
