@@ -73,6 +73,9 @@ class ResponseCache:
         self._entries: "collections.OrderedDict[bytes, _Entry]" = collections.OrderedDict()
         # request-bytes digest -> (key of the entry holding its answer, model name and version it asked for)
         self._by_bytes: dict = {}
+        # model name -> how many request forms naming it have kept answers: requests to other models are
+        # never hashed (a large body for a model without the cache costs nothing here)
+        self._byte_names: "collections.Counter[str]" = collections.Counter()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -163,6 +166,10 @@ class ResponseCache:
         digest.update(body)
         return digest.digest()
 
+    def answers_bytes_for(self, name: str) -> bool:
+        """Whether any request form naming this model has a kept answer (worth hashing a request for)."""
+        return name in self._byte_names
+
     def asked_for(self, request_key: bytes) -> Optional[Tuple[str, Optional[str]]]:
         """The model name and version (None: the default) requests of these bytes name, if answered before."""
         found = self._by_bytes.get(request_key)
@@ -177,7 +184,7 @@ class ResponseCache:
         key = found[0]
         entry = self._entries.get(key)
         if entry is None:
-            self._by_bytes.pop(request_key, None)
+            self._forget(request_key)
             return None
         if entry.generation != _generation(model):  # made by a model since replaced: stale
             self._drop(key)
@@ -201,6 +208,7 @@ class ResponseCache:
         self.bytes += size
         entry.encoded[request_key] = answer
         self._by_bytes[request_key] = (key, name, version)
+        self._byte_names[name] += 1
         self._entries.move_to_end(key)
         self._make_room(0, keep=key)
 
@@ -218,7 +226,15 @@ class ResponseCache:
             return
         self.bytes -= entry.size
         for request_key in entry.encoded:
-            self._by_bytes.pop(request_key, None)
+            self._forget(request_key)
+
+    def _forget(self, request_key: bytes) -> None:
+        found = self._by_bytes.pop(request_key, None)
+        if found is not None:
+            name = found[1]
+            self._byte_names[name] -= 1
+            if self._byte_names[name] <= 0:
+                del self._byte_names[name]
 
     def clear_model(self, name: str) -> None:
         """Forget a model's entries (it was loaded again: its answers may have changed)."""

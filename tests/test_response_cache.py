@@ -123,15 +123,51 @@ def test_the_same_request_bytes_get_the_same_answer_bytes_while_their_entry_stan
     cache.put_encoded(request_key, key, answer, "m", None, 15)  # no entry yet: nothing kept
     assert cache.encoded(request_key, model) is None and cache.asked_for(request_key) is None
     assert cache.put(key, _response([[1.0]]), model)
+    assert not cache.answers_bytes_for("m")
     cache.put_encoded(request_key, key, answer, "m", None, 15)
     assert cache.encoded(request_key, model) == answer and cache.asked_for(request_key) == ("m", None)
+    assert cache.answers_bytes_for("m") and not cache.answers_bytes_for("other")
     assert cache.encoded(request_key, _Model()) is None  # another model object (loaded again): not its answer
     assert cache.encoded(request_key, model) is None and len(cache) == 0  # and the stale entry is gone
     assert cache.put(key, _response([[1.0]]), model)
     cache.put_encoded(request_key, key, answer, "m", None, 15)
     assert cache.encoded(request_key, model) == answer
     cache.clear_model("m")  # the entry goes, and the bytes with it
-    assert cache.encoded(request_key, model) is None and cache.bytes == 0
+    assert cache.encoded(request_key, model) is None and cache.bytes == 0 and not cache.answers_bytes_for("m")
+
+
+def test_the_model_name_is_read_from_a_serialized_infer_request():
+    from tritonclient.grpc import service_pb2
+
+    from gpuserve.server.grpc.native import _model_name
+
+    for name in ("m", "a" * 300, "modèle"):
+        request = service_pb2.ModelInferRequest(model_name=name, model_version="2", id="x")
+        request.inputs.add(name="input", datatype="FP32", shape=[1])
+        request.raw_input_contents.append(b"\0" * 4)
+        assert _model_name(request.SerializeToString()) == name
+    assert _model_name(service_pb2.ModelInferRequest(id="x").SerializeToString()) is None
+    assert _model_name(b"") is None and _model_name(b"\x0a\x05ab") is None
+
+
+def test_requests_to_models_without_the_cache_are_never_hashed(server, monkeypatch):
+    cache = server.dataplane.response_cache
+    x = np.ones((1, 4), np.float32)
+    with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
+        tensor = httpclient.InferInput("input", [1, 4], "FP32")
+        tensor.set_data_from_numpy(x)
+        client.infer("cached_onnx", [tensor])  # the cache now keeps answer bytes for cached_onnx
+        assert cache.answers_bytes_for("cached_onnx")
+        hashed = []
+        real = cache.bytes_key
+        monkeypatch.setattr(cache, "bytes_key", lambda form, body: hashed.append(form) or real(form, body))
+        client.infer("plain", [tensor])
+        client.infer("cached_onnx", [tensor])
+    with grpcclient.InferenceServerClient(f"127.0.0.1:{server.ports['grpc']}") as client:
+        tensor = grpcclient.InferInput("input", [1, 4], "FP32")
+        tensor.set_data_from_numpy(x)
+        client.infer("plain", [tensor])
+    assert len(hashed) == 1 and "cached_onnx" in hashed[0]
 
 
 def test_server_cache_size_from_settings_and_environment(tmp_path, monkeypatch):
@@ -250,6 +286,7 @@ def test_a_repeated_request_is_answered_without_running_the_model(server):
 def test_batched_onnx_model_answers_from_the_cache_with_the_same_values(server):
     x = np.random.default_rng(3).normal(size=(2, 4)).astype(np.float32)
     with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
+        before, inference_before = _stats(client, "cached_onnx")
         answers = []
         # the first runs the model; the JSON form hits the entry; the binary form again is the same bytes
         # (answered with the bytes it got before); another id hits the entry under its own id
@@ -263,26 +300,29 @@ def test_batched_onnx_model_answers_from_the_cache_with_the_same_values(server):
         for answer in answers:
             np.testing.assert_allclose(answer, onnx_reference(x, *server.weights), rtol=1e-5, atol=1e-6)
         stats, inference = _stats(client, "cached_onnx")
-        assert inference["cache_hit"]["count"] == 3 and stats["execution_count"] == 1
+        hits = inference["cache_hit"]["count"] - inference_before["cache_hit"]["count"]
+        assert hits == 3 and stats["execution_count"] - before["execution_count"] == 1
         # a bad request is not cached: it fails every time, and the server keeps serving
         for _ in range(2):
             bad = httpclient.InferInput("input", [2, 5], "FP32")
             bad.set_data_from_numpy(np.zeros((2, 5), np.float32))
             with pytest.raises(Exception, match="expects|shape"):
                 client.infer("cached_onnx", [bad])
-        assert _stats(client, "cached_onnx")[1]["cache_hit"]["count"] == 3
+        assert _stats(client, "cached_onnx")[1]["cache_hit"]["count"] == inference["cache_hit"]["count"]
 
 
 def test_models_without_response_cache_run_every_time(server):
-    x = np.ones((1, 4), np.float32)
+    x = np.full((1, 4), 3.0, np.float32)
     with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
+        _, before = _stats(client, "plain")
         for _ in range(3):
             tensor = httpclient.InferInput("input", [1, 4], "FP32")
             tensor.set_data_from_numpy(x)
             client.infer("plain", [tensor])
         stats, inference = _stats(client, "plain")
         assert inference["cache_hit"]["count"] == 0 and inference["cache_miss"]["count"] == 0
-        assert inference["success"]["count"] == 3 and "response_cache" not in client.get_model_config("plain")
+        assert inference["success"]["count"] - before["success"]["count"] == 3
+        assert "response_cache" not in client.get_model_config("plain")
 
 
 def test_a_server_without_a_cache_runs_every_time(tmp_path):

@@ -290,8 +290,11 @@ class NativeGrpcServer:
     # the response cache's byte layer (gpuserve/response_cache.py): a ModelInfer message seen before -------
     def cached_answer(self, message: bytes) -> Optional[bytes]:
         cache = self.plane.response_cache
-        if cache is None or not cache.bytes:
+        if cache is None:
             return None
+        name = _model_name(message)
+        if name is None or not cache.answers_bytes_for(name):
+            return None  # a model with no kept answers: its requests are not hashed
         request_key = cache.bytes_key("grpc", message)
         return self.plane.cached_answer(request_key) if request_key is not None else None
 
@@ -324,6 +327,21 @@ class NativeGrpcServer:
             if connection.transport is not None:
                 connection._write_out()
                 connection.transport.close()
+
+
+def _model_name(message: bytes) -> Optional[str]:
+    """ModelInferRequest's model_name (field 1, serialized first), read without parsing the message."""
+    if len(message) < 2 or message[0] != 0x0A:
+        return None
+    length, shift, pos = 0, 0, 1
+    while pos < len(message) and pos < 6:
+        byte = message[pos]
+        length |= (byte & 0x7F) << shift
+        pos += 1
+        if not byte & 0x80:
+            return message[pos:pos + length].decode("utf-8", "replace") if pos + length <= len(message) else None
+        shift += 7
+    return None
 
 
 def _methods(servicer: InferenceServicer, plane: DataPlane) -> Dict[str, _Method]:

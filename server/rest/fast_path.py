@@ -99,7 +99,7 @@ class FastPath:
         `probed`: the request's byte digest, or NOT_PROBED). Our HTTP server answers such a hit inside
         the read callback, sparing a task and a loop turn."""
         cache = self.plane.response_cache
-        if cache is None or not cache.bytes or route[0] != "infer":
+        if cache is None or route[0] != "infer" or not cache.answers_bytes_for(route[1]):
             return None, NOT_PROBED
         length = None
         for name, value in raw_headers:
@@ -180,7 +180,7 @@ class FastPath:
         cache = self.plane.response_cache
         if probed is not NOT_PROBED:  # looked up already (`probe`), and missed
             request_key = probed
-        elif cache is not None and cache.bytes:
+        elif cache is not None and cache.answers_bytes_for(name):
             try:
                 request_key = cache.bytes_key(_form(route, length), body)
                 answer = self.plane.cached_answer(request_key) if request_key is not None else None
@@ -202,7 +202,7 @@ class FastPath:
         answer = status, content, _with([(b"content-type", content_type)], extra)
         if request.cache_key is not None and not response_headers:
             try:
-                if request_key is None and cache.bytes:  # the first entry: the cache was empty before it
+                if request_key is None:  # this model's first kept answer, or not looked up
                     request_key = cache.bytes_key(_form(route, length), body)
                 if request_key is not None:
                     cache.put_encoded(request_key, request.cache_key, answer, name, version, len(content))
