@@ -416,3 +416,43 @@ def test_pipelined_repeats_are_answered_in_order_from_the_cache(server):
         for values, got in zip((a, b, a, b), bodies):
             expected = onnx_reference(np.array([values], np.float32), *server.weights)
             np.testing.assert_allclose(got["outputs"][0]["data"], expected.ravel(), rtol=1e-5, atol=1e-6)
+
+
+MLSERVER_RUNTIME = '''
+import numpy as np
+from mlserver import MLModel
+from mlserver.codecs import NumpyCodec
+from mlserver.types import InferenceRequest, InferenceResponse
+
+
+class Counter(MLModel):
+    async def load(self):
+        self.calls = 0
+        return True
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        self.calls += 1
+        rows = len(NumpyCodec.decode_input(payload.inputs[0]))
+        return InferenceResponse(model_name=self.name,
+                                 outputs=[NumpyCodec.encode_output("calls", np.full(rows, self.calls))])
+'''
+
+
+def test_an_mlserver_runtime_enables_the_cache_in_model_settings(tmp_path):
+    import json
+
+    folder = tmp_path / "counter"
+    folder.mkdir()
+    (folder / "model-settings.json").write_text(json.dumps({"name": "counter", "implementation": "runtime.Counter",
+                                                             "response_cache": True}))
+    (folder / "runtime.py").write_text(MLSERVER_RUNTIME)
+    registry = DiskRepository(tmp_path).populate(ModelRepository())
+    with running_server(repository=registry) as srv:
+        with httpclient.InferenceServerClient(f"127.0.0.1:{srv.ports['http']}") as client:
+            calls = []
+            for values in ([1, 2], [1, 2], [3, 4], [1, 2]):
+                tensor = httpclient.InferInput("x", [2], "FP32")
+                tensor.set_data_from_numpy(np.asarray(values, np.float32))
+                calls.append(int(client.infer("counter", [tensor]).as_numpy("calls").ravel()[0]))
+            assert calls == [1, 1, 2, 1]  # the model ran for each new input only
+            assert _stats(client, "counter")[1]["cache_hit"]["count"] == 2
