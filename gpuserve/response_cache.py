@@ -70,6 +70,7 @@ class ResponseCache:
     def __init__(self, max_bytes: int = DEFAULT_BYTES):
         self.max_bytes = max(int(max_bytes), 0)
         self.bytes = 0
+        self.evictions = 0  # entries dropped to make room
         self._entries: "collections.OrderedDict[bytes, _Entry]" = collections.OrderedDict()
         # request-bytes digest -> (key of the entry holding its answer, model name and version it asked for)
         self._by_bytes: dict = {}
@@ -219,6 +220,7 @@ class ResponseCache:
             if oldest == keep:
                 break
             self._drop(oldest)
+            self.evictions += 1
 
     def _drop(self, key: bytes) -> None:
         entry = self._entries.pop(key, None)

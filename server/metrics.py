@@ -48,6 +48,21 @@ class ServerCollector:
         yield from self._transports()
         yield from self._gpus()
         yield from self._lost_devices()
+        yield from self._response_cache()
+
+    def _response_cache(self):
+        """Triton's server-wide cache gauges (its per-model counters are in `_models`)."""
+        cache = self.plane.response_cache
+        if cache is None:
+            return
+        n = self._name
+        util = GaugeMetricFamily(n("nv_cache_util"), "Cache utilization [0.0 - 1.0]")
+        util.add_metric([], cache.bytes / cache.max_bytes if cache.max_bytes else 0.0)
+        entries = GaugeMetricFamily(n("nv_cache_num_entries"), "Number of responses stored in response cache")
+        entries.add_metric([], len(cache))
+        evictions = GaugeMetricFamily(n("nv_cache_num_evictions"), "Number of cache evictions in response cache")
+        evictions.add_metric([], cache.evictions)
+        yield from (util, entries, evictions)
 
     def _lost_devices(self):
         """1 for each device that reported an error no process recovers from (gpuserve/device_health.py):

@@ -105,7 +105,7 @@ def test_least_recently_used_entries_go_first_and_oversized_answers_are_not_kept
     assert cache.put(keys[3], _response(np.zeros(4096)))
     assert cache.get(keys[1], _request(np.zeros((1, 2), np.float32))) is None  # the least recent went
     assert all(cache.get(k, _request(np.zeros((1, 2), np.float32))) is not None for k in (keys[0], keys[2], keys[3]))
-    assert cache.bytes <= cache.max_bytes and len(cache) == 3
+    assert cache.bytes <= cache.max_bytes and len(cache) == 3 and cache.evictions == 1
     assert not cache.put(cache.key(model, _request(np.ones((1, 2), np.float32))), _response(np.zeros(20000)))
     cache.clear_model("m")
     assert len(cache) == 0 and cache.bytes == 0
@@ -281,6 +281,8 @@ def test_a_repeated_request_is_answered_without_running_the_model(server):
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{server.ports['metrics']}/metrics").read().decode()
     assert 'nv_cache_num_hits_per_model{model="counting",version="1"} 3' in metrics
     assert 'nv_cache_num_misses_per_model{model="counting",version="1"} 2' in metrics
+    entries = [line for line in metrics.splitlines() if line.startswith("nv_cache_num_entries ")]
+    assert entries and float(entries[0].split()[1]) >= 2 and "nv_cache_util " in metrics
 
 
 def test_batched_onnx_model_answers_from_the_cache_with_the_same_values(server):
