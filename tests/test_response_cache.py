@@ -375,18 +375,13 @@ def test_a_failing_cache_never_fails_a_request(server, monkeypatch):
         monkeypatch.setattr(cache, name, broken)
     x = np.random.default_rng(5).normal(size=(1, 4)).astype(np.float32)
     expected = onnx_reference(x, *server.weights)
-    with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
-        for _ in range(2):
-            tensor = httpclient.InferInput("input", [1, 4], "FP32")
-            tensor.set_data_from_numpy(x)
-            np.testing.assert_allclose(client.infer("cached_onnx", [tensor]).as_numpy("output"), expected,
-                                       rtol=1e-5, atol=1e-6)
-    with grpcclient.InferenceServerClient(f"127.0.0.1:{server.ports['grpc']}") as client:
-        for _ in range(2):
-            tensor = grpcclient.InferInput("input", [1, 4], "FP32")
-            tensor.set_data_from_numpy(x)
-            np.testing.assert_allclose(client.infer("cached_onnx", [tensor]).as_numpy("output"), expected,
-                                       rtol=1e-5, atol=1e-6)
+    for module, port in ((httpclient, server.ports["http"]), (grpcclient, server.ports["grpc"])):
+        with module.InferenceServerClient(f"127.0.0.1:{port}") as client:
+            for _ in range(2):
+                tensor = module.InferInput("input", [1, 4], "FP32")
+                tensor.set_data_from_numpy(x)
+                np.testing.assert_allclose(client.infer("cached_onnx", [tensor]).as_numpy("output"), expected,
+                                           rtol=1e-5, atol=1e-6)
 
 
 def test_pipelined_repeats_are_answered_in_order_from_the_cache(server):
