@@ -207,13 +207,16 @@ def render(metrics: Iterable[Metric]) -> bytes:
     lines = []
     for metric in metrics:
         name = metric.name
-        if metric.type == "counter" and not isinstance(metric, ExactCounter):
+        exact = isinstance(metric, ExactCounter)
+        if metric.type == "counter" and not exact:
             name += "_total"
         lines.append(f"# HELP {name} {metric.documentation}")
         lines.append(f"# TYPE {name} {metric.type}")
         for sample in metric.samples:
             labels = ",".join(f'{k}="{_escape(str(v))}"' for k, v in sample.labels.items())
-            value = floatToGoString(sample.value)
+            value = sample.value
+            # Triton's counters print whole numbers as integers (`nv_inference_count{...} 12`)
+            value = str(int(value)) if exact and float(value).is_integer() else floatToGoString(value)
             lines.append(f"{sample.name}{{{labels}}} {value}" if labels else f"{sample.name} {value}")
     return ("\n".join(lines) + "\n").encode()
 
