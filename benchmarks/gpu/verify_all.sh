@@ -10,7 +10,7 @@
 # Then copy the numbers (device, date) into benchmarks/RESULTS.md and the logs into benchmarks/gpu/runs/.
 # On the H200 (2026-12-04) a call of the first four steps took about 3.5 minutes, machine start included;
 # six steps ran in 5.6 (session 8), so a normal call leaves room for a second one with STEPS=... in a
-# 15-minute lease. Each step has its own time limit, there for hangs (together 10.5 minutes: with several
+# 15-minute lease. Each step has its own time limit, there for hangs (together 11 minutes: with several
 # hanging steps the call's own 10 minutes end first): a step that hangs is stopped and said so in its log,
 # and the steps after it still run.
 set -uo pipefail
@@ -106,7 +106,7 @@ step engine gpu_bench.txt 100 python3 "$repo/benchmarks/gpu/gpu_bench.py" --seco
 # torch (eager and CUDA graphs) and TensorRT. ONNX Runtime needs onnxruntime-gpu and TensorRT the tensorrt
 # wheel; the stock image has neither: ONNX Runtime's rows run when fetch_ort_gpu.sh's parts came along,
 # TensorRT's (whose libraries are several GiB) say "skipped".
-step backend backend_gpu.txt 100 python3 "$repo/benchmarks/backend_bench.py" --device cuda:0 --seconds 1 --rounds 2
+step backend backend_gpu.txt 130 python3 "$repo/benchmarks/backend_bench.py" --device cuda:0 --seconds 1 --rounds 2
 # What a load generator sees: `gpuserve start` on torch models on cuda:0 (eager and CUDA graphs), V2 binary
 # HTTP and gRPC at 1/16/64 clients, against the direct call in the same run; answers checked before and
 # after; a stall prints the server's thread stacks.
