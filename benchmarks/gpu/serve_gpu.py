@@ -1,7 +1,8 @@
 """gpuserve over the network on a GPU (issues 5, 6, 8): what a user's load generator sees.
 
 Starts `gpuserve start REPO` on a repository of two torch.export models of the issue's 1024x3 MLP on
-cuda:0 (`mlp` eager, `mlp-graphs` with CUDA graphs), drives each with the built-in closed-loop generator
+cuda:0 (`mlp` eager, `mlp-graphs` with CUDA graphs) and, where onnxruntime-gpu came along, the ONNX MLP on
+ONNX Runtime's CUDA provider (`mlp-onnx`), drives each with the built-in closed-loop generator
 over V2 binary HTTP and over gRPC at 1, 16 and 64 concurrent clients (one row a request), and measures in
 the same run the in-process limits: the module called directly at batch 1 and at the batch size the
 server formed most (read from the server's statistics). Before and after the load, 64 concurrent clients
@@ -31,12 +32,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import loadgen  # noqa: E402  (benchmarks/ is on the path)
 from harness import ServerProcess, batch_counts, free_port  # noqa: E402
-from models import export_torch, torch_mlp  # noqa: E402
+from models import export_torch, mlp_onnx, torch_mlp  # noqa: E402
 
 FEATURES = 1024
 
 
-def repository(root: Path, device: str) -> torch.nn.Module:
+def repository(root: Path, device: str) -> dict:
+    """model name -> its reference: rows -> outputs, computed on the CPU."""
     net = torch_mlp(FEATURES)
     for name, extra in (("mlp", {}), ("mlp-graphs", {"cuda_graphs": True})):
         folder = root / name
@@ -45,7 +47,34 @@ def repository(root: Path, device: str) -> torch.nn.Module:
         (folder / "model-settings.json").write_text(json.dumps({
             "implementation": "torch", "device": device, "max_batch_size": 64,
             "parameters": {"uri": "model.pt2", "extra": extra}}))
-    return net
+
+    def torch_reference(rows):
+        with torch.inference_mode():
+            return net.to("cpu")(torch.from_numpy(rows)).numpy()
+
+    references = {"mlp": torch_reference, "mlp-graphs": torch_reference}
+    onnx_session = _onnx_reference(root / "mlp-onnx", device)
+    if onnx_session is not None:
+        references["mlp-onnx"] = lambda rows: onnx_session.run(None, {"input": rows})[0]
+    return references
+
+
+def _onnx_reference(folder: Path, device: str):
+    """ONNX Runtime's CUDA provider served as `mlp-onnx` (needs onnxruntime-gpu: benchmarks/gpu/fetch_ort_gpu.sh;
+    on `--device cpu` the CPU one, for a smoke run); its CPU session is the reference. None: not served."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    if device != "cpu" and "CUDAExecutionProvider" not in ort.get_available_providers():
+        print(json.dumps({"model": "mlp-onnx", "skipped": f"onnxruntime {ort.__version__} has no CUDA provider"}),
+              flush=True)
+        return None
+    folder.mkdir(parents=True)
+    path = mlp_onnx(folder / "model.onnx", width=FEATURES, in_features=FEATURES)
+    (folder / "model-settings.json").write_text(json.dumps({
+        "implementation": "onnx", "device": device, "max_batch_size": 64, "parameters": {"uri": "model.onnx"}}))
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
 def direct_rows_s(module, rows: int, seconds: float, device: str) -> float:
@@ -60,11 +89,10 @@ def direct_rows_s(module, rows: int, seconds: float, device: str) -> float:
     return done / (time.perf_counter() - start)
 
 
-def answers_wrong(base: str, model: str, net, clients: int = 64, rounds: int = 4) -> str:
-    """'' when `clients` concurrent V2 JSON requests of distinct rows all match the module on the CPU."""
+def answers_wrong(base: str, model: str, reference, clients: int = 64, rounds: int = 4) -> str:
+    """'' when `clients` concurrent V2 JSON requests of distinct rows all match the model on the CPU."""
     rows = np.random.default_rng(7).normal(size=(clients * rounds, FEATURES)).astype(np.float32)
-    with torch.inference_mode():
-        want = net.to("cpu")(torch.from_numpy(rows)).numpy()
+    want = reference(rows)
 
     def ask(i: int) -> str:
         body = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, FEATURES],
@@ -77,7 +105,7 @@ def answers_wrong(base: str, model: str, net, clients: int = 64, rounds: int = 4
         except Exception as exc:  # noqa: BLE001 - reported, not raised
             return f"request {i}: {type(exc).__name__}: {exc}"
         if got.shape != want[i].shape or not np.allclose(got, want[i], rtol=1e-3, atol=1e-3):
-            return f"request {i}: answer differs from the CPU module (max diff {np.abs(got - want[i]).max():.3g})"
+            return f"request {i}: answer differs from the CPU reference (max diff {np.abs(got - want[i]).max():.3g})"
         return ""
 
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
@@ -105,17 +133,17 @@ def main() -> None:
     rows_out, failures = [], []  # any failure makes the step fail (exit 1) after the report
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        net = repository(root / "repo", args.device)
+        references = repository(root / "repo", args.device)
         http, grpc, metrics = free_port(), free_port(), free_port()
         cmd = [sys.executable, "-m", "gpuserve.cli", "start", str(root / "repo"), "--host", "127.0.0.1",
                "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)]
         base = f"http://127.0.0.1:{http}"
         server = ServerProcess("gpuserve", cmd, root / "server.log").start()
         try:
-            server.wait_ready([f"{base}/v2/health/ready", f"{base}/v2/models/mlp/ready",
-                               f"{base}/v2/models/mlp-graphs/ready"], timeout=240)
-            for model in ("mlp", "mlp-graphs"):
-                wrong = answers_wrong(base, model, net)
+            server.wait_ready([f"{base}/v2/health/ready"] + [f"{base}/v2/models/{m}/ready" for m in references],
+                              timeout=240)
+            for model, reference in references.items():
+                wrong = answers_wrong(base, model, reference)
                 print(json.dumps({"model": model, "answers_before_load": wrong or "all right"}), flush=True)
                 failures += [f"{model} before the load: {wrong}"] if wrong else []
                 for protocol in ("v2-binary", "grpc"):
@@ -134,7 +162,7 @@ def main() -> None:
                                             f"{result.requests} answered")
                             dump_server(server, f"{model} {protocol} c={concurrency}")
                             break
-                wrong = answers_wrong(base, model, net)
+                wrong = answers_wrong(base, model, reference)
                 print(json.dumps({"model": model, "answers_after_load": wrong or "all right"}), flush=True)
                 if wrong:
                     failures.append(f"{model} after the load: {wrong}")
@@ -144,7 +172,7 @@ def main() -> None:
         finally:
             server.stop()
             print("server log tail:\n" + server.log_tail(15), flush=True)
-        module = net.to(args.device)
+        module = torch_mlp(FEATURES).to(args.device)  # the torch models' module (same seed), for the limits
         limits = {rows: round(direct_rows_s(module, rows, 1.0, args.device), 1) for rows in (1, 16, 64)}
         name = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "cpu"
         print(json.dumps({"direct_rows_s": limits, "device": name,

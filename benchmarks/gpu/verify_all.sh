@@ -10,7 +10,7 @@
 # Then copy the numbers (device, date) into benchmarks/RESULTS.md and the logs into benchmarks/gpu/runs/.
 # On the H200 (2026-12-04) a call of the first four steps took about 3.5 minutes, machine start included;
 # six steps ran in 5.6 (session 8), so a normal call leaves room for a second one with STEPS=... in a
-# 15-minute lease. Each step has its own time limit, there for hangs (together 11 minutes: with several
+# 15-minute lease. Each step has its own time limit, there for hangs (together 11.5 minutes: with several
 # hanging steps the call's own 10 minutes end first): a step that hangs is stopped and said so in its log,
 # and the steps after it still run.
 set -uo pipefail
@@ -107,10 +107,11 @@ step engine gpu_bench.txt 100 python3 "$repo/benchmarks/gpu/gpu_bench.py" --seco
 # wheel; the stock image has neither: ONNX Runtime's rows run when fetch_ort_gpu.sh's parts came along,
 # TensorRT's (whose libraries are several GiB) say "skipped".
 step backend backend_gpu.txt 130 python3 "$repo/benchmarks/backend_bench.py" --device cuda:0 --seconds 1 --rounds 2
-# What a load generator sees: `gpuserve start` on torch models on cuda:0 (eager and CUDA graphs), V2 binary
+# What a load generator sees: `gpuserve start` on torch models on cuda:0 (eager and CUDA graphs; and ONNX Runtime's
+# CUDA provider when onnxruntime-gpu came along), V2 binary
 # HTTP and gRPC at 1/16/64 clients, against the direct call in the same run; answers checked before and
 # after; a stall prints the server's thread stacks.
-step serve serve_gpu.txt 150 python3 "$repo/benchmarks/gpu/serve_gpu.py" --seconds 2
+step serve serve_gpu.txt 180 python3 "$repo/benchmarks/gpu/serve_gpu.py" --seconds 2
 # Issue 9: a 3x224x224 image sent as FP32 vs as UINT8 normalised on the device (kernels/preprocess.cu),
 # bytes over PCIe per image and images/s through the engine and direct (needs CuPy, which the image has).
 step kernels kernel_bench.txt 50 python3 "$repo/benchmarks/gpu/kernel_bench.py"
