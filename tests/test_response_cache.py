@@ -453,3 +453,38 @@ def test_an_mlserver_runtime_enables_the_cache_in_model_settings(tmp_path):
                 calls.append(int(client.infer("counter", [tensor]).as_numpy("calls").ravel()[0]))
             assert calls == [1, 1, 2, 1]  # the model ran for each new input only
             assert _stats(client, "counter")[1]["cache_hit"]["count"] == 2
+
+
+def test_concurrent_repeats_and_new_inputs_never_get_another_requests_answer(server):
+    """16 clients draw from 12 inputs in both HTTP forms and gRPC, with and without ids: every answer is
+    the one for its own input (hits, misses and byte-level hits interleaved)."""
+    import concurrent.futures
+    import random
+
+    pool = [np.random.default_rng(100 + i).normal(size=(1, 4)).astype(np.float32) for i in range(12)]
+    expected = [onnx_reference(x, *server.weights) for x in pool]
+    http_url, grpc_url = f"127.0.0.1:{server.ports['http']}", f"127.0.0.1:{server.ports['grpc']}"
+
+    def client(seed):
+        chooser = random.Random(seed)
+        wrong = []
+        with httpclient.InferenceServerClient(http_url) as http, grpcclient.InferenceServerClient(grpc_url) as grpc:
+            for n in range(30):
+                i = chooser.randrange(len(pool))
+                form = chooser.choice(("binary", "json", "grpc"))
+                module, c = (grpcclient, grpc) if form == "grpc" else (httpclient, http)
+                tensor = module.InferInput("input", [1, 4], "FP32")
+                if form == "grpc":
+                    tensor.set_data_from_numpy(pool[i])
+                else:
+                    tensor.set_data_from_numpy(pool[i], binary_data=form == "binary")
+                request_id = chooser.choice(("", f"r{seed}-{n}"))
+                result = c.infer("cached_onnx", [tensor], request_id=request_id)
+                got = result.as_numpy("output")
+                if not np.allclose(got, expected[i], rtol=1e-5, atol=1e-6):
+                    wrong.append((form, i))
+        return wrong
+
+    with concurrent.futures.ThreadPoolExecutor(16) as executor:
+        wrong = [w for ws in executor.map(client, range(16)) for w in ws]
+    assert wrong == []
