@@ -21,3 +21,18 @@ def test_harness_smoke_mode(tmp_path):
     assert all(float(r["rps"]) > 0 and int(r["errors"]) == 0 for r in gpuserve)
     table = (tmp_path / "http.md").read_text()
     assert "gpuserve" in table and "In-process limit" in table
+
+
+def test_cache_bench_smoke(tmp_path):
+    """benchmarks/cache_bench.py runs gpuserve through the launch line and answers both models without
+    errors (its numbers are for RESULTS.md, never asserted here)."""
+    import json
+
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cache_bench.py"), "--servers", "gpuserve",
+                          "--seconds", "0.3", "--warmup", "0.1", "--concurrency", "1,4"],
+                         capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    assert {(r["model"], r["c"]) for r in rows} == {("mlp", 1), ("mlp", 4), ("mlp_cached", 1), ("mlp_cached", 4)}
+    assert all(r["rps"] > 0 and r["errors"] == 0 for r in rows)
+    assert "| gpuserve | mlp_cached |" in out.stdout
