@@ -22,6 +22,8 @@ def _parser() -> argparse.ArgumentParser:
                                 "folders, bare model.onnx files, numbered version folders).")
     start.add_argument("folder", nargs="?", default=None,
                        help="model repository folder (default: GPUSERVE_MODEL_REPOSITORY_ROOT or .)")
+    start.add_argument("--model-repository", "--model-store", dest="model_repository", default=None,
+                       metavar="FOLDER", help="as Triton: the model repository folder, in place of FOLDER")
     start.add_argument("--http-port", type=int, default=None, help="REST port (default 8080, env GPUSERVE_HTTP_PORT)")
     start.add_argument("--grpc-port", type=int, default=None, help="gRPC port (default 8081, env GPUSERVE_GRPC_PORT)")
     start.add_argument("--metrics-port", type=int, default=None,
@@ -44,11 +46,7 @@ def start(args: argparse.Namespace) -> int:
     from gpuserve.repository import DiskRepository
     from gpuserve.settings import ServerSettings
 
-    folder = args.folder
-    if folder is None:
-        import os
-
-        folder = os.environ.get("GPUSERVE_MODEL_REPOSITORY_ROOT", ".")
+    folder = repository_folder(args)
     if not Path(folder).is_dir():
         raise GpuserveError(f"model repository folder '{folder}' does not exist or is not a folder")
     from gpuserve.response_cache import parse_cache_config
@@ -73,6 +71,17 @@ def start(args: argparse.Namespace) -> int:
 
     ModelServer(settings=settings, registered_models=registry).start()
     return 0
+
+
+def repository_folder(args: argparse.Namespace) -> str:
+    """FOLDER, or Triton's --model-repository, or GPUSERVE_MODEL_REPOSITORY_ROOT, or the current folder."""
+    import os
+
+    if args.folder is not None and args.model_repository is not None and \
+            os.path.abspath(args.folder) != os.path.abspath(args.model_repository):
+        raise GpuserveError(f"two model repositories given: '{args.folder}' and --model-repository "
+                            f"'{args.model_repository}'; gpuserve serves one")
+    return args.folder or args.model_repository or os.environ.get("GPUSERVE_MODEL_REPOSITORY_ROOT", ".")
 
 
 def _stacks_on_sigusr1() -> None:

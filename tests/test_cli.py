@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "configs" / "demo"
@@ -75,6 +76,22 @@ def test_bad_settings_file_is_a_clear_error(tmp_path):
     (tmp_path / "settings.json").write_text("{broken")
     out = run([*GPUSERVE, "start", str(tmp_path)])
     assert out.returncode == 2 and "settings.json" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_triton_model_repository_flag_names_the_folder(tmp_path, monkeypatch):
+    from gpuserve.cli import _parser, repository_folder
+    from gpuserve.errors import GpuserveError
+
+    parse = _parser().parse_args
+    monkeypatch.delenv("GPUSERVE_MODEL_REPOSITORY_ROOT", raising=False)
+    assert repository_folder(parse(["start", "--model-repository", str(tmp_path)])) == str(tmp_path)
+    assert repository_folder(parse(["start", "--model-store", str(tmp_path)])) == str(tmp_path)
+    assert repository_folder(parse(["start", str(tmp_path), "--model-repository", str(tmp_path)])) == str(tmp_path)
+    assert repository_folder(parse(["start"])) == "."
+    with pytest.raises(GpuserveError, match="two model repositories"):
+        repository_folder(parse(["start", str(tmp_path), "--model-repository", str(tmp_path / "other")]))
+    out = run([*GPUSERVE, "start", "--model-repository", str(tmp_path / "nope")])
+    assert out.returncode == 2 and "does not exist" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_bad_cache_config_is_a_clear_error(tmp_path):
