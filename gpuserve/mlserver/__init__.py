@@ -1,8 +1,8 @@
-"""MLServer's Python API on gpuserve: runtimes written for MLServer run with only the imports changed.
+"""MLServer's Python API on gpuserve: runtimes written for MLServer run unchanged.
 
-    from gpuserve.mlserver import MLModel                     # was: from mlserver import MLModel
-    from gpuserve.mlserver.types import InferenceRequest      # was: from mlserver.types import ...
-    from gpuserve.mlserver.codecs import decode_args, NumpyCodec
+    from mlserver import MLModel                     # where MLServer is not installed: this package
+    from mlserver.types import InferenceRequest      # (gpuserve/mlserver/alias.py), also importable as
+    from mlserver.codecs import decode_args          # gpuserve.mlserver, gpuserve.mlserver.types, ...
 
 `MLModel` runtimes named by `implementation` in `model-settings.json` are served through an
 adapter (`gpuserve.mlserver.model.MLModelAdapter`); `types` are MLServer's pydantic payloads,
