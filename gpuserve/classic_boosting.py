@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from gpuserve.classic_forest import MAX_NODES, PREDICT, PREDICT_PROBA, TreeStack, takes
+from gpuserve.classic_forest import MAX_NODES, PREDICT_PROBA, TreeStack, answers, takes
 
 
 class BoostingPredictor:
@@ -72,7 +72,7 @@ class BoostingPredictor:
 
     def run(self, output: str, x: Any) -> Optional[np.ndarray]:
         """`estimator.<output>(x)`, or None where scikit-learn must answer."""
-        if output not in (PREDICT, PREDICT_PROBA) or (output == PREDICT_PROBA and not self.classifier):
+        if not answers(output, self.classifier):
             return None
         raw = self._raw(x)
         if raw is None:

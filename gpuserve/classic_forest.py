@@ -115,7 +115,7 @@ class ForestPredictor:
 
     def run(self, output: str, x: Any) -> Optional[np.ndarray]:
         """`estimator.<output>(x)`, or None where scikit-learn must answer."""
-        if output not in (PREDICT, PREDICT_PROBA) or (output == PREDICT_PROBA and not self.classifier):
+        if not answers(output, self.classifier):
             return None
         rows = self._rows(x)
         if rows is None:
@@ -126,6 +126,11 @@ class ForestPredictor:
         if self.classifier:
             return self.classes.take(np.argmax(mean, axis=1), axis=0)
         return mean[:, 0]
+
+
+def answers(output: str, classifier: bool) -> bool:
+    """Whether the NumPy walks answer this output: `predict`, and `predict_proba` for a classifier."""
+    return output == PREDICT or (output == PREDICT_PROBA and classifier)
 
 
 def takes(x: Any, features: int, max_rows: int) -> bool:
