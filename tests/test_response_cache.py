@@ -167,7 +167,10 @@ def test_requests_to_models_without_the_cache_are_never_hashed(server, monkeypat
         tensor = grpcclient.InferInput("input", [1, 4], "FP32")
         tensor.set_data_from_numpy(x)
         client.infer("plain", [tensor])
-    assert len(hashed) == 1 and "cached_onnx" in hashed[0]
+        assert len(hashed) == 1 and "cached_onnx" in hashed[0]
+        tensor.set_data_from_numpy(x + 7)  # a miss: the message is hashed once, for the lookup and the keeping
+        client.infer("cached_onnx", [tensor])
+    assert hashed[1:] == ["grpc"]
 
 
 def test_server_cache_size_from_settings_and_environment(tmp_path, monkeypatch):

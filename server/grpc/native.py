@@ -145,17 +145,17 @@ class Call:
             elif len(self.messages) != 1:
                 self.finish(grpc.StatusCode.INTERNAL, f"a unary call needs one request message, got {len(self.messages)}")
             else:
-                message = self.messages.pop()
+                message, request_key = self.messages.pop(), None
                 if self.method.name == "ModelInfer":
                     try:
-                        answer = self.server.cached_answer(message)
+                        answer, request_key = self.server.cached_answer(message)
                     except Exception:  # never fail a call here: the full path answers it, errors included
                         logger.exception("response cache lookup failed")
                         answer = None
                     if answer is not None:  # these exact bytes were answered from the response cache
                         self.send(answer)
                         return self.finish(grpc.StatusCode.OK, "")
-                self.task = asyncio.ensure_future(self._run_unary(message))
+                self.task = asyncio.ensure_future(self._run_unary(message, request_key))
                 self.server.calls.add(self.task)
                 self.task.add_done_callback(self.server.calls.discard)
 
@@ -229,7 +229,7 @@ class Call:
         else:  # trailers-only: one HEADERS frame ends the stream
             self.connection.send_headers(self.stream_id, RESPONSE_HEADERS + block, end_stream=True)
 
-    async def _run_unary(self, message: bytes) -> None:
+    async def _run_unary(self, message: bytes, request_key: Optional[bytes] = None) -> None:
         method = self.method
         try:
             request = method.request_class.FromString(message)
@@ -249,7 +249,7 @@ class Call:
         self.finish(grpc.StatusCode.OK, "")
         if self.context.cache_entry is not None and not self.context.trailing:
             try:
-                self.server.keep_answer(message, self.context.cache_entry, answer)
+                self.server.keep_answer(message, request_key, self.context.cache_entry, answer)
             except Exception:  # the call is answered; only the cache missed out
                 logger.exception("response cache insertion failed")
 
@@ -288,20 +288,23 @@ class NativeGrpcServer:
         self.plane = plane
 
     # the response cache's byte layer (gpuserve/response_cache.py): a ModelInfer message seen before -------
-    def cached_answer(self, message: bytes) -> Optional[bytes]:
+    def cached_answer(self, message: bytes) -> Tuple[Optional[bytes], Optional[bytes]]:
+        """(the answer these exact bytes got before, or None; the message's digest when it was taken)."""
         cache = self.plane.response_cache
         if cache is None:
-            return None
+            return None, None
         name = _model_name(message)
         if name is None or not cache.answers_bytes_for(name):
-            return None  # a model with no kept answers: its requests are not hashed
+            return None, None  # a model with no kept answers: its requests are not hashed
         request_key = cache.bytes_key("grpc", message)
-        return self.plane.cached_answer(request_key) if request_key is not None else None
+        return (self.plane.cached_answer(request_key) if request_key is not None else None), request_key
 
-    def keep_answer(self, message: bytes, entry: tuple, answer: bytes) -> None:
+    def keep_answer(self, message: bytes, request_key: Optional[bytes], entry: tuple, answer: bytes) -> None:
+        """Keep the serialized answer under the message's digest (taken here unless the lookup took it)."""
         cache = self.plane.response_cache
-        request_key = cache.bytes_key("grpc", message) if cache is not None else None
-        if request_key is not None:
+        if cache is not None and request_key is None:
+            request_key = cache.bytes_key("grpc", message)
+        if cache is not None and request_key is not None:
             key, name, version = entry
             cache.put_encoded(request_key, key, answer, name, version, len(answer))
 
