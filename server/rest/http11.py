@@ -63,7 +63,10 @@ class Request:
 
     @property
     def body(self) -> bytes:
-        return self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
+        """The whole body; a body that came in pieces is joined once, however often it is read."""
+        if len(self.chunks) > 1:
+            self.chunks = [b"".join(self.chunks)]
+        return self.chunks[0] if self.chunks else b""
 
     def split_url(self) -> Tuple[str, bytes, bytes]:
         """(path, raw path, query); the common origin-form URL without escapes is not parsed."""
