@@ -36,7 +36,37 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("--cache-config", action="append", default=None, metavar="local,size=BYTES",
                        help="as Triton: the response cache's size for models that enable it (default 128 MiB, "
                        "env GPUSERVE_RESPONSE_CACHE_BYTES; size=0 turns it off)")
+    control = start.add_argument_group("model control, as Triton's flags (default: every model loads at "
+                                       "start-up and the repository extension may load and unload)")
+    control.add_argument("--model-control-mode", choices=("none", "explicit", "poll"), default=None,
+                         help="none: every model loads at start-up, load/unload requests are refused; explicit: "
+                         "only --load-model models load at start-up; poll: as none, and the folder is scanned "
+                         "for added, changed and removed models")
+    control.add_argument("--load-model", action="append", default=None, metavar="NAME",
+                         help="with --model-control-mode explicit: a model to load at start-up (repeat; '*': all)")
+    control.add_argument("--repository-poll-secs", type=float, default=None, metavar="SECONDS",
+                         help="with --model-control-mode poll: seconds between scans (default 15)")
     return parser
+
+
+def model_control(args: argparse.Namespace) -> dict:
+    """Settings for Triton's model control flags (none where no flag was given)."""
+    mode = getattr(args, "model_control_mode", None)
+    log = logging.getLogger("gpuserve")
+    if args.load_model and mode != "explicit":
+        log.warning("--load-model takes effect only with --model-control-mode explicit (as Triton); ignored")
+    if args.repository_poll_secs is not None and mode != "poll":
+        log.warning("--repository-poll-secs takes effect only with --model-control-mode poll (as Triton); ignored")
+    if mode == "none":
+        return {"model_control_enabled": False}
+    if mode == "explicit":
+        return {"model_control_enabled": True, "load_models_at_startup": False, "startup_models": args.load_model or []}
+    if mode == "poll":
+        seconds = 15.0 if args.repository_poll_secs is None else args.repository_poll_secs
+        if seconds <= 0:
+            raise GpuserveError(f"--repository-poll-secs must be more than 0, got {args.repository_poll_secs:g}")
+        return {"model_control_enabled": False, "repository_poll_seconds": seconds}
+    return {}
 
 
 def start(args: argparse.Namespace) -> int:
@@ -57,7 +87,8 @@ def start(args: argparse.Namespace) -> int:
         raise GpuserveError(str(exc)) from None
     settings = ServerSettings.load(folder, http_port=args.http_port, grpc_port=args.grpc_port,
                                    metrics_port=args.metrics_port, host=args.host, device=args.device,
-                                   log_level=args.log_level, workers=args.workers, response_cache_bytes=cache_bytes)
+                                   log_level=args.log_level, workers=args.workers, response_cache_bytes=cache_bytes,
+                                   **model_control(args))
     from gpuserve.logging_setup import configure_logging
 
     configure_logging(settings)
@@ -66,7 +97,8 @@ def start(args: argparse.Namespace) -> int:
         from gpuserve.server.workers import serve_workers
 
         return serve_workers(str(folder), settings)
-    registry = DiskRepository(folder, device=settings.device, parallel_workers=settings.parallel_workers).populate(ModelRepository())
+    registry = DiskRepository(folder, device=settings.device, parallel_workers=settings.parallel_workers).populate(
+        ModelRepository(), settings.startup_selection())
     from gpuserve.server.model_server import ModelServer
 
     ModelServer(settings=settings, registered_models=registry).start()

@@ -16,7 +16,7 @@ from gpuserve import device_health, response_cache
 from gpuserve.adaptive import AdaptiveBatcher
 from gpuserve.classification import apply_classification
 from gpuserve.engine.stats import ModelStats
-from gpuserve.errors import InvalidInput, ModelLoadError, ModelNotFound, Unimplemented
+from gpuserve.errors import InvalidInput, ModelControlDisabled, ModelLoadError, ModelNotFound
 from gpuserve.model import InferenceVerb, Model
 from gpuserve.model_repository import ModelRepository
 from gpuserve.runtime_settings import RuntimeSettings
@@ -26,6 +26,10 @@ from gpuserve.types import InferRequest, InferResponse
 from gpuserve.version import __version__
 
 logger = logging.getLogger("gpuserve")
+
+# Triton's words for the same refusal, then which setting made it (tritonclient users search for the former).
+CONTROL_OFF = ("explicit model load / unload is not allowed: the server manages its models itself "
+               "(--model-control-mode none or poll, or model_control_enabled=false)")
 
 # Set by the transports whose calls may carry many responses per request (gRPC ModelStreamInfer); a model
 # that answers with a stream (Triton's decoupled models) refuses calls that cannot carry one.
@@ -147,17 +151,18 @@ class DataPlane:
 
     async def load_model(self, name: str) -> None:
         if not self.model_control:
-            raise Unimplemented("model control is disabled (model_control_enabled=false)")
+            raise ModelControlDisabled(CONTROL_OFF)
         if self.response_cache is not None:
             self.response_cache.clear_model(name)  # a model loaded again may answer differently
         if not await self.repository.load_async(name):
             model = self.repository.get_model(name)
-            reason = getattr(model, "reason", "") or "load() did not make the model ready"
+            reason = getattr(self.repository, "load_failures", {}).get(name) or getattr(model, "reason", "") or \
+                "load() did not make the model ready"
             raise ModelLoadError(f"failed to load '{name}': {reason}")
 
     async def unload_model(self, name: str) -> None:
         if not self.model_control:
-            raise Unimplemented("model control is disabled (model_control_enabled=false)")
+            raise ModelControlDisabled(CONTROL_OFF)
         if self.response_cache is not None:
             self.response_cache.clear_model(name)
         await self.repository.unload_async(name)

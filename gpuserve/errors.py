@@ -98,6 +98,13 @@ class Unimplemented(GpuserveError):
     http, grpc = 501, "UNIMPLEMENTED"
 
 
+class ModelControlDisabled(GpuserveError):
+    """A repository load/unload while the server manages its models itself (Triton's model control modes
+    none and poll, MLServer's model_control_enabled=false): Triton answers these UNAVAILABLE (503)."""
+
+    http, grpc = 503, "UNAVAILABLE"
+
+
 class InferenceError(GpuserveError):
     http, grpc = 500, "INTERNAL"
 

@@ -64,7 +64,10 @@ class ModelRepository:
         # Set by the disk repository: every model name under models_dir with its versions ("" for none),
         # so the repository index lists models that are on disk but not loaded, as Triton and MLServer do.
         self.catalog: Optional[Callable[[], Dict[str, List[str]]]] = None
+        # Set by the disk repository: per model on disk, a digest of its files (poll mode compares them).
+        self.fingerprints: Optional[Callable[[], Dict[str, str]]] = None
         self.unloaded: set = set()  # names unloaded through the repository API since
+        self.load_failures: Dict[str, str] = {}  # why the last reload of a still-serving model failed
         self.plane = None  # the DataPlane serving this registry, set by it (in-process calls go through it)
 
     # KServe's API -------------------------------------------------------------------------------
@@ -143,14 +146,27 @@ class ModelRepository:
         models = self.source(name)
         if not models:
             raise ModelNotFound(name)
-        old = self._versions.pop(name, {})
-        self.models.pop(name, None)
+        # The new versions load beside the old ones, which serve meanwhile; as Triton, a reload that fails
+        # leaves a loaded model as it was, and one that succeeds replaces it with no gap in service.
         ok = True
         for model in models:
             if getattr(model, "ready", False) is False and not getattr(model, "reason", ""):
                 ok = await run_load(model) and ok
             else:
                 ok = bool(model.ready) and ok
+        old = self._versions.get(name, {})
+        self.load_failures.pop(name, None)
+        if not ok and any(getattr(m, "ready", False) for m in old.values()):
+            self.load_failures[name] = "; ".join(m.reason for m in models if not m.ready and m.reason) or \
+                "load() did not make the model ready"
+            logger.error("model '%s': reload failed (%s); the loaded model keeps serving", name,
+                         self.load_failures[name])
+            for model in models:
+                await stop_model(model)
+            return False
+        self._versions.pop(name, None)
+        self.models.pop(name, None)
+        for model in models:
             self.update(model)
         for model in old.values():
             await stop_model(model)
@@ -159,6 +175,9 @@ class ModelRepository:
 
     async def unload_async(self, name: str) -> bool:
         if name not in self._versions:
+            if self.catalog is not None and name in await asyncio.to_thread(self.catalog):
+                self.unloaded.add(name)  # on disk and not loaded: already as asked (Triton answers success)
+                return True
             raise ModelNotFound(name)
         models = self._versions.pop(name).values()
         self.models.pop(name, None)

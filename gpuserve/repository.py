@@ -9,12 +9,13 @@ A model that cannot be built is registered not ready with the reason, never rais
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import inspect
 import logging
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Collection, Dict, List, Optional
 
 from gpuserve.errors import GpuserveError, InvalidSettings
 from gpuserve.import_path import move_on_path
@@ -212,11 +213,42 @@ class DiskRepository:
         """Every model name found on disk with its versions ("" for an unversioned one)."""
         return {name: [s.parameters.version or "" for s in group] for name, group in self.scan().items()}
 
-    def populate(self, registry: ModelRepository) -> ModelRepository:
+    def fingerprints(self) -> Dict[str, str]:
+        """Per model on disk, a digest of its files' paths, sizes and modification times, and of the
+        versions its settings pick: what poll mode compares between two scans."""
+        found: Dict[str, str] = {}
+        for name, group in self.scan().items():
+            digest = hashlib.blake2b(digest_size=16)
+            digest.update(repr(sorted(s.parameters.version or "" for s in group)).encode())
+            paths = set()
+            for settings in group:
+                if settings.folder:
+                    paths.update(p for p in Path(settings.folder).rglob("*") if "__pycache__" not in p.parts)
+                if settings.parameters.uri:
+                    paths.add(Path(settings.parameters.uri))
+            for path in sorted(paths):
+                try:
+                    stat = path.stat()
+                except OSError:  # gone between the listing and now: the next scan sees the change
+                    continue
+                if not path.is_dir():
+                    digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+            found[name] = digest.hexdigest()
+        return found
+
+    def populate(self, registry: ModelRepository, only: Optional[Collection[str]] = None) -> ModelRepository:
+        """Register the models on disk for loading at start-up: all of them, or those named in `only`
+        (Triton's explicit mode); the rest stay in the catalog, loadable through the repository extension."""
         registry.models_dir = str(self.root)
         registry.source = self.build
         registry.catalog = self.catalog
-        for group in self.scan().values():
+        registry.fingerprints = self.fingerprints
+        found = self.scan()
+        for name in sorted(set(only or ()) - set(found)):
+            logger.error("model '%s' was named to load at start-up but is not in %s", name, self.root)
+        for name, group in found.items():
+            if only is not None and name not in only:
+                continue
             for settings in group:
                 registry.update(self._build_one(settings))
         return registry

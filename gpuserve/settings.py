@@ -145,7 +145,12 @@ class ServerSettings(BaseSettings):
     max_asyncio_workers: Optional[int] = None
     model_repository_root: Optional[str] = None
     load_models_at_startup: bool = True
+    # With load_models_at_startup off, the models that still load at start-up (Triton's --load-model; "*": all).
+    startup_models: List[str] = Field(default_factory=list)
     model_control_enabled: bool = True
+    # Seconds between scans of the repository folder for added, changed and removed models (Triton's
+    # --model-control-mode poll with --repository-poll-secs); 0: never.
+    repository_poll_seconds: float = 0.0
     strict_readiness: bool = False
     allow_client_shm: bool = True  # clients may register system shared-memory regions
     device: str = "auto"
@@ -171,6 +176,26 @@ class ServerSettings(BaseSettings):
     @classmethod
     def _device(cls, value: str) -> str:
         return _check_device(value)
+
+    @field_validator("startup_models")
+    @classmethod
+    def _startup_models(cls, value: List[str]) -> List[str]:
+        if "*" in value and len(value) > 1:  # as Triton
+            raise ValueError("'*' (every model) must be the only model named to load at start-up")
+        return value
+
+    @field_validator("repository_poll_seconds")
+    @classmethod
+    def _poll(cls, value: float) -> float:
+        if value < 0:
+            raise ValueError("repository_poll_seconds must be 0 (off) or more")
+        return value
+
+    def startup_selection(self) -> Optional[List[str]]:
+        """The models to load at start-up: None for every model on disk, else their names."""
+        if self.load_models_at_startup or "*" in self.startup_models:
+            return None
+        return list(self.startup_models)
 
     @field_validator("http_port", "grpc_port", "metrics_port")
     @classmethod

@@ -27,6 +27,7 @@ from gpuserve.errors import InvalidSettings
 from gpuserve.logging_setup import configure_logging
 from gpuserve.model import BaseKServeModel
 from gpuserve.model_repository import ModelRepository, run_load, stop_model
+from gpuserve.repository_poll import RepositoryPoller
 from gpuserve.settings import ServerSettings
 from gpuserve.server.app import build_app
 from gpuserve.server.metrics import Exposition
@@ -224,9 +225,14 @@ class ModelServer:
         gc.freeze()
         gc.set_threshold(50_000, 50, 100)
         self.dataplane.started = True
+        poller = self._start_polling()
         self.started.set()
         stop_wait = asyncio.ensure_future(self._stopping.wait())
         done, _ = await asyncio.wait([*tasks, stop_wait], return_when=asyncio.FIRST_COMPLETED)
+        if poller is not None:
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller
         for server in self._servers:
             server.stop()
         if grpc_server is not None:
@@ -273,6 +279,25 @@ class ModelServer:
                 logger.info("model %s is ready", label)
             else:
                 logger.error("model %s is NOT ready: %s", label, model.reason)
+
+    def _start_polling(self) -> Optional[asyncio.Task]:
+        """Triton's poll mode (`repository_poll_seconds`): follow the repository folder's changes."""
+        seconds = self.settings.repository_poll_seconds
+        if not seconds:
+            return None
+        if getattr(self.registered_models, "fingerprints", None) is None:
+            logger.warning("repository_poll_seconds is set, but these models come from no repository folder; "
+                           "not polling")
+            return None
+        plane = self.dataplane
+
+        def changed(name: str) -> None:
+            if plane.response_cache is not None:
+                plane.response_cache.clear_model(name)
+
+        logger.info("polling the model repository every %.3g s", seconds)
+        poller = RepositoryPoller(self.registered_models, seconds, changed)
+        return asyncio.ensure_future(poller.run())
 
     async def _stop_models(self) -> None:
         for _, _, model in self.registered_models.all_versions():

@@ -44,7 +44,7 @@ def _worker(folder: str, settings_json: str, index: int) -> None:
     configure_logging(settings)
     os.environ["GPUSERVE_WORKER_INDEX"] = str(index)
     registry = DiskRepository(folder, device=settings.device, parallel_workers=settings.parallel_workers
-                              ).populate(ModelRepository())
+                              ).populate(ModelRepository(), settings.startup_selection())
     ModelServer(settings=settings, registered_models=registry).start()
 
 
