@@ -149,12 +149,16 @@ class DataPlane:
             index.sort(key=lambda e: (e["name"], _version_order(e["version"])))
         return index
 
-    async def load_model(self, name: str) -> None:
+    async def load_model(self, name: str, config: Optional[str] = None, files: Optional[Dict[str, bytes]] = None
+                         ) -> None:
+        """Load or reload; `config` (JSON) and `files` are Triton's load parameters (load_override.py)."""
         if not self.model_control:
             raise ModelControlDisabled(CONTROL_OFF)
         if self.response_cache is not None:
             self.response_cache.clear_model(name)  # a model loaded again may answer differently
-        if not await self.repository.load_async(name):
+        loaded = await (self.repository.load_async(name, config, files) if config is not None or files
+                        else self.repository.load_async(name))
+        if not loaded:
             model = self.repository.get_model(name)
             reason = getattr(self.repository, "load_failures", {}).get(name) or getattr(model, "reason", "") or \
                 "load() did not make the model ready"

@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import shutil
 from typing import Callable, Dict, List, Optional
 
-from gpuserve.errors import ModelNotFound, ModelNotReady
+from gpuserve.errors import InvalidInput, ModelNotFound, ModelNotReady
 from gpuserve.model import BaseKServeModel
 
 logger = logging.getLogger("gpuserve")
@@ -137,13 +138,18 @@ class ModelRepository:
             raise ModelNotReady(name, getattr(model, "reason", "") or None)
         return model
 
-    async def load_async(self, name: str) -> bool:
+    async def load_async(self, name: str, config: Optional[str] = None, files: Optional[Dict[str, bytes]] = None
+                         ) -> bool:
+        """Load or reload `name`; `config` (JSON) and `files` are Triton's load-time overrides."""
+        override = config is not None or bool(files)
         if self.source is None:
+            if override:
+                raise InvalidInput("a config or files given at load time need a repository folder (gpuserve start FOLDER)")
             model = self.models.get(name)
             if model is None:
                 raise ModelNotFound(name)
             return await run_load(model)
-        models = self.source(name)
+        models = await asyncio.to_thread(self.source, name, config, files) if override else self.source(name)
         if not models:
             raise ModelNotFound(name)
         # The new versions load beside the old ones, which serve meanwhile; as Triton, a reload that fails
@@ -199,6 +205,9 @@ async def stop_model(model: BaseKServeModel) -> None:
         except Exception:
             logger.exception("model '%s' failed to close its engine", model.name)
     await asyncio.to_thread(_stop, model)
+    scratch = getattr(model, "scratch_folder", None)
+    if scratch:  # a folder made for a load with a config or files (load_override.py)
+        await asyncio.to_thread(shutil.rmtree, scratch, True)
 
 
 def _stop(model: BaseKServeModel) -> None:

@@ -19,6 +19,7 @@ from typing import Collection, Dict, List, Optional
 
 from gpuserve.errors import GpuserveError, InvalidSettings
 from gpuserve.import_path import move_on_path
+from gpuserve.load_override import scratch_folder
 from gpuserve.model import BaseKServeModel
 from gpuserve.model_repository import ModelRepository
 from gpuserve.runtimes import ARTEFACT_RUNTIMES, BUILTIN_RUNTIMES
@@ -186,8 +187,19 @@ class DiskRepository:
         except (GpuserveError, ValueError, KeyError, TypeError) as exc:
             return [_broken(folder, str(exc) if isinstance(exc, GpuserveError) else f"invalid config.pbtxt: {exc}")]
 
-    def build(self, name: str) -> List[BaseKServeModel]:
-        return [self._build_one(s) for s in self.scan().get(name, [])]
+    def build(self, name: str, config: Optional[str] = None, files: Optional[Dict[str, bytes]] = None
+              ) -> List[BaseKServeModel]:
+        """Fresh model objects for `name`; with a config or files given at load time (load_override.py),
+        from a scratch folder that goes when the models stop."""
+        found = self.scan().get(name, [])
+        if config is None and not files:
+            return [self._build_one(s) for s in found]
+        original = next((Path(s.folder) for s in found if s.folder), None)
+        folder = scratch_folder(name, original, config, files or {})
+        models = [self._build_one(s) for s in self._triton(folder)]
+        for model in models:
+            model.scratch_folder = str(folder.parent)
+        return models
 
     def _build_one(self, settings: ModelSettings) -> BaseKServeModel:
         broken = settings.model_extra.get("_broken") if settings.model_extra else None

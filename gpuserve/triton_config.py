@@ -7,6 +7,7 @@ through generated message classes. Fields that repeat in ModelConfig are always 
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from pathlib import Path
@@ -131,6 +132,57 @@ class _ListValue(list):
 
 def parse_pbtxt(text: str) -> Dict[str, Any]:
     return _Parser(_tokens(text)).message(None)
+
+
+def to_pbtxt(config: Dict[str, Any]) -> str:
+    """A config in Triton's JSON form (what read_config returns, what load requests carry) as protobuf text,
+    so a config given at load time is read where every reader looks for one. Lists are written in brackets,
+    so fields this parser does not know to repeat still come back as lists."""
+    lines: List[str] = []
+    _write_fields(config, lines, "")
+    return "\n".join(lines) + "\n"
+
+
+def _write_fields(fields: Dict[str, Any], lines: List[str], indent: str) -> None:
+    for name, value in fields.items():
+        if name in MAPS and isinstance(value, dict):
+            for key, entry in value.items():
+                lines.append(f"{indent}{name} {{")
+                lines.append(f"{indent}  key: {_scalar(key)}")
+                _write_value("value", entry, lines, indent + "  ")
+                lines.append(f"{indent}}}")
+        else:
+            _write_value(name, value, lines, indent)
+
+
+def _write_value(name: str, value: Any, lines: List[str], indent: str) -> None:
+    if isinstance(value, dict):
+        lines.append(f"{indent}{name} {{")
+        _write_fields(value, lines, indent + "  ")
+        lines.append(f"{indent}}}")
+    elif isinstance(value, list) and any(isinstance(item, dict) for item in value):
+        lines.append(f"{indent}{name} [")
+        for item in value:
+            if not isinstance(item, dict):
+                raise InvalidSettings(f"config field '{name}' mixes messages and values")
+            lines.append(f"{indent}  {{")
+            _write_fields(item, lines, indent + "    ")
+            lines.append(f"{indent}  }},")
+        lines.append(f"{indent}]")
+    elif isinstance(value, list):
+        lines.append(f"{indent}{name}: [{', '.join(_scalar(item) for item in value)}]")
+    else:
+        lines.append(f"{indent}{name}: {_scalar(value)}")
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # ASCII with \u escapes, which the tokenizer decodes
+    raise InvalidSettings(f"config value {value!r} is neither a message, a list, a string, a number nor a bool")
 
 
 def read_config(folder: Path) -> Dict[str, Any]:

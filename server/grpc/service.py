@@ -21,9 +21,9 @@ from typing import AsyncIterator, Dict, Optional, Tuple
 import grpc
 
 from gpuserve.dataplane import STREAMING, DataPlane
+from gpuserve.load_override import load_parameters
 from gpuserve.engine.batcher import LONE_INLINE_OK
-from gpuserve.errors import (GpuserveError, InvalidInput, InvalidSettings, ModelNotFound,
-                             Unimplemented, status_of)
+from gpuserve.errors import GpuserveError, InvalidInput, InvalidSettings, ModelNotFound, status_of
 from gpuserve.settings import ServerSettings
 from gpuserve.server.grpc import convert
 from gpuserve.server.grpc import inference_pb2 as pb
@@ -207,10 +207,10 @@ class InferenceServicer:
     async def RepositoryModelLoad(self, request, context):
         if not request.model_name:
             raise InvalidInput("'model_name' is required")
-        if len(request.parameters):
-            raise Unimplemented(f"loading with parameters ({', '.join(sorted(request.parameters))}) is not "
-                                "supported by gpuserve; change the model's folder and load it by name")
-        await self.plane.load_model(request.model_name)
+        parameters = {key: getattr(value, value.WhichOneof("parameter_choice") or "string_param")
+                      for key, value in request.parameters.items()}
+        config, files = load_parameters(parameters, files_in_base64=False)
+        await self.plane.load_model(request.model_name, config, files)
         return pb.RepositoryModelLoadResponse()
 
     @_guard

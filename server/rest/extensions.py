@@ -8,7 +8,8 @@ from fastapi import FastAPI
 from starlette.requests import Request
 
 from gpuserve.dataplane import DataPlane
-from gpuserve.errors import Unimplemented
+from gpuserve.errors import InvalidInput
+from gpuserve.load_override import load_parameters
 from gpuserve.server.rest.common import ErrorRoutes, guarded, json_object_body, json_response
 
 
@@ -118,10 +119,10 @@ def add_extension_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes) ->
     @guard
     async def repository_load(model_name: str, request: Request):
         parameters = (await json_object_body(request)).get("parameters") or {}
-        if parameters:
-            raise Unimplemented(f"loading with parameters ({', '.join(sorted(parameters))}) is not supported; "
-                                "change the model's folder and load it by name")
-        await plane.load_model(model_name)
+        if not isinstance(parameters, dict):
+            raise InvalidInput("'parameters' must be a JSON object")
+        config, files = load_parameters(parameters, files_in_base64=True)
+        await plane.load_model(model_name, config, files)
         return json_response({})
 
     @app.post("/v2/repository/models/{model_name}/unload", tags=["V2 repository"], summary="Unload a model")
