@@ -15,9 +15,9 @@ import inspect
 import logging
 import sys
 from pathlib import Path
-from typing import Collection, Dict, List, Optional
+from typing import Any, Collection, Dict, List, Optional
 
-from gpuserve.errors import GpuserveError, InvalidSettings
+from gpuserve.errors import GpuserveError, InvalidSettings, ModelNotReady
 from gpuserve.import_path import move_on_path
 from gpuserve.load_override import scratch_folder
 from gpuserve.model import BaseKServeModel
@@ -41,6 +41,10 @@ class UnavailableModel(BaseKServeModel):
 
     def load(self) -> bool:
         return False
+
+    def metadata(self) -> Dict[str, Any]:
+        """Nothing is known of a model that was never built: its metadata and config requests get why."""
+        raise ModelNotReady(self.name, self.reason)
 
 
 def _artefact(folder: Path) -> Optional[Path]:
@@ -166,10 +170,13 @@ class DiskRepository:
             if _artefact(folder):
                 found.setdefault(folder.name, []).append(
                     ModelSettings(name=folder.name, parameters={"uri": str(_artefact(folder))}, folder=str(folder)))
-            for version, vfolder in sorted(_version_folders(folder).items()):
+            versions = _version_folders(folder)
+            if versions:  # as Triton's completed config: version_policy latest 1 (the others stay on disk)
+                version = max(versions, key=int)
                 found.setdefault(folder.name, []).append(
-                    ModelSettings(name=folder.name, parameters={"uri": str(_artefact(vfolder)), "version": version},
-                                  folder=str(folder)))
+                    ModelSettings(name=folder.name, parameters={"uri": str(_artefact(versions[version])),
+                                                                "version": version}, folder=str(folder),
+                                  triton_version_policy={"latest": {"num_versions": 1}}))
         return found
 
     @staticmethod

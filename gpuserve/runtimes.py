@@ -29,6 +29,7 @@ from gpuserve.errors import (InvalidInput, InvalidSettings, ModelLoadError, Mode
                              exception_chain)
 from gpuserve.kernels.preprocess import Normalize
 from gpuserve.kernels.stage import NO_KERNELS, ImageInput, KernelPlan, Ragged
+from gpuserve.declared_tensors import reconcile
 from gpuserve.kernels.topk import TopK
 from gpuserve.model import Model
 from gpuserve.runtimes_classic import CLASSIC_RUNTIMES
@@ -43,6 +44,7 @@ class FrameworkModel(Model):
     """Request checking, engine submission and response building shared by artefact-backed models."""
 
     platform = ""
+    describes_itself = True  # the model file declares its tensors (a config.pbtxt is checked against them)
     engine_backed = True  # the engine's instances parallelise it; parallel_workers does not apply
     classifies_outputs = True  # the classification extension runs in the engine (top-k in the kernel stage)
     plain_predict = True  # the data plane may await predict directly while no pipeline hook is overridden
@@ -61,6 +63,9 @@ class FrameworkModel(Model):
         self.device_failure = ""  # a sticky CUDA error that ended its service (gpuserve/device_health.py)
         self.kernels: KernelPlan = NO_KERNELS
         self.client_inputs: list = []  # the inputs as clients send them (the kernel stage may change them)
+        self.served_inputs: list = []  # the backend's tensors, as a config.pbtxt narrowed them
+        self.served_outputs: list = []
+        self.default_outputs: Optional[List[str]] = None
 
     # to be provided by each framework ----------------------------------------------------------
     def make_backend(self, path: Path, device: str, threads: int):
@@ -85,6 +90,7 @@ class FrameworkModel(Model):
             self.fallback = backends[0].fallback  # e.g. TensorRT EP asked for, CUDA EP running
         try:
             self.kernels = kernel_plan(self.name, self.settings, backends[0])
+            self.served_inputs, self.served_outputs = self._served_tensors(backends[0])
             samples = warmup_samples(self.settings, backends[0].inputs)
             if samples:
                 runs = run_warmup(self.name, backends, samples, self.prepare)
@@ -94,7 +100,10 @@ class FrameworkModel(Model):
             _unload_all(backends)
             raise
         self.backend = backends[0]
-        self.client_inputs = client_inputs(self.kernels, self.backend.inputs)
+        self.client_inputs = client_inputs(self.kernels, self.served_inputs)
+        # A config.pbtxt that lists fewer outputs than the file has: requests get the listed ones (as Triton)
+        self.default_outputs = [o.name for o in self.served_outputs] \
+            if len(self.served_outputs) < len(self.backend.outputs) else None
         batchable = all(s.shape and s.shape[0] == -1 for s in self.backend.inputs + self.backend.outputs)
         config = batching_config(self.settings, batchable)
         limit = int(getattr(self.backend, "max_batch_size", 0) or 0)  # e.g. a TensorRT profile's max
@@ -110,6 +119,15 @@ class FrameworkModel(Model):
         logger.info("model %s: %d instance(s) on %s, max_batch_size %d", self.name, count, self.backend.device,
                     config.max_batch_size)
         return True
+
+    def _served_tensors(self, backend) -> tuple:
+        """(inputs, outputs) as clients see them: a config.pbtxt's declared tensors checked against and merged
+        with the model file's (gpuserve/declared_tensors.py), else the file's own."""
+        triton = "triton_max_batch_size" in (self.settings.model_extra or {})
+        if not triton or not self.describes_itself or self.kernels is not NO_KERNELS:
+            return list(backend.inputs), list(backend.outputs)
+        return (reconcile(self.name, self.settings.inputs, backend.inputs, "input"),
+                reconcile(self.name, self.settings.outputs, backend.outputs, "output"))
 
     def _build_backends(self, path: Path, device: str, count: int) -> list:
         """One backend per instance; a device that runs out of memory sends them all to the CPU."""
@@ -166,7 +184,7 @@ class FrameworkModel(Model):
             [t.model_dump(exclude={"parameters"}) for t in self.settings.inputs]
 
     def get_output_types(self) -> List[Dict]:
-        return [s.as_metadata() for s in self.backend.outputs] if self.backend else \
+        return [s.as_metadata() for s in self.served_outputs] if self.backend else \
             [t.model_dump(exclude={"parameters"}) for t in self.settings.outputs]
 
     def metadata(self) -> Dict[str, Any]:
@@ -244,9 +262,9 @@ class FrameworkModel(Model):
 
     async def predict(self, payload, headers=None, response_headers=None):
         if isinstance(payload, InferRequest):
-            wanted = [o.name for o in payload.request_outputs] if payload.request_outputs else None
-            if wanted:
-                known = {o.name for o in self.backend.outputs}
+            wanted = [o.name for o in payload.request_outputs] if payload.request_outputs else self.default_outputs
+            if payload.request_outputs:
+                known = {o.name for o in self.served_outputs}
                 unknown = [n for n in wanted if n not in known]
                 if unknown:
                     raise InvalidInput(f"unexpected inference output {unknown} for model '{self.name}'")
@@ -424,6 +442,7 @@ class TorchModel(FrameworkModel):
     so declare `inputs`/`outputs` in the model settings to get checking and batching."""
 
     platform = "pytorch_libtorch"
+    describes_itself = False  # TorchScript declares no tensors: the config's are the model's
 
     def artefact(self) -> Path:
         path = super().artefact()

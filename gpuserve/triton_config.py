@@ -284,6 +284,9 @@ def settings_from_config(folder: Path, config: Dict[str, Any], version: Optional
                        for key, value in (w.get("inputs") or {}).items()},
         } for i, w in enumerate(warmups)]
     label_file = next((o.get("label_filename") for o in config.get("output", []) if o.get("label_filename")), None)
+    labels = {o["name"]: o["label_filename"] for o in config.get("output", []) if o.get("label_filename")}
+    if labels:  # the config endpoints show them as written
+        settings["triton_label_files"] = labels
     extra = optimization_settings(config)
     if runtime not in ("tensorrt", "triton_python", "ensemble"):  # their backends read none of these; nor do we
         extra.update(backend_parameters(config))

@@ -68,8 +68,12 @@ def test_discovery_and_failures_with_reasons(repo, http):
             out = client.post(f"/v2/models/{name}/infer", json={
                 "inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 1, 1, 1]}]}).json()
             assert np.allclose(out["outputs"][0]["data"], onnx_reference(x, *weights[name]).ravel(), rtol=1e-5)
-        assert client.get("/v2/models/versioned").json()["versions"] == ["1", "2"]
-        for version in ("1", "2"):
+        # as Triton's completed config (no config.pbtxt): version_policy latest 1, so only version 2 serves
+        assert client.get("/v2/models/versioned").json()["versions"] == ["2"]
+        assert client.get("/v2/models/versioned/config").json()["version_policy"] == {"latest": {"num_versions": 1}}
+        assert client.post("/v2/models/versioned/versions/1/infer", json={
+            "inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 1, 1, 1]}]}).status_code == 404
+        for version in ("2",):
             out = client.post(f"/v2/models/versioned/versions/{version}/infer", json={
                 "inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 1, 1, 1]}]}).json()
             assert out["model_version"] == version

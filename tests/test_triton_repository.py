@@ -4,6 +4,7 @@ and broken configs reported with a reason while the rest keep serving."""
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
 
 from conftest import make_onnx_model, onnx_reference, running_server
 from gpuserve import ModelRepository
@@ -137,3 +138,75 @@ def test_a_malformed_session_parameter_is_a_reason_not_a_silent_default(tmp_path
             index = {m["name"]: m for m in client.get_model_repository_index()}
             assert message in index["bad"]["reason"] and not client.is_model_ready("bad")
             assert client.is_model_ready("good")
+
+
+def dynamic_onnx(path):
+    """Y = X and Z = -X, every axis dynamic: what a model exported with dynamic axes looks like."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["X"], ["Y"]), helper.make_node("Neg", ["X"], ["Z"])], "dyn",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", "M"])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", "M"]),
+         helper.make_tensor_value_info("Z", TensorProto.FLOAT, ["N", "M"])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+PINNED = """platform: "onnxruntime_onnx"
+max_batch_size: 8
+input [ {{ name: "{input}", data_type: {dtype}, dims: [ {dims} ] }} ]
+output [ {{ name: "Y", data_type: TYPE_FP32, dims: [ 4 ], label_filename: "labels.txt" }} ]
+"""
+
+
+def pinned_repo(root, name, input="X", dtype="TYPE_FP32", dims="4"):
+    (root / name / "1").mkdir(parents=True)
+    dynamic_onnx(root / name / "1" / "model.onnx")
+    (root / name / "config.pbtxt").write_text(PINNED.format(input=input, dtype=dtype, dims=dims))
+    (root / name / "labels.txt").write_text("a\nb\nc\nd\n")
+
+
+def test_config_tensors_are_checked_against_the_model_and_narrow_it(tmp_path):
+    pinned_repo(tmp_path, "pinned")
+    pinned_repo(tmp_path, "typo", input="WRONG")
+    pinned_repo(tmp_path, "wrongtype", dtype="TYPE_INT32")
+    pinned_repo(tmp_path, "wrongrank", dims="4, 2")
+    with running_server(repository=DiskRepository(tmp_path).populate(ModelRepository())) as server:
+        with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
+            meta = client.get_model_metadata("pinned")
+            # the config's more specific shape, and only the outputs it lists (perf_analyzer reads these)
+            assert meta["inputs"] == [{"name": "X", "datatype": "FP32", "shape": [-1, 4]}]
+            assert [o["name"] for o in meta["outputs"]] == ["Y"] and meta["outputs"][0]["shape"] == [-1, 4]
+            config = client.get_model_config("pinned")
+            assert config["input"][0]["dims"] == [4] and config["output"][0]["label_filename"] == "labels.txt"
+            x = np.arange(8, dtype=np.float32).reshape(2, 4)
+            tensor = httpclient.InferInput("X", [2, 4], "FP32")
+            tensor.set_data_from_numpy(x)
+            result = client.infer("pinned", [tensor])
+            assert np.array_equal(result.as_numpy("Y"), x) and result.as_numpy("Z") is None
+            wrong = httpclient.InferInput("X", [2, 5], "FP32")
+            wrong.set_data_from_numpy(np.zeros((2, 5), np.float32))
+            with pytest.raises(InferenceServerException, match="shape") as err:
+                client.infer("pinned", [wrong])
+            assert err.value.status() == "400"
+            index = {m["name"]: m for m in client.get_model_repository_index()}
+            assert "unexpected inference input 'WRONG'" in index["typo"]["reason"]
+            assert "TYPE_INT32" not in index["wrongtype"]["reason"] and "INT32" in index["wrongtype"]["reason"]
+            assert "[-1, 4, 2]" in index["wrongrank"]["reason"]
+            for name in ("typo", "wrongtype", "wrongrank"):
+                assert not client.is_model_ready(name)
+
+
+def test_metadata_of_a_model_that_never_built_says_why(tmp_path):
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "config.pbtxt").write_text('name: "bad" platform: "onnxruntime_onnx" input [ { name: ')
+    with running_server(repository=DiskRepository(tmp_path).populate(ModelRepository())) as server:
+        with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
+            for call in (client.get_model_metadata, client.get_model_config):
+                with pytest.raises(InferenceServerException, match="not ready.*expected") as err:
+                    call("bad")
+                assert err.value.status() == "503"
+            assert client.is_server_live()
