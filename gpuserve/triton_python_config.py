@@ -13,6 +13,8 @@ import threading
 from pathlib import Path
 from typing import Any, Dict, List
 
+import numpy as np
+
 from gpuserve import triton_pb_utils as pb
 from gpuserve.backends.base import TensorSpec
 from gpuserve.datatypes import shape_fits
@@ -149,6 +151,24 @@ def completed_config(config: Dict[str, Any], name: str, device: str) -> Dict[str
     return out
 
 
+def bytes_elements(array: np.ndarray, name: str) -> np.ndarray:
+    """A BYTES input as Triton's Python backend hands it over: `bytes` elements whichever way the client
+    sent them (JSON strings arrive as `str`); an element that is neither is the client's error."""
+    flat = array.ravel()
+    if all(type(x) is bytes for x in flat):
+        return array
+    out = np.empty(flat.shape, dtype=object)
+    for i, element in enumerate(flat):
+        if isinstance(element, str):
+            out[i] = element.encode("utf-8")
+        elif isinstance(element, (bytes, bytearray, memoryview)):
+            out[i] = bytes(element)
+        else:
+            raise InvalidInput(f"input '{name}': BYTES elements must be strings, got {type(element).__name__} "
+                               f"({element!r})")
+    return out.reshape(array.shape)
+
+
 def checked_inputs(model: str, request, by_name: Dict[str, TensorSpec], optional, max_batch_size: int
                    ) -> Dict[str, Any]:
     """A request's arrays by name, checked against the config's inputs (by name) as Triton checks them
@@ -163,6 +183,8 @@ def checked_inputs(model: str, request, by_name: Dict[str, TensorSpec], optional
             raise InvalidInput(f"inference input '{tensor.name}' data-type is '{tensor.datatype}', but model "
                                f"'{model}' expects '{spec.datatype}'")
         array = tensor.as_numpy()
+        if spec.datatype == "BYTES" and array.dtype == object:
+            array = bytes_elements(array, tensor.name)
         if not shape_fits(spec.shape, array.shape):
             raise InvalidInput(f"unexpected shape for input '{tensor.name}' for model '{model}'. "
                                f"Expected {spec.shape}, got {list(array.shape)}")

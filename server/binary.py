@@ -14,6 +14,7 @@ import orjson
 
 from gpuserve.datatypes import numpy_to_raw, raw_to_numpy
 from gpuserve.errors import InvalidInput
+from gpuserve.server.rest.common import loads
 from gpuserve.shared_memory import is_shared_memory_output
 from gpuserve.types import InferRequest, InferResponse, array_to_json
 
@@ -25,10 +26,7 @@ def decode_request(body: bytes, header_length: str, model_name: str, version: Op
         raise InvalidInput(f"invalid Inference-Header-Content-Length '{header_length}'") from None
     if json_length < 0 or json_length > len(body):
         raise InvalidInput(f"Inference-Header-Content-Length {json_length} is outside the body of {len(body)} bytes")
-    try:
-        header = orjson.loads(body[:json_length])
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"Unrecognized request format: {exc}") from None
+    header = loads(bytes(body[:json_length]))
     request = InferRequest.from_rest(model_name, header, version)
     view = memoryview(body)
     offset = json_length

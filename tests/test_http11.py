@@ -147,6 +147,10 @@ def test_oversized_bodies_are_413_and_the_server_keeps_serving(server):
         sock.sendall(post(b"/v2/models/doubler/infer", b" " * 5000))
         (reply,), _ = read_responses(sock, 1)
         assert reply[0] == 413 and reply[1][b"connection"] == b"close"
+    with connect(server) as sock:  # a declared length over the limit is refused at once, before any body
+        sock.sendall(b"POST /v2/models/doubler/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n")
+        (reply,), _ = read_responses(sock, 1, timeout=5.0)
+        assert reply[0] == 413 and b"99999999999" in reply[2] and reply[1][b"connection"] == b"close"
     with connect(server) as sock:  # chunked, no length given: cut off once past the limit
         sock.sendall(b"POST /v2/models/doubler/infer HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
                      + b"800\r\n" + b" " * 2048 + b"\r\n" + b"800\r\n" + b" " * 2048 + b"\r\n" + b"1\r\n \r\n0\r\n\r\n")

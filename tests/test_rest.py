@@ -193,6 +193,16 @@ def test_json_integers_keep_their_exact_values(client):
     assert outputs == {"a": [2**64 - 1, 0, 7], "b": [-2**63, 5], "c": [-128, 127]}
 
 
+def test_json_nan_and_infinity_tokens_are_read_as_triton_reads_them(client):
+    # tritonclient's JSON encoder writes these for non-finite floats; strict JSON parsers refuse them
+    body = b'{"inputs": [{"name": "x", "shape": [3], "datatype": "FP32", "data": [NaN, Infinity, -Infinity]}]}'
+    for binary in (False, True):
+        headers = {"Inference-Header-Content-Length": str(len(body))} if binary else {}
+        reply = client.post("/v2/models/echo/infer", content=body, headers=headers)
+        assert reply.status_code == 200, reply.text
+    assert client.post("/v2/models/echo/infer", content=body.replace(b"NaN", b"NaNa")).status_code == 400
+
+
 def test_output_requested_twice_comes_back_once(client):
     body = {"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [3]}],
             "outputs": [{"name": "x_x2"}, {"name": "x_x2"}]}

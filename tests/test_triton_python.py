@@ -8,6 +8,7 @@ import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
@@ -382,6 +383,13 @@ def test_request_checks_bytes_parameters_and_requested_outputs(repo):
             assert json.loads(params) == {"lang": "en", "n": 3}
             assert request_id == b"r-7" and names == b"TEXT_OUT,META"
             assert result.get_response()["parameters"] == {"answered": True}
+            # JSON strings reach execute as bytes too, as in Triton (not str: bytes.upper() would fail)
+            text.set_data_from_numpy(np.array(["héllo", "x"], dtype=object), binary_data=False)
+            result = client.infer("strings", [text], outputs=[httpclient.InferRequestedOutput("TEXT_OUT")])
+            assert result.as_numpy("TEXT_OUT").tolist() == ["héllo".encode().upper(), b"X"]
+            answer = httpx.post(f"http://127.0.0.1:{server.ports['http']}/v2/models/strings/infer", json={
+                "inputs": [{"name": "TEXT", "shape": [1], "datatype": "BYTES", "data": [5]}]})
+            assert answer.status_code == 400 and "must be strings" in answer.json()["error"]
             for inputs, message in (
                     ([_fp32("INPUT0", np.zeros(4, np.float32))], "unexpected inference input 'INPUT0'"),
                     ([_int32(1, name="TEXT")], "data-type is 'INT32', but model 'strings' expects 'BYTES'")):
@@ -603,6 +611,9 @@ def test_sequence_batching_keeps_each_sequence_on_its_instance_in_order(tmp_path
             tensor.set_data_from_numpy(np.array([[5]], np.int32))
             with pytest.raises(InferenceServerException, match="integer correlation IDs") as caught:
                 client.infer("accumulate", [tensor], sequence_id="text-id", sequence_start=True)
+            assert caught.value.status() == "400"
+            with pytest.raises(InferenceServerException, match="unsigned 64-bit") as caught:
+                client.infer("accumulate", [tensor], sequence_id=-5, sequence_start=True, sequence_end=True)
             assert caught.value.status() == "400"
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import logging
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -92,9 +93,21 @@ def decompress(body: bytes, encoding: Optional[str], limit: int) -> bytes:
 def parse_json(body: bytes) -> Any:
     if not body:
         raise InvalidInput("request body is empty; expected JSON")
+    return loads(body)
+
+
+def loads(body) -> Any:
+    """orjson, and where it refuses NaN / Infinity / -Infinity (which tritonclient's JSON encoder writes for
+    such floats, and Triton reads), Python's json, which takes them."""
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        raw = body if isinstance(body, (bytes, bytearray)) else bytes(body)
+        if b"NaN" in raw or b"Infinity" in raw:
+            try:
+                return json.loads(raw)
+            except ValueError:
+                pass
         raise InvalidInput(f"Unrecognized request format: {exc}") from None
 
 

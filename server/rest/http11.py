@@ -44,9 +44,13 @@ class _HeadTooLarge(Exception):
     """Raised from a parser callback; httptools turns it into HttpParserError with this as context."""
 
 
+def _declared_length(request: "Request") -> str:
+    return next((value.decode("latin-1") for name, value in request.headers if name == b"content-length"), "?")
+
+
 class Request:
     __slots__ = ("method", "url", "headers", "chunks", "size", "too_large", "keep_alive", "version",
-                 "expect_continue", "route", "head_bytes")
+                 "expect_continue", "route", "head_bytes", "answered")
 
     def __init__(self) -> None:
         self.url = b""
@@ -60,6 +64,7 @@ class Request:
         self.version = "1.1"
         self.route = None  # ('infer' | 'predict', model, version) for the routes answered here
         self.head_bytes = 0
+        self.answered = False  # refused from its headers alone (a declared length over the limit)
 
     @property
     def body(self) -> bytes:
@@ -190,6 +195,13 @@ class HttpConnection(asyncio.Protocol):
                 request.expect_continue = True
         if request.expect_continue and not request.too_large and self.task is None and not self.pending:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if request.too_large and self.task is None and not self.pending:
+            # Refused from the declared length alone, now: the client may wait for an answer before sending
+            # a body this large (or send it slowly); the connection closes, as the rest may still come.
+            request.answered, request.keep_alive = True, False
+            self._write_error(request, PayloadTooLarge(
+                f"request body of {_declared_length(request)} bytes exceeds the limit of {self.server.body_limit} bytes"))
+            self.transport.close()
 
     def on_body(self, chunk: bytes) -> None:
         request = self.request
@@ -203,6 +215,8 @@ class HttpConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         request, self.request = self.request, None
+        if request.answered:
+            return
         if self.task is None:
             self._start(request)
         else:
