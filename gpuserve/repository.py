@@ -66,7 +66,9 @@ def import_class(dotted: str, folder: Optional[Path]):
         raise InvalidSettings(f"implementation '{dotted}' must be a dotted path like my_module.MyModel")
     if folder is not None:
         where = str(folder)
-        if where not in sys.path:
+        # First on the path, even when already on it further down: a spawned worker inherits the parent's
+        # path, where every model folder holding a `models.py` is, and must import its own folder's module.
+        if not sys.path or sys.path[0] != where:
             move_on_path(where, first=True)  # a new list: imports on other threads walk the old one
         top = module_name.split(".")[0]
         loaded = sys.modules.get(top)

@@ -48,3 +48,29 @@ def test_cpu_bound_model_runs_in_two_worker_processes(tmp_path, http):
         bad = client.post("/v1/models/busy:predict", json={"rows": []})
         assert bad.status_code == 500 and "instances" in bad.json()["error"]
         assert client.post("/v1/models/busy:predict", json={"instances": [10]}).json()["predictions"] == [285]
+
+
+def test_each_worker_imports_its_own_folders_module(tmp_path, http):
+    # MLServer's layout: a models.py next to each model-settings.json, the same module name in every folder.
+    # Spawned workers inherit the parent's sys.path, where the folders imported before theirs come first.
+    for letter in "abc":
+        folder = tmp_path / letter
+        folder.mkdir()
+        (folder / "model-settings.json").write_text(json.dumps(
+            {"name": f"model-{letter}", "implementation": f"models.Runtime{letter.upper()}", "parallel_workers": 1}))
+        (folder / "models.py").write_text(textwrap.dedent(f"""
+            from gpuserve import Model
+
+            class Runtime{letter.upper()}(Model):
+                def load(self):
+                    self.ready = True
+
+                def predict(self, payload, headers=None):
+                    return {{"predictions": ["{letter}"]}}
+            """))
+    registry = DiskRepository(tmp_path).populate(ModelRepository())
+    with running_server(repository=registry) as server:
+        client = http(server)
+        for letter in "abc":
+            reply = client.post(f"/v1/models/model-{letter}:predict", json={"instances": [1]})
+            assert reply.status_code == 200 and reply.json()["predictions"] == [letter], reply.text

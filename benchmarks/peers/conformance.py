@@ -450,6 +450,35 @@ async def _(ctx):
     return await call(ctx.c.load_model("ghost", config="{not json"))
 
 
+FILED_MODEL = b"""import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        return [pb_utils.InferenceResponse([pb_utils.Tensor(
+            "Y", pb_utils.get_input_tensor_by_name(r, "X").as_numpy() * 3)]) for r in requests]
+"""
+FILED_CONFIG = {"backend": "python", "max_batch_size": 8,
+                "input": [{"name": "X", "data_type": "TYPE_FP32", "dims": [4]}],
+                "output": [{"name": "Y", "data_type": "TYPE_FP32", "dims": [4]}]}
+
+
+@case("load_model from files and config, infer, unload")
+async def _(ctx):
+    import numpy as np
+
+    name = f"filed_{ctx.kind}"
+    await call(ctx.c.load_model(name, config=json.dumps(FILED_CONFIG), files={"file:1/model.py": FILED_MODEL}))
+    try:
+        config = await call(ctx.c.get_model_config(name, **({"as_json": True} if ctx.grpc else {})))
+        config = config.get("config", config)
+        result = await call(ctx.c.infer(name, [ctx.fp32(np.ones((2, 4), np.float32), name="X")]))
+        return Summary({"ready": await call(ctx.c.is_model_ready(name)), "max_batch_size": int(config["max_batch_size"]),
+                        "Y": tensor_summary(result.as_numpy("Y"))})
+    finally:
+        await call(ctx.c.unload_model(name))
+
+
 # statistics ------------------------------------------------------------------------------------------
 @case("get_inference_statistics all (entry keys)")
 async def _(ctx):
@@ -1406,7 +1435,8 @@ KEPT = {
     "unload_model unknown": "Triton succeeds; gpuserve answers 404/NOT_FOUND as KServe and MLServer (1.7.1, checked) do",
     "unload unknown (raw)": "as unload_model unknown",
     "unload with parameters": "as unload_model unknown",
-    "load_model with bad config JSON": "gpuserve does not load from a config override (501/UNIMPLEMENTED)",
+    "load_model with bad config JSON": "Triton polls the repository for the unknown model first (500/INTERNAL); "
+                                       "gpuserve reads the config first: 400/INVALID_ARGUMENT, not valid JSON",
     "update_log_settings unknown key": "Triton ignores unknown keys silently; gpuserve refuses typos with 400",
     "update_trace_settings unknown key": "as update_log_settings unknown key",
     "update_trace_settings bad level": "Triton accepts trace_level LOUD; gpuserve refuses it with 400",
