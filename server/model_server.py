@@ -126,6 +126,10 @@ class ModelServer:
                          metrics_port=metrics_port, host=host, graceful_shutdown_seconds=grace_period)
         if settings is None:
             settings = ServerSettings.load(None, **overrides)
+            if "metrics_port" not in settings.model_fields_set and "enable_metrics_server" not in settings.model_fields_set:
+                # A KServe script: KServe serves /metrics on the HTTP port only (so does gpuserve, always); a
+                # separate port nobody asked for would keep a second such server from starting.
+                settings = settings.model_copy(update={"enable_metrics_server": False})
         else:
             settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
         self.settings = settings

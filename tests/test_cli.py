@@ -199,16 +199,20 @@ def test_kserve_script_runs_with_only_the_import_changed(tmp_path):
         if __name__ == "__main__":
             ModelServer().start([MyModel("custom-model")])
         """))
-    http = free_port()
-    proc = start([sys.executable, str(script), "--http_port", str(http), "--grpc_port", str(free_port())],
-                 env={"GPUSERVE_METRICS_PORT": str(free_port())})
+    # Two such scripts side by side, as KServe runs them: /metrics is on each HTTP port, and no separate
+    # metrics port (8082 by default for `gpuserve start`) is taken unless asked for.
+    ports = [free_port(), free_port()]
+    procs = [start([sys.executable, str(script), "--http_port", str(http), "--grpc_port", str(free_port())])
+             for http in ports]
     try:
-        wait_ready(http, proc)
-        reply = httpx.post(f"http://127.0.0.1:{http}/v1/models/custom-model:predict", json={"instances": [1, 2]})
-        assert reply.json() == {"predictions": [3, 6]}
+        for http, proc in zip(ports, procs):
+            wait_ready(http, proc)
+            reply = httpx.post(f"http://127.0.0.1:{http}/v1/models/custom-model:predict", json={"instances": [1, 2]})
+            assert reply.json() == {"predictions": [3, 6]}
+            assert "nv_inference_count" in httpx.get(f"http://127.0.0.1:{http}/metrics").text
     finally:
-        code = stop(proc)
-    assert code == 0
+        codes = [stop(proc) for proc in procs]
+    assert codes == [0, 0]
 
 
 def test_two_workers_share_the_ports_and_stop_cleanly(tmp_path):
