@@ -44,10 +44,9 @@ def register(name: str, description: str):
 
 
 def log(**values: float) -> None:
-    """Record one observation per keyword for the model serving the current request."""
+    """Record one observation per keyword for the model serving the current request; a metric not yet
+    registered is registered on the fly, as MLServer's `mlserver.log` does."""
     model_name, model_version = _current.get()
     for name, value in values.items():
-        metric = _metrics.get(name)
-        if metric is None:
-            raise ValueError(f"metric '{name}' was not registered; call gpuserve.metrics.register first")
+        metric = _metrics.get(name) or register(name, name)
         metric.labels(model_name=model_name, model_version=model_version).observe(value)

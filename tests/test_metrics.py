@@ -99,6 +99,7 @@ def test_custom_metrics_across_parallel_workers(tmp_path):
 
             def predict(self, payload, headers=None):
                 metrics.log(rows_seen=len(payload["instances"]))
+                metrics.log(never_registered=2.5)  # as MLServer's mlserver.log: registered on the fly
                 return {"predictions": payload["instances"]}
         """))
     registry = DiskRepository(tmp_path).populate(ModelRepository())
@@ -110,3 +111,6 @@ def test_custom_metrics_across_parallel_workers(tmp_path):
     counts = [float(v) for v in re.findall(r'^rows_seen_count\{model_name="counted",model_version=""\} (\S+)$', text, re.M)]
     sums = [float(v) for v in re.findall(r'^rows_seen_sum\{model_name="counted",model_version=""\} (\S+)$', text, re.M)]
     assert sum(counts) == 8 and sum(sums) == sum(range(1, 9))
+    fly = [float(v) for v in re.findall(r'^never_registered_sum\{model_name="counted",model_version=""\} (\S+)$',
+                                        text, re.M)]
+    assert sum(fly) == 8 * 2.5
