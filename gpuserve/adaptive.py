@@ -139,7 +139,8 @@ class AdaptiveBatcher:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"adaptive-{self.model.name}")
         future = asyncio.get_running_loop().create_future()
-        job = Job({}, rows, key, future, parameters={"request": request, "headers": headers})
+        # As MLServer, max_batch_size counts requests, not rows: each job takes one place in a batch.
+        job = Job({}, 1, key, future, parameters={"request": request, "headers": headers, "rows": rows})
         self.queue.put(job)
         return await future
 
@@ -156,17 +157,14 @@ class AdaptiveBatcher:
 
     async def _form_and_run(self, first: Job) -> None:
         batch = [first]
-        batch += self.queue.take_matching(first.key, self.max_batch_size - first.rows)
+        batch += self.queue.take_matching(first.key, self.max_batch_size - 1)
         if self.max_batch_time > 0:
             deadline = first.arrival + self.max_batch_time
-            rows = sum(j.rows for j in batch)
-            while rows < self.max_batch_size and (remaining := deadline - time.monotonic()) > 0:
+            while len(batch) < self.max_batch_size and (remaining := deadline - time.monotonic()) > 0:
                 if not await self.queue.wait_for_more(remaining):
                     break
-                more = self.queue.take_matching(first.key, self.max_batch_size - rows)
-                batch += more
-                rows += sum(j.rows for j in more)
-        rows = sum(j.rows for j in batch)
+                batch += self.queue.take_matching(first.key, self.max_batch_size - len(batch))
+        rows = sum(job.parameters["rows"] for job in batch)
         self.batches_formed[rows] = self.batches_formed.get(rows, 0) + 1
         await self._run(batch)
 
@@ -178,7 +176,7 @@ class AdaptiveBatcher:
             return
         try:
             response, response_headers = await self.model(merge_requests(requests), headers)
-            parts = split_response(response, requests, [job.rows for job in batch], self.model.name)
+            parts = split_response(response, requests, [job.parameters["rows"] for job in batch], self.model.name)
         except Exception as exc:
             logger.warning("batch of %d for %s failed (%s); running each request alone", len(batch),
                            self.model.name, exc)
