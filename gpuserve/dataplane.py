@@ -10,6 +10,7 @@ import contextvars
 import inspect
 import logging
 import time
+import uuid
 from typing import Any, Dict, Optional, Tuple
 
 from gpuserve import device_health, response_cache
@@ -187,6 +188,8 @@ class DataPlane:
         shm_outputs = resolve_shared_memory(self.shared_memory, request)  # inputs read, outputs noted
         model = self.repository.resolve(request.model_name, request.model_version)
         request.headers = headers
+        if request.id is None and getattr(model, "generates_ids", False):
+            request.id = str(uuid.uuid4())
         cache_key = None
         if self.response_cache is not None and model.ready and response_cache.enabled_for(model):
             looked_up = time.perf_counter_ns()

@@ -196,6 +196,7 @@ def test_echo_runtime_over_rest_and_grpc(served):
     outputs = by_name(body)
     assert outputs["parameters-np"] == {"name": "parameters-np", "shape": [2, 2], "datatype": "INT32",
                                         "data": [1, 2, 3, 4]}
+    assert len(body["id"]) == 36  # as MLServer: a request without an id gets a UUID, echoed in the answer
     assert outputs["parameters-str"]["data"] == ["hello world "]
 
     result = served.grpc.infer("content-type-example", [

@@ -72,3 +72,13 @@ def test_settings_class_has_mlservers_names_and_env_prefix(monkeypatch):
     monkeypatch.setenv("MLSERVER_HTTP_PORT", "8123")
     settings = Settings(parallel_workers=0)
     assert settings.http_port == 8123 and settings.parallel_workers == 0 and settings.server_name == "mlserver"
+
+
+def test_model_settings_default_max_batch_size_is_zero_as_mlservers():
+    from gpuserve.mlserver.settings import ModelSettings as MLServerModelSettings, as_mlserver_settings
+    from gpuserve.settings import ModelSettings as Native
+
+    assert MLServerModelSettings().max_batch_size == 0  # a runtime may test `max_batch_size > 1`
+    assert as_mlserver_settings(Native(name="m")).max_batch_size == 0
+    assert as_mlserver_settings(Native(name="m", max_batch_size=8)).max_batch_size == 8
+    assert Native(name="m").max_batch_size is None  # gpuserve's own: "choose for me" (engine models)

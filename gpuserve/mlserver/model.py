@@ -184,6 +184,8 @@ class MLModel:
 class MLModelAdapter(Model):
     """A gpuserve `Model` around one MLModel runtime: V2 requests in, MLServer types at the edge."""
 
+    generates_ids = True  # as MLServer: a request without an `id` gets a fresh UUID, echoed in the answer
+
     def __init__(self, runtime: MLModel, settings: Any = None):
         super().__init__(runtime.name)
         self.runtime = runtime

@@ -64,6 +64,7 @@ class ModelSettings(_NativeSettings):
     outputs: List[MetadataTensor] = Field(default_factory=list)  # type: ignore[assignment]
     warm_workers: bool = False
     cache_enabled: bool = False
+    max_batch_size: Optional[int] = 0  # MLServer's default (gpuserve's None means "choose for me")
 
     @model_validator(mode="before")
     @classmethod
@@ -72,6 +73,12 @@ class ModelSettings(_NativeSettings):
         if isinstance(data, dict):
             return with_model_env(data)
         return data
+
+    @field_validator("max_batch_size", mode="after")
+    @classmethod
+    def _no_batching_is_zero(cls, value: Optional[int]) -> int:
+        """MLServer's default is 0 (a runtime may compare it: `if self.settings.max_batch_size > 1`)."""
+        return 0 if value is None else value
 
     @field_validator("implementation", mode="before")
     @classmethod
