@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gpuserve.dataplane import DataPlane
+from gpuserve.errors import ModelNotFound
 from gpuserve.settings import ServerSettings
 from gpuserve.version import __version__
 from gpuserve.server.metrics import Exposition
@@ -32,6 +33,8 @@ def build_app(plane: DataPlane, settings: ServerSettings, errors: ErrorRoutes | 
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         return json_response({"error": f"{exc.detail}: {request.method} {request.url.path}"}, status=exc.status_code)
 
+    if docs:
+        add_mlserver_docs_routes(app, plane)
     add_v1_routes(app, plane, errors, settings.max_request_bytes)
     add_extension_routes(app, plane, errors)  # before V2's /v2/models/{name}: "stats" is not a model
     add_shared_memory_routes(app, plane, errors)  # shared memory, trace and log settings
@@ -49,3 +52,31 @@ def build_app(plane: DataPlane, settings: ServerSettings, errors: ErrorRoutes | 
     app.state.plane = plane
     app.state.errors = errors
     return app
+
+
+def add_mlserver_docs_routes(app: FastAPI, plane: DataPlane) -> None:
+    """MLServer's OpenAPI routes: the data plane's spec and its Swagger UI, server-wide and per model."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+
+    @app.get("/v2/docs/dataplane.json", include_in_schema=False)
+    async def dataplane_spec() -> Response:
+        return json_response(app.openapi())
+
+    @app.get("/v2/docs", include_in_schema=False)
+    async def dataplane_docs() -> Response:
+        return get_swagger_ui_html(openapi_url="/v2/docs/dataplane.json", title="gpuserve data plane")
+
+    def unknown(name: str, version: str | None) -> Response | None:
+        if plane.repository.get_model(name, version) is not None:
+            return None
+        return json_response({"error": str(ModelNotFound(name, version))}, status=404)
+
+    for prefix in ("/v2/models/{model_name}", "/v2/models/{model_name}/versions/{model_version}"):
+        @app.get(prefix + "/docs/dataplane.json", include_in_schema=False)
+        async def model_spec(model_name: str, model_version: str | None = None) -> Response:
+            return unknown(model_name, model_version) or json_response(app.openapi())
+
+        @app.get(prefix + "/docs", include_in_schema=False)
+        async def model_docs(request: Request, model_name: str, model_version: str | None = None) -> Response:
+            return unknown(model_name, model_version) or get_swagger_ui_html(
+                openapi_url=f"{request.url.path}/dataplane.json", title=f"gpuserve: {model_name}")

@@ -147,6 +147,13 @@ def test_openapi_docs_are_served(client):
     spec = client.get("/openapi.json").json()
     assert "/v2/models/{model_name}/infer" in spec["paths"] and "/v1/models/{model_name}:predict" in spec["paths"]
     assert client.get("/docs").status_code == 200
+    # MLServer's OpenAPI routes: the data plane's spec and its Swagger UI, server-wide and per model
+    assert "/v2/models/{model_name}/infer" in client.get("/v2/docs/dataplane.json").json()["paths"]
+    assert "swagger" in client.get("/v2/docs").text.lower()
+    assert "/v2/models/{model_name}/infer" in client.get("/v2/models/echo/docs/dataplane.json").json()["paths"]
+    assert client.get("/v2/models/echo/versions/1/docs").status_code == 200
+    missing = client.get("/v2/models/nowhere/docs/dataplane.json")
+    assert missing.status_code == 404 and "nowhere" in missing.json()["error"]
 
 
 BAD = [
