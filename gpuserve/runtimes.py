@@ -63,8 +63,9 @@ class FrameworkModel(Model):
         self.device_failure = ""  # a sticky CUDA error that ended its service (gpuserve/device_health.py)
         self.kernels: KernelPlan = NO_KERNELS
         self.client_inputs: list = []  # the inputs as clients send them (the kernel stage may change them)
-        self.served_inputs: list = []  # the backend's tensors, as a config.pbtxt narrowed them
-        self.served_outputs: list = []
+        # The backend's tensors as a config.pbtxt narrowed them (FrameworkModel.load); None: the backend's own
+        self.served_inputs: Optional[list] = None
+        self.served_outputs: Optional[list] = None
         self.default_outputs: Optional[List[str]] = None
 
     # to be provided by each framework ----------------------------------------------------------
@@ -183,8 +184,12 @@ class FrameworkModel(Model):
         return [s.as_metadata() for s in self.client_inputs] if self.backend else \
             [t.model_dump(exclude={"parameters"}) for t in self.settings.inputs]
 
+    def outputs_served(self) -> list:
+        """The outputs clients may ask for: a config.pbtxt's narrowing, else the backend's own."""
+        return self.served_outputs if self.served_outputs is not None else self.backend.outputs
+
     def get_output_types(self) -> List[Dict]:
-        return [s.as_metadata() for s in self.served_outputs] if self.backend else \
+        return [s.as_metadata() for s in self.outputs_served()] if self.backend else \
             [t.model_dump(exclude={"parameters"}) for t in self.settings.outputs]
 
     def metadata(self) -> Dict[str, Any]:
@@ -264,7 +269,7 @@ class FrameworkModel(Model):
         if isinstance(payload, InferRequest):
             wanted = [o.name for o in payload.request_outputs] if payload.request_outputs else self.default_outputs
             if payload.request_outputs:
-                known = {o.name for o in self.served_outputs}
+                known = {o.name for o in self.outputs_served()}
                 unknown = [n for n in wanted if n not in known]
                 if unknown:
                     raise InvalidInput(f"unexpected inference output {unknown} for model '{self.name}'")
