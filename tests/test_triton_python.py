@@ -306,7 +306,7 @@ def test_add_sub_over_both_protocols_with_instances_and_metadata(repo):
             assert config["instance_group"][0]["kind"] == "KIND_CPU" and config["instance_group"][0]["count"] == 2
             meta = client.get_model_metadata("add_sub")
             assert meta["inputs"][0] == {"name": "INPUT0", "datatype": "FP32", "shape": [4]}
-            assert [o["name"] for o in meta["outputs"]] == ["OUTPUT0", "OUTPUT1"]
+            assert [o["name"] for o in meta["outputs"]] == ["OUTPUT0", "OUTPUT1", "INSTANCE"]
             assert meta["platform"] == "python"
         with grpcclient.InferenceServerClient(f"127.0.0.1:{server.ports['grpc']}") as client:
             result = client.infer("add_sub", [_fp32("INPUT0", a, grpcclient), _fp32("INPUT1", b, grpcclient)],
