@@ -12,6 +12,8 @@ On the CPU `session.run` stays: IOBinding measured slower there (benchmarks/RESU
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -126,22 +128,30 @@ def provider_chain(wanted: Sequence[str], available: Sequence[str], device: str)
 
 def provider_options(name: str, device_index: int, stream_handle: Optional[int], trt_fp16: bool = False,
                      trt_engine_cache_path: Optional[str] = None, extra: Optional[dict] = None) -> dict:
-    """Options for one GPU provider; ORT takes them as strings. A user stream needs a non-zero handle
-    (ORT treats 0 as "none")."""
+    """Options for one GPU provider; ORT takes them as strings, and each provider parses its own.
+
+    A user stream needs a non-zero handle (ORT treats 0 as "none"). The CUDA provider wants the stream as
+    `has_user_compute_stream` + `user_compute_stream` and booleans as 0/1; the TensorRT provider refuses
+    `has_user_compute_stream` ("Invalid TensorRT EP option", its `user_compute_stream` sets the flag) and
+    wants booleans spelled True/False (checked against onnxruntime-gpu 1.31.1's option parser). A refused
+    option fails the provider, and ORT then retries with the CUDA provider's defaults, losing our stream."""
+    trt = name == "TensorrtExecutionProvider"
+    flag = (lambda on: "True" if on else "False") if trt else (lambda on: "1" if on else "0")
     options: Dict[str, str] = {"device_id": str(device_index)}
     if stream_handle:
-        options["has_user_compute_stream"] = "1"
+        if not trt:
+            options["has_user_compute_stream"] = "1"
         options["user_compute_stream"] = str(int(stream_handle))
-    if name == "TensorrtExecutionProvider":
-        options["trt_fp16_enable"] = "1" if trt_fp16 else "0"
+    if trt:
+        options["trt_fp16_enable"] = flag(trt_fp16)
         if trt_engine_cache_path:
             os.makedirs(trt_engine_cache_path, exist_ok=True)
-            options["trt_engine_cache_enable"] = "1"
+            options["trt_engine_cache_enable"] = flag(True)
             options["trt_engine_cache_path"] = str(trt_engine_cache_path)
-            options["trt_timing_cache_enable"] = "1"
+            options["trt_timing_cache_enable"] = flag(True)
             options["trt_timing_cache_path"] = str(trt_engine_cache_path)
     for key, value in (extra or {}).items():
-        options[str(key)] = str(int(value)) if isinstance(value, bool) else str(value)
+        options[str(key)] = flag(value) if isinstance(value, bool) else str(value)
     return options
 
 
@@ -183,13 +193,26 @@ class OnnxBackend:
         extra = {PROVIDERS.get(str(k).lower(), str(k)): v for k, v in (provider_extra or {}).items()}
         configured = [(name, provider_options(name, index, handle, trt_fp16, trt_engine_cache_path, extra.get(name)))
                       if name in _GPU_PROVIDERS else name for name in chain]
-        self.session = ort.InferenceSession(str(path), sess_options=options, providers=configured)
+        # A provider that fails to start makes ORT retry with CUDA's defaults and say why only on stdout;
+        # keep its words for the fallback note (a refused option must not pass for a missing library).
+        said = io.StringIO()
+        with contextlib.redirect_stdout(said):
+            self.session = ort.InferenceSession(str(path), sess_options=options, providers=configured)
         active = self.session.get_providers()
         started = next((n for n in chain if n in active), "CPUExecutionProvider")
         if started != chain[0]:
             note = f"onnxruntime could not start {chain[0]}; using {started}"
+            error = next((line.strip() for line in said.getvalue().splitlines() if line.startswith("EP Error ")), "")
+            if error:
+                note = f"{note} ({error[:500]})"
             self.fallback = f"{self.fallback}; {note}" if self.fallback else note
         self.provider = started
+        if started in _GPU_PROVIDERS:
+            running = self._running_device_index(started, index)
+            if running != index:
+                note = f"onnxruntime runs {started} on cuda:{running}, not the cuda:{index} asked for"
+                self.fallback = f"{self.fallback}; {note}" if self.fallback else note
+                index = running
         self.device = f"cuda:{index}" if started in _GPU_PROVIDERS else "cpu"
         if self.device == "cpu" or not self._on_our_stream(started):
             self.stream = None  # then device inputs are waited for on the host, not ordered on a stream
@@ -207,9 +230,19 @@ class OnnxBackend:
         if self.stream is None:
             return False
         try:
-            return self.session.get_provider_options().get(provider, {}).get("has_user_compute_stream") == "1"
+            given = self.session.get_provider_options().get(provider, {})
         except Exception:  # pragma: no cover - older onnxruntime without provider options
             return False
+        return given.get("has_user_compute_stream") in ("1", "True", "true") or \
+            given.get("user_compute_stream") not in (None, "", "0")
+
+    def _running_device_index(self, provider: str, asked: int) -> int:
+        """The device the provider really runs on: after ORT's own fallback (default CUDA options) it is
+        device 0 whatever was asked for."""
+        try:
+            return int(self.session.get_provider_options().get(provider, {}).get("device_id", asked))
+        except Exception:  # pragma: no cover - older onnxruntime without provider options
+            return asked
 
     def run(self, inputs: Dict[str, np.ndarray], output_names: Optional[Sequence[str]] = None
             ) -> Dict[str, np.ndarray]:
@@ -229,6 +262,9 @@ class OnnxBackend:
         strings = [n for n in names if self._output_types.get(n) == "tensor(string)"]
         if strings:
             raise ValueError(f"outputs {strings} are strings and cannot live on the device")
+        other = {n: self._output_types.get(n) for n in names if self._output_types.get(n) not in _ORT_TO_NUMPY}
+        if other:  # e.g. tensor(bfloat16): neither NumPy nor CuPy has the dtype to wrap them in
+            raise ValueError(f"outputs {other} have no NumPy/CuPy dtype; they cannot be handed over on the device")
         binding = self._bound_run(inputs, names)
         results = {}
         for name, value in zip(names, binding.get_outputs()):

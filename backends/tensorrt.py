@@ -95,6 +95,10 @@ def check_shape(spec: TensorSpec, shape: Shape, limits: Limits) -> None:
                                f"profile [{lo}, {hi}] (shape {list(shape)}, profile max {list(high)})")
 
 
+# TensorRT's setTensorAddress: "The pointer must have at least 256-byte alignment" (NvInferRuntime.h)
+TENSOR_ALIGNMENT = 256
+
+
 class _CupyBuffers:
     def __init__(self, cupy, stream):
         self.cupy, self.stream = cupy, stream
@@ -106,6 +110,11 @@ class _CupyBuffers:
 
     def empty(self, shape, dtype):
         return self.cupy.empty(shape, dtype)
+
+    def copy_of(self, device_array):
+        """A fresh (aligned) copy of any device array, made on our stream."""
+        with self.stream:
+            return self.cupy.array(device_array, copy=True)
 
     @staticmethod
     def pointer(array) -> int:
@@ -130,6 +139,11 @@ class _TorchBuffers:
 
     def empty(self, shape, dtype):
         return self.torch.empty(tuple(shape), dtype=getattr(self.torch, np.dtype(dtype).name), device=self.device)
+
+    def copy_of(self, device_array):
+        """A fresh (aligned) copy of any device array, made on our stream."""
+        with self.torch.cuda.stream(self.stream):
+            return self.torch.as_tensor(device_array, device=self.device).clone()
 
     @staticmethod
     def pointer(array) -> int:
@@ -173,6 +187,8 @@ class TensorRTBackend:
         self._numpy = {s.name: _type(s.name, self.engine.get_tensor_dtype(s.name))[1]
                        for s in self.inputs + self.outputs}
         self._lock = threading.Lock()
+        self._held = None
+        self._scratch = None  # the address of empty outputs
 
     def _make_buffers(self):
         stream = self._stream
@@ -211,9 +227,11 @@ class TensorRTBackend:
 
     def _enqueue(self, inputs: Dict[str, object]) -> Dict[str, object]:
         """Shapes, addresses and one `execute_async_v3` on our stream; returns every output's device buffer
-        (not yet synchronised)."""
+        (not yet synchronised). Every input is checked before anything is queued, and a failure after the
+        first copy waits for the stream: queued copies must not outlive the buffers they read or write."""
         context, held = self.context, {}
         cupy_stream = self._stream.cupy_stream
+        checked = []
         for spec in self.inputs:
             value = inputs.get(spec.name)
             if value is None:
@@ -224,37 +242,61 @@ class TensorRTBackend:
                 if dtype != self._numpy[spec.name]:
                     raise InvalidInput(f"input '{spec.name}' is a {dtype} device array; the TensorRT engine takes "
                                        f"{np.dtype(self._numpy[spec.name])}")
-                value = device_arrays.contiguous(value)
-                device_arrays.wait_for_producer(value, cupy_stream)
                 shape = tuple(int(d) for d in device_arrays.interface(value)["shape"])
-                pointer = device_arrays.pointer(value)
             else:
-                value = self._buffers.to_device(np.ascontiguousarray(value, dtype=self._numpy[spec.name]))
-                shape, pointer = tuple(value.shape), self._buffers.pointer(value)
+                value = np.ascontiguousarray(value, dtype=self._numpy[spec.name])
+                shape = tuple(value.shape)
             check_shape(spec, shape, self.limits)
-            if not context.set_input_shape(spec.name, shape):
-                raise InvalidInput(f"TensorRT refused shape {list(shape)} for input '{spec.name}'")
-            context.set_tensor_address(spec.name, pointer)
-            held[spec.name] = value
-        outputs = {}
-        for spec in self.outputs:
-            shape = tuple(int(d) for d in context.get_tensor_shape(spec.name))
-            if any(d < 0 for d in shape):
-                raise RuntimeError(f"TensorRT output '{spec.name}' has a data-dependent shape {list(shape)}, "
-                                   "which this backend does not serve")
-            buffer = self._buffers.empty(shape, self._numpy[spec.name])
-            context.set_tensor_address(spec.name, self._buffers.pointer(buffer) if math.prod(shape) else 0)
-            outputs[spec.name] = buffer
-        if not context.execute_async_v3(self._stream.handle):
-            raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT log above)")
+            checked.append((spec, value, shape))
+        try:
+            for spec, value, shape in checked:
+                if device_arrays.is_device_array(value):
+                    value = device_arrays.contiguous(value)
+                    device_arrays.wait_for_producer(value, cupy_stream)
+                    pointer = device_arrays.pointer(value)
+                    if pointer % TENSOR_ALIGNMENT:  # e.g. a view from x[1:]
+                        value = self._buffers.copy_of(value)
+                        pointer = self._buffers.pointer(value)
+                else:
+                    value = self._buffers.to_device(value)
+                    pointer = self._buffers.pointer(value)
+                if not context.set_input_shape(spec.name, shape):
+                    raise InvalidInput(f"TensorRT refused shape {list(shape)} for input '{spec.name}'")
+                self._bind(spec.name, pointer)
+                held[spec.name] = value
+            outputs = {}
+            for spec in self.outputs:
+                shape = tuple(int(d) for d in context.get_tensor_shape(spec.name))
+                if any(d < 0 for d in shape):
+                    raise RuntimeError(f"TensorRT output '{spec.name}' has a data-dependent shape {list(shape)}, "
+                                       "which this backend does not serve")
+                buffer = self._buffers.empty(shape, self._numpy[spec.name])
+                # an empty output still needs a valid, aligned address (TensorRT refuses null)
+                self._bind(spec.name, self._buffers.pointer(buffer) if math.prod(shape) else self._scratch_pointer())
+                outputs[spec.name] = buffer
+            if not context.execute_async_v3(self._stream.handle):
+                raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT log above)")
+        except BaseException:
+            self._stream.synchronize()
+            raise
         self._held = held  # the inputs must outlive the work queued on the stream
         return outputs
+
+    def _bind(self, name: str, pointer: int) -> None:
+        if not self.context.set_tensor_address(name, pointer):
+            raise RuntimeError(f"TensorRT refused the device address {pointer:#x} for tensor '{name}'")
+
+    def _scratch_pointer(self) -> int:
+        if self._scratch is None:
+            self._scratch = self._buffers.empty((TENSOR_ALIGNMENT,), np.uint8)
+        return self._buffers.pointer(self._scratch)
 
     def unload(self) -> None:
         self.context = None
         self.engine = None
         self._runtime = None
         self._held = None
+        self._scratch = None
 
 
 def build_engine(onnx_path, plan_path, profile: Limits, workspace_bytes: int = 1 << 30) -> Path:

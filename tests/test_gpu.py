@@ -132,9 +132,13 @@ def _cuda_ort_backend(path, **kwargs):
     return OnnxBackend(str(path), device="cuda:0", **kwargs)
 
 
+# ORT's CUDA provider computes float GEMMs in TF32 by default (Hopper), off by ~1e-3: exact FP32 for the checks
+EXACT = {"provider_extra": {"cuda": {"use_tf32": False}}}
+
+
 def test_onnx_cuda_iobinding_matches_numpy(onnx_mlp):
     path, reference = onnx_mlp
-    backend = _cuda_ort_backend(path)
+    backend = _cuda_ort_backend(path, **EXACT)
     assert backend.device == "cuda:0" and backend.provider == "CUDAExecutionProvider"
     assert backend.stream is not None  # ORT runs on our stream (user_compute_stream)
     options = backend.session.get_provider_options()["CUDAExecutionProvider"]
@@ -148,7 +152,7 @@ def test_onnx_cuda_iobinding_matches_numpy(onnx_mlp):
 def test_onnx_run_on_device_takes_numpy_and_cupy_and_returns_cupy(onnx_mlp):
     cupy = pytest.importorskip("cupy")
     path, reference = onnx_mlp
-    backend = _cuda_ort_backend(path)
+    backend = _cuda_ort_backend(path, **EXACT)
     x = np.random.default_rng(3).normal(size=(33, 64)).astype(np.float32)
     out = backend.run_on_device({"input": x})["output"]
     assert isinstance(out, cupy.ndarray) and out.shape == (33, 10) and out.device.id == 0
@@ -170,6 +174,9 @@ def test_onnx_tensorrt_provider_or_reported_fallback(onnx_mlp, tmp_path):
     backend = _cuda_ort_backend(path, execution_provider="tensorrt", trt_engine_cache_path=str(tmp_path / "trt"))
     if backend.provider != "TensorrtExecutionProvider":
         assert "TensorrtExecutionProvider" in backend.fallback and backend.provider == "CUDAExecutionProvider"
+        # a missing TensorRT library is a fair reason; options the provider refused are our bug
+        assert "Invalid TensorRT EP option" not in backend.fallback, backend.fallback
+        assert "should be 'True' or 'False'" not in backend.fallback, backend.fallback
     x = np.random.default_rng(4).normal(size=(16, 64)).astype(np.float32)
     np.testing.assert_allclose(backend.run({"input": x})["output"], reference(x), rtol=1e-2, atol=1e-3)
 
@@ -346,10 +353,10 @@ def test_tensorrt_engine_built_here_matches_onnxruntime(onnx_mlp, tmp_path):
     for rows in (1, 5, 64):
         x = rng.normal(size=(rows, 64)).astype(np.float32)
         want = cpu.run(None, {"input": x})[0]
-        np.testing.assert_allclose(backend.run({"input": x})["output"], want, rtol=1e-3, atol=1e-3)
+        np.testing.assert_allclose(backend.run({"input": x})["output"], want, rtol=1e-2, atol=2e-3)  # TensorRT may use TF32
     with pytest.raises(InvalidInput, match="profile"):
         backend.run({"input": np.zeros((65, 64), np.float32)})
     cupy = pytest.importorskip("cupy")
     x = rng.normal(size=(3, 64)).astype(np.float32)
     out = backend.run_on_device({"input": cupy.asarray(x)})["output"]
-    np.testing.assert_allclose(cupy.asnumpy(out), cpu.run(None, {"input": x})[0], rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(cupy.asnumpy(out), cpu.run(None, {"input": x})[0], rtol=1e-2, atol=2e-3)

@@ -87,13 +87,20 @@ def test_provider_options_carry_stream_and_tensorrt_settings(tmp_path):
     cache = tmp_path / "trt-cache"
     options = provider_options(TRT, 1, 0xABC0, trt_fp16=True, trt_engine_cache_path=str(cache),
                                extra={"trt_max_workspace_size": 1 << 30, "trt_dump_subgraphs": False})
+    # The TensorRT provider's parser (onnxruntime-gpu 1.31.1) refuses has_user_compute_stream and 0/1
+    # booleans: either would fail the provider and drop the session to CUDA defaults without our stream.
     assert options["device_id"] == "1"
-    assert options["has_user_compute_stream"] == "1" and options["user_compute_stream"] == str(0xABC0)
-    assert options["trt_fp16_enable"] == "1" and options["trt_engine_cache_enable"] == "1"
+    assert "has_user_compute_stream" not in options and options["user_compute_stream"] == str(0xABC0)
+    assert options["trt_fp16_enable"] == "True" and options["trt_engine_cache_enable"] == "True"
+    assert options["trt_timing_cache_enable"] == "True"
     assert options["trt_engine_cache_path"] == str(cache) and cache.is_dir()
-    assert options["trt_max_workspace_size"] == str(1 << 30) and options["trt_dump_subgraphs"] == "0"
+    assert options["trt_max_workspace_size"] == str(1 << 30) and options["trt_dump_subgraphs"] == "False"
+    assert provider_options(TRT, 0, None)["trt_fp16_enable"] == "False"
     cuda = provider_options(CUDA, 0, None)
     assert cuda == {"device_id": "0"}  # no stream: ORT's own; and no TensorRT keys on CUDA
+    cuda = provider_options(CUDA, 2, 0xABC0, extra={"use_tf32": False, "cudnn_conv_algo_search": "HEURISTIC"})
+    assert cuda == {"device_id": "2", "has_user_compute_stream": "1", "user_compute_stream": str(0xABC0),
+                    "use_tf32": "0", "cudnn_conv_algo_search": "HEURISTIC"}
 
 
 def test_backend_without_gpu_falls_back_to_cpu_and_serves(tmp_path):

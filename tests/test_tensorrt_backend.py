@@ -171,8 +171,11 @@ class _FakeContext:
     def get_tensor_shape(self, name):
         return [self.shapes["x"][0], *self.engine.tensors[name][2][1:]]
 
+    refused = ()  # names whose address TensorRT refuses (its set_tensor_address returns False)
+
     def set_tensor_address(self, name, address):
         self.addresses[name] = address
+        return name not in self.refused
 
     def execute_async_v3(self, stream_handle):
         assert stream_handle == 7 and _HostBuffers.current == 0
@@ -191,8 +194,16 @@ class _HostBuffers:
         self.memory[id(array)] = array
         return array
 
+    copies = 0  # device arrays copied to fresh (aligned) buffers
+
     def to_device(self, host):
         return self._keep(host.copy())
+
+    def copy_of(self, device_array):
+        from gpuserve.backends import device_arrays
+
+        self.copies += 1
+        return self._keep(self.memory[device_arrays.pointer(device_array)].copy())
 
     def empty(self, shape, dtype):
         return self._keep(np.empty(shape, dtype))
@@ -256,14 +267,25 @@ def test_backend_orchestration_against_a_fake_runtime(tmp_path, monkeypatch):
         backend.run({"x": np.zeros((9, 3), np.float32)})
     assert context.runs == 1
 
-    class DeviceArray:  # known by its __cuda_array_interface__ alone; its "address" is a host array's id
-        def __init__(self, host):
-            memory[id(host)] = host
-            self.__cuda_array_interface__ = {"shape": host.shape, "typestr": host.dtype.str, "data": (id(host), False),
+    class DeviceArray:  # known by its __cuda_array_interface__ alone; its "address" is a key into `memory`
+        def __init__(self, host, address=None):
+            address = id(host) if address is None else address
+            memory[address] = host
+            self.__cuda_array_interface__ = {"shape": host.shape, "typestr": host.dtype.str, "data": (address, False),
                                              "strides": None, "version": 3}
 
-    np.testing.assert_array_equal(backend.run({"x": DeviceArray(np.ones((3, 3), np.float32))})["y"], 2)
-    assert context.runs == 2
+    buffers = backend._buffers
+    np.testing.assert_array_equal(backend.run({"x": DeviceArray(np.ones((3, 3), np.float32), 256 * 4096)})["y"], 2)
+    assert context.runs == 2 and buffers.copies == 0 and context.addresses["x"] == 256 * 4096  # bound in place
+    # TensorRT wants 256-byte aligned addresses: an offset view (x[1:]) is copied to a fresh buffer first
+    np.testing.assert_array_equal(backend.run({"x": DeviceArray(np.full((2, 3), 3, np.float32), 256 * 4096 + 12)})
+                                  ["y"], 6)
+    assert buffers.copies == 1 and context.addresses["x"] % 256 != 12
+    context.refused = ("y",)
+    with pytest.raises(RuntimeError, match="refused the device address"):
+        backend.run({"x": np.zeros((1, 3), np.float32)})
+    context.refused = ()
+    context.runs = 2
     with pytest.raises(InvalidInput, match="float64 device array; the TensorRT engine takes float32"):
         backend.run({"x": DeviceArray(np.ones((3, 3)))})  # bound by address, its bytes would be misread
     assert context.runs == 2

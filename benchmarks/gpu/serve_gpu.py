@@ -73,7 +73,9 @@ def _onnx_reference(folder: Path, device: str):
     folder.mkdir(parents=True)
     path = mlp_onnx(folder / "model.onnx", width=FEATURES, in_features=FEATURES)
     (folder / "model-settings.json").write_text(json.dumps({
-        "implementation": "onnx", "device": device, "max_batch_size": 64, "parameters": {"uri": "model.onnx"}}))
+        "implementation": "onnx", "device": device, "max_batch_size": 64,
+        # exact FP32, as the CPU reference computes it (ORT's CUDA provider defaults to TF32 GEMMs on Hopper)
+        "parameters": {"uri": "model.onnx", "extra": {"provider_options": {"cuda": {"use_tf32": False}}}}}))
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
