@@ -127,6 +127,8 @@ class XGBoostPredictor:
     def values(self, x: np.ndarray, margin: bool = False) -> np.ndarray:
         team = x.shape[0] >= self.single_thread_below_rows and teams_allowed()
         booster = self.parallel if team else self.single
+        if not x.flags.aligned:  # a tensor read from a binary body at an offset XGBoost refuses ("misalignment")
+            x = x.copy()
         typestr = _TYPESTR.get(x.dtype) if self._lib is not None else None
         if typestr is not None and x.ndim == 2 and x.shape[0] and x.flags.c_contiguous:
             return self._dense(booster, x, typestr, margin)
