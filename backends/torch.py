@@ -24,6 +24,7 @@ import numpy as np
 
 from gpuserve.backends import device_arrays, torch_graphs
 from gpuserve.backends.base import TensorSpec
+from gpuserve.errors import InvalidInput
 
 logger = logging.getLogger("gpuserve.backends.torch")
 
@@ -96,6 +97,11 @@ class TorchBackend:
             else:
                 self.module = torch.jit.load(str(path), map_location=self.torch_device)
                 found_in, found_out = self._script_specs(self.module)
+        # A TorchScript file names its inputs but not their dtypes or shapes, nor a dict's keys: without
+        # declared tensors (model-settings.json / config.pbtxt) requests bring their own dtypes, and a dict
+        # return's outputs are known by its keys once it runs.
+        self.loose_inputs = not self.exported and not inputs
+        self.loose_outputs = not self.exported and not outputs and self._returns_dict(self.module)
         if not self.exported:  # an exported program's module is already in inference form
             self.module.eval()
         self.precision = {"fp16": torch.float16, "bf16": torch.bfloat16}.get((precision or "").lower())
@@ -130,12 +136,16 @@ class TorchBackend:
         user_inputs = list(signature.user_inputs)
         nodes = {n.name: n for n in program.graph.nodes}
         inputs = [_spec_from_value(name, nodes[name].meta["val"]) for name in user_inputs]
+        # A program that returns a dict names its outputs by the dict's keys (its output tree says them, in
+        # the order the outputs are flattened); anything else gets Triton's output__N.
+        out_spec = getattr(getattr(program, "call_spec", None), "out_spec", None)
+        keys = list(out_spec.context) if out_spec is not None and out_spec.type is dict else []
         outputs = []
         for index, name in enumerate(signature.user_outputs):
             node = nodes.get(name)
             value = node.meta.get("val") if node is not None else None
-            outputs.append(_spec_from_value(f"output__{index}", value) if value is not None
-                           else TensorSpec(f"output__{index}", "FP32", []))
+            label = str(keys[index]) if index < len(keys) else f"output__{index}"
+            outputs.append(_spec_from_value(label, value) if value is not None else TensorSpec(label, "FP32", []))
         # A dimension marked dynamic at export is symbolic; the first is the batch dimension.
         return inputs, outputs
 
@@ -143,7 +153,21 @@ class TorchBackend:
     def _script_specs(module):
         names = [i.debugName().split(".")[0] for i in list(module.graph.inputs())[1:]]
         inputs = [TensorSpec(name, "FP32", []) for name in names]
-        return inputs, [TensorSpec("output__0", "FP32", [])]
+        count = 1
+        try:
+            returned = module.forward.schema.returns[0].type
+            if returned.kind() == "TupleType":
+                count = len(returned.elements())
+        except (AttributeError, IndexError, RuntimeError):
+            pass
+        return inputs, [TensorSpec(f"output__{i}", "FP32", []) for i in range(count)]
+
+    @staticmethod
+    def _returns_dict(module) -> bool:
+        try:
+            return module.forward.schema.returns[0].type.kind() == "DictType"
+        except (AttributeError, IndexError, RuntimeError):
+            return False
 
     # execution ---------------------------------------------------------------------------------
     def _stream(self):
@@ -264,6 +288,9 @@ class TorchBackend:
     def _select(results: Dict[str, np.ndarray], wanted: Optional[Sequence[str]]) -> Dict[str, np.ndarray]:
         if not wanted:
             return results
+        missing = [name for name in wanted if name not in results]
+        if missing:
+            raise InvalidInput(f"unexpected inference output {missing}; the model returned {sorted(results)}")
         return {name: results[name] for name in wanted}
 
     def unload(self) -> None:

@@ -208,12 +208,16 @@ class FrameworkModel(Model):
 
     def _arrays(self, request: InferRequest) -> Dict[str, np.ndarray]:
         specs = {s.name: s for s in self.client_inputs}
+        loose = getattr(self.backend, "loose_inputs", False)  # TorchScript without declared inputs
         arrays = {}
         for tensor in request.inputs:
             spec = specs.get(tensor.name)
             if spec is None:
                 raise InvalidInput(f"unexpected input '{tensor.name}' for model '{self.name}'; "
                                    f"expected {sorted(specs)}")
+            if loose:
+                arrays[tensor.name] = self.prepare(tensor.name, tensor.as_numpy())
+                continue
             if tensor.datatype != spec.datatype:
                 raise InvalidInput(f"input '{tensor.name}' has datatype {tensor.datatype}; "
                                    f"model '{self.name}' expects {spec.datatype}")
@@ -268,7 +272,7 @@ class FrameworkModel(Model):
     async def predict(self, payload, headers=None, response_headers=None):
         if isinstance(payload, InferRequest):
             wanted = [o.name for o in payload.request_outputs] if payload.request_outputs else self.default_outputs
-            if payload.request_outputs:
+            if payload.request_outputs and not getattr(self.backend, "loose_outputs", False):
                 known = {o.name for o in self.outputs_served()}
                 unknown = [n for n in wanted if n not in known]
                 if unknown:

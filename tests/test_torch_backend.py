@@ -2,6 +2,7 @@
 checked against torch's own call for random inputs and several batch sizes."""
 
 import json
+from typing import Dict
 
 import numpy as np
 import pytest
@@ -138,3 +139,68 @@ def test_precision_and_compile_from_settings(repo, tmp_path, precision, compile_
         else:
             np.testing.assert_allclose(got, exact, rtol=1e-5, atol=1e-6)
     model.stop()
+
+
+class TwoInOut(torch.nn.Module):
+    """An FP32 and an INT64 input, a tuple of two outputs: what a bare TorchScript file cannot describe."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        self.fc, self.emb = torch.nn.Linear(4, 3), torch.nn.Embedding(10, 3)
+
+    def forward(self, x, ids):
+        return self.fc(x) + self.emb(ids).sum(1), ids * 2
+
+
+class DictOut(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(2)
+        self.fc = torch.nn.Linear(4, 3)
+
+    def forward(self, x) -> Dict[str, torch.Tensor]:
+        y = self.fc(x)
+        return {"logits": y, "probs": torch.softmax(y, -1)}
+
+
+def v2_body(**tensors):
+    return {"inputs": [{"name": name, "shape": list(a.shape), "datatype": "INT64" if a.dtype == np.int64 else "FP32",
+                        "data": a.ravel().tolist()} for name, a in tensors.items()]}
+
+
+def test_bare_torchscript_takes_the_dtypes_requests_bring_and_dict_outputs_by_key(tmp_path, http):
+    two, named = TwoInOut().eval(), DictOut().eval()
+    (tmp_path / "bare").mkdir()
+    torch.jit.script(two).save(str(tmp_path / "bare" / "model.pt"))
+    (tmp_path / "scripted_dict").mkdir()
+    torch.jit.script(named).save(str(tmp_path / "scripted_dict" / "model.pt"))
+    (tmp_path / "exported_dict").mkdir()
+    batch = torch.export.Dim("batch", min=1, max=64)
+    torch.export.save(torch.export.export(named, (torch.zeros(2, 4),), dynamic_shapes={"x": {0: batch}}),
+                      str(tmp_path / "exported_dict" / "model.pt2"))
+    x = np.random.default_rng(3).normal(size=(2, 4)).astype(np.float32)
+    ids = np.array([[1, 2, 3], [4, 5, 6]], np.int64)
+    with torch.inference_mode():
+        want_y, want_ids = two(torch.from_numpy(x), torch.from_numpy(ids))
+        want = {k: v.numpy() for k, v in named(torch.from_numpy(x)).items()}
+    registry = DiskRepository(tmp_path).populate(ModelRepository())
+    with running_server(repository=registry) as server:
+        client = http(server)
+        assert [o["name"] for o in client.get("/v2/models/bare").json()["outputs"]] == ["output__0", "output__1"]
+        reply = client.post("/v2/models/bare/infer", json=v2_body(x=x, ids=ids))
+        assert reply.status_code == 200, reply.text
+        outputs = {o["name"]: np.array(o["data"]).reshape(o["shape"]) for o in reply.json()["outputs"]}
+        np.testing.assert_allclose(outputs["output__0"], want_y.numpy(), rtol=1e-5, atol=1e-6)
+        assert outputs["output__1"].tolist() == want_ids.tolist()
+        # torch.export says a dict's keys: metadata and requested outputs use them
+        meta = client.get("/v2/models/exported_dict").json()
+        assert [o["name"] for o in meta["outputs"]] == ["logits", "probs"]
+        for model in ("exported_dict", "scripted_dict"):
+            reply = client.post(f"/v2/models/{model}/infer", json={**v2_body(x=x), "outputs": [{"name": "probs"}]})
+            assert reply.status_code == 200, reply.text
+            [only] = reply.json()["outputs"]
+            assert only["name"] == "probs"
+            np.testing.assert_allclose(np.array(only["data"]).reshape(2, 3), want["probs"], rtol=1e-5, atol=1e-6)
+            wrong = client.post(f"/v2/models/{model}/infer", json={**v2_body(x=x), "outputs": [{"name": "nope"}]})
+            assert wrong.status_code == 400 and "nope" in wrong.json()["error"]
