@@ -46,7 +46,43 @@ def _parser() -> argparse.ArgumentParser:
                          help="with --model-control-mode explicit: a model to load at start-up (repeat; '*': all)")
     control.add_argument("--repository-poll-secs", type=float, default=None, metavar="SECONDS",
                          help="with --model-control-mode poll: seconds between scans (default 15)")
+    triton = start.add_argument_group("Triton flags taken so a tritonserver launch line still starts (each one "
+                                      "given is said in the log)")
+    triton.add_argument("--log-verbose", type=int, default=None, metavar="N", help="N > 0: --log-level DEBUG")
+    triton.add_argument("--strict-readiness", type=_boolean, default=None, metavar="BOOL",
+                        help="ready only while every model is (setting strict_readiness)")
+    for flag in TRITON_NOTED:
+        triton.add_argument(flag, default=None, metavar="VALUE", help=argparse.SUPPRESS)
     return parser
+
+
+# tritonserver flags with no gpuserve meaning (their behaviour is gpuserve's own, README): taken and noted.
+TRITON_NOTED = ("--strict-model-config", "--disable-auto-complete-config", "--exit-on-error",
+                "--allow-http", "--allow-grpc", "--allow-metrics", "--allow-gpu-metrics", "--backend-directory",
+                "--backend-config", "--pinned-memory-pool-byte-size", "--cuda-memory-pool-byte-size",
+                "--http-thread-count", "--grpc-infer-allocation-pool-size", "--exit-timeout-secs",
+                "--log-info", "--log-warning", "--log-error", "--log-format", "--id")
+
+
+def log_level_of(args: argparse.Namespace) -> Optional[str]:
+    """--log-level, else DEBUG for Triton's --log-verbose N > 0."""
+    return args.log_level or ("DEBUG" if (args.log_verbose or 0) > 0 else None)
+
+
+def _boolean(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got '{text}'")
+
+
+def note_triton_flags(args: argparse.Namespace) -> None:
+    log = logging.getLogger("gpuserve")
+    for flag in TRITON_NOTED:
+        value = getattr(args, flag.lstrip("-").replace("-", "_"), None)
+        if value is not None:
+            log.warning("%s=%s is a tritonserver flag with no gpuserve meaning; ignored", flag, value)
 
 
 def model_control(args: argparse.Namespace) -> dict:
@@ -85,13 +121,15 @@ def start(args: argparse.Namespace) -> int:
         cache_bytes = parse_cache_config(args.cache_config)
     except ValueError as exc:
         raise GpuserveError(str(exc)) from None
+    log_level = log_level_of(args)
     settings = ServerSettings.load(folder, http_port=args.http_port, grpc_port=args.grpc_port,
                                    metrics_port=args.metrics_port, host=args.host, device=args.device,
-                                   log_level=args.log_level, workers=args.workers, response_cache_bytes=cache_bytes,
-                                   **model_control(args))
+                                   log_level=log_level, strict_readiness=args.strict_readiness, workers=args.workers,
+                                   response_cache_bytes=cache_bytes, **model_control(args))
     from gpuserve.logging_setup import configure_logging
 
     configure_logging(settings)
+    note_triton_flags(args)
     _stacks_on_sigusr1()
     if settings.workers > 1:
         from gpuserve.server.workers import serve_workers

@@ -17,7 +17,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from conftest import running_server
-from gpuserve.cli import _parser, model_control
+from gpuserve.cli import _parser, log_level_of, model_control
 from gpuserve.errors import GpuserveError, InvalidSettings
 from gpuserve.model_repository import ModelRepository
 from gpuserve.repository import DiskRepository
@@ -285,3 +285,33 @@ def test_flags_parse_as_triton_spells_them():
     assert isinstance(args, argparse.Namespace) and flags("--model-control-mode=explicit", "--load-model=*")[
         "startup_models"] == ["*"]
     assert np.isclose(flags("--model-control-mode=poll", "--repository-poll-secs=2.5")["repository_poll_seconds"], 2.5)
+
+
+def test_a_tritonserver_launch_line_starts(tmp_path):
+    # flags a Triton user's launch line carries: mapped where gpuserve has the setting, else taken and noted
+    import subprocess
+    import sys
+
+    from test_cli import free_port, stop, wait_ready
+
+    write_model(tmp_path, "a")
+    http = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "gpuserve.cli", "start", f"--model-repository={tmp_path}",
+                             f"--http-port={http}", f"--grpc-port={free_port()}", f"--metrics-port={free_port()}",
+                             "--strict-model-config=false", "--log-verbose=1", "--exit-on-error=false",
+                             "--strict-readiness=true", "--backend-config=python,shm-default-byte-size=1048576"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_ready(http, proc)
+        assert infer(http, "a")[0] == 200
+    finally:
+        stop(proc)
+    log = proc.stderr.read()
+    assert "--strict-model-config=false is a tritonserver flag" in log
+    parsed = _parser().parse_args(["start", "--strict-readiness", "no", "--log-verbose", "1"])
+    assert parsed.strict_readiness is False and log_level_of(parsed) == "DEBUG"
+    assert log_level_of(_parser().parse_args(["start", "--log-verbose=0"])) is None
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["start", "--strict-readiness", "maybe"])
+    with pytest.raises(SystemExit):  # a typo is still an error, not silently taken
+        _parser().parse_args(["start", "--model-contorl-mode", "poll"])
