@@ -10,15 +10,17 @@ the frameworks whose files describe their tensors (TorchScript takes the config 
 
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from gpuserve.backends.base import TensorSpec
-from gpuserve.errors import InvalidSettings
+from gpuserve.errors import InvalidInput, InvalidSettings
 
 
-def reconcile(model: str, declared: Sequence, actual: Sequence[TensorSpec], kind: str) -> List[TensorSpec]:
+def reconcile(model: str, declared: Sequence, actual: Sequence[TensorSpec], kind: str,
+              reshapes: Optional[Dict[str, List[int]]] = None, batched: bool = False) -> List[TensorSpec]:
     """The tensors to serve: `declared` (settings' TensorMetadata, shapes with the batch dimension) checked
-    against and merged with `actual` (the backend's); the backend's own when nothing is declared."""
+    against and merged with `actual` (the backend's); the backend's own when nothing is declared. A tensor
+    with a `reshape` is checked against the model by its reshape shape and served by its declared dims."""
     if not declared:
         return list(actual)
     have = {spec.name: spec for spec in actual}
@@ -31,6 +33,11 @@ def reconcile(model: str, declared: Sequence, actual: Sequence[TensorSpec], kind
         if spec.datatype != want.datatype:
             raise InvalidSettings(f"model '{model}': {kind} '{want.name}' is {want.datatype} in config.pbtxt but "
                                   f"{spec.datatype} in the model file")
+        reshape = (reshapes or {}).get(want.name)
+        if reshape is not None:
+            _merge(model, kind, want.name, ([-1] if batched else []) + list(reshape), list(spec.shape))
+            served.append(TensorSpec(want.name, want.datatype, list(want.shape)))
+            continue
         served.append(TensorSpec(want.name, want.datatype, _merge(model, kind, want.name, list(want.shape),
                                                                   list(spec.shape))))
     if kind == "input":  # every input the model needs must be declared; a config may list fewer outputs
@@ -39,6 +46,15 @@ def reconcile(model: str, declared: Sequence, actual: Sequence[TensorSpec], kind
             raise InvalidSettings(f"model '{model}': the model file needs input(s) {', '.join(missing)} that "
                                   "config.pbtxt does not declare")
     return served
+
+
+def reshaped(array, shape: Sequence[int], batched: bool, what: str, error=InvalidInput):
+    """`array` in `shape` (a `reshape` or the declared dims), its batch dimension kept where there is one."""
+    target = ((array.shape[0],) if batched and array.ndim else ()) + tuple(shape)
+    try:
+        return array.reshape(target)
+    except ValueError:
+        raise error(f"{what} of shape {list(array.shape)} does not reshape to {list(target)}") from None
 
 
 def _merge(model: str, kind: str, name: str, want: List[int], have: List[int]) -> List[int]:

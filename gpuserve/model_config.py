@@ -40,10 +40,16 @@ def model_config(meta: Dict[str, Any], settings: Optional[Any] = None) -> Dict[s
     for key, target in (("inputs", "input"), ("outputs", "output")):
         config[target] = [{"name": t["name"], "data_type": CONFIG_TYPES.get(t["datatype"], "TYPE_INVALID"),
                            "dims": [int(d) for d in t["shape"]][skip:]} for t in meta.get(key) or []]
-    labels = (getattr(settings, "model_extra", None) or {}).get("triton_label_files") or {}
+    extra = getattr(settings, "model_extra", None) or {}
+    labels = extra.get("triton_label_files") or {}
     for entry in config["output"]:
         if entry["name"] in labels:
             entry["label_filename"] = labels[entry["name"]]
+    reshapes = extra.get("triton_reshapes") or {}
+    for kind, key in (("inputs", "input"), ("outputs", "output")):
+        for entry in config[key]:
+            if entry["name"] in (reshapes.get(kind) or {}):
+                entry["reshape"] = {"shape": list(reshapes[kind][entry["name"]])}
     versions = sorted(int(v) for v in meta.get("versions") or [] if str(v).isdigit())
     declared = (getattr(settings, "model_extra", None) or {}).get("triton_version_policy")
     if declared:  # a config.pbtxt's own policy, as Triton reports it

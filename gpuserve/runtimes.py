@@ -25,11 +25,11 @@ from gpuserve.engine.instance import Instance
 from gpuserve.backends.cuda import pinned_allocator
 from gpuserve.engine.staging import StagingPool
 from gpuserve.engine.stats import ModelStats
-from gpuserve.errors import (InvalidInput, InvalidSettings, ModelLoadError, ModelMissingError, ModelNotReady,
-                             exception_chain)
+from gpuserve.errors import (InferenceError, InvalidInput, InvalidSettings, ModelLoadError, ModelMissingError,
+                             ModelNotReady, exception_chain)
 from gpuserve.kernels.preprocess import Normalize
 from gpuserve.kernels.stage import NO_KERNELS, ImageInput, KernelPlan, Ragged
-from gpuserve.declared_tensors import reconcile
+from gpuserve.declared_tensors import reconcile, reshaped
 from gpuserve.kernels.topk import TopK
 from gpuserve.model import Model
 from gpuserve.runtimes_classic import CLASSIC_RUNTIMES
@@ -67,6 +67,10 @@ class FrameworkModel(Model):
         self.served_inputs: Optional[list] = None
         self.served_outputs: Optional[list] = None
         self.default_outputs: Optional[List[str]] = None
+        # config.pbtxt `reshape`s: per input, the model's dims; per output, the dims clients get
+        self.reshape_inputs: Dict[str, List[int]] = {}
+        self.reshape_outputs: Dict[str, List[int]] = {}
+        self.reshape_batched = False
 
     # to be provided by each framework ----------------------------------------------------------
     def make_backend(self, path: Path, device: str, threads: int):
@@ -124,11 +128,21 @@ class FrameworkModel(Model):
     def _served_tensors(self, backend) -> tuple:
         """(inputs, outputs) as clients see them: a config.pbtxt's declared tensors checked against and merged
         with the model file's (gpuserve/declared_tensors.py), else the file's own."""
-        triton = "triton_max_batch_size" in (self.settings.model_extra or {})
-        if not triton or not self.describes_itself or self.kernels is not NO_KERNELS:
+        extra = self.settings.model_extra or {}
+        self.reshape_inputs, self.reshape_outputs = {}, {}
+        if "triton_max_batch_size" not in extra or not self.describes_itself or self.kernels is not NO_KERNELS:
             return list(backend.inputs), list(backend.outputs)
-        return (reconcile(self.name, self.settings.inputs, backend.inputs, "input"),
-                reconcile(self.name, self.settings.outputs, backend.outputs, "output"))
+        # Triton's `reshape`: the model takes (gives) the reshape's dims, clients send (get) the declared ones
+        reshapes = extra.get("triton_reshapes") or {}
+        self.reshape_batched = int(extra.get("triton_max_batch_size") or 0) > 0
+        inputs = reconcile(self.name, self.settings.inputs, backend.inputs, "input", reshapes.get("inputs"),
+                           self.reshape_batched)
+        outputs = reconcile(self.name, self.settings.outputs, backend.outputs, "output", reshapes.get("outputs"),
+                            self.reshape_batched)
+        self.reshape_inputs = dict(reshapes.get("inputs") or {})
+        self.reshape_outputs = {o.name: list(o.shape[1:] if self.reshape_batched else o.shape) for o in outputs
+                                if o.name in (reshapes.get("outputs") or {})}
+        return inputs, outputs
 
     def _build_backends(self, path: Path, device: str, count: int) -> list:
         """One backend per instance; a device that runs out of memory sends them all to the CPU."""
@@ -225,6 +239,9 @@ class FrameworkModel(Model):
             if not shape_fits(spec.shape, array.shape):
                 raise InvalidInput(f"input '{tensor.name}' has shape {list(array.shape)}; "
                                    f"model '{self.name}' expects {spec.shape} (-1 is any size)")
+            if tensor.name in self.reshape_inputs:
+                array = reshaped(array, self.reshape_inputs[tensor.name], self.reshape_batched,
+                                 f"input '{tensor.name}'")
             arrays[tensor.name] = self.prepare(tensor.name, array)
         limit = self._batch_limit()
         if limit and arrays:
@@ -279,11 +296,20 @@ class FrameworkModel(Model):
                     raise InvalidInput(f"unexpected inference output {unknown} for model '{self.name}'")
             counts = requested_counts(payload)
             results = await self._submit(self._arrays(payload), payload.parameters, wanted, counts or None)
+            if self.reshape_outputs:
+                results = {name: self._client_shape(name, array) for name, array in results.items()}
             outputs = [self._output(name, array, counts) for name, array in results.items()]
             return InferResponse(payload.id, self.name, outputs, model_version=self.version)
         if isinstance(payload, dict) and ("instances" in payload or "inputs" in payload):
             return await self._predict_v1(payload)
         raise InvalidInput("expected a V2 inference request or a V1 body with 'instances' or 'inputs'")
+
+    def _client_shape(self, name: str, array):
+        """An output in the dims its config declares (Triton's `reshape`), where it has one."""
+        shape = self.reshape_outputs.get(name)
+        if shape is None or not isinstance(array, np.ndarray):
+            return array
+        return reshaped(array, shape, self.reshape_batched, f"model '{self.name}' output '{name}'", InferenceError)
 
     def _output(self, name: str, array, counts: Dict[str, int]) -> InferOutput:
         """One response output; the classification extension's `value:index[:label]` rows where asked for."""
@@ -306,8 +332,11 @@ class FrameworkModel(Model):
             raise InvalidInput(f"'instances' do not fit {spec.datatype}: {exc}") from None
         if not shape_fits(spec.shape, array.shape):
             raise InvalidInput(f"'instances' have shape {list(array.shape)}; model '{self.name}' expects {spec.shape}")
+        if spec.name in self.reshape_inputs:
+            array = reshaped(array, self.reshape_inputs[spec.name], self.reshape_batched, f"'{spec.name}'")
         results = await self._submit({spec.name: self.prepare(spec.name, array)}, body.get("parameters"))
-        return {"predictions": next(iter(results.values()))}
+        name, first = next(iter(results.items()))
+        return {"predictions": self._client_shape(name, first)}
 
 
 def kernel_plan(name: str, settings: ModelSettings, backend) -> KernelPlan:

@@ -18,7 +18,7 @@ from gpuserve.errors import InvalidSettings
 logger = logging.getLogger("gpuserve.triton_config")
 
 REPEATED = {"input", "output", "dims", "instance_group", "gpus", "preferred_batch_size", "versions",
-            "model_warmup", "batch_input", "batch_output", "reshape", "profile", "source_input",
+            "model_warmup", "batch_input", "batch_output", "profile", "source_input",
             "priority_queue_policy", "label_filename_list", "secondary_devices", "ensemble_scheduling", "step",
             "graph_spec", "control_input", "control", "state", "initial_state"}
 MAPS = {"parameters", "input_map", "output_map", "cc_model_filenames", "metric_tags", "inputs"}
@@ -284,6 +284,10 @@ def settings_from_config(folder: Path, config: Dict[str, Any], version: Optional
                        for key, value in (w.get("inputs") or {}).items()},
         } for i, w in enumerate(warmups)]
     label_file = next((o.get("label_filename") for o in config.get("output", []) if o.get("label_filename")), None)
+    reshapes = {kind: {e["name"]: shape for e in config.get(key, []) if (shape := reshape_of(e)) is not None}
+                for kind, key in (("inputs", "input"), ("outputs", "output"))}
+    if reshapes["inputs"] or reshapes["outputs"]:  # the model's own dims (gpuserve/declared_tensors.py)
+        settings["triton_reshapes"] = reshapes
     labels = {o["name"]: o["label_filename"] for o in config.get("output", []) if o.get("label_filename")}
     if labels:  # the config endpoints show them as written
         settings["triton_label_files"] = labels
@@ -304,6 +308,17 @@ def settings_from_config(folder: Path, config: Dict[str, Any], version: Optional
         if group["kind"] == "cpu":
             settings["device"] = "cpu"
     return settings
+
+
+def reshape_of(entry: Dict[str, Any]) -> Optional[List[int]]:
+    """A tensor's `reshape { shape: [...] }`: the dims the model itself takes or gives (batch dimension apart),
+    while clients send and get the entry's `dims`. None where there is none."""
+    reshape = entry.get("reshape")
+    if isinstance(reshape, list):  # written as a one-element list
+        reshape = reshape[0] if reshape else None
+    if not isinstance(reshape, dict):
+        return None
+    return [int(d) for d in reshape.get("shape") or []]
 
 
 def optimization_settings(config: Dict[str, Any]) -> Dict[str, Any]:

@@ -210,3 +210,53 @@ def test_metadata_of_a_model_that_never_built_says_why(tmp_path):
                     call("bad")
                 assert err.value.status() == "503"
             assert client.is_server_live()
+
+
+def reshaping_onnx(path, batched):
+    """Triton's quickstart pattern (densenet_onnx): the model takes [.., 1, 3, 2] and gives [.., 1, 6, 1];
+    Y = 2 X flattened."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    lead = ["N"] if batched else []
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["X", "two"], ["T"]),
+         helper.make_node("Reshape", ["T", "shape"], ["Y"])], "reshaping",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, lead + [1, 3, 2])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, lead + [1, 6, 1])],
+        [helper.make_tensor("two", TensorProto.FLOAT, [], [2.0]),
+         helper.make_tensor("shape", TensorProto.INT64, [4 if batched else 3], ([-1] if batched else []) + [1, 6, 1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+RESHAPED = """platform: "onnxruntime_onnx"
+max_batch_size: {batch}
+input [ {{ name: "X", data_type: TYPE_FP32, dims: [ 6 ], reshape: {{ shape: [ 1, 3, 2 ] }} }} ]
+output [ {{ name: "Y", data_type: TYPE_FP32, dims: [ 2, 3 ], reshape {{ shape: [ 1, 6, 1 ] }} }} ]
+"""
+
+
+def test_reshape_in_config_as_triton(tmp_path):
+    for name, batch in (("flat", 0), ("batched", 8)):
+        (tmp_path / name / "1").mkdir(parents=True)
+        reshaping_onnx(tmp_path / name / "1" / "model.onnx", batched=bool(batch))
+        (tmp_path / name / "config.pbtxt").write_text(RESHAPED.format(batch=batch))
+    with running_server(repository=DiskRepository(tmp_path).populate(ModelRepository())) as server:
+        with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
+            meta = client.get_model_metadata("batched")
+            assert meta["inputs"][0]["shape"] == [-1, 6] and meta["outputs"][0]["shape"] == [-1, 2, 3]
+            config = client.get_model_config("flat")
+            assert config["input"][0]["reshape"] == {"shape": [1, 3, 2]} and config["output"][0]["dims"] == [2, 3]
+            for name, x in (("flat", np.arange(6, dtype=np.float32)),
+                            ("batched", np.arange(18, dtype=np.float32).reshape(3, 6))):
+                tensor = httpclient.InferInput("X", list(x.shape), "FP32")
+                tensor.set_data_from_numpy(x)
+                y = client.infer(name, [tensor]).as_numpy("Y")
+                want = (2 * x).reshape(((x.shape[0],) if x.ndim == 2 else ()) + (2, 3))
+                assert y.shape == want.shape and np.array_equal(y, want)
+            wrong = httpclient.InferInput("X", [1, 3, 2], "FP32")  # the model's own dims: clients send the config's
+            wrong.set_data_from_numpy(np.zeros((1, 3, 2), np.float32))
+            with pytest.raises(InferenceServerException, match="shape"):
+                client.infer("batched", [wrong])
