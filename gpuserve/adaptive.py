@@ -57,13 +57,15 @@ def merge_parameters(all_parameters: List[dict]) -> dict:
     return merged
 
 
-def split_parameters(parameters: dict, count: int, index: int) -> dict:
+def split_parameters(parameters: dict, index: int) -> dict:
+    """One request's share of a batched output's parameters, as MLServer documents it: a list-valued one
+    gives the i-th request its i-th element, and none to requests past its end; other values go to all."""
     out = {}
     for key, value in parameters.items():
-        if key not in SCALAR_PARAMETERS and isinstance(value, list) and len(value) == count:
-            out[key] = value[index]
-        else:
+        if key in SCALAR_PARAMETERS or not isinstance(value, list):
             out[key] = value
+        elif index < len(value):
+            out[key] = value[index]
     return out
 
 
@@ -89,7 +91,7 @@ def split_response(response: Any, requests: List[InferRequest], rows: List[int],
     if not isinstance(response, InferResponse):
         raise InferenceError(f"model '{model}' returned {type(response).__name__} to a batched request; "
                              "adaptive batching needs an InferResponse")
-    total, count = sum(rows), len(requests)
+    total = sum(rows)
     pieces: List[List[InferOutput]] = [[] for _ in requests]
     for output in response.outputs:
         array = output.as_numpy()
@@ -102,9 +104,10 @@ def split_response(response: Any, requests: List[InferRequest], rows: List[int],
             part = array[start:start + n]
             start += n
             pieces[i].append(InferOutput(output.name, list(part.shape), output.datatype, part,
-                                         split_parameters(output.parameters, count, i)))
+                                         split_parameters(output.parameters, i)))
+    # the response's own parameters reach every request as they are (MLServer 1.7.1 does not split them)
     return [InferResponse(request.id, response.model_name, pieces[i], model_version=response.model_version,
-                          parameters=split_parameters(response.parameters, count, i))
+                          parameters=dict(response.parameters or {}))
             for i, request in enumerate(requests)]
 
 

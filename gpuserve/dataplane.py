@@ -127,7 +127,9 @@ class DataPlane:
             listed.add((name, version or ""))
             if ready_only and not model.ready:
                 continue
-            entry = {"name": name, "version": version or "", "state": "READY" if model.ready else "UNAVAILABLE"}
+            # `reason` always there, "" when ready: MLServer's RepositoryIndexResponse requires it
+            entry = {"name": name, "version": version or "", "state": "READY" if model.ready else "UNAVAILABLE",
+                     "reason": ""}
             reason = "" if model.ready else getattr(model, "reason", "")
             if not model.ready and not reason and not self.started:
                 entry["state"] = "LOADING"  # start-up loads still running: not a failure (as Triton says)
@@ -233,7 +235,7 @@ class DataPlane:
                 response.model_name = model.name
             if response.model_version is None and getattr(model, "version", None) is not None:
                 response.model_version = str(model.version)
-            if request.request_outputs:
+            if request.request_outputs and not getattr(model, "answers_every_output", False):
                 response.outputs = select_outputs(response, request)
                 apply_classification(model, request, response)
             if cache_key is not None:

@@ -31,7 +31,20 @@ def test_merge_and_split_of_rows_and_parameters():
     assert [p.id for p in parts] == ["a", "b"]
     assert parts[0].outputs[0].as_numpy().tolist() == [[10, 20]] and parts[1].outputs[0].shape == [2, 2]
     assert parts[0].outputs[0].parameters == {"content_type": "np", "foo": "f1", "bar": "x"}
-    assert parts[1].outputs[0].parameters["foo"] == "f2" and parts[1].parameters == {"n": "q"}
+    assert parts[1].outputs[0].parameters["foo"] == "f2"
+    assert parts[1].parameters == {"n": ["p", "q"]}  # as MLServer 1.7.1: the response's own are not split
+
+
+def test_output_parameters_split_as_mlservers_docs_show():
+    # MLServer 1.5 docs, "Merge and split of custom parameters": three requests, foo has two values
+    requests = [request([1, 2], "a"), request([3, 4], "b"), request([5, 6], "c")]
+    out = InferOutput.from_numpy("foo", np.zeros((3, 3), np.int32), parameters={
+        "content_type": "np", "foo": ["foo_1", "foo_2"], "bar": ["bar_1", "bar_2", "bar_3"]})
+    parts = split_response(InferResponse("x", "m", [out]), requests, [1, 1, 1], "m")
+    assert [p.outputs[0].parameters for p in parts] == [
+        {"content_type": "np", "foo": "foo_1", "bar": "bar_1"},
+        {"content_type": "np", "foo": "foo_2", "bar": "bar_2"},
+        {"content_type": "np", "bar": "bar_3"}]
 
 
 def test_wrong_row_count_is_an_error():

@@ -137,6 +137,21 @@ def test_advanced_interface_over_rest(served):
          "parameters": {"content_type": "tenths"}}]}).json()
     assert np.allclose(by_name(tenths)["scores"]["data"], [1 * 1 + 2 * 2 + 3 * 3])
 
+    # as MLServer: a request's `outputs` list does not filter (or refuse) what a runtime's predict returns
+    both = served.http.post("/v2/models/advanced/infer", json={"inputs": [
+        {"name": "x", "shape": [2, 3], "datatype": "FP64", "data": x.ravel().tolist()},
+        {"name": "labels", "shape": [2, 1], "datatype": "BYTES", "data": ["cat", "dog"]}],
+        "outputs": [{"name": "not-an-output"}]})
+    assert both.status_code == 200 and set(by_name(both.json())) == {"scores", "labels"}
+
+
+def test_repository_index_parses_as_mlservers_own_type(served):
+    from mlserver.types import RepositoryIndexResponse  # gpuserve's alias where MLServer is not installed
+
+    index = RepositoryIndexResponse.model_validate_json(served.http.post("/v2/repository/index", json={}).content)
+    assert {item.name for item in index.root} >= {"advanced", "content-type-example"}
+    assert all(item.reason == "" for item in index.root if item.state == "READY")
+
 
 def test_advanced_interface_over_grpc(served):
     x = np.array([[1.0, 0.5, 2.0], [0.0, -1.0, 4.0]])

@@ -170,6 +170,6 @@ def test_index_says_loading_while_start_up_loads_run():
     registry = ModelRepository()
     registry.update(Model("slow-to-load"))  # registered, load() not run yet
     plane = DataPlane(registry)
-    assert plane.repository_index() == [{"name": "slow-to-load", "version": "", "state": "LOADING"}]
+    assert plane.repository_index() == [{"name": "slow-to-load", "version": "", "state": "LOADING", "reason": ""}]
     plane.started = True  # start-up done and still not ready: that is a failure to report
     assert plane.repository_index()[0]["state"] == "UNAVAILABLE"

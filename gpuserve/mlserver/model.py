@@ -185,6 +185,7 @@ class MLModelAdapter(Model):
     """A gpuserve `Model` around one MLModel runtime: V2 requests in, MLServer types at the edge."""
 
     generates_ids = True  # as MLServer: a request without an `id` gets a fresh UUID, echoed in the answer
+    answers_every_output = True  # as MLServer: a request's `outputs` list does not filter what predict returns
 
     def __init__(self, runtime: MLModel, settings: Any = None):
         super().__init__(runtime.name)
