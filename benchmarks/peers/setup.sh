@@ -35,7 +35,7 @@ make_venv() {  # name, pip packages...
 want="${1:-all}"
 case "$want" in
   triton|all) make_venv triton "nvidia-pytriton==0.7.0" "$ORT" numpy ;;&
-  mlserver|all) make_venv mlserver "mlserver==1.7.1" "uvloop==0.21.0" "$ORT" numpy ;;&
+  mlserver|all) make_venv mlserver "mlserver==1.7.1" "uvloop==0.21.0" "pandas<3" "$ORT" numpy ;;&
   kserve|all) make_venv kserve kserve "$ORT" numpy ;;&
   bench|all) make_venv bench matplotlib tqdm ;;&
   triton|mlserver|kserve|bench|all) ;;
