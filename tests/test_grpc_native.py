@@ -110,6 +110,41 @@ def test_a_connection_that_is_not_http2_is_closed_and_the_server_goes_on(server,
         assert client.is_server_live()
 
 
+def test_a_header_block_without_end_is_cut_off_and_the_server_goes_on(server, url):
+    # a CONTINUATION flood: HEADERS without END_HEADERS, then CONTINUATIONs that never end; the server must
+    # not buffer them without bound (grpc-core and Triton cut such a client off too)
+    from gpuserve.server.grpc.http2 import CONTINUATION, ENHANCE_YOUR_CALM, GOAWAY, HEADERS, SETTINGS, frame
+
+    with socket.create_connection(("127.0.0.1", server.ports["grpc"]), timeout=5) as sock:
+        sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(SETTINGS, 0, 0) + frame(HEADERS, 0, 1, b"\x00" * 100))
+        received, sent = b"", 0
+        try:
+            for _ in range(200):  # 200 x 15 KB = 3 MB offered, far past the limit
+                sock.sendall(frame(CONTINUATION, 0, 1, b"\x00" * 15000))
+                sent += 15000
+        except OSError:
+            pass  # the server closed the connection while we were still sending
+        sock.settimeout(5)
+        try:
+            while True:
+                more = sock.recv(65536)
+                if not more:
+                    break
+                received += more
+        except OSError:
+            pass
+    assert sent < 3_000_000 or received  # cut off: either mid-send, or a GOAWAY waited for us
+    codes, at = [], 0
+    while at + 9 <= len(received):  # the frames the server sent: its SETTINGS, then the GOAWAY
+        length, kind = int.from_bytes(received[at:at + 3], "big"), received[at + 3]
+        if kind == GOAWAY:
+            codes.append(int.from_bytes(received[at + 13:at + 17], "big"))
+        at += 9 + length
+    assert not received or codes == [ENHANCE_YOUR_CALM]
+    with triton.InferenceServerClient(url) as client:
+        assert client.is_server_live()
+
+
 def test_without_hpack_the_server_falls_back_to_grpc_aio(monkeypatch, caplog):
     import importlib.util
 

@@ -22,6 +22,11 @@ END_STREAM = ACK = 0x1
 END_HEADERS, PADDED, PRIORITY_FLAG = 0x4, 0x8, 0x20
 INITIAL_WINDOW_SIZE, MAX_FRAME_SIZE = 0x4, 0x5
 NO_ERROR, PROTOCOL_ERROR, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR, CANCEL, COMPRESSION_ERROR = 0, 1, 3, 6, 8, 9
+ENHANCE_YOUR_CALM = 0xB
+MAX_HEADER_LIST_SIZE = 0x6  # the SETTINGS identifier
+# A request's header block, encoded, at most: a client that sends more (a CONTINUATION flood) loses the
+# connection instead of the server buffering it without end. Advertised as SETTINGS_MAX_HEADER_LIST_SIZE.
+HEADER_BLOCK_LIMIT = 64 * 1024
 MAX_WINDOW = 2**31 - 1
 OUR_MAX_FRAME = 1 << 20  # what we accept; we send at most what the peer accepts (16 KiB unless it says more)
 
@@ -103,7 +108,8 @@ class Http2Connection(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.connections.add(self)
         settings = INITIAL_WINDOW_SIZE.to_bytes(2, "big") + MAX_WINDOW.to_bytes(4, "big") + \
-            MAX_FRAME_SIZE.to_bytes(2, "big") + OUR_MAX_FRAME.to_bytes(4, "big")
+            MAX_FRAME_SIZE.to_bytes(2, "big") + OUR_MAX_FRAME.to_bytes(4, "big") + \
+            MAX_HEADER_LIST_SIZE.to_bytes(2, "big") + HEADER_BLOCK_LIMIT.to_bytes(4, "big")
         self._send(frame(SETTINGS, 0, 0, settings) + frame(WINDOW_UPDATE, 0, 0, (MAX_WINDOW - 65535).to_bytes(4, "big")))
 
     def connection_lost(self, exc) -> None:
@@ -174,12 +180,14 @@ class Http2Connection(asyncio.Protocol):
             self.header_block = bytearray(payload)
             self.header_end_stream = bool(flags & END_STREAM)
             self.header_stream = stream_id
+            self._check_header_size()
             if flags & END_HEADERS:
                 self._headers_complete()
         elif kind == CONTINUATION:
             if stream_id != self.header_stream:
                 raise _ConnectionError(PROTOCOL_ERROR, "CONTINUATION without its HEADERS")
             self.header_block += payload
+            self._check_header_size()
             if flags & END_HEADERS:
                 self._headers_complete()
         elif kind == SETTINGS:
@@ -198,6 +206,10 @@ class Http2Connection(asyncio.Protocol):
         elif kind == GOAWAY:
             self.closing = True
         # PRIORITY and unknown frame types are ignored, as the protocol asks; PUSH_PROMISE never comes from clients
+
+    def _check_header_size(self) -> None:
+        if len(self.header_block) > HEADER_BLOCK_LIMIT:
+            raise _ConnectionError(ENHANCE_YOUR_CALM, f"header block over {HEADER_BLOCK_LIMIT} bytes")
 
     def _headers_complete(self) -> None:
         stream_id, block, end_stream = self.header_stream, bytes(self.header_block), self.header_end_stream
