@@ -48,6 +48,7 @@ from gpuserve.errors import ModelNotReady
 from gpuserve.engine.instance import Instance
 from gpuserve.engine.job import Job, describe
 from gpuserve.engine.queue import BatchQueue
+from gpuserve.engine.slots import InstanceSlots
 from gpuserve.engine.stats import ModelStats
 
 logger = logging.getLogger("gpuserve.engine")
@@ -94,7 +95,7 @@ class Scheduler:
         # Inputs carry a leading batch dimension (Triton's max_batch_size > 0); batching needs it.
         self.batch_dim = batch_dim
         self.queue: Optional[BatchQueue] = None
-        self._idle: Optional[asyncio.Queue] = None
+        self._idle: Optional[InstanceSlots] = None  # which instance takes the next batch
         self._task: Optional[asyncio.Task] = None
         self._loop_ref: Optional[asyncio.AbstractEventLoop] = None
         self._inflight: Dict[asyncio.Future, List[Job]] = {}  # a future per batch on an instance thread
@@ -109,10 +110,7 @@ class Scheduler:
     def start(self) -> None:
         """Bind to the running loop; called lazily by the first submit as well."""
         self.queue = BatchQueue(self.config.priority_levels, self.config.max_queue_size)
-        self._idle = asyncio.Queue()
-        for instance in self.instances:
-            for _ in range(instance.slots):
-                self._idle.put_nowait(instance)
+        self._idle = InstanceSlots(self.instances)
         self._loop_ref = asyncio.get_running_loop()
         self._holding = None
         self._task = self._loop_ref.create_task(self._loop(), name=f"batcher-{self.name}")

@@ -294,6 +294,28 @@ async def test_two_slots_queue_the_next_batch_behind_the_running_one():
     await scheduler.stop()
 
 
+async def test_an_idle_instance_takes_a_batch_before_a_busy_instances_second_slot():
+    # instance_group { count: 3 }, each instance with two slots, no batching: three requests at once must
+    # run on three instances, not two on the first (one waiting behind the other) while the third sits idle
+    backends = [GatedBackend() for _ in range(3)]
+    pool = StagingPool()
+    instances = [Instance(b, f"m-{i}", pool, slots=2) for i, b in enumerate(backends)]
+    scheduler = Scheduler("m", instances, BatchingConfig(max_batch_size=0, inline_below_s=0.0))
+    tasks = [asyncio.ensure_future(scheduler.submit({"x": np.full((1, 2), i, np.float32)})) for i in range(3)]
+    for backend in backends:
+        assert await asyncio.to_thread(backend.entered.wait, 10), "an instance stayed idle"
+    assert [len(b.calls) for b in backends] == [1, 1, 1]
+    for backend in backends:
+        backend.gate.set()
+    answers = await asyncio.gather(*tasks)
+    assert [a["y"][0, 0] for a in answers] == [0, 2, 4]
+    # now every instance is idle again: the next three spread out the same way
+    more = [asyncio.ensure_future(scheduler.submit({"x": np.ones((1, 2), np.float32)})) for _ in range(3)]
+    await asyncio.gather(*more)
+    assert [len(b.calls) for b in backends] == [2, 2, 2]
+    await scheduler.stop()
+
+
 class ThreadRecordingBackend:
     """Doubles `x`, takes `seconds_per_row` per row and records which thread ran each call."""
 
