@@ -37,6 +37,9 @@ _ORT_TO_NUMPY = {
     "tensor(int64)": np.int64, "tensor(float16)": np.float16, "tensor(float)": np.float32,
     "tensor(double)": np.float64,
 }
+# Element types NumPy has no dtype for: requests cannot hand them to session.run
+_NO_NUMPY_TYPE = {"tensor(bfloat16)", "tensor(float8e4m3fn)", "tensor(float8e4m3fnuz)", "tensor(float8e5m2)",
+                  "tensor(float8e5m2fnuz)", "tensor(float4e2m1)"}
 _LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
            "all": "ORT_ENABLE_ALL"}
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
@@ -220,6 +223,11 @@ class OnnxBackend:
             logger.warning("%s: %s", path, self.fallback)
         self.device_index = index
         self.inputs = [_spec(arg) for arg in self.session.get_inputs()]
+        unserved = [f"{arg.name} ({arg.type})" for arg in [*self.session.get_inputs(), *self.session.get_outputs()]
+                    if arg.type in _NO_NUMPY_TYPE]
+        if unserved:  # the model would load READY and fail every request: say so at load instead
+            raise ValueError(f"{path}: tensors {', '.join(unserved)} have no NumPy dtype, so no request can carry "
+                             "them to ONNX Runtime; cast them to FP16 or FP32 at the graph's inputs and outputs")
         self.outputs = [_spec(arg) for arg in self.session.get_outputs()]
         self._output_names = [o.name for o in self.outputs]
         self._output_types = {arg.name: arg.type for arg in self.session.get_outputs()}

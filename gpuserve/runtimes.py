@@ -470,8 +470,12 @@ class OnnxModel(FrameworkModel):
 
     def prepare(self, name: str, array: np.ndarray) -> np.ndarray:
         if array.dtype == object:  # onnxruntime takes str elements for tensor(string)
-            return np.vectorize(lambda x: x.decode("utf-8") if isinstance(x, bytes) else str(x),
-                                otypes=[object])(array)
+            try:
+                return np.vectorize(lambda x: x.decode("utf-8") if isinstance(x, bytes) else str(x),
+                                    otypes=[object])(array)
+            except UnicodeDecodeError as exc:  # ONNX string tensors hold text: the client's bytes are not
+                raise InvalidInput(f"input '{name}': ONNX string tensors hold UTF-8 text; element bytes are not "
+                                   f"UTF-8 ({exc.reason} at byte {exc.start})") from None
         return array
 
 

@@ -182,3 +182,35 @@ def test_iobinding_path_binds_host_inputs_and_outputs(tmp_path):
     (out,) = binding.copy_outputs_to_cpu()
     np.testing.assert_allclose(out, onnx_reference(x, weight, bias), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(out, backend.run({"input": x})["output"], rtol=1e-6)
+
+
+def test_bf16_models_are_refused_at_load_and_non_utf8_strings_are_client_errors(tmp_path, http):
+    # a BF16 model loaded READY and failed every request (its inputs arrive widened to FP32); an ONNX string
+    # tensor fed bytes that are not UTF-8 was a 500
+    import onnx
+    from onnx import TensorProto, helper
+
+    from conftest import running_server
+    from gpuserve import ModelRepository
+    from gpuserve.repository import DiskRepository
+
+    for name, kind in (("bf16", TensorProto.BFLOAT16), ("text", TensorProto.STRING)):
+        graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], name,
+                                  [helper.make_tensor_value_info("x", kind, [-1])],
+                                  [helper.make_tensor_value_info("y", kind, [-1])])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 9
+        (tmp_path / name).mkdir()
+        onnx.save(model, str(tmp_path / name / "model.onnx"))
+    with running_server(repository=DiskRepository(tmp_path).populate(ModelRepository())) as server:
+        client = http(server)
+        index = {m["name"]: m for m in client.post("/v2/repository/index", json={}).json()}
+        assert index["bf16"]["state"] == "UNAVAILABLE" and "no NumPy dtype" in index["bf16"]["reason"]
+        header = b'{"inputs":[{"name":"x","shape":[1],"datatype":"BYTES","parameters":{"binary_data_size":6}}]}'
+        body = header + (2).to_bytes(4, "little") + b"\xff\xfe"
+        reply = client.post("/v2/models/text/infer", content=body,
+                            headers={"Inference-Header-Content-Length": str(len(header))})
+        assert reply.status_code == 400 and "UTF-8" in reply.json()["error"], reply.text
+        ok = client.post("/v2/models/text/infer", json={"inputs": [
+            {"name": "x", "shape": [1], "datatype": "BYTES", "data": ["héllo"]}]})
+        assert ok.status_code == 200 and ok.json()["outputs"][0]["data"] == ["héllo"]
