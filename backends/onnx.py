@@ -13,6 +13,7 @@ On the CPU `session.run` stays: IOBinding measured slower there (benchmarks/RESU
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import io
 import logging
 import os
@@ -37,9 +38,12 @@ _ORT_TO_NUMPY = {
     "tensor(int64)": np.int64, "tensor(float16)": np.float16, "tensor(float)": np.float32,
     "tensor(double)": np.float64,
 }
-# Element types NumPy has no dtype for: requests cannot hand them to session.run
-_NO_NUMPY_TYPE = {"tensor(bfloat16)", "tensor(float8e4m3fn)", "tensor(float8e4m3fnuz)", "tensor(float8e5m2)",
-                  "tensor(float8e5m2fnuz)", "tensor(float4e2m1)"}
+# Element types NumPy has no dtype for and nothing here converts: requests cannot hand them to ONNX Runtime.
+# BF16 is served on the CPU: requests hold it as float32 (gpuserve/datatypes.py), converted at the session.
+_NO_NUMPY_TYPE = {"tensor(float8e4m3fn)", "tensor(float8e4m3fnuz)", "tensor(float8e5m2)", "tensor(float8e5m2fnuz)",
+                  "tensor(float4e2m1)"}
+_BF16 = "tensor(bfloat16)"
+_ONNX_BFLOAT16 = 16  # TensorProto.BFLOAT16
 _LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
            "all": "ORT_ENABLE_ALL"}
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
@@ -223,11 +227,15 @@ class OnnxBackend:
             logger.warning("%s: %s", path, self.fallback)
         self.device_index = index
         self.inputs = [_spec(arg) for arg in self.session.get_inputs()]
-        unserved = [f"{arg.name} ({arg.type})" for arg in [*self.session.get_inputs(), *self.session.get_outputs()]
-                    if arg.type in _NO_NUMPY_TYPE]
+        every = [*self.session.get_inputs(), *self.session.get_outputs()]
+        unserved = [f"{arg.name} ({arg.type})" for arg in every
+                    if arg.type in _NO_NUMPY_TYPE or (arg.type == _BF16 and self.device != "cpu")]
+        self.bf16_inputs = {arg.name for arg in self.session.get_inputs() if arg.type == _BF16}
+        self.bf16_outputs = {arg.name for arg in self.session.get_outputs() if arg.type == _BF16}
         if unserved:  # the model would load READY and fail every request: say so at load instead
             raise ValueError(f"{path}: tensors {', '.join(unserved)} have no NumPy dtype, so no request can carry "
-                             "them to ONNX Runtime; cast them to FP16 or FP32 at the graph's inputs and outputs")
+                             "them to ONNX Runtime here (BF16 is served on the CPU only); cast them to FP16 or FP32 "
+                             "at the graph's inputs and outputs")
         self.outputs = [_spec(arg) for arg in self.session.get_outputs()]
         self._output_names = [o.name for o in self.outputs]
         self._output_types = {arg.name: arg.type for arg in self.session.get_outputs()}
@@ -256,10 +264,36 @@ class OnnxBackend:
             ) -> Dict[str, np.ndarray]:
         names = list(output_names) if output_names else self._output_names
         if self.device == "cpu":
+            if self.bf16_inputs or self.bf16_outputs:
+                return self._run_bf16(inputs, names)
             results = self.session.run(names, inputs)
             return dict(zip(names, results))
         binding = self._bound_run(inputs, names)
         return dict(zip(names, binding.copy_outputs_to_cpu()))
+
+    def _run_bf16(self, inputs: Dict[str, np.ndarray], names: Sequence[str]) -> Dict[str, np.ndarray]:
+        """BF16 tensors cross as OrtValues of their 16-bit patterns (NumPy has no bfloat16); requests and
+        answers hold them as float32, as tritonclient does."""
+        from gpuserve.datatypes import bf16_from_bytes, bf16_to_bytes
+
+        ort = _ort()
+        feeds = {}
+        for name, array in inputs.items():
+            if name in self.bf16_inputs:
+                bits = np.frombuffer(bf16_to_bytes(array), dtype=np.uint16).reshape(np.shape(array))
+                feeds[name] = ort.OrtValue.ortvalue_from_numpy_with_onnx_type(bits, onnx_element_type=_ONNX_BFLOAT16)
+            else:
+                feeds[name] = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array))
+        results = {}
+        for name, value in zip(names, self.session.run_with_ort_values(list(names), feeds)):
+            if name in self.bf16_outputs:
+                shape = tuple(value.shape())
+                count = int(np.prod(shape)) if shape else 1
+                raw = (ctypes.c_uint16 * count).from_address(value.data_ptr())  # read while `value` lives
+                results[name] = bf16_from_bytes(bytes(raw)).reshape(shape)
+            else:
+                results[name] = value.numpy()
+        return results
 
     def run_on_device(self, inputs: Dict[str, object], output_names: Optional[Sequence[str]] = None
                       ) -> Dict[str, object]:

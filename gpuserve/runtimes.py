@@ -198,6 +198,11 @@ class FrameworkModel(Model):
         return [s.as_metadata() for s in self.client_inputs] if self.backend else \
             [t.model_dump(exclude={"parameters"}) for t in self.settings.inputs]
 
+    @property
+    def bf16_outputs(self) -> set:
+        """Outputs the backend answers as BF16 held in float32 (ONNX Runtime on the CPU)."""
+        return getattr(self.backend, "bf16_outputs", None) or set()
+
     def outputs_served(self) -> list:
         """The outputs clients may ask for: a config.pbtxt's narrowing, else the backend's own."""
         return self.served_outputs if self.served_outputs is not None else self.backend.outputs
@@ -314,6 +319,8 @@ class FrameworkModel(Model):
     def _output(self, name: str, array, counts: Dict[str, int]) -> InferOutput:
         """One response output; the classification extension's `value:index[:label]` rows where asked for."""
         if name not in counts:
+            if name in self.bf16_outputs:  # held as float32 (NumPy has no bfloat16), sent as BF16
+                return InferOutput(name, list(array.shape), "BF16", array)
             return InferOutput.from_numpy(name, _json_safe(array))
         batched = bool(self.scheduler.batch_dim) if self.scheduler is not None else True
         if isinstance(array, TopK):  # reduced in the kernel stage: only k per row came back

@@ -184,9 +184,10 @@ def test_iobinding_path_binds_host_inputs_and_outputs(tmp_path):
     np.testing.assert_allclose(out, backend.run({"input": x})["output"], rtol=1e-6)
 
 
-def test_bf16_models_are_refused_at_load_and_non_utf8_strings_are_client_errors(tmp_path, http):
-    # a BF16 model loaded READY and failed every request (its inputs arrive widened to FP32); an ONNX string
-    # tensor fed bytes that are not UTF-8 was a 500
+def test_bf16_served_fp8_refused_at_load_and_non_utf8_strings_are_client_errors(tmp_path, http):
+    # a BF16 model loaded READY and failed every request (its inputs arrive as float32, NumPy having no
+    # bfloat16): they now cross as 16-bit patterns; FP8 is refused at load; an ONNX string tensor fed bytes
+    # that are not UTF-8 was a 500
     import onnx
     from onnx import TensorProto, helper
 
@@ -194,18 +195,27 @@ def test_bf16_models_are_refused_at_load_and_non_utf8_strings_are_client_errors(
     from gpuserve import ModelRepository
     from gpuserve.repository import DiskRepository
 
-    for name, kind in (("bf16", TensorProto.BFLOAT16), ("text", TensorProto.STRING)):
-        graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], name,
-                                  [helper.make_tensor_value_info("x", kind, [-1])],
+    def save(name, nodes, kind):
+        graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", kind, [-1])],
                                   [helper.make_tensor_value_info("y", kind, [-1])])
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
         model.ir_version = 9
         (tmp_path / name).mkdir()
         onnx.save(model, str(tmp_path / name / "model.onnx"))
+
+    save("bf16", [helper.make_node("Cast", ["x"], ["f"], to=TensorProto.FLOAT), helper.make_node("Mul", ["f", "f"], ["s"]),
+                  helper.make_node("Cast", ["s"], ["y"], to=TensorProto.BFLOAT16)], TensorProto.BFLOAT16)
+    save("fp8", [helper.make_node("Identity", ["x"], ["y"])], TensorProto.FLOAT8E4M3FN)
+    save("text", [helper.make_node("Identity", ["x"], ["y"])], TensorProto.STRING)
     with running_server(repository=DiskRepository(tmp_path).populate(ModelRepository())) as server:
         client = http(server)
         index = {m["name"]: m for m in client.post("/v2/repository/index", json={}).json()}
-        assert index["bf16"]["state"] == "UNAVAILABLE" and "no NumPy dtype" in index["bf16"]["reason"]
+        assert index["fp8"]["state"] == "UNAVAILABLE" and "float8e4m3fn" in index["fp8"]["reason"]
+        squared = client.post("/v2/models/bf16/infer", json={"inputs": [
+            {"name": "x", "shape": [3], "datatype": "BF16", "data": [1.5, 2.0, -3.25]}]})
+        assert squared.status_code == 200, squared.text
+        assert squared.json()["outputs"][0] == {"name": "y", "datatype": "BF16", "shape": [3],
+                                                "data": [2.25, 4.0, 10.5625]}
         header = b'{"inputs":[{"name":"x","shape":[1],"datatype":"BYTES","parameters":{"binary_data_size":6}}]}'
         body = header + (2).to_bytes(4, "little") + b"\xff\xfe"
         reply = client.post("/v2/models/text/infer", content=body,
