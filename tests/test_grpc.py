@@ -382,6 +382,12 @@ def test_bad_requests_are_invalid_argument(stub, case):
     assert words in excinfo.value.details()
 
 
+def test_an_unknown_model_is_not_found_before_its_inputs_are_checked(stub):
+    with pytest.raises(grpc.RpcError) as excinfo:  # as Triton: NOT_FOUND, not "needs an input"
+        stub.ModelInfer(pb.ModelInferRequest(model_name="nowhere"), timeout=TIMEOUT)
+    assert excinfo.value.code() == grpc.StatusCode.NOT_FOUND
+
+
 def test_error_table_statuses(client, stub):
     x = np.ones((1, 4), dtype=np.float32)
     cases = [("nope", "StatusCode.NOT_FOUND", "nope"), ("crash", "StatusCode.INTERNAL", "the model fell over"),

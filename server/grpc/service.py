@@ -115,6 +115,8 @@ class InferenceServicer:
     async def _infer(self, request: pb.ModelInferRequest, headers: Dict[str, str], context=None
                      ) -> pb.ModelInferResponse:
         LONE_INLINE_OK.set(False)  # engine/batcher.py: grpc.aio's one request per loop turn
+        if not len(request.inputs) and request.model_name:  # as Triton: an unknown model is NOT_FOUND first
+            self.plane.repository.resolve(request.model_name, request.model_version or None)
         infer_request = convert.request_from_proto(request)
         try:
             response, response_headers = await self.plane.infer(infer_request, headers)
