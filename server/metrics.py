@@ -9,7 +9,7 @@ multiprocess directory; both are appended to the same exposition.
 from __future__ import annotations
 
 import os
-from typing import Iterable, Optional
+from typing import Dict, Iterable, List, Optional
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -221,6 +221,16 @@ def render(metrics: Iterable[Metric]) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
+class _Families:
+    """Ready families, in the shape generate_latest reads (a registry's `collect`)."""
+
+    def __init__(self, families: List[Metric]):
+        self.families = families
+
+    def collect(self) -> List[Metric]:
+        return self.families
+
+
 class Exposition:
     """One server's scrape: its own collector, then the default registry (process metrics and custom
     metrics), then parallel workers' custom metrics from the multiprocess directory."""
@@ -234,10 +244,19 @@ class Exposition:
         if directories:
             from prometheus_client import multiprocess
 
-            for directory in directories:  # one registry each: two pools may log the same metric name
+            # One collector per pool (a directory each), their families merged by name: two models' workers
+            # may log the same metric, and the text format allows one HELP/TYPE per name.
+            merged: Dict[str, Metric] = {}
+            for directory in directories:
                 workers = CollectorRegistry()
                 multiprocess.MultiProcessCollector(workers, path=directory)
-                parts.append(generate_latest(workers))
+                for family in workers.collect():
+                    kept = merged.get(family.name)
+                    if kept is None:
+                        merged[family.name] = family
+                    else:
+                        kept.samples.extend(family.samples)
+            parts.append(generate_latest(_Families(list(merged.values()))))
         return b"".join(parts)
 
     async def asgi(self, scope, receive, send) -> None:

@@ -85,10 +85,33 @@ def test_nvml_absent_is_one_log_line(caplog):
 
 
 def test_custom_metrics_across_parallel_workers(tmp_path):
-    folder = tmp_path / "counted"
+    for name in ("counted", "twin"):  # two pools logging the same metric names: one family each in the scrape
+        _counted_model(tmp_path / name, name)
+    registry = DiskRepository(tmp_path).populate(ModelRepository())
+    with running_server(repository=registry) as server:
+        rest = f"http://127.0.0.1:{server.ports['http']}"
+        for n in range(1, 9):
+            assert httpx.post(f"{rest}/v1/models/counted:predict", json={"instances": list(range(n))}).status_code == 200
+        assert httpx.post(f"{rest}/v1/models/twin:predict", json={"instances": [1]}).status_code == 200
+        text = httpx.get(f"http://127.0.0.1:{server.ports['metrics']}/metrics").text
+    counts = [float(v) for v in re.findall(r'^rows_seen_count\{model_name="counted",model_version=""\} (\S+)$', text, re.M)]
+    sums = [float(v) for v in re.findall(r'^rows_seen_sum\{model_name="counted",model_version=""\} (\S+)$', text, re.M)]
+    assert sum(counts) == 8 and sum(sums) == sum(range(1, 9))
+    fly = [float(v) for v in re.findall(r'^never_registered_sum\{model_name="counted",model_version=""\} (\S+)$',
+                                        text, re.M)]
+    assert sum(fly) == 8 * 2.5
+    assert re.findall(r'^rows_seen_count\{model_name="twin",model_version=""\} (\S+)$', text, re.M)
+    assert text.count("# TYPE rows_seen histogram") == 1 and text.count("# TYPE never_registered histogram") == 1
+    from prometheus_client.parser import text_string_to_metric_families
+
+    names = [family.name for family in text_string_to_metric_families(text)]
+    assert len(names) == len(set(names)), "a family appears twice"
+
+
+def _counted_model(folder, name):
     folder.mkdir()
     (folder / "model-settings.json").write_text(json.dumps(
-        {"name": "counted", "implementation": "counted_model.Counted", "parallel_workers": 2}))
+        {"name": name, "implementation": "counted_model.Counted", "parallel_workers": 2}))
     (folder / "counted_model.py").write_text(textwrap.dedent("""
         from gpuserve import Model, metrics
 
@@ -102,15 +125,3 @@ def test_custom_metrics_across_parallel_workers(tmp_path):
                 metrics.log(never_registered=2.5)  # as MLServer's mlserver.log: registered on the fly
                 return {"predictions": payload["instances"]}
         """))
-    registry = DiskRepository(tmp_path).populate(ModelRepository())
-    with running_server(repository=registry) as server:
-        rest = f"http://127.0.0.1:{server.ports['http']}"
-        for n in range(1, 9):
-            assert httpx.post(f"{rest}/v1/models/counted:predict", json={"instances": list(range(n))}).status_code == 200
-        text = httpx.get(f"http://127.0.0.1:{server.ports['metrics']}/metrics").text
-    counts = [float(v) for v in re.findall(r'^rows_seen_count\{model_name="counted",model_version=""\} (\S+)$', text, re.M)]
-    sums = [float(v) for v in re.findall(r'^rows_seen_sum\{model_name="counted",model_version=""\} (\S+)$', text, re.M)]
-    assert sum(counts) == 8 and sum(sums) == sum(range(1, 9))
-    fly = [float(v) for v in re.findall(r'^never_registered_sum\{model_name="counted",model_version=""\} (\S+)$',
-                                        text, re.M)]
-    assert sum(fly) == 8 * 2.5
