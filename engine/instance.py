@@ -133,6 +133,9 @@ class Instance:
         When a batch of several requests fails, each is retried alone, so one bad request fails
         itself and not the requests it happened to share a batch with.
         """
+        if self.stats is not None:  # queued until now: waiting behind this instance's running batch included
+            now = time.monotonic()
+            self.stats.record_queue([int((now - job.arrival) * 1e9) for job in jobs])
         try:
             return self._run(jobs, batched, outputs)
         except Exception as exc:
@@ -152,8 +155,12 @@ class Instance:
             results = self._run_requests(jobs)
             elapsed, rows = time.perf_counter_ns() - t0, sum(job.rows for job in jobs)
             self._observe(elapsed / 1e9 / max(rows, 1))
-            if self.stats is not None:
-                self.stats.record_batch(rows, len(jobs), 0, elapsed, 0)
+            if self.stats is not None:  # as Triton: inferences are the requests that succeeded
+                done = sum(job.rows for job, result in zip(jobs, results) if not isinstance(result, BaseException))
+                if done:
+                    self.stats.record_batch(done, len(jobs), 0, elapsed, 0)
+                else:
+                    self.stats.record_failed_execution()
             return results
         leases = []
         ragged = self.stage.ragged_inputs

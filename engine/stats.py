@@ -95,6 +95,11 @@ class ModelStats:
             self.compute_infer.add(infer_ns * jobs, jobs)
             self.compute_output.add(output_ns * jobs, jobs)
 
+    def record_failed_execution(self) -> None:
+        """An execution none of whose requests succeeded: Triton counts the execution, no inference."""
+        with self.lock:
+            self.execution_count += 1
+
     def record_unbatched(self, ns: int) -> None:
         """A request that ran alone outside the engine and succeeded in `ns`: as Triton counts it, it passed
         its (empty) queue, then its execution of one row took the whole time (record_queue([0]),

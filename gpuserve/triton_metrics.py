@@ -13,9 +13,7 @@ import threading
 from typing import Dict, List, Optional, Tuple
 
 _lock = threading.Lock()
-_register_lock = threading.Lock()
 _families: Dict[str, "MetricFamily"] = {}
-_registered = False
 
 
 class MetricFamily:
@@ -32,7 +30,6 @@ class MetricFamily:
             self.name, self.description, self.kind = name, description, kind
             self.metrics: Dict[Tuple[Tuple[str, str], ...], "Metric"] = existing.metrics if existing else {}
             _families[name] = self
-        _register_collector()
 
     def Metric(self, labels: Optional[dict] = None, buckets: Optional[List[float]] = None) -> "Metric":  # noqa: N802
         if self.kind == self.HISTOGRAM and not buckets:
@@ -84,38 +81,33 @@ class Metric:
             self._sum += value
 
 
-class _Collector:
-    def describe(self):
-        return []  # names vary at run time; registering must not collect (nor take the lock) early
+def families():
+    """Every family as a prometheus_client Metric marked `exact`: Triton (prometheus-cpp) prints a counter under
+    its own name, with no `_total` added, and whole values as integers; the exposition does too
+    (server/metrics.py)."""
+    from prometheus_client.core import Metric as PromMetric
 
-    def collect(self):
-        from prometheus_client.core import Metric as PromMetric
-
-        with _lock:
-            families = list(_families.values())
-        for family in families:
-            out = PromMetric(family.name, family.description, MetricFamily._KINDS[family.kind])
-            for metric in list(family.metrics.values()):
-                if family.kind != MetricFamily.HISTOGRAM:
-                    out.add_sample(family.name, metric.labels, metric._value)
-                    continue
-                running = 0
-                for bound, count in zip(metric.buckets, metric._counts):
-                    running += count
-                    out.add_sample(family.name + "_bucket", {**metric.labels, "le": repr(float(bound))}, running)
-                total = running + metric._counts[-1]
-                out.add_sample(family.name + "_bucket", {**metric.labels, "le": "+Inf"}, total)
-                out.add_sample(family.name + "_count", metric.labels, total)
-                out.add_sample(family.name + "_sum", metric.labels, metric._sum)
-            yield out
+    with _lock:
+        known = list(_families.values())
+    for family in known:
+        out = PromMetric(family.name, family.description, MetricFamily._KINDS[family.kind])
+        out.exact = True
+        for metric in list(family.metrics.values()):
+            if family.kind != MetricFamily.HISTOGRAM:
+                out.add_sample(family.name, metric.labels, metric._value)
+                continue
+            running = 0
+            for bound, count in zip(metric.buckets, metric._counts):
+                running += count
+                out.add_sample(family.name + "_bucket", {**metric.labels, "le": _bound(bound)}, running)
+            total = running + metric._counts[-1]
+            out.add_sample(family.name + "_bucket", {**metric.labels, "le": "+Inf"}, total)
+            out.add_sample(family.name + "_count", metric.labels, total)
+            out.add_sample(family.name + "_sum", metric.labels, metric._sum)
+        yield out
 
 
-def _register_collector() -> None:
-    global _registered
-    with _register_lock:
-        if _registered:
-            return
-        from prometheus_client import REGISTRY
-
-        REGISTRY.register(_Collector())
-        _registered = True
+def _bound(value: float) -> str:
+    """A bucket bound as Triton prints it: `1`, not `1.0`."""
+    value = float(value)
+    return str(int(value)) if value.is_integer() else repr(value)

@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from gpuserve import device_health
 from gpuserve.dataplane import DataPlane
+from gpuserve import triton_metrics
 from gpuserve.metrics import worker_metric_dirs
 from gpuserve.server.nvml import GpuSampler
 
@@ -119,7 +120,7 @@ class ServerCollector:
             ml_failure.add_metric(labels, stats["fail"]["count"])
             count.add_metric(labels, entry["inference_count"])
             executions.add_metric(labels, entry["execution_count"])
-            durations["request"].add_metric(labels, (stats["success"]["ns"] + stats["fail"]["ns"]) / 1e3)
+            durations["request"].add_metric(labels, stats["success"]["ns"] / 1e3)  # as Triton: successes only
             for key in ("queue", "compute_input", "compute_infer", "compute_output"):
                 durations[key].add_metric(labels, stats[key]["ns"] / 1e3)
             cache["hits"].add_metric(labels, stats["cache_hit"]["count"])
@@ -207,7 +208,7 @@ def render(metrics: Iterable[Metric]) -> bytes:
     lines = []
     for metric in metrics:
         name = metric.name
-        exact = isinstance(metric, ExactCounter)
+        exact = isinstance(metric, ExactCounter) or getattr(metric, "exact", False)
         if metric.type == "counter" and not exact:
             name += "_total"
         lines.append(f"# HELP {name} {metric.documentation}")
@@ -239,25 +240,29 @@ class Exposition:
         self.collector = ServerCollector(plane, prefix, gpus)
 
     def render(self) -> bytes:
-        parts = [render(self.collector.collect()), generate_latest(REGISTRY)]
+        own = render(self.collector.collect()) + render(triton_metrics.families())
         directories = [d for d in sorted(worker_metric_dirs) if os.path.isdir(d)]
-        if directories:
-            from prometheus_client import multiprocess
+        if not directories:
+            return own + generate_latest(REGISTRY)
+        from prometheus_client import multiprocess
 
-            # One collector per pool (a directory each), their families merged by name: two models' workers
-            # may log the same metric, and the text format allows one HELP/TYPE per name.
-            merged: Dict[str, Metric] = {}
-            for directory in directories:
-                workers = CollectorRegistry()
-                multiprocess.MultiProcessCollector(workers, path=directory)
-                for family in workers.collect():
-                    kept = merged.get(family.name)
-                    if kept is None:
-                        merged[family.name] = family
-                    else:
-                        kept.samples.extend(family.samples)
-            parts.append(generate_latest(_Families(list(merged.values()))))
-        return b"".join(parts)
+        # The process's own families and one collector per worker pool (a directory each), merged by name:
+        # models in process and in workers may log the same metric, and the text format allows one HELP/TYPE
+        # per name.
+        merged: Dict[str, Metric] = {}
+        registries = [REGISTRY]
+        for directory in directories:
+            workers = CollectorRegistry()
+            multiprocess.MultiProcessCollector(workers, path=directory)
+            registries.append(workers)
+        for registry in registries:
+            for family in registry.collect():
+                kept = merged.get(family.name)
+                if kept is None:
+                    merged[family.name] = family
+                else:
+                    kept.samples.extend(family.samples)
+        return own + generate_latest(_Families(list(merged.values())))
 
     async def asgi(self, scope, receive, send) -> None:
         """A bare ASGI app for the metrics port: every GET answers the exposition."""

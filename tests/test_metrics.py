@@ -105,7 +105,7 @@ def test_custom_metrics_across_parallel_workers(tmp_path):
     from prometheus_client.parser import text_string_to_metric_families
 
     names = [family.name for family in text_string_to_metric_families(text)]
-    assert len(names) == len(set(names)), "a family appears twice"
+    assert len(names) == len(set(names)), [n for n in set(names) if names.count(n) > 1]
 
 
 def _counted_model(folder, name):

@@ -450,9 +450,14 @@ def test_unload_runs_finalize_and_reload_serves_again(repo):
             assert not client.is_model_ready("finalize")  # the model's own is_ready() says so
             (repo / "finalize" / "finalized.down").unlink()
             scrape = urllib.request.urlopen(f"http://127.0.0.1:{server.ports['metrics']}/metrics").read().decode()
-            assert 'echo_calls{model="finalize"} 1.0' in scrape
-            assert 'echo_rows_bucket{le="4.0",model="finalize"} 1.0' in scrape
-            assert 'echo_rows_bucket{le="1.0",model="finalize"} 0.0' in scrape
+            # as Triton prints them: a counter under its own name (TYPE line included), whole numbers, le="4"
+            assert "# TYPE echo_calls counter" in scrape and 'echo_calls{model="finalize"} 1\n' in scrape
+            assert 'echo_rows_bucket{model="finalize",le="4"} 1\n' in scrape
+            assert 'echo_rows_bucket{model="finalize",le="1"} 0\n' in scrape
+            from prometheus_client.parser import text_string_to_metric_families
+
+            kinds = {f.name: f.type for f in text_string_to_metric_families(scrape)}
+            assert kinds["echo_calls"] == "counter" and kinds["echo_rows"] == "histogram"
             client.unload_model("finalize")
             assert marker.read_text() == "done" and not client.is_model_ready("finalize")
             client.load_model("finalize")
