@@ -110,6 +110,9 @@ class Scheduler:
     def start(self) -> None:
         """Bind to the running loop; called lazily by the first submit as well."""
         self.queue = BatchQueue(self.config.priority_levels, self.config.max_queue_size)
+        # as Triton: a request that timed out in the queue is a failure, reason REJECTED
+        self.queue.on_expired = lambda job, now: self.stats.record_request(False, int((now - job.arrival) * 1e9),
+                                                                           "REJECTED")
         self._idle = InstanceSlots(self.instances)
         self._loop_ref = asyncio.get_running_loop()
         self._holding = None

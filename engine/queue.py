@@ -28,6 +28,7 @@ class BatchQueue:
         self.size = 0
         self.expired = 0
         self._ready = asyncio.Event()
+        self.on_expired = None  # called with each job that timed out here (the scheduler counts it as REJECTED)
 
     def __len__(self) -> int:
         return self.size
@@ -49,6 +50,8 @@ class BatchQueue:
             return False
         if job.expired(now):
             self.expired += 1
+            if self.on_expired is not None and not job.future.done():
+                self.on_expired(job, now)
             _fail(job, DeadlineExceeded("request timed out in the queue before it could run"))
             return False
         return True

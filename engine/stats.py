@@ -14,6 +14,8 @@ from typing import Dict, List, Tuple
 
 
 
+FAILURE_REASONS = ("REJECTED", "CANCELED", "BACKEND", "OTHER")
+
 # Seconds; chosen to resolve both sub-millisecond CPU answers and slow model calls.
 BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -74,6 +76,9 @@ class ModelStats:
         self.cache_hit = Duration()
         self.cache_miss = Duration()
         self.batches: Dict[int, BatchStats] = {}
+        # failed requests by Triton's reasons (nv_inference_request_failure{reason}): REJECTED (timed out in the
+        # queue), CANCELED (the client went away), BACKEND (the model failed), OTHER
+        self.fail_reasons: Dict[str, int] = dict.fromkeys(FAILURE_REASONS, 0)
         self.inference_count = 0
         self.execution_count = 0
         self.last_inference_ms = 0
@@ -139,9 +144,11 @@ class ModelStats:
         with self.lock:
             self.queue.add(sum(waits), len(waits))
 
-    def record_request(self, ok: bool, total_ns: int) -> None:
+    def record_request(self, ok: bool, total_ns: int, reason: str = "BACKEND") -> None:
         with self.lock:
             (self.success if ok else self.fail).add(total_ns)
+            if not ok:
+                self.fail_reasons[reason] = self.fail_reasons.get(reason, 0) + 1
             self.request_seconds.observe(total_ns / 1e9)
 
     def record_requests(self, ok_ns: List[int], failed_ns: List[int] = ()) -> None:
@@ -154,6 +161,8 @@ class ModelStats:
                     continue
                 total = sum(durations)
                 outcome.add(total, len(durations))
+                if outcome is self.fail:
+                    self.fail_reasons["BACKEND"] += len(durations)
                 hist.total += total / 1e9
                 hist.count += len(durations)
                 for ns in durations:

@@ -6,6 +6,7 @@ the transports only decode, call one method, and encode.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import inspect
 import logging
@@ -224,6 +225,9 @@ class DataPlane:
                     response = await model.predict(request, headers, response_headers)
                 else:
                     response, response_headers = await model(request, headers)
+            except asyncio.CancelledError:  # the client went away
+                stats.record_request(False, time.perf_counter_ns() - start, "CANCELED")
+                raise
             except BaseException:
                 stats.record_request(False, time.perf_counter_ns() - start)
                 raise
@@ -322,7 +326,21 @@ class DataPlane:
     async def predict_v1(self, name: str, body: Any, headers: Optional[Dict[str, str]] = None,
                          verb: InferenceVerb = InferenceVerb.PREDICT) -> Tuple[Any, Dict[str, str]]:
         model = self.repository.resolve(name)
-        response, response_headers = await model(body, headers, verb)
+        stats = None if getattr(model, "stats", None) is not None or verb is not InferenceVerb.PREDICT \
+            else self._stats_for(model)
+        if stats is None:
+            response, response_headers = await model(body, headers, verb)
+        else:  # models outside the engine: counted here, as their V2 requests are (infer above)
+            start = time.perf_counter_ns()
+            try:
+                response, response_headers = await model(body, headers, verb)
+            except asyncio.CancelledError:  # the client went away
+                stats.record_request(False, time.perf_counter_ns() - start, "CANCELED")
+                raise
+            except BaseException:
+                stats.record_request(False, time.perf_counter_ns() - start)
+                raise
+            stats.record_unbatched(time.perf_counter_ns() - start)
         if isinstance(response, InferResponse):
             response = {"predictions": response.outputs[0].as_numpy() if len(response.outputs) == 1
                         else {o.name: o.as_numpy() for o in response.outputs}}

@@ -82,7 +82,7 @@ class ServerCollector:
         success = ExactCounter(n("nv_inference_request_success"), "Successful inference requests (Triton)",
                                       labels=MODEL_LABELS)
         failure = ExactCounter(n("nv_inference_request_failure"), "Failed inference requests (Triton)",
-                                      labels=MODEL_LABELS)
+                               labels=["model", "reason", "version"])
         ml_success = CounterMetricFamily(n("model_infer_request_success"),
                                          "Successful inference requests (MLServer)", labels=["model_name", "model_version"])
         ml_failure = CounterMetricFamily(n("model_infer_request_failure"),
@@ -115,7 +115,11 @@ class ServerCollector:
             labels = [entry["name"], entry["version"]]
             stats = entry["inference_stats"]
             success.add_metric(labels, stats["success"]["count"])
-            failure.add_metric(labels, stats["fail"]["count"])
+            model = self.plane.repository.get_model(entry["name"], entry["version"] or None)
+            reasons = dict(self.plane.stats_of(model).fail_reasons) if model is not None else \
+                {"REJECTED": 0, "CANCELED": 0, "BACKEND": stats["fail"]["count"], "OTHER": 0}
+            for reason, failed in reasons.items():  # Triton's four, each present
+                failure.add_metric([entry["name"], reason, entry["version"]], failed)
             ml_success.add_metric(labels, stats["success"]["count"])
             ml_failure.add_metric(labels, stats["fail"]["count"])
             count.add_metric(labels, entry["inference_count"])
@@ -127,7 +131,6 @@ class ServerCollector:
             cache["misses"].add_metric(labels, stats["cache_miss"]["count"])
             cache["hit_us"].add_metric(labels, stats["cache_hit"]["ns"] / 1e3)
             cache["miss_us"].add_metric(labels, stats["cache_miss"]["ns"] / 1e3)
-            model = self.plane.repository.get_model(entry["name"], entry["version"] or None)
             if model is not None:
                 histogram = self.plane.stats_of(model).request_seconds
                 latency.add_metric(labels, histogram.cumulative(), histogram.total)

@@ -166,6 +166,8 @@ async def test_expired_deadline_is_504_and_never_runs():
     assert np.array_equal((await ok)["y"], np.full((1, 2), 2, np.float32))
     await first
     assert all((c != -7).all() for c in backend.calls)
+    # as Triton counts it: a failure, reason REJECTED (nv_inference_request_failure{reason="REJECTED"})
+    assert scheduler.stats.fail.count == 1 and scheduler.stats.fail_reasons["REJECTED"] == 1
     await scheduler.stop()
 
 

@@ -125,3 +125,33 @@ def _counted_model(folder, name):
                 metrics.log(never_registered=2.5)  # as MLServer's mlserver.log: registered on the fly
                 return {"predictions": payload["instances"]}
         """))
+
+
+class Doubler1(Model):
+    def load(self):
+        self.ready = True
+
+    def predict(self, payload, headers=None):
+        return {"predictions": [2 * x for x in payload["instances"]]}
+
+
+class Boom(Model):
+    def load(self):
+        self.ready = True
+
+    def predict(self, payload, headers=None):
+        raise RuntimeError("boom")
+
+
+def test_failures_carry_tritons_reasons_and_v1_calls_count(http):
+    with running_server([Doubler1("counted-v1"), Boom("boom")]) as server:
+        client = http(server)
+        for _ in range(3):
+            assert client.post("/v1/models/counted-v1:predict", json={"instances": [1, 2]}).status_code == 200
+        assert client.post("/v1/models/boom:predict", json={"instances": [1]}).status_code == 500
+        stats = client.get("/v2/models/counted-v1/stats").json()["model_stats"][0]
+        assert stats["inference_stats"]["success"]["count"] == 3  # V1 calls count as V2 ones do
+        text = client.get("/metrics").text
+    assert sample(text, "nv_inference_request_success", model="counted-v1", version="") == 3
+    for reason, want in (("BACKEND", 1), ("REJECTED", 0), ("CANCELED", 0), ("OTHER", 0)):
+        assert sample(text, "nv_inference_request_failure", model="boom", reason=reason, version="") == want
