@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from gpuserve import device_health
 from gpuserve.dataplane import DataPlane
 from gpuserve import triton_metrics
+from gpuserve.server.cpu_metrics import CpuSampler
 from gpuserve.metrics import worker_metric_dirs
 from gpuserve.server.nvml import GpuSampler
 
@@ -40,6 +41,7 @@ class ServerCollector:
         self.plane = plane
         self.prefix = prefix
         self.gpus = gpus
+        self.cpu = CpuSampler()
 
     def _name(self, name: str) -> str:
         return f"{self.prefix}{name}"
@@ -50,6 +52,23 @@ class ServerCollector:
         yield from self._gpus()
         yield from self._lost_devices()
         yield from self._response_cache()
+        yield from self._cpu()
+
+    def _cpu(self):
+        """Triton's host gauges (server/cpu_metrics.py)."""
+        n = self._name
+        utilization = self.cpu.utilization()
+        if utilization is not None:
+            family = GaugeMetricFamily(n("nv_cpu_utilization"), "CPU utilization rate [0.0 - 1.0]")
+            family.add_metric([], utilization)
+            yield family
+        memory = self.cpu.memory()
+        if memory is not None:
+            total = GaugeMetricFamily(n("nv_cpu_memory_total_bytes"), "CPU total memory (RAM), in bytes")
+            total.add_metric([], memory[0])
+            used = GaugeMetricFamily(n("nv_cpu_memory_used_bytes"), "CPU used memory (RAM), in bytes")
+            used.add_metric([], memory[1])
+            yield from (total, used)
 
     def _response_cache(self):
         """Triton's server-wide cache gauges (its per-model counters are in `_models`)."""

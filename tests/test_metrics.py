@@ -19,7 +19,8 @@ from gpuserve.server.nvml import GpuSampler
 def sample(text, name, **labels):
     """The value of one sample, or None."""
     want = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    match = re.search(rf"^{re.escape(name)}\{{{re.escape(want)}\}} (\S+)$", text, re.M)
+    pattern = rf"^{re.escape(name)}\{{{re.escape(want)}\}} (\S+)$" if labels else rf"^{re.escape(name)} (\S+)$"
+    match = re.search(pattern, text, re.M)
     return float(match.group(1)) if match else None
 
 
@@ -155,3 +156,20 @@ def test_failures_carry_tritons_reasons_and_v1_calls_count(http):
     assert sample(text, "nv_inference_request_success", model="counted-v1", version="") == 3
     for reason, want in (("BACKEND", 1), ("REJECTED", 0), ("CANCELED", 0), ("OTHER", 0)):
         assert sample(text, "nv_inference_request_failure", model="boom", reason=reason, version="") == want
+
+
+def test_host_gauges_as_triton_exports_them(tmp_path, http):
+    from gpuserve.server.cpu_metrics import CpuSampler
+
+    stat, meminfo = tmp_path / "stat", tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       1000 kB\nMemFree:         100 kB\nMemAvailable:    400 kB\n")
+    stat.write_text("cpu  100 0 100 800 0 0 0 0 0 0\ncpu0 1 2 3 4\n")
+    sampler = CpuSampler(str(stat), str(meminfo))
+    assert sampler.utilization() == 0.0 and sampler.memory() == (1024000, 614400)
+    stat.write_text("cpu  150 0 150 900 0 0 0 0 0 0\n")  # 200 jiffies later, 100 of them idle
+    assert sampler.utilization() == 0.5
+    assert CpuSampler(str(tmp_path / "none"), str(tmp_path / "none")).memory() is None
+    with running_server([Doubler1("d")]) as server:
+        text = http(server).get("/metrics").text
+    assert 0.0 <= sample(text, "nv_cpu_utilization") <= 1.0
+    assert sample(text, "nv_cpu_memory_total_bytes") > sample(text, "nv_cpu_memory_used_bytes") > 0
