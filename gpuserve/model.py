@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 from typing import Any, AsyncIterator, Dict, List, Optional, Union
 
+from gpuserve.errors import InvalidInput
 from gpuserve.hooks import call_hook, overrides
 from gpuserve.metrics import set_current_model
 from gpuserve.types import InferRequest, InferResponse
@@ -114,6 +115,8 @@ class Model(InferenceModel):
         response_headers: Dict[str, str] = {}
         set_current_model(self.name, self.version)  # labels for gpuserve.metrics.log()
         payload = body
+        if type(body) is dict and "instances" in body and not overrides(self, "validate", Model):
+            Model.validate(self, body)  # KServe's default check of what the client sent; a type test
         if overrides(self, "preprocess", Model):
             payload = await call_hook(self.preprocess, payload, headers)
         if overrides(self, "validate", Model):
@@ -136,6 +139,9 @@ class Model(InferenceModel):
         return result
 
     def validate(self, payload: Any) -> Any:
+        """KServe's default check: V1 `instances` must be a list."""
+        if isinstance(payload, dict) and "instances" in payload and not isinstance(payload["instances"], list):
+            raise InvalidInput('Expected "instances" to be a list')
         return payload
 
     async def predict(self, payload: Union[Dict, InferRequest], headers: Optional[Dict[str, str]] = None,

@@ -315,10 +315,11 @@ def decode_response(reply, payload: InferRequest, model_name: str) -> InferRespo
 
 
 async def grpc_infer(model, payload: InferRequest, headers: Optional[Dict[str, str]]) -> InferResponse:
-    """One ModelInfer call on `model.predictor_host` for `model.name`, within `model.timeout` seconds."""
+    """One ModelInfer call on `model.predictor_host` for the model the payload names (else `model.name`, a
+    transformer's own, as most deployments name both alike), within `model.timeout` seconds."""
     import grpc
 
-    request = encode_request(model.name, payload)
+    request = encode_request(payload.model_name or model.name, payload)
     metadata = []
     for key in ("x-request-id", "x-b3-traceid", "traceparent", "authorization"):
         value = (headers or {}).get(key)

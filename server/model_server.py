@@ -58,15 +58,24 @@ def bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     return sock
 
 
-def _kserve_args() -> argparse.Namespace:
-    """KServe scripts take `--http_port` etc. on their own command line; honour the known ones."""
+def kserve_parser() -> argparse.ArgumentParser:
+    """KServe's model server options, for `argparse.ArgumentParser(parents=[model_server.parser])` in user
+    scripts (exported as `gpuserve.model_server.parser`)."""
     parser = argparse.ArgumentParser(add_help=False)
     for flag, kind in (("--http_port", int), ("--grpc_port", int), ("--workers", int), ("--max_threads", int),
                        ("--max_asyncio_workers", int), ("--model_name", str), ("--predictor_host", str)):
         parser.add_argument(flag, type=kind, default=None)
     parser.add_argument("--enable_grpc", type=lambda v: v.lower() in ("1", "true", "yes"), default=None)
     parser.add_argument("--enable_docs_url", type=lambda v: v.lower() in ("1", "true", "yes"), default=None)
-    args, _ = parser.parse_known_args(sys.argv[1:])
+    return parser
+
+
+parser = kserve_parser()
+
+
+def _kserve_args() -> argparse.Namespace:
+    """KServe scripts take `--http_port` etc. on their own command line; honour the known ones."""
+    args, _ = kserve_parser().parse_known_args(sys.argv[1:])
     return args
 
 

@@ -109,6 +109,12 @@ async def test_grpc_infer_directly(predictor):
     assert response.id == "d1" and response.model_name == "model"
     np.testing.assert_array_equal(response.get_output_by_name("y").as_numpy(), x * 10)
 
+    # the payload names the predictor's model: a transformer of another name forwards to that one (KServe)
+    renamed = transformer_for(predictor.ports["grpc"])
+    renamed.name = "front-door"
+    response = await grpc_infer(renamed, InferRequest.from_numpy("model", {"x": x}), {})
+    assert response.model_name == "model"
+
     bad = InferRequest.from_numpy("model", {"q": x})
     with pytest.raises(RemotePredictorError) as excinfo:
         await grpc_infer(model, bad, {})

@@ -1,0 +1,73 @@
+"""KServe's module paths and helpers that user code imports, with only `kserve` changed to `gpuserve`:
+kserve.protocol.infer_type, kserve.protocol.grpc.grpc_predict_v2_pb2, kserve.model_server.parser,
+kserve.ray.RayModel; and KServe's default validation of V1 `instances`."""
+
+import argparse
+
+from conftest import running_server
+from gpuserve import Model
+
+
+class Doubler(Model):
+    def load(self):
+        self.ready = True
+
+    def predict(self, payload, headers=None):
+        return {"predictions": [2 * x for x in payload["instances"]]}
+
+
+def test_kserve_module_paths_import():
+    from gpuserve.protocol.grpc.grpc_predict_v2_pb2 import ModelInferRequest, ModelInferResponse
+    from gpuserve.protocol.infer_type import InferInput, InferRequest, InferResponse
+
+    request = InferRequest("m", [InferInput("x", [1], "FP32", [1.0])])
+    assert request.model_name == "m" and InferResponse and ModelInferResponse
+    assert ModelInferRequest(model_name="m").model_name == "m"
+
+
+def test_model_server_parser_is_a_parent_parser():
+    from gpuserve import model_server
+
+    parser = argparse.ArgumentParser(parents=[model_server.parser])
+    parser.add_argument("--my_option", default="x")
+    args = parser.parse_args(["--http_port", "9000", "--my_option", "y", "--enable_grpc", "false"])
+    assert args.http_port == 9000 and args.my_option == "y" and args.enable_grpc is False
+    assert model_server.ModelServer.__name__ == "ModelServer"
+
+
+def test_v1_instances_must_be_a_list(http):
+    with running_server([Doubler("doubler")]) as server:
+        client = http(server)
+        bad = client.post("/v1/models/doubler:predict", json={"instances": "notalist"})
+        assert bad.status_code == 400 and "list" in bad.json()["error"]
+        assert client.post("/v1/models/doubler:predict", json={"instances": [1, 2]}).json() == {"predictions": [2, 4]}
+
+
+class _Remote:
+    """What a Ray Serve deployment handle offers RayModel: `.remote(...)` (and `.explain.remote`) awaitables."""
+
+    def __init__(self, fn):
+        self.fn, self.calls = fn, []
+
+    def remote(self, *args, **kwargs):
+        self.calls.append(kwargs)
+
+        async def run():
+            return self.fn(*args, **kwargs)
+
+        return run()
+
+
+def test_ray_model_forwards_to_its_deployment_handle(http):
+    from gpuserve.ray import RayModel
+
+    with_headers = _Remote(lambda body, headers=None: {"predictions": [x + 1 for x in body["instances"]]})
+    with_headers.explain = _Remote(lambda body, headers=None: {"explanations": ["why"]})
+    body_only = _Remote(lambda body: {"predictions": [x * 3 for x in body["instances"]]})  # the docs' __call__
+    with running_server([RayModel("ray-model", with_headers), RayModel("ray-plain", body_only)]) as server:
+        client = http(server)
+        assert client.post("/v1/models/ray-model:predict", json={"instances": [1, 2]}).json() == {"predictions": [2, 3]}
+        assert client.post("/v1/models/ray-model:explain", json={"instances": [1]}).json() == {"explanations": ["why"]}
+        assert client.post("/v1/models/ray-plain:predict", json={"instances": [1, 2]}).json() == {"predictions": [3, 6]}
+        assert client.get("/v2/models/ray-model/ready").status_code == 200
+    assert "headers" in with_headers.calls[0]
