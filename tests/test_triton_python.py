@@ -621,6 +621,11 @@ def test_sequence_batching_keeps_each_sequence_on_its_instance_in_order(tmp_path
             with pytest.raises(InferenceServerException, match="unsigned 64-bit") as caught:
                 client.infer("accumulate", [tensor], sequence_id=-5, sequence_start=True, sequence_end=True)
             assert caught.value.status() == "400"
+            two = httpclient.InferInput("INPUT", [2, 1], "INT32")  # as Triton: one row per sequence step
+            two.set_data_from_numpy(np.array([[1], [2]], np.int32))
+            with pytest.raises(InferenceServerException, match="batch-size 1") as caught:
+                client.infer("accumulate", [two], sequence_id=9, sequence_start=True, sequence_end=True)
+            assert caught.value.status() == "400"
 
 
 def test_sequence_batching_on_a_stateless_runtime_is_refused_with_a_reason(tmp_path):
