@@ -88,6 +88,7 @@ class PythonInstance:
         self.device = device
         self.inputs = owner.input_specs
         self.outputs = owner.output_specs
+        self._declared = {spec.name for spec in self.outputs}
         self._loop: Optional[asyncio.AbstractEventLoop] = None  # runs an `async def execute`, on this thread
 
     def _call(self, function, *args):
@@ -181,10 +182,13 @@ class PythonInstance:
             return PythonModelError(error.message(), error.code())
         request: InferRequest = job.parameters["request"]
         outputs = []
+        declared = self._declared
         for tensor in answer.output_tensors():
             if not isinstance(tensor, pb.Tensor):
                 return PythonModelError(f"model '{self.owner.name}' returned {type(tensor).__name__} as an output "
                                         "tensor; expected pb_utils.Tensor")
+            if declared and tensor.name() not in declared:
+                continue  # as Triton: an output the config does not declare is not answered (nor requestable)
             try:
                 outputs.append(InferOutput.from_numpy(tensor.name(), tensor.as_numpy()))
             except GpuserveError as exc:

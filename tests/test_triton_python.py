@@ -839,3 +839,26 @@ def test_an_execute_that_turns_out_slow_on_the_loop_stops_inline_runs(tmp_path):
             for value in (0, 0, 0, 1, 0):
                 assert client.infer("spiky", [_int32(value, name="IN")]).as_numpy("OUT").tolist() == [1]
         assert model.scheduler.config.inline_below_s == 0  # the slow run on the loop ended inline runs
+
+
+def test_outputs_the_config_does_not_declare_are_not_answered(tmp_path):
+    write_model(tmp_path, "extra", """
+        class TritonPythonModel:
+            def execute(self, requests):
+                return [pb_utils.InferenceResponse([
+                    pb_utils.Tensor("OUTPUT0", pb_utils.get_input_tensor_by_name(r, "INPUT0").as_numpy()),
+                    pb_utils.Tensor("EXTRA", np.array([7], np.int32))]) for r in requests]
+        """, """
+        backend: "python"
+        input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 2 ] } ]
+        output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 2 ] } ]
+        """)
+    registry = DiskRepository(tmp_path).populate(ModelRepository())
+    with running_server(repository=registry) as server:
+        with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
+            x = np.array([1.0, 2.0], np.float32)
+            result = client.infer("extra", [_fp32("INPUT0", x)])
+            assert [o["name"] for o in result.get_response()["outputs"]] == ["OUTPUT0"]  # as Triton
+            with pytest.raises(InferenceServerException, match="unexpected inference output") as caught:
+                client.infer("extra", [_fp32("INPUT0", x)], outputs=[httpclient.InferRequestedOutput("EXTRA")])
+            assert caught.value.status() == "400"
