@@ -216,22 +216,13 @@ class DataPlane:
                 response, response_headers = await model(request, headers)
         else:  # models outside the engine: count here so the statistics extension covers them too
             batcher = adaptive_batcher(model)
-            start = time.perf_counter_ns()
-            try:
-                if batcher is not None:
-                    response, response_headers = await batcher.submit(request, headers)
-                elif _plain_predict(type(model)):
-                    response_headers = {}
-                    response = await model.predict(request, headers, response_headers)
-                else:
-                    response, response_headers = await model(request, headers)
-            except asyncio.CancelledError:  # the client went away
-                stats.record_request(False, time.perf_counter_ns() - start, "CANCELED")
-                raise
-            except BaseException:
-                stats.record_request(False, time.perf_counter_ns() - start)
-                raise
-            stats.record_unbatched(time.perf_counter_ns() - start)
+            if batcher is not None:
+                work = batcher.submit(request, headers)
+            elif _plain_predict(type(model)):
+                work = _predict_with_headers(model, request, headers)
+            else:
+                work = model(request, headers)
+            response, response_headers = await _counted(stats, work)
         if isinstance(response, InferResponse):
             if response.id is None or request.id is not None:
                 response.id = request.id
@@ -328,23 +319,35 @@ class DataPlane:
         model = self.repository.resolve(name)
         stats = None if getattr(model, "stats", None) is not None or verb is not InferenceVerb.PREDICT \
             else self._stats_for(model)
-        if stats is None:
-            response, response_headers = await model(body, headers, verb)
-        else:  # models outside the engine: counted here, as their V2 requests are (infer above)
-            start = time.perf_counter_ns()
-            try:
-                response, response_headers = await model(body, headers, verb)
-            except asyncio.CancelledError:  # the client went away
-                stats.record_request(False, time.perf_counter_ns() - start, "CANCELED")
-                raise
-            except BaseException:
-                stats.record_request(False, time.perf_counter_ns() - start)
-                raise
-            stats.record_unbatched(time.perf_counter_ns() - start)
+        work = model(body, headers, verb)
+        # models outside the engine are counted here, as their V2 requests are (infer above)
+        response, response_headers = await (work if stats is None else _counted(stats, work))
         if isinstance(response, InferResponse):
             response = {"predictions": response.outputs[0].as_numpy() if len(response.outputs) == 1
                         else {o.name: o.as_numpy() for o in response.outputs}}
         return response, response_headers
+
+
+async def _counted(stats: ModelStats, work):
+    """Await a request's work for a model outside the engine, counting it in `stats` as Triton counts: a
+    success as one unbatched execution, a failure with its reason (the client going away: CANCELED)."""
+    start = time.perf_counter_ns()
+    try:
+        result = await work
+    except asyncio.CancelledError:
+        stats.record_request(False, time.perf_counter_ns() - start, "CANCELED")
+        raise
+    except BaseException:
+        stats.record_request(False, time.perf_counter_ns() - start)
+        raise
+    stats.record_unbatched(time.perf_counter_ns() - start)
+    return result
+
+
+async def _predict_with_headers(model, request: InferRequest, headers) -> Tuple[Any, Dict[str, str]]:
+    response_headers: Dict[str, str] = {}
+    response = await model.predict(request, headers, response_headers)
+    return response, response_headers
 
 
 _PLAIN: Dict[type, bool] = {}
