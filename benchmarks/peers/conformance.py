@@ -1435,6 +1435,8 @@ KEPT = {
     "unload_model unknown": "Triton succeeds; gpuserve answers 404/NOT_FOUND as KServe and MLServer (1.7.1, checked) do",
     "unload unknown (raw)": "as unload_model unknown",
     "unload with parameters": "as unload_model unknown",
+    "is_server_ready": "after a model loaded from files is unloaded (the case before, on the previous client), "
+                       "Triton's strict readiness stays false; gpuserve's readiness counts the models it serves",
     "load_model with bad config JSON": "Triton polls the repository for the unknown model first (500/INTERNAL); "
                                        "gpuserve reads the config first: 400/INVALID_ARGUMENT, not valid JSON",
     "update_log_settings unknown key": "Triton ignores unknown keys silently; gpuserve refuses typos with 400",
