@@ -289,7 +289,7 @@ class HttpConnection(asyncio.Protocol):
         return close
 
     def write(self, request: Request, status: int, headers: List[Tuple[bytes, bytes]], body: bytes) -> None:
-        if self.closed:
+        if self.closed or self.transport.is_closing():  # e.g. closed after an early 413: nothing more goes out
             return
         parts = head(status, headers, self.server.date, len(body), self.closes_after(request))
         if request.method != "HEAD":
