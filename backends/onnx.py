@@ -212,13 +212,12 @@ class OnnxBackend:
             error = next((line.strip() for line in said.getvalue().splitlines() if line.startswith("EP Error ")), "")
             if error:
                 note = f"{note} ({error[:500]})"
-            self.fallback = f"{self.fallback}; {note}" if self.fallback else note
+            self._note_fallback(note)
         self.provider = started
         if started in _GPU_PROVIDERS:
             running = self._running_device_index(started, index)
             if running != index:
-                note = f"onnxruntime runs {started} on cuda:{running}, not the cuda:{index} asked for"
-                self.fallback = f"{self.fallback}; {note}" if self.fallback else note
+                self._note_fallback(f"onnxruntime runs {started} on cuda:{running}, not the cuda:{index} asked for")
                 index = running
         self.device = f"cuda:{index}" if started in _GPU_PROVIDERS else "cpu"
         if self.device == "cpu" or not self._on_our_stream(started):
@@ -239,6 +238,9 @@ class OnnxBackend:
         self.outputs = [_spec(arg) for arg in self.session.get_outputs()]
         self._output_names = [o.name for o in self.outputs]
         self._output_types = {arg.name: arg.type for arg in self.session.get_outputs()}
+
+    def _note_fallback(self, note: str) -> None:
+        self.fallback = f"{self.fallback}; {note}" if self.fallback else note
 
     def _on_our_stream(self, provider: str) -> bool:
         """Whether ORT took our stream. Its own fallback (an EP that fails to start is dropped and the
@@ -304,9 +306,6 @@ class OnnxBackend:
         strings = [n for n in names if self._output_types.get(n) == "tensor(string)"]
         if strings:
             raise ValueError(f"outputs {strings} are strings and cannot live on the device")
-        other = {n: self._output_types.get(n) for n in names if self._output_types.get(n) not in _ORT_TO_NUMPY}
-        if other:  # e.g. tensor(bfloat16): neither NumPy nor CuPy has the dtype to wrap them in
-            raise ValueError(f"outputs {other} have no NumPy/CuPy dtype; they cannot be handed over on the device")
         binding = self._bound_run(inputs, names)
         results = {}
         for name, value in zip(names, binding.get_outputs()):

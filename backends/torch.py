@@ -153,21 +153,22 @@ class TorchBackend:
     def _script_specs(module):
         names = [i.debugName().split(".")[0] for i in list(module.graph.inputs())[1:]]
         inputs = [TensorSpec(name, "FP32", []) for name in names]
-        count = 1
-        try:
-            returned = module.forward.schema.returns[0].type
-            if returned.kind() == "TupleType":
-                count = len(returned.elements())
-        except (AttributeError, IndexError, RuntimeError):
-            pass
+        returned = TorchBackend._return_type(module)
+        count = len(returned.elements()) if returned is not None and returned.kind() == "TupleType" else 1
         return inputs, [TensorSpec(f"output__{i}", "FP32", []) for i in range(count)]
 
     @staticmethod
     def _returns_dict(module) -> bool:
+        returned = TorchBackend._return_type(module)
+        return returned is not None and returned.kind() == "DictType"
+
+    @staticmethod
+    def _return_type(module):
+        """The TorchScript type `forward` returns (Tuple[...], Dict[...], Tensor), or None where it says none."""
         try:
-            return module.forward.schema.returns[0].type.kind() == "DictType"
+            return module.forward.schema.returns[0].type
         except (AttributeError, IndexError, RuntimeError):
-            return False
+            return None
 
     # execution ---------------------------------------------------------------------------------
     def _stream(self):

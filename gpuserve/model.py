@@ -115,11 +115,12 @@ class Model(InferenceModel):
         response_headers: Dict[str, str] = {}
         set_current_model(self.name, self.version)  # labels for gpuserve.metrics.log()
         payload = body
-        if type(body) is dict and "instances" in body and not overrides(self, "validate", Model):
+        own_validate = overrides(self, "validate", Model)
+        if not own_validate and type(body) is dict and "instances" in body:
             Model.validate(self, body)  # KServe's default check of what the client sent; a type test
         if overrides(self, "preprocess", Model):
             payload = await call_hook(self.preprocess, payload, headers)
-        if overrides(self, "validate", Model):
+        if own_validate:
             checked = await call_hook(self.validate, payload)
             if checked is not None:
                 payload = checked

@@ -51,7 +51,7 @@ def model_config(meta: Dict[str, Any], settings: Optional[Any] = None) -> Dict[s
             if entry["name"] in (reshapes.get(kind) or {}):
                 entry["reshape"] = {"shape": list(reshapes[kind][entry["name"]])}
     versions = sorted(int(v) for v in meta.get("versions") or [] if str(v).isdigit())
-    declared = (getattr(settings, "model_extra", None) or {}).get("triton_version_policy")
+    declared = extra.get("triton_version_policy")
     if declared:  # a config.pbtxt's own policy, as Triton reports it
         config["version_policy"] = declared
     else:

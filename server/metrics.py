@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from gpuserve import device_health
 from gpuserve.dataplane import DataPlane
+from gpuserve.engine.stats import FAILURE_REASONS
 from gpuserve import triton_metrics
 from gpuserve.server.cpu_metrics import CpuSampler
 from gpuserve.metrics import worker_metric_dirs
@@ -136,7 +137,7 @@ class ServerCollector:
             success.add_metric(labels, stats["success"]["count"])
             model = self.plane.repository.get_model(entry["name"], entry["version"] or None)
             reasons = dict(self.plane.stats_of(model).fail_reasons) if model is not None else \
-                {"REJECTED": 0, "CANCELED": 0, "BACKEND": stats["fail"]["count"], "OTHER": 0}
+                {**dict.fromkeys(FAILURE_REASONS, 0), "BACKEND": stats["fail"]["count"]}
             for reason, failed in reasons.items():  # Triton's four, each present
                 failure.add_metric([entry["name"], reason, entry["version"]], failed)
             ml_success.add_metric(labels, stats["success"]["count"])
