@@ -248,8 +248,8 @@ def resolve_shared_memory(registry: SharedMemoryRegistry, request: InferRequest
 
 
 class SharedMemoryOutput(InferOutput):
-    """An output whose data went to the client's shared memory: it encodes with no data
-    (`to_dict` has no "data"; gRPC sends an empty raw entry). `as_numpy()` still answers with the
+    """An output whose data went to the client's shared memory: it encodes with no data and no
+    parameters (`to_dict` has no "data"; gRPC sends an empty raw entry). `as_numpy()` still answers with the
     array, for code that asks."""
 
     __slots__ = ("_written",)
@@ -302,9 +302,7 @@ def write_shared_memory(registry: SharedMemoryRegistry, outputs: Optional[Dict[s
     for index, output, region, offset, size, raw, array, shape in plans:  # all checked: now write
         data = raw if raw is not None else np.ascontiguousarray(array, dtype=to_numpy_dtype(output.datatype))
         registry.write(region, offset, data, output.name)
-        parameters = {k: v for k, v in output.parameters.items() if k not in ("binary_data_size", "binary_data")}
-        parameters[REGION], parameters[BYTE_SIZE] = region, size
-        if offset:
-            parameters[OFFSET] = offset
-        response.outputs[index] = SharedMemoryOutput(output.name, shape, output.datatype, parameters, array)
+        # As Triton: no parameters at all. Triton's C++ HTTP client (perf_analyzer) requires
+        # `binary_data_size` in any output that has parameters, and fails the whole result without it.
+        response.outputs[index] = SharedMemoryOutput(output.name, shape, output.datatype, {}, array)
     return response

@@ -68,8 +68,7 @@ def encode_response(response: InferResponse, request: InferRequest) -> Tuple[byt
     for tensor in response.outputs:
         entry = {"name": tensor.name, "datatype": tensor.datatype, "shape": tensor.shape}
         parameters = dict(tensor.parameters)
-        if is_shared_memory_output(tensor):  # written to the client's shared memory: no data here
-            entry["parameters"] = parameters
+        if is_shared_memory_output(tensor):  # written to the client's shared memory: no data, no parameters
             outputs.append(entry)
             continue
         array = tensor.as_numpy()
