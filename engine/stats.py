@@ -127,9 +127,11 @@ class ModelStats:
             self.compute_output.count += 1
 
     def record_cache_hit(self, ns: int) -> None:
-        """A request answered from the response cache in `ns`: a success, as Triton counts it, but neither
-        an inference nor an execution, and no queue or compute time."""
+        """A request answered from the response cache in `ns`: a success and a pass through the queue, as
+        Triton 2.51 counts it (perf_analyzer finds the version to report by the queue count that moved, and
+        reports nothing for a model whose every request hits), but neither an inference nor an execution."""
         with self.lock:
+            self.queue.count += 1
             self.cache_hit.add(ns)
             self.success.add(ns)
             self.request_seconds.observe(ns / 1e9)

@@ -269,6 +269,7 @@ def test_a_repeated_request_is_answered_without_running_the_model(server):
         stats, inference = _stats(client, "counting")
         assert inference["cache_hit"]["count"] == 1 and inference["cache_miss"]["count"] == 2
         assert inference["success"]["count"] == 3 and stats["execution_count"] == 2  # a hit is no execution
+        assert inference["queue"]["count"] == 3  # as Triton: a hit passes the queue (perf_analyzer reads this)
         assert stats["inference_count"] == 2
         config = client.get_model_config("counting")
         assert config["response_cache"] == {"enable": True}
