@@ -238,9 +238,11 @@ def render(metrics: Iterable[Metric]) -> bytes:
         lines.append(f"# TYPE {name} {metric.type}")
         for sample in metric.samples:
             labels = ",".join(f'{k}="{_escape(str(v))}"' for k, v in sample.labels.items())
-            value = sample.value
-            # Triton's counters print whole numbers as integers (`nv_inference_count{...} 12`)
-            value = str(int(value)) if exact and float(value).is_integer() else floatToGoString(value)
+            value = float(sample.value)
+            # Whole numbers print as integers, as Triton prints them (`nv_gpu_memory_total_bytes{...}
+            # 150754820096`): perf_analyzer's metric regex reads digits and one optional fraction only, so
+            # Go's `1.50754820096e+11` would read as 1 byte.
+            value = str(int(value)) if value.is_integer() and abs(value) < 2 ** 63 else floatToGoString(value)
             lines.append(f"{sample.name}{{{labels}}} {value}" if labels else f"{sample.name} {value}")
     return ("\n".join(lines) + "\n").encode()
 

@@ -173,3 +173,20 @@ def test_host_gauges_as_triton_exports_them(tmp_path, http):
         text = http(server).get("/metrics").text
     assert 0.0 <= sample(text, "nv_cpu_utilization") <= 1.0
     assert sample(text, "nv_cpu_memory_total_bytes") > sample(text, "nv_cpu_memory_used_bytes") > 0
+
+
+def test_whole_numbers_render_as_integers_for_perf_analyzer():
+    """perf_analyzer reads GPU gauges with `NAME\\{gpu_uuid\\="..."\\} (\\d+\\.?\\d*)`: Go's exponent form
+    (1.50754820096e+11) would read as 1 byte. Fractions and infinities keep Prometheus' float form."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    from gpuserve.server.metrics import render
+
+    family = GaugeMetricFamily("nv_gpu_memory_total_bytes", "GPU total memory, in bytes", labels=["gpu_uuid"])
+    family.add_metric(["GPU-abc"], 150754820096.0)
+    ratio = GaugeMetricFamily("nv_gpu_utilization", "GPU utilization rate [0.0 - 1.0)", labels=["gpu_uuid"])
+    ratio.add_metric(["GPU-abc"], 0.25)
+    text = "\n" + render([family, ratio]).decode()
+    found = re.search(r'\nnv_gpu_memory_total_bytes\{gpu_uuid\="([^"]+)"\} (\d+\.?\d*)', text)
+    assert found and found.groups() == ("GPU-abc", "150754820096"), text
+    assert 'nv_gpu_utilization{gpu_uuid="GPU-abc"} 0.25' in text
