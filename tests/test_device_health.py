@@ -76,7 +76,7 @@ def test_a_sticky_error_makes_the_model_unready_and_the_server_not_live(tmp_path
                 assert not grpc.is_server_live() and not triton_http.is_server_live()
                 assert not grpc.is_server_ready() and not triton_http.is_server_ready()
                 assert list(device_health.lost()) == ["cuda:0"]
-                assert 'gpuserve_device_lost{device="cuda:0"} 1.0' in client.get("/metrics").text
+                assert 'gpuserve_device_lost{device="cuda:0"} 1' in client.get("/metrics").text
             else:
                 assert second.status_code == 500  # an ordinary failure: the next request is tried again
                 assert live.status_code == 200 and live.json() == {"live": True}
