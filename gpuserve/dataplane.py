@@ -285,7 +285,7 @@ class DataPlane:
                     raise InvalidInput(f"requested model '{name}' is not available")
                 raise InvalidInput(f"requested model version is not available for model '{name}'")
             chosen = [(name, v, m) for v, m in self.repository.versions(name).items()
-                      if version in (None, "") or v == str(version)]
+                      if version in (None, "") or (v or "1") == str(version)]
             if not any(m.ready for _, _, m in chosen):  # as Triton: a model that failed to load or was unloaded
                 raise InvalidInput(f"requested model '{name}' is not available")
         else:  # as Triton: every ready model
@@ -293,7 +293,9 @@ class DataPlane:
         entries = []
         for model_name, model_version, model in chosen:
             entry = self.stats_of(model).as_dict()
-            entry["name"], entry["version"] = model_name, model_version or ""
+            # An unversioned model (KServe, MLServer) reports version "1": perf_analyzer parses the version
+            # of every entry as an integer (std::stoll) and aborts on "".
+            entry["name"], entry["version"] = model_name, model_version or "1"
             entry.setdefault("response_stats", {})  # as Triton: decoupled-response statistics (none here)
             entry.setdefault("memory_usage", [])
             entries.append(entry)

@@ -142,8 +142,11 @@ def test_statistics(client):
     stats = client.get_inference_statistics("mlp")["model_stats"][0]
     assert stats["name"] == "mlp" and stats["inference_stats"]["success"]["count"] >= 1
     assert stats["inference_count"] >= 1 and stats["batch_stats"]
-    everyone = {s["name"] for s in client.get_inference_statistics()["model_stats"]}
-    assert everyone == {"echo", "mlp", "tri"}
+    everyone = {s["name"]: s["version"] for s in client.get_inference_statistics()["model_stats"]}
+    assert set(everyone) == {"echo", "mlp", "tri"}
+    # perf_analyzer parses every entry's version as an integer: a KServe model without versions says "1"
+    assert everyone["echo"] == "1" and all(version.isdigit() for version in everyone.values())
+    assert client.get_inference_statistics("echo", "1")["model_stats"][0]["name"] == "echo"
     with pytest.raises(InferenceServerException):
         client.get_inference_statistics("ghost")
 
