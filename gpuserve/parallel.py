@@ -5,22 +5,36 @@ and loads its own copy of the model from the model's settings. Requests go to wh
 free (a process pool's shared queue), not round-robin, so one slow request does not hold up the
 requests queued behind it on the same worker. Arrays travel pickled; the model's own event loop in
 each worker runs async hooks.
+
+Nothing the parent might fail to unpickle crosses back: an unpickling error in the pool's result
+thread breaks the whole pool. A worker's exception comes back as (type path, message, HTTP status,
+gRPC code) and a result as pickled bytes the parent opens itself, so a runtime's own exception or
+result class (two folders' `runtime.py` cannot both be imported in the parent) answers one request
+with an error. A worker that dies breaks the pool anyway (concurrent.futures cannot replace one
+worker), so the pool is rebuilt: the requests it held fail with 500, later ones are served, as
+MLServer restarts a dead worker.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
 import os
+import pickle
 import shutil
 import tempfile
+import threading
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Dict, List, Optional, Tuple
 
-from gpuserve.errors import ModelLoadError
+from gpuserve.errors import GpuserveError, InferenceError, ModelLoadError, status_of
 from gpuserve.metrics import worker_metric_dirs
 from gpuserve.model import InferenceVerb, Model
 from gpuserve.settings import ModelSettings
+
+logger = logging.getLogger("gpuserve")
 
 _MODEL = None
 _LOOP: Optional[asyncio.AbstractEventLoop] = None
@@ -42,13 +56,47 @@ def _worker_init(settings_json: str, folder: Optional[str], metrics_dir: str) ->
     _MODEL = model
 
 
+# Model attributes the data plane reads that the parent's stand-in copies from a worker's model.
+_COPIED = ("generates_ids", "answers_every_output", "platform")
+
+
 def _worker_describe() -> Dict[str, Any]:
     return {"pid": os.getpid(), "inputs": _MODEL.get_input_types(), "outputs": _MODEL.get_output_types(),
-            "metadata": _MODEL.metadata() if hasattr(_MODEL, "metadata") else None}
+            "metadata": _MODEL.metadata() if hasattr(_MODEL, "metadata") else None,
+            "attributes": {name: getattr(_MODEL, name) for name in _COPIED if hasattr(_MODEL, name)}}
 
 
-def _worker_call(body: Any, headers: Optional[dict], verb: int) -> Tuple[Any, Dict[str, str]]:
-    return _LOOP.run_until_complete(_MODEL(body, headers, InferenceVerb(verb)))
+def _worker_call(body: Any, headers: Optional[dict], verb: int) -> Tuple[bool, Any]:
+    """(True, pickled answer) or (False, (type path, message, HTTP status, gRPC code))."""
+    try:
+        answer = _LOOP.run_until_complete(_MODEL(body, headers, InferenceVerb(verb)))
+        return True, pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
+    except BaseException as exc:  # noqa: BLE001 - everything must come back as plain data
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        return False, _error_parts(exc)
+
+
+def _error_parts(exc: BaseException) -> Tuple[str, str, int, str]:
+    http, grpc_code = status_of(exc)
+    kind = type(exc)
+    module = "" if kind.__module__ == "builtins" else f"{kind.__module__}."
+    return f"{module}{kind.__qualname__}", str(exc), http, grpc_code
+
+
+class WorkerError(GpuserveError):
+    """An exception raised in a worker, as its type path, message and status: the class itself may not
+    exist in the parent. gpuserve's own errors keep their message as is, others read `module.Type: message`."""
+
+    def __init__(self, type_path: str, message: str, http: int = 500, grpc_code: str = "INTERNAL"):
+        if not message:
+            message = type_path
+        elif not type_path.startswith(("gpuserve.", "mlserver.")):
+            message = f"{type_path}: {message}"
+        super().__init__(message)
+        self.type_path = type_path
+        self.http = http
+        self.grpc = grpc_code
 
 
 class ParallelModel(Model):
@@ -64,34 +112,86 @@ class ParallelModel(Model):
         self.worker_pids: List[int] = []
         self.inflight = 0  # requests handed to the pool and not yet answered
         self.metrics_dir: Optional[str] = None
+        self.restarts = 0  # times the pool was rebuilt after a worker died
+        self._rebuild_lock = threading.Lock()
 
     def load(self) -> bool:
         # Workers write custom metrics to files in their own directory; the server's exposition merges them.
         self.metrics_dir = tempfile.mkdtemp(prefix=f"gpuserve-metrics-{self.name}-")
         worker_metric_dirs.add(self.metrics_dir)
-        settings_json = self.settings.model_dump_json()
-        self.pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                        initializer=_worker_init,
-                                        initargs=(settings_json, self.settings.folder, self.metrics_dir))
-        try:
-            futures = [self.pool.submit(_worker_describe) for _ in range(self.workers)]
-            described = [f.result() for f in futures]
-        except Exception as exc:
-            self.pool.shutdown(wait=False, cancel_futures=True)
-            self.pool = None
-            raise ModelLoadError(f"parallel workers for '{self.name}' failed to start: {exc}") from None
-        self.description = described[0]
-        self.worker_pids = sorted({d["pid"] for d in described})
+        self.pool = self._start_pool()
         self.ready = True
         return True
+
+    def _start_pool(self) -> ProcessPoolExecutor:
+        """A pool whose workers have all loaded the model (each asked once to describe it)."""
+        pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_worker_init,
+                                   initargs=(self.settings.model_dump_json(), self.settings.folder, self.metrics_dir))
+        try:
+            futures = [pool.submit(_worker_describe) for _ in range(self.workers)]
+            described = [f.result() for f in futures]
+        except Exception as exc:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise ModelLoadError(f"parallel workers for '{self.name}' failed to start: {exc}") from None
+        self.description = described[0]
+        for name, value in described[0].get("attributes", {}).items():
+            setattr(self, name, value)
+        self.worker_pids = sorted({d["pid"] for d in described})
+        return pool
 
     async def __call__(self, body, headers=None, verb: InferenceVerb = InferenceVerb.PREDICT):
         loop = asyncio.get_running_loop()
         self.inflight += 1
         try:
-            return await loop.run_in_executor(self.pool, _worker_call, body, dict(headers or {}), verb.value)
+            pool, future = await self._submit(body, dict(headers or {}), verb.value)
+            try:
+                ok, answer = await asyncio.wrap_future(future)
+            except BrokenProcessPool:
+                await loop.run_in_executor(None, self._rebuild, pool)
+                raise InferenceError(f"model '{self.name}': a worker process stopped unexpectedly while serving "
+                                     "this request; the workers have been restarted") from None
         finally:
             self.inflight -= 1
+        if not ok:
+            raise WorkerError(*answer)
+        try:
+            return pickle.loads(answer)
+        except Exception as exc:
+            raise InferenceError(f"model '{self.name}': its answer could not be read in the server process "
+                                 f"({type(exc).__name__}: {exc})") from None
+
+    async def _submit(self, *args: Any):
+        """(pool, future); a pool found broken before the request reached it is rebuilt and the request
+        goes to the new one."""
+        for _ in range(2):
+            pool = self.pool
+            if pool is None:
+                break
+            try:
+                return pool, pool.submit(_worker_call, *args)
+            except BrokenProcessPool:
+                await asyncio.get_running_loop().run_in_executor(None, self._rebuild, pool)
+        raise InferenceError(f"model '{self.name}': its worker processes are not running"
+                             + (f" ({self.reason})" if self.reason else ""))
+
+    def _rebuild(self, broken: ProcessPoolExecutor) -> None:
+        """Replace `broken` once, however many requests saw it break; a model that no longer loads is left
+        not ready with the reason."""
+        with self._rebuild_lock:
+            if self.pool is not broken:
+                return
+            logger.error("model '%s': a worker process stopped unexpectedly; restarting %d workers",
+                         self.name, self.workers)
+            broken.shutdown(wait=False, cancel_futures=True)
+            self.restarts += 1
+            try:
+                self.pool = self._start_pool()
+            except ModelLoadError as exc:
+                self.pool = None
+                self.ready = False
+                self.reason = str(exc)
+                logger.error("%s", exc)
 
     def get_input_types(self):
         return self.description.get("inputs", [])

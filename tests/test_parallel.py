@@ -3,7 +3,10 @@
 import concurrent.futures
 import json
 import os
+import signal
 import textwrap
+import time
+import uuid
 
 from conftest import running_server
 from gpuserve import ModelRepository
@@ -74,3 +77,88 @@ def test_each_worker_imports_its_own_folders_module(tmp_path, http):
         for letter in "abc":
             reply = client.post(f"/v1/models/model-{letter}:predict", json={"instances": [1]})
             assert reply.status_code == 200 and reply.json()["predictions"] == [letter], reply.text
+
+
+_RUNTIME = """
+import os
+from mlserver import MLModel
+from mlserver.codecs import StringCodec
+from mlserver.errors import MLServerError
+from mlserver.types import InferenceResponse, ResponseOutput
+
+
+class TwoArgs(Exception):  # pickles, but its (message,) args do not fit __init__ when unpickled
+    def __init__(self, what, code):
+        super().__init__(f"{what} ({code})")
+
+
+class Teapot(MLServerError):
+    def __init__(self, msg):
+        super().__init__(msg, status_code=418)
+
+
+class Runtime(MLModel):
+    async def predict(self, payload):
+        kind = StringCodec.decode_input(payload.inputs[0])[0]
+        if kind == "two-args":
+            raise TwoArgs("broken", 7)
+        if kind == "teapot":
+            raise Teapot("short and stout")
+        if kind == "die":
+            os._exit(9)
+        return InferenceResponse(model_name=self.name, outputs=[
+            ResponseOutput(name="pid", datatype="INT64", shape=[1], data=[os.getpid()])])
+"""
+
+
+def _kind(kind, with_id=True):
+    body = {"inputs": [{"name": "kind", "datatype": "BYTES", "shape": [1], "data": [kind]}]}
+    return {"id": "r1", **body} if with_id else body
+
+
+def test_worker_errors_come_back_as_type_message_and_status(tmp_path, http):
+    # Two folders each with its own runtime.py: the parent can import at most one of them, so a worker's
+    # exception class cannot be rebuilt there; before, unpickling it broke the pool for good.
+    for name in ("errs-a", "errs-b"):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "model-settings.json").write_text(json.dumps(
+            {"name": name, "implementation": "runtime.Runtime", "parallel_workers": 1}))
+        (folder / "runtime.py").write_text(_RUNTIME)
+    registry = DiskRepository(tmp_path).populate(ModelRepository())
+    with running_server(repository=registry) as server:
+        client = http(server)
+        for name in ("errs-a", "errs-b"):
+            url = f"/v2/models/{name}/infer"
+            reply = client.post(url, json=_kind("two-args"))
+            assert reply.status_code == 500, reply.text
+            assert "TwoArgs" in reply.json()["error"] and "broken (7)" in reply.json()["error"]
+            reply = client.post(url, json=_kind("teapot"))
+            assert reply.status_code == 418 and "Teapot: short and stout" in reply.json()["error"], reply.text
+            assert client.post(url, json=_kind("fine")).status_code == 200
+
+
+def test_a_dead_worker_is_replaced_and_ids_are_generated(tmp_path, http):
+    folder = tmp_path / "mortal"
+    folder.mkdir()
+    (folder / "model-settings.json").write_text(json.dumps(
+        {"name": "mortal", "implementation": "runtime.Runtime", "parallel_workers": 1}))
+    (folder / "runtime.py").write_text(_RUNTIME)
+    registry = DiskRepository(tmp_path).populate(ModelRepository())
+    with running_server(repository=registry) as server:
+        client, url = http(server), "/v2/models/mortal/infer"
+        model = registry.get_model("mortal")
+        first = client.post(url, json=_kind("fine", with_id=False)).json()
+        uuid.UUID(first["id"])  # as MLServer, with or without workers: a request without an id gets one
+        assert first["outputs"][0]["data"] == model.worker_pids
+        os.kill(model.worker_pids[0], signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while not model.pool._broken and time.monotonic() < deadline:  # the pool's own thread notices the death
+            time.sleep(0.05)
+        after = client.post(url, json=_kind("fine"))  # the pool broke before this request: it goes to the new one
+        assert after.status_code == 200, after.text
+        assert after.json()["outputs"][0]["data"] == model.worker_pids != first["outputs"][0]["data"]
+        reply = client.post(url, json=_kind("die"))  # dies while serving: that request fails, the next is served
+        assert reply.status_code == 500 and "worker process stopped" in reply.json()["error"]
+        assert client.post(url, json=_kind("fine")).status_code == 200
+        assert model.restarts == 2
