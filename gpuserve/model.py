@@ -14,33 +14,13 @@ from typing import Any, AsyncIterator, Dict, List, Optional, Union
 from gpuserve.errors import InvalidInput
 from gpuserve.hooks import call_hook, overrides
 from gpuserve.metrics import set_current_model
+from gpuserve.predictor_config import PREDICTOR_PROTOCOLS, PredictorConfig  # noqa: F401 (re-exported)
 from gpuserve.types import InferRequest, InferResponse
-
-PREDICTOR_PROTOCOLS = ("v1", "v2", "grpc-v2")
 
 
 class InferenceVerb(enum.Enum):
     EXPLAIN = 1
     PREDICT = 2
-
-
-class PredictorConfig:
-    """Where and how `predict`/`explain` reach a remote predictor."""
-
-    def __init__(self, predictor_host: str, predictor_protocol: str = "v1", predictor_use_ssl: bool = False,
-                 predictor_request_timeout_seconds: int = 600, predictor_request_retries: int = 0,
-                 predictor_health_check: bool = False):
-        self.predictor_host = predictor_host
-        self.predictor_protocol = predictor_protocol
-        self.predictor_use_ssl = predictor_use_ssl
-        self.predictor_request_timeout_seconds = predictor_request_timeout_seconds
-        self.predictor_request_retries = predictor_request_retries
-        self.predictor_health_check = predictor_health_check
-
-    @property
-    def predictor_base_url(self) -> str:
-        scheme = "https" if self.predictor_use_ssl else "http"
-        return f"{scheme}://{self.predictor_host}"
 
 
 class BaseKServeModel:
@@ -98,15 +78,29 @@ class Model(InferenceModel):
     def __init__(self, name: str, predictor_config: Optional[PredictorConfig] = None,
                  return_response_headers: bool = False):
         super().__init__(name)
-        self.predictor_config = predictor_config
+        if isinstance(predictor_config, bool):  # KServe 0.16's signature: Model(name, return_response_headers)
+            predictor_config, return_response_headers = None, predictor_config
         self.return_response_headers = return_response_headers
-        self.protocol = predictor_config.predictor_protocol if predictor_config else "v1"
-        self.predictor_host = predictor_config.predictor_host if predictor_config else None
         self.explainer_host: Optional[str] = None
-        self.timeout = predictor_config.predictor_request_timeout_seconds if predictor_config else 600
-        self.use_ssl = predictor_config.predictor_use_ssl if predictor_config else False
-        self.retries = predictor_config.predictor_request_retries if predictor_config else 0
         self._remote = None
+        self.use_predictor_config(predictor_config)
+
+    def use_predictor_config(self, config: Optional[PredictorConfig]) -> None:
+        """Forward the default `predict`/`explain` as `config` says (None: no remote predictor)."""
+        self.predictor_config = config
+        self.protocol = config.predictor_protocol if config else "v1"
+        self.predictor_host = config.predictor_host if config else None
+        self.timeout = config.predictor_request_timeout_seconds if config else 600
+        self.use_ssl = config.predictor_use_ssl if config else False
+        self.retries = config.predictor_request_retries if config else 0
+
+    def _adopt_server_predictor(self) -> None:
+        """No predictor of our own: take the one `ModelServer` set for the process, as KServe does."""
+        from gpuserve.context import get_predictor_config
+
+        config = get_predictor_config()
+        if config is not None and config.predictor_host:
+            self.use_predictor_config(config)
 
     async def __call__(self, body: Union[Dict, InferRequest], headers: Optional[Dict[str, str]] = None,
                        verb: InferenceVerb = InferenceVerb.PREDICT):
@@ -149,10 +143,14 @@ class Model(InferenceModel):
                       response_headers: Optional[Dict[str, str]] = None
                       ) -> Union[Dict, InferResponse, AsyncIterator[Any]]:
         if not self.predictor_host:
+            self._adopt_server_predictor()
+        if not self.predictor_host:
             raise NotImplementedError(f"model '{self.name}' has no predict() and no predictor_host to forward to")
         return await self._remote_client().predict(self, payload, headers)
 
     async def explain(self, payload: Dict, headers: Optional[Dict[str, str]] = None) -> Dict:
+        if not self.predictor_host:
+            self._adopt_server_predictor()
         host = self.explainer_host or self.predictor_host
         if not host:
             raise NotImplementedError(f"model '{self.name}' has no explain() and no predictor_host to forward to")

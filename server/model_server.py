@@ -25,7 +25,9 @@ from typing import Callable, Dict, List, Optional
 from gpuserve.dataplane import DataPlane
 from gpuserve.errors import InvalidSettings
 from gpuserve.logging_setup import configure_logging
-from gpuserve.model import BaseKServeModel
+from gpuserve import context
+from gpuserve.model import BaseKServeModel, Model
+from gpuserve.predictor_config import PredictorConfig
 from gpuserve.model_repository import ModelRepository, run_load, stop_model
 from gpuserve.repository_poll import RepositoryPoller
 from gpuserve.settings import ServerSettings
@@ -58,15 +60,54 @@ def bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     return sock
 
 
-def kserve_parser() -> argparse.ArgumentParser:
+def strtobool(value: str) -> bool:
+    """KServe's boolean flags: y/yes/t/true/on/1 and n/no/f/false/off/0, any case; else an error."""
+    value = value.lower()
+    if value in ("y", "yes", "t", "true", "on", "1"):
+        return True
+    if value in ("n", "no", "f", "false", "off", "0"):
+        return False
+    raise ValueError(f"invalid truth value {value!r}")
+
+
+# KServe 0.16's model server flags and their defaults: (flag, type, default, help).
+_PROTOCOLS = ["v1", "v2", "grpc-v2"]
+_FLAGS = (
+    ("--http_port", int, 8080, "The HTTP port listened to by the model server."),
+    ("--grpc_port", int, 8081, "The gRPC port listened to by the model server."),
+    ("--workers", int, 1, "The number of worker processes."),
+    ("--max_threads", int, 4, "The max number of gRPC processing threads."),
+    ("--max_asyncio_workers", int, None, "The max number of threads sync hooks run in."),
+    ("--enable_grpc", strtobool, True, "Enable gRPC for the model server."),
+    ("--enable_docs_url", strtobool, False, "Enable the docs url '/docs'."),
+    ("--enable_latency_logging", strtobool, True, "Log each request's preprocess/predict/postprocess latency."),
+    ("--configure_logging", strtobool, True, "Configure the server's and uvicorn's logging."),
+    ("--log_config_file", str, None, "A yaml or json logging config (logging.config.dictConfig)."),
+    ("--access_log_format", str, None, "The access log format."),
+    ("--model_name", str, "model", "The name of the model used on the endpoint path."),
+    ("--predictor_host", str, None, "The host a transformer's default predict forwards to."),
+    ("--protocol", str, "v1", "Deprecated: --predictor_protocol."),
+    ("--predictor_protocol", str, "v1", "The protocol a transformer uses to call its predictor."),
+    ("--predictor_use_ssl", strtobool, False, "Use https to call the predictor."),
+    ("--predictor_request_timeout_seconds", int, 600, "Timeout in seconds of a call to the predictor."),
+    ("--grpc_max_send_message_length", int, 8388608, "The max size of a gRPC message sent."),
+    ("--grpc_max_receive_message_length", int, 8388608, "The max size of a gRPC message received."),
+    ("--predictor_request_retries", int, 0, "Retries of a failed call to the predictor."),
+)
+
+
+def kserve_parser(defaults: bool = True) -> argparse.ArgumentParser:
     """KServe's model server options, for `argparse.ArgumentParser(parents=[model_server.parser])` in user
-    scripts (exported as `gpuserve.model_server.parser`)."""
-    parser = argparse.ArgumentParser(add_help=False)
-    for flag, kind in (("--http_port", int), ("--grpc_port", int), ("--workers", int), ("--max_threads", int),
-                       ("--max_asyncio_workers", int), ("--model_name", str), ("--predictor_host", str)):
-        parser.add_argument(flag, type=kind, default=None)
-    parser.add_argument("--enable_grpc", type=lambda v: v.lower() in ("1", "true", "yes"), default=None)
-    parser.add_argument("--enable_docs_url", type=lambda v: v.lower() in ("1", "true", "yes"), default=None)
+    scripts (exported as `gpuserve.model_server.parser`), with KServe's defaults. `defaults=False` leaves
+    out the flags not given, so the server can tell a flag from a default (flags beat env and settings)."""
+    parser = argparse.ArgumentParser(add_help=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for flag, kind, default, text in _FLAGS:
+        choices = _PROTOCOLS if flag in ("--protocol", "--predictor_protocol") else None
+        parser.add_argument(flag, type=kind, choices=choices, help=text,
+                            default=default if defaults else argparse.SUPPRESS)
+    parser.add_argument("--enable_predictor_health_check", action="store_true",
+                        default=False if defaults else argparse.SUPPRESS,
+                        help="A transformer is ready only while its predictor is ready.")
     return parser
 
 
@@ -74,9 +115,20 @@ parser = kserve_parser()
 
 
 def _kserve_args() -> argparse.Namespace:
-    """KServe scripts take `--http_port` etc. on their own command line; honour the known ones."""
-    args, _ = kserve_parser().parse_known_args(sys.argv[1:])
+    """The KServe flags given on this script's command line (only those; see `kserve_parser`)."""
+    args, _ = kserve_parser(defaults=False).parse_known_args(sys.argv[1:])
     return args
+
+
+def _predictor_config_from(args: argparse.Namespace) -> PredictorConfig:
+    flag = lambda name: getattr(args, name, None)  # noqa: E731
+    return PredictorConfig(
+        predictor_host=flag("predictor_host"),
+        predictor_protocol=flag("predictor_protocol") or flag("protocol") or "v1",
+        predictor_use_ssl=bool(flag("predictor_use_ssl")),
+        predictor_request_timeout_seconds=flag("predictor_request_timeout_seconds") or 600,
+        predictor_request_retries=flag("predictor_request_retries") or 0,
+        predictor_health_check=bool(flag("enable_predictor_health_check")))
 
 
 class _Uvicorn:
@@ -118,14 +170,27 @@ def _http_server(app, settings: ServerSettings, sock: socket.socket, fast: Optio
 
 
 class ModelServer:
+    """KServe's `ModelServer`. Its arguments (else the script's KServe flags, else `GPUSERVE_*` env and
+    settings.json, else KServe's defaults) are also its plain attributes, as in KServe; changing one of
+    them before `start` still counts."""
+
+    # attribute -> the ServerSettings field it stands for
+    _SETTING_OF = {"http_port": "http_port", "grpc_port": "grpc_port", "workers": "workers",
+                   "enable_grpc": "enable_grpc", "enable_docs_url": "enable_docs_url",
+                   "max_asyncio_workers": "max_asyncio_workers", "grace_period": "graceful_shutdown_seconds"}
+
     def __init__(self, http_port: Optional[int] = None, grpc_port: Optional[int] = None,
                  workers: Optional[int] = None, max_threads: Optional[int] = None,
                  max_asyncio_workers: Optional[int] = None, registered_models: Optional[ModelRepository] = None,
                  enable_grpc: Optional[bool] = None, enable_docs_url: Optional[bool] = None,
-                 enable_latency_logging: bool = False, access_log_format: Optional[str] = None,
-                 grace_period: Optional[int] = None, settings: Optional[ServerSettings] = None,
-                 metrics_port: Optional[int] = None, host: Optional[str] = None, **_ignored):
-        args = _kserve_args() if settings is None else argparse.Namespace()
+                 enable_latency_logging: Optional[bool] = None, access_log_format: Optional[str] = None,
+                 grace_period: Optional[int] = None, predictor_config: Optional[PredictorConfig] = None,
+                 settings: Optional[ServerSettings] = None, metrics_port: Optional[int] = None,
+                 host: Optional[str] = None, **ignored):
+        for name in ignored:
+            logger.warning("ModelServer(%s=...) is not a KServe 0.16 argument; ignored", name)
+        script = settings is None  # a KServe script: its command line carries KServe's flags
+        args = _kserve_args() if script else argparse.Namespace()
         pick = lambda given, name: given if given is not None else getattr(args, name, None)  # noqa: E731
         overrides = dict(http_port=pick(http_port, "http_port"), grpc_port=pick(grpc_port, "grpc_port"),
                          workers=pick(workers, "workers"), max_threads=pick(max_threads, "max_threads"),
@@ -133,7 +198,10 @@ class ModelServer:
                          enable_grpc=pick(enable_grpc, "enable_grpc"),
                          enable_docs_url=pick(enable_docs_url, "enable_docs_url"),
                          metrics_port=metrics_port, host=host, graceful_shutdown_seconds=grace_period)
-        if settings is None:
+        message_limits = [getattr(args, f"grpc_max_{way}_message_length", None) for way in ("send", "receive")]
+        if any(limit is not None for limit in message_limits):
+            overrides["grpc_max_message_bytes"] = max(limit for limit in message_limits if limit is not None)
+        if script:
             settings = ServerSettings.load(None, **overrides)
             if "metrics_port" not in settings.model_fields_set and "enable_metrics_server" not in settings.model_fields_set:
                 # A KServe script: KServe serves /metrics on the HTTP port only (so does gpuserve, always); a
@@ -142,6 +210,26 @@ class ModelServer:
         else:
             settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
         self.settings = settings
+        self.http_port = settings.http_port
+        self.grpc_port = settings.grpc_port
+        self.workers = settings.workers
+        self.max_threads = settings.max_threads if settings.max_threads is not None else 4
+        self.max_asyncio_workers = settings.max_asyncio_workers
+        self.enable_grpc = settings.enable_grpc
+        self.enable_docs_url = settings.enable_docs_url
+        self.grace_period = int(settings.graceful_shutdown_seconds)
+        self.enable_latency_logging = pick(enable_latency_logging, "enable_latency_logging")
+        if self.enable_latency_logging is None:
+            self.enable_latency_logging = True
+        self.access_log_format = pick(access_log_format, "access_log_format")
+        self._configure_logging = getattr(args, "configure_logging", True)
+        self._log_config_file = getattr(args, "log_config_file", None)
+        self._attributes_at_init = {attr: getattr(self, attr) for attr in self._SETTING_OF}
+        if predictor_config is None and script:
+            predictor_config = _predictor_config_from(args)
+        self.predictor_config = predictor_config
+        if predictor_config is not None:
+            context.set_predictor_config(predictor_config)
         self.registered_models = registered_models if registered_models is not None else ModelRepository()
         self.dataplane = DataPlane(self.registered_models, server_name=settings.server_name,
                                    strict_readiness=settings.strict_readiness,
@@ -149,8 +237,6 @@ class ModelServer:
                                    allow_client_shm=settings.allow_client_shm,
                                    response_cache_bytes=settings.response_cache_bytes)
         self.errors = ErrorRoutes()
-        self.enable_latency_logging = enable_latency_logging
-        self.access_log_format = access_log_format
         self.protocol_version = "v2"
         self.ports: Dict[str, int] = {}
         self.started = threading.Event()
@@ -167,6 +253,11 @@ class ModelServer:
     def register_model(self, model: BaseKServeModel) -> None:
         if not getattr(model, "name", None):
             raise ValueError("Failed to register model, model.name must be provided.")
+        config = self.predictor_config
+        if (isinstance(model, Model) and model.predictor_config is None and not model.predictor_host
+                and config is not None and config.predictor_host):
+            model.use_predictor_config(config)  # KServe: the server's predictor is every transformer's
+        model.enable_latency_logging = self.enable_latency_logging
         self.registered_models.update(model)
         logger.info("registered model %s", model.name)
 
@@ -175,7 +266,13 @@ class ModelServer:
 
     def start(self, models: Optional[List[BaseKServeModel]] = None) -> None:
         """Serve until SIGTERM/SIGINT; blocks. Models not yet loaded are loaded first."""
-        configure_logging(self.settings)
+        self._apply_attributes()
+        if self._configure_logging:
+            configure_logging(self.settings)
+            if self._log_config_file:
+                from gpuserve.logging import configure_logging as dict_config
+
+                dict_config(self._log_config_file)
         if self.settings.workers > 1:
             logger.warning("workers=%d: several processes need the models built in each of them; that works for "
                            "`gpuserve start FOLDER` (see server/workers.py), not for model objects passed to "
@@ -188,9 +285,18 @@ class ModelServer:
             runner = asyncio.run
         runner(self.serve(models))
 
+    def _apply_attributes(self) -> None:
+        """What a script changed on the attributes after construction goes into the settings."""
+        changed = {self._SETTING_OF[attr]: getattr(self, attr) for attr, value in self._attributes_at_init.items()
+                   if getattr(self, attr) != value}
+        if changed:
+            self.settings = self.settings.model_copy(update=changed)
+            self._attributes_at_init.update({attr: getattr(self, attr) for attr in self._SETTING_OF})
+
     # gpuserve -----------------------------------------------------------------------------------
     async def serve(self, models: Optional[List[BaseKServeModel]] = None) -> None:
         """Bind, load, serve, and return after a graceful stop."""
+        self._apply_attributes()
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         workers = self.settings.max_asyncio_workers or self.settings.max_threads
