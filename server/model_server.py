@@ -244,6 +244,7 @@ class ModelServer:
         self._stopping: Optional[asyncio.Event] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._startup_hooks: List[Callable] = []
+        self._engine_tasks: List[asyncio.Task] = []
 
     # KServe's API -------------------------------------------------------------------------------
     @property
@@ -362,6 +363,9 @@ class ModelServer:
         gpus.stop()
         self.dataplane.shared_memory.unregister_all()
         self.dataplane.shared_memory.cuda_unregister()
+        for task in self._engine_tasks:
+            task.cancel()
+        await asyncio.gather(*self._engine_tasks, return_exceptions=True)
         await self._stop_models()
         logger.info("gpuserve stopped")
 
@@ -389,8 +393,12 @@ class ModelServer:
 
     async def _load_all(self) -> None:
         pending = [m for _, _, m in self.registered_models.all_versions() if not m.ready and not m.reason]
+        loaded_ready = [m for _, _, m in self.registered_models.all_versions() if m.ready]
         if pending:
-            await asyncio.gather(*(run_load(m) for m in pending))
+            await asyncio.gather(*(run_load(m) for m in pending))  # starts their engines too
+        for model in loaded_ready:
+            if getattr(model, "engine", False):
+                self._start_engine(model)
         for name, version, model in self.registered_models.all_versions():
             label = name if version is None else f"{name} v{version}"
             if model.ready:
@@ -398,6 +406,18 @@ class ModelServer:
                 logger.info("model %s is ready", label)
             else:
                 logger.error("model %s is NOT ready: %s", label, model.reason)
+
+    def _start_engine(self, model: BaseKServeModel) -> None:
+        """A model that came loaded: KServe runs its `start_engine()` beside the servers (it may serve for
+        as long as they do), so a task here, cancelled at the stop if still running."""
+
+        def finished(task: asyncio.Task) -> None:
+            if not task.cancelled() and task.exception() is not None:
+                logger.error("model %s: start_engine() failed: %r", model.name, task.exception())
+
+        task = asyncio.ensure_future(model.start_engine())
+        task.add_done_callback(finished)
+        self._engine_tasks.append(task)
 
     def _start_polling(self) -> Optional[asyncio.Task]:
         """Triton's poll mode (`repository_poll_seconds`): follow the repository folder's changes."""

@@ -110,3 +110,21 @@ def test_model_server_predictor_config_forwards(http):
         with serving(ModelServer(settings=local_settings(), predictor_config=config), [transformer]) as front:
             reply = http(front).post("/v1/models/model:predict", json={"instances": [1, 2]})
             assert reply.status_code == 200 and reply.json() == {"predictions": [4, 6]}
+
+
+def test_start_engine_runs_for_a_model_passed_ready(http):
+    class EngineModel(Model):
+        def __init__(self, name):
+            super().__init__(name)
+            self.engine, self.ready, self.engine_started = True, True, threading.Event()
+
+        async def start_engine(self):
+            self.engine_started.set()
+
+        def predict(self, payload, headers=None):
+            return {"predictions": [self.engine_started.is_set()]}
+
+    model = EngineModel("engine")
+    with running_server([model]) as server:
+        assert model.engine_started.wait(10)
+        assert http(server).post("/v1/models/engine:predict", json={"instances": [1]}).json() == {"predictions": [True]}
