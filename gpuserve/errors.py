@@ -24,7 +24,9 @@ class GpuserveError(Exception):
         return self.reason
 
 
-class InvalidInput(GpuserveError):
+class InvalidInput(GpuserveError, ValueError):
+    """A ValueError, as KServe's: user code that catches ValueError catches it too."""
+
     http, grpc = 400, "INVALID_ARGUMENT"
 
 
@@ -40,7 +42,7 @@ class ModelNotFound(GpuserveError):
         self.model_name = model_name
 
 
-class ModelNotReady(GpuserveError):
+class ModelNotReady(GpuserveError, RuntimeError):
     http, grpc = 503, "UNAVAILABLE"
 
     def __init__(self, model_name: str = "", detail: str | None = None):
@@ -51,16 +53,41 @@ class ModelNotReady(GpuserveError):
         self.model_name = model_name
 
 
-class ServerNotReady(GpuserveError):
+class ServerNotReady(GpuserveError, RuntimeError):
     http, grpc = 503, "UNAVAILABLE"
 
+    def __init__(self, detail: str | None = None):
+        super().__init__("Server is not ready." + (f" {detail}" if detail else ""))
 
-class ServerNotLive(GpuserveError):
+
+class ServerNotLive(GpuserveError, RuntimeError):
     http, grpc = 503, "UNAVAILABLE"
 
+    def __init__(self, detail: str | None = None):
+        super().__init__("Server is not live." + (f" {detail}" if detail else ""))
 
-class NoModelReady(GpuserveError):
+
+class NoModelReady(GpuserveError, RuntimeError):
+    """`ModelServer.start(models)` with none of them ready (KServe's signature: the models themselves)."""
+
     http, grpc = 503, "UNAVAILABLE"
+
+    def __init__(self, models: list = (), detail: str | None = None):
+        self.models = list(models)
+        self.detail = detail
+        names = [getattr(model, "name", str(model)) for model in self.models]
+        if len(names) == 1:
+            reason = f"Model with name {names[0]} is not ready."
+        else:
+            reason = f"Models with names {', '.join(names)} are not ready."
+        super().__init__(reason + (f" {detail}" if detail else ""))
+
+
+class WorkersShouldBeLessThanMaxWorkersError(GpuserveError):
+    http, grpc = 400, "INVALID_ARGUMENT"
+
+    def __init__(self, max_workers: int | None = None):
+        super().__init__(f"Workers cannot be greater than {max_workers}")
 
 
 class QueueFull(GpuserveError):
@@ -105,14 +132,30 @@ class ModelControlDisabled(GpuserveError):
     http, grpc = 503, "UNAVAILABLE"
 
 
-class InferenceError(GpuserveError):
+class InferenceError(GpuserveError, RuntimeError):
+    """KServe's signature; `status` (a string, e.g. "503") is shown before the reason, as KServe's, and
+    does not change the answer's status (500 / INTERNAL), as in KServe."""
+
     http, grpc = 500, "INTERNAL"
+
+    def __init__(self, reason: str = "", status: str | None = None, debug_details: str | None = None, *,
+                 headers: dict[str, str] | None = None):
+        super().__init__(reason, headers=headers)
+        self.status = status
+        self.debug_details = debug_details
+
+    def __str__(self) -> str:
+        return self.reason if self.status is None else f"[{self.status}] {self.reason}"
 
 
 class ModelMissingError(GpuserveError):
-    """A model folder or artefact named by settings does not exist."""
+    """A model folder or artefact named by settings does not exist: the server's fault, 500 as KServe."""
 
-    http, grpc = 404, "NOT_FOUND"
+    http, grpc = 500, "INTERNAL"
+
+    def __init__(self, path: str = ""):
+        super().__init__(str(path))
+        self.path = path
 
 
 class ModelLoadError(GpuserveError):

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Dict, List, Optional
 
 from gpuserve.dataplane import DataPlane
-from gpuserve.errors import InvalidSettings
+from gpuserve.errors import InvalidSettings, NoModelReady
 from gpuserve.logging_setup import configure_logging
 from gpuserve import context
 from gpuserve.model import BaseKServeModel, Model
@@ -284,7 +284,7 @@ class ModelServer:
             runner = uvloop.run
         except ImportError:
             runner = asyncio.run
-        runner(self.serve(models))
+        runner(self.serve(models, require_ready=True))
 
     def _apply_attributes(self) -> None:
         """What a script changed on the attributes after construction goes into the settings."""
@@ -295,8 +295,9 @@ class ModelServer:
             self._attributes_at_init.update({attr: getattr(self, attr) for attr in self._SETTING_OF})
 
     # gpuserve -----------------------------------------------------------------------------------
-    async def serve(self, models: Optional[List[BaseKServeModel]] = None) -> None:
-        """Bind, load, serve, and return after a graceful stop."""
+    async def serve(self, models: Optional[List[BaseKServeModel]] = None, require_ready: bool = False) -> None:
+        """Bind, load, serve, and return after a graceful stop. With `require_ready` (KServe's `start`),
+        raise `NoModelReady` once loaded if none of `models` is ready."""
         self._apply_attributes()
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
@@ -338,15 +339,22 @@ class ModelServer:
         logger.info("gpuserve listening: %s", ", ".join(f"{k} {s.host}:{v}" for k, v in self.ports.items()))
 
         await self._load_all()
+        failure = None
+        if require_ready and models and not any(model.ready for model in models):
+            failure = NoModelReady(models)  # KServe's start() stops here; a repository folder serves on
+            logger.error("%s Stopping.", failure)
+            self._stopping.set()
         # Everything alive now (framework modules, models, the app) lives for the whole run: keep it
         # out of the cyclic collector's full passes, which otherwise stall the loop for tens of ms
         # under load (the p99 tail), and collect the young generation less often.
         gc.collect()
         gc.freeze()
         gc.set_threshold(50_000, 50, 100)
-        self.dataplane.started = True
-        poller = self._start_polling()
-        self.started.set()
+        poller = None
+        if failure is None:
+            self.dataplane.started = True
+            poller = self._start_polling()
+            self.started.set()
         stop_wait = asyncio.ensure_future(self._stopping.wait())
         done, _ = await asyncio.wait([*tasks, stop_wait], return_when=asyncio.FIRST_COMPLETED)
         if poller is not None:
@@ -368,6 +376,8 @@ class ModelServer:
         await asyncio.gather(*self._engine_tasks, return_exceptions=True)
         await self._stop_models()
         logger.info("gpuserve stopped")
+        if failure is not None:
+            raise failure
 
     async def _start_grpc(self, *opened):
         try:

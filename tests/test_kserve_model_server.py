@@ -128,3 +128,35 @@ def test_start_engine_runs_for_a_model_passed_ready(http):
     with running_server([model]) as server:
         assert model.engine_started.wait(10)
         assert http(server).post("/v1/models/engine:predict", json={"instances": [1]}).json() == {"predictions": [True]}
+
+
+def test_start_raises_no_model_ready_when_none_loads():
+    from gpuserve import ModelServer
+    from gpuserve.errors import NoModelReady
+
+    class Broken(Model):
+        def load(self):
+            raise RuntimeError("no weights")
+
+    server = ModelServer(settings=local_settings())
+    server._configure_logging = False  # leave pytest's log capture alone
+    with pytest.raises(NoModelReady) as caught:
+        server.start([Broken("broken-a"), Broken("broken-b")])
+    assert isinstance(caught.value, RuntimeError) and "broken-a" in str(caught.value) and "broken-b" in str(caught.value)
+    assert not server.started.is_set()
+
+
+def test_kserve_error_ancestry_and_signatures():
+    from gpuserve import errors
+
+    assert issubclass(errors.InvalidInput, ValueError)
+    for name in ("InferenceError", "ModelNotReady", "ServerNotReady", "ServerNotLive", "NoModelReady"):
+        assert issubclass(getattr(errors, name), RuntimeError), name
+    failure = errors.InferenceError("boom", status="503", debug_details="trace")
+    assert (str(failure), failure.reason, failure.status, failure.debug_details) == ("[503] boom", "boom", "503", "trace")
+    assert errors.status_of(failure) == (500, "INTERNAL")
+    assert errors.status_of(errors.ModelMissingError("/models/x")) == (500, "INTERNAL")
+    assert str(errors.ModelMissingError("/models/x")) == "/models/x"
+    assert str(errors.WorkersShouldBeLessThanMaxWorkersError(4)) == "Workers cannot be greater than 4"
+    assert str(errors.ServerNotReady()) == "Server is not ready."
+    assert errors.status_of(errors.InvalidInput("bad")) == (400, "INVALID_ARGUMENT")

@@ -57,14 +57,14 @@ def add_v2_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes, body_limi
     @guard
     async def live(request: Request):
         if not plane.live():  # a status a liveness probe acts on, not a 200 that says false
-            raise ServerNotLive(f"server is not live: {plane.not_live_reason()}")
+            raise ServerNotLive(plane.not_live_reason())
         return json_response({"live": True})
 
     @app.get("/v2/health/ready", tags=["V2 health"], summary="Server readiness")
     @guard
     async def ready(request: Request):
         if not plane.ready():
-            raise ServerNotReady("server is not ready")
+            raise ServerNotReady()
         return json_response({"ready": True})
 
     @app.get("/v2", tags=["V2 metadata"], summary="Server metadata")
