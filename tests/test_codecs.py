@@ -178,15 +178,20 @@ def test_numpy_codec_keeps_dtype_shape_and_marks_content_type():
     assert NumpyCodec.decode_output(output).tolist() == [1.5, 2.5]
 
 
-def test_numpy_codec_bytes_elements_are_bytes_from_any_source():
+def test_numpy_codec_decodes_bytes_as_mlserver_does():
     tensor = NumpyCodec.encode_input("s", np.array(["héllo", "w"]))
     assert tensor.datatype == "BYTES"
     assert tensor.as_numpy().tolist() == ["héllo".encode(), b"w"]
-    # JSON gives str elements; the codec hands the model bytes all the same
-    request = json_request({"inputs": [{"name": "s", "datatype": "BYTES", "shape": [2],
+    # JSON text gives a unicode array, as MLServer's NumpyCodec: a model fit on strings gets strings
+    request = json_request({"inputs": [{"name": "s", "datatype": "BYTES", "shape": [2, 1],
                                         "data": ["héllo", "w"], "parameters": {"content_type": "np"}}]})
     decoded = decode_input(request.inputs[0])
-    assert decoded.dtype == object and decoded.tolist() == ["héllo".encode(), b"w"]
+    assert decoded.dtype == np.dtype("<U5") and decoded.tolist() == [["héllo"], ["w"]]
+    # bytes (binary data, gRPC contents) give a fixed-width bytes array, as MLServer; lengths may differ here
+    decoded = NumpyCodec.decode_input(tensor)
+    assert decoded.dtype == np.dtype("S6") and decoded.tolist() == ["héllo".encode(), b"w"]
+    empty = NumpyCodec.decode_input(InferInput("e", [0, 2], "BYTES", np.empty((0, 2), dtype=object)))
+    assert empty.shape == (0, 2) and empty.dtype.kind == "U"
 
 
 def test_numpy_codec_datatype_override():
@@ -302,12 +307,21 @@ def test_base64_codec_errors():
         Base64Codec.encode_input("b", ["text"])
     with pytest.raises(InvalidInput, match="list of bytes, got bytes"):
         Base64Codec.encode_input("b", b"abc")
-    request = json_request({"inputs": [{"name": "b", "datatype": "BYTES", "shape": [2], "data": ["YWI=", "not base64!"],
+    with pytest.raises(InvalidInput, match="element 0: content type 'base64' needs"):
+        Base64Codec.decode_input(InferInput("b", [1], "BYTES", np.array([3], dtype=object)))
+
+
+def test_base64_decoding_passes_invalid_base64_through_as_raw_bytes():
+    # MLServer (1.5 and 1.7.1): what is not valid base64 is taken as the raw bytes themselves.
+    request = json_request({"inputs": [{"name": "b", "datatype": "BYTES", "shape": [3], "data": ["YWI=", "not base64!", "a"],
                                         "parameters": {"content_type": "base64"}}]})
-    with pytest.raises(InvalidInput, match="'b' element 1 is not valid base64"):
-        decode_input(request.inputs[0])
-    with pytest.raises(InvalidInput, match="element 0 is not valid base64"):
-        Base64Codec.decode_input(InferInput("b", [1], "BYTES", np.array(["ü"], dtype=object)))
+    assert decode_input(request.inputs[0]) == [b"ab", b"not base64!", b"a"]
+    raw = InferInput("b", [2], "BYTES", np.array([b"\x89PNG\r\n", "ü"], dtype=object))
+    assert Base64Codec.decode_input(raw) == [b"\x89PNG\r\n", "ü".encode()]
+    from gpuserve.mlserver.codecs import Base64Codec as MLBase64Codec
+    from gpuserve.mlserver.types import RequestInput
+
+    assert MLBase64Codec.decode_input(RequestInput(name="s", datatype="BYTES", shape=[2], data=["a", "b"])) == [b"a", b"b"]
 
 
 # --- datetime -------------------------------------------------------------------------------------

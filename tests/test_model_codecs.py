@@ -51,5 +51,5 @@ def test_metadata_default_and_request_codecs(repo, http):
         assert out["outputs"][0]["data"] == ["hello b'zoe'"]
         bad = dict(body)
         bad["inputs"] = [{**body["inputs"][0], "data": ["***"]}, body["inputs"][1]]
-        reply = client.post("/v2/models/greeter/infer", json=bad)
-        assert reply.status_code == 400 and "base64" in reply.json()["error"]
+        reply = client.post("/v2/models/greeter/infer", json=bad)  # not base64: its raw bytes, as MLServer
+        assert reply.status_code == 200 and reply.json()["outputs"][0]["data"] == ["hello b'***'"]

@@ -1,8 +1,9 @@
 """The `base64` content type: binary blobs (images, audio) carried as base64 text.
 
 JSON cannot hold arbitrary bytes, so clients that only speak JSON base64-encode them; the model
-receives the original `bytes`. Text that is not valid base64 is the client's error, reported with
-the element's index rather than surfacing as a model failure.
+receives the original `bytes`. An element that is not valid base64 reaches the model as its own raw
+bytes (text as UTF-8), as MLServer passes it: clients that send raw bytes over gRPC or the binary
+extension with this content type keep working.
 """
 
 from __future__ import annotations
@@ -32,10 +33,11 @@ def _encode_blobs(cls: type, name: str, payload: Any, use_bytes: bool, parameter
 
 
 def _b64decode(item: Any) -> bytes:
+    raw = item.encode("utf-8") if isinstance(item, str) else bytes(item)
     try:
-        return base64.b64decode(item, validate=True)
-    except binascii.Error as exc:
-        raise ValueError(str(exc)) from None
+        return base64.b64decode(raw, validate=True)
+    except binascii.Error:
+        return raw
 
 
 def _decode_blobs(tensor: Any) -> list[bytes]:

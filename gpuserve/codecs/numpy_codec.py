@@ -1,9 +1,12 @@
 """The `np` content type: a tensor is a NumPy array of its V2 datatype and shape.
 
 Shapes are kept as they are: unlike MLServer, an [N] array is not rewritten to [N, 1], so what a
-model returns is what the client receives (as Triton and KServe do). BYTES elements are `bytes`
-whichever transport carried them (JSON gives `str`, binary and raw data give `bytes`), so a model
-never has to handle both. BF16 has no NumPy dtype: it is held as float32, and `datatype="BF16"`
+model returns is what the client receives (as Triton and KServe do). A BYTES tensor decodes as
+MLServer's NumpyCodec decodes it, so a model trained on strings sees strings: JSON text gives a
+NumPy unicode array (`<U`), bytes from binary data or gRPC a fixed-width bytes array (`S`), whose
+trailing NUL bytes NumPy drops (send blobs with content type `base64` or none to keep them). Unlike
+MLServer, elements of different lengths decode too (it splits raw bytes by the shape's last
+dimension). BF16 has no NumPy dtype: it is held as float32, and `datatype="BF16"`
 marks a float32 array to be sent as BF16.
 """
 
@@ -70,8 +73,16 @@ def _array_tensor(cls: type, name: str, payload: Any, datatype: Optional[str], p
 def _decode_array(tensor: Any) -> np.ndarray:
     array = tensor.as_numpy()
     if tensor.datatype == "BYTES":
-        return as_bytes_elements(np.asarray(array, dtype=object), tensor.name)
+        return text_or_bytes_array(np.asarray(array, dtype=object), tensor.name)
     return array
+
+
+def text_or_bytes_array(array: np.ndarray, name: str) -> np.ndarray:
+    """All `str` (JSON): a unicode array; otherwise a fixed-width bytes array, `str` as UTF-8."""
+    flat = array.ravel()
+    if all(type(item) is str for item in flat):
+        return np.array(flat.tolist(), dtype=str).reshape(array.shape)
+    return np.array(as_bytes_elements(flat, name).tolist(), dtype=bytes).reshape(array.shape)
 
 
 @register_input_codec
