@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Union
 
 import numpy as np
 
-from gpuserve.datatypes import numpy_to_raw, raw_to_numpy, to_numpy_dtype
+from gpuserve.datatypes import deserialize_bytes_tensor, numpy_to_raw, raw_to_numpy, to_numpy_dtype
 from gpuserve.errors import InvalidInput, RemotePredictorError, Unimplemented
 from gpuserve.types import InferOutput, InferRequest, InferResponse
 
@@ -90,11 +90,17 @@ def params_to_proto(params: Optional[Dict[str, Any]], mapping, skip=frozenset())
             entry.string_param = orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
 
 
-def contents_to_numpy(contents, datatype: str, shape: list, where: str) -> np.ndarray:
-    """Typed InferTensorContents -> an array of `shape` (one copy; raw contents are the fast path)."""
+def contents_to_numpy(contents, datatype: str, shape: list, where: str) -> Union[np.ndarray, list]:
+    """Typed InferTensorContents -> an array of `shape` (one copy; raw contents are the fast path).
+
+    BYTES whose element count differs from the shape come back as a plain list, as JSON data does: an
+    MLServer runtime reads them as they are (MLServer's docs send one string with shape [its length]),
+    and a model that asks for the array (`as_numpy`) gets the same 400 as before."""
     field = CONTENTS_FIELD[datatype]
     values = getattr(contents, field)
     count = int(np.prod(shape)) if shape else 1
+    if datatype == "BYTES" and len(values) != count and len(values):
+        return list(values)
     if len(values) != count:
         hint = ""
         if not len(values):
@@ -142,7 +148,9 @@ def tensors_from_proto(cls, messages, raw_contents, kind: str) -> list:
             try:
                 array = raw_to_numpy(raw_contents[index], datatype, shape)
             except InvalidInput as exc:
-                raise InvalidInput(f"{where}: {exc}") from None
+                array = _uncounted_bytes(raw_contents[index]) if datatype == "BYTES" else None
+                if array is None:
+                    raise InvalidInput(f"{where}: {exc}") from None
         elif "shared_memory_region" in params:
             raise Unimplemented(f"{where}: shared-memory tensors are not supported by gpuserve; "
                                 f"send the data in raw_{kind}_contents")
@@ -156,11 +164,21 @@ def tensors_from_proto(cls, messages, raw_contents, kind: str) -> list:
     return tensors
 
 
+def _uncounted_bytes(raw: bytes) -> Optional[list]:
+    """Raw BYTES that decode but do not fill the shape, as a list (see `contents_to_numpy`); None if
+    they do not decode at all."""
+    try:
+        return list(deserialize_bytes_tensor(raw)) or None
+    except (InvalidInput, ValueError):
+        return None
+
+
 def tensor_to_raw(tensor) -> tuple:
-    """A tensor's (shape, raw bytes) as gRPC carries it; the declared shape wins when it fits the data."""
+    """A tensor's (shape, raw bytes) as gRPC carries it; the declared shape wins when it fits the data,
+    or always for an MLServer runtime's output (`keeps_declared_shape`), as MLServer answers it."""
     array = tensor.as_numpy()
     shape = list(tensor.shape)
-    if not shape or math.prod(shape) != array.size:
+    if not shape or (math.prod(shape) != array.size and not getattr(tensor, "keeps_declared_shape", False)):
         shape = list(array.shape)
     return shape, numpy_to_raw(array, tensor.datatype)
 

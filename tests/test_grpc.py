@@ -357,6 +357,10 @@ BAD_REQUESTS = {
         raw_input_contents=[b"\x00" * 4]), "use one"),
     "count off": (_infer_request(datatype="INT32", shape=[2, 2], contents=pb.InferTensorContents(int_contents=[1])),
                   "needs 4 elements"),
+    "bytes count off": (_infer_request(datatype="BYTES", shape=[3], contents=pb.InferTensorContents(
+        bytes_contents=[b"abc"])), "needs 3 elements"),  # strict here; lenient only for MLServer runtimes
+    "raw bytes count off": (pb.ModelInferRequest(model_name="echo", inputs=[pb.ModelInferRequest.InferInputTensor(
+        name="INPUT0", datatype="BYTES", shape=[3])], raw_input_contents=[b"\x03\x00\x00\x00abc"]), "needs 3 elements"),
     "wrong field": (_infer_request(datatype="INT64", shape=[1], contents=pb.InferTensorContents(int_contents=[1])),
                     "int64_contents"),
     "overflow": (_infer_request(datatype="INT8", shape=[1], contents=pb.InferTensorContents(int_contents=[300])),

@@ -177,11 +177,13 @@ def test_tensor_data_forms_mlserver_runtimes_use():
     assert len(TensorData([1, 2])) == 2 and list(TensorData([1, 2])) == [1, 2] and TensorData([1, 2])[1] == 2
     output = ResponseOutput(name="y", shape=[2, 2], datatype="FP32", data=np.ones((2, 2), np.float32))
     assert output.dict() == {"name": "y", "shape": [2, 2], "datatype": "FP32", "data": [1.0, 1.0, 1.0, 1.0]}
-    # MLServer lets a runtime describe BYTES by byte length; the element count is what is sent
+    # MLServer lets a runtime describe BYTES by byte length, and answers that shape as declared
     text = ResponseOutput(name="t", shape=[11], datatype="BYTES", data=[b"hello world"],
                           parameters=Parameters(content_type="str"))
     native = to_native_response(InferenceResponse(model_name="m", outputs=[text])).outputs[0]
-    assert native.shape == [1] and native.as_numpy().tolist() == [b"hello world"]
+    assert native.shape == [11] and native.as_numpy().tolist() == [b"hello world"]
+    assert native.to_dict() == {"name": "t", "shape": [11], "datatype": "BYTES", "data": ["hello world"],
+                                "parameters": {"content_type": "str"}}
     with pytest.raises(Exception):
         RequestInput(name="x", shape=[1], datatype="FP128", data=[1])
 

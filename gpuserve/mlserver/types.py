@@ -254,6 +254,14 @@ def _flatten(data: Any):
             yield item
 
 
+class DeclaredShapeOutput(InferOutput):
+    """A BYTES output whose shape, as an MLServer runtime declared it, does not count its elements:
+    the transports answer that shape as MLServer does (`keeps_declared_shape`), the data flat."""
+
+    __slots__ = ()
+    keeps_declared_shape = True
+
+
 def _native_tensor(cls: type, tensor: Any, kind: str):
     """RequestInput / ResponseOutput -> InferInput / InferOutput, sharing the data where it can."""
     name = tensor.name
@@ -264,8 +272,10 @@ def _native_tensor(cls: type, tensor: Any, kind: str):
     if datatype == "BYTES":
         array = _bytes_elements(data)
         if array.size != _count(shape):
-            # MLServer lets a runtime describe BYTES by byte length ([11] for one 11-byte string);
-            # the element count is what clients can decode.
+            # MLServer lets a runtime describe BYTES by byte length ([11] for one 11-byte string) and
+            # answers that shape as declared; a request input keeps the element count, which models read.
+            if cls is InferOutput:
+                return DeclaredShapeOutput(name, shape, datatype, array, parameters)
             shape = [int(array.size)]
         return cls(name, shape, datatype, array.reshape(shape), parameters)
     if isinstance(data, np.ndarray):
