@@ -71,6 +71,9 @@ def response_to_proto(response: Any, request: InferRequest) -> pb.ModelInferResp
     if isinstance(response, dict) and isinstance(response.get("outputs"), list):
         response = InferResponse.from_rest(request.model_name, response)
     if not isinstance(response, InferResponse):
+        if hasattr(response, "__aiter__"):
+            raise InferenceError(f"model '{request.model_name}' returned an async iterator (a stream); gRPC "
+                                 "ModelInfer is unary and cannot stream it: use REST (streamed) or ModelStreamInfer")
         raise InferenceError(f"model '{request.model_name}' returned {type(response).__name__}; "
                              "the V2 protocol needs an InferResponse")
     message = pb.ModelInferResponse(model_name=response.model_name or request.model_name,

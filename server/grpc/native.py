@@ -244,7 +244,13 @@ class Call:
         except Exception as exc:  # the servicer's guard answers everything; this is a bug
             logger.exception("gRPC %s failed", method.name)
             return self.finish(grpc.StatusCode.UNKNOWN, str(exc))
-        answer = response.SerializeToString()
+        try:
+            answer = response.SerializeToString()
+        except Exception as exc:  # never leave the call open until the client's deadline
+            logger.exception("gRPC %s: the answer cannot be encoded", method.name)
+            what = "a stream (async iterator); a unary call cannot carry it" if hasattr(response, "__aiter__") \
+                else f"{type(response).__name__}: {exc}"
+            return self.finish(grpc.StatusCode.INTERNAL, f"the answer cannot be encoded: {what}")
         self.send(answer)
         self.finish(grpc.StatusCode.OK, "")
         if self.context.cache_entry is not None and not self.context.trailing:

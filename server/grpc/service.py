@@ -131,7 +131,7 @@ class InferenceServicer:
             context.set_trailing_metadata(tuple((str(k).lower(), str(v)) for k, v in response_headers.items()))
         if infer_request.cache_key is not None and hasattr(context, "cache_entry"):  # the native transport's
             context.cache_entry = (infer_request.cache_key, request.model_name, request.model_version or None)
-        if hasattr(response, "__aiter__"):  # a decoupled model's responses (only on a stream: STREAMING)
+        if hasattr(response, "__aiter__") and STREAMING.get():  # a decoupled model's responses, on a stream
             return _decoupled_answers(response, infer_request, request)
         return convert.response_to_proto(response, infer_request)
 

@@ -30,10 +30,10 @@ def scope_of(connection: "HttpConnection", request: "Request") -> dict:
 def starlette_request(connection: "HttpConnection", request: "Request"):
     from starlette.requests import Request as StarletteRequest
 
-    return StarletteRequest(scope_of(connection, request), _Exchange(connection, request).receive)
+    return StarletteRequest(scope_of(connection, request), Exchange(connection, request).receive)
 
 
-class _Exchange:
+class Exchange:
     """receive/send of one request; `status` is what was answered (500 if the app answered nothing)."""
 
     def __init__(self, connection: "HttpConnection", request: "Request") -> None:
@@ -113,7 +113,7 @@ class _Exchange:
 
 
 async def run_asgi(app, connection: "HttpConnection", request: "Request") -> int:
-    exchange = _Exchange(connection, request)
+    exchange = Exchange(connection, request)
     try:
         await app(scope_of(connection, request), exchange.receive, exchange.send)
     except asyncio.CancelledError:

@@ -23,8 +23,9 @@ from gpuserve.errors import InferenceError, InvalidInput, PayloadTooLarge
 from gpuserve.model import InferenceVerb
 from gpuserve.server.rest.common import (JSON_OPTIONS, ErrorRoutes, decompress, error_response, parse_json,
                                          response_parts)
+from gpuserve.server.rest.streaming import Stream, is_stream, stream_headers
 from gpuserve.server.rest.v2 import encode_infer_bytes
-from gpuserve.types import InferRequest
+from gpuserve.types import InferRequest, InferResponse
 
 logger = logging.getLogger("gpuserve.http")
 _JSON = [(b"content-type", b"application/json")]
@@ -89,6 +90,8 @@ class FastPath:
                 raise
             finally:
                 watcher.cancel()
+        if isinstance(content, Stream):
+            return await content.send_asgi(send, response_headers)
         await send({"type": "http.response.start", "status": status,
                     "headers": response_headers + [(b"content-length", str(len(content)).encode())]})
         await send({"type": "http.response.body", "body": content})
@@ -173,6 +176,8 @@ class FastPath:
         if kind == "predict":
             response, response_headers = await self.plane.predict_v1(name, parse_json(body), headers,
                                                                      InferenceVerb.PREDICT)
+            if is_stream(response):
+                return 200, await Stream.start(response), stream_headers(response_headers)
             if hasattr(response, "to_rest") and not isinstance(response, dict):
                 raise InferenceError(f"model '{name}' returned {type(response).__name__} to a V1 request")
             return 200, orjson.dumps(response, option=JSON_OPTIONS), _with(_JSON, response_headers)
@@ -198,6 +203,8 @@ class FastPath:
         else:
             request = InferRequest.from_rest(name, parse_json(body), version)
         response, response_headers = await self.plane.infer(request, headers)
+        if type(response) is not InferResponse and is_stream(response):
+            return 200, await Stream.start(response), stream_headers(response_headers)
         status, content, content_type, extra = encode_infer_bytes(response, request, response_headers)
         answer = status, content, _with([(b"content-type", content_type)], extra)
         if request.cache_key is not None and not response_headers:

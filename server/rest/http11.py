@@ -28,9 +28,10 @@ from urllib.parse import unquote
 import httptools
 
 from gpuserve.errors import PayloadTooLarge
-from gpuserve.server.rest.asgi_bridge import run_asgi, starlette_request
+from gpuserve.server.rest.asgi_bridge import Exchange, run_asgi, starlette_request
 from gpuserve.server.rest.common import error_response, response_parts
 from gpuserve.server.rest.fast_path import NOT_PROBED, FastPath, header_dict, match
+from gpuserve.server.rest.streaming import Stream
 from gpuserve.server.rest.wire import head
 
 logger = logging.getLogger("gpuserve.http")
@@ -257,7 +258,10 @@ class HttpConnection(asyncio.Protocol):
                 status, body, headers = await self.server.fast.respond(
                     route, request.body, header_dict(request.headers), lambda: starlette_request(self, request),
                     probed)
-                self.write(request, status, headers, body)
+                if isinstance(body, Stream):
+                    await self._stream(request, body, headers)
+                else:
+                    self.write(request, status, headers, body)
             else:
                 status = await run_asgi(self.server.app, self, request)
         except asyncio.CancelledError:
@@ -270,6 +274,20 @@ class HttpConnection(asyncio.Protocol):
             if self.server.access_log:
                 self._log_access(request, status)
             self._finished()
+
+    async def _stream(self, request: Request, stream: Stream, headers: List[Tuple[bytes, bytes]]) -> None:
+        """A model's stream, chunked through the ASGI bridge's writer (it waits while the client reads slowly)."""
+        exchange = Exchange(self, request)
+        try:
+            await stream.send_asgi(exchange.send, headers)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("the model's stream failed after its answer began; closing the connection")
+        finally:
+            if not exchange.complete:
+                request.keep_alive = False
+                await stream.aclose()
 
     def _log_access(self, request: Request, status: int) -> None:
         path = request.url.decode("latin-1")

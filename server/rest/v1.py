@@ -9,6 +9,7 @@ from gpuserve.dataplane import DataPlane
 from gpuserve.errors import InferenceError, ModelNotReady
 from gpuserve.model import InferenceVerb
 from gpuserve.server.rest.common import ErrorRoutes, guarded, json_response, parse_json, read_body
+from gpuserve.server.rest.streaming import Stream, is_stream, streaming_response
 
 
 def add_v1_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes, body_limit: int) -> None:
@@ -30,6 +31,8 @@ def add_v1_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes, body_limi
     async def call(model_name: str, request: Request, verb: InferenceVerb):
         body = parse_json(await read_body(request, body_limit))
         response, response_headers = await plane.predict_v1(model_name, body, dict(request.headers), verb)
+        if is_stream(response):
+            return streaming_response(await Stream.start(response), response_headers)
         if hasattr(response, "to_rest") and not isinstance(response, dict):
             raise InferenceError(f"model '{model_name}' returned {type(response).__name__} to a V1 request")
         return json_response(response, headers=response_headers or None)
