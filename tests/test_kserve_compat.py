@@ -71,3 +71,9 @@ def test_ray_model_forwards_to_its_deployment_handle(http):
         assert client.post("/v1/models/ray-plain:predict", json={"instances": [1, 2]}).json() == {"predictions": [3, 6]}
         assert client.get("/v2/models/ray-model/ready").status_code == 200
     assert "headers" in with_headers.calls[0]
+
+
+def test_root_is_kserves_v1_liveness(http):
+    with running_server([Doubler("doubler")]) as server:
+        reply = http(server).get("/")
+        assert reply.status_code == 200 and reply.json() == {"status": "alive"}

@@ -1,4 +1,4 @@
-"""KServe V1: list, readiness, `:predict` and `:explain`."""
+"""KServe V1: liveness (`GET /`), list, readiness, `:predict` and `:explain`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from fastapi import FastAPI
 from starlette.requests import Request
 
 from gpuserve.dataplane import DataPlane
-from gpuserve.errors import InferenceError, ModelNotReady
+from gpuserve.errors import InferenceError, ModelNotReady, ServerNotLive
 from gpuserve.model import InferenceVerb
 from gpuserve.server.rest.common import ErrorRoutes, guarded, json_response, parse_json, read_body
 from gpuserve.server.rest.streaming import Stream, is_stream, streaming_response
@@ -14,6 +14,13 @@ from gpuserve.server.rest.streaming import Stream, is_stream, streaming_response
 
 def add_v1_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes, body_limit: int) -> None:
     guard = guarded(errors, plane.transport_metrics)
+
+    @app.get("/", tags=["V1"], summary="Server liveness (KServe's V1)")
+    @guard
+    async def live(request: Request):
+        if not plane.live():  # as /v2/health/live: a status a liveness probe acts on
+            raise ServerNotLive(plane.not_live_reason())
+        return json_response({"status": "alive"})
 
     @app.get("/v1/models", tags=["V1"], summary="Names of the served models")
     @guard
