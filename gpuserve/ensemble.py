@@ -4,21 +4,30 @@ served models, each step's inputs and outputs renamed through `input_map` / `out
 Each step is an ordinary request through the server's data plane, so the step's model batches it with
 everyone else's requests (its dynamic batcher sees the step as one more client) and counts it in its
 statistics, as Triton does. Steps whose inputs are all available run concurrently; a step's error fails
-the ensemble request with that error's status. The graph is checked at load: every step input must be an
-ensemble input or another step's output, every ensemble output must be produced, and no tensor may be
-produced twice.
+the ensemble request with that error's status, its message prefixed "in ensemble 'NAME', " as Triton's.
+The graph is checked at load: every step input must be an ensemble input or another step's output, every
+ensemble output must be produced, and no tensor may be produced twice.
+
+A step on a decoupled model (TensorRT-LLM-style pipelines: preprocess -> decoupled generator ->
+postprocess) makes the ensemble decoupled, as in Triton: only streaming calls reach it, and each of the
+step's responses runs the rest of the graph on its own, giving one ensemble response each. The response
+that completes the request is marked final when the decoupled step has already ended (Triton's rule, with
+no response held back to wait for that end).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, AsyncIterator, Dict, List, Optional, Tuple
 
+from gpuserve.dataplane import STREAMING
+from gpuserve.ensemble_stream import Lookahead
 from gpuserve.engine.stats import ModelStats
-from gpuserve.errors import InferenceError, InvalidInput, InvalidSettings, ModelNotReady
+from gpuserve.errors import GpuserveError, InferenceError, InvalidInput, InvalidSettings, ModelNotReady, Unimplemented
 from gpuserve.model import Model
 from gpuserve.triton_config import read_config
 from gpuserve.triton_python_config import checked_inputs, tensor_specs
@@ -125,6 +134,8 @@ class EnsembleModel(Model):
         scheduling = config.get("ensemble_scheduling")
         if isinstance(scheduling, list):
             config["ensemble_scheduling"] = scheduling[0] if scheduling else {"step": []}
+        # as Triton: decoupled when a step is (clients pick streaming calls by this flag)
+        config["model_transaction_policy"] = {"decoupled": bool(self._decoupled_steps())}
         return config
 
     # Ready while loaded and every step's model is: a pipeline with a missing stage cannot answer, and it
@@ -148,6 +159,9 @@ class EnsembleModel(Model):
     def reason(self, value: str) -> None:
         self._reason = value
 
+    def _decoupled_steps(self) -> List[str]:
+        return [s.model for s in self.steps if getattr(self._step_model(s), "decoupled", False)]
+
     def _missing_steps(self) -> List[str]:
         return [s.model for s in self.steps if self._step_model(s) is None]
 
@@ -165,45 +179,139 @@ class EnsembleModel(Model):
         max_batch = int(self.config.get("max_batch_size", 0) or 0)
         tensors: Dict[str, Any] = dict(checked_inputs(self.name, payload, self.input_index, self.optional_inputs,
                                                       max_batch))
+        rows = next(iter(tensors.values())).shape[0] if max_batch and tensors else 1
+        if self._decoupled_steps():
+            if not STREAMING.get():  # Triton's words, as for a decoupled model itself
+                where = "ModelInfer RPC" if payload.from_grpc else "HTTP end point"
+                raise Unimplemented(f"{where} doesn't support models with decoupled transaction policy")
+            return self._stream(payload, headers, tensors, rows)
         start = time.perf_counter_ns()
         try:
-            response = await self._run_steps(payload, headers, tensors)
+            outputs = None
+            async for outputs, _ in self._flows(payload, headers, tensors, list(self.steps), streams=False):
+                pass
         except BaseException:
             self.stats.record_request(False, time.perf_counter_ns() - start)
             raise
+        self._record_success(start, rows)
+        return self._response(payload, outputs)
+
+    def _record_success(self, start: int, rows: int) -> None:
         elapsed = time.perf_counter_ns() - start
         self.stats.record_queue([0])
         self.stats.record_request(True, elapsed)
-        rows = next(iter(tensors.values())).shape[0] if max_batch and tensors else 1
         self.stats.record_batch(rows, 1, 0, elapsed, 0)
-        return response
 
-    async def _run_steps(self, payload: InferRequest, headers: Optional[dict], tensors: Dict[str, Any]):
-        pending = list(self.steps)
-        while pending:
-            runnable = [s for s in pending if all(t in tensors for t in s.inputs.values())]
-            if not runnable:  # an optional ensemble input was left out and a step needs it
-                needed = sorted({t for s in pending for t in s.inputs.values() if t not in tensors})
-                raise InvalidInput(f"ensemble '{self.name}' cannot run its steps without {needed}")
-            results = await asyncio.gather(*(self._run_step(s, tensors, payload, headers) for s in runnable))
-            for step, outputs in zip(runnable, results):
-                tensors.update(outputs)
-                pending.remove(step)
+    def _response(self, payload: InferRequest, tensors: Dict[str, Any]) -> InferResponse:
         names = [o.name for o in payload.request_outputs] if payload.request_outputs else \
             [s.name for s in self.output_specs]
         return InferResponse(payload.id, self.name, [InferOutput.from_numpy(n, tensors[n]) for n in names
                                                      if n in tensors], model_version=self.version)
 
+    async def _stream(self, payload: InferRequest, headers: Optional[dict], tensors: Dict[str, Any], rows: int):
+        """A decoupled ensemble's responses, as the gRPC stream (and generate_stream) read a decoupled
+        model's: InferResponses marked `triton_final_response`, an error as an exception object (final)."""
+        start, final, failed = time.perf_counter_ns(), False, True
+        try:
+            async with contextlib.aclosing(self._flows(payload, headers, tensors, list(self.steps))) as flows:
+                async for outputs, last in flows:
+                    response = self._response(payload, outputs)
+                    response.parameters["triton_final_response"] = final = last
+                    yield response
+            if not final and payload.parameters.get("triton_enable_empty_final_response"):
+                yield InferResponse(payload.id, self.name, [], model_version="",
+                                    parameters={"triton_final_response": True})  # as Triton: no version
+            failed = False
+        except Exception as exc:  # as Triton: the error ends the request's responses
+            exc.triton_final = True
+            yield exc
+        finally:
+            if failed:
+                self.stats.record_request(False, time.perf_counter_ns() - start)
+            else:
+                self._record_success(start, rows)
+
+    async def _flows(self, payload: InferRequest, headers: Optional[dict], tensors: Dict[str, Any],
+                     pending: List[Step], streams: bool = True) -> AsyncIterator[Tuple[Dict[str, Any], bool]]:
+        """Each complete set of tensors the graph yields, and whether it is the request's last: one set,
+        or with a decoupled step, one per response of that step (the rest of the graph runs per response)."""
+        while pending:
+            runnable = [s for s in pending if all(t in tensors for t in s.inputs.values())]
+            if not runnable:  # an optional ensemble input was left out and a step needs it
+                needed = sorted({t for s in pending for t in s.inputs.values() if t not in tensors})
+                raise InvalidInput(f"ensemble '{self.name}' cannot run its steps without {needed}")
+            results = await asyncio.gather(*(self._run_step(s, tensors, payload, headers, streams) for s in runnable))
+            fanned = []
+            for step, outputs in zip(runnable, results):
+                pending.remove(step)
+                if isinstance(outputs, dict):
+                    tensors.update(outputs)
+                else:
+                    fanned.append((step, outputs))
+            if fanned:
+                if not streams or len(fanned) > 1:
+                    for _, stream in fanned:
+                        await stream.aclose()
+                    if not streams:  # the step became decoupled (a reload) after the request was let in
+                        raise InferenceError(f"in ensemble '{self.name}', step '{fanned[0][0].model}' is "
+                                             "decoupled: call the ensemble over a streaming RPC")
+                    raise Unimplemented(f"ensemble '{self.name}': decoupled steps {[s.model for s, _ in fanned]} "
+                                        "run side by side; gpuserve fans out one decoupled step at a time")
+                async with Lookahead(fanned[0][1]) as upstream:
+                    async for produced in upstream:
+                        branch = self._flows(payload, headers, {**tensors, **produced}, list(pending))
+                        async with contextlib.aclosing(branch) as flows:
+                            async for outputs, last in flows:
+                                yield outputs, last and upstream.ended()
+                return
+        yield tensors, True
+
     async def _run_step(self, step: Step, tensors: Dict[str, Any], payload: InferRequest,
-                        headers: Optional[dict]) -> Dict[str, Any]:
+                        headers: Optional[dict], streaming: bool = False):
+        """The step's outputs under their ensemble names; for a decoupled step, an async iterator of them.
+        `streaming` lets a decoupled step answer: the caller that marked the call as streaming (generate_stream)
+        may have left that mark before the ensemble's responses are read (each step runs in its own task)."""
         inputs = [InferInput.from_numpy(model_input, tensors[tensor]) for model_input, tensor in step.inputs.items()]
-        request = InferRequest(step.model, inputs, request_id=payload.id, parameters=dict(payload.parameters or {}),
+        parameters = {k: v for k, v in (payload.parameters or {}).items()
+                      if k != "triton_enable_empty_final_response"}  # the ensemble answers for its own end
+        request = InferRequest(step.model, inputs, request_id=payload.id, parameters=parameters,
                                request_outputs=[RequestedOutput(n) for n in step.outputs], model_version=step.version)
-        response, _ = await self.registry.infer(request, headers)
+        token = STREAMING.set(True) if streaming else None
+        try:
+            response, _ = await self.registry.infer(request, headers)
+        except Exception as exc:
+            raise self._in_ensemble(exc) from None
+        finally:
+            if token is not None:
+                STREAMING.reset(token)
+        if hasattr(response, "__aiter__"):
+            return self._step_responses(step, response)
+        return self._step_outputs(step, response)
+
+    async def _step_responses(self, step: Step, responses) -> AsyncIterator[Dict[str, Any]]:
+        try:
+            async for item in responses:
+                if isinstance(item, BaseException):
+                    raise self._in_ensemble(item)
+                yield self._step_outputs(step, item)
+        finally:
+            await responses.aclose()
+
+    def _step_outputs(self, step: Step, response) -> Dict[str, Any]:
         if not isinstance(response, InferResponse):
-            raise InferenceError(f"ensemble '{self.name}': step '{step.model}' did not answer with a V2 response")
+            raise InferenceError(f"in ensemble '{self.name}', step '{step.model}' did not answer with a V2 response")
         produced = {o.name: o.as_numpy() for o in response.outputs}
         missing = [n for n in step.outputs if n not in produced]
         if missing:
-            raise InferenceError(f"ensemble '{self.name}': step '{step.model}' did not return {missing}")
+            raise InferenceError(f"in ensemble '{self.name}', step '{step.model}' did not return {missing}")
         return {tensor: produced[output] for output, tensor in step.outputs.items()}
+
+    def _in_ensemble(self, exc: BaseException) -> BaseException:
+        """A step's error under Triton's prefix, keeping its status (its class)."""
+        prefix = f"in ensemble '{self.name}', "
+        if isinstance(exc, GpuserveError):
+            if not exc.reason.startswith(prefix):
+                exc.reason = prefix + exc.reason
+                exc.args = (exc.reason,)
+            return exc
+        return InferenceError(prefix + str(exc))

@@ -1,0 +1,179 @@
+"""An ensemble with a decoupled step (preprocess -> generator -> postprocess, TensorRT-LLM's layout) is
+decoupled itself, as in Triton 2.51: unary calls are refused with Triton's words, a stream gets one
+response per response of the step with the rest of the graph run on each, the last marked final, and a
+step's error ends the request's responses under "in ensemble 'NAME', "."""
+
+import queue
+import textwrap
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from conftest import running_server
+from gpuserve import ModelRepository
+from gpuserve.repository import DiskRepository
+
+REPEAT = textwrap.dedent("""
+    import threading
+    import numpy as np
+    import triton_python_backend_utils as pb_utils
+
+    class TritonPythonModel:
+        def execute(self, requests):
+            for request in requests:
+                count = int(pb_utils.get_input_tensor_by_name(request, "N").as_numpy().ravel()[0])
+                threading.Thread(target=self.respond, args=(request.get_response_sender(), count)).start()
+            return None
+
+        def respond(self, sender, count):
+            for i in range(count):
+                sender.send(pb_utils.InferenceResponse([pb_utils.Tensor("OUT", np.array([i], np.int32))]))
+            sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+    """)
+PLUS = textwrap.dedent("""
+    import numpy as np
+    import triton_python_backend_utils as pb_utils
+
+    class TritonPythonModel:
+        def execute(self, requests):
+            responses = []
+            for request in requests:
+                x = pb_utils.get_input_tensor_by_name(request, "X").as_numpy()
+                if int(x.ravel()[0]) == 5:
+                    responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError("five is bad")))
+                else:
+                    responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("Y", x + 100)]))
+            return responses
+    """)
+CONFIGS = {
+    "repeat": """backend: "python"
+max_batch_size: 0
+model_transaction_policy { decoupled: true }
+input [ { name: "N" data_type: TYPE_INT32 dims: [ 1 ] } ]
+output [ { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
+""",
+    "plus": """backend: "python"
+max_batch_size: 0
+input [ { name: "X" data_type: TYPE_INT32 dims: [ 1 ] } ]
+output [ { name: "Y" data_type: TYPE_INT32 dims: [ 1 ] } ]
+""",
+    "chain": """platform: "ensemble"
+max_batch_size: 0
+input [ { name: "IN" data_type: TYPE_INT32 dims: [ 1 ] } ]
+output [ { name: "RESULT" data_type: TYPE_INT32 dims: [ 1 ] }, { name: "MID" data_type: TYPE_INT32 dims: [ 1 ] } ]
+ensemble_scheduling { step [
+  { model_name: "repeat" model_version: -1 input_map { key: "N" value: "IN" } output_map { key: "OUT" value: "MID" } },
+  { model_name: "plus" model_version: -1 input_map { key: "X" value: "MID" } output_map { key: "Y" value: "RESULT" } }
+] }
+""",
+    "plain": """platform: "ensemble"
+max_batch_size: 0
+input [ { name: "IN" data_type: TYPE_INT32 dims: [ 1 ] } ]
+output [ { name: "RESULT" data_type: TYPE_INT32 dims: [ 1 ] } ]
+ensemble_scheduling { step [
+  { model_name: "plus" model_version: -1 input_map { key: "X" value: "IN" } output_map { key: "Y" value: "RESULT" } }
+] }
+""",
+}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("repo")
+    for name, config in CONFIGS.items():
+        (root / name / "1").mkdir(parents=True)
+        (root / name / "config.pbtxt").write_text(config)
+    (root / "repeat" / "1" / "model.py").write_text(REPEAT)
+    (root / "plus" / "1" / "model.py").write_text(PLUS)
+    with running_server(repository=DiskRepository(root).populate(ModelRepository())) as running:
+        yield running
+
+
+def _n(module, value):
+    tensor = module.InferInput("IN", [1], "INT32")
+    tensor.set_data_from_numpy(np.array([value], np.int32))
+    return tensor
+
+
+def _stream(server, value, empty_final=False):
+    """Every callback of one streamed request until a final response, an error, or 2 s of silence."""
+    answers = queue.Queue()
+    got = []
+    with grpcclient.InferenceServerClient(f"127.0.0.1:{server.ports['grpc']}") as client:
+        client.start_stream(callback=lambda result, error: answers.put((result, error)))
+        client.async_stream_infer("chain", [_n(grpcclient, value)], request_id="r",
+                                  enable_empty_final_response=empty_final)
+        while True:
+            try:
+                result, error = answers.get(timeout=2)
+            except queue.Empty:
+                break
+            if error is not None:
+                got.append(("error", str(error)))
+                break
+            response = result.get_response()
+            final = response.parameters["triton_final_response"].bool_param
+            outputs = {o.name: result.as_numpy(o.name).tolist() for o in response.outputs}
+            got.append((outputs, final, response.id, response.model_version))
+            if final:
+                break
+        client.stop_stream()
+    return got
+
+
+def test_the_ensemble_says_it_is_decoupled_and_unary_calls_are_refused_as_triton_refuses(server):
+    with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
+        assert client.get_model_config("chain")["model_transaction_policy"] == {"decoupled": True}
+        assert client.get_model_config("plain")["model_transaction_policy"] == {"decoupled": False}
+        with pytest.raises(InferenceServerException) as caught:
+            client.infer("chain", [_n(httpclient, 2)])
+        assert caught.value.status() == "501"
+        assert "HTTP end point doesn't support models with decoupled transaction policy" in str(caught.value)
+        assert client.infer("plain", [_n(httpclient, 2)]).as_numpy("RESULT").tolist() == [102]
+    with grpcclient.InferenceServerClient(f"127.0.0.1:{server.ports['grpc']}") as client:
+        with pytest.raises(InferenceServerException) as caught:
+            client.infer("chain", [_n(grpcclient, 2)])
+        assert caught.value.status() == "StatusCode.UNIMPLEMENTED"
+        assert "ModelInfer RPC doesn't support models with decoupled transaction policy" in str(caught.value)
+
+
+def test_each_response_of_the_decoupled_step_runs_the_rest_of_the_graph(server):
+    got = _stream(server, 3)
+    assert got == [({"MID": [0], "RESULT": [100]}, False, "r", "1"),
+                   ({"MID": [1], "RESULT": [101]}, False, "r", "1"),
+                   ({"MID": [2], "RESULT": [102]}, True, "r", "1")]  # the step had ended: final
+
+
+def test_no_response_gives_only_the_empty_final_one_when_asked(server):
+    assert _stream(server, 0, empty_final=True) == [({}, True, "r", "")]  # as Triton: no version
+    assert _stream(server, 0) == []
+
+
+def test_a_step_error_ends_the_responses_under_the_ensemble_prefix(server):
+    got = _stream(server, 7)  # plus refuses 5: 0..4 answered, then the error, then nothing
+    assert [answer[0]["RESULT"] for answer in got[:5]] == [[100], [101], [102], [103], [104]]
+    assert not any(answer[1] for answer in got[:5])
+    assert got[5:] == [("error", "in ensemble 'chain', five is bad")]
+    with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
+        with pytest.raises(InferenceServerException, match="in ensemble 'plain', five is bad") as caught:
+            client.infer("plain", [_n(httpclient, 5)])  # a plain ensemble's step error has the prefix too
+        assert caught.value.status() == "500"
+        stats = client.get_inference_statistics("chain")["model_stats"][0]["inference_stats"]
+        assert stats["fail"]["count"] >= 1 and stats["success"]["count"] >= 1
+
+
+def test_generate_stream_walks_the_decoupled_ensemble_as_server_sent_events(server):
+    """TensorRT-LLM's clients stream its ensemble through the generate extension."""
+    import json
+
+    import httpx
+
+    reply = httpx.post(f"http://127.0.0.1:{server.ports['http']}/v2/models/chain/generate_stream",
+                       json={"IN": 2}, timeout=10)
+    assert reply.status_code == 200 and reply.headers["content-type"].startswith("text/event-stream")
+    events = [json.loads(line[len("data: "):]) for line in reply.text.split("\n\n") if line]
+    assert [(e["MID"], e["RESULT"]) for e in events] == [(0, 100), (1, 101)]
+    assert events[0]["model_name"] == "chain"
