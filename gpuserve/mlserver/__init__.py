@@ -7,14 +7,17 @@
 `MLModel` runtimes named by `implementation` in `model-settings.json` are served through an
 adapter (`gpuserve.mlserver.model.MLModelAdapter`); `types` are MLServer's pydantic payloads,
 converted to gpuserve's NumPy-backed types at the edge; `codecs` are MLServer's codec classes and
-registry over gpuserve's codecs; `settings` holds `ModelSettings` and MLServer's server `Settings`.
+registry over gpuserve's codecs; `settings` holds `ModelSettings` and MLServer's server `Settings`;
+`logging`, `metrics`, `utils`, `version` and, for clients, `grpc` (the V2 stubs and MLServer's converters)
+import by MLServer's paths too.
 Importing this package costs pydantic (already loaded by gpuserve's settings) and nothing heavier.
 """
 
 from gpuserve.mlserver import codecs, errors, settings, types
 from gpuserve.mlserver.model import MLModel, MLModelAdapter
 from gpuserve.mlserver.settings import ModelSettings, Settings
+from gpuserve.mlserver.version import __version__
 from gpuserve.metrics import log, register
 
 __all__ = ["MLModel", "MLModelAdapter", "ModelSettings", "Settings", "codecs", "errors", "settings", "types",
-           "log", "register"]
+           "log", "register", "__version__"]

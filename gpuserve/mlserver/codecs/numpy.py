@@ -7,9 +7,27 @@ from typing import Any
 import numpy as np
 
 from gpuserve import codecs as native_codecs
+from gpuserve.datatypes import from_numpy_dtype, to_numpy_dtype
 from gpuserve.mlserver.codecs.base import NativeInputCodec, register_input_codec, register_request_codec
-from gpuserve.mlserver.codecs.content_types import SingleInputRequestCodec, inject_batch_dimension
-from gpuserve.mlserver.types import RequestInput, ResponseOutput
+from gpuserve.mlserver.codecs.content_types import InputOrOutput, SingleInputRequestCodec, inject_batch_dimension
+from gpuserve.mlserver.codecs.lists import is_list_of
+from gpuserve.mlserver.types import Datatype, RequestInput, ResponseOutput
+
+
+def to_dtype(input_or_output: InputOrOutput) -> np.dtype:
+    """The NumPy dtype a tensor decodes to: `str` for BYTES given as text, else fixed-width bytes sized
+    by the last dimension (MLServer's rule, kept for custom codecs that call it)."""
+    datatype = getattr(input_or_output.datatype, "value", input_or_output.datatype)
+    if datatype == "BYTES":
+        data = getattr(input_or_output.data, "root", input_or_output.data)
+        if is_list_of(data, str):
+            return np.dtype(str)
+        return np.dtype((bytes, input_or_output.shape[-1])) if input_or_output.shape else np.dtype(bytes)
+    return np.dtype(to_numpy_dtype(datatype))
+
+
+def to_datatype(dtype: np.dtype) -> Datatype:
+    return Datatype(from_numpy_dtype(dtype))
 
 
 def _batched(payload: Any) -> Any:
