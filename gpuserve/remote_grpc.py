@@ -174,13 +174,18 @@ def _uncounted_bytes(raw: bytes) -> Optional[list]:
 
 
 def tensor_to_raw(tensor) -> tuple:
-    """A tensor's (shape, raw bytes) as gRPC carries it; the declared shape wins when it fits the data,
-    or always for an MLServer runtime's output (`keeps_declared_shape`), as MLServer answers it."""
+    """A tensor's (shape, raw bytes) as gRPC carries it."""
     array = tensor.as_numpy()
+    return wire_shape(tensor, array), numpy_to_raw(array, tensor.datatype)
+
+
+def wire_shape(tensor, array) -> list:
+    """The declared shape wins when it fits the data, or always for an MLServer runtime's output
+    (`keeps_declared_shape`), as MLServer answers it."""
     shape = list(tensor.shape)
     if not shape or (math.prod(shape) != array.size and not getattr(tensor, "keeps_declared_shape", False)):
         shape = list(array.shape)
-    return shape, numpy_to_raw(array, tensor.datatype)
+    return shape
 
 
 # -- the client's messages ----------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Protobuf messages <-> gpuserve values, so the servicer only decodes, calls the data plane, encodes.
 
 Inputs arrive as `raw_input_contents` (what tritonclient sends; decoded zero-copy) or as typed
-`contents`; outputs always leave as `raw_output_contents`, as Triton answers. Tensors in system
+`contents`; outputs leave as `raw_output_contents`, as Triton answers, unless the request was typed (then
+typed, as MLServer answers). Tensors in system
 shared memory carry no data here: the data plane reads and writes the regions, and an output
 written there leaves an empty raw entry, so entries stay aligned with outputs by index (what
 tritonclient's `as_numpy` relies on). The tensor and parameter helpers are shared with the gRPC
@@ -14,7 +15,8 @@ from typing import Any, Dict
 
 from gpuserve.datatypes import to_numpy_dtype
 from gpuserve.errors import InferenceError, InvalidInput
-from gpuserve.remote_grpc import params_from_proto, params_to_proto, tensor_to_raw, tensors_from_proto
+from gpuserve.remote_grpc import (CONTENTS_FIELD, params_from_proto, params_to_proto, tensor_to_raw,
+                                  tensors_from_proto, wire_shape)
 from gpuserve.shared_memory import REGION, is_shared_memory_output
 from gpuserve.types import InferInput, InferRequest, InferResponse, RequestedOutput
 from gpuserve.server.grpc import inference_pb2 as pb
@@ -67,7 +69,14 @@ def _inputs_from_proto(message: pb.ModelInferRequest) -> list:
     return inputs
 
 
-def response_to_proto(response: Any, request: InferRequest) -> pb.ModelInferResponse:
+def typed_request(message: pb.ModelInferRequest) -> bool:
+    """Whether a request sent its data in typed `contents` (no raw entries): its answer comes back typed
+    too, as MLServer answers (clients built from the proto read `outputs[i].contents`); tritonclient
+    sends raw and gets raw, as from Triton."""
+    return not message.raw_input_contents and any(t.HasField("contents") for t in message.inputs)
+
+
+def response_to_proto(response: Any, request: InferRequest, typed: bool = False) -> pb.ModelInferResponse:
     if isinstance(response, dict) and isinstance(response.get("outputs"), list):
         response = InferResponse.from_rest(request.model_name, response)
     if not isinstance(response, InferResponse):
@@ -80,6 +89,8 @@ def response_to_proto(response: Any, request: InferRequest) -> pb.ModelInferResp
                                     model_version=str(response.model_version or request.model_version or ""),
                                     id=response.id or "")
     params_to_proto(response.parameters, message.parameters)
+    if typed:
+        return _typed_outputs(message, response)
     for output in response.outputs:
         if is_shared_memory_output(output):  # data is in the client's region: an empty raw entry keeps
             shape, raw = list(output.shape), b""  # raw_output_contents aligned with outputs (as Triton)
@@ -88,6 +99,24 @@ def response_to_proto(response: Any, request: InferRequest) -> pb.ModelInferResp
         tensor = message.outputs.add(name=output.name, datatype=output.datatype, shape=shape)
         params_to_proto(output.parameters, tensor.parameters, skip={"binary_data_size", "binary_data"})
         message.raw_output_contents.append(raw)
+    return message
+
+
+def _typed_outputs(message: pb.ModelInferResponse, response: InferResponse) -> pb.ModelInferResponse:
+    for output in response.outputs:
+        if is_shared_memory_output(output):
+            tensor = message.outputs.add(name=output.name, datatype=output.datatype, shape=list(output.shape))
+            continue
+        array = output.as_numpy()
+        tensor = message.outputs.add(name=output.name, datatype=output.datatype, shape=wire_shape(output, array))
+        params_to_proto(output.parameters, tensor.parameters, skip={"binary_data_size", "binary_data"})
+        field = CONTENTS_FIELD.get(output.datatype)
+        if field is None:
+            raise InferenceError(f"output '{output.name}' has datatype {output.datatype}, which gRPC cannot carry")
+        values = array.ravel().tolist()
+        if output.datatype == "BYTES":
+            values = [v if isinstance(v, bytes) else str(v).encode("utf-8") for v in values]
+        getattr(tensor.contents, field).extend(values)
     return message
 
 

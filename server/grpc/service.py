@@ -133,7 +133,7 @@ class InferenceServicer:
             context.cache_entry = (infer_request.cache_key, request.model_name, request.model_version or None)
         if hasattr(response, "__aiter__") and STREAMING.get():  # a decoupled model's responses, on a stream
             return _decoupled_answers(response, infer_request, request)
-        return convert.response_to_proto(response, infer_request)
+        return convert.response_to_proto(response, infer_request, convert.typed_request(request))
 
     @_guard
     async def ModelInfer(self, request, context):
@@ -386,6 +386,7 @@ async def _decoupled_answers(responses, infer_request, request: pb.ModelInferReq
             if isinstance(item, BaseException):
                 yield _stream_error(request, item)
             else:
-                yield pb.ModelStreamInferResponse(infer_response=convert.response_to_proto(item, infer_request))
+                yield pb.ModelStreamInferResponse(infer_response=convert.response_to_proto(
+                    item, infer_request, convert.typed_request(request)))
     finally:
         await responses.aclose()
