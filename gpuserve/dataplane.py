@@ -325,9 +325,36 @@ class DataPlane:
         # models outside the engine are counted here, as their V2 requests are (infer above)
         response, response_headers = await (work if stats is None else _counted(stats, work))
         if isinstance(response, InferResponse):
-            response = {"predictions": response.outputs[0].as_numpy() if len(response.outputs) == 1
-                        else {o.name: o.as_numpy() for o in response.outputs}}
+            if _builtin_predict(type(model)):  # a framework model asked in V1: V1's answer
+                response = {"predictions": response.outputs[0].as_numpy() if len(response.outputs) == 1
+                            else {o.name: o.as_numpy() for o in response.outputs}}
+            else:  # a user's Model: its V2 answer as it is, as KServe sends it
+                response = v2_body(response)
         return response, response_headers
+
+
+def v2_body(response: InferResponse) -> Dict[str, Any]:
+    """An InferResponse in KServe's V2 JSON (`id`, `model_name`, `model_version` even when null, `outputs`)."""
+    body: Dict[str, Any] = {"id": response.id, "model_name": response.model_name,
+                            "model_version": None if response.model_version is None else str(response.model_version),
+                            "outputs": [o.to_dict(lists=False) for o in response.outputs]}
+    if response.parameters:
+        body["parameters"] = response.parameters
+    return body
+
+
+_BUILTIN: Dict[type, bool] = {}
+
+
+def _builtin_predict(cls: type) -> bool:
+    """Whether this model's `predict` is one of gpuserve's own models' (ONNX, torch, classic, Triton Python,
+    MLServer runtimes...): those answer a V1 request with `predictions`. A user's `predict`, or `Model`'s
+    forwarding one, keeps its InferResponse's V2 form, as in KServe."""
+    builtin = _BUILTIN.get(cls)
+    if builtin is None:
+        owner = next((c for c in cls.__mro__ if "predict" in vars(c)), None)
+        builtin = _BUILTIN[cls] = owner is not None and owner is not Model and owner.__module__.startswith("gpuserve.")
+    return builtin
 
 
 async def _counted(stats: ModelStats, work):

@@ -77,3 +77,21 @@ def test_root_is_kserves_v1_liveness(http):
     with running_server([Doubler("doubler")]) as server:
         reply = http(server).get("/")
         assert reply.status_code == 200 and reply.json() == {"status": "alive"}
+
+
+class V2Answer(Model):
+    def load(self):
+        self.ready = True
+
+    def predict(self, payload, headers=None):
+        from gpuserve import InferOutput, InferResponse
+
+        return InferResponse("r1", self.name, [InferOutput("o", [2], "FP32", [1.0, 2.0])])
+
+
+def test_v1_predict_sends_a_user_models_infer_response_as_v2(http):
+    with running_server([V2Answer("v2-answer")]) as server:
+        reply = http(server).post("/v1/models/v2-answer:predict", json={"instances": [1]})
+        assert reply.status_code == 200
+        assert reply.json() == {"id": "r1", "model_name": "v2-answer", "model_version": None,
+                                "outputs": [{"name": "o", "shape": [2], "datatype": "FP32", "data": [1.0, 2.0]}]}
