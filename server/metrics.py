@@ -12,7 +12,8 @@ import os
 from typing import Dict, Iterable, List, Optional
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric,
+                                   SummaryMetricFamily)
 
 from gpuserve import device_health
 from gpuserve.dataplane import DataPlane
@@ -103,10 +104,13 @@ class ServerCollector:
                                       labels=MODEL_LABELS)
         failure = ExactCounter(n("nv_inference_request_failure"), "Failed inference requests (Triton)",
                                labels=["model", "reason", "version"])
+        # MLServer's own request metrics, labelled {model, version} as MLServer 1.5 and 1.7.1 label them
         ml_success = CounterMetricFamily(n("model_infer_request_success"),
-                                         "Successful inference requests (MLServer)", labels=["model_name", "model_version"])
+                                         "Successful inference requests (MLServer)", labels=MODEL_LABELS)
         ml_failure = CounterMetricFamily(n("model_infer_request_failure"),
-                                         "Failed inference requests (MLServer)", labels=["model_name", "model_version"])
+                                         "Failed inference requests (MLServer)", labels=MODEL_LABELS)
+        ml_duration = SummaryMetricFamily(n("model_infer_request_duration"), "Inference request duration (MLServer)",
+                                          labels=MODEL_LABELS)
         count = ExactCounter(n("nv_inference_count"), "Inferences performed (rows)", labels=MODEL_LABELS)
         executions = ExactCounter(n("nv_inference_exec_count"), "Batches executed", labels=MODEL_LABELS)
         durations = {key: ExactCounter(n(f"nv_inference_{key}_duration_us"),
@@ -154,6 +158,7 @@ class ServerCollector:
             if model is not None:
                 histogram = self.plane.stats_of(model).request_seconds
                 latency.add_metric(labels, histogram.cumulative(), histogram.total)
+                ml_duration.add_metric(labels, histogram.count, histogram.total)
             sizes, running, rows_total = [], 0, 0
             batches = sorted((b["batch_size"], b["compute_infer"]["count"]) for b in entry["batch_stats"])
             for size, times in batches:
@@ -170,7 +175,7 @@ class ServerCollector:
             queue.add_metric(labels, depth)
             pending.add_metric(labels, depth)
             parallel.add_metric(labels, getattr(model, "inflight", 0))
-        yield from (success, failure, ml_success, ml_failure, count, executions, *durations.values(), *cache.values(),
+        yield from (success, failure, ml_success, ml_failure, ml_duration, count, executions, *durations.values(), *cache.values(),
                     latency,
                     batch_size, queue, pending, parallel)
 
