@@ -25,6 +25,7 @@ import grpc
 from gpuserve.dataplane import DataPlane
 from gpuserve.errors import InvalidSettings
 from gpuserve.settings import ServerSettings
+from gpuserve.server.grpc import model_repository as repository
 from gpuserve.server.grpc.http2 import Http2Connection, _hpack_int, literal
 from gpuserve.server.grpc.service import SERVICE, InferenceServicer, _address, health_status, rpcs
 
@@ -356,6 +357,8 @@ def _model_name(message: bytes) -> Optional[str]:
 def _methods(servicer: InferenceServicer, plane: DataPlane) -> Dict[str, _Method]:
     methods = {f"/{SERVICE}/{name}": _Method(name, getattr(servicer, name), request_class, streaming)
                for name, request_class, _, streaming in rpcs()}
+    methods.update({f"/{repository.SERVICE}/{name}": _Method(name, getattr(servicer, name), request_class, False)
+                    for name, request_class, _ in repository.repository_rpcs()})  # MLServer's repository service
     methods.update(_health(plane))
     return methods
 

@@ -27,6 +27,7 @@ from gpuserve.errors import GpuserveError, InvalidInput, InvalidSettings, ModelN
 from gpuserve.settings import ServerSettings
 from gpuserve.server.grpc import convert
 from gpuserve.server.grpc import inference_pb2 as pb
+from gpuserve.server.grpc.model_repository import repository_handler
 
 logger = logging.getLogger("gpuserve")
 
@@ -353,7 +354,8 @@ async def start_grpc_server(plane: DataPlane, settings: ServerSettings) -> Tuple
     options = [("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit),
                ("grpc.so_reuseport", 1 if getattr(settings, "reuse_port", False) else 0)]
     server = grpc.aio.server(options=options)
-    server.add_generic_rpc_handlers((service_handler(InferenceServicer(plane)),))
+    servicer = InferenceServicer(plane)
+    server.add_generic_rpc_handlers((service_handler(servicer), repository_handler(servicer)))
     _add_health(server, plane)
     address = _address(settings.host, settings.grpc_port)
     try:
