@@ -18,7 +18,7 @@ from gpuserve import device_health, response_cache
 from gpuserve.adaptive import AdaptiveBatcher
 from gpuserve.classification import apply_classification
 from gpuserve.engine.stats import ModelStats
-from gpuserve.errors import InvalidInput, ModelControlDisabled, ModelLoadError, ModelNotFound
+from gpuserve.errors import InferenceError, InvalidInput, ModelControlDisabled, ModelLoadError, ModelNotFound
 from gpuserve.model import InferenceVerb, Model
 from gpuserve.model_repository import ModelRepository
 from gpuserve.runtime_settings import RuntimeSettings
@@ -224,6 +224,7 @@ class DataPlane:
                 work = model(request, headers)
             response, response_headers = await _counted(stats, work)
         if isinstance(response, InferResponse):
+            check_outputs(model.name, response)
             if response.id is None or request.id is not None:
                 response.id = request.id
             if not response.model_name:
@@ -325,12 +326,25 @@ class DataPlane:
         # models outside the engine are counted here, as their V2 requests are (infer above)
         response, response_headers = await (work if stats is None else _counted(stats, work))
         if isinstance(response, InferResponse):
+            check_outputs(model.name, response)
             if _builtin_predict(type(model)):  # a framework model asked in V1: V1's answer
                 response = {"predictions": response.outputs[0].as_numpy() if len(response.outputs) == 1
                             else {o.name: o.as_numpy() for o in response.outputs}}
             else:  # a user's Model: its V2 answer as it is, as KServe sends it
                 response = v2_body(response)
         return response, response_headers
+
+
+def check_outputs(model_name: str, response: InferResponse) -> None:
+    """Outputs given as JSON lists must fit their shape and datatype: one that does not is the model's
+    (the server's) fault, 500 / INTERNAL, never a 200 with a malformed body nor the client's 400. NumPy
+    outputs are well formed by construction; shared-memory outputs carry no data here."""
+    for output in response.outputs:
+        if output._array is None and output._data is not None and not getattr(output, "keeps_declared_shape", False):
+            try:
+                output.as_numpy()
+            except InvalidInput as exc:
+                raise InferenceError(f"model '{model_name}' returned a malformed output: {exc}") from None
 
 
 def v2_body(response: InferResponse) -> Dict[str, Any]:
