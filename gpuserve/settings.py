@@ -31,6 +31,21 @@ def read_json_object(path: Path) -> Dict[str, Any]:
     return data
 
 
+MLSERVER_ENV_FILE = ".env"
+
+
+def mlserver_environ() -> Dict[str, str]:
+    """The process environment over the `MLSERVER_*` lines of a `.env` file in the working directory, as
+    MLServer's pydantic settings read it (`env_file`): a variable set in the environment wins."""
+    found: Dict[str, str] = {}
+    if os.path.isfile(MLSERVER_ENV_FILE):
+        from dotenv import dotenv_values  # pydantic-settings' own dependency
+
+        found = {key: value for key, value in dotenv_values(MLSERVER_ENV_FILE).items()
+                 if value is not None and key.upper().startswith("MLSERVER_")}
+    return {**found, **os.environ} if found else dict(os.environ)
+
+
 # MLServer's model settings from the environment: every ModelSettings and ModelParameters field is
 # also MLSERVER_MODEL_<FIELD> (lists and objects as JSON). They default every model-settings.json
 # (the file wins) and, where no such file exists, make a model of their own.
@@ -44,7 +59,7 @@ _JSON_ENV_FIELDS = ("versions", "inputs", "outputs", "parameters", "extra")
 def model_env(environ: Optional[Dict[str, str]] = None) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """(model settings fields, parameters fields) that MLSERVER_MODEL_* variables give; runtime-specific
     ones (MLSERVER_MODEL_HUGGINGFACE_*, ...) are not model settings and are left alone."""
-    environ = os.environ if environ is None else environ
+    environ = mlserver_environ() if environ is None else environ
     given = {key.upper(): value for key, value in environ.items() if key.upper().startswith(MODEL_ENV_PREFIX)}
     fields: Dict[str, Any] = {}
     parameters: Dict[str, Any] = {}
@@ -114,7 +129,7 @@ class _MLServerSource(PydanticBaseSettingsSource):
         from gpuserve.mlserver.settings import mlserver_overrides
 
         fields = settings_cls.model_fields
-        self.values = {k: v for k, v in mlserver_overrides(folder, os.environ).items() if k in fields}
+        self.values = {k: v for k, v in mlserver_overrides(folder, mlserver_environ()).items() if k in fields}
 
     def get_field_value(self, field, field_name):  # pragma: no cover - __call__ is used
         return self.values.get(field_name), field_name, False

@@ -82,3 +82,22 @@ def test_model_settings_default_max_batch_size_is_zero_as_mlservers():
     assert as_mlserver_settings(Native(name="m")).max_batch_size == 0
     assert as_mlserver_settings(Native(name="m", max_batch_size=8)).max_batch_size == 8
     assert Native(name="m").max_batch_size is None  # gpuserve's own: "choose for me" (engine models)
+
+
+def test_dot_env_in_the_working_directory_is_read_as_mlserver_reads_it(tmp_path, monkeypatch):
+    # MLServer's settings are pydantic settings with env_file=".env": its MLSERVER_* lines count, the
+    # environment wins over them.
+    from gpuserve.mlserver.settings import ModelSettings as MLServerModelSettings
+    from gpuserve.settings import ModelSettings as Native
+
+    (tmp_path / ".env").write_text("MLSERVER_HTTP_PORT=8200\nMLSERVER_GRPC_PORT=8201\nOTHER=1\n"
+                                   "MLSERVER_MODEL_IMPLEMENTATION=models.FromDotEnv\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLSERVER_GRPC_PORT", "8301")
+    for name in ("MLSERVER_HTTP_PORT", "MLSERVER_MODEL_IMPLEMENTATION", "GPUSERVE_HTTP_PORT", "GPUSERVE_GRPC_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    settings = ServerSettings.load(None)
+    assert (settings.http_port, settings.grpc_port) == (8200, 8301)
+    assert Settings().http_port == 8200
+    assert MLServerModelSettings(name="m").implementation_ == "models.FromDotEnv"
+    assert Native.from_env(tmp_path).implementation == "models.FromDotEnv"

@@ -32,7 +32,7 @@ from gpuserve.errors import InvalidSettings
 from gpuserve.mlserver.types import MetadataTensor
 from gpuserve.settings import ModelParameters as _NativeParameters
 from gpuserve.settings import ModelSettings as _NativeSettings
-from gpuserve.settings import model_env, read_json_object, with_model_env
+from gpuserve.settings import MLSERVER_ENV_FILE, model_env, read_json_object, with_model_env
 
 logger = logging.getLogger("gpuserve")
 
@@ -130,7 +130,8 @@ def as_mlserver_settings(settings: Any) -> ModelSettings:
 class Settings(BaseSettings):
     """MLServer's server settings (`settings.json`, `MLSERVER_*`), as MLServer names them."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="allow", protected_namespaces=())
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=MLSERVER_ENV_FILE, extra="allow",
+                                      protected_namespaces=())
 
     debug: bool = False
     parallel_workers: int = 1
