@@ -18,7 +18,8 @@ from gpuserve import device_health, response_cache
 from gpuserve.adaptive import AdaptiveBatcher
 from gpuserve.classification import apply_classification
 from gpuserve.engine.stats import ModelStats
-from gpuserve.errors import InferenceError, InvalidInput, ModelControlDisabled, ModelLoadError, ModelNotFound
+from gpuserve.errors import (InferenceError, InvalidInput, ModelControlDisabled, ModelLoadError, ModelNotFound,
+                             ModelNotReady)
 from gpuserve.model import InferenceVerb, Model
 from gpuserve.model_repository import ModelRepository
 from gpuserve.runtime_settings import RuntimeSettings
@@ -190,6 +191,8 @@ class DataPlane:
                 seen.add(tensor.name)
         shm_outputs = resolve_shared_memory(self.shared_memory, request)  # inputs read, outputs noted
         model = self.repository.resolve(request.model_name, request.model_version)
+        if _user_healthy(type(model)) and not await model.healthy():
+            raise ModelNotReady(model.name)
         request.headers = headers
         if request.id is None and getattr(model, "generates_ids", False):
             request.id = str(uuid.uuid4())
@@ -320,6 +323,8 @@ class DataPlane:
     async def predict_v1(self, name: str, body: Any, headers: Optional[Dict[str, str]] = None,
                          verb: InferenceVerb = InferenceVerb.PREDICT) -> Tuple[Any, Dict[str, str]]:
         model = self.repository.resolve(name)
+        if _user_healthy(type(model)) and not await model.healthy():
+            raise ModelNotReady(model.name)
         stats = None if getattr(model, "stats", None) is not None or verb is not InferenceVerb.PREDICT \
             else self._stats_for(model)
         work = model(body, headers, verb)
@@ -358,6 +363,18 @@ def v2_body(response: InferResponse) -> Dict[str, Any]:
 
 
 _BUILTIN: Dict[type, bool] = {}
+_USER_HEALTHY: Dict[type, bool] = {}
+
+
+def _user_healthy(cls: type) -> bool:
+    """Whether a user's class defines `healthy()`: KServe asks it before every predict / infer (503 when it
+    says False), so we do, for those classes only; gpuserve's own `healthy` (a remote predictor's check,
+    Triton's `is_ready`) stays with the readiness routes, and models without one pay one dict lookup."""
+    own = _USER_HEALTHY.get(cls)
+    if own is None:
+        owner = next((c for c in cls.__mro__ if "healthy" in vars(c)), None)
+        own = _USER_HEALTHY[cls] = owner is not None and not owner.__module__.startswith("gpuserve.")
+    return own
 
 
 def _builtin_predict(cls: type) -> bool:

@@ -95,3 +95,17 @@ def test_v1_predict_sends_a_user_models_infer_response_as_v2(http):
         assert reply.status_code == 200
         assert reply.json() == {"id": "r1", "model_name": "v2-answer", "model_version": None,
                                 "outputs": [{"name": "o", "shape": [2], "datatype": "FP32", "data": [1.0, 2.0]}]}
+
+
+class Unhealthy(Doubler):
+    async def healthy(self):
+        return False
+
+
+def test_predict_and_infer_answer_503_while_healthy_says_false(http):
+    v2_body = {"inputs": [{"name": "a", "shape": [1], "datatype": "FP32", "data": [1.0]}]}
+    with running_server([Unhealthy("sick")]) as server:
+        client = http(server)
+        for reply in (client.post("/v1/models/sick:predict", json={"instances": [1]}),
+                      client.post("/v2/models/sick/infer", json=v2_body), client.get("/v1/models/sick")):
+            assert reply.status_code == 503 and "not ready" in reply.json()["error"], reply.text
