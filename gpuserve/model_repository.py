@@ -11,7 +11,7 @@ import asyncio
 import inspect
 import logging
 import shutil
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Set
 
 from gpuserve.errors import InvalidInput, ModelNotFound, ModelNotReady
 from gpuserve.model import BaseKServeModel
@@ -67,6 +67,9 @@ class ModelRepository:
         self.catalog: Optional[Callable[[], Dict[str, List[str]]]] = None
         # Set by the disk repository: per model on disk, a digest of its files (poll mode compares them).
         self.fingerprints: Optional[Callable[[], Dict[str, str]]] = None
+        # Set by the disk repository: the names on disk in MLServer's form (model-settings.json), which
+        # answer an unload of a model that is not loaded as MLServer does (not found), not as Triton.
+        self.mlserver_names: Optional[Callable[[], Set[str]]] = None
         self.unloaded: set = set()  # names unloaded through the repository API since
         self.load_failures: Dict[str, str] = {}  # why the last reload of a still-serving model failed
         self.plane = None  # the DataPlane serving this registry, set by it (in-process calls go through it)
@@ -182,6 +185,8 @@ class ModelRepository:
     async def unload_async(self, name: str) -> bool:
         if name not in self._versions:
             if self.catalog is not None and name in await asyncio.to_thread(self.catalog):
+                if self.mlserver_names is not None and name in await asyncio.to_thread(self.mlserver_names):
+                    raise ModelNotFound(name, reason=f"Model {name} not found")  # MLServer: not in its registry
                 self.unloaded.add(name)  # on disk and not loaded: already as asked (Triton answers success)
                 return True
             raise ModelNotFound(name)

@@ -15,7 +15,7 @@ import inspect
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Collection, Dict, List, Optional
+from typing import Any, Collection, Dict, List, Optional, Set
 
 from gpuserve.errors import GpuserveError, InvalidSettings, ModelNotReady
 from gpuserve.import_path import move_on_path
@@ -230,6 +230,13 @@ class DiskRepository:
             logger.error("model '%s' cannot be built: %s", settings.name, reason)
             return UnavailableModel(settings.name, reason, settings.parameters.version)
 
+    def mlserver_names(self) -> Set[str]:
+        """Names of the models on disk described by model-settings.json, or by MLSERVER_MODEL_* alone (the
+        one model of a root folder without any model-settings.json)."""
+        return {name for name, group in self.scan().items()
+                if any(s.folder and (Path(s.folder) == self.root or (Path(s.folder) / MODEL_SETTINGS_FILE).is_file())
+                       for s in group)}
+
     def catalog(self) -> Dict[str, List[str]]:
         """Every model name found on disk with its versions ("" for an unversioned one)."""
         return {name: [s.parameters.version or "" for s in group] for name, group in self.scan().items()}
@@ -263,6 +270,7 @@ class DiskRepository:
         registry.models_dir = str(self.root)
         registry.source = self.build
         registry.catalog = self.catalog
+        registry.mlserver_names = self.mlserver_names
         registry.fingerprints = self.fingerprints
         found = self.scan()
         for name in sorted(set(only or ()) - set(found)):
