@@ -10,6 +10,7 @@ from gpuserve.errors import (
     InvalidInput,
     ModelNotFound,
     ModelNotReady,
+    NoModelReady,
     ServerNotReady,
 )
 from gpuserve.model import BaseKServeModel, InferenceModel, InferenceVerb, Model, PredictorConfig
@@ -22,13 +23,25 @@ __all__ = [
     "BaseKServeModel", "InferenceModel", "InferenceVerb", "Model", "ModelServer", "ModelRepository",
     "PredictorConfig", "InferInput", "InferOutput", "InferRequest", "InferResponse", "RequestedOutput",
     "InferenceError", "InvalidInput", "ModelNotFound", "ModelNotReady", "ServerNotReady",
-    "ModelSettings", "ServerSettings", "__version__",
+    "ModelSettings", "ServerSettings", "__version__", "InferenceRESTClient", "RESTConfig", "InferenceGRPCClient",
+    "NoModelReady",
 ]
 
 
+_CLIENTS = ("InferenceRESTClient", "RESTConfig", "InferenceGRPCClient")
+_MODULES = ("constants", "context", "logging", "predictor_config", "model_server", "inference_client")
+
+
 def __getattr__(name: str):
+    """Resolved on first use, so `import gpuserve` stays light (no server, httpx or gRPC)."""
+    import importlib
+
     if name == "ModelServer":
         from gpuserve.server.model_server import ModelServer
 
         return ModelServer
+    if name in _CLIENTS:
+        return getattr(importlib.import_module("gpuserve.inference_client"), name)
+    if name in _MODULES:
+        return importlib.import_module(f"gpuserve.{name}")
     raise AttributeError(f"module 'gpuserve' has no attribute {name!r}")
