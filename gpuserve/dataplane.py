@@ -281,15 +281,19 @@ class DataPlane:
         """The engine's statistics for engine-backed models, the data plane's own for the others."""
         return getattr(model, "stats", None) or self._stats_for(model)
 
-    def statistics(self, name: Optional[str] = None, version: Optional[str] = None) -> Dict[str, Any]:
-        """Triton's statistics extension: `{"model_stats": [...]}` for one model, one version or all."""
+    def statistics(self, name: Optional[str] = None, version: Optional[str] = None,
+                   unversioned: str = "1") -> Dict[str, Any]:
+        """Triton's statistics extension: `{"model_stats": [...]}` for one model, one version or all.
+        An unversioned model (KServe, MLServer) is reported as version `unversioned`: "1" on the
+        statistics endpoints, as perf_analyzer parses every entry's version as an integer (std::stoll)
+        and aborts on ""; the metrics keep "" in their labels."""
         if name:
             if self.repository.get_model(name, version) is None:  # Triton: 400 / INVALID_ARGUMENT here
                 if version in (None, "") or self.repository.get_model(name) is None:
                     raise InvalidInput(f"requested model '{name}' is not available")
                 raise InvalidInput(f"requested model version is not available for model '{name}'")
             chosen = [(name, v, m) for v, m in self.repository.versions(name).items()
-                      if version in (None, "") or (v or "1") == str(version)]
+                      if version in (None, "") or (v or unversioned) == str(version)]
             if not any(m.ready for _, _, m in chosen):  # as Triton: a model that failed to load or was unloaded
                 raise InvalidInput(f"requested model '{name}' is not available")
         else:  # as Triton: every ready model
@@ -297,9 +301,7 @@ class DataPlane:
         entries = []
         for model_name, model_version, model in chosen:
             entry = self.stats_of(model).as_dict()
-            # An unversioned model (KServe, MLServer) reports version "1": perf_analyzer parses the version
-            # of every entry as an integer (std::stoll) and aborts on "".
-            entry["name"], entry["version"] = model_name, model_version or "1"
+            entry["name"], entry["version"] = model_name, model_version or unversioned
             entry.setdefault("response_stats", {})  # as Triton: decoupled-response statistics (none here)
             entry.setdefault("memory_usage", [])
             entries.append(entry)

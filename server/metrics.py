@@ -135,7 +135,7 @@ class ServerCollector:
                                     labels=MODEL_LABELS)
         parallel = GaugeMetricFamily(n("parallel_request_queue"), "Requests waiting for a parallel worker",
                                      labels=MODEL_LABELS)
-        for entry in self.plane.statistics()["model_stats"]:
+        for entry in self.plane.statistics(unversioned="")["model_stats"]:
             labels = [entry["name"], entry["version"]]
             stats = entry["inference_stats"]
             success.add_metric(labels, stats["success"]["count"])
