@@ -2,8 +2,11 @@
 live outside gpuserve/), and a folder missing from the list is missing from the wheel the CUDA image
 installs, though the editable install used here never notices."""
 
-import tomllib
 from pathlib import Path
+
+import pytest
+
+tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
 ROOT = Path(__file__).resolve().parents[1]
 
