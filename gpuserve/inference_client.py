@@ -198,19 +198,10 @@ class InferenceGRPCClient:
 
     async def infer(self, infer_request: InferRequest, timeout: Optional[float] = None, headers=None) -> InferResponse:
         from gpuserve.protocol.grpc import grpc_predict_v2_pb2 as pb
-        from gpuserve.remote_grpc import (params_from_proto, params_to_proto, tensor_to_raw, tensors_from_proto)
+        from gpuserve.remote_grpc import fill_request, params_from_proto, tensors_from_proto
 
-        skip = {"binary_data_size", "binary_data"}
-        request = pb.ModelInferRequest(model_name=infer_request.model_name, id=infer_request.id or "",
-                                       model_version=infer_request.model_version or "")
-        params_to_proto(infer_request.parameters, request.parameters)
-        for tensor in infer_request.inputs:
-            shape, raw = tensor_to_raw(tensor)
-            message = request.inputs.add(name=tensor.name, datatype=tensor.datatype, shape=shape)
-            params_to_proto(tensor.parameters, message.parameters, skip=skip)
-            request.raw_input_contents.append(raw)
-        for wanted in infer_request.request_outputs or []:
-            params_to_proto(wanted.parameters, request.outputs.add(name=wanted.name).parameters, skip=skip)
+        request = fill_request(pb.ModelInferRequest(model_name=infer_request.model_name, id=infer_request.id or "",
+                                                    model_version=infer_request.model_version or ""), infer_request)
         reply = await self._service().ModelInfer(request, **self._kwargs(timeout, headers))
         outputs = tensors_from_proto(InferOutput, reply.outputs, reply.raw_output_contents, "output")
         return InferResponse(reply.id or None, reply.model_name, outputs, model_version=reply.model_version or None,

@@ -320,6 +320,12 @@ async def close_channels() -> None:
 def encode_request(model_name: str, payload: InferRequest):
     request = client_messages()["ModelInferRequest"](model_name=model_name, model_version=payload.model_version or "",
                                                      id=payload.id or "")
+    return fill_request(request, payload)
+
+
+def fill_request(request, payload: InferRequest):
+    """A ModelInferRequest message (of any pool: ours, KServe's stubs') given the payload's parameters,
+    raw inputs and requested outputs."""
     params_to_proto(payload.parameters, request.parameters)
     for tensor in payload.inputs:
         shape, raw = tensor_to_raw(tensor)
