@@ -89,14 +89,16 @@ class ModelRepository:
     def get_models(self) -> Dict[str, BaseKServeModel]:
         return dict(self.models)
 
-    def update(self, model: BaseKServeModel) -> None:
+    def update(self, model: BaseKServeModel, name: Optional[str] = None) -> None:
+        """Add or replace `model`, under its own name or `name` (KServe: one model served under more names)."""
+        name = name or model.name
         version = getattr(model, "version", None)
         version = str(version) if version is not None else None
-        versions = self._versions.setdefault(model.name, {})
+        versions = self._versions.setdefault(name, {})
         versions[version] = model
         if hasattr(model, "registry"):  # models that call others in process (Triton Python models' BLS)
             model.registry = self
-        self.models[model.name] = versions[max(versions, key=_version_key)]
+        self.models[name] = versions[max(versions, key=_version_key)]
 
     async def infer(self, request, headers: Optional[dict] = None):
         """A request from one served model to another (BLS, ensemble steps): through the serving data plane

@@ -251,7 +251,8 @@ class ModelServer:
     def model_registry(self) -> ModelRepository:
         return self.registered_models
 
-    def register_model(self, model: BaseKServeModel) -> None:
+    def register_model(self, model: BaseKServeModel, name: Optional[str] = None) -> None:
+        """Serve `model` under its name, or under `name` too (KServe: more names for one model)."""
         if not getattr(model, "name", None):
             raise ValueError("Failed to register model, model.name must be provided.")
         config = self.predictor_config
@@ -259,8 +260,8 @@ class ModelServer:
                 and config is not None and config.predictor_host):
             model.use_predictor_config(config)  # KServe: the server's predictor is every transformer's
         model.enable_latency_logging = self.enable_latency_logging
-        self.registered_models.update(model)
-        logger.info("registered model %s", model.name)
+        self.registered_models.update(model, name)
+        logger.info("registered model %s", name or model.name)
 
     def register_exception_handler(self, exception_type: type, handler: Callable) -> None:
         self.errors.handlers[exception_type] = handler

@@ -109,3 +109,37 @@ def test_predict_and_infer_answer_503_while_healthy_says_false(http):
         for reply in (client.post("/v1/models/sick:predict", json={"instances": [1]}),
                       client.post("/v2/models/sick/infer", json=v2_body), client.get("/v1/models/sick")):
             assert reply.status_code == 503 and "not ready" in reply.json()["error"], reply.text
+
+
+def test_one_model_registered_under_more_names():
+    """KServe 0.16: `ModelServer.register_model(model, name)` / `ModelRepository.update(model, name)` serve
+    one model under another name too."""
+    import asyncio
+
+    import numpy as np
+
+    from gpuserve import InferInput, InferOutput, InferRequest, InferResponse, Model, ModelRepository, ModelServer
+    from gpuserve.dataplane import DataPlane
+
+    class Twice(Model):
+        def load(self):
+            self.ready = True
+            return True
+
+        def predict(self, payload, headers=None):
+            x = payload.inputs[0].as_numpy()
+            return InferResponse(payload.id, self.name, [InferOutput.from_numpy("y", x * 2)])
+
+    model = Twice("twice")
+    model.load()
+    server = ModelServer()
+    server.register_model(model)
+    server.register_model(model, "double")
+    repository = server.registered_models
+    assert repository.get_model("double") is model and repository.get_model("twice") is model
+    alone = ModelRepository()
+    alone.update(model, "other")
+    assert alone.get_model("other") is model and alone.get_model("twice") is None
+    request = InferRequest("double", [InferInput.from_numpy("x", np.array([1.0, 2.0], np.float32))])
+    response, _ = asyncio.run(DataPlane(repository).infer(request))
+    assert response.outputs[0].as_numpy().tolist() == [2.0, 4.0]
