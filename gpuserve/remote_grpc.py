@@ -179,6 +179,15 @@ def tensor_to_raw(tensor) -> tuple:
     return wire_shape(tensor, array), numpy_to_raw(array, tensor.datatype)
 
 
+def fill_contents(contents, array, datatype: str) -> None:
+    """Typed InferTensorContents from an array (the inverse of contents_to_numpy): BYTES elements as bytes
+    (text as UTF-8), FP16/BF16 as fp32 values."""
+    values = array.ravel().tolist()
+    if datatype == "BYTES":
+        values = [v if isinstance(v, bytes) else str(v).encode("utf-8") for v in values]
+    getattr(contents, CONTENTS_FIELD[datatype]).extend(values)
+
+
 def wire_shape(tensor, array) -> list:
     """The declared shape wins when it fits the data, or always for an MLServer runtime's output
     (`keeps_declared_shape`), as MLServer answers it."""

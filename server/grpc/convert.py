@@ -15,7 +15,7 @@ from typing import Any, Dict
 
 from gpuserve.datatypes import to_numpy_dtype
 from gpuserve.errors import InferenceError, InvalidInput
-from gpuserve.remote_grpc import (CONTENTS_FIELD, params_from_proto, params_to_proto, tensor_to_raw,
+from gpuserve.remote_grpc import (CONTENTS_FIELD, fill_contents, params_from_proto, params_to_proto, tensor_to_raw,
                                   tensors_from_proto, wire_shape)
 from gpuserve.shared_memory import REGION, is_shared_memory_output
 from gpuserve.types import InferInput, InferRequest, InferResponse, RequestedOutput
@@ -110,13 +110,9 @@ def _typed_outputs(message: pb.ModelInferResponse, response: InferResponse) -> p
         array = output.as_numpy()
         tensor = message.outputs.add(name=output.name, datatype=output.datatype, shape=wire_shape(output, array))
         params_to_proto(output.parameters, tensor.parameters, skip={"binary_data_size", "binary_data"})
-        field = CONTENTS_FIELD.get(output.datatype)
-        if field is None:
+        if output.datatype not in CONTENTS_FIELD:
             raise InferenceError(f"output '{output.name}' has datatype {output.datatype}, which gRPC cannot carry")
-        values = array.ravel().tolist()
-        if output.datatype == "BYTES":
-            values = [v if isinstance(v, bytes) else str(v).encode("utf-8") for v in values]
-        getattr(tensor.contents, field).extend(values)
+        fill_contents(tensor.contents, array, output.datatype)
     return message
 
 

@@ -2,8 +2,9 @@
 (`ModelInferRequestConverter.from_types(request, model_name=...)`, `ModelInferResponseConverter.to_types(reply)`).
 
 Requests go with typed `contents` (or `raw_input_contents` with `use_raw=True`) and the shapes as written,
-so BYTES shaped by byte length travel as MLServer sends them. Answers are read from either form: gpuserve
-answers in raw contents, as Triton does; the data comes back as flat lists, as MLServer's converters give it.
+so BYTES shaped by byte length travel as MLServer sends them. Answers are read from either form (gpuserve
+answers typed requests typed and raw ones raw); the data comes back as flat lists, as MLServer's converters
+give it.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from gpuserve.mlserver.types import (
     to_native_input,
     to_native_output,
 )
-from gpuserve.remote_grpc import CONTENTS_FIELD, params_from_proto, params_to_proto, tensors_from_proto
+from gpuserve.remote_grpc import fill_contents, params_from_proto, params_to_proto, tensors_from_proto
 from gpuserve.types import InferInput, InferOutput
 
 
@@ -39,17 +40,18 @@ def _datatype(tensor: Any) -> str:
     return getattr(tensor.datatype, "value", str(tensor.datatype))
 
 
-def _fill(entry, tensor: Any, native: Any, raw: Optional[List[bytes]]) -> None:
-    """One tensor message from an MLServer tensor: its own shape, data typed or appended to `raw`."""
-    params_to_proto(_parameters_dict(tensor.parameters), entry.parameters)
-    array = native.as_numpy()
-    if raw is not None:
-        raw.append(numpy_to_raw(array, native.datatype))
-        return
-    values = array.ravel().tolist()
-    if native.datatype == "BYTES":
-        values = [v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in values]
-    getattr(entry.contents, CONTENTS_FIELD[native.datatype]).extend(values)
+def _add_tensors(entries, tensors: list, to_native, raw: Optional[Any]) -> None:
+    """Tensor messages from MLServer tensors: their own shapes, data typed, or into `raw` (the message's
+    raw_*_contents) when given."""
+    for tensor in tensors:
+        native = to_native(tensor)
+        entry = entries.add(name=tensor.name, datatype=_datatype(tensor), shape=list(tensor.shape))
+        params_to_proto(_parameters_dict(tensor.parameters), entry.parameters)
+        array = native.as_numpy()
+        if raw is not None:
+            raw.append(numpy_to_raw(array, native.datatype))
+        else:
+            fill_contents(entry.contents, array, native.datatype)
 
 
 def _as_lists(natives: list, make: type) -> list:
@@ -70,12 +72,8 @@ class ModelInferRequestConverter:
         message = pb.ModelInferRequest(model_name=model_name, model_version=model_version or "",
                                        id=type_object.id or "")
         params_to_proto(_parameters_dict(type_object.parameters), message.parameters)
-        raw: Optional[List[bytes]] = [] if use_raw else None
-        for tensor in type_object.inputs:
-            entry = message.inputs.add(name=tensor.name, datatype=_datatype(tensor), shape=list(tensor.shape))
-            _fill(entry, tensor, to_native_input(tensor), raw)
-        if raw is not None:
-            message.raw_input_contents.extend(raw)
+        _add_tensors(message.inputs, type_object.inputs, to_native_input,
+                     message.raw_input_contents if use_raw else None)
         for wanted in type_object.outputs or []:
             params_to_proto(_parameters_dict(wanted.parameters), message.outputs.add(name=wanted.name).parameters)
         return message
@@ -94,12 +92,8 @@ class ModelInferResponseConverter:
         message = pb.ModelInferResponse(model_name=type_object.model_name, model_version=type_object.model_version or "",
                                         id=type_object.id or "")
         params_to_proto(_parameters_dict(type_object.parameters), message.parameters)
-        raw: Optional[List[bytes]] = [] if use_raw else None
-        for tensor in type_object.outputs:
-            entry = message.outputs.add(name=tensor.name, datatype=_datatype(tensor), shape=list(tensor.shape))
-            _fill(entry, tensor, to_native_output(tensor), raw)
-        if raw is not None:
-            message.raw_output_contents.extend(raw)
+        _add_tensors(message.outputs, type_object.outputs, to_native_output,
+                     message.raw_output_contents if use_raw else None)
         return message
 
     @classmethod
