@@ -16,6 +16,7 @@ from conftest import running_server
 from gpuserve import ModelRepository
 from gpuserve.repository import DiskRepository
 from test_mlserver_api import _python
+from test_mlserver_wire import JSON_HELLO  # MLServer docs 11.2.5: the JSON hello-world runtime
 
 
 def test_module_paths_import_under_the_mlserver_alias():
@@ -62,22 +63,6 @@ def test_configure_logger_reaches_the_processes_handlers(caplog):
     assert "from a runtime" in caplog.text
 
 
-HELLO = """
-import json
-from mlserver import MLModel, types
-from mlserver.codecs import StringCodec
-
-
-class JsonHelloWorldModel(MLModel):
-    async def predict(self, payload):
-        request = {i.name: json.loads("".join(self.decode(i, default_codec=StringCodec))) for i in payload.inputs}
-        answer = json.dumps({"request": request, "server_response": "Got your request."}).encode("UTF-8")
-        return types.InferenceResponse(id=payload.id, model_name=self.name, model_version=self.version, outputs=[
-            types.ResponseOutput(name="echo_response", shape=[len(answer)], datatype="BYTES", data=[answer],
-                                 parameters=types.Parameters(content_type="str"))])
-"""
-
-
 def test_grpc_client_of_mlservers_json_example(tmp_path):
     from gpuserve.mlserver.codecs.string import StringRequestCodec
     from gpuserve.mlserver.grpc import converters
@@ -88,7 +73,7 @@ def test_grpc_client_of_mlservers_json_example(tmp_path):
     folder.mkdir()
     (folder / "model-settings.json").write_text(json.dumps(
         {"name": "json-hello-world", "implementation": "jsonmodels.JsonHelloWorldModel"}))
-    (folder / "jsonmodels.py").write_text(textwrap.dedent(HELLO))
+    (folder / "jsonmodels.py").write_text(textwrap.dedent(JSON_HELLO))
     registry = DiskRepository(tmp_path).populate(ModelRepository())
     inputs = {"name": "Foo Bar", "message": "Hello from Client (gRPC)!"}
     inputs_bytes = json.dumps(inputs).encode("UTF-8")
