@@ -11,7 +11,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 import orjson
 
 from gpuserve.errors import UnsupportedProtocol
-from gpuserve.types import InferOutput, InferRequest, InferResponse
+from gpuserve.types import InferOutput, InferRequest, InferResponse, read_binary_data
 
 _LENGTH_HEADER = "inference-header-content-length"
 
@@ -29,22 +29,12 @@ def _decode_v2(content: bytes, json_length: Optional[str]) -> InferResponse:
     """A V2 answer, JSON or with the binary tensor extension (outputs' bytes after the JSON header)."""
     if json_length is None:
         return InferResponse.from_rest(orjson.loads(content))
-    from gpuserve.datatypes import raw_to_numpy
-
     size = int(json_length)
-    body, offset = orjson.loads(content[:size]), size
-    outputs = []
-    for item in body.get("outputs", []):
-        parameters = dict(item.get("parameters") or {})
-        length = parameters.pop("binary_data_size", None)
-        if length is None:
-            outputs.append(InferOutput(item["name"], item["shape"], item["datatype"], item.get("data"), parameters))
-            continue
-        array = raw_to_numpy(memoryview(content)[offset:offset + length], item["datatype"], item["shape"])
-        offset += length
-        outputs.append(InferOutput(item["name"], item["shape"], item["datatype"], array, parameters))
-    return InferResponse(body.get("id"), body.get("model_name", ""), outputs, model_version=body.get("model_version"),
-                         parameters=body.get("parameters") or {})
+    response = InferResponse.from_rest(orjson.loads(content[:size]))
+    read_binary_data(response.outputs, content, size, "output")
+    for output in response.outputs:
+        output.parameters.pop("binary_data_size", None)
+    return response
 
 
 class InferenceRESTClient:

@@ -268,6 +268,26 @@ def _tensor_from_json(cls, item: Any, index: int, kind: str):
     return cls(name, shape, datatype, data, parameters)
 
 
+def read_binary_data(tensors: Iterable["_Tensor"], body: Any, offset: int, kind: str) -> int:
+    """Triton's binary tensor extension, both ways (the server's requests, the REST client's answers):
+    each tensor whose parameters carry `binary_data_size` takes that many bytes of `body` from `offset`
+    on, in order, zero-copy and read-only. Returns the offset after them."""
+    from gpuserve.datatypes import raw_to_numpy
+
+    view = memoryview(body)
+    for tensor in tensors:
+        size = tensor.parameters.get("binary_data_size")
+        if size is None:
+            continue
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise InvalidInput(f"{kind} '{tensor.name}': binary_data_size must be a non-negative integer")
+        if offset + size > len(view):
+            raise InvalidInput(f"{kind} '{tensor.name}': binary_data_size {size} runs past the end of the body")
+        tensor._array = raw_to_numpy(view[offset:offset + size], tensor.datatype, tensor.shape)
+        offset += size
+    return offset
+
+
 class InferRequest:
     """A V2 inference request: inputs, requested outputs, id and parameters."""
 

@@ -12,11 +12,11 @@ from typing import Optional, Tuple
 
 import orjson
 
-from gpuserve.datatypes import numpy_to_raw, raw_to_numpy
+from gpuserve.datatypes import numpy_to_raw
 from gpuserve.errors import InvalidInput
 from gpuserve.server.rest.common import loads
 from gpuserve.shared_memory import is_shared_memory_output
-from gpuserve.types import InferRequest, InferResponse, array_to_json
+from gpuserve.types import InferRequest, InferResponse, array_to_json, read_binary_data
 
 
 def decode_request(body: bytes, header_length: str, model_name: str, version: Optional[str]) -> InferRequest:
@@ -28,18 +28,7 @@ def decode_request(body: bytes, header_length: str, model_name: str, version: Op
         raise InvalidInput(f"Inference-Header-Content-Length {json_length} is outside the body of {len(body)} bytes")
     header = loads(bytes(body[:json_length]))
     request = InferRequest.from_rest(model_name, header, version)
-    view = memoryview(body)
-    offset = json_length
-    for tensor in request.inputs:
-        size = tensor.parameters.get("binary_data_size")
-        if size is None:
-            continue
-        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-            raise InvalidInput(f"input '{tensor.name}': binary_data_size must be a non-negative integer")
-        if offset + size > len(body):
-            raise InvalidInput(f"input '{tensor.name}': binary_data_size {size} runs past the end of the body")
-        tensor._array = raw_to_numpy(view[offset:offset + size], tensor.datatype, tensor.shape)
-        offset += size
+    offset = read_binary_data(request.inputs, body, json_length, "input")
     if offset != len(body):
         raise InvalidInput(f"{len(body) - offset} unexpected bytes after the binary tensor data")
     return request

@@ -45,6 +45,11 @@ def test_rest_and_grpc_clients():
         assert not await v2.is_model_ready(url, "missing")
         answer = await v2.infer(url, request(), model_name="echo")
         assert answer.id == "r1" and answer.outputs[0].as_numpy().tolist() == [2.0, 4.0]
+        binary = request()
+        binary.parameters["binary_data_output"] = True  # the answer's tensors follow its JSON header
+        answer = await v2.infer(url, binary, model_name="echo")
+        assert answer.outputs[0].as_numpy().tolist() == [2.0, 4.0]
+        assert "binary_data_size" not in answer.outputs[0].parameters
         await v2.close()
         grpc_client = InferenceGRPCClient(f"127.0.0.1:{server.ports['grpc']}")
         assert await grpc_client.is_server_live() and await grpc_client.is_server_ready()
