@@ -383,12 +383,12 @@ def _stream_error(request: pb.ModelInferRequest, exc: BaseException) -> pb.Model
 
 async def _decoupled_answers(responses, infer_request, request: pb.ModelInferRequest
                              ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+    typed = convert.typed_request(request)  # one request, many answers: asked once
     try:
         async for item in responses:
             if isinstance(item, BaseException):
                 yield _stream_error(request, item)
             else:
-                yield pb.ModelStreamInferResponse(infer_response=convert.response_to_proto(
-                    item, infer_request, convert.typed_request(request)))
+                yield pb.ModelStreamInferResponse(infer_response=convert.response_to_proto(item, infer_request, typed))
     finally:
         await responses.aclose()
