@@ -29,6 +29,9 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Dict, List, Optional, Tuple
 
+from starlette.requests import Request
+from starlette.responses import Response
+
 from gpuserve.errors import GpuserveError, InferenceError, ModelLoadError, status_of
 from gpuserve.metrics import worker_metric_dirs
 from gpuserve.model import InferenceVerb, Model
@@ -61,9 +64,26 @@ _COPIED = ("generates_ids", "answers_every_output", "platform")
 
 
 def _worker_describe() -> Dict[str, Any]:
+    from gpuserve.mlserver.handlers.custom import served_handlers
+
     return {"pid": os.getpid(), "inputs": _MODEL.get_input_types(), "outputs": _MODEL.get_output_types(),
             "metadata": _MODEL.metadata() if hasattr(_MODEL, "metadata") else None,
-            "attributes": {name: getattr(_MODEL, name) for name in _COPIED if hasattr(_MODEL, name)}}
+            "attributes": {name: getattr(_MODEL, name) for name in _COPIED if hasattr(_MODEL, name)},
+            "routes": [(mark.rest_path, mark.rest_method) for mark, _ in served_handlers(_MODEL)]}
+
+
+_ROUTES_APP = None
+
+
+def _worker_route(scope: dict, body: bytes) -> Tuple[int, list, bytes]:
+    """One request to the model's `@custom_handler` routes, answered here where the runtime lives."""
+    global _ROUTES_APP
+    from gpuserve.mlserver.handlers.custom import served_handlers
+    from gpuserve.mlserver.handlers.routes import answer, app_for
+
+    if _ROUTES_APP is None:
+        _ROUTES_APP = app_for(served_handlers(_MODEL))
+    return _LOOP.run_until_complete(answer(_ROUTES_APP, scope, body))
 
 
 def _worker_call(body: Any, headers: Optional[dict], verb: int) -> Tuple[bool, Any]:
@@ -144,7 +164,7 @@ class ParallelModel(Model):
         loop = asyncio.get_running_loop()
         self.inflight += 1
         try:
-            pool, future = await self._submit(body, dict(headers or {}), verb.value)
+            pool, future = await self._submit(_worker_call, body, dict(headers or {}), verb.value)
             try:
                 ok, answer = await asyncio.wrap_future(future)
             except BrokenProcessPool:
@@ -161,7 +181,34 @@ class ParallelModel(Model):
             raise InferenceError(f"model '{self.name}': its answer could not be read in the server process "
                                  f"({type(exc).__name__}: {exc})") from None
 
-    async def _submit(self, *args: Any):
+    def __gpuserve_custom_handlers__(self) -> list:
+        """The workers' `@custom_handler` routes (gpuserve/mlserver/handlers): each request goes whole to a
+        worker, which answers it with the runtime's own method there."""
+        from gpuserve.mlserver.handlers.custom import CustomHandler
+
+        return [(CustomHandler(rest_path=path, rest_method=method), self._forward)
+                for path, method in self.description.get("routes", ())]
+
+    async def _forward(self, request: Request) -> Response:
+        from gpuserve.mlserver.handlers.routes import portable_scope
+
+        body = await request.body()
+        self.inflight += 1
+        try:
+            pool, future = await self._submit(_worker_route, portable_scope(request.scope), body)
+            try:
+                status, headers, content = await asyncio.wrap_future(future)
+            except BrokenProcessPool:
+                await asyncio.get_running_loop().run_in_executor(None, self._rebuild, pool)
+                raise InferenceError(f"model '{self.name}': a worker process stopped unexpectedly while serving "
+                                     "this request; the workers have been restarted") from None
+        finally:
+            self.inflight -= 1
+        response = Response(content, status_code=status)
+        response.raw_headers = headers
+        return response
+
+    async def _submit(self, call, *args: Any):
         """(pool, future); a pool found broken before the request reached it is rebuilt and the request
         goes to the new one."""
         for _ in range(2):
@@ -169,7 +216,7 @@ class ParallelModel(Model):
             if pool is None:
                 break
             try:
-                return pool, pool.submit(_worker_call, *args)
+                return pool, pool.submit(call, *args)
             except BrokenProcessPool:
                 await asyncio.get_running_loop().run_in_executor(None, self._rebuild, pool)
         raise InferenceError(f"model '{self.name}': its worker processes are not running"

@@ -13,6 +13,7 @@ from gpuserve.settings import ServerSettings
 from gpuserve.version import __version__
 from gpuserve.server.metrics import Exposition
 from gpuserve.server.rest.common import ErrorRoutes, json_response
+from gpuserve.server.rest.custom_routes import LoadedModelRoutes
 from gpuserve.server.rest.extensions import add_extension_routes
 from gpuserve.server.rest.shared_memory import add_shared_memory_routes
 from gpuserve.server.rest.v1 import add_v1_routes
@@ -49,6 +50,8 @@ def build_app(plane: DataPlane, settings: ServerSettings, errors: ErrorRoutes | 
 
         return Response(exposition.render(), media_type=CONTENT_TYPE_LATEST)
 
+    # Last: MLServer runtimes' @custom_handler routes, for paths nothing above answers.
+    app.router.routes.append(LoadedModelRoutes(plane.repository, settings.max_request_bytes))
     app.state.plane = plane
     app.state.errors = errors
     return app
