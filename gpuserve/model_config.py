@@ -56,7 +56,10 @@ def model_config(meta: Dict[str, Any], settings: Optional[Any] = None) -> Dict[s
         config["version_policy"] = declared
     else:
         config["version_policy"] = {"specific": {"versions": versions}} if versions else {"latest": {"num_versions": 1}}
-    if max_batch:
+    sequences = extra.get("triton_sequence_batching")
+    if sequences is not None:  # as written: Triton schedules such a model with it instead of dynamic_batching
+        config["sequence_batching"] = sequences
+    elif max_batch:
         dyn = getattr(settings, "dynamic_batching", None)
         delay_us = int(getattr(settings, "max_batch_time", 0) * 1_000_000)
         batching: Dict[str, Any] = {"max_queue_delay_microseconds": delay_us}

@@ -33,6 +33,7 @@ from gpuserve.declared_tensors import reconcile, reshaped
 from gpuserve.kernels.topk import TopK
 from gpuserve.model import Model
 from gpuserve.runtimes_classic import CLASSIC_RUNTIMES
+from gpuserve.sequence_state import SequenceInputs
 from gpuserve.settings import ModelSettings
 from gpuserve.types import InferOutput, InferRequest, InferResponse
 from gpuserve.warmup import run_warmup, warmup_samples
@@ -71,6 +72,7 @@ class FrameworkModel(Model):
         self.reshape_inputs: Dict[str, List[int]] = {}
         self.reshape_outputs: Dict[str, List[int]] = {}
         self.reshape_batched = False
+        self.sequences: Optional[SequenceInputs] = None  # config.pbtxt sequence_batching: a stateful model
 
     # to be provided by each framework ----------------------------------------------------------
     def make_backend(self, path: Path, device: str, threads: int):
@@ -95,6 +97,7 @@ class FrameworkModel(Model):
             self.fallback = backends[0].fallback  # e.g. TensorRT EP asked for, CUDA EP running
         try:
             self.kernels = kernel_plan(self.name, self.settings, backends[0])
+            self.sequences = self._sequence_inputs(backends[0])
             self.served_inputs, self.served_outputs = self._served_tensors(backends[0])
             samples = warmup_samples(self.settings, backends[0].inputs)
             if samples:
@@ -108,7 +111,7 @@ class FrameworkModel(Model):
         self.client_inputs = client_inputs(self.kernels, self.served_inputs)
         # A config.pbtxt that lists fewer outputs than the file has: requests get the listed ones (as Triton)
         self.default_outputs = [o.name for o in self.served_outputs] \
-            if len(self.served_outputs) < len(self.backend.outputs) else None
+            if len(self.served_outputs) < len(self.backend.outputs) or self.sequences is not None else None
         batchable = all(s.shape and s.shape[0] == -1 for s in self.backend.inputs + self.backend.outputs)
         config = batching_config(self.settings, batchable)
         limit = int(getattr(self.backend, "max_batch_size", 0) or 0)  # e.g. a TensorRT profile's max
@@ -125,19 +128,37 @@ class FrameworkModel(Model):
                     config.max_batch_size)
         return True
 
+    def _sequence_inputs(self, backend) -> Optional[SequenceInputs]:
+        extra = self.settings.model_extra or {}
+        batching = extra.get("triton_sequence_batching")
+        if batching is None:
+            return None
+        folder = extra.get("triton_folder")
+        batched = int(extra.get("triton_max_batch_size") or 0) > 0
+        sequences = SequenceInputs(self.name, batching, Path(folder) if folder else None, batched)
+        sequences.check(backend.inputs, backend.outputs)
+        return sequences
+
     def _served_tensors(self, backend) -> tuple:
         """(inputs, outputs) as clients see them: a config.pbtxt's declared tensors checked against and merged
-        with the model file's (gpuserve/declared_tensors.py), else the file's own."""
+        with the model file's (gpuserve/declared_tensors.py), else the file's own. A stateful model's control
+        and state inputs are the server's to fill, and its state outputs are kept unless the config lists them."""
         extra = self.settings.model_extra or {}
         self.reshape_inputs, self.reshape_outputs = {}, {}
+        backend_inputs, backend_outputs = list(backend.inputs), list(backend.outputs)
+        if self.sequences is not None:
+            declared = {t.name for t in self.settings.outputs}
+            backend_inputs = [s for s in backend_inputs if s.name not in self.sequences.hidden_inputs]
+            backend_outputs = [s for s in backend_outputs
+                               if s.name not in self.sequences.state_outputs or s.name in declared]
         if "triton_max_batch_size" not in extra or not self.describes_itself or self.kernels is not NO_KERNELS:
-            return list(backend.inputs), list(backend.outputs)
+            return backend_inputs, backend_outputs
         # Triton's `reshape`: the model takes (gives) the reshape's dims, clients send (get) the declared ones
         reshapes = extra.get("triton_reshapes") or {}
         self.reshape_batched = int(extra.get("triton_max_batch_size") or 0) > 0
-        inputs = reconcile(self.name, self.settings.inputs, backend.inputs, "input", reshapes.get("inputs"),
+        inputs = reconcile(self.name, self.settings.inputs, backend_inputs, "input", reshapes.get("inputs"),
                            self.reshape_batched)
-        outputs = reconcile(self.name, self.settings.outputs, backend.outputs, "output", reshapes.get("outputs"),
+        outputs = reconcile(self.name, self.settings.outputs, backend_outputs, "output", reshapes.get("outputs"),
                             self.reshape_batched)
         self.reshape_inputs = dict(reshapes.get("inputs") or {})
         self.reshape_outputs = {o.name: list(o.shape[1:] if self.reshape_batched else o.shape) for o in outputs
@@ -300,7 +321,10 @@ class FrameworkModel(Model):
                 if unknown:
                     raise InvalidInput(f"unexpected inference output {unknown} for model '{self.name}'")
             counts = requested_counts(payload)
-            results = await self._submit(self._arrays(payload), payload.parameters, wanted, counts or None)
+            if self.sequences is not None:
+                results = await self._in_sequence(payload, wanted)
+            else:
+                results = await self._submit(self._arrays(payload), payload.parameters, wanted, counts or None)
             if self.reshape_outputs:
                 results = {name: self._client_shape(name, array) for name, array in results.items()}
             outputs = [self._output(name, array, counts) for name, array in results.items()]
@@ -308,6 +332,20 @@ class FrameworkModel(Model):
         if isinstance(payload, dict) and ("instances" in payload or "inputs" in payload):
             return await self._predict_v1(payload)
         raise InvalidInput("expected a V2 inference request or a V1 body with 'instances' or 'inputs'")
+
+    async def _in_sequence(self, payload: InferRequest, wanted: Optional[List[str]]) -> Dict[str, np.ndarray]:
+        """A stateful model's request: after its sequence's previous one, with controls and state added."""
+        if requested_counts(payload):
+            raise InvalidInput(f"model '{self.name}' is stateful (sequence_batching): the classification "
+                               "extension is not served for it")
+        parameters = payload.parameters or {}
+        arrays = self._arrays(payload)
+
+        async def submit(full: Dict[str, np.ndarray], outputs: Optional[List[str]]) -> Dict[str, np.ndarray]:
+            return await self._submit(full, parameters, outputs)
+
+        return await self.sequences.run(submit, arrays, parameters, wanted,
+                                        [o.name for o in self.outputs_served()])
 
     def _client_shape(self, name: str, array):
         """An output in the dims its config declares (Triton's `reshape`), where it has one."""
@@ -328,6 +366,9 @@ class FrameworkModel(Model):
         return classify(InferOutput.from_numpy(name, array), counts[name], labels_for(self), batched)
 
     async def _predict_v1(self, body: dict) -> dict:
+        if self.sequences is not None:
+            raise InvalidInput(f"model '{self.name}' is stateful (sequence_batching): send V2 requests with "
+                               "a sequence_id")
         if len(self.client_inputs) != 1:
             raise InvalidInput(f"model '{self.name}' has {len(self.client_inputs)} inputs; use the V2 protocol")
         spec = self.client_inputs[0]

@@ -241,9 +241,8 @@ def settings_from_config(folder: Path, config: Dict[str, Any], version: Optional
     if runtime is None:
         raise InvalidSettings(f"model '{config['name']}': platform '{platform}' / backend '{backend}' "
                               "is not served by gpuserve (onnxruntime, pytorch, tensorrt, python and ensemble are)")
-    if "sequence_batching" in config and runtime != "triton_python":
-        raise InvalidSettings(f"model '{config['name']}': sequence_batching is served for Python-backend models "
-                              f"only; gpuserve's {runtime} runtime keeps no state between requests")
+    if "sequence_batching" in config and runtime == "ensemble":
+        raise InvalidSettings(f"model '{config['name']}': an ensemble cannot have sequence_batching")
     max_batch = int(config.get("max_batch_size", 0) or 0)
     where = folder / str(version) if version is not None else folder
     filename = config.get("default_model_filename") or DEFAULT_FILES[runtime]
@@ -266,6 +265,16 @@ def settings_from_config(folder: Path, config: Dict[str, Any], version: Optional
     dyn = config.get("dynamic_batching")
     if dyn is not None:
         settings["dynamic_batching"] = dynamic_batching_settings(dyn)
+    sequences = config.get("sequence_batching")
+    if sequences is not None and runtime != "triton_python":  # gpuserve/sequence_state.py
+        settings["triton_sequence_batching"] = sequences
+        settings["triton_folder"] = str(folder)
+        strategy = sequences.get("oldest") or sequences.get("direct") or {}
+        strategy = strategy[0] if isinstance(strategy, list) and strategy else strategy
+        if isinstance(strategy, dict) and (strategy.get("max_queue_delay_microseconds")
+                                           or strategy.get("preferred_batch_size")):
+            settings["dynamic_batching"] = dynamic_batching_settings(
+                {k: strategy[k] for k in ("max_queue_delay_microseconds", "preferred_batch_size") if k in strategy})
     # As Triton: a request's own `timeout` counts only where the queue policy says allow_timeout_override.
     policy = settings.get("dynamic_batching", {}).get("default_queue_policy") or {}
     policy = dict(policy, allow_timeout_override=bool(policy.get("allow_timeout_override", False)))

@@ -23,7 +23,7 @@ from gpuserve.triton_pb_utils import TRITON_STRING_TO_NUMPY
 KINDS = ("CONTROL_SEQUENCE_START", "CONTROL_SEQUENCE_END", "CONTROL_SEQUENCE_READY", "CONTROL_SEQUENCE_CORRID")
 
 
-def _as_list(value) -> list:
+def as_list(value) -> list:
     """The text-format parser gives a lone repeated message as a dict."""
     if value is None:
         return []
@@ -44,12 +44,13 @@ class Sequence:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     last_used: float = field(default_factory=time.monotonic)
     pending: int = 0  # requests of this sequence submitted or waiting for their turn
+    states: Dict[str, Any] = field(default_factory=dict)  # implicit state by input name (gpuserve/sequence_state.py)
 
 
 def parse_controls(model: str, batching: Dict[str, Any]) -> List[Control]:
     controls = []
-    for entry in _as_list(batching.get("control_input")):
-        for control in _as_list(entry.get("control")):
+    for entry in as_list(batching.get("control_input")):
+        for control in as_list(entry.get("control")):
             kind = str(control.get("kind", ""))
             if kind not in KINDS:
                 raise InvalidSettings(f"model '{model}': control input '{entry.get('name')}' has unknown kind '{kind}'")
@@ -61,7 +62,7 @@ def parse_controls(model: str, batching: Dict[str, Any]) -> List[Control]:
                 continue
             for key, dtype in (("int32_false_true", np.int32), ("fp32_false_true", np.float32),
                                ("bool_false_true", np.bool_)):
-                values = _as_list(control.get(key))
+                values = as_list(control.get(key))
                 if values:
                     if len(values) != 2:
                         raise InvalidSettings(f"model '{model}': control '{entry.get('name')}' {key} needs two values")

@@ -628,18 +628,6 @@ def test_sequence_batching_keeps_each_sequence_on_its_instance_in_order(tmp_path
             assert caught.value.status() == "400"
 
 
-def test_sequence_batching_on_a_stateless_runtime_is_refused_with_a_reason(tmp_path):
-    from conftest import make_onnx_model
-
-    (tmp_path / "stateful_onnx" / "1").mkdir(parents=True)
-    make_onnx_model(tmp_path / "stateful_onnx" / "1" / "model.onnx")
-    (tmp_path / "stateful_onnx" / "config.pbtxt").write_text(
-        'platform: "onnxruntime_onnx"\nmax_batch_size: 4\nsequence_batching { }\n')
-    registry = DiskRepository(tmp_path).populate(ModelRepository())
-    model = registry.get_model("stateful_onnx")
-    assert not model.ready and "sequence_batching is served for Python-backend models only" in model.reason
-
-
 WHERE = """
 import threading
 

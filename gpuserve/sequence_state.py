@@ -1,0 +1,144 @@
+"""Stateful ONNX Runtime, PyTorch and TensorRT models: Triton's sequence batcher with implicit state.
+
+A model file is a pure function, so a recurrent model that Triton serves with `sequence_batching` takes
+its state as an input and gives the next state as an output; Triton keeps that state per sequence
+(`sequence_batching { state [...] }`) and adds the control inputs (START, END, READY, CORRID) the config
+declares. Clients send only the model's own inputs with `sequence_id` / `sequence_start` / `sequence_end`.
+gpuserve does the same here: the state lives with the sequence on the server, not in an instance, so
+requests of different sequences share the engine's ordinary batches (each row its own sequence, as
+Triton's Oldest strategy batches them) while each sequence runs one request at a time, in order.
+
+Direct strategy: Triton gives each sequence a fixed batch slot, with READY false for empty slots, because
+a model may keep per-slot state inside itself. A model file served here keeps none (its state is
+implicit state or comes from its inputs), so rows are the ready requests only; READY is always true.
+
+State at a sequence's START: `initial_state` (`zero_data`, or `data_file` under the model's
+`initial_state/` folder, row-major), else zeros with each variable dimension 1 (Triton leaves that
+first state uninitialized; a model that reads it must look at START, as the docs ask).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence as Seq
+
+import numpy as np
+
+from gpuserve.errors import InvalidInput, InvalidSettings
+from gpuserve.triton_pb_utils import TRITON_STRING_TO_NUMPY
+from gpuserve.triton_sequence import SequenceRouter, as_list
+
+
+@dataclass
+class StateSpec:
+    input_name: str
+    output_name: str
+    datatype: str  # the config's TYPE_*
+    initial: np.ndarray  # without the batch dimension
+
+    def start_value(self, batched: bool) -> np.ndarray:
+        return self.initial[np.newaxis] if batched else self.initial
+
+
+def _read_initial(model: str, entry: Dict[str, Any], dtype, folder: Optional[Path]) -> np.ndarray:
+    dims = [int(d) for d in as_list(entry.get("dims"))]
+    if any(d < 0 for d in dims):
+        raise InvalidSettings(f"model '{model}': initial_state dims must be fixed, got {dims}")
+    data_file = entry.get("data_file")
+    if not data_file:
+        return np.zeros(dims, dtype=dtype) if dtype is not np.object_ else np.full(dims, b"", dtype=object)
+    path = (folder or Path(".")) / "initial_state" / str(data_file)
+    if not path.is_file():
+        raise InvalidSettings(f"model '{model}': initial state file {path} does not exist")
+    raw = path.read_bytes()
+    count = int(np.prod(dims)) if dims else 1
+    if dtype is np.object_:  # Triton's string tensors: each element a 4-byte little-endian length, then bytes
+        items, at = [], 0
+        while at < len(raw) and len(items) < count:
+            (size,) = struct.unpack_from("<I", raw, at)
+            items.append(raw[at + 4:at + 4 + size])
+            at += 4 + size
+        if len(items) != count:
+            raise InvalidSettings(f"model '{model}': {path} holds {len(items)} strings, dims {dims} need {count}")
+        return np.array(items, dtype=object).reshape(dims)
+    need = count * np.dtype(dtype).itemsize
+    if len(raw) != need:
+        raise InvalidSettings(f"model '{model}': {path} has {len(raw)} bytes; dims {dims} of "
+                              f"{np.dtype(dtype).name} need {need}")
+    return np.frombuffer(raw, dtype=dtype).reshape(dims).copy()
+
+
+def parse_states(model: str, batching: Dict[str, Any], folder: Optional[Path]) -> List[StateSpec]:
+    states = []
+    for entry in as_list(batching.get("state")):
+        name_in, name_out = str(entry.get("input_name") or ""), str(entry.get("output_name") or "")
+        datatype = str(entry.get("data_type") or "")
+        dtype = TRITON_STRING_TO_NUMPY.get(datatype)
+        if not name_in or not name_out or dtype is None:
+            raise InvalidSettings(f"model '{model}': a sequence_batching state needs input_name, output_name "
+                                  f"and a data_type, got {entry}")
+        initial = as_list(entry.get("initial_state"))
+        if initial:
+            if initial[0].get("data_type") not in (None, datatype):
+                raise InvalidSettings(f"model '{model}': initial_state of '{name_in}' is "
+                                      f"{initial[0].get('data_type')}, the state is {datatype}")
+            value = _read_initial(model, initial[0], dtype, folder)
+        else:
+            dims = [int(d) if int(d) >= 0 else 1 for d in as_list(entry.get("dims"))]
+            value = np.zeros(dims, dtype=dtype) if dtype is not np.object_ else np.full(dims, b"", dtype=object)
+        states.append(StateSpec(name_in, name_out, datatype, value))
+    return states
+
+
+class SequenceInputs:
+    """What a stateful model file gets besides the client's inputs, and the state it hands to the next step."""
+
+    def __init__(self, model: str, batching: Dict[str, Any], folder: Optional[Path], batched: bool):
+        self.model = model
+        self.router = SequenceRouter(model, batching, 1, batched)
+        self.states = parse_states(model, batching, folder)
+        self.hidden_inputs = {c.name for c in self.router.controls} | {s.input_name for s in self.states}
+        self.state_outputs = {s.output_name for s in self.states}
+
+    def check(self, inputs: Seq, outputs: Seq) -> None:
+        """Every control and state the config names must be one of the model file's tensors."""
+        have_in = {spec.name: spec for spec in inputs}
+        have_out = {spec.name for spec in outputs}
+        for name in sorted(self.hidden_inputs):
+            if name not in have_in:
+                raise InvalidSettings(f"model '{self.model}': sequence_batching names input '{name}', which the "
+                                      f"model file does not have (its inputs: {', '.join(have_in) or 'none'})")
+        for name in sorted(self.state_outputs):
+            if name not in have_out:
+                raise InvalidSettings(f"model '{self.model}': sequence_batching names state output '{name}', "
+                                      f"which the model file does not have")
+
+    async def run(self, submit, arrays: Dict[str, np.ndarray], parameters: Dict[str, Any],
+                  wanted: Optional[List[str]], served_outputs: Seq[str]) -> Dict[str, np.ndarray]:
+        """One request of a sequence, after the sequence's previous one: controls and state added, the
+        model's next state kept, and the outputs the client may see returned."""
+        router = self.router
+        if router.batch_dim and arrays and next(iter(arrays.values())).shape[0] != 1:
+            raise InvalidInput(f"inference request to model '{self.model}' must specify batch-size 1 due to "
+                               "requirements of sequence batcher")  # as Triton: one row per sequence step
+        key, sequence = router.open(parameters)
+        try:
+            async with sequence.lock:
+                full = dict(arrays)
+                full.update(router.control_arrays(key, parameters, 1))
+                starting = bool(parameters.get("sequence_start"))
+                held = sequence.states
+                for spec in self.states:
+                    value = None if starting else held.get(spec.input_name)
+                    full[spec.input_name] = value if value is not None else spec.start_value(router.batch_dim)
+                asked = None if wanted is None else list(dict.fromkeys([*wanted, *self.state_outputs]))
+                results = await submit(full, asked)
+                for spec in self.states:
+                    held[spec.input_name] = np.array(results[spec.output_name], copy=True)
+        finally:
+            router.close(key, sequence, bool(parameters.get("sequence_end")))
+        if wanted is not None:
+            return {name: results[name] for name in wanted}
+        return {name: array for name, array in results.items() if name in served_outputs}
