@@ -38,9 +38,8 @@ CONTROL_OFF = ("explicit model load / unload is not allowed: the server manages 
 # that answers with a stream (Triton's decoupled models) refuses calls that cannot carry one.
 STREAMING: "contextvars.ContextVar[bool]" = contextvars.ContextVar("gpuserve_streaming_call", default=False)
 
-# Only what works end to end for every model (sequence batching is served for Python-backend models only, so
-# "sequence" is not claimed; CUDA shared memory needs a GPU build).
-EXTENSIONS = ["classification", "model_repository", "schedule_policy", "model_configuration",
+# Only what works end to end for every model (CUDA shared memory needs a GPU build, so it is not claimed).
+EXTENSIONS = ["classification", "sequence", "model_repository", "schedule_policy", "model_configuration",
               "system_shared_memory", "binary_tensor_data", "statistics", "trace", "logging"]
 
 

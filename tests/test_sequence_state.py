@@ -122,6 +122,7 @@ def test_sequences_keep_their_state_on_the_server_and_share_batches(tmp_path):
             assert [c.name for c in config.sequence_batching.control_input] == ["START", "READY", "CORRID"]
             assert config.sequence_batching.state[0].input_name == "INPUT_STATE"
             assert [i.name for i in client.get_model_metadata("acc").inputs] == ["INPUT"]
+            assert "sequence" in client.get_server_metadata().extensions
             with pytest.raises(InferenceServerException, match="must specify the START flag") as caught:
                 client.infer("acc", one(1), sequence_id=99)
             assert caught.value.status() == "StatusCode.INVALID_ARGUMENT"
