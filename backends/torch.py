@@ -68,6 +68,15 @@ def _spec_from_value(name: str, value) -> TensorSpec:
     return TensorSpec(name, _TORCH_TO_V2.get(dtype, "FP32"), shape)
 
 
+def _in_file_order(declared: List[TensorSpec], found: List[TensorSpec]) -> List[TensorSpec]:
+    """Declared inputs in the order the model's forward takes them, where the declared names are exactly
+    its argument names (they are passed by position); otherwise as declared (Triton's INPUT__N naming)."""
+    order = {spec.name: i for i, spec in enumerate(found)}
+    if len(order) != len(declared) or any(spec.name not in order for spec in declared):
+        return list(declared)
+    return sorted(declared, key=lambda spec: order[spec.name])
+
+
 class TorchBackend:
     # Every call runs on its thread's own stream (and graph replays hold the graph's lock), so the engine may
     # call it from the event loop's thread too (a lone client's batch: engine/batcher.py).
@@ -109,7 +118,7 @@ class TorchBackend:
             self.module = self.module.to(self.precision)
         if compile:
             self.module = torch.compile(self.module)
-        self.inputs = inputs or found_in
+        self.inputs = _in_file_order(inputs, found_in) if inputs else found_in
         self.outputs = outputs or found_out
         self._local = threading.local()
         # Two batches in flight per instance on a GPU (one copying while the other computes).

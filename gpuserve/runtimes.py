@@ -91,13 +91,15 @@ class FrameworkModel(Model):
         device = choose_device(self.device_wanted)
         count = sum(g.count for g in self.settings.instance_groups) or 1
         self.fallback = ""
+        self.sequences = self._sequence_inputs()
         backends = self._build_backends(path, device, count)
         device = backends[0].device if backends else device
         if not self.fallback and backends and getattr(backends[0], "fallback", ""):
             self.fallback = backends[0].fallback  # e.g. TensorRT EP asked for, CUDA EP running
         try:
             self.kernels = kernel_plan(self.name, self.settings, backends[0])
-            self.sequences = self._sequence_inputs(backends[0])
+            if self.sequences is not None:
+                self.sequences.check(backends[0].inputs, backends[0].outputs)
             self.served_inputs, self.served_outputs = self._served_tensors(backends[0])
             samples = warmup_samples(self.settings, backends[0].inputs)
             if samples:
@@ -128,16 +130,14 @@ class FrameworkModel(Model):
                     config.max_batch_size)
         return True
 
-    def _sequence_inputs(self, backend) -> Optional[SequenceInputs]:
+    def _sequence_inputs(self) -> Optional[SequenceInputs]:
         extra = self.settings.model_extra or {}
         batching = extra.get("triton_sequence_batching")
         if batching is None:
             return None
         folder = extra.get("triton_folder")
         batched = int(extra.get("triton_max_batch_size") or 0) > 0
-        sequences = SequenceInputs(self.name, batching, Path(folder) if folder else None, batched)
-        sequences.check(backend.inputs, backend.outputs)
-        return sequences
+        return SequenceInputs(self.name, batching, Path(folder) if folder else None, batched)
 
     def _served_tensors(self, backend) -> tuple:
         """(inputs, outputs) as clients see them: a config.pbtxt's declared tensors checked against and merged
@@ -551,7 +551,12 @@ class TorchModel(FrameworkModel):
         from gpuserve.backends.base import TensorSpec
 
         declared_in = [TensorSpec(t.name, t.datatype, list(t.shape)) for t in self.settings.inputs] or None
+        if declared_in and self.sequences is not None:  # the control and state inputs the server fills
+            declared_in += [TensorSpec(*tensor) for tensor in self.sequences.hidden_tensors()]
         declared_out = [TensorSpec(t.name, t.datatype, list(t.shape)) for t in self.settings.outputs] or None
+        if declared_out and self.sequences is not None:
+            declared_out += [TensorSpec(*tensor) for tensor in
+                             self.sequences.state_output_tensors([t.name for t in declared_out])]
         extra = self.settings.parameters.extra
         graphs = bool(extra.get("cuda_graphs", False)) and device != "cpu"
         sizes: List[int] = []

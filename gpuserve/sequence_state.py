@@ -22,10 +22,11 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence as Seq
+from typing import Any, Dict, List, Optional, Sequence as Seq, Tuple
 
 import numpy as np
 
+from gpuserve.datatypes import from_numpy_dtype
 from gpuserve.errors import InvalidInput, InvalidSettings
 from gpuserve.triton_pb_utils import TRITON_STRING_TO_NUMPY
 from gpuserve.triton_sequence import SequenceRouter, as_list
@@ -37,6 +38,7 @@ class StateSpec:
     output_name: str
     datatype: str  # the config's TYPE_*
     initial: np.ndarray  # without the batch dimension
+    dims: Tuple[int, ...] = ()  # as declared, -1 for a variable dimension
 
     def start_value(self, batched: bool) -> np.ndarray:
         return self.initial[np.newaxis] if batched else self.initial
@@ -79,6 +81,7 @@ def parse_states(model: str, batching: Dict[str, Any], folder: Optional[Path]) -
         if not name_in or not name_out or dtype is None:
             raise InvalidSettings(f"model '{model}': a sequence_batching state needs input_name, output_name "
                                   f"and a data_type, got {entry}")
+        declared = tuple(int(d) for d in as_list(entry.get("dims")))
         initial = as_list(entry.get("initial_state"))
         if initial:
             if initial[0].get("data_type") not in (None, datatype):
@@ -86,9 +89,9 @@ def parse_states(model: str, batching: Dict[str, Any], folder: Optional[Path]) -
                                       f"{initial[0].get('data_type')}, the state is {datatype}")
             value = _read_initial(model, initial[0], dtype, folder)
         else:
-            dims = [int(d) if int(d) >= 0 else 1 for d in as_list(entry.get("dims"))]
+            dims = [d if d >= 0 else 1 for d in declared]
             value = np.zeros(dims, dtype=dtype) if dtype is not np.object_ else np.full(dims, b"", dtype=object)
-        states.append(StateSpec(name_in, name_out, datatype, value))
+        states.append(StateSpec(name_in, name_out, datatype, value, declared))
     return states
 
 
@@ -101,6 +104,20 @@ class SequenceInputs:
         self.states = parse_states(model, batching, folder)
         self.hidden_inputs = {c.name for c in self.router.controls} | {s.input_name for s in self.states}
         self.state_outputs = {s.output_name for s in self.states}
+
+    def hidden_tensors(self) -> List[Tuple[str, str, List[int]]]:
+        """(name, V2 datatype, shape) of the inputs the server fills: what a file that does not describe its
+        own tensors (TorchScript) is told besides the config's inputs."""
+        lead = [-1] if self.router.batch_dim else []
+        tensors = [(c.name, from_numpy_dtype(np.dtype(c.dtype)), lead + [1]) for c in self.router.controls]
+        tensors += [(s.input_name, from_numpy_dtype(s.initial.dtype), lead + list(s.dims)) for s in self.states]
+        return tensors
+
+    def state_output_tensors(self, declared: Seq[str]) -> List[Tuple[str, str, List[int]]]:
+        """The state outputs such a file must give besides the config's outputs (those not declared there)."""
+        lead = [-1] if self.router.batch_dim else []
+        return [(s.output_name, from_numpy_dtype(s.initial.dtype), lead + list(s.dims)) for s in self.states
+                if s.output_name not in declared]
 
     def check(self, inputs: Seq, outputs: Seq) -> None:
         """Every control and state the config names must be one of the model file's tensors."""

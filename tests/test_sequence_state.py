@@ -215,3 +215,42 @@ input [ { name: "INPUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
         plain = registry.get_model("no_controls")
         assert not plain.ready and "INPUT_STATE" in plain.reason
         assert registry.get_model("fine").ready  # the others keep serving
+
+
+TORCH_CONFIG = """
+platform: "pytorch_libtorch"
+max_batch_size: 4
+sequence_batching {
+  control_input [ { name: "START" control [ { kind: CONTROL_SEQUENCE_START fp32_false_true: [ 0, 1 ] } ] } ]
+  state [ { input_name: "INPUT_STATE" output_name: "OUTPUT_STATE" data_type: TYPE_FP32 dims: [ 2 ] } ]
+}
+input [ { name: "INPUT" data_type: TYPE_FP32 dims: [ 2 ] } ]
+output [ { name: "OUTPUT" data_type: TYPE_FP32 dims: [ 2 ] } ]
+"""
+
+
+def test_a_torchscript_model_keeps_its_state_the_same_way(tmp_path):
+    torch = pytest.importorskip("torch")
+
+    class Running(torch.nn.Module):  # an exponential moving average, reset at START
+        # arguments in another order than the config lists them: passed by position, in the file's order
+        def forward(self, START, INPUT_STATE, INPUT):  # noqa: N803 - the config's tensor names
+            state = torch.where(START > 0.5, INPUT, 0.5 * INPUT_STATE + 0.5 * INPUT)
+            return {"OUTPUT": state * 10.0, "OUTPUT_STATE": state}
+
+    (tmp_path / "ema" / "1").mkdir(parents=True)
+    torch.jit.script(Running()).save(str(tmp_path / "ema" / "1" / "model.pt"))
+    (tmp_path / "ema" / "config.pbtxt").write_text(TORCH_CONFIG)
+    registry = DiskRepository(tmp_path).populate(ModelRepository())
+    with running_server(repository=registry) as server:
+        assert registry.get_model("ema").ready, registry.get_model("ema").reason
+        with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
+            seen, state = [], None
+            for step, x in enumerate(([2.0, 4.0], [4.0, 0.0], [0.0, 8.0])):
+                tensor = httpclient.InferInput("INPUT", [1, 2], "FP32")
+                tensor.set_data_from_numpy(np.array([x], np.float32))
+                result = client.infer("ema", [tensor], sequence_id=3, sequence_start=step == 0)
+                seen.append(result.as_numpy("OUTPUT")[0].tolist())
+                assert result.as_numpy("OUTPUT_STATE") is None  # not listed in the config: kept, not sent
+                state = np.array(x) if state is None else 0.5 * state + 0.5 * np.array(x)
+                assert np.allclose(seen[-1], state * 10)
