@@ -105,6 +105,56 @@ def test_pipelined_requests_are_answered_in_order(server):
     assert all(b"date" in r[1] for r in (a, b, c, d, e))
 
 
+class Overlap(Model):
+    """Counts how many of its requests run at once."""
+
+    def __init__(self, name):
+        super().__init__(name)
+        self.running = self.most = self.cancelled = 0
+
+    def load(self):
+        self.ready = True
+
+    async def predict(self, payload, headers=None):
+        self.running += 1
+        self.most = max(self.most, self.running)
+        try:
+            await asyncio.sleep(0.05)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        finally:
+            self.running -= 1
+        return InferResponse(payload.id, self.name, [InferOutput.from_numpy("y", payload.inputs[0].as_numpy())])
+
+
+def test_pipelined_inference_requests_run_together_and_answer_in_order():
+    model = Overlap("overlap")
+    with running_server([model, Doubler("doubler")]) as srv:
+        with connect(srv) as sock:
+            sock.sendall(b"".join(post(b"/v2/models/overlap/infer", INFER % i) for i in range(6)))
+            replies, _ = read_responses(sock, 6)
+        assert [json.loads(r[2])["outputs"][0]["data"] for r in replies] == [[i] for i in range(6)]
+        assert model.most == 6  # all six at once, not one after another
+        model.most = 0
+        with connect(srv) as sock:  # a request of another route is answered in its turn, and so is what follows
+            sock.sendall(post(b"/v2/models/overlap/infer", INFER % 1) + b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n"
+                         + post(b"/v2/models/overlap/infer", INFER % 2) + post(b"/v2/models/overlap/infer", INFER % 3))
+            replies, _ = read_responses(sock, 4)
+        assert [r[0] for r in replies] == [200] * 4 and json.loads(replies[1][2]) == {"live": True}
+        assert model.most == 2  # the last two together, after the health check
+        with connect(srv) as sock:  # a client that leaves cancels what it had pipelined
+            sock.sendall(b"".join(post(b"/v2/models/overlap/infer", INFER % i) for i in range(4)))
+            import time
+
+            time.sleep(0.01)
+        deadline = time.monotonic() + 5
+        while model.running and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert model.running == 0 and model.cancelled == 4
+        assert_still_serving(srv)
+
+
 def test_many_requests_share_one_connection(server):
     with connect(server) as sock:
         for i in range(50):

@@ -10,8 +10,11 @@ behaviour there stays the framework's. Keep-alive deadlines and the Date header 
 timer per server, not one per request.
 
 Requests on a connection are answered in order (pipelining): complete requests wait in `pending`
-and reading pauses when too many wait. A client that goes away cancels its inference task, so the
-batcher skips its queued work. uvicorn remains the server when httptools is missing or settings ask
+and reading pauses when too many wait. An inference request pipelined behind inference requests only
+starts its data-plane work at once (`early`), so pipelined requests batch together as requests on
+separate connections do; its answer still leaves in its turn. Any other route waits for its turn, and
+so does every request behind it (a model unloaded by one request is not inferred by the next early).
+A client that goes away cancels its inference tasks, so the batcher skips their queued work. uvicorn remains the server when httptools is missing or settings ask
 for it (`http_server = "uvicorn"`).
 """
 
@@ -51,7 +54,7 @@ def _declared_length(request: "Request") -> str:
 
 class Request:
     __slots__ = ("method", "url", "headers", "chunks", "size", "too_large", "keep_alive", "version",
-                 "expect_continue", "route", "head_bytes", "answered")
+                 "expect_continue", "route", "head_bytes", "answered", "early")
 
     def __init__(self) -> None:
         self.url = b""
@@ -66,6 +69,7 @@ class Request:
         self.route = None  # ('infer' | 'predict', model, version) for the routes answered here
         self.head_bytes = 0
         self.answered = False  # refused from its headers alone (a declared length over the limit)
+        self.early: Optional[asyncio.Task] = None  # its answer, begun while requests ahead were answered
 
     @property
     def body(self) -> bytes:
@@ -126,6 +130,9 @@ class HttpConnection(asyncio.Protocol):
     def connection_lost(self, exc) -> None:
         self.closed = True
         self.server.connections.discard(self)
+        for request in self.pending:
+            if request.early is not None:
+                request.early.cancel()
         self.pending.clear()
         if self.disconnected is not None and not self.disconnected.done():
             self.disconnected.set_result(None)
@@ -222,14 +229,33 @@ class HttpConnection(asyncio.Protocol):
             self._start(request)
         else:
             self.pending.append(request)
+            self._start_early(request)
             if len(self.pending) >= MAX_PENDING:
                 self._pause_reading()
+
+    def _start_early(self, request: Request) -> None:
+        """Begin a pipelined inference request's work now when every request ahead of it is one too."""
+        current = self.current
+        if request.method != "POST" or request.too_large or current is None or current.route is None:
+            return
+        for ahead in self.pending:
+            if ahead is request:
+                break
+            if ahead.early is None:
+                return
+        else:
+            return  # no longer waiting
+        request.route = match(request.split_url()[0])
+        if request.route is not None:
+            request.early = self.loop.create_task(self.server.fast.respond(
+                request.route, request.body, header_dict(request.headers),
+                lambda: starlette_request(self, request)))
 
     # answering -------------------------------------------------------------------------------
     def _start(self, request: Request) -> None:
         self.current = request
         probed = NOT_PROBED
-        if request.method == "POST" and not request.too_large:
+        if request.early is None and request.method == "POST" and not request.too_large:
             request.route = match(request.split_url()[0])
             if request.route is not None and not self.transport.is_closing():
                 try:
@@ -255,9 +281,12 @@ class HttpConnection(asyncio.Protocol):
                 status = self._write_error(request, PayloadTooLarge(
                     f"request body exceeds the limit of {self.server.body_limit} bytes"))
             elif route is not None:
-                status, body, headers = await self.server.fast.respond(
-                    route, request.body, header_dict(request.headers), lambda: starlette_request(self, request),
-                    probed)
+                if request.early is not None:
+                    status, body, headers = await request.early
+                else:
+                    status, body, headers = await self.server.fast.respond(
+                        route, request.body, header_dict(request.headers), lambda: starlette_request(self, request),
+                        probed)
                 if isinstance(body, Stream):
                     await self._stream(request, body, headers)
                 else:
@@ -323,6 +352,11 @@ class HttpConnection(asyncio.Protocol):
             return
         if self.pending:
             self._start(self.pending.popleft())
+            for request in list(self.pending):  # those held behind another route's request may begin now
+                if request.early is None:
+                    self._start_early(request)
+                    if request.early is None:
+                        break
             if len(self.pending) < MAX_PENDING and self.writing_paused is None:
                 self._resume_reading()
         else:
