@@ -43,6 +43,16 @@ EXTENSIONS = ["classification", "sequence", "model_repository", "schedule_policy
               "system_shared_memory", "binary_tensor_data", "statistics", "trace", "logging"]
 
 
+class WrittenParameters(dict):
+    """Response parameters that are written even when empty: MLServer's answers always carry
+    `"parameters": {}` (its data plane adds CloudEvents headers there, then moves them to HTTP headers)."""
+
+    __slots__ = ()
+
+    def __bool__(self) -> bool:
+        return True
+
+
 class DataPlane:
     def __init__(self, repository: ModelRepository, server_name: str = "gpuserve",
                  server_version: str = __version__, strict_readiness: bool = False, model_control: bool = True,
@@ -193,7 +203,8 @@ class DataPlane:
         if _user_healthy(type(model)) and not await model.healthy():
             raise ModelNotReady(model.name)
         request.headers = headers
-        if request.id is None and getattr(model, "generates_ids", False):
+        as_mlserver = getattr(model, "generates_ids", False)  # MLServer's data plane: an id, parameters written
+        if request.id is None and as_mlserver:
             request.id = str(uuid.uuid4())
         cache_key = None
         if self.response_cache is not None and model.ready and response_cache.enabled_for(model):
@@ -208,6 +219,8 @@ class DataPlane:
             if cached is not None:
                 self.stats_of(model).record_cache_hit(lookup_ns)
                 request.cache_key = cache_key
+                if as_mlserver and not cached.parameters:
+                    cached.parameters = WrittenParameters()
                 return write_shared_memory(self.shared_memory, shm_outputs, cached, request), {}
         stats = None if getattr(model, "stats", None) is not None else self._stats_for(model)
         if stats is None:
@@ -229,6 +242,8 @@ class DataPlane:
             check_outputs(model.name, response)
             if response.id is None or request.id is not None:
                 response.id = request.id
+            if as_mlserver and not response.parameters:
+                response.parameters = WrittenParameters()
             if not response.model_name:
                 response.model_name = model.name
             if response.model_version is None and getattr(model, "version", None) is not None:

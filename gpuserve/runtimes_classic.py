@@ -110,6 +110,7 @@ class ClassicModel(Model):
     """Loading, request decoding and output choice shared by the classic-ML runtimes."""
 
     plain_predict = True  # the data plane may await predict directly while no pipeline hook is overridden
+    generates_ids = True  # as MLServer's runtimes: a V2 answer always has an id (made up) and parameters
     platform = ""
     package = ""  # what to pip install
     wellknown: Sequence[str] = ()
