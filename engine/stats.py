@@ -20,22 +20,27 @@ FAILURE_REASONS = ("REJECTED", "CANCELED", "BACKEND", "OTHER")
 BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
-class Histogram:
-    __slots__ = ("counts", "total", "count")
+# prometheus_client's default buckets, which MLServer's histograms keep.
+PROMETHEUS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 
-    def __init__(self) -> None:
-        self.counts: List[int] = [0] * (len(BUCKETS) + 1)
+
+class Histogram:
+    __slots__ = ("counts", "total", "count", "bounds")
+
+    def __init__(self, bounds: Tuple[float, ...] = BUCKETS) -> None:
+        self.bounds = bounds
+        self.counts: List[int] = [0] * (len(bounds) + 1)
         self.total = 0.0
         self.count = 0
 
     def observe(self, seconds: float) -> None:
-        self.counts[bisect.bisect_left(BUCKETS, seconds)] += 1
+        self.counts[bisect.bisect_left(self.bounds, seconds)] += 1
         self.total += seconds
         self.count += 1
 
     def cumulative(self) -> List[Tuple[str, int]]:
         out, running = [], 0
-        for bound, n in zip(BUCKETS, self.counts):
+        for bound, n in zip(self.bounds, self.counts):
             running += n
             out.append((repr(bound), running))
         out.append(("+Inf", running + self.counts[-1]))

@@ -22,6 +22,7 @@ import numpy as np
 from gpuserve.engine.batcher import cancel_and_wait
 from gpuserve.engine.job import Job
 from gpuserve.engine.queue import BatchQueue
+from gpuserve.engine.stats import PROMETHEUS_BUCKETS, Histogram
 from gpuserve.errors import InferenceError, InvalidInput
 from gpuserve.types import InferInput, InferOutput, InferRequest, InferResponse, RequestedOutput
 
@@ -118,6 +119,8 @@ class AdaptiveBatcher:
         self.max_batch_time = max_batch_time
         self.queue = BatchQueue()
         self.batches_formed: Dict[int, int] = {}
+        # MLServer's batch_request_queue: how many requests wait as each one arrives (server/metrics.py)
+        self.queue_sizes = Histogram(PROMETHEUS_BUCKETS)
         self._task: Optional[asyncio.Task] = None
         self._busy = False  # the loop holds a batch (from the moment it takes one off the queue)
         self._direct = asyncio.Event()  # set while no request runs directly in its caller's task
@@ -125,6 +128,7 @@ class AdaptiveBatcher:
 
     async def submit(self, request: InferRequest, headers: Optional[dict]) -> Tuple[Any, dict]:
         rows, key = _rows(request), _key(request)
+        self.queue_sizes.observe(len(self.queue))
         if self.max_batch_time <= 0 and not self._busy and self._direct.is_set() and not len(self.queue):
             # Idle model, nothing queued, no batch window: run in this task. Skipping the queue and the
             # loop's task saves a loop turn (30-90 us here); requests arriving meanwhile queue up and

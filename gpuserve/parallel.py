@@ -32,6 +32,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gpuserve.engine.stats import PROMETHEUS_BUCKETS, Histogram
 from gpuserve.errors import GpuserveError, InferenceError, ModelLoadError, status_of
 from gpuserve.metrics import worker_metric_dirs
 from gpuserve.model import InferenceVerb, Model
@@ -119,6 +120,10 @@ class WorkerError(GpuserveError):
         self.grpc = grpc_code
 
 
+in_flight = 0  # requests handed to any model's workers and not yet answered
+dispatched: Optional[Histogram] = None  # MLServer's parallel_request_queue (server/metrics.py reads it)
+
+
 class ParallelModel(Model):
     """Stands in the parent for a model whose copies run in `workers` processes."""
 
@@ -136,6 +141,9 @@ class ParallelModel(Model):
         self._rebuild_lock = threading.Lock()
 
     def load(self) -> bool:
+        global dispatched
+        if dispatched is None:  # as MLServer, the metric exists once there are workers
+            dispatched = Histogram(PROMETHEUS_BUCKETS)
         # Workers write custom metrics to files in their own directory; the server's exposition merges them.
         self.metrics_dir = tempfile.mkdtemp(prefix=f"gpuserve-metrics-{self.name}-")
         worker_metric_dirs.add(self.metrics_dir)
@@ -161,18 +169,7 @@ class ParallelModel(Model):
         return pool
 
     async def __call__(self, body, headers=None, verb: InferenceVerb = InferenceVerb.PREDICT):
-        loop = asyncio.get_running_loop()
-        self.inflight += 1
-        try:
-            pool, future = await self._submit(_worker_call, body, dict(headers or {}), verb.value)
-            try:
-                ok, answer = await asyncio.wrap_future(future)
-            except BrokenProcessPool:
-                await loop.run_in_executor(None, self._rebuild, pool)
-                raise InferenceError(f"model '{self.name}': a worker process stopped unexpectedly while serving "
-                                     "this request; the workers have been restarted") from None
-        finally:
-            self.inflight -= 1
+        ok, answer = await self._dispatch(_worker_call, body, dict(headers or {}), verb.value)
         if not ok:
             raise WorkerError(*answer)
         try:
@@ -192,21 +189,31 @@ class ParallelModel(Model):
     async def _forward(self, request: Request) -> Response:
         from gpuserve.mlserver.handlers.routes import portable_scope
 
-        body = await request.body()
+        status, headers, content = await self._dispatch(_worker_route, portable_scope(request.scope),
+                                                        await request.body())
+        response = Response(content, status_code=status)
+        response.raw_headers = headers
+        return response
+
+    async def _dispatch(self, call, *args: Any) -> Any:
+        """`call(*args)` in a worker; counted in flight, and observed as MLServer's parallel_request_queue
+        observes each request it hands to its workers (how many are in flight, this one included)."""
+        global in_flight
         self.inflight += 1
+        in_flight += 1
+        if dispatched is not None:
+            dispatched.observe(in_flight)
         try:
-            pool, future = await self._submit(_worker_route, portable_scope(request.scope), body)
+            pool, future = await self._submit(call, *args)
             try:
-                status, headers, content = await asyncio.wrap_future(future)
+                return await asyncio.wrap_future(future)
             except BrokenProcessPool:
                 await asyncio.get_running_loop().run_in_executor(None, self._rebuild, pool)
                 raise InferenceError(f"model '{self.name}': a worker process stopped unexpectedly while serving "
                                      "this request; the workers have been restarted") from None
         finally:
             self.inflight -= 1
-        response = Response(content, status_code=status)
-        response.raw_headers = headers
-        return response
+            in_flight -= 1
 
     async def _submit(self, call, *args: Any):
         """(pool, future); a pool found broken before the request reached it is rebuilt and the request

@@ -9,6 +9,7 @@ multiprocess directory; both are appended to the same exposition.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Dict, Iterable, List, Optional
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
@@ -129,12 +130,11 @@ class ServerCollector:
         latency = HistogramMetricFamily(n("model_infer_request_duration_seconds"),
                                         "Inference request duration per model", labels=MODEL_LABELS)
         batch_size = HistogramMetricFamily(n("gpuserve_batch_size"), "Rows per executed batch", labels=MODEL_LABELS)
-        queue = GaugeMetricFamily(n("batch_request_queue"), "Requests waiting in the batch queue",
-                                  labels=MODEL_LABELS)
+        # MLServer's two queue histograms: its names, help texts and labels (no labels on the parallel one)
+        queue = HistogramMetricFamily(n("batch_request_queue"), "counter of request queue batch size",
+                                      labels=["model_name", "model_version"])
         pending = GaugeMetricFamily(n("nv_inference_pending_request_count"), "Requests queued, not yet running",
                                     labels=MODEL_LABELS)
-        parallel = GaugeMetricFamily(n("parallel_request_queue"), "Requests waiting for a parallel worker",
-                                     labels=MODEL_LABELS)
         for entry in self.plane.statistics(unversioned="")["model_stats"]:
             labels = [entry["name"], entry["version"]]
             stats = entry["inference_stats"]
@@ -172,12 +172,17 @@ class ServerCollector:
             adaptive = getattr(model, "_adaptive_batcher", None)
             if adaptive is not None:
                 depth += len(adaptive.queue)
-            queue.add_metric(labels, depth)
+                sizes = adaptive.queue_sizes
+                queue.add_metric(labels, sizes.cumulative(), sizes.total)
             pending.add_metric(labels, depth)
-            parallel.add_metric(labels, getattr(model, "inflight", 0))
         yield from (success, failure, ml_success, ml_failure, ml_duration, count, executions, *durations.values(), *cache.values(),
                     latency,
-                    batch_size, queue, pending, parallel)
+                    batch_size, *([queue] if queue.samples else []), pending)
+        parallel = sys.modules.get("gpuserve.parallel")  # imported once a model has parallel workers
+        if parallel is not None and parallel.dispatched is not None:
+            family = HistogramMetricFamily(n("parallel_request_queue"), "counter of request queue size for workers")
+            family.add_metric([], parallel.dispatched.cumulative(), parallel.dispatched.total)
+            yield family
 
     def _transports(self):
         n = self._name

@@ -62,7 +62,8 @@ def test_counters_names_and_labels_move(tmp_path):
             assert sample(text, "nv_inference_queue_duration_us", model="mlp", version="") >= 0
             assert sample(text, "model_infer_request_duration_seconds_count", model="mlp", version="") == 3
             assert sample(text, "gpuserve_batch_size_bucket", model="mlp", version="", le="2.0") == 3
-            assert sample(text, "batch_request_queue", model="mlp", version="") == 0
+            assert sample(text, "nv_inference_pending_request_count", model="mlp", version="") == 0
+            assert "batch_request_queue" not in text  # MLServer's histogram: adaptive batching only
             assert sample(text, "rest_server_requests_total", endpoint="infer_latest", method="POST",
                           status_code="200") >= 3
             assert sample(text, "rest_server_requests_total", endpoint="infer_latest", method="POST",
