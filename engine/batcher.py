@@ -60,6 +60,16 @@ LONE_GAP_S = 0.0002  # a request that arrives sooner than this after the last an
 
 
 @dataclass(frozen=True)
+class QueuePolicy:
+    """One priority level's queue (Triton's ModelQueuePolicy)."""
+
+    max_queue_size: int = 0  # 0: unbounded
+    default_timeout_s: Optional[float] = None
+    allow_timeout_override: bool = True
+    delay: bool = False  # timeout_action DELAY: a timed-out request waits behind its level instead of failing
+
+
+@dataclass(frozen=True)
 class BatchingConfig:
     max_batch_size: int = 0  # rows; 0 or 1: every request runs alone
     preferred_batch_sizes: Tuple[int, ...] = ()
@@ -69,6 +79,9 @@ class BatchingConfig:
     max_queue_size: int = 0  # 0: unbounded
     default_timeout_s: Optional[float] = None
     allow_timeout_override: bool = True
+    # Per priority level (Triton's priority_queue_policy over its default_queue_policy); empty: the three
+    # fields above hold for the whole queue.
+    queue_policies: Tuple[QueuePolicy, ...] = ()
     ragged_inputs: Tuple[str, ...] = ()  # may differ along axis 1 within a batch (kernels.ragged)
     inline_below_s: float = 0.0001  # CPU batches this quick may run on the loop thread when idle; 0: never
     inline_alone_below_s: float = 0.002  # the same for a lone client's batches (see the module's docstring)
@@ -109,7 +122,9 @@ class Scheduler:
     # lifecycle ----------------------------------------------------------------------------------
     def start(self) -> None:
         """Bind to the running loop; called lazily by the first submit as well."""
-        self.queue = BatchQueue(self.config.priority_levels, self.config.max_queue_size)
+        policies = self.config.queue_policies
+        self.queue = BatchQueue(self.config.priority_levels, 0 if policies else self.config.max_queue_size,
+                                [p.max_queue_size for p in policies], [p.delay for p in policies])
         # as Triton: a request that timed out in the queue is a failure, reason REJECTED
         self.queue.on_expired = lambda job, now: self.stats.record_request(False, int((now - job.arrival) * 1e9),
                                                                            "REJECTED")
@@ -154,7 +169,11 @@ class Scheduler:
             level = priority
             if not 0 <= level < max(cfg.priority_levels, 1):  # as Triton: out of range means the default level
                 level = cfg.default_priority_level
-        if timeout_s is None or not cfg.allow_timeout_override:
+        if cfg.queue_policies:
+            policy = cfg.queue_policies[min(level, len(cfg.queue_policies) - 1)]
+            if timeout_s is None or not policy.allow_timeout_override:
+                timeout_s = policy.default_timeout_s
+        elif timeout_s is None or not cfg.allow_timeout_override:
             timeout_s = cfg.default_timeout_s
         batch_dim = self.batch_dim
         rows, key = describe(arrays, batch_dim, cfg.max_batch_size > 1 and batch_dim, cfg.ragged_inputs)

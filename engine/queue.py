@@ -2,7 +2,10 @@
 
 Level 0 is served first. Expired and cancelled jobs are removed whenever the queue is scanned, so
 their work is never run; an expired job's caller gets DeadlineExceeded (504), never a half-run
-result.
+result. Each level may have its own policy (Triton's `priority_queue_policy`, else the
+`default_queue_policy` for every level): a size bound, and what a timeout does. REJECT fails the job
+as above; DELAY keeps it, behind every job of its level that has not timed out (in a second deque per
+level, scanned right after the level's own), so it still runs before lower levels' jobs.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from typing import Deque, List, Optional
+from typing import Deque, List, Optional, Sequence
 
 from gpuserve.errors import DeadlineExceeded, QueueFull
 from gpuserve.engine.job import Job
@@ -22,9 +25,20 @@ def _fail(job: Job, exc: BaseException) -> None:
 
 
 class BatchQueue:
-    def __init__(self, levels: int = 1, max_size: int = 0):
-        self.levels: List[Deque[Job]] = [deque() for _ in range(max(levels, 1))]
-        self.max_size = max_size  # 0 means unbounded
+    def __init__(self, levels: int = 1, max_size: int = 0, level_sizes: Sequence[int] = (),
+                 delayed: Sequence[bool] = ()):
+        count = max(levels, 1)
+        self.max_size = max_size  # 0 means unbounded (all levels together)
+        self.level_sizes = tuple(level_sizes) if any(level_sizes) else ()  # per level, 0 unbounded
+        # Where each level's jobs wait, and where its timed-out jobs wait when its policy delays them.
+        if any(delayed):
+            self.levels: List[Deque[Job]] = [deque() for _ in range(2 * count)]
+            self._main = [2 * i for i in range(count)]
+            self._delayed = [2 * i + 1 if i < len(delayed) and delayed[i] else None for i in range(count)]
+        else:
+            self.levels = [deque() for _ in range(count)]
+            self._main = list(range(count))
+            self._delayed = [None] * count
         self.size = 0
         self.expired = 0
         self._ready = asyncio.Event()
@@ -40,15 +54,34 @@ class BatchQueue:
         if len(levels) == 1:
             levels[0].append(job)
         else:
-            levels[min(max(job.priority, 0), len(levels) - 1)].append(job)
+            level = self._level(job)
+            bound = self.level_sizes[level] if self.level_sizes else 0
+            if bound and self._waiting(level) >= bound:
+                raise QueueFull(f"queue of priority level {level + 1} is full ({bound} requests waiting); "
+                                "retry later")
+            levels[self._main[level]].append(job)
         self.size += 1
         if not self._ready.is_set():
             self._ready.set()
 
+    def _level(self, job: Job) -> int:
+        return min(max(job.priority, 0), len(self._main) - 1)
+
+    def _waiting(self, level: int) -> int:
+        delayed = self._delayed[level]
+        return len(self.levels[self._main[level]]) + (len(self.levels[delayed]) if delayed is not None else 0)
+
     def _usable(self, job: Job, now: float) -> bool:
+        """Whether a popped job runs now; one that timed out is failed, or delayed (put back, counted)."""
         if job.future.done():  # cancelled by its caller (client went away)
             return False
         if job.expired(now):
+            delayed = self._delayed[self._level(job)]
+            if delayed is not None:  # DELAY: behind its level's jobs that have not timed out
+                job.deadline = None
+                self.levels[delayed].append(job)
+                self.size += 1
+                return False
             self.expired += 1
             if self.on_expired is not None and not job.future.done():
                 self.on_expired(job, now)
@@ -107,8 +140,7 @@ class BatchQueue:
     def push_front(self, jobs: List[Job]) -> None:
         """Return jobs a batch could not take (preferred-size trimming) to the head of their level."""
         for job in reversed(jobs):
-            level = min(max(job.priority, 0), len(self.levels) - 1)
-            self.levels[level].appendleft(job)
+            self.levels[self._main[self._level(job)]].appendleft(job)
             self.size += 1
         if jobs:
             self._ready.set()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from gpuserve.engine.batcher import BatchingConfig
+from gpuserve.engine.batcher import BatchingConfig, QueuePolicy
 from gpuserve.settings import ModelSettings
 
 AUTO_MAX_BATCH = 64
@@ -36,6 +36,13 @@ def batching_config(settings: ModelSettings, batchable: bool) -> BatchingConfig:
     timeout_us = policy.get("default_timeout_microseconds") or (dyn.default_timeout_microseconds if dyn else 0)
     max_queue = policy.get("max_queue_size") or (dyn.max_queue_size if dyn else 0)
     preferred = tuple(sorted(p for p in (dyn.preferred_batch_size if dyn else []) if 0 < p <= max(max_batch, 1)))
+    by_level = _level_policies(dyn.model_extra.get("priority_queue_policy") if dyn is not None and dyn.model_extra
+                               else None, levels)
+    default = QueuePolicy(int(max_queue or 0), timeout_us / 1e6 if timeout_us else None,
+                          bool(policy.get("allow_timeout_override", True)), _delays(policy))
+    policies = ()
+    if by_level or default.delay or (levels > 1 and default.max_queue_size):  # Triton bounds each level alone
+        policies = tuple(by_level.get(level, default) for level in range(levels))
     return BatchingConfig(
         max_batch_size=max_batch,
         preferred_batch_sizes=preferred,
@@ -45,8 +52,35 @@ def batching_config(settings: ModelSettings, batchable: bool) -> BatchingConfig:
         max_queue_size=int(max_queue or 0),
         default_timeout_s=timeout_us / 1e6 if timeout_us else None,
         allow_timeout_override=bool(policy.get("allow_timeout_override", True)),
+        queue_policies=policies,
         ragged_inputs=tuple(settings.ragged.inputs) if settings.ragged is not None and batchable else (),
     )
+
+
+def _delays(policy: dict) -> bool:
+    action = policy.get("timeout_action", "REJECT")
+    return action in ("DELAY", 1, "1")
+
+
+def _level_policies(entries, levels: int) -> dict:
+    """Triton's `priority_queue_policy` map (level -> ModelQueuePolicy, levels from 1) by 0-based level.
+    Its fields are Triton's own defaults where unset (a level's policy does not inherit the default's)."""
+    if not entries:
+        return {}
+    if isinstance(entries, list):  # written as repeated { key value } entries
+        entries = {e.get("key"): e.get("value") or {} for e in entries if isinstance(e, dict)}
+    out = {}
+    for key, value in entries.items():
+        try:
+            level = int(key) - 1
+        except (TypeError, ValueError):
+            continue
+        if not 0 <= level < levels or not isinstance(value, dict):
+            continue
+        timeout_us = int(value.get("default_timeout_microseconds", 0) or 0)
+        out[level] = QueuePolicy(int(value.get("max_queue_size", 0) or 0), timeout_us / 1e6 if timeout_us else None,
+                                 bool(value.get("allow_timeout_override", False)), _delays(value))
+    return out
 
 
 def request_priority(parameters: dict, levels: int) -> Optional[int]:

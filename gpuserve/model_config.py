@@ -17,7 +17,10 @@ _KINDS = {"auto": "KIND_AUTO", "gpu": "KIND_GPU", "cpu": "KIND_CPU"}
 
 
 def _max_batch(meta: Dict[str, Any], settings: Optional[Any]) -> int:
-    declared = (meta.get("parameters") or {}).get("max_batch_size")
+    # A config.pbtxt's own (its max_batch_size 1 leaves the engine unbatched, yet requests keep the batch dim)
+    declared = (getattr(settings, "model_extra", None) or {}).get("triton_max_batch_size")
+    if declared is None:
+        declared = (meta.get("parameters") or {}).get("max_batch_size")
     if declared is None:
         declared = getattr(settings, "max_batch_size", 0)
     declared = declared if isinstance(declared, int) and declared > 0 else 0
@@ -69,6 +72,9 @@ def model_config(meta: Dict[str, Any], settings: Optional[Any] = None) -> Dict[s
                 batching["preferred_batch_size"] = list(dyn.preferred_batch_size)
             if dyn.priority_levels:
                 batching["priority_levels"] = dyn.priority_levels
+            if dyn.default_priority_level:
+                batching["default_priority_level"] = dyn.default_priority_level
+            batching.update(_queue_policies(dyn.model_extra or {}))
         config["dynamic_batching"] = batching
     if getattr(settings, "response_cache", False):
         config["response_cache"] = {"enable": True}
@@ -82,3 +88,16 @@ def model_config(meta: Dict[str, Any], settings: Optional[Any] = None) -> Dict[s
         config["instance_group"] = [{"name": f"{config['name']}_0", "count": 1,
                                      "kind": "KIND_GPU" if device.startswith("cuda") else "KIND_CPU"}]
     return config
+
+
+def _queue_policies(extra: Dict[str, Any]) -> Dict[str, Any]:
+    """A config's queue policies as Triton's JSON shows them (the per-level map keyed by level)."""
+    out: Dict[str, Any] = {}
+    if extra.get("default_queue_policy"):
+        out["default_queue_policy"] = dict(extra["default_queue_policy"])
+    levels = extra.get("priority_queue_policy")
+    if isinstance(levels, list):
+        levels = {entry.get("key"): entry.get("value") or {} for entry in levels if isinstance(entry, dict)}
+    if levels:
+        out["priority_queue_policy"] = {str(key): dict(value or {}) for key, value in levels.items()}
+    return out

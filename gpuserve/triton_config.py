@@ -230,6 +230,7 @@ def dynamic_batching_settings(dyn: Optional[Dict[str, Any]]) -> Dict[str, Any]:
         "priority_levels": int(dyn.get("priority_levels", 0) or 0),
         "default_priority_level": int(dyn.get("default_priority_level", 0) or 0),
         "default_queue_policy": dyn.get("default_queue_policy") or {},
+        "priority_queue_policy": dyn.get("priority_queue_policy") or {},
     }
 
 

@@ -260,3 +260,23 @@ def test_reshape_in_config_as_triton(tmp_path):
             wrong.set_data_from_numpy(np.zeros((1, 3, 2), np.float32))
             with pytest.raises(InferenceServerException, match="shape"):
                 client.infer("batched", [wrong])
+
+
+def test_max_batch_size_one_is_reported_as_written(tmp_path):
+    """A config.pbtxt's max_batch_size 1 batches nothing, yet its clients (perf_analyzer among them) read
+    the config to learn that requests carry a batch dimension: it must say 1 and dims without it."""
+    (tmp_path / "one" / "1").mkdir(parents=True)
+    weight, bias = make_onnx_model(tmp_path / "one" / "1" / "model.onnx")
+    (tmp_path / "one" / "config.pbtxt").write_text(
+        CONFIG.format(name="one", policy="").replace("max_batch_size: 16", "max_batch_size: 1"))
+    (tmp_path / "one" / "labels.txt").write_text("a\nb\nc\n")
+    registry = DiskRepository(tmp_path).populate(ModelRepository())
+    with running_server(repository=registry) as server:
+        with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
+            config = client.get_model_config("one")
+            assert config["max_batch_size"] == 1 and config["input"][0]["dims"] == [4]
+            x = np.ones((1, 4), np.float32)
+            tensor = httpclient.InferInput("input", [1, 4], "FP32")
+            tensor.set_data_from_numpy(x)
+            out = client.infer("one", [tensor]).as_numpy("output")
+            assert np.allclose(out, onnx_reference(x, weight, bias), atol=1e-5)

@@ -1,0 +1,94 @@
+"""Triton's queue policies per priority level: `priority_queue_policy` over `default_queue_policy`, each
+level's own size bound and timeout, and `timeout_action: DELAY` (a timed-out request waits behind its
+level instead of failing). A gated backend holds the instance while the test queues."""
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from test_engine import GatedBackend, occupy, scheduler_for, settle
+from gpuserve.batching import batching_config
+from gpuserve.engine.batcher import QueuePolicy
+from gpuserve.errors import DeadlineExceeded, QueueFull
+from gpuserve.settings import ModelSettings
+from gpuserve.triton_config import parse_pbtxt, settings_from_config
+
+CONFIG = """
+name: "m"
+platform: "onnxruntime_onnx"
+max_batch_size: 1
+input [ { name: "x" data_type: TYPE_FP32 dims: [ 2 ] } ]
+output [ { name: "y" data_type: TYPE_FP32 dims: [ 2 ] } ]
+dynamic_batching {
+  priority_levels: 3
+  default_priority_level: 2
+  default_queue_policy { timeout_action: DELAY default_timeout_microseconds: 1 }
+  priority_queue_policy { key: 1 value: { max_queue_size: 1 } }
+  priority_queue_policy { key: 3 value: { default_timeout_microseconds: 1 allow_timeout_override: true } }
+}
+"""
+
+
+def row(value):
+    return {"x": np.full((1, 2), value, np.float32)}
+
+
+def test_triton_policies_become_one_policy_per_level(tmp_path):
+    settings = ModelSettings(**settings_from_config(tmp_path, parse_pbtxt(CONFIG), 1))
+    config = batching_config(settings, True)
+    assert config.queue_policies == (QueuePolicy(1, None, False, False),  # level 1: its own, Triton's defaults
+                                     QueuePolicy(0, 1e-6, False, True),  # level 2: the default policy
+                                     QueuePolicy(0, 1e-6, True, False))
+    from gpuserve.model_config import model_config
+
+    shown = model_config({"name": "m", "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 2]}],
+                          "outputs": [], "parameters": {"max_batch_size": 1}}, settings)["dynamic_batching"]
+    assert shown["default_queue_policy"]["timeout_action"] == "DELAY"
+    assert shown["priority_queue_policy"] == {"1": {"max_queue_size": 1}, "3": {
+        "default_timeout_microseconds": 1, "allow_timeout_override": True}}
+    plain = ModelSettings(**settings_from_config(tmp_path, parse_pbtxt(CONFIG.split("dynamic_batching")[0]), 1))
+    assert batching_config(plain, True).queue_policies == ()  # nothing asked: one queue, as before
+
+
+async def test_each_level_keeps_its_own_bound_and_timeout_action(tmp_path):
+    backend = GatedBackend()
+    config = batching_config(ModelSettings(**settings_from_config(tmp_path, parse_pbtxt(CONFIG), 1)), True)
+    scheduler, _ = scheduler_for(backend, max_batch_size=1, priority_levels=3, default_priority_level=1,
+                                 queue_policies=config.queue_policies)
+    first = await occupy(scheduler, backend)
+    delayed = asyncio.ensure_future(scheduler.submit(row(20)))  # level 2: times out at once, then waits
+    await asyncio.sleep(0.01)
+    fresh = asyncio.ensure_future(scheduler.submit(row(21), timeout_s=60))  # level 2, no override: 1 us too
+    high = asyncio.ensure_future(scheduler.submit(row(10), priority=0))
+    rejected = asyncio.ensure_future(scheduler.submit(row(-30), priority=2))  # level 3: its timeout rejects
+    kept = asyncio.ensure_future(scheduler.submit(row(31), priority=2, timeout_s=60))  # override allowed there
+    await settle()
+    with pytest.raises(QueueFull, match="priority level 1 is full"):  # level 1 holds one, the others many
+        await scheduler.submit(row(11), priority=0)
+    await asyncio.sleep(0.01)
+    backend.gate.set()
+    answers = await asyncio.gather(first, delayed, fresh, high, kept)
+    assert [int(a["y"][0, 0]) for a in answers[1:]] == [40, 42, 20, 62]
+    with pytest.raises(DeadlineExceeded):
+        await rejected
+    # delayed ones ran after their level's others (none here had not timed out) and before level 3
+    assert [int(c[0, 0]) for c in backend.calls[1:]] == [10, 20, 21, 31]
+    assert scheduler.stats.fail_reasons["REJECTED"] == 1  # a delayed request is not a failure
+    await scheduler.stop()
+
+
+async def test_a_delayed_request_runs_behind_its_levels_requests_that_did_not_time_out():
+    backend = GatedBackend()
+    scheduler, _ = scheduler_for(backend, max_batch_size=1, priority_levels=2, default_priority_level=0,
+                                 queue_policies=(QueuePolicy(0, None, True, True), QueuePolicy()))
+    first = await occupy(scheduler, backend)
+    late = asyncio.ensure_future(scheduler.submit(row(1), timeout_s=1e-6))
+    await asyncio.sleep(0.01)
+    on_time = [asyncio.ensure_future(scheduler.submit(row(2 + i), timeout_s=60)) for i in range(2)]
+    lower = asyncio.ensure_future(scheduler.submit(row(9), priority=1))
+    await settle()
+    backend.gate.set()
+    await asyncio.gather(first, late, *on_time, lower)
+    assert [int(c[0, 0]) for c in backend.calls[1:]] == [2, 3, 1, 9]
+    await scheduler.stop()
