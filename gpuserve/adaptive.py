@@ -49,12 +49,12 @@ def _rows(request: InferRequest) -> int:
 
 
 def merge_parameters(all_parameters: List[dict]) -> dict:
-    """Each key's values across requests as a list; content types stay single values."""
+    """Each key's values across requests as a list; content types stay single values (the first given)."""
     merged: Dict[str, Any] = {}
     keys = [k for params in all_parameters for k in params]
     for key in dict.fromkeys(keys):
         values = [params.get(key) for params in all_parameters]
-        merged[key] = values[0] if key in SCALAR_PARAMETERS else values
+        merged[key] = next((v for v in values if v is not None), None) if key in SCALAR_PARAMETERS else values
     return merged
 
 

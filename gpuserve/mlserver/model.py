@@ -40,6 +40,7 @@ from gpuserve.mlserver.codecs.content_types import (
     get_decoded,
     has_decoded,
 )
+from gpuserve.mlserver.context import model_context
 from gpuserve.mlserver.settings import ModelSettings, as_mlserver_settings
 from gpuserve.mlserver.types import (
     InferenceRequest,
@@ -201,7 +202,8 @@ class MLModelAdapter(Model):
     # lifecycle ----------------------------------------------------------------------------------
     async def load(self) -> bool:
         runtime = self.runtime
-        result = await _call(runtime.load)
+        with model_context(runtime.settings):
+            result = await _call(runtime.load)
         ready = result is not False
         runtime.ready = ready
         self.ready = ready
@@ -260,7 +262,8 @@ class MLModelAdapter(Model):
         if headers is None:
             headers = body.headers or {}
         payload = from_native_request(body, headers)
-        response = await _call(self.runtime.predict, payload)
+        with model_context(self.runtime.settings):
+            response = await _call(self.runtime.predict, payload)
         return self._answer(response)
 
     def _answer(self, response: Any):
