@@ -53,6 +53,16 @@ def model_config(meta: Dict[str, Any], settings: Optional[Any] = None) -> Dict[s
         for entry in config[key]:
             if entry["name"] in (reshapes.get(kind) or {}):
                 entry["reshape"] = {"shape": list(reshapes[kind][entry["name"]])}
+    ragged = extra.get("triton_ragged")
+    if ragged:  # as written (gpuserve/ragged_batch.py)
+        flagged = {e.get("name") for e in ragged.get("input") or [] if e.get("allow_ragged_batch") is True}
+        for entry in config["input"]:
+            if entry["name"] in flagged:
+                entry["allow_ragged_batch"] = True
+        for key in ("batch_input", "batch_output"):  # repeated fields as lists, as Triton's JSON has them
+            if ragged.get(key):
+                config[key] = [{k: (v if k not in ("target_name", "source_input") or isinstance(v, list) else [v])
+                                for k, v in e.items()} for e in ragged[key]]
     versions = sorted(int(v) for v in meta.get("versions") or [] if str(v).isdigit())
     declared = extra.get("triton_version_policy")
     if declared:  # a config.pbtxt's own policy, as Triton reports it

@@ -33,6 +33,7 @@ from gpuserve.declared_tensors import reconcile, reshaped
 from gpuserve.kernels.topk import TopK
 from gpuserve.model import Model
 from gpuserve.runtimes_classic import CLASSIC_RUNTIMES
+from gpuserve.ragged_batch import RaggedBackend, RaggedSpec, ragged_spec
 from gpuserve.sequence_state import SequenceInputs
 from gpuserve.settings import ModelSettings
 from gpuserve.types import InferOutput, InferRequest, InferResponse
@@ -73,6 +74,7 @@ class FrameworkModel(Model):
         self.reshape_outputs: Dict[str, List[int]] = {}
         self.reshape_batched = False
         self.sequences: Optional[SequenceInputs] = None  # config.pbtxt sequence_batching: a stateful model
+        self.ragged: Optional[RaggedSpec] = None  # config.pbtxt allow_ragged_batch / batch_input / batch_output
 
     # to be provided by each framework ----------------------------------------------------------
     def make_backend(self, path: Path, device: str, threads: int):
@@ -92,11 +94,16 @@ class FrameworkModel(Model):
         count = sum(g.count for g in self.settings.instance_groups) or 1
         self.fallback = ""
         self.sequences = self._sequence_inputs()
+        ragged = (self.settings.model_extra or {}).get("triton_ragged")
+        self.ragged = ragged_spec(self.name, ragged) if ragged else None
         backends = self._build_backends(path, device, count)
         device = backends[0].device if backends else device
         if not self.fallback and backends and getattr(backends[0], "fallback", ""):
             self.fallback = backends[0].fallback  # e.g. TensorRT EP asked for, CUDA EP running
         try:
+            if self.ragged is not None:  # the engine sees the client's tensors and hands over whole requests
+                backends = [RaggedBackend(b, self.ragged, self.settings.inputs, self.settings.outputs)
+                            for b in backends]
             self.kernels = kernel_plan(self.name, self.settings, backends[0])
             if self.sequences is not None:
                 self.sequences.check(backends[0].inputs, backends[0].outputs)
@@ -116,6 +123,9 @@ class FrameworkModel(Model):
             if len(self.served_outputs) < len(self.backend.outputs) or self.sequences is not None else None
         batchable = all(s.shape and s.shape[0] == -1 for s in self.backend.inputs + self.backend.outputs)
         config = batching_config(self.settings, batchable)
+        if self.ragged is not None and self.ragged.ragged:  # their lengths may differ within a batch
+            config = dataclasses.replace(config, ragged_inputs=tuple(dict.fromkeys(
+                config.ragged_inputs + self.ragged.ragged)))
         limit = int(getattr(self.backend, "max_batch_size", 0) or 0)  # e.g. a TensorRT profile's max
         if limit and config.max_batch_size > limit:
             config = dataclasses.replace(config, max_batch_size=limit, preferred_batch_sizes=tuple(
@@ -553,6 +563,8 @@ class TorchModel(FrameworkModel):
         declared_in = [TensorSpec(t.name, t.datatype, list(t.shape)) for t in self.settings.inputs] or None
         if declared_in and self.sequences is not None:  # the control and state inputs the server fills
             declared_in += [TensorSpec(*tensor) for tensor in self.sequences.hidden_tensors()]
+        if declared_in and self.ragged is not None:  # and the batch inputs
+            declared_in += [TensorSpec(*tensor) for tensor in self.ragged.hidden_tensors()]
         declared_out = [TensorSpec(t.name, t.datatype, list(t.shape)) for t in self.settings.outputs] or None
         if declared_out and self.sequences is not None:
             declared_out += [TensorSpec(*tensor) for tensor in

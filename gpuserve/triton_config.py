@@ -266,6 +266,9 @@ def settings_from_config(folder: Path, config: Dict[str, Any], version: Optional
     dyn = config.get("dynamic_batching")
     if dyn is not None:
         settings["dynamic_batching"] = dynamic_batching_settings(dyn)
+    if config.get("batch_input") or config.get("batch_output") or any(
+            e.get("allow_ragged_batch") is True for e in config.get("input", [])):  # gpuserve/ragged_batch.py
+        settings["triton_ragged"] = {key: config.get(key) or [] for key in ("input", "batch_input", "batch_output")}
     sequences = config.get("sequence_batching")
     if sequences is not None and runtime != "triton_python":  # gpuserve/sequence_state.py
         settings["triton_sequence_batching"] = sequences
