@@ -372,7 +372,7 @@ def v2_body(response: InferResponse) -> Dict[str, Any]:
     """An InferResponse in KServe's V2 JSON (`id`, `model_name`, `model_version` even when null, `outputs`)."""
     body: Dict[str, Any] = {"id": response.id, "model_name": response.model_name,
                             "model_version": None if response.model_version is None else str(response.model_version),
-                            "outputs": [o.to_dict(lists=False) for o in response.outputs]}
+                            "outputs": [o.wire_dict() for o in response.outputs]}
     if response.parameters:
         body["parameters"] = response.parameters
     return body

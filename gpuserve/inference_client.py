@@ -11,7 +11,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 import orjson
 
 from gpuserve.errors import UnsupportedProtocol
-from gpuserve.types import InferOutput, InferRequest, InferResponse, read_binary_data
+from gpuserve.types import InferOutput, InferRequest, InferResponse
 
 _LENGTH_HEADER = "inference-header-content-length"
 
@@ -26,15 +26,11 @@ class RESTConfig:
 
 
 def _decode_v2(content: bytes, json_length: Optional[str]) -> InferResponse:
-    """A V2 answer, JSON or with the binary tensor extension (outputs' bytes after the JSON header)."""
+    """A V2 answer, JSON or with the binary tensor extension (outputs' bytes after the JSON header), read
+    as KServe's client reads it (`InferResponse.from_bytes`: binary outputs become JSON data)."""
     if json_length is None:
         return InferResponse.from_rest(orjson.loads(content))
-    size = int(json_length)
-    response = InferResponse.from_rest(orjson.loads(content[:size]))
-    read_binary_data(response.outputs, content, size, "output")
-    for output in response.outputs:
-        output.parameters.pop("binary_data_size", None)
-    return response
+    return InferResponse.from_bytes(content, int(json_length))
 
 
 class InferenceRESTClient:
@@ -88,8 +84,7 @@ class InferenceRESTClient:
             url = self._url(base_url, f"v2/models/{model_name}/infer")
         headers = dict(headers or {})
         if isinstance(data, InferRequest):
-            rest = data.to_rest()
-            data, json_length = rest if isinstance(rest, tuple) else (rest, None)
+            data, json_length = data.to_rest()
             if json_length:
                 headers[_LENGTH_HEADER] = str(json_length)
                 headers["content-type"] = "application/octet-stream"

@@ -115,7 +115,7 @@ class GpuserveReplica:
             if method == "POST" and action == "infer":
                 request = InferRequest.from_rest(name, _json(body), model_version=version)
                 response, response_headers = await self.plane.infer(request, headers)
-                content = response.to_rest() if isinstance(response, InferResponse) else response
+                content = response.wire_dict() if isinstance(response, InferResponse) else response
                 return 200, content, _plain(response_headers)
             if method == "GET" and action == "ready":
                 ready = self.plane.model_ready(name, version)

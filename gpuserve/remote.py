@@ -15,6 +15,8 @@ import orjson
 from gpuserve.errors import InvalidInput, RemotePredictorError, UnsupportedProtocol
 from gpuserve.types import InferRequest, InferResponse
 
+_LENGTH_HEADER = "inference-header-content-length"
+
 
 class RemotePredictor:
     def __init__(self) -> None:
@@ -36,16 +38,26 @@ class RemotePredictor:
         return f"{'https' if model.use_ssl else 'http'}://{host}"
 
     async def _post(self, model, url: str, body: Any, headers: Optional[dict]) -> Any:
+        reply = await self._send(model, url, body, headers)
+        try:
+            return orjson.loads(reply.content)
+        except orjson.JSONDecodeError:
+            raise RemotePredictorError(f"predictor at {url} returned invalid JSON", status=502) from None
+
+    async def _send(self, model, url: str, body: Any, headers: Optional[dict], json_length: Optional[int] = None):
+        """POST a JSON body, or bytes whose first `json_length` are JSON (binary tensors follow)."""
         import httpx
 
         forward = {"content-type": "application/json"}
+        if json_length is not None:
+            forward = {"content-type": "application/octet-stream", _LENGTH_HEADER: str(json_length)}
         if headers:
             for key in ("x-request-id", "x-b3-traceid", "traceparent", "authorization"):
                 if key in headers:
                     forward[key] = headers[key]
+        content = body if isinstance(body, bytes) else orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
         try:
-            reply = await self._client(model).post(url, content=orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY),
-                                                   headers=forward)
+            reply = await self._client(model).post(url, content=content, headers=forward)
         except httpx.TimeoutException as exc:
             raise RemotePredictorError(f"predictor at {url} timed out: {exc}", status=504) from None
         except httpx.HTTPError as exc:
@@ -56,10 +68,7 @@ class RemotePredictor:
             except ValueError:
                 detail = reply.text
             raise RemotePredictorError(f"predictor answered {reply.status_code}: {detail}", status=reply.status_code)
-        try:
-            return orjson.loads(reply.content)
-        except orjson.JSONDecodeError:
-            raise RemotePredictorError(f"predictor at {url} returned invalid JSON", status=502) from None
+        return reply
 
     async def predict(self, model, payload: Any, headers: Optional[dict]) -> Any:
         protocol = model.protocol or "v1"
@@ -75,14 +84,22 @@ class RemotePredictor:
                 payload = {"instances": [t.as_numpy() for t in payload.inputs][0]}
             return await self._post(model, f"{base}/v1/models/{model.name}:predict", payload, headers)
         if protocol == "v2":
+            json_length = None
             if isinstance(payload, InferRequest):
-                body = payload.to_rest()
+                body, json_length = payload.to_rest()  # binary inputs travel binary, as KServe's client sends them
             elif isinstance(payload, dict):
                 body = payload
             else:
                 raise InvalidInput("the v2 predictor protocol takes an InferRequest or a V2 JSON dict")
-            reply = await self._post(model, f"{base}/v2/models/{model.name}/infer", body, headers)
-            return InferResponse.from_rest(reply)
+            url = f"{base}/v2/models/{model.name}/infer"
+            reply = await self._send(model, url, body, headers, json_length)
+            answer_length = reply.headers.get(_LENGTH_HEADER)
+            try:
+                if answer_length is not None:
+                    return InferResponse.from_bytes(reply.content, int(answer_length))
+                return InferResponse.from_rest(orjson.loads(reply.content))
+            except orjson.JSONDecodeError:
+                raise RemotePredictorError(f"predictor at {url} returned invalid JSON", status=502) from None
         raise UnsupportedProtocol(f"unsupported predictor protocol '{protocol}'")
 
     async def explain(self, model, payload: Any, headers: Optional[dict], host: str) -> Any:

@@ -2,7 +2,9 @@
 
 JSON `data` is turned into an array once, lazily, on the first `as_numpy()`; binary and raw data
 arrive as arrays already (zero-copy, read-only). Responses keep arrays until the transport encodes
-them, so orjson writes them directly (OPT_SERIALIZE_NUMPY) without building Python lists.
+them (`wire_dict`, or the binary and gRPC encoders), so orjson writes them directly
+(OPT_SERIALIZE_NUMPY) without building Python lists. KServe's own conversions (`to_rest`, `to_grpc`,
+`from_grpc`, `from_bytes`) are for user code and live in gpuserve.types_kserve.
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ from typing import Any, Iterable, Optional
 
 import numpy as np
 
-from gpuserve.datatypes import FLOAT_TYPES, from_numpy_dtype, to_numpy_dtype
-from gpuserve.errors import InvalidInput
+from gpuserve.datatypes import DATATYPES, FLOAT_TYPES, from_numpy_dtype, to_numpy_dtype
+from gpuserve.errors import InferenceError, InvalidInput
 
 
 def _check_shape(shape: Any, where: str) -> list[int]:
@@ -107,30 +109,52 @@ def _bytes_to_text(item: Any) -> Any:
     return item
 
 
-class _Tensor:
-    """Shared parts of inputs and outputs: a name, a V2 datatype, a shape and NumPy data."""
+_CANONICAL = frozenset(DATATYPES)
 
-    __slots__ = ("name", "_shape", "_datatype", "_data", "_array", "parameters")
+
+def _numpy_datatype(array: np.ndarray) -> Optional[str]:
+    try:
+        return from_numpy_dtype(array.dtype)
+    except InvalidInput:
+        return None
+
+
+class _Tensor:
+    """Shared parts of inputs and outputs: a name, a V2 datatype, a shape and NumPy data.
+
+    KServe users see three states, as KServe keeps them: JSON data (`data` a list), NumPy data (`data` the
+    array they gave) and binary data (after `set_data_from_numpy(binary_data=True)`: `data` is None). The
+    server's decoded tensors hold only `_array` and read as lists, as KServe's REST tensors do; `_array`
+    is always the values when set, so the server never builds lists."""
+
+    __slots__ = ("name", "_shape", "_datatype", "_data", "_array", "parameters", "_binary")
+    _KIND = "tensor"
 
     def __init__(self, name: str, shape: Iterable[int], datatype: str, data: Any = None,
                  parameters: Optional[dict] = None):
         self.name = name
         self._shape = list(shape) if shape is not None else []
+        if datatype not in _CANONICAL and isinstance(datatype, str):
+            datatype = datatype.upper()  # KServe takes "fp32"
         self._datatype = datatype
         self.parameters = parameters if parameters is not None else {}
-        self._data = None
-        self._array: Optional[np.ndarray] = None
-        if isinstance(data, np.ndarray):
-            self._array = data
-        else:
-            self._data = data
+        self._data = data
+        self._array: Optional[np.ndarray] = data if isinstance(data, np.ndarray) else None
+        self._binary = False
 
     @property
     def shape(self) -> list[int]:
         return self._shape
 
-    def set_shape(self, shape: Iterable[int]) -> None:
+    @shape.setter
+    def shape(self, shape: Iterable[int]) -> None:
         self._shape = list(shape)
+        array = self._array
+        if array is not None and list(array.shape) != self._shape and array.size == _count(self._shape):
+            self._array = array.reshape(self._shape)  # as_numpy follows the new shape, as KServe's does
+
+    def set_shape(self, shape: Iterable[int]) -> None:
+        self.shape = shape
 
     @property
     def datatype(self) -> str:
@@ -138,11 +162,22 @@ class _Tensor:
 
     @property
     def data(self) -> Any:
-        """The data as the JSON protocol carries it (a flat list) when it came from JSON."""
-        if self._data is None and self._array is not None:
-            out = array_to_json(self._array, self._datatype)
-            return out.tolist() if isinstance(out, np.ndarray) else out
-        return self._data
+        """What KServe's `data` holds: the list or array given, None for binary data, and a flat list for
+        tensors the server decoded (never computed by the server itself)."""
+        if self._data is not None:
+            return self._data
+        if self._binary or self._array is None:
+            return None
+        out = array_to_json(self._array, self._datatype)
+        return out.tolist() if isinstance(out, np.ndarray) else out
+
+    @data.setter
+    def data(self, value: Any) -> None:
+        if self._binary and self.parameters:
+            self.parameters.pop("binary_data_size", None)
+        self._data = value
+        self._array = value if isinstance(value, np.ndarray) else None
+        self._binary = False
 
     def as_numpy(self) -> np.ndarray:
         if self._array is None:
@@ -151,52 +186,110 @@ class _Tensor:
             self._array = json_to_array(self._data, self._datatype, self._shape, f"tensor '{self.name}'")
         return self._array
 
-    def as_string(self) -> list:
-        """BYTES elements decoded as UTF-8 strings, nested to the shape."""
-        array = self.as_numpy()
-        decoded = np.array([x.decode("utf-8") if isinstance(x, bytes) else x for x in array.ravel()],
-                           dtype=object).reshape(array.shape)
-        return decoded.tolist()
-
     def set_data_from_numpy(self, input_tensor: np.ndarray, binary_data: bool = True) -> None:
+        """KServe's errors (InferenceError) and states: binary data is announced in `binary_data_size`,
+        which the server drops again whenever it answers the tensor as JSON."""
         if not isinstance(input_tensor, np.ndarray):
-            raise InvalidInput("input_tensor must be a numpy array")
-        datatype = from_numpy_dtype(input_tensor.dtype)
+            raise InferenceError("input_tensor must be a numpy array")
+        if input_tensor.dtype.kind == "M":  # dates travel as their text, as KServe sends them
+            input_tensor = input_tensor.astype(np.object_)
+        datatype = _numpy_datatype(input_tensor)
         if datatype != self._datatype and not (self._datatype == "BF16" and datatype == "FP32"):
-            raise InvalidInput(
-                f"got unexpected datatype {datatype} from numpy array, expected {self._datatype}")
+            raise InferenceError(f"got unexpected datatype {datatype} from numpy array, expected {self._datatype}")
         if list(input_tensor.shape) != list(self._shape):
-            raise InvalidInput(
-                f"got unexpected numpy array shape {list(input_tensor.shape)}, expected {self._shape}")
-        self._array = input_tensor
-        self._data = None
+            raise InferenceError(f"got unexpected numpy array shape [{str(tuple(input_tensor.shape))[1:-1]}], "
+                                 f"expected [{str(self._shape)[1:-1]}]")
         if binary_data:
-            self.parameters.pop("binary_data_size", None)
+            self._to_binary(input_tensor)
+        else:
+            self._to_json(input_tensor)
 
-    def to_dict(self, lists: bool = True) -> dict:
-        """The JSON form. `lists=False` keeps NumPy data for orjson's fast path."""
-        out: dict[str, Any] = {"name": self.name, "shape": self._shape, "datatype": self._datatype}
+    def _to_binary(self, array: np.ndarray) -> None:
+        from gpuserve.datatypes import deserialize_bytes_tensor, element_size, serialize_bytes_tensor
+
+        if self._datatype == "BYTES":
+            raw = serialize_bytes_tensor(array)
+            size = len(raw)
+            array = deserialize_bytes_tensor(raw).reshape(array.shape)  # reads back as bytes, as KServe's
+        else:
+            size = array.size * element_size(self._datatype)
+        self._array, self._data, self._binary = array, None, True
+        if self.parameters is None:
+            self.parameters = {}
+        self.parameters["binary_data_size"] = size
+
+    def _to_json(self, array: np.ndarray) -> None:
         if self.parameters:
-            out["parameters"] = self.parameters
+            self.parameters.pop("binary_data_size", None)
+        self._binary = False
+        if self._datatype != "BYTES":
+            self._array, self._data = array, None  # `data` lists it on demand
+            return
+        values = []
+        for item in array.ravel():
+            if isinstance(item, bytes):
+                try:
+                    item = item.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise InferenceError(f'Failed to encode "{item}" using UTF-8. Please use binary_data=True, '
+                                         "if you want to pass a byte array.") from None
+            values.append(item if isinstance(item, str) else str(item))
+        self._array, self._data = None, values
+
+    def _state(self) -> str:
+        """How KServe's to_rest/to_grpc treat the tensor: binary, array (NumPy data given) or list."""
+        if self._binary:
+            return "binary"
+        return "array" if isinstance(self._data, np.ndarray) else "list"
+
+    def has_data(self) -> bool:
+        return self._array is not None or self._data is not None
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "shape": self._shape, "datatype": self._datatype, "data": self.data,
+                "parameters": self.parameters}
+
+    def wire_dict(self) -> dict:
+        """The V2 JSON the server writes: NumPy data for orjson's fast path, and no `binary_data_size`
+        (the data is right here)."""
+        out: dict[str, Any] = {"name": self.name, "shape": self._shape, "datatype": self._datatype}
+        parameters = self.parameters
+        if parameters:
+            if "binary_data_size" in parameters:
+                parameters = {k: v for k, v in parameters.items() if k != "binary_data_size"}
+            if parameters:
+                out["parameters"] = parameters
         if self._array is not None:
-            data = array_to_json(self._array, self._datatype)
-            out["data"] = data.tolist() if lists and isinstance(data, np.ndarray) else data
+            out["data"] = array_to_json(self._array, self._datatype)
         elif self._data is not None:
             out["data"] = self._data
         return out
 
     def __eq__(self, other: object) -> bool:
-        if not isinstance(other, _Tensor):
-            return NotImplemented
+        if not isinstance(other, _Tensor) or other._KIND != self._KIND:
+            return False
         if (self.name, self._datatype, list(self._shape)) != (other.name, other._datatype, list(other._shape)):
             return False
+        if (self.parameters or {}) != (other.parameters or {}):
+            return False
+        if not (self.has_data() and other.has_data()):
+            return self.has_data() == other.has_data()
         a, b = self.as_numpy(), other.as_numpy()
         if a.dtype.kind == "f":
             return bool(np.array_equal(a, b, equal_nan=True))
         return bool(np.array_equal(a, b))
 
+    __hash__ = None  # type: ignore[assignment]
+
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r}, shape={self._shape}, datatype={self._datatype!r})"
+        try:
+            data = self.data
+        except InvalidInput:  # BYTES that are not text: shown as they are, never an error in a log line
+            data = self._array
+        return (f'"name": "{self.name}","shape": {self._shape},"datatype": "{self._datatype}",'
+                f'"data": {data},"parameters": {self.parameters}')
+
+    __str__ = __repr__
 
     @classmethod
     def from_numpy(cls, name: str, array: np.ndarray, parameters: Optional[dict] = None):
@@ -208,12 +301,20 @@ class InferInput(_Tensor):
     """One named input tensor of a V2 request."""
 
     __slots__ = ()
+    _KIND = "input"
+
+    def as_string(self) -> list:
+        """BYTES elements as UTF-8 text, flat in row-major order (what KServe's gives for its nested form)."""
+        if self._datatype != "BYTES":
+            raise InvalidInput(f"invalid datatype {self._datatype} in the input")
+        return [x.decode("utf-8") if isinstance(x, bytes) else x for x in self.as_numpy().ravel()]
 
 
 class InferOutput(_Tensor):
     """One named output tensor of a V2 response."""
 
     __slots__ = ()
+    _KIND = "output"
 
 
 class RequestedOutput:
@@ -235,8 +336,16 @@ class RequestedOutput:
             out["parameters"] = self.parameters
         return out
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RequestedOutput) and (self.name, self.parameters or {}) == \
+            (other.name, other.parameters or {})
+
+    __hash__ = None  # type: ignore[assignment]
+
     def __repr__(self) -> str:
-        return f"RequestedOutput(name={self.name!r}, parameters={self.parameters!r})"
+        return f"RequestedOutput(name={self.name}, parameters={self.parameters})"
+
+    __str__ = __repr__
 
 
 def _dict_field(body: dict, key: str, where: str) -> dict:
@@ -288,11 +397,49 @@ def read_binary_data(tensors: Iterable["_Tensor"], body: Any, offset: int, kind:
     return offset
 
 
+class _FromGrpc:
+    """KServe spells two things `from_grpc`: the class method that builds one from a gRPC message, and each
+    instance's flag saying it came over gRPC. Slots cannot hold both; this gives each its meaning."""
+
+    def __init__(self, build):
+        self._build = build
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self._build.__get__(owner)
+        return obj._from_grpc
+
+    def __set__(self, obj, value) -> None:
+        obj._from_grpc = value
+
+
+def _mark_raw(tensors: list, raw_contents) -> None:
+    from gpuserve.datatypes import raw_to_numpy
+
+    for tensor, raw in zip(tensors, raw_contents):
+        tensor._array = raw_to_numpy(raw, tensor.datatype, tensor.shape)
+        tensor._binary = True
+
+
+def _request_from_grpc(cls, request) -> "InferRequest":
+    from gpuserve.types_kserve import request_from_grpc
+
+    return request_from_grpc(cls, request)
+
+
+def _response_from_grpc(cls, response) -> "InferResponse":
+    from gpuserve.types_kserve import response_from_grpc
+
+    return response_from_grpc(cls, response)
+
+
 class InferRequest:
     """A V2 inference request: inputs, requested outputs, id and parameters."""
 
     __slots__ = ("id", "model_name", "model_version", "inputs", "parameters", "request_outputs",
-                 "from_grpc", "headers", "cache_key")
+                 "_from_grpc", "_use_raw_outputs", "headers", "cache_key")
+
+    from_grpc = _FromGrpc(_request_from_grpc)
 
     def __init__(self, model_name: str, infer_inputs: list[InferInput], request_id: Optional[str] = None,
                  raw_inputs=None, from_grpc: bool = False, parameters: Optional[dict] = None,
@@ -303,14 +450,22 @@ class InferRequest:
         self.inputs = list(infer_inputs)
         self.parameters = parameters if parameters is not None else {}
         self.request_outputs = request_outputs
-        self.from_grpc = from_grpc
+        self._from_grpc = from_grpc
+        self._use_raw_outputs = False
         self.headers: Optional[dict] = None
         self.cache_key: Optional[bytes] = None  # the response cache's entry that answers it (dataplane.py)
         if raw_inputs:
-            from gpuserve.datatypes import raw_to_numpy
+            self._use_raw_outputs = True
+            _mark_raw(self.inputs, raw_inputs)
 
-            for tensor, raw in zip(self.inputs, raw_inputs):
-                tensor._array = raw_to_numpy(raw, tensor.datatype, tensor.shape)
+    @property
+    def use_binary_outputs(self) -> bool:
+        """KServe's rule: raw gRPC inputs ask for raw outputs; over REST, `binary_data_output` asks."""
+        if self._use_raw_outputs and self._from_grpc:
+            return True
+        if self.parameters and not self._from_grpc:
+            return self.parameters.get("binary_data_output", False)
+        return False
 
     @classmethod
     def from_rest(cls, model_name: str, body: Any, model_version: Optional[str] = None) -> "InferRequest":
@@ -338,6 +493,18 @@ class InferRequest:
                    request_outputs=requested, model_version=model_version)
 
     @classmethod
+    def from_bytes(cls, req_bytes: bytes, json_length: int, model_name: str) -> "InferRequest":
+        from gpuserve.types_kserve import request_from_bytes
+
+        return request_from_bytes(cls, req_bytes, json_length, model_name)
+
+    @classmethod
+    def from_inference_request(cls, request: Any, model_name: str) -> "InferRequest":
+        from gpuserve.types_kserve import request_from_inference_request
+
+        return request_from_inference_request(cls, request, model_name)
+
+    @classmethod
     def from_numpy(cls, model_name: str, arrays: dict[str, np.ndarray], **kwargs) -> "InferRequest":
         return cls(model_name, [InferInput.from_numpy(k, v) for k, v in arrays.items()], **kwargs)
 
@@ -347,45 +514,51 @@ class InferRequest:
                 return tensor
         return None
 
-    def to_rest(self) -> dict:
-        out: dict[str, Any] = {"inputs": [t.to_dict() for t in self.inputs]}
-        if self.id is not None:
-            out["id"] = self.id
-        if self.parameters:
-            out["parameters"] = self.parameters
-        if self.request_outputs:
-            out["outputs"] = [o.to_dict() for o in self.request_outputs]
-        return out
+    def to_rest(self) -> tuple:
+        """KServe's `(body, json_length)`: a dict and None, or bytes and the JSON's length when an input
+        holds binary data."""
+        from gpuserve.types_kserve import request_to_rest
+
+        return request_to_rest(self)
+
+    def to_grpc(self):
+        from gpuserve.types_kserve import request_to_grpc
+
+        return request_to_grpc(self)
 
     def as_dataframe(self):
-        """One column per input (pandas is optional; imported here only). Rows of a 2-D input
-        become list cells, as KServe's DataFrame view does."""
-        import pandas as pd
+        from gpuserve.types_kserve import request_as_dataframe
 
-        columns = {}
-        for tensor in self.inputs:
-            array = tensor.as_numpy()
-            if tensor.datatype == "BYTES":
-                array = np.array([x.decode("utf-8") if isinstance(x, bytes) else x for x in array.ravel()],
-                                 dtype=object).reshape(array.shape)
-            columns[tensor.name] = list(array) if array.ndim > 1 else array.reshape(-1)
-        return pd.DataFrame(columns)
+        return request_as_dataframe(self)
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "model_name": self.model_name, "inputs": [t.to_dict() for t in self.inputs],
+                "parameters": self.parameters, "from_grpc": self._from_grpc}
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, InferRequest):
-            return NotImplemented
-        return (self.id, self.model_name, self.parameters, self.inputs) == \
-            (other.id, other.model_name, other.parameters, other.inputs)
+            return False
+        return (self.model_name, self.id, bool(self._from_grpc), self.parameters or {}, self.inputs,
+                self.request_outputs or None) == \
+            (other.model_name, other.id, bool(other._from_grpc), other.parameters or {}, other.inputs,
+             other.request_outputs or None)
+
+    __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        return f"InferRequest(model_name={self.model_name!r}, id={self.id!r}, inputs={self.inputs!r})"
+        return (f'"id": "{self.id}","model_name": "{self.model_name}","inputs": {self.inputs!r},'
+                f'"parameters": {self.parameters},"from_grpc": {self._from_grpc}')
+
+    __str__ = __repr__
 
 
 class InferResponse:
     """A V2 inference response: named outputs plus id, model name/version and parameters."""
 
-    __slots__ = ("id", "model_name", "model_version", "outputs", "parameters", "from_grpc",
+    __slots__ = ("id", "model_name", "model_version", "outputs", "parameters", "_from_grpc",
                  "use_binary_outputs", "requested_outputs")
+
+    from_grpc = _FromGrpc(_response_from_grpc)
 
     def __init__(self, response_id: Optional[str], model_name: str, infer_outputs: list[InferOutput],
                  model_version: Optional[str] = None, raw_outputs=None, from_grpc: bool = False,
@@ -396,14 +569,11 @@ class InferResponse:
         self.model_version = model_version
         self.outputs = list(infer_outputs)
         self.parameters = parameters if parameters is not None else {}
-        self.from_grpc = from_grpc
+        self._from_grpc = from_grpc
         self.use_binary_outputs = use_binary_outputs
         self.requested_outputs = requested_outputs
         if raw_outputs:
-            from gpuserve.datatypes import raw_to_numpy
-
-            for tensor, raw in zip(self.outputs, raw_outputs):
-                tensor._array = raw_to_numpy(raw, tensor.datatype, tensor.shape)
+            _mark_raw(self.outputs, raw_outputs)
 
     @classmethod
     def from_rest(cls, *args) -> "InferResponse":
@@ -419,13 +589,32 @@ class InferResponse:
         return cls(body.get("id"), model_name, tensors, model_version=body.get("model_version"),
                    parameters=body.get("parameters") or {})
 
+    @classmethod
+    def from_bytes(cls, res_bytes: bytes, json_length: int) -> "InferResponse":
+        from gpuserve.types_kserve import response_from_bytes
+
+        return response_from_bytes(cls, res_bytes, json_length)
+
     def get_output_by_name(self, name: str) -> Optional[InferOutput]:
         for tensor in self.outputs:
             if tensor.name == name:
                 return tensor
         return None
 
-    def to_rest(self, lists: bool = True) -> dict:
+    def to_rest(self) -> tuple:
+        """KServe's `(body, json_length)`: binary outputs when `use_binary_outputs` or the requested
+        outputs' `binary_data` say so (then bytes and the JSON's length), else a dict and None."""
+        from gpuserve.types_kserve import response_to_rest
+
+        return response_to_rest(self)
+
+    def to_grpc(self):
+        from gpuserve.types_kserve import response_to_grpc
+
+        return response_to_grpc(self)
+
+    def wire_dict(self) -> dict:
+        """The V2 JSON the server answers with (NumPy data for orjson; no invented id)."""
         out: dict[str, Any] = {"model_name": self.model_name}
         if self.model_version is not None:
             out["model_version"] = str(self.model_version)
@@ -433,14 +622,25 @@ class InferResponse:
             out["id"] = self.id
         if self.parameters:
             out["parameters"] = self.parameters
-        out["outputs"] = [t.to_dict(lists=lists) for t in self.outputs]
+        out["outputs"] = [t.wire_dict() for t in self.outputs]
         return out
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "model_name": self.model_name, "outputs": [t.to_dict() for t in self.outputs],
+                "parameters": self.parameters, "from_grpc": self._from_grpc}
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, InferResponse):
-            return NotImplemented
-        return (self.id, self.model_name, self.parameters, self.outputs) == \
-            (other.id, other.model_name, other.parameters, other.outputs)
+            return False
+        return (self.model_name, self.model_version, self.id, bool(self._from_grpc), self.parameters or {},
+                self.outputs) == \
+            (other.model_name, other.model_version, other.id, bool(other._from_grpc), other.parameters or {},
+             other.outputs)
+
+    __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        return f"InferResponse(model_name={self.model_name!r}, id={self.id!r}, outputs={self.outputs!r})"
+        return (f'"id": "{self.id}","model_name": "{self.model_name}","outputs": {self.outputs!r},'
+                f'"parameters": {self.parameters},"from_grpc": {self._from_grpc}')
+
+    __str__ = __repr__

@@ -66,6 +66,7 @@ def encode_response(response: InferResponse, request: InferRequest) -> Tuple[byt
             parameters["binary_data_size"] = len(raw)
             chunks.append(raw)
         else:
+            parameters.pop("binary_data_size", None)  # set_data_from_numpy() announced bytes; JSON here
             entry["data"] = array_to_json(array, tensor.datatype)
         if parameters:
             entry["parameters"] = parameters

@@ -50,7 +50,7 @@ def json_request(body: dict) -> InferRequest:
 
 
 def json_response(response: InferResponse) -> InferResponse:
-    raw = orjson.dumps(response.to_rest(lists=False), option=orjson.OPT_SERIALIZE_NUMPY)
+    raw = orjson.dumps(response.wire_dict(), option=orjson.OPT_SERIALIZE_NUMPY)
     return InferResponse.from_rest(orjson.loads(raw))
 
 
@@ -283,7 +283,7 @@ def test_string_request_codec():
     request = StringRequestCodec.encode_request(["a", "b"], use_bytes=False)
     assert request.parameters == {"content_type": "str"}
     assert request.inputs[0].parameters == {"content_type": "str"}
-    assert StringRequestCodec.decode_request(json_request(request.to_rest())) == ["a", "b"]
+    assert StringRequestCodec.decode_request(json_request(request.to_rest()[0])) == ["a", "b"]
     response = StringRequestCodec.encode_response("m", ["x"])
     assert StringRequestCodec.decode_response(json_response(response)) == ["x"]
 
@@ -434,7 +434,7 @@ def test_encode_response_by_payload_content_type_and_dict():
 def test_encode_request_client_side():
     request = encode_request({"a": np.zeros(2, dtype=np.float32), "b": ["x"]}, model_name="m")
     assert request.model_name == "m" and [i.name for i in request.inputs] == ["a", "b"]
-    assert decode_request(json_request(request.to_rest()))["b"] == ["x"]
+    assert decode_request(json_request(request.to_rest()[0]))["b"] == ["x"]
     assert encode_request(["x"]).parameters == {"content_type": "str"}
     with pytest.raises(InvalidInput, match="no content type encodes a float as a request"):
         encode_request(1.5)
@@ -458,10 +458,12 @@ def test_json_null_decodes_as_nan(datatype):
 def test_nan_is_written_as_null_and_read_back(dtype):
     values = np.array([[1.25, np.nan], [np.nan, -2.0]], dtype=dtype)
     response = encode_response("m", values)
-    raw = orjson.dumps(response.to_rest(lists=False), option=orjson.OPT_SERIALIZE_NUMPY)
+    raw = orjson.dumps(response.wire_dict(), option=orjson.OPT_SERIALIZE_NUMPY)
     assert b"[1.25,null,null,-2.0]" in raw
     back = NumpyRequestCodec.decode_response(InferResponse.from_rest(orjson.loads(raw)))
     assert back.dtype == dtype and np.array_equal(back, values, equal_nan=True)
-    # the list form (lists=True) gives the same JSON
-    assert orjson.dumps(response.to_rest()) == orjson.dumps(response.to_rest(lists=False),
-                                                            option=orjson.OPT_SERIALIZE_NUMPY)
+    # the list form (KServe's `data` after set_data_from_numpy(binary_data=False)) gives the same JSON
+    listed = InferOutput("y", list(values.shape), response.outputs[0].datatype)
+    listed.set_data_from_numpy(values, binary_data=False)
+    assert orjson.dumps(listed.data) == orjson.dumps(response.wire_dict()["outputs"][0]["data"],
+                                                     option=orjson.OPT_SERIALIZE_NUMPY)

@@ -14,7 +14,7 @@ pd = pytest.importorskip("pandas")
 
 
 def through_json(request: InferRequest) -> InferRequest:
-    return InferRequest.from_rest("m", orjson.loads(orjson.dumps(request.to_rest())))
+    return InferRequest.from_rest("m", orjson.loads(orjson.dumps(request.to_rest()[0])))
 
 
 def test_encode_request_one_input_per_column():
@@ -27,7 +27,7 @@ def test_encode_request_one_input_per_column():
                          ("Age", "INT32", [2, 1], {}),
                          ("Score", "FP64", [2, 1], {}),
                          ("Member", "BOOL", [2, 1], {})]
-    scores = request.to_rest()["inputs"][2]["data"]
+    scores = request.to_rest()[0]["inputs"][2]["data"]
     assert scores[0] == 0.5 and np.isnan(scores[1])
     back = decode_request(through_json(request))
     pd.testing.assert_frame_equal(back, frame)
@@ -78,7 +78,7 @@ def test_response_round_trip_through_orjson_numpy():
                           "n": np.array([1, 2, 3], dtype=np.uint8)})
     response = encode_response("m", frame, model_version="3")
     assert response.parameters == {"content_type": "pd"} and response.model_version == "3"
-    raw = orjson.dumps(response.to_rest(lists=False), option=orjson.OPT_SERIALIZE_NUMPY)
+    raw = orjson.dumps(response.wire_dict(), option=orjson.OPT_SERIALIZE_NUMPY)
     assert b"null" in raw
     back = PandasCodec.decode_response(InferResponse.from_rest(orjson.loads(raw)))
     pd.testing.assert_frame_equal(back, frame)

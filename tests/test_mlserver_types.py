@@ -182,7 +182,7 @@ def test_tensor_data_forms_mlserver_runtimes_use():
                           parameters=Parameters(content_type="str"))
     native = to_native_response(InferenceResponse(model_name="m", outputs=[text])).outputs[0]
     assert native.shape == [11] and native.as_numpy().tolist() == [b"hello world"]
-    assert native.to_dict() == {"name": "t", "shape": [11], "datatype": "BYTES", "data": ["hello world"],
+    assert native.wire_dict() == {"name": "t", "shape": [11], "datatype": "BYTES", "data": ["hello world"],
                                 "parameters": {"content_type": "str"}}
     with pytest.raises(Exception):
         RequestInput(name="x", shape=[1], datatype="FP128", data=[1])

@@ -38,7 +38,7 @@ def encode_infer_bytes(response, infer_request: InferRequest, response_headers: 
                 return 200, content, b"application/json", headers
             headers["Inference-Header-Content-Length"] = str(header_length)
             return 200, content, b"application/octet-stream", headers
-        return 200, orjson.dumps(response.to_rest(lists=False), option=JSON_OPTIONS), b"application/json", headers
+        return 200, orjson.dumps(response.wire_dict(), option=JSON_OPTIONS), b"application/json", headers
     if isinstance(response, dict):
         return 200, orjson.dumps(response, option=JSON_OPTIONS), b"application/json", headers
     raise InferenceError(f"model '{infer_request.model_name}' returned {type(response).__name__}, "
