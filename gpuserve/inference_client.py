@@ -11,7 +11,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 import orjson
 
 from gpuserve.errors import UnsupportedProtocol
-from gpuserve.types import InferOutput, InferRequest, InferResponse
+from gpuserve.types import InferRequest, InferResponse
 
 _LENGTH_HEADER = "inference-header-content-length"
 
@@ -181,16 +181,12 @@ class InferenceGRPCClient:
     def _kwargs(self, timeout, headers) -> dict:
         return {"timeout": self._timeout if timeout is None else timeout, "metadata": headers}
 
-    async def infer(self, infer_request: InferRequest, timeout: Optional[float] = None, headers=None) -> InferResponse:
-        from gpuserve.protocol.grpc import grpc_predict_v2_pb2 as pb
-        from gpuserve.remote_grpc import fill_request, params_from_proto, tensors_from_proto
-
-        request = fill_request(pb.ModelInferRequest(model_name=infer_request.model_name, id=infer_request.id or "",
-                                                    model_version=infer_request.model_version or ""), infer_request)
+    async def infer(self, infer_request, timeout: Optional[float] = None, headers=None) -> InferResponse:
+        """An InferRequest (sent as its `to_grpc()`) or a ModelInferRequest; the answer is read with
+        `InferResponse.from_grpc`, as KServe's client reads it."""
+        request = infer_request.to_grpc() if isinstance(infer_request, InferRequest) else infer_request
         reply = await self._service().ModelInfer(request, **self._kwargs(timeout, headers))
-        outputs = tensors_from_proto(InferOutput, reply.outputs, reply.raw_output_contents, "output")
-        return InferResponse(reply.id or None, reply.model_name, outputs, model_version=reply.model_version or None,
-                             parameters=params_from_proto(reply.parameters))
+        return InferResponse.from_grpc(reply)
 
     async def is_server_ready(self, timeout: Optional[float] = None, headers=None) -> bool:
         from gpuserve.protocol.grpc import grpc_predict_v2_pb2 as pb

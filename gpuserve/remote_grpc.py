@@ -160,7 +160,10 @@ def tensors_from_proto(cls, messages, raw_contents, kind: str) -> list:
             array = np.empty(shape, dtype=to_numpy_dtype(datatype))
         else:
             raise InvalidInput(f"{where} has no data: set its 'contents' or send raw_{kind}_contents")
-        tensors.append(cls(message.name, shape, datatype, array, params))
+        tensor = cls(message.name, shape, datatype, array, params)
+        if tensor._array is not None:
+            tensor._data = None  # decoded here: `data` reads as a list, as KServe's tensors from the wire do
+        tensors.append(tensor)
     return tensors
 
 

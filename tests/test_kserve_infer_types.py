@@ -256,3 +256,34 @@ def test_binary_announced_outputs_answered_as_json(monkeypatch):
         length = int(reply.headers["inference-header-content-length"])
         outputs = orjson.loads(reply.content[:length])["outputs"]
         assert outputs[0]["parameters"] == {"binary_data_size": 8} and "parameters" not in outputs[1]
+
+
+class Doubling(Model):
+    def load(self):
+        self.ready = True
+
+    def predict(self, payload, headers=None):
+        self.seen = type(payload.inputs[0].data)  # what a model reads from a gRPC request
+        return InferResponse(payload.id, self.name, [InferOutput("y", [2], "FP32", data=payload.inputs[0].as_numpy() * 2)])
+
+
+def test_grpc_client_sends_to_grpc_and_reads_with_from_grpc(monkeypatch):
+    from gpuserve import InferenceGRPCClient, ModelServer
+
+    monkeypatch.setattr(sys, "argv", ["serve.py"])
+    model = Doubling("d")
+    binary = InferInput("x", [2], "FP32")
+    binary.set_data_from_numpy(np.array([1.0, 2.0], np.float32))
+
+    async def call():
+        client = InferenceGRPCClient("127.0.0.1:19036")
+        typed = await client.infer(InferRequest("d", [InferInput("x", [2], "FP32", data=[1.0, 2.0])], request_id="r1"))
+        raw = await client.infer(InferRequest("d", [binary]).to_grpc())  # a ModelInferRequest goes as it is
+        await client.close()
+        return typed, raw
+
+    with serving(ModelServer(http_port=19035, grpc_port=19036), [model]):
+        typed, raw = asyncio.run(call())
+    assert typed.from_grpc is True and typed.id == "r1" and typed.outputs[0].data == [2.0, 4.0]
+    assert raw.outputs[0].data == [] and raw.outputs[0].as_numpy().tolist() == [2.0, 4.0]  # raw: as KServe's reads it
+    assert model.seen is list
