@@ -207,6 +207,8 @@ class ModelServer:
                 # A KServe script: KServe serves /metrics on the HTTP port only (so does gpuserve, always); a
                 # separate port nobody asked for would keep a second such server from starting.
                 settings = settings.model_copy(update={"enable_metrics_server": False})
+            if "enable_docs_url" not in settings.model_fields_set:  # KServe's default; gpuserve's CLI keeps /docs
+                settings = settings.model_copy(update={"enable_docs_url": False})
         else:
             settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
         self.settings = settings

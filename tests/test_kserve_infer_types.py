@@ -287,3 +287,16 @@ def test_grpc_client_sends_to_grpc_and_reads_with_from_grpc(monkeypatch):
     assert typed.from_grpc is True and typed.id == "r1" and typed.outputs[0].data == [2.0, 4.0]
     assert raw.outputs[0].data == [] and raw.outputs[0].as_numpy().tolist() == [2.0, 4.0]  # raw: as KServe's reads it
     assert model.seen is list
+
+
+@pytest.mark.parametrize("argv, given, status", [([], None, 404), (["--enable_docs_url", "true"], None, 200),
+                                                 ([], True, 200)])
+def test_docs_url_is_off_unless_asked(monkeypatch, argv, given, status):
+    from gpuserve import ModelServer
+
+    monkeypatch.setattr(sys, "argv", ["serve.py", *argv])
+    monkeypatch.delenv("GPUSERVE_ENABLE_DOCS_URL", raising=False)
+    server = ModelServer(http_port=19033, grpc_port=19034, enable_grpc=False, enable_docs_url=given)
+    assert server.enable_docs_url is (status == 200)
+    with serving(server, [Announcing("m")]):
+        assert httpx.get("http://127.0.0.1:19033/docs").status_code == status
