@@ -17,8 +17,9 @@ import zlib
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import orjson
-from fastapi import HTTPException
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -75,7 +76,8 @@ def error_answer(exc: BaseException) -> Response:
 
 
 class CustomRoute(APIRoute):
-    """One marked method at its path and method."""
+    """FastAPI's own route, so the method's parameters are read from the request as MLServer's app reads them;
+    only the request class, the JSON writer and the error bodies are MLServer's."""
 
     def __init__(self, path: str, endpoint: Callable, method: str, body_limit: int = BODY_LIMIT):
         options: Dict[str, Any] = {"strict_content_type": False} if _LENIENT else {}
@@ -92,9 +94,9 @@ class CustomRoute(APIRoute):
             request.limit = limit
             try:
                 return await handler(request)
+            except RequestValidationError:
+                raise  # FastAPI's own 422 answer
             except Exception as exc:
-                if type(exc).__name__ == "RequestValidationError":
-                    raise  # FastAPI's own 422 answer
                 return error_answer(exc)
 
         return run
