@@ -53,6 +53,8 @@ def model_config(meta: Dict[str, Any], settings: Optional[Any] = None) -> Dict[s
         for entry in config[key]:
             if entry["name"] in (reshapes.get(kind) or {}):
                 entry["reshape"] = {"shape": list(reshapes[kind][entry["name"]])}
+    for key, value in (extra.get("triton_shown") or {}).items():
+        config[key] = _as_triton_json(key, value)
     ragged = extra.get("triton_ragged")
     if ragged:  # as written (gpuserve/ragged_batch.py)
         flagged = {e.get("name") for e in ragged.get("input") or [] if e.get("allow_ragged_batch") is True}
@@ -111,3 +113,18 @@ def _queue_policies(extra: Dict[str, Any]) -> Dict[str, Any]:
     if levels:
         out["priority_queue_policy"] = {str(key): dict(value or {}) for key, value in levels.items()}
     return out
+
+
+def _as_triton_json(key: str, value: Any) -> Any:
+    """A config.pbtxt field as Triton's JSON has it: repeated messages as lists (the text parser gives a
+    lone one as a dict), warmup inputs' `dims` as lists."""
+    import copy
+
+    value = copy.deepcopy(value)
+    if key == "model_warmup":
+        value = value if isinstance(value, list) else [value]
+        for sample in value:
+            for spec in (sample.get("inputs") or {}).values():
+                if isinstance(spec, dict) and "dims" in spec and not isinstance(spec["dims"], list):
+                    spec["dims"] = [spec["dims"]]
+    return value

@@ -269,6 +269,10 @@ def settings_from_config(folder: Path, config: Dict[str, Any], version: Optional
     if config.get("batch_input") or config.get("batch_output") or any(
             e.get("allow_ragged_batch") is True for e in config.get("input", [])):  # gpuserve/ragged_batch.py
         settings["triton_ragged"] = {key: config.get(key) or [] for key in ("input", "batch_input", "batch_output")}
+    shown = {key: config[key] for key in ("parameters", "model_warmup", "optimization", "cc_model_filenames",
+                                          "metric_tags") if config.get(key)}
+    if shown:  # the config endpoints show them as written
+        settings["triton_shown"] = shown
     sequences = config.get("sequence_batching")
     if sequences is not None and runtime != "triton_python":  # gpuserve/sequence_state.py
         settings["triton_sequence_batching"] = sequences

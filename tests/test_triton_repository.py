@@ -280,3 +280,31 @@ def test_max_batch_size_one_is_reported_as_written(tmp_path):
             tensor.set_data_from_numpy(x)
             out = client.infer("one", [tensor]).as_numpy("output")
             assert np.allclose(out, onnx_reference(x, weight, bias), atol=1e-5)
+
+
+def test_parameters_warmup_and_optimization_are_shown_as_written(tmp_path):
+    (tmp_path / "shown" / "1").mkdir(parents=True)
+    make_onnx_model(tmp_path / "shown" / "1" / "model.onnx")
+    (tmp_path / "shown" / "labels.txt").write_text("a\nb\nc\n")
+    extra = """
+parameters { key: "note" value: { string_value: "kept" } }
+model_warmup [ { name: "zeros" batch_size: 2 inputs { key: "input" value: { data_type: TYPE_FP32 dims: [ 4 ]
+  zero_data: true } } } ]
+optimization { graph { level: 1 } input_pinned_memory { enable: false } }
+"""
+    (tmp_path / "shown" / "config.pbtxt").write_text(CONFIG.format(name="shown", policy=extra))
+    registry = DiskRepository(tmp_path).populate(ModelRepository())
+    import tritonclient.grpc as grpcclient
+
+    with running_server(repository=registry) as server:
+        with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
+            config = client.get_model_config("shown")
+            assert config["parameters"] == {"note": {"string_value": "kept"}}
+            assert config["model_warmup"][0]["name"] == "zeros" and config["model_warmup"][0]["batch_size"] == 2
+            assert config["optimization"]["graph"] == {"level": 1}
+            assert config["optimization"]["input_pinned_memory"] == {"enable": False}
+        with grpcclient.InferenceServerClient(f"127.0.0.1:{server.ports['grpc']}") as client:
+            config = client.get_model_config("shown").config
+            assert config.parameters["note"].string_value == "kept"
+            assert config.model_warmup[0].inputs["input"].zero_data and list(config.model_warmup[0].inputs["input"].dims) == [4]
+            assert config.optimization.graph.level == 1

@@ -27,8 +27,6 @@ def with_config_defaults(config: dict) -> dict:
 # Fields of Triton's ModelConfig that gpuserve's trimmed inference.proto leaves out, with the defaults
 # Triton prints for them.
 _MORE_DEFAULTS = {
-    "inference.ModelConfig": {"batch_input": [], "batch_output": [], "cc_model_filenames": {}, "metric_tags": {},
-                              "model_warmup": []},
     "inference.ModelInput": {"is_non_linear_format_io": False},
     "inference.ModelOutput": {"is_non_linear_format_io": False},
     "inference.ModelInstanceGroup": {"secondary_devices": []},
