@@ -169,9 +169,14 @@ class OnnxBackend:
                  providers: Optional[Sequence[str]] = None, trt_fp16: bool = False,
                  trt_engine_cache_path: Optional[str] = None, provider_extra: Optional[Dict[str, dict]] = None,
                  user_stream: bool = True, execution_mode: str = "sequential", enable_mem_arena: Optional[bool] = None,
-                 enable_mem_pattern: Optional[bool] = None):
+                 enable_mem_pattern: Optional[bool] = None, custom_op_libraries: Sequence[str] = ()):
         ort = _ort()
         options = ort.SessionOptions()
+        for library in custom_op_libraries:  # Triton's model_operations { op_library_filename }
+            try:
+                options.register_custom_ops_library(str(library))
+            except Exception as exc:  # onnxruntime says only "Failed to load library": name it
+                raise RuntimeError(f"custom operator library {library} could not be loaded: {exc}") from exc
         if execution_mode not in ("sequential", "parallel"):
             raise ValueError(f"execution_mode must be sequential or parallel, not {execution_mode!r}")
         options.intra_op_num_threads = intra_op_threads or cpu_threads()

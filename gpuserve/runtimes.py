@@ -524,7 +524,8 @@ class OnnxModel(FrameworkModel):
                            provider_extra=extra.get("provider_options"),
                            execution_mode=extra.get("execution_mode", "sequential"),
                            enable_mem_arena=extra.get("enable_mem_arena"),
-                           enable_mem_pattern=extra.get("enable_mem_pattern"))
+                           enable_mem_pattern=extra.get("enable_mem_pattern"),
+                           custom_op_libraries=extra.get("custom_op_libraries") or ())
 
     def prepare(self, name: str, array: np.ndarray) -> np.ndarray:
         if array.dtype == object:  # onnxruntime takes str elements for tensor(string)

@@ -20,7 +20,8 @@ logger = logging.getLogger("gpuserve.triton_config")
 REPEATED = {"input", "output", "dims", "instance_group", "gpus", "preferred_batch_size", "versions",
             "model_warmup", "batch_input", "batch_output", "profile", "source_input",
             "priority_queue_policy", "label_filename_list", "secondary_devices", "ensemble_scheduling", "step",
-            "graph_spec", "control_input", "control", "state", "initial_state"}
+            "graph_spec", "control_input", "control", "state", "initial_state",
+            "op_library_filename"}
 MAPS = {"parameters", "input_map", "output_map", "cc_model_filenames", "metric_tags", "inputs"}
 _TOKEN = re.compile(r"""\s*(?:(\#[^\n]*)|("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')|([A-Za-z_][\w.]*)|"""
                     r"""([-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|inf|nan))|([{}\[\]:,;<>]))""")
@@ -270,7 +271,7 @@ def settings_from_config(folder: Path, config: Dict[str, Any], version: Optional
             e.get("allow_ragged_batch") is True for e in config.get("input", [])):  # gpuserve/ragged_batch.py
         settings["triton_ragged"] = {key: config.get(key) or [] for key in ("input", "batch_input", "batch_output")}
     shown = {key: config[key] for key in ("parameters", "model_warmup", "optimization", "cc_model_filenames",
-                                          "metric_tags") if config.get(key)}
+                                          "metric_tags", "model_operations") if config.get(key)}
     if shown:  # the config endpoints show them as written
         settings["triton_shown"] = shown
     sequences = config.get("sequence_batching")
@@ -311,6 +312,9 @@ def settings_from_config(folder: Path, config: Dict[str, Any], version: Optional
     extra = optimization_settings(config)
     if runtime not in ("tensorrt", "triton_python", "ensemble"):  # their backends read none of these; nor do we
         extra.update(backend_parameters(config))
+    libraries = (config.get("model_operations") or {}).get("op_library_filename")
+    if libraries and runtime == "onnx":  # custom operators, loaded into each session (as Triton's ORT backend)
+        extra["custom_op_libraries"] = [str(name) for name in (libraries if isinstance(libraries, list) else [libraries])]
     if label_file:
         extra["labels_file"] = str(folder / label_file)
     if extra:

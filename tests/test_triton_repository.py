@@ -308,3 +308,26 @@ optimization { graph { level: 1 } input_pinned_memory { enable: false } }
             assert config.parameters["note"].string_value == "kept"
             assert config.model_warmup[0].inputs["input"].zero_data and list(config.model_warmup[0].inputs["input"].dims) == [4]
             assert config.optimization.graph.level == 1
+
+
+def test_custom_operator_libraries_reach_onnx_runtime(tmp_path):
+    """`model_operations { op_library_filename }` is registered with each ONNX Runtime session, as Triton's
+    ORT backend does; a library that cannot be loaded leaves the model not ready, naming it. (No custom
+    operator library can be built here: onnxruntime's wheel has no headers.)"""
+    (tmp_path / "custom" / "1").mkdir(parents=True)
+    make_onnx_model(tmp_path / "custom" / "1" / "model.onnx")
+    (tmp_path / "custom" / "labels.txt").write_text("a\nb\nc\n")
+    missing = tmp_path / "libmissing_ops.so"
+    (tmp_path / "custom" / "config.pbtxt").write_text(CONFIG.format(
+        name="custom", policy=f'model_operations {{ op_library_filename: "{missing}" }}'))
+    registry = DiskRepository(tmp_path).populate(ModelRepository())
+    model = registry.get_model("custom")
+    assert model.settings.parameters.extra["custom_op_libraries"] == [str(missing)]
+    from gpuserve.model_config import model_config
+    from gpuserve.server.grpc.convert import config_to_proto
+
+    shown = model_config({"name": "custom", "inputs": [], "outputs": []}, model.settings)
+    assert shown["model_operations"] == {"op_library_filename": [str(missing)]}
+    assert list(config_to_proto(shown).model_operations.op_library_filename) == [str(missing)]
+    with pytest.raises(Exception, match="custom operator library .*libmissing_ops.so could not be loaded"):
+        model.load()
