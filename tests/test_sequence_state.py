@@ -254,3 +254,27 @@ def test_a_torchscript_model_keeps_its_state_the_same_way(tmp_path):
                 assert result.as_numpy("OUTPUT_STATE") is None  # not listed in the config: kept, not sent
                 state = np.array(x) if state is None else 0.5 * state + 0.5 * np.array(x)
                 assert np.allclose(seen[-1], state * 10)
+
+
+def test_sequence_steps_sent_at_once_on_a_stream_run_in_order(tmp_path):
+    """perf_analyzer --streaming with sequences: steps of two sequences sent without waiting."""
+    import queue
+
+    write(tmp_path, "acc", ACCUMULATOR % 5_000_000)
+    registry = DiskRepository(tmp_path).populate(ModelRepository())
+    with running_server(repository=registry) as server:
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.ports['grpc']}")
+        answers: "queue.Queue" = queue.Queue()
+        client.start_stream(callback=lambda result, error: answers.put((result, error)))
+        for sequence_id in (1, 2):
+            for step in range(1, 21):
+                client.async_stream_infer("acc", one(step), request_id=f"{sequence_id}-{step}",
+                                          sequence_id=sequence_id, sequence_start=step == 1, sequence_end=step == 20)
+        seen = {}
+        for _ in range(40):
+            result, error = answers.get(timeout=30)
+            assert error is None, error
+            seen[result.get_response().id] = int(result.as_numpy("OUTPUT")[0, 0])
+        client.stop_stream()
+        client.close()
+    assert seen == {f"{s}-{k}": k * (k + 1) // 2 for s in (1, 2) for k in range(1, 21)}
