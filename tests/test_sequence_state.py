@@ -278,3 +278,32 @@ def test_sequence_steps_sent_at_once_on_a_stream_run_in_order(tmp_path):
         client.stop_stream()
         client.close()
     assert seen == {f"{s}-{k}": k * (k + 1) // 2 for s in (1, 2) for k in range(1, 21)}
+
+
+ENSEMBLE = """
+platform: "ensemble"
+max_batch_size: 8
+input [ { name: "VALUE" data_type: TYPE_INT32 dims: [ 1 ] } ]
+output [ { name: "TOTAL" data_type: TYPE_INT32 dims: [ 1 ] } ]
+ensemble_scheduling {
+  step [ { model_name: "acc" model_version: -1 input_map { key: "INPUT" value: "VALUE" }
+           output_map { key: "OUTPUT" value: "TOTAL" } } ]
+}
+"""
+
+
+def test_an_ensemble_passes_its_sequence_to_a_stateful_step(tmp_path):
+    write(tmp_path, "acc", ACCUMULATOR % 5_000_000)
+    (tmp_path / "running" / "1").mkdir(parents=True)
+    (tmp_path / "running" / "config.pbtxt").write_text(ENSEMBLE)
+    registry = DiskRepository(tmp_path).populate(ModelRepository())
+    with running_server(repository=registry) as server:
+        with grpcclient.InferenceServerClient(f"127.0.0.1:{server.ports['grpc']}") as client:
+            totals = []
+            for step in range(1, 5):
+                tensor = grpcclient.InferInput("VALUE", [1, 1], "INT32")
+                tensor.set_data_from_numpy(np.array([[step]], np.int32))
+                result = client.infer("running", [tensor], sequence_id=77, sequence_start=step == 1,
+                                      sequence_end=step == 4)
+                totals.append(int(result.as_numpy("TOTAL")[0, 0]))
+            assert totals == [1, 3, 6, 10]
