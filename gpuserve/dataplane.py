@@ -56,7 +56,8 @@ class WrittenParameters(dict):
 class DataPlane:
     def __init__(self, repository: ModelRepository, server_name: str = "gpuserve",
                  server_version: str = __version__, strict_readiness: bool = False, model_control: bool = True,
-                 allow_client_shm: bool = True, response_cache_bytes: int = response_cache.DEFAULT_BYTES):
+                 allow_client_shm: bool = True, response_cache_bytes: int = response_cache.DEFAULT_BYTES,
+                 response_cache_entries: int = 0, mlserver_cache: bool = False):
         self.repository = repository
         repository.plane = self  # in-process calls between models (BLS) take the clients' path
         self.server_name = server_name
@@ -70,7 +71,8 @@ class DataPlane:
         self.runtime_settings = RuntimeSettings(lambda name: self.repository.get_model(name) is not None)
         self.transport_metrics = TransportMetrics()
         # Triton's response cache, for the models that enable it (gpuserve/response_cache.py); 0 bytes: none
-        self.response_cache = response_cache.ResponseCache(response_cache_bytes) if response_cache_bytes > 0 else None
+        self.response_cache = response_cache.ResponseCache(response_cache_bytes, response_cache_entries, mlserver_cache) \
+            if response_cache_bytes > 0 else None
 
     # health and metadata ------------------------------------------------------------------------
     def live(self) -> bool:
@@ -207,7 +209,8 @@ class DataPlane:
         if request.id is None and as_mlserver:
             request.id = str(uuid.uuid4())
         cache_key = None
-        if self.response_cache is not None and model.ready and response_cache.enabled_for(model):
+        cache = self.response_cache
+        if cache is not None and model.ready and response_cache.enabled_for(model, cache.mlserver):
             looked_up = time.perf_counter_ns()
             try:
                 cache_key = self.response_cache.key(model, request)

@@ -47,10 +47,12 @@ _OUTPUT_TRANSPORT = frozenset({"binary_data", "shared_memory_region", "shared_me
                                "shared_memory_offset"})
 
 
-def enabled_for(model) -> bool:
-    """The model asked for the cache, and its answers may be cached (Triton's limitations)."""
+def enabled_for(model, mlserver_cache: bool = False) -> bool:
+    """The model asked for the cache, and its answers may be cached (Triton's limitations). MLServer's
+    form: the server's `cache_enabled` and the model's own `cache_enabled` (it is off by default there)."""
     settings = getattr(model, "settings", None)
-    if not getattr(settings, "response_cache", False):
+    if not getattr(settings, "response_cache", False) and not (
+            mlserver_cache and (getattr(settings, "model_extra", None) or {}).get("cache_enabled") is True):
         return False
     if getattr(model, "decoupled", False) or getattr(model, "sequences", None) is not None:
         return False
@@ -67,8 +69,10 @@ class _Entry:
 
 
 class ResponseCache:
-    def __init__(self, max_bytes: int = DEFAULT_BYTES):
+    def __init__(self, max_bytes: int = DEFAULT_BYTES, max_entries: int = 0, mlserver: bool = False):
         self.max_bytes = max(int(max_bytes), 0)
+        self.max_entries = max(int(max_entries), 0)  # MLServer's cache_size; 0: bounded by bytes alone
+        self.mlserver = mlserver  # MLServer's settings.json cache_enabled: models with cache_enabled use it
         self.bytes = 0
         self.evictions = 0  # entries dropped to make room
         self._entries: "collections.OrderedDict[bytes, _Entry]" = collections.OrderedDict()
@@ -215,7 +219,8 @@ class ResponseCache:
 
     # eviction -------------------------------------------------------------------------------------------
     def _make_room(self, size: int, keep: Optional[bytes] = None) -> None:
-        while self._entries and self.bytes + size > self.max_bytes:
+        while self._entries and (self.bytes + size > self.max_bytes
+                                 or (self.max_entries and size and len(self._entries) >= self.max_entries)):
             oldest = next(iter(self._entries))
             if oldest == keep:
                 break

@@ -186,6 +186,9 @@ class ServerSettings(BaseSettings):
     # Triton's response cache (`--cache-config local,size=BYTES`), used only by models that enable it; taken
     # as entries arrive, so the default costs nothing until then. 0: no cache.
     response_cache_bytes: int = 128 * 1024 * 1024
+    response_cache_entries: int = 0  # MLServer's cache_size: a bound on the entries too (0: bytes alone)
+    # MLServer's cache_enabled: its models whose model-settings.json says cache_enabled use the cache
+    mlserver_cache: bool = False
 
     @field_validator("device")
     @classmethod

@@ -237,7 +237,9 @@ class ModelServer:
                                    strict_readiness=settings.strict_readiness,
                                    model_control=settings.model_control_enabled,
                                    allow_client_shm=settings.allow_client_shm,
-                                   response_cache_bytes=settings.response_cache_bytes)
+                                   response_cache_bytes=settings.response_cache_bytes,
+                                   response_cache_entries=settings.response_cache_entries,
+                                   mlserver_cache=settings.mlserver_cache)
         self.errors = ErrorRoutes()
         self.protocol_version = "v2"
         self.ports: Dict[str, int] = {}

@@ -167,7 +167,7 @@ _SAME = ("host", "http_port", "grpc_port", "metrics_port", "model_repository_roo
          "server_name", "parallel_workers")
 # Known to MLServer, with no gpuserve equivalent yet: ignored with a warning naming them as such.
 _UNSUPPORTED = ("parallel_workers_timeout", "environments_dir", "extensions", "root_path", "metrics_dir",
-                "metrics_rest_server_prefix", "logging_settings", "cache_enabled", "cache_size", "tracing_server",
+                "metrics_rest_server_prefix", "logging_settings", "tracing_server",
                 "kafka_enabled", "kafka_servers", "kafka_topic_input", "kafka_topic_output", "cors_settings",
                 "model_repository_implementation", "model_repository_implementation_args", "server_version",
                 "gzip_enabled")
@@ -196,6 +196,10 @@ def _translate(name: str, value: Any, where: str, native_fields: Any) -> List[Tu
         if value is None or value == "":
             return [("enable_metrics_server", False)]
         return [("metrics_path", value)]
+    if name == "cache_enabled":  # the response cache (gpuserve/response_cache.py) for models that enable it too
+        return [("mlserver_cache", _as_bool(value, name))]
+    if name == "cache_size":
+        return [("response_cache_entries", value)]
     if name in _RENAMED:
         return [] if value is None else [(_RENAMED[name], value)]
     if name in _SAME:
