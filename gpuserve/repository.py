@@ -216,6 +216,11 @@ class DiskRepository:
             return UnavailableModel(settings.name, broken)
         if settings.device is None and self.device:
             settings.device = self.device
+        tarball = (settings.parameters.model_extra or {}).get("environment_tarball")
+        if tarball:  # said, not silently dropped: the runtime imports from the server's own environment
+            logger.warning("model '%s': parameters.environment_tarball (%s) is not unpacked by gpuserve; the model "
+                           "runs in the server's Python environment, which must hold its dependencies",
+                           settings.name, tarball)
         try:
             runtime = runtime_for(settings)
             workers = settings.parallel_workers if settings.parallel_workers is not None else self.parallel_workers

@@ -63,3 +63,16 @@ def test_settings_cache_enabled_caches_the_models_that_enable_it(tmp_path):
         infer(url, "cached", 6)
         infer(url, "cached", 7)  # cache_size 2: the entry for 5 goes first
         assert infer(url, "cached", 5) == 4
+
+
+def test_an_environment_tarball_is_said_not_to_be_used(tmp_path, caplog):
+    import logging
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "counting.py").write_text(textwrap.dedent(RUNTIME))
+    (tmp_path / "m" / "model-settings.json").write_text(json.dumps(
+        {"name": "m", "implementation": "counting.Counting", "parameters": {"environment_tarball": "./env.tar.gz"}}))
+    with caplog.at_level(logging.WARNING):
+        registry = DiskRepository(tmp_path).populate(ModelRepository())
+    assert registry.get_model("m") is not None
+    assert any("environment_tarball (./env.tar.gz) is not unpacked" in r.getMessage() for r in caplog.records)
