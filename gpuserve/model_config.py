@@ -73,7 +73,7 @@ def model_config(meta: Dict[str, Any], settings: Optional[Any] = None) -> Dict[s
         config["version_policy"] = {"specific": {"versions": versions}} if versions else {"latest": {"num_versions": 1}}
     sequences = extra.get("triton_sequence_batching")
     if sequences is not None:  # as written: Triton schedules such a model with it instead of dynamic_batching
-        config["sequence_batching"] = sequences
+        config["sequence_batching"] = _sequence_defaults(sequences, max_batch)
     elif max_batch:
         dyn = getattr(settings, "dynamic_batching", None)
         delay_us = int(getattr(settings, "max_batch_time", 0) * 1_000_000)
@@ -100,6 +100,18 @@ def model_config(meta: Dict[str, Any], settings: Optional[Any] = None) -> Dict[s
         config["instance_group"] = [{"name": f"{config['name']}_0", "count": 1,
                                      "kind": "KIND_GPU" if device.startswith("cuda") else "KIND_CPU"}]
     return config
+
+
+def _sequence_defaults(sequences: Dict[str, Any], max_batch: int) -> Dict[str, Any]:
+    """The defaults Triton's completed config shows: the idle timeout it applies (1 s), and for Oldest the
+    preferred batch size it picks (max_batch_size)."""
+    out = dict(sequences)
+    if not int(out.get("max_sequence_idle_microseconds") or 0):
+        out["max_sequence_idle_microseconds"] = 1_000_000
+    oldest = out.get("oldest")
+    if isinstance(oldest, dict) and not oldest.get("preferred_batch_size") and max_batch:
+        out["oldest"] = dict(oldest, preferred_batch_size=[max_batch])
+    return out
 
 
 def _queue_policies(extra: Dict[str, Any]) -> Dict[str, Any]:

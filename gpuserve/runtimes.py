@@ -352,7 +352,11 @@ class FrameworkModel(Model):
         arrays = self._arrays(payload)
 
         async def submit(full: Dict[str, np.ndarray], outputs: Optional[List[str]]) -> Dict[str, np.ndarray]:
+            for name in hidden:  # the server's tensors need the framework's form too (a string CORRID)
+                full[name] = self.prepare(name, full[name])
             return await self._submit(full, parameters, outputs)
+
+        hidden = self.sequences.hidden_inputs
 
         return await self.sequences.run(submit, arrays, parameters, wanted,
                                         [o.name for o in self.outputs_served()])

@@ -120,13 +120,26 @@ class SequenceInputs:
                 if s.output_name not in declared]
 
     def check(self, inputs: Seq, outputs: Seq) -> None:
-        """Every control and state the config names must be one of the model file's tensors."""
+        """Every control and state the config names must be one of the model file's tensors, and a control
+        must take what the server will send (Triton's backends refuse the model at load otherwise)."""
         have_in = {spec.name: spec for spec in inputs}
         have_out = {spec.name for spec in outputs}
         for name in sorted(self.hidden_inputs):
             if name not in have_in:
                 raise InvalidSettings(f"model '{self.model}': sequence_batching names input '{name}', which the "
                                       f"model file does not have (its inputs: {', '.join(have_in) or 'none'})")
+        for control in self.router.controls:
+            spec = have_in[control.name]
+            dims = list(spec.shape[1:] if self.router.batch_dim else spec.shape)
+            if spec.shape and dims != [1]:
+                raise InvalidSettings(f"unable to load model '{self.model}', sequence control '{control.name}' in "
+                                      f"model has dims {dims} but dims [1] is expected")
+            datatype = from_numpy_dtype(np.dtype(control.dtype))
+            if spec.datatype != datatype:
+                written = "TYPE_STRING" if datatype == "BYTES" else f"TYPE_{datatype}"
+                raise InvalidSettings(f"unable to load model '{self.model}', sequence control '{control.name}', the "
+                                      f"model expects data-type {spec.datatype} but the model configuration "
+                                      f"specifies data-type {written}")
         for name in sorted(self.state_outputs):
             if name not in have_out:
                 raise InvalidSettings(f"model '{self.model}': sequence_batching names state output '{name}', "
@@ -147,6 +160,8 @@ class SequenceInputs:
                 full.update(router.control_arrays(key, parameters, 1))
                 starting = bool(parameters.get("sequence_start"))
                 held = sequence.states
+                if starting:  # as Triton: START resets the state even when this request then fails
+                    held.clear()
                 for spec in self.states:
                     value = None if starting else held.get(spec.input_name)
                     full[spec.input_name] = value if value is not None else spec.start_value(router.batch_dim)

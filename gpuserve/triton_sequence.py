@@ -21,6 +21,7 @@ from gpuserve.errors import InvalidInput, InvalidSettings
 from gpuserve.triton_pb_utils import TRITON_STRING_TO_NUMPY
 
 KINDS = ("CONTROL_SEQUENCE_START", "CONTROL_SEQUENCE_END", "CONTROL_SEQUENCE_READY", "CONTROL_SEQUENCE_CORRID")
+CORRID_TYPES = ("TYPE_UINT64", "TYPE_INT64", "TYPE_UINT32", "TYPE_INT32", "TYPE_STRING")  # Triton's sequence batcher
 
 
 def as_list(value) -> list:
@@ -55,10 +56,12 @@ def parse_controls(model: str, batching: Dict[str, Any]) -> List[Control]:
             if kind not in KINDS:
                 raise InvalidSettings(f"model '{model}': control input '{entry.get('name')}' has unknown kind '{kind}'")
             if kind == "CONTROL_SEQUENCE_CORRID":
-                dtype = TRITON_STRING_TO_NUMPY.get(str(control.get("data_type", "TYPE_UINT64")))
-                if dtype is None:
-                    raise InvalidSettings(f"model '{model}': CORRID control '{entry.get('name')}' needs a data_type")
-                controls.append(Control(str(entry["name"]), kind, (None, None), dtype))
+                datatype = str(control.get("data_type", "TYPE_UINT64"))
+                if datatype not in CORRID_TYPES:
+                    raise InvalidSettings(f"model '{model}': unexpected control data type, expected TYPE_UINT64, "
+                                          f"TYPE_INT64, TYPE_UINT32, TYPE_INT32, or TYPE_STRING for "
+                                          f"CONTROL_SEQUENCE_CORRID '{entry.get('name')}', got {datatype}")
+                controls.append(Control(str(entry["name"]), kind, (None, None), TRITON_STRING_TO_NUMPY[datatype]))
                 continue
             for key, dtype in (("int32_false_true", np.int32), ("fp32_false_true", np.float32),
                                ("bool_false_true", np.bool_)):
@@ -117,6 +120,8 @@ class SequenceRouter:
                                "START flag on the first request of the sequence")
         sequence.pending += 1
         sequence.last_used = now
+        if parameters.get("sequence_end"):  # as Triton: the ID is free once its END arrives, not when it ran
+            del self.active[key]
         return key, sequence
 
     def close(self, key, sequence: Sequence, ended: bool) -> None:
@@ -135,8 +140,8 @@ class SequenceRouter:
                 elif isinstance(key, str):
                     raise InvalidInput(f"model '{self.model}' takes integer correlation IDs (its CORRID control "
                                        f"is {np.dtype(control.dtype).name}); got the string '{key}'")
-                else:
-                    array = np.full(shape, key, dtype=control.dtype)
+                else:  # Triton copies the ID's low bytes: a narrower type wraps rather than fails
+                    array = np.full(shape, np.uint64(key).astype(control.dtype), dtype=control.dtype)
             else:
                 on = {"CONTROL_SEQUENCE_START": bool(parameters.get("sequence_start")),
                       "CONTROL_SEQUENCE_END": bool(parameters.get("sequence_end")),

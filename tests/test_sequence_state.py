@@ -16,14 +16,15 @@ from gpuserve.repository import DiskRepository
 from gpuserve.types import InferInput, InferRequest
 
 
-def accumulator_onnx(path, with_start=True):
+def accumulator_onnx(path, with_start=True, corrid="UINT64", batched=True):
     """OUTPUT_STATE = INPUT if START else INPUT + INPUT_STATE; OUTPUT = OUTPUT_STATE * READY; CORR = CORRID
-    (the shape of Triton's own implicit-state QA model, built here with the onnx helper API)."""
+    (the shape of Triton's own implicit-state QA model, built here with the onnx helper API); without
+    `batched` every tensor is [1], as Triton gives a max_batch_size 0 model its controls."""
     import onnx
     from onnx import TensorProto, helper
 
     def value(name, kind):
-        return helper.make_tensor_value_info(name, kind, ["batch", 1])
+        return helper.make_tensor_value_info(name, kind, ["batch", 1] if batched else [1])
 
     inputs = [value("INPUT", TensorProto.INT32), value("INPUT_STATE", TensorProto.INT32)]
     outputs = [value("OUTPUT_STATE", TensorProto.INT32)]
@@ -34,8 +35,8 @@ def accumulator_onnx(path, with_start=True):
                  helper.make_node("Mul", ["OUTPUT_STATE", "READY"], ["OUTPUT"]),
                  helper.make_node("Identity", ["CORRID"], ["CORR"])]
         inputs += [value("START", TensorProto.INT32), value("READY", TensorProto.INT32),
-                   value("CORRID", TensorProto.UINT64)]
-        outputs += [value("OUTPUT", TensorProto.INT32), value("CORR", TensorProto.UINT64)]
+                   value("CORRID", getattr(TensorProto, corrid))]
+        outputs += [value("OUTPUT", TensorProto.INT32), value("CORR", getattr(TensorProto, corrid))]
     else:
         nodes = [helper.make_node("Add", ["INPUT", "INPUT_STATE"], ["OUTPUT_STATE"]),
                  helper.make_node("Identity", ["OUTPUT_STATE"], ["OUTPUT"])]
@@ -78,9 +79,9 @@ output [ { name: "OUTPUT" data_type: TYPE_INT32 dims: [ 1 ] },
 """
 
 
-def write(root, name, config, with_start=True):
+def write(root, name, config, with_start=True, **model):
     (root / name / "1").mkdir(parents=True)
-    accumulator_onnx(root / name / "1" / "model.onnx", with_start)
+    accumulator_onnx(root / name / "1" / "model.onnx", with_start, **model)
     (root / name / "config.pbtxt").write_text(config)
     return root / name
 
