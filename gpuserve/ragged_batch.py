@@ -4,8 +4,9 @@ Requests whose ragged inputs differ in length share a batch without padding: eac
 requests' elements concatenated into one 1-D tensor, as Triton's ONNX Runtime, TensorRT and PyTorch
 backends give it, and the model learns where each request's elements lie from the batch inputs Triton
 computes (element counts, running counts, the longest count as a shape, item shapes). An output marked
-BATCH_SCATTER_WITH_INPUT_SHAPE comes back concatenated the same way and is cut per request to its source
-input's shape; other outputs are split by rows.
+BATCH_SCATTER_WITH_INPUT_SHAPE comes back concatenated the same way and is cut per request to the
+output's config dims, each -1 taken from the source input's shape (as Triton's backends cut it); other
+outputs are split by rows.
 
 `RaggedBackend` wraps the framework backend and shows the engine a plain batched model (ragged inputs in
 the client's form, batch inputs hidden) that takes whole requests (`run_requests`), so the engine's
@@ -63,9 +64,12 @@ def ragged_spec(model: str, config: Dict[str, Any]) -> Optional[RaggedSpec]:
         dtype = TRITON_STRING_TO_NUMPY.get(str(entry.get("data_type", "")))
         sources = [str(s) for s in as_list(entry.get("source_input"))]
         targets = tuple(str(t) for t in as_list(entry.get("target_name")))
-        if kind not in KINDS or dtype is None or dtype is np.object_ or len(sources) != 1 or not targets:
-            raise InvalidSettings(f"model '{model}': batch_input {entry} needs a known kind, a numeric data_type, "
-                                  "one source_input and a target_name")
+        if kind not in KINDS or len(sources) != 1 or not targets:
+            raise InvalidSettings(f"model '{model}': batch_input {entry} needs a known kind, one source_input "
+                                  "and a target_name")
+        if entry.get("data_type") not in ("TYPE_INT32", "TYPE_FP32"):  # as Triton's model config check
+            raise InvalidSettings(f"model '{model}': batch input data type must be TYPE_INT32 or TYPE_FP32, "
+                                  f"got {entry.get('data_type')} for '{targets[0]}'")
         if sources[0] not in inputs:
             raise InvalidSettings(f"model '{model}': batch_input source '{sources[0]}' is not one of its inputs")
         batch_inputs.append(BatchInput(kind, targets, dtype, sources[0]))
@@ -95,7 +99,8 @@ def batch_input_array(spec: BatchInput, parts: Sequence[np.ndarray]) -> np.ndarr
     if spec.kind == "BATCH_MAX_ELEMENT_COUNT_AS_SHAPE":  # only its shape carries the value
         return np.zeros(int(counts.max()) if len(counts) else 0, dtype=spec.dtype)
     items = [shape for part in parts for shape in [part.shape[1:]] * (part.shape[0] if part.ndim else 1)]
-    shapes = np.array(items, dtype=spec.dtype).reshape(len(items), -1)
+    width = len(items[0]) if items else 0  # a source with only the batch dimension gives [batch, 0]
+    shapes = np.array(items, dtype=spec.dtype).reshape(len(items), width)
     return shapes.reshape(-1) if spec.kind == "BATCH_ITEM_SHAPE_FLATTEN" else shapes
 
 
@@ -110,6 +115,9 @@ class RaggedBackend:
         self.inputs = [self._client_spec(s, declared_in) if s.name in spec.ragged else s
                        for s in backend.inputs if s.name not in spec.hidden_inputs]
         self.outputs = [self._client_spec(s, declared_out) if s.name in spec.scatter else s for s in backend.outputs]
+        # Triton cuts a scattered output by its config shape (batch dimension included), each -1 taken from
+        # the same dimension of the request's source input
+        self.scatter_shapes = {name: list(declared_out[name].shape) for name in spec.scatter if name in declared_out}
         missing = [t for t in spec.hidden_inputs if t not in {s.name for s in backend.inputs}]
         if missing:
             raise InvalidSettings(f"batch_input target(s) {', '.join(sorted(missing))} are not inputs of the model file")
@@ -175,9 +183,14 @@ class RaggedBackend:
                 for i, chunk in enumerate(np.split(array, np.cumsum(rows)[:-1])):
                     per_request[i][name] = chunk
                 continue
+            flat = np.ravel(array)
+            declared = self.scatter_shapes.get(name)
+            if declared is not None:
+                self._scatter_declared(name, flat, declared, [request[source].shape for request in requests],
+                                       per_request)
+                continue
             shapes = [request[source].shape for request in requests]
             counts = [request[source].size for request in requests]
-            flat = np.ravel(array)
             if not sum(counts) or flat.size % sum(counts):
                 raise InferenceError(f"output '{name}' has {flat.size} elements, which do not scatter by input "
                                      f"'{source}' ({sum(counts)} elements)")
@@ -188,3 +201,19 @@ class RaggedBackend:
                 per_request[i][name] = piece.reshape(tuple(shape) + ((each,) if each > 1 else ()))
                 start += count
         return per_request
+
+    @staticmethod
+    def _scatter_declared(name: str, flat: np.ndarray, declared: List[int], sources: List[Tuple[int, ...]],
+                          per_request: List[Dict[str, np.ndarray]]) -> None:
+        start = 0
+        for i, source in enumerate(sources):
+            if any(d < 0 and at >= len(source) for at, d in enumerate(declared)):
+                raise InferenceError(f"output '{name}' has shape {declared} in the config; its source input's "
+                                     f"shape {list(source)} has no dimension for each -1")
+            shape = tuple(source[at] if d < 0 else d for at, d in enumerate(declared))
+            count = int(np.prod(shape))
+            if start + count > flat.size:
+                raise InferenceError(f"output '{name}' has {flat.size} elements, fewer than the batch's requests "
+                                     f"need when scattered by their input shapes")
+            per_request[i][name] = flat[start:start + count].reshape(shape)
+            start += count
