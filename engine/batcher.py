@@ -65,7 +65,7 @@ class QueuePolicy:
 
     max_queue_size: int = 0  # 0: unbounded
     default_timeout_s: Optional[float] = None
-    allow_timeout_override: bool = True
+    allow_timeout_override: bool = True  # a request's own timeout may shorten default_timeout_s (or set one)
     delay: bool = False  # timeout_action DELAY: a timed-out request waits behind its level instead of failing
 
 
@@ -173,7 +173,11 @@ class Scheduler:
             policy = cfg.queue_policies[min(level, len(cfg.queue_policies) - 1)]
             if timeout_s is None or not policy.allow_timeout_override:
                 timeout_s = policy.default_timeout_s
+            elif policy.default_timeout_s and timeout_s > policy.default_timeout_s:
+                timeout_s = policy.default_timeout_s  # as Triton: a request may shorten it, never lengthen it
         elif timeout_s is None or not cfg.allow_timeout_override:
+            timeout_s = cfg.default_timeout_s
+        elif cfg.default_timeout_s and timeout_s > cfg.default_timeout_s:
             timeout_s = cfg.default_timeout_s
         batch_dim = self.batch_dim
         rows, key = describe(arrays, batch_dim, cfg.max_batch_size > 1 and batch_dim, cfg.ragged_inputs)

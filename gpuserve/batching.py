@@ -38,8 +38,10 @@ def batching_config(settings: ModelSettings, batchable: bool) -> BatchingConfig:
     preferred = tuple(sorted(p for p in (dyn.preferred_batch_size if dyn else []) if 0 < p <= max(max_batch, 1)))
     by_level = _level_policies(dyn.model_extra.get("priority_queue_policy") if dyn is not None and dyn.model_extra
                                else None, levels)
-    default = QueuePolicy(int(max_queue or 0), timeout_us / 1e6 if timeout_us else None,
-                          bool(policy.get("allow_timeout_override", True)), _delays(policy))
+    allow = bool(policy.get("allow_timeout_override", True))
+    if allow and not timeout_us and "triton_max_batch_size" in (settings.model_extra or {}):
+        allow = False  # Triton only lets a request shorten a default timeout: without one it has no effect
+    default = QueuePolicy(int(max_queue or 0), timeout_us / 1e6 if timeout_us else None, allow, _delays(policy))
     policies = ()
     if by_level or default.delay or (levels > 1 and default.max_queue_size):  # Triton bounds each level alone
         policies = tuple(by_level.get(level, default) for level in range(levels))
@@ -51,7 +53,7 @@ def batching_config(settings: ModelSettings, batchable: bool) -> BatchingConfig:
         default_priority_level=max(min(default_level, levels - 1), 0),
         max_queue_size=int(max_queue or 0),
         default_timeout_s=timeout_us / 1e6 if timeout_us else None,
-        allow_timeout_override=bool(policy.get("allow_timeout_override", True)),
+        allow_timeout_override=allow,
         queue_policies=policies,
         ragged_inputs=tuple(settings.ragged.inputs) if settings.ragged is not None and batchable else (),
     )
@@ -78,8 +80,9 @@ def _level_policies(entries, levels: int) -> dict:
         if not 0 <= level < levels or not isinstance(value, dict):
             continue
         timeout_us = int(value.get("default_timeout_microseconds", 0) or 0)
+        allow = bool(value.get("allow_timeout_override", False)) and timeout_us > 0  # as the default's, above
         out[level] = QueuePolicy(int(value.get("max_queue_size", 0) or 0), timeout_us / 1e6 if timeout_us else None,
-                                 bool(value.get("allow_timeout_override", False)), _delays(value))
+                                 allow, _delays(value))
     return out
 
 

@@ -62,19 +62,21 @@ async def test_each_level_keeps_its_own_bound_and_timeout_action(tmp_path):
     fresh = asyncio.ensure_future(scheduler.submit(row(21), timeout_s=60))  # level 2, no override: 1 us too
     high = asyncio.ensure_future(scheduler.submit(row(10), priority=0))
     rejected = asyncio.ensure_future(scheduler.submit(row(-30), priority=2))  # level 3: its timeout rejects
-    kept = asyncio.ensure_future(scheduler.submit(row(31), priority=2, timeout_s=60))  # override allowed there
+    # level 3 allows an override, but Triton lets a request only shorten the level's timeout, not lengthen it
+    lengthened = asyncio.ensure_future(scheduler.submit(row(-31), priority=2, timeout_s=60))
     await settle()
     with pytest.raises(QueueFull, match="priority level 1 is full"):  # level 1 holds one, the others many
         await scheduler.submit(row(11), priority=0)
     await asyncio.sleep(0.01)
     backend.gate.set()
-    answers = await asyncio.gather(first, delayed, fresh, high, kept)
-    assert [int(a["y"][0, 0]) for a in answers[1:]] == [40, 42, 20, 62]
-    with pytest.raises(DeadlineExceeded):
-        await rejected
+    answers = await asyncio.gather(first, delayed, fresh, high)
+    assert [int(a["y"][0, 0]) for a in answers[1:]] == [40, 42, 20]
+    for late in (rejected, lengthened):
+        with pytest.raises(DeadlineExceeded):
+            await late
     # delayed ones ran after their level's others (none here had not timed out) and before level 3
-    assert [int(c[0, 0]) for c in backend.calls[1:]] == [10, 20, 21, 31]
-    assert scheduler.stats.fail_reasons["REJECTED"] == 1  # a delayed request is not a failure
+    assert [int(c[0, 0]) for c in backend.calls[1:]] == [10, 20, 21]
+    assert scheduler.stats.fail_reasons["REJECTED"] == 2  # a delayed request is not a failure
     await scheduler.stop()
 
 
@@ -92,3 +94,29 @@ async def test_a_delayed_request_runs_behind_its_levels_requests_that_did_not_ti
     await asyncio.gather(first, late, *on_time, lower)
     assert [int(c[0, 0]) for c in backend.calls[1:]] == [2, 3, 1, 9]
     await scheduler.stop()
+
+
+async def test_a_request_may_only_shorten_the_default_timeout():
+    backend = GatedBackend()
+    scheduler, _ = scheduler_for(backend, max_batch_size=1, default_timeout_s=60, allow_timeout_override=True)
+    first = await occupy(scheduler, backend)
+    short = asyncio.ensure_future(scheduler.submit(row(1), timeout_s=1e-6))
+    long = asyncio.ensure_future(scheduler.submit(row(2), timeout_s=3600))
+    await settle()
+    assert [round(job.deadline - job.arrival, 3) for level in scheduler.queue.levels for job in level] == [0, 60]
+    backend.gate.set()
+    await asyncio.gather(first, long)
+    with pytest.raises(DeadlineExceeded):
+        await short
+    await scheduler.stop()
+
+
+def test_an_override_without_a_default_timeout_has_no_effect_as_in_triton(tmp_path):
+    written = CONFIG.split("dynamic_batching")[0] + """
+dynamic_batching { priority_levels: 2 default_queue_policy { allow_timeout_override: true max_queue_size: 4 }
+                   priority_queue_policy { key: 1 value: { allow_timeout_override: true } } }
+"""
+    config = batching_config(ModelSettings(**settings_from_config(tmp_path, parse_pbtxt(written), 1)), True)
+    assert not config.allow_timeout_override  # Triton keeps the request's timeout only below a default one
+    assert [p.allow_timeout_override for p in config.queue_policies] == [False, False]
+    assert batching_config(ModelSettings(name="plain"), True).allow_timeout_override  # gpuserve's own models
