@@ -303,8 +303,10 @@ async def test_adapter_lifecycle_headers_and_protocol_checks():
     assert await adapter.load() and adapter.ready and adapter.runtime.ready and adapter.runtime.loaded
     request = InferRequest.from_numpy("rec", {"x": np.ones(1)})
     response, headers = await adapter(request, {"a": "1", "b": "2"})
-    assert headers == {"x-n": "1"} and response.parameters == {"note": "kept"} and response.model_name == "rec"
-    assert response.outputs[0].as_numpy().tolist() == [[2]]
+    ce = {k: v for k, v in headers.items() if k.startswith("Ce-")}  # MLServer's CloudEvents headers
+    assert headers == {"x-n": "1", **ce} and ce["Ce-Type"] == "io.seldon.serving.inference.response"
+    assert response.parameters == {"note": "kept"} and response.model_name == "rec"
+    assert response.outputs[0].as_numpy().tolist() == [[2 + 6]]  # the client's two and six CloudEvents ones
     with pytest.raises(InvalidInput):
         await adapter({"instances": [1]}, {})
     with pytest.raises(GpuserveError) as failure:

@@ -40,6 +40,7 @@ from gpuserve.mlserver.codecs.content_types import (
     get_decoded,
     has_decoded,
 )
+from gpuserve.mlserver import cloudevents
 from gpuserve.mlserver.context import model_context
 from gpuserve.mlserver.settings import ModelSettings, as_mlserver_settings
 from gpuserve.mlserver.types import (
@@ -198,6 +199,7 @@ class MLModelAdapter(Model):
         self.platform = runtime.settings.platform or ""
         self._metadata: Optional[Dict[str, Any]] = None
         self._unloaded = False
+        self.registry = None  # set by the ModelRepository serving it: its data plane names the server
 
     # lifecycle ----------------------------------------------------------------------------------
     async def load(self) -> bool:
@@ -261,10 +263,15 @@ class MLModelAdapter(Model):
         set_current_model(self.name, self.version)  # labels for custom metrics (gpuserve.metrics.log)
         if headers is None:
             headers = body.headers or {}
-        payload = from_native_request(body, headers)
+        # as MLServer's data plane: the runtime sees the request's CloudEvents headers beside the client's
+        plane = getattr(getattr(self, "registry", None), "plane", None)
+        server = getattr(plane, "server_name", None) or "gpuserve"
+        payload = from_native_request(body, {**headers, **cloudevents.headers(cloudevents.REQUEST_TYPE, self.name,
+                                                                              body.id, server)})
         with model_context(self.runtime.settings):
             response = await _call(self.runtime.predict, payload)
-        return self._answer(response)
+        native, answer_headers = self._answer(response)
+        return native, {**cloudevents.headers(cloudevents.RESPONSE_TYPE, self.name, body.id, server), **answer_headers}
 
     def _answer(self, response: Any):
         if isinstance(response, InferResponse):
