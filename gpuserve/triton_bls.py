@@ -10,7 +10,7 @@ from typing import Optional
 
 from gpuserve import triton_pb_utils as pb
 from gpuserve.dataplane import STREAMING
-from gpuserve.errors import GpuserveError
+from gpuserve.errors import GpuserveError, ModelNotFound, ModelNotReady, Unimplemented
 from gpuserve.types import InferInput, InferRequest, InferResponse, RequestedOutput
 
 # TritonError codes -> (HTTP status, gRPC status), as Triton's frontends map the server's error codes
@@ -20,9 +20,12 @@ ERROR_STATUS = {
     pb.TritonError.UNAVAILABLE: (503, "UNAVAILABLE"), pb.TritonError.UNSUPPORTED: (501, "UNIMPLEMENTED"),
     pb.TritonError.ALREADY_EXISTS: (409, "ALREADY_EXISTS"), pb.TritonError.CANCELLED: (499, "CANCELLED"),
 }
-_CODE_OF_GRPC = {"NOT_FOUND": pb.TritonError.NOT_FOUND, "INVALID_ARGUMENT": pb.TritonError.INVALID_ARG,
-                 "UNAVAILABLE": pb.TritonError.UNAVAILABLE, "UNIMPLEMENTED": pb.TritonError.UNSUPPORTED,
-                 "ALREADY_EXISTS": pb.TritonError.ALREADY_EXISTS, "CANCELLED": pb.TritonError.CANCELLED}
+# Triton 2.51's words when a BLS call cannot reach the callee (unknown, unloaded, failed or missing version alike)
+# or reaches a decoupled one without decoupled=True
+BLS_NOT_READY = "Failed for execute the inference request. Model '{name}' is not ready."
+BLS_DECOUPLED = ("Model {name} is using the decoupled. The current BLS request call doesn't support models using the "
+                 "decoupled transaction policy. Please use 'decoupled=True' argument to the 'exec' or 'async_exec' "
+                 "calls for decoupled models.'")
 
 
 class PythonModelError(GpuserveError):
@@ -33,9 +36,24 @@ class PythonModelError(GpuserveError):
         self.http, self.grpc = ERROR_STATUS.get(code, (500, "INTERNAL"))
 
 
-def error_response(exc: BaseException) -> pb.InferenceResponse:
-    code = _CODE_OF_GRPC.get(getattr(exc, "grpc", ""), pb.TritonError.INTERNAL)
-    return pb.InferenceResponse(error=pb.TritonError(str(exc) or type(exc).__name__, code))
+def error_response(exc: BaseException, callee: str = "") -> pb.InferenceResponse:
+    """A BLS call's failure as Triton 2.51's Python backend hands it to the caller: the code is always INTERNAL,
+    whatever the callee or the server said (a caller returning the error answers its client 500 / INTERNAL), and
+    what the server refused before the callee ran is told the way Triton's server tells it."""
+    return pb.InferenceResponse(error=pb.TritonError(bls_message(exc, callee), pb.TritonError.INTERNAL))
+
+
+def bls_message(exc: BaseException, callee: str) -> str:
+    message = str(exc) or type(exc).__name__
+    if not callee or isinstance(exc, PythonModelError) or message.startswith("in ensemble '"):
+        return message  # the callee (or an ensemble's step) answered: its own words
+    if isinstance(exc, (ModelNotFound, ModelNotReady)):
+        message = BLS_NOT_READY.format(name=callee)
+    elif isinstance(exc, Unimplemented) and "decoupled transaction policy" in message:
+        message = BLS_DECOUPLED.format(name=callee)
+    elif not 400 <= getattr(exc, "http", 500) < 500:
+        return message  # the callee failed while running
+    return f"Model {callee} - Error when running inference: {message}"
 
 
 class ServerBridge:
@@ -94,7 +112,7 @@ class ServerBridge:
         try:
             response = await self._call(request)
         except Exception as exc:
-            return error_response(exc)
+            return error_response(exc, request.model_name())
         return self._converted(response)
 
     async def infer_stream(self, request: pb.InferenceRequest) -> list:
@@ -108,7 +126,7 @@ class ServerBridge:
                 return [self._converted(response)]
             return [self._converted(item) async for item in response]
         except Exception as exc:
-            return [error_response(exc)]
+            return [error_response(exc, request.model_name())]
         finally:
             STREAMING.reset(token)
 
