@@ -10,9 +10,10 @@ ensemble output must be produced, and no tensor may be produced twice.
 
 A step on a decoupled model (TensorRT-LLM-style pipelines: preprocess -> decoupled generator ->
 postprocess) makes the ensemble decoupled, as in Triton: only streaming calls reach it, and each of the
-step's responses runs the rest of the graph on its own, giving one ensemble response each. The response
-that completes the request is marked final when the decoupled step has already ended (Triton's rule, with
-no response held back to wait for that end).
+step's responses runs the rest of the graph on its own, giving one ensemble response each (a decoupled step
+after another runs per response of the first). As in Triton 2.51, a response is final only when no step is
+still answering once it is complete, with no response held back to find out; a graph that joins tensors
+from different decoupled steps (or from one and the ensemble's inputs) is not ready, as Triton refuses it.
 """
 
 from __future__ import annotations
@@ -69,8 +70,12 @@ def plan_steps(name: str, config: Dict[str, Any]) -> List[Step]:
     missing = [t["name"] for t in config.get("output", []) if t["name"] not in produced]
     if missing:
         raise InvalidSettings(f"ensemble '{name}': no step produces its output(s) {missing}")
-    # every step must become runnable: a cycle leaves some never ready
-    ready, pending = set(available), list(steps)
+    used = {t for step in steps for t in step.inputs.values()} | {t["name"] for t in config.get("output", [])}
+    unused = [t for t in produced if t not in used]
+    if unused:  # Triton's words; a step whose answers go nowhere is a mistake in the graph
+        raise InvalidSettings(f"ensemble tensor '{unused[0]}' is unused in ensemble '{name}'")
+    # every step must become runnable (a cycle leaves some never ready); they are kept in the order they can run
+    ready, pending, ordered = set(available), list(steps), []
     while pending:
         runnable = [s for s in pending if all(t in ready for t in s.inputs.values())]
         if not runnable:
@@ -78,7 +83,8 @@ def plan_steps(name: str, config: Dict[str, Any]) -> List[Step]:
         for step in runnable:
             ready.update(step.outputs.values())
             pending.remove(step)
-    return steps
+        ordered += runnable
+    return ordered
 
 
 class EnsembleModel(Model):
@@ -142,7 +148,7 @@ class EnsembleModel(Model):
     # becomes ready by itself once its steps load (they may load after it, or be reloaded).
     @property
     def ready(self) -> bool:
-        return self._loaded and not self._missing_steps()
+        return self._loaded and not self._missing_steps() and not self._joins_sources()
 
     @ready.setter
     def ready(self, value: bool) -> None:
@@ -153,6 +159,9 @@ class EnsembleModel(Model):
         missing = self._missing_steps() if self._loaded else []
         if missing:
             return f"ensemble '{self.name}' needs model(s) {missing}, which are not ready"
+        if self._loaded and self._joins_sources():  # Triton's words (it names the ensemble twice)
+            return (f"in ensemble {self.name}, step of model '{self.name}' receives inputs originated from "
+                    "different decoupled models")
         return self._reason
 
     @reason.setter
@@ -161,6 +170,20 @@ class EnsembleModel(Model):
 
     def _decoupled_steps(self) -> List[str]:
         return [s.model for s in self.steps if getattr(self._step_model(s), "decoupled", False)]
+
+    def _joins_sources(self) -> bool:
+        """Whether a step, or the ensemble's outputs, would join tensors from different decoupled steps (the
+        ensemble's inputs counting as one more source). Each response of a decoupled step runs the rest of the
+        graph on its own, so such a join pairs nothing; Triton 2.51 refuses these graphs (parallel decoupled
+        steps among them), and so does gpuserve."""
+        source: Dict[str, Any] = {t["name"]: self for t in self.config.get("input", [])}
+        for step in self.steps:  # in the order they run
+            feeding = [source[t] for t in step.inputs.values() if t in source]
+            if len({id(s) for s in feeding}) > 1:
+                return True
+            decoupled = getattr(self._step_model(step), "decoupled", False)
+            source.update(dict.fromkeys(step.outputs.values(), step if decoupled else (feeding or [self])[0]))
+        return len({id(source[t["name"]]) for t in self.config.get("output", []) if t["name"] in source}) > 1
 
     def _missing_steps(self) -> List[str]:
         return [s.model for s in self.steps if self._step_model(s) is None]
@@ -249,20 +272,19 @@ class EnsembleModel(Model):
                 else:
                     fanned.append((step, outputs))
             if fanned:
-                if not streams or len(fanned) > 1:
+                if not streams or len(fanned) > 1:  # steps that became decoupled (a reload) after the check
                     for _, stream in fanned:
                         await stream.aclose()
-                    if not streams:  # the step became decoupled (a reload) after the request was let in
-                        raise InferenceError(f"in ensemble '{self.name}', step '{fanned[0][0].model}' is "
-                                             "decoupled: call the ensemble over a streaming RPC")
-                    raise Unimplemented(f"ensemble '{self.name}': decoupled steps {[s.model for s, _ in fanned]} "
-                                        "run side by side; gpuserve fans out one decoupled step at a time")
+                    raise InferenceError(f"in ensemble '{self.name}', step(s) {[s.model for s, _ in fanned]} "
+                                         "became decoupled while the request ran")
                 async with Lookahead(fanned[0][1]) as upstream:
-                    async for produced in upstream:
+                    async for produced, flagged in upstream:
                         branch = self._flows(payload, headers, {**tensors, **produced}, list(pending))
                         async with contextlib.aclosing(branch) as flows:
                             async for outputs, last in flows:
-                                yield outputs, last and upstream.ended()
+                                # as Triton: final only if no step is still answering when the response is
+                                # complete; with no step after this one, that is when this response arrives
+                                yield outputs, last and (flagged or bool(pending) and upstream.ended())
                 return
         yield tensors, True
 
@@ -288,12 +310,13 @@ class EnsembleModel(Model):
             return self._step_responses(step, response)
         return self._step_outputs(step, response)
 
-    async def _step_responses(self, step: Step, responses) -> AsyncIterator[Dict[str, Any]]:
+    async def _step_responses(self, step: Step, responses) -> AsyncIterator[Tuple[Dict[str, Any], bool]]:
+        """Each response's outputs, and whether it carried the step's final flag."""
         try:
             async for item in responses:
                 if isinstance(item, BaseException):
                     raise self._in_ensemble(item)
-                yield self._step_outputs(step, item)
+                yield self._step_outputs(step, item), bool((item.parameters or {}).get("triton_final_response"))
         finally:
             await responses.aclose()
 

@@ -1,5 +1,5 @@
-"""Reading a decoupled step's responses one ahead of the ensemble: the ensemble marks a response final
-when the step has already ended, without holding any response back to find out (Triton's rule).
+"""Reading a decoupled step's responses one ahead of the ensemble: a response that later steps completed is
+final when the step had ended by then, without holding any response back to find out (Triton's rule).
 
 A background task drains the step into a buffer, so `ended()` can say, at the moment a branch of the
 graph completes, whether the step has nothing more to send.

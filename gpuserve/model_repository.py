@@ -161,6 +161,8 @@ class ModelRepository:
         # leaves a loaded model as it was, and one that succeeds replaces it with no gap in service.
         ok = True
         for model in models:
+            if hasattr(model, "registry"):  # an ensemble's readiness is its steps' (they are served here)
+                model.registry = self
             if getattr(model, "ready", False) is False and not getattr(model, "reason", ""):
                 ok = await run_load(model) and ok
             else:

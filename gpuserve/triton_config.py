@@ -115,8 +115,10 @@ class _Parser:
 
     @staticmethod
     def _add(fields: Dict[str, Any], name: str, value: Any) -> None:
-        if name in MAPS and isinstance(value, dict) and "key" in value:
-            fields.setdefault(name, {})[value["key"]] = value.get("value")
+        entries = value if isinstance(value, _ListValue) else [value]
+        if name in MAPS and entries and all(isinstance(e, dict) and "key" in e for e in entries):
+            for entry in entries:  # `input_map { key value }` once per entry, or `input_map [ {...}, {...} ]`
+                fields.setdefault(name, {})[entry["key"]] = entry.get("value")
             return
         items = list(value) if isinstance(value, _ListValue) else [value]
         if name in REPEATED:

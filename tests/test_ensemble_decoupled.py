@@ -1,7 +1,10 @@
 """An ensemble with a decoupled step (preprocess -> generator -> postprocess, TensorRT-LLM's layout) is
 decoupled itself, as in Triton 2.51: unary calls are refused with Triton's words, a stream gets one
-response per response of the step with the rest of the graph run on each, the last marked final, and a
-step's error ends the request's responses under "in ensemble 'NAME', "."""
+response per response of the step with the rest of the graph run on each, and a step's error ends the
+request's responses under "in ensemble 'NAME', ". A response is final only when no step is still answering
+once it is complete, so one that comes straight from a decoupled step is final only if it carried the flag.
+Graphs that join tensors of different decoupled steps (two side by side, or one and the ensemble's inputs)
+are refused, as Triton refuses them at load."""
 
 import queue
 import textwrap
@@ -48,6 +51,29 @@ PLUS = textwrap.dedent("""
                     responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("Y", x + 100)]))
             return responses
     """)
+REPEAT_FLAGGED = REPEAT.replace(
+    "sender.send(pb_utils.InferenceResponse([pb_utils.Tensor(\"OUT\", np.array([i], np.int32))]))",
+    "sender.send(pb_utils.InferenceResponse([pb_utils.Tensor(\"OUT\", np.array([i], np.int32))]),\n"
+    "                            flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL if i == count - 1 else 0)"
+).replace("        sender.send(flags=", "        if not count:\n            sender.send(flags=")
+assert REPEAT_FLAGGED != REPEAT
+I32 = 'data_type: TYPE_INT32 dims: [ 1 ]'
+
+
+def _pairs(mapping):
+    return ", ".join('{ key: "%s" value: "%s" }' % item for item in mapping.items())
+
+
+def _ensemble(outputs, *steps):
+    """An ensemble of IN (INT32 [1]) whose steps are (model, {input: tensor}, {output: tensor}); the maps are
+    written in list form, as Triton accepts them."""
+    text = ", ".join('{ model_name: "%s" model_version: -1 input_map [ %s ] output_map [ %s ] }'
+                     % (model, _pairs(ins), _pairs(outs)) for model, ins, outs in steps)
+    tensors = ", ".join('{ name: "%s" %s }' % (name, I32) for name in outputs)
+    return ('platform: "ensemble"\nmax_batch_size: 0\ninput [ { name: "IN" %s } ]\noutput [ %s ]\n'
+            "ensemble_scheduling { step [ %s ] }\n" % (I32, tensors, text))
+
+
 CONFIGS = {
     "repeat": """backend: "python"
 max_batch_size: 0
@@ -77,7 +103,25 @@ ensemble_scheduling { step [
   { model_name: "plus" model_version: -1 input_map { key: "X" value: "IN" } output_map { key: "Y" value: "RESULT" } }
 ] }
 """,
+    # one decoupled step after another: each response of the first runs the second
+    "serial": _ensemble(["RESULT"], ("repeat", {"N": "IN"}, {"OUT": "MID"}), ("repeat", {"N": "MID"}, {"OUT": "RESULT"})),
+    "last": _ensemble(["RESULT"], ("repeat", {"N": "IN"}, {"OUT": "RESULT"})),
+    "last_flagged": _ensemble(["RESULT"], ("repeat_flagged", {"N": "IN"}, {"OUT": "RESULT"})),
+    # refused as Triton refuses them: tensors of different decoupled steps (or of one and the inputs) joined
+    "parallel": _ensemble(["A", "B"], ("repeat", {"N": "IN"}, {"OUT": "A"}), ("repeat_flagged", {"N": "IN"}, {"OUT": "B"})),
+    "parallel_joined": _ensemble(["C"], ("repeat", {"N": "IN"}, {"OUT": "A"}), ("repeat_flagged", {"N": "IN"}, {"OUT": "B"}),
+                                 ("add", {"A": "A", "B": "B"}, {"C": "C"})),
+    "serial_both": _ensemble(["MID", "RESULT"], ("repeat", {"N": "IN"}, {"OUT": "MID"}),
+                             ("repeat", {"N": "MID"}, {"OUT": "RESULT"})),
+    "with_input": _ensemble(["C"], ("repeat", {"N": "IN"}, {"OUT": "A"}), ("add", {"A": "A", "B": "IN"}, {"C": "C"})),
+    "unused": _ensemble(["A"], ("repeat", {"N": "IN"}, {"OUT": "A"}), ("repeat_flagged", {"N": "IN"}, {"OUT": "B"})),
 }
+CONFIGS["repeat_flagged"] = CONFIGS["repeat"]
+CONFIGS["add"] = ('backend: "python"\nmax_batch_size: 0\n'
+                  f'input [ {{ name: "A" {I32} }}, {{ name: "B" {I32} }} ]\noutput [ {{ name: "C" {I32} }} ]\n')
+ADD = ("import triton_python_backend_utils as pb_utils\n\nclass TritonPythonModel:\n    def execute(self, requests):\n"
+       "        return [pb_utils.InferenceResponse([pb_utils.Tensor('C', pb_utils.get_input_tensor_by_name(r, 'A')"
+       ".as_numpy() + pb_utils.get_input_tensor_by_name(r, 'B').as_numpy())]) for r in requests]\n")
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +130,8 @@ def server(tmp_path_factory):
     for name, config in CONFIGS.items():
         (root / name / "1").mkdir(parents=True)
         (root / name / "config.pbtxt").write_text(config)
-    (root / "repeat" / "1" / "model.py").write_text(REPEAT)
-    (root / "plus" / "1" / "model.py").write_text(PLUS)
+    for name, code in (("repeat", REPEAT), ("repeat_flagged", REPEAT_FLAGGED), ("plus", PLUS), ("add", ADD)):
+        (root / name / "1" / "model.py").write_text(code)
     with running_server(repository=DiskRepository(root).populate(ModelRepository())) as running:
         yield running
 
@@ -98,13 +142,13 @@ def _n(module, value):
     return tensor
 
 
-def _stream(server, value, empty_final=False):
+def _stream(server, value, empty_final=False, model="chain"):
     """Every callback of one streamed request until a final response, an error, or 2 s of silence."""
     answers = queue.Queue()
     got = []
     with grpcclient.InferenceServerClient(f"127.0.0.1:{server.ports['grpc']}") as client:
         client.start_stream(callback=lambda result, error: answers.put((result, error)))
-        client.async_stream_infer("chain", [_n(grpcclient, value)], request_id="r",
+        client.async_stream_infer(model, [_n(grpcclient, value)], request_id="r",
                                   enable_empty_final_response=empty_final)
         while True:
             try:
@@ -177,3 +221,47 @@ def test_generate_stream_walks_the_decoupled_ensemble_as_server_sent_events(serv
     events = [json.loads(line[len("data: "):]) for line in reply.text.split("\n\n") if line]
     assert [(e["MID"], e["RESULT"]) for e in events] == [(0, 100), (1, 101)]
     assert events[0]["model_name"] == "chain"
+
+
+def test_a_decoupled_step_after_another_runs_per_response_and_final_comes_alone(server):
+    """As Triton 2.51: IN=3 -> MID 0, 1, 2 -> RESULT (none), 0, (0, 1); the second step sends its flag alone,
+    so no response is final and the request ends with the empty final response when asked for one."""
+    got = _stream(server, 3, empty_final=True, model="serial")
+    assert got == [({"RESULT": [0]}, False, "r", "1"), ({"RESULT": [0]}, False, "r", "1"),
+                   ({"RESULT": [1]}, False, "r", "1"), ({}, True, "r", "")]
+    assert _stream(server, 3, model="serial") == [({"RESULT": [0]}, False, "r", "1"),
+                                                 ({"RESULT": [0]}, False, "r", "1"), ({"RESULT": [1]}, False, "r", "1")]
+
+
+def test_a_response_straight_from_a_decoupled_step_is_final_only_with_the_flag(server):
+    assert _stream(server, 2, model="last") == [({"RESULT": [0]}, False, "r", "1"), ({"RESULT": [1]}, False, "r", "1")]
+    assert _stream(server, 2, model="last_flagged") == [({"RESULT": [0]}, False, "r", "1"),
+                                                       ({"RESULT": [1]}, True, "r", "1")]
+
+
+@pytest.mark.parametrize("name", ["parallel", "parallel_joined", "serial_both", "with_input"])
+def test_joining_tensors_of_different_decoupled_steps_is_refused_as_triton_refuses_it(server, name):
+    reason = (f"in ensemble {name}, step of model '{name}' receives inputs originated from different "
+              "decoupled models")  # Triton's words, which name the ensemble twice
+    with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
+        assert not client.is_model_ready(name)
+        index = {m["name"]: m for m in client.get_model_repository_index()}
+        assert (index[name]["state"], index[name]["reason"]) == ("UNAVAILABLE", reason)
+    assert _stream(server, 2, model=name) == [("error", f"Model with name {name} is not ready. {reason}")]
+
+
+def test_a_step_output_nothing_reads_is_refused_as_triton_refuses_it(server):
+    with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
+        index = {m["name"]: m for m in client.get_model_repository_index()}
+        assert index["unused"]["state"] == "UNAVAILABLE"
+        assert "ensemble tensor 'B' is unused in ensemble 'unused'" in index["unused"]["reason"]
+
+
+def test_loading_an_ensemble_again_through_the_repository_api(server):
+    """The ensemble's readiness is its steps' while it loads (it used to look stepless, so loads failed)."""
+    with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
+        client.load_model("last")
+        assert client.is_model_ready("last")
+        with pytest.raises(InferenceServerException, match="receives inputs originated from different decoupled"):
+            client.load_model("parallel")
+    assert _stream(server, 1, model="last_flagged") == [({"RESULT": [0]}, True, "r", "1")]
