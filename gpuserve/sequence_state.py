@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Optional, Sequence as Seq, Tuple
 import numpy as np
 
 from gpuserve.datatypes import from_numpy_dtype
-from gpuserve.errors import InvalidInput, InvalidSettings
+from gpuserve.errors import InvalidSettings
 from gpuserve.triton_pb_utils import TRITON_STRING_TO_NUMPY
 from gpuserve.triton_sequence import SequenceRouter, as_list
 
@@ -150,9 +150,7 @@ class SequenceInputs:
         """One request of a sequence, after the sequence's previous one: controls and state added, the
         model's next state kept, and the outputs the client may see returned."""
         router = self.router
-        if router.batch_dim and arrays and next(iter(arrays.values())).shape[0] != 1:
-            raise InvalidInput(f"inference request to model '{self.model}' must specify batch-size 1 due to "
-                               "requirements of sequence batcher")  # as Triton: one row per sequence step
+        router.check_rows(arrays)
         key, sequence = router.open(parameters)
         try:
             async with sequence.lock:

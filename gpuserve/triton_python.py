@@ -424,9 +424,7 @@ class TritonPythonBackendModel(FrameworkModel):
     async def _in_sequence(self, payload: InferRequest, context: Dict[str, Any], arrays: Dict[str, np.ndarray]):
         """A stateful model's request: on its sequence's instance, after the sequence's previous request."""
         router, parameters = self.sequences, payload.parameters
-        if router.batch_dim and arrays and next(iter(arrays.values())).shape[0] != 1:
-            raise InvalidInput(f"inference request to model '{self.name}' must specify batch-size 1 due to "
-                               "requirements of sequence batcher")  # as Triton: one row per sequence step
+        router.check_rows(arrays)
         key, sequence = router.open(parameters)
         try:
             async with sequence.lock:

@@ -99,6 +99,12 @@ class SequenceRouter:
         self.batch_dim = batch_dim
         self.active: Dict[Any, Sequence] = {}
 
+    def check_rows(self, arrays: Dict[str, np.ndarray]) -> None:
+        """As Triton: one row per sequence step."""
+        if self.batch_dim and arrays and next(iter(arrays.values())).shape[0] != 1:
+            raise InvalidInput(f"inference request to model '{self.model}' must specify batch-size 1 due to "
+                               "requirements of sequence batcher")
+
     def _release_idle(self, now: float) -> None:
         for key in [k for k, s in self.active.items() if not s.pending and now - s.last_used > self.idle_s]:
             del self.active[key]

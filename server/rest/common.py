@@ -18,6 +18,7 @@ import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from gpuserve.compression import ENCODINGS, inflate
 from gpuserve.errors import InvalidInput, PayloadTooLarge, status_of
 from gpuserve.transport_metrics import TransportMetrics
 
@@ -75,19 +76,10 @@ def decompress(body: bytes, encoding: Optional[str], limit: int) -> bytes:
     """Undo `Content-Encoding: gzip|deflate` (tritonclient's request_compression_algorithm), capped at `limit`."""
     if not encoding or encoding == "identity":
         return body
-    import zlib
-
     encoding = encoding.strip().lower()
-    if encoding not in ("gzip", "deflate"):
+    if encoding not in ENCODINGS:
         raise InvalidInput(f"unsupported Content-Encoding '{encoding}'; use gzip or deflate")
-    inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
-    try:
-        out = inflater.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise InvalidInput(f"request body is not valid {encoding}: {exc}") from None
-    if len(out) > limit:
-        raise PayloadTooLarge(f"decompressed request body exceeds the limit of {limit} bytes")
-    return out
+    return inflate(body, encoding, limit)
 
 
 def parse_json(body: bytes) -> Any:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import zlib
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import orjson
@@ -23,7 +22,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from gpuserve.errors import InvalidInput, PayloadTooLarge, status_of
+from gpuserve.compression import ENCODINGS, inflate
+from gpuserve.errors import status_of
 
 logger = logging.getLogger("gpuserve.rest")
 _LENIENT = "strict_content_type" in inspect.signature(APIRoute.__init__).parameters
@@ -53,17 +53,9 @@ class InflatingRequest(Request):
 
 
 def _inflate(body: bytes, encoding: Optional[str], limit: int) -> bytes:
+    """As MLServer's gzip middleware: other encodings reach the handler as sent."""
     encoding = (encoding or "").strip().lower()
-    if encoding not in ("gzip", "deflate"):
-        return body
-    inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
-    try:
-        out = inflater.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise InvalidInput(f"request body is not valid {encoding}: {exc}") from None
-    if len(out) > limit:
-        raise PayloadTooLarge(f"decompressed request body exceeds the limit of {limit} bytes")
-    return out
+    return inflate(body, encoding, limit) if encoding in ENCODINGS else body
 
 
 def error_answer(exc: BaseException) -> Response:
