@@ -10,7 +10,7 @@ binary tensor without its size, a float parameter it refuses), these give the we
 from __future__ import annotations
 
 import uuid
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 import numpy as np
 import orjson
@@ -185,14 +185,7 @@ def request_to_grpc(request):
     for tensor in request.inputs:
         if tensor._state() == "array":
             tensor.set_data_from_numpy(_values(tensor), binary_data=True)
-    raw = any(t._binary for t in request.inputs)  # then all raw: one message holds one kind, or none reads it
-    for tensor in request.inputs:
-        entry = message.inputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
-        _fill_parameters(entry.parameters, tensor.parameters or {})
-        if raw:
-            message.raw_input_contents.append(_raw(tensor))
-        else:
-            _typed(tensor, entry.contents, "input")
+    _add_tensors(message.inputs, message.raw_input_contents, request.inputs, "input")
     for wanted in request.request_outputs or ():
         _fill_parameters(message.outputs.add(name=wanted.name).parameters, wanted.parameters or {})
     _fill_parameters(message.parameters, request.parameters or {})
@@ -300,18 +293,24 @@ def response_to_grpc(response):
             tensor.data = _values(tensor)
         if tensor._state() == "array":
             tensor.set_data_from_numpy(_values(tensor), binary_data=True)
-    raw = any(t._binary for t in outputs)
     message = pb.ModelInferResponse(id=response.id or "", model_name=response.model_name or "",
                                     model_version=_text(response.model_version))
-    for tensor in outputs:
-        entry = message.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
-        _fill_parameters(entry.parameters, tensor.parameters or {})
-        if raw:
-            message.raw_output_contents.append(_raw(tensor))
-        else:
-            _typed(tensor, entry.contents, "output")
+    _add_tensors(message.outputs, message.raw_output_contents, outputs, "output")
     _fill_parameters(message.parameters, response.parameters or {})
     return message
+
+
+def _add_tensors(entries, raw_contents, tensors, kind: str) -> None:
+    """Tensors into a request's or response's message: all raw when any is binary (one message holds one
+    kind of contents, or no reader takes it), else each typed."""
+    raw = any(t._binary for t in tensors)
+    for tensor in tensors:
+        entry = entries.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
+        _fill_parameters(entry.parameters, tensor.parameters or {})
+        if raw:
+            raw_contents.append(_raw(tensor))
+        else:
+            _typed(tensor, entry.contents, kind)
 
 
 def response_from_grpc(cls, message):

@@ -4,9 +4,7 @@ tensor states and errors, `to_rest()`'s `(body, json_length)`, `to_grpc`/`from_g
 by default for a KServe script."""
 
 import asyncio
-import contextlib
 import sys
-import threading
 
 import httpx
 import numpy as np
@@ -17,6 +15,7 @@ from gpuserve import InferenceError, InferInput, InferOutput, InferRequest, Infe
 from gpuserve.protocol import infer_type
 from gpuserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from gpuserve.types import RequestedOutput
+from test_kserve_model_server import serving
 
 F32 = np.array([[1.5, 2.5]], dtype=np.float32)
 WORDS = np.array([b"ab", b"c"], dtype=object)
@@ -228,18 +227,6 @@ class Announcing(Model):
 
     def predict(self, payload, headers=None):
         return InferResponse(payload.id, self.name, pair(binary=True, cls=InferOutput))
-
-
-@contextlib.contextmanager
-def serving(server, models):
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve(models)), daemon=True)
-    thread.start()
-    assert server.started.wait(60)
-    try:
-        yield server
-    finally:
-        server.stop()
-        thread.join(60)
 
 
 def test_binary_announced_outputs_answered_as_json(monkeypatch):
