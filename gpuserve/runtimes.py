@@ -350,13 +350,12 @@ class FrameworkModel(Model):
                                "extension is not served for it")
         parameters = payload.parameters or {}
         arrays = self._arrays(payload)
+        hidden = self.sequences.hidden_inputs
 
         async def submit(full: Dict[str, np.ndarray], outputs: Optional[List[str]]) -> Dict[str, np.ndarray]:
             for name in hidden:  # the server's tensors need the framework's form too (a string CORRID)
                 full[name] = self.prepare(name, full[name])
             return await self._submit(full, parameters, outputs)
-
-        hidden = self.sequences.hidden_inputs
 
         return await self.sequences.run(submit, arrays, parameters, wanted,
                                         [o.name for o in self.outputs_served()])
