@@ -9,6 +9,7 @@ runs when every input shape is known, which is cheap and catches a broken artefa
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -21,6 +22,8 @@ TRITON_TYPES = {"TYPE_BOOL": "BOOL", "TYPE_UINT8": "UINT8", "TYPE_UINT16": "UINT
                 "TYPE_UINT64": "UINT64", "TYPE_INT8": "INT8", "TYPE_INT16": "INT16", "TYPE_INT32": "INT32",
                 "TYPE_INT64": "INT64", "TYPE_FP16": "FP16", "TYPE_FP32": "FP32", "TYPE_FP64": "FP64",
                 "TYPE_STRING": "BYTES", "TYPE_BF16": "BF16"}
+
+logger = logging.getLogger("gpuserve")
 
 Sample = Tuple[str, int, Dict[str, np.ndarray]]  # (name, count, arrays)
 
@@ -111,6 +114,9 @@ def warmup_samples(settings, inputs: Sequence) -> List[Sample]:
     for i, entry in enumerate(entries):
         name = str(entry.get("name") or f"warmup-{i}")
         batch_size = int(entry.get("batch_size", 1) or 0)
+        if batch_size == 0:  # as Triton: a sample of batch 0 (its proto default) is skipped, not run
+            logger.info("warmup '%s': batch_size 0, skipped (as Triton skips it)", name)
+            continue
         count = max(int(entry.get("count", 1) or 1), 1)
         arrays = {}
         for input_name, data in (entry.get("inputs") or {}).items():

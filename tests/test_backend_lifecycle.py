@@ -78,6 +78,18 @@ def test_explicit_warmup_samples_run_through_every_instance(tmp_path, runs):
     model.stop()
 
 
+def test_a_warmup_sample_of_batch_zero_is_skipped_as_triton_skips_it(tmp_path, runs):
+    """Triton's model_warmup leaves batch_size at its proto default 0 when a config omits it, and Triton
+    skips such a sample; a wrong sample there must not make a model that Triton serves fail to load."""
+    _settings_folder(tmp_path, "m", warmup_samples=[
+        {"name": "zero", "batch_size": 0, "inputs": {"input": {"dims": [999], "zero_data": True}}},
+        {"name": "one", "batch_size": 1, "inputs": {"input": {"dims": [4], "zero_data": True}}}])
+    model = DiskRepository(tmp_path).build("m")[0]
+    assert model.load() is True
+    assert [shapes for shapes, _ in runs] == [{"input": (1, 4)}]
+    model.stop()
+
+
 TRITON = """
 name: "{name}"
 platform: "onnxruntime_onnx"
