@@ -156,7 +156,8 @@ class Instance:
             elapsed, rows = time.perf_counter_ns() - t0, sum(job.rows for job in jobs)
             self._observe(elapsed / 1e9 / max(rows, 1))
             if self.stats is not None:  # as Triton: inferences are the requests that succeeded
-                done = sum(job.rows for job, result in zip(jobs, results) if not isinstance(result, BaseException))
+                done = sum(job.rows for job, result in zip(jobs, results)
+                           if not isinstance(result, BaseException) or getattr(result, "counts_as_success", False))
                 if done:
                     self.stats.record_batch(done, len(jobs), 0, elapsed, 0)
                 else:

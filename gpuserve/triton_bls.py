@@ -31,9 +31,12 @@ BLS_DECOUPLED = ("Model {name} is using the decoupled. The current BLS request c
 class PythonModelError(GpuserveError):
     """A request's error as the model set it (`TritonError` and its code) or as its execute raised it."""
 
-    def __init__(self, message: str, code: int = pb.TritonError.INTERNAL):
+    def __init__(self, message: str, code: int = pb.TritonError.INTERNAL, counts_as_success: bool = False):
         super().__init__(message)
         self.http, self.grpc = ERROR_STATUS.get(code, (500, "INTERNAL"))
+        # As Triton's statistics see it: execute returned, so the request succeeded (an error response, or
+        # no response at all); only a raised exception or a malformed return is a failure.
+        self.counts_as_success = counts_as_success
 
 
 def error_response(exc: BaseException, callee: str = "") -> pb.InferenceResponse:

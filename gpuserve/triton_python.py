@@ -176,10 +176,10 @@ class PythonInstance:
             got = "None" if answer is None else type(answer).__name__
             return PythonModelError(f"Failed to process the request(s) for model '{self.name}', message: "
                                     f"Expected an 'InferenceResponse' object in the execute function return list, "
-                                    f"found type '{got}'.")
+                                    f"found type '{got}'.", counts_as_success=answer is None)
         if answer.has_error():
             error = answer.error()
-            return PythonModelError(error.message(), error.code())
+            return PythonModelError(error.message(), error.code(), counts_as_success=True)
         request: InferRequest = job.parameters["request"]
         outputs = []
         declared = self._declared

@@ -370,6 +370,23 @@ def test_errors_reach_the_client_with_their_code_and_the_server_keeps_serving(re
             assert caught.value.status() == grpc_code
 
 
+def test_error_responses_count_in_the_statistics_as_triton_counts_them(repo):
+    """Triton's Python backend: execute returned, so a TritonError response (or no response, [None]) is a
+    success in the statistics; a raised exception or a malformed return is a failure (checked against
+    Triton 2.51: benchmarks/peers/python_backend_conformance.py, 'statistics errors')."""
+    registry = DiskRepository(repo).populate(ModelRepository())
+    with running_server(repository=registry) as server:
+        with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
+            for value in range(10):
+                try:
+                    client.infer("errors", [_int32(value)])
+                except InferenceServerException:
+                    pass
+            stats = client.get_inference_statistics("errors")["model_stats"][0]
+    assert stats["inference_count"] == 7 and stats["execution_count"] == 10  # 0, 1-5 and 9; 6, 7, 8 failed
+    assert stats["inference_stats"]["success"]["count"] == 7 and stats["inference_stats"]["fail"]["count"] == 3
+
+
 def test_request_checks_bytes_parameters_and_requested_outputs(repo):
     registry = DiskRepository(repo).populate(ModelRepository())
     with running_server(repository=registry) as server:
