@@ -69,8 +69,6 @@ def _level_policies(entries, levels: int) -> dict:
     Its fields are Triton's own defaults where unset (a level's policy does not inherit the default's)."""
     if not entries:
         return {}
-    if isinstance(entries, list):  # written as repeated { key value } entries
-        entries = {e.get("key"): e.get("value") or {} for e in entries if isinstance(e, dict)}
     out = {}
     for key, value in entries.items():
         try:

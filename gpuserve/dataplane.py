@@ -213,8 +213,8 @@ class DataPlane:
         if cache is not None and model.ready and response_cache.enabled_for(model, cache.mlserver):
             looked_up = time.perf_counter_ns()
             try:
-                cache_key = self.response_cache.key(model, request)
-                cached = self.response_cache.get(cache_key, request) if cache_key is not None else None
+                cache_key = cache.key(model, request)
+                cached = cache.get(cache_key, request) if cache_key is not None else None
             except Exception:  # a cache that fails is a cache that missed: the model answers
                 logger.exception("model %s: response cache lookup failed", model.name)
                 cache_key = cached = None

@@ -119,9 +119,7 @@ def _queue_policies(extra: Dict[str, Any]) -> Dict[str, Any]:
     out: Dict[str, Any] = {}
     if extra.get("default_queue_policy"):
         out["default_queue_policy"] = dict(extra["default_queue_policy"])
-    levels = extra.get("priority_queue_policy")
-    if isinstance(levels, list):
-        levels = {entry.get("key"): entry.get("value") or {} for entry in levels if isinstance(entry, dict)}
+    levels = extra.get("priority_queue_policy")  # level -> policy (the text parser reads it as a map)
     if levels:
         out["priority_queue_policy"] = {str(key): dict(value or {}) for key, value in levels.items()}
     return out

@@ -19,10 +19,10 @@ logger = logging.getLogger("gpuserve.triton_config")
 
 REPEATED = {"input", "output", "dims", "instance_group", "gpus", "preferred_batch_size", "versions",
             "model_warmup", "batch_input", "batch_output", "profile", "source_input",
-            "priority_queue_policy", "label_filename_list", "secondary_devices", "ensemble_scheduling", "step",
+            "label_filename_list", "secondary_devices", "ensemble_scheduling", "step",
             "graph_spec", "control_input", "control", "state", "initial_state",
             "op_library_filename"}
-MAPS = {"parameters", "input_map", "output_map", "cc_model_filenames", "metric_tags", "inputs"}
+MAPS = {"parameters", "input_map", "output_map", "cc_model_filenames", "metric_tags", "inputs", "priority_queue_policy"}
 _TOKEN = re.compile(r"""\s*(?:(\#[^\n]*)|("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')|([A-Za-z_][\w.]*)|"""
                     r"""([-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|inf|nan))|([{}\[\]:,;<>]))""")
 
@@ -316,7 +316,8 @@ def settings_from_config(folder: Path, config: Dict[str, Any], version: Optional
         extra.update(backend_parameters(config))
     libraries = (config.get("model_operations") or {}).get("op_library_filename")
     if libraries and runtime == "onnx":  # custom operators, loaded into each session (as Triton's ORT backend)
-        extra["custom_op_libraries"] = [str(name) for name in (libraries if isinstance(libraries, list) else [libraries])]
+        listed = libraries if isinstance(libraries, list) else [libraries]
+        extra["custom_op_libraries"] = [str(name) for name in listed]
     if label_file:
         extra["labels_file"] = str(folder / label_file)
     if extra:

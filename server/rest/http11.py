@@ -247,9 +247,12 @@ class HttpConnection(asyncio.Protocol):
             return  # no longer waiting
         request.route = match(request.split_url()[0])
         if request.route is not None:
-            request.early = self.loop.create_task(self.server.fast.respond(
-                request.route, request.body, header_dict(request.headers),
-                lambda: starlette_request(self, request)))
+            request.early = self.loop.create_task(self._respond(request))
+
+    def _respond(self, request: Request, probed: object = NOT_PROBED):
+        """The data plane's answer to an inference route (a coroutine)."""
+        return self.server.fast.respond(request.route, request.body, header_dict(request.headers),
+                                        lambda: starlette_request(self, request), probed)
 
     # answering -------------------------------------------------------------------------------
     def _start(self, request: Request) -> None:
@@ -281,12 +284,7 @@ class HttpConnection(asyncio.Protocol):
                 status = self._write_error(request, PayloadTooLarge(
                     f"request body exceeds the limit of {self.server.body_limit} bytes"))
             elif route is not None:
-                if request.early is not None:
-                    status, body, headers = await request.early
-                else:
-                    status, body, headers = await self.server.fast.respond(
-                        route, request.body, header_dict(request.headers), lambda: starlette_request(self, request),
-                        probed)
+                status, body, headers = await (request.early or self._respond(request, probed))
                 if isinstance(body, Stream):
                     await self._stream(request, body, headers)
                 else:
