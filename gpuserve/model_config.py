@@ -14,6 +14,7 @@ CONFIG_TYPES = {"BOOL": "TYPE_BOOL", "UINT8": "TYPE_UINT8", "UINT16": "TYPE_UINT
                 "INT64": "TYPE_INT64", "FP16": "TYPE_FP16", "FP32": "TYPE_FP32", "FP64": "TYPE_FP64",
                 "BYTES": "TYPE_STRING", "BF16": "TYPE_BF16"}
 _KINDS = {"auto": "KIND_AUTO", "gpu": "KIND_GPU", "cpu": "KIND_CPU"}
+_FILES = {"onnxruntime_onnx": "model.onnx", "pytorch_libtorch": "model.pt", "tensorrt_plan": "model.plan"}
 
 
 def _max_batch(meta: Dict[str, Any], settings: Optional[Any]) -> int:
@@ -87,14 +88,24 @@ def model_config(meta: Dict[str, Any], settings: Optional[Any] = None) -> Dict[s
             if dyn.default_priority_level:
                 batching["default_priority_level"] = dyn.default_priority_level
             batching.update(_queue_policies(dyn.model_extra or {}))
+        batching.setdefault("preferred_batch_size", [max_batch])  # Triton's NormalizeModelConfig
         config["dynamic_batching"] = batching
+    if platform in _FILES:  # as Triton completes it: the file the versions hold
+        uri = str((getattr(settings, "parameters", None) and settings.parameters.uri) or "")
+        config["default_model_filename"] = uri.replace("\\", "/").rsplit("/", 1)[-1] or _FILES[platform]
+    if platform != "ensemble":  # Triton's NormalizeModelConfig: pinned staging on unless a config says not
+        optimization = dict(config.get("optimization") or {})
+        for key in ("input_pinned_memory", "output_pinned_memory"):
+            optimization.setdefault(key, {"enable": True})
+        config["optimization"] = optimization
     if getattr(settings, "response_cache", False):
         config["response_cache"] = {"enable": True}
     groups = getattr(settings, "instance_groups", None) or []
     device = (meta.get("parameters") or {}).get("device", "")
     if groups:  # named as Triton names unnamed groups: MODEL_INDEX
         config["instance_group"] = [{"name": f"{config['name']}_{i}", "count": g.count,
-                                     "kind": _KINDS.get(g.kind, "KIND_AUTO"), "gpus": list(g.gpus)}
+                                     "kind": _KINDS.get(g.kind, "KIND_AUTO"), "gpus": list(g.gpus),
+                                     **{k: v for k, v in (g.model_extra or {}).items() if k == "rate_limiter"}}
                                     for i, g in enumerate(groups)]
     elif device:
         config["instance_group"] = [{"name": f"{config['name']}_0", "count": 1,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from gpuserve.errors import InvalidSettings
+from gpuserve.repo_agents import run_repository_agents
 
 logger = logging.getLogger("gpuserve.triton_config")
 
@@ -21,7 +22,7 @@ REPEATED = {"input", "output", "dims", "instance_group", "gpus", "preferred_batc
             "model_warmup", "batch_input", "batch_output", "profile", "source_input",
             "label_filename_list", "secondary_devices", "ensemble_scheduling", "step",
             "graph_spec", "control_input", "control", "state", "initial_state",
-            "op_library_filename"}
+            "op_library_filename", "resources", "agents"}
 MAPS = {"parameters", "input_map", "output_map", "cc_model_filenames", "metric_tags", "inputs", "priority_queue_policy"}
 _TOKEN = re.compile(r"""\s*(?:(\#[^\n]*)|("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')|([A-Za-z_][\w.]*)|"""
                     r"""([-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|inf|nan))|([{}\[\]:,;<>]))""")
@@ -245,6 +246,7 @@ def settings_from_config(folder: Path, config: Dict[str, Any], version: Optional
     if runtime is None:
         raise InvalidSettings(f"model '{config['name']}': platform '{platform}' / backend '{backend}' "
                               "is not served by gpuserve (onnxruntime, pytorch, tensorrt, python and ensemble are)")
+    run_repository_agents(folder, config)
     if "sequence_batching" in config and runtime == "ensemble":
         raise InvalidSettings(f"model '{config['name']}': an ensemble cannot have sequence_batching")
     max_batch = int(config.get("max_batch_size", 0) or 0)
@@ -259,7 +261,9 @@ def settings_from_config(folder: Path, config: Dict[str, Any], version: Optional
         "triton_max_batch_size": max_batch,  # Triton refuses requests with more rows than this
         "triton_version_policy": config.get("version_policy") or {"latest": {"num_versions": 1}},
         "instance_groups": [{"count": int(g.get("count", 1)), "kind": str(g.get("kind", "KIND_AUTO"))[5:].lower(),
-                             "gpus": [int(x) for x in g.get("gpus", [])]} for g in config.get("instance_group", [])],
+                             "gpus": [int(x) for x in g.get("gpus", [])],
+                             **({"rate_limiter": g["rate_limiter"]} if g.get("rate_limiter") else {})}
+                            for g in config.get("instance_group", [])],
     }
     if (config.get("response_cache") or {}).get("enable") is True:
         if runtime == "ensemble":  # as Triton: an ensemble's own requests are never cached (its steps may be)
@@ -273,7 +277,10 @@ def settings_from_config(folder: Path, config: Dict[str, Any], version: Optional
             e.get("allow_ragged_batch") is True for e in config.get("input", [])):  # gpuserve/ragged_batch.py
         settings["triton_ragged"] = {key: config.get(key) or [] for key in ("input", "batch_input", "batch_output")}
     shown = {key: config[key] for key in ("parameters", "model_warmup", "optimization", "cc_model_filenames",
-                                          "metric_tags", "model_operations") if config.get(key)}
+                                          "metric_tags", "model_operations", "model_repository_agents")
+             if config.get(key)}
+    if "response_cache" in config:  # shown as written, `enable: false` too, as Triton shows it
+        shown["response_cache"] = {"enable": (config["response_cache"] or {}).get("enable") is True}
     if shown:  # the config endpoints show them as written
         settings["triton_shown"] = shown
     sequences = config.get("sequence_batching")

@@ -114,7 +114,8 @@ def instance_groups(config: Dict[str, Any], name: str, device: str) -> List[Dict
         resolved.append({"name": group.get("name") or f"{name}_{index}", "kind": kind,
                          "count": int(group.get("count", 1) or 1), "gpus": [int(g) for g in group.get("gpus", [])],
                          "secondary_devices": [], "profile": [str(p) for p in group.get("profile", [])],
-                         "passive": bool(group.get("passive", False)), "host_policy": str(group.get("host_policy", ""))})
+                         "passive": bool(group.get("passive", False)), "host_policy": str(group.get("host_policy", "")),
+                         **({"rate_limiter": group["rate_limiter"]} if group.get("rate_limiter") else {})})
     return resolved
 
 
@@ -136,6 +137,8 @@ def completed_config(config: Dict[str, Any], name: str, device: str) -> Dict[str
         "cc_model_filenames": config.get("cc_model_filenames", {}), "metric_tags": config.get("metric_tags", {}),
         "parameters": config.get("parameters", {}), "model_warmup": config.get("model_warmup", []),
     }
+    if config.get("model_repository_agents"):
+        out["model_repository_agents"] = config["model_repository_agents"]
     if "dynamic_batching" in config:
         out["dynamic_batching"] = {**_BATCHER_DEFAULTS, **(config["dynamic_batching"] or {})}
     if "sequence_batching" in config:  # with the idle limit Triton reports when the config leaves it out

@@ -331,3 +331,65 @@ def test_custom_operator_libraries_reach_onnx_runtime(tmp_path):
     assert list(config_to_proto(shown).model_operations.op_library_filename) == [str(missing)]
     with pytest.raises(Exception, match="custom operator library .*libmissing_ops.so could not be loaded"):
         model.load()
+
+
+def test_rate_limiter_agents_and_cache_are_shown_and_triton_defaults_completed(tmp_path):
+    """Triton shows an instance group's `rate_limiter`, `model_repository_agents` and `response_cache { enable:
+    false }` as written, and completes `preferred_batch_size` (max_batch_size), the model file name and the
+    pinned-memory switches (model_config_utils.cc NormalizeModelConfig); tools reading the config see them."""
+    import hashlib
+
+    import tritonclient.grpc as grpcclient
+
+    (tmp_path / "limited" / "1").mkdir(parents=True)
+    make_onnx_model(tmp_path / "limited" / "1" / "model.onnx")
+    (tmp_path / "limited" / "labels.txt").write_text("a\nb\nc\n")
+    digest = hashlib.md5((tmp_path / "limited" / "1" / "model.onnx").read_bytes()).hexdigest()
+    extra = f"""
+model_repository_agents {{ agents [ {{ name: "checksum" parameters {{ key: "MD5:1/model.onnx" value: "{digest}" }} }} ] }}
+response_cache {{ enable: false }}
+"""
+    text = CONFIG.format(name="limited", policy=extra).replace(
+        "instance_group [ { count: 1, kind: KIND_CPU } ]",
+        'instance_group [ { count: 1, kind: KIND_CPU rate_limiter { resources { name: "R1" count: 4 } priority: 2 } } ]'
+    ).replace("preferred_batch_size: [ 4, 8 ] ", "")
+    (tmp_path / "limited" / "config.pbtxt").write_text(text)
+    registry = DiskRepository(tmp_path).populate(ModelRepository())
+    with running_server(repository=registry) as server:
+        with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
+            config = client.get_model_config("limited")
+            assert config["instance_group"][0]["rate_limiter"] == {
+                "resources": [{"name": "R1", "count": 4, "global": False}], "priority": 2}
+            assert config["model_repository_agents"]["agents"][0]["parameters"] == {"MD5:1/model.onnx": digest}
+            assert config["response_cache"] == {"enable": False}
+            assert config["dynamic_batching"]["preferred_batch_size"] == [16]
+            assert config["default_model_filename"] == "model.onnx"
+            assert config["optimization"]["input_pinned_memory"] == {"enable": True}
+        with grpcclient.InferenceServerClient(f"127.0.0.1:{server.ports['grpc']}") as client:
+            config = client.get_model_config("limited").config
+            assert config.instance_group[0].rate_limiter.resources[0].count == 4
+            assert config.instance_group[0].rate_limiter.priority == 2
+            assert config.model_repository_agents.agents[0].name == "checksum"
+            assert config.HasField("response_cache") and not config.response_cache.enable
+
+
+@pytest.mark.parametrize("agent, reason", [
+    ('name: "checksum" parameters { key: "MD5:1/model.onnx" value: "0123" }',
+     "Mismatched MD5 hash for file 1/model.onnx, expect: 0123, got: "),
+    ('name: "checksum" parameters { key: "MD5:1/gone.bin" value: "0123" }',
+     "failed to open text file for read 1/gone.bin"),
+    ('name: "checksum" parameters { key: "SHA1:1/model.onnx" value: "0123" }', "Unsupported checksum algorithm"),
+    ('name: "checksum" parameters { key: "model.onnx" value: "0123" }', "failed to parse key: model.onnx"),
+    ('name: "relocation"', "repository agent 'relocation' is not available"),
+])
+def test_a_repository_agent_that_refuses_leaves_the_model_unavailable(tmp_path, agent, reason):
+    """Triton's checksum agent refuses a model whose file does not hash as its config says (a corrupted or
+    half-copied file), and a missing agent refuses the model; the other models keep serving."""
+    make_repo(tmp_path, "good", versions=(1,))
+    make_repo(tmp_path, "guarded", f"model_repository_agents {{ agents [ {{ {agent} }} ] }}", versions=(1,))
+    registry = DiskRepository(tmp_path).populate(ModelRepository())
+    with running_server(repository=registry) as server:
+        with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
+            states = {m["name"]: m for m in client.get_model_repository_index()}
+            assert states["guarded"]["state"] == "UNAVAILABLE" and reason in states["guarded"]["reason"]
+            assert client.is_model_ready("good")

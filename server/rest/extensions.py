@@ -29,7 +29,6 @@ def with_config_defaults(config: dict) -> dict:
 _MORE_DEFAULTS = {
     "inference.ModelInput": {"is_non_linear_format_io": False},
     "inference.ModelOutput": {"is_non_linear_format_io": False},
-    "inference.ModelInstanceGroup": {"secondary_devices": []},
 }
 
 
