@@ -321,6 +321,15 @@ def settings_from_config(folder: Path, config: Dict[str, Any], version: Optional
     extra = optimization_settings(config)
     if runtime not in ("tensorrt", "triton_python", "ensemble"):  # their backends read none of these; nor do we
         extra.update(backend_parameters(config))
+    profiles = [str(p) for g in config.get("instance_group", []) for p in (g.get("profile") or [])]
+    if profiles and runtime == "tensorrt":  # an instance group's TensorRT optimization profile, as Triton's
+        if len(set(profiles)) > 1:
+            logger.warning("model '%s': instance groups name TensorRT profiles %s; gpuserve runs every instance "
+                           "on profile %s", config["name"], sorted(set(profiles)), profiles[0])
+        if not profiles[0].isdigit():
+            raise InvalidSettings(f"model '{config['name']}': instance_group profile '{profiles[0]}' is not a "
+                                  "profile index")
+        extra["optimization_profile"] = int(profiles[0])
     libraries = (config.get("model_operations") or {}).get("op_library_filename")
     if libraries and runtime == "onnx":  # custom operators, loaded into each session (as Triton's ORT backend)
         listed = libraries if isinstance(libraries, list) else [libraries]

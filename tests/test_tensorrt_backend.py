@@ -294,3 +294,20 @@ def test_backend_orchestration_against_a_fake_runtime(tmp_path, monkeypatch):
         trt_backend.TensorRTBackend(str(tmp_path / "bad.plan"), device="cuda:0")
     with pytest.raises(RuntimeError, match="GPU only"):
         trt_backend.TensorRTBackend(str(tmp_path / "model.plan"), device="cpu")
+
+
+def test_an_instance_groups_profile_selects_the_engines_optimization_profile(tmp_path):
+    """Triton's `instance_group { profile: ["1"] }` runs a TensorRT engine on that optimization profile;
+    the TensorRT model reads it as `optimization_profile` (the backend sets it on its context)."""
+    from gpuserve.triton_config import parse_pbtxt, settings_from_config
+
+    text = ('name: "t" platform: "tensorrt_plan" max_batch_size: 8 '
+            'instance_group [ {{ kind: KIND_GPU profile: [ {p} ] }} ]')
+    settings = settings_from_config(tmp_path, parse_pbtxt(text.format(p='"1"')), 1)
+    assert settings["parameters"]["extra"]["optimization_profile"] == 1
+    assert "optimization_profile" not in (settings_from_config(tmp_path, parse_pbtxt(
+        'name: "t" platform: "tensorrt_plan"'), 1)["parameters"].get("extra") or {})
+    from gpuserve.errors import InvalidSettings
+
+    with pytest.raises(InvalidSettings, match="not a profile index"):
+        settings_from_config(tmp_path, parse_pbtxt(text.format(p='"max"')), 1)
