@@ -49,6 +49,10 @@ def model_config(meta: Dict[str, Any], settings: Optional[Any] = None) -> Dict[s
     for entry in config["output"]:
         if entry["name"] in labels:
             entry["label_filename"] = labels[entry["name"]]
+    formats = extra.get("triton_input_formats") or {}
+    for entry in config["input"]:
+        if entry["name"] in formats:
+            entry["format"] = formats[entry["name"]]
     reshapes = extra.get("triton_reshapes") or {}
     for kind, key in (("inputs", "input"), ("outputs", "output")):
         for entry in config[key]:

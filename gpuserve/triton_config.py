@@ -318,6 +318,9 @@ def settings_from_config(folder: Path, config: Dict[str, Any], version: Optional
     labels = {o["name"]: o["label_filename"] for o in config.get("output", []) if o.get("label_filename")}
     if labels:  # the config endpoints show them as written
         settings["triton_label_files"] = labels
+    formats = {i["name"]: i["format"] for i in config.get("input", []) if i.get("format") not in (None, "FORMAT_NONE")}
+    if formats:  # shown as written: image clients (Triton's image_client) read an input's layout from it
+        settings["triton_input_formats"] = formats
     extra = optimization_settings(config)
     if runtime not in ("tensorrt", "triton_python", "ensemble"):  # their backends read none of these; nor do we
         extra.update(backend_parameters(config))
