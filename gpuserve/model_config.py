@@ -36,8 +36,8 @@ def model_config(meta: Dict[str, Any], settings: Optional[Any] = None) -> Dict[s
     skip = 1 if max_batch else 0
     platform = meta.get("platform") or ""
     backend = {"onnxruntime_onnx": "onnxruntime", "pytorch_libtorch": "pytorch",
-               "tensorrt_plan": "tensorrt"}.get(platform, "python" if platform in ("", "python") else "")
-    if platform == "python":  # Triton's metadata names the Python backend; its config leaves platform empty
+               "tensorrt_plan": "tensorrt", "fil": "fil"}.get(platform, "python" if platform in ("", "python") else "")
+    if platform in ("python", "fil"):  # Triton's metadata names these backends; their config leaves platform empty
         platform = ""
     config: Dict[str, Any] = {"name": meta.get("name", ""), "platform": platform, "backend": backend,
                               "max_batch_size": max_batch}

@@ -32,9 +32,10 @@ V2_TYPES = {"TYPE_BOOL": "BOOL", "TYPE_UINT8": "UINT8", "TYPE_UINT16": "UINT16",
             "TYPE_INT64": "INT64", "TYPE_FP16": "FP16", "TYPE_FP32": "FP32", "TYPE_FP64": "FP64",
             "TYPE_STRING": "BYTES", "TYPE_BF16": "BF16"}
 PLATFORMS = {"onnxruntime_onnx": "onnx", "onnxruntime": "onnx", "pytorch_libtorch": "torch", "pytorch": "torch",
-             "tensorrt_plan": "tensorrt", "tensorrt": "tensorrt", "python": "triton_python", "ensemble": "ensemble"}
+             "tensorrt_plan": "tensorrt", "tensorrt": "tensorrt", "python": "triton_python", "ensemble": "ensemble",
+             "fil": "fil"}
 DEFAULT_FILES = {"onnx": "model.onnx", "torch": "model.pt", "tensorrt": "model.plan", "triton_python": "model.py",
-                 "ensemble": ""}
+                 "ensemble": "", "fil": ""}
 
 
 def _tokens(text: str) -> List[Tuple[str, Any]]:
@@ -245,7 +246,7 @@ def settings_from_config(folder: Path, config: Dict[str, Any], version: Optional
     runtime = PLATFORMS.get(platform) or PLATFORMS.get(backend)
     if runtime is None:
         raise InvalidSettings(f"model '{config['name']}': platform '{platform}' / backend '{backend}' "
-                              "is not served by gpuserve (onnxruntime, pytorch, tensorrt, python and ensemble are)")
+                              "is not served by gpuserve (onnxruntime, pytorch, tensorrt, python, fil and ensemble are)")
     run_repository_agents(folder, config)
     if "sequence_batching" in config and runtime == "ensemble":
         raise InvalidSettings(f"model '{config['name']}': an ensemble cannot have sequence_batching")
@@ -350,6 +351,10 @@ def settings_from_config(folder: Path, config: Dict[str, Any], version: Optional
             group["kind"] = "auto"
         if group["kind"] == "cpu":
             settings["device"] = "cpu"
+    if runtime == "fil":  # FIL's forests on the CPU tree runtimes (gpuserve/triton_fil_config.py)
+        from gpuserve.triton_fil_config import fil_settings
+
+        fil_settings(config, settings, where)
     return settings
 
 
