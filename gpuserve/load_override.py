@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any, Dict, Optional, Tuple
 
-from gpuserve.errors import InvalidInput
+from gpuserve.errors import InvalidInput, ModelLoadError
 from gpuserve.triton_config import to_pbtxt
 
 FILE_PREFIX = "file:"
@@ -39,8 +39,12 @@ def scratch_folder(name: str, original: Optional[Path], config: Optional[str], f
         if files:
             for key, data in files.items():
                 target = folder / _relative(key)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(data)
+                try:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(data)
+                except OSError as exc:  # e.g. a name too long: Triton's words, and the server's fault (500)
+                    raise ModelLoadError(f"failed to load '{name}', failed to poll from model repository: "
+                                         f"{exc.strerror or type(exc).__name__}") from None
         else:
             for entry in original.iterdir():
                 if entry.name not in ("config.pbtxt", "model-settings.json"):
@@ -57,7 +61,8 @@ def _config(name: str, text: str) -> dict:
     try:
         config = json.loads(text)
     except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"failed to load '{name}': the 'config' parameter is not valid JSON: {exc}") from None
+        raise InvalidInput(f"failed to load '{name}': Invalid config override: the 'config' parameter is not "
+                           f"valid JSON: {exc}") from None
     if not isinstance(config, dict):
         raise InvalidInput(f"failed to load '{name}': the 'config' parameter must be a JSON object (a ModelConfig)")
     given = config.setdefault("name", name)

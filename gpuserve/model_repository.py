@@ -155,8 +155,8 @@ class ModelRepository:
                 raise ModelNotFound(name)
             return await run_load(model)
         models = await asyncio.to_thread(self.source, name, config, files) if override else self.source(name)
-        if not models:
-            raise ModelNotFound(name)
+        if not models:  # Triton's words (its model control example checks for "failed to load")
+            raise ModelNotFound(name, reason=f"failed to load '{name}', failed to poll from model repository")
         # The new versions load beside the old ones, which serve meanwhile; as Triton, a reload that fails
         # leaves a loaded model as it was, and one that succeeds replaces it with no gap in service.
         ok = True

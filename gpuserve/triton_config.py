@@ -239,11 +239,24 @@ def dynamic_batching_settings(dyn: Optional[Dict[str, Any]]) -> Dict[str, Any]:
     }
 
 
+def _runtime_of_files(where: Path, config: Dict[str, Any]) -> Optional[str]:
+    """A config without platform or backend (e.g. `{"max_batch_size": 16}` given to load_model) is served by
+    the framework of the file it would load: default_model_filename's suffix, else the default file found."""
+    suffixes = {".onnx": "onnx", ".pt": "torch", ".plan": "tensorrt"}
+    named = config.get("default_model_filename")
+    if named:
+        return suffixes.get(Path(named).suffix)
+    return next((runtime for runtime in ("onnx", "torch", "tensorrt")
+                 if (where / DEFAULT_FILES[runtime]).exists()), None)
+
+
 def settings_from_config(folder: Path, config: Dict[str, Any], version: Optional[int]) -> Dict[str, Any]:
     """model-settings fields for one version of a Triton model folder."""
     platform = config.get("platform") or ""
     backend = config.get("backend") or ""
     runtime = PLATFORMS.get(platform) or PLATFORMS.get(backend)
+    if runtime is None and not platform and not backend:  # as Triton: the framework the version's file names
+        runtime = _runtime_of_files(folder / str(version) if version is not None else folder, config)
     if runtime is None:
         raise InvalidSettings(f"model '{config['name']}': platform '{platform}' / backend '{backend}' "
                               "is not served by gpuserve (onnxruntime, pytorch, tensorrt, python, fil and ensemble are)")
