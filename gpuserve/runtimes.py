@@ -110,7 +110,8 @@ class FrameworkModel(Model):
             self.served_inputs, self.served_outputs = self._served_tensors(backends[0])
             samples = warmup_samples(self.settings, backends[0].inputs)
             if samples:
-                runs = run_warmup(self.name, backends, samples, self.prepare)
+                runs = run_warmup(self.name, backends, samples, self.prepare,
+                                  guessed=not self.settings.warmup_samples)
                 logger.info("model %s: warmup ran %d request(s) (%s)", self.name, runs,
                             ", ".join(name for name, _, _ in samples))
         except BaseException:

@@ -4,7 +4,9 @@ Samples come from the model settings' `warmup_samples` (Triton's `model_warmup` 
 `triton_config.settings_from_config`): `{"name", "batch_size", "count", "inputs": {NAME: {"data_type",
 "dims", "zero_data" | "random_data" | "input_data_file"}}}` where `dims` leave out the batch dimension,
 as in Triton. Without explicit samples (and `warmup` not turned off) one zero-filled request at batch 1
-runs when every input shape is known, which is cheap and catches a broken artefact before traffic.
+runs when every input shape is known, which is cheap and warms the backend before traffic; its failure is
+only logged, since zeros need not be a valid input (Triton's simple_string parses numbers from its strings)
+and Triton runs no warmup that a config does not ask for.
 """
 
 from __future__ import annotations
@@ -137,8 +139,9 @@ def warmup_samples(settings, inputs: Sequence) -> List[Sample]:
     return samples
 
 
-def run_warmup(model_name: str, backends: Sequence, samples: List[Sample], prepare=None) -> int:
-    """Run every sample through every backend; raise with the sample's name on the first failure."""
+def run_warmup(model_name: str, backends: Sequence, samples: List[Sample], prepare=None, guessed=False) -> int:
+    """Run every sample through every backend; raise with the sample's name on the first failure, or
+    with `guessed` (the default zero sample, which nobody asked for) log it and stop warming."""
     runs = 0
     for name, count, arrays in samples:
         prepared = {k: (prepare(k, v) if prepare else v) for k, v in arrays.items()}
@@ -147,6 +150,11 @@ def run_warmup(model_name: str, backends: Sequence, samples: List[Sample], prepa
                 try:
                     backend.run(prepared)
                 except Exception as exc:
+                    if guessed:
+                        logger.warning("model %s: the default zero-filled warmup request failed on %s (%s: %s); "
+                                       "serving the model anyway", model_name, backend.device,
+                                       type(exc).__name__, exc)
+                        return runs
                     raise ModelLoadError(f"model '{model_name}': warmup '{name}' failed on {backend.device}: "
                                        f"{type(exc).__name__}: {exc}") from exc
                 runs += 1
