@@ -34,10 +34,9 @@ class ModelNotFound(GpuserveError):
     http, grpc = 404, "NOT_FOUND"
 
     def __init__(self, model_name: str = "", version: str | None = None, reason: str | None = None):
-        if reason is None:
-            reason = f"Model with name {model_name} does not exist."
-            if version:
-                reason = f"Model with name {model_name} and version {version} does not exist."
+        if reason is None:  # Triton's words: tritonclient's examples check that the message starts so
+            reason = f"Request for unknown model: '{model_name}'" + (f" version {version}" if version else "") \
+                + " is not found"
         super().__init__(reason)
         self.model_name = model_name
 

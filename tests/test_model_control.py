@@ -122,7 +122,7 @@ def test_explicit_mode_loads_only_the_named_models(tmp_path):
         client.unload_model("a")
         client.unload_model("a")  # on disk, not loaded: already as asked (Triton answers success too)
         assert not client.is_model_ready("a")
-        with pytest.raises(InferenceServerException, match="does not exist"):
+        with pytest.raises(InferenceServerException, match="Request for unknown model"):
             client.unload_model("nowhere")
 
 
