@@ -358,7 +358,7 @@ BAD_REQUESTS = {
         name="INPUT0", datatype="FP32", shape=[1])], raw_input_contents=[b"\x00" * 4] * 2), "2 entries for 1"),
     "raw and contents": (pb.ModelInferRequest(model_name="echo", inputs=[pb.ModelInferRequest.InferInputTensor(
         name="INPUT0", datatype="FP32", shape=[1], contents=pb.InferTensorContents(fp32_contents=[1]))],
-        raw_input_contents=[b"\x00" * 4]), "use one"),
+        raw_input_contents=[b"\x00" * 4]), "contents field must not be specified when using raw_input_contents"),
     "count off": (_infer_request(datatype="INT32", shape=[2, 2], contents=pb.InferTensorContents(int_contents=[1])),
                   "needs 4 elements"),
     "bytes count off": (_infer_request(datatype="BYTES", shape=[3], contents=pb.InferTensorContents(

@@ -43,6 +43,11 @@ def _inputs_from_proto(message: pb.ModelInferRequest) -> list:
     """Inputs with their data; those in shared memory come without (the data plane reads them).
     As in Triton and tritonclient, raw_input_contents holds entries for the other inputs only."""
     messages = message.inputs
+    if message.raw_input_contents:  # Triton's check and words, before counting the raw entries
+        for tensor in messages:
+            if tensor.HasField("contents"):
+                raise InvalidInput(f"contents field must not be specified when using raw_input_contents for "
+                                   f"'{tensor.name}' for model '{message.model_name}'")
     if not any(REGION in tensor.parameters for tensor in messages):
         return tensors_from_proto(InferInput, messages, message.raw_input_contents, "input")
     in_shm = [REGION in tensor.parameters for tensor in messages]
@@ -74,6 +79,13 @@ def typed_request(message: pb.ModelInferRequest) -> bool:
     too, as MLServer answers (clients built from the proto read `outputs[i].contents`); tritonclient
     sends raw and gets raw, as from Triton."""
     return not message.raw_input_contents and any(t.HasField("contents") for t in message.inputs)
+
+
+def triton_model(model: Any) -> bool:
+    """A model from a config.pbtxt: it answers raw whatever the request sent, as Triton does (Triton's
+    grpc_explicit_*_content_client examples send typed `contents` and read `raw_output_contents`)."""
+    extra = getattr(getattr(model, "settings", None), "model_extra", None) or {}
+    return "triton_max_batch_size" in extra  # set for every config.pbtxt model (triton_config.py)
 
 
 def response_to_proto(response: Any, request: InferRequest, typed: bool = False) -> pb.ModelInferResponse:

@@ -132,9 +132,11 @@ class InferenceServicer:
             context.set_trailing_metadata(tuple((str(k).lower(), str(v)) for k, v in response_headers.items()))
         if infer_request.cache_key is not None and hasattr(context, "cache_entry"):  # the native transport's
             context.cache_entry = (infer_request.cache_key, request.model_name, request.model_version or None)
+        typed = convert.typed_request(request) and not convert.triton_model(
+            self.plane.repository.get_model(request.model_name, request.model_version or None))
         if hasattr(response, "__aiter__") and STREAMING.get():  # a decoupled model's responses, on a stream
-            return _decoupled_answers(response, infer_request, request)
-        return convert.response_to_proto(response, infer_request, convert.typed_request(request))
+            return _decoupled_answers(response, infer_request, request, typed)
+        return convert.response_to_proto(response, infer_request, typed)
 
     @_guard
     async def ModelInfer(self, request, context):
@@ -381,9 +383,8 @@ def _stream_error(request: pb.ModelInferRequest, exc: BaseException) -> pb.Model
     return answer
 
 
-async def _decoupled_answers(responses, infer_request, request: pb.ModelInferRequest
+async def _decoupled_answers(responses, infer_request, request: pb.ModelInferRequest, typed: bool
                              ) -> AsyncIterator[pb.ModelStreamInferResponse]:
-    typed = convert.typed_request(request)  # one request, many answers: asked once
     try:
         async for item in responses:
             if isinstance(item, BaseException):
