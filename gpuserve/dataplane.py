@@ -53,6 +53,11 @@ class WrittenParameters(dict):
         return True
 
 
+# Triton's key order in a model's statistics (tritonclient's examples print the JSON as it came)
+STATS_ORDER = ("name", "version", "last_inference", "inference_count", "execution_count", "inference_stats",
+               "response_stats", "batch_stats", "memory_usage")
+
+
 class DataPlane:
     def __init__(self, repository: ModelRepository, server_name: str = "gpuserve",
                  server_version: str = __version__, strict_readiness: bool = False, model_control: bool = True,
@@ -321,7 +326,8 @@ class DataPlane:
             entry["name"], entry["version"] = model_name, model_version or unversioned
             entry.setdefault("response_stats", {})  # as Triton: decoupled-response statistics (none here)
             entry.setdefault("memory_usage", [])
-            entries.append(entry)
+            first = {key: entry.pop(key) for key in STATS_ORDER if key in entry}  # printed as Triton prints it
+            entries.append({**first, **entry})
         return {"model_stats": entries}
 
     async def generate(self, name: str, version: Optional[str], body: Any,
