@@ -347,7 +347,10 @@ class DataPlane:
 
     async def predict_v1(self, name: str, body: Any, headers: Optional[Dict[str, str]] = None,
                          verb: InferenceVerb = InferenceVerb.PREDICT) -> Tuple[Any, Dict[str, str]]:
-        model = self.repository.resolve(name)
+        try:
+            model = self.repository.resolve(name)
+        except ModelNotFound:
+            raise kserve_unknown_model(name) from None
         if _user_healthy(type(model)) and not await model.healthy():
             raise ModelNotReady(model.name)
         stats = None if getattr(model, "stats", None) is not None or verb is not InferenceVerb.PREDICT \
@@ -363,6 +366,12 @@ class DataPlane:
             else:  # a user's Model: its V2 answer as it is, as KServe sends it
                 response = v2_body(response)
         return response, response_headers
+
+
+def kserve_unknown_model(name: str) -> ModelNotFound:
+    """V1 is KServe's own protocol, so an unknown model is said in KServe's words there; V2 keeps Triton's,
+    which tritonclient's examples check for."""
+    return ModelNotFound(name, reason=f"Model with name {name} does not exist.")
 
 
 def check_outputs(model_name: str, response: InferResponse) -> None:

@@ -172,10 +172,12 @@ BAD = [
      b'{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}],"outputs":[{"name":"zz"}]}',
      400, "unexpected inference output"),
     ("unknown model", "/v2/models/ghost/infer",
-     b'{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[1]}]}', 404, "ghost"),
+     b'{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[1]}]}', 404,
+     "Request for unknown model: 'ghost' is not found"),  # Triton's words on V2, which its clients check
     ("model not ready", "/v2/models/broken/infer",
      b'{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[1]}]}', 503, "weights are corrupt"),
-    ("v1 unknown model", "/v1/models/ghost:predict", b'{"instances":[1]}', 404, "ghost"),
+    ("v1 unknown model", "/v1/models/ghost:predict", b'{"instances":[1]}', 404,
+     "Model with name ghost does not exist."),  # KServe's words on KServe's protocol
     ("v1 malformed json", "/v1/models/doubler:predict", b"[1,", 400, "Unrecognized request format"),
     ("empty body", "/v2/models/doubler/infer", b"", 400, "empty"),
     ("body too large", "/v2/models/doubler/infer", b" " * (64 * 1024 + 1), 413, "exceeds the limit"),
@@ -305,3 +307,8 @@ def test_client_going_away_cancels_its_request(http):
             assert entered.wait(30)
         assert cancelled.wait(30)
         assert http(server).get("/v2/health/live").status_code == 200
+
+
+def test_v1_readiness_of_an_unknown_model_is_said_in_kserve_words(client):
+    reply = client.get("/v1/models/ghost")
+    assert reply.status_code == 404 and reply.json() == {"error": "Model with name ghost does not exist."}

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import FastAPI
 from starlette.requests import Request
 
-from gpuserve.dataplane import DataPlane
-from gpuserve.errors import InferenceError, ModelNotReady, ServerNotLive
+from gpuserve.dataplane import DataPlane, kserve_unknown_model
+from gpuserve.errors import InferenceError, ModelNotFound, ModelNotReady, ServerNotLive
 from gpuserve.model import InferenceVerb
 from gpuserve.server.rest.common import ErrorRoutes, guarded, json_response, parse_json, read_body
 from gpuserve.server.rest.streaming import Stream, is_stream, streaming_response
@@ -30,7 +30,11 @@ def add_v1_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes, body_limi
     @app.get("/v1/models/{model_name}", tags=["V1"], summary="Model readiness")
     @guard
     async def model_ready(model_name: str, request: Request):
-        if not await plane.model_healthy(model_name):
+        try:
+            healthy = await plane.model_healthy(model_name)
+        except ModelNotFound:
+            raise kserve_unknown_model(model_name) from None
+        if not healthy:
             model = plane.repository.get_model(model_name)
             raise ModelNotReady(model_name, getattr(model, "reason", "") or None)
         return json_response({"name": model_name, "ready": True})
