@@ -96,7 +96,7 @@ def fil_repo(tmp_path_factory):
     add(repo, "xgb_multi", "xgboost", 1, [("output_class", "true"), ("storage_type", "SPARSE"), ("algo", "NAIVE"),
                                           ("threads_per_tree", "4"), ("blocks_per_sm", "2"),
                                           ("use_experimental_optimizations", "true"), ("transfer_threshold", "2")],
-        multi.save_model, "xgboost.model")
+        lambda path: open(path, "wb").write(multi.get_booster().save_raw("ubj")), "xgboost.model")
     expect["xgb_multi"] = lambda v: multi.predict(v)
     softmax = xgb.XGBClassifier(n_estimators=15, max_depth=3, objective="multi:softmax").fit(x, y3)
     add(repo, "xgb_softmax_proba", "xgboost_json", 3, [("is_classifier", "true"), ("predict_proba", "true"),
