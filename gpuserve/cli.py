@@ -135,8 +135,7 @@ def start(args: argparse.Namespace) -> int:
         from gpuserve.server.workers import serve_workers
 
         return serve_workers(str(folder), settings)
-    registry = DiskRepository(folder, device=settings.device, parallel_workers=settings.parallel_workers).populate(
-        ModelRepository(), settings.startup_selection())
+    registry = DiskRepository.for_server(folder, settings).populate(ModelRepository(), settings.startup_selection())
     from gpuserve.server.model_server import ModelServer
 
     ModelServer(settings=settings, registered_models=registry).start()

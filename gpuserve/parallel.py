@@ -13,6 +13,10 @@ result class (two folders' `runtime.py` cannot both be imported in the parent) a
 with an error. A worker that dies breaks the pool anyway (concurrent.futures cannot replace one
 worker), so the pool is rebuilt: the requests it held fail with 500, later ones are served, as
 MLServer restarts a dead worker.
+
+A model with a custom environment (gpuserve/environments.py) unpacks it when it loads, in the loading
+thread, and its workers start with it; a tarball that cannot be used leaves the model not ready with the
+reason, and the runtime's class is never imported in the server process.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gpuserve.engine.stats import PROMETHEUS_BUCKETS, Histogram
+from gpuserve.environments import Environment, EnvironmentContext, EnvironmentSource, activate_in_worker
 from gpuserve.errors import GpuserveError, InferenceError, ModelLoadError, status_of
 from gpuserve.metrics import worker_metric_dirs
 from gpuserve.model import InferenceVerb, Model
@@ -44,9 +49,12 @@ _MODEL = None
 _LOOP: Optional[asyncio.AbstractEventLoop] = None
 
 
-def _worker_init(settings_json: str, folder: Optional[str], metrics_dir: str) -> None:
+def _worker_init(settings_json: str, folder: Optional[str], metrics_dir: str,
+                 environment: Optional[Environment] = None) -> None:
     global _MODEL, _LOOP
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # before prometheus_client is first imported here
+    if environment is not None:
+        activate_in_worker(environment)
     from gpuserve.model_repository import run_load
     from gpuserve.repository import instantiate, runtime_for
 
@@ -127,7 +135,7 @@ dispatched: Optional[Histogram] = None  # MLServer's parallel_request_queue (ser
 class ParallelModel(Model):
     """Stands in the parent for a model whose copies run in `workers` processes."""
 
-    def __init__(self, settings: ModelSettings, workers: int):
+    def __init__(self, settings: ModelSettings, workers: int, environment: Optional[EnvironmentSource] = None):
         super().__init__(settings.name)
         self.settings = settings
         self.version = settings.parameters.version
@@ -139,11 +147,18 @@ class ParallelModel(Model):
         self.metrics_dir: Optional[str] = None
         self.restarts = 0  # times the pool was rebuilt after a worker died
         self._rebuild_lock = threading.Lock()
+        self.environment_source = environment
+        self.environment: Optional[Environment] = None  # unpacked at load
 
     def load(self) -> bool:
         global dispatched
         if dispatched is None:  # as MLServer, the metric exists once there are workers
             dispatched = Histogram(PROMETHEUS_BUCKETS)
+        if self.environment_source is not None:
+            try:
+                self.environment = self.environment_source.prepare()
+            except ModelLoadError as exc:
+                raise ModelLoadError(f"model '{self.name}': {exc}") from None
         # Workers write custom metrics to files in their own directory; the server's exposition merges them.
         self.metrics_dir = tempfile.mkdtemp(prefix=f"gpuserve-metrics-{self.name}-")
         worker_metric_dirs.add(self.metrics_dir)
@@ -153,9 +168,11 @@ class ParallelModel(Model):
 
     def _start_pool(self) -> ProcessPoolExecutor:
         """A pool whose workers have all loaded the model (each asked once to describe it)."""
-        pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_worker_init,
-                                   initargs=(self.settings.model_dump_json(), self.settings.folder, self.metrics_dir))
+        context = (EnvironmentContext(self.environment) if self.environment is not None
+                   else multiprocessing.get_context("spawn"))
+        pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context, initializer=_worker_init,
+                                   initargs=(self.settings.model_dump_json(), self.settings.folder, self.metrics_dir,
+                                             self.environment))
         try:
             futures = [pool.submit(_worker_describe) for _ in range(self.workers)]
             described = [f.result() for f in futures]

@@ -13,6 +13,7 @@ import hashlib
 import importlib
 import inspect
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Collection, Dict, List, Optional, Set
@@ -24,6 +25,7 @@ from gpuserve.model import BaseKServeModel
 from gpuserve.model_repository import ModelRepository
 from gpuserve.runtimes import ARTEFACT_RUNTIMES, BUILTIN_RUNTIMES
 from gpuserve.ensemble import EnsembleModel
+from gpuserve.environments import DEFAULT_ENVIRONMENTS_DIR, source_for
 from gpuserve.triton_python import TritonPythonBackendModel
 from gpuserve.settings import MODEL_SETTINGS_FILE, ModelSettings
 from gpuserve.triton_config import chosen_versions, read_config, settings_from_config
@@ -118,11 +120,15 @@ def instantiate(cls, settings: ModelSettings) -> BaseKServeModel:
     return model
 
 
+def _builtin_runtime(implementation: str):
+    runtimes = {**BUILTIN_RUNTIMES, "triton_python": TritonPythonBackendModel, "ensemble": EnsembleModel}
+    return runtimes.get(implementation) or runtimes.get(implementation.lower())
+
+
 def runtime_for(settings: ModelSettings):
     implementation = settings.implementation
     if implementation:
-        runtimes = {**BUILTIN_RUNTIMES, "triton_python": TritonPythonBackendModel, "ensemble": EnsembleModel}
-        builtin = runtimes.get(implementation) or runtimes.get(implementation.lower())
+        builtin = _builtin_runtime(implementation)
         if builtin is not None:
             return builtin
         return import_class(implementation, Path(settings.folder) if settings.folder else None)
@@ -139,12 +145,23 @@ def runtime_for(settings: ModelSettings):
 class DiskRepository:
     """Scans `root` once per call; `build(name)` makes fresh model objects for a (re)load."""
 
-    def __init__(self, root: str | Path, device: Optional[str] = None, parallel_workers: int = 0):
+    def __init__(self, root: str | Path, device: Optional[str] = None, parallel_workers: Optional[int] = 0,
+                 environments_dir: str = DEFAULT_ENVIRONMENTS_DIR, server_tarball: Optional[str] = None):
         self.root = Path(root).resolve()  # artefact uris are joined to folders; relative roots doubled them
         self.device = device  # the server's default for models whose settings name none
-        self.parallel_workers = parallel_workers  # the server's default (MLServer's settings.json)
+        # The server's default (MLServer's settings.json); None: not given, which is 0 except for a model with a
+        # custom environment, which gets MLServer's default of 1.
+        self.parallel_workers = parallel_workers
+        self.environments_dir = os.path.abspath(environments_dir)  # as MLServer, relative to the working directory
+        self.server_tarball = server_tarball  # MLSERVER_ENV_TARBALL: every model's default environment_tarball
         if not self.root.is_dir():
             raise InvalidSettings(f"model repository folder '{root}' does not exist or is not a folder")
+
+    @classmethod
+    def for_server(cls, root: str | Path, settings) -> "DiskRepository":
+        """The repository with the server's defaults for its models (gpuserve's ServerSettings)."""
+        return cls(root, device=settings.device, parallel_workers=settings.parallel_workers,
+                   environments_dir=settings.environments_dir, server_tarball=settings.environment_tarball)
 
     def scan(self) -> Dict[str, List[ModelSettings]]:
         found: Dict[str, List[ModelSettings]] = {}
@@ -216,19 +233,34 @@ class DiskRepository:
             return UnavailableModel(settings.name, broken)
         if settings.device is None and self.device:
             settings.device = self.device
-        tarball = (settings.parameters.model_extra or {}).get("environment_tarball")
-        if tarball:  # said, not silently dropped: the runtime imports from the server's own environment
-            logger.warning("model '%s': parameters.environment_tarball (%s) is not unpacked by gpuserve; the model "
-                           "runs in the server's Python environment, which must hold its dependencies",
-                           settings.name, tarball)
         try:
-            runtime = runtime_for(settings)
             workers = settings.parallel_workers if settings.parallel_workers is not None else self.parallel_workers
-            if workers and not getattr(runtime, "engine_backed", False):
+            environment = source_for(settings.parameters, settings.folder, self.environments_dir, self.server_tarball)
+            if environment is not None and workers is None:
+                workers = 1  # MLServer's default parallel_workers, which a custom environment needs
+            workers = workers or 0
+            if environment is not None and not workers:
+                logger.warning("model '%s': %s is not used: parallel workers are off (parallel_workers 0), so the "
+                               "model runs in the server's own environment, as in MLServer", settings.name,
+                               environment.describe())
+                environment = None
+            if environment is not None and _user_runtime(settings):
+                # never imported here: its module may need what only the environment holds
                 settings.parallel_workers = workers
                 from gpuserve.parallel import ParallelModel
 
-                return ParallelModel(settings, settings.parallel_workers)
+                return ParallelModel(settings, workers, environment)
+            runtime = runtime_for(settings)
+            engine_backed = getattr(runtime, "engine_backed", False)
+            if environment is not None and engine_backed:
+                logger.warning("model '%s': %s is not used: its runtime runs in the server process, not in parallel "
+                               "workers", settings.name, environment.describe())
+                environment = None
+            if workers and not engine_backed:
+                settings.parallel_workers = workers
+                from gpuserve.parallel import ParallelModel
+
+                return ParallelModel(settings, settings.parallel_workers, environment)
             return instantiate(runtime, settings)
         except Exception as exc:
             reason = str(exc) if isinstance(exc, GpuserveError) else f"{type(exc).__name__}: {exc}"
@@ -286,6 +318,11 @@ class DiskRepository:
             for settings in group:
                 registry.update(self._build_one(settings))
         return registry
+
+
+def _user_runtime(settings: ModelSettings) -> bool:
+    """Whether `implementation` names a class to import (not one of gpuserve's own runtimes)."""
+    return bool(settings.implementation) and _builtin_runtime(settings.implementation) is None
 
 
 def _broken(folder: Path, reason: str) -> ModelSettings:

@@ -52,7 +52,8 @@ def mlserver_environ() -> Dict[str, str]:
 MODEL_ENV_PREFIX = "MLSERVER_MODEL_"
 _MODEL_ENV_FIELDS = ("name", "implementation", "platform", "versions", "inputs", "outputs", "max_batch_size",
                      "max_batch_time", "parallel_workers", "warm_workers", "cache_enabled", "parameters")
-_PARAMETER_ENV_FIELDS = ("uri", "version", "format", "content_type", "extra", "environment_tarball")
+_PARAMETER_ENV_FIELDS = ("uri", "version", "format", "content_type", "extra", "environment_tarball",
+                         "environment_path")
 _JSON_ENV_FIELDS = ("versions", "inputs", "outputs", "parameters", "extra")
 
 
@@ -155,7 +156,14 @@ class ServerSettings(BaseSettings):
     enable_metrics_server: bool = True
     workers: int = 1
     reuse_port: bool = False  # set for each of several workers sharing the ports
-    parallel_workers: int = 0  # default for custom models whose settings name none (0: in process)
+    # Default for custom models whose settings name none (0: in process). None (not given): 0, except for models
+    # with a custom environment, which need workers and get MLServer's default of 1.
+    parallel_workers: Optional[int] = None
+    # Where models' environment_tarball files are unpacked, one folder per tarball's SHA-256 (MLServer's
+    # environments_dir; relative to the working directory).
+    environments_dir: str = ".envs"
+    # MLServer's MLSERVER_ENV_TARBALL: the environment_tarball of every model that names none.
+    environment_tarball: Optional[str] = None
     max_threads: Optional[int] = None
     max_asyncio_workers: Optional[int] = None
     model_repository_root: Optional[str] = None

@@ -43,8 +43,7 @@ def _worker(folder: str, settings_json: str, index: int) -> None:
     settings = settings.model_copy(update=updates)
     configure_logging(settings)
     os.environ["GPUSERVE_WORKER_INDEX"] = str(index)
-    registry = DiskRepository(folder, device=settings.device, parallel_workers=settings.parallel_workers
-                              ).populate(ModelRepository(), settings.startup_selection())
+    registry = DiskRepository.for_server(folder, settings).populate(ModelRepository(), settings.startup_selection())
     ModelServer(settings=settings, registered_models=registry).start()
 
 

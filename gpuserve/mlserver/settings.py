@@ -1,9 +1,9 @@
 """`mlserver.settings`: model settings as MLServer runtimes read them, and MLServer's server settings.
 
 `ModelSettings` is gpuserve's model settings (the same `model-settings.json` fields) with what only
-MLServer has added: `version`, `implementation` given as a class, `parameters.environment_tarball`,
-`warm_workers`, `cache_enabled`, and metadata tensors as `MetadataTensor` objects. As in MLServer,
-`parameters.uri` defaults to the model's folder; a relative uri is made absolute against that folder,
+MLServer has added: `version`, `implementation` given as a class, `parameters.environment_tarball` and
+`environment_path`, `warm_workers`, `cache_enabled`, and metadata tensors as `MetadataTensor` objects. As
+in MLServer, `parameters.uri` defaults to the model's folder; a relative uri is made absolute against that folder,
 so a runtime can open `self.settings.parameters.uri` whatever the server's working directory.
 
 As in MLServer, `ModelSettings` and `ModelParameters` take the fields they are not given from
@@ -45,6 +45,7 @@ class ModelParameters(_NativeParameters):
     MLSERVER_MODEL_VERSION, MLSERVER_MODEL_CONTENT_TYPE, ..."""
 
     environment_tarball: Optional[str] = None
+    environment_path: Optional[str] = None
     inference_pool_gid: Optional[str] = None
     autogenerate_inference_pool_gid: bool = False
 
@@ -164,9 +165,9 @@ _RENAMED = {
     "metrics_endpoint": "metrics_path",
 }
 _SAME = ("host", "http_port", "grpc_port", "metrics_port", "model_repository_root", "load_models_at_startup",
-         "server_name", "parallel_workers")
+         "server_name", "parallel_workers", "environments_dir")
 # Known to MLServer, with no gpuserve equivalent yet: ignored with a warning naming them as such.
-_UNSUPPORTED = ("parallel_workers_timeout", "environments_dir", "extensions", "root_path", "metrics_dir",
+_UNSUPPORTED = ("parallel_workers_timeout", "extensions", "root_path", "metrics_dir",
                 "metrics_rest_server_prefix", "logging_settings", "tracing_server",
                 "kafka_enabled", "kafka_servers", "kafka_topic_input", "kafka_topic_output", "cors_settings",
                 "model_repository_implementation", "model_repository_implementation_args", "server_version",
@@ -244,7 +245,11 @@ def mlserver_overrides(folder: Optional[os.PathLike | str] = None,
     native_fields = ServerSettings.model_fields
     environ = os.environ if environ is None else environ
     out: Dict[str, Any] = {}
-    for source, values in (("MLSERVER_* environment", _from_env(environ)),
+    from_env = _from_env(environ)
+    tarball = from_env.pop("env_tarball", None)
+    if tarball:  # read by MLServer's Docker image, which activates it for the whole server before starting it
+        out["environment_tarball"] = tarball
+    for source, values in (("MLSERVER_* environment", from_env),
                            (str(Path(folder) / SETTINGS_FILE) if folder is not None else "", _from_file(folder))):
         for name, value in values.items():
             for key, translated in _translate(name, value, source, native_fields):
