@@ -107,12 +107,13 @@ def model_config(meta: Dict[str, Any], settings: Optional[Any] = None) -> Dict[s
     groups = getattr(settings, "instance_groups", None) or []
     device = (meta.get("parameters") or {}).get("device", "")
     if groups:  # named as Triton names unnamed groups: MODEL_INDEX
-        config["instance_group"] = [{"name": f"{config['name']}_{i}", "count": g.count,
+        config["instance_group"] = [{"name": (g.model_extra or {}).get("name") or f"{config['name']}_{i}",
+                                     "count": g.count,
                                      "kind": _KINDS.get(g.kind, "KIND_AUTO"), "gpus": list(g.gpus),
                                      **{k: v for k, v in (g.model_extra or {}).items() if k == "rate_limiter"}}
                                     for i, g in enumerate(groups)]
     elif device:
-        config["instance_group"] = [{"name": f"{config['name']}_0", "count": 1,
+        config["instance_group"] = [{"name": config["name"], "count": 1,  # Triton names a group it adds so
                                      "kind": "KIND_GPU" if device.startswith("cuda") else "KIND_CPU"}]
     return config
 

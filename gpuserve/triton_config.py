@@ -276,7 +276,7 @@ def settings_from_config(folder: Path, config: Dict[str, Any], version: Optional
         "triton_version_policy": config.get("version_policy") or {"latest": {"num_versions": 1}},
         "instance_groups": [{"count": int(g.get("count", 1)), "kind": str(g.get("kind", "KIND_AUTO"))[5:].lower(),
                              "gpus": [int(x) for x in g.get("gpus", [])],
-                             **({"rate_limiter": g["rate_limiter"]} if g.get("rate_limiter") else {})}
+                             **{key: g[key] for key in ("name", "rate_limiter") if g.get(key)}}
                             for g in config.get("instance_group", [])],
     }
     if (config.get("response_cache") or {}).get("enable") is True:

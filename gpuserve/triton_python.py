@@ -352,7 +352,7 @@ class TritonPythonBackendModel(FrameworkModel):
             for group in config["instance_group"]:
                 on_gpu = group["kind"] == "KIND_GPU"
                 for i in range(group["count"]):
-                    name = group["name"] if group["count"] == 1 else f"{group['name']}_{i}"
+                    name = f"{group['name']}_{i}"  # as Triton 2.51 names them, a lone instance too
                     obj = cls()
                     args = {"model_config": arguments, "model_instance_kind": "GPU" if on_gpu else "CPU",
                             "model_instance_name": name, "model_instance_device_id": device_id if on_gpu else "0",

@@ -105,7 +105,7 @@ def tensor_specs(entries: List[dict], batched: bool, kind: str) -> List[TensorSp
 def instance_groups(config: Dict[str, Any], name: str, device: str) -> List[Dict[str, Any]]:
     """The instance groups as Triton resolves them: named MODEL_INDEX, KIND_AUTO settled by the device."""
     resolved = []
-    for index, group in enumerate(config.get("instance_group") or [{}]):
+    for index, group in enumerate(config.get("instance_group") or [{"name": name}]):  # Triton names an added one so
         kind = str(group.get("kind", "KIND_AUTO")).upper()
         if kind not in ("KIND_CPU", "KIND_GPU"):
             kind = "KIND_GPU" if device.startswith("cuda") else "KIND_CPU"

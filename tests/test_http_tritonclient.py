@@ -276,7 +276,7 @@ def test_config_prints_triton_defaults(client):
     assert "sequence_batching" not in config and "ensemble_scheduling" not in config  # unset messages stay out
     # the config.pbtxt's version policy (Triton's default: the latest one) and Triton's group names
     assert config["version_policy"] == {"latest": {"num_versions": 1}}
-    assert [g["name"] for g in config["instance_group"]] == ["tri_0"]
+    assert [g["name"] for g in config["instance_group"]] == ["tri"]  # the group Triton adds is named so
     assert client.get_model_config("tri", "1") == config
 
 

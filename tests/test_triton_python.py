@@ -317,7 +317,10 @@ def test_add_sub_over_both_protocols_with_instances_and_metadata(repo):
         config = models.instances[0].obj.config  # what initialize() got: the completed config, as Triton passes it
         assert {"instance_group", "optimization", "default_model_filename", "parameters"} <= set(config)
         assert config["instance_group"][0]["name"] == "add_sub_0" and config["input"][0]["optional"] is False
-        assert registry.versions("errors")["1"].instances[0].name == "errors_0"  # a lone instance: the group's name
+        # Triton names the group it adds for a config without instance_group after the model, its instances
+        # GROUP_INDEX (a lone one too): "errors" / "errors_0"; a written group "add_sub_0" -> "add_sub_0_0"
+        errors = registry.versions("errors")["1"]
+        assert errors.instances[0].name == "errors_0" and errors.config["instance_group"][0]["name"] == "errors"
 
 
 def test_dynamic_batcher_hands_queued_requests_to_one_execute(repo):

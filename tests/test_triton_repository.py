@@ -351,13 +351,15 @@ response_cache {{ enable: false }}
 """
     text = CONFIG.format(name="limited", policy=extra).replace(
         "instance_group [ { count: 1, kind: KIND_CPU } ]",
-        'instance_group [ { count: 1, kind: KIND_CPU rate_limiter { resources { name: "R1" count: 4 } priority: 2 } } ]'
+        'instance_group [ { name: "pool" count: 1, kind: KIND_CPU rate_limiter { resources { name: "R1" count: 4 } '
+        'priority: 2 } } ]'
     ).replace("preferred_batch_size: [ 4, 8 ] ", "")
     (tmp_path / "limited" / "config.pbtxt").write_text(text)
     registry = DiskRepository(tmp_path).populate(ModelRepository())
     with running_server(repository=registry) as server:
         with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
             config = client.get_model_config("limited")
+            assert config["instance_group"][0]["name"] == "pool"  # a group's own name, as written
             assert config["instance_group"][0]["rate_limiter"] == {
                 "resources": [{"name": "R1", "count": 4, "global": False}], "priority": 2}
             assert config["model_repository_agents"]["agents"][0]["parameters"] == {"MD5:1/model.onnx": digest}
