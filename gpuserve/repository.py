@@ -121,6 +121,10 @@ def instantiate(cls, settings: ModelSettings) -> BaseKServeModel:
 
 
 def _builtin_runtime(implementation: str):
+    if implementation in ("fil", "gpuserve.triton_fil.FilModel"):  # Triton's FIL backend (a built-in: no import path
+        from gpuserve.triton_fil import FilModel  # puts the model's folder on sys.path)
+
+        return FilModel
     runtimes = {**BUILTIN_RUNTIMES, "triton_python": TritonPythonBackendModel, "ensemble": EnsembleModel}
     return runtimes.get(implementation) or runtimes.get(implementation.lower())
 

@@ -133,7 +133,7 @@ def fil_settings(config: Dict[str, Any], settings: Dict[str, Any], where: Path) 
     load (model_type's default name unless default_model_filename says otherwise) and the options."""
     options = fil_options(config)
     filename = config.get("default_model_filename") or MODEL_FILES[options.model_type]
-    settings["implementation"] = "gpuserve.triton_fil.FilModel"
+    settings["implementation"] = "fil"  # gpuserve.triton_fil.FilModel, a built-in runtime
     settings["parameters"]["uri"] = str(where / filename)
     settings["triton_fil"] = asdict(options)
     if config.get("default_model_filename"):

@@ -305,3 +305,17 @@ def test_config_refusals_without_a_server():
     for text, words in refusals.items():
         with pytest.raises(InvalidSettings, match=words.replace("[", r"\[")):
             options(text)
+
+
+def test_fil_is_a_builtin_runtime_that_leaves_sys_path_alone(tmp_path):
+    """A FIL model is served by a built-in runtime: nothing of the model's folder is put on sys.path (an import
+    path would, and a module there could shadow one the server uses)."""
+    import sys
+
+    from gpuserve.repository import runtime_for
+    from gpuserve.settings import ModelSettings
+    from gpuserve.triton_fil import FilModel
+
+    before = list(sys.path)
+    assert runtime_for(ModelSettings(name="f", implementation="fil", folder=str(tmp_path))) is FilModel
+    assert sys.path == before
