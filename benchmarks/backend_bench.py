@@ -88,7 +88,7 @@ def frameworks(folder: Path, device: str, only: Sequence[str] = ()) -> Dict[str,
                 "make": lambda b: TorchModel("pt2g", _settings("pt2g", "torch", exported, b, device,
                                                                parameters={"cuda_graphs": True})),
                 "direct": direct(export_module), "input": "input", "note": "served with cuda_graphs: true"}
-    if device == "cpu" and wanted("scikit-learn", "xgboost", "lightgbm"):
+    if device == "cpu" and wanted("scikit-learn", "xgboost", "fil-xgboost", "lightgbm"):
         found.update(_classic(folder))
     if device.startswith("cuda") and importlib.util.find_spec("tensorrt") and wanted("tensorrt"):
         found.update(_tensorrt(folder, device))
@@ -151,6 +151,7 @@ def _classic(folder: Path) -> Dict[str, dict]:
             "direct": booster.predict, "direct_fast": labels, "input": "input",
             "note": f"xgboost {xgboost.__version__}; direct_fast = the C API calls gpuserve serves through "
                     "(gpuserve/classic_fast.py XGBoostPredictor)"}
+        found["fil-xgboost"] = _fil(folder, booster, labels)
     if importlib.util.find_spec("lightgbm"):
         import lightgbm
 
@@ -166,6 +167,31 @@ def _classic(folder: Path) -> Dict[str, dict]:
             "note": f"lightgbm {lightgbm.__version__}; direct_fast = the C API calls gpuserve serves through "
                     "(gpuserve/classic_fast.py LightGBMPredictor)"}
     return found
+
+
+def _fil(folder: Path, booster, labels) -> dict:
+    """The same XGBoost classifier as a Triton FIL-backend model (config.pbtxt + 1/xgboost.json), answering
+    FIL's class index: the direct call is XGBoost's own predict, direct_fast the C call it is served by."""
+    from gpuserve.settings import ModelSettings
+    from gpuserve.triton_config import parse_pbtxt, settings_from_config
+    from gpuserve.triton_fil import FilModel
+
+    where = folder / "fil"
+    (where / "1").mkdir(parents=True)
+    booster.save_model(str(where / "1" / "xgboost.json"))
+    text = (f'backend: "fil" max_batch_size: 1 input [ {{ name: "input__0" data_type: TYPE_FP32 dims: [ {FEATURES} ] }} ] '
+            'output [ { name: "output__0" data_type: TYPE_FP32 dims: [ 1 ] } ] instance_group [ { kind: KIND_CPU } ] '
+            'parameters [ { key: "model_type" value: { string_value: "xgboost_json" } }, '
+            '{ key: "output_class" value: { string_value: "true" } } ]')
+    config = dict(parse_pbtxt(text), name="fil")
+
+    def make(batch):
+        settings = settings_from_config(where, config, 1)
+        settings.update(max_batch_size=batch, triton_max_batch_size=max(batch, 1))
+        return FilModel("fil", ModelSettings(**settings, folder=str(where)))
+
+    return {"make": make, "direct": booster.predict, "direct_fast": labels, "input": "input__0",
+            "note": "the xgboost model above served as a Triton FIL-backend model (gpuserve/triton_fil.py)"}
 
 
 def _tensorrt(folder: Path, device: str) -> Dict[str, dict]:

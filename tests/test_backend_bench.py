@@ -12,15 +12,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_backend_bench_smoke(tmp_path):
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "backend_bench.py"), "--only",
-                          "onnxruntime,torch.export", "--batches", "1,4", "--concurrency", "1,2", "--seconds", "0.05",
+                          "onnxruntime,torch.export,fil-xgboost", "--batches", "1,4", "--concurrency", "1,2", "--seconds", "0.05",
                           "--rounds", "1", "--json", str(tmp_path / "bench.json")],
                          capture_output=True, text=True, timeout=240, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     report = json.loads((tmp_path / "bench.json").read_text())
     rows = {(r["framework"], r["batch"]): r for r in report["rows"]}
     expected = {("onnxruntime", 1), ("onnxruntime", 4)}
-    if any(r["framework"] == "torch.export" for r in report["rows"]):
-        expected |= {("torch.export", 1), ("torch.export", 4)}
+    for optional in ("torch.export", "fil-xgboost"):
+        if any(r["framework"] == optional for r in report["rows"]):
+            expected |= {(optional, 1), (optional, 4)}
     assert set(rows) == expected
     for row in rows.values():
         assert row["direct"] > 0 and row["served_c1"] > 0 and row["served_c2"] > 0 and row["ratio_c2"] > 0
