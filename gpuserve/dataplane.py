@@ -124,7 +124,7 @@ class DataPlane:
             meta = {"name": model.name, "versions": [], "platform": "", "inputs": model.get_input_types(),
                     "outputs": model.get_output_types()}
         versions = [v for v in self.repository.versions(name) if v is not None]
-        if versions:
+        if versions and not getattr(model, "settings_metadata", False):
             meta["versions"] = versions
         return meta
 
@@ -153,21 +153,29 @@ class DataPlane:
                 entry["state"] = "LOADING"  # start-up loads still running: not a failure (as Triton says)
             elif not model.ready:
                 entry["reason"] = reason or "not loaded"
+            if not version and getattr(model, "settings_metadata", False):
+                del entry["version"]  # MLServer leaves out the version a model-settings.json does not give
             index.append(entry)
         catalog = getattr(self.repository, "catalog", None)
         if catalog is not None and not ready_only:  # on disk, not loaded (e.g. unloaded): as Triton, UNAVAILABLE
             unloaded = getattr(self.repository, "unloaded", ())
+            mlserver_names = getattr(self.repository, "mlserver_names", None)
             try:
                 on_disk = catalog()
+                # MLServer lists a model-settings.json model that is not loaded without a reason
+                silent = mlserver_names() if mlserver_names is not None else ()
             except Exception as exc:  # a folder that went away must not break the index
                 logger.warning("repository index: cannot scan the model folder: %s", exc)
-                on_disk = {}
+                on_disk, silent = {}, ()
             for name, versions in on_disk.items():
                 for version in versions or [""]:
                     if (name, version) not in listed:
-                        index.append({"name": name, "version": version, "state": "UNAVAILABLE",
-                                      "reason": "unloaded" if name in unloaded else "not loaded"})
-            index.sort(key=lambda e: (e["name"], _version_order(e["version"])))
+                        reason = "" if name in silent else "unloaded" if name in unloaded else "not loaded"
+                        entry = {"name": name, "version": version, "state": "UNAVAILABLE", "reason": reason}
+                        if not version and name in silent:
+                            del entry["version"]
+                        index.append(entry)
+            index.sort(key=lambda e: (e["name"], _version_order(e.get("version", ""))))
         return index
 
     async def load_model(self, name: str, config: Optional[str] = None, files: Optional[Dict[str, bytes]] = None
@@ -212,7 +220,8 @@ class DataPlane:
         request.headers = headers
         as_mlserver = getattr(model, "generates_ids", False)  # MLServer's data plane: an id, parameters written
         if request.id is None and as_mlserver:
-            request.id = str(uuid.uuid4())
+            # MLServer makes one up for REST only: a gRPC request's id is the proto's, "" when not set
+            request.id = "" if request.from_grpc else str(uuid.uuid4())
         cache_key = None
         cache = self.response_cache
         if cache is not None and model.ready and response_cache.enabled_for(model, cache.mlserver):

@@ -27,6 +27,7 @@ import multiprocessing
 import os
 import pickle
 import shutil
+import signal
 import tempfile
 import threading
 from concurrent.futures import ProcessPoolExecutor
@@ -52,6 +53,9 @@ _LOOP: Optional[asyncio.AbstractEventLoop] = None
 def _worker_init(settings_json: str, folder: Optional[str], metrics_dir: str,
                  environment: Optional[Environment] = None) -> None:
     global _MODEL, _LOOP
+    # Ctrl+C reaches the whole process group: the server stops its workers itself, so a worker waiting
+    # for work must not print a KeyboardInterrupt traceback (MLServer's workers ignore it too)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # before prometheus_client is first imported here
     if environment is not None:
         activate_in_worker(environment)
@@ -69,7 +73,7 @@ def _worker_init(settings_json: str, folder: Optional[str], metrics_dir: str,
 
 
 # Model attributes the data plane reads that the parent's stand-in copies from a worker's model.
-_COPIED = ("generates_ids", "answers_every_output", "platform")
+_COPIED = ("generates_ids", "answers_every_output", "platform", "settings_metadata")
 
 
 def _worker_describe() -> Dict[str, Any]:

@@ -163,6 +163,21 @@ class ClassicModel(Model):
             self._thread.shutdown(wait=False)
             self._thread = None
 
+    # MLServer's runtimes answer metadata from model-settings.json alone: its `platform` and `versions`
+    # ("" and [] unless written; parameters.version is not listed) and `parameters` with the model's
+    # content type ({} without one); the data plane keeps these versions (`settings_metadata`).
+    settings_metadata = True
+
+    def metadata(self) -> Dict[str, Any]:
+        def tensor(t: Any) -> Dict[str, Any]:
+            return t.model_dump(exclude=None if t.parameters else {"parameters"})
+
+        parameters = {"content_type": self.settings.parameters.content_type}
+        return {"name": self.name, "versions": list(self.settings.versions), "platform": self.settings.platform,
+                "inputs": [tensor(t) for t in self.settings.inputs],
+                "outputs": [tensor(t) for t in self.settings.outputs],
+                "parameters": {k: v for k, v in parameters.items() if v is not None}}
+
     def get_input_types(self) -> List[Dict]:
         return [t.model_dump(exclude={"parameters"}) for t in self.settings.inputs]
 

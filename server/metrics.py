@@ -144,8 +144,11 @@ class ServerCollector:
                 {**dict.fromkeys(FAILURE_REASONS, 0), "BACKEND": stats["fail"]["count"]}
             for reason, failed in reasons.items():  # Triton's four, each present
                 failure.add_metric([entry["name"], reason, entry["version"]], failed)
-            ml_success.add_metric(labels, stats["success"]["count"])
-            ml_failure.add_metric(labels, stats["fail"]["count"])
+            # MLServer labels an unversioned model's requests version="None" (str of its missing version)
+            ml_labels = labels if entry["version"] or not getattr(model, "settings_metadata", False) \
+                else [entry["name"], "None"]
+            ml_success.add_metric(ml_labels, stats["success"]["count"])
+            ml_failure.add_metric(ml_labels, stats["fail"]["count"])
             count.add_metric(labels, entry["inference_count"])
             executions.add_metric(labels, entry["execution_count"])
             durations["request"].add_metric(labels, stats["success"]["ns"] / 1e3)  # as Triton: successes only
@@ -158,7 +161,7 @@ class ServerCollector:
             if model is not None:
                 histogram = self.plane.stats_of(model).request_seconds
                 latency.add_metric(labels, histogram.cumulative(), histogram.total)
-                ml_duration.add_metric(labels, histogram.count, histogram.total)
+                ml_duration.add_metric(ml_labels, histogram.count, histogram.total)
             sizes, running, rows_total = [], 0, 0
             batches = sorted((b["batch_size"], b["compute_infer"]["count"]) for b in entry["batch_stats"])
             for size, times in batches:

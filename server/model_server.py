@@ -415,7 +415,8 @@ class ModelServer:
             if getattr(model, "engine", False):
                 self._start_engine(model)
         for name, version, model in self.registered_models.all_versions():
-            label = name if version is None else f"{name} v{version}"
+            # MLServer's versions are often written "v0.1.0": no second "v" in front of those
+            label = name if version is None else f"{name} {'' if str(version).startswith('v') else 'v'}{version}"
             if model.ready:
                 await asyncio.to_thread(model.start)
                 logger.info("model %s is ready", label)

@@ -176,7 +176,8 @@ def test_tensor_data_forms_mlserver_runtimes_use():
     assert data.model_dump() == [0, 1, 2, 3, 4, 5] and data.__root__ is data.root
     assert len(TensorData([1, 2])) == 2 and list(TensorData([1, 2])) == [1, 2] and TensorData([1, 2])[1] == 2
     output = ResponseOutput(name="y", shape=[2, 2], datatype="FP32", data=np.ones((2, 2), np.float32))
-    assert output.dict() == {"name": "y", "shape": [2, 2], "datatype": "FP32", "data": [1.0, 1.0, 1.0, 1.0]}
+    assert output.dict() == {"name": "y", "shape": [2, 2], "datatype": "FP32", "parameters": None,  # as pydantic's dict()
+                             "data": [1.0, 1.0, 1.0, 1.0]}
     # MLServer lets a runtime describe BYTES by byte length, and answers that shape as declared
     text = ResponseOutput(name="t", shape=[11], datatype="BYTES", data=[b"hello world"],
                           parameters=Parameters(content_type="str"))

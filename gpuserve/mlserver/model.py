@@ -135,7 +135,7 @@ class MLModel:
         metadata = MetadataModelResponse(name=self.name, platform=self._settings.platform,
                                          versions=self._settings.versions, inputs=self._settings.inputs,
                                          outputs=self._settings.outputs)
-        if self._settings.parameters and self._settings.parameters.content_type:
+        if self._settings.parameters:  # as MLServer: {} without a content type
             metadata.parameters = Parameters(content_type=self._settings.parameters.content_type)
         return metadata
 
@@ -188,6 +188,7 @@ class MLModelAdapter(Model):
 
     generates_ids = True  # as MLServer: a request without an `id` gets a fresh UUID, echoed in the answer
     answers_every_output = True  # as MLServer: a request's `outputs` list does not filter what predict returns
+    settings_metadata = True  # metadata lists the settings' `versions`, as MLServer's, not the repository's
 
     def __init__(self, runtime: MLModel, settings: Any = None):
         super().__init__(runtime.name)
@@ -294,6 +295,8 @@ class MLModelAdapter(Model):
         settings = self.runtime.settings
         metadata = MetadataModelResponse(name=self.name, platform=settings.platform, versions=settings.versions,
                                          inputs=settings.inputs, outputs=settings.outputs)
+        if settings.parameters:
+            metadata.parameters = Parameters(content_type=settings.parameters.content_type)
         return _metadata_dict(metadata)
 
     def get_input_types(self) -> List[Dict]:

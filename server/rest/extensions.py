@@ -6,6 +6,7 @@ from typing import Optional
 
 from fastapi import FastAPI
 from starlette.requests import Request
+from starlette.responses import Response
 
 from gpuserve.dataplane import DataPlane
 from gpuserve.errors import InvalidInput
@@ -120,11 +121,11 @@ def add_extension_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes) ->
             raise InvalidInput("'parameters' must be a JSON object")
         config, files = load_parameters(parameters, files_in_base64=True)
         await plane.load_model(model_name, config, files)
-        return json_response({})
+        return Response(status_code=200)  # an empty 200, as MLServer and Triton answer
 
     @app.post("/v2/repository/models/{model_name}/unload", tags=["V2 repository"], summary="Unload a model")
     @guard
     async def repository_unload(model_name: str, request: Request):
         await json_object_body(request)
         await plane.unload_model(model_name)
-        return json_response({})
+        return Response(status_code=200)

@@ -82,7 +82,8 @@ class ModelInferRequestConverter:
     def to_types(cls, pb_object: pb.ModelInferRequest) -> InferenceRequest:
         inputs = tensors_from_proto(InferInput, pb_object.inputs, pb_object.raw_input_contents, "input")
         outputs = [RequestOutput(name=o.name, parameters=_parameters(o.parameters)) for o in pb_object.outputs]
-        return InferenceRequest.model_construct(id=pb_object.id or None, parameters=_parameters(pb_object.parameters),
+        # the proto's id as it is ("" when not set), as MLServer's converters give it
+        return InferenceRequest.model_construct(id=pb_object.id, parameters=_parameters(pb_object.parameters),
                                                 inputs=_as_lists(inputs, RequestInput), outputs=outputs or None)
 
 
@@ -101,7 +102,7 @@ class ModelInferResponseConverter:
         outputs = tensors_from_proto(InferOutput, pb_object.outputs, pb_object.raw_output_contents, "output")
         return InferenceResponse.model_construct(model_name=pb_object.model_name,
                                                  model_version=pb_object.model_version or None,
-                                                 id=pb_object.id or None, parameters=_parameters(pb_object.parameters),
+                                                 id=pb_object.id, parameters=_parameters(pb_object.parameters),
                                                  outputs=_as_lists(outputs, ResponseOutput))
 
 

@@ -35,12 +35,19 @@ class BaseModel(_PydanticModel):
     def model_dump_json(self, exclude_unset: bool = True, exclude_none: bool = True, **kwargs) -> str:
         return super().model_dump_json(exclude_unset=exclude_unset, exclude_none=exclude_none, **kwargs)
 
-    # pydantic 1 names that MLServer's documentation and older runtimes still call.
-    def dict(self, **kwargs) -> Dict[str, Any]:  # type: ignore[override]
-        return self.model_dump(**kwargs)
+    # pydantic 1 names that MLServer's documentation and older runtimes still call. As pydantic 2 (and so
+    # MLServer) defines them, they keep unset and None fields, which the content-type example prints
+    # (`"content_type": null` on an input decoded through the model's metadata).
+    def dict(self, *, include: Any = None, exclude: Any = None, by_alias: bool = False,  # type: ignore[override]
+             exclude_unset: bool = False, exclude_defaults: bool = False, exclude_none: bool = False) -> Dict[str, Any]:
+        return self.model_dump(include=include, exclude=exclude, by_alias=by_alias, exclude_unset=exclude_unset,
+                               exclude_defaults=exclude_defaults, exclude_none=exclude_none)
 
-    def json(self, **kwargs) -> str:  # type: ignore[override]
-        return self.model_dump_json(**kwargs)
+    def json(self, *, include: Any = None, exclude: Any = None, by_alias: bool = False,  # type: ignore[override]
+             exclude_unset: bool = False, exclude_defaults: bool = False, exclude_none: bool = False,
+             **kwargs: Any) -> str:  # e.g. indent=2, which model_dump_json takes
+        return self.model_dump_json(include=include, exclude=exclude, by_alias=by_alias, exclude_unset=exclude_unset,
+                                    exclude_defaults=exclude_defaults, exclude_none=exclude_none, **kwargs)
 
     @classmethod
     def parse_obj(cls, obj: Any):  # type: ignore[override]
