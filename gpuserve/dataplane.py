@@ -14,6 +14,8 @@ import time
 import uuid
 from typing import Any, Dict, Optional, Tuple
 
+import numpy as np
+
 from gpuserve import device_health, response_cache
 from gpuserve.adaptive import AdaptiveBatcher
 from gpuserve.classification import apply_classification
@@ -25,7 +27,7 @@ from gpuserve.model_repository import ModelRepository
 from gpuserve.runtime_settings import RuntimeSettings
 from gpuserve.shared_memory import SharedMemoryRegistry, resolve_shared_memory, write_shared_memory
 from gpuserve.transport_metrics import TransportMetrics
-from gpuserve.types import InferRequest, InferResponse
+from gpuserve.types import InferRequest, InferResponse, json_numbers
 from gpuserve.version import __version__
 
 logger = logging.getLogger("gpuserve")
@@ -374,6 +376,13 @@ class DataPlane:
                             else {o.name: o.as_numpy() for o in response.outputs}}
             else:  # a user's Model: its V2 answer as it is, as KServe sends it
                 response = v2_body(response)
+        if isinstance(response, dict) and "predictions" in response:  # float32 digits as KServe's tolist() gives
+            predictions = response["predictions"]
+            if isinstance(predictions, np.ndarray):
+                response["predictions"] = json_numbers(predictions)
+            elif isinstance(predictions, dict):
+                response["predictions"] = {k: json_numbers(v) if isinstance(v, np.ndarray) else v
+                                           for k, v in predictions.items()}
         return response, response_headers
 
 

@@ -312,3 +312,21 @@ def test_client_going_away_cancels_its_request(http):
 def test_v1_readiness_of_an_unknown_model_is_said_in_kserve_words(client):
     reply = client.get("/v1/models/ghost")
     assert reply.status_code == 404 and reply.json() == {"error": "Model with name ghost does not exist."}
+
+
+def test_float32_outputs_are_written_with_the_digits_tolist_gives(client, onnx_repo):
+    """Triton, KServe and MLServer write an FP32 value as the double it is (0.20000000298023224 for
+    float32(0.2)); a client comparing the JSON with `expected.tolist()` must find the same numbers."""
+    text = b'{"inputs":[{"name":"x","shape":[3],"datatype":"FP32","data":[0.1,0.2852080166339874,3]}]}'
+    reply = client.post("/v2/models/echo/infer", content=text)
+    assert reply.json()["outputs"][0]["data"] == np.array([0.1, 0.2852080166339874, 3], np.float32).tolist()
+    assert b"0.10000000149011612" in reply.content
+    _, weight, bias = onnx_repo
+    x = np.random.default_rng(3).normal(size=(2, 4)).astype(np.float32)
+    expected = onnx_reference(x, weight, bias).astype(np.float32).tolist()
+    v1 = client.post("/v1/models/mlp:predict", json={"instances": x.tolist()}).json()["predictions"]
+    v2 = client.post("/v2/models/mlp/infer", json={"inputs": [{"name": "input", "shape": [2, 4], "datatype": "FP32",
+                                                              "data": x.ravel().tolist()}]}).json()["outputs"][0]["data"]
+    assert np.allclose(v1, expected, atol=1e-5) and np.allclose(v2, np.ravel(expected), atol=1e-5)
+    # every number is a float32's exact double (float32's shortest digits, 0.28520802, would not be)
+    assert v1 == np.array(v1, np.float32).tolist() and v2 == np.array(v2, np.float32).tolist()
