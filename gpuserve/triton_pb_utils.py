@@ -68,6 +68,12 @@ class TritonModelException(Exception):
         return str(self.args[0]) if self.args else ""
 
 
+def _text(value):
+    """Triton's bindings take names as C++ strings, which accept bytes too: the usual BLS example passes a
+    BYTES input's element (`as_numpy()[0]`, a bytes object) as `model_name`."""
+    return value.decode("utf-8") if isinstance(value, (bytes, bytearray, np.bytes_)) else value
+
+
 # tensors ------------------------------------------------------------------------------------------
 class Tensor:
     def __init__(self, name: str, data, dtype=None):
@@ -77,7 +83,7 @@ class Tensor:
         if array.dtype.kind == "U":  # as Triton: text becomes BYTES elements
             array = np.vectorize(lambda s: s.encode("utf-8"), otypes=[object])(array) if array.size \
                 else array.astype(object)
-        self._name = name
+        self._name = _text(name)
         self._array = array
 
     def name(self) -> str:
@@ -176,10 +182,10 @@ class InferenceRequest:
                  inputs: Optional[List[Tensor]] = None, request_id: str = "", correlation_id=0, flags: int = 0,
                  timeout: int = 0, model_version: int = -1, parameters: Optional[Any] = None,
                  preferred_memory=None, trace=None):
-        self._model_name = model_name
-        self._outputs = list(requested_output_names or [])
+        self._model_name = _text(model_name)
+        self._outputs = [_text(name) for name in requested_output_names or []]
         self._inputs = list(inputs or [])
-        self._request_id = request_id or ""
+        self._request_id = _text(request_id) or ""
         self._correlation_id = correlation_id
         self._flags = flags
         self._timeout = timeout
@@ -290,18 +296,18 @@ def current_bridge():
 
 
 def is_model_ready(model_name: str, model_version: str = "") -> bool:
-    return current_bridge().model_ready(model_name, str(model_version or ""))
+    return current_bridge().model_ready(_text(model_name), str(_text(model_version) or ""))
 
 
 def load_model(model_name: str, config: str = "", files: Optional[dict] = None) -> None:
     if config or files:
         raise TritonModelException("load_model with a config or files override is not supported by gpuserve; "
                                    "change the model's folder and load it by name")
-    current_bridge().run(current_bridge().load(model_name))
+    current_bridge().run(current_bridge().load(_text(model_name)))
 
 
 def unload_model(model_name: str, unload_dependents: bool = False) -> None:
-    current_bridge().run(current_bridge().unload(model_name))
+    current_bridge().run(current_bridge().unload(_text(model_name)))
 
 
 # logging ------------------------------------------------------------------------------------------
