@@ -61,6 +61,13 @@ def _version_folders(folder: Path) -> Dict[str, Path]:
     return {p.name: p for p in folder.iterdir() if p.is_dir() and p.name.isdigit() and _artefact(p)}
 
 
+def _python_without_config(folder: Path) -> bool:
+    """Triton serves a model folder with no config.pbtxt whose versions hold `model.py` on its Python backend
+    (the model's `auto_complete_config` supplies the config): Triton's auto_complete example has no config."""
+    return any(p.is_dir() and p.name.isdigit() and (p / "model.py").is_file() and _artefact(p) is None
+               for p in folder.iterdir())
+
+
 def import_class(dotted: str, folder: Optional[Path]):
     """Import `pkg.module.Class`, with the model's own folder first on the path (as MLServer does)."""
     module_name, _, class_name = dotted.rpartition(".")
@@ -186,7 +193,7 @@ class DiskRepository:
                 found.setdefault(settings.name, []).append(settings)
         claimed = {Path(s.folder) for group in found.values() for s in group if s.folder}
         for folder in sorted(p for p in self.root.iterdir() if p.is_dir() and p not in claimed):
-            if (folder / "config.pbtxt").is_file():
+            if (folder / "config.pbtxt").is_file() or _python_without_config(folder):
                 for settings in self._triton(folder):
                     found.setdefault(settings.name, []).append(settings)
                 continue
@@ -206,7 +213,10 @@ class DiskRepository:
     def _triton(folder: Path) -> List[ModelSettings]:
         """One ModelSettings per version that the config's version_policy picks."""
         try:
-            config = read_config(folder)
+            if (folder / "config.pbtxt").is_file():
+                config = read_config(folder)
+            else:  # as Triton: a version's model.py makes a Python-backend model, its config auto-completed
+                config = {"name": folder.name, "backend": "python"}
             versions = chosen_versions(config, [int(p.name) for p in folder.iterdir()
                                                 if p.is_dir() and p.name.isdigit()])
             if not versions:

@@ -140,7 +140,10 @@ def completed_config(config: Dict[str, Any], name: str, device: str) -> Dict[str
     if config.get("model_repository_agents"):
         out["model_repository_agents"] = config["model_repository_agents"]
     if "dynamic_batching" in config:
-        out["dynamic_batching"] = {**_BATCHER_DEFAULTS, **(config["dynamic_batching"] or {})}
+        batching = {**_BATCHER_DEFAULTS, **(config["dynamic_batching"] or {})}
+        if not batching["preferred_batch_size"] and out["max_batch_size"]:  # Triton's NormalizeModelConfig
+            batching["preferred_batch_size"] = [out["max_batch_size"]]
+        out["dynamic_batching"] = batching
     if "sequence_batching" in config:  # with the idle limit Triton reports when the config leaves it out
         batching = dict(config["sequence_batching"] or {})
         batching["max_sequence_idle_microseconds"] = int(batching.get("max_sequence_idle_microseconds", 0) or 0) \
