@@ -52,6 +52,24 @@ PROTOCOL_PARAMETERS = frozenset({"binary_data_output", "sequence_id", "sequence_
                                  "timeout", "triton_enable_empty_final_response"})
 
 
+_SERVER_PACKAGES = ("gpuserve", "asyncio", "concurrent", "threading")  # frames Triton's stub runs in C++
+
+
+def _where(exc: BaseException) -> str:
+    """Triton's stub reports an exception from execute as pybind11 words it: the message, then "At:" and the
+    model's own frames, innermost first (the bls example prints it). The server's frames, which Triton's stub
+    has in C++, are left out."""
+    frames = []
+    tb = exc.__traceback__
+    while tb is not None:
+        package = str(tb.tb_frame.f_globals.get("__name__", "")).split(".")[0]
+        if package not in _SERVER_PACKAGES:
+            code = tb.tb_frame.f_code
+            frames.append(f"  {code.co_filename}({tb.tb_lineno}): {code.co_name}\n")
+        tb = tb.tb_next
+    return "\n\nAt:\n" + "".join(reversed(frames)) if frames else ""
+
+
 class ResponseStream:
     """The responses of one request to a decoupled model: sent from any of the model's threads, read by
     the request's task in order, ending with the response (or flag) marked final."""
@@ -107,7 +125,8 @@ class PythonInstance:
         try:
             answers = self._call(self.obj.execute, requests)
         except Exception as exc:
-            message = f"Failed to process the request(s) for model '{self.name}', message: {type(exc).__name__}: {exc}"
+            message = (f"Failed to process the request(s) for model '{self.name}', message: {type(exc).__name__}: "
+                       f"{exc}{_where(exc)}")
             if self.owner.decoupled:  # responses already sent stay sent; the stream ends with the error
                 for job, request in zip(jobs, requests):
                     sender = request.get_response_sender()
