@@ -227,13 +227,17 @@ class Scheduler:
         deadline = first.arrival + self.config.max_queue_delay_s
         rows = sum(job.rows for job in batch)
         target = min(self.config.target, limit)
-        while rows < target:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not await self.queue.wait_for_more(remaining):
-                break
-            more = self.queue.take_matching(first.key, limit - rows)
-            batch += more
-            rows += sum(job.rows for job in more)
+        self.queue.held = batch
+        try:
+            while rows < target:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not await self.queue.wait_for_more(remaining):
+                    break
+                more = self.queue.take_matching(first.key, limit - rows)
+                batch += more
+                rows += sum(job.rows for job in more)
+        finally:
+            self.queue.held = ()
 
     def _trim_to_preferred(self, batch: List[Job]) -> None:
         rows = sum(job.rows for job in batch)

@@ -41,6 +41,9 @@ class BatchQueue:
             self._delayed = [None] * count
         self.size = 0
         self.expired = 0
+        # Jobs the batcher took out but holds back while max_queue_delay lets their batch grow: still
+        # waiting, so Triton counts them against max_queue_size and so does put()
+        self.held: Sequence[Job] = ()
         self._ready = asyncio.Event()
         self.on_expired = None  # called with each job that timed out here (the scheduler counts it as REJECTED)
 
@@ -48,7 +51,7 @@ class BatchQueue:
         return self.size
 
     def put(self, job: Job) -> None:
-        if self.max_size and self.size >= self.max_size:
+        if self.max_size and self.size + len(self.held) >= self.max_size:
             raise QueueFull(f"queue is full ({self.max_size} requests waiting); retry later")
         levels = self.levels
         if len(levels) == 1:
@@ -69,7 +72,9 @@ class BatchQueue:
 
     def _waiting(self, level: int) -> int:
         delayed = self._delayed[level]
-        return len(self.levels[self._main[level]]) + (len(self.levels[delayed]) if delayed is not None else 0)
+        held = sum(1 for job in self.held if self._level(job) == level) if self.held else 0
+        return (len(self.levels[self._main[level]]) + (len(self.levels[delayed]) if delayed is not None else 0)
+                + held)
 
     def _usable(self, job: Job, now: float) -> bool:
         """Whether a popped job runs now; one that timed out is failed, or delayed (put back, counted)."""

@@ -215,6 +215,13 @@ class DataPlane:
                 if tensor.name in seen:
                     raise InvalidInput(f"input '{tensor.name}' already exists in request")
                 seen.add(tensor.name)
+        wanted = request.request_outputs
+        if wanted and len(wanted) > 1 and len({o.name for o in wanted}) < len(wanted):
+            seen = set()
+            for output in wanted:
+                if output.name in seen:
+                    raise InvalidInput(f"output '{output.name}' already exists in request")
+                seen.add(output.name)
         shm_outputs = resolve_shared_memory(self.shared_memory, request)  # inputs read, outputs noted
         model = self.repository.resolve(request.model_name, request.model_version)
         if _user_healthy(type(model)) and not await model.healthy():

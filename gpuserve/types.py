@@ -64,9 +64,32 @@ def _json_integers(data: Any, dtype: np.dtype, datatype: str) -> np.ndarray:
     return np.asarray(data, dtype=dtype)
 
 
-def json_to_array(data: Any, datatype: str, shape: list[int], where: str) -> np.ndarray:
-    """Flat or nested JSON data -> array of `shape`; mismatches are the client's error."""
+_INT64_MAX = 2**63 - 1
+_JSON_DEPTH = 100  # Triton's HTTP front end refuses tensor data nested this deep
+
+
+def _nesting(data: Any) -> int:
+    """How many lists enclose the first scalar of `data` (the top list not counted)."""
+    depth = 0
+    while isinstance(data, list) and data and isinstance(data[0], list):
+        data = data[0]
+        depth += 1
+    return depth
+
+
+def json_to_array(data: Any, datatype: str, shape: list[int], where: str, name: str = "") -> np.ndarray:
+    """Flat or nested JSON data -> array of `shape`; mismatches are the client's error. Shapes too large
+    to count in 64 bits and data nested past Triton's limit are refused first with Triton's words."""
     dtype = to_numpy_dtype(datatype)
+    expected = _count(shape)
+    if expected > _INT64_MAX:
+        raise InvalidInput(f"invalid shape for input '{name}': shape {shape} causes total element count to exceed "
+                           f"maximum size of {_INT64_MAX}")
+    if datatype != "BYTES" and dtype.itemsize > 1 and expected > _INT64_MAX // dtype.itemsize:
+        raise InvalidInput(f"byte size overflow for input '{name}': element count ({expected}) * data type size "
+                           f"({dtype.itemsize}) exceeds maximum allowed size ({_INT64_MAX})")
+    if _nesting(data) + 1 >= _JSON_DEPTH:
+        raise InvalidInput(f"{where}: JSON nesting depth exceeds maximum allowed limit ({_JSON_DEPTH})")
     try:
         if datatype == "BYTES":
             array = np.array(data, dtype=object)
@@ -83,7 +106,6 @@ def json_to_array(data: Any, datatype: str, shape: list[int], where: str) -> np.
                 array = _floats_with_nulls(data, dtype)
     except (TypeError, ValueError, OverflowError) as exc:
         raise InvalidInput(f"{where}: data does not fit datatype {datatype}: {exc}") from None
-    expected = _count(shape)
     if array.size != expected:
         raise InvalidInput(
             f"{where}: shape {shape} needs {expected} elements but data has {array.size}"
@@ -194,7 +216,7 @@ class _Tensor:
         if self._array is None:
             if self._data is None:
                 raise InvalidInput(f"tensor '{self.name}' has no data")
-            self._array = json_to_array(self._data, self._datatype, self._shape, f"tensor '{self.name}'")
+            self._array = json_to_array(self._data, self._datatype, self._shape, f"tensor '{self.name}'", self.name)
         return self._array
 
     def set_data_from_numpy(self, input_tensor: np.ndarray, binary_data: bool = True) -> None:
@@ -587,9 +609,10 @@ class InferResponse:
             _mark_raw(self.outputs, raw_outputs)
 
     @classmethod
-    def from_rest(cls, *args) -> "InferResponse":
-        """`from_rest(body)` or KServe's older `from_rest(model_name, body)`."""
-        body = args[-1]
+    def from_rest(cls, *args, response: Optional[dict] = None) -> "InferResponse":
+        """`from_rest(body)`, KServe 0.16's keyword form `from_rest(response=body)`, or KServe's older
+        `from_rest(model_name, body)`."""
+        body = response if response is not None else (args[-1] if args else None)
         if not isinstance(body, dict):
             raise InvalidInput("response body must be a JSON object")
         model_name = body.get("model_name") or (args[0] if len(args) > 1 else "")

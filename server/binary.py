@@ -8,29 +8,88 @@ zero-copy (`np.frombuffer`, read-only). Outputs go binary when the request asks 
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+import struct
+from typing import Any, Callable, Dict, Optional, Tuple
 
+import numpy as np
 import orjson
 
-from gpuserve.datatypes import numpy_to_raw
+from gpuserve.datatypes import element_size, numpy_to_raw
 from gpuserve.errors import InvalidInput
+from gpuserve.model_config import CONFIG_TYPES
 from gpuserve.server.rest.common import loads
 from gpuserve.shared_memory import is_shared_memory_output
 from gpuserve.types import InferRequest, InferResponse, array_to_json, read_binary_data
 
 
-def decode_request(body: bytes, header_length: str, model_name: str, version: Optional[str]) -> InferRequest:
+_DATATYPES = {config: wire for wire, config in CONFIG_TYPES.items()}
+
+ConfigOf = Callable[[str, Optional[str]], Dict[str, Any]]
+
+
+def decode_request(body: bytes, header_length: str, model_name: str, version: Optional[str],
+                   config_of: Optional[ConfigOf] = None) -> InferRequest:
     try:
         json_length = int(header_length)
     except ValueError:
         raise InvalidInput(f"invalid Inference-Header-Content-Length '{header_length}'") from None
     if json_length < 0 or json_length > len(body):
         raise InvalidInput(f"Inference-Header-Content-Length {json_length} is outside the body of {len(body)} bytes")
+    if json_length == 0 and config_of is not None:
+        return raw_request(body, model_name, version, config_of(model_name, version))
     header = loads(bytes(body[:json_length]))
     request = InferRequest.from_rest(model_name, header, version)
     offset = read_binary_data(request.inputs, body, json_length, "input")
     if offset != len(body):
         raise InvalidInput(f"{len(body) - offset} unexpected bytes after the binary tensor data")
+    return request
+
+
+def raw_request(body: bytes, model_name: str, version: Optional[str], config: Dict[str, Any]) -> InferRequest:
+    """Triton's raw binary request (`Inference-Header-Content-Length: 0`): the whole body is the data of
+    the model's only input, whose name, datatype and shape come from the model's configuration, and every
+    output answers binary. curl and plain HTTP clients use it to post a file without writing JSON; the
+    refusals say what Triton says, since those are the messages such clients have seen."""
+    inputs = config.get("input") or []
+    if len(inputs) != 1:
+        raise InvalidInput(f"Raw request must only have 1 input (found 1) to be deduced but got {len(inputs)} "
+                           f"inputs in '{model_name}' model configuration")
+    spec = inputs[0]
+    name = spec["name"]
+    datatype = _DATATYPES.get(spec.get("data_type", ""), "")
+    shape = [1] if config.get("max_batch_size") else []
+    variable, count = None, 1
+    for dim in spec.get("dims") or []:
+        if int(dim) == -1:
+            if variable is not None:
+                raise InvalidInput(f"The shape of the raw input '{name}' can not be deduced because there are "
+                                   "more than one variable-sized dimension")
+            variable = len(shape)
+        else:
+            count *= int(dim)
+        shape.append(int(dim))
+    if datatype == "BYTES":
+        if variable is not None or count != 1:
+            raise InvalidInput(f"For BYTE datatype raw input '{name}', the model must have input shape [1]")
+        data = struct.pack("<I", len(body)) + bytes(body)  # the one element, with its length as Triton prefixes it
+    else:
+        itemsize = element_size(datatype) if datatype else 0
+        if not itemsize:
+            raise InvalidInput(f"raw input '{name}' has datatype {spec.get('data_type')}, which raw requests "
+                               "cannot carry")
+        if variable is not None:
+            per_step = count * itemsize
+            shape[variable] = len(body) // per_step if per_step else 0
+        expected = itemsize * int(np.prod(shape, dtype=np.int64))
+        if expected != len(body):
+            raise InvalidInput(f"input byte size mismatch for input '{name}' for model '{model_name}'. "
+                               f"Expected {expected}, got {len(body)}")
+        data = body
+    header = {"inputs": [{"name": name, "datatype": datatype, "shape": shape,
+                          "parameters": {"binary_data_size": len(data)}}],
+              "parameters": {"binary_data_output": True}}
+    request = InferRequest.from_rest(model_name, header, version)
+    read_binary_data(request.inputs, data, 0, "input")
     return request
 
 

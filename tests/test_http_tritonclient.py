@@ -311,3 +311,137 @@ def test_triton_config_queue_policy_defaults(tmp_path):
         settings = ModelSettings(**settings_from_config(tmp_path, {**base, **extra}, 1))
         assert batching_config(settings, True).allow_timeout_override is allowed, extra
     assert ModelSettings(**settings_from_config(tmp_path, cases[2][0] | base, 1)).model_extra["triton_max_batch_size"] == 4
+
+
+def _identity_model(root, name, onnx_type, dims, config_type, count=1, max_batch=8, extra=""):
+    """An ONNX model passing `count` inputs INPUTi straight to OUTPUTi, with its config.pbtxt."""
+    import onnx
+    from onnx import helper
+
+    batch = ["batch"] if max_batch else []
+    shape = batch + [d if d != -1 else f"d{i}" for i, d in enumerate(dims)]
+    graph = helper.make_graph(
+        [helper.make_node("Identity", [f"INPUT{i}"], [f"OUTPUT{i}"]) for i in range(count)], name,
+        [helper.make_tensor_value_info(f"INPUT{i}", onnx_type, shape) for i in range(count)],
+        [helper.make_tensor_value_info(f"OUTPUT{i}", onnx_type, shape) for i in range(count)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    (root / name / "1").mkdir(parents=True)
+    onnx.save(model, str(root / name / "1" / "model.onnx"))
+    tensors = lambda kind: ", ".join(  # noqa: E731
+        f'{{ name: "{kind}{i}" data_type: {config_type} dims: {list(dims)} }}' for i in range(count))
+    (root / name / "config.pbtxt").write_text(
+        f'name: "{name}"\nplatform: "onnxruntime_onnx"\nmax_batch_size: {max_batch}\n'
+        f"input [ {tensors('INPUT')} ]\noutput [ {tensors('OUTPUT')} ]\n{extra}")
+
+
+@pytest.fixture(scope="module")
+def identities(tmp_path_factory):
+    from onnx import TensorProto
+
+    root = tmp_path_factory.mktemp("identities")
+    _identity_model(root, "fp32", TensorProto.FLOAT, [-1], "TYPE_FP32")
+    _identity_model(root, "fp16_2d", TensorProto.FLOAT16, [-1, -1], "TYPE_FP16")
+    _identity_model(root, "fp32_three", TensorProto.FLOAT, [-1], "TYPE_FP32", count=3)
+    _identity_model(root, "string_one", TensorProto.STRING, [1], "TYPE_STRING")
+    _identity_model(root, "string_many", TensorProto.STRING, [-1], "TYPE_STRING")
+    _identity_model(root, "queued", TensorProto.FLOAT, [-1], "TYPE_FP32", extra=(
+        "dynamic_batching { max_queue_delay_microseconds: 1000000 preferred_batch_size: [ 8 ] "
+        "default_queue_policy { max_queue_size: 1 } }\n"))
+    registry = DiskRepository(root).populate(ModelRepository())
+    with running_server(repository=registry) as srv:
+        yield f"http://127.0.0.1:{srv.ports['http']}"
+
+
+def test_raw_binary_body_is_the_only_input(identities):
+    """Inference-Header-Content-Length: 0 makes the whole body the model's only input (curl's way)."""
+    import httpx
+
+    raw = {"Inference-Header-Content-Length": "0"}
+    data = np.arange(8, dtype=np.float32).tobytes()
+    reply = httpx.post(f"{identities}/v2/models/fp32/infer", content=data, headers=raw)
+    assert reply.status_code == 200, reply.text
+    header = int(reply.headers["Inference-Header-Content-Length"])
+    assert reply.content[header:] == data  # every output answers binary
+    assert b'"shape":[1,8]' in reply.content[:header]
+    reply = httpx.post(f"{identities}/v2/models/string_one/infer", content=b"427", headers=raw)
+    header = int(reply.headers["Inference-Header-Content-Length"])
+    assert reply.status_code == 200 and reply.content[header:] == b"\x03\x00\x00\x00427"
+    refusals = [("string_many", b"427", "For BYTE datatype raw input 'INPUT0', the model must have input shape [1]"),
+                ("fp16_2d", np.ones(4, np.float16).tobytes(),
+                 "The shape of the raw input 'INPUT0' can not be deduced because there are more than one "
+                 "variable-sized dimension"),
+                ("fp32_three", np.arange(24, dtype=np.float32).tobytes(),
+                 "Raw request must only have 1 input (found 1) to be deduced but got 3 inputs in 'fp32_three'"),
+                ("fp32", b"\x00" * 6, "input byte size mismatch")]
+    for model, body, words in refusals:
+        reply = httpx.post(f"{identities}/v2/models/{model}/infer", content=body, headers=raw)
+        assert reply.status_code == 400 and words in reply.json()["error"], (model, reply.text)
+
+
+def test_chunked_body_with_a_content_length_is_read_as_chunks(identities):
+    """Triton reads such a request by its chunks; the connection closes after the answer (RFC 9112)."""
+    import socket
+
+    data = np.arange(8, dtype=np.float32).tobytes()
+    chunked = f"{len(data):X}\r\n".encode() + data + b"\r\n0\r\n\r\n"
+    host, port = identities.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"POST /v2/models/fp32/infer HTTP/1.1\r\nHost: x\r\nInference-Header-Content-Length: 0\r\n"
+                     b"Transfer-Encoding: chunked\r\nContent-Length: %d\r\n\r\n" % len(chunked) + chunked)
+        answer = b""
+        while chunk := sock.recv(65536):  # the server closes the connection
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"connection: close" in head.lower()
+    assert body.endswith(data)
+
+
+def test_requests_held_for_max_queue_delay_count_against_max_queue_size(identities):
+    """The request waiting for its batch to grow is still queued: with max_queue_size 1 the next is 503."""
+    import threading
+    import time
+
+    import httpx
+
+    raw = {"Inference-Header-Content-Length": "0"}
+    data = np.arange(8, dtype=np.float32).tobytes()
+    first = []
+    thread = threading.Thread(target=lambda: first.append(
+        httpx.post(f"{identities}/v2/models/queued/infer", content=data, headers=raw, timeout=10)))
+    thread.start()
+    time.sleep(0.4)
+    second = httpx.post(f"{identities}/v2/models/queued/infer", content=data, headers=raw, timeout=10)
+    thread.join()
+    assert first[0].status_code == 200
+    assert second.status_code == 503, second.text
+
+
+def test_duplicate_requested_output_is_400(client):
+    value = httpclient.InferInput("INPUT0", [2], "INT32")
+    value.set_data_from_numpy(np.array([1, 2], np.int32))
+    outputs = [httpclient.InferRequestedOutput("OUTPUT0") for _ in range(2)]
+    with pytest.raises(InferenceServerException) as excinfo:
+        client.infer("echo", [value], outputs=outputs)
+    assert excinfo.value.status() == "400" and "output 'OUTPUT0' already exists in request" in excinfo.value.message()
+
+
+def test_json_shapes_past_64_bits_and_deep_nesting_are_refused_in_tritons_words(server):
+    import httpx
+
+    url = f"http://127.0.0.1:{server.ports['http']}/v2/models/echo/infer"
+    cases = [([16, 2**60 + 2], [1.0], "causes total element count to exceed maximum size of"),
+             ([4, 2**60 + 2], [1.0], "byte size overflow for input 'INPUT0'")]
+    nested = [1.0]
+    for _ in range(120):
+        nested = [nested]
+    cases.append(([1, 1], nested, "JSON nesting depth exceeds maximum allowed limit (100)"))
+    for shape, data, words in cases:
+        body = {"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": shape, "data": data}]}
+        reply = httpx.post(url, json=body)
+        assert reply.status_code == 400 and words in reply.json()["error"], reply.text
+    fifty = [1.0]
+    for _ in range(49):
+        fifty = [fifty]
+    body = {"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1], "data": fifty}]}
+    assert httpx.post(url, json=body).status_code == 200

@@ -1444,6 +1444,9 @@ KEPT = {
     "update_trace_settings bad level": "Triton accepts trace_level LOUD; gpuserve refuses it with 400",
     "update_trace_settings level TIMESTAMPS then OFF": "Triton needs a trace_file; gpuserve traces to its log",
     "infer class_count on BYTES output": "Triton 2.51 exits (crash); gpuserve answers 400",
+    "infer output name requested twice": "Triton 2.51 answers it once; current Triton (2.73, the tritonclient "
+                                          "we match) refuses with 400/INVALID_ARGUMENT \"output 'OUTPUT0' already "
+                                          "exists in request\" (qa/L0_http test_duplicate_output_names), as gpuserve",
     "update_log_settings wrong type": _CLIENT_ERROR_AS_500,
     "update_log_settings log_format bad": _CLIENT_ERROR_AS_500,
     "update_log_settings negative verbose level": _CLIENT_ERROR_AS_500,

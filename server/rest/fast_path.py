@@ -199,7 +199,7 @@ class FastPath:
         if length is not None:
             from gpuserve.server.binary import decode_request
 
-            request = decode_request(body, length, name, version)
+            request = decode_request(body, length, name, version, self.plane.model_config)
         else:
             request = InferRequest.from_rest(name, parse_json(body), version)
         response, response_headers = await self.plane.infer(request, headers)

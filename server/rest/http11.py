@@ -102,7 +102,9 @@ class HttpConnection(asyncio.Protocol):
         self.loop = server.loop
         self.parser = httptools.HttpRequestParser(self)
         try:  # answer the first of several pipelined requests even when the client closes early
-            self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
+            # and take a chunked body that also declares a Content-Length, as Triton does (RFC 9112 6.3:
+            # the chunks count; on_headers_complete closes such a connection after its answer)
+            self.parser.set_dangerous_leniencies(lenient_data_after_close=True, lenient_chunked_length=True)
         except AttributeError:
             pass
         self.transport: Optional[asyncio.Transport] = None
@@ -193,14 +195,21 @@ class HttpConnection(asyncio.Protocol):
         request.version = parser.get_http_version()
         request.keep_alive = parser.should_keep_alive()
         limit = self.server.body_limit
+        declared = chunked = False
         for name, value in request.headers:
             if name == b"content-length":
+                declared = True
                 try:
                     request.too_large = int(value) > limit
                 except ValueError:
                     pass  # the parser itself rejects a malformed length
+            elif name == b"transfer-encoding":
+                chunked = True
             elif name == b"expect" and value.lower() == b"100-continue":
                 request.expect_continue = True
+        if declared and chunked:  # the length is ignored; no request after this one is trusted on the connection
+            request.too_large = False
+            request.keep_alive = False
         if request.expect_continue and not request.too_large and self.task is None and not self.pending:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         if request.too_large and self.task is None and not self.pending:

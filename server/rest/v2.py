@@ -17,12 +17,13 @@ from gpuserve.server.rest.common import JSON_OPTIONS, ErrorRoutes, guarded, json
 BINARY_HEADER = "inference-header-content-length"
 
 
-def decode_infer(body: bytes, request: Request, model_name: str, version: Optional[str]) -> InferRequest:
+def decode_infer(body: bytes, request: Request, model_name: str, version: Optional[str],
+                 config_of=None) -> InferRequest:
     header_length = request.headers.get(BINARY_HEADER)
     if header_length is not None:
         from gpuserve.server.binary import decode_request
 
-        return decode_request(body, header_length, model_name, version)
+        return decode_request(body, header_length, model_name, version, config_of)
     return InferRequest.from_rest(model_name, parse_json(body), version)
 
 
@@ -83,7 +84,7 @@ def add_v2_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes, body_limi
 
     async def infer(model_name: str, version: Optional[str], request: Request):
         body = await read_body(request, body_limit)
-        infer_request = decode_infer(body, request, model_name, version)
+        infer_request = decode_infer(body, request, model_name, version, plane.model_config)
         response, response_headers = await plane.infer(infer_request, dict(request.headers))
         return encode_infer(response, infer_request, response_headers)
 
