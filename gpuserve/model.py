@@ -11,11 +11,16 @@ from __future__ import annotations
 import enum
 from typing import Any, AsyncIterator, Dict, List, Optional, Union
 
+from gpuserve.constants.constants import PredictorProtocol  # noqa: F401 (KServe scripts import it from here)
 from gpuserve.errors import InvalidInput
 from gpuserve.hooks import call_hook, overrides
 from gpuserve.metrics import set_current_model
 from gpuserve.predictor_config import PREDICTOR_PROTOCOLS, PredictorConfig  # noqa: F401 (re-exported)
 from gpuserve.types import InferRequest, InferResponse
+
+# What a predict hook may return, under KServe's names for type hints in user code.
+InferReturnValueTypes = Union[Dict, InferResponse, List[str]]
+InferReturnType = Union[InferReturnValueTypes, Any]
 
 
 class InferenceVerb(enum.Enum):
@@ -134,10 +139,22 @@ class Model(InferenceModel):
         return result
 
     def validate(self, payload: Any) -> Any:
-        """KServe's default check: V1 `instances` must be a list."""
+        """KServe's default check: V1 `instances` must be a list, and so must a dict's V2 `inputs` when
+        this model (or the server, through the context) forwards to a V2 predictor."""
         if isinstance(payload, dict) and "instances" in payload and not isinstance(payload["instances"], list):
             raise InvalidInput('Expected "instances" to be a list')
+        if isinstance(payload, dict) and "inputs" in payload and not isinstance(payload["inputs"], list) \
+                and self._forwards_v2():
+            raise InvalidInput('Expected "inputs" to be a list')
         return payload
+
+    def _forwards_v2(self) -> bool:
+        config = self.predictor_config
+        if config is None:
+            from gpuserve.context import get_predictor_config
+
+            config = get_predictor_config()
+        return config is not None and str(config.predictor_protocol).lower() == "v2"
 
     async def predict(self, payload: Union[Dict, InferRequest], headers: Optional[Dict[str, str]] = None,
                       response_headers: Optional[Dict[str, str]] = None

@@ -107,9 +107,18 @@ class ModelRepository:
             return await self.plane.infer(request, headers)
         return await self.resolve(request.model_name, request.model_version)(request, headers)
 
-    def is_model_ready(self, name: str, version: Optional[str] = None) -> bool:
+    async def is_model_ready(self, name: str, version: Optional[str] = None) -> bool:
+        """Awaited as in KServe: the model's own `healthy()` decides (a ready flag where it has none)."""
         model = self.get_model(name, version)
-        return bool(model is not None and model.ready)
+        if model is None:
+            return False
+        healthy = getattr(model, "healthy", None)
+        if healthy is None:
+            return bool(model.ready)
+        answer = healthy()
+        if inspect.isawaitable(answer):
+            answer = await answer
+        return bool(answer)
 
     def load(self, name: str) -> bool:
         """Load (or reload) `name` from the models folder; blocking, for scripts and KServe parity."""
@@ -147,6 +156,20 @@ class ModelRepository:
                          ) -> bool:
         """Load or reload `name`; `config` (JSON) and `files` are Triton's load-time overrides."""
         override = config is not None or bool(files)
+        own_load = _overridden(self, "load")
+        if own_load is not None and not override:
+            # KServe's pattern: a ModelRepository subclass whose load(name) (sync or async) finds and
+            # registers the model itself; the repository endpoints call it. An exception or a False
+            # answer means the model is not ready (503), as in KServe.
+            try:
+                loaded = own_load(name)
+                if inspect.isawaitable(loaded):
+                    loaded = await loaded
+            except Exception as exc:
+                raise ModelNotReady(name, f"Could not load model {name}: {exc}") from exc
+            if not loaded:
+                raise ModelNotReady(name)
+            return True
         if self.source is None:
             if override:
                 raise InvalidInput("a config or files given at load time need a repository folder (gpuserve start FOLDER)")
@@ -187,6 +210,15 @@ class ModelRepository:
         return ok
 
     async def unload_async(self, name: str) -> bool:
+        own_unload = _overridden(self, "unload")
+        if own_unload is not None:  # a subclass's own unload, as KServe's repository endpoint calls it
+            try:
+                result = own_unload(name)
+                if inspect.isawaitable(result):
+                    result = await result
+            except KeyError:
+                raise ModelNotFound(name) from None
+            return bool(result)
         if name not in self._versions:
             if self.catalog is not None and name in await asyncio.to_thread(self.catalog):
                 if self.mlserver_names is not None and name in await asyncio.to_thread(self.mlserver_names):
@@ -227,6 +259,13 @@ def _stop(model: BaseKServeModel) -> None:
     except Exception:
         logger.exception("model '%s' failed to stop cleanly", model.name)
     model.ready = False
+
+
+def _overridden(repository: ModelRepository, hook: str):
+    """A subclass's own `load`/`unload` (bound), or None where it keeps the repository's."""
+    if getattr(type(repository), hook) is getattr(ModelRepository, hook):
+        return None
+    return getattr(repository, hook)
 
 
 def _in_loop() -> bool:

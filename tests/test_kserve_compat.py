@@ -143,3 +143,126 @@ def test_one_model_registered_under_more_names():
     request = InferRequest("double", [InferInput.from_numpy("x", np.array([1.0, 2.0], np.float32))])
     response, _ = asyncio.run(DataPlane(repository).infer(request))
     assert response.outputs[0].as_numpy().tolist() == [2.0, 4.0]
+
+
+class Halver(Model):
+    """A KServe-style model written around kserve.utils.utils' two helpers, as KServe's examples are."""
+
+    def load(self):
+        self.ready = True
+
+    def predict(self, payload, headers=None):
+        from gpuserve.utils.utils import get_predict_input, get_predict_response
+
+        return get_predict_response(payload, get_predict_input(payload) / 2, self.name)
+
+
+def test_utils_helpers_answer_v1_and_v2_in_the_protocol_asked(http):
+    with running_server([Halver("half"), Doubler("double")]) as server:
+        client = http(server)
+        v1 = client.post("/v1/models/half:predict", json={"instances": [[2, 4]]})
+        assert v1.json() == {"predictions": [[1.0, 2.0]]}
+        body = {"id": "r1", "inputs": [{"name": "x", "shape": [2], "datatype": "FP64", "data": [3, 5]}]}
+        v2 = client.post("/v2/models/half/infer", json=body).json()
+        assert v2["id"] == "r1" and v2["outputs"][0]["name"] == "output-0"
+        assert v2["outputs"][0]["datatype"] == "FP64" and v2["outputs"][0]["data"] == [1.5, 2.5]
+        # Both lists keep the order the models were registered in, and KServe's /v2/models gives it too.
+        assert client.get("/v1/models").json() == {"models": ["half", "double"]}
+        assert client.get("/v2/models").json() == {"models": ["half", "double"]}
+
+
+def test_utils_helpers_without_a_server():
+    import numpy as np
+
+    from gpuserve import InferInput, InferRequest
+    from gpuserve.utils.numpy_codec import from_np_dtype, to_np_dtype
+    from gpuserve.utils.utils import generate_uuid, get_predict_input, get_predict_response, strtobool
+
+    records = get_predict_input({"instances": [[{"a": 1, "b": 2}, {"a": 3, "b": 4}]]})
+    assert list(records.columns) == ["a", "b"] and records["b"].tolist() == [2, 4]
+    assert get_predict_input({"instances": ["x", "y"]}) == ["x", "y"]
+    request = InferRequest("m", [InferInput("s", [2], "BYTES", ["p", "q"])], request_id="7")
+    assert get_predict_input(request) == ["p", "q"]
+    answer = get_predict_response(request, ["P", "Q"], "m")
+    assert answer.id == "7" and answer.outputs[0].datatype == "BYTES" and answer.outputs[0].shape == [2]
+    assert to_np_dtype("BYTES") is np.object_ and to_np_dtype("NOPE") is None
+    assert from_np_dtype(np.dtype("float16")) == "FP16" and from_np_dtype(np.dtype("datetime64[s]")) == "BYTES"
+    assert strtobool("Yes") is True and strtobool("off") is False and len(generate_uuid()) == 36
+
+
+def test_default_validate_checks_v2_inputs_when_forwarding_v2():
+    import pytest
+
+    from gpuserve import PredictorConfig
+    from gpuserve.errors import InvalidInput
+    from gpuserve.model import PredictorProtocol
+
+    plain = Doubler("plain")
+    assert plain.validate({"inputs": "anything"}) == {"inputs": "anything"}  # V1: "inputs" is not checked
+    forwarding = Model("t", predictor_config=PredictorConfig("predictor:80", PredictorProtocol.REST_V2.value))
+    with pytest.raises(InvalidInput, match="inputs"):
+        forwarding.validate({"inputs": "not a list"})
+    assert forwarding.validate({"inputs": []}) == {"inputs": []}
+
+
+def test_repository_is_model_ready_is_awaited_and_asks_healthy():
+    import asyncio
+
+    from gpuserve import ModelRepository
+
+    class Moody(Doubler):
+        mood = True
+
+        async def healthy(self):
+            return self.ready and self.mood
+
+    repository = ModelRepository()
+    model = Moody("moody")
+    repository.update(model)
+    assert asyncio.run(repository.is_model_ready("absent")) is False
+    assert asyncio.run(repository.is_model_ready("moody")) is False
+    model.load()
+    assert asyncio.run(repository.is_model_ready("moody")) is True
+    model.mood = False
+    assert asyncio.run(repository.is_model_ready("moody")) is False
+
+
+def test_repository_subclass_load_and_unload_drive_the_repository_endpoints(http):
+    from gpuserve import ModelRepository
+
+    class OnDemand(ModelRepository):
+        """Builds a model the first time the repository endpoint asks for it, as KServe subclasses do."""
+
+        def __init__(self, works):
+            super().__init__()
+            self.works = works
+
+        async def load(self, name):
+            if self.works == "raise":
+                raise RuntimeError("storage unreachable")
+            if not self.works:
+                return False
+            model = Doubler(name)
+            model.load()
+            self.update(model)
+            return True
+
+    with running_server(repository=OnDemand(True)) as server:
+        client = http(server)
+        assert client.post("/v2/repository/models/fresh/load").status_code == 200
+        assert client.post("/v1/models/fresh:predict", json={"instances": [1]}).json() == {"predictions": [2]}
+        assert client.post("/v2/repository/models/fresh/unload").status_code == 200
+        assert client.get("/v1/models/fresh").status_code == 404
+        assert client.post("/v2/repository/models/never/unload").status_code == 404
+    for failing in (False, "raise"):
+        with running_server(repository=OnDemand(failing)) as server:
+            assert http(server).post("/v2/repository/models/fresh/load").status_code == 503
+
+
+
+def test_infer_response_from_rest_takes_the_response_keyword():
+    from gpuserve import InferResponse
+
+    body = {"id": "1", "model_name": "m", "outputs": [{"name": "y", "shape": [1], "datatype": "INT32", "data": [4]}]}
+    parsed = InferResponse.from_rest(response=body)
+    assert parsed.model_name == "m" and parsed.outputs[0].as_numpy().tolist() == [4]

@@ -25,7 +25,13 @@ def add_v1_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes, body_limi
     @app.get("/v1/models", tags=["V1"], summary="Names of the served models")
     @guard
     async def list_models(request: Request):
-        return json_response({"models": plane.list_models()})
+        # KServe lists a script's models in the order they were registered (start([a, b]) answers a, b);
+        # a served folder's, found in no meaningful order, are listed by name.
+        names = list(plane.repository.get_models())
+        return json_response({"models": sorted(names) if plane.repository.source is not None else names})
+
+    # KServe answers the same list at /v2/models (Triton has no such route, so nothing V2 clients use changes).
+    app.get("/v2/models", tags=["V2 metadata"], summary="Names of the served models")(list_models)
 
     @app.get("/v1/models/{model_name}", tags=["V1"], summary="Model readiness")
     @guard
