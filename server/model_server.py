@@ -31,6 +31,7 @@ from gpuserve.predictor_config import PredictorConfig
 from gpuserve.model_repository import ModelRepository, run_load, stop_model
 from gpuserve.repository_poll import RepositoryPoller
 from gpuserve.settings import ServerSettings
+from gpuserve.utils.utils import strtobool  # KServe's flag parser, also a public KServe util
 from gpuserve.server.app import build_app
 from gpuserve.server.metrics import Exposition
 from gpuserve.server.rest.fast_path import FastPath
@@ -58,16 +59,6 @@ def bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     sock.listen(2048)
     sock.setblocking(False)
     return sock
-
-
-def strtobool(value: str) -> bool:
-    """KServe's boolean flags: y/yes/t/true/on/1 and n/no/f/false/off/0, any case; else an error."""
-    value = value.lower()
-    if value in ("y", "yes", "t", "true", "on", "1"):
-        return True
-    if value in ("n", "no", "f", "false", "off", "0"):
-        return False
-    raise ValueError(f"invalid truth value {value!r}")
 
 
 # KServe 0.16's model server flags and their defaults: (flag, type, default, help).
