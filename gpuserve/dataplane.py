@@ -32,9 +32,10 @@ from gpuserve.version import __version__
 
 logger = logging.getLogger("gpuserve")
 
-# Triton's words for the same refusal, then which setting made it (tritonclient users search for the former).
-CONTROL_OFF = ("explicit model load / unload is not allowed: the server manages its models itself "
-               "(--model-control-mode none or poll, or model_control_enabled=false)")
+# Triton's words for the same refusal, exactly (Triton says them in mode none too, and clients match on them),
+# then which setting made it.
+CONTROL_OFF = ("explicit model load / unload is not allowed if polling is enabled (the server manages its models "
+               "itself: --model-control-mode none or poll, or model_control_enabled=false)")
 
 # Set by the transports whose calls may carry many responses per request (gRPC ModelStreamInfer); a model
 # that answers with a stream (Triton's decoupled models) refuses calls that cannot carry one.
