@@ -62,7 +62,9 @@ class SharedMemoryRegistry:
         if not self.allowed:
             raise Unimplemented("client shared memory is disabled on this server; send tensors in the request")
         if not isinstance(name, str) or not name:
-            raise InvalidInput("a shared memory region needs a non-empty name")
+            # Triton's words for a nameless CUDA registration (tritonclient's aio tests match them), then ours
+            raise InvalidInput("failed to register shared memory region: invalid args "
+                               "(a shared memory region needs a non-empty name)")
 
     # registration ------------------------------------------------------------------------------
     def _path(self, key: Any) -> str:

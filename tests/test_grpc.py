@@ -614,7 +614,10 @@ def test_shared_memory_and_settings_extensions(client):
              (lambda: client.register_cuda_shared_memory("r", base64.b64encode(b"\x01" * 64), 0, 64),
               "StatusCode.UNIMPLEMENTED", "CUDA shared memory region 'r'"),  # no GPU in this process
              (lambda: client.register_cuda_shared_memory("r", base64.b64encode(b"\x01" * 8), 0, 64),
-              "StatusCode.INVALID_ARGUMENT", "64-byte")]
+              "StatusCode.INVALID_ARGUMENT", "64-byte"),
+             # a nameless CUDA region: Triton's words, which its qa aio test matches
+             (lambda: client.register_cuda_shared_memory("", b"", 0, 0),
+              "StatusCode.INVALID_ARGUMENT", "failed to register shared memory region: invalid args")]
     for call, status, words in cases:
         with pytest.raises(InferenceServerException) as excinfo:
             call()
