@@ -225,6 +225,11 @@ class DataPlane:
                 seen.add(output.name)
         shm_outputs = resolve_shared_memory(self.shared_memory, request)  # inputs read, outputs noted
         model = self.repository.resolve(request.model_name, request.model_version)
+        if not inputs and getattr(model, "input_index", None) is None:
+            # A model with a Triton config (Python backend, ensemble) judges an empty request itself, as Triton
+            # does: all-optional inputs run, otherwise Triton's "expected N inputs but got 0 ..."
+            raise InvalidInput("request must have at least one input" if request.from_grpc
+                               else "request must have a non-empty 'inputs' list")
         if _user_healthy(type(model)) and not await model.healthy():
             raise ModelNotReady(model.name)
         request.headers = headers

@@ -508,7 +508,7 @@ class InferRequest:
         if not isinstance(body, dict):
             raise InvalidInput("request body must be a JSON object")
         inputs = body.get("inputs")
-        if not isinstance(inputs, list) or not inputs:
+        if not isinstance(inputs, list):  # an empty list is the model's to judge (DataPlane.infer)
             raise InvalidInput("request must have a non-empty 'inputs' list")
         tensors = [_tensor_from_json(InferInput, item, i, "input") for i, item in enumerate(inputs)]
         outputs = body.get("outputs")

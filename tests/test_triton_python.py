@@ -870,3 +870,45 @@ def test_outputs_the_config_does_not_declare_are_not_answered(tmp_path):
             with pytest.raises(InferenceServerException, match="unexpected inference output") as caught:
                 client.infer("extra", [_fp32("INPUT0", x)], outputs=[httpclient.InferRequestedOutput("EXTRA")])
             assert caught.value.status() == "400"
+
+
+OPTIONAL_INPUTS = """
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            given = [name for name in ("A", "B", "C") if pb_utils.get_input_tensor_by_name(request, name) is not None]
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("COUNT", np.array([len(given)], np.int32))]))
+        return responses
+"""
+
+
+def _optional_config(optional_a, optional_b, optional_c):
+    inputs = ", ".join(f'{{ name: "{n}" data_type: TYPE_FP32 dims: [ -1 ] optional: {str(o).lower()} }}'
+                       for n, o in (("A", optional_a), ("B", optional_b), ("C", optional_c)))
+    return f'backend: "python"\ninput [ {inputs} ]\noutput [ {{ name: "COUNT" data_type: TYPE_INT32 dims: [ 1 ] }} ]\n'
+
+
+def test_missing_and_absent_inputs_are_judged_by_the_config_in_tritons_words(tmp_path):
+    write_model(tmp_path, "none_optional", OPTIONAL_INPUTS, _optional_config(False, False, False))
+    write_model(tmp_path, "c_optional", OPTIONAL_INPUTS, _optional_config(False, False, True))
+    write_model(tmp_path, "all_optional", OPTIONAL_INPUTS, _optional_config(True, True, True))
+    registry = DiskRepository(tmp_path).populate(ModelRepository())
+    with running_server(repository=registry) as server:
+        for module, port, bad in ((httpclient, server.ports["http"], "400"),
+                                  (grpcclient, server.ports["grpc"], "StatusCode.INVALID_ARGUMENT")):
+            client = module.InferenceServerClient(f"127.0.0.1:{port}")
+            one = [_fp32("A", np.zeros(2, np.float32), module)]
+            # Triton's sentences exactly (its lists have no space after the comma): clients compare them whole
+            cases = [("none_optional", one, "expected 3 inputs but got 1 inputs for model 'none_optional'. Got "
+                      "input(s) ['A'], but missing required input(s) ['B','C']. Please provide all required input(s)."),
+                     ("c_optional", [], "expected number of inputs between 2 and 3 but got 0 inputs for model "
+                      "'c_optional'. Got input(s) [], but missing required input(s) ['A','B']. Please provide all "
+                      "required input(s).")]
+            for model, inputs, words in cases:
+                with pytest.raises(InferenceServerException) as caught:
+                    client.infer(model, inputs)
+                assert words in caught.value.message() and caught.value.status() == bad
+            # a request with no inputs at all reaches a model whose inputs are all optional, as in Triton
+            assert client.infer("all_optional", []).as_numpy("COUNT").tolist() == [0]
+            assert client.infer("all_optional", one).as_numpy("COUNT").tolist() == [1]

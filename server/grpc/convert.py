@@ -24,8 +24,6 @@ from gpuserve.server.grpc import inference_pb2 as pb
 def request_from_proto(message: pb.ModelInferRequest) -> InferRequest:
     if not message.model_name:
         raise InvalidInput("'model_name' is required")
-    if not len(message.inputs):
-        raise InvalidInput("request must have at least one input")
     inputs = _inputs_from_proto(message)
     requested = None
     if len(message.outputs):
