@@ -524,7 +524,12 @@ class InferRequest:
         request_id = body.get("id")
         if request_id is not None and not isinstance(request_id, str):
             request_id = str(request_id)
-        return cls(model_name, tensors, request_id=request_id, parameters=_dict_field(body, "parameters", "request"),
+        parameters = _dict_field(body, "parameters", "request")
+        if any(isinstance(key, str) and key.startswith("triton_") for key in parameters):
+            # Triton's HTTP refusal, in its words: the prefix is for the server's own use (gRPC streams)
+            raise InvalidInput("parameter keys starting with 'triton_' are reserved for Triton usage and should "
+                               "not be specified.")
+        return cls(model_name, tensors, request_id=request_id, parameters=parameters,
                    request_outputs=requested, model_version=model_version)
 
     @classmethod

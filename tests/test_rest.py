@@ -331,3 +331,15 @@ def test_float32_outputs_are_written_with_the_digits_tolist_gives(client, onnx_r
     assert np.allclose(v1, expected, atol=1e-5) and np.allclose(v2, np.ravel(expected), atol=1e-5)
     # every number is a float32's exact double (float32's shortest digits, 0.28520802, would not be)
     assert v1 == np.array(v1, np.float32).tolist() and v2 == np.array(v2, np.float32).tolist()
+
+
+def test_request_parameters_named_triton_underscore_are_refused_in_tritons_words(client):
+    """Triton keeps the `triton_` prefix for itself (gRPC streaming flags): an HTTP request naming one is 400,
+    worded as Triton words it, whatever the model; other names still reach the model."""
+    body = {"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1.0]}]}
+    for key in ("triton_final_response", "triton_enable_empty_final_response", "triton_anything"):
+        reply = client.post("/v2/models/echo/infer", json={**body, "parameters": {key: "dummy"}})
+        assert reply.status_code == 400
+        assert reply.json() == {"error": "parameter keys starting with 'triton_' are reserved for Triton usage "
+                                         "and should not be specified."}
+    assert client.post("/v2/models/echo/infer", json={**body, "parameters": {"tritonish": 1}}).status_code == 200
