@@ -145,6 +145,31 @@ def test_none_mode_refuses_load_and_unload_over_both_transports(tmp_path):
         assert http.is_model_ready("a") and infer(server.ports["http"], "a")[0] == 200
 
 
+
+def test_load_refuses_empty_and_path_like_names_in_tritons_words(tmp_path):
+    write_model(tmp_path, "a")
+    with running_server(repository=repository(tmp_path)) as server:
+        http = httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}")
+        grpc = grpcclient.InferenceServerClient(f"127.0.0.1:{server.ports['grpc']}")
+        empty = "Model name cannot be empty. Please enter a valid name to deploy."
+        path_like = "model name must not contain path traversal characters"
+        cases = [("", empty, False), (" \t\n", empty, True), ("../a", path_like, False), ("a/b", path_like, False),
+                 ("..", path_like, False), (" .. ", path_like, True), ("a\\b", path_like, True)]
+        for name, words, over_http in cases:
+            for client, bad in ((grpc, "StatusCode.INVALID_ARGUMENT"), (http, "400")):
+                if client is http and not over_http:
+                    continue  # a slash or an empty segment never reaches the load route over HTTP
+                with pytest.raises(InferenceServerException, match=words) as err:
+                    client.load_model(name)
+                assert err.value.status() == bad, name
+        for name in ("...", "..a", "a..1"):  # dots inside a name are a name: not found, not refused
+            with pytest.raises(InferenceServerException, match="failed to poll from model repository"):
+                grpc.load_model(name)
+        grpc.unload_model("a")  # unload is not checked, and real names still load
+        grpc.load_model("a")
+        assert http.is_model_ready("a")
+
+
 # the reload guarantee ---------------------------------------------------------------------------
 def test_a_failed_reload_leaves_the_loaded_model_serving(tmp_path):
     folder = write_model(tmp_path, "a", factor=2)

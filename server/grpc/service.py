@@ -209,9 +209,7 @@ class InferenceServicer:
         return response
 
     @_guard
-    async def RepositoryModelLoad(self, request, context):
-        if not request.model_name:
-            raise InvalidInput("'model_name' is required")
+    async def RepositoryModelLoad(self, request, context):  # an empty name: DataPlane.load_model refuses it
         parameters = {key: getattr(value, value.WhichOneof("parameter_choice") or "string_param")
                       for key, value in request.parameters.items()}
         config, files = load_parameters(parameters, files_in_base64=False)
