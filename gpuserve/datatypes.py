@@ -65,6 +65,21 @@ def element_size(datatype: str) -> int:
     return to_numpy_dtype(datatype).itemsize
 
 
+def check_input_byte_size(name: str, datatype: str, shape, size: int, model: str) -> None:
+    """Raw data of a fixed-size input must be exactly its shape's bytes; refused in Triton's words (clients
+    match them). Unknown datatypes, BYTES and bad shapes are left to the decode, which says what is wrong."""
+    try:
+        itemsize = element_size(datatype)
+    except InvalidInput:
+        return
+    if not itemsize or any(not isinstance(d, int) or d < 0 for d in shape):
+        return
+    expected = itemsize * math.prod(shape)
+    if size != expected:
+        raise InvalidInput(f"input byte size mismatch for input '{name}' for model '{model}'. "
+                           f"Expected {expected}, got {size}")
+
+
 def _as_bytes(item) -> bytes:
     if isinstance(item, bytes):
         return item

@@ -412,11 +412,13 @@ def _tensor_from_json(cls, item: Any, index: int, kind: str):
     return cls(name, shape, datatype, data, parameters)
 
 
-def read_binary_data(tensors: Iterable["_Tensor"], body: Any, offset: int, kind: str) -> int:
+def read_binary_data(tensors: Iterable["_Tensor"], body: Any, offset: int, kind: str,
+                     model: Optional[str] = None) -> int:
     """Triton's binary tensor extension, both ways (the server's requests, the REST client's answers):
     each tensor whose parameters carry `binary_data_size` takes that many bytes of `body` from `offset`
-    on, in order, zero-copy and read-only. Returns the offset after them."""
-    from gpuserve.datatypes import raw_to_numpy
+    on, in order, zero-copy and read-only. Returns the offset after them. With `model` (a request the
+    server reads), a size that does not fit the input's shape is refused in Triton's words."""
+    from gpuserve.datatypes import check_input_byte_size, raw_to_numpy
 
     view = memoryview(body)
     for tensor in tensors:
@@ -427,6 +429,8 @@ def read_binary_data(tensors: Iterable["_Tensor"], body: Any, offset: int, kind:
             raise InvalidInput(f"{kind} '{tensor.name}': binary_data_size must be a non-negative integer")
         if offset + size > len(view):
             raise InvalidInput(f"{kind} '{tensor.name}': binary_data_size {size} runs past the end of the body")
+        if model is not None:
+            check_input_byte_size(tensor.name, tensor.datatype, tensor.shape, size, model)
         tensor._array = raw_to_numpy(view[offset:offset + size], tensor.datatype, tensor.shape)
         offset += size
     return offset

@@ -39,7 +39,7 @@ def decode_request(body: bytes, header_length: str, model_name: str, version: Op
         return raw_request(body, model_name, version, config_of(model_name, version))
     header = loads(bytes(body[:json_length]))
     request = InferRequest.from_rest(model_name, header, version)
-    offset = read_binary_data(request.inputs, body, json_length, "input")
+    offset = read_binary_data(request.inputs, body, json_length, "input", model_name)
     if offset != len(body):
         raise InvalidInput(f"{len(body) - offset} unexpected bytes after the binary tensor data")
     return request

@@ -353,7 +353,8 @@ BAD_REQUESTS = {
     "unknown datatype": (_infer_request(datatype="FP8", shape=[1], contents=pb.InferTensorContents(fp32_contents=[1])),
                          "unknown datatype"),
     "raw size off": (pb.ModelInferRequest(model_name="echo", inputs=[pb.ModelInferRequest.InferInputTensor(
-        name="INPUT0", datatype="FP32", shape=[2])], raw_input_contents=[b"\x00" * 7]), "expected 8 bytes"),
+        name="INPUT0", datatype="FP32", shape=[2])], raw_input_contents=[b"\x00" * 7]),
+        "input byte size mismatch for input 'INPUT0' for model 'echo'. Expected 8, got 7"),  # Triton's words
     "raw count off": (pb.ModelInferRequest(model_name="echo", inputs=[pb.ModelInferRequest.InferInputTensor(
         name="INPUT0", datatype="FP32", shape=[1])], raw_input_contents=[b"\x00" * 4] * 2), "2 entries for 1"),
     "raw and contents": (pb.ModelInferRequest(model_name="echo", inputs=[pb.ModelInferRequest.InferInputTensor(
@@ -820,3 +821,17 @@ def test_triton_form_model_statuses(serve, tmp_path):
         c.load_model("tri")
         assert c.is_model_ready("tri", "1")
 
+
+
+def test_raw_input_that_does_not_fit_its_shape_is_refused_in_tritons_words(client):
+    """A client that says [1, 4] INT32 but sends 6 or 3 values: 400-class refusal worded as Triton words it
+    (with the model's name), before any model sees the request."""
+    for count, got in ((6, 24), (3, 12)):
+        tensor = triton.InferInput("INPUT0", [1, count], "INT32")
+        tensor.set_data_from_numpy(np.arange(count, dtype=np.int32).reshape(1, count))
+        tensor.set_shape([1, 4])
+        with pytest.raises(InferenceServerException) as excinfo:
+            client.infer("echo", [tensor])
+        assert status_of(excinfo) == "StatusCode.INVALID_ARGUMENT"
+        assert excinfo.value.message() == (f"input byte size mismatch for input 'INPUT0' for model 'echo'. "
+                                           f"Expected 16, got {got}")

@@ -176,6 +176,9 @@ def test_bad_binary_requests_are_clear_errors(server, client):
         (header + b"\x00" * 12, str(len(header)), "unexpected bytes"),
         (header + b"\x00" * 8, "-3", "outside the body"),
         (header + b"\x00" * 8, "abc", "invalid Inference-Header-Content-Length"),
+        # a size that does not fit the shape: Triton's words, with the model's name
+        (header.replace(b'"binary_data_size":8', b'"binary_data_size":12') + b"\x00" * 12, str(len(header) + 1),
+         "input byte size mismatch for input 'INPUT0' for model 'echo'. Expected 8, got 12"),
     ]
     for body, length, message in cases:
         reply = httpx.post(base, content=body, headers={"Inference-Header-Content-Length": length})

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from gpuserve.datatypes import to_numpy_dtype
+from gpuserve.datatypes import check_input_byte_size, to_numpy_dtype
 from gpuserve.errors import InferenceError, InvalidInput
 from gpuserve.remote_grpc import (CONTENTS_FIELD, fill_contents, params_from_proto, params_to_proto, tensor_to_raw,
                                   tensors_from_proto, wire_shape)
@@ -46,6 +46,11 @@ def _inputs_from_proto(message: pb.ModelInferRequest) -> list:
             if tensor.HasField("contents"):
                 raise InvalidInput(f"contents field must not be specified when using raw_input_contents for "
                                    f"'{tensor.name}' for model '{message.model_name}'")
+    raw = message.raw_input_contents
+    with_raw = [tensor for tensor in messages if REGION not in tensor.parameters]
+    if raw and len(raw) == len(with_raw):  # Triton's check and words for raw data that does not fit the shape
+        for tensor, data in zip(with_raw, raw):
+            check_input_byte_size(tensor.name, tensor.datatype, list(tensor.shape), len(data), message.model_name)
     if not any(REGION in tensor.parameters for tensor in messages):
         return tensors_from_proto(InferInput, messages, message.raw_input_contents, "input")
     in_shm = [REGION in tensor.parameters for tensor in messages]
