@@ -529,7 +529,7 @@ class InferRequest:
         if request_id is not None and not isinstance(request_id, str):
             request_id = str(request_id)
         parameters = _dict_field(body, "parameters", "request")
-        if any(isinstance(key, str) and key.startswith("triton_") for key in parameters):
+        if parameters and any(isinstance(key, str) and key.startswith("triton_") for key in parameters):
             # Triton's HTTP refusal, in its words: the prefix is for the server's own use (gRPC streams)
             raise InvalidInput("parameter keys starting with 'triton_' are reserved for Triton usage and should "
                                "not be specified.")
