@@ -10,7 +10,6 @@ import io
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import tarfile
@@ -26,7 +25,7 @@ from gpuserve.mlserver.settings import mlserver_overrides
 from gpuserve.parallel import ParallelModel
 from gpuserve.repository import DiskRepository
 from gpuserve.settings import ModelParameters
-from test_cli import wait_ready
+from test_cli import stop, wait_ready
 
 GPUSERVE = str(Path(sys.executable).with_name("gpuserve"))
 PYTHON_DIR = f"python{sys.version_info.major}.{sys.version_info.minor}"
@@ -106,15 +105,6 @@ def _start(root: Path, port: int, log: Path) -> subprocess.Popen:
     return proc
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def test_models_run_in_their_environment_and_the_server_process_does_not(tmp_path):
     root = tmp_path / "models"
     envs = tmp_path / "envs"
@@ -157,7 +147,7 @@ def test_models_run_in_their_environment_and_the_server_process_does_not(tmp_pat
         assert sorted(p.name for p in envs.iterdir()) == [unpacked.name]  # no partial folder, nothing escaped
         assert not (tmp_path / "escaped.txt").exists()
     finally:
-        _stop(proc)
+        stop(proc)
     text = log.read_text()
     assert text.count("unpacked into") == 1 and text.count("unpacked before") == 1
 
@@ -167,7 +157,7 @@ def test_models_run_in_their_environment_and_the_server_process_does_not(tmp_pat
     try:
         assert _report(19500, "env-a")["joblib"] == SHADOW_VERSION
     finally:
-        _stop(proc)
+        stop(proc)
     assert log.read_text().count("unpacked into") == 1 and unpacked.stat().st_mtime_ns == made
 
 

@@ -5,7 +5,6 @@ predict_proba (and threshold) over HTTP and gRPC, with NaN as missing values; br
 unavailable with their reason while the others serve."""
 
 import os
-import signal
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -13,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from test_cli import free_port, wait_ready
+from test_cli import free_port, stop, wait_ready
 
 xgb = pytest.importorskip("xgboost")
 lgb = pytest.importorskip("lightgbm")
@@ -178,12 +177,7 @@ def server(fil_repo):
         wait_ready(http, proc, timeout=120)
         yield {"http": http, "grpc": grpc, "expect": expect}
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+        stop(proc)
 
 
 def infer_http(port, model, x):
