@@ -215,24 +215,13 @@ class DataPlane:
     async def infer(self, request: InferRequest, headers: Optional[Dict[str, str]] = None
                     ) -> Tuple[Any, Dict[str, str]]:
         inputs = request.inputs
-        if len(inputs) > 1 and len({t.name for t in inputs}) < len(inputs):
-            seen = set()
-            for tensor in inputs:
-                if tensor.name in seen:
-                    raise InvalidInput(f"input '{tensor.name}' already exists in request")
-                seen.add(tensor.name)
-        wanted = request.request_outputs
-        if wanted and len(wanted) > 1 and len({o.name for o in wanted}) < len(wanted):
-            seen = set()
-            for output in wanted:
-                if output.name in seen:
-                    raise InvalidInput(f"output '{output.name}' already exists in request")
-                seen.add(output.name)
+        _refuse_repeated(inputs, "input")
+        _refuse_repeated(request.request_outputs, "output")
         shm_outputs = resolve_shared_memory(self.shared_memory, request)  # inputs read, outputs noted
         model = self.repository.resolve(request.model_name, request.model_version)
         if not inputs and getattr(model, "input_index", None) is None:
-            # A model with a Triton config (Python backend, ensemble) judges an empty request itself, as Triton
-            # does: all-optional inputs run, otherwise Triton's "expected N inputs but got 0 ..."
+            # Only a model with a Triton config (Python backend, ensemble: those with an input_index) judges an
+            # empty request itself, as Triton does: all-optional inputs run, else "expected N inputs but got 0"
             raise InvalidInput("request must have at least one input" if request.from_grpc
                                else "request must have a non-empty 'inputs' list")
         if _user_healthy(type(model)) and not await model.healthy():
@@ -402,6 +391,16 @@ class DataPlane:
                 response["predictions"] = {k: json_numbers(v) if isinstance(v, np.ndarray) else v
                                            for k, v in predictions.items()}
         return response, response_headers
+
+
+def _refuse_repeated(tensors, kind: str) -> None:
+    """A name given twice among a request's inputs or requested outputs, refused in Triton's words."""
+    if tensors and len(tensors) > 1 and len({t.name for t in tensors}) < len(tensors):
+        seen = set()
+        for tensor in tensors:
+            if tensor.name in seen:
+                raise InvalidInput(f"{kind} '{tensor.name}' already exists in request")
+            seen.add(tensor.name)
 
 
 def kserve_unknown_model(name: str) -> ModelNotFound:

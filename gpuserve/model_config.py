@@ -7,6 +7,7 @@ every tensor's first dimension is the variable (-1) batch dimension.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Dict, Optional
 
 CONFIG_TYPES = {"BOOL": "TYPE_BOOL", "UINT8": "TYPE_UINT8", "UINT16": "TYPE_UINT16", "UINT32": "TYPE_UINT32",
@@ -96,7 +97,7 @@ def model_config(meta: Dict[str, Any], settings: Optional[Any] = None) -> Dict[s
         config["dynamic_batching"] = batching
     if platform in _FILES:  # as Triton completes it: the file the versions hold
         uri = str((getattr(settings, "parameters", None) and settings.parameters.uri) or "")
-        config["default_model_filename"] = uri.replace("\\", "/").rsplit("/", 1)[-1] or _FILES[platform]
+        config["default_model_filename"] = os.path.basename(uri) or _FILES[platform]
     if platform != "ensemble":  # Triton's NormalizeModelConfig: pinned staging on unless a config says not
         optimization = dict(config.get("optimization") or {})
         for key in ("input_pinned_memory", "output_pinned_memory"):
@@ -107,15 +108,21 @@ def model_config(meta: Dict[str, Any], settings: Optional[Any] = None) -> Dict[s
     groups = getattr(settings, "instance_groups", None) or []
     device = (meta.get("parameters") or {}).get("device", "")
     if groups:  # named as Triton names unnamed groups: MODEL_INDEX
-        config["instance_group"] = [{"name": (g.model_extra or {}).get("name") or f"{config['name']}_{i}",
-                                     "count": g.count,
-                                     "kind": _KINDS.get(g.kind, "KIND_AUTO"), "gpus": list(g.gpus),
-                                     **{k: v for k, v in (g.model_extra or {}).items() if k == "rate_limiter"}}
-                                    for i, g in enumerate(groups)]
+        config["instance_group"] = [_instance_group(g, f"{config['name']}_{i}") for i, g in enumerate(groups)]
     elif device:
         config["instance_group"] = [{"name": config["name"], "count": 1,  # Triton names a group it adds so
                                      "kind": "KIND_GPU" if device.startswith("cuda") else "KIND_CPU"}]
     return config
+
+
+def _instance_group(group: Any, default_name: str) -> Dict[str, Any]:
+    """A group as Triton shows it: its own name if written, its rate limiter as written."""
+    written = group.model_extra or {}
+    shown = {"name": written.get("name") or default_name, "count": group.count,
+             "kind": _KINDS.get(group.kind, "KIND_AUTO"), "gpus": list(group.gpus)}
+    if "rate_limiter" in written:
+        shown["rate_limiter"] = written["rate_limiter"]
+    return shown
 
 
 def _sequence_defaults(sequences: Dict[str, Any], max_batch: int) -> Dict[str, Any]:
