@@ -11,18 +11,14 @@ from __future__ import annotations
 import struct
 from typing import Any, Callable, Dict, Optional, Tuple
 
-import numpy as np
 import orjson
 
-from gpuserve.datatypes import element_size, numpy_to_raw
+from gpuserve.datatypes import check_input_byte_size, element_size, numpy_to_raw
 from gpuserve.errors import InvalidInput
-from gpuserve.model_config import CONFIG_TYPES
 from gpuserve.server.rest.common import loads
 from gpuserve.shared_memory import is_shared_memory_output
+from gpuserve.triton_config import V2_TYPES
 from gpuserve.types import InferRequest, InferResponse, array_to_json, read_binary_data
-
-
-_DATATYPES = {config: wire for wire, config in CONFIG_TYPES.items()}
 
 ConfigOf = Callable[[str, Optional[str]], Dict[str, Any]]
 
@@ -56,7 +52,7 @@ def raw_request(body: bytes, model_name: str, version: Optional[str], config: Di
                            f"inputs in '{model_name}' model configuration")
     spec = inputs[0]
     name = spec["name"]
-    datatype = _DATATYPES.get(spec.get("data_type", ""), "")
+    datatype = V2_TYPES.get(spec.get("data_type", ""), "")
     shape = [1] if config.get("max_batch_size") else []
     variable, count = None, 1
     for dim in spec.get("dims") or []:
@@ -80,10 +76,7 @@ def raw_request(body: bytes, model_name: str, version: Optional[str], config: Di
         if variable is not None:
             per_step = count * itemsize
             shape[variable] = len(body) // per_step if per_step else 0
-        expected = itemsize * int(np.prod(shape, dtype=np.int64))
-        if expected != len(body):
-            raise InvalidInput(f"input byte size mismatch for input '{name}' for model '{model_name}'. "
-                               f"Expected {expected}, got {len(body)}")
+        check_input_byte_size(name, datatype, shape, len(body), model_name)
         data = body
     header = {"inputs": [{"name": name, "datatype": datatype, "shape": shape,
                           "parameters": {"binary_data_size": len(data)}}],
