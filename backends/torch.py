@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from gpuserve.backends import device_arrays, torch_graphs
+from gpuserve.backends import device_arrays, torch_graphs, torch_strings
 from gpuserve.backends.base import TensorSpec
 from gpuserve.errors import InvalidInput
 
@@ -197,15 +197,11 @@ class TorchBackend:
         torch = _torch()
         names = [spec.name for spec in self.inputs]
         with torch.inference_mode():
-            if self.device == "cpu":
-                args = [self._cast(torch.from_numpy(np.ascontiguousarray(inputs[n]))) for n in names]
+            if self.device == "cpu" or not self.overlap or self._has_strings(inputs, names):
+                args = [self._arg(inputs[n]) for n in names]
                 results = self._outputs(self.module(*args))
-                return self._select({k: v.numpy() for k, v in results.items()}, output_names)
-            if not self.overlap:
-                args = [self._cast(torch.from_numpy(np.ascontiguousarray(inputs[n])).to(self.torch_device))
-                        for n in names]
-                results = self._outputs(self.module(*args))
-                return self._select({k: v.cpu().numpy() for k, v in results.items()}, output_names)
+                rows = self._rows(inputs, names)
+                return self._select({k: self._host(k, v, rows) for k, v in results.items()}, output_names)
             graph = self._graph_for(inputs, names)
             if graph is not None:
                 return self._select(self._replay(graph, inputs, names), output_names)
@@ -216,6 +212,9 @@ class TorchBackend:
                         for n in names]
                 host = {}
                 for name, value in self._outputs(self.module(*args)).items():
+                    if isinstance(value, (list, tuple)):  # a List[str] output is on the host already
+                        host[name] = value
+                        continue
                     buffer = torch.empty(value.shape, dtype=value.dtype, pin_memory=True)
                     buffer.copy_(value, non_blocking=True)
                     host[name] = buffer
@@ -223,7 +222,8 @@ class TorchBackend:
                 # allocator may hand its memory out again once it is freed; the staging buffers go
                 # back to the pool only after this wait.
                 stream.synchronize()
-            return self._select({k: v.numpy() for k, v in host.items()}, output_names)
+            rows = self._rows(inputs, names)
+            return self._select({k: self._host(k, v, rows) for k, v in host.items()}, output_names)
 
     def _graph_for(self, inputs, names) -> Optional[torch_graphs.CapturedGraph]:
         if not self._graph_sizes or not names:
@@ -271,6 +271,28 @@ class TorchBackend:
             compute.synchronize()
         return {name: cupy.from_dlpack(value) for name, value in results.items()}
 
+    def _has_strings(self, inputs, names) -> bool:
+        """A call with a BYTES input goes the plain way (its List[str] has no device copy to overlap)."""
+        return any(torch_strings.is_bytes_array(inputs[n]) for n in names)
+
+    def _arg(self, array):
+        """One forward argument: a BYTES array as Triton's flat List[str], else a tensor on this device."""
+        if torch_strings.is_bytes_array(array):
+            return torch_strings.to_list(array)
+        return self._cast(_torch().from_numpy(np.ascontiguousarray(array)).to(self.torch_device))
+
+    @staticmethod
+    def _rows(inputs, names) -> Optional[int]:
+        shape = np.shape(inputs[names[0]]) if names else ()
+        return int(shape[0]) if shape else None
+
+    def _host(self, name: str, value, rows: Optional[int]) -> np.ndarray:
+        """An output on the host: a returned List[str] as BYTES, shaped as declared where it fits."""
+        if isinstance(value, (list, tuple)):
+            spec = next((s for s in self.outputs if s.name == name), None)
+            return torch_strings.from_list(value, spec.shape if spec is not None else None, rows)
+        return value.cpu().numpy()
+
     def _cast(self, tensor):
         if self.precision is not None and tensor.is_floating_point():
             return tensor.to(self.precision)
@@ -290,7 +312,7 @@ class TorchBackend:
         return {name: self._uncast(value) for name, value in zip(names, values)}
 
     def _uncast(self, tensor):
-        if self.precision is not None and tensor.dtype == self.precision:
+        if self.precision is not None and getattr(tensor, "dtype", None) == self.precision:
             return tensor.float()
         return tensor
 
