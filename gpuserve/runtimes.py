@@ -329,8 +329,8 @@ class FrameworkModel(Model):
             if payload.request_outputs and not getattr(self.backend, "loose_outputs", False):
                 known = {o.name for o in self.outputs_served()}
                 unknown = [n for n in wanted if n not in known]
-                if unknown:
-                    raise InvalidInput(f"unexpected inference output {unknown} for model '{self.name}'")
+                if unknown:  # Triton's words, naming the first one (clients and qa tests match them)
+                    raise InvalidInput(f"unexpected inference output '{unknown[0]}' for model '{self.name}'")
             counts = requested_counts(payload)
             if self.sequences is not None:
                 results = await self._in_sequence(payload, wanted)

@@ -65,3 +65,76 @@ def test_libtorch_string_inputs_and_outputs(tmp_path, protocol):
         assert summed.shape == (4,)
         assert [bytes(x) for x in summed] == [b"3", b"25", b"1", b"14"]
         np.testing.assert_array_equal(result.as_numpy("OUTPUT__1"), np.array([-1, 15, -7, 0], np.int32))
+
+
+IMPLICIT_CONFIG = """
+name: "{name}"
+platform: "onnxruntime_onnx"
+max_batch_size: 0
+input [ {{ name: "INPUT", data_type: TYPE_INT32, dims: [ 1 ] }} ]
+output [ {{ name: "OUTPUT", data_type: TYPE_INT32, dims: [ 1 ] }} ]
+instance_group [ {{ kind: KIND_CPU }} ]
+sequence_batching {{
+  max_sequence_idle_microseconds: 5000000
+  control_input [
+    {{ name: "START", control [ {{ kind: CONTROL_SEQUENCE_START, int32_false_true: [ 0, 1 ] }} ] }},
+    {{ name: "READY", control [ {{ kind: CONTROL_SEQUENCE_READY, int32_false_true: [ 0, 1 ] }} ] }}
+  ]
+  state [ {{ input_name: "INPUT_STATE", output_name: "OUTPUT_STATE", data_type: TYPE_INT32, dims: [ 1 ] }} ]
+}}
+"""
+
+
+def _implicit_accumulator(path):
+    """As gen_qa_implicit_models.py's onnx_nobatch_sequence_int32: OUTPUT = OUTPUT_STATE = INPUT + the
+    state (zeroed by START); START and READY are read so the graph takes them."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    def vi(name):
+        return helper.make_tensor_value_info(name, TensorProto.INT32, [1])
+
+    nodes = [
+        helper.make_node("Sub", ["START", "START"], ["zero"]),
+        helper.make_node("Sub", ["START", "zero"], ["is_start"]),
+        helper.make_node("Sub", ["READY", "READY"], ["zero_ready"]),
+        helper.make_node("Equal", ["is_start", "zero"], ["keep"]),
+        helper.make_node("Where", ["keep", "INPUT_STATE", "zero"], ["kept"]),
+        helper.make_node("Add", ["kept", "INPUT"], ["sum"]),
+        helper.make_node("Add", ["sum", "zero_ready"], ["OUTPUT"]),
+        helper.make_node("Identity", ["OUTPUT"], ["OUTPUT_STATE"]),
+    ]
+    graph = helper.make_graph(nodes, "acc", [vi("INPUT"), vi("INPUT_STATE"), vi("START"), vi("READY")],
+                              [vi("OUTPUT"), vi("OUTPUT_STATE")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+def _implicit_repo(root, name="onnx_nobatch_sequence_int32", extra=""):
+    folder = root / name
+    (folder / "1").mkdir(parents=True)
+    _implicit_accumulator(folder / "1" / "model.onnx")
+    (folder / "config.pbtxt").write_text(IMPLICIT_CONFIG.format(name=name) + extra)
+    return DiskRepository(root).populate(ModelRepository())
+
+
+def test_requesting_an_undeclared_state_output_is_refused_in_triton_words(tmp_path):
+    """qa/L0_implicit_state test_request_output_not_allowed matches Triton's text, which names the output
+    in quotes ("unexpected inference output 'OUTPUT_STATE' for model '...'"), not a Python list."""
+    from tritonclient.utils import InferenceServerException
+
+    with running_server(repository=_implicit_repo(tmp_path)) as server:
+        client = httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}")
+        inputs = [httpclient.InferInput("INPUT", [1], "INT32")]
+        inputs[0].set_data_from_numpy(np.array([1], np.int32))
+        with pytest.raises(InferenceServerException) as caught:
+            client.infer("onnx_nobatch_sequence_int32", inputs,
+                         outputs=[httpclient.InferRequestedOutput("OUTPUT_STATE")],
+                         sequence_id=1, sequence_start=True, sequence_end=True)
+        assert "unexpected inference output 'OUTPUT_STATE' for model 'onnx_nobatch_sequence_int32'" \
+            in str(caught.value)
+        result = client.infer("onnx_nobatch_sequence_int32", inputs, sequence_id=2, sequence_start=True)
+        assert result.as_numpy("OUTPUT")[0] == 1
+        result = client.infer("onnx_nobatch_sequence_int32", inputs, sequence_id=2, sequence_end=True)
+        assert result.as_numpy("OUTPUT")[0] == 2
