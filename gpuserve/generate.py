@@ -3,20 +3,75 @@ flat JSON object in, flat JSON objects out, for text models such as decoupled LL
 
 As Triton maps it: a request field (top level, or inside `parameters`) named like a model input becomes
 that input, a string as a BYTES element, a number or list as the input's datatype, shaped [1] (or the
-list's shape) with leading 1s up to the input's rank; every other field is a request parameter. Each
-response becomes `{"model_name", "model_version", OUTPUT: value, ...}`, a single element as a scalar
-(BYTES decoded as UTF-8 text) and more as a flat list.
+list's shape) with leading 1s up to the input's rank; a string `id` is the request's ID (echoed as `id`
+in each response when not empty); every other field is a request parameter. Each response becomes
+`{"model_name", "model_version", OUTPUT: value, ...}`, a single element as a scalar (BYTES decoded as
+UTF-8 text) and more as a flat list.
+
+Refusals are worded as Triton 2.51's (its JSON reader's words), so a client that matches on them works
+unchanged: an input named twice, an element of the wrong JSON type for the input's datatype, a
+parameter that is not a string, number or boolean, a `parameters` or `id` of the wrong type.
 """
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, Dict, List, Optional
+import json
+from typing import Any, AsyncIterator, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from gpuserve.datatypes import to_numpy_dtype
 from gpuserve.errors import InvalidInput
 from gpuserve.types import InferInput, InferRequest, InferResponse
+
+ONE_RESPONSE = ("generate expects model to produce exactly 1 response, use generate stream for model that "
+                "generates various number of responses")
+_PARAMETER_TYPE = "parameter '{}' has invalid type. It should be either 'int', 'bool', or 'string'."
+
+
+class Fields(dict):
+    """A JSON object that also keeps its members in order, repeats included (`pairs`): Python's dict
+    keeps only the last of a repeated key, and Triton refuses an input given twice."""
+
+    def __init__(self, pairs: List[Tuple[str, Any]]):
+        super().__init__(pairs)
+        self.pairs = pairs
+
+
+def parse_body(raw: bytes) -> Any:
+    """The request body as `Fields` (nested objects too); None when it is not JSON (the caller's
+    own parser then words the refusal)."""
+    try:
+        return json.loads(raw, object_pairs_hook=Fields)
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _json_kind(datatype: str) -> Tuple[Any, str]:
+    """(test for one JSON element, Triton's words for a wrong one) for an input's datatype."""
+    if datatype == "BYTES":
+        return (lambda v: isinstance(v, str)), "Unable to parse JSON bytes array: attempt to access JSON non-string as string"
+    if datatype == "BOOL":
+        return (lambda v: isinstance(v, bool)), "Unable to parse 'data': attempt to access JSON non-boolean as boolean"
+    if datatype.startswith("UINT"):
+        return ((lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0),
+                "Unable to parse 'data': attempt to access JSON non-unsigned-integer as unsigned-integer")
+    if datatype.startswith("INT"):
+        return ((lambda v: isinstance(v, int) and not isinstance(v, bool)),
+                "Unable to parse 'data': attempt to access JSON non-signed-integer as signed-integer")
+    return ((lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
+            "Unable to parse 'data': attempt to access JSON non-number as double")
+
+
+def _check_elements(value: Any, datatype: str) -> None:
+    fits, words = _json_kind(datatype)
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, list):
+            pending.extend(item)
+        elif not fits(item):
+            raise InvalidInput(words)
 
 
 def _tensor(name: str, value: Any, spec: Dict[str, Any]) -> InferInput:
@@ -42,23 +97,42 @@ def _tensor(name: str, value: Any, spec: Dict[str, Any]) -> InferInput:
 
 def generate_request(model: str, version: Optional[str], body: Any, inputs: List[Dict[str, Any]]) -> InferRequest:
     if not isinstance(body, dict):
-        raise InvalidInput("generate: the request body must be a JSON object")
+        raise InvalidInput("attempt to get members for non-object")
     specs = {spec["name"]: spec for spec in inputs}
     tensors: Dict[str, InferInput] = {}
     parameters: Dict[str, Any] = {}
-    nested = body.get("parameters") or {}
-    if not isinstance(nested, dict):
-        raise InvalidInput("generate: 'parameters' must be a JSON object")
-    fields = [(k, v) for k, v in body.items() if k != "parameters"] + list(nested.items())
-    for key, value in fields:
-        if key in specs:
-            tensors[key] = _tensor(key, value, specs[key])
-        elif isinstance(value, (str, bool, int, float)):
-            parameters[key] = value
+    request_id = ""
+
+    def take(fields: List[Tuple[str, Any]], prefix: str) -> None:
+        for key, value in fields:
+            if key in specs:
+                if key in tensors:
+                    raise InvalidInput(f"{prefix}input '{key}' already exists in request")
+                _check_elements(value, specs[key]["datatype"])
+                tensors[key] = _tensor(key, value, specs[key])
+            elif isinstance(value, (str, bool, int, float)):
+                parameters[key] = value
+            else:
+                raise InvalidInput(prefix + _PARAMETER_TYPE.format(key))
+
+    top = getattr(body, "pairs", None) or list(body.items())
+    nested = None
+    for key, value in top:
+        if key == "parameters":
+            if not isinstance(value, dict):
+                raise InvalidInput("Expected JSON object for keyword: 'parameters': attempt to access JSON "
+                                   "non-object as object")
+            nested = value
+        elif key == "id":
+            if not isinstance(value, str):
+                raise InvalidInput("Unable to parse 'id': attempt to access JSON non-string as string")
+            request_id = value
         else:
-            raise InvalidInput(f"generate: field '{key}' is not an input of model '{model}' and a parameter must be "
-                               "a string, number or boolean")
-    return InferRequest(model, list(tensors.values()), parameters=parameters, model_version=version)
+            take([(key, value)], "")
+    if nested is not None:
+        take(getattr(nested, "pairs", None) or list(nested.items()), "Converting keyword: 'parameters': ")
+    return InferRequest(model, list(tensors.values()), parameters=parameters, model_version=version,
+                        request_id=request_id or None)
 
 
 def _value(array: np.ndarray, datatype: str):
@@ -70,9 +144,12 @@ def _value(array: np.ndarray, datatype: str):
     return values[0] if len(values) == 1 else values
 
 
-def generate_response(response: InferResponse, model: str, version: Optional[str]) -> Dict[str, Any]:
+def generate_response(response: InferResponse, model: str, version: Optional[str],
+                      request_id: Optional[str] = None) -> Dict[str, Any]:
     out: Dict[str, Any] = {"model_name": response.model_name or model,
                            "model_version": str(response.model_version or version or "")}
+    if request_id:
+        out["id"] = request_id
     for output in response.outputs:
         out[output.name] = _value(output.as_numpy(), output.datatype)
     return out

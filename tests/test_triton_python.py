@@ -549,7 +549,7 @@ def test_generate_extension_streams_a_decoupled_model_as_server_sent_events(repo
         one = client.post("/v2/models/decoupled/versions/1/generate", json={"IN": 1})
         assert one.status_code == 200 and one.json()["OUT"] == 0
         many = client.post("/v2/models/decoupled/generate", json={"IN": 2})
-        assert many.status_code == 400 and "generate_stream" in many.json()["error"]
+        assert many.status_code == 400 and "use generate stream" in many.json()["error"]
         text = client.post("/v2/models/strings/generate", json={"TEXT": ["ab", "c"], "parameters": {"lang": "x"},
                                                                  "top_k": 3}).json()
         assert text["TEXT_OUT"] == ["AB", "C"] and text["LEN"] == [2, 1]

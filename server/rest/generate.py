@@ -12,7 +12,7 @@ from starlette.responses import StreamingResponse
 
 from gpuserve.dataplane import DataPlane
 from gpuserve.errors import InvalidInput
-from gpuserve.generate import generate_response, responses_of
+from gpuserve.generate import ONE_RESPONSE, generate_response, parse_body, responses_of
 from gpuserve.server.rest.common import JSON_OPTIONS, ErrorRoutes, guarded, json_response, parse_json, read_body
 
 
@@ -20,20 +20,27 @@ def add_generate_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes, bod
     guard = guarded(errors, plane.transport_metrics)
 
     async def start(model_name: str, version: Optional[str], request: Request):
-        body = parse_json(await read_body(request, body_limit))
-        return await plane.generate(model_name, version, body, dict(request.headers))
+        """(result, request ID): the body is read keeping repeated members, which Triton refuses."""
+        raw = await read_body(request, body_limit)
+        body = parse_body(raw)
+        if body is None:
+            body = parse_json(raw)  # not JSON: refused in the words of the other routes
+        result = await plane.generate(model_name, version, body, dict(request.headers))
+        return result, body.get("id") if isinstance(body, dict) else None
 
     async def generate(model_name: str, version: Optional[str], request: Request):
-        answers = [item async for item in responses_of(await start(model_name, version, request))]
+        result, request_id = await start(model_name, version, request)
+        answers = [item async for item in responses_of(result)]
         failures = [item for item in answers if isinstance(item, BaseException)]
         if failures:
             raise failures[0]
         if len(answers) != 1:
-            raise InvalidInput(f"generate: model '{model_name}' sent {len(answers)} responses; use generate_stream")
-        return json_response(generate_response(answers[0], model_name, version))
+            raise InvalidInput(ONE_RESPONSE)
+        return json_response(generate_response(answers[0], model_name, version, request_id))
 
     async def generate_stream(model_name: str, version: Optional[str], request: Request):
-        result = await start(model_name, version, request)  # errors before any response: a plain JSON error
+        # errors before any response: a plain JSON error
+        result, request_id = await start(model_name, version, request)
         answers = responses_of(result)
         try:
             first = await answers.__anext__()
@@ -50,7 +57,7 @@ def add_generate_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes, bod
                     if isinstance(item, BaseException):  # reported in the stream, which goes on
                         payload = {"error": str(item) or type(item).__name__}
                     else:
-                        payload = generate_response(item, model_name, version)
+                        payload = generate_response(item, model_name, version, request_id)
                     yield b"data: " + orjson.dumps(payload, option=JSON_OPTIONS) + b"\n\n"
             finally:
                 await answers.aclose()

@@ -1,0 +1,108 @@
+"""What Triton's qa tests for the HTTP extensions (qa/L0_http generate_endpoint_test.py, qa/L0_trace
+trace_endpoint_test.py) check, answered as Triton 2.51 answers it, on models built here."""
+
+import json
+import textwrap
+
+import pytest
+
+from conftest import running_server
+from gpuserve import ModelRepository
+from gpuserve.repository import DiskRepository
+
+# as qa/python_models/generate_models/mock_llm: PROMPT echoed REPETITION times (a decoupled model)
+MOCK_LLM = """
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        for request in requests:
+            prompt = pb_utils.get_input_tensor_by_name(request, "PROMPT").as_numpy()
+            repeat = json.loads(request.parameters()).get("REPETITION", 1)
+            sender = request.get_response_sender()
+            for _ in range(repeat):
+                sender.send(pb_utils.InferenceResponse([pb_utils.Tensor("TEXT", prompt)]))
+            sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        return None
+"""
+MOCK_LLM_CONFIG = """
+backend: "python"
+max_batch_size: 0
+model_transaction_policy { decoupled: true }
+input [ { name: "PROMPT" data_type: TYPE_STRING dims: [ 1, 1 ] },
+        { name: "STREAM" data_type: TYPE_BOOL dims: [ 1, 1 ] },
+        { name: "input_ids" data_type: TYPE_INT32 dims: [ 1, -1 ] optional: true },
+        { name: "scale" data_type: TYPE_FP32 dims: [ 1 ] optional: true } ]
+output [ { name: "TEXT" data_type: TYPE_STRING dims: [ 1, -1 ] } ]
+"""
+
+
+@pytest.fixture
+def llm_server(tmp_path):
+    folder = tmp_path / "mock_llm"
+    (folder / "1").mkdir(parents=True)
+    (folder / "config.pbtxt").write_text(textwrap.dedent(MOCK_LLM_CONFIG))
+    (folder / "1" / "model.py").write_text("import json\n" + textwrap.dedent(MOCK_LLM))
+    with running_server(repository=DiskRepository(tmp_path).populate(ModelRepository())) as server:
+        yield server
+
+
+def _error(client, body, stream=False):
+    url = "/v2/models/mock_llm/generate" + ("_stream" if stream else "")
+    reply = client.post(url, content=body if isinstance(body, str) else json.dumps(body))
+    assert reply.status_code >= 400 and reply.headers["content-type"] == "application/json", reply.text
+    return reply.json()["error"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_generate_refuses_what_triton_refuses_in_its_words(llm_server, http, stream):
+    client = http(llm_server)
+    # an input given twice (JSON allows a repeated member; the first repeated one is named)
+    assert _error(client, '{"PROMPT": "a", "STREAM": false, "PROMPT": "b"}', stream) == \
+        "input 'PROMPT' already exists in request"
+    assert _error(client, '{"PROMPT": "a", "STREAM": false, "STREAM": true, "PROMPT": "b"}', stream) == \
+        "input 'STREAM' already exists in request"
+    assert _error(client, {"PROMPT": "a", "STREAM": False, "parameters": {"PROMPT": "b"}}, stream) == \
+        "Converting keyword: 'parameters': input 'PROMPT' already exists in request"
+    # an element of the wrong JSON type for the input's datatype, inputs checked in the body's order
+    not_string = "Unable to parse JSON bytes array: attempt to access JSON non-string as string"
+    not_bool = "Unable to parse 'data': attempt to access JSON non-boolean as boolean"
+    assert _error(client, {"PROMPT": 123, "STREAM": False}, stream) == not_string
+    assert _error(client, {"PROMPT": {"USER": "x"}, "STREAM": False}, stream) == not_string
+    assert _error(client, {"PROMPT": "a", "STREAM": "false"}, stream) == not_bool
+    assert _error(client, {"STREAM": 123, "PROMPT": True}, stream) == not_bool
+    assert _error(client, {"PROMPT": "a", "STREAM": False, "input_ids": [1.5]}, stream) == \
+        "Unable to parse 'data': attempt to access JSON non-signed-integer as signed-integer"
+    assert _error(client, {"PROMPT": "a", "STREAM": False, "scale": ["1"]}, stream) == \
+        "Unable to parse 'data': attempt to access JSON non-number as double"
+    # parameters: only strings, numbers and booleans; `parameters` an object; `id` a string
+    assert _error(client, {"PROMPT": "a", "STREAM": False, "PARAMS": {"P": 0}}, stream) == \
+        "parameter 'PARAMS' has invalid type. It should be either 'int', 'bool', or 'string'."
+    assert _error(client, {"PROMPT": "a", "STREAM": False, "parameters": {"nested": [1]}}, stream) == \
+        "Converting keyword: 'parameters': parameter 'nested' has invalid type. It should be either 'int', " \
+        "'bool', or 'string'."
+    assert _error(client, {"PROMPT": "a", "STREAM": False, "parameters": 1}, stream) == \
+        "Expected JSON object for keyword: 'parameters': attempt to access JSON non-object as object"
+    assert _error(client, {"PROMPT": "a", "STREAM": False, "id": 42}, stream) == \
+        "Unable to parse 'id': attempt to access JSON non-string as string"
+    assert _error(client, "[1, 2]", stream) == "attempt to get members for non-object"
+
+
+def test_generate_echoes_the_request_id_and_wants_exactly_one_response(llm_server, http):
+    client = http(llm_server)
+    answer = client.post("/v2/models/mock_llm/generate", json={"PROMPT": "hi", "STREAM": False, "id": "42"}).json()
+    assert answer["id"] == "42" and answer["TEXT"] == "hi"
+    for body in ({"PROMPT": "hi", "STREAM": False}, {"PROMPT": "hi", "STREAM": False, "id": ""}):
+        assert "id" not in client.post("/v2/models/mock_llm/generate", json=body).json()
+    events = client.post("/v2/models/mock_llm/generate_stream",
+                         json={"PROMPT": "hi", "STREAM": True, "id": "7", "REPETITION": 2}).text
+    assert [json.loads(e[len("data: "):])["id"] for e in events.split("\n\n") if e] == ["7", "7"]
+    one = ("generate expects model to produce exactly 1 response, use generate stream for model that "
+           "generates various number of responses")
+    for repeat in (0, 2):
+        assert _error(client, {"PROMPT": "hi", "STREAM": True, "REPETITION": repeat}) == one
+    # a float parameter and a string parameter named like nothing are taken, as Triton takes them
+    assert client.post("/v2/models/mock_llm/generate",
+                       json={"PROMPT": "hi", "STREAM": False, "F": 1.5, "parameters": {"id": "x"}}).status_code == 200
