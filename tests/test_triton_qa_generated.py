@@ -11,7 +11,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from conftest import running_server
+from conftest import make_onnx_model, running_server
 from gpuserve import ModelRepository
 from gpuserve.repository import DiskRepository
 
@@ -138,3 +138,30 @@ def test_requesting_an_undeclared_state_output_is_refused_in_triton_words(tmp_pa
         assert result.as_numpy("OUTPUT")[0] == 1
         result = client.infer("onnx_nobatch_sequence_int32", inputs, sequence_id=2, sequence_end=True)
         assert result.as_numpy("OUTPUT")[0] == 2
+
+
+BOOL_CONTROLS = """
+sequence_batching {
+  control_input [
+    { name: "START", control [ { kind: CONTROL_SEQUENCE_START, bool_false_true: [ 0, 1 ] } ] },
+    { name: "READY", control [ { kind: CONTROL_SEQUENCE_READY, bool_false_true: [ 0, 1 ] } ] }
+  ]
+}
+"""
+
+
+def test_grpc_config_of_a_model_with_bool_written_as_0_1(tmp_path):
+    """Protobuf's text format takes 0/1 for a bool, and gen_qa_sequence_models.py's bool models write
+    `bool_false_true: [ 0, 1 ]`; the gRPC config call answered INTERNAL for them, and so every
+    qa/L0_sequence_batcher case on *_sequence_bool failed at its first step (reading the config)."""
+    folder = tmp_path / "seq_bool"
+    (folder / "1").mkdir(parents=True)
+    make_onnx_model(folder / "1" / "model.onnx")
+    (folder / "config.pbtxt").write_text('name: "seq_bool"\nplatform: "onnxruntime_onnx"\nmax_batch_size: 4\n'
+                                         + BOOL_CONTROLS)
+    registry = DiskRepository(tmp_path).populate(ModelRepository())
+    with running_server(repository=registry) as server:
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.ports['grpc']}")
+        config = client.get_model_config("seq_bool").config
+        controls = [c.control[0].bool_false_true for c in config.sequence_batching.control_input]
+        assert [list(c) for c in controls] == [[False, True], [False, True]]

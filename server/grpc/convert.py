@@ -145,9 +145,40 @@ def config_to_proto(config: Dict[str, Any]) -> pb.ModelConfig:
     from google.protobuf import json_format
 
     try:
-        return json_format.ParseDict(config, pb.ModelConfig(), ignore_unknown_fields=True)
+        return json_format.ParseDict(_bools_as_bools(config, pb.ModelConfig.DESCRIPTOR), pb.ModelConfig(),
+                                     ignore_unknown_fields=True)
     except json_format.ParseError as exc:
         raise InferenceError(f"model configuration is not in the Triton form: {exc}") from None
+
+
+def _bools_as_bools(value: Any, descriptor) -> Any:
+    """`value` with every bool field written as 0/1 turned into false/true. Protobuf's text format (what
+    config.pbtxt is, and what Triton parses it with) takes 0 and 1 for a bool, and Triton's own qa models
+    write `bool_false_true: [ 0, 1 ]`; the JSON parser refuses them, which failed every gRPC config call
+    for such a model (tritonclient's sequence tests read the config first)."""
+    if not isinstance(value, dict):
+        return value
+    out = {}
+    for key, item in value.items():
+        field = descriptor.fields_by_name.get(key) or descriptor.fields_by_camelcase_name.get(key)
+        if field is None:
+            out[key] = item
+        elif field.type == field.TYPE_BOOL:
+            out[key] = [_as_bool(x) for x in item] if isinstance(item, list) else _as_bool(item)
+        elif field.message_type is not None and field.message_type.GetOptions().map_entry:
+            entry = field.message_type.fields_by_name["value"]
+            out[key] = {k: _bools_as_bools(v, entry.message_type) for k, v in item.items()} \
+                if entry.message_type is not None and isinstance(item, dict) else item
+        elif field.message_type is not None:
+            out[key] = [_bools_as_bools(x, field.message_type) for x in item] if isinstance(item, list) \
+                else _bools_as_bools(item, field.message_type)
+        else:
+            out[key] = item
+    return out
+
+
+def _as_bool(item: Any) -> Any:
+    return bool(item) if isinstance(item, int) and not isinstance(item, bool) and item in (0, 1) else item
 
 
 def statistics_to_proto(data: Dict[str, Any]) -> pb.ModelStatisticsResponse:
