@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, Optional
 
+from gpuserve.triton_normalize import GROUP_FIELDS_SHOWN, normalize
+
 CONFIG_TYPES = {"BOOL": "TYPE_BOOL", "UINT8": "TYPE_UINT8", "UINT16": "TYPE_UINT16", "UINT32": "TYPE_UINT32",
                 "UINT64": "TYPE_UINT64", "INT8": "TYPE_INT8", "INT16": "TYPE_INT16", "INT32": "TYPE_INT32",
                 "INT64": "TYPE_INT64", "FP16": "TYPE_FP16", "FP32": "TYPE_FP32", "FP64": "TYPE_FP64",
@@ -79,7 +81,7 @@ def model_config(meta: Dict[str, Any], settings: Optional[Any] = None) -> Dict[s
         config["version_policy"] = {"specific": {"versions": versions}} if versions else {"latest": {"num_versions": 1}}
     sequences = extra.get("triton_sequence_batching")
     if sequences is not None:  # as written: Triton schedules such a model with it instead of dynamic_batching
-        config["sequence_batching"] = _sequence_defaults(sequences, max_batch)
+        config["sequence_batching"] = dict(sequences)
     elif max_batch:
         dyn = getattr(settings, "dynamic_batching", None)
         delay_us = int(getattr(settings, "max_batch_time", 0) * 1_000_000)
@@ -93,48 +95,23 @@ def model_config(meta: Dict[str, Any], settings: Optional[Any] = None) -> Dict[s
             if dyn.default_priority_level:
                 batching["default_priority_level"] = dyn.default_priority_level
             batching.update(_queue_policies(dyn.model_extra or {}))
-        batching.setdefault("preferred_batch_size", [max_batch])  # Triton's NormalizeModelConfig
         config["dynamic_batching"] = batching
     if platform in _FILES:  # as Triton completes it: the file the versions hold
         uri = str((getattr(settings, "parameters", None) and settings.parameters.uri) or "")
         config["default_model_filename"] = os.path.basename(uri) or _FILES[platform]
-    if platform != "ensemble":  # Triton's NormalizeModelConfig: pinned staging on unless a config says not
-        optimization = dict(config.get("optimization") or {})
-        for key in ("input_pinned_memory", "output_pinned_memory"):
-            optimization.setdefault(key, {"enable": True})
-        config["optimization"] = optimization
     if getattr(settings, "response_cache", False):
         config["response_cache"] = {"enable": True}
-    groups = getattr(settings, "instance_groups", None) or []
-    device = (meta.get("parameters") or {}).get("device", "")
-    if groups:  # named as Triton names unnamed groups: MODEL_INDEX
-        config["instance_group"] = [_instance_group(g, f"{config['name']}_{i}") for i, g in enumerate(groups)]
-    elif device:
-        config["instance_group"] = [{"name": config["name"], "count": 1,  # Triton names a group it adds so
-                                     "kind": "KIND_GPU" if device.startswith("cuda") else "KIND_CPU"}]
-    return config
+    groups = [_written_group(g) for g in getattr(settings, "instance_groups", None) or []]
+    if groups:
+        config["instance_group"] = groups
+    return normalize(config, (meta.get("parameters") or {}).get("device", ""))
 
 
-def _instance_group(group: Any, default_name: str) -> Dict[str, Any]:
-    """A group as Triton shows it: its own name if written, its rate limiter as written."""
+def _written_group(group: Any) -> Dict[str, Any]:
+    """A settings instance group back in the config's words (its name, rate limiter, profile as written)."""
     written = group.model_extra or {}
-    shown = {"name": written.get("name") or default_name, "count": group.count,
-             "kind": _KINDS.get(group.kind, "KIND_AUTO"), "gpus": list(group.gpus)}
-    if "rate_limiter" in written:
-        shown["rate_limiter"] = written["rate_limiter"]
-    return shown
-
-
-def _sequence_defaults(sequences: Dict[str, Any], max_batch: int) -> Dict[str, Any]:
-    """The defaults Triton's completed config shows: the idle timeout it applies (1 s), and for Oldest the
-    preferred batch size it picks (max_batch_size)."""
-    out = dict(sequences)
-    if not int(out.get("max_sequence_idle_microseconds") or 0):
-        out["max_sequence_idle_microseconds"] = 1_000_000
-    oldest = out.get("oldest")
-    if isinstance(oldest, dict) and not oldest.get("preferred_batch_size") and max_batch:
-        out["oldest"] = dict(oldest, preferred_batch_size=[max_batch])
-    return out
+    return {**{key: written[key] for key in GROUP_FIELDS_SHOWN if key in written},
+            "count": group.count, "kind": _KINDS.get(group.kind, "KIND_AUTO"), "gpus": list(group.gpus)}
 
 
 def _queue_policies(extra: Dict[str, Any]) -> Dict[str, Any]:

@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from gpuserve.errors import InvalidSettings
 from gpuserve.repo_agents import run_repository_agents
+from gpuserve.triton_normalize import GROUP_FIELDS_SHOWN
 
 logger = logging.getLogger("gpuserve.triton_config")
 
@@ -276,7 +277,7 @@ def settings_from_config(folder: Path, config: Dict[str, Any], version: Optional
         "triton_version_policy": config.get("version_policy") or {"latest": {"num_versions": 1}},
         "instance_groups": [{"count": int(g.get("count", 1)), "kind": str(g.get("kind", "KIND_AUTO"))[5:].lower(),
                              "gpus": [int(x) for x in g.get("gpus", [])],
-                             **{key: g[key] for key in ("name", "rate_limiter") if g.get(key)}}
+                             **{key: g[key] for key in GROUP_FIELDS_SHOWN if g.get(key)}}
                             for g in config.get("instance_group", [])],
     }
     if (config.get("response_cache") or {}).get("enable") is True:
@@ -311,7 +312,7 @@ def settings_from_config(folder: Path, config: Dict[str, Any], version: Optional
     policy = settings.get("dynamic_batching", {}).get("default_queue_policy") or {}
     policy = dict(policy, allow_timeout_override=bool(policy.get("allow_timeout_override", False)))
     settings["default_queue_policy"] = policy
-    if dyn is not None:
+    if dyn is not None and dyn.get("default_queue_policy"):  # shown by the config endpoints only where written
         settings["dynamic_batching"]["default_queue_policy"] = policy
     warmups = config.get("model_warmup") or []
     if warmups:

@@ -21,12 +21,14 @@ from gpuserve.datatypes import shape_fits
 from gpuserve.errors import InvalidInput, InvalidSettings
 from gpuserve.import_path import move_on_path
 from gpuserve.triton_config import config_tensors
+from gpuserve.triton_normalize import normalize
 
 UTILS_MODULE = "triton_python_backend_utils"
 _IMPORT_LOCK = threading.Lock()  # models load on several threads; sys.path and sys.modules are shared
 _INPUT_DEFAULTS = {"format": "FORMAT_NONE", "is_shape_tensor": False, "allow_ragged_batch": False, "optional": False,
                    "is_non_linear_format_io": False}
 _OUTPUT_DEFAULTS = {"label_filename": "", "is_shape_tensor": False, "is_non_linear_format_io": False}
+_OPTIMIZATION_DEFAULTS = {"priority": "PRIORITY_DEFAULT", "gather_kernel_buffer_threshold": 0, "eager_batching": False}
 _BATCHER_DEFAULTS = {"preferred_batch_size": [], "max_queue_delay_microseconds": 0, "preserve_ordering": False,
                      "priority_levels": 0, "default_priority_level": 0, "priority_queue_policy": {}}
 
@@ -102,25 +104,10 @@ def tensor_specs(entries: List[dict], batched: bool, kind: str) -> List[TensorSp
     return [TensorSpec(t["name"], t["datatype"], t["shape"]) for t in config_tensors(entries, batched, kind)]
 
 
-def instance_groups(config: Dict[str, Any], name: str, device: str) -> List[Dict[str, Any]]:
-    """The instance groups as Triton resolves them: named MODEL_INDEX, KIND_AUTO settled by the device."""
-    resolved = []
-    for index, group in enumerate(config.get("instance_group") or [{"name": name}]):  # Triton names an added one so
-        kind = str(group.get("kind", "KIND_AUTO")).upper()
-        if kind not in ("KIND_CPU", "KIND_GPU"):
-            kind = "KIND_GPU" if device.startswith("cuda") else "KIND_CPU"
-        if kind == "KIND_GPU" and not device.startswith("cuda"):
-            kind = "KIND_CPU"  # no usable GPU: the CPU fallback, said in the load log
-        resolved.append({"name": group.get("name") or f"{name}_{index}", "kind": kind,
-                         "count": int(group.get("count", 1) or 1), "gpus": [int(g) for g in group.get("gpus", [])],
-                         "secondary_devices": [], "profile": [str(p) for p in group.get("profile", [])],
-                         "passive": bool(group.get("passive", False)), "host_policy": str(group.get("host_policy", "")),
-                         **({"rate_limiter": group["rate_limiter"]} if group.get("rate_limiter") else {})})
-    return resolved
-
-
 def completed_config(config: Dict[str, Any], name: str, device: str) -> Dict[str, Any]:
-    """`config` (after auto-complete) with every field Triton's JSON form of ModelConfig carries."""
+    """`config` (after auto-complete), completed as Triton completes it, with every field Triton's JSON form
+    of ModelConfig carries."""
+    config = normalize({**config, "name": name}, device)
     out: Dict[str, Any] = {
         "name": name, "platform": "", "backend": "python", "runtime": "",
         "version_policy": config.get("version_policy") or {"latest": {"num_versions": 1}},
@@ -129,10 +116,8 @@ def completed_config(config: Dict[str, Any], name: str, device: str) -> Dict[str
         "output": [{**_OUTPUT_DEFAULTS, **t, "dims": [int(d) for d in t.get("dims", [])]}
                    for t in config.get("output", [])],
         "batch_input": config.get("batch_input", []), "batch_output": config.get("batch_output", []),
-        "optimization": config.get("optimization") or {
-            "priority": "PRIORITY_DEFAULT", "input_pinned_memory": {"enable": True},
-            "output_pinned_memory": {"enable": True}, "gather_kernel_buffer_threshold": 0, "eager_batching": False},
-        "instance_group": instance_groups(config, name, device),
+        "optimization": {**_OPTIMIZATION_DEFAULTS, **config["optimization"]},
+        "instance_group": config["instance_group"],
         "default_model_filename": config.get("default_model_filename") or "model.py",
         "cc_model_filenames": config.get("cc_model_filenames", {}), "metric_tags": config.get("metric_tags", {}),
         "parameters": config.get("parameters", {}), "model_warmup": config.get("model_warmup", []),
@@ -140,16 +125,9 @@ def completed_config(config: Dict[str, Any], name: str, device: str) -> Dict[str
     if config.get("model_repository_agents"):
         out["model_repository_agents"] = config["model_repository_agents"]
     if "dynamic_batching" in config:
-        batching = {**_BATCHER_DEFAULTS, **(config["dynamic_batching"] or {})}
-        if not batching["preferred_batch_size"] and out["max_batch_size"]:  # Triton's NormalizeModelConfig
-            batching["preferred_batch_size"] = [out["max_batch_size"]]
-        out["dynamic_batching"] = batching
-    if "sequence_batching" in config:  # with the idle limit Triton reports when the config leaves it out
-        batching = dict(config["sequence_batching"] or {})
-        batching["max_sequence_idle_microseconds"] = int(batching.get("max_sequence_idle_microseconds", 0) or 0) \
-            or 1_000_000
-        batching.setdefault("iterative_sequence", False)
-        out["sequence_batching"] = batching
+        out["dynamic_batching"] = {**_BATCHER_DEFAULTS, **config["dynamic_batching"]}
+    if "sequence_batching" in config:
+        out["sequence_batching"] = {"iterative_sequence": False, **config["sequence_batching"]}
     if "model_transaction_policy" in config:
         out["model_transaction_policy"] = {"decoupled": bool(config["model_transaction_policy"].get("decoupled"))}
     if "response_cache" in config:
