@@ -29,7 +29,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from gpuserve.backends.cuda_ipc import HANDLE_SIZE, CudaError, CudaIpc, CudaUnavailable
-from gpuserve.datatypes import numpy_to_raw, raw_to_numpy, to_numpy_dtype
+from gpuserve.datatypes import check_input_byte_size, numpy_to_raw, raw_to_numpy, to_numpy_dtype
 from gpuserve.errors import InferenceError, InvalidInput, RegionExists, RegionNotFound, Unimplemented
 from gpuserve.shm_regions import CudaRegion, SystemRegion, Window
 from gpuserve.types import InferOutput, InferRequest, InferResponse
@@ -81,7 +81,7 @@ class SharedMemoryRegistry:
         self._check_name(name)
         where = f"shared memory region '{name}'"
         offset = _count("offset", offset, where)
-        byte_size = _count("byte_size", byte_size, where, positive=True)
+        byte_size = _count("byte_size", byte_size, where)
         path = self._path(key)
         with self._lock:
             if name in self._regions:
@@ -94,9 +94,10 @@ class SharedMemoryRegistry:
                 info = os.fstat(fd)
                 if not stat.S_ISREG(info.st_mode):
                     raise InvalidInput(f"Unable to open shared memory region: '{key}' (not a shared-memory object)")
-                if offset + byte_size > info.st_size:
-                    raise InvalidInput(f"failed to register shared memory region '{name}': offset {offset} + "
-                                       f"byte_size {byte_size} runs past the end of '{key}' ({info.st_size} bytes)")
+                if offset + byte_size > info.st_size or not byte_size:
+                    # Triton's words first (clients match "failed to register ...: invalid args"), then why
+                    raise InvalidInput(f"failed to register shared memory region '{name}': invalid args (offset "
+                                       f"{offset} + byte_size {byte_size} in '{key}' of {info.st_size} bytes)")
                 base = offset - offset % mmap.ALLOCATIONGRANULARITY  # mmap offsets must be page-aligned
                 try:
                     mapping = mmap.mmap(fd, offset + byte_size - base, mmap.MAP_SHARED,
@@ -228,6 +229,8 @@ def resolve_shared_memory(registry: SharedMemoryRegistry, request: InferRequest
             raise InvalidInput(f"{where} has both data and '{REGION}'; send one or the other")
         region, offset, byte_size = spec
         view = registry.read(region, offset, byte_size)
+        # a fixed-size input's region must hold exactly its shape's bytes: Triton's words, as for the body
+        check_input_byte_size(tensor.name, tensor.datatype, tensor.shape, byte_size, request.model_name)
         try:
             tensor._array = raw_to_numpy(view, tensor.datatype, tensor.shape)
         except InvalidInput as exc:

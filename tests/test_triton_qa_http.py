@@ -106,3 +106,72 @@ def test_generate_echoes_the_request_id_and_wants_exactly_one_response(llm_serve
     # a float parameter and a string parameter named like nothing are taken, as Triton takes them
     assert client.post("/v2/models/mock_llm/generate",
                        json={"PROMPT": "hi", "STREAM": False, "F": 1.5, "parameters": {"id": "x"}}).status_code == 200
+
+
+# as qa's `simple`: INPUT0 + INPUT1 and INPUT0 - INPUT1, INT32 [16], batched
+SIMPLE = """
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        out = []
+        for r in requests:
+            a = pb_utils.get_input_tensor_by_name(r, "INPUT0").as_numpy()
+            b = pb_utils.get_input_tensor_by_name(r, "INPUT1").as_numpy()
+            out.append(pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT0", a + b), pb_utils.Tensor("OUTPUT1", a - b)]))
+        return out
+"""
+SIMPLE_CONFIG = """
+backend: "python"
+max_batch_size: 8
+input [ { name: "INPUT0" data_type: TYPE_INT32 dims: [ 16 ] }, { name: "INPUT1" data_type: TYPE_INT32 dims: [ 16 ] } ]
+output [ { name: "OUTPUT0" data_type: TYPE_INT32 dims: [ 16 ] }, { name: "OUTPUT1" data_type: TYPE_INT32 dims: [ 16 ] } ]
+"""
+
+
+@pytest.fixture
+def simple_server(tmp_path):
+    folder = tmp_path / "simple"
+    (folder / "1").mkdir(parents=True)
+    (folder / "config.pbtxt").write_text(textwrap.dedent(SIMPLE_CONFIG))
+    (folder / "1" / "model.py").write_text(textwrap.dedent(SIMPLE))
+    with running_server(repository=DiskRepository(tmp_path).populate(ModelRepository())) as server:
+        yield server
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_shared_memory_refusals_in_triton_words(simple_server, protocol):
+    """qa/L0_shared_memory test_register_out_of_bound and test_too_big_shm."""
+    import os
+
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+    import tritonclient.utils.shared_memory as shm
+    from tritonclient.utils import InferenceServerException
+
+    module = httpclient if protocol == "http" else grpcclient
+    client = module.InferenceServerClient(f"127.0.0.1:{simple_server.ports[protocol]}")
+    key = f"/qa_http_{os.getpid()}_{protocol}"
+    handles = [shm.create_shared_memory_region("in0", key + "_0", 64), shm.create_shared_memory_region("big", key + "_1", 128)]
+    try:
+        for byte_size, offset in ((65, 0), (64, 1), (1, 64), (0, 65)):
+            with pytest.raises(InferenceServerException, match="failed to register shared memory region 'r': invalid args"):
+                client.register_system_shared_memory("r", key + "_0", byte_size, offset=offset)
+        shm.set_shared_memory_region(handles[0], [np.arange(16, dtype=np.int32)])
+        client.register_system_shared_memory("in0", key + "_0", 64)
+        client.register_system_shared_memory("big", key + "_1", 128)
+        for size in (128, 60):
+            first, second = module.InferInput("INPUT0", [1, 16], "INT32"), module.InferInput("INPUT1", [1, 16], "INT32")
+            first.set_shared_memory("in0", 64)
+            second.set_shared_memory("big", size)
+            with pytest.raises(InferenceServerException) as refused:
+                client.infer("simple", [first, second])
+            assert "input byte size mismatch for input 'INPUT1' for model 'simple'. Expected 64, got " \
+                f"{size}" in str(refused.value)
+        client.unregister_system_shared_memory()
+    finally:
+        for handle in handles:
+            shm.destroy_shared_memory_region(handle)
+        client.close()
