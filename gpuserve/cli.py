@@ -51,6 +51,10 @@ def _parser() -> argparse.ArgumentParser:
     triton.add_argument("--log-verbose", type=int, default=None, metavar="N", help="N > 0: --log-level DEBUG")
     triton.add_argument("--strict-readiness", type=_boolean, default=None, metavar="BOOL",
                         help="ready only while every model is (setting strict_readiness)")
+    triton.add_argument("--trace-config", action="append", default=None, metavar="[triton,]KEY=VALUE",
+                        help="the trace settings clients read at start-up (file, level, rate, count, log-frequency)")
+    for flag in TRACE_FLAGS:  # Triton's older spellings of --trace-config KEY=VALUE
+        triton.add_argument(flag, action="append", default=None, metavar="VALUE", help=argparse.SUPPRESS)
     for flag in TRITON_NOTED:
         triton.add_argument(flag, default=None, metavar="VALUE", help=argparse.SUPPRESS)
     return parser
@@ -62,6 +66,26 @@ TRITON_NOTED = ("--strict-model-config", "--disable-auto-complete-config", "--ex
                 "--backend-config", "--pinned-memory-pool-byte-size", "--cuda-memory-pool-byte-size",
                 "--http-thread-count", "--grpc-infer-allocation-pool-size", "--exit-timeout-secs",
                 "--log-info", "--log-warning", "--log-error", "--log-format", "--id")
+
+
+TRACE_FLAGS = {"--trace-file": "file", "--trace-level": "level", "--trace-rate": "rate", "--trace-count": "count",
+               "--trace-log-frequency": "log-frequency"}
+
+
+def trace_config(args: argparse.Namespace) -> Optional[List[str]]:
+    """--trace-config values, Triton's older --trace-KEY flags included; checked here so a bad one is a
+    start-up error (as in Triton), None when none was given."""
+    from gpuserve.errors import InvalidInput
+    from gpuserve.runtime_settings import trace_start_settings
+
+    configs = list(args.trace_config or [])
+    for flag, key in TRACE_FLAGS.items():
+        configs += [f"{key}={value}" for value in getattr(args, flag.lstrip("-").replace("-", "_")) or ()]
+    try:
+        trace_start_settings(configs)
+    except InvalidInput as exc:
+        raise GpuserveError(str(exc)) from None
+    return configs or None
 
 
 def log_level_of(args: argparse.Namespace) -> Optional[str]:
@@ -125,7 +149,8 @@ def start(args: argparse.Namespace) -> int:
     settings = ServerSettings.load(folder, http_port=args.http_port, grpc_port=args.grpc_port,
                                    metrics_port=args.metrics_port, host=args.host, device=args.device,
                                    log_level=log_level, strict_readiness=args.strict_readiness, workers=args.workers,
-                                   response_cache_bytes=cache_bytes, **model_control(args))
+                                   response_cache_bytes=cache_bytes, trace_config=trace_config(args),
+                                   **model_control(args))
     from gpuserve.logging_setup import configure_logging
 
     configure_logging(settings)

@@ -65,7 +65,8 @@ class DataPlane:
     def __init__(self, repository: ModelRepository, server_name: str = "gpuserve",
                  server_version: str = __version__, strict_readiness: bool = False, model_control: bool = True,
                  allow_client_shm: bool = True, response_cache_bytes: int = response_cache.DEFAULT_BYTES,
-                 response_cache_entries: int = 0, mlserver_cache: bool = False):
+                 response_cache_entries: int = 0, mlserver_cache: bool = False,
+                 trace_defaults: Optional[Dict[str, Any]] = None):
         self.repository = repository
         repository.plane = self  # in-process calls between models (BLS) take the clients' path
         self.server_name = server_name
@@ -76,7 +77,8 @@ class DataPlane:
         self._stats: Dict[Tuple[str, str], ModelStats] = {}
         # system shared-memory regions (both transports); allow_client_shm=False refuses registration
         self.shared_memory = SharedMemoryRegistry(allowed=allow_client_shm)
-        self.runtime_settings = RuntimeSettings(lambda name: self.repository.get_model(name) is not None)
+        self.runtime_settings = RuntimeSettings(lambda name: self.repository.get_model(name) is not None,
+                                                trace_defaults=trace_defaults)
         self.transport_metrics = TransportMetrics()
         # Triton's response cache, for the models that enable it (gpuserve/response_cache.py); 0 bytes: none
         self.response_cache = response_cache.ResponseCache(response_cache_bytes, response_cache_entries, mlserver_cache) \

@@ -77,14 +77,48 @@ _TRACE_PARSERS: Dict[str, Callable[[Any], Any]] = {
 }
 
 
-class RuntimeSettings:
-    """Trace and log settings; thread-safe. `model_exists(name)` tells whether a model is known."""
+# Triton's --trace-config keys (global, or after "triton,") -> our setting names
+_TRACE_FLAG_KEYS = {"file": "trace_file", "level": "trace_level", "rate": "trace_rate", "count": "trace_count",
+                    "log-frequency": "log_frequency", "log_frequency": "log_frequency", "mode": "trace_mode"}
 
-    def __init__(self, model_exists: Optional[Callable[[str], bool]] = None, logger_name: str = "gpuserve"):
+
+def trace_start_settings(configs: Optional[list]) -> Dict[str, Any]:
+    """The start-up trace settings of Triton's `--trace-config [triton,]KEY=VALUE` flags (repeated; each
+    `level` adds one level), checked as an update over the network is. They are what a client reads before
+    any update and what a cleared global setting returns to, as in Triton (qa/L0_trace checks both)."""
+    settings: Dict[str, Any] = {}
+    levels: list = []
+    for config in configs or ():
+        mode, _, pair = config.rpartition(",")
+        key, sep, value = pair.partition("=")
+        name = _TRACE_FLAG_KEYS.get(key.strip())
+        if not sep:
+            raise InvalidInput(f"--trace-config {config}: expected [MODE,]KEY=VALUE")
+        if name is None or mode not in ("", "triton") or (name == "trace_mode" and value != "triton"):
+            # as Triton, which starts with keys it does not know; OpenTelemetry tracing is not served
+            logger.warning("--trace-config %s is not served by gpuserve; ignored", config)
+            continue
+        if name == "trace_level":
+            levels.append(value.upper())
+            settings[name] = _level(levels)
+        elif name in _TRACE_PARSERS:
+            settings[name] = _TRACE_PARSERS[name](value)
+        else:
+            settings[name] = value
+    return settings
+
+
+class RuntimeSettings:
+    """Trace and log settings; thread-safe. `model_exists(name)` tells whether a model is known;
+    `trace_defaults` (trace_start_settings) overrides TRACE_DEFAULTS from the launch line."""
+
+    def __init__(self, model_exists: Optional[Callable[[str], bool]] = None, logger_name: str = "gpuserve",
+                 trace_defaults: Optional[Dict[str, Any]] = None):
         self._model_exists = model_exists
         self._logger = logging.getLogger(logger_name)
         self._lock = threading.Lock()
-        self._trace: Dict[str, Any] = {k: (list(v) if isinstance(v, list) else v) for k, v in TRACE_DEFAULTS.items()}
+        self._defaults: Dict[str, Any] = {**TRACE_DEFAULTS, **(trace_defaults or {})}
+        self._trace: Dict[str, Any] = {k: (list(v) if isinstance(v, list) else v) for k, v in self._defaults.items()}
         self._model_trace: Dict[str, Dict[str, Any]] = {}
         self._log: Optional[Dict[str, Any]] = None  # read from the logger on first use
 
@@ -130,7 +164,7 @@ class RuntimeSettings:
                 elif model:
                     target.pop(key, None)
                 else:
-                    default = TRACE_DEFAULTS[key]
+                    default = self._defaults[key]
                     target[key] = list(default) if isinstance(default, list) else default
             view = self._trace_view(model)
         if view["trace_level"] != ["OFF"] and "trace_level" in parsed:

@@ -176,6 +176,8 @@ class ServerSettings(BaseSettings):
     repository_poll_seconds: float = 0.0
     strict_readiness: bool = False
     allow_client_shm: bool = True  # clients may register system shared-memory regions
+    # Triton's --trace-config KEY=VALUE flags, as given: the trace settings clients read at start-up
+    trace_config: List[str] = Field(default_factory=list)
     device: str = "auto"
     max_request_bytes: int = 256 * 1024 * 1024
     grpc_max_message_bytes: int = 2**31 - 1

@@ -30,6 +30,7 @@ from gpuserve.model import BaseKServeModel, Model
 from gpuserve.predictor_config import PredictorConfig
 from gpuserve.model_repository import ModelRepository, run_load, stop_model
 from gpuserve.repository_poll import RepositoryPoller
+from gpuserve.runtime_settings import trace_start_settings
 from gpuserve.settings import ServerSettings
 from gpuserve.utils.utils import strtobool  # KServe's flag parser, also a public KServe util
 from gpuserve.server.app import build_app
@@ -230,7 +231,8 @@ class ModelServer:
                                    allow_client_shm=settings.allow_client_shm,
                                    response_cache_bytes=settings.response_cache_bytes,
                                    response_cache_entries=settings.response_cache_entries,
-                                   mlserver_cache=settings.mlserver_cache)
+                                   mlserver_cache=settings.mlserver_cache,
+                                   trace_defaults=trace_start_settings(settings.trace_config))
         self.errors = ErrorRoutes()
         self.protocol_version = "v2"
         self.ports: Dict[str, int] = {}

@@ -175,3 +175,31 @@ def test_shared_memory_refusals_in_triton_words(simple_server, protocol):
         for handle in handles:
             shm.destroy_shared_memory_region(handle)
         client.close()
+
+
+def test_trace_config_flags_are_the_trace_settings_clients_read_and_clear_back_to(tmp_path, http):
+    """qa/L0_trace trace_endpoint_test.py: the server starts with `--trace-config triton,file=F
+    --trace-config level=TIMESTAMPS --trace-config rate=1`; clients read those, and a cleared global
+    setting goes back to them."""
+    from gpuserve.cli import _parser, trace_config
+
+    args = _parser().parse_args(["start", str(tmp_path), "--trace-config", "triton,file=global_unittest.log",
+                                 "--trace-config", "level=TIMESTAMPS", "--trace-config", "rate=1",
+                                 "--trace-count", "5", "--trace-config", "opentelemetry,url=localhost"])
+    configs = trace_config(args)
+    expected = {"trace_file": "global_unittest.log", "trace_level": ["TIMESTAMPS"], "trace_rate": "1",
+                "trace_count": "5", "log_frequency": "0", "trace_mode": "triton"}
+    folder = tmp_path / "simple"
+    (folder / "1").mkdir(parents=True)
+    (folder / "config.pbtxt").write_text(textwrap.dedent(SIMPLE_CONFIG))
+    (folder / "1" / "model.py").write_text(textwrap.dedent(SIMPLE))
+    with running_server(repository=DiskRepository(tmp_path).populate(ModelRepository()),
+                        trace_config=configs) as server:
+        client = http(server)
+        assert client.get("/v2/trace/setting").json() == expected
+        assert client.get("/v2/models/simple/trace/setting").json() == expected
+        client.post("/v2/trace/setting", json={"trace_rate": "7", "trace_level": ["TENSORS"]})
+        client.post("/v2/trace/setting", json={"trace_rate": None, "trace_level": None, "trace_count": None})
+        assert client.get("/v2/trace/setting").json() == expected
+    with pytest.raises(Exception, match="unknown trace level"):
+        trace_config(_parser().parse_args(["start", "--trace-config", "level=BOGUS"]))
