@@ -216,6 +216,16 @@ class DataPlane:
     # inference ---------------------------------------------------------------------------------
     async def infer(self, request: InferRequest, headers: Optional[Dict[str, str]] = None
                     ) -> Tuple[Any, Dict[str, str]]:
+        held = self.shared_memory.hold(request)  # its regions outlive an unregister until it has answered
+        if not held:
+            return await self._infer(request, headers)
+        try:
+            return await self._infer(request, headers)
+        finally:
+            self.shared_memory.let_go(held)
+
+    async def _infer(self, request: InferRequest, headers: Optional[Dict[str, str]] = None
+                     ) -> Tuple[Any, Dict[str, str]]:
         inputs = request.inputs
         _refuse_repeated(inputs, "input")
         _refuse_repeated(request.request_outputs, "output")

@@ -57,6 +57,11 @@ class SharedMemoryRegistry:
         self.cuda = cuda if cuda is not None else CudaIpc()  # the CUDA runtime is loaded on first use
         self._lock = threading.Lock()
         self._regions: Dict[str, Window] = {}
+        # requests in flight per region (hold/let_go), and the regions unregistered while in use: as in
+        # Triton, an unregister during an inference succeeds, the region stays listed and usable, and it
+        # goes when its last request has written its outputs (the request never fails for it)
+        self._users: Dict[Window, int] = {}
+        self._doomed: set = set()
 
     def _check_name(self, name: Any) -> None:
         if not self.allowed:
@@ -109,15 +114,46 @@ class SharedMemoryRegistry:
             self._regions[name] = SystemRegion(name, key, offset, byte_size, mapping, offset - base)
 
     def _forget(self, kind: str, name: Optional[str]) -> None:
-        """Forget one region of `kind` (an unknown name is fine, as in Triton), or all of that kind."""
+        """Forget one region of `kind` (an unknown name is fine, as in Triton), or all of that kind; one
+        that a request holds is forgotten when the last such request lets go of it."""
         with self._lock:
             if name:
                 found = self._regions.get(name)
-                regions = [self._regions.pop(name)] if found is not None and found.kind == kind else []
+                regions = [found] if found is not None and found.kind == kind else []
             else:
                 regions = [r for r in self._regions.values() if r.kind == kind]
-                self._regions = {n: r for n, r in self._regions.items() if r.kind != kind}
-        for region in regions:
+            free = [r for r in regions if not self._users.get(r)]
+            self._doomed.update(r for r in regions if self._users.get(r))
+            for region in free:
+                del self._regions[region.name]
+        for region in free:
+            region.release()
+
+    def hold(self, request: InferRequest) -> List[Window]:
+        """Mark the registered regions that `request` names as in use until `let_go`."""
+        if not self._regions:
+            return []
+        names = {t.parameters.get(REGION) for t in (*request.inputs, *(request.request_outputs or ()))
+                 if t.parameters and REGION in t.parameters}
+        with self._lock:
+            held = [self._regions[n] for n in names if isinstance(n, str) and n in self._regions]
+            for region in held:
+                self._users[region] = self._users.get(region, 0) + 1
+        return held
+
+    def let_go(self, held: List[Window]) -> None:
+        gone = []
+        with self._lock:
+            for region in held:
+                left = self._users.pop(region, 1) - 1
+                if left:
+                    self._users[region] = left
+                elif region in self._doomed:
+                    self._doomed.discard(region)
+                    if self._regions.get(region.name) is region:
+                        del self._regions[region.name]
+                    gone.append(region)
+        for region in gone:
             region.release()
 
     def _status(self, kind: str, name: Optional[str], label: str) -> List[Dict[str, Any]]:

@@ -203,3 +203,85 @@ def test_trace_config_flags_are_the_trace_settings_clients_read_and_clear_back_t
         assert client.get("/v2/trace/setting").json() == expected
     with pytest.raises(Exception, match="unknown trace level"):
         trace_config(_parser().parse_args(["start", "--trace-config", "level=BOGUS"]))
+
+
+# `simple` that waits for the test to say go (a file), after saying it has started (another file)
+GATED = """
+import os
+import time
+
+import triton_python_backend_utils as pb_utils
+
+GATE = os.path.join(os.path.dirname(__file__), "..", "..", "..")  # the test's tmp_path
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        open(os.path.join(GATE, "started"), "w").close()
+        for _ in range(3000):
+            if os.path.exists(os.path.join(GATE, "go")):
+                break
+            time.sleep(0.01)
+        out = []
+        for r in requests:
+            a = pb_utils.get_input_tensor_by_name(r, "INPUT0").as_numpy()
+            b = pb_utils.get_input_tensor_by_name(r, "INPUT1").as_numpy()
+            out.append(pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT0", a + b), pb_utils.Tensor("OUTPUT1", a - b)]))
+        return out
+"""
+
+
+def _wait_for(path):
+    import time
+
+    for _ in range(3000):
+        if path.exists():
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"{path} never appeared")
+
+
+def test_unregister_during_inference_waits_for_the_request(tmp_path):
+    """qa/L0_shared_memory TestSharedMemoryUnregister: unregistering regions an inference is using
+    succeeds, they stay listed until it has answered (its outputs written), then they are gone."""
+    import os
+
+    import numpy as np
+    import tritonclient.http as httpclient
+    import tritonclient.utils.shared_memory as shm
+
+    folder = tmp_path / "repo" / "simple"
+    (folder / "1").mkdir(parents=True)
+    (folder / "config.pbtxt").write_text(textwrap.dedent(SIMPLE_CONFIG))
+    (folder / "1" / "model.py").write_text(textwrap.dedent(GATED))
+    names = ["input0", "input1", "output0", "output1"]
+    key = f"/qa_http_{os.getpid()}_gate_"
+    handles = [shm.create_shared_memory_region(n, key + n, 64) for n in names]
+    shm.set_shared_memory_region(handles[0], [np.arange(16, dtype=np.int32)])
+    shm.set_shared_memory_region(handles[1], [np.ones(16, dtype=np.int32)])
+    try:
+        with running_server(repository=DiskRepository(tmp_path / "repo").populate(ModelRepository())) as server:
+            url = f"127.0.0.1:{server.ports['http']}"
+            client, other = httpclient.InferenceServerClient(url), httpclient.InferenceServerClient(url)
+            for name in names:
+                client.register_system_shared_memory(name, key + name, 64)
+            inputs = [httpclient.InferInput(f"INPUT{i}", [1, 16], "INT32") for i in (0, 1)]
+            outputs = [httpclient.InferRequestedOutput(f"OUTPUT{i}") for i in (0, 1)]
+            for i in (0, 1):
+                inputs[i].set_shared_memory(f"input{i}", 64)
+                outputs[i].set_shared_memory(f"output{i}", 64)
+            pending = client.async_infer("simple", inputs, outputs=outputs)
+            _wait_for(tmp_path / "started")
+            other.unregister_system_shared_memory()
+            assert sorted(r["name"] for r in other.get_system_shared_memory_status()) == sorted(names)
+            (tmp_path / "go").touch()
+            result = pending.get_result()
+            assert result.get_output("OUTPUT0")["shape"] == [1, 16]
+            summed = shm.get_contents_as_numpy(handles[2], np.int32, [1, 16])
+            assert summed.tolist() == [list(range(1, 17))]
+            assert other.get_system_shared_memory_status() == []
+            client.close()
+            other.close()
+    finally:
+        for handle in handles:
+            shm.destroy_shared_memory_region(handle)
