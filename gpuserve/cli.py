@@ -51,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     triton.add_argument("--log-verbose", type=int, default=None, metavar="N", help="N > 0: --log-level DEBUG")
     triton.add_argument("--strict-readiness", type=_boolean, default=None, metavar="BOOL",
                         help="ready only while every model is (setting strict_readiness)")
+    triton.add_argument("--allow-client-shm", type=_boolean, default=None, metavar="BOOL",
+                        help="false: clients may not register shared memory (setting allow_client_shm; default true)")
     triton.add_argument("--trace-config", action="append", default=None, metavar="[triton,]KEY=VALUE",
                         help="the trace settings clients read at start-up (file, level, rate, count, log-frequency)")
     for flag in TRACE_FLAGS:  # Triton's older spellings of --trace-config KEY=VALUE
@@ -150,6 +152,7 @@ def start(args: argparse.Namespace) -> int:
                                    metrics_port=args.metrics_port, host=args.host, device=args.device,
                                    log_level=log_level, strict_readiness=args.strict_readiness, workers=args.workers,
                                    response_cache_bytes=cache_bytes, trace_config=trace_config(args),
+                                   allow_client_shm=args.allow_client_shm,
                                    **model_control(args))
     from gpuserve.logging_setup import configure_logging
 

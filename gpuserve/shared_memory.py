@@ -63,9 +63,13 @@ class SharedMemoryRegistry:
         self._users: Dict[Window, int] = {}
         self._doomed: set = set()
 
+    def _check_allowed(self) -> None:
+        if not self.allowed:  # Triton's words (--allow-client-shm=false): registering and unregistering refused
+            raise Unimplemented("Client shared memory is disabled. Start the server with "
+                                "'--allow-client-shm=true' to enable.")
+
     def _check_name(self, name: Any) -> None:
-        if not self.allowed:
-            raise Unimplemented("client shared memory is disabled on this server; send tensors in the request")
+        self._check_allowed()
         if not isinstance(name, str) or not name:
             # Triton's words for a nameless CUDA registration (tritonclient's aio tests match them), then ours
             raise InvalidInput("failed to register shared memory region: invalid args "
@@ -116,6 +120,7 @@ class SharedMemoryRegistry:
     def _forget(self, kind: str, name: Optional[str]) -> None:
         """Forget one region of `kind` (an unknown name is fine, as in Triton), or all of that kind; one
         that a request holds is forgotten when the last such request lets go of it."""
+        self._check_allowed()
         with self._lock:
             if name:
                 found = self._regions.get(name)

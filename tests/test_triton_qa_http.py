@@ -285,3 +285,27 @@ def test_unregister_during_inference_waits_for_the_request(tmp_path):
     finally:
         for handle in handles:
             shm.destroy_shared_memory_region(handle)
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_allow_client_shm_false_refuses_register_and_unregister_in_triton_words(tmp_path, protocol):
+    """qa/L0_shared_memory test_client_shm_disabled_by_default, on a server started as a later Triton's
+    `--allow-client-shm=false` (gpuserve's default is Triton 2.51's: allowed)."""
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
+
+    from gpuserve.cli import _parser
+
+    assert _parser().parse_args(["start", "--allow-client-shm=false"]).allow_client_shm is False
+    with running_server(repository=ModelRepository(), allow_client_shm=False) as server:
+        module = httpclient if protocol == "http" else grpcclient
+        client = module.InferenceServerClient(f"127.0.0.1:{server.ports[protocol]}")
+        words = "Client shared memory is disabled. Start the server with '--allow-client-shm=true' to enable."
+        with pytest.raises(InferenceServerException, match=words):
+            client.register_system_shared_memory("dummy", "/dummy", 8)
+        with pytest.raises(InferenceServerException, match=words):
+            client.unregister_system_shared_memory("dummy")
+        status = client.get_system_shared_memory_status()
+        assert (status if protocol == "http" else list(status.regions)) == []
+        client.close()
