@@ -45,7 +45,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from gpuserve.errors import ModelNotReady
-from gpuserve.engine.instance import Instance
+from gpuserve.engine.instance import SKIPPED, Instance
 from gpuserve.engine.job import Job, describe
 from gpuserve.engine.queue import BatchQueue
 from gpuserve.engine.slots import InstanceSlots
@@ -83,6 +83,7 @@ class BatchingConfig:
     # fields above hold for the whole queue.
     queue_policies: Tuple[QueuePolicy, ...] = ()
     ragged_inputs: Tuple[str, ...] = ()  # may differ along axis 1 within a batch (kernels.ragged)
+    triton_timeouts: bool = False  # a request timed out in the queue answers as Triton's (503 "Request timeout expired")
     inline_below_s: float = 0.0001  # CPU batches this quick may run on the loop thread when idle; 0: never
     inline_alone_below_s: float = 0.002  # the same for a lone client's batches (see the module's docstring)
 
@@ -128,6 +129,7 @@ class Scheduler:
         # as Triton: a request that timed out in the queue is a failure, reason REJECTED
         self.queue.on_expired = lambda job, now: self.stats.record_request(False, int((now - job.arrival) * 1e9),
                                                                            "REJECTED")
+        self.queue.triton_timeouts = self.config.triton_timeouts
         self._idle = InstanceSlots(self.instances)
         self._loop_ref = asyncio.get_running_loop()
         self._holding = None
@@ -190,6 +192,9 @@ class Scheduler:
         alone = self._holding is not None and not self._outstanding and not self.queue.size and job.deadline is None
         if not alone:
             self.queue.put(job)
+            if timeout_s and not self.queue.delays(job):  # answered at its deadline even if nothing scans
+                timer = self._loop_ref.call_later(timeout_s, self.queue.expire, job)
+                job.future.add_done_callback(lambda _, timer=timer: timer.cancel())
         self._outstanding += 1
         self._load += 0.1 * (self._outstanding - self._load)
         try:
@@ -334,6 +339,8 @@ class Scheduler:
         failed: List[int] = []
         for job, result in zip(batch, results):
             future = job.future
+            if result is SKIPPED:  # answered (and counted) before its turn: BatchQueue.expire, cancellation
+                continue
             if isinstance(result, BaseException):
                 # a request-level backend's error answer may count as a success (Triton's Python models)
                 (ok if getattr(result, "counts_as_success", False) else failed).append(int((now - job.arrival) * 1e9))

@@ -36,6 +36,9 @@ from gpuserve.kernels.stage import NO_KERNELS, KernelStage, batch_reductions
 
 logger = logging.getLogger("gpuserve.engine")
 
+# What a job answered before its turn gets back from the batch (its future is done: nobody reads it)
+SKIPPED = RuntimeError("not run: the request was answered before its turn")
+
 
 class Instance:
     def __init__(self, backend, name: str, pool: Optional[StagingPool] = None, stats: Optional[ModelStats] = None,
@@ -133,6 +136,14 @@ class Instance:
         When a batch of several requests fails, each is retried alone, so one bad request fails
         itself and not the requests it happened to share a batch with.
         """
+        for job in jobs:  # before the check: a job the loop then finds started is not failed (BatchQueue.expire)
+            job.started = True
+        # answered while it waited its turn (timed out, cancelled); a job without a future is a test's own
+        skipped = [job.future is not None and job.future.done() for job in jobs]
+        if any(skipped):
+            live = [job for job, skip in zip(jobs, skipped) if not skip]
+            answers = iter(self.run(live, batched, outputs) if live else ())
+            return [SKIPPED if skip else next(answers) for skip in skipped]
         if self.stats is not None:  # queued until now: waiting behind this instance's running batch included
             now = time.monotonic()
             self.stats.record_queue([int((now - job.arrival) * 1e9) for job in jobs])

@@ -62,7 +62,7 @@ def row_count(arrays: Dict[str, np.ndarray], batched: bool) -> int:
 
 class Job:
     __slots__ = ("arrays", "rows", "key", "priority", "deadline", "future", "arrival", "outputs", "parameters",
-                 "reduce")
+                 "reduce", "started")
 
     def __init__(self, arrays: Dict[str, np.ndarray], rows: int, key: Tuple, future: asyncio.Future,
                  priority: int = 0, deadline: Optional[float] = None, outputs: Optional[Sequence[str]] = None,
@@ -77,6 +77,7 @@ class Job:
         self.outputs = tuple(outputs) if outputs else None
         self.parameters = parameters
         self.reduce = reduce  # output name -> k: the caller wants only that output's top-k per row
+        self.started = False  # set by the instance (on its thread) as it begins the job; then it runs to the end
 
     def expired(self, now: float) -> bool:
         return self.deadline is not None and now >= self.deadline

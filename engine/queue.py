@@ -1,8 +1,11 @@
 """A bounded queue per model version with priority levels and deadlines.
 
 Level 0 is served first. Expired and cancelled jobs are removed whenever the queue is scanned, so
-their work is never run; an expired job's caller gets DeadlineExceeded (504), never a half-run
-result. Each level may have its own policy (Triton's `priority_queue_policy`, else the
+their work is never run; an expired job's caller gets DeadlineExceeded (504; a Triton-form model's
+caller Triton's QueueTimeout, 503), never a half-run result. A job that would be rejected when it times
+out is also answered at its deadline (`expire`, on a timer the scheduler sets), not only when the queue
+is next scanned: while every instance is busy nothing scans it, and Triton answers such a request
+promptly (its qa: queue_timeout_test). Each level may have its own policy (Triton's `priority_queue_policy`, else the
 `default_queue_policy` for every level): a size bound, and what a timeout does. REJECT fails the job
 as above; DELAY keeps it, behind every job of its level that has not timed out (in a second deque per
 level, scanned right after the level's own), so it still runs before lower levels' jobs.
@@ -15,7 +18,7 @@ import time
 from collections import deque
 from typing import Deque, List, Optional, Sequence
 
-from gpuserve.errors import DeadlineExceeded, QueueFull
+from gpuserve.errors import DeadlineExceeded, QueueFull, QueueTimeout
 from gpuserve.engine.job import Job
 
 
@@ -46,6 +49,7 @@ class BatchQueue:
         self.held: Sequence[Job] = ()
         self._ready = asyncio.Event()
         self.on_expired = None  # called with each job that timed out here (the scheduler counts it as REJECTED)
+        self.triton_timeouts = False  # a timed-out job fails with Triton's QueueTimeout instead of DeadlineExceeded
 
     def __len__(self) -> int:
         return self.size
@@ -87,12 +91,34 @@ class BatchQueue:
                 self.levels[delayed].append(job)
                 self.size += 1
                 return False
-            self.expired += 1
-            if self.on_expired is not None and not job.future.done():
-                self.on_expired(job, now)
-            _fail(job, DeadlineExceeded("request timed out in the queue before it could run"))
+            self._reject(job, now)
             return False
         return True
+
+    def _reject(self, job: Job, now: float) -> None:
+        self.expired += 1
+        if self.on_expired is not None and not job.future.done():
+            self.on_expired(job, now)
+        _fail(job, QueueTimeout("Request timeout expired") if self.triton_timeouts else
+              DeadlineExceeded("request timed out in the queue before it could run"))
+
+    def delays(self, job: Job) -> bool:
+        """Whether a timed-out `job` waits on (DELAY) rather than failing (REJECT)."""
+        return self._delayed[self._level(job)] is not None
+
+    def expire(self, job: Job) -> None:
+        """At `job`'s deadline, unless it has started: it fails now (REJECT), leaving its level if it still
+        waits there. One the batcher already took but has not started (held while its batch grows, or
+        staged behind the batch its instance is running) fails too; the instance skips it (Instance.run),
+        as Triton's batcher never hands a timed-out request to an instance."""
+        if job.future.done() or job.started or self.delays(job):
+            return
+        try:
+            self.levels[self._main[self._level(job)]].remove(job)
+            self.size -= 1
+        except ValueError:
+            pass
+        self._reject(job, max(time.monotonic(), job.deadline or 0.0))
 
     def pop_first(self) -> Optional[Job]:
         now = time.monotonic()

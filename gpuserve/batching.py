@@ -56,6 +56,7 @@ def batching_config(settings: ModelSettings, batchable: bool) -> BatchingConfig:
         allow_timeout_override=allow,
         queue_policies=policies,
         ragged_inputs=tuple(settings.ragged.inputs) if settings.ragged is not None and batchable else (),
+        triton_timeouts="triton_max_batch_size" in (settings.model_extra or {}),  # a config.pbtxt model
     )
 
 

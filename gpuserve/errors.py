@@ -112,6 +112,13 @@ class DeadlineExceeded(GpuserveError):
     http, grpc = 504, "DEADLINE_EXCEEDED"
 
 
+class QueueTimeout(GpuserveError):
+    """A request that timed out in a Triton-form model's queue: Triton's status and words ("Request timeout
+    expired", UNAVAILABLE, HTTP 503), which tritonclient users match; other models answer DeadlineExceeded."""
+
+    http, grpc = 503, "UNAVAILABLE"
+
+
 class PayloadTooLarge(GpuserveError):
     http, grpc = 413, "RESOURCE_EXHAUSTED"
 

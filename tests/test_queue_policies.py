@@ -49,6 +49,8 @@ def test_triton_policies_become_one_policy_per_level(tmp_path):
         "default_timeout_microseconds": 1, "allow_timeout_override": True}}
     plain = ModelSettings(**settings_from_config(tmp_path, parse_pbtxt(CONFIG.split("dynamic_batching")[0]), 1))
     assert batching_config(plain, True).queue_policies == ()  # nothing asked: one queue, as before
+    assert config.triton_timeouts  # a config.pbtxt model's timed-out requests answer in Triton's words
+    assert not batching_config(ModelSettings(name="m", max_batch_size=4), True).triton_timeouts
 
 
 async def test_each_level_keeps_its_own_bound_and_timeout_action(tmp_path):
@@ -100,14 +102,44 @@ async def test_a_request_may_only_shorten_the_default_timeout():
     backend = GatedBackend()
     scheduler, _ = scheduler_for(backend, max_batch_size=1, default_timeout_s=60, allow_timeout_override=True)
     first = await occupy(scheduler, backend)
-    short = asyncio.ensure_future(scheduler.submit(row(1), timeout_s=1e-6))
+    short = asyncio.ensure_future(scheduler.submit(row(1), timeout_s=0.2))
     long = asyncio.ensure_future(scheduler.submit(row(2), timeout_s=3600))
     await settle()
-    assert [round(job.deadline - job.arrival, 3) for level in scheduler.queue.levels for job in level] == [0, 60]
+    assert [round(job.deadline - job.arrival, 3) for level in scheduler.queue.levels for job in level] == [0.2, 60]
+    with pytest.raises(DeadlineExceeded):  # answered at its deadline, while the instance is still busy
+        await short
     backend.gate.set()
     await asyncio.gather(first, long)
-    with pytest.raises(DeadlineExceeded):
-        await short
+    assert [int(c[0, 0]) for c in backend.calls[1:]] == [2]
+    await scheduler.stop()
+
+
+@pytest.mark.parametrize("triton", [False, True], ids=["gpuserve", "triton-form"])
+async def test_a_timed_out_request_is_answered_at_its_deadline_even_staged_behind_a_busy_instance(triton):
+    """Triton's qa queue_timeout_test: with one instance busy for seconds, a queued request whose queue
+    policy times it out is answered at its deadline (UNAVAILABLE "Request timeout expired" for a Triton
+    config), not when the instance frees up. Here the instance has a second slot, so the request was
+    already handed to it, staged behind the running batch: it must be answered and then skipped."""
+    from gpuserve.errors import QueueTimeout
+
+    backend = GatedBackend()
+    scheduler, _ = scheduler_for(backend, slots=2, max_batch_size=1, default_timeout_s=0.2, triton_timeouts=triton)
+    first = await occupy(scheduler, backend)
+    staged = asyncio.ensure_future(scheduler.submit(row(1)))
+    queued = asyncio.ensure_future(scheduler.submit(row(2)))
+    await settle()
+    assert len(scheduler.queue) == 1  # `staged` went to the instance's second slot
+    for late in (staged, queued):
+        with pytest.raises(QueueTimeout if triton else DeadlineExceeded) as caught:
+            await asyncio.wait_for(late, 5)  # before the gate opens
+        if triton:
+            assert str(caught.value) == "Request timeout expired" and caught.value.http == 503
+    assert not first.done()
+    backend.gate.set()
+    await first
+    await asyncio.sleep(0.05)
+    assert len(backend.calls) == 1  # neither timed-out request ran
+    assert scheduler.stats.fail_reasons["REJECTED"] == 2
     await scheduler.stop()
 
 
