@@ -136,11 +136,13 @@ class Instance:
         When a batch of several requests fails, each is retried alone, so one bad request fails
         itself and not the requests it happened to share a batch with.
         """
-        for job in jobs:  # before the check: a job the loop then finds started is not failed (BatchQueue.expire)
+        answered = False  # a job answered while it waited its turn (timed out, cancelled) is skipped
+        for job in jobs:  # started before the check: a job the loop then finds started is not failed
             job.started = True
-        # answered while it waited its turn (timed out, cancelled); a job without a future is a test's own
-        skipped = [job.future is not None and job.future.done() for job in jobs]
-        if any(skipped):
+            if job.future is not None and job.future.done():  # (a job without a future is a test's own)
+                answered = True
+        if answered:
+            skipped = [job.future is not None and job.future.done() for job in jobs]
             live = [job for job, skip in zip(jobs, skipped) if not skip]
             answers = iter(self.run(live, batched, outputs) if live else ())
             return [SKIPPED if skip else next(answers) for skip in skipped]
