@@ -90,7 +90,7 @@ class ServerBridge:
         return registry
 
     async def _call(self, request: pb.InferenceRequest):
-        inputs = [InferInput.from_numpy(t.name(), t.as_numpy()) for t in request.inputs()]
+        inputs = [_input(t) for t in request.inputs()]
         version = request.model_version()
         parameters = json.loads(request.parameters())
         if request.timeout():
@@ -109,7 +109,7 @@ class ServerBridge:
         if not isinstance(response, InferResponse):
             return error_response(PythonModelError("the model did not answer with a V2 response"))
         parameters = {k: v for k, v in (response.parameters or {}).items() if k != "triton_final_response"}
-        return pb.InferenceResponse([pb.Tensor(o.name, o.as_numpy()) for o in response.outputs], parameters=parameters)
+        return pb.InferenceResponse([_output(o) for o in response.outputs], parameters=parameters)
 
     async def infer(self, request: pb.InferenceRequest) -> pb.InferenceResponse:
         try:
@@ -143,3 +143,15 @@ class ServerBridge:
 
     async def unload(self, name: str) -> None:
         await self._registry().unload_async(name)
+
+
+def _input(tensor: pb.Tensor) -> InferInput:
+    array, datatype = pb.host_array(tensor)  # a BF16 tensor (float32 inside) is sent as BF16
+    return InferInput(tensor.name(), list(array.shape), datatype, array) if datatype \
+        else InferInput.from_numpy(tensor.name(), array)
+
+
+def _output(output) -> pb.Tensor:
+    tensor = pb.Tensor(output.name, output.as_numpy())
+    tensor._bf16 = output.datatype == "BF16"  # as Triton: the caller reads it through DLPack, not as_numpy()
+    return tensor

@@ -76,6 +76,10 @@ def _text(value):
 
 # tensors ------------------------------------------------------------------------------------------
 class Tensor:
+    # BF16 data is held as float32 (NumPy has no bfloat16); as in Triton, such a tensor refuses as_numpy()
+    # and travels through DLPack as bfloat16 (a model checks that as_numpy() fails, qa's identity_bf16)
+    _bf16 = False
+
     def __init__(self, name: str, data, dtype=None):
         if not isinstance(data, np.ndarray) and hasattr(data, "__dlpack__"):
             data = np.from_dlpack(data)
@@ -90,18 +94,24 @@ class Tensor:
         return self._name
 
     def as_numpy(self) -> np.ndarray:
+        if self._bf16:
+            raise TritonModelException("Tensor dtype is BF16 and cannot be converted to NumPy. Use to_dlpack() "
+                                       "and from_dlpack() instead.")
         return self._array
 
     def shape(self) -> List[int]:
         return list(self._array.shape)
 
     def triton_dtype(self) -> str:
-        return numpy_to_triton_type(self._array.dtype) or ""
+        return "BF16" if self._bf16 else numpy_to_triton_type(self._array.dtype) or ""
 
     def is_cpu(self) -> bool:
         return True
 
     def to_dlpack(self):
+        if self._bf16:  # a bfloat16 DLPack tensor, as Triton hands it over (its values are exact in bfloat16)
+            import torch
+            return torch.from_numpy(np.ascontiguousarray(self._array)).to(torch.bfloat16).__dlpack__()
         return self._array.__dlpack__()
 
     @staticmethod
@@ -109,7 +119,7 @@ class Tensor:
         """From a DLPack capsule (`torch.utils.dlpack.to_dlpack(t)`, as Triton's examples pass) or any object
         with `__dlpack__`; device data is copied to the host, where gpuserve's tensors live."""
         if hasattr(capsule, "cpu") and hasattr(capsule, "numpy"):  # a torch tensor, possibly on the GPU
-            return Tensor(name, capsule.detach().cpu().numpy())
+            return _from_torch(name, capsule)
         if hasattr(capsule, "__dlpack__"):
             if getattr(capsule, "__dlpack_device__", lambda: (1, 0))()[0] != 1 and hasattr(capsule, "get"):
                 return Tensor(name, capsule.get())  # a CuPy array
@@ -119,10 +129,26 @@ class Tensor:
         except ImportError:
             raise TritonModelException("Tensor.from_dlpack got a raw DLPack capsule and PyTorch is not installed "
                                        "to read it; pass the tensor itself") from None
-        return Tensor(name, torch.utils.dlpack.from_dlpack(capsule).detach().cpu().numpy())
+        return _from_torch(name, torch.utils.dlpack.from_dlpack(capsule))
 
     def __repr__(self) -> str:
         return f"Tensor({self._name!r}, shape={list(self._array.shape)}, dtype={self._array.dtype})"
+
+
+def _from_torch(name: str, tensor) -> Tensor:
+    """A torch tensor on the host; bfloat16 (which NumPy cannot hold) becomes a BF16 Tensor kept as float32."""
+    tensor = tensor.detach().cpu()
+    bf16 = str(tensor.dtype) == "torch.bfloat16"
+    made = Tensor(name, (tensor.float() if bf16 else tensor).numpy())
+    made._bf16 = bf16
+    return made
+
+
+def host_array(tensor: Tensor):
+    """(array, V2 datatype) of a tensor for the server's own use: BF16 tensors refuse as_numpy()."""
+    if tensor._bf16:
+        return tensor._array, "BF16"
+    return tensor._array, None
 
 
 # requests and responses ---------------------------------------------------------------------------

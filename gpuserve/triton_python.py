@@ -157,7 +157,8 @@ class PythonInstance:
 
     def _request(self, job) -> pb.InferenceRequest:
         request: InferRequest = job.parameters["request"]
-        tensors = [_tensor(t.name, array) for t, array in zip(request.inputs, job.parameters["arrays"])]
+        tensors = [_tensor(t.name, array, t.datatype == "BF16")
+                   for t, array in zip(request.inputs, job.parameters["arrays"])]
         tensors += [_tensor(name, array) for name, array in job.parameters.get("controls", ())]
         names = [o.name for o in request.request_outputs] if request.request_outputs else \
             [s.name for s in self.outputs]
@@ -208,8 +209,10 @@ class PythonInstance:
                                         "tensor; expected pb_utils.Tensor")
             if declared and tensor.name() not in declared:
                 continue  # as Triton: an output the config does not declare is not answered (nor requestable)
+            array, datatype = pb.host_array(tensor)
             try:
-                outputs.append(InferOutput.from_numpy(tensor.name(), tensor.as_numpy()))
+                outputs.append(InferOutput(tensor.name(), list(array.shape), datatype, array) if datatype
+                               else InferOutput.from_numpy(tensor.name(), array))
             except GpuserveError as exc:
                 return PythonModelError(f"output '{tensor.name()}' of model '{self.owner.name}': {exc}")
         return InferResponse(request.id, self.owner.name, outputs, model_version=self.owner.version,
@@ -225,7 +228,7 @@ class PythonInstance:
             raise PythonModelError(f"execute returned {type(answer).__name__} for a warmup request")
         if answer.has_error():
             raise PythonModelError(answer.error().message(), answer.error().code())
-        return {t.name(): t.as_numpy() for t in answer.output_tensors()}
+        return {t.name(): pb.host_array(t)[0] for t in answer.output_tensors()}
 
     def unload(self) -> None:
         finalize = getattr(self.obj, "finalize", None)
@@ -253,9 +256,11 @@ async def _submit(scheduler: Scheduler, arrays: Dict[str, np.ndarray], parameter
                                   request_timeout_s(parameters), None, None, context=context)
 
 
-def _tensor(name: str, array: np.ndarray) -> pb.Tensor:
+def _tensor(name: str, array: np.ndarray, bf16: bool = False) -> pb.Tensor:
     tensor = pb.Tensor.__new__(pb.Tensor)  # the request's own array: no check, no copy
     tensor._name, tensor._array = name, array
+    if bf16:
+        tensor._bf16 = True
     return tensor
 
 

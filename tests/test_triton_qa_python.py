@@ -1,0 +1,76 @@
+"""Behaviours Triton's qa tests for the Python backend check (qa/L0_backend_python, L0_decoupled,
+L0_request_cancellation, L0_grpc_state_cleanup), with models written here. Each qa file ran against
+`gpuserve start` and Triton 2.51 side by side; these are the cases where gpuserve first answered differently.
+
+- python_test.py test_bf16: a BF16 input refuses `as_numpy()` with Triton's message and reaches torch
+  through DLPack as bfloat16; a bfloat16 tensor made with `from_dlpack` is answered as BF16.
+"""
+
+import textwrap
+
+import ml_dtypes
+import numpy as np
+import pytest
+import tritonclient.http as httpclient
+
+from conftest import running_server
+from gpuserve import ModelRepository
+from gpuserve.repository import DiskRepository
+
+HEADER = "import json\nimport numpy as np\nimport triton_python_backend_utils as pb_utils\n\n"
+
+MODELS = {
+    # As qa's identity_bf16: the input goes to torch through DLPack and back; as_numpy() must fail on both.
+    "identity_bf16": ('backend: "python"\nmax_batch_size: 64\n'
+                      'input [ { name: "INPUT0" data_type: TYPE_BF16 dims: [ -1 ] } ]\n'
+                      'output [ { name: "OUTPUT0" data_type: TYPE_BF16 dims: [ -1 ] } ]\n', """
+        import torch
+
+        def refuses_numpy(tensor):
+            try:
+                tensor.as_numpy()
+            except pb_utils.TritonModelException as e:
+                return "tensor dtype is bf16 and cannot be converted to numpy" in str(e).lower()
+            return False
+
+        class TritonPythonModel:
+            def execute(self, requests):
+                responses = []
+                for request in requests:
+                    given = pb_utils.get_input_tensor_by_name(request, "INPUT0")
+                    t = torch.utils.dlpack.from_dlpack(given.to_dlpack())
+                    assert t.dtype == torch.bfloat16, t.dtype
+                    out = pb_utils.Tensor.from_dlpack("OUTPUT0", torch.utils.dlpack.to_dlpack(t * 2))
+                    assert refuses_numpy(given) and refuses_numpy(out)
+                    assert given.triton_dtype() == "BF16" and out.triton_dtype() == "BF16"
+                    responses.append(pb_utils.InferenceResponse([out]))
+                return responses
+        """),
+}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("triton_qa_python")
+    for name, (config, code) in MODELS.items():
+        (root / name / "1").mkdir(parents=True)
+        (root / name / "config.pbtxt").write_text(config)
+        (root / name / "1" / "model.py").write_text(HEADER + textwrap.dedent(code))
+    with running_server(repository=DiskRepository(root).populate(ModelRepository())) as running:
+        yield running
+
+
+def _http(server):
+    return httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}")
+
+
+def test_bf16_refuses_as_numpy_and_round_trips_through_dlpack(server):
+    pytest.importorskip("torch")
+    data = np.array([[1.5, -2.0, 3.25]], dtype=ml_dtypes.bfloat16)
+    tensor = httpclient.InferInput("INPUT0", list(data.shape), "BF16").set_data_from_numpy(data)
+    with _http(server) as client:
+        result = client.infer("identity_bf16", [tensor])
+    assert result.get_response()["outputs"][0]["datatype"] == "BF16"
+    out = result.as_numpy("OUTPUT0")
+    assert out.dtype == data.dtype
+    np.testing.assert_array_equal(out.astype(np.float32), data.astype(np.float32) * 2)
