@@ -41,9 +41,12 @@ CONTROL_OFF = ("explicit model load / unload is not allowed if polling is enable
 # that answers with a stream (Triton's decoupled models) refuses calls that cannot carry one.
 STREAMING: "contextvars.ContextVar[bool]" = contextvars.ContextVar("gpuserve_streaming_call", default=False)
 
-# Only what works end to end for every model (CUDA shared memory needs a GPU build, so it is not claimed).
+# What works end to end, in Triton's order. CUDA shared memory is claimed on every machine, as Triton
+# claims it: without a GPU (or cuda-bindings/CuPy) registering answers 501 with CUDA's reason. Not claimed:
+# "model_repository(unload_dependents)" (an unload never takes an ensemble's steps with it).
 EXTENSIONS = ["classification", "sequence", "model_repository", "schedule_policy", "model_configuration",
-              "system_shared_memory", "binary_tensor_data", "statistics", "trace", "logging"]
+              "system_shared_memory", "cuda_shared_memory", "binary_tensor_data", "parameters", "statistics",
+              "trace", "logging"]
 
 
 class WrittenParameters(dict):

@@ -309,3 +309,17 @@ def test_allow_client_shm_false_refuses_register_and_unregister_in_triton_words(
         status = client.get_system_shared_memory_status()
         assert (status if protocol == "http" else list(status.regions)) == []
         client.close()
+
+
+def test_server_metadata_claims_the_extensions_triton_claims(http):
+    """qa/L0_server_status test_basic: cuda_shared_memory is among them on every machine, as in Triton."""
+    import tritonclient.grpc as grpcclient
+
+    with running_server(repository=ModelRepository()) as server:
+        wanted = {"classification", "sequence", "model_repository", "schedule_policy", "model_configuration",
+                  "system_shared_memory", "cuda_shared_memory", "binary_tensor_data", "parameters", "statistics",
+                  "trace", "logging"}
+        assert wanted <= set(http(server).get("/v2").json()["extensions"])
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.ports['grpc']}")
+        assert wanted <= set(client.get_server_metadata().extensions)
+        client.close()
