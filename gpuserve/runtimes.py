@@ -34,7 +34,7 @@ from gpuserve.kernels.topk import TopK
 from gpuserve.model import Model
 from gpuserve.runtimes_classic import CLASSIC_RUNTIMES
 from gpuserve.ragged_batch import RaggedBackend, RaggedSpec, ragged_spec
-from gpuserve.sequence_state import SequenceInputs
+from gpuserve.sequence_state import SequenceInputs, direct_batching
 from gpuserve.settings import ModelSettings
 from gpuserve.types import InferOutput, InferRequest, InferResponse
 from gpuserve.warmup import run_warmup, warmup_samples
@@ -123,7 +123,8 @@ class FrameworkModel(Model):
         self.default_outputs = [o.name for o in self.served_outputs] \
             if len(self.served_outputs) < len(self.backend.outputs) or self.sequences is not None else None
         batchable = all(s.shape and s.shape[0] == -1 for s in self.backend.inputs + self.backend.outputs)
-        config = batching_config(self.settings, batchable)
+        config = direct_batching(batching_config(self.settings, batchable),
+                                 (self.settings.model_extra or {}).get("triton_sequence_batching"))
         if self.ragged is not None and self.ragged.ragged:  # their lengths may differ within a batch
             config = dataclasses.replace(config, ragged_inputs=tuple(dict.fromkeys(
                 config.ragged_inputs + self.ragged.ragged)))

@@ -11,6 +11,8 @@ Triton's Oldest strategy batches them) while each sequence runs one request at a
 Direct strategy: Triton gives each sequence a fixed batch slot, with READY false for empty slots, because
 a model may keep per-slot state inside itself. A model file served here keeps none (its state is
 implicit state or comes from its inputs), so rows are the ready requests only; READY is always true.
+Direct's `max_queue_delay_microseconds` waits only while fewer than `minimum_slot_utilization` of the
+slots are ready (`direct_batching` below), not for a full batch as Oldest's does.
 
 State at a sequence's START: `initial_state` (`zero_data`, or `data_file` under the model's
 `initial_state/` folder, row-major), else zeros with each variable dimension 1 (Triton leaves that
@@ -19,6 +21,8 @@ first state uninitialized; a model that reads it must look at START, as the docs
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +74,26 @@ def _read_initial(model: str, entry: Dict[str, Any], dtype, folder: Optional[Pat
         raise InvalidSettings(f"model '{model}': {path} has {len(raw)} bytes; dims {dims} of "
                               f"{np.dtype(dtype).name} need {need}")
     return np.frombuffer(raw, dtype=dtype).reshape(dims).copy()
+
+
+def direct_batching(config, batching: Optional[Dict[str, Any]]):
+    """The engine's BatchingConfig for a Direct-strategy sequence model (Triton's default strategy).
+    Triton runs a Direct batch once `minimum_slot_utilization` (default 0: any one) of its max_batch_size
+    slots are ready, and waits out `max_queue_delay_microseconds` only while fewer are; waiting for a full
+    batch, as Oldest and the dynamic batcher do, held every lone sequence request for the whole delay
+    (qa/L0_sequence_batcher test_queue_delay_no_min_util). Utilization 0 drops the delay; above it, the
+    sizes from the ready rows up are preferred, where the batcher stops waiting. `config` as given
+    for an Oldest model or one without sequence batching."""
+    if not isinstance(batching, dict) or batching.get("oldest") is not None or config.max_queue_delay_s <= 0:
+        return config
+    direct = batching.get("direct") or {}
+    direct = direct[0] if isinstance(direct, list) and direct else direct
+    utilization = float((direct.get("minimum_slot_utilization") if isinstance(direct, dict) else 0) or 0)
+    slots = max(config.max_batch_size, 1)
+    ready = max(1, math.ceil(min(max(utilization, 0.0), 1.0) * slots))
+    if ready == 1:
+        return dataclasses.replace(config, max_queue_delay_s=0.0)
+    return dataclasses.replace(config, preferred_batch_sizes=tuple(range(ready, slots + 1)))
 
 
 def parse_states(model: str, batching: Dict[str, Any], folder: Optional[Path]) -> List[StateSpec]:

@@ -85,14 +85,14 @@ sequence_batching {{
 """
 
 
-def _implicit_accumulator(path):
-    """As gen_qa_implicit_models.py's onnx_nobatch_sequence_int32: OUTPUT = OUTPUT_STATE = INPUT + the
+def _implicit_accumulator(path, batched=False):
+    """As gen_qa_implicit_models.py's onnx_(nobatch_)sequence_int32: OUTPUT = OUTPUT_STATE = INPUT + the
     state (zeroed by START); START and READY are read so the graph takes them."""
     import onnx
     from onnx import TensorProto, helper
 
     def vi(name):
-        return helper.make_tensor_value_info(name, TensorProto.INT32, [1])
+        return helper.make_tensor_value_info(name, TensorProto.INT32, ["B", 1] if batched else [1])
 
     nodes = [
         helper.make_node("Sub", ["START", "START"], ["zero"]),
@@ -165,3 +165,59 @@ def test_grpc_config_of_a_model_with_bool_written_as_0_1(tmp_path):
         config = client.get_model_config("seq_bool").config
         controls = [c.control[0].bool_false_true for c in config.sequence_batching.control_input]
         assert [list(c) for c in controls] == [[False, True], [False, True]]
+
+
+DIRECT_DELAY = """
+name: "direct_delay"
+platform: "onnxruntime_onnx"
+max_batch_size: 4
+input [ { name: "INPUT", data_type: TYPE_INT32, dims: [ 1 ] } ]
+output [ { name: "OUTPUT", data_type: TYPE_INT32, dims: [ 1 ] } ]
+instance_group [ { kind: KIND_CPU, count: 1 } ]
+sequence_batching {
+  direct { max_queue_delay_microseconds: 600000000 %s }
+  control_input [
+    { name: "START", control [ { kind: CONTROL_SEQUENCE_START, int32_false_true: [ 0, 1 ] } ] },
+    { name: "READY", control [ { kind: CONTROL_SEQUENCE_READY, int32_false_true: [ 0, 1 ] } ] }
+  ]
+  state [ { input_name: "INPUT_STATE", output_name: "OUTPUT_STATE", data_type: TYPE_INT32, dims: [ 1 ] } ]
+}
+"""
+
+
+def _direct_repo(root, utilization=""):
+    folder = root / "direct_delay"
+    (folder / "1").mkdir(parents=True)
+    _implicit_accumulator(folder / "1" / "model.onnx", batched=True)
+    (folder / "config.pbtxt").write_text(DIRECT_DELAY % utilization)
+    return DiskRepository(root).populate(ModelRepository())
+
+
+def test_direct_sequence_request_is_not_held_for_max_queue_delay(tmp_path):
+    """Triton's Direct strategy runs a batch once minimum_slot_utilization (default 0: any one slot) of its
+    slots are ready; max_queue_delay only bounds the wait below that. gpuserve waited for a full batch, so
+    a lone request here sat out the 600 s delay (qa/L0_sequence_batcher test_queue_delay_no_min_util took
+    the delay, 3 s there). The client gives up after 60 s."""
+    with running_server(repository=_direct_repo(tmp_path)) as server:
+        client = httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}",
+                                                  connection_timeout=60, network_timeout=60)
+        inputs = [httpclient.InferInput("INPUT", [1, 1], "INT32")]
+        inputs[0].set_data_from_numpy(np.array([[5]], np.int32))
+        first = client.infer("direct_delay", inputs, sequence_id=7, sequence_start=True)
+        last = client.infer("direct_delay", inputs, sequence_id=7, sequence_end=True)
+        assert first.as_numpy("OUTPUT")[0][0] == 5 and last.as_numpy("OUTPUT")[0][0] == 10
+
+
+def test_direct_minimum_slot_utilization_sets_the_rows_a_batch_waits_for():
+    """minimum_slot_utilization 0.5 of 4 slots: a batch goes once 2 rows are there (the batcher stops
+    waiting at a preferred size); 1.0: it waits for all 4; Oldest keeps its delay and sizes as written."""
+    from gpuserve.engine.batcher import BatchingConfig
+    from gpuserve.sequence_state import direct_batching
+
+    config = BatchingConfig(max_batch_size=4, max_queue_delay_s=3.0)
+    assert direct_batching(config, {}).max_queue_delay_s == 0.0
+    half = direct_batching(config, {"direct": {"minimum_slot_utilization": 0.5}})
+    assert half.preferred_batch_sizes == (2, 3, 4) and half.max_queue_delay_s == 3.0
+    assert direct_batching(config, {"direct": {"minimum_slot_utilization": 1}}).preferred_batch_sizes == (4,)
+    assert direct_batching(config, {"oldest": {}}) is config
+    assert direct_batching(config, None) is config
