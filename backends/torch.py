@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import threading
 import warnings
 from pathlib import Path
@@ -44,6 +45,7 @@ def _torch():
 
 
 _UNLOCKED = contextlib.nullcontext()
+_INDEX_SUFFIX = re.compile(r".*__(\d+)$")
 
 
 def _torch_at_least(torch, major: int, minor: int) -> bool:
@@ -70,11 +72,23 @@ def _spec_from_value(name: str, value) -> TensorSpec:
 
 def _in_file_order(declared: List[TensorSpec], found: List[TensorSpec]) -> List[TensorSpec]:
     """Declared inputs in the order the model's forward takes them, where the declared names are exactly
-    its argument names (they are passed by position); otherwise as declared (Triton's INPUT__N naming)."""
+    its argument names (they are passed by position); else by Triton's NAME__N naming (N the position);
+    otherwise as declared."""
     order = {spec.name: i for i, spec in enumerate(found)}
     if len(order) != len(declared) or any(spec.name not in order for spec in declared):
-        return list(declared)
+        return _by_index_suffix(declared)
     return sorted(declared, key=lambda spec: order[spec.name])
+
+
+def _by_index_suffix(declared: List[TensorSpec]) -> List[TensorSpec]:
+    """Sorted by N where every name ends in a distinct `__N`, as Triton's libtorch backend places them.
+    A sequence model's control and state tensors (START__2, INPUT_STATE__1) are listed in its config apart
+    from its inputs, so the declared order is not the position; taken as listed they reached the wrong
+    arguments (qa/L0_sequence_batcher's libtorch implicit-state models)."""
+    indices = [_INDEX_SUFFIX.match(spec.name) for spec in declared]
+    if not declared or any(m is None for m in indices) or len({int(m.group(1)) for m in indices}) != len(declared):
+        return list(declared)
+    return [spec for _, spec in sorted(zip((int(m.group(1)) for m in indices), declared), key=lambda p: p[0])]
 
 
 class TorchBackend:
@@ -119,7 +133,7 @@ class TorchBackend:
         if compile:
             self.module = torch.compile(self.module)
         self.inputs = _in_file_order(inputs, found_in) if inputs else found_in
-        self.outputs = outputs or found_out
+        self.outputs = _by_index_suffix(outputs) if outputs else found_out
         self._local = threading.local()
         # Two batches in flight per instance on a GPU (one copying while the other computes).
         # overlap=False is the baseline the benchmarks compare against: synchronous, pageable copies.

@@ -221,3 +221,49 @@ def test_direct_minimum_slot_utilization_sets_the_rows_a_batch_waits_for():
     assert direct_batching(config, {"direct": {"minimum_slot_utilization": 1}}).preferred_batch_sizes == (4,)
     assert direct_batching(config, {"oldest": {}}) is config
     assert direct_batching(config, None) is config
+
+
+TORCH_IMPLICIT = """
+name: "libtorch_nobatch_sequence_int32"
+platform: "pytorch_libtorch"
+max_batch_size: 0
+input [ { name: "INPUT__0", data_type: TYPE_INT32, dims: [ 1 ] } ]
+output [ { name: "OUTPUT__0", data_type: TYPE_INT32, dims: [ 1 ] } ]
+instance_group [ { kind: KIND_CPU } ]
+sequence_batching {
+  control_input [
+    { name: "START__2", control [ { kind: CONTROL_SEQUENCE_START, int32_false_true: [ 0, 1 ] } ] },
+    { name: "READY__3", control [ { kind: CONTROL_SEQUENCE_READY, int32_false_true: [ 0, 1 ] } ] }
+  ]
+  state [ { input_name: "INPUT_STATE__1", output_name: "OUTPUT_STATE__1", data_type: TYPE_INT32, dims: [ 1 ] } ]
+}
+"""
+
+
+class _TorchAccumulator(torch.nn.Module):
+    """As gen_qa_implicit_models.py's libtorch models: forward(input0, input0_state, start0, ready0), the
+    tensors named INPUT__0, INPUT_STATE__1, START__2, READY__3 by their position."""
+
+    def forward(self, input0, input0_state, start0, ready0):
+        kept = torch.where(start0 == 1, torch.zeros_like(input0_state), input0_state)
+        result = (kept + input0) * ready0
+        return result, result
+
+
+def test_libtorch_sequence_tensors_go_by_their_index_suffix(tmp_path):
+    """Triton's libtorch backend places NAME__N at argument N. A stateful model's START__2 and
+    INPUT_STATE__1 are listed in the config apart from its inputs; taken in listed order START reached
+    the state argument (qa/L0_sequence_batcher, libtorch implicit-state models: wrong sums, and List[str]
+    refusals on the string ones)."""
+    folder = tmp_path / "libtorch_nobatch_sequence_int32"
+    (folder / "1").mkdir(parents=True)
+    torch.jit.script(_TorchAccumulator()).save(str(folder / "1" / "model.pt"))
+    (folder / "config.pbtxt").write_text(TORCH_IMPLICIT)
+    with running_server(repository=DiskRepository(tmp_path).populate(ModelRepository())) as server:
+        client = httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}")
+        got = []
+        for value, flags in ((3, {"sequence_start": True}), (4, {}), (5, {"sequence_end": True})):
+            inputs = [httpclient.InferInput("INPUT__0", [1], "INT32")]
+            inputs[0].set_data_from_numpy(np.array([value], np.int32))
+            got.append(int(client.infer(folder.name, inputs, sequence_id=11, **flags).as_numpy("OUTPUT__0")[0]))
+        assert got == [3, 7, 12]
