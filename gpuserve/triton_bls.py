@@ -109,7 +109,9 @@ class ServerBridge:
         if not isinstance(response, InferResponse):
             return error_response(PythonModelError("the model did not answer with a V2 response"))
         parameters = {k: v for k, v in (response.parameters or {}).items() if k != "triton_final_response"}
-        return pb.InferenceResponse([_output(o) for o in response.outputs], parameters=parameters)
+        answer = pb.InferenceResponse([_output(o) for o in response.outputs])
+        answer._parameters = parameters  # the callee's, as given (a non-Python callee may answer a float)
+        return answer
 
     async def infer(self, request: pb.InferenceRequest) -> pb.InferenceResponse:
         try:

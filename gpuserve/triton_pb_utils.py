@@ -151,6 +151,21 @@ def host_array(tensor: Tensor):
     return tensor._array, None
 
 
+def _checked_parameters(parameters) -> dict:
+    """A response's parameters as Triton's stub takes them: a dict of str keys and bool/int/str values, refused
+    in its words otherwise (qa's response_parameters model relays the message to its client)."""
+    if parameters is None:
+        return {}
+    if not isinstance(parameters, dict):
+        raise TritonModelException(f"Expect dict, got {type(parameters)}")
+    for key, value in parameters.items():
+        if not isinstance(key, str):
+            raise TritonModelException(f"Expect parameters keys to have type str, found type {type(key)}")
+        if not isinstance(value, (bool, int, str)):
+            raise TritonModelException(f"Expect parameters values to have type bool/int/str, found type {type(value)}")
+    return dict(parameters)
+
+
 # requests and responses ---------------------------------------------------------------------------
 class InferenceResponse:
     def __init__(self, output_tensors: Optional[List[Tensor]] = None, error: Optional[TritonError] = None,
@@ -161,7 +176,7 @@ class InferenceResponse:
         self._error = error
         if isinstance(parameters, str):
             parameters = json.loads(parameters or "{}")
-        self._parameters = dict(parameters or {})
+        self._parameters = _checked_parameters(parameters)
 
     def output_tensors(self) -> List[Tensor]:
         return self._outputs

@@ -4,14 +4,18 @@ L0_request_cancellation, L0_grpc_state_cleanup), with models written here. Each 
 
 - python_test.py test_bf16: a BF16 input refuses `as_numpy()` with Triton's message and reaches torch
   through DLPack as bfloat16; a bfloat16 tensor made with `from_dlpack` is answered as BF16.
+- parameters/response_parameters_test.py: `InferenceResponse(parameters=...)` refuses what Triton's stub
+  refuses (a non-dict, a non-str key, a value not bool/int/str) with its words; the model relays them.
 """
 
+import json
 import textwrap
 
 import ml_dtypes
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
 
 from conftest import running_server
 from gpuserve import ModelRepository
@@ -46,6 +50,25 @@ MODELS = {
                     responses.append(pb_utils.InferenceResponse([out]))
                 return responses
         """),
+    # As qa's response_parameters: builds a response with the JSON it is sent, answers the refusal as an error.
+    "response_parameters": ('backend: "python"\n'
+                            'input [ { name: "P" data_type: TYPE_STRING dims: [ 1 ] } ]\n'
+                            'output [ { name: "OUT" data_type: TYPE_STRING dims: [ 1 ] } ]\n', """
+        class TritonPythonModel:
+            def execute(self, requests):
+                responses = []
+                for request in requests:
+                    given = json.loads(pb_utils.get_input_tensor_by_name(request, "P").as_numpy()[0])
+                    if isinstance(given, dict):
+                        given = {int(k) if k.isdigit() else k: v for k, v in given.items()}
+                    try:
+                        responses.append(pb_utils.InferenceResponse(
+                            [pb_utils.Tensor("OUT", np.array([b"ok"], dtype=object))], parameters=given))
+                    except Exception as e:
+                        responses.append(pb_utils.InferenceResponse(
+                            error=pb_utils.TritonError(str(e), pb_utils.TritonError.INVALID_ARG)))
+                return responses
+        """),
 }
 
 
@@ -74,3 +97,26 @@ def test_bf16_refuses_as_numpy_and_round_trips_through_dlpack(server):
     out = result.as_numpy("OUTPUT0")
     assert out.dtype == data.dtype
     np.testing.assert_array_equal(out.astype(np.float32), data.astype(np.float32) * 2)
+
+
+@pytest.mark.parametrize("params, refusal", [
+    ([], "Expect dict, got <class 'list'>"),
+    ({"1": "int key"}, "Expect parameters keys to have type str, found type <class 'int'>"),
+    ({"int": 2, "float": 0.5}, "Expect parameters values to have type bool/int/str, found type <class 'float'>"),
+    ({"null": None}, "Expect parameters values to have type bool/int/str, found type <class 'NoneType'>"),
+    ({"list": ["x"]}, "Expect parameters values to have type bool/int/str, found type <class 'list'>"),
+])
+def test_response_parameters_refused_in_triton_s_words(server, params, refusal):
+    tensor = httpclient.InferInput("P", [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([json.dumps(params).encode()], dtype=object))
+    with _http(server) as client, pytest.raises(InferenceServerException) as caught:
+        client.infer("response_parameters", [tensor])
+    assert refusal in str(caught.value) and caught.value.status() == "400"
+
+
+def test_response_parameters_of_bool_int_str_are_answered(server):
+    tensor = httpclient.InferInput("P", [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([json.dumps({"b": True, "i": 3, "s": "x"}).encode()], dtype=object))
+    with _http(server) as client:
+        result = client.infer("response_parameters", [tensor])
+    assert result.get_response()["parameters"] == {"b": True, "i": 3, "s": "x"}
