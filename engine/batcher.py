@@ -83,7 +83,7 @@ class BatchingConfig:
     # fields above hold for the whole queue.
     queue_policies: Tuple[QueuePolicy, ...] = ()
     ragged_inputs: Tuple[str, ...] = ()  # may differ along axis 1 within a batch (kernels.ragged)
-    triton_timeouts: bool = False  # a request timed out in the queue answers as Triton's (503 "Request timeout expired")
+    triton_errors: bool = False  # queue timeouts and a full queue answer in Triton's words (config.pbtxt models)
     inline_below_s: float = 0.0001  # CPU batches this quick may run on the loop thread when idle; 0: never
     inline_alone_below_s: float = 0.002  # the same for a lone client's batches (see the module's docstring)
 
@@ -129,7 +129,7 @@ class Scheduler:
         # as Triton: a request that timed out in the queue is a failure, reason REJECTED
         self.queue.on_expired = lambda job, now: self.stats.record_request(False, int((now - job.arrival) * 1e9),
                                                                            "REJECTED")
-        self.queue.triton_timeouts = self.config.triton_timeouts
+        self.queue.triton_errors = self.config.triton_errors
         self._idle = InstanceSlots(self.instances)
         self._loop_ref = asyncio.get_running_loop()
         self._holding = None
@@ -221,6 +221,9 @@ class Scheduler:
                 batch += self.queue.take_matching(first.key, limit - first.rows)
                 if cfg.max_queue_delay_s > 0:
                     await self._wait_for_more(batch, first, limit)
+                    if not batch:  # every request it held timed out meanwhile
+                        self._idle.put_nowait(instance)
+                        continue
                 if cfg.preferred_batch_sizes:
                     self._trim_to_preferred(batch)
             if self._inline(instance, batch):
@@ -229,31 +232,53 @@ class Scheduler:
                 self._dispatch(instance, batch, batched)
 
     async def _wait_for_more(self, batch: List[Job], first: Job, limit: int) -> None:
+        """Let the batch grow until `max_queue_delay` after its first request, as Triton's dynamic batcher
+        does: it goes at once when its requests (in order) make up a preferred size, or the largest. A held
+        request that times out meanwhile leaves the batch at its deadline: failed (REJECT, by
+        BatchQueue.expire) or put behind its level (DELAY), so the others may still form a preferred size."""
         deadline = first.arrival + self.config.max_queue_delay_s
         rows = sum(job.rows for job in batch)
         target = min(self.config.target, limit)
         self.queue.held = batch
         try:
-            while rows < target:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not await self.queue.wait_for_more(remaining):
+            while rows < target and not self._preferred_prefix(_in_queue_order(batch)):
+                now = time.monotonic()
+                remaining = deadline - now
+                if remaining <= 0:
                     break
-                more = self.queue.take_matching(first.key, limit - rows)
-                batch += more
-                rows += sum(job.rows for job in more)
+                soonest = min((job.deadline for job in batch if job.deadline is not None), default=None)
+                if soonest is not None:
+                    remaining = min(remaining, max(soonest - now, 0.0))
+                arrived = await self.queue.wait_for_more(remaining)
+                if soonest is not None and time.monotonic() >= soonest:
+                    batch[:] = self.queue.settle_held(batch)
+                    rows = sum(job.rows for job in batch)
+                    if not batch:
+                        return
+                if arrived or soonest is not None:
+                    more = self.queue.take_matching(first.key, limit - rows)
+                    batch += more
+                    rows += sum(job.rows for job in more)
         finally:
             self.queue.held = ()
 
+    def _preferred_prefix(self, batch: List[Job]) -> int:
+        """How many of the batch's first requests make up the largest preferred size they can (0: none)."""
+        sizes = self.config.preferred_batch_sizes
+        best, rows = 0, 0
+        for count, job in enumerate(batch, 1):
+            rows += job.rows
+            if rows in sizes:
+                best = count
+        return best
+
     def _trim_to_preferred(self, batch: List[Job]) -> None:
         rows = sum(job.rows for job in batch)
-        fitting = [p for p in self.config.preferred_batch_sizes if p <= rows]
-        if not fitting or rows in self.config.preferred_batch_sizes:
+        if rows in self.config.preferred_batch_sizes:
             return
-        goal, kept, count = max(fitting), 1, batch[0].rows
-        while kept < len(batch) and count + batch[kept].rows <= goal:
-            count += batch[kept].rows
-            kept += 1
-        if count == goal:
+        batch[:] = _in_queue_order(batch)
+        kept = self._preferred_prefix(batch)
+        if kept:
             self.queue.push_front(batch[kept:])
             del batch[kept:]
 
@@ -353,6 +378,16 @@ class Scheduler:
                 future.set_result(result if wanted is None or len(wanted) == len(result)
                                   else {name: result[name] for name in wanted})
         self.stats.record_requests(ok, failed)
+
+
+def _in_queue_order(batch: List[Job]) -> List[Job]:
+    """The batch as the queue orders its jobs (Triton's batcher looks at a growing batch so): a later
+    request of a higher priority level before lower ones, one delayed by its timeout after the rest of
+    its level; arrival order otherwise. Most batches are one level, already in order."""
+    head = batch[0]
+    if all(job.priority == head.priority and job.delayed == head.delayed for job in batch):
+        return batch
+    return sorted(batch, key=lambda job: (job.priority, job.delayed))
 
 
 async def cancel_and_wait(task: Optional[asyncio.Task]) -> None:

@@ -62,7 +62,7 @@ def row_count(arrays: Dict[str, np.ndarray], batched: bool) -> int:
 
 class Job:
     __slots__ = ("arrays", "rows", "key", "priority", "deadline", "future", "arrival", "outputs", "parameters",
-                 "reduce", "started")
+                 "reduce", "started", "delayed")
 
     def __init__(self, arrays: Dict[str, np.ndarray], rows: int, key: Tuple, future: asyncio.Future,
                  priority: int = 0, deadline: Optional[float] = None, outputs: Optional[Sequence[str]] = None,
@@ -78,6 +78,7 @@ class Job:
         self.parameters = parameters
         self.reduce = reduce  # output name -> k: the caller wants only that output's top-k per row
         self.started = False  # set by the instance (on its thread) as it begins the job; then it runs to the end
+        self.delayed = False  # timed out under a DELAY policy: it waits behind its level's other jobs
 
     def expired(self, now: float) -> bool:
         return self.deadline is not None and now >= self.deadline

@@ -49,14 +49,15 @@ class BatchQueue:
         self.held: Sequence[Job] = ()
         self._ready = asyncio.Event()
         self.on_expired = None  # called with each job that timed out here (the scheduler counts it as REJECTED)
-        self.triton_timeouts = False  # a timed-out job fails with Triton's QueueTimeout instead of DeadlineExceeded
+        self.triton_errors = False  # Triton's words: QueueTimeout for a timed-out job, its queue-full sentence
 
     def __len__(self) -> int:
         return self.size
 
     def put(self, job: Job) -> None:
         if self.max_size and self.size + len(self.held) >= self.max_size:
-            raise QueueFull(f"queue is full ({self.max_size} requests waiting); retry later")
+            raise QueueFull("Exceeds maximum queue size" if self.triton_errors else
+                            f"queue is full ({self.max_size} requests waiting); retry later")
         levels = self.levels
         if len(levels) == 1:
             levels[0].append(job)
@@ -64,8 +65,8 @@ class BatchQueue:
             level = self._level(job)
             bound = self.level_sizes[level] if self.level_sizes else 0
             if bound and self._waiting(level) >= bound:
-                raise QueueFull(f"queue of priority level {level + 1} is full ({bound} requests waiting); "
-                                "retry later")
+                raise QueueFull("Exceeds maximum queue size" if self.triton_errors else
+                                f"queue of priority level {level + 1} is full ({bound} requests waiting); retry later")
             levels[self._main[level]].append(job)
         self.size += 1
         if not self._ready.is_set():
@@ -88,6 +89,7 @@ class BatchQueue:
             delayed = self._delayed[self._level(job)]
             if delayed is not None:  # DELAY: behind its level's jobs that have not timed out
                 job.deadline = None
+                job.delayed = True
                 self.levels[delayed].append(job)
                 self.size += 1
                 return False
@@ -99,8 +101,21 @@ class BatchQueue:
         self.expired += 1
         if self.on_expired is not None and not job.future.done():
             self.on_expired(job, now)
-        _fail(job, QueueTimeout("Request timeout expired") if self.triton_timeouts else
+        _fail(job, QueueTimeout("Request timeout expired") if self.triton_errors else
               DeadlineExceeded("request timed out in the queue before it could run"))
+
+    def settle_held(self, held: List[Job]) -> List[Job]:
+        """The batcher's held jobs still to run: those answered meanwhile (rejected at their deadline,
+        cancelled) leave, and those timed out under DELAY go behind their level's jobs."""
+        now = time.monotonic()
+        kept = []
+        for job in held:
+            if job.future.done():
+                continue
+            if job.expired(now) and not self._usable(job, now):  # failed, or back in the queue (DELAY)
+                continue
+            kept.append(job)
+        return kept
 
     def delays(self, job: Job) -> bool:
         """Whether a timed-out `job` waits on (DELAY) rather than failing (REJECT)."""
@@ -171,7 +186,9 @@ class BatchQueue:
     def push_front(self, jobs: List[Job]) -> None:
         """Return jobs a batch could not take (preferred-size trimming) to the head of their level."""
         for job in reversed(jobs):
-            self.levels[self._main[self._level(job)]].appendleft(job)
+            level = self._level(job)
+            where = self._delayed[level] if job.delayed and self._delayed[level] is not None else self._main[level]
+            self.levels[where].appendleft(job)
             self.size += 1
         if jobs:
             self._ready.set()

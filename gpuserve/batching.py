@@ -9,12 +9,18 @@ batcher is work-conserving, so this costs an idle model nothing.
 
 from __future__ import annotations
 
+import logging
 from typing import Optional
 
 from gpuserve.engine.batcher import BatchingConfig, QueuePolicy
 from gpuserve.settings import ModelSettings
 
 AUTO_MAX_BATCH = 64
+# Triton takes priority_levels up to 2^64-1 (its qa uses that); a queue per level would never be built,
+# so levels past this many share the last queue (first come, first served among them)
+MAX_PRIORITY_LEVELS = 256
+
+logger = logging.getLogger("gpuserve")
 
 
 def batching_config(settings: ModelSettings, batchable: bool) -> BatchingConfig:
@@ -28,6 +34,10 @@ def batching_config(settings: ModelSettings, batchable: bool) -> BatchingConfig:
     if dyn is not None and dyn.max_queue_delay_microseconds:
         delay = dyn.max_queue_delay_microseconds / 1e6
     levels = dyn.priority_levels if dyn is not None and dyn.priority_levels else 1
+    if levels > MAX_PRIORITY_LEVELS:
+        logger.warning("model '%s': priority_levels %d; gpuserve keeps %d queues, levels from %d on share the last",
+                       settings.name, levels, MAX_PRIORITY_LEVELS, MAX_PRIORITY_LEVELS)
+        levels = MAX_PRIORITY_LEVELS
     default_level = (dyn.default_priority_level - 1) if dyn is not None and dyn.default_priority_level else \
         (levels - 1) // 2 if levels > 1 else 0
     policy = (settings.model_extra or {}).get("default_queue_policy") or {}
@@ -56,7 +66,7 @@ def batching_config(settings: ModelSettings, batchable: bool) -> BatchingConfig:
         allow_timeout_override=allow,
         queue_policies=policies,
         ragged_inputs=tuple(settings.ragged.inputs) if settings.ragged is not None and batchable else (),
-        triton_timeouts="triton_max_batch_size" in (settings.model_extra or {}),  # a config.pbtxt model
+        triton_errors="triton_max_batch_size" in (settings.model_extra or {}),  # a config.pbtxt model
     )
 
 

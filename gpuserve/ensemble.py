@@ -34,6 +34,9 @@ from gpuserve.triton_config import read_config
 from gpuserve.triton_python_config import checked_inputs, tensor_specs
 from gpuserve.types import InferInput, InferOutput, InferRequest, InferResponse, RequestedOutput
 
+# Triton counts every failure of an ensemble's own requests under reason OTHER, whatever its step said
+ENSEMBLE_FAILURE = "OTHER"
+
 
 class Step:
     def __init__(self, entry: Dict[str, Any], index: int, ensemble: str):
@@ -214,7 +217,7 @@ class EnsembleModel(Model):
             async for outputs, _ in self._flows(payload, headers, tensors, list(self.steps), streams=False):
                 pass
         except BaseException:
-            self.stats.record_request(False, time.perf_counter_ns() - start)
+            self.stats.record_request(False, time.perf_counter_ns() - start, ENSEMBLE_FAILURE)
             raise
         self._record_success(start, rows)
         return self._response(payload, outputs)
@@ -250,7 +253,7 @@ class EnsembleModel(Model):
             yield exc
         finally:
             if failed:
-                self.stats.record_request(False, time.perf_counter_ns() - start)
+                self.stats.record_request(False, time.perf_counter_ns() - start, ENSEMBLE_FAILURE)
             else:
                 self._record_success(start, rows)
 

@@ -339,7 +339,9 @@ class TritonPythonBackendModel(FrameworkModel):
         # ends it (run_requests).
         if self.decoupled or inspect.iscoroutinefunction(getattr(cls, "execute", None)) or may_block(path):
             batching = _off_the_loop(batching)
-        engine_instances = [Instance(i, i.name, stats=self.stats) for i in self.instances]
+        # One batch at a time per instance, as Triton hands them: a model.py's execute has nothing to stage
+        # ahead, and a request taken early would be out of reach of priorities, timeouts and the queue bound
+        engine_instances = [Instance(i, i.name, stats=self.stats, slots=1) for i in self.instances]
         if "sequence_batching" in config:  # a sequence stays on its instance: one scheduler per instance
             self.sequences = SequenceRouter(self.name, config["sequence_batching"], len(engine_instances),
                                             max_batch > 0)

@@ -49,8 +49,8 @@ def test_triton_policies_become_one_policy_per_level(tmp_path):
         "default_timeout_microseconds": 1, "allow_timeout_override": True}}
     plain = ModelSettings(**settings_from_config(tmp_path, parse_pbtxt(CONFIG.split("dynamic_batching")[0]), 1))
     assert batching_config(plain, True).queue_policies == ()  # nothing asked: one queue, as before
-    assert config.triton_timeouts  # a config.pbtxt model's timed-out requests answer in Triton's words
-    assert not batching_config(ModelSettings(name="m", max_batch_size=4), True).triton_timeouts
+    assert config.triton_errors  # a config.pbtxt model's timed-out requests answer in Triton's words
+    assert not batching_config(ModelSettings(name="m", max_batch_size=4), True).triton_errors
 
 
 async def test_each_level_keeps_its_own_bound_and_timeout_action(tmp_path):
@@ -123,7 +123,7 @@ async def test_a_timed_out_request_is_answered_at_its_deadline_even_staged_behin
     from gpuserve.errors import QueueTimeout
 
     backend = GatedBackend()
-    scheduler, _ = scheduler_for(backend, slots=2, max_batch_size=1, default_timeout_s=0.2, triton_timeouts=triton)
+    scheduler, _ = scheduler_for(backend, slots=2, max_batch_size=1, default_timeout_s=0.2, triton_errors=triton)
     first = await occupy(scheduler, backend)
     staged = asyncio.ensure_future(scheduler.submit(row(1)))
     queued = asyncio.ensure_future(scheduler.submit(row(2)))
@@ -152,3 +152,60 @@ dynamic_batching { priority_levels: 2 default_queue_policy { allow_timeout_overr
     assert not config.allow_timeout_override  # Triton keeps the request's timeout only below a default one
     assert [p.allow_timeout_override for p in config.queue_policies] == [False, False]
     assert batching_config(ModelSettings(name="plain"), True).allow_timeout_override  # gpuserve's own models
+
+
+def rows_of(n, value):
+    return {"x": np.full((n, 2), value, np.float32)}
+
+
+async def test_a_held_batch_goes_once_its_requests_make_a_preferred_size_in_queue_order():
+    """Triton's qa L0_model_queue test_priority_levels: a 2-row request waits (max_queue_delay 10 s) for a
+    preferred size 4 or 8; a 1-row request of its level follows; a 2-row request of a higher level makes
+    4 with the first in queue order, so those two go at once and the 1-row request waits on alone."""
+    backend = GatedBackend()
+    backend.gate.set()
+    scheduler, _ = scheduler_for(backend, max_batch_size=32, preferred_batch_sizes=(4, 8), max_queue_delay_s=10,
+                                 priority_levels=2, default_priority_level=1)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    first = asyncio.ensure_future(scheduler.submit(rows_of(2, 1)))
+    await asyncio.sleep(0.05)
+    lower = asyncio.ensure_future(scheduler.submit(rows_of(1, 2)))
+    await asyncio.sleep(0.05)
+    higher = asyncio.ensure_future(scheduler.submit(rows_of(2, 3), priority=0))
+    await asyncio.wait_for(asyncio.gather(first, higher), 5)
+    assert loop.time() - start < 5 and not lower.done()
+    assert [c[:, 0].tolist() for c in backend.calls] == [[3, 3, 1, 1]]  # the higher level first, as queued
+    await scheduler.stop()
+
+
+async def test_a_held_request_that_times_out_under_delay_lets_the_others_make_a_preferred_size():
+    """Triton's qa L0_model_queue test_policy_delay: the first request times out (DELAY) while its batch
+    waits; two later ones make a preferred size without it and go at once; it runs after them."""
+    backend = GatedBackend()
+    backend.gate.set()
+    scheduler, _ = scheduler_for(backend, max_batch_size=32, preferred_batch_sizes=(4, 8), max_queue_delay_s=0.5,
+                                 default_timeout_s=0.05, queue_policies=(QueuePolicy(0, 0.05, False, True),))
+    first = asyncio.ensure_future(scheduler.submit(rows_of(1, 1)))
+    await asyncio.sleep(0.1)
+    pair = [asyncio.ensure_future(scheduler.submit(rows_of(2, v))) for v in (2, 3)]
+    await asyncio.wait_for(asyncio.gather(*pair), 0.4)  # before the delayed one's max_queue_delay ends
+    assert not first.done()
+    await asyncio.wait_for(first, 5)
+    assert [c[:, 0].tolist() for c in backend.calls] == [[2, 2, 3, 3], [1]]
+    await scheduler.stop()
+
+
+def test_priority_levels_up_to_uint64_keep_a_bounded_number_of_queues(tmp_path):
+    """Triton's qa L0_model_queue test_max_priority_levels writes priority_levels 2^64-1 with default level
+    2^32: the model must load and serve (a queue per level never finished building), requests of
+    level 1 still first."""
+    from gpuserve.batching import MAX_PRIORITY_LEVELS
+
+    written = CONFIG.split("dynamic_batching")[0] + """
+dynamic_batching { priority_levels: 18446744073709551615 default_priority_level: 4294967296 }
+"""
+    settings = ModelSettings(**settings_from_config(tmp_path, parse_pbtxt(written), 1))
+    config = batching_config(settings, True)
+    assert config.priority_levels == MAX_PRIORITY_LEVELS
+    assert config.default_priority_level == MAX_PRIORITY_LEVELS - 1
