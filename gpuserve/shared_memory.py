@@ -76,14 +76,15 @@ class SharedMemoryRegistry:
                                "(a shared memory region needs a non-empty name)")
 
     # registration ------------------------------------------------------------------------------
-    def _path(self, key: Any) -> str:
+    def _path(self, name: str, key: Any) -> str:
         """`key` as shm_open(3) reads it: leading slashes dropped, no other slash, not '.' or '..'."""
         if not isinstance(key, str):
             raise InvalidInput(f"shared memory key must be a string, got {key!r}")
         bare = key.lstrip("/")
         if not bare or "/" in bare or "\x00" in bare or bare in (".", ".."):
-            raise InvalidInput(f"invalid shared memory key '{key}': expected a POSIX shared-memory name "
-                               "such as '/my_region' (one leading slash, no other)")
+            # later Tritons' words (2.51 only fails to open it), then what a key must be
+            raise InvalidInput(f"cannot register shared memory region '{name}' - invalid shm key '{key}': expected "
+                               "a POSIX shared-memory name such as '/my_region' (one leading slash, no other)")
         return os.path.join(self.root, bare)
 
     def register(self, name: str, key: str, offset: int, byte_size: int) -> None:
@@ -91,7 +92,7 @@ class SharedMemoryRegistry:
         where = f"shared memory region '{name}'"
         offset = _count("offset", offset, where)
         byte_size = _count("byte_size", byte_size, where)
-        path = self._path(key)
+        path = self._path(name, key)
         with self._lock:
             if name in self._regions:
                 raise RegionExists(f"shared memory region '{name}' already in manager")

@@ -353,7 +353,7 @@ def test_registry_errors_and_threads(regions):
             registry.register("zero", key, 0, 0)
         with pytest.raises(InvalidInput, match="offset"):
             registry.register("negative", key, -1, 8)
-        with pytest.raises(InvalidInput, match="invalid shared memory key"):
+        with pytest.raises(InvalidInput, match="cannot register shared memory region 'dots' - invalid shm key '/..'"):
             registry.register("dots", "/..", 0, 8)
         with pytest.raises(InvalidInput, match="64-byte"):
             registry.cuda_register("gpu", b"short", 0, 64)

@@ -323,3 +323,15 @@ def test_server_metadata_claims_the_extensions_triton_claims(http):
         client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.ports['grpc']}")
         assert wanted <= set(client.get_server_metadata().extensions)
         client.close()
+
+
+def test_an_invalid_shared_memory_key_is_refused_in_later_tritons_words():
+    """qa/L0_shared_memory test_register_invalid_shm_key (Triton 2.51 only failed to open such a key)."""
+    from gpuserve.errors import InvalidInput
+    from gpuserve.shared_memory import SharedMemoryRegistry
+
+    for key in ("/", "///"):
+        with pytest.raises(InvalidInput) as refused:
+            SharedMemoryRegistry().register("my_test_shm_name", key, 0, 10000)
+        assert str(refused.value).startswith(f"cannot register shared memory region 'my_test_shm_name' - "
+                                             f"invalid shm key '{key}'")
