@@ -156,6 +156,20 @@ class Scheduler:
         for instance in self.instances:
             await asyncio.to_thread(instance.close)
 
+    async def add_instance(self, instance: Instance) -> None:
+        """Serve with one more instance from now on (Triton's instance update on a reload)."""
+        self.instances.append(instance)
+        if self._idle is not None:
+            self._idle.add(instance)
+
+    async def retire_instance(self, instance: Instance) -> None:
+        """Hand `instance` no more batches; close it (its backend unloads) once the batches it runs are
+        answered. Requests waiting in the queue go to the instances that stay."""
+        self.instances.remove(instance)
+        if self._idle is not None:
+            await self._idle.retire(instance)
+        await asyncio.to_thread(instance.close)
+
     # requests -----------------------------------------------------------------------------------
     async def submit(self, arrays: Dict[str, np.ndarray], priority: Optional[int] = None,
                      timeout_s: Optional[float] = None, outputs: Optional[Sequence[str]] = None,

@@ -20,6 +20,7 @@ class InstanceSlots:
         self.free: Dict[int, int] = {id(i): max(int(getattr(i, "slots", 1)), 1) for i in instances}
         self.running: Dict[int, int] = {id(i): 0 for i in instances}
         self._freed = asyncio.Event()
+        self._retired: Dict[int, asyncio.Future] = {}  # instances leaving with batches still running
 
     async def get(self):
         """An instance with a free slot, the least busy first; waits while every slot is taken."""
@@ -41,6 +42,29 @@ class InstanceSlots:
     def put_nowait(self, instance) -> None:
         """The batch a slot was taken for is done."""
         key = id(instance)
-        self.free[key] += 1
         self.running[key] -= 1
+        if key in self._retired:  # leaving: no more batches; done once its last one is
+            if not self.running[key]:
+                self._retired.pop(key).set_result(None)
+            return
+        self.free[key] += 1
         self._freed.set()
+
+    def add(self, instance) -> None:
+        """A new instance takes batches from now on (Triton's instance update on a reload)."""
+        self.order.append(instance)
+        self.free[id(instance)] = max(int(getattr(instance, "slots", 1)), 1)
+        self.running[id(instance)] = 0
+        self._freed.set()
+
+    def retire(self, instance) -> "asyncio.Future":
+        """No more batches go to `instance`; the future is done when the batches it runs are."""
+        key = id(instance)
+        self.order.remove(instance)
+        self.free[key] = 0
+        done = asyncio.get_running_loop().create_future()
+        if self.running[key]:
+            self._retired[key] = done
+        else:
+            done.set_result(None)
+        return done

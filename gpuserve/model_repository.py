@@ -183,14 +183,17 @@ class ModelRepository:
         # The new versions load beside the old ones, which serve meanwhile; as Triton, a reload that fails
         # leaves a loaded model as it was, and one that succeeds replaces it with no gap in service.
         ok = True
+        old = self._versions.get(name, {})
+        models = [await _in_place(old, model) for model in models]
         for model in models:
             if hasattr(model, "registry"):  # an ensemble's readiness is its steps' (they are served here)
                 model.registry = self
+            if any(model is kept for kept in old.values()):
+                continue  # updated in place: loaded and serving
             if getattr(model, "ready", False) is False and not getattr(model, "reason", ""):
                 ok = await run_load(model) and ok
             else:
                 ok = bool(model.ready) and ok
-        old = self._versions.get(name, {})
         self.load_failures.pop(name, None)
         if not ok and any(getattr(m, "ready", False) for m in old.values()):
             self.load_failures[name] = "; ".join(m.reason for m in models if not m.ready and m.reason) or \
@@ -198,14 +201,16 @@ class ModelRepository:
             logger.error("model '%s': reload failed (%s); the loaded model keeps serving", name,
                          self.load_failures[name])
             for model in models:
-                await stop_model(model)
+                if not any(model is kept for kept in old.values()):
+                    await stop_model(model)
             return False
         self._versions.pop(name, None)
         self.models.pop(name, None)
         for model in models:
             self.update(model)
         for model in old.values():
-            await stop_model(model)
+            if not any(model is kept for kept in models):
+                await stop_model(model)
         self.unloaded.discard(name)
         return ok
 
@@ -232,6 +237,25 @@ class ModelRepository:
         for model in models:
             await stop_model(model)
         return True
+
+
+async def _in_place(old: Dict[Optional[str], BaseKServeModel], model: BaseKServeModel) -> BaseKServeModel:
+    """The loaded model of `model`'s version when it can take the reload by updating its instances alone
+    (gpuserve/triton_instance_update.py), updated; else `model`, to be loaded."""
+    version = getattr(model, "version", None)
+    prior = old.get(str(version) if version is not None else None)
+    if prior is None or getattr(prior, "loaded_from", None) is None:
+        return model
+    from gpuserve.triton_instance_update import in_place_config, update_instances
+
+    config = await asyncio.to_thread(in_place_config, prior, model)
+    if config is None:
+        return model
+    await update_instances(prior, config)
+    scratch = getattr(model, "scratch_folder", None)
+    if scratch:  # the folder made for a load with a config (load_override.py); the model built there is unused
+        await asyncio.to_thread(shutil.rmtree, scratch, True)
+    return prior
 
 
 async def stop_model(model: BaseKServeModel) -> None:

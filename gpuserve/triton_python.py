@@ -37,6 +37,7 @@ from gpuserve.errors import (GpuserveError, InvalidInput, InvalidSettings, Model
 from gpuserve.runtimes import FrameworkModel
 from gpuserve.triton_bls import PythonModelError, ServerBridge
 from gpuserve.triton_config import dynamic_batching_settings, read_config
+from gpuserve.triton_instance_update import LoadedFrom, file_digest
 from gpuserve.triton_sequence import SequenceRouter
 from gpuserve.triton_python_config import (checked_inputs, complete_config, completed_config,
                                            import_model_file, may_block, tensor_specs)
@@ -104,6 +105,7 @@ class PythonInstance:
         self.obj = obj
         self.name = name
         self.device = device
+        self.signature = ("KIND_CPU", ())  # (kind, gpus): what a reload's instance update matches instances by
         self.inputs = owner.input_specs
         self.outputs = owner.output_specs
         self._declared = {spec.name for spec in self.outputs}
@@ -282,6 +284,7 @@ class TritonPythonBackendModel(FrameworkModel):
         self.decoupled = False  # model_transaction_policy { decoupled: true }: any number of responses per request
         self.sequences: Optional[SequenceRouter] = None  # sequence_batching: stateful models
         self.schedulers: List[Scheduler] = []
+        self.loaded_from: Optional[LoadedFrom] = None
         self._module_name = ""  # model.py's module in sys.modules, dropped at unload (reloads import afresh)
 
     def artefact(self) -> Path:
@@ -321,6 +324,7 @@ class TritonPythonBackendModel(FrameworkModel):
         self.optional_inputs = {e["name"] for e in config.get("input", []) if e.get("optional")}
         self._sync_settings(config)
         self.instances = self._start_instances(cls, config, folder, device)
+        self.loaded_from = LoadedFrom(cls, folder, device, file_digest(path))  # for instance updates in place
         try:
             samples = warmup_samples(self.settings, self.input_specs) if self.settings.warmup_samples else []
             if samples:
@@ -341,7 +345,7 @@ class TritonPythonBackendModel(FrameworkModel):
             batching = _off_the_loop(batching)
         # One batch at a time per instance, as Triton hands them: a model.py's execute has nothing to stage
         # ahead, and a request taken early would be out of reach of priorities, timeouts and the queue bound
-        engine_instances = [Instance(i, i.name, stats=self.stats, slots=1) for i in self.instances]
+        engine_instances = [self.engine_instance(i) for i in self.instances]
         if "sequence_batching" in config:  # a sequence stays on its instance: one scheduler per instance
             self.sequences = SequenceRouter(self.name, config["sequence_batching"], len(engine_instances),
                                             max_batch > 0)
@@ -369,32 +373,42 @@ class TritonPythonBackendModel(FrameworkModel):
             self.settings.dynamic_batching = DynamicBatching.model_validate(
                 dynamic_batching_settings(config["dynamic_batching"]))
 
+    def engine_instance(self, instance: "PythonInstance") -> Instance:
+        # One batch at a time per instance, as Triton hands them: a model.py's execute has nothing to stage
+        # ahead, and a request taken early would be out of reach of priorities, timeouts and the queue bound
+        return Instance(instance, instance.name, stats=self.stats, slots=1)
+
     def _start_instances(self, cls, config: Dict[str, Any], folder: Path, device: str) -> List[PythonInstance]:
         """One object per instance, named as Triton names them (GROUP, or GROUP_i when a group has several)."""
-        device_id = device.split(":")[1] if ":" in device else "0"
         arguments = json.dumps(config)
         instances: List[PythonInstance] = []
         try:
             for group in config["instance_group"]:
-                on_gpu = group["kind"] == "KIND_GPU"
                 for i in range(group["count"]):
-                    name = f"{group['name']}_{i}"  # as Triton 2.51 names them, a lone instance too
-                    obj = cls()
-                    args = {"model_config": arguments, "model_instance_kind": "GPU" if on_gpu else "CPU",
-                            "model_instance_name": name, "model_instance_device_id": device_id if on_gpu else "0",
-                            "model_repository": str(folder), "model_version": str(self.version or 1),
-                            "model_name": self.name}
-                    instance = PythonInstance(self, obj, name, device if on_gpu else "cpu")
-                    initialize = getattr(obj, "initialize", None)
-                    if initialize is not None:
-                        pb.set_bridge(self.bridge, thread_default=False)
-                        instance._call(initialize, args)
-                    instances.append(instance)
+                    instances.append(self.start_instance(cls, group, i, arguments, folder, device))
         except BaseException:
             for instance in instances:
                 instance.unload()
             raise
         return instances
+
+    def start_instance(self, cls, group: Dict[str, Any], index: int, arguments: str, folder: Path,
+                       device: str) -> "PythonInstance":
+        """Instance `index` of `group`: a new TritonPythonModel object, initialized."""
+        on_gpu = group["kind"] == "KIND_GPU"
+        device_id = device.split(":")[1] if ":" in device else "0"
+        name = f"{group['name']}_{index}"  # as Triton 2.51 names them, a lone instance too
+        obj = cls()
+        args = {"model_config": arguments, "model_instance_kind": "GPU" if on_gpu else "CPU",
+                "model_instance_name": name, "model_instance_device_id": device_id if on_gpu else "0",
+                "model_repository": str(folder), "model_version": str(self.version or 1), "model_name": self.name}
+        instance = PythonInstance(self, obj, name, device if on_gpu else "cpu")
+        instance.signature = (group["kind"], tuple(group["gpus"]))
+        initialize = getattr(obj, "initialize", None)
+        if initialize is not None:
+            pb.set_bridge(self.bridge, thread_default=False)
+            instance._call(initialize, args)
+        return instance
 
     async def healthy(self) -> bool:
         """Triton 25.x's optional `is_ready()` (sync or async) on every instance, each given 5 s."""

@@ -1,0 +1,101 @@
+"""Triton's model instance update: reloading a Python-backend model whose model file and config are unchanged
+but for `instance_group` adds and removes instances in place instead of loading the model again.
+
+Triton matches instances by their signature (kind and devices, not the group's name or how groups are
+split): instances whose signature the new config still asks for keep running untouched (no `finalize`, no
+`initialize`), missing ones are initialized, and extra ones stop taking requests, finish the batch they run
+and are finalized before the load answers. Requests keep being served throughout. Anything else changed (the
+model file, any other config field) reloads the whole model, as before. Its qa (L0_model_update
+instance_update_test.py) counts initialize/finalize calls to check exactly this.
+
+A model with `sequence_batching` keeps each sequence on one instance, so it is always reloaded whole here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from gpuserve.triton_config import read_config
+from gpuserve.triton_python_config import complete_config, completed_config
+
+
+@dataclass(frozen=True)
+class LoadedFrom:
+    """What a loaded Python model was built from: enough to complete a new config and to start instances."""
+
+    cls: type
+    folder: Path
+    device: str
+    digest: str  # of model.py
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def in_place_config(model, new) -> Optional[Dict[str, Any]]:
+    """The completed config `new` (a model built for the reload, not loaded) would run with, if `model` can
+    take it by updating its instances alone; None if the model must be loaded again."""
+    source = getattr(model, "loaded_from", None)
+    if source is None or not model.ready or model.sequences is not None or type(new) is not type(model):
+        return None
+    if str(getattr(new, "version", None)) != str(getattr(model, "version", None)):
+        return None
+    try:
+        path = new.artefact()
+        if file_digest(path) != source.digest:
+            return None
+        folder = Path(new.settings.folder) if new.settings.folder else path.parent.parent
+        config = read_config(folder) if (folder / "config.pbtxt").is_file() else {"name": model.name}
+        config["name"] = model.name
+        config.setdefault("backend", "python")
+        config = completed_config(complete_config(source.cls, config), model.name, source.device)
+    except Exception:  # a config that does not read or complete: the full load reports it
+        return None
+    unchanged = {k: v for k, v in model.config.items() if k != "instance_group"}
+    if json.dumps({k: v for k, v in config.items() if k != "instance_group"}, sort_keys=True) != \
+            json.dumps(unchanged, sort_keys=True):
+        return None
+    return config
+
+
+async def update_instances(model, config: Dict[str, Any]) -> None:
+    """Bring `model`'s instances to `config`'s instance groups, keeping those whose signature is still asked
+    for; then `config` is the model's."""
+    source = model.loaded_from
+    spare: Dict[tuple, List[Any]] = {}
+    for instance in model.instances:
+        spare.setdefault(instance.signature, []).append(instance)
+    kept, wanted = [], []
+    for group in config["instance_group"]:
+        for index in range(group["count"]):
+            signature = (group["kind"], tuple(group["gpus"]))
+            if spare.get(signature):
+                kept.append(spare[signature].pop(0))
+            else:
+                wanted.append((group, index))
+    leaving = [instance for instances in spare.values() for instance in instances]
+    arguments = json.dumps(config)
+    added = []
+    try:
+        for group, index in wanted:
+            added.append(await asyncio.to_thread(model.start_instance, source.cls, group, index, arguments,
+                                                 source.folder, source.device))
+    except BaseException:
+        for instance in added:
+            await asyncio.to_thread(instance.unload)
+        raise
+    scheduler = model.scheduler
+    engine = {id(i.backend): i for i in scheduler.instances}
+    for instance in added:
+        await scheduler.add_instance(model.engine_instance(instance))
+    model.instances = kept + added
+    model.backend = model.instances[0]
+    model.config = config
+    for instance in leaving:
+        await scheduler.retire_instance(engine[id(instance)])

@@ -1,0 +1,106 @@
+"""Triton's model instance update (its qa L0_model_update instance_update_test.py): reloading a Python model
+whose file and config change only in `instance_group` adds or removes instances in place; instances still
+asked for are neither finalized nor initialized again, and requests keep being answered throughout."""
+
+import json
+import threading
+
+import numpy as np
+import tritonclient.http as httpclient
+
+from conftest import running_server
+from gpuserve import ModelRepository
+from gpuserve.repository import DiskRepository
+
+MODEL = """
+import os
+import time
+
+import triton_python_backend_utils as pb_utils
+
+LOG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "calls.log")
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        with open(LOG, "a") as log:
+            log.write("initialize\\n")
+
+    def execute(self, requests):
+        time.sleep(0.01)
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT0", pb_utils.get_input_tensor_by_name(
+            r, "INPUT0").as_numpy())]) for r in requests]
+
+    def finalize(self):
+        with open(LOG, "a") as log:
+            log.write("finalize\\n")
+"""
+
+CONFIG = """
+name: "counted"
+backend: "python"
+max_batch_size: {batch}
+input [ {{ name: "INPUT0" data_type: TYPE_FP32 dims: [ -1 ] }} ]
+output [ {{ name: "OUTPUT0" data_type: TYPE_FP32 dims: [ -1 ] }} ]
+instance_group [ {groups} ]
+"""
+
+
+def _write(folder, groups, batch=0):
+    (folder / "config.pbtxt").write_text(CONFIG.format(batch=batch, groups=groups))
+
+
+def _calls(folder):
+    log = folder / "calls.log"
+    lines = log.read_text().split() if log.exists() else []
+    return lines.count("initialize"), lines.count("finalize")
+
+
+def test_a_reload_that_changes_only_instance_groups_updates_instances_in_place(tmp_path):
+    folder = tmp_path / "counted"
+    (folder / "1").mkdir(parents=True)
+    (folder / "1" / "model.py").write_text(MODEL)
+    _write(folder, "{ count: 3 kind: KIND_CPU }")
+    registry = DiskRepository(tmp_path).populate(ModelRepository())
+    with running_server(repository=registry) as server:
+        url = f"127.0.0.1:{server.ports['http']}"
+        stop, failures = threading.Event(), []
+
+        def load():  # requests all along: none may fail while instances come and go
+            with httpclient.InferenceServerClient(url) as client:
+                while not stop.is_set():
+                    x = httpclient.InferInput("INPUT0", [4], "FP32")
+                    x.set_data_from_numpy(np.ones(4, np.float32))
+                    try:
+                        client.infer("counted", [x])
+                    except Exception as exc:  # noqa: BLE001 - collected for the assertion below
+                        failures.append(exc)
+
+        with httpclient.InferenceServerClient(url) as client:
+            assert _calls(folder) == (3, 0)
+            threads = [threading.Thread(target=load) for _ in range(3)]
+            for thread in threads:
+                thread.start()
+            _write(folder, "{ count: 4 kind: KIND_CPU }")
+            client.load_model("counted")
+            assert _calls(folder) == (4, 0)  # one more; the three running ones untouched
+            _write(folder, '{ name: "a" count: 1 kind: KIND_CPU }, { name: "b" count: 1 kind: KIND_CPU }')
+            client.load_model("counted")
+            assert _calls(folder) == (4, 2)  # two fewer, finalized before the load answered
+            assert [g["name"] for g in client.get_model_config("counted")["instance_group"]] == ["a", "b"]
+            config = client.get_model_config("counted")
+            config["instance_group"][0]["count"] = 2  # through the load API's config, as Triton's qa does
+            client.load_model("counted", config=json.dumps(config))
+            assert _calls(folder) == (5, 2)
+            stop.set()
+            for thread in threads:
+                thread.join()
+            assert not failures
+            _write(folder, "{ count: 2 kind: KIND_CPU }", batch=2)  # another field changed: loaded again
+            client.load_model("counted")
+            assert _calls(folder) == (7, 5)
+            (folder / "1" / "model.py").write_text(MODEL + "\n# changed\n")  # the file changed: loaded again
+            client.load_model("counted")
+            assert _calls(folder) == (9, 7)
+            client.unload_model("counted")
+    assert _calls(folder) == (9, 9)
