@@ -8,7 +8,8 @@ and are finalized before the load answers. Requests keep being served throughout
 model file, any other config field) reloads the whole model, as before. Its qa (L0_model_update
 instance_update_test.py) counts initialize/finalize calls to check exactly this.
 
-A model with `sequence_batching` keeps each sequence on one instance, so it is always reloaded whole here.
+A model with `sequence_batching` keeps each sequence on its instance: a leaving instance takes no new
+sequence and is finalized once the sequences it runs have ended (or gone idle).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def in_place_config(model, new) -> Optional[Dict[str, Any]]:
     """The completed config `new` (a model built for the reload, not loaded) would run with, if `model` can
     take it by updating its instances alone; None if the model must be loaded again."""
     source = getattr(model, "loaded_from", None)
-    if source is None or not model.ready or model.sequences is not None or type(new) is not type(model):
+    if source is None or not model.ready or type(new) is not type(model):
         return None
     if str(getattr(new, "version", None)) != str(getattr(model, "version", None)):
         return None
@@ -90,12 +91,41 @@ async def update_instances(model, config: Dict[str, Any]) -> None:
         for instance in added:
             await asyncio.to_thread(instance.unload)
         raise
-    scheduler = model.scheduler
-    engine = {id(i.backend): i for i in scheduler.instances}
-    for instance in added:
-        await scheduler.add_instance(model.engine_instance(instance))
+    if model.sequences is not None:
+        _update_sequence_schedulers(model, added, leaving)
+    else:
+        scheduler = model.scheduler
+        engine = {id(i.backend): i for i in scheduler.instances}
+        for instance in added:
+            await scheduler.add_instance(model.engine_instance(instance))
+        for instance in leaving:
+            await scheduler.retire_instance(engine[id(instance)])
     model.instances = kept + added
     model.backend = model.instances[0]
     model.config = config
+
+
+def _update_sequence_schedulers(model, added: List[Any], leaving: List[Any]) -> None:
+    """A stateful model has a scheduler per instance and its sequences stay on theirs: a new instance gets a
+    scheduler (and new sequences); a leaving one takes no new sequence and stops (finalized) once none of
+    its sequences is left, which may be after the load has answered (Triton keeps it until then too)."""
+    from gpuserve.engine.batcher import Scheduler
+
+    router = model.sequences
+    index = {id(s.instances[0].backend): i for i, s in enumerate(model.schedulers) if s.instances}
+    for instance in added:
+        model.schedulers.append(Scheduler(model.name, [model.engine_instance(instance)], model.batching, model.stats,
+                                          batch_dim=router.batch_dim))
+        router.add_instance()
     for instance in leaving:
-        await scheduler.retire_instance(engine[id(instance)])
+        scheduler = model.schedulers[index[id(instance)]]
+        router.retire(index[id(instance)], lambda scheduler=scheduler: _stop_later(scheduler))
+
+
+def _stop_later(scheduler) -> None:
+    task = asyncio.ensure_future(scheduler.stop())
+    _STOPPING.add(task)
+    task.add_done_callback(_STOPPING.discard)
+
+
+_STOPPING: set = set()  # stops under way (a task nothing else holds could be collected before it ends)

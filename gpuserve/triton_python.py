@@ -355,6 +355,7 @@ class TritonPythonBackendModel(FrameworkModel):
         self.schedulers = [Scheduler(self.name, group, batching, self.stats, batch_dim=max_batch > 0)
                            for group in groups]
         self.scheduler = self.schedulers[0]
+        self.batching = batching
         self.ready = True
         logger.info("model %s: Python backend, %d instance(s) on %s, max_batch_size %d%s", self.name,
                     len(self.instances), device, max_batch,

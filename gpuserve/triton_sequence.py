@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 import numpy as np
 
@@ -98,6 +98,26 @@ class SequenceRouter:
         self.instances = instances
         self.batch_dim = batch_dim
         self.active: Dict[Any, Sequence] = {}
+        self.running: Dict[int, int] = {}  # per instance: requests between open() and close()
+        # Instances leaving (an instance update on reload): no new sequence starts there, and the callback
+        # runs once none of their sequences is left, as Triton keeps a removed instance until then
+        self.closed: Dict[int, Callable[[], None]] = {}
+
+    def add_instance(self) -> int:
+        """One more instance for new sequences; its index."""
+        self.instances += 1
+        return self.instances - 1
+
+    def retire(self, index: int, when_free: Callable[[], None]) -> None:
+        self.closed[index] = when_free
+        self._free_closed()
+
+    def _free_closed(self) -> None:
+        if not self.closed:
+            return
+        busy = {s.instance for s in self.active.values()} | {i for i, n in self.running.items() if n}
+        for index in [i for i in self.closed if i not in busy]:
+            self.closed.pop(index)()
 
     def check_rows(self, arrays: Dict[str, np.ndarray]) -> None:
         """As Triton: one row per sequence step."""
@@ -108,6 +128,7 @@ class SequenceRouter:
     def _release_idle(self, now: float) -> None:
         for key in [k for k, s in self.active.items() if not s.pending and now - s.last_used > self.idle_s]:
             del self.active[key]
+        self._free_closed()
 
     def open(self, parameters: Dict[str, Any]) -> Tuple[Any, Sequence]:
         """The request's sequence (started by it, or already running), counted as pending until `close`."""
@@ -120,12 +141,14 @@ class SequenceRouter:
                 load = [0] * self.instances
                 for other in self.active.values():
                     load[other.instance] += 1
-                sequence = self.active[key] = Sequence(instance=load.index(min(load)))
+                open_ = [i for i in range(self.instances) if i not in self.closed]
+                sequence = self.active[key] = Sequence(instance=min(open_, key=load.__getitem__))
         elif sequence is None:
             raise InvalidInput(f"inference request for sequence {key} to model '{self.model}' must specify the "
                                "START flag on the first request of the sequence")
         sequence.pending += 1
         sequence.last_used = now
+        self.running[sequence.instance] = self.running.get(sequence.instance, 0) + 1
         if parameters.get("sequence_end"):  # as Triton: the ID is free once its END arrives, not when it ran
             del self.active[key]
         return key, sequence
@@ -133,8 +156,10 @@ class SequenceRouter:
     def close(self, key, sequence: Sequence, ended: bool) -> None:
         sequence.pending -= 1
         sequence.last_used = time.monotonic()
+        self.running[sequence.instance] -= 1
         if ended and self.active.get(key) is sequence and not sequence.pending:
             del self.active[key]
+        self._free_closed()
 
     def control_arrays(self, key, parameters: Dict[str, Any], rows: int) -> List[Tuple[str, np.ndarray]]:
         shape = (rows, 1) if self.batch_dim else (1,)

@@ -104,3 +104,50 @@ def test_a_reload_that_changes_only_instance_groups_updates_instances_in_place(t
             assert _calls(folder) == (9, 7)
             client.unload_model("counted")
     assert _calls(folder) == (9, 9)
+
+
+def _wait_for(predicate, timeout=10.0):
+    import time
+
+    end = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < end:
+        time.sleep(0.02)
+    return predicate()
+
+
+def test_a_stateful_models_leaving_instance_stays_until_its_sequences_end(tmp_path):
+    """With sequence_batching each sequence stays on its instance: an instance the reload removes takes no
+    new sequence, finishes the ones it runs, and only then is finalized (Triton's qa
+    _test_scheduler_update_with_ongoing_sequences)."""
+    folder = tmp_path / "counted"
+    (folder / "1").mkdir(parents=True)
+    (folder / "1" / "model.py").write_text(MODEL)
+    batching = "\nsequence_batching { direct { } }\n"
+    (folder / "config.pbtxt").write_text(CONFIG.format(batch=0, groups="{ count: 2 kind: KIND_CPU }") + batching)
+    registry = DiskRepository(tmp_path).populate(ModelRepository())
+    with running_server(repository=registry) as server:
+        with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
+            def step(sequence, **flags):
+                x = httpclient.InferInput("INPUT0", [4], "FP32")
+                x.set_data_from_numpy(np.full(4, sequence, np.float32))
+                return client.infer("counted", [x], sequence_id=sequence, **flags).as_numpy("OUTPUT0")
+
+            step(1, sequence_start=True)
+            step(2, sequence_start=True)  # one sequence on each instance
+            (folder / "config.pbtxt").write_text(
+                CONFIG.format(batch=0, groups="{ count: 1 kind: KIND_CPU }") + batching)
+            client.load_model("counted")
+            assert _calls(folder) == (2, 0)  # the leaving instance still runs sequence 2
+            assert step(2)[0] == 2 and step(1)[0] == 1  # both go on, each on its instance
+            step(3, sequence_start=True)  # a new sequence goes to the instance that stays
+            assert _calls(folder) == (2, 0)
+            step(2, sequence_end=True)
+            assert _wait_for(lambda: _calls(folder) == (2, 1))  # its last sequence over: finalized
+            step(1, sequence_end=True)
+            step(3, sequence_end=True)
+            (folder / "config.pbtxt").write_text(
+                CONFIG.format(batch=0, groups="{ count: 3 kind: KIND_CPU }") + batching)
+            client.load_model("counted")
+            assert _calls(folder) == (4, 1)
+            client.unload_model("counted")
+    assert _calls(folder) == (4, 4)
