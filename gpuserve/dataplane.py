@@ -77,6 +77,7 @@ class DataPlane:
         self.strict_readiness = strict_readiness
         self.model_control = model_control
         self.started = False  # set once the start-up loads have finished
+        self.stopping = False  # set when shutdown begins: an open gRPC stream takes no new requests
         self._stats: Dict[Tuple[str, str], ModelStats] = {}
         # system shared-memory regions (both transports); allow_client_shm=False refuses registration
         self.shared_memory = SharedMemoryRegistry(allowed=allow_client_shm)

@@ -355,6 +355,7 @@ class ModelServer:
             self.started.set()
         stop_wait = asyncio.ensure_future(self._stopping.wait())
         done, _ = await asyncio.wait([*tasks, stop_wait], return_when=asyncio.FIRST_COMPLETED)
+        self.dataplane.stopping = True
         if poller is not None:
             poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -6,14 +6,19 @@ L0_request_cancellation, L0_grpc_state_cleanup), with models written here. Each 
   through DLPack as bfloat16; a bfloat16 tensor made with `from_dlpack` is answered as BF16.
 - parameters/response_parameters_test.py: `InferenceResponse(parameters=...)` refuses what Triton's stub
   refuses (a non-dict, a non-str key, a value not bool/int/str) with its words; the model relays them.
+- L0_grpc_state_cleanup's *_shutdownserver cases: once shutdown begins, a request arriving on an open gRPC
+  stream is answered with an error (Triton: "Request for unknown model: 'NAME' has no available versions",
+  its models unloading) instead of being run; in-flight requests still finish.
 """
 
 import json
+import queue
 import textwrap
 
 import ml_dtypes
 import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
@@ -120,3 +125,34 @@ def test_response_parameters_of_bool_int_str_are_answered(server):
     with _http(server) as client:
         result = client.infer("response_parameters", [tensor])
     assert result.get_response()["parameters"] == {"b": True, "i": 3, "s": "x"}
+
+
+def test_a_stream_takes_no_new_request_once_the_server_is_stopping(tmp_path):
+    root = tmp_path / "repo"
+    (root / "echo" / "1").mkdir(parents=True)
+    (root / "echo" / "config.pbtxt").write_text(
+        'backend: "python"\ninput [ { name: "P" data_type: TYPE_STRING dims: [ 1 ] } ]\n'
+        'output [ { name: "OUT" data_type: TYPE_STRING dims: [ 1 ] } ]\n')
+    (root / "echo" / "1" / "model.py").write_text(HEADER + textwrap.dedent("""
+        class TritonPythonModel:
+            def execute(self, requests):
+                return [pb_utils.InferenceResponse([pb_utils.Tensor(
+                    "OUT", pb_utils.get_input_tensor_by_name(r, "P").as_numpy())]) for r in requests]
+        """))
+    answers = queue.Queue()
+    tensor = grpcclient.InferInput("P", [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([b"x"], dtype=object))
+    with running_server(repository=DiskRepository(root).populate(ModelRepository())) as running:
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{running.ports['grpc']}")
+        client.start_stream(callback=lambda result, error: answers.put((result, error)))
+        client.async_stream_infer("echo", [tensor], request_id="before")
+        result, error = answers.get(timeout=30)
+        assert error is None and result.get_response().id == "before"
+        running.dataplane.stopping = True  # what the server sets when a shutdown begins
+        client.async_stream_infer("echo", [tensor], request_id="after")
+        result, error = answers.get(timeout=30)
+        client.stop_stream()
+        client.close()
+        running.dataplane.stopping = False
+    assert result is None and "Request for unknown model: 'echo' has no available versions" in str(error)
+    assert running.dataplane.stopping  # set again by the server's own shutdown

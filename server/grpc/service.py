@@ -156,7 +156,13 @@ class InferenceServicer:
             try:
                 async for request in requests:
                     await slots.acquire()
-                    pending.put_nowait((request, asyncio.ensure_future(self._infer(request, headers))))
+                    if self.plane.stopping:  # as Triton, whose models unload at shutdown: in-flight ones finish
+                        task = asyncio.get_running_loop().create_future()
+                        task.set_exception(ModelNotFound(request.model_name, reason=(
+                            f"Request for unknown model: '{request.model_name}' has no available versions")))
+                    else:
+                        task = asyncio.ensure_future(self._infer(request, headers))
+                    pending.put_nowait((request, task))
             finally:
                 pending.put_nowait((None, done))
 
