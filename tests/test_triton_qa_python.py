@@ -9,6 +9,8 @@ L0_request_cancellation, L0_grpc_state_cleanup), with models written here. Each 
 - L0_grpc_state_cleanup's *_shutdownserver cases: once shutdown begins, a request arriving on an open gRPC
   stream is answered with an error (Triton: "Request for unknown model: 'NAME' has no available versions",
   its models unloading) instead of being run; in-flight requests still finish.
+- L0_decoupled test_response_order: on one gRPC stream, a decoupled model's responses to two requests
+  arrive interleaved as the model sends them (gpuserve held the second request's until the first ended).
 """
 
 import json
@@ -73,6 +75,33 @@ MODELS = {
                         responses.append(pb_utils.InferenceResponse(
                             error=pb_utils.TritonError(str(e), pb_utils.TritonError.INVALID_ARG)))
                 return responses
+        """),
+    # Request IN=0 answers, waits until request IN=1 has answered, then answers again (final).
+    "interleave": ('backend: "python"\nmodel_transaction_policy { decoupled: true }\n'
+                   'input [ { name: "IN" data_type: TYPE_INT32 dims: [ 1 ] } ]\n'
+                   'output [ { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] } ]\n', """
+        import threading
+
+        SECOND_SENT = threading.Event()
+        FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+
+        def answer(request):
+            n = pb_utils.get_input_tensor_by_name(request, "IN").as_numpy()
+            sender = request.get_response_sender()
+            out = pb_utils.InferenceResponse([pb_utils.Tensor("OUT", n)])
+            if n[0] == 0:
+                sender.send(out)
+                SECOND_SENT.wait(30)
+                sender.send(out, flags=FINAL)
+            else:
+                sender.send(out, flags=FINAL)
+                SECOND_SENT.set()
+
+        class TritonPythonModel:
+            def execute(self, requests):
+                for request in requests:
+                    threading.Thread(target=answer, args=(request,), daemon=True).start()
+                return None
         """),
 }
 
@@ -156,3 +185,21 @@ def test_a_stream_takes_no_new_request_once_the_server_is_stopping(tmp_path):
         running.dataplane.stopping = False
     assert result is None and "Request for unknown model: 'echo' has no available versions" in str(error)
     assert running.dataplane.stopping  # set again by the server's own shutdown
+
+
+def test_decoupled_responses_of_two_requests_on_one_stream_arrive_interleaved(server):
+    answers = queue.Queue()
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.ports['grpc']}")
+    client.start_stream(callback=lambda result, error: answers.put((result, error)))
+    for i in (0, 1):
+        tensor = grpcclient.InferInput("IN", [1], "INT32")
+        tensor.set_data_from_numpy(np.array([i], dtype=np.int32))
+        client.async_stream_infer("interleave", [tensor], request_id=str(i))
+    got = []
+    for _ in range(3):
+        result, error = answers.get(timeout=60)
+        assert error is None, error
+        got.append(result.get_response().id)
+    client.stop_stream()
+    client.close()
+    assert got == ["0", "1", "0"]

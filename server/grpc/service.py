@@ -144,15 +144,50 @@ class InferenceServicer:
 
     async def ModelStreamInfer(self, requests: AsyncIterator[pb.ModelInferRequest], context
                                ) -> AsyncIterator[pb.ModelStreamInferResponse]:
-        """Requests of one stream run concurrently (so they can share batches); answers leave in
-        request order. A failed request is answered with `error_message`; the stream goes on."""
+        """Requests of one stream run concurrently (so they can share batches). A one-answer request's
+        answer leaves after those of the requests before it; a decoupled model's responses leave as it
+        sends them, interleaved with other requests' (as Triton's stream delivers them: qa's
+        L0_decoupled test_response_order). A failed request is answered with `error_message`; the stream
+        goes on."""
         headers = _headers(context)
         STREAMING.set(True)  # the requests read below (tasks copy this context) may get many responses
         slots = asyncio.Semaphore(STREAM_IN_FLIGHT)
-        pending: asyncio.Queue = asyncio.Queue()  # (request, task) in arrival order; slots bound it
+        out: asyncio.Queue = asyncio.Queue()  # answers to write, in writing order, then `done`
+        room = asyncio.Semaphore(STREAM_IN_FLIGHT)  # answers waiting there: a slow client slows the models
         done = object()
 
+        async def put(answer) -> None:
+            await room.acquire()
+            out.put_nowait(answer)
+        pumps = []
+
+        async def pump(request, task, turn: asyncio.Event, after: asyncio.Event) -> None:
+            result = None
+            try:
+                try:
+                    result = await task
+                except Exception as exc:
+                    await after.wait()
+                    await put(_stream_error(request, exc))
+                    return
+                await after.wait()
+                if isinstance(result, pb.ModelInferResponse):
+                    # as Triton: each (non-decoupled) answer is the request's final one, and says so
+                    result.parameters["triton_final_response"].bool_param = True
+                    await put(pb.ModelStreamInferResponse(infer_response=result))
+                    return
+                turn.set()  # a decoupled model's responses: later requests need not wait for its last one
+                async for answer in result:
+                    await put(answer)
+            finally:
+                turn.set()
+                slots.release()
+                if result is not None and not isinstance(result, pb.ModelInferResponse):
+                    await result.aclose()  # a client that left: the model's senders see is_cancelled()
+
         async def read() -> None:
+            after = asyncio.Event()
+            after.set()
             try:
                 async for request in requests:
                     await slots.acquire()
@@ -162,44 +197,29 @@ class InferenceServicer:
                             f"Request for unknown model: '{request.model_name}' has no available versions")))
                     else:
                         task = asyncio.ensure_future(self._infer(request, headers))
-                    pending.put_nowait((request, task))
+                    turn = asyncio.Event()
+                    pumps.append(asyncio.ensure_future(pump(request, task, turn, after)))
+                    after = turn
             finally:
-                pending.put_nowait((None, done))
+                await asyncio.gather(*pumps, return_exceptions=True)
+                out.put_nowait(done)
 
         reader = asyncio.ensure_future(read())
         try:
             while True:
-                request, task = await pending.get()
-                if task is done:
+                answer = await out.get()
+                if answer is done:
                     break
-                try:
-                    result = await task
-                except Exception as exc:
-                    slots.release()
-                    yield _stream_error(request, exc)
-                    continue
-                if isinstance(result, pb.ModelInferResponse):
-                    slots.release()
-                    # as Triton: each (non-decoupled) answer is the request's final one, and says so
-                    result.parameters["triton_final_response"].bool_param = True
-                    yield pb.ModelStreamInferResponse(infer_response=result)
-                    continue
-                try:  # a decoupled model's responses, as it sends them
-                    async for answer in result:
-                        yield answer
-                finally:
-                    slots.release()
-                    await result.aclose()  # a client that left: the model's senders see is_cancelled()
+                room.release()
+                yield answer
             try:
                 await reader
             except Exception as exc:  # the request stream itself broke
                 await context.abort(*_abort_args(exc))
         finally:
             reader.cancel()
-            while not pending.empty():
-                _, task = pending.get_nowait()
-                if task is not done:
-                    task.cancel()
+            for task in pumps:
+                task.cancel()
 
     # statistics -------------------------------------------------------------------------------
     @_guard
