@@ -21,7 +21,7 @@ from gpuserve.adaptive import AdaptiveBatcher
 from gpuserve.classification import apply_classification
 from gpuserve.engine.stats import ModelStats
 from gpuserve.errors import (InferenceError, InvalidInput, ModelControlDisabled, ModelLoadError, ModelNotFound,
-                             ModelNotReady)
+                             ModelNotReady, RequestCancelled)
 from gpuserve.model import InferenceVerb, Model
 from gpuserve.model_repository import ModelRepository
 from gpuserve.runtime_settings import RuntimeSettings
@@ -482,8 +482,9 @@ async def _counted(stats: ModelStats, work):
     except asyncio.CancelledError:
         stats.record_request(False, time.perf_counter_ns() - start, "CANCELED")
         raise
-    except BaseException:
-        stats.record_request(False, time.perf_counter_ns() - start)
+    except BaseException as exc:  # a request the server cancelled (its sequence was) counts as Triton's CANCELED
+        stats.record_request(False, time.perf_counter_ns() - start,
+                             "CANCELED" if isinstance(exc, RequestCancelled) else "BACKEND")
         raise
     stats.record_unbatched(time.perf_counter_ns() - start)
     return result

@@ -119,6 +119,13 @@ class QueueTimeout(GpuserveError):
     http, grpc = 503, "UNAVAILABLE"
 
 
+class RequestCancelled(GpuserveError):
+    """A request Triton cancels on the server's side (a queued one whose sequence was cancelled); 400 as its
+    HTTP endpoint answers CANCELLED."""
+
+    http, grpc = 400, "CANCELLED"
+
+
 class PayloadTooLarge(GpuserveError):
     http, grpc = 413, "RESOURCE_EXHAUSTED"
 

@@ -177,7 +177,7 @@ class SequenceInputs:
         router.check_rows(arrays)
         key, sequence = router.open(parameters)
         try:
-            async with sequence.lock:
+            async with sequence.turn():
                 full = dict(arrays)
                 full.update(router.control_arrays(key, parameters, 1))
                 starting = bool(parameters.get("sequence_start"))

@@ -33,7 +33,7 @@ from gpuserve.engine.batcher import BatchingConfig, Scheduler
 from gpuserve.engine.device import choose_device
 from gpuserve.engine.instance import Instance
 from gpuserve.errors import (GpuserveError, InvalidInput, InvalidSettings, ModelMissingError, ModelNotReady,
-                             Unimplemented)
+                             RequestCancelled, Unimplemented)
 from gpuserve.runtimes import FrameworkModel
 from gpuserve.triton_bls import PythonModelError, ServerBridge
 from gpuserve.triton_config import dynamic_batching_settings, read_config
@@ -467,11 +467,18 @@ class TritonPythonBackendModel(FrameworkModel):
         router, parameters = self.sequences, payload.parameters
         router.check_rows(arrays)
         key, sequence = router.open(parameters)
+        waited = time.perf_counter_ns()
         try:
-            async with sequence.lock:
+            async with sequence.turn():
                 rows = next(iter(arrays.values())).shape[0] if arrays and router.batch_dim else 1
                 context["controls"] = router.control_arrays(key, parameters, rows)
                 return await _submit(self.schedulers[sequence.instance], arrays, parameters, context)
+        except (asyncio.CancelledError, RequestCancelled):
+            if not sequence.cancelled or context.get("controls") is not None:
+                raise  # cancelled while running: the engine counted it
+            # cancelled while waiting for its turn (by its client, or with its sequence): Triton's CANCELED
+            self.stats.record_request(False, time.perf_counter_ns() - waited, "CANCELED")
+            raise
         finally:
             router.close(key, sequence, bool(parameters.get("sequence_end")))
 

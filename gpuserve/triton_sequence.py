@@ -11,13 +11,14 @@ are added to every request as the tensors the model reads. A sequence idle for l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Tuple
 
 import numpy as np
 
-from gpuserve.errors import InvalidInput, InvalidSettings
+from gpuserve.errors import InvalidInput, InvalidSettings, RequestCancelled
 from gpuserve.triton_pb_utils import TRITON_STRING_TO_NUMPY
 
 KINDS = ("CONTROL_SEQUENCE_START", "CONTROL_SEQUENCE_END", "CONTROL_SEQUENCE_READY", "CONTROL_SEQUENCE_CORRID")
@@ -46,6 +47,24 @@ class Sequence:
     last_used: float = field(default_factory=time.monotonic)
     pending: int = 0  # requests of this sequence submitted or waiting for their turn
     states: Dict[str, Any] = field(default_factory=dict)  # implicit state by input name (gpuserve/sequence_state.py)
+    cancelled: bool = False
+
+    @contextlib.asynccontextmanager
+    async def turn(self):
+        """The sequence's next request runs inside, after the previous one. As Triton's sequence batcher:
+        cancelling a request that waits here cancels the sequence, and its other waiting requests are
+        answered CANCELLED instead of running (qa's L0_request_cancellation scheduler_test)."""
+        try:
+            await self.lock.acquire()
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+        try:
+            if self.cancelled:
+                raise RequestCancelled("Request cancelled: its sequence was cancelled")
+            yield
+        finally:
+            self.lock.release()
 
 
 def parse_controls(model: str, batching: Dict[str, Any]) -> List[Control]:

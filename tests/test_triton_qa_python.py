@@ -11,11 +11,16 @@ L0_request_cancellation, L0_grpc_state_cleanup), with models written here. Each 
   its models unloading) instead of being run; in-flight requests still finish.
 - L0_decoupled test_response_order: on one gRPC stream, a decoupled model's responses to two requests
   arrive interleaved as the model sends them (gpuserve held the second request's until the first ended).
+- L0_request_cancellation scheduler_test (oldest/direct sequence): cancelling a request that waits for its
+  sequence's turn cancels the sequence: its other waiting requests answer CANCELLED, counted CANCELED.
 """
 
+import builtins
 import json
 import queue
 import textwrap
+import threading
+import time
 
 import ml_dtypes
 import numpy as np
@@ -102,6 +107,20 @@ MODELS = {
                 for request in requests:
                     threading.Thread(target=answer, args=(request,), daemon=True).start()
                 return None
+        """),
+    # A sequence model whose first request (START) waits for the test's gate, so later ones queue behind it.
+    "seq_gate": ('backend: "python"\nmax_batch_size: 1\nsequence_batching { direct { } }\n'
+                 'input [ { name: "IN" data_type: TYPE_INT32 dims: [ 1 ] } ]\n'
+                 'output [ { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] } ]\n', """
+        import builtins, threading
+
+        GATE = builtins.__dict__.setdefault("_qa_seq_gate", threading.Event())
+
+        class TritonPythonModel:
+            def execute(self, requests):
+                GATE.wait(60)
+                return [pb_utils.InferenceResponse([pb_utils.Tensor(
+                    "OUT", pb_utils.get_input_tensor_by_name(r, "IN").as_numpy())]) for r in requests]
         """),
 }
 
@@ -203,3 +222,34 @@ def test_decoupled_responses_of_two_requests_on_one_stream_arrive_interleaved(se
     client.stop_stream()
     client.close()
     assert got == ["0", "1", "0"]
+
+
+def _until(condition, what):
+    deadline = time.monotonic() + 60
+    while not condition():
+        assert time.monotonic() < deadline, f"never: {what}"
+        time.sleep(0.02)
+
+
+def test_cancelling_a_queued_sequence_request_cancels_the_sequence_s_other_queued_ones(server):
+    gate = builtins.__dict__.setdefault("_qa_seq_gate", threading.Event())
+    model = server.dataplane.repository.get_model("seq_gate")
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.ports['grpc']}")
+    answers = {name: queue.Queue() for name in ("start", "cancelled", "queued")}
+    tensor = grpcclient.InferInput("IN", [1, 1], "INT32")
+    tensor.set_data_from_numpy(np.array([[7]], dtype=np.int32))
+    calls = {}
+    for name in answers:
+        calls[name] = client.async_infer("seq_gate", [tensor], sequence_id=42, sequence_start=name == "start",
+                                         callback=lambda result, error, q=answers[name]: q.put((result, error)))
+        _until(lambda n=len(calls): sum(s.pending for s in model.sequences.active.values()) == n, f"{name} sent")
+    calls["cancelled"].cancel()
+    _until(lambda: all(s.cancelled for s in model.sequences.active.values()), "the sequence cancelled")
+    gate.set()
+    result, error = answers["start"].get(timeout=60)
+    assert error is None and result.as_numpy("OUT").tolist() == [[7]]
+    result, error = answers["queued"].get(timeout=60)
+    assert result is None and error.status() == "StatusCode.CANCELLED"
+    _until(lambda: sum(server.dataplane.stats_of(model).fail_reasons.values()) >= 2, "both failures counted")
+    assert server.dataplane.stats_of(model).fail_reasons["CANCELED"] == 2
+    client.close()
