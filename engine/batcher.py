@@ -130,6 +130,7 @@ class Scheduler:
         self.queue.on_expired = lambda job, now: self.stats.record_request(False, int((now - job.arrival) * 1e9),
                                                                            "REJECTED")
         self.queue.triton_errors = self.config.triton_errors
+        self.queue.staged = self._staged_jobs
         self._idle = InstanceSlots(self.instances)
         self._loop_ref = asyncio.get_running_loop()
         self._holding = None
@@ -155,6 +156,10 @@ class Scheduler:
                         job.future.set_exception(ModelNotReady(self.name, "it was unloaded while this request ran"))
         for instance in self.instances:
             await asyncio.to_thread(instance.close)
+
+    def _staged_jobs(self) -> List[Job]:
+        """Jobs handed to an instance that has not begun them (queued behind its running batch)."""
+        return [job for batch in self._inflight.values() for job in batch if not job.started]
 
     async def add_instance(self, instance: Instance) -> None:
         """Serve with one more instance from now on (Triton's instance update on a reload)."""
@@ -255,7 +260,11 @@ class Scheduler:
         target = min(self.config.target, limit)
         self.queue.held = batch
         try:
-            while rows < target and not self._preferred_prefix(_in_queue_order(batch)):
+            # As Triton's dynamic batcher, the held batch also goes once the next queued request cannot
+            # join it (another shape, or past the largest preferred size or max_batch_size): waiting on
+            # could not grow it, and held the first requests for the whole delay (qa/L0_batcher
+            # test_multi_batch_gt_max_preferred, test_multi_batch_not_preferred_different_shape).
+            while rows < target and not self.queue.size and not self._preferred_prefix(_in_queue_order(batch)):
                 now = time.monotonic()
                 remaining = deadline - now
                 if remaining <= 0:
@@ -270,7 +279,7 @@ class Scheduler:
                     if not batch:
                         return
                 if arrived or soonest is not None:
-                    more = self.queue.take_matching(first.key, limit - rows)
+                    more = self.queue.take_matching(first.key, target - rows)
                     batch += more
                     rows += sum(job.rows for job in more)
         finally:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from typing import Deque, List, Optional, Sequence
+from typing import Callable, Deque, List, Optional, Sequence
 
 from gpuserve.errors import DeadlineExceeded, QueueFull, QueueTimeout
 from gpuserve.engine.job import Job
@@ -47,6 +47,8 @@ class BatchQueue:
         # Jobs the batcher took out but holds back while max_queue_delay lets their batch grow: still
         # waiting, so Triton counts them against max_queue_size and so does put()
         self.held: Sequence[Job] = ()
+        # Jobs handed to a busy instance's second slot, not started: still waiting, so they count as well
+        self.staged: Optional[Callable[[], List[Job]]] = None
         self._ready = asyncio.Event()
         self.on_expired = None  # called with each job that timed out here (the scheduler counts it as REJECTED)
         self.triton_errors = False  # Triton's words: QueueTimeout for a timed-out job, its queue-full sentence
@@ -54,8 +56,11 @@ class BatchQueue:
     def __len__(self) -> int:
         return self.size
 
+    def _staged(self) -> List[Job]:
+        return self.staged() if self.staged is not None else []
+
     def put(self, job: Job) -> None:
-        if self.max_size and self.size + len(self.held) >= self.max_size:
+        if self.max_size and self.size + len(self.held) + len(self._staged()) >= self.max_size:
             raise QueueFull("Exceeds maximum queue size" if self.triton_errors else
                             f"queue is full ({self.max_size} requests waiting); retry later")
         levels = self.levels
@@ -77,7 +82,7 @@ class BatchQueue:
 
     def _waiting(self, level: int) -> int:
         delayed = self._delayed[level]
-        held = sum(1 for job in self.held if self._level(job) == level) if self.held else 0
+        held = sum(1 for job in (*self.held, *self._staged()) if self._level(job) == level)
         return (len(self.levels[self._main[level]]) + (len(self.levels[delayed]) if delayed is not None else 0)
                 + held)
 

@@ -209,3 +209,19 @@ dynamic_batching { priority_levels: 18446744073709551615 default_priority_level:
     config = batching_config(settings, True)
     assert config.priority_levels == MAX_PRIORITY_LEVELS
     assert config.default_priority_level == MAX_PRIORITY_LEVELS - 1
+
+
+async def test_a_request_staged_behind_a_busy_instance_counts_against_the_queue_bound():
+    """Triton's qa test_max_queue_size: with the instance busy, a bound of 2 takes exactly two more requests
+    (one of them already handed to the instance's second slot, still waiting) and refuses the third."""
+    backend = GatedBackend()
+    scheduler, _ = scheduler_for(backend, slots=2, max_batch_size=1, max_queue_size=2)
+    first = await occupy(scheduler, backend)
+    waiting = [asyncio.ensure_future(scheduler.submit(row(v))) for v in (1, 2)]
+    await settle()
+    assert len(scheduler.queue) == 1  # the other is staged on the instance
+    with pytest.raises(QueueFull):
+        await scheduler.submit(row(3))
+    backend.gate.set()
+    await asyncio.gather(first, *waiting)
+    await scheduler.stop()
