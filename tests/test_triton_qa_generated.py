@@ -267,3 +267,62 @@ def test_libtorch_sequence_tensors_go_by_their_index_suffix(tmp_path):
             inputs[0].set_data_from_numpy(np.array([value], np.int32))
             got.append(int(client.infer(folder.name, inputs, sequence_id=11, **flags).as_numpy("OUTPUT__0")[0]))
         assert got == [3, 7, 12]
+
+
+def _engine_scheduler(**config):
+    """The engine alone, a doubling CPU backend that answers at once (tests/test_engine.py's scheduler)."""
+    from test_engine import GatedBackend, scheduler_for
+
+    backend = GatedBackend()
+    backend.gate.set()
+    scheduler, _ = scheduler_for(backend, **config)
+    return scheduler
+
+
+async def _held_then(scheduler, first_rows, later):
+    """Submit `first_rows`, let the batcher hold it, then submit each of `later` (rows, 2-D width)."""
+    import asyncio
+
+    tasks = [asyncio.ensure_future(scheduler.submit({"x": np.ones((first_rows, 2), np.float32)}))]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    for rows, width in later:
+        tasks.append(asyncio.ensure_future(scheduler.submit({"x": np.ones((rows, width), np.float32)})))
+    return tasks
+
+
+async def test_a_held_batch_goes_when_the_next_request_cannot_join():
+    """qa/L0_batcher test_multi_batch_gt_max_preferred: 3 rows held (preferred 2, 6; max 8), then 7 rows
+    that cannot join: Triton sends the 3 at once and the 7 after; gpuserve held the 3 for the whole delay
+    (600 s here, so the old code never answers within the test's 60 s)."""
+    import asyncio
+
+    scheduler = _engine_scheduler(max_batch_size=8, preferred_batch_sizes=(2, 6), max_queue_delay_s=600.0)
+    tasks = await _held_then(scheduler, 3, [(7, 2)])
+    await asyncio.wait_for(asyncio.gather(*tasks), 60)
+    assert scheduler.batches_formed == {3: 1, 7: 1}
+    await scheduler.stop()
+
+
+async def test_a_held_batch_goes_when_the_next_request_has_another_shape():
+    """qa/L0_batcher test_multi_batch_not_preferred_different_shape: a request of another shape behind a
+    held one cannot join it, so the held one goes (Triton), instead of waiting out the delay."""
+    import asyncio
+
+    scheduler = _engine_scheduler(max_batch_size=8, preferred_batch_sizes=(2, 6), max_queue_delay_s=600.0)
+    tasks = await _held_then(scheduler, 1, [(1, 3)])
+    await asyncio.wait_for(asyncio.gather(*tasks[:1]), 60)
+    await scheduler.stop()
+
+
+async def test_a_held_batch_does_not_grow_past_the_largest_preferred_size():
+    """qa/L0_batcher test_multi_batch_sum_gt_max_preferred: 3 rows held, then 4 (3 + 4 > 6, the largest
+    preferred size): the 3 go alone at once, the 4 wait on (Triton); gpuserve ran them as one batch of 7."""
+    import asyncio
+
+    scheduler = _engine_scheduler(max_batch_size=8, preferred_batch_sizes=(2, 6), max_queue_delay_s=600.0)
+    tasks = await _held_then(scheduler, 3, [(4, 2)])
+    await asyncio.wait_for(tasks[0], 60)
+    assert scheduler.batches_formed == {3: 1} and not tasks[1].done()
+    tasks[1].cancel()
+    await scheduler.stop()
