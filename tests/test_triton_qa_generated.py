@@ -165,6 +165,12 @@ def test_grpc_config_of_a_model_with_bool_written_as_0_1(tmp_path):
         config = client.get_model_config("seq_bool").config
         controls = [c.control[0].bool_false_true for c in config.sequence_batching.control_input]
         assert [list(c) for c in controls] == [[False, True], [False, True]]
+        import tritonclient.http as httpclient
+
+        with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
+            shown = client.get_model_config("seq_bool")["sequence_batching"]["control_input"]
+        values = [c["control"][0]["bool_false_true"] for c in shown]
+        assert values == [[False, True], [False, True]] and all(type(v) is bool for pair in values for v in pair)
 
 
 DIRECT_DELAY = """

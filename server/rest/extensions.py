@@ -55,6 +55,8 @@ def _filled(value: dict, descriptor) -> dict:
                     out[field.name] = [_filled(v, field.message_type) if isinstance(v, dict) else v for v in present]
                 elif isinstance(present, dict):
                     out[field.name] = _filled(present, field.message_type)
+            elif field.type == field.TYPE_BOOL:  # a config may write a bool as 0/1 (Triton's qa bool models)
+                out[field.name] = [bool(v) for v in present] if isinstance(present, list) else bool(present)
             continue
         if _is_map(field):
             out[field.name] = {}
