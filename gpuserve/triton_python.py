@@ -38,6 +38,7 @@ from gpuserve.runtimes import FrameworkModel
 from gpuserve.triton_bls import PythonModelError, ServerBridge
 from gpuserve.triton_config import dynamic_batching_settings, read_config
 from gpuserve.triton_instance_update import LoadedFrom, file_digest
+from gpuserve.sequence_state import direct_batching
 from gpuserve.triton_sequence import SequenceRouter
 from gpuserve.triton_python_config import (checked_inputs, complete_config, completed_config,
                                            import_model_file, may_block, tensor_specs)
@@ -336,7 +337,8 @@ class TritonPythonBackendModel(FrameworkModel):
             raise
         self.backend = self.instances[0]
         self.client_inputs = self.input_specs
-        batching = batching_config(self.settings, max_batch > 0)
+        # a Direct-strategy sequence model runs once enough slots are ready, as the file-backed ones do
+        batching = direct_batching(batching_config(self.settings, max_batch > 0), config.get("sequence_batching"))
         # A quick sync execute may run on the loop's thread as the engine runs quick CPU batches (two
         # thread wake-ups saved, ~200 us a request here); never an async one, a decoupled model's, or one
         # whose model.py calls the server (a BLS call there would wait on the thread it blocks) or waits on
