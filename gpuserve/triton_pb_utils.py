@@ -194,18 +194,28 @@ class InferenceResponse:
 class InferenceResponseSender:
     """Decoupled models answer through this; `gpuserve.triton_python` gives it where responses go."""
 
-    def __init__(self, deliver, cancelled):
+    def __init__(self, deliver, cancelled, single: bool = False):
         self._deliver = deliver
         self._cancelled = cancelled
         self._closed = False
+        # A non-decoupled model's sender (Triton 24.06 on): its one response completes the request, during
+        # execute or after it returned; a final flag after it changes nothing
+        self._single = single
+        self._answered = False
 
     def send(self, response: Optional[InferenceResponse] = None, flags: int = 0) -> None:
+        final = bool(flags & TRITONSERVER_RESPONSE_COMPLETE_FINAL)
         if self._closed:
+            if self._single and self._answered and response is None and final:
+                return
             raise TritonModelException("Unable to send response. Response sender has been closed.")
-        if response is None and not flags & TRITONSERVER_RESPONSE_COMPLETE_FINAL:
+        if response is None and not final:
             raise TritonModelException("send() needs a response or the TRITONSERVER_RESPONSE_COMPLETE_FINAL flag")
-        if flags & TRITONSERVER_RESPONSE_COMPLETE_FINAL:
+        if self._single and response is None:
+            raise TritonModelException("Non-decoupled model cannot send complete final before sending a response")
+        if final or self._single:
             self._closed = True
+        self._answered = self._answered or response is not None
         self._deliver(response, flags)
 
     def is_cancelled(self) -> bool:

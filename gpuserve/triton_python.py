@@ -13,15 +13,17 @@ requests and executions as Triton's do.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import functools
 import inspect
 import json
 import logging
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -110,34 +112,61 @@ class PythonInstance:
         self.inputs = owner.input_specs
         self.outputs = owner.output_specs
         self._declared = {spec.name for spec in self.outputs}
-        self._loop: Optional[asyncio.AbstractEventLoop] = None  # runs an `async def execute`, on this thread
+        # Runs the instance's coroutines (`async def execute`, initialize, finalize) as Triton's stub does: one
+        # event loop per instance, always running in a thread of its own, so tasks a coroutine leaves behind
+        # (responses a decoupled model sends after execute returns) go on running
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._loop_thread: Optional[threading.Thread] = None
 
-    def _call(self, function, *args):
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            loop = asyncio.new_event_loop()
+
+            def run() -> None:
+                pb.set_bridge(self.owner.bridge, thread_default=False)  # BLS from the model's coroutines
+                asyncio.set_event_loop(loop)
+                loop.run_forever()
+
+            self._loop_thread = threading.Thread(target=run, name=f"{self.name}-async", daemon=True)
+            self._loop_thread.start()
+            self._loop = loop
+        return self._loop
+
+    def _call(self, function, *args, background: Optional[Callable[[BaseException], None]] = None):
+        """Call a model method; a coroutine it returns runs on the instance's loop, waited for, or with
+        `background` (a decoupled model's execute, as Triton runs it) not: `background` gets its error."""
         result = function(*args)
-        if inspect.isawaitable(result):
-            if self._loop is None:
-                self._loop = asyncio.new_event_loop()
-            result = self._loop.run_until_complete(result)
-        return result
+        if not inspect.isawaitable(result):
+            return result
+        future = asyncio.run_coroutine_threadsafe(_awaited(result), self._event_loop())
+        if background is None:
+            return future.result()
+        future.add_done_callback(lambda done: done.cancelled() or background(
+            done.exception() or (self._decoupled_return() if done.result() is not None else None)))
+        return None
+
+    def _decoupled_return(self) -> "_DecoupledReturn":
+        return _DecoupledReturn(f"Python model '{self.name}' is using the decoupled mode and the execute function "
+                                "must return None.")
 
     def run_requests(self, jobs) -> List[object]:
         """Per job, its InferResponse or the error that fails it alone; execute runs once for all."""
         pb.set_bridge(self.owner.bridge)
         requests = [self._request(job) for job in jobs]
         started = time.perf_counter()
+        decoupled = self.owner.decoupled
         try:
-            answers = self._call(self.obj.execute, requests)
+            answers = self._call(self.obj.execute, requests, background=(
+                lambda exc: exc and self._end_streams(jobs, requests, self._failure(exc))) if decoupled else None)
+            if decoupled and answers is not None:  # Triton's stub refuses it, and the requests end with that
+                raise self._decoupled_return()
         except Exception as exc:
-            message = (f"Failed to process the request(s) for model '{self.name}', message: {type(exc).__name__}: "
-                       f"{exc}{_where(exc)}")
-            if self.owner.decoupled:  # responses already sent stay sent; the stream ends with the error
-                for job, request in zip(jobs, requests):
-                    sender = request.get_response_sender()
-                    if not sender._closed:
-                        sender._closed = True
-                        job.parameters["stream"].put(PythonModelError(message), True)
+            if decoupled:
+                self._end_streams(jobs, requests, self._failure(exc))
                 return [None for _ in jobs]
-            return [PythonModelError(message) for _ in jobs]
+            # a request its sender already answered keeps that answer (Triton drops the error for it)
+            return [self._response(job, request._sent[0]) if getattr(request, "_sent", None)
+                    else PythonModelError(self._failure(exc)) for job, request in zip(jobs, requests)]
         elapsed = time.perf_counter() - started
         if elapsed > SLOW_ON_LOOP_S and self.owner.bridge.on_loop_thread():
             logger.warning("model %s: an execute took %.0f ms on the server's event loop; its executes run on "
@@ -146,7 +175,7 @@ class PythonInstance:
         if self.owner.decoupled:  # the responses travel through each request's sender, now or later
             return [None for _ in jobs]
         if answers is None:  # answered through response senders (allowed in default mode since Triton 24.06)
-            answers = [r._sent[0] if getattr(r, "_sent", None) else None for r in requests]
+            answers = [None for _ in requests]
         try:
             answers = list(answers)
         except TypeError:
@@ -156,7 +185,33 @@ class PythonInstance:
                        f"InferenceResponse objects do not match the number of InferenceRequest objects. "
                        f"InferenceRequest(s) size is:{len(requests)}, and InferenceResponse(s) size is:{len(answers)}")
             return [PythonModelError(message) for _ in jobs]
-        return [self._response(job, answer) for job, answer in zip(jobs, answers)]
+        return [self._answer(job, request, answer) for job, request, answer in zip(jobs, requests, answers)]
+
+    def _answer(self, job, request: pb.InferenceRequest, answer) -> object:
+        """A request's answer, as Triton's stub settles it: a response its sender sent wins over one returned
+        (which is dropped); one it will send after execute returned is awaited by the request (_Later)."""
+        sent = getattr(request, "_sent", None)
+        if sent:
+            return self._response(job, sent[0])
+        if answer is None and sent is not None and not request.get_response_sender()._closed:
+            return _Later(request._later, functools.partial(self._response, job))
+        return self._response(job, answer)
+
+    def _failure(self, exc: BaseException) -> str:
+        if isinstance(exc, _DecoupledReturn):
+            return str(exc)
+        return (f"Failed to process the request(s) for model '{self.name}', message: {type(exc).__name__}: "
+                f"{exc}{_where(exc)}")
+
+    @staticmethod
+    def _end_streams(jobs, requests, message: str) -> None:
+        """A decoupled request that failed: responses already sent stay sent; its stream ends with the error
+        unless the model closed it (then, as in Triton, the error reaches nobody)."""
+        for job, request in zip(jobs, requests):
+            sender = request.get_response_sender()
+            if not sender._closed:
+                sender._closed = True
+                job.parameters["stream"].put(PythonModelError(message), True)
 
     def _request(self, job) -> pb.InferenceRequest:
         request: InferRequest = job.parameters["request"]
@@ -185,9 +240,15 @@ class PythonInstance:
 
     def _sender_for(self, job, request: pb.InferenceRequest) -> pb.InferenceResponseSender:
         stream = job.parameters.get("stream")
-        if stream is None:
+        if stream is None:  # the request's one response, maybe sent after execute returned (run_requests)
             request._sent = []
-            deliver = lambda response, flags: request._sent.append(response)  # noqa: E731
+            request._later = concurrent.futures.Future()
+
+            def deliver(response, flags):
+                request._sent.append(response)
+                if not request._later.done():
+                    request._later.set_result(response)
+            return pb.InferenceResponseSender(deliver, request._cancelled, single=True)
         else:
             def deliver(response, flags):
                 item = None if response is None else self._response(job, response)
@@ -242,9 +303,31 @@ class PythonInstance:
             logger.exception("model %s: finalize() failed", self.name)
         finally:
             if self._loop is not None:
-                self._loop.close()
-                self._loop = None
+                self._loop.call_soon_threadsafe(self._loop.stop)
+                self._loop_thread.join(5)
+                if not self._loop_thread.is_alive():
+                    self._loop.close()
+                self._loop = self._loop_thread = None
             self.obj = None
+
+
+class _Later:
+    """A non-decoupled request whose response its sender will send after execute returned."""
+
+    def __init__(self, future: "concurrent.futures.Future", convert):
+        self.future = future
+        self.convert = convert
+
+    async def result(self):
+        return self.convert(await asyncio.wrap_future(self.future))
+
+
+class _DecoupledReturn(Exception):
+    """A decoupled model's execute returned responses instead of None."""
+
+
+async def _awaited(awaitable):
+    return await awaitable
 
 
 def _off_the_loop(config: BatchingConfig) -> BatchingConfig:
@@ -255,6 +338,12 @@ def _off_the_loop(config: BatchingConfig) -> BatchingConfig:
 async def _submit(scheduler: Scheduler, arrays: Dict[str, np.ndarray], parameters: Dict[str, Any],
                   context: Dict[str, Any]):
     """One request to a scheduler with its Triton priority and timeout; the answer is its InferResponse."""
+    answer = await _submit_once(scheduler, arrays, parameters, context)
+    return await answer.result() if isinstance(answer, _Later) else answer
+
+
+async def _submit_once(scheduler: Scheduler, arrays: Dict[str, np.ndarray], parameters: Dict[str, Any],
+                       context: Dict[str, Any]):
     return await scheduler.submit(arrays, request_priority(parameters, scheduler.config.priority_levels),
                                   request_timeout_s(parameters), None, None, context=context)
 
