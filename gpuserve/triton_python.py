@@ -112,33 +112,40 @@ class PythonInstance:
         self.inputs = owner.input_specs
         self.outputs = owner.output_specs
         self._declared = {spec.name for spec in self.outputs}
-        # Runs the instance's coroutines (`async def execute`, initialize, finalize) as Triton's stub does: one
-        # event loop per instance, always running in a thread of its own, so tasks a coroutine leaves behind
-        # (responses a decoupled model sends after execute returns) go on running
+        # The instance's coroutines (`async def execute`, initialize, finalize) run on an event loop of its
+        # own. This thread runs it for each call (a hand-over to another thread costs ~55 us a call); once a
+        # call leaves tasks behind (a decoupled model answering after execute returned, as Triton's stub lets
+        # it), the loop keeps running in a thread of its own, as the stub's does, and calls go there
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._loop_thread: Optional[threading.Thread] = None
 
-    def _event_loop(self) -> asyncio.AbstractEventLoop:
-        if self._loop is None:
-            loop = asyncio.new_event_loop()
+    def _run_loop_on_its_own(self) -> None:
+        loop = self._loop
 
-            def run() -> None:
-                pb.set_bridge(self.owner.bridge, thread_default=False)  # BLS from the model's coroutines
-                asyncio.set_event_loop(loop)
-                loop.run_forever()
+        def run() -> None:
+            pb.set_bridge(self.owner.bridge, thread_default=False)  # BLS from the model's coroutines
+            asyncio.set_event_loop(loop)
+            loop.run_forever()
 
-            self._loop_thread = threading.Thread(target=run, name=f"{self.name}-async", daemon=True)
-            self._loop_thread.start()
-            self._loop = loop
-        return self._loop
+        self._loop_thread = threading.Thread(target=run, name=f"{self.name}-async", daemon=True)
+        self._loop_thread.start()
 
     def _call(self, function, *args, background: Optional[Callable[[BaseException], None]] = None):
-        """Call a model method; a coroutine it returns runs on the instance's loop, waited for, or with
-        `background` (a decoupled model's execute, as Triton runs it) not: `background` gets its error."""
+        """Call a model method and wait for a coroutine it returns; with `background` (a decoupled model's
+        execute once its loop runs on its own, as Triton runs it) it is not waited for: `background` gets
+        its error."""
         result = function(*args)
         if not inspect.isawaitable(result):
             return result
-        future = asyncio.run_coroutine_threadsafe(_awaited(result), self._event_loop())
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        if self._loop_thread is None:
+            try:
+                return self._loop.run_until_complete(_awaited(result))
+            finally:
+                if asyncio.all_tasks(self._loop):
+                    self._run_loop_on_its_own()
+        future = asyncio.run_coroutine_threadsafe(_awaited(result), self._loop)
         if background is None:
             return future.result()
         future.add_done_callback(lambda done: done.cancelled() or background(
@@ -302,12 +309,12 @@ class PythonInstance:
         except Exception:
             logger.exception("model %s: finalize() failed", self.name)
         finally:
-            if self._loop is not None:
+            if self._loop_thread is not None:
                 self._loop.call_soon_threadsafe(self._loop.stop)
                 self._loop_thread.join(5)
-                if not self._loop_thread.is_alive():
-                    self._loop.close()
-                self._loop = self._loop_thread = None
+            if self._loop is not None and not self._loop.is_running():
+                self._loop.close()
+            self._loop = self._loop_thread = None
             self.obj = None
 
 
