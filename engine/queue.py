@@ -61,8 +61,7 @@ class BatchQueue:
 
     def put(self, job: Job) -> None:
         if self.max_size and self.size + len(self.held) + len(self._staged()) >= self.max_size:
-            raise QueueFull("Exceeds maximum queue size" if self.triton_errors else
-                            f"queue is full ({self.max_size} requests waiting); retry later")
+            raise self._full(f"queue is full ({self.max_size} requests waiting); retry later")
         levels = self.levels
         if len(levels) == 1:
             levels[0].append(job)
@@ -70,12 +69,15 @@ class BatchQueue:
             level = self._level(job)
             bound = self.level_sizes[level] if self.level_sizes else 0
             if bound and self._waiting(level) >= bound:
-                raise QueueFull("Exceeds maximum queue size" if self.triton_errors else
-                                f"queue of priority level {level + 1} is full ({bound} requests waiting); retry later")
+                raise self._full(f"queue of priority level {level + 1} is full ({bound} requests waiting); "
+                                 "retry later")
             levels[self._main[level]].append(job)
         self.size += 1
         if not self._ready.is_set():
             self._ready.set()
+
+    def _full(self, detail: str) -> QueueFull:
+        return QueueFull("Exceeds maximum queue size" if self.triton_errors else detail)
 
     def _level(self, job: Job) -> int:
         return min(max(job.priority, 0), len(self._main) - 1)

@@ -185,11 +185,12 @@ class ModelRepository:
         ok = True
         old = self._versions.get(name, {})
         models = [await _in_place(old, model) for model in models]
+        in_place = {id(model) for model in models} & {id(model) for model in old.values()}  # loaded, serving
         for model in models:
             if hasattr(model, "registry"):  # an ensemble's readiness is its steps' (they are served here)
                 model.registry = self
-            if any(model is kept for kept in old.values()):
-                continue  # updated in place: loaded and serving
+            if id(model) in in_place:
+                continue
             if getattr(model, "ready", False) is False and not getattr(model, "reason", ""):
                 ok = await run_load(model) and ok
             else:
@@ -201,7 +202,7 @@ class ModelRepository:
             logger.error("model '%s': reload failed (%s); the loaded model keeps serving", name,
                          self.load_failures[name])
             for model in models:
-                if not any(model is kept for kept in old.values()):
+                if id(model) not in in_place:
                     await stop_model(model)
             return False
         self._versions.pop(name, None)
@@ -209,7 +210,7 @@ class ModelRepository:
         for model in models:
             self.update(model)
         for model in old.values():
-            if not any(model is kept for kept in models):
+            if id(model) not in in_place:
                 await stop_model(model)
         self.unloaded.discard(name)
         return ok

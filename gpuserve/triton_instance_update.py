@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from gpuserve.triton_config import read_config
 from gpuserve.triton_python_config import complete_config, completed_config
 
 
@@ -39,6 +38,11 @@ def file_digest(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def signature(group: Dict[str, Any]) -> tuple:
+    """What an instance of a completed instance group is matched by: its kind and devices."""
+    return group["kind"], tuple(group["gpus"])
+
+
 def in_place_config(model, new) -> Optional[Dict[str, Any]]:
     """The completed config `new` (a model built for the reload, not loaded) would run with, if `model` can
     take it by updating its instances alone; None if the model must be loaded again."""
@@ -51,10 +55,7 @@ def in_place_config(model, new) -> Optional[Dict[str, Any]]:
         path = new.artefact()
         if file_digest(path) != source.digest:
             return None
-        folder = Path(new.settings.folder) if new.settings.folder else path.parent.parent
-        config = read_config(folder) if (folder / "config.pbtxt").is_file() else {"name": model.name}
-        config["name"] = model.name
-        config.setdefault("backend", "python")
+        _, config = new.written_config()
         config = completed_config(complete_config(source.cls, config), model.name, source.device)
     except Exception:  # a config that does not read or complete: the full load reports it
         return None
@@ -75,9 +76,9 @@ async def update_instances(model, config: Dict[str, Any]) -> None:
     kept, wanted = [], []
     for group in config["instance_group"]:
         for index in range(group["count"]):
-            signature = (group["kind"], tuple(group["gpus"]))
-            if spare.get(signature):
-                kept.append(spare[signature].pop(0))
+            wanted_kind = signature(group)
+            if spare.get(wanted_kind):
+                kept.append(spare[wanted_kind].pop(0))
             else:
                 wanted.append((group, index))
     leaving = [instance for instances in spare.values() for instance in instances]

@@ -39,7 +39,7 @@ from gpuserve.errors import (GpuserveError, InvalidInput, InvalidSettings, Model
 from gpuserve.runtimes import FrameworkModel
 from gpuserve.triton_bls import PythonModelError, ServerBridge
 from gpuserve.triton_config import dynamic_batching_settings, read_config
-from gpuserve.triton_instance_update import LoadedFrom, file_digest
+from gpuserve.triton_instance_update import LoadedFrom, file_digest, signature
 from gpuserve.sequence_state import direct_batching
 from gpuserve.triton_sequence import SequenceRouter
 from gpuserve.triton_python_config import (checked_inputs, complete_config, completed_config,
@@ -172,7 +172,7 @@ class PythonInstance:
                 self._end_streams(jobs, requests, self._failure(exc))
                 return [None for _ in jobs]
             # a request its sender already answered keeps that answer (Triton drops the error for it)
-            return [self._response(job, request._sent[0]) if getattr(request, "_sent", None)
+            return [self._response(job, _sent(request)) if _sent(request) is not None
                     else PythonModelError(self._failure(exc)) for job, request in zip(jobs, requests)]
         elapsed = time.perf_counter() - started
         if elapsed > SLOW_ON_LOOP_S and self.owner.bridge.on_loop_thread():
@@ -197,10 +197,10 @@ class PythonInstance:
     def _answer(self, job, request: pb.InferenceRequest, answer) -> object:
         """A request's answer, as Triton's stub settles it: a response its sender sent wins over one returned
         (which is dropped); one it will send after execute returned is awaited by the request (_Later)."""
-        sent = getattr(request, "_sent", None)
-        if sent:
-            return self._response(job, sent[0])
-        if answer is None and sent is not None and not request.get_response_sender()._closed:
+        sent = _sent(request)
+        if sent is not None:
+            return self._response(job, sent)
+        if answer is None and getattr(request, "_later", None) is not None:
             return _Later(request._later, functools.partial(self._response, job))
         return self._response(job, answer)
 
@@ -248,14 +248,9 @@ class PythonInstance:
     def _sender_for(self, job, request: pb.InferenceRequest) -> pb.InferenceResponseSender:
         stream = job.parameters.get("stream")
         if stream is None:  # the request's one response, maybe sent after execute returned (run_requests)
-            request._sent = []
-            request._later = concurrent.futures.Future()
-
-            def deliver(response, flags):
-                request._sent.append(response)
-                if not request._later.done():
-                    request._later.set_result(response)
-            return pb.InferenceResponseSender(deliver, request._cancelled, single=True)
+            request._later = later = concurrent.futures.Future()  # the sender delivers once (single=True)
+            return pb.InferenceResponseSender(lambda response, flags: later.set_result(response), request._cancelled,
+                                              single=True)
         else:
             def deliver(response, flags):
                 item = None if response is None else self._response(job, response)
@@ -318,6 +313,12 @@ class PythonInstance:
             self.obj = None
 
 
+def _sent(request: pb.InferenceRequest):
+    """The response a non-decoupled request's sender has sent, if it has."""
+    later = getattr(request, "_later", None)
+    return later.result() if later is not None and later.done() else None
+
+
 class _Later:
     """A non-decoupled request whose response its sender will send after execute returned."""
 
@@ -345,14 +346,9 @@ def _off_the_loop(config: BatchingConfig) -> BatchingConfig:
 async def _submit(scheduler: Scheduler, arrays: Dict[str, np.ndarray], parameters: Dict[str, Any],
                   context: Dict[str, Any]):
     """One request to a scheduler with its Triton priority and timeout; the answer is its InferResponse."""
-    answer = await _submit_once(scheduler, arrays, parameters, context)
+    answer = await scheduler.submit(arrays, request_priority(parameters, scheduler.config.priority_levels),
+                                    request_timeout_s(parameters), None, None, context=context)
     return await answer.result() if isinstance(answer, _Later) else answer
-
-
-async def _submit_once(scheduler: Scheduler, arrays: Dict[str, np.ndarray], parameters: Dict[str, Any],
-                       context: Dict[str, Any]):
-    return await scheduler.submit(arrays, request_priority(parameters, scheduler.config.priority_levels),
-                                  request_timeout_s(parameters), None, None, context=context)
 
 
 def _tensor(name: str, array: np.ndarray, bf16: bool = False) -> pb.Tensor:
@@ -394,10 +390,7 @@ class TritonPythonBackendModel(FrameworkModel):
         path = self.artefact()
         if not path.is_file():
             raise ModelMissingError(f"model '{self.name}': {path} does not exist")
-        folder = Path(self.settings.folder) if self.settings.folder else path.parent.parent
-        config = read_config(folder) if (folder / "config.pbtxt").is_file() else {"name": self.name}
-        config["name"] = self.name
-        config.setdefault("backend", "python")
+        folder, config = self.written_config()
         unique = self._module_name = f"gpuserve_python_model_{self.name}_{self.version or 0}_{id(self)}"
         module = import_model_file(path, unique)
         cls = module.TritonPythonModel
@@ -461,6 +454,15 @@ class TritonPythonBackendModel(FrameworkModel):
                     ", dynamic batching" if batching.max_batch_size > 1 else "")
         return True
 
+    def written_config(self):
+        """(the model's folder, its config.pbtxt as written, named after the model), before auto-complete."""
+        path = self.artefact()
+        folder = Path(self.settings.folder) if self.settings.folder else path.parent.parent
+        config = read_config(folder) if (folder / "config.pbtxt").is_file() else {"name": self.name}
+        config["name"] = self.name
+        config.setdefault("backend", "python")
+        return folder, config
+
     def _sync_settings(self, config: Dict[str, Any]) -> None:
         """The completed config decides batching: Triton batches a Python model only with `dynamic_batching`."""
         max_batch = config["max_batch_size"]
@@ -506,7 +508,7 @@ class TritonPythonBackendModel(FrameworkModel):
                 "model_instance_name": name, "model_instance_device_id": device_id if on_gpu else "0",
                 "model_repository": str(folder), "model_version": str(self.version or 1), "model_name": self.name}
         instance = PythonInstance(self, obj, name, device if on_gpu else "cpu")
-        instance.signature = (group["kind"], tuple(group["gpus"]))
+        instance.signature = signature(group)
         initialize = getattr(obj, "initialize", None)
         if initialize is not None:
             pb.set_bridge(self.bridge, thread_default=False)
