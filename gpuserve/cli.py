@@ -55,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="false: clients may not register shared memory (setting allow_client_shm; default true)")
     triton.add_argument("--trace-config", action="append", default=None, metavar="[triton,]KEY=VALUE",
                         help="the trace settings clients read at start-up (file, level, rate, count, log-frequency)")
+    for flag, what in (("--http-restricted-api", "API"), ("--grpc-restricted-protocol", "PROTOCOL")):
+        triton.add_argument(flag, action="append", default=None, metavar=f"{what}[,{what}...]:KEY=VALUE",
+                            help="those endpoint groups answer only requests with header KEY: VALUE (repeat)")
     for flag in TRACE_FLAGS:  # Triton's older spellings of --trace-config KEY=VALUE
         triton.add_argument(flag, action="append", default=None, metavar="VALUE", help=argparse.SUPPRESS)
     for flag in TRITON_NOTED:
@@ -153,6 +156,8 @@ def start(args: argparse.Namespace) -> int:
                                    log_level=log_level, strict_readiness=args.strict_readiness, workers=args.workers,
                                    response_cache_bytes=cache_bytes, trace_config=trace_config(args),
                                    allow_client_shm=args.allow_client_shm,
+                                   http_restricted_api=args.http_restricted_api,
+                                   grpc_restricted_protocol=args.grpc_restricted_protocol,
                                    **model_control(args))
     from gpuserve.logging_setup import configure_logging
 

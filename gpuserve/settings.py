@@ -178,6 +178,10 @@ class ServerSettings(BaseSettings):
     allow_client_shm: bool = True  # clients may register system shared-memory regions
     # Triton's --trace-config KEY=VALUE flags, as given: the trace settings clients read at start-up
     trace_config: List[str] = Field(default_factory=list)
+    # Triton's --http-restricted-api / --grpc-restricted-protocol specs, `GROUP[,GROUP...]:KEY=VALUE`: those
+    # endpoint groups answer only requests carrying the header (server/restricted.py)
+    http_restricted_api: List[str] = Field(default_factory=list)
+    grpc_restricted_protocol: List[str] = Field(default_factory=list)
     device: str = "auto"
     max_request_bytes: int = 256 * 1024 * 1024
     grpc_max_message_bytes: int = 2**31 - 1
@@ -210,6 +214,17 @@ class ServerSettings(BaseSettings):
     def _startup_models(cls, value: List[str]) -> List[str]:
         if "*" in value and len(value) > 1:  # as Triton
             raise ValueError("'*' (every model) must be the only model named to load at start-up")
+        return value
+
+    @field_validator("http_restricted_api", "grpc_restricted_protocol")
+    @classmethod
+    def _restricted(cls, value: List[str], info) -> List[str]:
+        from gpuserve.restricted import grpc_rules, http_rules
+
+        try:
+            (http_rules if info.field_name == "http_restricted_api" else grpc_rules)(value)
+        except InvalidSettings as exc:
+            raise ValueError(str(exc)) from None
         return value
 
     @field_validator("repository_poll_seconds")

@@ -36,6 +36,7 @@ from gpuserve.utils.utils import strtobool  # KServe's flag parser, also a publi
 from gpuserve.server.app import build_app
 from gpuserve.server.metrics import Exposition
 from gpuserve.server.rest.fast_path import FastPath
+from gpuserve.server.restricted import HttpRestrictions, http_restrictions
 from gpuserve.server.nvml import GpuSampler
 from gpuserve.server.rest.common import ErrorRoutes
 
@@ -147,8 +148,10 @@ class _Uvicorn:
         self.server.should_exit = True
 
 
-def _http_server(app, settings: ServerSettings, sock: socket.socket, fast: Optional[FastPath] = None):
-    """Our httptools server (inference routes without ASGI) unless settings or a missing httptools say uvicorn."""
+def _http_server(app, settings: ServerSettings, sock: socket.socket, fast: Optional[FastPath] = None,
+                 guard: Optional[HttpRestrictions] = None):
+    """Our httptools server (inference routes without ASGI) unless settings or a missing httptools say uvicorn;
+    `guard`: endpoint groups restricted to requests with a header."""
     if settings.http_server != "uvicorn":
         try:
             from gpuserve.server.rest.http11 import HttpServer
@@ -157,8 +160,10 @@ def _http_server(app, settings: ServerSettings, sock: socket.socket, fast: Optio
                 raise InvalidSettings(f"http_server 'gpuserve' needs httptools (gpuserve[speed]): {exc}") from None
         else:
             return HttpServer(app, sock, settings.max_request_bytes, fast=fast,
-                              graceful_s=settings.graceful_shutdown_seconds, access_log=settings.access_log)
-    return _Uvicorn(fast or app, settings, sock)
+                              graceful_s=settings.graceful_shutdown_seconds, access_log=settings.access_log,
+                              guard=guard)
+    served = fast or app
+    return _Uvicorn(guard.asgi(served) if guard is not None else served, settings, sock)
 
 
 class ModelServer:
@@ -327,7 +332,8 @@ class ModelServer:
         gpus.start()
         exposition = Exposition(self.dataplane, s.metrics_prefix, gpus)
         app = build_app(self.dataplane, s, self.errors, exposition)
-        http = _http_server(app, s, http_sock, FastPath(app, self.dataplane, self.errors, s.max_request_bytes))
+        http = _http_server(app, s, http_sock, FastPath(app, self.dataplane, self.errors, s.max_request_bytes),
+                            http_restrictions(s.http_restricted_api))
         self._servers = [http]
         tasks = [asyncio.ensure_future(http.serve())]
         if metrics_sock is not None:

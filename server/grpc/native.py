@@ -27,7 +27,8 @@ from gpuserve.errors import InvalidSettings
 from gpuserve.settings import ServerSettings
 from gpuserve.server.grpc import model_repository as repository
 from gpuserve.server.grpc.http2 import Http2Connection, _hpack_int, literal
-from gpuserve.server.grpc.service import SERVICE, InferenceServicer, _address, health_status, rpcs
+from gpuserve.server.grpc.service import SERVICE, _address, health_status, restricted_servicer, rpcs
+from gpuserve.server.restricted import grpc_rules, restrict_method
 
 logger = logging.getLogger("gpuserve.grpc")
 
@@ -290,7 +291,7 @@ class NativeGrpcServer:
         self.max_message_bytes = int(settings.grpc_max_message_bytes)
         self.connections: set = set()
         self.calls: set = set()
-        self.methods = _methods(InferenceServicer(plane), plane)
+        self.methods = _methods(restricted_servicer(plane, settings), plane, grpc_rules(settings.grpc_restricted_protocol))
         self.server: Optional[asyncio.AbstractServer] = None
         self.plane = plane
 
@@ -354,16 +355,16 @@ def _model_name(message: bytes) -> Optional[str]:
     return None
 
 
-def _methods(servicer: InferenceServicer, plane: DataPlane) -> Dict[str, _Method]:
+def _methods(servicer, plane: DataPlane, rules) -> Dict[str, _Method]:
     methods = {f"/{SERVICE}/{name}": _Method(name, getattr(servicer, name), request_class, streaming)
                for name, request_class, _, streaming in rpcs()}
     methods.update({f"/{repository.SERVICE}/{name}": _Method(name, getattr(servicer, name), request_class, False)
                     for name, request_class, _ in repository.repository_rpcs()})  # MLServer's repository service
-    methods.update(_health(plane))
+    methods.update(_health(plane, rules))
     return methods
 
 
-def _health(plane: DataPlane) -> Dict[str, _Method]:
+def _health(plane: DataPlane, rules) -> Dict[str, _Method]:
     """grpc.health.v1 Check and Watch, as service.py serves them on grpc.aio, when grpcio-health-checking is
     there: the overall ("") and inference-service health follow the data plane's readiness."""
     try:
@@ -393,6 +394,7 @@ def _health(plane: DataPlane) -> Dict[str, _Method]:
                 yield response(status=found)
             await asyncio.sleep(HEALTH_POLL_S)
 
+    check, watch = restrict_method(check, "health", rules), restrict_method(watch, "health", rules)
     return {"/grpc.health.v1.Health/Check": _Method("Check", check, health_pb2.HealthCheckRequest, False),
             "/grpc.health.v1.Health/Watch": _Method("Watch", watch, health_pb2.HealthCheckRequest, True)}
 

@@ -27,7 +27,8 @@ from gpuserve.errors import GpuserveError, InvalidInput, InvalidSettings, ModelN
 from gpuserve.settings import ServerSettings
 from gpuserve.server.grpc import convert
 from gpuserve.server.grpc import inference_pb2 as pb
-from gpuserve.server.grpc.model_repository import repository_handler
+from gpuserve.server.grpc.model_repository import repository_handler, repository_rpcs
+from gpuserve.server.restricted import grpc_rules, restrict_method, restrict_servicer
 
 logger = logging.getLogger("gpuserve")
 
@@ -330,6 +331,16 @@ def rpcs():
                method.client_streaming or method.server_streaming)
 
 
+def served_names():
+    """The servicer's RPC names: the inference service's and MLServer's repository service's."""
+    return [name for name, *_ in rpcs()] + [name for name, *_ in repository_rpcs()]
+
+
+def restricted_servicer(plane: DataPlane, settings: ServerSettings) -> InferenceServicer:
+    """The servicer both transports serve, its restricted RPC groups checked (server/restricted.py)."""
+    return restrict_servicer(InferenceServicer(plane), settings.grpc_restricted_protocol, served_names())
+
+
 def service_handler(servicer: InferenceServicer) -> grpc.GenericRpcHandler:
     """One method handler per RPC of the service descriptor, bound to the servicer's methods."""
     handlers = {}
@@ -349,7 +360,7 @@ def health_status(plane: DataPlane, service: str, health_pb2):
     return None
 
 
-def _add_health(server: grpc.aio.Server, plane: DataPlane) -> bool:
+def _add_health(server: grpc.aio.Server, plane: DataPlane, settings: ServerSettings) -> bool:
     """The standard grpc.health.v1 service when grpcio-health-checking is installed."""
     try:
         from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -363,7 +374,11 @@ def _add_health(server: grpc.aio.Server, plane: DataPlane) -> bool:
                 return health_pb2.HealthCheckResponse(status=status)
             return await super().Check(request, context)
 
-    health_pb2_grpc.add_HealthServicer_to_server(Health(), server)
+    servicer = Health()
+    rules = grpc_rules(settings.grpc_restricted_protocol)
+    for name in ("Check", "Watch"):
+        setattr(servicer, name, restrict_method(getattr(servicer, name), "health", rules))
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     return True
 
 
@@ -380,9 +395,9 @@ async def start_grpc_server(plane: DataPlane, settings: ServerSettings) -> Tuple
     options = [("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit),
                ("grpc.so_reuseport", 1 if getattr(settings, "reuse_port", False) else 0)]
     server = grpc.aio.server(options=options)
-    servicer = InferenceServicer(plane)
+    servicer = restricted_servicer(plane, settings)
     server.add_generic_rpc_handlers((service_handler(servicer), repository_handler(servicer)))
-    _add_health(server, plane)
+    _add_health(server, plane, settings)
     address = _address(settings.host, settings.grpc_port)
     try:
         port = server.add_insecure_port(address)

@@ -245,7 +245,8 @@ class HttpConnection(asyncio.Protocol):
     def _start_early(self, request: Request) -> None:
         """Begin a pipelined inference request's work now when every request ahead of it is one too."""
         current = self.current
-        if request.method != "POST" or request.too_large or current is None or current.route is None:
+        if request.method != "POST" or request.too_large or current is None or current.route is None \
+                or self.server.guard is not None:
             return
         for ahead in self.pending:
             if ahead is request:
@@ -266,6 +267,8 @@ class HttpConnection(asyncio.Protocol):
     # answering -------------------------------------------------------------------------------
     def _start(self, request: Request) -> None:
         self.current = request
+        if self.server.guard is not None and self._refused(request):
+            return
         probed = NOT_PROBED
         if request.early is None and request.method == "POST" and not request.too_large:
             request.route = match(request.split_url()[0])
@@ -283,6 +286,23 @@ class HttpConnection(asyncio.Protocol):
                     self._finished()
                     return
         self.task = self.loop.create_task(self._answer(request, probed))
+
+    def _refused(self, request: Request) -> bool:
+        """Answered 403 here when the request's endpoint group is restricted and its header missing."""
+        headers = request.headers
+
+        def header(name: str) -> Optional[str]:
+            wanted = name.encode("latin-1")
+            return next((value.decode("latin-1") for key, value in headers if key == wanted), None)
+
+        body = self.server.guard.refusal(request.method, request.split_url()[0], header)
+        if body is None:
+            return False
+        self.write(request, 403, [(b"content-type", b"application/json")], body)
+        if self.server.access_log:
+            self._log_access(request, 403)
+        self._finished()
+        return True
 
     async def _answer(self, request: Request, probed: object = NOT_PROBED) -> None:
         route = request.route
@@ -404,9 +424,10 @@ class HttpServer:
     """Serves one bound socket; `serve()` returns after `stop()` once connections drained."""
 
     def __init__(self, app, sock, body_limit: int, fast: Optional[FastPath] = None, keep_alive_s: float = 75.0,
-                 graceful_s: float = 30.0, access_log: bool = False) -> None:
+                 graceful_s: float = 30.0, access_log: bool = False, guard=None) -> None:
         self.app = app
         self.fast = fast
+        self.guard = guard  # server/restricted.py's HttpRestrictions, when endpoint groups are restricted
         self.sock = sock
         self.body_limit = body_limit
         self.keep_alive_s = keep_alive_s
