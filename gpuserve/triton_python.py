@@ -50,6 +50,7 @@ from gpuserve.warmup import run_warmup, warmup_samples
 logger = logging.getLogger("gpuserve")
 
 SLOW_ON_LOOP_S = 0.01  # an execute on the loop's thread that takes longer stops executes running there
+WARMUP_WAIT_S = 60.0  # a warmup request whose response never comes fails the load after this
 READY_CHECK_S = 5.0  # as Triton: a model's is_ready() that takes longer means not ready
 # Request parameters the protocol itself uses; `request.parameters()` shows only the client's own.
 PROTOCOL_PARAMETERS = frozenset({"binary_data_output", "sequence_id", "sequence_start", "sequence_end", "priority",
@@ -285,16 +286,46 @@ class PythonInstance:
                              parameters=dict(answer._parameters))
 
     def run(self, inputs: Dict[str, np.ndarray], output_names=None) -> Dict[str, np.ndarray]:
-        """One request through execute (warmup at load)."""
-        request = pb.InferenceRequest(model_name=self.owner.name, requested_output_names=[s.name for s in self.outputs],
-                                      inputs=[_tensor(k, v) for k, v in inputs.items()])
-        answers = self._call(self.obj.execute, [request])
-        answer = list(answers or [None])[0]
-        if not isinstance(answer, pb.InferenceResponse):
-            raise PythonModelError(f"execute returned {type(answer).__name__} for a warmup request")
-        if answer.has_error():
-            raise PythonModelError(answer.error().message(), answer.error().code())
-        return {t.name(): pb.host_array(t)[0] for t in answer.output_tensors()}
+        """One warmup sample through execute, as Triton's core runs it: a batch of N rows is N requests of
+        one row (when the model batches), each with a response sender; a decoupled model's requests are
+        done at their final flag. Every error response fails the sample, in Triton's words."""
+        rows = len(next(iter(inputs.values()))) if inputs and self.owner.config.get("max_batch_size", 0) > 0 else 0
+        parts = [{k: v[i:i + 1] for k, v in inputs.items()} for i in range(rows)] if rows else [inputs]
+        decoupled = self.owner.decoupled
+        requests, answered = [], []
+        for part in parts:
+            request = pb.InferenceRequest(model_name=self.owner.name, inputs=[_tensor(k, v) for k, v in part.items()],
+                                          requested_output_names=[s.name for s in self.outputs])
+            got, done = [], threading.Event()
+
+            def deliver(response, flags, got=got, done=done):
+                if response is not None:
+                    got.append(response)
+                if flags & pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL or not decoupled:
+                    done.set()
+
+            request._make_sender = lambda _, deliver=deliver: pb.InferenceResponseSender(
+                deliver, pb._never, single=not decoupled)
+            requests.append(request)
+            answered.append((got, done))
+        returned = self._call(self.obj.execute, requests)
+        if decoupled and returned is not None:
+            raise self._decoupled_return()
+        returned = list(returned) if returned is not None else [None] * len(requests)
+        if len(returned) != len(requests):
+            raise PythonModelError(f"execute returned {len(returned)} responses for {len(requests)} warmup requests")
+        responses = []
+        for request, answer, (got, done) in zip(requests, returned, answered):
+            if request._sender is not None and not done.wait(WARMUP_WAIT_S):
+                raise PythonModelError(f"no final response within {WARMUP_WAIT_S:.0f} s to a warmup request")
+            responses += got if request._sender is not None else [answer]
+        errors = [r.error().message() for r in responses if isinstance(r, pb.InferenceResponse) and r.has_error()]
+        if errors:
+            raise PythonModelError("; ".join(errors))
+        if any(not isinstance(r, pb.InferenceResponse) for r in responses):
+            raise PythonModelError("execute returned no InferenceResponse for a warmup request")
+        last = responses[-1] if responses else None
+        return {t.name(): pb.host_array(t)[0] for t in last.output_tensors()} if last is not None else {}
 
     def unload(self) -> None:
         finalize = getattr(self.obj, "finalize", None)

@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from gpuserve.datatypes import to_numpy_dtype
-from gpuserve.errors import InvalidSettings, ModelLoadError
+from gpuserve.errors import GpuserveError, InvalidSettings, ModelLoadError
 
 TRITON_TYPES = {"TYPE_BOOL": "BOOL", "TYPE_UINT8": "UINT8", "TYPE_UINT16": "UINT16", "TYPE_UINT32": "UINT32",
                 "TYPE_UINT64": "UINT64", "TYPE_INT8": "INT8", "TYPE_INT16": "INT16", "TYPE_INT32": "INT32",
@@ -36,16 +36,18 @@ def _datatype(value: Optional[str], fallback: str) -> str:
     return TRITON_TYPES.get(value, value)
 
 
-def _shape(spec_shape: Sequence[int], dims: Sequence[int], batch_size: int) -> List[int]:
-    """Triton's dims leave out the batch dimension; put it back when the model batches."""
+def _shape(spec_shape: Sequence[int], dims: Sequence[int], batch_size: int) -> Tuple[List[int], int]:
+    """Triton's dims leave out the batch dimension; put it back when the model batches (then the rows)."""
     dims = [int(d) for d in dims]
     if spec_shape and spec_shape[0] == -1 and len(dims) == len(spec_shape) - 1:
-        return [max(batch_size, 1)] + dims
-    return dims
+        return [max(batch_size, 1)] + dims, max(batch_size, 1)
+    return dims, 0
 
 
 def _fill(datatype: str, shape: List[int], entry: dict, rng: np.random.Generator,
-          folder: Optional[Path]) -> np.ndarray:
+          folder: Optional[Path], rows: int = 0) -> np.ndarray:
+    """`rows` > 0: `shape` leads with the batch, and a file's data is one request's, repeated per row (as
+    Triton sends a sample of batch_size N as N requests of the same data)."""
     if datatype == "BYTES":
         dtype = np.dtype(object)
     else:
@@ -66,14 +68,19 @@ def _fill(datatype: str, shape: List[int], entry: dict, rng: np.random.Generator
                 pos += 4 + size
             array = np.array(items, dtype=object)
         else:
-            array = np.frombuffer(raw, dtype=dtype)
-        count = int(np.prod(shape)) if shape else 1
+            array = np.frombuffer(raw[:len(raw) - len(raw) % dtype.itemsize], dtype=dtype)
+        one = shape[1:] if rows else shape
+        count = int(np.prod(one)) if one else 1
         if array.size < count:
-            raise InvalidSettings(f"warmup input_data_file {path} holds {array.size} elements; {shape} needs {count}")
-        return array[:count].reshape(shape).copy()
+            needs, has = ((f"{count} strings", f"{array.size}") if datatype == "BYTES"
+                          else (f"{count * dtype.itemsize} bytes", f"{len(raw)} bytes"))
+            raise InvalidSettings(f"warmup setting expects {needs}, but the data provided from "
+                                  f"{entry['input_data_file']} only has {has}")
+        sample = array[:count].reshape(one)
+        return np.repeat(sample[np.newaxis], rows, axis=0) if rows else sample.copy()
     if entry.get("random_data"):
-        if datatype == "BYTES":
-            return np.array([b"warmup"] * int(np.prod(shape) if shape else 1), dtype=object).reshape(shape)
+        if datatype == "BYTES":  # as Triton: random strings are empty ones (zero lengths)
+            return np.full(shape, b"", dtype=object)
         if dtype.kind == "b":
             return rng.integers(0, 2, size=shape).astype(bool)
         if dtype.kind in "iu":
@@ -131,10 +138,11 @@ def warmup_samples(settings, inputs: Sequence) -> List[Sample]:
             dims = data.get("dims")
             if dims is None:
                 dims = [d for d in spec.shape[1:]] if spec.shape and spec.shape[0] == -1 else list(spec.shape)
-            shape = _shape(spec.shape, dims, batch_size)
+            shape, rows = _shape(spec.shape, dims, batch_size)
             if any(d < 0 for d in shape):
-                raise InvalidSettings(f"warmup '{name}': input '{input_name}' needs fixed dims, got {shape}")
-            arrays[input_name] = _fill(datatype, shape, data, rng, folder)
+                raise InvalidSettings(f"warmup setting expects all variable-size dimensions are specified for "
+                                      f"input '{input_name}'")
+            arrays[input_name] = _fill(datatype, shape, data, rng, folder, rows)
         samples.append((name, count, arrays))
     return samples
 
@@ -145,8 +153,12 @@ def run_warmup(model_name: str, backends: Sequence, samples: List[Sample], prepa
     runs = 0
     for name, count, arrays in samples:
         prepared = {k: (prepare(k, v) if prepare else v) for k, v in arrays.items()}
-        for backend in backends:
-            for _ in range(count):
+        for index, backend in enumerate(backends):
+            instance = getattr(backend, "name", None) or f"{model_name}_{index}"
+            for iteration in range(1, count + 1):
+                # Triton's words (verbose log), which its qa and operators look for
+                logger.debug("model '%s' instance %s is running warmup sample '%s' for iteration %d",
+                             model_name, instance, name, iteration)
                 try:
                     backend.run(prepared)
                 except Exception as exc:
@@ -155,7 +167,10 @@ def run_warmup(model_name: str, backends: Sequence, samples: List[Sample], prepa
                                        "serving the model anyway", model_name, backend.device,
                                        type(exc).__name__, exc)
                         return runs
-                    raise ModelLoadError(f"model '{model_name}': warmup '{name}' failed on {backend.device}: "
-                                       f"{type(exc).__name__}: {exc}") from exc
+                    logger.debug("model '%s' instance %s failed to run warmup sample '%s' (on %s)",
+                                 model_name, instance, name, backend.device)
+                    said = str(exc) if isinstance(exc, GpuserveError) else f"{type(exc).__name__}: {exc}"
+                    # Triton's words: the model stays unavailable with them as its reason
+                    raise ModelLoadError(f"failed to run warmup sample '{name}': {said}; ") from exc
                 runs += 1
     return runs

@@ -143,7 +143,7 @@ def test_triton_model_warmup_honoured_and_failing_warmup_not_ready(tmp_path, run
         index = {e["name"]: e for e in client.post("/v2/repository/index", json={}).json()}
         assert index["good"]["state"] == "READY"
         assert index["bad"]["state"] != "READY"
-        assert "warmup 'zeros' failed" in index["bad"]["reason"], index["bad"]
+        assert "failed to run warmup sample 'zeros'" in index["bad"]["reason"], index["bad"]
         assert client.get("/v2/models/bad/ready").status_code != 200
         x = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
         reply = client.post("/v2/models/good/infer", json={
@@ -165,7 +165,8 @@ def test_warmup_file_contents_reach_the_backend(tmp_path, runs, monkeypatch):
     monkeypatch.setattr(OnnxBackend, "run", keep)
     model = DiskRepository(tmp_path).build("t")[0]
     assert model.load() is True
-    np.testing.assert_array_equal(seen[-1], np.arange(8, dtype=np.float32).reshape(2, 4))
+    # as Triton: the file is one request's data, and a sample of batch_size 2 is two such requests
+    np.testing.assert_array_equal(seen[-1], np.tile(np.arange(4, dtype=np.float32), (2, 1)))
     model.stop()
 
 

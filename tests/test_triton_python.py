@@ -781,7 +781,8 @@ def test_model_warmup_runs_execute_before_the_model_is_ready(tmp_path):
     with running_server(repository=registry) as server:
         with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
             result = client.infer("warmed", [_fp32("X", np.zeros((1, 3), np.float32))])
-            assert result.as_numpy("CALLS").tolist() == [[4]]  # three warmup runs came first
+            # three warmup runs of two requests came first (Triton sends batch_size 2 as two requests)
+            assert result.as_numpy("CALLS").tolist() == [[7]]
 
 
 STUCK = """

@@ -1,0 +1,149 @@
+"""Behaviours Triton's backend qa suites check (qa/L0_warmup, L0_backend_onnxruntime, L0_onnx_optimization,
+L0_libtorch_*, L0_model_namespacing), with models built here. Each suite ran against `gpuserve start`
+as its test.sh runs Triton; these are the cases where gpuserve first behaved differently.
+
+- L0_warmup: a failing sample leaves the model unavailable with Triton's reason ("failed to run warmup
+  sample 'NAME': MESSAGE; "); a decoupled Python model warms up through its response sender; a sample of
+  batch_size N with input_data_file sends the file's data in each of its N rows (the file holds one
+  request's); each run is logged in Triton's verbose words ("... is running warmup sample 'NAME' for
+  iteration N").
+"""
+
+import logging
+import textwrap
+
+import numpy as np
+import pytest
+import tritonclient.http as httpclient
+
+from conftest import running_server
+from gpuserve import ModelRepository
+from gpuserve.repository import DiskRepository
+
+# Loopback ports of this file's servers (its own range, so parallel sessions do not collide).
+PORTS = iter(range(9650, 9700, 3))
+
+
+def _serve(root, **settings):
+    port = next(PORTS)
+    registry = DiskRepository(root).populate(ModelRepository())
+    return running_server(repository=registry, http_port=port, grpc_port=port + 1, metrics_port=port + 2,
+                          **settings)
+
+
+def _python_model(root, name, config, source):
+    (root / name / "1").mkdir(parents=True)
+    (root / name / "config.pbtxt").write_text(textwrap.dedent(config))
+    (root / name / "1" / "model.py").write_text(
+        "import numpy as np\nimport triton_python_backend_utils as pb_utils\n\n" + textwrap.dedent(source))
+
+
+def _warmup(name, dims, data="zero_data: true", batch=1, count=1, key="INPUT", datatype="TYPE_FP32"):
+    return (f'model_warmup [{{ name: "{name}" batch_size: {batch} count: {count} inputs {{ key: "{key}" '
+            f'value: {{ data_type: {datatype} dims: {dims} {data} }} }} }}]\n')
+
+
+PY_CONFIG = """
+backend: "python"
+input [ { name: "INPUT" data_type: TYPE_FP32 dims: [ 4 ] } ]
+output [ { name: "OUTPUT" data_type: TYPE_FP32 dims: [ 4 ] } ]
+instance_group [ { kind: KIND_CPU } ]
+"""
+
+
+def test_a_failing_warmup_sample_leaves_the_model_unavailable_with_tritons_reason(tmp_path):
+    _python_model(tmp_path, "failing_infer", PY_CONFIG + _warmup("zero sample", 4), """
+        class TritonPythonModel:
+            def execute(self, requests):
+                return [pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError("An Error Occurred"))
+                        for _ in requests]
+        """)
+    with _serve(tmp_path) as server:
+        client = httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}")
+        [entry] = client.get_model_repository_index()
+        assert entry["state"] == "UNAVAILABLE"
+        assert "failed to run warmup sample 'zero sample': An Error Occurred; " in entry["reason"], entry
+        assert not client.is_model_ready("failing_infer")
+
+
+def test_a_decoupled_python_model_warms_up_through_its_response_sender(tmp_path, caplog):
+    _python_model(tmp_path, "decoupled", PY_CONFIG + "model_transaction_policy { decoupled: True }\n"
+                  + _warmup("decoupled sample", 4, count=2), """
+        class TritonPythonModel:
+            def execute(self, requests):
+                for request in requests:
+                    request.get_response_sender().send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+                return None
+        """)
+    with caplog.at_level(logging.DEBUG, logger="gpuserve"):
+        model = DiskRepository(tmp_path).build("decoupled")[0]
+        try:
+            assert model.load() is True
+        finally:
+            model.stop()
+    said = caplog.text
+    assert "model 'decoupled' instance decoupled_0_0 is running warmup sample 'decoupled sample' for iteration 1" \
+        in said and "for iteration 2" in said
+
+
+def test_an_error_response_sent_by_a_decoupled_model_fails_its_warmup(tmp_path):
+    _python_model(tmp_path, "m", PY_CONFIG + "model_transaction_policy { decoupled: True }\n"
+                  + _warmup("s", 4), """
+        class TritonPythonModel:
+            def execute(self, requests):
+                for request in requests:
+                    request.get_response_sender().send(pb_utils.InferenceResponse(
+                        error=pb_utils.TritonError("no good")), flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        """)
+    model = DiskRepository(tmp_path).build("m")[0]
+    with pytest.raises(Exception, match="failed to run warmup sample 's': no good; "):
+        model.load()
+
+
+def test_a_batched_python_warmup_sample_is_n_requests_of_one_row(tmp_path):
+    _python_model(tmp_path, "m", PY_CONFIG.replace('backend: "python"', 'backend: "python"\nmax_batch_size: 8')
+                  + _warmup("eight", 4, batch=8), """
+        class TritonPythonModel:
+            def execute(self, requests):
+                shapes = [pb_utils.get_input_tensor_by_name(r, "INPUT").as_numpy().shape for r in requests]
+                if len(requests) != 8 or set(shapes) != {(1, 4)}:
+                    raise ValueError(f"{len(requests)} requests of {shapes}")
+                return [pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT", np.zeros((1, 4), np.float32))])
+                        for _ in requests]
+        """)
+    model = DiskRepository(tmp_path).build("m")[0]
+    try:
+        assert model.load() is True
+    finally:
+        model.stop()
+
+
+def _onnx_string_identity(path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["INPUT"], ["OUTPUT"])], "identity",
+                              [helper.make_tensor_value_info("INPUT", TensorProto.STRING, ["b", 1])],
+                              [helper.make_tensor_value_info("OUTPUT", TensorProto.STRING, ["b", 1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+def test_an_input_data_file_holds_one_request_of_a_batched_sample(tmp_path):
+    """qa/L0_warmup's onnx_sequence_object: batch_size 8, dims [1], a file of one string ("233")."""
+    folder = tmp_path / "strings"
+    (folder / "1").mkdir(parents=True)
+    (folder / "warmup").mkdir()
+    _onnx_string_identity(folder / "1" / "model.onnx")
+    (folder / "warmup" / "raw_string_data").write_bytes(b"\x03\x00\x00\x00233")
+    (folder / "config.pbtxt").write_text(
+        'platform: "onnxruntime_onnx"\nmax_batch_size: 8\n'
+        'input [ { name: "INPUT" data_type: TYPE_STRING dims: [ 1 ] } ]\n'
+        'output [ { name: "OUTPUT" data_type: TYPE_STRING dims: [ 1 ] } ]\n'
+        + _warmup("string statefull", 1, 'input_data_file: "raw_string_data"', batch=8, datatype="TYPE_STRING"))
+    model = DiskRepository(tmp_path).build("strings")[0]
+    try:
+        assert model.load() is True
+    finally:
+        model.stop()
