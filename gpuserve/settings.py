@@ -182,6 +182,13 @@ class ServerSettings(BaseSettings):
     # endpoint groups answer only requests carrying the header (server/restricted.py)
     http_restricted_api: List[str] = Field(default_factory=list)
     grpc_restricted_protocol: List[str] = Field(default_factory=list)
+    # Triton's --grpc-use-ssl / --grpc-use-ssl-mutual (which implies TLS) and their PEM files
+    # (server/grpc/tls.py): the gRPC endpoint serves TLS, and with mutual also requires client certificates
+    grpc_use_ssl: bool = False
+    grpc_use_ssl_mutual: bool = False
+    grpc_server_cert: Optional[str] = None
+    grpc_server_key: Optional[str] = None
+    grpc_root_cert: Optional[str] = None
     device: str = "auto"
     max_request_bytes: int = 256 * 1024 * 1024
     grpc_max_message_bytes: int = 2**31 - 1

@@ -26,6 +26,7 @@ from gpuserve.dataplane import DataPlane
 from gpuserve.errors import InvalidSettings
 from gpuserve.settings import ServerSettings
 from gpuserve.server.grpc import model_repository as repository
+from gpuserve.server.grpc import tls
 from gpuserve.server.grpc.http2 import Http2Connection, _hpack_int, literal
 from gpuserve.server.grpc.service import SERVICE, _address, health_status, restricted_servicer, rpcs
 from gpuserve.server.restricted import grpc_rules, restrict_method
@@ -403,9 +404,10 @@ async def start_native_grpc_server(plane: DataPlane, settings: ServerSettings) -
     server = NativeGrpcServer(plane, settings)
     loop = asyncio.get_running_loop()
     address = _address(settings.host, settings.grpc_port)
+    context = tls.ssl_context(settings) if tls.wanted(settings) else None
     try:
         server.server = await loop.create_server(lambda: Http2Connection(server.open, server.connections),
-                                                 settings.host, settings.grpc_port,
+                                                 settings.host, settings.grpc_port, ssl=context,
                                                  reuse_port=bool(getattr(settings, "reuse_port", False)) or None)
     except OSError as exc:
         raise InvalidSettings(f"cannot listen for gRPC on {address}: {exc}") from None

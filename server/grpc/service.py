@@ -25,7 +25,7 @@ from gpuserve.load_override import load_parameters
 from gpuserve.engine.batcher import LONE_INLINE_OK
 from gpuserve.errors import GpuserveError, InvalidInput, InvalidSettings, ModelNotFound, status_of
 from gpuserve.settings import ServerSettings
-from gpuserve.server.grpc import convert
+from gpuserve.server.grpc import convert, tls
 from gpuserve.server.grpc import inference_pb2 as pb
 from gpuserve.server.grpc.model_repository import repository_handler, repository_rpcs
 from gpuserve.server.restricted import grpc_rules, restrict_method, restrict_servicer
@@ -399,8 +399,9 @@ async def start_grpc_server(plane: DataPlane, settings: ServerSettings) -> Tuple
     server.add_generic_rpc_handlers((service_handler(servicer), repository_handler(servicer)))
     _add_health(server, plane, settings)
     address = _address(settings.host, settings.grpc_port)
+    credentials = tls.grpcio_credentials(settings) if tls.wanted(settings) else None
     try:
-        port = server.add_insecure_port(address)
+        port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     except RuntimeError as exc:
         port, reason = 0, str(exc)
     else:
