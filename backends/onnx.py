@@ -169,9 +169,18 @@ class OnnxBackend:
                  providers: Optional[Sequence[str]] = None, trt_fp16: bool = False,
                  trt_engine_cache_path: Optional[str] = None, provider_extra: Optional[Dict[str, dict]] = None,
                  user_stream: bool = True, execution_mode: str = "sequential", enable_mem_arena: Optional[bool] = None,
-                 enable_mem_pattern: Optional[bool] = None, custom_op_libraries: Sequence[str] = ()):
+                 enable_mem_pattern: Optional[bool] = None, custom_op_libraries: Sequence[str] = (),
+                 session_config: Optional[Dict[str, str]] = None, run_config: Optional[Dict[str, str]] = None):
         ort = _ort()
         options = ort.SessionOptions()
+        for key, value in (session_config or {}).items():  # e.g. session.use_device_allocator_for_initializers
+            options.add_session_config_entry(str(key), str(value))
+        # Per-run entries (memory.enable_memory_arena_shrinkage) go with every run, as Triton's backend sets them
+        self.run_options = None
+        if run_config:
+            self.run_options = ort.RunOptions()
+            for key, value in run_config.items():
+                self.run_options.add_run_config_entry(str(key), str(value))
         for library in custom_op_libraries:  # Triton's model_operations { op_library_filename }
             try:
                 options.register_custom_ops_library(str(library))
@@ -273,7 +282,7 @@ class OnnxBackend:
         if self.device == "cpu":
             if self.bf16_inputs or self.bf16_outputs:
                 return self._run_bf16(inputs, names)
-            results = self.session.run(names, inputs)
+            results = self.session.run(names, inputs, self.run_options)
             return dict(zip(names, results))
         binding = self._bound_run(inputs, names)
         return dict(zip(names, binding.copy_outputs_to_cpu()))
@@ -292,7 +301,7 @@ class OnnxBackend:
             else:
                 feeds[name] = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array))
         results = {}
-        for name, value in zip(names, self.session.run_with_ort_values(list(names), feeds)):
+        for name, value in zip(names, self.session.run_with_ort_values(list(names), feeds, self.run_options)):
             if name in self.bf16_outputs:
                 shape = tuple(value.shape())
                 count = int(np.prod(shape)) if shape else 1
@@ -338,7 +347,7 @@ class OnnxBackend:
         for name in names:
             on = "cpu" if self._output_types.get(name) == "tensor(string)" else on_device
             binding.bind_output(name, on, self.device_index if on == "cuda" else 0)
-        self.session.run_with_iobinding(binding)
+        self.session.run_with_iobinding(binding, self.run_options)
         binding.synchronize_outputs()
         if self.stream is not None:
             self.stream.synchronize()

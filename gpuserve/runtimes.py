@@ -530,7 +530,8 @@ class OnnxModel(FrameworkModel):
                            execution_mode=extra.get("execution_mode", "sequential"),
                            enable_mem_arena=extra.get("enable_mem_arena"),
                            enable_mem_pattern=extra.get("enable_mem_pattern"),
-                           custom_op_libraries=extra.get("custom_op_libraries") or ())
+                           custom_op_libraries=extra.get("custom_op_libraries") or (),
+                           session_config=extra.get("session_config"), run_config=extra.get("run_config"))
 
     def prepare(self, name: str, array: np.ndarray) -> np.ndarray:
         if array.dtype == object:  # onnxruntime takes str elements for tensor(string)

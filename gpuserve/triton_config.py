@@ -413,6 +413,10 @@ _THREAD_KEYS = {"intra_op_thread_count": "intra_op_threads", "INTRA_OP_THREAD_CO
                 "inter_op_thread_count": "inter_op_threads", "intra_op_threads": "intra_op_threads",
                 "inter_op_threads": "inter_op_threads"}
 _SWITCH_KEYS = ("enable_mem_arena", "enable_mem_pattern", "allow_spinning")  # the same names in our settings
+# Entries Triton's ONNX Runtime backend hands to the session's / each run's config, as written.
+_SESSION_ENTRIES = ("session.use_device_allocator_for_initializers",)
+_RUN_ENTRIES = ("memory.enable_memory_arena_shrinkage",)
+_TRUE, _FALSE = ("1", "true", "on"), ("0", "false", "off")  # Triton's ParseBoolValue, case-insensitive
 # optimization { graph { level } } in Triton's ONNX Runtime backend: -1 basic, 1 extended, 2 none, else all
 _GRAPH_LEVELS = {-1: "basic", 1: "extended", 2: "disable"}
 
@@ -433,9 +437,16 @@ def backend_parameters(config: Dict[str, Any]) -> Dict[str, Any]:
             if count:  # 0: the backend's default (the cores this process may use)
                 extra[_THREAD_KEYS[key]] = count
         elif key in _SWITCH_KEYS:
-            if word not in ("0", "1", "true", "false"):
-                raise InvalidSettings(f"model '{name}': parameters '{key}' must be 0 or 1, got {text!r}")
-            extra[key] = word in ("1", "true")
+            if word not in _TRUE + _FALSE:
+                raise InvalidSettings(f"model '{name}': parameters '{key}': failed to convert '{text}' to boolean")
+            extra[key] = word in _TRUE
+            logger.debug("Configuring %s to %s", key, text)  # Triton's words
+        elif key in _SESSION_ENTRIES:
+            extra.setdefault("session_config", {})[key] = str(text)
+            logger.debug("Configuring '%s' to '%s' for '%s'", key, text, name)  # Triton's words
+        elif key in _RUN_ENTRIES:
+            extra.setdefault("run_config", {})[key] = str(text)
+            logger.debug("Configuring %s to %s", key, text)
         elif key == "execution_mode":
             if word not in ("0", "1"):
                 raise InvalidSettings(f"model '{name}': parameters 'execution_mode' must be 0 (sequential) or "

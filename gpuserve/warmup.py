@@ -156,9 +156,9 @@ def run_warmup(model_name: str, backends: Sequence, samples: List[Sample], prepa
         for index, backend in enumerate(backends):
             instance = getattr(backend, "name", None) or f"{model_name}_{index}"
             for iteration in range(1, count + 1):
-                # Triton's words (verbose log), which its qa and operators look for
-                logger.debug("model '%s' instance %s is running warmup sample '%s' for iteration %d",
-                             model_name, instance, name, iteration)
+                if not guessed:  # Triton's words (verbose log), which its qa and operators look for
+                    logger.debug("model '%s' instance %s is running warmup sample '%s' for iteration %d",
+                                 model_name, instance, name, iteration)
                 try:
                     backend.run(prepared)
                 except Exception as exc:

@@ -147,3 +147,65 @@ def test_an_input_data_file_holds_one_request_of_a_batched_sample(tmp_path):
         assert model.load() is True
     finally:
         model.stop()
+
+
+# L0_onnx_optimization: the ONNX Runtime backend's `parameters`, applied on the CPU ----------------------------
+
+def _onnx_addsub(root, name, extra=""):
+    """As qa's onnx_float32_float32_float32: OUTPUT0 = INPUT0 + INPUT1, OUTPUT1 = INPUT0 - INPUT1."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    (root / name / "1").mkdir(parents=True)
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["b", 16]) for n in ("INPUT0", "INPUT1")]
+    out = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["b", 16]) for n in ("OUTPUT0", "OUTPUT1")]
+    graph = helper.make_graph([helper.make_node("Add", ["INPUT0", "INPUT1"], ["OUTPUT0"]),
+                               helper.make_node("Sub", ["INPUT0", "INPUT1"], ["OUTPUT1"])], "addsub", io, out)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(root / name / "1" / "model.onnx"))
+    (root / name / "config.pbtxt").write_text(
+        f'name: "{name}"\nplatform: "onnxruntime_onnx"\nmax_batch_size: 8\n'
+        'input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 16 ] }, '
+        '{ name: "INPUT1" data_type: TYPE_FP32 dims: [ 16 ] } ]\n'
+        'output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 16 ] }, '
+        '{ name: "OUTPUT1" data_type: TYPE_FP32 dims: [ 16 ] } ]\n' + extra)
+
+
+def _param(key, value):
+    return f'parameters: {{ key: "{key}" value: {{ string_value: "{value}" }} }}\n'
+
+
+def test_onnx_session_and_run_entries_reach_onnx_runtime(tmp_path, caplog):
+    """qa's _session_config and _cpu_config models: the session entry is set on the session, the arena
+    shrinkage on every run (gpuserve ignored both), each said in Triton's verbose words."""
+    _onnx_addsub(tmp_path, "m", "instance_group { count: 2 kind: KIND_CPU }\n"
+                 + _param("session.use_device_allocator_for_initializers", "1")
+                 + _param("memory.enable_memory_arena_shrinkage", "cpu:0")
+                 + _param("enable_mem_arena", "ON") + _param("enable_mem_pattern", "off"))
+    with caplog.at_level(logging.DEBUG, logger="gpuserve"):
+        model = DiskRepository(tmp_path).build("m")[0]
+        try:
+            assert model.load() is True
+            backend = model.backend
+            options = backend.session.get_session_options()
+            assert options.get_session_config_entry("session.use_device_allocator_for_initializers") == "1"
+            assert options.enable_cpu_mem_arena is True and options.enable_mem_pattern is False
+            assert backend.run_options.get_run_config_entry("memory.enable_memory_arena_shrinkage") == "cpu:0"
+            x = np.arange(16, dtype=np.float32).reshape(1, 16)
+            out = backend.run({"INPUT0": x, "INPUT1": x})
+            np.testing.assert_array_equal(out["OUTPUT0"], x + x)
+        finally:
+            model.stop()
+    said = caplog.text
+    for line in ("Configuring 'session.use_device_allocator_for_initializers' to '1' for 'm'",
+                 "Configuring memory.enable_memory_arena_shrinkage to cpu:0",
+                 "Configuring enable_mem_arena to ON", "Configuring enable_mem_pattern to off"):
+        assert line in said, line
+
+
+def test_an_onnx_boolean_parameter_that_is_not_one_fails_the_load_in_tritons_words(tmp_path):
+    _onnx_addsub(tmp_path, "m", _param("enable_mem_arena", "maybe"))
+    model = DiskRepository(tmp_path).build("m")[0]
+    assert model.load() is False
+    assert "failed to convert 'maybe' to boolean" in model.reason
