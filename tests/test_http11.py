@@ -377,3 +377,13 @@ def test_upgrade_requests_are_answered_as_plain_http_and_closed(server):
         assert reply[0] == 200 and reply[1][b"connection"] == b"close"
         sock.settimeout(5)
         assert sock.recv(10) == b""
+
+
+def test_inference_routes_on_the_metrics_port_are_refused_not_500(server):
+    """The metrics port runs the same HTTP server without inference routes: a POST there was a 500 with a
+    traceback in the log (its missing fast path was called)."""
+    with socket.create_connection(("127.0.0.1", server.ports["metrics"])) as sock:
+        sock.sendall(post(b"/v2/models/doubler/infer", INFER % 1) + post(b"/v1/models/doubler:predict", b"{}"))
+        answers, _ = read_responses(sock, 2)
+    assert [status for status, _, _ in answers] == [405, 405]
+    assert_still_serving(server)

@@ -246,7 +246,7 @@ class HttpConnection(asyncio.Protocol):
         """Begin a pipelined inference request's work now when every request ahead of it is one too."""
         current = self.current
         if request.method != "POST" or request.too_large or current is None or current.route is None \
-                or self.server.guard is not None:
+                or self.server.guard is not None or self.server.fast is None:
             return
         for ahead in self.pending:
             if ahead is request:
@@ -270,8 +270,8 @@ class HttpConnection(asyncio.Protocol):
         if self.server.guard is not None and self._refused(request):
             return
         probed = NOT_PROBED
-        if request.early is None and request.method == "POST" and not request.too_large:
-            request.route = match(request.split_url()[0])
+        if request.early is None and request.method == "POST" and not request.too_large and self.server.fast:
+            request.route = match(request.split_url()[0])  # the metrics port has no inference routes
             if request.route is not None and not self.transport.is_closing():
                 try:
                     answer, probed = self.server.fast.probe(request.route, request.body, request.headers)
