@@ -59,8 +59,13 @@ class BatchQueue:
     def _staged(self) -> List[Job]:
         return self.staged() if self.staged is not None else []
 
+    def pending(self) -> int:
+        """Requests not yet begun: queued, held while their batch grows, or staged behind a busy instance
+        (Triton's nv_inference_pending_request_count, and what max_queue_size bounds)."""
+        return self.size + len(self.held) + len(self._staged())
+
     def put(self, job: Job) -> None:
-        if self.max_size and self.size + len(self.held) + len(self._staged()) >= self.max_size:
+        if self.max_size and self.pending() >= self.max_size:
             raise self._full(f"queue is full ({self.max_size} requests waiting); retry later")
         levels = self.levels
         if len(levels) == 1:

@@ -302,6 +302,7 @@ def settings_from_config(folder: Path, config: Dict[str, Any], version: Optional
     if sequences is not None and runtime != "triton_python":  # gpuserve/sequence_state.py
         settings["triton_sequence_batching"] = sequences
         settings["triton_folder"] = str(folder)
+    if sequences is not None:  # the strategy's delay holds a batch for Python models too, as Triton's
         strategy = sequences.get("oldest") or sequences.get("direct") or {}
         strategy = strategy[0] if isinstance(strategy, list) and strategy else strategy
         if isinstance(strategy, dict) and (strategy.get("max_queue_delay_microseconds")

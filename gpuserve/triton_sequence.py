@@ -48,17 +48,21 @@ class Sequence:
     pending: int = 0  # requests of this sequence submitted or waiting for their turn
     states: Dict[str, Any] = field(default_factory=dict)  # implicit state by input name (gpuserve/sequence_state.py)
     cancelled: bool = False
+    waiting: int = 0  # requests waiting here for the previous one to finish (still pending, for metrics)
 
     @contextlib.asynccontextmanager
     async def turn(self):
         """The sequence's next request runs inside, after the previous one. As Triton's sequence batcher:
         cancelling a request that waits here cancels the sequence, and its other waiting requests are
         answered CANCELLED instead of running (qa's L0_request_cancellation scheduler_test)."""
+        self.waiting += 1
         try:
             await self.lock.acquire()
         except asyncio.CancelledError:
             self.cancelled = True
             raise
+        finally:
+            self.waiting -= 1
         try:
             if self.cancelled:
                 raise RequestCancelled("Request cancelled: its sequence was cancelled")
@@ -121,6 +125,11 @@ class SequenceRouter:
         # Instances leaving (an instance update on reload): no new sequence starts there, and the callback
         # runs once none of their sequences is left, as Triton keeps a removed instance until then
         self.closed: Dict[int, Callable[[], None]] = {}
+
+    def waiting(self) -> int:
+        """Requests queued behind their sequence's running one: Triton's sequence batcher counts them
+        in nv_inference_pending_request_count."""
+        return sum(sequence.waiting for sequence in list(self.active.values()))
 
     def add_instance(self) -> int:
         """One more instance for new sequences; its index."""

@@ -170,8 +170,7 @@ class ServerCollector:
                 sizes.append((repr(float(size)), running))
             sizes.append(("+Inf", running))
             batch_size.add_metric(labels, sizes, rows_total)
-            scheduler = getattr(model, "scheduler", None)
-            depth = len(scheduler.queue) if scheduler is not None and scheduler.queue is not None else 0
+            depth = _pending(model)
             adaptive = getattr(model, "_adaptive_batcher", None)
             if adaptive is not None:
                 depth += len(adaptive.queue)
@@ -231,6 +230,16 @@ class ServerCollector:
                 if key in sample:
                     family.add_metric([sample["gpu_uuid"]], sample[key])
         yield from families.values()
+
+
+def _pending(model) -> int:
+    """Requests not yet begun, as Triton counts them: in the queue, held while a batch grows, staged behind a
+    busy instance, or waiting for their sequence's previous request."""
+    schedulers = getattr(model, "schedulers", None) or [getattr(model, "scheduler", None)]
+    depth = sum(s.queue.pending() for s in schedulers if s is not None and getattr(s, "queue", None) is not None)
+    router = getattr(model, "sequences", None)
+    router = getattr(router, "router", router)
+    return depth + (router.waiting() if hasattr(router, "waiting") else 0)
 
 
 def _escape(value: str) -> str:
