@@ -21,7 +21,8 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(settings) -> None:
-    handler = logging.StreamHandler()
+    log_file = getattr(settings, "log_file", None)
+    handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler()
     if settings.logging_format == "json":
         handler.setFormatter(JsonFormatter())
     else:

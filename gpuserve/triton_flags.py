@@ -1,0 +1,104 @@
+"""The rest of tritonserver's command line, so a Triton launch line (a Helm chart's, a k8s manifest's) starts
+gpuserve unchanged: flags with a gpuserve meaning become settings, the others are taken and said in the log.
+
+Meanings: --http-address / --grpc-address / --metrics-address (each endpoint's bind address), --allow-http /
+--allow-grpc (serve that endpoint or not), --reuse-http-port / --reuse-grpc-port (SO_REUSEPORT), --log-file
+(the log goes to that file), --http-max-input-size (the request size limit), --response-cache-byte-size
+(the older spelling of --cache-config local,size=N), and gRPC's keepalive and connection-age flags, which go
+to grpc.aio as its channel arguments (the native transport sends no pings, so they select grpc.aio).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any, Dict
+
+# flag -> grpc.aio channel argument, each in Triton's unit (ms, or a count / 0-1)
+GRPC_ARGUMENTS = {
+    "--grpc-keepalive-time": "grpc.keepalive_time_ms",
+    "--grpc-keepalive-timeout": "grpc.keepalive_timeout_ms",
+    "--grpc-keepalive-permit-without-calls": "grpc.keepalive_permit_without_calls",
+    "--grpc-http2-max-pings-without-data": "grpc.http2.max_pings_without_data",
+    "--grpc-http2-min-recv-ping-interval-without-data": "grpc.http2.min_ping_interval_without_data_ms",
+    "--grpc-http2-max-ping-strikes": "grpc.http2.max_ping_strikes",
+    "--grpc-max-connection-age": "grpc.max_connection_age_ms",
+    "--grpc-max-connection-age-grace": "grpc.max_connection_age_grace_ms",
+}
+
+# taken and said in the log: gpuserve has its own way (README) or the feature is another server's
+NOTED = ("--buffer-manager-thread-count", "--cache-directory", "--cuda-virtual-address-size", "--enable-peer-access",
+         "--grpc-infer-thread-count", "--grpc-max-response-pool-size", "--grpc-infer-response-compression-level",
+         "--host-policy", "--model-load-gpu-limit", "--repoagent-directory", "--min-supported-compute-capability",
+         "--allow-sagemaker", "--sagemaker-port", "--sagemaker-safe-port-range", "--sagemaker-thread-count",
+         "--allow-vertex-ai", "--vertex-ai-port", "--vertex-ai-thread-count", "--vertex-ai-default-model",
+         "--allow-cpu-metrics", "--metrics-interval-ms", "--model-load-thread-count", "--model-load-retry-count")
+
+
+def _boolean(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got '{text}'")
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+def add_flags(group: argparse._ArgumentGroup, parser: argparse.ArgumentParser) -> None:
+    """Add each flag the parser does not have yet (another part of the CLI may give one its own meaning)."""
+
+    def add(flag: str, **options) -> bool:
+        if flag in parser._option_string_actions or flag in group._option_string_actions:
+            return False
+        group.add_argument(flag, dest=_dest(flag), default=None, **options)
+        return True
+
+    for flag, what in (("--http-address", "HTTP"), ("--grpc-address", "gRPC"), ("--metrics-address", "metrics")):
+        add(flag, metavar="ADDRESS", help=f"the address the {what} endpoint binds (default: --host)")
+    for flag, what in (("--allow-http", "HTTP"), ("--allow-grpc", "gRPC")):
+        add(flag, type=_boolean, metavar="BOOL", help=f"false: no {what} endpoint")
+    for flag in ("--reuse-http-port", "--reuse-grpc-port"):
+        add(flag, type=_boolean, metavar="BOOL", help="several servers may listen on the port (SO_REUSEPORT)")
+    add("--log-file", metavar="FILE", help="write the log to FILE instead of standard error")
+    add("--http-max-input-size", type=int, metavar="BYTES", help="the largest request body taken")
+    add("--response-cache-byte-size", type=int, metavar="BYTES", help="as --cache-config local,size=BYTES")
+    for flag in GRPC_ARGUMENTS:
+        add(flag, type=int, metavar="N", help=argparse.SUPPRESS)
+    noted = [flag for flag in NOTED if add(flag, metavar="VALUE", help=argparse.SUPPRESS)]
+    parser.set_defaults(triton_noted=tuple(noted))
+
+
+def settings_from(args: argparse.Namespace) -> Dict[str, Any]:
+    """ServerSettings overrides for the flags given (none for those not given)."""
+    value = lambda flag: getattr(args, _dest(flag), None)  # noqa: E731
+    out: Dict[str, Any] = {}
+    for flag, key in (("--http-address", "http_host"), ("--grpc-address", "grpc_host"),
+                      ("--metrics-address", "metrics_host"), ("--log-file", "log_file"),
+                      ("--http-max-input-size", "max_request_bytes"),
+                      ("--response-cache-byte-size", "response_cache_bytes")):
+        if value(flag) is not None:
+            out[key] = value(flag)
+    if value("--allow-http") is not None:
+        out["enable_http"] = value("--allow-http")
+    if value("--allow-grpc") is not None:
+        out["enable_grpc"] = value("--allow-grpc")
+    if value("--reuse-http-port") or value("--reuse-grpc-port"):
+        out["reuse_port"] = True
+    arguments = {key: value(flag) for flag, key in GRPC_ARGUMENTS.items() if value(flag) is not None}
+    if arguments:
+        out["grpc_arguments"] = arguments
+    return out
+
+
+def note_flags(args: argparse.Namespace) -> None:
+    log = logging.getLogger("gpuserve")
+    for flag in getattr(args, "triton_noted", ()):
+        given = getattr(args, _dest(flag), None)
+        if given is not None:
+            log.warning("%s=%s is a tritonserver flag with no gpuserve meaning; ignored", flag, given)
+    if any(getattr(args, _dest(flag), None) is not None for flag in GRPC_ARGUMENTS):
+        log.info("gRPC keepalive / connection-age flags given: gRPC is served by grpc.aio, which applies them")
+
