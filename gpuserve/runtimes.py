@@ -585,10 +585,33 @@ class TorchModel(FrameworkModel):
             config = batching_config(self.settings, True)
             sizes = graph_batch_sizes(extra.get("cuda_graph_batch_sizes") or config.preferred_batch_sizes,
                                       config.max_batch_size)
+        if "triton_max_batch_size" in (self.settings.model_extra or {}):  # a config.pbtxt, which Triton checks
+            _check_torch_types(self.name, self.sequences, declared_in, declared_out)
         return TorchBackend(str(path), device=device, threads=int(extra.get("intra_op_threads") or threads),
                             inputs=declared_in, outputs=declared_out,
                             precision=extra.get("precision"), compile=bool(extra.get("compile", False)),
                             cuda_graphs=graphs, graph_batch_sizes=sizes)
+
+
+_NO_TORCH_TYPE = ("UINT16", "UINT32", "UINT64")  # no torch dtype in Triton's libtorch backend
+
+
+def _check_torch_types(model: str, sequences, inputs, outputs) -> None:
+    """A type Triton's libtorch backend has no torch dtype for fails the load there, in its words (the
+    sequence controls checked first, as it does); gpuserve loaded such a model and failed its requests."""
+    controls = {c.name for c in sequences.router.controls} if sequences is not None else set()
+    states = {s.input_name for s in sequences.states} if sequences is not None else set()
+    for spec in sorted(inputs or (), key=lambda s: s.name not in controls):
+        if spec.datatype in _NO_TORCH_TYPE:
+            if spec.name in controls:
+                raise ModelLoadError(f"input '{spec.name}' type 'TYPE_{spec.datatype}' is not supported by PyTorch.")
+            kind = "input state" if spec.name in states else "input"
+            raise ModelLoadError(f"unsupported datatype TYPE_{spec.datatype} for {kind} '{spec.name}' for model "
+                                 f"'{model}'")
+    for spec in outputs or ():
+        if spec.datatype in _NO_TORCH_TYPE:
+            raise ModelLoadError(f"unsupported datatype TYPE_{spec.datatype} for output '{spec.name}' for model "
+                                 f"'{model}'")
 
 
 class TensorRTModel(FrameworkModel):

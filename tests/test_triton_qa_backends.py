@@ -7,6 +7,10 @@ as its test.sh runs Triton; these are the cases where gpuserve first behaved dif
   batch_size N with input_data_file sends the file's data in each of its N rows (the file holds one
   request's); each run is logged in Triton's verbose words ("... is running warmup sample 'NAME' for
   iteration N").
+- L0_onnx_optimization (the CPU checks): session.use_device_allocator_for_initializers reaches the session's
+  config, memory.enable_memory_arena_shrinkage every run's; boolean parameters take Triton's spellings.
+- L0_libtorch_io_types: a UINT16/32/64 input, output or sequence control fails a libtorch model's load in
+  Triton's words (gpuserve loaded it and failed its requests).
 """
 
 import logging
@@ -18,6 +22,7 @@ import tritonclient.http as httpclient
 
 from conftest import running_server
 from gpuserve import ModelRepository
+from gpuserve.errors import ModelLoadError
 from gpuserve.repository import DiskRepository
 
 # Loopback ports of this file's servers (its own range, so parallel sessions do not collide).
@@ -209,3 +214,45 @@ def test_an_onnx_boolean_parameter_that_is_not_one_fails_the_load_in_tritons_wor
     model = DiskRepository(tmp_path).build("m")[0]
     assert model.load() is False
     assert "failed to convert 'maybe' to boolean" in model.reason
+
+
+# L0_libtorch_io_types: types torch has no dtype for fail the load --------------------------------------------
+
+def _torch_addsub(path):
+    import torch
+
+    class AddSub(torch.nn.Module):
+        def forward(self, INPUT0, INPUT1):
+            return INPUT0 + INPUT1, INPUT0 - INPUT1
+
+    torch.jit.save(torch.jit.script(AddSub()), str(path))
+
+
+def _libtorch_model(root, name, in_type, out_type, extra=""):
+    (root / name / "1").mkdir(parents=True)
+    _torch_addsub(root / name / "1" / "model.pt")
+    (root / name / "config.pbtxt").write_text(
+        f'name: "{name}"\nplatform: "pytorch_libtorch"\nmax_batch_size: 8\n{extra}'
+        f'input [ {{ name: "INPUT0" data_type: {in_type} dims: [ 16 ] }}, '
+        f'{{ name: "INPUT1" data_type: {in_type} dims: [ 16 ] }} ]\n'
+        f'output [ {{ name: "OUTPUT__0" data_type: {out_type} dims: [ 16 ] }}, '
+        f'{{ name: "OUTPUT__1" data_type: {out_type} dims: [ 16 ] }} ]\n')
+
+
+@pytest.mark.parametrize("in_type, out_type, said", [
+    ("TYPE_UINT32", "TYPE_INT32", "unsupported datatype TYPE_UINT32 for input 'INPUT0' for model 'm'"),
+    ("TYPE_INT32", "TYPE_UINT64", "unsupported datatype TYPE_UINT64 for output 'OUTPUT__0' for model 'm'"),
+])
+def test_a_libtorch_tensor_type_torch_lacks_fails_the_load_in_tritons_words(tmp_path, in_type, out_type, said):
+    _libtorch_model(tmp_path, "m", in_type, out_type)
+    with pytest.raises(ModelLoadError) as failed:
+        DiskRepository(tmp_path).build("m")[0].load()
+    assert said in str(failed.value)
+
+
+def test_a_libtorch_sequence_control_type_torch_lacks_fails_the_load_in_tritons_words(tmp_path):
+    control = ('sequence_batching { control_input [ { name: "CORRID__2" control [ { kind: CONTROL_SEQUENCE_CORRID '
+               'data_type: TYPE_UINT32 } ] } ] }\n')
+    _libtorch_model(tmp_path, "m", "TYPE_INT32", "TYPE_INT32", control)
+    with pytest.raises(ModelLoadError, match="input 'CORRID__2' type 'TYPE_UINT32' is not supported by PyTorch."):
+        DiskRepository(tmp_path).build("m")[0].load()
