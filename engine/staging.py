@@ -16,6 +16,7 @@ import functools
 import math
 import os
 import threading
+import weakref
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Dict, List, Optional, Tuple
@@ -44,6 +45,16 @@ class Lease:
             self.array = None
 
 
+# Pools of page-locked memory (any allocator but NumPy's), for Triton's nv_pinned_memory_pool_* gauges
+PINNED_POOLS: "weakref.WeakSet[StagingPool]" = weakref.WeakSet()
+
+
+def pinned_bytes() -> Tuple[int, int]:
+    """(held, leased) bytes of page-locked staging memory across pools: (0, 0) where there is no GPU."""
+    pools = list(PINNED_POOLS)
+    return (sum(p.cached_bytes + p.leased_bytes for p in pools), sum(p.leased_bytes for p in pools))
+
+
 class StagingPool:
     def __init__(self, allocator: Callable[[int], np.ndarray] = numpy_allocator, max_cached_bytes: int = 1 << 30):
         self.allocator = allocator
@@ -54,6 +65,9 @@ class StagingPool:
         self.reuses = 0
         self.in_use = 0
         self.cached_bytes = 0
+        self.leased_bytes = 0
+        if allocator is not numpy_allocator:
+            PINNED_POOLS.add(self)
 
     def acquire(self, dtype: np.dtype, shape: Tuple[int, ...]) -> Lease:
         dtype = np.dtype(dtype)
@@ -69,6 +83,7 @@ class StagingPool:
                 buffer = None
                 self.allocations += 1
             self.in_use += 1
+            self.leased_bytes += key
         if buffer is None:
             buffer = self.allocator(key)
         array = buffer[:nbytes].view(dtype).reshape(shape)
@@ -77,6 +92,7 @@ class StagingPool:
     def _give_back(self, key: int, buffer: np.ndarray) -> None:
         with self._lock:
             self.in_use -= 1
+            self.leased_bytes -= key
             if self.cached_bytes + key <= self.max_cached_bytes:
                 self._free[key].append(buffer)
                 self.cached_bytes += key

@@ -7,10 +7,12 @@ additions under one lock, cheap next to a batch.
 from __future__ import annotations
 
 import bisect
+import math
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Dict, List, Tuple
+from typing import Deque, Dict, List, Optional, Tuple
 
 
 
@@ -45,6 +47,55 @@ class Histogram:
             out.append((repr(bound), running))
         out.append(("+Inf", running + self.counts[-1]))
         return out
+
+
+# Triton's default summary quantiles, (quantile, allowed error) pairs
+DEFAULT_QUANTILES = ((0.5, 0.05), (0.9, 0.01), (0.95, 0.001), (0.99, 0.001), (0.999, 0.001))
+
+
+class LatencySummaries:
+    """Whether models keep latency summaries (Triton's --metrics-config summary_latencies=true) and their
+    quantiles. Process-wide, as Triton's metrics config is; off by default, so serving records none."""
+
+    def __init__(self) -> None:
+        self.on = False
+        self.quantiles: Tuple[Tuple[float, float], ...] = DEFAULT_QUANTILES
+
+
+SUMMARIES = LatencySummaries()
+
+
+class Summary:
+    """One Prometheus summary in microseconds, as Triton's: count and sum since start, quantiles over the
+    last minute's observations (the latest WINDOW_KEEP of them, so a busy model costs bounded memory)."""
+
+    WINDOW_S = 60.0
+    WINDOW_KEEP = 4096
+    __slots__ = ("count", "total", "window")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.total = 0
+        self.window: Deque[Tuple[float, int]] = deque(maxlen=self.WINDOW_KEEP)
+
+    def observe(self, us: int, times: int = 1, now: Optional[float] = None) -> None:
+        now = time.monotonic() if now is None else now
+        self.count += times
+        self.total += us * times
+        for _ in range(min(times, self.WINDOW_KEEP)):
+            self.window.append((now, us))
+
+    def quantiles(self, wanted, now: Optional[float] = None) -> List[Tuple[float, float]]:
+        """(quantile, value) for each wanted quantile over the window; NaN where it is empty."""
+        now = time.monotonic() if now is None else now
+        values = sorted(us for at, us in list(self.window) if now - at <= self.WINDOW_S)
+        if not values:
+            return [(q, math.nan) for q in wanted]
+        last = len(values) - 1
+        return [(q, float(values[min(max(math.ceil(q * len(values)) - 1, 0), last)])) for q in wanted]
+
+
+SUMMARY_KEYS = ("request", "queue", "compute_input", "compute_infer", "compute_output", "cache_hit", "cache_miss")
 
 
 @dataclass
@@ -88,6 +139,13 @@ class ModelStats:
         self.execution_count = 0
         self.last_inference_ms = 0
         self.request_seconds = Histogram()
+        self.summaries: Optional[Dict[str, Summary]] = None  # made at the first observation once SUMMARIES.on
+
+    def _summarize(self, key: str, ns: int, times: int = 1) -> None:
+        """Observe `ns` (as whole microseconds, as Triton) in the `key` summary; the caller holds the lock."""
+        if self.summaries is None:
+            self.summaries = {k: Summary() for k in SUMMARY_KEYS}
+        self.summaries[key].observe(ns // 1000, times)
 
     def record_batch(self, size: int, jobs: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
         """One executed batch of `size` rows from `jobs` requests; per-request durations are shared."""
@@ -104,6 +162,9 @@ class ModelStats:
             self.compute_input.add(input_ns * jobs, jobs)
             self.compute_infer.add(infer_ns * jobs, jobs)
             self.compute_output.add(output_ns * jobs, jobs)
+            if SUMMARIES.on:
+                for key, ns in (("compute_input", input_ns), ("compute_infer", infer_ns), ("compute_output", output_ns)):
+                    self._summarize(key, ns, jobs)
 
     def record_failed_execution(self) -> None:
         """An execution none of whose requests succeeded: Triton counts the execution, no inference."""
@@ -130,6 +191,10 @@ class ModelStats:
             self.compute_input.count += 1
             self.compute_infer.add(ns)
             self.compute_output.count += 1
+            if SUMMARIES.on:
+                for key, spent in (("queue", 0), ("request", ns), ("compute_input", 0), ("compute_infer", ns),
+                                   ("compute_output", 0)):
+                    self._summarize(key, spent)
 
     def record_cache_hit(self, ns: int) -> None:
         """A request answered from the response cache in `ns`: a success and a pass through the queue, as
@@ -140,22 +205,32 @@ class ModelStats:
             self.cache_hit.add(ns)
             self.success.add(ns)
             self.request_seconds.observe(ns / 1e9)
+            if SUMMARIES.on:  # as Triton: its queue pass and the hit, no request summary for a cached model
+                self._summarize("queue", 0)
+                self._summarize("cache_hit", ns)
 
     def record_cache_miss(self, ns: int) -> None:
         """A request the cache did not hold: `ns` is its lookup plus the insertion of its answer."""
         with self.lock:
             self.cache_miss.add(ns)
+            if SUMMARIES.on:
+                self._summarize("cache_miss", ns)
 
     def record_queue(self, waits_ns) -> None:
         waits = list(waits_ns)
         with self.lock:
             self.queue.add(sum(waits), len(waits))
+            if SUMMARIES.on:
+                for ns in waits:
+                    self._summarize("queue", ns)
 
     def record_request(self, ok: bool, total_ns: int, reason: str = "BACKEND") -> None:
         with self.lock:
             (self.success if ok else self.fail).add(total_ns)
             if not ok:
                 self.fail_reasons[reason] = self.fail_reasons.get(reason, 0) + 1
+            elif SUMMARIES.on:  # as Triton: successes only
+                self._summarize("request", total_ns)
             self.request_seconds.observe(total_ns / 1e9)
 
     def record_requests(self, ok_ns: List[int], failed_ns: List[int] = ()) -> None:
@@ -174,6 +249,9 @@ class ModelStats:
                 hist.count += len(durations)
                 for ns in durations:
                     counts[bisect_left(BUCKETS, ns / 1e9)] += 1
+                if outcome is self.success and SUMMARIES.on:
+                    for ns in durations:
+                        self._summarize("request", ns)
 
     def as_dict(self) -> dict:
         """Triton's ModelStatistics JSON shape."""

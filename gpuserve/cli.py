@@ -55,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="false: clients may not register shared memory (setting allow_client_shm; default true)")
     triton.add_argument("--trace-config", action="append", default=None, metavar="[triton,]KEY=VALUE",
                         help="the trace settings clients read at start-up (file, level, rate, count, log-frequency)")
+    triton.add_argument("--metrics-config", action="append", default=None, metavar="SETTING=VALUE",
+                        help="model metrics: counter_latencies=false drops the latency counters, summary_latencies=true "
+                        "adds latency summaries, summary_quantiles=Q:ERROR,... their quantiles (repeat)")
     for flag, what in (("--http-restricted-api", "API"), ("--grpc-restricted-protocol", "PROTOCOL")):
         triton.add_argument(flag, action="append", default=None, metavar=f"{what}[,{what}...]:KEY=VALUE",
                             help="those endpoint groups answer only requests with header KEY: VALUE (repeat)")
@@ -75,6 +78,18 @@ TRITON_NOTED = ("--strict-model-config", "--disable-auto-complete-config", "--ex
 
 TRACE_FLAGS = {"--trace-file": "file", "--trace-level": "level", "--trace-rate": "rate", "--trace-count": "count",
                "--trace-log-frequency": "log-frequency"}
+
+
+def metrics_config(args: argparse.Namespace) -> Optional[dict]:
+    """--metrics-config SETTING=VALUE flags as a dict (the last of a setting wins); a malformed one stops the
+    start in Triton's words."""
+    settings = {}
+    for arg in args.metrics_config or ():
+        name, equals, value = arg.partition("=")
+        if not equals or not name or not value or "," in name:
+            raise GpuserveError(f"--metrics-config option format is <setting>=<value>. Got {arg}")
+        settings[name] = value
+    return settings or None
 
 
 def trace_config(args: argparse.Namespace) -> Optional[List[str]]:
@@ -155,7 +170,7 @@ def start(args: argparse.Namespace) -> int:
                                    metrics_port=args.metrics_port, host=args.host, device=args.device,
                                    log_level=log_level, strict_readiness=args.strict_readiness, workers=args.workers,
                                    response_cache_bytes=cache_bytes, trace_config=trace_config(args),
-                                   allow_client_shm=args.allow_client_shm,
+                                   allow_client_shm=args.allow_client_shm, metrics_config=metrics_config(args),
                                    http_restricted_api=args.http_restricted_api,
                                    grpc_restricted_protocol=args.grpc_restricted_protocol,
                                    **model_control(args))

@@ -210,6 +210,9 @@ class ServerSettings(BaseSettings):
     response_cache_entries: int = 0  # MLServer's cache_size: a bound on the entries too (0: bytes alone)
     # MLServer's cache_enabled: its models whose model-settings.json says cache_enabled use the cache
     mlserver_cache: bool = False
+    # Triton's --metrics-config SETTING=VALUE: counter_latencies (default true), summary_latencies (default
+    # false) and summary_quantiles "Q:ERROR,..." shape the model metrics (server/metrics.py)
+    metrics_config: Dict[str, str] = Field(default_factory=dict)
 
     @field_validator("device")
     @classmethod

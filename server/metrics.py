@@ -8,9 +8,12 @@ multiprocess directory; both are appended to the same exposition.
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import sys
-from typing import Dict, Iterable, List, Optional
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, Optional, Tuple
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric,
@@ -18,7 +21,8 @@ from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily, Hist
 
 from gpuserve import device_health
 from gpuserve.dataplane import DataPlane
-from gpuserve.engine.stats import FAILURE_REASONS
+from gpuserve.engine.stats import DEFAULT_QUANTILES, FAILURE_REASONS, SUMMARIES
+from gpuserve.engine.staging import pinned_bytes
 from gpuserve import triton_metrics
 from gpuserve.server.cpu_metrics import CpuSampler
 from gpuserve.metrics import worker_metric_dirs
@@ -39,12 +43,58 @@ class ExactCounter(Metric):
         self.add_sample(self.sample_name, dict(zip(self.label_names, labels)), value)
 
 
+@dataclass(frozen=True)
+class MetricsConfig:
+    """Triton's --metrics-config settings: latency counters (default on), summaries (default off) and
+    their quantiles."""
+    counters: bool = True
+    summaries: bool = False
+    quantiles: Tuple[Tuple[float, float], ...] = DEFAULT_QUANTILES
+
+
+def _leading_float(text: str) -> float:
+    """As Triton reads a number (std::stod): its longest leading number, so '0.0.1' is 0.0."""
+    found = re.match(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", text)
+    if not found:
+        raise ValueError(text)
+    return float(found.group(0))
+
+
+def metrics_config(settings: Optional[Dict[str, str]]) -> MetricsConfig:
+    """The settings Triton reads from --metrics-config (others are taken and ignored, as Triton does); a
+    malformed summary_quantiles pair is logged and skipped, as Triton skips it."""
+    settings = settings or {}
+    quantiles = []
+    for pair in str(settings.get("summary_quantiles", "")).split(",") if settings.get("summary_quantiles") else ():
+        quantile, colon, error = pair.partition(":")
+        try:
+            if not colon:
+                raise ValueError("no ':' delimiter found")
+            quantiles.append((_leading_float(quantile), _leading_float(error)))
+        except ValueError as exc:
+            logging.getLogger("gpuserve").error("Invalid option: [%s]. Expected format is <quantile>:<error> (%s)",
+                                                pair, exc)
+    return MetricsConfig(counters=settings.get("counter_latencies") != "false",
+                         summaries=settings.get("summary_latencies") == "true",
+                         quantiles=tuple(quantiles) or DEFAULT_QUANTILES)
+
+
+# Triton's summary families: stats key -> name
+SUMMARY_NAMES = {"request": "nv_inference_request_summary_us", "queue": "nv_inference_queue_summary_us",
+                 "compute_input": "nv_inference_compute_input_summary_us",
+                 "compute_infer": "nv_inference_compute_infer_summary_us",
+                 "compute_output": "nv_inference_compute_output_summary_us",
+                 "cache_hit": "nv_cache_hit_summary_per_model", "cache_miss": "nv_cache_miss_summary_per_model"}
+
+
 class ServerCollector:
-    def __init__(self, plane: DataPlane, prefix: str = "", gpus: Optional[GpuSampler] = None):
+    def __init__(self, plane: DataPlane, prefix: str = "", gpus: Optional[GpuSampler] = None,
+                 config: MetricsConfig = MetricsConfig()):
         self.plane = plane
         self.prefix = prefix
         self.gpus = gpus
         self.cpu = CpuSampler()
+        self.config = config
 
     def _name(self, name: str) -> str:
         return f"{self.prefix}{name}"
@@ -56,6 +106,46 @@ class ServerCollector:
         yield from self._lost_devices()
         yield from self._response_cache()
         yield from self._cpu()
+        yield from self._pinned()
+
+    def _pinned(self):
+        """Triton's pinned memory pool gauges: page-locked staging bytes held and leased (0 without a GPU, as
+        Triton reports them there)."""
+        held, leased = pinned_bytes()
+        total = GaugeMetricFamily(self._name("nv_pinned_memory_pool_total_bytes"),
+                                  "Pinned memory pool total memory size, in bytes")
+        total.add_metric([], held)
+        used = GaugeMetricFamily(self._name("nv_pinned_memory_pool_used_bytes"),
+                                 "Pinned memory pool used memory size, in bytes")
+        used.add_metric([], leased)
+        yield from (total, used)
+
+    def _summaries(self, cached: Dict[str, bool]):
+        """Triton's latency summaries (--metrics-config summary_latencies=true): per model, count and sum since
+        start and the configured quantiles over the last minute; a model using the response cache has cache
+        hit and miss summaries and, as in Triton, no request summary."""
+        n = self._name
+        wanted = [q for q, _ in self.config.quantiles]
+        families = {}
+        for key, name in SUMMARY_NAMES.items():
+            family = Metric(n(name), f"Summary of {key.replace('_', ' ')} duration in microseconds", "summary")
+            family.exact = True
+            families[key] = family
+        for entry in self.plane.statistics(unversioned="")["model_stats"]:
+            labels = {"model": entry["name"], "version": entry["version"]}
+            model = self.plane.repository.get_model(entry["name"], entry["version"] or None)
+            kept = (self.plane.stats_of(model).summaries if model is not None else None) or {}
+            is_cached = cached.get(entry["name"], False)
+            for key, family in families.items():
+                if (key == "request" and is_cached) or (key.startswith("cache") and not is_cached):
+                    continue
+                summary = kept.get(key)
+                family.add_sample(family.name + "_count", labels, summary.count if summary else 0)
+                family.add_sample(family.name + "_sum", labels, summary.total if summary else 0)
+                values = summary.quantiles(wanted) if summary else [(q, float("nan")) for q in wanted]
+                for quantile, value in values:
+                    family.add_sample(family.name, {**labels, "quantile": repr(quantile)}, value)
+        yield from (family for family in families.values() if family.samples)
 
     def _cpu(self):
         """Triton's host gauges (server/cpu_metrics.py)."""
@@ -135,6 +225,7 @@ class ServerCollector:
                                       labels=["model_name", "model_version"])
         pending = GaugeMetricFamily(n("nv_inference_pending_request_count"), "Requests queued, not yet running",
                                     labels=MODEL_LABELS)
+        cached: Dict[str, bool] = {}
         for entry in self.plane.statistics(unversioned="")["model_stats"]:
             labels = [entry["name"], entry["version"]]
             stats = entry["inference_stats"]
@@ -151,13 +242,16 @@ class ServerCollector:
             ml_failure.add_metric(ml_labels, stats["fail"]["count"])
             count.add_metric(labels, entry["inference_count"])
             executions.add_metric(labels, entry["execution_count"])
-            durations["request"].add_metric(labels, stats["success"]["ns"] / 1e3)  # as Triton: successes only
+            # whole microseconds, as Triton counts them; the request time of successes only
+            durations["request"].add_metric(labels, stats["success"]["ns"] // 1000)
             for key in ("queue", "compute_input", "compute_infer", "compute_output"):
-                durations[key].add_metric(labels, stats[key]["ns"] / 1e3)
-            cache["hits"].add_metric(labels, stats["cache_hit"]["count"])
-            cache["misses"].add_metric(labels, stats["cache_miss"]["count"])
-            cache["hit_us"].add_metric(labels, stats["cache_hit"]["ns"] / 1e3)
-            cache["miss_us"].add_metric(labels, stats["cache_miss"]["ns"] / 1e3)
+                durations[key].add_metric(labels, stats[key]["ns"] // 1000)
+            cached[entry["name"]] = is_cached = self._uses_cache(model)
+            if is_cached:  # as Triton: only for models that use the cache
+                cache["hits"].add_metric(labels, stats["cache_hit"]["count"])
+                cache["misses"].add_metric(labels, stats["cache_miss"]["count"])
+                cache["hit_us"].add_metric(labels, stats["cache_hit"]["ns"] // 1000)
+                cache["miss_us"].add_metric(labels, stats["cache_miss"]["ns"] // 1000)
             if model is not None:
                 histogram = self.plane.stats_of(model).request_seconds
                 latency.add_metric(labels, histogram.cumulative(), histogram.total)
@@ -177,14 +271,25 @@ class ServerCollector:
                 sizes = adaptive.queue_sizes
                 queue.add_metric(labels, sizes.cumulative(), sizes.total)
             pending.add_metric(labels, depth)
-        yield from (success, failure, ml_success, ml_failure, ml_duration, count, executions, *durations.values(), *cache.values(),
-                    latency,
-                    batch_size, *([queue] if queue.samples else []), pending)
+        # Triton's latency counters, unless --metrics-config counter_latencies=false
+        latencies = [*durations.values(), *(c for c in cache.values() if c.samples)] if self.config.counters else []
+        yield from (success, failure, ml_success, ml_failure, ml_duration, count, executions, *latencies,
+                    latency, batch_size, *([queue] if queue.samples else []), pending)
+        if self.config.summaries:
+            yield from self._summaries(cached)
         parallel = sys.modules.get("gpuserve.parallel")  # imported once a model has parallel workers
         if parallel is not None and parallel.dispatched is not None:
             family = HistogramMetricFamily(n("parallel_request_queue"), "counter of request queue size for workers")
             family.add_metric([], parallel.dispatched.cumulative(), parallel.dispatched.total)
             yield family
+
+    def _uses_cache(self, model) -> bool:
+        cache = self.plane.response_cache
+        if model is None or cache is None:
+            return False
+        from gpuserve import response_cache
+
+        return bool(response_cache.enabled_for(model, cache.mlserver))
 
     def _transports(self):
         n = self._name
@@ -283,8 +388,12 @@ class Exposition:
     """One server's scrape: its own collector, then the default registry (process metrics and custom
     metrics), then parallel workers' custom metrics from the multiprocess directory."""
 
-    def __init__(self, plane: DataPlane, prefix: str = "", gpus: Optional[GpuSampler] = None):
-        self.collector = ServerCollector(plane, prefix, gpus)
+    def __init__(self, plane: DataPlane, prefix: str = "", gpus: Optional[GpuSampler] = None,
+                 config: Optional[Dict[str, str]] = None):
+        """`config`: Triton's --metrics-config settings; summaries, when asked for, are kept from now on."""
+        self.config = metrics_config(config)
+        SUMMARIES.quantiles, SUMMARIES.on = self.config.quantiles, self.config.summaries
+        self.collector = ServerCollector(plane, prefix, gpus, self.config)
 
     def render(self) -> bytes:
         own = render(self.collector.collect()) + render(triton_metrics.families())

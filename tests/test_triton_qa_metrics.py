@@ -7,9 +7,16 @@ differently.
   one handed to a busy Python instance's second slot and one waiting for its sequence's previous request;
   a Python sequence model's Direct/Oldest max_queue_delay_microseconds lets its batch fill, as Triton's
   sequence batcher does (gpuserve ran those requests one or two at a time).
+- metrics_config_test.py: --metrics-config counter_latencies=false drops the nv_inference_*_duration_us
+  counters, summary_latencies=true adds Triton's latency summaries (count, sum, and the summary_quantiles
+  or the default quantiles); the per-model cache counters and summaries exist only for models using the
+  response cache, which get no request summary (gpuserve printed cache counters for every model and took
+  no --metrics-config); nv_pinned_memory_pool_total_bytes / used_bytes exist (0 without a GPU, as Triton).
 """
 
 import re
+import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -132,3 +139,64 @@ def test_python_sequence_model_batches_sequences_within_the_strategy_delay(tmp_p
                 sizes = sorted(b["batch_size"] for b in stats["batch_stats"] for _ in range(
                     int(b["compute_infer"]["count"])))
                 assert (runs[model], sizes) == (6, [2, 4, 4]), model
+
+
+IDENTITY_CACHED = ('backend: "python"\nmax_batch_size: 0\n'
+                   'input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ -1 ] } ]\n'
+                   'output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ -1 ] } ]\n')
+
+
+def infer_each(server, models, times=3):
+    with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
+        for model in models:
+            for _ in range(times):
+                data = np.array([1.0, 2.0], np.float32)
+                client.infer(model, [httpclient.InferInput("INPUT0", [2], "FP32").set_data_from_numpy(data)])
+
+
+def test_default_metrics_have_counters_and_cache_metrics_only_for_cached_models(tmp_path):
+    write_models(tmp_path, {"cache_off": IDENTITY_CACHED + "response_cache { enable: false }\n",
+                            "cache_on": IDENTITY_CACHED + "response_cache { enable: true }\n"})
+    with serve(tmp_path, 9346) as server:
+        infer_each(server, ("cache_off", "cache_on"))
+        text = scrape(server)
+    for name in ("request", "queue", "compute_input", "compute_infer", "compute_output"):
+        assert f'nv_inference_{name}_duration_us{{model="cache_off",version="1"}}' in text
+    for name in ("nv_cache_num_hits_per_model", "nv_cache_num_misses_per_model", "nv_cache_hit_duration_per_model",
+                 "nv_cache_miss_duration_per_model"):
+        assert f'{name}{{model="cache_on",version="1"}}' in text and f'{name}{{model="cache_off"' not in text
+    assert metric(text, "nv_cache_num_hits_per_model", "cache_on") == 2
+    assert "_summary" not in text and "nv_inference_first_response_histogram_ms" not in text
+    assert re.search(r"^nv_pinned_memory_pool_total_bytes \d+$", text, re.MULTILINE)
+    assert re.search(r"^nv_pinned_memory_pool_used_bytes 0$", text, re.MULTILINE)
+    # whole microseconds, as Triton counts them
+    assert float(metric(text, "nv_inference_request_duration_us", "cache_off")).is_integer()
+
+
+def test_summaries_replace_counters_as_metrics_config_says(tmp_path):
+    write_models(tmp_path, {"cache_off": IDENTITY_CACHED, "cache_on": IDENTITY_CACHED + "response_cache { enable: true }\n"})
+    config = {"summary_latencies": "true", "counter_latencies": "false", "summary_quantiles": "0.1:0.0.1,0.7:0.01,bad"}
+    with serve(tmp_path, 9349, metrics_config=config) as server:
+        before = scrape(server)
+        infer_each(server, ("cache_off", "cache_on"))
+        text = scrape(server)
+    assert "_duration_us" not in text and "nv_cache_num_hits_per_model" not in text
+    # present from the start, as Triton's: no observations yet, so no quantile values
+    assert 'nv_inference_queue_summary_us{model="cache_off",version="1",quantile="0.1"} NaN' in before
+    assert metric(text, "nv_inference_request_summary_us_count", "cache_off") == 3
+    assert metric(text, "nv_inference_compute_infer_summary_us_count", "cache_off") == 3
+    for quantile in ("0.1", "0.7"):
+        assert f'nv_inference_request_summary_us{{model="cache_off",version="1",quantile="{quantile}"}}' in text
+    assert 'quantile="0.5"' not in text  # the default quantiles are replaced
+    # a cached model: cache hit/miss summaries, no request summary (Triton's DLIS-4762)
+    assert 'nv_inference_request_summary_us_count{model="cache_on"' not in text
+    assert metric(text, "nv_cache_hit_summary_per_model_count", "cache_on") == 2
+    assert metric(text, "nv_cache_miss_summary_per_model_count", "cache_on") == 1
+    assert 'nv_cache_hit_summary_per_model_count{model="cache_off"' not in text
+
+
+def test_a_malformed_metrics_config_stops_the_start_in_tritons_words(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "gpuserve.cli", "start", str(tmp_path), "--metrics-config",
+                           "summary_latencies"], capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "--metrics-config option format is <setting>=<value>. Got summary_latencies" in done.stderr
