@@ -99,8 +99,14 @@ class TorchBackend:
     def __init__(self, path: str, device: str = "cpu", threads: Optional[int] = None,
                  inputs: Optional[List[TensorSpec]] = None, outputs: Optional[List[TensorSpec]] = None,
                  precision: Optional[str] = None, compile: bool = False, overlap: bool = True,
-                 cuda_graphs: bool = False, graph_batch_sizes: Sequence[int] = ()):
+                 cuda_graphs: bool = False, graph_batch_sizes: Sequence[int] = (), inference_mode: bool = True,
+                 optimized_execution: bool = True, shared: Optional["TorchBackend"] = None):
+        """`inference_mode` False runs under no_grad only and `optimized_execution` False turns TorchScript's
+        graph optimizer off, as Triton's INFERENCE_MODE / DISABLE_OPTIMIZED_EXECUTION; `shared`: another
+        instance on this device whose module (weights) this one runs too (ENABLE_WEIGHT_SHARING)."""
         torch = _torch()
+        self.inference_mode = inference_mode
+        self.optimized_execution = optimized_execution
         self.fallback = ""  # why this runs otherwise than asked; the model's metadata reports it
         if threads and device == "cpu":
             torch.set_num_threads(threads)
@@ -112,25 +118,30 @@ class TorchBackend:
         self.torch_device = torch.device(device)
         path = Path(path)
         self.exported = path.suffix == ".pt2"
+        self.shares = shared is not None and shared.device == device
         with _LOAD_LOCK:
-            if self.exported:
+            if self.shares:
+                self.module = shared.module
+                found_in, found_out = shared._found
+            elif self.exported:
                 program = torch.export.load(str(path))
                 found_in, found_out = self._export_specs(program)
                 self.module = program.module().to(self.torch_device)
             else:
                 self.module = torch.jit.load(str(path), map_location=self.torch_device)
                 found_in, found_out = self._script_specs(self.module)
+        self._found = (found_in, found_out)
         # A TorchScript file names its inputs but not their dtypes or shapes, nor a dict's keys: without
         # declared tensors (model-settings.json / config.pbtxt) requests bring their own dtypes, and a dict
         # return's outputs are known by its keys once it runs.
         self.loose_inputs = not self.exported and not inputs
         self.loose_outputs = not self.exported and not outputs and self._returns_dict(self.module)
-        if not self.exported:  # an exported program's module is already in inference form
+        if not self.exported and not self.shares:  # an exported program's module is already in inference form
             self.module.eval()
         self.precision = {"fp16": torch.float16, "bf16": torch.bfloat16}.get((precision or "").lower())
-        if self.precision is not None:
+        if self.precision is not None and not self.shares:
             self.module = self.module.to(self.precision)
-        if compile:
+        if compile and not self.shares:
             self.module = torch.compile(self.module)
         self.inputs = _in_file_order(inputs, found_in) if inputs else found_in
         self.outputs = _by_index_suffix(outputs) if outputs else found_out
@@ -142,7 +153,7 @@ class TorchBackend:
         self.graphs: Dict[int, torch_graphs.CapturedGraph] = {}
         if cuda_graphs and self.device != "cpu":
             try:
-                with torch.inference_mode():
+                with self._mode():
                     self.graphs = torch_graphs.capture_graphs(
                         torch, lambda *args: self._outputs(self.module(*args)), self.inputs,
                         graph_batch_sizes or [1], self.torch_device, self._cast)
@@ -194,6 +205,16 @@ class TorchBackend:
             return None
 
     # execution ---------------------------------------------------------------------------------
+    def _mode(self):
+        torch = _torch()
+        grad = torch.inference_mode() if self.inference_mode else torch.no_grad()
+        if self.optimized_execution or self.exported:
+            return grad
+        stack = contextlib.ExitStack()
+        stack.enter_context(grad)
+        stack.enter_context(torch.jit.optimized_execution(False))
+        return stack
+
     def _stream(self):
         local = self._local
         if not hasattr(local, "stream"):
@@ -210,7 +231,7 @@ class TorchBackend:
             ) -> Dict[str, np.ndarray]:
         torch = _torch()
         names = [spec.name for spec in self.inputs]
-        with torch.inference_mode():
+        with self._mode():
             if self.device == "cpu" or not self.overlap or self._has_strings(inputs, names):
                 args = [self._arg(inputs[n]) for n in names]
                 results = self._outputs(self.module(*args))
@@ -271,7 +292,7 @@ class TorchBackend:
         torch = _torch()
         names = [spec.name for spec in self.inputs]
         compute = self._stream()
-        with torch.inference_mode(), self._eager_guard(), torch.cuda.stream(compute):
+        with self._mode(), self._eager_guard(), torch.cuda.stream(compute):
             args = []
             for name in names:
                 value = inputs[name]

@@ -587,10 +587,28 @@ class TorchModel(FrameworkModel):
                                       config.max_batch_size)
         if "triton_max_batch_size" in (self.settings.model_extra or {}):  # a config.pbtxt, which Triton checks
             _check_torch_types(self.name, self.sequences, declared_in, declared_out)
-        return TorchBackend(str(path), device=device, threads=int(extra.get("intra_op_threads") or threads),
-                            inputs=declared_in, outputs=declared_out,
-                            precision=extra.get("precision"), compile=bool(extra.get("compile", False)),
-                            cuda_graphs=graphs, graph_batch_sizes=sizes)
+        sharing = getattr(self, "_sharing", None)  # set while a load builds its instances
+        shared = sharing.get(device) if sharing is not None and extra.get("weight_sharing") else None
+        if shared is not None:
+            logger.info("Reusing TorchScript model for instance '%s'", self.name)  # Triton's words
+        backend = TorchBackend(str(path), device=device, threads=int(extra.get("intra_op_threads") or threads),
+                               inputs=declared_in, outputs=declared_out,
+                               precision=extra.get("precision"), compile=bool(extra.get("compile", False)),
+                               cuda_graphs=graphs, graph_batch_sizes=sizes,
+                               inference_mode=extra.get("inference_mode", True) is not False,
+                               optimized_execution=extra.get("optimized_execution", True) is not False,
+                               shared=shared)
+        if sharing is not None:
+            sharing.setdefault(device, backend)
+        return backend
+
+    def _build_backends(self, path: Path, device: str, count: int) -> list:
+        """ENABLE_WEIGHT_SHARING: this load's instances on one device run one module, as in Triton."""
+        self._sharing: Optional[Dict[str, object]] = {}
+        try:
+            return super()._build_backends(path, device, count)
+        finally:
+            self._sharing = None
 
 
 _NO_TORCH_TYPE = ("UINT16", "UINT32", "UINT64")  # no torch dtype in Triton's libtorch backend

@@ -418,6 +418,15 @@ _SWITCH_KEYS = ("enable_mem_arena", "enable_mem_pattern", "allow_spinning")  # t
 _SESSION_ENTRIES = ("session.use_device_allocator_for_initializers",)
 _RUN_ENTRIES = ("memory.enable_memory_arena_shrinkage",)
 _TRUE, _FALSE = ("1", "true", "on"), ("0", "false", "off")  # Triton's ParseBoolValue, case-insensitive
+# Triton's libtorch backend switches: (gpuserve parameter or None, Triton's words when given, inverted)
+_TORCH_SWITCHES = {"DISABLE_OPTIMIZED_EXECUTION": ("optimized_execution", "Optimized execution", True),
+                   "INFERENCE_MODE": ("inference_mode", "Inference Mode", False),
+                   "ENABLE_WEIGHT_SHARING": ("weight_sharing", "Weight sharing", False),
+                   "ENABLE_CACHE_CLEANING": (None, "Cache Cleaning", False),
+                   "ENABLE_TENSOR_FUSER": (None, "Tensor fuser", False),
+                   "ENABLE_JIT_PROFILING": (None, "Jit profiling", False),
+                   "ENABLE_JIT_EXECUTOR": (None, "Jit executor", False),
+                   "ENABLE_NVFUSER": (None, "NvFuser", False), "DISABLE_CUDNN": (None, "cuDNN", True)}
 # optimization { graph { level } } in Triton's ONNX Runtime backend: -1 basic, 1 extended, 2 none, else all
 _GRAPH_LEVELS = {-1: "basic", 1: "extended", 2: "disable"}
 
@@ -453,6 +462,8 @@ def backend_parameters(config: Dict[str, Any]) -> Dict[str, Any]:
                 raise InvalidSettings(f"model '{name}': parameters 'execution_mode' must be 0 (sequential) or "
                                       f"1 (parallel), got {text!r}")
             extra["execution_mode"] = "parallel" if word == "1" else "sequential"
+    if config.get("platform") == "pytorch_libtorch" or config.get("backend") == "pytorch":
+        extra.update(_torch_switches(name, config.get("parameters")))
     graph = (config.get("optimization") or {}).get("graph") or {}
     if "level" in graph:
         try:
@@ -460,6 +471,30 @@ def backend_parameters(config: Dict[str, Any]) -> Dict[str, Any]:
         except (TypeError, ValueError):
             raise InvalidSettings(f"model '{name}': optimization.graph.level must be an integer") from None
         extra["graph_optimization_level"] = _GRAPH_LEVELS.get(level, "all")
+    return extra
+
+
+def _torch_switches(name: str, parameters: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """The libtorch backend's boolean parameters, refused in Triton's words when not a boolean and said in
+    its words (optimized execution and inference mode always, once a config has parameters). Those gpuserve
+    leaves to torch's defaults (JIT executor, fusers, cuDNN, cache cleaning) are checked and said only."""
+    if not parameters:
+        return {}
+    extra: Dict[str, Any] = {}
+    for key, (setting, words, inverted) in _TORCH_SWITCHES.items():
+        entry = parameters.get(key)
+        if entry is None:
+            if setting in ("optimized_execution", "inference_mode"):
+                logger.info("%s is enabled for model instance '%s'", words, name)
+            continue
+        text = entry.get("string_value") if isinstance(entry, dict) else entry
+        word = str(text).strip().lower()
+        if word not in _TRUE + _FALSE:
+            raise InvalidSettings(f"model '{name}': parameters '{key}': failed to convert '{text}' to boolean")
+        on = (word in _TRUE) != inverted
+        if setting is not None:
+            extra[setting] = on
+        logger.info("%s is %s for model instance '%s'", words, "enabled" if on else "disabled", name)
     return extra
 
 

@@ -11,6 +11,10 @@ as its test.sh runs Triton; these are the cases where gpuserve first behaved dif
   config, memory.enable_memory_arena_shrinkage every run's; boolean parameters take Triton's spellings.
 - L0_libtorch_io_types: a UINT16/32/64 input, output or sequence control fails a libtorch model's load in
   Triton's words (gpuserve loaded it and failed its requests).
+- L0_libtorch_inference_mode / _optimized_execution / _shared_weights: INFERENCE_MODE false runs under no_grad
+  only, DISABLE_OPTIMIZED_EXECUTION true turns TorchScript's graph optimizer off, ENABLE_WEIGHT_SHARING makes
+  a model's instances on one device run one module (gpuserve ignored all three); each said in Triton's words,
+  and a value that is not a boolean fails the load as in Triton.
 """
 
 import logging
@@ -256,3 +260,62 @@ def test_a_libtorch_sequence_control_type_torch_lacks_fails_the_load_in_tritons_
     _libtorch_model(tmp_path, "m", "TYPE_INT32", "TYPE_INT32", control)
     with pytest.raises(ModelLoadError, match="input 'CORRID__2' type 'TYPE_UINT32' is not supported by PyTorch."):
         DiskRepository(tmp_path).build("m")[0].load()
+
+
+# L0_libtorch_inference_mode, _optimized_execution, _shared_weights: the libtorch backend's switches ----------
+
+def test_libtorch_inference_mode_and_optimized_execution_switches_are_applied(tmp_path, caplog):
+    import torch
+
+    _libtorch_model(tmp_path, "m", "TYPE_FP32", "TYPE_FP32",
+                    _param("INFERENCE_MODE", "false") + _param("DISABLE_OPTIMIZED_EXECUTION", "true"))
+    with caplog.at_level(logging.INFO, logger="gpuserve"):
+        model = DiskRepository(tmp_path).build("m")[0]
+        try:
+            assert model.load() is True
+            backend = model.backend
+            with backend._mode():
+                assert not torch.is_inference_mode_enabled() and not torch.is_grad_enabled()
+                assert torch._C._get_graph_executor_optimize() is False
+            x = np.arange(16, dtype=np.float32).reshape(1, 16)
+            out = backend.run({"INPUT0": x, "INPUT1": x})
+            np.testing.assert_array_equal(out["OUTPUT__0"], x + x)
+        finally:
+            model.stop()
+    assert "Inference Mode is disabled for model instance 'm'" in caplog.text
+    assert "Optimized execution is disabled for model instance 'm'" in caplog.text
+
+
+def test_libtorch_weight_sharing_runs_one_module_per_device(tmp_path, caplog):
+    _libtorch_model(tmp_path, "m", "TYPE_FP32", "TYPE_FP32",
+                    "instance_group [ { count: 4 kind: KIND_CPU } ]\n" + _param("ENABLE_WEIGHT_SHARING", "true"))
+    _libtorch_model(tmp_path, "apart", "TYPE_FP32", "TYPE_FP32", "instance_group [ { count: 2 kind: KIND_CPU } ]\n")
+    with caplog.at_level(logging.INFO, logger="gpuserve"), _serve(tmp_path) as server:
+        client = httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}")
+        x = np.ones((1, 16), np.float32)
+        inputs = [httpclient.InferInput(n, [1, 16], "FP32") for n in ("INPUT0", "INPUT1")]
+        for i in inputs:
+            i.set_data_from_numpy(x)
+        np.testing.assert_array_equal(client.infer("m", inputs).as_numpy("OUTPUT__1"), x - x)
+    assert caplog.text.count("Reusing TorchScript model for instance 'm'") == 3
+    assert "Reusing TorchScript model for instance 'apart'" not in caplog.text
+    assert "Weight sharing is enabled for model instance 'm'" in caplog.text
+
+
+def test_libtorch_instances_share_their_module_only_when_asked(tmp_path):
+    _libtorch_model(tmp_path, "m", "TYPE_FP32", "TYPE_FP32",
+                    "instance_group [ { count: 3 kind: KIND_CPU } ]\n" + _param("ENABLE_WEIGHT_SHARING", "on"))
+    model = DiskRepository(tmp_path).build("m")[0]
+    try:
+        assert model.load() is True
+        modules = {id(instance.backend.module) for instance in model.scheduler.instances}
+        assert len(modules) == 1
+    finally:
+        model.stop()
+
+
+def test_a_libtorch_switch_that_is_not_a_boolean_fails_the_load_in_tritons_words(tmp_path):
+    _libtorch_model(tmp_path, "m", "TYPE_FP32", "TYPE_FP32", _param("INFERENCE_MODE", "yes please"))
+    model = DiskRepository(tmp_path).build("m")[0]
+    assert model.load() is False
+    assert "failed to convert 'yes please' to boolean" in model.reason
