@@ -58,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     triton.add_argument("--metrics-config", action="append", default=None, metavar="SETTING=VALUE",
                         help="model metrics: counter_latencies=false drops the latency counters, summary_latencies=true "
                         "adds latency summaries, summary_quantiles=Q:ERROR,... their quantiles (repeat)")
+    triton.add_argument("--model-namespacing", type=_boolean, default=None, metavar="BOOL",
+                        help="false, Triton's default, is gpuserve's way: a model name is served once")
     for flag, what in (("--http-restricted-api", "API"), ("--grpc-restricted-protocol", "PROTOCOL")):
         triton.add_argument(flag, action="append", default=None, metavar=f"{what}[,{what}...]:KEY=VALUE",
                             help="those endpoint groups answer only requests with header KEY: VALUE (repeat)")
@@ -127,6 +129,9 @@ def note_triton_flags(args: argparse.Namespace) -> None:
         value = getattr(args, flag.lstrip("-").replace("-", "_"), None)
         if value is not None:
             log.warning("%s=%s is a tritonserver flag with no gpuserve meaning; ignored", flag, value)
+    if getattr(args, "model_namespacing", None):
+        log.warning("--model-namespacing=true: gpuserve has no model namespaces; each model name is served once "
+                    "(a name in two repository folders is served from neither) and metrics carry no namespace label")
 
 
 def model_control(args: argparse.Namespace) -> dict:

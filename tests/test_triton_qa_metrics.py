@@ -200,3 +200,15 @@ def test_a_malformed_metrics_config_stops_the_start_in_tritons_words(tmp_path):
                            "summary_latencies"], capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert "--metrics-config option format is <setting>=<value>. Got summary_latencies" in done.stderr
+
+
+def test_tritons_model_namespacing_flag_is_taken():
+    """qa's namespace-off launch line (--model-namespacing=false, Triton's default) starts; gpuserve serves a
+    model name once either way."""
+    from gpuserve.cli import _parser
+
+    for value, expected in (("false", False), ("true", True)):
+        args = _parser().parse_args(["start", ".", f"--model-namespacing={value}", "--metrics-config",
+                                     "summary_latencies=true", "--metrics-config", "summary_quantiles=0.5:0.05"])
+        assert args.model_namespacing is expected
+        assert args.metrics_config == ["summary_latencies=true", "summary_quantiles=0.5:0.05"]
