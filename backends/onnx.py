@@ -93,6 +93,11 @@ def _spec(arg) -> TensorSpec:
     return TensorSpec(arg.name, datatype, _dims(arg.shape))
 
 
+def _bf16_spec(arg, widened) -> TensorSpec:
+    spec = _spec(arg)
+    return TensorSpec(spec.name, "BF16", spec.shape) if arg.name in widened else spec
+
+
 def cpu_threads() -> int:
     """Cores this process may use (cgroup affinity), not the host's count."""
     try:
@@ -217,8 +222,14 @@ class OnnxBackend:
         # A provider that fails to start makes ORT retry with CUDA's defaults and say why only on stdout;
         # keep its words for the fallback note (a refused option must not pass for a missing library).
         said = io.StringIO()
+        self.widened_inputs: set = set()  # BF16 tensors of a graph widened to float32 (backends/onnx_bf16.py)
+        self.widened_outputs: set = set()
         with contextlib.redirect_stdout(said):
-            self.session = ort.InferenceSession(str(path), sess_options=options, providers=configured)
+            try:
+                self.session = ort.InferenceSession(str(path), sess_options=options, providers=configured)
+            except Exception as exc:
+                source = self._widened_bf16(path, exc, configured)
+                self.session = ort.InferenceSession(source, sess_options=options, providers=configured)
         active = self.session.get_providers()
         started = next((n for n in chain if n in active), "CPUExecutionProvider")
         if started != chain[0]:
@@ -239,19 +250,43 @@ class OnnxBackend:
         if self.fallback:
             logger.warning("%s: %s", path, self.fallback)
         self.device_index = index
-        self.inputs = [_spec(arg) for arg in self.session.get_inputs()]
+        self.inputs = [_bf16_spec(arg, self.widened_inputs) for arg in self.session.get_inputs()]
         every = [*self.session.get_inputs(), *self.session.get_outputs()]
         unserved = [f"{arg.name} ({arg.type})" for arg in every
                     if arg.type in _NO_NUMPY_TYPE or (arg.type == _BF16 and self.device != "cpu")]
         self.bf16_inputs = {arg.name for arg in self.session.get_inputs() if arg.type == _BF16}
         self.bf16_outputs = {arg.name for arg in self.session.get_outputs() if arg.type == _BF16}
+        self._bf16_bits = bool(self.bf16_inputs or self.bf16_outputs)  # the session itself takes BF16
+        self.bf16_inputs |= self.widened_inputs  # what requests and answers hold as float32, typed BF16
+        self.bf16_outputs |= self.widened_outputs
         if unserved:  # the model would load READY and fail every request: say so at load instead
             raise ValueError(f"{path}: tensors {', '.join(unserved)} have no NumPy dtype, so no request can carry "
                              "them to ONNX Runtime here (BF16 is served on the CPU only); cast them to FP16 or FP32 "
                              "at the graph's inputs and outputs")
-        self.outputs = [_spec(arg) for arg in self.session.get_outputs()]
+        self.outputs = [_bf16_spec(arg, self.widened_outputs) for arg in self.session.get_outputs()]
         self._output_names = [o.name for o in self.outputs]
         self._output_types = {arg.name: arg.type for arg in self.session.get_outputs()}
+
+    def _widened_bf16(self, path, exc: Exception, providers) -> bytes:
+        """The graph widened to float32 where ONNX Runtime's CPU provider has no BF16 kernel for it, else
+        `exc` again (see backends/onnx_bf16.py)."""
+        import onnx
+
+        from gpuserve.backends import onnx_bf16
+
+        if "NOT_IMPLEMENTED" not in str(exc) or providers[0] != "CPUExecutionProvider":
+            raise exc
+        try:
+            holds = onnx_bf16.holds_bf16(onnx.load(str(path), load_external_data=False))
+        except Exception:
+            holds = False
+        if not holds:
+            raise exc
+        source, self.widened_inputs, self.widened_outputs = onnx_bf16.widened(path)
+        self._note_fallback("onnxruntime has no CPU kernels for this model's BF16 operators; it computes in "
+                            "float32 and its BF16 outputs are rounded to BF16")
+        logger.warning("%s: %s", path, self.fallback)
+        return source
 
     def _note_fallback(self, note: str) -> None:
         self.fallback = f"{self.fallback}; {note}" if self.fallback else note
@@ -280,9 +315,16 @@ class OnnxBackend:
             ) -> Dict[str, np.ndarray]:
         names = list(output_names) if output_names else self._output_names
         if self.device == "cpu":
-            if self.bf16_inputs or self.bf16_outputs:
+            if self._bf16_bits:
                 return self._run_bf16(inputs, names)
+            if self.widened_inputs:  # BF16 held as float32 already; the widened graph takes float32
+                inputs = {k: (np.asarray(v, dtype=np.float32) if k in self.widened_inputs else v)
+                          for k, v in inputs.items()}
             results = self.session.run(names, inputs, self.run_options)
+            if self.widened_outputs:
+                from gpuserve.backends.onnx_bf16 import round_to_bf16
+
+                results = [round_to_bf16(r) if n in self.widened_outputs else r for n, r in zip(names, results)]
             return dict(zip(names, results))
         binding = self._bound_run(inputs, names)
         return dict(zip(names, binding.copy_outputs_to_cpu()))

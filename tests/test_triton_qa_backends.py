@@ -7,6 +7,9 @@ as its test.sh runs Triton; these are the cases where gpuserve first behaved dif
   batch_size N with input_data_file sends the file's data in each of its N rows (the file holds one
   request's); each run is logged in Triton's verbose words ("... is running warmup sample 'NAME' for
   iteration N").
+- L0_backend_onnxruntime: a BF16 add/sub graph, which ONNX Runtime's CPU provider has no kernels for, is
+  served on the CPU by a float32 copy of the graph with its BF16 outputs rounded (it failed to load); the
+  answers equal BF16 arithmetic exactly.
 - L0_onnx_optimization (the CPU checks): session.use_device_allocator_for_initializers reaches the session's
   config, memory.enable_memory_arena_shrinkage every run's; boolean parameters take Triton's spellings.
 - L0_libtorch_io_types: a UINT16/32/64 input, output or sequence control fails a libtorch model's load in
@@ -319,3 +322,48 @@ def test_a_libtorch_switch_that_is_not_a_boolean_fails_the_load_in_tritons_words
     model = DiskRepository(tmp_path).build("m")[0]
     assert model.load() is False
     assert "failed to convert 'yes please' to boolean" in model.reason
+
+
+# L0_backend_onnxruntime: BF16 operators on the CPU ---------------------------------------------------------
+
+def _onnx_bf16_addsub(root, name):
+    import onnx
+    from onnx import TensorProto, helper
+
+    (root / name / "1").mkdir(parents=True)
+    io = [helper.make_tensor_value_info(n, TensorProto.BFLOAT16, ["b", 16]) for n in ("INPUT0", "INPUT1")]
+    out = [helper.make_tensor_value_info(n, TensorProto.BFLOAT16, ["b", 16]) for n in ("OUTPUT0", "OUTPUT1")]
+    graph = helper.make_graph([helper.make_node("Add", ["INPUT0", "INPUT1"], ["OUTPUT0"]),
+                               helper.make_node("Sub", ["INPUT0", "INPUT1"], ["OUTPUT1"])], "addsub", io, out)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(root / name / "1" / "model.onnx"))
+    (root / name / "config.pbtxt").write_text(
+        f'name: "{name}"\nplatform: "onnxruntime_onnx"\nmax_batch_size: 8\n'
+        'input [ { name: "INPUT0" data_type: TYPE_BF16 dims: [ 16 ] }, '
+        '{ name: "INPUT1" data_type: TYPE_BF16 dims: [ 16 ] } ]\n'
+        'output [ { name: "OUTPUT0" data_type: TYPE_BF16 dims: [ 16 ] }, '
+        '{ name: "OUTPUT1" data_type: TYPE_BF16 dims: [ 16 ] } ]\n'
+        'instance_group [ { kind: KIND_CPU } ]\n')
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_a_bf16_onnx_graph_is_served_on_the_cpu_with_bf16_arithmetic(tmp_path, protocol):
+    import ml_dtypes
+    import tritonclient.grpc as grpcclient
+
+    _onnx_bf16_addsub(tmp_path, "onnx_bf16")
+    cases = [(0.0, 0.0), (-1.5, 3.5), (100.0, 200.0), (1e-2, 1e-2), (1.0, -1.0), (2.0, 2.0), (1.0, 1e-3)]
+    a = np.array([[x] * 16 for x, _ in cases], dtype=ml_dtypes.bfloat16)
+    b = np.array([[y] * 16 for _, y in cases], dtype=ml_dtypes.bfloat16)
+    with _serve(tmp_path) as server:
+        module = httpclient if protocol == "http" else grpcclient
+        client = module.InferenceServerClient(f"127.0.0.1:{server.ports[protocol]}")
+        inputs = [module.InferInput("INPUT0", list(a.shape), "BF16"), module.InferInput("INPUT1", list(b.shape), "BF16")]
+        inputs[0].set_data_from_numpy(a)
+        inputs[1].set_data_from_numpy(b)
+        result = client.infer("onnx_bf16", inputs)
+        total, difference = result.as_numpy("OUTPUT0"), result.as_numpy("OUTPUT1")
+    assert total.dtype == ml_dtypes.bfloat16 and difference.dtype == ml_dtypes.bfloat16
+    np.testing.assert_array_equal(total, a + b)
+    np.testing.assert_array_equal(difference, a - b)
