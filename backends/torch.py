@@ -340,6 +340,8 @@ class TorchBackend:
             values = [result]
         elif isinstance(result, dict):
             return {k: self._uncast(v) for k, v in result.items()}
+        elif isinstance(result, list) and (not result or isinstance(result[0], str)):
+            values = [result]  # one List[str] output (TorchScript gives several outputs as a tuple)
         else:
             values = list(result)
         if len(names) < len(values):

@@ -17,15 +17,33 @@ from gpuserve.types import InferOutput, InferRequest, InferResponse
 _label_cache: Dict[str, List[str]] = {}
 
 
-def labels_for(model) -> Optional[List[str]]:
+def labels_for(model, output: Optional[str] = None, path: Optional[Path] = None) -> Optional[List[str]]:
+    """The labels of `output`: a config.pbtxt names a label_filename per output (as Triton, an output without
+    one has none; an ensemble's comes from the step that produces it); other models have one file for all.
+    With `path`, that file's."""
+    if path is not None:
+        return _read_labels(path)
+    own = getattr(model, "output_labels", None)
+    if own is not None and output is not None:
+        return own(output)
     settings = getattr(model, "settings", None)
     if settings is None:
         return None
     extra = getattr(getattr(settings, "parameters", None), "extra", None) or {}
     folder = Path(getattr(settings, "folder", None) or ".")
+    per_output = (getattr(settings, "model_extra", None) or {}).get("triton_label_files")
+    if output is not None and per_output is not None:
+        return _read_labels(folder / per_output[output]) if output in per_output else None
+    if output is not None and "triton_max_batch_size" in (getattr(settings, "model_extra", None) or {}) \
+            and not extra.get("labels_file"):
+        return None  # a config.pbtxt model without label_filename: no labels
     path = Path(extra["labels_file"]) if extra.get("labels_file") else folder / "labels.txt"
     if not path.is_absolute():
         path = folder / path
+    return _read_labels(path)
+
+
+def _read_labels(path: Path) -> Optional[List[str]]:
     key = str(path)
     if key not in _label_cache:
         _label_cache[key] = path.read_text().splitlines() if path.is_file() else []
@@ -78,9 +96,8 @@ def apply_classification(model, request: InferRequest, response: InferResponse) 
     wanted = {o.name: _count(o.parameters) for o in request.request_outputs or () if _count(o.parameters)}
     if not wanted:
         return
-    labels = labels_for(model)
     batched = _batched(model)
-    response.outputs = [classify(o, wanted[o.name], labels, batched) if o.name in wanted else o
+    response.outputs = [classify(o, wanted[o.name], labels_for(model, o.name), batched) if o.name in wanted else o
                         for o in response.outputs]
 
 
@@ -93,4 +110,5 @@ def _batched(model) -> bool:
     scheduler = getattr(model, "scheduler", None)
     if scheduler is not None:
         return bool(scheduler.batch_dim)
-    return True
+    batched = getattr(model, "batched", None)  # an ensemble: its max_batch_size
+    return batched if isinstance(batched, bool) else True

@@ -13,39 +13,46 @@ from __future__ import annotations
 from typing import Dict, List, Optional, Sequence
 
 from gpuserve.backends.base import TensorSpec
-from gpuserve.errors import InvalidInput, InvalidSettings
+from gpuserve.errors import InferenceError, InvalidInput, InvalidSettings
 
 
 def reconcile(model: str, declared: Sequence, actual: Sequence[TensorSpec], kind: str,
               reshapes: Optional[Dict[str, List[int]]] = None, batched: bool = False) -> List[TensorSpec]:
     """The tensors to serve: `declared` (settings' TensorMetadata, shapes with the batch dimension) checked
     against and merged with `actual` (the backend's); the backend's own when nothing is declared. A tensor
-    with a `reshape` is checked against the model by its reshape shape and served by its declared dims."""
+    with a `reshape` is checked against the model by its reshape shape and served by its declared dims.
+    The refusals are Triton's ONNX Runtime backend's, in its order and words."""
     if not declared:
         return list(actual)
     have = {spec.name: spec for spec in actual}
+    if batched and any(not spec.shape or int(spec.shape[0]) != -1 for spec in actual):
+        raise InvalidSettings(f"autofill failed for model '{model}': model does not support batching while "
+                              "non-zero max_batch_size is specified")
+    if kind == "input" and len(declared) != len(have):  # every input the model needs must be declared
+        raise InvalidSettings(f"unable to load model '{model}', configuration expects {len(declared)} inputs, "
+                              f"model provides {len(have)}")
     served = []
     for want in declared:
         spec = have.get(want.name)
         if spec is None:
-            raise InvalidSettings(f"model '{model}': unexpected inference {kind} '{want.name}' in config.pbtxt; "
-                                  f"the model's {kind}s are: {', '.join(have) or 'none'}")
+            raise InvalidSettings(f"unexpected inference {kind} '{want.name}', allowed {kind}s are: "
+                                  f"{', '.join(sorted(have))}")
         if spec.datatype != want.datatype:
-            raise InvalidSettings(f"model '{model}': {kind} '{want.name}' is {want.datatype} in config.pbtxt but "
-                                  f"{spec.datatype} in the model file")
+            raise InvalidSettings(f"unable to load model '{model}', configuration expects datatype "
+                                  f"{_config_type(want.datatype)} for {kind} '{want.name}', model provides "
+                                  f"{_config_type(spec.datatype)}")
         reshape = (reshapes or {}).get(want.name)
         if reshape is not None:
-            _merge(model, kind, want.name, ([-1] if batched else []) + list(reshape), list(spec.shape))
+            _merge(model, want.name, ([-1] if batched else []) + list(reshape), list(spec.shape), batched)
             served.append(TensorSpec(want.name, want.datatype, list(want.shape)))
             continue
-        served.append(TensorSpec(want.name, want.datatype, _merge(model, kind, want.name, list(want.shape),
-                                                                  list(spec.shape))))
-    if kind == "input":  # every input the model needs must be declared; a config may list fewer outputs
-        missing = [name for name in have if name not in {want.name for want in declared}]
-        if missing:
-            raise InvalidSettings(f"model '{model}': the model file needs input(s) {', '.join(missing)} that "
-                                  "config.pbtxt does not declare")
+        served.append(TensorSpec(want.name, want.datatype, _merge(model, want.name, list(want.shape),
+                                                                  list(spec.shape), batched)))
     return served
+
+
+def _config_type(datatype: str) -> str:
+    return "TYPE_STRING" if datatype == "BYTES" else f"TYPE_{datatype}"
 
 
 def reshaped(array, shape: Sequence[int], batched: bool, what: str, error=InvalidInput):
@@ -57,16 +64,53 @@ def reshaped(array, shape: Sequence[int], batched: bool, what: str, error=Invali
         raise error(f"{what} of shape {list(array.shape)} does not reshape to {list(target)}") from None
 
 
-def _merge(model: str, kind: str, name: str, want: List[int], have: List[int]) -> List[int]:
+def declared_dims(shape: Sequence[int], reshape: Sequence[int], dims: Sequence[int], batched: bool) -> List[int]:
+    """An output's declared dims (no batch dimension) for what the model gave in its `reshape` shape: the
+    sizes the model chose for the reshape's variable (-1) dims fill the declared variable dims in order,
+    as Triton maps them."""
+    given = list(shape[1:] if batched and len(shape) else shape)
+    chosen = [n for r, n in zip(reshape, given) if r == -1]
+    return [chosen.pop(0) if d == -1 and chosen else (-1 if d == -1 else d) for d in dims]
+
+
+def config_reshapes(config: Dict) -> Dict[str, Dict[str, tuple]]:
+    """A config.pbtxt's `reshape`s, {"input"|"output": {name: (reshape shape, dims)}}, for the models that
+    apply them themselves (Python backend, ensembles)."""
+    from gpuserve.triton_config import reshape_of
+
+    return {kind: {t["name"]: (shape, [int(d) for d in t.get("dims", [])])
+                   for t in config.get(kind, []) or [] if (shape := reshape_of(t)) is not None}
+            for kind in ("input", "output")}
+
+
+def to_reshape(array, entry: tuple, batched: bool, what: str):
+    """A client's input (in its dims) as the model takes it (in the reshape's)."""
+    shape, dims = entry
+    return reshaped(array, declared_dims(array.shape, dims, shape, batched), batched, what)
+
+
+def from_reshape(array, entry: tuple, batched: bool, what: str):
+    """A model's output (in the reshape's dims) as clients get it (in its declared dims)."""
+    shape, dims = entry
+    return reshaped(array, declared_dims(array.shape, shape, dims, batched), batched, what, InferenceError)
+
+
+def _merge(model: str, name: str, want: List[int], have: List[int], batched: bool = False) -> List[int]:
+    """The served shape: the file's, with the config's sizes where the file leaves a dimension open. A rank
+    or a fixed size that differs is refused in Triton's words (`want` holds the batch dimension if any)."""
     if not have:  # the file does not say
         return want
-    if len(want) != len(have):
-        raise InvalidSettings(f"model '{model}': {kind} '{name}' has shape {want} by config.pbtxt (with the batch "
-                              f"dimension where max_batch_size > 0) but {have} in the model file")
-    merged = []
-    for wanted, had in zip(want, have):
-        if wanted != -1 and had != -1 and wanted != had:
-            raise InvalidSettings(f"model '{model}': {kind} '{name}' has shape {want} by config.pbtxt (with the "
-                                  f"batch dimension where max_batch_size > 0) but {have} in the model file")
-        merged.append(had if had != -1 else wanted)
-    return merged
+    if len(want) != len(have) or any(w != -1 and h != -1 and w != h for w, h in zip(want, have)):
+        if batched:
+            raise InvalidSettings(f"model '{model}', tensor '{name}': the model expects {len(have)} dimensions "
+                                  f"(shape {_shape(have)}) but the model configuration specifies {len(want)} "
+                                  "dimensions (an initial batch dimension because max_batch_size > 0 followed by "
+                                  f"the explicit tensor shape, making complete shape {_shape(want)})")
+        raise InvalidSettings(f"model '{model}', tensor '{name}': the model expects {len(have)} dimensions (shape "
+                              f"{_shape(have)}) but the model configuration specifies {len(want)} dimensions "
+                              f"(shape {_shape(want)})")
+    return [had if had != -1 else wanted for wanted, had in zip(want, have)]
+
+
+def _shape(dims: Sequence[int]) -> str:
+    return "[" + ",".join(str(int(d)) for d in dims) + "]"

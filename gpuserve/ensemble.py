@@ -30,10 +30,14 @@ from gpuserve.ensemble_stream import Lookahead
 from gpuserve.engine.stats import ModelStats
 from gpuserve.errors import GpuserveError, InferenceError, InvalidInput, InvalidSettings, ModelNotReady, Unimplemented
 from gpuserve.model import Model
+from gpuserve.declared_tensors import config_reshapes, from_reshape, to_reshape
 from gpuserve.triton_config import read_config
 from gpuserve.triton_python_config import checked_inputs, tensor_specs
 from gpuserve.types import InferInput, InferOutput, InferRequest, InferResponse, RequestedOutput
 
+# Where the tensors of one request's graph keep the batch size of the request that made each (Triton's
+# TensorData batch_size_): 0 for a model (or ensemble) without batching
+BATCH_SIZES = "\0batch sizes"
 # Triton counts every failure of an ensemble's own requests under reason OTHER, whatever its step said
 ENSEMBLE_FAILURE = "OTHER"
 
@@ -49,6 +53,20 @@ class Step:
         self.outputs: Dict[str, str] = {str(k): str(v) for k, v in (entry.get("output_map") or {}).items()}
         if not self.outputs:
             raise InvalidSettings(f"ensemble '{ensemble}': step {index} ({self.model}) has no output_map")
+        self.layout: Optional[Tuple[Any, Tuple[bool, Dict[str, List[int]]]]] = None
+
+
+def rebatched(array, dims: Optional[List[int]], batching: bool, batch: int):
+    """A tensor made by a request of batch size `batch` (0: a model without batching) as a model (or the
+    ensemble's output) of the other kind takes it, by Triton's rule: into a batching model, a tensor that
+    already has the model's dims gets a batch dimension of 1; into a non-batching one, a batch-of-1 tensor
+    that does not have the dims loses its batch dimension. Anything else goes as it is."""
+    if dims is None or batching == (batch != 0):
+        return array
+    fits = len(dims) == array.ndim and all(d == -1 or d == n for d, n in zip(dims, array.shape))
+    if batching:
+        return array.reshape((1,) + array.shape) if fits else array
+    return array.reshape(array.shape[1:]) if not fits and batch == 1 and array.ndim else array
 
 
 def plan_steps(name: str, config: Dict[str, Any]) -> List[Step]:
@@ -102,6 +120,8 @@ class EnsembleModel(Model):
         self.settings = settings
         self.version = settings.parameters.version if settings is not None else None
         self.registry = None  # set by the ModelRepository that serves it: the steps' models live there
+        self.batched = False
+        self.reshapes: Dict[str, Dict[str, Tuple[List[int], List[int]]]] = {"input": {}, "output": {}}
         self.config: Dict[str, Any] = {}
         self.steps: List[Step] = []
         self.input_specs: list = []
@@ -116,11 +136,13 @@ class EnsembleModel(Model):
         config = read_config(folder)
         config["name"] = self.name
         self.steps = plan_steps(self.name, config)
-        batched = int(config.get("max_batch_size", 0) or 0) > 0
+        self.batched = batched = int(config.get("max_batch_size", 0) or 0) > 0
         self.input_specs = tensor_specs(config.get("input", []), batched, "input")
         self.input_index = {spec.name: spec for spec in self.input_specs}
         self.output_specs = tensor_specs(config.get("output", []), batched, "output")
         self.optional_inputs = {t["name"] for t in config.get("input", []) if t.get("optional")}
+        # Triton's `reshape` on an ensemble's own tensors: its steps see the reshape's dims, clients the dims
+        self.reshapes = config_reshapes(config)
         self.config = config
         self.ready = True
         return True
@@ -146,6 +168,20 @@ class EnsembleModel(Model):
         # as Triton: decoupled when a step is (clients pick streaming calls by this flag)
         config["model_transaction_policy"] = {"decoupled": bool(self._decoupled_steps())}
         return config
+
+    def output_labels(self, output: str) -> Optional[List[str]]:
+        """As Triton: an output's own label_filename, else the labels of the step output that produces it."""
+        from gpuserve.classification import labels_for
+
+        entry = next((t for t in self.config.get("output", []) if t["name"] == output), None)
+        if entry is not None and entry.get("label_filename"):
+            return labels_for(None, None, Path(self.settings.folder) / entry["label_filename"])
+        for step in self.steps:
+            for name, tensor in step.outputs.items():
+                model = self._step_model(step) if tensor == output else None
+                if model is not None:
+                    return labels_for(model, name)
+        return None
 
     # Ready while loaded and every step's model is: a pipeline with a missing stage cannot answer, and it
     # becomes ready by itself once its steps load (they may load after it, or be reloaded).
@@ -206,6 +242,10 @@ class EnsembleModel(Model):
         tensors: Dict[str, Any] = dict(checked_inputs(self.name, payload, self.input_index, self.optional_inputs,
                                                       max_batch))
         rows = next(iter(tensors.values())).shape[0] if max_batch and tensors else 1
+        for name, entry in self.reshapes["input"].items():
+            if name in tensors:
+                tensors[name] = to_reshape(tensors[name], entry, self.batched, f"input '{name}'")
+        tensors[BATCH_SIZES] = dict.fromkeys(tensors, rows if max_batch else 0)
         if self._decoupled_steps():
             if not STREAMING.get():  # Triton's words, as for a decoupled model itself
                 where = "ModelInfer RPC" if payload.from_grpc else "HTTP end point"
@@ -231,8 +271,17 @@ class EnsembleModel(Model):
     def _response(self, payload: InferRequest, tensors: Dict[str, Any]) -> InferResponse:
         names = [o.name for o in payload.request_outputs] if payload.request_outputs else \
             [s.name for s in self.output_specs]
-        return InferResponse(payload.id, self.name, [InferOutput.from_numpy(n, tensors[n]) for n in names
-                                                     if n in tensors], model_version=self.version)
+        return InferResponse(payload.id, self.name, [InferOutput.from_numpy(n, self._output(n, tensors))
+                                                     for n in names if n in tensors], model_version=self.version)
+
+    def _output(self, name: str, tensors: Dict[str, Any]):
+        reshape = self.reshapes["output"].get(name)
+        dims = reshape[0] if reshape else next(
+            ([int(d) for d in t.get("dims", [])] for t in self.config.get("output", []) if t["name"] == name), None)
+        array = rebatched(tensors[name], dims, self.batched, tensors[BATCH_SIZES].get(name, 0))
+        if reshape is None:
+            return array
+        return from_reshape(array, reshape, self.batched, f"ensemble '{self.name}' output '{name}'")
 
     async def _stream(self, payload: InferRequest, headers: Optional[dict], tensors: Dict[str, Any], rows: int):
         """A decoupled ensemble's responses, as the gRPC stream (and generate_stream) read a decoupled
@@ -268,8 +317,10 @@ class EnsembleModel(Model):
                 raise InvalidInput(f"ensemble '{self.name}' cannot run its steps without {needed}")
             results = await asyncio.gather(*(self._run_step(s, tensors, payload, headers, streams) for s in runnable))
             fanned = []
-            for step, outputs in zip(runnable, results):
+            sizes = tensors[BATCH_SIZES]
+            for step, (outputs, batch) in zip(runnable, results):
                 pending.remove(step)
+                sizes.update(dict.fromkeys(step.outputs.values(), batch))
                 if isinstance(outputs, dict):
                     tensors.update(outputs)
                 else:
@@ -282,7 +333,8 @@ class EnsembleModel(Model):
                                          "became decoupled while the request ran")
                 async with Lookahead(fanned[0][1]) as upstream:
                     async for produced, flagged in upstream:
-                        branch = self._flows(payload, headers, {**tensors, **produced}, list(pending))
+                        branch = self._flows(payload, headers, {**tensors, **produced, BATCH_SIZES: dict(sizes)},
+                                             list(pending))
                         async with contextlib.aclosing(branch) as flows:
                             async for outputs, last in flows:
                                 # as Triton: final only if no step is still answering when the response is
@@ -296,7 +348,12 @@ class EnsembleModel(Model):
         """The step's outputs under their ensemble names; for a decoupled step, an async iterator of them.
         `streaming` lets a decoupled step answer: the caller that marked the call as streaming (generate_stream)
         may have left that mark before the ensemble's responses are read (each step runs in its own task)."""
-        inputs = [InferInput.from_numpy(model_input, tensors[tensor]) for model_input, tensor in step.inputs.items()]
+        batching, dims = self._step_layout(step)
+        sizes = tensors[BATCH_SIZES]
+        arrays = {name: rebatched(tensors[tensor], dims.get(name), batching, sizes.get(tensor, 0))
+                  for name, tensor in step.inputs.items()}
+        inputs = [InferInput.from_numpy(name, array) for name, array in arrays.items()]
+        batch = next((a.shape[0] for a in arrays.values() if a.ndim), 0) if batching else 0
         parameters = {k: v for k, v in (payload.parameters or {}).items()
                       if k != "triton_enable_empty_final_response"}  # the ensemble answers for its own end
         request = InferRequest(step.model, inputs, request_id=payload.id, parameters=parameters,
@@ -310,8 +367,31 @@ class EnsembleModel(Model):
             if token is not None:
                 STREAMING.reset(token)
         if hasattr(response, "__aiter__"):
-            return self._step_responses(step, response)
-        return self._step_outputs(step, response)
+            return self._step_responses(step, response), batch
+        return self._step_outputs(step, response), batch
+
+    def _step_layout(self, step: Step) -> Tuple[bool, Dict[str, List[int]]]:
+        """Whether the step's model batches, and its inputs' dims without the batch dimension (kept on the
+        step while its model stays the same object)."""
+        model = self._step_model(step)
+        cached = step.layout
+        if cached is not None and cached[0] is model:
+            return cached[1]
+        if model is None:  # not ready: the request itself will say so
+            return False, {}
+        own = getattr(model, "triton_model_config", None)
+        if own is not None:
+            config = own()
+        else:
+            from gpuserve.model_config import model_config
+
+            meta = model.metadata() if hasattr(model, "metadata") else {
+                "inputs": model.get_input_types(), "outputs": model.get_output_types()}
+            config = model_config(meta, getattr(model, "settings", None))
+        layout = (int(config.get("max_batch_size", 0) or 0) > 0,
+                  {t["name"]: [int(d) for d in t.get("dims", [])] for t in config.get("input", [])})
+        step.layout = (model, layout)
+        return layout
 
     async def _step_responses(self, step: Step, responses) -> AsyncIterator[Tuple[Dict[str, Any], bool]]:
         """Each response's outputs, and whether it carried the step's final flag."""

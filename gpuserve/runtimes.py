@@ -29,7 +29,7 @@ from gpuserve.errors import (InferenceError, InvalidInput, InvalidSettings, Mode
                              ModelNotReady, exception_chain)
 from gpuserve.kernels.preprocess import Normalize
 from gpuserve.kernels.stage import NO_KERNELS, ImageInput, KernelPlan, Ragged
-from gpuserve.declared_tensors import reconcile, reshaped
+from gpuserve.declared_tensors import declared_dims, reconcile, reshaped
 from gpuserve.kernels.topk import TopK
 from gpuserve.model import Model
 from gpuserve.runtimes_classic import CLASSIC_RUNTIMES
@@ -122,7 +122,11 @@ class FrameworkModel(Model):
         # A config.pbtxt that lists fewer outputs than the file has: requests get the listed ones (as Triton)
         self.default_outputs = [o.name for o in self.served_outputs] \
             if len(self.served_outputs) < len(self.backend.outputs) or self.sequences is not None else None
-        batchable = all(s.shape and s.shape[0] == -1 for s in self.backend.inputs + self.backend.outputs)
+        # A config.pbtxt's max_batch_size 0 means no batch dimension even where every dim is -1 (as Triton:
+        # inputs of one request may then differ in their first dim, and zero-length tensors are fine)
+        declared = (self.settings.model_extra or {}).get("triton_max_batch_size")
+        batchable = declared != 0 and all(s.shape and s.shape[0] == -1
+                                          for s in self.backend.inputs + self.backend.outputs)
         config = direct_batching(batching_config(self.settings, batchable),
                                  (self.settings.model_extra or {}).get("triton_sequence_batching"))
         if self.ragged is not None and self.ragged.ragged:  # their lengths may differ within a batch
@@ -163,18 +167,20 @@ class FrameworkModel(Model):
             backend_inputs = [s for s in backend_inputs if s.name not in self.sequences.hidden_inputs]
             backend_outputs = [s for s in backend_outputs
                                if s.name not in self.sequences.state_outputs or s.name in declared]
-        if "triton_max_batch_size" not in extra or not self.describes_itself or self.kernels is not NO_KERNELS:
+        reshapes = extra.get("triton_reshapes") or {}
+        if "triton_max_batch_size" not in extra or self.kernels is not NO_KERNELS or not (
+                self.describes_itself or reshapes):
             return backend_inputs, backend_outputs
         # Triton's `reshape`: the model takes (gives) the reshape's dims, clients send (get) the declared ones
-        reshapes = extra.get("triton_reshapes") or {}
         self.reshape_batched = int(extra.get("triton_max_batch_size") or 0) > 0
         inputs = reconcile(self.name, self.settings.inputs, backend_inputs, "input", reshapes.get("inputs"),
                            self.reshape_batched)
         outputs = reconcile(self.name, self.settings.outputs, backend_outputs, "output", reshapes.get("outputs"),
                             self.reshape_batched)
         self.reshape_inputs = dict(reshapes.get("inputs") or {})
-        self.reshape_outputs = {o.name: list(o.shape[1:] if self.reshape_batched else o.shape) for o in outputs
-                                if o.name in (reshapes.get("outputs") or {})}
+        self.reshape_outputs = {o.name: (list(reshapes["outputs"][o.name]),
+                                         list(o.shape[1:] if self.reshape_batched else o.shape))
+                                for o in outputs if o.name in (reshapes.get("outputs") or {})}
         return inputs, outputs
 
     def _build_backends(self, path: Path, device: str, count: int) -> list:
@@ -364,10 +370,11 @@ class FrameworkModel(Model):
 
     def _client_shape(self, name: str, array):
         """An output in the dims its config declares (Triton's `reshape`), where it has one."""
-        shape = self.reshape_outputs.get(name)
-        if shape is None or not isinstance(array, np.ndarray):
+        shapes = self.reshape_outputs.get(name)
+        if shapes is None or not isinstance(array, np.ndarray):
             return array
-        return reshaped(array, shape, self.reshape_batched, f"model '{self.name}' output '{name}'", InferenceError)
+        return reshaped(array, declared_dims(array.shape, *shapes, self.reshape_batched), self.reshape_batched,
+                        f"model '{self.name}' output '{name}'", InferenceError)
 
     def _output(self, name: str, array, counts: Dict[str, int]) -> InferOutput:
         """One response output; the classification extension's `value:index[:label]` rows where asked for."""
@@ -377,8 +384,8 @@ class FrameworkModel(Model):
             return InferOutput.from_numpy(name, _json_safe(array))
         batched = bool(self.scheduler.batch_dim) if self.scheduler is not None else True
         if isinstance(array, TopK):  # reduced in the kernel stage: only k per row came back
-            return classes_output(name, array.first(counts[name]), labels_for(self), not batched)
-        return classify(InferOutput.from_numpy(name, array), counts[name], labels_for(self), batched)
+            return classes_output(name, array.first(counts[name]), labels_for(self, name), not batched)
+        return classify(InferOutput.from_numpy(name, array), counts[name], labels_for(self, name), batched)
 
     async def _predict_v1(self, body: dict) -> dict:
         if self.sequences is not None:
@@ -567,12 +574,21 @@ class TorchModel(FrameworkModel):
             raise ModelLoadError(f"torch is not installed ({exc}); pip install gpuserve[torch]") from None
         from gpuserve.backends.base import TensorSpec
 
-        declared_in = [TensorSpec(t.name, t.datatype, list(t.shape)) for t in self.settings.inputs] or None
+        # where the config has a `reshape`, the model itself takes (gives) the reshape's dims
+        extra_settings = self.settings.model_extra or {}
+        reshapes = extra_settings.get("triton_reshapes") or {}
+        lead = [-1] if int(extra_settings.get("triton_max_batch_size") or 0) > 0 else []
+
+        def own_shape(tensor, kind):
+            reshape = (reshapes.get(kind) or {}).get(tensor.name)
+            return lead + list(reshape) if reshape is not None else list(tensor.shape)
+
+        declared_in = [TensorSpec(t.name, t.datatype, own_shape(t, "inputs")) for t in self.settings.inputs] or None
         if declared_in and self.sequences is not None:  # the control and state inputs the server fills
             declared_in += [TensorSpec(*tensor) for tensor in self.sequences.hidden_tensors()]
         if declared_in and self.ragged is not None:  # and the batch inputs
             declared_in += [TensorSpec(*tensor) for tensor in self.ragged.hidden_tensors()]
-        declared_out = [TensorSpec(t.name, t.datatype, list(t.shape)) for t in self.settings.outputs] or None
+        declared_out = [TensorSpec(t.name, t.datatype, own_shape(t, "outputs")) for t in self.settings.outputs] or None
         if declared_out and self.sequences is not None:
             declared_out += [TensorSpec(*tensor) for tensor in
                              self.sequences.state_output_tensors([t.name for t in declared_out])]

@@ -31,6 +31,7 @@ from gpuserve import triton_pb_utils as pb
 from gpuserve.backends.base import TensorSpec
 from gpuserve.batching import batching_config, request_priority, request_timeout_s
 from gpuserve.dataplane import STREAMING
+from gpuserve.declared_tensors import config_reshapes, from_reshape, to_reshape
 from gpuserve.engine.batcher import BatchingConfig, Scheduler
 from gpuserve.engine.device import choose_device
 from gpuserve.engine.instance import Instance
@@ -278,6 +279,10 @@ class PythonInstance:
                 continue  # as Triton: an output the config does not declare is not answered (nor requestable)
             array, datatype = pb.host_array(tensor)
             try:
+                reshape = self.owner.reshapes["output"].get(tensor.name())
+                if reshape is not None:  # clients get the config's dims
+                    array = from_reshape(array, reshape, self.owner.config.get("max_batch_size", 0) > 0,
+                                         "the tensor")
                 outputs.append(InferOutput(tensor.name(), list(array.shape), datatype, array) if datatype
                                else InferOutput.from_numpy(tensor.name(), array))
             except GpuserveError as exc:
@@ -404,6 +409,7 @@ class TritonPythonBackendModel(FrameworkModel):
         self.input_index: Dict[str, TensorSpec] = {}
         self.output_specs: List[TensorSpec] = []
         self.optional_inputs: set = set()
+        self.reshapes: Dict[str, Dict[str, tuple]] = {"input": {}, "output": {}}  # applied as Triton's core does
         self.instances: List[PythonInstance] = []
         self.decoupled = False  # model_transaction_policy { decoupled: true }: any number of responses per request
         self.sequences: Optional[SequenceRouter] = None  # sequence_batching: stateful models
@@ -444,6 +450,7 @@ class TritonPythonBackendModel(FrameworkModel):
         self.input_index = {spec.name: spec for spec in self.input_specs}
         self.output_specs = tensor_specs(config.get("output", []), max_batch > 0, "output")
         self.optional_inputs = {e["name"] for e in config.get("input", []) if e.get("optional")}
+        self.reshapes = config_reshapes(config)
         self._sync_settings(config)
         self.instances = self._start_instances(cls, config, folder, device)
         self.loaded_from = LoadedFrom(cls, folder, device, file_digest(path))  # for instance updates in place
@@ -663,5 +670,10 @@ class TritonPythonBackendModel(FrameworkModel):
                     task.cancel()
 
     def _arrays(self, request: InferRequest) -> Dict[str, np.ndarray]:
-        return checked_inputs(self.name, request, self.input_index, self.optional_inputs,
-                              self.config.get("max_batch_size", 0))
+        arrays = checked_inputs(self.name, request, self.input_index, self.optional_inputs,
+                                self.config.get("max_batch_size", 0))
+        for name, entry in self.reshapes["input"].items():  # execute sees the reshape's dims
+            if name in arrays:
+                arrays[name] = to_reshape(arrays[name], entry, self.config.get("max_batch_size", 0) > 0,
+                                          f"input '{name}'")
+        return arrays

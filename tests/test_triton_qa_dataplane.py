@@ -1,0 +1,295 @@
+"""Data-plane edge cases Triton's qa suites check (qa/L0_infer_zero, L0_infer_reshape, L0_infer_variable,
+...), on small models shaped like the qa generators' (qa/common/gen_qa_*.py), built here and served from a
+config.pbtxt repository, driven with tritonclient as those suites drive Triton."""
+
+from __future__ import annotations
+
+import textwrap
+from typing import List
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+
+from conftest import running_server
+from gpuserve import ModelRepository
+from gpuserve.repository import DiskRepository
+
+# Triton's "identity" backend is C++; its qa ensembles call it as nop_* models: output i is input i
+IDENTITY_PY = """
+import json
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        self.pairs = list(zip([i["name"] for i in config["input"]], [o["name"] for o in config["output"]]))
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            outs = []
+            for iname, oname in self.pairs:
+                tensor = pb_utils.get_input_tensor_by_name(request, iname)
+                if oname == "SHAPE":
+                    array = tensor.as_numpy()
+                    outs.append(pb_utils.Tensor(oname, np.array([array.shape[1:]] * len(array), np.int64)))
+                else:
+                    outs.append(pb_utils.Tensor(oname, tensor.as_numpy()))
+            responses.append(pb_utils.InferenceResponse(outs))
+        return responses
+"""
+
+
+def _model(root, name, config, files=None):
+    folder = root / name
+    (folder / "1").mkdir(parents=True)
+    (folder / "config.pbtxt").write_text(f'name: "{name}"\n' + textwrap.dedent(config))
+    for filename, write in (files or {}).items():
+        write(folder / "1" / filename)
+    return folder
+
+
+def _python(root, name, config):
+    return _model(root, name, 'backend: "python"\n' + textwrap.dedent(config),
+                  {"model.py": lambda path: path.write_text(IDENTITY_PY)})
+
+
+def _serve(root):
+    return running_server(repository=DiskRepository(root).populate(ModelRepository()))
+
+
+def _infer(server, protocol, model, arrays, datatype="FP32"):
+    mod = httpclient if protocol == "http" else grpcclient
+    client = mod.InferenceServerClient(f"127.0.0.1:{server.ports[protocol]}")
+    inputs = []
+    for name, array in arrays.items():
+        tensor = mod.InferInput(name, list(array.shape), datatype)
+        tensor.set_data_from_numpy(array)
+        inputs.append(tensor)
+    return client.infer(model, inputs)
+
+
+def _identity_onnx(names: List[str], dims: List[str]):
+    """ONNX Identity for each INPUTi -> OUTPUTi, every dim symbolic."""
+    def write(path):
+        import onnx
+        from onnx import TensorProto, helper
+
+        def vi(name, i):
+            return helper.make_tensor_value_info(name, TensorProto.FLOAT, [f"{d}{i}" for d in dims])
+
+        graph = helper.make_graph([helper.make_node("Identity", [f"INPUT{n}"], [f"OUTPUT{n}"]) for n in names],
+                                  "identity", [vi(f"INPUT{n}", n) for n in names],
+                                  [vi(f"OUTPUT{n}", n) for n in names])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+        model.ir_version = 8
+        onnx.save(model, str(path))
+    return write
+
+
+NOBATCH_ZERO_3 = """
+platform: "onnxruntime_onnx"
+max_batch_size: 0
+input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ -1 ] },
+        { name: "INPUT1" data_type: TYPE_FP32 dims: [ -1 ] },
+        { name: "INPUT2" data_type: TYPE_FP32 dims: [ -1 ] } ]
+output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ -1 ] },
+         { name: "OUTPUT1" data_type: TYPE_FP32 dims: [ -1 ] },
+         { name: "OUTPUT2" data_type: TYPE_FP32 dims: [ -1 ] } ]
+"""
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_nobatch_model_inputs_may_differ_in_their_first_dim(tmp_path, protocol):
+    """With max_batch_size 0 there is no batch dimension, even where every dim is -1: one request's inputs
+    of lengths 0, 2 and 1 are fine (qa/L0_infer_zero onnx_nobatch_zero_3_float32; they were refused as
+    'inputs disagree on the batch dimension' and a lone zero-length one as 'needs at least one row')."""
+    _model(tmp_path, "onnx_nobatch_zero_3_float32", NOBATCH_ZERO_3,
+           {"model.onnx": _identity_onnx(["0", "1", "2"], ["n"])})
+    with _serve(tmp_path) as server:
+        arrays = {"INPUT0": np.zeros(0, np.float32), "INPUT1": np.arange(2, dtype=np.float32),
+                  "INPUT2": np.ones(1, np.float32)}
+        result = _infer(server, protocol, "onnx_nobatch_zero_3_float32", arrays)
+        for i in range(3):
+            np.testing.assert_array_equal(result.as_numpy(f"OUTPUT{i}"), arrays[f"INPUT{i}"])
+        zero = _infer(server, protocol, "onnx_nobatch_zero_3_float32", {f"INPUT{i}": np.zeros(0, np.float32)
+                                                                      for i in range(3)})
+        assert zero.as_numpy("OUTPUT2").shape == (0,)
+
+
+NOP = """
+max_batch_size: 1024
+input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ -1 ] }, { name: "INPUT1" data_type: TYPE_FP32 dims: [ -1 ] } ]
+output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ -1 ] }, { name: "OUTPUT1" data_type: TYPE_FP32 dims: [ -1 ] } ]
+instance_group [ { kind: KIND_CPU } ]
+"""
+
+NOBATCH_ENSEMBLE = """
+platform: "ensemble"
+max_batch_size: 0
+input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ -1 ] } ]
+output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ -1 ] } ]
+ensemble_scheduling { step [
+  { model_name: "nop" model_version: -1
+    input_map { key: "INPUT0" value: "INPUT0" } input_map { key: "INPUT1" value: "INPUT0" }
+    output_map { key: "OUTPUT0" value: "temp" } },
+  { model_name: "nop" model_version: -1
+    input_map { key: "INPUT0" value: "temp" } input_map { key: "INPUT1" value: "temp" }
+    output_map { key: "OUTPUT0" value: "OUTPUT0" } } ] }
+"""
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_nobatch_ensemble_through_a_batching_step(tmp_path, protocol):
+    """As Triton's ensemble scheduler: a tensor of a non-batching ensemble that has a batching step's dims
+    reaches it as a batch of one, and the step's batch-of-one output leaves the ensemble without the batch
+    dimension (qa/L0_infer_zero simple_zero_nobatch_*, whose nop steps batch; they were refused with
+    'Expected [-1, -1], got [10]')."""
+    _python(tmp_path, "nop", NOP)
+    _model(tmp_path, "simple_nobatch", NOBATCH_ENSEMBLE)
+    with _serve(tmp_path) as server:
+        for length in (10, 0):
+            data = np.arange(length, dtype=np.float32)
+            result = _infer(server, protocol, "simple_nobatch", {"INPUT0": data})
+            np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), data)
+
+
+PY_RESHAPE = """
+max_batch_size: 8
+input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 2, 2 ] reshape: { shape: [ 4 ] } },
+        { name: "INPUT1" data_type: TYPE_FP32 dims: [ 2, 2 ] reshape: { shape: [ 4 ] } } ]
+output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 2, 2 ] reshape: { shape: [ 4 ] } },
+         { name: "SHAPE" data_type: TYPE_INT64 dims: [ 1 ] } ]
+"""
+
+RESHAPE_ENSEMBLE = """
+platform: "ensemble"
+max_batch_size: 8
+input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 4, 1 ] reshape: { shape: [ 2, 2 ] } } ]
+output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 1, 4 ] reshape: { shape: [ 2, 2 ] } },
+         { name: "SHAPE" data_type: TYPE_INT64 dims: [ 1 ] } ]
+ensemble_scheduling { step [
+  { model_name: "reshaping" model_version: -1
+    input_map { key: "INPUT0" value: "INPUT0" } input_map { key: "INPUT1" value: "INPUT0" }
+    output_map { key: "OUTPUT0" value: "OUTPUT0" } output_map { key: "SHAPE" value: "SHAPE" } } ] }
+"""
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_reshape_in_python_models_and_ensembles(tmp_path, protocol):
+    """Triton's core applies a config's `reshape` for every backend: a Python model's execute sees the
+    reshape's dims and its outputs leave in the config's dims; an ensemble's own inputs reach its steps
+    in their reshape's dims and its outputs leave in its dims (qa/L0_infer_reshape's *_reshape ensembles
+    and their nop_tunnel steps were refused: 'Expected [-1, 4], got [1, 2, 2]')."""
+    _python(tmp_path, "reshaping", PY_RESHAPE)
+    _model(tmp_path, "ensemble_reshape", RESHAPE_ENSEMBLE)
+    with _serve(tmp_path) as server:
+        data = np.arange(12, dtype=np.float32).reshape(3, 2, 2)
+        result = _infer(server, protocol, "reshaping", {"INPUT0": data, "INPUT1": data})
+        np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), data)
+        np.testing.assert_array_equal(result.as_numpy("SHAPE"), [[4]] * 3)
+        data = np.arange(8, dtype=np.float32).reshape(2, 4, 1)
+        result = _infer(server, protocol, "ensemble_reshape", {"INPUT0": data})
+        np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), data.reshape(2, 1, 4))
+        np.testing.assert_array_equal(result.as_numpy("SHAPE"), [[4]] * 2)
+
+
+def test_declared_dims_take_the_variable_sizes_in_order():
+    """Triton maps a reshape's variable dims onto the declared variable dims in order (numpy's reshape
+    takes only one -1)."""
+    from gpuserve.declared_tensors import declared_dims
+
+    assert declared_dims((5, 3, 1, 7), [-1, 1, -1], [-1, -1, 1], True) == [3, 7, 1]
+    assert declared_dims((2, 4), [2, 4], [8], False) == [8]
+
+
+torch = pytest.importorskip("torch")
+
+
+class _Identity(torch.nn.Module):
+    def forward(self, x):
+        return x + 0
+
+
+class _Strings(torch.nn.Module):
+    def forward(self, x: List[str]) -> List[str]:
+        return x
+
+
+LIBTORCH_RESHAPE = """
+platform: "pytorch_libtorch"
+max_batch_size: 8
+input [ { name: "INPUT__0" data_type: TYPE_FP32 dims: [ 1 ] reshape: { shape: [ 1, 1, 1 ] } } ]
+output [ { name: "OUTPUT__0" data_type: TYPE_FP32 dims: [ 1 ] reshape: { shape: [ 1, 1, 1 ] } } ]
+"""
+
+LIBTORCH_STRINGS = """
+platform: "pytorch_libtorch"
+max_batch_size: 8
+input [ { name: "INPUT__0" data_type: TYPE_STRING dims: [ 1 ] reshape: { shape: [ ] } } ]
+output [ { name: "OUTPUT__0" data_type: TYPE_STRING dims: [ 1 ] reshape: { shape: [ ] } } ]
+"""
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_libtorch_reshape_and_one_list_of_strings_output(tmp_path, protocol):
+    """A libtorch model gets its `reshape` as ONNX models do (its output came back [B, 1, 1, 1] where the
+    config says [B, 1]); a forward returning one List[str] is one BYTES output (it was taken for a tuple of
+    outputs, one per string: 500 "'str' object has no attribute 'cpu'"), qa/L0_infer_reshape test_ff1/oo1."""
+    _model(tmp_path, "libtorch_zero_1_float32", LIBTORCH_RESHAPE,
+           {"model.pt": lambda path: torch.jit.script(_Identity()).save(str(path))})
+    _model(tmp_path, "libtorch_zero_1_object", LIBTORCH_STRINGS,
+           {"model.pt": lambda path: torch.jit.script(_Strings()).save(str(path))})
+    with _serve(tmp_path) as server:
+        data = np.arange(3, dtype=np.float32).reshape(3, 1)
+        result = _infer(server, protocol, "libtorch_zero_1_float32", {"INPUT__0": data})
+        np.testing.assert_array_equal(result.as_numpy("OUTPUT__0"), data)
+        words = np.array([[b"a"], [b"bc"]], dtype=object)
+        result = _infer(server, protocol, "libtorch_zero_1_object", {"INPUT__0": words}, "BYTES")
+        assert result.as_numpy("OUTPUT__0").tolist() == [[b"a"], [b"bc"]]
+
+
+LABELLED = """
+max_batch_size: 0
+input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ -1, -1 ] }, { name: "INPUT1" data_type: TYPE_FP32 dims: [ -1, -1 ] } ]
+output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ -1, -1 ] label_filename: "labels0.txt" },
+         { name: "OUTPUT1" data_type: TYPE_FP32 dims: [ -1, -1 ] } ]
+"""
+
+LABELLED_ENSEMBLE = """
+platform: "ensemble"
+max_batch_size: 0
+input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ -1, -1 ] }, { name: "INPUT1" data_type: TYPE_FP32 dims: [ -1, -1 ] } ]
+output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ -1, -1 ] }, { name: "OUTPUT1" data_type: TYPE_FP32 dims: [ -1, -1 ] } ]
+ensemble_scheduling { step [
+  { model_name: "labelled" model_version: -1
+    input_map { key: "INPUT0" value: "INPUT0" } input_map { key: "INPUT1" value: "INPUT1" }
+    output_map { key: "OUTPUT0" value: "OUTPUT0" } output_map { key: "OUTPUT1" value: "OUTPUT1" } } ] }
+"""
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_classification_labels_per_output_and_through_an_ensemble(tmp_path, protocol):
+    """As Triton: an output's labels are its own label_filename's (an output without one has none); an
+    ensemble output without one takes the labels of the step output that produces it; a non-batching
+    model's (or ensemble's) output is classified as one flat tensor (qa/L0_infer_variable test_class_*:
+    simple_*_nobatch answered one row per first dim, unlabelled)."""
+    folder = _python(tmp_path, "labelled", LABELLED)
+    (folder / "labels0.txt").write_text("".join(f"label{i}\n" for i in range(6)))
+    _model(tmp_path, "labelled_ensemble", LABELLED_ENSEMBLE)
+    data = np.array([[0, 5, 1], [4, 2, 3]], np.float32)
+    with _serve(tmp_path) as server:
+        mod = httpclient if protocol == "http" else grpcclient
+        client = mod.InferenceServerClient(f"127.0.0.1:{server.ports[protocol]}")
+        inputs = [mod.InferInput(n, [2, 3], "FP32") for n in ("INPUT0", "INPUT1")]
+        for tensor in inputs:
+            tensor.set_data_from_numpy(data)
+        wanted = [mod.InferRequestedOutput(n, class_count=2) for n in ("OUTPUT0", "OUTPUT1")]
+        for model in ("labelled", "labelled_ensemble"):
+            result = client.infer(model, inputs, outputs=wanted)
+            assert result.as_numpy("OUTPUT0").tolist() == [b"5.000000:1:label1", b"4.000000:3:label3"], model
+            assert result.as_numpy("OUTPUT1").tolist() == [b"5.000000:1", b"4.000000:3"], model
