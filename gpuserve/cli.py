@@ -58,6 +58,11 @@ def _parser() -> argparse.ArgumentParser:
     triton.add_argument("--metrics-config", action="append", default=None, metavar="SETTING=VALUE",
                         help="model metrics: counter_latencies=false drops the latency counters, summary_latencies=true "
                         "adds latency summaries, summary_quantiles=Q:ERROR,... their quantiles (repeat)")
+    for flag, what in (("--allow-metrics", "no metrics endpoint"), ("--allow-gpu-metrics", "no nv_gpu_* metrics"),
+                       ("--allow-cpu-metrics", "no nv_cpu_* metrics")):
+        triton.add_argument(flag, type=_boolean, default=None, metavar="BOOL", help=f"false: {what}")
+    triton.add_argument("--metrics-interval-ms", type=float, default=None, metavar="MS",
+                        help="how often GPU metrics are sampled (setting nvml_interval_seconds; default 5000)")
     triton.add_argument("--model-namespacing", type=_boolean, default=None, metavar="BOOL",
                         help="false, Triton's default, is gpuserve's way: a model name is served once")
     for flag, what in (("--http-restricted-api", "API"), ("--grpc-restricted-protocol", "PROTOCOL")):
@@ -72,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
 
 # tritonserver flags with no gpuserve meaning (their behaviour is gpuserve's own, README): taken and noted.
 TRITON_NOTED = ("--strict-model-config", "--disable-auto-complete-config", "--exit-on-error",
-                "--allow-http", "--allow-grpc", "--allow-metrics", "--allow-gpu-metrics", "--backend-directory",
+                "--allow-http", "--allow-grpc", "--backend-directory",
                 "--backend-config", "--pinned-memory-pool-byte-size", "--cuda-memory-pool-byte-size",
                 "--http-thread-count", "--grpc-infer-allocation-pool-size", "--exit-timeout-secs",
                 "--log-info", "--log-warning", "--log-error", "--log-format", "--id")
@@ -92,6 +97,22 @@ def metrics_config(args: argparse.Namespace) -> Optional[dict]:
             raise GpuserveError(f"--metrics-config option format is <setting>=<value>. Got {arg}")
         settings[name] = value
     return settings or None
+
+
+def metrics_endpoint(args: argparse.Namespace) -> dict:
+    """Settings for Triton's --allow-metrics, --allow-gpu-metrics, --allow-cpu-metrics (the last two only
+    where metrics are served, as Triton) and --metrics-interval-ms."""
+    out = {}
+    if args.allow_metrics is not None:
+        out["enable_metrics_server"] = args.allow_metrics
+    for flag, key in (("allow_gpu_metrics", "gpu_metrics"), ("allow_cpu_metrics", "cpu_metrics")):
+        if getattr(args, flag) is not None:
+            out[key] = getattr(args, flag) and args.allow_metrics is not False
+    if args.metrics_interval_ms is not None:
+        if args.metrics_interval_ms <= 0:
+            raise GpuserveError(f"--metrics-interval-ms must be more than 0, got {args.metrics_interval_ms:g}")
+        out["nvml_interval_seconds"] = args.metrics_interval_ms / 1000.0
+    return out
 
 
 def trace_config(args: argparse.Namespace) -> Optional[List[str]]:
@@ -176,6 +197,7 @@ def start(args: argparse.Namespace) -> int:
                                    log_level=log_level, strict_readiness=args.strict_readiness, workers=args.workers,
                                    response_cache_bytes=cache_bytes, trace_config=trace_config(args),
                                    allow_client_shm=args.allow_client_shm, metrics_config=metrics_config(args),
+                                   **metrics_endpoint(args),
                                    http_restricted_api=args.http_restricted_api,
                                    grpc_restricted_protocol=args.grpc_restricted_protocol,
                                    **model_control(args))

@@ -213,6 +213,8 @@ class ServerSettings(BaseSettings):
     # Triton's --metrics-config SETTING=VALUE: counter_latencies (default true), summary_latencies (default
     # false) and summary_quantiles "Q:ERROR,..." shape the model metrics (server/metrics.py)
     metrics_config: Dict[str, str] = Field(default_factory=dict)
+    gpu_metrics: bool = True  # Triton's --allow-gpu-metrics: the nv_gpu_* gauges where there is a GPU
+    cpu_metrics: bool = True  # Triton's --allow-cpu-metrics: nv_cpu_utilization and nv_cpu_memory_*
 
     @field_validator("device")
     @classmethod

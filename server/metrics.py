@@ -89,11 +89,11 @@ SUMMARY_NAMES = {"request": "nv_inference_request_summary_us", "queue": "nv_infe
 
 class ServerCollector:
     def __init__(self, plane: DataPlane, prefix: str = "", gpus: Optional[GpuSampler] = None,
-                 config: MetricsConfig = MetricsConfig()):
+                 config: MetricsConfig = MetricsConfig(), cpu: bool = True):
         self.plane = plane
         self.prefix = prefix
         self.gpus = gpus
-        self.cpu = CpuSampler()
+        self.cpu = CpuSampler() if cpu else None  # None: Triton's --allow-cpu-metrics=false
         self.config = config
 
     def _name(self, name: str) -> str:
@@ -149,6 +149,8 @@ class ServerCollector:
 
     def _cpu(self):
         """Triton's host gauges (server/cpu_metrics.py)."""
+        if self.cpu is None:
+            return
         n = self._name
         utilization = self.cpu.utilization()
         if utilization is not None:
@@ -389,11 +391,12 @@ class Exposition:
     metrics), then parallel workers' custom metrics from the multiprocess directory."""
 
     def __init__(self, plane: DataPlane, prefix: str = "", gpus: Optional[GpuSampler] = None,
-                 config: Optional[Dict[str, str]] = None):
-        """`config`: Triton's --metrics-config settings; summaries, when asked for, are kept from now on."""
+                 config: Optional[Dict[str, str]] = None, cpu: bool = True):
+        """`config`: Triton's --metrics-config settings; summaries, when asked for, are kept from now on.
+        `gpus` None or `cpu` false: no GPU or CPU gauges (Triton's --allow-gpu-metrics / --allow-cpu-metrics)."""
         self.config = metrics_config(config)
         SUMMARIES.quantiles, SUMMARIES.on = self.config.quantiles, self.config.summaries
-        self.collector = ServerCollector(plane, prefix, gpus, self.config)
+        self.collector = ServerCollector(plane, prefix, gpus, self.config, cpu)
 
     def render(self) -> bytes:
         own = render(self.collector.collect()) + render(triton_metrics.families())

@@ -330,7 +330,8 @@ class ModelServer:
 
         gpus = GpuSampler(s.nvml_interval_seconds)
         gpus.start()
-        exposition = Exposition(self.dataplane, s.metrics_prefix, gpus, s.metrics_config)
+        exposition = Exposition(self.dataplane, s.metrics_prefix, gpus if s.gpu_metrics else None, s.metrics_config,
+                                cpu=s.cpu_metrics)
         app = build_app(self.dataplane, s, self.errors, exposition)
         http = _http_server(app, s, http_sock, FastPath(app, self.dataplane, self.errors, s.max_request_bytes),
                             http_restrictions(s.http_restricted_api))

@@ -212,3 +212,24 @@ def test_tritons_model_namespacing_flag_is_taken():
                                      "summary_latencies=true", "--metrics-config", "summary_quantiles=0.5:0.05"])
         assert args.model_namespacing is expected
         assert args.metrics_config == ["summary_latencies=true", "summary_quantiles=0.5:0.05"]
+
+
+def test_allow_metrics_flags_take_effect(tmp_path):
+    """Triton's --allow-metrics=false serves no metrics port; --allow-cpu-metrics=false drops the nv_cpu_*
+    gauges (gpuserve took both flags and ignored them)."""
+    import socket
+
+    from gpuserve.cli import _parser, metrics_endpoint
+
+    args = _parser().parse_args(["start", ".", "--allow-metrics=false", "--allow-gpu-metrics=true"])
+    assert metrics_endpoint(args) == {"enable_metrics_server": False, "gpu_metrics": False}
+    args = _parser().parse_args(["start", ".", "--allow-cpu-metrics=false", "--metrics-interval-ms=250"])
+    assert metrics_endpoint(args) == {"cpu_metrics": False, "nvml_interval_seconds": 0.25}
+    write_models(tmp_path, {"cache_off": IDENTITY_CACHED})
+    with serve(tmp_path, 9352, cpu_metrics=False) as server:
+        text = scrape(server)
+        assert "nv_cpu_" not in text and "nv_inference_count" in text
+    with serve(tmp_path, 9355, enable_metrics_server=False) as server:
+        assert "metrics" not in server.ports
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", 9357)) != 0
