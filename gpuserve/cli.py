@@ -68,6 +68,15 @@ def _parser() -> argparse.ArgumentParser:
     for flag, what in (("--http-restricted-api", "API"), ("--grpc-restricted-protocol", "PROTOCOL")):
         triton.add_argument(flag, action="append", default=None, metavar=f"{what}[,{what}...]:KEY=VALUE",
                             help="those endpoint groups answer only requests with header KEY: VALUE (repeat)")
+    triton.add_argument("--disable-auto-complete-config", action="store_true", default=None,
+                        help="check config.pbtxt tensors as written, before any model file completes them")
+    triton.add_argument("--strict-model-config", type=_boolean, default=None, metavar="BOOL",
+                        help="Triton's deprecated spelling of --disable-auto-complete-config")
+    triton.add_argument("--model-config-name", default=None, metavar="NAME",
+                        help="each model reads configs/NAME.pbtxt in its folder where there is one, else config.pbtxt")
+    for flag in ("--http-header-forward-pattern", "--grpc-header-forward-pattern"):
+        triton.add_argument(flag, default=None, metavar="REGEX", help="request headers whose name this finds "
+                            "(case-insensitive unless it starts with (?-i)) reach models as request parameters")
     for flag in TRACE_FLAGS:  # Triton's older spellings of --trace-config KEY=VALUE
         triton.add_argument(flag, action="append", default=None, metavar="VALUE", help=argparse.SUPPRESS)
     for flag in TRITON_NOTED:
@@ -76,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 # tritonserver flags with no gpuserve meaning (their behaviour is gpuserve's own, README): taken and noted.
-TRITON_NOTED = ("--strict-model-config", "--disable-auto-complete-config", "--exit-on-error",
+TRITON_NOTED = ("--exit-on-error",
                 "--allow-http", "--allow-grpc", "--backend-directory",
                 "--backend-config", "--pinned-memory-pool-byte-size", "--cuda-memory-pool-byte-size",
                 "--http-thread-count", "--grpc-infer-allocation-pool-size", "--exit-timeout-secs",
@@ -155,6 +164,29 @@ def note_triton_flags(args: argparse.Namespace) -> None:
                     "(a name in two repository folders is served from neither) and metrics carry no namespace label")
 
 
+def auto_complete(args: argparse.Namespace) -> Optional[bool]:
+    """Whether configs are auto-completed: off with --disable-auto-complete-config or --strict-model-config=true,
+    with Triton's warnings (on stderr, as Triton prints them) for the deprecated flag."""
+    strict = args.strict_model_config
+    if strict is not None:
+        print("Warning: '--strict-model-config' has been deprecated! Please use "
+              "'--disable-auto-complete-config' instead.", file=sys.stderr, flush=True)
+    if args.disable_auto_complete_config:
+        if strict is False:
+            print("Warning: Overriding deprecated '--strict-model-config' from False to True in favor of "
+                  "'--disable-auto-complete-config'!", file=sys.stderr, flush=True)
+        return False
+    return None if strict is None else not strict
+
+
+def model_config_name(args: argparse.Namespace) -> Optional[str]:
+    """--model-config-name, refused when empty, as Triton refuses it."""
+    name = args.model_config_name
+    if name is not None and not name:
+        raise GpuserveError("Error: empty argument for --model-config-name")
+    return name
+
+
 def model_control(args: argparse.Namespace) -> dict:
     """Settings for Triton's model control flags (none where no flag was given)."""
     mode = getattr(args, "model_control_mode", None)
@@ -200,7 +232,8 @@ def start(args: argparse.Namespace) -> int:
                                    **metrics_endpoint(args),
                                    http_restricted_api=args.http_restricted_api,
                                    grpc_restricted_protocol=args.grpc_restricted_protocol,
-                                   **model_control(args))
+                                   auto_complete_config=auto_complete(args),
+                                   model_config_name=model_config_name(args), **model_control(args))
     from gpuserve.logging_setup import configure_logging
 
     configure_logging(settings)

@@ -28,7 +28,8 @@ from gpuserve.ensemble import EnsembleModel
 from gpuserve.environments import DEFAULT_ENVIRONMENTS_DIR, source_for
 from gpuserve.triton_python import TritonPythonBackendModel
 from gpuserve.settings import MODEL_SETTINGS_FILE, ModelSettings
-from gpuserve.triton_config import chosen_versions, read_config, settings_from_config
+from gpuserve.triton_config import chosen_versions, read_config, settings_from_config, use_config_name
+from gpuserve.triton_validate import checked_config
 
 logger = logging.getLogger("gpuserve")
 
@@ -171,8 +172,11 @@ class DiskRepository:
     @classmethod
     def for_server(cls, root: str | Path, settings) -> "DiskRepository":
         """The repository with the server's defaults for its models (gpuserve's ServerSettings)."""
-        return cls(root, device=settings.device, parallel_workers=settings.parallel_workers,
-                   environments_dir=settings.environments_dir, server_tarball=settings.environment_tarball)
+        repository = cls(root, device=settings.device, parallel_workers=settings.parallel_workers,
+                         environments_dir=settings.environments_dir, server_tarball=settings.environment_tarball)
+        repository.auto_complete = settings.auto_complete_config
+        use_config_name(settings.model_config_name)
+        return repository
 
     def scan(self) -> Dict[str, List[ModelSettings]]:
         found: Dict[str, List[ModelSettings]] = {}
@@ -209,14 +213,17 @@ class DiskRepository:
                                   triton_version_policy={"latest": {"num_versions": 1}}))
         return found
 
-    @staticmethod
-    def _triton(folder: Path) -> List[ModelSettings]:
+    # Triton's --disable-auto-complete-config turns this off: a config's tensors are then checked as written
+    auto_complete = True
+
+    def _triton(self, folder: Path) -> List[ModelSettings]:
         """One ModelSettings per version that the config's version_policy picks."""
         try:
             if (folder / "config.pbtxt").is_file():
                 config = read_config(folder)
             else:  # as Triton: a version's model.py makes a Python-backend model, its config auto-completed
                 config = {"name": folder.name, "backend": "python"}
+            config = checked_config(folder, config, self.auto_complete)  # before versions, as Triton
             versions = chosen_versions(config, [int(p.name) for p in folder.iterdir()
                                                 if p.is_dir() and p.name.isdigit()])
             if not versions:

@@ -175,6 +175,10 @@ class ServerSettings(BaseSettings):
     # --model-control-mode poll with --repository-poll-secs); 0: never.
     repository_poll_seconds: float = 0.0
     strict_readiness: bool = False
+    # Triton's auto-complete (off: --disable-auto-complete-config): config.pbtxt tensors are checked as written
+    auto_complete_config: bool = True
+    # Triton's --model-config-name: a model reads configs/NAME.pbtxt where it has one, else config.pbtxt
+    model_config_name: Optional[str] = None
     allow_client_shm: bool = True  # clients may register system shared-memory regions
     # Triton's --trace-config KEY=VALUE flags, as given: the trace settings clients read at start-up
     trace_config: List[str] = Field(default_factory=list)

@@ -191,8 +191,27 @@ def _scalar(value: Any) -> str:
     raise InvalidSettings(f"config value {value!r} is neither a message, a list, a string, a number nor a bool")
 
 
+# Triton's --model-config-name: the file under a model's configs/ folder read in place of config.pbtxt
+_config_name: Optional[str] = None
+
+
+def use_config_name(name: Optional[str]) -> None:
+    """Set once per server from --model-config-name (None: config.pbtxt only)."""
+    global _config_name
+    _config_name = name or None
+
+
+def config_path(folder: Path) -> Path:
+    """configs/NAME.pbtxt where --model-config-name names one that exists, else config.pbtxt, as Triton."""
+    if _config_name:
+        custom = folder / "configs" / f"{_config_name}.pbtxt"
+        if custom.is_file():
+            return custom
+    return folder / "config.pbtxt"
+
+
 def read_config(folder: Path) -> Dict[str, Any]:
-    path = folder / "config.pbtxt"
+    path = config_path(folder)
     try:
         text = path.read_text()
     except OSError as exc:
@@ -258,9 +277,13 @@ def settings_from_config(folder: Path, config: Dict[str, Any], version: Optional
     runtime = PLATFORMS.get(platform) or PLATFORMS.get(backend)
     if runtime is None and not platform and not backend:  # as Triton: the framework the version's file names
         runtime = _runtime_of_files(folder / str(version) if version is not None else folder, config)
+    _check_runtime_field(config, backend)
     if runtime is None:
-        raise InvalidSettings(f"model '{config['name']}': platform '{platform}' / backend '{backend}' "
-                              "is not served by gpuserve (onnxruntime, pytorch, tensorrt, python, fil and ensemble are)")
+        served = "gpuserve serves onnxruntime, pytorch, tensorrt, python, fil and ensemble models"
+        if backend:  # Triton's words for a backend it has no library for
+            raise InvalidSettings(f"Invalid argument: unable to find backend library for backend '{backend}', try "
+                                  f"specifying runtime on the model configuration. ({served})")
+        raise InvalidSettings(f"model '{config['name']}': platform '{platform}' is not served ({served})")
     run_repository_agents(folder, config)
     if "sequence_batching" in config and runtime == "ensemble":
         raise InvalidSettings(f"model '{config['name']}': an ensemble cannot have sequence_batching")
@@ -373,6 +396,21 @@ def settings_from_config(folder: Path, config: Dict[str, Any], version: Optional
     return settings
 
 
+def _check_runtime_field(config: Dict[str, Any], backend: str) -> None:
+    """A config's `runtime` names the backend library to load; gpuserve has its own runtimes, so only the
+    backend's own library name (or model.py for a Python model) is accepted, and a name reaching outside
+    the backend folder is refused first, as Triton refuses it."""
+    runtime = str(config.get("runtime") or "")
+    if not runtime:
+        return
+    import posixpath
+
+    if runtime.startswith("/") or posixpath.normpath(runtime).startswith(".."):
+        raise InvalidSettings(f"backend library name '{runtime}' escapes backend directory")
+    if runtime not in (f"libtriton_{backend}.so", "model.py" if backend == "python" else ""):
+        raise InvalidSettings(f"unable to find backend library '{runtime}' for model '{config['name']}'")
+
+
 def reshape_of(entry: Dict[str, Any]) -> Optional[List[int]]:
     """A tensor's `reshape { shape: [...] }`: the dims the model itself takes or gives (batch dimension apart),
     while clients send and get the entry's `dims`. None where there is none."""
@@ -464,6 +502,8 @@ def backend_parameters(config: Dict[str, Any]) -> Dict[str, Any]:
             extra["execution_mode"] = "parallel" if word == "1" else "sequential"
     if config.get("platform") == "pytorch_libtorch" or config.get("backend") == "pytorch":
         extra.update(_torch_switches(name, config.get("parameters")))
+    if config.get("platform") == "onnxruntime_onnx" or config.get("backend") == "onnxruntime":
+        _check_cpu_accelerators(name, config.get("optimization") or {})
     graph = (config.get("optimization") or {}).get("graph") or {}
     if "level" in graph:
         try:
@@ -472,6 +512,19 @@ def backend_parameters(config: Dict[str, Any]) -> Dict[str, Any]:
             raise InvalidSettings(f"model '{name}': optimization.graph.level must be an integer") from None
         extra["graph_optimization_level"] = _GRAPH_LEVELS.get(level, "all")
     return extra
+
+
+def _check_cpu_accelerators(name: str, optimization: Dict[str, Any]) -> None:
+    """Triton's ONNX Runtime backend knows one CPU execution accelerator, OpenVINO, and refuses any other
+    name at load in its words (gpuserve ignored them); ONNX Runtime here has no OpenVINO provider, so that
+    one runs on the CPU provider, said in the log."""
+    listed = (optimization.get("execution_accelerators") or {}).get("cpu_execution_accelerator") or []
+    for accelerator in listed if isinstance(listed, list) else [listed]:
+        accelerator_name = str((accelerator or {}).get("name", ""))
+        if accelerator_name != "openvino":
+            raise InvalidSettings(f"model '{name}': unknown Execution Accelerator '{accelerator_name}' is requested")
+        logger.warning("model '%s': the OpenVINO Execution Accelerator is not in this ONNX Runtime; the model runs "
+                       "on its CPU provider", name)
 
 
 def _torch_switches(name: str, parameters: Optional[Dict[str, Any]]) -> Dict[str, Any]:

@@ -492,31 +492,33 @@ class ModelConfig:
         self._model_config.setdefault("dynamic_batching", {})
 
     def set_model_transaction_policy(self, transaction_policy_dict: dict) -> None:
-        unknown = [k for k in transaction_policy_dict if k != "decoupled"]
-        if unknown:
-            raise ValueError(f"model_transaction_policy of model '{self._name()}' has unknown properties {unknown}")
+        if any(k != "decoupled" for k in transaction_policy_dict):
+            raise ValueError(f"model transaction property in auto-complete-config function for model "
+                             f"'{self._name()}' contains property other than 'decoupled'.")
         policy = self._model_config.setdefault("model_transaction_policy", {})
         if "decoupled" in policy and "decoupled" in transaction_policy_dict \
                 and bool(policy["decoupled"]) != bool(transaction_policy_dict["decoupled"]):
             raise ValueError(f"trying to change decoupled property in auto-complete-config for model "
-                             f"'{self._name()}', which is initially set to '{policy['decoupled']}'")
+                             f"'{self._name()}', which is already set to '{bool(policy['decoupled'])}'.")
         policy.update(transaction_policy_dict)
 
     def add_input(self, input: dict) -> None:  # noqa: A002 - Triton's parameter name
-        self._add("input", input, self._INPUT_KEYS)
+        self._add("input", input, self._INPUT_KEYS, "'name', 'data_type', 'dims' and 'optional'")
 
     def add_output(self, output: dict) -> None:
-        self._add("output", output, self._OUTPUT_KEYS)
+        self._add("output", output, self._OUTPUT_KEYS, "'name', 'data_type' and 'dims'")
 
-    def _add(self, kind: str, tensor: dict, allowed) -> None:
-        extra = [k for k in tensor if k not in allowed]
-        if extra:
-            raise ValueError(f"{kind} '{tensor.get('name', '')}' in auto-complete-config function for model "
-                             f"'{self._name()}' contains properties {extra}; allowed: {list(allowed)}")
-        for key in ("name", "data_type", "dims"):
+    def _add(self, kind: str, tensor: dict, allowed, allowed_words: str) -> None:
+        """Triton's pb_utils checks, in its order and words (its qa greps the log for them)."""
+        where = f"in auto-complete-config function for model '{self._name()}'"
+        if any(k not in allowed for k in tensor):
+            raise ValueError(f"{kind} '{tensor.get('name', '')}' {where} contains property other than "
+                             f"{allowed_words}.")
+        if "name" not in tensor:
+            raise ValueError(f"{kind} {where} is missing 'name' property.")
+        for key in ("data_type", "dims"):
             if key not in tensor:
-                raise ValueError(f"{kind} in auto-complete-config function for model '{self._name()}' is missing "
-                                 f"'{key}' property")
+                raise ValueError(f"{kind} '{tensor['name']}' {where} is missing '{key}' property.")
         for current in self._model_config[kind]:
             if current.get("name") != tensor["name"]:
                 continue
@@ -528,6 +530,10 @@ class ModelConfig:
                 raise ValueError(f"model '{self._name()}', tensor '{tensor['name']}': the model expects dims "
                                  f"{list(tensor['dims'])} but the model configuration specifies dims "
                                  f"{list(current['dims'])}")
+            if "optional" in current and "optional" in tensor and bool(current["optional"]) != bool(tensor["optional"]):
+                raise ValueError(f"model '{self._name()}', tensor '{tensor['name']}': the model expects optional "
+                                 f"{bool(tensor['optional'])} but the model configuration specifies optional "
+                                 f"{bool(current['optional'])}")
             current.update({k: tensor[k] for k in tensor})
             return
         self._model_config[kind].append(dict(tensor))

@@ -97,7 +97,10 @@ def complete_config(cls, config: Dict[str, Any]) -> Dict[str, Any]:
         return config
     wrapped = pb.ModelConfig(json.loads(json.dumps(config)))
     result = hook(wrapped)
-    return (result if result is not None else wrapped).as_dict()
+    if not isinstance(result, pb.ModelConfig):  # as Triton's stub: the hook must hand the config back
+        raise ValueError(f"auto_complete_config function in model '{config.get('name', '')}' must return a valid "
+                         "pb.ModelConfig object.")
+    return result.as_dict()
 
 
 def tensor_specs(entries: List[dict], batched: bool, kind: str) -> List[TensorSpec]:

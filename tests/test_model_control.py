@@ -335,7 +335,7 @@ def test_a_tritonserver_launch_line_starts(tmp_path):
     finally:
         stop(proc)
     log = proc.stderr.read()
-    assert "--strict-model-config=false is a tritonserver flag" in log
+    assert "Warning: '--strict-model-config' has been deprecated! Please use '--disable-auto-complete-config'" in log
     parsed = _parser().parse_args(["start", "--strict-readiness", "no", "--log-verbose", "1"])
     assert parsed.strict_readiness is False and log_level_of(parsed) == "DEBUG"
     assert log_level_of(_parser().parse_args(["start", "--log-verbose=0"])) is None

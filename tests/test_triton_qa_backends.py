@@ -11,7 +11,9 @@ as its test.sh runs Triton; these are the cases where gpuserve first behaved dif
   served on the CPU by a float32 copy of the graph with its BF16 outputs rounded (it failed to load); the
   answers equal BF16 arithmetic exactly.
 - L0_onnx_optimization (the CPU checks): session.use_device_allocator_for_initializers reaches the session's
-  config, memory.enable_memory_arena_shrinkage every run's; boolean parameters take Triton's spellings.
+  config, memory.enable_memory_arena_shrinkage every run's; boolean parameters take Triton's spellings; a CPU
+  execution accelerator other than openvino fails the load in Triton's words (GPU accelerators apply to GPU
+  instances only, as in Triton).
 - L0_libtorch_io_types: a UINT16/32/64 input, output or sequence control fails a libtorch model's load in
   Triton's words (gpuserve loaded it and failed its requests).
 - L0_libtorch_inference_mode / _optimized_execution / _shared_weights: INFERENCE_MODE false runs under no_grad
@@ -367,3 +369,25 @@ def test_a_bf16_onnx_graph_is_served_on_the_cpu_with_bf16_arithmetic(tmp_path, p
     assert total.dtype == ml_dtypes.bfloat16 and difference.dtype == ml_dtypes.bfloat16
     np.testing.assert_array_equal(total, a + b)
     np.testing.assert_array_equal(difference, a - b)
+
+
+def _cpu_accelerator(name):
+    return f'optimization {{ execution_accelerators {{ cpu_execution_accelerator : [ {{ name : "{name}" }} ] }} }}\n'
+
+
+def test_an_unknown_onnx_cpu_accelerator_fails_the_load_in_tritons_words(tmp_path):
+    _onnx_addsub(tmp_path, "m", _cpu_accelerator("unknown_cpu"))
+    model = DiskRepository(tmp_path).build("m")[0]
+    assert model.load() is False
+    assert "unknown Execution Accelerator 'unknown_cpu' is requested" in model.reason
+
+
+def test_the_openvino_cpu_accelerator_runs_on_onnx_runtimes_cpu_provider(tmp_path):
+    _onnx_addsub(tmp_path, "m", _cpu_accelerator("openvino"))
+    model = DiskRepository(tmp_path).build("m")[0]
+    try:
+        assert model.load() is True
+        x = np.ones((2, 16), np.float32)
+        np.testing.assert_array_equal(model.backend.run({"INPUT0": x, "INPUT1": x})["OUTPUT1"], x - x)
+    finally:
+        model.stop()
