@@ -49,7 +49,7 @@ from gpuserve.engine.instance import SKIPPED, Instance
 from gpuserve.engine.job import Job, describe
 from gpuserve.engine.queue import BatchQueue
 from gpuserve.engine.slots import InstanceSlots
-from gpuserve.engine.stats import ModelStats
+from gpuserve.engine.stats import FIRST_RESPONSE, ModelStats
 
 logger = logging.getLogger("gpuserve.engine")
 
@@ -401,6 +401,15 @@ class Scheduler:
                 future.set_result(result if wanted is None or len(wanted) == len(result)
                                   else {name: result[name] for name in wanted})
         self.stats.record_requests(ok, failed)
+        if FIRST_RESPONSE.on:  # a request answering through its own stream times its first response there
+            self.stats.record_first_responses(int((now - job.arrival) * 1e9) for job, result in zip(batch, results)
+                                              if result is not SKIPPED and not _own_stream(job))
+
+
+def _own_stream(job: Job) -> bool:
+    """The request answers through a stream of its own (a decoupled model's), which times its first response."""
+    context = job.parameters
+    return isinstance(context, dict) and getattr(context.get("stream"), "times_first_response", False)
 
 
 def _in_queue_order(batch: List[Job]) -> List[Job]:

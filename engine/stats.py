@@ -65,6 +65,17 @@ class LatencySummaries:
 SUMMARIES = LatencySummaries()
 
 
+class FirstResponseTimes:
+    """Whether models keep Triton's nv_inference_first_response_histogram_ms (--metrics-config
+    histogram_latencies=true); off by default."""
+
+    def __init__(self) -> None:
+        self.on = False
+
+
+FIRST_RESPONSE = FirstResponseTimes()
+
+
 class Summary:
     """One Prometheus summary in microseconds, as Triton's: count and sum since start, quantiles over the
     last minute's observations (the latest WINDOW_KEEP of them, so a busy model costs bounded memory)."""
@@ -140,6 +151,27 @@ class ModelStats:
         self.last_inference_ms = 0
         self.request_seconds = Histogram()
         self.summaries: Optional[Dict[str, Summary]] = None  # made at the first observation once SUMMARIES.on
+        # whole milliseconds from request to first response -> requests, once FIRST_RESPONSE.on: Triton's
+        # histogram, whose buckets (a model's own in its config) are applied when scraped
+        self.first_response_ms: Optional[Dict[int, int]] = None
+
+    def record_first_responses(self, durations_ns) -> None:
+        """Requests' times to their first response (a no-op unless FIRST_RESPONSE.on)."""
+        if not FIRST_RESPONSE.on:
+            return
+        with self.lock:
+            for ns in durations_ns:
+                self._first_response(ns)
+
+    def record_first_response(self, ns: int) -> None:
+        self.record_first_responses((ns,))
+
+    def _first_response(self, ns: int) -> None:
+        kept = self.first_response_ms
+        if kept is None:
+            kept = self.first_response_ms = {}
+        ms = max(int(ns), 0) // 1_000_000
+        kept[ms] = kept.get(ms, 0) + 1
 
     def _summarize(self, key: str, ns: int, times: int = 1) -> None:
         """Observe `ns` (as whole microseconds, as Triton) in the `key` summary; the caller holds the lock."""
@@ -191,6 +223,8 @@ class ModelStats:
             self.compute_input.count += 1
             self.compute_infer.add(ns)
             self.compute_output.count += 1
+            if FIRST_RESPONSE.on:
+                self._first_response(ns)
             if SUMMARIES.on:
                 for key, spent in (("queue", 0), ("request", ns), ("compute_input", 0), ("compute_infer", ns),
                                    ("compute_output", 0)):
@@ -205,6 +239,8 @@ class ModelStats:
             self.cache_hit.add(ns)
             self.success.add(ns)
             self.request_seconds.observe(ns / 1e9)
+            if FIRST_RESPONSE.on:
+                self._first_response(ns)
             if SUMMARIES.on:  # as Triton: its queue pass and the hit, no request summary for a cached model
                 self._summarize("queue", 0)
                 self._summarize("cache_hit", ns)

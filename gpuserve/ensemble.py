@@ -260,6 +260,7 @@ class EnsembleModel(Model):
             self.stats.record_request(False, time.perf_counter_ns() - start, ENSEMBLE_FAILURE)
             raise
         self._record_success(start, rows)
+        self.stats.record_first_response(time.perf_counter_ns() - start)
         return self._response(payload, outputs)
 
     def _record_success(self, start: int, rows: int) -> None:
@@ -286,12 +287,15 @@ class EnsembleModel(Model):
     async def _stream(self, payload: InferRequest, headers: Optional[dict], tensors: Dict[str, Any], rows: int):
         """A decoupled ensemble's responses, as the gRPC stream (and generate_stream) read a decoupled
         model's: InferResponses marked `triton_final_response`, an error as an exception object (final)."""
-        start, final, failed = time.perf_counter_ns(), False, True
+        start, final, failed, first = time.perf_counter_ns(), False, True, True
         try:
             async with contextlib.aclosing(self._flows(payload, headers, tensors, list(self.steps))) as flows:
                 async for outputs, last in flows:
                     response = self._response(payload, outputs)
                     response.parameters["triton_final_response"] = final = last
+                    if first:
+                        first = False
+                        self.stats.record_first_response(time.perf_counter_ns() - start)
                     yield response
             if not final and payload.parameters.get("triton_enable_empty_final_response"):
                 yield InferResponse(payload.id, self.name, [], model_version="",

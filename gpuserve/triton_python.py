@@ -80,10 +80,13 @@ class ResponseStream:
     """The responses of one request to a decoupled model: sent from any of the model's threads, read by
     the request's task in order, ending with the response (or flag) marked final."""
 
+    times_first_response = True  # the engine leaves timing this request's first response to _responses
+
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self._loop = loop
         self._queue: asyncio.Queue = asyncio.Queue()
         self.cancelled = False  # the client stopped listening before the final response
+        self.created = time.perf_counter_ns()  # the request's start, for its time to first response
 
     def is_cancelled(self) -> bool:
         return self.cancelled
@@ -645,10 +648,13 @@ class TritonPythonBackendModel(FrameworkModel):
         a bare final flag becomes an empty response only when the client asked for one."""
         wanted = {o.name for o in request.request_outputs} if request.request_outputs else None
         empty_final = bool(request.parameters.get("triton_enable_empty_final_response"))
-        final = False
+        final, first = False, True
         try:
             while True:
                 item, final = await stream.get()
+                if item is not None and first:  # Triton's nv_inference_first_response_histogram_ms
+                    first = False
+                    self.stats.record_first_response(time.perf_counter_ns() - stream.created)
                 if item is None:
                     if final and empty_final:  # as Triton: the bare final response names no version
                         yield InferResponse(request.id, self.name, [], model_version="",

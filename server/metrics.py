@@ -21,7 +21,7 @@ from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily, Hist
 
 from gpuserve import device_health
 from gpuserve.dataplane import DataPlane
-from gpuserve.engine.stats import DEFAULT_QUANTILES, FAILURE_REASONS, SUMMARIES
+from gpuserve.engine.stats import DEFAULT_QUANTILES, FAILURE_REASONS, FIRST_RESPONSE, SUMMARIES
 from gpuserve.engine.staging import pinned_bytes
 from gpuserve import triton_metrics
 from gpuserve.server.cpu_metrics import CpuSampler
@@ -45,10 +45,11 @@ class ExactCounter(Metric):
 
 @dataclass(frozen=True)
 class MetricsConfig:
-    """Triton's --metrics-config settings: latency counters (default on), summaries (default off) and
-    their quantiles."""
+    """Triton's --metrics-config settings: latency counters (default on), summaries and the first-response
+    histogram (default off), and the summaries' quantiles."""
     counters: bool = True
     summaries: bool = False
+    histograms: bool = False
     quantiles: Tuple[Tuple[float, float], ...] = DEFAULT_QUANTILES
 
 
@@ -76,7 +77,57 @@ def metrics_config(settings: Optional[Dict[str, str]]) -> MetricsConfig:
                                                 pair, exc)
     return MetricsConfig(counters=settings.get("counter_latencies") != "false",
                          summaries=settings.get("summary_latencies") == "true",
+                         histograms=settings.get("histogram_latencies") == "true",
                          quantiles=tuple(quantiles) or DEFAULT_QUANTILES)
+
+
+FIRST_RESPONSE_HISTOGRAM = "nv_inference_first_response_histogram_ms"
+FIRST_RESPONSE_BUCKETS = (100.0, 500.0, 2000.0, 5000.0)  # Triton's default, in milliseconds
+
+
+def _listed(value) -> list:
+    """The text-format parser gives a lone repeated entry as itself."""
+    return [] if value is None else value if isinstance(value, list) else [value]
+
+
+_written_metrics: Dict[Tuple[str, int], Optional[dict]] = {}
+
+
+def _model_metrics(model) -> Optional[dict]:
+    """The model_metrics of the config.pbtxt beside the model's file, read once per version of that file (the
+    served config keeps only the fields of Triton 2.51's ModelConfig)."""
+    uri = getattr(model, "uri", None)
+    if not isinstance(uri, str) or not uri:
+        return None
+    from pathlib import Path
+
+    for folder in (Path(uri), *Path(uri).parents[:2]):
+        path = folder / "config.pbtxt"
+        try:
+            key = (str(path), path.stat().st_mtime_ns)
+        except OSError:
+            continue
+        if key not in _written_metrics:
+            from gpuserve.triton_config import read_config
+
+            try:
+                _written_metrics[key] = read_config(folder).get("model_metrics")
+            except Exception:  # a config that no longer reads: the model keeps the default buckets
+                _written_metrics[key] = None
+        return _written_metrics[key]
+    return None
+
+
+def histogram_buckets(model) -> Tuple[float, ...]:
+    """A model's first-response buckets: its config's model_metrics metric_control for the family (Triton's
+    per-model override), else Triton's default."""
+    metrics = _model_metrics(model)
+    for control in _listed((metrics or {}).get("metric_control")) if isinstance(metrics, dict) else ():
+        family = ((control or {}).get("metric_identifier") or {}).get("family")
+        buckets = _listed(((control or {}).get("histogram_options") or {}).get("buckets"))
+        if family == FIRST_RESPONSE_HISTOGRAM and buckets:
+            return tuple(sorted(float(b) for b in buckets))
+    return FIRST_RESPONSE_BUCKETS
 
 
 # Triton's summary families: stats key -> name
@@ -279,6 +330,33 @@ class ServerCollector:
                     latency, batch_size, *([queue] if queue.samples else []), pending)
         if self.config.summaries:
             yield from self._summaries(cached)
+        if self.config.histograms:
+            yield from self._first_responses()
+
+    def _first_responses(self):
+        """Triton's nv_inference_first_response_histogram_ms (--metrics-config histogram_latencies=true): per
+        model, whole milliseconds from each request to its first response, in the model's buckets."""
+        family = Metric(self._name(FIRST_RESPONSE_HISTOGRAM), "Duration from request to first response in "
+                        "milliseconds", "histogram")
+        family.exact = True
+        name = family.name
+        for entry in self.plane.statistics(unversioned="")["model_stats"]:
+            labels = {"model": entry["name"], "version": entry["version"]}
+            model = self.plane.repository.get_model(entry["name"], entry["version"] or None)
+            kept = (self.plane.stats_of(model).first_response_ms if model is not None else None) or {}
+            times = sorted(kept.items())
+            count, total = sum(n for _, n in times), sum(ms * n for ms, n in times)
+            family.add_sample(name + "_count", labels, count)
+            family.add_sample(name + "_sum", labels, total)
+            running, index = 0, 0
+            for bound in histogram_buckets(model):
+                while index < len(times) and times[index][0] <= bound:
+                    running += times[index][1]
+                    index += 1
+                family.add_sample(name + "_bucket", {**labels, "le": _bound(bound)}, running)
+            family.add_sample(name + "_bucket", {**labels, "le": "+Inf"}, count)
+        if family.samples:
+            yield family
         parallel = sys.modules.get("gpuserve.parallel")  # imported once a model has parallel workers
         if parallel is not None and parallel.dispatched is not None:
             family = HistogramMetricFamily(n("parallel_request_queue"), "counter of request queue size for workers")
@@ -349,6 +427,11 @@ def _pending(model) -> int:
     return depth + (router.waiting() if hasattr(router, "waiting") else 0)
 
 
+def _bound(value: float) -> str:
+    """A bucket bound as Triton prints it: `1`, `2.5`."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
@@ -396,6 +479,7 @@ class Exposition:
         `gpus` None or `cpu` false: no GPU or CPU gauges (Triton's --allow-gpu-metrics / --allow-cpu-metrics)."""
         self.config = metrics_config(config)
         SUMMARIES.quantiles, SUMMARIES.on = self.config.quantiles, self.config.summaries
+        FIRST_RESPONSE.on = self.config.histograms
         self.collector = ServerCollector(plane, prefix, gpus, self.config, cpu)
 
     def render(self) -> bytes:

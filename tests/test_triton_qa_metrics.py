@@ -233,3 +233,70 @@ def test_allow_metrics_flags_take_effect(tmp_path):
         assert "metrics" not in server.ports
         with socket.socket() as probe:
             assert probe.connect_ex(("127.0.0.1", 9357)) != 0
+
+
+DECOUPLED = textwrap.dedent("""
+    import time
+    import numpy as np
+    import triton_python_backend_utils as pb_utils
+
+    class TritonPythonModel:
+        def execute(self, requests):
+            for request in requests:
+                sender = request.get_response_sender()
+                for _ in range(2):
+                    time.sleep(0.3)
+                    sender.send(pb_utils.InferenceResponse([pb_utils.Tensor("OUT", np.array([1], np.int32))]))
+                sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+            return None
+    """)
+
+
+def test_first_response_histogram_as_histogram_latencies_asks(tmp_path):
+    """histogram_latencies=true: nv_inference_first_response_histogram_ms per model, Triton's default buckets or
+    the config's model_metrics ones; a decoupled model's count is its first response's time, not its last."""
+    write_models(tmp_path, {"plain": identity_config(200)})
+    (tmp_path / "stream" / "1").mkdir(parents=True)
+    (tmp_path / "stream" / "1" / "model.py").write_text(DECOUPLED)
+    (tmp_path / "stream" / "config.pbtxt").write_text(
+        'backend: "python"\nmodel_transaction_policy { decoupled: true }\n'
+        'input [ { name: "IN" data_type: TYPE_INT32 dims: [ 1 ] } ]\n'
+        'output [ { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] } ]\n'
+        'model_metrics { metric_control: [ { metric_identifier: { family: "nv_inference_first_response_histogram_ms" }'
+        ' histogram_options: { buckets: [ -1, 0.0, 250, 2.5 ] } } ] }\n')
+    import tritonclient.grpc as grpcclient
+
+    with serve(tmp_path, 9358, metrics_config={"histogram_latencies": "true"}) as server:
+        empty = scrape(server)
+        client, futures = send(server, "plain", 1)
+        futures[0].get_result()
+        client.close()
+        answers = []
+        with grpcclient.InferenceServerClient(f"127.0.0.1:{server.ports['grpc']}") as stream:
+            stream.start_stream(callback=lambda result, error: answers.append(error or result))
+            tensor = grpcclient.InferInput("IN", [1], "INT32")
+            tensor.set_data_from_numpy(np.array([1], np.int32))
+            stream.async_stream_infer("stream", [tensor])
+            deadline = time.time() + 30
+            while len(answers) < 2 and time.time() < deadline:
+                time.sleep(0.05)
+            stream.stop_stream()
+        text = scrape(server)
+    name = "nv_inference_first_response_histogram_ms"
+    assert f'{name}_count{{model="plain",version="1"}} 0' in empty
+    assert metric(text, f"{name}_count", "plain") == 1 and 200 <= metric(text, f"{name}_sum", "plain") < 1200
+    buckets = re.findall(rf'^{name}_bucket{{model="plain",version="1",le="([^"]+)"}} (\d+)$', text, re.MULTILINE)
+    assert buckets == [("100", "0"), ("500", "1"), ("2000", "1"), ("5000", "1"), ("+Inf", "1")]
+    # the decoupled model: its first response after ~0.3 s (its last after ~0.6 s), in its own buckets
+    assert metric(text, f"{name}_count", "stream") == 1 and 300 <= metric(text, f"{name}_sum", "stream") < 600
+    buckets = re.findall(rf'^{name}_bucket{{model="stream",version="1",le="([^"]+)"}} (\d+)$', text, re.MULTILINE)
+    assert buckets == [("-1", "0"), ("0", "0"), ("2.5", "0"), ("250", "0"), ("+Inf", "1")]
+
+
+def test_no_histogram_unless_asked(tmp_path):
+    write_models(tmp_path, {"plain": identity_config(0)})
+    with serve(tmp_path, 9361) as server:
+        client, futures = send(server, "plain", 1)
+        futures[0].get_result()
+        client.close()
+        assert "first_response" not in scrape(server)
