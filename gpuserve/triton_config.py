@@ -233,6 +233,15 @@ def config_tensors(entries: List[dict], batched: bool, where: str) -> List[dict]
     return out
 
 
+def _written(config: Dict[str, Any], key: str, runtime: str) -> List[dict]:
+    """A config's tensors; for a Python model only the complete ones, as its auto_complete_config may still
+    give the rest their type and dims (Triton's qa incomplete_output)."""
+    entries = config.get(key, [])
+    if runtime != "triton_python":
+        return entries
+    return [e for e in entries if e.get("data_type") and e.get("dims") is not None]
+
+
 def chosen_versions(config: Dict[str, Any], available: List[int]) -> List[int]:
     """Triton's version_policy: latest N (default 1), all, or specific."""
     policy = config.get("version_policy") or {"latest": {"num_versions": 1}}
@@ -293,8 +302,8 @@ def settings_from_config(folder: Path, config: Dict[str, Any], version: Optional
     settings: Dict[str, Any] = {
         "name": config["name"], "implementation": runtime, "platform": platform,
         "parameters": {"uri": str(where / filename), "version": str(version) if version is not None else None},
-        "inputs": config_tensors(config.get("input", []), max_batch > 0, "input"),
-        "outputs": config_tensors(config.get("output", []), max_batch > 0, "output"),
+        "inputs": config_tensors(_written(config, "input", runtime), max_batch > 0, "input"),
+        "outputs": config_tensors(_written(config, "output", runtime), max_batch > 0, "output"),
         "max_batch_size": max_batch if max_batch > 1 else 0,
         "triton_max_batch_size": max_batch,  # Triton refuses requests with more rows than this
         "triton_version_policy": config.get("version_policy") or {"latest": {"num_versions": 1}},

@@ -284,3 +284,23 @@ def test_model_config_name_picks_a_config_under_configs(tmp_path):
             assert policy == {"specific": {"versions": versions}}, chosen
     finally:
         use_config_name(None)
+
+
+def test_python_output_completed_by_auto_complete_loads(tmp_path):
+    """A Python model's config may list an output without a type or dims for its auto_complete_config to
+    fill in (qa incomplete_output); it loaded as 'unsupported data_type None'."""
+    (tmp_path / "incomplete" / "1").mkdir(parents=True)
+    (tmp_path / "incomplete" / "config.pbtxt").write_text(
+        'output [ { name: "OUT0", data_type: TYPE_FP32 }, { name: "OUT1", dims: [ 4 ] } ]\n')
+    body = "\n        ".join([
+        'config.add_input({"name": "IN", "data_type": "TYPE_FP32", "dims": [4]})',
+        'config.add_output({"name": "OUT0", "data_type": "TYPE_FP32", "dims": [4]})',
+        'config.add_output({"name": "OUT1", "data_type": "TYPE_FP32", "dims": [4]})', "return config"])
+    (tmp_path / "incomplete" / "1" / "model.py").write_text(textwrap.dedent(AUTO_COMPLETE).replace("{body}", body))
+    registry = DiskRepository(tmp_path).populate(ModelRepository())
+    with running_server(repository=registry) as server:
+        with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
+            assert client.is_model_ready("incomplete")
+            outputs = client.get_model_config("incomplete")["output"]
+    assert [(o["name"], o["data_type"], o["dims"]) for o in outputs] == [
+        ("OUT0", "TYPE_FP32", [4]), ("OUT1", "TYPE_FP32", [4])]
