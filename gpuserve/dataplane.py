@@ -291,7 +291,7 @@ class DataPlane:
             if response.model_version is None and getattr(model, "version", None) is not None:
                 response.model_version = str(model.version)
             if request.request_outputs and not getattr(model, "answers_every_output", False):
-                response.outputs = select_outputs(response, request)
+                response.outputs = select_outputs(response, request, getattr(model, "output_specs", None))
                 apply_classification(model, request, response)
             if cache_key is not None:
                 self._keep(model, request, response, cache_key, lookup_ns)
@@ -530,8 +530,10 @@ def adaptive_batcher(model) -> Optional[AdaptiveBatcher]:
     return batcher
 
 
-def select_outputs(response: InferResponse, request: InferRequest) -> list:
-    """Keep the outputs the client asked for, in its order, carrying its per-output parameters."""
+def select_outputs(response: InferResponse, request: InferRequest, declared=None) -> list:
+    """Keep the outputs the client asked for, in its order, carrying its per-output parameters. Where the
+    model's config `declared` its outputs (Python backend, ensembles), one it declares but did not give is
+    left out, as Triton leaves it out; one it does not declare is refused."""
     by_name = {o.name: o for o in response.outputs}
     chosen = []
     for wanted in request.request_outputs:
@@ -539,6 +541,8 @@ def select_outputs(response: InferResponse, request: InferRequest) -> list:
         if output is None:
             if any(o.name == wanted.name for o in chosen):
                 continue  # as Triton: an output asked for twice comes back once
+            if declared is not None and any(spec.name == wanted.name for spec in declared):
+                continue
             raise InvalidInput(f"unexpected inference output '{wanted.name}' for model '{request.model_name}'")
         chosen.append(output)
     return chosen

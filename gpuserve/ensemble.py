@@ -246,6 +246,8 @@ class EnsembleModel(Model):
             if name in tensors:
                 tensors[name] = to_reshape(tensors[name], entry, self.batched, f"input '{name}'")
         tensors[BATCH_SIZES] = dict.fromkeys(tensors, rows if max_batch else 0)
+        for name in self.optional_inputs:  # as Triton: a left-out optional input is an absent tensor (None)
+            tensors.setdefault(name, None)
         if self._decoupled_steps():
             if not STREAMING.get():  # Triton's words, as for a decoupled model itself
                 where = "ModelInfer RPC" if payload.from_grpc else "HTTP end point"
@@ -273,7 +275,8 @@ class EnsembleModel(Model):
         names = [o.name for o in payload.request_outputs] if payload.request_outputs else \
             [s.name for s in self.output_specs]
         return InferResponse(payload.id, self.name, [InferOutput.from_numpy(n, self._output(n, tensors))
-                                                     for n in names if n in tensors], model_version=self.version)
+                                                     for n in names if tensors.get(n) is not None],
+                             model_version=self.version)
 
     def _output(self, name: str, tensors: Dict[str, Any]):
         reshape = self.reshapes["output"].get(name)
@@ -355,7 +358,7 @@ class EnsembleModel(Model):
         batching, dims = self._step_layout(step)
         sizes = tensors[BATCH_SIZES]
         arrays = {name: rebatched(tensors[tensor], dims.get(name), batching, sizes.get(tensor, 0))
-                  for name, tensor in step.inputs.items()}
+                  for name, tensor in step.inputs.items() if tensors[tensor] is not None}
         inputs = [InferInput.from_numpy(name, array) for name, array in arrays.items()]
         batch = next((a.shape[0] for a in arrays.values() if a.ndim), 0) if batching else 0
         parameters = {k: v for k, v in (payload.parameters or {}).items()
@@ -411,10 +414,8 @@ class EnsembleModel(Model):
         if not isinstance(response, InferResponse):
             raise InferenceError(f"in ensemble '{self.name}', step '{step.model}' did not answer with a V2 response")
         produced = {o.name: o.as_numpy() for o in response.outputs}
-        missing = [n for n in step.outputs if n not in produced]
-        if missing:
-            raise InferenceError(f"in ensemble '{self.name}', step '{step.model}' did not return {missing}")
-        return {tensor: produced[output] for output, tensor in step.outputs.items()}
+        # as Triton: an output the step did not give is an absent tensor (a later step's optional input)
+        return {tensor: produced.get(output) for output, tensor in step.outputs.items()}
 
     def _in_ensemble(self, exc: BaseException) -> BaseException:
         """A step's error under Triton's prefix, keeping its status (its class)."""

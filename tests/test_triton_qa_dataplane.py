@@ -293,3 +293,60 @@ def test_classification_labels_per_output_and_through_an_ensemble(tmp_path, prot
             result = client.infer(model, inputs, outputs=wanted)
             assert result.as_numpy("OUTPUT0").tolist() == [b"5.000000:1:label1", b"4.000000:3:label3"], model
             assert result.as_numpy("OUTPUT1").tolist() == [b"5.000000:1", b"4.000000:3"], model
+
+
+# as qa/L0_optional_input's optional_identity: a response per given input, only that input's output
+OPTIONAL_IDENTITY_PY = """
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            for i in ("0", "1"):
+                tensor = pb_utils.get_input_tensor_by_name(request, "INPUT" + i)
+                if tensor is not None:
+                    responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT" + i, tensor.as_numpy())]))
+        return responses
+"""
+
+OPTIONAL_TENSORS = """
+max_batch_size: 4
+input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 1 ] optional: true },
+        { name: "INPUT1" data_type: TYPE_FP32 dims: [ 1 ] optional: true } ]
+output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 1 ] }, { name: "OUTPUT1" data_type: TYPE_FP32 dims: [ 1 ] } ]
+"""
+
+CONNECTING = """
+ensemble_scheduling { step [
+  { model_name: "optional_identity" model_version: -1
+    input_map { key: "INPUT0" value: "INPUT0" } input_map { key: "INPUT1" value: "INPUT1" }
+    output_map { key: "OUTPUT0" value: "internal0" } output_map { key: "OUTPUT1" value: "internal1" } },
+  { model_name: "optional_identity" model_version: -1
+    input_map { key: "INPUT0" value: "internal0" } input_map { key: "INPUT1" value: "internal1" }
+    output_map { key: "OUTPUT0" value: "OUTPUT0" } output_map { key: "OUTPUT1" value: "OUTPUT1" } } ] }
+"""
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_optional_inputs_and_outputs_not_given_flow_through_an_ensemble(tmp_path, protocol):
+    """As Triton: an optional ensemble input left out, and a step output the step did not give, are absent
+    tensors: steps run without them (their model's inputs being optional) and the ensemble answers without
+    them; a Python model's declared output that it did not give is left out, not an error
+    (qa/L0_optional_input test_ensemble_optional_*: 'cannot run its steps without ['INPUT1']')."""
+    folder = _model(tmp_path, "optional_identity", 'backend: "python"\n' + OPTIONAL_TENSORS,
+                    {"model.py": lambda path: path.write_text(OPTIONAL_IDENTITY_PY)})
+    assert folder.exists()
+    _model(tmp_path, "connecting", 'platform: "ensemble"\n' + OPTIONAL_TENSORS + CONNECTING)
+    mod = httpclient if protocol == "http" else grpcclient
+    data = np.ones((1, 1), np.float32)
+    with _serve(tmp_path) as server:
+        client = mod.InferenceServerClient(f"127.0.0.1:{server.ports[protocol]}")
+        given = mod.InferInput("INPUT0", [1, 1], "FP32")
+        given.set_data_from_numpy(data)
+        for model in ("optional_identity", "connecting"):
+            wanted = [mod.InferRequestedOutput("OUTPUT0"), mod.InferRequestedOutput("OUTPUT1")]
+            result = client.infer(model, [given], outputs=wanted)
+            np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), data)
+            assert result.as_numpy("OUTPUT1") is None, model
