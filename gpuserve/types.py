@@ -117,7 +117,10 @@ def array_to_json(array: np.ndarray, datatype: str) -> Any:
     """Flat data for a JSON response: an array orjson serialises, or a list for BYTES."""
     if datatype == "BYTES":
         return [_bytes_to_text(item) for item in np.asarray(array, dtype=object).ravel()]
-    return json_numbers(np.ascontiguousarray(array).ravel())
+    flat = np.ascontiguousarray(array).ravel()
+    if flat.dtype.kind == "f" and flat.size and not np.isfinite(flat).all():
+        return _non_finite(flat)
+    return json_numbers(flat)
 
 
 _NARROW_FLOATS = "fe"  # dtype.char of float32 and float16
@@ -131,6 +134,16 @@ def json_numbers(array: np.ndarray) -> Any:
     if array.dtype.char not in _NARROW_FLOATS:
         return array
     return array.tolist() if array.size <= 32 else array.astype(np.float64)
+
+
+def _non_finite(array: np.ndarray) -> Any:
+    """Floats with NaN or infinities, written as Triton writes them (NaN, Infinity, -Infinity: what
+    Python's json and tritonclient read); orjson alone would write null. A raw JSON fragment for orjson."""
+    import json
+
+    import orjson
+
+    return orjson.Fragment(json.dumps(array.tolist(), separators=(",", ":")))
 
 
 def _bytes_to_text(item: Any) -> Any:
@@ -204,6 +217,8 @@ class _Tensor:
         if self._binary or self._array is None:
             return None
         out = array_to_json(self._array, self._datatype)
+        if not isinstance(out, (np.ndarray, list)):  # a raw JSON fragment (NaN or infinities)
+            return self._array.ravel().tolist()
         return out.tolist() if isinstance(out, np.ndarray) else out
 
     @data.setter

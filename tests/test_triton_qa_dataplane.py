@@ -350,3 +350,39 @@ def test_optional_inputs_and_outputs_not_given_flow_through_an_ensemble(tmp_path
             result = client.infer(model, [given], outputs=wanted)
             np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), data)
             assert result.as_numpy("OUTPUT1") is None, model
+
+
+NAN_INF_PY = """
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        out = np.array([np.nan, np.inf, -np.inf, 1, 2, 3], dtype=np.float32)
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT0", out)]) for _ in requests]
+"""
+
+
+def test_nan_and_infinities_in_json_as_triton_writes_them(tmp_path):
+    """Triton's JSON writes NaN, Infinity and -Infinity (qa/L0_nan_inf); orjson alone wrote null, so
+    tritonclient's as_numpy gave nan for all three and the infinities were lost."""
+    import urllib.request
+
+    _model(tmp_path, "nan_inf_output", """
+           backend: "python"
+           input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ -1 ] } ]
+           output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 6 ] } ]
+           """, {"model.py": lambda path: path.write_text(NAN_INF_PY)})
+    with _serve(tmp_path) as server:
+        body = b'{"inputs":[{"name":"INPUT0","datatype":"FP32","shape":[1],"data":[1]}]}'
+        url = f"http://127.0.0.1:{server.ports['http']}/v2/models/nan_inf_output/infer"
+        with urllib.request.urlopen(urllib.request.Request(url, data=body, method="POST")) as answer:
+            text = answer.read().decode()
+        assert '"data":[NaN,Infinity,-Infinity,1.0,2.0,3.0]' in text
+        client = httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}")
+        tensor = httpclient.InferInput("INPUT0", [1], "FP32")
+        tensor.set_data_from_numpy(np.zeros(1, np.float32))
+        got = client.infer("nan_inf_output", [tensor], outputs=[httpclient.InferRequestedOutput(
+            "OUTPUT0", binary_data=False)]).as_numpy("OUTPUT0")
+        np.testing.assert_array_equal(got, np.array([np.nan, np.inf, -np.inf, 1, 2, 3], np.float32))

@@ -11,6 +11,7 @@ from gpuserve import InferInput, InferOutput, InferRequest, InferResponse
 from gpuserve.datatypes import (DATATYPES, bf16_from_bytes, bf16_to_bytes, deserialize_bytes_tensor, numpy_to_raw,
                                 raw_to_numpy, serialize_bytes_tensor, to_numpy_dtype)
 from gpuserve.errors import InferenceError, InvalidInput
+from gpuserve.server.rest.common import loads
 
 NUMERIC = [d for d in DATATYPES if d not in ("BYTES", "BF16")]
 
@@ -18,7 +19,7 @@ NUMERIC = [d for d in DATATYPES if d not in ("BYTES", "BF16")]
 def through_json(array, datatype):
     """Encode as a server response would, decode as a server request would."""
     response = InferResponse("1", "m", [InferOutput("t", list(array.shape), datatype, array)])
-    body = orjson.loads(orjson.dumps(response.wire_dict(), option=orjson.OPT_SERIALIZE_NUMPY))
+    body = loads(orjson.dumps(response.wire_dict(), option=orjson.OPT_SERIALIZE_NUMPY))  # as the server reads
     out = body["outputs"][0]
     request = InferRequest.from_rest("m", {"inputs": [{**out, "name": "t"}]})
     return request.inputs[0].as_numpy()
@@ -75,10 +76,14 @@ def test_nested_and_flat_data_give_the_same_array():
 
 
 def test_json_null_is_nan_for_floats():
+    """null reads as NaN; NaN and the infinities are written as Triton writes them (qa/L0_nan_inf)."""
     array = InferInput("x", [3], "FP32", [1.0, None, 3.0]).as_numpy()
     assert array.dtype == np.float32 and np.isnan(array[1]) and array[2] == 3.0
     body = orjson.dumps(InferOutput.from_numpy("y", array).wire_dict(), option=orjson.OPT_SERIALIZE_NUMPY)
-    assert orjson.loads(body)["data"] == [1.0, None, 3.0]
+    assert b'"data":[1.0,NaN,3.0]' in body
+    body = orjson.dumps(InferOutput.from_numpy("y", np.array([np.inf, -np.inf])).wire_dict(),
+                        option=orjson.OPT_SERIALIZE_NUMPY)
+    assert b'"data":[Infinity,-Infinity]' in body
 
 
 def test_fp16_is_cast_after_parsing():
