@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any, AsyncIterator, Dict, List, Optional, Tuple
@@ -40,6 +41,8 @@ from gpuserve.types import InferInput, InferOutput, InferRequest, InferResponse,
 BATCH_SIZES = "\0batch sizes"
 # Triton counts every failure of an ensemble's own requests under reason OTHER, whatever its step said
 ENSEMBLE_FAILURE = "OTHER"
+# the ensembles whose steps this thread is looking at (an ensemble among its own steps asks itself again)
+_CHECKING = threading.local()
 
 
 class Step:
@@ -116,6 +119,7 @@ class EnsembleModel(Model):
     def __init__(self, name: str, settings=None):
         self._loaded = False
         self._reason = ""
+        self._checked: Optional[Tuple[tuple, str]] = None  # (the steps' models' ids, _step_problem's answer)
         super().__init__(name)
         self.settings = settings
         self.version = settings.parameters.version if settings is not None else None
@@ -183,11 +187,12 @@ class EnsembleModel(Model):
                     return labels_for(model, name)
         return None
 
-    # Ready while loaded and every step's model is: a pipeline with a missing stage cannot answer, and it
-    # becomes ready by itself once its steps load (they may load after it, or be reloaded).
+    # Ready while loaded and every step's model is, and their configs fit the graph: a pipeline with a missing
+    # stage cannot answer, and it becomes ready by itself once its steps load (they may load after it, or be
+    # reloaded).
     @property
     def ready(self) -> bool:
-        return self._loaded and not self._missing_steps() and not self._joins_sources()
+        return self._loaded and not self._step_problem()
 
     @ready.setter
     def ready(self, value: bool) -> None:
@@ -195,13 +200,7 @@ class EnsembleModel(Model):
 
     @property
     def reason(self) -> str:
-        missing = self._missing_steps() if self._loaded else []
-        if missing:
-            return f"ensemble '{self.name}' needs model(s) {missing}, which are not ready"
-        if self._loaded and self._joins_sources():  # Triton's words (it names the ensemble twice)
-            return (f"in ensemble {self.name}, step of model '{self.name}' receives inputs originated from "
-                    "different decoupled models")
-        return self._reason
+        return (self._step_problem() if self._loaded else "") or self._reason
 
     @reason.setter
     def reason(self, value: str) -> None:
@@ -210,22 +209,75 @@ class EnsembleModel(Model):
     def _decoupled_steps(self) -> List[str]:
         return [s.model for s in self.steps if getattr(self._step_model(s), "decoupled", False)]
 
-    def _joins_sources(self) -> bool:
-        """Whether a step, or the ensemble's outputs, would join tensors from different decoupled steps (the
-        ensemble's inputs counting as one more source). Each response of a decoupled step runs the rest of the
-        graph on its own, so such a join pairs nothing; Triton 2.51 refuses these graphs (parallel decoupled
-        steps among them), and so does gpuserve."""
-        source: Dict[str, Any] = {t["name"]: self for t in self.config.get("input", [])}
-        for step in self.steps:  # in the order they run
-            feeding = [source[t] for t in step.inputs.values() if t in source]
-            if len({id(s) for s in feeding}) > 1:
-                return True
-            decoupled = getattr(self._step_model(step), "decoupled", False)
-            source.update(dict.fromkeys(step.outputs.values(), step if decoupled else (feeding or [self])[0]))
-        return len({id(source[t["name"]]) for t in self.config.get("output", []) if t["name"] in source}) > 1
+    def _step_problem(self) -> str:
+        """Why the steps' models cannot run this graph now, in Triton's words ("" when they can): a step's
+        model (or the version it names) is not loaded, ensembles name each other in a cycle, or a step's
+        config does not fit the graph (triton_validate.check_ensemble_steps; joins of different decoupled
+        steps among them). Checked again only when a step's model changes."""
+        checking = _CHECKING.__dict__.setdefault("ids", set())
+        if id(self) in checking:  # asked again while checking itself: it names itself through its steps
+            return "circular dependency"
+        checking.add(id(self))
+        try:
+            models = [self._step_model(s) for s in self.steps]
+        finally:
+            checking.discard(id(self))
+        key = tuple(id(m) for m in models)
+        if self._checked is not None and self._checked[0] == key:
+            return self._checked[1]
+        if any(m is None for m in models):
+            problem = self._missing_problem([s for s, m in zip(self.steps, models) if m is None])
+        else:
+            problem = self._config_problem()
+        self._checked = (key, problem) if all(m is not None for m in models) else None
+        return problem
 
-    def _missing_steps(self) -> List[str]:
-        return [s.model for s in self.steps if self._step_model(s) is None]
+    def _missing_problem(self, missing: List[Step]) -> str:
+        cycle = self._cycle()
+        if cycle:
+            return f"circular dependency between ensembles: {self.name} -> ... -> {cycle} -> {self.name}"
+        registry = self.registry
+        for step in missing:
+            if step.version is not None and registry is not None and registry.get_model(step.model) is not None:
+                return (f"ensemble '{self.name}' depends on '{step.model}' whose required version {step.version} "
+                        "is not loaded")
+        names = ", ".join(sorted({s.model for s in missing}))
+        return f"ensemble {self.name} contains models that are not available or ambiguous: {names}"
+
+    def _cycle(self) -> str:
+        """The ensemble that names this one as a step, where ensembles reach back to it ("" if none)."""
+        registry, seen, todo = self.registry, set(), [self]
+        while todo and registry is not None:
+            ensemble = todo.pop()
+            for step in getattr(ensemble, "steps", []):
+                if step.model == self.name:
+                    return ensemble.name
+                model = registry.get_model(step.model)
+                if isinstance(model, EnsembleModel) and model.name not in seen:
+                    seen.add(model.name)
+                    todo.append(model)
+        return ""
+
+    def _config_problem(self) -> str:
+        from gpuserve.model_config import model_config
+        from gpuserve.triton_validate import check_ensemble_steps
+
+        scheduling = self.config.get("ensemble_scheduling")
+        scheduling = (scheduling[0] if scheduling else {}) if isinstance(scheduling, list) else scheduling or {}
+        raw = list(scheduling.get("step") or [])
+        configs = []
+        for entry, step in zip(raw, (Step(e, i, self.name) for i, e in enumerate(raw))):
+            model = self._step_model(step)
+            own = getattr(model, "triton_model_config", None)
+            try:
+                meta = model.metadata() if own is None else None
+                if asyncio.iscoroutine(meta):
+                    meta.close()
+                    return ""  # a model that only describes itself asynchronously is not checked
+                configs.append(own() if own is not None else model_config(meta, getattr(model, "settings", None)))
+            except Exception:  # a step that cannot describe itself is not held against the ensemble
+                return ""
+        return check_ensemble_steps({**self.config, "name": self.name}, raw, configs) or ""
 
     def _step_model(self, step: Step):
         registry = self.registry

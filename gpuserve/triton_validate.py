@@ -481,3 +481,151 @@ def checked_config(folder: Path, config: Dict[str, Any], auto_complete: bool,
         raise InvalidSettings(f"unexpected directory name '{folder.name}' for model '{completed['name']}', "
                               "directory name must equal model name")
     return completed
+
+
+def check_ensemble_steps(config: Dict[str, Any], steps: List[Dict[str, Any]],
+                         step_configs: List[Dict[str, Any]]) -> Optional[str]:
+    """Triton's ValidateEnsembleConfig once the steps' models are loaded: each step's batch size, its
+    input/output maps against the model's tensors, every ensemble tensor's type and shape as each model
+    infers it, and that no step joins tensors that come from different decoupled steps. Returns Triton's
+    sentence for the first problem, None when there is none. `steps` are the ensemble_scheduling steps and
+    `step_configs` their models' completed configs (Triton's JSON form), in the same order."""
+    name = config.get("name") or ""
+    max_batch = _int(config.get("max_batch_size"))
+    tensors: Dict[str, _Tensor] = {}
+    for entry in _list(config.get("input")):
+        tensors[entry["name"]] = _Tensor(name, max_batch > 0, entry, own=True)
+    sink = _Tensor(name)
+    for entry in _list(config.get("output")):
+        node = tensors.setdefault(entry["name"], _Tensor(name, max_batch > 0, entry, own=True))
+        sink.prev.append(node)
+        node.next.append(sink)
+    for step, model in zip(steps, step_configs):
+        model_name = str(step.get("model_name") or "")
+        step_batch = _int(model.get("max_batch_size"))
+        if step_batch != 0 and step_batch < max_batch:
+            return (f"ensemble {name} allows maximum batch size {max_batch}, but it contains model {model_name} "
+                    f"which only allows maximum batch size to be {step_batch}")
+        problem = _map_step(name, model_name, step, model, tensors)
+        if problem:
+            return problem
+    return _decoupled_join(name, config, tensors)
+
+
+class _Tensor:
+    """An ensemble tensor as one model infers it (Triton's TensorNode)."""
+
+    def __init__(self, model: str, batching: bool = False, entry: Optional[Dict[str, Any]] = None,
+                 own: bool = False):
+        self.model = model
+        entry = entry or {}
+        reshape = entry.get("reshape")
+        reshape = reshape[0] if isinstance(reshape, list) and reshape else reshape
+        # the ensemble's own tensors count by their reshape, its steps' by their dims (as Triton)
+        dims = _ints(reshape.get("shape")) if own and isinstance(reshape, dict) else _ints(entry.get("dims"))
+        self.type = str(entry.get("data_type") or "TYPE_INVALID")
+        self.dims = dims
+        self.full = ([-1] if batching else []) + dims
+        self.decoupled, self.label, self.visited = False, 0, False
+        self.prev: List["_Tensor"] = []
+        self.next: List["_Tensor"] = []
+        self.sibling: Optional["_Tensor"] = None
+
+
+def _same_dims(a: List[int], b: List[int]) -> bool:
+    return len(a) == len(b) and all(x == y or x == -1 or y == -1 for x, y in zip(a, b))
+
+
+def _consistent(known: _Tensor, new: _Tensor, prefix: str) -> Optional[str]:
+    if known.type != new.type:
+        return (f"{prefix}inconsistent data type: {known.type} is inferred from model {known.model} while "
+                f"{new.type} is inferred from model {new.model}")
+    if not _same_dims(known.dims, new.dims) and not _same_dims(known.full, new.full):
+        return (f"{prefix}inconsistent shape: {_shape(known.full)} is inferred from model {known.model} while "
+                f"{_shape(new.full)} is inferred from model {new.model}")
+    return None
+
+
+def _shape(dims: List[int]) -> str:
+    return "[" + ",".join(str(d) for d in dims) + "]"
+
+
+def _map_step(ensemble: str, model_name: str, step: Dict[str, Any], model: Dict[str, Any],
+              tensors: Dict[str, _Tensor]) -> Optional[str]:
+    batching = _int(model.get("max_batch_size")) > 0
+    input_map = {str(k): str(v) for k, v in (step.get("input_map") or {}).items()}
+    output_map = {str(k): str(v) for k, v in (step.get("output_map") or {}).items()}
+    inputs = _list(model.get("input"))
+    names = {e.get("name") for e in inputs}
+    for key, tensor in input_map.items():
+        if key not in names:
+            return (f"in ensemble {ensemble}, ensemble tensor {tensor} is mapping to non-existing input {key} in "
+                    f"model {model_name}")
+    for entry in inputs:
+        tensor = input_map.get(entry.get("name"))
+        if tensor is None:
+            if entry.get("optional") is True:
+                continue
+            return (f"in ensemble {ensemble}, input {entry.get('name')} in model {model_name} is not mapped to any "
+                    "ensemble tensors")
+        node = _Tensor(model_name, batching, entry)
+        if tensor in tensors:
+            problem = _consistent(tensors[tensor], node, f"in ensemble {ensemble}, ensemble tensor {tensor}: ")
+            if problem:
+                return problem
+        else:
+            tensors[tensor] = node
+    outputs = {e.get("name"): e for e in _list(model.get("output"))}
+    for key, tensor in output_map.items():
+        if key not in outputs:
+            return (f"in ensemble {ensemble}, ensemble tensor {tensor} is mapped from non-existing output {key} in "
+                    f"model {model_name}")
+    sibling = _Tensor(model_name)
+    for key, tensor in output_map.items():
+        node = _Tensor(model_name, batching, outputs[key])
+        if tensor in tensors:
+            problem = _consistent(tensors[tensor], node, f"in ensemble {ensemble}, ensemble tensor {tensor}: ")
+            if problem:
+                return problem
+        else:
+            tensors[tensor] = node
+        tensors[tensor].sibling = sibling
+    decoupled = _flag(model.get("model_transaction_policy"), "decoupled")
+    for tensor in output_map.values():
+        node = tensors[tensor]
+        node.decoupled = decoupled
+        for source in input_map.values():
+            node.prev.append(tensors[source])
+            tensors[source].next.append(node)
+    return None
+
+
+def _decoupled_join(ensemble: str, config: Dict[str, Any], tensors: Dict[str, _Tensor]) -> Optional[str]:
+    """Walks the graph from the ensemble's inputs, labelling each tensor with the decoupled step it comes
+    from; a step (or the ensemble's outputs) fed by two labels pairs nothing and is refused."""
+    label = 0
+    queue = []
+    for entry in _list(config.get("input")):
+        node = tensors[entry["name"]]
+        node.visited = True
+        queue.append(node)
+    while queue:
+        current = queue.pop(0)
+        for node in current.next:
+            if node.visited or not all(p.visited for p in node.prev):
+                continue
+            first = node.prev[0].label
+            if any(p.label != first for p in node.prev):
+                return (f"in ensemble {ensemble}, step of model '{node.model}' receives inputs originated from "
+                        "different decoupled models")
+            if node.sibling is not None and node.sibling.visited:
+                node.label = node.sibling.label
+            else:
+                if node.decoupled:
+                    label += 1
+                node.label = label if node.decoupled else first
+                if node.sibling is not None:
+                    node.sibling.label, node.sibling.visited = node.label, True
+            node.visited = True
+            queue.append(node)
+    return None

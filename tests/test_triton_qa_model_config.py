@@ -304,3 +304,77 @@ def test_python_output_completed_by_auto_complete_loads(tmp_path):
             outputs = client.get_model_config("incomplete")["output"]
     assert [(o["name"], o["data_type"], o["dims"]) for o in outputs] == [
         ("OUT0", "TYPE_FP32", [4]), ("OUT1", "TYPE_FP32", [4])]
+
+
+IDENTITY = """
+import json
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.outputs = [t["name"] for t in json.loads(args["model_config"])["output"]]
+
+    def execute(self, requests):
+        return [pb_utils.InferenceResponse([pb_utils.Tensor(n, r.inputs()[0].as_numpy()) for n in self.outputs])
+                for r in requests]
+"""
+
+
+def _step_model(root, name, max_batch=4, dtype="TYPE_FP32", dims="16", inputs=("INPUT0",), outputs=("OUTPUT0",)):
+    tensors = "".join(f'input [ {{ name: "{n}", data_type: {dtype}, dims: [ {dims} ] }} ]\n' for n in inputs)
+    tensors += "".join(f'output [ {{ name: "{n}", data_type: {dtype}, dims: [ {dims} ] }} ]\n' for n in outputs)
+    _write(root, name, f'backend: "python"\nmax_batch_size: {max_batch}\n{tensors}', (1,))
+    (root / name / "1" / "model.py").write_text(IDENTITY)
+
+
+def _pipeline(root, name, steps, max_batch=4, dims="16", version=-1):
+    """An ensemble IN -> steps (model, input, output) in a chain -> OUT; FP32 [dims]."""
+    body, source = [], "IN"
+    for index, (model, key_in, key_out) in enumerate(steps):
+        target = "OUT" if index == len(steps) - 1 else f"t{index}"
+        body.append(f'{{ model_name: "{model}" model_version: {version} input_map {{ key: "{key_in}" '
+                    f'value: "{source}" }} output_map {{ key: "{key_out}" value: "{target}" }} }}')
+        source = target
+    _write(root, name, f'platform: "ensemble"\nmax_batch_size: {max_batch}\n'
+           f'input [ {{ name: "IN", data_type: TYPE_FP32, dims: [ {dims} ] }} ]\n'
+           f'output [ {{ name: "OUT", data_type: TYPE_FP32, dims: [ {dims} ] }} ]\n'
+           f'ensemble_scheduling {{ step [ {", ".join(body)} ] }}', (1,))
+
+
+def test_ensemble_steps_checked_against_their_models_in_triton_words(tmp_path):
+    _step_model(tmp_path, "fp32")
+    _step_model(tmp_path, "fp32_batch2", max_batch=2)
+    _step_model(tmp_path, "fp32_3d", dims="16, 16, 16")
+    _step_model(tmp_path, "int32", dtype="TYPE_INT32")
+    _step_model(tmp_path, "two_inputs", inputs=("INPUT0", "INPUT1"))
+    _pipeline(tmp_path, "good", [("fp32", "INPUT0", "OUTPUT0")])
+    _pipeline(tmp_path, "batch", [("fp32_batch2", "INPUT0", "OUTPUT0")], max_batch=3)
+    _pipeline(tmp_path, "shape", [("fp32", "INPUT0", "OUTPUT0"), ("fp32_3d", "INPUT0", "OUTPUT0")])
+    _pipeline(tmp_path, "dtype", [("int32", "INPUT0", "OUTPUT0")])
+    _pipeline(tmp_path, "bad_input", [("fp32", "WRONG", "OUTPUT0")])
+    _pipeline(tmp_path, "bad_output", [("fp32", "INPUT0", "WRONG")])
+    _pipeline(tmp_path, "unmapped", [("two_inputs", "INPUT0", "OUTPUT0")])
+    _pipeline(tmp_path, "absent", [("nowhere", "INPUT0", "OUTPUT0")])
+    _pipeline(tmp_path, "version", [("fp32", "INPUT0", "OUTPUT0")], version=2)
+    _pipeline(tmp_path, "itself", [("itself", "IN", "OUT")])
+    reasons, ready = _reasons(tmp_path)
+    assert ready["good"] and reasons["good"] == ""
+    expected = {
+        "batch": "ensemble batch allows maximum batch size 3, but it contains model fp32_batch2 which only allows "
+                 "maximum batch size to be 2",
+        "shape": "in ensemble shape, ensemble tensor t0: inconsistent shape: [-1,16] is inferred from model fp32 "
+                 "while [-1,16,16,16] is inferred from model fp32_3d",
+        "dtype": "in ensemble dtype, ensemble tensor IN: inconsistent data type: TYPE_FP32 is inferred from model "
+                 "dtype while TYPE_INT32 is inferred from model int32",
+        "bad_input": "in ensemble bad_input, ensemble tensor IN is mapping to non-existing input WRONG in model fp32",
+        "bad_output": "in ensemble bad_output, ensemble tensor OUT is mapped from non-existing output WRONG in "
+                      "model fp32",
+        "unmapped": "in ensemble unmapped, input INPUT1 in model two_inputs is not mapped to any ensemble tensors",
+        "absent": "ensemble absent contains models that are not available or ambiguous: nowhere",
+        "version": "ensemble 'version' depends on 'fp32' whose required version 2 is not loaded",
+        "itself": "circular dependency between ensembles: itself -> ... -> itself -> itself",
+    }
+    for name, sentence in expected.items():
+        assert reasons[name] == sentence, (name, reasons[name])
+        assert not ready[name]
