@@ -83,6 +83,8 @@ class BatchingConfig:
     # fields above hold for the whole queue.
     queue_policies: Tuple[QueuePolicy, ...] = ()
     ragged_inputs: Tuple[str, ...] = ()  # may differ along axis 1 within a batch (kernels.ragged)
+    # Triton's allow_ragged_batch: a ragged input's whole shape may differ (the backend takes whole requests)
+    ragged_any_shape: bool = False
     triton_errors: bool = False  # queue timeouts and a full queue answer in Triton's words (config.pbtxt models)
     inline_below_s: float = 0.0001  # CPU batches this quick may run on the loop thread when idle; 0: never
     inline_alone_below_s: float = 0.002  # the same for a lone client's batches (see the module's docstring)
@@ -201,7 +203,8 @@ class Scheduler:
         elif cfg.default_timeout_s and timeout_s > cfg.default_timeout_s:
             timeout_s = cfg.default_timeout_s
         batch_dim = self.batch_dim
-        rows, key = describe(arrays, batch_dim, cfg.max_batch_size > 1 and batch_dim, cfg.ragged_inputs)
+        rows, key = describe(arrays, batch_dim, cfg.max_batch_size > 1 and batch_dim, cfg.ragged_inputs,
+                             cfg.ragged_any_shape)
         job = Job(arrays, rows, key, self._loop_ref.create_future(), level, None, outputs, context, reduce)
         if timeout_s:
             job.deadline = job.arrival + timeout_s
@@ -231,7 +234,9 @@ class Scheduler:
         batched = cfg.batched and self.batch_dim
         while True:
             instance = await self._idle.get()
-            self._holding = instance
+            # A lone request may skip the queue (_run_now) only where nothing would hold it: with a
+            # max_queue_delay it waits for company as any first request does (Triton's dynamic batcher).
+            self._holding = instance if not cfg.max_queue_delay_s else None
             first = await self.queue.get()
             self._holding = None
             batch = [first]

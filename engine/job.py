@@ -11,21 +11,24 @@ import numpy as np
 from gpuserve.errors import InvalidInput
 
 
-def batch_key(arrays: Dict[str, np.ndarray], batched: bool, ragged: Tuple[str, ...] = ()) -> Tuple:
+def batch_key(arrays: Dict[str, np.ndarray], batched: bool, ragged: Tuple[str, ...] = (),
+              any_shape: bool = False) -> Tuple:
     """Jobs share a batch only when every input agrees on name, dtype and non-batch shape; a ragged
-    input's axis 1 may differ (the kernel stage packs and pads those)."""
+    input's axis 1 may differ (the kernel stage packs and pads those), or with `any_shape` its whole
+    shape (Triton's allow_ragged_batch: the backend concatenates each request's elements)."""
     if batched:
-        return tuple((name, a.dtype.str, a.shape[2:] if name in ragged else a.shape[1:]) for name, a in arrays.items())
+        return tuple((name, a.dtype.str, (() if any_shape else a.shape[2:]) if name in ragged else a.shape[1:])
+                     for name, a in arrays.items())
     return tuple((name, a.dtype.str, a.shape) for name, a in arrays.items())
 
 
-def describe(arrays: Dict[str, np.ndarray], batch_dim: bool, batched: bool, ragged: Tuple[str, ...] = ()
-             ) -> Tuple[int, Tuple]:
+def describe(arrays: Dict[str, np.ndarray], batch_dim: bool, batched: bool, ragged: Tuple[str, ...] = (),
+             any_shape: bool = False) -> Tuple[int, Tuple]:
     """`row_count(arrays, batch_dim)` and `batch_key(arrays, batched, ragged)` in one pass over the inputs
     (the submit path runs it once per request). The key holds dtype objects, which compare like their
     `.str` and cost no string to build."""
     if not batch_dim or not batched or ragged:
-        return row_count(arrays, batch_dim), batch_key(arrays, batched, ragged)
+        return row_count(arrays, batch_dim), batch_key(arrays, batched, ragged, any_shape)
     rows = None
     key = []
     for name, array in arrays.items():

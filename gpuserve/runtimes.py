@@ -130,7 +130,7 @@ class FrameworkModel(Model):
         config = direct_batching(batching_config(self.settings, batchable),
                                  (self.settings.model_extra or {}).get("triton_sequence_batching"))
         if self.ragged is not None and self.ragged.ragged:  # their lengths may differ within a batch
-            config = dataclasses.replace(config, ragged_inputs=tuple(dict.fromkeys(
+            config = dataclasses.replace(config, ragged_any_shape=True, ragged_inputs=tuple(dict.fromkeys(
                 config.ragged_inputs + self.ragged.ragged)))
         limit = int(getattr(self.backend, "max_batch_size", 0) or 0)  # e.g. a TensorRT profile's max
         if limit and config.max_batch_size > limit:
