@@ -82,7 +82,7 @@ def model_config(meta: Dict[str, Any], settings: Optional[Any] = None) -> Dict[s
     sequences = extra.get("triton_sequence_batching")
     if sequences is not None:  # as written: Triton schedules such a model with it instead of dynamic_batching
         config["sequence_batching"] = dict(sequences)
-    elif max_batch:
+    elif max_batch or getattr(settings, "dynamic_batching", None) is not None:  # a written one shows, as Triton
         dyn = getattr(settings, "dynamic_batching", None)
         delay_us = int(getattr(settings, "max_batch_time", 0) * 1_000_000)
         batching: Dict[str, Any] = {"max_queue_delay_microseconds": delay_us}

@@ -378,3 +378,19 @@ def test_ensemble_steps_checked_against_their_models_in_triton_words(tmp_path):
     for name, sentence in expected.items():
         assert reasons[name] == sentence, (name, reasons[name])
         assert not ready[name]
+
+
+def test_a_written_dynamic_batching_shows_without_batching(tmp_path):
+    """qa L0_config_json dbatch: a max_batch_size 0 model's dynamic_batching and its queue policies are in
+    its config as written (gpuserve left the block out)."""
+    _write(tmp_path, "m", 'platform: "onnxruntime_onnx"\nmax_batch_size: 0\n'
+           'dynamic_batching { max_queue_delay_microseconds: 42 default_queue_policy { default_timeout_microseconds: 123 } '
+           'priority_queue_policy { key: 1 value: { default_timeout_microseconds: 123 } } }', (1,))
+    make_onnx_model(tmp_path / "m" / "1" / "model.onnx")
+    registry = DiskRepository(tmp_path).populate(ModelRepository())
+    with running_server(repository=registry) as server:
+        with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
+            batching = client.get_model_config("m")["dynamic_batching"]
+    assert batching["max_queue_delay_microseconds"] == 42
+    assert batching["default_queue_policy"]["default_timeout_microseconds"] == 123
+    assert batching["priority_queue_policy"]["1"]["default_timeout_microseconds"] == 123
