@@ -38,6 +38,9 @@ _TORCH_TO_V2 = {"bool": "BOOL", "uint8": "UINT8", "int8": "INT8", "int16": "INT1
                 "uint16": "UINT16", "uint32": "UINT32", "uint64": "UINT64"}
 
 
+_CONFIG_NAMES = {"BYTES": "STRING"}  # V2 datatype -> the TYPE_ name a config.pbtxt uses, where they differ
+
+
 def _torch():
     import torch  # paid by the first torch load only
 
@@ -145,6 +148,7 @@ class TorchBackend:
             self.module = torch.compile(self.module)
         self.inputs = _in_file_order(inputs, found_in) if inputs else found_in
         self.outputs = _by_index_suffix(outputs) if outputs else found_out
+        self.declared_outputs = bool(outputs)
         self._local = threading.local()
         # Two batches in flight per instance on a GPU (one copying while the other computes).
         # overlap=False is the baseline the benchmarks compare against: synchronous, pageable copies.
@@ -344,9 +348,35 @@ class TorchBackend:
             values = [result]  # one List[str] output (TorchScript gives several outputs as a tuple)
         else:
             values = list(result)
+        if self.declared_outputs:
+            return self._declared_outputs(values)
         if len(names) < len(values):
             names = names + [f"output__{i}" for i in range(len(names), len(values))]
         return {name: self._uncast(value) for name, value in zip(names, values)}
+
+    def _declared_outputs(self, values: list) -> Dict[str, object]:
+        """Outputs a config declared, checked as Triton's libtorch backend checks them at each run: NAME__N
+        is the forward's N-th return value (which must exist), and a tensor's dtype must be the declared one."""
+        indices = [_INDEX_SUFFIX.match(spec.name) for spec in self.outputs]
+        by_index = all(indices) and len({int(m.group(1)) for m in indices}) == len(indices)
+        out = {}
+        for position, spec in enumerate(self.outputs):
+            index = int(indices[position].group(1)) if by_index else position
+            if index >= len(values):
+                if not by_index:
+                    continue
+                raise InvalidInput(f"The output {spec.name} in the model configuration refers to an output index "
+                                   f"which doesn't exist. This model has {len(values)} outputs")
+            value = self._uncast(values[index])
+            dtype = getattr(value, "dtype", None)
+            if dtype is not None and self.precision is None:
+                given = _TORCH_TO_V2.get(str(dtype).replace("torch.", ""))
+                if given is not None and given != spec.datatype:
+                    raise InvalidInput(f"configuration expects datatype TYPE_{_CONFIG_NAMES.get(spec.datatype, spec.datatype)} "
+                                       f"for output '{spec.name}', model provides "
+                                       f"TYPE_{_CONFIG_NAMES.get(given, given)}")
+            out[spec.name] = value
+        return out
 
     def _uncast(self, tensor):
         if self.precision is not None and getattr(tensor, "dtype", None) == self.precision:

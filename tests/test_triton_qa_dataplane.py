@@ -386,3 +386,43 @@ def test_nan_and_infinities_in_json_as_triton_writes_them(tmp_path):
         got = client.infer("nan_inf_output", [tensor], outputs=[httpclient.InferRequestedOutput(
             "OUTPUT0", binary_data=False)]).as_numpy("OUTPUT0")
         np.testing.assert_array_equal(got, np.array([np.nan, np.inf, -np.inf, 1, 2, 3], np.float32))
+
+
+LIBTORCH_OUTPUT = """
+platform: "pytorch_libtorch"
+max_batch_size: 8
+input [ { name: "INPUT__0" data_type: TYPE_FP32 dims: [ 1 ] } ]
+output [ { name: "%s" data_type: %s dims: [ 1 ] } ]
+"""
+
+
+def test_libtorch_outputs_are_checked_against_the_config_at_each_run(tmp_path):
+    """As Triton's libtorch backend (qa/L0_output_validation): an output declared as NAME__N is the forward's
+    N-th return value, and one that does not exist, or a dtype other than the declared one, fails the
+    request with its words (gpuserve answered the first return value under either name, as FP32)."""
+    import urllib.error
+    import urllib.request
+
+    def save(path):
+        torch.jit.script(_Identity()).save(str(path))
+
+    _model(tmp_path, "libtorch_datatype_1_float32", LIBTORCH_OUTPUT % ("OUTPUT__0", "TYPE_INT32"), {"model.pt": save})
+    _model(tmp_path, "libtorch_index_1_float32", LIBTORCH_OUTPUT % ("OUTPUT__1", "TYPE_FP32"), {"model.pt": save})
+    _model(tmp_path, "libtorch_zero_1_float32", LIBTORCH_OUTPUT % ("OUTPUT__0", "TYPE_FP32"), {"model.pt": save})
+    body = b'{"inputs":[{"name":"INPUT__0","shape":[1,1],"datatype":"FP32","data":[1.0]}]}'
+    with _serve(tmp_path) as server:
+        def post(model):
+            url = f"http://127.0.0.1:{server.ports['http']}/v2/models/{model}/infer"
+            try:
+                with urllib.request.urlopen(urllib.request.Request(url, data=body, method="POST")) as answer:
+                    return answer.status, answer.read().decode()
+            except urllib.error.HTTPError as exc:
+                return exc.code, exc.read().decode()
+
+        status, text = post("libtorch_datatype_1_float32")
+        assert status == 400 and "configuration expects datatype TYPE_INT32 for output 'OUTPUT__0', model " \
+                                 "provides TYPE_FP32" in text
+        status, text = post("libtorch_index_1_float32")
+        assert status == 400 and "The output OUTPUT__1 in the model configuration refers to an output index " \
+                                 "which doesn't exist. This model has 1 outputs" in text
+        assert post("libtorch_zero_1_float32")[0] == 200
