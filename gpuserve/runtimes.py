@@ -616,6 +616,8 @@ class TorchModel(FrameworkModel):
                                shared=shared)
         if sharing is not None:
             sharing.setdefault(device, backend)
+        if "triton_max_batch_size" in (self.settings.model_extra or {}) and not backend.exported:
+            _check_torch_arity(self.name, declared_in, declared_out, backend)
         return backend
 
     def _build_backends(self, path: Path, device: str, count: int) -> list:
@@ -625,6 +627,17 @@ class TorchModel(FrameworkModel):
             return super()._build_backends(path, device, count)
         finally:
             self._sharing = None
+
+
+def _check_torch_arity(model: str, inputs, outputs, backend) -> None:
+    """A config.pbtxt must name an output and as many inputs as `forward` takes, as Triton's libtorch backend
+    requires (in its words); gpuserve loaded such a model and failed its requests."""
+    if not outputs:
+        raise ModelLoadError("model configuration must contain at least one output, none were specified")
+    takes = len(backend._found[0])
+    if takes and len(inputs or ()) != takes:
+        raise ModelLoadError(f"unable to load model '{model}', configuration expects {len(inputs or ())} inputs, "
+                             f"model provides {takes}")
 
 
 _NO_TORCH_TYPE = ("UINT16", "UINT32", "UINT64")  # no torch dtype in Triton's libtorch backend

@@ -394,3 +394,25 @@ def test_a_written_dynamic_batching_shows_without_batching(tmp_path):
     assert batching["max_queue_delay_microseconds"] == 42
     assert batching["default_queue_policy"]["default_timeout_microseconds"] == 123
     assert batching["priority_queue_policy"]["1"]["default_timeout_microseconds"] == 123
+
+
+def test_libtorch_config_must_name_forwards_inputs_and_an_output(tmp_path):
+    """qa autofill_noplatform/pytorch: a config with no inputs for a two-argument forward, or no outputs,
+    fails the load in Triton's libtorch backend's words (gpuserve loaded both)."""
+    torch = pytest.importorskip("torch")
+
+    class AddSub(torch.nn.Module):
+        def forward(self, INPUT__0, INPUT__1):
+            return INPUT__0 + INPUT__1, INPUT__0 - INPUT__1
+
+    tensors = {"input": 'input [ { name: "INPUT__0", data_type: TYPE_FP32, dims: [ 4 ] }, '
+                        '{ name: "INPUT__1", data_type: TYPE_FP32, dims: [ 4 ] } ]',
+               "output": 'output [ { name: "OUTPUT__0", data_type: TYPE_FP32, dims: [ 4 ] } ]'}
+    for name, kept in (("no_inputs", "output"), ("no_outputs", "input"), ("both", None)):
+        body = tensors[kept] if kept else tensors["input"] + "\n" + tensors["output"]
+        _write(tmp_path, name, f'backend: "pytorch"\nmax_batch_size: 4\n{body}', (1,))
+        torch.jit.script(AddSub()).save(str(tmp_path / name / "1" / "model.pt"))
+    reasons, ready = _reasons(tmp_path)
+    assert "unable to load model 'no_inputs', configuration expects 0 inputs, model provides 2" in reasons["no_inputs"]
+    assert "model configuration must contain at least one output, none were specified" in reasons["no_outputs"]
+    assert ready["both"] and not ready["no_inputs"] and not ready["no_outputs"]
