@@ -9,10 +9,13 @@ once the model file has completed them.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from gpuserve.errors import InvalidSettings
+
+logger = logging.getLogger("gpuserve")
 
 # platform -> the backend that serves it (Triton's GetBackendTypeFromPlatform, by name)
 PLATFORM_BACKENDS = {"tensorrt_plan": "tensorrt", "onnxruntime_onnx": "onnxruntime", "pytorch_libtorch": "pytorch",
@@ -116,7 +119,7 @@ def validate_model(config: Dict[str, Any]) -> None:
                               "policy. Please disable the response cache.")
     metrics = config.get("model_metrics")
     if isinstance(metrics, dict):
-        _check_model_metrics(metrics)
+        _check_model_metrics(metrics, name)
 
 
 def _check_dynamic_batching(name: str, dynamic: Dict[str, Any], max_batch: int) -> None:
@@ -200,7 +203,12 @@ def _check_sequence_batching(name: str, config: Dict[str, Any], sequences: Dict[
             raise InvalidSettings(f"sequence batching minimum slot utilization must be in range (0.0, 1.0] for {name}")
 
 
-def _check_model_metrics(metrics: Dict[str, Any]) -> None:
+# the metric families a config's model_metrics may give buckets to (Triton core's customizable ones)
+CUSTOMIZABLE_METRICS = ("nv_inference_first_response_histogram_ms",)
+_warned: set = set()
+
+
+def _check_model_metrics(metrics: Dict[str, Any], model: str = "") -> None:
     for control in _list(metrics.get("metric_control")):
         identifier = control.get("metric_identifier")
         if not isinstance(identifier, dict):
@@ -212,6 +220,11 @@ def _check_model_metrics(metrics: Dict[str, Any]) -> None:
             raise InvalidSettings("metric control must specify 'histogram_options'")
         if not _list(options.get("buckets")):
             raise InvalidSettings("histogram options must specify non-empty 'buckets'")
+        family = str(identifier["family"])
+        if family not in CUSTOMIZABLE_METRICS and (model, family) not in _warned:  # said once per model, as a load
+            _warned.add((model, family))
+            logger.warning("Metric family '%s' in 'metric_identifier' is not a customizable metric in Triton core.",
+                           family)
 
 
 def check_ensemble_graph(config: Dict[str, Any]) -> None:

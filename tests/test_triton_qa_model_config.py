@@ -416,3 +416,17 @@ def test_libtorch_config_must_name_forwards_inputs_and_an_output(tmp_path):
     assert "unable to load model 'no_inputs', configuration expects 0 inputs, model provides 2" in reasons["no_inputs"]
     assert "model configuration must contain at least one output, none were specified" in reasons["no_outputs"]
     assert ready["both"] and not ready["no_inputs"] and not ready["no_outputs"]
+
+
+def test_a_metric_family_that_takes_no_buckets_is_warned_about_once(tmp_path, caplog):
+    """qa model_metrics/valid_config_with_warn: Triton loads the model and warns in these words."""
+    _write(tmp_path, "m", f'platform: "onnxruntime_onnx"\n{TENSORS}model_metrics {{ metric_control [ {{ '
+           'metric_identifier { family: "nv_inference_request_success" } histogram_options { buckets: [ 1, 2 ] } } ] }',
+           (1,))
+    repository = DiskRepository(tmp_path)
+    with caplog.at_level("WARNING", logger="gpuserve"):
+        repository.scan()
+        repository.scan()
+    said = [r.getMessage() for r in caplog.records if "customizable" in r.getMessage()]
+    assert said == ["Metric family 'nv_inference_request_success' in 'metric_identifier' is not a customizable "
+                    "metric in Triton core."]
