@@ -98,7 +98,12 @@ def from_reshape(array, entry: tuple, batched: bool, what: str):
 def _merge(model: str, name: str, want: List[int], have: List[int], batched: bool = False) -> List[int]:
     """The served shape: the file's, with the config's sizes where the file leaves a dimension open. A rank
     or a fixed size that differs is refused in Triton's words (`want` holds the batch dimension if any)."""
-    if not have:  # the file does not say
+    if not have:  # a scalar in the file: as Triton, a config without batching may give it dims of 1s only
+        bad = [d for d in want if d != 1]
+        if bad and not batched:
+            raise InvalidSettings(f"unable to load model '{model}', scalar tensor '{name}', should only provide 1 in "
+                                  "the model configuration when the model doesn't support batching. Model "
+                                  f"configuration provided: {_shape(want)}.")
         return want
     if len(want) != len(have) or any(w != -1 and h != -1 and w != h for w, h in zip(want, have)):
         if batched:

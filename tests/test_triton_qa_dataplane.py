@@ -426,3 +426,37 @@ def test_libtorch_outputs_are_checked_against_the_config_at_each_run(tmp_path):
         assert status == 400 and "The output OUTPUT__1 in the model configuration refers to an output index " \
                                  "which doesn't exist. This model has 1 outputs" in text
         assert post("libtorch_zero_1_float32")[0] == 200
+
+
+def _scalar_onnx(path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["INPUT"], ["OUTPUT"])], "scalar",
+                              [helper.make_tensor_value_info("INPUT", TensorProto.FLOAT, [])],
+                              [helper.make_tensor_value_info("OUTPUT", TensorProto.FLOAT, [])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+SCALAR = """
+input [ { name: "INPUT" data_type: TYPE_FP32 dims: [ %s ] } ]
+output [ { name: "OUTPUT" data_type: TYPE_FP32 dims: [ %s ] } ]
+"""
+
+
+def test_onnx_scalar_tensors_take_config_dims_of_ones_only(tmp_path):
+    """As Triton's ONNX Runtime backend (qa/L0_scalar_io): a scalar model tensor is served with config dims
+    of 1s ([1], [1, 1]); other dims fail the load in its words (gpuserve loaded dims [2] and served them)."""
+    for name, dims in (("onnx_scalar_1dim", "1"), ("onnx_scalar_2dim", "1, 1"), ("onnx_scalar_bad", "2")):
+        _model(tmp_path, name, SCALAR % (dims, dims), {"model.onnx": _scalar_onnx})
+    registry = DiskRepository(tmp_path).populate(ModelRepository())
+    with running_server(repository=registry) as server:
+        bad = registry.get_model("onnx_scalar_bad")
+        assert not bad.ready and ("unable to load model 'onnx_scalar_bad', scalar tensor 'INPUT', should only "
+                                  "provide 1 in the model configuration when the model doesn't support batching. "
+                                  "Model configuration provided: [2].") in bad.reason
+        for name, data in (("onnx_scalar_1dim", np.ones(1, np.float32)), ("onnx_scalar_2dim", np.ones((1, 1), np.float32))):
+            result = _infer(server, "grpc", name, {"INPUT": data})
+            np.testing.assert_array_equal(result.as_numpy("OUTPUT"), data)
