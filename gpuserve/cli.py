@@ -22,8 +22,9 @@ def _parser() -> argparse.ArgumentParser:
                                 "folders, bare model.onnx files, numbered version folders).")
     start.add_argument("folder", nargs="?", default=None,
                        help="model repository folder (default: GPUSERVE_MODEL_REPOSITORY_ROOT or .)")
-    start.add_argument("--model-repository", "--model-store", dest="model_repository", default=None,
-                       metavar="FOLDER", help="as Triton: the model repository folder, in place of FOLDER")
+    start.add_argument("--model-repository", "--model-store", dest="model_repository", action="append", default=None,
+                       metavar="FOLDER", help="as Triton: the model repository folder, in place of FOLDER (repeat: "
+                       "models from every folder; a name in two folders is served from neither)")
     start.add_argument("--http-port", type=int, default=None, help="REST port (default 8080, env GPUSERVE_HTTP_PORT)")
     start.add_argument("--grpc-port", type=int, default=None, help="gRPC port (default 8081, env GPUSERVE_GRPC_PORT)")
     start.add_argument("--metrics-port", type=int, default=None,
@@ -51,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     triton.add_argument("--log-verbose", type=int, default=None, metavar="N", help="N > 0: --log-level DEBUG")
     triton.add_argument("--strict-readiness", type=_boolean, default=None, metavar="BOOL",
                         help="ready only while every model is (setting strict_readiness)")
+    triton.add_argument("--exit-on-error", type=_boolean, default=True, metavar="BOOL",
+                        help="false: a repository folder that is missing leaves the server running, not live "
+                        "(as Triton's failed initialization), instead of exiting")
     triton.add_argument("--allow-client-shm", type=_boolean, default=None, metavar="BOOL",
                         help="false: clients may not register shared memory (setting allow_client_shm; default true)")
     triton.add_argument("--trace-config", action="append", default=None, metavar="[triton,]KEY=VALUE",
@@ -85,8 +89,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 # tritonserver flags with no gpuserve meaning (their behaviour is gpuserve's own, README): taken and noted.
-TRITON_NOTED = ("--exit-on-error",
-                "--allow-http", "--allow-grpc", "--backend-directory",
+TRITON_NOTED = ("--allow-http", "--allow-grpc", "--backend-directory",
                 "--backend-config", "--pinned-memory-pool-byte-size", "--cuda-memory-pool-byte-size",
                 "--http-thread-count", "--grpc-infer-allocation-pool-size", "--exit-timeout-secs",
                 "--log-info", "--log-warning", "--log-error", "--log-format", "--id")
@@ -198,6 +201,8 @@ def model_control(args: argparse.Namespace) -> dict:
     if mode == "none":
         return {"model_control_enabled": False}
     if mode == "explicit":
+        if "*" in (args.load_model or ()) and len(args.load_model) > 1:  # Triton's words
+            raise GpuserveError("Wildcard model name '*' must be the ONLY startup model if specified at all.")
         return {"model_control_enabled": True, "load_models_at_startup": False, "startup_models": args.load_model or []}
     if mode == "poll":
         seconds = 15.0 if args.repository_poll_secs is None else args.repository_poll_secs
@@ -214,9 +219,12 @@ def start(args: argparse.Namespace) -> int:
     from gpuserve.repository import DiskRepository
     from gpuserve.settings import ServerSettings
 
-    folder = repository_folder(args)
-    if not Path(folder).is_dir():
-        raise GpuserveError(f"model repository folder '{folder}' does not exist or is not a folder")
+    folders = repository_folders(args)
+    folder = folders[0]
+    missing = [f for f in folders if not Path(f).is_dir()]
+    failure = f"model repository folder '{missing[0]}' does not exist or is not a folder" if missing else None
+    if failure and args.exit_on_error:
+        raise GpuserveError(failure)
     from gpuserve.response_cache import parse_cache_config
 
     try:
@@ -226,7 +234,7 @@ def start(args: argparse.Namespace) -> int:
     log_level = log_level_of(args)
     settings = ServerSettings.load(folder, http_port=args.http_port, grpc_port=args.grpc_port,
                                    metrics_port=args.metrics_port, host=args.host, device=args.device,
-                                   log_level=log_level, strict_readiness=args.strict_readiness, workers=args.workers,
+                                   log_level=log_level, strict_readiness=strict_readiness(args), workers=args.workers,
                                    response_cache_bytes=cache_bytes, trace_config=trace_config(args),
                                    allow_client_shm=args.allow_client_shm, metrics_config=metrics_config(args),
                                    **metrics_endpoint(args),
@@ -240,25 +248,48 @@ def start(args: argparse.Namespace) -> int:
     note_triton_flags(args)
     _stacks_on_sigusr1()
     if settings.workers > 1:
+        if len(folders) > 1:
+            raise GpuserveError("workers > 1 serve one model repository folder; more than one was given")
         from gpuserve.server.workers import serve_workers
 
         return serve_workers(str(folder), settings)
-    registry = DiskRepository.for_server(folder, settings).populate(ModelRepository(), settings.startup_selection())
     from gpuserve.server.model_server import ModelServer
 
+    if failure:  # --exit-on-error=false: as Triton, serving no models, not live, so probes see it failed
+        logging.getLogger("gpuserve").error("%s; serving no models and not live (--exit-on-error=false)", failure)
+        server = ModelServer(settings=settings, registered_models=ModelRepository())
+        server.dataplane.init_failure = failure
+        server.start()
+        return 0
+    disk = DiskRepository.for_server(folder, settings, folders[1:])
+    selection = settings.startup_selection()
+    missing = sorted(set(selection or ()) - set(disk.catalog()))
+    if missing and args.exit_on_error:  # as Triton: a startup model that is nowhere stops the start
+        raise GpuserveError(f"failed to load '{missing[0]}': model not found in any model repository "
+                            "(--exit-on-error=false serves the others)")
+    registry = disk.populate(ModelRepository(), selection)
     ModelServer(settings=settings, registered_models=registry).start()
     return 0
 
 
-def repository_folder(args: argparse.Namespace) -> str:
-    """FOLDER, or Triton's --model-repository, or GPUSERVE_MODEL_REPOSITORY_ROOT, or the current folder."""
+def strict_readiness(args: argparse.Namespace) -> Optional[bool]:
+    """--strict-readiness; unset on a tritonserver launch line (--model-repository), Triton's default (true: not
+    ready while a model failed to load); unset otherwise, the setting's (gpuserve's default false)."""
+    if args.strict_readiness is None and args.model_repository:
+        return True
+    return args.strict_readiness
+
+
+def repository_folders(args: argparse.Namespace) -> List[str]:
+    """FOLDER, or Triton's --model-repository (repeatable), or GPUSERVE_MODEL_REPOSITORY_ROOT, or the current
+    folder; FOLDER and --model-repository together must name the same one."""
     import os
 
-    if args.folder is not None and args.model_repository is not None and \
-            os.path.abspath(args.folder) != os.path.abspath(args.model_repository):
+    given = args.model_repository or []
+    if args.folder is not None and given and [os.path.abspath(args.folder)] != [os.path.abspath(g) for g in given]:
         raise GpuserveError(f"two model repositories given: '{args.folder}' and --model-repository "
-                            f"'{args.model_repository}'; gpuserve serves one")
-    return args.folder or args.model_repository or os.environ.get("GPUSERVE_MODEL_REPOSITORY_ROOT", ".")
+                            f"'{', '.join(given)}'; give the folder once")
+    return [args.folder] if args.folder else given or [os.environ.get("GPUSERVE_MODEL_REPOSITORY_ROOT", ".")]
 
 
 def _stacks_on_sigusr1() -> None:

@@ -23,7 +23,7 @@ from gpuserve.engine.stats import ModelStats
 from gpuserve.errors import (InferenceError, InvalidInput, ModelControlDisabled, ModelLoadError, ModelNotFound,
                              ModelNotReady, RequestCancelled)
 from gpuserve.model import InferenceVerb, Model
-from gpuserve.model_repository import ModelRepository
+from gpuserve.model_repository import DUPLICATED, ModelRepository, triton_form
 from gpuserve.runtime_settings import RuntimeSettings
 from gpuserve.shared_memory import SharedMemoryRegistry, resolve_shared_memory, write_shared_memory
 from gpuserve.transport_metrics import TransportMetrics
@@ -42,9 +42,9 @@ CONTROL_OFF = ("explicit model load / unload is not allowed if polling is enable
 STREAMING: "contextvars.ContextVar[bool]" = contextvars.ContextVar("gpuserve_streaming_call", default=False)
 
 # What works end to end, in Triton's order. CUDA shared memory is claimed on every machine, as Triton
-# claims it: without a GPU (or cuda-bindings/CuPy) registering answers 501 with CUDA's reason. Not claimed:
-# "model_repository(unload_dependents)" (an unload never takes an ensemble's steps with it).
-EXTENSIONS = ["classification", "sequence", "model_repository", "schedule_policy", "model_configuration",
+# claims it: without a GPU (or cuda-bindings/CuPy) registering answers 501 with CUDA's reason.
+EXTENSIONS = ["classification", "sequence", "model_repository", "model_repository(unload_dependents)",
+              "schedule_policy", "model_configuration",
               "system_shared_memory", "cuda_shared_memory", "binary_tensor_data", "parameters", "statistics",
               "trace", "logging"]
 
@@ -78,6 +78,7 @@ class DataPlane:
         self.model_control = model_control
         self.started = False  # set once the start-up loads have finished
         self.stopping = False  # set when shutdown begins: an open gRPC stream takes no new requests
+        self.init_failure: Optional[str] = None  # why start-up failed, served on with --exit-on-error=false
         self._stats: Dict[Tuple[str, str], ModelStats] = {}
         # system shared-memory regions (both transports); allow_client_shm=False refuses registration
         self.shared_memory = SharedMemoryRegistry(allowed=allow_client_shm)
@@ -90,11 +91,13 @@ class DataPlane:
 
     # health and metadata ------------------------------------------------------------------------
     def live(self) -> bool:
-        """False once a device reported an error no process recovers from (gpuserve/device_health.py)."""
-        return not device_health.lost()
+        """False once a device reported an error no process recovers from (gpuserve/device_health.py), and
+        after a failed start-up (Triton's failed initialization, which still answers metadata)."""
+        return not device_health.lost() and self.init_failure is None
 
     def not_live_reason(self) -> str:
-        return "; ".join(f"{device}: {reason}" for device, reason in device_health.lost().items())
+        return "; ".join([f"{device}: {reason}" for device, reason in device_health.lost().items()]
+                         + [self.init_failure] * (self.init_failure is not None))
 
     def ready(self) -> bool:
         """Ready once start-up loading is done and while live; with strict readiness, also every model ready."""
@@ -125,8 +128,8 @@ class DataPlane:
 
     def model_metadata(self, name: str, version: Optional[str] = None) -> Dict[str, Any]:
         model = self.repository.get_model(name, version)
-        if model is None:
-            raise ModelNotFound(name, version)
+        if model is None or (not model.ready and triton_form(model)):
+            model = self.repository.resolve(name, version)  # the latest ready version, else Triton's words
         if hasattr(model, "metadata"):
             meta = dict(model.metadata())
         else:
@@ -162,8 +165,10 @@ class DataPlane:
                 entry["state"] = "LOADING"  # start-up loads still running: not a failure (as Triton says)
             elif not model.ready:
                 entry["reason"] = reason or "not loaded"
-            if not version and getattr(model, "settings_metadata", False):
-                del entry["version"]  # MLServer leaves out the version a model-settings.json does not give
+            if not version and (getattr(model, "settings_metadata", False) or triton_form(model)):
+                # MLServer leaves out the version a model-settings.json does not give; Triton that of a model
+                # whose versions were never read (a duplicate, a config it could not parse)
+                del entry["version"]
             index.append(entry)
         catalog = getattr(self.repository, "catalog", None)
         if catalog is not None and not ready_only:  # on disk, not loaded (e.g. unloaded): as Triton, UNAVAILABLE
@@ -176,11 +181,20 @@ class DataPlane:
             except Exception as exc:  # a folder that went away must not break the index
                 logger.warning("repository index: cannot scan the model folder: %s", exc)
                 on_disk, silent = {}, ()
+            duplicates = getattr(self.repository, "duplicates", None)
+            duplicated = duplicates() if duplicates is not None else ()
             for name, versions in on_disk.items():
+                if name in duplicated and not any(n == name for n, _ in listed):
+                    index.append({"name": name, "state": "UNAVAILABLE", "reason": DUPLICATED})
+                    continue
+                if name not in silent and name not in unloaded:
+                    if not any(n == name for n, _ in listed):
+                        index.append({"name": name})  # as Triton: on disk, never loaded, no state to tell
+                    continue
                 for version in versions or [""]:
                     if (name, version) not in listed:
-                        reason = "" if name in silent else "unloaded" if name in unloaded else "not loaded"
-                        entry = {"name": name, "version": version, "state": "UNAVAILABLE", "reason": reason}
+                        entry = {"name": name, "version": version, "state": "UNAVAILABLE",
+                                 "reason": "" if name in silent else "unloaded"}
                         if not version and name in silent:
                             del entry["version"]
                         index.append(entry)
@@ -205,14 +219,20 @@ class DataPlane:
             model = self.repository.get_model(name)
             reason = getattr(self.repository, "load_failures", {}).get(name) or getattr(model, "reason", "") or \
                 "load() did not make the model ready"
+            if name in getattr(self.repository, "versioned_failures", ()):
+                raise InvalidInput(f"load failed for model '{name}': {reason}")  # Triton's words and status
             raise ModelLoadError(f"failed to load '{name}': {reason}")
 
-    async def unload_model(self, name: str) -> None:
+    async def unload_model(self, name: str, unload_dependents: bool = False) -> None:
+        """Unload; with Triton's `unload_dependents`, an ensemble's steps too."""
         if not self.model_control:
             raise ModelControlDisabled(CONTROL_OFF)
         if self.response_cache is not None:
             self.response_cache.clear_model(name)
-        await self.repository.unload_async(name)
+        if unload_dependents:
+            await self.repository.unload_async(name, unload_dependents=True)
+        else:
+            await self.repository.unload_async(name)
 
     def list_models(self) -> list:
         return sorted(self.repository.get_models())

@@ -52,6 +52,16 @@ class ModelNotReady(GpuserveError, RuntimeError):
         self.model_name = model_name
 
 
+class VersionNotReady(GpuserveError):
+    """A version of a Triton-form model that is known and not loaded (Triton: UNAVAILABLE, HTTP 503)."""
+
+    http, grpc = 503, "UNAVAILABLE"
+
+    def __init__(self, model_name: str, version: str):
+        super().__init__(f"Request for unknown model: '{model_name}' version {version} is not at ready state")
+        self.model_name = model_name
+
+
 class ServerNotReady(GpuserveError, RuntimeError):
     http, grpc = 503, "UNAVAILABLE"
 

@@ -11,12 +11,15 @@ import asyncio
 import inspect
 import logging
 import shutil
-from typing import Callable, Dict, List, Optional, Set
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Set, Tuple
 
-from gpuserve.errors import InvalidInput, ModelNotFound, ModelNotReady
+from gpuserve.errors import GpuserveError, InvalidInput, ModelNotFound, ModelNotReady, VersionNotReady
 from gpuserve.model import BaseKServeModel
 
 logger = logging.getLogger("gpuserve")
+
+DUPLICATED = "model appears in two or more repositories"  # Triton's words, in the index and load errors
 
 
 def _version_key(version: Optional[str]):
@@ -71,7 +74,11 @@ class ModelRepository:
         # answer an unload of a model that is not loaded as MLServer does (not found), not as Triton.
         self.mlserver_names: Optional[Callable[[], Set[str]]] = None
         self.unloaded: set = set()  # names unloaded through the repository API since
-        self.load_failures: Dict[str, str] = {}  # why the last reload of a still-serving model failed
+        # Every version of a Triton-form model ever registered: as Triton, a model or version that went away
+        # stays known, and a request for it is told it has no available versions, not that it is unknown
+        self.known: Dict[str, Set[str]] = {}
+        self.load_failures: Dict[str, str] = {}  # why the last load of a model failed
+        self.versioned_failures: Set[str] = set()  # names whose load failure is told version by version
         self.plane = None  # the DataPlane serving this registry, set by it (in-process calls go through it)
 
     # KServe's API -------------------------------------------------------------------------------
@@ -96,6 +103,8 @@ class ModelRepository:
         version = str(version) if version is not None else None
         versions = self._versions.setdefault(name, {})
         versions[version] = model
+        if triton_form(model) and version is not None:
+            self.known.setdefault(name, set()).add(version)
         if hasattr(model, "registry"):  # models that call others in process (Triton Python models' BLS)
             model.registry = self
         self.models[name] = versions[max(versions, key=_version_key)]
@@ -146,14 +155,25 @@ class ModelRepository:
     def resolve(self, name: str, version: Optional[str] = None) -> BaseKServeModel:
         """The model a request names, ready to serve, or the error the client should get."""
         model = self.get_model(name, version)
-        if model is None:
+        if model is not None and not model.ready and version in (None, "") and triton_form(model):
+            # Triton's "latest": the highest version that is ready, when the highest one is not
+            ready = [(v, m) for v, m in self._versions.get(name, {}).items() if m.ready]
+            model = max(ready, key=lambda vm: _version_key(vm[0]))[1] if ready else model
+        if model is None or (not model.ready and triton_form(model)):
+            # Triton's words: a model or version that was loaded once stays known, not loaded
+            if name not in self.known and all(v is None for v in self._versions.get(name, {})):
+                raise ModelNotFound(name)  # as Triton: a model whose versions were never read is unknown
+            if version not in (None, "") and (model is not None or version in self.known.get(name, ())):
+                raise VersionNotReady(name, version)
+            if version in (None, ""):
+                raise ModelNotFound(name, reason=f"Request for unknown model: '{name}' has no available versions")
             raise ModelNotFound(name, version)
         if not model.ready:
             raise ModelNotReady(name, getattr(model, "reason", "") or None)
         return model
 
-    async def load_async(self, name: str, config: Optional[str] = None, files: Optional[Dict[str, bytes]] = None
-                         ) -> bool:
+    async def load_async(self, name: str, config: Optional[str] = None, files: Optional[Dict[str, bytes]] = None,
+                         *, _loading: Tuple[str, ...] = ()) -> bool:
         """Load or reload `name`; `config` (JSON) and `files` are Triton's load-time overrides."""
         override = config is not None or bool(files)
         own_load = _overridden(self, "load")
@@ -182,6 +202,15 @@ class ModelRepository:
             raise ModelNotFound(name, reason=f"failed to load '{name}', failed to poll from model repository")
         # The new versions load beside the old ones, which serve meanwhile; as Triton, a reload that fails
         # leaves a loaded model as it was, and one that succeeds replaces it with no gap in service.
+        for dependency in sorted({d for model in models for d in composing_models(model)}):
+            # as Triton: an ensemble's steps that are not loaded load first (a failure shows in its reason)
+            loaded = self.get_model(dependency)
+            if dependency in _loading or dependency == name or (loaded is not None and loaded.ready):
+                continue
+            try:
+                await self.load_async(dependency, _loading=(*_loading, name))
+            except GpuserveError as exc:
+                logger.error("model '%s': its step '%s' did not load: %s", name, dependency, exc)
         ok = True
         old = self._versions.get(name, {})
         models = [await _in_place(old, model) for model in models]
@@ -196,9 +225,19 @@ class ModelRepository:
             else:
                 ok = bool(model.ready) and ok
         self.load_failures.pop(name, None)
+        self.versioned_failures.discard(name)
+        if not ok:
+            failed = [m for m in models if id(m) not in in_place and not m.ready]
+            await fail_together([m for m in models if id(m) not in in_place])
+            if all(triton_form(m) and getattr(m, "version", None) is not None for m in failed):
+                # Triton's words for a load of which some versions failed (clients match them)
+                self.versioned_failures.add(name)
+                self.load_failures[name] = "".join(f"version {m.version} is at UNAVAILABLE state: {m.reason};\n"
+                                                   for m in failed)
+            else:
+                self.load_failures[name] = "; ".join(m.reason for m in failed if m.reason) or \
+                    "load() did not make the model ready"
         if not ok and any(getattr(m, "ready", False) for m in old.values()):
-            self.load_failures[name] = "; ".join(m.reason for m in models if not m.ready and m.reason) or \
-                "load() did not make the model ready"
             logger.error("model '%s': reload failed (%s); the loaded model keeps serving", name,
                          self.load_failures[name])
             for model in models:
@@ -215,7 +254,7 @@ class ModelRepository:
         self.unloaded.discard(name)
         return ok
 
-    async def unload_async(self, name: str) -> bool:
+    async def unload_async(self, name: str, unload_dependents: bool = False) -> bool:
         own_unload = _overridden(self, "unload")
         if own_unload is not None:  # a subclass's own unload, as KServe's repository endpoint calls it
             try:
@@ -231,13 +270,56 @@ class ModelRepository:
                     raise ModelNotFound(name, reason=f"Model {name} not found")  # MLServer: not in its registry
                 self.unloaded.add(name)  # on disk and not loaded: already as asked (Triton answers success)
                 return True
-            raise ModelNotFound(name)
+            if self.mlserver_names is None or await asyncio.to_thread(self.mlserver_names):
+                raise ModelNotFound(name)  # MLServer's answer, in a repository of model-settings.json models
+            return True  # Triton: unloading a model it never heard of leaves nothing to do, and says success
         models = self._versions.pop(name).values()
         self.models.pop(name, None)
         self.unloaded.add(name)
+        steps = sorted({step for model in models for step in composing_models(model)}) if unload_dependents else []
         for model in models:
             await stop_model(model)
+        for step in steps:  # Triton's unload_dependents: an ensemble's steps go with it
+            if step != name and step in self._versions:
+                await self.unload_async(step, unload_dependents=True)
         return True
+
+
+def composing_models(model: BaseKServeModel) -> List[str]:
+    """The models an ensemble's steps call, from its config (none for other models)."""
+    settings = getattr(model, "settings", None)
+    if getattr(settings, "implementation", None) != "ensemble" or not getattr(settings, "folder", None):
+        return []
+    from gpuserve.triton_config import read_config
+
+    try:
+        config = read_config(Path(settings.folder))
+    except Exception:  # a config that cannot be read fails the ensemble's own load, with its reason
+        return []
+    scheduling = config.get("ensemble_scheduling") or {}
+    if isinstance(scheduling, list):  # the config reader keeps a message field as a list of one
+        scheduling = scheduling[0] if scheduling else {}
+    steps = scheduling.get("step") or [] if isinstance(scheduling, dict) else []
+    return [step["model_name"] for step in steps if isinstance(step, dict) and step.get("model_name")]
+
+
+def triton_form(model: BaseKServeModel) -> bool:
+    """Whether the model was read from a config.pbtxt (its errors then speak Triton's words)."""
+    return getattr(getattr(model, "settings", None), "triton_version_policy", None) is not None or \
+        bool(getattr(model, "triton_form", False))
+
+
+async def fail_together(models: List[BaseKServeModel]) -> None:
+    """Triton loads a model's versions as one: when one fails, the ones that loaded are unloaded, and a
+    request for the model finds no available version. Models read from a config.pbtxt only (MLServer's
+    versions load each on its own)."""
+    failed = [m for m in models if not m.ready]
+    if not failed or not all(triton_form(m) for m in models):
+        return
+    for model in models:
+        if model.ready:
+            await stop_model(model)
+            model.reason = "unloaded"  # Triton's word for it in the repository index
 
 
 async def _in_place(old: Dict[Optional[str], BaseKServeModel], model: BaseKServeModel) -> BaseKServeModel:

@@ -22,7 +22,7 @@ from gpuserve.errors import GpuserveError, InvalidSettings, ModelNotReady
 from gpuserve.import_path import move_on_path
 from gpuserve.load_override import scratch_folder
 from gpuserve.model import BaseKServeModel
-from gpuserve.model_repository import ModelRepository
+from gpuserve.model_repository import DUPLICATED, ModelRepository, composing_models
 from gpuserve.runtimes import ARTEFACT_RUNTIMES, BUILTIN_RUNTIMES
 from gpuserve.ensemble import EnsembleModel
 from gpuserve.environments import DEFAULT_ENVIRONMENTS_DIR, source_for
@@ -158,29 +158,50 @@ class DiskRepository:
     """Scans `root` once per call; `build(name)` makes fresh model objects for a (re)load."""
 
     def __init__(self, root: str | Path, device: Optional[str] = None, parallel_workers: Optional[int] = 0,
-                 environments_dir: str = DEFAULT_ENVIRONMENTS_DIR, server_tarball: Optional[str] = None):
+                 environments_dir: str = DEFAULT_ENVIRONMENTS_DIR, server_tarball: Optional[str] = None,
+                 more_roots: Collection[str | Path] = ()):
         self.root = Path(root).resolve()  # artefact uris are joined to folders; relative roots doubled them
+        # Triton's repeated --model-repository: models from every folder, one name in two folders served from neither
+        self.roots = [self.root] + [Path(r).resolve() for r in more_roots if Path(r).resolve() != self.root]
         self.device = device  # the server's default for models whose settings name none
         # The server's default (MLServer's settings.json); None: not given, which is 0 except for a model with a
         # custom environment, which gets MLServer's default of 1.
         self.parallel_workers = parallel_workers
         self.environments_dir = os.path.abspath(environments_dir)  # as MLServer, relative to the working directory
         self.server_tarball = server_tarball  # MLSERVER_ENV_TARBALL: every model's default environment_tarball
-        if not self.root.is_dir():
-            raise InvalidSettings(f"model repository folder '{root}' does not exist or is not a folder")
+        for given in [root, *more_roots]:
+            if not Path(given).is_dir():
+                raise InvalidSettings(f"model repository folder '{given}' does not exist or is not a folder")
 
     @classmethod
-    def for_server(cls, root: str | Path, settings) -> "DiskRepository":
+    def for_server(cls, root: str | Path, settings, more_roots: Collection[str | Path] = ()) -> "DiskRepository":
         """The repository with the server's defaults for its models (gpuserve's ServerSettings)."""
         repository = cls(root, device=settings.device, parallel_workers=settings.parallel_workers,
-                         environments_dir=settings.environments_dir, server_tarball=settings.environment_tarball)
+                         environments_dir=settings.environments_dir, server_tarball=settings.environment_tarball,
+                         more_roots=more_roots)
         repository.auto_complete = settings.auto_complete_config
         use_config_name(settings.model_config_name)
         return repository
 
     def scan(self) -> Dict[str, List[ModelSettings]]:
+        if len(self.roots) == 1:
+            return self._scan_root(self.root)
+        where: Dict[str, List[List[ModelSettings]]] = {}
+        for root in self.roots:
+            for name, group in self._scan_root(root).items():
+                where.setdefault(name, []).append(group)
         found: Dict[str, List[ModelSettings]] = {}
-        files = sorted(self.root.rglob(MODEL_SETTINGS_FILE))
+        for name, groups in where.items():
+            if len(groups) == 1:
+                found[name] = groups[0]
+            else:  # Triton's words; the model loads again once only one folder holds it
+                folder = next((Path(s.folder) for s in groups[0] if s.folder), self.root / name)
+                found[name] = [_broken(folder, DUPLICATED, name)]
+        return found
+
+    def _scan_root(self, root: Path) -> Dict[str, List[ModelSettings]]:
+        found: Dict[str, List[ModelSettings]] = {}
+        files = sorted(root.rglob(MODEL_SETTINGS_FILE))
         for path in files:
             try:
                 settings = ModelSettings.from_file(path)
@@ -188,7 +209,7 @@ class DiskRepository:
                 found.setdefault(path.parent.name, []).append(_broken(path.parent, str(exc)))
                 continue
             found.setdefault(settings.name, []).append(settings)
-        if not files:  # as MLServer: no model-settings.json anywhere, a model from MLSERVER_MODEL_* alone
+        if not files and root == self.root:  # as MLServer: no model-settings.json, a model from MLSERVER_MODEL_*
             try:
                 settings = ModelSettings.from_env(self.root)
             except GpuserveError as exc:
@@ -196,7 +217,7 @@ class DiskRepository:
             if settings is not None:
                 found.setdefault(settings.name, []).append(settings)
         claimed = {Path(s.folder) for group in found.values() for s in group if s.folder}
-        for folder in sorted(p for p in self.root.iterdir() if p.is_dir() and p not in claimed):
+        for folder in sorted(p for p in root.iterdir() if p.is_dir() and p not in claimed):
             if (folder / "config.pbtxt").is_file() or _python_without_config(folder):
                 for settings in self._triton(folder):
                     found.setdefault(settings.name, []).append(settings)
@@ -211,6 +232,10 @@ class DiskRepository:
                     ModelSettings(name=folder.name, parameters={"uri": str(_artefact(versions[version])),
                                                                 "version": version}, folder=str(folder),
                                   triton_version_policy={"latest": {"num_versions": 1}}))
+            elif not _artefact(folder) and folder not in _WARNED and any(p.name.isdigit() for p in folder.iterdir()):
+                _WARNED.add(folder)  # version folders, no config, nothing gpuserve can serve: Triton's words, once
+                logger.error("failed to open text file for read %s: No such file or directory",
+                             folder / "config.pbtxt")
         return found
 
     # Triton's --disable-auto-complete-config turns this off: a config's tensors are then checked as written
@@ -224,8 +249,7 @@ class DiskRepository:
             else:  # as Triton: a version's model.py makes a Python-backend model, its config auto-completed
                 config = {"name": folder.name, "backend": "python"}
             config = checked_config(folder, config, self.auto_complete)  # before versions, as Triton
-            versions = chosen_versions(config, [int(p.name) for p in folder.iterdir()
-                                                if p.is_dir() and p.name.isdigit()])
+            versions = chosen_versions(config, _version_numbers(folder))
             if not versions:
                 raise InvalidSettings(f"model '{config['name']}': no numbered version folder matches its "
                                       "version_policy")
@@ -251,7 +275,7 @@ class DiskRepository:
     def _build_one(self, settings: ModelSettings) -> BaseKServeModel:
         broken = settings.model_extra.get("_broken") if settings.model_extra else None
         if broken:
-            return UnavailableModel(settings.name, broken)
+            return _unavailable(settings, broken)
         if settings.device is None and self.device:
             settings.device = self.device
         try:
@@ -286,14 +310,19 @@ class DiskRepository:
         except Exception as exc:
             reason = str(exc) if isinstance(exc, GpuserveError) else f"{type(exc).__name__}: {exc}"
             logger.error("model '%s' cannot be built: %s", settings.name, reason)
-            return UnavailableModel(settings.name, reason, settings.parameters.version)
+            return _unavailable(settings, reason)
 
     def mlserver_names(self) -> Set[str]:
         """Names of the models on disk described by model-settings.json, or by MLSERVER_MODEL_* alone (the
         one model of a root folder without any model-settings.json)."""
         return {name for name, group in self.scan().items()
-                if any(s.folder and (Path(s.folder) == self.root or (Path(s.folder) / MODEL_SETTINGS_FILE).is_file())
+                if any(s.folder and (Path(s.folder) in self.roots or (Path(s.folder) / MODEL_SETTINGS_FILE).is_file())
                        for s in group)}
+
+    def duplicates(self) -> Set[str]:
+        """Names that more than one repository folder holds (served from none of them)."""
+        return {name for name, group in self.scan().items()
+                if len(group) == 1 and (group[0].model_extra or {}).get("_broken") == DUPLICATED}
 
     def catalog(self) -> Dict[str, List[str]]:
         """Every model name found on disk with its versions ("" for an unversioned one)."""
@@ -330,14 +359,22 @@ class DiskRepository:
         registry.catalog = self.catalog
         registry.mlserver_names = self.mlserver_names
         registry.fingerprints = self.fingerprints
+        registry.duplicates = self.duplicates
         found = self.scan()
         for name in sorted(set(only or ()) - set(found)):
-            logger.error("model '%s' was named to load at start-up but is not in %s", name, self.root)
-        for name, group in found.items():
-            if only is not None and name not in only:
-                continue
-            for settings in group:
-                registry.update(self._build_one(settings))
+            logger.error("failed to load '%s': model not found in any model repository (named to load at "
+                         "start-up)", name)
+        chosen = set(found) if only is None else set(only) & set(found)
+        pending = sorted(chosen)
+        while pending:  # as Triton: an ensemble named to load brings its steps' models with it
+            name = pending.pop()
+            for settings in found[name]:
+                model = self._build_one(settings)
+                registry.update(model)
+                for step in composing_models(model):
+                    if step in found and step not in chosen:
+                        chosen.add(step)
+                        pending.append(step)
         return registry
 
 
@@ -346,5 +383,34 @@ def _user_runtime(settings: ModelSettings) -> bool:
     return bool(settings.implementation) and _builtin_runtime(settings.implementation) is None
 
 
-def _broken(folder: Path, reason: str) -> ModelSettings:
-    return ModelSettings(name=folder.name, folder=str(folder), _broken=reason)
+def _unavailable(settings: ModelSettings, reason: str) -> UnavailableModel:
+    model = UnavailableModel(settings.name, reason, settings.parameters.version)
+    model.triton_form = bool(settings.folder) and (Path(settings.folder) / "config.pbtxt").is_file()
+    return model
+
+
+_WARNED: Set[Path] = set()
+
+
+def _version_numbers(folder: Path) -> List[int]:
+    """The model's version folders, as Triton reads them: a name with leading zeros ('003') or not a number
+    ('abc') is no version (said once per folder), so '003' never shadows version 3."""
+    versions = []
+    for path in folder.iterdir():
+        if not path.is_dir():
+            continue
+        if not path.name.isdigit():
+            why = "fails to convert to integral number"
+        elif len(path.name) > 1 and path.name.startswith("0"):
+            why = "contains leading zeros in its directory name"
+        else:
+            versions.append(int(path.name))
+            continue
+        if path not in _WARNED and path.name != "__pycache__":
+            _WARNED.add(path)
+            logger.warning("model '%s': ignore version directory '%s' which %s", folder.name, path.name, why)
+    return versions
+
+
+def _broken(folder: Path, reason: str, name: Optional[str] = None) -> ModelSettings:
+    return ModelSettings(name=name or folder.name, folder=str(folder), _broken=reason)

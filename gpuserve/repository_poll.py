@@ -15,7 +15,7 @@ import logging
 from typing import Callable, Dict, Optional
 
 from gpuserve.errors import ModelNotFound
-from gpuserve.model_repository import ModelRepository
+from gpuserve.model_repository import DUPLICATED, ModelRepository
 
 logger = logging.getLogger("gpuserve")
 
@@ -59,6 +59,9 @@ class RepositoryPoller:
             if not ok:
                 logger.error("repository poll: model '%s' did not load: %s", name,
                              self.registry.load_failures.get(name) or self._reason(name))
+                if DUPLICATED in self.registry.load_failures.get(name, ""):
+                    # as Triton's poll: a model another repository folder now holds too is served from neither
+                    await self.registry.unload_async(name)
         for name in sorted(set(before) - set(now)):
             if not self.registry.versions(name):
                 continue

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import gc
 import importlib.util
 import logging
@@ -28,7 +29,7 @@ from gpuserve.logging_setup import configure_logging
 from gpuserve import context
 from gpuserve.model import BaseKServeModel, Model
 from gpuserve.predictor_config import PredictorConfig
-from gpuserve.model_repository import ModelRepository, run_load, stop_model
+from gpuserve.model_repository import ModelRepository, fail_together, run_load, stop_model
 from gpuserve.repository_poll import RepositoryPoller
 from gpuserve.runtime_settings import trace_start_settings
 from gpuserve.settings import ServerSettings
@@ -47,7 +48,12 @@ class PortInUse(InvalidSettings):
     pass
 
 
-def bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
+def in_use(service: str, address: str) -> str:
+    """Triton's words for a port another process holds (its qa greps the server log for them)."""
+    return f"failed to start {service} service: Unavailable - Socket '{address}' already in use"
+
+
+def bind(host: str, port: int, reuse_port: bool = False, service: str = "HTTP") -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -57,6 +63,8 @@ def bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUse(in_use(service, f"{host}:{port}")) from None
         raise PortInUse(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     sock.listen(2048)
     sock.setblocking(False)
@@ -315,7 +323,7 @@ class ModelServer:
         metrics_sock = None
         if s.enable_metrics_server and not (s.metrics_port and s.metrics_port == s.http_port):
             try:
-                metrics_sock = bind(s.host, s.metrics_port, s.reuse_port)
+                metrics_sock = bind(s.host, s.metrics_port, s.reuse_port, service="Metrics")
             except PortInUse:
                 http_sock.close()
                 raise
@@ -412,6 +420,8 @@ class ModelServer:
         loaded_ready = [m for _, _, m in self.registered_models.all_versions() if m.ready]
         if pending:
             await asyncio.gather(*(run_load(m) for m in pending))  # starts their engines too
+            for name in sorted({m.name for m in pending}):
+                await fail_together(list(self.registered_models.versions(name).values()))
         for model in loaded_ready:
             if getattr(model, "engine", False):
                 self._start_engine(model)

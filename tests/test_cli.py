@@ -79,17 +79,17 @@ def test_bad_settings_file_is_a_clear_error(tmp_path):
 
 
 def test_triton_model_repository_flag_names_the_folder(tmp_path, monkeypatch):
-    from gpuserve.cli import _parser, repository_folder
+    from gpuserve.cli import _parser, repository_folders
     from gpuserve.errors import GpuserveError
 
     parse = _parser().parse_args
     monkeypatch.delenv("GPUSERVE_MODEL_REPOSITORY_ROOT", raising=False)
-    assert repository_folder(parse(["start", "--model-repository", str(tmp_path)])) == str(tmp_path)
-    assert repository_folder(parse(["start", "--model-store", str(tmp_path)])) == str(tmp_path)
-    assert repository_folder(parse(["start", str(tmp_path), "--model-repository", str(tmp_path)])) == str(tmp_path)
-    assert repository_folder(parse(["start"])) == "."
+    assert repository_folders(parse(["start", "--model-repository", str(tmp_path)])) == [str(tmp_path)]
+    assert repository_folders(parse(["start", "--model-store", str(tmp_path)])) == [str(tmp_path)]
+    assert repository_folders(parse(["start", str(tmp_path), "--model-repository", str(tmp_path)])) == [str(tmp_path)]
+    assert repository_folders(parse(["start"])) == ["."]
     with pytest.raises(GpuserveError, match="two model repositories"):
-        repository_folder(parse(["start", str(tmp_path), "--model-repository", str(tmp_path / "other")]))
+        repository_folders(parse(["start", str(tmp_path), "--model-repository", str(tmp_path / "other")]))
     out = run([*GPUSERVE, "start", "--model-repository", str(tmp_path / "nope")])
     assert out.returncode == 2 and "does not exist" in out.stderr and "Traceback" not in out.stderr
 

@@ -247,7 +247,7 @@ def test_joining_tensors_of_different_decoupled_steps_is_refused_as_triton_refus
         assert not client.is_model_ready(name)
         index = {m["name"]: m for m in client.get_model_repository_index()}
         assert (index[name]["state"], index[name]["reason"]) == ("UNAVAILABLE", reason)
-    assert _stream(server, 2, model=name) == [("error", f"Model with name {name} is not ready. {reason}")]
+    assert _stream(server, 2, model=name) == [("error", f"Request for unknown model: '{name}' has no available versions")]
 
 
 def test_a_step_output_nothing_reads_is_refused_as_triton_refuses_it(server):

@@ -113,7 +113,7 @@ def test_explicit_mode_loads_only_the_named_models(tmp_path):
         write_model(tmp_path, name)
     with running_server(repository=repository(tmp_path, ["b", "missing"])) as server:
         port = server.ports["http"]
-        assert index(port) == {("a", "UNAVAILABLE"), ("b", "READY")}
+        assert index(port) == {("a", None), ("b", "READY")}  # as Triton: never loaded, listed by name alone
         assert infer(port, "a")[0] == 404
         assert infer(port, "b") == (200, infer(port, "b")[1])
         client = httpclient.InferenceServerClient(f"127.0.0.1:{port}")
@@ -122,8 +122,7 @@ def test_explicit_mode_loads_only_the_named_models(tmp_path):
         client.unload_model("a")
         client.unload_model("a")  # on disk, not loaded: already as asked (Triton answers success too)
         assert not client.is_model_ready("a")
-        with pytest.raises(InferenceServerException, match="Request for unknown model"):
-            client.unload_model("nowhere")
+        client.unload_model("nowhere")  # Triton 2.51 answers success for a name it never heard of
 
 
 def test_none_mode_refuses_load_and_unload_over_both_transports(tmp_path):
@@ -302,7 +301,7 @@ def test_cli_launch_with_explicit_mode(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_ready(http, proc)
-        assert index(http) == {("a", "READY"), ("b", "UNAVAILABLE")}
+        assert index(http) == {("a", "READY"), ("b", None)}
     finally:
         stop(proc)
 

@@ -156,8 +156,15 @@ def test_grpc_config_of_a_model_with_bool_written_as_0_1(tmp_path):
     qa/L0_sequence_batcher case on *_sequence_bool failed at its first step (reading the config)."""
     folder = tmp_path / "seq_bool"
     (folder / "1").mkdir(parents=True)
-    make_onnx_model(folder / "1" / "model.onnx")
-    (folder / "config.pbtxt").write_text('name: "seq_bool"\nplatform: "onnxruntime_onnx"\nmax_batch_size: 4\n'
+    # a model that loads (a failed one's config is not served, as in Triton): its control inputs reach model.py
+    (folder / "1" / "model.py").write_text(
+        "import triton_python_backend_utils as pb_utils\n\nclass TritonPythonModel:\n"
+        "    def execute(self, requests):\n"
+        "        return [pb_utils.InferenceResponse([pb_utils.Tensor('output', pb_utils.get_input_tensor_by_name("
+        "r, 'input').as_numpy())]) for r in requests]\n")
+    (folder / "config.pbtxt").write_text('name: "seq_bool"\nbackend: "python"\nmax_batch_size: 4\n'
+                                         'input [ { name: "input" data_type: TYPE_FP32 dims: [ 4 ] } ]\n'
+                                         'output [ { name: "output" data_type: TYPE_FP32 dims: [ 4 ] } ]\n'
                                          + BOOL_CONTROLS)
     registry = DiskRepository(tmp_path).populate(ModelRepository())
     with running_server(repository=registry) as server:

@@ -88,7 +88,7 @@ def test_triton_repository_serves_with_policies(tmp_path):
             labelled = client.infer("latest", [tensor], outputs=[
                 httpclient.InferRequestedOutput("output", class_count=1)]).as_numpy("output")
             assert labelled[0][0].decode().split(":")[2] in ("a", "b", "c")
-            index = {(m["name"], m.get("version")): m for m in client.get_model_repository_index()}
+            index = {(m["name"], m.get("version", "")): m for m in client.get_model_repository_index()}
             assert "cannot read" in index[("bad", "")]["reason"] or "expected" in index[("bad", "")]["reason"]
             assert "tensorflow_savedmodel" in index[("tf", "")]["reason"]
             assert "TensorRT" in index[("trt", "1")]["reason"]
@@ -207,10 +207,13 @@ def test_metadata_of_a_model_that_never_built_says_why(tmp_path):
     (tmp_path / "bad" / "config.pbtxt").write_text('name: "bad" platform: "onnxruntime_onnx" input [ { name: ')
     with running_server(repository=DiskRepository(tmp_path).populate(ModelRepository())) as server:
         with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
-            for call in (client.get_model_metadata, client.get_model_config):
-                with pytest.raises(InferenceServerException, match="not ready.*expected") as err:
+            for call in (client.get_model_metadata, client.get_model_config):  # as Triton: never read, unknown
+                with pytest.raises(InferenceServerException, match="Request for unknown model: 'bad' is not found") \
+                        as err:
                     call("bad")
-                assert err.value.status() == "503"
+                assert err.value.status() == "404"
+            reason = {e["name"]: e for e in client.get_model_repository_index()}["bad"]["reason"]
+            assert "expected" in reason  # the index says why
             assert client.is_server_live()
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import logging
 import urllib.parse
 import zlib
@@ -410,6 +411,9 @@ async def start_native_grpc_server(plane: DataPlane, settings: ServerSettings) -
                                                  settings.host, settings.grpc_port, ssl=context,
                                                  reuse_port=bool(getattr(settings, "reuse_port", False)) or None)
     except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise InvalidSettings(f"failed to start GRPC service: Unavailable - Socket '{address}' already in use") \
+                from None
         raise InvalidSettings(f"cannot listen for gRPC on {address}: {exc}") from None
     port = server.server.sockets[0].getsockname()[1]
     return server, port

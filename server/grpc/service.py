@@ -247,7 +247,9 @@ class InferenceServicer:
     async def RepositoryModelUnload(self, request, context):
         if not request.model_name:
             raise InvalidInput("'model_name' is required")
-        await self.plane.unload_model(request.model_name)
+        dependents = request.parameters.get("unload_dependents")
+        await self.plane.unload_model(request.model_name, unload_dependents=dependents is not None and
+                                      dependents.WhichOneof("parameter_choice") == "bool_param" and dependents.bool_param)
         return pb.RepositoryModelUnloadResponse()
 
     # shared memory: system regions in the data plane's registry; CUDA needs a GPU build ---------
@@ -408,6 +410,8 @@ async def start_grpc_server(plane: DataPlane, settings: ServerSettings) -> Tuple
         reason = "the port is in use or the address is not available here"
     if not port:
         await server.stop(None)
+        if _taken(settings.host, settings.grpc_port):
+            raise InvalidSettings(f"failed to start GRPC service: Unavailable - Socket '{address}' already in use")
         raise InvalidSettings(f"cannot listen for gRPC on {address}: {reason}")
     await server.start()
     return server, port
@@ -433,3 +437,16 @@ async def _decoupled_answers(responses, infer_request, request: pb.ModelInferReq
                 yield pb.ModelStreamInferResponse(infer_response=convert.response_to_proto(item, infer_request, typed))
     finally:
         await responses.aclose()
+
+
+def _taken(host: str, port: int) -> bool:
+    """Whether another socket holds the port (grpcio's add_port answers 0 for that and for a bad address alike)."""
+    import errno
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False

@@ -128,6 +128,8 @@ def add_extension_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes) ->
     @app.post("/v2/repository/models/{model_name}/unload", tags=["V2 repository"], summary="Unload a model")
     @guard
     async def repository_unload(model_name: str, request: Request):
-        await json_object_body(request)
-        await plane.unload_model(model_name)
+        parameters = (await json_object_body(request)).get("parameters") or {}
+        if not isinstance(parameters, dict):
+            raise InvalidInput("'parameters' must be a JSON object")
+        await plane.unload_model(model_name, unload_dependents=parameters.get("unload_dependents") is True)
         return Response(status_code=200)
