@@ -1,6 +1,7 @@
 """Request bodies sent compressed (`Content-Encoding: gzip|deflate`, tritonclient's
 request_compression_algorithm, MLServer's gzip middleware), inflated with a bound: a small compressed body
-must not become an unbounded one in memory."""
+must not become an unbounded one in memory. Inference answers compressed as the client's `Accept-Encoding`
+asks (tritonclient's response_compression_algorithm), as Triton answers them."""
 
 from __future__ import annotations
 
@@ -21,3 +22,26 @@ def inflate(body: bytes, encoding: str, limit: int) -> bytes:
     if len(out) > limit:
         raise PayloadTooLarge(f"decompressed request body exceeds the limit of {limit} bytes")
     return out
+
+
+def response_encoding(accept: str | None) -> str | None:
+    """The encoding Triton answers an inference with for an `Accept-Encoding` header: of identity, gzip
+    and deflate, the one with the highest weight (the first listed on a tie); None for identity."""
+    chosen, weight = "identity", 0.0
+    for item in (accept or "").split(","):
+        name, _, q = item.strip().partition(";q=")
+        if ";" in name or name not in ("identity", *ENCODINGS):
+            continue
+        try:
+            value = float(q) if q else 1.0
+        except ValueError:
+            continue
+        if value > weight:
+            chosen, weight = name, value
+    return None if chosen == "identity" else chosen
+
+
+def compress(body: bytes, encoding: str) -> bytes:
+    """`body` in `encoding` (gzip, or deflate as zlib's stream, which is what Triton and clients mean)."""
+    packer = zlib.compressobj(wbits=31 if encoding == "gzip" else 15)
+    return packer.compress(body) + packer.flush()

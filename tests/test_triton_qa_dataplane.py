@@ -460,3 +460,33 @@ def test_onnx_scalar_tensors_take_config_dims_of_ones_only(tmp_path):
         for name, data in (("onnx_scalar_1dim", np.ones(1, np.float32)), ("onnx_scalar_2dim", np.ones((1, 1), np.float32))):
             result = _infer(server, "grpc", name, {"INPUT": data})
             np.testing.assert_array_equal(result.as_numpy("OUTPUT"), data)
+
+
+@pytest.mark.parametrize("accept, encoding", [("gzip", "gzip"), ("deflate", "deflate"), ("identity", None),
+                                              ("deflate;q=0.5, gzip;q=0.8", "gzip"), ("br", None)])
+def test_inference_answers_are_compressed_as_accept_encoding_asks(tmp_path, accept, encoding):
+    """As Triton (qa/L0_data_compression): an inference answer is compressed with the Accept-Encoding choice
+    of the highest weight among gzip and deflate (tritonclient's response_compression_algorithm); gpuserve
+    answered uncompressed whatever was asked."""
+    import urllib.request
+    import zlib
+
+    _model(tmp_path, "ident", NOBATCH_ZERO_3, {"model.onnx": _identity_onnx(["0", "1", "2"], ["n"])})
+    body = (b'{"inputs":[' + b",".join(b'{"name":"INPUT%d","shape":[3],"datatype":"FP32","data":[1,2,3]}' % i
+                                      for i in range(3)) + b"]}")
+    with _serve(tmp_path) as server:
+        url = f"http://127.0.0.1:{server.ports['http']}/v2/models/ident/infer"
+        request = urllib.request.Request(url, data=body, method="POST", headers={"Accept-Encoding": accept})
+        with urllib.request.urlopen(request) as answer:
+            assert answer.headers.get("Content-Encoding") == encoding
+            raw = answer.read()
+        text = zlib.decompress(raw, 31 if encoding == "gzip" else 15) if encoding else raw
+        assert b'"name":"OUTPUT2"' in text
+        if encoding:
+            client = httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}")
+            inputs = [httpclient.InferInput(f"INPUT{i}", [2], "FP32") for i in range(3)]
+            for tensor in inputs:
+                tensor.set_data_from_numpy(np.array([4, 5], np.float32))
+            result = client.infer("ident", inputs, request_compression_algorithm=encoding,
+                                  response_compression_algorithm=encoding)
+            np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), [4, 5])

@@ -18,6 +18,7 @@ from typing import Dict, List, Optional, Tuple
 
 import orjson
 
+from gpuserve.compression import compress, response_encoding
 from gpuserve.dataplane import DataPlane
 from gpuserve.errors import InferenceError, InvalidInput, PayloadTooLarge
 from gpuserve.model import InferenceVerb
@@ -116,7 +117,8 @@ class FastPath:
         if answer is None:
             return None, request_key
         self.observe(route, answer[0], start)
-        return answer, None
+        accept = next((value.decode("latin-1") for name, value in raw_headers if name == b"accept-encoding"), None)
+        return _encoded(route, answer, accept), None
 
     async def respond(self, route, body: bytes, headers: Dict[str, str], make_request,
                       probed: object = NOT_PROBED) -> Tuple[int, bytes, list]:
@@ -137,7 +139,7 @@ class FastPath:
         finally:
             self.metrics.rest_in_progress -= 1
         self.observe(route, status, start)
-        return status, content, response_headers
+        return _encoded(route, (status, content, response_headers), headers.get("accept-encoding"))
 
     def observe(self, route, status: int, start: float) -> None:
         self.metrics.observe_rest("infer_latest" if route[0] == "infer" and route[2] is None else
@@ -221,6 +223,15 @@ class FastPath:
         if self.errors.handlers:
             return response_parts(await self.errors.respond(make_request(), exc))
         return response_parts(error_response(exc))
+
+
+def _encoded(route, answer: Tuple[int, object, list], accept: Optional[str]) -> Tuple[int, object, list]:
+    """A successful inference answer compressed as `Accept-Encoding` asks (Triton compresses those only)."""
+    status, content, headers = answer
+    encoding = response_encoding(accept) if accept and status == 200 and route[0] == "infer" else None
+    if encoding is None or not isinstance(content, (bytes, bytearray)):
+        return answer
+    return status, compress(content, encoding), headers + [(b"content-encoding", encoding.encode())]
 
 
 def _form(route, header_length: Optional[str]) -> str:
