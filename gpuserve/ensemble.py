@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import threading
 import time
 from pathlib import Path
@@ -35,6 +36,8 @@ from gpuserve.declared_tensors import config_reshapes, from_reshape, to_reshape
 from gpuserve.triton_config import read_config
 from gpuserve.triton_python_config import checked_inputs, tensor_specs
 from gpuserve.types import InferInput, InferOutput, InferRequest, InferResponse, RequestedOutput
+
+logger = logging.getLogger("gpuserve")
 
 # Where the tensors of one request's graph keep the batch size of the request that made each (Triton's
 # TensorData batch_size_): 0 for a model (or ensemble) without batching
@@ -308,7 +311,8 @@ class EnsembleModel(Model):
         start = time.perf_counter_ns()
         try:
             outputs = None
-            async for outputs, _ in self._flows(payload, headers, tensors, list(self.steps), streams=False):
+            async for outputs, _ in self._flows(payload, headers, tensors, self._needed_steps(payload),
+                                                streams=False):
                 pass
         except BaseException:
             self.stats.record_request(False, time.perf_counter_ns() - start, ENSEMBLE_FAILURE)
@@ -323,12 +327,32 @@ class EnsembleModel(Model):
         self.stats.record_request(True, elapsed)
         self.stats.record_batch(rows, 1, 0, elapsed, 0)
 
+    def _needed_steps(self, payload: InferRequest) -> List[Step]:
+        """The steps the requested outputs need, in running order: as Triton, a step none of whose outputs
+        is asked for (or read by a needed step) does not run."""
+        if not payload.request_outputs:
+            return list(self.steps)
+        needed = {o.name for o in payload.request_outputs}
+        kept: List[Step] = []
+        for step in reversed(self.steps):
+            if any(tensor in needed for tensor in step.outputs.values()):
+                kept.append(step)
+                needed.update(step.inputs.values())
+        return kept[::-1]
+
     def _response(self, payload: InferRequest, tensors: Dict[str, Any]) -> InferResponse:
         names = [o.name for o in payload.request_outputs] if payload.request_outputs else \
             [s.name for s in self.output_specs]
-        return InferResponse(payload.id, self.name, [InferOutput.from_numpy(n, self._output(n, tensors))
-                                                     for n in names if tensors.get(n) is not None],
-                             model_version=self.version)
+        for name in names:
+            if name in tensors and tensors[name] is None:  # Triton's verbose line
+                logger.debug("Composing models did not output tensor %s", name)
+        outputs = [InferOutput.from_numpy(n, self._output(n, tensors)) for n in names if tensors.get(n) is not None]
+        given = payload.parameters or {}
+        # as Triton: an answer whose outputs came from steps carries the request's sequence id and flags
+        parameters = {"sequence_id": given.get("sequence_id", 0) or 0,
+                      "sequence_start": bool(given.get("sequence_start")),
+                      "sequence_end": bool(given.get("sequence_end"))} if outputs else {}
+        return InferResponse(payload.id, self.name, outputs, model_version=self.version, parameters=parameters)
 
     def _output(self, name: str, tensors: Dict[str, Any]):
         reshape = self.reshapes["output"].get(name)
@@ -344,7 +368,8 @@ class EnsembleModel(Model):
         model's: InferResponses marked `triton_final_response`, an error as an exception object (final)."""
         start, final, failed, first = time.perf_counter_ns(), False, True, True
         try:
-            async with contextlib.aclosing(self._flows(payload, headers, tensors, list(self.steps))) as flows:
+            async with contextlib.aclosing(self._flows(payload, headers, tensors,
+                                                       self._needed_steps(payload))) as flows:
                 async for outputs, last in flows:
                     response = self._response(payload, outputs)
                     response.parameters["triton_final_response"] = final = last

@@ -490,3 +490,47 @@ def test_inference_answers_are_compressed_as_accept_encoding_asks(tmp_path, acce
             result = client.infer("ident", inputs, request_compression_algorithm=encoding,
                                   response_compression_algorithm=encoding)
             np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), [4, 5])
+
+
+TWO_STEPS = """
+platform: "ensemble"
+max_batch_size: 8
+input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ -1 ] } ]
+output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ -1 ] }, { name: "OUTPUT1" data_type: TYPE_FP32 dims: [ -1 ] } ]
+ensemble_scheduling { step [
+  { model_name: "first" model_version: -1
+    input_map { key: "INPUT0" value: "INPUT0" } input_map { key: "INPUT1" value: "INPUT0" }
+    output_map { key: "OUTPUT0" value: "OUTPUT0" } },
+  { model_name: "second" model_version: -1
+    input_map { key: "INPUT0" value: "INPUT0" } input_map { key: "INPUT1" value: "INPUT0" }
+    output_map { key: "OUTPUT1" value: "OUTPUT1" } } ] }
+"""
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_ensemble_runs_only_the_steps_the_requested_outputs_need(tmp_path, protocol):
+    """As Triton (qa/L0_simple_ensemble): a step none of whose outputs is requested (or needed by a needed
+    step) does not run, and an answer made by steps carries the request's sequence_id, sequence_start and
+    sequence_end as parameters (test_ensemble_sequence_flags reads them; gpuserve ran every step and
+    answered no parameters)."""
+    for name in ("first", "second"):
+        _python(tmp_path, name, NOP)
+    _model(tmp_path, "two_steps", TWO_STEPS)
+    mod = httpclient if protocol == "http" else grpcclient
+    with _serve(tmp_path) as server:
+        client = mod.InferenceServerClient(f"127.0.0.1:{server.ports[protocol]}")
+        tensor = mod.InferInput("INPUT0", [1, 2], "FP32")
+        tensor.set_data_from_numpy(np.ones((1, 2), np.float32))
+        result = client.infer("two_steps", [tensor], outputs=[mod.InferRequestedOutput("OUTPUT0")],
+                              sequence_id=7, sequence_start=True)
+        assert result.as_numpy("OUTPUT1") is None
+        stats = client.get_inference_statistics("second")
+        if protocol == "grpc":
+            assert stats.model_stats[0].inference_count == 0
+            flags = result.get_response().parameters
+            assert (flags["sequence_id"].int64_param, flags["sequence_start"].bool_param,
+                    flags["sequence_end"].bool_param) == (7, True, False)
+        else:
+            assert stats["model_stats"][0]["inference_count"] == 0
+            assert result.get_response()["parameters"] == {"sequence_id": 7, "sequence_start": True,
+                                                           "sequence_end": False}
