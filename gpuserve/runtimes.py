@@ -622,6 +622,8 @@ class TorchModel(FrameworkModel):
 
     def _build_backends(self, path: Path, device: str, count: int) -> list:
         """ENABLE_WEIGHT_SHARING: this load's instances on one device run one module, as in Triton."""
+        for line in self.settings.parameters.extra.get("triton_said") or ():  # Triton's words, once a load
+            logger.info("%s", line)
         self._sharing: Optional[Dict[str, object]] = {}
         try:
             return super()._build_backends(path, device, count)

@@ -537,17 +537,19 @@ def _check_cpu_accelerators(name: str, optimization: Dict[str, Any]) -> None:
 
 
 def _torch_switches(name: str, parameters: Optional[Dict[str, Any]]) -> Dict[str, Any]:
-    """The libtorch backend's boolean parameters, refused in Triton's words when not a boolean and said in
-    its words (optimized execution and inference mode always, once a config has parameters). Those gpuserve
-    leaves to torch's defaults (JIT executor, fusers, cuDNN, cache cleaning) are checked and said only."""
+    """The libtorch backend's boolean parameters, refused in Triton's words when not a boolean; `triton_said` holds
+    its log lines for them (optimized execution and inference mode always, once a config has parameters),
+    which each load of the model logs. Those gpuserve leaves to torch's defaults (JIT executor, fusers,
+    cuDNN, cache cleaning) are checked and said only."""
     if not parameters:
         return {}
     extra: Dict[str, Any] = {}
+    said = extra["triton_said"] = []
     for key, (setting, words, inverted) in _TORCH_SWITCHES.items():
         entry = parameters.get(key)
         if entry is None:
             if setting in ("optimized_execution", "inference_mode"):
-                logger.info("%s is enabled for model instance '%s'", words, name)
+                said.append(f"{words} is enabled for model instance '{name}'")
             continue
         text = entry.get("string_value") if isinstance(entry, dict) else entry
         word = str(text).strip().lower()
@@ -556,7 +558,7 @@ def _torch_switches(name: str, parameters: Optional[Dict[str, Any]]) -> Dict[str
         on = (word in _TRUE) != inverted
         if setting is not None:
             extra[setting] = on
-        logger.info("%s is %s for model instance '%s'", words, "enabled" if on else "disabled", name)
+        said.append(f"{words} is {'enabled' if on else 'disabled'} for model instance '{name}'")
     return extra
 
 

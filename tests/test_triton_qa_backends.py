@@ -291,6 +291,20 @@ def test_libtorch_inference_mode_and_optimized_execution_switches_are_applied(tm
     assert "Optimized execution is disabled for model instance 'm'" in caplog.text
 
 
+def test_libtorch_switches_are_said_once_a_loaded_version(tmp_path, caplog):
+    """qa counts Triton's lines: one per version loaded (the configs were read more often than that)."""
+    _libtorch_model(tmp_path, "m", "TYPE_FP32", "TYPE_FP32", _param("INFERENCE_MODE", "true"))
+    (tmp_path / "m" / "2").mkdir()
+    (tmp_path / "m" / "2" / "model.pt").write_bytes((tmp_path / "m" / "1" / "model.pt").read_bytes())
+    with (tmp_path / "m" / "config.pbtxt").open("a") as config:
+        config.write("version_policy: { all { } }\n")
+    with caplog.at_level(logging.INFO, logger="gpuserve"), _serve(tmp_path) as server:
+        client = httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}")
+        assert client.is_model_ready("m", "1") and client.is_model_ready("m", "2")
+    assert caplog.text.count("Inference Mode is enabled for model instance 'm'") == 2
+    assert caplog.text.count("Optimized execution is enabled for model instance 'm'") == 2
+
+
 def test_libtorch_weight_sharing_runs_one_module_per_device(tmp_path, caplog):
     _libtorch_model(tmp_path, "m", "TYPE_FP32", "TYPE_FP32",
                     "instance_group [ { count: 4 kind: KIND_CPU } ]\n" + _param("ENABLE_WEIGHT_SHARING", "true"))
