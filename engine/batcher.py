@@ -236,9 +236,12 @@ class Scheduler:
             instance = await self._idle.get()
             # A lone request may skip the queue (_run_now) only where nothing would hold it: with a
             # max_queue_delay it waits for company as any first request does (Triton's dynamic batcher).
-            self._holding = instance if not cfg.max_queue_delay_s else None
+            ticket = instance.ticket
+            self._holding = instance if not cfg.max_queue_delay_s and ticket is None else None
             first = await self.queue.get()
             self._holding = None
+            if ticket is not None:  # Triton's rate limiter: the batch grows while it waits its turn
+                await ticket.acquire()
             batch = [first]
             if batched:
                 limit = max(cfg.max_batch_size, first.rows)
@@ -247,6 +250,8 @@ class Scheduler:
                     await self._wait_for_more(batch, first, limit)
                     if not batch:  # every request it held timed out meanwhile
                         self._idle.put_nowait(instance)
+                        if ticket is not None:
+                            ticket.release(self._restage())
                         continue
                 if cfg.preferred_batch_sizes:
                     self._trim_to_preferred(batch)
@@ -289,6 +294,13 @@ class Scheduler:
                     rows += sum(job.rows for job in more)
         finally:
             self.queue.held = ()
+
+    def _restage(self) -> bool:
+        """Whether a rate-limited instance that just finished should wait for its next turn at once (as
+        Triton's does while its model has requests queued). Only for a model of one instance: the loop's
+        next batch then surely goes to it, while with several the loop might wait on another instance's
+        turn and leave this one's unused, holding resources nobody takes."""
+        return len(self.instances) == 1 and bool(self.queue.size)
 
     def _preferred_prefix(self, batch: List[Job]) -> int:
         """How many of the batch's first requests make up the largest preferred size they can (0: none)."""
@@ -348,6 +360,8 @@ class Scheduler:
             results = instance.run(batch, batched, outputs)  # per-job errors come back as results
         finally:
             self._idle.put_nowait(instance)
+            if instance.ticket is not None:
+                instance.ticket.release(self._restage())
         self._complete(batch, results, None)
 
     def _dispatch(self, instance: Instance, batch: List[Job], batched: bool) -> None:
@@ -375,6 +389,8 @@ class Scheduler:
         if not done.done():  # stop() may have given up waiting (cancelled) meanwhile
             done.set_result(None)
         self._idle.put_nowait(instance)
+        if instance.ticket is not None:
+            instance.ticket.release(self._restage())
         self._complete(batch, results, error)
 
     def _complete(self, batch: List[Job], results: Optional[List[object]], error: Optional[BaseException]) -> None:

@@ -75,6 +75,8 @@ class Instance:
         self._inboxes: List["queue.SimpleQueue"] = []
         self._retired: set = set()
         self._start_lock = threading.Lock()
+        # With Triton's rate limiter on: this instance's place with it (engine/rate_limiter.py)
+        self.ticket = None
 
     # the instance's threads -------------------------------------------------------------------------
     def submit(self, jobs: List[Job], batched: bool, outputs: Optional[Sequence[str]],

@@ -175,6 +175,9 @@ class ServerSettings(BaseSettings):
     # --model-control-mode poll with --repository-poll-secs); 0: never.
     repository_poll_seconds: float = 0.0
     strict_readiness: bool = False
+    # Triton's --rate-limit (off | execution_count) and --rate-limit-resource NAME:COUNT[:DEVICE] values
+    rate_limit: str = "off"
+    rate_limit_resources: List[str] = Field(default_factory=list)
     # Triton's auto-complete (off: --disable-auto-complete-config): config.pbtxt tensors are checked as written
     auto_complete_config: bool = True
     # Triton's --model-config-name: a model reads configs/NAME.pbtxt where it has one, else config.pbtxt

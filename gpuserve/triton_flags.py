@@ -67,6 +67,10 @@ def add_flags(group: argparse._ArgumentGroup, parser: argparse.ArgumentParser) -
     add("--response-cache-byte-size", type=int, metavar="BYTES", help="as --cache-config local,size=BYTES")
     for flag in GRPC_ARGUMENTS:
         add(flag, type=int, metavar="N", help=argparse.SUPPRESS)
+    add("--rate-limit", metavar="MODE", help="execution_count: Triton's rate limiter (instances run while the "
+        "resources their instance_group's rate_limiter names are free); off (default)")
+    add("--rate-limit-resource", action="append", metavar="NAME:COUNT[:DEVICE]",
+        help="the count of a rate limiter resource (repeat; default: the most any instance needs)")
     noted = [flag for flag in NOTED if add(flag, metavar="VALUE", help=argparse.SUPPRESS)]
     parser.set_defaults(triton_noted=tuple(noted))
 
@@ -87,6 +91,10 @@ def settings_from(args: argparse.Namespace) -> Dict[str, Any]:
         out["enable_grpc"] = value("--allow-grpc")
     if value("--reuse-http-port") or value("--reuse-grpc-port"):
         out["reuse_port"] = True
+    if value("--rate-limit") is not None:
+        out["rate_limit"] = value("--rate-limit")
+    if value("--rate-limit-resource"):
+        out["rate_limit_resources"] = list(value("--rate-limit-resource"))
     arguments = {key: value(flag) for flag, key in GRPC_ARGUMENTS.items() if value(flag) is not None}
     if arguments:
         out["grpc_arguments"] = arguments

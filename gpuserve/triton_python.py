@@ -34,6 +34,7 @@ from gpuserve.dataplane import STREAMING
 from gpuserve.declared_tensors import config_reshapes, from_reshape, to_reshape
 from gpuserve.engine.batcher import BatchingConfig, Scheduler
 from gpuserve.engine.device import choose_device
+from gpuserve.engine import rate_limiter
 from gpuserve.engine.instance import Instance
 from gpuserve.errors import (GpuserveError, InvalidInput, InvalidSettings, ModelMissingError, ModelNotReady,
                              RequestCancelled, Unimplemented)
@@ -114,6 +115,7 @@ class PythonInstance:
         self.name = name
         self.device = device
         self.signature = ("KIND_CPU", ())  # (kind, gpus): what a reload's instance update matches instances by
+        self.passive = False
         self.inputs = owner.input_specs
         self.outputs = owner.output_specs
         self._declared = {spec.name for spec in self.outputs}
@@ -455,7 +457,15 @@ class TritonPythonBackendModel(FrameworkModel):
         self.optional_inputs = {e["name"] for e in config.get("input", []) if e.get("optional")}
         self.reshapes = config_reshapes(config)
         self._sync_settings(config)
-        self.instances = self._start_instances(cls, config, folder, device)
+        limiter = rate_limiter.limiter()  # Triton's --rate-limit: checked before any instance starts
+        tickets = limiter.tickets_for(self.name, config["instance_group"]) if limiter is not None else None
+        try:
+            self.instances = self._start_instances(cls, config, folder, device)
+        except BaseException:
+            if tickets:
+                limiter.unregister(tickets)
+            raise
+        self._tickets = tickets or []
         self.loaded_from = LoadedFrom(cls, folder, device, file_digest(path))  # for instance updates in place
         try:
             samples = warmup_samples(self.settings, self.input_specs) if self.settings.warmup_samples else []
@@ -480,6 +490,10 @@ class TritonPythonBackendModel(FrameworkModel):
         # ahead, and a request taken early would be out of reach of priorities, timeouts and the queue bound
         self.batching = batching
         engine_instances = [self.engine_instance(i) for i in self.instances]
+        for engine_instance, ticket in zip(engine_instances, self._tickets):
+            engine_instance.ticket, engine_instance.slots = ticket, 1  # one batch at a time (rate_limiter.py)
+        # A passive instance is loaded and initialized but, as in Triton, given no requests
+        engine_instances = [e for e, i in zip(engine_instances, self.instances) if not i.passive] or engine_instances
         if "sequence_batching" in config:  # a sequence stays on its instance: one scheduler per instance
             self.sequences = SequenceRouter(self.name, config["sequence_batching"], len(engine_instances),
                                             max_batch > 0)
@@ -550,6 +564,7 @@ class TritonPythonBackendModel(FrameworkModel):
                 "model_repository": str(folder), "model_version": str(self.version or 1), "model_name": self.name}
         instance = PythonInstance(self, obj, name, device if on_gpu else "cpu")
         instance.signature = signature(group)
+        instance.passive = group.get("passive") in (True, "true", 1)
         initialize = getattr(obj, "initialize", None)
         if initialize is not None:
             pb.set_bridge(self.bridge, thread_default=False)
@@ -641,6 +656,10 @@ class TritonPythonBackendModel(FrameworkModel):
 
     def _forget(self) -> None:
         self.instances = []
+        limiter = rate_limiter.limiter()
+        if limiter is not None and getattr(self, "_tickets", None):
+            limiter.unregister(self._tickets)
+            self._tickets = []
         sys.modules.pop(self._module_name, None)
 
     async def _responses(self, request: InferRequest, stream: ResponseStream, task: asyncio.Future):

@@ -23,6 +23,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Dict, List, Optional
 
+from gpuserve.engine import rate_limiter
 from gpuserve.dataplane import DataPlane
 from gpuserve.errors import InvalidSettings, NoModelReady
 from gpuserve.logging_setup import configure_logging
@@ -310,6 +311,7 @@ class ModelServer:
         """Bind, load, serve, and return after a graceful stop. With `require_ready` (KServe's `start`),
         raise `NoModelReady` once loaded if none of `models` is ready."""
         self._apply_attributes()
+        rate_limiter.configure(self.settings.rate_limit, self.settings.rate_limit_resources)
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         workers = self.settings.max_asyncio_workers or self.settings.max_threads

@@ -78,3 +78,158 @@ def test_a_lone_request_waits_out_max_queue_delay_for_company(tmp_path):
         assert model.scheduler.batches_formed == {1: 1, 4: 1}
     finally:
         model.stop()
+
+
+# Triton's rate limiter (qa/L0_rate_limiter) ---------------------------------------------------------------
+
+from gpuserve.engine import rate_limiter  # noqa: E402
+from gpuserve.engine.batcher import BatchingConfig, Scheduler  # noqa: E402
+from gpuserve.engine.instance import Instance  # noqa: E402
+from gpuserve.errors import InvalidSettings  # noqa: E402
+
+
+class Recorder:
+    """A CPU backend that records which model ran when, and how many ran at once."""
+
+    device = "cpu"
+
+    def __init__(self, name, log, seconds=0.01):
+        self.name, self.log, self.seconds = name, log, seconds
+        self.inputs = self.outputs = ()
+
+    def run(self, arrays, outputs=None):
+        import time
+
+        self.log["now"] = self.log.get("now", 0) + 1
+        self.log["most"] = max(self.log.get("most", 0), self.log["now"])
+        self.log.setdefault("order", []).append(self.name)
+        time.sleep(self.seconds)
+        self.log["now"] -= 1
+        return {"y": arrays["x"]}
+
+
+def _limited(limiter, name, groups, log):
+    """A scheduler over one instance per group's instance, each with its rate limiter ticket."""
+    tickets = limiter.tickets_for(name, groups)
+    instances = []
+    for i, ticket in enumerate(tickets):
+        instance = Instance(Recorder(name, log), f"{name}-{i}", slots=1)
+        instance.ticket = ticket
+        instances.append(instance)
+    return Scheduler(name, instances, BatchingConfig(inline_below_s=0.0))
+
+
+def _group(count=1, priority=0, **resources):
+    spec = [{"name": n, "count": c, "global": g} for n, (c, g) in resources.items()]
+    return {"count": count, "rate_limiter": {"resources": spec, "priority": priority}}
+
+
+def _run_all(schedulers_and_counts):
+    async def go():
+        x = {"x": np.zeros((1, 1), np.float32)}
+        await asyncio.gather(*(s.submit(x) for s, n in schedulers_and_counts for _ in range(n)))
+        for s, _ in schedulers_and_counts:
+            await s.stop()
+
+    asyncio.run(go())
+
+
+def test_rate_limiter_serves_priority_one_twice_as_often_as_priority_two():
+    """Instances that cannot run together take turns lowest `runs x priority` first (qa
+    test_cross_model_prioritization_limited_resource: a ratio over 1.8 between the two models)."""
+    limiter, log = rate_limiter.RateLimiter(), {}
+    one = _limited(limiter, "one", [_group(resource1=(4, False))], log)
+    two = _limited(limiter, "two", [_group(priority=2, resource1=(2, False), resource2=(2, True))], log)
+    _run_all([(one, 12), (two, 12)])
+    assert log["most"] == 1  # resource1 is 4 (the most any instance needs): never both at once
+    first = log["order"][:12]
+    assert first.count("one") == 8 and first.count("two") == 4, first
+
+
+def test_rate_limiter_lets_instances_run_together_when_resources_allow():
+    log = {}
+    limiter = rate_limiter.RateLimiter(rate_limiter.parse_resources(["resource1:6", "resource2:2"]))
+    model = _limited(limiter, "m", [_group(resource1=(4, False)), _group(priority=2, resource1=(2, False),
+                                                                         resource2=(2, True))], log)
+    _run_all([(model, 16)])
+    assert log["most"] == 2
+    limited, log = rate_limiter.RateLimiter(), {}
+    model = _limited(limited, "m", [_group(resource1=(4, False)), _group(priority=2, resource1=(2, False),
+                                                                         resource2=(2, True))], log)
+    _run_all([(model, 16)])
+    assert log["most"] == 1 and not any(limited.taken.values())
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["resource1:1"], 'Resource count for "resource1" is limited to 1 which will prevent scheduling of one or more '
+                      "model instances, the minimum required count is 4"),
+    (["resource1:10:10", "resource2:2"], 'Resource count for "resource1" is limited to 0 which will prevent '
+                                         "scheduling of one or more model instances, the minimum required count is 4"),
+])
+def test_rate_limiter_refuses_a_model_that_needs_more_than_the_flags_give(flags, message):
+    limiter = rate_limiter.RateLimiter(rate_limiter.parse_resources(flags))
+    with pytest.raises(InvalidSettings) as info:
+        limiter.tickets_for("m", [_group(resource1=(4, False))])
+    assert str(info.value).endswith(message)
+    assert not limiter.tickets
+
+
+def test_rate_limiter_refuses_a_resource_both_global_and_per_device():
+    limiter = rate_limiter.RateLimiter()
+    limiter.tickets_for("a", [_group(resource2=(2, True))])
+    with pytest.raises(InvalidSettings, match='Resource "resource2" is present as both global and device-specific '
+                                              "resource in the model configuration."):
+        limiter.tickets_for("b", [_group(resource2=(2, False))])
+    with pytest.raises(InvalidSettings, match="expected <name>:<count>"):
+        rate_limiter.parse_resources(["resource1"])
+
+
+# Passive instances (qa/L0_passive_instance) ---------------------------------------------------------------
+
+WHO = '''
+import json
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.name = args["model_instance_name"]
+
+    def execute(self, requests):
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("WHO", np.array([self.name.encode()], object))])
+                for _ in requests]
+'''
+
+WHO_CONFIG = '''
+backend: "python"
+input [ { name: "X" data_type: TYPE_FP32 dims: [ 1 ] } ]
+output [ { name: "WHO" data_type: TYPE_STRING dims: [ 1 ] } ]
+instance_group [ { name: "active" kind: KIND_CPU }, { name: "idle" kind: KIND_CPU count: 2 passive: true } ]
+'''
+
+
+def _write_python(root, name, code, config):
+    (root / name / "1").mkdir(parents=True)
+    (root / name / "config.pbtxt").write_text(config)
+    (root / name / "1" / "model.py").write_text(code)
+
+
+def test_passive_instances_load_but_take_no_requests(tmp_path):
+    """As Triton: a `passive: true` group's instances are loaded and initialized, and the scheduler sends
+    them nothing (qa/L0_passive_instance: no request reaches the passive KIND_GPU instance)."""
+    _write_python(tmp_path, "who", WHO, WHO_CONFIG)
+    model = DiskRepository(tmp_path).populate(ModelRepository()).get_model("who")
+    model.load()
+
+    async def many():
+        x = np.zeros((1,), np.float32)
+        answers = await asyncio.gather(*(model.predict(InferRequest("who", [InferInput("X", [1], "FP32", x)]))
+                                         for _ in range(12)))
+        return {a.outputs[0].as_numpy()[0] for a in answers}
+
+    try:
+        assert len(model.instances) == 3
+        assert asyncio.run(many()) == {b"active_0"}
+    finally:
+        model.stop()
