@@ -534,3 +534,12 @@ def test_ensemble_runs_only_the_steps_the_requested_outputs_need(tmp_path, proto
             assert stats["model_stats"][0]["inference_count"] == 0
             assert result.get_response()["parameters"] == {"sequence_id": 7, "sequence_start": True,
                                                            "sequence_end": False}
+
+
+def test_http_bodies_are_taken_up_to_2_gib_by_default():
+    """Triton 2.51 takes a binary tensor of 300 MB (and qa/L0_large_payload's 1.9 GB) over HTTP, as gRPC;
+    gpuserve refused bodies past 256 MiB with 413. The default is now gRPC's message bound, 2 GiB - 1."""
+    from gpuserve.settings import ServerSettings
+
+    settings = ServerSettings.load(None)
+    assert settings.max_request_bytes == 2**31 - 1 == settings.grpc_max_message_bytes
