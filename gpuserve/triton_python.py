@@ -479,6 +479,9 @@ class TritonPythonBackendModel(FrameworkModel):
         self.client_inputs = self.input_specs
         # a Direct-strategy sequence model runs once enough slots are ready, as the file-backed ones do
         batching = direct_batching(batching_config(self.settings, max_batch > 0), config.get("sequence_batching"))
+        ragged = tuple(e["name"] for e in config.get("input", []) if e.get("allow_ragged_batch") in (True, "true"))
+        if ragged:  # as Triton: requests whose ragged inputs differ in shape share a batch (execute gets each)
+            batching = dataclasses.replace(batching, ragged_inputs=ragged, ragged_any_shape=True)
         # A quick sync execute may run on the loop's thread as the engine runs quick CPU batches (two
         # thread wake-ups saved, ~200 us a request here); never an async one, a decoupled model's, or one
         # whose model.py calls the server (a BLS call there would wait on the thread it blocks) or waits on

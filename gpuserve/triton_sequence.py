@@ -116,6 +116,9 @@ class SequenceRouter:
     def __init__(self, model: str, batching: Dict[str, Any], instances: int, batch_dim: bool):
         self.model = model
         self.controls = parse_controls(model, batching)
+        # (name, datatype in Triton's words) of the CORRID control, whose type a request's ID must match
+        self.corrid = next(((c.name, "BYTES" if c.dtype is np.object_ else np.dtype(c.dtype).name.upper())
+                            for c in self.controls if c.kind == "CONTROL_SEQUENCE_CORRID"), None)
         idle_us = int(batching.get("max_sequence_idle_microseconds", 0) or 0)
         self.idle_s = (idle_us or 1_000_000) / 1e6
         self.instances = instances
@@ -161,6 +164,11 @@ class SequenceRouter:
     def open(self, parameters: Dict[str, Any]) -> Tuple[Any, Sequence]:
         """The request's sequence (started by it, or already running), counted as pending until `close`."""
         key = correlation_id(self.model, parameters)
+        if self.corrid is not None and isinstance(key, str) != (self.corrid[1] == "BYTES"):
+            # as Triton: a string ID for an integer CORRID (or the reverse) is refused, not converted
+            raise InvalidInput(f"sequence batching control '{self.corrid[0]}' data-type is "
+                               f"'{'BYTES' if isinstance(key, str) else 'UINT64'}', but model '{self.model}' "
+                               f"expects '{self.corrid[1]}'")
         now = time.monotonic()
         self._release_idle(now)
         sequence = self.active.get(key)

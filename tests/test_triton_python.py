@@ -635,7 +635,8 @@ def test_sequence_batching_keeps_each_sequence_on_its_instance_in_order(tmp_path
             assert config["sequence_batching"]["max_sequence_idle_microseconds"] == 5000000
             tensor = httpclient.InferInput("INPUT", [1, 1], "INT32")
             tensor.set_data_from_numpy(np.array([[5]], np.int32))
-            with pytest.raises(InferenceServerException, match="integer correlation IDs") as caught:
+            with pytest.raises(InferenceServerException, match="control .CORRID. data-type is .BYTES., but model "
+                               "'accumulate' expects 'UINT64'") as caught:
                 client.infer("accumulate", [tensor], sequence_id="text-id", sequence_start=True)
             assert caught.value.status() == "400"
             with pytest.raises(InferenceServerException, match="unsigned 64-bit") as caught:

@@ -85,7 +85,7 @@ def test_a_lone_request_waits_out_max_queue_delay_for_company(tmp_path):
 from gpuserve.engine import rate_limiter  # noqa: E402
 from gpuserve.engine.batcher import BatchingConfig, Scheduler  # noqa: E402
 from gpuserve.engine.instance import Instance  # noqa: E402
-from gpuserve.errors import InvalidSettings  # noqa: E402
+from gpuserve.errors import InvalidInput, InvalidSettings  # noqa: E402
 
 
 class Recorder:
@@ -231,5 +231,88 @@ def test_passive_instances_load_but_take_no_requests(tmp_path):
     try:
         assert len(model.instances) == 3
         assert asyncio.run(many()) == {b"active_0"}
+    finally:
+        model.stop()
+
+
+RAGGED_PY = '''
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("N", np.array([[len(requests)]], np.int32))])
+                for _ in requests]
+'''
+
+RAGGED_PY_CONFIG = '''
+backend: "python"
+max_batch_size: 8
+input [ { name: "X" data_type: TYPE_FP32 dims: [ -1 ] allow_ragged_batch: true } ]
+output [ { name: "N" data_type: TYPE_INT32 dims: [ 1 ] } ]
+dynamic_batching { max_queue_delay_microseconds: 2000000 preferred_batch_size: [ 4 ] }
+'''
+
+
+def test_a_python_model_batches_ragged_requests_together(tmp_path):
+    """allow_ragged_batch on a Python model lets requests of different shapes share one execute, as Triton
+    (qa/L0_dyna_sequence_batcher test_multi_sequence_different_shape_allow_ragged: batches of 4 and 3)."""
+    _write_python(tmp_path, "rag", RAGGED_PY, RAGGED_PY_CONFIG)
+    model = DiskRepository(tmp_path).populate(ModelRepository()).get_model("rag")
+    model.load()
+
+    async def four():
+        xs = [np.zeros((1, n), np.float32) for n in (4, 3, 1, 2)]
+        answers = await asyncio.gather(*(model.predict(InferRequest("rag", [InferInput("X", list(x.shape), "FP32", x)]))
+                                         for x in xs))
+        return [int(a.outputs[0].as_numpy()[0, 0]) for a in answers]
+
+    try:
+        assert asyncio.run(four()) == [4, 4, 4, 4]
+    finally:
+        model.stop()
+
+
+# CORRID data types (qa/L0_sequence_corrid_batcher test_corrid_data_type) ------------------------------------
+
+ECHO_SEQ = '''
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("Y", pb_utils.get_input_tensor_by_name(r, "X").as_numpy())])
+                for r in requests]
+'''
+
+
+@pytest.mark.parametrize("corrid_type, good, bad, words", [
+    ("TYPE_STRING", "corrid", 123, "data-type is 'UINT64', but model 'seq' expects 'BYTES'"),
+    ("TYPE_UINT32", 123, "corrid", "data-type is 'BYTES', but model 'seq' expects 'UINT32'"),
+    ("TYPE_INT64", 123, "corrid", "data-type is 'BYTES', but model 'seq' expects 'INT64'"),
+])
+def test_a_correlation_id_of_the_wrong_type_is_refused_in_tritons_words(tmp_path, corrid_type, good, bad, words):
+    config = ('backend: "python"\ninput [ { name: "X" data_type: TYPE_FP32 dims: [ 1 ] } ]\n'
+              'output [ { name: "Y" data_type: TYPE_FP32 dims: [ 1 ] } ]\n'
+              'sequence_batching { control_input [ { name: "CORRID" control [ { kind: CONTROL_SEQUENCE_CORRID '
+              f'data_type: {corrid_type} }} ] }} ] }}\n')
+    _write_python(tmp_path, "seq", ECHO_SEQ, config)
+    model = DiskRepository(tmp_path).populate(ModelRepository()).get_model("seq")
+    model.load()
+
+    def request(corrid):
+        x = np.ones((1,), np.float32)
+        return InferRequest("seq", [InferInput("X", [1], "FP32", x)],
+                            parameters={"sequence_id": corrid, "sequence_start": True, "sequence_end": True})
+
+    async def both():
+        answer = await model.predict(request(good))
+        assert answer.outputs[0].as_numpy()[0] == 1.0
+        with pytest.raises(InvalidInput, match=f"sequence batching control 'CORRID' {words}"):
+            await model.predict(request(bad))
+
+    try:
+        asyncio.run(both())
     finally:
         model.stop()
