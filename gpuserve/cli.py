@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
                        "env GPUSERVE_RESPONSE_CACHE_BYTES; size=0 turns it off)")
     control = start.add_argument_group("model control, as Triton's flags (default: every model loads at "
                                        "start-up and the repository extension may load and unload)")
-    control.add_argument("--model-control-mode", choices=("none", "explicit", "poll"), default=None,
+    control.add_argument("--model-control-mode", type=str.lower, choices=("none", "explicit", "poll"), default=None,
                          help="none: every model loads at start-up, load/unload requests are refused; explicit: "
                          "only --load-model models load at start-up; poll: as none, and the folder is scanned "
                          "for added, changed and removed models")
@@ -163,8 +163,11 @@ def note_triton_flags(args: argparse.Namespace) -> None:
         if value is not None:
             log.warning("%s=%s is a tritonserver flag with no gpuserve meaning; ignored", flag, value)
     if getattr(args, "model_namespacing", None):
-        log.warning("--model-namespacing=true: gpuserve has no model namespaces; each model name is served once "
-                    "(a name in two repository folders is served from neither) and metrics carry no namespace label")
+        from gpuserve.repository import DiskRepository
+
+        DiskRepository.namespacing = True  # each repository folder a namespace (gpuserve/namespacing.py)
+        log.warning("--model-namespacing=true: a name several repository folders hold is served from each, "
+                    "reached by plain name from its own folder's models only; metrics carry no namespace label")
 
 
 def auto_complete(args: argparse.Namespace) -> Optional[bool]:

@@ -16,6 +16,7 @@ from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from gpuserve.errors import GpuserveError, InvalidInput, ModelNotFound, ModelNotReady, VersionNotReady
 from gpuserve.model import BaseKServeModel
+from gpuserve.namespacing import SEP, ambiguity, copies, registry_for, settle
 
 logger = logging.getLogger("gpuserve")
 
@@ -106,8 +107,9 @@ class ModelRepository:
         if triton_form(model) and version is not None:
             self.known.setdefault(name, set()).add(version)
         if hasattr(model, "registry"):  # models that call others in process (Triton Python models' BLS)
-            model.registry = self
+            model.registry = registry_for(self, model)
         self.models[name] = versions[max(versions, key=_version_key)]
+        settle(self, name)  # --model-namespacing: a name another folder now holds too is ambiguous again
 
     async def infer(self, request, headers: Optional[dict] = None):
         """A request from one served model to another (BLS, ensemble steps): through the serving data plane
@@ -155,6 +157,10 @@ class ModelRepository:
     def resolve(self, name: str, version: Optional[str] = None) -> BaseKServeModel:
         """The model a request names, ready to serve, or the error the client should get."""
         model = self.get_model(name, version)
+        if model is None and SEP not in name:
+            held = copies(self._versions, name)  # --model-namespacing: several folders hold the name
+            if len(held) > 1:
+                raise InvalidInput(ambiguity(name, len(held)))
         if model is not None and not model.ready and version in (None, "") and triton_form(model):
             # Triton's "latest": the highest version that is ready, when the highest one is not
             ready = [(v, m) for v, m in self._versions.get(name, {}).items() if m.ready]
@@ -217,7 +223,7 @@ class ModelRepository:
         in_place = {id(model) for model in models} & {id(model) for model in old.values()}  # loaded, serving
         for model in models:
             if hasattr(model, "registry"):  # an ensemble's readiness is its steps' (they are served here)
-                model.registry = self
+                model.registry = registry_for(self, model)
             if id(model) in in_place:
                 continue
             if getattr(model, "ready", False) is False and not getattr(model, "reason", ""):
@@ -246,8 +252,8 @@ class ModelRepository:
             return False
         self._versions.pop(name, None)
         self.models.pop(name, None)
-        for model in models:
-            self.update(model)
+        for model in models:  # a namespaced key's copy keeps its key (its own name may be the plain one)
+            self.update(model, name if SEP in name else None)
         for model in old.values():
             if id(model) not in in_place:
                 await stop_model(model)
@@ -300,7 +306,9 @@ def composing_models(model: BaseKServeModel) -> List[str]:
     if isinstance(scheduling, list):  # the config reader keeps a message field as a list of one
         scheduling = scheduling[0] if scheduling else {}
     steps = scheduling.get("step") or [] if isinstance(scheduling, dict) else []
-    return [step["model_name"] for step in steps if isinstance(step, dict) and step.get("model_name")]
+    own = getattr(model, "namespace_names", None) or {}  # its own folder's copy of a name several folders hold
+    return [own.get(step["model_name"], step["model_name"]) for step in steps
+            if isinstance(step, dict) and step.get("model_name")]
 
 
 def triton_form(model: BaseKServeModel) -> bool:

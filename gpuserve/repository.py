@@ -16,13 +16,14 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Collection, Dict, List, Optional, Set
+from typing import Any, Collection, Dict, List, Optional, Set, Tuple
 
 from gpuserve.errors import GpuserveError, InvalidSettings, ModelNotReady
 from gpuserve.import_path import move_on_path
 from gpuserve.load_override import scratch_folder
 from gpuserve.model import BaseKServeModel
 from gpuserve.model_repository import DUPLICATED, ModelRepository, composing_models
+from gpuserve.namespacing import SEP, copies, namespaced, plain
 from gpuserve.runtimes import ARTEFACT_RUNTIMES, BUILTIN_RUNTIMES
 from gpuserve.ensemble import EnsembleModel
 from gpuserve.environments import DEFAULT_ENVIRONMENTS_DIR, source_for
@@ -183,21 +184,43 @@ class DiskRepository:
         use_config_name(settings.model_config_name)
         return repository
 
+    # Triton's --model-namespacing=true: a name several folders hold is served from each (gpuserve/namespacing.py)
+    namespacing = False
+
     def scan(self) -> Dict[str, List[ModelSettings]]:
         if len(self.roots) == 1:
             return self._scan_root(self.root)
-        where: Dict[str, List[List[ModelSettings]]] = {}
-        for root in self.roots:
+        where: Dict[str, List[Tuple[int, List[ModelSettings]]]] = {}
+        for index, root in enumerate(self.roots):
             for name, group in self._scan_root(root).items():
-                where.setdefault(name, []).append(group)
+                where.setdefault(name, []).append((index, group))
         found: Dict[str, List[ModelSettings]] = {}
         for name, groups in where.items():
             if len(groups) == 1:
-                found[name] = groups[0]
+                found[name] = groups[0][1]
+            elif self.namespacing:
+                for index, group in groups:
+                    for settings in group:
+                        settings.name = namespaced(name, index)
+                    found[namespaced(name, index)] = group
             else:  # Triton's words; the model loads again once only one folder holds it
-                folder = next((Path(s.folder) for s in groups[0] if s.folder), self.root / name)
+                folder = next((Path(s.folder) for s in groups[0][1] if s.folder), self.root / name)
                 found[name] = [_broken(folder, DUPLICATED, name)]
         return found
+
+    def _with_namespace(self, models: List[BaseKServeModel], found: Dict[str, List[ModelSettings]]) -> list:
+        """Each model from a namespaced repository learns which names its own folder holds under a key."""
+        if not self.namespacing or len(self.roots) == 1:
+            return models
+        for model in models:
+            folder = getattr(getattr(model, "settings", None), "folder", None)
+            index = next((i for i, root in enumerate(self.roots) if folder and Path(folder).is_relative_to(root)),
+                         None)
+            if index is not None:
+                model.namespace_index = index
+                model.namespace_names = {plain(key): key for key in found
+                                         if SEP in key and key.endswith(f"{SEP}{index}")}
+        return models
 
     def _scan_root(self, root: Path) -> Dict[str, List[ModelSettings]]:
         found: Dict[str, List[ModelSettings]] = {}
@@ -262,9 +285,12 @@ class DiskRepository:
               ) -> List[BaseKServeModel]:
         """Fresh model objects for `name`; with a config or files given at load time (load_override.py),
         from a scratch folder that goes when the models stop."""
-        found = self.scan().get(name, [])
+        scanned = self.scan()
+        found = scanned.get(name, [])
+        if not found and self.namespacing:  # a name several folders hold: its copy in each of them
+            found = [s for key in copies(scanned, name) for s in scanned[key]]
         if config is None and not files:
-            return [self._build_one(s) for s in found]
+            return self._with_namespace([self._build_one(s) for s in found], scanned)
         original = next((Path(s.folder) for s in found if s.folder), None)
         folder = scratch_folder(name, original, config, files or {})
         models = [self._build_one(s) for s in self._triton(folder)]
@@ -369,7 +395,7 @@ class DiskRepository:
         while pending:  # as Triton: an ensemble named to load brings its steps' models with it
             name = pending.pop()
             for settings in found[name]:
-                model = self._build_one(settings)
+                model = self._with_namespace([self._build_one(settings)], found)[0]
                 registry.update(model)
                 for step in composing_models(model):
                     if step in found and step not in chosen:

@@ -20,6 +20,10 @@ as its test.sh runs Triton; these are the cases where gpuserve first behaved dif
   only, DISABLE_OPTIMIZED_EXECUTION true turns TorchScript's graph optimizer off, ENABLE_WEIGHT_SHARING makes
   a model's instances on one device run one module (gpuserve ignored all three); each said in Triton's words,
   and a value that is not a boolean fails the load as in Triton.
+- L0_model_namespacing: with --model-namespacing=true a name two repository folders hold is served from
+  each; an ensemble reaches its own folder's copy (else the one copy elsewhere, as the folders change), a
+  plain request for it is refused with Triton's "... model namespace must be provided to resolve
+  ambiguity."; --model-control-mode takes POLL/EXPLICIT in capitals, as Triton does.
 """
 
 import logging
@@ -28,6 +32,7 @@ import textwrap
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
 
 from conftest import running_server
 from gpuserve import ModelRepository
@@ -405,3 +410,76 @@ def test_the_openvino_cpu_accelerator_runs_on_onnx_runtimes_cpu_provider(tmp_pat
         np.testing.assert_array_equal(model.backend.run({"INPUT0": x, "INPUT1": x})["OUTPUT1"], x - x)
     finally:
         model.stop()
+
+
+# L0_model_namespacing ----------------------------------------------------------------------------------
+
+COMPOSING = """
+    class TritonPythonModel:
+        @staticmethod
+        def auto_complete_config(config):
+            for name in ("INPUT0", "INPUT1"):
+                config.add_input({"name": name, "data_type": "TYPE_INT32", "dims": [16]})
+            for name in ("OUTPUT0", "OUTPUT1"):
+                config.add_output({"name": name, "data_type": "TYPE_INT32", "dims": [16]})
+            return config
+
+        def execute(self, requests):
+            out = []
+            for request in requests:
+                a, b = (pb_utils.get_input_tensor_by_name(request, n).as_numpy() for n in ("INPUT0", "INPUT1"))
+                first, second = (a + b, a - b) if SIGN > 0 else (a - b, a + b)
+                out.append(pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT0", first.astype(np.int32)),
+                                                       pb_utils.Tensor("OUTPUT1", second.astype(np.int32))]))
+            return out
+    """
+
+ENSEMBLE = """platform: "ensemble"
+max_batch_size: 0
+input [ { name: "INPUT0" data_type: TYPE_INT32 dims: [ 16 ] }, { name: "INPUT1" data_type: TYPE_INT32 dims: [ 16 ] } ]
+output [ { name: "OUTPUT0" data_type: TYPE_INT32 dims: [ 16 ] }, { name: "OUTPUT1" data_type: TYPE_INT32 dims: [ 16 ] } ]
+ensemble_scheduling { step [ { model_name: "composing_model" model_version: -1
+  input_map { key: "INPUT0" value: "INPUT0" } input_map { key: "INPUT1" value: "INPUT1" }
+  output_map { key: "OUTPUT0" value: "OUTPUT0" } output_map { key: "OUTPUT1" value: "OUTPUT1" } } ] }
+"""
+
+
+def _namespaced_repos(tmp_path):
+    roots = []
+    for folder, ensemble, sign in (("addsub_repo", "simple_addsub", 1), ("subadd_repo", "simple_subadd", -1)):
+        root = tmp_path / folder
+        (root / "composing_model" / "1").mkdir(parents=True)
+        (root / "composing_model" / "1" / "model.py").write_text(
+            f"import numpy as np\nimport triton_python_backend_utils as pb_utils\nSIGN = {sign}\n"
+            + textwrap.dedent(COMPOSING))
+        (root / ensemble / "1").mkdir(parents=True)
+        (root / ensemble / "config.pbtxt").write_text(ENSEMBLE)
+        roots.append(root)
+    return roots
+
+
+def test_model_namespacing_serves_one_name_from_each_folder(tmp_path):
+    first, second = _namespaced_repos(tmp_path)
+    disk = DiskRepository(first, more_roots=[second])
+    disk.namespacing = True
+    port = next(PORTS)
+    with running_server(repository=disk.populate(ModelRepository()), http_port=port, grpc_port=port + 1,
+                        metrics_port=port + 2) as server:
+        client = httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}")
+        x = np.arange(16, dtype=np.int32)
+        inputs = [httpclient.InferInput(n, [16], "INT32") for n in ("INPUT0", "INPUT1")]
+        for i in inputs:
+            i.set_data_from_numpy(x)
+        added = client.infer("simple_addsub", inputs)
+        np.testing.assert_array_equal(added.as_numpy("OUTPUT0"), x + x)
+        subtracted = client.infer("simple_subadd", inputs)
+        np.testing.assert_array_equal(subtracted.as_numpy("OUTPUT0"), x - x)
+        with pytest.raises(InferenceServerException, match="model namespace must be provided to resolve ambiguity"):
+            client.infer("composing_model", inputs)
+
+
+def test_tritons_model_control_mode_is_taken_in_capitals():
+    from gpuserve.cli import _parser
+
+    for given, taken in (("POLL", "poll"), ("EXPLICIT", "explicit"), ("None", "none")):
+        assert _parser().parse_args(["start", ".", f"--model-control-mode={given}"]).model_control_mode == taken
