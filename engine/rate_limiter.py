@@ -5,9 +5,10 @@ Each instance holds a `Ticket`: the resources it needs (per device, or `global` 
 group's priority and how many batches it has run. The server has, of each resource, the most any loaded
 instance needs, or what `--rate-limit-resource NAME:COUNT[:DEVICE]` gives (then a resource no flag names
 has none, and a model that needs more than there is fails to load, in Triton's words). Instances waiting
-for resources are served lowest `batches run x max(priority, 1)` first (then the lower priority), so a priority-2
-instance gets half the turns of a priority-1 one; only the first in that order may take resources (as Triton: a big waiter
-is not overtaken forever by small ones). An instance that finishes with work still queued joins the
+for resources are served lowest `batches run x max(priority, 1)` first (then the lower priority), so a
+priority-2 instance gets half the turns of a priority-1 one; only the first in that order may take resources
+(as Triton: a big waiter is not overtaken forever by small ones). Only Python-backend models take tickets
+so far; a model of several instances waits for one chosen instance's turn at a time. An instance that finishes with work still queued joins the
 waiters at once, so its next turn is weighed against the others before they take the freed resources.
 A rate-limited instance takes one batch at a time (as Triton's): one queued behind a running batch would
 wait for resources its own instance holds, and stand first in line while it could not run.

@@ -6,6 +6,8 @@ given at its start, one at a time and in order, so the instance may keep state p
 different sequences share batches. The control inputs the config declares (START, END, READY, CORRID)
 are added to every request as the tensors the model reads. A sequence idle for longer than
 `max_sequence_idle_microseconds` (default 1 s) is released; its next request then needs START again.
+With the Oldest strategy's `max_candidate_sequences`, an instance batches at most that many sequences; a
+sequence started while all are taken waits in a backlog (its requests are held) until one ends or idles out.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -49,6 +51,11 @@ class Sequence:
     states: Dict[str, Any] = field(default_factory=dict)  # implicit state by input name (gpuserve/sequence_state.py)
     cancelled: bool = False
     waiting: int = 0  # requests waiting here for the previous one to finish (still pending, for metrics)
+    # Oldest's max_candidate_sequences: a sequence started while every slot is taken waits in the backlog;
+    # `admit` is then the router's wait for a slot, None once it has one (or when slots are unlimited)
+    admit: Optional[Callable[["Sequence"], Awaitable[None]]] = None
+    admitted: Optional[asyncio.Event] = None
+    slot: bool = False
 
     @contextlib.asynccontextmanager
     async def turn(self):
@@ -57,6 +64,8 @@ class Sequence:
         answered CANCELLED instead of running (qa's L0_request_cancellation scheduler_test)."""
         self.waiting += 1
         try:
+            if self.admit is not None:
+                await self.admit(self)
             await self.lock.acquire()
         except asyncio.CancelledError:
             self.cancelled = True
@@ -124,6 +133,12 @@ class SequenceRouter:
         self.instances = instances
         self.batch_dim = batch_dim
         self.active: Dict[Any, Sequence] = {}
+        # Oldest's candidate sequences per instance (Triton batches at most that many sequences on one; the
+        # next ones wait in a backlog until one ends or idles out); 0: no limit
+        oldest = batching.get("oldest")
+        self.slots = int((oldest or {}).get("max_candidate_sequences", 0) or 0) if isinstance(oldest, dict) else 0
+        self.holding: Dict[int, int] = {}  # per instance: sequences with a slot
+        self.backlog: List[Sequence] = []
         self.running: Dict[int, int] = {}  # per instance: requests between open() and close()
         # Instances leaving (an instance update on reload): no new sequence starts there, and the callback
         # runs once none of their sequences is left, as Triton keeps a removed instance until then
@@ -158,8 +173,36 @@ class SequenceRouter:
 
     def _release_idle(self, now: float) -> None:
         for key in [k for k, s in self.active.items() if not s.pending and now - s.last_used > self.idle_s]:
-            del self.active[key]
+            self._free_slot(self.active.pop(key))
         self._free_closed()
+
+    def _free_slot(self, sequence: Sequence) -> None:
+        if sequence.slot:
+            sequence.slot = False
+            self.holding[sequence.instance] -= 1
+        while self.backlog:  # the oldest waiting sequence takes the freed slot (any instance's)
+            free = [i for i in range(self.instances) if i not in self.closed and self.holding.get(i, 0) < self.slots]
+            if not free:
+                return
+            waiting = self.backlog.pop(0)
+            instance = min(free, key=lambda i: self.holding.get(i, 0))
+            self.running[waiting.instance] -= waiting.pending
+            self.running[instance] = self.running.get(instance, 0) + waiting.pending
+            waiting.instance, waiting.slot = instance, True
+            self.holding[instance] = self.holding.get(instance, 0) + 1
+            waiting.admit = None
+            if waiting.admitted is not None:
+                waiting.admitted.set()
+
+    async def _wait_for_slot(self, sequence: Sequence) -> None:
+        """A backlogged sequence's first request: until a slot frees (a sequence ends, or idles out)."""
+        if sequence.admitted is None:
+            sequence.admitted = asyncio.Event()
+        while sequence.admit is not None:
+            try:
+                await asyncio.wait_for(sequence.admitted.wait(), self.idle_s)
+            except asyncio.TimeoutError:
+                self._release_idle(time.monotonic())
 
     def open(self, parameters: Dict[str, Any]) -> Tuple[Any, Sequence]:
         """The request's sequence (started by it, or already running), counted as pending until `close`."""
@@ -174,11 +217,22 @@ class SequenceRouter:
         sequence = self.active.get(key)
         if parameters.get("sequence_start"):
             if sequence is None or not sequence.pending:  # a new START restarts an idle sequence's slot
+                if sequence is not None:
+                    self._free_slot(sequence)
                 load = [0] * self.instances
                 for other in self.active.values():
                     load[other.instance] += 1
                 open_ = [i for i in range(self.instances) if i not in self.closed]
                 sequence = self.active[key] = Sequence(instance=min(open_, key=load.__getitem__))
+                if self.slots:
+                    free = [i for i in open_ if self.holding.get(i, 0) < self.slots]
+                    if free:
+                        sequence.instance = min(free, key=lambda i: self.holding.get(i, 0))
+                        sequence.slot = True
+                        self.holding[sequence.instance] = self.holding.get(sequence.instance, 0) + 1
+                    else:
+                        sequence.admit = self._wait_for_slot
+                        self.backlog.append(sequence)
         elif sequence is None:
             raise InvalidInput(f"inference request for sequence {key} to model '{self.model}' must specify the "
                                "START flag on the first request of the sequence")
@@ -195,6 +249,11 @@ class SequenceRouter:
         self.running[sequence.instance] -= 1
         if ended and self.active.get(key) is sequence and not sequence.pending:
             del self.active[key]
+        gone = ended or sequence.cancelled
+        if self.slots and not sequence.pending and gone and self.active.get(key) is not sequence:
+            if sequence in self.backlog:
+                self.backlog.remove(sequence)
+            self._free_slot(sequence)
         self._free_closed()
 
     def control_arrays(self, key, parameters: Dict[str, Any], rows: int) -> List[Tuple[str, np.ndarray]]:

@@ -316,3 +316,33 @@ def test_a_correlation_id_of_the_wrong_type_is_refused_in_tritons_words(tmp_path
         asyncio.run(both())
     finally:
         model.stop()
+
+
+def test_oldest_sequences_past_max_candidate_sequences_wait_in_the_backlog(tmp_path):
+    """As Triton's Oldest strategy: with every candidate slot taken, a new sequence waits until one ends
+    (qa/L0_dyna_sequence_batcher test_backlog: the fifth of five sequences runs alone, after the others)."""
+    config = ('backend: "python"\nmax_batch_size: 4\ninput [ { name: "X" data_type: TYPE_FP32 dims: [ 1 ] } ]\n'
+              'output [ { name: "Y" data_type: TYPE_FP32 dims: [ 1 ] } ]\n'
+              'sequence_batching { max_sequence_idle_microseconds: 5000000 oldest { max_candidate_sequences: 1 } }\n')
+    _write_python(tmp_path, "seq", ECHO_SEQ, config)
+    model = DiskRepository(tmp_path).populate(ModelRepository()).get_model("seq")
+    model.load()
+
+    def request(corrid, start=False, end=False):
+        x = np.full((1, 1), corrid, np.float32)
+        return InferRequest("seq", [InferInput("X", [1, 1], "FP32", x)],
+                            parameters={"sequence_id": corrid, "sequence_start": start, "sequence_end": end})
+
+    async def two():
+        await model.predict(request(1, start=True))
+        second = asyncio.ensure_future(model.predict(request(2, start=True, end=True)))
+        await asyncio.sleep(0.3)
+        assert not second.done()  # sequence 1 holds the only slot
+        await model.predict(request(1, end=True))
+        answer = await asyncio.wait_for(second, 5)
+        return answer.outputs[0].as_numpy()[0, 0]
+
+    try:
+        assert asyncio.run(two()) == 2.0
+    finally:
+        model.stop()
