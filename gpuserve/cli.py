@@ -8,6 +8,7 @@ import logging
 import sys
 from typing import List, Optional
 
+from gpuserve import triton_flags
 from gpuserve.errors import GpuserveError
 from gpuserve.version import __version__
 
@@ -72,6 +73,12 @@ def _parser() -> argparse.ArgumentParser:
     for flag, what in (("--http-restricted-api", "API"), ("--grpc-restricted-protocol", "PROTOCOL")):
         triton.add_argument(flag, action="append", default=None, metavar=f"{what}[,{what}...]:KEY=VALUE",
                             help="those endpoint groups answer only requests with header KEY: VALUE (repeat)")
+    triton.add_argument("--grpc-use-ssl", type=_boolean, default=None, metavar="BOOL",
+                        help="serve gRPC over TLS (--grpc-server-cert, --grpc-server-key)")
+    triton.add_argument("--grpc-use-ssl-mutual", type=_boolean, default=None, metavar="BOOL",
+                        help="serve gRPC over TLS and require client certificates signed by --grpc-root-cert")
+    for flag in ("--grpc-server-cert", "--grpc-server-key", "--grpc-root-cert"):
+        triton.add_argument(flag, default=None, metavar="FILE", help="a PEM file for gRPC TLS")
     triton.add_argument("--disable-auto-complete-config", action="store_true", default=None,
                         help="check config.pbtxt tensors as written, before any model file completes them")
     triton.add_argument("--strict-model-config", type=_boolean, default=None, metavar="BOOL",
@@ -85,11 +92,12 @@ def _parser() -> argparse.ArgumentParser:
         triton.add_argument(flag, action="append", default=None, metavar="VALUE", help=argparse.SUPPRESS)
     for flag in TRITON_NOTED:
         triton.add_argument(flag, default=None, metavar="VALUE", help=argparse.SUPPRESS)
+    triton_flags.add_flags(triton, parser)  # the rest of tritonserver's line, after every flag defined here
     return parser
 
 
 # tritonserver flags with no gpuserve meaning (their behaviour is gpuserve's own, README): taken and noted.
-TRITON_NOTED = ("--allow-http", "--allow-grpc", "--backend-directory",
+TRITON_NOTED = ("--backend-directory",
                 "--backend-config", "--pinned-memory-pool-byte-size", "--cuda-memory-pool-byte-size",
                 "--http-thread-count", "--grpc-infer-allocation-pool-size", "--exit-timeout-secs",
                 "--log-info", "--log-warning", "--log-error", "--log-format", "--id")
@@ -234,6 +242,10 @@ def start(args: argparse.Namespace) -> int:
         cache_bytes = parse_cache_config(args.cache_config)
     except ValueError as exc:
         raise GpuserveError(str(exc)) from None
+    more = triton_flags.settings_from(args)
+    if args.cache_config is None:  # Triton's older --response-cache-byte-size, when --cache-config is not given
+        cache_bytes = more.pop("response_cache_bytes", cache_bytes)
+    more.pop("response_cache_bytes", None)
     log_level = log_level_of(args)
     settings = ServerSettings.load(folder, http_port=args.http_port, grpc_port=args.grpc_port,
                                    metrics_port=args.metrics_port, host=args.host, device=args.device,
@@ -243,12 +255,18 @@ def start(args: argparse.Namespace) -> int:
                                    **metrics_endpoint(args),
                                    http_restricted_api=args.http_restricted_api,
                                    grpc_restricted_protocol=args.grpc_restricted_protocol,
+                                   grpc_use_ssl=args.grpc_use_ssl, grpc_use_ssl_mutual=args.grpc_use_ssl_mutual,
+                                   grpc_server_cert=args.grpc_server_cert, grpc_server_key=args.grpc_server_key,
+                                   grpc_root_cert=args.grpc_root_cert,
+                                   http_header_forward_pattern=args.http_header_forward_pattern,
+                                   grpc_header_forward_pattern=args.grpc_header_forward_pattern,
                                    auto_complete_config=auto_complete(args),
-                                   model_config_name=model_config_name(args), **model_control(args))
+                                   model_config_name=model_config_name(args), **model_control(args), **more)
     from gpuserve.logging_setup import configure_logging
 
     configure_logging(settings)
     note_triton_flags(args)
+    triton_flags.note_flags(args)
     _stacks_on_sigusr1()
     if settings.workers > 1:
         if len(folders) > 1:

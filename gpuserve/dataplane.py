@@ -22,6 +22,7 @@ from gpuserve.classification import apply_classification
 from gpuserve.engine.stats import ModelStats
 from gpuserve.errors import (InferenceError, InvalidInput, ModelControlDisabled, ModelLoadError, ModelNotFound,
                              ModelNotReady, RequestCancelled)
+from gpuserve.header_forward import HeaderForward
 from gpuserve.model import InferenceVerb, Model
 from gpuserve.model_repository import DUPLICATED, ModelRepository, triton_form
 from gpuserve.runtime_settings import RuntimeSettings
@@ -88,6 +89,9 @@ class DataPlane:
         # Triton's response cache, for the models that enable it (gpuserve/response_cache.py); 0 bytes: none
         self.response_cache = response_cache.ResponseCache(response_cache_bytes, response_cache_entries, mlserver_cache) \
             if response_cache_bytes > 0 else None
+        # Triton's --http-header-forward-pattern / --grpc-header-forward-pattern (gpuserve/header_forward.py)
+        self.http_forward: Optional[HeaderForward] = None
+        self.grpc_forward: Optional[HeaderForward] = None
 
     # health and metadata ------------------------------------------------------------------------
     def live(self) -> bool:
@@ -263,6 +267,9 @@ class DataPlane:
         if _user_healthy(type(model)) and not await model.healthy():
             raise ModelNotReady(model.name)
         request.headers = headers
+        forward = self.grpc_forward if request.from_grpc else self.http_forward
+        if forward is not None and headers:
+            forward.apply(request.parameters, headers)
         as_mlserver = getattr(model, "generates_ids", False)  # MLServer's data plane: an id, parameters written
         if request.id is None and as_mlserver:
             # MLServer makes one up for REST only: a gRPC request's id is the proto's, "" when not set

@@ -152,8 +152,17 @@ class ServerSettings(BaseSettings):
     metrics_path: str = "/metrics"
     metrics_prefix: str = ""
     nvml_interval_seconds: float = 5.0
+    # Each endpoint's bind address when it differs from `host` (Triton's --http-address, --grpc-address,
+    # --metrics-address)
+    http_host: Optional[str] = None
+    grpc_host: Optional[str] = None
+    metrics_host: Optional[str] = None
+    enable_http: bool = True  # Triton's --allow-http
     enable_grpc: bool = True
     enable_metrics_server: bool = True
+    # grpc.aio channel arguments (Triton's keepalive and connection-age flags, gpuserve/triton_flags.py); any
+    # given serves gRPC on grpc.aio, which applies them
+    grpc_arguments: Dict[str, int] = Field(default_factory=dict)
     workers: int = 1
     reuse_port: bool = False  # set for each of several workers sharing the ports
     # Default for custom models whose settings name none (0: in process). None (not given): 0, except for models
@@ -196,6 +205,10 @@ class ServerSettings(BaseSettings):
     grpc_server_cert: Optional[str] = None
     grpc_server_key: Optional[str] = None
     grpc_root_cert: Optional[str] = None
+    # Triton's --http-header-forward-pattern / --grpc-header-forward-pattern: request headers whose name the
+    # regular expression finds become string request parameters (gpuserve/header_forward.py)
+    http_header_forward_pattern: Optional[str] = None
+    grpc_header_forward_pattern: Optional[str] = None
     device: str = "auto"
     # HTTP bodies up to 2 GiB, as gRPC messages: Triton takes binary tensors that large over HTTP (its qa
     # L0_large_payload sends 1.9 GB and expects 3 GB to fail)
@@ -204,6 +217,7 @@ class ServerSettings(BaseSettings):
     server_name: str = "gpuserve"
     log_level: str = "INFO"
     logging_format: Literal["text", "json"] = "text"
+    log_file: Optional[str] = None  # Triton's --log-file: the log goes there instead of standard error
     access_log: bool = False
     # "auto": our HTTP/1.1 server on httptools (server/rest/http11.py) when httptools is installed,
     # else uvicorn; "uvicorn" forces uvicorn (and its ASGI fast path) for every route.
@@ -244,6 +258,17 @@ class ServerSettings(BaseSettings):
 
         try:
             (http_rules if info.field_name == "http_restricted_api" else grpc_rules)(value)
+        except InvalidSettings as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("http_header_forward_pattern", "grpc_header_forward_pattern")
+    @classmethod
+    def _forward_pattern(cls, value: Optional[str], info) -> Optional[str]:
+        from gpuserve.header_forward import header_forward
+
+        try:
+            header_forward(value, info.field_name.replace("_", "-"))
         except InvalidSettings as exc:
             raise ValueError(str(exc)) from None
         return value

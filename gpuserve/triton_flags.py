@@ -5,7 +5,8 @@ Meanings: --http-address / --grpc-address / --metrics-address (each endpoint's b
 --allow-grpc (serve that endpoint or not), --reuse-http-port / --reuse-grpc-port (SO_REUSEPORT), --log-file
 (the log goes to that file), --http-max-input-size (the request size limit), --response-cache-byte-size
 (the older spelling of --cache-config local,size=N), and gRPC's keepalive and connection-age flags, which go
-to grpc.aio as its channel arguments (the native transport sends no pings, so they select grpc.aio).
+to grpc.aio as its channel arguments (the native transport sends no pings, so they select grpc.aio), and the
+rate limiter's --rate-limit / --rate-limit-resource (engine/rate_limiter.py).
 """
 
 from __future__ import annotations

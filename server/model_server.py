@@ -35,6 +35,7 @@ from gpuserve.repository_poll import RepositoryPoller
 from gpuserve.runtime_settings import trace_start_settings
 from gpuserve.settings import ServerSettings
 from gpuserve.utils.utils import strtobool  # KServe's flag parser, also a public KServe util
+from gpuserve.header_forward import header_forward
 from gpuserve.server.app import build_app
 from gpuserve.server.metrics import Exposition
 from gpuserve.server.rest.fast_path import FastPath
@@ -247,9 +248,14 @@ class ModelServer:
                                    response_cache_entries=settings.response_cache_entries,
                                    mlserver_cache=settings.mlserver_cache,
                                    trace_defaults=trace_start_settings(settings.trace_config))
+        self.dataplane.http_forward = header_forward(settings.http_header_forward_pattern,
+                                                     "http-header-forward-pattern")
+        self.dataplane.grpc_forward = header_forward(settings.grpc_header_forward_pattern,
+                                                     "grpc-header-forward-pattern")
         self.errors = ErrorRoutes()
         self.protocol_version = "v2"
         self.ports: Dict[str, int] = {}
+        self.grpc_servers: list = []  # the gRPC server serving (grpc.aio's or the native transport's)
         self.started = threading.Event()
         self._servers: List = []
         self._stopping: Optional[asyncio.Event] = None
@@ -320,19 +326,23 @@ class ModelServer:
         for model in models or []:
             self.register_model(model)
         s = self.settings
-        http_sock = bind(s.host, s.http_port, s.reuse_port)
-        self.ports["http"] = http_sock.getsockname()[1]
+        http_sock = None
+        if s.enable_http:
+            http_sock = bind(s.http_host or s.host, s.http_port, s.reuse_port)
+            self.ports["http"] = http_sock.getsockname()[1]
         metrics_sock = None
-        if s.enable_metrics_server and not (s.metrics_port and s.metrics_port == s.http_port):
+        if s.enable_metrics_server and not (s.enable_http and s.metrics_port and s.metrics_port == s.http_port):
             try:
-                metrics_sock = bind(s.host, s.metrics_port, s.reuse_port, service="Metrics")
+                metrics_sock = bind(s.metrics_host or s.host, s.metrics_port, s.reuse_port, service="Metrics")
             except PortInUse:
-                http_sock.close()
+                if http_sock is not None:
+                    http_sock.close()
                 raise
             self.ports["metrics"] = metrics_sock.getsockname()[1]
         grpc_server = None
         if s.enable_grpc:
             grpc_server = await self._start_grpc(http_sock, metrics_sock)
+            self.grpc_servers = [grpc_server] if grpc_server is not None else []
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -343,15 +353,19 @@ class ModelServer:
         exposition = Exposition(self.dataplane, s.metrics_prefix, gpus if s.gpu_metrics else None, s.metrics_config,
                                 cpu=s.cpu_metrics)
         app = build_app(self.dataplane, s, self.errors, exposition)
-        http = _http_server(app, s, http_sock, FastPath(app, self.dataplane, self.errors, s.max_request_bytes),
-                            http_restrictions(s.http_restricted_api))
-        self._servers = [http]
-        tasks = [asyncio.ensure_future(http.serve())]
+        self._servers, tasks = [], []
+        if http_sock is not None:
+            http = _http_server(app, s, http_sock, FastPath(app, self.dataplane, self.errors, s.max_request_bytes),
+                                http_restrictions(s.http_restricted_api))
+            self._servers.append(http)
+            tasks.append(asyncio.ensure_future(http.serve()))
         if metrics_sock is not None:
             metrics = _http_server(exposition.asgi, s, metrics_sock)
             self._servers.append(metrics)
             tasks.append(asyncio.ensure_future(metrics.serve()))
-        logger.info("gpuserve listening: %s", ", ".join(f"{k} {s.host}:{v}" for k, v in self.ports.items()))
+        hosts = {"http": s.http_host, "grpc": s.grpc_host, "metrics": s.metrics_host}
+        logger.info("gpuserve listening: %s", ", ".join(f"{k} {hosts.get(k) or s.host}:{v}"
+                                                        for k, v in self.ports.items()))
 
         await self._load_all()
         failure = None
@@ -397,7 +411,8 @@ class ModelServer:
 
     async def _start_grpc(self, *opened):
         try:
-            if self.settings.grpc_transport == "native" and importlib.util.find_spec("hpack") is not None:
+            if self.settings.grpc_transport == "native" and importlib.util.find_spec("hpack") is not None \
+                    and not self.settings.grpc_arguments:  # keepalive and connection age: grpc.aio's
                 from gpuserve.server.grpc.native import start_native_grpc_server as start
             else:
                 if self.settings.grpc_transport == "native":

@@ -404,11 +404,11 @@ def _health(plane: DataPlane, rules) -> Dict[str, _Method]:
 async def start_native_grpc_server(plane: DataPlane, settings: ServerSettings) -> Tuple[NativeGrpcServer, int]:
     server = NativeGrpcServer(plane, settings)
     loop = asyncio.get_running_loop()
-    address = _address(settings.host, settings.grpc_port)
+    address = _address(settings.grpc_host or settings.host, settings.grpc_port)
     context = tls.ssl_context(settings) if tls.wanted(settings) else None
     try:
         server.server = await loop.create_server(lambda: Http2Connection(server.open, server.connections),
-                                                 settings.host, settings.grpc_port, ssl=context,
+                                                 settings.grpc_host or settings.host, settings.grpc_port, ssl=context,
                                                  reuse_port=bool(getattr(settings, "reuse_port", False)) or None)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:

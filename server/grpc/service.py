@@ -396,11 +396,12 @@ async def start_grpc_server(plane: DataPlane, settings: ServerSettings) -> Tuple
     # A port in use must fail, not be shared silently, unless several workers share it on purpose.
     options = [("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit),
                ("grpc.so_reuseport", 1 if getattr(settings, "reuse_port", False) else 0)]
+    options += sorted(settings.grpc_arguments.items())  # Triton's keepalive and connection-age flags
     server = grpc.aio.server(options=options)
     servicer = restricted_servicer(plane, settings)
     server.add_generic_rpc_handlers((service_handler(servicer), repository_handler(servicer)))
     _add_health(server, plane, settings)
-    address = _address(settings.host, settings.grpc_port)
+    address = _address(settings.grpc_host or settings.host, settings.grpc_port)
     credentials = tls.grpcio_credentials(settings) if tls.wanted(settings) else None
     try:
         port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
@@ -410,7 +411,7 @@ async def start_grpc_server(plane: DataPlane, settings: ServerSettings) -> Tuple
         reason = "the port is in use or the address is not available here"
     if not port:
         await server.stop(None)
-        if _taken(settings.host, settings.grpc_port):
+        if _taken(settings.grpc_host or settings.host, settings.grpc_port):
             raise InvalidSettings(f"failed to start GRPC service: Unavailable - Socket '{address}' already in use")
         raise InvalidSettings(f"cannot listen for gRPC on {address}: {reason}")
     await server.start()
