@@ -28,7 +28,8 @@ FILE_PREFIX = "file:"
 def scratch_folder(name: str, original: Optional[Path], config: Optional[str], files: Dict[str, bytes]) -> Path:
     """The folder `<scratch>/<name>` to load `name` from; the caller owns `<scratch>` (its parent)."""
     if files and config is None:
-        raise InvalidInput(f"loading '{name}' from files needs a 'config' parameter too (as Triton)")
+        raise InvalidInput(f"failed to load '{name}', failed to poll from model repository: files given without "
+                           "a 'config' parameter (Triton needs both)")
     parsed = _config(name, config) if config is not None else None
     if not files and original is None:
         raise InvalidInput(f"model '{name}' is not in the repository; give its files as 'file:<path>' parameters")
@@ -38,7 +39,7 @@ def scratch_folder(name: str, original: Optional[Path], config: Optional[str], f
         folder.mkdir()
         if files:
             for key, data in files.items():
-                target = folder / _relative(key)
+                target = folder / _relative(name, key)
                 try:
                     target.parent.mkdir(parents=True, exist_ok=True)
                     target.write_bytes(data)
@@ -71,11 +72,11 @@ def _config(name: str, text: str) -> dict:
     return config
 
 
-def _relative(key: str) -> PurePosixPath:
+def _relative(name: str, key: str) -> PurePosixPath:
     path = PurePosixPath(key[len(FILE_PREFIX):] if key.startswith(FILE_PREFIX) else key)
     if not path.parts or path.is_absolute() or ".." in path.parts:
-        raise InvalidInput(f"file parameter '{key}' must name a path inside the model folder, "
-                           "as 'file:<version>/<file>'")
+        raise InvalidInput(f"failed to load '{name}': file parameter '{key}' must name a path inside the model "
+                           "folder, as 'file:<version>/<file>'")
     return path
 
 

@@ -80,6 +80,9 @@ class ModelRepository:
         self.known: Dict[str, Set[str]] = {}
         self.load_failures: Dict[str, str] = {}  # why the last load of a model failed
         self.versioned_failures: Set[str] = set()  # names whose load failure is told version by version
+        # The config and files a loaded model was last loaded with: as Triton, a load without them reloads
+        # what is serving (the override stays until the model is unloaded or loaded with others)
+        self.overrides: Dict[str, tuple] = {}
         self.plane = None  # the DataPlane serving this registry, set by it (in-process calls go through it)
 
     # KServe's API -------------------------------------------------------------------------------
@@ -181,6 +184,8 @@ class ModelRepository:
     async def load_async(self, name: str, config: Optional[str] = None, files: Optional[Dict[str, bytes]] = None,
                          *, _loading: Tuple[str, ...] = ()) -> bool:
         """Load or reload `name`; `config` (JSON) and `files` are Triton's load-time overrides."""
+        if config is None and not files and name in self.overrides and self._versions.get(name):
+            config, files = self.overrides[name]
         override = config is not None or bool(files)
         own_load = _overridden(self, "load")
         if own_load is not None and not override:
@@ -238,6 +243,8 @@ class ModelRepository:
             if all(triton_form(m) and getattr(m, "version", None) is not None for m in failed):
                 # Triton's words for a load of which some versions failed (clients match them)
                 self.versioned_failures.add(name)
+                for model in failed:
+                    logger.error("failed to load '%s' version %s: %s", name, model.version, model.reason)
                 self.load_failures[name] = "".join(f"version {m.version} is at UNAVAILABLE state: {m.reason};\n"
                                                    for m in failed)
             else:
@@ -252,6 +259,10 @@ class ModelRepository:
             return False
         self._versions.pop(name, None)
         self.models.pop(name, None)
+        if override:
+            self.overrides[name] = (config, files)
+        else:
+            self.overrides.pop(name, None)
         for model in models:  # a namespaced key's copy keeps its key (its own name may be the plain one)
             self.update(model, name if SEP in name else None)
         for model in old.values():
@@ -281,6 +292,7 @@ class ModelRepository:
             return True  # Triton: unloading a model it never heard of leaves nothing to do, and says success
         models = self._versions.pop(name).values()
         self.models.pop(name, None)
+        self.overrides.pop(name, None)
         self.unloaded.add(name)
         steps = sorted({step for model in models for step in composing_models(model)}) if unload_dependents else []
         for model in models:

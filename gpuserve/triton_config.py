@@ -283,7 +283,7 @@ def settings_from_config(folder: Path, config: Dict[str, Any], version: Optional
     """model-settings fields for one version of a Triton model folder."""
     platform = config.get("platform") or ""
     backend = config.get("backend") or ""
-    runtime = PLATFORMS.get(platform) or PLATFORMS.get(backend)
+    runtime = PLATFORMS.get(platform) or PLATFORMS.get(backend) or ("triton_python" if backend == "identity" else None)
     if runtime is None and not platform and not backend:  # as Triton: the framework the version's file names
         runtime = _runtime_of_files(folder / str(version) if version is not None else folder, config)
     _check_runtime_field(config, backend)
@@ -299,6 +299,8 @@ def settings_from_config(folder: Path, config: Dict[str, Any], version: Optional
     max_batch = int(config.get("max_batch_size", 0) or 0)
     where = folder / str(version) if version is not None else folder
     filename = config.get("default_model_filename") or DEFAULT_FILES[runtime]
+    if backend == "identity":  # Triton's identity backend: gpuserve's own model.py for it (gpuserve/triton_identity.py)
+        where, filename = Path(__file__).parent, "triton_identity.py"
     settings: Dict[str, Any] = {
         "name": config["name"], "implementation": runtime, "platform": platform,
         "parameters": {"uri": str(where / filename), "version": str(version) if version is not None else None},

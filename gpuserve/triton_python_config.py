@@ -112,7 +112,8 @@ def completed_config(config: Dict[str, Any], name: str, device: str) -> Dict[str
     of ModelConfig carries."""
     config = normalize({**config, "name": name}, device)
     out: Dict[str, Any] = {
-        "name": name, "platform": "", "backend": "python", "runtime": "",
+        "name": name, "platform": "", "backend": "identity" if config.get("backend") == "identity" else "python",
+        "runtime": "",
         "version_policy": config.get("version_policy") or {"latest": {"num_versions": 1}},
         "max_batch_size": int(config.get("max_batch_size", 0) or 0),
         "input": [{**_INPUT_DEFAULTS, **t, "dims": [int(d) for d in t.get("dims", [])]} for t in config.get("input", [])],

@@ -94,7 +94,11 @@ def test_a_config_override_over_the_repository_files(repo, protocol):
         with pytest.raises(InferenceServerException, match="batch-size must be <= 2"):
             infer(client, module, "on-disk", too_many)
         assert (repo / "on-disk" / "config.pbtxt").read_text() == CONFIG  # the repository is never written
-        client.load_model("on-disk")  # without parameters: the repository's own config again
+        client.load_model("on-disk")  # without parameters, as Triton: the override stays while the model is loaded
+        with pytest.raises(InferenceServerException, match="batch-size must be <= 2"):
+            infer(client, module, "on-disk", too_many)
+        client.unload_model("on-disk")
+        client.load_model("on-disk")  # once unloaded: the repository's own config again
         infer(client, module, "on-disk", too_many)
 
 
@@ -108,7 +112,7 @@ def test_bad_load_parameters_are_clear_client_errors(repo):
             (dict(config="{not json"), "not valid JSON"),
             (dict(config="[1, 2]"), "JSON object"),
             (dict(config=json.dumps(dict(PY_CONFIG, name="other"))), "names the model 'other'"),
-            (dict(files={"file:1/model.py": b"x"}), "needs a 'config'"),
+            (dict(files={"file:1/model.py": b"x"}), "failed to poll from model repository: files given without"),
             (dict(config=json.dumps(PY_CONFIG), files={"file:../escape.py": b"x"}), "inside the model folder"),
         ]
         for kwargs, message in cases:

@@ -263,3 +263,46 @@ def test_a_port_in_use_is_said_in_tritons_words(tmp_path):
             code, log = ended(proc, signal_first=False)
             assert code == 2 and f"failed to start {service} service: Unavailable - Socket '127.0.0.1:{port}' " \
                 "already in use" in log, log
+
+
+# Triton's identity backend and load-time overrides ------------------------------------------------------
+IDENTITY = ('name: "{name}"\nbackend: "identity"\nmax_batch_size: 0\n'
+            'input [ {{ name: "INPUT0" data_type: TYPE_INT32 dims: [ -1 ] }} ]\n'
+            'output [ {{ name: "OUTPUT0" data_type: TYPE_INT32 dims: [ -1 ] }} ]\n'
+            'instance_group [ {{ kind: {kind} }} ]\n'
+            'parameters [ {{ key: "execute_delay_ms" value: {{ string_value: "1" }} }} ]\n')
+
+
+def test_the_identity_backend_echoes_and_refuses_gpu_instances(tmp_path, clients, caplog):
+    for name, kind in (("echo", "KIND_CPU"), ("on_gpu", "KIND_GPU")):
+        (tmp_path / name / "1").mkdir(parents=True)
+        (tmp_path / name / "config.pbtxt").write_text(IDENTITY.format(name=name, kind=kind))
+    with caplog.at_level(logging.ERROR, logger="gpuserve"), serve([tmp_path], only=["echo"]) as server:
+        http, grpc = clients(server)
+        tensor = grpcclient.InferInput("INPUT0", [3], "INT32")
+        tensor.set_data_from_numpy(np.array([1, 2, 3], np.int32))
+        assert grpc.infer("echo", [tensor]).as_numpy("OUTPUT0").tolist() == [1, 2, 3]
+        assert http.get_model_config("echo")["backend"] == "identity"
+        status, message = error_of(lambda: http.load_model("on_gpu"))
+        assert message == ("load failed for model 'on_gpu': version 1 is at UNAVAILABLE state: "
+                           "Internal: GPU instances not supported;\n")
+    assert "failed to load 'on_gpu' version 1: Internal: GPU instances not supported" in caplog.text
+
+
+def test_a_config_given_at_load_stays_for_plain_reloads_until_unload(tmp_path, clients):
+    folder = triton_model(tmp_path, "m", versions=(1, 2, 3), policy="version_policy: { specific { versions: [1, 3] } }",
+                          broken=(1, 3))
+    with serve([tmp_path], only=[]) as server:
+        http, grpc = clients(server)
+        assert "load failed for model 'm'" in error_of(lambda: http.load_model("m"))[1]
+        http.load_model("m", config='{"backend": "onnxruntime", "version_policy": {"specific": {"versions": [2]}}}')
+        http.load_model("m")  # the override's versions, not the folder's config
+        assert http.is_model_ready("m", "2") and not http.is_model_ready("m", "1")
+        http.unload_model("m")
+        assert "load failed for model 'm'" in error_of(lambda: grpc.load_model("m"))[1]  # forgotten at unload
+        data = (folder / "2" / "model.onnx").read_bytes()
+        assert error_of(lambda: grpc.load_model("m", files={"file:1/model.onnx": data}))[1].startswith(
+            "failed to load 'm', failed to poll from model repository")  # Triton's words: files need a config
+        assert error_of(lambda: http.load_model("x", config='{"backend": "identity"}',
+                                                files={"file:../escape.txt": b"no"}))[1].startswith("failed to load")
+        assert not (tmp_path / "escape.txt").exists()
