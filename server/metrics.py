@@ -328,6 +328,11 @@ class ServerCollector:
         latencies = [*durations.values(), *(c for c in cache.values() if c.samples)] if self.config.counters else []
         yield from (success, failure, ml_success, ml_failure, ml_duration, count, executions, *latencies,
                     latency, batch_size, *([queue] if queue.samples else []), pending)
+        parallel = sys.modules.get("gpuserve.parallel")  # imported once a model has parallel workers
+        if parallel is not None and parallel.dispatched is not None:
+            family = HistogramMetricFamily(n("parallel_request_queue"), "counter of request queue size for workers")
+            family.add_metric([], parallel.dispatched.cumulative(), parallel.dispatched.total)
+            yield family
         if self.config.summaries:
             yield from self._summaries(cached)
         if self.config.histograms:
@@ -356,11 +361,6 @@ class ServerCollector:
                 family.add_sample(name + "_bucket", {**labels, "le": _bound(bound)}, running)
             family.add_sample(name + "_bucket", {**labels, "le": "+Inf"}, count)
         if family.samples:
-            yield family
-        parallel = sys.modules.get("gpuserve.parallel")  # imported once a model has parallel workers
-        if parallel is not None and parallel.dispatched is not None:
-            family = HistogramMetricFamily(n("parallel_request_queue"), "counter of request queue size for workers")
-            family.add_metric([], parallel.dispatched.cumulative(), parallel.dispatched.total)
             yield family
 
     def _uses_cache(self, model) -> bool:
