@@ -74,6 +74,8 @@ STRICT_CASES = {
     "bad_gpu": (TENSORS + "instance_group [ { kind: KIND_GPU gpus: [ 42 ] } ]",
                 "instance group bad_gpu_0 of model bad_gpu specifies invalid or unsupported gpu id 42. GPUs with "
                 "at least the minimum required CUDA compute compatibility"),
+    "profile": (TENSORS + 'instance_group [ { kind: KIND_CPU profile: [ "0" ] } ]',
+                "specifies profile field which is only supported for TensorRT models"),
     "scheduling": (TENSORS + 'ensemble_scheduling { step [ { model_name: "a" input_map { key: "x" value: "input" } '
                    'output_map { key: "y" value: "output" } } ] }',
                    "ensemble scheduling cannot be set for model 'scheduling' whose platform is not ensemble"),
