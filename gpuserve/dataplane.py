@@ -309,6 +309,7 @@ class DataPlane:
             response, response_headers = await _counted(stats, work)
         if isinstance(response, InferResponse):
             check_outputs(model.name, response)
+            response.nan_literals = triton_form(model)  # Triton writes NaN, Infinity; MLServer and KServe null
             if response.id is None or request.id is not None:
                 response.id = request.id
             if as_mlserver and not response.parameters:

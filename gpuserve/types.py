@@ -113,12 +113,13 @@ def json_to_array(data: Any, datatype: str, shape: list[int], where: str, name: 
     return array.reshape(shape)
 
 
-def array_to_json(array: np.ndarray, datatype: str) -> Any:
-    """Flat data for a JSON response: an array orjson serialises, or a list for BYTES."""
+def array_to_json(array: np.ndarray, datatype: str, nan_literals: bool = False) -> Any:
+    """Flat data for a JSON response: an array orjson serialises, or a list for BYTES. NaN and infinities
+    are null (orjson, MLServer, KServe), or with `nan_literals` NaN, Infinity, -Infinity (Triton)."""
     if datatype == "BYTES":
         return [_bytes_to_text(item) for item in np.asarray(array, dtype=object).ravel()]
     flat = np.ascontiguousarray(array).ravel()
-    if flat.dtype.kind == "f" and flat.size and not np.isfinite(flat).all():
+    if nan_literals and flat.dtype.kind == "f" and flat.size and not np.isfinite(flat).all():
         return _non_finite(flat)
     return json_numbers(flat)
 
@@ -217,8 +218,6 @@ class _Tensor:
         if self._binary or self._array is None:
             return None
         out = array_to_json(self._array, self._datatype)
-        if not isinstance(out, (np.ndarray, list)):  # a raw JSON fragment (NaN or infinities)
-            return self._array.ravel().tolist()
         return out.tolist() if isinstance(out, np.ndarray) else out
 
     @data.setter
@@ -299,7 +298,7 @@ class _Tensor:
         return {"name": self.name, "shape": self._shape, "datatype": self._datatype, "data": self.data,
                 "parameters": self.parameters}
 
-    def wire_dict(self) -> dict:
+    def wire_dict(self, nan_literals: bool = False) -> dict:
         """The V2 JSON the server writes: NumPy data for orjson's fast path, and no `binary_data_size`
         (the data is right here)."""
         out: dict[str, Any] = {"name": self.name, "shape": self._shape, "datatype": self._datatype}
@@ -310,7 +309,7 @@ class _Tensor:
             if parameters:
                 out["parameters"] = parameters
         if self._array is not None:
-            out["data"] = array_to_json(self._array, self._datatype)
+            out["data"] = array_to_json(self._array, self._datatype, nan_literals)
         elif self._data is not None:
             out["data"] = self._data
         return out
@@ -615,7 +614,7 @@ class InferResponse:
     """A V2 inference response: named outputs plus id, model name/version and parameters."""
 
     __slots__ = ("id", "model_name", "model_version", "outputs", "parameters", "_from_grpc",
-                 "use_binary_outputs", "requested_outputs")
+                 "use_binary_outputs", "requested_outputs", "nan_literals")
 
     from_grpc = _FromGrpc(_response_from_grpc)
 
@@ -631,6 +630,7 @@ class InferResponse:
         self._from_grpc = from_grpc
         self.use_binary_outputs = use_binary_outputs
         self.requested_outputs = requested_outputs
+        self.nan_literals = False  # set by the server for a Triton model: JSON NaN/Infinity as Triton writes
         if raw_outputs:
             _mark_raw(self.outputs, raw_outputs)
 
@@ -682,7 +682,7 @@ class InferResponse:
             out["id"] = self.id
         if self.parameters:
             out["parameters"] = self.parameters
-        out["outputs"] = [t.wire_dict() for t in self.outputs]
+        out["outputs"] = [t.wire_dict(self.nan_literals) for t in self.outputs]
         return out
 
     def to_dict(self) -> dict:

@@ -119,7 +119,7 @@ def encode_response(response: InferResponse, request: InferRequest) -> Tuple[byt
             chunks.append(raw)
         else:
             parameters.pop("binary_data_size", None)  # set_data_from_numpy() announced bytes; JSON here
-            entry["data"] = array_to_json(array, tensor.datatype)
+            entry["data"] = array_to_json(array, tensor.datatype, getattr(response, "nan_literals", False))
         if parameters:
             entry["parameters"] = parameters
         outputs.append(entry)

@@ -76,12 +76,16 @@ def test_nested_and_flat_data_give_the_same_array():
 
 
 def test_json_null_is_nan_for_floats():
-    """null reads as NaN; NaN and the infinities are written as Triton writes them (qa/L0_nan_inf)."""
+    """null reads as NaN and NaN is written as null (MLServer, KServe); for Triton's models NaN and the
+    infinities are written as Triton writes them (qa/L0_nan_inf)."""
     array = InferInput("x", [3], "FP32", [1.0, None, 3.0]).as_numpy()
     assert array.dtype == np.float32 and np.isnan(array[1]) and array[2] == 3.0
     body = orjson.dumps(InferOutput.from_numpy("y", array).wire_dict(), option=orjson.OPT_SERIALIZE_NUMPY)
+    assert orjson.loads(body)["data"] == [1.0, None, 3.0]
+    body = orjson.dumps(InferOutput.from_numpy("y", array).wire_dict(nan_literals=True),
+                        option=orjson.OPT_SERIALIZE_NUMPY)
     assert b'"data":[1.0,NaN,3.0]' in body
-    body = orjson.dumps(InferOutput.from_numpy("y", np.array([np.inf, -np.inf])).wire_dict(),
+    body = orjson.dumps(InferOutput.from_numpy("y", np.array([np.inf, -np.inf])).wire_dict(nan_literals=True),
                         option=orjson.OPT_SERIALIZE_NUMPY)
     assert b'"data":[Infinity,-Infinity]' in body
 
