@@ -11,6 +11,7 @@ import asyncio
 import inspect
 import logging
 import shutil
+import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Set, Tuple
 
@@ -181,11 +182,31 @@ class ModelRepository:
             raise ModelNotReady(name, getattr(model, "reason", "") or None)
         return model
 
+    def _lock(self, name: str) -> asyncio.Lock:
+        """One load or unload of a name at a time, as Triton: an unload sent during a load waits for it."""
+        loop = asyncio.get_running_loop()
+        if self.__dict__.get("_locks_loop") is not loop:  # locks belong to one loop (load() runs its own)
+            self.__dict__.update(_locks_loop=loop, _name_locks={})
+        return self.__dict__["_name_locks"].setdefault(name, asyncio.Lock())
+
     async def load_async(self, name: str, config: Optional[str] = None, files: Optional[Dict[str, bytes]] = None,
                          *, _loading: Tuple[str, ...] = ()) -> bool:
         """Load or reload `name`; `config` (JSON) and `files` are Triton's load-time overrides."""
+        held: List[asyncio.Lock] = []  # the locks of an ensemble's steps, held until it has loaded
+        try:
+            async with self._lock(name):
+                return await self._load_async(name, config, files, _loading, held)
+        finally:
+            for lock in held:
+                lock.release()
+
+    async def _load_async(self, name: str, config: Optional[str], files: Optional[Dict[str, bytes]],
+                          _loading: Tuple[str, ...], held: List[asyncio.Lock]) -> bool:
         if config is None and not files and name in self.overrides and self._versions.get(name):
-            config, files = self.overrides[name]
+            config, files, when = self.overrides[name]
+            written = getattr(self, "config_written", None)
+            if written is not None and await asyncio.to_thread(written, name) > when:
+                config, files = None, None  # as Triton: a config.pbtxt written since is newer than the override
         override = config is not None or bool(files)
         own_load = _overridden(self, "load")
         if own_load is not None and not override:
@@ -215,11 +236,15 @@ class ModelRepository:
         # leaves a loaded model as it was, and one that succeeds replaces it with no gap in service.
         for dependency in sorted({d for model in models for d in composing_models(model)}):
             # as Triton: an ensemble's steps that are not loaded load first (a failure shows in its reason)
+            if dependency in _loading or dependency == name or any(lock is self._lock(dependency) for lock in held):
+                continue
+            await self._lock(dependency).acquire()  # an unload of a step waits until the ensemble has loaded
+            held.append(self._lock(dependency))
             loaded = self.get_model(dependency)
-            if dependency in _loading or dependency == name or (loaded is not None and loaded.ready):
+            if loaded is not None and loaded.ready:
                 continue
             try:
-                await self.load_async(dependency, _loading=(*_loading, name))
+                await self._load_async(dependency, None, None, (*_loading, name), held)
             except GpuserveError as exc:
                 logger.error("model '%s': its step '%s' did not load: %s", name, dependency, exc)
         ok = True
@@ -260,7 +285,7 @@ class ModelRepository:
         self._versions.pop(name, None)
         self.models.pop(name, None)
         if override:
-            self.overrides[name] = (config, files)
+            self.overrides[name] = (config, files, time.time())
         else:
             self.overrides.pop(name, None)
         for model in models:  # a namespaced key's copy keeps its key (its own name may be the plain one)
@@ -272,6 +297,17 @@ class ModelRepository:
         return ok
 
     async def unload_async(self, name: str, unload_dependents: bool = False) -> bool:
+        async with self._lock(name):
+            done = await self._unload_async(name, unload_dependents)
+        # as Triton: the ensembles that call it are unloaded with it (not failed, not back later); after its
+        # lock is let go, since such an ensemble's load holds its own lock while it waits for its steps'
+        users = sorted(other for other, versions in list(self._versions.items()) if other != name and
+                       any(name in composing_models(m) for m in versions.values()))
+        for user in users:
+            await self.unload_async(user)
+        return done
+
+    async def _unload_async(self, name: str, unload_dependents: bool) -> bool:
         own_unload = _overridden(self, "unload")
         if own_unload is not None:  # a subclass's own unload, as KServe's repository endpoint calls it
             try:

@@ -350,6 +350,15 @@ class DiskRepository:
         return {name for name, group in self.scan().items()
                 if len(group) == 1 and (group[0].model_extra or {}).get("_broken") == DUPLICATED}
 
+    def config_written(self, name: str) -> float:
+        """When the model's config.pbtxt was last written (0 where it has none): a load-time config stays for
+        plain reloads only until the folder's own config is newer."""
+        folder = next((Path(s.folder) for s in self.scan().get(name, []) if s.folder), None)
+        try:
+            return (folder / "config.pbtxt").stat().st_mtime if folder is not None else 0.0
+        except OSError:
+            return 0.0
+
     def catalog(self) -> Dict[str, List[str]]:
         """Every model name found on disk with its versions ("" for an unversioned one)."""
         return {name: [s.parameters.version or "" for s in group] for name, group in self.scan().items()}
@@ -386,6 +395,7 @@ class DiskRepository:
         registry.mlserver_names = self.mlserver_names
         registry.fingerprints = self.fingerprints
         registry.duplicates = self.duplicates
+        registry.config_written = self.config_written
         found = self.scan()
         for name in sorted(set(only or ()) - set(found)):
             logger.error("failed to load '%s': model not found in any model repository (named to load at "

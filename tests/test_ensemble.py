@@ -117,9 +117,11 @@ def test_broken_graphs_are_not_ready_with_a_reason_and_missing_steps_fail_cleanl
                 client.infer("broken_step", [_raw(np.zeros((1, 4), np.float32))])
             assert caught.value.status() == "404"
             assert caught.value.message() == "Request for unknown model: 'broken_step' has no available versions"
-            client.unload_model("double")  # a step goes away: so does the pipeline, until it comes back
+            client.unload_model("double")  # as Triton: a step goes away, and the pipeline is unloaded with it
             assert not client.is_model_ready("pipeline")
             client.load_model("double")
+            assert not client.is_model_ready("pipeline")  # it stays unloaded until it is loaded again
+            client.load_model("pipeline")
             assert client.is_model_ready("pipeline")
             assert client.infer("pipeline", [_raw(np.ones((1, 4), np.float32))]).as_numpy("DOUBLED").tolist() == \
                 [[2.0] * 4]

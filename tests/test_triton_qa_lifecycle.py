@@ -306,3 +306,39 @@ def test_a_config_given_at_load_stays_for_plain_reloads_until_unload(tmp_path, c
         assert error_of(lambda: http.load_model("x", config='{"backend": "identity"}',
                                                 files={"file:../escape.txt": b"no"}))[1].startswith("failed to load")
         assert not (tmp_path / "escape.txt").exists()
+
+
+def test_an_unload_sent_during_a_load_waits_for_it_and_then_unloads(tmp_path):
+    (tmp_path / "slow" / "1").mkdir(parents=True)
+    (tmp_path / "slow" / "config.pbtxt").write_text(
+        IDENTITY.format(name="slow", kind="KIND_CPU").replace('"execute_delay_ms" value: { string_value: "1"',
+                                                               '"creation_delay_sec" value: { string_value: "1"'))
+    registry = DiskRepository(tmp_path).populate(ModelRepository(), [])
+
+    async def run():
+        load = asyncio.ensure_future(registry.load_async("slow"))
+        await asyncio.sleep(0.3)
+        assert await registry.unload_async("slow") and await load  # qa test_concurrent_model_load_unload
+        assert registry.get_model("slow") is None
+
+    asyncio.run(run())
+
+
+def test_unloading_a_step_unloads_its_ensembles_and_a_newer_config_pbtxt_beats_a_load_time_config(tmp_path, clients):
+    import os
+    import time
+
+    triton_model(tmp_path, "step"), ensemble(tmp_path, "pipe", "step")
+    with serve([tmp_path], strict_readiness=True) as server:
+        http, _ = clients(server)
+        http.unload_model("step")  # qa test_model_control: the ensemble is unloaded, not failed
+        assert not http.is_model_ready("pipe") and http.is_server_ready()
+        http.load_model("step")
+        assert not http.is_model_ready("pipe")
+        http.load_model("step", config='{"backend": "onnxruntime", "max_batch_size": 2}')
+        http.load_model("step")
+        assert http.get_model_config("step")["max_batch_size"] == 2  # the load-time config stays
+        later = time.time() + 5
+        os.utime(tmp_path / "step" / "config.pbtxt", (later, later))  # qa test_model_config_overwrite
+        http.load_model("step")
+        assert http.get_model_config("step")["max_batch_size"] == 8
