@@ -171,8 +171,8 @@ class ModelRepository:
             model = max(ready, key=lambda vm: _version_key(vm[0]))[1] if ready else model
         if model is None or (not model.ready and triton_form(model)):
             # Triton's words: a model or version that was loaded once stays known, not loaded
-            if name not in self.known and all(v is None for v in self._versions.get(name, {})):
-                raise ModelNotFound(name)  # as Triton: a model whose versions were never read is unknown
+            if name not in self.known and (model is None or getattr(model, "reason", "") == DUPLICATED):
+                raise ModelNotFound(name)  # as Triton: a name two folders hold is no model at all
             if version not in (None, "") and (model is not None or version in self.known.get(name, ())):
                 raise VersionNotReady(name, version)
             if version in (None, ""):

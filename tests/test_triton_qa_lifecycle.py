@@ -342,3 +342,12 @@ def test_unloading_a_step_unloads_its_ensembles_and_a_newer_config_pbtxt_beats_a
         os.utime(tmp_path / "step" / "config.pbtxt", (later, later))  # qa test_model_config_overwrite
         http.load_model("step")
         assert http.get_model_config("step")["max_batch_size"] == 8
+
+
+def test_a_config_with_no_version_folder_has_no_available_versions(tmp_path, clients):
+    folder = triton_model(tmp_path, "empty")
+    shutil.rmtree(folder / "1")  # qa test_parse_error_model_no_version: the config alone
+    with serve([tmp_path]) as server:
+        http, _ = clients(server)
+        assert error_of(lambda: infer(http, "empty")) == (
+            "404", "Request for unknown model: 'empty' has no available versions")

@@ -207,9 +207,9 @@ def test_metadata_of_a_model_that_never_built_says_why(tmp_path):
     (tmp_path / "bad" / "config.pbtxt").write_text('name: "bad" platform: "onnxruntime_onnx" input [ { name: ')
     with running_server(repository=DiskRepository(tmp_path).populate(ModelRepository())) as server:
         with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
-            for call in (client.get_model_metadata, client.get_model_config):  # as Triton: never read, unknown
-                with pytest.raises(InferenceServerException, match="Request for unknown model: 'bad' is not found") \
-                        as err:
+            for call in (client.get_model_metadata, client.get_model_config):  # Triton's words for a failed model
+                with pytest.raises(InferenceServerException,
+                                   match="Request for unknown model: 'bad' has no available versions") as err:
                     call("bad")
                 assert err.value.status() == "404"
             reason = {e["name"]: e for e in client.get_model_repository_index()}["bad"]["reason"]
