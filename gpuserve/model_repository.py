@@ -399,6 +399,7 @@ async def _in_place(old: Dict[Optional[str], BaseKServeModel], model: BaseKServe
 
 async def stop_model(model: BaseKServeModel) -> None:
     """Stop a model from the event loop: engine-backed models drain their batcher first."""
+    serving = bool(getattr(model, "ready", False))
     batcher = getattr(model, "_adaptive_batcher", None)
     if batcher is not None:
         await batcher.stop()
@@ -409,6 +410,8 @@ async def stop_model(model: BaseKServeModel) -> None:
         except Exception:
             logger.exception("model '%s' failed to close its engine", model.name)
     await asyncio.to_thread(_stop, model)
+    if serving and triton_form(model):  # Triton's log line (its qa counts them)
+        logger.info("successfully unloaded '%s' version %s", model.name, getattr(model, "version", None))
     scratch = getattr(model, "scratch_folder", None)
     if scratch:  # a folder made for a load with a config or files (load_override.py)
         await asyncio.to_thread(shutil.rmtree, scratch, True)

@@ -139,12 +139,14 @@ def test_a_version_that_fails_takes_the_others_down_and_requests_get_tritons_wor
             "Request for unknown model: 'm' has no available versions"
 
 
-def test_an_unloaded_model_stays_known_and_an_unknown_one_is_not_found_whatever_the_version(tmp_path, clients):
+def test_an_unloaded_model_stays_known_and_an_unknown_one_is_not_found_whatever_the_version(tmp_path, clients,
+                                                                                            caplog):
     triton_model(tmp_path, "m")
-    with serve([tmp_path]) as server:
+    with caplog.at_level(logging.INFO, logger="gpuserve"), serve([tmp_path]) as server:
         http, grpc = clients(server)
         assert infer(http, "m").as_numpy("output").shape == (1, 3)
         http.unload_model("m")
+        assert caplog.text.count("successfully unloaded 'm' version 1") == 1  # Triton's log line
         assert error_of(lambda: infer(http, "m"))[1] == "Request for unknown model: 'm' has no available versions"
         assert error_of(lambda: infer(grpc, "m", "1", grpc=True)) == (
             "StatusCode.UNAVAILABLE", "Request for unknown model: 'm' version 1 is not at ready state")
