@@ -29,8 +29,10 @@ def reconcile(model: str, declared: Sequence, actual: Sequence[TensorSpec], kind
         raise InvalidSettings(f"autofill failed for model '{model}': model does not support batching while "
                               "non-zero max_batch_size is specified")
     if kind == "input" and len(declared) != len(have):  # every input the model needs must be declared
+        missing = [name for name in have if name not in {want.name for want in declared}]
         raise InvalidSettings(f"unable to load model '{model}', configuration expects {len(declared)} inputs, "
-                              f"model provides {len(have)}")
+                              f"model provides {len(have)}" + (f" (the configuration lacks {', '.join(missing)})"
+                                                               if missing else ""))
     served = []
     for want in declared:
         spec = have.get(want.name)
