@@ -156,12 +156,7 @@ def log_level_of(args: argparse.Namespace) -> Optional[str]:
     return args.log_level or ("DEBUG" if (args.log_verbose or 0) > 0 else None)
 
 
-def _boolean(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got '{text}'")
+_boolean = triton_flags.boolean
 
 
 def note_triton_flags(args: argparse.Namespace) -> None:

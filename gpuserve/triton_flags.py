@@ -36,7 +36,8 @@ NOTED = ("--buffer-manager-thread-count", "--cache-directory", "--cuda-virtual-a
          "--allow-cpu-metrics", "--metrics-interval-ms", "--model-load-thread-count", "--model-load-retry-count")
 
 
-def _boolean(text: str) -> bool:
+def boolean(text: str) -> bool:
+    """A tritonserver flag's boolean (1/0, true/false, yes/no, on/off)."""
     if text.lower() in ("1", "true", "yes", "on"):
         return True
     if text.lower() in ("0", "false", "no", "off"):
@@ -60,9 +61,9 @@ def add_flags(group: argparse._ArgumentGroup, parser: argparse.ArgumentParser) -
     for flag, what in (("--http-address", "HTTP"), ("--grpc-address", "gRPC"), ("--metrics-address", "metrics")):
         add(flag, metavar="ADDRESS", help=f"the address the {what} endpoint binds (default: --host)")
     for flag, what in (("--allow-http", "HTTP"), ("--allow-grpc", "gRPC")):
-        add(flag, type=_boolean, metavar="BOOL", help=f"false: no {what} endpoint")
+        add(flag, type=boolean, metavar="BOOL", help=f"false: no {what} endpoint")
     for flag in ("--reuse-http-port", "--reuse-grpc-port"):
-        add(flag, type=_boolean, metavar="BOOL", help="several servers may listen on the port (SO_REUSEPORT)")
+        add(flag, type=boolean, metavar="BOOL", help="several servers may listen on the port (SO_REUSEPORT)")
     add("--log-file", metavar="FILE", help="write the log to FILE instead of standard error")
     add("--http-max-input-size", type=int, metavar="BYTES", help="the largest request body taken")
     add("--response-cache-byte-size", type=int, metavar="BYTES", help="as --cache-config local,size=BYTES")

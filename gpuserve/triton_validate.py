@@ -549,6 +549,14 @@ def _same_dims(a: List[int], b: List[int]) -> bool:
     return len(a) == len(b) and all(x == y or x == -1 or y == -1 for x, y in zip(a, b))
 
 
+def _merge(tensors: dict, tensor: str, node, ensemble: str) -> Optional[str]:
+    """Record what a step says of an ensemble tensor; the problem when an earlier step said otherwise."""
+    if tensor not in tensors:
+        tensors[tensor] = node
+        return None
+    return _consistent(tensors[tensor], node, f"in ensemble {ensemble}, ensemble tensor {tensor}: ")
+
+
 def _consistent(known: _Tensor, new: _Tensor, prefix: str) -> Optional[str]:
     if known.type != new.type:
         return (f"{prefix}inconsistent data type: {known.type} is inferred from model {known.model} while "
@@ -581,13 +589,9 @@ def _map_step(ensemble: str, model_name: str, step: Dict[str, Any], model: Dict[
                 continue
             return (f"in ensemble {ensemble}, input {entry.get('name')} in model {model_name} is not mapped to any "
                     "ensemble tensors")
-        node = _Tensor(model_name, batching, entry)
-        if tensor in tensors:
-            problem = _consistent(tensors[tensor], node, f"in ensemble {ensemble}, ensemble tensor {tensor}: ")
-            if problem:
-                return problem
-        else:
-            tensors[tensor] = node
+        problem = _merge(tensors, tensor, _Tensor(model_name, batching, entry), ensemble)
+        if problem:
+            return problem
     outputs = {e.get("name"): e for e in _list(model.get("output"))}
     for key, tensor in output_map.items():
         if key not in outputs:
@@ -595,13 +599,9 @@ def _map_step(ensemble: str, model_name: str, step: Dict[str, Any], model: Dict[
                     f"model {model_name}")
     sibling = _Tensor(model_name)
     for key, tensor in output_map.items():
-        node = _Tensor(model_name, batching, outputs[key])
-        if tensor in tensors:
-            problem = _consistent(tensors[tensor], node, f"in ensemble {ensemble}, ensemble tensor {tensor}: ")
-            if problem:
-                return problem
-        else:
-            tensors[tensor] = node
+        problem = _merge(tensors, tensor, _Tensor(model_name, batching, outputs[key]), ensemble)
+        if problem:
+            return problem
         tensors[tensor].sibling = sibling
     decoupled = _flag(model.get("model_transaction_policy"), "decoupled")
     for tensor in output_map.values():
