@@ -472,24 +472,33 @@ def test_inference_answers_are_compressed_as_accept_encoding_asks(tmp_path, acce
     import zlib
 
     _model(tmp_path, "ident", NOBATCH_ZERO_3, {"model.onnx": _identity_onnx(["0", "1", "2"], ["n"])})
-    body = (b'{"inputs":[' + b",".join(b'{"name":"INPUT%d","shape":[3],"datatype":"FP32","data":[1,2,3]}' % i
-                                      for i in range(3)) + b"]}")
+    def body(n):
+        data = b",".join(b"%d.25" % k for k in range(n))
+        return b'{"inputs":[' + b",".join(b'{"name":"INPUT%d","shape":[%d],"datatype":"FP32","data":[%s]}' % (i, n, data)
+                                          for i in range(3)) + b"]}"
+
     with _serve(tmp_path) as server:
         url = f"http://127.0.0.1:{server.ports['http']}/v2/models/ident/infer"
-        request = urllib.request.Request(url, data=body, method="POST", headers={"Accept-Encoding": accept})
+        request = urllib.request.Request(url, data=body(300), method="POST", headers={"Accept-Encoding": accept})
         with urllib.request.urlopen(request) as answer:
             assert answer.headers.get("Content-Encoding") == encoding
             raw = answer.read()
         text = zlib.decompress(raw, 31 if encoding == "gzip" else 15) if encoding else raw
         assert b'"name":"OUTPUT2"' in text
+        # an answer under COMPRESS_MIN_BYTES goes as it is, whatever was asked (it would not get smaller)
+        small = urllib.request.Request(url, data=body(3), method="POST", headers={"Accept-Encoding": accept})
+        with urllib.request.urlopen(small) as answer:
+            assert answer.headers.get("Content-Encoding") is None
+            assert b'"name":"OUTPUT2"' in answer.read()
         if encoding:
             client = httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}")
-            inputs = [httpclient.InferInput(f"INPUT{i}", [2], "FP32") for i in range(3)]
-            for tensor in inputs:
-                tensor.set_data_from_numpy(np.array([4, 5], np.float32))
-            result = client.infer("ident", inputs, request_compression_algorithm=encoding,
-                                  response_compression_algorithm=encoding)
-            np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), [4, 5])
+            for n in (2, 400):  # answered as it is, then compressed
+                inputs = [httpclient.InferInput(f"INPUT{i}", [n], "FP32") for i in range(3)]
+                for tensor in inputs:
+                    tensor.set_data_from_numpy(np.arange(n, dtype=np.float32))
+                result = client.infer("ident", inputs, request_compression_algorithm=encoding,
+                                      response_compression_algorithm=encoding)
+                np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), np.arange(n))
 
 
 TWO_STEPS = """

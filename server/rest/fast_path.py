@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Tuple
 
 import orjson
 
-from gpuserve.compression import compress, response_encoding
+from gpuserve.compression import COMPRESS_MIN_BYTES, compress, response_encoding
 from gpuserve.dataplane import DataPlane
 from gpuserve.errors import InferenceError, InvalidInput, PayloadTooLarge
 from gpuserve.model import InferenceVerb
@@ -228,8 +228,11 @@ class FastPath:
 def _encoded(route, answer: Tuple[int, object, list], accept: Optional[str]) -> Tuple[int, object, list]:
     """A successful inference answer compressed as `Accept-Encoding` asks (Triton compresses those only)."""
     status, content, headers = answer
-    encoding = response_encoding(accept) if accept and status == 200 and route[0] == "infer" else None
-    if encoding is None or not isinstance(content, (bytes, bytearray)):
+    if not accept or status != 200 or route[0] != "infer" or not isinstance(content, (bytes, bytearray)) \
+            or len(content) < COMPRESS_MIN_BYTES:
+        return answer
+    encoding = response_encoding(accept)
+    if encoding is None:
         return answer
     return status, compress(content, encoding), headers + [(b"content-encoding", encoding.encode())]
 
