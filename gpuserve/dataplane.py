@@ -267,9 +267,10 @@ class DataPlane:
         if _user_healthy(type(model)) and not await model.healthy():
             raise ModelNotReady(model.name)
         request.headers = headers
-        forward = self.grpc_forward if request.from_grpc else self.http_forward
-        if forward is not None and headers:
-            forward.apply(request.parameters, headers)
+        if (self.http_forward is not None or self.grpc_forward is not None) and headers:
+            forward = self.grpc_forward if request.from_grpc else self.http_forward
+            if forward is not None:
+                forward.apply(request.parameters, headers)
         as_mlserver = getattr(model, "generates_ids", False)  # MLServer's data plane: an id, parameters written
         if request.id is None and as_mlserver:
             # MLServer makes one up for REST only: a gRPC request's id is the proto's, "" when not set

@@ -360,9 +360,19 @@ def composing_models(model: BaseKServeModel) -> List[str]:
 
 
 def triton_form(model: BaseKServeModel) -> bool:
-    """Whether the model was read from a config.pbtxt (its errors then speak Triton's words)."""
-    return getattr(getattr(model, "settings", None), "triton_version_policy", None) is not None or \
+    """Whether the model was read from a config.pbtxt (its errors then speak Triton's words). Asked per request
+    (JSON NaN literals): kept on the model after the first answer, since a settings object without the field
+    answers through pydantic's __getattr__ and an exception (~2 us a request measured)."""
+    known = getattr(model, "_triton_form_known", None)
+    if known is not None:
+        return known
+    known = getattr(getattr(model, "settings", None), "triton_version_policy", None) is not None or \
         bool(getattr(model, "triton_form", False))
+    try:
+        model._triton_form_known = known
+    except AttributeError:  # a model that takes no new attributes: asked afresh each time
+        pass
+    return known
 
 
 async def fail_together(models: List[BaseKServeModel]) -> None:
