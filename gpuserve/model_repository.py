@@ -30,12 +30,24 @@ def _version_key(version: Optional[str]):
     return (1, int(version), "") if str(version).isdigit() else (1, -1, str(version))
 
 
-async def run_load(model: BaseKServeModel) -> bool:
-    """Call `model.load()` (sync in a thread, async awaited) and settle `ready` and `reason`.
+async def run_load(model: BaseKServeModel, retries: int = 0) -> bool:
+    """Call `model.load()` (sync in a thread, async awaited) and settle `ready` and `reason`; while it fails,
+    again up to `retries` times (Triton's --model-load-retry-count: a model that needs a moment, a file still
+    being written or a device still busy, loads on a later try).
 
     `True` or `None` with `ready` set means ready; `False` means not ready; an exception is kept
     as the reason.
     """
+    for attempt in range(max(retries, 0) + 1):
+        if await _load_once(model) or attempt == retries:
+            break
+        logger.warning("model '%s' failed to load (%s); trying again (%d of %d retries)", model.name,
+                       model.reason, attempt + 1, retries)
+        model.reason = ""
+    return bool(model.ready)
+
+
+async def _load_once(model: BaseKServeModel) -> bool:
     try:
         if inspect.iscoroutinefunction(model.load):
             result = await model.load()
@@ -63,6 +75,7 @@ async def run_load(model: BaseKServeModel) -> bool:
 class ModelRepository:
     def __init__(self, models_dir: Optional[str] = None):
         self.models_dir = models_dir
+        self.load_retries = 0  # Triton's --model-load-retry-count, for loads through the repository API
         self.models: Dict[str, BaseKServeModel] = {}
         self._versions: Dict[str, Dict[Optional[str], BaseKServeModel]] = {}
         # Set by the disk repository: builds the model objects for a name found under models_dir.
@@ -228,7 +241,7 @@ class ModelRepository:
             model = self.models.get(name)
             if model is None:
                 raise ModelNotFound(name)
-            return await run_load(model)
+            return await run_load(model, getattr(self, "load_retries", 0))
         models = await asyncio.to_thread(self.source, name, config, files) if override else self.source(name)
         if not models:  # Triton's words (its model control example checks for "failed to load")
             raise ModelNotFound(name, reason=f"failed to load '{name}', failed to poll from model repository")
@@ -257,7 +270,7 @@ class ModelRepository:
             if id(model) in in_place:
                 continue
             if getattr(model, "ready", False) is False and not getattr(model, "reason", ""):
-                ok = await run_load(model) and ok
+                ok = await run_load(model, getattr(self, "load_retries", 0)) and ok
             else:
                 ok = bool(model.ready) and ok
         self.load_failures.pop(name, None)

@@ -218,6 +218,7 @@ class ServerSettings(BaseSettings):
     log_level: str = "INFO"
     logging_format: Literal["text", "json"] = "text"
     log_file: Optional[str] = None  # Triton's --log-file: the log goes there instead of standard error
+    model_load_retry_count: int = 0  # Triton's --model-load-retry-count: loads again a model that failed
     access_log: bool = False
     # "auto": our HTTP/1.1 server on httptools (server/rest/http11.py) when httptools is installed,
     # else uvicorn; "uvicorn" forces uvicorn (and its ASGI fast path) for every route.

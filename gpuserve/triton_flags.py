@@ -4,9 +4,9 @@ gpuserve unchanged: flags with a gpuserve meaning become settings, the others ar
 Meanings: --http-address / --grpc-address / --metrics-address (each endpoint's bind address), --allow-http /
 --allow-grpc (serve that endpoint or not), --reuse-http-port / --reuse-grpc-port (SO_REUSEPORT), --log-file
 (the log goes to that file), --http-max-input-size (the request size limit), --response-cache-byte-size
-(the older spelling of --cache-config local,size=N), and gRPC's keepalive and connection-age flags, which go
-to grpc.aio as its channel arguments (the native transport sends no pings, so they select grpc.aio), and the
-rate limiter's --rate-limit / --rate-limit-resource (engine/rate_limiter.py).
+(the older spelling of --cache-config local,size=N), --model-load-retry-count, gRPC's keepalive and
+connection-age flags, which go to grpc.aio as its channel arguments (the native transport sends no pings, so
+they select grpc.aio), and the rate limiter's --rate-limit / --rate-limit-resource (engine/rate_limiter.py).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ NOTED = ("--buffer-manager-thread-count", "--cache-directory", "--cuda-virtual-a
          "--host-policy", "--model-load-gpu-limit", "--repoagent-directory", "--min-supported-compute-capability",
          "--allow-sagemaker", "--sagemaker-port", "--sagemaker-safe-port-range", "--sagemaker-thread-count",
          "--allow-vertex-ai", "--vertex-ai-port", "--vertex-ai-thread-count", "--vertex-ai-default-model",
-         "--allow-cpu-metrics", "--metrics-interval-ms", "--model-load-thread-count", "--model-load-retry-count")
+         "--allow-cpu-metrics", "--metrics-interval-ms", "--model-load-thread-count")
 
 
 def boolean(text: str) -> bool:
@@ -67,6 +67,7 @@ def add_flags(group: argparse._ArgumentGroup, parser: argparse.ArgumentParser) -
     add("--log-file", metavar="FILE", help="write the log to FILE instead of standard error")
     add("--http-max-input-size", type=int, metavar="BYTES", help="the largest request body taken")
     add("--response-cache-byte-size", type=int, metavar="BYTES", help="as --cache-config local,size=BYTES")
+    add("--model-load-retry-count", type=int, metavar="N", help="load a model that failed again, up to N times")
     for flag in GRPC_ARGUMENTS:
         add(flag, type=int, metavar="N", help=argparse.SUPPRESS)
     add("--rate-limit", metavar="MODE", help="execution_count: Triton's rate limiter (instances run while the "
@@ -84,7 +85,8 @@ def settings_from(args: argparse.Namespace) -> Dict[str, Any]:
     for flag, key in (("--http-address", "http_host"), ("--grpc-address", "grpc_host"),
                       ("--metrics-address", "metrics_host"), ("--log-file", "log_file"),
                       ("--http-max-input-size", "max_request_bytes"),
-                      ("--response-cache-byte-size", "response_cache_bytes")):
+                      ("--response-cache-byte-size", "response_cache_bytes"),
+                      ("--model-load-retry-count", "model_load_retry_count")):
         if value(flag) is not None:
             out[key] = value(flag)
     if value("--allow-http") is not None:

@@ -240,6 +240,7 @@ class ModelServer:
         if predictor_config is not None:
             context.set_predictor_config(predictor_config)
         self.registered_models = registered_models if registered_models is not None else ModelRepository()
+        self.registered_models.load_retries = settings.model_load_retry_count
         self.dataplane = DataPlane(self.registered_models, server_name=settings.server_name,
                                    strict_readiness=settings.strict_readiness,
                                    model_control=settings.model_control_enabled,
@@ -436,7 +437,8 @@ class ModelServer:
         pending = [m for _, _, m in self.registered_models.all_versions() if not m.ready and not m.reason]
         loaded_ready = [m for _, _, m in self.registered_models.all_versions() if m.ready]
         if pending:
-            await asyncio.gather(*(run_load(m) for m in pending))  # starts their engines too
+            retries = self.settings.model_load_retry_count  # Triton's --model-load-retry-count
+            await asyncio.gather(*(run_load(m, retries) for m in pending))  # starts their engines too
             for name in sorted({m.name for m in pending}):
                 await fail_together(list(self.registered_models.versions(name).values()))
         for model in loaded_ready:

@@ -141,3 +141,37 @@ def test_a_triton_launch_line_starts_logs_to_its_file_and_notes_what_it_ignores(
         proc.terminate()
         proc.wait(60)
     assert "gpuserve listening" not in proc.stderr.read()  # the log went to the file
+
+
+class _Flaky:
+    """A KServe-style model whose first load fails (Triton's qa retry_model fails its first initialize)."""
+
+    @staticmethod
+    def make(name):
+        from gpuserve import Model
+
+        class Flaky(Model):
+            attempts = 0
+
+            def load(self):
+                Flaky.attempts += 1
+                if Flaky.attempts == 1:
+                    raise RuntimeError("not yet")
+                self.ready = True
+                return True
+
+            async def predict(self, payload, headers=None):
+                return {"predictions": [1]}
+
+        return Flaky(name)
+
+
+@pytest.mark.parametrize("retries, ready", [(0, False), (1, True)])
+def test_model_load_retry_count_loads_a_failed_model_again(retries, ready):
+    model = _Flaky.make("retry_model")
+    with running_server([model], model_load_retry_count=retries) as server:
+        answer = httpx.get(f"http://127.0.0.1:{server.ports['http']}/v2/models/retry_model/ready")
+        assert (answer.status_code == 200) is ready
+        assert type(model).attempts == (2 if ready else 1)
+    args = _parser().parse_args(["start", "repo", "--model-load-retry-count=3"])
+    assert triton_flags.settings_from(args)["model_load_retry_count"] == 3
