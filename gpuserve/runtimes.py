@@ -19,6 +19,7 @@ from gpuserve.batching import batching_config, request_priority, request_timeout
 from gpuserve.classification import classes_output, classify, labels_for, requested_counts
 from gpuserve import device_health
 from gpuserve.datatypes import shape_fits, to_numpy_dtype
+from gpuserve.engine import rate_limiter
 from gpuserve.engine.batcher import Scheduler
 from gpuserve.engine.device import choose_device
 from gpuserve.engine.instance import Instance
@@ -92,6 +93,27 @@ class FrameworkModel(Model):
             raise ModelMissingError(f"model '{self.name}': {path} does not exist")
         device = choose_device(self.device_wanted)
         count = sum(g.count for g in self.settings.instance_groups) or 1
+        tickets = self._rate_limiter_tickets()  # Triton's --rate-limit: a model that cannot fit fails here
+        try:
+            return self._load(path, device, count, tickets)
+        except BaseException:
+            self._release_tickets(tickets)
+            raise
+
+    def _rate_limiter_tickets(self) -> list:
+        """With Triton's rate limiter on, one ticket per instance (engine/rate_limiter.py): its instance group's
+        resources and priority; none when it is off."""
+        limiter = rate_limiter.limiter()
+        groups = [g.model_dump() for g in self.settings.instance_groups]
+        return limiter.tickets_for(self.name, groups) if limiter is not None and groups else []
+
+    @staticmethod
+    def _release_tickets(tickets: list) -> None:
+        limiter = rate_limiter.limiter()
+        if tickets and limiter is not None:
+            limiter.unregister(tickets)
+
+    def _load(self, path: Path, device: str, count: int, tickets: list) -> bool:
         self.fallback = ""
         self.sequences = self._sequence_inputs()
         ragged = (self.settings.model_extra or {}).get("triton_ragged")
@@ -140,6 +162,9 @@ class FrameworkModel(Model):
         pool = StagingPool(pinned) if pinned is not None else StagingPool()
         instances = [Instance(b, f"{self.name}-{i}", pool, self.stats, stage=self.kernels.bind(b))
                      for i, b in enumerate(backends)]
+        for instance, ticket in zip(instances, tickets):
+            instance.ticket, instance.slots = ticket, 1  # one batch at a time while it holds resources
+        self._tickets = tickets
         self.scheduler = Scheduler(self.name, instances, config, self.stats, batch_dim=batchable)
         self.ready = True
         logger.info("model %s: %d instance(s) on %s, max_batch_size %d", self.name, count, self.backend.device,
@@ -212,7 +237,9 @@ class FrameworkModel(Model):
 
     def _take_schedulers(self) -> list:
         """The model's schedulers (one here; the Python backend keeps one per instance for sequences), handed
-        over for closing and forgotten."""
+        over for closing and forgotten; the model's rate limiter tickets go back with them."""
+        self._release_tickets(getattr(self, "_tickets", None) or [])
+        self._tickets = []
         scheduler, self.scheduler = self.scheduler, None
         return [scheduler] if scheduler is not None else []
 

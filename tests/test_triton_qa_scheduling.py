@@ -346,3 +346,47 @@ def test_oldest_sequences_past_max_candidate_sequences_wait_in_the_backlog(tmp_p
         assert asyncio.run(two()) == 2.0
     finally:
         model.stop()
+
+
+def test_rate_limiter_takes_model_files_too(tmp_path):
+    """An ONNX model's instance groups get rate limiter tickets as Python models' do: a model needing more of
+    a resource than --rate-limit-resource gives fails to load in Triton's words, one that fits runs one batch
+    at a time per instance with its ticket, and unloading gives its resources back (before, model files ran
+    unlimited whatever --rate-limit said)."""
+    from conftest import make_onnx_model
+    from gpuserve.repository import DiskRepository
+    from gpuserve import ModelRepository
+    from gpuserve.model_repository import run_load
+
+    def model(name, need):
+        (tmp_path / name / "1").mkdir(parents=True)
+        make_onnx_model(tmp_path / name / "1" / "model.onnx")
+        (tmp_path / name / "config.pbtxt").write_text(
+            f'platform: "onnxruntime_onnx"\nmax_batch_size: 8\ninstance_group [ {{ count: 2 kind: KIND_CPU '
+            f'rate_limiter {{ resources [ {{ name: "R1" count: {need} }} ] }} }} ]\n')
+
+    model("fits", 1)
+    model("too_big", 3)
+    rate_limiter.configure("execution_count", ["R1:2"])
+    try:
+        registry = DiskRepository(str(tmp_path)).populate(ModelRepository())
+
+        async def go():
+            for name in ("fits", "too_big"):
+                await run_load(registry.get_model(name))
+            big = registry.get_model("too_big")
+            assert not big.ready and "R1" in big.reason
+            fits = registry.get_model("fits")
+            assert fits.ready
+            engine = fits.scheduler.instances
+            assert len(engine) == 2 and all(i.ticket is not None and i.slots == 1 for i in engine)
+            assert len(rate_limiter.limiter().tickets) == 2
+            x = np.ones((1, 4), np.float32)
+            answers = await asyncio.gather(*(fits.scheduler.submit({"input": x}) for _ in range(6)))
+            assert all(a["output"].shape == (1, 3) for a in answers)
+            await fits.aclose()
+            assert rate_limiter.limiter().tickets == []
+
+        asyncio.run(go())
+    finally:
+        rate_limiter.configure(None)
