@@ -131,6 +131,7 @@ def restrict_method(method, category: str, restrictions: Mapping[str, Tuple[str,
         return method
     header, value = rule
     message = f"This protocol is restricted, expecting header '{header}'"
+    header = header.lower()  # gRPC metadata keys arrive in lower case
     import grpc
 
     if inspect.isasyncgenfunction(method):

@@ -102,8 +102,8 @@ def test_grpc_restricted_protocols_need_their_header(repo, transport):
 def test_grpc_restricted_stream_refuses_without_its_header_and_serves_with_it(repo, transport):
     import queue
 
-    with _server(repo, grpc_transport=transport,
-                 grpc_restricted_protocol=["inference:infer-key=infer-value"]) as server:
+    with _server(repo, grpc_transport=transport,  # a key written in capitals matches gRPC's lower-case metadata
+                 grpc_restricted_protocol=["inference:Infer-Key=infer-value"]) as server:
         x, inputs = _inputs(tritonclient_grpc)
         for headers, refused in ((None, True), ({PREFIX + "infer-key": "infer-value"}, False)):
             client = tritonclient_grpc.InferenceServerClient(f"127.0.0.1:{server.ports['grpc']}")
