@@ -170,25 +170,25 @@ def test_an_input_data_file_holds_one_request_of_a_batched_sample(tmp_path):
 
 # L0_onnx_optimization: the ONNX Runtime backend's `parameters`, applied on the CPU ----------------------------
 
-def _onnx_addsub(root, name, extra=""):
+def _onnx_addsub(root, name, extra="", onnx_type="FLOAT", triton_type="TYPE_FP32"):
     """As qa's onnx_float32_float32_float32: OUTPUT0 = INPUT0 + INPUT1, OUTPUT1 = INPUT0 - INPUT1."""
     import onnx
     from onnx import TensorProto, helper
 
     (root / name / "1").mkdir(parents=True)
-    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["b", 16]) for n in ("INPUT0", "INPUT1")]
-    out = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["b", 16]) for n in ("OUTPUT0", "OUTPUT1")]
+    kind = getattr(TensorProto, onnx_type)
+    io = [helper.make_tensor_value_info(n, kind, ["b", 16]) for n in ("INPUT0", "INPUT1")]
+    out = [helper.make_tensor_value_info(n, kind, ["b", 16]) for n in ("OUTPUT0", "OUTPUT1")]
     graph = helper.make_graph([helper.make_node("Add", ["INPUT0", "INPUT1"], ["OUTPUT0"]),
                                helper.make_node("Sub", ["INPUT0", "INPUT1"], ["OUTPUT1"])], "addsub", io, out)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, str(root / name / "1" / "model.onnx"))
+    tensors = lambda names: ", ".join(  # noqa: E731
+        f'{{ name: "{n}" data_type: {triton_type} dims: [ 16 ] }}' for n in names)
     (root / name / "config.pbtxt").write_text(
         f'name: "{name}"\nplatform: "onnxruntime_onnx"\nmax_batch_size: 8\n'
-        'input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 16 ] }, '
-        '{ name: "INPUT1" data_type: TYPE_FP32 dims: [ 16 ] } ]\n'
-        'output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 16 ] }, '
-        '{ name: "OUTPUT1" data_type: TYPE_FP32 dims: [ 16 ] } ]\n' + extra)
+        f'input [ {tensors(("INPUT0", "INPUT1"))} ]\noutput [ {tensors(("OUTPUT0", "OUTPUT1"))} ]\n' + extra)
 
 
 def _param(key, value):
@@ -348,24 +348,7 @@ def test_a_libtorch_switch_that_is_not_a_boolean_fails_the_load_in_tritons_words
 # L0_backend_onnxruntime: BF16 operators on the CPU ---------------------------------------------------------
 
 def _onnx_bf16_addsub(root, name):
-    import onnx
-    from onnx import TensorProto, helper
-
-    (root / name / "1").mkdir(parents=True)
-    io = [helper.make_tensor_value_info(n, TensorProto.BFLOAT16, ["b", 16]) for n in ("INPUT0", "INPUT1")]
-    out = [helper.make_tensor_value_info(n, TensorProto.BFLOAT16, ["b", 16]) for n in ("OUTPUT0", "OUTPUT1")]
-    graph = helper.make_graph([helper.make_node("Add", ["INPUT0", "INPUT1"], ["OUTPUT0"]),
-                               helper.make_node("Sub", ["INPUT0", "INPUT1"], ["OUTPUT1"])], "addsub", io, out)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(root / name / "1" / "model.onnx"))
-    (root / name / "config.pbtxt").write_text(
-        f'name: "{name}"\nplatform: "onnxruntime_onnx"\nmax_batch_size: 8\n'
-        'input [ { name: "INPUT0" data_type: TYPE_BF16 dims: [ 16 ] }, '
-        '{ name: "INPUT1" data_type: TYPE_BF16 dims: [ 16 ] } ]\n'
-        'output [ { name: "OUTPUT0" data_type: TYPE_BF16 dims: [ 16 ] }, '
-        '{ name: "OUTPUT1" data_type: TYPE_BF16 dims: [ 16 ] } ]\n'
-        'instance_group [ { kind: KIND_CPU } ]\n')
+    _onnx_addsub(root, name, 'instance_group [ { kind: KIND_CPU } ]\n', "BFLOAT16", "TYPE_BF16")
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
