@@ -90,6 +90,16 @@ def make_onnx_model(path, in_features=4, out_features=3, seed=0, name="input", o
     return weight, bias
 
 
+@pytest.fixture(scope="module")
+def simple_onnx_repo(tmp_path_factory):
+    """A Triton repository of one batching ONNX model, `simple` (make_onnx_model's): (root, weight, bias)."""
+    root = tmp_path_factory.mktemp("simple-repo")
+    (root / "simple" / "1").mkdir(parents=True)
+    weight, bias = make_onnx_model(root / "simple" / "1" / "model.onnx")
+    (root / "simple" / "config.pbtxt").write_text('platform: "onnxruntime_onnx"\nmax_batch_size: 8\n')
+    return root, weight, bias
+
+
 def onnx_reference(x, weight, bias):
     import numpy as np
 

@@ -5,7 +5,7 @@ RestrictedProtocolTest ask the same), on both HTTP servers and both gRPC transpo
 import numpy as np
 import pytest
 
-from conftest import make_onnx_model, onnx_reference, running_server
+from conftest import onnx_reference, running_server
 from gpuserve import ModelRepository
 from gpuserve.errors import InvalidSettings
 from gpuserve.repository import DiskRepository
@@ -21,12 +21,8 @@ PREFIX = "triton-grpc-protocol-"
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    root = tmp_path_factory.mktemp("restricted")
-    (root / "simple" / "1").mkdir(parents=True)
-    weight, bias = make_onnx_model(root / "simple" / "1" / "model.onnx")
-    (root / "simple" / "config.pbtxt").write_text('platform: "onnxruntime_onnx"\nmax_batch_size: 8\n')
-    return root, weight, bias
+def repo(simple_onnx_repo):
+    return simple_onnx_repo
 
 
 def _server(repo, **settings):
