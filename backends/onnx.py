@@ -251,6 +251,8 @@ class OnnxBackend:
             logger.warning("%s: %s", path, self.fallback)
         self.device_index = index
         self.inputs = [_bf16_spec(arg, self.widened_inputs) for arg in self.session.get_inputs()]
+        # Initializers the graph also lists as inputs: a request may override them (Triton's optional inputs)
+        self.overridable_inputs = [_spec(arg) for arg in self.session.get_overridable_initializers()]
         every = [*self.session.get_inputs(), *self.session.get_outputs()]
         unserved = [f"{arg.name} ({arg.type})" for arg in every
                     if arg.type in _NO_NUMPY_TYPE or (arg.type == _BF16 and self.device != "cpu")]

@@ -10,17 +10,20 @@ the frameworks whose files describe their tensors (TorchScript takes the config 
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from typing import Collection, Dict, List, Optional, Sequence
 
 from gpuserve.backends.base import TensorSpec
 from gpuserve.errors import InferenceError, InvalidInput, InvalidSettings
 
 
 def reconcile(model: str, declared: Sequence, actual: Sequence[TensorSpec], kind: str,
-              reshapes: Optional[Dict[str, List[int]]] = None, batched: bool = False) -> List[TensorSpec]:
+              reshapes: Optional[Dict[str, List[int]]] = None, batched: bool = False,
+              overridable: Sequence[TensorSpec] = (), optional: Collection[str] = ()) -> List[TensorSpec]:
     """The tensors to serve: `declared` (settings' TensorMetadata, shapes with the batch dimension) checked
     against and merged with `actual` (the backend's); the backend's own when nothing is declared. A tensor
     with a `reshape` is checked against the model by its reshape shape and served by its declared dims.
+    `overridable` are initializers an ONNX graph also lists as inputs: the config may declare them as
+    `optional` inputs, which are not counted against the model's (required) inputs, as Triton counts.
     The refusals are Triton's ONNX Runtime backend's, in its order and words."""
     if not declared:
         return list(actual)
@@ -28,13 +31,18 @@ def reconcile(model: str, declared: Sequence, actual: Sequence[TensorSpec], kind
     if batched and any(not spec.shape or int(spec.shape[0]) != -1 for spec in actual):
         raise InvalidSettings(f"autofill failed for model '{model}': model does not support batching while "
                               "non-zero max_batch_size is specified")
-    if kind == "input" and len(declared) != len(have):  # every input the model needs must be declared
+    expected = len([want for want in declared if want.name not in optional])
+    if kind == "input" and expected != len(have):  # every input the model needs must be declared
         missing = [name for name in have if name not in {want.name for want in declared}]
-        raise InvalidSettings(f"unable to load model '{model}', configuration expects {len(declared)} inputs, "
+        raise InvalidSettings(f"unable to load model '{model}', configuration expects {expected} inputs, "
                               f"model provides {len(have)}" + (f" (the configuration lacks {', '.join(missing)})"
                                                                if missing else ""))
+    have.update((spec.name, spec) for spec in overridable if spec.name not in have)
     served = []
     for want in declared:
+        if kind == "input" and want.name in optional and batched:
+            raise InvalidSettings(f"unable to load model '{model}', optional input '{want.name}' is not supported "
+                                  "for models that support batching")
         spec = have.get(want.name)
         if spec is None:
             raise InvalidSettings(f"unexpected inference {kind} '{want.name}', allowed {kind}s are: "
@@ -51,6 +59,19 @@ def reconcile(model: str, declared: Sequence, actual: Sequence[TensorSpec], kind
         served.append(TensorSpec(want.name, want.datatype, _merge(model, want.name, list(want.shape),
                                                                   list(spec.shape), batched)))
     return served
+
+
+def missing_inputs(model: str, got: List[str], missing: List[str], required: int, total: int) -> InvalidInput:
+    """Triton core's refusal of a request lacking required inputs, its lists written without spaces
+    (['A','B']): clients match on the whole text."""
+    expected = (f"expected {required} inputs" if required == total else
+                f"expected number of inputs between {required} and {total}")
+    return InvalidInput(f"{expected} but got {len(got)} inputs for model '{model}'. Got input(s) {_listed(got)}, "
+                        f"but missing required input(s) {_listed(missing)}. Please provide all required input(s).")
+
+
+def _listed(names) -> str:
+    return "[" + ",".join(f"'{name}'" for name in names) + "]"
 
 
 def _config_type(datatype: str) -> str:

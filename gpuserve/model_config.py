@@ -53,9 +53,12 @@ def model_config(meta: Dict[str, Any], settings: Optional[Any] = None) -> Dict[s
         if entry["name"] in labels:
             entry["label_filename"] = labels[entry["name"]]
     formats = extra.get("triton_input_formats") or {}
+    optional = extra.get("triton_optional_inputs") or ()
     for entry in config["input"]:
         if entry["name"] in formats:
             entry["format"] = formats[entry["name"]]
+        if entry["name"] in optional:
+            entry["optional"] = True
     reshapes = extra.get("triton_reshapes") or {}
     for kind, key in (("inputs", "input"), ("outputs", "output")):
         for entry in config[key]:

@@ -30,7 +30,7 @@ from gpuserve.errors import (InferenceError, InvalidInput, InvalidSettings, Mode
                              ModelNotReady, exception_chain)
 from gpuserve.kernels.preprocess import Normalize
 from gpuserve.kernels.stage import NO_KERNELS, ImageInput, KernelPlan, Ragged
-from gpuserve.declared_tensors import declared_dims, reconcile, reshaped
+from gpuserve.declared_tensors import declared_dims, missing_inputs, reconcile, reshaped
 from gpuserve.kernels.topk import TopK
 from gpuserve.model import Model
 from gpuserve.runtimes_classic import CLASSIC_RUNTIMES
@@ -199,7 +199,8 @@ class FrameworkModel(Model):
         # Triton's `reshape`: the model takes (gives) the reshape's dims, clients send (get) the declared ones
         self.reshape_batched = int(extra.get("triton_max_batch_size") or 0) > 0
         inputs = reconcile(self.name, self.settings.inputs, backend_inputs, "input", reshapes.get("inputs"),
-                           self.reshape_batched)
+                           self.reshape_batched, getattr(backend, "overridable_inputs", ()),
+                           extra.get("triton_optional_inputs") or ())
         outputs = reconcile(self.name, self.settings.outputs, backend_outputs, "output", reshapes.get("outputs"),
                             self.reshape_batched)
         self.reshape_inputs = dict(reshapes.get("inputs") or {})
@@ -319,7 +320,11 @@ class FrameworkModel(Model):
             first = next(iter(arrays.values()))
             if first.ndim and first.shape[0] > limit:  # as Triton: a config.pbtxt max_batch_size bounds each request
                 raise InvalidInput(f"inference request batch-size must be <= {limit} for '{self.name}'")
-        missing = [name for name in specs if name not in arrays]
+        extra = self.settings.model_extra or {}
+        optional = extra.get("triton_optional_inputs") or ()
+        missing = [name for name in specs if name not in arrays and name not in optional]
+        if missing and "triton_max_batch_size" in extra:  # a config.pbtxt model: Triton core's words
+            raise missing_inputs(self.name, list(arrays), missing, len(specs) - len(optional), len(specs))
         if missing:
             raise InvalidInput(f"model '{self.name}' needs inputs {missing} that the request lacks")
         self.kernels.check_request(arrays)

@@ -368,6 +368,9 @@ def settings_from_config(folder: Path, config: Dict[str, Any], version: Optional
     labels = {o["name"]: o["label_filename"] for o in config.get("output", []) if o.get("label_filename")}
     if labels:  # the config endpoints show them as written
         settings["triton_label_files"] = labels
+    optional = [i["name"] for i in config.get("input", []) if i.get("optional") is True]
+    if optional:  # inputs a request may leave out (an ONNX graph's overridable initializers keep their values)
+        settings["triton_optional_inputs"] = optional
     formats = {i["name"]: i["format"] for i in config.get("input", []) if i.get("format") not in (None, "FORMAT_NONE")}
     if formats:  # shown as written: image clients (Triton's image_client) read an input's layout from it
         settings["triton_input_formats"] = formats

@@ -18,6 +18,7 @@ import numpy as np
 from gpuserve import triton_pb_utils as pb
 from gpuserve.backends.base import TensorSpec
 from gpuserve.datatypes import shape_fits
+from gpuserve.declared_tensors import missing_inputs
 from gpuserve.errors import InvalidInput, InvalidSettings
 from gpuserve.import_path import move_on_path
 from gpuserve.triton_config import config_tensors
@@ -157,10 +158,6 @@ def bytes_elements(array: np.ndarray, name: str) -> np.ndarray:
     return out.reshape(array.shape)
 
 
-def _names(names) -> str:
-    return "[" + ",".join(f"'{name}'" for name in names) + "]"
-
-
 def checked_inputs(model: str, request, by_name: Dict[str, TensorSpec], optional, max_batch_size: int
                    ) -> Dict[str, Any]:
     """A request's arrays by name, checked against the config's inputs (by name) as Triton checks them
@@ -183,13 +180,7 @@ def checked_inputs(model: str, request, by_name: Dict[str, TensorSpec], optional
         arrays[tensor.name] = array
     missing = [n for n in by_name if n not in arrays and n not in optional] if len(arrays) < len(by_name) else None
     if missing:
-        required = len(by_name) - len(optional)
-        # Triton's sentence, its lists written without spaces (['A','B']): clients match on the whole text
-        expected = (f"expected {required} inputs" if required == len(by_name) else
-                    f"expected number of inputs between {required} and {len(by_name)}")
-        raise InvalidInput(f"{expected} but got {len(arrays)} inputs for model '{model}'. Got input(s) "
-                           f"{_names(arrays)}, but missing required input(s) {_names(missing)}. "
-                           "Please provide all required input(s).")
+        raise missing_inputs(model, list(arrays), missing, len(by_name) - len(optional), len(by_name))
     if max_batch_size and arrays:
         rows = next(iter(arrays.values())).shape[0]
         if rows > max_batch_size:

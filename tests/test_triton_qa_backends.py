@@ -466,3 +466,79 @@ def test_tritons_model_control_mode_is_taken_in_capitals():
 
     for given, taken in (("POLL", "poll"), ("EXPLICIT", "explicit"), ("None", "none")):
         assert _parser().parse_args(["start", ".", f"--model-control-mode={given}"]).model_control_mode == taken
+
+
+# L0_initializer_as_input: an ONNX initializer the graph also lists as an input is an optional input -------------
+
+# This section's servers (session 16's range, apart from the PORTS above).
+HERE_PORTS = iter(range(9403, 9499, 3))
+
+
+def _serve_here(root, **settings):
+    port = next(HERE_PORTS)
+    registry = DiskRepository(root).populate(ModelRepository())
+    return running_server(repository=registry, http_port=port, grpc_port=port + 1, metrics_port=port + 2,
+                          **settings)
+
+
+def _onnx_with_initializer_input(path, batched=False):
+    import onnx
+    from onnx import TensorProto, helper
+
+    shape = ["N", 5] if batched else [5, 5]
+    ones = helper.make_tensor("INITIALIZER", TensorProto.FLOAT, [5, 5], [1.0] * 25)
+    graph = helper.make_graph([helper.make_node("Add", ["INPUT", "INITIALIZER"], ["OUTPUT"])], "add_init",
+                              [helper.make_tensor_value_info("INPUT", TensorProto.FLOAT, shape),
+                               helper.make_tensor_value_info("INITIALIZER", TensorProto.FLOAT, [5, 5])],
+                              [helper.make_tensor_value_info("OUTPUT", TensorProto.FLOAT, shape)], [ones])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+def _initializer_model(root, max_batch_size=0, optional="optional: true"):
+    (root / "add_with_initializer" / "1").mkdir(parents=True)
+    _onnx_with_initializer_input(root / "add_with_initializer" / "1" / "model.onnx", max_batch_size > 0)
+    dims = "[ 5 ]" if max_batch_size else "[ 5, 5 ]"
+    (root / "add_with_initializer" / "config.pbtxt").write_text(
+        f'platform: "onnxruntime_onnx"\nmax_batch_size: {max_batch_size}\n'
+        f'input [ {{ name: "INPUT" data_type: TYPE_FP32 dims: {dims} }},\n'
+        f'        {{ name: "INITIALIZER" data_type: TYPE_FP32 dims: {dims} {optional} }} ]\n'
+        f'output [ {{ name: "OUTPUT" data_type: TYPE_FP32 dims: {dims} }} ]\n')
+
+
+def test_an_onnx_initializer_listed_as_an_input_is_an_optional_input(tmp_path):
+    """As Triton's ONNX Runtime backend: the initializer counts among the inputs a request may send (it
+    overrides the stored value) without counting among those it must send; gpuserve refused to load the
+    model ('configuration expects 2 inputs, model provides 1')."""
+    _initializer_model(tmp_path)
+    with _serve_here(tmp_path) as server:
+        client = httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}")
+        x = np.arange(25, dtype=np.float32).reshape(5, 5)
+        given = httpclient.InferInput("INPUT", [5, 5], "FP32")
+        given.set_data_from_numpy(x)
+        np.testing.assert_array_equal(client.infer("add_with_initializer", [given]).as_numpy("OUTPUT"), x + 1)
+        override = httpclient.InferInput("INITIALIZER", [5, 5], "FP32")
+        override.set_data_from_numpy(x)
+        np.testing.assert_array_equal(
+            client.infer("add_with_initializer", [given, override]).as_numpy("OUTPUT"), x + x)
+        config = client.get_model_config("add_with_initializer")
+        assert [i.get("optional") for i in config["input"]] == [False, True]
+        with pytest.raises(InferenceServerException) as refused:
+            client.infer("add_with_initializer", [override])
+        assert "expected number of inputs between 1 and 2 but got 1 inputs for model 'add_with_initializer'. Got " \
+               "input(s) ['INITIALIZER'], but missing required input(s) ['INPUT']. Please provide all required " \
+               "input(s)." in str(refused.value)
+
+
+@pytest.mark.parametrize("max_batch_size, optional, said", [
+    (4, "optional: true", "unable to load model 'add_with_initializer', optional input 'INITIALIZER' is not "
+                          "supported for models that support batching"),
+    (0, "", "unable to load model 'add_with_initializer', configuration expects 2 inputs, model provides 1"),
+])
+def test_an_onnx_optional_input_is_refused_where_triton_refuses_it(tmp_path, max_batch_size, optional, said):
+    _initializer_model(tmp_path, max_batch_size, optional)
+    model = DiskRepository(tmp_path).build("add_with_initializer")[0]
+    with pytest.raises(Exception) as refused:
+        model.load()
+    assert said in str(refused.value)
