@@ -146,12 +146,14 @@ class PythonInstance:
             return result
         if self._loop is None:
             self._loop = asyncio.new_event_loop()
-        if self._loop_thread is None:
+        if self._loop_thread is None and background is None:
             try:
                 return self._loop.run_until_complete(_awaited(result))
             finally:
                 if asyncio.all_tasks(self._loop):
                     self._run_loop_on_its_own()
+        if self._loop_thread is None:  # a decoupled execute never holds its instance: its executes overlap
+            self._run_loop_on_its_own()
         future = asyncio.run_coroutine_threadsafe(_awaited(result), self._loop)
         if background is None:
             return future.result()
@@ -171,7 +173,7 @@ class PythonInstance:
         decoupled = self.owner.decoupled
         try:
             answers = self._call(self.obj.execute, requests, background=(
-                lambda exc: exc and self._end_streams(jobs, requests, self._failure(exc))) if decoupled else None)
+                lambda exc: exc and self._failed_in_background(jobs, requests, exc)) if decoupled else None)
             if decoupled and answers is not None:  # Triton's stub refuses it, and the requests end with that
                 raise self._decoupled_return()
         except Exception as exc:
@@ -216,6 +218,13 @@ class PythonInstance:
             return str(exc)
         return (f"Failed to process the request(s) for model '{self.name}', message: {type(exc).__name__}: "
                 f"{exc}{_where(exc)}")
+
+    def _failed_in_background(self, jobs, requests, exc: BaseException) -> None:
+        """A decoupled coroutine execute that failed after execute returned: Triton's stub logs the error
+        (the model may have closed its streams already, then the log is the only trace of it)."""
+        message = self._failure(exc)
+        logger.error("%s", message)
+        self._end_streams(jobs, requests, message)
 
     @staticmethod
     def _end_streams(jobs, requests, message: str) -> None:

@@ -11,6 +11,9 @@ L0_request_cancellation, L0_grpc_state_cleanup), with models written here. Each 
   its models unloading) instead of being run; in-flight requests still finish.
 - L0_decoupled test_response_order: on one gRPC stream, a decoupled model's responses to two requests
   arrive interleaved as the model sends them (gpuserve held the second request's until the first ended).
+- async_execute/concurrency_test.py: a decoupled model's `async def execute` runs in the background from its
+  first request, so one instance's executes overlap (a shorter one answers first); an exception it raises
+  after closing its streams is logged, as Triton's stub logs it.
 - L0_request_cancellation scheduler_test (oldest/direct sequence): cancelling a request that waits for its
   sequence's turn cancels the sequence: its other waiting requests answer CANCELLED, counted CANCELED.
 """
@@ -121,6 +124,25 @@ MODELS = {
                 GATE.wait(60)
                 return [pb_utils.InferenceResponse([pb_utils.Tensor(
                     "OUT", pb_utils.get_input_tensor_by_name(r, "IN").as_numpy())]) for r in requests]
+        """),
+    # As qa's async_execute_decouple: an async decoupled execute sleeps WAIT s; -1 closes the stream and raises.
+    "async_decoupled": ('backend: "python"\nmodel_transaction_policy { decoupled: true }\n'
+                        'input [ { name: "WAIT" data_type: TYPE_FP32 dims: [ 1 ] } ]\n'
+                        'output [ { name: "OUT" data_type: TYPE_FP32 dims: [ 1 ] } ]\n', """
+        import asyncio
+
+        FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+
+        class TritonPythonModel:
+            async def execute(self, requests):
+                wait = float(pb_utils.get_input_tensor_by_name(requests[0], "WAIT").as_numpy()[0])
+                sender = requests[0].get_response_sender()
+                if wait < 0:
+                    sender.send(flags=FINAL)
+                    raise ValueError("async_decoupled cannot wait a negative time")
+                await asyncio.sleep(wait)
+                sender.send(pb_utils.InferenceResponse([pb_utils.Tensor("OUT", np.array([wait], np.float32))]),
+                            flags=FINAL)
         """),
 }
 
@@ -253,3 +275,22 @@ def test_cancelling_a_queued_sequence_request_cancels_the_sequence_s_other_queue
     _until(lambda: sum(server.dataplane.stats_of(model).fail_reasons.values()) >= 2, "both failures counted")
     assert server.dataplane.stats_of(model).fail_reasons["CANCELED"] == 2
     client.close()
+
+
+def test_a_decoupled_async_execute_overlaps_the_next_one_and_its_error_is_logged(server, caplog):
+    answers = queue.Queue()
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.ports['grpc']}")
+    client.start_stream(callback=lambda result, error: answers.put((result, error)))
+    for wait in (3.0, 0.2, -1.0):
+        tensor = grpcclient.InferInput("WAIT", [1], "FP32")
+        tensor.set_data_from_numpy(np.array([wait], dtype=np.float32))
+        client.async_stream_infer("async_decoupled", [tensor], request_id=str(wait))
+    got = []
+    for _ in range(2):
+        result, error = answers.get(timeout=60)
+        assert error is None, error
+        got.append(result.get_response().id)
+    client.stop_stream()
+    client.close()
+    assert got == ["0.2", "3.0"]
+    _until(lambda: "ValueError: async_decoupled cannot wait a negative time" in caplog.text, "the error logged")
