@@ -103,10 +103,13 @@ class TorchBackend:
                  inputs: Optional[List[TensorSpec]] = None, outputs: Optional[List[TensorSpec]] = None,
                  precision: Optional[str] = None, compile: bool = False, overlap: bool = True,
                  cuda_graphs: bool = False, graph_batch_sizes: Sequence[int] = (), inference_mode: bool = True,
-                 optimized_execution: bool = True, shared: Optional["TorchBackend"] = None):
+                 optimized_execution: bool = True, shared: Optional["TorchBackend"] = None,
+                 placed_by_model: bool = False):
         """`inference_mode` False runs under no_grad only and `optimized_execution` False turns TorchScript's
         graph optimizer off, as Triton's INFERENCE_MODE / DISABLE_OPTIMIZED_EXECUTION; `shared`: another
-        instance on this device whose module (weights) this one runs too (ENABLE_WEIGHT_SHARING)."""
+        instance on this device whose module (weights) this one runs too (ENABLE_WEIGHT_SHARING).
+        `placed_by_model` (Triton's KIND_MODEL): the module keeps the devices it was saved with (it may span
+        several) and moves its inputs itself; they arrive on the CPU."""
         torch = _torch()
         self.inference_mode = inference_mode
         self.optimized_execution = optimized_execution
@@ -131,7 +134,7 @@ class TorchBackend:
                 found_in, found_out = self._export_specs(program)
                 self.module = program.module().to(self.torch_device)
             else:
-                self.module = torch.jit.load(str(path), map_location=self.torch_device)
+                self.module = torch.jit.load(str(path), map_location=None if placed_by_model else self.torch_device)
                 found_in, found_out = self._script_specs(self.module)
         self._found = (found_in, found_out)
         # A TorchScript file names its inputs but not their dtypes or shapes, nor a dict's keys: without

@@ -114,7 +114,8 @@ def _written_group(group: Any) -> Dict[str, Any]:
     """A settings instance group back in the config's words (its name, rate limiter, profile as written)."""
     written = group.model_extra or {}
     return {**{key: written[key] for key in GROUP_FIELDS_SHOWN if key in written},
-            "count": group.count, "kind": _KINDS.get(group.kind, "KIND_AUTO"), "gpus": list(group.gpus)}
+            "count": group.count, "kind": written.get("triton_kind") or _KINDS.get(group.kind, "KIND_AUTO"),
+            "gpus": list(group.gpus)}
 
 
 def _queue_policies(extra: Dict[str, Any]) -> Dict[str, Any]:

@@ -645,7 +645,7 @@ class TorchModel(FrameworkModel):
                                cuda_graphs=graphs, graph_batch_sizes=sizes,
                                inference_mode=extra.get("inference_mode", True) is not False,
                                optimized_execution=extra.get("optimized_execution", True) is not False,
-                               shared=shared)
+                               shared=shared, placed_by_model=bool(extra_settings.get("triton_kind_model")))
         if sharing is not None:
             sharing.setdefault(device, backend)
         if "triton_max_batch_size" in (self.settings.model_extra or {}) and not backend.exported:

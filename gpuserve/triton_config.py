@@ -399,6 +399,9 @@ def settings_from_config(folder: Path, config: Dict[str, Any], version: Optional
         if entry is not None:
             settings[key] = _json_parameter(config["name"], key, entry)
     for group in settings["instance_groups"]:
+        if group["kind"] == "model":  # KIND_MODEL: the model places itself; its inputs arrive on the CPU
+            group["kind"], group["triton_kind"] = "cpu", "KIND_MODEL"
+            settings["triton_kind_model"] = True
         if group["kind"] not in ("auto", "gpu", "cpu"):
             group["kind"] = "auto"
         if group["kind"] == "cpu":

@@ -51,7 +51,7 @@ def instance_groups(groups: List[Dict[str, Any]], name: str, device: str) -> Lis
     resolved = []
     for index, group in enumerate(groups or [{"name": name}]):
         kind = str(group.get("kind") or "KIND_AUTO").upper()
-        if kind not in ("KIND_CPU", "KIND_GPU") or (kind == "KIND_GPU" and not on_gpu):
+        if kind not in ("KIND_CPU", "KIND_GPU", "KIND_MODEL") or (kind == "KIND_GPU" and not on_gpu):
             kind = "KIND_GPU" if on_gpu and kind != "KIND_CPU" else "KIND_CPU"
         gpus = [int(g) for g in group.get("gpus") or []]
         if kind == "KIND_GPU" and not gpus:

@@ -542,3 +542,45 @@ def test_an_onnx_optional_input_is_refused_where_triton_refuses_it(tmp_path, max
     with pytest.raises(Exception) as refused:
         model.load()
     assert said in str(refused.value)
+
+
+# L0_libtorch_instance_group_kind_model: KIND_MODEL leaves placement to the model -----------------------------
+
+KIND_MODEL_CONFIG = """
+platform: "pytorch_libtorch"
+max_batch_size: 8
+input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 16 ] }, { name: "INPUT1" data_type: TYPE_FP32 dims: [ 16 ] } ]
+output [ { name: "OUTPUT__0" data_type: TYPE_FP32 dims: [ 16 ] }, { name: "OUTPUT__1" data_type: TYPE_FP32 dims: [ 16 ] } ]
+instance_group [ { kind: KIND_MODEL } ]
+"""
+
+
+def test_a_kind_model_libtorch_model_keeps_its_own_devices_and_shows_kind_model(tmp_path, monkeypatch):
+    """As Triton's libtorch backend: a KIND_MODEL instance loads the TorchScript file without moving it to one
+    device (the model may span several GPUs and moves its inputs itself; they arrive on the CPU), and the
+    config shows KIND_MODEL (gpuserve showed KIND_CPU/KIND_GPU and loaded it onto the chosen device)."""
+    import torch
+
+    (tmp_path / "multi_device" / "1").mkdir(parents=True)
+    (tmp_path / "multi_device" / "config.pbtxt").write_text(KIND_MODEL_CONFIG)
+    _torch_addsub(tmp_path / "multi_device" / "1" / "model.pt")
+    asked = []
+    load = torch.jit.load
+
+    def spy(path, map_location=None, **kwargs):
+        asked.append(map_location)
+        return load(path, map_location=map_location, **kwargs)
+
+    monkeypatch.setattr(torch.jit, "load", spy)
+    with _serve_here(tmp_path) as server:
+        client = httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}")
+        [group] = client.get_model_config("multi_device")["instance_group"]
+        assert group["kind"] == "KIND_MODEL" and group["gpus"] == []
+        x, y = np.arange(16, dtype=np.float32)[None], np.full((1, 16), 3, np.float32)
+        inputs = [httpclient.InferInput(n, [1, 16], "FP32") for n in ("INPUT0", "INPUT1")]
+        inputs[0].set_data_from_numpy(x)
+        inputs[1].set_data_from_numpy(y)
+        result = client.infer("multi_device", inputs)
+        np.testing.assert_array_equal(result.as_numpy("OUTPUT__0"), x + y)
+        np.testing.assert_array_equal(result.as_numpy("OUTPUT__1"), x - y)
+    assert asked == [None]
