@@ -14,6 +14,8 @@ step's responses runs the rest of the graph on its own, giving one ensemble resp
 after another runs per response of the first). As in Triton 2.51, a response is final only when no step is
 still answering once it is complete, with no response held back to find out; a graph that joins tensors
 from different decoupled steps (or from one and the ensemble's inputs) is not ready, as Triton refuses it.
+The rest of the graph runs for all of a decoupled step's responses at once, answered in the step's order
+(gpuserve/ensemble_stream.py); `max_inflight_requests` bounds how many of one request's run together.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Dict, List, Optional, Tuple
 
 from gpuserve.dataplane import STREAMING
-from gpuserve.ensemble_stream import Lookahead
+from gpuserve.ensemble_stream import FanOut
 from gpuserve.engine.stats import ModelStats
 from gpuserve.errors import GpuserveError, InferenceError, InvalidInput, InvalidSettings, ModelNotReady, Unimplemented
 from gpuserve.model import Model
@@ -75,11 +77,32 @@ def rebatched(array, dims: Optional[List[int]], batching: bool, batch: int):
     return array.reshape(array.shape[1:]) if not fits and batch == 1 and array.ndim else array
 
 
+def scheduling(config: Dict[str, Any]) -> Dict[str, Any]:
+    """`ensemble_scheduling`, which the text-format reader may give as a one-item list."""
+    found = config.get("ensemble_scheduling")
+    if isinstance(found, list):
+        found = found[0] if found else {}
+    return found or {}
+
+
+def max_inflight_requests(config: Dict[str, Any]) -> int:
+    """`ensemble_scheduling.max_inflight_requests`, a uint32: other values are refused in the words of the
+    text-format parser Triton reads config.pbtxt with."""
+    value = scheduling(config).get("max_inflight_requests", 0)
+    problem = None
+    if isinstance(value, bool) or not isinstance(value, int):
+        problem = f'Expected integer, got: {json.dumps(value) if isinstance(value, str) else value}'
+    elif value < 0:
+        problem = "Expected integer, got: -"
+    elif value > 0xFFFFFFFF:
+        problem = f"Integer out of range ({value})"
+    if problem:
+        raise InvalidSettings(f"Error parsing text-format inference.ModelConfig: {problem}")
+    return value
+
+
 def plan_steps(name: str, config: Dict[str, Any]) -> List[Step]:
-    scheduling = config.get("ensemble_scheduling")
-    if isinstance(scheduling, list):
-        scheduling = scheduling[0] if scheduling else {}
-    steps = [Step(entry, i, name) for i, entry in enumerate((scheduling or {}).get("step", []))]
+    steps = [Step(entry, i, name) for i, entry in enumerate(scheduling(config).get("step", []))]
     if not steps:
         raise InvalidSettings(f"ensemble '{name}' has no ensemble_scheduling steps")
     available = {t["name"] for t in config.get("input", [])}
@@ -135,6 +158,7 @@ class EnsembleModel(Model):
         self.input_index: dict = {}
         self.output_specs: list = []
         self.optional_inputs: set = set()
+        self._max_inflight = 0  # ensemble_scheduling.max_inflight_requests: flows of one request at once
         # Its own statistics, as Triton keeps them: a request counts once its inputs passed the checks
         self.stats = ModelStats(name, str(self.version or ""))
 
@@ -150,6 +174,9 @@ class EnsembleModel(Model):
         self.optional_inputs = {t["name"] for t in config.get("input", []) if t.get("optional")}
         # Triton's `reshape` on an ensemble's own tensors: its steps see the reshape's dims, clients the dims
         self.reshapes = config_reshapes(config)
+        self._max_inflight = max_inflight_requests(config)
+        if self._max_inflight:
+            logger.info("Ensemble model '%s' configured with max_inflight_requests: %d", self.name, self._max_inflight)
         self.config = config
         self.ready = True
         return True
@@ -169,9 +196,7 @@ class EnsembleModel(Model):
         config = json.loads(json.dumps(self.config))
         config.update(platform="ensemble", backend="", max_batch_size=int(config.get("max_batch_size", 0) or 0))
         config.setdefault("version_policy", {"latest": {"num_versions": 1}})
-        scheduling = config.get("ensemble_scheduling")
-        if isinstance(scheduling, list):
-            config["ensemble_scheduling"] = scheduling[0] if scheduling else {"step": []}
+        config["ensemble_scheduling"] = scheduling(config) or {"step": []}
         # as Triton: decoupled when a step is (clients pick streaming calls by this flag)
         config["model_transaction_policy"] = {"decoupled": bool(self._decoupled_steps())}
         return config
@@ -415,15 +440,14 @@ class EnsembleModel(Model):
                         await stream.aclose()
                     raise InferenceError(f"in ensemble '{self.name}', step(s) {[s.model for s, _ in fanned]} "
                                          "became decoupled while the request ran")
-                async with Lookahead(fanned[0][1]) as upstream:
-                    async for produced, flagged in upstream:
-                        branch = self._flows(payload, headers, {**tensors, **produced, BATCH_SIZES: dict(sizes)},
-                                             list(pending))
-                        async with contextlib.aclosing(branch) as flows:
-                            async for outputs, last in flows:
-                                # as Triton: final only if no step is still answering when the response is
-                                # complete; with no step after this one, that is when this response arrives
-                                yield outputs, last and (flagged or bool(pending) and upstream.ended())
+                fan = FanOut(fanned[0][1], lambda produced: self._flows(
+                    payload, headers, {**tensors, **produced, BATCH_SIZES: dict(sizes)}, list(pending)),
+                    self._max_inflight)
+                async with contextlib.aclosing(fan.results()) as results:
+                    async for (outputs, last), flagged, ended in results:
+                        # as Triton: final only if no step is still answering when the response is complete;
+                        # with no step after this one, that is when this response arrives
+                        yield outputs, last and (flagged or bool(pending) and ended)
                 return
         yield tensors, True
 

@@ -116,6 +116,27 @@ ensemble_scheduling { step [
     "with_input": _ensemble(["C"], ("repeat", {"N": "IN"}, {"OUT": "A"}), ("add", {"A": "A", "B": "IN"}, {"C": "C"})),
     "unused": _ensemble(["A"], ("repeat", {"N": "IN"}, {"OUT": "A"}), ("repeat_flagged", {"N": "IN"}, {"OUT": "B"})),
 }
+# a slow step with a short queue after the generator: each response's flow reaches it at once (as in Triton), so
+# its queue fills; with max_inflight_requests 1 the flows go one at a time and all are answered
+SLOW_STEP = ('backend: "python"\nmax_batch_size: 1\n'
+             f'input [ {{ name: "X" {I32} }} ]\noutput [ {{ name: "Y" {I32} }} ]\n'
+             "dynamic_batching { default_queue_policy { max_queue_size: 2 } }\n")
+SLOW = ("import time\nimport triton_python_backend_utils as pb_utils\n\nclass TritonPythonModel:\n"
+        "    def execute(self, requests):\n        time.sleep(0.2)\n"
+        "        return [pb_utils.InferenceResponse([pb_utils.Tensor('Y', pb_utils.get_input_tensor_by_name(r, 'X')"
+        ".as_numpy() + 100)]) for r in requests]\n")
+CONFIGS["slow"] = SLOW_STEP
+CONFIGS["fan_queue"] = _ensemble(["RESULT"], ("repeat", {"N": "IN"}, {"OUT": "MID"}), ("slow", {"X": "MID"}, {"Y": "RESULT"}))
+CONFIGS["fan_bounded"] = CONFIGS["fan_queue"].replace("ensemble_scheduling {", "ensemble_scheduling { max_inflight_requests: 1")
+# two instances; the first response's flow is the slowest, yet the answers keep the generator's order
+CONFIGS["uneven"] = ('backend: "python"\nmax_batch_size: 0\ninstance_group [ { count: 2 kind: KIND_CPU } ]\n'
+                     f'input [ {{ name: "X" {I32} }} ]\noutput [ {{ name: "Y" {I32} }} ]\n')
+UNEVEN = SLOW.replace("        time.sleep(0.2)\n", "").replace(
+    "    def execute(self, requests):\n",
+    "    def execute(self, requests):\n        if any(int(pb_utils.get_input_tensor_by_name(r, 'X').as_numpy()[0]) == 0"
+    " for r in requests):\n            time.sleep(0.5)\n")
+CONFIGS["fan_ordered"] = _ensemble(["RESULT"], ("repeat", {"N": "IN"}, {"OUT": "MID"}),
+                                   ("uneven", {"X": "MID"}, {"Y": "RESULT"}))
 CONFIGS["repeat_flagged"] = CONFIGS["repeat"]
 CONFIGS["add"] = ('backend: "python"\nmax_batch_size: 0\n'
                   f'input [ {{ name: "A" {I32} }}, {{ name: "B" {I32} }} ]\noutput [ {{ name: "C" {I32} }} ]\n')
@@ -130,7 +151,8 @@ def server(tmp_path_factory):
     for name, config in CONFIGS.items():
         (root / name / "1").mkdir(parents=True)
         (root / name / "config.pbtxt").write_text(config)
-    for name, code in (("repeat", REPEAT), ("repeat_flagged", REPEAT_FLAGGED), ("plus", PLUS), ("add", ADD)):
+    for name, code in (("repeat", REPEAT), ("repeat_flagged", REPEAT_FLAGGED), ("plus", PLUS), ("add", ADD),
+                       ("slow", SLOW), ("uneven", UNEVEN)):
         (root / name / "1" / "model.py").write_text(code)
     with running_server(repository=DiskRepository(root).populate(ModelRepository())) as running:
         yield running
@@ -265,3 +287,41 @@ def test_loading_an_ensemble_again_through_the_repository_api(server):
         with pytest.raises(InferenceServerException, match="receives inputs originated from different decoupled"):
             client.load_model("parallel")
     assert _stream(server, 1, model="last_flagged") == [({"RESULT": [0]}, True, "r", "1")]
+
+
+def test_each_response_flows_through_the_later_steps_at_once_and_meets_their_queue_limit(server):
+    """Triton's EnsembleStepMaxQueueSizeTest step 2: ten responses reach a step that holds two queued requests;
+    flows running one after another never filled it."""
+    got = _stream(server, 10, model="fan_queue")
+    answered, last = got[:-1], got[-1]
+    assert last[0] == "error" and "Exceeds maximum queue size" in last[1], got
+    assert len(answered) < 10 and all(a[0]["RESULT"] == [100 + i] for i, a in enumerate(answered))
+
+
+def test_max_inflight_requests_bounds_the_flows_of_one_request(server):
+    got = _stream(server, 6, model="fan_bounded")
+    assert [a[0]["RESULT"] for a in got] == [[100 + i] for i in range(6)], got
+    assert [a[1] for a in got] == [False] * 5 + [True]
+    with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
+        scheduling = client.get_model_config("fan_bounded")["ensemble_scheduling"]
+        assert scheduling["max_inflight_requests"] == 1
+
+
+def test_flows_that_finish_out_of_order_are_answered_in_the_generators_order(server):
+    got = _stream(server, 4, model="fan_ordered")
+    assert [a[0]["RESULT"] for a in got] == [[100], [101], [102], [103]], got
+    assert [a[1] for a in got] == [False, False, False, True]
+
+
+@pytest.mark.parametrize("written, words", [
+    ("-5", "Expected integer, got: -"), ('"invalid_value"', 'Expected integer, got: "invalid_value"'),
+    ("12345678901", "Integer out of range (12345678901)")])
+def test_a_max_inflight_requests_that_is_no_uint32_is_refused_in_the_parsers_words(written, words):
+    from gpuserve.ensemble import max_inflight_requests
+    from gpuserve.errors import InvalidSettings
+    from gpuserve.triton_config import parse_pbtxt
+
+    config = parse_pbtxt(f"ensemble_scheduling {{ max_inflight_requests: {written} step [ ] }}")
+    with pytest.raises(InvalidSettings, match=words.replace("(", r"\(").replace(")", r"\)")):
+        max_inflight_requests(config)
+    assert max_inflight_requests(parse_pbtxt("ensemble_scheduling { max_inflight_requests: 4 }")) == 4
