@@ -233,14 +233,11 @@ def start(args: argparse.Namespace) -> int:
         raise GpuserveError(failure)
     from gpuserve.response_cache import parse_cache_config
 
-    try:
-        cache_bytes = parse_cache_config(args.cache_config)
+    more = triton_flags.settings_from(args)
+    try:  # --cache-config, or Triton's older --response-cache-byte-size
+        cache_bytes = parse_cache_config(args.cache_config, more.pop("response_cache_bytes", None))
     except ValueError as exc:
         raise GpuserveError(str(exc)) from None
-    more = triton_flags.settings_from(args)
-    if args.cache_config is None:  # Triton's older --response-cache-byte-size, when --cache-config is not given
-        cache_bytes = more.pop("response_cache_bytes", cache_bytes)
-    more.pop("response_cache_bytes", None)
     log_level = log_level_of(args)
     settings = ServerSettings.load(folder, http_port=args.http_port, grpc_port=args.grpc_port,
                                    metrics_port=args.metrics_port, host=args.host, device=args.device,

@@ -331,13 +331,18 @@ class DataPlane:
         """Put a computed answer into the response cache; the request is answered whatever happens here."""
         inserting = time.perf_counter_ns()
         try:
-            kept = self.response_cache.put(key, response, model)
+            refused = self.response_cache.insert(key, response, model)
         except Exception:
             logger.exception("model %s: response cache insertion failed", model.name)
             return
-        if kept:
-            self.stats_of(model).record_cache_miss(lookup_ns + time.perf_counter_ns() - inserting)
+        if refused == response_cache.ALREADY_KEPT:  # as Triton: neither a hit nor a miss
+            return
+        # as Triton: a miss whether or not the answer could be kept (it logs why not)
+        self.stats_of(model).record_cache_miss(lookup_ns + time.perf_counter_ns() - inserting)
+        if refused is None:
             request.cache_key = key
+        else:
+            logger.error("Failed to insert key [%s] into response cache: %s", key.hex(), refused)
 
     def cached_answer(self, request_key: bytes) -> Optional[Any]:
         """What a request of exactly these bytes was answered with (the transport's own encoding), when

@@ -6,8 +6,9 @@ model-settings.json) and the server bounds the cache's size (`--cache-config loc
 launch line carries no cache flag, and a Triton user who enabled the cache in a model's config expects
 it used). Triton's rules (docs/user_guide/response_cache.md) decide what is cached: the key hashes the
 model's name and version and every input's name, datatype, shape and data; only host inputs are hashed,
-only successful responses whose outputs are all host arrays are kept, and decoupled, sequence and
-ensemble models never use it. Two differences, each so that a hit can never answer another question:
+only successful responses whose outputs are all host arrays are kept, and decoupled and sequence models
+never use it (an ensemble's own requests do, as since Triton 24.08: its whole answer is kept, its steps are
+not run again; its steps may enable the cache for themselves too). Two differences, each so that a hit can never answer another question:
 the requested outputs (with their class_count) and the request's own parameters (a custom model may read
 them) are part of the key, and the digest is 128-bit BLAKE2b rather than 64 bits. As in Triton, headers
 are not part of it: a model whose answer depends on them should not enable the cache. Entries are
@@ -38,6 +39,7 @@ import numpy as np
 from gpuserve.types import InferOutput, InferRequest, InferResponse
 
 DEFAULT_BYTES = 128 * 1024 * 1024
+ALREADY_KEPT = "already kept"  # insert(): the key was kept by another request since this one's lookup
 _ENTRY_OVERHEAD = 256  # bytes counted per entry and per output beside the arrays themselves
 # Parameters that only say how a request travels or is scheduled, never what it computes.
 _TRANSPORT_PARAMETERS = frozenset({"binary_data_output", "priority", "timeout", "triton_enable_empty_final_response",
@@ -54,9 +56,7 @@ def enabled_for(model, mlserver_cache: bool = False) -> bool:
     if not getattr(settings, "response_cache", False) and not (
             mlserver_cache and (getattr(settings, "model_extra", None) or {}).get("cache_enabled") is True):
         return False
-    if getattr(model, "decoupled", False) or getattr(model, "sequences", None) is not None:
-        return False
-    return getattr(model, "platform", "") != "ensemble"
+    return not getattr(model, "decoupled", False) and getattr(model, "sequences", None) is None
 
 
 class _Entry:
@@ -133,30 +133,36 @@ class ResponseCache:
 
     def put(self, key: bytes, response: InferResponse, model=None) -> bool:
         """Keep a copy of a successful response; False when it cannot be cached or is larger than the cache."""
+        return self.insert(key, response, model) is None
+
+    def insert(self, key: bytes, response: InferResponse, model=None) -> Optional[str]:
+        """As put; None when kept, else why not: ALREADY_KEPT when another request with this key was kept
+        since the lookup (Triton's ALREADY_EXISTS, which is neither a hit nor a miss), else the error Triton's
+        local cache logs."""
+        if key in self._entries:
+            return ALREADY_KEPT
         outputs: List[tuple] = []
         size = _ENTRY_OVERHEAD
         for output in response.outputs:
             try:
                 array = output.as_numpy()
             except Exception:
-                return False
+                return f"output '{output.name}' could not be read"
             if not isinstance(array, np.ndarray):
-                return False  # on a device: as Triton, not cached
+                return f"output '{output.name}' is not in CPU memory"  # on a device: as Triton, not cached
             kept = np.array(array, copy=True)
             kept.flags.writeable = False
             size += _nbytes(kept) + _ENTRY_OVERHEAD
             params = {k: v for k, v in (output.parameters or {}).items() if k not in _OUTPUT_TRANSPORT}
             outputs.append((output.name, list(output.shape), output.datatype, kept, params))
         if size > self.max_bytes:
-            return False
-        if key in self._entries:
-            self._drop(key)
+            return f"Requested byte_size: {size} is greater than total cache size: {self.max_bytes}"
         self._make_room(size)
         self._entries[key] = _Entry(size, response.model_name, response.model_version,
                                     dict(response.parameters or {}), tuple(outputs),
                                     _generation(model) if model is not None else 0)
         self.bytes += size
-        return True
+        return None
 
     # the same request bytes, answered with the same bytes ----------------------------------------------
     @staticmethod
@@ -299,15 +305,32 @@ def _nbytes(array: np.ndarray) -> int:
     return array.nbytes
 
 
-def parse_cache_config(values: List[str]) -> Optional[int]:
-    """Triton's `--cache-config local,size=BYTES` (repeatable): the size in bytes, None when not given."""
-    size = None
+def parse_cache_config(values: List[str], byte_size: Optional[int] = None) -> Optional[int]:
+    """Triton's `--cache-config NAME,KEY=VALUE` (repeatable; settings of one cache name add up) or its older
+    `--response-cache-byte-size` (`byte_size`): the local cache's size in bytes, None when neither is given.
+    Refused as Triton refuses them: both flags at once, two cache names, a cache other than local (no
+    Redis here), a local cache without a size."""
+    if byte_size is not None and values:
+        raise ValueError("Error: Incompatible flags --response-cache-byte-size and --cache-config both provided. "
+                         "Please provide one or the other.")
+    if byte_size is not None:
+        return max(int(byte_size), 0)
+    caches: dict = {}
     for value in values or ():
-        kind, _, rest = value.partition(",")
-        if kind.strip() != "local":
-            raise ValueError(f"--cache-config: only the 'local' cache is served (got '{kind}')")
-        key, _, number = rest.partition("=")
-        if key.strip() != "size" or not number.strip().isdigit():
-            raise ValueError(f"--cache-config: expected local,size=BYTES (got '{value}')")
-        size = int(number)
-    return size
+        kind, comma, rest = value.partition(",")
+        key, equals, number = rest.partition("=")
+        if not comma or not equals or not kind.strip() or not key.strip():
+            raise ValueError(f"--cache-config: expected NAME,SETTING=VALUE such as local,size=BYTES (got '{value}')")
+        caches.setdefault(kind.strip(), {})[key.strip()] = number.strip()
+    if len(caches) > 1:
+        raise ValueError("found multiple cache configurations, but only a single cache is currently supported")
+    if not caches:
+        return None
+    kind, config = next(iter(caches.items()))
+    if kind != "local":
+        raise ValueError(f"--cache-config: only the 'local' cache is served (got '{kind}')")
+    size = config.get("size", "")
+    if not size.isdigit():
+        raise ValueError("--cache-config: Failed to initialize LocalCache: config didn't contain a valid 'size' field "
+                         f"(expected local,size=BYTES, got '{','.join(values)}')")
+    return int(size)

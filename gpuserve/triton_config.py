@@ -314,11 +314,8 @@ def settings_from_config(folder: Path, config: Dict[str, Any], version: Optional
                              **{key: g[key] for key in GROUP_FIELDS_SHOWN if g.get(key)}}
                             for g in config.get("instance_group", [])],
     }
-    if (config.get("response_cache") or {}).get("enable") is True:
-        if runtime == "ensemble":  # as Triton: an ensemble's own requests are never cached (its steps may be)
-            logger.warning("model '%s': response_cache is not used for an ensemble's own requests", config["name"])
-        else:
-            settings["response_cache"] = True
+    if (config.get("response_cache") or {}).get("enable") is True:  # an ensemble's too: its top-level answers
+        settings["response_cache"] = True
     dyn = config.get("dynamic_batching")
     if dyn is not None:
         settings["dynamic_batching"] = dynamic_batching_settings(dyn)
@@ -326,7 +323,8 @@ def settings_from_config(folder: Path, config: Dict[str, Any], version: Optional
             e.get("allow_ragged_batch") is True for e in config.get("input", [])):  # gpuserve/ragged_batch.py
         settings["triton_ragged"] = {key: config.get(key) or [] for key in ("input", "batch_input", "batch_output")}
     shown = {key: config[key] for key in ("parameters", "model_warmup", "optimization", "cc_model_filenames",
-                                          "metric_tags", "model_operations", "model_repository_agents")
+                                          "metric_tags", "model_operations", "model_repository_agents",
+                                          "model_transaction_policy")
              if config.get(key)}
     if "response_cache" in config:  # shown as written, `enable: false` too, as Triton shows it
         shown["response_cache"] = {"enable": (config["response_cache"] or {}).get("enable") is True}

@@ -115,8 +115,7 @@ def validate_model(config: Dict[str, Any]) -> None:
     elif platform == "ensemble":
         raise InvalidSettings(f"ensemble scheduling must be set for ensemble {name} whose platform is ensemble")
     if _flag(config.get("model_transaction_policy"), "decoupled") and _flag(config.get("response_cache"), "enable"):
-        raise InvalidSettings(f"Response Cache does not currently support model {name} with 'decoupled' transaction "
-                              "policy. Please disable the response cache.")
+        raise InvalidSettings(_cache_refusal(name, "'decoupled' transaction policy"))
     metrics = config.get("model_metrics")
     if isinstance(metrics, dict):
         _check_model_metrics(metrics, name)
@@ -151,8 +150,7 @@ def _check_dynamic_batching(name: str, dynamic: Dict[str, Any], max_batch: int) 
 
 def _check_sequence_batching(name: str, config: Dict[str, Any], sequences: Dict[str, Any], max_batch: int) -> None:
     if _flag(config.get("response_cache"), "enable"):
-        raise InvalidSettings(f"Response Cache does not currently support model {name} with sequence batching "
-                              "scheduler. Please disable the response cache.")
+        raise InvalidSettings(_cache_refusal(name, "sequence batching scheduler"))
     seen: Dict[str, str] = {}
     controls: Dict[str, List[Dict[str, Any]]] = {}
     for entry in _list(sequences.get("control_input")):
@@ -522,7 +520,16 @@ def check_ensemble_steps(config: Dict[str, Any], steps: List[Dict[str, Any]],
         problem = _map_step(name, model_name, step, model, tensors)
         if problem:
             return problem
-    return _decoupled_join(name, config, tensors)
+    problem = _decoupled_join(name, config, tensors)
+    if problem is None and _flag(config.get("response_cache"), "enable") and any(
+            _flag(model.get("model_transaction_policy"), "decoupled") for model in step_configs):
+        # a decoupled step makes the ensemble decoupled, which the cache cannot serve (as Triton refuses it)
+        return _cache_refusal(name, "'decoupled' transaction policy")
+    return problem
+
+
+def _cache_refusal(name: str, what: str) -> str:
+    return f"Response Cache does not currently support model {name} with {what}. Please disable the response cache."
 
 
 class _Tensor:

@@ -68,9 +68,10 @@ def test_models_that_may_not_use_the_cache():
     decoupled.decoupled = True
     stateful = _Model()
     stateful.sequences = object()
+    assert not any(enabled_for(m) for m in (decoupled, stateful))
     ensemble = _Model()
     ensemble.platform = "ensemble"
-    assert not any(enabled_for(m) for m in (decoupled, stateful, ensemble))
+    assert enabled_for(ensemble)  # as Triton since 24.08: an ensemble's own answers are kept
 
 
 def _response(values, name="output"):
@@ -189,6 +190,12 @@ def test_cache_config_flag():
     for bad in (["redis,host=x"], ["local,size=big"], ["local"]):
         with pytest.raises(ValueError, match="--cache-config"):
             parse_cache_config(bad)
+    assert parse_cache_config(None, 8192) == 8192  # Triton's older --response-cache-byte-size
+    assert parse_cache_config(["local,size=64", "local,size=128"]) == 128  # one cache's settings add up
+    with pytest.raises(ValueError, match="Incompatible flags --response-cache-byte-size and --cache-config"):
+        parse_cache_config(["local,size=67890"], 12345)
+    with pytest.raises(ValueError, match="found multiple cache configurations"):
+        parse_cache_config(["local,size=8192", "redis,key=value"])
 
 
 COUNTING = '''
