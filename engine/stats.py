@@ -106,6 +106,7 @@ class Summary:
         return [(q, float(values[min(max(math.ceil(q * len(values)) - 1, 0), last)])) for q in wanted]
 
 
+RESPONSE_KEYS = ("compute_infer", "compute_output", "success", "fail", "empty_response", "cancel")
 SUMMARY_KEYS = ("request", "queue", "compute_input", "compute_infer", "compute_output", "cache_hit", "cache_miss")
 
 
@@ -154,6 +155,10 @@ class ModelStats:
         # whole milliseconds from request to first response -> requests, once FIRST_RESPONSE.on: Triton's
         # histogram, whose buckets (a model's own in its config) are applied when scraped
         self.first_response_ms: Optional[Dict[int, int]] = None
+        # Triton's per-response statistics, which a backend reports for each response of a decoupled request
+        # (by its index in the request's responses): "0" -> compute_infer, compute_output, success, fail,
+        # empty_response, cancel
+        self.responses: Optional[Dict[str, Dict[str, Duration]]] = None
 
     def record_first_responses(self, durations_ns) -> None:
         """Requests' times to their first response (a no-op unless FIRST_RESPONSE.on)."""
@@ -289,10 +294,35 @@ class ModelStats:
                     for ns in durations:
                         self._summarize("request", ns)
 
+    def record_response(self, index: int, start_ns: int, output_start_ns: int, end_ns: int,
+                        outcome: str = "success") -> None:
+        """One response's statistics as Triton's backends report them: `output_start_ns` 0 when it had no
+        outputs (an empty response, or a failure before any); `outcome` success, fail or cancel."""
+        if output_start_ns and not start_ns <= output_start_ns <= end_ns or not start_ns <= end_ns:
+            raise ValueError("response start, compute output start and response end out of order")
+        total = end_ns - start_ns
+        with self.lock:
+            if self.responses is None:
+                self.responses = {}
+            entry = self.responses.get(str(index))
+            if entry is None:
+                entry = self.responses[str(index)] = {key: Duration() for key in RESPONSE_KEYS}
+            if outcome == "cancel":  # as Triton: the clean-up only, no compute
+                entry["cancel"].add(total)
+                return
+            entry["compute_infer"].add((output_start_ns or end_ns) - start_ns)
+            if output_start_ns and (outcome == "success" or end_ns > output_start_ns):
+                entry["compute_output"].add(end_ns - output_start_ns)
+            entry["fail" if outcome == "fail" else "success" if output_start_ns else "empty_response"].add(total)
+
     def as_dict(self) -> dict:
         """Triton's ModelStatistics JSON shape."""
         with self.lock:
+            responses = {} if self.responses is None else {"response_stats": {
+                index: {key: d.as_dict() for key, d in entry.items()}
+                for index, entry in sorted(self.responses.items())}}  # as Triton: indexes ordered as text
             return {
+                **responses,
                 "name": self.name,
                 "version": self.version,
                 "last_inference": self.last_inference_ms,

@@ -35,6 +35,8 @@ V2_TYPES = {"TYPE_BOOL": "BOOL", "TYPE_UINT8": "UINT8", "TYPE_UINT16": "UINT16",
 PLATFORMS = {"onnxruntime_onnx": "onnx", "onnxruntime": "onnx", "pytorch_libtorch": "torch", "pytorch": "torch",
              "tensorrt_plan": "tensorrt", "tensorrt": "tensorrt", "python": "triton_python", "ensemble": "ensemble",
              "fil": "fil"}
+# Triton's identity and square backends (C++ libraries it builds for its tests), served as Python-backend models
+OWN_BACKENDS = {"identity": "triton_identity.py", "square": "triton_square.py"}
 DEFAULT_FILES = {"onnx": "model.onnx", "torch": "model.pt", "tensorrt": "model.plan", "triton_python": "model.py",
                  "ensemble": "", "fil": ""}
 
@@ -283,7 +285,7 @@ def settings_from_config(folder: Path, config: Dict[str, Any], version: Optional
     """model-settings fields for one version of a Triton model folder."""
     platform = config.get("platform") or ""
     backend = config.get("backend") or ""
-    runtime = PLATFORMS.get(platform) or PLATFORMS.get(backend) or ("triton_python" if backend == "identity" else None)
+    runtime = PLATFORMS.get(platform) or PLATFORMS.get(backend) or ("triton_python" if backend in OWN_BACKENDS else None)
     if runtime is None and not platform and not backend:  # as Triton: the framework the version's file names
         runtime = _runtime_of_files(folder / str(version) if version is not None else folder, config)
     _check_runtime_field(config, backend)
@@ -299,8 +301,8 @@ def settings_from_config(folder: Path, config: Dict[str, Any], version: Optional
     max_batch = int(config.get("max_batch_size", 0) or 0)
     where = folder / str(version) if version is not None else folder
     filename = config.get("default_model_filename") or DEFAULT_FILES[runtime]
-    if backend == "identity":  # Triton's identity backend: gpuserve's own model.py for it (gpuserve/triton_identity.py)
-        where, filename = Path(__file__).parent, "triton_identity.py"
+    if backend in OWN_BACKENDS:  # Triton's test backends: gpuserve's own model.py for each (gpuserve/triton_*.py)
+        where, filename = Path(__file__).parent, OWN_BACKENDS[backend]
     settings: Dict[str, Any] = {
         "name": config["name"], "implementation": runtime, "platform": platform,
         "parameters": {"uri": str(where / filename), "version": str(version) if version is not None else None},

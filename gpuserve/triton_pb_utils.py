@@ -202,6 +202,16 @@ class InferenceResponseSender:
         # execute or after it returned; a final flag after it changes nothing
         self._single = single
         self._answered = False
+        self._stats = None  # the model's statistics, where gpuserve's own backends report each response
+        self._reported = 0
+
+    def _report_statistics(self, start_ns: int, output_start_ns: int, end_ns: int, outcome: str) -> None:
+        """A response's statistics under its index in this request's responses, as Triton's C++ backends
+        report them (TRITONBACKEND_ModelInstanceReportResponseStatistics); not part of the Python backend's
+        API, whose models report none. Used by gpuserve's stand-ins of Triton's test backends."""
+        index, self._reported = self._reported, self._reported + 1
+        if self._stats is not None:
+            self._stats.record_response(index, start_ns, output_start_ns, end_ns, outcome)
 
     def send(self, response: Optional[InferenceResponse] = None, flags: int = 0) -> None:
         final = bool(flags & TRITONSERVER_RESPONSE_COMPLETE_FINAL)

@@ -271,7 +271,9 @@ class PythonInstance:
             def deliver(response, flags):
                 item = None if response is None else self._response(job, response)
                 stream.put(item, bool(flags & pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL))
-        return pb.InferenceResponseSender(deliver, request._cancelled)
+        sender = pb.InferenceResponseSender(deliver, request._cancelled)
+        sender._stats = self.owner.stats  # per-response statistics (Triton's test backends served here report them)
+        return sender
 
     def _response(self, job, answer) -> object:
         if not isinstance(answer, pb.InferenceResponse):

@@ -113,7 +113,8 @@ def completed_config(config: Dict[str, Any], name: str, device: str) -> Dict[str
     of ModelConfig carries."""
     config = normalize({**config, "name": name}, device)
     out: Dict[str, Any] = {
-        "name": name, "platform": "", "backend": "identity" if config.get("backend") == "identity" else "python",
+        "name": name, "platform": "",
+        "backend": config["backend"] if config.get("backend") in ("identity", "square") else "python",
         "runtime": "",
         "version_policy": config.get("version_policy") or {"latest": {"num_versions": 1}},
         "max_batch_size": int(config.get("max_batch_size", 0) or 0),

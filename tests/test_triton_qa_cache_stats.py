@@ -128,7 +128,8 @@ def test_a_decoupled_onnx_step_shows_its_policy_and_counts_for_the_ensemble(tmp_
     (tmp_path / "pipeline" / "config.pbtxt").write_text(textwrap.dedent("""
         platform: "ensemble"
         max_batch_size: 8
-        input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 16 ] }, { name: "INPUT1" data_type: TYPE_FP32 dims: [ 16 ] } ]
+        input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 16 ] },
+                { name: "INPUT1" data_type: TYPE_FP32 dims: [ 16 ] } ]
         output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 16 ] } ]
         ensemble_scheduling { step [ { model_name: "add_sub" model_version: -1
           input_map { key: "INPUT0" value: "INPUT0" } input_map { key: "INPUT1" value: "INPUT1" }
@@ -154,3 +155,73 @@ def test_cache_flags_refused_in_tritons_words(tmp_path, flags, words):
                           "--http-port", "9180", "--grpc-port", "9181", "--metrics-port", "9182", *flags],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode != 0 and words in out.stderr and "Traceback" not in out.stderr
+
+
+# qa L0_response_statistics: Triton's square backend and the per-response statistics it reports ---------------
+
+SQUARE = """
+backend: "square"
+max_batch_size: 0
+model_transaction_policy { decoupled: True }
+input [{ name: "IN" data_type: TYPE_INT32 dims: [ 1 ] }]
+output [{ name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] }]
+parameters [{ key: "CUSTOM_INFER_DELAY_NS" value: { string_value: "20000000" } }]
+parameters [{ key: "CUSTOM_OUTPUT_DELAY_NS" value: { string_value: "10000000" } }]
+parameters [{ key: "CUSTOM_FAIL_COUNT" value: { string_value: "1" } }]
+parameters [{ key: "CUSTOM_EMPTY_COUNT" value: { string_value: "1" } }]
+"""
+
+
+def _stream(client, model, count):
+    got = []
+    client.start_stream(lambda result, error: got.append((result, error)))
+    tensor = grpcclient.InferInput("IN", [1], "INT32")
+    tensor.set_data_from_numpy(np.array([count], np.int32))
+    client.async_stream_infer(model, [tensor], enable_empty_final_response=True)
+    client.stop_stream()  # waits for the stream's end: the final flag came
+    return got
+
+
+def test_square_backend_answers_and_reports_each_responses_statistics(tmp_path):
+    (tmp_path / "square_int32" / "1").mkdir(parents=True)
+    (tmp_path / "square_int32" / "config.pbtxt").write_text(SQUARE)
+    with running_server(repository=DiskRepository(tmp_path).populate(ModelRepository())) as server, \
+            grpcclient.InferenceServerClient(f"127.0.0.1:{server.ports['grpc']}") as client:
+        got = _stream(client, "square_int32", 4)
+        # 4 responses: two answers, one failure, one empty (none sent), then the final flag alone
+        assert [int(r.as_numpy("OUT")[0]) for r, e in got[:2] if e is None] == [4, 4]
+        assert got[2][1] is not None and "simulated failure" in str(got[2][1])
+        assert len(got) == 4 and got[3][0].get_response().parameters["triton_final_response"].bool_param
+        _stream(client, "square_int32", 3)  # adds up: one answer, one failure, one empty
+        grpc_stats = client.get_inference_statistics("square_int32", as_json=True)["model_stats"][0]["response_stats"]
+    expected = {"0": {"success": 2, "compute_infer": 2, "compute_output": 2},
+                "1": {"success": 1, "fail": 1, "compute_infer": 2, "compute_output": 2},
+                "2": {"fail": 1, "empty_response": 1, "compute_infer": 2, "compute_output": 1},
+                "3": {"empty_response": 1, "compute_infer": 1}}
+    assert sorted(grpc_stats) == ["0", "1", "2", "3"]
+    for index, counts in expected.items():
+        for key in ("compute_infer", "compute_output", "success", "fail", "empty_response", "cancel"):
+            stat = grpc_stats[index][key]
+            assert int(stat.get("count", 0)) == counts.get(key, 0), (index, key)
+            floor = {"compute_infer": 20e6, "compute_output": 10e6, "success": 30e6, "fail": 30e6,
+                     "empty_response": 20e6}.get(key, 0) * counts.get(key, 0)
+            assert int(stat.get("ns", 0)) >= floor, (index, key)
+
+
+def test_response_statistics_follow_tritons_rules_per_outcome():
+    from gpuserve.engine.stats import ModelStats
+
+    stats = ModelStats("m", "1")
+    stats.record_response(0, 100, 150, 175)  # an answer: compute to 150, output from there
+    stats.record_response(1, 100, 0, 130)  # no outputs: an empty response
+    stats.record_response(1, 100, 0, 140, "fail")  # failed before any output: compute only
+    stats.record_response(2, 100, 0, 120, "cancel")  # the clean-up alone
+    got = stats.as_dict()["response_stats"]
+    assert got["0"]["compute_infer"] == {"count": 1, "ns": 50} and got["0"]["compute_output"] == {"count": 1, "ns": 25}
+    assert got["0"]["success"] == {"count": 1, "ns": 75}
+    assert got["1"]["compute_infer"] == {"count": 2, "ns": 70} and got["1"]["compute_output"]["count"] == 0
+    assert got["1"]["empty_response"] == {"count": 1, "ns": 30} and got["1"]["fail"] == {"count": 1, "ns": 40}
+    assert got["2"]["cancel"] == {"count": 1, "ns": 20} and got["2"]["compute_infer"]["count"] == 0
+    with pytest.raises(ValueError):
+        stats.record_response(3, 200, 100, 300)
+    assert "response_stats" not in ModelStats("plain").as_dict()  # none reported: the extension shows {}
