@@ -50,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
                          help="with --model-control-mode poll: seconds between scans (default 15)")
     triton = start.add_argument_group("Triton flags taken so a tritonserver launch line still starts (each one "
                                       "given is said in the log)")
-    triton.add_argument("--log-verbose", type=int, default=None, metavar="N", help="N > 0: --log-level DEBUG")
+    triton.add_argument("--log-verbose", type=_verbosity, default=None, metavar="N", help="N > 0: --log-level DEBUG")
     triton.add_argument("--strict-readiness", type=_boolean, default=None, metavar="BOOL",
                         help="ready only while every model is (setting strict_readiness)")
     triton.add_argument("--exit-on-error", type=_boolean, default=True, metavar="BOOL",
@@ -157,6 +157,15 @@ def log_level_of(args: argparse.Namespace) -> Optional[str]:
 
 
 _boolean = triton_flags.boolean
+
+
+def _verbosity(text: str) -> int:
+    """--log-verbose's level; true / false as 1 / 0, as tritonserver takes them (SageMaker's serve script
+    passes --log-verbose=true)."""
+    try:
+        return int(text)
+    except ValueError:
+        return int(_boolean(text))
 
 
 def note_triton_flags(args: argparse.Namespace) -> None:
@@ -294,15 +303,18 @@ def strict_readiness(args: argparse.Namespace) -> Optional[bool]:
 
 
 def repository_folders(args: argparse.Namespace) -> List[str]:
-    """FOLDER, or Triton's --model-repository (repeatable), or GPUSERVE_MODEL_REPOSITORY_ROOT, or the current
-    folder; FOLDER and --model-repository together must name the same one."""
+    """FOLDER, or Triton's --model-repository (repeatable), or AIP_STORAGE_URI, or GPUSERVE_MODEL_REPOSITORY_ROOT,
+    or the current folder; FOLDER and --model-repository together must name the same one."""
     import os
 
     given = args.model_repository or []
     if args.folder is not None and given and [os.path.abspath(args.folder)] != [os.path.abspath(g) for g in given]:
         raise GpuserveError(f"two model repositories given: '{args.folder}' and --model-repository "
                             f"'{', '.join(given)}'; give the folder once")
-    return [args.folder] if args.folder else given or [os.environ.get("GPUSERVE_MODEL_REPOSITORY_ROOT", ".")]
+    if args.folder or given:
+        return [args.folder] if args.folder else given
+    # as tritonserver in a Vertex AI container: the repository Vertex AI copied the model to
+    return [os.environ.get("AIP_STORAGE_URI") or os.environ.get("GPUSERVE_MODEL_REPOSITORY_ROOT", ".")]
 
 
 def _stacks_on_sigusr1() -> None:

@@ -112,6 +112,13 @@ class RegionExists(GpuserveError):
     http, grpc = 400, "ALREADY_EXISTS"
 
 
+class AlreadyExists(GpuserveError):
+    """A model repository registered twice, or a name it would serve that another folder serves (Triton:
+    ALREADY_EXISTS; SageMaker's multi-model load answers 409)."""
+
+    http, grpc = 409, "ALREADY_EXISTS"
+
+
 class RegionNotFound(GpuserveError):
     """Status of a shared-memory region that is not registered (Triton: NOT_FOUND)."""
 

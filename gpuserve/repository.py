@@ -173,6 +173,7 @@ class DiskRepository:
         for given in [root, *more_roots]:
             if not Path(given).is_dir():
                 raise InvalidSettings(f"model repository folder '{given}' does not exist or is not a folder")
+        self.renamed: Dict[Path, str] = {}  # model folder -> the name it is served under (register_repository)
 
     @classmethod
     def for_server(cls, root: str | Path, settings, more_roots: Collection[str | Path] = ()) -> "DiskRepository":
@@ -183,6 +184,30 @@ class DiskRepository:
         repository.auto_complete = settings.auto_complete_config
         use_config_name(settings.model_config_name)
         return repository
+
+    def register_repository(self, root: str | Path, names: Dict[str, str]) -> None:
+        """Triton's repository registration, which SageMaker's multi-model loads use: the models of one more
+        folder, those in the subfolders `names` maps served under the names it gives."""
+        from gpuserve.errors import AlreadyExists
+
+        folder = Path(root).resolve()
+        if not folder.is_dir():
+            raise InvalidSettings(f"failed to register '{root}': not a folder")
+        if folder in self.roots:
+            raise AlreadyExists(f"model repository '{folder}' has already been registered")
+        taken = set(self.scan())
+        clash = sorted(set(names.values()) & taken)
+        if clash:
+            raise AlreadyExists(f"failed to register '{folder}', there is a conflicting mapping for '{clash[0]}'")
+        self.roots.append(folder)
+        self.renamed.update({folder / sub: name for sub, name in names.items()})
+
+    def unregister_repository(self, root: str | Path) -> None:
+        folder = Path(root).resolve()
+        if folder == self.root or folder not in self.roots:
+            raise InvalidSettings(f"failed to unregister '{root}': not a registered model repository")
+        self.roots.remove(folder)
+        self.renamed = {path: name for path, name in self.renamed.items() if path.parent != folder}
 
     # Triton's --model-namespacing=true: a name several folders hold is served from each (gpuserve/namespacing.py)
     namespacing = False
@@ -271,7 +296,10 @@ class DiskRepository:
                 config = read_config(folder)
             else:  # as Triton: a version's model.py makes a Python-backend model, its config auto-completed
                 config = {"name": folder.name, "backend": "python"}
+            if folder in self.renamed:  # served under another name: the folder's own is not checked
+                config["name"] = folder.name
             config = checked_config(folder, config, self.auto_complete)  # before versions, as Triton
+            config["name"] = self.renamed.get(folder, config["name"])
             versions = chosen_versions(config, _version_numbers(folder))
             if not versions:
                 raise InvalidSettings(f"model '{config['name']}': no numbered version folder matches its "
@@ -391,6 +419,7 @@ class DiskRepository:
         (Triton's explicit mode); the rest stay in the catalog, loadable through the repository extension."""
         registry.models_dir = str(self.root)
         registry.source = self.build
+        registry.disk = self  # repositories registered at run time (SageMaker's multi-model loads)
         registry.catalog = self.catalog
         registry.mlserver_names = self.mlserver_names
         registry.fingerprints = self.fingerprints

@@ -239,6 +239,20 @@ class ServerSettings(BaseSettings):
     metrics_config: Dict[str, str] = Field(default_factory=dict)
     gpu_metrics: bool = True  # Triton's --allow-gpu-metrics: the nv_gpu_* gauges where there is a GPU
     cpu_metrics: bool = True  # Triton's --allow-cpu-metrics: nv_cpu_utilization and nv_cpu_memory_*
+    # Triton's SageMaker endpoint (--allow-sagemaker; server/sagemaker.py): /ping, /invocations and the
+    # multi-model /models API on a port of its own. A safe port range "LOW-HIGH" is where every other endpoint
+    # must listen. Multi-model loads take model folders under sagemaker_models_root only.
+    sagemaker: bool = False
+    sagemaker_port: int = 8080
+    sagemaker_host: Optional[str] = None
+    sagemaker_safe_port_range: Optional[str] = None
+    sagemaker_models_root: str = "/opt/ml/models"
+    # Triton's Vertex AI endpoint (--allow-vertex-ai; server/vertex_ai.py): AIP_HEALTH_ROUTE and
+    # AIP_PREDICT_ROUTE on a port of its own, inference on the default model or redirected by a header
+    vertex_ai: bool = False
+    vertex_ai_port: int = 8080
+    vertex_ai_host: Optional[str] = None
+    vertex_ai_default_model: Optional[str] = None
 
     @field_validator("device")
     @classmethod
@@ -287,7 +301,7 @@ class ServerSettings(BaseSettings):
             return None
         return list(self.startup_models)
 
-    @field_validator("http_port", "grpc_port", "metrics_port")
+    @field_validator("http_port", "grpc_port", "metrics_port", "sagemaker_port", "vertex_ai_port")
     @classmethod
     def _port(cls, value: int) -> int:
         if not 0 <= value <= 65535:

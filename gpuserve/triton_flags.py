@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from typing import Any, Dict
 
 # flag -> grpc.aio channel argument, each in Triton's unit (ms, or a count / 0-1)
@@ -31,8 +32,7 @@ GRPC_ARGUMENTS = {
 NOTED = ("--buffer-manager-thread-count", "--cache-directory", "--cuda-virtual-address-size", "--enable-peer-access",
          "--grpc-infer-thread-count", "--grpc-max-response-pool-size", "--grpc-infer-response-compression-level",
          "--host-policy", "--model-load-gpu-limit", "--repoagent-directory", "--min-supported-compute-capability",
-         "--allow-sagemaker", "--sagemaker-port", "--sagemaker-safe-port-range", "--sagemaker-thread-count",
-         "--allow-vertex-ai", "--vertex-ai-port", "--vertex-ai-thread-count", "--vertex-ai-default-model",
+         "--sagemaker-thread-count", "--vertex-ai-thread-count",
          "--allow-cpu-metrics", "--metrics-interval-ms", "--model-load-thread-count")
 
 
@@ -74,6 +74,16 @@ def add_flags(group: argparse._ArgumentGroup, parser: argparse.ArgumentParser) -
         "resources their instance_group's rate_limiter names are free); off (default)")
     add("--rate-limit-resource", action="append", metavar="NAME:COUNT[:DEVICE]",
         help="the count of a rate limiter resource (repeat; default: the most any instance needs)")
+    add("--allow-sagemaker", type=boolean, metavar="BOOL", help="serve SageMaker's /ping, /invocations and /models "
+        "on --sagemaker-port (server/sagemaker.py)")
+    add("--sagemaker-port", type=int, metavar="PORT", help="the SageMaker endpoint's port (default 8080)")
+    add("--sagemaker-safe-port-range", metavar="LOW-HIGH", help="the ports every other endpoint must listen on")
+    add("--allow-vertex-ai", type=boolean, metavar="BOOL", help="serve Vertex AI's AIP_HEALTH_ROUTE and "
+        "AIP_PREDICT_ROUTE on --vertex-ai-port (default: true where AIP_MODE=PREDICTION)")
+    add("--vertex-ai-port", type=int, metavar="PORT", help="the Vertex AI endpoint's port (default AIP_HTTP_PORT, "
+        "else 8080)")
+    add("--vertex-ai-default-model", metavar="NAME", help="the model AIP_PREDICT_ROUTE infers (default: the "
+        "repository's only model)")
     noted = [flag for flag in NOTED if add(flag, metavar="VALUE", help=argparse.SUPPRESS)]
     parser.set_defaults(triton_noted=tuple(noted))
 
@@ -99,9 +109,36 @@ def settings_from(args: argparse.Namespace) -> Dict[str, Any]:
         out["rate_limit"] = value("--rate-limit")
     if value("--rate-limit-resource"):
         out["rate_limit_resources"] = list(value("--rate-limit-resource"))
+    out.update(cloud_settings(args))
     arguments = {key: value(flag) for flag, key in GRPC_ARGUMENTS.items() if value(flag) is not None}
     if arguments:
         out["grpc_arguments"] = arguments
+    return out
+
+
+def cloud_settings(args: argparse.Namespace) -> Dict[str, Any]:
+    """The SageMaker and Vertex AI endpoints' settings. As tritonserver: AIP_MODE=PREDICTION (a Vertex AI
+    container) serves Vertex AI in place of HTTP and gRPC unless flags say otherwise, on AIP_HTTP_PORT."""
+    value = lambda flag: getattr(args, _dest(flag), None)  # noqa: E731
+    out: Dict[str, Any] = {}
+    for flag, key in (("--allow-sagemaker", "sagemaker"), ("--sagemaker-port", "sagemaker_port"),
+                      ("--sagemaker-safe-port-range", "sagemaker_safe_port_range"),
+                      ("--allow-vertex-ai", "vertex_ai"), ("--vertex-ai-port", "vertex_ai_port"),
+                      ("--vertex-ai-default-model", "vertex_ai_default_model")):
+        if value(flag) is not None:
+            out[key] = value(flag)
+    if os.environ.get("AIP_MODE") == "PREDICTION":
+        out.setdefault("vertex_ai", True)
+        for flag, key in (("--allow-http", "enable_http"), ("--allow-grpc", "enable_grpc")):
+            if value(flag) is None:
+                out[key] = False
+    if value("--vertex-ai-port") is None and os.environ.get("AIP_HTTP_PORT"):
+        try:
+            out["vertex_ai_port"] = int(os.environ["AIP_HTTP_PORT"])
+        except ValueError:
+            from gpuserve.errors import GpuserveError
+
+            raise GpuserveError(f"AIP_HTTP_PORT must be a port number, got '{os.environ['AIP_HTTP_PORT']}'") from None
     return out
 
 

@@ -327,10 +327,23 @@ class ModelServer:
         for model in models or []:
             self.register_model(model)
         s = self.settings
+        cloud = None
+        if s.sagemaker or s.vertex_ai:  # Triton's SageMaker / Vertex AI endpoints (server/cloud.py)
+            from gpuserve.server.cloud import CloudEndpoints, check_ports
+
+            check_ports(s)
         http_sock = None
         if s.enable_http:
             http_sock = bind(s.http_host or s.host, s.http_port, s.reuse_port)
             self.ports["http"] = http_sock.getsockname()[1]
+        if s.sagemaker or s.vertex_ai:
+            try:
+                cloud = CloudEndpoints(s)
+            except Exception:
+                if http_sock is not None:
+                    http_sock.close()
+                raise
+            self.ports.update(cloud.ports)
         metrics_sock = None
         if s.enable_metrics_server and not (s.enable_http and s.metrics_port and s.metrics_port == s.http_port):
             try:
@@ -367,10 +380,25 @@ class ModelServer:
         hosts = {"http": s.http_host, "grpc": s.grpc_host, "metrics": s.metrics_host}
         logger.info("gpuserve listening: %s", ", ".join(f"{k} {hosts.get(k) or s.host}:{v}"
                                                         for k, v in self.ports.items()))
+        for key, service in (("grpc", "GRPCInferenceService"), ("http", "HTTPService"), ("metrics", "Metrics Service")):
+            if key in self.ports:  # tritonserver's lines, which deployment scripts wait for
+                logger.info("Started %s at %s:%d", service, hosts.get(key) or s.host, self.ports[key])
 
         await self._load_all()
         failure = None
-        if require_ready and models and not any(model.ready for model in models):
+        if cloud is not None:
+            try:
+                for name, endpoint, sock in cloud.apps(self.dataplane, app, self.errors,
+                                                      http_restrictions(s.http_restricted_api)):
+                    server = _http_server(endpoint, s, sock)
+                    self._servers.append(server)
+                    tasks.append(asyncio.ensure_future(server.serve()))
+                    logger.info("Started %s HTTPService at %s:%d", name, *sock.getsockname()[:2])
+            except InvalidSettings as exc:
+                failure = exc
+                cloud.close()
+                self._stopping.set()
+        if failure is None and require_ready and models and not any(model.ready for model in models):
             failure = NoModelReady(models)  # KServe's start() stops here; a repository folder serves on
             logger.error("%s Stopping.", failure)
             self._stopping.set()

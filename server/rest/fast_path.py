@@ -20,7 +20,7 @@ import orjson
 
 from gpuserve.compression import COMPRESS_MIN_BYTES, compress, response_encoding
 from gpuserve.dataplane import DataPlane
-from gpuserve.errors import InferenceError, InvalidInput, PayloadTooLarge
+from gpuserve.errors import InferenceError, InvalidInput, ModelNotFound, PayloadTooLarge
 from gpuserve.model import InferenceVerb
 from gpuserve.server.rest.common import (JSON_OPTIONS, ErrorRoutes, decompress, error_response, parse_json,
                                          response_parts)
@@ -198,12 +198,17 @@ class FastPath:
                 return answer
         else:
             request_key = None
-        if length is not None:
-            from gpuserve.server.binary import decode_request
+        try:
+            if length is not None:
+                from gpuserve.server.binary import decode_request
 
-            request = decode_request(body, length, name, version, self.plane.model_config)
-        else:
-            request = InferRequest.from_rest(name, parse_json(body), version)
+                request = decode_request(body, length, name, version, self.plane.model_config)
+            else:
+                request = InferRequest.from_rest(name, parse_json(body), version)
+        except InvalidInput:
+            if self.plane.repository.get_model(name, version) is None:  # as Triton: the model is looked up first
+                raise ModelNotFound(name, version) from None
+            raise
         response, response_headers = await self.plane.infer(request, headers)
         if type(response) is not InferResponse and is_stream(response):
             return 200, await Stream.start(response), stream_headers(response_headers)

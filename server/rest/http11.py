@@ -48,13 +48,23 @@ class _HeadTooLarge(Exception):
     """Raised from a parser callback; httptools turns it into HttpParserError with this as context."""
 
 
+class _TooManyChunks(Exception):
+    """Raised from a parser callback: a chunked body in more pieces than MAX_CHUNKS."""
+
+
+MAX_CHUNKS = 65536  # Triton's bound on a chunked body's non-empty chunks (each costs it, and us, a callback)
+CHUNKS_REFUSED = (b'{"error":"Chunked request body exceeds maximum of %d non-empty chunks. Send fewer or larger '
+                  b'HTTP chunks."}' % MAX_CHUNKS)
+LAST_CHUNK = b"0\r\n\r\n"
+
+
 def _declared_length(request: "Request") -> str:
     return next((value.decode("latin-1") for name, value in request.headers if name == b"content-length"), "?")
 
 
 class Request:
     __slots__ = ("method", "url", "headers", "chunks", "size", "too_large", "keep_alive", "version",
-                 "expect_continue", "route", "head_bytes", "answered", "early")
+                 "expect_continue", "route", "head_bytes", "answered", "early", "pieces", "piece_data")
 
     def __init__(self) -> None:
         self.url = b""
@@ -70,6 +80,8 @@ class Request:
         self.head_bytes = 0
         self.answered = False  # refused from its headers alone (a declared length over the limit)
         self.early: Optional[asyncio.Task] = None  # its answer, begun while requests ahead were answered
+        self.pieces = 0  # a chunked body's non-empty chunks so far
+        self.piece_data = False  # the chunk being read had data
 
     @property
     def body(self) -> bytes:
@@ -120,6 +132,7 @@ class HttpConnection(asyncio.Protocol):
         self.idle_since = self.last_data = self.loop.time()
         self.client: Optional[Tuple[str, int]] = None
         self.local: Optional[Tuple[str, int]] = None
+        self.draining: Optional[bytes] = None  # refused mid-body: the last bytes read while the rest is dropped
 
     # asyncio.Protocol ------------------------------------------------------------------------
     def connection_made(self, transport) -> None:
@@ -145,6 +158,9 @@ class HttpConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_data = self.loop.time()
+        if self.draining is not None:
+            self._drain(data)
+            return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -154,6 +170,8 @@ class HttpConnection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             if isinstance(exc.__context__, _HeadTooLarge) or isinstance(exc.__cause__, _HeadTooLarge):
                 self._bad_request(f"request line and headers exceed {MAX_HEAD_BYTES} bytes", 431)
+            elif isinstance(exc.__context__, _TooManyChunks) or isinstance(exc.__cause__, _TooManyChunks):
+                self._refuse_chunks(data)
             else:
                 self._bad_request(f"Invalid HTTP request received: {exc}")
 
@@ -220,8 +238,19 @@ class HttpConnection(asyncio.Protocol):
                 f"request body of {_declared_length(request)} bytes exceeds the limit of {self.server.body_limit} bytes"))
             self.transport.close()
 
+    def on_chunk_header(self) -> None:
+        self.request.piece_data = False
+
+    def on_chunk_complete(self) -> None:
+        request = self.request
+        if request.piece_data:
+            request.pieces += 1
+            if request.pieces > MAX_CHUNKS:
+                raise _TooManyChunks()
+
     def on_body(self, chunk: bytes) -> None:
         request = self.request
+        request.piece_data = True
         if request.too_large:
             return  # discarded: the answer is 413
         request.size += len(chunk)
@@ -394,6 +423,23 @@ class HttpConnection(asyncio.Protocol):
             body = message.encode("latin-1", "replace")
             parts = head(status, [(b"content-type", b"text/plain; charset=utf-8")], self.server.date, len(body), True)
             self.transport.write(b"".join(parts) + body)
+            self.transport.close()
+
+    def _refuse_chunks(self, data: bytes) -> None:
+        """Answer 400 at once, as Triton; the rest of the body is read and dropped unparsed until its last
+        chunk, so the client reads the answer (closing with its bytes unread would reset the connection)."""
+        if self.request is not None:  # its pieces go now, not when the collector finds the closed connection
+            self.request.chunks, self.request.too_large = [], True
+        if self.closed:
+            return
+        parts = head(400, [(b"content-type", b"application/json")], self.server.date, len(CHUNKS_REFUSED), True)
+        self.transport.write(b"".join(parts) + CHUNKS_REFUSED)
+        self.draining = b""
+        self._drain(data)
+
+    def _drain(self, data: bytes) -> None:
+        self.draining = (self.draining + data)[-len(LAST_CHUNK):]
+        if self.draining == LAST_CHUNK:
             self.transport.close()
 
     def _pause_reading(self) -> None:
