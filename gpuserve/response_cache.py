@@ -32,6 +32,7 @@ import hashlib
 import itertools
 import json
 import struct
+import time
 from typing import List, Optional, Tuple
 
 import numpy as np
@@ -75,6 +76,8 @@ class ResponseCache:
         self.mlserver = mlserver  # MLServer's settings.json cache_enabled: models with cache_enabled use it
         self.bytes = 0
         self.evictions = 0  # entries dropped to make room
+        # Triton's local cache gauges: lookups that found an entry or not, time spent looking and keeping
+        self.hits = self.misses = self.lookup_ns = self.insertion_ns = 0
         self._entries: "collections.OrderedDict[bytes, _Entry]" = collections.OrderedDict()
         # request-bytes digest -> (key of the entry holding its answer, model name and version it asked for)
         self._by_bytes: dict = {}
@@ -122,10 +125,15 @@ class ResponseCache:
 
     def get(self, key: bytes, request: InferRequest) -> Optional[InferResponse]:
         """A fresh response (this request's id) from the entry, or None."""
+        started = time.perf_counter_ns()
         entry = self._entries.get(key)
         if entry is None:
+            self.misses += 1
+            self.lookup_ns += time.perf_counter_ns() - started
             return None
         self._entries.move_to_end(key)
+        self.hits += 1
+        self.lookup_ns += time.perf_counter_ns() - started
         return InferResponse(request.id, entry.model_name,
                              [InferOutput(name, shape, datatype, array, dict(params))
                               for name, shape, datatype, array, params in entry.outputs],
@@ -141,6 +149,13 @@ class ResponseCache:
         local cache logs."""
         if key in self._entries:
             return ALREADY_KEPT
+        started = time.perf_counter_ns()
+        try:
+            return self._insert(key, response, model)
+        finally:
+            self.insertion_ns += time.perf_counter_ns() - started
+
+    def _insert(self, key: bytes, response: InferResponse, model) -> Optional[str]:
         outputs: List[tuple] = []
         size = _ENTRY_OVERHEAD
         for output in response.outputs:
@@ -201,8 +216,9 @@ class ResponseCache:
             self._drop(key)
             return None
         answer = entry.encoded.get(request_key)
-        if answer is not None:
+        if answer is not None:  # a hit (without one, the request goes on to a lookup that counts itself)
             self._entries.move_to_end(key)
+            self.hits += 1
         return answer
 
     def put_encoded(self, request_key: bytes, key: bytes, answer, name: str, version: Optional[str],

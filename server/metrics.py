@@ -229,6 +229,18 @@ class ServerCollector:
         evictions = GaugeMetricFamily(n("nv_cache_num_evictions"), "Number of cache evictions in response cache")
         evictions.add_metric([], cache.evictions)
         yield from (util, entries, evictions)
+        # the rest of Triton's local cache gauges: its own lookups (a hit or a miss each) and their times
+        for name, value, help_text in (
+                ("nv_cache_num_hits", cache.hits, "Number of cache hits in response cache"),
+                ("nv_cache_num_misses", cache.misses, "Number of cache misses in response cache"),
+                ("nv_cache_num_lookups", cache.hits + cache.misses, "Number of cache lookups in response cache"),
+                ("nv_cache_lookup_duration", cache.lookup_ns // 1000,
+                 "Total cache lookup duration (hit and miss), in microseconds"),
+                ("nv_cache_insertion_duration", cache.insertion_ns // 1000,
+                 "Total cache insertion duration, in microseconds")):
+            gauge = GaugeMetricFamily(n(name), help_text)
+            gauge.add_metric([], value)
+            yield gauge
 
     def _lost_devices(self):
         """1 for each device that reported an error no process recovers from (gpuserve/device_health.py):

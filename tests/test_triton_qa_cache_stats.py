@@ -6,6 +6,7 @@ import logging
 import subprocess
 import sys
 import textwrap
+import urllib.request
 
 import numpy as np
 import pytest
@@ -94,6 +95,14 @@ def test_an_ensembles_own_answer_is_kept_and_its_steps_not_run_again(tmp_path):
         assert _counts(client, "pipeline") == {"success": 2, "cache_hit": 1, "cache_miss": 1}
         # as Triton: the step's own cache saw one request and never a hit
         assert _counts(client, "step") == {"success": 1, "cache_hit": 0, "cache_miss": 1}
+        text = urllib.request.urlopen(f"http://127.0.0.1:{server.ports['metrics']}/metrics").read().decode()
+    gauges = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+              if line.startswith("nv_cache_") and "{" not in line}
+    # Triton's local cache gauges: three lookups (the ensemble's two, its step's one), one hit
+    assert (gauges["nv_cache_num_lookups"], gauges["nv_cache_num_hits"], gauges["nv_cache_num_misses"]) == (3, 1, 2)
+    assert gauges["nv_cache_num_entries"] == 2 and "nv_cache_lookup_duration" in gauges
+    assert gauges["nv_cache_insertion_duration"] >= 0
+    assert 'nv_cache_num_hits_per_model{model="pipeline",version="1"} 1' in text  # as Triton 2.51 shows it
 
 
 def test_an_answer_too_large_to_keep_is_a_miss_and_logged_in_tritons_words(tmp_path, caplog):

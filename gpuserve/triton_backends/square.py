@@ -6,7 +6,8 @@ shape each response: CUSTOM_INFER_DELAY_NS before it, CUSTOM_OUTPUT_DELAY_NS whi
 CUSTOM_CANCEL_DELAY_NS of clean-up once the request is cancelled (no more responses then), and the last
 CUSTOM_EMPTY_COUNT responses are none at all and the CUSTOM_FAIL_COUNT before them errors. It reports each
 response's statistics (the statistics extension's `response_stats`), as a C++ backend can and a Python-backend
-model cannot. gpuserve serves it through its Python-backend machinery with this file as the model's model.py.
+model cannot. gpuserve serves it through its Python-backend machinery with this file as the model's model.py
+(in a folder of its own: a model's folder is on sys.path while its file imports).
 """
 
 import json
