@@ -36,7 +36,7 @@ PLATFORMS = {"onnxruntime_onnx": "onnx", "onnxruntime": "onnx", "pytorch_libtorc
              "tensorrt_plan": "tensorrt", "tensorrt": "tensorrt", "python": "triton_python", "ensemble": "ensemble",
              "fil": "fil"}
 # Triton's identity and square backends (C++ libraries it builds for its tests), served as Python-backend models
-OWN_BACKENDS = {"identity": "triton_identity.py", "square": "triton_backends/square.py"}
+OWN_BACKENDS = {"identity": "triton_backends/identity.py", "square": "triton_backends/square.py"}
 DEFAULT_FILES = {"onnx": "model.onnx", "torch": "model.pt", "tensorrt": "model.plan", "triton_python": "model.py",
                  "ensemble": "", "fil": ""}
 

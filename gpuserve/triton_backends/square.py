@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from gpuserve import triton_pb_utils as pb_utils
-from gpuserve.triton_identity import _parameters
+from gpuserve.triton_backends.identity import _parameters
 
 _DELAYS = ("CUSTOM_INFER_DELAY_NS", "CUSTOM_OUTPUT_DELAY_NS", "CUSTOM_CANCEL_DELAY_NS")
 

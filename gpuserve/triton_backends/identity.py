@@ -3,7 +3,9 @@
 Triton builds it for its own tests, and its qa model repositories use it for models whose work does not matter
 (load and unload timing, shutdown with requests in flight): `creation_delay_sec` holds the load back that many
 seconds, `execute_delay_ms` each execute. gpuserve serves it through its Python-backend machinery with this
-file as the model's model.py (triton_config.settings_from_config points the model here).
+file as the model's model.py (triton_config.settings_from_config points the model here), in a folder of its
+own: a model's folder is on sys.path while its file imports, and modules imported meanwhile from there are
+dropped afterwards (gpuserve/ there dropped gpuserve modules other threads had just imported).
 """
 
 import json
