@@ -278,9 +278,19 @@ def _name(tensor) -> str:
     return tensor.name
 
 
-def _generation(model) -> int:
+def _generation(model):
     """A number of this model object's own: a model loaded again (same name and version, maybe another
-    file) never meets its predecessor's answers. Not id(): CPython reuses a freed object's address."""
+    file) never meets its predecessor's answers. Not id(): CPython reuses a freed object's address. An
+    ensemble's also names its steps' models as they are now: a step loaded again makes its answers stale."""
+    steps = getattr(model, "steps", None) if getattr(model, "platform", "") == "ensemble" else None
+    registry = getattr(model, "registry", None)
+    if steps and registry is not None:
+        return (_own_generation(model),
+                tuple(_generation(registry.get_model(step.model, step.version)) for step in steps))
+    return _own_generation(model)
+
+
+def _own_generation(model) -> int:
     number = getattr(model, "_response_cache_generation", None)
     if number is None:
         number = next(_generations)

@@ -234,3 +234,16 @@ def test_response_statistics_follow_tritons_rules_per_outcome():
     with pytest.raises(ValueError):
         stats.record_response(3, 200, 100, 300)
     assert "response_stats" not in ModelStats("plain").as_dict()  # none reported: the extension shows {}
+
+
+def test_an_ensembles_kept_answers_are_not_given_once_a_step_is_loaded_again(tmp_path):
+    registry = _repository(tmp_path)
+    with running_server(repository=registry, model_control_enabled=True) as server, \
+            grpcclient.InferenceServerClient(f"127.0.0.1:{server.ports['grpc']}") as client:
+        assert [_infer(client)[1] for _ in range(2)] == [1, 1]  # the second from the cache
+        model_py = tmp_path / "step" / "1" / "model.py"
+        model_py.write_text(model_py.read_text().replace("x + 1", "x + 2"))
+        client.load_model("step")  # a new step model: the ensemble's kept answer is stale
+        out, calls = _infer(client)
+        assert calls == 1 and out[0] == 3
+        assert _counts(client, "pipeline") == {"success": 3, "cache_hit": 1, "cache_miss": 2}
