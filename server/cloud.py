@@ -125,9 +125,11 @@ def header_of(scope) -> Callable[[str], Optional[str]]:
     return header
 
 
-async def forward(inner, scope, receive, send, method: str, path: str, mime: Optional[str] = None) -> None:
+async def forward(inner, scope, receive, send, method: str, path: str, mime: Optional[str] = None,
+                  answer_in_type: bool = True) -> None:
     """Answer the request as the main REST app answers `method path`; with `mime`, a binary request says its
-    JSON header's size in Content-Type (`{mime}N`) and a binary answer is told the same way."""
+    JSON header's size in Content-Type (`{mime}N`), and with `answer_in_type` a binary answer is told the same
+    way (else by Inference-Header-Content-Length, as the main endpoint tells it)."""
     headers = [(k, v) for k, v in scope.get("headers") or () if k.lower() != BINARY_LENGTH]
     outgoing = send
     if mime is not None:
@@ -139,6 +141,7 @@ async def forward(inner, scope, receive, send, method: str, path: str, mime: Opt
         if length is not None and length < len(body):
             headers.append((BINARY_LENGTH, str(length).encode()))
         receive = replay(body, receive)
+    if mime is not None and answer_in_type:
         marker = mime.encode()
 
         async def rewritten(message: dict) -> None:

@@ -4,7 +4,8 @@ Vertex AI container keeps working with this image.
 - AIP_HEALTH_ROUTE (GET): 200 while the server is ready, else 400.
 - AIP_PREDICT_ROUTE (POST): inference on the default model (--vertex-ai-default-model, else the repository's
   only ready model). A binary request says its JSON header's size in
-  `Content-Type: application/vnd.vertex-ai-triton.binary+json;json-header-size=N`; a binary answer too.
+  `Content-Type: application/vnd.vertex-ai-triton.binary+json;json-header-size=N` (a binary answer in
+  Inference-Header-Content-Length, as the main endpoint's).
 - With the header `X-Vertex-Ai-Triton-Redirect: <route>`, AIP_PREDICT_ROUTE answers that read-only Triton
   route instead (Vertex AI sends only POSTs): metrics, server and model metadata, health, readiness, config,
   statistics, inference, shared-memory status and the repository index. Routes that change the server
@@ -63,7 +64,8 @@ class VertexAiApp:
             if path == self.predict_route:
                 target = header_of(scope)(REDIRECT)
                 if target is None:
-                    return await forward(self.inner, scope, receive, send, method, model_path(self.model), MIME)
+                    return await forward(self.inner, scope, receive, send, method, model_path(self.model), MIME,
+                                         answer_in_type=False)
                 if method != "POST":
                     return await answer(send, 405)
                 route = redirected("/" + target, self.metrics_path)
@@ -72,7 +74,7 @@ class VertexAiApp:
                 if route is not None:
                     verb, where = route
                     return await forward(self.inner, scope, receive, send, verb, where,
-                                         MIME if where.endswith("/infer") else None)
+                                         MIME if where.endswith("/infer") else None, answer_in_type=False)
         except GpuserveError as exc:
             return await error(send, exc.http, str(exc))
         await answer(send, 400)
