@@ -88,6 +88,7 @@ class BatchingConfig:
     triton_errors: bool = False  # queue timeouts and a full queue answer in Triton's words (config.pbtxt models)
     inline_below_s: float = 0.0001  # CPU batches this quick may run on the loop thread when idle; 0: never
     inline_alone_below_s: float = 0.002  # the same for a lone client's batches (see the module's docstring)
+    start_after: int = 0  # Triton's TRITONSERVER_DELAY_SCHEDULER: no batch until this many requests are queued
 
     @property
     def batched(self) -> bool:
@@ -232,6 +233,8 @@ class Scheduler:
     async def _loop(self) -> None:
         cfg = self.config
         batched = cfg.batched and self.batch_dim
+        while self.queue.size < cfg.start_after:  # once, before the first batch (a test hook in Triton)
+            await self.queue.wait_for_more(None)
         while True:
             instance = await self._idle.get()
             # A lone request may skip the queue (_run_now) only where nothing would hold it: with a
@@ -303,18 +306,33 @@ class Scheduler:
         return len(self.instances) == 1 and bool(self.queue.size)
 
     def _preferred_prefix(self, batch: List[Job]) -> int:
-        """How many of the batch's first requests make up the largest preferred size they can (0: none)."""
+        """How many of the batch's first requests make up the largest preferred size they can; where none
+        does, those before the one that takes it past the largest preferred size, as Triton's batcher cuts
+        (0: neither, the batch never passes it)."""
         sizes = self.config.preferred_batch_sizes
+        if not sizes:
+            return 0
+        largest = max(sizes)
         best, rows = 0, 0
-        for count, job in enumerate(batch, 1):
+        for count, job in enumerate(batch):
+            if count and rows + job.rows > largest:
+                return best or count
             rows += job.rows
             if rows in sizes:
-                best = count
+                best = count + 1
         return best
 
     def _trim_to_preferred(self, batch: List[Job]) -> None:
+        """Cut the batch to its preferred prefix (above); the rest goes back to the head of the queue. Once
+        its oldest request has waited out max_queue_delay, as Triton's, the batch goes whole: a queue filled
+        past the largest preferred size then runs up to max_batch_size (qa/L0_batcher
+        test_multi_batch_delayed_use_max_batch), and before then its first requests go without the one
+        that would pass that size (test_multi_batch_delayed_sum_gt_max_preferred: 3 then 4 of [2, 6])."""
         rows = sum(job.rows for job in batch)
         if rows in self.config.preferred_batch_sizes:
+            return
+        delay = self.config.max_queue_delay_s
+        if delay > 0 and time.monotonic() - min(job.arrival for job in batch) >= delay:
             return
         batch[:] = _in_queue_order(batch)
         kept = self._preferred_prefix(batch)

@@ -67,6 +67,7 @@ def batching_config(settings: ModelSettings, batchable: bool) -> BatchingConfig:
         queue_policies=policies,
         ragged_inputs=tuple(settings.ragged.inputs) if settings.ragged is not None and batchable else (),
         triton_errors="triton_max_batch_size" in (settings.model_extra or {}),  # a config.pbtxt model
+        start_after=int((settings.model_extra or {}).get("triton_delay_scheduler") or 0),
     )
 
 

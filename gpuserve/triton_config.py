@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -257,6 +258,16 @@ def chosen_versions(config: Dict[str, Any], available: List[int]) -> List[int]:
     return available[-count:]
 
 
+def delay_scheduler_count() -> int:
+    """Triton's TRITONSERVER_DELAY_SCHEDULER=N: each dynamic batcher starts only once N requests are queued
+    for its model, so a test (Triton's qa/L0_batcher) can watch how a full queue is cut into batches.
+    Read when a model loads, as Triton reads it when the batcher starts; unset or not a number: 0."""
+    try:
+        return max(int(os.environ.get("TRITONSERVER_DELAY_SCHEDULER", "0").strip() or 0), 0)
+    except ValueError:
+        return 0
+
+
 def dynamic_batching_settings(dyn: Optional[Dict[str, Any]]) -> Dict[str, Any]:
     """Triton's `dynamic_batching` block as the model settings' `dynamic_batching` fields."""
     dyn = dyn or {}
@@ -321,6 +332,9 @@ def settings_from_config(folder: Path, config: Dict[str, Any], version: Optional
     dyn = config.get("dynamic_batching")
     if dyn is not None:
         settings["dynamic_batching"] = dynamic_batching_settings(dyn)
+        held = delay_scheduler_count()
+        if held and "sequence_batching" not in config:
+            settings["triton_delay_scheduler"] = held
     if config.get("batch_input") or config.get("batch_output") or any(
             e.get("allow_ragged_batch") is True for e in config.get("input", [])):  # gpuserve/ragged_batch.py
         settings["triton_ragged"] = {key: config.get(key) or [] for key in ("input", "batch_input", "batch_output")}

@@ -3,6 +3,7 @@ L0_sequence_corrid_batcher, L0_passive_instance): what a tritonclient user obser
 share a batch, when an instance may run, and which instance a request reaches."""
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
@@ -390,3 +391,81 @@ def test_rate_limiter_takes_model_files_too(tmp_path):
         asyncio.run(go())
     finally:
         rate_limiter.configure(None)
+
+
+def _held_onnx(tmp_path, monkeypatch, held, dynamic):
+    """An ONNX model whose batcher waits for `held` queued requests (TRITONSERVER_DELAY_SCHEDULER)."""
+    from conftest import make_onnx_model
+
+    monkeypatch.setenv("TRITONSERVER_DELAY_SCHEDULER", str(held))
+    (tmp_path / "m" / "1").mkdir(parents=True)
+    make_onnx_model(tmp_path / "m" / "1" / "model.onnx")
+    (tmp_path / "m" / "config.pbtxt").write_text(
+        f'platform: "onnxruntime_onnx"\nmax_batch_size: 8\ndynamic_batching {{ {dynamic} }}\n')
+    model = DiskRepository(tmp_path).populate(ModelRepository()).get_model("m")
+    model.load()
+    return model
+
+
+async def _send(model, rows):
+    x = np.ones((rows, 4), np.float32)
+    answer = await model.predict(InferRequest("m", [InferInput("input", [rows, 4], "FP32", x)]))
+    return answer.outputs[0].as_numpy().shape[0]
+
+
+def test_delay_scheduler_holds_the_first_batch_until_that_many_are_queued(tmp_path, monkeypatch):
+    """Triton's TRITONSERVER_DELAY_SCHEDULER=N: nothing runs until N requests wait, then they batch (qa/L0_batcher
+    fills the queue so before it checks how the batcher cuts it); before, the first request ran alone."""
+    model = _held_onnx(tmp_path, monkeypatch, 3, "")
+
+    async def go():
+        sent = []
+        for _ in range(3):
+            sent.append(asyncio.ensure_future(_send(model, 1)))
+            await asyncio.sleep(0.1)
+            if len(sent) < 3:
+                assert not any(s.done() for s in sent)
+        assert await asyncio.wait_for(asyncio.gather(*sent), 5) == [1, 1, 1]
+
+    try:
+        asyncio.run(go())
+        assert model.scheduler.batches_formed == {3: 1}
+    finally:
+        model.stop()
+
+
+def test_a_queue_past_the_largest_preferred_size_is_cut_before_it(tmp_path, monkeypatch):
+    """As Triton's dynamic batcher: with preferred sizes [2, 6], queued requests of 3 and 4 rows run apart, the 3
+    at once and the 4 after max_queue_delay (qa/L0_batcher test_multi_batch_delayed_sum_gt_max_preferred); once
+    the delay is over, everything queued goes together up to max_batch_size (test_multi_batch_delayed_use_max_batch).
+    Before, 3 + 4 ran as one batch of 7."""
+    model = _held_onnx(tmp_path, monkeypatch, 2, "preferred_batch_size: [ 2, 6 ] max_queue_delay_microseconds: 1000000")
+
+    async def apart():
+        start = time.monotonic()
+        three = asyncio.ensure_future(_send(model, 3))
+        await asyncio.sleep(0.1)
+        four = asyncio.ensure_future(_send(model, 4))
+        assert await asyncio.wait_for(three, 5) == 3
+        assert time.monotonic() - start < 0.9 and not four.done()
+        assert await asyncio.wait_for(four, 5) == 4
+        assert time.monotonic() - start >= 1.0
+
+    try:
+        asyncio.run(apart())
+        assert model.scheduler.batches_formed == {3: 1, 4: 1}
+    finally:
+        model.stop()
+    model = _held_onnx(tmp_path / "again", monkeypatch, 3,
+                       "preferred_batch_size: [ 2, 6 ] max_queue_delay_microseconds: 500000")
+
+    async def together():
+        first = [asyncio.ensure_future(_send(model, rows)) for rows in (3, 4)]
+        await asyncio.sleep(0.7)
+        return await asyncio.wait_for(asyncio.gather(*first, _send(model, 1)), 5)
+
+    try:
+        assert asyncio.run(together()) == [3, 4, 1]
+        assert model.scheduler.batches_formed == {8: 1}
+    finally:
+        model.stop()
