@@ -10,9 +10,11 @@ batcher is work-conserving, so this costs an idle model nothing.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Optional
 
 from gpuserve.engine.batcher import BatchingConfig, QueuePolicy
+from gpuserve.errors import InvalidSettings
 from gpuserve.settings import ModelSettings
 
 AUTO_MAX_BATCH = 64
@@ -118,3 +120,32 @@ def request_timeout_s(parameters: dict) -> Optional[float]:
 
         raise InvalidInput(f"request parameter 'timeout' must be microseconds (a non-negative number), got {value!r}")
     return value / 1e6
+
+
+STRATEGY_LIBRARY = "batchstrategy.so"  # what Triton looks for in the version, then the model folder
+
+
+def check_batch_strategy(folder: Path, config: dict, version: Optional[int]) -> None:
+    """A config.pbtxt's custom batching strategy (Triton's TRITON_BATCH_STRATEGY_PATH parameter, or a
+    batchstrategy.so beside the model): a C++ library of TRITONBACKEND_ModelBatch* functions that decides which
+    requests share a batch. gpuserve cannot run one, so such a model is refused with the reason rather than
+    batched by other rules than its config asks; the path missing, or given with sequence_batching, is refused
+    in Triton's words, as Triton refuses it."""
+    entry = (config.get("parameters") or {}).get("TRITON_BATCH_STRATEGY_PATH")
+    if config.get("sequence_batching") is not None:
+        if entry is not None:
+            raise InvalidSettings("Invalid argument: TRITON_BATCH_STRATEGY_PATH cannot be specified with sequence "
+                                  "batcher, using default batching strategy")
+        return
+    if entry is not None:
+        path = str(entry.get("string_value", "") if isinstance(entry, dict) else entry)
+        if not Path(path).exists():
+            raise InvalidSettings(f"Not found: Batching library path not found: {path}")
+    else:
+        places = ([folder / str(version)] if version is not None else []) + [folder]
+        path = next((str(p / STRATEGY_LIBRARY) for p in places if (p / STRATEGY_LIBRARY).is_file()), None)
+        if path is None:
+            return
+    raise InvalidSettings(f"Unsupported: custom batching strategy '{path}' is a C++ library, which gpuserve does not "
+                          "load; without it (and without TRITON_BATCH_STRATEGY_PATH) the model batches by its "
+                          "dynamic_batching settings")

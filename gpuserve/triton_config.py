@@ -309,6 +309,10 @@ def settings_from_config(folder: Path, config: Dict[str, Any], version: Optional
     run_repository_agents(folder, config)
     if "sequence_batching" in config and runtime == "ensemble":
         raise InvalidSettings(f"model '{config['name']}': an ensemble cannot have sequence_batching")
+    if runtime != "ensemble":
+        from gpuserve.batching import check_batch_strategy
+
+        check_batch_strategy(folder, config, version)
     max_batch = int(config.get("max_batch_size", 0) or 0)
     where = folder / str(version) if version is not None else folder
     filename = config.get("default_model_filename") or DEFAULT_FILES[runtime]

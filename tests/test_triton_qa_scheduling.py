@@ -469,3 +469,28 @@ def test_a_queue_past_the_largest_preferred_size_is_cut_before_it(tmp_path, monk
         assert model.scheduler.batches_formed == {8: 1}
     finally:
         model.stop()
+
+
+@pytest.mark.parametrize("extra, reason", [
+    ('dynamic_batching { }\nparameters: { key: "TRITON_BATCH_STRATEGY_PATH" value: { string_value: "NOPE.so" } }',
+     "Not found: Batching library path not found: NOPE.so"),
+    ('sequence_batching { }\nparameters: { key: "TRITON_BATCH_STRATEGY_PATH" value: { string_value: "x.so" } }',
+     "Invalid argument: TRITON_BATCH_STRATEGY_PATH cannot be specified with sequence batcher, using default "
+     "batching strategy"),
+    ("dynamic_batching { }", "Unsupported: custom batching strategy '"),
+])
+def test_a_custom_batching_strategy_is_refused_with_its_reason(tmp_path, extra, reason):
+    """Triton's custom batching strategies are C++ libraries (qa/L0_batch_custom): a model naming a missing one,
+    or one beside sequence_batching, fails to load in Triton's words (checked against Triton 2.51), and one
+    found (batchstrategy.so in the model folder) is refused as not loadable here; before, all three loaded and
+    batched by other rules than the config asked."""
+    from conftest import make_onnx_model
+    from gpuserve.model_repository import run_load
+
+    (tmp_path / "m" / "1").mkdir(parents=True)
+    make_onnx_model(tmp_path / "m" / "1" / "model.onnx")
+    (tmp_path / "m" / "batchstrategy.so").write_bytes(b"\x7fELF")
+    (tmp_path / "m" / "config.pbtxt").write_text(f'platform: "onnxruntime_onnx"\nmax_batch_size: 8\n{extra}\n')
+    model = DiskRepository(str(tmp_path)).populate(ModelRepository()).get_model("m")
+    asyncio.run(run_load(model))
+    assert not model.ready and reason in model.reason
