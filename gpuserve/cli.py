@@ -105,6 +105,13 @@ TRITON_NOTED = ("--backend-directory",
 
 TRACE_FLAGS = {"--trace-file": "file", "--trace-level": "level", "--trace-rate": "rate", "--trace-count": "count",
                "--trace-log-frequency": "log-frequency"}
+# what tritonserver prints for each use of them, which scripts that migrate grep for
+TRACE_IN_PLACE = {"--trace-file": "triton,file=<filepath>", "--trace-level": "level=<OFF|TIMESTAMPS|TENSORS>",
+                  "--trace-rate": "rate=<rate value>", "--trace-count": "count=<count value>",
+                  "--trace-log-frequency": "triton,log-frequency=<log frequency value>"}
+# OpenTelemetry's batch span processor settings: --trace-config opentelemetry,KEY=N, else the environment
+OTEL_BSP = {"bsp_max_queue_size": "OTEL_BSP_MAX_QUEUE_SIZE", "bsp_schedule_delay": "OTEL_BSP_SCHEDULE_DELAY",
+            "bsp_max_export_batch_size": "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"}
 
 
 def metrics_config(args: argparse.Namespace) -> Optional[dict]:
@@ -143,12 +150,36 @@ def trace_config(args: argparse.Namespace) -> Optional[List[str]]:
 
     configs = list(args.trace_config or [])
     for flag, key in TRACE_FLAGS.items():
-        configs += [f"{key}={value}" for value in getattr(args, flag.lstrip("-").replace("-", "_")) or ()]
+        for value in getattr(args, flag.lstrip("-").replace("-", "_")) or ():
+            print(f"Warning: '{flag}' has been deprecated and will be removed in future releases. Please use "
+                  f"'--trace-config {TRACE_IN_PLACE[flag]}' instead.", file=sys.stderr, flush=True)
+            configs.append(f"{key}={value}")
+    opentelemetry_checked(configs)
     try:
         trace_start_settings(configs)
     except InvalidInput as exc:
         raise GpuserveError(str(exc)) from None
     return configs or None
+
+
+def opentelemetry_checked(configs: List[str]) -> None:
+    """With --trace-config mode=opentelemetry, the batch span processor's settings must be counts, as
+    tritonserver checks them at start-up (in its words), though gpuserve exports no OpenTelemetry traces."""
+    import os
+
+    if not any(c.replace(" ", "").rpartition(",")[2] == "mode=opentelemetry" for c in configs):
+        return
+    given = {}
+    for config in configs:
+        mode, _, pair = config.rpartition(",")
+        key, _, value = pair.partition("=")
+        if mode.strip() == "opentelemetry" and key.strip() in OTEL_BSP:
+            given[key.strip()] = value
+    for key, variable in OTEL_BSP.items():
+        value, where = (given[key], f"--trace-config opentelemetry,{key}") if key in given else \
+            (os.environ.get(variable), variable)
+        if value is not None and not (value.strip().isdigit() and int(value) < 2**32):
+            raise GpuserveError(f'Bad option: "{where}".\nInvalid argument: {value}')
 
 
 def log_level_of(args: argparse.Namespace) -> Optional[str]:

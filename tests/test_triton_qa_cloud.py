@@ -275,3 +275,26 @@ def test_chunked_bodies_over_65536_chunks_are_refused(tmp_path):
         assert over.startswith(b"HTTP/1.1 400 ")
         assert b"Chunked request body exceeds maximum of 65536 non-empty chunks" in over
         assert requests.get("http://127.0.0.1:9645/v2/health/live").status_code == 200
+
+
+def test_deprecated_trace_flags_warn_once_each_and_opentelemetry_counts_are_checked(monkeypatch, capsys):
+    from gpuserve.cli import _parser, trace_config
+    from gpuserve.errors import GpuserveError
+
+    args = _parser().parse_args(["start", "--trace-file=/tmp/t.json", "--trace-rate=100", "--trace-level=TIMESTAMPS",
+                                 "--trace-log-frequency=50", "--trace-count=100"])
+    assert sorted(trace_config(args)) == sorted(["file=/tmp/t.json", "rate=100", "level=TIMESTAMPS",
+                                                 "log-frequency=50", "count=100"])
+    printed = capsys.readouterr().err
+    for flag in ("trace-file", "trace-rate", "trace-level", "trace-log-frequency", "trace-count"):
+        assert printed.count(f"Warning: '--{flag}' has been deprecated") == 1
+    otel = ["start", "--trace-config", "mode=opentelemetry"]
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "bad_value")
+    with pytest.raises(GpuserveError, match='Bad option: "OTEL_BSP_SCHEDULE_DELAY"'):
+        trace_config(_parser().parse_args(otel))
+    monkeypatch.delenv("OTEL_BSP_SCHEDULE_DELAY")
+    trace_config(_parser().parse_args(otel))  # the defaults are counts
+    with pytest.raises(GpuserveError, match='Bad option: "--trace-config opentelemetry,bsp_max_queue_size"'):
+        trace_config(_parser().parse_args(otel + ["--trace-config", "opentelemetry,bsp_max_queue_size=x"]))
+    monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "bad_value")  # only read where OpenTelemetry is the mode
+    trace_config(_parser().parse_args(["start", "--trace-config", "level=TIMESTAMPS"]))
