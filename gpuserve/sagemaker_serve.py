@@ -4,17 +4,21 @@ configured for Triton's image keeps its configuration.
 
 Single-model endpoints serve /opt/ml/model, loading SAGEMAKER_TRITON_DEFAULT_MODEL_NAME (else the folder's
 only model); multi-model endpoints (SAGEMAKER_MULTI_MODEL=true) start empty and load what SageMaker asks for
-through /models. The image installs this as /usr/bin/serve (Dockerfile.cuda); `python -m
-gpuserve.sagemaker_serve` is the same. Errors in the environment stop it before the server starts, in the
-words of Triton's script (which deployment checks grep).
+through /models. The image runs this file as `serve` (Dockerfile.cuda); `python -m gpuserve.sagemaker_serve`
+is the same. Errors in the environment stop it before the server starts, in the words of Triton's script
+(which deployment checks grep).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Tuple
+
+if __name__ == "__main__" and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
+    del sys.path[0]  # run by its path (the image's `serve`): the package's modules are no top-level modules
+
+from pathlib import Path  # noqa: E402
+from typing import Dict, List, Mapping, Optional, Tuple  # noqa: E402
 
 SINGLE_MODEL_REPOSITORY = "/opt/ml/model/"
 MULTI_MODEL_REPOSITORY = "/tmp/sagemaker"  # empty: SageMaker's models are registered one by one
