@@ -1,0 +1,183 @@
+"""Token streaming, as LLM serving uses it: a decoupled Triton Python-backend model answering each request
+with N responses over a gRPC stream, on gpuserve and on real Triton 2.51 (its Python backend), the same
+client for both. A benchmark, not a test.
+
+    .venv/bin/python benchmarks/stream_bench.py                  # c = 1, 8, 32; 32 tokens; 2 rounds
+    .venv/bin/python benchmarks/stream_bench.py --quick          # one round, short points
+
+The model (`gen`, one instance, decoupled) sends N responses of one INT32 each from a thread, then the final
+flag alone, as TensorRT-LLM's and vLLM's Python models do. Each of C clients holds one gRPC stream
+(tritonclient.grpc.aio, one process, one event loop) and sends its next request when the previous one's
+final flag arrives. Per point: responses (tokens) a second, requests a second, time to the first response
+(p50/p99) and between responses (p50), and the server's CPU seconds per 1000 tokens (its whole process group,
+Triton's stub processes included). Rounds alternate which server goes first (the VM is noisy). Needs the
+Triton peer venv (bash benchmarks/peers/setup.sh triton); servers start as python_backend_bench starts them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import fcntl
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE / "peers"))
+
+import python_backend_bench as pbb  # noqa: E402
+import python_backend_conformance as pbc  # noqa: E402
+
+MODEL = "gen"
+CONFIG = """name: "gen"
+backend: "python"
+max_batch_size: 0
+model_transaction_policy { decoupled: true }
+input [ { name: "N" data_type: TYPE_INT32 dims: [ 1 ] } ]
+output [ { name: "TOKEN" data_type: TYPE_INT32 dims: [ 1 ] } ]
+"""
+SOURCE = """import threading
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        for request in requests:
+            n = int(pb_utils.get_input_tensor_by_name(request, "N").as_numpy().ravel()[0])
+            threading.Thread(target=self.stream, args=(request.get_response_sender(), n), daemon=True).start()
+        return None
+
+    def stream(self, sender, n):
+        for i in range(n):
+            sender.send(pb_utils.InferenceResponse([pb_utils.Tensor("TOKEN", np.array([i], np.int32))]))
+        sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+"""
+
+
+def write_repository(root: Path) -> Path:
+    (root / MODEL / "1").mkdir(parents=True, exist_ok=True)
+    (root / MODEL / "config.pbtxt").write_text(CONFIG)
+    (root / MODEL / "1" / "model.py").write_text(SOURCE)
+    return root
+
+
+def start(kind: str, work: Path):
+    repo = write_repository(work / f"{kind}-stream-repo")
+    server = pbc.triton_server(work, repo) if kind == "triton" else pbc.gpuserve_server(work, repo)
+    pbc.MODELS = {MODEL: None}
+    server.start()
+    pbc.wait_for_models(server)
+    server.wait([f"/v2/models/{MODEL}/ready"], timeout=120)
+    return server
+
+
+async def _client(url: str, tokens: int, until: float, record: dict) -> None:
+    import numpy as np
+    import tritonclient.grpc.aio as grpcclient
+
+    client = grpcclient.InferenceServerClient(url)
+    outbox: asyncio.Queue = asyncio.Queue()
+
+    async def requests():
+        while True:
+            item = await outbox.get()
+            if item is None:
+                return
+            yield item
+
+    n = grpcclient.InferInput("N", [1], "INT32")
+    n.set_data_from_numpy(np.array([tokens], np.int32))
+    try:
+        stream = client.stream_infer(requests())
+        while time.monotonic() < until:
+            sent = time.perf_counter()
+            await outbox.put({"model_name": MODEL, "inputs": [n]})
+            got, last = 0, sent
+            async for result, error in stream:
+                if error is not None:
+                    raise RuntimeError(str(error))
+                now = time.perf_counter()
+                response = result.get_response()
+                if response.outputs:
+                    record["first" if got == 0 else "gaps"].append((now - last) if got else (now - sent))
+                    got += 1
+                    last = now
+                if got == tokens or response.parameters["triton_final_response"].bool_param:
+                    break  # (without asking for the empty final response, the flag alone is not sent)
+            if got != tokens:
+                raise RuntimeError(f"{got} responses for {tokens} tokens")
+            record["tokens"] += got
+            record["requests"] += 1
+        await outbox.put(None)
+    finally:
+        await client.close()
+
+
+async def point(server, concurrency: int, tokens: int, seconds: float, warmup: float) -> dict:
+    url = f"127.0.0.1:{server.grpc}"
+
+    async def run(duration):
+        record = {"first": [], "gaps": [], "tokens": 0, "requests": 0}
+        until = time.monotonic() + duration
+        await asyncio.gather(*(_client(url, tokens, until, record) for _ in range(concurrency)))
+        return record
+
+    await run(warmup)
+    cpu0, t0 = pbb.group_cpu_s(server.proc.pid), time.perf_counter()
+    record = await run(seconds)
+    elapsed, cpu = time.perf_counter() - t0, pbb.group_cpu_s(server.proc.pid) - cpu0
+    first = sorted(record["first"]) or [0.0]
+    return {"tokens_per_s": record["tokens"] / elapsed, "requests_per_s": record["requests"] / elapsed,
+            "ttft_p50_ms": 1000 * statistics.median(first), "ttft_p99_ms": 1000 * first[int(0.99 * (len(first) - 1))],
+            "gap_p50_ms": 1000 * statistics.median(record["gaps"] or [0.0]),
+            "server_cpu_s_per_1k_tokens": 1000 * cpu / max(record["tokens"], 1)}
+
+
+async def sweep(server, kind: str, round_: int, levels, args, rows: list) -> None:
+    """Every concurrency level on one event loop (grpc.aio channels belong to the loop that made them)."""
+    for c in levels:
+        row = {"round": round_, "server": kind, "concurrency": c, "tokens": args.tokens,
+               **await point(server, c, args.tokens, args.seconds, args.warmup)}
+        rows.append(row)
+        print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--concurrency", default="1,8,32")
+    parser.add_argument("--tokens", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--servers", default="gpuserve,triton")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json", type=Path, default=pbb.RESULTS / "stream_bench.json")
+    args = parser.parse_args()
+    if args.quick:
+        args.seconds, args.warmup, args.rounds = 2.0, 0.5, 1
+    levels = [int(c) for c in args.concurrency.split(",")]
+    kinds = args.servers.split(",")
+    rows = []
+    with open(pbb.LOCK, "w") as lock, tempfile.TemporaryDirectory(prefix="stream-bench-") as tmp:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for round_ in range(args.rounds):
+            for kind in (kinds if round_ % 2 == 0 else kinds[::-1]):
+                server = start(kind, Path(tmp))
+                try:
+                    asyncio.run(sweep(server, kind, round_ + 1, levels, args, rows))
+                finally:
+                    pbc.stop(server)
+                    pbc.clean_shm()
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
