@@ -294,6 +294,8 @@ def start(args: argparse.Namespace) -> int:
                                    grpc_header_forward_pattern=args.grpc_header_forward_pattern,
                                    auto_complete_config=auto_complete(args),
                                    model_config_name=model_config_name(args), **model_control(args), **more)
+    if args.model_repository:
+        triton_default_ports(settings)
     from gpuserve.logging_setup import configure_logging
 
     configure_logging(settings)
@@ -308,6 +310,9 @@ def start(args: argparse.Namespace) -> int:
         return serve_workers(str(folder), settings)
     from gpuserve.server.model_server import ModelServer
 
+    # The flags are read; model code sees none, as in Triton's Python stub (a model.py calling unittest.main()
+    # or argparse would otherwise parse the server's own flags and exit)
+    sys.argv[1:] = []
     if failure:  # --exit-on-error=false: as Triton, serving no models, not live, so probes see it failed
         logging.getLogger("gpuserve").error("%s; serving no models and not live (--exit-on-error=false)", failure)
         server = ModelServer(settings=settings, registered_models=ModelRepository())
@@ -323,6 +328,17 @@ def start(args: argparse.Namespace) -> int:
     registry = disk.populate(ModelRepository(), selection)
     ModelServer(settings=settings, registered_models=registry).start()
     return 0
+
+
+TRITON_PORTS = {"http_port": 8000, "grpc_port": 8001, "metrics_port": 8002}
+
+
+def triton_default_ports(settings) -> None:
+    """On a tritonserver launch line, a port nobody set (flag, GPUSERVE_* variable, settings.json) is
+    tritonserver's, where that line's clients and probes look: 8000 HTTP, 8001 gRPC, 8002 metrics."""
+    for field, port in TRITON_PORTS.items():
+        if field not in settings.model_fields_set:
+            setattr(settings, field, port)
 
 
 def strict_readiness(args: argparse.Namespace) -> Optional[bool]:
@@ -372,6 +388,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 0
+
+
+def tritonserver_main(argv: Optional[List[str]] = None) -> int:
+    """The `tritonserver` command: a tritonserver launch line (`tritonserver --model-repository=/models ...`)
+    runs as `gpuserve start` with the same flags, so manifests and scripts keep their command."""
+    return main(["start", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

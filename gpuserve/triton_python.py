@@ -45,7 +45,7 @@ from gpuserve.triton_instance_update import LoadedFrom, file_digest, signature
 from gpuserve.sequence_state import direct_batching
 from gpuserve.triton_sequence import SequenceRouter
 from gpuserve.triton_python_config import (checked_inputs, complete_config, completed_config,
-                                           import_model_file, may_block, tensor_specs)
+                                           import_model_file, may_block, running_model, tensor_specs)
 from gpuserve.types import InferOutput, InferRequest, InferResponse
 from gpuserve.warmup import run_warmup, warmup_samples
 
@@ -132,6 +132,7 @@ class PythonInstance:
         def run() -> None:
             pb.set_bridge(self.owner.bridge, thread_default=False)  # BLS from the model's coroutines
             asyncio.set_event_loop(loop)
+            running_model(self.owner.module)
             loop.run_forever()
 
         self._loop_thread = threading.Thread(target=run, name=f"{self.name}-async", daemon=True)
@@ -169,6 +170,7 @@ class PythonInstance:
         """Per job, its InferResponse or the error that fails it alone; execute runs once for all."""
         pb.set_bridge(self.owner.bridge)
         requests = [self._request(job) for job in jobs]
+        running_model(self.owner.module)
         started = time.perf_counter()
         decoupled = self.owner.decoupled
         try:
@@ -176,7 +178,7 @@ class PythonInstance:
                 lambda exc: exc and self._failed_in_background(jobs, requests, exc)) if decoupled else None)
             if decoupled and answers is not None:  # Triton's stub refuses it, and the requests end with that
                 raise self._decoupled_return()
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # Triton's stub reports a SystemExit as any error; the server stays
             if decoupled:
                 self._end_streams(jobs, requests, self._failure(exc))
                 return [None for _ in jobs]
@@ -434,6 +436,7 @@ class TritonPythonBackendModel(FrameworkModel):
         self.batching: Optional[BatchingConfig] = None
         self._module_name = ""  # model.py's module in sys.modules, dropped at unload (reloads import afresh)
 
+        self.module = None  # model.py's module: what `import model` gives the model's code
     def artefact(self) -> Path:
         if not self.uri:
             raise ModelMissingError(f"model '{self.name}' has no model.py")
@@ -445,7 +448,7 @@ class TritonPythonBackendModel(FrameworkModel):
             raise ModelMissingError(f"model '{self.name}': {path} does not exist")
         folder, config = self.written_config()
         unique = self._module_name = f"gpuserve_python_model_{self.name}_{self.version or 0}_{id(self)}"
-        module = import_model_file(path, unique)
+        self.module = module = import_model_file(path, unique)
         cls = module.TritonPythonModel
         config = complete_config(cls, config)
         if "ensemble_scheduling" in config:
@@ -590,6 +593,7 @@ class TritonPythonBackendModel(FrameworkModel):
         for instance in list(self.instances):
             check = getattr(instance.obj, "is_ready", None)
             if check is None:
+            running_model(self.module)
                 continue
             call = (lambda c=check: asyncio.run(c())) if inspect.iscoroutinefunction(check) else check
             try:

@@ -10,6 +10,7 @@ import json
 import re
 import sys
 import threading
+import types
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -34,9 +35,36 @@ _BATCHER_DEFAULTS = {"preferred_batch_size": [], "max_queue_delay_microseconds":
                      "priority_levels": 0, "default_priority_level": 0, "priority_queue_policy": {}}
 
 
+_RUNNING = threading.local()  # .module: the model module whose code this thread runs
+
+
+class _RunningModel(types.ModuleType):
+    """`model` in sys.modules. Triton's stub imports a model.py as `model`, and models find themselves by
+    that name (qa's call `unittest.main("model")` to run their own tests); models share this process, so
+    here `model` is the module of the model whose code the asking thread runs."""
+
+    def __getattr__(self, name):
+        module = getattr(_RUNNING, "module", None)
+        if module is None:
+            raise AttributeError(f"module 'model' has no attribute '{name}' (no model runs on this thread)")
+        return getattr(module, name)
+
+    def __dir__(self):
+        module = getattr(_RUNNING, "module", None)
+        return dir(module) if module is not None else []
+
+
+def running_model(module) -> None:
+    """This thread runs `module`'s code from now on (what `import model` gives it)."""
+    _RUNNING.module = module
+
+
 def install_utils_module() -> None:
-    """`import triton_python_backend_utils` finds gpuserve's implementation (unless one is installed)."""
+    """`import triton_python_backend_utils` finds gpuserve's implementation (unless one is installed), and
+    `import model` the running model's module."""
     sys.modules.setdefault(UTILS_MODULE, pb)
+    if not isinstance(sys.modules.get("model"), _RunningModel):
+        sys.modules["model"] = _RunningModel("model")
 
 
 def import_model_file(path: Path, unique: str):
@@ -167,6 +195,11 @@ def checked_inputs(model: str, request, by_name: Dict[str, TensorSpec], optional
     arrays: Dict[str, Any] = {}
     for tensor in request.inputs:
         spec = by_name.get(tensor.name)
+    required = len(by_name) - len(optional)
+    if not required <= len(request.inputs) <= len(by_name):  # as Triton core: the count first, then each input
+        given = [tensor.name for tensor in request.inputs]
+        raise missing_inputs(model, given, [n for n in by_name if n not in given and n not in optional], required,
+                             len(by_name))
         if spec is None:
             raise InvalidInput(f"unexpected inference input '{tensor.name}' for model '{model}'")
         if tensor.datatype != spec.datatype:

@@ -175,3 +175,50 @@ def test_model_load_retry_count_loads_a_failed_model_again(retries, ready):
         assert type(model).attempts == (2 if ready else 1)
     args = _parser().parse_args(["start", "repo", "--model-load-retry-count=3"])
     assert triton_flags.settings_from(args)["model_load_retry_count"] == 3
+
+
+def test_a_triton_launch_line_takes_tritons_ports_where_none_is_set(monkeypatch):
+    from gpuserve.cli import TRITON_PORTS, triton_default_ports
+    from gpuserve.settings import ServerSettings
+
+    monkeypatch.setenv("GPUSERVE_GRPC_PORT", "9999")
+    settings = ServerSettings.load(None, metrics_port=7777)
+    triton_default_ports(settings)
+    assert (settings.http_port, settings.grpc_port, settings.metrics_port) == (8000, 9999, 7777)
+    assert TRITON_PORTS == {"http_port": 8000, "grpc_port": 8001, "metrics_port": 8002}
+
+
+def test_the_tritonserver_command_runs_a_tritonserver_launch_line(tmp_path):
+    """`tritonserver --model-repository=...` (a manifest's command) starts gpuserve; ports from GPUSERVE_*."""
+    import importlib.metadata
+    import os
+
+    scripts = {e.name: e.value for e in importlib.metadata.entry_points(group="console_scripts")}
+    assert scripts.get("tritonserver") == "gpuserve.cli:tritonserver_main"
+    ports = []
+    for _ in range(3):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    env = dict(os.environ, GPUSERVE_HTTP_PORT=str(ports[0]), GPUSERVE_GRPC_PORT=str(ports[1]),
+               GPUSERVE_METRICS_PORT=str(ports[2]))
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from gpuserve.cli import tritonserver_main; "
+                             "sys.exit(tritonserver_main())", f"--model-repository={ROOT / 'configs' / 'demo'}",
+                             "--http-address=127.0.0.1", "--log-verbose=0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read()
+            try:
+                if httpx.get(f"http://127.0.0.1:{ports[0]}/v2/health/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        else:
+            pytest.fail("not ready in time")
+        with socket.create_connection(("127.0.0.1", ports[1]), timeout=5):
+            pass  # gRPC on the port GPUSERVE_GRPC_PORT names
+    finally:
+        proc.terminate()
+        proc.wait(60)
