@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from typing import Optional
 
 from gpuserve import triton_pb_utils as pb
@@ -59,6 +60,16 @@ def bls_message(exc: BaseException, callee: str) -> str:
     return f"Model {callee} - Error when running inference: {message}"
 
 
+_FORKED = []  # not empty in a process a model forked (multiprocessing): the server's loop is not in it
+
+
+def _forked() -> None:
+    _FORKED.append(True)
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 class ServerBridge:
     """What a model's BLS calls reach: the data plane of the server that serves it, on its loop."""
 
@@ -81,6 +92,10 @@ class ServerBridge:
         if self.loop is None or self.loop.is_closed():
             coroutine.close()
             raise pb.TritonModelException("the server's event loop is not running yet")
+        if _FORKED:  # the loop's thread stayed in the parent: waiting on it would never end
+            coroutine.close()
+            raise pb.TritonModelException("BLS calls from a process the model forked are not supported by gpuserve "
+                                          "(its Python models run in the server's process)")
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
 
     def _registry(self):

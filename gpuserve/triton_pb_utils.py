@@ -239,8 +239,10 @@ def _never() -> bool:
 class InferenceRequest:
     """Both what `execute` receives and what a model builds for BLS (`exec` / `async_exec`)."""
 
-    def __init__(self, *, model_name: str = "", requested_output_names: Optional[List[str]] = None,
-                 inputs: Optional[List[Tensor]] = None, request_id: str = "", correlation_id=0, flags: int = 0,
+    # model_name, requested_output_names and inputs have no default: Triton's constructor refuses a call
+    # without one with a TypeError (qa's bls test_bls_incorrect_args)
+    def __init__(self, *, model_name: str, requested_output_names: List[str], inputs: List[Tensor],
+                 request_id: str = "", correlation_id=0, flags: int = 0,
                  timeout: int = 0, model_version: int = -1, parameters: Optional[Any] = None,
                  preferred_memory=None, trace=None):
         self._model_name = _text(model_name)
@@ -312,20 +314,41 @@ class InferenceRequest:
                                        "event loop (an async execute must 'await request.async_exec()'); the "
                                        "model's next executes run on its own thread")
         if decoupled:
-            return iter(bridge.run(bridge.infer_stream(self)))
+            return ResponseIterator(bridge.run(bridge.infer_stream(self)))
         return bridge.run(bridge.infer(self))
 
     async def async_exec(self, decoupled: bool = False):
         bridge = current_bridge()
         if bridge.on_loop_thread():
             if decoupled:
-                return iter(await bridge.infer_stream(self))
+                return ResponseIterator(await bridge.infer_stream(self))
             return await bridge.infer(self)
         future = asyncio.wrap_future(
             asyncio.run_coroutine_threadsafe(bridge.infer_stream(self) if decoupled else bridge.infer(self),
                                              bridge.loop))
         result = await future
-        return iter(result) if decoupled else result
+        return ResponseIterator(result) if decoupled else result
+
+
+class ResponseIterator:
+    """A decoupled BLS call's responses (`exec(decoupled=True)`), as Triton's iterator hands them: `next()` past
+    the last raises StopIteration, and a new `for` over an iterator gone to its end starts again from the
+    first response, while one over an iterator left midway goes on from there (qa bls test_response_iterator)."""
+
+    def __init__(self, responses):
+        self._responses = list(responses)
+        self._next = 0
+
+    def __iter__(self):
+        if self._next >= len(self._responses):
+            self._next = 0
+        return self
+
+    def __next__(self):
+        if self._next >= len(self._responses):
+            raise StopIteration("Iteration is done for the responses.")
+        self._next += 1
+        return self._responses[self._next - 1]
 
 
 class PreferredMemory:

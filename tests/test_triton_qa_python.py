@@ -14,6 +14,12 @@ L0_request_cancellation, L0_grpc_state_cleanup), with models written here. Each 
 - async_execute/concurrency_test.py: a decoupled model's `async def execute` runs in the background from its
   first request, so one instance's executes overlap (a shorter one answers first); an exception it raises
   after closing its streams is logged, as Triton's stub logs it.
+- bls (qa python_models/bls): `InferenceRequest` without model_name, inputs or requested_output_names is a
+  TypeError; a decoupled call's response iterator starts again once gone to its end and goes on when left
+  midway; a BLS call from a process the model forked fails at once (it hung, and with it the shutdown);
+  a request with too few inputs is refused for its count before its datatypes, as Triton core orders them;
+  a model.py's `unittest.main("model")` finds its own tests, sees none of the server's flags, and a
+  SystemExit from execute fails the request, not the server.
 - L0_request_cancellation scheduler_test (oldest/direct sequence): cancelling a request that waits for its
   sequence's turn cancels the sequence: its other waiting requests answer CANCELLED, counted CANCELED.
 """
@@ -143,6 +149,93 @@ MODELS = {
                 await asyncio.sleep(wait)
                 sender.send(pb_utils.InferenceResponse([pb_utils.Tensor("OUT", np.array([wait], np.float32))]),
                             flags=FINAL)
+        """),
+    # Two inputs, for a request giving one of them in the wrong datatype.
+    "two_inputs": ('backend: "python"\n'
+                   'input [ { name: "A" data_type: TYPE_FP32 dims: [ 2 ] }, { name: "B" data_type: TYPE_FP32 dims: [ 2 ] } ]\n'
+                   'output [ { name: "OUT" data_type: TYPE_FP32 dims: [ 2 ] } ]\n', """
+        class TritonPythonModel:
+            def execute(self, requests):
+                return [pb_utils.InferenceResponse([pb_utils.Tensor(
+                    "OUT", pb_utils.get_input_tensor_by_name(r, "A").as_numpy())]) for r in requests]
+        """),
+    # N responses then a bare final flag, as the square_int32 example.
+    "repeat": ('backend: "python"\nmodel_transaction_policy { decoupled: true }\n'
+               'input [ { name: "IN" data_type: TYPE_INT32 dims: [ 1 ] } ]\n'
+               'output [ { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] } ]\n', """
+        class TritonPythonModel:
+            def execute(self, requests):
+                for request in requests:
+                    n = pb_utils.get_input_tensor_by_name(request, "IN").as_numpy()
+                    sender = request.get_response_sender()
+                    for _ in range(int(n[0])):
+                        sender.send(pb_utils.InferenceResponse([pb_utils.Tensor("OUT", n)]))
+                    sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        """),
+    # BLS as qa's bls model calls it: the iterator of a decoupled call, and a call from a forked process.
+    "bls_caller": ('backend: "python"\n'
+                   'input [ { name: "WHAT" data_type: TYPE_STRING dims: [ 1 ] } ]\n'
+                   'output [ { name: "OUT" data_type: TYPE_STRING dims: [ 1 ] } ]\n', """
+        import os
+        import select
+
+        def iterated():
+            call = pb_utils.InferenceRequest(model_name="repeat", requested_output_names=["OUT"],
+                                             inputs=[pb_utils.Tensor("IN", np.array([3], np.int32))])
+            responses = call.exec(decoupled=True)
+            first = [len(list(responses))]
+            for _ in responses:  # a finished iterator starts again from the first response
+                pass
+            again = len(list(responses))
+            responses = call.exec(decoupled=True)
+            for i, _ in enumerate(responses):
+                if i == 1:
+                    break
+            next(responses)
+            rest = len(list(responses))  # one left midway goes on from there
+            try:
+                next(responses)
+                ended = False
+            except StopIteration:
+                ended = True
+            return {"first": first[0], "again": again, "rest": rest, "ended": ended}
+
+        def forked():
+            read, write = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    pb_utils.InferenceRequest(model_name="repeat", requested_output_names=["OUT"],
+                                              inputs=[pb_utils.Tensor("IN", np.array([1], np.int32))]).exec()
+                    os.write(write, b"answered")
+                except Exception as e:
+                    os.write(write, f"{type(e).__name__}: {e}".encode())
+                os._exit(0)
+            os.close(write)
+            if not select.select([read], [], [], 30)[0]:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                return "hung"
+            said = os.read(read, 4096).decode()
+            os.waitpid(pid, 0)
+            return said
+
+        def incomplete():
+            refused = []
+            for kwargs in ({"inputs": [], "requested_output_names": []}, {"model_name": "m", "inputs": []},
+                           {"model_name": "m", "requested_output_names": []}):
+                try:
+                    pb_utils.InferenceRequest(**kwargs)
+                except TypeError:
+                    refused.append(True)
+            return len(refused)
+
+        class TritonPythonModel:
+            def execute(self, requests):
+                what = pb_utils.get_input_tensor_by_name(requests[0], "WHAT").as_numpy()[0].decode()
+                said = {"iterated": iterated, "forked": forked, "incomplete": incomplete}[what]()
+                return [pb_utils.InferenceResponse([pb_utils.Tensor("OUT", np.array([json.dumps(said).encode()],
+                                                                                    dtype=object))])]
         """),
 }
 
@@ -294,3 +387,79 @@ def test_a_decoupled_async_execute_overlaps_the_next_one_and_its_error_is_logged
     client.close()
     assert got == ["0.2", "3.0"]
     _until(lambda: "ValueError: async_decoupled cannot wait a negative time" in caplog.text, "the error logged")
+
+
+def _bls(server, what):
+    tensor = httpclient.InferInput("WHAT", [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([what.encode()], dtype=object))
+    with _http(server) as client:
+        return json.loads(client.infer("bls_caller", [tensor]).as_numpy("OUT")[0])
+
+
+def test_a_decoupled_bls_iterator_restarts_when_finished_and_resumes_when_left_midway(server):
+    assert _bls(server, "iterated") == {"first": 4, "again": 4, "rest": 1, "ended": True}
+
+
+def test_an_incomplete_bls_request_is_a_type_error(server):
+    assert _bls(server, "incomplete") == 3
+
+
+def test_a_bls_call_from_a_forked_process_fails_at_once(server):
+    said = _bls(server, "forked")
+    assert said.startswith("TritonModelException: BLS calls from a process the model forked"), said
+
+
+def test_too_few_inputs_are_refused_for_their_count_before_their_datatype(server):
+    tensor = httpclient.InferInput("A", [2], "FP64").set_data_from_numpy(np.zeros(2))
+    with _http(server) as client, pytest.raises(InferenceServerException) as caught:
+        client.infer("two_inputs", [tensor])
+    assert "expected 2 inputs but got 1 inputs for model 'two_inputs'. Got input(s) ['A'], but missing required " \
+           "input(s) ['B']" in str(caught.value)
+
+
+def test_a_model_running_unittest_main_finds_its_tests_and_a_system_exit_fails_only_its_request(tmp_path):
+    root = tmp_path / "repo"
+    (root / "selftest" / "1").mkdir(parents=True)
+    (root / "selftest" / "config.pbtxt").write_text(
+        'backend: "python"\ninput [ { name: "EXIT" data_type: TYPE_BOOL dims: [ 1 ] } ]\n'
+        'output [ { name: "OUT" data_type: TYPE_STRING dims: [ 1 ] } ]\n')
+    (root / "selftest" / "1" / "model.py").write_text(HEADER + textwrap.dedent("""
+        import sys
+        import unittest
+
+        class SelfTest(unittest.TestCase):
+            def test_itself(self):
+                self.assertTrue(True)
+
+        class TritonPythonModel:
+            def execute(self, requests):
+                if pb_utils.get_input_tensor_by_name(requests[0], "EXIT").as_numpy()[0]:
+                    sys.exit(3)
+                run = unittest.main("model", exit=False).result
+                said = json.dumps([run.testsRun, run.wasSuccessful(), sys.argv[1:]])
+                return [pb_utils.InferenceResponse([pb_utils.Tensor("OUT", np.array([said.encode()], dtype=object))])]
+        """))
+    import subprocess
+    import sys
+    import urllib.request
+
+    server = subprocess.Popen([sys.executable, "-m", "gpuserve.cli", "start", f"--model-repository={root}",
+                               "--http-port", "9250", "--grpc-port", "9251", "--metrics-port", "9252"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def ready():
+            try:
+                return urllib.request.urlopen("http://127.0.0.1:9250/v2/health/ready", timeout=1).status == 200
+            except OSError:
+                return False
+        _until(ready, "the server ready")
+        with httpclient.InferenceServerClient("127.0.0.1:9250") as client:
+            def ask(leave):
+                tensor = httpclient.InferInput("EXIT", [1], "BOOL").set_data_from_numpy(np.array([leave]))
+                return client.infer("selftest", [tensor])
+            with pytest.raises(InferenceServerException, match="SystemExit: 3"):
+                ask(True)
+            assert json.loads(ask(False).as_numpy("OUT")[0]) == [1, True, []]
+    finally:
+        server.terminate()
+        server.wait(30)
