@@ -2,7 +2,8 @@
 tritonserver with massif; here the resident set of `gpuserve start` and its children is read from /proc.)
 
 Rounds of the same mixed traffic go to one server: V2 JSON and binary over HTTP, gRPC unary, a decoupled
-Python model over a gRPC stream, system shared memory, and refused requests (wrong shape, unknown model).
+Python model over a gRPC stream, an ensemble whose decoupled step's responses each run the next step, system
+shared memory, and refused requests (wrong shape, unknown model).
 After a warm-up round the resident set is sampled after every round; a server that keeps nothing per
 request levels off, so the figure reported is the growth per 10k requests over the second half of the
 rounds (the first half still fills caches and pools), for the main process and the Python-backend stubs.
@@ -50,6 +51,31 @@ output [ { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
 """
 
 
+PLUS_ONE = textwrap.dedent("""
+    import triton_python_backend_utils as pb_utils
+
+    class TritonPythonModel:
+        def execute(self, requests):
+            return [pb_utils.InferenceResponse([pb_utils.Tensor(
+                "Y", pb_utils.get_input_tensor_by_name(r, "X").as_numpy() + 1)]) for r in requests]
+    """)
+PLUS_ONE_CONFIG = """backend: "python"
+max_batch_size: 0
+input [ { name: "X" data_type: TYPE_INT32 dims: [ 1 ] } ]
+output [ { name: "Y" data_type: TYPE_INT32 dims: [ 1 ] } ]
+"""
+# the decoupled model's responses each run the next step (gpuserve/ensemble_stream.py: a task per response)
+FAN_CONFIG = """platform: "ensemble"
+max_batch_size: 0
+input [ { name: "N" data_type: TYPE_INT32 dims: [ 1 ] } ]
+output [ { name: "Y" data_type: TYPE_INT32 dims: [ 1 ] } ]
+ensemble_scheduling { step [
+  { model_name: "stream" model_version: -1 input_map { key: "N" value: "N" } output_map { key: "OUT" value: "T" } },
+  { model_name: "plus_one" model_version: -1 input_map { key: "X" value: "T" } output_map { key: "Y" value: "Y" } }
+] }
+"""
+
+
 def build_repository(root: Path) -> harness.ModelSpec:
     spec = harness.SMALL
     paths = harness.build_models(root / "_built", rebuild=False)
@@ -60,6 +86,11 @@ def build_repository(root: Path) -> harness.ModelSpec:
     (root / "stream" / "1").mkdir(parents=True, exist_ok=True)
     (root / "stream" / "1" / "model.py").write_text(DECOUPLED)
     (root / "stream" / "config.pbtxt").write_text(DECOUPLED_CONFIG)
+    (root / "plus_one" / "1").mkdir(parents=True, exist_ok=True)
+    (root / "plus_one" / "1" / "model.py").write_text(PLUS_ONE)
+    (root / "plus_one" / "config.pbtxt").write_text(PLUS_ONE_CONFIG)
+    (root / "fan" / "1").mkdir(parents=True, exist_ok=True)
+    (root / "fan" / "config.pbtxt").write_text(FAN_CONFIG)
     return spec
 
 
@@ -85,7 +116,8 @@ class Traffic:
         self.http_url, self.grpc_url = f"127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}"
         self.spec, self.threads = spec, threads
         self.x = np.random.default_rng(0).standard_normal((1, spec.in_features)).astype(np.float32)
-        self.kinds = [self.http_json, self.http_binary, self.grpc_unary, self.grpc_stream, self.shm, self.refused]
+        self.kinds = [self.http_json, self.http_binary, self.grpc_unary, self.grpc_stream, self.ensemble_stream,
+                      self.shm, self.refused]
 
     def _inputs(self, module, binary=True):
         tensor = module.InferInput(self.spec.input_name, list(self.x.shape), "FP32")
@@ -104,18 +136,21 @@ class Traffic:
     def grpc_unary(self, client):
         client["grpc"].infer("small", self._inputs(self.grpc))
 
-    def grpc_stream(self, client):
+    def grpc_stream(self, client, model="stream"):
         answers = queue.Queue()
         grpc = client["grpc"]
         grpc.start_stream(callback=lambda result, error: answers.put((result, error)))
         n = self.grpc.InferInput("N", [1], "INT32")
         n.set_data_from_numpy(np.array([4], np.int32))
-        grpc.async_stream_infer("stream", [n])
+        grpc.async_stream_infer(model, [n])
         for _ in range(4):
             result, error = answers.get(timeout=30)
             if error is not None:
                 raise RuntimeError(str(error))
         grpc.stop_stream()
+
+    def ensemble_stream(self, client):
+        self.grpc_stream(client, "fan")
 
     def shm(self, client):
         import tritonclient.utils.shared_memory as shm
@@ -190,7 +225,7 @@ def main() -> int:
            str(args.port + 1), "--metrics-port", str(args.port + 2)]
     server = harness.ServerProcess("gpuserve", cmd, harness.RESULTS / "memory_growth.log").start()
     try:
-        server.wait_ready([f"http://127.0.0.1:{args.port}/v2/models/{m}/ready" for m in ("small", "stream")])
+        server.wait_ready([f"http://127.0.0.1:{args.port}/v2/models/{m}/ready" for m in ("small", "stream", "fan")])
         traffic = Traffic(args.port, args.port + 1, spec, args.threads)
         traffic.round(args.requests)  # warm-up: pools, caches, stub processes
         main_pid = server.proc.pid
