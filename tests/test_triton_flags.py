@@ -110,29 +110,37 @@ def test_keepalive_flags_serve_grpc_on_grpc_aio_which_applies_them():
         assert grpcclient.InferenceServerClient(f"127.0.0.1:{server.ports['grpc']}").is_server_live()
 
 
-def test_a_triton_launch_line_starts_logs_to_its_file_and_notes_what_it_ignores(tmp_path):
-    log = tmp_path / "server.log"
+def _free_ports(count):
     ports = []
-    for _ in range(3):
+    for _ in range(count):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             ports.append(s.getsockname()[1])
+    return ports
+
+
+def _wait_ready(proc, port):
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read()
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    pytest.fail("not ready in time")
+
+
+def test_a_triton_launch_line_starts_logs_to_its_file_and_notes_what_it_ignores(tmp_path):
+    log = tmp_path / "server.log"
+    ports = _free_ports(3)
     proc = subprocess.Popen([sys.executable, "-m", "gpuserve.cli", "start", f"--model-repository={ROOT / 'configs' / 'demo'}",
                              f"--http-port={ports[0]}", f"--grpc-port={ports[1]}", f"--metrics-port={ports[2]}",
                              "--allow-grpc=false", f"--log-file={log}", "--buffer-manager-thread-count=4",
                              "--grpc-keepalive-time=7200000", "--http-address=127.0.0.1"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, proc.stderr.read()
-            try:
-                if httpx.get(f"http://127.0.0.1:{ports[0]}/v2/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        else:
-            pytest.fail("not ready in time")
+        _wait_ready(proc, ports[0])
         _refused("127.0.0.1", ports[1])  # --allow-grpc=false
         text = log.read_text()
         assert "--buffer-manager-thread-count=4 is a tritonserver flag with no gpuserve meaning" in text
@@ -195,11 +203,7 @@ def test_the_tritonserver_command_runs_a_tritonserver_launch_line(tmp_path):
 
     scripts = {e.name: e.value for e in importlib.metadata.entry_points(group="console_scripts")}
     assert scripts.get("tritonserver") == "gpuserve.cli:tritonserver_main"
-    ports = []
-    for _ in range(3):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
+    ports = _free_ports(3)
     env = dict(os.environ, GPUSERVE_HTTP_PORT=str(ports[0]), GPUSERVE_GRPC_PORT=str(ports[1]),
                GPUSERVE_METRICS_PORT=str(ports[2]))
     proc = subprocess.Popen([sys.executable, "-c", "import sys; from gpuserve.cli import tritonserver_main; "
@@ -207,16 +211,7 @@ def test_the_tritonserver_command_runs_a_tritonserver_launch_line(tmp_path):
                              "--http-address=127.0.0.1", "--log-verbose=0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, proc.stderr.read()
-            try:
-                if httpx.get(f"http://127.0.0.1:{ports[0]}/v2/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        else:
-            pytest.fail("not ready in time")
+        _wait_ready(proc, ports[0])
         with socket.create_connection(("127.0.0.1", ports[1]), timeout=5):
             pass  # gRPC on the port GPUSERVE_GRPC_PORT names
     finally:
