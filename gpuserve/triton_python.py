@@ -54,6 +54,7 @@ logger = logging.getLogger("gpuserve")
 SLOW_ON_LOOP_S = 0.01  # an execute on the loop's thread that takes longer stops executes running there
 WARMUP_WAIT_S = 60.0  # a warmup request whose response never comes fails the load after this
 READY_CHECK_S = 5.0  # as Triton: a model's is_ready() that takes longer means not ready
+MAX_PARALLEL_INSTANCES = 16  # instances of one model that initialize at once
 # Request parameters the protocol itself uses; `request.parameters()` shows only the client's own.
 PROTOCOL_PARAMETERS = frozenset({"binary_data_output", "sequence_id", "sequence_start", "sequence_end", "priority",
                                  "timeout", "triton_enable_empty_final_response"})
@@ -556,18 +557,25 @@ class TritonPythonBackendModel(FrameworkModel):
         return Instance(instance, instance.name, stats=self.stats, slots=1 if levels > 1 else 2)
 
     def _start_instances(self, cls, config: Dict[str, Any], folder: Path, device: str) -> List[PythonInstance]:
-        """One object per instance, named as Triton names them (GROUP, or GROUP_i when a group has several)."""
+        """One object per instance, named as Triton names them (GROUP, or GROUP_i when a group has several).
+        As Triton, the instances initialize in parallel (a slow `initialize` costs its time once, not once
+        per instance); when one fails, those that started are unloaded and its error is the load's."""
         arguments = json.dumps(config)
-        instances: List[PythonInstance] = []
-        try:
-            for group in config["instance_group"]:
-                for i in range(group["count"]):
-                    instances.append(self.start_instance(cls, group, i, arguments, folder, device))
-        except BaseException:
-            for instance in instances:
-                instance.unload()
-            raise
-        return instances
+        wanted = [(group, i) for group in config["instance_group"] for i in range(group["count"])]
+        if len(wanted) == 1:
+            return [self.start_instance(cls, wanted[0][0], 0, arguments, folder, device)]
+        with concurrent.futures.ThreadPoolExecutor(min(len(wanted), MAX_PARALLEL_INSTANCES),
+                                                   thread_name_prefix=f"init-{self.name}") as pool:
+            started = [pool.submit(self.start_instance, cls, group, i, arguments, folder, device)
+                       for group, i in wanted]
+            concurrent.futures.wait(started)
+        failed = next((f.exception() for f in started if f.exception() is not None), None)
+        if failed is not None:
+            for future in started:
+                if future.exception() is None:
+                    future.result().unload()
+            raise failed
+        return [future.result() for future in started]
 
     def start_instance(self, cls, group: Dict[str, Any], index: int, arguments: str, folder: Path,
                        device: str) -> "PythonInstance":
