@@ -307,6 +307,9 @@ class ModelRepository:
             if id(model) not in in_place:
                 await stop_model(model)
         self.unloaded.discard(name)
+        await stamp_files(models)
+        if ok and models and all(triton_form(m) for m in models):
+            logger.info("successfully loaded '%s'", name)  # Triton's line for a load of all its versions
         return ok
 
     async def unload_async(self, name: str, unload_dependents: bool = False) -> bool:
@@ -386,6 +389,17 @@ def triton_form(model: BaseKServeModel) -> bool:
     except AttributeError:  # a model that takes no new attributes: asked afresh each time
         pass
     return known
+
+
+async def stamp_files(models: List[BaseKServeModel]) -> None:
+    """Note, for each loaded Python model, the files a later reload compares (triton_instance_update.files_stamp),
+    once the whole load of its name is over: what its versions wrote into their folders while they loaded (a
+    log, a marker) is theirs, not a change."""
+    from gpuserve.triton_instance_update import files_stamp
+
+    for model in models:
+        if getattr(model, "ready", False) and getattr(model, "loaded_from", None) is not None:
+            model.files_stamp = await asyncio.to_thread(files_stamp, model)
 
 
 async def fail_together(models: List[BaseKServeModel]) -> None:

@@ -38,6 +38,41 @@ def file_digest(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+CODE_SUFFIXES = (".py", ".so", ".tar.gz")  # beside a model's versions: what model.py may import or run in
+
+
+def files_stamp(model) -> Optional[tuple]:
+    """What tells a reload that a loaded version's files changed, as Triton tells it by modification times:
+    every file in its version folder, and beside the versions (the model folder less its config) the code
+    model.py may use (modules, shared libraries, execution environments), each by path, size and time. So a
+    touched model.py or a new or edited helper module loads the version again, while what a model writes
+    beside its versions as it runs (a log, a counter) does not. Taken once a load is over, so what a version
+    writes into its own folder while it loads (a marker) is not a change either; __pycache__ folders and a
+    folder's own time (its file list shows what came or went) are left out."""
+    try:
+        version_folder = model.artefact().parent
+        folder = Path(model.settings.folder) if getattr(model.settings, "folder", None) else version_folder.parent
+        beside = [entry for entry in folder.iterdir()
+                  if entry.name not in ("config.pbtxt", "configs") and not entry.name.isdigit()]
+        return _files(version_folder.iterdir(), version_folder, lambda _: True), \
+            _files(beside, folder, lambda path: path.name.endswith(CODE_SUFFIXES))
+    except OSError:
+        return None
+
+
+def _files(entries, base: Path, wanted) -> tuple:
+    found = []
+    for entry in sorted(entries):
+        if entry.name == "__pycache__":
+            continue
+        if entry.is_dir():
+            found.extend(_files(entry.iterdir(), base, wanted))
+        elif wanted(entry):
+            stat = entry.stat()
+            found.append((str(entry.relative_to(base)), stat.st_size, stat.st_mtime_ns))
+    return tuple(found)
+
+
 def signature(group: Dict[str, Any]) -> tuple:
     """What an instance of a completed instance group is matched by: its kind and devices."""
     return group["kind"], tuple(group["gpus"])
@@ -53,15 +88,17 @@ def in_place_config(model, new) -> Optional[Dict[str, Any]]:
         return None
     try:
         path = new.artefact()
-        if file_digest(path) != source.digest:
+        stamp = getattr(model, "files_stamp", None)
+        if (files_stamp(new) != stamp) if stamp is not None else (file_digest(path) != source.digest):
             return None
         _, config = new.written_config()
         config = completed_config(complete_config(source.cls, config), model.name, source.device)
     except Exception:  # a config that does not read or complete: the full load reports it
         return None
-    unchanged = {k: v for k, v in model.config.items() if k != "instance_group"}
-    if json.dumps({k: v for k, v in config.items() if k != "instance_group"}, sort_keys=True) != \
-            json.dumps(unchanged, sort_keys=True):
+    # as Triton, a version whose config differs only in instance_group or version_policy is not loaded again
+    kept = lambda c: json.dumps({k: v for k, v in c.items() if k not in ("instance_group", "version_policy")},  # noqa: E731
+                                sort_keys=True)
+    if kept(config) != kept(model.config):
         return None
     return config
 

@@ -30,7 +30,8 @@ from gpuserve.logging_setup import configure_logging
 from gpuserve import context
 from gpuserve.model import BaseKServeModel, Model
 from gpuserve.predictor_config import PredictorConfig
-from gpuserve.model_repository import ModelRepository, fail_together, run_load, stop_model
+from gpuserve.model_repository import (ModelRepository, fail_together, run_load, stamp_files, stop_model,
+                                       triton_form)
 from gpuserve.repository_poll import RepositoryPoller
 from gpuserve.runtime_settings import trace_start_settings
 from gpuserve.settings import ServerSettings
@@ -468,7 +469,11 @@ class ModelServer:
             retries = self.settings.model_load_retry_count  # Triton's --model-load-retry-count
             await asyncio.gather(*(run_load(m, retries) for m in pending))  # starts their engines too
             for name in sorted({m.name for m in pending}):
-                await fail_together(list(self.registered_models.versions(name).values()))
+                versions = list(self.registered_models.versions(name).values())
+                await fail_together(versions)
+                await stamp_files(versions)
+                if all(m.ready and triton_form(m) for m in versions):
+                    logger.info("successfully loaded '%s'", name)  # Triton's line for a model's versions
         for model in loaded_ready:
             if getattr(model, "engine", False):
                 self._start_engine(model)
