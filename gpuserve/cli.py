@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import List, Optional
 
@@ -55,7 +56,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="ready only while every model is (setting strict_readiness)")
     triton.add_argument("--exit-on-error", type=_boolean, default=True, metavar="BOOL",
                         help="false: a repository folder that is missing leaves the server running, not live "
-                        "(as Triton's failed initialization), instead of exiting")
+                        "(as Triton's failed initialization), and a model that fails at start-up of a "
+                        "--model-repository launch line leaves the others serving, instead of exiting")
     triton.add_argument("--allow-client-shm", type=_boolean, default=None, metavar="BOOL",
                         help="false: clients may not register shared memory (setting allow_client_shm; default true)")
     triton.add_argument("--trace-config", action="append", default=None, metavar="[triton,]KEY=VALUE",
@@ -252,8 +254,8 @@ def model_control(args: argparse.Namespace) -> dict:
         return {"model_control_enabled": True, "load_models_at_startup": False, "startup_models": args.load_model or []}
     if mode == "poll":
         seconds = 15.0 if args.repository_poll_secs is None else args.repository_poll_secs
-        if seconds <= 0:
-            raise GpuserveError(f"--repository-poll-secs must be more than 0, got {args.repository_poll_secs:g}")
+        if seconds < 0:  # 0, as in Triton: the repository is read at start-up only (and the control API refused)
+            raise GpuserveError(f"--repository-poll-secs must be 0 or more, got {args.repository_poll_secs:g}")
         return {"model_control_enabled": False, "repository_poll_seconds": seconds}
     return {}
 
@@ -326,7 +328,14 @@ def start(args: argparse.Namespace) -> int:
         raise GpuserveError(f"failed to load '{missing[0]}': model not found in any model repository "
                             "(--exit-on-error=false serves the others)")
     registry = disk.populate(ModelRepository(), selection)
-    ModelServer(settings=settings, registered_models=registry).start()
+    server = ModelServer(settings=settings, registered_models=registry)
+    if args.model_repository:  # a tritonserver launch line: its start-up failure and its stop
+        server.exit_on_load_failure = bool(args.exit_on_error)
+        server.serve_open_connections = True
+    server.start()
+    if server.exit_timeout_expired:  # as tritonserver: what still runs is cut off, and the exit status says so
+        logging.shutdown()
+        os._exit(1)
     return 0
 
 
@@ -376,7 +385,7 @@ def _stacks_on_sigusr1() -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(triton_flags.joined(sys.argv[1:] if argv is None else argv))
     if args.command != "start":
         parser.print_help()
         return 2

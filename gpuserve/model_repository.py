@@ -98,6 +98,7 @@ class ModelRepository:
         # what is serving (the override stays until the model is unloaded or loaded with others)
         self.overrides: Dict[str, tuple] = {}
         self.plane = None  # the DataPlane serving this registry, set by it (in-process calls go through it)
+        self.loads: set = set()  # loads under way (tasks), which a shutdown waits for
 
     # KServe's API -------------------------------------------------------------------------------
     def get_model(self, name: str, version: Optional[str] = None) -> Optional[BaseKServeModel]:
@@ -205,6 +206,16 @@ class ModelRepository:
     async def load_async(self, name: str, config: Optional[str] = None, files: Optional[Dict[str, bytes]] = None,
                          *, _loading: Tuple[str, ...] = ()) -> bool:
         """Load or reload `name`; `config` (JSON) and `files` are Triton's load-time overrides."""
+        # As Triton, a load runs to its end even when the client that asked leaves, and a shutdown waits
+        # for the loads under way (server/shutdown.py) before it unloads everything
+        load = asyncio.ensure_future(self._locked_load(name, config, files, _loading))
+        loads = self.__dict__.setdefault("loads", set())
+        loads.add(load)
+        load.add_done_callback(_settled(loads))
+        return await asyncio.shield(load)
+
+    async def _locked_load(self, name: str, config: Optional[str], files: Optional[Dict[str, bytes]],
+                           _loading: Tuple[str, ...]) -> bool:
         held: List[asyncio.Lock] = []  # the locks of an ensemble's steps, held until it has loaded
         try:
             async with self._lock(name):
@@ -212,6 +223,7 @@ class ModelRepository:
         finally:
             for lock in held:
                 lock.release()
+            logger.debug("OnLoadFinal() '%s' for all version(s)", name)  # Triton's verbose line (qa greps it)
 
     async def _load_async(self, name: str, config: Optional[str], files: Optional[Dict[str, bytes]],
                           _loading: Tuple[str, ...], held: List[asyncio.Lock]) -> bool:
@@ -314,6 +326,8 @@ class ModelRepository:
 
     async def unload_async(self, name: str, unload_dependents: bool = False) -> bool:
         async with self._lock(name):
+            if name in self._versions:
+                logger.debug("AsyncUnload() '%s'", name)
             done = await self._unload_async(name, unload_dependents)
         # as Triton: the ensembles that call it are unloaded with it (not failed, not back later); after its
         # lock is let go, since such an ensemble's load holds its own lock while it waits for its steps'
@@ -462,6 +476,14 @@ def _stop(model: BaseKServeModel) -> None:
     except Exception:
         logger.exception("model '%s' failed to stop cleanly", model.name)
     model.ready = False
+
+
+def _settled(loads: set) -> Callable[[asyncio.Future], None]:
+    def settled(load: asyncio.Future) -> None:
+        loads.discard(load)
+        if not load.cancelled():
+            load.exception()  # taken here too: its client may have left (the error was logged by the load)
+    return settled
 
 
 def _overridden(repository: ModelRepository, hook: str):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 # flag -> grpc.aio channel argument, each in Triton's unit (ms, or a count / 0-1)
 GRPC_ARGUMENTS = {
@@ -31,7 +31,7 @@ GRPC_ARGUMENTS = {
 # taken and said in the log: gpuserve has its own way (README) or the feature is another server's
 NOTED = ("--buffer-manager-thread-count", "--cache-directory", "--cuda-virtual-address-size", "--enable-peer-access",
          "--grpc-infer-thread-count", "--grpc-max-response-pool-size", "--grpc-infer-response-compression-level",
-         "--host-policy", "--model-load-gpu-limit", "--repoagent-directory", "--min-supported-compute-capability",
+         "--host-policy", "--repoagent-directory", "--min-supported-compute-capability",
          "--sagemaker-thread-count", "--vertex-ai-thread-count",
          "--allow-cpu-metrics", "--metrics-interval-ms", "--model-load-thread-count")
 
@@ -68,6 +68,10 @@ def add_flags(group: argparse._ArgumentGroup, parser: argparse.ArgumentParser) -
     add("--http-max-input-size", type=int, metavar="BYTES", help="the largest request body taken")
     add("--response-cache-byte-size", type=int, metavar="BYTES", help="as --cache-config local,size=BYTES")
     add("--model-load-retry-count", type=int, metavar="N", help="load a model that failed again, up to N times")
+    add("--model-load-gpu-limit", action="append", metavar="DEVICE:FRACTION",
+        help="checked as Triton checks it; gpuserve loads on a GPU whatever its memory use (said in the log)")
+    add("--exit-timeout-secs", type=int, metavar="SECONDS", help="how long a shutdown waits for connections, "
+        "in-flight inferences and unloads (setting graceful_shutdown_seconds; default 30)")
     for flag in GRPC_ARGUMENTS:
         add(flag, type=int, metavar="N", help=argparse.SUPPRESS)
     add("--rate-limit", metavar="MODE", help="execution_count: Triton's rate limiter (instances run while the "
@@ -96,7 +100,8 @@ def settings_from(args: argparse.Namespace) -> Dict[str, Any]:
                       ("--metrics-address", "metrics_host"), ("--log-file", "log_file"),
                       ("--http-max-input-size", "max_request_bytes"),
                       ("--response-cache-byte-size", "response_cache_bytes"),
-                      ("--model-load-retry-count", "model_load_retry_count")):
+                      ("--model-load-retry-count", "model_load_retry_count"),
+                      ("--exit-timeout-secs", "graceful_shutdown_seconds")):
         if value(flag) is not None:
             out[key] = value(flag)
     if value("--allow-http") is not None:
@@ -109,11 +114,46 @@ def settings_from(args: argparse.Namespace) -> Dict[str, Any]:
         out["rate_limit"] = value("--rate-limit")
     if value("--rate-limit-resource"):
         out["rate_limit_resources"] = list(value("--rate-limit-resource"))
+    check_gpu_limits(value("--model-load-gpu-limit") or ())
     out.update(cloud_settings(args))
     arguments = {key: value(flag) for flag, key in GRPC_ARGUMENTS.items() if value(flag) is not None}
     if arguments:
         out["grpc_arguments"] = arguments
     return out
+
+
+def joined(argv: List[str]) -> List[str]:
+    """`--model-load-gpu-limit -1:0.6` as one `--model-load-gpu-limit=-1:0.6`: tritonserver takes a value that
+    starts with '-' after this flag (its qa does), where argparse would read it as another flag."""
+    out: List[str] = []
+    for token in argv:
+        if out and out[-1] == "--model-load-gpu-limit" and token.startswith("-"):
+            out[-1] = f"{out[-1]}={token}"
+        else:
+            out.append(token)
+    return out
+
+
+def check_gpu_limits(limits) -> None:
+    """--model-load-gpu-limit DEVICE:FRACTION values refused in Triton's words (it stops the start on them);
+    a good one is taken and said in the log, as gpuserve does not stop loads on a GPU's memory use."""
+    from gpuserve.errors import GpuserveError
+
+    for limit in limits:
+        device, colon, fraction = limit.partition(":")
+        try:
+            device_id, share = int(device), float(fraction)
+        except ValueError:
+            raise GpuserveError(f'Bad option: "--model-load-gpu-limit".\nFailed to parse {limit} as '
+                                "<int>:<float>") from None
+        if not colon:
+            raise GpuserveError(f'Bad option: "--model-load-gpu-limit".\nFailed to parse {limit} as <int>:<float>')
+        why = (f"expects device ID >= 0, got {device_id}" if device_id < 0 else
+               f"expects limit fraction to be in range [0.0, 1.0], got {share:f}" if not 0.0 <= share <= 1.0 else None)
+        if why:
+            raise GpuserveError(f"Failed to build Triton option: setting model load GPU limit: {why}")
+        logging.getLogger("gpuserve").warning("--model-load-gpu-limit=%s is taken; gpuserve does not stop loads "
+                                              "on a GPU's memory use", limit)
 
 
 def cloud_settings(args: argparse.Namespace) -> Dict[str, Any]:

@@ -25,7 +25,7 @@ from typing import Callable, Dict, List, Optional
 
 from gpuserve.engine import rate_limiter
 from gpuserve.dataplane import DataPlane
-from gpuserve.errors import InvalidSettings, NoModelReady
+from gpuserve.errors import GpuserveError, InvalidSettings, NoModelReady
 from gpuserve.logging_setup import configure_logging
 from gpuserve import context
 from gpuserve.model import BaseKServeModel, Model
@@ -43,6 +43,7 @@ from gpuserve.server.rest.fast_path import FastPath
 from gpuserve.server.restricted import HttpRestrictions, http_restrictions
 from gpuserve.server.nvml import GpuSampler
 from gpuserve.server.rest.common import ErrorRoutes
+from gpuserve.server import shutdown
 
 logger = logging.getLogger("gpuserve")
 
@@ -155,7 +156,20 @@ class _Uvicorn:
     async def serve(self) -> None:
         await self.server.serve(sockets=[self.sock])
 
-    def stop(self) -> None:
+    def stop_accepting(self, close_idle: bool = False) -> None:
+        """New connections refused, open ones served on, or closed once idle (server/shutdown.py)."""
+        for listener in getattr(self.server, "servers", ()):
+            listener.close()
+        if close_idle:
+            for connection in list(self.server.server_state.connections):
+                connection.shutdown()
+
+    def open_connections(self) -> int:
+        return len(self.server.server_state.connections)
+
+    def stop(self, grace_s: Optional[float] = None) -> None:
+        if grace_s is not None:
+            self.server.config.timeout_graceful_shutdown = grace_s
         self.server.should_exit = True
 
 
@@ -259,6 +273,12 @@ class ModelServer:
         self.ports: Dict[str, int] = {}
         self.grpc_servers: list = []  # the gRPC server serving (grpc.aio's or the native transport's)
         self.started = threading.Event()
+        self.exit_timeout_expired = False  # the last stop ran out of graceful_shutdown_seconds (server/shutdown.py)
+        self.exit_on_load_failure = False  # a model failing at start-up stops the server (tritonserver's way)
+        # tritonserver's stop: an idle keep-alive connection is served until it closes (within the exit
+        # timeout); else uvicorn's (KServe's): it is closed at once (server/shutdown.py)
+        self.serve_open_connections = False
+        self.load_failure: Optional[Exception] = None
         self._servers: List = []
         self._stopping: Optional[asyncio.Event] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
@@ -369,6 +389,7 @@ class ModelServer:
                                 cpu=s.cpu_metrics)
         app = build_app(self.dataplane, s, self.errors, exposition)
         self._servers, tasks = [], []
+        http = None  # the HTTP endpoint, which a shutdown drains first (server/shutdown.py)
         if http_sock is not None:
             http = _http_server(app, s, http_sock, FastPath(app, self.dataplane, self.errors, s.max_request_bytes),
                                 http_restrictions(s.http_restricted_api))
@@ -421,10 +442,10 @@ class ModelServer:
             poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await poller
+        left = await shutdown.stop_endpoints(http, grpc_server, s.graceful_shutdown_seconds,
+                                             close_idle=not self.serve_open_connections)
         for server in self._servers:
-            server.stop()
-        if grpc_server is not None:
-            await grpc_server.stop(s.graceful_shutdown_seconds)
+            server.stop(0 if server is http else None)
         await asyncio.gather(*tasks, return_exceptions=True)
         stop_wait.cancel()
         self.dataplane.started = False
@@ -434,8 +455,10 @@ class ModelServer:
         for task in self._engine_tasks:
             task.cancel()
         await asyncio.gather(*self._engine_tasks, return_exceptions=True)
-        await self._stop_models()
+        self.exit_timeout_expired = not await shutdown.stop_models(self.registered_models, left, stop_model)
         logger.info("gpuserve stopped")
+        if failure is None and self.load_failure is not None:
+            raise self.load_failure
         if failure is not None:
             raise failure
 
@@ -485,6 +508,11 @@ class ModelServer:
                 logger.info("model %s is ready", label)
             else:
                 logger.error("model %s is NOT ready: %s", label, model.reason)
+        if self.exit_on_load_failure and any(not m.ready for _, _, m in self.registered_models.all_versions()):
+            # tritonserver's --exit-on-error (default true): a model that failed at start-up stops the server
+            self.load_failure = GpuserveError("creating server: Internal - failed to load all models")
+            logger.error("%s (--exit-on-error=false serves the others)", self.load_failure)
+            self._stopping.set()
 
     def _start_engine(self, model: BaseKServeModel) -> None:
         """A model that came loaded: KServe runs its `start_engine()` beside the servers (it may serve for

@@ -240,8 +240,11 @@ def test_startup_model_rules_and_triton_default_strict_readiness(tmp_path):
     code, log = ended(launch(f"--model-repository={tmp_path}", "--model-control-mode=explicit", "--load-model=*",
                              "--load-model=good")[0], signal_first=False)
     assert code == 2 and "Wildcard model name '*' must be the ONLY startup model" in log
-    # a tritonserver launch line: Triton's default --strict-readiness=true (a model failed: not ready)
-    proc, http, _ = launch(f"--model-repository={tmp_path}")
+    # as tritonserver (--exit-on-error defaults true): a model that fails at start-up stops the server
+    code, log = ended(launch(f"--model-repository={tmp_path}")[0], signal_first=False)
+    assert code == 2 and "failed to load all models" in log
+    # --exit-on-error=false: Triton's default --strict-readiness=true (a model failed: not ready)
+    proc, http, _ = launch(f"--model-repository={tmp_path}", "--exit-on-error=false")
     try:
         wait_up(proc, http)
         for _ in range(600):
@@ -353,3 +356,224 @@ def test_a_config_with_no_version_folder_has_no_available_versions(tmp_path, cli
         http, _ = clients(server)
         assert error_of(lambda: infer(http, "empty")) == (
             "404", "Request for unknown model: 'empty' has no available versions")
+
+
+# --- shutdown, reloads by version, instances in parallel (qa L0_lifecycle test_shutdown_*, test_load_new_model_version,
+# test_concurrent_model_instance_load_speedup, test_load_gpu_limit's flag checks) -----------------------------------
+MY_PORTS = iter(range(9560, 9600))
+
+SLOW_MODEL = '''
+import json, time
+import triton_python_backend_utils as pb_utils
+
+class TritonPythonModel:
+    def initialize(self, args):
+        params = json.loads(args["model_config"]).get("parameters", {})
+        self.delay = float(params.get("delay_s", {}).get("string_value", "0"))
+        time.sleep(float(params.get("init_s", {}).get("string_value", "0")))
+
+    def execute(self, requests):
+        time.sleep(self.delay)
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("OUT", pb_utils.get_input_tensor_by_name(r, "IN")
+                                                            .as_numpy())]) for r in requests]
+'''
+
+
+def python_model(root, name, extra="", delay_s=0.0, init_s=0.0, versions=(1,), code=SLOW_MODEL):
+    folder = root / name
+    for version in versions:
+        (folder / str(version)).mkdir(parents=True, exist_ok=True)
+        (folder / str(version) / "model.py").write_text(code)
+    (folder / "config.pbtxt").write_text(
+        f'name: "{name}"\nbackend: "python"\nmax_batch_size: 8\n{extra}\n'
+        'input [ { name: "IN" data_type: TYPE_FP32 dims: [ 1 ] } ]\n'
+        'output [ { name: "OUT" data_type: TYPE_FP32 dims: [ 1 ] } ]\n'
+        f'parameters [ {{ key: "delay_s" value: {{ string_value: "{delay_s}" }} }}, '
+        f'{{ key: "init_s" value: {{ string_value: "{init_s}" }} }} ]\n')
+    return folder
+
+
+def launch_mine(*argv, env=None):
+    """`launch` on this part's ports (9560-9599), the log to stderr."""
+    import os
+
+    http, grpc, metrics = next(MY_PORTS), next(MY_PORTS), next(MY_PORTS)
+    proc = subprocess.Popen([sys.executable, "-m", "gpuserve.cli", "start", "--host", "127.0.0.1",
+                             f"--http-port={http}", f"--grpc-port={grpc}", f"--metrics-port={metrics}", *argv],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+    return proc, http, grpc
+
+
+def one(client_module, value=1.0):
+    tensor = client_module.InferInput("IN", [1, 1], "FP32")
+    tensor.set_data_from_numpy(np.full((1, 1), value, np.float32))
+    return [tensor]
+
+
+def ready(proc, http, name):
+    wait_up(proc, http)
+    for _ in range(600):
+        if httpx.get(f"http://127.0.0.1:{http}/v2/models/{name}/ready").status_code == 200:
+            return
+        asyncio.run(asyncio.sleep(0.1))
+    raise AssertionError(f"{name} not ready in 60 s")
+
+
+@pytest.mark.parametrize("transports", [{}, {"GPUSERVE_HTTP_SERVER": "uvicorn", "GPUSERVE_GRPC_TRANSPORT": "grpcio"}],
+                         ids=["gpuserve-native", "uvicorn-grpcio"])
+def test_sigterm_finishes_what_runs_refuses_what_is_new_and_serves_open_connections_as_tritonserver(
+        tmp_path, transports):
+    import signal
+    import time
+
+    python_model(tmp_path, "slow", "dynamic_batching {}", delay_s=1.5)
+    python_model(tmp_path, "seq", "sequence_batching { max_sequence_idle_microseconds: 2000000 }")
+    proc, http, grpc = launch_mine(f"--model-repository={tmp_path}", "--exit-timeout-secs=10", env=transports)
+    results = []
+    try:
+        ready(proc, http, "slow"), ready(proc, http, "seq")
+        kept = httpx.Client(base_url=f"http://127.0.0.1:{http}")  # a keep-alive connection, open at the stop
+        assert kept.get("/v2/health/ready").status_code == 200
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc}")
+        client.infer("seq", one(grpcclient), sequence_id=7, sequence_start=True)  # a sequence left open
+        client.async_infer("slow", one(grpcclient, 3.0), lambda result, error: results.append(error or result))
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        with pytest.raises(InferenceServerException):  # a new call reconnects and is refused
+            client.infer("slow", one(grpcclient))
+        with pytest.raises(httpx.ConnectError):  # so is a new HTTP connection
+            httpx.get(f"http://127.0.0.1:{http}/v2/health/live")
+        answer = kept.post("/v2/models/seq/infer", json={"inputs": [
+            {"name": "IN", "shape": [1, 1], "datatype": "FP32", "data": [2.0]}],
+            "parameters": {"sequence_id": 8, "sequence_start": True, "sequence_end": True}})
+        assert answer.status_code == 200 and answer.json()["outputs"][0]["data"] == [2.0]  # the open one is served
+        kept.close()
+        for _ in range(50):
+            if results:
+                break
+            time.sleep(0.1)
+        assert not isinstance(results[0], Exception) and results[0].as_numpy("OUT").tolist() == [[3.0]]
+        client.close()
+    finally:
+        code, log = ended(proc, signal_first=False)
+    assert code == 0
+    assert "Timeout 10: Found 1 HTTP service connections" in log
+    assert "gRPC service connections and inference handlers" in log or "Timeout 9: Found" in log
+    assert "Waiting for in-flight requests to complete." in log
+    assert "Model 'seq' (version 1) has 1 in-flight inferences" in log  # the open sequence, until it idles out
+    assert "All models are stopped, unloading models" in log
+    assert log.count("Timeout 10: ") == 1  # one countdown through every stage, never restarted
+
+
+def test_the_exit_timeout_cuts_off_what_still_runs_and_exits_1(tmp_path):
+    import signal
+    import time
+
+    python_model(tmp_path, "slow", delay_s=8)
+    proc, http, grpc = launch_mine(f"--model-repository={tmp_path}", "--exit-timeout-secs=1")
+    try:
+        ready(proc, http, "slow")
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc}")
+        client.async_infer("slow", one(grpcclient), lambda result, error: None)
+        time.sleep(0.5)
+        began = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code, log = ended(proc, signal_first=False)
+        assert time.monotonic() - began < 6
+        client.close()
+    finally:
+        ended(proc)
+    assert code == 1 and "Exit timeout expired. Exiting immediately." in log
+
+
+def test_a_load_under_way_at_the_stop_finishes_and_then_unloads(tmp_path):
+    import signal
+    import threading
+    import time
+
+    python_model(tmp_path, "late", init_s=2)
+    proc, http, _ = launch_mine(f"--model-repository={tmp_path}", "--model-control-mode=explicit", "--log-verbose=1")
+    try:
+        wait_up(proc, http)
+        threading.Thread(target=lambda: httpx.post(f"http://127.0.0.1:{http}/v2/repository/models/late/load",
+                                                   timeout=30), daemon=True).start()
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+    finally:
+        code, log = ended(proc, signal_first=False)
+    assert code == 0
+    assert "OnLoadFinal() 'late'" in log and "AsyncUnload() 'late'" in log
+    assert log.index("OnLoadFinal() 'late'") < log.index("AsyncUnload() 'late'")
+
+
+def test_bad_model_load_gpu_limits_stop_the_start_in_tritons_words(tmp_path):
+    code, log = ended(launch_mine(f"--model-repository={tmp_path}", "--model-load-gpu-limit", "-1:0.6")[0],
+                      signal_first=False)
+    assert code == 2 and "expects device ID >= 0, got -1" in log
+    code, log = ended(launch_mine(f"--model-repository={tmp_path}", "--model-load-gpu-limit", "0:-0.4")[0],
+                      signal_first=False)
+    assert code == 2 and "expects limit fraction to be in range [0.0, 1.0], got -0.4" in log
+
+
+COUNTING_MODEL = '''
+import os
+import triton_python_backend_utils as pb_utils
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.folder = args["model_repository"]
+        with open(os.path.join(self.folder, "loads.txt"), "a") as f:  # beside its versions
+            f.write(args["model_version"] + "\\n")
+        open(os.path.join(self.folder, args["model_version"], "marker"), "w").close()  # in its version folder
+
+    def execute(self, requests):
+        with open(os.path.join(self.folder, "served.log"), "a") as f:  # written as it serves
+            f.write("served\\n")
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("OUT", pb_utils.get_input_tensor_by_name(r, "IN")
+                                                            .as_numpy())]) for r in requests]
+'''
+
+
+def test_a_reload_loads_again_only_the_versions_whose_files_changed(tmp_path, clients):
+    import os
+    import time
+
+    root = tmp_path / "models"
+    folder = python_model(root, "m", "version_policy: { specific: { versions: [1, 2] } }", versions=(1, 2, 3),
+                          code=COUNTING_MODEL)
+    loads = lambda: sorted((folder / "loads.txt").read_text().split())  # noqa: E731
+    with serve([root], model_control_enabled=True) as server:
+        http, grpc = clients(server)
+        assert loads() == ["1", "2"]
+        assert infer_one(http, "m", "2") == [[1.0]]
+        http.load_model("m")  # nothing changed: what the model itself wrote into its folders is no change
+        assert loads() == ["1", "2"]
+        later = time.time() + 5
+        os.utime(folder / "2" / "model.py", (later, later))  # a touch: Triton goes by modification times
+        config = (folder / "config.pbtxt").read_text().replace("versions: [1, 2]", "versions: [1, 2, 3]")
+        (folder / "config.pbtxt").write_text(config)
+        grpc.load_model("m")
+        assert loads() == ["1", "2", "2", "3"]  # 1 untouched and only its version_policy changed: kept
+        assert all(http.is_model_ready("m", v) for v in ("1", "2", "3"))
+        (folder / "helper.py").write_text("X = 1\n")  # a file beside the versions: every version loads again
+        http.load_model("m")
+        assert loads() == ["1", "1", "2", "2", "2", "3", "3"]
+        assert infer_one(http, "m", "1") == [[1.0]]
+
+
+def infer_one(client, name, version=""):
+    return client.infer(name, one(httpclient), model_version=version).as_numpy("OUT").tolist()
+
+
+def test_instances_of_a_model_initialize_in_parallel(tmp_path, clients):
+    import time
+
+    python_model(tmp_path, "m", "instance_group [ { kind: KIND_CPU count: 3 } ]", init_s=1.5)
+    with serve([tmp_path], only=[], model_control_enabled=True) as server:
+        http, _ = clients(server)
+        began = time.monotonic()
+        http.load_model("m")
+        took = time.monotonic() - began
+        assert 1.5 <= took < 3.5, took  # one initialize's time, not three
+        assert infer_one(http, "m") == [[1.0]]

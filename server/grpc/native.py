@@ -327,11 +327,16 @@ class NativeGrpcServer:
             call.data(b"", True)
         return call
 
-    async def stop(self, grace: Optional[float]) -> None:
+    def stop_accepting(self) -> None:
+        """A shutdown's start: new connections are refused, open ones get GOAWAY (their calls under way
+        finish; a client's next call reconnects and is refused, as Triton's)."""
         if self.server is not None:
             self.server.close()
         for connection in list(self.connections):
             connection.goaway()
+
+    async def stop(self, grace: Optional[float]) -> None:
+        self.stop_accepting()
         if self.calls:
             _, pending = await asyncio.wait(list(self.calls), timeout=grace)
             for task in pending:

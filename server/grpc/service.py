@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import logging
 import time
 from typing import AsyncIterator, Dict, Optional, Tuple
@@ -384,6 +385,55 @@ def _add_health(server: grpc.aio.Server, plane: DataPlane, settings: ServerSetti
     return True
 
 
+class CallCounter(grpc.aio.ServerInterceptor):
+    """Counts the calls under way, which a shutdown waits for and names in Triton's log line."""
+
+    def __init__(self) -> None:
+        self.active = 0
+
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        if handler.unary_unary is not None:
+            return handler._replace(unary_unary=self._unary(handler.unary_unary))
+        if handler.unary_stream is not None:
+            return handler._replace(unary_stream=self._streaming(handler.unary_stream))
+        if handler.stream_unary is not None:
+            return handler._replace(stream_unary=self._unary(handler.stream_unary))
+        if handler.stream_stream is not None:
+            return handler._replace(stream_stream=self._streaming(handler.stream_stream))
+        return handler
+
+    def _unary(self, behaviour):
+        async def counted(request, context):
+            self.active += 1
+            try:
+                result = behaviour(request, context)
+                return await result if inspect.isawaitable(result) else result
+            finally:
+                self.active -= 1
+        return counted
+
+    def _streaming(self, behaviour):
+        async def counted(request, context):
+            self.active += 1
+            try:
+                result = behaviour(request, context)
+                if inspect.isawaitable(result):  # a behaviour that writes with context.write
+                    await result
+                    return
+                if hasattr(result, "__aiter__"):
+                    async for answer in result:
+                        yield answer
+                else:
+                    for answer in result:
+                        yield answer
+            finally:
+                self.active -= 1
+        return counted
+
+
 def _address(host: str, port: int) -> str:
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"  # IPv6 literal
@@ -397,7 +447,9 @@ async def start_grpc_server(plane: DataPlane, settings: ServerSettings) -> Tuple
     options = [("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit),
                ("grpc.so_reuseport", 1 if getattr(settings, "reuse_port", False) else 0)]
     options += sorted(settings.grpc_arguments.items())  # Triton's keepalive and connection-age flags
-    server = grpc.aio.server(options=options)
+    counter = CallCounter()
+    server = grpc.aio.server(options=options, interceptors=[counter])
+    server.gpuserve_calls = counter  # a shutdown waits for them (server/shutdown.py)
     servicer = restricted_servicer(plane, settings)
     server.add_generic_rpc_handlers((service_handler(servicer), repository_handler(servicer)))
     _add_health(server, plane, settings)

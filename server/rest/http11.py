@@ -485,6 +485,7 @@ class HttpServer:
         self.loop: Optional[asyncio.AbstractEventLoop] = None
         self._stop: Optional[asyncio.Event] = None
         self._timer: Optional[asyncio.TimerHandle] = None
+        self._listener: Optional[asyncio.AbstractServer] = None
 
     async def serve(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -492,17 +493,36 @@ class HttpServer:
         if self.stopping:
             self._stop.set()
         self._tick()
-        server = await self.loop.create_server(lambda: HttpConnection(self), sock=self.sock, backlog=2048)
+        self._listener = await self.loop.create_server(lambda: HttpConnection(self), sock=self.sock, backlog=2048)
+        if self.stopping:
+            self._listener.close()
         try:
             await self._stop.wait()
         finally:
-            server.close()
+            self._listener.close()
             await self._drain()
             if self._timer is not None:
                 self._timer.cancel()
 
-    def stop(self) -> None:
+    def stop_accepting(self, close_idle: bool = False) -> None:
+        """A shutdown's first step: new connections are refused; the open ones are still served (each answer
+        now says `connection: close` and closes its connection) until `stop()`, as Triton serves them, or with
+        `close_idle` those waiting for a request close now, as uvicorn (KServe) closes them."""
         self.stopping = True
+        if self._listener is not None:
+            self._listener.close()
+        if close_idle:
+            for connection in list(self.connections):
+                connection.shutdown()
+
+    def open_connections(self) -> int:
+        return len(self.connections)
+
+    def stop(self, grace_s: Optional[float] = None) -> None:
+        """Stop serving: idle connections close, answers under way get `grace_s` (default: graceful_s)."""
+        self.stopping = True
+        if grace_s is not None:
+            self.graceful_s = grace_s
         if self._stop is not None:
             self._stop.set()
 

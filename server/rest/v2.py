@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from gpuserve.dataplane import DataPlane
 from gpuserve.errors import InferenceError, ModelNotReady, ServerNotLive, ServerNotReady
+from gpuserve.model_repository import triton_form
 from gpuserve.types import InferRequest, InferResponse
 from gpuserve.server.rest.common import JSON_OPTIONS, ErrorRoutes, guarded, json_response, parse_json, read_body
 
@@ -77,9 +78,11 @@ def add_v2_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes, body_limi
         return json_response(plane.model_metadata(model_name, version))
 
     async def model_ready(model_name: str, version: Optional[str]):
+        model = plane.repository.get_model(model_name, version)
         if not await plane.model_healthy(model_name, version):
-            model = plane.repository.get_model(model_name, version)
             raise ModelNotReady(model_name, getattr(model, "reason", "") or None)
+        if model is not None and triton_form(model):  # as Triton: 200 and no body (scripts compare curl's output)
+            return Response(status_code=200)
         return json_response({"name": model_name, "ready": True})
 
     async def infer(model_name: str, version: Optional[str], request: Request):
