@@ -92,6 +92,9 @@ def _parser() -> argparse.ArgumentParser:
                             "(case-insensitive unless it starts with (?-i)) reach models as request parameters")
     for flag in TRACE_FLAGS:  # Triton's older spellings of --trace-config KEY=VALUE
         triton.add_argument(flag, action="append", default=None, metavar="VALUE", help=argparse.SUPPRESS)
+    triton.add_argument("--backend-config", action="append", default=None, metavar="[BACKEND,]SETTING=VALUE",
+                        help="Triton's backend settings (repeat); default-max-batch-size is the max_batch_size "
+                        "an ONNX model without one in its config is completed with (gpuserve/backend_config.py)")
     for flag in TRITON_NOTED:
         triton.add_argument(flag, default=None, metavar="VALUE", help=argparse.SUPPRESS)
     triton_flags.add_flags(triton, parser)  # the rest of tritonserver's line, after every flag defined here
@@ -100,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
 
 # tritonserver flags with no gpuserve meaning (their behaviour is gpuserve's own, README): taken and noted.
 TRITON_NOTED = ("--backend-directory",
-                "--backend-config", "--pinned-memory-pool-byte-size", "--cuda-memory-pool-byte-size",
+                "--pinned-memory-pool-byte-size", "--cuda-memory-pool-byte-size",
                 "--http-thread-count", "--grpc-infer-allocation-pool-size", "--exit-timeout-secs",
                 "--log-info", "--log-warning", "--log-error", "--log-format", "--id")
 
@@ -273,6 +276,12 @@ def start(args: argparse.Namespace) -> int:
     failure = f"model repository folder '{missing[0]}' does not exist or is not a folder" if missing else None
     if failure and args.exit_on_error:
         raise GpuserveError(failure)
+    from gpuserve import backend_config
+
+    try:
+        backend_config.configure(backend_config.parse(args.backend_config), auto_complete(args) is not False)
+    except ValueError as exc:
+        raise GpuserveError(str(exc)) from None
     from gpuserve.response_cache import parse_cache_config
 
     more = triton_flags.settings_from(args)

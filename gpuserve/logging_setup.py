@@ -26,7 +26,11 @@ def configure_logging(settings) -> None:
     if settings.logging_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        plain = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        # milliseconds after a dot, not logging's comma: a line holds no comma before its message (Triton's qa
+        # scripts split log lines on commas to read a logged "setting,value")
+        plain.default_msec_format = "%s.%03d"
+        handler.setFormatter(plain)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())

@@ -126,6 +126,7 @@ class FrameworkModel(Model):
             if self.ragged is not None:  # the engine sees the client's tensors and hands over whole requests
                 backends = [RaggedBackend(b, self.ragged, self.settings.inputs, self.settings.outputs)
                             for b in backends]
+            self._complete_max_batch(backends[0])
             self.kernels = kernel_plan(self.name, self.settings, backends[0])
             if self.sequences is not None:
                 self.sequences.check(backends[0].inputs, backends[0].outputs)
@@ -166,10 +167,16 @@ class FrameworkModel(Model):
             instance.ticket, instance.slots = ticket, 1  # one batch at a time while it holds resources
         self._tickets = tickets
         self.scheduler = Scheduler(self.name, instances, config, self.stats, batch_dim=batchable)
+        if self.settings.dynamic_batching is not None and self.sequences is None:
+            logger.debug("Starting dynamic-batcher thread")  # Triton's verbose words as its batcher starts
         self.ready = True
         logger.info("model %s: %d instance(s) on %s, max_batch_size %d", self.name, count, self.backend.device,
                     config.max_batch_size)
         return True
+
+    def _complete_max_batch(self, backend) -> None:
+        """Triton's auto-complete of a model in a Triton repository (versioned folders) whose config is
+        missing or lists no tensors: hook for the frameworks whose files describe their tensors."""
 
     def _sequence_inputs(self) -> Optional[SequenceInputs]:
         extra = self.settings.model_extra or {}
@@ -545,6 +552,33 @@ def _json_safe(array: np.ndarray) -> np.ndarray:
 
 class OnnxModel(FrameworkModel):
     platform = "onnxruntime_onnx"
+
+    def _complete_max_batch(self, backend) -> None:
+        """As Triton's ONNX Runtime backend completes a config that is missing or lists no inputs and outputs:
+        a model whose tensors all have a variable first dimension, and no max_batch_size, gets
+        --backend-config's default-max-batch-size (4 unless given; 0 leaves it unbatched) and, above 1,
+        dynamic batching. gpuserve's own bare model files keep their automatic batching."""
+        from gpuserve import backend_config
+
+        extra = self.settings.model_extra or {}
+        no_config = "triton_max_batch_size" not in extra and "triton_version_policy" in extra
+        bare_config = extra.get("triton_max_batch_size") == 0 and not self.settings.inputs \
+            and not self.settings.outputs
+        if not (no_config or bare_config) or self.settings.max_batch_size:
+            return
+        backend_config.say_configuration("onnxruntime")
+        default = backend_config.default_max_batch_size("onnxruntime")
+        if not all(spec.shape and spec.shape[0] == -1 for spec in [*backend.inputs, *backend.outputs]):
+            return
+        logger.warning("autofilled max_batch_size to %d for model '%s' since batching is supporrted but no "
+                       "max_batch_size is specified in model configuration. Must specify max_batch_size to utilize "
+                       "autofill with a larger max batch size", default, self.name)  # Triton's words, typo too
+        extra["triton_max_batch_size"] = default
+        self.settings.max_batch_size = default if default > 1 else 0
+        if default > 1 and self.settings.dynamic_batching is None:
+            from gpuserve.settings import DynamicBatching
+
+            self.settings.dynamic_batching = DynamicBatching()
 
     def artefact(self) -> Path:
         path = super().artefact()

@@ -584,3 +584,84 @@ def test_a_kind_model_libtorch_model_keeps_its_own_devices_and_shows_kind_model(
         np.testing.assert_array_equal(result.as_numpy("OUTPUT__0"), x + y)
         np.testing.assert_array_equal(result.as_numpy("OUTPUT__1"), x - y)
     assert asked == [None]
+
+
+# L0_backend_config: --backend-config, and default-max-batch-size completing an ONNX model's config ---------------
+
+def _batchable_onnx(path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Add", ["INPUT0", "INPUT1"], ["OUTPUT0"])], "add",
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 16]) for n in ("INPUT0", "INPUT1")],
+                              [helper.make_tensor_value_info("OUTPUT0", TensorProto.FLOAT, ["N", 16])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+@pytest.fixture
+def backend_settings():
+    from gpuserve import backend_config
+
+    yield backend_config
+    backend_config.configure({})
+
+
+@pytest.mark.parametrize("given, said", [
+    (",default-max-batch-size=3", "No backend specified. --backend-config option format is <backend name>,<setting>="
+                                  "<value> or <setting>=<value>. Got ,default-max-batch-size=3"),
+    ("default-max-batch-size=", "--backend-config option format is '<backend name>,<setting>=<value>'. Got "
+                                "default-max-batch-size="),
+    ("onnxruntime,default-max-batch-size", "--backend-config option format is '<backend name>,<setting>=<value>'. "
+                                           "Got onnxruntime,default-max-batch-size"),
+])
+def test_a_malformed_backend_config_stops_the_start_in_tritons_words(tmp_path, capsys, given, said):
+    from gpuserve.cli import main
+
+    assert main(["start", "--model-repository", str(tmp_path), f"--backend-config={given}"]) == 2
+    assert said in capsys.readouterr().err
+
+
+def test_backend_config_settings_resolve_as_tritons(backend_settings):
+    """Global settings, then the backend's own over them, in name order; default-max-batch-size 4 where not
+    given (gpuserve took --backend-config once and ignored it)."""
+    from gpuserve.cli import _parser
+
+    args = _parser().parse_args(["start", ".", "--backend-config=default-max-batch-size=7",
+                                 "--backend-config=onnxruntime,default-max-batch-size=8",
+                                 "--backend-config=onnxruntime,z=0", "--backend-config=onnxruntime,a=0"])
+    backend_settings.configure(backend_settings.parse(args.backend_config))
+    assert list(backend_settings.settings_for("onnxruntime").items()) == [
+        ("a", "0"), ("auto-complete-config", "true"), ("backend-directory", "/opt/tritonserver/backends"),
+        ("default-max-batch-size", "8"), ("min-compute-capability", "6.000000"), ("z", "0")]
+    assert backend_settings.settings_for("pytorch")["default-max-batch-size"] == "7"
+    backend_settings.configure({})
+    assert list(backend_settings.settings_for("onnxruntime"))[-1] == "default-max-batch-size"
+
+
+@pytest.mark.parametrize("given, max_batch_size, dims, batching", [
+    (None, 4, [16], True), ("5", 5, [16], True), ("0", 0, [-1, 16], False)])
+def test_an_onnx_model_without_config_is_completed_with_default_max_batch_size(tmp_path, backend_settings, caplog,
+                                                                               given, max_batch_size, dims, batching):
+    """As Triton's ONNX Runtime backend: a batching model with no max_batch_size gets default-max-batch-size
+    (4 unless --backend-config gives one) and dynamic batching above 1 (gpuserve completed it with 64)."""
+    (tmp_path / "no_config" / "1").mkdir(parents=True)
+    _batchable_onnx(tmp_path / "no_config" / "1" / "model.onnx")
+    backend_settings.configure({"onnxruntime": {"default-max-batch-size": given}} if given else {})
+    with caplog.at_level(logging.DEBUG, logger="gpuserve"), _serve_here(tmp_path) as server:
+        client = httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}")
+        config = client.get_model_config("no_config")
+        assert config["max_batch_size"] == max_batch_size and config["input"][0]["dims"] == dims
+        assert ("dynamic_batching" in config) is batching
+        x = np.ones((1, 16), np.float32)
+        inputs = [httpclient.InferInput(n, [1, 16], "FP32") for n in ("INPUT0", "INPUT1")]
+        for tensor in inputs:
+            tensor.set_data_from_numpy(x)
+        np.testing.assert_array_equal(client.infer("no_config", inputs).as_numpy("OUTPUT0"), x + x)
+    said = caplog.text
+    assert (f"Found overwritten default setting: default-max-batch-size,{given}" if given else
+            "Adding default backend config setting: default-max-batch-size,4") in said
+    assert f"autofilled max_batch_size to {max_batch_size} for model 'no_config'" in said
+    assert ("Starting dynamic-batcher thread" in said) is batching
+    assert 'backend configuration:\\n{"cmdline":{"auto-complete-config":"true",' in said
