@@ -112,6 +112,8 @@ class Tensor:
         if self._bf16:  # a bfloat16 DLPack tensor, as Triton hands it over (its values are exact in bfloat16)
             import torch
             return torch.from_numpy(np.ascontiguousarray(self._array)).to(torch.bfloat16).__dlpack__()
+        if not self._array.flags.writeable:  # a request's bytes, read in place: this NumPy's DLPack refuses
+            self._array = self._array.copy()  # read-only arrays, so export (and keep) a copy, once
         return self._array.__dlpack__()
 
     @staticmethod

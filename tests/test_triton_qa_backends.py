@@ -665,3 +665,39 @@ def test_an_onnx_model_without_config_is_completed_with_default_max_batch_size(t
     assert f"autofilled max_batch_size to {max_batch_size} for model 'no_config'" in said
     assert ("Starting dynamic-batcher thread" in said) is batching
     assert 'backend configuration:\\n{"cmdline":{"auto-complete-config":"true",' in said
+
+
+# L0_io (CPU parts): a Python model reading its inputs through DLPack -----------------------------------------
+
+DLPACK_CONFIG = """
+backend: "python"
+max_batch_size: 64
+input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 16 ] }, { name: "INPUT1" data_type: TYPE_FP32 dims: [ 16 ] } ]
+output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 16 ] } ]
+"""
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_a_python_model_takes_its_inputs_through_dlpack(tmp_path, binary):
+    """As qa's dlpack_add_sub: Tensor.to_dlpack() of a request's input works (gpuserve reads binary inputs in
+    place, read-only, and this NumPy's DLPack refuses read-only arrays: every request failed with BufferError)."""
+    _python_model(tmp_path, "dlpack_add", DLPACK_CONFIG, """
+        from torch.utils.dlpack import from_dlpack, to_dlpack
+
+        class TritonPythonModel:
+            def execute(self, requests):
+                responses = []
+                for request in requests:
+                    a, b = (from_dlpack(pb_utils.get_input_tensor_by_name(request, n).to_dlpack())
+                            for n in ("INPUT0", "INPUT1"))
+                    out = pb_utils.Tensor.from_dlpack("OUTPUT0", to_dlpack(a + b))
+                    responses.append(pb_utils.InferenceResponse([out]))
+                return responses
+        """)
+    with _serve_here(tmp_path) as server:
+        client = httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}")
+        x = np.arange(16, dtype=np.float32)[None]
+        inputs = [httpclient.InferInput(n, [1, 16], "FP32") for n in ("INPUT0", "INPUT1")]
+        for tensor in inputs:
+            tensor.set_data_from_numpy(x, binary_data=binary)
+        np.testing.assert_array_equal(client.infer("dlpack_add", inputs).as_numpy("OUTPUT0"), x + x)
