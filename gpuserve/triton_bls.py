@@ -154,9 +154,16 @@ class ServerBridge:
         model = self._registry().get_model(name, version or None)
         return bool(model is not None and model.ready)
 
-    async def load(self, name: str) -> None:
-        if not await self._registry().load_async(name):
-            raise pb.TritonModelException(f"failed to load '{name}'")
+    async def load(self, name: str, config: Optional[str] = None, files: Optional[dict] = None) -> None:
+        registry = self._registry()
+        try:
+            loaded = await (registry.load_async(name, config, files) if config is not None or files
+                            else registry.load_async(name))
+        except Exception as exc:  # a malformed override, a model that is nowhere: the model sees Triton's exception
+            raise pb.TritonModelException(f"failed to load '{name}': {exc}") from None
+        if not loaded:
+            reason = getattr(registry, "load_failures", {}).get(name) or ""
+            raise pb.TritonModelException(f"failed to load '{name}'" + (f": {reason}" if reason else ""))
 
     async def unload(self, name: str) -> None:
         await self._registry().unload_async(name)

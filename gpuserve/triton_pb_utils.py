@@ -309,6 +309,7 @@ class InferenceRequest:
 
     # BLS ---------------------------------------------------------------------------------------
     def exec(self, decoupled: bool = False):
+        _bls_allowed()
         bridge = current_bridge()
         if bridge.on_loop_thread():
             bridge.loop_thread_call()  # a quick execute ran on the loop's thread: later ones will not
@@ -320,6 +321,7 @@ class InferenceRequest:
         return bridge.run(bridge.infer(self))
 
     async def async_exec(self, decoupled: bool = False):
+        _bls_allowed()
         bridge = current_bridge()
         if bridge.on_loop_thread():
             if decoupled:
@@ -373,6 +375,17 @@ def set_bridge(bridge, thread_default: bool = True) -> None:
         _default["bridge"] = bridge
 
 
+def outside_execute(flag: bool) -> None:
+    """This thread runs a model's initialize or finalize (True), or no longer does: Triton's stub refuses BLS
+    there."""
+    _local.outside_execute = flag
+
+
+def _bls_allowed() -> None:
+    if getattr(_local, "outside_execute", False):
+        raise TritonModelException("BLS is only supported during the 'execute' function.")
+
+
 def current_bridge():
     bridge = getattr(_local, "bridge", None) or _default["bridge"]
     if bridge is None:
@@ -386,10 +399,9 @@ def is_model_ready(model_name: str, model_version: str = "") -> bool:
 
 
 def load_model(model_name: str, config: str = "", files: Optional[dict] = None) -> None:
-    if config or files:
-        raise TritonModelException("load_model with a config or files override is not supported by gpuserve; "
-                                   "change the model's folder and load it by name")
-    current_bridge().run(current_bridge().load(_text(model_name)))
+    """Load or reload, with Triton's load-time overrides: `config` (JSON) and `files` ({"file:PATH": bytes})."""
+    bridge = current_bridge()
+    bridge.run(bridge.load(_text(model_name), config or None, dict(files) if files else None))
 
 
 def unload_model(model_name: str, unload_dependents: bool = False) -> None:

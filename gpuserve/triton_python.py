@@ -132,8 +132,8 @@ class PythonInstance:
 
         def run() -> None:
             pb.set_bridge(self.owner.bridge, thread_default=False)  # BLS from the model's coroutines
-            asyncio.set_event_loop(loop)
             running_model(self.owner.module)
+            asyncio.set_event_loop(loop)
             loop.run_forever()
 
         self._loop_thread = threading.Thread(target=run, name=f"{self.name}-async", daemon=True)
@@ -170,8 +170,8 @@ class PythonInstance:
     def run_requests(self, jobs) -> List[object]:
         """Per job, its InferResponse or the error that fails it alone; execute runs once for all."""
         pb.set_bridge(self.owner.bridge)
-        requests = [self._request(job) for job in jobs]
         running_model(self.owner.module)
+        requests = [self._request(job) for job in jobs]
         started = time.perf_counter()
         decoupled = self.owner.decoupled
         try:
@@ -355,10 +355,12 @@ class PythonInstance:
         finalize = getattr(self.obj, "finalize", None)
         try:
             if finalize is not None:
+                pb.outside_execute(True)
                 self._call(finalize)
         except Exception:
             logger.exception("model %s: finalize() failed", self.name)
         finally:
+            pb.outside_execute(False)
             if self._loop_thread is not None:
                 self._loop.call_soon_threadsafe(self._loop.stop)
                 self._loop_thread.join(5)
@@ -436,8 +438,24 @@ class TritonPythonBackendModel(FrameworkModel):
         self.loaded_from: Optional[LoadedFrom] = None
         self.batching: Optional[BatchingConfig] = None
         self._module_name = ""  # model.py's module in sys.modules, dropped at unload (reloads import afresh)
-
         self.module = None  # model.py's module: what `import model` gives the model's code
+
+    @property
+    def registry(self):
+        return self._registry
+
+    @registry.setter
+    def registry(self, registry) -> None:
+        """Set by the ModelRepository that serves the model; when it does so on the server's loop (a load through
+        the repository API), that loop is where BLS and model loading calls go from `initialize` on."""
+        self._registry = registry
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if self.bridge.loop is None or self.bridge.loop.is_closed():
+            self.bridge.loop = loop
+
     def artefact(self) -> Path:
         if not self.uri:
             raise ModelMissingError(f"model '{self.name}' has no model.py")
@@ -593,7 +611,12 @@ class TritonPythonBackendModel(FrameworkModel):
         initialize = getattr(obj, "initialize", None)
         if initialize is not None:
             pb.set_bridge(self.bridge, thread_default=False)
-            instance._call(initialize, args)
+            running_model(self.module)
+            pb.outside_execute(True)
+            try:
+                instance._call(initialize, args)
+            finally:
+                pb.outside_execute(False)
         return instance
 
     async def healthy(self) -> bool:
@@ -601,7 +624,6 @@ class TritonPythonBackendModel(FrameworkModel):
         for instance in list(self.instances):
             check = getattr(instance.obj, "is_ready", None)
             if check is None:
-            running_model(self.module)
                 continue
             call = (lambda c=check: asyncio.run(c())) if inspect.iscoroutinefunction(check) else check
             try:

@@ -20,6 +20,9 @@ L0_request_cancellation, L0_grpc_state_cleanup), with models written here. Each 
   a request with too few inputs is refused for its count before its datatypes, as Triton core orders them;
   a model.py's `unittest.main("model")` finds its own tests, sees none of the server's flags, and a
   SystemExit from execute fails the request, not the server.
+- bls (bls_init_error, bls_finalize_error, bls_model_loading): BLS from initialize or finalize is refused in
+  Triton's words; `pb_utils.load_model` takes a config and files override, and works from the initialize
+  of a model loaded through the repository API.
 - L0_request_cancellation scheduler_test (oldest/direct sequence): cancelling a request that waits for its
   sequence's turn cancels the sequence: its other waiting requests answer CANCELLED, counted CANCELED.
 """
@@ -463,3 +466,42 @@ def test_a_model_running_unittest_main_finds_its_tests_and_a_system_exit_fails_o
     finally:
         server.terminate()
         server.wait(30)
+
+
+def test_bls_in_initialize_is_refused_and_load_model_takes_an_override_from_initialize(tmp_path):
+    root = tmp_path / "repo"
+    io = ('input [ { name: "IN" data_type: TYPE_INT32 dims: [ 1 ] } ]\n'
+          'output [ { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] } ]\n')
+    execute = """
+            def execute(self, requests):
+                return [pb_utils.InferenceResponse([pb_utils.Tensor(
+                    "OUT", pb_utils.get_input_tensor_by_name(r, "IN").as_numpy())]) for r in requests]
+        """
+    override = json.dumps({"backend": "python", "parameters": {"from": {"string_value": "initialize"}},
+                           "input": [{"name": "IN", "data_type": "TYPE_INT32", "dims": [1]}],
+                           "output": [{"name": "OUT", "data_type": "TYPE_INT32", "dims": [1]}]})
+    models = {
+        "target": "",
+        "bls_in_init": """
+            def initialize(self, args):
+                pb_utils.InferenceRequest(model_name="target", requested_output_names=["OUT"],
+                                          inputs=[pb_utils.Tensor("IN", np.array([1], np.int32))]).exec()
+        """,
+        "loader": f"""
+            def initialize(self, args):
+                pb_utils.load_model("target", config={override!r})
+        """,
+    }
+    models = {name: "class TritonPythonModel:\n" + textwrap.indent(textwrap.dedent(init) + textwrap.dedent(execute),
+                                                                      "    ") for name, init in models.items()}
+    for name, code in models.items():
+        (root / name / "1").mkdir(parents=True)
+        (root / name / "config.pbtxt").write_text('backend: "python"\n' + io)
+        (root / name / "1" / "model.py").write_text(HEADER + code)
+    with running_server(repository=DiskRepository(root).populate(ModelRepository(), [])) as running:
+        with _http(running) as client:
+            with pytest.raises(InferenceServerException) as caught:
+                client.load_model("bls_in_init")
+            assert "BLS is only supported during the 'execute' function." in str(caught.value)
+            client.load_model("loader")
+            assert client.get_model_config("target")["parameters"] == {"from": {"string_value": "initialize"}}
