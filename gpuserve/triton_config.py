@@ -297,6 +297,9 @@ def settings_from_config(folder: Path, config: Dict[str, Any], version: Optional
     platform = config.get("platform") or ""
     backend = config.get("backend") or ""
     runtime = PLATFORMS.get(platform) or PLATFORMS.get(backend) or ("triton_python" if backend in OWN_BACKENDS else None)
+    torch_in_python = backend == "pytorch" and str(config.get("runtime") or "") == "model.py"
+    if torch_in_python:  # Triton's PyTorch runtime in Python, a Python-backend model (its file below)
+        runtime = "triton_python"
     if runtime is None and not platform and not backend:  # as Triton: the framework the version's file names
         runtime = _runtime_of_files(folder / str(version) if version is not None else folder, config)
     _check_runtime_field(config, backend)
@@ -318,6 +321,8 @@ def settings_from_config(folder: Path, config: Dict[str, Any], version: Optional
     filename = config.get("default_model_filename") or DEFAULT_FILES[runtime]
     if backend in OWN_BACKENDS:  # Triton's test backends: gpuserve's own model.py for each (gpuserve/triton_*.py)
         where, filename = Path(__file__).parent, OWN_BACKENDS[backend]
+    if torch_in_python:
+        where, filename = Path(__file__).parent, "triton_backends/pytorch_runtime.py"
     settings: Dict[str, Any] = {
         "name": config["name"], "implementation": runtime, "platform": platform,
         "parameters": {"uri": str(where / filename), "version": str(version) if version is not None else None},
@@ -442,7 +447,7 @@ def _check_runtime_field(config: Dict[str, Any], backend: str) -> None:
 
     if runtime.startswith("/") or posixpath.normpath(runtime).startswith(".."):
         raise InvalidSettings(f"backend library name '{runtime}' escapes backend directory")
-    if runtime not in (f"libtriton_{backend}.so", "model.py" if backend == "python" else ""):
+    if runtime not in (f"libtriton_{backend}.so", "model.py" if backend in ("python", "pytorch") else ""):
         raise InvalidSettings(f"unable to find backend library '{runtime}' for model '{config['name']}'")
 
 

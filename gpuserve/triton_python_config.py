@@ -142,8 +142,8 @@ def completed_config(config: Dict[str, Any], name: str, device: str) -> Dict[str
     config = normalize({**config, "name": name}, device)
     out: Dict[str, Any] = {
         "name": name, "platform": "",
-        "backend": config["backend"] if config.get("backend") in ("identity", "square") else "python",
-        "runtime": "",
+        "backend": config["backend"] if config.get("backend") in ("identity", "square", "pytorch") else "python",
+        "runtime": "model.py" if config.get("backend") == "pytorch" else "",
         "version_policy": config.get("version_policy") or {"latest": {"num_versions": 1}},
         "max_batch_size": int(config.get("max_batch_size", 0) or 0),
         "input": [{**_INPUT_DEFAULTS, **t, "dims": [int(d) for d in t.get("dims", [])]} for t in config.get("input", [])],
@@ -152,7 +152,9 @@ def completed_config(config: Dict[str, Any], name: str, device: str) -> Dict[str
         "batch_input": config.get("batch_input", []), "batch_output": config.get("batch_output", []),
         "optimization": {**_OPTIMIZATION_DEFAULTS, **config["optimization"]},
         "instance_group": config["instance_group"],
-        "default_model_filename": config.get("default_model_filename") or "model.py",
+        # a PyTorch runtime model's file is found by the runtime (model.py, else model.pt): none is filled in
+        "default_model_filename": config.get("default_model_filename") or (
+            "" if config.get("backend") == "pytorch" else "model.py"),
         "cc_model_filenames": config.get("cc_model_filenames", {}), "metric_tags": config.get("metric_tags", {}),
         "parameters": config.get("parameters", {}), "model_warmup": config.get("model_warmup", []),
     }

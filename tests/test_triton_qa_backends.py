@@ -24,6 +24,14 @@ as its test.sh runs Triton; these are the cases where gpuserve first behaved dif
   each; an ensemble reaches its own folder's copy (else the one copy elsewhere, as the folders change), a
   plain request for it is refused with Triton's "... model namespace must be provided to resolve
   ambiguity."; --model-control-mode takes POLL/EXPLICIT in capitals, as Triton does.
+- L0_initializer_as_input: an ONNX initializer the graph also lists as an input is an optional input (the model
+  failed to load); a missing required input is refused in Triton core's words.
+- L0_libtorch_instance_group_kind_model: KIND_MODEL shows as such and leaves device placement to the model.
+- L0_backend_config: --backend-config is parsed and refused in Triton's words; default-max-batch-size completes
+  an ONNX model without a config (gpuserve completed it with 64), with Triton's verbose log lines.
+- L0_io (CPU parts): a Python model's Tensor.to_dlpack() of a binary request input works (BufferError before).
+- L0_pytorch_python_runtime: backend "pytorch" with runtime "model.py" runs an nn.Module or TorchScript file
+  as Triton's PyTorch runtime in Python does (the config was refused).
 """
 
 import logging
@@ -701,3 +709,77 @@ def test_a_python_model_takes_its_inputs_through_dlpack(tmp_path, binary):
         for tensor in inputs:
             tensor.set_data_from_numpy(x, binary_data=binary)
         np.testing.assert_array_equal(client.infer("dlpack_add", inputs).as_numpy("OUTPUT0"), x + x)
+
+
+# L0_pytorch_python_runtime: backend "pytorch" with runtime "model.py" ----------------------------------------
+
+TORCH_RUNTIME = """
+backend: "pytorch"
+runtime: "model.py"
+max_batch_size: {batch}
+input [ {{ name: "INPUT0" data_type: TYPE_FP32 dims: [ 4 ] }}, {{ name: "INPUT1" data_type: TYPE_FP32 dims: [ 4 ] }} ]
+output [ {{ name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 4 ] }}, {{ name: "OUTPUT1" data_type: TYPE_FP32 dims: [ 4 ] }} ]
+parameters: {{ key: "TORCH_COMPILE_OPTIONAL_PARAMETERS" value: {{ string_value: "{{\\"disable\\": true}}" }} }}
+{extra}
+"""
+
+TORCH_MODULE = """
+import torch
+
+
+class AddSubNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(1))
+
+    def forward(self, INPUT0, INPUT1):
+        return (INPUT0 + INPUT1) * self.scale, INPUT0 - INPUT1
+"""
+
+
+def test_the_pytorch_runtime_in_python_serves_modules_and_torchscript(tmp_path, caplog):
+    """As Triton's PyTorch runtime in Python: a model.py's nn.Module (its weights from model.pt beside it),
+    or a TorchScript model.pt alone; requests of a batching model run as one batch. gpuserve refused such a
+    config ("unable to find backend library 'model.py'")."""
+    import torch
+
+    for name, batch, extra in (("addsub", 0, ""), ("batched", 8, "dynamic_batching { preferred_batch_size: [ 4 ] "
+                                                                  "max_queue_delay_microseconds: 2000000 }\n"
+                                                                  'parameters: { key: "NUM_THREADS" value: '
+                                                                  '{ string_value: "2" } }'),
+                               ("scripted", 0, "instance_group [ { kind: KIND_MODEL } ]")):
+        (tmp_path / name / "1").mkdir(parents=True)
+        (tmp_path / name / "config.pbtxt").write_text(TORCH_RUNTIME.format(batch=batch, extra=extra))
+    (tmp_path / "addsub" / "1" / "model.py").write_text(TORCH_MODULE)
+    (tmp_path / "batched" / "1" / "model.py").write_text(TORCH_MODULE)
+    torch.save({"scale": torch.full((1,), 10.0)}, str(tmp_path / "batched" / "1" / "model.pt"))
+    _torch_addsub(tmp_path / "scripted" / "1" / "model.pt")
+    x, y = np.arange(4, dtype=np.float32), np.full(4, 2, np.float32)
+    with caplog.at_level(logging.DEBUG, logger="gpuserve"), _serve_here(tmp_path) as server:
+        client = httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}", concurrency=4)
+
+        def infer(model, a, b):
+            inputs = [httpclient.InferInput(n, list(a.shape), "FP32") for n in ("INPUT0", "INPUT1")]
+            inputs[0].set_data_from_numpy(a)
+            inputs[1].set_data_from_numpy(b)
+            return client.async_infer(model, inputs)
+
+        for model, scale in (("addsub", 1), ("scripted", 1)):
+            result = infer(model, x, y).get_result()
+            np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), (x + y) * scale)
+            np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), x - y)
+        rows = [np.full((1, 4), i, np.float32) for i in range(4)]  # four requests, one batch of the preferred 4
+        for i, pending in enumerate([infer("batched", row, row) for row in rows]):
+            result = pending.get_result()
+            np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), rows[i] * 2 * 10)
+            np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), rows[i] * 0)
+        config = client.get_model_config("batched")
+        assert (config["backend"], config["runtime"], config["default_model_filename"]) == ("pytorch", "model.py", "")
+        assert client.get_inference_statistics("batched")["model_stats"][0]["execution_count"] == 1
+    said = caplog.text
+    for line in ("Torch parallelism settings for 'addsub': NUM_THREADS = 1; NUM_INTEROP_THREADS = 1;",
+                 "Torch parallelism settings for 'batched': NUM_THREADS = 2; NUM_INTEROP_THREADS = 1;",
+                 "'torch.compile' optional parameter(s) for 'addsub': {'disable': True}",
+                 "Loading 'scripted' as TorchScript", "Model parameter file not found for 'addsub'"):
+        assert line in said, line
+    assert "Loading 'addsub' as TorchScript" not in said
