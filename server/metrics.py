@@ -274,7 +274,7 @@ class ServerCollector:
                                               labels=MODEL_LABELS)
                      for key in ("request", "queue", "compute_input", "compute_infer", "compute_output")}
         cache = {"hits": ExactCounter(n("nv_cache_num_hits_per_model"), "Response cache hits", labels=MODEL_LABELS),
-                 "misses": ExactCounter(n("nv_cache_num_misses_per_model"), "Response cache misses (answers inserted)",
+                 "misses": ExactCounter(n("nv_cache_num_misses_per_model"), "Response cache misses (kept or not)",
                                         labels=MODEL_LABELS),
                  "hit_us": ExactCounter(n("nv_cache_hit_duration_per_model"),
                                         "Cumulative time answering from the response cache in microseconds",
