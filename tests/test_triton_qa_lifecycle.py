@@ -470,7 +470,7 @@ def test_the_exit_timeout_cuts_off_what_still_runs_and_exits_1(tmp_path):
     import signal
     import time
 
-    python_model(tmp_path, "slow", delay_s=8)
+    python_model(tmp_path, "slow", delay_s=30)
     proc, http, grpc = launch_mine(f"--model-repository={tmp_path}", "--exit-timeout-secs=1")
     try:
         ready(proc, http, "slow")
@@ -480,7 +480,7 @@ def test_the_exit_timeout_cuts_off_what_still_runs_and_exits_1(tmp_path):
         began = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         code, log = ended(proc, signal_first=False)
-        assert time.monotonic() - began < 6
+        assert time.monotonic() - began < 20  # not the 30 s the request still runs
         client.close()
     finally:
         ended(proc)
