@@ -84,8 +84,10 @@ def test_flags_map_to_settings():
     assert flags("--model-control-mode", "poll") == {"model_control_enabled": False, "repository_poll_seconds": 15.0}
     assert flags("--model-control-mode", "poll", "--repository-poll-secs", "0.5")["repository_poll_seconds"] == 0.5
     assert flags("--load-model", "a") == {}  # as Triton: only with explicit (a warning says so)
-    with pytest.raises(GpuserveError, match="more than 0"):
-        flags("--model-control-mode", "poll", "--repository-poll-secs", "0")
+    # as Triton (qa L0_lifecycle): 0 reads the repository at start-up only; below 0 is refused
+    assert flags("--model-control-mode", "poll", "--repository-poll-secs", "0")["repository_poll_seconds"] == 0
+    with pytest.raises(GpuserveError, match="0 or more"):
+        flags("--model-control-mode", "poll", "--repository-poll-secs", "-1")
     with pytest.raises(SystemExit):
         _parser().parse_args(["start", "--model-control-mode", "sometimes"])
 
