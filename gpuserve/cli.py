@@ -104,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
 # tritonserver flags with no gpuserve meaning (their behaviour is gpuserve's own, README): taken and noted.
 TRITON_NOTED = ("--backend-directory",
                 "--pinned-memory-pool-byte-size", "--cuda-memory-pool-byte-size",
-                "--http-thread-count", "--grpc-infer-allocation-pool-size", "--exit-timeout-secs",
+                "--http-thread-count", "--grpc-infer-allocation-pool-size",
                 "--log-info", "--log-warning", "--log-error", "--log-format", "--id")
 
 
