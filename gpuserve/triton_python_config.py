@@ -195,13 +195,13 @@ def checked_inputs(model: str, request, by_name: Dict[str, TensorSpec], optional
     before any backend, with Triton's messages: known names, datatypes, shapes, required inputs, the
     batch limit."""
     arrays: Dict[str, Any] = {}
-    for tensor in request.inputs:
-        spec = by_name.get(tensor.name)
     required = len(by_name) - len(optional)
     if not required <= len(request.inputs) <= len(by_name):  # as Triton core: the count first, then each input
         given = [tensor.name for tensor in request.inputs]
         raise missing_inputs(model, given, [n for n in by_name if n not in given and n not in optional], required,
                              len(by_name))
+    for tensor in request.inputs:
+        spec = by_name.get(tensor.name)
         if spec is None:
             raise InvalidInput(f"unexpected inference input '{tensor.name}' for model '{model}'")
         if tensor.datatype != spec.datatype:
