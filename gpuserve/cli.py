@@ -310,6 +310,9 @@ def start(args: argparse.Namespace) -> int:
     from gpuserve.logging_setup import configure_logging
 
     configure_logging(settings)
+    # The flags are read; model code sees none, as in Triton's Python stub (a model.py calling unittest.main()
+    # or argparse would otherwise parse the server's own flags and exit)
+    sys.argv[1:] = []
     note_triton_flags(args)
     triton_flags.note_flags(args)
     _stacks_on_sigusr1()
@@ -321,9 +324,6 @@ def start(args: argparse.Namespace) -> int:
         return serve_workers(str(folder), settings)
     from gpuserve.server.model_server import ModelServer
 
-    # The flags are read; model code sees none, as in Triton's Python stub (a model.py calling unittest.main()
-    # or argparse would otherwise parse the server's own flags and exit)
-    sys.argv[1:] = []
     if failure:  # --exit-on-error=false: as Triton, serving no models, not live, so probes see it failed
         logging.getLogger("gpuserve").error("%s; serving no models and not live (--exit-on-error=false)", failure)
         server = ModelServer(settings=settings, registered_models=ModelRepository())
