@@ -152,9 +152,10 @@ def completed_config(config: Dict[str, Any], name: str, device: str) -> Dict[str
         "batch_input": config.get("batch_input", []), "batch_output": config.get("batch_output", []),
         "optimization": {**_OPTIMIZATION_DEFAULTS, **config["optimization"]},
         "instance_group": config["instance_group"],
-        # a PyTorch runtime model's file is found by the runtime (model.py, else model.pt): none is filled in
+        # as Triton core: model.py is filled in for the Python backend only (a PyTorch runtime model's file is
+        # found by the runtime; the identity and square test backends are C++ backends there)
         "default_model_filename": config.get("default_model_filename") or (
-            "" if config.get("backend") == "pytorch" else "model.py"),
+            "" if config.get("backend") in ("pytorch", "identity", "square") else "model.py"),
         "cc_model_filenames": config.get("cc_model_filenames", {}), "metric_tags": config.get("metric_tags", {}),
         "parameters": config.get("parameters", {}), "model_warmup": config.get("model_warmup", []),
     }

@@ -288,6 +288,7 @@ def test_the_identity_backend_echoes_and_refuses_gpu_instances(tmp_path, clients
         tensor.set_data_from_numpy(np.array([1, 2, 3], np.int32))
         assert grpc.infer("echo", [tensor]).as_numpy("OUTPUT0").tolist() == [1, 2, 3]
         assert http.get_model_config("echo")["backend"] == "identity"
+        assert http.get_model_config("echo")["default_model_filename"] == ""  # a C++ backend in Triton: none
         status, message = error_of(lambda: http.load_model("on_gpu"))
         assert message == ("load failed for model 'on_gpu': version 1 is at UNAVAILABLE state: "
                            "Internal: GPU instances not supported;\n")
