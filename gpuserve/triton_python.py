@@ -602,7 +602,8 @@ class TritonPythonBackendModel(FrameworkModel):
         device_id = device.split(":")[1] if ":" in device else "0"
         name = f"{group['name']}_{index}"  # as Triton 2.51 names them, a lone instance too
         obj = cls()
-        args = {"model_config": arguments, "model_instance_kind": "GPU" if on_gpu else "CPU",
+        kind = "GPU" if on_gpu else "MODEL" if group["kind"] == "KIND_MODEL" else "CPU"  # as Triton names kinds
+        args = {"model_config": arguments, "model_instance_kind": kind,
                 "model_instance_name": name, "model_instance_device_id": device_id if on_gpu else "0",
                 "model_repository": str(folder), "model_version": str(self.version or 1), "model_name": self.name}
         instance = PythonInstance(self, obj, name, device if on_gpu else "cpu")

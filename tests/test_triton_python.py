@@ -914,3 +914,14 @@ def test_missing_and_absent_inputs_are_judged_by_the_config_in_tritons_words(tmp
             # a request with no inputs at all reaches a model whose inputs are all optional, as in Triton
             assert client.infer("all_optional", []).as_numpy("COUNT").tolist() == [0]
             assert client.infer("all_optional", one).as_numpy("COUNT").tolist() == [1]
+
+
+def test_a_kind_model_instance_is_told_its_kind_is_model(tmp_path):
+    """Triton passes model_instance_kind as its kind's name: "MODEL" for KIND_MODEL (the model places itself)."""
+    write_model(tmp_path, "add_sub", ADD_SUB, ADD_SUB_CONFIG.replace("{ count: 2 kind: KIND_CPU }", "{ kind: KIND_MODEL }"))
+    a = np.ones(4, np.float32)
+    with running_server(repository=DiskRepository(tmp_path).populate(ModelRepository())) as server:
+        with httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
+            kind, _ = client.infer("add_sub", [_fp32("INPUT0", a), _fp32("INPUT1", a)]).as_numpy("INSTANCE")
+            assert kind == b"MODEL"
+            assert client.get_model_config("add_sub")["instance_group"][0]["kind"] == "KIND_MODEL"
