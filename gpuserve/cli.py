@@ -170,8 +170,6 @@ def trace_config(args: argparse.Namespace) -> Optional[List[str]]:
 def opentelemetry_checked(configs: List[str]) -> None:
     """With --trace-config mode=opentelemetry, the batch span processor's settings must be counts, as
     tritonserver checks them at start-up (in its words), though gpuserve exports no OpenTelemetry traces."""
-    import os
-
     if not any(c.replace(" ", "").rpartition(",")[2] == "mode=opentelemetry" for c in configs):
         return
     given = {}
@@ -370,8 +368,6 @@ def strict_readiness(args: argparse.Namespace) -> Optional[bool]:
 def repository_folders(args: argparse.Namespace) -> List[str]:
     """FOLDER, or Triton's --model-repository (repeatable), or AIP_STORAGE_URI, or GPUSERVE_MODEL_REPOSITORY_ROOT,
     or the current folder; FOLDER and --model-repository together must name the same one."""
-    import os
-
     given = args.model_repository or []
     if args.folder is not None and given and [os.path.abspath(args.folder)] != [os.path.abspath(g) for g in given]:
         raise GpuserveError(f"two model repositories given: '{args.folder}' and --model-repository "

@@ -10,8 +10,8 @@ only successful responses whose outputs are all host arrays are kept, and decoup
 never use it (an ensemble's own requests do, as since Triton 24.08: its whole answer is kept, its steps are
 not run again; its steps may enable the cache for themselves too). Two differences, each so that a hit
 can never answer another question: the requested outputs (with their class_count) and the request's own
-parameters (a custom model may read them) are part of the key, and the digest is 128-bit BLAKE2b rather than 64 bits. As in Triton, headers
-are not part of it: a model whose answer depends on them should not enable the cache. Entries are
+parameters (a custom model may read them) are part of the key, and the digest is 128-bit BLAKE2b rather
+than 64 bits. As in Triton, headers are not part of it: a model whose answer depends on them should not enable the cache. Entries are
 dropped least recently used first. Cached arrays are private read-only copies: a response handed out may be
 changed by whoever holds it without reaching the cache.
 

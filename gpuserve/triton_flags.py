@@ -92,31 +92,37 @@ def add_flags(group: argparse._ArgumentGroup, parser: argparse.ArgumentParser) -
     parser.set_defaults(triton_noted=tuple(noted))
 
 
+# flags whose value is a setting's as given: flag -> ServerSettings field
+AS_GIVEN = {"--http-address": "http_host", "--grpc-address": "grpc_host", "--metrics-address": "metrics_host",
+            "--log-file": "log_file", "--http-max-input-size": "max_request_bytes",
+            "--response-cache-byte-size": "response_cache_bytes", "--model-load-retry-count": "model_load_retry_count",
+            "--exit-timeout-secs": "graceful_shutdown_seconds", "--allow-http": "enable_http",
+            "--allow-grpc": "enable_grpc", "--rate-limit": "rate_limit"}
+CLOUD_AS_GIVEN = {"--allow-sagemaker": "sagemaker", "--sagemaker-port": "sagemaker_port",
+                  "--sagemaker-safe-port-range": "sagemaker_safe_port_range", "--allow-vertex-ai": "vertex_ai",
+                  "--vertex-ai-port": "vertex_ai_port", "--vertex-ai-default-model": "vertex_ai_default_model"}
+
+
+def _value(args: argparse.Namespace, flag: str) -> Any:
+    return getattr(args, _dest(flag), None)
+
+
+def _given(args: argparse.Namespace, fields: Dict[str, str]) -> Dict[str, Any]:
+    """{field: value} for each flag of `fields` given on the command line."""
+    return {key: _value(args, flag) for flag, key in fields.items() if _value(args, flag) is not None}
+
+
 def settings_from(args: argparse.Namespace) -> Dict[str, Any]:
     """ServerSettings overrides for the flags given (none for those not given)."""
-    value = lambda flag: getattr(args, _dest(flag), None)  # noqa: E731
-    out: Dict[str, Any] = {}
-    for flag, key in (("--http-address", "http_host"), ("--grpc-address", "grpc_host"),
-                      ("--metrics-address", "metrics_host"), ("--log-file", "log_file"),
-                      ("--http-max-input-size", "max_request_bytes"),
-                      ("--response-cache-byte-size", "response_cache_bytes"),
-                      ("--model-load-retry-count", "model_load_retry_count"),
-                      ("--exit-timeout-secs", "graceful_shutdown_seconds")):
-        if value(flag) is not None:
-            out[key] = value(flag)
-    if value("--allow-http") is not None:
-        out["enable_http"] = value("--allow-http")
-    if value("--allow-grpc") is not None:
-        out["enable_grpc"] = value("--allow-grpc")
+    value = lambda flag: _value(args, flag)  # noqa: E731
+    out = _given(args, AS_GIVEN)
     if value("--reuse-http-port") or value("--reuse-grpc-port"):
         out["reuse_port"] = True
-    if value("--rate-limit") is not None:
-        out["rate_limit"] = value("--rate-limit")
     if value("--rate-limit-resource"):
         out["rate_limit_resources"] = list(value("--rate-limit-resource"))
     check_gpu_limits(value("--model-load-gpu-limit") or ())
     out.update(cloud_settings(args))
-    arguments = {key: value(flag) for flag, key in GRPC_ARGUMENTS.items() if value(flag) is not None}
+    arguments = _given(args, GRPC_ARGUMENTS)
     if arguments:
         out["grpc_arguments"] = arguments
     return out
@@ -159,14 +165,8 @@ def check_gpu_limits(limits) -> None:
 def cloud_settings(args: argparse.Namespace) -> Dict[str, Any]:
     """The SageMaker and Vertex AI endpoints' settings. As tritonserver: AIP_MODE=PREDICTION (a Vertex AI
     container) serves Vertex AI in place of HTTP and gRPC unless flags say otherwise, on AIP_HTTP_PORT."""
-    value = lambda flag: getattr(args, _dest(flag), None)  # noqa: E731
-    out: Dict[str, Any] = {}
-    for flag, key in (("--allow-sagemaker", "sagemaker"), ("--sagemaker-port", "sagemaker_port"),
-                      ("--sagemaker-safe-port-range", "sagemaker_safe_port_range"),
-                      ("--allow-vertex-ai", "vertex_ai"), ("--vertex-ai-port", "vertex_ai_port"),
-                      ("--vertex-ai-default-model", "vertex_ai_default_model")):
-        if value(flag) is not None:
-            out[key] = value(flag)
+    value = lambda flag: _value(args, flag)  # noqa: E731
+    out = _given(args, CLOUD_AS_GIVEN)
     if os.environ.get("AIP_MODE") == "PREDICTION":
         out.setdefault("vertex_ai", True)
         for flag, key in (("--allow-http", "enable_http"), ("--allow-grpc", "enable_grpc")):
