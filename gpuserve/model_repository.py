@@ -38,6 +38,9 @@ async def run_load(model: BaseKServeModel, retries: int = 0) -> bool:
     `True` or `None` with `ready` set means ready; `False` means not ready; an exception is kept
     as the reason.
     """
+    bind_loop = getattr(model, "bind_loop", None)  # a model that calls the server while it loads (Triton BLS)
+    if bind_loop is not None:
+        bind_loop(asyncio.get_running_loop())
     for attempt in range(max(retries, 0) + 1):
         if await _load_once(model) or attempt == retries:
             break

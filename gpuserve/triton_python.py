@@ -450,9 +450,13 @@ class TritonPythonBackendModel(FrameworkModel):
         the repository API), that loop is where BLS and model loading calls go from `initialize` on."""
         self._registry = registry
         try:
-            loop = asyncio.get_running_loop()
+            self.bind_loop(asyncio.get_running_loop())
         except RuntimeError:
-            return
+            pass
+
+    def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The server's loop, where BLS and model loading calls from `initialize` on go; told by the
+        repository's load as well, so a model loaded at start-up may load others from its `initialize`."""
         if self.bridge.loop is None or self.bridge.loop.is_closed():
             self.bridge.loop = loop
 

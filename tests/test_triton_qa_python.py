@@ -505,3 +505,26 @@ def test_bls_in_initialize_is_refused_and_load_model_takes_an_override_from_init
             assert "BLS is only supported during the 'execute' function." in str(caught.value)
             client.load_model("loader")
             assert client.get_model_config("target")["parameters"] == {"from": {"string_value": "initialize"}}
+
+
+def test_a_model_loaded_at_start_up_loads_another_from_its_initialize(tmp_path):
+    """qa bls_model_loading started with --load-model: the server's loop was not yet known to the model while
+    it loaded, so load_model from initialize failed ('the server's event loop is not running yet')."""
+    root = tmp_path / "repo"
+    io = ('input [ { name: "IN" data_type: TYPE_INT32 dims: [ 1 ] } ]\n'
+          'output [ { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] } ]\n')
+    for name, init in (("target", "pass"), ("loader", 'pb_utils.load_model("target"); assert pb_utils.is_model_ready("target")')):
+        (root / name / "1").mkdir(parents=True)
+        (root / name / "config.pbtxt").write_text('backend: "python"\n' + io)
+        (root / name / "1" / "model.py").write_text(HEADER + textwrap.dedent(f"""
+            class TritonPythonModel:
+                def initialize(self, args):
+                    {init}
+
+                def execute(self, requests):
+                    return [pb_utils.InferenceResponse([pb_utils.Tensor(
+                        "OUT", pb_utils.get_input_tensor_by_name(r, "IN").as_numpy())]) for r in requests]
+            """))
+    with running_server(repository=DiskRepository(root).populate(ModelRepository(), ["loader"])) as running:
+        with _http(running) as client:
+            assert client.is_model_ready("loader") and client.is_model_ready("target")
