@@ -38,6 +38,7 @@ from gpuserve.engine import rate_limiter
 from gpuserve.engine.instance import Instance
 from gpuserve.errors import (GpuserveError, InvalidInput, InvalidSettings, ModelMissingError, ModelNotReady,
                              RequestCancelled, Unimplemented)
+from gpuserve.response_stream import ResponseStream
 from gpuserve.runtimes import FrameworkModel
 from gpuserve.triton_bls import PythonModelError, ServerBridge
 from gpuserve.triton_config import dynamic_batching_settings, read_config
@@ -76,32 +77,6 @@ def _where(exc: BaseException) -> str:
             frames.append(f"  {code.co_filename}({tb.tb_lineno}): {code.co_name}\n")
         tb = tb.tb_next
     return "\n\nAt:\n" + "".join(reversed(frames)) if frames else ""
-
-
-class ResponseStream:
-    """The responses of one request to a decoupled model: sent from any of the model's threads, read by
-    the request's task in order, ending with the response (or flag) marked final."""
-
-    times_first_response = True  # the engine leaves timing this request's first response to _responses
-
-    def __init__(self, loop: asyncio.AbstractEventLoop):
-        self._loop = loop
-        self._queue: asyncio.Queue = asyncio.Queue()
-        self.cancelled = False  # the client stopped listening before the final response
-        self.created = time.perf_counter_ns()  # the request's start, for its time to first response
-
-    def is_cancelled(self) -> bool:
-        return self.cancelled
-
-    def put(self, item, final: bool) -> None:
-        """From any thread."""
-        try:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, (item, final))
-        except RuntimeError:  # the server's loop has closed: nobody is listening any more
-            pass
-
-    async def get(self):
-        return await self._queue.get()
 
 
 class PythonInstance:

@@ -1,0 +1,86 @@
+"""A decoupled model's sender runs at most a window of responses ahead of the request's reader; a
+cancelled or stalled reader never holds the model, and the server loop's own thread never waits."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+from gpuserve import response_stream
+from gpuserve.response_stream import ResponseStream
+
+
+def _sender(stream: ResponseStream, count: int, sent: list) -> threading.Thread:
+    def run():
+        for i in range(count):
+            stream.put(i, i == count - 1)
+            sent.append(i)
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_sender_waits_for_the_reader_beyond_its_window():
+    async def main():
+        stream = ResponseStream(asyncio.get_running_loop(), window=2)
+        sent: list = []
+        thread = _sender(stream, 6, sent)
+        await asyncio.sleep(0.2)
+        assert sent == [0, 1]  # the third send waits for the reader
+        got = []
+        while True:
+            item, final = await stream.get()
+            got.append(item)
+            if final:
+                break
+        thread.join(2)
+        assert got == [0, 1, 2, 3, 4, 5] and sent == got
+    asyncio.run(main())
+
+
+def test_cancelling_the_stream_frees_a_waiting_sender():
+    async def main():
+        stream = ResponseStream(asyncio.get_running_loop(), window=1)
+        sent: list = []
+        thread = _sender(stream, 5, sent)
+        await asyncio.sleep(0.2)
+        assert sent == [0]
+        stream.cancelled = True
+        await asyncio.get_running_loop().run_in_executor(None, thread.join, 2)
+        assert sent == [0, 1, 2, 3, 4] and stream.is_cancelled()
+    asyncio.run(main())
+
+
+def test_a_stalled_reader_stops_pacing(monkeypatch):
+    monkeypatch.setattr(response_stream, "STALL_S", 0.1)
+
+    async def main():
+        stream = ResponseStream(asyncio.get_running_loop(), window=1)
+        sent: list = []
+        thread = _sender(stream, 50, sent)
+        started = time.monotonic()
+        await asyncio.get_running_loop().run_in_executor(None, thread.join, 3)
+        assert len(sent) == 50 and time.monotonic() - started < 2  # one wait of STALL_S, then no more
+        items = [await stream.get() for _ in range(50)]
+        assert [item for item, _ in items] == list(range(50)) and items[-1][1]
+    asyncio.run(main())
+
+
+def test_the_loop_thread_never_waits():
+    async def main():
+        stream = ResponseStream(asyncio.get_running_loop(), window=1)
+        for i in range(10):  # a model answering from the server loop itself
+            stream.put(i, i == 9)
+        await asyncio.sleep(0)
+        assert [(await stream.get())[0] for _ in range(10)] == list(range(10))
+    asyncio.run(main())
+
+
+def test_window_zero_never_paces():
+    async def main():
+        stream = ResponseStream(asyncio.get_running_loop(), window=0)
+        sent: list = []
+        _sender(stream, 20, sent).join(2)
+        assert len(sent) == 20
+    asyncio.run(main())
