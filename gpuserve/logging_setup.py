@@ -6,6 +6,11 @@ import json
 import logging
 import time
 
+# Libraries whose DEBUG lines are per frame or per header (hpack logs every header of every gRPC call): at
+# --log-verbose they buried the server's own lines. They stay at INFO unless the process's level is above it.
+CHATTY_LIBRARIES = ("hpack", "h2", "h11", "httpcore", "httpx", "urllib3", "asyncio", "multipart",
+                    "python_multipart", "grpc", "filelock", "PIL", "matplotlib", "numba", "fsspec")
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -34,6 +39,8 @@ def configure_logging(settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
+    for name in CHATTY_LIBRARIES:
+        logging.getLogger(name).setLevel(max(logging.INFO, root.level))
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
