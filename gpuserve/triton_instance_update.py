@@ -15,12 +15,14 @@ sequence and is finalized once the sequences it runs have ended (or gone idle).
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from gpuserve.engine import rate_limiter
 from gpuserve.triton_python_config import complete_config, completed_config
 
 
@@ -120,6 +122,12 @@ async def update_instances(model, config: Dict[str, Any]) -> None:
                 wanted.append((group, index))
     leaving = [instance for instances in spare.values() for instance in instances]
     arguments = json.dumps(config)
+    # Triton's rate limiter: an added instance gets its group's ticket (a group that cannot fit fails the load
+    # before any instance starts, as a full load does), a leaving one gives its ticket back once it stopped
+    limiter = rate_limiter.limiter()
+    ticket_of = dict(zip(map(id, model.instances), getattr(model, "_tickets", None) or []))
+    tickets = limiter.tickets_for(model.name, [dict(group, count=1) for group, _ in wanted]) \
+        if limiter is not None and ticket_of else []
     added = []
     try:
         for group, index in wanted:
@@ -128,22 +136,39 @@ async def update_instances(model, config: Dict[str, Any]) -> None:
     except BaseException:
         for instance in added:
             await asyncio.to_thread(instance.unload)
+        if tickets:
+            limiter.unregister(tickets)
         raise
+    ticket_of.update(zip(map(id, added), tickets))
+    gone = [ticket_of.pop(id(instance)) for instance in leaving if id(instance) in ticket_of]
+    engine_of = functools.partial(_engine_instance, model, ticket_of)
     if model.sequences is not None:
-        _update_sequence_schedulers(model, added, leaving)
+        _update_sequence_schedulers(model, added, leaving, engine_of)
     else:
         scheduler = model.scheduler
         engine = {id(i.backend): i for i in scheduler.instances}
         for instance in added:
-            await scheduler.add_instance(model.engine_instance(instance))
+            await scheduler.add_instance(engine_of(instance))
         for instance in leaving:
             await scheduler.retire_instance(engine[id(instance)])
+        if gone:
+            limiter.unregister(gone)
     model.instances = kept + added
+    if ticket_of:
+        model._tickets = [ticket_of[id(instance)] for instance in model.instances]
     model.backend = model.instances[0]
     model.config = config
 
 
-def _update_sequence_schedulers(model, added: List[Any], leaving: List[Any]) -> None:
+def _engine_instance(model, ticket_of: Dict[int, Any], instance):
+    engine_instance = model.engine_instance(instance)
+    ticket = ticket_of.get(id(instance))
+    if ticket is not None:  # one batch at a time, as the model's other limited instances (engine/rate_limiter.py)
+        engine_instance.ticket, engine_instance.slots = ticket, 1
+    return engine_instance
+
+
+def _update_sequence_schedulers(model, added: List[Any], leaving: List[Any], engine_of) -> None:
     """A stateful model has a scheduler per instance and its sequences stay on theirs: a new instance gets a
     scheduler (and new sequences); a leaving one takes no new sequence and stops (finalized) once none of
     its sequences is left, which may be after the load has answered (Triton keeps it until then too)."""
@@ -152,16 +177,19 @@ def _update_sequence_schedulers(model, added: List[Any], leaving: List[Any]) -> 
     router = model.sequences
     index = {id(s.instances[0].backend): i for i, s in enumerate(model.schedulers) if s.instances}
     for instance in added:
-        model.schedulers.append(Scheduler(model.name, [model.engine_instance(instance)], model.batching, model.stats,
+        model.schedulers.append(Scheduler(model.name, [engine_of(instance)], model.batching, model.stats,
                                           batch_dim=router.batch_dim))
         router.add_instance()
     for instance in leaving:
         scheduler = model.schedulers[index[id(instance)]]
-        router.retire(index[id(instance)], lambda scheduler=scheduler: _stop_later(scheduler))
+        ticket = scheduler.instances[0].ticket if scheduler.instances else None
+        router.retire(index[id(instance)], lambda scheduler=scheduler, ticket=ticket: _stop_later(scheduler, ticket))
 
 
-def _stop_later(scheduler) -> None:
+def _stop_later(scheduler, ticket=None) -> None:
     task = asyncio.ensure_future(scheduler.stop())
+    if ticket is not None:  # its rate limiter ticket goes back once the instance stopped
+        task.add_done_callback(lambda _: rate_limiter.limiter() is None or rate_limiter.limiter().unregister([ticket]))
     _STOPPING.add(task)
     task.add_done_callback(_STOPPING.discard)
 

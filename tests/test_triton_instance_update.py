@@ -151,3 +151,73 @@ def test_a_stateful_models_leaving_instance_stays_until_its_sequences_end(tmp_pa
             assert _calls(folder) == (4, 1)
             client.unload_model("counted")
     assert _calls(folder) == (4, 4)
+
+
+
+CONCURRENT = """
+import os
+import threading
+import time
+
+import triton_python_backend_utils as pb_utils
+
+MOST = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "most.txt")
+LOCK = threading.Lock()
+NOW = [0, 0]
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        with LOCK:
+            NOW[0] += 1
+            NOW[1] = max(NOW)
+            with open(MOST, "w") as out:
+                out.write(str(NOW[1]))
+        time.sleep(0.02)
+        with LOCK:
+            NOW[0] -= 1
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT0", pb_utils.get_input_tensor_by_name(
+            r, "INPUT0").as_numpy())]) for r in requests]
+"""
+
+
+def test_instances_added_in_place_take_rate_limiter_tickets(tmp_path):
+    """With --rate-limit=execution_count, an instance the in-place update adds runs only with its group's
+    resources (before, it ran beside the limited ones unlimited), and a removed one gives its ticket back."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gpuserve.engine import rate_limiter
+
+    folder = tmp_path / "counted"
+    (folder / "1").mkdir(parents=True)
+    (folder / "1" / "model.py").write_text(CONCURRENT)
+    group = "{{ count: {} kind: KIND_CPU rate_limiter {{ resources [ {{ name: \"R\" count: 1 }} ] }} }}"
+    _write(folder, group.format(1))
+    try:
+        registry = DiskRepository(tmp_path).populate(ModelRepository())
+        with running_server(repository=registry, rate_limit="execution_count",
+                            rate_limit_resources=["R:1"]) as server:
+            url = f"127.0.0.1:{server.ports['http']}"
+
+            def infer(_):
+                with httpclient.InferenceServerClient(url) as client:
+                    x = httpclient.InferInput("INPUT0", [4], "FP32")
+                    x.set_data_from_numpy(np.ones(4, np.float32))
+                    return client.infer("counted", [x]).as_numpy("OUTPUT0")
+
+            with httpclient.InferenceServerClient(url) as client:
+                _write(folder, group.format(3))
+                client.load_model("counted")
+                model = registry.get_model("counted")
+                assert len(model.instances) == 3 and len(rate_limiter.limiter().tickets) == 3
+                with ThreadPoolExecutor(6) as pool:
+                    answers = list(pool.map(infer, range(24)))
+                assert all(a.tolist() == [1, 1, 1, 1] for a in answers)
+                assert (folder / "most.txt").read_text() == "1"  # R:1 lets one instance run at a time
+                _write(folder, group.format(2))
+                client.load_model("counted")
+                assert len(rate_limiter.limiter().tickets) == 2
+                client.unload_model("counted")
+                assert _wait_for(lambda: rate_limiter.limiter().tickets == [])
+    finally:
+        rate_limiter.configure(None)
