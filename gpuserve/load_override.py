@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import shutil
 import tempfile
 from pathlib import Path, PurePosixPath
@@ -58,9 +59,30 @@ def scratch_folder(name: str, original: Optional[Path], config: Optional[str], f
         raise
 
 
+_BARE_KEY = re.compile(r'("(?:\\.|[^"\\])*")|([{,]\s*)([A-Za-z_][A-Za-z0-9_]*)(\s*:)')
+
+
+def _loads(text: str):
+    """JSON, with object keys also unquoted: protobuf's JSON parser, which reads Triton's override, takes
+    them (qa/L0_iterative_sequence loads `direct: {...}` so)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        if not isinstance(text, str):
+            raise
+        quoted = _BARE_KEY.sub(lambda m: m.group(1) or f'{m.group(2)}"{m.group(3)}"{m.group(4)}', text)
+        if quoted == text:
+            raise
+        try:
+            return json.loads(quoted)
+        except ValueError:
+            pass
+        raise
+
+
 def _config(name: str, text: str) -> dict:
     try:
-        config = json.loads(text)
+        config = _loads(text)
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"failed to load '{name}': Invalid config override: the 'config' parameter is not "
                            f"valid JSON: {exc}") from None

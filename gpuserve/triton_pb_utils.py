@@ -302,9 +302,8 @@ class InferenceRequest:
         return self._sender
 
     def set_release_flags(self, flags: int) -> None:
-        if flags & TRITONSERVER_REQUEST_RELEASE_RESCHEDULE:
-            raise TritonModelException("request rescheduling needs iterative sequence batching, which gpuserve "
-                                       "does not offer")
+        """RESCHEDULE: once execute returns, the request runs again in a later batch (Triton's iterative
+        sequence batching; a model without it fails the request then, as Triton's core does)."""
         self._release_flags = flags
 
     # BLS ---------------------------------------------------------------------------------------

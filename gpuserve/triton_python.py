@@ -167,7 +167,8 @@ class PythonInstance:
                            "the instance's thread from now on", self.owner.name, elapsed * 1e3)
             self.owner.forbid_inline()
         if self.owner.decoupled:  # the responses travel through each request's sender, now or later
-            return [None for _ in jobs]
+            return [RESCHEDULED if request._release_flags & pb.TRITONSERVER_REQUEST_RELEASE_RESCHEDULE else None
+                    for request in requests]
         if answers is None:  # answered through response senders (allowed in default mode since Triton 24.06)
             answers = [None for _ in requests]
         try:
@@ -179,7 +180,21 @@ class PythonInstance:
                        f"InferenceResponse objects do not match the number of InferenceRequest objects. "
                        f"InferenceRequest(s) size is:{len(requests)}, and InferenceResponse(s) size is:{len(answers)}")
             return [PythonModelError(message) for _ in jobs]
+        if any(request._release_flags & pb.TRITONSERVER_REQUEST_RELEASE_RESCHEDULE for request in requests):
+            return self._rescheduled(jobs, requests, answers)
         return [self._answer(job, request, answer) for job, request, answer in zip(jobs, requests, answers)]
+
+    def _rescheduled(self, jobs, requests, answers) -> List[object]:
+        """A request released with RESCHEDULE runs again later, so it has no answer now: as Triton's stub,
+        a response returned for one fails the whole execute."""
+        for request, answer in zip(requests, answers):
+            if request._release_flags & pb.TRITONSERVER_REQUEST_RELEASE_RESCHEDULE and answer is not None:
+                message = (f"Failed to process the request(s) for model '{self.name}', message: Expected a None "
+                           f"object in the execute function return list for reschduled request, found type "
+                           f"'{type(answer)}'.")
+                return [PythonModelError(message) for _ in jobs]
+        return [RESCHEDULED if request._release_flags & pb.TRITONSERVER_REQUEST_RELEASE_RESCHEDULE
+                else self._answer(job, request, answer) for job, request, answer in zip(jobs, requests, answers)]
 
     def _answer(self, job, request: pb.InferenceRequest, answer) -> object:
         """A request's answer, as Triton's stub settles it: a response its sender sent wins over one returned
@@ -223,11 +238,12 @@ class PythonInstance:
             [s.name for s in self.outputs]
         given = request.parameters or {}
         parameters = {k: v for k, v in given.items() if k not in PROTOCOL_PARAMETERS} if given else {}
-        flags = (pb.TRITONSERVER_REQUEST_FLAG_SEQUENCE_START if given.get("sequence_start") else 0) | \
-                (pb.TRITONSERVER_REQUEST_FLAG_SEQUENCE_END if given.get("sequence_end") else 0)
+        sequence = job.parameters.get("sequence", given)  # an iterative sequence's own ID and flags
+        flags = (pb.TRITONSERVER_REQUEST_FLAG_SEQUENCE_START if sequence.get("sequence_start") else 0) | \
+                (pb.TRITONSERVER_REQUEST_FLAG_SEQUENCE_END if sequence.get("sequence_end") else 0)
         wrapped = pb.InferenceRequest(model_name=self.owner.name, requested_output_names=names, inputs=tensors,
                                       request_id=request.id or "",
-                                      correlation_id=given.get("sequence_id", 0), flags=flags,
+                                      correlation_id=sequence.get("sequence_id", 0), flags=flags,
                                       timeout=int(given.get("timeout", 0) or 0),
                                       model_version=int(self.owner.version) if str(self.owner.version).isdigit() else -1,
                                       parameters=parameters)
@@ -366,6 +382,11 @@ class _DecoupledReturn(Exception):
     """A decoupled model's execute returned responses instead of None."""
 
 
+RESCHEDULED = object()  # a request's answer when execute released it with RESCHEDULE (it runs again)
+RESCHEDULE_REFUSED = ("Request is released with TRITONSERVER_REQUEST_RELEASE_RESCHEDULE, while the model is not "
+                      "configured to handle such a flag.")
+
+
 async def _awaited(awaitable):
     return await awaitable
 
@@ -380,6 +401,8 @@ async def _submit(scheduler: Scheduler, arrays: Dict[str, np.ndarray], parameter
     """One request to a scheduler with its Triton priority and timeout; the answer is its InferResponse."""
     answer = await scheduler.submit(arrays, request_priority(parameters, scheduler.config.priority_levels),
                                     request_timeout_s(parameters), None, None, context=context)
+    if answer is RESCHEDULED:  # only iterative sequence batching runs a request again (_in_sequence)
+        raise InvalidInput(RESCHEDULE_REFUSED)
     return await answer.result() if isinstance(answer, _Later) else answer
 
 
@@ -452,9 +475,6 @@ class TritonPythonBackendModel(FrameworkModel):
         if "ensemble_scheduling" in config:
             raise InvalidSettings(f"model '{self.name}': a Python model cannot have ensemble_scheduling")
         self.decoupled = pb.using_decoupled_model_transaction_policy(config)
-        if self.decoupled and "sequence_batching" in config:
-            raise InvalidSettings(f"model '{self.name}': decoupled models with sequence_batching are not "
-                                  "supported by gpuserve")
         device = choose_device(self.device_wanted)
         if not device.startswith("cuda") and any(str(g.get("kind", "")).upper() == "KIND_GPU"
                                                  for g in config.get("instance_group") or []):
@@ -633,7 +653,7 @@ class TritonPythonBackendModel(FrameworkModel):
             self.bridge.loop = asyncio.get_running_loop()
         arrays = self._arrays(payload)
         context = {"request": payload, "arrays": list(arrays.values())}
-        if self.sequences is not None:
+        if self.sequences is not None and not self.decoupled:
             return await self._in_sequence(payload, context, arrays)
         if not self.decoupled:
             return await _submit(scheduler, arrays, payload.parameters, context)
@@ -641,7 +661,8 @@ class TritonPythonBackendModel(FrameworkModel):
             where = "ModelInfer RPC" if payload.from_grpc else "HTTP end point"
             raise Unimplemented(f"{where} doesn't support models with decoupled transaction policy")
         context["stream"] = stream = ResponseStream(asyncio.get_running_loop())
-        task = asyncio.ensure_future(_submit(scheduler, arrays, payload.parameters, context))
+        task = asyncio.ensure_future(_submit(scheduler, arrays, payload.parameters, context)
+                                     if self.sequences is None else self._in_sequence(payload, context, arrays))
         task.add_done_callback(lambda t: t.cancelled() or t.exception() is None or stream.put(t.exception(), True))
         return self._responses(payload, stream, task)
 
@@ -651,16 +672,32 @@ class TritonPythonBackendModel(FrameworkModel):
             scheduler.config = _off_the_loop(scheduler.config)
 
     async def _in_sequence(self, payload: InferRequest, context: Dict[str, Any], arrays: Dict[str, np.ndarray]):
-        """A stateful model's request: on its sequence's instance, after the sequence's previous request."""
+        """A stateful model's request: on its sequence's instance, after the sequence's previous request.
+        With iterative sequence batching, a request without a correlation ID starts a sequence of its own,
+        a request its execute released with RESCHEDULE runs again (neither START nor END then), and the
+        sequence ends once its request is released for good, as Triton's iterative sequencer does."""
         router, parameters = self.sequences, payload.parameters
         router.check_rows(arrays)
+        if router.iterative and parameters.get("sequence_id") in (None, 0, ""):
+            parameters = {**parameters, "sequence_id": router.next_id(), "sequence_start": True}
         key, sequence = router.open(parameters)
         waited = time.perf_counter_ns()
         try:
             async with sequence.turn():
                 rows = next(iter(arrays.values())).shape[0] if arrays and router.batch_dim else 1
-                context["controls"] = router.control_arrays(key, parameters, rows)
-                return await _submit(self.schedulers[sequence.instance], arrays, parameters, context)
+                scheduler = self.schedulers[sequence.instance]
+                while True:
+                    context["controls"] = router.control_arrays(key, parameters, rows)
+                    context["sequence"] = parameters
+                    answer = await scheduler.submit(
+                        arrays, request_priority(payload.parameters, scheduler.config.priority_levels),
+                        request_timeout_s(payload.parameters), None, None, context=context)
+                    if answer is not RESCHEDULED:
+                        return await answer.result() if isinstance(answer, _Later) else answer
+                    if not router.iterative:
+                        raise InvalidInput(RESCHEDULE_REFUSED)
+                    router.requeue(key, sequence)  # as Triton: refused once the sequence idled out meanwhile
+                    parameters = {**parameters, "sequence_start": False, "sequence_end": False}
         except (asyncio.CancelledError, RequestCancelled):
             if not sequence.cancelled or context.get("controls") is not None:
                 raise  # cancelled while running: the engine counted it
@@ -668,7 +705,7 @@ class TritonPythonBackendModel(FrameworkModel):
             self.stats.record_request(False, time.perf_counter_ns() - waited, "CANCELED")
             raise
         finally:
-            router.close(key, sequence, bool(parameters.get("sequence_end")))
+            router.close(key, sequence, router.iterative or bool(parameters.get("sequence_end")))
 
     def _take_schedulers(self) -> List[Scheduler]:
         schedulers, self.schedulers, self.scheduler = self.schedulers, [], None

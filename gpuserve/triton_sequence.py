@@ -133,6 +133,10 @@ class SequenceRouter:
         self.instances = instances
         self.batch_dim = batch_dim
         self.active: Dict[Any, Sequence] = {}
+        # iterative sequence batching: a request may be rescheduled by its model, and one without a
+        # correlation ID gets the next of the scheduler's own (from 1, as Triton numbers them)
+        self.iterative = batching.get("iterative_sequence") in (True, "true")
+        self._ids = 0
         # Oldest's candidate sequences per instance (Triton batches at most that many sequences on one; the
         # next ones wait in a backlog until one ends or idles out); 0: no limit
         oldest = batching.get("oldest")
@@ -164,6 +168,20 @@ class SequenceRouter:
         busy = {s.instance for s in self.active.values()} | {i for i, n in self.running.items() if n}
         for index in [i for i in self.closed if i not in busy]:
             self.closed.pop(index)()
+
+    def next_id(self) -> int:
+        self._ids += 1
+        return self._ids
+
+    def requeue(self, key, sequence: Sequence) -> None:
+        """A rescheduled request enters the scheduler again: as Triton's, that fails once its sequence has
+        been idle past max_sequence_idle_microseconds since its last request came in (the reaper ended it
+        meanwhile), and otherwise counts as the sequence's latest request."""
+        now = time.monotonic()
+        if now - sequence.last_used > self.idle_s:
+            raise InvalidInput(f"inference request for sequence {key} to model '{self.model}' must specify the "
+                               "START flag on the first request of the sequence")
+        sequence.last_used = now
 
     def check_rows(self, arrays: Dict[str, np.ndarray]) -> None:
         """As Triton: one row per sequence step."""

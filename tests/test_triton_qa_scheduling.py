@@ -494,3 +494,177 @@ def test_a_custom_batching_strategy_is_refused_with_its_reason(tmp_path, extra, 
     model = DiskRepository(str(tmp_path)).populate(ModelRepository()).get_model("m")
     asyncio.run(run_load(model))
     assert not model.ready and reason in model.reason
+
+
+# Request rescheduling and iterative sequence batching (qa/L0_iterative_sequence,
+# qa/L0_backend_python/request_rescheduling) ----------------------------------------------------------------
+
+ITERATE = '''
+import time
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    """qa's iterative_sequence: IN says how many responses; each execute sends the next and reschedules."""
+
+    def initialize(self, args):
+        self.left = {}
+
+    def execute(self, requests):
+        for request in requests:
+            corrid = request.correlation_id()
+            left = self.left.setdefault(corrid, int(pb_utils.get_input_tensor_by_name(request, "IN").as_numpy()[0]))
+            self.left[corrid] = left = left - 1
+            time.sleep(SLEEP)
+            out = pb_utils.Tensor("OUT", np.array([left, corrid, request.flags()], np.int32))
+            if left > 0:
+                request.set_release_flags(pb_utils.TRITONSERVER_REQUEST_RELEASE_RESCHEDULE)
+            request.get_response_sender().send(pb_utils.InferenceResponse([out]),
+                                               flags=0 if left > 0 else pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        return None
+'''
+
+ITERATE_CONFIG = '''
+backend: "python"
+model_transaction_policy { decoupled: true }
+input [ { name: "IN" data_type: TYPE_INT32 dims: [ 1 ] } ]
+output [ { name: "OUT" data_type: TYPE_INT32 dims: [ 3 ] } ]
+SCHEDULER
+'''
+
+ADDSUB_ONCE = '''
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    """qa's request_rescheduling_addsub: the first request it sees is rescheduled, RETURNED for it."""
+
+    def initialize(self, args):
+        self.first = True
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            x = pb_utils.get_input_tensor_by_name(request, "X").as_numpy()
+            response = pb_utils.InferenceResponse([pb_utils.Tensor("Y", x + 1)])
+            if self.first:
+                self.first = False
+                request.set_release_flags(pb_utils.TRITONSERVER_REQUEST_RELEASE_RESCHEDULE)
+                response = RETURNED
+            responses.append(response)
+        return responses
+'''
+
+
+def _iterative_model(tmp_path, scheduler, sleep=0.0):
+    _write_python(tmp_path, "iter", ITERATE.replace("SLEEP", str(sleep)),
+                  ITERATE_CONFIG.replace("SCHEDULER", scheduler))
+    model = DiskRepository(tmp_path).populate(ModelRepository()).get_model("iter")
+    model.load()
+    return model
+
+
+async def _stream_of(model, value, **parameters):
+    """The responses (or the error that ends them) of one request to a decoupled model, as a stream sees them."""
+    from gpuserve.dataplane import STREAMING
+
+    STREAMING.set(True)
+    x = np.array([value], np.int32)
+    got = []
+    try:
+        async for response in await model.predict(InferRequest("iter", [InferInput("IN", [1], "INT32", x)],
+                                                               parameters=parameters)):
+            got.append(response if isinstance(response, Exception) else response.outputs[0].as_numpy().tolist())
+    except Exception as exc:  # noqa: BLE001 - the stream's error is what the test looks at
+        got.append(exc)
+    return got
+
+
+def test_iterative_sequence_runs_a_rescheduled_request_again_in_its_own_sequence(tmp_path):
+    """As Triton's iterative sequencer: a request without a correlation ID gets one of the scheduler's own
+    (from 1) and START; each time execute releases it with RESCHEDULE it runs again, with the same ID and
+    no flags, until it is released for good (qa L0_iterative_sequence test_grpc_stream, test_backlog_fill;
+    gpuserve refused set_release_flags(RESCHEDULE) and a decoupled model with sequence_batching)."""
+    model = _iterative_model(tmp_path, "sequence_batching { iterative_sequence: true }")
+
+    async def two():
+        return await asyncio.gather(_stream_of(model, 3), _stream_of(model, 2))
+
+    try:
+        first, second = asyncio.run(two())
+    finally:
+        model.stop()
+    assert [row[0] for row in first] == [2, 1, 0] and [row[0] for row in second] == [1, 0]
+    assert {first[0][1], second[0][1]} == {1, 2}  # a correlation ID each
+    assert [row[2] for row in first] == [1, 0, 0]  # START, then neither START nor END
+    assert len({row[1] for row in first}) == 1
+
+
+@pytest.mark.parametrize("scheduler, parameters", [
+    ("dynamic_batching { }", {}),
+    ("sequence_batching { direct { } }", {"sequence_id": 7, "sequence_start": True}),
+])
+def test_a_rescheduled_request_without_iterative_sequence_batching_fails_in_tritons_words(
+        tmp_path, scheduler, parameters):
+    """qa L0_iterative_sequence test_unsupported_dynamic_scheduler / _sequence_scheduler: the response sent
+    before the release arrives, then the stream ends with Triton core's error."""
+    model = _iterative_model(tmp_path, scheduler)
+    try:
+        got = asyncio.run(_stream_of(model, 2, **parameters))
+    finally:
+        model.stop()
+    assert got[0][0] == 1 and isinstance(got[1], InvalidInput)
+    assert "Request is released with TRITONSERVER_REQUEST_RELEASE_RESCHEDULE, while the model is not configured " \
+           "to handle such a flag." in str(got[1])
+
+
+def test_a_rescheduled_request_of_a_sequence_that_idled_out_meanwhile_needs_start(tmp_path):
+    """qa L0_iterative_sequence test_reschedule_error: execute takes longer than max_sequence_idle, so the
+    sequence is gone when its request comes back."""
+    model = _iterative_model(tmp_path, "sequence_batching { iterative_sequence: true "
+                                       "max_sequence_idle_microseconds: 100000 }", sleep=0.3)
+    try:
+        got = asyncio.run(_stream_of(model, 2))
+    finally:
+        model.stop()
+    assert got[0][0] == 1
+    assert "inference request for sequence 1 to model 'iter' must specify the START flag on the first request " \
+           "of the sequence" in str(got[1])
+
+
+@pytest.mark.parametrize("returned, scheduler, answer", [
+    ("None", "sequence_batching { iterative_sequence: true }", 2.0),
+    ("None", "dynamic_batching { }", "not configured to handle such a flag"),
+    ("response", "sequence_batching { iterative_sequence: true }",
+     "Expected a None object in the execute function return list for reschduled request, found type"),
+])
+def test_a_non_decoupled_model_answers_a_rescheduled_request_once(tmp_path, returned, scheduler, answer):
+    """qa L0_backend_python request_rescheduling (test_non_decoupled_e2e, test_wrong_return_type): the
+    rescheduled request's slot in execute's list holds None, and its answer comes from the next execute."""
+    config = ('backend: "python"\ninput [ { name: "X" data_type: TYPE_FP32 dims: [ 1 ] } ]\n'
+              f'output [ {{ name: "Y" data_type: TYPE_FP32 dims: [ 1 ] }} ]\n{scheduler}\n')
+    _write_python(tmp_path, "addsub", ADDSUB_ONCE.replace("RETURNED", returned), config)
+    model = DiskRepository(tmp_path).populate(ModelRepository()).get_model("addsub")
+    model.load()
+    x = np.ones((1,), np.float32)
+    try:
+        if isinstance(answer, float):
+            got = asyncio.run(model.predict(InferRequest("addsub", [InferInput("X", [1], "FP32", x)])))
+            assert got.outputs[0].as_numpy().tolist() == [answer]
+        else:
+            with pytest.raises(Exception, match=answer):
+                asyncio.run(model.predict(InferRequest("addsub", [InferInput("X", [1], "FP32", x)])))
+    finally:
+        model.stop()
+
+
+def test_a_load_override_may_leave_object_keys_unquoted():
+    """protobuf's JSON parser, which reads Triton's config override, takes bare keys (qa L0_iterative_sequence
+    test_backlog_fill loads `direct: { ... }`); gpuserve refused the load as invalid JSON."""
+    from gpuserve.load_override import _config
+
+    config = _config("m", '{"backend": "python", "note": "a, b: c", sequence_batching: {direct: {}}}')
+    assert config["sequence_batching"] == {"direct": {}} and config["note"] == "a, b: c"
+    with pytest.raises(InvalidInput, match="not valid JSON"):
+        _config("m", '{backend "python"}')
