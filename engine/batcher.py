@@ -46,7 +46,7 @@ import numpy as np
 
 from gpuserve.errors import ModelNotReady
 from gpuserve.engine.instance import SKIPPED, Instance
-from gpuserve.engine.job import Job, describe
+from gpuserve.engine.job import TRACING, Job, describe
 from gpuserve.engine.queue import BatchQueue
 from gpuserve.engine.slots import InstanceSlots
 from gpuserve.engine.stats import FIRST_RESPONSE, ModelStats
@@ -207,6 +207,10 @@ class Scheduler:
         rows, key = describe(arrays, batch_dim, cfg.max_batch_size > 1 and batch_dim, cfg.ragged_inputs,
                              cfg.ragged_any_shape)
         job = Job(arrays, rows, key, self._loop_ref.create_future(), level, None, outputs, context, reduce)
+        if TRACING.on:
+            job.trace = TRACING.current.get()
+            if job.trace is not None:
+                job.trace.stamp("QUEUE_START")
         if timeout_s:
             job.deadline = job.arrival + timeout_s
         if not LONE_INLINE_OK.get() and job.arrival - self._last_answer < LONE_GAP_S:

@@ -177,6 +177,9 @@ class Instance:
                     self.stats.record_batch(done, len(jobs), 0, elapsed, 0)
                 else:
                     self.stats.record_failed_execution()
+            for job in jobs:
+                if job.trace is not None:
+                    _stamp_compute(job.trace, t0, t0, t0 + elapsed, t0 + elapsed)
             return results
         leases = []
         ragged = self.stage.ragged_inputs
@@ -211,6 +214,9 @@ class Instance:
         t3 = time.perf_counter_ns()
         if self.stats is not None:
             self.stats.record_batch(total if batched else 1, len(jobs), t1 - t0, t2 - t1, t3 - t2)
+        for job in jobs:
+            if job.trace is not None:
+                _stamp_compute(job.trace, t0, t1, t2, t3)
         return per_job
 
     def _observe(self, per_row: float) -> None:
@@ -239,3 +245,12 @@ class Instance:
         if unload is not None:
             unload()
         self.pool.clear()
+
+
+def _stamp_compute(trace, start: int, input_end: int, output_start: int, end: int) -> None:
+    """A traced job's compute span, from the batch's own clock readings (perf_counter_ns is
+    CLOCK_MONOTONIC, the traces' clock)."""
+    trace.stamp("COMPUTE_START", start)
+    trace.stamp("COMPUTE_INPUT_END", input_end)
+    trace.stamp("COMPUTE_OUTPUT_START", output_start)
+    trace.stamp("COMPUTE_END", end)

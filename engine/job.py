@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -63,9 +64,20 @@ def row_count(arrays: Dict[str, np.ndarray], batched: bool) -> int:
     return rows
 
 
+class _Tracing:
+    """Request tracing as the engine sees it (gpuserve/tracing.py sets both): `on` is the one test a job
+    pays while no request is traced; `current` holds the trace of the request a task works on."""
+
+    on = False
+    current: contextvars.ContextVar = contextvars.ContextVar("gpuserve_trace", default=None)
+
+
+TRACING = _Tracing()
+
+
 class Job:
     __slots__ = ("arrays", "rows", "key", "priority", "deadline", "future", "arrival", "outputs", "parameters",
-                 "reduce", "started", "delayed")
+                 "reduce", "started", "delayed", "trace")
 
     def __init__(self, arrays: Dict[str, np.ndarray], rows: int, key: Tuple, future: asyncio.Future,
                  priority: int = 0, deadline: Optional[float] = None, outputs: Optional[Sequence[str]] = None,
@@ -82,6 +94,7 @@ class Job:
         self.reduce = reduce  # output name -> k: the caller wants only that output's top-k per row
         self.started = False  # set by the instance (on its thread) as it begins the job; then it runs to the end
         self.delayed = False  # timed out under a DELAY policy: it waits behind its level's other jobs
+        self.trace = None  # the request's trace (gpuserve/tracing.py), stamped as the job runs
 
     def expired(self, now: float) -> bool:
         return self.deadline is not None and now >= self.deadline

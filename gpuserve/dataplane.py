@@ -16,7 +16,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from gpuserve import device_health, response_cache
+from gpuserve import device_health, response_cache, tracing
 from gpuserve.adaptive import AdaptiveBatcher
 from gpuserve.classification import apply_classification
 from gpuserve.engine.stats import ModelStats
@@ -244,6 +244,8 @@ class DataPlane:
     # inference ---------------------------------------------------------------------------------
     async def infer(self, request: InferRequest, headers: Optional[Dict[str, str]] = None
                     ) -> Tuple[Any, Dict[str, str]]:
+        if request.trace is not None:
+            return await self._traced(request, headers)
         held = self.shared_memory.hold(request)  # its regions outlive an unregister until it has answered
         if not held:
             return await self._infer(request, headers)
@@ -251,6 +253,35 @@ class DataPlane:
             return await self._infer(request, headers)
         finally:
             self.shared_memory.let_go(held)
+
+    async def _traced(self, request: InferRequest, headers: Optional[Dict[str, str]] = None
+                      ) -> Tuple[Any, Dict[str, str]]:
+        """`infer` for a traced request (gpuserve/tracing.py): the request's span, its input and output
+        tensors, and its trace as the engine's jobs see it. A child trace (an ensemble step) ends here."""
+        trace = request.trace
+        model = self.repository.get_model(request.model_name, request.model_version)
+        if model is not None:
+            trace.begin(model.name, getattr(model, "version", None) or request.model_version, request.id)
+            if trace.setting.tensors:
+                for tensor in request.inputs:
+                    trace.tensor("TENSOR_QUEUE_INPUT", tensor.name, tensor.as_numpy, tensor.datatype)
+        token = tracing.CURRENT.set(trace)
+        held = self.shared_memory.hold(request)
+        try:
+            response, response_headers = await self._infer(request, headers)
+            if trace.setting.tensors and isinstance(response, InferResponse):
+                for output in response.outputs:
+                    trace.tensor("TENSOR_BACKEND_OUTPUT", output.name, output.as_numpy, output.datatype)
+            trace.stamp("INFER_RESPONSE_COMPLETE")
+            return response, response_headers
+        finally:
+            tracing.CURRENT.reset(token)
+            if held:
+                self.shared_memory.let_go(held)
+            if trace.started:
+                trace.stamp("REQUEST_END")
+            if trace.parent is not None:
+                trace.end()
 
     async def _infer(self, request: InferRequest, headers: Optional[Dict[str, str]] = None
                      ) -> Tuple[Any, Dict[str, str]]:

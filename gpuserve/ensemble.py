@@ -466,6 +466,8 @@ class EnsembleModel(Model):
                       if k != "triton_enable_empty_final_response"}  # the ensemble answers for its own end
         request = InferRequest(step.model, inputs, request_id=payload.id, parameters=parameters,
                                request_outputs=[RequestedOutput(n) for n in step.outputs], model_version=step.version)
+        if payload.trace is not None:  # as Triton: each step of a traced request is a trace of its own
+            request.trace = payload.trace.child()
         token = STREAMING.set(True) if streaming else None
         try:
             response, _ = await self.registry.infer(request, headers)

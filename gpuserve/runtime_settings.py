@@ -6,7 +6,8 @@ maps them onto its SettingValue messages. Both transports share one `RuntimeSett
 
 Trace settings: global ones plus per-model overrides; a model's view is the global settings with
 its own overrides on top (a cleared override falls back to the global value, a cleared global value
-to its start-up default). gpuserve keeps and reports them but does not write Triton trace files.
+to its start-up default). `tracer` (gpuserve/tracing.py) traces requests as they say; `trace_count`
+reads back what is left of it, as in Triton.
 
 Log settings change the level of the "gpuserve" logger: verbose -> DEBUG, else the lowest enabled of
 info/warning/error. The file locations (`trace_file`, `log_file`) cannot be changed over the
@@ -20,12 +21,14 @@ import threading
 from typing import Any, Callable, Dict, Optional
 
 from gpuserve.errors import InvalidInput, Unimplemented
+from gpuserve.tracing import Tracer
 
 logger = logging.getLogger("gpuserve")
 
 TRACE_DEFAULTS: Dict[str, Any] = {"trace_file": "", "trace_level": ["OFF"], "trace_rate": "1000",
                                   "trace_count": "-1", "log_frequency": "0", "trace_mode": "triton"}
 TRACE_LEVELS = ("OFF", "TIMESTAMPS", "TENSORS")
+_OLD_LEVELS = {"MIN": "TIMESTAMPS", "MAX": "TIMESTAMPS"}  # tritonserver's deprecated --trace-level values
 LOG_KEYS = ("log_file", "log_info", "log_warning", "log_error", "log_verbose_level", "log_format")
 LOG_FORMATS = ("default", "ISO8601")
 _U32 = 2**32 - 1
@@ -99,7 +102,7 @@ def trace_start_settings(configs: Optional[list]) -> Dict[str, Any]:
             logger.warning("--trace-config %s is not served by gpuserve; ignored", config)
             continue
         if name == "trace_level":
-            levels.append(value.upper())
+            levels.append(_OLD_LEVELS.get(value.upper(), value.upper()))
             settings[name] = _level(levels)
         elif name in _TRACE_PARSERS:
             settings[name] = _TRACE_PARSERS[name](value)
@@ -121,6 +124,8 @@ class RuntimeSettings:
         self._trace: Dict[str, Any] = {k: (list(v) if isinstance(v, list) else v) for k, v in self._defaults.items()}
         self._model_trace: Dict[str, Dict[str, Any]] = {}
         self._log: Optional[Dict[str, Any]] = None  # read from the logger on first use
+        self.tracer = Tracer()
+        self.tracer.configure(self._trace, {})
 
     # trace -------------------------------------------------------------------------------------
     def _check_model(self, model: Optional[str]) -> None:
@@ -133,11 +138,20 @@ class RuntimeSettings:
         with self._lock:
             return self._trace_view(model)
 
-    def _trace_view(self, model: Optional[str]) -> Dict[str, Any]:
+    def _trace_view(self, model: Optional[str], live: bool = True) -> Dict[str, Any]:
         merged = dict(self._trace)
         if model:
             merged.update(self._model_trace.get(model, {}))
+        if live:
+            left = self.tracer.remaining(model)
+            if left is not None and left >= 0 and merged["trace_count"] != "-1":
+                merged["trace_count"] = str(left)
         return {k: list(v) if isinstance(v, list) else v for k, v in merged.items()}
+
+    def _retrace(self, model: Optional[str]) -> None:
+        """New tracer settings (and counters) for `model`, or for all (None); under the lock."""
+        views = {name: self._trace_view(name, live=False) for name, own in self._model_trace.items() if own}
+        self.tracer.configure(self._trace_view(None, live=False), views, [model] if model else None)
 
     def update_trace(self, updates: Dict[str, Any], model: Optional[str] = None) -> Dict[str, Any]:
         """Apply `updates` (a value sets, None clears) globally or for one model; returns the result.
@@ -166,17 +180,17 @@ class RuntimeSettings:
                 else:
                     default = self._defaults[key]
                     target[key] = list(default) if isinstance(default, list) else default
+            if parsed:
+                self._retrace(model)
             view = self._trace_view(model)
-        if view["trace_level"] != ["OFF"] and "trace_level" in parsed:
-            logger.info("trace level %s kept for %s; gpuserve does not write Triton trace files",
-                        view["trace_level"], f"model '{model}'" if model else "all models")
         return view
 
     def clear_model_trace(self, model: str) -> Dict[str, Any]:
         """Drop a model's own trace settings (REST: POST with an empty body); returns its view."""
         self._check_model(model)
         with self._lock:
-            self._model_trace.pop(model, None)
+            if self._model_trace.pop(model, None):
+                self._retrace(model)
             return self._trace_view(model)
 
     # logging -----------------------------------------------------------------------------------

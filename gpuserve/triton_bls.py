@@ -114,6 +114,9 @@ class ServerBridge:
                             parameters=parameters,
                             request_outputs=[RequestedOutput(n) for n in request.requested_output_names()] or None,
                             model_version=str(version) if version is not None and int(version) > 0 else None)
+        given = request._trace
+        if isinstance(given, pb.InferenceTrace) and given._trace is not None:  # trace=request.trace()
+            ours.trace = given._trace.child()
         response, _ = await self._registry().infer(ours)
         return response
 

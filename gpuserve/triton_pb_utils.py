@@ -238,6 +238,17 @@ def _never() -> bool:
     return False
 
 
+class InferenceTrace:
+    """What `request.trace()` returns: given as a BLS request's `trace=`, that request is traced as a
+    child of the traced request it came from (gpuserve/tracing.py), as in Triton."""
+
+    def __init__(self, trace=None):
+        self._trace = trace
+
+    def get_context(self, mode: str = "opentelemetry"):
+        return None  # OpenTelemetry context: gpuserve exports no OpenTelemetry traces
+
+
 class InferenceRequest:
     """Both what `execute` receives and what a model builds for BLS (`exec` / `async_exec`)."""
 
@@ -262,6 +273,10 @@ class InferenceRequest:
         self._make_sender = None  # set by the server for the requests an execute receives
         self._cancelled = _never
         self._release_flags = TRITONSERVER_REQUEST_RELEASE_ALL
+        self._trace = trace
+
+    def trace(self) -> InferenceTrace:
+        return self._trace if isinstance(self._trace, InferenceTrace) else InferenceTrace()
 
     def inputs(self) -> List[Tensor]:
         return self._inputs

@@ -253,6 +253,8 @@ class PythonInstance:
         # made on first use: a sender refers back to its request, and a cycle per request would leave every
         # request's arrays to the garbage collector (10-60 ms pauses under load, measured)
         wrapped._make_sender = functools.partial(self._sender_for, job)
+        if request.trace is not None:  # its BLS requests may be traced under it (trace=request.trace())
+            wrapped._trace = pb.InferenceTrace(request.trace)
         return wrapped
 
     def _sender_for(self, job, request: pb.InferenceRequest) -> pb.InferenceResponseSender:

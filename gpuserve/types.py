@@ -490,7 +490,7 @@ class InferRequest:
     """A V2 inference request: inputs, requested outputs, id and parameters."""
 
     __slots__ = ("id", "model_name", "model_version", "inputs", "parameters", "request_outputs",
-                 "_from_grpc", "_use_raw_outputs", "headers", "cache_key")
+                 "_from_grpc", "_use_raw_outputs", "headers", "cache_key", "trace")
 
     from_grpc = _FromGrpc(_request_from_grpc)
 
@@ -507,6 +507,7 @@ class InferRequest:
         self._use_raw_outputs = False
         self.headers: Optional[dict] = None
         self.cache_key: Optional[bytes] = None  # the response cache's entry that answers it (dataplane.py)
+        self.trace = None  # gpuserve/tracing.py's Trace when this request is traced
         if raw_inputs:
             self._use_raw_outputs = True
             _mark_raw(self.inputs, raw_inputs)

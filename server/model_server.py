@@ -456,6 +456,7 @@ class ModelServer:
             task.cancel()
         await asyncio.gather(*self._engine_tasks, return_exceptions=True)
         self.exit_timeout_expired = not await shutdown.stop_models(self.registered_models, left, stop_model)
+        self.dataplane.runtime_settings.tracer.close()  # the traces still held are written, the files closed
         logger.info("gpuserve stopped")
         if failure is None and self.load_failure is not None:
             raise self.load_failure

@@ -62,6 +62,7 @@ class FastPath:
         self.errors = errors
         self.body_limit = body_limit
         self.metrics = plane.transport_metrics
+        self.tracer = plane.runtime_settings.tracer
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -128,18 +129,32 @@ class FastPath:
         response, through the user's exception handlers when there are any (`make_request` builds
         the Starlette request those handlers take, only then)."""
         start = time.perf_counter()
+        trace = None
+        if self.tracer.on and route[0] == "infer":  # Triton's request traces (gpuserve/tracing.py)
+            trace = self.tracer.sample(route[1])
+            if trace is not None:
+                trace.stamp("HTTP_RECV_START")
+                trace.stamp("HTTP_RECV_END")
         self.metrics.rest_in_progress += 1
         try:
             status, content, response_headers = await self._answer(
-                route, decompress(body, headers.get("content-encoding"), self.body_limit), headers, probed)
+                route, decompress(body, headers.get("content-encoding"), self.body_limit), headers, probed, trace)
         except asyncio.CancelledError:
+            if trace is not None:
+                trace.end()
             raise
         except Exception as exc:
             status, content, response_headers = await self.error(make_request, exc)
         finally:
             self.metrics.rest_in_progress -= 1
         self.observe(route, status, start)
-        return _encoded(route, (status, content, response_headers), headers.get("accept-encoding"))
+        if trace is None:
+            return _encoded(route, (status, content, response_headers), headers.get("accept-encoding"))
+        trace.stamp("HTTP_SEND_START")
+        answer = _encoded(route, (status, content, response_headers), headers.get("accept-encoding"))
+        trace.stamp("HTTP_SEND_END")
+        trace.end()
+        return answer
 
     def observe(self, route, status: int, start: float) -> None:
         self.metrics.observe_rest("infer_latest" if route[0] == "infer" and route[2] is None else
@@ -172,8 +187,8 @@ class FastPath:
                 break
         return (chunks[0] if len(chunks) == 1 else b"".join(chunks)), headers
 
-    async def _answer(self, route, body: bytes, headers: Dict[str, str], probed: object = NOT_PROBED
-                      ) -> Tuple[int, bytes, list]:
+    async def _answer(self, route, body: bytes, headers: Dict[str, str], probed: object = NOT_PROBED,
+                      trace=None) -> Tuple[int, bytes, list]:
         kind, name, version = route
         if kind == "predict":
             response, response_headers = await self.plane.predict_v1(name, parse_json(body), headers,
@@ -209,6 +224,7 @@ class FastPath:
             if self.plane.repository.get_model(name, version) is None:  # as Triton: the model is looked up first
                 raise ModelNotFound(name, version) from None
             raise
+        request.trace = trace
         response, response_headers = await self.plane.infer(request, headers)
         if type(response) is not InferResponse and is_stream(response):
             return 200, await Stream.start(response), stream_headers(response_headers)

@@ -1,0 +1,266 @@
+"""Triton's request traces written to files (qa/L0_trace, qa/L0_cmdline_trace): what tritonserver 2.51
+writes is what Triton's trace_summary.py and users' jq scripts read, so the objects, the names of the
+points in time, the sampling by rate and count, the indexed files of log_frequency, the child traces of
+ensemble steps and BLS requests, and the per-model settings must match it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import onnx
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from onnx import TensorProto, helper
+
+from conftest import running_server
+from gpuserve import ModelRepository
+from gpuserve.engine.job import TRACING
+from gpuserve.repository import DiskRepository
+from gpuserve.runtime_settings import RuntimeSettings
+
+CONFIG = """name: "{name}"
+platform: "onnxruntime_onnx"
+max_batch_size: 8
+input [{{ name: "INPUT0" data_type: TYPE_INT32 dims: [16] }}, {{ name: "INPUT1" data_type: TYPE_INT32 dims: [16] }}]
+output [{{ name: "OUTPUT0" data_type: TYPE_INT32 dims: [16] }}, {{ name: "OUTPUT1" data_type: TYPE_INT32 dims: [16] }}]
+"""
+ENSEMBLE = """name: "{name}"
+platform: "ensemble"
+max_batch_size: 8
+input [{{ name: "INPUT0" data_type: TYPE_INT32 dims: [16] }}, {{ name: "INPUT1" data_type: TYPE_INT32 dims: [16] }}]
+output [{{ name: "OUTPUT0" data_type: TYPE_INT32 dims: [16] }}, {{ name: "OUTPUT1" data_type: TYPE_INT32 dims: [16] }}]
+ensemble_scheduling {{ step [{{ model_name: "{step}" model_version: -1
+  input_map {{ key: "INPUT0" value: "INPUT0" }} input_map {{ key: "INPUT1" value: "INPUT1" }}
+  output_map {{ key: "OUTPUT0" value: "OUTPUT0" }} output_map {{ key: "OUTPUT1" value: "OUTPUT1" }} }}] }}
+"""
+BLS = """import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            if request.trace().get_context() is not None:
+                raise pb_utils.TritonModelException("a Triton-mode trace has no OpenTelemetry context")
+            inputs = [pb_utils.get_input_tensor_by_name(request, n) for n in ("INPUT0", "INPUT1")]
+            child = pb_utils.InferenceRequest(model_name="ens", requested_output_names=["OUTPUT0", "OUTPUT1"],
+                                              inputs=inputs, trace=request.trace())
+            responses.append(pb_utils.InferenceResponse(child.exec().output_tensors()))
+        return responses
+"""
+BLS_CONFIG = """name: "bls"
+backend: "python"
+input [{ name: "INPUT0" data_type: TYPE_INT32 dims: [1, 16] }, { name: "INPUT1" data_type: TYPE_INT32 dims: [1, 16] }]
+output [{ name: "OUTPUT0" data_type: TYPE_INT32 dims: [1, 16] }, { name: "OUTPUT1" data_type: TYPE_INT32 dims: [1, 16] }]
+"""
+
+
+def add_sub(folder, name):
+    """qa's onnx_int32_int32_int32 as an ONNX stand-in: OUTPUT0 = INPUT0 + INPUT1, OUTPUT1 = INPUT0 - INPUT1."""
+    tensor = lambda n: helper.make_tensor_value_info(n, TensorProto.INT32, ["b", 16])  # noqa: E731
+    graph = helper.make_graph([helper.make_node("Add", ["INPUT0", "INPUT1"], ["OUTPUT0"]),
+                               helper.make_node("Sub", ["INPUT0", "INPUT1"], ["OUTPUT1"])], name,
+                              [tensor("INPUT0"), tensor("INPUT1")], [tensor("OUTPUT0"), tensor("OUTPUT1")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    (folder / name / "1").mkdir(parents=True)
+    onnx.save(model, str(folder / name / "1" / "model.onnx"))
+    (folder / name / "config.pbtxt").write_text(CONFIG.format(name=name))
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("trace_repo")
+    add_sub(root, "simple")
+    add_sub(root, "other")
+    (root / "ens" / "1").mkdir(parents=True)
+    (root / "ens" / "config.pbtxt").write_text(ENSEMBLE.format(name="ens", step="simple"))
+    (root / "bls" / "1").mkdir(parents=True)
+    (root / "bls" / "1" / "model.py").write_text(BLS)
+    (root / "bls" / "config.pbtxt").write_text(BLS_CONFIG)
+    return root
+
+
+def serve(repo, trace_file, *configs):
+    config = [f"triton,file={trace_file}", *configs]
+    return running_server(repository=DiskRepository(repo).populate(ModelRepository()), trace_config=config)
+
+
+def infer(module, port, model="simple", request_id="1"):
+    client = module.InferenceServerClient(f"127.0.0.1:{port}")
+    inputs = [module.InferInput("INPUT0", [1, 16], "INT32"), module.InferInput("INPUT1", [1, 16], "INT32")]
+    inputs[0].set_data_from_numpy(np.arange(16, dtype=np.int32).reshape(1, 16))
+    inputs[1].set_data_from_numpy(np.ones((1, 16), dtype=np.int32))
+    try:
+        result = client.infer(model, inputs, request_id=request_id)
+        assert result.as_numpy("OUTPUT0").tolist() == [list(range(1, 17))]
+    finally:
+        client.close()
+
+
+def both(server, times, model="simple"):
+    for _ in range(times):
+        infer(grpcclient, server.ports["grpc"], model)
+        infer(httpclient, server.ports["http"], model)
+
+
+def traces(path):
+    """{id: {"head": header object, "times": {name: ns}, "tensors": [activity objects]}} of a trace file."""
+    found = {}
+    for item in json.loads(path.read_text()):
+        entry = found.setdefault(item["id"], {"head": None, "times": {}, "tensors": []})
+        if "model_name" in item:
+            entry["head"] = item
+        elif "timestamps" in item:
+            for stamp in item["timestamps"]:
+                entry["times"][stamp["name"]] = stamp["ns"]
+        else:
+            entry["tensors"].append(item)
+    return found
+
+
+def test_every_request_traced_with_triton_objects_and_points_in_time(repo, tmp_path):
+    path = tmp_path / "trace.json"
+    with serve(repo, path, "level=TIMESTAMPS", "rate=1") as server:
+        both(server, 2)
+        assert not path.exists()  # as tritonserver: written at shutdown when log_frequency is 0
+    found = traces(path)
+    assert len(found) == 4
+    order = ["REQUEST_START", "QUEUE_START", "COMPUTE_START", "COMPUTE_INPUT_END", "COMPUTE_OUTPUT_START",
+             "COMPUTE_END", "REQUEST_END"]
+    for entry in found.values():
+        assert entry["head"] == {"id": entry["head"]["id"], "model_name": "simple", "model_version": 1,
+                                 "request_id": "1"}
+        times = entry["times"]
+        assert [times[n] for n in order] == sorted(times[n] for n in order)
+        front = "HTTP" if "HTTP_RECV_START" in times else "GRPC"
+        if front == "HTTP":
+            assert times["HTTP_RECV_START"] <= times["HTTP_RECV_END"] <= times["REQUEST_START"]
+            assert times["REQUEST_END"] <= times["HTTP_SEND_START"] <= times["HTTP_SEND_END"]
+        else:
+            assert times["GRPC_WAITREAD_END"] <= times["REQUEST_START"]
+            assert times["REQUEST_END"] <= times["GRPC_SEND_START"] <= times["GRPC_SEND_END"]
+        assert abs(times["REQUEST_START"] - time.monotonic_ns()) < 600e9  # Triton's clock: CLOCK_MONOTONIC
+    assert sorted("HTTP_RECV_START" in e["times"] for e in found.values()) == [False, False, True, True]
+
+
+def test_level_off_writes_no_file(repo, tmp_path):
+    path = tmp_path / "off.json"
+    with serve(repo, path, "level=OFF", "rate=1") as server:
+        both(server, 2)
+        assert server.dataplane.runtime_settings.tracer.on is False
+    assert not path.exists()
+
+
+def test_rate_samples_every_nth_and_log_frequency_writes_indexed_files(repo, tmp_path):
+    path = tmp_path / "freq.json"
+    with serve(repo, path, "level=TIMESTAMPS", "rate=6", "log-frequency=2") as server:
+        both(server, 10)  # 20 requests: the 6th, 12th and 18th are traced
+        assert len(traces(tmp_path / "freq.json.0")) == 2  # written once 2 were collected
+    assert len(traces(tmp_path / "freq.json.1")) == 1  # the rest, at shutdown
+    assert not path.exists()
+
+
+def test_trace_count_read_back_and_used_up_writes_index_file(repo, tmp_path):
+    path = tmp_path / "count.json"
+    with serve(repo, path, "level=TIMESTAMPS", "rate=1") as server:
+        client = httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}")
+        both(server, 2)
+        assert client.update_trace_settings(settings={"trace_count": "3"})["trace_count"] == "3"
+        both(server, 3)
+        assert client.get_trace_settings(model_name="simple")["trace_count"] == "0"
+        assert client.get_trace_settings()["trace_count"] == "0"
+        assert len(traces(tmp_path / "count.json.0")) == 3  # as Triton: written when the count is used up
+        client.close()
+    assert len(traces(path)) == 4  # the traces of the settings before, at shutdown
+
+
+def test_model_settings_override_global_ones(repo, tmp_path):
+    path = tmp_path / "model.json"
+    with serve(repo, path, "level=TIMESTAMPS", "rate=1") as server:
+        client = httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}")
+        client.update_trace_settings(model_name="simple", settings={"trace_level": ["OFF"]})
+        both(server, 2, "simple")
+        both(server, 1, "other")
+        client.update_trace_settings(model_name="simple", settings={"trace_level": None, "trace_rate": "2"})
+        both(server, 2, "simple")
+        client.close()
+    names = sorted(e["head"]["model_name"] for e in traces(path).values())
+    assert names == ["other", "other", "simple", "simple"]
+
+
+def test_tensors_level_adds_tensor_activities(repo, tmp_path):
+    path = tmp_path / "tensors.json"
+    with serve(repo, path, "level=TIMESTAMPS", "level=TENSORS", "rate=1") as server:
+        infer(httpclient, server.ports["http"])
+    (entry,) = traces(path).values()
+    tensors = {(t["activity"], t["tensor"]["name"]): t["tensor"] for t in entry["tensors"]}
+    assert tensors[("TENSOR_QUEUE_INPUT", "INPUT0")] == {
+        "name": "INPUT0", "data": ",".join(str(i) for i in range(16)), "shape": "1,16", "dtype": "INT32"}
+    assert tensors[("TENSOR_BACKEND_OUTPUT", "OUTPUT1")]["data"] == ",".join(str(i - 1) for i in range(16))
+    assert set(tensors) == {("TENSOR_QUEUE_INPUT", "INPUT0"), ("TENSOR_QUEUE_INPUT", "INPUT1"),
+                            ("TENSOR_BACKEND_OUTPUT", "OUTPUT0"), ("TENSOR_BACKEND_OUTPUT", "OUTPUT1")}
+
+
+def test_ensemble_steps_and_bls_requests_are_child_traces(repo, tmp_path):
+    path = tmp_path / "children.json"
+    with serve(repo, path, "level=TIMESTAMPS", "rate=1") as server:
+        infer(httpclient, server.ports["http"], "ens", request_id="7")
+        infer(httpclient, server.ports["http"], "bls", request_id="")
+    heads = sorted((e["head"] for e in traces(path).values()), key=lambda h: h["id"])
+    assert heads == [
+        {"id": 1, "model_name": "ens", "model_version": 1, "request_id": "7"},
+        {"id": 2, "model_name": "simple", "model_version": 1, "request_id": "7", "parent_id": 1},
+        {"id": 3, "model_name": "bls", "model_version": 1},
+        {"id": 4, "model_name": "ens", "model_version": 1, "parent_id": 3},
+        {"id": 5, "model_name": "simple", "model_version": 1, "parent_id": 4}]
+
+
+def test_tracing_off_leaves_requests_untouched():
+    settings = RuntimeSettings()
+    assert settings.tracer.on is False and settings.tracer.sample("m") is None
+    settings.update_trace({"trace_level": ["TIMESTAMPS"]})  # no trace file: nothing to write, nothing sampled
+    assert settings.tracer.on is False and settings.tracer.sample("m") is None
+    if not TRACING.on:  # process-wide once any server traced; the job's one test is then on this flag
+        assert TRACING.current.get() is None
+
+
+def _wait_ready(proc, port):
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stdout.read().decode(errors="replace")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise AssertionError("gpuserve did not become ready")
+
+
+def test_deprecated_flags_and_sigterm_write_the_file(repo, tmp_path):
+    """tritonserver's --trace-level=MIN (TIMESTAMPS) and a stop by signal still finish the file."""
+    path = tmp_path / "min.json"
+    ports = (9150, 9151, 9152)
+    proc = subprocess.Popen([sys.executable, "-m", "gpuserve.cli", "start", f"--model-repository={repo}",
+                             f"--http-port={ports[0]}", f"--grpc-port={ports[1]}", f"--metrics-port={ports[2]}",
+                             f"--trace-file={path}", "--trace-level=MIN", "--trace-rate=1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        _wait_ready(proc, ports[0])
+        infer(httpclient, ports[0])
+        infer(grpcclient, ports[1])
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output = proc.communicate(timeout=60)[0].decode(errors="replace")
+    assert "Warning: '--trace-level' has been deprecated" in output
+    assert len(traces(path)) == 2
