@@ -145,6 +145,9 @@ class HttpConnection(asyncio.Protocol):
     def connection_lost(self, exc) -> None:
         self.closed = True
         self.server.connections.discard(self)
+        # The parser calls back into this object, a cycle only a full collection finds, and the server runs
+        # those rarely (model_server's thresholds): every closed connection stayed until then
+        self.parser = None
         for request in self.pending:
             if request.early is not None:
                 request.early.cancel()
