@@ -23,9 +23,9 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from gpuserve.backends import device_arrays, torch_graphs, torch_strings
+from gpuserve.backends import device_arrays, torch_aoti, torch_graphs, torch_strings
 from gpuserve.backends.base import TensorSpec
-from gpuserve.errors import InvalidInput
+from gpuserve.errors import InvalidInput, ModelLoadError
 
 logger = logging.getLogger("gpuserve.backends.torch")
 
@@ -67,6 +67,17 @@ warnings.filterwarnings("ignore", message="The given NumPy array is not writable
 warnings.filterwarnings("ignore", message="The given buffer is not writable", category=UserWarning)
 
 
+def _export_load(torch, path: Path):
+    """torch.export.load, its failure said as what the file is not (torch's own text is its deserializer's)."""
+    try:
+        return torch.export.load(str(path))
+    except Exception as exc:
+        raise ModelLoadError(f"{path.name} is neither a torch.export program (torch.export.save) nor an AOTInductor "
+                             f"package (torch._inductor.aoti_compile_and_package) this torch can read "
+                             f"({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''})"
+                             ) from None
+
+
 def _spec_from_value(name: str, value) -> TensorSpec:
     dtype = str(value.dtype).replace("torch.", "")
     shape = [int(d) if str(d).lstrip("-").isdigit() else -1 for d in value.shape]
@@ -104,7 +115,7 @@ class TorchBackend:
                  precision: Optional[str] = None, compile: bool = False, overlap: bool = True,
                  cuda_graphs: bool = False, graph_batch_sizes: Sequence[int] = (), inference_mode: bool = True,
                  optimized_execution: bool = True, shared: Optional["TorchBackend"] = None,
-                 placed_by_model: bool = False):
+                 placed_by_model: bool = False, name: str = ""):
         """`inference_mode` False runs under no_grad only and `optimized_execution` False turns TorchScript's
         graph optimizer off, as Triton's INFERENCE_MODE / DISABLE_OPTIMIZED_EXECUTION; `shared`: another
         instance on this device whose module (weights) this one runs too (ENABLE_WEIGHT_SHARING).
@@ -124,13 +135,17 @@ class TorchBackend:
         self.torch_device = torch.device(device)
         path = Path(path)
         self.exported = path.suffix == ".pt2"
+        name = name or path.parent.name
         self.shares = shared is not None and shared.device == device
         with _LOAD_LOCK:
             if self.shares:
                 self.module = shared.module
                 found_in, found_out = shared._found
+            elif self.exported and torch_aoti.is_aoti_package(path):
+                self.module = torch_aoti.AotiModule(path, name, device, inputs, outputs)
+                found_in, found_out = self.module.inputs, [spec for _, spec in self.module.outputs]
             elif self.exported:
-                program = torch.export.load(str(path))
+                program = _export_load(torch, path)
                 found_in, found_out = self._export_specs(program)
                 self.module = program.module().to(self.torch_device)
             else:
@@ -144,10 +159,12 @@ class TorchBackend:
         self.loose_outputs = not self.exported and not outputs and self._returns_dict(self.module)
         if not self.exported and not self.shares:  # an exported program's module is already in inference form
             self.module.eval()
-        self.precision = {"fp16": torch.float16, "bf16": torch.bfloat16}.get((precision or "").lower())
-        if self.precision is not None and not self.shares:
+        self.aoti = isinstance(self.module, torch_aoti.AotiModule)  # compiled code: no casts, compiles, graphs
+        self.precision = None if self.aoti else {"fp16": torch.float16, "bf16": torch.bfloat16}.get(
+            (precision or "").lower())
+        if self.precision is not None and not self.shares and not self.aoti:
             self.module = self.module.to(self.precision)
-        if compile and not self.shares:
+        if compile and not self.shares and not self.aoti:
             self.module = torch.compile(self.module)
         self.inputs = _in_file_order(inputs, found_in) if inputs else found_in
         self.outputs = _by_index_suffix(outputs) if outputs else found_out
@@ -158,7 +175,7 @@ class TorchBackend:
         self.overlap = overlap
         self.max_concurrency = 2 if self.device != "cpu" and overlap else 1
         self.graphs: Dict[int, torch_graphs.CapturedGraph] = {}
-        if cuda_graphs and self.device != "cpu":
+        if cuda_graphs and self.device != "cpu" and not self.aoti:
             try:
                 with self._mode():
                     self.graphs = torch_graphs.capture_graphs(

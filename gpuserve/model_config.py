@@ -17,7 +17,8 @@ CONFIG_TYPES = {"BOOL": "TYPE_BOOL", "UINT8": "TYPE_UINT8", "UINT16": "TYPE_UINT
                 "INT64": "TYPE_INT64", "FP16": "TYPE_FP16", "FP32": "TYPE_FP32", "FP64": "TYPE_FP64",
                 "BYTES": "TYPE_STRING", "BF16": "TYPE_BF16"}
 _KINDS = {"auto": "KIND_AUTO", "gpu": "KIND_GPU", "cpu": "KIND_CPU"}
-_FILES = {"onnxruntime_onnx": "model.onnx", "pytorch_libtorch": "model.pt", "tensorrt_plan": "model.plan"}
+_FILES = {"onnxruntime_onnx": "model.onnx", "pytorch_libtorch": "model.pt", "tensorrt_plan": "model.plan",
+          "torch_aoti": "model.pt2"}
 
 
 def _max_batch(meta: Dict[str, Any], settings: Optional[Any]) -> int:
@@ -38,7 +39,7 @@ def model_config(meta: Dict[str, Any], settings: Optional[Any] = None) -> Dict[s
     max_batch = _max_batch(meta, settings)
     skip = 1 if max_batch else 0
     platform = meta.get("platform") or ""
-    backend = {"onnxruntime_onnx": "onnxruntime", "pytorch_libtorch": "pytorch",
+    backend = {"onnxruntime_onnx": "onnxruntime", "pytorch_libtorch": "pytorch", "torch_aoti": "pytorch",
                "tensorrt_plan": "tensorrt", "fil": "fil"}.get(platform, "python" if platform in ("", "python") else "")
     if platform in ("python", "fil"):  # Triton's metadata names these backends; their config leaves platform empty
         platform = ""

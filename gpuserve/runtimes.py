@@ -621,8 +621,13 @@ class TorchModel(FrameworkModel):
     """TorchScript `model.pt` or torch.export `model.pt2`. TorchScript does not record tensor types,
     so declare `inputs`/`outputs` in the model settings to get checking and batching."""
 
-    platform = "pytorch_libtorch"
     describes_itself = False  # TorchScript declares no tensors: the config's are the model's
+
+    @property
+    def platform(self) -> str:
+        """What metadata and the config endpoints report: a config's torch_aoti as written (an AOTInductor package
+        or a torch.export program in model.pt2, told apart at load: backends/torch.py)."""
+        return "torch_aoti" if getattr(self.settings, "platform", "") == "torch_aoti" else "pytorch_libtorch"
 
     def artefact(self) -> Path:
         path = super().artefact()
@@ -679,7 +684,8 @@ class TorchModel(FrameworkModel):
                                cuda_graphs=graphs, graph_batch_sizes=sizes,
                                inference_mode=extra.get("inference_mode", True) is not False,
                                optimized_execution=extra.get("optimized_execution", True) is not False,
-                               shared=shared, placed_by_model=bool(extra_settings.get("triton_kind_model")))
+                               shared=shared, placed_by_model=bool(extra_settings.get("triton_kind_model")),
+                               name=self.name)
         if sharing is not None:
             sharing.setdefault(device, backend)
         if "triton_max_batch_size" in (self.settings.model_extra or {}) and not backend.exported:

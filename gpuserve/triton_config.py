@@ -34,6 +34,7 @@ V2_TYPES = {"TYPE_BOOL": "BOOL", "TYPE_UINT8": "UINT8", "TYPE_UINT16": "UINT16",
             "TYPE_INT64": "INT64", "TYPE_FP16": "FP16", "TYPE_FP32": "FP32", "TYPE_FP64": "FP64",
             "TYPE_STRING": "BYTES", "TYPE_BF16": "BF16"}
 PLATFORMS = {"onnxruntime_onnx": "onnx", "onnxruntime": "onnx", "pytorch_libtorch": "torch", "pytorch": "torch",
+             "torch_aoti": "torch",
              "tensorrt_plan": "tensorrt", "tensorrt": "tensorrt", "python": "triton_python", "ensemble": "ensemble",
              "fil": "fil"}
 # Triton's identity and square backends (C++ libraries it builds for its tests), served as Python-backend models
@@ -284,7 +285,7 @@ def dynamic_batching_settings(dyn: Optional[Dict[str, Any]]) -> Dict[str, Any]:
 def _runtime_of_files(where: Path, config: Dict[str, Any]) -> Optional[str]:
     """A config without platform or backend (e.g. `{"max_batch_size": 16}` given to load_model) is served by
     the framework of the file it would load: default_model_filename's suffix, else the default file found."""
-    suffixes = {".onnx": "onnx", ".pt": "torch", ".plan": "tensorrt"}
+    suffixes = {".onnx": "onnx", ".pt": "torch", ".pt2": "torch", ".plan": "tensorrt"}
     named = config.get("default_model_filename")
     if named:
         return suffixes.get(Path(named).suffix)
@@ -318,7 +319,8 @@ def settings_from_config(folder: Path, config: Dict[str, Any], version: Optional
         check_batch_strategy(folder, config, version)
     max_batch = int(config.get("max_batch_size", 0) or 0)
     where = folder / str(version) if version is not None else folder
-    filename = config.get("default_model_filename") or DEFAULT_FILES[runtime]
+    filename = config.get("default_model_filename") or ("model.pt2" if platform == "torch_aoti"
+                                                        else DEFAULT_FILES[runtime])
     if backend in OWN_BACKENDS:  # Triton's test backends: gpuserve's own model.py for each (gpuserve/triton_*.py)
         where, filename = Path(__file__).parent, OWN_BACKENDS[backend]
     if torch_in_python:

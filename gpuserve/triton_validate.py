@@ -20,7 +20,7 @@ logger = logging.getLogger("gpuserve")
 # platform -> the backend that serves it (Triton's GetBackendTypeFromPlatform, by name)
 PLATFORM_BACKENDS = {"tensorrt_plan": "tensorrt", "onnxruntime_onnx": "onnxruntime", "pytorch_libtorch": "pytorch",
                      "tensorflow_graphdef": "tensorflow", "tensorflow_savedmodel": "tensorflow",
-                     "torch_aoti": "pytorch_aoti"}
+                     "torch_aoti": "pytorch"}
 KNOWN_BACKENDS = set(PLATFORM_BACKENDS.values())
 _CONTROL_KINDS = ("CONTROL_SEQUENCE_START", "CONTROL_SEQUENCE_END", "CONTROL_SEQUENCE_READY")
 _BATCH_INPUT_KINDS = ("BATCH_ELEMENT_COUNT", "BATCH_ACCUMULATED_ELEMENT_COUNT",
@@ -56,13 +56,17 @@ def complete_backend(name: str, folder: Path, config: Dict[str, Any]) -> Dict[st
     if not done and backend == "openvino":
         filename, done = filename or "model.xml", True
     if not done and not backend:
-        if platform == "pytorch_libtorch" or filename == "model.pt":
+        if platform in ("pytorch_libtorch", "torch_aoti") or filename in ("model.pt", "model.pt2"):
             backend = "pytorch"
         elif found("model.pt"):
             backend, platform = "pytorch", "pytorch_libtorch"
+        elif found("model.pt2"):  # an AOTInductor package or a torch.export program (backends/torch.py)
+            backend, platform = "pytorch", "torch_aoti"
     if not done and backend == "pytorch":
         if not platform:
             platform, filename = "pytorch_libtorch", filename or "model.pt"
+        elif platform == "torch_aoti":
+            filename = filename or "model.pt2"
         done = True
     if not done and not backend and (filename == "model.py" or found("model.py", True)):
         backend = "python"

@@ -1,0 +1,170 @@
+"""Triton's PyTorch backend qa suites (qa/L0_torch_aoti, L0_libtorch_*) against gpuserve, with models built here.
+
+- L0_torch_aoti: `platform: "torch_aoti"` with `backend: "pytorch"` loads an AOTInductor package (it was refused
+  as an unexpected platform and backend pair), its tensors named by forward's arguments and result (ARGS[0],
+  ARGS[2][key], KWARGS[key], RESULT[key][0]) or by position (INPUT__N / OUTPUT__N), one row as well as a batch;
+  a config that contradicts the compiled dtypes or dimensions fails the load with the reason, a request that
+  would not fit the compiled code is refused (the code itself does not check, and would read past its
+  buffers), a TYPE_STRING tensor fails the load. An exported program's model.pt2 keeps serving, and a file
+  that is neither says so.
+
+One package is compiled for the whole file (AOTInductor runs a C++ compiler: about 5-10 s here).
+"""
+
+import shutil
+import textwrap
+
+import numpy as np
+import pytest
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from conftest import running_server
+from gpuserve import ModelRepository
+from gpuserve.repository import DiskRepository
+
+torch = pytest.importorskip("torch")
+
+PORTS = iter(range(9603, 9650, 3))  # this file's loopback ports
+
+
+def _serve(root):
+    port = next(PORTS)
+    registry = DiskRepository(root).populate(ModelRepository())
+    return running_server(repository=registry, http_port=port, grpc_port=port + 1, metrics_port=port + 2)
+
+
+class _Net(torch.nn.Module):
+    def forward(self, a, b, opts, *, k):
+        return {"ZZZ": a - b, "AAA": a + b + k, "BBB": (opts["x"] * 2, opts["y"] - a)}
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory):
+    path = tmp_path_factory.mktemp("aoti") / "model.pt2"
+    batch = torch.export.Dim("batch", min=1, max=8)
+    rows = {0: batch}
+    a, b, x, y, k = (torch.zeros(2, 4) for _ in range(5))  # distinct: export takes one tensor given twice as one
+    program = torch.export.export(_Net().eval(), (a, b, {"x": x, "y": y}), {"k": k},
+                                  dynamic_shapes={"a": rows, "b": rows, "opts": {"x": rows, "y": rows}, "k": rows})
+    torch._inductor.aoti_compile_and_package(program, package_path=str(path))
+    return path
+
+
+def _model(root, name, package, inputs, outputs, extra=""):
+    (root / name / "1").mkdir(parents=True)
+    shutil.copy(package, root / name / "1" / "model.pt2")
+    tensors = lambda entries: ", ".join(f'{{ name: "{n}" data_type: {t} dims: [ {d} ] }}' for n, t, d in entries)
+    (root / name / "config.pbtxt").write_text(textwrap.dedent(f"""
+        backend: "pytorch"
+        platform: "torch_aoti"
+        max_batch_size: 8
+        input [ {tensors(inputs)} ]
+        output [ {tensors(outputs)} ]
+        instance_group [ {{ kind: KIND_CPU }} ]
+        """) + extra)
+
+
+def _infer(client, model, arrays, outputs):
+    inputs = []
+    for name, array in arrays.items():
+        inputs.append(httpclient.InferInput(name, list(array.shape), "FP32"))
+        inputs[-1].set_data_from_numpy(array)
+    result = client.infer(model, inputs, outputs=[httpclient.InferRequestedOutput(n) for n in outputs])
+    return {name: result.as_numpy(name) for name in outputs}
+
+
+def _data(rows):
+    rng = np.random.default_rng(rows)
+    return [rng.standard_normal((rows, 4)).astype(np.float32) for _ in range(5)]
+
+
+def test_an_aoti_package_serves_under_forward_names_and_ordinal_names(tmp_path, package):
+    fp32 = "TYPE_FP32"
+    _model(tmp_path, "named", package,  # listed out of forward's order: the names place them
+           [("KWARGS[k]", fp32, 4), ("ARGS[2][y]", fp32, 4), ("ARGS[0]", fp32, 4), ("ARGS[1]", fp32, 4),
+            ("ARGS[2][x]", fp32, 4)],
+           [("RESULT[BBB][1]", fp32, 4), ("RESULT[AAA]", fp32, 4)])
+    _model(tmp_path, "ordinal", package, [(f"INPUT__{i}", fp32, 4) for i in (4, 3, 2, 1, 0)],
+           [(f"OUTPUT__{i}", fp32, 4) for i in range(4)])
+    with _serve(tmp_path) as server, httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
+        for rows in (1, 3):  # one row too: torch's export refines the batch dimension to start at 2
+            a, b, x, y, k = _data(rows)
+            got = _infer(client, "named", {"ARGS[0]": a, "ARGS[1]": b, "ARGS[2][x]": x, "ARGS[2][y]": y,
+                                           "KWARGS[k]": k}, ["RESULT[AAA]", "RESULT[BBB][1]"])
+            np.testing.assert_allclose(got["RESULT[AAA]"], a + b + k, rtol=1e-6)
+            np.testing.assert_allclose(got["RESULT[BBB][1]"], y - a, rtol=1e-6)
+            got = _infer(client, "ordinal", {f"INPUT__{i}": v for i, v in enumerate((a, b, x, y, k))},
+                         [f"OUTPUT__{i}" for i in range(4)])
+            for index, want in enumerate((a - b, a + b + k, x * 2, y - a)):  # the result dict's own order
+                np.testing.assert_allclose(got[f"OUTPUT__{index}"], want, rtol=1e-6)
+        config = client.get_model_config("named")
+        assert (config["backend"], config["platform"], config["default_model_filename"]) == \
+            ("pytorch", "torch_aoti", "model.pt2")
+
+
+def test_a_config_the_package_contradicts_fails_the_load_with_the_reason(tmp_path, package):
+    fp32, names = "TYPE_FP32", ("ARGS[0]", "ARGS[1]", "ARGS[2][x]", "ARGS[2][y]", "KWARGS[k]")
+    good = [(n, fp32, 4) for n in names]
+    _model(tmp_path, "dtype", package, [("ARGS[0]", "TYPE_FP16", 4)] + good[1:], [("RESULT[AAA]", fp32, 4)])
+    _model(tmp_path, "dims", package, [("ARGS[0]", fp32, 5)] + good[1:], [("RESULT[AAA]", fp32, 4)])
+    _model(tmp_path, "unknown", package, [("ARGS[9]", fp32, 4)] + good[1:], [("RESULT[AAA]", fp32, 4)])
+    _model(tmp_path, "past_end", package, [(f"INPUT__{i}", fp32, 4) for i in (0, 1, 2, 3, 9)],
+           [("OUTPUT__0", fp32, 4)])
+    _model(tmp_path, "count", package, good[:4], [("RESULT[AAA]", fp32, 4)])
+    _model(tmp_path, "bad_output", package, good, [("RESULT[QQQ]", fp32, 4)])
+    _model(tmp_path, "string_corrid", package, [("INPUT__0", fp32, 1)], [("OUTPUT__0", fp32, 1)], """
+        sequence_batching {
+          control_input [ { name: "INPUT__2" control [ { kind: CONTROL_SEQUENCE_START fp32_false_true: [ 0, 1 ] } ] },
+                          { name: "INPUT__3" control [ { kind: CONTROL_SEQUENCE_READY fp32_false_true: [ 0, 1 ] } ] },
+                          { name: "INPUT__4" control [ { kind: CONTROL_SEQUENCE_CORRID data_type: TYPE_STRING } ] } ]
+          state [ { input_name: "INPUT__1" output_name: "OUTPUT__1" data_type: TYPE_FP32 dims: [ 1 ] } ]
+        }
+        """)
+    (tmp_path / "bare" / "1").mkdir(parents=True)  # no config: nothing says the tensors' types
+    shutil.copy(package, tmp_path / "bare" / "1" / "model.pt2")
+    with _serve(tmp_path) as server, httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
+        reasons = {e["name"]: e.get("reason", "") for e in client.get_model_repository_index()}
+    assert "configuration expects datatype TYPE_FP16 for input 'ARGS[0]', model provides TYPE_FP32" \
+        in reasons["dtype"]
+    assert "input 'ARGS[0]' dimension 1 is 5 in the configuration, the model takes 4" in reasons["dims"]
+    assert "input 'ARGS[9]' of model 'unknown' is neither one of forward's inputs (ARGS[0], ARGS[1]" \
+        in reasons["unknown"]
+    assert "input 'INPUT__9' of model 'past_end' refers to input 9; the package has 5 inputs" in reasons["past_end"]
+    assert "configuration expects 4 inputs, model provides 5" in reasons["count"]
+    assert "output 'RESULT[QQQ]' of model 'bad_output' is neither one of forward's outputs" in reasons["bad_output"]
+    assert "unsupported datatype TYPE_STRING for input 'INPUT__4'" in reasons["string_corrid"]
+    assert "declare its inputs (ARGS[0], ARGS[1], ARGS[2][x], ARGS[2][y], KWARGS[k])" in reasons["bare"]
+
+
+def test_a_request_the_compiled_code_cannot_take_is_refused_not_run(tmp_path, package):
+    fp32, names = "TYPE_FP32", ("ARGS[0]", "ARGS[1]", "ARGS[2][x]", "ARGS[2][y]", "KWARGS[k]")
+    _model(tmp_path, "loose", package, [(n, fp32, -1) for n in names], [("RESULT[ZZZ]", fp32, -1)])
+    with _serve(tmp_path) as server, httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
+        wide = {n: np.ones((1, 6), np.float32) for n in names}
+        with pytest.raises(InferenceServerException, match="input 'ARGS\\[0\\]' dimension 1 is 6, the model takes 4"):
+            _infer(client, "loose", wide, ["RESULT[ZZZ]"])
+        a, b, x, y, k = _data(2)  # and the model still serves
+        got = _infer(client, "loose", dict(zip(names, (a, b, x, y, k))), ["RESULT[ZZZ]"])
+        np.testing.assert_allclose(got["RESULT[ZZZ]"], a - b, rtol=1e-6)
+
+
+def test_an_exported_program_model_pt2_serves_and_an_unreadable_one_says_what_it_is_not(tmp_path):
+    class Add(torch.nn.Module):
+        def forward(self, x):
+            return {"y": x + 1}
+
+    (tmp_path / "exported" / "1").mkdir(parents=True)
+    torch.export.save(torch.export.export(Add(), (torch.zeros(2, 3),)), str(tmp_path / "exported" / "1" / "model.pt2"))
+    (tmp_path / "exported" / "config.pbtxt").write_text("max_batch_size: 0\n")
+    (tmp_path / "garbage" / "1").mkdir(parents=True)
+    (tmp_path / "garbage" / "1" / "model.pt2").write_bytes(b"not a zip archive")
+    (tmp_path / "garbage" / "config.pbtxt").write_text('platform: "torch_aoti"\n')
+    with _serve(tmp_path) as server, httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
+        reasons = {e["name"]: e.get("reason", "") for e in client.get_model_repository_index()}
+        assert "neither a torch.export program" in reasons["garbage"] and "nor an AOTInductor package" \
+            in reasons["garbage"]
+        x = np.arange(6, dtype=np.float32).reshape(2, 3)
+        inputs = [httpclient.InferInput("x", [2, 3], "FP32")]
+        inputs[0].set_data_from_numpy(x)
+        np.testing.assert_array_equal(client.infer("exported", inputs).as_numpy("y"), x + 1)
