@@ -115,7 +115,7 @@ class FrameworkModel(Model):
 
     def _load(self, path: Path, device: str, count: int, tickets: list) -> bool:
         self.fallback = ""
-        self.sequences = self._sequence_inputs()
+        self.sequences = self._sequence_inputs(count)
         ragged = (self.settings.model_extra or {}).get("triton_ragged")
         self.ragged = ragged_spec(self.name, ragged) if ragged else None
         backends = self._build_backends(path, device, count)
@@ -178,14 +178,15 @@ class FrameworkModel(Model):
         """Triton's auto-complete of a model in a Triton repository (versioned folders) whose config is
         missing or lists no tensors: hook for the frameworks whose files describe their tensors."""
 
-    def _sequence_inputs(self) -> Optional[SequenceInputs]:
+    def _sequence_inputs(self, instances: int = 1) -> Optional[SequenceInputs]:
         extra = self.settings.model_extra or {}
         batching = extra.get("triton_sequence_batching")
         if batching is None:
             return None
         folder = extra.get("triton_folder")
-        batched = int(extra.get("triton_max_batch_size") or 0) > 0
-        return SequenceInputs(self.name, batching, Path(folder) if folder else None, batched)
+        max_batch = int(extra.get("triton_max_batch_size") or 0)
+        return SequenceInputs(self.name, batching, Path(folder) if folder else None, max_batch > 0, instances,
+                              max_batch)
 
     def _served_tensors(self, backend) -> tuple:
         """(inputs, outputs) as clients see them: a config.pbtxt's declared tensors checked against and merged

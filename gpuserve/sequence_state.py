@@ -122,9 +122,12 @@ def parse_states(model: str, batching: Dict[str, Any], folder: Optional[Path]) -
 class SequenceInputs:
     """What a stateful model file gets besides the client's inputs, and the state it hands to the next step."""
 
-    def __init__(self, model: str, batching: Dict[str, Any], folder: Optional[Path], batched: bool):
+    def __init__(self, model: str, batching: Dict[str, Any], folder: Optional[Path], batched: bool,
+                 instances: int = 1, max_batch_size: Optional[int] = None):
         self.model = model
-        self.router = SequenceRouter(model, batching, 1, batched)
+        # the engine runs any sequence's batch on any instance (the state travels with the sequence); the
+        # instances count for the sequence slots Triton gives each
+        self.router = SequenceRouter(model, batching, instances, batched, max_batch_size)
         self.states = parse_states(model, batching, folder)
         self.hidden_inputs = {c.name for c in self.router.controls} | {s.input_name for s in self.states}
         self.state_outputs = {s.output_name for s in self.states}

@@ -533,7 +533,7 @@ class TritonPythonBackendModel(FrameworkModel):
         engine_instances = [e for e, i in zip(engine_instances, self.instances) if not i.passive] or engine_instances
         if "sequence_batching" in config:  # a sequence stays on its instance: one scheduler per instance
             self.sequences = SequenceRouter(self.name, config["sequence_batching"], len(engine_instances),
-                                            max_batch > 0)
+                                            max_batch > 0, max_batch)
             groups = [[instance] for instance in engine_instances]
         else:
             groups = [engine_instances]

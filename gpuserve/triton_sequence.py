@@ -122,7 +122,8 @@ def correlation_id(model: str, parameters: Dict[str, Any]):
 class SequenceRouter:
     """Which instance a request runs on, the control tensors it gets, and one-at-a-time per sequence."""
 
-    def __init__(self, model: str, batching: Dict[str, Any], instances: int, batch_dim: bool):
+    def __init__(self, model: str, batching: Dict[str, Any], instances: int, batch_dim: bool,
+                 max_batch_size: Optional[int] = None):
         self.model = model
         self.controls = parse_controls(model, batching)
         # (name, datatype in Triton's words) of the CORRID control, whose type a request's ID must match
@@ -137,10 +138,13 @@ class SequenceRouter:
         # correlation ID gets the next of the scheduler's own (from 1, as Triton numbers them)
         self.iterative = batching.get("iterative_sequence") in (True, "true")
         self._ids = 0
-        # Oldest's candidate sequences per instance (Triton batches at most that many sequences on one; the
-        # next ones wait in a backlog until one ends or idles out); 0: no limit
+        # Sequence slots per instance: Oldest's max_candidate_sequences, else (Direct, or Oldest without it)
+        # one per row of a batch, max(1, max_batch_size), as Triton's; a sequence holds its slot until it ends
+        # or idles out, and one started while every slot is taken waits in a backlog. 0: no limit (a caller
+        # that gives no max_batch_size)
         oldest = batching.get("oldest")
-        self.slots = int((oldest or {}).get("max_candidate_sequences", 0) or 0) if isinstance(oldest, dict) else 0
+        candidates = int(oldest.get("max_candidate_sequences", 0) or 0) if isinstance(oldest, dict) else 0
+        self.slots = candidates or (max(1, int(max_batch_size)) if max_batch_size is not None else 0)
         self.holding: Dict[int, int] = {}  # per instance: sequences with a slot
         self.backlog: List[Sequence] = []
         self.running: Dict[int, int] = {}  # per instance: requests between open() and close()

@@ -139,11 +139,11 @@ def test_a_stateful_models_leaving_instance_stays_until_its_sequences_end(tmp_pa
             client.load_model("counted")
             assert _calls(folder) == (2, 0)  # the leaving instance still runs sequence 2
             assert step(2)[0] == 2 and step(1)[0] == 1  # both go on, each on its instance
+            step(1, sequence_end=True)  # frees the staying instance's one slot (max_batch_size 0), as Triton's
             step(3, sequence_start=True)  # a new sequence goes to the instance that stays
             assert _calls(folder) == (2, 0)
             step(2, sequence_end=True)
             assert _wait_for(lambda: _calls(folder) == (2, 1))  # its last sequence over: finalized
-            step(1, sequence_end=True)
             step(3, sequence_end=True)
             (folder / "config.pbtxt").write_text(
                 CONFIG.format(batch=0, groups="{ count: 3 kind: KIND_CPU }") + batching)

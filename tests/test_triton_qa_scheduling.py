@@ -668,3 +668,66 @@ def test_a_load_override_may_leave_object_keys_unquoted():
     assert config["sequence_batching"] == {"direct": {}} and config["note"] == "a, b: c"
     with pytest.raises(InvalidInput, match="not valid JSON"):
         _config("m", '{backend "python"}')
+
+
+def _identity_onnx(path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["INPUT0"], ["OUTPUT0"])], "identity",
+                              [helper.make_tensor_value_info("INPUT0", TensorProto.FLOAT, [4])],
+                              [helper.make_tensor_value_info("OUTPUT0", TensorProto.FLOAT, [4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+
+
+IDENTITY_PY = '''
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT0",
+                pb_utils.get_input_tensor_by_name(r, "INPUT0").as_numpy())]) for r in requests]
+'''
+
+
+@pytest.mark.parametrize("form", ["python", "onnx"])
+def test_a_direct_sequence_holds_one_of_max_batch_size_slots_per_instance(tmp_path, form):
+    """Triton's Direct strategy gives each instance max(1, max_batch_size) sequence slots and a sequence
+    holds one until it ends or idles out; one started while all are taken waits in the backlog (qa
+    L0_lifecycle test_concurrent_model_instance_load_sanity: with 5 instances and max_batch_size 0 the
+    sixth sequence's request times out). gpuserve started any number of Direct sequences at once."""
+    tensors = ('max_batch_size: 0\ninput [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 4 ] } ]\n'
+               'output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 4 ] } ]\n'
+               'instance_group [ { count: 2 kind: KIND_CPU } ]\n'
+               'sequence_batching { direct { } max_sequence_idle_microseconds: 10000000 }\n')
+    if form == "python":
+        _write_python(tmp_path, "m", IDENTITY_PY, 'backend: "python"\n' + tensors)
+    else:
+        _identity_onnx(tmp_path / "m" / "1" / "model.onnx")
+        (tmp_path / "m" / "config.pbtxt").write_text('platform: "onnxruntime_onnx"\n' + tensors)
+    model = DiskRepository(tmp_path).populate(ModelRepository()).get_model("m")
+    model.load()
+
+    def step(sequence, **flags):
+        x = np.full((4,), sequence, np.float32)
+        return model.predict(InferRequest("m", [InferInput("INPUT0", [4], "FP32", x)],
+                                          parameters={"sequence_id": sequence, **flags}))
+
+    async def three():
+        await step(1, sequence_start=True)
+        await step(2, sequence_start=True)
+        third = asyncio.ensure_future(step(3, sequence_start=True))
+        await asyncio.sleep(0.5)
+        assert not third.done()  # both slots are held
+        await step(1, sequence_end=True)
+        answer = await asyncio.wait_for(third, 5)
+        assert answer.outputs[0].as_numpy().tolist() == [3.0] * 4
+
+    try:
+        asyncio.run(three())
+    finally:
+        model.stop()
