@@ -288,8 +288,8 @@ def start(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise GpuserveError(str(exc)) from None
     log_level = log_level_of(args)
-    settings = ServerSettings.load(folder, http_port=args.http_port, grpc_port=args.grpc_port,
-                                   metrics_port=args.metrics_port, host=args.host, device=args.device,
+    ports = enabled_ports(args, more)
+    settings = ServerSettings.load(folder, **ports, host=args.host, device=args.device,
                                    log_level=log_level, strict_readiness=strict_readiness(args), workers=args.workers,
                                    response_cache_bytes=cache_bytes, trace_config=trace_config(args),
                                    allow_client_shm=args.allow_client_shm, metrics_config=metrics_config(args),
@@ -305,6 +305,9 @@ def start(args: argparse.Namespace) -> int:
                                    model_config_name=model_config_name(args), **model_control(args), **more)
     if args.model_repository:
         triton_default_ports(settings)
+        from gpuserve.server.cloud import check_ports
+
+        check_ports(settings, metrics_on_http=False)  # before any bind, in tritonserver's words
     from gpuserve.logging_setup import configure_logging
 
     configure_logging(settings)
@@ -347,6 +350,14 @@ def start(args: argparse.Namespace) -> int:
 
 
 TRITON_PORTS = {"http_port": 8000, "grpc_port": 8001, "metrics_port": 8002}
+
+
+def enabled_ports(args: argparse.Namespace, more: dict) -> dict:
+    """The --http-port, --grpc-port and --metrics-port given, less those of an endpoint turned off
+    (--allow-http 0 ...): tritonserver never reads those, so a script's placeholder (-47 in its qa) starts."""
+    off = {"http_port": more.get("enable_http") is False, "grpc_port": more.get("enable_grpc") is False,
+           "metrics_port": args.allow_metrics is False}
+    return {field: None if off[field] else getattr(args, field) for field in TRITON_PORTS}
 
 
 def triton_default_ports(settings) -> None:

@@ -165,6 +165,9 @@ class ServerSettings(BaseSettings):
     grpc_arguments: Dict[str, int] = Field(default_factory=dict)
     workers: int = 1
     reuse_port: bool = False  # set for each of several workers sharing the ports
+    # Triton's --reuse-http-port / --reuse-grpc-port: that endpoint's port alone may be shared by several servers
+    reuse_http_port: bool = False
+    reuse_grpc_port: bool = False
     # Default for custom models whose settings name none (0: in process). None (not given): 0, except for models
     # with a custom environment, which need workers and get MLServer's default of 1.
     parallel_workers: Optional[int] = None

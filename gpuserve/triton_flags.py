@@ -63,7 +63,8 @@ def add_flags(group: argparse._ArgumentGroup, parser: argparse.ArgumentParser) -
     for flag, what in (("--allow-http", "HTTP"), ("--allow-grpc", "gRPC")):
         add(flag, type=boolean, metavar="BOOL", help=f"false: no {what} endpoint")
     for flag in ("--reuse-http-port", "--reuse-grpc-port"):
-        add(flag, type=boolean, metavar="BOOL", help="several servers may listen on the port (SO_REUSEPORT)")
+        add(flag, type=boolean, metavar="BOOL", help="several servers may listen on this endpoint's port (SO_REUSEPORT); the "
+            "other endpoints' ports stay their own")
     add("--log-file", metavar="FILE", help="write the log to FILE instead of standard error")
     add("--http-max-input-size", type=int, metavar="BYTES", help="the largest request body taken")
     add("--response-cache-byte-size", type=int, metavar="BYTES", help="as --cache-config local,size=BYTES")
@@ -97,7 +98,8 @@ AS_GIVEN = {"--http-address": "http_host", "--grpc-address": "grpc_host", "--met
             "--log-file": "log_file", "--http-max-input-size": "max_request_bytes",
             "--response-cache-byte-size": "response_cache_bytes", "--model-load-retry-count": "model_load_retry_count",
             "--exit-timeout-secs": "graceful_shutdown_seconds", "--allow-http": "enable_http",
-            "--allow-grpc": "enable_grpc", "--rate-limit": "rate_limit"}
+            "--allow-grpc": "enable_grpc", "--rate-limit": "rate_limit", "--reuse-http-port": "reuse_http_port",
+            "--reuse-grpc-port": "reuse_grpc_port"}
 CLOUD_AS_GIVEN = {"--allow-sagemaker": "sagemaker", "--sagemaker-port": "sagemaker_port",
                   "--sagemaker-safe-port-range": "sagemaker_safe_port_range", "--allow-vertex-ai": "vertex_ai",
                   "--vertex-ai-port": "vertex_ai_port", "--vertex-ai-default-model": "vertex_ai_default_model"}
@@ -116,8 +118,6 @@ def settings_from(args: argparse.Namespace) -> Dict[str, Any]:
     """ServerSettings overrides for the flags given (none for those not given)."""
     value = lambda flag: _value(args, flag)  # noqa: E731
     out = _given(args, AS_GIVEN)
-    if value("--reuse-http-port") or value("--reuse-grpc-port"):
-        out["reuse_port"] = True
     if value("--rate-limit-resource"):
         out["rate_limit_resources"] = list(value("--rate-limit-resource"))
     check_gpu_limits(value("--model-load-gpu-limit") or ())

@@ -34,12 +34,14 @@ def safe_range(text: Optional[str]) -> Optional[Tuple[int, int]]:
     return int(found.group(1)), int(found.group(2))
 
 
-def check_ports(s: ServerSettings) -> None:
+def check_ports(s: ServerSettings, metrics_on_http: bool = True) -> None:
     """tritonserver's start-up check of the endpoints' ports, in its words: two endpoints on one address and
     port, or an endpoint outside SageMaker's safe port range, stop the start. Port 0 (any free port) is
-    never a clash."""
+    never a clash. `metrics_on_http=False` (a tritonserver launch line): metrics on the HTTP port is a clash
+    too, as there, where gpuserve's own line serves /metrics on the HTTP endpoint then."""
     host = lambda own: own or s.host  # noqa: E731
-    metrics_apart = s.enable_metrics_server and not (s.enable_http and s.metrics_port == s.http_port)
+    metrics_apart = s.enable_metrics_server and not (metrics_on_http and s.enable_http and
+                                                     s.metrics_port == s.http_port)
     endpoints = [(name, host(address), port, limits) for on, name, address, port, limits in (
         (s.enable_http, "HTTP", s.http_host, s.http_port, None),
         (s.enable_grpc, "GRPC", s.grpc_host, s.grpc_port, None),

@@ -355,7 +355,7 @@ class ModelServer:
             check_ports(s)
         http_sock = None
         if s.enable_http:
-            http_sock = bind(s.http_host or s.host, s.http_port, s.reuse_port)
+            http_sock = bind(s.http_host or s.host, s.http_port, s.reuse_port or s.reuse_http_port)
             self.ports["http"] = http_sock.getsockname()[1]
         if s.sagemaker or s.vertex_ai:
             try:

@@ -73,7 +73,7 @@ def test_flags_with_a_meaning_become_settings():
                                  "--grpc-keepalive-time=1000", "--grpc-max-connection-age-grace=5"])
     assert triton_flags.settings_from(args) == {
         "http_host": "127.0.0.1", "grpc_host": "::1", "enable_grpc": False, "enable_http": False,
-        "reuse_port": True, "log_file": "/tmp/l.log", "max_request_bytes": 1024,
+        "reuse_grpc_port": True, "log_file": "/tmp/l.log", "max_request_bytes": 1024,
         "grpc_arguments": {"grpc.keepalive_time_ms": 1000, "grpc.max_connection_age_grace_ms": 5}}
     assert triton_flags.settings_from(_parser().parse_args(["start", "repo"])) == {}
 

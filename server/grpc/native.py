@@ -414,7 +414,7 @@ async def start_native_grpc_server(plane: DataPlane, settings: ServerSettings) -
     try:
         server.server = await loop.create_server(lambda: Http2Connection(server.open, server.connections),
                                                  settings.grpc_host or settings.host, settings.grpc_port, ssl=context,
-                                                 reuse_port=bool(getattr(settings, "reuse_port", False)) or None)
+                                                 reuse_port=settings.reuse_port or settings.reuse_grpc_port or None)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise InvalidSettings(f"failed to start GRPC service: Unavailable - Socket '{address}' already in use") \

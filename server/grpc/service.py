@@ -462,7 +462,7 @@ async def start_grpc_server(plane: DataPlane, settings: ServerSettings) -> Tuple
     limit = int(settings.grpc_max_message_bytes)
     # A port in use must fail, not be shared silently, unless several workers share it on purpose.
     options = [("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit),
-               ("grpc.so_reuseport", 1 if getattr(settings, "reuse_port", False) else 0)]
+               ("grpc.so_reuseport", 1 if settings.reuse_port or settings.reuse_grpc_port else 0)]
     options += sorted(settings.grpc_arguments.items())  # Triton's keepalive and connection-age flags
     counter = CallCounter()
     server = grpc.aio.server(options=options, interceptors=[counter])

@@ -1,0 +1,80 @@
+"""What Triton's client-facing qa suites (L0_socket, L0_repoagent_checksum, L0_client_nobatch, ...) found
+different in gpuserve, each checked against what tritonserver 2.51 does. Ports 9520-9559."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from conftest import running_server
+from gpuserve.errors import InvalidSettings
+
+
+def _live(url: str, proc: subprocess.Popen, seconds: float = 60) -> bool:
+    deadline = time.time() + seconds
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    return False
+
+
+def test_a_disabled_endpoints_port_is_not_read(tmp_path):
+    """L0_socket starts `--http-port -47 --allow-http 0`: tritonserver never reads a disabled endpoint's port,
+    so the start goes on (gpuserve refused the port as out of range)."""
+    proc = subprocess.Popen([sys.executable, "-m", "gpuserve.cli", "start", f"--model-repository={tmp_path}",
+                             "--grpc-port", "-47", "--allow-grpc", "0", "--http-port", "9520",
+                             "--metrics-port", "9521", "--http-address", "127.0.0.1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert _live("http://127.0.0.1:9520/v2/health/live", proc), proc.stderr.read().decode()[-2000:]
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--metrics-port", "9523"], "The server cannot listen to HTTP requests and metrics requests at the same "
+                                 "address and port 0.0.0.0:9523"),
+    (["--grpc-port", "9523"], "The server cannot listen to HTTP requests and GRPC requests at the same "
+                              "address and port 0.0.0.0:9523"),
+])
+def test_two_endpoints_on_one_port_stop_a_tritonserver_start(tmp_path, flags, words):
+    """As tritonserver's start-up check: metrics on the HTTP port is refused on its launch line (gpuserve's own
+    line serves /metrics on the HTTP endpoint then), and HTTP and gRPC on one port are refused in its words,
+    not as a socket 'already in use' by some other process."""
+    line = [sys.executable, "-m", "gpuserve.cli", "start", f"--model-repository={tmp_path}", "--http-port", "9523",
+            "--grpc-port", "9524", "--metrics-port", "9525"]
+    done = subprocess.run(line + flags, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert words in done.stderr
+
+
+def test_reuse_http_port_shares_the_http_port_alone(tmp_path):
+    """--reuse-http-port lets a second server listen on the HTTP port; its gRPC port stays its own, so a second
+    server on both ports is refused (gpuserve shared every port on either flag)."""
+    ports = dict(http_port=9526, grpc_port=9527, metrics_port=9528)
+    with running_server(reuse_http_port=True, **ports):
+        with pytest.raises(InvalidSettings, match="GRPC"):
+            with running_server(reuse_http_port=True, http_port=9526, grpc_port=9527, metrics_port=9536):
+                pass
+        with running_server(reuse_http_port=True, http_port=9526, grpc_port=9529, metrics_port=9530) as other:
+            assert other.ports["http"] == 9526
+            assert httpx.get("http://127.0.0.1:9526/v2/health/live").status_code == 200
+
+
+def test_reuse_grpc_port_shares_the_grpc_port_alone():
+    ports = dict(http_port=9531, grpc_port=9532, metrics_port=9533)
+    with running_server(reuse_grpc_port=True, **ports):
+        with pytest.raises(InvalidSettings, match="HTTP"):
+            with running_server(reuse_grpc_port=True, **ports):
+                pass
+        with running_server(reuse_grpc_port=True, http_port=9534, grpc_port=9532, metrics_port=9535) as other:
+            assert other.ports["grpc"] == 9532
