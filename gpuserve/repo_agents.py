@@ -11,6 +11,7 @@ that library would, instead of loading it unchecked.
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 from typing import Any, Dict
 
@@ -20,7 +21,22 @@ _ALGORITHMS = {"md5": ("MD5", hashlib.md5)}
 
 
 def run_repository_agents(folder: Path, config: Dict[str, Any]) -> None:
-    """Raises InvalidSettings (the model stays unavailable, with this reason) where an agent refuses."""
+    """Raises InvalidSettings (the model stays unavailable, with this reason) where an agent refuses, said in the
+    log in tritonserver's line for it (its repository poll failed there), which deployment scripts grep for."""
+    try:
+        _run(folder, config)
+    except InvalidSettings as exc:
+        if _SAID.get(folder) != str(exc):  # once, though the start-up reads the repository twice
+            logging.getLogger("gpuserve").error("Poll failed for model directory '%s': %s", folder.name, exc)
+        _SAID[folder] = str(exc)
+        raise
+    _SAID.pop(folder, None)
+
+
+_SAID: Dict[Path, str] = {}  # each folder's refusal last said in the log
+
+
+def _run(folder: Path, config: Dict[str, Any]) -> None:
     agents = (config.get("model_repository_agents") or {}).get("agents") or []
     for agent in agents if isinstance(agents, list) else [agents]:
         name = str((agent or {}).get("name", ""))

@@ -78,3 +78,35 @@ def test_reuse_grpc_port_shares_the_grpc_port_alone():
                 pass
         with running_server(reuse_grpc_port=True, http_port=9534, grpc_port=9532, metrics_port=9535) as other:
             assert other.ports["grpc"] == 9532
+
+
+CHECKSUM_CONFIG = """
+name: "identity_int32"
+backend: "identity"
+max_batch_size: 0
+input [ { name: "INPUT0", data_type: TYPE_INT32, dims: [ -1 ] } ]
+output [ { name: "OUTPUT0", data_type: TYPE_INT32, dims: [ -1 ] } ]
+model_repository_agents { agents [ { name: "checksum", parameters [
+  { key: "MD5:1/libtriton_identity.so", value: "invalid_checksum" } ] } ] }
+"""
+
+
+def test_checksum_refusal_is_said_in_tritonservers_log_line(tmp_path, caplog):
+    """qa/L0_repoagent_checksum greps the log for "'identity_int32': Mismatched MD5 hash for file ...": Triton's
+    "Poll failed for model directory" line. Said once, though the repository is read more than once."""
+    from gpuserve import ModelRepository
+    from gpuserve.repository import DiskRepository
+
+    folder = tmp_path / "identity_int32"
+    (folder / "1").mkdir(parents=True)
+    (folder / "1" / "libtriton_identity.so").write_bytes(b"not the library")
+    (folder / "config.pbtxt").write_text(CHECKSUM_CONFIG)
+    caplog.set_level("ERROR", logger="gpuserve")
+    repository = DiskRepository(tmp_path)
+    repository.catalog()
+    registry = repository.populate(ModelRepository())
+    said = [r.getMessage() for r in caplog.records if "Poll failed" in r.getMessage()]
+    assert len(said) == 1
+    assert said[0].startswith("Poll failed for model directory 'identity_int32': Mismatched MD5 hash for file "
+                              "1/libtriton_identity.so, expect: invalid_checksum, got: ")
+    assert not any(m.ready for _, _, m in registry.all_versions())
