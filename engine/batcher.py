@@ -45,7 +45,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from gpuserve.errors import ModelNotReady
-from gpuserve.engine.instance import SKIPPED, Instance
+from gpuserve.engine.instance import SKIPPED, Instance, on_daemon_thread
 from gpuserve.engine.job import TRACING, Job, describe
 from gpuserve.engine.queue import BatchQueue
 from gpuserve.engine.slots import InstanceSlots
@@ -158,7 +158,7 @@ class Scheduler:
                     if not job.future.done():
                         job.future.set_exception(ModelNotReady(self.name, "it was unloaded while this request ran"))
         for instance in self.instances:
-            await asyncio.to_thread(instance.close)
+            await on_daemon_thread(instance.close)
 
     def _staged_jobs(self) -> List[Job]:
         """Jobs handed to an instance that has not begun them (queued behind its running batch)."""

@@ -18,6 +18,7 @@ confirmed by benchmarks/gpu/torch_path_costs.py (two threads should now cost wha
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 import queue
@@ -254,3 +255,33 @@ def _stamp_compute(trace, start: int, input_end: int, output_start: int, end: in
     trace.stamp("COMPUTE_INPUT_END", input_end)
     trace.stamp("COMPUTE_OUTPUT_START", output_start)
     trace.stamp("COMPUTE_END", end)
+
+
+async def on_daemon_thread(function: Callable, *args) -> None:
+    """`function(*args)` awaited from the loop, run off the loop's executor: an unload that never returns (a
+    Python model's finalize waiting on threads that died) must not keep the process from exiting once the exit
+    timeout gave up on it, as the end of asyncio.run joins every executor thread."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+
+    def settle(exc: Optional[BaseException]) -> None:
+        if done.done():
+            return
+        if exc is not None:
+            done.set_exception(exc)
+        else:
+            done.set_result(None)
+
+    def run() -> None:
+        failure = None
+        try:
+            function(*args)
+        except BaseException as exc:
+            failure = exc
+        try:
+            loop.call_soon_threadsafe(settle, failure)
+        except RuntimeError:  # the loop has closed: nobody waits any more
+            pass
+
+    threading.Thread(target=run, name="gpuserve-model-stop", daemon=True).start()
+    await done

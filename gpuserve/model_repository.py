@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Set, Tuple
 
+from gpuserve.engine.instance import on_daemon_thread
 from gpuserve.errors import GpuserveError, InvalidInput, ModelNotFound, ModelNotReady, VersionNotReady
 from gpuserve.model import BaseKServeModel
 from gpuserve.namespacing import SEP, ambiguity, copies, registry_for, settle
@@ -463,7 +464,7 @@ async def stop_model(model: BaseKServeModel) -> None:
             await aclose()
         except Exception:
             logger.exception("model '%s' failed to close its engine", model.name)
-    await asyncio.to_thread(_stop, model)
+    await on_daemon_thread(_stop, model)
     if serving and triton_form(model):  # Triton's log line (its qa counts them)
         logger.info("successfully unloaded '%s' version %s", model.name, getattr(model, "version", None))
     scratch = getattr(model, "scratch_folder", None)

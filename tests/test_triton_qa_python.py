@@ -528,3 +528,45 @@ def test_a_model_loaded_at_start_up_loads_another_from_its_initialize(tmp_path):
     with running_server(repository=DiskRepository(root).populate(ModelRepository(), ["loader"])) as running:
         with _http(running) as client:
             assert client.is_model_ready("loader") and client.is_model_ready("target")
+
+
+def test_a_finalize_that_never_returns_is_cut_off_by_the_exit_timeout(tmp_path):
+    """qa io's decoupled models wait in finalize for response threads that died: tritonserver gives up after
+    --exit-timeout-secs and exits 1; gpuserve logged so but its process waited for the finalize for ever."""
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    (tmp_path / "stuck" / "1").mkdir(parents=True)
+    (tmp_path / "stuck" / "config.pbtxt").write_text(
+        'backend: "python"\ninput [ { name: "IN" data_type: TYPE_INT32 dims: [ 1 ] } ]\n'
+        'output [ { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] } ]\n')
+    (tmp_path / "stuck" / "1" / "model.py").write_text(HEADER + textwrap.dedent("""
+        import time
+
+        class TritonPythonModel:
+            def execute(self, requests):
+                return []
+
+            def finalize(self):
+                while True:
+                    time.sleep(0.1)
+        """))
+    server = subprocess.Popen([sys.executable, "-m", "gpuserve.cli", "start", f"--model-repository={tmp_path}",
+                               "--http-port", "9253", "--grpc-port", "9254", "--metrics-port", "9255",
+                               "--exit-timeout-secs=2"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        def ready():
+            try:
+                return urllib.request.urlopen("http://127.0.0.1:9253/v2/health/ready", timeout=1).status == 200
+            except OSError:
+                return False
+        _until(ready, "the server ready")
+        server.send_signal(signal.SIGTERM)
+        _, log = server.communicate(timeout=30)
+        assert server.returncode == 1 and "Exit timeout expired. Exiting immediately." in log
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
