@@ -11,6 +11,7 @@ model's batching, statistics and errors apply exactly as for a client's request.
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
 import logging
 import threading
@@ -74,6 +75,39 @@ def _text(value):
     return value.decode("utf-8") if isinstance(value, (bytes, bytearray, np.bytes_)) else value
 
 
+# Triton's bindings are pybind11 functions: an argument of the wrong type (None included) is a TypeError before
+# any of their own checks run (qa L0_backend_python argument_validation).
+def _str_arg(where: str, name: str, value) -> str:
+    if not isinstance(value, (str, bytes, bytearray, np.bytes_)):
+        raise TypeError(f"{where}: incompatible function arguments: '{name}' must be str, not "
+                        f"{type(value).__name__}")
+    return _text(value)
+
+
+def _int_arg(where: str, name: str, value, unsigned: bool = False) -> int:
+    if isinstance(value, (bool, float)) or not isinstance(value, (int, np.integer)) or (unsigned and value < 0):
+        raise TypeError(f"{where}: incompatible function arguments: '{name}' must be "
+                        f"{'a non-negative ' if unsigned else 'an '}int, not {value!r}")
+    return int(value)
+
+
+def _list_arg(where: str, name: str, value) -> list:
+    if value is None or isinstance(value, (str, bytes, dict)):
+        raise TypeError(f"{where}: incompatible function arguments: '{name}' must be a list, not "
+                        f"{type(value).__name__}")
+    return list(value)
+
+
+def _tensors_arg(where: str, name: str, value) -> list:
+    """A list of Tensor; a None in it passes the binding (an empty pointer) and the constructor refuses it."""
+    tensors = _list_arg(where, name, value)
+    for tensor in tensors:
+        if tensor is not None and not isinstance(tensor, Tensor):
+            raise TypeError(f"{where}: incompatible function arguments: '{name}' must hold Tensor objects, not "
+                            f"{type(tensor).__name__}")
+    return tensors
+
+
 # tensors ------------------------------------------------------------------------------------------
 class Tensor:
     # BF16 data is held as float32 (NumPy has no bfloat16); as in Triton, such a tensor refuses as_numpy()
@@ -81,13 +115,17 @@ class Tensor:
     _bf16 = False
 
     def __init__(self, name: str, data, dtype=None):
+        name = _str_arg("Tensor.__init__()", "name", name)
+        if data is None:
+            raise TypeError("Tensor.__init__(): incompatible constructor arguments: the data must be a NumPy array, "
+                            "not None")
         if not isinstance(data, np.ndarray) and hasattr(data, "__dlpack__"):
             data = np.from_dlpack(data)
         array = np.asarray(data) if dtype is None else np.asarray(data, dtype=dtype)
         if array.dtype.kind == "U":  # as Triton: text becomes BYTES elements
             array = np.vectorize(lambda s: s.encode("utf-8"), otypes=[object])(array) if array.size \
                 else array.astype(object)
-        self._name = _text(name)
+        self._name = name
         self._array = array
 
     def name(self) -> str:
@@ -120,6 +158,11 @@ class Tensor:
     def from_dlpack(name: str, capsule) -> "Tensor":
         """From a DLPack capsule (`torch.utils.dlpack.to_dlpack(t)`, as Triton's examples pass) or any object
         with `__dlpack__`; device data is copied to the host, where gpuserve's tensors live."""
+        if _str_arg("Tensor.from_dlpack()", "name", name) == "":
+            raise TritonModelException("Tensor name cannot be an empty string.")
+        if capsule is None or (not hasattr(capsule, "__dlpack__") and type(capsule).__name__ != "PyCapsule"):
+            raise TritonModelException("Provided tensor is not supported. Tensor must be a DLPack capsule or have "
+                                       "`__dlpack__` and `__dlpack_device__` attributes")
         if hasattr(capsule, "cpu") and hasattr(capsule, "numpy"):  # a torch tensor, possibly on the GPU
             return _from_torch(name, capsule)
         if hasattr(capsule, "__dlpack__"):
@@ -169,10 +212,16 @@ def _checked_parameters(parameters) -> dict:
 
 
 # requests and responses ---------------------------------------------------------------------------
+_NO_OUTPUTS: List[Tensor] = []  # InferenceResponse's default (a None given is refused, as Triton's binding does)
+
+
 class InferenceResponse:
-    def __init__(self, output_tensors: Optional[List[Tensor]] = None, error: Optional[TritonError] = None,
+    def __init__(self, output_tensors: List[Tensor] = _NO_OUTPUTS, error: Optional[TritonError] = None,
                  parameters: Optional[dict] = None):
-        self._outputs = list(output_tensors or [])
+        self._outputs = _tensors_arg("InferenceResponse.__init__()", "output_tensors",
+                                     [] if output_tensors is _NO_OUTPUTS else output_tensors)
+        if any(tensor is None for tensor in self._outputs):
+            raise TritonModelException("Output tensor for inference response should not be empty.")
         if isinstance(error, str):
             error = TritonError(error)
         self._error = error
@@ -258,14 +307,28 @@ class InferenceRequest:
                  request_id: str = "", correlation_id=0, flags: int = 0,
                  timeout: int = 0, model_version: int = -1, parameters: Optional[Any] = None,
                  preferred_memory=None, trace=None):
-        self._model_name = _text(model_name)
-        self._outputs = [_text(name) for name in requested_output_names or []]
-        self._inputs = list(inputs or [])
-        self._request_id = _text(request_id) or ""
+        where = "InferenceRequest.__init__()"
+        self._model_name = _str_arg(where, "model_name", model_name)
+        self._outputs = [_str_arg(where, "requested_output_names", name)
+                         for name in _list_arg(where, "requested_output_names", requested_output_names)]
+        self._inputs = _tensors_arg(where, "inputs", inputs)
+        self._request_id = _str_arg(where, "request_id", request_id)
+        if correlation_id is None:
+            raise TypeError(f"{where}: incompatible function arguments: 'correlation_id' must not be None")
+        if isinstance(correlation_id, np.integer):
+            correlation_id = int(correlation_id)
+        if not isinstance(correlation_id, (int, str)):
+            raise TritonModelException("Correlation ID must be integer or string")
         self._correlation_id = correlation_id
-        self._flags = flags
-        self._timeout = timeout
-        self._model_version = model_version
+        self._flags = _int_arg(where, "flags", flags, unsigned=True)
+        self._timeout = _int_arg(where, "timeout", timeout, unsigned=True)
+        self._model_version = _int_arg(where, "model_version", model_version)
+        if any(tensor is None for tensor in self._inputs):
+            raise TritonModelException(f"Input tensor for request with id '{self._request_id}' and model name "
+                                       f"'{self._model_name}' should not be empty.")
+        if "" in self._outputs:
+            raise TritonModelException(f"Requested output name for request with id '{self._request_id}' and model "
+                                       f"name '{self._model_name}' should not be empty.")
         if isinstance(parameters, str):
             parameters = json.loads(parameters or "{}")
         self._parameters = dict(parameters) if parameters else {}
@@ -423,33 +486,43 @@ def unload_model(model_name: str, unload_dependents: bool = False) -> None:
 
 
 # logging ------------------------------------------------------------------------------------------
+class LogLevel(enum.IntEnum):
+    """Triton's Logger.LogLevel (a pybind11 enum): Logger.log takes one of these, not a bare int."""
+    INFO = 0
+    WARNING = 1
+    ERROR = 2
+    VERBOSE = 3
+
+
 class Logger:
-    INFO, WARNING, ERROR, VERBOSE = 0, 1, 2, 3
-    _LEVELS = {0: logging.INFO, 1: logging.WARNING, 2: logging.ERROR, 3: logging.DEBUG}
+    LogLevel = LogLevel
+    INFO, WARNING, ERROR, VERBOSE = LogLevel.INFO, LogLevel.WARNING, LogLevel.ERROR, LogLevel.VERBOSE
+    _LEVELS = {LogLevel.INFO: logging.INFO, LogLevel.WARNING: logging.WARNING, LogLevel.ERROR: logging.ERROR,
+               LogLevel.VERBOSE: logging.DEBUG}
 
     @staticmethod
-    def log(message: str, level: int = 0) -> None:
-        logger.log(Logger._LEVELS.get(level, logging.INFO), "%s", message)
+    def log(message: str, level: LogLevel = LogLevel.INFO) -> None:
+        message = _str_arg("Logger.log()", "message", message)
+        if not isinstance(level, LogLevel):
+            raise TypeError(f"Logger.log(): incompatible function arguments: 'level' must be a "
+                            f"pb_utils.Logger.LogLevel, not {level!r}")
+        logger.log(Logger._LEVELS[level], "%s", message)
 
     @staticmethod
     def log_info(message: str) -> None:
-        logger.info("%s", message)
+        logger.info("%s", _str_arg("Logger.log_info()", "message", message))
 
     @staticmethod
     def log_warn(message: str) -> None:
-        logger.warning("%s", message)
+        logger.warning("%s", _str_arg("Logger.log_warn()", "message", message))
 
     @staticmethod
     def log_error(message: str) -> None:
-        logger.error("%s", message)
+        logger.error("%s", _str_arg("Logger.log_error()", "message", message))
 
     @staticmethod
     def log_verbose(message: str) -> None:
-        logger.debug("%s", message)
-
-
-class LogLevel:
-    INFO, WARNING, ERROR, VERBOSE = Logger.INFO, Logger.WARNING, Logger.ERROR, Logger.VERBOSE
+        logger.debug("%s", _str_arg("Logger.log_verbose()", "message", message))
 
 
 # tensor and config helpers ------------------------------------------------------------------------

@@ -240,6 +240,55 @@ MODELS = {
                 return [pb_utils.InferenceResponse([pb_utils.Tensor("OUT", np.array([json.dumps(said).encode()],
                                                                                     dtype=object))])]
         """),
+    "argument_validation": ('backend: "python"\n'
+                            'input [ { name: "IN" data_type: TYPE_INT32 dims: [ 1 ] } ]\n'
+                            'output [ { name: "OUT" data_type: TYPE_STRING dims: [ 1 ] } ]\n', """
+        T = pb_utils.Tensor("IN", np.array([1], np.int32))
+        R, E = pb_utils.InferenceRequest, pb_utils.TritonModelException
+        REQ = dict(model_name="m", inputs=[T], requested_output_names=["o"])
+        CASES = {
+            "inputs=[None]": (E, lambda: R(**{**REQ, "inputs": [None]})),
+            "inputs=None": (TypeError, lambda: R(**{**REQ, "inputs": None})),
+            "model_name=None": (TypeError, lambda: R(**{**REQ, "model_name": None})),
+            "outputs=[None]": (TypeError, lambda: R(**{**REQ, "requested_output_names": [None]})),
+            "correlation_id=None": (TypeError, lambda: R(**REQ, correlation_id=None)),
+            "correlation_id=1.5": (E, lambda: R(**REQ, correlation_id=1.5)),
+            "request_id=None": (TypeError, lambda: R(**REQ, request_id=None)),
+            "model_version=None": (TypeError, lambda: R(**REQ, model_version=None)),
+            "flags=None": (TypeError, lambda: R(**REQ, flags=None)),
+            "response [None]": (E, lambda: pb_utils.InferenceResponse(output_tensors=[None])),
+            "response None": (TypeError, lambda: pb_utils.InferenceResponse(output_tensors=None)),
+            "tensor name None": (TypeError, lambda: pb_utils.Tensor(None, np.array([1]))),
+            "tensor data None": (TypeError, lambda: pb_utils.Tensor("X", None)),
+            "from_dlpack None": (E, lambda: pb_utils.Tensor.from_dlpack("X", None)),
+            "from_dlpack ''": (E, lambda: pb_utils.Tensor.from_dlpack("", None)),
+            "log level None": (TypeError, lambda: pb_utils.Logger.log("m", None)),
+            "log level 1": (TypeError, lambda: pb_utils.Logger.log("m", 1)),
+            "log_info None": (TypeError, lambda: pb_utils.Logger.log_info(None)),
+        }
+
+        def missed():
+            wrong = []
+            for case, (expected, call) in CASES.items():
+                try:
+                    call()
+                    wrong.append(case + ": nothing raised")
+                except expected:
+                    pass
+                except Exception as exc:
+                    wrong.append(f"{case}: {type(exc).__name__}")
+            accepted = [pb_utils.InferenceRequest(**REQ, correlation_id="id-5").correlation_id(),
+                        R(model_name="m", inputs=[], requested_output_names=[]).correlation_id(),
+                        pb_utils.Logger.log("fine", pb_utils.Logger.LogLevel.WARNING),
+                        len(pb_utils.InferenceResponse(output_tensors=[]).output_tensors())]
+            return wrong, accepted
+
+        class TritonPythonModel:
+            def execute(self, requests):
+                said = json.dumps(missed())
+                return [pb_utils.InferenceResponse([pb_utils.Tensor("OUT", np.array([said.encode()], dtype=object))])
+                        for _ in requests]
+        """),
 }
 
 
@@ -570,3 +619,10 @@ def test_a_finalize_that_never_returns_is_cut_off_by_the_exit_timeout(tmp_path):
         if server.poll() is None:
             server.kill()
             server.wait()
+
+
+def test_pb_utils_arguments_of_the_wrong_type_are_refused_as_triton_s_bindings_refuse_them(server):
+    with _http(server) as client:
+        tensor = httpclient.InferInput("IN", [1], "INT32").set_data_from_numpy(np.array([1], np.int32))
+        said = json.loads(client.infer("argument_validation", [tensor]).as_numpy("OUT")[0])
+    assert said == [[], ["id-5", 0, None, 0]]
