@@ -213,8 +213,8 @@ class DataPlane:
         # Triton's words for names that cannot be a model folder (clients match them); unload is not checked
         if not name or not name.strip():
             raise InvalidInput("Model name cannot be empty. Please enter a valid name to deploy.")
-        if "/" in name or "\\" in name or name.strip() in (".", ".."):
-            raise InvalidInput(f"invalid model name '{name}': model name must not contain path traversal characters")
+        if "/" in name or name.strip() in (".", ".."):  # a backslash is a name's character here, as in Triton
+            raise InvalidInput(f"invalid model name '{name}', model name must not contain path traversal characters")
         if self.response_cache is not None:
             self.response_cache.clear_model(name)  # a model loaded again may answer differently
         loaded = await (self.repository.load_async(name, config, files) if config is not None or files

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import posixpath
 import re
 import shutil
 import tempfile
@@ -95,10 +96,13 @@ def _config(name: str, text: str) -> dict:
 
 
 def _relative(name: str, key: str) -> PurePosixPath:
-    path = PurePosixPath(key[len(FILE_PREFIX):] if key.startswith(FILE_PREFIX) else key)
-    if not path.parts or path.is_absolute() or ".." in path.parts:
-        raise InvalidInput(f"failed to load '{name}': file parameter '{key}' must name a path inside the model "
-                           "folder, as 'file:<version>/<file>'")
+    """As Triton joins a file parameter's path to the model folder: a leading '/' stays inside it
+    ('file:/1/model.py' is 1/model.py), and what normalizes to outside it is refused."""
+    given = key[len(FILE_PREFIX):] if key.startswith(FILE_PREFIX) else key
+    path = PurePosixPath(posixpath.normpath(given.lstrip("/") or "."))
+    if not path.parts or path.parts[0] == "..":
+        raise InvalidInput(f"failed to load '{name}': Invalid file parameter '{key}' with normalized path '{path}' "
+                           "must stay within model directory.")
     return path
 
 

@@ -416,6 +416,16 @@ def _tensor(name: str, array: np.ndarray, bf16: bool = False) -> pb.Tensor:
     return tensor
 
 
+STUB_NAME_REFUSES = set(";|&$`<>()[]{}\\\"'*?~#!")
+
+
+def _check_stub_names(names: List[str]) -> None:
+    """Triton's Python backend names a stub process after the model and each instance, and refuses names
+    with shell characters in them; a model loaded under such a name fails as there."""
+    if any(not name or STUB_NAME_REFUSES.intersection(name) for name in names):
+        raise InvalidInput("Invalid stub name: contains invalid characters")
+
+
 class TritonPythonBackendModel(FrameworkModel):
     plain_predict = True  # its own predict, with no user hooks: the data plane may await it directly
     platform = ""
@@ -491,6 +501,8 @@ class TritonPythonBackendModel(FrameworkModel):
         self.optional_inputs = {e["name"] for e in config.get("input", []) if e.get("optional")}
         self.reshapes = config_reshapes(config)
         self._sync_settings(config)
+        _check_stub_names([self.name] + [f"{g['name']}_{i}" for g in config["instance_group"]
+                                         for i in range(g["count"])])
         limiter = rate_limiter.limiter()  # Triton's --rate-limit: checked before any instance starts
         tickets = limiter.tickets_for(self.name, config["instance_group"]) if limiter is not None else None
         try:

@@ -113,7 +113,7 @@ def test_bad_load_parameters_are_clear_client_errors(repo):
             (dict(config="[1, 2]"), "JSON object"),
             (dict(config=json.dumps(dict(PY_CONFIG, name="other"))), "names the model 'other'"),
             (dict(files={"file:1/model.py": b"x"}), "failed to poll from model repository: files given without"),
-            (dict(config=json.dumps(PY_CONFIG), files={"file:../escape.py": b"x"}), "inside the model folder"),
+            (dict(config=json.dumps(PY_CONFIG), files={"file:../escape.py": b"x"}), "must stay within model directory"),
         ]
         for kwargs, message in cases:
             for target in (client, grpc):

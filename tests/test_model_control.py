@@ -155,7 +155,7 @@ def test_load_refuses_empty_and_path_like_names_in_tritons_words(tmp_path):
         empty = "Model name cannot be empty. Please enter a valid name to deploy."
         path_like = "model name must not contain path traversal characters"
         cases = [("", empty, False), (" \t\n", empty, True), ("../a", path_like, False), ("a/b", path_like, False),
-                 ("..", path_like, False), (" .. ", path_like, True), ("a\\b", path_like, True)]
+                 ("..", path_like, False), (" .. ", path_like, True)]
         for name, words, over_http in cases:
             for client, bad in ((grpc, "StatusCode.INVALID_ARGUMENT"), (http, "400")):
                 if client is http and not over_http:
@@ -163,7 +163,7 @@ def test_load_refuses_empty_and_path_like_names_in_tritons_words(tmp_path):
                 with pytest.raises(InferenceServerException, match=words) as err:
                     client.load_model(name)
                 assert err.value.status() == bad, name
-        for name in ("...", "..a", "a..1"):  # dots inside a name are a name: not found, not refused
+        for name in ("...", "..a", "a..1", "a\\b"):  # dots inside a name, a backslash: a name, not refused
             with pytest.raises(InferenceServerException, match="failed to poll from model repository"):
                 grpc.load_model(name)
         grpc.unload_model("a")  # unload is not checked, and real names still load

@@ -240,6 +240,8 @@ MODELS = {
                 return [pb_utils.InferenceResponse([pb_utils.Tensor("OUT", np.array([json.dumps(said).encode()],
                                                                                     dtype=object))])]
         """),
+    # As qa's argument_validation: wrong argument types are TypeErrors (pybind11's), a None tensor in a list and a
+    # bad correlation ID are Triton's own exceptions; answers what was not refused as expected.
     "argument_validation": ('backend: "python"\n'
                             'input [ { name: "IN" data_type: TYPE_INT32 dims: [ 1 ] } ]\n'
                             'output [ { name: "OUT" data_type: TYPE_STRING dims: [ 1 ] } ]\n', """
@@ -562,7 +564,8 @@ def test_a_model_loaded_at_start_up_loads_another_from_its_initialize(tmp_path):
     root = tmp_path / "repo"
     io = ('input [ { name: "IN" data_type: TYPE_INT32 dims: [ 1 ] } ]\n'
           'output [ { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] } ]\n')
-    for name, init in (("target", "pass"), ("loader", 'pb_utils.load_model("target"); assert pb_utils.is_model_ready("target")')):
+    loads = 'pb_utils.load_model("target"); assert pb_utils.is_model_ready("target")'
+    for name, init in (("target", "pass"), ("loader", loads)):
         (root / name / "1").mkdir(parents=True)
         (root / name / "config.pbtxt").write_text('backend: "python"\n' + io)
         (root / name / "1" / "model.py").write_text(HEADER + textwrap.dedent(f"""
@@ -626,3 +629,35 @@ def test_pb_utils_arguments_of_the_wrong_type_are_refused_as_triton_s_bindings_r
         tensor = httpclient.InferInput("IN", [1], "INT32").set_data_from_numpy(np.array([1], np.int32))
         said = json.loads(client.infer("argument_validation", [tensor]).as_numpy("OUT")[0])
     assert said == [[], ["id-5", 0, None, 0]]
+
+
+def test_a_load_names_its_files_as_triton_joins_them_and_refuses_shell_characters_in_a_python_model_s_name(tmp_path):
+    """qa model_control's ModelIDValidationTest: 'file:/1/model.py' is the model's 1/model.py (Triton joins the
+    path to the model folder; gpuserve refused a leading '/'), and a Python model whose name holds a shell
+    character fails to load with the Python backend's 'Invalid stub name: contains invalid characters'."""
+    import base64
+
+    code = HEADER + textwrap.dedent("""
+        class TritonPythonModel:
+            def execute(self, requests):
+                return [pb_utils.InferenceResponse([pb_utils.get_input_tensor_by_name(r, "INPUT0")]) for r in requests]
+        """)
+
+    def load(name):
+        config = {"name": name, "backend": "python", "max_batch_size": 4,
+                  "input": [{"name": "INPUT0", "data_type": "TYPE_FP32", "dims": [-1]}],
+                  "output": [{"name": "INPUT0", "data_type": "TYPE_FP32", "dims": [-1]}]}
+        body = {"parameters": {"config": json.dumps(config),
+                               "file:/1/model.py": base64.b64encode(code.encode()).decode()}}
+        return httpx.post(f"http://127.0.0.1:{running.ports['http']}/v2/repository/models/{name}/load", json=body)
+
+    import httpx
+
+    (tmp_path / "repo").mkdir()
+    with running_server(repository=DiskRepository(tmp_path / "repo").populate(ModelRepository(), [])) as running:
+        assert load("model-with-hyphens").status_code == 200
+        with _http(running) as client:
+            assert client.is_model_ready("model-with-hyphens")
+        for name in ("model;test", "model|test", "model$test", "model\\test", "model'test'", "model!test"):
+            answer = load(name)
+            assert answer.status_code == 400 and "Invalid stub name: contains invalid characters" in answer.text, name
