@@ -17,6 +17,7 @@ network, as in Triton: a request could otherwise make the server write anywhere.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from typing import Any, Callable, Dict, Optional
 
@@ -91,15 +92,21 @@ def trace_start_settings(configs: Optional[list]) -> Dict[str, Any]:
     any update and what a cleared global setting returns to, as in Triton (qa/L0_trace checks both)."""
     settings: Dict[str, Any] = {}
     levels: list = []
+    otel: Dict[str, str] = {}
     for config in configs or ():
         mode, _, pair = config.rpartition(",")
         key, sep, value = pair.partition("=")
         name = _TRACE_FLAG_KEYS.get(key.strip())
         if not sep:
             raise InvalidInput(f"--trace-config {config}: expected [MODE,]KEY=VALUE")
-        if name is None or mode not in ("", "triton") or (name == "trace_mode" and value != "triton"):
-            # as Triton, which starts with keys it does not know; OpenTelemetry tracing is not served
-            logger.warning("--trace-config %s is not served by gpuserve; ignored", config)
+        if mode == "opentelemetry":  # shown as given in opentelemetry mode (url, resource, bsp_*)
+            otel[key.strip()] = value
+            continue
+        if name == "trace_mode" and value == "opentelemetry":
+            settings[name] = value
+            continue
+        if name is None or mode not in ("", "triton") or name == "trace_mode" and value != "triton":
+            logger.warning("--trace-config %s is not served by gpuserve; ignored", config)  # as Triton: started
             continue
         if name == "trace_level":
             levels.append(_OLD_LEVELS.get(value.upper(), value.upper()))
@@ -108,7 +115,19 @@ def trace_start_settings(configs: Optional[list]) -> Dict[str, Any]:
             settings[name] = _TRACE_PARSERS[name](value)
         else:
             settings[name] = value
+    if settings.get("trace_mode") == "opentelemetry":
+        logger.warning("--trace-config mode=opentelemetry: the settings are kept and shown, but gpuserve exports "
+                       "no OpenTelemetry traces")
+        for key, (variable, default) in _OTEL_BSP.items():
+            otel.setdefault(key, os.environ.get(variable, default))
+        settings[_OTEL] = otel
     return settings
+
+
+_OTEL = "opentelemetry"  # the opentelemetry mode's own settings, shown in place of trace_file and log_frequency
+_OTEL_BSP = {"bsp_max_export_batch_size": ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "512"),
+             "bsp_schedule_delay": ("OTEL_BSP_SCHEDULE_DELAY", "5000"),
+             "bsp_max_queue_size": ("OTEL_BSP_MAX_QUEUE_SIZE", "2048")}
 
 
 class RuntimeSettings:
@@ -125,7 +144,7 @@ class RuntimeSettings:
         self._model_trace: Dict[str, Dict[str, Any]] = {}
         self._log: Optional[Dict[str, Any]] = None  # read from the logger on first use
         self.tracer = Tracer()
-        self.tracer.configure(self._trace, {})
+        self._start_tracer()
 
     # trace -------------------------------------------------------------------------------------
     def _check_model(self, model: Optional[str]) -> None:
@@ -146,12 +165,20 @@ class RuntimeSettings:
             left = self.tracer.remaining(model)
             if left is not None and left >= 0 and merged["trace_count"] != "-1":
                 merged["trace_count"] = str(left)
+            otel = merged.pop(_OTEL, None)
+            if merged["trace_mode"] == "opentelemetry":  # as Triton shows that mode's settings
+                del merged["trace_file"], merged["log_frequency"]
+                merged.update(otel or {})
         return {k: list(v) if isinstance(v, list) else v for k, v in merged.items()}
 
     def _retrace(self, model: Optional[str]) -> None:
         """New tracer settings (and counters) for `model`, or for all (None); under the lock."""
         views = {name: self._trace_view(name, live=False) for name, own in self._model_trace.items() if own}
         self.tracer.configure(self._trace_view(None, live=False), views, [model] if model else None)
+
+    def _start_tracer(self) -> None:
+        if self._trace["trace_mode"] == "triton":  # the opentelemetry mode writes no trace files
+            self._retrace(None)
 
     def update_trace(self, updates: Dict[str, Any], model: Optional[str] = None) -> Dict[str, Any]:
         """Apply `updates` (a value sets, None clears) globally or for one model; returns the result.
@@ -180,7 +207,7 @@ class RuntimeSettings:
                 else:
                     default = self._defaults[key]
                     target[key] = list(default) if isinstance(default, list) else default
-            if parsed:
+            if parsed and self._trace["trace_mode"] == "triton":
                 self._retrace(model)
             view = self._trace_view(model)
         return view
@@ -189,7 +216,7 @@ class RuntimeSettings:
         """Drop a model's own trace settings (REST: POST with an empty body); returns its view."""
         self._check_model(model)
         with self._lock:
-            if self._model_trace.pop(model, None):
+            if self._model_trace.pop(model, None) and self._trace["trace_mode"] == "triton":
                 self._retrace(model)
             return self._trace_view(model)
 

@@ -264,3 +264,26 @@ def test_deprecated_flags_and_sigterm_write_the_file(repo, tmp_path):
         output = proc.communicate(timeout=60)[0].decode(errors="replace")
     assert "Warning: '--trace-level' has been deprecated" in output
     assert len(traces(path)) == 2
+
+
+def test_opentelemetry_mode_shows_its_settings_and_writes_no_file(repo, tmp_path, monkeypatch):
+    """As tritonserver 2.51 answers with --trace-config mode=opentelemetry: its url, resource and batch span
+    processor settings in place of trace_file and log_frequency (qa/L0_trace checks them)."""
+    monkeypatch.delenv("OTEL_BSP_MAX_QUEUE_SIZE", raising=False)
+    config = [f"triton,file={tmp_path / 'otel.json'}", "mode=opentelemetry", "level=TIMESTAMPS", "rate=5",
+              "opentelemetry,url=localhost:10000/v1/traces"]
+    with running_server(repository=DiskRepository(repo).populate(ModelRepository()), trace_config=config) as server:
+        expected = {"trace_level": ["TIMESTAMPS"], "trace_rate": "5", "trace_count": "-1",
+                    "trace_mode": "opentelemetry", "url": "localhost:10000/v1/traces",
+                    "bsp_max_export_batch_size": "512", "bsp_schedule_delay": "5000", "bsp_max_queue_size": "2048"}
+        client = httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}")
+        assert client.get_trace_settings(model_name="simple") == expected
+        assert client.update_trace_settings(settings={"trace_rate": "3"}) == {**expected, "trace_rate": "3"}
+        client.close()
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.ports['grpc']}")
+        answer = client.get_trace_settings(as_json=True)["settings"]
+        assert {k: v["value"] for k, v in answer.items()} == {
+            k: (v if isinstance(v, list) else [v]) for k, v in {**expected, "trace_rate": "3"}.items()}
+        client.close()
+        both(server, 1)
+    assert not (tmp_path / "otel.json").exists()
