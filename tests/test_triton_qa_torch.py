@@ -7,10 +7,14 @@
   would not fit the compiled code is refused (the code itself does not check, and would read past its
   buffers), a TYPE_STRING tensor fails the load. An exported program's model.pt2 keeps serving, and a file
   that is neither says so.
+- L0_backend_identity: gpuserve's stand-in for Triton's identity backend answers with the backend's example
+  response parameters, counts input bytes in input_byte_size_counter, logs each input with its byte size, and
+  passes BF16 through (the client test failed on all four).
 
 One package is compiled for the whole file (AOTInductor runs a C++ compiler: about 5-10 s here).
 """
 
+import logging
 import shutil
 import textwrap
 
@@ -168,3 +172,54 @@ def test_an_exported_program_model_pt2_serves_and_an_unreadable_one_says_what_it
         inputs = [httpclient.InferInput("x", [2, 3], "FP32")]
         inputs[0].set_data_from_numpy(x)
         np.testing.assert_array_equal(client.infer("exported", inputs).as_numpy("y"), x + 1)
+
+
+def _identity(root, name, datatype, max_batch=8):
+    (root / name / "1").mkdir(parents=True)
+    (root / name / "config.pbtxt").write_text(textwrap.dedent(f"""
+        name: "{name}"
+        backend: "identity"
+        max_batch_size: {max_batch}
+        input [ {{ name: "INPUT0" data_type: {datatype} dims: [ -1 ] }} ]
+        output [ {{ name: "OUTPUT0" data_type: {datatype} dims: [ -1 ] }} ]
+        instance_group [ {{ count: 1 kind: KIND_CPU }} ]
+        """))
+
+
+def test_the_identity_backend_answers_with_its_parameters_counts_input_bytes_and_passes_bf16(tmp_path, caplog):
+    """qa/L0_backend_identity: the backend's example response parameters (a double among them, which a Python
+    model may not set), its input_byte_size_counter and its per-input log line; a BF16 input came back as an
+    error (the stand-in read it with as_numpy())."""
+    import urllib.request
+
+    import grpc  # noqa: F401  (tritonclient.grpc needs it)
+    import ml_dtypes
+    import tritonclient.grpc as grpcclient
+
+    _identity(tmp_path, "identity_uint32", "TYPE_UINT32")
+    _identity(tmp_path, "identity_bf16", "TYPE_BF16")
+    caplog.set_level(logging.INFO)
+    with _serve(tmp_path) as server:
+        ports = server.ports
+        with httpclient.InferenceServerClient(f"127.0.0.1:{ports['http']}") as client:
+            data = np.arange(4, dtype=np.uint32).reshape(2, 2)
+            inputs = [httpclient.InferInput("INPUT0", [2, 2], "UINT32")]
+            inputs[0].set_data_from_numpy(data)
+            result = client.infer("identity_uint32", inputs)
+            np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), data)
+            assert result.get_response()["parameters"] == {"param0": "an example string parameter", "param1": 42,
+                                                           "param2": False, "param3": 123.123}
+            half = np.array([[1.5, -2.0, 3.25]], dtype=ml_dtypes.bfloat16)
+            inputs = [httpclient.InferInput("INPUT0", [1, 3], "BF16")]
+            inputs[0].set_data_from_numpy(half)
+            np.testing.assert_array_equal(client.infer("identity_bf16", inputs).as_numpy("OUTPUT0"), half)
+        with grpcclient.InferenceServerClient(f"127.0.0.1:{ports['grpc']}") as client:
+            inputs = [grpcclient.InferInput("INPUT0", [2, 2], "UINT32")]
+            inputs[0].set_data_from_numpy(data)
+            parameters = client.infer("identity_uint32", inputs).get_response().parameters
+            assert (parameters["param0"].string_param, parameters["param1"].int64_param,
+                    parameters["param2"].bool_param, parameters["param3"].double_param) == \
+                ("an example string parameter", 42, False, 123.123)
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{ports['metrics']}/metrics").read().decode()
+    assert 'input_byte_size_counter{model="identity_uint32",version="1"} 32' in metrics
+    assert "\tinput INPUT0: datatype = UINT32, shape = [2,2], byte_size = 16, buffer_count = 1" in caplog.text
