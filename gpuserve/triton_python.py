@@ -479,6 +479,7 @@ class TritonPythonBackendModel(FrameworkModel):
         path = self.artefact()
         if not path.is_file():
             raise ModelMissingError(f"model '{self.name}': {path} does not exist")
+        _check_stub_names([self.name])  # before model.py is read, as Triton's stub is started before it runs
         folder, config = self.written_config()
         unique = self._module_name = f"gpuserve_python_model_{self.name}_{self.version or 0}_{id(self)}"
         self.module = module = import_model_file(path, unique)
@@ -501,8 +502,7 @@ class TritonPythonBackendModel(FrameworkModel):
         self.optional_inputs = {e["name"] for e in config.get("input", []) if e.get("optional")}
         self.reshapes = config_reshapes(config)
         self._sync_settings(config)
-        _check_stub_names([self.name] + [f"{g['name']}_{i}" for g in config["instance_group"]
-                                         for i in range(g["count"])])
+        _check_stub_names([f"{g['name']}_{i}" for g in config["instance_group"] for i in range(g["count"])])
         limiter = rate_limiter.limiter()  # Triton's --rate-limit: checked before any instance starts
         tickets = limiter.tickets_for(self.name, config["instance_group"]) if limiter is not None else None
         try:

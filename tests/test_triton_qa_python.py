@@ -640,6 +640,7 @@ def test_a_load_names_its_files_as_triton_joins_them_and_refuses_shell_character
     code = HEADER + textwrap.dedent("""
         class TritonPythonModel:
             def execute(self, requests):
+                print('Hello from NAME')  # as qa's: a quote in the name makes this file unparsable
                 return [pb_utils.InferenceResponse([pb_utils.get_input_tensor_by_name(r, "INPUT0")]) for r in requests]
         """)
 
@@ -648,7 +649,7 @@ def test_a_load_names_its_files_as_triton_joins_them_and_refuses_shell_character
                   "input": [{"name": "INPUT0", "data_type": "TYPE_FP32", "dims": [-1]}],
                   "output": [{"name": "INPUT0", "data_type": "TYPE_FP32", "dims": [-1]}]}
         body = {"parameters": {"config": json.dumps(config),
-                               "file:/1/model.py": base64.b64encode(code.encode()).decode()}}
+                               "file:/1/model.py": base64.b64encode(code.replace("NAME", name).encode()).decode()}}
         return httpx.post(f"http://127.0.0.1:{running.ports['http']}/v2/repository/models/{name}/load", json=body)
 
     import httpx
