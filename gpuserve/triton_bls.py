@@ -5,8 +5,10 @@ awaited from an `async def execute`)."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import os
+import queue
 from typing import Optional
 
 from gpuserve import triton_pb_utils as pb
@@ -34,6 +36,7 @@ class PythonModelError(GpuserveError):
 
     def __init__(self, message: str, code: int = pb.TritonError.INTERNAL, counts_as_success: bool = False):
         super().__init__(message)
+        self.code = code
         self.http, self.grpc = ERROR_STATUS.get(code, (500, "INTERNAL"))
         # As Triton's statistics see it: execute returned, so the request succeeded (an error response, or
         # no response at all); only a raised exception or a malformed return is a failure.
@@ -89,6 +92,9 @@ class ServerBridge:
             forbid()
 
     def run(self, coroutine):
+        return self._on_loop(coroutine).result()
+
+    def _on_loop(self, coroutine):
         if self.loop is None or self.loop.is_closed():
             coroutine.close()
             raise pb.TritonModelException("the server's event loop is not running yet")
@@ -96,7 +102,7 @@ class ServerBridge:
             coroutine.close()
             raise pb.TritonModelException("BLS calls from a process the model forked are not supported by gpuserve "
                                           "(its Python models run in the server's process)")
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
 
     def _registry(self):
         registry = getattr(self.model, "registry", None)
@@ -121,8 +127,11 @@ class ServerBridge:
         return response
 
     @staticmethod
-    def _converted(response) -> pb.InferenceResponse:
+    def _converted(response, cancelled: bool = False) -> pb.InferenceResponse:
         if isinstance(response, BaseException):
+            if cancelled and getattr(response, "code", None) == pb.TritonError.CANCELLED:
+                # a callee's answer to the caller's cancel(): its code stays, as the Triton that has cancel() keeps it
+                return pb.InferenceResponse(error=pb.TritonError(str(response), pb.TritonError.CANCELLED))
             return error_response(response)
         if not isinstance(response, InferResponse):
             return error_response(PythonModelError("the model did not answer with a V2 response"))
@@ -137,6 +146,35 @@ class ServerBridge:
         except Exception as exc:
             return error_response(exc, request.model_name())
         return self._converted(response)
+
+    def open_stream(self, request: pb.InferenceRequest) -> "BlsStream":
+        """A streaming call (`exec(decoupled=True)`) from a model's thread: its responses reach the caller as
+        the callee sends them, and the caller may cancel it meanwhile."""
+        stream = BlsStream()
+        stream.future = self._on_loop(self._pump(request, stream))
+        return stream
+
+    async def _pump(self, request: pb.InferenceRequest, stream: "BlsStream") -> None:
+        streaming, watched = STREAMING.set(True), BLS_STREAM.set(stream)
+        try:
+            request._parameters.setdefault("triton_enable_empty_final_response", True)
+            response = await self._call(request)
+            if not hasattr(response, "__aiter__"):
+                stream.put(self._converted(response), True)
+                return
+            async for item in response:
+                final = item.parameters.get("triton_final_response") if isinstance(item, InferResponse) \
+                    else getattr(item, "triton_final", True)
+                stream.put(self._converted(item, stream.cancelled), bool(final))
+        except asyncio.CancelledError:  # cancelled before a callee that watches its cancellation started
+            stream.put(pb.InferenceResponse(error=pb.TritonError("Request was cancelled", pb.TritonError.CANCELLED)),
+                       True)
+        except Exception as exc:
+            stream.put(error_response(exc, request.model_name()), True)
+        finally:
+            BLS_STREAM.reset(watched)
+            STREAMING.reset(streaming)
+            stream.put(None, True)  # the end, for a callee whose last response was not marked final
 
     async def infer_stream(self, request: pb.InferenceRequest) -> list:
         """Every response of a call (a decoupled model's many, ending with an empty final one when the
@@ -170,6 +208,45 @@ class ServerBridge:
 
     async def unload(self, name: str) -> None:
         await self._registry().unload_async(name)
+
+
+# the streaming BLS call whose callee is being reached: a decoupled Python callee's request registers its
+# response stream with it, so that the caller's cancel() reaches the callee's is_cancelled()
+BLS_STREAM: "contextvars.ContextVar[Optional[BlsStream]]" = contextvars.ContextVar("gpuserve_bls_stream",
+                                                                                   default=None)
+
+
+class BlsStream:
+    """One streaming BLS call's responses, put by the server's loop and taken in order by the caller's
+    thread, which waits for each as Triton's response iterator does; `cancel()` is the iterator's."""
+
+    def __init__(self):
+        self._queue: "queue.SimpleQueue" = queue.SimpleQueue()
+        self._callees: list = []
+        self.cancelled = False
+        self.future = None  # the pump's, on the server's loop
+
+    def put(self, response: Optional[pb.InferenceResponse], final: bool) -> None:
+        self._queue.put((response, final))
+
+    def get(self):
+        """(response, final); (None, True) once the stream has ended."""
+        return self._queue.get()
+
+    def watch(self, callee_stream) -> None:
+        """A callee's request (from the server's loop): it sees a cancel made before or after this."""
+        self._callees.append(callee_stream)
+        if self.cancelled:
+            callee_stream.cancelled = True
+
+    def cancel(self) -> None:
+        if self.cancelled:
+            return
+        self.cancelled = True
+        for callee in list(self._callees):
+            callee.cancelled = True  # its senders' is_cancelled() says so; its responses still come
+        if not self._callees and self.future is not None:
+            self.future.cancel()  # nothing started that could answer the cancellation: the call ends here
 
 
 def _input(tensor: pb.Tensor) -> InferInput:

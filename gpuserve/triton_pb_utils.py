@@ -394,42 +394,59 @@ class InferenceRequest:
                                        "event loop (an async execute must 'await request.async_exec()'); the "
                                        "model's next executes run on its own thread")
         if decoupled:
-            return ResponseIterator(bridge.run(bridge.infer_stream(self)))
+            return ResponseIterator(bridge.open_stream(self))
         return bridge.run(bridge.infer(self))
 
     async def async_exec(self, decoupled: bool = False):
         _bls_allowed()
         bridge = current_bridge()
         if bridge.on_loop_thread():
-            if decoupled:
+            if decoupled:  # all at once: waiting here for each response would stop the loop that brings it
                 return ResponseIterator(await bridge.infer_stream(self))
             return await bridge.infer(self)
-        future = asyncio.wrap_future(
-            asyncio.run_coroutine_threadsafe(bridge.infer_stream(self) if decoupled else bridge.infer(self),
-                                             bridge.loop))
-        result = await future
-        return ResponseIterator(result) if decoupled else result
+        if decoupled:
+            return ResponseIterator(bridge.open_stream(self))
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(bridge.infer(self), bridge.loop))
 
 
 class ResponseIterator:
-    """A decoupled BLS call's responses (`exec(decoupled=True)`), as Triton's iterator hands them: `next()` past
-    the last raises StopIteration, and a new `for` over an iterator gone to its end starts again from the
-    first response, while one over an iterator left midway goes on from there (qa bls test_response_iterator)."""
+    """A decoupled BLS call's responses (`exec(decoupled=True)`), as Triton's iterator hands them: each as it
+    comes (`next()` waits for it), StopIteration past the last; once the last has come, a new `for` over an
+    iterator gone to its end starts again from the first response, while one over an iterator left midway
+    goes on from there (qa bls test_response_iterator). `cancel()` asks the callee to stop (its
+    `is_cancelled()` turns true); the responses it still sends come, and once the last has come it does
+    nothing."""
 
-    def __init__(self, responses):
-        self._responses = list(responses)
+    def __init__(self, source):
+        if isinstance(source, (list, tuple)):  # every response already here
+            self._responses, self._source, self._finished = list(source), None, True
+        else:  # a stream the server fills (gpuserve.triton_bls.BlsStream)
+            self._responses, self._source, self._finished = [], source, False
         self._next = 0
 
     def __iter__(self):
-        if self._next >= len(self._responses):
+        if self._finished and self._next >= len(self._responses):
             self._next = 0
         return self
 
     def __next__(self):
+        if not self._finished:
+            response, final = self._source.get()
+            if response is not None:
+                self._responses.append(response)
+            if final:
+                self._finished = True
+                self._next = len(self._responses)
+            if response is not None:
+                return response
         if self._next >= len(self._responses):
             raise StopIteration("Iteration is done for the responses.")
         self._next += 1
         return self._responses[self._next - 1]
+
+    def cancel(self) -> None:
+        if not self._finished and self._source is not None:
+            self._source.cancel()
 
 
 class PreferredMemory:

@@ -40,7 +40,7 @@ from gpuserve.errors import (GpuserveError, InvalidInput, InvalidSettings, Model
                              RequestCancelled, Unimplemented)
 from gpuserve.response_stream import ResponseStream
 from gpuserve.runtimes import FrameworkModel
-from gpuserve.triton_bls import PythonModelError, ServerBridge
+from gpuserve.triton_bls import BLS_STREAM, PythonModelError, ServerBridge
 from gpuserve.triton_config import dynamic_batching_settings, read_config
 from gpuserve.triton_instance_update import LoadedFrom, file_digest, signature
 from gpuserve.sequence_state import direct_batching
@@ -675,6 +675,9 @@ class TritonPythonBackendModel(FrameworkModel):
             where = "ModelInfer RPC" if payload.from_grpc else "HTTP end point"
             raise Unimplemented(f"{where} doesn't support models with decoupled transaction policy")
         context["stream"] = stream = ResponseStream(asyncio.get_running_loop())
+        caller = BLS_STREAM.get()
+        if caller is not None:  # a model's streaming BLS call: its cancel() reaches this request's senders
+            caller.watch(stream)
         task = asyncio.ensure_future(_submit(scheduler, arrays, payload.parameters, context)
                                      if self.sequences is None else self._in_sequence(payload, context, arrays))
         task.add_done_callback(lambda t: t.cancelled() or t.exception() is None or stream.put(t.exception(), True))
