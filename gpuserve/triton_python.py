@@ -634,17 +634,30 @@ class TritonPythonBackendModel(FrameworkModel):
         return instance
 
     async def healthy(self) -> bool:
-        """Triton 25.x's optional `is_ready()` (sync or async) on every instance, each given 5 s."""
+        """Triton 25.x's optional `is_ready()` (sync or async) on every instance, each given 5 s; only a bool
+        True means ready. As Triton's stub, a check still running is not started again: a later question
+        waits for it (its answer comes once it ends), so a check slower than 5 s answers one question
+        NOT READY and the next READY."""
+        checks = self.__dict__.setdefault("_ready_checks", {})
         for instance in list(self.instances):
             check = getattr(instance.obj, "is_ready", None)
             if check is None:
                 continue
-            call = (lambda c=check: asyncio.run(c())) if inspect.iscoroutinefunction(check) else check
+            running = checks.get(instance.name)
+            if running is None or running.done():
+                call = (lambda c=check: asyncio.run(c())) if inspect.iscoroutinefunction(check) else check
+                running = checks[instance.name] = asyncio.ensure_future(asyncio.to_thread(call))
+                running.add_done_callback(lambda f: f.cancelled() or f.exception())  # read even if none waits
             try:
-                if not await asyncio.wait_for(asyncio.to_thread(call), READY_CHECK_S):
-                    return False
+                answer = await asyncio.wait_for(asyncio.shield(running), READY_CHECK_S)
             except Exception as exc:  # a check that fails or hangs means not ready, never a 500
-                logger.warning("model %s: is_ready() of %s failed: %s", self.name, instance.name, exc or type(exc).__name__)
+                logger.warning("model %s: is_ready() of %s failed: %s", self.name, instance.name,
+                               exc or type(exc).__name__)
+                return False
+            if answer is not True:
+                if not isinstance(answer, bool):
+                    logger.warning("model %s: is_ready() of %s returned %s, not a bool: not ready", self.name,
+                                   instance.name, type(answer).__name__)
                 return False
         return True
 
