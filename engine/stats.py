@@ -203,6 +203,15 @@ class ModelStats:
                 for key, ns in (("compute_input", input_ns), ("compute_infer", infer_ns), ("compute_output", output_ns)):
                     self._summarize(key, ns, jobs)
 
+    def forget_padding(self, rows: int) -> None:
+        """Rows a Direct sequence batch was padded with (Triton's null requests), just recorded with their
+        batch: they count in its size, not as inferences, queue passes or requests' compute."""
+        with self.lock:
+            self.inference_count -= rows
+            self.queue.count -= rows
+            for duration in (self.compute_input, self.compute_infer, self.compute_output):
+                duration.count -= rows
+
     def record_failed_execution(self) -> None:
         """An execution none of whose requests succeeded: Triton counts the execution, no inference."""
         with self.lock:

@@ -167,6 +167,8 @@ class FrameworkModel(Model):
             instance.ticket, instance.slots = ticket, 1  # one batch at a time while it holds resources
         self._tickets = tickets
         self.scheduler = Scheduler(self.name, instances, config, self.stats, batch_dim=batchable)
+        if self.sequences is not None and batchable:  # Triton's Direct slots (gpuserve/sequence_direct.py)
+            self.sequences.attach(self.scheduler, self.prepare)
         if self.settings.dynamic_batching is not None and self.sequences is None:
             logger.debug("Starting dynamic-batcher thread")  # Triton's verbose words as its batcher starts
         self.ready = True
@@ -249,6 +251,8 @@ class FrameworkModel(Model):
         over for closing and forgotten; the model's rate limiter tickets go back with them."""
         self._release_tickets(getattr(self, "_tickets", None) or [])
         self._tickets = []
+        if self.sequences is not None:
+            self.sequences.detach()
         scheduler, self.scheduler = self.scheduler, None
         return [scheduler] if scheduler is not None else []
 

@@ -8,11 +8,9 @@ gpuserve does the same here: the state lives with the sequence on the server, no
 requests of different sequences share the engine's ordinary batches (each row its own sequence, as
 Triton's Oldest strategy batches them) while each sequence runs one request at a time, in order.
 
-Direct strategy: Triton gives each sequence a fixed batch slot, with READY false for empty slots, because
-a model may keep per-slot state inside itself. A model file served here keeps none (its state is
-implicit state or comes from its inputs), so rows are the ready requests only; READY is always true.
-Direct's `max_queue_delay_microseconds` waits only while fewer than `minimum_slot_utilization` of the
-slots are ready (`direct_batching` below), not for a full batch as Oldest's does.
+Direct strategy (a model with a batch dimension): as Triton, each sequence has a fixed batch slot on its
+instance and batches are padded with not-ready rows (gpuserve/sequence_direct.py); the Oldest strategy
+batches the ready requests only, through the engine's ordinary batcher.
 
 State at a sequence's START: `initial_state` (`zero_data`, or `data_file` under the model's
 `initial_state/` folder, row-major), else zeros with each variable dimension 1 (Triton leaves that
@@ -21,6 +19,7 @@ first state uninitialized; a model that reads it must look at START, as the docs
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import math
 import struct
@@ -32,6 +31,8 @@ import numpy as np
 
 from gpuserve.datatypes import from_numpy_dtype
 from gpuserve.errors import InvalidSettings
+from gpuserve.sequence_direct import DirectBatches, Entry
+from gpuserve.triton_config import delay_scheduler_count
 from gpuserve.triton_pb_utils import TRITON_STRING_TO_NUMPY
 from gpuserve.triton_sequence import SequenceRouter, as_list
 
@@ -128,9 +129,27 @@ class SequenceInputs:
         # the engine runs any sequence's batch on any instance (the state travels with the sequence); the
         # instances count for the sequence slots Triton gives each
         self.router = SequenceRouter(model, batching, instances, batched, max_batch_size)
+        self.batching = batching
+        self.max_batch_size = max_batch_size or 0
+        self.direct: Optional[DirectBatches] = None
+        self._convert = None
         self.states = parse_states(model, batching, folder)
         self.hidden_inputs = {c.name for c in self.router.controls} | {s.input_name for s in self.states}
         self.state_outputs = {s.output_name for s in self.states}
+
+    def attach(self, scheduler, convert) -> None:
+        """Serve a Direct-strategy model with a batch dimension through per-instance slot batchers over the
+        scheduler's instances (`convert`: the framework's form of a server-filled tensor)."""
+        router = self.router
+        if self.batching.get("oldest") is not None or not router.batch_dim or not router.slots:
+            return
+        self._convert = convert
+        self.direct = DirectBatches(self.model, router, list(scheduler.instances), scheduler.stats, self.batching,
+                                    self.max_batch_size, delay_scheduler_count())
+
+    def detach(self) -> None:
+        if self.direct is not None:
+            self.direct.close()
 
     def hidden_tensors(self) -> List[Tuple[str, str, List[int]]]:
         """(name, V2 datatype, shape) of the inputs the server fills: what a file that does not describe its
@@ -179,6 +198,14 @@ class SequenceInputs:
         router = self.router
         router.check_rows(arrays)
         key, sequence = router.open(parameters)
+        if self.direct is not None:
+            try:
+                results = await self._direct(key, sequence, arrays, parameters, wanted)
+            finally:
+                router.close(key, sequence, bool(parameters.get("sequence_end")))
+            if wanted is not None:
+                return {name: results[name] for name in wanted}
+            return {name: array for name, array in results.items() if name in served_outputs}
         try:
             async with sequence.turn():
                 full = dict(arrays)
@@ -199,3 +226,38 @@ class SequenceInputs:
         if wanted is not None:
             return {name: results[name] for name in wanted}
         return {name: array for name, array in results.items() if name in served_outputs}
+
+    async def _direct(self, key, sequence, arrays: Dict[str, np.ndarray], parameters: Dict[str, Any],
+                      wanted: Optional[List[str]]) -> Dict[str, np.ndarray]:
+        """One request into its sequence's slot queue: its controls and state are read when its batch forms
+        (after its sequence's previous request ran), its next state kept when the batch has run."""
+        router, states, convert = self.router, self.states, self._convert
+        if sequence.admit is not None:  # in the backlog: wait for a slot
+            sequence.waiting += 1
+            try:
+                await sequence.admit(sequence)
+            finally:
+                sequence.waiting -= 1
+        starting = bool(parameters.get("sequence_start"))
+
+        def prepare() -> Dict[str, np.ndarray]:
+            full = dict(arrays)
+            full.update(router.control_arrays(key, parameters, 1))
+            held = sequence.states
+            if starting:  # as Triton: START resets the state even when this request then fails
+                held.clear()
+            for spec in states:
+                value = None if starting else held.get(spec.input_name)
+                full[spec.input_name] = value if value is not None else spec.start_value(True)
+            for name in self.hidden_inputs:
+                full[name] = convert(name, full[name])
+            return full
+
+        def finish(results: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+            for spec in states:
+                sequence.states[spec.input_name] = np.array(results[spec.output_name], copy=True)
+            return results
+
+        asked = None if wanted is None else list(dict.fromkeys([*wanted, *self.state_outputs]))
+        entry = Entry(arrays, prepare, finish, asked, asyncio.get_running_loop().create_future())
+        return await self.direct.run(sequence.instance, sequence.slot_index, entry)

@@ -56,6 +56,7 @@ class Sequence:
     admit: Optional[Callable[["Sequence"], Awaitable[None]]] = None
     admitted: Optional[asyncio.Event] = None
     slot: bool = False
+    slot_index: int = 0  # which of its instance's slots (the batch row the Direct batcher gives it)
 
     @contextlib.asynccontextmanager
     async def turn(self):
@@ -146,6 +147,8 @@ class SequenceRouter:
         candidates = int(oldest.get("max_candidate_sequences", 0) or 0) if isinstance(oldest, dict) else 0
         self.slots = candidates or (max(1, int(max_batch_size)) if max_batch_size is not None else 0)
         self.holding: Dict[int, int] = {}  # per instance: sequences with a slot
+        self.used: Dict[int, set] = {}  # per instance: the slot indices held
+        self.queued: Optional[Callable[[], int]] = None  # requests in Direct slot queues (sequence_direct.py)
         self.backlog: List[Sequence] = []
         self.running: Dict[int, int] = {}  # per instance: requests between open() and close()
         # Instances leaving (an instance update on reload): no new sequence starts there, and the callback
@@ -155,7 +158,8 @@ class SequenceRouter:
     def waiting(self) -> int:
         """Requests queued behind their sequence's running one: Triton's sequence batcher counts them
         in nv_inference_pending_request_count."""
-        return sum(sequence.waiting for sequence in list(self.active.values()))
+        queued = self.queued() if self.queued is not None else 0
+        return queued + sum(sequence.waiting for sequence in list(self.active.values()))
 
     def add_instance(self) -> int:
         """One more instance for new sequences; its index."""
@@ -198,20 +202,34 @@ class SequenceRouter:
             self._free_slot(self.active.pop(key))
         self._free_closed()
 
+    def _place(self, sequence: Sequence, free: List[int]) -> None:
+        """The lowest free slot over the instances given (the first instance's on a tie), as Triton hands
+        out slots."""
+        best = None
+        for instance in free:
+            used = self.used.setdefault(instance, set())
+            index = next(n for n in range(self.slots) if n not in used)
+            if best is None or index < best[1]:
+                best = (instance, index)
+        sequence.instance, sequence.slot_index = best
+        sequence.slot = True
+        self.used[best[0]].add(best[1])
+        self.holding[best[0]] = self.holding.get(best[0], 0) + 1
+
     def _free_slot(self, sequence: Sequence) -> None:
         if sequence.slot:
             sequence.slot = False
             self.holding[sequence.instance] -= 1
+            self.used.get(sequence.instance, set()).discard(sequence.slot_index)
         while self.backlog:  # the oldest waiting sequence takes the freed slot (any instance's)
             free = [i for i in range(self.instances) if i not in self.closed and self.holding.get(i, 0) < self.slots]
             if not free:
                 return
             waiting = self.backlog.pop(0)
-            instance = min(free, key=lambda i: self.holding.get(i, 0))
-            self.running[waiting.instance] -= waiting.pending
-            self.running[instance] = self.running.get(instance, 0) + waiting.pending
-            waiting.instance, waiting.slot = instance, True
-            self.holding[instance] = self.holding.get(instance, 0) + 1
+            moved_from = waiting.instance
+            self._place(waiting, free)
+            self.running[moved_from] -= waiting.pending
+            self.running[waiting.instance] = self.running.get(waiting.instance, 0) + waiting.pending
             waiting.admit = None
             if waiting.admitted is not None:
                 waiting.admitted.set()
@@ -249,9 +267,7 @@ class SequenceRouter:
                 if self.slots:
                     free = [i for i in open_ if self.holding.get(i, 0) < self.slots]
                     if free:
-                        sequence.instance = min(free, key=lambda i: self.holding.get(i, 0))
-                        sequence.slot = True
-                        self.holding[sequence.instance] = self.holding.get(sequence.instance, 0) + 1
+                        self._place(sequence, free)
                     else:
                         sequence.admit = self._wait_for_slot
                         self.backlog.append(sequence)

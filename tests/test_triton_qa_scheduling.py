@@ -731,3 +731,72 @@ def test_a_direct_sequence_holds_one_of_max_batch_size_slots_per_instance(tmp_pa
         asyncio.run(three())
     finally:
         model.stop()
+
+
+DIRECT_ONNX = '''
+platform: "onnxruntime_onnx"
+max_batch_size: 4
+input [ { name: "INPUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
+output [ { name: "OUTPUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
+instance_group [ { count: 1 kind: KIND_CPU } ]
+sequence_batching {
+  max_sequence_idle_microseconds: 5000000
+  direct { }
+  control_input [ { name: "START" control [ { kind: CONTROL_SEQUENCE_START int32_false_true: [ 0, 1 ] } ] },
+                  { name: "READY" control [ { kind: CONTROL_SEQUENCE_READY int32_false_true: [ 0, 1 ] } ] } ]
+}
+'''
+
+
+def _direct_onnx(tmp_path):
+    """OUTPUT = INPUT + 10 * READY + 100 * START: a row shows the controls it was given."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    def tensor(name):
+        return helper.make_tensor_value_info(name, TensorProto.INT32, [-1, 1])
+
+    ten = helper.make_tensor("ten", TensorProto.INT32, [], [10])
+    hundred = helper.make_tensor("hundred", TensorProto.INT32, [], [100])
+    nodes = [helper.make_node("Mul", ["READY", "ten"], ["r"]), helper.make_node("Mul", ["START", "hundred"], ["s"]),
+             helper.make_node("Add", ["INPUT", "r"], ["ir"]), helper.make_node("Add", ["ir", "s"], ["OUTPUT"])]
+    graph = helper.make_graph(nodes, "direct", [tensor("INPUT"), tensor("START"), tensor("READY")],
+                              [tensor("OUTPUT")], [ten, hundred])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    (tmp_path / "direct" / "1").mkdir(parents=True)
+    onnx.save(model, str(tmp_path / "direct" / "1" / "model.onnx"))
+    (tmp_path / "direct" / "config.pbtxt").write_text(DIRECT_ONNX)
+
+
+def test_a_direct_batch_keeps_each_sequence_in_its_slot_and_pads_the_gaps(tmp_path, monkeypatch):
+    """Triton's Direct batcher: a batch runs every slot up to the highest ready one, a slot whose sequence
+    has no request waiting gets a not-ready row, and TRITONSERVER_DELAY_SCHEDULER holds the first batch
+    until that many requests are queued (qa L0_sequence_batcher test_queue_delay_no_min_util: batches
+    {2: 2} for 3 requests, the second 'null, sequence 2'; gpuserve ran 3 batches of the ready rows only)."""
+    monkeypatch.setenv("TRITONSERVER_DELAY_SCHEDULER", "2")
+    _direct_onnx(tmp_path)
+    model = DiskRepository(tmp_path).populate(ModelRepository()).get_model("direct")
+    model.load()
+
+    def step(sequence, value, **flags):
+        x = np.array([[value]], np.int32)
+        return model.predict(InferRequest("direct", [InferInput("INPUT", [1, 1], "INT32", x)],
+                                          parameters={"sequence_id": sequence, **flags}))
+
+    async def run():
+        first = asyncio.ensure_future(step(1001, 1, sequence_start=True))
+        await asyncio.sleep(0.3)
+        assert not first.done()  # held: one request queued of the two the hook waits for
+        second = await step(1002, 11, sequence_start=True)
+        third = await step(1002, 12)
+        return [(await first).outputs[0].as_numpy()[0, 0], second.outputs[0].as_numpy()[0, 0],
+                third.outputs[0].as_numpy()[0, 0]]
+
+    try:
+        assert asyncio.run(run()) == [111, 121, 22]
+        stats = model.stats
+        assert {size: b.compute_infer.count for size, b in stats.batches.items()} == {2: 2}
+        assert (stats.execution_count, stats.inference_count) == (2, 3)
+    finally:
+        model.stop()

@@ -1,0 +1,206 @@
+"""Triton's Direct sequence batcher for model files: fixed batch slots, padded batches.
+
+Each instance has max_batch_size slots (gpuserve/triton_sequence.py assigns a sequence one for its life).
+A request waits in its slot's queue; the instance's batcher takes the front request of every slot, in slot
+order, up to the highest slot with one, and fills the slots between that have none (or whose request's
+shape differs from the batch's) with a null request: the first request's tensors with READY, START and
+END false and CORRID 0, so every request keeps its row. The next batch is formed once this one has run,
+from the state it left. Batch statistics count the whole batch; inference, queue and compute counts only
+the real requests, as Triton's. `max_queue_delay_microseconds` holds a batch while fewer than
+`minimum_slot_utilization` of the slots are ready; `TRITONSERVER_DELAY_SCHEDULER=N` (and
+`TRITONSERVER_BACKLOG_DELAY_SCHEDULER=M`), a test hook of Triton's, keeps each batcher from starting until
+N requests are queued over all instances (and M in the backlog).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import time
+from typing import Any, Callable, Deque, Dict, List, Optional
+
+import numpy as np
+
+from gpuserve.engine.job import Job
+from gpuserve.errors import ModelNotReady
+
+NOT_READY = {"CONTROL_SEQUENCE_START": 0, "CONTROL_SEQUENCE_END": 0, "CONTROL_SEQUENCE_READY": 0}
+
+
+class Entry:
+    """One request in its slot's queue; `prepare` gives its full tensors when its batch forms, `finish`
+    takes its outputs when that batch has run."""
+
+    __slots__ = ("arrays", "prepare", "finish", "outputs", "future", "arrival", "shape_key")
+
+    def __init__(self, arrays, prepare, finish, outputs, future):
+        self.arrays = arrays
+        self.prepare: Callable[[], Dict[str, np.ndarray]] = prepare
+        self.finish: Callable[[Dict[str, np.ndarray]], Any] = finish
+        self.outputs = outputs
+        self.future = future
+        self.arrival = time.monotonic()
+        self.shape_key = tuple((name, a.shape[1:]) for name, a in arrays.items())
+
+
+class DirectBatches:
+    """The Direct batchers of one model: one per engine instance."""
+
+    def __init__(self, name: str, router, instances, stats, batching: Dict[str, Any], max_batch_size: int,
+                 start_after: int):
+        self.name = name
+        self.router = router
+        self.instances = instances
+        self.stats = stats
+        self.slots = max(1, max_batch_size)
+        direct = batching.get("direct") or {}
+        direct = direct[0] if isinstance(direct, list) and direct else direct
+        direct = direct if isinstance(direct, dict) else {}
+        self.delay_s = int(direct.get("max_queue_delay_microseconds", 0) or 0) / 1e6
+        self.utilization = float(direct.get("minimum_slot_utilization", 0) or 0)
+        self.start_after = start_after
+        self.backlog_after = max(int(os.environ.get("TRITONSERVER_BACKLOG_DELAY_SCHEDULER", "0").strip() or 0), 0)
+        self.queues: List[Dict[int, Deque[Entry]]] = [collections.defaultdict(collections.deque)
+                                                      for _ in instances]
+        self._wake: List[Optional[asyncio.Event]] = [None] * len(instances)
+        self._tasks: List[asyncio.Task] = []
+        self._closed = False
+        router.queued = self.queued  # pending requests, as Triton's metrics count them
+
+    def queued(self) -> int:
+        return sum(len(q) for queues in self.queues for q in queues.values())
+
+    async def run(self, instance: int, slot: int, entry: Entry):
+        if self._closed:
+            raise ModelNotReady(self.name, "the model is being unloaded")
+        if not self._tasks:
+            for index in range(len(self.instances)):
+                self._wake[index] = asyncio.Event()
+                self._tasks.append(asyncio.get_running_loop().create_task(self._loop(index),
+                                                                          name=f"direct-{self.name}-{index}"))
+        self.queues[instance][slot].append(entry)
+        self._wake[instance].set()
+        return await entry.future
+
+    def close(self) -> None:
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        for queues in self.queues:
+            for queue in queues.values():
+                while queue:
+                    entry = queue.popleft()
+                    if not entry.future.done():
+                        entry.future.set_exception(ModelNotReady(self.name, "the model is being unloaded"))
+
+    def _held(self) -> bool:
+        """TRITONSERVER_DELAY_SCHEDULER: too few requests queued yet (over every instance and the backlog)."""
+        if self.queued() < self.start_after:
+            return True
+        backlog = sum(sequence.waiting for sequence in self.router.backlog)
+        return backlog < self.backlog_after
+
+    async def _loop(self, index: int) -> None:
+        wake, queues = self._wake[index], self.queues[index]
+        held = self.start_after > 0 or self.backlog_after > 0
+        while True:
+            if held:
+                if self._held():
+                    await asyncio.sleep(0.01)
+                    continue
+                held = False
+            ready = sorted(slot for slot, queue in queues.items() if queue)
+            if not ready:
+                wake.clear()
+                await wake.wait()
+                continue
+            if self.delay_s > 0 and self.utilization > 0 and len(ready) / self.slots < self.utilization:
+                waited = time.monotonic() - min(queues[slot][0].arrival for slot in ready)
+                if waited < self.delay_s:
+                    wake.clear()
+                    try:
+                        await asyncio.wait_for(wake.wait(), self.delay_s - waited)
+                    except asyncio.TimeoutError:
+                        pass
+                    if time.monotonic() - min(queues[slot][0].arrival for slot in ready) < self.delay_s:
+                        continue
+            await self._run_batch(index, queues, ready[-1])
+
+    async def _run_batch(self, index: int, queues, last: int) -> None:
+        first: Optional[Entry] = None
+        taken: List[Optional[Entry]] = []
+        for slot in range(last + 1):
+            queue = queues.get(slot)
+            entry = queue[0] if queue else None
+            if entry is not None and first is not None and entry.shape_key != first.shape_key:
+                entry = None  # another shape waits for a batch of its own; its slot is padded meanwhile
+            if entry is not None:
+                queue.popleft()
+                first = first or entry
+            taken.append(entry)
+        fulls: Dict[int, Dict[str, np.ndarray]] = {}
+        for slot, entry in enumerate(taken):
+            if entry is not None:
+                try:
+                    fulls[slot] = entry.prepare()
+                except Exception as exc:  # noqa: BLE001 - its request fails alone
+                    entry.future.set_exception(exc)
+                    taken[slot] = None
+        if not fulls:
+            return
+        model = next(iter(fulls.values()))
+        loop = asyncio.get_running_loop()
+        jobs, nulls = [], 0
+        for slot, entry in enumerate(taken):
+            if entry is None:
+                arrays, future = self._null(model), None
+                nulls += 1
+            else:
+                arrays, future = fulls[slot], loop.create_future()
+            job = Job(arrays, 1, (), future)
+            if entry is not None:
+                job.arrival = entry.arrival  # its queue time runs from its arrival in the slot's queue
+            jobs.append(job)
+        wanted = [e.outputs for e in taken if e is not None]
+        outputs = None if any(o is None for o in wanted) else list(dict.fromkeys(n for o in wanted for n in o))
+        done = loop.create_future()
+
+        def answer(results, error):
+            loop.call_soon_threadsafe(lambda: done.done() or done.set_result((results, error)))
+
+        self.instances[index].submit(jobs, True, outputs, answer)
+        results, error = await done
+        now = time.monotonic()
+        if nulls:
+            self.stats.forget_padding(nulls)
+        ok, failed = [], []
+        for entry, job, result in zip(taken, jobs, results or [None] * len(jobs)):
+            if entry is None or entry.future.done():
+                continue
+            spent = int((now - entry.arrival) * 1e9)
+            if error is not None or isinstance(result, BaseException):
+                failed.append(spent)
+                entry.future.set_exception(error or result)
+                continue
+            try:
+                entry.future.set_result(entry.finish(result))
+                ok.append(spent)
+            except Exception as exc:  # noqa: BLE001
+                failed.append(spent)
+                entry.future.set_exception(exc)
+        self.stats.record_requests(ok, failed)
+
+    def _null(self, model: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """A row that keeps a slot: the batch's first request's tensors, its controls not ready, CORRID 0."""
+        arrays = dict(model)
+        for control in self.router.controls:
+            array = model.get(control.name)
+            if array is None:
+                continue
+            value = NOT_READY.get(control.kind)
+            if value is None:  # CORRID
+                arrays[control.name] = np.zeros_like(array) if array.dtype != object else np.full_like(array, b"")
+            else:
+                arrays[control.name] = np.full_like(array, control.false_true[0])
+        return arrays
