@@ -67,6 +67,81 @@ warnings.filterwarnings("ignore", message="The given NumPy array is not writable
 warnings.filterwarnings("ignore", message="The given buffer is not writable", category=UserWarning)
 
 
+_LOADED_LIBRARIES: Dict[str, str] = {}  # op library as named -> the file torch loaded, once a process
+
+
+def load_op_libraries(torch, libraries: Sequence[str], model_file: Path) -> None:
+    """Custom operator libraries a model names (config.pbtxt's model_operations { op_library_filename }, as
+    Triton's ONNX Runtime backend takes them; Triton's libtorch backend needs them LD_PRELOADed): loaded into
+    torch before the model, a relative name found beside the model (its folder, then the version's) or else
+    from the working directory, as dlopen would."""
+    folder = model_file.parent.parent if model_file.parent.name.isdigit() else model_file.parent
+    for library in libraries:
+        named = Path(str(library))
+        candidates = [named] if named.is_absolute() else [folder / named, model_file.parent / named, named]
+        found = next((c for c in candidates if c.is_file()), None)
+        if found is None:
+            raise ModelLoadError(f"custom operator library '{library}' not found (looked in "
+                                 f"{', '.join(str(c.parent.resolve()) for c in candidates)})")
+        key = str(found.resolve())
+        if key in _LOADED_LIBRARIES.values():
+            continue
+        registers = _operators_of(key, library)
+        have = {f"{schema.name}.{schema.overload_name}" for schema in torch._C._jit_get_all_schemas()}
+        again = sorted(registers & have)
+        if again and len(again) == len(registers):  # this library, or a copy of it, is loaded already
+            logger.info("custom operator library %s: its operators are registered already", key)
+        elif again:
+            raise ModelLoadError(f"custom operator library '{library}' registers operators another library "
+                                 f"registered already ({', '.join(again)}); loading it would abort the server")
+        else:
+            torch.ops.load_library(key)
+            logger.info("Loaded custom operator library %s", key)
+        _LOADED_LIBRARIES[str(library)] = key
+
+
+_PROBE = """
+import json, sys, torch
+known = lambda: {f"{s.name}.{s.overload_name}" for s in torch._C._jit_get_all_schemas()}
+before = known()
+torch.ops.load_library(sys.argv[1])
+print(json.dumps(sorted(known() - before)))
+"""
+
+
+def _operators_of(path: str, library: str) -> set:
+    """The operators a library registers, found by loading it in a child process first: registering an
+    operator twice (two copies of one library, two models' libraries) aborts the process in c10, and a
+    library that fails in its initializers would take the server down with it."""
+    import json
+    import subprocess
+    import sys
+
+    try:
+        done = subprocess.run([sys.executable, "-c", _PROBE, path], capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        raise ModelLoadError(f"custom operator library '{library}' did not load within 120 s") from None
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+        raise ModelLoadError(f"custom operator library '{library}' could not be loaded: "
+                             f"{lines[-1] if lines else f'exit status {done.returncode}'}")
+    return set(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def _script_load(torch, path: Path, map_location):
+    """torch.jit.load, an operator no loaded library registers said with the way to name its library."""
+    try:
+        return torch.jit.load(str(path), map_location=map_location)
+    except RuntimeError as exc:
+        text = str(exc)
+        if "Unknown builtin op" not in text:
+            raise
+        first = next((line.strip() for line in text.splitlines() if "Unknown builtin op" in line), text)
+        raise ModelLoadError(f"{path.name} uses an operator torch does not know ({first}); name the library that "
+                             f"registers it in config.pbtxt: model_operations {{ op_library_filename: "
+                             f"\"LIBRARY.so\" }}") from None
+
+
 def _export_load(torch, path: Path):
     """torch.export.load, its failure said as what the file is not (torch's own text is its deserializer's)."""
     try:
@@ -115,7 +190,7 @@ class TorchBackend:
                  precision: Optional[str] = None, compile: bool = False, overlap: bool = True,
                  cuda_graphs: bool = False, graph_batch_sizes: Sequence[int] = (), inference_mode: bool = True,
                  optimized_execution: bool = True, shared: Optional["TorchBackend"] = None,
-                 placed_by_model: bool = False, name: str = ""):
+                 placed_by_model: bool = False, name: str = "", op_libraries: Sequence[str] = ()):
         """`inference_mode` False runs under no_grad only and `optimized_execution` False turns TorchScript's
         graph optimizer off, as Triton's INFERENCE_MODE / DISABLE_OPTIMIZED_EXECUTION; `shared`: another
         instance on this device whose module (weights) this one runs too (ENABLE_WEIGHT_SHARING).
@@ -136,6 +211,7 @@ class TorchBackend:
         path = Path(path)
         self.exported = path.suffix == ".pt2"
         name = name or path.parent.name
+        load_op_libraries(torch, op_libraries, path)
         self.shares = shared is not None and shared.device == device
         with _LOAD_LOCK:
             if self.shares:
@@ -149,7 +225,7 @@ class TorchBackend:
                 found_in, found_out = self._export_specs(program)
                 self.module = program.module().to(self.torch_device)
             else:
-                self.module = torch.jit.load(str(path), map_location=None if placed_by_model else self.torch_device)
+                self.module = _script_load(torch, path, None if placed_by_model else self.torch_device)
                 found_in, found_out = self._script_specs(self.module)
         self._found = (found_in, found_out)
         # A TorchScript file names its inputs but not their dtypes or shapes, nor a dict's keys: without

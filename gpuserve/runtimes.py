@@ -690,7 +690,7 @@ class TorchModel(FrameworkModel):
                                inference_mode=extra.get("inference_mode", True) is not False,
                                optimized_execution=extra.get("optimized_execution", True) is not False,
                                shared=shared, placed_by_model=bool(extra_settings.get("triton_kind_model")),
-                               name=self.name)
+                               name=self.name, op_libraries=extra.get("custom_op_libraries") or ())
         if sharing is not None:
             sharing.setdefault(device, backend)
         if "triton_max_batch_size" in (self.settings.model_extra or {}) and not backend.exported:

@@ -412,7 +412,8 @@ def settings_from_config(folder: Path, config: Dict[str, Any], version: Optional
                                   "profile index")
         extra["optimization_profile"] = int(profiles[0])
     libraries = (config.get("model_operations") or {}).get("op_library_filename")
-    if libraries and runtime == "onnx":  # custom operators, loaded into each session (as Triton's ORT backend)
+    if libraries and runtime in ("onnx", "torch"):  # custom operators: into each ONNX session (as Triton's ORT
+        # backend), into torch before a PyTorch model loads (Triton's libtorch backend wants them LD_PRELOADed)
         listed = libraries if isinstance(libraries, list) else [libraries]
         extra["custom_op_libraries"] = [str(name) for name in listed]
     if label_file:

@@ -7,6 +7,9 @@
   would not fit the compiled code is refused (the code itself does not check, and would read past its
   buffers), a TYPE_STRING tensor fails the load. An exported program's model.pt2 keeps serving, and a file
   that is neither says so.
+- L0_custom_ops (libtorch): `model_operations { op_library_filename }` in a pytorch model's config loads the
+  operator library (Triton's libtorch backend needs it LD_PRELOADed), probed in a child process first; a
+  missing operator says how to name its library.
 - L0_backend_identity: gpuserve's stand-in for Triton's identity backend answers with the backend's example
   response parameters, counts input bytes in input_byte_size_counter, logs each input with its byte size, and
   passes BF16 through (the client test failed on all four).
@@ -223,3 +226,108 @@ def test_the_identity_backend_answers_with_its_parameters_counts_input_bytes_and
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{ports['metrics']}/metrics").read().decode()
     assert 'input_byte_size_counter{model="identity_uint32",version="1"} 32' in metrics
     assert "\tinput INPUT0: datatype = UINT32, shape = [2,2], byte_size = 16, buffer_count = 1" in caplog.text
+
+
+def _script_model(root, name, module, extra=""):
+    (root / name / "1").mkdir(parents=True)
+    torch.jit.script(module).save(str(root / name / "1" / "model.pt"))
+    (root / name / "config.pbtxt").write_text(textwrap.dedent(f"""
+        platform: "pytorch_libtorch"
+        max_batch_size: 0
+        input [ {{ name: "INPUT__0" data_type: TYPE_FP32 dims: [ 4 ] }} ]
+        output [ {{ name: "OUTPUT__0" data_type: TYPE_FP32 dims: [ 4 ] }} ]
+        """) + extra)
+
+
+class _Double(torch.nn.Module):
+    def forward(self, x):
+        return x * 2
+
+
+def test_a_pytorch_models_op_library_loads_from_its_config_and_a_missing_operator_says_how(tmp_path, monkeypatch):
+    """qa/L0_custom_ops (libtorch): Triton needs the op library LD_PRELOADed; gpuserve loads the library a
+    pytorch model's config names (model_operations, as ONNX models name theirs) before the model, found beside
+    the model, after a child process has loaded it (a library that aborts takes only the child down). A
+    TorchScript file using an operator nobody registered failed with torch's text only."""
+    import subprocess
+
+    marker = tmp_path / "loaded"
+    source = tmp_path / "probe.c"
+    source.write_text('#include <stdio.h>\n#include <stdlib.h>\n__attribute__((constructor)) static void hello(void) '
+                      '{ FILE *f = fopen(getenv("H6_PROBE_MARKER"), "w"); if (f) { fputs("yes", f); fclose(f); } }\n')
+    repo = tmp_path / "repo"
+    _script_model(repo, "with_library", _Double(), 'model_operations { op_library_filename: "libprobe.so" }\n')
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(repo / "with_library" / "libprobe.so"), str(source)],
+                   check=True)
+    monkeypatch.setenv("H6_PROBE_MARKER", str(marker))
+    _script_model(repo, "aborting_library", _Double(), 'model_operations { op_library_filename: "libabort.so" }\n')
+    (tmp_path / "abort.c").write_text("#include <stdlib.h>\n__attribute__((constructor)) static void die(void) "
+                                      "{ abort(); }\n")
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(repo / "aborting_library" / "libabort.so"),
+                    str(tmp_path / "abort.c")], check=True)
+    _script_model(repo, "missing_library", _Double(), 'model_operations { op_library_filename: "nowhere.so" }\n')
+
+    library = torch.library.Library("gpuserve_qa_probe", "DEF")  # registered while the model is saved only
+    library.define("twice(Tensor x) -> Tensor")
+    library.impl("twice", lambda x: x * 2, "CompositeExplicitAutograd")
+
+    class UsesOp(torch.nn.Module):
+        def forward(self, x):
+            return torch.ops.gpuserve_qa_probe.twice(x)
+
+    _script_model(repo, "unknown_op", UsesOp())
+    library._destroy()
+    with _serve(repo) as server, httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
+        reasons = {e["name"]: (e.get("state"), e.get("reason", "")) for e in client.get_model_repository_index()}
+        x = np.arange(4, dtype=np.float32)
+        inputs = [httpclient.InferInput("INPUT__0", [4], "FP32")]
+        inputs[0].set_data_from_numpy(x)
+        np.testing.assert_array_equal(client.infer("with_library", inputs).as_numpy("OUTPUT__0"), x * 2)
+    assert marker.read_text() == "yes"
+    assert reasons["with_library"][0] == "READY"
+    assert "custom operator library 'nowhere.so' not found" in reasons["missing_library"][1]
+    assert "custom operator library 'libabort.so' could not be loaded" in reasons["aborting_library"][1]
+    assert "uses an operator torch does not know (Unknown builtin op: gpuserve_qa_probe::twice.)" \
+        in reasons["unknown_op"][1]
+    assert 'model_operations { op_library_filename: "LIBRARY.so" }' in reasons["unknown_op"][1]
+
+
+@pytest.mark.skipif(not __import__("os").environ.get("GPUSERVE_SLOW_TESTS"),
+                    reason="compiles a torch C++ operator (~30 s here); set GPUSERVE_SLOW_TESTS=1")
+def test_qa_custom_modulo_operator_serves_through_model_operations(tmp_path):
+    """qa/L0_custom_ops mod_op_test end to end: its custom_modulo operator, compiled here, named in the config.
+    Compiling it also registers the operator in this process, so the server's copy of the library is one that
+    would abort the process were it loaded again (c10 refuses an operator registered twice)."""
+    from torch.utils import cpp_extension
+
+    build = tmp_path / "build"
+    build.mkdir()
+    cpp_extension.load_inline(name="custom_modulo", is_python_module=False, build_directory=str(build),
+                              cpp_sources='#include <torch/script.h>\ntorch::Tensor custom_modulo(torch::Tensor a, '
+                                          'torch::Tensor b) { return torch::fmod(a, b).clone(); }\nstatic auto '
+                                          'registry = torch::RegisterOperators("my_ops::custom_modulo", '
+                                          '&custom_modulo);\n')
+
+    class Modulo(torch.nn.Module):
+        def forward(self, input0, input1):
+            return torch.ops.my_ops.custom_modulo(input0, input1)
+
+    repo = tmp_path / "repo"
+    (repo / "libtorch_modulo" / "1").mkdir(parents=True)
+    torch.jit.trace(Modulo(), (torch.arange(1, 11.0), torch.full((10,), 2.0))).save(
+        str(repo / "libtorch_modulo" / "1" / "model.pt"))
+    shutil.copy(build / "custom_modulo.so", repo / "libtorch_modulo" / "custom_modulo.so")
+    (repo / "libtorch_modulo" / "config.pbtxt").write_text(textwrap.dedent("""
+        platform: "pytorch_libtorch"
+        max_batch_size: 0
+        input [ { name: "INPUT__0" data_type: TYPE_FP32 dims: [ 10 ] },
+                { name: "INPUT__1" data_type: TYPE_FP32 dims: [ 10 ] } ]
+        output [ { name: "OUTPUT__0" data_type: TYPE_FP32 dims: [ 10 ] } ]
+        model_operations { op_library_filename: "custom_modulo.so" }
+        """))
+    with _serve(repo) as server, httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
+        a, b = np.arange(1, 11, dtype=np.float32), np.full(10, 2, np.float32)
+        inputs = [httpclient.InferInput(f"INPUT__{i}", [10], "FP32") for i in range(2)]
+        inputs[0].set_data_from_numpy(a)
+        inputs[1].set_data_from_numpy(b)
+        np.testing.assert_array_equal(client.infer("libtorch_modulo", inputs).as_numpy("OUTPUT__0"), np.fmod(a, b))
