@@ -32,9 +32,9 @@ class Entry:
     """One request in its slot's queue; `prepare` gives its full tensors when its batch forms, `finish`
     takes its outputs when that batch has run."""
 
-    __slots__ = ("arrays", "prepare", "finish", "outputs", "future", "arrival", "shape_key")
+    __slots__ = ("arrays", "prepare", "finish", "outputs", "future", "arrival", "shape_key", "ending")
 
-    def __init__(self, arrays, prepare, finish, outputs, future):
+    def __init__(self, arrays, prepare, finish, outputs, future, ending: Optional[Callable[[], None]] = None):
         self.arrays = arrays
         self.prepare: Callable[[], Dict[str, np.ndarray]] = prepare
         self.finish: Callable[[Dict[str, np.ndarray]], Any] = finish
@@ -42,6 +42,7 @@ class Entry:
         self.future = future
         self.arrival = time.monotonic()
         self.shape_key = tuple((name, a.shape[1:]) for name, a in arrays.items())
+        self.ending = ending  # an END request's: frees its slot as its batch forms (a backlog sequence may take it)
 
 
 class DirectBatches:
@@ -138,6 +139,8 @@ class DirectBatches:
             if entry is not None:
                 queue.popleft()
                 first = first or entry
+                if entry.ending is not None:
+                    entry.ending()
             taken.append(entry)
         fulls: Dict[int, Dict[str, np.ndarray]] = {}
         for slot, entry in enumerate(taken):

@@ -259,5 +259,6 @@ class SequenceInputs:
             return results
 
         asked = None if wanted is None else list(dict.fromkeys([*wanted, *self.state_outputs]))
-        entry = Entry(arrays, prepare, finish, asked, asyncio.get_running_loop().create_future())
+        ending = (lambda: router.end_slot(sequence)) if parameters.get("sequence_end") else None
+        entry = Entry(arrays, prepare, finish, asked, asyncio.get_running_loop().create_future(), ending)
         return await self.direct.run(sequence.instance, sequence.slot_index, entry)

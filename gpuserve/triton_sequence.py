@@ -216,6 +216,12 @@ class SequenceRouter:
         self.used[best[0]].add(best[1])
         self.holding[best[0]] = self.holding.get(best[0], 0) + 1
 
+    def end_slot(self, sequence: Sequence) -> None:
+        """A Direct sequence's END request has entered its batch: as Triton, its slot is free from now on,
+        for the oldest backlog sequence to take (whose requests then join the next batch)."""
+        if sequence.slot:
+            self._free_slot(sequence)
+
     def _free_slot(self, sequence: Sequence) -> None:
         if sequence.slot:
             sequence.slot = False

@@ -748,7 +748,7 @@ sequence_batching {
 '''
 
 
-def _direct_onnx(tmp_path):
+def _direct_onnx(tmp_path, max_batch_size=4):
     """OUTPUT = INPUT + 10 * READY + 100 * START: a row shows the controls it was given."""
     import onnx
     from onnx import TensorProto, helper
@@ -766,7 +766,8 @@ def _direct_onnx(tmp_path):
     model.ir_version = 8
     (tmp_path / "direct" / "1").mkdir(parents=True)
     onnx.save(model, str(tmp_path / "direct" / "1" / "model.onnx"))
-    (tmp_path / "direct" / "config.pbtxt").write_text(DIRECT_ONNX)
+    (tmp_path / "direct" / "config.pbtxt").write_text(DIRECT_ONNX.replace("max_batch_size: 4",
+                                                                          f"max_batch_size: {max_batch_size}"))
 
 
 def test_a_direct_batch_keeps_each_sequence_in_its_slot_and_pads_the_gaps(tmp_path, monkeypatch):
@@ -798,5 +799,37 @@ def test_a_direct_batch_keeps_each_sequence_in_its_slot_and_pads_the_gaps(tmp_pa
         stats = model.stats
         assert {size: b.compute_infer.count for size, b in stats.batches.items()} == {2: 2}
         assert (stats.execution_count, stats.inference_count) == (2, 3)
+    finally:
+        model.stop()
+
+
+def test_a_direct_sequences_end_hands_its_slot_to_the_backlog_as_its_batch_forms(tmp_path, monkeypatch):
+    """As Triton: the slot of a sequence whose END request enters a batch goes to the oldest backlog
+    sequence at once, so that sequence's request joins the very next batch (qa L0_sequence_batcher
+    test_backlog_fill: 3 batches of 4; gpuserve freed the slot once the END request had been answered,
+    and the next batch ran padded without the backlog's request, then one more batch)."""
+    monkeypatch.setenv("TRITONSERVER_DELAY_SCHEDULER", "5")
+    monkeypatch.setenv("TRITONSERVER_BACKLOG_DELAY_SCHEDULER", "1")
+    _direct_onnx(tmp_path, max_batch_size=2)
+    model = DiskRepository(tmp_path).populate(ModelRepository()).get_model("direct")
+    model.load()
+
+    def step(sequence, value, **flags):
+        x = np.array([[value]], np.int32)
+        return asyncio.ensure_future(model.predict(InferRequest(
+            "direct", [InferInput("INPUT", [1, 1], "INT32", x)], parameters={"sequence_id": sequence, **flags})))
+
+    async def run():
+        tasks = [step(1, 1, sequence_start=True), step(1, 2, sequence_end=True), step(2, 3, sequence_start=True),
+                 step(2, 4), step(2, 5, sequence_end=True)]
+        await asyncio.sleep(0.2)
+        tasks.append(step(3, 6, sequence_start=True, sequence_end=True))  # no slot left: the backlog
+        return [int(answer.outputs[0].as_numpy()[0, 0]) for answer in await asyncio.gather(*tasks)]
+
+    try:
+        assert asyncio.run(run()) == [111, 12, 113, 14, 15, 116]
+        stats = model.stats
+        assert {size: b.compute_infer.count for size, b in stats.batches.items()} == {2: 3}
+        assert (stats.execution_count, stats.inference_count) == (3, 6)
     finally:
         model.stop()
