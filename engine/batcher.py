@@ -208,9 +208,9 @@ class Scheduler:
                              cfg.ragged_any_shape)
         job = Job(arrays, rows, key, self._loop_ref.create_future(), level, None, outputs, context, reduce)
         if TRACING.on:
-            job.trace = TRACING.current.get()
-            if job.trace is not None:
-                job.trace.stamp("QUEUE_START")
+            trace = job.trace = TRACING.current.get()
+            if trace is not None:
+                trace.stamp("QUEUE_START")
         if timeout_s:
             job.deadline = job.arrival + timeout_s
         if not LONE_INLINE_OK.get() and job.arrival - self._last_answer < LONE_GAP_S:

@@ -28,7 +28,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from gpuserve.engine.job import Job
+from gpuserve.engine.job import TRACING, Job
 from gpuserve.engine.split import split_rows, whole
 from gpuserve.engine.staging import StagingPool, gather
 from gpuserve.engine.stats import ModelStats
@@ -178,9 +178,8 @@ class Instance:
                     self.stats.record_batch(done, len(jobs), 0, elapsed, 0)
                 else:
                     self.stats.record_failed_execution()
-            for job in jobs:
-                if job.trace is not None:
-                    _stamp_compute(job.trace, t0, t0, t0 + elapsed, t0 + elapsed)
+            if TRACING.on:
+                _stamp_jobs(jobs, t0, t0, t0 + elapsed, t0 + elapsed)
             return results
         leases = []
         ragged = self.stage.ragged_inputs
@@ -215,9 +214,8 @@ class Instance:
         t3 = time.perf_counter_ns()
         if self.stats is not None:
             self.stats.record_batch(total if batched else 1, len(jobs), t1 - t0, t2 - t1, t3 - t2)
-        for job in jobs:
-            if job.trace is not None:
-                _stamp_compute(job.trace, t0, t1, t2, t3)
+        if TRACING.on:
+            _stamp_jobs(jobs, t0, t1, t2, t3)
         return per_job
 
     def _observe(self, per_row: float) -> None:
@@ -248,13 +246,16 @@ class Instance:
         self.pool.clear()
 
 
-def _stamp_compute(trace, start: int, input_end: int, output_start: int, end: int) -> None:
-    """A traced job's compute span, from the batch's own clock readings (perf_counter_ns is
+def _stamp_jobs(jobs, start: int, input_end: int, output_start: int, end: int) -> None:
+    """The traced jobs' compute span, from the batch's own clock readings (perf_counter_ns is
     CLOCK_MONOTONIC, the traces' clock)."""
-    trace.stamp("COMPUTE_START", start)
-    trace.stamp("COMPUTE_INPUT_END", input_end)
-    trace.stamp("COMPUTE_OUTPUT_START", output_start)
-    trace.stamp("COMPUTE_END", end)
+    for job in jobs:
+        trace = getattr(job, "trace", None)  # set by the batcher on traced requests' jobs only
+        if trace is not None:
+            trace.stamp("COMPUTE_START", start)
+            trace.stamp("COMPUTE_INPUT_END", input_end)
+            trace.stamp("COMPUTE_OUTPUT_START", output_start)
+            trace.stamp("COMPUTE_END", end)
 
 
 async def on_daemon_thread(function: Callable, *args) -> None:

@@ -66,10 +66,14 @@ def row_count(arrays: Dict[str, np.ndarray], batched: bool) -> int:
 
 class _Tracing:
     """Request tracing as the engine sees it (gpuserve/tracing.py sets both): `on` is the one test a job
-    pays while no request is traced; `current` holds the trace of the request a task works on."""
+    pays while no request is traced (a slot: the cheapest attribute to read); `current` holds the trace of
+    the request a task works on."""
 
-    on = False
-    current: contextvars.ContextVar = contextvars.ContextVar("gpuserve_trace", default=None)
+    __slots__ = ("on", "current")
+
+    def __init__(self):
+        self.on = False
+        self.current: contextvars.ContextVar = contextvars.ContextVar("gpuserve_trace", default=None)
 
 
 TRACING = _Tracing()
@@ -94,7 +98,7 @@ class Job:
         self.reduce = reduce  # output name -> k: the caller wants only that output's top-k per row
         self.started = False  # set by the instance (on its thread) as it begins the job; then it runs to the end
         self.delayed = False  # timed out under a DELAY policy: it waits behind its level's other jobs
-        self.trace = None  # the request's trace (gpuserve/tracing.py), stamped as the job runs
+        # `trace`: the request's trace (gpuserve/tracing.py), set by the batcher only while tracing is on
 
     def expired(self, now: float) -> bool:
         return self.deadline is not None and now >= self.deadline
