@@ -61,17 +61,17 @@ def call_names(in_spec: str, out_spec: str) -> Tuple[List[str], List[str]]:
     """Forward-argument names of a package's flat inputs and outputs (ARGS[..], KWARGS[..], RESULT[..])."""
     try:
         inputs, outputs = json.loads(in_spec)[1], json.loads(out_spec)[1]
-    except (ValueError, TypeError, IndexError, KeyError) as exc:
-        raise ModelLoadError(f"the package's call spec is unreadable ({exc})") from None
-    parts = inputs.get("children_spec") or []
-    if inputs.get("type") != "builtins.tuple" or len(parts) != 2:
-        raise ModelLoadError("the package's input call spec is not (args, kwargs)")
-    names = _names(parts[0], "ARGS")
-    kwargs = parts[1]
-    keys = json.loads(kwargs["context"]) if isinstance(kwargs.get("context"), str) else []
-    for key, child in zip(keys, kwargs.get("children_spec") or []):
-        names += _names(child, f"KWARGS[{key}]")
-    return names, _names(outputs, "RESULT")
+        parts = inputs.get("children_spec") or []
+        if inputs.get("type") != "builtins.tuple" or len(parts) != 2:
+            raise ModelLoadError("the package's input call spec is not (args, kwargs)")
+        names = _names(parts[0], "ARGS")
+        kwargs = parts[1]
+        keys = (json.loads(kwargs["context"]) if isinstance(kwargs.get("context"), str) else None) or []
+        for key, child in zip(keys, kwargs.get("children_spec") or []):
+            names += _names(child, f"KWARGS[{key}]")
+        return names, _names(outputs, "RESULT")
+    except (ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
+        raise ModelLoadError(f"the package's call spec is unreadable ({type(exc).__name__}: {exc})") from None
 
 
 def _placed(model: str, kind: str, declared: Sequence[TensorSpec], forward: List[str]) -> List[int]:
@@ -215,4 +215,11 @@ class AotiModule:
             text = _HANDLE.sub(lambda m: f"input '{self._names[int(m.group(1))]}'"
                                if int(m.group(1)) < len(self._names) else m.group(0), text)
             raise InvalidInput(f"the AOTInductor package refused the inputs: {text}") from None
-        return {spec.name: flat[place] for place, spec in self.outputs}
+        results = {}
+        for place, spec in self.outputs:
+            given = _V2.get(str(flat[place].dtype).replace("torch.", ""))
+            if given is not None and given != spec.datatype:  # in the words of Triton's libtorch backend
+                raise InvalidInput(f"configuration expects datatype {_config_name(spec.datatype)} for output "
+                                   f"'{spec.name}', model provides {_config_name(given)}")
+            results[spec.name] = flat[place]
+        return results

@@ -147,7 +147,11 @@ def test_a_config_the_package_contradicts_fails_the_load_with_the_reason(tmp_pat
 def test_a_request_the_compiled_code_cannot_take_is_refused_not_run(tmp_path, package):
     fp32, names = "TYPE_FP32", ("ARGS[0]", "ARGS[1]", "ARGS[2][x]", "ARGS[2][y]", "KWARGS[k]")
     _model(tmp_path, "loose", package, [(n, fp32, -1) for n in names], [("RESULT[ZZZ]", fp32, -1)])
+    _model(tmp_path, "half_out", package, [(n, fp32, 4) for n in names], [("RESULT[ZZZ]", "TYPE_FP16", 4)])
     with _serve(tmp_path) as server, httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
+        with pytest.raises(InferenceServerException, match="configuration expects datatype TYPE_FP16 for output "
+                                                           "'RESULT\\[ZZZ\\]', model provides TYPE_FP32"):
+            _infer(client, "half_out", dict(zip(names, _data(1))), ["RESULT[ZZZ]"])
         wide = {n: np.ones((1, 6), np.float32) for n in names}
         with pytest.raises(InferenceServerException, match="input 'ARGS\\[0\\]' dimension 1 is 6, the model takes 4"):
             _infer(client, "loose", wide, ["RESULT[ZZZ]"])
