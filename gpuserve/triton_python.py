@@ -42,6 +42,8 @@ from gpuserve.response_stream import ResponseStream
 from gpuserve.runtimes import FrameworkModel
 from gpuserve.triton_bls import BLS_STREAM, PythonModelError, ServerBridge
 from gpuserve.triton_config import dynamic_batching_settings, read_config
+from gpuserve.triton_python_env import environment_for
+from gpuserve.triton_python_env import use as use_environment
 from gpuserve.triton_instance_update import LoadedFrom, file_digest, signature
 from gpuserve.sequence_state import direct_batching
 from gpuserve.triton_sequence import SequenceRouter
@@ -481,6 +483,9 @@ class TritonPythonBackendModel(FrameworkModel):
             raise ModelMissingError(f"model '{self.name}': {path} does not exist")
         _check_stub_names([self.name])  # before model.py is read, as Triton's stub is started before it runs
         folder, config = self.written_config()
+        environment = environment_for(self.name, config, folder)  # Triton's EXECUTION_ENV_PATH
+        if environment is not None:
+            use_environment(self.name, environment)
         unique = self._module_name = f"gpuserve_python_model_{self.name}_{self.version or 0}_{id(self)}"
         self.module = module = import_model_file(path, unique)
         cls = module.TritonPythonModel

@@ -693,3 +693,60 @@ def test_is_ready_must_answer_a_bool_and_a_slow_check_is_waited_on_by_the_next_q
             for _ in range(2):
                 assert not client.is_model_ready("slow")  # the check runs past 0.6 s
                 assert client.is_model_ready("slow")  # the same check, ended meanwhile
+
+
+def test_an_execution_env_tarball_is_unpacked_once_checked_and_its_packages_importable(tmp_path, caplog):
+    """qa env: EXECUTION_ENV_PATH ($$TRITON_MODEL_DIRECTORY/...) was ignored: a model needing a package from
+    its environment failed to import it, and a tarball with '../' or absolute entries loaded without a word.
+    Now it is unpacked once ("Extracting Python execution env"), its entries checked first, as Triton."""
+    import io as iolib
+    import logging
+    import sys
+    import tarfile
+
+    caplog.set_level(logging.DEBUG, logger="gpuserve")
+    site = f"lib/python{sys.version_info.major}.{sys.version_info.minor}/site-packages"
+    probe = f"gpuserve_env_probe_{id(tmp_path)}"
+
+    def tarball(path, entries):
+        with tarfile.open(path, "w:gz") as archive:
+            for name, body in entries.items():
+                info = tarfile.TarInfo(name)
+                if isinstance(body, str):  # a link, as a venv's bin/python3 to the interpreter's absolute path
+                    info.type, info.linkname = tarfile.SYMTYPE, body
+                    archive.addfile(info)
+                    continue
+                info.size = len(body)
+                archive.addfile(info, iolib.BytesIO(body))
+
+    io = ('input [ { name: "IN" data_type: TYPE_INT32 dims: [ 1 ] } ]\n'
+          'output [ { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] } ]\n')
+    env = ('parameters: { key: "EXECUTION_ENV_PATH" value: '
+           '{ string_value: "$$TRITON_MODEL_DIRECTORY/env.tar.gz" } }\n')
+    marker = tmp_path / "outside.txt"
+    for name, entries in (("uses_env", {f"{site}/{probe}.py": b"ANSWER = 42\n", "bin/python3": sys.executable}),
+                          ("slips", {"../../../" + str(marker).lstrip("/"): b"x"}),
+                          ("absolute", {str(marker): b"x"})):
+        (tmp_path / name / "1").mkdir(parents=True)
+        (tmp_path / name / "config.pbtxt").write_text('backend: "python"\n' + io + env)
+        tarball(tmp_path / name / "env.tar.gz", entries)
+        (tmp_path / name / "1" / "model.py").write_text(HEADER + textwrap.dedent(f"""
+            class TritonPythonModel:
+                def initialize(self, args):
+                    import {probe}
+                    self.answer = {probe}.ANSWER
+
+                def execute(self, requests):
+                    return [pb_utils.InferenceResponse([pb_utils.Tensor("OUT", np.array([self.answer], np.int32))])
+                            for r in requests]
+            """))
+    with running_server(repository=DiskRepository(tmp_path).populate(ModelRepository())) as running:
+        with _http(running) as client:
+            tensor = httpclient.InferInput("IN", [1], "INT32").set_data_from_numpy(np.array([1], np.int32))
+            assert client.infer("uses_env", [tensor]).as_numpy("OUT").tolist() == [42]
+            assert not client.is_model_ready("slips") and not client.is_model_ready("absolute")
+            client.load_model("uses_env")  # the tarball unchanged: not unpacked again
+    assert not marker.exists()
+    log = caplog.text
+    assert log.count("Extracting Python execution env") == 3  # each tarball once
+    assert "Path contains '..'" in log and "Path is absolute" in log
