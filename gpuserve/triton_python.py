@@ -480,7 +480,7 @@ class TritonPythonBackendModel(FrameworkModel):
     def load(self) -> bool:
         path = self.artefact()
         if not path.is_file():
-            raise ModelMissingError(f"model '{self.name}': {path} does not exist")
+            raise ModelMissingError(f"Failed to preinitialize Python stub: Python model file not found in '{path}'")
         _check_stub_names([self.name])  # before model.py is read, as Triton's stub is started before it runs
         folder, config = self.written_config()
         environment = environment_for(self.name, config, folder)  # Triton's EXECUTION_ENV_PATH

@@ -498,6 +498,9 @@ class ModelServer:
                 await stamp_files(versions)
                 if all(m.ready and triton_form(m) for m in versions):
                     logger.info("successfully loaded '%s'", name)  # Triton's line for a model's versions
+                for model in versions:  # Triton's line for a version that failed (scripts grep the log for it)
+                    if not model.ready and triton_form(model) and getattr(model, "version", None) is not None:
+                        logger.error("failed to load '%s' version %s: %s", name, model.version, model.reason)
         for model in loaded_ready:
             if getattr(model, "engine", False):
                 self._start_engine(model)

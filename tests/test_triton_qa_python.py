@@ -750,3 +750,23 @@ def test_an_execution_env_tarball_is_unpacked_once_checked_and_its_packages_impo
     log = caplog.text
     assert log.count("Extracting Python execution env") == 3  # each tarball once
     assert "Path contains '..'" in log and "Path is absolute" in log
+
+
+def test_a_python_model_without_its_model_py_fails_the_start_in_triton_s_words(tmp_path):
+    """qa L0_backend_python test.sh greps the log of a start whose model has no model.py for the stub's
+    "Failed to preinitialize Python stub: Python model file not found in 'PATH'" and core's
+    "failed to load 'NAME'" (gpuserve said "PATH does not exist" and logged no such line at start-up)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "non_existent_model" / "1").mkdir(parents=True)
+    (tmp_path / "non_existent_model" / "config.pbtxt").write_text(
+        'backend: "python"\ninput [ { name: "IN" data_type: TYPE_INT32 dims: [ 1 ] } ]\n'
+        'output [ { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] } ]\n')
+    ended = subprocess.run([sys.executable, "-m", "gpuserve.cli", "start", f"--model-repository={tmp_path}",
+                            "--http-port", "9256", "--grpc-port", "9257", "--metrics-port", "9258"],
+                           capture_output=True, text=True, timeout=120)
+    wanted = ("Failed to preinitialize Python stub: Python model file not found in "
+              f"'{tmp_path}/non_existent_model/1/model.py'")
+    assert ended.returncode != 0 and wanted in ended.stderr
+    assert "failed to load 'non_existent_model' version 1: " in ended.stderr
