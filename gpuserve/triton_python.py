@@ -760,7 +760,9 @@ class TritonPythonBackendModel(FrameworkModel):
         if limiter is not None and getattr(self, "_tickets", None):
             limiter.unregister(self._tickets)
             self._tickets = []
-        sys.modules.pop(self._module_name, None)
+        sys.modules.pop(self._module_name, None)  # the package import_model_file made, and the module in it
+        if self.module is not None:
+            sys.modules.pop(self.module.__name__, None)
 
     async def _responses(self, request: InferRequest, stream: ResponseStream, task: asyncio.Future):
         """A decoupled request's responses, each marked with `triton_final_response` as Triton marks them;

@@ -75,23 +75,29 @@ def import_model_file(path: Path, unique: str):
     `types.py` never shadows the standard library for the rest of the server."""
     install_utils_module()
     folder = str(path.parent)
+    # As Triton's stub imports '<version>.model', the module sits in a package that is its folder, so its
+    # relative imports (`from . import helper`) work: the package is `unique`, the module `unique.<stem>`.
+    package = types.ModuleType(unique)
+    package.__path__ = [folder]
+    own = f"{unique}.{path.stem.replace('.', '_')}"
     with _IMPORT_LOCK:
         before = set(sys.modules)
         move_on_path(folder, first=True)
         try:
-            spec = importlib.util.spec_from_file_location(unique, path)
+            spec = importlib.util.spec_from_file_location(own, path)
             if spec is None or spec.loader is None:
                 raise InvalidSettings(f"cannot import {path}")
             module = importlib.util.module_from_spec(spec)
-            sys.modules[unique] = module
+            sys.modules[unique], sys.modules[own] = package, module
             try:
                 spec.loader.exec_module(module)
             except BaseException:
+                sys.modules.pop(own, None)
                 sys.modules.pop(unique, None)
                 raise
         finally:
             move_on_path(folder, first=False)
-            for name in set(sys.modules) - before - {unique}:
+            for name in set(sys.modules) - before - {unique, own}:
                 if _inside(getattr(sys.modules[name], "__file__", None), folder):
                     del sys.modules[name]
     if not hasattr(module, "TritonPythonModel"):

@@ -770,3 +770,29 @@ def test_a_python_model_without_its_model_py_fails_the_start_in_triton_s_words(t
               f"'{tmp_path}/non_existent_model/1/model.py'")
     assert ended.returncode != 0 and wanted in ended.stderr
     assert "failed to load 'non_existent_model' version 1: " in ended.stderr
+
+
+def test_a_model_py_imports_files_beside_it_relatively_too(tmp_path):
+    """qa L0_backend_python test.sh multi_file: model.py does `import file1` and `from . import file2`, as
+    Triton's stub imports it as '<version>.model'; the relative import failed ('attempted relative import
+    with no known parent package') and the model did not load."""
+    (tmp_path / "multi_file" / "1").mkdir(parents=True)
+    (tmp_path / "multi_file" / "config.pbtxt").write_text(
+        'backend: "python"\ninput [ { name: "IN" data_type: TYPE_INT32 dims: [ 1 ] } ]\n'
+        'output [ { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] } ]\n')
+    (tmp_path / "multi_file" / "1" / "file1.py").write_text("ONE = 1\n")
+    (tmp_path / "multi_file" / "1" / "file2.py").write_text("TWO = 2\n")
+    (tmp_path / "multi_file" / "1" / "model.py").write_text(HEADER + textwrap.dedent("""
+        import file1
+        from . import file2
+
+        class TritonPythonModel:
+            def execute(self, requests):
+                from . import file2 as again  # at run time too
+                return [pb_utils.InferenceResponse([pb_utils.Tensor("OUT", np.array(
+                    [file1.ONE + file2.TWO + again.TWO], np.int32))]) for r in requests]
+        """))
+    with running_server(repository=DiskRepository(tmp_path).populate(ModelRepository())) as running:
+        with _http(running) as client:
+            tensor = httpclient.InferInput("IN", [1], "INT32").set_data_from_numpy(np.array([1], np.int32))
+            assert client.infer("multi_file", [tensor]).as_numpy("OUT").tolist() == [5]
