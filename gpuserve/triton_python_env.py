@@ -15,6 +15,7 @@ one built for another version is unpacked and checked but not used, which the lo
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import shutil
@@ -71,8 +72,9 @@ def _unpack(tarball: str) -> str:
 
 
 def _base_folder() -> str:
-    if "path" not in _base:
+    if "path" not in _base:  # as Triton's environment manager: one folder per server, removed at its exit
         _base["path"] = tempfile.mkdtemp(prefix="python_env_")
+        atexit.register(shutil.rmtree, _base["path"], True)
     return _base["path"]
 
 
