@@ -64,6 +64,7 @@ def bls_message(exc: BaseException, callee: str) -> str:
 
 
 _FORKED = []  # not empty in a process a model forked (multiprocessing): the server's loop is not in it
+LOOPBACK: Optional[tuple] = None  # (host, port) of the server's HTTP endpoint, for BLS calls from such a process
 
 
 def _forked() -> None:
@@ -110,7 +111,8 @@ class ServerBridge:
             raise pb.TritonModelException("this model is not in a server's repository: BLS has no models to call")
         return registry
 
-    async def _call(self, request: pb.InferenceRequest):
+    @staticmethod
+    def _request(request: pb.InferenceRequest) -> InferRequest:
         inputs = [_input(t) for t in request.inputs()]
         version = request.model_version()
         parameters = json.loads(request.parameters())
@@ -123,8 +125,24 @@ class ServerBridge:
         given = request._trace
         if isinstance(given, pb.InferenceTrace) and given._trace is not None:  # trace=request.trace()
             ours.trace = given._trace.child()
-        response, _ = await self._registry().infer(ours)
+        return ours
+
+    async def _call(self, request: pb.InferenceRequest):
+        response, _ = await self._registry().infer(self._request(request))
         return response
+
+    def infer_blocking(self, request: pb.InferenceRequest) -> pb.InferenceResponse:
+        """`exec()` from a thread; from a process the model forked (a multiprocessing pool) the server's loop
+        is not there, so the call goes to the server's HTTP endpoint on loopback, as Triton's stub reaches
+        its server from any process."""
+        if _FORKED and LOOPBACK:
+            from gpuserve.triton_bls_fork import infer_over_loopback
+
+            try:
+                return self._converted(infer_over_loopback(LOOPBACK[0], LOOPBACK[1], self._request(request)))
+            except Exception as exc:
+                return error_response(exc, request.model_name())
+        return self.run(self.infer(request))
 
     @staticmethod
     def _converted(response, cancelled: bool = False) -> pb.InferenceResponse:

@@ -395,7 +395,7 @@ class InferenceRequest:
                                        "model's next executes run on its own thread")
         if decoupled:
             return ResponseIterator(bridge.open_stream(self))
-        return bridge.run(bridge.infer(self))
+        return bridge.infer_blocking(self)
 
     async def async_exec(self, decoupled: bool = False):
         _bls_allowed()

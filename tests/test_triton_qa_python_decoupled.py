@@ -117,3 +117,51 @@ def test_a_callee_ignoring_cancel_sends_all_its_responses(server, caller):
 def test_cancel_after_the_last_response_does_nothing(server):
     report = _report(server, "caller", COUNT=5, DELAY_MS=0)
     assert report["sum"] == 5 and report["errors"] == []
+
+
+# a multiprocessing pool's workers (forked from the model's thread) make BLS calls (qa bls test_multiprocess)
+POOL_CALLER = """
+from multiprocessing import Pool
+
+
+def add_one(value):
+    answer = pb_utils.InferenceRequest(model_name=CALLEE, requested_output_names=["Y"],
+                                       inputs=[pb_utils.Tensor("X", np.array([value], np.int32))]).exec()
+    if answer.has_error():
+        return answer.error().message()
+    return int(pb_utils.get_output_tensor_by_name(answer, "Y").as_numpy()[0])
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        with Pool(2) as pool:
+            report = pool.map(add_one, [1, 2, 3])
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("REPORT", np.array([json.dumps(report)], object))])]
+"""
+ADD_ONE = """
+class TritonPythonModel:
+    def execute(self, requests):
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("Y", pb_utils.get_input_tensor_by_name(r, "X").as_numpy() + 1)])
+                for r in requests]
+"""
+
+
+@pytest.mark.parametrize("callee, expected", [
+    ("add_one", [2, 3, 4]),
+    ("nowhere", ["Model nowhere - Error when running inference: Failed for execute the inference request. "
+                 "Model 'nowhere' is not ready."] * 3),
+])
+def test_bls_from_a_process_the_model_forked(tmp_path, callee, expected):
+    for name, code, config in (("pool", POOL_CALLER.replace("CALLEE", repr(callee)), CALLER_CONFIG),
+                               ("add_one", ADD_ONE, 'backend: "python"\ninput [ { name: "X" data_type: TYPE_INT32 '
+                                'dims: [ 1 ] } ]\noutput [ { name: "Y" data_type: TYPE_INT32 dims: [ 1 ] } ]\n')):
+        (tmp_path / name / "1").mkdir(parents=True)
+        (tmp_path / name / "config.pbtxt").write_text(config)
+        (tmp_path / name / "1" / "model.py").write_text(HEADER + textwrap.dedent(code))
+    with running_server(repository=DiskRepository(tmp_path).populate(ModelRepository()),
+                        http_port=9313, grpc_port=9314, metrics_port=9315) as running:
+        with grpcclient.InferenceServerClient(f"127.0.0.1:{running.ports['grpc']}") as client:
+            tensor = grpcclient.InferInput("SPEC", [1], "BYTES")
+            tensor.set_data_from_numpy(np.array([b"{}"], dtype=object))
+            report = json.loads(client.infer("pool", [tensor], client_timeout=120).as_numpy("REPORT")[0])
+    assert report == expected
