@@ -118,6 +118,8 @@ def settings_from(args: argparse.Namespace) -> Dict[str, Any]:
     """ServerSettings overrides for the flags given (none for those not given)."""
     value = lambda flag: _value(args, flag)  # noqa: E731
     out = _given(args, AS_GIVEN)
+    if "http_host" in out and "metrics_host" not in out and out.get("enable_http") is not False:
+        out["metrics_host"] = out["http_host"]  # as tritonserver: metrics listen where HTTP does
     if value("--rate-limit-resource"):
         out["rate_limit_resources"] = list(value("--rate-limit-resource"))
     check_gpu_limits(value("--model-load-gpu-limit") or ())

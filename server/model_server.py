@@ -21,7 +21,7 @@ import socket
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 from gpuserve.engine import rate_limiter
 from gpuserve.dataplane import DataPlane
@@ -57,8 +57,24 @@ def in_use(service: str, address: str) -> str:
     return f"failed to start {service} service: Unavailable - Socket '{address}' already in use"
 
 
+def address_family(host: str) -> Tuple[int, str]:
+    """The socket family and bare address of an endpoint's address as tritonserver takes it for HTTP and metrics:
+    `ipv6:[::1]` (its documented IPv6 form), `ipv6:::1`, `ipv4:127.0.0.1`, a bracketed or bare IPv6 literal, or an
+    IPv4 address or host name."""
+    scheme, colon, rest = host.partition(":")
+    if colon and scheme.lower() == "unix":
+        raise PortInUse(f"cannot listen on '{host}': gpuserve listens on TCP addresses only (ipv4:ADDRESS, "
+                        "ipv6:[ADDRESS] or an address)")
+    if colon and scheme.lower() in ("ipv4", "ipv6"):
+        return (socket.AF_INET if scheme.lower() == "ipv4" else socket.AF_INET6), rest.strip("[]")
+    if host.startswith("[") and host.endswith("]"):
+        return socket.AF_INET6, host[1:-1]
+    return (socket.AF_INET6 if ":" in host else socket.AF_INET), host
+
+
 def bind(host: str, port: int, reuse_port: bool = False, service: str = "HTTP") -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    shown = host
+    family, host = address_family(host)
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if reuse_port:  # several worker processes share the port; the kernel spreads connections
@@ -68,8 +84,8 @@ def bind(host: str, port: int, reuse_port: bool = False, service: str = "HTTP") 
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
-            raise PortInUse(in_use(service, f"{host}:{port}")) from None
-        raise PortInUse(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+            raise PortInUse(in_use(service, f"{shown}:{port}")) from None
+        raise PortInUse(f"cannot listen on {shown}:{port}: {exc.strerror or exc}") from None
     sock.listen(2048)
     sock.setblocking(False)
     return sock

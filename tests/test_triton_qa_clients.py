@@ -110,3 +110,50 @@ def test_checksum_refusal_is_said_in_tritonservers_log_line(tmp_path, caplog):
     assert said[0].startswith("Poll failed for model directory 'identity_int32': Mismatched MD5 hash for file "
                               "1/libtriton_identity.so, expect: invalid_checksum, got: ")
     assert not any(m.ready for _, _, m in registry.all_versions())
+
+
+def _ipv6_loopback() -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback")
+@pytest.mark.parametrize("address", ["ipv6:[::1]", "ipv6:::1", "[::1]"])
+def test_tritonservers_ipv6_address_forms(address):
+    """Triton documents `--http-address ipv6:[::1]` for IPv6 (the metrics endpoint follows it); gpuserve took
+    the text as a host name and stopped the start. gRPC takes the bracketed literal, as grpc does."""
+    grpcclient = pytest.importorskip("tritonclient.grpc")
+    grpc_address = "[::1]" if address.startswith("[") else "::1"
+    with running_server(http_host=address, metrics_host=address, grpc_host=grpc_address) as server:
+        assert httpx.get(f"http://[::1]:{server.ports['http']}/v2/health/live").status_code == 200
+        assert httpx.get(f"http://[::1]:{server.ports['metrics']}/metrics").status_code == 200
+        assert grpcclient.InferenceServerClient(f"[::1]:{server.ports['grpc']}").is_server_live()
+
+
+def test_a_unix_address_is_refused_clearly():
+    with pytest.raises(InvalidSettings, match="TCP addresses only"):
+        with running_server(http_host="unix:/tmp/gpuserve-h5.sock"):
+            pass
+
+
+def test_metrics_listen_at_the_http_address_unless_told():
+    """As tritonserver: --http-address without --metrics-address puts metrics there too (gpuserve left them on
+    0.0.0.0, open to the network where a user had kept HTTP on loopback)."""
+    from gpuserve import triton_flags
+    from gpuserve.cli import _parser
+
+    given = triton_flags.settings_from(_parser().parse_args(["start", "repo", "--http-address", "127.0.0.1"]))
+    assert given["metrics_host"] == "127.0.0.1"
+    given = triton_flags.settings_from(_parser().parse_args(["start", "repo", "--http-address", "127.0.0.1",
+                                                             "--metrics-address", "0.0.0.0"]))
+    assert given["metrics_host"] == "0.0.0.0"
+    # a disabled endpoint's address is not read (qa/L0_socket: --http-address -47 --allow-http 0 starts)
+    given = triton_flags.settings_from(_parser().parse_args(["start", "repo", "--http-address", "-47",
+                                                             "--allow-http", "0"]))
+    assert "metrics_host" not in given

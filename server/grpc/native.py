@@ -413,7 +413,8 @@ async def start_native_grpc_server(plane: DataPlane, settings: ServerSettings) -
     context = tls.ssl_context(settings) if tls.wanted(settings) else None
     try:
         server.server = await loop.create_server(lambda: Http2Connection(server.open, server.connections),
-                                                 settings.grpc_host or settings.host, settings.grpc_port, ssl=context,
+                                                 (settings.grpc_host or settings.host).strip("[]"), settings.grpc_port,
+                                                 ssl=context,
                                                  reuse_port=settings.reuse_port or settings.reuse_grpc_port or None)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
