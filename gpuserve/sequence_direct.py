@@ -68,6 +68,7 @@ class DirectBatches:
         self._tasks: List[asyncio.Task] = []
         self._closed = False
         router.queued = self.queued  # pending requests, as Triton's metrics count them
+        router.admitted = self.admit
 
     def queued(self) -> int:
         return sum(len(q) for queues in self.queues for q in queues.values())
@@ -83,6 +84,17 @@ class DirectBatches:
         self.queues[instance][slot].append(entry)
         self._wake[instance].set()
         return await entry.future
+
+    def admit(self, sequence) -> None:
+        """A backlog sequence got a slot: its parked requests join the slot's queue at once (so the batch
+        formed next takes the first), as Triton moves a backlog queue into the slot it frees."""
+        if not sequence.parked:
+            return
+        self.queues[sequence.instance][sequence.slot_index].extend(sequence.parked)
+        sequence.waiting -= len(sequence.parked)
+        sequence.parked.clear()
+        if self._wake[sequence.instance] is not None:
+            self._wake[sequence.instance].set()
 
     def close(self) -> None:
         self._closed = True

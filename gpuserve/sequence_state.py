@@ -232,12 +232,6 @@ class SequenceInputs:
         """One request into its sequence's slot queue: its controls and state are read when its batch forms
         (after its sequence's previous request ran), its next state kept when the batch has run."""
         router, states, convert = self.router, self.states, self._convert
-        if sequence.admit is not None:  # in the backlog: wait for a slot
-            sequence.waiting += 1
-            try:
-                await sequence.admit(sequence)
-            finally:
-                sequence.waiting -= 1
         starting = bool(parameters.get("sequence_start"))
 
         def prepare() -> Dict[str, np.ndarray]:
@@ -261,4 +255,13 @@ class SequenceInputs:
         asked = None if wanted is None else list(dict.fromkeys([*wanted, *self.state_outputs]))
         ending = (lambda: router.end_slot(sequence)) if parameters.get("sequence_end") else None
         entry = Entry(arrays, prepare, finish, asked, asyncio.get_running_loop().create_future(), ending)
-        return await self.direct.run(sequence.instance, sequence.slot_index, entry)
+        if sequence.admit is None:
+            return await self.direct.run(sequence.instance, sequence.slot_index, entry)
+        # in the backlog: parked until a slot frees (DirectBatches.admit moves it), idle slots released meanwhile
+        sequence.parked.append(entry)
+        sequence.waiting += 1
+        reaper = asyncio.ensure_future(sequence.admit(sequence))
+        try:
+            return await entry.future
+        finally:
+            reaper.cancel()

@@ -57,6 +57,7 @@ class Sequence:
     admitted: Optional[asyncio.Event] = None
     slot: bool = False
     slot_index: int = 0  # which of its instance's slots (the batch row the Direct batcher gives it)
+    parked: list = field(default_factory=list)  # a backlog sequence's requests for the Direct batcher
 
     @contextlib.asynccontextmanager
     async def turn(self):
@@ -149,6 +150,7 @@ class SequenceRouter:
         self.holding: Dict[int, int] = {}  # per instance: sequences with a slot
         self.used: Dict[int, set] = {}  # per instance: the slot indices held
         self.queued: Optional[Callable[[], int]] = None  # requests in Direct slot queues (sequence_direct.py)
+        self.admitted: Optional[Callable[[Sequence], None]] = None  # a backlog sequence got a slot: its requests move
         self.backlog: List[Sequence] = []
         self.running: Dict[int, int] = {}  # per instance: requests between open() and close()
         # Instances leaving (an instance update on reload): no new sequence starts there, and the callback
@@ -237,6 +239,8 @@ class SequenceRouter:
             self.running[moved_from] -= waiting.pending
             self.running[waiting.instance] = self.running.get(waiting.instance, 0) + waiting.pending
             waiting.admit = None
+            if self.admitted is not None:
+                self.admitted(waiting)
             if waiting.admitted is not None:
                 waiting.admitted.set()
 
