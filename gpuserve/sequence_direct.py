@@ -67,6 +67,7 @@ class DirectBatches:
         self._wake: List[Optional[asyncio.Event]] = [None] * len(instances)
         self._tasks: List[asyncio.Task] = []
         self._closed = False
+        self._seen = [0] * len(instances)  # per batcher: requests queued when it last looked while held
         router.queued = self.queued  # pending requests, as Triton's metrics count them
         router.admitted = self.admit
 
@@ -107,9 +108,12 @@ class DirectBatches:
                     if not entry.future.done():
                         entry.future.set_exception(ModelNotReady(self.name, "the model is being unloaded"))
 
-    def _held(self) -> bool:
-        """TRITONSERVER_DELAY_SCHEDULER: too few requests queued yet (over every instance and the backlog)."""
-        if self.queued() < self.start_after:
+    def _held(self, index: int) -> bool:
+        """TRITONSERVER_DELAY_SCHEDULER: too few requests queued yet (over every instance and the backlog).
+        As Triton's, each batcher adds the counts the others last saw while they were held: one that has
+        started keeps counting what it had then, so the others start too once their own requests are in."""
+        self._seen[index] = sum(len(q) for q in self.queues[index].values())
+        if sum(self._seen) < self.start_after:
             return True
         backlog = sum(sequence.waiting for sequence in self.router.backlog)
         return backlog < self.backlog_after
@@ -119,7 +123,7 @@ class DirectBatches:
         held = self.start_after > 0 or self.backlog_after > 0
         while True:
             if held:
-                if self._held():
+                if self._held(index):
                     await asyncio.sleep(0.01)
                     continue
                 held = False

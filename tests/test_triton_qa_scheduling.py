@@ -748,7 +748,7 @@ sequence_batching {
 '''
 
 
-def _direct_onnx(tmp_path, max_batch_size=4):
+def _direct_onnx(tmp_path, max_batch_size=4, instances=1):
     """OUTPUT = INPUT + 10 * READY + 100 * START: a row shows the controls it was given."""
     import onnx
     from onnx import TensorProto, helper
@@ -766,8 +766,8 @@ def _direct_onnx(tmp_path, max_batch_size=4):
     model.ir_version = 8
     (tmp_path / "direct" / "1").mkdir(parents=True)
     onnx.save(model, str(tmp_path / "direct" / "1" / "model.onnx"))
-    (tmp_path / "direct" / "config.pbtxt").write_text(DIRECT_ONNX.replace("max_batch_size: 4",
-                                                                          f"max_batch_size: {max_batch_size}"))
+    (tmp_path / "direct" / "config.pbtxt").write_text(DIRECT_ONNX.replace(
+        "max_batch_size: 4", f"max_batch_size: {max_batch_size}").replace("count: 1", f"count: {instances}"))
 
 
 def test_a_direct_batch_keeps_each_sequence_in_its_slot_and_pads_the_gaps(tmp_path, monkeypatch):
@@ -833,5 +833,32 @@ def test_a_direct_sequences_end_hands_its_slot_to_the_backlog_as_its_batch_forms
         stats = model.stats
         assert {size: b.compute_infer.count for size, b in stats.batches.items()} == {2: 3}
         assert (stats.execution_count, stats.inference_count) == (3, 6)
+    finally:
+        model.stop()
+
+
+def test_the_delay_hook_lets_every_direct_instance_start(tmp_path, monkeypatch):
+    """TRITONSERVER_DELAY_SCHEDULER over several instances: each batcher adds what the others counted while
+    they were held, as Triton's do, so the second starts after the first has taken its requests (qa
+    L0_sequence_batcher test_half_batch on 2 instances: {1: 8}; the second instance's requests hung)."""
+    monkeypatch.setenv("TRITONSERVER_DELAY_SCHEDULER", "4")
+    _direct_onnx(tmp_path, max_batch_size=2, instances=2)
+    model = DiskRepository(tmp_path).populate(ModelRepository()).get_model("direct")
+    model.load()
+
+    def step(sequence, value, **flags):
+        x = np.array([[value]], np.int32)
+        return asyncio.ensure_future(model.predict(InferRequest(
+            "direct", [InferInput("INPUT", [1, 1], "INT32", x)], parameters={"sequence_id": sequence, **flags})))
+
+    async def run():
+        tasks = [step(1, 1, sequence_start=True), step(2, 2, sequence_start=True), step(1, 3, sequence_end=True),
+                 step(2, 4, sequence_end=True)]
+        return [int(a.outputs[0].as_numpy()[0, 0]) for a in await asyncio.wait_for(asyncio.gather(*tasks), 10)]
+
+    try:
+        assert asyncio.run(run()) == [111, 112, 13, 14]
+        stats = model.stats
+        assert {size: b.compute_infer.count for size, b in stats.batches.items()} == {1: 4}
     finally:
         model.stop()
