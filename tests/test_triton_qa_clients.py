@@ -157,3 +157,15 @@ def test_metrics_listen_at_the_http_address_unless_told():
     given = triton_flags.settings_from(_parser().parse_args(["start", "repo", "--http-address", "-47",
                                                              "--allow-http", "0"]))
     assert "metrics_host" not in given
+
+
+@pytest.mark.parametrize("transport", ["native", "grpcio"])
+def test_grpc_over_a_unix_socket(tmp_path, transport):
+    """tritonserver's `--grpc-address unix:PATH --grpc-port P` serves gRPC on the Unix socket `PATH:P`, which
+    tritonclient reaches as `unix:PATH:P` (a sidecar's way); gpuserve took `unix:PATH` for a host name."""
+    grpcclient = pytest.importorskip("tritonclient.grpc")
+    path = tmp_path / "g.sock"
+    with running_server(grpc_host=f"unix:{path}", grpc_port=9537, grpc_transport=transport) as server:
+        assert server.ports["grpc"] == 9537
+        assert (tmp_path / "g.sock:9537").exists()
+        assert grpcclient.InferenceServerClient(f"unix:{path}:9537").is_server_live()

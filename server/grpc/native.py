@@ -411,10 +411,13 @@ async def start_native_grpc_server(plane: DataPlane, settings: ServerSettings) -
     loop = asyncio.get_running_loop()
     address = _address(settings.grpc_host or settings.host, settings.grpc_port)
     context = tls.ssl_context(settings) if tls.wanted(settings) else None
+    factory = lambda: Http2Connection(server.open, server.connections)  # noqa: E731
     try:
-        server.server = await loop.create_server(lambda: Http2Connection(server.open, server.connections),
-                                                 (settings.grpc_host or settings.host).strip("[]"), settings.grpc_port,
-                                                 ssl=context,
+        if address.startswith("unix:"):  # a Unix socket named PATH:port, as tritonserver's --grpc-address unix:PATH
+            server.server = await loop.create_unix_server(factory, address[len("unix:"):], ssl=context)
+            return server, settings.grpc_port
+        server.server = await loop.create_server(factory, (settings.grpc_host or settings.host).strip("[]"),
+                                                 settings.grpc_port, ssl=context,
                                                  reuse_port=settings.reuse_port or settings.reuse_grpc_port or None)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:

@@ -452,6 +452,10 @@ class CallCounter(grpc.aio.ServerInterceptor):
 
 
 def _address(host: str, port: int) -> str:
+    """host:port as grpc takes it; `unix:PATH` (tritonserver's --grpc-address form for a Unix socket) becomes the
+    socket `PATH:port`, as there."""
+    if host.startswith("unix:"):
+        return f"{host}:{port}"
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"  # IPv6 literal
     return f"{host}:{port}"
@@ -484,7 +488,7 @@ async def start_grpc_server(plane: DataPlane, settings: ServerSettings) -> Tuple
             raise InvalidSettings(f"failed to start GRPC service: Unavailable - Socket '{address}' already in use")
         raise InvalidSettings(f"cannot listen for gRPC on {address}: {reason}")
     await server.start()
-    return server, port
+    return server, settings.grpc_port if address.startswith("unix:") else port
 
 
 def _stream_error(request: pb.ModelInferRequest, exc: BaseException) -> pb.ModelStreamInferResponse:
