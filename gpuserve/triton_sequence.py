@@ -20,9 +20,10 @@ from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from gpuserve.errors import InvalidInput, InvalidSettings, RequestCancelled
+from gpuserve.errors import InvalidInput, InvalidSettings, QueueTimeout, RequestCancelled
 from gpuserve.triton_pb_utils import TRITON_STRING_TO_NUMPY
 
+EXPIRED = "timeout of the corresponding sequence has been expired"  # Triton's words
 KINDS = ("CONTROL_SEQUENCE_START", "CONTROL_SEQUENCE_END", "CONTROL_SEQUENCE_READY", "CONTROL_SEQUENCE_CORRID")
 CORRID_TYPES = ("TYPE_UINT64", "TYPE_INT64", "TYPE_UINT32", "TYPE_INT32", "TYPE_STRING")  # Triton's sequence batcher
 
@@ -58,6 +59,8 @@ class Sequence:
     slot: bool = False
     slot_index: int = 0  # which of its instance's slots (the batch row the Direct batcher gives it)
     parked: list = field(default_factory=list)  # a backlog sequence's requests for the Direct batcher
+    expires: Optional[float] = None  # in the backlog: the soonest of its requests' timeouts (monotonic time)
+    expired: bool = False
 
     @contextlib.asynccontextmanager
     async def turn(self):
@@ -68,6 +71,8 @@ class Sequence:
         try:
             if self.admit is not None:
                 await self.admit(self)
+            if self.expired:
+                raise QueueTimeout(EXPIRED)
             await self.lock.acquire()
         except asyncio.CancelledError:
             self.cancelled = True
@@ -248,11 +253,32 @@ class SequenceRouter:
         """A backlogged sequence's first request: until a slot frees (a sequence ends, or idles out)."""
         if sequence.admitted is None:
             sequence.admitted = asyncio.Event()
-        while sequence.admit is not None:
+        while sequence.admit is not None and not sequence.expired:
+            wait = self.idle_s if sequence.expires is None else min(self.idle_s, sequence.expires - time.monotonic())
             try:
-                await asyncio.wait_for(sequence.admitted.wait(), self.idle_s)
+                await asyncio.wait_for(sequence.admitted.wait(), max(wait, 0.0))
             except asyncio.TimeoutError:
-                self._release_idle(time.monotonic())
+                now = time.monotonic()
+                if sequence.expires is not None and now >= sequence.expires and sequence.admit is not None:
+                    self._expire(sequence)
+                else:
+                    self._release_idle(now)
+
+    def _expire(self, sequence: Sequence) -> None:
+        """As Triton's reaper: a backlog sequence past its requests' timeout is refused whole (UNAVAILABLE),
+        and forgotten, so its next request needs START."""
+        sequence.expired = True
+        if sequence in self.backlog:
+            self.backlog.remove(sequence)
+        for key in [k for k, s in self.active.items() if s is sequence]:
+            del self.active[key]
+        for entry in sequence.parked:  # the Direct batcher's parked requests
+            if not entry.future.done():
+                entry.future.set_exception(QueueTimeout(EXPIRED))
+        sequence.waiting -= len(sequence.parked)
+        sequence.parked.clear()
+        if sequence.admitted is not None:
+            sequence.admitted.set()
 
     def open(self, parameters: Dict[str, Any]) -> Tuple[Any, Sequence]:
         """The request's sequence (started by it, or already running), counted as pending until `close`."""
@@ -286,6 +312,10 @@ class SequenceRouter:
                                "START flag on the first request of the sequence")
         sequence.pending += 1
         sequence.last_used = now
+        timeout_us = parameters.get("timeout")
+        if sequence.admit is not None and isinstance(timeout_us, (int, float)) and timeout_us > 0:
+            expires = now + timeout_us / 1e6  # as Triton: a backlog sequence expires at its soonest timeout
+            sequence.expires = expires if sequence.expires is None else min(sequence.expires, expires)
         self.running[sequence.instance] = self.running.get(sequence.instance, 0) + 1
         if parameters.get("sequence_end"):  # as Triton: the ID is free once its END arrives, not when it ran
             del self.active[key]

@@ -862,3 +862,49 @@ def test_the_delay_hook_lets_every_direct_instance_start(tmp_path, monkeypatch):
         assert {size: b.compute_infer.count for size, b in stats.batches.items()} == {1: 4}
     finally:
         model.stop()
+
+
+@pytest.mark.parametrize("form", ["python", "onnx"])
+def test_a_backlog_sequence_past_its_request_timeout_is_refused_whole(tmp_path, form):
+    """As Triton's reaper: a sequence waiting in the backlog longer than its requests' `timeout` is refused
+    with 'timeout of the corresponding sequence has been expired' (UNAVAILABLE) and forgotten, so its next
+    request needs START (qa L0_sequence_batcher SequenceBatcherRequestTimeoutTest; gpuserve held it until a
+    slot freed, then ran it)."""
+    from gpuserve.errors import QueueTimeout
+
+    tensors = ('max_batch_size: 1\ninput [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 4 ] } ]\n'
+               'output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 4 ] } ]\n'
+               'sequence_batching { max_sequence_idle_microseconds: 10000000 }\n')
+    if form == "python":
+        _write_python(tmp_path, "m", IDENTITY_PY, 'backend: "python"\n' + tensors)
+    else:
+        import onnx
+
+        _identity_onnx(tmp_path / "m" / "1" / "model.onnx")
+        path = str(tmp_path / "m" / "1" / "model.onnx")
+        model_file = onnx.load(path)
+        for value in list(model_file.graph.input) + list(model_file.graph.output):
+            value.type.tensor_type.shape.dim.insert(0, onnx.TensorShapeProto.Dimension(dim_param="batch"))
+        onnx.save(model_file, path)
+        (tmp_path / "m" / "config.pbtxt").write_text('platform: "onnxruntime_onnx"\n' + tensors)
+    model = DiskRepository(tmp_path).populate(ModelRepository()).get_model("m")
+    model.load()
+
+    def step(sequence, **parameters):
+        x = np.ones((1, 4), np.float32)
+        return model.predict(InferRequest("m", [InferInput("INPUT0", [1, 4], "FP32", x)],
+                                          parameters={"sequence_id": sequence, **parameters}))
+
+    async def run():
+        await step(1, sequence_start=True)  # holds the one slot
+        started = time.monotonic()
+        with pytest.raises(QueueTimeout, match="timeout of the corresponding sequence has been expired"):
+            await asyncio.wait_for(step(2, sequence_start=True, timeout=300000), 5)
+        assert time.monotonic() - started < 3
+        with pytest.raises(InvalidInput, match="must specify the START flag"):
+            await step(2)
+
+    try:
+        asyncio.run(run())
+    finally:
+        model.stop()
