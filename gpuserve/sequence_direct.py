@@ -68,6 +68,7 @@ class DirectBatches:
         self._tasks: List[asyncio.Task] = []
         self._closed = False
         self._seen = [0] * len(instances)  # per batcher: requests queued when it last looked while held
+        self._running: List[List[Entry]] = [[] for _ in instances]  # per batcher: its batch's requests
         router.queued = self.queued  # pending requests, as Triton's metrics count them
         router.admitted = self.admit
 
@@ -101,12 +102,14 @@ class DirectBatches:
         self._closed = True
         for task in self._tasks:
             task.cancel()
+        left = [entry for running in self._running for entry in running]
         for queues in self.queues:
             for queue in queues.values():
-                while queue:
-                    entry = queue.popleft()
-                    if not entry.future.done():
-                        entry.future.set_exception(ModelNotReady(self.name, "the model is being unloaded"))
+                left.extend(queue)
+                queue.clear()
+        for entry in left:  # a batch still running is not waited for: its requests are answered now
+            if not entry.future.done():
+                entry.future.set_exception(ModelNotReady(self.name, "the model is being unloaded"))
 
     def _held(self, index: int) -> bool:
         """TRITONSERVER_DELAY_SCHEDULER: too few requests queued yet (over every instance and the backlog).
@@ -164,7 +167,8 @@ class DirectBatches:
                 try:
                     fulls[slot] = entry.prepare()
                 except Exception as exc:  # noqa: BLE001 - its request fails alone
-                    entry.future.set_exception(exc)
+                    if not entry.future.done():
+                        entry.future.set_exception(exc)
                     taken[slot] = None
         if not fulls:
             return
@@ -188,8 +192,12 @@ class DirectBatches:
         def answer(results, error):
             loop.call_soon_threadsafe(lambda: done.done() or done.set_result((results, error)))
 
+        self._running[index] = [entry for entry in taken if entry is not None]
         self.instances[index].submit(jobs, True, outputs, answer)
-        results, error = await done
+        try:
+            results, error = await done
+        finally:
+            self._running[index] = []
         now = time.monotonic()
         if nulls:
             self.stats.forget_padding(nulls)

@@ -908,3 +908,25 @@ def test_a_backlog_sequence_past_its_request_timeout_is_refused_whole(tmp_path, 
         asyncio.run(run())
     finally:
         model.stop()
+
+
+def test_unloading_a_direct_model_answers_its_queued_requests(tmp_path, monkeypatch):
+    """Requests still in a Direct batcher's slot queues when the model unloads fail as not ready, not hang."""
+    from gpuserve.errors import ModelNotReady
+
+    monkeypatch.setenv("TRITONSERVER_DELAY_SCHEDULER", "10")  # nothing runs: both stay queued
+    _direct_onnx(tmp_path)
+    model = DiskRepository(tmp_path).populate(ModelRepository()).get_model("direct")
+    model.load()
+
+    async def run():
+        x = np.array([[1]], np.int32)
+        tasks = [asyncio.ensure_future(model.predict(InferRequest(
+            "direct", [InferInput("INPUT", [1, 1], "INT32", x)], parameters={"sequence_id": n, "sequence_start": True})))
+            for n in (1, 2)]
+        await asyncio.sleep(0.2)
+        await model.aclose()
+        return await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 5)
+
+    answers = asyncio.run(run())
+    assert all(isinstance(answer, ModelNotReady) for answer in answers)
