@@ -318,6 +318,8 @@ class EnsembleModel(Model):
             raise InvalidInput(f"model '{self.name}' is an ensemble: send a V2 inference request")
         if not self.ready or self.registry is None:
             raise ModelNotReady(self.name)
+        if payload.trace is not None:  # as Triton's ensemble scheduler, which queues the request
+            payload.trace.stamp("QUEUE_START")
         max_batch = int(self.config.get("max_batch_size", 0) or 0)
         tensors: Dict[str, Any] = dict(checked_inputs(self.name, payload, self.input_index, self.optional_inputs,
                                                       max_batch))

@@ -49,8 +49,9 @@ def tensor_text(array: Any, datatype: Optional[str] = None) -> str:
         datatype = "BYTES" if array.dtype.kind in "OSU" else _DTYPES.get(
             array.dtype.str[1:] if array.dtype.kind != "b" else "b", array.dtype.name.upper())
     flat = array.reshape(-1)
-    if array.dtype.kind in "OSU":
-        values = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in flat.tolist()]
+    if array.dtype.kind in "OSU":  # each element in double quotes, as Triton writes them
+        values = ['"' + (v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)) + '"'
+                  for v in flat.tolist()]
     elif array.dtype.kind == "b":
         values = ["1" if v else "0" for v in flat.tolist()]
     elif array.dtype.kind == "f":
@@ -218,20 +219,19 @@ class Trace:
             head += f',"request_id":{_json_string(self.request_id)}'
         if self.parent is not None:
             head += f',"parent_id":{self.parent.id}'
-        parts = [head + "}"]
+        parts = [head + "}"] if self.setting.timestamps else []  # as Triton: TENSORS alone has no header
         parts.extend(f'{{"id":{self.id},"timestamps":[{event}]}}' for event in self.events)
         parts.extend(self.tensors)
         return ",".join(parts)
 
     def end(self) -> None:
         """The trace is complete: a child hands its objects to its root, a root writes them all."""
+        text = self.text() if self.started else ""
         if self.parent is not None:
-            if self.started:
-                self.root.children.append(self.text())
+            if text:
+                self.root.children.append(text)
             return
-        parts = self.children
-        if self.started:
-            parts = parts + [self.text()]
+        parts = self.children + [text] if text else self.children
         self.setting.collect(",".join(parts) if parts else None)
 
 

@@ -210,12 +210,31 @@ def test_tensors_level_adds_tensor_activities(repo, tmp_path):
                             ("TENSOR_BACKEND_OUTPUT", "OUTPUT0"), ("TENSOR_BACKEND_OUTPUT", "OUTPUT1")}
 
 
+def test_tensors_alone_write_only_activities_in_tritons_number_and_string_forms(repo, tmp_path):
+    """tritonserver 2.51 at the TENSORS level alone: no header, no points in time; floats as C++ streams
+    write them (6 significant digits), booleans as 1/0, strings each in double quotes."""
+    from gpuserve.tracing import tensor_text
+
+    path = tmp_path / "only.json"
+    with serve(repo, path, "level=TENSORS", "rate=1") as server:
+        infer(httpclient, server.ports["http"])
+    items = json.loads(path.read_text())
+    assert len(items) == 4 and all(set(item) == {"id", "activity", "tensor"} for item in items)
+    floats = json.loads("{" + tensor_text(np.array([5.1, 1e-7, 123456789], np.float32)) + "}")
+    assert floats == {"data": "5.1,1e-07,1.23457e+08", "shape": "3", "dtype": "FP32"}
+    assert json.loads("{" + tensor_text(np.array([True, False])) + "}")["data"] == "1,0"
+    strings = json.loads("{" + tensor_text(np.array([b"a,b", b"c"], dtype=object), "BYTES") + "}")
+    assert strings == {"data": '"a,b","c"', "shape": "2", "dtype": "BYTES"}
+
+
 def test_ensemble_steps_and_bls_requests_are_child_traces(repo, tmp_path):
     path = tmp_path / "children.json"
     with serve(repo, path, "level=TIMESTAMPS", "rate=1") as server:
         infer(httpclient, server.ports["http"], "ens", request_id="7")
         infer(httpclient, server.ports["http"], "bls", request_id="")
-    heads = sorted((e["head"] for e in traces(path).values()), key=lambda h: h["id"])
+    found = traces(path)
+    assert "QUEUE_START" in found[1]["times"] and "COMPUTE_START" not in found[1]["times"]  # the ensemble's own
+    heads = sorted((e["head"] for e in found.values()), key=lambda h: h["id"])
     assert heads == [
         {"id": 1, "model_name": "ens", "model_version": 1, "request_id": "7"},
         {"id": 2, "model_name": "simple", "model_version": 1, "request_id": "7", "parent_id": 1},
