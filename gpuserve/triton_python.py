@@ -209,8 +209,8 @@ class PythonInstance:
         return self._response(job, answer)
 
     def _failure(self, exc: BaseException) -> str:
-        if isinstance(exc, _DecoupledReturn):
-            return str(exc)
+        if isinstance(exc, _DecoupledReturn):  # Triton's stub words it with no exception type
+            return f"Failed to process the request(s) for model '{self.name}', message: {exc}"
         return (f"Failed to process the request(s) for model '{self.name}', message: {type(exc).__name__}: "
                 f"{exc}{_where(exc)}")
 

@@ -165,3 +165,23 @@ def test_bls_from_a_process_the_model_forked(tmp_path, callee, expected):
             tensor.set_data_from_numpy(np.array([b"{}"], dtype=object))
             report = json.loads(client.infer("pool", [tensor], client_timeout=120).as_numpy("REPORT")[0])
     assert report == expected
+
+
+def test_a_decoupled_execute_returning_responses_fails_its_stream_in_tritons_words(tmp_path):
+    (tmp_path / "returns" / "1").mkdir(parents=True)
+    (tmp_path / "returns" / "config.pbtxt").write_text(
+        'backend: "python"\nmodel_transaction_policy { decoupled: true }\n'
+        'input [ { name: "X" data_type: TYPE_INT32 dims: [ 1 ] } ]\noutput [ { name: "Y" data_type: TYPE_INT32 dims: [ 1 ] } ]\n')
+    (tmp_path / "returns" / "1" / "model.py").write_text(HEADER + textwrap.dedent(ADD_ONE))
+    answers = []
+    with running_server(repository=DiskRepository(tmp_path).populate(ModelRepository()),
+                        http_port=9316, grpc_port=9317, metrics_port=9318) as running:
+        with grpcclient.InferenceServerClient(f"127.0.0.1:{running.ports['grpc']}") as client:
+            client.start_stream(callback=lambda result, error: answers.append(error))
+            tensor = grpcclient.InferInput("X", [1], "INT32")
+            tensor.set_data_from_numpy(np.array([1], np.int32))
+            client.async_stream_infer("returns", [tensor])
+            client.stop_stream()
+    assert [error.message() for error in answers] == [
+        "Failed to process the request(s) for model 'returns_0', message: Python model 'returns_0' is using the "
+        "decoupled mode and the execute function must return None."]
