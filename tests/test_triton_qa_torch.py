@@ -14,7 +14,8 @@
   response parameters, counts input bytes in input_byte_size_counter, logs each input with its byte size, and
   passes BF16 through (the client test failed on all four).
 
-One package is compiled for the whole file (AOTInductor runs a C++ compiler: about 5-10 s here).
+One package is compiled for the whole file (AOTInductor runs a C++ compiler: about 15 s here); the tests that
+compile more (a sequence package, a torch C++ operator) run with GPUSERVE_SLOW_TESTS=1.
 """
 
 import logging
@@ -336,3 +337,44 @@ def test_qa_custom_modulo_operator_serves_through_model_operations(tmp_path):
         inputs[0].set_data_from_numpy(a)
         inputs[1].set_data_from_numpy(b)
         np.testing.assert_array_equal(client.infer("libtorch_modulo", inputs).as_numpy("OUTPUT__0"), np.fmod(a, b))
+
+
+class _Running(torch.nn.Module):
+    def forward(self, x, state, start, ready, corrid):
+        new_state = x + state * (1 - start)
+        return (new_state + corrid.to(new_state.dtype)) * ready, new_state
+
+
+@pytest.mark.skipif(not __import__("os").environ.get("GPUSERVE_SLOW_TESTS"),
+                    reason="compiles a second AOTInductor package (~20-30 s here); set GPUSERVE_SLOW_TESTS=1")
+def test_an_aoti_sequence_model_gets_its_controls_and_state_by_ordinal_or_forward_name(tmp_path):
+    """qa/L0_torch_aoti's sequence models: START, READY, CORRID and the implicit state reach the package's
+    arguments named INPUT__2..4 / INPUT__1 or ARGS[2..4] / ARGS[1], the state coming back from OUTPUT__1 or
+    RESULT[1]."""
+    batch = torch.export.Dim("batch", min=1, max=8)
+    sample = tuple(torch.zeros(2, 1, dtype=torch.int32 if i == 4 else torch.float32) for i in range(5))
+    program = torch.export.export(_Running().eval(), sample, dynamic_shapes=tuple({0: batch} for _ in range(5)))
+    package = tmp_path / "running.pt2"
+    torch._inductor.aoti_compile_and_package(program, package_path=str(package))
+    for name, (data, state, start, ready, corrid, out, new_state) in {
+            "ordinal": ("INPUT__0", "INPUT__1", "INPUT__2", "INPUT__3", "INPUT__4", "OUTPUT__0", "OUTPUT__1"),
+            "forward": ("ARGS[0]", "ARGS[1]", "ARGS[2]", "ARGS[3]", "ARGS[4]", "RESULT[0]", "RESULT[1]")}.items():
+        _model(tmp_path / "repo", name, package, [(data, "TYPE_FP32", 1)], [(out, "TYPE_FP32", 1)], f"""
+            sequence_batching {{
+              control_input [
+                {{ name: "{start}" control [ {{ kind: CONTROL_SEQUENCE_START fp32_false_true: [ 0, 1 ] }} ] }},
+                {{ name: "{ready}" control [ {{ kind: CONTROL_SEQUENCE_READY fp32_false_true: [ 0, 1 ] }} ] }},
+                {{ name: "{corrid}" control [ {{ kind: CONTROL_SEQUENCE_CORRID data_type: TYPE_INT32 }} ] }} ]
+              state [ {{ input_name: "{state}" output_name: "{new_state}" data_type: TYPE_FP32 dims: [ 1 ] }} ]
+            }}
+            """.replace("\n            ", "\n"))
+    with _serve(tmp_path / "repo") as server, \
+            httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}") as client:
+        for name, (data, out) in {"ordinal": ("INPUT__0", "OUTPUT__0"), "forward": ("ARGS[0]", "RESULT[0]")}.items():
+            total = 0.0
+            for step, value in enumerate((2.0, 3.0, 4.0)):
+                total += value
+                inputs = [httpclient.InferInput(data, [1, 1], "FP32")]
+                inputs[0].set_data_from_numpy(np.full((1, 1), value, np.float32))
+                result = client.infer(name, inputs, sequence_id=100, sequence_start=step == 0, sequence_end=step == 2)
+                assert float(result.as_numpy(out)[0, 0]) == total + 100, (name, step)
