@@ -63,9 +63,9 @@ def write_models(root, models):
         (root / name / "1" / "model.py").write_text(IDENTITY)
 
 
-def serve(root, port, **settings):
-    return running_server(repository=DiskRepository(root).populate(ModelRepository()), http_port=port,
-                          grpc_port=port + 1, metrics_port=port + 2, **settings)
+def serve(root, **settings):
+    """Ports the OS picks: fixed ones collided with other servers on the machine."""
+    return running_server(repository=DiskRepository(root).populate(ModelRepository()), **settings)
 
 
 def scrape(server) -> str:
@@ -99,7 +99,7 @@ def test_pending_count_includes_a_request_staged_behind_the_running_one(tmp_path
     """Triton's default scheduler: 1 of 5 requests runs, 4 are pending (gpuserve said 3: the one on the
     instance's second slot was not counted)."""
     write_models(tmp_path, {"default": identity_config(1500)})
-    with serve(tmp_path, 9340) as server:
+    with serve(tmp_path) as server:
         client, futures = send(server, "default", 5)
         time.sleep(0.7)
         assert metric(scrape(server), "nv_inference_pending_request_count", "default") == 4
@@ -117,7 +117,7 @@ def test_python_sequence_model_batches_sequences_within_the_strategy_delay(tmp_p
                                                  "100000, minimum_slot_utilization: 1.0 } }\n"),
         "sequence_oldest": identity_config(1500, "sequence_batching { oldest { max_queue_delay_microseconds: "
                                                  "100000, max_candidate_sequences: 4 } }\n")})
-    with serve(tmp_path, 9343) as server:
+    with serve(tmp_path) as server:
         runs = {}
 
         def run(model):
@@ -157,7 +157,7 @@ def infer_each(server, models, times=3):
 def test_default_metrics_have_counters_and_cache_metrics_only_for_cached_models(tmp_path):
     write_models(tmp_path, {"cache_off": IDENTITY_CACHED + "response_cache { enable: false }\n",
                             "cache_on": IDENTITY_CACHED + "response_cache { enable: true }\n"})
-    with serve(tmp_path, 9346) as server:
+    with serve(tmp_path) as server:
         infer_each(server, ("cache_off", "cache_on"))
         text = scrape(server)
     for name in ("request", "queue", "compute_input", "compute_infer", "compute_output"):
@@ -176,7 +176,7 @@ def test_default_metrics_have_counters_and_cache_metrics_only_for_cached_models(
 def test_summaries_replace_counters_as_metrics_config_says(tmp_path):
     write_models(tmp_path, {"cache_off": IDENTITY_CACHED, "cache_on": IDENTITY_CACHED + "response_cache { enable: true }\n"})
     config = {"summary_latencies": "true", "counter_latencies": "false", "summary_quantiles": "0.1:0.0.1,0.7:0.01,bad"}
-    with serve(tmp_path, 9349, metrics_config=config) as server:
+    with serve(tmp_path, metrics_config=config) as server:
         before = scrape(server)
         infer_each(server, ("cache_off", "cache_on"))
         text = scrape(server)
@@ -226,13 +226,16 @@ def test_allow_metrics_flags_take_effect(tmp_path):
     args = _parser().parse_args(["start", ".", "--allow-cpu-metrics=false", "--metrics-interval-ms=250"])
     assert metrics_endpoint(args) == {"cpu_metrics": False, "nvml_interval_seconds": 0.25}
     write_models(tmp_path, {"cache_off": IDENTITY_CACHED})
-    with serve(tmp_path, 9352, cpu_metrics=False) as server:
+    with serve(tmp_path, cpu_metrics=False) as server:
         text = scrape(server)
         assert "nv_cpu_" not in text and "nv_inference_count" in text
-    with serve(tmp_path, 9355, enable_metrics_server=False) as server:
+    with socket.socket() as free:  # a port nothing listens on, asked for as the metrics port
+        free.bind(("127.0.0.1", 0))
+        unused = free.getsockname()[1]
+    with serve(tmp_path, enable_metrics_server=False, metrics_port=unused) as server:
         assert "metrics" not in server.ports
         with socket.socket() as probe:
-            assert probe.connect_ex(("127.0.0.1", 9357)) != 0
+            assert probe.connect_ex(("127.0.0.1", unused)) != 0
 
 
 DECOUPLED = textwrap.dedent("""
@@ -266,7 +269,7 @@ def test_first_response_histogram_as_histogram_latencies_asks(tmp_path):
         ' histogram_options: { buckets: [ -1, 0.0, 250, 2.5 ] } } ] }\n')
     import tritonclient.grpc as grpcclient
 
-    with serve(tmp_path, 9358, metrics_config={"histogram_latencies": "true"}) as server:
+    with serve(tmp_path, metrics_config={"histogram_latencies": "true"}) as server:
         empty = scrape(server)
         client, futures = send(server, "plain", 1)
         futures[0].get_result()
@@ -295,7 +298,7 @@ def test_first_response_histogram_as_histogram_latencies_asks(tmp_path):
 
 def test_no_histogram_unless_asked(tmp_path):
     write_models(tmp_path, {"plain": identity_config(0)})
-    with serve(tmp_path, 9361) as server:
+    with serve(tmp_path) as server:
         client, futures = send(server, "plain", 1)
         futures[0].get_result()
         client.close()
