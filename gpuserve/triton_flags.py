@@ -118,6 +118,9 @@ def settings_from(args: argparse.Namespace) -> Dict[str, Any]:
     """ServerSettings overrides for the flags given (none for those not given)."""
     value = lambda flag: _value(args, flag)  # noqa: E731
     out = _given(args, AS_GIVEN)
+    if out.get("max_request_bytes", 1) <= 0:  # later tritonservers stop here; a 0 limit would refuse every body
+        from gpuserve.errors import GpuserveError
+        raise GpuserveError("Error: --http-max-input-size must be greater than 0.")
     if "http_host" in out and "metrics_host" not in out and out.get("enable_http") is not False:
         out["metrics_host"] = out["http_host"]  # as tritonserver: metrics listen where HTTP does
     if value("--rate-limit-resource"):
