@@ -267,8 +267,13 @@ class DataPlane:
                     trace.tensor("TENSOR_QUEUE_INPUT", tensor.name, tensor.as_numpy, tensor.datatype)
         token = tracing.CURRENT.set(trace)
         held = self.shared_memory.hold(request)
+        streamed = False
         try:
             response, response_headers = await self._infer(request, headers)
+            if hasattr(response, "__aiter__"):  # decoupled: the request ends with its last response
+                streamed = True
+                return _traced_stream(response, trace, held and (lambda: self.shared_memory.let_go(held))), \
+                    response_headers
             if trace.setting.tensors and isinstance(response, InferResponse):
                 for output in response.outputs:
                     trace.tensor("TENSOR_BACKEND_OUTPUT", output.name, output.as_numpy, output.datatype)
@@ -276,12 +281,10 @@ class DataPlane:
             return response, response_headers
         finally:
             tracing.CURRENT.reset(token)
-            if held:
-                self.shared_memory.let_go(held)
-            if trace.started:
-                trace.stamp("REQUEST_END")
-            if trace.parent is not None:
-                trace.end()
+            if not streamed:
+                if held:
+                    self.shared_memory.let_go(held)
+                _request_end(trace)
 
     async def _infer(self, request: InferRequest, headers: Optional[Dict[str, str]] = None
                      ) -> Tuple[Any, Dict[str, str]]:
@@ -318,6 +321,8 @@ class DataPlane:
                 cache_key = cached = None
             lookup_ns = time.perf_counter_ns() - looked_up
             if cached is not None:
+                if request.trace is not None:  # as Triton's: a hit is queued, never computed
+                    request.trace.stamp("QUEUE_START", looked_up)
                 self.stats_of(model).record_cache_hit(lookup_ns)
                 request.cache_key = cache_key
                 if as_mlserver and not cached.parameters:
@@ -430,13 +435,14 @@ class DataPlane:
         return {"model_stats": entries}
 
     async def generate(self, name: str, version: Optional[str], body: Any,
-                       headers: Optional[Dict[str, str]] = None) -> Any:
+                       headers: Optional[Dict[str, str]] = None, trace: Any = None) -> Any:
         """Triton's generate extension: the flat request mapped onto the model's inputs, run as a streaming
         call (a decoupled model may answer many times); `gpuserve.generate.responses_of` walks the result."""
         from gpuserve.generate import generate_request
 
         inputs = self.model_metadata(name, version).get("inputs") or []
         request = generate_request(name, version, body, inputs)
+        request.trace = trace
         token = STREAMING.set(True)
         try:
             response, _ = await self.infer(request, headers)
@@ -611,3 +617,26 @@ def select_outputs(response: InferResponse, request: InferRequest, declared=None
             raise InvalidInput(f"unexpected inference output '{wanted.name}' for model '{request.model_name}'")
         chosen.append(output)
     return chosen
+
+
+def _request_end(trace) -> None:
+    if trace.started:
+        trace.stamp("REQUEST_END")
+    if trace.parent is not None:  # a child's trace ends here, a root's in its front end
+        trace.end()
+
+
+async def _traced_stream(responses, trace, let_go):
+    """A traced decoupled request's responses: as Triton's, its REQUEST_END follows its final response
+    (the front end stamps each one's sending)."""
+    try:
+        async for item in responses:
+            if trace.setting.tensors and isinstance(item, InferResponse):
+                for output in item.outputs:
+                    trace.tensor("TENSOR_BACKEND_OUTPUT", output.name, output.as_numpy, output.datatype)
+            yield item
+    finally:
+        await responses.aclose()
+        if let_go:
+            let_go()
+        _request_end(trace)

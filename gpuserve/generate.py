@@ -155,16 +155,29 @@ def generate_response(response: InferResponse, model: str, version: Optional[str
     return out
 
 
-async def responses_of(result: Any) -> AsyncIterator[Any]:
-    """Each response of an inference result: one, or a decoupled model's stream (errors included)."""
+async def responses_of(result: Any, trace: Any = None) -> AsyncIterator[Any]:
+    """Each response of an inference result: one, or a decoupled model's stream (errors included).
+    A traced request's responses are stamped as Triton 2.51's generate routes stamp them:
+    INFER_RESPONSE_COMPLETE for each (the final flag included) and HTTP_SEND_START/END with ns 0."""
     if not hasattr(result, "__aiter__"):
+        if trace is not None:  # its INFER_RESPONSE_COMPLETE is the data plane's
+            trace.stamp("HTTP_SEND_START", 0)
+            trace.stamp("HTTP_SEND_END", 0)
         yield result
         return
+    final = False
     try:
         async for item in result:
-            if isinstance(item, InferResponse) and not item.outputs and \
-                    item.parameters.get("triton_final_response"):
+            final = isinstance(item, InferResponse) and bool(item.parameters.get("triton_final_response"))
+            if trace is not None:
+                trace.stamp("INFER_RESPONSE_COMPLETE")
+            if isinstance(item, InferResponse) and not item.outputs and final:
                 continue  # the bare final flag carries nothing to show
+            if trace is not None:
+                trace.stamp("HTTP_SEND_START", 0)
+                trace.stamp("HTTP_SEND_END", 0)
             yield item
+        if trace is not None and not final:  # the bare final flag, not passed on
+            trace.stamp("INFER_RESPONSE_COMPLETE")
     finally:
         await result.aclose()  # a client that left: the model's senders see is_cancelled()

@@ -265,10 +265,24 @@ def _wait_ready(proc, port):
     raise AssertionError("gpuserve did not become ready")
 
 
+def _free_ports(count):
+    """Ports the OS chose (fixed ones collide with other servers on a shared machine)."""
+    import socket
+
+    holders = [socket.socket() for _ in range(count)]
+    try:
+        for holder in holders:
+            holder.bind(("127.0.0.1", 0))
+        return tuple(holder.getsockname()[1] for holder in holders)
+    finally:
+        for holder in holders:
+            holder.close()
+
+
 def test_deprecated_flags_and_sigterm_write_the_file(repo, tmp_path):
     """tritonserver's --trace-level=MIN (TIMESTAMPS) and a stop by signal still finish the file."""
     path = tmp_path / "min.json"
-    ports = (9150, 9151, 9152)
+    ports = _free_ports(3)
     proc = subprocess.Popen([sys.executable, "-m", "gpuserve.cli", "start", f"--model-repository={repo}",
                              f"--http-port={ports[0]}", f"--grpc-port={ports[1]}", f"--metrics-port={ports[2]}",
                              f"--trace-file={path}", "--trace-level=MIN", "--trace-rate=1"],
@@ -306,3 +320,130 @@ def test_opentelemetry_mode_shows_its_settings_and_writes_no_file(repo, tmp_path
         client.close()
         both(server, 1)
     assert not (tmp_path / "otel.json").exists()
+
+
+DECOUPLED = """import time
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        for request in requests:
+            sender = request.get_response_sender()
+            for i in range(3):
+                time.sleep(0.01)
+                sender.send(pb_utils.InferenceResponse(
+                    [pb_utils.Tensor("text_output", np.array([b"r%d" % i], dtype=object))]))
+            sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        return None
+"""
+ECHO = """import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        return [pb_utils.InferenceResponse([pb_utils.Tensor(
+            "text_output", pb_utils.get_input_tensor_by_name(r, "text_input").as_numpy())]) for r in requests]
+"""
+TEXT_CONFIG = """name: "{name}"
+backend: "python"
+{policy}
+input [{{ name: "text_input" data_type: TYPE_STRING dims: [1] }}]
+output [{{ name: "text_output" data_type: TYPE_STRING dims: [1] }}]
+"""
+
+
+@pytest.fixture(scope="module")
+def stream_repo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("trace_stream_repo")
+    for name, code, policy in (("dec", DECOUPLED, "model_transaction_policy { decoupled: true }"),
+                               ("gen", ECHO, "")):
+        (root / name / "1").mkdir(parents=True)
+        (root / name / "1" / "model.py").write_text(code)
+        (root / name / "config.pbtxt").write_text(TEXT_CONFIG.format(name=name, policy=policy))
+    add_sub(root, "cached")
+    with open(root / "cached" / "config.pbtxt", "a") as config:
+        config.write("response_cache { enable: true }\n")
+    return root
+
+
+def stamps(path):
+    """{id: [names of its points in time, in the order written]} of a trace file."""
+    found = {}
+    for item in json.loads(path.read_text()):
+        for stamp in item.get("timestamps", ()):
+            found.setdefault(item["id"], []).append(stamp["name"])
+    return found
+
+
+def test_decoupled_request_on_a_stream_is_traced_until_its_last_response(stream_repo, tmp_path):
+    """As tritonserver 2.51: one INFER_RESPONSE_COMPLETE, GRPC_SEND_START/END around each response sent
+    (the empty final one included), and REQUEST_END after the last (the trace ended at the first)."""
+    import queue
+
+    path = tmp_path / "dec.json"
+    with serve(stream_repo, path, "level=TIMESTAMPS", "rate=1") as server:
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.ports['grpc']}")
+        answers = queue.Queue()
+        client.start_stream(callback=lambda result, error: answers.put((result, error)))
+        text = grpcclient.InferInput("text_input", [1], "BYTES")
+        text.set_data_from_numpy(np.array([b"x"], dtype=object))
+        client.async_stream_infer("dec", [text], request_id="d1", enable_empty_final_response=True)
+        for _ in range(4):
+            result, error = answers.get(timeout=30)
+            assert error is None
+        client.stop_stream()
+        client.close()
+    (names,) = stamps(path).values()
+    assert names.count("INFER_RESPONSE_COMPLETE") == 1
+    assert names.count("GRPC_SEND_START") == names.count("GRPC_SEND_END") == 4
+    assert {"QUEUE_START", "COMPUTE_START", "COMPUTE_END"} <= set(names)
+    times = {}
+    for item in json.loads(path.read_text()):
+        for stamp in item.get("timestamps", ()):
+            times.setdefault(stamp["name"], []).append(stamp["ns"])
+    assert times["REQUEST_END"][0] >= max(times["GRPC_SEND_END"])
+
+
+def test_generate_routes_are_traced_as_triton_traces_them(stream_repo, tmp_path):
+    """/generate and /generate_stream: HTTP_RECV_START/END, the core's points in time, and per response
+    INFER_RESPONSE_COMPLETE with HTTP_SEND_START/END at ns 0 (as 2.51 writes them); the final flag
+    has its own INFER_RESPONSE_COMPLETE."""
+    path = tmp_path / "gen.json"
+    with serve(stream_repo, path, "level=TIMESTAMPS", "rate=1") as server:
+        for model, route in (("gen", "generate"), ("dec", "generate_stream")):
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{server.ports['http']}/v2/models/{model}/{route}",
+                data=json.dumps({"text_input": "hi", "id": model}).encode(),
+                headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                answer.read()
+    found = json.loads(path.read_text())
+    heads = {item["request_id"]: item["id"] for item in found if "model_name" in item}
+    names = stamps(path)
+    zeros = [stamp["name"] for item in found for stamp in item.get("timestamps", ()) if stamp["ns"] == 0]
+    assert set(zeros) == {"HTTP_SEND_START", "HTTP_SEND_END"} and len(zeros) == 8
+    one, streamed = names[heads["gen"]], names[heads["dec"]]
+    assert one.count("INFER_RESPONSE_COMPLETE") == 1 and one.count("HTTP_SEND_START") == 1
+    assert {"HTTP_RECV_START", "HTTP_RECV_END", "REQUEST_START", "QUEUE_START", "COMPUTE_START",
+            "REQUEST_END"} <= set(one)
+    assert streamed.count("INFER_RESPONSE_COMPLETE") == 4 and streamed.count("HTTP_SEND_START") == 3
+    assert "REQUEST_END" in streamed and "HTTP_RECV_START" in streamed
+
+
+def test_response_cache_hits_are_traced_on_both_transports(stream_repo, tmp_path):
+    """The same request bytes again are answered from the cache's byte layer unless traced: a traced hit
+    is written as Triton writes one (QUEUE_START, no COMPUTE points)."""
+    path = tmp_path / "cache.json"
+    with serve(stream_repo, path, "level=TIMESTAMPS", "rate=1") as server:
+        for _ in range(3):
+            infer(httpclient, server.ports["http"], "cached", "same")
+        for _ in range(2):
+            infer(grpcclient, server.ports["grpc"], "cached", "same")
+    names = list(stamps(path).values())
+    assert len(names) == 5
+    assert "COMPUTE_START" in names[0]
+    for hit in names[1:]:
+        assert "QUEUE_START" in hit and "INFER_RESPONSE_COMPLETE" in hit and "COMPUTE_START" not in hit

@@ -150,8 +150,8 @@ class Call:
                 self.finish(grpc.StatusCode.INTERNAL, f"a unary call needs one request message, got {len(self.messages)}")
             else:
                 message, request_key = self.messages.pop(), None
-                if self.method.name == "ModelInfer":
-                    try:
+                if self.method.name == "ModelInfer" and not self.server.tracer.on:  # while tracing, a hit
+                    try:  # goes the full way, where it is sampled and traced
                         answer, request_key = self.server.cached_answer(message)
                     except Exception:  # never fail a call here: the full path answers it, errors included
                         logger.exception("response cache lookup failed")
@@ -296,6 +296,7 @@ class NativeGrpcServer:
         self.methods = _methods(restricted_servicer(plane, settings), plane, grpc_rules(settings.grpc_restricted_protocol))
         self.server: Optional[asyncio.AbstractServer] = None
         self.plane = plane
+        self.tracer = plane.runtime_settings.tracer
 
     # the response cache's byte layer (gpuserve/response_cache.py): a ModelInfer message seen before -------
     def cached_answer(self, message: bytes) -> Tuple[Optional[bytes], Optional[bytes]]:

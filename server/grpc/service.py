@@ -151,11 +151,15 @@ class InferenceServicer:
         trace.stamp("GRPC_WAITREAD_END")
         try:
             answer = await self._infer(request, headers, context, trace)
-            trace.stamp("GRPC_SEND_START")
-            trace.stamp("GRPC_SEND_END")
-            return answer
-        finally:
+        except BaseException:
             trace.end()
+            raise
+        if hasattr(answer, "__aiter__"):  # a decoupled model's responses on a stream: traced as they leave
+            return _traced_answers(answer, trace)
+        trace.stamp("GRPC_SEND_START")
+        trace.stamp("GRPC_SEND_END")
+        trace.end()
+        return answer
 
     @_guard
     async def ModelInfer(self, request, context):
@@ -511,6 +515,23 @@ async def _decoupled_answers(responses, infer_request, request: pb.ModelInferReq
                 yield pb.ModelStreamInferResponse(infer_response=convert.response_to_proto(item, infer_request, typed))
     finally:
         await responses.aclose()
+
+
+async def _traced_answers(answers, trace) -> AsyncIterator[pb.ModelStreamInferResponse]:
+    """As Triton 2.51 traces a decoupled request on a stream: INFER_RESPONSE_COMPLETE at its first
+    response, GRPC_SEND_START/END around each one it sends, and the trace ends after the last."""
+    first = True
+    try:
+        async for answer in answers:
+            if first:
+                first = False
+                trace.stamp("INFER_RESPONSE_COMPLETE")
+            trace.stamp("GRPC_SEND_START")
+            yield answer
+            trace.stamp("GRPC_SEND_END")
+    finally:
+        await answers.aclose()
+        trace.end()
 
 
 def _taken(host: str, port: int) -> bool:

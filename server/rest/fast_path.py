@@ -104,8 +104,8 @@ class FastPath:
         `probed`: the request's byte digest, or NOT_PROBED). Our HTTP server answers such a hit inside
         the read callback, sparing a task and a loop turn."""
         cache = self.plane.response_cache
-        if cache is None or route[0] != "infer" or not cache.answers_bytes_for(route[1]):
-            return None, NOT_PROBED
+        if cache is None or route[0] != "infer" or not cache.answers_bytes_for(route[1]) or self.tracer.on:
+            return None, NOT_PROBED  # while tracing, `respond` samples first: a traced hit is traced
         length = None
         for name, value in raw_headers:
             if name == b"inference-header-content-length":
@@ -205,7 +205,8 @@ class FastPath:
         elif cache is not None and cache.answers_bytes_for(name):
             try:
                 request_key = cache.bytes_key(_form(route, length), body)
-                answer = self.plane.cached_answer(request_key) if request_key is not None else None
+                answer = self.plane.cached_answer(request_key) if request_key is not None and trace is None \
+                    else None  # a traced request's hit is answered (and traced) by the data plane
             except Exception:  # never fail a request here: the full path answers it
                 logger.exception("response cache lookup failed")
                 request_key = answer = None

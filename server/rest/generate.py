@@ -19,18 +19,35 @@ from gpuserve.server.rest.common import JSON_OPTIONS, ErrorRoutes, guarded, json
 def add_generate_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes, body_limit: int) -> None:
     guard = guarded(errors, plane.transport_metrics)
 
+    tracer = plane.runtime_settings.tracer
+
     async def start(model_name: str, version: Optional[str], request: Request):
-        """(result, request ID): the body is read keeping repeated members, which Triton refuses."""
-        raw = await read_body(request, body_limit)
-        body = parse_body(raw)
-        if body is None:
-            body = parse_json(raw)  # not JSON: refused in the words of the other routes
-        result = await plane.generate(model_name, version, body, dict(request.headers))
-        return result, body.get("id") if isinstance(body, dict) else None
+        """(result, request ID, trace): the body is read keeping repeated members, which Triton refuses.
+        A sampled request's trace (gpuserve/tracing.py) is ended by the caller once it has answered."""
+        trace = tracer.sample(model_name) if tracer.on else None
+        if trace is not None:
+            trace.stamp("HTTP_RECV_START")
+        try:
+            raw = await read_body(request, body_limit)
+            if trace is not None:
+                trace.stamp("HTTP_RECV_END")
+            body = parse_body(raw)
+            if body is None:
+                body = parse_json(raw)  # not JSON: refused in the words of the other routes
+            result = await plane.generate(model_name, version, body, dict(request.headers), trace)
+        except BaseException:
+            if trace is not None:
+                trace.end()
+            raise
+        return result, body.get("id") if isinstance(body, dict) else None, trace
 
     async def generate(model_name: str, version: Optional[str], request: Request):
-        result, request_id = await start(model_name, version, request)
-        answers = [item async for item in responses_of(result)]
+        result, request_id, trace = await start(model_name, version, request)
+        try:
+            answers = [item async for item in responses_of(result, trace)]
+        finally:
+            if trace is not None:
+                trace.end()
         failures = [item for item in answers if isinstance(item, BaseException)]
         if failures:
             raise failures[0]
@@ -40,12 +57,16 @@ def add_generate_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes, bod
 
     async def generate_stream(model_name: str, version: Optional[str], request: Request):
         # errors before any response: a plain JSON error
-        result, request_id = await start(model_name, version, request)
-        answers = responses_of(result)
+        result, request_id, trace = await start(model_name, version, request)
+        answers = responses_of(result, trace)
         try:
             first = await answers.__anext__()
         except StopAsyncIteration:
             first = None
+        except BaseException:
+            if trace is not None:
+                trace.end()
+            raise
         # as Triton: the status follows the first response, so a first response that is an error is a 400
         status = 400 if isinstance(first, BaseException) else 200
 
@@ -61,6 +82,8 @@ def add_generate_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes, bod
                     yield b"data: " + orjson.dumps(payload, option=JSON_OPTIONS) + b"\n\n"
             finally:
                 await answers.aclose()
+                if trace is not None:
+                    trace.end()
 
         return StreamingResponse(events(), status_code=status, media_type="text/event-stream; charset=utf-8")
 
