@@ -272,8 +272,7 @@ class DataPlane:
             response, response_headers = await self._infer(request, headers)
             if hasattr(response, "__aiter__"):  # decoupled: the request ends with its last response
                 streamed = True
-                return _traced_stream(response, trace, held and (lambda: self.shared_memory.let_go(held))), \
-                    response_headers
+                return _traced_stream(response, trace), response_headers
             if trace.setting.tensors and isinstance(response, InferResponse):
                 for output in response.outputs:
                     trace.tensor("TENSOR_BACKEND_OUTPUT", output.name, output.as_numpy, output.datatype)
@@ -281,9 +280,9 @@ class DataPlane:
             return response, response_headers
         finally:
             tracing.CURRENT.reset(token)
+            if held:
+                self.shared_memory.let_go(held)
             if not streamed:
-                if held:
-                    self.shared_memory.let_go(held)
                 _request_end(trace)
 
     async def _infer(self, request: InferRequest, headers: Optional[Dict[str, str]] = None
@@ -626,7 +625,7 @@ def _request_end(trace) -> None:
         trace.end()
 
 
-async def _traced_stream(responses, trace, let_go):
+async def _traced_stream(responses, trace):
     """A traced decoupled request's responses: as Triton's, its REQUEST_END follows its final response
     (the front end stamps each one's sending)."""
     try:
@@ -637,6 +636,4 @@ async def _traced_stream(responses, trace, let_go):
             yield item
     finally:
         await responses.aclose()
-        if let_go:
-            let_go()
         _request_end(trace)

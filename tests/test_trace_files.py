@@ -447,3 +447,24 @@ def test_response_cache_hits_are_traced_on_both_transports(stream_repo, tmp_path
     assert "COMPUTE_START" in names[0]
     for hit in names[1:]:
         assert "QUEUE_START" in hit and "INFER_RESPONSE_COMPLETE" in hit and "COMPUTE_START" not in hit
+
+
+def test_http_send_points_are_the_write_not_the_encoding(repo, tmp_path, monkeypatch):
+    """Triton's HTTP_SEND_START/END bracket its HTTP library's reply write; the response's encoding comes
+    before them (they bracketed gpuserve's encoding)."""
+    from gpuserve.server.rest import fast_path
+
+    encoded = fast_path._encoded
+
+    def slow(*args):
+        time.sleep(0.05)
+        return encoded(*args)
+
+    monkeypatch.setattr(fast_path, "_encoded", slow)
+    path = tmp_path / "send.json"
+    with serve(repo, path, "level=TIMESTAMPS", "rate=1") as server:
+        infer(httpclient, server.ports["http"])
+    (found,) = traces(path).values()
+    times = found["times"]
+    assert times["HTTP_SEND_START"] - times["INFER_RESPONSE_COMPLETE"] >= 50_000_000
+    assert 0 <= times["HTTP_SEND_END"] - times["HTTP_SEND_START"] < 50_000_000

@@ -150,10 +150,11 @@ class FastPath:
         self.observe(route, status, start)
         if trace is None:
             return _encoded(route, (status, content, response_headers), headers.get("accept-encoding"))
-        trace.stamp("HTTP_SEND_START")
         answer = _encoded(route, (status, content, response_headers), headers.get("accept-encoding"))
-        trace.stamp("HTTP_SEND_END")
-        trace.end()
+        # as Triton's, whose points are its HTTP library's reply write: the caller writes the answer in
+        # this same loop step, so HTTP_SEND_END is stamped at the next one, after the write
+        trace.stamp("HTTP_SEND_START")
+        asyncio.get_running_loop().call_soon(_sent, trace)
         return answer
 
     def observe(self, route, status: int, start: float) -> None:
@@ -257,6 +258,11 @@ def _encoded(route, answer: Tuple[int, object, list], accept: Optional[str]) -> 
     if encoding is None:
         return answer
     return status, compress(content, encoding), headers + [(b"content-encoding", encoding.encode())]
+
+
+def _sent(trace) -> None:
+    trace.stamp("HTTP_SEND_END")
+    trace.end()
 
 
 def _form(route, header_length: Optional[str]) -> str:
