@@ -154,12 +154,13 @@ class TraceSetting:
         if out:
             self.file.save(out, indexed)
 
-    def retire(self) -> None:
-        """No more samples; what was collected is written once every sampled trace has ended."""
+    def retire(self, final: bool = False) -> None:
+        """No more samples; what was collected is written once every sampled trace has ended (`final`,
+        at shutdown: now, so a trace that never ended, its client gone, does not hold back the others)."""
         with self._lock:
             self._retired = True
             out = None
-            if self._collected == self._sampled and self._pending:
+            if (final or self._collected == self._sampled) and self._pending:
                 out, self._pending = self._pending, []
         if out:
             self.file.save(out, bool(self.log_frequency))
@@ -300,6 +301,6 @@ class Tracer:
             self.on = False
         for setting in settings:
             if setting is not None:
-                setting.retire()
+                setting.retire(final=True)
         for file in list(self._files.values()):
             file.close()

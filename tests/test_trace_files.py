@@ -468,3 +468,20 @@ def test_http_send_points_are_the_write_not_the_encoding(repo, tmp_path, monkeyp
     times = found["times"]
     assert times["HTTP_SEND_START"] - times["INFER_RESPONSE_COMPLETE"] >= 50_000_000
     assert 0 <= times["HTTP_SEND_END"] - times["HTTP_SEND_START"] < 50_000_000
+
+
+def test_shutdown_writes_the_traces_held_even_when_one_never_ended(tmp_path):
+    """A trace whose request never finished (its client gone before its stream was read) must not keep
+    the others out of the file at shutdown (none was written)."""
+    from gpuserve.tracing import Tracer
+
+    path = tmp_path / "held.json"
+    tracer = Tracer()
+    tracer.configure({"trace_level": ["TIMESTAMPS"], "trace_rate": "1", "trace_count": "-1",
+                      "log_frequency": "0", "trace_file": str(path)}, {})
+    done, lost = tracer.sample("m"), tracer.sample("m")
+    assert done is not None and lost is not None
+    done.begin("m", 1, "r")
+    done.end()
+    tracer.close()
+    assert [item["request_id"] for item in json.loads(path.read_text()) if "model_name" in item] == ["r"]

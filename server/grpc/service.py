@@ -155,7 +155,7 @@ class InferenceServicer:
             trace.end()
             raise
         if hasattr(answer, "__aiter__"):  # a decoupled model's responses on a stream: traced as they leave
-            return _traced_answers(answer, trace)
+            return _TracedAnswers(answer, trace)
         trace.stamp("GRPC_SEND_START")
         trace.stamp("GRPC_SEND_END")
         trace.end()
@@ -517,21 +517,38 @@ async def _decoupled_answers(responses, infer_request, request: pb.ModelInferReq
         await responses.aclose()
 
 
-async def _traced_answers(answers, trace) -> AsyncIterator[pb.ModelStreamInferResponse]:
+class _TracedAnswers:
     """As Triton 2.51 traces a decoupled request on a stream: INFER_RESPONSE_COMPLETE at its first
-    response, GRPC_SEND_START/END around each one it sends, and the trace ends after the last."""
-    first = True
-    try:
-        async for answer in answers:
-            if first:
-                first = False
-                trace.stamp("INFER_RESPONSE_COMPLETE")
-            trace.stamp("GRPC_SEND_START")
-            yield answer
-            trace.stamp("GRPC_SEND_END")
-    finally:
-        await answers.aclose()
-        trace.end()
+    response, GRPC_SEND_START/END around each one it sends, and the trace ends after the last, or when
+    the stream is closed, read or not (a client gone before its first response)."""
+
+    def __init__(self, answers, trace):
+        self.answers, self.trace, self.sent, self.ended = answers, trace, 0, False
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self) -> pb.ModelStreamInferResponse:
+        if self.sent:
+            self.trace.stamp("GRPC_SEND_END")
+        try:
+            answer = await self.answers.__anext__()
+        except BaseException:
+            await self.aclose()
+            raise
+        if not self.sent:
+            self.trace.stamp("INFER_RESPONSE_COMPLETE")
+        self.sent += 1
+        self.trace.stamp("GRPC_SEND_START")
+        return answer
+
+    async def aclose(self) -> None:
+        if not self.ended:
+            self.ended = True
+            try:
+                await self.answers.aclose()
+            finally:
+                self.trace.end()
 
 
 def _taken(host: str, port: int) -> bool:
