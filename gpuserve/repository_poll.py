@@ -46,6 +46,7 @@ class RepositoryPoller:
         before, self.seen = self.seen, now
         if before is None:
             return
+        unchanged = {name for name in now if before.get(name) == now[name] and self.registry.versions(name)}
         for name in sorted(now):
             if before.get(name) == now[name]:
                 continue
@@ -70,6 +71,22 @@ class RepositoryPoller:
                 self.changed(name)
             try:
                 await self.registry.unload_async(name)
+            except ModelNotFound:
+                pass
+        await self._relink(unchanged)
+
+    async def _relink(self, names) -> None:
+        """As Triton's poll follows its dependency graph: an ensemble unloaded because a model it calls went
+        or changed name (a namespaced name one folder holds again) loads again, its steps found afresh; an
+        explicit unload, by contrast, leaves it unloaded (model_repository.ModelRepository.unload_async)."""
+        for name in sorted(names):
+            if self.registry.versions(name):
+                continue
+            logger.info("repository poll: model '%s' lost a model it calls; loading it again", name)
+            try:
+                if not await self.registry.load_async(name):
+                    logger.error("repository poll: model '%s' did not load: %s", name,
+                                 self.registry.load_failures.get(name) or self._reason(name))
             except ModelNotFound:
                 pass
 
