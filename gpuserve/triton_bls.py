@@ -64,7 +64,6 @@ def bls_message(exc: BaseException, callee: str) -> str:
 
 
 _FORKED = []  # not empty in a process a model forked (multiprocessing): the server's loop is not in it
-LOOPBACK: Optional[tuple] = None  # (host, port) of the server's HTTP endpoint, for BLS calls from such a process
 
 
 def _forked() -> None:
@@ -135,11 +134,15 @@ class ServerBridge:
         """`exec()` from a thread; from a process the model forked (a multiprocessing pool) the server's loop
         is not there, so the call goes to the server's HTTP endpoint on loopback, as Triton's stub reaches
         its server from any process."""
-        if _FORKED and LOOPBACK:
+        loopback = getattr(getattr(self.model, "registry", None), "http_loopback", None) if _FORKED else None
+        if loopback:  # (host, port) of the HTTP endpoint of the server serving this model (server/model_server.py)
             from gpuserve.triton_bls_fork import infer_over_loopback
 
             try:
-                return self._converted(infer_over_loopback(LOOPBACK[0], LOOPBACK[1], self._request(request)))
+                return self._converted(infer_over_loopback(loopback[0], loopback[1], self._request(request)))
+            except OSError as exc:
+                return error_response(PythonModelError(f"BLS from a forked process: the server's HTTP endpoint "
+                                                       f"{loopback[0]}:{loopback[1]} did not answer: {exc}"))
             except Exception as exc:
                 return error_response(exc, request.model_name())
         return self.run(self.infer(request))

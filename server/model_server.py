@@ -27,7 +27,7 @@ from gpuserve.engine import rate_limiter
 from gpuserve.dataplane import DataPlane
 from gpuserve.errors import GpuserveError, InvalidSettings, NoModelReady
 from gpuserve.logging_setup import configure_logging
-from gpuserve import context, triton_bls
+from gpuserve import context
 from gpuserve.model import BaseKServeModel, Model
 from gpuserve.predictor_config import PredictorConfig
 from gpuserve.model_repository import (ModelRepository, fail_together, run_load, stamp_files, stop_model,
@@ -375,7 +375,8 @@ class ModelServer:
             self.ports["http"] = http_sock.getsockname()[1]
             host = http_sock.getsockname()[0]
             # BLS calls from a process a Python model forked reach the server here (gpuserve/triton_bls_fork.py)
-            triton_bls.LOOPBACK = ({"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host), self.ports["http"])
+            self.registered_models.http_loopback = ({"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host),
+                                                    self.ports["http"])
         if s.sagemaker or s.vertex_ai:
             try:
                 cloud = CloudEndpoints(s)

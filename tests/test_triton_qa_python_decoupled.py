@@ -80,8 +80,8 @@ def server(tmp_path_factory):
         (root / name / "1").mkdir(parents=True)
         (root / name / "config.pbtxt").write_text(config)
         (root / name / "1" / "model.py").write_text(HEADER + textwrap.dedent(code))
-    with running_server(repository=DiskRepository(root).populate(ModelRepository()),
-                        http_port=9310, grpc_port=9311, metrics_port=9312) as running:
+    # ports chosen by the OS: other runs of this suite may be under way on the machine
+    with running_server(repository=DiskRepository(root).populate(ModelRepository())) as running:
         yield running
 
 
@@ -158,8 +158,7 @@ def test_bls_from_a_process_the_model_forked(tmp_path, callee, expected):
         (tmp_path / name / "1").mkdir(parents=True)
         (tmp_path / name / "config.pbtxt").write_text(config)
         (tmp_path / name / "1" / "model.py").write_text(HEADER + textwrap.dedent(code))
-    with running_server(repository=DiskRepository(tmp_path).populate(ModelRepository()),
-                        http_port=9313, grpc_port=9314, metrics_port=9315) as running:
+    with running_server(repository=DiskRepository(tmp_path).populate(ModelRepository())) as running:
         with grpcclient.InferenceServerClient(f"127.0.0.1:{running.ports['grpc']}") as client:
             tensor = grpcclient.InferInput("SPEC", [1], "BYTES")
             tensor.set_data_from_numpy(np.array([b"{}"], dtype=object))
@@ -174,8 +173,7 @@ def test_a_decoupled_execute_returning_responses_fails_its_stream_in_tritons_wor
         'input [ { name: "X" data_type: TYPE_INT32 dims: [ 1 ] } ]\noutput [ { name: "Y" data_type: TYPE_INT32 dims: [ 1 ] } ]\n')
     (tmp_path / "returns" / "1" / "model.py").write_text(HEADER + textwrap.dedent(ADD_ONE))
     answers = []
-    with running_server(repository=DiskRepository(tmp_path).populate(ModelRepository()),
-                        http_port=9316, grpc_port=9317, metrics_port=9318) as running:
+    with running_server(repository=DiskRepository(tmp_path).populate(ModelRepository())) as running:
         with grpcclient.InferenceServerClient(f"127.0.0.1:{running.ports['grpc']}") as client:
             client.start_stream(callback=lambda result, error: answers.append(error))
             tensor = grpcclient.InferInput("X", [1], "INT32")
