@@ -8,6 +8,11 @@ may run `SEND_WINDOW` responses ahead of the request's reader, then waits for it
 holds a few responses of each stream and a new stream's first one is near its front. The server loop's
 own thread never waits (a model may answer from there), and a reader that stops reading (a stalled
 client) does not hold the model: after `STALL_S` its stream stops pacing and queues as before.
+
+Off by default (`decoupled_send_window: 0`): measured on the 2-core VM (benchmarks/RESULTS.md, 2026-12-05) a window
+of 2 cut the first token's time 2-3x at 8 clients and ~1.7x at 32, but cost a third of one stream's tokens/s and
+doubled the server's CPU per token, since in that benchmark the model makes tokens faster than any reader takes
+them. A model that makes tokens at a model's pace (slower than the reader) never waits either way.
 """
 
 from __future__ import annotations
@@ -15,9 +20,16 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from typing import Optional
 
-SEND_WINDOW = 0  # (0: off, until measured on a quiet machine) responses a sender may have made that the reader has not taken yet
+SEND_WINDOW = 0  # responses a sender may have made that the reader has not taken yet (0: no limit)
 STALL_S = 1.0  # a sender waits this long for a reader at most; then the stream queues without bound
+
+
+def configure(window: int) -> None:
+    """The server's `decoupled_send_window` setting."""
+    global SEND_WINDOW
+    SEND_WINDOW = max(0, int(window))
 
 
 class ResponseStream:
@@ -25,7 +37,8 @@ class ResponseStream:
 
     times_first_response = True  # the engine leaves timing this request's first response to the reader
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, window: int = SEND_WINDOW):
+    def __init__(self, loop: asyncio.AbstractEventLoop, window: Optional[int] = None):
+        window = SEND_WINDOW if window is None else window
         self._loop = loop
         self._queue: asyncio.Queue = asyncio.Queue()
         self._cancelled = False  # the client stopped listening before the final response

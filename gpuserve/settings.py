@@ -190,6 +190,10 @@ class ServerSettings(BaseSettings):
     # Triton's --rate-limit (off | execution_count) and --rate-limit-resource NAME:COUNT[:DEVICE] values
     rate_limit: str = "off"
     rate_limit_resources: List[str] = Field(default_factory=list)
+    # How many responses a decoupled Python model's send may run ahead of the client reading them before it
+    # waits (gpuserve/response_stream.py); 0: never waits. Small values trade a streaming model's tokens/s for
+    # a faster first token under saturation
+    decoupled_send_window: int = Field(0, ge=0)
     # Triton's auto-complete (off: --disable-auto-complete-config): config.pbtxt tensors are checked as written
     auto_complete_config: bool = True
     # Triton's --model-config-name: a model reads configs/NAME.pbtxt where it has one, else config.pbtxt

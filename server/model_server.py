@@ -27,7 +27,7 @@ from gpuserve.engine import rate_limiter
 from gpuserve.dataplane import DataPlane
 from gpuserve.errors import GpuserveError, InvalidSettings, NoModelReady
 from gpuserve.logging_setup import configure_logging
-from gpuserve import context
+from gpuserve import context, response_stream
 from gpuserve.model import BaseKServeModel, Model
 from gpuserve.predictor_config import PredictorConfig
 from gpuserve.model_repository import (ModelRepository, fail_together, run_load, stamp_files, stop_model,
@@ -356,6 +356,7 @@ class ModelServer:
         raise `NoModelReady` once loaded if none of `models` is ready."""
         self._apply_attributes()
         rate_limiter.configure(self.settings.rate_limit, self.settings.rate_limit_resources)
+        response_stream.configure(self.settings.decoupled_send_window)
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         workers = self.settings.max_asyncio_workers or self.settings.max_threads

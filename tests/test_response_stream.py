@@ -84,3 +84,21 @@ def test_window_zero_never_paces():
         _sender(stream, 20, sent).join(2)
         assert len(sent) == 20
     asyncio.run(main())
+
+
+def test_the_window_is_the_servers_setting():
+    """`decoupled_send_window` (GPUSERVE_DECOUPLED_SEND_WINDOW) reaches every stream the server makes."""
+    import pytest
+
+    from conftest import running_server
+    from gpuserve.settings import ServerSettings
+
+    with pytest.raises(ValueError):
+        ServerSettings(decoupled_send_window=-1)
+    try:
+        with running_server(decoupled_send_window=3):
+            async def made():
+                return ResponseStream(asyncio.get_running_loop())._room._value
+            assert response_stream.SEND_WINDOW == 3 and asyncio.run(made()) == 3
+    finally:
+        response_stream.configure(0)
