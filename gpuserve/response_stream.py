@@ -1,18 +1,18 @@
 """The responses of one request to a decoupled model, from the model's threads to the request's task.
 
-Why a window: a model's `send` used to return at once, so a model that makes tokens faster than the
-server writes them filled the server loop's queue; under saturation a new request's first response
-then waited behind every token already made (32 streams: 24 ms to the first token against Triton's
-7 ms, benchmarks/RESULTS.md). Triton's stub waits for the server to take each response. Here a sender
-may run `SEND_WINDOW` responses ahead of the request's reader, then waits for it, so the loop's queue
-holds a few responses of each stream and a new stream's first one is near its front. The server loop's
-own thread never waits (a model may answer from there), and a reader that stops reading (a stalled
-client) does not hold the model: after `STALL_S` its stream stops pacing and queues as before.
+Why a window: a model's `send` returns at once, so a model that makes responses faster than its client
+reads them queues all of them in the server (Triton's stub instead waits for the server to take each). With
+a window a sender may run `SEND_WINDOW` responses ahead of the request's reader, then waits for it. The
+server loop's own thread never waits (a model may answer from there), and a reader that stops reading (a
+stalled client) does not hold the model: after `STALL_S` its stream stops pacing and queues as before.
+It was tried first for time to first token under saturation (32 streams: 24 ms against Triton's 7 ms).
 
-Off by default (`decoupled_send_window: 0`): measured on the 2-core VM (benchmarks/RESULTS.md, 2026-12-05) a window
-of 2 cut the first token's time 2-3x at 8 clients and ~1.7x at 32, but cost a third of one stream's tokens/s and
-doubled the server's CPU per token, since in that benchmark the model makes tokens faster than any reader takes
-them. A model that makes tokens at a model's pace (slower than the reader) never waits either way.
+Off by default (`decoupled_send_window: 0`). Measured on the quiet 2-core VM (benchmarks/RESULTS.md, 2026-12-05,
+a model making 32 tokens as fast as it can): a window of 2 cut the first token's time at 8 clients (3.2-4.3 ->
+2.4 ms) but not at 32 (22-24 -> 27-29 ms), where the tokens wait in the gRPC stream's own queue, and it halved
+tokens/s at 8 and 32 clients and doubled the server's CPU per token (every token then wakes a thread). A model
+that makes tokens at a model's pace (slower than its reader) never waits either way; the window bounds what a
+slow reader leaves queued.
 """
 
 from __future__ import annotations

@@ -191,8 +191,8 @@ class ServerSettings(BaseSettings):
     rate_limit: str = "off"
     rate_limit_resources: List[str] = Field(default_factory=list)
     # How many responses a decoupled Python model's send may run ahead of the client reading them before it
-    # waits (gpuserve/response_stream.py); 0: never waits. Small values trade a streaming model's tokens/s for
-    # a faster first token under saturation
+    # waits (gpuserve/response_stream.py); 0: never waits. Bounds what a slow client leaves queued, at a cost in
+    # tokens/s for models that make tokens faster than clients read them (benchmarks/RESULTS.md)
     decoupled_send_window: int = Field(0, ge=0)
     # Triton's auto-complete (off: --disable-auto-complete-config): config.pbtxt tensors are checked as written
     auto_complete_config: bool = True
