@@ -15,7 +15,6 @@ sequence and is finalized once the sequences it runs have ended (or gone idle).
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -141,7 +140,7 @@ async def update_instances(model, config: Dict[str, Any]) -> None:
         raise
     ticket_of.update(zip(map(id, added), tickets))
     gone = [ticket_of.pop(id(instance)) for instance in leaving if id(instance) in ticket_of]
-    engine_of = functools.partial(_engine_instance, model, ticket_of)
+    engine_of = lambda instance: model.engine_instance(instance, ticket_of.get(id(instance)))  # noqa: E731
     if model.sequences is not None:
         _update_sequence_schedulers(model, added, leaving, engine_of)
     else:
@@ -158,14 +157,6 @@ async def update_instances(model, config: Dict[str, Any]) -> None:
         model._tickets = [ticket_of[id(instance)] for instance in model.instances]
     model.backend = model.instances[0]
     model.config = config
-
-
-def _engine_instance(model, ticket_of: Dict[int, Any], instance):
-    engine_instance = model.engine_instance(instance)
-    ticket = ticket_of.get(id(instance))
-    if ticket is not None:  # one batch at a time, as the model's other limited instances (engine/rate_limiter.py)
-        engine_instance.ticket, engine_instance.slots = ticket, 1
-    return engine_instance
 
 
 def _update_sequence_schedulers(model, added: List[Any], leaving: List[Any], engine_of) -> None:

@@ -543,9 +543,8 @@ class TritonPythonBackendModel(FrameworkModel):
         # One batch at a time per instance, as Triton hands them: a model.py's execute has nothing to stage
         # ahead, and a request taken early would be out of reach of priorities, timeouts and the queue bound
         self.batching = batching
-        engine_instances = [self.engine_instance(i) for i in self.instances]
-        for engine_instance, ticket in zip(engine_instances, self._tickets):
-            engine_instance.ticket, engine_instance.slots = ticket, 1  # one batch at a time (rate_limiter.py)
+        tickets = self._tickets + [None] * (len(self.instances) - len(self._tickets))
+        engine_instances = [self.engine_instance(i, t) for i, t in zip(self.instances, tickets)]
         # A passive instance is loaded and initialized but, as in Triton, given no requests
         engine_instances = [e for e, i in zip(engine_instances, self.instances) if not i.passive] or engine_instances
         if "sequence_batching" in config:  # a sequence stays on its instance: one scheduler per instance
@@ -584,13 +583,17 @@ class TritonPythonBackendModel(FrameworkModel):
             self.settings.dynamic_batching = DynamicBatching.model_validate(
                 dynamic_batching_settings(config["dynamic_batching"]))
 
-    def engine_instance(self, instance: "PythonInstance") -> Instance:
+    def engine_instance(self, instance: "PythonInstance", ticket=None) -> Instance:
         # A second batch waits on a busy instance (its handover then costs no loop turn: +10-20 % req/s
         # measured), still counted against the queue bound and answered at its timeout (engine/queue.py).
         # With priority levels, one batch at a time, as Triton hands them: a batch taken early would run
-        # before a higher-priority request that arrives meanwhile.
+        # before a higher-priority request that arrives meanwhile. With a rate limiter ticket, one batch at
+        # a time too (engine/rate_limiter.py).
         levels = self.batching.priority_levels if self.batching is not None else 1
-        return Instance(instance, instance.name, stats=self.stats, slots=1 if levels > 1 else 2)
+        engine_instance = Instance(instance, instance.name, stats=self.stats,
+                                   slots=1 if levels > 1 or ticket is not None else 2)
+        engine_instance.ticket = ticket
+        return engine_instance
 
     def _start_instances(self, cls, config: Dict[str, Any], folder: Path, device: str) -> List[PythonInstance]:
         """One object per instance, named as Triton names them (GROUP, or GROUP_i when a group has several).
