@@ -26,7 +26,7 @@ from gpuserve.load_override import load_parameters
 from gpuserve.engine.batcher import LONE_INLINE_OK
 from gpuserve.errors import GpuserveError, InvalidInput, InvalidSettings, ModelNotFound, status_of
 from gpuserve.settings import ServerSettings
-from gpuserve.server.grpc import convert, tls
+from gpuserve.server.grpc import convert, debug_delays, tls
 from gpuserve.server.grpc import inference_pb2 as pb
 from gpuserve.server.grpc.model_repository import repository_handler, repository_rpcs
 from gpuserve.server.restricted import grpc_rules, restrict_method, restrict_servicer
@@ -81,6 +81,7 @@ class InferenceServicer:
 
     def __init__(self, plane: DataPlane):
         self.plane = plane
+        self.stream_response_delay_s = debug_delays.stream_response_delay_s()  # a Triton test hook; 0 when unset
 
     # health -----------------------------------------------------------------------------------
     @_guard
@@ -115,15 +116,15 @@ class InferenceServicer:
         return pb.ModelConfigResponse(config=convert.config_to_proto(config))
 
     # inference --------------------------------------------------------------------------------
-    async def _infer(self, request: pb.ModelInferRequest, headers: Dict[str, str], context=None, trace=None
-                     ) -> pb.ModelInferResponse:
+    async def _infer(self, request: pb.ModelInferRequest, headers: Dict[str, str], context=None, trace=None,
+                     views: bool = False) -> pb.ModelInferResponse:
         LONE_INLINE_OK.set(False)  # engine/batcher.py: grpc.aio's one request per loop turn
         if not len(request.inputs) and request.model_name:  # as Triton: an unknown model is NOT_FOUND first
             self.plane.repository.resolve(request.model_name, request.model_version or None)
         if trace is None and self.plane.runtime_settings.tracer.on:  # Triton's traces (gpuserve/tracing.py)
             trace = self.plane.runtime_settings.tracer.sample(request.model_name)
             if trace is not None:
-                return await self._traced(trace, request, headers, context)
+                return await self._traced(trace, request, headers, context, views)
         infer_request = convert.request_from_proto(request)
         infer_request.trace = trace
         try:
@@ -143,14 +144,15 @@ class InferenceServicer:
             self.plane.repository.get_model(request.model_name, request.model_version or None))
         if hasattr(response, "__aiter__") and STREAMING.get():  # a decoupled model's responses, on a stream
             return _decoupled_answers(response, infer_request, request, typed)
-        return convert.response_to_proto(response, infer_request, typed)
+        return convert.response_to_proto(response, infer_request, typed, views)
 
-    async def _traced(self, trace, request: pb.ModelInferRequest, headers: Dict[str, str], context=None):
+    async def _traced(self, trace, request: pb.ModelInferRequest, headers: Dict[str, str], context=None,
+                      views: bool = False):
         """`_infer` for a sampled request: its trace gets the gRPC points in time and ends here."""
         trace.stamp("GRPC_WAITREAD_START")
         trace.stamp("GRPC_WAITREAD_END")
         try:
-            answer = await self._infer(request, headers, context, trace)
+            answer = await self._infer(request, headers, context, trace, views)
         except BaseException:
             trace.end()
             raise
@@ -163,7 +165,8 @@ class InferenceServicer:
 
     @_guard
     async def ModelInfer(self, request, context):
-        return await self._infer(request, _headers(context), context)
+        # the native transport writes an answer's large outputs from the arrays (server/grpc/large.py)
+        return await self._infer(request, _headers(context), context, views=getattr(context, "raw_views", False))
 
     async def ModelStreamInfer(self, requests: AsyncIterator[pb.ModelInferRequest], context
                                ) -> AsyncIterator[pb.ModelStreamInferResponse]:
@@ -178,6 +181,7 @@ class InferenceServicer:
         out: asyncio.Queue = asyncio.Queue()  # answers to write, in writing order, then `done`
         room = asyncio.Semaphore(STREAM_IN_FLIGHT)  # answers waiting there: a slow client slows the models
         done = object()
+        delay, delaying = self.stream_response_delay_s, asyncio.Lock()
 
         async def put(answer) -> None:
             await room.acquire()
@@ -201,6 +205,11 @@ class InferenceServicer:
                     return
                 turn.set()  # a decoupled model's responses: later requests need not wait for its last one
                 async for answer in result:
+                    if delay:  # TRITONSERVER_DELAY_GRPC_RESPONSE: each waits, one after another on this stream
+                        async with delaying:
+                            await asyncio.sleep(delay)
+                            await put(answer)
+                        continue
                     await put(answer)
             finally:
                 turn.set()
@@ -362,7 +371,8 @@ def served_names():
 
 def restricted_servicer(plane: DataPlane, settings: ServerSettings) -> InferenceServicer:
     """The servicer both transports serve, its restricted RPC groups checked (server/restricted.py)."""
-    return restrict_servicer(InferenceServicer(plane), settings.grpc_restricted_protocol, served_names())
+    servicer = restrict_servicer(InferenceServicer(plane), settings.grpc_restricted_protocol, served_names())
+    return debug_delays.delay_common(servicer, served_names())  # Triton's test hook; nothing when unset
 
 
 def service_handler(servicer: InferenceServicer) -> grpc.GenericRpcHandler:
@@ -402,6 +412,7 @@ def _add_health(server: grpc.aio.Server, plane: DataPlane, settings: ServerSetti
     rules = grpc_rules(settings.grpc_restricted_protocol)
     for name in ("Check", "Watch"):
         setattr(servicer, name, restrict_method(getattr(servicer, name), "health", rules))
+    servicer.Check = debug_delays.delayed(servicer.Check, debug_delays.common_delay_s())
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     return True
 
