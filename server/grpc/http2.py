@@ -29,6 +29,9 @@ MAX_HEADER_LIST_SIZE = 0x6  # the SETTINGS identifier
 HEADER_BLOCK_LIMIT = 64 * 1024
 MAX_WINDOW = 2**31 - 1
 OUR_MAX_FRAME = 1 << 20  # what we accept; we send at most what the peer accepts (16 KiB unless it says more)
+# Bytes written and not yet taken by the peer's socket, at most, before we stop reading it (and so stop making
+# answers for it: responses, PING and SETTINGS acks) until it reads again.
+WRITE_BUFFER_HIGH = 4 << 20
 
 
 def frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
@@ -107,6 +110,7 @@ class Http2Connection(asyncio.Protocol):
         self.transport = transport
         self.loop = asyncio.get_running_loop()
         self.connections.add(self)
+        transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
         settings = INITIAL_WINDOW_SIZE.to_bytes(2, "big") + MAX_WINDOW.to_bytes(4, "big") + \
             MAX_FRAME_SIZE.to_bytes(2, "big") + OUR_MAX_FRAME.to_bytes(4, "big") + \
             MAX_HEADER_LIST_SIZE.to_bytes(2, "big") + HEADER_BLOCK_LIMIT.to_bytes(4, "big")
@@ -119,6 +123,17 @@ class Http2Connection(asyncio.Protocol):
         for stream in streams.values():
             if stream.owner is not None:
                 stream.owner.reset()
+
+    def pause_writing(self) -> None:
+        """The peer does not read what we send (a client that opened streams and never reads, a PING flood
+        whose acks it leaves): stop reading it, or every request it sends becomes an answer buffered here
+        without end."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def goaway(self) -> None:
         """No new streams; the ones open finish."""

@@ -42,6 +42,9 @@ access_logger = logging.getLogger("uvicorn.access")  # the name uvicorn users al
 
 MAX_PENDING = 16  # pipelined requests buffered per connection before reading pauses
 MAX_HEAD_BYTES = 64 * 1024  # URL plus headers of one request; more is answered 431 and the connection closed
+# From a request's first byte to the end of its headers, at most (nginx's client_header_timeout): a client
+# dribbling its headers a byte at a time (slowloris) held its connection and socket for as long as it liked.
+HEAD_TIMEOUT_S = 60.0
 
 
 class _HeadTooLarge(Exception):
@@ -64,7 +67,8 @@ def _declared_length(request: "Request") -> str:
 
 class Request:
     __slots__ = ("method", "url", "headers", "chunks", "size", "too_large", "keep_alive", "version",
-                 "expect_continue", "route", "head_bytes", "answered", "early", "pieces", "piece_data")
+                 "expect_continue", "route", "head_bytes", "answered", "early", "pieces", "piece_data", "begun",
+                 "head_done")
 
     def __init__(self) -> None:
         self.url = b""
@@ -82,6 +86,8 @@ class Request:
         self.early: Optional[asyncio.Task] = None  # its answer, begun while requests ahead were answered
         self.pieces = 0  # a chunked body's non-empty chunks so far
         self.piece_data = False  # the chunk being read had data
+        self.begun = 0.0  # loop time of its first byte
+        self.head_done = False
 
     @property
     def body(self) -> bytes:
@@ -133,6 +139,7 @@ class HttpConnection(asyncio.Protocol):
         self.client: Optional[Tuple[str, int]] = None
         self.local: Optional[Tuple[str, int]] = None
         self.draining: Optional[bytes] = None  # refused mid-body: the last bytes read while the rest is dropped
+        self.refusal: Optional[bytes] = None  # a malformed request's 400, held until the requests ahead are answered
 
     # asyncio.Protocol ------------------------------------------------------------------------
     def connection_made(self, transport) -> None:
@@ -161,6 +168,8 @@ class HttpConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_data = self.loop.time()
+        if self.refusal is not None:
+            return  # nothing after a malformed request is parsed
         if self.draining is not None:
             self._drain(data)
             return
@@ -195,6 +204,7 @@ class HttpConnection(asyncio.Protocol):
     # httptools callbacks ---------------------------------------------------------------------
     def on_message_begin(self) -> None:
         self.request = Request()
+        self.request.begun = self.loop.time()
 
     def on_url(self, url: bytes) -> None:
         request = self.request
@@ -212,6 +222,7 @@ class HttpConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         request, parser = self.request, self.parser
+        request.head_done = True
         request.method = parser.get_method().decode("ascii")
         request.version = parser.get_http_version()
         request.keep_alive = parser.should_keep_alive()
@@ -416,15 +427,24 @@ class HttpConnection(asyncio.Protocol):
                     self._start_early(request)
                     if request.early is None:
                         break
-            if len(self.pending) < MAX_PENDING and self.writing_paused is None:
+            if len(self.pending) < MAX_PENDING and self.writing_paused is None and self.refusal is None:
                 self._resume_reading()
+        elif self.refusal is not None:  # every request ahead of the malformed one is answered
+            self.transport.write(self.refusal)
+            self.transport.close()
         else:
             self.idle_since = self.loop.time()
 
     def _bad_request(self, message: str, status: int = 400) -> None:
+        """The refusal ends the connection, but requests pipelined ahead of the malformed one are answered
+        first: written at once, it was read as the answer to the first of them (which still ran)."""
         if not self.closed:
             body = message.encode("latin-1", "replace")
             parts = head(status, [(b"content-type", b"text/plain; charset=utf-8")], self.server.date, len(body), True)
+            if self.task is not None or self.pending:
+                self.refusal = b"".join(parts) + body
+                self._pause_reading()
+                return
             self.transport.write(b"".join(parts) + body)
             self.transport.close()
 
@@ -462,6 +482,10 @@ class HttpConnection(asyncio.Protocol):
         """A request begun and then left without a byte for `limit_s` (slowloris)."""
         return self.request is not None and not self.reading_paused and now - self.last_data > limit_s
 
+    def head_overdue(self, now: float, limit_s: float) -> bool:
+        request = self.request
+        return request is not None and not request.head_done and self.refusal is None and now - request.begun > limit_s
+
     def shutdown(self) -> None:
         """Close now when idle, otherwise after the answer in flight."""
         self.closing = True
@@ -473,13 +497,15 @@ class HttpServer:
     """Serves one bound socket; `serve()` returns after `stop()` once connections drained."""
 
     def __init__(self, app, sock, body_limit: int, fast: Optional[FastPath] = None, keep_alive_s: float = 75.0,
-                 graceful_s: float = 30.0, access_log: bool = False, guard=None) -> None:
+                 graceful_s: float = 30.0, access_log: bool = False, guard=None,
+                 head_timeout_s: float = HEAD_TIMEOUT_S) -> None:
         self.app = app
         self.fast = fast
         self.guard = guard  # server/restricted.py's HttpRestrictions, when endpoint groups are restricted
         self.sock = sock
         self.body_limit = body_limit
         self.keep_alive_s = keep_alive_s
+        self.head_timeout_s = head_timeout_s
         self.graceful_s = graceful_s
         self.access_log = access_log
         self.connections: set = set()
@@ -549,4 +575,6 @@ class HttpServer:
                 connection.transport.close()
             elif connection.stalled(now, self.keep_alive_s):
                 connection.transport.close()
+            elif connection.head_overdue(now, self.head_timeout_s):
+                connection._bad_request(f"request headers not received within {self.head_timeout_s:g} s", 408)
         self._timer = self.loop.call_later(1.0, self._tick)
