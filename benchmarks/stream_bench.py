@@ -4,13 +4,19 @@ client for both. A benchmark, not a test.
 
     .venv/bin/python benchmarks/stream_bench.py                  # c = 1, 8, 32; 32 tokens; 2 rounds
     .venv/bin/python benchmarks/stream_bench.py --quick          # one round, short points
+    .venv/bin/python benchmarks/stream_bench.py --concurrency 32 --rate 300 --trace-rate 20
 
 The model (`gen`, one instance, decoupled) sends N responses of one INT32 each from a thread, then the final
 flag alone, as TensorRT-LLM's and vLLM's Python models do. Each of C clients holds one gRPC stream
 (tritonclient.grpc.aio, one process, one event loop) and sends its next request when the previous one's
-final flag arrives. Per point: responses (tokens) a second, requests a second, time to the first response
-(p50/p99) and between responses (p50), and the server's CPU seconds per 1000 tokens (its whole process group,
-Triton's stub processes included). Rounds alternate which server goes first (the VM is noisy). Needs the
+final flag arrives (a closed loop: the server stays saturated, and by Little's law a server that streams
+faster leaves more of each request's time waiting for the one instance, so its first response comes later),
+or, with `--rate R`, when its next request is due (an open load of R requests a second: the time to first
+response a user sees below saturation). Per point: responses (tokens) a second, requests a second, time to
+the first response (p50/p99) and between responses (p50), the server's CPU seconds per 1000 tokens (its
+whole process group, Triton's stub processes included) and the client's own cores. `--trace-rate N` adds
+the server's share of the first response's time from both servers' Triton-mode traces (request read to
+first send) and where it went (queue, execute). Rounds alternate which server goes first. Needs the
 Triton peer venv (bash benchmarks/peers/setup.sh triton); servers start as python_backend_bench starts them.
 """
 
@@ -67,9 +73,15 @@ def write_repository(root: Path) -> Path:
     return root
 
 
-def start(kind: str, work: Path):
+def start(kind: str, work: Path, trace_rate: int = 0):
     repo = write_repository(work / f"{kind}-stream-repo")
     server = pbc.triton_server(work, repo) if kind == "triton" else pbc.gpuserve_server(work, repo)
+    if trace_rate:  # the same Triton-mode trace flags for both servers
+        server.trace_file = work / f"{kind}-trace.json"
+        for path in work.glob(f"{kind}-trace.json*"):
+            path.unlink()
+        server.cmd += [f"--trace-config=triton,file={server.trace_file}", "--trace-config=level=TIMESTAMPS",
+                       f"--trace-config=rate={trace_rate}"]
     pbc.MODELS = {MODEL: None}
     server.start()
     pbc.wait_for_models(server)
@@ -77,7 +89,8 @@ def start(kind: str, work: Path):
     return server
 
 
-async def _client(url: str, tokens: int, until: float, record: dict) -> None:
+async def _client(url: str, tokens: int, until: float, record: dict, interval: float = 0.0, offset: float = 0.0
+                  ) -> None:
     import numpy as np
     import tritonclient.grpc.aio as grpcclient
 
@@ -95,8 +108,13 @@ async def _client(url: str, tokens: int, until: float, record: dict) -> None:
     n.set_data_from_numpy(np.array([tokens], np.int32))
     try:
         stream = client.stream_infer(requests())
+        due = time.perf_counter() + offset
         while time.monotonic() < until:
-            sent = time.perf_counter()
+            if interval:  # paced: one request each `interval`, timed from when it was due (a late one waited)
+                await asyncio.sleep(max(0.0, due - time.perf_counter()))
+                sent, due = due, due + interval
+            else:
+                sent = time.perf_counter()
             await outbox.put({"model_name": MODEL, "inputs": [n]})
             got, last = 0, sent
             async for result, error in stream:
@@ -119,32 +137,65 @@ async def _client(url: str, tokens: int, until: float, record: dict) -> None:
         await client.close()
 
 
-async def point(server, concurrency: int, tokens: int, seconds: float, warmup: float) -> dict:
+async def point(server, concurrency: int, tokens: int, seconds: float, warmup: float, rate: float = 0.0) -> dict:
+    """rate > 0: an open load of `rate` requests a second spread evenly over the clients (each sends its
+    next request when it is due, or at once when its previous one ended late), instead of each client
+    sending the moment its previous request ends (a closed loop, which keeps the server saturated)."""
     url = f"127.0.0.1:{server.grpc}"
+    interval = concurrency / rate if rate else 0.0
 
     async def run(duration):
         record = {"first": [], "gaps": [], "tokens": 0, "requests": 0}
         until = time.monotonic() + duration
-        await asyncio.gather(*(_client(url, tokens, until, record) for _ in range(concurrency)))
+        await asyncio.gather(*(_client(url, tokens, until, record, interval, i * interval / concurrency)
+                               for i in range(concurrency)))
         return record
 
     await run(warmup)
-    cpu0, t0 = pbb.group_cpu_s(server.proc.pid), time.perf_counter()
+    cpu0, t0, mine0 = pbb.group_cpu_s(server.proc.pid), time.perf_counter(), time.process_time()
     record = await run(seconds)
     elapsed, cpu = time.perf_counter() - t0, pbb.group_cpu_s(server.proc.pid) - cpu0
+    client_cores = (time.process_time() - mine0) / elapsed
     first = sorted(record["first"]) or [0.0]
     return {"tokens_per_s": record["tokens"] / elapsed, "requests_per_s": record["requests"] / elapsed,
             "ttft_p50_ms": 1000 * statistics.median(first), "ttft_p99_ms": 1000 * first[int(0.99 * (len(first) - 1))],
             "gap_p50_ms": 1000 * statistics.median(record["gaps"] or [0.0]),
-            "server_cpu_s_per_1k_tokens": 1000 * cpu / max(record["tokens"], 1)}
+            "server_cpu_s_per_1k_tokens": 1000 * cpu / max(record["tokens"], 1),
+            # near 1.0 the client's own loop is the limit and its time to first response includes its queueing
+            "client_cores": client_cores}
+
+
+def server_first_response_ms(trace_file: Path) -> dict:
+    """From the server's own Triton-mode traces: request read (GRPC_WAITREAD_END) to its first response's
+    GRPC_SEND_START, p50/p99 in ms: the server's share of the time to first response, free of the client's
+    queueing. A trace's entries may be split over several objects with one id (Triton writes them so)."""
+    stamps: dict = {}
+    for path in sorted(trace_file.parent.glob(trace_file.name + "*")):
+        text = path.read_text().strip()
+        for entry in json.loads(text) if text else []:
+            for stamp in entry.get("timestamps", []):
+                stamps.setdefault(entry["id"], []).append((stamp["name"], stamp["ns"]))
+    gaps = []
+    for marks in stamps.values():
+        read = [ns for name, ns in marks if name == "GRPC_WAITREAD_END"]
+        sends = sorted(ns for name, ns in marks if name == "GRPC_SEND_START")
+        if read and sends:
+            gaps.append((sends[0] - read[0]) / 1e6)
+    gaps.sort()
+    if not gaps:
+        return {"server_traces": 0}
+    return {"server_traces": len(gaps), "server_first_p50_ms": statistics.median(gaps),
+            "server_first_p99_ms": gaps[int(0.99 * (len(gaps) - 1))]}
 
 
 async def sweep(server, kind: str, round_: int, levels, args, rows: list) -> None:
     """Every concurrency level on one event loop (grpc.aio channels belong to the loop that made them)."""
     for c in levels:
-        row = {"round": round_, "server": kind, "concurrency": c, "tokens": args.tokens,
-               **await point(server, c, args.tokens, args.seconds, args.warmup)}
+        row = {"round": round_, "server": kind, "concurrency": c, "tokens": args.tokens, "rate": args.rate,
+               **await point(server, c, args.tokens, args.seconds, args.warmup, args.rate)}
         rows.append(row)
+        if args.trace_rate:
+            continue  # printed with the server's own figures once it has stopped
         print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
 
 
@@ -157,6 +208,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--servers", default="gpuserve,triton")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="requests a second in all (an open load, paced per client); 0: closed loop")
+    parser.add_argument("--trace-rate", type=int, default=0,
+                        help="N > 0: both servers trace one request in N (Triton-mode, TIMESTAMPS) and each point "
+                             "gets the server-side time from reading a request to sending its first response; "
+                             "each concurrency level then runs on a fresh server")
     parser.add_argument("--json", type=Path, default=pbb.RESULTS / "stream_bench.json")
     args = parser.parse_args()
     if args.quick:
@@ -166,14 +223,20 @@ def main() -> int:
     rows = []
     with open(pbb.LOCK, "w") as lock, tempfile.TemporaryDirectory(prefix="stream-bench-") as tmp:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        groups = [[c] for c in levels] if args.trace_rate else [levels]
         for round_ in range(args.rounds):
             for kind in (kinds if round_ % 2 == 0 else kinds[::-1]):
-                server = start(kind, Path(tmp))
-                try:
-                    asyncio.run(sweep(server, kind, round_ + 1, levels, args, rows))
-                finally:
-                    pbc.stop(server)
-                    pbc.clean_shm()
+                for group in groups:
+                    server = start(kind, Path(tmp), args.trace_rate)
+                    try:
+                        asyncio.run(sweep(server, kind, round_ + 1, group, args, rows))
+                    finally:
+                        pbc.stop(server)
+                        pbc.clean_shm()
+                    if args.trace_rate:  # the traces are complete once the server has stopped
+                        rows[-1].update(server_first_response_ms(server.trace_file))
+                        print(json.dumps({k: round(v, 3) if isinstance(v, float) else v
+                                          for k, v in rows[-1].items()}), flush=True)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(rows, indent=1))
     return 0
