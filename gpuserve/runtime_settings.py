@@ -10,7 +10,8 @@ to its start-up default). `tracer` (gpuserve/tracing.py) traces requests as they
 reads back what is left of it, as in Triton.
 
 Log settings change the level of the "gpuserve" logger: verbose -> DEBUG, else the lowest enabled of
-info/warning/error. The file locations (`trace_file`, `log_file`) cannot be changed over the
+info/warning/error; a log_format set writes tritonserver's lines in that layout from then on
+(gpuserve/logging_setup.py). The file locations (`trace_file`, `log_file`) cannot be changed over the
 network, as in Triton: a request could otherwise make the server write anywhere.
 """
 
@@ -21,6 +22,7 @@ import os
 import threading
 from typing import Any, Callable, Dict, Optional
 
+from gpuserve import logging_setup
 from gpuserve.errors import InvalidInput, Unimplemented
 from gpuserve.tracing import Tracer
 
@@ -224,9 +226,10 @@ class RuntimeSettings:
     def _log_state(self) -> Dict[str, Any]:
         if self._log is None:
             level = self._logger.getEffectiveLevel()
-            self._log = {"log_file": "", "log_info": level <= logging.INFO, "log_warning": level <= logging.WARNING,
-                         "log_error": level <= logging.ERROR, "log_verbose_level": 1 if level <= logging.DEBUG else 0,
-                         "log_format": "default"}
+            self._log = {"log_file": logging_setup.given_log_file, "log_info": level <= logging.INFO,
+                         "log_warning": level <= logging.WARNING, "log_error": level <= logging.ERROR,
+                         "log_verbose_level": 1 if level <= logging.DEBUG else 0,
+                         "log_format": logging_setup.triton_layout()}
         return self._log
 
     def log(self) -> Dict[str, Any]:
@@ -259,6 +262,8 @@ class RuntimeSettings:
             state.update(parsed)
             if parsed:
                 self._logger.setLevel(self._level_of(state))
+            if "log_format" in parsed:
+                logging_setup.set_triton_layout(parsed["log_format"])
             return dict(state)
 
     @staticmethod

@@ -223,7 +223,8 @@ class ServerSettings(BaseSettings):
     grpc_max_message_bytes: int = 2**31 - 1
     server_name: str = "gpuserve"
     log_level: str = "INFO"
-    logging_format: Literal["text", "json"] = "text"
+    # text: gpuserve's lines; json: one object a line; default / ISO8601: tritonserver's (its --log-format)
+    logging_format: Literal["text", "json", "default", "ISO8601"] = "text"
     log_file: Optional[str] = None  # Triton's --log-file: the log goes there instead of standard error
     model_load_retry_count: int = 0  # Triton's --model-load-retry-count: loads again a model that failed
     access_log: bool = False
