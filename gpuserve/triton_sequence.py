@@ -206,8 +206,17 @@ class SequenceRouter:
 
     def _release_idle(self, now: float) -> None:
         for key in [k for k, s in self.active.items() if not s.pending and now - s.last_used > self.idle_s]:
-            self._free_slot(self.active.pop(key))
+            self._drop(self.active.pop(key))
         self._free_closed()
+
+    def _drop(self, sequence: Sequence) -> None:
+        """A sequence the scheduler forgets (idled out, or restarted by a new START): its slot frees, and it
+        leaves the backlog. One left there (its client gone, its requests cancelled) took the next slot freed
+        and held it for ever, since only active sequences idle out: qa L0_long_running_stress lost every
+        slot of a model so, and each new sequence then waited for ever."""
+        if sequence in self.backlog:
+            self.backlog.remove(sequence)
+        self._free_slot(sequence)
 
     def _place(self, sequence: Sequence, free: List[int]) -> None:
         """The lowest free slot over the instances given (the first instance's on a tie), as Triton hands
@@ -294,7 +303,7 @@ class SequenceRouter:
         if parameters.get("sequence_start"):
             if sequence is None or not sequence.pending:  # a new START restarts an idle sequence's slot
                 if sequence is not None:
-                    self._free_slot(sequence)
+                    self._drop(sequence)
                 load = [0] * self.instances
                 for other in self.active.values():
                     load[other.instance] += 1

@@ -160,3 +160,65 @@ def test_a_grpc_client_that_never_reads_is_no_longer_read():
         while getattr(native, "connections", ()) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not getattr(native, "connections", ()), "the silent client's connection was not freed"
+
+
+SEQUENCE_CONFIG = """name: "seq"
+platform: "onnxruntime_onnx"
+max_batch_size: 0
+instance_group [ { count: 1 kind: KIND_CPU } ]
+input [ { name: "INPUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
+output [ { name: "OUTPUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
+sequence_batching {
+  max_sequence_idle_microseconds: 1000000
+  control_input [
+    { name: "START" control [ { kind: CONTROL_SEQUENCE_START int32_false_true: [ 0, 1 ] } ] },
+    { name: "READY" control [ { kind: CONTROL_SEQUENCE_READY int32_false_true: [ 0, 1 ] } ] }
+  ]
+}
+"""
+
+
+def _sequence_repo(root):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["INPUT", "START"], ["SUM"]), helper.make_node("Mul", ["SUM", "READY"], ["OUTPUT"])],
+        "seq", [helper.make_tensor_value_info(n, TensorProto.INT32, [1]) for n in ("INPUT", "START", "READY")],
+        [helper.make_tensor_value_info("OUTPUT", TensorProto.INT32, [1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    (root / "seq" / "1").mkdir(parents=True)
+    onnx.save(model, str(root / "seq" / "1" / "model.onnx"))
+    (root / "seq" / "config.pbtxt").write_text(SEQUENCE_CONFIG)
+    return root
+
+
+def test_a_backlog_sequence_whose_client_left_does_not_keep_a_slot_for_ever(tmp_path):
+    """qa L0_long_running_stress hung every client within minutes: a sequence waiting in the backlog whose
+    request was cancelled idled out of the active sequences but stayed in the backlog, took the next slot
+    freed and held it with nobody left to end it; with every slot so lost, each new sequence waited for ever."""
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    from gpuserve.model_repository import ModelRepository
+    from gpuserve.repository import DiskRepository
+
+    def step(client, sequence_id, value, timeout=None, **flags):
+        tensor = grpcclient.InferInput("INPUT", [1], "INT32")
+        tensor.set_data_from_numpy(np.array([value], np.int32))
+        result = client.infer("seq", [tensor], sequence_id=sequence_id, client_timeout=timeout, **flags)
+        return int(result.as_numpy("OUTPUT")[0])
+
+    repository = DiskRepository(_sequence_repo(tmp_path)).populate(ModelRepository())
+    with running_server(repository=repository) as server:
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.ports['grpc']}")
+        assert step(client, 1, 5, sequence_start=True) == 6  # holds the only slot
+        with pytest.raises(InferenceServerException, match="Deadline"):
+            step(client, 2, 7, timeout=0.3, sequence_start=True)  # waits in the backlog; its client leaves
+        for _ in range(5):  # sequence 1 stays busy while sequence 2 idles out
+            time.sleep(0.4)
+            assert step(client, 1, 1) == 1
+        assert step(client, 1, 1, sequence_end=True) == 1  # frees the slot
+        assert step(client, 3, 2, timeout=5, sequence_start=True, sequence_end=True) == 3
+        client.close()
