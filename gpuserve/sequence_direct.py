@@ -1,11 +1,13 @@
-"""Triton's Direct sequence batcher for model files: fixed batch slots, padded batches.
+"""Triton's Direct sequence batcher for model files and Python models: fixed batch slots, padded batches.
 
 Each instance has max_batch_size slots (gpuserve/triton_sequence.py assigns a sequence one for its life).
 A request waits in its slot's queue; the instance's batcher takes the front request of every slot, in slot
 order, up to the highest slot with one, and fills the slots between that have none (or whose request's
 shape differs from the batch's) with a null request: the first request's tensors with READY, START and
-END false and CORRID 0, so every request keeps its row. The next batch is formed once this one has run,
-from the state it left. Batch statistics count the whole batch; inference, queue and compute counts only
+END false and CORRID 0, so every request keeps its row (a Python model's execute gets it as a request with
+no correlation ID, flags or outputs asked for, whose response goes nowhere, as Triton's null request).
+A request whose client left while it waited is dropped from its queue. The next batch is formed once this
+one has run, from the state it left. Batch statistics count the whole batch; inference, queue and compute counts only
 the real requests, as Triton's. `max_queue_delay_microseconds` holds a batch while fewer than
 `minimum_slot_utilization` of the slots are ready; `TRITONSERVER_DELAY_SCHEDULER=N` (and
 `TRITONSERVER_BACKLOG_DELAY_SCHEDULER=M`), a test hook of Triton's, keeps each batcher from starting until
@@ -32,9 +34,10 @@ class Entry:
     """One request in its slot's queue; `prepare` gives its full tensors when its batch forms, `finish`
     takes its outputs when that batch has run."""
 
-    __slots__ = ("arrays", "prepare", "finish", "outputs", "future", "arrival", "shape_key", "ending")
+    __slots__ = ("arrays", "prepare", "finish", "outputs", "future", "arrival", "shape_key", "ending", "parameters")
 
-    def __init__(self, arrays, prepare, finish, outputs, future, ending: Optional[Callable[[], None]] = None):
+    def __init__(self, arrays, prepare, finish, outputs, future, ending: Optional[Callable[[], None]] = None,
+                 parameters: Optional[dict] = None):
         self.arrays = arrays
         self.prepare: Callable[[], Dict[str, np.ndarray]] = prepare
         self.finish: Callable[[Dict[str, np.ndarray]], Any] = finish
@@ -43,6 +46,7 @@ class Entry:
         self.arrival = time.monotonic()
         self.shape_key = tuple((name, a.shape[1:]) for name, a in arrays.items())
         self.ending = ending  # an END request's: frees its slot as its batch forms (a backlog sequence may take it)
+        self.parameters = parameters  # its job's, for a request-level backend (a Python model's request context)
 
 
 class DirectBatches:
@@ -71,6 +75,19 @@ class DirectBatches:
         self._running: List[List[Entry]] = [[] for _ in instances]  # per batcher: its batch's requests
         router.queued = self.queued  # pending requests, as Triton's metrics count them
         router.admitted = self.admit
+
+    def add_instance(self, instance) -> None:
+        """A new instance (a Python model's instance update in place) with slots and a batcher of its own."""
+        index = len(self.instances)
+        self.instances.append(instance)
+        self.queues.append(collections.defaultdict(collections.deque))
+        self._seen.append(0)
+        self._running.append([])
+        self._wake.append(None)
+        if self._tasks:
+            self._wake[index] = asyncio.Event()
+            self._tasks.append(asyncio.get_running_loop().create_task(self._loop(index),
+                                                                      name=f"direct-{self.name}-{index}"))
 
     def queued(self) -> int:
         return sum(len(q) for queues in self.queues for q in queues.values())
@@ -152,6 +169,10 @@ class DirectBatches:
         taken: List[Optional[Entry]] = []
         for slot in range(last + 1):
             queue = queues.get(slot)
+            while queue and queue[0].future.done():  # its client left (cancelled) while it waited: dropped
+                gone = queue.popleft()
+                if gone.ending is not None:
+                    gone.ending()
             entry = queue[0] if queue else None
             if entry is not None and first is not None and entry.shape_key != first.shape_key:
                 entry = None  # another shape waits for a batch of its own; its slot is padded meanwhile
@@ -172,16 +193,18 @@ class DirectBatches:
                     taken[slot] = None
         if not fulls:
             return
+        while taken[-1] is None:  # a batch ends at its highest slot with a request
+            taken.pop()
         model = next(iter(fulls.values()))
         loop = asyncio.get_running_loop()
         jobs, nulls = [], 0
         for slot, entry in enumerate(taken):
-            if entry is None:
-                arrays, future = self._null(model), None
+            if entry is None:  # a request-level backend knows it by its parameters: None
+                arrays, future, parameters = self._null(model), None, None
                 nulls += 1
             else:
-                arrays, future = fulls[slot], loop.create_future()
-            job = Job(arrays, 1, (), future)
+                arrays, future, parameters = fulls[slot], loop.create_future(), entry.parameters
+            job = Job(arrays, 1, (), future, parameters=parameters)
             if entry is not None:
                 job.arrival = entry.arrival  # its queue time runs from its arrival in the slot's queue
             jobs.append(job)
@@ -207,7 +230,8 @@ class DirectBatches:
                 continue
             spent = int((now - entry.arrival) * 1e9)
             if error is not None or isinstance(result, BaseException):
-                failed.append(spent)
+                # a Python model's error response counts as a success, as the batcher counts it
+                (ok if error is None and getattr(result, "counts_as_success", False) else failed).append(spent)
                 entry.future.set_exception(error or result)
                 continue
             try:

@@ -168,9 +168,12 @@ def _update_sequence_schedulers(model, added: List[Any], leaving: List[Any], eng
     router = model.sequences
     index = {id(s.instances[0].backend): i for i, s in enumerate(model.schedulers) if s.instances}
     for instance in added:
-        model.schedulers.append(Scheduler(model.name, [engine_of(instance)], model.batching, model.stats,
+        engine = engine_of(instance)
+        model.schedulers.append(Scheduler(model.name, [engine], model.batching, model.stats,
                                           batch_dim=router.batch_dim))
         router.add_instance()
+        if getattr(model, "direct", None) is not None:  # its Direct batcher gets slots there too
+            model.direct.add_instance(engine)
     for instance in leaving:
         scheduler = model.schedulers[index[id(instance)]]
         ticket = scheduler.instances[0].ticket if scheduler.instances else None

@@ -41,10 +41,11 @@ from gpuserve.errors import (GpuserveError, InvalidInput, InvalidSettings, Model
 from gpuserve.response_stream import ResponseStream
 from gpuserve.runtimes import FrameworkModel
 from gpuserve.triton_bls import BLS_STREAM, PythonModelError, ServerBridge
-from gpuserve.triton_config import dynamic_batching_settings, read_config
+from gpuserve.triton_config import delay_scheduler_count, dynamic_batching_settings, read_config
 from gpuserve.triton_python_env import environment_for
 from gpuserve.triton_python_env import use as use_environment
 from gpuserve.triton_instance_update import LoadedFrom, file_digest, signature
+from gpuserve.sequence_direct import DirectBatches, Entry
 from gpuserve.sequence_state import direct_batching
 from gpuserve.triton_sequence import SequenceRouter
 from gpuserve.triton_python_config import (checked_inputs, complete_config, completed_config,
@@ -232,6 +233,14 @@ class PythonInstance:
                 job.parameters["stream"].put(PythonModelError(message), True)
 
     def _request(self, job) -> pb.InferenceRequest:
+        if job.parameters is None:  # a Direct batch's null request: a slot's row with no request in it
+            null = pb.InferenceRequest(model_name=self.owner.name, requested_output_names=[],
+                                       inputs=[_tensor(name, array) for name, array in job.arrays.items()],
+                                       model_version=int(self.owner.version) if str(self.owner.version).isdigit()
+                                       else -1)
+            null._cancelled = pb._never
+            null._make_sender = functools.partial(self._sender_for, job)
+            return null
         request: InferRequest = job.parameters["request"]
         tensors = [_tensor(t.name, array, t.datatype == "BF16")
                    for t, array in zip(request.inputs, job.parameters["arrays"])]
@@ -260,7 +269,7 @@ class PythonInstance:
         return wrapped
 
     def _sender_for(self, job, request: pb.InferenceRequest) -> pb.InferenceResponseSender:
-        stream = job.parameters.get("stream")
+        stream = job.parameters.get("stream") if job.parameters is not None else None
         if stream is None:  # the request's one response, maybe sent after execute returned (run_requests)
             request._later = later = concurrent.futures.Future()  # the sender delivers once (single=True)
             return pb.InferenceResponseSender(lambda response, flags: later.set_result(response), request._cancelled,
@@ -274,6 +283,8 @@ class PythonInstance:
         return sender
 
     def _response(self, job, answer) -> object:
+        if job.parameters is None:  # a null request's answer goes nowhere, as Triton drops it
+            return None
         if not isinstance(answer, pb.InferenceResponse):
             got = "None" if answer is None else type(answer).__name__
             return PythonModelError(f"Failed to process the request(s) for model '{self.name}', message: "
@@ -446,6 +457,7 @@ class TritonPythonBackendModel(FrameworkModel):
         self.instances: List[PythonInstance] = []
         self.decoupled = False  # model_transaction_policy { decoupled: true }: any number of responses per request
         self.sequences: Optional[SequenceRouter] = None  # sequence_batching: stateful models
+        self.direct: Optional[DirectBatches] = None  # their Direct batchers (slots, null requests)
         self.schedulers: List[Scheduler] = []
         self.loaded_from: Optional[LoadedFrom] = None
         self.batching: Optional[BatchingConfig] = None
@@ -556,11 +568,24 @@ class TritonPythonBackendModel(FrameworkModel):
         self.schedulers = [Scheduler(self.name, group, batching, self.stats, batch_dim=max_batch > 0)
                            for group in groups]
         self.scheduler = self.schedulers[0]
+        self.direct = self._direct_batches(config, [group[0] for group in groups]) if self.sequences else None
         self.ready = True
         logger.info("model %s: Python backend, %d instance(s) on %s, max_batch_size %d%s", self.name,
                     len(self.instances), device, max_batch,
                     ", dynamic batching" if batching.max_batch_size > 1 else "")
         return True
+
+    def _direct_batches(self, config: Dict[str, Any], engine_instances: List[Instance]) -> Optional[DirectBatches]:
+        """A Direct-strategy model with a batch dimension runs as Triton's Direct batcher runs it: each
+        sequence's request in its slot's row, the free slots below the highest one taken filled with null
+        requests (READY, START and END false, CORRID 0, no correlation ID or flags, no outputs asked for),
+        as the model files' (gpuserve/sequence_direct.py). Decoupled and iterative models keep the
+        dynamic batches of their own turns."""
+        batching, router = config["sequence_batching"], self.sequences
+        if batching.get("oldest") is not None or not router.batch_dim or self.decoupled or router.iterative:
+            return None
+        return DirectBatches(self.name, router, list(engine_instances), self.stats, batching,
+                             int(config["max_batch_size"]), delay_scheduler_count())
 
     def written_config(self):
         """(the model's folder, its config.pbtxt as written, named after the model), before auto-complete."""
@@ -688,6 +713,8 @@ class TritonPythonBackendModel(FrameworkModel):
             self.bridge.loop = asyncio.get_running_loop()
         arrays = self._arrays(payload)
         context = {"request": payload, "arrays": list(arrays.values())}
+        if self.direct is not None:
+            return await self._in_direct(payload, context, arrays)
         if self.sequences is not None and not self.decoupled:
             return await self._in_sequence(payload, context, arrays)
         if not self.decoupled:
@@ -745,7 +772,50 @@ class TritonPythonBackendModel(FrameworkModel):
         finally:
             router.close(key, sequence, router.iterative or bool(parameters.get("sequence_end")))
 
+    async def _in_direct(self, payload: InferRequest, context: Dict[str, Any], arrays: Dict[str, np.ndarray]):
+        """A Direct sequence's request: queued in its sequence's slot, its controls set when its batch forms.
+        As Triton's sequence batcher, cancelling a request still queued cancels the sequence: its other
+        queued requests are answered CANCELLED instead of running."""
+        router, parameters = self.sequences, payload.parameters
+        router.check_rows(arrays)
+        key, sequence = router.open(parameters)
+        waited = time.perf_counter_ns()
+
+        def prepare() -> Dict[str, np.ndarray]:
+            if sequence.cancelled:
+                raise RequestCancelled("Request cancelled: its sequence was cancelled")
+            context["controls"] = controls = router.control_arrays(key, parameters, 1)
+            context["sequence"] = parameters
+            return {**arrays, **dict(controls)}  # what a null request of its batch copies
+
+        try:
+            ending = (lambda: router.end_slot(sequence)) if parameters.get("sequence_end") else None
+            entry = Entry(arrays, prepare, lambda answer: answer, None, asyncio.get_running_loop().create_future(),
+                          ending, parameters=context)
+            if sequence.admit is None:
+                answer = await self.direct.run(sequence.instance, sequence.slot_index, entry)
+            else:  # in the backlog: parked until a slot frees (DirectBatches.admit moves it)
+                sequence.parked.append(entry)
+                sequence.waiting += 1
+                reaper = asyncio.ensure_future(sequence.admit(sequence))
+                try:
+                    answer = await entry.future
+                finally:
+                    reaper.cancel()
+            return await answer.result() if isinstance(answer, _Later) else answer
+        except (asyncio.CancelledError, RequestCancelled):
+            if context.get("controls") is not None:
+                raise  # cancelled while its batch ran: the batch counted it
+            sequence.cancelled = True  # cancelled while queued (by its client, or with its sequence)
+            self.stats.record_request(False, time.perf_counter_ns() - waited, "CANCELED")
+            raise
+        finally:
+            router.close(key, sequence, bool(parameters.get("sequence_end")))
+
     def _take_schedulers(self) -> List[Scheduler]:
+        if getattr(self, "direct", None) is not None:
+            self.direct.close()
+            self.direct = None
         schedulers, self.schedulers, self.scheduler = self.schedulers, [], None
         return schedulers
 

@@ -569,6 +569,9 @@ class TritonPythonModel:
         out = []
         for request in requests:
             key = int(pb_utils.get_input_tensor_by_name(request, "CORRID").as_numpy()[0, 0])
+            if key == 0:  # a Direct batch's null request (a free slot's row), as Triton sends them
+                out.append(pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT", np.zeros((1, 1), np.int32))]))
+                continue
             if pb_utils.get_input_tensor_by_name(request, "START").as_numpy()[0, 0]:
                 self.totals[key] = 0
             self.totals[key] += int(pb_utils.get_input_tensor_by_name(request, "INPUT").as_numpy()[0, 0])

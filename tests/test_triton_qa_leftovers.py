@@ -1,0 +1,108 @@
+"""The last gaps of Triton qa suites already worked on (docs/triton_qa.md, session 18), each checked against
+what a real tritonserver 2.51 shows a client or a model.
+
+- A Python-backend model with Direct sequence batching and max_batch_size > 1: Triton 2.51 hands execute one
+  request per slot up to the highest slot with a request, the free slots below it as null requests
+  (correlation ID 0, no flags, no request ID, READY/START/END 0, CORRID 0, no outputs asked for), and counts
+  the batch's size with them but not its inferences. gpuserve ran each sequence's requests in dynamic batches
+  of their own (the null rows a model's state update relies on were missing, and batch sizes differed).
+"""
+
+import asyncio
+import json
+
+import numpy as np
+
+from gpuserve import ModelRepository
+from gpuserve.repository import DiskRepository
+from gpuserve.types import InferInput, InferRequest
+
+DIRECT_PY = '''
+import json
+import os
+
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.log = os.path.join(args["model_repository"], "executes.jsonl")
+
+    def execute(self, requests):
+        rows = []
+        for r in requests:
+            row = {"corr": r.correlation_id(), "flags": r.flags(), "id": r.request_id(),
+                   "outs": list(r.requested_output_names())}
+            for name in ("START", "READY", "CORRID"):
+                row[name] = int(pb_utils.get_input_tensor_by_name(r, name).as_numpy().flat[0])
+            rows.append(row)
+        with open(self.log, "a") as f:
+            f.write(json.dumps(rows) + "\\n")
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("Y", pb_utils.get_input_tensor_by_name(r, "X").as_numpy())])
+                for r in requests]
+'''
+
+DIRECT_CONFIG = '''
+backend: "python"
+max_batch_size: 4
+input [ { name: "X" data_type: TYPE_INT32 dims: [ 1 ] } ]
+output [ { name: "Y" data_type: TYPE_INT32 dims: [ 1 ] } ]
+sequence_batching {
+  max_sequence_idle_microseconds: 5000000
+  control_input [
+    { name: "START" control [ { kind: CONTROL_SEQUENCE_START int32_false_true: [ 0, 1 ] } ] },
+    { name: "READY" control [ { kind: CONTROL_SEQUENCE_READY int32_false_true: [ 0, 1 ] } ] },
+    { name: "CORRID" control [ { kind: CONTROL_SEQUENCE_CORRID data_type: TYPE_UINT64 } ] }
+  ]
+}
+'''
+
+NULL = {"corr": 0, "flags": 0, "id": "", "outs": [], "START": 0, "READY": 0, "CORRID": 0}
+
+
+def _real(corr, start=False, end=False, tag=""):
+    return {"corr": corr, "flags": (1 if start else 0) | (2 if end else 0), "id": tag, "outs": ["Y"],
+            "START": int(start), "READY": 1, "CORRID": corr}
+
+
+def test_a_python_direct_model_sees_null_requests_in_the_free_slots_below_a_request(tmp_path):
+    folder = tmp_path / "direct"
+    (folder / "1").mkdir(parents=True)
+    (folder / "config.pbtxt").write_text(DIRECT_CONFIG)
+    (folder / "1" / "model.py").write_text(DIRECT_PY)
+    model = DiskRepository(tmp_path).populate(ModelRepository()).get_model("direct")
+    model.load()
+
+    def request(corr, value, tag, start=False, end=False):
+        x = np.array([[value]], np.int32)
+        return InferRequest("direct", [InferInput("X", [1, 1], "INT32", x)], request_id=tag,
+                            parameters={"sequence_id": corr, "sequence_start": start, "sequence_end": end})
+
+    async def steps():
+        answers = []
+        for corr, value, tag, start, end in [(1, 1, "a1", True, False), (2, 2, "b1", True, False),
+                                            (3, 3, "c1", True, False), (3, 33, "c2", False, False),
+                                            (1, 11, "a2", False, True), (3, 333, "c3", False, True),
+                                            (2, 22, "b2", False, True)]:
+            answer = await model.predict(request(corr, value, tag, start, end))
+            answers.append(int(answer.outputs[0].as_numpy()[0, 0]))
+        return answers
+
+    try:
+        assert asyncio.run(steps()) == [1, 2, 3, 33, 11, 333, 22]
+        executes = [json.loads(line) for line in (folder / "executes.jsonl").read_text().splitlines()]
+        assert executes == [
+            [_real(1, start=True, tag="a1")],
+            [NULL, _real(2, start=True, tag="b1")],  # slot 1: slot 0 (sequence 1, idle now) is a null row
+            [NULL, NULL, _real(3, start=True, tag="c1")],
+            [NULL, NULL, _real(3, tag="c2")],
+            [_real(1, end=True, tag="a2")],
+            [NULL, NULL, _real(3, end=True, tag="c3")],
+            [NULL, _real(2, end=True, tag="b2")],
+        ]
+        stats = model.stats
+        assert stats.inference_count == 7 and stats.execution_count == 7  # null rows are no inferences
+        assert {size: batch.compute_infer.count for size, batch in stats.batches.items()} == {1: 2, 2: 2, 3: 3}
+        assert stats.queue.count == 7 and stats.compute_infer.count == 7
+    finally:
+        model.stop()
