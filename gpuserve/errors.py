@@ -112,6 +112,13 @@ class RegionExists(GpuserveError):
     http, grpc = 400, "ALREADY_EXISTS"
 
 
+class RegionUnopenable(GpuserveError):
+    """A shared-memory key the server cannot open (none by that name, or not a region): Triton 2.51 answers
+    INTERNAL (HTTP 500), "Unable to open shared memory region: 'KEY'", and clients match that status."""
+
+    http, grpc = 500, "INTERNAL"
+
+
 class AlreadyExists(GpuserveError):
     """A model repository registered twice, or a name it would serve that another folder serves (Triton:
     ALREADY_EXISTS; SageMaker's multi-model load answers 409)."""

@@ -30,7 +30,7 @@ import numpy as np
 
 from gpuserve.backends.cuda_ipc import HANDLE_SIZE, CudaError, CudaIpc, CudaUnavailable
 from gpuserve.datatypes import check_input_byte_size, numpy_to_raw, raw_to_numpy, to_numpy_dtype
-from gpuserve.errors import InferenceError, InvalidInput, RegionExists, RegionNotFound, Unimplemented
+from gpuserve.errors import InferenceError, InvalidInput, RegionExists, RegionNotFound, RegionUnopenable, Unimplemented
 from gpuserve.shm_regions import CudaRegion, SystemRegion, Window
 from gpuserve.types import InferOutput, InferRequest, InferResponse
 
@@ -99,11 +99,12 @@ class SharedMemoryRegistry:
             try:  # as shm_open: read-write, never create, never follow a planted symlink
                 fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
             except OSError as exc:
-                raise InvalidInput(f"Unable to open shared memory region: '{key}' ({exc.strerror})") from None
+                raise RegionUnopenable(f"Unable to open shared memory region: '{key}' ({exc.strerror})") from None
             try:
                 info = os.fstat(fd)
                 if not stat.S_ISREG(info.st_mode):
-                    raise InvalidInput(f"Unable to open shared memory region: '{key}' (not a shared-memory object)")
+                    raise RegionUnopenable(f"Unable to open shared memory region: '{key}' "
+                                           "(not a shared-memory object)")
                 if offset + byte_size > info.st_size or not byte_size:
                     # Triton's words first (clients match "failed to register ...: invalid args"), then why
                     raise InvalidInput(f"failed to register shared memory region '{name}': invalid args (offset "

@@ -128,3 +128,37 @@ def test_an_unknown_log_format_stops_the_start(capsys):
     with pytest.raises(SystemExit):
         _parser().parse_args(["start", "repo", "--log-format=iso8601"])
     assert "invalid argument for --log-format" in capsys.readouterr().err
+
+
+# - L0_grpc python_grpc_aio_test.test_register_system_shared_memory registers a key no region has and expects
+#   "[StatusCode.INTERNAL] Unable to open shared memory region: '/test_shm'", as Triton 2.51 answers it (500
+#   over HTTP); gpuserve answered INVALID_ARGUMENT / 400. In process, on OS-chosen ports.
+
+def test_a_key_no_region_has_is_refused_as_internal_on_both_transports():
+    import asyncio
+    import uuid
+
+    import tritonclient.grpc.aio as grpc_aio
+    import tritonclient.http.aio as http_aio
+    from tritonclient.utils import InferenceServerException
+
+    from conftest import running_server
+
+    key = f"/gpuserve_missing_{uuid.uuid4().hex}"
+
+    async def refusal(module, url):
+        client = module.InferenceServerClient(url)
+        try:
+            with pytest.raises(InferenceServerException) as excinfo:
+                await client.register_system_shared_memory("test_shm", key, 64)
+            await client.is_server_live()  # still serving
+            return str(excinfo.value.status()), excinfo.value.message()
+        finally:
+            await client.close()
+
+    with running_server([]) as server:
+        http = asyncio.run(refusal(http_aio, f"127.0.0.1:{server.ports['http']}"))
+        grpc = asyncio.run(refusal(grpc_aio, f"127.0.0.1:{server.ports['grpc']}"))
+    assert http[0] == "500" and grpc[0] == "StatusCode.INTERNAL"
+    for _, message in (http, grpc):
+        assert message.startswith(f"Unable to open shared memory region: '{key}'")
