@@ -169,6 +169,15 @@ def numpy_to_raw(array: np.ndarray, datatype: str) -> bytes:
     return np.ascontiguousarray(array, dtype=to_numpy_dtype(datatype)).tobytes()
 
 
+def raw_view(array: np.ndarray, datatype: str):
+    """numpy_to_raw without the copy where the array already holds the wire bytes (C order, the wire's
+    dtype): a read-only view of it, for answers too large to copy."""
+    if datatype in ("BYTES", "BF16"):
+        return numpy_to_raw(array, datatype)
+    array = np.ascontiguousarray(array, dtype=to_numpy_dtype(datatype))
+    return memoryview(array).toreadonly().cast("B") if array.ndim else array.tobytes()
+
+
 def shape_fits(spec_shape: Sequence[int], shape: tuple) -> bool:
     """A declared shape (-1: any size; empty: not declared) admits `shape`. Runs per request and input."""
     if not spec_shape:

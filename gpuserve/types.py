@@ -435,6 +435,8 @@ def read_binary_data(tensors: Iterable["_Tensor"], body: Any, offset: int, kind:
     from gpuserve.datatypes import check_input_byte_size, raw_to_numpy
 
     view = memoryview(body)
+    if not view.readonly:  # a large body read in place (a bytearray): its arrays stay read-only all the same
+        view = view.toreadonly()
     for tensor in tensors:
         size = tensor.parameters.get("binary_data_size")
         if size is None:

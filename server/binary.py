@@ -9,11 +9,11 @@ zero-copy (`np.frombuffer`, read-only). Outputs go binary when the request asks 
 from __future__ import annotations
 
 import struct
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import orjson
 
-from gpuserve.datatypes import check_input_byte_size, element_size, numpy_to_raw
+from gpuserve.datatypes import check_input_byte_size, element_size, numpy_to_raw, raw_view
 from gpuserve.errors import InvalidInput
 from gpuserve.server.rest.common import loads
 from gpuserve.shared_memory import is_shared_memory_output
@@ -103,9 +103,32 @@ def wants_binary(request: InferRequest) -> bool:
     return any(o.parameters.get("binary_data") for o in request.request_outputs or ())
 
 
-def encode_response(response: InferResponse, request: InferRequest) -> Tuple[bytes, Optional[int]]:
-    """The body, and the JSON header's length (None when nothing went binary)."""
+# Binary outputs this large in all leave as views of the output arrays, never joined into one body
+# (the copies of a 1.9 GB answer held 5.7 GB at once); smaller ones are joined (one write, the common case)
+VIEW_OUTPUT_BYTES = 1 << 20
+
+
+class Parts:
+    """A large answer as its pieces, written one after another; `len` is its length in bytes."""
+
+    __slots__ = ("parts", "size")
+
+    def __init__(self, parts: List[Any]):
+        self.parts = parts
+        self.size = sum(len(part) for part in parts)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __bytes__(self) -> bytes:
+        return b"".join(self.parts)
+
+
+def encode_response(response: InferResponse, request: InferRequest) -> Tuple[Any, Optional[int]]:
+    """The body (bytes, or Parts for a large binary answer), and the JSON header's length (None when
+    nothing went binary)."""
     outputs, chunks = [], []
+    size = 0
     for tensor in response.outputs:
         entry = {"name": tensor.name, "datatype": tensor.datatype, "shape": tensor.shape}
         parameters = dict(tensor.parameters)
@@ -114,7 +137,11 @@ def encode_response(response: InferResponse, request: InferRequest) -> Tuple[byt
             continue
         array = tensor.as_numpy()
         if _binary_for(tensor.name, request):
-            raw = numpy_to_raw(array, tensor.datatype)
+            if array.nbytes >= VIEW_OUTPUT_BYTES:
+                raw = raw_view(array, tensor.datatype)
+            else:
+                raw = numpy_to_raw(array, tensor.datatype)
+            size += len(raw)
             parameters["binary_data_size"] = len(raw)
             chunks.append(raw)
         else:
@@ -134,4 +161,6 @@ def encode_response(response: InferResponse, request: InferRequest) -> Tuple[byt
     header = orjson.dumps(head, option=orjson.OPT_SERIALIZE_NUMPY)
     if not chunks:
         return header, None
+    if size >= VIEW_OUTPUT_BYTES:
+        return Parts([header, *chunks]), len(header)
     return b"".join([header, *chunks]), len(header)

@@ -22,6 +22,7 @@ from gpuserve.compression import COMPRESS_MIN_BYTES, compress, response_encoding
 from gpuserve.dataplane import DataPlane
 from gpuserve.errors import InferenceError, InvalidInput, ModelNotFound, PayloadTooLarge
 from gpuserve.model import InferenceVerb
+from gpuserve.server.binary import Parts
 from gpuserve.server.rest.common import (JSON_OPTIONS, ErrorRoutes, decompress, error_response, parse_json,
                                          response_parts)
 from gpuserve.server.rest.streaming import Stream, is_stream, stream_headers
@@ -96,6 +97,10 @@ class FastPath:
             return await content.send_asgi(send, response_headers)
         await send({"type": "http.response.start", "status": status,
                     "headers": response_headers + [(b"content-length", str(len(content)).encode())]})
+        if type(content) is Parts:  # a large binary answer, sent piece by piece rather than joined
+            for index, part in enumerate(content.parts):
+                await send({"type": "http.response.body", "body": part, "more_body": index + 1 < len(content.parts)})
+            return
         await send({"type": "http.response.body", "body": content})
 
     def probe(self, route, body: bytes, raw_headers) -> Tuple[Optional[tuple], object]:
@@ -251,12 +256,14 @@ class FastPath:
 def _encoded(route, answer: Tuple[int, object, list], accept: Optional[str]) -> Tuple[int, object, list]:
     """A successful inference answer compressed as `Accept-Encoding` asks (Triton compresses those only)."""
     status, content, headers = answer
-    if not accept or status != 200 or route[0] != "infer" or not isinstance(content, (bytes, bytearray)) \
+    if not accept or status != 200 or route[0] != "infer" or not isinstance(content, (bytes, bytearray, Parts)) \
             or len(content) < COMPRESS_MIN_BYTES:
         return answer
     encoding = response_encoding(accept)
     if encoding is None:
         return answer
+    if type(content) is Parts:  # compressed whole, as before: the client asked for it
+        content = bytes(content)
     return status, compress(content, encoding), headers + [(b"content-encoding", encoding.encode())]
 
 

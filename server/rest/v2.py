@@ -49,6 +49,8 @@ def encode_infer_bytes(response, infer_request: InferRequest, response_headers: 
 
 def encode_infer(response, infer_request: InferRequest, response_headers: dict) -> Response:
     status, content, content_type, headers = encode_infer_bytes(response, infer_request, response_headers)
+    if not isinstance(content, bytes):  # a large binary answer's Parts: Starlette's Response takes bytes
+        content = bytes(content)
     return Response(content, status_code=status, media_type=content_type.decode(), headers=headers or None)
 
 
