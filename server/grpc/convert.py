@@ -20,6 +20,7 @@ from gpuserve.remote_grpc import (CONTENTS_FIELD, fill_contents, params_from_pro
 from gpuserve.shared_memory import REGION, is_shared_memory_output
 from gpuserve.types import InferInput, InferRequest, InferResponse, RequestedOutput
 from gpuserve.server.grpc import inference_pb2 as pb
+from gpuserve.server.grpc.large import RawAnswer, output_raw
 
 def request_from_proto(message: pb.ModelInferRequest) -> InferRequest:
     if not message.model_name:
@@ -91,7 +92,9 @@ def triton_model(model: Any) -> bool:
     return "triton_max_batch_size" in extra  # set for every config.pbtxt model (triton_config.py)
 
 
-def response_to_proto(response: Any, request: InferRequest, typed: bool = False) -> pb.ModelInferResponse:
+def response_to_proto(response: Any, request: InferRequest, typed: bool = False, views: bool = False):
+    """The answer message; with `views` (the native transport's unary call) an answer with a large output is
+    a RawAnswer, whose raw_output_contents are views of the output arrays (server/grpc/large.py)."""
     if isinstance(response, dict) and isinstance(response.get("outputs"), list):
         response = InferResponse.from_rest(request.model_name, response)
     if not isinstance(response, InferResponse):
@@ -106,14 +109,22 @@ def response_to_proto(response: Any, request: InferRequest, typed: bool = False)
     params_to_proto(response.parameters, message.parameters)
     if typed:
         return _typed_outputs(message, response)
+    raws, viewed = [], False
     for output in response.outputs:
         if is_shared_memory_output(output):  # data is in the client's region: an empty raw entry keeps
             shape, raw = list(output.shape), b""  # raw_output_contents aligned with outputs (as Triton)
+        elif views:
+            array = output.as_numpy()
+            shape, raw = wire_shape(output, array), output_raw(array, output.datatype)
+            viewed = viewed or type(raw) is memoryview
         else:
             shape, raw = tensor_to_raw(output)
         tensor = message.outputs.add(name=output.name, datatype=output.datatype, shape=shape)
         params_to_proto(output.parameters, tensor.parameters, skip={"binary_data_size", "binary_data"})
-        message.raw_output_contents.append(raw)
+        raws.append(raw)
+    if viewed:
+        return RawAnswer(message, raws)
+    message.raw_output_contents.extend(raws)
     return message
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable, Dict, List, Optional, Protocol, Tuple
+from collections import deque
+from typing import Callable, Deque, Dict, List, Optional, Protocol, Tuple
 
 logger = logging.getLogger("gpuserve.grpc")
 
@@ -63,7 +64,7 @@ class StreamOwner(Protocol):
 
 
 class _Stream:
-    __slots__ = ("id", "owner", "send_window", "received", "pending", "trailers", "closed")
+    __slots__ = ("id", "owner", "send_window", "received", "pending", "trailers", "closed", "parts")
 
     def __init__(self, stream_id: int, send_window: int):
         self.id = stream_id
@@ -71,6 +72,7 @@ class _Stream:
         self.send_window = send_window
         self.received = 0  # DATA bytes since our last WINDOW_UPDATE for this stream
         self.pending = bytearray()  # DATA payload waiting for window
+        self.parts: Optional[Deque] = None  # a large payload's pieces (views) waiting, after `pending`
         self.trailers: Optional[bytes] = None  # a header block to send once `pending` is out
         self.closed = False
 
@@ -102,6 +104,7 @@ class Http2Connection(asyncio.Protocol):
         # Frames leave in one write per loop turn: a batch's answers (and each answer's HEADERS, DATA and
         # trailers) share a send() call; profiled, separate writes were ~17 % of the server's time.
         self._out: List[bytes] = []
+        self._views = False  # `_out` holds views of a large payload: written as they are, not joined
         self._write_scheduled = False
         self.loop: Optional[asyncio.AbstractEventLoop] = None
 
@@ -301,7 +304,21 @@ class Http2Connection(asyncio.Protocol):
         stream = self.streams.get(stream_id)
         if stream is None or self.transport is None:
             return
-        stream.pending += payload
+        if stream.parts:  # behind a large payload still waiting: in order, after it
+            stream.parts.append(memoryview(payload))
+        else:
+            stream.pending += payload
+        self._flush(stream)
+
+    def send_parts(self, stream_id: int, parts: List) -> None:
+        """send_data for a large payload in pieces (views of output arrays): queued as they are, and sent
+        as the windows allow without being copied into one buffer."""
+        stream = self.streams.get(stream_id)
+        if stream is None or self.transport is None:
+            return
+        if stream.parts is None:
+            stream.parts = deque()
+        stream.parts.extend(memoryview(part).cast("B") for part in parts if len(part))
         self._flush(stream)
 
     def send_trailers(self, stream_id: int, block: bytes) -> None:
@@ -319,7 +336,9 @@ class Http2Connection(asyncio.Protocol):
 
     def pending_bytes(self, stream_id: int) -> int:
         stream = self.streams.get(stream_id)
-        return len(stream.pending) if stream is not None else 0
+        if stream is None:
+            return 0
+        return len(stream.pending) + (sum(len(part) for part in stream.parts) if stream.parts else 0)
 
     def _write_block(self, stream_id: int, block: bytes, end_stream: bool) -> None:
         limit = self.peer_max_frame
@@ -345,14 +364,38 @@ class Http2Connection(asyncio.Protocol):
                 self.peer_window -= size
                 limit = self.peer_max_frame
                 self._send(b"".join(frame(DATA, 0, stream.id, chunk[i:i + limit]) for i in range(0, size, limit)))
-        if not pending and stream.trailers is not None:
+        if stream.parts and not pending:
+            self._flush_parts(stream)
+        if not pending and not stream.parts and stream.trailers is not None:
             block, stream.trailers = stream.trailers, None
             self._write_block(stream.id, block, True)
             self._close(stream)
 
+    def _flush_parts(self, stream: _Stream) -> None:
+        """As much of a large payload's pieces as the windows allow, as DATA frames whose payloads are
+        views; written with writelines (no join)."""
+        parts, limit, stream_id = stream.parts, self.peer_max_frame, stream.id.to_bytes(4, "big")
+        room = min(stream.send_window, self.peer_window)
+        while parts and room > 0:
+            part = parts[0]
+            size = min(room, limit, len(part))
+            if size == len(part):
+                parts.popleft()
+            else:
+                parts[0] = part[size:]
+            stream.send_window -= size
+            self.peer_window -= size
+            room -= size
+            self._out.append(size.to_bytes(3, "big") + bytes((DATA, 0)) + stream_id)
+            self._out.append(part[:size])
+            self._views = True
+        if not self._write_scheduled:
+            self._write_scheduled = True
+            self.loop.call_soon(self._write_out)
+
     def _flush_all(self) -> None:
         for stream in list(self.streams.values()):
-            if stream.pending or stream.trailers is not None:
+            if stream.pending or stream.parts or stream.trailers is not None:
                 self._flush(stream)
 
     def _close(self, stream: _Stream) -> None:
@@ -375,11 +418,16 @@ class Http2Connection(asyncio.Protocol):
     def _write_out(self) -> None:
         self._write_scheduled = False
         if self._out and self.transport is not None and not self.transport.is_closing():
+            if self._views:
+                self.transport.writelines(self._out)
+                self._out, self._views = [], False
+                return
             data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
             self._out.clear()
             self.transport.write(data)
         else:
             self._out.clear()
+        self._views = False
 
 
 class _ConnectionError(Exception):

@@ -30,6 +30,7 @@ from gpuserve.server.grpc import model_repository as repository
 from gpuserve.server.grpc import tls
 from gpuserve.server.grpc.debug_delays import common_delay_s, delayed
 from gpuserve.server.grpc.http2 import Http2Connection, _hpack_int, literal
+from gpuserve.server.grpc.large import LARGE_MESSAGE_BYTES, RawAnswer, parse_request
 from gpuserve.server.grpc.service import SERVICE, _address, health_status, restricted_servicer, rpcs
 from gpuserve.server.restricted import grpc_rules, restrict_method
 
@@ -51,6 +52,7 @@ class Context:
     """What service.py uses of grpc.aio's ServicerContext."""
 
     __slots__ = ("_metadata", "trailing", "cache_entry")
+    raw_views = True  # service.py may answer with a RawAnswer (server/grpc/large.py), which `Call` writes
 
     def __init__(self, metadata: Tuple[Tuple[str, str], ...]):
         self._metadata = metadata
@@ -181,8 +183,12 @@ class Call:
                 return False
             if len(buffer) < 5 + size:
                 break
-            compressed, message = buffer[0], bytes(buffer[5:5 + size])
-            del buffer[:5 + size]
+            if size >= LARGE_MESSAGE_BYTES:  # the message stays where it was received: a view, not a copy
+                compressed, message = buffer[0], memoryview(buffer)[5:5 + size]
+                self.buffer = buffer = bytearray(buffer[5 + size:])
+            else:
+                compressed, message = buffer[0], bytes(buffer[5:5 + size])
+                del buffer[:5 + size]
             if compressed:
                 try:
                     message = self._decompress(message)
@@ -214,12 +220,17 @@ class Call:
             self.finish(code, details)
 
     # answering --------------------------------------------------------------------------------------
-    def send(self, message: bytes) -> None:
+    def send(self, message) -> None:
         if self.finished:
             return
         if not self.headers_sent:
             self.headers_sent = True
             self.connection.send_headers(self.stream_id, RESPONSE_HEADERS)
+        if type(message) is RawAnswer:  # a large answer: its pieces, the outputs' bytes as views
+            parts = message.parts()
+            size = sum(len(part) for part in parts)
+            self.connection.send_parts(self.stream_id, [b"\x00" + size.to_bytes(4, "big"), *parts])
+            return
         self.connection.send_data(self.stream_id, b"\x00" + len(message).to_bytes(4, "big") + message)
 
     def finish(self, code: grpc.StatusCode, details: str) -> None:
@@ -237,7 +248,7 @@ class Call:
     async def _run_unary(self, message: bytes, request_key: Optional[bytes] = None) -> None:
         method = self.method
         try:
-            request = method.request_class.FromString(message)
+            request = parse_request(method.request_class, message)
         except Exception as exc:
             return self.finish(grpc.StatusCode.INTERNAL, f"cannot parse the request message: {exc}")
         try:
@@ -250,7 +261,7 @@ class Call:
             logger.exception("gRPC %s failed", method.name)
             return self.finish(grpc.StatusCode.UNKNOWN, str(exc))
         try:
-            answer = response.SerializeToString()
+            answer = response if type(response) is RawAnswer else response.SerializeToString()
         except Exception as exc:  # never leave the call open until the client's deadline
             logger.exception("gRPC %s: the answer cannot be encoded", method.name)
             what = "a stream (async iterator); a unary call cannot carry it" if hasattr(response, "__aiter__") \
@@ -260,6 +271,8 @@ class Call:
         self.finish(grpc.StatusCode.OK, "")
         if self.context.cache_entry is not None and not self.context.trailing:
             try:
+                if type(answer) is RawAnswer:
+                    answer = answer.SerializeToString()
                 self.server.keep_answer(message, request_key, self.context.cache_entry, answer)
             except Exception:  # the call is answered; only the cache missed out
                 logger.exception("response cache insertion failed")
@@ -270,7 +283,7 @@ class Call:
             message = await self.queue.get()
             if message is None:
                 return
-            yield request_class.FromString(message)
+            yield parse_request(request_class, message)
 
     async def _run_stream(self) -> None:
         try:
@@ -359,7 +372,8 @@ def _model_name(message: bytes) -> Optional[str]:
         length |= (byte & 0x7F) << shift
         pos += 1
         if not byte & 0x80:
-            return message[pos:pos + length].decode("utf-8", "replace") if pos + length <= len(message) else None
+            return bytes(message[pos:pos + length]).decode("utf-8", "replace") if pos + length <= len(message) \
+                else None
         shift += 7
     return None
 

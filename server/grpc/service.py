@@ -116,15 +116,15 @@ class InferenceServicer:
         return pb.ModelConfigResponse(config=convert.config_to_proto(config))
 
     # inference --------------------------------------------------------------------------------
-    async def _infer(self, request: pb.ModelInferRequest, headers: Dict[str, str], context=None, trace=None
-                     ) -> pb.ModelInferResponse:
+    async def _infer(self, request: pb.ModelInferRequest, headers: Dict[str, str], context=None, trace=None,
+                     views: bool = False) -> pb.ModelInferResponse:
         LONE_INLINE_OK.set(False)  # engine/batcher.py: grpc.aio's one request per loop turn
         if not len(request.inputs) and request.model_name:  # as Triton: an unknown model is NOT_FOUND first
             self.plane.repository.resolve(request.model_name, request.model_version or None)
         if trace is None and self.plane.runtime_settings.tracer.on:  # Triton's traces (gpuserve/tracing.py)
             trace = self.plane.runtime_settings.tracer.sample(request.model_name)
             if trace is not None:
-                return await self._traced(trace, request, headers, context)
+                return await self._traced(trace, request, headers, context, views)
         infer_request = convert.request_from_proto(request)
         infer_request.trace = trace
         try:
@@ -144,14 +144,15 @@ class InferenceServicer:
             self.plane.repository.get_model(request.model_name, request.model_version or None))
         if hasattr(response, "__aiter__") and STREAMING.get():  # a decoupled model's responses, on a stream
             return _decoupled_answers(response, infer_request, request, typed)
-        return convert.response_to_proto(response, infer_request, typed)
+        return convert.response_to_proto(response, infer_request, typed, views)
 
-    async def _traced(self, trace, request: pb.ModelInferRequest, headers: Dict[str, str], context=None):
+    async def _traced(self, trace, request: pb.ModelInferRequest, headers: Dict[str, str], context=None,
+                      views: bool = False):
         """`_infer` for a sampled request: its trace gets the gRPC points in time and ends here."""
         trace.stamp("GRPC_WAITREAD_START")
         trace.stamp("GRPC_WAITREAD_END")
         try:
-            answer = await self._infer(request, headers, context, trace)
+            answer = await self._infer(request, headers, context, trace, views)
         except BaseException:
             trace.end()
             raise
@@ -164,7 +165,8 @@ class InferenceServicer:
 
     @_guard
     async def ModelInfer(self, request, context):
-        return await self._infer(request, _headers(context), context)
+        # the native transport writes an answer's large outputs from the arrays (server/grpc/large.py)
+        return await self._infer(request, _headers(context), context, views=getattr(context, "raw_views", False))
 
     async def ModelStreamInfer(self, requests: AsyncIterator[pb.ModelInferRequest], context
                                ) -> AsyncIterator[pb.ModelStreamInferResponse]:
