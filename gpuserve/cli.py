@@ -105,7 +105,7 @@ def _parser() -> argparse.ArgumentParser:
 TRITON_NOTED = ("--backend-directory",
                 "--pinned-memory-pool-byte-size", "--cuda-memory-pool-byte-size",
                 "--http-thread-count", "--grpc-infer-allocation-pool-size",
-                "--log-info", "--log-warning", "--log-error", "--id")
+                "--id")
 
 
 TRACE_FLAGS = {"--trace-file": "file", "--trace-level": "level", "--trace-rate": "rate", "--trace-count": "count",

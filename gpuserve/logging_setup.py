@@ -64,6 +64,27 @@ class TritonFormatter(logging.Formatter):
         return head + (json.dumps(message, ensure_ascii=False) if self.escape else message)
 
 
+class LevelSwitch(logging.Filter):
+    """Triton's --log-info / --log-warning / --log-error (and /v2/logging's log_info, log_warning, log_error):
+    each turns its own level's lines off alone, so verbose (DEBUG) lines still show with log_info false."""
+
+    def __init__(self, info: bool = True, warning: bool = True, error: bool = True):
+        super().__init__()
+        self.info, self.warning, self.error = info, warning, error
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:
+            return self.error
+        if record.levelno >= logging.WARNING:
+            return self.warning
+        return self.info if record.levelno >= logging.INFO else True
+
+
+def level_switch() -> Optional[LevelSwitch]:
+    found = [f for f in (_handler.filters if _handler is not None else ()) if isinstance(f, LevelSwitch)]
+    return found[0] if found else None
+
+
 def triton_layout() -> str:
     """The log_format /v2/logging reports: ISO8601 where the log is written so, else default."""
     formatter = _handler.formatter if _handler is not None else None
@@ -82,6 +103,8 @@ def configure_logging(settings) -> None:
     log_file = getattr(settings, "log_file", None)
     given_log_file = log_file or ""
     handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler()
+    handler.addFilter(LevelSwitch(*(getattr(settings, f"log_{level}", True) is not False
+                                    for level in ("info", "warning", "error"))))
     if settings.logging_format == "json":
         handler.setFormatter(JsonFormatter())
     elif settings.logging_format in TRITON_LAYOUTS:

@@ -226,8 +226,10 @@ class RuntimeSettings:
     def _log_state(self) -> Dict[str, Any]:
         if self._log is None:
             level = self._logger.getEffectiveLevel()
-            self._log = {"log_file": logging_setup.given_log_file, "log_info": level <= logging.INFO,
-                         "log_warning": level <= logging.WARNING, "log_error": level <= logging.ERROR,
+            switch = logging_setup.level_switch() or logging_setup.LevelSwitch()
+            self._log = {"log_file": logging_setup.given_log_file, "log_info": level <= logging.INFO and switch.info,
+                         "log_warning": level <= logging.WARNING and switch.warning,
+                         "log_error": level <= logging.ERROR and switch.error,
                          "log_verbose_level": 1 if level <= logging.DEBUG else 0,
                          "log_format": logging_setup.triton_layout()}
         return self._log
@@ -262,6 +264,10 @@ class RuntimeSettings:
             state.update(parsed)
             if parsed:
                 self._logger.setLevel(self._level_of(state))
+                switch = logging_setup.level_switch()
+                if switch is not None:
+                    switch.info, switch.warning = state["log_info"], state["log_warning"]
+                    switch.error = state["log_error"]
             if "log_format" in parsed:
                 logging_setup.set_triton_layout(parsed["log_format"])
             return dict(state)

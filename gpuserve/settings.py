@@ -226,6 +226,10 @@ class ServerSettings(BaseSettings):
     # text: gpuserve's lines; json: one object a line; default / ISO8601: tritonserver's (its --log-format)
     logging_format: Literal["text", "json", "default", "ISO8601"] = "text"
     log_file: Optional[str] = None  # Triton's --log-file: the log goes there instead of standard error
+    # Triton's --log-info / --log-warning / --log-error: false leaves that level's lines out
+    log_info: bool = True
+    log_warning: bool = True
+    log_error: bool = True
     model_load_retry_count: int = 0  # Triton's --model-load-retry-count: loads again a model that failed
     access_log: bool = False
     # "auto": our HTTP/1.1 server on httptools (server/rest/http11.py) when httptools is installed,

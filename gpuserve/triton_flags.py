@@ -3,10 +3,11 @@ gpuserve unchanged: flags with a gpuserve meaning become settings, the others ar
 
 Meanings: --http-address / --grpc-address / --metrics-address (each endpoint's bind address), --allow-http /
 --allow-grpc (serve that endpoint or not), --reuse-http-port / --reuse-grpc-port (SO_REUSEPORT), --log-file
-(the log goes to that file), --log-format (tritonserver's log lines), --http-max-input-size (the request size limit), --response-cache-byte-size
-(the older spelling of --cache-config local,size=N), --model-load-retry-count, gRPC's keepalive and
-connection-age flags, which go to grpc.aio as its channel arguments (the native transport sends no pings, so
-they select grpc.aio), and the rate limiter's --rate-limit / --rate-limit-resource (engine/rate_limiter.py).
+(the log goes to that file), --log-format (tritonserver's log lines), --log-info / --log-warning / --log-error
+(that level's lines, and /v2/logging's flags), --http-max-input-size (the request size limit),
+--response-cache-byte-size (the older spelling of --cache-config local,size=N), --model-load-retry-count, gRPC's
+keepalive and connection-age flags, which go to grpc.aio as its channel arguments (the native transport sends no
+pings, so they select grpc.aio), and the rate limiter's --rate-limit / --rate-limit-resource (engine/rate_limiter.py).
 """
 
 from __future__ import annotations
@@ -72,8 +73,10 @@ def add_flags(group: argparse._ArgumentGroup, parser: argparse.ArgumentParser) -
         add(flag, type=boolean, metavar="BOOL", help="several servers may listen on this endpoint's port (SO_REUSEPORT); the "
             "other endpoints' ports stay their own")
     add("--log-file", metavar="FILE", help="write the log to FILE instead of standard error")
-    add("--log-format", type=log_format, metavar="default|ISO8601", help="write tritonserver's log lines in this "
-        "layout (gpuserve's own without the flag)")
+    for flag in ("--log-info", "--log-warning", "--log-error"):
+        add(flag, type=boolean, metavar="BOOL", help="false: no log lines of that level (verbose lines still show)")
+    add("--log-format", type=log_format, metavar="default|ISO8601",
+        help="write tritonserver's log lines in this layout (gpuserve's own without the flag)")
     add("--http-max-input-size", type=int, metavar="BYTES", help="the largest request body taken")
     add("--response-cache-byte-size", type=int, metavar="BYTES", help="as --cache-config local,size=BYTES")
     add("--model-load-retry-count", type=int, metavar="N", help="load a model that failed again, up to N times")
@@ -103,7 +106,8 @@ def add_flags(group: argparse._ArgumentGroup, parser: argparse.ArgumentParser) -
 
 # flags whose value is a setting's as given: flag -> ServerSettings field
 AS_GIVEN = {"--http-address": "http_host", "--grpc-address": "grpc_host", "--metrics-address": "metrics_host",
-            "--log-file": "log_file", "--log-format": "logging_format", "--http-max-input-size": "max_request_bytes",
+            "--log-file": "log_file", "--log-format": "logging_format", "--log-info": "log_info",
+            "--log-warning": "log_warning", "--log-error": "log_error", "--http-max-input-size": "max_request_bytes",
             "--response-cache-byte-size": "response_cache_bytes", "--model-load-retry-count": "model_load_retry_count",
             "--exit-timeout-secs": "graceful_shutdown_seconds", "--allow-http": "enable_http",
             "--allow-grpc": "enable_grpc", "--rate-limit": "rate_limit", "--reuse-http-port": "reuse_http_port",

@@ -9,6 +9,7 @@
 """
 
 import json
+import logging
 import re
 import subprocess
 import sys
@@ -122,6 +123,58 @@ def test_iso8601_lines_unescaped_on_request_and_the_layout_follows_v2_logging(tm
     assert all(line.startswith(FORGED) for line in lines[:before] if DEFAULT_LINE.match(line))
     assert FORGED in lines  # messages as sent: Triton's choice with the variable at 0
     assert any(DEFAULT_LINE.match(line) and "THIS ENTRY" not in line for line in lines[before:])
+
+
+# - L0_logging test.sh starts tritonserver with --log-info=false (and --log-warning=false, --log-error=false) and
+#   expects /v2/logging to say so and that level's lines to be left out, verbose lines still shown: gpuserve took
+#   the flags and ignored them. Ports 9436-9438.
+
+def test_log_info_false_leaves_info_lines_out_until_v2_logging_turns_them_on(tmp_path):
+    import httpx
+
+    repo = tmp_path / "models"
+    _simple(repo)
+    log = tmp_path / "server.log"
+    server = subprocess.Popen([sys.executable, "-m", "gpuserve.cli", "start", f"--model-repository={repo}",
+                               "--http-port", "9436", "--grpc-port", "9437", "--metrics-port", "9438",
+                               "--log-verbose=1", "--log-info=false", "--log-warning=false", "--log-format=default",
+                               f"--log-file={log}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    http = "http://127.0.0.1:9436"
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{http}/v2/models/simple/ready").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        settings = httpx.get(f"{http}/v2/logging").json()
+        assert (settings["log_info"], settings["log_warning"], settings["log_error"]) == (False, False, True)
+        assert settings["log_verbose_level"] == 1
+        assert httpx.post(f"{http}/v2/repository/models/simple/unload").status_code == 200
+        quiet = log.read_text()
+        assert httpx.post(f"{http}/v2/logging", json={"log_info": True}).json()["log_info"] is True
+        assert httpx.post(f"{http}/v2/repository/models/simple/load").status_code == 200
+        loud = log.read_text()[len(quiet):]
+    finally:
+        _stop(server)
+    assert "successfully loaded 'simple'" not in quiet and "successfully unloaded" not in quiet  # INFO lines
+    assert "successfully loaded 'simple'" in loud
+
+
+def test_each_level_switches_off_alone_and_verbose_lines_stay():
+    from gpuserve.logging_setup import LevelSwitch
+
+    def passes(switch, level):
+        return switch.filter(logging.LogRecord("gpuserve", level, __file__, 1, "m", None, None))
+
+    quiet_info = LevelSwitch(info=False)
+    assert not passes(quiet_info, logging.INFO) and passes(quiet_info, logging.DEBUG)
+    assert passes(quiet_info, logging.WARNING) and passes(quiet_info, logging.ERROR)
+    quiet_warning = LevelSwitch(warning=False)
+    assert passes(quiet_warning, logging.INFO) and not passes(quiet_warning, logging.WARNING)
+    assert not passes(LevelSwitch(error=False), logging.CRITICAL)
 
 
 def test_an_unknown_log_format_stops_the_start(capsys):
