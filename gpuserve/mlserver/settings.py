@@ -106,12 +106,23 @@ class ModelSettings(_NativeSettings):
         return cls.model_validate(obj)
 
 
+def _without_unwritten_parameters(settings: Any) -> dict:
+    """The native settings as a dict, a tensor's `parameters` left out where the file wrote none: MLServer's
+    metadata lists a declared input or output without `"parameters": {}` then."""
+    out = settings.model_dump()
+    for key in ("inputs", "outputs"):
+        for tensor, dumped in zip(getattr(settings, key), out[key]):
+            if "parameters" not in tensor.model_fields_set:
+                dumped.pop("parameters", None)
+    return out
+
+
 def as_mlserver_settings(settings: Any) -> ModelSettings:
     """The MLServer view of a model's settings (gpuserve's, a dict, or already MLServer's)."""
     if isinstance(settings, ModelSettings):
         out = settings
     elif isinstance(settings, _NativeSettings):
-        out = ModelSettings.model_validate(settings.model_dump())
+        out = ModelSettings.model_validate(_without_unwritten_parameters(settings))
         out.folder = settings.folder
     elif isinstance(settings, Mapping):
         out = ModelSettings.model_validate(dict(settings))

@@ -83,8 +83,8 @@ def add_v2_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes, body_limi
         model = plane.repository.get_model(model_name, version)
         if not await plane.model_healthy(model_name, version):
             raise ModelNotReady(model_name, getattr(model, "reason", "") or None)
-        if model is not None and triton_form(model):  # as Triton: 200 and no body (scripts compare curl's output)
-            return Response(status_code=200)
+        if model is not None and (triton_form(model) or getattr(model, "settings_metadata", False)):
+            return Response(status_code=200)  # as Triton and MLServer: 200 and no body (scripts compare curl's output)
         return json_response({"name": model_name, "ready": True})
 
     async def infer(model_name: str, version: Optional[str], request: Request):
