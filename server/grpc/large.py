@@ -108,7 +108,7 @@ def output_raw(array, datatype: str):
 
 class RawAnswer:
     """A ModelInferResponse whose raw_output_contents go on the wire as views, after the message's other
-    fields. `parts()` is what the native transport writes; `message()` is the ordinary message."""
+    fields. `parts()` is what the native transport writes."""
 
     __slots__ = ("head", "raw")
 
@@ -121,11 +121,6 @@ class RawAnswer:
         for data in self.raw:
             parts += (RAW_OUTPUT_TAG + _encode_varint(len(data)), data)
         return parts
-
-    def message(self):
-        for data in self.raw:
-            self.head.raw_output_contents.append(bytes(data))
-        return self.head
 
     def SerializeToString(self) -> bytes:
         return b"".join(self.parts())
