@@ -224,6 +224,21 @@ def status_of(exc: BaseException) -> tuple[int, str]:
     return 500, "INTERNAL"
 
 
+def mark_user_error(exc: BaseException) -> None:
+    """An exception a user's KServe hook raised outside the error table: REST says it as KServe's catch-all
+    handler does, `"<type> : <message>"`, so clients matching KServe's bodies see the same text."""
+    try:
+        exc.gpuserve_user_error = True
+    except AttributeError:  # an exception type with __slots__
+        pass
+
+
+def user_error_text(exc: BaseException) -> Optional[str]:
+    if getattr(exc, "gpuserve_user_error", False) and not isinstance(exc, NotImplementedError):
+        return f"{type(exc).__name__} : {exc}"
+    return None
+
+
 def exception_chain(exc: Optional[BaseException]) -> Iterator[BaseException]:
     """`exc`, then what it was raised from or during, each once: where a framework's own error text hides
     under the one a caller wrapped it in."""

@@ -12,7 +12,7 @@ import enum
 from typing import Any, AsyncIterator, Dict, List, Optional, Union
 
 from gpuserve.constants.constants import PredictorProtocol  # noqa: F401 (KServe scripts import it from here)
-from gpuserve.errors import InvalidInput
+from gpuserve.errors import GpuserveError, InvalidInput, ModelNotFound, mark_user_error
 from gpuserve.hooks import call_hook, overrides
 from gpuserve.metrics import set_current_model
 from gpuserve.predictor_config import PREDICTOR_PROTOCOLS, PredictorConfig  # noqa: F401 (re-exported)
@@ -110,6 +110,17 @@ class Model(InferenceModel):
     async def __call__(self, body: Union[Dict, InferRequest], headers: Optional[Dict[str, str]] = None,
                        verb: InferenceVerb = InferenceVerb.PREDICT):
         """Run the pipeline; returns `(response, response_headers)` like KServe's data plane expects."""
+        try:
+            return await self._pipeline(body, headers, verb)
+        except Exception as exc:
+            if not type(self).__module__.startswith("gpuserve."):
+                if isinstance(exc, ModelNotFound) and exc.reason == str(ModelNotFound(exc.model_name)):
+                    exc.reason = f"Model with name {exc.model_name} does not exist."  # KServe's words
+                elif not isinstance(exc, GpuserveError):
+                    mark_user_error(exc)
+            raise
+
+    async def _pipeline(self, body, headers, verb):
         headers = headers if headers is not None else {}
         response_headers: Dict[str, str] = {}
         set_current_model(self.name, self.version)  # labels for gpuserve.metrics.log()

@@ -19,7 +19,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from gpuserve.compression import ENCODINGS, inflate
-from gpuserve.errors import InvalidInput, PayloadTooLarge, status_of
+from gpuserve.errors import InvalidInput, PayloadTooLarge, status_of, user_error_text
 from gpuserve.transport_metrics import TransportMetrics
 
 logger = logging.getLogger("gpuserve.rest")
@@ -34,7 +34,7 @@ def json_response(content: Any, status: int = 200, headers: Optional[Dict[str, s
 def error_response(exc: BaseException) -> Response:
     status, _ = status_of(exc)
     headers = getattr(exc, "headers", None) or None
-    message = str(exc) or type(exc).__name__
+    message = user_error_text(exc) or str(exc) or type(exc).__name__
     if status >= 500:
         logger.error("request failed with %s: %s", status, message, exc_info=status == 500)
     else:
@@ -101,6 +101,40 @@ def loads(body) -> Any:
             except ValueError:
                 pass
         raise InvalidInput(f"Unrecognized request format: {exc}") from None
+
+
+# The content types KServe's V1 reads as JSON; a body of any other declared type reaches the model as bytes.
+V1_JSON_TYPES = frozenset({"application/json", "application/cloudevents+json", "application/ld+json",
+                           "application/octet-stream"})
+
+
+def v1_payload(body: bytes, headers: Dict[str, str]) -> Any:
+    """A V1 body as KServe hands it to `preprocess`: parsed JSON, or the raw bytes when the client declared
+    another content type (an image, text), which a KServe model decodes itself."""
+    declared = headers.get("content-type")
+    if declared and declared.split(";")[0].strip().lower() not in V1_JSON_TYPES:
+        return body
+    return parse_json(body)
+
+
+def v1_request(body: bytes, headers: Dict[str, str]) -> Tuple[Any, Any]:
+    """(payload, CloudEvent or None) of a V1 request: a binary event's data is read whatever its content type."""
+    from gpuserve.server.rest import cloudevents
+
+    if all(h in headers for h in cloudevents.BINARY_HEADERS):
+        return cloudevents.read(None, body, headers)
+    return cloudevents.read(v1_payload(body, headers), body, headers)
+
+
+def v1_answer(model_name: str, response: Any, event: Any,
+              response_headers: Optional[Dict[str, str]]) -> Optional[Tuple[bytes, Dict[str, str]]]:
+    """The answer to a request that came as a CloudEvent, as one (body, headers); None for any other."""
+    if event is None or not event.answer_as_event:
+        return None
+    from gpuserve.server.rest import cloudevents
+
+    body, headers = cloudevents.write(model_name, response, event)
+    return body, {**(response_headers or {}), **headers}
 
 
 async def json_object_body(request: Request, required: bool = False, limit: int = 1 << 20) -> dict:

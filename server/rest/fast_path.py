@@ -24,7 +24,7 @@ from gpuserve.errors import InferenceError, InvalidInput, ModelNotFound, Payload
 from gpuserve.model import InferenceVerb
 from gpuserve.server.binary import Parts
 from gpuserve.server.rest.common import (JSON_OPTIONS, ErrorRoutes, decompress, error_response, parse_json,
-                                         response_parts)
+                                         response_parts, v1_answer, v1_request)
 from gpuserve.server.rest.streaming import Stream, is_stream, stream_headers
 from gpuserve.server.rest.v2 import encode_infer_bytes
 from gpuserve.types import InferRequest, InferResponse
@@ -197,10 +197,16 @@ class FastPath:
                       trace=None) -> Tuple[int, bytes, list]:
         kind, name, version = route
         if kind == "predict":
-            response, response_headers = await self.plane.predict_v1(name, parse_json(body), headers,
-                                                                     InferenceVerb.PREDICT)
+            payload, event = v1_request(body, headers)
+            response, response_headers = await self.plane.predict_v1(name, payload, headers, InferenceVerb.PREDICT)
             if is_stream(response):
                 return 200, await Stream.start(response), stream_headers(response_headers)
+            as_event = v1_answer(name, response, event, response_headers)
+            if as_event is not None:
+                return 200, as_event[0], _with([], as_event[1])
+            if isinstance(response, (bytes, str)):  # KServe sends a model's text or bytes as they are
+                return 200, response.encode() if isinstance(response, str) else response, \
+                    _with([], response_headers)
             if hasattr(response, "to_rest") and not isinstance(response, dict):
                 raise InferenceError(f"model '{name}' returned {type(response).__name__} to a V1 request")
             return 200, orjson.dumps(response, option=JSON_OPTIONS), _with(_JSON, response_headers)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 from starlette.requests import Request
+from starlette.responses import Response
 
 from gpuserve.dataplane import DataPlane, kserve_unknown_model
 from gpuserve.errors import InferenceError, ModelNotFound, ModelNotReady, ServerNotLive
 from gpuserve.model import InferenceVerb
-from gpuserve.server.rest.common import ErrorRoutes, guarded, json_response, parse_json, read_body
+from gpuserve.server.rest.common import ErrorRoutes, guarded, json_response, read_body, v1_answer, v1_request
 from gpuserve.server.rest.streaming import Stream, is_stream, streaming_response
 
 
@@ -46,10 +47,16 @@ def add_v1_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes, body_limi
         return json_response({"name": model_name, "ready": True})
 
     async def call(model_name: str, request: Request, verb: InferenceVerb):
-        body = parse_json(await read_body(request, body_limit))
-        response, response_headers = await plane.predict_v1(model_name, body, dict(request.headers), verb)
+        headers = dict(request.headers)
+        body, event = v1_request(await read_body(request, body_limit), headers)
+        response, response_headers = await plane.predict_v1(model_name, body, headers, verb)
         if is_stream(response):
             return streaming_response(await Stream.start(response), response_headers)
+        as_event = v1_answer(model_name, response, event, response_headers)
+        if as_event is not None:
+            return Response(as_event[0], headers=as_event[1])
+        if isinstance(response, (bytes, str)):  # KServe sends a model's text or bytes as they are
+            return Response(response, headers=response_headers or None)
         if hasattr(response, "to_rest") and not isinstance(response, dict):
             raise InferenceError(f"model '{model_name}' returned {type(response).__name__} to a V1 request")
         return json_response(response, headers=response_headers or None)
