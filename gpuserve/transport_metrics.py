@@ -17,6 +17,7 @@ class TransportMetrics:
         self.lock = threading.Lock()
         self.rest: Dict[Tuple[str, str, str], Histogram] = {}
         self.grpc: Dict[Tuple[str, str], Histogram] = {}
+        self.grpc_started: Dict[str, int] = {}  # calls begun per method (MLServer's grpc_server_started_total)
         self.rest_in_progress = 0
         self.grpc_in_progress = 0
 
@@ -27,6 +28,10 @@ class TransportMetrics:
             with self.lock:
                 histogram = self.rest.setdefault(key, Histogram())
         histogram.observe(seconds)
+
+    def start_grpc(self, method: str) -> None:
+        with self.lock:
+            self.grpc_started[method] = self.grpc_started.get(method, 0) + 1
 
     def observe_grpc(self, method: str, code: str, seconds: float) -> None:
         key = (method, code)

@@ -388,7 +388,7 @@ class ServerCollector:
         metrics = self.plane.transport_metrics
         rest_count = CounterMetricFamily(n("rest_server_requests"), "REST requests by endpoint, method and status",
                                          labels=["endpoint", "method", "status_code"])
-        rest_time = HistogramMetricFamily(n("rest_server_requests_duration_seconds"), "REST request duration",
+        rest_time = HistogramMetricFamily(n("rest_server_request_duration_seconds"), "REST request duration",
                                           labels=["endpoint", "method", "status_code"])
         for (endpoint, method, status), histogram in sorted(metrics.rest.items()):
             rest_count.add_metric([endpoint, method, status], histogram.count)
@@ -400,9 +400,13 @@ class ServerCollector:
         for (method, code), histogram in sorted(metrics.grpc.items()):
             grpc_count.add_metric([method, code], histogram.count)
             grpc_time.add_metric([method, code], histogram.cumulative(), histogram.total)
+        grpc_started = CounterMetricFamily(n("grpc_server_started"), "gRPC calls begun by method",
+                                           labels=["grpc_method"])
+        for method, count in sorted(metrics.grpc_started.items()):
+            grpc_started.add_metric([method], count)
         in_progress = GaugeMetricFamily(n("rest_server_requests_in_progress"), "REST requests being handled")
         in_progress.add_metric([], metrics.rest_in_progress)
-        yield from (rest_count, rest_time, grpc_count, grpc_time, in_progress)
+        yield from (rest_count, rest_time, grpc_count, grpc_time, grpc_started, in_progress)
 
     def _gpus(self):
         if self.gpus is None or not self.gpus.available:

@@ -8,6 +8,7 @@ import json
 
 import httpx
 import pytest
+import tritonclient.grpc as grpcclient
 
 from conftest import running_server
 from gpuserve import ModelRepository
@@ -32,7 +33,7 @@ def _model(root, folder, **settings):
 
 
 @pytest.fixture(scope="module")
-def http(tmp_path_factory):
+def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("conf18")
     _model(root, "meta", name="meta",
            inputs=[{"name": "a", "datatype": "BYTES", "shape": [-1]},
@@ -41,8 +42,13 @@ def http(tmp_path_factory):
     _model(root, "mv/v1", name="mv", parameters={"version": "v1"})
     registry = DiskRepository(root).populate(ModelRepository())
     with running_server(repository=registry, http_port=9640, grpc_port=9641, metrics_port=9642) as server:
-        with httpx.Client(base_url=f"http://127.0.0.1:{server.ports['http']}", timeout=60) as client:
-            yield client
+        yield server
+
+
+@pytest.fixture(scope="module")
+def http(served):
+    with httpx.Client(base_url=f"http://127.0.0.1:{served.ports['http']}", timeout=60) as client:
+        yield client
 
 
 def test_metadata_leaves_out_parameters_the_settings_do_not_write(http):
@@ -62,3 +68,15 @@ def test_model_ready_is_an_empty_200(http, path):
 
 def test_unknown_model_ready_is_still_404(http):
     assert http.get("/v2/models/nope/ready").status_code == 404
+
+
+def test_transport_metrics_have_mlservers_names(served, http):
+    """MLServer's families: REST `rest_server_request_duration_seconds` (starlette-exporter's name) and gRPC
+    `grpc_server_started_total`, counted as each call begins."""
+    assert http.post("/v2/models/meta/infer", json={"inputs": [
+        {"name": "a", "datatype": "BYTES", "shape": [1], "data": ["x"]}]}).status_code == 200
+    with grpcclient.InferenceServerClient(f"127.0.0.1:{served.ports['grpc']}") as client:
+        assert client.is_server_live() and client.is_server_live()
+    text = httpx.get(f"http://127.0.0.1:{served.ports['metrics']}/metrics").text
+    assert "# TYPE rest_server_request_duration_seconds histogram" in text
+    assert 'grpc_server_started_total{grpc_method="ServerLive"} 2' in text

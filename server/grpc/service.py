@@ -53,6 +53,7 @@ def _guard(method):
     async def guarded(self, request, context):
         start = time.perf_counter()
         code = "OK"
+        self.plane.transport_metrics.start_grpc(name)
         try:
             return await method(self, request, context)
         except grpc.aio.AbortError:
