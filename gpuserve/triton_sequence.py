@@ -69,17 +69,25 @@ class Sequence:
         answered CANCELLED instead of running (qa's L0_request_cancellation scheduler_test)."""
         self.waiting += 1
         try:
-            if self.admit is not None:
-                await self.admit(self)
-            if self.expired:
-                raise QueueTimeout(EXPIRED)
+            # in arrival order first, then (the first in line) the backlog's wait for a slot: a request that
+            # came after the sequence got its slot took the free lock ahead of those still waking from that
+            # wait (an END ran before its sequence's START, and the slot was never freed)
             await self.lock.acquire()
         except asyncio.CancelledError:
             self.cancelled = True
-            raise
-        finally:
             self.waiting -= 1
+            raise
         try:
+            try:
+                if self.admit is not None:
+                    await self.admit(self)
+            except asyncio.CancelledError:
+                self.cancelled = True
+                raise
+            finally:
+                self.waiting -= 1
+            if self.expired:
+                raise QueueTimeout(EXPIRED)
             if self.cancelled:
                 raise RequestCancelled("Request cancelled: its sequence was cancelled")
             yield
@@ -336,8 +344,9 @@ class SequenceRouter:
         self.running[sequence.instance] -= 1
         if ended and self.active.get(key) is sequence and not sequence.pending:
             del self.active[key]
-        gone = ended or sequence.cancelled
-        if self.slots and not sequence.pending and gone and self.active.get(key) is not sequence:
+        # no request left and no longer the active sequence of its ID (ended, or replaced): nothing will
+        # come to free its slot later, whichever of its requests finished last
+        if self.slots and not sequence.pending and self.active.get(key) is not sequence:
             if sequence in self.backlog:
                 self.backlog.remove(sequence)
             self._free_slot(sequence)

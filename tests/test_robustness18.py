@@ -222,3 +222,38 @@ def test_a_backlog_sequence_whose_client_left_does_not_keep_a_slot_for_ever(tmp_
         assert step(client, 1, 1, sequence_end=True) == 1  # frees the slot
         assert step(client, 3, 2, timeout=5, sequence_start=True, sequence_end=True) == 3
         client.close()
+
+
+def test_a_backlog_sequence_runs_in_order_and_frees_its_slot_when_a_request_comes_as_it_is_admitted():
+    """A request that came just after its sequence left the backlog took the sequence's free lock ahead of
+    the requests still waking from the backlog wait: the END ran before START, and as the last request to
+    finish was not the END, the slot stayed held with no sequence left to free it (qa
+    L0_long_running_stress: a model's every slot lost within minutes, all clients waiting for ever)."""
+    from gpuserve.triton_sequence import SequenceRouter
+
+    async def scenario():
+        router = SequenceRouter("m", {"max_sequence_idle_microseconds": 60_000_000}, 1, False, max_batch_size=0)
+        ran = []
+
+        async def request(params, label):
+            key, sequence = router.open(params)
+            try:
+                async with sequence.turn():
+                    ran.append(label)
+                    await asyncio.sleep(0.01)
+            finally:
+                router.close(key, sequence, bool(params.get("sequence_end")))
+
+        holder = asyncio.ensure_future(request({"sequence_id": 1, "sequence_start": True, "sequence_end": True}, "A"))
+        await asyncio.sleep(0)
+        waiting = [asyncio.ensure_future(request({"sequence_id": 2, "sequence_start": True}, "B-start")),
+                   asyncio.ensure_future(request({"sequence_id": 2}, "B-middle"))]
+        await asyncio.sleep(0)
+        await holder  # frees the slot: sequence 2 is admitted, its waiters not yet woken
+        last = asyncio.ensure_future(request({"sequence_id": 2, "sequence_end": True}, "B-end"))
+        await asyncio.wait_for(asyncio.gather(*waiting, last), 5)
+        return ran, dict(router.holding), router.backlog
+
+    ran, holding, backlog = asyncio.run(scenario())
+    assert ran == ["A", "B-start", "B-middle", "B-end"]
+    assert sum(holding.values()) == 0 and not backlog
