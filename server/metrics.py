@@ -13,6 +13,7 @@ import os
 import re
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
@@ -26,6 +27,8 @@ from gpuserve.engine.staging import pinned_bytes
 from gpuserve import triton_metrics
 from gpuserve.server.cpu_metrics import CpuSampler
 from gpuserve.metrics import worker_metric_dirs
+from gpuserve.namespacing import plain
+from gpuserve.repository import DiskRepository
 from gpuserve.server.nvml import GpuSampler
 
 MODEL_LABELS = ["model", "version"]
@@ -183,8 +186,8 @@ class ServerCollector:
             family.exact = True
             families[key] = family
         for entry in self.plane.statistics(unversioned="")["model_stats"]:
-            labels = {"model": entry["name"], "version": entry["version"]}
             model = self.plane.repository.get_model(entry["name"], entry["version"] or None)
+            labels = self._triton_labels(entry, model)
             kept = (self.plane.stats_of(model).summaries if model is not None else None) or {}
             is_cached = cached.get(entry["name"], False)
             for key, family in families.items():
@@ -254,12 +257,23 @@ class ServerCollector:
                 family.add_metric([device], 1)
             yield family
 
+    @staticmethod
+    def _triton_labels(entry, model) -> Dict[str, str]:
+        """A model's labels on Triton's per-model metrics; with --model-namespacing=true, as Triton 2.51:
+        the model's own name and its repository folder as `namespace` (a name two folders hold is two)."""
+        if not DiskRepository.namespacing:
+            return {"model": entry["name"], "version": entry["version"]}
+        folder = getattr(getattr(model, "settings", None), "folder", None)
+        return {"model": plain(entry["name"]), "namespace": str(Path(folder).parent) if folder else "",
+                "version": entry["version"]}
+
     def _models(self):
         n = self._name
+        labelled = ["model", "namespace", "version"] if DiskRepository.namespacing else MODEL_LABELS
         success = ExactCounter(n("nv_inference_request_success"), "Successful inference requests (Triton)",
-                                      labels=MODEL_LABELS)
+                                      labels=labelled)
         failure = ExactCounter(n("nv_inference_request_failure"), "Failed inference requests (Triton)",
-                               labels=["model", "reason", "version"])
+                               labels=[*labelled[:-1], "reason", "version"])
         # MLServer's own request metrics, labelled {model, version} as MLServer 1.5 and 1.7.1 label them
         ml_success = CounterMetricFamily(n("model_infer_request_success"),
                                          "Successful inference requests (MLServer)", labels=MODEL_LABELS)
@@ -267,21 +281,21 @@ class ServerCollector:
                                          "Failed inference requests (MLServer)", labels=MODEL_LABELS)
         ml_duration = SummaryMetricFamily(n("model_infer_request_duration"), "Inference request duration (MLServer)",
                                           labels=MODEL_LABELS)
-        count = ExactCounter(n("nv_inference_count"), "Inferences performed (rows)", labels=MODEL_LABELS)
-        executions = ExactCounter(n("nv_inference_exec_count"), "Batches executed", labels=MODEL_LABELS)
+        count = ExactCounter(n("nv_inference_count"), "Inferences performed (rows)", labels=labelled)
+        executions = ExactCounter(n("nv_inference_exec_count"), "Batches executed", labels=labelled)
         durations = {key: ExactCounter(n(f"nv_inference_{key}_duration_us"),
                                               f"Cumulative {key.replace('_', ' ')} time in microseconds",
-                                              labels=MODEL_LABELS)
+                                              labels=labelled)
                      for key in ("request", "queue", "compute_input", "compute_infer", "compute_output")}
-        cache = {"hits": ExactCounter(n("nv_cache_num_hits_per_model"), "Response cache hits", labels=MODEL_LABELS),
+        cache = {"hits": ExactCounter(n("nv_cache_num_hits_per_model"), "Response cache hits", labels=labelled),
                  "misses": ExactCounter(n("nv_cache_num_misses_per_model"), "Response cache misses (kept or not)",
-                                        labels=MODEL_LABELS),
+                                        labels=labelled),
                  "hit_us": ExactCounter(n("nv_cache_hit_duration_per_model"),
                                         "Cumulative time answering from the response cache in microseconds",
-                                        labels=MODEL_LABELS),
+                                        labels=labelled),
                  "miss_us": ExactCounter(n("nv_cache_miss_duration_per_model"),
                                          "Cumulative response cache lookup and insertion time on misses in microseconds",
-                                         labels=MODEL_LABELS)}
+                                         labels=labelled)}
         latency = HistogramMetricFamily(n("model_infer_request_duration_seconds"),
                                         "Inference request duration per model", labels=MODEL_LABELS)
         batch_size = HistogramMetricFamily(n("gpuserve_batch_size"), "Rows per executed batch", labels=MODEL_LABELS)
@@ -289,34 +303,35 @@ class ServerCollector:
         queue = HistogramMetricFamily(n("batch_request_queue"), "counter of request queue batch size",
                                       labels=["model_name", "model_version"])
         pending = GaugeMetricFamily(n("nv_inference_pending_request_count"), "Requests queued, not yet running",
-                                    labels=MODEL_LABELS)
+                                    labels=labelled)
         cached: Dict[str, bool] = {}
         for entry in self.plane.statistics(unversioned="")["model_stats"]:
             labels = [entry["name"], entry["version"]]
             stats = entry["inference_stats"]
-            success.add_metric(labels, stats["success"]["count"])
             model = self.plane.repository.get_model(entry["name"], entry["version"] or None)
+            triton = list(self._triton_labels(entry, model).values())
+            success.add_metric(triton, stats["success"]["count"])
             reasons = dict(self.plane.stats_of(model).fail_reasons) if model is not None else \
                 {**dict.fromkeys(FAILURE_REASONS, 0), "BACKEND": stats["fail"]["count"]}
             for reason, failed in reasons.items():  # Triton's four, each present
-                failure.add_metric([entry["name"], reason, entry["version"]], failed)
+                failure.add_metric([*triton[:-1], reason, entry["version"]], failed)
             # MLServer labels an unversioned model's requests version="None" (str of its missing version)
             ml_labels = labels if entry["version"] or not getattr(model, "settings_metadata", False) \
                 else [entry["name"], "None"]
             ml_success.add_metric(ml_labels, stats["success"]["count"])
             ml_failure.add_metric(ml_labels, stats["fail"]["count"])
-            count.add_metric(labels, entry["inference_count"])
-            executions.add_metric(labels, entry["execution_count"])
+            count.add_metric(triton, entry["inference_count"])
+            executions.add_metric(triton, entry["execution_count"])
             # whole microseconds, as Triton counts them; the request time of successes only
-            durations["request"].add_metric(labels, stats["success"]["ns"] // 1000)
+            durations["request"].add_metric(triton, stats["success"]["ns"] // 1000)
             for key in ("queue", "compute_input", "compute_infer", "compute_output"):
-                durations[key].add_metric(labels, stats[key]["ns"] // 1000)
+                durations[key].add_metric(triton, stats[key]["ns"] // 1000)
             cached[entry["name"]] = is_cached = self._uses_cache(model)
             if is_cached:  # as Triton: only for models that use the cache
-                cache["hits"].add_metric(labels, stats["cache_hit"]["count"])
-                cache["misses"].add_metric(labels, stats["cache_miss"]["count"])
-                cache["hit_us"].add_metric(labels, stats["cache_hit"]["ns"] // 1000)
-                cache["miss_us"].add_metric(labels, stats["cache_miss"]["ns"] // 1000)
+                cache["hits"].add_metric(triton, stats["cache_hit"]["count"])
+                cache["misses"].add_metric(triton, stats["cache_miss"]["count"])
+                cache["hit_us"].add_metric(triton, stats["cache_hit"]["ns"] // 1000)
+                cache["miss_us"].add_metric(triton, stats["cache_miss"]["ns"] // 1000)
             if model is not None:
                 histogram = self.plane.stats_of(model).request_seconds
                 latency.add_metric(labels, histogram.cumulative(), histogram.total)
@@ -335,7 +350,7 @@ class ServerCollector:
                 depth += len(adaptive.queue)
                 sizes = adaptive.queue_sizes
                 queue.add_metric(labels, sizes.cumulative(), sizes.total)
-            pending.add_metric(labels, depth)
+            pending.add_metric(triton, depth)
         # Triton's latency counters, unless --metrics-config counter_latencies=false
         latencies = [*durations.values(), *(c for c in cache.values() if c.samples)] if self.config.counters else []
         yield from (success, failure, ml_success, ml_failure, ml_duration, count, executions, *latencies,
@@ -358,8 +373,8 @@ class ServerCollector:
         family.exact = True
         name = family.name
         for entry in self.plane.statistics(unversioned="")["model_stats"]:
-            labels = {"model": entry["name"], "version": entry["version"]}
             model = self.plane.repository.get_model(entry["name"], entry["version"] or None)
+            labels = self._triton_labels(entry, model)
             kept = (self.plane.stats_of(model).first_response_ms if model is not None else None) or {}
             times = sorted(kept.items())
             count, total = sum(n for _, n in times), sum(ms * n for ms, n in times)

@@ -6,16 +6,22 @@ what a real tritonserver 2.51 shows a client or a model.
   (correlation ID 0, no flags, no request ID, READY/START/END 0, CORRID 0, no outputs asked for), and counts
   the batch's size with them but not its inferences. gpuserve ran each sequence's requests in dynamic batches
   of their own (the null rows a model's state update relies on were missing, and batch sizes differed).
+- qa/L0_metrics test_model_namespacing_label_with_namespace_on: with --model-namespacing=true Triton 2.51 labels
+  every per-model metric with the model's own name and `namespace="<its repository folder>"`; gpuserve had
+  no namespace label, and a name two folders hold showed as `composing_model::0` and `::1`.
 """
 
 import asyncio
 import json
+import urllib.request
 
 import numpy as np
 
 from gpuserve import ModelRepository
 from gpuserve.repository import DiskRepository
 from gpuserve.types import InferInput, InferRequest
+from conftest import running_server
+from test_triton_qa_backends import _namespaced_repos
 
 DIRECT_PY = '''
 import json
@@ -106,3 +112,19 @@ def test_a_python_direct_model_sees_null_requests_in_the_free_slots_below_a_requ
         assert stats.queue.count == 7 and stats.compute_infer.count == 7
     finally:
         model.stop()
+
+
+def test_metrics_carry_tritons_namespace_label_under_model_namespacing(tmp_path, monkeypatch):
+    first, second = _namespaced_repos(tmp_path)
+    monkeypatch.setattr(DiskRepository, "namespacing", True)  # as --model-namespacing=true sets it
+    disk = DiskRepository(first, more_roots=[second])
+    with running_server(repository=disk.populate(ModelRepository())) as server:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.ports['metrics']}/metrics") as reply:
+            text = reply.read().decode()
+    for folder, names in ((first, ("composing_model", "simple_addsub")), (second, ("composing_model", "simple_subadd"))):
+        for name in names:
+            labels = f'model="{name}",namespace="{folder.resolve()}"'
+            assert f'nv_inference_count{{{labels},version="1"}} 0' in text
+            assert f'nv_inference_request_failure{{{labels},reason="BACKEND",version="1"}} 0' in text
+            assert f'nv_inference_pending_request_count{{{labels},version="1"}} 0' in text
+    assert "composing_model::" not in "".join(line for line in text.splitlines() if line.startswith("nv_"))
