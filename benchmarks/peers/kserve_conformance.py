@@ -14,10 +14,10 @@ Compared: status, JSON bodies (server versions masked), content-type and the mod
 gRPC: status code, details and the message as a dict.
 
 Differences kept on purpose are listed in KEPT (case name -> reason) and counted apart; the rest are to fix.
-Run 2026-12-05 (kserve 0.21.0, session 18), 106 cases: before the session's fixes 52 differed, 13 of them
+Run 2026-12-05 (kserve 0.21.0, session 18), 107 cases: before the session's fixes 56 differed, 13 of them
 not on purpose (V1 bodies not declared JSON refused instead of handed over as bytes, CloudEvents not read
 or answered as events, user exceptions said without kserve's "<type> : " prefix, ModelNotFound raised by
-user code in Triton's words); after, 39 differ, all on purpose. Unset `model_version` / `parameters`, which
+user code in Triton's words); after, 43 differ, all on purpose. Unset `model_version` / `parameters`, which
 kserve writes as null and gpuserve (as Triton) leaves out, are not counted (drop_nulls).
 """
 
@@ -202,6 +202,13 @@ class Multi(Model):
                              parameters={"answered": "multi"})
 
 
+class Lazy(Model):
+    """Never loaded by the script: kserve's start() leaves it out, gpuserve's calls load()."""
+
+    def predict(self, payload, headers=None):
+        return {"predictions": ["lazy"]}
+
+
 class Stream(Model):
     def __init__(self, name):
         super().__init__(name)
@@ -240,7 +247,7 @@ if __name__ == "__main__":
         ModelServer().start([Transformer(args.model_name)])
     else:
         models = [Echo("echo"), Headers("headers"), Raiser("raiser"), Sick("sick"), Flip("flip"),
-                  Typed("typed"), Multi("multi"), Stream("stream")]
+                  Typed("typed"), Multi("multi"), Stream("stream"), Lazy("lazy")]
         ModelServer().start(models)
 '''
 
@@ -278,6 +285,10 @@ KEPT = {
                                    "kserve wraps it in a 500 'HTTPStatusError : ...'",
     "transformer (grpc-v2) v2 infer": "the gRPC predictor's empty model_version is left out (unset), as an unset "
                                       "one always is; kserve writes \"\"",
+    "GET /v1/models": "start() loads a model the script did not (README); kserve leaves it out of the list",
+    "GET /v2/models": "start() loads a model the script did not (README); kserve leaves it out of the list",
+    "GET /v1/models (after flip)": "start() loads a model the script did not (README); kserve leaves it out",
+    "v1 predict lazy (never loaded)": "start() loads a model the script did not (README); kserve: 404",
     "grpc ModelReady missing": "as Triton: ready false for an unknown model (tritonclient's is_model_ready)",
     "grpc infer sick": GRPC_ERR, "grpc infer stream": GRPC_ERR, "grpc infer raiser notready": GRPC_ERR,
     "grpc infer raiser plain": GRPC_ERR, "grpc infer raiser value": GRPC_ERR, "grpc infer raiser inference": GRPC_ERR,
@@ -439,6 +450,7 @@ def rest_cases():
         ("GET /v1/models/echo", "GET", "/v1/models/echo", None),
         ("GET /v1/models/sick", "GET", "/v1/models/sick", None),
         ("GET /v1/models/missing", "GET", "/v1/models/missing", None),
+        ("v1 predict lazy (never loaded)", "POST", "/v1/models/lazy:predict", {"instances": [1]}),
         ("GET /v2/health/live", "GET", "/v2/health/live", None),
         ("GET /v2/health/ready", "GET", "/v2/health/ready", None),
         ("GET /v2", "GET", "/v2", None),
