@@ -457,6 +457,9 @@ class DataPlane:
             raise kserve_unknown_model(name) from None
         if _user_healthy(type(model)) and not await model.healthy():
             raise ModelNotReady(model.name)
+        if isinstance(body, (bytes, bytearray)) and _builtin_predict(type(model)):
+            raise InvalidInput(f"model '{name}' takes a JSON body on V1 (instances or inputs); this one was "
+                               f"declared '{(headers or {}).get('content-type')}'")
         stats = None if getattr(model, "stats", None) is not None or verb is not InferenceVerb.PREDICT \
             else self._stats_for(model)
         work = model(body, headers, verb)

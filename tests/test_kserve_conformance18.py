@@ -122,3 +122,21 @@ def test_v1_cloudevents_as_kserve(http, http_server):
             "content-type": "application/json", "ce-specversion": "1.0", "ce-source": "me", "ce-type": "t",
             "ce-id": "1"})
         assert bad.status_code == 400 and "binary json cloudevent" in bad.json()["error"]
+
+
+@pytest.mark.parametrize("http_server", ["gpuserve", "uvicorn"])
+def test_curl_form_bodies_stay_json_and_builtin_models_refuse_raw_bodies(http, http_server, simple_onnx_repo):
+    from gpuserve.model_repository import ModelRepository
+    from gpuserve.repository import DiskRepository
+
+    repository = DiskRepository(str(simple_onnx_repo[0])).populate(ModelRepository())
+    with running_server([Raw("raw")], repository=repository, http_server=http_server) as server:
+        client = http(server)
+        form = {"content-type": "application/x-www-form-urlencoded"}  # what `curl -d` sends
+        assert client.post("/v1/models/raw:predict", content=b'{"instances": [3]}', headers=form).json() == {
+            "predictions": [3]}
+        assert client.post("/v1/models/raw:predict", content=b"a=1", headers=form).content == b"1=a"
+        assert client.post("/v1/models/simple:predict", content=b'{"instances": [[1, 2, 3, 4]]}',
+                           headers=form).status_code == 200
+        image = client.post("/v1/models/simple:predict", content=b"\x89PNG", headers={"content-type": "image/png"})
+        assert image.status_code == 400 and "takes a JSON body on V1" in image.json()["error"]

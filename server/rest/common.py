@@ -111,8 +111,13 @@ V1_JSON_TYPES = frozenset({"application/json", "application/cloudevents+json", "
 def v1_payload(body: bytes, headers: Dict[str, str]) -> Any:
     """A V1 body as KServe hands it to `preprocess`: parsed JSON, or the raw bytes when the client declared
     another content type (an image, text), which a KServe model decodes itself."""
-    declared = headers.get("content-type")
-    if declared and declared.split(";")[0].strip().lower() not in V1_JSON_TYPES:
+    declared = (headers.get("content-type") or "").split(";")[0].strip().lower()
+    if declared == "application/x-www-form-urlencoded":  # curl -d's default: JSON when it is JSON
+        try:
+            return parse_json(body)
+        except InvalidInput:
+            return body
+    if declared and declared not in V1_JSON_TYPES:
         return body
     return parse_json(body)
 
