@@ -196,3 +196,12 @@ def test_dataframe_round_trip(frame, use_bytes):
 def _json_request(request: InferRequest) -> InferRequest:
     """Keeps the request-level content type, which `via_json_request` does not carry."""
     return InferRequest.from_rest("m", orjson.loads(orjson.dumps(request.to_rest()[0])))
+
+
+def test_an_offset_under_one_second_keeps_its_instant():
+    # CPython 3.11's fromisoformat reads "+00:00:00.000001" as UTC (hypothesis found it)
+    moments = [datetime(2000, 1, 1, tzinfo=timezone(timedelta(microseconds=sign * 1))) for sign in (1, -1)] + \
+        [datetime(2000, 1, 1, 1, 2, 3, 456, tzinfo=timezone(timedelta(seconds=-1, microseconds=5)))]
+    tensor = DatetimeCodec.encode_input("d", moments)
+    for decoded in (DatetimeCodec.decode_input(tensor), decode_input(via_json_request([tensor]).inputs[0])):
+        assert decoded == moments and [d.utcoffset() for d in decoded] == [m.utcoffset() for m in moments]

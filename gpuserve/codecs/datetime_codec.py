@@ -7,7 +7,8 @@ date fails on the side that produced it.
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import datetime, timedelta, timezone
 from typing import Any, Optional
 
 from gpuserve.codecs.base import InputCodec, register_input_codec
@@ -16,9 +17,19 @@ from gpuserve.errors import InvalidInput
 from gpuserve.types import InferInput, InferOutput
 
 
+# An offset under one second, as isoformat writes it: CPython 3.11's fromisoformat reads it as UTC
+_SUB_SECOND_OFFSET = re.compile(r"([+-])00:00:00\.(\d{1,6})$")
+
+
 def _parse(item: Any) -> datetime:
     text = item.decode("utf-8") if isinstance(item, bytes) else item
-    return datetime.fromisoformat(text)
+    value = datetime.fromisoformat(text)
+    if value.tzinfo is timezone.utc:
+        match = _SUB_SECOND_OFFSET.search(text)
+        if match is not None:
+            micro = int(match.group(2).ljust(6, "0")) * (-1 if match.group(1) == "-" else 1)
+            value = value.replace(tzinfo=timezone(timedelta(microseconds=micro)))
+    return value
 
 
 def _encode_datetimes(cls: type, name: str, payload: Any, use_bytes: bool, parameters: Any):
