@@ -46,6 +46,9 @@ logger = logging.getLogger("gpuserve")
 BATCH_SIZES = "\0batch sizes"
 # Triton counts every failure of an ensemble's own requests under reason OTHER, whatever its step said
 ENSEMBLE_FAILURE = "OTHER"
+# and, as tritonserver 2.51 does, a request that failed once it was scheduled (in a step) twice: in the
+# statistics extension's fail count and in nv_inference_request_failure (qa L0_model_queue test_policy_reject)
+FAILURES_PER_REQUEST = 2
 # the ensembles whose steps this thread is looking at (an ensemble among its own steps asks itself again)
 _CHECKING = threading.local()
 
@@ -341,12 +344,18 @@ class EnsembleModel(Model):
             async for outputs, _ in self._flows(payload, headers, tensors, self._needed_steps(payload),
                                                 streams=False):
                 pass
-        except BaseException:
-            self.stats.record_request(False, time.perf_counter_ns() - start, ENSEMBLE_FAILURE)
+        except BaseException as exc:
+            self._record_failure(start, exc)
             raise
         self._record_success(start, rows)
         self.stats.record_first_response(time.perf_counter_ns() - start)
         return self._response(payload, outputs)
+
+    def _record_failure(self, start: int, error: BaseException) -> None:
+        """A request cancelled or its stream left counts once; one a step failed, twice (as Triton 2.51)."""
+        elapsed = time.perf_counter_ns() - start
+        for _ in range(FAILURES_PER_REQUEST if isinstance(error, Exception) else 1):
+            self.stats.record_request(False, elapsed, ENSEMBLE_FAILURE)
 
     def _record_success(self, start: int, rows: int) -> None:
         elapsed = time.perf_counter_ns() - start
@@ -394,6 +403,7 @@ class EnsembleModel(Model):
         """A decoupled ensemble's responses, as the gRPC stream (and generate_stream) read a decoupled
         model's: InferResponses marked `triton_final_response`, an error as an exception object (final)."""
         start, final, failed, first = time.perf_counter_ns(), False, True, True
+        error: BaseException = GeneratorExit()  # the client left before the end, unless a step failed
         try:
             async with contextlib.aclosing(self._flows(payload, headers, tensors,
                                                        self._needed_steps(payload))) as flows:
@@ -410,10 +420,11 @@ class EnsembleModel(Model):
             failed = False
         except Exception as exc:  # as Triton: the error ends the request's responses
             exc.triton_final = True
+            error = exc
             yield exc
         finally:
             if failed:
-                self.stats.record_request(False, time.perf_counter_ns() - start, ENSEMBLE_FAILURE)
+                self._record_failure(start, error)
             else:
                 self._record_success(start, rows)
 

@@ -9,6 +9,9 @@ what a real tritonserver 2.51 shows a client or a model.
 - qa/L0_metrics test_model_namespacing_label_with_namespace_on: with --model-namespacing=true Triton 2.51 labels
   every per-model metric with the model's own name and `namespace="<its repository folder>"`; gpuserve had
   no namespace label, and a name two folders hold showed as `composing_model::0` and `::1`.
+- qa/L0_model_queue test_policy_reject: tritonserver 2.51 counts an ensemble request that failed in a step
+  twice, in the statistics extension's fail count and in nv_inference_request_failure{reason="OTHER"} (a
+  request refused before it is scheduled, e.g. for its shape, not at all); gpuserve counted it once.
 """
 
 import asyncio
@@ -128,3 +131,61 @@ def test_metrics_carry_tritons_namespace_label_under_model_namespacing(tmp_path,
             assert f'nv_inference_request_failure{{{labels},reason="BACKEND",version="1"}} 0' in text
             assert f'nv_inference_pending_request_count{{{labels},version="1"}} 0' in text
     assert "composing_model::" not in "".join(line for line in text.splitlines() if line.startswith("nv_"))
+
+
+STEP_PY = """
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        out = []
+        for r in requests:
+            x = pb_utils.get_input_tensor_by_name(r, "X").as_numpy()
+            if x[0] > 100:
+                raise ValueError("too big")
+            out.append(pb_utils.InferenceResponse([pb_utils.Tensor("Y", x)]) if x[0] >= 0 else
+                       pb_utils.InferenceResponse(error=pb_utils.TritonError("negative")))
+        return out
+"""
+
+STEP_ENSEMBLE = """
+platform: "ensemble"
+input [ { name: "IN" data_type: TYPE_FP32 dims: [ 1 ] } ]
+output [ { name: "OUT" data_type: TYPE_FP32 dims: [ 1 ] } ]
+ensemble_scheduling { step [ { model_name: "step" model_version: -1 input_map { key: "X" value: "IN" }
+                               output_map { key: "Y" value: "OUT" } } ] }
+"""
+
+
+def test_an_ensemble_request_failed_in_a_step_counts_twice_as_tritons(tmp_path):
+    import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
+
+    for name, config, code in (("step", 'backend: "python"\ninput [ { name: "X" data_type: TYPE_FP32 dims: [ 1 ] } ]\n'
+                                        'output [ { name: "Y" data_type: TYPE_FP32 dims: [ 1 ] } ]\n', STEP_PY),
+                               ("ens", STEP_ENSEMBLE, None)):
+        (tmp_path / name / "1").mkdir(parents=True)
+        (tmp_path / name / "config.pbtxt").write_text(config)
+        if code:
+            (tmp_path / name / "1" / "model.py").write_text(code)
+    with running_server(repository=DiskRepository(tmp_path).populate(ModelRepository())) as server:
+        client = httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}")
+
+        def send(value, shape=(1,)):
+            tensor = httpclient.InferInput("IN", list(shape), "FP32")
+            tensor.set_data_from_numpy(np.full(shape, value, np.float32))
+            try:
+                client.infer("ens", [tensor])
+            except InferenceServerException:
+                pass
+            stats = client.get_inference_statistics("ens")["model_stats"][0]["inference_stats"]
+            return stats["fail"]["count"], stats["success"]["count"]
+
+        assert send(1.0, (2,)) == (0, 0)  # refused for its shape before it is scheduled: not counted
+        assert send(-1.0) == (2, 0)  # the step's error response
+        assert send(500.0) == (4, 0)  # the step's execute raised
+        assert send(1.0) == (4, 1)
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.ports['metrics']}/metrics") as reply:
+            assert 'nv_inference_request_failure{model="ens",reason="OTHER",version="1"} 4' in reply.read().decode()
+        client.close()
