@@ -190,7 +190,10 @@ class ModelRepository:
         if model is None or (not model.ready and triton_form(model)):
             # Triton's words: a model or version that was loaded once stays known, not loaded
             if name not in self.known and (model is None or getattr(model, "reason", "") == DUPLICATED):
-                raise ModelNotFound(name)  # as Triton: a name two folders hold is no model at all
+                # as Triton: a name two folders hold is no model at all; a missing version of a name that
+                # serves others (MLServer's versions) is named, as MLServer and Triton name it
+                named = version if model is None and version not in (None, "") and self._versions.get(name) else None
+                raise ModelNotFound(name, named)
             if version not in (None, "") and (model is not None or version in self.known.get(name, ())):
                 raise VersionNotReady(name, version)
             if version in (None, ""):

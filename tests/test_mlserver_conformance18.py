@@ -80,3 +80,13 @@ def test_transport_metrics_have_mlservers_names(served, http):
     text = httpx.get(f"http://127.0.0.1:{served.ports['metrics']}/metrics").text
     assert "# TYPE rest_server_request_duration_seconds histogram" in text
     assert 'grpc_server_started_total{grpc_method="ServerLive"} 2' in text
+
+
+@pytest.mark.parametrize("method, path", [("GET", "/v2/models/mv/versions/v9"),
+                                          ("POST", "/v2/models/mv/versions/v9/infer")])
+def test_unknown_version_of_a_served_model_is_named(http, method, path):
+    """MLServer: "Model mv with version v9 not found"; the message named only the model before."""
+    body = {"inputs": [{"name": "a", "datatype": "BYTES", "shape": [1], "data": ["x"]}]}
+    reply = http.request(method, path, json=body if method == "POST" else None)
+    assert reply.status_code == 404
+    assert reply.json() == {"error": "Request for unknown model: 'mv' version v9 is not found"}
