@@ -17,11 +17,11 @@ Ports: MLServer 9600-9602, gpuserve 9610-9612 (--port-base moves both).
 
 Counts, session 18 (2026-12-05): before the fixes 102 cases, 24 differ (2 of them because the peer venv had
 pandas 3, where MLServer 1.7.1's PandasCodec fails with KeyError 'O': setup.sh pins pandas<3); after them, with
-9 more cases (custom handler, gzip, text/plain, tritonclient.grpc), 111 cases, 21 differ, every one kept on
-purpose (KEPT below says why; README "Coming from MLServer"). Fixed in gpuserve: an MLServer model's ready
-endpoint answers an empty 200, metadata leaves out `"parameters": {}` a settings file did not write, a missing
-version is named in the 404, and /metrics has MLServer's rest_server_request_duration_seconds and
-grpc_server_started_total.
+19 more cases (custom handler, gzip, text/plain, requested outputs' content types, a model whose load fails,
+tritonclient.grpc), 121 cases, 25 differ, every one kept on purpose (KEPT below says why; README "Coming from
+MLServer"). Fixed in gpuserve: an MLServer model's ready endpoint answers an empty 200, metadata leaves out
+`"parameters": {}` a settings file did not write, a missing version is named in the 404, and /metrics has
+MLServer's rest_server_request_duration_seconds and grpc_server_started_total.
 """
 
 from __future__ import annotations
@@ -54,6 +54,9 @@ _CLIENT_MISTAKE = ("MLServer answers a client's mistake with 422 (FastAPI's vali
 _TRITON_READY = ("gRPC ModelReady for a model not loaded: OK with ready=false, as Triton answers and tritonclient's "
                  "is_model_ready expects; MLServer 1.7.1 fails the call with UNKNOWN 'Unexpected <class "
                  "ModelNotFound>'")
+_FAILED_LOAD = ("a model whose load failed stays listed, not ready, with its reason (README: ready and infer answer "
+                "503 with it, the index gives it, metadata still answers); MLServer forgets it (404, 'not found', "
+                "no reason in the index)")
 KEPT = {
     "GET /v2/health/live": "200 with KServe V2's body ({\"live\": true} / {\"ready\": true}); MLServer and Triton send no "
                        "body, and their clients and probes read only the status",
@@ -77,6 +80,8 @@ KEPT = {
                          "a dict (here `headers`); gpuserve answers",
     "grpc repository index": "state 'READY' as in the REST index; MLServer 1.7.1 on Python 3.11 writes 'State.READY' "
                              "(str() of its enum)",
+    "broken ready": _FAILED_LOAD, "broken infer": _FAILED_LOAD, "broken metadata": _FAILED_LOAD,
+    "index with broken": _FAILED_LOAD,
     "metrics names": "parallel_request_queue exists once a model runs in parallel workers; gpuserve runs a custom "
                      "runtime in process unless its parallel_workers is set (MLServer's default is 1 worker)",
 }
@@ -203,6 +208,25 @@ class Handled(MLModel):
         return InferenceResponse(model_name=self.name, outputs=[])
 
 
+class Asked(MLModel):
+    """Encodes by what the request asked for each output (`self.encode` reads its content_type)."""
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        values = {"words": ["a", "b"], "numbers": np.array([1.5, 2.5]), "blob": [b"hi"]}
+        asked = payload.outputs or []
+        return InferenceResponse(model_name=self.name, outputs=[
+            self.encode(values[o.name], o, default_codec=NumpyCodec if o.name == "numbers" else StringCodec)
+            for o in asked])
+
+
+class Broken(MLModel):
+    async def load(self) -> bool:
+        raise RuntimeError("cannot load this one")
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        raise AssertionError("never loaded")
+
+
 class Raiser(MLModel):
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
         what = int(NumpyCodec.decode_input(payload.inputs[0]).ravel()[0])
@@ -243,6 +267,8 @@ MODELS = {
     "params": {"implementation": "conf_runtimes.Params"},
     "raiser": {"implementation": "conf_runtimes.Raiser"},
     "handled": {"implementation": "conf_runtimes.Handled"},
+    "asked": {"implementation": "conf_runtimes.Asked",
+              "outputs": [{"name": "blob", "datatype": "BYTES", "shape": [-1], "parameters": {"content_type": "base64"}}]},
     "batched": {"implementation": "conf_runtimes.Batched", "max_batch_size": 3, "max_batch_time": 2.0},
     "meta": {"implementation": "conf_runtimes.Describe", "platform": "custom-platform", "versions": ["m1"],
              "inputs": [{"name": "when", "datatype": "BYTES", "shape": [-1], "parameters": {"content_type": "datetime"}},
@@ -252,7 +278,7 @@ MODELS = {
     "mv/v1": {"name": "mv", "implementation": "conf_runtimes.Version", "parameters": {"version": "v1"}},
     "mv/v2": {"name": "mv", "implementation": "conf_runtimes.Version", "parameters": {"version": "v2"}},
 }
-READY = ["handled", "describe", "encoders", "np-echo", "str-upper", "pd-echo", "decode-args", "params", "raiser", "batched",
+READY = ["asked", "handled", "describe", "encoders", "np-echo", "str-upper", "pd-echo", "decode-args", "params", "raiser", "batched",
          "meta", "mv/versions/v1", "mv/versions/v2"]
 
 
@@ -373,6 +399,15 @@ def rest_cases():
     post("gzip body", "np-echo", gzip.compress(json.dumps({"inputs": [inp("a", "FP32", [1], [3])]}).encode()),
          headers={"Content-Encoding": "gzip"})
 
+    # outputs the request asks for, encoded by their content_type (the request's, else the metadata's)
+    a_in = [inp("a", "FP32", [1], [1])]
+    post("asked str", "asked", {"inputs": a_in, "outputs": [{"name": "words", "parameters": {"content_type": "str"}}]})
+    post("asked np", "asked", {"inputs": a_in, "outputs": [{"name": "numbers", "parameters": {"content_type": "np"}}]})
+    post("asked default codecs", "asked", {"inputs": a_in, "outputs": [{"name": "words"}, {"name": "numbers"}]})
+    post("asked metadata content type", "asked", {"inputs": a_in, "outputs": [{"name": "blob"}]})
+    post("asked unknown content type", "asked", {"inputs": a_in, "outputs": [{"name": "words",
+                                                                              "parameters": {"content_type": "zz"}}]})
+
     # versions
     post("mv default", "mv", {"inputs": [inp("a", "INT32", [1], [1])]})
     for v in ("v1", "v2"):
@@ -392,6 +427,13 @@ def rest_cases():
     post("unload str-upper again", None, None, path="/v2/repository/models/str-upper/unload")
     post("load str-upper", None, None, path="/v2/repository/models/str-upper/load")
     post("str-upper infer after load", "str-upper", {"inputs": [inp("s", "BYTES", [1], ["ab"])]})
+    # a model whose load raises, added to the folder while serving
+    cases.append(("write broken", "WRITE", "broken", None, {}))
+    post("load broken", None, None, path="/v2/repository/models/broken/load")
+    get("broken ready", f"{v2}/broken/ready")
+    get("broken metadata", f"{v2}/broken")
+    post("broken infer", "broken", {"inputs": [inp("a", "FP32", [1], [1])]})
+    post("index with broken", None, {}, path="/v2/repository/index")
     return cases
 
 
@@ -615,6 +657,12 @@ def run_server(name, work: Path, ports) -> dict:
     try:
         wait_ready(name, proc, ports[0])
         for label, method, path, body, headers in rest_cases():
+            if method == "WRITE":
+                (repo / path).mkdir()
+                (repo / path / "model-settings.json").write_text(json.dumps({
+                    "name": path, "implementation": "conf_runtimes.Broken"}))
+                (repo / path / "conf_runtimes.py").write_text(RUNTIMES)
+                continue
             status, body_out, headers_out = rest_call(ports[0], method, path, body, headers)
             answers[label] = (comparable(status, body_out, headers_out), messages(body_out))
         answers["batched three at once"] = (batched_case(ports[0]), "")
