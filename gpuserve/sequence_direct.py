@@ -6,7 +6,8 @@ order, up to the highest slot with one, and fills the slots between that have no
 shape differs from the batch's) with a null request: the first request's tensors with READY, START and
 END false and CORRID 0, so every request keeps its row (a Python model's execute gets it as a request with
 no correlation ID, flags or outputs asked for, whose response goes nowhere, as Triton's null request).
-A request whose client left while it waited is dropped from its queue. The next batch is formed once this
+A request whose client left while it waited is dropped from its queue. With Triton's rate limiter, a
+batch forms once its instance has taken its resources (engine/rate_limiter.py). The next batch is formed once this
 one has run, from the state it left. Batch statistics count the whole batch; inference, queue and compute counts only
 the real requests, as Triton's. `max_queue_delay_microseconds` holds a batch while fewer than
 `minimum_slot_utilization` of the slots are ready; `TRITONSERVER_DELAY_SCHEDULER=N` (and
@@ -162,7 +163,17 @@ class DirectBatches:
                         pass
                     if time.monotonic() - min(queues[slot][0].arrival for slot in ready) < self.delay_s:
                         continue
-            await self._run_batch(index, queues, ready[-1])
+            ticket = getattr(self.instances[index], "ticket", None)
+            if ticket is None:
+                await self._run_batch(index, queues, ready[-1])
+                continue
+            await ticket.acquire()  # Triton's rate limiter: the batch forms once the instance has its turn
+            try:
+                ready = sorted(slot for slot, queue in queues.items() if queue)
+                if ready:
+                    await self._run_batch(index, queues, ready[-1])
+            finally:
+                ticket.release(any(queues.values()))
 
     async def _run_batch(self, index: int, queues, last: int) -> None:
         first: Optional[Entry] = None

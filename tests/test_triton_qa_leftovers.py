@@ -6,6 +6,7 @@ what a real tritonserver 2.51 shows a client or a model.
   (correlation ID 0, no flags, no request ID, READY/START/END 0, CORRID 0, no outputs asked for), and counts
   the batch's size with them but not its inferences. gpuserve ran each sequence's requests in dynamic batches
   of their own (the null rows a model's state update relies on were missing, and batch sizes differed).
+  With Triton's rate limiter such a batch waits for its instance's resources, as every other batch does.
 - qa/L0_metrics test_model_namespacing_label_with_namespace_on: with --model-namespacing=true Triton 2.51 labels
   every per-model metric with the model's own name and `namespace="<its repository folder>"`; gpuserve had
   no namespace label, and a name two folders hold showed as `composing_model::0` and `::1`.
@@ -189,3 +190,67 @@ def test_an_ensemble_request_failed_in_a_step_counts_twice_as_tritons(tmp_path):
         with urllib.request.urlopen(f"http://127.0.0.1:{server.ports['metrics']}/metrics") as reply:
             assert 'nv_inference_request_failure{model="ens",reason="OTHER",version="1"} 4' in reply.read().decode()
         client.close()
+
+
+BUSY_PY = """
+import builtins
+import time
+
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        log = builtins.__dict__.setdefault("_leftovers_busy", [])
+        log.append(("start", time.monotonic()))
+        time.sleep(0.05)
+        log.append(("end", time.monotonic()))
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("Y", pb_utils.get_input_tensor_by_name(r, "X").as_numpy())])
+                for r in requests]
+"""
+
+
+def test_a_python_direct_sequence_batch_waits_for_its_rate_limiter_resources(tmp_path):
+    import builtins
+
+    from gpuserve.engine import rate_limiter
+
+    needs = 'instance_group [ { count: 1 kind: KIND_CPU rate_limiter { resources [ { name: "R" global: true count: 1 } ] } } ]\n'
+    io = ('max_batch_size: 2\ninput [ { name: "X" data_type: TYPE_INT32 dims: [ 1 ] } ]\n'
+          'output [ { name: "Y" data_type: TYPE_INT32 dims: [ 1 ] } ]\n')
+    for name, extra in (("seq", "sequence_batching { max_sequence_idle_microseconds: 5000000 }\n"),
+                        ("plain", "dynamic_batching { }\n")):
+        (tmp_path / name / "1").mkdir(parents=True)
+        (tmp_path / name / "config.pbtxt").write_text('backend: "python"\n' + io + needs + extra)
+        (tmp_path / name / "1" / "model.py").write_text(BUSY_PY)
+    builtins.__dict__["_leftovers_busy"] = []
+    rate_limiter.configure("execution_count", ["R:1"])
+    try:
+        registry = DiskRepository(tmp_path).populate(ModelRepository())
+        seq, plain = registry.get_model("seq"), registry.get_model("plain")
+        seq.load()
+        plain.load()
+
+        def request(model, value, **parameters):
+            x = np.array([[value]], np.int32)
+            return InferRequest(model, [InferInput("X", [1, 1], "INT32", x)], parameters=parameters)
+
+        async def both():
+            sequences = [seq.predict(request("seq", n, sequence_id=n, sequence_start=True, sequence_end=True))
+                         for n in range(1, 5)]
+            others = [plain.predict(request("plain", n)) for n in range(4)]
+            await asyncio.gather(*sequences, *others)
+
+        try:
+            asyncio.run(both())
+        finally:
+            seq.stop()
+            plain.stop()
+        log = builtins.__dict__["_leftovers_busy"]
+        running, most = 0, 0
+        for what, _ in sorted(log, key=lambda item: item[1]):
+            running += 1 if what == "start" else -1
+            most = max(most, running)
+        assert len(log) >= 4 and most == 1  # one unit of R: never two executes at once
+    finally:
+        rate_limiter.configure(None)
