@@ -266,6 +266,8 @@ class Scheduler:
                 self._run_inline(instance, batch, batched)
             else:
                 self._dispatch(instance, batch, batched)
+            # not kept while this waits for the next request: a 1 GB request's arrays stayed until then
+            first = batch = None
 
     async def _wait_for_more(self, batch: List[Job], first: Job, limit: int) -> None:
         """Let the batch grow until `max_queue_delay` after its first request, as Triton's dynamic batcher

@@ -9,6 +9,8 @@ from __future__ import annotations
 import gzip
 import http.client
 import json
+import random
+import socket
 import subprocess
 import sys
 import time
@@ -52,6 +54,21 @@ def _reset_peak(pid: int) -> None:
         pytest.skip(f"cannot reset the peak RSS here: {exc}")
 
 
+def _free_ports(count: int = 3) -> list:
+    """Ports of this suite's range (9250-9299) that nothing holds now; several suites may run at once."""
+    found = []
+    for port in random.sample(range(9250, 9300), 50):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        found.append(port)
+        if len(found) == count:
+            return found
+    pytest.skip("no free port in 9250-9299")
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     if not sys.platform.startswith("linux"):
@@ -60,7 +77,7 @@ def server(tmp_path_factory):
     (root / "identity" / "1").mkdir(parents=True)
     (root / "identity" / "config.pbtxt").write_text(CONFIG)
     (root / "identity" / "1" / "model.py").write_text(IDENTITY)
-    ports = (9250, 9251, 9252)
+    ports = _free_ports()
     proc = subprocess.Popen([sys.executable, "-m", "gpuserve.cli", "start", f"--model-repository={root}",
                              "--http-port", str(ports[0]), "--grpc-port", str(ports[1]), "--metrics-port",
                              str(ports[2])], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -70,7 +87,9 @@ def server(tmp_path_factory):
         try:
             connection = http.client.HTTPConnection("127.0.0.1", ports[0], timeout=5)
             connection.request("GET", "/v2/models/identity/ready")
-            if connection.getresponse().status == 200:
+            ready = connection.getresponse().status == 200
+            connection.close()
+            if ready:
                 break
         except OSError:
             pass
@@ -106,6 +125,7 @@ def _post_binary(port: int, data: np.ndarray, accept_gzip: bool = False):
     connection.send(memoryview(data).cast("B"))
     response = connection.getresponse()
     body = response.read()
+    connection.close()
     assert response.status == 200, body[:500]
     if response.getheader("Content-Encoding") == "gzip":
         body = gzip.decompress(body)
@@ -128,6 +148,20 @@ def test_binary_http_request_peaks_near_its_size(server):
     assert growth < 1.6 * SIZE, f"peak grew by {growth / MB:.0f} MB for a {SIZE // MB} MB request"
 
 
+def test_request_not_held_after_its_answer(server):
+    """The batcher's loop kept its last batch while it waited for the next request: a large request's
+    arrays stayed in memory until then (so the next large one peaked at twice its size)."""
+    proc, (http_port, _, _) = server
+    data = np.arange(SIZE // 4, dtype=np.float32)
+    before = _status(proc.pid, "VmRSS")
+    _post_binary(http_port, data)
+    deadline = time.monotonic() + 10
+    while _status(proc.pid, "VmRSS") - before > SIZE // 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    held = _status(proc.pid, "VmRSS") - before
+    assert held < SIZE // 2, f"{held / MB:.0f} MB still held after a {SIZE // MB} MB request was answered"
+
+
 def test_grpc_request_peaks_near_its_size(server):
     """protobuf's copies of raw_input_contents and raw_output_contents: the peak was ~6x the request."""
     import tritonclient.grpc as grpcclient
@@ -146,6 +180,7 @@ def test_grpc_request_peaks_near_its_size(server):
     before = _status(proc.pid, "VmRSS")
     got = infer(data)
     growth = _status(proc.pid, "VmHWM") - before
+    client.close()
     assert np.array_equal(got, data)
     assert growth < 2.6 * SIZE, f"peak grew by {growth / MB:.0f} MB for a {SIZE // MB} MB request"
 
@@ -168,6 +203,7 @@ def test_large_chunked_request_still_read(server):
                        encode_chunked=True)
     response = connection.getresponse()
     body = response.read()
+    connection.close()
     assert response.status == 200, body[:300]
     length = int(response.getheader("Inference-Header-Content-Length"))
     assert np.array_equal(np.frombuffer(body, dtype=np.float32, offset=length), data)
@@ -191,6 +227,7 @@ def test_grpc_stream_large_request(server):
         result, error = answers.get(timeout=60)
     finally:
         client.stop_stream()
+        client.close()
     assert error is None, error
     assert np.array_equal(result.as_numpy("OUTPUT0"), data)
 
