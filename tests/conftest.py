@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import threading
 
 import pytest
@@ -31,6 +32,19 @@ def pytest_collection_modifyitems(config, items):
 
 
 @contextlib.contextmanager
+def free_ports(count: int) -> list:
+    """Ports the OS hands out now (bound to port 0, then let go), for tests that must name a port before a
+    server starts; fixed numbers collide with whatever else runs on the machine."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
 def running_server(models=(), repository=None, **settings):
     """Start a ModelServer in a thread on ports chosen by the OS; yield it with `.ports` filled."""
     from gpuserve.server.model_server import ModelServer

@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from conftest import running_server
+from conftest import free_ports, running_server
 from gpuserve.errors import InvalidSettings
 
 
@@ -60,24 +60,25 @@ def test_two_endpoints_on_one_port_stop_a_tritonserver_start(tmp_path, flags, wo
 def test_reuse_http_port_shares_the_http_port_alone(tmp_path):
     """--reuse-http-port lets a second server listen on the HTTP port; its gRPC port stays its own, so a second
     server on both ports is refused (gpuserve shared every port on either flag)."""
-    ports = dict(http_port=9526, grpc_port=9527, metrics_port=9528)
-    with running_server(reuse_http_port=True, **ports):
+    http, grpc, metrics, grpc2, metrics2, metrics3 = free_ports(6)
+    with running_server(reuse_http_port=True, http_port=http, grpc_port=grpc, metrics_port=metrics):
         with pytest.raises(InvalidSettings, match="GRPC"):
-            with running_server(reuse_http_port=True, http_port=9526, grpc_port=9527, metrics_port=9536):
+            with running_server(reuse_http_port=True, http_port=http, grpc_port=grpc, metrics_port=metrics3):
                 pass
-        with running_server(reuse_http_port=True, http_port=9526, grpc_port=9529, metrics_port=9530) as other:
-            assert other.ports["http"] == 9526
-            assert httpx.get("http://127.0.0.1:9526/v2/health/live").status_code == 200
+        with running_server(reuse_http_port=True, http_port=http, grpc_port=grpc2, metrics_port=metrics2) as other:
+            assert other.ports["http"] == http
+            assert httpx.get(f"http://127.0.0.1:{http}/v2/health/live").status_code == 200
 
 
 def test_reuse_grpc_port_shares_the_grpc_port_alone():
-    ports = dict(http_port=9531, grpc_port=9532, metrics_port=9533)
+    http, grpc, metrics, http2, metrics2 = free_ports(5)
+    ports = dict(http_port=http, grpc_port=grpc, metrics_port=metrics)
     with running_server(reuse_grpc_port=True, **ports):
         with pytest.raises(InvalidSettings, match="HTTP"):
             with running_server(reuse_grpc_port=True, **ports):
                 pass
-        with running_server(reuse_grpc_port=True, http_port=9534, grpc_port=9532, metrics_port=9535) as other:
-            assert other.ports["grpc"] == 9532
+        with running_server(reuse_grpc_port=True, http_port=http2, grpc_port=grpc, metrics_port=metrics2) as other:
+            assert other.ports["grpc"] == grpc
 
 
 CHECKSUM_CONFIG = """
