@@ -31,7 +31,6 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-@contextlib.contextmanager
 def free_ports(count: int) -> list:
     """Ports the OS hands out now (bound to port 0, then let go), for tests that must name a port before a
     server starts; fixed numbers collide with whatever else runs on the machine."""
@@ -45,6 +44,7 @@ def free_ports(count: int) -> list:
             s.close()
 
 
+@contextlib.contextmanager
 def running_server(models=(), repository=None, **settings):
     """Start a ModelServer in a thread on ports chosen by the OS; yield it with `.ports` filled."""
     from gpuserve.server.model_server import ModelServer
