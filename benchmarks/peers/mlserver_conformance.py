@@ -27,7 +27,6 @@ MLServer's rest_server_request_duration_seconds and grpc_server_started_total.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import gzip
 import json
