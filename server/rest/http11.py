@@ -261,7 +261,11 @@ class HttpConnection(asyncio.Protocol):
             request.answered, request.keep_alive = True, False
             self._write_error(request, PayloadTooLarge(
                 f"request body of {_declared_length(request)} bytes exceeds the limit of {self.server.body_limit} bytes"))
-            self.transport.close()
+            if request.expect_continue:  # the client waits for a go-ahead that never comes: nothing to read
+                self.transport.close()
+            # otherwise the body is read and dropped, and the connection closes after it: closing now reset
+            # the connection under a client still sending, which then never read the 413 (tritonclient's
+            # 3 GB request in qa/L0_large_payload failed with a broken pipe instead of the server's error)
 
     def on_chunk_header(self) -> None:
         self.request.piece_data = False
@@ -290,7 +294,8 @@ class HttpConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         request, self.request = self.request, None
-        if request.answered:
+        if request.answered:  # refused from its declared length, its body now read and dropped
+            self.transport.close()
             return
         if self.task is None:
             self._start(request)
