@@ -104,8 +104,9 @@ def wants_binary(request: InferRequest) -> bool:
 
 
 # Binary outputs this large in all leave as views of the output arrays, never joined into one body
-# (the copies of a 1.9 GB answer held 5.7 GB at once); smaller ones are joined (one write, the common case)
-VIEW_OUTPUT_BYTES = 1 << 20
+# (the copies of a 1.9 GB answer held 5.7 GB at once, and an 800 KB answer joined took 3-5 ms against 1-1.5 as
+# views: benchmarks/payload_bench.py); smaller ones are joined (one write, the common case)
+VIEW_OUTPUT_BYTES = 1 << 16
 
 
 class Parts:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import gzip
 import http.client
 import json
-import random
 import socket
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import free_ports
 
 from gpuserve.errors import InvalidInput
 from gpuserve.server.grpc import inference_pb2 as pb
@@ -54,23 +54,8 @@ def _reset_peak(pid: int) -> None:
         pytest.skip(f"cannot reset the peak RSS here: {exc}")
 
 
-def _free_ports(count: int = 3) -> list:
-    """Ports of this suite's range (9250-9299) that nothing holds now; several suites may run at once."""
-    found = []
-    for port in random.sample(range(9250, 9300), 50):
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        found.append(port)
-        if len(found) == count:
-            return found
-    pytest.skip("no free port in 9250-9299")
-
-
 def _start(root, *flags):
-    ports = _free_ports()
+    ports = free_ports(3)
     proc = subprocess.Popen([sys.executable, "-m", "gpuserve.cli", "start", f"--model-repository={root}",
                              "--http-port", str(ports[0]), "--grpc-port", str(ports[1]), "--metrics-port",
                              str(ports[2]), *flags], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -303,3 +288,39 @@ def test_raw_answer_is_the_same_message():
     parsed = pb.ModelInferResponse.FromString(answer.SerializeToString())
     assert list(parsed.raw_output_contents) == [a.tobytes(), b""]
     assert parsed.model_name == "m" and [o.name for o in parsed.outputs] == ["A", "B"]
+
+
+@pytest.mark.parametrize("elements", [16383, 16384, 16385, 100000, 200000, 262145])
+def test_sizes_around_the_view_bound_answer_exactly(server, elements):
+    """Requests and answers from 64 KiB on take the view paths (server/grpc/large.py, server/binary.py,
+    server/rest/http11.py): sizes just under, at and over the bound, and mid-size ones, come back exact
+    through tritonclient over HTTP (binary tensors) and gRPC, unary and on a stream."""
+    import queue
+
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+
+    _, (http_port, grpc_port, _) = server
+    data = np.random.default_rng(elements).standard_normal(elements).astype(np.float32)
+    with httpclient.InferenceServerClient(f"127.0.0.1:{http_port}") as client:
+        tensor = httpclient.InferInput("INPUT0", [elements], "FP32")
+        tensor.set_data_from_numpy(data, binary_data=True)
+        for _ in range(2):
+            answer = client.infer("identity", [tensor], outputs=[httpclient.InferRequestedOutput("OUTPUT0", binary_data=True)])
+            assert np.array_equal(answer.as_numpy("OUTPUT0"), data)
+    answers: queue.Queue = queue.Queue()
+    with grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}") as client:
+        tensor = grpcclient.InferInput("INPUT0", [elements], "FP32")
+        tensor.set_data_from_numpy(data)
+        for _ in range(2):
+            assert np.array_equal(client.infer("identity", [tensor]).as_numpy("OUTPUT0"), data)
+        client.start_stream(callback=lambda result, error: answers.put((result, error)))
+        try:
+            for _ in range(3):
+                client.async_stream_infer("identity", [tensor])
+            for _ in range(3):
+                result, error = answers.get(timeout=60)
+                assert error is None, error
+                assert np.array_equal(result.as_numpy("OUTPUT0"), data)
+        finally:
+            client.stop_stream()

@@ -58,7 +58,7 @@ class _TooManyChunks(Exception):
 
 # A body declared at least this long is read into one buffer of its length as it arrives: joining its
 # pieces at the end held the body twice (a 1.9 GB request peaked at 3.8 GB before any decoding)
-WHOLE_BODY_BYTES = 1 << 20
+WHOLE_BODY_BYTES = 1 << 16  # the same bound as the views of large answers (server/binary.py)
 MAX_CHUNKS = 65536  # Triton's bound on a chunked body's non-empty chunks (each costs it, and us, a callback)
 CHUNKS_REFUSED = (b'{"error":"Chunked request body exceeds maximum of %d non-empty chunks. Send fewer or larger '
                   b'HTTP chunks."}' % MAX_CHUNKS)
