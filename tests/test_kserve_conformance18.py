@@ -138,5 +138,8 @@ def test_curl_form_bodies_stay_json_and_builtin_models_refuse_raw_bodies(http, h
         assert client.post("/v1/models/raw:predict", content=b"a=1", headers=form).content == b"1=a"
         assert client.post("/v1/models/simple:predict", content=b'{"instances": [[1, 2, 3, 4]]}',
                            headers=form).status_code == 200
+        for declared in ("text/html", "text/plain"):  # hey's and ab's defaults: a load test's JSON stays JSON
+            assert client.post("/v1/models/simple:predict", content=b' {"instances": [[1, 2, 3, 4]]}',
+                               headers={"content-type": declared}).status_code == 200
         image = client.post("/v1/models/simple:predict", content=b"\x89PNG", headers={"content-type": "image/png"})
         assert image.status_code == 400 and "takes a JSON body on V1" in image.json()["error"]

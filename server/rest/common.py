@@ -112,12 +112,14 @@ def v1_payload(body: bytes, headers: Dict[str, str]) -> Any:
     """A V1 body as KServe hands it to `preprocess`: parsed JSON, or the raw bytes when the client declared
     another content type (an image, text), which a KServe model decodes itself."""
     declared = (headers.get("content-type") or "").split(";")[0].strip().lower()
-    if declared == "application/x-www-form-urlencoded":  # curl -d's default: JSON when it is JSON
-        try:
-            return parse_json(body)
-        except InvalidInput:
-            return body
     if declared and declared not in V1_JSON_TYPES:
+        # JSON all the same when it is JSON: curl -d declares form data, hey text/html, ab text/plain; a
+        # body that is not (an image, text) reaches the model as bytes
+        if body.lstrip()[:1] in (b"{", b"["):
+            try:
+                return parse_json(body)
+            except InvalidInput:
+                pass
         return body
     return parse_json(body)
 
