@@ -94,11 +94,19 @@ class LargeRequest:
         return getattr(self.message, name)
 
 
+# Below this, each raw input is copied once into bytes of its own (aligned, as protobuf's copy was): a view
+# sits wherever protobuf's framing put it, and a misaligned array takes other kernels (ONNX Runtime's sums
+# came out 1.6e-4 apart, NumPy's unaligned loops are ~1.5x slower); from here on memory matters more
+KEEP_VIEWS_FROM = 1 << 20
+
+
 def parse_request(request_class, message) -> Any:
     """The request message, large ones (a memoryview of the received bytes) without copies of their data."""
     if not isinstance(message, memoryview):
         return request_class.FromString(message)
     stripped, raw = split_raw_inputs(message)
+    if len(message) < KEEP_VIEWS_FROM:
+        raw = [bytes(entry) for entry in raw]
     return LargeRequest(request_class.FromString(stripped), raw)
 
 
