@@ -18,12 +18,66 @@ slow reader leaves queued.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import heapq
 import threading
 import time
-from typing import Optional
+from typing import Dict, List, Optional
 
 SEND_WINDOW = 0  # responses a sender may have made that the reader has not taken yet (0: no limit)
 STALL_S = 1.0  # a sender waits this long for a reader at most; then the stream queues without bound
+ORDER_WAIT_S = 1.0  # a reader waits this long at most for another request's earlier response to be read
+
+
+class SendOrder:
+    """The responses of one gRPC stream's decoupled requests leave in the order their models sent them, as
+    Triton's stream writes them. Each request's responses have their own reader (the stream's pump for that
+    request), and a reader that started late (its request's task finished after its model had already sent)
+    would otherwise let a later request's response overtake (a CI run saw 0, 0, 1 where 0, 1, 0 was sent).
+    Stamps are taken on the loop's thread as sends arrive, so in send order; a reader hands over its response
+    only once every earlier stamp was read. A reader that never comes (its request failed around it) holds the
+    others `ORDER_WAIT_S` once: the stamps it blocks with are then given up."""
+
+    def __init__(self) -> None:
+        self._next = 0
+        self._pending: List[int] = []  # a heap of stamps taken and not yet read
+        self._read: set = set()
+        self._waiters: Dict[int, asyncio.Future] = {}
+
+    def stamp(self) -> int:
+        stamp = self._next
+        self._next += 1
+        heapq.heappush(self._pending, stamp)
+        return stamp
+
+    def _first(self) -> Optional[int]:
+        while self._pending and self._pending[0] in self._read:
+            self._read.discard(heapq.heappop(self._pending))
+        return self._pending[0] if self._pending else None
+
+    def release(self, stamps) -> None:
+        first = self._first()  # stamps below it were read (or given up) already
+        self._read.update(s for s in stamps if first is not None and s >= first)
+        first = self._first()
+        waiter = self._waiters.get(first)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def turn(self, stamp: int) -> None:
+        first = self._first()
+        if first is None or stamp <= first:
+            return
+        waiter = self._waiters[stamp] = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(waiter, ORDER_WAIT_S)
+        except asyncio.TimeoutError:
+            self.release([s for s in self._pending if s < stamp])  # given up: their reader never came
+        finally:
+            self._waiters.pop(stamp, None)
+
+
+# Set per request by a gRPC stream: a one-item list the request's first decoupled response stream takes.
+SEND_ORDER: "contextvars.ContextVar[Optional[list]]" = contextvars.ContextVar("gpuserve_send_order", default=None)
 
 
 def configure(window: int) -> None:
@@ -46,6 +100,10 @@ class ResponseStream:
         self._reader_thread = threading.get_ident()  # made on the server loop's thread, which never waits
         self._paced = window > 0
         self._room = threading.Semaphore(window) if window > 0 else None
+        holder = SEND_ORDER.get()
+        self._order: Optional[SendOrder] = holder.pop() if holder else None
+        self._stamps: List[int] = []  # this stream's stamps not yet read, oldest first
+        self._ended = False  # its final response has arrived: later sends are not ordered
 
     @property
     def cancelled(self) -> bool:
@@ -69,12 +127,34 @@ class ResponseStream:
             if not took and not self._cancelled:
                 self._paced = False  # nobody reads: stop holding the model back
         try:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, (item, final, took))
+            self._loop.call_soon_threadsafe(self._arrive, item, final, took)
         except RuntimeError:  # the server's loop has closed: nobody is listening any more
             pass
 
+    def _arrive(self, item, final: bool, took: bool) -> None:
+        stamp = None
+        if self._order is not None and not self._ended and not self._cancelled:
+            stamp = self._order.stamp()
+            self._stamps.append(stamp)
+        self._ended = self._ended or final
+        self._queue.put_nowait((item, final, took, stamp))
+
     async def get(self):
-        item, final, took = await self._queue.get()
+        item, final, took, stamp = await self._queue.get()
         if took:
             self._room.release()
+        if stamp is not None:
+            try:
+                await self._order.turn(stamp)
+            finally:
+                if stamp in self._stamps:
+                    self._stamps.remove(stamp)
+                    self._order.release([stamp])
         return item, final
+
+    def close(self) -> None:
+        """The reader is done (final read, or its client left): what it never read holds no other reader."""
+        self._ended = True
+        if self._order is not None and self._stamps:
+            self._order.release(self._stamps)
+            self._stamps = []

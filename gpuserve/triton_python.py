@@ -864,6 +864,7 @@ class TritonPythonBackendModel(FrameworkModel):
                 if final:
                     return
         finally:
+            stream.close()
             if not final:  # the client went away before the end: senders see is_cancelled()
                 stream.cancelled = True
                 if not task.done():

@@ -102,3 +102,77 @@ def test_the_window_is_the_servers_setting():
             assert response_stream.SEND_WINDOW == 3 and asyncio.run(made()) == 3
     finally:
         response_stream.configure(0)
+
+
+def test_responses_of_requests_on_one_grpc_stream_are_read_in_the_order_they_were_sent():
+    """Request 0 sends, then request 1 sends its last, then request 0 its last, all before either reader
+    starts; request 0's reader starts first. Without the stream's send order it read both of its own before
+    request 1's (a CI run of the qa decoupled test saw 0, 0, 1)."""
+    async def main():
+        loop = asyncio.get_running_loop()
+        order = response_stream.SendOrder()
+        streams = []
+        for _ in range(2):
+            response_stream.SEND_ORDER.set([order])
+            streams.append(ResponseStream(loop, window=0))
+        response_stream.SEND_ORDER.set(None)
+        streams[0].put("0a", False)
+        streams[1].put("1", True)
+        streams[0].put("0b", True)
+        await asyncio.sleep(0.05)  # all three have arrived
+        got = []
+
+        async def read(stream):
+            while True:
+                item, final = await stream.get()
+                got.append(item)
+                if final:
+                    stream.close()
+                    return
+        await asyncio.wait_for(asyncio.gather(read(streams[0]), read(streams[1])), 5)
+        assert got == ["0a", "1", "0b"]
+    asyncio.run(main())
+
+
+def test_a_request_whose_responses_are_never_read_holds_the_others_once_and_briefly(monkeypatch):
+    monkeypatch.setattr(response_stream, "ORDER_WAIT_S", 0.2)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        order = response_stream.SendOrder()
+        streams = []
+        for _ in range(2):
+            response_stream.SEND_ORDER.set([order])
+            streams.append(ResponseStream(loop, window=0))
+        response_stream.SEND_ORDER.set(None)
+        streams[0].put("never read", False)
+        for i in range(3):
+            streams[1].put(i, i == 2)
+        await asyncio.sleep(0.05)
+        started = time.perf_counter()
+        got = [(await streams[1].get())[0] for _ in range(3)]
+        assert got == [0, 1, 2] and time.perf_counter() - started < 1.0
+        # a stream that joined no order (HTTP, a BLS call) is never held
+        plain = ResponseStream(loop, window=0)
+        plain.put("x", True)
+        assert await asyncio.wait_for(plain.get(), 1) == ("x", True)
+    asyncio.run(main())
+
+
+def test_a_stream_closed_by_its_reader_releases_what_it_never_read():
+    async def main():
+        loop = asyncio.get_running_loop()
+        order = response_stream.SendOrder()
+        streams = []
+        for _ in range(2):
+            response_stream.SEND_ORDER.set([order])
+            streams.append(ResponseStream(loop, window=0))
+        response_stream.SEND_ORDER.set(None)
+        streams[0].put("left behind", False)
+        streams[1].put("answer", True)
+        await asyncio.sleep(0.05)
+        streams[0].close()  # its client went away
+        started = time.perf_counter()
+        assert await streams[1].get() == ("answer", True)
+        assert time.perf_counter() - started < 0.5  # not ORDER_WAIT_S
+    asyncio.run(main())

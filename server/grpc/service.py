@@ -22,6 +22,7 @@ from typing import AsyncIterator, Dict, Optional, Tuple
 import grpc
 
 from gpuserve.dataplane import STREAMING, DataPlane
+from gpuserve.response_stream import SEND_ORDER, SendOrder
 from gpuserve.load_override import load_parameters
 from gpuserve.engine.batcher import LONE_INLINE_OK
 from gpuserve.errors import GpuserveError, InvalidInput, InvalidSettings, ModelNotFound, status_of
@@ -178,6 +179,7 @@ class InferenceServicer:
         goes on."""
         headers = _headers(context)
         STREAMING.set(True)  # the requests read below (tasks copy this context) may get many responses
+        order = SendOrder()  # decoupled responses of its requests leave in the order the models sent them
         slots = asyncio.Semaphore(STREAM_IN_FLIGHT)
         out: asyncio.Queue = asyncio.Queue()  # answers to write, in writing order, then `done`
         room = asyncio.Semaphore(STREAM_IN_FLIGHT)  # answers waiting there: a slow client slows the models
@@ -229,6 +231,7 @@ class InferenceServicer:
                         task.set_exception(ModelNotFound(request.model_name, reason=(
                             f"Request for unknown model: '{request.model_name}' has no available versions")))
                     else:
+                        SEND_ORDER.set([order])  # for this request only: the task copies the context now
                         task = asyncio.ensure_future(self._infer(request, headers))
                     turn = asyncio.Event()
                     pumps.append(asyncio.ensure_future(pump(request, task, turn, after)))
