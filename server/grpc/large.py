@@ -24,7 +24,8 @@ RAW_INPUT_FIELD = 7  # ModelInferRequest.raw_input_contents
 RAW_OUTPUT_TAG = b"\x32"  # ModelInferResponse.raw_output_contents: field 6, length-delimited
 
 
-def _varint(data, pos: int, end: int) -> Tuple[int, int]:
+def read_varint(data, pos: int, end: int) -> Tuple[int, int]:
+    """(a protobuf varint's value, the position after it), reading no further than `end`."""
     value = shift = 0
     while pos < end:
         byte = data[pos]
@@ -54,14 +55,14 @@ def split_raw_inputs(message: memoryview) -> Tuple[bytes, List[memoryview]]:
     pos, start, end = 0, 0, len(view)
     while pos < end:
         field_start = pos
-        tag, pos = _varint(view, pos, end)
+        tag, pos = read_varint(view, pos, end)
         field, wire = tag >> 3, tag & 7
         if wire == 0:
-            _, pos = _varint(view, pos, end)
+            _, pos = read_varint(view, pos, end)
         elif wire == 1:
             pos += 8
         elif wire == 2:
-            length, pos = _varint(view, pos, end)
+            length, pos = read_varint(view, pos, end)
             if field == RAW_INPUT_FIELD:
                 if pos + length > end:
                     break

@@ -24,13 +24,13 @@ from typing import Dict, List, Optional, Tuple
 import grpc
 
 from gpuserve.dataplane import DataPlane
-from gpuserve.errors import InvalidSettings
+from gpuserve.errors import InvalidInput, InvalidSettings
 from gpuserve.settings import ServerSettings
 from gpuserve.server.grpc import model_repository as repository
 from gpuserve.server.grpc import tls
 from gpuserve.server.grpc.debug_delays import common_delay_s, delayed
 from gpuserve.server.grpc.http2 import Http2Connection, _hpack_int, literal
-from gpuserve.server.grpc.large import LARGE_MESSAGE_BYTES, RawAnswer, parse_request
+from gpuserve.server.grpc.large import LARGE_MESSAGE_BYTES, RawAnswer, parse_request, read_varint
 from gpuserve.server.grpc.service import SERVICE, _address, health_status, restricted_servicer, rpcs
 from gpuserve.server.restricted import grpc_rules, restrict_method
 
@@ -366,16 +366,11 @@ def _model_name(message: bytes) -> Optional[str]:
     """ModelInferRequest's model_name (field 1, serialized first), read without parsing the message."""
     if len(message) < 2 or message[0] != 0x0A:
         return None
-    length, shift, pos = 0, 0, 1
-    while pos < len(message) and pos < 6:
-        byte = message[pos]
-        length |= (byte & 0x7F) << shift
-        pos += 1
-        if not byte & 0x80:
-            return bytes(message[pos:pos + length]).decode("utf-8", "replace") if pos + length <= len(message) \
-                else None
-        shift += 7
-    return None
+    try:
+        length, pos = read_varint(message, 1, min(len(message), 6))
+    except InvalidInput:
+        return None
+    return bytes(message[pos:pos + length]).decode("utf-8", "replace") if pos + length <= len(message) else None
 
 
 def _methods(servicer, plane: DataPlane, rules) -> Dict[str, _Method]:
