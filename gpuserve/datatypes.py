@@ -178,6 +178,21 @@ def raw_view(array: np.ndarray, datatype: str):
     return memoryview(array).toreadonly().cast("B") if array.ndim else array.tobytes()
 
 
+# Raw tensor data from this size on is passed around as views rather than copied, on both transports: an
+# answer's outputs leave as views of their arrays (HTTP binary, gRPC raw_output_contents), an HTTP body is
+# read into one buffer of its declared length, a gRPC message is parsed around its raw inputs. At 400-800 KB
+# the copies took 2-10 ms a request against 0.6-1.8 ms as views (benchmarks/payload_bench.py); below 64 KiB
+# one copy (and one joined write) is cheaper than the views
+VIEW_BYTES = 1 << 16
+
+
+def wire_raw(array: np.ndarray, datatype: str):
+    """An output's raw bytes for the wire: a view of the array from VIEW_BYTES on, a copy below."""
+    if array.nbytes >= VIEW_BYTES:
+        return raw_view(array, datatype)
+    return numpy_to_raw(array, datatype)
+
+
 def shape_fits(spec_shape: Sequence[int], shape: tuple) -> bool:
     """A declared shape (-1: any size; empty: not declared) admits `shape`. Runs per request and input."""
     if not spec_shape:

@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import orjson
 
-from gpuserve.datatypes import check_input_byte_size, element_size, numpy_to_raw, raw_view
+from gpuserve.datatypes import VIEW_BYTES, check_input_byte_size, element_size, wire_raw
 from gpuserve.errors import InvalidInput
 from gpuserve.server.rest.common import loads
 from gpuserve.shared_memory import is_shared_memory_output
@@ -103,14 +103,9 @@ def wants_binary(request: InferRequest) -> bool:
     return any(o.parameters.get("binary_data") for o in request.request_outputs or ())
 
 
-# Binary outputs this large in all leave as views of the output arrays, never joined into one body
-# (the copies of a 1.9 GB answer held 5.7 GB at once, and an 800 KB answer joined took 3-5 ms against 1-1.5 as
-# views: benchmarks/payload_bench.py); smaller ones are joined (one write, the common case)
-VIEW_OUTPUT_BYTES = 1 << 16
-
-
 class Parts:
-    """A large answer as its pieces, written one after another; `len` is its length in bytes."""
+    """A binary answer of VIEW_BYTES or more as its pieces, written one after another, never joined (the
+    copies of a 1.9 GB answer held 5.7 GB at once); `len` is its length in bytes."""
 
     __slots__ = ("parts", "size")
 
@@ -138,10 +133,7 @@ def encode_response(response: InferResponse, request: InferRequest) -> Tuple[Any
             continue
         array = tensor.as_numpy()
         if _binary_for(tensor.name, request):
-            if array.nbytes >= VIEW_OUTPUT_BYTES:
-                raw = raw_view(array, tensor.datatype)
-            else:
-                raw = numpy_to_raw(array, tensor.datatype)
+            raw = wire_raw(array, tensor.datatype)
             size += len(raw)
             parameters["binary_data_size"] = len(raw)
             chunks.append(raw)
@@ -162,6 +154,6 @@ def encode_response(response: InferResponse, request: InferRequest) -> Tuple[Any
     header = orjson.dumps(head, option=orjson.OPT_SERIALIZE_NUMPY)
     if not chunks:
         return header, None
-    if size >= VIEW_OUTPUT_BYTES:
+    if size >= VIEW_BYTES:
         return Parts([header, *chunks]), len(header)
     return b"".join([header, *chunks]), len(header)

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from gpuserve.datatypes import check_input_byte_size, to_numpy_dtype
+from gpuserve.datatypes import check_input_byte_size, to_numpy_dtype, wire_raw
 from gpuserve.errors import InferenceError, InvalidInput
 from gpuserve.remote_grpc import (CONTENTS_FIELD, fill_contents, params_from_proto, params_to_proto, tensor_to_raw,
                                   tensors_from_proto, wire_shape)
 from gpuserve.shared_memory import REGION, is_shared_memory_output
 from gpuserve.types import InferInput, InferRequest, InferResponse, RequestedOutput
 from gpuserve.server.grpc import inference_pb2 as pb
-from gpuserve.server.grpc.large import RawAnswer, output_raw
+from gpuserve.server.grpc.large import RawAnswer
 
 def request_from_proto(message: pb.ModelInferRequest) -> InferRequest:
     if not message.model_name:
@@ -115,7 +115,7 @@ def response_to_proto(response: Any, request: InferRequest, typed: bool = False,
             shape, raw = list(output.shape), b""  # raw_output_contents aligned with outputs (as Triton)
         elif views:
             array = output.as_numpy()
-            shape, raw = wire_shape(output, array), output_raw(array, output.datatype)
+            shape, raw = wire_shape(output, array), wire_raw(array, output.datatype)
             viewed = viewed or type(raw) is memoryview
         else:
             shape, raw = tensor_to_raw(output)

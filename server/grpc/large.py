@@ -6,20 +6,16 @@ and the answer's raw_output_contents three times more. Here a large request mess
 raw_input_contents left out, and those entries are read-only views of the received bytes; a large
 answer is the message without raw_output_contents followed by those entries as views of the output
 arrays, written to the wire piece by piece (repeated fields may come in any position on the wire, so
-this is the same message to any protobuf reader). Small messages keep the ordinary path.
+this is the same message to any protobuf reader). Messages under gpuserve.datatypes.VIEW_BYTES keep the
+ordinary path.
 """
 
 from __future__ import annotations
 
 from typing import Any, List, Tuple
 
-from gpuserve.datatypes import numpy_to_raw, raw_view
 from gpuserve.errors import InvalidInput
 
-# Requests (and outputs) from this size on take this path. Not only for huge ones: a 400-800 KB message
-# copied on the small path (frame slices, joins, window-sized flushes of a bytearray) took 2-10 ms a request
-# against 0.6-1.8 ms here (benchmarks/payload_bench.py); below 64 KiB one copy is cheaper than the views
-LARGE_MESSAGE_BYTES = 1 << 16
 RAW_INPUT_FIELD = 7  # ModelInferRequest.raw_input_contents
 RAW_OUTPUT_TAG = b"\x32"  # ModelInferResponse.raw_output_contents: field 6, length-delimited
 
@@ -109,13 +105,6 @@ def parse_request(request_class, message) -> Any:
     if len(message) < KEEP_VIEWS_FROM:
         raw = [bytes(entry) for entry in raw]
     return LargeRequest(request_class.FromString(stripped), raw)
-
-
-def output_raw(array, datatype: str):
-    """An output's raw bytes: a view of the array when it is large enough to matter."""
-    if array.nbytes >= LARGE_MESSAGE_BYTES:
-        return raw_view(array, datatype)
-    return numpy_to_raw(array, datatype)
 
 
 class RawAnswer:

@@ -24,13 +24,14 @@ from typing import Dict, List, Optional, Tuple
 import grpc
 
 from gpuserve.dataplane import DataPlane
+from gpuserve.datatypes import VIEW_BYTES
 from gpuserve.errors import InvalidInput, InvalidSettings
 from gpuserve.settings import ServerSettings
 from gpuserve.server.grpc import model_repository as repository
 from gpuserve.server.grpc import tls
 from gpuserve.server.grpc.debug_delays import common_delay_s, delayed
 from gpuserve.server.grpc.http2 import Http2Connection, _hpack_int, literal
-from gpuserve.server.grpc.large import LARGE_MESSAGE_BYTES, RawAnswer, parse_request, read_varint
+from gpuserve.server.grpc.large import RawAnswer, parse_request, read_varint
 from gpuserve.server.grpc.service import SERVICE, _address, health_status, restricted_servicer, rpcs
 from gpuserve.server.restricted import grpc_rules, restrict_method
 
@@ -183,7 +184,7 @@ class Call:
                 return False
             if len(buffer) < 5 + size:
                 break
-            if size >= LARGE_MESSAGE_BYTES:  # the message stays where it was received: a view, not a copy
+            if size >= VIEW_BYTES:  # the message stays where it was received: a view, not a copy
                 compressed, message = buffer[0], memoryview(buffer)[5:5 + size]
                 self.buffer = buffer = bytearray(buffer[5 + size:])
             else:

@@ -30,6 +30,7 @@ from urllib.parse import unquote
 
 import httptools
 
+from gpuserve.datatypes import VIEW_BYTES
 from gpuserve.errors import PayloadTooLarge
 from gpuserve.server.binary import Parts
 from gpuserve.server.rest.asgi_bridge import Exchange, run_asgi, starlette_request
@@ -56,9 +57,6 @@ class _TooManyChunks(Exception):
     """Raised from a parser callback: a chunked body in more pieces than MAX_CHUNKS."""
 
 
-# A body declared at least this long is read into one buffer of its length as it arrives: joining its
-# pieces at the end held the body twice (a 1.9 GB request peaked at 3.8 GB before any decoding)
-WHOLE_BODY_BYTES = 1 << 16  # the same bound as the views of large answers (server/binary.py)
 MAX_CHUNKS = 65536  # Triton's bound on a chunked body's non-empty chunks (each costs it, and us, a callback)
 CHUNKS_REFUSED = (b'{"error":"Chunked request body exceeds maximum of %d non-empty chunks. Send fewer or larger '
                   b'HTTP chunks."}' % MAX_CHUNKS)
@@ -90,7 +88,7 @@ class Request:
         self.early: Optional[asyncio.Task] = None  # its answer, begun while requests ahead were answered
         self.pieces = 0  # a chunked body's non-empty chunks so far
         self.piece_data = False  # the chunk being read had data
-        self.whole: Optional[bytearray] = None  # a large declared body, filled in place (WHOLE_BODY_BYTES)
+        self.whole: Optional[bytearray] = None  # a large declared body, filled in place (VIEW_BYTES)
         self.begun = 0.0  # loop time of its first byte
         self.head_done = False
 
@@ -251,7 +249,9 @@ class HttpConnection(asyncio.Protocol):
         if declared and chunked:  # the length is ignored; no request after this one is trusted on the connection
             request.too_large = False
             request.keep_alive = False
-        elif length >= WHOLE_BODY_BYTES and not request.too_large:
+        elif length >= VIEW_BYTES and not request.too_large:
+            # read into one buffer of its length as it arrives: joining its pieces at the end held the body
+            # twice (a 1.9 GB request peaked at 3.8 GB before any decoding)
             request.whole = bytearray(length)
         if request.expect_continue and not request.too_large and self.task is None and not self.pending:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
