@@ -21,12 +21,21 @@ def _sender(stream: ResponseStream, count: int, sent: list) -> threading.Thread:
     return thread
 
 
+async def _until(condition, within: float = 30.0) -> None:
+    """A sender thread may start late on a loaded machine: wait for what it must have done, not a fixed time."""
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "the sender never got that far"
+        await asyncio.sleep(0.01)
+
+
 def test_a_sender_waits_for_the_reader_beyond_its_window():
     async def main():
         stream = ResponseStream(asyncio.get_running_loop(), window=2)
         sent: list = []
         thread = _sender(stream, 6, sent)
-        await asyncio.sleep(0.2)
+        await _until(lambda: len(sent) >= 2)
+        await asyncio.sleep(0.2)  # room for a third send, were it not held
         assert sent == [0, 1]  # the third send waits for the reader
         got = []
         while True:
@@ -34,7 +43,7 @@ def test_a_sender_waits_for_the_reader_beyond_its_window():
             got.append(item)
             if final:
                 break
-        thread.join(2)
+        thread.join(30)
         assert got == [0, 1, 2, 3, 4, 5] and sent == got
     asyncio.run(main())
 
@@ -44,24 +53,27 @@ def test_cancelling_the_stream_frees_a_waiting_sender():
         stream = ResponseStream(asyncio.get_running_loop(), window=1)
         sent: list = []
         thread = _sender(stream, 5, sent)
-        await asyncio.sleep(0.2)
+        await _until(lambda: len(sent) >= 1)
+        await asyncio.sleep(0.2)  # room for a second send, were it not held
         assert sent == [0]
         stream.cancelled = True
-        await asyncio.get_running_loop().run_in_executor(None, thread.join, 2)
+        await asyncio.get_running_loop().run_in_executor(None, thread.join, 30)
         assert sent == [0, 1, 2, 3, 4] and stream.is_cancelled()
     asyncio.run(main())
 
 
 def test_a_stalled_reader_stops_pacing(monkeypatch):
-    monkeypatch.setattr(response_stream, "STALL_S", 0.1)
+    """One wait of STALL_S, then none: pacing every send would take 49 x 0.5 s, past the join's 20 s; the
+    10 s bound leaves a loaded machine 9.5 s beyond the one wait."""
+    monkeypatch.setattr(response_stream, "STALL_S", 0.5)
 
     async def main():
         stream = ResponseStream(asyncio.get_running_loop(), window=1)
         sent: list = []
         thread = _sender(stream, 50, sent)
         started = time.monotonic()
-        await asyncio.get_running_loop().run_in_executor(None, thread.join, 3)
-        assert len(sent) == 50 and time.monotonic() - started < 2  # one wait of STALL_S, then no more
+        await asyncio.get_running_loop().run_in_executor(None, thread.join, 20)
+        assert len(sent) == 50 and time.monotonic() - started < 10  # one wait of STALL_S, then no more
         items = [await stream.get() for _ in range(50)]
         assert [item for item, _ in items] == list(range(50)) and items[-1][1]
     asyncio.run(main())
@@ -135,7 +147,9 @@ def test_responses_of_requests_on_one_grpc_stream_are_read_in_the_order_they_wer
 
 
 def test_a_request_whose_responses_are_never_read_holds_the_others_once_and_briefly(monkeypatch):
-    monkeypatch.setattr(response_stream, "ORDER_WAIT_S", 0.2)
+    """One wait of ORDER_WAIT_S (2 s), not one per response (6 s): the 5 s bound tells them apart with 3 s to
+    spare for a loaded machine (0.2 s and 1.0 s before could not tell one wait from three)."""
+    monkeypatch.setattr(response_stream, "ORDER_WAIT_S", 2.0)
 
     async def main():
         loop = asyncio.get_running_loop()
@@ -151,7 +165,7 @@ def test_a_request_whose_responses_are_never_read_holds_the_others_once_and_brie
         await asyncio.sleep(0.05)
         started = time.perf_counter()
         got = [(await streams[1].get())[0] for _ in range(3)]
-        assert got == [0, 1, 2] and time.perf_counter() - started < 1.0
+        assert got == [0, 1, 2] and 1.5 <= time.perf_counter() - started < 5.0
         # a stream that joined no order (HTTP, a BLS call) is never held
         plain = ResponseStream(loop, window=0)
         plain.put("x", True)
@@ -159,7 +173,9 @@ def test_a_request_whose_responses_are_never_read_holds_the_others_once_and_brie
     asyncio.run(main())
 
 
-def test_a_stream_closed_by_its_reader_releases_what_it_never_read():
+def test_a_stream_closed_by_its_reader_releases_what_it_never_read(monkeypatch):
+    monkeypatch.setattr(response_stream, "ORDER_WAIT_S", 30.0)  # far beyond the bound below, however loaded
+
     async def main():
         loop = asyncio.get_running_loop()
         order = response_stream.SendOrder()
@@ -174,5 +190,5 @@ def test_a_stream_closed_by_its_reader_releases_what_it_never_read():
         streams[0].close()  # its client went away
         started = time.perf_counter()
         assert await streams[1].get() == ("answer", True)
-        assert time.perf_counter() - started < 0.5  # not ORDER_WAIT_S
+        assert time.perf_counter() - started < 10  # not ORDER_WAIT_S
     asyncio.run(main())
