@@ -11,6 +11,7 @@ from __future__ import annotations
 import struct
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+import numpy as np
 import orjson
 
 from gpuserve.datatypes import VIEW_BYTES, check_input_byte_size, element_size, wire_raw
@@ -21,6 +22,28 @@ from gpuserve.triton_config import V2_TYPES
 from gpuserve.types import InferRequest, InferResponse, array_to_json, read_binary_data
 
 ConfigOf = Callable[[str, Optional[str]], Dict[str, Any]]
+
+
+# Binary inputs of a large body start on this boundary (`aligned_body`): a view wherever the JSON header left
+# it was misaligned, NumPy took its unaligned loops (~1.5x slower on reductions) and ONNX Runtime summed a
+# misaligned float input slightly differently from an aligned copy of it
+ALIGNMENT = 64
+
+
+def aligned_body(length: int, header_length: str) -> Optional[memoryview]:
+    """A writable buffer for a body of `length` bytes whose JSON header is `header_length` bytes long (the
+    request's Inference-Header-Content-Length), placed so that the binary data after the header starts on
+    an ALIGNMENT boundary; each input after the first stays aligned when the sizes before it are multiples
+    of ALIGNMENT. None when the header length cannot be the body's (the decode refuses the request then)."""
+    try:
+        json_length = int(header_length)
+    except ValueError:
+        return None
+    if not 0 <= json_length <= length:
+        return None
+    store = np.empty(length + ALIGNMENT - 1, np.uint8)  # not zeroed: the body fills it all
+    skip = -(store.ctypes.data + json_length) % ALIGNMENT
+    return memoryview(store)[skip:skip + length]
 
 
 def decode_request(body: bytes, header_length: str, model_name: str, version: Optional[str],

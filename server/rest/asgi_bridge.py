@@ -48,7 +48,10 @@ class Exchange:
     async def receive(self) -> dict:
         if not self.body_sent:
             self.body_sent = True
-            return {"type": "http.request", "body": self.request.body, "more_body": False}
+            body = self.request.body
+            if type(body) is memoryview:  # an aligned binary body (aligned_body): ASGI apps are handed bytes
+                body = bytes(body)
+            return {"type": "http.request", "body": body, "more_body": False}
         connection = self.connection
         if not connection.closed and not self.complete:
             if connection.disconnected is None or connection.disconnected.done():

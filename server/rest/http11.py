@@ -32,7 +32,7 @@ import httptools
 
 from gpuserve.datatypes import VIEW_BYTES
 from gpuserve.errors import PayloadTooLarge
-from gpuserve.server.binary import Parts
+from gpuserve.server.binary import Parts, aligned_body
 from gpuserve.server.rest.asgi_bridge import Exchange, run_asgi, starlette_request
 from gpuserve.server.rest.common import error_response, response_parts
 from gpuserve.server.rest.fast_path import NOT_PROBED, FastPath, header_dict, match
@@ -88,7 +88,7 @@ class Request:
         self.early: Optional[asyncio.Task] = None  # its answer, begun while requests ahead were answered
         self.pieces = 0  # a chunked body's non-empty chunks so far
         self.piece_data = False  # the chunk being read had data
-        self.whole: Optional[bytearray] = None  # a large declared body, filled in place (VIEW_BYTES)
+        self.whole = None  # a large declared body (a bytearray, or aligned_body's view), filled in place
         self.begun = 0.0  # loop time of its first byte
         self.head_done = False
 
@@ -234,6 +234,7 @@ class HttpConnection(asyncio.Protocol):
         limit = self.server.body_limit
         declared = chunked = False
         length = 0
+        binary = encoded = None
         for name, value in request.headers:
             if name == b"content-length":
                 declared = True
@@ -246,13 +247,23 @@ class HttpConnection(asyncio.Protocol):
                 chunked = True
             elif name == b"expect" and value.lower() == b"100-continue":
                 request.expect_continue = True
+            elif name == b"inference-header-content-length":
+                binary = value.decode("latin-1")
+            elif name == b"content-encoding":
+                encoded = value
         if declared and chunked:  # the length is ignored; no request after this one is trusted on the connection
             request.too_large = False
             request.keep_alive = False
         elif length >= VIEW_BYTES and not request.too_large:
             # read into one buffer of its length as it arrives: joining its pieces at the end held the body
-            # twice (a 1.9 GB request peaked at 3.8 GB before any decoding)
-            request.whole = bytearray(length)
+            # twice (a 1.9 GB request peaked at 3.8 GB before any decoding). A binary inference body is placed
+            # so that its tensor data is aligned; the decode's views of it are the model's inputs
+            if binary is not None and encoded is None and self.server.fast is not None:
+                route = match(request.split_url()[0])
+                if route is not None and route[0] == "infer":
+                    request.whole = aligned_body(length, binary)
+            if request.whole is None:
+                request.whole = bytearray(length)
         if request.expect_continue and not request.too_large and self.task is None and not self.pending:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         if request.too_large and self.task is None and not self.pending:
