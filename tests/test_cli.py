@@ -16,16 +16,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from conftest import free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "configs" / "demo"
 GPUSERVE = [sys.executable, "-m", "gpuserve.cli"]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_ready(port, proc, timeout=60):
@@ -104,13 +99,14 @@ def test_port_in_use_is_a_clear_error(tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
+        grpc, metrics = free_ports(2)
         out = run([*GPUSERVE, "start", str(tmp_path), "--host", "127.0.0.1", "--http-port", str(port),
-                   "--grpc-port", str(free_port()), "--metrics-port", str(free_port())])
+                   "--grpc-port", str(grpc), "--metrics-port", str(metrics)])
     assert out.returncode == 2 and f"127.0.0.1:{port}" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_demo_launch_line_serves_and_sigterm_exits_zero():
-    http, grpc, metrics = free_port(), free_port(), free_port()
+    http, grpc, metrics = free_ports(3)
     proc = start([*GPUSERVE, "start", str(DEMO), "--http-port", str(http), "--grpc-port", str(grpc),
                   "--metrics-port", str(metrics)])
     try:
@@ -157,10 +153,10 @@ def test_env_ports_and_sigterm_drains_in_flight(tmp_path):
                 time.sleep(1.0)
                 return {{"predictions": payload["instances"]}}
         """))
-    http = free_port()
+    http, grpc, metrics = free_ports(3)
     proc = start([*GPUSERVE, "start", str(tmp_path)],
-                 env={"GPUSERVE_HTTP_PORT": str(http), "GPUSERVE_GRPC_PORT": str(free_port()),
-                      "GPUSERVE_METRICS_PORT": str(free_port()), "GPUSERVE_HOST": "127.0.0.1"})
+                 env={"GPUSERVE_HTTP_PORT": str(http), "GPUSERVE_GRPC_PORT": str(grpc),
+                      "GPUSERVE_METRICS_PORT": str(metrics), "GPUSERVE_HOST": "127.0.0.1"})
     try:
         wait_ready(http, proc)
         result = {}
@@ -201,9 +197,9 @@ def test_kserve_script_runs_with_only_the_import_changed(tmp_path):
         """))
     # Two such scripts side by side, as KServe runs them: /metrics is on each HTTP port, and no separate
     # metrics port (8082 by default for `gpuserve start`) is taken unless asked for.
-    ports = [free_port(), free_port()]
-    procs = [start([sys.executable, str(script), "--http_port", str(http), "--grpc_port", str(free_port())])
-             for http in ports]
+    *ports, grpc_a, grpc_b = free_ports(4)
+    procs = [start([sys.executable, str(script), "--http_port", str(http), "--grpc_port", str(grpc)])
+             for http, grpc in zip(ports, (grpc_a, grpc_b))]
     try:
         for http, proc in zip(ports, procs):
             wait_ready(http, proc)
@@ -229,7 +225,7 @@ def test_two_workers_share_the_ports_and_stop_cleanly(tmp_path):
             def predict(self, payload, headers=None):
                 return {"predictions": [os.getpid()]}
         """))
-    http, grpc, metrics = free_port(), free_port(), free_port()
+    http, grpc, metrics = free_ports(3)
     proc = start([*GPUSERVE, "start", str(tmp_path), "--host", "127.0.0.1", "--http-port", str(http),
                   "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--workers", "2"])
     try:
@@ -256,10 +252,10 @@ def test_two_workers_share_the_ports_and_stop_cleanly(tmp_path):
 
 
 def test_json_logs_and_access_log_switch(tmp_path):
-    http = free_port()
+    http, grpc, metrics = free_ports(3)
     env = {"GPUSERVE_LOGGING_FORMAT": "json", "GPUSERVE_ACCESS_LOG": "true", "GPUSERVE_HOST": "127.0.0.1"}
-    proc = start([*GPUSERVE, "start", str(DEMO), "--http-port", str(http), "--grpc-port", str(free_port()),
-                  "--metrics-port", str(free_port())], env=env)
+    proc = start([*GPUSERVE, "start", str(DEMO), "--http-port", str(http), "--grpc-port", str(grpc),
+                  "--metrics-port", str(metrics)], env=env)
     try:
         wait_ready(http, proc)
         httpx.get(f"http://127.0.0.1:{http}/v2/models/iris-mlp")

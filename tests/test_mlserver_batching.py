@@ -74,7 +74,7 @@ def test_served_runtime_sees_its_model_context(tmp_path):
         "name": "ctx", "implementation": "context_runtime.Context", "parameters": {"version": "v3"}}))
     (tmp_path / "ctx" / "context_runtime.py").write_text(textwrap.dedent(CONTEXT_RUNTIME))
     registry = DiskRepository(tmp_path).populate(ModelRepository())
-    with running_server(repository=registry, http_port=19195, grpc_port=19196, metrics_port=19197) as server:
+    with running_server(repository=registry) as server:
         reply = httpx.post(f"http://127.0.0.1:{server.ports['http']}/v2/models/ctx/infer", json={
             "inputs": [{"name": "x", "shape": [1], "datatype": "INT64", "data": [1]}]}, timeout=30)
     assert reply.json()["outputs"][0]["data"] == ["ctx ctx 'v3'"]

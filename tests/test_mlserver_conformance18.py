@@ -41,7 +41,7 @@ def served(tmp_path_factory):
            outputs=[{"name": "o", "datatype": "BYTES", "shape": [1]}])
     _model(root, "mv/v1", name="mv", parameters={"version": "v1"})
     registry = DiskRepository(root).populate(ModelRepository())
-    with running_server(repository=registry, http_port=9640, grpc_port=9641, metrics_port=9642) as server:
+    with running_server(repository=registry) as server:
         yield server
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -23,6 +22,7 @@ from gpuserve.model_repository import run_load
 from gpuserve.repository import DiskRepository, UnavailableModel
 from gpuserve.runtimes_classic import SKLearnModel
 from gpuserve.settings import ModelSettings, model_env, with_model_env
+from conftest import free_ports
 from test_cli import wait_ready
 
 X = np.random.default_rng(5).normal(size=(30, 3))
@@ -127,18 +127,13 @@ def test_gpuserve_start_with_mlserver_model_variables(tmp_path):
     classifier = LogisticRegression().fit(X, Y)
     joblib.dump(classifier, tmp_path / "model.joblib")
 
-    def free_port():
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            return s.getsockname()[1]
-
-    port = free_port()
+    port, grpc_port, metrics_port = free_ports(3)
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("MLSERVER_MODEL_")}
     env.update(MLSERVER_MODEL_NAME="iris", MLSERVER_MODEL_IMPLEMENTATION="mlserver_sklearn.SKLearnModel",
                MLSERVER_MODEL_URI=str(tmp_path / "model.joblib"), GPUSERVE_LOG_LEVEL="WARNING")
     proc = subprocess.Popen([sys.executable, "-m", "gpuserve.cli", "start", str(tmp_path), "--host", "127.0.0.1",
-                             "--http-port", str(port), "--grpc-port", str(free_port()),
-                             "--metrics-port", str(free_port())],
+                             "--http-port", str(port), "--grpc-port", str(grpc_port),
+                             "--metrics-port", str(metrics_port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     try:
         wait_ready(port, proc, timeout=90)

@@ -51,8 +51,7 @@ def test_queue_histograms_as_mlserver(tmp_path):
     _model(tmp_path, "plain")
     _model(tmp_path, "workers", parallel_workers=2)
     registry = DiskRepository(tmp_path).populate(ModelRepository())
-    with running_server(repository=registry, http_port=19150, grpc_port=19151, metrics_port=19152,
-                        metrics_prefix="") as server:
+    with running_server(repository=registry, metrics_prefix="") as server:
         base, scrape = f"http://127.0.0.1:{server.ports['http']}", f"http://127.0.0.1:{server.ports['metrics']}/metrics"
         before = httpx.get(scrape).text  # the parallel histogram is the process's (another test's workers count)
         asyncio.run(_burst(base, "batched", 6))

@@ -72,7 +72,7 @@ def served(tmp_path_factory):
     train_classifier(root / "iris")
     registry = DiskRepository(root).populate(ModelRepository())
     registry.update(Plain("kserve-form"))
-    with running_server(repository=registry, http_port=19190, grpc_port=19191, metrics_port=19192) as server:
+    with running_server(repository=registry) as server:
         with httpx.Client(base_url=f"http://127.0.0.1:{server.ports['http']}", timeout=60) as http:
             yield http
 

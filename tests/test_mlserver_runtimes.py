@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ import pytest
 import tritonclient.grpc as triton
 from tritonclient.utils import InferenceServerException
 
-from conftest import running_server
+from conftest import free_ports, running_server
 from gpuserve import ModelRepository
 from gpuserve.repository import DiskRepository
 
@@ -450,12 +449,6 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _wait_ready(base, proc, timeout=60):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -473,7 +466,7 @@ def _wait_ready(base, proc, timeout=60):
 def test_gpuserve_start_serves_the_examples_folder(tmp_path):
     root = copy_examples(tmp_path / "models")
     classifier, features = train_classifier(root / "sklearn")
-    http_port, grpc_port, metrics_port = _free_port(), _free_port(), _free_port()
+    http_port, grpc_port, metrics_port = free_ports(3)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(ROOT / "tests"), str(ROOT), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen([sys.executable, "-c", BOOT, "start", str(root), "--host", "127.0.0.1",

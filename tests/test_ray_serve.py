@@ -5,7 +5,6 @@ Needs the `ray` extra (`pip install 'gpuserve[ray]'`); skipped where Ray is not 
 
 from __future__ import annotations
 
-import socket
 import time
 
 import numpy as np
@@ -16,15 +15,9 @@ serve = pytest.importorskip("ray.serve")
 httpx = pytest.importorskip("httpx")
 ort = pytest.importorskip("onnxruntime")
 
-from conftest import make_onnx_model  # noqa: E402
+from conftest import free_ports, make_onnx_model  # noqa: E402
 
 from gpuserve.ray_serve import REPLICA_HEADER, _v2_route, deployment  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_v2_route_parsing():
@@ -52,7 +45,7 @@ def test_two_replicas_answer_like_onnxruntime(tmp_path, local_ray):
     make_onnx_model(tmp_path / "tiny" / "model.onnx", seed=3)
     session = ort.InferenceSession(str(tmp_path / "tiny" / "model.onnx"), providers=["CPUExecutionProvider"])
 
-    port = _free_port()
+    (port,) = free_ports(1)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(deployment(str(tmp_path), num_replicas=2, num_cpus=0.5, max_ongoing_requests=32),
               name="gpuserve", route_prefix="/")

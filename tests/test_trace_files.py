@@ -20,7 +20,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from onnx import TensorProto, helper
 
-from conftest import running_server
+from conftest import free_ports, running_server
 from gpuserve import ModelRepository
 from gpuserve.engine.job import TRACING
 from gpuserve.repository import DiskRepository
@@ -265,24 +265,10 @@ def _wait_ready(proc, port):
     raise AssertionError("gpuserve did not become ready")
 
 
-def _free_ports(count):
-    """Ports the OS chose (fixed ones collide with other servers on a shared machine)."""
-    import socket
-
-    holders = [socket.socket() for _ in range(count)]
-    try:
-        for holder in holders:
-            holder.bind(("127.0.0.1", 0))
-        return tuple(holder.getsockname()[1] for holder in holders)
-    finally:
-        for holder in holders:
-            holder.close()
-
-
 def test_deprecated_flags_and_sigterm_write_the_file(repo, tmp_path):
     """tritonserver's --trace-level=MIN (TIMESTAMPS) and a stop by signal still finish the file."""
     path = tmp_path / "min.json"
-    ports = _free_ports(3)
+    ports = free_ports(3)
     proc = subprocess.Popen([sys.executable, "-m", "gpuserve.cli", "start", f"--model-repository={repo}",
                              f"--http-port={ports[0]}", f"--grpc-port={ports[1]}", f"--metrics-port={ports[2]}",
                              f"--trace-file={path}", "--trace-level=MIN", "--trace-rate=1"],

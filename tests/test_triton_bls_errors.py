@@ -102,8 +102,7 @@ def server(tmp_path_factory):
             config = "model_transaction_policy { decoupled: true }\n" + config
         (root / name / "config.pbtxt").write_text('backend: "python"\nmax_batch_size: 0\n' + config)
         (root / name / "1" / "model.py").write_text(HEADER + textwrap.dedent(code))
-    with running_server(repository=DiskRepository(root).populate(ModelRepository()),
-                        http_port=19240, grpc_port=19241, metrics_port=19242) as running:
+    with running_server(repository=DiskRepository(root).populate(ModelRepository())) as running:
         yield running
 
 

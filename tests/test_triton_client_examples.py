@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import queue
-import socket
 import subprocess
 import sys
 import time
@@ -24,25 +23,11 @@ import tritonclient.utils.shared_memory as shm
 from tritonclient import utils
 from tritonclient.utils import InferenceServerException
 
+from conftest import free_ports
 from triton_example_models import LABELS, build_repository
 
 
 # the server: `gpuserve start` on that repository ----------------------------------------------------------
-
-def free_ports(count: int) -> list:
-    """Ports in 19000-19499, the range set aside for these test servers, that nothing listens on now."""
-    found = []
-    for port in range(19000 + os.getpid() % 400, 19500):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        found.append(port)
-        if len(found) == count:
-            return found
-    raise RuntimeError("no free port in 19000-19499")
-
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):

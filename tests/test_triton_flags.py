@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from conftest import running_server
+from conftest import free_ports, running_server
 from gpuserve.cli import _parser
 from gpuserve import triton_flags
 
@@ -110,15 +110,6 @@ def test_keepalive_flags_serve_grpc_on_grpc_aio_which_applies_them():
         assert grpcclient.InferenceServerClient(f"127.0.0.1:{server.ports['grpc']}").is_server_live()
 
 
-def _free_ports(count):
-    ports = []
-    for _ in range(count):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
-    return ports
-
-
 def _wait_ready(proc, port):
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -133,7 +124,7 @@ def _wait_ready(proc, port):
 
 def test_a_triton_launch_line_starts_logs_to_its_file_and_notes_what_it_ignores(tmp_path):
     log = tmp_path / "server.log"
-    ports = _free_ports(3)
+    ports = free_ports(3)
     proc = subprocess.Popen([sys.executable, "-m", "gpuserve.cli", "start", f"--model-repository={ROOT / 'configs' / 'demo'}",
                              f"--http-port={ports[0]}", f"--grpc-port={ports[1]}", f"--metrics-port={ports[2]}",
                              "--allow-grpc=false", f"--log-file={log}", "--buffer-manager-thread-count=4",
@@ -203,7 +194,7 @@ def test_the_tritonserver_command_runs_a_tritonserver_launch_line(tmp_path):
 
     scripts = {e.name: e.value for e in importlib.metadata.entry_points(group="console_scripts")}
     assert scripts.get("tritonserver") == "gpuserve.cli:tritonserver_main"
-    ports = _free_ports(3)
+    ports = free_ports(3)
     env = dict(os.environ, GPUSERVE_HTTP_PORT=str(ports[0]), GPUSERVE_GRPC_PORT=str(ports[1]),
                GPUSERVE_METRICS_PORT=str(ports[2]))
     proc = subprocess.Popen([sys.executable, "-c", "import sys; from gpuserve.cli import tritonserver_main; "

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
-from conftest import running_server
+from conftest import free_ports, running_server
 from gpuserve import ModelRepository
 from gpuserve.repository import DiskRepository
 from gpuserve.runtimes_classic import LightGBMModel, XGBoostModel
@@ -205,18 +205,11 @@ def test_unreadable_files_leave_the_model_unavailable_with_a_reason(tmp_path, ht
 
 def test_gpuserve_start_folder(repo):
     """The launch line on the same folder: every model loads and answers as the library does."""
-    import socket
-
     import httpx
 
-    def free_port():
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            return s.getsockname()[1]
-
-    http_port = free_port()
+    http_port, grpc_port, metrics_port = free_ports(3)
     cmd = [sys.executable, "-m", "gpuserve.cli", "start", str(repo[0]), "--host", "127.0.0.1",
-           "--http-port", str(http_port), "--grpc-port", str(free_port()), "--metrics-port", str(free_port())]
+           "--http-port", str(http_port), "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "GPUSERVE_LOG_LEVEL": "WARNING"})
     try:
