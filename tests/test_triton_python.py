@@ -790,17 +790,26 @@ def test_model_warmup_runs_execute_before_the_model_is_ready(tmp_path):
 
 
 STUCK = """
+import builtins, threading
+
+
 class TritonPythonModel:
     def execute(self, requests):
         if int(pb_utils.get_input_tensor_by_name(requests[0], "IN").as_numpy()[0]) == 1:
+            builtins.__dict__.setdefault("_stuck_execute_running", threading.Event()).set()
             time.sleep(4)  # user code that does not come back in time
         return [pb_utils.InferenceResponse([pb_utils.Tensor("OUT", np.array([1], np.int32))]) for _ in requests]
 """
 
 
 def test_unloading_a_model_stuck_in_execute_does_not_hang(tmp_path, monkeypatch):
+    import builtins
+    import threading
+
     from gpuserve.triton_python import PythonInstance
 
+    running = threading.Event()  # set by the model (it runs in this process) once its execute is stuck
+    monkeypatch.setitem(builtins.__dict__, "_stuck_execute_running", running)
     monkeypatch.setattr(PythonInstance, "close_timeout_s", 0.5)
     write_model(tmp_path, "stuck", STUCK, 'backend: "python"\ninput [ { name: "IN" data_type: TYPE_INT32 dims: [ 1 ] } ]\n'
                 'output [ { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] } ]\n')
@@ -820,7 +829,7 @@ def test_unloading_a_model_stuck_in_execute_does_not_hang(tmp_path, monkeypatch)
 
         with ThreadPoolExecutor(1) as pool:
             pending = pool.submit(call)
-            time.sleep(0.5)  # the execute is running now
+            assert running.wait(30)  # the execute is running now (a fixed 0.5 s sleep could unload before it)
             started = time.monotonic()
             with httpclient.InferenceServerClient(url, network_timeout=30) as client:
                 client.unload_model("stuck")
