@@ -25,6 +25,7 @@ from gpuserve.errors import (InferenceError, InvalidInput, ModelControlDisabled,
 from gpuserve.header_forward import HeaderForward
 from gpuserve.model import InferenceVerb, Model
 from gpuserve.model_repository import DUPLICATED, ModelRepository, triton_form
+from gpuserve.ownership import own_outputs
 from gpuserve.runtime_settings import RuntimeSettings
 from gpuserve.shared_memory import SharedMemoryRegistry, resolve_shared_memory, write_shared_memory
 from gpuserve.transport_metrics import TransportMetrics
@@ -345,6 +346,8 @@ class DataPlane:
             response, response_headers = await _counted(stats, work)
         if isinstance(response, InferResponse):
             check_outputs(model.name, response)
+            if not _plain_predict(type(model)):  # a user's code made the outputs: it may refill them later
+                own_outputs(response, request)
             response.nan_literals = triton_form(model)  # Triton writes NaN, Infinity; MLServer and KServe null
             if response.id is None or request.id is not None:
                 response.id = request.id

@@ -38,6 +38,7 @@ from gpuserve.engine import rate_limiter
 from gpuserve.engine.instance import Instance
 from gpuserve.errors import (GpuserveError, InvalidInput, InvalidSettings, ModelMissingError, ModelNotReady,
                              RequestCancelled, Unimplemented)
+from gpuserve.ownership import owned, roots
 from gpuserve.response_stream import ResponseStream
 from gpuserve.runtimes import FrameworkModel
 from gpuserve.triton_bls import BLS_STREAM, PythonModelError, ServerBridge
@@ -272,8 +273,8 @@ class PythonInstance:
         stream = job.parameters.get("stream") if job.parameters is not None else None
         if stream is None:  # the request's one response, maybe sent after execute returned (run_requests)
             request._later = later = concurrent.futures.Future()  # the sender delivers once (single=True)
-            return pb.InferenceResponseSender(lambda response, flags: later.set_result(response), request._cancelled,
-                                              single=True)
+            return pb.InferenceResponseSender(lambda response, flags: later.set_result(_detached(job, response)),
+                                              request._cancelled, single=True)
         else:
             def deliver(response, flags):
                 item = None if response is None else self._response(job, response)
@@ -296,6 +297,7 @@ class PythonInstance:
         request: InferRequest = job.parameters["request"]
         outputs = []
         declared = self._declared
+        owned_already, inputs = getattr(answer, "_owned", False), None
         for tensor in answer.output_tensors():
             if not isinstance(tensor, pb.Tensor):
                 return PythonModelError(f"model '{self.owner.name}' returned {type(tensor).__name__} as an output "
@@ -303,6 +305,10 @@ class PythonInstance:
             if declared and tensor.name() not in declared:
                 continue  # as Triton: an output the config does not declare is not answered (nor requestable)
             array, datatype = pb.host_array(tensor)
+            if not owned_already:
+                if inputs is None:
+                    inputs = roots(job.parameters["arrays"])
+                array = owned(array, inputs)
             try:
                 reshape = self.owner.reshapes["output"].get(tensor.name())
                 if reshape is not None:  # clients get the config's dims
@@ -374,6 +380,20 @@ class PythonInstance:
                 self._loop.close()
             self._loop = self._loop_thread = None
             self.obj = None
+
+
+def _detached(job, response):
+    """A response sent through a non-decoupled request's sender, with its outputs copied now, as Triton's stub
+    copies them at send(): the answer is built later, and the model may refill its arrays meanwhile."""
+    if not isinstance(response, pb.InferenceResponse) or job.parameters is None:
+        return response
+    inputs = roots(job.parameters["arrays"])
+    detached = pb.InferenceResponse.__new__(pb.InferenceResponse)
+    detached.__dict__.update(response.__dict__)
+    detached._outputs = [_tensor(t._name, owned(t._array, inputs), t._bf16) if isinstance(t, pb.Tensor) else t
+                         for t in response._outputs]
+    detached._owned = True
+    return detached
 
 
 def _sent(request: pb.InferenceRequest):
