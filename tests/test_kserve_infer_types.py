@@ -11,6 +11,8 @@ import numpy as np
 import orjson
 import pytest
 
+from conftest import free_ports
+
 from gpuserve import InferenceError, InferInput, InferOutput, InferRequest, InferResponse, InvalidInput, Model
 from gpuserve.protocol import infer_type
 from gpuserve.protocol.grpc import grpc_predict_v2_pb2 as pb
@@ -234,8 +236,9 @@ def test_binary_announced_outputs_answered_as_json(monkeypatch):
 
     monkeypatch.setattr(sys, "argv", ["serve.py"])
     body = {"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1.0]}]}
-    with serving(ModelServer(http_port=19031, grpc_port=19032, enable_grpc=False), [Announcing("m")]):
-        url = "http://127.0.0.1:19031/v2/models/m/infer"
+    http, grpc = free_ports(2)
+    with serving(ModelServer(http_port=http, grpc_port=grpc, enable_grpc=False), [Announcing("m")]):
+        url = f"http://127.0.0.1:{http}/v2/models/m/infer"
         outputs = httpx.post(url, json=body).json()["outputs"]
         assert [o.get("parameters") for o in outputs] == [None, None] and outputs[1]["data"] == ["ab", "c"]
         wanted = {**body, "outputs": [{"name": "a", "parameters": {"binary_data": True}}, {"name": "b"}]}
@@ -261,15 +264,16 @@ def test_grpc_client_sends_to_grpc_and_reads_with_from_grpc(monkeypatch):
     model = Doubling("d")
     binary = InferInput("x", [2], "FP32")
     binary.set_data_from_numpy(np.array([1.0, 2.0], np.float32))
+    http, grpc = free_ports(2)
 
     async def call():
-        client = InferenceGRPCClient("127.0.0.1:19036")
+        client = InferenceGRPCClient(f"127.0.0.1:{grpc}")
         typed = await client.infer(InferRequest("d", [InferInput("x", [2], "FP32", data=[1.0, 2.0])], request_id="r1"))
         raw = await client.infer(InferRequest("d", [binary]).to_grpc())  # a ModelInferRequest goes as it is
         await client.close()
         return typed, raw
 
-    with serving(ModelServer(http_port=19035, grpc_port=19036), [model]):
+    with serving(ModelServer(http_port=http, grpc_port=grpc), [model]):
         typed, raw = asyncio.run(call())
     assert typed.from_grpc is True and typed.id == "r1" and typed.outputs[0].data == [2.0, 4.0]
     assert raw.outputs[0].data == [] and raw.outputs[0].as_numpy().tolist() == [2.0, 4.0]  # raw: as KServe's reads it
@@ -283,7 +287,8 @@ def test_docs_url_is_off_unless_asked(monkeypatch, argv, given, status):
 
     monkeypatch.setattr(sys, "argv", ["serve.py", *argv])
     monkeypatch.delenv("GPUSERVE_ENABLE_DOCS_URL", raising=False)
-    server = ModelServer(http_port=19033, grpc_port=19034, enable_grpc=False, enable_docs_url=given)
+    http, grpc = free_ports(2)
+    server = ModelServer(http_port=http, grpc_port=grpc, enable_grpc=False, enable_docs_url=given)
     assert server.enable_docs_url is (status == 200)
     with serving(server, [Announcing("m")]):
-        assert httpx.get("http://127.0.0.1:19033/docs").status_code == status
+        assert httpx.get(f"http://127.0.0.1:{http}/docs").status_code == status

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tarfile
 from pathlib import Path
+from typing import Tuple
 
 import httpx
 import joblib
@@ -25,6 +26,7 @@ from gpuserve.mlserver.settings import mlserver_overrides
 from gpuserve.parallel import ParallelModel
 from gpuserve.repository import DiskRepository
 from gpuserve.settings import ModelParameters
+from conftest import free_ports
 from test_cli import stop, wait_ready
 
 GPUSERVE = str(Path(sys.executable).with_name("gpuserve"))
@@ -92,17 +94,19 @@ def _report(port: int, name: str) -> dict:
     return json.loads(answer.json()["outputs"][0]["data"][0])
 
 
-def _start(root: Path, port: int, log: Path) -> subprocess.Popen:
+def _start(root: Path, log: Path) -> Tuple[subprocess.Popen, int]:
+    """The server and its HTTP port."""
+    port, grpc, metrics = free_ports(3)
     with open(log, "ab") as out:
         proc = subprocess.Popen([GPUSERVE, "start", str(root), "--http-port", str(port), "--grpc-port",
-                                 str(port + 1), "--metrics-port", str(port + 2)], stdout=out, stderr=subprocess.STDOUT,
+                                 str(grpc), "--metrics-port", str(metrics)], stdout=out, stderr=subprocess.STDOUT,
                                 cwd=root.parent)
     try:
         wait_ready(port, proc)
     except AssertionError:
         proc.kill()
         raise AssertionError(log.read_text()[-3000:]) from None
-    return proc
+    return proc, port
 
 
 def test_models_run_in_their_environment_and_the_server_process_does_not(tmp_path):
@@ -121,9 +125,9 @@ def test_models_run_in_their_environment_and_the_server_process_does_not(tmp_pat
     unpacked = envs / hashlib.sha256(tarball.read_bytes()).hexdigest()
 
     log = tmp_path / "server.log"
-    proc = _start(root, 19500, log)
+    proc, port = _start(root, log)
     try:
-        a, b = _report(19500, "env-a"), _report(19500, "env-b")
+        a, b = _report(port, "env-a"), _report(port, "env-b")
         for seen in (a, b):
             assert seen["envonly"] == "env-1" and seen["joblib"] == SHADOW_VERSION
             assert seen["tool"] == str(unpacked / "bin" / "envprobe-tool")
@@ -131,16 +135,16 @@ def test_models_run_in_their_environment_and_the_server_process_does_not(tmp_pat
             site = str(unpacked / "lib" / PYTHON_DIR / "site-packages")
             assert site in seen["sys_path"] and seen["sys_path"].index(site) <= 1  # after the model's own folder
         assert a["pid"] != b["pid"]  # each model its own workers, one unpacked folder
-        server = _report(19500, "plain")
-        worker = _report(19500, "plain-worker")
+        server = _report(port, "plain")
+        worker = _report(port, "plain-worker")
         for seen in (server, worker):
             assert seen["envonly"] is None and seen["joblib"] == joblib.__version__ and seen["tool"] is None
             assert not any(str(envs) in entry for entry in seen["sys_path"]) and str(envs) not in seen["path0"]
         assert a["executable"] == server["executable"]  # the server's own interpreter
         assert server["pid"] != worker["pid"] != a["pid"]
 
-        assert httpx.get("http://127.0.0.1:19500/v2/models/bad/ready").status_code != 200
-        index = {m["name"]: m for m in httpx.post("http://127.0.0.1:19500/v2/repository/index").json()}
+        assert httpx.get(f"http://127.0.0.1:{port}/v2/models/bad/ready").status_code != 200
+        index = {m["name"]: m for m in httpx.post(f"http://127.0.0.1:{port}/v2/repository/index").json()}
         assert index["bad"]["state"] == "UNAVAILABLE"
         assert "'../escaped.txt' would be written outside the environment folder" in index["bad"]["reason"]
         assert all(index[name]["state"] == "READY" for name in ("env-a", "env-b", "plain", "plain-worker"))
@@ -153,9 +157,9 @@ def test_models_run_in_their_environment_and_the_server_process_does_not(tmp_pat
 
     # a restart finds the environment unpacked
     made = unpacked.stat().st_mtime_ns
-    proc = _start(root, 19500, log)
+    proc, port = _start(root, log)
     try:
-        assert _report(19500, "env-a")["joblib"] == SHADOW_VERSION
+        assert _report(port, "env-a")["joblib"] == SHADOW_VERSION
     finally:
         stop(proc)
     assert log.read_text().count("unpacked into") == 1 and unpacked.stat().st_mtime_ns == made

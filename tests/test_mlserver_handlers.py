@@ -98,9 +98,8 @@ def _folder(root, name="custom", **settings):
     return root
 
 
-def _serve(root, port, **settings):
-    registry = DiskRepository(root).populate(ModelRepository())
-    return running_server(repository=registry, http_port=port, grpc_port=port + 1, metrics_port=port + 2, **settings)
+def _serve(root, **settings):
+    return running_server(repository=DiskRepository(root).populate(ModelRepository()), **settings)
 
 
 def test_decorator_marks_and_lists_methods():
@@ -125,10 +124,10 @@ def test_decorator_marks_and_lists_methods():
     assert found["/b"][0].rest_method == "GET" and found["/b"][1]() == 2
 
 
-@pytest.fixture(scope="module", params=[("gpuserve", 19160), ("uvicorn", 19163)], ids=lambda p: p[0])
+@pytest.fixture(scope="module", params=["gpuserve", "uvicorn"])
 def http(request, tmp_path_factory):
     root = _folder(tmp_path_factory.mktemp("handlers"))
-    with _serve(root, request.param[1], http_server=request.param[0]) as server:
+    with _serve(root, http_server=request.param) as server:
         with httpx.Client(base_url=f"http://127.0.0.1:{server.ports['http']}", timeout=30) as client:
             yield client
 
@@ -178,7 +177,7 @@ def test_builtin_routes_come_first(http):
 
 
 def test_routes_follow_load_and_unload(tmp_path):
-    with _serve(_folder(tmp_path), 19170) as server, \
+    with _serve(_folder(tmp_path)) as server, \
             httpx.Client(base_url=f"http://127.0.0.1:{server.ports['http']}", timeout=30) as http:
         assert http.get("/my-get").json()["calls"] == 1
         assert http.post("/v2/repository/models/custom/unload").status_code == 200
@@ -190,7 +189,7 @@ def test_routes_follow_load_and_unload(tmp_path):
 
 
 def test_parallel_workers_answer_the_routes(tmp_path):
-    with _serve(_folder(tmp_path, parallel_workers=1), 19180) as server, \
+    with _serve(_folder(tmp_path, parallel_workers=1)) as server, \
             httpx.Client(base_url=f"http://127.0.0.1:{server.ports['http']}", timeout=60) as http:
         assert http.post("/my-request", json={"a": 1}).json() == {"got": {"a": 1}, "path": "/my-request"}
         zipped = http.post("/my-dict", content=gzip.compress(b'{"z": 3}'),
