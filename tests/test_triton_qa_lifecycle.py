@@ -364,16 +364,26 @@ def test_a_config_with_no_version_folder_has_no_available_versions(tmp_path, cli
 MY_PORTS = iter(range(9560, 9600))
 
 SLOW_MODEL = '''
-import json, time
+import json, os, time
 import triton_python_backend_utils as pb_utils
+
+
+def started(what):
+    folder = os.environ.get("LIFECYCLE_TEST_MARKS")  # the test waits for these files, not a fixed time
+    if folder:
+        open(os.path.join(folder, what), "a").close()
+
 
 class TritonPythonModel:
     def initialize(self, args):
         params = json.loads(args["model_config"]).get("parameters", {})
         self.delay = float(params.get("delay_s", {}).get("string_value", "0"))
+        self.name = args["model_name"]
+        started("initialize " + self.name)
         time.sleep(float(params.get("init_s", {}).get("string_value", "0")))
 
     def execute(self, requests):
+        started("execute " + self.name)
         time.sleep(self.delay)
         return [pb_utils.InferenceResponse([pb_utils.Tensor("OUT", pb_utils.get_input_tensor_by_name(r, "IN")
                                                             .as_numpy())]) for r in requests]
@@ -411,6 +421,24 @@ def one(client_module, value=1.0):
     return [tensor]
 
 
+def marks_env(tmp_path_factory):
+    """Where SLOW_MODEL says that its execute or initialize started (outside the model repository, which
+    the server scans), and the server's environment naming it."""
+    folder = tmp_path_factory.mktemp("marks")
+    return folder, {"LIFECYCLE_TEST_MARKS": str(folder)}
+
+
+def started(folder, what):
+    """Waits for SLOW_MODEL's mark: a request or load sent on a loaded machine may start well after a fixed
+    0.5 s sleep, and a stop sent before it tests nothing of what is under way."""
+    import time
+
+    deadline = time.monotonic() + 30
+    while not (folder / what).exists():
+        assert time.monotonic() < deadline, f"never started: {what}"
+        time.sleep(0.02)
+
+
 def ready(proc, http, name):
     wait_up(proc, http)
     for _ in range(600):
@@ -423,13 +451,15 @@ def ready(proc, http, name):
 @pytest.mark.parametrize("transports", [{}, {"GPUSERVE_HTTP_SERVER": "uvicorn", "GPUSERVE_GRPC_TRANSPORT": "grpcio"}],
                          ids=["gpuserve-native", "uvicorn-grpcio"])
 def test_sigterm_finishes_what_runs_refuses_what_is_new_and_serves_open_connections_as_tritonserver(
-        tmp_path, transports):
+        tmp_path, tmp_path_factory, transports):
     import signal
     import time
 
     python_model(tmp_path, "slow", "dynamic_batching {}", delay_s=1.5)
     python_model(tmp_path, "seq", "sequence_batching { max_sequence_idle_microseconds: 2000000 }")
-    proc, http, grpc = launch_mine(f"--model-repository={tmp_path}", "--exit-timeout-secs=10", env=transports)
+    marks, env = marks_env(tmp_path_factory)
+    proc, http, grpc = launch_mine(f"--model-repository={tmp_path}", "--exit-timeout-secs=10",
+                                   env={**transports, **env})
     results = []
     try:
         ready(proc, http, "slow"), ready(proc, http, "seq")
@@ -438,7 +468,7 @@ def test_sigterm_finishes_what_runs_refuses_what_is_new_and_serves_open_connecti
         client = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc}")
         client.infer("seq", one(grpcclient), sequence_id=7, sequence_start=True)  # a sequence left open
         client.async_infer("slow", one(grpcclient, 3.0), lambda result, error: results.append(error or result))
-        time.sleep(0.5)
+        started(marks, "execute slow")
         proc.send_signal(signal.SIGTERM)
         time.sleep(0.5)
         with pytest.raises(InferenceServerException):  # a new call reconnects and is refused
@@ -467,17 +497,18 @@ def test_sigterm_finishes_what_runs_refuses_what_is_new_and_serves_open_connecti
     assert log.count("Timeout 10: ") == 1  # one countdown through every stage, never restarted
 
 
-def test_the_exit_timeout_cuts_off_what_still_runs_and_exits_1(tmp_path):
+def test_the_exit_timeout_cuts_off_what_still_runs_and_exits_1(tmp_path, tmp_path_factory):
     import signal
     import time
 
     python_model(tmp_path, "slow", delay_s=30)
-    proc, http, grpc = launch_mine(f"--model-repository={tmp_path}", "--exit-timeout-secs=1")
+    marks, env = marks_env(tmp_path_factory)
+    proc, http, grpc = launch_mine(f"--model-repository={tmp_path}", "--exit-timeout-secs=1", env=env)
     try:
         ready(proc, http, "slow")
         client = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc}")
         client.async_infer("slow", one(grpcclient), lambda result, error: None)
-        time.sleep(0.5)
+        started(marks, "execute slow")
         began = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         code, log = ended(proc, signal_first=False)
@@ -488,18 +519,19 @@ def test_the_exit_timeout_cuts_off_what_still_runs_and_exits_1(tmp_path):
     assert code == 1 and "Exit timeout expired. Exiting immediately." in log
 
 
-def test_a_load_under_way_at_the_stop_finishes_and_then_unloads(tmp_path):
+def test_a_load_under_way_at_the_stop_finishes_and_then_unloads(tmp_path, tmp_path_factory):
     import signal
     import threading
-    import time
 
     python_model(tmp_path, "late", init_s=2)
-    proc, http, _ = launch_mine(f"--model-repository={tmp_path}", "--model-control-mode=explicit", "--log-verbose=1")
+    marks, env = marks_env(tmp_path_factory)
+    proc, http, _ = launch_mine(f"--model-repository={tmp_path}", "--model-control-mode=explicit", "--log-verbose=1",
+                                env=env)
     try:
         wait_up(proc, http)
         threading.Thread(target=lambda: httpx.post(f"http://127.0.0.1:{http}/v2/repository/models/late/load",
                                                    timeout=30), daemon=True).start()
-        time.sleep(0.5)
+        started(marks, "initialize late")
         proc.send_signal(signal.SIGTERM)
     finally:
         code, log = ended(proc, signal_first=False)
