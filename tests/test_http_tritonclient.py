@@ -339,7 +339,7 @@ def _identity_model(root, name, onnx_type, dims, config_type, count=1, max_batch
 
 
 @pytest.fixture(scope="module")
-def identities(tmp_path_factory):
+def identities_server(tmp_path_factory):
     from onnx import TensorProto
 
     root = tmp_path_factory.mktemp("identities")
@@ -349,11 +349,16 @@ def identities(tmp_path_factory):
     _identity_model(root, "string_one", TensorProto.STRING, [1], "TYPE_STRING")
     _identity_model(root, "string_many", TensorProto.STRING, [-1], "TYPE_STRING")
     _identity_model(root, "queued", TensorProto.FLOAT, [-1], "TYPE_FP32", extra=(
-        "dynamic_batching { max_queue_delay_microseconds: 1000000 preferred_batch_size: [ 8 ] "
+        "dynamic_batching { max_queue_delay_microseconds: 2000000 preferred_batch_size: [ 8 ] "
         "default_queue_policy { max_queue_size: 1 } }\n"))
     registry = DiskRepository(root).populate(ModelRepository())
     with running_server(repository=registry) as srv:
-        yield f"http://127.0.0.1:{srv.ports['http']}"
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def identities(identities_server):
+    return f"http://127.0.0.1:{identities_server.ports['http']}"
 
 
 def test_raw_binary_body_is_the_only_input(identities):
@@ -400,12 +405,18 @@ def test_chunked_body_with_a_content_length_is_read_as_chunks(identities):
     assert body.endswith(data)
 
 
-def test_requests_held_for_max_queue_delay_count_against_max_queue_size(identities):
-    """The request waiting for its batch to grow is still queued: with max_queue_size 1 the next is 503."""
+def test_requests_held_for_max_queue_delay_count_against_max_queue_size(identities, identities_server):
+    """The request waiting for its batch to grow is still queued: with max_queue_size 1 the next is 503. The
+    second is sent once the metrics show the first queued (a fixed 0.4 s sleep let a first request that reached
+    the server late come second), well inside the 2 s max_queue_delay."""
     import threading
     import time
 
     import httpx
+
+    def queued_now():
+        text = httpx.get(f"http://127.0.0.1:{identities_server.ports['metrics']}/metrics").text
+        return 'nv_inference_pending_request_count{model="queued",version="1"} 1' in text
 
     raw = {"Inference-Header-Content-Length": "0"}
     data = np.arange(8, dtype=np.float32).tobytes()
@@ -413,7 +424,10 @@ def test_requests_held_for_max_queue_delay_count_against_max_queue_size(identiti
     thread = threading.Thread(target=lambda: first.append(
         httpx.post(f"{identities}/v2/models/queued/infer", content=data, headers=raw, timeout=10)))
     thread.start()
-    time.sleep(0.4)
+    deadline = time.monotonic() + 30
+    while not queued_now():
+        assert time.monotonic() < deadline, "the first request was never queued"
+        time.sleep(0.02)
     second = httpx.post(f"{identities}/v2/models/queued/infer", content=data, headers=raw, timeout=10)
     thread.join()
     assert first[0].status_code == 200
