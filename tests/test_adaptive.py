@@ -183,14 +183,14 @@ async def test_max_batch_size_counts_requests_not_rows():
     # MLServer: max_batch_size is "how many requests you want to group together"
     model = Summer("summer")
     model.load()
-    batcher = AdaptiveBatcher(model, 4, max_batch_time=0.5)
+    batcher = AdaptiveBatcher(model, 4, max_batch_time=5.0)  # a wait for more would show as 5 s, not 0.5 s
     try:
         model.gate.set()
         started = asyncio.get_running_loop().time()
         answers = await asyncio.wait_for(asyncio.gather(
             *(batcher.submit(request([i, i, i, i], f"r{i}"), {}) for i in range(4))), 10)
         assert model.seen == [8]  # four requests of two rows each: one batch of 8 rows, no wait for more
-        assert asyncio.get_running_loop().time() - started < 0.4
+        assert asyncio.get_running_loop().time() - started < 4  # a loaded machine may take a second or two
         assert [a.outputs[0].as_numpy().tolist() for a, _ in answers] == [[[2 * i], [2 * i]] for i in range(4)]
     finally:
         await batcher.stop()
