@@ -169,7 +169,7 @@ instance_group [ { count: 1 kind: KIND_CPU } ]
 input [ { name: "INPUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
 output [ { name: "OUTPUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
 sequence_batching {
-  max_sequence_idle_microseconds: 1000000
+  max_sequence_idle_microseconds: 2000000
   control_input [
     { name: "START" control [ { kind: CONTROL_SEQUENCE_START int32_false_true: [ 0, 1 ] } ] },
     { name: "READY" control [ { kind: CONTROL_SEQUENCE_READY int32_false_true: [ 0, 1 ] } ] }
@@ -216,8 +216,10 @@ def test_a_backlog_sequence_whose_client_left_does_not_keep_a_slot_for_ever(tmp_
         assert step(client, 1, 5, sequence_start=True) == 6  # holds the only slot
         with pytest.raises(InferenceServerException, match="Deadline"):
             step(client, 2, 7, timeout=0.3, sequence_start=True)  # waits in the backlog; its client leaves
-        for _ in range(5):  # sequence 1 stays busy while sequence 2 idles out
-            time.sleep(0.4)
+        # sequence 1 stays busy while sequence 2 idles out (2 s): a step every 0.2 s leaves a loaded machine 1.8 s
+        # per gap before sequence 1 idles out too (0.4 s against 1 s left it 0.6 s)
+        for _ in range(15):
+            time.sleep(0.2)
             assert step(client, 1, 1) == 1
         assert step(client, 1, 1, sequence_end=True) == 1  # frees the slot
         assert step(client, 3, 2, timeout=5, sequence_start=True, sequence_end=True) == 3
