@@ -41,22 +41,22 @@ output [{ name: "OUTPUT0" data_type: TYPE_INT32 dims: [ -1 ] }]
 '''
 
 
-def _start(root):
+def _start(root, model: str = "reuse"):
     ports = free_ports(3)
     proc = subprocess.Popen([sys.executable, "-m", "gpuserve.cli", "start", f"--model-repository={root}",
                              "--http-port", str(ports[0]), "--grpc-port", str(ports[1]), "--metrics-port",
                              str(ports[2])], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _wait_ready(proc, ports[0])
+    _wait_ready(proc, ports[0], model)
     return proc, ports
 
 
-def _wait_ready(proc, port: int) -> None:
+def _wait_ready(proc, port: int, model: str = "reuse") -> None:
     deadline = time.monotonic() + 60
     while True:
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
         try:
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            connection.request("GET", "/v2/models/reuse/ready")
+            connection.request("GET", f"/v2/models/{model}/ready")
             ready = connection.getresponse().status == 200
             connection.close()
             if ready:
