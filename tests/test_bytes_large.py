@@ -6,7 +6,6 @@ C-level maps and slices rather than a Python loop body per element; these tests 
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import numpy as np
 import pytest

@@ -167,8 +167,7 @@ def test_grpc_answer_held_by_flow_control_keeps_its_values(server):
     try:
         sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + _frame(4, 0, 0) + _frame(1, 4, 1, headers)
                      + _frame(0, 1, 1, b"\0" + len(message).to_bytes(4, "big") + message))
-        frames, buffer, received = _h2_frames(sock, bytearray()), bytearray(), 0
-        data = bytearray()
+        frames, data = _h2_frames(sock, bytearray()), bytearray()
         for kind, flags, stream, payload in frames:
             if kind == 4 and not flags & 1:
                 sock.sendall(_frame(4, 1, 0))
