@@ -47,15 +47,8 @@ from gpuserve import ModelRepository
 from gpuserve.errors import ModelLoadError
 from gpuserve.repository import DiskRepository
 
-# Loopback ports of this file's servers (its own range, so parallel sessions do not collide).
-PORTS = iter(range(9650, 9700, 3))
-
-
 def _serve(root, **settings):
-    port = next(PORTS)
-    registry = DiskRepository(root).populate(ModelRepository())
-    return running_server(repository=registry, http_port=port, grpc_port=port + 1, metrics_port=port + 2,
-                          **settings)
+    return running_server(repository=DiskRepository(root).populate(ModelRepository()), **settings)
 
 
 def _python_model(root, name, config, source):
@@ -453,9 +446,7 @@ def test_model_namespacing_serves_one_name_from_each_folder(tmp_path):
     first, second = _namespaced_repos(tmp_path)
     disk = DiskRepository(first, more_roots=[second])
     disk.namespacing = True
-    port = next(PORTS)
-    with running_server(repository=disk.populate(ModelRepository()), http_port=port, grpc_port=port + 1,
-                        metrics_port=port + 2) as server:
+    with running_server(repository=disk.populate(ModelRepository())) as server:
         client = httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}")
         x = np.arange(16, dtype=np.int32)
         inputs = [httpclient.InferInput(n, [16], "INT32") for n in ("INPUT0", "INPUT1")]
@@ -477,16 +468,6 @@ def test_tritons_model_control_mode_is_taken_in_capitals():
 
 
 # L0_initializer_as_input: an ONNX initializer the graph also lists as an input is an optional input -------------
-
-# This section's servers (session 16's range, apart from the PORTS above).
-HERE_PORTS = iter(range(9403, 9499, 3))
-
-
-def _serve_here(root, **settings):
-    port = next(HERE_PORTS)
-    registry = DiskRepository(root).populate(ModelRepository())
-    return running_server(repository=registry, http_port=port, grpc_port=port + 1, metrics_port=port + 2,
-                          **settings)
 
 
 def _onnx_with_initializer_input(path, batched=False):
@@ -520,7 +501,7 @@ def test_an_onnx_initializer_listed_as_an_input_is_an_optional_input(tmp_path):
     overrides the stored value) without counting among those it must send; gpuserve refused to load the
     model ('configuration expects 2 inputs, model provides 1')."""
     _initializer_model(tmp_path)
-    with _serve_here(tmp_path) as server:
+    with _serve(tmp_path) as server:
         client = httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}")
         x = np.arange(25, dtype=np.float32).reshape(5, 5)
         given = httpclient.InferInput("INPUT", [5, 5], "FP32")
@@ -580,7 +561,7 @@ def test_a_kind_model_libtorch_model_keeps_its_own_devices_and_shows_kind_model(
         return load(path, map_location=map_location, **kwargs)
 
     monkeypatch.setattr(torch.jit, "load", spy)
-    with _serve_here(tmp_path) as server:
+    with _serve(tmp_path) as server:
         client = httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}")
         [group] = client.get_model_config("multi_device")["instance_group"]
         assert group["kind"] == "KIND_MODEL" and group["gpus"] == []
@@ -657,7 +638,7 @@ def test_an_onnx_model_without_config_is_completed_with_default_max_batch_size(t
     (tmp_path / "no_config" / "1").mkdir(parents=True)
     _batchable_onnx(tmp_path / "no_config" / "1" / "model.onnx")
     backend_settings.configure({"onnxruntime": {"default-max-batch-size": given}} if given else {})
-    with caplog.at_level(logging.DEBUG, logger="gpuserve"), _serve_here(tmp_path) as server:
+    with caplog.at_level(logging.DEBUG, logger="gpuserve"), _serve(tmp_path) as server:
         client = httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}")
         config = client.get_model_config("no_config")
         assert config["max_batch_size"] == max_batch_size and config["input"][0]["dims"] == dims
@@ -702,7 +683,7 @@ def test_a_python_model_takes_its_inputs_through_dlpack(tmp_path, binary):
                     responses.append(pb_utils.InferenceResponse([out]))
                 return responses
         """)
-    with _serve_here(tmp_path) as server:
+    with _serve(tmp_path) as server:
         client = httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}")
         x = np.arange(16, dtype=np.float32)[None]
         inputs = [httpclient.InferInput(n, [1, 16], "FP32") for n in ("INPUT0", "INPUT1")]
@@ -755,7 +736,7 @@ def test_the_pytorch_runtime_in_python_serves_modules_and_torchscript(tmp_path, 
     torch.save({"scale": torch.full((1,), 10.0)}, str(tmp_path / "batched" / "1" / "model.pt"))
     _torch_addsub(tmp_path / "scripted" / "1" / "model.pt")
     x, y = np.arange(4, dtype=np.float32), np.full(4, 2, np.float32)
-    with caplog.at_level(logging.DEBUG, logger="gpuserve"), _serve_here(tmp_path) as server:
+    with caplog.at_level(logging.DEBUG, logger="gpuserve"), _serve(tmp_path) as server:
         client = httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}", concurrency=4)
 
         def infer(model, a, b):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from conftest import running_server
+from conftest import free_ports, running_server
 from gpuserve import ModelRepository
 from gpuserve.repository import DiskRepository
 
@@ -160,8 +160,9 @@ def test_a_decoupled_onnx_step_shows_its_policy_and_counts_for_the_ensemble(tmp_
      "found multiple cache configurations, but only a single cache is currently supported"),
 ])
 def test_cache_flags_refused_in_tritons_words(tmp_path, flags, words):
+    http, grpc, metrics = free_ports(3)  # never bound (the start stops at the flags), but never someone's either
     out = subprocess.run([sys.executable, "-m", "gpuserve.cli", "start", f"--model-repository={tmp_path}",
-                          "--http-port", "9180", "--grpc-port", "9181", "--metrics-port", "9182", *flags],
+                          "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics), *flags],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode != 0 and words in out.stderr and "Traceback" not in out.stderr
 

@@ -1,5 +1,5 @@
 """What Triton's client-facing qa suites (L0_socket, L0_repoagent_checksum, L0_client_nobatch, ...) found
-different in gpuserve, each checked against what tritonserver 2.51 does. Ports 9520-9559."""
+different in gpuserve, each checked against what tritonserver 2.51 does."""
 
 from __future__ import annotations
 
@@ -29,32 +29,34 @@ def _live(url: str, proc: subprocess.Popen, seconds: float = 60) -> bool:
 def test_a_disabled_endpoints_port_is_not_read(tmp_path):
     """L0_socket starts `--http-port -47 --allow-http 0`: tritonserver never reads a disabled endpoint's port,
     so the start goes on (gpuserve refused the port as out of range)."""
+    http, metrics = free_ports(2)
     proc = subprocess.Popen([sys.executable, "-m", "gpuserve.cli", "start", f"--model-repository={tmp_path}",
-                             "--grpc-port", "-47", "--allow-grpc", "0", "--http-port", "9520",
-                             "--metrics-port", "9521", "--http-address", "127.0.0.1"],
+                             "--grpc-port", "-47", "--allow-grpc", "0", "--http-port", str(http),
+                             "--metrics-port", str(metrics), "--http-address", "127.0.0.1"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        assert _live("http://127.0.0.1:9520/v2/health/live", proc), proc.stderr.read().decode()[-2000:]
+        assert _live(f"http://127.0.0.1:{http}/v2/health/live", proc), proc.stderr.read().decode()[-2000:]
     finally:
         proc.terminate()
         proc.wait(30)
 
 
-@pytest.mark.parametrize("flags, words", [
-    (["--metrics-port", "9523"], "The server cannot listen to HTTP requests and metrics requests at the same "
-                                 "address and port 0.0.0.0:9523"),
-    (["--grpc-port", "9523"], "The server cannot listen to HTTP requests and GRPC requests at the same "
-                              "address and port 0.0.0.0:9523"),
+@pytest.mark.parametrize("flag, words", [
+    ("--metrics-port", "The server cannot listen to HTTP requests and metrics requests at the same "
+                       "address and port 0.0.0.0:{}"),
+    ("--grpc-port", "The server cannot listen to HTTP requests and GRPC requests at the same "
+                    "address and port 0.0.0.0:{}"),
 ])
-def test_two_endpoints_on_one_port_stop_a_tritonserver_start(tmp_path, flags, words):
+def test_two_endpoints_on_one_port_stop_a_tritonserver_start(tmp_path, flag, words):
     """As tritonserver's start-up check: metrics on the HTTP port is refused on its launch line (gpuserve's own
     line serves /metrics on the HTTP endpoint then), and HTTP and gRPC on one port are refused in its words,
     not as a socket 'already in use' by some other process."""
-    line = [sys.executable, "-m", "gpuserve.cli", "start", f"--model-repository={tmp_path}", "--http-port", "9523",
-            "--grpc-port", "9524", "--metrics-port", "9525"]
-    done = subprocess.run(line + flags, capture_output=True, text=True, timeout=60)
+    http, grpc, metrics = free_ports(3)
+    line = [sys.executable, "-m", "gpuserve.cli", "start", f"--model-repository={tmp_path}", "--http-port", str(http),
+            "--grpc-port", str(grpc), "--metrics-port", str(metrics)]
+    done = subprocess.run(line + [flag, str(http)], capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
-    assert words in done.stderr
+    assert words.format(http) in done.stderr
 
 
 def test_reuse_http_port_shares_the_http_port_alone(tmp_path):

@@ -1,5 +1,5 @@
 """Triton's SageMaker and Vertex AI endpoints (qa L0_sagemaker, L0_vertex_ai) and the HTTP limits they share
-with the main endpoint (chunked bodies, unknown models), each on loopback ports 9600-9699."""
+with the main endpoint (chunked bodies, unknown models), each on loopback ports the OS chose."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto
 
-from conftest import running_server
+from conftest import free_ports, running_server
 from triton_example_models import add_sub
 from gpuserve.errors import InvalidSettings
 from gpuserve.model_repository import ModelRepository
@@ -47,7 +47,7 @@ def int32_model(root: Path, name: str) -> Path:
 
 def serve_repository(root: Path, port: int, **settings):
     registry = DiskRepository(root).populate(ModelRepository())
-    options = dict(http_port=port, grpc_port=port + 1, metrics_port=port + 2, enable_grpc=False,
+    options = dict(http_port=port, grpc_port=0, metrics_port=0, enable_grpc=False,
                    enable_metrics_server=False)
     options.update(settings)
     return running_server(repository=registry, **options)
@@ -66,9 +66,10 @@ def binary_body(header_extra=None):
 
 def test_sagemaker_invocations_ping_and_binary_content_type(tmp_path, monkeypatch):
     monkeypatch.setenv("SAGEMAKER_TRITON_DEFAULT_MODEL_NAME", "sm_model")
-    with serve_repository(int32_model(tmp_path, "sm_model"), 9600, sagemaker=True, sagemaker_port=9603,
+    http, cloud = free_ports(2)
+    with serve_repository(int32_model(tmp_path, "sm_model"), http, sagemaker=True, sagemaker_port=cloud,
                           enable_http=False):
-        url = "http://127.0.0.1:9603"
+        url = f"http://127.0.0.1:{cloud}"
         assert requests.get(f"{url}/ping").status_code == 200
         answer = requests.post(f"{url}/invocations", json=REQUEST)
         assert answer.status_code == 200, answer.text
@@ -94,12 +95,13 @@ def test_sagemaker_invocations_ping_and_binary_content_type(tmp_path, monkeypatc
 
 def test_sagemaker_unspecified_model_is_named_before_the_body_is_read(tmp_path, monkeypatch):
     monkeypatch.delenv("SAGEMAKER_TRITON_DEFAULT_MODEL_NAME", raising=False)
-    with serve_repository(int32_model(tmp_path, "sm_model"), 9605, sagemaker=True, sagemaker_port=9608):
-        answer = requests.post("http://127.0.0.1:9608/invocations", data=b"dummy")
+    http, cloud = free_ports(2)
+    with serve_repository(int32_model(tmp_path, "sm_model"), http, sagemaker=True, sagemaker_port=cloud):
+        answer = requests.post(f"http://127.0.0.1:{cloud}/invocations", data=b"dummy")
         assert answer.status_code != 200
         assert "Request for unknown model: 'unspecified_SAGEMAKER_TRITON_DEFAULT_MODEL_NAME' is not found" \
             in answer.text
-        answer = requests.post("http://127.0.0.1:9605/v2/models/nothing/infer", data=b"dummy")
+        answer = requests.post(f"http://127.0.0.1:{http}/v2/models/nothing/infer", data=b"dummy")
         assert answer.status_code == 404 and "Request for unknown model: 'nothing'" in answer.text
 
 
@@ -112,9 +114,10 @@ def test_sagemaker_multi_model_load_list_invoke_unload(tmp_path, monkeypatch):
     (models / "abc123" / "model" / "config.pbtxt").write_text(
         (models / "abc123" / "model" / "config.pbtxt").read_text().replace('"m"', '"sm_mme_model_1"'))
     shutil.copytree(tmp_path / "stage" / "m", models / "ens" / "model" / "only")  # a repository of one model
-    with serve_repository(base, 9610, sagemaker=True, sagemaker_port=9613, enable_http=False,
+    http, cloud = free_ports(2)
+    with serve_repository(base, http, sagemaker=True, sagemaker_port=cloud, enable_http=False,
                           sagemaker_models_root=str(models)):
-        url = "http://127.0.0.1:9613/models"
+        url = f"http://127.0.0.1:{cloud}/models"
         load = {"model_name": "sm_mme_model_1", "url": str(models / "abc123" / "model")}
         assert requests.post(url, json=load).status_code == 200
         assert requests.post(url, json=load).status_code == 409
@@ -143,9 +146,10 @@ def test_sagemaker_multi_model_load_list_invoke_unload(tmp_path, monkeypatch):
 
 def test_sagemaker_restricted_api_and_input_size(tmp_path, monkeypatch):
     monkeypatch.setenv("SAGEMAKER_TRITON_DEFAULT_MODEL_NAME", "sm_model")
-    with serve_repository(int32_model(tmp_path, "sm_model"), 9615, sagemaker=True, sagemaker_port=9618,
+    http, cloud = free_ports(2)
+    with serve_repository(int32_model(tmp_path, "sm_model"), http, sagemaker=True, sagemaker_port=cloud,
                           http_restricted_api=["model-repository:X-SM-Auth=secret"], max_request_bytes=600):
-        url = "http://127.0.0.1:9618"
+        url = f"http://127.0.0.1:{cloud}"
         assert requests.get(f"{url}/ping").status_code == 200
         assert requests.post(f"{url}/invocations", json=REQUEST).status_code == 200
         refused = requests.get(f"{url}/models")
@@ -160,8 +164,9 @@ def test_sagemaker_inference_type_and_ports_stop_the_start(tmp_path, monkeypatch
     from gpuserve.server.cloud import check_ports
 
     monkeypatch.setenv("SAGEMAKER_TRITON_INFERENCE_TYPE", "bad")
+    http, cloud = free_ports(2)
     with pytest.raises(InvalidSettings, match="Invalid SAGEMAKER_TRITON_INFERENCE_TYPE 'bad'"):
-        with serve_repository(int32_model(tmp_path, "m"), 9620, sagemaker=True, sagemaker_port=9623):
+        with serve_repository(int32_model(tmp_path, "m"), http, sagemaker=True, sagemaker_port=cloud):
             pass
     with pytest.raises(InvalidSettings, match=r"cannot listen to HTTP requests at port 8080, allowed port range "
                                               r"is \[9602, 9699\]"):
@@ -195,9 +200,10 @@ def test_vertex_ai_health_predict_and_redirects(tmp_path, monkeypatch):
     monkeypatch.setenv("AIP_PREDICT_ROUTE", "/predict")
     monkeypatch.setenv("AIP_HEALTH_ROUTE", "/health")
     root = int32_model(int32_model(tmp_path, "addsub"), "subadd")
-    with serve_repository(root, 9625, vertex_ai=True, vertex_ai_port=9628, vertex_ai_default_model="addsub",
+    http, cloud = free_ports(2)
+    with serve_repository(root, http, vertex_ai=True, vertex_ai_port=cloud, vertex_ai_default_model="addsub",
                           http_restricted_api=["statistics:X-V=secret"]):
-        url = "http://127.0.0.1:9628"
+        url = f"http://127.0.0.1:{cloud}"
         assert requests.get(f"{url}/health").status_code == 200
         answer = requests.post(f"{url}/predict", json=REQUEST)
         assert answer.status_code == 200 and answer.json()["model_name"] == "addsub"
@@ -222,22 +228,23 @@ def test_vertex_ai_health_predict_and_redirects(tmp_path, monkeypatch):
         assert requests.post(f"{url}/other").status_code == 400
         assert requests.post(f"{url}/predict", data=b"", headers={
             "X-Vertex-Ai-Triton-Redirect": "v2/repository/models/subadd/unload"}).status_code == 403
-        assert requests.post("http://127.0.0.1:9625/v2/models/subadd/ready").status_code != 403
+        assert requests.post(f"http://127.0.0.1:{http}/v2/models/subadd/ready").status_code != 403
 
 
 def test_vertex_ai_default_model_and_routes_stop_the_start(tmp_path, monkeypatch):
     root = int32_model(int32_model(tmp_path, "addsub"), "subadd")
     monkeypatch.setenv("AIP_HEALTH_ROUTE", "/health")
     monkeypatch.delenv("AIP_PREDICT_ROUTE", raising=False)
+    http, cloud = free_ports(2)
     with pytest.raises(InvalidSettings, match="API_PREDICT_ROUTE is not defined for Vertex AI endpoint"):
-        with serve_repository(root, 9630, vertex_ai=True, vertex_ai_port=9633):
+        with serve_repository(root, http, vertex_ai=True, vertex_ai_port=cloud):
             pass
     monkeypatch.setenv("AIP_PREDICT_ROUTE", "/predict")
     with pytest.raises(InvalidSettings, match="Expect the model repository contains only a single model"):
-        with serve_repository(root, 9630, vertex_ai=True, vertex_ai_port=9633):
+        with serve_repository(root, http, vertex_ai=True, vertex_ai_port=cloud):
             pass
     with pytest.raises(InvalidSettings, match="Expect the default model 'other' is loaded"):
-        with serve_repository(root, 9630, vertex_ai=True, vertex_ai_port=9633, vertex_ai_default_model="other"):
+        with serve_repository(root, http, vertex_ai=True, vertex_ai_port=cloud, vertex_ai_default_model="other"):
             pass
 
 
@@ -268,13 +275,14 @@ def chunked(port: int, path: str, chunks: int) -> bytes:
 
 
 def test_chunked_bodies_over_65536_chunks_are_refused(tmp_path):
-    with serve_repository(int32_model(tmp_path, "m"), 9645):
-        at_limit = chunked(9645, "/v2/models/m/infer", 65536)
+    (http,) = free_ports(1)
+    with serve_repository(int32_model(tmp_path, "m"), http):
+        at_limit = chunked(http, "/v2/models/m/infer", 65536)
         assert at_limit.startswith(b"HTTP/1.1 400") and b"non-empty chunks" not in at_limit  # read, then bad JSON
-        over = chunked(9645, "/v2/models/m/infer", 65537)
+        over = chunked(http, "/v2/models/m/infer", 65537)
         assert over.startswith(b"HTTP/1.1 400 ")
         assert b"Chunked request body exceeds maximum of 65536 non-empty chunks" in over
-        assert requests.get("http://127.0.0.1:9645/v2/health/live").status_code == 200
+        assert requests.get(f"http://127.0.0.1:{http}/v2/health/live").status_code == 200
 
 
 def test_deprecated_trace_flags_warn_once_each_and_opentelemetry_counts_are_checked(monkeypatch, capsys):

@@ -41,7 +41,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from conftest import running_server
+from conftest import free_ports, running_server
 from gpuserve import ModelRepository
 from gpuserve.repository import DiskRepository
 
@@ -498,17 +498,18 @@ def test_a_model_running_unittest_main_finds_its_tests_and_a_system_exit_fails_o
     import sys
     import urllib.request
 
+    http, grpc, metrics = free_ports(3)
     server = subprocess.Popen([sys.executable, "-m", "gpuserve.cli", "start", f"--model-repository={root}",
-                               "--http-port", "9250", "--grpc-port", "9251", "--metrics-port", "9252"],
+                               "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         def ready():
             try:
-                return urllib.request.urlopen("http://127.0.0.1:9250/v2/health/ready", timeout=1).status == 200
+                return urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/health/ready", timeout=1).status == 200
             except OSError:
                 return False
         _until(ready, "the server ready")
-        with httpclient.InferenceServerClient("127.0.0.1:9250") as client:
+        with httpclient.InferenceServerClient(f"127.0.0.1:{http}") as client:
             def ask(leave):
                 tensor = httpclient.InferInput("EXIT", [1], "BOOL").set_data_from_numpy(np.array([leave]))
                 return client.infer("selftest", [tensor])
@@ -606,13 +607,14 @@ def test_a_finalize_that_never_returns_is_cut_off_by_the_exit_timeout(tmp_path):
                 while True:
                     time.sleep(0.1)
         """))
+    http, grpc, metrics = free_ports(3)
     server = subprocess.Popen([sys.executable, "-m", "gpuserve.cli", "start", f"--model-repository={tmp_path}",
-                               "--http-port", "9253", "--grpc-port", "9254", "--metrics-port", "9255",
+                               "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
                                "--exit-timeout-secs=2"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         def ready():
             try:
-                return urllib.request.urlopen("http://127.0.0.1:9253/v2/health/ready", timeout=1).status == 200
+                return urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/health/ready", timeout=1).status == 200
             except OSError:
                 return False
         _until(ready, "the server ready")
@@ -766,8 +768,9 @@ def test_a_python_model_without_its_model_py_fails_the_start_in_triton_s_words(t
     (tmp_path / "non_existent_model" / "config.pbtxt").write_text(
         'backend: "python"\ninput [ { name: "IN" data_type: TYPE_INT32 dims: [ 1 ] } ]\n'
         'output [ { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] } ]\n')
+    http, grpc, metrics = free_ports(3)
     ended = subprocess.run([sys.executable, "-m", "gpuserve.cli", "start", f"--model-repository={tmp_path}",
-                            "--http-port", "9256", "--grpc-port", "9257", "--metrics-port", "9258"],
+                            "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)],
                            capture_output=True, text=True, timeout=120)
     wanted = ("Failed to preinitialize Python stub: Python model file not found in "
               f"'{tmp_path}/non_existent_model/1/model.py'")

@@ -5,7 +5,7 @@
   `2026-12-05T16:26:59Z I PID file:LINE] msg`), its message JSON-quoted unless
   TRITON_SERVER_ESCAPE_LOG_MESSAGES=0, so a tensor name holding a newline and a forged record cannot add a
   record of its own. gpuserve took --log-format and ignored it (its own lines, messages as sent), and
-  /v2/logging answered log_format "default" and log_file "" whatever the launch line said. Ports 9430-9439.
+  /v2/logging answered log_format "default" and log_file "" whatever the launch line said.
 """
 
 import json
@@ -18,6 +18,7 @@ import time
 import numpy as np
 import pytest
 
+from conftest import free_ports
 from gpuserve.cli import _parser
 
 DEFAULT_LINE = re.compile(r"^[EWI]\d{4} \d{2}:\d{2}:\d{2}\.\d{6} \d+ [\w.]+:\d+\] (?P<message>.*)$")
@@ -42,7 +43,8 @@ def _simple(repo):
                                           'output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 3 ] } ]\n')
 
 
-def _serve(tmp_path, port, layout, escape):
+def _serve(tmp_path, layout, escape):
+    """(the server, its log file, its HTTP port)."""
     import httpx
 
     repo = tmp_path / "models"
@@ -51,15 +53,16 @@ def _serve(tmp_path, port, layout, escape):
     env = {k: v for k, v in __import__("os").environ.items() if k != "TRITON_SERVER_ESCAPE_LOG_MESSAGES"}
     if escape is not None:
         env["TRITON_SERVER_ESCAPE_LOG_MESSAGES"] = escape
+    port, grpc, metrics = free_ports(3)
     server = subprocess.Popen([sys.executable, "-m", "gpuserve.cli", "start", f"--model-repository={repo}",
-                               "--http-port", str(port), "--grpc-port", str(port + 1), "--metrics-port",
-                               str(port + 2), "--log-verbose=1", f"--log-format={layout}", f"--log-file={log}"],
+                               "--http-port", str(port), "--grpc-port", str(grpc), "--metrics-port",
+                               str(metrics), "--log-verbose=1", f"--log-format={layout}", f"--log-file={log}"],
                               stdout=subprocess.DEVNULL, stderr=open(tmp_path / "stderr.log", "w"), env=env)
     deadline = time.time() + 90
     while time.time() < deadline:
         try:
             if httpx.get(f"http://127.0.0.1:{port}/v2/models/simple/ready").status_code == 200:
-                return server, log
+                return server, log, port
         except httpx.HTTPError:
             pass
         time.sleep(0.25)
@@ -89,9 +92,9 @@ def _stop(server):
 
 
 def test_triton_log_lines_quote_each_message_so_a_client_cannot_forge_a_record(tmp_path):
-    server, log = _serve(tmp_path, 9430, "default", None)
+    server, log, port = _serve(tmp_path, "default", None)
     try:
-        _forge(9430)
+        _forge(port)
     finally:
         _stop(server)
     lines = log.read_text().splitlines()
@@ -107,15 +110,15 @@ def test_triton_log_lines_quote_each_message_so_a_client_cannot_forge_a_record(t
 def test_iso8601_lines_unescaped_on_request_and_the_layout_follows_v2_logging(tmp_path):
     import httpx
 
-    server, log = _serve(tmp_path, 9433, "ISO8601", "0")
+    server, log, port = _serve(tmp_path, "ISO8601", "0")
     try:
-        base = "http://127.0.0.1:9433/v2/logging"
+        base = f"http://127.0.0.1:{port}/v2/logging"
         settings = httpx.get(base).json()
         assert (settings["log_format"], settings["log_file"]) == ("ISO8601", str(log))
-        _forge(9433)
+        _forge(port)
         before = len(log.read_text().splitlines())
         assert httpx.post(base, json={"log_format": "default"}).json()["log_format"] == "default"
-        _forge(9433)
+        _forge(port)
     finally:
         _stop(server)
     lines = log.read_text().splitlines()
@@ -127,7 +130,7 @@ def test_iso8601_lines_unescaped_on_request_and_the_layout_follows_v2_logging(tm
 
 # - L0_logging test.sh starts tritonserver with --log-info=false (and --log-warning=false, --log-error=false) and
 #   expects /v2/logging to say so and that level's lines to be left out, verbose lines still shown: gpuserve took
-#   the flags and ignored them. Ports 9436-9438.
+#   the flags and ignored them.
 
 def test_log_info_false_leaves_info_lines_out_until_v2_logging_turns_them_on(tmp_path):
     import httpx
@@ -135,11 +138,12 @@ def test_log_info_false_leaves_info_lines_out_until_v2_logging_turns_them_on(tmp
     repo = tmp_path / "models"
     _simple(repo)
     log = tmp_path / "server.log"
+    port, grpc, metrics = free_ports(3)
     server = subprocess.Popen([sys.executable, "-m", "gpuserve.cli", "start", f"--model-repository={repo}",
-                               "--http-port", "9436", "--grpc-port", "9437", "--metrics-port", "9438",
+                               "--http-port", str(port), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
                                "--log-verbose=1", "--log-info=false", "--log-warning=false", "--log-format=default",
                                f"--log-file={log}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    http = "http://127.0.0.1:9436"
+    http = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 90
         while time.time() < deadline:

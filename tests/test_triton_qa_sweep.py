@@ -2,7 +2,7 @@
 
 - L0_http test.sh starts the server with --http-max-input-size=0 and =-1024 and expects the start to stop
   with "Error: --http-max-input-size must be greater than 0." in the log once: gpuserve started, and a
-  limit of 0 or less would then refuse every request body. Ports 9290-9292 (never bound: the start stops).
+  limit of 0 or less would then refuse every request body.
 """
 
 import subprocess
@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from conftest import free_ports
 from gpuserve import triton_flags
 from gpuserve.cli import _parser
 from gpuserve.errors import GpuserveError
@@ -19,8 +20,9 @@ WORDS = "Error: --http-max-input-size must be greater than 0."
 
 @pytest.mark.parametrize("size", ["0", "-1024"])
 def test_a_non_positive_http_max_input_size_stops_the_start(tmp_path, size):
+    http, grpc, metrics = free_ports(3)  # never bound (the start stops), but never someone else's either
     run = subprocess.run([sys.executable, "-m", "gpuserve.cli", "start", f"--model-repository={tmp_path}",
-                          "--http-port", "9290", "--grpc-port", "9291", "--metrics-port", "9292",
+                          "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
                           f"--http-max-input-size={size}"], capture_output=True, text=True, timeout=120)
     assert run.returncode != 0
     assert (run.stdout + run.stderr).count(WORDS) == 1
@@ -36,7 +38,7 @@ def test_a_positive_http_max_input_size_is_the_request_limit():
 # - L0_model_namespacing ModelNamespacePoll.test_dynamic_resolution: in poll mode, when one folder's copy of a
 #   name two folders held goes away, the ensembles calling it load again and call the copy left (Triton's poll
 #   follows its dependency graph). gpuserve unloaded them with the copy and left them unloaded ("'simple_subadd'
-#   has no available versions") since unloading a step unloads its ensembles. Ports 9293-9295.
+#   has no available versions") since unloading a step unloads its ensembles.
 
 def _wait_ready(port, names, seconds=60):
     import time
@@ -64,11 +66,11 @@ def test_a_poll_relinks_ensembles_when_a_namespaced_step_leaves_one_folder(tmp_p
     from test_triton_qa_backends import _namespaced_repos
 
     addsub, subadd = _namespaced_repos(tmp_path)
-    port = 9293
+    port, grpc, metrics = free_ports(3)
     server = subprocess.Popen([sys.executable, "-m", "gpuserve.cli", "start", "--model-namespacing=true",
                                f"--model-repository={addsub}", f"--model-repository={subadd}",
                                "--model-control-mode=poll", "--repository-poll-secs=0.5", "--http-port", str(port),
-                               "--grpc-port", str(port + 1), "--metrics-port", str(port + 2)],
+                               "--grpc-port", str(grpc), "--metrics-port", str(metrics)],
                               stdout=open(tmp_path / "server.log", "w"), stderr=subprocess.STDOUT)
     try:
         assert _wait_ready(port, ["simple_addsub", "simple_subadd"])

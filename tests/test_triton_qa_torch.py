@@ -33,13 +33,8 @@ from gpuserve.repository import DiskRepository
 
 torch = pytest.importorskip("torch")
 
-PORTS = iter(range(9603, 9650, 3))  # this file's loopback ports
-
-
 def _serve(root):
-    port = next(PORTS)
-    registry = DiskRepository(root).populate(ModelRepository())
-    return running_server(repository=registry, http_port=port, grpc_port=port + 1, metrics_port=port + 2)
+    return running_server(repository=DiskRepository(root).populate(ModelRepository()))
 
 
 class _Net(torch.nn.Module):
