@@ -120,6 +120,8 @@ class Call:
                  method: Optional[_Method], headers: Dict[str, str], metadata):
         self.server, self.connection, self.stream_id, self.method = server, connection, stream_id, method
         self.buffer = bytearray()
+        self.big: Optional[bytearray] = None  # a large request message being received, `big_filled` of it
+        self.big_filled, self.big_compressed = 0, 0
         self.encoding = headers.get("grpc-encoding", "identity")
         self.context = Context(metadata)
         self.messages: List[bytes] = []
@@ -143,29 +145,62 @@ class Call:
     def data(self, payload: bytes, end_stream: bool) -> None:
         if self.finished:
             return
-        if payload:
-            self.buffer += payload
-            if not self._split_messages():
+        if payload and not self._take(payload):
+            return
+        if end_stream:
+            self._ended()
+
+    def receive_into(self, length: int, head: memoryview) -> Optional[memoryview]:
+        """The connection's large DATA frame (`length` bytes, `head` of them read) goes straight into the
+        large message it belongs to, when the whole frame lies inside one."""
+        if self.finished:
+            return None
+        if self.big is not None:
+            if length > len(self.big) - self.big_filled:
+                return None
+        else:  # the frame must start a large message (its prefix may have come in the frame before)
+            need = 5 - len(self.buffer)
+            if need <= 0 or len(head) < need:
+                return None
+            size = int.from_bytes((bytes(self.buffer) + bytes(head[:need]))[1:5], "big")
+            if size < VIEW_BYTES or size > self.server.max_message_bytes or len(self.buffer) + length > 5 + size:
+                return None
+        if not self._take(head) or self.big is None:
+            return None  # cannot happen after the checks above, but the frame would then be read the plain way
+        start = self.big_filled
+        self.big_filled += length - len(head)  # counted now: data_filled follows before any other frame
+        return memoryview(self.big)[start:self.big_filled]
+
+    def data_filled(self, end_stream: bool) -> None:
+        if self.finished:
+            return
+        big = self.big
+        if big is not None and self.big_filled == len(big):
+            self.big = None
+            if not self._emit(self.big_compressed, memoryview(big)):
                 return
         if end_stream:
-            if self.queue is not None:
-                self.queue.put_nowait(None)
-            elif len(self.messages) != 1:
-                self.finish(grpc.StatusCode.INTERNAL, f"a unary call needs one request message, got {len(self.messages)}")
-            else:
-                message, request_key = self.messages.pop(), None
-                if self.method.name == "ModelInfer" and not self.server.tracer.on:  # while tracing, a hit
-                    try:  # goes the full way, where it is sampled and traced
-                        answer, request_key = self.server.cached_answer(message)
-                    except Exception:  # never fail a call here: the full path answers it, errors included
-                        logger.exception("response cache lookup failed")
-                        answer = None
-                    if answer is not None:  # these exact bytes were answered from the response cache
-                        self.send(answer)
-                        return self.finish(grpc.StatusCode.OK, "")
-                self.task = asyncio.ensure_future(self._run_unary(message, request_key))
-                self.server.calls.add(self.task)
-                self.task.add_done_callback(self.server.calls.discard)
+            self._ended()
+
+    def _ended(self) -> None:
+        if self.queue is not None:
+            self.queue.put_nowait(None)
+        elif len(self.messages) != 1:
+            self.finish(grpc.StatusCode.INTERNAL, f"a unary call needs one request message, got {len(self.messages)}")
+        else:
+            message, request_key = self.messages.pop(), None
+            if self.method.name == "ModelInfer" and not self.server.tracer.on:  # while tracing, a hit
+                try:  # goes the full way, where it is sampled and traced
+                    answer, request_key = self.server.cached_answer(message)
+                except Exception:  # never fail a call here: the full path answers it, errors included
+                    logger.exception("response cache lookup failed")
+                    answer = None
+                if answer is not None:  # these exact bytes were answered from the response cache
+                    self.send(answer)
+                    return self.finish(grpc.StatusCode.OK, "")
+            self.task = asyncio.ensure_future(self._run_unary(message, request_key))
+            self.server.calls.add(self.task)
+            self.task.add_done_callback(self.server.calls.discard)
 
     def reset(self) -> None:
         self.finished = True
@@ -173,6 +208,25 @@ class Call:
             self.timer.cancel()
         if self.task is not None and not self.task.done():
             self.task.cancel()
+
+    def _take(self, payload) -> bool:
+        """A large message's bytes land in a buffer of its size, allocated once its length is known (no
+        joins as its frames arrive); other bytes gather in `buffer` and are split into messages."""
+        big = self.big
+        if big is not None:
+            size = min(len(payload), len(big) - self.big_filled)
+            big[self.big_filled:self.big_filled + size] = payload[:size]
+            self.big_filled += size
+            if self.big_filled < len(big):
+                return True
+            self.big = None
+            if not self._emit(self.big_compressed, memoryview(big)):
+                return False
+            payload = payload[size:]
+            if not payload:
+                return True
+        self.buffer += payload
+        return self._split_messages()
 
     def _split_messages(self) -> bool:
         buffer = self.buffer
@@ -183,6 +237,10 @@ class Call:
                                 f"request message of {size} bytes is over the limit of {self.server.max_message_bytes}")
                 return False
             if len(buffer) < 5 + size:
+                if size >= VIEW_BYTES:  # the rest goes straight into a buffer of its own
+                    self.big, self.big_filled, self.big_compressed = bytearray(size), len(buffer) - 5, buffer[0]
+                    self.big[:self.big_filled] = memoryview(buffer)[5:]
+                    self.buffer = bytearray()
                 break
             if size >= VIEW_BYTES:  # the message stays where it was received: a view, not a copy
                 compressed, message = buffer[0], memoryview(buffer)[5:5 + size]
@@ -190,16 +248,21 @@ class Call:
             else:
                 compressed, message = buffer[0], bytes(buffer[5:5 + size])
                 del buffer[:5 + size]
-            if compressed:
-                try:
-                    message = self._decompress(message)
-                except Exception as exc:
-                    self._end_early(grpc.StatusCode.INTERNAL, f"cannot decompress the request ({self.encoding}): {exc}")
-                    return False
-            if self.queue is not None:
-                self.queue.put_nowait(message)
-            else:
-                self.messages.append(message)
+            if not self._emit(compressed, message):
+                return False
+        return True
+
+    def _emit(self, compressed: int, message) -> bool:
+        if compressed:
+            try:
+                message = self._decompress(message)
+            except Exception as exc:
+                self._end_early(grpc.StatusCode.INTERNAL, f"cannot decompress the request ({self.encoding}): {exc}")
+                return False
+        if self.queue is not None:
+            self.queue.put_nowait(message)
+        else:
+            self.messages.append(message)
         return True
 
     def _decompress(self, message: bytes) -> bytes:

@@ -1,0 +1,185 @@
+"""Large gRPC request messages as HTTP/2 clients may frame them: the native transport reads the rest of a
+large DATA frame straight into the message it belongs to (server/grpc/http2.py `_receive_directly`,
+native.py `receive_into`), so every way a message can be cut into frames and TCP reads must still give the
+model exactly the bytes sent: frames whose first bytes hold less than the 5-byte message prefix, padded
+frames, a frame that ends one message and starts the next (a stream), compressed messages, and bytes that
+arrive a few at a time."""
+
+from __future__ import annotations
+
+import gzip
+import socket
+import time
+
+import numpy as np
+import pytest
+from hpack import Decoder
+
+from conftest import running_server
+from gpuserve import InferOutput, InferResponse, Model
+from gpuserve.server.grpc import inference_pb2 as pb
+from gpuserve.server.grpc.http2 import (DATA, END_HEADERS, END_STREAM, HEADERS, PADDED, SETTINGS, WINDOW_UPDATE,
+                                        frame, literal)
+
+SERVICE = "/inference.GRPCInferenceService/"
+
+
+class Negate(Model):
+    def load(self):
+        self.ready = True
+        return True
+
+    async def predict(self, payload, headers=None):
+        return InferResponse(payload.id, self.name, [InferOutput.from_numpy("OUT", -payload.inputs[0].as_numpy())])
+
+
+@pytest.fixture
+def direct(monkeypatch):
+    """How many frames were read straight into their message."""
+    from gpuserve.server.grpc import native
+    taken, receive_into = [], native.Call.receive_into
+
+    def spy(self, length, head):
+        target = receive_into(self, length, head)
+        taken.append(target is not None)
+        return target
+    monkeypatch.setattr(native.Call, "receive_into", spy)
+    return taken
+
+
+@pytest.fixture(scope="module")
+def server():
+    with running_server([Negate("negate")], grpc_transport="native") as srv:
+        yield srv
+
+
+def _message(values: np.ndarray, compressed: bool = False) -> bytes:
+    request = pb.ModelInferRequest(model_name="negate", id=str(values[0]))
+    tensor = request.inputs.add(name="IN", datatype="FP32", shape=[1, values.size])
+    del tensor  # the data travels in raw_input_contents
+    request.raw_input_contents.append(values.astype(np.float32).tobytes())
+    body = request.SerializeToString()
+    if compressed:
+        body = gzip.compress(body)
+    return bytes((1 if compressed else 0,)) + len(body).to_bytes(4, "big") + body
+
+
+def _headers(method: str, compressed: bool) -> bytes:
+    pairs = [(b":method", b"POST"), (b":scheme", b"http"), (b":path", (SERVICE + method).encode()),
+             (b":authority", b"test"), (b"content-type", b"application/grpc"), (b"te", b"trailers")]
+    if compressed:
+        pairs.append((b"grpc-encoding", b"gzip"))
+    return b"".join(literal(name, value) for name, value in pairs)
+
+
+def _frames(data: bytes, cuts, padded_at=()) -> bytes:
+    """`data` as DATA frames on stream 1 cut at the given offsets; frames listed in padded_at are padded."""
+    out, bounds = [], [0, *cuts, len(data)]
+    for index, (start, end) in enumerate(zip(bounds, bounds[1:])):
+        flags = END_STREAM if end == len(data) else 0
+        piece = data[start:end]
+        if index in padded_at:
+            out.append(frame(DATA, flags | PADDED, 1, bytes((7,)) + piece + b"\x00" * 7))
+        else:
+            out.append(frame(DATA, flags, 1, piece))
+    return b"".join(out)
+
+
+def _call(port: int, method: str, body: bytes, compressed: bool = False, dribble: int = 0):
+    """Sends one call's frames (a few bytes per write when `dribble`), returns (grpc-status, messages)."""
+    big_window = (2**31 - 1).to_bytes(4, "big")  # the answers are large too: no WINDOW_UPDATEs needed
+    wire = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(SETTINGS, 0, 0, (4).to_bytes(2, "big") + big_window) + \
+        frame(WINDOW_UPDATE, 0, 0, (2**31 - 1 - 65535).to_bytes(4, "big")) + \
+        frame(HEADERS, END_HEADERS, 1, _headers(method, compressed)) + body
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if dribble:
+            for at in range(0, len(wire), dribble):
+                sock.sendall(wire[at:at + dribble])
+                if at // dribble % 64 == 0:
+                    time.sleep(0.001)  # let the server read what is there: frames arrive in pieces
+        else:
+            sock.sendall(wire)
+        received, decoder, status, data = b"", Decoder(), None, bytearray()
+        while status is None:
+            more = sock.recv(1 << 20)
+            assert more, "the server closed the connection before the call's trailers"
+            received += more
+            while len(received) >= 9 and len(received) >= 9 + int.from_bytes(received[:3], "big"):
+                length, kind, flags = int.from_bytes(received[:3], "big"), received[3], received[4]
+                payload, received = received[9:9 + length], received[9 + length:]
+                if kind == DATA:
+                    data += payload
+                elif kind == HEADERS:
+                    fields = dict(decoder.decode(payload))
+                    if flags & END_STREAM:
+                        status = (int(fields["grpc-status"]), fields.get("grpc-message", ""))
+    messages = []
+    while data:
+        size = int.from_bytes(data[1:5], "big")
+        messages.append(bytes(data[5:5 + size]))
+        del data[:5 + size]
+    return status, messages
+
+
+def _answered(message: bytes, stream: bool = False) -> np.ndarray:
+    if stream:
+        answer = pb.ModelStreamInferResponse.FromString(message)
+        assert not answer.error_message, answer.error_message
+        message = answer.infer_response.SerializeToString()
+    response = pb.ModelInferResponse.FromString(message)
+    return np.frombuffer(response.raw_output_contents[0], dtype=np.float32)
+
+
+VALUES = np.arange(100_000, dtype=np.float32) + 0.5  # 400 KB: over the 64 KiB view bound
+
+
+@pytest.mark.parametrize("cuts, padded_at", [
+    ((), ()),  # one frame
+    ((3,), ()),  # the first frame holds less than the message prefix
+    ((5,), ()),  # ... exactly the prefix
+    ((5 + 100_000, 5 + 250_000), ()),  # frames inside the message
+    ((17_000, 17_001, 300_000), ()),  # a one-byte frame between large ones
+    ((100_000,), (0, 1)),  # padded frames take the plain way
+    ((70_000, 140_000, 210_000, 280_000, 350_000), (2,)),  # a padded frame between direct ones
+])
+@pytest.mark.parametrize("dribble", [0, 4096, 65_000])
+def test_a_large_unary_message_cut_any_way_arrives_whole(server, direct, cuts, padded_at, dribble):
+    message = _message(VALUES)
+    status, messages = _call(server.ports["grpc"], "ModelInfer", _frames(message, cuts, padded_at), dribble=dribble)
+    assert status == (0, "") and len(messages) == 1
+    np.testing.assert_array_equal(_answered(messages[0]), -VALUES)
+    if dribble == 4096 and not padded_at:  # frames arrive in pieces: the large ones are read directly
+        assert any(direct)
+
+
+def test_a_compressed_large_message_cut_into_frames_arrives_whole(server):
+    message = _message(VALUES, compressed=True)
+    status, messages = _call(server.ports["grpc"], "ModelInfer", _frames(message, (3, len(message) // 2)),
+                             compressed=True, dribble=8192)
+    assert status == (0, "") and len(messages) == 1
+    np.testing.assert_array_equal(_answered(messages[0]), -VALUES)
+
+
+def test_stream_messages_whose_frames_straddle_them_arrive_in_order(server, direct):
+    # message 1 large, message 2 small, message 3 large: one large frame holds the end of 1, all of 2 and the
+    # start of 3 (read the plain way); the frames inside 1 and 3 are read directly
+    first, second, third = VALUES, np.arange(10, dtype=np.float32) + 1, VALUES[::-1].copy()
+    one, two, three = _message(first), _message(second), _message(third)
+    stream = one + two + three
+    cuts = (50_000, len(one) + len(two) + 30_000, len(one) + len(two) + 200_000)
+    for dribble in (0, 4096):
+        status, messages = _call(server.ports["grpc"], "ModelStreamInfer", _frames(stream, cuts), dribble=dribble)
+        assert status == (0, "") and len(messages) == 3
+        for got, sent in zip(messages, (first, second, third)):
+            np.testing.assert_array_equal(_answered(got, stream=True), -sent)
+    assert True in direct and False in direct  # the frames inside a message were read directly, not the others
+
+
+def test_a_unary_call_that_ends_inside_a_large_message_is_refused_and_the_server_goes_on(server):
+    message = _message(VALUES)
+    status, _ = _call(server.ports["grpc"], "ModelInfer", _frames(message[:200_000], (3, 100_000)), dribble=8192)
+    assert status[0] == 13  # INTERNAL, as for any unary call without its one message
+    status, messages = _call(server.ports["grpc"], "ModelInfer", _frames(message, (3,)))
+    assert status == (0, "")
+    np.testing.assert_array_equal(_answered(messages[0]), -VALUES)
