@@ -17,13 +17,12 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from conftest import make_onnx_model, running_server
+from conftest import free_ports, make_onnx_model, running_server
 from gpuserve import ModelRepository
 from gpuserve.repository import DiskRepository
 from gpuserve.repository_poll import RepositoryPoller
 
 DUPLICATED = "model appears in two or more repositories"
-PORTS = iter(range(9160, 9200))  # this suite's loopback ports for the servers it starts as processes
 
 
 def triton_model(root, name, versions=(1,), policy="", broken=()):
@@ -190,7 +189,7 @@ def test_an_ensemble_brings_its_steps_and_takes_them_away_with_unload_dependents
 
 # the launch line ---------------------------------------------------------------------------------------
 def launch(*argv):
-    http, grpc, metrics = next(PORTS), next(PORTS), next(PORTS)
+    http, grpc, metrics = free_ports(3)
     proc = subprocess.Popen([sys.executable, "-m", "gpuserve.cli", "start", "--host", "127.0.0.1",
                              f"--http-port={http}", f"--grpc-port={grpc}", f"--metrics-port={metrics}", *argv],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -361,8 +360,6 @@ def test_a_config_with_no_version_folder_has_no_available_versions(tmp_path, cli
 
 # --- shutdown, reloads by version, instances in parallel (qa L0_lifecycle test_shutdown_*, test_load_new_model_version,
 # test_concurrent_model_instance_load_speedup, test_load_gpu_limit's flag checks) -----------------------------------
-MY_PORTS = iter(range(9560, 9600))
-
 SLOW_MODEL = '''
 import json, os, time
 import triton_python_backend_utils as pb_utils
@@ -405,10 +402,10 @@ def python_model(root, name, extra="", delay_s=0.0, init_s=0.0, versions=(1,), c
 
 
 def launch_mine(*argv, env=None):
-    """`launch` on this part's ports (9560-9599), the log to stderr."""
+    """`launch` with the log to stderr and `env` added to the server's environment."""
     import os
 
-    http, grpc, metrics = next(MY_PORTS), next(MY_PORTS), next(MY_PORTS)
+    http, grpc, metrics = free_ports(3)
     proc = subprocess.Popen([sys.executable, "-m", "gpuserve.cli", "start", "--host", "127.0.0.1",
                              f"--http-port={http}", f"--grpc-port={grpc}", f"--metrics-port={metrics}", *argv],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
