@@ -130,6 +130,7 @@ def test_unset_hooks_wrap_nothing(tmp_path, monkeypatch, transport):
     assert debug_delays.delayed(method, debug_delays.common_delay_s()) is method
     with running_server(repository=_repository(tmp_path), grpc_transport=transport) as server:
         client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.ports['grpc']}")
+        assert client.is_server_live(client_timeout=30)  # the channel's connect, untimed (slow when loaded)
         assert client.is_server_live(client_timeout=0.5)
 
 
