@@ -15,6 +15,8 @@ import logging
 from collections import deque
 from typing import Callable, Deque, Dict, List, Optional, Protocol, Tuple
 
+from gpuserve.server.writes import write_views
+
 logger = logging.getLogger("gpuserve.grpc")
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -514,7 +516,7 @@ class Http2Connection(asyncio.BufferedProtocol):
         self._write_scheduled = False
         if self._out and self.transport is not None and not self.transport.is_closing():
             if self._views:
-                self.transport.writelines(self._out)
+                write_views(self.transport, self._out)
                 self._out, self._views = [], False
                 return
             data = b"".join(self._out) if len(self._out) > 1 else self._out[0]

@@ -38,6 +38,7 @@ from gpuserve.server.rest.common import error_response, response_parts
 from gpuserve.server.rest.fast_path import NOT_PROBED, FastPath, header_dict, match
 from gpuserve.server.rest.streaming import Stream
 from gpuserve.server.rest.wire import head
+from gpuserve.server.writes import write_views
 
 logger = logging.getLogger("gpuserve.http")
 access_logger = logging.getLogger("uvicorn.access")  # the name uvicorn users already route
@@ -441,9 +442,11 @@ class HttpConnection(asyncio.Protocol):
             return
         parts = head(status, headers, self.server.date, len(body), self.closes_after(request))
         if type(body) is Parts:  # a large answer: its pieces (views of the output arrays) are not joined
-            self.transport.write(b"".join(parts))
-            if request.method != "HEAD":
-                self.transport.writelines(body.parts)
+            head_bytes = b"".join(parts)
+            if request.method == "HEAD":
+                self.transport.write(head_bytes)
+            else:
+                write_views(self.transport, [head_bytes, *body.parts])
             return
         if request.method != "HEAD":
             parts.append(body)
