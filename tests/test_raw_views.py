@@ -3,7 +3,7 @@
 A binary input is a view of the request body at whatever offset the JSON header leaves it; misaligned,
 NumPy took its unaligned loops and ONNX Runtime summed floats differently from an aligned copy. A large
 body (gpuserve.datatypes.VIEW_BYTES on) is now read into a buffer placed so that the binary data starts
-on a 64-byte boundary, whatever the header's length."""
+on a 64-byte boundary, whatever the header's length, by our HTTP server and under uvicorn alike."""
 
 from __future__ import annotations
 
@@ -59,10 +59,10 @@ def _outputs(answer: httpx.Response, count: int):
     return out
 
 
-@pytest.fixture(scope="module")
-def probe():
+@pytest.fixture(scope="module", params=["gpuserve", "uvicorn"])
+def probe(request):
     model = Probe("probe")
-    with running_server([model]) as server:
+    with running_server([model], http_server=request.param) as server:
         with httpx.Client(base_url=f"http://127.0.0.1:{server.ports['http']}", timeout=30) as client:
             yield model, client
 

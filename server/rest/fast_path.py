@@ -20,9 +20,10 @@ import orjson
 
 from gpuserve.compression import COMPRESS_MIN_BYTES, compress, response_encoding
 from gpuserve.dataplane import DataPlane
+from gpuserve.datatypes import VIEW_BYTES
 from gpuserve.errors import InferenceError, InvalidInput, ModelNotFound, PayloadTooLarge
 from gpuserve.model import InferenceVerb
-from gpuserve.server.binary import Parts
+from gpuserve.server.binary import Parts, aligned_body
 from gpuserve.server.rest.common import (JSON_OPTIONS, ErrorRoutes, decompress, error_response, parse_json,
                                          response_parts, v1_answer, v1_request)
 from gpuserve.server.rest.streaming import Stream, is_stream, stream_headers
@@ -76,7 +77,7 @@ class FastPath:
             return _starlette_request(scope, receive)
 
         try:
-            body, headers = await self._read(scope, receive)
+            body, headers = await self._read(scope, receive, route)
         except Exception as exc:
             start = time.perf_counter()
             status, content, response_headers = await self.error(make_request, exc)
@@ -167,16 +168,22 @@ class FastPath:
                                   "infer_version" if route[0] == "infer" else "predict",
                                   "POST", status, time.perf_counter() - start)
 
-    async def _read(self, scope, receive) -> Tuple[bytes, Dict[str, str]]:
+    async def _read(self, scope, receive, route) -> Tuple[bytes, Dict[str, str]]:
         headers = header_dict(scope["headers"])
         declared = headers.get("content-length")
+        whole = None  # a large binary inference body, its tensor data aligned (as our HTTP server reads it)
         if declared is not None:
             try:
-                if int(declared) > self.body_limit:
-                    raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of "
-                                          f"{self.body_limit} bytes")
+                length = int(declared)
             except ValueError:
                 raise InvalidInput("invalid Content-Length header") from None
+            if length > self.body_limit:
+                raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of "
+                                      f"{self.body_limit} bytes")
+            binary = headers.get("inference-header-content-length")
+            if binary is not None and length >= VIEW_BYTES and route[0] == "infer" \
+                    and "content-encoding" not in headers:
+                whole = aligned_body(length, binary)
         chunks: List[bytes] = []
         size = 0
         while True:
@@ -185,12 +192,19 @@ class FastPath:
                 raise InvalidInput("client disconnected before sending the whole body")
             chunk = message.get("body", b"")
             if chunk:
-                size += len(chunk)
+                start, size = size, size + len(chunk)
                 if size > self.body_limit:
                     raise PayloadTooLarge(f"request body exceeds the limit of {self.body_limit} bytes")
-                chunks.append(chunk)
+                if whole is not None and size > len(whole):  # more than declared (the server refuses that first)
+                    chunks, whole = [bytes(whole[:start])], None
+                if whole is not None:
+                    whole[start:size] = chunk
+                else:
+                    chunks.append(chunk)
             if not message.get("more_body", False):
                 break
+        if whole is not None:
+            return (whole if size == len(whole) else bytes(whole[:size])), headers
         return (chunks[0] if len(chunks) == 1 else b"".join(chunks)), headers
 
     async def _answer(self, route, body: bytes, headers: Dict[str, str], probed: object = NOT_PROBED,
