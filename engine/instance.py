@@ -168,19 +168,12 @@ class Instance:
     def _run(self, jobs: List[Job], batched: bool, outputs: Optional[Sequence[str]]) -> List[Dict[str, np.ndarray]]:
         t0 = time.perf_counter_ns()
         if self._run_requests is not None:
-            results = self._run_requests(jobs)
-            elapsed, rows = time.perf_counter_ns() - t0, sum(job.rows for job in jobs)
-            self._observe(elapsed / 1e9 / max(rows, 1))
-            if self.stats is not None:  # as Triton: inferences are the requests that succeeded
-                done = sum(job.rows for job, result in zip(jobs, results)
-                           if not isinstance(result, BaseException) or getattr(result, "counts_as_success", False))
-                if done:
-                    self.stats.record_batch(done, len(jobs), 0, elapsed, 0)
-                else:
-                    self.stats.record_failed_execution()
-            if TRACING.on:
-                _stamp_jobs(jobs, t0, t0, t0 + elapsed, t0 + elapsed)
-            return results
+            held = _hold_traces(jobs) if TRACING.on else ()
+            try:
+                return self._run_whole(jobs, t0)
+            finally:
+                for trace in held:
+                    trace.release()
         leases = []
         ragged = self.stage.ragged_inputs
         counts = [job.rows for job in jobs]
@@ -222,6 +215,22 @@ class Instance:
         """The moving average of the backend's time per row that decides which batches may run inline."""
         self.seconds_per_row = per_row if not self.seconds_per_row else 0.8 * self.seconds_per_row + 0.2 * per_row
 
+    def _run_whole(self, jobs: List[Job], t0: int) -> List[object]:
+        """Whole requests handed to the backend's own execute (a Python model's)."""
+        results = self._run_requests(jobs)
+        elapsed, rows = time.perf_counter_ns() - t0, sum(job.rows for job in jobs)
+        self._observe(elapsed / 1e9 / max(rows, 1))
+        if self.stats is not None:  # as Triton: inferences are the requests that succeeded
+            done = sum(job.rows for job, result in zip(jobs, results)
+                       if not isinstance(result, BaseException) or getattr(result, "counts_as_success", False))
+            if done:
+                self.stats.record_batch(done, len(jobs), 0, elapsed, 0)
+            else:
+                self.stats.record_failed_execution()
+        if TRACING.on:
+            _stamp_jobs(jobs, t0, t0, t0 + elapsed, t0 + elapsed)
+        return results
+
     def close(self) -> None:
         """Stop the threads (batches already queued on them still run and are answered), then unload."""
         with self._start_lock:
@@ -244,6 +253,15 @@ class Instance:
         if unload is not None:
             unload()
         self.pool.clear()
+
+
+def _hold_traces(jobs) -> list:
+    """The traced jobs' traces, held until their compute span is stamped: a decoupled model's final
+    response may end a trace while its execute still runs."""
+    held = [job.trace for job in jobs if getattr(job, "trace", None) is not None and hasattr(job.trace, "hold")]
+    for trace in held:
+        trace.hold()
+    return held
 
 
 def _stamp_jobs(jobs, start: int, input_end: int, output_start: int, end: int) -> None:

@@ -34,6 +34,8 @@ from gpuserve.engine.job import TRACING
 logger = logging.getLogger("gpuserve")
 CURRENT = TRACING.current  # the trace of the request a task works on, for the engine's jobs
 
+_HOLDS = threading.Lock()  # a trace's holds and its end, taken from the loop and from instance threads
+
 _DTYPES = {"b": "BOOL", "u1": "UINT8", "u2": "UINT16", "u4": "UINT32", "u8": "UINT64", "i1": "INT8",
            "i2": "INT16", "i4": "INT32", "i8": "INT64", "f2": "FP16", "f4": "FP32", "f8": "FP64"}
 
@@ -170,7 +172,7 @@ class Trace:
     """One traced request (or ensemble step, or BLS request); children write through their root."""
 
     __slots__ = ("id", "setting", "tracer", "parent", "root", "model_name", "model_version", "request_id",
-                 "events", "tensors", "children", "started")
+                 "events", "tensors", "children", "started", "holds", "ending")
 
     def __init__(self, tracer: "Tracer", setting: TraceSetting, parent: Optional["Trace"] = None):
         self.tracer = tracer
@@ -185,6 +187,8 @@ class Trace:
         self.tensors: List[str] = []
         self.children: List[str] = []
         self.started = False  # REQUEST_START reached: the trace is written
+        self.holds = 0  # executes under way that will still stamp this trace (engine/instance.py)
+        self.ending = False  # end() came while held: the last release ends it
 
     def stamp(self, name: str, ns: Optional[int] = None) -> None:
         if self.setting.timestamps:
@@ -225,8 +229,31 @@ class Trace:
         parts.extend(self.tensors)
         return ",".join(parts)
 
+    def hold(self) -> None:
+        """An execute is about to run this trace's request: its compute span is stamped once it returns, and
+        a decoupled model may send its final response (and the front end end the trace) before that."""
+        with _HOLDS:
+            self.holds += 1
+
+    def release(self) -> None:
+        with _HOLDS:
+            self.holds -= 1
+            due = self.ending and not self.holds
+            self.ending = self.ending and not due
+        if due:
+            self._finish()
+
     def end(self) -> None:
-        """The trace is complete: a child hands its objects to its root, a root writes them all."""
+        """The trace is complete: a child hands its objects to its root, a root writes them all. While an
+        execute still holds it, the end waits for that execute's release (as Triton writes a trace only once
+        both the request and its last response are released)."""
+        with _HOLDS:
+            if self.holds:
+                self.ending = True
+                return
+        self._finish()
+
+    def _finish(self) -> None:
         text = self.text() if self.started else ""
         if self.parent is not None:
             if text:

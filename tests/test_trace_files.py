@@ -471,3 +471,47 @@ def test_shutdown_writes_the_traces_held_even_when_one_never_ended(tmp_path):
     done.end()
     tracer.close()
     assert [item["request_id"] for item in json.loads(path.read_text()) if "model_name" in item] == ["r"]
+
+
+LINGERING = """import time
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        for request in requests:
+            sender = request.get_response_sender()
+            sender.send(pb_utils.InferenceResponse([pb_utils.Tensor("text_output", np.array([b"r"], dtype=object))]),
+                        flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        time.sleep(0.5)  # the final response is out well before execute returns
+        return None
+"""
+
+
+def test_a_decoupled_trace_keeps_its_compute_span_when_the_final_response_precedes_the_execute_end(tmp_path):
+    """A decoupled model whose final response goes out before its execute returns: the trace was written at
+    the final response, before the execute's COMPUTE_START / COMPUTE_END were stamped (they are stamped once
+    it returns), so the file lacked both (a loaded CI-like run of the stream test above saw it). As Triton's,
+    the trace is written once the request is done with on both sides."""
+    import queue
+
+    (tmp_path / "repo" / "late" / "1").mkdir(parents=True)
+    (tmp_path / "repo" / "late" / "1" / "model.py").write_text(LINGERING)
+    (tmp_path / "repo" / "late" / "config.pbtxt").write_text(
+        TEXT_CONFIG.format(name="late", policy="model_transaction_policy { decoupled: true }"))
+    path = tmp_path / "late.json"
+    with serve(tmp_path / "repo", path, "level=TIMESTAMPS", "rate=1") as server:
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.ports['grpc']}")
+        answers = queue.Queue()
+        client.start_stream(callback=lambda result, error: answers.put((result, error)))
+        text = grpcclient.InferInput("text_input", [1], "BYTES")
+        text.set_data_from_numpy(np.array([b"x"], dtype=object))
+        client.async_stream_infer("late", [text], request_id="l1")
+        result, error = answers.get(timeout=30)
+        assert error is None
+        client.stop_stream()
+        client.close()
+    (names,) = stamps(path).values()
+    assert {"REQUEST_START", "QUEUE_START", "COMPUTE_START", "COMPUTE_END", "REQUEST_END"} <= set(names), names
