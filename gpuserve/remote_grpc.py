@@ -186,7 +186,7 @@ def fill_contents(contents, array, datatype: str) -> None:
     """Typed InferTensorContents from an array (the inverse of contents_to_numpy): BYTES elements as bytes
     (text as UTF-8), FP16/BF16 as fp32 values."""
     values = array.ravel().tolist()
-    if datatype == "BYTES":
+    if datatype == "BYTES" and set(map(type, values)) - {bytes}:  # a C-level test first: mostly all bytes
         values = [v if isinstance(v, bytes) else str(v).encode("utf-8") for v in values]
     getattr(contents, CONTENTS_FIELD[datatype]).extend(values)
 
