@@ -11,7 +11,8 @@ from pathlib import Path
 
 import httpx
 
-from test_cli import free_port, stop, wait_ready
+from conftest import free_ports
+from test_cli import stop, wait_ready
 
 DOCKERFILE = Path(__file__).resolve().parents[1] / "Dockerfile.cuda"
 ENTRYPOINT = DOCKERFILE.parent / "scripts" / "docker-entrypoint.sh"
@@ -38,7 +39,8 @@ def _entry(tmp_path, *args):
 def test_entry_command_runs_here(tmp_path):
     text = DOCKERFILE.read_text()
     cmd = json.loads(re.search(r"^CMD (\[.*\])$", text, re.M).group(1))
-    ports = {flag: str(free_port()) for flag in ("--http-port", "--grpc-port", "--metrics-port")}
+    flags = ("--http-port", "--grpc-port", "--metrics-port")
+    ports = {flag: str(port) for flag, port in zip(flags, free_ports(3))}
     cmd = [ports.get(flag, value) for flag, value in zip([None] + cmd, cmd)]  # free ports, same flags
     proc = _entry(tmp_path, *cmd)
     try:
@@ -50,7 +52,7 @@ def test_entry_command_runs_here(tmp_path):
 
 def test_a_tritonserver_command_runs_as_written(tmp_path):
     """A Triton manifest's `tritonserver --model-repository=/models ...` keeps working in the image."""
-    ports = [free_port() for _ in range(3)]
+    ports = free_ports(3)
     proc = _entry(tmp_path, "tritonserver", f"--model-repository={tmp_path}", f"--http-port={ports[0]}",
                   f"--grpc-port={ports[1]}", f"--metrics-port={ports[2]}")
     try:

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_cli import GPUSERVE, free_port, start, stop, wait_ready
+from conftest import free_ports
+from test_cli import GPUSERVE, start, stop, wait_ready
 
 pytestmark = pytest.mark.gpu
 
@@ -21,9 +22,10 @@ def server(tmp_path_factory):
     (folder / "addsub").mkdir()
     (folder / "addsub" / "model-settings.json").write_text(json.dumps({"implementation": "addsub_model.AddSub"}))
     shutil.copy(Path(__file__).parent / "addsub_model.py", folder / "addsub" / "addsub_model.py")
-    ports = {"http": free_port(), "grpc": free_port()}
-    proc = start([*GPUSERVE, "start", str(folder), "--http-port", str(ports["http"]), "--grpc-port",
-                  str(ports["grpc"]), "--metrics-port", str(free_port())])
+    http, grpc, metrics = free_ports(3)
+    ports = {"http": http, "grpc": grpc}
+    proc = start([*GPUSERVE, "start", str(folder), "--http-port", str(http), "--grpc-port", str(grpc),
+                  "--metrics-port", str(metrics)])
     try:
         wait_ready(ports["http"], proc)
         yield ports

@@ -9,7 +9,8 @@ import time
 import httpx
 import pytest
 
-from test_cli import GPUSERVE, free_port, start, stop, wait_ready
+from conftest import free_ports
+from test_cli import GPUSERVE, start, stop, wait_ready
 
 pytestmark = pytest.mark.gpu
 
@@ -32,9 +33,9 @@ def test_a_device_side_assert_takes_the_server_out_of_service(tmp_path):
     torch.export.save(program, str(tmp_path / "lookup" / "model.pt2"))
     (tmp_path / "lookup" / "model-settings.json").write_text(json.dumps({
         "implementation": "torch", "device": "cuda:0", "parameters": {"uri": "model.pt2"}}))
-    port = free_port()
-    proc = start([*GPUSERVE, "start", str(tmp_path), "--http-port", str(port), "--grpc-port", str(free_port()),
-                  "--metrics-port", str(free_port())])
+    port, grpc, metrics = free_ports(3)
+    proc = start([*GPUSERVE, "start", str(tmp_path), "--http-port", str(port), "--grpc-port", str(grpc),
+                  "--metrics-port", str(metrics)])
     try:
         wait_ready(port, proc)
         base = f"http://127.0.0.1:{port}"

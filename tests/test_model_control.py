@@ -292,13 +292,14 @@ def test_cli_launch_with_explicit_mode(tmp_path):
     import subprocess
     import sys
 
-    from test_cli import free_port, stop, wait_ready
+    from conftest import free_ports
+    from test_cli import stop, wait_ready
 
     for name in ("a", "b"):
         write_model(tmp_path, name)
-    http = free_port()
+    http, grpc, metrics = free_ports(3)
     proc = subprocess.Popen([sys.executable, "-m", "gpuserve.cli", "start", str(tmp_path), "--http-port", str(http),
-                             "--grpc-port", str(free_port()), "--metrics-port", str(free_port()),
+                             "--grpc-port", str(grpc), "--metrics-port", str(metrics),
                              "--model-control-mode=explicit", "--load-model=a"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -321,12 +322,13 @@ def test_a_tritonserver_launch_line_starts(tmp_path):
     import subprocess
     import sys
 
-    from test_cli import free_port, stop, wait_ready
+    from conftest import free_ports
+    from test_cli import stop, wait_ready
 
     write_model(tmp_path, "a")
-    http = free_port()
+    http, grpc, metrics = free_ports(3)
     proc = subprocess.Popen([sys.executable, "-m", "gpuserve.cli", "start", f"--model-repository={tmp_path}",
-                             f"--http-port={http}", f"--grpc-port={free_port()}", f"--metrics-port={free_port()}",
+                             f"--http-port={http}", f"--grpc-port={grpc}", f"--metrics-port={metrics}",
                              "--strict-model-config=false", "--log-verbose=1", "--exit-on-error=false",
                              "--strict-readiness=true", "--backend-config=python,shm-default-byte-size=1048576"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -12,7 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from test_cli import free_port, stop, wait_ready
+from conftest import free_ports
+from test_cli import stop, wait_ready
 
 xgb = pytest.importorskip("xgboost")
 lgb = pytest.importorskip("lightgbm")
@@ -168,7 +169,7 @@ def fil_repo(tmp_path_factory):
 def server(fil_repo):
     """`gpuserve start REPO --http-port P --grpc-port G --metrics-port M`, the launch line users script."""
     repo, expect = fil_repo
-    http, grpc, metrics = free_port(), free_port(), free_port()
+    http, grpc, metrics = free_ports(3)
     proc = subprocess.Popen([sys.executable, "-m", "gpuserve.cli", "start", str(repo), "--http-port", str(http),
                              "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--host", "127.0.0.1"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
