@@ -116,18 +116,23 @@ def test_the_window_is_the_servers_setting():
         response_stream.configure(0)
 
 
+def _sharing_one_order(loop, count: int = 2):
+    """Response streams of `count` requests on one gRPC stream (as ModelStreamInfer makes them)."""
+    order, streams = response_stream.SendOrder(), []
+    for _ in range(count):
+        response_stream.SEND_ORDER.set([order])
+        streams.append(ResponseStream(loop, window=0))
+    response_stream.SEND_ORDER.set(None)
+    return streams
+
+
 def test_responses_of_requests_on_one_grpc_stream_are_read_in_the_order_they_were_sent():
     """Request 0 sends, then request 1 sends its last, then request 0 its last, all before either reader
     starts; request 0's reader starts first. Without the stream's send order it read both of its own before
     request 1's (a CI run of the qa decoupled test saw 0, 0, 1)."""
     async def main():
         loop = asyncio.get_running_loop()
-        order = response_stream.SendOrder()
-        streams = []
-        for _ in range(2):
-            response_stream.SEND_ORDER.set([order])
-            streams.append(ResponseStream(loop, window=0))
-        response_stream.SEND_ORDER.set(None)
+        streams = _sharing_one_order(loop)
         streams[0].put("0a", False)
         streams[1].put("1", True)
         streams[0].put("0b", True)
@@ -153,12 +158,7 @@ def test_a_request_whose_responses_are_never_read_holds_the_others_once_and_brie
 
     async def main():
         loop = asyncio.get_running_loop()
-        order = response_stream.SendOrder()
-        streams = []
-        for _ in range(2):
-            response_stream.SEND_ORDER.set([order])
-            streams.append(ResponseStream(loop, window=0))
-        response_stream.SEND_ORDER.set(None)
+        streams = _sharing_one_order(loop)
         streams[0].put("never read", False)
         for i in range(3):
             streams[1].put(i, i == 2)
@@ -178,12 +178,7 @@ def test_a_stream_closed_by_its_reader_releases_what_it_never_read(monkeypatch):
 
     async def main():
         loop = asyncio.get_running_loop()
-        order = response_stream.SendOrder()
-        streams = []
-        for _ in range(2):
-            response_stream.SEND_ORDER.set([order])
-            streams.append(ResponseStream(loop, window=0))
-        response_stream.SEND_ORDER.set(None)
+        streams = _sharing_one_order(loop)
         streams[0].put("left behind", False)
         streams[1].put("answer", True)
         await asyncio.sleep(0.05)
