@@ -48,11 +48,14 @@ logger = logging.getLogger("gpuserve")
 
 _MODEL = None
 _LOOP: Optional[asyncio.AbstractEventLoop] = None
+_STARTED = None  # the pool's barrier: each worker's first describe waits there for every other worker's
+STARTUP_S = 300.0  # how long a worker that has loaded waits for the others to have loaded too
 
 
 def _worker_init(settings_json: str, folder: Optional[str], metrics_dir: str,
-                 environment: Optional[Environment] = None) -> None:
-    global _MODEL, _LOOP
+                 environment: Optional[Environment] = None, started=None) -> None:
+    global _MODEL, _LOOP, _STARTED
+    _STARTED = started
     # Ctrl+C reaches the whole process group: the server stops its workers itself, so a worker waiting
     # for work must not print a KeyboardInterrupt traceback (MLServer's workers ignore it too)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -74,6 +77,14 @@ def _worker_init(settings_json: str, folder: Optional[str], metrics_dir: str,
 
 # Model attributes the data plane reads that the parent's stand-in copies from a worker's model.
 _COPIED = ("generates_ids", "answers_every_output", "platform", "settings_metadata")
+
+
+def _worker_started() -> Dict[str, Any]:
+    """A worker's first task: it waits for every other worker to take theirs, so each worker (not the first
+    one up, twice) answers one, and the model is ready only once all of them have loaded it."""
+    if _STARTED is not None:
+        _STARTED.wait(STARTUP_S)
+    return _worker_describe()
 
 
 def _worker_describe() -> Dict[str, Any]:
@@ -176,9 +187,9 @@ class ParallelModel(Model):
                    else multiprocessing.get_context("spawn"))
         pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context, initializer=_worker_init,
                                    initargs=(self.settings.model_dump_json(), self.settings.folder, self.metrics_dir,
-                                             self.environment))
+                                             self.environment, context.Barrier(self.workers)))
         try:
-            futures = [pool.submit(_worker_describe) for _ in range(self.workers)]
+            futures = [pool.submit(_worker_started) for _ in range(self.workers)]
             described = [f.result() for f in futures]
         except Exception as exc:
             pool.shutdown(wait=False, cancel_futures=True)

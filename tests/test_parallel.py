@@ -162,3 +162,36 @@ def test_a_dead_worker_is_replaced_and_ids_are_generated(tmp_path, http):
         assert reply.status_code == 500 and "worker process stopped" in reply.json()["error"]
         assert client.post(url, json=_kind("fine")).status_code == 200
         assert model.restarts == 2
+
+
+def test_the_model_is_ready_only_once_every_worker_has_loaded_it(tmp_path):
+    """Each worker answers one of the pool's first describes, so the model is ready once all have loaded it
+    (as MLServer's workers each load before the model is ready). Before, a worker up first answered both
+    and the model was ready with the other still loading: on a busy core 4 loads in 6 listed one worker, and
+    the first requests all went to it. Here the second worker's load takes 3 s longer than the first's."""
+    folder = tmp_path / "uneven"
+    folder.mkdir()
+    (folder / "model-settings.json").write_text(json.dumps(
+        {"name": "uneven", "implementation": "uneven_model.Uneven", "parallel_workers": 2}))
+    (folder / "uneven_model.py").write_text(textwrap.dedent(f"""
+        import os
+        import time
+        from gpuserve import Model
+
+        class Uneven(Model):
+            def load(self):
+                try:  # the first worker here takes the mark and loads at once; the other one takes its time
+                    os.close(os.open({str(tmp_path / "first")!r}, os.O_CREAT | os.O_EXCL))
+                except FileExistsError:
+                    time.sleep(3)
+                self.ready = True
+
+            def predict(self, payload, headers=None):
+                return {{"pid": os.getpid()}}
+        """))
+    model = DiskRepository(tmp_path).populate(ModelRepository()).get_model("uneven")
+    try:
+        model.load()
+        assert len(model.worker_pids) == 2 and os.getpid() not in model.worker_pids
+    finally:
+        model.stop()
