@@ -183,3 +183,26 @@ def test_a_unary_call_that_ends_inside_a_large_message_is_refused_and_the_server
     status, messages = _call(server.ports["grpc"], "ModelInfer", _frames(message, (3,)))
     assert status == (0, "")
     np.testing.assert_array_equal(_answered(messages[0]), -VALUES)
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * 4096
+
+
+def test_a_declared_length_takes_memory_only_as_its_bytes_arrive(server):
+    # a client that declares a 1 GB message and sends 200 KB of it: the message buffer is allocated for the
+    # declared length at once, but not zeroed, so only the pages the bytes land in are taken
+    declared = 1 << 30
+    wire = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(SETTINGS, 0, 0) + \
+        frame(HEADERS, END_HEADERS, 1, _headers("ModelInfer", False)) + \
+        frame(DATA, 0, 1, b"\x00" + declared.to_bytes(4, "big") + b"\x01" * 200_000)
+    before = _rss_bytes()
+    with socket.create_connection(("127.0.0.1", server.ports["grpc"]), timeout=30) as sock:
+        for at in range(0, len(wire), 8192):
+            sock.sendall(wire[at:at + 8192])
+        time.sleep(0.5)
+        grown = _rss_bytes() - before
+    assert grown < 200 << 20, f"{grown >> 20} MB taken for a message of {declared >> 20} MB declared"
+    status, messages = _call(server.ports["grpc"], "ModelInfer", _frames(_message(VALUES), (3,)))
+    assert status == (0, "")

@@ -22,6 +22,7 @@ import zlib
 from typing import Dict, List, Optional, Tuple
 
 import grpc
+import numpy as np
 
 from gpuserve.dataplane import DataPlane
 from gpuserve.datatypes import VIEW_BYTES
@@ -120,7 +121,7 @@ class Call:
                  method: Optional[_Method], headers: Dict[str, str], metadata):
         self.server, self.connection, self.stream_id, self.method = server, connection, stream_id, method
         self.buffer = bytearray()
-        self.big: Optional[bytearray] = None  # a large request message being received, `big_filled` of it
+        self.big: Optional[memoryview] = None  # a large request message being received, `big_filled` of it
         self.big_filled, self.big_compressed = 0, 0
         self.encoding = headers.get("grpc-encoding", "identity")
         self.context = Context(metadata)
@@ -169,7 +170,7 @@ class Call:
             return None  # cannot happen after the checks above, but the frame would then be read the plain way
         start = self.big_filled
         self.big_filled += length - len(head)  # counted now: data_filled follows before any other frame
-        return memoryview(self.big)[start:self.big_filled]
+        return self.big[start:self.big_filled]
 
     def data_filled(self, end_stream: bool) -> None:
         if self.finished:
@@ -177,7 +178,7 @@ class Call:
         big = self.big
         if big is not None and self.big_filled == len(big):
             self.big = None
-            if not self._emit(self.big_compressed, memoryview(big)):
+            if not self._emit(self.big_compressed, big):
                 return
         if end_stream:
             self._ended()
@@ -220,7 +221,7 @@ class Call:
             if self.big_filled < len(big):
                 return True
             self.big = None
-            if not self._emit(self.big_compressed, memoryview(big)):
+            if not self._emit(self.big_compressed, big):
                 return False
             payload = payload[size:]
             if not payload:
@@ -238,8 +239,13 @@ class Call:
                 return False
             if len(buffer) < 5 + size:
                 if size >= VIEW_BYTES:  # the rest goes straight into a buffer of its own
-                    self.big, self.big_filled, self.big_compressed = bytearray(size), len(buffer) - 5, buffer[0]
-                    self.big[:self.big_filled] = memoryview(buffer)[5:]
+                    try:  # not zeroed: memory is taken as the bytes arrive, not for what is only declared
+                        big = memoryview(np.empty(size, np.uint8))
+                    except MemoryError:
+                        self._end_early(grpc.StatusCode.RESOURCE_EXHAUSTED, f"no memory for a message of {size} bytes")
+                        return False
+                    self.big, self.big_filled, self.big_compressed = big, len(buffer) - 5, buffer[0]
+                    big[:self.big_filled] = memoryview(buffer)[5:]
                     self.buffer = bytearray()
                 break
             if size >= VIEW_BYTES:  # the message stays where it was received: a view, not a copy
