@@ -206,3 +206,22 @@ def test_a_declared_length_takes_memory_only_as_its_bytes_arrive(server):
     assert grown < 200 << 20, f"{grown >> 20} MB taken for a message of {declared >> 20} MB declared"
     status, messages = _call(server.ports["grpc"], "ModelInfer", _frames(_message(VALUES), (3,)))
     assert status == (0, "")
+
+
+def test_idle_connections_hold_little_memory(server):
+    # each connection's read buffer is 256 KiB of address space, but only the pages its reads touched are
+    # taken: 200 connections that sent their preface and a SETTINGS frame must not cost 200 x 256 KiB (50 MB)
+    hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(SETTINGS, 0, 0)
+    before, socks = _rss_bytes(), []
+    try:
+        for _ in range(200):
+            sock = socket.create_connection(("127.0.0.1", server.ports["grpc"]), timeout=30)
+            sock.sendall(hello)
+            socks.append(sock)
+        for sock in socks:  # each got the server's SETTINGS: its connection is open and has read
+            assert sock.recv(9)
+        grown = _rss_bytes() - before
+    finally:
+        for sock in socks:
+            sock.close()
+    assert grown < 25 << 20, f"{grown >> 20} MB for 200 idle connections"

@@ -15,6 +15,8 @@ import logging
 from collections import deque
 from typing import Callable, Deque, Dict, List, Optional, Protocol, Tuple
 
+import numpy as np
+
 from gpuserve.server.writes import write_views
 
 logger = logging.getLogger("gpuserve.grpc")
@@ -97,7 +99,7 @@ class Http2Connection(asyncio.BufferedProtocol):
         self.opener = opener
         self.connections = connections
         self.decoder = Decoder()
-        self.buffer = bytearray(READ_BUFFER)
+        self.buffer = _read_buffer(READ_BUFFER)
         self._start = self._end = 0  # what of `buffer` is read from the socket and not yet taken as frames
         self._direct: Optional[list] = None  # [stream id, flags, length, target view, bytes in it] of a frame
         self.preface = False
@@ -184,11 +186,11 @@ class Http2Connection(asyncio.BufferedProtocol):
         unread = end - start
         size = READ_BUFFER if unread < READ_BUFFER - READ_CHUNK else unread + READ_BUFFER
         if size != len(buffer):
-            fresh = bytearray(size)
+            fresh = _read_buffer(size)
             fresh[:unread] = buffer[start:end]
             self.buffer = fresh
         elif start:
-            buffer[:unread] = buffer[start:end]
+            buffer[:unread] = bytes(buffer[start:end])  # a partial frame: small, and the two may overlap
         self._start, self._end = 0, unread
 
     def buffer_updated(self, nbytes: int) -> None:
@@ -253,7 +255,7 @@ class Http2Connection(asyncio.BufferedProtocol):
             if pos == end:
                 self._start = self._end = 0
                 if len(self.buffer) > READ_BUFFER:  # a large frame went through: give the memory back
-                    self.buffer = bytearray(READ_BUFFER)
+                    self.buffer = _read_buffer(READ_BUFFER)
         if self._out:  # answers made while reading (acks, cached responses) leave now, not a loop turn later
             self._write_out()
 
@@ -531,6 +533,11 @@ class _ConnectionError(Exception):
     def __init__(self, code: int, why: str):
         super().__init__(why)
         self.code = code
+
+
+def _read_buffer(size: int) -> memoryview:
+    """Not zeroed: an idle connection holds only the pages its reads have touched, not READ_BUFFER."""
+    return memoryview(np.empty(size, np.uint8))
 
 
 def _unpad(payload: bytes) -> bytes:
