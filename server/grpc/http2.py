@@ -65,7 +65,8 @@ def literal(name: bytes, value: bytes) -> bytes:
 
 
 class StreamOwner(Protocol):
-    def data(self, payload: bytes, end_stream: bool) -> None: ...
+    # `payload` is a view of the connection's read buffer, valid during the call only: copy what is kept.
+    def data(self, payload: memoryview, end_stream: bool) -> None: ...
 
     # Optional, for large DATA frames: `receive_into(length, head)` takes the frame's first bytes and gives
     # a view to read its other `length - len(head)` bytes into (or None: the frame comes through `data`);
@@ -242,7 +243,9 @@ class Http2Connection(asyncio.BufferedProtocol):
                             pos = end
                     break
                 stream_id = int.from_bytes(view[pos + 5:pos + 9], "big") & 0x7FFFFFFF
-                payload = bytes(view[pos + 9:pos + 9 + length])
+                payload = view[pos + 9:pos + 9 + length]  # a DATA frame's: a view its owner copies from
+                if kind != DATA:
+                    payload = bytes(payload)
                 pos += 9 + length
                 self._frame(kind, flags, stream_id, payload)
                 if self.transport is None or self.transport.is_closing():

@@ -212,22 +212,43 @@ class Call:
 
     def _take(self, payload) -> bool:
         """A large message's bytes land in a buffer of its size, allocated once its length is known (no
-        joins as its frames arrive); other bytes gather in `buffer` and are split into messages."""
-        big = self.big
-        if big is not None:
-            size = min(len(payload), len(big) - self.big_filled)
-            big[self.big_filled:self.big_filled + size] = payload[:size]
-            self.big_filled += size
-            if self.big_filled < len(big):
-                return True
-            self.big = None
-            if not self._emit(self.big_compressed, big):
-                return False
-            payload = payload[size:]
-            if not payload:
-                return True
+        joins as its frames arrive); other bytes gather in `buffer` and are split into messages. `payload`
+        may be a view of the connection's read buffer: nothing here keeps it."""
+        payload = memoryview(payload)
+        while True:
+            big = self.big
+            if big is not None:
+                size = min(len(payload), len(big) - self.big_filled)
+                big[self.big_filled:self.big_filled + size] = payload[:size]
+                self.big_filled += size
+                if self.big_filled < len(big):
+                    return True
+                self.big = None
+                if not self._emit(self.big_compressed, big):
+                    return False
+                payload = payload[size:]
+                if not payload:
+                    return True
+            elif not self.buffer and len(payload) >= 5 and len(payload) < 5 + int.from_bytes(payload[1:5], "big"):
+                if not self._begin_large(payload[0], int.from_bytes(payload[1:5], "big"), payload[5:]):
+                    break  # a message under the view bound, or over the limit: the plain way says so
+                return True  # a large message begins here: the payload's rest lies inside it
+            else:
+                break
         self.buffer += payload
         return self._split_messages()
+
+    def _begin_large(self, compressed: int, size: int, first) -> bool:
+        """Starts receiving a large message straight into a buffer of its own, `first` its first bytes."""
+        if size < VIEW_BYTES or size > self.server.max_message_bytes:
+            return False
+        try:  # not zeroed: memory is taken as the bytes arrive, not for what is only declared
+            big = memoryview(np.empty(size, np.uint8))
+        except MemoryError:
+            return False  # refused by _split_messages the plain way
+        big[:len(first)] = first
+        self.big, self.big_filled, self.big_compressed = big, len(first), compressed
+        return True
 
     def _split_messages(self) -> bool:
         buffer = self.buffer
@@ -239,13 +260,9 @@ class Call:
                 return False
             if len(buffer) < 5 + size:
                 if size >= VIEW_BYTES:  # the rest goes straight into a buffer of its own
-                    try:  # not zeroed: memory is taken as the bytes arrive, not for what is only declared
-                        big = memoryview(np.empty(size, np.uint8))
-                    except MemoryError:
+                    if not self._begin_large(buffer[0], size, memoryview(buffer)[5:]):
                         self._end_early(grpc.StatusCode.RESOURCE_EXHAUSTED, f"no memory for a message of {size} bytes")
                         return False
-                    self.big, self.big_filled, self.big_compressed = big, len(buffer) - 5, buffer[0]
-                    big[:self.big_filled] = memoryview(buffer)[5:]
                     self.buffer = bytearray()
                 break
             if size >= VIEW_BYTES:  # the message stays where it was received: a view, not a copy
