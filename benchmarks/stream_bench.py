@@ -137,25 +137,70 @@ async def _client(url: str, tokens: int, until: float, record: dict, interval: f
         await client.close()
 
 
-async def point(server, concurrency: int, tokens: int, seconds: float, warmup: float, rate: float = 0.0) -> dict:
+async def _run_clients(url: str, tokens: int, duration: float, interval: float, offsets) -> dict:
+    record = {"first": [], "gaps": [], "tokens": 0, "requests": 0}
+    until = time.monotonic() + duration
+    await asyncio.gather(*(_client(url, tokens, until, record, interval, offset) for offset in offsets))
+    return record
+
+
+def _client_process(url, tokens, warmup, seconds, interval, offsets, ready, go, results) -> None:
+    """One of --client-processes: its share of the streams on its own event loop, timed after a warm-up."""
+    asyncio.run(_run_clients(url, tokens, warmup, interval, offsets))
+    ready.put(True)
+    go.wait()
+    mine0 = time.process_time()
+    record = asyncio.run(_run_clients(url, tokens, seconds, interval, offsets))
+    results.put((record, time.process_time() - mine0))
+
+
+def _in_processes(url: str, tokens: int, seconds: float, warmup: float, interval: float, offsets,
+                  processes: int, server) -> tuple:
+    """(record, elapsed s, server CPU s, client CPU s) with the streams spread over `processes` processes:
+    one client loop holding every stream queues each first response behind the others' tokens (and sends
+    late while busy); real users' streams come from many processes."""
+    import multiprocessing
+    context = multiprocessing.get_context("spawn")
+    ready, results, go = context.Queue(), context.Queue(), context.Event()
+    workers = [context.Process(target=_client_process, args=(url, tokens, warmup, seconds, interval,
+                                                             offsets[i::processes], ready, go, results))
+               for i in range(processes)]
+    for worker in workers:
+        worker.start()
+    for _ in workers:
+        ready.get(timeout=120)
+    cpu0, t0 = pbb.group_cpu_s(server.proc.pid), time.perf_counter()
+    go.set()
+    gathered = [results.get(timeout=seconds + 120) for _ in workers]
+    elapsed, cpu = time.perf_counter() - t0, pbb.group_cpu_s(server.proc.pid) - cpu0
+    for worker in workers:
+        worker.join(30)
+    record = {"first": [], "gaps": [], "tokens": 0, "requests": 0}
+    for part, _ in gathered:
+        for key in record:
+            record[key] += part[key]
+    return record, elapsed, cpu, sum(mine for _, mine in gathered)
+
+
+async def point(server, concurrency: int, tokens: int, seconds: float, warmup: float, rate: float = 0.0,
+                processes: int = 1) -> dict:
     """rate > 0: an open load of `rate` requests a second spread evenly over the clients (each sends its
     next request when it is due, or at once when its previous one ended late), instead of each client
-    sending the moment its previous request ends (a closed loop, which keeps the server saturated)."""
+    sending the moment its previous request ends (a closed loop, which keeps the server saturated).
+    processes > 1: the clients are spread over that many processes, each with its own event loop."""
     url = f"127.0.0.1:{server.grpc}"
     interval = concurrency / rate if rate else 0.0
-
-    async def run(duration):
-        record = {"first": [], "gaps": [], "tokens": 0, "requests": 0}
-        until = time.monotonic() + duration
-        await asyncio.gather(*(_client(url, tokens, until, record, interval, i * interval / concurrency)
-                               for i in range(concurrency)))
-        return record
-
-    await run(warmup)
-    cpu0, t0, mine0 = pbb.group_cpu_s(server.proc.pid), time.perf_counter(), time.process_time()
-    record = await run(seconds)
-    elapsed, cpu = time.perf_counter() - t0, pbb.group_cpu_s(server.proc.pid) - cpu0
-    client_cores = (time.process_time() - mine0) / elapsed
+    offsets = [i * interval / concurrency for i in range(concurrency)]
+    if processes > 1:
+        record, elapsed, cpu, mine = await asyncio.get_running_loop().run_in_executor(
+            None, _in_processes, url, tokens, seconds, warmup, interval, offsets, processes, server)
+        client_cores = mine / elapsed
+    else:
+        await _run_clients(url, tokens, warmup, interval, offsets)
+        cpu0, t0, mine0 = pbb.group_cpu_s(server.proc.pid), time.perf_counter(), time.process_time()
+        record = await _run_clients(url, tokens, seconds, interval, offsets)
+        elapsed, cpu = time.perf_counter() - t0, pbb.group_cpu_s(server.proc.pid) - cpu0
+        client_cores = (time.process_time() - mine0) / elapsed
     first = sorted(record["first"]) or [0.0]
     return {"tokens_per_s": record["tokens"] / elapsed, "requests_per_s": record["requests"] / elapsed,
             "ttft_p50_ms": 1000 * statistics.median(first), "ttft_p99_ms": 1000 * first[int(0.99 * (len(first) - 1))],
@@ -192,7 +237,8 @@ async def sweep(server, kind: str, round_: int, levels, args, rows: list) -> Non
     """Every concurrency level on one event loop (grpc.aio channels belong to the loop that made them)."""
     for c in levels:
         row = {"round": round_, "server": kind, "concurrency": c, "tokens": args.tokens, "rate": args.rate,
-               **await point(server, c, args.tokens, args.seconds, args.warmup, args.rate)}
+               "client_processes": args.client_processes,
+               **await point(server, c, args.tokens, args.seconds, args.warmup, args.rate, args.client_processes)}
         rows.append(row)
         if args.trace_rate:
             continue  # printed with the server's own figures once it has stopped
@@ -214,6 +260,8 @@ def main() -> int:
                         help="N > 0: both servers trace one request in N (Triton-mode, TIMESTAMPS) and each point "
                              "gets the server-side time from reading a request to sending its first response; "
                              "each concurrency level then runs on a fresh server")
+    parser.add_argument("--client-processes", type=int, default=1,
+                        help="spread the clients over this many processes (each its own event loop)")
     parser.add_argument("--json", type=Path, default=pbb.RESULTS / "stream_bench.json")
     args = parser.parse_args()
     if args.quick:
