@@ -436,6 +436,26 @@ def started(folder, what):
         time.sleep(0.02)
 
 
+def log_until(proc, text, seconds=30):
+    """The server's stderr up to the first line holding `text` (what came, should it not come within
+    `seconds` or the server end first): a stop's stages are waited for by what the server says, not by a
+    fixed sleep after the signal. Read on a thread, so a server that never says it fails the test, not hangs it."""
+    import threading
+
+    lines, done = [], threading.Event()
+
+    def read():
+        for line in proc.stderr:
+            lines.append(line)
+            if text in line:
+                break
+        done.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    done.wait(seconds)
+    return "".join(lines)
+
+
 def ready(proc, http, name):
     wait_up(proc, http)
     for _ in range(600):
@@ -457,7 +477,7 @@ def test_sigterm_finishes_what_runs_refuses_what_is_new_and_serves_open_connecti
     marks, env = marks_env(tmp_path_factory)
     proc, http, grpc = launch_mine(f"--model-repository={tmp_path}", "--exit-timeout-secs=10",
                                    env={**transports, **env})
-    results = []
+    results, said = [], ""
     try:
         ready(proc, http, "slow"), ready(proc, http, "seq")
         kept = httpx.Client(base_url=f"http://127.0.0.1:{http}")  # a keep-alive connection, open at the stop
@@ -467,7 +487,8 @@ def test_sigterm_finishes_what_runs_refuses_what_is_new_and_serves_open_connecti
         client.async_infer("slow", one(grpcclient, 3.0), lambda result, error: results.append(error or result))
         started(marks, "execute slow")
         proc.send_signal(signal.SIGTERM)
-        time.sleep(0.5)
+        said = log_until(proc, "HTTP service connections")  # both endpoints refuse new connections by now
+        assert "HTTP service connections" in said, said[-2000:]
         with pytest.raises(InferenceServerException):  # a new call reconnects and is refused
             client.infer("slow", one(grpcclient))
         with pytest.raises(httpx.ConnectError):  # so is a new HTTP connection
@@ -477,14 +498,14 @@ def test_sigterm_finishes_what_runs_refuses_what_is_new_and_serves_open_connecti
             "parameters": {"sequence_id": 8, "sequence_start": True, "sequence_end": True}})
         assert answer.status_code == 200 and answer.json()["outputs"][0]["data"] == [2.0]  # the open one is served
         kept.close()
-        for _ in range(50):
-            if results:
-                break
+        deadline = time.monotonic() + 30
+        while not results and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not isinstance(results[0], Exception) and results[0].as_numpy("OUT").tolist() == [[3.0]]
         client.close()
     finally:
         code, log = ended(proc, signal_first=False)
+        log = said + log
     assert code == 0
     assert "Timeout 10: Found 1 HTTP service connections" in log
     assert "gRPC service connections and inference handlers" in log or "Timeout 9: Found" in log
