@@ -425,7 +425,9 @@ async def test_a_lone_clients_heavier_batches_run_inline_unless_others_wait_or_t
 
     loop_thread = threading.get_ident()
     backend = ThreadRecordingBackend(seconds_per_row=0.0005)  # 0.5 ms a row: over inline_below_s (0.1 ms)
-    scheduler = Scheduler("m", [Instance(backend, "m-0", StagingPool())], BatchingConfig(max_batch_size=8))
+    # a lone client's bound: 50 ms, not 2, so a 0.5 ms run that a loaded machine stretches still counts as quick
+    config = BatchingConfig(max_batch_size=8, inline_alone_below_s=0.05)
+    scheduler = Scheduler("m", [Instance(backend, "m-0", StagingPool())], config)
     x = np.ones((1, 2), np.float32)
     for _ in range(4):  # one client, one request at a time: nothing else for the loop to do meanwhile
         np.testing.assert_array_equal((await scheduler.submit({"x": x}))["y"], x * 2)
@@ -437,7 +439,7 @@ async def test_a_lone_clients_heavier_batches_run_inline_unless_others_wait_or_t
     await scheduler.stop()
 
     backend = ThreadRecordingBackend(seconds_per_row=0.0005)
-    scheduler = Scheduler("m", [Instance(backend, "m-0", StagingPool())], BatchingConfig(max_batch_size=8))
+    scheduler = Scheduler("m", [Instance(backend, "m-0", StagingPool())], config)
     token = LONE_INLINE_OK.set(False)  # as the gRPC servicer does for its requests
     try:
         for _ in range(4):  # a client that sends again a round trip after its answer is still lone
