@@ -329,8 +329,9 @@ class DataPlane:
                     cached.parameters = WrittenParameters()
                 return write_shared_memory(self.shared_memory, shm_outputs, cached, request), {}
         stats = None if getattr(model, "stats", None) is not None else self._stats_for(model)
+        plain = _plain_predict(type(model))  # a built-in model: no user code made its outputs or runs its hooks
         if stats is None:
-            if _plain_predict(type(model)):  # a built-in model: straight to predict, no user hooks to run
+            if plain:  # straight to predict, no user hooks to run
                 response_headers = {}
                 response = await model.predict(request, headers, response_headers)
             else:
@@ -339,14 +340,14 @@ class DataPlane:
             batcher = adaptive_batcher(model)
             if batcher is not None:
                 work = batcher.submit(request, headers)
-            elif _plain_predict(type(model)):
+            elif plain:
                 work = _predict_with_headers(model, request, headers)
             else:
                 work = model(request, headers)
             response, response_headers = await _counted(stats, work)
         if isinstance(response, InferResponse):
             check_outputs(model.name, response)
-            if not _plain_predict(type(model)):  # a user's code made the outputs: it may refill them later
+            if not plain:  # a user's code made the outputs: it may refill them later
                 own_outputs(response, request)
             response.nan_literals = triton_form(model)  # Triton writes NaN, Infinity; MLServer and KServe null
             if response.id is None or request.id is not None:
