@@ -39,6 +39,7 @@ class SendOrder:
     others `ORDER_WAIT_S` once: the stamps it blocks with are then given up."""
 
     def __init__(self) -> None:
+        self.members = 0  # response streams of the gRPC stream's requests not closed yet: alone, one needs no stamps
         self._next = 0
         self._pending: List[int] = []  # a heap of stamps taken and not yet read
         self._read: set = set()
@@ -102,6 +103,8 @@ class ResponseStream:
         self._room = threading.Semaphore(window) if window > 0 else None
         holder = SEND_ORDER.get()
         self._order: Optional[SendOrder] = holder.pop() if holder else None
+        if self._order is not None:
+            self._order.members += 1
         self._stamps: List[int] = []  # this stream's stamps not yet read, oldest first
         self._ended = False  # its final response has arrived: later sends are not ordered
 
@@ -132,8 +135,8 @@ class ResponseStream:
             pass
 
     def _arrive(self, item, final: bool, took: bool) -> None:
-        stamp = None
-        if self._order is not None and not self._ended and not self._cancelled:
+        stamp = None  # a request alone on its stream is not stamped: whatever joins later sends after these
+        if self._order is not None and self._order.members > 1 and not self._ended and not self._cancelled:
             stamp = self._order.stamp()
             self._stamps.append(stamp)
         self._ended = self._ended or final
@@ -143,18 +146,22 @@ class ResponseStream:
         item, final, took, stamp = await self._queue.get()
         if took:
             self._room.release()
-        if stamp is not None:
+        order = self._order
+        if stamp is not None and order is not None:
             try:
-                await self._order.turn(stamp)
+                await order.turn(stamp)
             finally:
                 if stamp in self._stamps:
                     self._stamps.remove(stamp)
-                    self._order.release([stamp])
+                    order.release([stamp])
         return item, final
 
     def close(self) -> None:
         """The reader is done (final read, or its client left): what it never read holds no other reader."""
         self._ended = True
-        if self._order is not None and self._stamps:
-            self._order.release(self._stamps)
-            self._stamps = []
+        order, self._order = self._order, None
+        if order is not None:
+            order.members -= 1
+            if self._stamps:
+                order.release(self._stamps)
+                self._stamps = []

@@ -187,3 +187,34 @@ def test_a_stream_closed_by_its_reader_releases_what_it_never_read(monkeypatch):
         assert await streams[1].get() == ("answer", True)
         assert time.perf_counter() - started < 10  # not ORDER_WAIT_S
     asyncio.run(main())
+
+
+def test_a_request_alone_on_its_stream_is_not_stamped_and_one_that_joins_later_keeps_the_order():
+    """A lone request's responses need no order (nothing else is sent on the stream); once a second request
+    joins, later responses are stamped, and what the first sent before it joined still comes first."""
+    async def main():
+        loop = asyncio.get_running_loop()
+        order = response_stream.SendOrder()
+        response_stream.SEND_ORDER.set([order])
+        first = ResponseStream(loop, window=0)
+        first.put("0a", False)
+        await asyncio.sleep(0.05)
+        assert order._next == 0  # alone: no stamp taken
+        response_stream.SEND_ORDER.set([order])
+        second = ResponseStream(loop, window=0)
+        response_stream.SEND_ORDER.set(None)
+        second.put("1", True)
+        first.put("0b", True)
+        await asyncio.sleep(0.05)
+        got = []
+
+        async def read(stream):
+            while True:
+                item, final = await stream.get()
+                got.append(item)
+                if final:
+                    stream.close()
+                    return
+        await asyncio.wait_for(asyncio.gather(read(first), read(second)), 30)
+        assert got == ["0a", "1", "0b"] and order.members == 0
+    asyncio.run(main())
