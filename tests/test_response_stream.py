@@ -116,6 +116,22 @@ def test_the_window_is_the_servers_setting():
         response_stream.configure(0)
 
 
+async def _read_together(*streams) -> list:
+    """Each stream read to its final response by its own reader (started in the order given), as a gRPC
+    stream's pumps read them; the items in the order the readers handed them over."""
+    got = []
+
+    async def read(stream):
+        while True:
+            item, final = await stream.get()
+            got.append(item)
+            if final:
+                stream.close()
+                return
+    await asyncio.wait_for(asyncio.gather(*(read(stream) for stream in streams)), 30)
+    return got
+
+
 def _sharing_one_order(loop, count: int = 2):
     """Response streams of `count` requests on one gRPC stream (as ModelStreamInfer makes them)."""
     order, streams = response_stream.SendOrder(), []
@@ -137,17 +153,7 @@ def test_responses_of_requests_on_one_grpc_stream_are_read_in_the_order_they_wer
         streams[1].put("1", True)
         streams[0].put("0b", True)
         await asyncio.sleep(0.05)  # all three have arrived
-        got = []
-
-        async def read(stream):
-            while True:
-                item, final = await stream.get()
-                got.append(item)
-                if final:
-                    stream.close()
-                    return
-        await asyncio.wait_for(asyncio.gather(read(streams[0]), read(streams[1])), 5)
-        assert got == ["0a", "1", "0b"]
+        assert await _read_together(*streams) == ["0a", "1", "0b"]
     asyncio.run(main())
 
 
@@ -206,15 +212,5 @@ def test_a_request_alone_on_its_stream_is_not_stamped_and_one_that_joins_later_k
         second.put("1", True)
         first.put("0b", True)
         await asyncio.sleep(0.05)
-        got = []
-
-        async def read(stream):
-            while True:
-                item, final = await stream.get()
-                got.append(item)
-                if final:
-                    stream.close()
-                    return
-        await asyncio.wait_for(asyncio.gather(read(first), read(second)), 30)
-        assert got == ["0a", "1", "0b"] and order.members == 0
+        assert await _read_together(first, second) == ["0a", "1", "0b"] and order.members == 0
     asyncio.run(main())
