@@ -60,16 +60,7 @@ def wire_bytes(datatype: str, size: int) -> int:
 
 
 def start(kind: str, work: Path, source: str = SOURCE, datatype: str = "INT32"):
-    repo = work / f"{kind}-payload-repo"
-    (repo / MODEL / "1").mkdir(parents=True, exist_ok=True)
-    (repo / MODEL / "config.pbtxt").write_text(CONFIG.replace("TYPE_INT32", f"TYPE_{TYPES[datatype]}"))
-    (repo / MODEL / "1" / "model.py").write_text(source)
-    server = pbc.triton_server(work, repo) if kind == "triton" else pbc.gpuserve_server(work, repo)
-    pbc.MODELS = {MODEL: None}
-    server.start()
-    pbc.wait_for_models(server)
-    server.wait([f"/v2/models/{MODEL}/ready"], timeout=120)
-    return server
+    return pbb.one_model_server(kind, work, MODEL, CONFIG.replace("TYPE_INT32", f"TYPE_{TYPES[datatype]}"), source)
 
 
 def tensor_data(datatype: str, size: int):

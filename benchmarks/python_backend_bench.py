@@ -132,6 +132,23 @@ def write_repository(root: Path) -> Path:
 
 # --------------------------------------------------------------------------------------------- servers
 
+def one_model_server(kind: str, work: Path, name: str, config: str, source: str, prepare=None):
+    """One Python-backend model in a repository of its own, served by `kind` (gpuserve or triton) and ready
+    (payload_bench, stream_bench); `prepare(server)` may add to its launch line before it starts."""
+    repo = work / f"{kind}-{name}-repo"
+    (repo / name / "1").mkdir(parents=True, exist_ok=True)
+    (repo / name / "config.pbtxt").write_text(config)
+    (repo / name / "1" / "model.py").write_text(source)
+    server = pbc.triton_server(work, repo) if kind == "triton" else pbc.gpuserve_server(work, repo)
+    if prepare is not None:
+        prepare(server)
+    pbc.MODELS = {name: None}  # wait_for_models waits for its module's MODELS
+    server.start()
+    pbc.wait_for_models(server)
+    server.wait([f"/v2/models/{name}/ready"], timeout=120)
+    return server
+
+
 def start_server(kind: str, work: Path):
     repo = write_repository(work / f"{kind}-repo")
     server = pbc.triton_server(work, repo) if kind == "triton" else pbc.gpuserve_server(work, repo)

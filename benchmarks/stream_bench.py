@@ -66,27 +66,14 @@ class TritonPythonModel:
 """
 
 
-def write_repository(root: Path) -> Path:
-    (root / MODEL / "1").mkdir(parents=True, exist_ok=True)
-    (root / MODEL / "config.pbtxt").write_text(CONFIG)
-    (root / MODEL / "1" / "model.py").write_text(SOURCE)
-    return root
-
-
 def start(kind: str, work: Path, trace_rate: int = 0):
-    repo = write_repository(work / f"{kind}-stream-repo")
-    server = pbc.triton_server(work, repo) if kind == "triton" else pbc.gpuserve_server(work, repo)
-    if trace_rate:  # the same Triton-mode trace flags for both servers
+    def traced(server) -> None:  # the same Triton-mode trace flags for both servers
         server.trace_file = work / f"{kind}-trace.json"
         for path in work.glob(f"{kind}-trace.json*"):
             path.unlink()
         server.cmd += [f"--trace-config=triton,file={server.trace_file}", "--trace-config=level=TIMESTAMPS",
                        f"--trace-config=rate={trace_rate}"]
-    pbc.MODELS = {MODEL: None}
-    server.start()
-    pbc.wait_for_models(server)
-    server.wait([f"/v2/models/{MODEL}/ready"], timeout=120)
-    return server
+    return pbb.one_model_server(kind, work, MODEL, CONFIG, SOURCE, traced if trace_rate else None)
 
 
 async def _client(url: str, tokens: int, until: float, record: dict, interval: float = 0.0, offset: float = 0.0
