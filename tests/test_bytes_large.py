@@ -15,18 +15,10 @@ from gpuserve.datatypes import deserialize_bytes_tensor, serialize_bytes_tensor
 from gpuserve.errors import InvalidInput
 from gpuserve.types import array_to_json
 
-IDENTITY = '''import triton_python_backend_utils as pb_utils
-class TritonPythonModel:
-    def execute(self, requests):
-        return [pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT0",
-                pb_utils.get_input_tensor_by_name(r, "INPUT0").as_numpy())]) for r in requests]
-'''
-CONFIG = '''name: "identity"
-backend: "python"
-max_batch_size: 0
-input [{ name: "INPUT0" data_type: TYPE_STRING dims: [ -1 ] }]
-output [{ name: "OUTPUT0" data_type: TYPE_STRING dims: [ -1 ] }]
-'''
+from test_large_payload import CONFIG as FP32_CONFIG
+from test_large_payload import IDENTITY
+
+CONFIG = FP32_CONFIG.replace("TYPE_FP32", "TYPE_STRING")  # the same identity model, for BYTES
 
 
 def _elements(count: int, text: bool = False) -> np.ndarray:
@@ -92,10 +84,7 @@ def server(tmp_path_factory):
     from test_output_ownership import _start
 
     root = tmp_path_factory.mktemp("bytes")
-    (root / "identity" / "1").mkdir(parents=True)
-    (root / "identity" / "config.pbtxt").write_text(CONFIG)
-    (root / "identity" / "1" / "model.py").write_text(IDENTITY)
-    proc, ports = _start(root, "identity")
+    proc, ports = _start(root, IDENTITY, CONFIG, "identity")
     yield ports
     proc.terminate()
     try:

@@ -41,7 +41,11 @@ output [{ name: "OUTPUT0" data_type: TYPE_INT32 dims: [ -1 ] }]
 '''
 
 
-def _start(root, model: str = "reuse"):
+def _start(root, source: str, config: str = CONFIG, model: str = "reuse"):
+    """A server of its own (gpuserve start) for one Python-backend model, written into `root` first."""
+    (root / model / "1").mkdir(parents=True)
+    (root / model / "config.pbtxt").write_text(config)
+    (root / model / "1" / "model.py").write_text(source)
     ports = free_ports(3)
     proc = subprocess.Popen([sys.executable, "-m", "gpuserve.cli", "start", f"--model-repository={root}",
                              "--http-port", str(ports[0]), "--grpc-port", str(ports[1]), "--metrics-port",
@@ -70,10 +74,7 @@ def _wait_ready(proc, port: int, model: str = "reuse") -> None:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("reuse")
-    (root / "reuse" / "1").mkdir(parents=True)
-    (root / "reuse" / "config.pbtxt").write_text(CONFIG)
-    (root / "reuse" / "1" / "model.py").write_text(REUSING)
-    proc, ports = _start(root)
+    proc, ports = _start(root, REUSING)
     yield ports
     proc.terminate()
     try:
@@ -211,10 +212,7 @@ class TritonPythonModel:
 def test_python_answer_sent_after_execute_is_taken_at_send(tmp_path):
     import tritonclient.http as httpclient
 
-    (tmp_path / "reuse" / "1").mkdir(parents=True)
-    (tmp_path / "reuse" / "config.pbtxt").write_text(CONFIG)
-    (tmp_path / "reuse" / "1" / "model.py").write_text(SENDING_LATER)
-    proc, ports = _start(tmp_path)
+    proc, ports = _start(tmp_path, SENDING_LATER)
     client = httpclient.InferenceServerClient(f"127.0.0.1:{ports[0]}")
     try:
         for value in (5, 6, 7):
