@@ -5,8 +5,6 @@ C-level maps and slices rather than a Python loop body per element; these tests 
 
 from __future__ import annotations
 
-import subprocess
-
 import numpy as np
 import pytest
 
@@ -81,16 +79,12 @@ def test_json_text_of_bytes_outputs():
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from test_output_ownership import _start
+    from test_output_ownership import _start, _stop
 
     root = tmp_path_factory.mktemp("bytes")
     proc, ports = _start(root, IDENTITY, CONFIG, "identity")
     yield ports
-    proc.terminate()
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    _stop(proc)
 
 
 @pytest.mark.parametrize("count", [1000, 100000])

@@ -76,6 +76,11 @@ def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("reuse")
     proc, ports = _start(root, REUSING)
     yield ports
+    _stop(proc)
+
+
+def _stop(proc) -> None:
+    """A module's server at its fixture's end: asked to stop, killed if it has not within 30 s."""
     proc.terminate()
     try:
         proc.wait(30)
