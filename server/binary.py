@@ -46,6 +46,15 @@ def aligned_body(length: int, header_length: str) -> Optional[memoryview]:
     return memoryview(store)[skip:skip + length]
 
 
+def infer_body_buffer(length: int, header_length: Optional[str], encoded, route) -> Optional[memoryview]:
+    """Where a declared request body is read, on both HTTP servers: aligned_body for a binary inference body
+    (`header_length` from Inference-Header-Content-Length, `route` a fast_path match) of VIEW_BYTES or more
+    without a Content-Encoding header; None for every other body."""
+    if header_length is None or encoded is not None or length < VIEW_BYTES or route is None or route[0] != "infer":
+        return None
+    return aligned_body(length, header_length)
+
+
 def decode_request(body: bytes, header_length: str, model_name: str, version: Optional[str],
                    config_of: Optional[ConfigOf] = None) -> InferRequest:
     try:

@@ -20,10 +20,9 @@ import orjson
 
 from gpuserve.compression import COMPRESS_MIN_BYTES, compress, response_encoding
 from gpuserve.dataplane import DataPlane
-from gpuserve.datatypes import VIEW_BYTES
 from gpuserve.errors import InferenceError, InvalidInput, ModelNotFound, PayloadTooLarge
 from gpuserve.model import InferenceVerb
-from gpuserve.server.binary import Parts, aligned_body
+from gpuserve.server.binary import Parts, infer_body_buffer
 from gpuserve.server.rest.common import (JSON_OPTIONS, ErrorRoutes, decompress, error_response, parse_json,
                                          response_parts, v1_answer, v1_request)
 from gpuserve.server.rest.streaming import Stream, is_stream, stream_headers
@@ -180,10 +179,8 @@ class FastPath:
             if length > self.body_limit:
                 raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of "
                                       f"{self.body_limit} bytes")
-            binary = headers.get("inference-header-content-length")
-            if binary is not None and length >= VIEW_BYTES and route[0] == "infer" \
-                    and "content-encoding" not in headers:
-                whole = aligned_body(length, binary)
+            whole = infer_body_buffer(length, headers.get("inference-header-content-length"),
+                                      headers.get("content-encoding"), route)
         chunks: List[bytes] = []
         size = 0
         while True:

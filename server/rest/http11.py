@@ -32,7 +32,7 @@ import httptools
 
 from gpuserve.datatypes import VIEW_BYTES
 from gpuserve.errors import PayloadTooLarge
-from gpuserve.server.binary import Parts, aligned_body
+from gpuserve.server.binary import Parts, infer_body_buffer
 from gpuserve.server.rest.asgi_bridge import Exchange, run_asgi, starlette_request
 from gpuserve.server.rest.common import error_response, response_parts
 from gpuserve.server.rest.fast_path import NOT_PROBED, FastPath, header_dict, match
@@ -259,10 +259,8 @@ class HttpConnection(asyncio.Protocol):
             # read into one buffer of its length as it arrives: joining its pieces at the end held the body
             # twice (a 1.9 GB request peaked at 3.8 GB before any decoding). A binary inference body is placed
             # so that its tensor data is aligned; the decode's views of it are the model's inputs
-            if binary is not None and encoded is None and self.server.fast is not None:
-                route = match(request.split_url()[0])
-                if route is not None and route[0] == "infer":
-                    request.whole = aligned_body(length, binary)
+            if binary is not None and self.server.fast is not None:
+                request.whole = infer_body_buffer(length, binary, encoded, match(request.split_url()[0]))
             if request.whole is None:
                 request.whole = bytearray(length)
         if request.expect_continue and not request.too_large and self.task is None and not self.pending:
