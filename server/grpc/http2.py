@@ -210,15 +210,6 @@ class Http2Connection(asyncio.BufferedProtocol):
             self._end += nbytes
         self._read_frames()
 
-    def data_received(self, data: bytes) -> None:
-        """Bytes read elsewhere (tests, a plain Protocol's transport): as if read into the buffer."""
-        while data:
-            room = self.get_buffer(len(data))
-            size = min(len(room), len(data))
-            room[:size] = data[:size]
-            data = data[size:]
-            self.buffer_updated(size)
-
     def _read_frames(self) -> None:
         buffer, pos, end = self.buffer, self._start, self._end
         if not self.preface:
