@@ -307,7 +307,7 @@ class PythonInstance:
             array, datatype = pb.host_array(tensor)
             if not owned_already:
                 if inputs is None:
-                    inputs = roots(job.parameters["arrays"])
+                    inputs = _input_roots(job)
                 array = owned(array, inputs)
             try:
                 reshape = self.owner.reshapes["output"].get(tensor.name())
@@ -382,12 +382,21 @@ class PythonInstance:
             self.obj = None
 
 
+def _input_roots(job):
+    """The memory the request's inputs lie in (gpuserve/ownership.py), found once per request: a decoupled
+    model's responses all ask."""
+    found = job.parameters.get("input_roots")
+    if found is None:
+        found = job.parameters["input_roots"] = roots(job.parameters["arrays"])
+    return found
+
+
 def _detached(job, response):
     """A response sent through a non-decoupled request's sender, with its outputs copied now, as Triton's stub
     copies them at send(): the answer is built later, and the model may refill its arrays meanwhile."""
     if not isinstance(response, pb.InferenceResponse) or job.parameters is None:
         return response
-    inputs = roots(job.parameters["arrays"])
+    inputs = _input_roots(job)
     detached = pb.InferenceResponse.__new__(pb.InferenceResponse)
     detached.__dict__.update(response.__dict__)
     detached._outputs = [_tensor(t._name, owned(t._array, inputs), t._bf16) if isinstance(t, pb.Tensor) else t
