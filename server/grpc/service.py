@@ -38,11 +38,22 @@ SERVICE = "inference.GRPCInferenceService"
 STREAM_IN_FLIGHT = 256  # requests of one stream running at once; the reader waits beyond that
 
 
-def _abort_args(exc: BaseException) -> Tuple[grpc.StatusCode, str]:
-    code = grpc.StatusCode[status_of(exc)[1]]
+def _abort_args(exc: BaseException, log: bool = True) -> Tuple[grpc.StatusCode, str]:
+    """The status and details a failed call ends with, logged as REST logs its refusals (server/rest/common.py),
+    so a refused call leaves the same line in the log whichever protocol carried it. A stream's error
+    responses (`log=False`) are answers the stream goes on after, often a model's own: logged only when
+    unexpected."""
+    status, name = status_of(exc)
+    details = str(exc) or type(exc).__name__
     if not isinstance(exc, GpuserveError):
         logger.exception("gRPC request failed", exc_info=exc)
-    return code, str(exc) or type(exc).__name__
+    elif not log:
+        pass
+    elif status >= 500:
+        logger.error("gRPC request failed with %s: %s", name, details)
+    else:
+        logger.warning("gRPC request rejected with %s: %s", name, details)
+    return grpc.StatusCode[name], details
 
 
 def _guard(method):
@@ -513,7 +524,7 @@ async def start_grpc_server(plane: DataPlane, settings: ServerSettings) -> Tuple
 def _stream_error(request: pb.ModelInferRequest, exc: BaseException) -> pb.ModelStreamInferResponse:
     """A failed request on a stream: the error in `error_message`, marked final unless a decoupled model
     sent it as one of several responses (as Triton marks it); the stream goes on."""
-    _, message = _abort_args(exc)
+    _, message = _abort_args(exc, log=False)
     answer = pb.ModelStreamInferResponse(error_message=message, infer_response=pb.ModelInferResponse(
         model_name=request.model_name, model_version=request.model_version, id=request.id))
     answer.infer_response.parameters["triton_final_response"].bool_param = bool(getattr(exc, "triton_final", True))
