@@ -84,3 +84,17 @@ def test_large_blocks_are_decoded_each_time_and_what_is_kept_is_bounded(monkeypa
     for stream_id, block in zip(range(7, 1000, 2), blocks):
         _send(connection, stream_id, block)
     assert len(connection._decoded) == http2.DECODED_BLOCKS
+
+
+def test_what_a_kept_header_list_says_is_read_once():
+    from gpuserve.server.grpc.native import NativeGrpcServer
+
+    server = NativeGrpcServer.__new__(NativeGrpcServer)  # only its reading of headers is used here
+    server.methods, server._headers_read = {"/inference.GRPCInferenceService/ModelInfer": "infer"}, {}
+    headers = [tuple(pair) for pair in CALL]
+    read = server._read(headers)
+    assert read[1:] == (dict(CALL), "infer", (("x-user", "alice"),))
+    assert server._read(headers) is read  # the same list again (a kept block): read once
+    other = [*headers[:-1], ("x-user", "bob")]
+    server._headers_read[id(other)] = (headers, *read[1:])  # as if `other` took the id of a list no longer kept
+    assert server._read(other)[3] == (("x-user", "bob"),)
