@@ -8,7 +8,6 @@ Needs matplotlib (the bench venv: bash benchmarks/peers/setup.sh bench).
 from __future__ import annotations
 
 import csv
-import math
 import sys
 from pathlib import Path
 

@@ -80,7 +80,7 @@ class KernelPlan:
 
     # checks at load ----------------------------------------------------------------------------
     def _check_image(self, inputs) -> None:
-        name, layout = self.image.input, self.image.normalize.layout
+        name = self.image.input  # (the images' layout matters to the kernel; the model input is NCHW)
         spec = inputs.get(name)
         if spec is None:
             raise ValueError(f"preprocess.input '{name}' is not an input of the model ({sorted(inputs)})")

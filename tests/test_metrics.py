@@ -7,7 +7,6 @@ import re
 import textwrap
 
 import httpx
-import numpy as np
 import tritonclient.grpc as grpcclient
 
 from conftest import make_onnx_model, running_server

@@ -14,10 +14,8 @@ import re
 import signal
 import textwrap
 
-import grpc
 import httpx
 import numpy as np
-import pytest
 
 from conftest import running_server
 from gpuserve import ModelRepository

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import logging
 import textwrap
-import uuid
 
 import grpc
 import numpy as np

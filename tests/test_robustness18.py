@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import running_server
-from gpuserve import InferOutput, InferRequest, InferResponse, Model
+from gpuserve import InferOutput, InferResponse, Model
 
 pytest.importorskip("httptools")
 

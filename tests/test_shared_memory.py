@@ -19,7 +19,6 @@ from tritonclient.utils import InferenceServerException, serialize_byte_tensor
 from conftest import running_server
 from gpuserve import InferOutput, InferResponse, Model
 from gpuserve.errors import InvalidInput, Unimplemented
-from gpuserve.remote_grpc import params_from_proto
 from gpuserve.shared_memory import RegionExists, RegionNotFound, SharedMemoryRegistry
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="needs POSIX shared memory in /dev/shm")

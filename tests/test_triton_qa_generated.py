@@ -11,7 +11,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from conftest import make_onnx_model, running_server
+from conftest import running_server
 from gpuserve import ModelRepository
 from gpuserve.repository import DiskRepository
 
