@@ -22,16 +22,16 @@ logger = logging.getLogger("gpuserve")
 
 class RepositoryPoller:
     def __init__(self, registry: ModelRepository, interval_s: float,
-                 changed: Optional[Callable[[str], None]] = None):
+                 changed: Optional[Callable[[str], None]] = None, baseline: Optional[Dict[str, str]] = None):
         if getattr(registry, "fingerprints", None) is None:
             raise ValueError("repository polling needs a repository folder (gpuserve start FOLDER)")
         self.registry = registry
         self.interval_s = interval_s
         self.changed = changed  # told each name before it loads again or unloads (the response cache forgets it)
-        self.seen: Optional[Dict[str, str]] = None
+        self.seen: Optional[Dict[str, str]] = baseline  # the scan to compare the next one with
 
     async def run(self) -> None:
-        """Scan forever (cancel to stop); the first scan is the state the server started from."""
+        """Scan forever (cancel to stop); without a baseline the first scan is the state the server started from."""
         while True:
             try:
                 await self.poll()

@@ -427,6 +427,7 @@ class ModelServer:
             if key in self.ports:  # tritonserver's lines, which deployment scripts wait for
                 logger.info("Started %s at %s:%d", service, hosts.get(key) or s.host, self.ports[key])
 
+        baseline = await self._poll_baseline()
         await self._load_all()
         failure = None
         if cloud is not None:
@@ -454,7 +455,7 @@ class ModelServer:
         poller = None
         if failure is None:
             self.dataplane.started = True
-            poller = self._start_polling()
+            poller = self._start_polling(baseline)
             self.started.set()
         stop_wait = asyncio.ensure_future(self._stopping.wait())
         done, _ = await asyncio.wait([*tasks, stop_wait], return_when=asyncio.FIRST_COMPLETED)
@@ -551,8 +552,24 @@ class ModelServer:
         task.add_done_callback(finished)
         self._engine_tasks.append(task)
 
-    def _start_polling(self) -> Optional[asyncio.Task]:
-        """Triton's poll mode (`repository_poll_seconds`): follow the repository folder's changes."""
+    async def _poll_baseline(self) -> Optional[Dict[str, str]]:
+        """Poll mode's first scan, taken before the models load: what the server starts from. Taken after
+        they were ready (the poller's own first scan), a change made in between went unseen for good (a CI
+        run moved a model folder just after readiness; that scan failed on the vanished folder, the next
+        one took the moved state as the start). None without poll mode, or when this scan fails: the
+        poller's first scan is the start then."""
+        fingerprints = getattr(self.registered_models, "fingerprints", None)
+        if not self.settings.repository_poll_seconds or fingerprints is None:
+            return None
+        try:
+            return await asyncio.to_thread(fingerprints)
+        except Exception as exc:  # a folder replaced while scanned
+            logger.warning("repository poll: the scan before loading failed (%s); the first poll is the start", exc)
+            return None
+
+    def _start_polling(self, baseline: Optional[Dict[str, str]] = None) -> Optional[asyncio.Task]:
+        """Triton's poll mode (`repository_poll_seconds`): follow the repository folder's changes from
+        `baseline` (see _poll_baseline)."""
         seconds = self.settings.repository_poll_seconds
         if not seconds:
             return None
@@ -567,7 +584,7 @@ class ModelServer:
                 plane.response_cache.clear_model(name)
 
         logger.info("polling the model repository every %.3g s", seconds)
-        poller = RepositoryPoller(self.registered_models, seconds, changed)
+        poller = RepositoryPoller(self.registered_models, seconds, changed, baseline)
         return asyncio.ensure_future(poller.run())
 
     async def _stop_models(self) -> None:

@@ -235,6 +235,31 @@ def test_poll_mode_follows_added_changed_and_removed_models(tmp_path):
         assert infer(port, "b")[0] == 404
 
 
+def test_poll_mode_sees_a_change_made_as_the_models_became_ready(tmp_path, monkeypatch):
+    # The start to compare with is scanned before the models load: a change made once they are loaded, before
+    # the poller's first scan, is followed (a CI run moved a model folder just after readiness; that first
+    # scan took the moved state as the start and the move went unseen for good)
+    from gpuserve.server.model_server import ModelServer
+
+    write_model(tmp_path, "a", factor=2)
+    load_all = ModelServer._load_all
+
+    async def then_change(self):
+        await load_all(self)
+        (tmp_path / "a" / "1" / "model.py").write_text(model_py(3))
+        write_model(tmp_path, "c", factor=5)
+    monkeypatch.setattr(ModelServer, "_load_all", then_change)
+    with running_server(repository=repository(tmp_path), model_control_enabled=False,
+                        repository_poll_seconds=0.1) as server:
+        port = server.ports["http"]
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and (index(port) != {("a", "READY"), ("c", "READY")}
+                                               or infer(port, "a")[1]["outputs"][0]["data"] != [3.0, 6.0]):
+            time.sleep(0.1)
+        assert index(port) == {("a", "READY"), ("c", "READY")}
+        assert infer(port, "a")[1]["outputs"][0]["data"] == [3.0, 6.0]
+
+
 def test_poller_leaves_unchanged_models_alone_and_survives_a_failing_scan(tmp_path):
     write_model(tmp_path, "a")
     registry = repository(tmp_path)
