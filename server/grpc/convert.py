@@ -11,9 +11,12 @@ client in `gpuserve.remote_grpc`.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Dict
 
-from gpuserve.datatypes import check_input_byte_size, to_numpy_dtype, wire_raw
+import numpy as np
+
+from gpuserve.datatypes import DTYPES, check_input_byte_size, to_numpy_dtype, wire_raw
 from gpuserve.errors import InferenceError, InvalidInput
 from gpuserve.remote_grpc import (CONTENTS_FIELD, fill_contents, params_from_proto, params_to_proto, tensor_to_raw,
                                   tensors_from_proto, wire_shape)
@@ -41,6 +44,9 @@ def request_from_proto(message: pb.ModelInferRequest) -> InferRequest:
 def _inputs_from_proto(message: pb.ModelInferRequest) -> list:
     """Inputs with their data; those in shared memory come without (the data plane reads them).
     As in Triton and tritonclient, raw_input_contents holds entries for the other inputs only."""
+    plain = _plain_inputs(message)
+    if plain is not None:
+        return plain
     messages = message.inputs
     if message.raw_input_contents:  # Triton's check and words, before counting the raw entries
         for tensor in messages:
@@ -75,6 +81,32 @@ def _inputs_from_proto(message: pb.ModelInferRequest) -> list:
         if tensor.HasField("contents"):
             raise InvalidInput(f"{where}: data is in both 'contents' and shared memory; use one")
         inputs.append(InferInput(tensor.name, shape, tensor.datatype, None, params_from_proto(tensor.parameters)))
+    return inputs
+
+
+# What tritonclient sends: every input raw, of a fixed-size datatype, without parameters
+_PLAIN = {name: dtype for name, dtype in DTYPES.items() if name not in ("BYTES", "BF16")}
+
+
+def _plain_inputs(message: pb.ModelInferRequest):
+    """The inputs of the common request, decoded without the general path's checks (half of the ~8 us a
+    one-input request took to become an InferRequest): each input raw, of a fixed-size datatype, without
+    parameters or typed contents, its bytes exactly its shape's. None for anything else: the general path
+    then decodes it, or refuses it in Triton's words."""
+    messages, raw = message.inputs, message.raw_input_contents
+    if len(raw) != len(messages):
+        return None
+    inputs = []
+    for tensor, data in zip(messages, raw):
+        dtype = _PLAIN.get(tensor.datatype)
+        if dtype is None or not tensor.name or tensor.parameters or tensor.HasField("contents"):
+            return None
+        shape = list(tensor.shape)
+        if math.prod(shape) * dtype.itemsize != len(data) or any(d < 0 for d in shape):
+            return None
+        decoded = InferInput(tensor.name, shape, tensor.datatype, np.frombuffer(data, dtype).reshape(shape), {})
+        decoded._data = None  # as tensors_from_proto leaves it: `data` reads as a list
+        inputs.append(decoded)
     return inputs
 
 
