@@ -219,7 +219,7 @@ def test_poll_mode_follows_added_changed_and_removed_models(tmp_path):
     with running_server(repository=repository(tmp_path), model_control_enabled=False,
                         repository_poll_seconds=0.1) as server:
         port = server.ports["http"]
-        time.sleep(0.3)  # the first scan is the state the server started from
+        time.sleep(0.3)  # a few polls of the unchanged folder first (the start is scanned before loading)
         write_model(tmp_path, "c", factor=5)
         (tmp_path / "a" / "1" / "model.py").write_text(model_py(3))
         shutil.rmtree(tmp_path / "b")
