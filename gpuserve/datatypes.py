@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import struct
-from types import MappingProxyType
 from typing import Sequence
 
 import numpy as np
@@ -35,7 +34,6 @@ _TO_NUMPY: dict[str, np.dtype] = {
 _FROM_NUMPY: dict[np.dtype, str] = {dt: name for name, dt in _TO_NUMPY.items() if name != "BF16"}
 
 DATATYPES = tuple(_TO_NUMPY)
-DTYPES = MappingProxyType(_TO_NUMPY)  # V2 datatype -> NumPy dtype (BF16 widens to float32, BYTES is object)
 FLOAT_TYPES = frozenset({"FP16", "FP32", "FP64", "BF16"})
 
 

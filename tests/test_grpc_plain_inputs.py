@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from gpuserve.datatypes import bf16_to_bytes
 from gpuserve.errors import InvalidInput
 from gpuserve.remote_grpc import tensors_from_proto
 from gpuserve.server.grpc import convert
@@ -46,13 +47,9 @@ def test_the_short_path_gives_what_the_general_path_gives(datatype, dtype, shape
     assert np.array_equal(plain[0].as_numpy(), values)
 
 
-def _bf16(values: np.ndarray) -> bytes:
-    return (values.astype(np.float32).view(np.uint32) >> 16).astype(np.uint16).tobytes()
-
-
 OTHER_FORMS = {
     "BYTES": _request(("A", "BYTES", [1], b"\x03\x00\x00\x00abc")),
-    "BF16": _request(("A", "BF16", [2], _bf16(np.ones(2)))),
+    "BF16": _request(("A", "BF16", [2], bf16_to_bytes(np.ones(2, np.float32)))),
     "too few bytes": _request(("A", "FP32", [1, 16], b"\x00" * 60)),
     "a negative dim": _request(("A", "FP32", [-1, -4], b"\x00" * 16)),
     "no name": _request(("", "FP32", [1], b"\x00" * 4)),

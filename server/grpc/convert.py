@@ -16,7 +16,7 @@ from typing import Any, Dict
 
 import numpy as np
 
-from gpuserve.datatypes import DTYPES, check_input_byte_size, to_numpy_dtype, wire_raw
+from gpuserve.datatypes import DATATYPES, check_input_byte_size, to_numpy_dtype, wire_raw
 from gpuserve.errors import InferenceError, InvalidInput
 from gpuserve.remote_grpc import (CONTENTS_FIELD, fill_contents, params_from_proto, params_to_proto, tensor_to_raw,
                                   tensors_from_proto, wire_shape)
@@ -85,7 +85,7 @@ def _inputs_from_proto(message: pb.ModelInferRequest) -> list:
 
 
 # What tritonclient sends: every input raw, of a fixed-size datatype, without parameters
-_PLAIN = {name: dtype for name, dtype in DTYPES.items() if name not in ("BYTES", "BF16")}
+_PLAIN = {name: to_numpy_dtype(name) for name in DATATYPES if name not in ("BYTES", "BF16")}
 
 
 def _plain_inputs(message: pb.ModelInferRequest):
