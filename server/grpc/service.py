@@ -47,11 +47,9 @@ def _abort_args(exc: BaseException, log: bool = True) -> Tuple[grpc.StatusCode, 
     details = str(exc) or type(exc).__name__
     if not isinstance(exc, GpuserveError):
         logger.exception("gRPC request failed", exc_info=exc)
-    elif not log:
-        pass
-    elif status >= 500:
+    elif log and status >= 500:
         logger.error("gRPC request failed with %s: %s", name, details)
-    else:
+    elif log:
         logger.warning("gRPC request rejected with %s: %s", name, details)
     return grpc.StatusCode[name], details
 
