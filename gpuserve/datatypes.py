@@ -34,6 +34,9 @@ _TO_NUMPY: dict[str, np.dtype] = {
 _FROM_NUMPY: dict[np.dtype, str] = {dt: name for name, dt in _TO_NUMPY.items() if name != "BF16"}
 
 DATATYPES = tuple(_TO_NUMPY)
+# The datatypes whose raw bytes are exactly their elements' (not BYTES' length prefixes, not BF16's halves):
+# what the transports' short paths for the common request decode with one np.frombuffer
+FIXED_SIZE_DTYPES = {name: dtype for name, dtype in _TO_NUMPY.items() if name not in ("BYTES", "BF16")}
 FLOAT_TYPES = frozenset({"FP16", "FP32", "FP64", "BF16"})
 
 

@@ -494,6 +494,31 @@ def _response_from_grpc(cls, response) -> "InferResponse":
     return response_from_grpc(cls, response)
 
 
+def rest_request(cls, model_name: str, body: dict, tensors: list, model_version: Optional[str] = None):
+    """The request a V2 JSON body makes around inputs already decoded (by from_rest, or the binary extension's
+    short path): requested outputs, id and parameters, refused as from_rest refuses them."""
+    outputs = body.get("outputs")
+    requested = None
+    if outputs is not None:
+        if not isinstance(outputs, list):
+            raise InvalidInput("'outputs' must be a list")
+        requested = []
+        for i, item in enumerate(outputs):
+            if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+                raise InvalidInput(f"requested output {i} must be an object with a 'name'")
+            requested.append(RequestedOutput(item["name"], _dict_field(item, "parameters", f"output {i}")))
+    request_id = body.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        request_id = str(request_id)
+    parameters = _dict_field(body, "parameters", "request")
+    if parameters and any(isinstance(key, str) and key.startswith("triton_") for key in parameters):
+        # Triton's HTTP refusal, in its words: the prefix is for the server's own use (gRPC streams)
+        raise InvalidInput("parameter keys starting with 'triton_' are reserved for Triton usage and should "
+                           "not be specified.")
+    return cls(model_name, tensors, request_id=request_id, parameters=parameters,
+               request_outputs=requested, model_version=model_version)
+
+
 class InferRequest:
     """A V2 inference request: inputs, requested outputs, id and parameters."""
 
@@ -538,26 +563,7 @@ class InferRequest:
         if not isinstance(inputs, list):  # an empty list is the model's to judge (DataPlane.infer)
             raise InvalidInput("request must have a non-empty 'inputs' list")
         tensors = [_tensor_from_json(InferInput, item, i, "input") for i, item in enumerate(inputs)]
-        outputs = body.get("outputs")
-        requested = None
-        if outputs is not None:
-            if not isinstance(outputs, list):
-                raise InvalidInput("'outputs' must be a list")
-            requested = []
-            for i, item in enumerate(outputs):
-                if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-                    raise InvalidInput(f"requested output {i} must be an object with a 'name'")
-                requested.append(RequestedOutput(item["name"], _dict_field(item, "parameters", f"output {i}")))
-        request_id = body.get("id")
-        if request_id is not None and not isinstance(request_id, str):
-            request_id = str(request_id)
-        parameters = _dict_field(body, "parameters", "request")
-        if parameters and any(isinstance(key, str) and key.startswith("triton_") for key in parameters):
-            # Triton's HTTP refusal, in its words: the prefix is for the server's own use (gRPC streams)
-            raise InvalidInput("parameter keys starting with 'triton_' are reserved for Triton usage and should "
-                               "not be specified.")
-        return cls(model_name, tensors, request_id=request_id, parameters=parameters,
-                   request_outputs=requested, model_version=model_version)
+        return rest_request(cls, model_name, body, tensors, model_version)
 
     @classmethod
     def from_bytes(cls, req_bytes: bytes, json_length: int, model_name: str) -> "InferRequest":

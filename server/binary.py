@@ -14,12 +14,12 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 import orjson
 
-from gpuserve.datatypes import VIEW_BYTES, check_input_byte_size, element_size, wire_raw
+from gpuserve.datatypes import FIXED_SIZE_DTYPES, VIEW_BYTES, check_input_byte_size, element_size, wire_raw
 from gpuserve.errors import InvalidInput
 from gpuserve.server.rest.common import loads
 from gpuserve.shared_memory import is_shared_memory_output
 from gpuserve.triton_config import V2_TYPES
-from gpuserve.types import InferRequest, InferResponse, array_to_json, read_binary_data
+from gpuserve.types import InferInput, InferRequest, InferResponse, array_to_json, read_binary_data, rest_request
 
 ConfigOf = Callable[[str, Optional[str]], Dict[str, Any]]
 
@@ -66,11 +66,53 @@ def decode_request(body: bytes, header_length: str, model_name: str, version: Op
     if json_length == 0 and config_of is not None:
         return raw_request(body, model_name, version, config_of(model_name, version))
     header = loads(bytes(body[:json_length]))
+    request = _plain_request(header, body, json_length, model_name, version)
+    if request is not None:
+        return request
     request = InferRequest.from_rest(model_name, header, version)
     offset = read_binary_data(request.inputs, body, json_length, "input", model_name)
     if offset != len(body):
         raise InvalidInput(f"{len(body) - offset} unexpected bytes after the binary tensor data")
     return request
+
+
+def _plain_request(header: Any, body: Any, offset: int, model_name: str, version: Optional[str]
+                   ) -> Optional[InferRequest]:
+    """The common request (tritonclient's), decoded without the general path's checks, which took most of
+    the ~8 us a one-input request cost: each input exactly a name, a shape of non-negative integers, a
+    fixed-size datatype and parameters holding only its binary_data_size, the sizes its shapes' bytes and
+    the body ending with the last. None for anything else: the general path then decodes it, or refuses it
+    in Triton's words."""
+    inputs = header.get("inputs") if type(header) is dict else None
+    if type(inputs) is not list:
+        return None
+    tensors = []
+    for item in inputs:
+        if type(item) is not dict or len(item) != 4:
+            return None
+        name, shape, parameters = item.get("name"), item.get("shape"), item.get("parameters")
+        dtype = FIXED_SIZE_DTYPES.get(item.get("datatype"))
+        if dtype is None or type(name) is not str or not name or type(shape) is not list \
+                or type(parameters) is not dict or len(parameters) != 1:
+            return None
+        size = parameters.get("binary_data_size")
+        count = 1
+        for dim in shape:
+            if type(dim) is not int or dim < 0:
+                return None
+            count *= dim
+        if type(size) is not int or size != count * dtype.itemsize or offset + size > len(body):
+            return None
+        array = np.frombuffer(body, dtype, count, offset).reshape(shape)
+        if type(body) is not bytes:  # a body read in place: its arrays stay read-only, as read_binary_data's
+            array.flags.writeable = False
+        tensors.append(InferInput(name, shape, item["datatype"], array, parameters))
+        offset += size
+    if offset != len(body):
+        return None
+    for tensor in tensors:
+        tensor._data = None  # as read_binary_data leaves it: `data` reads as a list
+    return rest_request(InferRequest, model_name, header, tensors, version)
 
 
 def raw_request(body: bytes, model_name: str, version: Optional[str], config: Dict[str, Any]) -> InferRequest:

@@ -22,7 +22,7 @@ from gpuserve.compression import COMPRESS_MIN_BYTES, compress, response_encoding
 from gpuserve.dataplane import DataPlane
 from gpuserve.errors import InferenceError, InvalidInput, ModelNotFound, PayloadTooLarge
 from gpuserve.model import InferenceVerb
-from gpuserve.server.binary import Parts, infer_body_buffer
+from gpuserve.server.binary import Parts, decode_request, infer_body_buffer
 from gpuserve.server.rest.common import (JSON_OPTIONS, ErrorRoutes, decompress, error_response, parse_json,
                                          response_parts, v1_answer, v1_request)
 from gpuserve.server.rest.streaming import Stream, is_stream, stream_headers
@@ -239,8 +239,6 @@ class FastPath:
             request_key = None
         try:
             if length is not None:
-                from gpuserve.server.binary import decode_request
-
                 request = decode_request(body, length, name, version, self.plane.model_config)
             else:
                 request = InferRequest.from_rest(name, parse_json(body), version)

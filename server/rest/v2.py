@@ -13,6 +13,7 @@ from gpuserve.dataplane import DataPlane
 from gpuserve.errors import InferenceError, ModelNotReady, ServerNotLive, ServerNotReady
 from gpuserve.model_repository import triton_form
 from gpuserve.types import InferRequest, InferResponse
+from gpuserve.server.binary import decode_request, encode_response, wants_binary
 from gpuserve.server.rest.common import JSON_OPTIONS, ErrorRoutes, guarded, json_response, parse_json, read_body
 
 BINARY_HEADER = "inference-header-content-length"
@@ -22,8 +23,6 @@ def decode_infer(body: bytes, request: Request, model_name: str, version: Option
                  config_of=None) -> InferRequest:
     header_length = request.headers.get(BINARY_HEADER)
     if header_length is not None:
-        from gpuserve.server.binary import decode_request
-
         return decode_request(body, header_length, model_name, version, config_of)
     return InferRequest.from_rest(model_name, parse_json(body), version)
 
@@ -32,8 +31,6 @@ def encode_infer_bytes(response, infer_request: InferRequest, response_headers: 
     """(status, body, content type, headers) of an inference answer: JSON, or binary when asked."""
     headers = dict(response_headers) if response_headers else {}
     if isinstance(response, InferResponse):
-        from gpuserve.server.binary import encode_response, wants_binary
-
         if wants_binary(infer_request):
             content, header_length = encode_response(response, infer_request)
             if header_length is None:
