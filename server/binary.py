@@ -90,8 +90,9 @@ def _plain_request(header: Any, body: Any, offset: int, model_name: str, version
     for item in inputs:
         if type(item) is not dict or len(item) != 4:
             return None
-        name, shape, parameters = item.get("name"), item.get("shape"), item.get("parameters")
-        dtype = FIXED_SIZE_DTYPES.get(item.get("datatype"))
+        name, shape, parameters, datatype = item.get("name"), item.get("shape"), item.get("parameters"), \
+            item.get("datatype")
+        dtype = FIXED_SIZE_DTYPES.get(datatype) if type(datatype) is str else None
         if dtype is None or type(name) is not str or not name or type(shape) is not list \
                 or type(parameters) is not dict or len(parameters) != 1:
             return None
@@ -106,7 +107,7 @@ def _plain_request(header: Any, body: Any, offset: int, model_name: str, version
         array = np.frombuffer(body, dtype, count, offset).reshape(shape)
         if type(body) is not bytes:  # a body read in place: its arrays stay read-only, as read_binary_data's
             array.flags.writeable = False
-        tensors.append(InferInput(name, shape, item["datatype"], array, parameters))
+        tensors.append(InferInput(name, shape, datatype, array, parameters))
         offset += size
     if offset != len(body):
         return None

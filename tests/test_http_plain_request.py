@@ -84,6 +84,8 @@ OTHER_FORMS = {
     "a bool dim": ([{"name": "A", "shape": [True], "datatype": "FP32", "parameters": SIZE}], b"\x00" * 4),
     "a bool size": ([{"name": "A", "shape": [1], "datatype": "BOOL", "parameters": {"binary_data_size": True}}], b"\x01"),
     "no name": ([{"name": "", "shape": [1], "datatype": "FP32", "parameters": SIZE}], b"\x00" * 4),
+    "a list datatype": ([{"name": "A", "shape": [1], "datatype": ["FP32"], "parameters": SIZE}], b"\x00" * 4),
+    "a shape that is no list": ([{"name": "A", "shape": 1, "datatype": "FP32", "parameters": SIZE}], b"\x00" * 4),
     "lower-case datatype": ([{"name": "A", "shape": [1], "datatype": "fp32", "parameters": SIZE}], b"\x00" * 4),
     "JSON data": ([{"name": "A", "shape": [1], "datatype": "FP32", "data": [1.0]}], b""),
     "data beside the size": ([{"name": "A", "shape": [1], "datatype": "FP32", "parameters": SIZE, "data": [1.0]}],
