@@ -332,11 +332,29 @@ class InferenceRequest:
         if isinstance(parameters, str):
             parameters = json.loads(parameters or "{}")
         self._parameters = dict(parameters) if parameters else {}
+        self._trace = trace
+        self._start()
+
+    @classmethod
+    def _received(cls, model_name: str, outputs: List[str], inputs: List[Tensor], request_id: str,
+                  correlation_id, flags: int, timeout: int, model_version: int, parameters: dict
+                  ) -> "InferenceRequest":
+        """A request an execute receives, from values the server has of the right types already: the
+        constructor's argument checks (which models' own BLS requests need) took half of the ~4.4 us a
+        request took to become this. The caller passes a dict of its own as `parameters`."""
+        request = cls.__new__(cls)
+        request._model_name, request._outputs, request._inputs = model_name, outputs, inputs
+        request._request_id, request._correlation_id, request._flags = request_id, correlation_id, flags
+        request._timeout, request._model_version, request._parameters = timeout, model_version, parameters
+        request._trace = None
+        request._start()
+        return request
+
+    def _start(self) -> None:
         self._sender: Optional[InferenceResponseSender] = None
         self._make_sender = None  # set by the server for the requests an execute receives
         self._cancelled = _never
         self._release_flags = TRITONSERVER_REQUEST_RELEASE_ALL
-        self._trace = trace
 
     def trace(self) -> InferenceTrace:
         return self._trace if isinstance(self._trace, InferenceTrace) else InferenceTrace()

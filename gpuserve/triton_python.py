@@ -253,12 +253,16 @@ class PythonInstance:
         sequence = job.parameters.get("sequence", given)  # an iterative sequence's own ID and flags
         flags = (pb.TRITONSERVER_REQUEST_FLAG_SEQUENCE_START if sequence.get("sequence_start") else 0) | \
                 (pb.TRITONSERVER_REQUEST_FLAG_SEQUENCE_END if sequence.get("sequence_end") else 0)
-        wrapped = pb.InferenceRequest(model_name=self.owner.name, requested_output_names=names, inputs=tensors,
-                                      request_id=request.id or "",
-                                      correlation_id=sequence.get("sequence_id", 0), flags=flags,
-                                      timeout=int(given.get("timeout", 0) or 0),
-                                      model_version=int(self.owner.version) if str(self.owner.version).isdigit() else -1,
-                                      parameters=parameters)
+        correlation_id, timeout = sequence.get("sequence_id", 0), int(given.get("timeout", 0) or 0)
+        version = int(self.owner.version) if str(self.owner.version).isdigit() else -1
+        request_id = request.id or ""
+        if type(correlation_id) in (int, str) and type(request_id) is str and timeout >= 0 and "" not in names:
+            wrapped = pb.InferenceRequest._received(self.owner.name, names, tensors, request_id, correlation_id,
+                                                    flags, timeout, version, parameters)
+        else:  # what the constructor refuses, refused in its words
+            wrapped = pb.InferenceRequest(model_name=self.owner.name, requested_output_names=names, inputs=tensors,
+                                          request_id=request_id, correlation_id=correlation_id, flags=flags,
+                                          timeout=timeout, model_version=version, parameters=parameters)
         stream = job.parameters.get("stream")
         # the client went away: its future was cancelled (or, decoupled, it stopped reading the stream)
         wrapped._cancelled = job.future.done if stream is None else stream.is_cancelled
