@@ -82,6 +82,12 @@ def json_to_array(data: Any, datatype: str, shape: list[int], where: str, name: 
     to count in 64 bits and data nested past Triton's limit are refused first with Triton's words."""
     dtype = to_numpy_dtype(datatype)
     expected = _count(shape)
+    if dtype.kind == "f" and type(data) is list and len(data) == expected and (not data or type(data[0]) is not list):
+        # the common case, flat floats of the shape's count: what the checks below would pass, read at once
+        try:
+            return np.asarray(data, dtype=dtype).reshape(shape)
+        except (TypeError, ValueError):
+            pass  # nulls, lists further on, text that is no number: the general way below says what is wrong
     if expected > _INT64_MAX:
         raise InvalidInput(f"invalid shape for input '{name}': shape {shape} causes total element count to exceed "
                            f"maximum size of {_INT64_MAX}")
@@ -432,6 +438,25 @@ def _tensor_from_json(cls, item: Any, index: int, kind: str):
     return cls(name, shape, datatype, data, parameters)
 
 
+def _plain_json_inputs(inputs: list) -> Optional[list]:
+    """The common JSON request's inputs (each exactly a name, a known datatype, a shape of non-negative integers
+    and a list of data), made without _tensor_from_json's checks and wordings; None for anything else, which
+    _tensor_from_json then makes or refuses. The data stays the list, read when the model asks (as_numpy)."""
+    tensors = []
+    for item in inputs:
+        if type(item) is not dict or len(item) != 4:
+            return None
+        name, datatype, shape, data = item.get("name"), item.get("datatype"), item.get("shape"), item.get("data")
+        if type(name) is not str or not name or type(datatype) is not str or datatype not in _CANONICAL \
+                or type(shape) is not list or type(data) is not list:
+            return None
+        for dim in shape:
+            if type(dim) is not int or dim < 0:
+                return None
+        tensors.append(InferInput(name, shape, datatype, data))
+    return tensors
+
+
 def read_binary_data(tensors: Iterable["_Tensor"], body: Any, offset: int, kind: str,
                      model: Optional[str] = None) -> int:
     """Triton's binary tensor extension, both ways (the server's requests, the REST client's answers):
@@ -562,7 +587,9 @@ class InferRequest:
         inputs = body.get("inputs")
         if not isinstance(inputs, list):  # an empty list is the model's to judge (DataPlane.infer)
             raise InvalidInput("request must have a non-empty 'inputs' list")
-        tensors = [_tensor_from_json(InferInput, item, i, "input") for i, item in enumerate(inputs)]
+        tensors = _plain_json_inputs(inputs)
+        if tensors is None:
+            tensors = [_tensor_from_json(InferInput, item, i, "input") for i, item in enumerate(inputs)]
         return rest_request(cls, model_name, body, tensors, model_version)
 
     @classmethod
