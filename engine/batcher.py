@@ -26,6 +26,14 @@ The lone-client rule also covers device backends whose calls may come from any t
 GPU keeps one stream per thread): on a lent H200 the engine added 100-300 us a batch-1 request at one
 client around the instance thread's call (benchmarks/RESULTS.md, session 6); not yet measured inline.
 
+A backend whose calls hold the GIL throughout (a Python model's execute doing Python work) gains nothing
+from its thread: while it runs the loop cannot run either, and the two hand-offs cost wake-ups and GIL
+transfers. `inline_holding_gil_below_s` lets its batches up to that long run inline once batches on the
+thread show it: no request for the model arrived while any of the last few ran (arrivals need the loop, the
+loop needs the GIL). One such batch in WATCH_EVERY still goes to the thread, so a call that releases the GIL
+(NumPy on large arrays, I/O) while requests keep coming is seen and goes back there. Measured with a small
+Python model (tiny, 32 gRPC clients): 8.3-9.0k -> 10.7-11.3k calls/s; a NumPy-heavy one unchanged.
+
 A request that would form such an inline batch alone (nothing queued, nothing outstanding, the loop
 waiting for work on an idle instance) skips the queue: it runs in its caller's task at once, then
 yields one turn, saving the batcher's turn and the queue (~5 of the ~30 us the in-process path costs
@@ -57,6 +65,8 @@ logger = logging.getLogger("gpuserve.engine")
 LONE_INLINE_OK: "contextvars.ContextVar[bool]" = contextvars.ContextVar("gpuserve_lone_inline_ok", default=True)
 LONE_BLOCKED_S = 1.0  # how long one such request keeps the lone-client rule off
 LONE_GAP_S = 0.0002  # a request that arrives sooner than this after the last answer was waiting behind it
+WATCH_FIRST = 4  # batches watched on the instance thread before any may run inline for holding the GIL
+WATCH_EVERY = 16  # of the batches that could run inline for holding the GIL, one in this many is watched
 
 
 @dataclass(frozen=True)
@@ -88,6 +98,8 @@ class BatchingConfig:
     triton_errors: bool = False  # queue timeouts and a full queue answer in Triton's words (config.pbtxt models)
     inline_below_s: float = 0.0001  # CPU batches this quick may run on the loop thread when idle; 0: never
     inline_alone_below_s: float = 0.002  # the same for a lone client's batches (see the module's docstring)
+    # batches up to this long whose calls hold the GIL (see the module's docstring) may run inline too; 0: never
+    inline_holding_gil_below_s: float = 0.0
     start_after: int = 0  # Triton's TRITONSERVER_DELAY_SCHEDULER: no batch until this many requests are queued
 
     @property
@@ -122,6 +134,12 @@ class Scheduler:
         self._lone_blocked_until = 0.0  # monotonic time; see LONE_INLINE_OK
         self._last_answer = 0.0  # monotonic time the last batch was answered
         self._holding: Optional[Instance] = None  # the idle instance the loop holds while it waits for work
+        # Whether the loop could run while batches ran on the instance thread (inline_holding_gil_below_s):
+        # requests submitted so far, and a moving average of "some arrived during a batch" over such batches
+        self._submits = 0
+        self._loop_ran = 1.0
+        self._watched = 0
+        self._inline_since_watch = 0
 
     # lifecycle ----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -207,6 +225,7 @@ class Scheduler:
         rows, key = describe(arrays, batch_dim, cfg.max_batch_size > 1 and batch_dim, cfg.ragged_inputs,
                              cfg.ragged_any_shape)
         job = Job(arrays, rows, key, self._loop_ref.create_future(), level, None, outputs, context, reduce)
+        self._submits += 1
         if TRACING.on:
             trace = job.trace = TRACING.current.get()
             if trace is not None:
@@ -357,8 +376,27 @@ class Scheduler:
         cost = instance.seconds_per_row * sum(job.rows for job in batch)
         if cost < limit and instance.on_cpu:  # a device call waits on the device: only a lone client's
             return True
+        if instance.on_cpu and cost < cfg.inline_holding_gil_below_s and self._holds_gil():
+            return True
         return (cost < cfg.inline_alone_below_s and self._load < 1.5 and len(batch) == self._outstanding
                 and batch[0].arrival >= self._lone_blocked_until)
+
+    def _holds_gil(self) -> bool:
+        """Whether this model's calls keep the loop from running anyway: no request arrived while any of the
+        last few batches ran on the instance thread. Every WATCH_EVERY-th such batch still goes to the thread,
+        so a call that starts releasing the GIL (or a load that starts arriving meanwhile) is seen."""
+        if self._watched < WATCH_FIRST or self._loop_ran >= 0.2:
+            return False
+        self._inline_since_watch += 1
+        if self._inline_since_watch >= WATCH_EVERY:
+            self._inline_since_watch = 0
+            return False
+        return True
+
+    def _watch(self, arrived: bool) -> None:
+        """After a batch on the instance thread (on that thread): whether requests arrived while it ran."""
+        self._loop_ran += 0.25 * ((1.0 if arrived else 0.0) - self._loop_ran)
+        self._watched += 1
 
     async def _run_now(self, job: Job) -> Dict[str, np.ndarray]:
         """Run a lone request on the idle instance the loop holds while it waits for work, here in the
@@ -394,16 +432,23 @@ class Scheduler:
         loop = self._loop_ref
         done = loop.create_future()  # what stop() waits on while the batch runs
         self._inflight[done] = batch
+        watch = self.config.inline_holding_gil_below_s > 0
+        seen = [0]
+
+        def started() -> None:  # on the instance thread, as the batch starts
+            seen[0] = self._submits
 
         def answer(results: Optional[List[object]], error: Optional[BaseException]) -> None:
             # On the instance thread. A closed loop means the model was torn down without stop().
+            if watch:
+                self._watch(self._submits != seen[0])
             try:
                 loop.call_soon_threadsafe(self._finish, instance, batch, done, results, error)
             except RuntimeError:
                 pass
 
         try:
-            instance.submit(batch, batched, outputs, answer)
+            instance.submit(batch, batched, outputs, answer, started if watch else None)
         except BaseException as exc:  # e.g. no thread could be started: answer the batch, not hang it
             self._finish(instance, batch, done, None, exc)
 

@@ -81,12 +81,13 @@ class Instance:
 
     # the instance's threads -------------------------------------------------------------------------
     def submit(self, jobs: List[Job], batched: bool, outputs: Optional[Sequence[str]],
-               done: Callable[[Optional[List[object]], Optional[BaseException]], None]) -> None:
+               done: Callable[[Optional[List[object]], Optional[BaseException]], None],
+               started: Optional[Callable[[], None]] = None) -> None:
         """Run the batch on one of this instance's threads; that thread then calls `done(results, None)`
-        (results as `run` returns them) or `done(None, error)`."""
+        (results as `run` returns them) or `done(None, error)`; `started`, when given, just before the run."""
         if len(self._workers) < self.threads:
             self._start_workers()
-        item = (jobs, batched, outputs, done)
+        item = (jobs, batched, outputs, done, started)
         with self._lock:
             if not self._idle:
                 self._backlog.append(item)
@@ -110,9 +111,11 @@ class Instance:
         get = inbox.get
         item = get()
         while item is not None:
-            jobs, batched, outputs, done = item
+            jobs, batched, outputs, done, started = item
             item = None
             try:
+                if started is not None:
+                    started()
                 results, error = self.run(jobs, batched, outputs), None
             except BaseException as exc:  # noqa: BLE001 - handed to the loop, which decides
                 results, error = None, exc

@@ -56,6 +56,7 @@ from gpuserve.warmup import run_warmup, warmup_samples
 
 logger = logging.getLogger("gpuserve")
 
+HOLDING_GIL_INLINE_S = 0.002  # a quick execute that holds the GIL runs on the loop's thread up to this long
 SLOW_ON_LOOP_S = 0.01  # an execute on the loop's thread that takes longer stops executes running there
 WARMUP_WAIT_S = 60.0  # a warmup request whose response never comes fails the load after this
 READY_CHECK_S = 5.0  # as Triton: a model's is_ready() that takes longer means not ready
@@ -441,7 +442,7 @@ async def _awaited(awaitable):
 
 def _off_the_loop(config: BatchingConfig) -> BatchingConfig:
     """The batching config with no batch run on the loop's thread (engine/batcher.py's inline rule)."""
-    return dataclasses.replace(config, inline_below_s=0.0, inline_alone_below_s=0.0)
+    return dataclasses.replace(config, inline_below_s=0.0, inline_alone_below_s=0.0, inline_holding_gil_below_s=0.0)
 
 
 async def _submit(scheduler: Scheduler, arrays: Dict[str, np.ndarray], parameters: Dict[str, Any],
@@ -585,6 +586,8 @@ class TritonPythonBackendModel(FrameworkModel):
         # ends it (run_requests).
         if self.decoupled or inspect.iscoroutinefunction(getattr(cls, "execute", None)) or may_block(path):
             batching = _off_the_loop(batching)
+        else:  # an execute that holds the GIL gains nothing from its thread (engine/batcher.py says how it is seen)
+            batching = dataclasses.replace(batching, inline_holding_gil_below_s=HOLDING_GIL_INLINE_S)
         # One batch at a time per instance, as Triton hands them: a model.py's execute has nothing to stage
         # ahead, and a request taken early would be out of reach of priorities, timeouts and the queue bound
         self.batching = batching
