@@ -32,7 +32,8 @@ transfers. `inline_holding_gil_below_s` lets its batches up to that long run inl
 thread show it: no request for the model arrived while any of the last few ran (arrivals need the loop, the
 loop needs the GIL). One such batch in WATCH_EVERY still goes to the thread, so a call that releases the GIL
 (NumPy on large arrays, I/O) while requests keep coming is seen and goes back there. Measured with a small
-Python model (tiny, 32 gRPC clients): 8.3-9.0k -> 10.7-11.3k calls/s; a NumPy-heavy one unchanged.
+Python model (python_backend_bench's tiny, 32 gRPC clients, three alternating pairs): 6.4-7.0k -> 7.9-8.3k
+calls/s; over HTTP, and with its NumPy-heavy model, no change beyond noise.
 
 A request that would form such an inline batch alone (nothing queued, nothing outstanding, the loop
 waiting for work on an idle instance) skips the queue: it runs in its caller's task at once, then
