@@ -35,6 +35,19 @@ def _count(shape: list[int]) -> int:
     return n
 
 
+def plain_count(shape: Any) -> Optional[int]:
+    """The element count of a JSON shape the transports' short paths take: a list of non-negative ints (no
+    bools); None for anything else, which the general path (_check_shape) refuses or reads."""
+    if type(shape) is not list:
+        return None
+    n = 1
+    for dim in shape:
+        if type(dim) is not int or dim < 0:
+            return None
+        n *= dim
+    return n
+
+
 def _floats_with_nulls(data: Any, dtype: np.dtype) -> np.ndarray:
     """JSON null stands for NaN in floating-point tensors (orjson writes NaN as null)."""
     raw = np.array(data, dtype=object)
@@ -448,11 +461,8 @@ def _plain_json_inputs(inputs: list) -> Optional[list]:
             return None
         name, datatype, shape, data = item.get("name"), item.get("datatype"), item.get("shape"), item.get("data")
         if type(name) is not str or not name or type(datatype) is not str or datatype not in _CANONICAL \
-                or type(shape) is not list or type(data) is not list:
+                or type(data) is not list or plain_count(shape) is None:
             return None
-        for dim in shape:
-            if type(dim) is not int or dim < 0:
-                return None
         tensors.append(InferInput(name, shape, datatype, data))
     return tensors
 

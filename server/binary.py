@@ -19,7 +19,8 @@ from gpuserve.errors import InvalidInput
 from gpuserve.server.rest.common import loads
 from gpuserve.shared_memory import is_shared_memory_output
 from gpuserve.triton_config import V2_TYPES
-from gpuserve.types import InferInput, InferRequest, InferResponse, array_to_json, read_binary_data, rest_request
+from gpuserve.types import (InferInput, InferRequest, InferResponse, array_to_json, plain_count, read_binary_data,
+                            rest_request)
 
 ConfigOf = Callable[[str, Optional[str]], Dict[str, Any]]
 
@@ -93,26 +94,22 @@ def _plain_request(header: Any, body: Any, offset: int, model_name: str, version
         name, shape, parameters, datatype = item.get("name"), item.get("shape"), item.get("parameters"), \
             item.get("datatype")
         dtype = FIXED_SIZE_DTYPES.get(datatype) if type(datatype) is str else None
-        if dtype is None or type(name) is not str or not name or type(shape) is not list \
+        count = plain_count(shape)
+        if dtype is None or type(name) is not str or not name or count is None \
                 or type(parameters) is not dict or len(parameters) != 1:
             return None
         size = parameters.get("binary_data_size")
-        count = 1
-        for dim in shape:
-            if type(dim) is not int or dim < 0:
-                return None
-            count *= dim
         if type(size) is not int or size != count * dtype.itemsize or offset + size > len(body):
             return None
         array = np.frombuffer(body, dtype, count, offset).reshape(shape)
         if type(body) is not bytes:  # a body read in place: its arrays stay read-only, as read_binary_data's
             array.flags.writeable = False
-        tensors.append(InferInput(name, shape, datatype, array, parameters))
+        tensor = InferInput(name, shape, datatype, array, parameters)
+        tensor._data = None  # as read_binary_data leaves it: `data` reads as a list
+        tensors.append(tensor)
         offset += size
     if offset != len(body):
         return None
-    for tensor in tensors:
-        tensor._data = None  # as read_binary_data leaves it: `data` reads as a list
     return rest_request(InferRequest, model_name, header, tensors, version)
 
 
