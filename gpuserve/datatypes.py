@@ -114,6 +114,16 @@ def serialize_bytes_tensor(array: np.ndarray) -> bytes:
     return b"".join(parts)
 
 
+def object_map(function, array: np.ndarray) -> np.ndarray:
+    """`function` of every element, as an object array of `array`'s shape. One C-level map: np.vectorize
+    goes through its output-type machinery per element (ONNX string inputs of 16 elements 11 -> 4 us,
+    100k 21 -> 13 ms). `function` returns scalars (text, bytes), never sequences."""
+    out = np.empty(np.shape(array), dtype=object)
+    if out.size:
+        out.reshape(-1)[:] = list(map(function, np.asarray(array).reshape(-1)))
+    return out
+
+
 def deserialize_bytes_tensor(buffer: bytes | memoryview) -> np.ndarray:
     """Inverse of serialize_bytes_tensor: a flat object array of `bytes`."""
     data = buffer

@@ -18,7 +18,7 @@ import numpy as np
 from gpuserve.batching import batching_config, request_priority, request_timeout_s
 from gpuserve.classification import classes_output, classify, labels_for, requested_counts
 from gpuserve import device_health
-from gpuserve.datatypes import shape_fits, to_numpy_dtype
+from gpuserve.datatypes import object_map, shape_fits, to_numpy_dtype
 from gpuserve.engine import rate_limiter
 from gpuserve.engine.batcher import Scheduler
 from gpuserve.engine.device import choose_device
@@ -614,12 +614,18 @@ class OnnxModel(FrameworkModel):
     def prepare(self, name: str, array: np.ndarray) -> np.ndarray:
         if array.dtype == object:  # onnxruntime takes str elements for tensor(string)
             try:
-                return np.vectorize(lambda x: x.decode("utf-8") if isinstance(x, bytes) else str(x),
-                                    otypes=[object])(array)
+                try:
+                    return object_map(bytes.decode, array)  # UTF-8, strict
+                except TypeError:  # an element that is not bytes (text from JSON, a number): as text
+                    return object_map(_as_text, array)
             except UnicodeDecodeError as exc:  # ONNX string tensors hold text: the client's bytes are not
                 raise InvalidInput(f"input '{name}': ONNX string tensors hold UTF-8 text; element bytes are not "
                                    f"UTF-8 ({exc.reason} at byte {exc.start})") from None
         return array
+
+
+def _as_text(element) -> str:
+    return element.decode("utf-8") if isinstance(element, bytes) else str(element)
 
 
 class TorchModel(FrameworkModel):

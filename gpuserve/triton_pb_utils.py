@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from gpuserve.datatypes import deserialize_bytes_tensor as _deserialize_bytes
-from gpuserve.datatypes import from_numpy_dtype, serialize_bytes_tensor
+from gpuserve.datatypes import from_numpy_dtype, object_map, serialize_bytes_tensor
 from gpuserve.triton_metrics import Metric, MetricFamily  # noqa: F401 - part of pb_utils' API
 
 logger = logging.getLogger("gpuserve.python_model")
@@ -123,8 +123,7 @@ class Tensor:
             data = np.from_dlpack(data)
         array = np.asarray(data) if dtype is None else np.asarray(data, dtype=dtype)
         if array.dtype.kind == "U":  # as Triton: text becomes BYTES elements
-            array = np.vectorize(lambda s: s.encode("utf-8"), otypes=[object])(array) if array.size \
-                else array.astype(object)
+            array = object_map(str.encode, array)
         self._name = name
         self._array = array
 

@@ -128,3 +128,46 @@ def test_json_round_trip(server, count):
             client.infer("identity", [tensor], outputs=[httpclient.InferRequestedOutput("OUTPUT0", binary_data=False)])
     finally:
         client.close()
+
+
+def test_object_map_keeps_shape_order_and_elements():
+    from gpuserve.datatypes import object_map
+
+    grid = np.arange(12).reshape(3, 4).T  # not C-contiguous: elements in C order of the view
+    got = object_map(str, grid)
+    assert got.dtype == object and got.shape == (4, 3)
+    assert got.tolist() == [[str(v) for v in row] for row in grid.tolist()]
+    assert object_map(str, np.zeros((0, 5))).shape == (0, 5)
+    scalar = object_map(bytes.decode, np.array(b"x", dtype=object))
+    assert scalar.shape == () and scalar.item() == "x"
+    same = object_map(lambda v: b"ab", np.array([1, 2]))  # bytes stay elements, never spread
+    assert same.tolist() == [b"ab", b"ab"]
+
+
+def test_onnx_string_inputs_decode_as_before():
+    """OnnxModel.prepare: UTF-8 bytes become text, other elements their str(), as np.vectorize made them; bytes
+    that are not UTF-8 stay the client's error."""
+    from gpuserve.runtimes import OnnxModel
+
+    prepare = OnnxModel.prepare.__get__(object.__new__(OnnxModel))
+    sent = _elements(1000, text=True).reshape(10, 100)
+    got = prepare("text", sent)
+    assert got.shape == (10, 100) and got.dtype == object
+    assert got.tolist() == [[item.decode() for item in row] for row in sent.tolist()]
+    mixed = np.array([[b"caf\xc3\xa9", "already text", 7, bytearray(b"b")]], dtype=object)
+    assert prepare("text", mixed).tolist() == [["caf\u00e9", "already text", "7", "bytearray(b'b')"]]
+    for bad in (np.array([b"ok", b"\xff\xfe"], dtype=object), np.array([b"\xff", "text"], dtype=object)):
+        with pytest.raises(InvalidInput, match="input 'text': ONNX string tensors hold UTF-8 text"):
+            prepare("text", bad)
+    numbers = np.arange(3.0)
+    assert prepare("x", numbers) is numbers
+
+
+def test_python_model_text_tensors_become_bytes_elements():
+    from gpuserve import triton_pb_utils as pb
+
+    tensor = pb.Tensor("t", np.array([["h\u00e9", ""], ["\u4e2d", "x"]]))
+    assert tensor.as_numpy().dtype == object
+    assert tensor.as_numpy().tolist() == [["h\u00e9".encode(), b""], ["\u4e2d".encode(), b"x"]]
+    assert pb.Tensor("t", np.zeros((0, 3), dtype="U2")).as_numpy().shape == (0, 3)
+    assert pb.Tensor("t", np.array("zz")).as_numpy().item() == b"zz"
