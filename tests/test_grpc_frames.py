@@ -85,10 +85,13 @@ def _frames(data: bytes, cuts, padded_at=()) -> bytes:
     return b"".join(out)
 
 
-def _call(port: int, method: str, body: bytes, compressed: bool = False, dribble: int = 0):
-    """Sends one call's frames (a few bytes per write when `dribble`), returns (grpc-status, messages)."""
+def _call(port: int, method: str, body: bytes, compressed: bool = False, dribble: int = 0, settings: bytes = b"",
+          decoder=None, blocks=None):
+    """Sends one call's frames (a few bytes per write when `dribble`), returns (grpc-status, messages);
+    `settings` go in the client's SETTINGS, the answer's header blocks through `decoder` and into `blocks`."""
     big_window = (2**31 - 1).to_bytes(4, "big")  # the answers are large too: no WINDOW_UPDATEs needed
-    wire = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(SETTINGS, 0, 0, (4).to_bytes(2, "big") + big_window) + \
+    wire = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + \
+        frame(SETTINGS, 0, 0, (4).to_bytes(2, "big") + big_window + settings) + \
         frame(WINDOW_UPDATE, 0, 0, (2**31 - 1 - 65535).to_bytes(4, "big")) + \
         frame(HEADERS, END_HEADERS, 1, _headers(method, compressed)) + body
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
@@ -100,7 +103,8 @@ def _call(port: int, method: str, body: bytes, compressed: bool = False, dribble
                     time.sleep(0.001)  # let the server read what is there: frames arrive in pieces
         else:
             sock.sendall(wire)
-        received, decoder, status, data = b"", Decoder(), None, bytearray()
+        received, status, data = b"", None, bytearray()
+        decoder = decoder if decoder is not None else Decoder()
         while status is None:
             more = sock.recv(1 << 20)
             assert more, "the server closed the connection before the call's trailers"
@@ -111,6 +115,8 @@ def _call(port: int, method: str, body: bytes, compressed: bool = False, dribble
                 if kind == DATA:
                     data += payload
                 elif kind == HEADERS:
+                    if blocks is not None:
+                        blocks.append(payload)
                     fields = dict(decoder.decode(payload))
                     if flags & END_STREAM:
                         status = (int(fields["grpc-status"]), fields.get("grpc-message", ""))
@@ -225,3 +231,26 @@ def test_idle_connections_hold_little_memory(server):
         for sock in socks:
             sock.close()
     assert grown < 25 << 20, f"{grown >> 20} MB for 200 idle connections"
+
+
+@pytest.mark.parametrize("table_size", [0, 256])
+def test_a_client_that_shrinks_its_header_table_gets_the_size_update_it_is_owed(server, table_size):
+    """RFC 7541 4.2: after SETTINGS_HEADER_TABLE_SIZE below 4096 the next header block starts with a dynamic
+    table size update; decoders that hold the encoder to it (nghttp2's, Python h2's) refuse the answer
+    otherwise. hpack's Decoder checks it once told the client's limit."""
+    decoder, blocks = Decoder(), []
+    decoder.max_allowed_table_size = table_size
+    setting = (1).to_bytes(2, "big") + table_size.to_bytes(4, "big")
+    status, messages = _call(server.ports["grpc"], "ModelInfer", _frames(_message(VALUES[:8]), ()), settings=setting,
+                             decoder=decoder, blocks=blocks)
+    assert status == (0, "")
+    assert np.array_equal(_answered(messages[0]), -VALUES[:8])
+    assert blocks[0][:1] == b"\x20" and blocks[1][:1] != b"\x20"  # once, at the start of the first block
+    assert decoder.header_table_size == 0
+
+
+def test_a_client_that_keeps_the_default_table_gets_no_size_update(server):
+    blocks = []
+    status, _ = _call(server.ports["grpc"], "ServerLive", _frames(b"\x00\x00\x00\x00\x00", ()), blocks=blocks)
+    assert status == (0, "")
+    assert blocks[0][:1] == b"\x88"  # :status 200, as before: the common client's bytes are unchanged

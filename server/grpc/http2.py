@@ -25,7 +25,11 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = range(10)
 END_STREAM = ACK = 0x1
 END_HEADERS, PADDED, PRIORITY_FLAG = 0x4, 0x8, 0x20
-INITIAL_WINDOW_SIZE, MAX_FRAME_SIZE = 0x4, 0x5
+HEADER_TABLE_SIZE, INITIAL_WINDOW_SIZE, MAX_FRAME_SIZE = 0x1, 0x4, 0x5
+# Our header blocks never add to the peer's dynamic table (literals without indexing, static indices), so
+# when a peer shrinks that table (SETTINGS_HEADER_TABLE_SIZE below HPACK's 4096) the one thing owed is
+# the size update RFC 7541 4.2 asks at the start of the next block: to 0, valid under any later setting.
+TABLE_SIZE_TO_ZERO = b"\x20"
 NO_ERROR, PROTOCOL_ERROR, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR, CANCEL, COMPRESSION_ERROR = 0, 1, 3, 6, 8, 9
 ENHANCE_YOUR_CALM = 0xB
 MAX_HEADER_LIST_SIZE = 0x6  # the SETTINGS identifier
@@ -110,6 +114,8 @@ class Http2Connection(asyncio.BufferedProtocol):
         self.peer_window = 65535  # connection-level send window
         self.peer_initial = 65535
         self.peer_max_frame = 16384
+        self.peer_table = 4096  # the size of the peer's HPACK decoding table as our blocks have left it
+        self._table_update = b""  # a dynamic table size update owed at the start of our next header block
         self.received = 0  # bytes of DATA since our last connection WINDOW_UPDATE
         self.header_stream = 0  # a HEADERS block waiting for CONTINUATION
         self.header_block = bytearray()
@@ -393,6 +399,8 @@ class Http2Connection(asyncio.BufferedProtocol):
                     stream.send_window += delta
             elif key == MAX_FRAME_SIZE:
                 self.peer_max_frame = max(16384, min(value, 2**24 - 1))
+            elif key == HEADER_TABLE_SIZE and value < self.peer_table:
+                self.peer_table, self._table_update = 0, TABLE_SIZE_TO_ZERO
         self._flush_all()
 
     def _window_update(self, stream_id: int, increment: int) -> None:
@@ -455,6 +463,8 @@ class Http2Connection(asyncio.BufferedProtocol):
         return len(stream.pending) + (sum(len(part) for part in stream.parts) if stream.parts else 0)
 
     def _write_block(self, stream_id: int, block: bytes, end_stream: bool) -> None:
+        if self._table_update:
+            block, self._table_update = self._table_update + block, b""
         limit = self.peer_max_frame
         first, rest = block[:limit], block[limit:]
         flags = (END_STREAM if end_stream else 0) | (0 if rest else END_HEADERS)
