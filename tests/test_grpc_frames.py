@@ -64,11 +64,12 @@ def _message(values: np.ndarray, compressed: bool = False) -> bytes:
     return bytes((1 if compressed else 0,)) + len(body).to_bytes(4, "big") + body
 
 
-def _headers(method: str, compressed: bool) -> bytes:
+def _headers(method: str, compressed) -> bytes:
+    """The request's header block; `compressed`: True for gzip, or the grpc-encoding to name."""
     pairs = [(b":method", b"POST"), (b":scheme", b"http"), (b":path", (SERVICE + method).encode()),
              (b":authority", b"test"), (b"content-type", b"application/grpc"), (b"te", b"trailers")]
     if compressed:
-        pairs.append((b"grpc-encoding", b"gzip"))
+        pairs.append((b"grpc-encoding", b"gzip" if compressed is True else compressed.encode()))
     return b"".join(literal(name, value) for name, value in pairs)
 
 
@@ -254,3 +255,21 @@ def test_a_client_that_keeps_the_default_table_gets_no_size_update(server):
     status, _ = _call(server.ports["grpc"], "ServerLive", _frames(b"\x00\x00\x00\x00\x00", ()), blocks=blocks)
     assert status == (0, "")
     assert blocks[0][:1] == b"\x88"  # :status 200, as before: the common client's bytes are unchanged
+
+
+@pytest.mark.parametrize("encoding, code, words", [
+    ("snappy", 12, "grpc-encoding 'snappy' is not supported (supported: identity,deflate,gzip)"),  # UNIMPLEMENTED
+    ("identity", 13, "a compressed message needs a grpc-encoding naming its compression"),  # INTERNAL
+])
+def test_a_compressed_message_the_server_cannot_read_is_refused_as_grpc_says(server, encoding, code, words):
+    """gRPC's compression spec: an algorithm the server lacks is UNIMPLEMENTED and the answer lists what it
+    takes (grpc-accept-encoding); the compressed flag without an encoding is the client's protocol error."""
+    message = _message(VALUES[:4], compressed=True)
+    blocks = []
+    status, messages = _call(server.ports["grpc"], "ModelInfer", _frames(message, ()), compressed=encoding,
+                             blocks=blocks)
+    assert status == (code, words) and messages == []
+    fields = dict(Decoder().decode(blocks[-1]))
+    assert (fields.get("grpc-accept-encoding") == "identity,deflate,gzip") == (code == 12)
+    status, messages = _call(server.ports["grpc"], "ModelInfer", _frames(message, ()), compressed=True)
+    assert status == (0, "") and np.array_equal(_answered(messages[0]), -VALUES[:4])  # the server goes on

@@ -115,6 +115,10 @@ class _Method:
         self.name, self.handler, self.request_class, self.streaming = name, handler, request_class, streaming
 
 
+DECOMPRESSORS = {"gzip": lambda message: zlib.decompress(message, 16 + zlib.MAX_WBITS), "deflate": zlib.decompress}
+ACCEPT_ENCODING = "identity,deflate,gzip"
+
+
 class Call:
     """One RPC on one HTTP/2 stream: the stream's owner for http2.py."""
 
@@ -278,6 +282,15 @@ class Call:
 
     def _emit(self, compressed: int, message) -> bool:
         if compressed:
+            if self.encoding == "identity":  # the flag without a grpc-encoding: the client broke the protocol
+                self._end_early(grpc.StatusCode.INTERNAL, "a compressed message needs a grpc-encoding naming its "
+                                "compression")
+                return False
+            if self.encoding not in DECOMPRESSORS:  # gRPC's compression spec: UNIMPLEMENTED, saying what we take
+                self.context.trailing += (("grpc-accept-encoding", ACCEPT_ENCODING),)
+                self._end_early(grpc.StatusCode.UNIMPLEMENTED,
+                                f"grpc-encoding '{self.encoding}' is not supported (supported: {ACCEPT_ENCODING})")
+                return False
             try:
                 message = self._decompress(message)
             except Exception as exc:
@@ -290,11 +303,7 @@ class Call:
         return True
 
     def _decompress(self, message: bytes) -> bytes:
-        if self.encoding == "gzip":
-            return zlib.decompress(message, 16 + zlib.MAX_WBITS)
-        if self.encoding == "deflate":
-            return zlib.decompress(message)
-        raise ValueError(f"unsupported grpc-encoding '{self.encoding}'")
+        return DECOMPRESSORS[self.encoding](message)
 
     def _expire(self) -> None:
         self.timer = None
