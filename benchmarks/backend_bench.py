@@ -286,6 +286,9 @@ async def bench(args) -> List[dict]:
                        "note": spec["note"]}
                 print(json.dumps(row), flush=True)
                 rows_out.append(row)
+                batcher = getattr(model, "_adaptive_batcher", None)  # what unloading a model stops first
+                if batcher is not None:
+                    await batcher.stop()
                 closer = getattr(model, "aclose", None)
                 if closer is not None:
                     await closer()
