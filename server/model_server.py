@@ -72,6 +72,26 @@ def address_family(host: str) -> Tuple[int, str]:
     return (socket.AF_INET6 if ":" in host else socket.AF_INET), host
 
 
+def raise_open_files_limit() -> Optional[Tuple[int, int]]:
+    """The soft limit on open descriptors raised to the hard one, as Go's runtime does for every program:
+    each client connection holds one, and containers often start with a soft 1024 under a far higher hard
+    limit, so `hey -c 2000` or vegeta's connection pool had connections reset past it. (before, after) when
+    raised, else None."""
+    try:
+        import resource
+    except ImportError:  # not a Unix
+        return None
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        if soft == resource.RLIM_INFINITY or soft >= target:
+            return None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (OSError, ValueError):  # a limit the kernel will not give (e.g. above fs.nr_open): keep the soft one
+        return None
+    return soft, target
+
+
 def bind(host: str, port: int, reuse_port: bool = False, service: str = "HTTP") -> socket.socket:
     shown = host
     family, host = address_family(host)
@@ -324,12 +344,15 @@ class ModelServer:
     def start(self, models: Optional[List[BaseKServeModel]] = None) -> None:
         """Serve until SIGTERM/SIGINT; blocks. Models not yet loaded are loaded first."""
         self._apply_attributes()
+        raised = raise_open_files_limit()
         if self._configure_logging:
             configure_logging(self.settings)
             if self._log_config_file:
                 from gpuserve.logging import configure_logging as dict_config
 
                 dict_config(self._log_config_file)
+        if raised:
+            logger.info("open files limit raised from %d to %d (one a client connection)", *raised)
         if self.settings.workers > 1:
             logger.warning("workers=%d: several processes need the models built in each of them; that works for "
                            "`gpuserve start FOLDER` (see server/workers.py), not for model objects passed to "
