@@ -16,6 +16,10 @@ Models (written by `write_repository`, one instance each, `dynamic_batching {}`,
 - heavy: INPUT0 FP32 [256] -> relu(relu(x @ W1) @ W2) @ W3 (256x1024, 1024x1024, 1024x256, seeded random
          weights), all requests of an execute concatenated into one NumPy call, split back: batching matters.
 
+`--gpuserve-workers N` starts gpuserve with `--workers N` (N processes on the same ports); each worker
+counts its own statistics, so batch sizes are not shown then and CPU per request divides by the requests
+the load generator counted.
+
 Load: benchmarks/loadgen.py, closed loop, batch-1 requests ([1, 16] / [1, 256]); `run_builtin` for HTTP
 V2 binary and `run_grpc` for gRPC; concurrency 1, 8, 32, 64. Per point: req/s, p50/p99, the mean batch
 size the server formed (inference_count / execution_count deltas of GET /v2/models/NAME/stats, warm-up
@@ -149,9 +153,11 @@ def one_model_server(kind: str, work: Path, name: str, config: str, source: str,
     return server
 
 
-def start_server(kind: str, work: Path):
+def start_server(kind: str, work: Path, workers: int = 1):
     repo = write_repository(work / f"{kind}-repo")
     server = pbc.triton_server(work, repo) if kind == "triton" else pbc.gpuserve_server(work, repo)
+    if kind == "gpuserve" and workers > 1:  # `gpuserve start --workers N`: N processes on the same ports
+        server.cmd += ["--workers", str(workers)]
     server.env.update(BLAS_ENV)
     pbc.MODELS = {name: None for name in MODEL_NAMES}  # wait_for_models waits for its module's MODELS
     server.start()
@@ -242,6 +248,10 @@ def measure_point(server, pgid: int, kind: str, model: str, protocol: str, targe
     # kernel time no process is charged for)
     other = max(0.0, (busy1 - busy0) - (cpu1 - cpu0) - (own1 - own0)) / (t1 - t0)
     inferences, executions = inf1 - inf0, exe1 - exe0
+    if kind == "gpuserve" and args.gpuserve_workers > 1:
+        # each worker counts its own: two reads of the statistics may come from two workers. Batches are
+        # not known then, and the CPU is shared out over the requests the load generator counted.
+        inferences, executions = result.requests, 0
     row = {"server": kind, "model": model, "protocol": protocol, "concurrency": c,
            "rps": result.rps, "p50_ms": result.p50_ms, "p99_ms": result.p99_ms,
            "requests": result.requests, "errors": result.errors, "error_sample": result.error_sample,
@@ -257,7 +267,7 @@ def measure_point(server, pgid: int, kind: str, model: str, protocol: str, targe
 
 def measure_server(kind: str, work: Path, args, expected) -> List[dict]:
     print(f"[{kind}] load average {os.getloadavg()}", flush=True)
-    server = start_server(kind, work)
+    server = start_server(kind, work, args.gpuserve_workers)
     rows = []
     try:
         pgid = server.proc.pid
@@ -490,6 +500,8 @@ def main() -> int:
     parser.add_argument("--models", default=",".join(MODEL_NAMES))
     parser.add_argument("--protocols", default=",".join(PROTOCOLS))
     parser.add_argument("--servers", default="triton,gpuserve", help="which servers (default both)")
+    parser.add_argument("--gpuserve-workers", type=int, default=1,
+                        help="gpuserve start --workers N (batch sizes then unknown: each worker counts its own)")
     parser.add_argument("--max-other", type=float, default=0.3,
                         help="measure a point again when other processes used more cores than this (default 0.3)")
     parser.add_argument("--retries", type=int, default=2, help="at most this many re-measurements a point")
@@ -532,10 +544,10 @@ def main() -> int:
         sizes = {}
         for model in args.models:  # N = 1 and gpuserve's mean batch per point (median over rounds), rounded
             points = {(r["protocol"], r["concurrency"]) for r in data["rows"] if r["model"] == model}
-            formed = [statistics.median(r["batch"] for r in data["rows"] if r["server"] == "gpuserve"
-                                        and (r["model"], r["protocol"], r["concurrency"]) == (model, *point)
-                                        and r["batch"] == r["batch"]) for point in points
-                      if any(r["server"] == "gpuserve" and r["model"] == model for r in data["rows"])]
+            seen = [[r["batch"] for r in data["rows"] if r["server"] == "gpuserve"
+                     and (r["model"], r["protocol"], r["concurrency"]) == (model, *point) and r["batch"] == r["batch"]]
+                    for point in points]
+            formed = [statistics.median(batches) for batches in seen if batches]
             sizes[model] = sorted({1} | {max(1, round(b)) for b in formed})
         data["limit"], data["numpy_alone"] = [], []
         for rep in range(max(1, args.rounds)):  # as many passes as rounds: ranges, like the servers'
