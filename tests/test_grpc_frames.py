@@ -18,8 +18,8 @@ from hpack import Decoder
 from conftest import running_server
 from gpuserve import InferOutput, InferResponse, Model
 from gpuserve.server.grpc import inference_pb2 as pb
-from gpuserve.server.grpc.http2 import (DATA, END_HEADERS, END_STREAM, HEADERS, PADDED, SETTINGS, WINDOW_UPDATE,
-                                        frame, literal)
+from gpuserve.server.grpc.http2 import (CONTINUATION, DATA, END_HEADERS, END_STREAM, HEADERS, PADDED, PRIORITY,
+                                        PRIORITY_FLAG, SETTINGS, WINDOW_UPDATE, frame, literal)
 
 SERVICE = "/inference.GRPCInferenceService/"
 
@@ -87,14 +87,15 @@ def _frames(data: bytes, cuts, padded_at=()) -> bytes:
 
 
 def _call(port: int, method: str, body: bytes, compressed: bool = False, dribble: int = 0, settings: bytes = b"",
-          decoder=None, blocks=None):
+          decoder=None, blocks=None, head=None):
     """Sends one call's frames (a few bytes per write when `dribble`), returns (grpc-status, messages);
-    `settings` go in the client's SETTINGS, the answer's header blocks through `decoder` and into `blocks`."""
+    `settings` go in the client's SETTINGS, the answer's header blocks through `decoder` and into `blocks`;
+    `head(block)` frames the request's header block otherwise than as one HEADERS frame."""
     big_window = (2**31 - 1).to_bytes(4, "big")  # the answers are large too: no WINDOW_UPDATEs needed
     wire = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + \
         frame(SETTINGS, 0, 0, (4).to_bytes(2, "big") + big_window + settings) + \
         frame(WINDOW_UPDATE, 0, 0, (2**31 - 1 - 65535).to_bytes(4, "big")) + \
-        frame(HEADERS, END_HEADERS, 1, _headers(method, compressed)) + body
+        (head or (lambda block: frame(HEADERS, END_HEADERS, 1, block)))(_headers(method, compressed)) + body
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if dribble:
@@ -273,3 +274,36 @@ def test_a_compressed_message_the_server_cannot_read_is_refused_as_grpc_says(ser
     assert (fields.get("grpc-accept-encoding") == "identity,deflate,gzip") == (code == 12)
     status, messages = _call(server.ports["grpc"], "ModelInfer", _frames(message, ()), compressed=True)
     assert status == (0, "") and np.array_equal(_answered(messages[0]), -VALUES[:4])  # the server goes on
+
+
+def _cut_headers(block: bytes) -> bytes:
+    """The header block as a padded HEADERS frame with the PRIORITY flag and two CONTINUATION frames."""
+    priority = (0).to_bytes(4, "big") + bytes((15,))  # depends on stream 0, weight 16
+    first = bytes((9,)) + priority + block[:7] + b"\x00" * 9
+    return (frame(HEADERS, PADDED | PRIORITY_FLAG, 1, first) + frame(CONTINUATION, 0, 1, block[7:15])
+            + frame(CONTINUATION, END_HEADERS, 1, block[15:]))
+
+
+def _open_ended(message: bytes) -> bytes:
+    return frame(DATA, 0, 1, message)  # the message without END_STREAM: something else ends the stream
+
+
+@pytest.mark.parametrize("how", ["continuation", "priority frames", "unknown frame type", "empty final DATA",
+                                 "ended by trailers"])
+def test_framings_other_http2_clients_use_are_read(server, how):
+    """What HTTP/2 clients other than grpcio may send (Python's h2, nghttp2, Go's), each answered as usual."""
+    message, head = _message(VALUES[:16]), None
+    body = _frames(message, ())
+    if how == "continuation":
+        head = _cut_headers
+    elif how == "priority frames":
+        body = frame(PRIORITY, 0, 3, (1).to_bytes(4, "big") + bytes((1,))) + body
+    elif how == "unknown frame type":
+        body = frame(0xEE, 0, 0, b"abcd") + frame(0xEE, 0x3, 1, b"") + body
+    elif how == "empty final DATA":
+        body = _open_ended(message) + frame(DATA, END_STREAM, 1, b"")
+    else:
+        body = _open_ended(message) + frame(HEADERS, END_HEADERS | END_STREAM, 1, literal(b"x-trailer", b"1"))
+    status, messages = _call(server.ports["grpc"], "ModelInfer", body, head=head)
+    assert status == (0, "")
+    assert np.array_equal(_answered(messages[0]), -VALUES[:16])
