@@ -31,6 +31,7 @@ import numpy as np
 from gpuserve.backends.cuda_ipc import HANDLE_SIZE, CudaError, CudaIpc, CudaUnavailable
 from gpuserve.datatypes import check_input_byte_size, numpy_to_raw, raw_to_numpy, to_numpy_dtype
 from gpuserve.errors import InferenceError, InvalidInput, RegionExists, RegionNotFound, RegionUnopenable, Unimplemented
+from gpuserve.shm_mirror import RegistrationMirror
 from gpuserve.shm_regions import CudaRegion, SystemRegion, Window
 from gpuserve.types import InferOutput, InferRequest, InferResponse
 
@@ -51,8 +52,13 @@ class SharedMemoryRegistry:
     """Registered shared-memory regions, system and CUDA, in one name space (as Triton keeps them);
     every method is thread-safe."""
 
-    def __init__(self, root: str = SHM_ROOT, allowed: bool = True, cuda: Optional[CudaIpc] = None):
+    def __init__(self, root: str = SHM_ROOT, allowed: bool = True, cuda: Optional[CudaIpc] = None,
+                 mirror: Optional[RegistrationMirror] = None):
         self.root = root
+        # With `--workers N`: system registrations shared with the other workers (gpuserve/shm_mirror.py),
+        # and the record file each of this worker's system regions came from or went to
+        self._mirror = mirror if mirror is not None else RegistrationMirror.from_environment()
+        self._records: Dict[str, str] = {}
         self.allowed = allowed  # False: clients may not register regions (Triton's --allow-client-shm=false)
         self.cuda = cuda if cuda is not None else CudaIpc()  # the CUDA runtime is loaded on first use
         self._lock = threading.Lock()
@@ -93,36 +99,85 @@ class SharedMemoryRegistry:
         offset = _count("offset", offset, where)
         byte_size = _count("byte_size", byte_size, where)
         path = self._path(name, key)
+        self._sync()
         with self._lock:
             if name in self._regions:
                 raise RegionExists(f"shared memory region '{name}' already in manager")
-            try:  # as shm_open: read-write, never create, never follow a planted symlink
-                fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
-            except OSError as exc:
-                raise RegionUnopenable(f"Unable to open shared memory region: '{key}' ({exc.strerror})") from None
-            try:
-                info = os.fstat(fd)
-                if not stat.S_ISREG(info.st_mode):
-                    raise RegionUnopenable(f"Unable to open shared memory region: '{key}' "
-                                           "(not a shared-memory object)")
-                if offset + byte_size > info.st_size or not byte_size:
-                    # Triton's words first (clients match "failed to register ...: invalid args"), then why
-                    raise InvalidInput(f"failed to register shared memory region '{name}': invalid args (offset "
-                                       f"{offset} + byte_size {byte_size} in '{key}' of {info.st_size} bytes)")
-                base = offset - offset % mmap.ALLOCATIONGRANULARITY  # mmap offsets must be page-aligned
+            region = self._open_system(name, key, path, offset, byte_size)
+            if self._mirror is not None:
                 try:
-                    mapping = mmap.mmap(fd, offset + byte_size - base, mmap.MAP_SHARED,
-                                        mmap.PROT_READ | mmap.PROT_WRITE, offset=base)
-                except (OSError, ValueError) as exc:
-                    raise InvalidInput(f"failed to register shared memory region '{name}': {exc}") from None
-            finally:
-                os.close(fd)
-            self._regions[name] = SystemRegion(name, key, offset, byte_size, mapping, offset - base)
+                    self._records[name] = self._mirror.publish(name, key, offset, byte_size)
+                except BaseException:
+                    region.release()
+                    raise
+            self._regions[name] = region
+
+    def _open_system(self, name: str, key: str, path: str, offset: int, byte_size: int) -> SystemRegion:
+        """The window of the object at `path`, mapped; Triton's refusals when it cannot be."""
+        try:  # as shm_open: read-write, never create, never follow a planted symlink
+            fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            raise RegionUnopenable(f"Unable to open shared memory region: '{key}' ({exc.strerror})") from None
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise RegionUnopenable(f"Unable to open shared memory region: '{key}' "
+                                       "(not a shared-memory object)")
+            if offset + byte_size > info.st_size or not byte_size:
+                # Triton's words first (clients match "failed to register ...: invalid args"), then why
+                raise InvalidInput(f"failed to register shared memory region '{name}': invalid args (offset "
+                                   f"{offset} + byte_size {byte_size} in '{key}' of {info.st_size} bytes)")
+            base = offset - offset % mmap.ALLOCATIONGRANULARITY  # mmap offsets must be page-aligned
+            try:
+                mapping = mmap.mmap(fd, offset + byte_size - base, mmap.MAP_SHARED,
+                                    mmap.PROT_READ | mmap.PROT_WRITE, offset=base)
+            except (OSError, ValueError) as exc:
+                raise InvalidInput(f"failed to register shared memory region '{name}': {exc}") from None
+        finally:
+            os.close(fd)
+        return SystemRegion(name, key, offset, byte_size, mapping, offset - base)
+
+    def _sync(self) -> None:
+        """With workers: take in what the others registered and drop what was unregistered anywhere."""
+        mirror = self._mirror
+        if mirror is None:
+            return
+        listing = mirror.listing()
+        gone = []
+        with self._lock:
+            for name, record in list(self._records.items()):
+                if listing.get(name) == record:
+                    continue
+                del self._records[name]
+                region = self._regions.get(name)
+                if region is not None and region.kind == "system":
+                    if self._users.get(region):
+                        self._doomed.add(region)
+                    else:
+                        del self._regions[name]
+                        gone.append(region)
+            for name, record in listing.items():
+                if name in self._regions or name in self._records:
+                    continue
+                spec = mirror.read(record)
+                if spec is None:
+                    continue
+                key, offset, byte_size = spec
+                try:
+                    region = self._open_system(name, key, self._path(name, key), offset, byte_size)
+                except (InvalidInput, RegionUnopenable):  # the object went away: the registering worker says so
+                    continue
+                self._regions[name], self._records[name] = region, record
+        for region in gone:
+            region.release()
 
     def _forget(self, kind: str, name: Optional[str]) -> None:
         """Forget one region of `kind` (an unknown name is fine, as in Triton), or all of that kind; one
         that a request holds is forgotten when the last such request lets go of it."""
         self._check_allowed()
+        if self._mirror is not None and kind == "system":
+            self._sync()
+            self._mirror.withdraw(name or None)
         with self._lock:
             if name:
                 found = self._regions.get(name)
@@ -133,15 +188,19 @@ class SharedMemoryRegistry:
             self._doomed.update(r for r in regions if self._users.get(r))
             for region in free:
                 del self._regions[region.name]
+            for region in regions:
+                self._records.pop(region.name, None)
         for region in free:
             region.release()
 
     def hold(self, request: InferRequest) -> List[Window]:
         """Mark the registered regions that `request` names as in use until `let_go`."""
-        if not self._regions:
+        if not self._regions and self._mirror is None:
             return []
         names = {t.parameters.get(REGION) for t in (*request.inputs, *(request.request_outputs or ()))
                  if t.parameters and REGION in t.parameters}
+        if names and self._mirror is not None:
+            self._sync()
         with self._lock:
             held = [self._regions[n] for n in names if isinstance(n, str) and n in self._regions]
             for region in held:
@@ -164,6 +223,7 @@ class SharedMemoryRegistry:
             region.release()
 
     def _status(self, kind: str, name: Optional[str], label: str) -> List[Dict[str, Any]]:
+        self._sync()
         with self._lock:
             if not name:
                 return [region.status() for region in self._regions.values() if region.kind == kind]
@@ -214,6 +274,8 @@ class SharedMemoryRegistry:
 
     # tensor data -------------------------------------------------------------------------------
     def _region(self, name: str) -> Window:
+        if self._mirror is not None and name not in self._regions:
+            self._sync()
         with self._lock:
             region = self._regions.get(name)
         if region is None:

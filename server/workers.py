@@ -8,7 +8,8 @@ builds its models from the repository folder itself. The parent only checks the 
 workers, forwards SIGTERM/SIGINT and waits; it exits 0 when they all stopped cleanly.
 
 Each worker keeps its own statistics and engine; the metrics port is served by worker 0 only, and
-model control (repository load/unload) is switched off, since a request would reach one worker.
+model control (repository load/unload) is switched off, since a request would reach one worker. System
+shared-memory registrations are shared through a folder the parent makes (gpuserve/shm_mirror.py).
 """
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
+import tempfile
 from typing import List
 
+from gpuserve import shm_mirror
 from gpuserve.settings import ServerSettings
 from gpuserve.server.model_server import PortInUse, bind
 
@@ -56,6 +60,9 @@ def serve_workers(folder: str, settings: ServerSettings) -> int:
     context = multiprocessing.get_context("spawn")
     # Split the cores between the workers' model runtimes instead of oversubscribing them.
     os.environ["GPUSERVE_CPU_SHARE"] = str(settings.workers)
+    # System shared-memory registrations, shared by the workers (gpuserve/shm_mirror.py)
+    mirror = tempfile.mkdtemp(prefix="gpuserve-shm-registry-")
+    os.environ[shm_mirror.ENV] = mirror
     children: List[multiprocessing.Process] = []
     for index in range(settings.workers):
         child = context.Process(target=_worker, args=(folder, settings.model_dump_json(), index),
@@ -74,6 +81,7 @@ def serve_workers(folder: str, settings: ServerSettings) -> int:
     signal.signal(signal.SIGINT, forward)
     for child in children:
         child.join()
+    shutil.rmtree(mirror, ignore_errors=True)
     codes = [c.exitcode for c in children]
     return 0 if all(code == 0 for code in codes) else 1
 
