@@ -249,7 +249,7 @@ async def served_rate(plane, name: str, input_name: str, x: np.ndarray, concurre
 
 async def bench(args) -> List[dict]:
     from gpuserve.dataplane import DataPlane
-    from gpuserve.model_repository import ModelRepository
+    from gpuserve.model_repository import ModelRepository, stop_model
 
     rows_out = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -286,13 +286,7 @@ async def bench(args) -> List[dict]:
                        "note": spec["note"]}
                 print(json.dumps(row), flush=True)
                 rows_out.append(row)
-                batcher = getattr(model, "_adaptive_batcher", None)  # what unloading a model stops first
-                if batcher is not None:
-                    await batcher.stop()
-                closer = getattr(model, "aclose", None)
-                if closer is not None:
-                    await closer()
-                model.stop()
+                await stop_model(model)  # as unloading does: adaptive batcher, engine, then the model
     return rows_out
 
 

@@ -175,8 +175,7 @@ class SharedMemoryRegistry:
         """Forget one region of `kind` (an unknown name is fine, as in Triton), or all of that kind; one
         that a request holds is forgotten when the last such request lets go of it."""
         self._check_allowed()
-        if self._mirror is not None and kind == "system":
-            self._sync()
+        if self._mirror is not None and kind == "system":  # the records go; each worker's own mappings below
             self._mirror.withdraw(name or None)
         with self._lock:
             if name:
