@@ -26,6 +26,7 @@ from gpuserve.header_forward import HeaderForward
 from gpuserve.model import InferenceVerb, Model
 from gpuserve.model_repository import DUPLICATED, ModelRepository, triton_form
 from gpuserve.ownership import own_outputs
+from gpuserve.peer_merge import merge_statistics
 from gpuserve.runtime_settings import RuntimeSettings
 from gpuserve.shared_memory import SharedMemoryRegistry, resolve_shared_memory, write_shared_memory
 from gpuserve.transport_metrics import TransportMetrics
@@ -61,6 +62,9 @@ class WrittenParameters(dict):
         return True
 
 
+# How long a load or unload waits for the other workers of `--workers N` (a model may take long to load)
+LOAD_TIMEOUT_S = 3600.0
+
 # Triton's key order in a model's statistics (tritonclient's examples print the JSON as it came)
 STATS_ORDER = ("name", "version", "last_inference", "inference_count", "execution_count", "inference_stats",
                "response_stats", "batch_stats", "memory_usage")
@@ -93,6 +97,9 @@ class DataPlane:
         # Triton's --http-header-forward-pattern / --grpc-header-forward-pattern (gpuserve/header_forward.py)
         self.http_forward: Optional[HeaderForward] = None
         self.grpc_forward: Optional[HeaderForward] = None
+        # With `gpuserve start --workers N`: the other workers (server/peers.py), whose statistics are added to
+        # this one's and who are told of loads, unloads and settings changed here; None in one process
+        self.peers = None
 
     # health and metadata ------------------------------------------------------------------------
     def live(self) -> bool:
@@ -206,9 +213,10 @@ class DataPlane:
             index.sort(key=lambda e: (e["name"], _version_order(e.get("version", ""))))
         return index
 
-    async def load_model(self, name: str, config: Optional[str] = None, files: Optional[Dict[str, bytes]] = None
-                         ) -> None:
-        """Load or reload; `config` (JSON) and `files` are Triton's load parameters (load_override.py)."""
+    async def load_model(self, name: str, config: Optional[str] = None, files: Optional[Dict[str, bytes]] = None,
+                         everywhere: bool = True) -> None:
+        """Load or reload; `config` (JSON) and `files` are Triton's load parameters (load_override.py).
+        With workers, the others load it too once it loaded here (`everywhere` false: here only)."""
         if not self.model_control:
             raise ModelControlDisabled(CONTROL_OFF)
         # Triton's words for names that cannot be a model folder (clients match them); unload is not checked
@@ -227,9 +235,11 @@ class DataPlane:
             if name in getattr(self.repository, "versioned_failures", ()):
                 raise InvalidInput(f"load failed for model '{name}': {reason}")  # Triton's words and status
             raise ModelLoadError(f"failed to load '{name}': {reason}")
+        if everywhere and self.peers is not None:
+            await self.peers.tell("load", {"name": name, "config": config, "files": files}, timeout=LOAD_TIMEOUT_S)
 
-    async def unload_model(self, name: str, unload_dependents: bool = False) -> None:
-        """Unload; with Triton's `unload_dependents`, an ensemble's steps too."""
+    async def unload_model(self, name: str, unload_dependents: bool = False, everywhere: bool = True) -> None:
+        """Unload; with Triton's `unload_dependents`, an ensemble's steps too. With workers, in each."""
         if not self.model_control:
             raise ModelControlDisabled(CONTROL_OFF)
         if self.response_cache is not None:
@@ -238,6 +248,28 @@ class DataPlane:
             await self.repository.unload_async(name, unload_dependents=True)
         else:
             await self.repository.unload_async(name)
+        if everywhere and self.peers is not None:
+            await self.peers.tell("unload", {"name": name, "unload_dependents": unload_dependents},
+                                  timeout=LOAD_TIMEOUT_S)
+
+    # trace and log settings, as the transports change them: with workers, in each --------------
+    async def update_trace(self, updates: Dict[str, Any], model: Optional[str] = None) -> Dict[str, Any]:
+        current = self.runtime_settings.update_trace(updates, model)
+        if self.peers is not None:
+            await self.peers.tell("trace", {"updates": updates, "model": model})
+        return current
+
+    async def clear_model_trace(self, model: str) -> Dict[str, Any]:
+        current = self.runtime_settings.clear_model_trace(model)
+        if self.peers is not None:
+            await self.peers.tell("trace_clear", {"model": model})
+        return current
+
+    async def update_log(self, updates: Dict[str, Any]) -> Dict[str, Any]:
+        current = self.runtime_settings.update_log(updates)
+        if self.peers is not None:
+            await self.peers.tell("log", {"updates": updates})
+        return current
 
     def list_models(self) -> list:
         return sorted(self.repository.get_models())
@@ -436,6 +468,14 @@ class DataPlane:
             first = {key: entry.pop(key) for key in STATS_ORDER if key in entry}  # printed as Triton prints it
             entries.append({**first, **entry})
         return {"model_stats": entries}
+
+    async def statistics_everywhere(self, name: Optional[str] = None, version: Optional[str] = None
+                                    ) -> Dict[str, Any]:
+        """`statistics` as the statistics extension answers it: with workers, every worker's counts added."""
+        own = self.statistics(name, version)
+        if self.peers is None:
+            return own
+        return merge_statistics(own, await self.peers.gather("statistics", {"name": name, "version": version}))
 
     async def generate(self, name: str, version: Optional[str], body: Any,
                        headers: Optional[Dict[str, str]] = None, trace: Any = None) -> Any:

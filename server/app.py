@@ -48,7 +48,7 @@ def build_app(plane: DataPlane, settings: ServerSettings, errors: ErrorRoutes | 
     async def metrics(request: Request) -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST
 
-        return Response(exposition.render(), media_type=CONTENT_TYPE_LATEST)
+        return Response(await exposition.render_everywhere(), media_type=CONTENT_TYPE_LATEST)
 
     # Last: MLServer runtimes' @custom_handler routes, for paths nothing above answers.
     app.router.routes.append(LoadedModelRoutes(plane.repository, settings.max_request_bytes))

@@ -28,6 +28,7 @@ from gpuserve import triton_metrics
 from gpuserve.server.cpu_metrics import CpuSampler
 from gpuserve.metrics import worker_metric_dirs
 from gpuserve.namespacing import plain
+from gpuserve.peer_merge import merge_expositions
 from gpuserve.repository import DiskRepository
 from gpuserve.server.nvml import GpuSampler
 
@@ -538,6 +539,15 @@ class Exposition:
                     kept.samples.extend(family.samples)
         return own + generate_latest(_Families(list(merged.values())))
 
+    async def render_everywhere(self) -> bytes:
+        """The scrape as a client sees it: with workers, every worker's exposition merged (peer_merge.py)."""
+        own = self.render()
+        peers = self.collector.plane.peers
+        if peers is None:
+            return own
+        others = await peers.gather("metrics", {})
+        return merge_expositions([own.decode(), *others]).encode()
+
     async def asgi(self, scope, receive, send) -> None:
         """A bare ASGI app for the metrics port: every GET answers the exposition."""
         if scope["type"] != "http":
@@ -546,7 +556,7 @@ class Exposition:
             await send({"type": "http.response.start", "status": 405, "headers": [(b"content-type", b"text/plain")]})
             await send({"type": "http.response.body", "body": b"method not allowed"})
             return
-        body = self.render()
+        body = await self.render_everywhere()
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", CONTENT_TYPE_LATEST.encode())]})
         await send({"type": "http.response.body", "body": body})

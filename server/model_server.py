@@ -42,6 +42,7 @@ from gpuserve.server.metrics import Exposition
 from gpuserve.server.rest.fast_path import FastPath
 from gpuserve.server.restricted import HttpRestrictions, http_restrictions
 from gpuserve.server.nvml import GpuSampler
+from gpuserve.server.peers import Peers, handlers as peer_handlers
 from gpuserve.server.rest.common import ErrorRoutes
 from gpuserve.server import shutdown
 
@@ -432,6 +433,15 @@ class ModelServer:
         exposition = Exposition(self.dataplane, s.metrics_prefix, gpus if s.gpu_metrics else None, s.metrics_config,
                                 cpu=s.cpu_metrics)
         app = build_app(self.dataplane, s, self.errors, exposition)
+        peers = Peers.from_environment()  # a worker of `--workers N`: the others ask and tell it (server/peers.py)
+        if peers is not None:
+            try:
+                await peers.start(peer_handlers(self.dataplane, exposition))
+                self.dataplane.peers = peers
+            except OSError as exc:  # e.g. a socket path over the system's limit: each worker answers for itself
+                logger.warning("workers cannot reach each other (%s): statistics, metrics, loads and settings "
+                               "are this worker's own", exc)
+                peers = None
         self._servers, tasks = [], []
         http = None  # the HTTP endpoint, which a shutdown drains first (server/shutdown.py)
         if http_sock is not None:
@@ -492,6 +502,9 @@ class ModelServer:
         for server in self._servers:
             server.stop(0 if server is http else None)
         await asyncio.gather(*tasks, return_exceptions=True)
+        if peers is not None:
+            await peers.close()
+            self.dataplane.peers = None
         stop_wait.cancel()
         self.dataplane.started = False
         gpus.stop()

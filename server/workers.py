@@ -7,9 +7,11 @@ Workers are spawned, never forked (model runtimes' threads and CUDA do not survi
 builds its models from the repository folder itself. The parent only checks the ports, starts the
 workers, forwards SIGTERM/SIGINT and waits; it exits 0 when they all stopped cleanly.
 
-Each worker keeps its own statistics and engine; the metrics port is served by worker 0 only, and
-model control (repository load/unload) is switched off, since a request would reach one worker. System
-shared-memory registrations are shared through a folder the parent makes (gpuserve/shm_mirror.py).
+Each worker keeps its own engine and counts its own statistics; the worker a client reaches gathers the
+others' statistics and metrics and tells them of loads, unloads and trace and log settings changed through
+it (server/peers.py, over Unix sockets in a folder the parent makes). The metrics port is served by worker 0.
+System shared-memory registrations are shared through another folder (gpuserve/shm_mirror.py); CUDA
+shared-memory regions stay with the worker that registered them.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import List
 
 from gpuserve import shm_mirror
 from gpuserve.settings import ServerSettings
+from gpuserve.server import peers
 from gpuserve.server.model_server import PortInUse, bind
 
 logger = logging.getLogger("gpuserve")
@@ -41,12 +44,12 @@ def _worker(folder: str, settings_json: str, index: int) -> None:
     from gpuserve.server.model_server import ModelServer
 
     settings = ServerSettings.model_validate_json(settings_json)
-    updates = {"workers": 1, "model_control_enabled": False, "reuse_port": True}
+    updates = {"workers": 1, "reuse_port": True}
     if index:
         updates["enable_metrics_server"] = False
     settings = settings.model_copy(update=updates)
     configure_logging(settings)
-    os.environ["GPUSERVE_WORKER_INDEX"] = str(index)
+    os.environ[peers.INDEX_ENV] = str(index)
     registry = DiskRepository.for_server(folder, settings).populate(ModelRepository(), settings.startup_selection())
     ModelServer(settings=settings, registered_models=registry).start()
 
@@ -63,6 +66,9 @@ def serve_workers(folder: str, settings: ServerSettings) -> int:
     # System shared-memory registrations, shared by the workers (gpuserve/shm_mirror.py)
     mirror = tempfile.mkdtemp(prefix="gpuserve-shm-registry-")
     os.environ[shm_mirror.ENV] = mirror
+    # Where the workers answer each other (statistics, metrics, loads, settings: server/peers.py)
+    sockets = tempfile.mkdtemp(prefix="gpuserve-workers-")
+    os.environ[peers.ENV] = f"{sockets}:{settings.workers}"
     children: List[multiprocessing.Process] = []
     for index in range(settings.workers):
         child = context.Process(target=_worker, args=(folder, settings.model_dump_json(), index),
@@ -82,6 +88,7 @@ def serve_workers(folder: str, settings: ServerSettings) -> int:
     for child in children:
         child.join()
     shutil.rmtree(mirror, ignore_errors=True)
+    shutil.rmtree(sockets, ignore_errors=True)
     codes = [c.exitcode for c in children]
     return 0 if all(code == 0 for code in codes) else 1
 

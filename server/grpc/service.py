@@ -269,7 +269,8 @@ class InferenceServicer:
     # statistics -------------------------------------------------------------------------------
     @_guard
     async def ModelStatistics(self, request, context):
-        return convert.statistics_to_proto(self.plane.statistics(request.name or None, _version(request.version)))
+        return convert.statistics_to_proto(await self.plane.statistics_everywhere(request.name or None,
+                                                                                _version(request.version)))
 
     # model repository -------------------------------------------------------------------------
     @_guard
@@ -337,7 +338,8 @@ class InferenceServicer:
     async def TraceSetting(self, request, context):
         settings, model = self.plane.runtime_settings, request.model_name or None
         if len(request.settings):  # an empty SettingValue clears that setting, as in Triton
-            current = settings.update_trace({k: list(v.value) or None for k, v in request.settings.items()}, model)
+            current = await self.plane.update_trace({k: list(v.value) or None for k, v in request.settings.items()},
+                                                     model)
         else:
             current = settings.trace(model)
         response = pb.TraceSettingResponse()
@@ -349,7 +351,7 @@ class InferenceServicer:
     async def LogSettings(self, request, context):
         settings = self.plane.runtime_settings
         if len(request.settings):
-            current = settings.update_log({k: _log_value(v) for k, v in request.settings.items()})
+            current = await self.plane.update_log({k: _log_value(v) for k, v in request.settings.items()})
         else:
             current = settings.log()
         response = pb.LogSettingsResponse()

@@ -91,7 +91,7 @@ def add_extension_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes) ->
         return json_response(with_config_defaults(plane.model_config(model_name, model_version)))
 
     async def stats(name: Optional[str], version: Optional[str]):
-        return json_response(plane.statistics(name, version))
+        return json_response(await plane.statistics_everywhere(name, version))
 
     @app.get("/v2/models/stats", tags=["V2 statistics"], summary="Statistics of every ready model")
     @guard

@@ -120,8 +120,8 @@ def add_shared_memory_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes
     async def update_trace(request: Request, model: Optional[str]):
         body = await json_object_body(request, limit=BODY_LIMIT)
         if model and not body:  # Triton: a model with no settings drops its own settings
-            return json_response(settings.clear_model_trace(model))
-        return json_response(settings.update_trace(body, model))
+            return json_response(await plane.clear_model_trace(model))
+        return json_response(await plane.update_trace(body, model))
 
     @app.get("/v2/trace/setting", tags=["V2 trace"], summary="Global trace settings")
     @guard
@@ -153,4 +153,4 @@ def add_shared_memory_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes
     @app.post("/v2/logging", tags=["V2 logging"], summary="Update log settings")
     @guard
     async def log_post(request: Request):
-        return json_response(settings.update_log(await json_object_body(request, limit=BODY_LIMIT)))
+        return json_response(await plane.update_log(await json_object_body(request, limit=BODY_LIMIT)))
