@@ -7,6 +7,7 @@ the transports only decode, call one method, and encode.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import inspect
 import logging
@@ -251,6 +252,25 @@ class DataPlane:
         if everywhere and self.peers is not None:
             await self.peers.tell("unload", {"name": name, "unload_dependents": unload_dependents},
                                   timeout=LOAD_TIMEOUT_S)
+
+    # CUDA shared memory, as the transports change it: with workers, in each (each opens the handle) ----
+    async def cuda_register(self, name: str, raw_handle: Any, device_id: Any, byte_size: Any) -> None:
+        self.shared_memory.cuda_register(name, raw_handle, device_id, byte_size)
+        if self.peers is None:
+            return
+        try:
+            await self.peers.tell("cuda_register", {"name": name, "raw_handle": bytes(raw_handle),
+                                                    "device_id": device_id, "byte_size": byte_size})
+        except Exception:  # registered everywhere or nowhere: a client that retries must not find it half there
+            self.shared_memory.cuda_unregister(name)
+            with contextlib.suppress(Exception):
+                await self.peers.tell("cuda_unregister", {"name": name})
+            raise
+
+    async def cuda_unregister(self, name: Optional[str] = None) -> None:
+        self.shared_memory.cuda_unregister(name)
+        if self.peers is not None:
+            await self.peers.tell("cuda_unregister", {"name": name})
 
     # trace and log settings, as the transports change them: with workers, in each --------------
     async def update_trace(self, updates: Dict[str, Any], model: Optional[str] = None) -> Dict[str, Any]:

@@ -6,8 +6,9 @@ registers a region over one connection and infers over another could reach a wor
 registration is one record file in it, `<name as hex>.<nonce>`, holding the key, offset and size; every
 worker reads the folder before it uses, lists or changes regions and maps what it has not seen (by the
 nonce, so a name unregistered and registered again is mapped anew). Claims and withdrawals take an
-exclusive flock on the folder's lock file, so two workers never both register one name. CUDA regions stay
-with the worker that opened them (one process cannot open another's IPC handle twice).
+exclusive flock on the folder's lock file, so two workers never both register one name. CUDA regions are
+not files: the worker that registers one tells the others, and each opens the client's handle itself
+(server/peers.py).
 """
 
 from __future__ import annotations

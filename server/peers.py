@@ -2,10 +2,11 @@
 reaches can answer for all of them.
 
 The kernel spreads client connections over the workers, and each keeps its own models, statistics and
-settings. Without this, statistics and metrics counted one worker's share, and a model loaded, unloaded or
-a trace or log setting changed through one connection changed one worker only. Now the worker asked
-gathers the others' statistics and metrics (summed in gpuserve/peer_merge.py) and tells them what it
-changed, answering the client once every worker has done the same (a worker that fails says so, named).
+settings. Without this, statistics and metrics counted one worker's share, and a model loaded or unloaded,
+a trace or log setting changed or a CUDA shared-memory region registered through one connection reached
+one worker only. Now the worker asked gathers the others' statistics and metrics (summed in
+gpuserve/peer_merge.py) and tells them what it changed, answering the client once every worker has done
+the same (a worker that fails says so, named; a CUDA region is then dropped everywhere).
 
 Each worker listens on `<folder>/<index>.sock` in a folder the parent makes (server/workers.py); a message
 is a 4-byte length and a JSON object, `{"op": ..., "args": {...}}`, answered `{"ok": result}` or
@@ -203,5 +204,12 @@ def handlers(plane, exposition) -> Dict[str, Handler]:
     async def log(args):
         settings.update_log(args.get("updates") or {})
 
+    async def cuda_register(args):
+        plane.shared_memory.cuda_register(args["name"], args["raw_handle"], args["device_id"], args["byte_size"])
+
+    async def cuda_unregister(args):
+        plane.shared_memory.cuda_unregister(args.get("name"))
+
     return {"statistics": statistics, "metrics": metrics, "load": load, "unload": unload, "trace": trace,
-            "trace_clear": trace_clear, "log": log}
+            "trace_clear": trace_clear, "log": log, "cuda_register": cuda_register,
+            "cuda_unregister": cuda_unregister}

@@ -9,9 +9,9 @@ workers, forwards SIGTERM/SIGINT and waits; it exits 0 when they all stopped cle
 
 Each worker keeps its own engine and counts its own statistics; the worker a client reaches gathers the
 others' statistics and metrics and tells them of loads, unloads and trace and log settings changed through
-it (server/peers.py, over Unix sockets in a folder the parent makes). The metrics port is served by worker 0.
-System shared-memory registrations are shared through another folder (gpuserve/shm_mirror.py); CUDA
-shared-memory regions stay with the worker that registered them.
+it, CUDA shared-memory registrations included (server/peers.py, over Unix sockets in a folder the parent
+makes). The metrics port is served by worker 0. System shared-memory registrations are shared through
+another folder (gpuserve/shm_mirror.py).
 """
 
 from __future__ import annotations

@@ -54,3 +54,57 @@ async def test_gather_and_tell(tmp_path):
     finally:
         for worker in workers:
             await worker.close()
+
+
+async def test_cuda_regions_are_opened_by_every_worker(tmp_path):
+    """perf_analyzer registers its CUDA regions once and infers from several connections: with workers, each
+    worker opens the client's handle (a process may open another's once). A stand-in CUDA runtime over host
+    memory (tests/test_cuda_shared_memory.py) lets two data planes in this process play the workers."""
+    from test_cuda_shared_memory import HostMemoryRuntime
+
+    from gpuserve.backends.cuda_ipc import CudaIpc
+    from gpuserve.dataplane import DataPlane
+    from gpuserve.errors import RegionExists
+    from gpuserve.model_repository import ModelRepository
+    from gpuserve.server.peers import handlers
+
+    class Counted(HostMemoryRuntime):  # one buffer opened by two "processes": count mappings, not addresses
+        opens = closes = 0
+
+        def open(self, handle, device_id):
+            self.opens += 1
+            return super().open(handle, device_id)
+
+        def close(self, pointer):
+            self.closes += 1
+
+    fake = Counted()
+    planes = [DataPlane(ModelRepository()) for _ in range(2)]
+    workers = [Peers(str(tmp_path), i, 2) for i in range(2)]
+    for plane, worker in zip(planes, workers):
+        plane.shared_memory.cuda = CudaIpc(fake)
+        await worker.start(handlers(plane, None))
+        plane.peers = worker
+
+    def names():
+        return [sorted(r["name"] for r in plane.shared_memory.cuda_status()) for plane in planes]
+
+    try:
+        handle = fake.allocate(64)
+        await planes[0].cuda_register("r", handle, 0, 64)
+        assert names() == [["r"], ["r"]] and fake.opens == 2
+        await planes[1].cuda_unregister("r")
+        assert names() == [[], []] and fake.closes == 2
+
+        planes[1].shared_memory.cuda_register("s", handle, 0, 64)  # worker 1 alone has it (e.g. made so before)
+        with pytest.raises(PeerError, match="worker 1: shared memory region 's' already in manager"):
+            await planes[0].cuda_register("s", handle, 0, 64)
+        assert names() == [[], []]  # everywhere or nowhere: worker 0 let go of it again, and so did worker 1
+        with pytest.raises(RegionExists):  # refused here first: nothing is told
+            planes[0].shared_memory.cuda_register("t", handle, 0, 64)
+            await planes[0].cuda_register("t", handle, 0, 64)
+        await planes[0].cuda_unregister()
+        assert names() == [[], []]
+    finally:
+        for worker in workers:
+            await worker.close()

@@ -325,12 +325,12 @@ class InferenceServicer:
 
     @_guard
     async def CudaSharedMemoryRegister(self, request, context):
-        self.plane.shared_memory.cuda_register(request.name, request.raw_handle, request.device_id, request.byte_size)
+        await self.plane.cuda_register(request.name, request.raw_handle, request.device_id, request.byte_size)
         return pb.CudaSharedMemoryRegisterResponse()
 
     @_guard
     async def CudaSharedMemoryUnregister(self, request, context):
-        self.plane.shared_memory.cuda_unregister(request.name or None)
+        await self.plane.cuda_unregister(request.name or None)
         return pb.CudaSharedMemoryUnregisterResponse()
 
     # trace and log settings: shared with REST through the data plane ---------------------------

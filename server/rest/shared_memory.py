@@ -99,21 +99,21 @@ def add_shared_memory_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes
     @guard
     async def cuda_register(region_name: str, request: Request):
         body = await _registration(request, region_name, "raw_handle", "device_id", "byte_size")
-        shm.cuda_register(region_name, _handle_bytes(body["raw_handle"]), body["device_id"], body["byte_size"])
+        await plane.cuda_register(region_name, _handle_bytes(body["raw_handle"]), body["device_id"], body["byte_size"])
         return json_response({})
 
     @app.post("/v2/cudasharedmemory/unregister", tags=["V2 shared memory"],
               summary="Unregister every CUDA shared-memory region")
     @guard
     async def cuda_unregister_all(request: Request):
-        shm.cuda_unregister()
+        await plane.cuda_unregister()
         return json_response({})
 
     @app.post("/v2/cudasharedmemory/region/{region_name}/unregister", tags=["V2 shared memory"],
               summary="Unregister one CUDA shared-memory region")
     @guard
     async def cuda_unregister(region_name: str, request: Request):
-        shm.cuda_unregister(region_name)
+        await plane.cuda_unregister(region_name)
         return json_response({})
 
     # trace settings ----------------------------------------------------------------------------
