@@ -86,7 +86,8 @@ def _add_keyed(mine: List[dict], other: List[dict], keys: Sequence[str]) -> List
 def merge_expositions(texts: Sequence[str]) -> str:
     """Prometheus text from each worker (the asked one first) as one exposition: each family once, with its
     HELP and TYPE; a sample summed over the workers that have it, except per-machine gauges and summary
-    quantiles, which are the first worker's (quantiles cannot be added), and shares, which are averaged."""
+    quantiles, which are the first worker's (quantiles cannot be added), shares, which are averaged, and
+    counters' creation times, the earliest."""
     families: Dict[str, dict] = {}
     order: List[str] = []
     for position, text in enumerate(texts):
@@ -120,7 +121,7 @@ def merge_expositions(texts: Sequence[str]) -> str:
                 lines.append(family["head"][kind])
         for sample in family["order"]:
             total, count, first, kind = family["samples"][sample]
-            value = first if kind == "first" else total / count if kind == "mean" else total
+            value = first if kind == "first" else total / count if kind == "mean" else total  # (min: in total)
             lines.append(f"{sample} {_number(value)}")
     return "\n".join(lines) + "\n"
 
@@ -133,6 +134,8 @@ def _take(family: dict, sample: str, value: str, position: int) -> None:
     name = sample.split("{", 1)[0]
     if name.startswith(MACHINE_FAMILIES) or 'quantile="' in sample:
         kind = "first"
+    elif name.endswith("_created"):  # prometheus_client's creation time of a counter: the earliest worker's
+        kind = "min"
     elif name.startswith(MEAN_FAMILIES):
         kind = "mean"
     else:
@@ -141,6 +144,8 @@ def _take(family: dict, sample: str, value: str, position: int) -> None:
     if kept is None:
         family["samples"][sample] = [number, 1, number, kind]
         family["order"].append(sample)
+    elif kept[3] == "min":
+        kept[0] = min(kept[0], number)
     else:
         kept[0] += number
         kept[1] += 1

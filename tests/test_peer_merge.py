@@ -74,6 +74,7 @@ nv_cpu_memory_total_bytes 25324953600
 # HELP my_custom_total A Python model's own counter
 # TYPE my_custom_total counter
 my_custom_total 5
+my_custom_created 1.7e+09
 """
 
 
@@ -101,7 +102,14 @@ nv_cpu_memory_total_bytes 25324953600
 # HELP my_custom_total A Python model's own counter
 # TYPE my_custom_total counter
 my_custom_total 5
+my_custom_created 1700000000
 """
+
+
+def test_expositions_keep_the_earliest_creation_time():
+    later = WORKER1.replace("my_custom_total 5", "my_custom_total 1").replace("1.7e+09", "1700000050.5")
+    merged = merge_expositions([later, WORKER1])
+    assert "my_custom_total 6\nmy_custom_created 1700000000\n" in merged
 
 
 def test_one_exposition_comes_back_as_it_was():
