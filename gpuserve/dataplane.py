@@ -113,8 +113,11 @@ class DataPlane:
                          + [self.init_failure] * (self.init_failure is not None))
 
     def ready(self) -> bool:
-        """Ready once start-up loading is done and while live; with strict readiness, also every model ready."""
+        """Ready once start-up loading is done (with workers, in every worker) and while live; with strict
+        readiness, also every model ready."""
         if not self.started or not self.live():
+            return False
+        if self.peers is not None and not self.peers.all_started():
             return False
         if self.strict_readiness:
             return all(m.ready for _, _, m in self.repository.all_versions())

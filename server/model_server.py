@@ -488,6 +488,8 @@ class ModelServer:
         poller = None
         if failure is None:
             self.dataplane.started = True
+            if peers is not None:
+                peers.mark_started()
             poller = self._start_polling(baseline)
             self.started.set()
         stop_wait = asyncio.ensure_future(self._stopping.wait())

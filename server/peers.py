@@ -51,6 +51,7 @@ class Peers:
         self.folder, self.index, self.count = folder, index, count
         self._server: Optional[asyncio.AbstractServer] = None
         self._handlers: Dict[str, Handler] = {}
+        self._all_started = False
 
     @classmethod
     def from_environment(cls) -> Optional["Peers"]:
@@ -64,6 +65,21 @@ class Peers:
 
     def path(self, index: int) -> str:
         return os.path.join(self.folder, f"{index}.sock")
+
+    # start-up: the server is ready once every worker is --------------------------------------
+    def mark_started(self) -> None:
+        """This worker finished its start-up loads (a file beside its socket says so to the others)."""
+        with open(os.path.join(self.folder, f"{self.index}.started"), "w"):
+            pass
+
+    def all_started(self) -> bool:
+        """Whether every worker finished its start-up loads: a client that waited for the server's readiness
+        must not meet a worker still loading (it would answer that the model is not ready). Stays true once
+        seen (a worker that dies later does not make the others unready)."""
+        if not self._all_started:
+            self._all_started = all(os.path.exists(os.path.join(self.folder, f"{i}.started"))
+                                    for i in range(self.count))
+        return self._all_started
 
     async def start(self, handlers: Dict[str, Handler]) -> None:
         self._handlers = handlers

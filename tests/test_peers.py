@@ -108,3 +108,11 @@ async def test_cuda_regions_are_opened_by_every_worker(tmp_path):
     finally:
         for worker in workers:
             await worker.close()
+
+
+def test_ready_once_every_worker_started(tmp_path):
+    workers = [Peers(str(tmp_path), i, 2) for i in range(2)]
+    workers[0].mark_started()
+    assert not workers[0].all_started() and not workers[1].all_started()
+    workers[1].mark_started()
+    assert workers[0].all_started() and workers[1].all_started()

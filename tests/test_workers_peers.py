@@ -167,3 +167,30 @@ def test_loads_unloads_and_settings_reach_every_worker(two_workers):
     finally:
         client.close()
     assert _each(http, lambda c: c.is_model_ready("negate")) == [True] * FRESH
+
+
+SLOW_IN_WORKER_1 = MODEL.replace("""    def load(self):
+        self.ready = True""", """    def load(self):
+        if os.environ.get("GPUSERVE_WORKER_INDEX") == "1":
+            import time
+            time.sleep(4)
+        self.ready = True""")
+assert SLOW_IN_WORKER_1 != MODEL
+
+
+def test_ready_once_every_worker_is(tmp_path):
+    """A worker serves its port while it loads; the server is ready (GET /v2/health/ready) only once every
+    worker has loaded, so a client that waited for ready never reaches one still loading."""
+    (tmp_path / "negate").mkdir()
+    (tmp_path / "negate" / "model-settings.json").write_text(json.dumps({"implementation": "negate_model.Negate"}))
+    (tmp_path / "negate" / "negate_model.py").write_text(SLOW_IN_WORKER_1)
+    http, grpc, metrics = free_ports(3)
+    proc = start([*GPUSERVE, "start", str(tmp_path), "--host", "127.0.0.1", "--http-port", str(http),
+                  "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--workers", "2"])
+    try:
+        wait_ready(http, proc)
+        pids = {_infer(http) for _ in range(12)}  # every one answered, by either worker
+        assert len(pids) == 2
+        assert _each(http, lambda c: c.is_server_ready()) == [True] * FRESH
+    finally:
+        assert stop(proc) == 0
