@@ -10,8 +10,9 @@ LightGBM when importable) and each batch size B, it measures
            Instance, backend) -> response, in process (no transport), at concurrency 1 and 4.
 Engine-backed models get max_batch_size = B, so the engine runs exactly the batches the direct call
 runs: the ratio is gpuserve's overhead, not a batching gain. Rounds alternate direct and served and
-the medians are reported, since other processes share the machine.
-    .venv/bin/python benchmarks/backend_bench.py [--batches 1,16,64] [--seconds 1.5] [--rounds 3]
+the medians are reported, since other processes share the machine. The served path runs on the loop
+`gpuserve start` serves on (uvloop when installed; `--loop asyncio` for the standard one).
+    .venv/bin/python benchmarks/backend_bench.py [--batches 1,16,64] [--seconds 1.5] [--rounds 3] [--loop asyncio]
     python3 benchmarks/backend_bench.py --device cuda   # on a GPU: ONNX CUDA EP, torch, TensorRT
 """
 
@@ -32,7 +33,8 @@ from typing import Callable, Dict, List, Sequence
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from models import export_torch, mlp_onnx, torch_mlp  # noqa: E402  (benchmarks/ is on the path)
+from loops import event_loop  # noqa: E402  (benchmarks/ is on the path)
+from models import export_torch, mlp_onnx, torch_mlp  # noqa: E402
 
 FEATURES, HIDDEN, OUT = 1024, 1024, 1024  # issue 5's MLP (benchmarks/models.py mlp_onnx), 3 layers
 
@@ -340,6 +342,8 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated frameworks")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--ort-cpu-iobinding", action="store_true", help="only compare IOBinding with session.run")
+    parser.add_argument("--loop", choices=("auto", "uvloop", "asyncio"), default="auto",
+                        help="event loop of the served path; auto: uvloop when installed, as the server")
     args = parser.parse_args()
     if args.ort_cpu_iobinding:
         ort_cpu_iobinding(max(args.rounds, 5))
@@ -348,10 +352,12 @@ def main() -> None:
 
 
 def run(args) -> dict:
-    rows = asyncio.run(bench(args))
+    loop_name, runner = event_loop(getattr(args, "loop", "auto"))
+    rows = runner(bench(args))
     report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "device": args.device,
               "machine": f"{platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores",
               "model": f"MLP {FEATURES}-{HIDDEN}-{HIDDEN}-{OUT} (ONNX/torch/TensorRT); tree ensembles (classic)",
+              "event_loop": loop_name,
               "rows": rows}
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

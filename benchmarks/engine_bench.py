@@ -24,6 +24,7 @@ from gpuserve.engine.batcher import BatchingConfig, Scheduler
 from gpuserve.engine.instance import Instance
 from gpuserve.engine.staging import StagingPool
 
+from loops import event_loop
 from models import mlp_onnx
 
 
@@ -74,19 +75,6 @@ def limit_rows_per_s(backend, formed: dict, seconds: float, features: int):
         seconds_needed += size * n / per_size[size]
     covered = sum(size * n for size, n in formed.items() if size in per_size)
     return covered / seconds_needed, per_size
-
-
-def event_loop(choice: str):
-    """(name, runner): the server runs on uvloop when it is installed (server/model_server.py start)."""
-    if choice in ("auto", "uvloop"):
-        try:
-            import uvloop
-        except ImportError:
-            if choice == "uvloop":
-                raise
-        else:
-            return "uvloop", uvloop.run
-    return "asyncio", asyncio.run
 
 
 def main() -> None:

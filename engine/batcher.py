@@ -37,12 +37,13 @@ calls/s; over HTTP, and with its NumPy-heavy model, no change beyond noise.
 
 A request that would form such an inline batch alone (nothing queued, nothing outstanding, the loop
 waiting for work on an idle instance) skips the queue: it runs in its caller's task at once, saving the
-batcher's turn and the queue. Until the loop's next turn (a callback marks it) no other request runs
-that way: the rest of a burst that arrived in one turn queues and batches after its first, and an
-in-process caller submitting back to back waits for its next answer through the queue, which yields a
-turn, so it cannot starve the others. The request itself no longer yields a turn before it returns (it
-did, to hold off the rest of its burst): a lone client's request costs ~8,000 fewer instructions, 4 % of
-the in-process path (callgrind, backend_bench's MLP with its backend call stubbed, a turn between requests).
+batcher's turn and the queue. Until the loop's next turn (a callback marks it) no other task's request
+runs that way: the rest of a burst that arrived in one turn queues, counts toward the load with it, and
+batches after it. An in-process caller that submits back to back (the same task) runs so again, then
+yields a turn, so it cannot starve the others. The request itself no longer yields a turn before it
+returns (each did, to hold off the rest of its burst): a lone client's request costs ~8,000 fewer
+instructions, 4 % of the in-process path (callgrind, backend_bench's MLP with its backend call stubbed,
+a turn between requests).
 """
 
 from __future__ import annotations
@@ -139,6 +140,7 @@ class Scheduler:
         self._last_answer = 0.0  # monotonic time the last batch was answered
         self._holding: Optional[Instance] = None  # the idle instance the loop holds while it waits for work
         self._turn_pending = False  # a request ran in its caller's task and the loop has not turned since
+        self._turn_task: Optional[asyncio.Task] = None  # that caller's task
         # Whether the loop could run while batches ran on the instance thread (inline_holding_gil_below_s):
         # requests submitted so far, and a moving average of "some arrived during a batch" over such batches
         self._submits = 0
@@ -239,17 +241,18 @@ class Scheduler:
             job.deadline = job.arrival + timeout_s
         if not LONE_INLINE_OK.get() and job.arrival - self._last_answer < LONE_GAP_S:
             self._lone_blocked_until = job.arrival + LONE_BLOCKED_S
-        # A lone client's request may skip the queue and the batcher's turn (see _run_now).
+        # A lone client's request may skip the queue and the batcher's turn (see _run_now). One ran so this turn
+        # from another task: this one came with it in a burst, and queues (counted with it below)
+        burst = self._turn_pending and asyncio.current_task() is not self._turn_task
         alone = self._holding is not None and not self._outstanding and not self.queue.size and job.deadline is None \
-            and not self._turn_pending
+            and not burst
         if not alone:
             self.queue.put(job)
             if timeout_s and not self.queue.delays(job):  # answered at its deadline even if nothing scans
                 timer = self._loop_ref.call_later(timeout_s, self.queue.expire, job)
                 job.future.add_done_callback(lambda _, timer=timer: timer.cancel())
         self._outstanding += 1
-        # a request that ran in its caller's task this turn still counts: the rest of its burst is not a lone client
-        self._load += 0.1 * (self._outstanding + self._turn_pending - self._load)
+        self._load += 0.1 * (self._outstanding + burst - self._load)
         try:
             if alone:
                 if self._load < 1.5 and self._inline(self._holding, [job]):
@@ -409,18 +412,21 @@ class Scheduler:
         """Run a lone request on the idle instance the loop holds while it waits for work, here in the
         caller's task: the batch the loop would form is this job alone and `_inline` would run it on this
         thread anyway, so queueing it would only cost the loop's turn. The loop never sees the job.
-        Until the loop turns, the next requests queue: the rest of a burst batches, and an in-process
-        caller that submits again at once waits for its answer through the queue, a turn for the others."""
+        Until the loop turns, other tasks' requests queue (the rest of a burst batches); its own caller
+        submitting again at once runs so again, then yields a turn for the others."""
         batch = [job]
         outputs = self._started(batch)
         results = self._holding.run(batch, self.config.batched and self.batch_dim, outputs)
         self._complete(batch, results, None)
-        self._turn_pending = True  # (`alone` found none pending) until the loop's next turn
-        self._loop_ref.call_soon(self._turned)
+        if self._turn_pending:  # its caller submitted again at once: one turn for everyone else
+            await asyncio.sleep(0)
+        else:
+            self._turn_pending, self._turn_task = True, asyncio.current_task()
+            self._loop_ref.call_soon(self._turned)
         return job.future.result()
 
     def _turned(self) -> None:
-        self._turn_pending = False
+        self._turn_pending, self._turn_task = False, None
 
     def _started(self, batch: List[Job]) -> Optional[Sequence[str]]:
         rows = sum(job.rows for job in batch)  # (queue time is recorded when the instance starts the batch)

@@ -370,13 +370,13 @@ async def test_a_lone_request_runs_in_its_callers_task_in_one_loop_turn():
     await scheduler.submit({"x": x})  # the first is timed on the instance thread
     await asyncio.sleep(0)
     turns, stop = _turn_counter()
-    for i in range(20):  # one caller, back to back: one loop turn each (queued, it takes the loop's turn too)
+    for i in range(20):  # one caller, back to back: a loop turn every second request at least (none starve)
         np.testing.assert_array_equal((await scheduler.submit({"x": x * i}))["y"], x * i * 2)
     direct = turns[0]
     await scheduler.submit({"x": x}, timeout_s=5.0)  # a deadline: through the queue as before
     queued = turns[0] - direct
     stop()
-    assert direct == 20 and queued >= 2
+    assert 10 <= direct <= 20 and queued >= 2
     assert backend.threads[1:] == [threading.get_ident()] * 21
     stats = scheduler.stats.as_dict()
     assert stats["inference_count"] == 22 and stats["inference_stats"]["success"]["count"] == 22
