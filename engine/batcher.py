@@ -41,9 +41,10 @@ batcher's turn and the queue. Until the loop's next turn (a callback marks it) n
 runs that way: the rest of a burst that arrived in one turn queues, counts toward the load with it, and
 batches after it. An in-process caller that submits back to back (the same task) runs so again, then
 yields a turn, so it cannot starve the others. The request itself no longer yields a turn before it
-returns (each did, to hold off the rest of its burst): a lone client's request costs ~8,000 fewer
-instructions, 4 % of the in-process path (callgrind, backend_bench's MLP with its backend call stubbed,
-a turn between requests).
+returns (each did, to hold off the rest of its burst), which saves a lone client a loop turn a request:
+in process 1-3 % fewer instructions (callgrind, backend_bench's MLP with its backend call stubbed, within
+the spread between runs); over HTTP at one client 8 of 11 alternating pairs faster, median +17 %, on a
+noisy VM (benchmarks/RESULTS.md, session 23).
 """
 
 from __future__ import annotations
