@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import textwrap
 import time
 import urllib.request
 
@@ -16,24 +15,11 @@ import pytest
 
 from conftest import free_ports
 from test_cli import GPUSERVE, start, stop, wait_ready
+from test_workers_shared_memory import MODEL  # a model that answers with its worker's pid
 
 httpclient = pytest.importorskip("tritonclient.http")
 grpcclient = pytest.importorskip("tritonclient.grpc")
 
-MODEL = textwrap.dedent("""
-    import os
-    import numpy as np
-    from gpuserve import InferOutput, InferResponse, Model
-
-    class Negate(Model):
-        def load(self):
-            self.ready = True
-
-        def predict(self, payload, headers=None):
-            x = payload.inputs[0].as_numpy()
-            return InferResponse(payload.id, self.name, [InferOutput.from_numpy("OUT", -x),
-                                 InferOutput.from_numpy("PID", np.array([os.getpid()], dtype=np.int64))])
-    """)
 FRESH = 8  # connections per check: with both workers serving, each check reaches both but in 2 of 256 cases
 
 
@@ -57,10 +43,11 @@ def _both_workers(port, at_least: int) -> int:
     return sent
 
 
-def _each(port, ask):
+def _each(port, ask, client_module=httpclient):
+    """`ask(client)` over FRESH new connections (tritonclient.http's, or gRPC's)."""
     answers = []
     for _ in range(FRESH):
-        client = httpclient.InferenceServerClient(f"127.0.0.1:{port}")
+        client = client_module.InferenceServerClient(f"127.0.0.1:{port}")
         try:
             answers.append(ask(client))
         finally:
@@ -69,14 +56,7 @@ def _each(port, ask):
 
 
 def _grpc_each(port, ask):
-    answers = []
-    for _ in range(FRESH):
-        client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
-        try:
-            answers.append(ask(client))
-        finally:
-            client.close()
-    return answers
+    return _each(port, ask, grpcclient)
 
 
 def _metric(port, name, model="negate") -> float:
