@@ -5,6 +5,7 @@ worker; before the workers answered each other, each count was one worker's shar
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -67,19 +68,27 @@ def _metric(port, name, model="negate") -> float:
     return values[0]
 
 
-@pytest.fixture
-def two_workers(tmp_path):
-    (tmp_path / "negate").mkdir()
-    (tmp_path / "negate" / "model-settings.json").write_text(json.dumps({"implementation": "negate_model.Negate"}))
-    (tmp_path / "negate" / "negate_model.py").write_text(MODEL)
+@contextlib.contextmanager
+def _serving(folder, model_source):
+    """`gpuserve start FOLDER --workers 2` on a repository of the negate model; (http, grpc, metrics) ports
+    once the server says it is ready."""
+    (folder / "negate").mkdir()
+    (folder / "negate" / "model-settings.json").write_text(json.dumps({"implementation": "negate_model.Negate"}))
+    (folder / "negate" / "negate_model.py").write_text(model_source)
     http, grpc, metrics = free_ports(3)
-    proc = start([*GPUSERVE, "start", str(tmp_path), "--host", "127.0.0.1", "--http-port", str(http),
+    proc = start([*GPUSERVE, "start", str(folder), "--host", "127.0.0.1", "--http-port", str(http),
                   "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--workers", "2"])
     try:
         wait_ready(http, proc)
         yield http, grpc, metrics
     finally:
         assert stop(proc) == 0
+
+
+@pytest.fixture
+def two_workers(tmp_path):
+    with _serving(tmp_path, MODEL) as ports:
+        yield ports
 
 
 def test_statistics_and_metrics_count_every_worker(two_workers):
@@ -161,16 +170,7 @@ assert SLOW_IN_WORKER_1 != MODEL
 def test_ready_once_every_worker_is(tmp_path):
     """A worker serves its port while it loads; the server is ready (GET /v2/health/ready) only once every
     worker has loaded, so a client that waited for ready never reaches one still loading."""
-    (tmp_path / "negate").mkdir()
-    (tmp_path / "negate" / "model-settings.json").write_text(json.dumps({"implementation": "negate_model.Negate"}))
-    (tmp_path / "negate" / "negate_model.py").write_text(SLOW_IN_WORKER_1)
-    http, grpc, metrics = free_ports(3)
-    proc = start([*GPUSERVE, "start", str(tmp_path), "--host", "127.0.0.1", "--http-port", str(http),
-                  "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--workers", "2"])
-    try:
-        wait_ready(http, proc)
+    with _serving(tmp_path, SLOW_IN_WORKER_1) as (http, _, _):
         pids = {_infer(http) for _ in range(12)}  # every one answered, by either worker
         assert len(pids) == 2
         assert _each(http, lambda c: c.is_server_ready()) == [True] * FRESH
-    finally:
-        assert stop(proc) == 0
