@@ -40,7 +40,7 @@ def _add_entry(mine: dict, other: dict) -> None:
         elif key == "batch_stats":
             mine[key] = _add_keyed(mine.get(key) or [], value or [], ("batch_size",))
         elif key == "memory_usage":
-            mine[key] = _add_keyed(mine.get(key) or [], value or [], ("type", "id", "kind"))
+            mine[key] = _add_keyed(mine.get(key) or [], value or [], ("type", "id"))
         elif key not in mine:
             mine[key] = value
         else:
