@@ -59,6 +59,7 @@ class SharedMemoryRegistry:
         # and the record file each of this worker's system regions came from or went to
         self._mirror = mirror if mirror is not None else RegistrationMirror.from_environment()
         self._records: Dict[str, str] = {}
+        self._generation = -1  # the mirror's generation this worker last took in (-1: never)
         self.allowed = allowed  # False: clients may not register regions (Triton's --allow-client-shm=false)
         self.cuda = cuda if cuda is not None else CudaIpc()  # the CUDA runtime is loaded on first use
         self._lock = threading.Lock()
@@ -142,9 +143,13 @@ class SharedMemoryRegistry:
         mirror = self._mirror
         if mirror is None:
             return
+        generation = mirror.generation()  # read before the listing: a change after it is seen next time
+        if generation == self._generation:
+            return
         listing = mirror.listing()
         gone = []
         with self._lock:
+            self._generation = generation
             for name, record in list(self._records.items()):
                 if listing.get(name) == record:
                     continue

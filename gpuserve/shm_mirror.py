@@ -6,7 +6,10 @@ registers a region over one connection and infers over another could reach a wor
 registration is one record file in it, `<name as hex>.<nonce>`, holding the key, offset and size; every
 worker reads the folder before it uses, lists or changes regions and maps what it has not seen (by the
 nonce, so a name unregistered and registered again is mapped anew). Claims and withdrawals take an
-exclusive flock on the folder's lock file, so two workers never both register one name. CUDA regions are
+exclusive flock on the folder's lock file, so two workers never both register one name, and then count
+one more change in the folder's generation file, which every worker maps: a worker reads that counter
+(memory, no system call) on each request that names a region and lists the folder only when it moved, so
+serving from shared memory costs no file-system call once the registrations have settled. CUDA regions are
 not files: the worker that registers one tells the others, and each opens the client's handle itself
 (server/peers.py).
 """
@@ -16,19 +19,29 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import mmap
 import os
+import struct
 import uuid
 from typing import Dict, Iterator, Optional, Tuple
 
 from gpuserve.errors import RegionExists
 
 ENV = "GPUSERVE_SHM_MIRROR"  # the folder, set by server/workers.py for each worker
+_GENERATION = struct.Struct("<Q")  # the changes made so far, one aligned word (read whole by one load)
 
 
 class RegistrationMirror:
     def __init__(self, folder: str):
         self.folder = folder
         self._lock_path = os.path.join(folder, ".lock")
+        fd = os.open(os.path.join(folder, ".generation"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            if os.fstat(fd).st_size < _GENERATION.size:  # the first worker here sizes it; zeros are generation 0
+                os.ftruncate(fd, _GENERATION.size)
+            self._generation = mmap.mmap(fd, _GENERATION.size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        finally:
+            os.close(fd)
 
     @classmethod
     def from_environment(cls) -> Optional["RegistrationMirror"]:
@@ -43,6 +56,14 @@ class RegistrationMirror:
             yield
         finally:
             os.close(fd)  # closing drops the lock
+
+    def generation(self) -> int:
+        """How many claims and withdrawals the folder has seen: a worker relists it only when this moved."""
+        return _GENERATION.unpack_from(self._generation)[0]
+
+    def _changed(self) -> None:
+        """Count one change; the caller holds the claim, and has changed the folder already."""
+        _GENERATION.pack_into(self._generation, 0, self.generation() + 1)
 
     def listing(self) -> Dict[str, str]:
         """Registered name -> its record file."""
@@ -77,6 +98,7 @@ class RegistrationMirror:
                 if name in self.listing():
                     raise RegionExists(f"shared memory region '{name}' already in manager")
                 os.rename(staging, os.path.join(self.folder, record))
+                self._changed()
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(staging)
@@ -89,3 +111,4 @@ class RegistrationMirror:
                 if name is None or found == name:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(os.path.join(self.folder, record))
+            self._changed()

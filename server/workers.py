@@ -11,7 +11,7 @@ Each worker keeps its own engine and counts its own statistics; the worker a cli
 others' statistics and metrics and tells them of loads, unloads and trace and log settings changed through
 it, CUDA shared-memory registrations included (server/peers.py, over Unix sockets in a folder the parent
 makes). The metrics port is served by worker 0. System shared-memory registrations are shared through
-another folder (gpuserve/shm_mirror.py).
+record files in a folder inside it (gpuserve/shm_mirror.py).
 """
 
 from __future__ import annotations
@@ -63,12 +63,12 @@ def serve_workers(folder: str, settings: ServerSettings) -> int:
     context = multiprocessing.get_context("spawn")
     # Split the cores between the workers' model runtimes instead of oversubscribing them.
     os.environ["GPUSERVE_CPU_SHARE"] = str(settings.workers)
-    # System shared-memory registrations, shared by the workers (gpuserve/shm_mirror.py)
-    mirror = tempfile.mkdtemp(prefix="gpuserve-shm-registry-")
-    os.environ[shm_mirror.ENV] = mirror
-    # Where the workers answer each other (statistics, metrics, loads, settings: server/peers.py)
-    sockets = tempfile.mkdtemp(prefix="gpuserve-workers-")
-    os.environ[peers.ENV] = f"{sockets}:{settings.workers}"
+    # Where the workers answer each other (statistics, metrics, loads, settings: server/peers.py), and the
+    # system shared-memory registrations they share (gpuserve/shm_mirror.py)
+    shared = tempfile.mkdtemp(prefix="gpuserve-workers-")
+    os.environ[peers.ENV] = f"{shared}:{settings.workers}"
+    os.environ[shm_mirror.ENV] = os.path.join(shared, "shm")
+    os.mkdir(os.environ[shm_mirror.ENV], 0o700)
     children: List[multiprocessing.Process] = []
     for index in range(settings.workers):
         child = context.Process(target=_worker, args=(folder, settings.model_dump_json(), index),
@@ -87,8 +87,7 @@ def serve_workers(folder: str, settings: ServerSettings) -> int:
     signal.signal(signal.SIGINT, forward)
     for child in children:
         child.join()
-    shutil.rmtree(mirror, ignore_errors=True)
-    shutil.rmtree(sockets, ignore_errors=True)
+    shutil.rmtree(shared, ignore_errors=True)
     codes = [c.exitcode for c in children]
     return 0 if all(code == 0 for code in codes) else 1
 
