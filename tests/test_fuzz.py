@@ -1,0 +1,186 @@
+"""Mutated requests against a running server (REST and gRPC), seeded so a failure can be replayed: a client's
+bytes, however broken, get a clear refusal (REST: 4xx or 503 with a JSON `error`; gRPC: a status other than
+UNKNOWN, and INTERNAL only where Triton answers so), never a crash or a hang, and a good request still gets
+its answer after them."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+
+from gpuserve.model_repository import ModelRepository
+from gpuserve.repository import DiskRepository
+
+grpc = pytest.importorskip("grpc")
+pb = pytest.importorskip("tritonclient.grpc.service_pb2")
+
+GOOD = {"inputs": [{"name": "input", "shape": [2, 4], "datatype": "FP32", "data": [0.5] * 8}]}
+PATHS = ["/v2/models/simple/infer", "/v2/models/simple/versions/1/infer", "/v2/models/nope/infer",
+         "/v1/models/simple:predict", "/v2/models/simple/generate", "/v2/repository/models/simple/load",
+         "/v2/systemsharedmemory/region/r/register", "/v2/cudasharedmemory/region/r/register",
+         "/v2/models/simple/trace/setting", "/v2/logging", "/v2/models/%ff/infer",
+         "/v2/models/simple/versions/-1/infer"]
+VALUES = [None, True, False, 0, -1, 1, 2 ** 63, -2 ** 63, 1e308, "", "x", "FP32", "BYTES", "BF16", [], {}, [1],
+          [[1]], [-1], [0], [2, 4], [1, 2 ** 40], {"a": 1}, {"binary_data_size": 8}, "\u00ff"]
+KEYS = ["parameters", "outputs", "id", "binary_data", "shared_memory_region", "binary_data_size",
+        "shared_memory_byte_size", "classification", "sequence_id", "priority", "timeout"]
+
+
+def _mutate(rnd: random.Random, value):
+    """`value` with one random change somewhere inside (a key dropped, replaced, added; a list cut or grown)."""
+    if isinstance(value, dict):
+        value, keys, op = dict(value), list(value), rnd.random()
+        if keys and op < 0.35:
+            key = rnd.choice(keys)
+            value[key] = _mutate(rnd, value[key])
+        elif keys and op < 0.5:
+            del value[rnd.choice(keys)]
+        elif keys and op < 0.65:
+            value[rnd.choice(keys)] = rnd.choice(VALUES)
+        else:
+            value[rnd.choice(KEYS)] = rnd.choice(VALUES)
+        return value
+    if isinstance(value, list):
+        value, op = list(value), rnd.random()
+        if value and op < 0.4:
+            index = rnd.randrange(len(value))
+            value[index] = _mutate(rnd, value[index])
+        elif value and op < 0.55:
+            del value[rnd.randrange(len(value))]
+        elif op < 0.7:
+            value.append(rnd.choice(value) if value else rnd.choice(VALUES))
+        elif op < 0.8:
+            return rnd.choice(VALUES)
+        else:
+            value = value * rnd.randint(0, 3)
+        return value
+    return rnd.choice(VALUES) if rnd.random() < 0.6 else value
+
+
+def _rest_request(rnd: random.Random):
+    kind, headers = rnd.random(), {"Content-Type": rnd.choice(["application/json", "application/octet-stream"])}
+    if kind < 0.6:
+        body = json.dumps(_mutate(rnd, GOOD)).encode()
+    elif kind < 0.75:  # the binary extension, its header length right or wrong
+        head = json.dumps(_mutate(rnd, {"inputs": [{"name": "input", "shape": [2, 4], "datatype": "FP32",
+                                                    "parameters": {"binary_data_size": 32}}]})).encode()
+        body = head + bytes(rnd.randrange(256) for _ in range(rnd.choice([0, 8, 32, 33])))
+        headers["Inference-Header-Content-Length"] = str(rnd.choice([len(head), len(head) + 1, 0, -1, 10 ** 12, "x"]))
+    elif kind < 0.9:  # valid JSON with bytes flipped
+        body = bytearray(json.dumps(GOOD).encode())
+        for _ in range(rnd.randint(1, 5)):
+            body[rnd.randrange(len(body))] = rnd.randrange(256)
+        body = bytes(body)
+    else:
+        body = bytes(rnd.randrange(256) for _ in range(rnd.randint(0, 200)))
+    if rnd.random() < 0.1:
+        headers["Content-Encoding"] = rnd.choice(["gzip", "deflate", "x"])
+    return rnd.choice(PATHS), body, headers
+
+
+@pytest.fixture(scope="module")
+def server(simple_onnx_repo):
+    from conftest import running_server
+
+    repository = DiskRepository(str(simple_onnx_repo[0])).populate(ModelRepository())
+    with running_server(repository=repository) as running:
+        yield running
+
+
+def _answers_a_good_request(http_client, channel):
+    response = http_client.post("/v2/models/simple/infer", json=GOOD)
+    assert response.status_code == 200, response.text
+    request = pb.ModelInferRequest(model_name="simple")
+    given = request.inputs.add()
+    given.name, given.datatype = "input", "FP32"
+    given.shape.extend([2, 4])
+    request.raw_input_contents.append(np.ones((2, 4), np.float32).tobytes())
+    reply = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")(request.SerializeToString(), timeout=10)
+    assert pb.ModelInferResponse.FromString(reply).raw_output_contents
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_mutated_rest_requests_are_refused_clearly(server, http, seed):
+    rnd, client, wrong = random.Random(seed), http(server), []
+    for _ in range(400):
+        path, body, headers = _rest_request(rnd)
+        response = client.post(path, content=body, headers=headers)
+        if response.status_code >= 400:
+            try:
+                said = "error" in response.json()
+            except ValueError:
+                said = False
+            if not said or response.status_code >= 500 and response.status_code != 503:
+                wrong.append((path, body[:200], headers, response.status_code, response.text[:200]))
+    assert wrong == []
+    with grpc.insecure_channel(f"127.0.0.1:{server.ports['grpc']}") as channel:
+        _answers_a_good_request(client, channel)
+
+
+def _grpc_request(rnd: random.Random) -> bytes:
+    request = pb.ModelInferRequest(model_name=rnd.choice(["simple", "nope"]), id="a")
+    given = request.inputs.add()
+    given.name, given.datatype = "input", "FP32"
+    given.shape.extend([2, 4])
+    if rnd.random() < 0.5:
+        given.contents.fp32_contents.extend([1.0] * 8)
+    else:
+        request.raw_input_contents.append(np.ones((2, 4), np.float32).tobytes())
+    for _ in range(rnd.randint(1, 3)):
+        op = rnd.random()
+        target = request.inputs[0] if request.inputs else None
+        if op < 0.15 and target is not None:
+            target.datatype = rnd.choice(["", "BYTES", "BF16", "FP16", "INT8", "BOOL", "X"])
+        elif op < 0.3 and target is not None:
+            del target.shape[:]
+            target.shape.extend(rnd.choice([[], [0], [-1, 4], [2 ** 40, 4], [2, 4, 1], [8]]))
+        elif op < 0.4:
+            request.raw_input_contents.append(bytes(rnd.randrange(256) for _ in range(rnd.choice([0, 3, 32]))))
+        elif op < 0.5 and target is not None:
+            target.contents.int_contents.extend([1, 2])
+        elif op < 0.6:
+            other = request.inputs.add()
+            other.name, other.datatype = rnd.choice(["input", "other", ""]), "FP32"
+            other.shape.extend([2, 4])
+        elif op < 0.7:
+            request.parameters[rnd.choice(["priority", "timeout", "sequence_id", "binary_data_output"])].int64_param = \
+                rnd.choice([0, -1, 2 ** 62, 5])
+        elif op < 0.8 and target is not None:
+            target.parameters[rnd.choice(["shared_memory_region", "shared_memory_byte_size", "x"])].string_param = \
+                rnd.choice(["", "r", "x" * 300])
+        elif op < 0.9:
+            out = request.outputs.add()
+            out.name = rnd.choice(["output", "x", ""])
+            out.parameters["classification"].int64_param = rnd.choice([0, -1, 3, 2 ** 40])
+        else:
+            del request.inputs[:]
+    raw = request.SerializeToString()
+    if rnd.random() < 0.3:  # bytes flipped: often no longer a message at all
+        raw = bytearray(raw)
+        for _ in range(rnd.randint(1, 4)):
+            raw[rnd.randrange(len(raw))] = rnd.randrange(256)
+        raw = bytes(raw)
+    return raw
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_mutated_grpc_requests_are_refused_clearly(server, http, seed):
+    rnd, wrong = random.Random(seed), []
+    with grpc.insecure_channel(f"127.0.0.1:{server.ports['grpc']}") as channel:
+        infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+        for _ in range(400):
+            raw = _grpc_request(rnd)
+            try:
+                infer(raw, timeout=10)
+            except grpc.RpcError as exc:
+                code, details = exc.code(), exc.details() or ""
+                # INTERNAL is Triton's answer to a message that does not parse; anything else must say more
+                if code in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.UNAVAILABLE) or \
+                        code == grpc.StatusCode.INTERNAL and "cannot parse" not in details or \
+                        code == grpc.StatusCode.DEADLINE_EXCEEDED and "timed out in the queue" not in details:
+                    wrong.append((raw[:200], code, details[:200]))
+        assert wrong == []
+        _answers_a_good_request(http(server), channel)
