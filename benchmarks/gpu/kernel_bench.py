@@ -129,10 +129,13 @@ def main():
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--max-batch", type=int, default=64)
-    parser.add_argument("--modes", default="fp32,uint8_device,uint8_top5,uint8_host")
+    parser.add_argument("--modes", default=None, help="default: fp32,uint8_device,uint8_top5,uint8_host "
+                        "(on the CPU fp32,uint8_host: the others need the device)")
     parser.add_argument("--device", default="cuda:0", help="cpu: a smoke run of the fp32 and uint8_host modes")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    if args.modes is None:
+        args.modes = "fp32,uint8_device,uint8_top5,uint8_host" if args.device.startswith("cuda") else "fp32,uint8_host"
     name = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "cpu"
     report = {"date": time.strftime("%Y-%m-%d"), "device": name, "torch": torch.__version__,
               "input": list(SHAPE), "concurrency": args.concurrency, "max_batch": args.max_batch, "modes": {}}
