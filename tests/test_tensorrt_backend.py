@@ -2,7 +2,8 @@
 MLServer implementation) is served by the TensorRT runtime and reported not ready with a clear reason,
 next to a model that keeps serving. The engine-description and shape logic is checked against
 `FakeEngine`, a hand-written stand-in with the few ICudaEngine methods that logic reads; it runs
-nothing. The real engine path is checked on a GPU (benchmarks/gpu/trt_check.py via verify_all.sh)."""
+nothing. The real engine path is checked on a GPU (tests/test_gpu.py's
+test_tensorrt_engine_built_here_matches_onnxruntime, run by benchmarks/gpu/verify_all.sh where tensorrt is)."""
 
 import importlib.util
 import json
