@@ -15,6 +15,9 @@ Models (written by `write_repository`, one instance each, `dynamic_batching {}`,
 - tiny:  INPUT0 FP32 [16] -> OUTPUT0 = 2 * INPUT0, one response per request: per-request overhead.
 - heavy: INPUT0 FP32 [256] -> relu(relu(x @ W1) @ W2) @ W3 (256x1024, 1024x1024, 1024x256, seeded random
          weights), all requests of an execute concatenated into one NumPy call, split back: batching matters.
+- bls:   INPUT0 FP32 [16] -> the requests of an execute concatenated and sent to `tiny` in one BLS call
+         (`InferenceRequest(...).exec()`), its answer split back: the cost of a model calling a model. It has
+         no in-process limit (its execute needs a server to call); its answers are checked against tiny's.
 
 `--gpuserve-workers N` starts gpuserve with `--workers N` (N processes on the same ports); each worker
 counts its own statistics, so batch sizes are not shown then and CPU per request divides by the requests
@@ -68,8 +71,8 @@ import python_backend_conformance as pbc  # noqa: E402
 
 LOCK = Path("/tmp/gpuserve-bench.lock")
 RESULTS = HERE / "results"
-MODEL_NAMES = ("tiny", "heavy")
-FEATURES = {"tiny": 16, "heavy": 256}
+MODEL_NAMES = ("tiny", "heavy", "bls")
+FEATURES = {"tiny": 16, "heavy": 256, "bls": 16}
 PROTOCOLS = ("v2-binary", "grpc")
 CONCURRENCY = (1, 8, 32, 64)
 TRITON_PYTHON = pbc.TRITON_VENV / "bin" / "python"
@@ -123,7 +126,27 @@ class TritonPythonModel:
                 for part in np.split(y, cuts)]
 """
 
-SOURCES = {"tiny": _TINY, "heavy": _HEAVY}
+_BLS = """\
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        parts = [pb_utils.get_input_tensor_by_name(r, "INPUT0").as_numpy() for r in requests]
+        call = pb_utils.InferenceRequest(model_name="tiny", requested_output_names=["OUTPUT0"],
+                                         inputs=[pb_utils.Tensor("INPUT0", np.concatenate(parts))])
+        answer = call.exec()
+        if answer.has_error():
+            return [pb_utils.InferenceResponse(error=answer.error()) for _ in requests]
+        y = pb_utils.get_output_tensor_by_name(answer, "OUTPUT0").as_numpy()
+        cuts = np.cumsum([len(p) for p in parts])[:-1]
+        return [pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("OUTPUT0", part)])
+                for part in np.split(y, cuts)]
+"""
+
+SOURCES = {"tiny": _TINY, "heavy": _HEAVY, "bls": _BLS}
+CALLS_THE_SERVER = {"bls": "tiny"}  # model -> the model it calls (BLS): answers as that one, no in-process limit
 
 
 def write_repository(root: Path) -> Path:
@@ -324,6 +347,7 @@ def expected_fn(objects):
     from gpuserve import triton_pb_utils as pb
 
     def expected(model, x):
+        model = CALLS_THE_SERVER.get(model, model)
         request = pb.InferenceRequest(model_name=model, requested_output_names=["OUTPUT0"],
                                        inputs=[pb.Tensor("INPUT0", x)])
         return objects[model].execute([request])[0].output_tensors()[0].as_numpy()
@@ -542,7 +566,8 @@ def main() -> int:
                     row["round"] = rnd
                     data["rows"].append(row)
         sizes = {}
-        for model in args.models:  # N = 1 and gpuserve's mean batch per point (median over rounds), rounded
+        for model in [m for m in args.models if m not in CALLS_THE_SERVER]:  # N = 1 and gpuserve's mean batch
+            # per point (median over rounds), rounded
             points = {(r["protocol"], r["concurrency"]) for r in data["rows"] if r["model"] == model}
             seen = [[r["batch"] for r in data["rows"] if r["server"] == "gpuserve"
                      and (r["model"], r["protocol"], r["concurrency"]) == (model, *point) and r["batch"] == r["batch"]]
