@@ -184,3 +184,25 @@ def test_mutated_grpc_requests_are_refused_clearly(server, http, seed):
                     wrong.append((raw[:200], code, details[:200]))
         assert wrong == []
         _answers_a_good_request(http(server), channel)
+
+
+def test_a_stream_message_that_does_not_parse_ends_the_stream_in_words(server, caplog):
+    """The requests before it are answered; the stream then ends INTERNAL "cannot parse the request message",
+    as a unary call that does not parse, and the server logs one line for it, not a traceback. (Triton 2.51
+    ends such a stream with OK and drops the messages after it unanswered; a client is told here.)"""
+    good = pb.ModelInferRequest(model_name="simple", id="first")
+    given = good.inputs.add()
+    given.name, given.datatype = "input", "FP32"
+    given.shape.extend([1, 4])
+    good.raw_input_contents.append(np.ones((1, 4), np.float32).tobytes())
+    broken = b"\x0a\xff\xff\xff\xff\xff"  # a length that runs past the message
+    with grpc.insecure_channel(f"127.0.0.1:{server.ports['grpc']}") as channel:
+        stream = channel.stream_stream("/inference.GRPCInferenceService/ModelStreamInfer")
+        answers = []
+        with pytest.raises(grpc.RpcError) as failed:
+            for raw in stream(iter([good.SerializeToString(), broken]), timeout=20):
+                answers.append(pb.ModelStreamInferResponse.FromString(raw))
+    assert [a.infer_response.id for a in answers] == ["first"] and not answers[0].error_message
+    assert failed.value.code() == grpc.StatusCode.INTERNAL
+    assert failed.value.details().startswith("cannot parse the request message")
+    assert not [r for r in caplog.records if r.exc_info], "a client's bytes logged a traceback"

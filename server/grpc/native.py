@@ -26,7 +26,7 @@ import numpy as np
 
 from gpuserve.dataplane import DataPlane
 from gpuserve.datatypes import VIEW_BYTES
-from gpuserve.errors import InvalidInput, InvalidSettings
+from gpuserve.errors import GpuserveError, InvalidInput, InvalidSettings
 from gpuserve.settings import ServerSettings
 from gpuserve.server.grpc import model_repository as repository
 from gpuserve.server.grpc import tls
@@ -380,7 +380,11 @@ class Call:
             message = await self.queue.get()
             if message is None:
                 return
-            yield parse_request(request_class, message)
+            try:
+                request = parse_request(request_class, message)
+            except Exception as exc:  # the client's bytes: the stream ends as a unary call would, with no traceback
+                raise GpuserveError(f"cannot parse the request message: {exc}") from None
+            yield request
 
     async def _run_stream(self) -> None:
         try:
