@@ -103,7 +103,7 @@ def _answers_a_good_request(http_client, channel):
 
 
 @pytest.mark.parametrize("seed", [1, 2])
-def test_mutated_rest_requests_are_refused_clearly(server, http, seed):
+def test_mutated_rest_requests_are_refused_clearly(server, http, seed, caplog):
     rnd, client, wrong = random.Random(seed), http(server), []
     for _ in range(400):
         path, body, headers = _rest_request(rnd)
@@ -116,6 +116,7 @@ def test_mutated_rest_requests_are_refused_clearly(server, http, seed):
             if not said or response.status_code >= 500 and response.status_code != 503:
                 wrong.append((path, body[:200], headers, response.status_code, response.text[:200]))
     assert wrong == []
+    assert not [r for r in caplog.records if r.exc_info], "a client's bytes logged a traceback"
     with grpc.insecure_channel(f"127.0.0.1:{server.ports['grpc']}") as channel:
         _answers_a_good_request(client, channel)
 
@@ -167,7 +168,7 @@ def _grpc_request(rnd: random.Random) -> bytes:
 
 
 @pytest.mark.parametrize("seed", [1, 2])
-def test_mutated_grpc_requests_are_refused_clearly(server, http, seed):
+def test_mutated_grpc_requests_are_refused_clearly(server, http, seed, caplog):
     rnd, wrong = random.Random(seed), []
     with grpc.insecure_channel(f"127.0.0.1:{server.ports['grpc']}") as channel:
         infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
@@ -184,6 +185,16 @@ def test_mutated_grpc_requests_are_refused_clearly(server, http, seed):
                     wrong.append((raw[:200], code, details[:200]))
         assert wrong == []
         _answers_a_good_request(http(server), channel)
+    assert not [r for r in caplog.records if r.exc_info], "a client's bytes logged a traceback"
+
+
+def test_a_region_that_cannot_be_opened_is_refused_in_tritons_words_without_a_traceback(server, http, caplog):
+    """Triton answers an unopenable key 500 / INTERNAL; it is the client's key, so one log line says it."""
+    response = http(server).post("/v2/systemsharedmemory/region/r/register",
+                                 json={"key": "/gpuserve-fuzz-no-such-region", "offset": 0, "byte_size": 8})
+    assert response.status_code == 500 and response.json()["error"].startswith("Unable to open shared memory region")
+    assert [r.levelname for r in caplog.records if "Unable to open" in r.getMessage()] == ["ERROR"]
+    assert not [r for r in caplog.records if r.exc_info]
 
 
 def test_a_stream_message_that_does_not_parse_ends_the_stream_in_words(server, caplog):

@@ -19,7 +19,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from gpuserve.compression import ENCODINGS, inflate
-from gpuserve.errors import InvalidInput, PayloadTooLarge, status_of, user_error_text
+from gpuserve.errors import GpuserveError, InvalidInput, PayloadTooLarge, status_of, user_error_text
 from gpuserve.transport_metrics import TransportMetrics
 
 logger = logging.getLogger("gpuserve.rest")
@@ -35,8 +35,11 @@ def error_response(exc: BaseException) -> Response:
     status, _ = status_of(exc)
     headers = getattr(exc, "headers", None) or None
     message = user_error_text(exc) or str(exc) or type(exc).__name__
-    if status >= 500:
-        logger.error("request failed with %s: %s", status, message, exc_info=status == 500)
+    if status >= 500:  # a traceback where it tells more than the message: an exception outside the error
+        # table (a bug, a model's own), or one of ours raised from such (as gRPC logs them, server/grpc/service.py)
+        cause = exc.__cause__
+        unexpected = not isinstance(exc, GpuserveError) or cause is not None and not isinstance(cause, GpuserveError)
+        logger.error("request failed with %s: %s", status, message, exc_info=status == 500 and unexpected)
     else:
         logger.warning("request rejected with %s: %s", status, message)
     return Response(orjson.dumps({"error": message}), status_code=status, media_type="application/json",
