@@ -42,7 +42,11 @@ def _key(request: InferRequest) -> Tuple:
 
 
 def _rows(request: InferRequest) -> int:
-    rows = {t.as_numpy().shape[0] for t in request.inputs}
+    shapes = [(t.name, t.as_numpy().shape) for t in request.inputs]
+    for name, shape in shapes:
+        if not shape:  # a scalar has no rows to batch by (_key says so in the same words)
+            raise InvalidInput(f"input '{name}' needs a batch dimension for adaptive batching")
+    rows = {shape[0] for _, shape in shapes}
     if len(rows) != 1:
         raise InvalidInput("inputs disagree on the batch dimension")
     return rows.pop()

@@ -217,3 +217,92 @@ def test_a_stream_message_that_does_not_parse_ends_the_stream_in_words(server, c
     assert failed.value.code() == grpc.StatusCode.INTERNAL
     assert failed.value.details().startswith("cannot parse the request message")
     assert not [r for r in caplog.records if r.exc_info], "a client's bytes logged a traceback"
+
+
+# -- MLServer runtimes: codecs and adaptive batching meet mutated content types, datatypes and shapes ----------
+
+_CODEC_RUNTIME = """
+import numpy as np
+from mlserver import MLModel
+from mlserver.codecs import NumpyCodec, PandasCodec, StringCodec
+from mlserver.types import InferenceResponse
+
+
+class Echo(MLModel):
+    async def predict(self, payload):
+        frame = self.decode_request(payload, default_codec=PandasCodec)
+        arrays = [self.decode(i, default_codec=NumpyCodec) for i in payload.inputs]
+        return InferenceResponse(model_name=self.name, outputs=[
+            NumpyCodec.encode_output("rows", np.array([len(frame)])),
+            StringCodec.encode_output("kinds", [type(a).__name__ for a in arrays])])
+"""
+_ARGS_RUNTIME = """
+from datetime import datetime
+from typing import List, Optional
+import numpy as np
+from mlserver import MLModel
+from mlserver.codecs import decode_args
+
+
+class Args(MLModel):
+    @decode_args
+    async def predict(self, questions: List[str], x: Optional[np.ndarray] = None,
+                      when: Optional[List[datetime]] = None) -> np.ndarray:
+        return np.array([len(q) for q in questions])
+"""
+CONTENT_TYPES = ["np", "pd", "str", "base64", "datetime", "dict", "bogus", "", None, 5]
+DATATYPES = ["BYTES", "FP32", "INT64", "BOOL", "FP16", "UINT8", "x"]
+DATA = [["x", "y"], [1, 2], [1.5, None], [True, False], ["2024-01-01T00:00:00", "nope"], ["aGVsbG8=", "!!"],
+        [[1, 2], [3]], [], [{"a": 1}], "abc", 5, None, [["a"], ["b"]]]
+SHAPES = [[2], [2, 1], [1, 2], [], [0], [-1], [1]]
+
+
+@pytest.fixture(scope="module")
+def mlserver_server(tmp_path_factory):
+    from conftest import running_server
+
+    root = tmp_path_factory.mktemp("mlserver-fuzz")
+    for name, module, source, extra in (("codecm", "codec_runtime", _CODEC_RUNTIME, {}),
+                                        ("argsm", "args_runtime", _ARGS_RUNTIME,
+                                         {"max_batch_size": 4, "max_batch_time": 0.002})):
+        (root / name).mkdir()
+        (root / name / f"{module}.py").write_text(source)
+        cls = "Echo" if name == "codecm" else "Args"
+        (root / name / "model-settings.json").write_text(json.dumps({"name": name, "implementation": f"{module}.{cls}",
+                                                                      **extra}))
+    repository = DiskRepository(str(root)).populate(ModelRepository())
+    with running_server(repository=repository) as running:
+        yield running
+
+
+def _mlserver_tensor(rnd: random.Random) -> dict:
+    tensor = {"name": rnd.choice(["a", "questions", "x", "when"]), "datatype": rnd.choice(DATATYPES),
+              "shape": rnd.choice(SHAPES), "data": rnd.choice(DATA)}
+    if rnd.random() < 0.7:
+        tensor["parameters"] = {"content_type": rnd.choice(CONTENT_TYPES)}
+    return tensor
+
+
+def test_mlserver_runtimes_refuse_mutated_requests_clearly(mlserver_server, http, caplog):
+    rnd, client, wrong = random.Random(3), http(mlserver_server), []
+    for _ in range(400):
+        body = {"inputs": [_mlserver_tensor(rnd) for _ in range(rnd.randint(0, 3))]}
+        if rnd.random() < 0.4:
+            body["parameters"] = {"content_type": rnd.choice(CONTENT_TYPES)}
+        response = client.post(f"/v2/models/{rnd.choice(['codecm', 'argsm'])}/infer", json=body)
+        if response.status_code >= 500 and response.status_code != 503 or "error" not in response.json() and \
+                response.status_code != 200:
+            wrong.append((body, response.status_code, response.text[:200]))
+    assert wrong == []
+    assert not [r for r in caplog.records if r.exc_info], "a client's bytes logged a traceback"
+
+
+@pytest.mark.parametrize("model, tensor, words", [
+    ("codecm", {"name": "x", "datatype": "BYTES", "shape": [1], "data": 5}, "BYTES elements must be bytes or str"),
+    ("argsm", {"name": "questions", "datatype": "BYTES", "shape": [], "data": "abc"}, "needs a batch dimension"),
+])
+def test_what_fuzzing_found_in_mlserver_runtimes_is_a_400(mlserver_server, http, model, tensor, words):
+    """A BYTES input given one bare number (was a TypeError, 500) and a scalar input to an adaptive-batching
+    model (was an IndexError, 500)."""
+    response = http(mlserver_server).post(f"/v2/models/{model}/infer", json={"inputs": [tensor]})
+    assert response.status_code == 400 and words in response.json()["error"]

@@ -246,8 +246,10 @@ def _bytes_elements(data: Any) -> np.ndarray:
         return out
     if isinstance(data, (str, bytes, bytearray)):
         items: List[Any] = [bytes(data) if isinstance(data, bytearray) else data]
-    else:
+    elif isinstance(data, (list, tuple)):
         items = list(_flatten(data))
+    else:  # one element given bare (a number): the shape check after says whether it fits
+        items = [data]
     out = np.empty(len(items), dtype=object)
     out[:] = items
     return out
