@@ -123,6 +123,8 @@ def test_demo_launch_line_serves_and_sigterm_exits_zero():
         assert species["outputs"][0]["data"] == ["setosa", "versicolor", "virginica"]  # Python backend + BLS
         assert httpx.post(f"{base}/v1/models/text-stats:predict", json={"instances": ["a b"]}).json() == \
             {"predictions": [{"words": 2, "chars": 3}]}
+        refused = httpx.post(f"{base}/v1/models/text-stats:predict", json={"instances": [["a"]]})
+        assert refused.status_code == 400 and "instances" in refused.json()["error"]  # the demo checks its input
         assert httpx.get(f"http://127.0.0.1:{metrics}/metrics").status_code == 200
         assert httpx.get(f"{base}/v2").json()["name"] == "gpuserve-demo"
         proc.send_signal(signal.SIGUSR1)  # every thread's stack to stderr; the server serves on

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from gpuserve import InferOutput, InferRequest, InferResponse, Model
+from gpuserve import InferOutput, InferRequest, InferResponse, InvalidInput, Model
 
 
 class TextStats(Model):
@@ -14,7 +14,9 @@ class TextStats(Model):
             texts = [t.decode() if isinstance(t, bytes) else str(t) for t in payload.inputs[0].as_numpy().ravel()]
             counts = np.array([[len(t.split()), len(t)] for t in texts], dtype=np.int64).reshape(-1, 2)
             return InferResponse(payload.id, self.name, [InferOutput.from_numpy("counts", counts)])
-        texts = payload["instances"]
+        texts = payload.get("instances") if isinstance(payload, dict) else None
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            raise InvalidInput('expected {"instances": [text, ...]}')  # a 400, as KServe's InvalidInput
         return {"predictions": [{"words": len(t.split()), "chars": len(t)} for t in texts]}
 
     def get_input_types(self):
