@@ -31,6 +31,7 @@ from gpuserve.peer_merge import merge_statistics
 from gpuserve.runtime_settings import RuntimeSettings
 from gpuserve.shared_memory import SharedMemoryRegistry, resolve_shared_memory, write_shared_memory
 from gpuserve.transport_metrics import TransportMetrics
+from gpuserve.triton_sequence import check_sequence_id
 from gpuserve.types import InferRequest, InferResponse, json_numbers
 from gpuserve.version import __version__
 
@@ -353,6 +354,9 @@ class DataPlane:
             # empty request itself, as Triton does: all-optional inputs run, else "expected N inputs but got 0"
             raise InvalidInput("request must have at least one input" if request.from_grpc
                                else "request must have a non-empty 'inputs' list")
+        parameters = request.parameters
+        if parameters and "sequence_id" in parameters and triton_form(model):  # as Triton's frontends parse it
+            check_sequence_id(parameters["sequence_id"])
         if _user_healthy(type(model)) and not await model.healthy():
             raise ModelNotReady(model.name)
         request.headers = headers

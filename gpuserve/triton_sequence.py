@@ -123,6 +123,15 @@ def parse_controls(model: str, batching: Dict[str, Any]) -> List[Control]:
     return controls
 
 
+def check_sequence_id(value: Any) -> None:
+    """A request's `sequence_id` as Triton's frontends parse it for any model: an unsigned 64-bit integer or a
+    string (Triton answers others "Unable to parse 'sequence_id'" with a 500; a client's value, so a 400 here).
+    A model without sequence batching ignores a good one."""
+    if isinstance(value, str) or isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2 ** 64:
+        return
+    raise InvalidInput(f"request parameter 'sequence_id' must be an unsigned 64-bit integer or a string, got {value!r}")
+
+
 def correlation_id(model: str, parameters: Dict[str, Any]):
     value = parameters.get("sequence_id")
     if value in (None, 0, "") or isinstance(value, bool):

@@ -306,3 +306,16 @@ def test_what_fuzzing_found_in_mlserver_runtimes_is_a_400(mlserver_server, http,
     model (was an IndexError, 500)."""
     response = http(mlserver_server).post(f"/v2/models/{model}/infer", json={"inputs": [tensor]})
     assert response.status_code == 400 and words in response.json()["error"]
+
+
+@pytest.mark.parametrize("value", [1.5, [1], {}, None, True, -1, 2 ** 64])
+def test_a_sequence_id_triton_cannot_parse_is_a_400_for_any_triton_model(server, http, value):
+    """Triton's frontends parse `sequence_id` for every request (an unsigned 64-bit integer or a string) and refuse
+    others "Unable to parse 'sequence_id'" (a 500 there); a model without sequence batching answered 500 in
+    pb_utils' words (a Python model, an ensemble) or ran the request (true, -1)."""
+    body = {"parameters": {"sequence_id": value}, "inputs": GOOD["inputs"]}
+    response = http(server).post("/v2/models/simple/infer", json=body)
+    assert response.status_code == 400 and "'sequence_id' must be an unsigned 64-bit integer or a string" in \
+        response.json()["error"]
+    assert http(server).post("/v2/models/simple/infer", json={"parameters": {"sequence_id": "any"}, **GOOD}
+                             ).status_code == 200
