@@ -246,10 +246,10 @@ def _bytes_elements(data: Any) -> np.ndarray:
         return out
     if isinstance(data, (str, bytes, bytearray)):
         items: List[Any] = [bytes(data) if isinstance(data, bytearray) else data]
-    elif isinstance(data, (list, tuple)):
-        items = list(_flatten(data))
-    else:  # one element given bare (a number): the shape check after says whether it fits
+    elif data is None or isinstance(data, (bool, int, float)):  # one element given bare: the checks after judge it
         items = [data]
+    else:
+        items = list(_flatten(data))
     out = np.empty(len(items), dtype=object)
     out[:] = items
     return out
