@@ -137,9 +137,7 @@ def correlation_id(model: str, parameters: Dict[str, Any]):
     if value in (None, 0, "") or isinstance(value, bool):
         raise InvalidInput(f"inference request to model '{model}' must specify a non-zero or non-empty "
                            "correlation ID")
-    if not isinstance(value, (int, str)) or (isinstance(value, int) and not 0 < value < 2 ** 64):
-        raise InvalidInput(f"inference request to model '{model}': the correlation ID (sequence_id) must be an "
-                           f"unsigned 64-bit integer or a string, got {value!r}")
+    check_sequence_id(value)  # (the data plane checked it already for a request that came through it)
     return value
 
 
