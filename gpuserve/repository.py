@@ -134,8 +134,23 @@ def _builtin_runtime(implementation: str):
         from gpuserve.triton_fil import FilModel  # puts the model's folder on sys.path)
 
         return FilModel
+    if implementation in MLFLOW_NAMES or implementation.lower() == "mlflow":
+        return _mlflow_runtime()
     runtimes = {**BUILTIN_RUNTIMES, "triton_python": TritonPythonBackendModel, "ensemble": EnsembleModel}
     return runtimes.get(implementation) or runtimes.get(implementation.lower())
+
+
+# MLServer's name for its MLflow runtime, and ours; imported on first use, as MLflow itself is optional
+MLFLOW_NAMES = ("mlserver_mlflow.MLflowRuntime", "gpuserve.runtimes_mlflow.MLflowRuntime")
+MLFLOW_FILE = "MLmodel"  # what makes a folder an MLflow model
+
+
+def _mlflow_runtime():
+    try:
+        from gpuserve.runtimes_mlflow import MLflowRuntime
+    except ImportError as exc:
+        raise InvalidSettings(str(exc)) from None
+    return MLflowRuntime
 
 
 def runtime_for(settings: ModelSettings):
@@ -148,6 +163,8 @@ def runtime_for(settings: ModelSettings):
     uri = settings.resolve_uri()
     if uri is None:
         raise InvalidSettings(f"model '{settings.name}' names no implementation and no parameters.uri")
+    if uri.is_dir() and (uri / MLFLOW_FILE).is_file():
+        return _mlflow_runtime()
     path = uri / "model.onnx" if uri.is_dir() else uri
     runtime = ARTEFACT_RUNTIMES.get(path.suffix)
     if runtime is None:

@@ -94,13 +94,31 @@ def test_can_encode_and_lookup():
     (pd.DataFrame({"s": ["x", None]}), "column 's' .* has missing values"),
     (pd.DataFrame({"i": pd.array([1, None], dtype="Int64")}), "column 'i' .* has missing values"),
     (pd.DataFrame({"t": pd.to_datetime(["2024-01-01"])}), "column 't' .* cannot be encoded"),
-    (pd.DataFrame({"m": [1, "a"]}), "column 'm' .* cannot be encoded"),
-    (pd.DataFrame({"r": [[1, 2], [3]]}), "column 'r': row values must be equal-length arrays"),
+    (pd.DataFrame({"o": [object()]}), "column 'o' .* cannot be encoded"),
     (pd.DataFrame([[1, 2]], columns=["a", "a"]), "column names must be unique"),
 ])
 def test_unencodable_frames(frame, message):
     with pytest.raises(InvalidInput, match=message):
         PandasCodec.encode_request(frame)
+
+
+def test_columns_of_objects_travel_as_json_text_marked_pd_json():
+    """MLServer's `pd_json`: rows that are dicts, ragged lists or mixed values, one JSON text each."""
+    frame = pd.DataFrame({"d": [{"a": 1}, {"b": [1, 2]}], "r": [[1, 2], [3]], "m": [1, "a"], "n": [1.5, 2.5]})
+    request = PandasCodec.encode_request(frame)
+    tensors = {t.name: t for t in request.inputs}
+    for name, texts in (("d", ['{"a":1}', '{"b":[1,2]}']), ("r", ["[1,2]", "[3]"]), ("m", ['1', '"a"'])):
+        assert tensors[name].datatype == "BYTES" and tensors[name].shape == [2, 1]
+        assert tensors[name].parameters["content_type"] == "pd_json"
+        assert list(tensors[name].as_numpy().ravel()) == texts
+    body, _ = request.to_rest()
+    back = PandasCodec.decode_request(InferRequest.from_rest("m", body))  # as a client would send it
+    assert back["d"].tolist() == [{"a": 1}, {"b": [1, 2]}] and back["r"].tolist() == [[1, 2], [3]]
+    assert back["m"].tolist() == [1, "a"] and back["n"].tolist() == [1.5, 2.5]
+    broken = InferRequest.from_rest("m", {"inputs": [{"name": "d", "datatype": "BYTES", "shape": [1, 1], "data": [
+        "{not json"], "parameters": {"content_type": "pd_json"}}]})
+    with pytest.raises(InvalidInput, match="'d' element 0 is not JSON text"):
+        PandasCodec.decode_request(broken)
 
 
 def test_wrong_payload_and_bad_requests():

@@ -16,6 +16,7 @@ import sys
 from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
+import orjson
 
 from gpuserve.codecs.base import (
     CONTENT_TYPE,
@@ -24,7 +25,7 @@ from gpuserve.codecs.base import (
     register_request_codec,
     with_content_type,
 )
-from gpuserve.codecs.bytes_lists import object_column
+from gpuserve.codecs.bytes_lists import bytes_tensor, decode_each, object_column
 from gpuserve.codecs.string_codec import StringCodec
 from gpuserve.datatypes import from_numpy_dtype
 from gpuserve.errors import InvalidInput
@@ -32,6 +33,9 @@ from gpuserve.types import InferInput, InferOutput, InferRequest, InferResponse
 
 if TYPE_CHECKING:
     import pandas as pd
+
+# MLServer's content type of a column whose rows are objects, each sent as JSON text
+JSON_CONTENT_TYPE = "pd_json"
 
 
 def _pandas():
@@ -86,13 +90,29 @@ def _object_column_tensor(pandas: Any, cls: type, name: str, series: "pd.Series"
     if cells and all(isinstance(c, (list, tuple, np.ndarray)) for c in cells):
         try:
             array = np.stack([np.asarray(c) for c in cells])
-        except ValueError as exc:
-            raise InvalidInput(f"column '{name}': row values must be equal-length arrays ({exc})") from None
-        if array.dtype.kind not in "biuf":
-            raise InvalidInput(f"column '{name}': row values must be numeric or bool arrays, got {array.dtype}")
-        return cls(name, list(array.shape), from_numpy_dtype(array.dtype), array)
-    raise InvalidInput(f"column '{name}' ({series.dtype}, holding {kind} values) cannot be encoded; "
-                       f"use numeric, bool, str or bytes columns")
+        except ValueError:
+            array = None  # rows of different lengths: JSON, below
+        if array is not None and array.dtype.kind in "biuf":
+            return cls(name, list(array.shape), from_numpy_dtype(array.dtype), array)
+    return _json_column_tensor(cls, name, cells, kind)
+
+
+def _json_column_tensor(cls: type, name: str, cells: list, kind: str):
+    """Rows of objects (dicts, ragged or mixed lists): each one JSON text, marked `pd_json` (MLServer's)."""
+    try:
+        items = [orjson.dumps(cell, default=_jsonable, option=orjson.OPT_SERIALIZE_NUMPY).decode() for cell in cells]
+    except TypeError as exc:
+        raise InvalidInput(f"column '{name}' (holding {kind} values) cannot be encoded: {exc}; use numeric, bool, "
+                           f"str, bytes or JSON-serializable columns") from None
+    return bytes_tensor(cls, name, items, JSON_CONTENT_TYPE)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("utf-8", errors="replace")
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def _frame_tensors(cls: type, payload: Any, use_bytes: bool, codec: str) -> list:
@@ -106,6 +126,8 @@ def _frame_tensors(cls: type, payload: Any, use_bytes: bool, codec: str) -> list
 
 def _column_values(tensor: Any, is_output: bool) -> Any:
     content_type = tensor.parameters.get(CONTENT_TYPE)
+    if content_type == JSON_CONTENT_TYPE:
+        return decode_each(tensor, JSON_CONTENT_TYPE, orjson.loads, "JSON text")
     if content_type:
         codec = find_input_codec(content_type)
         if codec is None:
@@ -149,6 +171,7 @@ class PandasCodec(RequestCodec):
     """A DataFrame as one tensor per column; `use_bytes=False` keeps text as str in the tensors."""
 
     ContentType = "pd"
+    JsonContentType = "pd_json"  # a column of objects, one JSON text a row
 
     @classmethod
     def can_encode(cls, payload: Any) -> bool:

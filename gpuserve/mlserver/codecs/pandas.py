@@ -15,6 +15,7 @@ class PandasCodec(NativeRequestCodec):
     """Decodes a request (response) into a DataFrame, each input (output) being one column."""
 
     ContentType = "pd"
+    JsonContentType = "pd_json"  # a column of objects, one JSON text a row
     TypeHint = LazyType("pandas", "DataFrame")
     Native = native_codecs.PandasCodec
 

@@ -1,0 +1,160 @@
+"""MLflow models (a folder with an `MLmodel` file), served as MLServer's MLflow runtime serves them.
+
+A model-settings.json naming `mlserver_mlflow.MLflowRuntime` (or `mlflow`), or whose `parameters.uri` is
+a folder holding `MLmodel`, loads the model with `mlflow.pyfunc.load_model`, so every flavour with a
+pyfunc form serves (scikit-learn, XGBoost, PyTorch, a custom `PythonModel`, ...). As MLServer:
+- the signature becomes the V2 metadata, and a request decodes by the content type it implies (a
+  DataFrame for column signatures, an array or a dict of arrays for tensor ones; gpuserve/mlflow_schema.py);
+- a request's custom parameters reach `predict(data, params=...)`;
+- MLflow's own scoring protocol is served beside V2: `POST /invocations` (`dataframe_split`,
+  `dataframe_records`, `instances`, `inputs`, CSV), `GET /ping`, `/health` and `/version`.
+Where it differs, on purpose: `predict` runs on a thread of the model's own (one, so a pyfunc model that
+is not thread-safe is called as MLServer calls it, one request at a time), never on the event loop; an
+answer that is a pandas Series or a list goes out as one tensor (MLServer has no codec for either and
+fails the request); a model error MLflow blames on the input (schema enforcement) is a 400 in MLflow's
+words, any other a 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import json
+import logging
+from typing import Any
+
+import numpy as np
+
+from gpuserve.errors import InvalidInput, ModelLoadError
+from gpuserve.mlserver.handlers import custom_handler
+from gpuserve.mlserver.model import MLModel
+from gpuserve.mlserver.settings import ModelParameters
+from gpuserve.mlserver.types import InferenceRequest, InferenceResponse
+from gpuserve.mlserver.utils import get_model_uri
+
+try:
+    import mlflow.pyfunc
+    from mlflow.exceptions import MlflowException
+except ImportError as exc:  # the repository says so as the model's reason
+    raise ImportError(f"serving an MLflow model needs MLflow: pip install 'gpuserve[mlflow]' ({exc})") from None
+
+from fastapi import Request, Response  # noqa: E402  (after the MLflow check, which names the fix)
+
+from gpuserve.mlflow_schema import (  # noqa: E402
+    INPUT_PREFIX,
+    OUTPUT_PREFIX,
+    TensorDictCodec,
+    metadata_tensors,
+    request_content_type,
+)
+
+logger = logging.getLogger("gpuserve")
+# Request-level parameters that mean something to the protocol, not to the model's `params`
+_PROTOCOL_PARAMETERS = {"content_type", "headers"}
+
+
+def _input_fault(exc: BaseException) -> bool:
+    """Whether MLflow blames the caller's data: its schema checks raise these codes."""
+    return isinstance(exc, MlflowException) and exc.error_code in ("INVALID_PARAMETER_VALUE", "BAD_REQUEST")
+
+
+class MLflowRuntime(MLModel):
+    """An MLflow pyfunc model behind the V2 protocol and MLflow's own scoring routes."""
+
+    async def load(self) -> bool:
+        uri = await get_model_uri(self._settings)
+        self._calls = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"gpuserve-mlflow-{self.name}")
+        try:
+            self._model = await self._run(mlflow.pyfunc.load_model, uri)
+        except MlflowException as exc:
+            raise ModelLoadError(f"MLflow cannot load '{uri}': {exc.message}") from None
+        self._input_schema = self._model.metadata.get_input_schema()
+        self._adopt_signature(self._model.metadata.signature)
+        return True
+
+    def _adopt_signature(self, signature: Any) -> None:
+        """The signature's inputs, outputs and request content type replace what the settings said, as in
+        MLServer (which warns; so does this)."""
+        if signature is None:
+            return
+        if self.inputs or self.outputs:
+            logger.warning("model '%s': its MLflow signature replaces the inputs and outputs in its settings",
+                           self.name)
+        self.inputs = metadata_tensors(signature.inputs, INPUT_PREFIX)
+        self.outputs = metadata_tensors(signature.outputs, OUTPUT_PREFIX)
+        if self._settings.parameters is None:
+            self._settings.parameters = ModelParameters()
+        content_type = request_content_type(signature.inputs)
+        if self._settings.parameters.content_type and self._settings.parameters.content_type != content_type:
+            logger.warning("model '%s': its MLflow signature sets the request content type to '%s'", self.name,
+                           content_type)
+        self._settings.parameters.content_type = content_type
+
+    async def unload(self) -> bool:
+        calls = getattr(self, "_calls", None)
+        if calls is not None:
+            calls.shutdown(wait=False)
+        self._model = None
+        return True
+
+    async def _run(self, fn, *args, **kwargs):
+        return await asyncio.get_running_loop().run_in_executor(self._calls, functools.partial(fn, *args, **kwargs))
+
+    # V2 -----------------------------------------------------------------------------------------
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        data = self.decode_request(payload)
+        extra = payload.parameters.model_extra if payload.parameters is not None else None
+        params = {k: v for k, v in (extra or {}).items() if k not in _PROTOCOL_PARAMETERS} or None
+        try:
+            output = await self._run(self._model.predict, data, params=params)
+        except MlflowException as exc:
+            if _input_fault(exc):
+                raise InvalidInput(f"model '{self.name}': {exc.message}") from None
+            raise
+        return self.encode_response(_encodable(output), default_codec=TensorDictCodec)
+
+    # MLflow's scoring server --------------------------------------------------------------------
+    @custom_handler(rest_path="/ping", rest_method="GET")
+    async def ping(self) -> Response:
+        return Response(content="\n", media_type="application/json")
+
+    @custom_handler(rest_path="/health", rest_method="GET")
+    async def health(self) -> Response:
+        return Response(content="\n", media_type="application/json")
+
+    @custom_handler(rest_path="/version", rest_method="GET")
+    async def mlflow_version(self) -> Response:
+        return Response(content=mlflow.__version__, media_type="application/json")
+
+    @custom_handler(rest_path="/invocations")
+    async def invocations(self, request: Request) -> Response:
+        """MLflow's own parsing and answer (mlflow.pyfunc.scoring_server.invocations), so a client of
+        `mlflow models serve` gets what it gets there: `{"predictions": ...}`, 415 for a content type it
+        does not read, and MLflow's `{"error_code", "message"}` for bad input; every refusal also carries
+        gpuserve's `error` (MLflow writes the 415 as plain text; here it is `{"error": ...}`)."""
+        from mlflow.pyfunc import scoring_server
+
+        body = await request.body()
+        content_type = request.headers.get("content-type", "")
+        try:
+            answer = await self._run(scoring_server.invocations, body, content_type, self._model, self._input_schema)
+        except MlflowException as exc:
+            status = exc.get_http_status_code() if _input_fault(exc) else 500
+            error = json.loads(exc.serialize_as_json())
+            return Response(content=json.dumps({"error": exc.message, **error}), status_code=status,
+                            media_type="application/json")
+        if answer.status >= 400:  # MLflow writes these as plain text; gpuserve's REST errors are JSON
+            return Response(content=json.dumps({"error": answer.response}), status_code=answer.status,
+                            media_type="application/json")
+        return Response(content=answer.response, status_code=answer.status, media_type=answer.mimetype)
+
+
+def _encodable(output: Any) -> Any:
+    """A pandas Series or a list as one array; what MLServer's codecs take as it is."""
+    if isinstance(output, list):
+        return np.asarray(output)
+    to_numpy = getattr(output, "to_numpy", None)
+    if to_numpy is not None and getattr(output, "ndim", 0) == 1:  # a Series (a DataFrame has its own codec)
+        return to_numpy()
+    return output
