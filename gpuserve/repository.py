@@ -290,6 +290,11 @@ class DiskRepository:
             if _artefact(folder):
                 found.setdefault(folder.name, []).append(
                     ModelSettings(name=folder.name, parameters={"uri": str(_artefact(folder))}, folder=str(folder)))
+            elif (folder / MLFLOW_FILE).is_file():  # an MLflow model folder as MLflow saved it
+                found.setdefault(folder.name, []).append(
+                    ModelSettings(name=folder.name, implementation="mlflow", parameters={"uri": str(folder)},
+                                  folder=str(folder)))
+                continue
             versions = _version_folders(folder)
             if versions:  # as Triton's completed config: version_policy latest 1 (the others stay on disk)
                 version = max(versions, key=int)

@@ -8,11 +8,12 @@ pyfunc form serves (scikit-learn, XGBoost, PyTorch, a custom `PythonModel`, ...)
 - a request's custom parameters reach `predict(data, params=...)`;
 - MLflow's own scoring protocol is served beside V2: `POST /invocations` (`dataframe_split`,
   `dataframe_records`, `instances`, `inputs`, CSV), `GET /ping`, `/health` and `/version`.
-Where it differs, on purpose: `predict` runs on a thread of the model's own (one, so a pyfunc model that
-is not thread-safe is called as MLServer calls it, one request at a time), never on the event loop; an
-answer that is a pandas Series or a list goes out as one tensor (MLServer has no codec for either and
-fails the request); a model error MLflow blames on the input (schema enforcement) is a 400 in MLflow's
-words, any other a 500.
+Where it differs, on purpose: a request with no content type for a model with no signature reaches
+`predict` as an array (one input) or a dict of arrays (MLServer passes its request object); `predict`
+runs on a thread of the model's own (one, so a pyfunc model that is not thread-safe is called as MLServer
+calls it, one request at a time), never on the event loop; an answer that is a pandas Series or a list
+goes out as one tensor (MLServer has no codec for either and fails the request); a model error MLflow
+blames on the input (schema enforcement) is a 400 in MLflow's words, any other a 500.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from gpuserve.errors import InvalidInput, ModelLoadError
+from gpuserve.mlserver.codecs import NumpyRequestCodec
 from gpuserve.mlserver.handlers import custom_handler
 from gpuserve.mlserver.model import MLModel
 from gpuserve.mlserver.settings import ModelParameters
@@ -103,7 +105,10 @@ class MLflowRuntime(MLModel):
 
     # V2 -----------------------------------------------------------------------------------------
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
-        data = self.decode_request(payload)
+        # Without a content type (no signature, none sent) MLServer hands the model the request object
+        # itself, which no pyfunc model reads: here one input is an array, several a dict of arrays.
+        data = self.decode_request(payload, default_codec=NumpyRequestCodec if len(payload.inputs) == 1
+                                   else TensorDictCodec)
         extra = payload.parameters.model_extra if payload.parameters is not None else None
         params = {k: v for k, v in (extra or {}).items() if k not in _PROTOCOL_PARAMETERS} or None
         try:

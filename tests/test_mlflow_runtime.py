@@ -107,6 +107,7 @@ def made(tmp_path_factory):
     mlflow.sklearn.save_model(classifier, str(root / "sk" / "model"), serialization_format="cloudpickle",
                               signature=infer_signature(x, classifier.predict(x)))
     _settings(root / "sk", "sk", parameters={"uri": "./model"})
+    mlflow.sklearn.save_model(classifier, str(root / "bare"), serialization_format="cloudpickle")  # no settings
     (root / "broken" / "model").mkdir(parents=True)
     (root / "broken" / "model" / "MLmodel").write_text("flavors: [not, a, mapping\n")
     _settings(root / "broken", "broken", implementation="mlserver_mlflow.MLflowRuntime",
@@ -171,11 +172,13 @@ def test_named_tensors_decode_as_a_dict_and_a_dict_answers_one_output_each(http)
     assert outputs["diff"]["data"] == [0.5, 1.5, 2.0, 3.0]
 
 
-def test_a_sklearn_flavour_found_by_its_mlmodel_answers_as_its_predict(http, made):
+@pytest.mark.parametrize("name", ["sk", "bare"])
+def test_a_sklearn_flavour_found_by_its_mlmodel_answers_as_its_predict(http, made, name):
+    """sk: settings naming only the uri; bare: a folder MLflow saved, without settings or a signature."""
     _, classifier = made
     x = np.random.default_rng(1).normal(size=(7, 4))
     body = {"inputs": [{"name": "input-0", "shape": [7, 4], "datatype": "FP64", "data": x.ravel().tolist()}]}
-    answer = http.post("/v2/models/sk/infer", json=body)
+    answer = http.post(f"/v2/models/{name}/infer", json=body)
     assert answer.status_code == 200, answer.text
     (output,) = answer.json()["outputs"]
     assert output["data"] == classifier.predict(x).tolist()
