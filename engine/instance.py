@@ -32,6 +32,7 @@ from gpuserve.engine.job import TRACING, Job
 from gpuserve.engine.split import split_rows, whole
 from gpuserve.engine.staging import StagingPool, gather
 from gpuserve.engine.stats import ModelStats
+from gpuserve.errors import escaped
 from gpuserve.kernels.ragged import pack
 from gpuserve.kernels.stage import NO_KERNELS, KernelStage, batch_reductions
 
@@ -160,6 +161,8 @@ class Instance:
         except Exception as exc:
             if len(jobs) == 1 or self._run_requests is not None:  # whole requests never run twice
                 return [exc for _ in jobs]
+        except BaseException as exc:  # sys.exit() and the like in model code: these requests' 500, never the loop's
+            return [escaped(exc) for _ in jobs]
         results: List[object] = []
         for job in jobs:
             try:

@@ -22,8 +22,9 @@ from gpuserve.adaptive import AdaptiveBatcher
 from gpuserve.classification import apply_classification
 from gpuserve.engine.stats import ModelStats
 from gpuserve.errors import (InferenceError, InvalidInput, ModelControlDisabled, ModelLoadError, ModelNotFound,
-                             ModelNotReady, RequestCancelled)
+                             ModelNotReady, RequestCancelled, cancelled_here, escaped)
 from gpuserve.header_forward import HeaderForward
+from gpuserve.response_headers import checked_headers
 from gpuserve.model import InferenceVerb, Model
 from gpuserve.model_repository import DUPLICATED, ModelRepository, triton_form
 from gpuserve.ownership import own_outputs
@@ -301,15 +302,22 @@ class DataPlane:
     # inference ---------------------------------------------------------------------------------
     async def infer(self, request: InferRequest, headers: Optional[Dict[str, str]] = None
                     ) -> Tuple[Any, Dict[str, str]]:
-        if request.trace is not None:
-            return await self._traced(request, headers)
-        held = self.shared_memory.hold(request)  # its regions outlive an unregister until it has answered
-        if not held:
-            return await self._infer(request, headers)
         try:
-            return await self._infer(request, headers)
-        finally:
-            self.shared_memory.let_go(held)
+            if request.trace is not None:
+                return await self._traced(request, headers)
+            held = self.shared_memory.hold(request)  # its regions outlive an unregister until it has answered
+            if not held:
+                return await self._infer(request, headers)
+            try:
+                return await self._infer(request, headers)
+            finally:
+                self.shared_memory.let_go(held)
+        except Exception:
+            raise
+        except BaseException as exc:  # sys.exit() and the like from model code (gpuserve/hooks.py): this
+            if cancelled_here(exc):  # request's 500 in every transport, and in tasks of its own (gRPC streams,
+                raise  # ensemble steps), where asyncio would stop the loop with it
+            raise escaped(exc) from None
 
     async def _traced(self, request: InferRequest, headers: Optional[Dict[str, str]] = None
                       ) -> Tuple[Any, Dict[str, str]]:
@@ -423,6 +431,8 @@ class DataPlane:
             if cache_key is not None:
                 self._keep(model, request, response, cache_key, lookup_ns)
         response = write_shared_memory(self.shared_memory, shm_outputs, response, request)
+        if response_headers:
+            response_headers = checked_headers(model.name, response_headers)
         return response, response_headers
 
     def _keep(self, model, request: InferRequest, response: InferResponse, key: bytes, lookup_ns: int) -> None:
@@ -550,6 +560,8 @@ class DataPlane:
             elif isinstance(predictions, dict):
                 response["predictions"] = {k: json_numbers(v) if isinstance(v, np.ndarray) else v
                                            for k, v in predictions.items()}
+        if response_headers:
+            response_headers = checked_headers(model.name, response_headers)
         return response, response_headers
 
 

@@ -185,6 +185,39 @@ class InferenceError(GpuserveError, RuntimeError):
         return self.reason if self.status is None else f"[{self.status}] {self.reason}"
 
 
+def escaped(exc: BaseException) -> InferenceError:
+    """The 500 a request answers when model code raised a BaseException outside Exception (sys.exit(),
+    KeyboardInterrupt, GeneratorExit, a CancelledError of its own) or a StopIteration on a thread. Let
+    through, the first two stop the event loop, and the server with it; the others leave the request
+    unanswered (asyncio cannot put a StopIteration into a future; a CancelledError reads as the client
+    having gone)."""
+    words = words_of(exc)
+    return InferenceError(f"model code raised {type(exc).__name__}" + (f": {words}" if words else ""))
+
+
+def words_of(exc: BaseException) -> str:
+    """`str(exc)`, or "" where its `__str__` fails: an answer is written whatever a model's exception does."""
+    try:
+        return str(exc)
+    except Exception:
+        return ""
+
+
+def cancelled_here(exc: BaseException) -> bool:
+    """Whether `exc` is the cancellation of the running task (its client went away, the server stops), not a
+    CancelledError some code raised by itself. Before Python 3.11 every CancelledError counts as one."""
+    import asyncio
+
+    if not isinstance(exc, asyncio.CancelledError):
+        return False
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no running loop: a thread's own CancelledError
+        return False
+    cancelling = getattr(task, "cancelling", None)
+    return task is None or cancelling is None or cancelling() > 0
+
+
 class ModelMissingError(GpuserveError):
     """A model folder or artefact named by settings does not exist: the server's fault, 500 as KServe."""
 
@@ -235,7 +268,7 @@ def mark_user_error(exc: BaseException) -> None:
 
 def user_error_text(exc: BaseException) -> Optional[str]:
     if getattr(exc, "gpuserve_user_error", False) and not isinstance(exc, NotImplementedError):
-        return f"{type(exc).__name__} : {exc}"
+        return f"{type(exc).__name__} : {words_of(exc)}"
     return None
 
 

@@ -13,6 +13,8 @@ import functools
 import inspect
 from typing import Any, Callable
 
+from gpuserve.errors import cancelled_here, escaped
+
 
 @functools.lru_cache(maxsize=4096)
 def _arity(func: Callable) -> tuple[int, frozenset, bool]:
@@ -71,17 +73,65 @@ async def call_hook(func: Callable, *args: Any, **kwargs: Any) -> Any:
     args, kwargs = fit_args(func, args, kwargs)
     if is_async(func):
         result = func(*args, **kwargs)
-        if inspect.isasyncgen(result):
-            return result
-        return await result
-    loop = asyncio.get_running_loop()
-    context = contextvars.copy_context()  # the hook sees the request's context (e.g. metrics labels)
-    result = await loop.run_in_executor(None, functools.partial(context.run, func, *args, **kwargs))
-    if inspect.isawaitable(result):
-        result = await result
-    return result
+        if not inspect.isasyncgen(result):
+            result = await guarded(result)
+    else:
+        result = await in_executor(func, *args, **kwargs)
+        if inspect.isawaitable(result):
+            result = await guarded(result)
+    return guarded_stream(result) if inspect.isasyncgen(result) else result
+
+
+async def in_executor(func: Callable, *args: Any, **kwargs: Any) -> Any:
+    """`func` on the default executor, in a copy of the caller's context (the hook sees the request's, e.g.
+    metrics labels); what it raises outside Exception, or a StopIteration, comes back as the request's 500."""
+    context = contextvars.copy_context()
+    return await asyncio.get_running_loop().run_in_executor(None, functools.partial(_run, context, func, args, kwargs))
+
+
+def _run(context: contextvars.Context, func: Callable, args: tuple, kwargs: dict) -> Any:
+    try:
+        return context.run(func, *args, **kwargs)
+    except StopIteration as exc:
+        raise escaped(exc) from None
+    except Exception:
+        raise
+    except BaseException as exc:
+        raise escaped(exc) from None
+
+
+async def guarded(awaitable: Any) -> Any:
+    """Await model code; what it raises outside Exception (but a real cancellation) is the request's 500."""
+    try:
+        return await awaitable
+    except Exception:
+        raise
+    except BaseException as exc:
+        if cancelled_here(exc):
+            raise
+        raise escaped(exc) from None
 
 
 def overrides(obj: Any, name: str, base: type) -> bool:
     """True when `obj`'s class replaced `base.name` (a pass-through left alone is skipped)."""
     return getattr(type(obj), name, None) is not getattr(base, name, None)
+
+
+async def guarded_stream(stream: Any) -> Any:
+    """A model's async generator, whose sys.exit() and the like end the stream as an error (`guarded`), where
+    the transport iterating it would otherwise stop the loop. Closing this closes the model's generator."""
+    try:
+        while True:
+            try:
+                item = await stream.__anext__()
+            except StopAsyncIteration:
+                return
+            except Exception:
+                raise
+            except BaseException as exc:
+                if cancelled_here(exc):
+                    raise
+                raise escaped(exc) from None
+            yield item
+    finally:
+        await stream.aclose()  # (an async generator's: only those are wrapped)

@@ -22,13 +22,12 @@ examples do) counts as ready, like True; only False, or an exception, leaves the
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import functools
 import inspect
 import logging
 from typing import Any, AsyncIterator, Dict, List, Optional, Union
 
 from gpuserve.errors import InferenceError, InvalidInput, Unimplemented
+from gpuserve.hooks import guarded, in_executor
 from gpuserve.metrics import set_current_model
 from gpuserve.mlserver.codecs.base import InputCodecLike, RequestCodecLike
 from gpuserve.mlserver.codecs.errors import CodecNotFound
@@ -66,13 +65,13 @@ def _index(tensors: Optional[List[MetadataTensor]]) -> Dict[str, MetadataTensor]
 
 
 async def _call(func: Any, *args: Any) -> Any:
-    """Await an async method; run a sync one in a worker thread (with the request's context)."""
+    """Await an async method; run a sync one in a worker thread (with the request's context). What either
+    raises outside Exception is the request's 500 (gpuserve/hooks.py)."""
     if inspect.iscoroutinefunction(func):
-        return await func(*args)
-    context = contextvars.copy_context()
-    result = await asyncio.get_running_loop().run_in_executor(None, functools.partial(context.run, func, *args))
+        return await guarded(func(*args))
+    result = await in_executor(func, *args)
     if inspect.isawaitable(result):
-        result = await result
+        result = await guarded(result)
     return result
 
 

@@ -25,7 +25,8 @@ from gpuserve.dataplane import STREAMING, DataPlane
 from gpuserve.response_stream import SEND_ORDER, SendOrder
 from gpuserve.load_override import load_parameters
 from gpuserve.engine.batcher import LONE_INLINE_OK
-from gpuserve.errors import GpuserveError, InvalidInput, InvalidSettings, ModelNotFound, status_of
+from gpuserve.errors import (GpuserveError, InvalidInput, InvalidSettings, ModelNotFound, cancelled_here, escaped,
+                             status_of, words_of)
 from gpuserve.settings import ServerSettings
 from gpuserve.server.grpc import convert, debug_delays, tls
 from gpuserve.server.grpc import inference_pb2 as pb
@@ -44,7 +45,7 @@ def _abort_args(exc: BaseException, log: bool = True) -> Tuple[grpc.StatusCode, 
     responses (`log=False`) are answers the stream goes on after, often a model's own: logged only when
     unexpected."""
     status, name = status_of(exc)
-    details = str(exc) or type(exc).__name__
+    details = words_of(exc) or type(exc).__name__
     if not isinstance(exc, GpuserveError):
         logger.exception("gRPC request failed", exc_info=exc)
     elif log and status >= 500:
@@ -71,6 +72,12 @@ def _guard(method):
             raise
         except Exception as exc:
             status, details = _abort_args(exc)
+            code = status.name
+            await context.abort(status, details)
+        except BaseException as exc:
+            if cancelled_here(exc):
+                raise
+            status, details = _abort_args(escaped(exc))  # model code's sys.exit() and the like: INTERNAL
             code = status.name
             await context.abort(status, details)
         finally:

@@ -19,7 +19,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from gpuserve.compression import ENCODINGS, inflate
-from gpuserve.errors import GpuserveError, InvalidInput, PayloadTooLarge, status_of, user_error_text
+from gpuserve.errors import GpuserveError, InvalidInput, PayloadTooLarge, status_of, user_error_text, words_of
 from gpuserve.transport_metrics import TransportMetrics
 
 logger = logging.getLogger("gpuserve.rest")
@@ -34,7 +34,7 @@ def json_response(content: Any, status: int = 200, headers: Optional[Dict[str, s
 def error_response(exc: BaseException) -> Response:
     status, _ = status_of(exc)
     headers = getattr(exc, "headers", None) or None
-    message = user_error_text(exc) or str(exc) or type(exc).__name__
+    message = user_error_text(exc) or words_of(exc) or type(exc).__name__
     if status >= 500:  # a traceback where it tells more than the message: an exception outside the error
         # table (a bug, a model's own), or one of ours raised from such (as gRPC logs them, server/grpc/service.py)
         cause = exc.__cause__

@@ -20,7 +20,8 @@ import orjson
 
 from gpuserve.compression import COMPRESS_MIN_BYTES, compress, response_encoding
 from gpuserve.dataplane import DataPlane
-from gpuserve.errors import InferenceError, InvalidInput, ModelNotFound, PayloadTooLarge
+from gpuserve.errors import (InferenceError, InvalidInput, ModelNotFound, PayloadTooLarge, cancelled_here,
+                             escaped)
 from gpuserve.model import InferenceVerb
 from gpuserve.server.binary import Parts, decode_request, infer_body_buffer
 from gpuserve.server.rest.common import (JSON_OPTIONS, ErrorRoutes, decompress, error_response, parse_json,
@@ -144,12 +145,15 @@ class FastPath:
         try:
             status, content, response_headers = await self._answer(
                 route, decompress(body, headers.get("content-encoding"), self.body_limit), headers, probed, trace)
-        except asyncio.CancelledError:
-            if trace is not None:
-                trace.end()
-            raise
         except Exception as exc:
             status, content, response_headers = await self.error(make_request, exc)
+        except BaseException as exc:
+            if cancelled_here(exc):
+                if trace is not None:
+                    trace.end()
+                raise
+            # model code that raised outside Exception, where nothing nearer caught it: 500, keep serving
+            status, content, response_headers = await self.error(make_request, escaped(exc))
         finally:
             self.metrics.rest_in_progress -= 1
         self.observe(route, status, start)
@@ -307,7 +311,12 @@ async def _cancel_on_disconnect(receive, task) -> bool:
 
 
 def _with(base: list, extra: Optional[Dict[str, str]]) -> list:
+    """The server's headers and a model's (checked by the data plane: gpuserve/response_headers.py); a
+    model's Content-Type replaces the server's, as KServe lets it."""
     if not extra:
         return base
-    return base + [(k.encode("latin-1"), str(v).encode("latin-1")) for k, v in extra.items()]
+    added = [(k.encode("latin-1"), str(v).encode("latin-1")) for k, v in extra.items()]
+    if any(name.lower() == b"content-type" for name, _ in added):
+        base = [(name, value) for name, value in base if name != b"content-type"]
+    return base + added
 

@@ -31,7 +31,7 @@ from urllib.parse import unquote
 import httptools
 
 from gpuserve.datatypes import VIEW_BYTES
-from gpuserve.errors import PayloadTooLarge
+from gpuserve.errors import PayloadTooLarge, cancelled_here, escaped
 from gpuserve.server.binary import Parts, infer_body_buffer
 from gpuserve.server.rest.asgi_bridge import Exchange, run_asgi, starlette_request
 from gpuserve.server.rest.common import error_response, response_parts
@@ -393,12 +393,17 @@ class HttpConnection(asyncio.Protocol):
                     self.write(request, status, headers, body)
             else:
                 status = await run_asgi(self.server.app, self, request)
-        except asyncio.CancelledError:
-            status = 499
         except Exception as exc:  # a bug below us: answer 500 and keep serving
             logger.exception("unhandled error answering %s %s", request.method, request.url[:200])
             if not self.closed:
                 status = self._write_error(request, exc)
+        except BaseException as exc:
+            if cancelled_here(exc):  # the client went away, or the server stops
+                status = 499
+            else:  # sys.exit(), a CancelledError of its own, ... from code nothing below caught: 500, keep serving
+                logger.error("answering %s %s raised %s", request.method, request.url[:200], type(exc).__name__)
+                if not self.closed:
+                    status = self._write_error(request, escaped(exc))
         finally:
             if self.server.access_log:
                 self._log_access(request, status)
