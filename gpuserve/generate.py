@@ -45,6 +45,8 @@ def parse_body(raw: bytes) -> Any:
         return json.loads(raw, object_pairs_hook=Fields)
     except (ValueError, UnicodeDecodeError):
         return None
+    except RecursionError:  # nested deeper than Python's parser goes: the client's
+        raise InvalidInput("generate: the request body nests too deeply to read") from None
 
 
 def _json_kind(datatype: str) -> Tuple[Any, str]:
@@ -85,7 +87,7 @@ def _tensor(name: str, value: Any, spec: Dict[str, Any]) -> InferInput:
                 array[index] = item.encode("utf-8") if isinstance(item, str) else str(item).encode("utf-8")
         else:
             array = np.asarray(value, dtype=to_numpy_dtype(datatype))
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:  # e.g. 2**31 for an INT32 input
         raise InvalidInput(f"generate: field '{name}' does not fit input datatype {datatype}: {exc}") from None
     if array.ndim == 0:
         array = array.reshape(1)

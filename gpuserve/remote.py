@@ -55,7 +55,7 @@ class RemotePredictor:
             for key in ("x-request-id", "x-b3-traceid", "traceparent", "authorization"):
                 if key in headers:
                     forward[key] = headers[key]
-        content = body if isinstance(body, bytes) else orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+        content = body if isinstance(body, (bytes, bytearray, memoryview)) else _json(body)
         try:
             reply = await self._client(model).post(url, content=content, headers=forward)
         except httpx.TimeoutException as exc:
@@ -131,3 +131,12 @@ class RemotePredictor:
             asyncio.get_running_loop().create_task(client.aclose())
         except RuntimeError:
             pass
+
+
+def _json(body: Any) -> bytes:
+    try:
+        return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+    except orjson.JSONEncodeError as exc:  # orjson reads 1,024 levels of nesting but writes 254
+        if "Recursion limit" in str(exc):
+            raise InvalidInput(f"the request nests too deeply to forward to the predictor ({exc})") from None
+        raise

@@ -6,7 +6,6 @@ attributes and `data`) hands the model its `data`; the answer is an event of the
 from __future__ import annotations
 
 import base64
-import json
 import os
 import uuid
 from datetime import datetime, timezone
@@ -57,7 +56,7 @@ def write(model_name: str, response: Any, event: Event) -> Tuple[bytes, Dict[str
                       type=os.getenv("CE_TYPE", "io.kserve.inference.response"),
                       source=os.getenv("CE_SOURCE", f"io.kserve.inference.{model_name}"))
     if event.binary:
-        body = bytes(response) if isinstance(response, (bytes, bytearray)) else json.dumps(response).encode()
+        body = bytes(response) if isinstance(response, (bytes, bytearray)) else _json(response)
         headers = {f"ce-{k}": str(v) for k, v in attributes.items()}
         headers["content-type"] = "application/json"
         return body, headers
@@ -66,4 +65,10 @@ def write(model_name: str, response: Any, event: Event) -> Tuple[bytes, Dict[str
         envelope["data_base64"] = base64.b64encode(response).decode()
     else:
         envelope["data"] = response
-    return json.dumps(envelope).encode(), {"content-type": "application/cloudevents+json"}
+    return _json(envelope), {"content-type": "application/cloudevents+json"}
+
+
+def _json(value: Any) -> bytes:
+    """As the plain V1 answer writes it (NumPy arrays and scalars taken, NaN as null): the event's
+    answer is the same answer."""
+    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)

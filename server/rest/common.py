@@ -123,7 +123,7 @@ def v1_payload(body: bytes, headers: Dict[str, str]) -> Any:
                 return parse_json(body)
             except InvalidInput:
                 pass
-        return body
+        return body if type(body) is bytes else bytes(body)  # a large body arrives in a bytearray; KServe gives bytes
     return parse_json(body)
 
 

@@ -43,14 +43,19 @@ def add_generate_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes, bod
 
     async def generate(model_name: str, version: Optional[str], request: Request):
         result, request_id, trace = await start(model_name, version, request)
-        try:
-            answers = [item async for item in responses_of(result, trace)]
+        answers = []
+        stream = responses_of(result, trace)
+        try:  # a second response settles it: the rest of a decoupled model's stream is not waited for
+            async for item in stream:
+                if isinstance(item, BaseException):
+                    raise item
+                answers.append(item)
+                if len(answers) > 1:
+                    break
         finally:
+            await stream.aclose()  # the model's senders see is_cancelled()
             if trace is not None:
                 trace.end()
-        failures = [item for item in answers if isinstance(item, BaseException)]
-        if failures:
-            raise failures[0]
         if len(answers) != 1:
             raise InvalidInput(ONE_RESPONSE)
         return json_response(generate_response(answers[0], model_name, version, request_id))
