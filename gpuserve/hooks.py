@@ -112,26 +112,20 @@ async def guarded(awaitable: Any) -> Any:
         raise escaped(exc) from None
 
 
-def overrides(obj: Any, name: str, base: type) -> bool:
-    """True when `obj`'s class replaced `base.name` (a pass-through left alone is skipped)."""
-    return getattr(type(obj), name, None) is not getattr(base, name, None)
-
-
 async def guarded_stream(stream: Any) -> Any:
     """A model's async generator, whose sys.exit() and the like end the stream as an error (`guarded`), where
     the transport iterating it would otherwise stop the loop. Closing this closes the model's generator."""
     try:
         while True:
             try:
-                item = await stream.__anext__()
+                item = await guarded(stream.__anext__())
             except StopAsyncIteration:
                 return
-            except Exception:
-                raise
-            except BaseException as exc:
-                if cancelled_here(exc):
-                    raise
-                raise escaped(exc) from None
             yield item
     finally:
         await stream.aclose()  # (an async generator's: only those are wrapped)
+
+
+def overrides(obj: Any, name: str, base: type) -> bool:
+    """True when `obj`'s class replaced `base.name` (a pass-through left alone is skipped)."""
+    return getattr(type(obj), name, None) is not getattr(base, name, None)
