@@ -146,3 +146,18 @@ def test_a_transformer_refuses_a_body_too_deep_to_forward(http):
             assert answer.status_code == 400 and "too deeply" in answer.json()["error"], answer.text
             fine = client.post("/v1/models/m:predict", json={"instances": [1]})
             assert fine.json() == {"predictions": [0.25, 0.75], "score": None}
+
+
+@pytest.mark.parametrize("version", ["2.0", "", "1"])
+def test_a_cloudevent_of_a_version_there_is_not_is_refused_as_kserve_refuses_it(http, version):
+    with running_server([NumpyAnswers("np")]) as server:
+        client = http(server)
+        event = {"ce-specversion": version, "ce-source": "test", "ce-type": "t", "ce-id": "1"}
+        binary = client.post("/v1/models/np:predict", json={"instances": [1]}, headers=event)
+        words = f"Cloud Event Exceptions: Found invalid specversion {version}"
+        assert binary.status_code == 400 and binary.json() == {"error": words}
+        structured = client.post("/v1/models/np:predict", json={"specversion": version, "source": "s", "type": "t",
+                                                                "id": "1", "time": "x", "data": {"instances": [1]}})
+        assert structured.status_code == 400 and structured.json() == {"error": words}
+        event["ce-specversion"] = "0.3"
+        assert client.post("/v1/models/np:predict", json={"instances": [1]}, headers=event).status_code == 200

@@ -18,6 +18,7 @@ from gpuserve.errors import InvalidInput
 BINARY_HEADERS = ("ce-specversion", "ce-source", "ce-type", "ce-id")
 STRUCTURED_KEYS = ("time", "type", "source", "id", "specversion", "data")
 JSON_TYPES = ("application/json", "application/cloudevents+json")
+SPEC_VERSIONS = ("1.0", "0.3")
 
 
 class Event:
@@ -30,6 +31,7 @@ class Event:
 def read(payload: Any, body: bytes, headers: Dict[str, str]) -> Tuple[Any, Optional[Event]]:
     """The payload the model gets and the event it came in, if any (`payload` is the body as V1 parsed it)."""
     if all(h in headers for h in BINARY_HEADERS):
+        _check_specversion(headers["ce-specversion"])
         attributes = {k[3:]: v for k, v in headers.items() if k.startswith("ce-")}
         data: Any = body
         try:
@@ -39,10 +41,17 @@ def read(payload: Any, body: bytes, headers: Dict[str, str]) -> Tuple[Any, Optio
                 raise InvalidInput(f"Failed to decode or parse binary json cloudevent: {exc}") from None
         return data, Event(True, attributes, True)
     if isinstance(payload, dict) and all(k in payload for k in STRUCTURED_KEYS):
+        _check_specversion(payload["specversion"])
         attributes = {k: v for k, v in payload.items() if k != "data"}
         structured = headers.get("content-type", "").split(";")[0].strip() == "application/cloudevents+json"
         return payload["data"], Event(False, attributes, structured)
     return payload, None
+
+
+def _check_specversion(version: Any) -> None:
+    """The CloudEvents versions there are; KServe's SDK refuses others in these words (a 400)."""
+    if version not in SPEC_VERSIONS:
+        raise InvalidInput(f"Cloud Event Exceptions: Found invalid specversion {version}")
 
 
 def write(model_name: str, response: Any, event: Event) -> Tuple[bytes, Dict[str, str]]:
