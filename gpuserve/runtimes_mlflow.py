@@ -13,7 +13,10 @@ Where it differs, on purpose: a request with no content type for a model with no
 runs on a thread of the model's own (one, so a pyfunc model that is not thread-safe is called as MLServer
 calls it, one request at a time), never on the event loop; an answer that is a pandas Series or a list
 goes out as one tensor (MLServer has no codec for either and fails the request); a model error MLflow
-blames on the input (schema enforcement) is a 400 in MLflow's words, any other a 500.
+blames on the input (schema enforcement) is a 400 in MLflow's words, any other a 500 (MLServer: 500 for
+both); /invocations answers as MLflow's own scoring server (415 for a content type it does not read, 400 with
+MLflow's error fields for a body that is not JSON) where MLServer answers 400 and 500.
+benchmarks/peers/mlflow_conformance.py asks both the same.
 """
 
 from __future__ import annotations
