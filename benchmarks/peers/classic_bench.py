@@ -10,8 +10,11 @@ same load generator, same machine, one server at a time. A benchmark, not a test
 Models (written by `build`, 32 features, as tabular models are): a RandomForestClassifier (50 trees,
 depth 8), an XGBClassifier (50 trees, depth 6) and a LightGBM binary booster (50 rounds), each in a
 folder with a model-settings.json naming MLServer's runtime (`mlserver_sklearn.SKLearnModel`, ...),
-which gpuserve serves with its own runtimes. Load: benchmarks/loadgen.py's built-in closed-loop
-generator, V2 JSON (the protocol both speak over REST), one row a request. Per point: req/s, p50/p99
+which gpuserve serves with its own runtimes; and `mlflow`, the same forest saved by MLflow
+(`mlserver_mlflow.MLflowRuntime`; MLServer's side needs `pip install --no-deps mlserver-mlflow==1.7.1`
+and `pip install mlflow-skinny`). `--models mlflow` runs one model (the servers wait for those asked).
+Load: benchmarks/loadgen.py's built-in closed-loop generator, V2 JSON (the protocol both speak over REST),
+one row a request. Per point: req/s, p50/p99
 and the server's CPU per request (its process group). Server order alternates by round (the VM is
 noisy). Writes benchmarks/results/classic_bench.json and prints a Markdown table.
 """
@@ -36,7 +39,7 @@ from peers.classic_conformance import GPUSERVE, MLSERVER, free_port  # noqa: E40
 
 FEATURES = 32
 MODELS = {"forest": "mlserver_sklearn.SKLearnModel", "xgboost": "mlserver_xgboost.XGBoostModel",
-          "lightgbm": "mlserver_lightgbm.LightGBMModel"}
+          "lightgbm": "mlserver_lightgbm.LightGBMModel", "mlflow": "mlserver_mlflow.MLflowRuntime"}
 OUT = harness.RESULTS / "classic_bench.json"
 
 
@@ -60,9 +63,18 @@ def build(root: Path) -> None:
         (root / name).mkdir(parents=True)
         save(str(root / name / filename))
         (root / name / "model-settings.json").write_text(json.dumps({"name": name, "implementation": MODELS[name]}))
+    # the same forest saved by MLflow (scikit-learn flavour, its tensor signature), served through mlflow.pyfunc
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+
+    forest = joblib.load(root / "forest" / "model.joblib")
+    mlflow.sklearn.save_model(forest, str(root / "mlflow" / "model"), serialization_format="cloudpickle",
+                              signature=infer_signature(x, forest.predict(x)))
+    (root / "mlflow" / "model-settings.json").write_text(json.dumps({
+        "name": "mlflow", "implementation": MODELS["mlflow"], "parameters": {"uri": "./model"}}))
 
 
-def start(server: str, repo: Path, work: Path):
+def start(server: str, repo: Path, work: Path, models: List[str]):
     port = free_port()
     if server == "mlserver":
         env = {"MLSERVER_HTTP_PORT": str(port), "MLSERVER_GRPC_PORT": str(free_port()),
@@ -74,7 +86,7 @@ def start(server: str, repo: Path, work: Path):
                    "--grpc-port", str(free_port()), "--metrics-port", str(free_port())]
     process = harness.ServerProcess(server, command, work / f"{server}.log", env=env).start()
     base = f"http://127.0.0.1:{port}"
-    process.wait_ready([f"{base}/v2/models/{name}/ready" for name in MODELS])
+    process.wait_ready([f"{base}/v2/models/{name}/ready" for name in models])
     return process, base
 
 
@@ -96,7 +108,7 @@ def main() -> int:
     rows: List[Dict] = []
     for round_ in range(args.rounds):
         for server in (["mlserver", "gpuserve"] if round_ % 2 == 0 else ["gpuserve", "mlserver"]):
-            process, base = start(server, work / "repo", work)
+            process, base = start(server, work / "repo", work, models)
             try:
                 for model in models:
                     target = loadgen.make_target(base, model, "v2-json", "input-0", [1, FEATURES])
