@@ -345,37 +345,55 @@ class SKLearnModel(ClassicModel):
 
     def load(self) -> bool:
         super().load()
-        from gpuserve.classic_boosting import BoostingPredictor
-        from gpuserve.classic_forest import ForestPredictor
-
-        # Tree ensembles, alone or ending a Pipeline (its other steps transform as usual, then the trees).
-        steps = getattr(self.model, "steps", None)
-        final = steps[-1][-1] if steps else self.model
-        self._trees = ForestPredictor.for_estimator(final) or BoostingPredictor.for_estimator(final)
-        self._prefix = self.model[:-1] if steps and self._trees is not None else None
+        self._trees = TreeShortcut.for_model(self.model)
         return True
 
     def stop(self) -> None:
         super().stop()
-        self._trees = self._prefix = None
+        self._trees = None
 
     def run(self, output: str, features: Any) -> Any:
         """Random forests and HistGradientBoosting models walk all their trees at once in NumPy
         (gpuserve/classic_forest.py, classic_boosting.py say why), with scikit-learn's own answers;
         anything that path does not take goes to the estimator."""
         trees = getattr(self, "_trees", None)
-        if trees is None or output not in (PREDICT, PREDICT_PROBA):
+        if trees is None:
             return super().run(output, features)
-        prefix = self._prefix
-        if prefix is None:
+        try:
             result = trees.run(output, features)
-            return result if result is not None else super().run(output, features)
-        try:  # as Pipeline.predict: the steps before the last transform, the last one predicts
-            transformed = prefix.transform(features)
-            result = trees.run(output, transformed)
-            return result if result is not None else getattr(trees.estimator, output)(transformed)
         except (ValueError, TypeError) as exc:  # what the pipeline would have rejected: the request's fault
             raise InvalidInput(f"model '{self.name}' rejected the input for '{output}': {exc}") from None
+        return result if result is not None else super().run(output, features)
+
+
+class TreeShortcut:
+    """A scikit-learn tree ensemble (random/extra-trees forest, HistGradientBoosting), alone or ending a
+    Pipeline, whose `predict` and `predict_proba` gpuserve answers by walking all its trees at once; the
+    same answers as the estimator's own (gpuserve/classic_forest.py, classic_boosting.py)."""
+
+    def __init__(self, trees: Any, prefix: Any):
+        self.trees, self.prefix = trees, prefix
+
+    @classmethod
+    def for_model(cls, model: Any) -> Optional["TreeShortcut"]:
+        from gpuserve.classic_boosting import BoostingPredictor
+        from gpuserve.classic_forest import ForestPredictor
+
+        steps = getattr(model, "steps", None)
+        final = steps[-1][-1] if steps else model
+        trees = ForestPredictor.for_estimator(final) or BoostingPredictor.for_estimator(final)
+        return None if trees is None else cls(trees, model[:-1] if steps else None)
+
+    def run(self, output: str, features: Any) -> Any:
+        """`model.<output>(features)`, or None where the model itself must answer."""
+        if output not in (PREDICT, PREDICT_PROBA):
+            return None
+        if self.prefix is None:
+            return self.trees.run(output, features)
+        # as Pipeline.predict: the steps before the last transform, the last one predicts
+        transformed = self.prefix.transform(features)
+        result = self.trees.run(output, transformed)
+        return result if result is not None else getattr(self.trees.estimator, output)(transformed)
 
 
 class XGBoostModel(ClassicModel):

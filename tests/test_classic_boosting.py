@@ -42,7 +42,7 @@ def served(tmp_path_factory):
 @pytest.mark.parametrize("rows", [1, 9, 64])
 def test_boosting_answers_equal_scikit_learns(served, kind, rows):
     estimator, model = served[kind]
-    assert isinstance(model._trees, BoostingPredictor)
+    assert isinstance(model._trees.trees, BoostingPredictor)
     outputs = ["predict", "predict_proba"] if hasattr(estimator, "classes_") else ["predict"]
     for q in (Q[:rows], Q[:rows].astype(np.float32), np.nan_to_num(Q[:rows] * 3).astype(np.int64)):
         for output in outputs:

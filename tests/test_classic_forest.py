@@ -68,7 +68,7 @@ def _with_nan(q, share=0.3, seed=0):
 @pytest.mark.parametrize("kind", list(ESTIMATORS))
 def test_missing_values_take_scikit_learns_side(served, kind):
     estimator, model = served[kind]
-    if not model._trees.takes_nan:
+    if not model._trees.trees.takes_nan:
         pytest.skip("this scikit-learn's forests refuse NaN: it goes to scikit-learn (next tests)")
     outputs = ["predict", "predict_proba"] if hasattr(estimator, "classes_") else ["predict"]
     for q in (_with_nan(Q[:64]), _with_nan(Q[:1], share=1.0), _with_nan(Q[:9], share=0.8, seed=3)):
@@ -111,7 +111,7 @@ def test_nan_goes_to_scikit_learn_where_it_refuses_it_or_answers_otherwise():
 
 def test_what_the_numpy_path_does_not_take_goes_to_scikit_learn(served):
     estimator, model = served["forest-2"]
-    forest = model._trees
+    forest = model._trees.trees
     with_inf = Q[:3].copy()
     with_inf[1, 4] = np.inf
     huge = Q[:3].astype(np.float64)
@@ -160,7 +160,7 @@ def test_a_pipeline_ending_in_a_forest_predicts_as_the_pipeline(tmp_path):
 
     pipeline = make_pipeline(StandardScaler(), RandomForestClassifier(n_estimators=12, random_state=0)).fit(X, Y3)
     model = _pipeline_model(tmp_path, pipeline)
-    assert model._trees is not None and model._prefix is not None
+    assert model._trees is not None and model._trees.prefix is not None
     for q in (Q[:1], Q[:20].astype(np.float64)):
         for output in ("predict", "predict_proba"):
             np.testing.assert_array_equal(model.run(output, q), getattr(pipeline, output)(q))

@@ -108,16 +108,22 @@ def made(tmp_path_factory):
                               signature=infer_signature(x, classifier.predict(x)))
     _settings(root / "sk", "sk", parameters={"uri": "./model"})
     mlflow.sklearn.save_model(classifier, str(root / "bare"), serialization_format="cloudpickle")  # no settings
+    from sklearn.ensemble import RandomForestClassifier
+
+    forest = RandomForestClassifier(n_estimators=6, max_depth=4, random_state=0).fit(x, (x[:, 0] > 0.2) + (x[:, 1] > 0))
+    mlflow.sklearn.save_model(forest, str(root / "forest" / "model"), serialization_format="cloudpickle",
+                              signature=infer_signature(x, forest.predict(x)))
+    _settings(root / "forest", "forest", implementation="mlflow", parameters={"uri": "./model"})
     (root / "broken" / "model").mkdir(parents=True)
     (root / "broken" / "model" / "MLmodel").write_text("flavors: [not, a, mapping\n")
     _settings(root / "broken", "broken", implementation="mlserver_mlflow.MLflowRuntime",
               parameters={"uri": "./model"})
-    return root, classifier
+    return root, classifier, forest
 
 
 @pytest.fixture(scope="module")
 def http(made):
-    root, _ = made
+    root = made[0]
     with running_server(repository=DiskRepository(root).populate(ModelRepository())) as server:
         with httpx.Client(base_url=f"http://127.0.0.1:{server.ports['http']}", timeout=60) as client:
             yield client
@@ -175,13 +181,32 @@ def test_named_tensors_decode_as_a_dict_and_a_dict_answers_one_output_each(http)
 @pytest.mark.parametrize("name", ["sk", "bare"])
 def test_a_sklearn_flavour_found_by_its_mlmodel_answers_as_its_predict(http, made, name):
     """sk: settings naming only the uri; bare: a folder MLflow saved, without settings or a signature."""
-    _, classifier = made
+    classifier = made[1]
     x = np.random.default_rng(1).normal(size=(7, 4))
     body = {"inputs": [{"name": "input-0", "shape": [7, 4], "datatype": "FP64", "data": x.ravel().tolist()}]}
     answer = http.post(f"/v2/models/{name}/infer", json=body)
     assert answer.status_code == 200, answer.text
     (output,) = answer.json()["outputs"]
     assert output["data"] == classifier.predict(x).tolist()
+
+
+def test_a_forest_saved_by_mlflow_answers_as_its_predict_through_gpuserves_tree_walk(http, made):
+    """The estimator MLflow's scikit-learn flavour calls predicts through gpuserve's walk of all the trees at
+    once (gpuserve/runtimes_classic.py TreeShortcut): the forest's own answers, at every batch size."""
+    import mlflow.pyfunc
+
+    from gpuserve.runtimes_mlflow import _Walked, _walk_trees_here
+
+    forest = made[2]
+    loaded = mlflow.pyfunc.load_model(str(made[0] / "forest" / "model"))
+    _walk_trees_here(loaded)
+    assert isinstance(loaded._model_impl.sklearn_model, _Walked)
+    for rows in (1, 5, 64, 600):  # 600: past the walk's max_rows, scikit-learn answers
+        x = np.random.default_rng(rows).normal(size=(rows, 4))
+        np.testing.assert_array_equal(loaded.predict(x), forest.predict(x))
+        body = {"inputs": [{"name": "input-0", "shape": [rows, 4], "datatype": "FP64", "data": x.ravel().tolist()}]}
+        answer = http.post("/v2/models/forest/infer", json=body)
+        assert answer.status_code == 200 and answer.json()["outputs"][0]["data"] == forest.predict(x).tolist()
 
 
 def test_input_the_signature_refuses_is_a_400_and_a_broken_model_is_not_ready(http):
