@@ -84,7 +84,8 @@ def start(server: str, repo: Path, work: Path, models: List[str]):
         env = {}
         command = [str(GPUSERVE), "start", str(repo), "--host", "127.0.0.1", "--http-port", str(port),
                    "--grpc-port", str(free_port()), "--metrics-port", str(free_port())]
-    process = harness.ServerProcess(server, command, work / f"{server}.log", env=env).start()
+    # in the scratch folder: MLServer writes its metrics' `.metrics` folder where it starts
+    process = harness.ServerProcess(server, command, work / f"{server}.log", env=env, cwd=work).start()
     base = f"http://127.0.0.1:{port}"
     process.wait_ready([f"{base}/v2/models/{name}/ready" for name in models])
     return process, base

@@ -140,7 +140,7 @@ def start(repo: Path, work: Path, names):
              "gpuserve": ([str(GPUSERVE), "start", str(repo), "--host", "127.0.0.1", "--http-port",
                            str(ports["gpuserve"]), "--grpc-port", str(free_port()), "--metrics-port", str(free_port())],
                           None)}
-    procs = {name: subprocess.Popen(line, env=environ, start_new_session=True, stderr=subprocess.STDOUT,
+    procs = {name: subprocess.Popen(line, env=environ, start_new_session=True, stderr=subprocess.STDOUT, cwd=work,
                                     stdout=open(work / f"{name}-{repo.name}.log", "w"))
              for name, (line, environ) in lines.items()}
     deadline = time.time() + 180
