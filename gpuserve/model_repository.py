@@ -17,6 +17,7 @@ from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from gpuserve.engine.instance import on_daemon_thread
 from gpuserve.errors import GpuserveError, InvalidInput, ModelNotFound, ModelNotReady, VersionNotReady
+from gpuserve.hooks import guarded, in_executor
 from gpuserve.model import BaseKServeModel
 from gpuserve.namespacing import SEP, ambiguity, copies, registry_for, settle
 
@@ -53,12 +54,14 @@ async def run_load(model: BaseKServeModel, retries: int = 0) -> bool:
 
 async def _load_once(model: BaseKServeModel) -> bool:
     try:
+        # model code raising past Exception (sys.exit(), StopIteration on the thread) fails this load as any
+        # error does (gpuserve/hooks.py), where it would stop the event loop or never answer
         if inspect.iscoroutinefunction(model.load):
-            result = await model.load()
+            result = await guarded(model.load())
         else:
-            result = await asyncio.to_thread(model.load)
+            result = await in_executor(model.load)
             if inspect.isawaitable(result):
-                result = await result
+                result = await guarded(result)
         if result is True:
             model.ready = True
         elif result is False:
@@ -393,7 +396,7 @@ def composing_models(model: BaseKServeModel) -> List[str]:
     steps = scheduling.get("step") or [] if isinstance(scheduling, dict) else []
     own = getattr(model, "namespace_names", None) or {}  # its own folder's copy of a name several folders hold
     return [own.get(step["model_name"], step["model_name"]) for step in steps
-            if isinstance(step, dict) and step.get("model_name")]
+            if isinstance(step, dict) and step.get("model_name") and isinstance(step["model_name"], str)]
 
 
 def triton_form(model: BaseKServeModel) -> bool:
@@ -480,7 +483,7 @@ def _stop(model: BaseKServeModel) -> None:
         model.stop()
         if getattr(model, "engine", False):
             model.stop_engine()
-    except Exception:
+    except BaseException:  # (on its own thread) whatever model code raises, the unload and the server go on
         logger.exception("model '%s' failed to stop cleanly", model.name)
     model.ready = False
 

@@ -153,6 +153,9 @@ class MLflowRuntime(MLModel):
             error = json.loads(exc.serialize_as_json())
             return Response(content=json.dumps({"error": exc.message, **error}), status_code=status,
                             media_type="application/json")
+        except RecursionError:  # JSON nested deeper than MLflow's parser goes: the client's body
+            return Response(content=json.dumps({"error": "the request body nests too deeply to read"}),
+                            status_code=400, media_type="application/json")
         if answer.status >= 400:  # MLflow writes these as plain text; gpuserve's REST errors are JSON
             return Response(content=json.dumps({"error": answer.response}), status_code=answer.status,
                             media_type="application/json")

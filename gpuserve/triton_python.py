@@ -374,7 +374,7 @@ class PythonInstance:
             if finalize is not None:
                 pb.outside_execute(True)
                 self._call(finalize)
-        except Exception:
+        except BaseException:  # sys.exit() and the like too: the unload goes on, as after any failure
             logger.exception("model %s: finalize() failed", self.name)
         finally:
             pb.outside_execute(False)

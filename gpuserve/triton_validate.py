@@ -251,9 +251,17 @@ def check_ensemble_graph(config: Dict[str, Any]) -> None:
     written = set()
     order: List[str] = []
     for index, step in enumerate(steps):
+        if not isinstance(step, dict):  # a config given as JSON at load time can hold anything
+            raise InvalidSettings(f"step {index} of ensemble '{name}' must be an object, not {type(step).__name__}")
         for key in ("model_name", "input_map", "output_map"):
             if not step.get(key):
                 raise InvalidSettings(f"must specify '{key}' in step {index} of ensemble '{name}'")
+        if not isinstance(step["model_name"], str):
+            raise InvalidSettings(f"'model_name' in step {index} of ensemble '{name}' must be a string")
+        for key in ("input_map", "output_map"):
+            if not isinstance(step[key], dict):
+                raise InvalidSettings(f"'{key}' in step {index} of ensemble '{name}' must map tensor names to "
+                                      f"tensor names, not be {type(step[key]).__name__}")
         reads = [str(v) for v in (step.get("input_map") or {}).values()]
         for tensor in map(str, (step.get("output_map") or {}).values()):
             if tensor in written:

@@ -145,3 +145,20 @@ def test_plan_checks_inputs_outputs_and_cycles():
                                {"model_name": "n", "input_map": {"x": "C"}, "output_map": {"y": "B"}}))
     with pytest.raises(InvalidSettings, match="no ensemble_scheduling"):
         plan_steps("e", base)
+
+
+@pytest.mark.parametrize("step, words", [
+    ("x", "step 0 of ensemble 'e' must be an object, not str"),
+    ({"model_name": 5, "input_map": {"x": "A"}, "output_map": {"y": "C"}},
+     "'model_name' in step 0 .* must be a string"),
+    ({"model_name": "m", "input_map": "x", "output_map": {"y": "C"}}, "'input_map' in step 0 .* must map"),
+])
+def test_an_ensemble_config_of_the_wrong_json_types_is_refused_in_words(step, words):
+    """A config given as JSON at load time can hold anything: its check says what is wrong, where Python's
+    AttributeError or TypeError was the answer (found by fuzzing the repository API, session 25)."""
+    from gpuserve.triton_validate import check_ensemble_graph
+
+    config = {"name": "e", "platform": "ensemble", "input": [{"name": "A"}], "output": [{"name": "C"}],
+              "ensemble_scheduling": {"step": [step]}}
+    with pytest.raises(InvalidSettings, match=words):
+        check_ensemble_graph(config)

@@ -240,3 +240,61 @@ def test_a_response_header_that_would_break_the_answer_is_refused(http, headers)
             tensor.set_data_from_numpy(np.array([1.0], np.float32))
             with pytest.raises(Exception, match="response header"):
                 grpc_client.infer("tag", [tensor])
+
+
+class ExitsOnLoad(Model):
+    def load(self):
+        sys.exit(3)
+
+
+class StopsOnLoad(Model):
+    def load(self):
+        return next(iter(()))
+
+
+class AsyncInterruptOnLoad(Model):
+    async def load(self):
+        raise KeyboardInterrupt()
+
+
+LIFECYCLE_MODEL = """
+import sys
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        if args["model_name"] == "exits_on_initialize":
+            sys.exit(3)
+
+    def execute(self, requests):
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT0", np.array([[1.0]], np.float32))])
+                for _ in requests]
+
+    def finalize(self):
+        sys.exit(4)
+"""
+
+
+def test_model_code_raising_past_exception_while_loading_or_unloading_fails_only_that_model(tmp_path, http):
+    """sys.exit() in a load or a Triton initialize, a sync load's StopIteration, a KeyboardInterrupt in an async
+    load: that model is not ready with a reason (before: the server stopped, or never answered the load);
+    sys.exit() in finalize: the unload still happens and answers 200."""
+    for name in ("exits_on_initialize", "exits_on_finalize"):
+        (tmp_path / name / "1").mkdir(parents=True)
+        (tmp_path / name / "config.pbtxt").write_text(textwrap.dedent(PYTHON_CONFIG))
+        (tmp_path / name / "1" / "model.py").write_text(textwrap.dedent(LIFECYCLE_MODEL))
+    repository = DiskRepository(tmp_path).populate(ModelRepository())
+    models = [ExitsOnLoad("exits"), StopsOnLoad("stops"), AsyncInterruptOnLoad("interrupted"), SyncModel("sync")]
+    with running_server(models, repository=repository) as server:
+        client = http(server)
+        index = {m["name"]: m for m in client.post("/v2/repository/index", json={}).json()}
+        for name, words in (("exits", "SystemExit: 3"), ("stops", "StopIteration"),
+                            ("interrupted", "KeyboardInterrupt"), ("exits_on_initialize", "SystemExit: 3")):
+            assert index[name]["state"] == "UNAVAILABLE" and words in index[name]["reason"], index[name]
+        reload = client.post("/v2/repository/models/exits_on_initialize/load", json={})
+        assert reload.status_code in (400, 500) and "SystemExit" in reload.json()["error"], reload.text
+        assert client.post("/v2/repository/models/exits_on_finalize/unload", json={}).status_code == 200
+        assert client.get("/v2/models/exits_on_finalize/ready").status_code != 200
+        _fine(client)
