@@ -256,6 +256,9 @@ def test_mlflow_scoring_protocol_refusals(scoring):
     assert missing.json()["error_code"] in ("BAD_REQUEST", "INVALID_PARAMETER_VALUE") and missing.json()["error"]
     garbage = scoring.post("/invocations", content=b"{not json", headers={"content-type": "application/json"})
     assert garbage.status_code == 400 and "error" in garbage.json(), garbage.text
+    deep = scoring.post("/invocations", content=b"[" * 10000 + b"]" * 10000,
+                        headers={"content-type": "application/json"})
+    assert deep.status_code == 400 and "too deeply" in deep.json()["error"], deep.text
 
 
 def test_without_mlflow_the_reason_names_the_extra(monkeypatch):
