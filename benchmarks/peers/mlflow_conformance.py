@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from peers.classic_conformance import GPUSERVE, MLSERVER, comparable, free_port  # noqa: E402
+from peers.mlserver_conformance import stop as stop_one  # noqa: E402
 
 COLUMNS_MODEL = """
 import mlflow
@@ -155,12 +155,7 @@ def start(repo: Path, work: Path, names):
 
 def stop(procs) -> None:
     for proc in procs.values():
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        stop_one(proc)
 
 
 def _column(name, values, datatype="FP64"):
