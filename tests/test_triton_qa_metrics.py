@@ -22,6 +22,7 @@ import threading
 import time
 import urllib.request
 
+import gevent
 import numpy as np
 import tritonclient.http as httpclient
 
@@ -91,6 +92,8 @@ def send(server, model, count, sequence=False):
             sid = n % 4 + 1
             extra = dict(sequence_id=sid, sequence_start=sid not in started)
             started.add(sid)
+            if n == 4:  # the client's greenlets send concurrently: each sequence's START goes out before the
+                gevent.sleep(0.5)  # rest are handed over (a later request arriving first is refused, as Triton)
         futures.append(client.async_infer(model, [tensor], **extra))
     return client, futures
 
