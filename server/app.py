@@ -32,7 +32,9 @@ def build_app(plane: DataPlane, settings: ServerSettings, errors: ErrorRoutes | 
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        return json_response({"error": f"{exc.detail}: {request.method} {request.url.path}"}, status=exc.status_code)
+        # its headers kept: a 405's Allow names the methods the path takes (RFC 9110 asks for it)
+        return json_response({"error": f"{exc.detail}: {request.method} {request.url.path}"}, status=exc.status_code,
+                             headers=exc.headers)
 
     if docs:
         add_mlserver_docs_routes(app, plane)

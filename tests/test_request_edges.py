@@ -161,3 +161,14 @@ def test_a_cloudevent_of_a_version_there_is_not_is_refused_as_kserve_refuses_it(
         assert structured.status_code == 400 and structured.json() == {"error": words}
         event["ce-specversion"] = "0.3"
         assert client.post("/v1/models/np:predict", json={"instances": [1]}, headers=event).status_code == 200
+
+
+@pytest.mark.parametrize("http_server", ["gpuserve", "uvicorn"])
+def test_a_405_names_the_methods_the_path_takes(http, http_server):
+    with running_server([NumpyAnswers("np")], http_server=http_server) as server:
+        client = http(server)
+        for method, path, allowed in (("GET", "/v2/models/np/infer", "POST"), ("PUT", "/v2/health/live", "GET"),
+                                      ("POST", "/v2/models/np/ready", "GET")):
+            answer = client.request(method, path)
+            assert answer.status_code == 405 and allowed in answer.headers["allow"], (method, path)
+            assert answer.json() == {"error": f"Method Not Allowed: {method} {path}"}
