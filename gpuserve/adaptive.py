@@ -12,6 +12,7 @@ request, so one bad request never fails its neighbours.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import uuid
@@ -30,7 +31,7 @@ logger = logging.getLogger("gpuserve")
 SCALAR_PARAMETERS = frozenset({"content_type", "headers"})
 
 
-def _key(request: InferRequest) -> Tuple:
+def _key(request: InferRequest, by_parameters: bool = False) -> Tuple:
     parts = []
     for tensor in request.inputs:
         array = tensor.as_numpy()
@@ -38,6 +39,10 @@ def _key(request: InferRequest) -> Tuple:
             raise InvalidInput(f"input '{tensor.name}' needs a batch dimension for adaptive batching")
         parts.append((tensor.name, tensor.datatype, array.shape[1:], tensor.parameters.get("content_type")))
     wanted = tuple(o.name for o in request.request_outputs) if request.request_outputs else None
+    if by_parameters:  # only requests asking with the same parameters share a batch (see merge_requests)
+        own = {k: v for k, v in request.parameters.items() if k not in SCALAR_PARAMETERS}
+        return tuple(parts), wanted, request.parameters.get("content_type"), \
+            json.dumps(own, sort_keys=True, default=repr)
     return tuple(parts), wanted, request.parameters.get("content_type")
 
 
@@ -74,7 +79,10 @@ def split_parameters(parameters: dict, index: int) -> dict:
     return out
 
 
-def merge_requests(requests: List[InferRequest]) -> InferRequest:
+def merge_requests(requests: List[InferRequest], by_parameters: bool = False) -> InferRequest:
+    """One request of all their rows. `by_parameters`: the requests were batched because their parameters are
+    equal (a model whose parameters apply to the whole call, as an MLflow model's `params`), and the batch
+    keeps them as they are rather than as lists."""
     first = requests[0]
     inputs = []
     for position, tensor in enumerate(first.inputs):
@@ -88,7 +96,8 @@ def merge_requests(requests: List[InferRequest]) -> InferRequest:
     outputs = [RequestedOutput(o.name, dict(o.parameters)) for o in first.request_outputs] \
         if first.request_outputs else None
     return InferRequest(first.model_name, inputs, request_id=str(uuid.uuid4()),
-                        parameters=merge_parameters([r.parameters for r in requests]), request_outputs=outputs,
+                        parameters=dict(first.parameters) if by_parameters else
+                        merge_parameters([r.parameters for r in requests]), request_outputs=outputs,
                         model_version=first.model_version)
 
 
@@ -119,6 +128,7 @@ def split_response(response: Any, requests: List[InferRequest], rows: List[int],
 class AdaptiveBatcher:
     def __init__(self, model, max_batch_size: int, max_batch_time: float = 0.0):
         self.model = model
+        self.by_parameters = bool(getattr(model, "batches_by_parameters", False))  # see merge_requests
         self.max_batch_size = max_batch_size
         self.max_batch_time = max_batch_time
         self.queue = BatchQueue()
@@ -131,7 +141,7 @@ class AdaptiveBatcher:
         self._direct.set()
 
     async def submit(self, request: InferRequest, headers: Optional[dict]) -> Tuple[Any, dict]:
-        rows, key = _rows(request), _key(request)
+        rows, key = _rows(request), _key(request, self.by_parameters)
         self.queue_sizes.observe(len(self.queue))
         if self.max_batch_time <= 0 and not self._busy and self._direct.is_set() and not len(self.queue):
             # Idle model, nothing queued, no batch window: run in this task. Skipping the queue and the
@@ -186,7 +196,7 @@ class AdaptiveBatcher:
             await self._run_alone(batch[0])
             return
         try:
-            response, response_headers = await self.model(merge_requests(requests), headers)
+            response, response_headers = await self.model(merge_requests(requests, self.by_parameters), headers)
             parts = split_response(response, requests, [job.parameters["rows"] for job in batch], self.model.name)
         except Exception as exc:
             logger.warning("batch of %d for %s failed (%s); running each request alone", len(batch),

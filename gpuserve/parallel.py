@@ -76,7 +76,7 @@ def _worker_init(settings_json: str, folder: Optional[str], metrics_dir: str,
 
 
 # Model attributes the data plane reads that the parent's stand-in copies from a worker's model.
-_COPIED = ("generates_ids", "answers_every_output", "platform", "settings_metadata")
+_COPIED = ("generates_ids", "answers_every_output", "platform", "settings_metadata", "batches_by_parameters")
 
 
 def _worker_started() -> Dict[str, Any]:

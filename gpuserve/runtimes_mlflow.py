@@ -67,6 +67,10 @@ def _input_fault(exc: BaseException) -> bool:
 class MLflowRuntime(MLModel):
     """An MLflow pyfunc model behind the V2 protocol and MLflow's own scoring routes."""
 
+    # `params` apply to a whole predict call: with adaptive batching, only requests asking with the same
+    # parameters share a batch, which gets them as they are (not gpuserve's lists of each request's value)
+    batches_by_parameters = True
+
     async def load(self) -> bool:
         uri = await get_model_uri(self._settings)
         self._calls = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"gpuserve-mlflow-{self.name}")

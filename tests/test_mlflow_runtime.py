@@ -273,6 +273,34 @@ def test_without_mlflow_the_reason_names_the_extra(monkeypatch):
 
 
 
+@pytest.mark.parametrize("workers", [0, 1])
+def test_adaptive_batching_batches_only_requests_asking_with_the_same_params(made, tmp_path, workers, caplog):
+    """An MLflow model's `params` apply to a whole predict call: batched requests that asked with different
+    scales would share one (or, as gpuserve's batching lists each request's value, be refused by MLflow's
+    check): each gets the answer its own scale gives, in process and from a parallel worker."""
+    import shutil
+    from concurrent.futures import ThreadPoolExecutor
+
+    shutil.copytree(made[0] / "cols", tmp_path / "cols")
+    _settings(tmp_path / "cols", "cols", implementation="mlserver_mlflow.MLflowRuntime", parameters={"uri": "./model"},
+              parallel_workers=workers, max_batch_size=16, max_batch_time=0.05)
+    with running_server(repository=DiskRepository(tmp_path).populate(ModelRepository())) as server:
+        with httpx.Client(base_url=f"http://127.0.0.1:{server.ports['http']}", timeout=60) as client:
+            def ask(index):
+                scale = [1.0, 2.0, 3.0][index % 3]
+                body = {"inputs": [_column("a", [float(index)]), _column("b", [1.0])], "parameters": {"scale": scale}}
+                answer = client.post("/v2/models/cols/infer", json=body)
+                return answer.status_code, answer.json(), (index + 1.0) * scale
+
+            with ThreadPoolExecutor(12) as pool:
+                for status, answer, want in pool.map(ask, range(36)):
+                    assert status == 200 and answer["outputs"][0]["data"] == [want], answer
+        formed = server.registered_models.get_model("cols")._adaptive_batcher.batches_formed
+        assert any(rows > 1 for rows in formed), formed  # some requests did share a batch
+    # and no batch failed MLflow's check of its params (each of its requests then ran again alone)
+    assert not [r for r in caplog.records if "running each request alone" in r.getMessage()]
+
+
 def test_in_a_parallel_worker_with_adaptive_batching(made, tmp_path):
     """The runtime in a worker process (MLServer's parallel_workers), batched adaptively: both routes answer."""
     import shutil

@@ -186,6 +186,11 @@ class MLModelAdapter(Model):
     """A gpuserve `Model` around one MLModel runtime: V2 requests in, MLServer types at the edge."""
 
     generates_ids = True  # as MLServer: a request without an `id` gets a fresh UUID, echoed in the answer
+
+    @property
+    def batches_by_parameters(self) -> bool:
+        """The runtime's say (gpuserve/adaptive.py merge_requests): its parameters apply to a whole call."""
+        return bool(getattr(self.runtime, "batches_by_parameters", False))
     answers_every_output = True  # as MLServer: a request's `outputs` list does not filter what predict returns
     settings_metadata = True  # metadata lists the settings' `versions`, as MLServer's, not the repository's
 
