@@ -76,8 +76,11 @@ class MLflowRuntime(MLModel):
         self._calls = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"gpuserve-mlflow-{self.name}")
         try:
             self._model = await self._run(mlflow.pyfunc.load_model, uri)
-        except MlflowException as exc:
-            raise ModelLoadError(f"MLflow cannot load '{uri}': {exc.message}") from None
+        except BaseException as exc:
+            self._calls.shutdown(wait=False)  # no unload follows a failed load: its thread goes now
+            if isinstance(exc, MlflowException):
+                raise ModelLoadError(f"MLflow cannot load '{uri}': {exc.message}") from None
+            raise
         self._input_schema = self._model.metadata.get_input_schema()
         self._adopt_signature(self._model.metadata.signature)
         _walk_trees_here(self._model)
