@@ -5,7 +5,10 @@ their own dtypes, which no single tensor can hold. Each column becomes a [rows, 
 MLServer: numeric columns keep their dtype, text columns travel as BYTES marked `content_type: str`
 so they come back as str. Each input's own content type decodes its column. A BYTES input without
 one is left as its transport delivered it (str from JSON, bytes from binary), which is what
-MLServer's JSON clients get. Multi-column tensors become columns of row arrays.
+MLServer's JSON clients get. Multi-column tensors become columns of row arrays. A column whose rows are
+objects (dicts, lists of different lengths, mixed values) travels as BYTES marked `pd_json`, one JSON text
+a row, and such an input decodes back to those objects, as MLServer writes and reads them (MLflow models
+with array or object columns take them so).
 
 pandas is imported on first use, so `import gpuserve.codecs` stays cheap without it.
 """
