@@ -26,6 +26,7 @@ import concurrent.futures
 import functools
 import json
 import logging
+import threading
 from typing import Any
 
 import numpy as np
@@ -75,7 +76,7 @@ class MLflowRuntime(MLModel):
         uri = await get_model_uri(self._settings)
         self._calls = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"gpuserve-mlflow-{self.name}")
         try:
-            self._model = await self._run(mlflow.pyfunc.load_model, uri)
+            self._model = await self._run(_load_one_at_a_time, uri)
         except BaseException as exc:
             self._calls.shutdown(wait=False)  # no unload follows a failed load: its thread goes now
             if isinstance(exc, MlflowException):
@@ -167,6 +168,17 @@ class MLflowRuntime(MLModel):
             return Response(content=json.dumps({"error": answer.response}), status_code=answer.status,
                             media_type="application/json")
         return Response(content=answer.response, status_code=answer.status, media_type=answer.mimetype)
+
+
+# MLflow swaps a stand-in `dbutils` module into sys.modules while it loads a model saved from code, and puts
+# back what it found: two such loads at once (a repository's models load together) leave a stand-in there for
+# good, which breaks code that walks sys.modules (clean-clone CI: hypothesis). One load at a time.
+_LOADING = threading.Lock()
+
+
+def _load_one_at_a_time(uri: str) -> Any:
+    with _LOADING:
+        return mlflow.pyfunc.load_model(uri)
 
 
 def _encodable(output: Any) -> Any:

@@ -143,6 +143,12 @@ def test_columns_decode_as_a_dataframe_and_parameters_reach_predict(http):
     assert plain["outputs"][0]["data"] == [4.0, 6.0]
 
 
+def test_loading_models_saved_from_code_together_leaves_no_stand_in_module(http):
+    """MLflow swaps a stand-in `dbutils` into sys.modules while it loads a model saved from code; three such
+    models loading at once left one there for good (gpuserve/runtimes_mlflow.py loads one at a time)."""
+    assert "dbutils" not in sys.modules
+
+
 def test_the_signature_is_the_metadata(http):
     metadata = http.get("/v2/models/cols").json()
     assert metadata["inputs"] == [

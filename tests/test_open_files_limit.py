@@ -9,18 +9,19 @@ import sys
 
 import pytest
 
+# The child lowers its own soft limit first: a preexec_fn runs between fork and exec, which is not safe in a
+# test process with threads (clean-clone CI saw the child die of SIGABRT there once).
 PROBE = """
-import resource
+import resource, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[1]), resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 from gpuserve.server.model_server import raise_open_files_limit
 print(raise_open_files_limit(), resource.getrlimit(resource.RLIMIT_NOFILE))
 """
 
 
 def _run(soft: int) -> str:
-    def lower():
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
-    return subprocess.run([sys.executable, "-c", PROBE], preexec_fn=lower, capture_output=True, text=True,
-                          timeout=120, check=True).stdout.strip()
+    return subprocess.run([sys.executable, "-c", PROBE, str(soft)], capture_output=True, text=True, timeout=120,
+                          check=True).stdout.strip()
 
 
 def test_a_low_soft_limit_is_raised_to_the_hard_one():
