@@ -56,8 +56,6 @@ from gpuserve.mlflow_schema import (  # noqa: E402
 )
 
 logger = logging.getLogger("gpuserve")
-# Request-level parameters that mean something to the protocol, not to the model's `params`
-_PROTOCOL_PARAMETERS = {"content_type", "headers"}
 
 
 def _input_fault(exc: BaseException) -> bool:
@@ -121,8 +119,8 @@ class MLflowRuntime(MLModel):
         # itself, which no pyfunc model reads: here one input is an array, several a dict of arrays.
         data = self.decode_request(payload, default_codec=NumpyRequestCodec if len(payload.inputs) == 1
                                    else TensorDictCodec)
-        extra = payload.parameters.model_extra if payload.parameters is not None else None
-        params = {k: v for k, v in (extra or {}).items() if k not in _PROTOCOL_PARAMETERS} or None
+        # `content_type` and `headers` are declared fields of Parameters, so never among the model's params
+        params = (payload.parameters.model_extra or None) if payload.parameters is not None else None
         try:
             output = await self._run(self._model.predict, data, params=params)
         except MlflowException as exc:
