@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import running_server
+from mlflow_models import COLUMNS_MODEL, TENSORS_MODEL, nested_model
 from gpuserve import ModelRepository
 from gpuserve.repository import DiskRepository
 
@@ -21,45 +22,7 @@ mlflow = pytest.importorskip("mlflow")
 pd = pytest.importorskip("pandas")
 pytest.importorskip("sklearn")
 
-COLUMNS_MODEL = """
-import mlflow
-from mlflow.pyfunc import PythonModel
-
-
-class Scaled(PythonModel):
-    def predict(self, context, model_input, params=None):
-        scale = (params or {}).get("scale", 1.0)
-        return (model_input["a"] + model_input["b"]) * scale
-
-
-mlflow.models.set_model(Scaled())
-"""
-
-NESTED_MODEL = """
-import mlflow
-from mlflow.pyfunc import PythonModel
-
-
-class Totals(PythonModel):
-    def predict(self, context, model_input, params=None):
-        return [float(sum(row)) for row in model_input["items"]]
-
-
-mlflow.models.set_model(Totals())
-"""
-
-TENSORS_MODEL = """
-import mlflow
-from mlflow.pyfunc import PythonModel
-
-
-class Sum(PythonModel):
-    def predict(self, context, model_input, params=None):
-        return {"sum": model_input["x"] + model_input["y"], "diff": model_input["x"] - model_input["y"]}
-
-
-mlflow.models.set_model(Sum())
-"""
+NESTED_MODEL = nested_model("list")
 
 
 def _save_from_code(folder, source, signature):

@@ -44,45 +44,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from peers.classic_conformance import GPUSERVE, MLSERVER, comparable, free_port  # noqa: E402
 from peers.mlserver_conformance import stop as stop_one  # noqa: E402
 
-COLUMNS_MODEL = """
-import mlflow
-from mlflow.pyfunc import PythonModel
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
+from mlflow_models import COLUMNS_MODEL, TENSORS_MODEL, nested_model  # noqa: E402
 
-
-class Scaled(PythonModel):
-    def predict(self, context, model_input, params=None):
-        return (model_input["a"] + model_input["b"]) * (params or {}).get("scale", 1.0)
-
-
-mlflow.models.set_model(Scaled())
-"""
-
-TENSORS_MODEL = """
-import mlflow
-from mlflow.pyfunc import PythonModel
-
-
-class Sum(PythonModel):
-    def predict(self, context, model_input, params=None):
-        return {"sum": model_input["x"] + model_input["y"], "diff": model_input["x"] - model_input["y"]}
-
-
-mlflow.models.set_model(Sum())
-"""
-
-NESTED_MODEL = """
-import mlflow
-import numpy as np
-from mlflow.pyfunc import PythonModel
-
-
-class Totals(PythonModel):
-    def predict(self, context, model_input, params=None):
-        return np.array([float(sum(row)) for row in model_input["items"]])
-
-
-mlflow.models.set_model(Totals())
-"""
+NESTED_MODEL = nested_model("np.array")
 
 
 def build(root: Path) -> None:
