@@ -6,6 +6,7 @@ from fastapi import FastAPI
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Match
 
 from gpuserve.dataplane import DataPlane
 from gpuserve.errors import ModelNotFound
@@ -21,6 +22,14 @@ from gpuserve.server.rest.generate import add_generate_routes
 from gpuserve.server.rest.v2 import add_v2_routes
 
 
+def _allowed(app: FastAPI, request: Request) -> str:
+    methods = set()
+    for route in app.router.routes:
+        if getattr(route, "methods", None) and route.matches(request.scope)[0] is not Match.NONE:
+            methods |= route.methods
+    return ", ".join(sorted(methods))
+
+
 def build_app(plane: DataPlane, settings: ServerSettings, errors: ErrorRoutes | None = None,
               exposition: Exposition | None = None) -> FastAPI:
     errors = errors or ErrorRoutes()
@@ -33,8 +42,11 @@ def build_app(plane: DataPlane, settings: ServerSettings, errors: ErrorRoutes | 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         # its headers kept: a 405's Allow names the methods the path takes (RFC 9110 asks for it)
+        headers = exc.headers
+        if exc.status_code == 405:  # Starlette names the first route of the path's; GET and POST may be two
+            headers = {**(headers or {}), "Allow": _allowed(app, request)}
         return json_response({"error": f"{exc.detail}: {request.method} {request.url.path}"}, status=exc.status_code,
-                             headers=exc.headers)
+                             headers=headers)
 
     if docs:
         add_mlserver_docs_routes(app, plane)

@@ -168,7 +168,8 @@ def test_a_405_names_the_methods_the_path_takes(http, http_server):
     with running_server([NumpyAnswers("np")], http_server=http_server) as server:
         client = http(server)
         for method, path, allowed in (("GET", "/v2/models/np/infer", "POST"), ("PUT", "/v2/health/live", "GET"),
-                                      ("POST", "/v2/models/np/ready", "GET")):
+                                      ("POST", "/v2/models/np/ready", "GET"), ("PUT", "/v2/logging", "GET, POST"),
+                                      ("DELETE", "/v2/models/np/trace/setting", "GET, POST")):
             answer = client.request(method, path)
             assert answer.status_code == 405 and allowed in answer.headers["allow"], (method, path)
             assert answer.json() == {"error": f"Method Not Allowed: {method} {path}"}
