@@ -405,7 +405,7 @@ class DataPlane:
                 response, response_headers = await model(request, headers)
         else:  # models outside the engine: count here so the statistics extension covers them too
             batcher = adaptive_batcher(model)
-            if batcher is not None:
+            if batcher is not None and not (STREAMING.get() and getattr(model, "streams", False)):
                 work = batcher.submit(request, headers)
             elif plain:
                 work = _predict_with_headers(model, request, headers)

@@ -76,7 +76,9 @@ def _worker_init(settings_json: str, folder: Optional[str], metrics_dir: str,
 
 
 # Model attributes the data plane reads that the parent's stand-in copies from a worker's model.
-_COPIED = ("generates_ids", "answers_every_output", "platform", "settings_metadata", "batches_by_parameters")
+_COPIED = ("generates_ids", "answers_every_output", "platform", "settings_metadata", "batches_by_parameters",
+           "streams")  # a worker's runtime streams nothing (one predict a call, as MLServer's workers) but
+# its gRPC streams answer in MLServer's form (server/grpc/mlserver_stream.py)
 
 
 def _worker_started() -> Dict[str, Any]:
@@ -201,6 +203,8 @@ class ParallelModel(Model):
         return pool
 
     async def __call__(self, body, headers=None, verb: InferenceVerb = InferenceVerb.PREDICT):
+        if getattr(body, "stream_rest", None) is not None:  # a gRPC stream's later requests stay unread here,
+            body.stream_rest = None  # as MLServer's workers read a stream's first request only
         ok, answer = await self._dispatch(_worker_call, body, dict(headers or {}), verb.value)
         if not ok:
             raise WorkerError(*answer)

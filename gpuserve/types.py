@@ -557,8 +557,10 @@ def rest_request(cls, model_name: str, body: dict, tensors: list, model_version:
 class InferRequest:
     """A V2 inference request: inputs, requested outputs, id and parameters."""
 
+    # `stream_rest`, set only on the first request of an MLServer-form gRPC stream (never in __init__: read
+    # with getattr), holds the stream's later requests (server/grpc/mlserver_stream.py)
     __slots__ = ("id", "model_name", "model_version", "inputs", "parameters", "request_outputs",
-                 "_from_grpc", "_use_raw_outputs", "headers", "cache_key", "trace")
+                 "_from_grpc", "_use_raw_outputs", "headers", "cache_key", "trace", "stream_rest")
 
     from_grpc = _FromGrpc(_request_from_grpc)
 

@@ -19,6 +19,7 @@ from gpuserve.server.rest.extensions import add_extension_routes
 from gpuserve.server.rest.shared_memory import add_shared_memory_routes
 from gpuserve.server.rest.v1 import add_v1_routes
 from gpuserve.server.rest.generate import add_generate_routes
+from gpuserve.server.rest.infer_stream import add_infer_stream_routes
 from gpuserve.server.rest.v2 import add_v2_routes
 
 
@@ -55,6 +56,7 @@ def build_app(plane: DataPlane, settings: ServerSettings, errors: ErrorRoutes | 
     add_shared_memory_routes(app, plane, errors)  # shared memory, trace and log settings
     add_v2_routes(app, plane, errors, settings.max_request_bytes)
     add_generate_routes(app, plane, errors, settings.max_request_bytes)
+    add_infer_stream_routes(app, plane, errors, settings.max_request_bytes)
 
     exposition = exposition or Exposition(plane, settings.metrics_prefix)
 

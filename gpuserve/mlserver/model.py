@@ -93,7 +93,8 @@ class MLModel:
         raise NotImplementedError("predict() method not implemented")
 
     async def predict_stream(self, payloads: AsyncIterator[InferenceRequest]) -> AsyncIterator[InferenceResponse]:
-        """MLServer's streaming entry point; gpuserve's transports call `predict` only."""
+        """MLServer's streaming entry point (REST `infer_stream`/`generate_stream`, gRPC `ModelStreamInfer`);
+        a runtime that keeps this one answers a stream with its one `predict`."""
         yield await self.predict(await payloads.__anext__())
 
     async def unload(self) -> bool:
@@ -191,6 +192,14 @@ class MLModelAdapter(Model):
     def batches_by_parameters(self) -> bool:
         """The runtime's say (gpuserve/adaptive.py merge_requests): its parameters apply to a whole call."""
         return bool(getattr(self.runtime, "batches_by_parameters", False))
+    @property
+    def streams(self) -> bool:
+        """Whether the runtime has a `predict_stream` of its own: then streaming calls reach it (else they
+        run `predict` once, as any model's). MLServer's base class's and ours do not count."""
+        for klass in type(self.runtime).__mro__:
+            if "predict_stream" in vars(klass):
+                return not (klass.__name__ == "MLModel" and klass.__module__.split(".")[0] in ("mlserver", "gpuserve"))
+        return False
     answers_every_output = True  # as MLServer: a request's `outputs` list does not filter what predict returns
     settings_metadata = True  # metadata lists the settings' `versions`, as MLServer's, not the repository's
 
@@ -273,10 +282,58 @@ class MLModelAdapter(Model):
         server = getattr(plane, "server_name", None) or "gpuserve"
         payload = from_native_request(body, {**headers, **cloudevents.headers(cloudevents.REQUEST_TYPE, self.name,
                                                                               body.id, server)})
+        if self.streams and _streaming():
+            return self._streamed(body, payload, headers, server), {}
         with model_context(self.runtime.settings):
             response = await _call(self.runtime.predict, payload)
         native, answer_headers = self._answer(response)
         return native, {**cloudevents.headers(cloudevents.RESPONSE_TYPE, self.name, body.id, server), **answer_headers}
+
+    async def _streamed(self, body: InferRequest, first: InferenceRequest, headers: Dict[str, str], server: str):
+        """A streaming call's responses, as MLServer's data plane streams them: `predict_stream` reads the
+        first request then, on a gRPC stream, the stream's later ones (each given the first one's id);
+        every response gets that id and its CloudEvents headers in `parameters.headers` (the transports
+        move them: gRPC to trailing metadata, REST's events keep them, as MLServer's). What the runtime
+        raises ends the stream as its last item (a data plane error, which the transport words)."""
+        later = getattr(body, "stream_rest", None)
+
+        async def payloads():
+            yield first
+            if later is not None:
+                async for request in later:
+                    payload = from_native_request(request, {**headers, **cloudevents.headers(
+                        cloudevents.REQUEST_TYPE, self.name, body.id, server)})
+                    payload.id = first.id
+                    yield payload
+
+        answers = self.runtime.predict_stream(payloads())
+        events = cloudevents.headers(cloudevents.RESPONSE_TYPE, self.name, body.id, server)
+        try:
+            while True:
+                with model_context(self.runtime.settings):
+                    try:
+                        response = await guarded(answers.__anext__())
+                    except StopAsyncIteration:
+                        return
+                    except Exception as exc:
+                        yield exc
+                        return
+                if isinstance(response, dict):
+                    response = InferenceResponse.model_validate(response)
+                if not isinstance(response, InferenceResponse):
+                    yield InferenceError(f"{type(self.runtime).__name__}.predict_stream() yielded "
+                                         f"{type(response).__name__}; an MLServer runtime yields InferenceResponses")
+                    return
+                native = to_native_response(response)
+                native.id = body.id
+                if not native.model_name:
+                    native.model_name = self.name
+                native.parameters["headers"] = {**events, **(native.parameters.get("headers") or {})}
+                yield native
+        finally:
+            close = getattr(answers, "aclose", None)
+            if close is not None:
+                await guarded(close())
 
     def _answer(self, response: Any):
         if isinstance(response, InferResponse):
@@ -308,6 +365,12 @@ class MLModelAdapter(Model):
 
     def get_output_types(self) -> List[Dict]:
         return list(self.metadata().get("outputs") or [])
+
+
+def _streaming() -> bool:
+    from gpuserve.dataplane import STREAMING  # the data plane imports the repository, which imports this
+
+    return STREAMING.get()
 
 
 async def _awaited(awaitable: Any) -> Any:

@@ -30,6 +30,7 @@ from gpuserve.errors import (GpuserveError, InvalidInput, InvalidSettings, Model
 from gpuserve.settings import ServerSettings
 from gpuserve.server.grpc import convert, debug_delays, tls
 from gpuserve.server.grpc import inference_pb2 as pb
+from gpuserve.server.grpc.mlserver_stream import mlserver_stream, mlserver_streams
 from gpuserve.server.grpc.model_repository import repository_handler, repository_rpcs
 from gpuserve.server.restricted import grpc_rules, restrict_method, restrict_servicer
 
@@ -186,8 +187,23 @@ class InferenceServicer:
         # the native transport writes an answer's large outputs from the arrays (server/grpc/large.py)
         return await self._infer(request, _headers(context), context, views=getattr(context, "raw_views", False))
 
-    async def ModelStreamInfer(self, requests: AsyncIterator[pb.ModelInferRequest], context
-                               ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+    async def ModelStreamInfer(self, requests: AsyncIterator[pb.ModelInferRequest], context) -> AsyncIterator:
+        """Triton's stream (below), or MLServer's for an MLServer runtime that streams (mlserver_stream.py),
+        as the first request's model decides."""
+        requests = requests.__aiter__()
+        try:
+            first = await requests.__anext__()
+        except StopAsyncIteration:
+            return
+        if mlserver_streams(self.plane, first):
+            async for answer in mlserver_stream(self.plane, first, requests, _headers(context), context, _abort_args):
+                yield answer
+            return
+        async for answer in self._triton_stream(_chained(first, requests), context):
+            yield answer
+
+    async def _triton_stream(self, requests: AsyncIterator[pb.ModelInferRequest], context
+                             ) -> AsyncIterator[pb.ModelStreamInferResponse]:
         """Requests of one stream run concurrently (so they can share batches). A one-answer request's
         answer leaves after those of the requests before it; a decoupled model's responses leave as it
         sends them, interleaved with other requests' (as Triton's stream delivers them: qa's
@@ -397,13 +413,19 @@ def restricted_servicer(plane: DataPlane, settings: ServerSettings) -> Inference
     return debug_delays.delay_common(servicer, served_names())  # Triton's test hook; nothing when unset
 
 
+def _serialized(message) -> bytes:
+    return message.SerializeToString()
+
+
 def service_handler(servicer: InferenceServicer) -> grpc.GenericRpcHandler:
     """One method handler per RPC of the service descriptor, bound to the servicer's methods."""
     handlers = {}
     for name, request_class, response_class, streaming in rpcs():
         make = grpc.stream_stream_rpc_method_handler if streaming else grpc.unary_unary_rpc_method_handler
+        # a stream's answers are of two message types (mlserver_stream.py): each serializes itself
+        serialize = _serialized if streaming else response_class.SerializeToString
         handlers[name] = make(getattr(servicer, name), request_deserializer=request_class.FromString,
-                              response_serializer=response_class.SerializeToString)
+                              response_serializer=serialize)
     return grpc.method_handlers_generic_handler(SERVICE, handlers)
 
 
@@ -536,6 +558,12 @@ def _stream_error(request: pb.ModelInferRequest, exc: BaseException) -> pb.Model
         model_name=request.model_name, model_version=request.model_version, id=request.id))
     answer.infer_response.parameters["triton_final_response"].bool_param = bool(getattr(exc, "triton_final", True))
     return answer
+
+
+async def _chained(first, rest):
+    yield first
+    async for item in rest:
+        yield item
 
 
 async def _decoupled_answers(responses, infer_request, request: pb.ModelInferRequest, typed: bool

@@ -1,5 +1,6 @@
 """Triton's generate extension over REST: `/generate` answers one JSON object, `/generate_stream` one
-Server-Sent Event per response (errors after the first event as `{"error": ...}` events, as Triton)."""
+Server-Sent Event per response (errors after the first event as `{"error": ...}` events, as Triton).
+A V2 request to an MLServer runtime is MLServer's generate instead (server/rest/infer_stream.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from starlette.responses import StreamingResponse
 from gpuserve.dataplane import DataPlane
 from gpuserve.errors import InvalidInput
 from gpuserve.generate import ONE_RESPONSE, generate_response, parse_body, responses_of
+from gpuserve.types import InferRequest
 from gpuserve.server.rest.common import JSON_OPTIONS, ErrorRoutes, guarded, json_response, parse_json, read_body
+from gpuserve.server.rest.infer_stream import one_answer, stream_answer, v2_generate
 
 
 def add_generate_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes, body_limit: int) -> None:
@@ -34,6 +37,10 @@ def add_generate_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes, bod
             body = parse_body(raw)
             if body is None:
                 body = parse_json(raw)  # not JSON: refused in the words of the other routes
+            if v2_generate(plane, model_name, version, body):  # MLServer's: a V2 request (infer_stream.py)
+                if trace is not None:
+                    trace.end()
+                return InferRequest.from_rest(model_name, body, version), None, None
             result = await plane.generate(model_name, version, body, dict(request.headers), trace)
         except BaseException:
             if trace is not None:
@@ -43,6 +50,8 @@ def add_generate_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes, bod
 
     async def generate(model_name: str, version: Optional[str], request: Request):
         result, request_id, trace = await start(model_name, version, request)
+        if isinstance(result, InferRequest):
+            return await one_answer(plane, result, dict(request.headers))
         answers = []
         stream = responses_of(result, trace)
         try:  # a second response settles it: the rest of a decoupled model's stream is not waited for
@@ -63,6 +72,8 @@ def add_generate_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes, bod
     async def generate_stream(model_name: str, version: Optional[str], request: Request):
         # errors before any response: a plain JSON error
         result, request_id, trace = await start(model_name, version, request)
+        if isinstance(result, InferRequest):
+            return await stream_answer(plane, result, dict(request.headers))
         answers = responses_of(result, trace)
         try:
             first = await answers.__anext__()

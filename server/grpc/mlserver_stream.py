@@ -1,0 +1,64 @@
+"""`ModelStreamInfer` as MLServer 1.5+ answers it, for MLServer runtimes with a `predict_stream` of their own.
+
+MLServer and Triton share the RPC's name but not its answer: Triton's stream carries
+`ModelStreamInferResponse` (an `error_message` beside the response; tritonclient reads that), MLServer's
+carries `ModelInferResponse` itself (MLServer's generated stub reads that) and ends a failed stream with
+its status. Neither client can read the other's, and nothing in a request says which client sent it, so
+the model decides: a runtime written for MLServer's streaming gets MLServer's form (its users' clients are
+MLServer's), every other model Triton's (server/grpc/service.py).
+
+As MLServer: the first request names the model, the whole stream is one `predict_stream` call reading
+every request of it (each given the first one's id), responses are typed `contents` unless the first
+request sent raw ones, the CloudEvents headers of the last response travel as trailing metadata, and a
+failure ends the stream with its status (NOT_FOUND for an unknown model, INVALID_ARGUMENT for a bad
+request, INTERNAL for what the runtime raises).
+"""
+
+from __future__ import annotations
+
+from typing import Any, AsyncIterator, Dict
+
+from gpuserve.dataplane import STREAMING, DataPlane
+from gpuserve.server.grpc import convert
+from gpuserve.server.grpc import inference_pb2 as pb
+
+
+def mlserver_streams(plane: DataPlane, first: pb.ModelInferRequest) -> bool:
+    model = plane.repository.get_model(first.model_name, first.model_version or None)
+    return bool(getattr(model, "streams", False))
+
+
+async def mlserver_stream(plane: DataPlane, first: pb.ModelInferRequest, later: AsyncIterator[pb.ModelInferRequest],
+                          headers: Dict[str, str], context: Any, abort_args) -> AsyncIterator[pb.ModelInferResponse]:
+    async def rest():
+        async for request in later:
+            yield convert.request_from_proto(request)
+
+    request = convert.request_from_proto(first)
+    request.stream_rest = rest()
+    typed = not first.raw_input_contents
+    token = STREAMING.set(True)
+    try:
+        result, trailing = await plane.infer(request, headers)
+    except Exception as exc:
+        await context.abort(*abort_args(exc))
+    finally:
+        STREAMING.reset(token)
+    if not hasattr(result, "__aiter__"):  # a runtime in parallel workers: one predict, as MLServer's workers
+        yield convert.response_to_proto(result, request, typed)
+        _trail(context, trailing)
+        return
+    try:
+        async for item in result:
+            if isinstance(item, BaseException):
+                await context.abort(*abort_args(item))
+            trailing = item.parameters.pop("headers", None) or trailing
+            yield convert.response_to_proto(item, request, typed)
+    finally:
+        await result.aclose()
+    _trail(context, trailing)
+
+
+def _trail(context: Any, headers) -> None:
+    if headers and context is not None:
+        context.set_trailing_metadata(tuple((str(k).lower(), str(v)) for k, v in headers.items()))
