@@ -173,3 +173,16 @@ def test_a_405_names_the_methods_the_path_takes(http, http_server):
             answer = client.request(method, path)
             assert answer.status_code == 405 and allowed in answer.headers["allow"], (method, path)
             assert answer.json() == {"error": f"Method Not Allowed: {method} {path}"}
+
+
+def test_infer_stream_answers_a_decoupled_model_one_event_a_response(triton, http):
+    """MLServer's `infer_stream` route (server/rest/infer_stream.py) serves every model: a Triton decoupled
+    model's responses each as a V2 event (the bare final flag is not one), a one-answer model's as one."""
+    client = http(triton[0])
+    request = {"id": "s", "inputs": [{"name": "IN", "shape": [1], "datatype": "INT32", "data": [3]}]}
+    answer = client.post("/v2/models/many/infer_stream", json=request)
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/event-stream")
+    events = [json.loads(chunk[len("data: "):]) for chunk in answer.text.split("\n\n") if chunk]
+    assert [(e["id"], e["outputs"][0]["data"]) for e in events] == [("s", [0]), ("s", [1]), ("s", [2])]
+    single = client.post("/v2/models/inc/versions/1/infer_stream", json=request).text
+    assert single.startswith("data: ") and json.loads(single[len("data: "):])["outputs"][0]["data"] == [4]
