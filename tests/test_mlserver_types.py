@@ -261,3 +261,58 @@ def test_codecs_accept_json_dicts_and_native_tensors():
         {"name": "x", "shape": [2], "datatype": "INT32", "data": [1, 2]}).tolist() == [1, 2]
     assert codecs.StringCodec.decode_input(InferInput("s", [1], "BYTES", [b"a"])) == ["a"]
     assert codecs.NumpyRequestCodec.decode_request(InferRequest.from_numpy("m", {"x": np.ones(2)})).tolist() == [1, 1]
+
+
+@pytest.mark.parametrize("cls, values", [
+    ("Parameters", {}), ("Parameters", {"content_type": "np"}),
+    ("Parameters", {"content_type": "np", "headers": {"a": "1"}, "custom": [1, 2], "n": None}),
+    ("RequestOutput", {"name": "o"}), ("RequestOutput", {"name": "o", "parameters": None}),
+    ("RequestInput", {"name": "x", "shape": [2], "datatype": "FP32", "data": [1.0, 2.0], "ignored": 1}),
+    ("ResponseOutput", {"name": "y", "shape": [1], "datatype": "BYTES", "data": ["a"]}),
+    ("InferenceRequest", {"inputs": [], "id": "r"}), ("InferenceRequest", {"inputs": [], "outputs": []}),
+    ("InferenceResponse", {"model_name": "m", "model_version": None, "outputs": []}),
+    ("MetadataTensor", {"name": "t", "datatype": "FP32", "shape": [-1]}),
+])
+def test_construct_builds_what_model_construct_builds(cls, values):
+    """gpuserve.mlserver.types.construct skips pydantic's walk of each field; the model it makes must be
+    model_construct's to the last attribute (field order, fields set, extras) and dump the same."""
+    from gpuserve.mlserver import types
+
+    cls = getattr(types, cls)
+    if "data" in values:
+        values = {**values, "data": types.TensorData.model_construct(values["data"])}
+    fast, slow = types.construct(cls, **values), cls.model_construct(**values)
+    assert list(fast.__dict__.items()) == list(slow.__dict__.items())
+    assert fast.model_fields_set == slow.model_fields_set and fast.model_extra == slow.model_extra
+    assert fast.__pydantic_private__ == slow.__pydantic_private__
+    assert fast.model_dump() == slow.model_dump() and fast.model_dump_json() == slow.model_dump_json()
+    data = types.tensor_data([1, 2])
+    assert data.__dict__ == types.TensorData.model_construct([1, 2]).__dict__ and data.model_fields_set == {"root"}
+    assert data.model_dump() == [1, 2]
+
+
+def test_codec_lookups_see_registrations_made_after_them():
+    """MLServer's codec lookups are kept between registry changes (gpuserve/mlserver/codecs/base.py
+    _merged): a codec registered on either side, or removed, is seen by the next lookup."""
+    from gpuserve import codecs as native
+    from gpuserve.mlserver.codecs import base
+
+    class Late(base.RequestCodec):
+        ContentType = "late-test"
+
+    class NativeLate(native.RequestCodec):
+        ContentType = "native-late-test"
+
+    assert base.find_request_codec("late-test") is None
+    base.register_request_codec(Late)
+    native.register_request_codec(NativeLate)
+    try:
+        assert base.find_request_codec("late-test") is Late
+        assert base.find_request_codec("native-late-test").Native is NativeLate
+        assert "late-test" in base.request_codecs()
+    finally:
+        base.unregister_request_codec("late-test")
+        native.unregister_request_codec("native-late-test")
+    assert base.find_request_codec("late-test") is None and base.find_request_codec("native-late-test") is None
+    base.request_codecs()["scratch"] = Late  # a caller's copy: the lookups' own view is not changed
+    assert base.find_request_codec("scratch") is None

@@ -136,6 +136,7 @@ def _only(tensors: list, where: str, kind: str, content_type: str):
 # Registries keep insertion order: lookup by payload asks codecs in the order they were registered.
 _INPUT_CODECS: dict[str, Any] = {}
 _REQUEST_CODECS: dict[str, Any] = {}
+_CHANGES = [0]
 
 InputCodecLike = Union[type[InputCodec], InputCodec]
 RequestCodecLike = Union[type[RequestCodec], RequestCodec]
@@ -164,6 +165,13 @@ def _register(registry: dict, base: type, codec: Any, kind: str) -> None:
             f"content type '{content_type}' already has {kind} codec {_name(existing)}; "
             f"refusing to replace it with {_name(codec)}")
     registry[content_type] = codec
+    _CHANGES[0] += 1
+
+
+def changes() -> int:
+    """How many times the registries changed: views built from them (gpuserve/mlserver/codecs) are kept
+    until this moves."""
+    return _CHANGES[0]
 
 
 def _name(codec: Any) -> str:
@@ -186,11 +194,13 @@ def register_request_codec(codec: C) -> C:
 def unregister_input_codec(content_type: str) -> None:
     """Forget the input codec of `content_type` (for plugins that unload, and tests)."""
     _INPUT_CODECS.pop(content_type, None)
+    _CHANGES[0] += 1
 
 
 def unregister_request_codec(content_type: str) -> None:
     """Forget the request codec of `content_type` (for plugins that unload, and tests)."""
     _REQUEST_CODECS.pop(content_type, None)
+    _CHANGES[0] += 1
 
 
 def input_codecs() -> dict[str, InputCodecLike]:

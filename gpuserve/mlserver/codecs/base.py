@@ -227,6 +227,8 @@ class NativeRequestCodec(RequestCodec):
 _INPUT_CODECS: Dict[str, Any] = {}
 _REQUEST_CODECS: Dict[str, Any] = {}
 _WRAPPED: Dict[int, Any] = {}
+_CHANGES = [0]
+_MERGED: Dict[str, Any] = {}  # kind -> ((changes here, changes in gpuserve's registry), codecs by content type)
 
 
 def _register(registry: Dict[str, Any], base: type, codec: Any, kind: str, content_type: Optional[str]) -> None:
@@ -241,6 +243,7 @@ def _register(registry: Dict[str, Any], base: type, codec: Any, kind: str, conte
         raise ValueError(f"content type '{content_type}' already has {kind} codec {existing!r}; "
                          f"refusing to replace it with {codec!r}")
     registry[content_type] = codec
+    _CHANGES[0] += 1
 
 
 def register_input_codec(codec: Any, content_type: Optional[str] = None):
@@ -257,10 +260,12 @@ def register_request_codec(codec: Any, content_type: Optional[str] = None):
 
 def unregister_input_codec(content_type: str) -> None:
     _INPUT_CODECS.pop(content_type, None)
+    _CHANGES[0] += 1
 
 
 def unregister_request_codec(content_type: str) -> None:
     _REQUEST_CODECS.pop(content_type, None)
+    _CHANGES[0] += 1
 
 
 def _wrap(native: Any, base: type) -> Any:
@@ -274,18 +279,26 @@ def _wrap(native: Any, base: type) -> Any:
     return wrapped
 
 
-def _all_input_codecs() -> Dict[str, Any]:
-    out = dict(_INPUT_CODECS)
-    for content_type, native in native_codecs.input_codecs().items():
-        out.setdefault(content_type, _wrap(native, NativeInputCodec))
+def _merged(kind: str, own: Dict[str, Any], natives, base: type) -> Dict[str, Any]:
+    """MLServer-registered codecs, then gpuserve's own wrapped; made again only after a registry changed
+    (every request through an MLServer runtime looks a codec up). Callers read it, never change it."""
+    key = (_CHANGES[0], native_codecs.base.changes())
+    kept = _MERGED.get(kind)
+    if kept is not None and kept[0] == key:
+        return kept[1]
+    out = dict(own)
+    for content_type, native in natives().items():
+        out.setdefault(content_type, _wrap(native, base))
+    _MERGED[kind] = (key, out)
     return out
+
+
+def _all_input_codecs() -> Dict[str, Any]:
+    return _merged("input", _INPUT_CODECS, native_codecs.input_codecs, NativeInputCodec)
 
 
 def _all_request_codecs() -> Dict[str, Any]:
-    out = dict(_REQUEST_CODECS)
-    for content_type, native in native_codecs.request_codecs().items():
-        out.setdefault(content_type, _wrap(native, NativeRequestCodec))
-    return out
+    return _merged("request", _REQUEST_CODECS, native_codecs.request_codecs, NativeRequestCodec)
 
 
 def _by_payload(codecs: Dict[str, Any], payload: Any) -> Any:
@@ -358,11 +371,11 @@ def find_request_codec_by_type_hint(type_hint: Any) -> Optional[RequestCodecLike
 
 def input_codecs() -> Dict[str, InputCodecLike]:
     """Every input codec by content type (MLServer-registered first, then gpuserve's own)."""
-    return _all_input_codecs()
+    return dict(_all_input_codecs())
 
 
 def request_codecs() -> Dict[str, RequestCodecLike]:
-    return _all_request_codecs()
+    return dict(_all_request_codecs())
 
 
 __all__ = [

@@ -26,6 +26,7 @@ from gpuserve.mlserver.types import (
     RequestInput,
     RequestOutput,
     ResponseOutput,
+    construct,
     from_native_request,
     from_native_response,
 )
@@ -186,6 +187,10 @@ class SingleInputRequestCodec(RequestCodec):
     def encode_response(cls, model_name: str, payload: Any, model_version: Optional[str] = None,
                         **kwargs) -> InferenceResponse:
         output = cls._input_codec().encode_output(f"{DefaultOutputPrefix}1", payload, **kwargs)
+        if isinstance(model_name, str) and isinstance(model_version, (str, type(None))) and \
+                isinstance(output, ResponseOutput):  # what validation would pass as it is: built directly
+            return construct(InferenceResponse, model_name=model_name, model_version=model_version,
+                             parameters=construct(Parameters, content_type=cls.ContentType), outputs=[output])
         return InferenceResponse(model_name=model_name, model_version=model_version,
                                  parameters=Parameters(content_type=cls.ContentType), outputs=[output])
 
