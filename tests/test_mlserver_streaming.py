@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+import time
 
 import grpc
 import httpx
@@ -38,12 +39,28 @@ class Tokens(Plain):
                     raise RuntimeError("boom mid-stream")
                 yield InferenceResponse(model_name=self.name, id=payload.id, parameters={"index": i},
                                         outputs=[StringCodec.encode_output("out", [word])])
+
+
+class Endless(Plain):
+    async def predict_stream(self, payloads):
+        import asyncio, pathlib
+        payload = await payloads.__anext__()
+        record = pathlib.Path(StringCodec.decode_input(payload.inputs[0])[0])
+        sent = 0
+        try:
+            while True:
+                yield InferenceResponse(model_name=self.name, outputs=[StringCodec.encode_output("out", [str(sent)])])
+                sent += 1
+                await asyncio.sleep(0.01)
+        finally:  # the client left: the generator is closed, not left running
+            record.write_text(str(sent))
 """
 
 
 def _build(root):
     for name, implementation, extra in (("tokens", "runtime.Tokens", {}), ("plain", "runtime.Plain", {}),
-                                        ("batched", "runtime.Tokens", {"max_batch_size": 4, "max_batch_time": 0.05})):
+                                        ("batched", "runtime.Tokens", {"max_batch_size": 4, "max_batch_time": 0.05}),
+                                        ("endless", "runtime.Endless", {})):
         folder = root / name
         folder.mkdir()
         (folder / "runtime.py").write_text(textwrap.dedent(RUNTIME))
@@ -220,3 +237,29 @@ def test_a_streaming_runtime_in_parallel_workers_answers_its_predict_once_in_mls
             answers = list(services.GRPCInferenceServiceStub(channel).ModelStreamInfer(
                 iter([_request(pb, "c d", "g")]), timeout=60))
         assert [(a.id, list(a.outputs[0].contents.bytes_contents)) for a in answers] == [("g", [b"C D"])]
+
+
+def _closed(record):
+    for _ in range(300):
+        if record.exists() and record.read_text():
+            return int(record.read_text())
+        time.sleep(0.02)
+    raise AssertionError("the runtime's stream was never closed")
+
+
+def test_a_client_that_leaves_closes_the_runtimes_stream(http, channel, tmp_path):
+    """REST and gRPC alike: when the client goes, the runtime's predict_stream is closed (its `finally`
+    runs) instead of making responses nobody reads."""
+    from gpuserve.mlserver.grpc import dataplane_pb2 as pb, dataplane_pb2_grpc as services
+
+    record = tmp_path / "rest.txt"
+    with http.stream("POST", "/v2/models/endless/infer_stream", json=_text(str(record))) as answer:
+        lines = answer.iter_lines()
+        assert next(lines).startswith("data: ")
+    assert _closed(record) < 1000
+    record = tmp_path / "grpc.txt"
+    stub = services.GRPCInferenceServiceStub(channel)
+    call = stub.ModelStreamInfer(iter([_request(pb, str(record), model="endless")]), timeout=30)
+    assert next(call).outputs[0].contents.bytes_contents == [b"0"]
+    call.cancel()
+    assert _closed(record) < 1000
