@@ -13,33 +13,11 @@ import httpx
 import pytest
 
 from conftest import running_server
+from mlserver_stream_models import RUNTIME as BASE_RUNTIME
 from gpuserve import ModelRepository
 from gpuserve.repository import DiskRepository
 
-RUNTIME = """
-from mlserver import MLModel
-from mlserver.codecs import StringCodec
-from mlserver.types import InferenceResponse
-
-
-class Plain(MLModel):
-    async def predict(self, payload):
-        text = StringCodec.decode_input(payload.inputs[0])[0]
-        return InferenceResponse(model_name=self.name, outputs=[StringCodec.encode_output("out", [text.upper()])])
-
-
-class Tokens(Plain):
-    async def predict_stream(self, payloads):
-        async for payload in payloads:  # every request of a gRPC stream; REST sends one
-            text = StringCodec.decode_input(payload.inputs[0])[0]
-            if text == "fail-first":
-                raise ValueError("refused at once")
-            for i, word in enumerate(text.split()):
-                if word == "boom":
-                    raise RuntimeError("boom mid-stream")
-                yield InferenceResponse(model_name=self.name, id=payload.id, parameters={"index": i},
-                                        outputs=[StringCodec.encode_output("out", [word])])
-
+RUNTIME = BASE_RUNTIME + """
 
 class Endless(Plain):
     async def predict_stream(self, payloads):

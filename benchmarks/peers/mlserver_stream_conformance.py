@@ -24,7 +24,6 @@ the streaming runtime (one request, two requests on one stream, failures first a
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -37,32 +36,10 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from peers.classic_conformance import free_port  # noqa: E402
-from peers.mlserver_conformance import GPUSERVE, MLSERVER, stop  # noqa: E402
+from peers.mlserver_conformance import MLSERVER, start, stop  # noqa: E402
 
-RUNTIME = """
-from mlserver import MLModel
-from mlserver.codecs import StringCodec
-from mlserver.types import InferenceResponse
-
-
-class Plain(MLModel):
-    async def predict(self, payload):
-        text = StringCodec.decode_input(payload.inputs[0])[0]
-        return InferenceResponse(model_name=self.name, outputs=[StringCodec.encode_output("out", [text.upper()])])
-
-
-class Tokens(Plain):
-    async def predict_stream(self, payloads):
-        async for payload in payloads:
-            text = StringCodec.decode_input(payload.inputs[0])[0]
-            if text == "fail-first":
-                raise ValueError("refused at once")
-            for i, word in enumerate(text.split()):
-                if word == "boom":
-                    raise RuntimeError("boom mid-stream")
-                yield InferenceResponse(model_name=self.name, id=payload.id, parameters={"index": i},
-                                        outputs=[StringCodec.encode_output("out", [word])])
-"""
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
+from mlserver_stream_models import RUNTIME  # noqa: E402
 
 GRPC_CLIENT = """
 import json, sys, grpc
@@ -156,18 +133,8 @@ def rest_case(port, path, body):
 
 
 def run(name: str, repo: Path, work: Path) -> dict:
-    http, grpc_port, metrics = free_port(), free_port(), free_port()
-    if name == "mlserver":
-        env = {**os.environ, "MLSERVER_HTTP_PORT": str(http), "MLSERVER_GRPC_PORT": str(grpc_port),
-               "MLSERVER_METRICS_PORT": str(metrics), "MLSERVER_HOST": "127.0.0.1",
-               "PATH": f"{MLSERVER.parent}:{os.environ.get('PATH', '')}"}
-        args = [str(MLSERVER), "start", str(repo)]
-    else:
-        env = dict(os.environ)
-        args = [str(GPUSERVE), "start", str(repo), "--host", "127.0.0.1", "--http-port", str(http),
-                "--grpc-port", str(grpc_port), "--metrics-port", str(metrics)]
-    proc = subprocess.Popen(args, env=env, cwd=work, stdout=open(work / f"{name}.log", "w"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    http, grpc_port = free_port(), free_port()
+    proc = start(name, repo, (http, grpc_port, free_port()), work / f"{name}.log")
     try:
         deadline = time.monotonic() + 180
         while not all(_ready(http, m) for m in ("tokens", "plain")):
