@@ -531,14 +531,16 @@ def _in_queue_order(batch: List[Job]) -> List[Job]:
 
 
 async def cancel_and_wait(task: Optional[asyncio.Task]) -> None:
-    """Stop a background loop task and wait until it has unwound."""
+    """Stop a background loop task and wait until it has unwound. The cancel is sent again until the task
+    has ended: code inside it may swallow one (asyncio.wait_for on Python 3.11; see engine/queue.py
+    wait_set), and an unload must not wait on a loop that runs on."""
     if task is None:
         return
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
+    if not task.cancelled() and task.exception() is not None:
+        raise task.exception()
 
 
 def _union_outputs(batch: List[Job]) -> Optional[List[str]]:

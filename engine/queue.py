@@ -208,14 +208,25 @@ class BatchQueue:
     async def wait_for_more(self, timeout: float) -> bool:
         """Wait up to `timeout` seconds for a new job; True if one arrived."""
         self._ready.clear()
-        try:
-            await asyncio.wait_for(self._ready.wait(), timeout)
-            return True
-        except asyncio.TimeoutError:
-            return False
+        return await wait_set(self._ready, timeout)
 
     def fail_all(self, exc: BaseException) -> None:
         for level in self.levels:
             while level:
                 _fail(level.popleft(), exc)
         self.size = 0
+
+
+async def wait_set(event: asyncio.Event, timeout: Optional[float]) -> bool:
+    """Wait up to `timeout` seconds (None: no limit) for `event`; True if it was set. Unlike a bare
+    `asyncio.wait_for` on Python 3.11, a cancel that lands in the same loop turn as the event is not lost:
+    wait_for returns the event then, and a batcher loop being stopped ran on, so its model's unload waited
+    for ever (a reload under load hung)."""
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+    except asyncio.TimeoutError:
+        return False
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError()
+    return True

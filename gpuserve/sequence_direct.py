@@ -26,6 +26,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional
 import numpy as np
 
 from gpuserve.engine.job import Job
+from gpuserve.engine.queue import wait_set
 from gpuserve.errors import ModelNotReady
 
 NOT_READY = {"CONTROL_SEQUENCE_START": 0, "CONTROL_SEQUENCE_END": 0, "CONTROL_SEQUENCE_READY": 0}
@@ -110,6 +111,11 @@ class DirectBatches:
         formed next takes the first), as Triton moves a backlog queue into the slot it frees."""
         if not sequence.parked:
             return
+        if self._closed:  # freed by a closing model: its loops are gone, so its requests are answered here
+            self._fail(sequence.parked)
+            sequence.waiting -= len(sequence.parked)
+            sequence.parked.clear()
+            return
         self.queues[sequence.instance][sequence.slot_index].extend(sequence.parked)
         sequence.waiting -= len(sequence.parked)
         sequence.parked.clear()
@@ -125,7 +131,18 @@ class DirectBatches:
             for queue in queues.values():
                 left.extend(queue)
                 queue.clear()
-        for entry in left:  # a batch still running is not waited for: its requests are answered now
+        for sequence in self.router.backlog:  # waiting for a slot that will not come: answered too
+            left.extend(sequence.parked)
+            sequence.waiting -= len(sequence.parked)
+            sequence.parked.clear()
+            sequence.expired = True  # its wait for a slot ends
+            if sequence.admitted is not None:
+                sequence.admitted.set()
+        self.router.backlog.clear()
+        self._fail(left)  # a batch still running is not waited for: its requests are answered now
+
+    def _fail(self, entries) -> None:
+        for entry in entries:
             if not entry.future.done():
                 entry.future.set_exception(ModelNotReady(self.name, "the model is being unloaded"))
 
@@ -157,10 +174,7 @@ class DirectBatches:
                 waited = time.monotonic() - min(queues[slot][0].arrival for slot in ready)
                 if waited < self.delay_s:
                     wake.clear()
-                    try:
-                        await asyncio.wait_for(wake.wait(), self.delay_s - waited)
-                    except asyncio.TimeoutError:
-                        pass
+                    await wait_set(wake, self.delay_s - waited)
                     if time.monotonic() - min(queues[slot][0].arrival for slot in ready) < self.delay_s:
                         continue
             ticket = getattr(self.instances[index], "ticket", None)

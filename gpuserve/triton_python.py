@@ -608,6 +608,7 @@ class TritonPythonBackendModel(FrameworkModel):
         self.ready = True
         logger.info("model %s: Python backend, %d instance(s) on %s, max_batch_size %d%s", self.name,
                     len(self.instances), device, max_batch,
+                    ", sequence batching" if self.sequences is not None else
                     ", dynamic batching" if batching.max_batch_size > 1 else "")
         return True
 

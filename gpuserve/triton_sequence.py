@@ -20,6 +20,7 @@ from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from gpuserve.engine.queue import wait_set
 from gpuserve.errors import InvalidInput, InvalidSettings, QueueTimeout, RequestCancelled
 from gpuserve.triton_pb_utils import TRITON_STRING_TO_NUMPY
 
@@ -279,9 +280,7 @@ class SequenceRouter:
             sequence.admitted = asyncio.Event()
         while sequence.admit is not None and not sequence.expired:
             wait = self.idle_s if sequence.expires is None else min(self.idle_s, sequence.expires - time.monotonic())
-            try:
-                await asyncio.wait_for(sequence.admitted.wait(), max(wait, 0.0))
-            except asyncio.TimeoutError:
+            if not await wait_set(sequence.admitted, max(wait, 0.0)):
                 now = time.monotonic()
                 if sequence.expires is not None and now >= sequence.expires and sequence.admit is not None:
                     self._expire(sequence)

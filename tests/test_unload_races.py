@@ -1,0 +1,123 @@
+"""Unloads under load (found by a concurrency storm, 2026-12-06): a batcher loop being stopped must stop
+even when its cancel lands in the same loop turn as a new request, and a request waiting for a sequence
+slot must be answered when its model goes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from gpuserve.engine.batcher import cancel_and_wait
+from gpuserve.engine.queue import wait_set
+
+
+def test_a_cancel_in_the_same_turn_as_the_event_is_not_lost():
+    """asyncio.wait_for on Python 3.11 returns the event's result and drops such a cancel; the batcher
+    loop then ran on and its model's unload (and reload) waited for ever."""
+    async def main():
+        event = asyncio.Event()
+
+        async def loop():
+            while True:
+                await wait_set(event, 10)
+                event.clear()
+
+        task = asyncio.create_task(loop())
+        await asyncio.sleep(0.01)
+        event.set()
+        task.cancel()
+        await asyncio.sleep(0.05)
+        return task.done() and task.cancelled()
+
+    assert asyncio.run(main())
+
+
+def test_wait_set_times_out_and_sees_a_set_event():
+    async def main():
+        event = asyncio.Event()
+        assert not await wait_set(event, 0.01)
+        event.set()
+        assert await wait_set(event, 0.01) and await wait_set(event, None)
+
+    asyncio.run(main())
+
+
+def test_cancel_and_wait_ends_a_task_that_swallows_a_cancel():
+    async def main():
+        swallowed = []
+
+        async def stubborn():
+            while True:
+                try:
+                    await asyncio.sleep(10)
+                except asyncio.CancelledError:
+                    if swallowed:
+                        raise
+                    swallowed.append(1)  # the first cancel is lost, as wait_for loses one
+
+        task = asyncio.create_task(stubborn())
+        await asyncio.sleep(0.01)
+        started = time.monotonic()
+        await asyncio.wait_for(cancel_and_wait(task), 5)
+        return task.cancelled() and swallowed == [1] and time.monotonic() - started < 2
+
+    assert asyncio.run(main())
+
+
+SEQUENCE_MODEL = """
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT", pb_utils.get_input_tensor_by_name(
+            r, "INPUT").as_numpy())]) for r in requests]
+"""
+
+SEQUENCE_CONFIG = """
+backend: "python"
+max_batch_size: 2
+sequence_batching {
+  max_sequence_idle_microseconds: 60000000
+  control_input [ { name: "START" control [ { kind: CONTROL_SEQUENCE_START int32_false_true: [ 0, 1 ] } ] } ]
+}
+input [ { name: "INPUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
+output [ { name: "OUTPUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
+"""
+
+
+def test_a_request_waiting_for_a_sequence_slot_is_answered_when_its_model_unloads(tmp_path):
+    """Two slots taken by open sequences, a third START waits in the backlog; the unload answers it
+    (before: it was never answered, its parked request moved later into the closed batcher's queue)."""
+    import threading
+
+    import httpx
+
+    from conftest import running_server
+    from gpuserve import ModelRepository
+    from gpuserve.repository import DiskRepository
+
+    (tmp_path / "seq" / "1").mkdir(parents=True)
+    (tmp_path / "seq" / "config.pbtxt").write_text(SEQUENCE_CONFIG)
+    (tmp_path / "seq" / "1" / "model.py").write_text(SEQUENCE_MODEL)
+
+    def start(client, sequence_id):
+        return client.post("/v2/models/seq/infer", json={
+            "parameters": {"sequence_id": sequence_id, "sequence_start": True},
+            "inputs": [{"name": "INPUT", "shape": [1, 1], "datatype": "INT32", "data": [sequence_id]}]})
+
+    with running_server(repository=DiskRepository(tmp_path).populate(ModelRepository())) as server:
+        base = f"http://127.0.0.1:{server.ports['http']}"
+        with httpx.Client(base_url=base, timeout=30) as client, httpx.Client(base_url=base, timeout=30) as other:
+            assert start(client, 1).status_code == 200 and start(client, 2).status_code == 200
+            third = {}
+            waiter = threading.Thread(target=lambda: third.update(answer=start(other, 3), at=time.monotonic()))
+            waiter.start()
+            time.sleep(0.5)
+            assert waiter.is_alive()  # in the backlog
+            unloaded = time.monotonic()
+            assert client.post("/v2/repository/models/seq/unload").status_code == 200
+            waiter.join(20)
+            assert not waiter.is_alive() and third["at"] - unloaded < 5
+            assert third["answer"].status_code in (400, 503) and "unload" in third["answer"].json()["error"]
