@@ -14,6 +14,7 @@ import importlib
 import inspect
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, Collection, Dict, List, Optional, Set, Tuple
@@ -61,6 +62,18 @@ def _artefact(folder: Path) -> Optional[Path]:
 
 def _version_folders(folder: Path) -> Dict[str, Path]:
     return {p.name: p for p in folder.iterdir() if p.is_dir() and p.name.isdigit() and _artefact(p)}
+
+
+def _reason(exc: Exception, what: str) -> str:
+    """Why a model folder is not served: our words where we raised, else the reader's error named as such."""
+    if isinstance(exc, GpuserveError):
+        return str(exc)
+    if isinstance(exc, RecursionError):
+        return f"invalid {what}: it nests too deeply to read"
+    if isinstance(exc, (ValueError, KeyError)):
+        return f"invalid {what}: {exc}"
+    logger.warning("reading %s failed", what, exc_info=exc)  # unexpected here: the trace is ours to read
+    return f"invalid {what}: {type(exc).__name__}: {exc}"
 
 
 def _python_without_config(folder: Path) -> bool:
@@ -270,8 +283,8 @@ class DiskRepository:
         for path in files:
             try:
                 settings = ModelSettings.from_file(path)
-            except GpuserveError as exc:
-                found.setdefault(path.parent.name, []).append(_broken(path.parent, str(exc)))
+            except Exception as exc:  # one folder's file, however broken, spoils only its own model
+                found.setdefault(path.parent.name, []).append(_broken(path.parent, _reason(exc, MODEL_SETTINGS_FILE)))
                 continue
             found.setdefault(settings.name, []).append(settings)
         if not files and root == self.root:  # as MLServer: no model-settings.json, a model from MLSERVER_MODEL_*
@@ -328,8 +341,8 @@ class DiskRepository:
                                       "version_policy")
             return [ModelSettings.model_validate({**settings_from_config(folder, config, v), "folder": str(folder)})
                     for v in versions]
-        except (GpuserveError, ValueError, KeyError, TypeError) as exc:
-            return [_broken(folder, str(exc) if isinstance(exc, GpuserveError) else f"invalid config.pbtxt: {exc}")]
+        except Exception as exc:  # one folder's config, however broken, spoils only its own model
+            return [_broken(folder, _reason(exc, "config.pbtxt"))]
 
     def build(self, name: str, config: Optional[str] = None, files: Optional[Dict[str, bytes]] = None
               ) -> List[BaseKServeModel]:
@@ -343,7 +356,11 @@ class DiskRepository:
             return self._with_namespace([self._build_one(s) for s in found], scanned)
         original = next((Path(s.folder) for s in found if s.folder), None)
         folder = scratch_folder(name, original, config, files or {})
-        models = [self._build_one(s) for s in self._triton(folder)]
+        try:
+            models = [self._build_one(s) for s in self._triton(folder)]
+        except BaseException:
+            shutil.rmtree(folder.parent, ignore_errors=True)  # no model took the folder: nothing else removes it
+            raise
         for model in models:
             model.scratch_folder = str(folder.parent)
         return models
@@ -360,6 +377,9 @@ class DiskRepository:
             if environment is not None and workers is None:
                 workers = 1  # MLServer's default parallel_workers, which a custom environment needs
             workers = workers or 0
+            if workers < 0:
+                raise InvalidSettings(f"model '{settings.name}': parallel_workers is {workers}; it is 0 (in the "
+                                      "server's process) or more")
             if environment is not None and not workers:
                 logger.warning("model '%s': %s is not used: parallel workers are off (parallel_workers 0), so the "
                                "model runs in the server's own environment, as in MLServer", settings.name,

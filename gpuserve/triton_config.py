@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from gpuserve.errors import InvalidSettings
 from gpuserve.repo_agents import run_repository_agents
 from gpuserve.triton_normalize import GROUP_FIELDS_SHOWN
+from gpuserve.triton_schema_check import check_config
 
 logger = logging.getLogger("gpuserve.triton_config")
 
@@ -79,7 +80,8 @@ class _Parser:
     def take(self, kind=None, value=None):
         token = self.peek()
         if (kind and token[0] != kind) or (value is not None and token[1] != value):
-            raise InvalidSettings(f"config.pbtxt: expected {value or kind}, found {token[1]!r}")
+            found = "the end of the file" if token[0] == "eof" else repr(token[1])
+            raise InvalidSettings(f"config.pbtxt: expected {value or kind}, found {found}")
         self.i += 1
         return token
 
@@ -101,6 +103,8 @@ class _Parser:
 
     def value(self):
         kind, value = self.peek()
+        if kind == "eof":  # a file cut off after a field's name or inside a list
+            raise InvalidSettings("config.pbtxt: the file ends where a value was expected")
         if kind == "p" and value in "{<":
             self.i += 1
             return self.message("}" if value == "{" else ">")
@@ -113,6 +117,8 @@ class _Parser:
                     self.i += 1
             self.i += 1
             return _ListValue(items)
+        if kind == "p":  # `name: }`, `name: ,`: punctuation where a value belongs
+            raise InvalidSettings(f"config.pbtxt: expected a value, found {value!r}")
         self.i += 1
         if kind == "id" and value in ("true", "True"):
             return True
@@ -221,6 +227,7 @@ def read_config(folder: Path) -> Dict[str, Any]:
     except OSError as exc:
         raise InvalidSettings(f"cannot read {path}: {exc}") from None
     config = parse_pbtxt(text)
+    check_config(config)  # ModelConfig's field types, before any reader meets a value of the wrong one
     config.setdefault("name", folder.name)
     return config
 

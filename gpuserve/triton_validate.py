@@ -447,6 +447,9 @@ def validate_instance_groups(config: Dict[str, Any], gpu_count: int) -> None:
         label = group.get("name") or f"{name}_{index}"
         kind = str(group.get("kind") or "KIND_AUTO")
         gpus = _ints(group.get("gpus"))
+        count = group.get("count")
+        if count is not None and int(count) < 0:  # (Triton 2.51 serves one instance; nothing says so)
+            raise InvalidSettings(f"instance group {label} of model {name} has count {count}; a count is 0 or more")
         if kind in ("KIND_CPU", "KIND_MODEL") and gpus:
             raise InvalidSettings(f"instance group {label} of model {name} has kind {kind} but specifies one or "
                                   f"more GPU{'s' if kind == 'KIND_MODEL' else ''}")
