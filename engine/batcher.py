@@ -150,6 +150,9 @@ class Scheduler:
         self._inline_since_watch = 0
 
     # lifecycle ----------------------------------------------------------------------------------
+    _stopped = False
+    _forming: Sequence[Job] = ()
+
     def start(self) -> None:
         """Bind to the running loop; called lazily by the first submit as well."""
         policies = self.config.queue_policies
@@ -166,10 +169,17 @@ class Scheduler:
         self._task = self._loop_ref.create_task(self._loop(), name=f"batcher-{self.name}")
 
     async def stop(self) -> None:
+        self._stopped = True  # for good: a request that found the model before its unload is refused, not queued
         await cancel_and_wait(self._task)
         self._task = None
         if self.queue is not None:
-            self.queue.fail_all(ModelNotReady(self.name, "the model is being unloaded"))
+            unloaded = ModelNotReady(self.name, "the model is being unloaded")
+            self.queue.fail_all(unloaded)
+            # and those the loop had taken for a batch still growing (max_queue_delay) when it was stopped
+            for job in self._forming:
+                if not job.future.done():
+                    job.future.set_exception(unloaded)
+            self._forming = ()
         if self._inflight:
             # Wait for running batches; a backend may bound the wait (user code that never returns must not
             # hang an unload or the server's shutdown): its requests then fail, and its thread is left behind.
@@ -211,6 +221,8 @@ class Scheduler:
         """Queue one request and wait for its outputs (sliced to its own rows; a `reduce`d output comes
         back as a kernels.topk.TopK of its rows). `context` rides on the job for request-level backends."""
         if self._task is None:
+            if self._stopped:  # (start() would make a queue and a loop no instance serves: it never answered)
+                raise ModelNotReady(self.name, "the model is being unloaded")
             self.start()
         cfg = self.config
         if priority is None:
@@ -277,9 +289,9 @@ class Scheduler:
             self._holding = instance if not cfg.max_queue_delay_s and ticket is None else None
             first = await self.queue.get()
             self._holding = None
+            batch = self._forming = [first]  # out of the queue, not yet handed over: stop() answers these
             if ticket is not None:  # Triton's rate limiter: the batch grows while it waits its turn
                 await ticket.acquire()
-            batch = [first]
             if batched:
                 limit = max(cfg.max_batch_size, first.rows)
                 batch += self.queue.take_matching(first.key, limit - first.rows)
@@ -292,6 +304,7 @@ class Scheduler:
                         continue
                 if cfg.preferred_batch_sizes:
                     self._trim_to_preferred(batch)
+            self._forming = ()
             if self._inline(instance, batch):
                 self._run_inline(instance, batch, batched)
             else:

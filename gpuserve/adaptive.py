@@ -24,7 +24,7 @@ from gpuserve.engine.batcher import cancel_and_wait
 from gpuserve.engine.job import Job
 from gpuserve.engine.queue import BatchQueue
 from gpuserve.engine.stats import PROMETHEUS_BUCKETS, Histogram
-from gpuserve.errors import InferenceError, InvalidInput
+from gpuserve.errors import InferenceError, InvalidInput, ModelNotReady
 from gpuserve.types import InferInput, InferOutput, InferRequest, InferResponse, RequestedOutput
 
 logger = logging.getLogger("gpuserve")
@@ -141,6 +141,8 @@ class AdaptiveBatcher:
         self._direct.set()
 
     async def submit(self, request: InferRequest, headers: Optional[dict]) -> Tuple[Any, dict]:
+        if self._stopped:  # found the model before its unload: refused, not queued on a loop nobody runs
+            raise ModelNotReady(self.model.name, "the model is being unloaded")
         rows, key = _rows(request), _key(request, self.by_parameters)
         self.queue_sizes.observe(len(self.queue))
         if self.max_batch_time <= 0 and not self._busy and self._direct.is_set() and not len(self.queue):
@@ -177,7 +179,7 @@ class AdaptiveBatcher:
                 self._busy = False
 
     async def _form_and_run(self, first: Job) -> None:
-        batch = [first]
+        batch = self._current = [first]  # (grown in place below: stop() answers it if the loop is cancelled)
         batch += self.queue.take_matching(first.key, self.max_batch_size - 1)
         if self.max_batch_time > 0:
             deadline = first.arrival + self.max_batch_time
@@ -218,6 +220,16 @@ class AdaptiveBatcher:
         if not job.future.done():
             job.future.set_result(result)
 
+    _stopped = False
+
+    _current: List[Job] = []
+
     async def stop(self) -> None:
+        self._stopped = True
         await cancel_and_wait(self._task)
         self._task = None
+        unloaded = ModelNotReady(self.model.name, "the model is being unloaded")
+        self.queue.fail_all(unloaded)  # queued, or in the batch the cancel cut short: answered, not left waiting
+        for job in self._current:
+            if not job.future.done():
+                job.future.set_exception(unloaded)

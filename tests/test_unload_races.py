@@ -121,3 +121,74 @@ def test_a_request_waiting_for_a_sequence_slot_is_answered_when_its_model_unload
             waiter.join(20)
             assert not waiter.is_alive() and third["at"] - unloaded < 5
             assert third["answer"].status_code in (400, 503) and "unload" in third["answer"].json()["error"]
+
+
+def test_a_stopped_scheduler_refuses_requests_that_found_its_model_before_the_unload():
+    """A request resolved to the model just before its unload reached submit() after stop(): a new queue
+    and loop started on instances already closed, and it was never answered (a reload under load)."""
+    import numpy as np
+    import pytest
+
+    from gpuserve.errors import ModelNotReady
+    from test_engine import GatedBackend, scheduler_for
+
+    async def main():
+        backend = GatedBackend()
+        backend.gate.set()
+        scheduler, _ = scheduler_for(backend)
+        x = np.ones((1, 2), np.float32)
+        assert (await scheduler.submit({"x": x}))["y"].tolist() == [[2.0, 2.0]]
+        await scheduler.stop()
+        with pytest.raises(ModelNotReady, match="being unloaded"):
+            await asyncio.wait_for(scheduler.submit({"x": x}), 5)
+
+    asyncio.run(main())
+
+
+def test_stopping_an_adaptive_batcher_answers_its_waiting_requests_and_refuses_later_ones():
+    """MLServer-style adaptive batching: requests queued or in a batch still growing were left unanswered
+    when the unload cancelled the batcher's loop."""
+    import pytest
+
+    from gpuserve.adaptive import AdaptiveBatcher
+    from gpuserve.errors import ModelNotReady
+    from test_adaptive import Summer, request
+
+    async def main():
+        model = Summer("summer")
+        model.load()
+        model.gate.set()
+        batcher = AdaptiveBatcher(model, 4, max_batch_time=30.0)  # a batch waits up to 30 s for more
+        waiting = [asyncio.ensure_future(batcher.submit(request([i, 1], f"r{i}"), {})) for i in range(6)]
+        await asyncio.sleep(0.1)
+        await asyncio.wait_for(batcher.stop(), 5)
+        results = await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), 5)
+        # each answered: by the model (a batch that ran before the stop) or refused, none left waiting
+        assert all(isinstance(r, (ModelNotReady, tuple)) for r in results), results
+        assert any(isinstance(r, ModelNotReady) for r in results)
+        with pytest.raises(ModelNotReady, match="being unloaded"):
+            await batcher.submit(request([1, 1], "late"), {})
+
+    asyncio.run(main())
+
+
+def test_requests_held_for_a_growing_batch_are_answered_when_the_scheduler_stops():
+    """With max_queue_delay the batcher takes requests out of the queue while their batch grows; stopping
+    it then (an unload) left them unanswered, the queue's fail_all no longer saw them."""
+    import numpy as np
+
+    from gpuserve.errors import ModelNotReady
+    from test_engine import GatedBackend, scheduler_for
+
+    async def main():
+        backend = GatedBackend()
+        backend.gate.set()
+        scheduler, _ = scheduler_for(backend, max_batch_size=8, max_queue_delay_s=30.0)
+        held = asyncio.ensure_future(scheduler.submit({"x": np.ones((1, 2), np.float32)}))
+        await asyncio.sleep(0.2)
+        assert not held.done() and scheduler.queue.size == 0  # taken out, held for company
+        await asyncio.wait_for(scheduler.stop(), 5)
+        done, _ = await asyncio.wait({held}, timeout=5)
+        return done and isinstance(held.exception(), ModelNotReady)
+
+    assert asyncio.run(main())
