@@ -35,10 +35,15 @@ def scratch_folder(name: str, original: Optional[Path], config: Optional[str], f
     parsed = _config(name, config) if config is not None else None
     if not files and original is None:
         raise InvalidInput(f"model '{name}' is not in the repository; give its files as 'file:<path>' parameters")
-    scratch = Path(tempfile.mkdtemp(prefix=f"gpuserve-load-{name}-"))
+    # the folder's own name is the model's (checked below); its scratch folder's keeps only what any file system takes
+    scratch = Path(tempfile.mkdtemp(prefix=f"gpuserve-load-{re.sub(r'[^A-Za-z0-9_.-]', '_', name[:40])}-"))
     try:
         folder = scratch / name
-        folder.mkdir()
+        try:
+            folder.mkdir()
+        except (OSError, ValueError) as exc:  # a name the file system cannot hold: Triton's words, and why
+            raise ModelLoadError(f"failed to load '{name}', failed to poll from model repository: "
+                                 f"{getattr(exc, 'strerror', None) or exc}") from None
         if files:
             for key, data in files.items():
                 target = folder / _relative(name, key)

@@ -129,3 +129,15 @@ def test_a_load_with_a_config_of_the_wrong_types_is_refused_in_words_and_leaves_
         assert refused.status_code == 500 and words in refused.json()["error"], refused.text
         assert _infer(client, "good", x).status_code == 200  # the loaded version keeps serving, as in Triton
         assert set(scratch.glob("gpuserve-load-good-*")) == before
+
+
+@pytest.mark.parametrize("name, words", [("x" * 300, "File name too long"), ("a\x00b", "embedded null byte")])
+def test_a_load_time_model_name_no_folder_can_hold_is_refused_in_words(name, words):
+    from gpuserve.errors import ModelLoadError
+    from gpuserve.load_override import scratch_folder
+
+    scratch = Path(tempfile.gettempdir())
+    before = set(scratch.glob("gpuserve-load-*"))
+    with pytest.raises(ModelLoadError, match=f"failed to poll from model repository: {words}"):
+        scratch_folder(name, None, json.dumps({"backend": "python"}), {"file:1/model.py": b""})
+    assert set(scratch.glob("gpuserve-load-*")) == before
