@@ -32,13 +32,20 @@ class Endless(Plain):
                 await asyncio.sleep(0.01)
         finally:  # the client left: the generator is closed, not left running
             record.write_text(str(sent))
+
+
+class Dicts(Plain):
+    async def predict_stream(self, payloads):
+        await payloads.__anext__()
+        yield {"model_name": self.name, "outputs": [{"name": "o", "shape": [1], "datatype": "INT32", "data": [1]}]}
+        yield {"outputs": "not a list"}
 """
 
 
 def _build(root):
     for name, implementation, extra in (("tokens", "runtime.Tokens", {}), ("plain", "runtime.Plain", {}),
                                         ("batched", "runtime.Tokens", {"max_batch_size": 4, "max_batch_time": 0.05}),
-                                        ("endless", "runtime.Endless", {})):
+                                        ("endless", "runtime.Endless", {}), ("dicts", "runtime.Dicts", {})):
         folder = root / name
         folder.mkdir()
         (folder / "runtime.py").write_text(textwrap.dedent(RUNTIME))
@@ -241,3 +248,9 @@ def test_a_client_that_leaves_closes_the_runtimes_stream(http, channel, tmp_path
     assert next(call).outputs[0].contents.bytes_contents == [b"0"]
     call.cancel()
     assert _closed(record) < 1000
+
+
+def test_dicts_a_runtime_yields_are_responses_and_one_that_is_not_ends_the_stream_in_words(http):
+    events = _events(http.post("/v2/models/dicts/infer_stream", json=_text("x")))
+    assert events[0]["outputs"][0]["data"] == [1] and len(events) == 2
+    assert "yielded a dict that is not an InferenceResponse" in events[1]["error"]

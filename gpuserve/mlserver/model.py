@@ -192,20 +192,19 @@ class MLModelAdapter(Model):
     def batches_by_parameters(self) -> bool:
         """The runtime's say (gpuserve/adaptive.py merge_requests): its parameters apply to a whole call."""
         return bool(getattr(self.runtime, "batches_by_parameters", False))
+
     @property
     def streams(self) -> bool:
         """Whether the runtime has a `predict_stream` of its own: then streaming calls reach it (else they
-        run `predict` once, as any model's). MLServer's base class's and ours do not count."""
-        for klass in type(self.runtime).__mro__:
-            if "predict_stream" in vars(klass):
-                return not (klass.__name__ == "MLModel" and klass.__module__.split(".")[0] in ("mlserver", "gpuserve"))
-        return False
+        run `predict` once, as any model's)."""
+        return self._streams
     answers_every_output = True  # as MLServer: a request's `outputs` list does not filter what predict returns
     settings_metadata = True  # metadata lists the settings' `versions`, as MLServer's, not the repository's
 
     def __init__(self, runtime: MLModel, settings: Any = None):
         super().__init__(runtime.name)
         self.runtime = runtime
+        self._streams = _own_predict_stream(type(runtime))
         # The gpuserve settings the repository built (adaptive batching, parallel workers, config
         # endpoints read them); the runtime has its own MLServer view of the same file.
         self.settings = settings if settings is not None else runtime.settings
@@ -319,7 +318,12 @@ class MLModelAdapter(Model):
                         yield exc
                         return
                 if isinstance(response, dict):
-                    response = InferenceResponse.model_validate(response)
+                    try:
+                        response = InferenceResponse.model_validate(response)
+                    except ValueError as exc:
+                        yield InferenceError(f"{type(self.runtime).__name__}.predict_stream() yielded a dict that "
+                                             f"is not an InferenceResponse: {exc}")
+                        return
                 if not isinstance(response, InferenceResponse):
                     yield InferenceError(f"{type(self.runtime).__name__}.predict_stream() yielded "
                                          f"{type(response).__name__}; an MLServer runtime yields InferenceResponses")
@@ -333,7 +337,10 @@ class MLModelAdapter(Model):
         finally:
             close = getattr(answers, "aclose", None)
             if close is not None:
-                await guarded(close())
+                try:
+                    await guarded(close())
+                except Exception:  # the stream has ended either way; its own cleanup failing is the runtime's
+                    logger.exception("model '%s': closing predict_stream failed", self.name)
 
     def _answer(self, response: Any):
         if isinstance(response, InferResponse):
@@ -365,6 +372,14 @@ class MLModelAdapter(Model):
 
     def get_output_types(self) -> List[Dict]:
         return list(self.metadata().get("outputs") or [])
+
+
+def _own_predict_stream(runtime: type) -> bool:
+    """MLServer's base class's `predict_stream` and ours (one `predict`) do not count."""
+    for klass in runtime.__mro__:
+        if "predict_stream" in vars(klass):
+            return not (klass.__name__ == "MLModel" and klass.__module__.split(".")[0] in ("mlserver", "gpuserve"))
+    return False
 
 
 def _streaming() -> bool:
