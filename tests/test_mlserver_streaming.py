@@ -254,3 +254,14 @@ def test_dicts_a_runtime_yields_are_responses_and_one_that_is_not_ends_the_strea
     events = _events(http.post("/v2/models/dicts/infer_stream", json=_text("x")))
     assert events[0]["outputs"][0]["data"] == [1] and len(events) == 2
     assert "yielded a dict that is not an InferenceResponse" in events[1]["error"]
+
+
+def test_a_first_request_that_does_not_parse_ends_the_mlserver_stream_with_invalid_argument(channel):
+    from gpuserve.mlserver.grpc import dataplane_pb2 as pb, dataplane_pb2_grpc as services
+
+    request = pb.ModelInferRequest(model_name="tokens")
+    request.inputs.add(name="text", datatype="BYTES", shape=[1])
+    request.raw_input_contents.append(b"\x05\x00")  # a length prefix cut short
+    with pytest.raises(grpc.RpcError) as failed:
+        list(services.GRPCInferenceServiceStub(channel).ModelStreamInfer(iter([request]), timeout=30))
+    assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT, failed.value.details()

@@ -34,18 +34,18 @@ async def mlserver_stream(plane: DataPlane, first: pb.ModelInferRequest, later: 
         async for request in later:
             yield convert.request_from_proto(request)
 
-    request = convert.request_from_proto(first)
-    request.stream_rest = rest()
     typed = not first.raw_input_contents
     token = STREAMING.set(True)
     try:
+        request = convert.request_from_proto(first)
+        request.stream_rest = rest()
         result, trailing = await plane.infer(request, headers)
-    except Exception as exc:
+    except Exception as exc:  # the first request's fault or the model's: the stream ends with its status
         await context.abort(*abort_args(exc))
     finally:
         STREAMING.reset(token)
     if not hasattr(result, "__aiter__"):  # a runtime in parallel workers: one predict, as MLServer's workers
-        yield convert.response_to_proto(result, request, typed)
+        yield await _answer(result, request, typed, context, abort_args)
         _trail(context, trailing)
         return
     try:
@@ -53,10 +53,17 @@ async def mlserver_stream(plane: DataPlane, first: pb.ModelInferRequest, later: 
             if isinstance(item, BaseException):
                 await context.abort(*abort_args(item))
             trailing = item.parameters.pop("headers", None) or trailing
-            yield convert.response_to_proto(item, request, typed)
+            yield await _answer(item, request, typed, context, abort_args)
     finally:
         await result.aclose()
     _trail(context, trailing)
+
+
+async def _answer(response, request, typed: bool, context: Any, abort_args) -> pb.ModelInferResponse:
+    try:
+        return convert.response_to_proto(response, request, typed)
+    except Exception as exc:  # outputs the message cannot carry: the stream ends with the words
+        await context.abort(*abort_args(exc))
 
 
 def _trail(context: Any, headers) -> None:
