@@ -34,6 +34,23 @@ class Endless(Plain):
             record.write_text(str(sent))
 
 
+class Late(Plain):
+    async def predict_stream(self, payloads):
+        import asyncio, pathlib
+        payload = await payloads.__anext__()
+        record = pathlib.Path(StringCodec.decode_input(payload.inputs[0])[0])
+        try:
+            await asyncio.sleep(3600)  # nothing before the client gives up
+            yield None
+        finally:
+            record.write_text("1")
+
+
+class NotAGenerator(Plain):
+    def predict_stream(self, payloads):
+        return [None]
+
+
 class Dicts(Plain):
     async def predict_stream(self, payloads):
         await payloads.__anext__()
@@ -45,7 +62,9 @@ class Dicts(Plain):
 def _build(root):
     for name, implementation, extra in (("tokens", "runtime.Tokens", {}), ("plain", "runtime.Plain", {}),
                                         ("batched", "runtime.Tokens", {"max_batch_size": 4, "max_batch_time": 0.05}),
-                                        ("endless", "runtime.Endless", {}), ("dicts", "runtime.Dicts", {})):
+                                        ("endless", "runtime.Endless", {}), ("dicts", "runtime.Dicts", {}),
+                                        ("unloading", "runtime.Endless", {}), ("late", "runtime.Late", {}),
+                                        ("notagen", "runtime.NotAGenerator", {})):
         folder = root / name
         folder.mkdir()
         (folder / "runtime.py").write_text(textwrap.dedent(RUNTIME))
@@ -265,3 +284,27 @@ def test_a_first_request_that_does_not_parse_ends_the_mlserver_stream_with_inval
     with pytest.raises(grpc.RpcError) as failed:
         list(services.GRPCInferenceServiceStub(channel).ModelStreamInfer(iter([request]), timeout=30))
     assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT, failed.value.details()
+
+
+def test_a_client_that_leaves_before_the_first_response_closes_the_runtimes_stream(http, tmp_path):
+    record = tmp_path / "late.txt"
+    with pytest.raises(httpx.ReadTimeout):
+        http.post("/v2/models/late/infer_stream", json=_text(str(record)), timeout=0.5)
+    assert _closed(record) == 1
+
+
+def test_an_unload_ends_the_streams_of_its_model(http, tmp_path):
+    """Before: the unload answered and the runtime went on streaming to its clients for as long as they read."""
+    record = tmp_path / "unloading.txt"
+    with http.stream("POST", "/v2/models/unloading/infer_stream", json=_text(str(record))) as answer:
+        lines = answer.iter_lines()
+        assert next(lines).startswith("data: ")
+        assert http.post("/v2/repository/models/unloading/unload").status_code == 200
+        rest = [line for line in lines if line.startswith("data: ")]
+    assert rest and "unloaded while this stream ran" in json.loads(rest[-1][len("data: "):])["error"]
+    assert _closed(record) < 1000
+
+
+def test_a_predict_stream_that_is_no_async_generator_is_refused_in_words(http):
+    answer = http.post("/v2/models/notagen/infer_stream", json=_text("x"))
+    assert answer.status_code == 500 and "must be an async generator" in answer.json()["error"]

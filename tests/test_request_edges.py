@@ -52,6 +52,29 @@ class TritonPythonModel:
         sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
 """
 
+WAITS = """
+import os, threading, time
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.record = os.path.join(args["model_repository"], "waited.txt")
+
+    def execute(self, requests):
+        for request in requests:
+            threading.Thread(target=self.wait, args=(request.get_response_sender(),)).start()
+        return None
+
+    def wait(self, sender):
+        deadline = time.monotonic() + 30
+        while not sender.is_cancelled() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with open(self.record, "w") as out:
+            out.write("cancelled" if sender.is_cancelled() else "timed out")
+        sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+"""
+
 CONFIG = """
 backend: "python"
 {extra}
@@ -63,7 +86,8 @@ output [ {{ name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] }} ]
 @pytest.fixture(scope="module")
 def triton(tmp_path_factory):
     root = tmp_path_factory.mktemp("edges")
-    for name, source, extra in (("inc", INC, ""), ("many", MANY, "model_transaction_policy { decoupled: true }")):
+    for name, source, extra in (("inc", INC, ""), ("many", MANY, "model_transaction_policy { decoupled: true }"),
+                                ("waits", WAITS, "model_transaction_policy { decoupled: true }")):
         (root / name / "1").mkdir(parents=True)
         (root / name / "config.pbtxt").write_text(CONFIG.format(extra=extra))
         (root / name / "1" / "model.py").write_text(textwrap.dedent(source))
@@ -186,3 +210,24 @@ def test_infer_stream_answers_a_decoupled_model_one_event_a_response(triton, htt
     assert [(e["id"], e["outputs"][0]["data"]) for e in events] == [("s", [0]), ("s", [1]), ("s", [2])]
     single = client.post("/v2/models/inc/versions/1/infer_stream", json=request).text
     assert single.startswith("data: ") and json.loads(single[len("data: "):])["outputs"][0]["data"] == [4]
+
+
+
+@pytest.mark.parametrize("route", ["generate_stream", "infer_stream"])
+def test_a_client_that_leaves_before_the_first_streamed_response_cancels_the_request(triton, http, route):
+    """Before: nothing watched the connection until the first response, so a decoupled model waiting to
+    answer never saw is_cancelled() and ran to its own end for a client long gone."""
+    import httpx
+
+    server, root = triton
+    record = root / "waits" / "waited.txt"
+    record.unlink(missing_ok=True)
+    body = {"IN": 1} if route == "generate_stream" else {"inputs": [
+        {"name": "IN", "shape": [1], "datatype": "INT32", "data": [1]}]}
+    with pytest.raises(httpx.ReadTimeout):
+        http(server).post(f"/v2/models/waits/{route}", json=body, timeout=0.5)
+    for _ in range(300):
+        if record.exists() and record.read_text():
+            break
+        time.sleep(0.02)
+    assert record.read_text() == "cancelled"

@@ -26,7 +26,7 @@ import inspect
 import logging
 from typing import Any, AsyncIterator, Dict, List, Optional, Union
 
-from gpuserve.errors import InferenceError, InvalidInput, Unimplemented
+from gpuserve.errors import InferenceError, InvalidInput, ModelNotReady, Unimplemented
 from gpuserve.hooks import guarded, in_executor
 from gpuserve.metrics import set_current_model
 from gpuserve.mlserver.codecs.base import InputCodecLike, RequestCodecLike
@@ -306,9 +306,16 @@ class MLModelAdapter(Model):
                     yield payload
 
         answers = self.runtime.predict_stream(payloads())
+        if not hasattr(answers, "__anext__"):
+            yield InferenceError(f"{type(self.runtime).__name__}.predict_stream() must be an async generator "
+                                 f"(an `async def` that yields); it returned {type(answers).__name__}")
+            return
         events = cloudevents.headers(cloudevents.RESPONSE_TYPE, self.name, body.id, server)
         try:
             while True:
+                if self._unloaded:  # a stream outlives no unload: it ends at its next response
+                    yield ModelNotReady(self.name, "it was unloaded while this stream ran")
+                    return
                 with model_context(self.runtime.settings):
                     try:
                         response = await guarded(answers.__anext__())

@@ -10,8 +10,9 @@ MLServer's), every other model Triton's (server/grpc/service.py).
 As MLServer: the first request names the model, the whole stream is one `predict_stream` call reading
 every request of it (each given the first one's id), responses are typed `contents` unless the first
 request sent raw ones, the CloudEvents headers of the last response travel as trailing metadata, and a
-failure ends the stream with its status (NOT_FOUND for an unknown model, INVALID_ARGUMENT for a bad
-request, INTERNAL for what the runtime raises).
+failure ends the stream with its status (UNAVAILABLE for a model unloaded meanwhile, INVALID_ARGUMENT for a bad
+request, INTERNAL for what the runtime raises). A stream whose first request names no loaded model stays
+Triton's (its `error_message`), since no model says which client is asking.
 """
 
 from __future__ import annotations

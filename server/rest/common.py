@@ -207,3 +207,12 @@ def guarded(errors: ErrorRoutes, metrics: Optional[TransportMetrics] = None) -> 
         return run
 
     return wrap
+
+
+async def cancel_on_disconnect(receive, task) -> bool:
+    """Cancel `task` when the client goes (read after the body: the next ASGI message is the disconnect)."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            task.cancel()
+            return True

@@ -24,8 +24,8 @@ from gpuserve.errors import (InferenceError, InvalidInput, ModelNotFound, Payloa
                              escaped)
 from gpuserve.model import InferenceVerb
 from gpuserve.server.binary import Parts, decode_request, infer_body_buffer
-from gpuserve.server.rest.common import (JSON_OPTIONS, ErrorRoutes, decompress, error_response, parse_json,
-                                         response_parts, v1_answer, v1_request)
+from gpuserve.server.rest.common import (JSON_OPTIONS, ErrorRoutes, cancel_on_disconnect, decompress, error_response,
+                                         parse_json, response_parts, v1_answer, v1_request)
 from gpuserve.server.rest.streaming import Stream, is_stream, stream_headers
 from gpuserve.server.rest.v2 import encode_infer_bytes
 from gpuserve.types import InferRequest, InferResponse
@@ -85,7 +85,7 @@ class FastPath:
         else:
             # A client that goes away cancels its request: queued work is then skipped by the batcher.
             handler = asyncio.current_task()
-            watcher = asyncio.ensure_future(_cancel_on_disconnect(receive, handler))
+            watcher = asyncio.ensure_future(cancel_on_disconnect(receive, handler))
             try:
                 status, content, response_headers = await self.respond(route, body, headers, make_request)
             except asyncio.CancelledError:
@@ -300,14 +300,6 @@ def _starlette_request(scope, receive):
     from starlette.requests import Request
 
     return Request(scope, receive)
-
-
-async def _cancel_on_disconnect(receive, task) -> bool:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            task.cancel()
-            return True
 
 
 def _with(base: list, extra: Optional[Dict[str, str]]) -> list:

@@ -9,14 +9,14 @@ from typing import Optional
 import orjson
 from fastapi import FastAPI
 from starlette.requests import Request
-from starlette.responses import StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
 from gpuserve.dataplane import DataPlane
 from gpuserve.errors import InvalidInput
 from gpuserve.generate import ONE_RESPONSE, generate_response, parse_body, responses_of
 from gpuserve.types import InferRequest
 from gpuserve.server.rest.common import JSON_OPTIONS, ErrorRoutes, guarded, json_response, parse_json, read_body
-from gpuserve.server.rest.infer_stream import one_answer, stream_answer, v2_generate
+from gpuserve.server.rest.infer_stream import GONE, first_or_gone, one_answer, stream_answer, v2_generate
 
 
 def add_generate_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes, body_limit: int) -> None:
@@ -73,16 +73,20 @@ def add_generate_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes, bod
         # errors before any response: a plain JSON error
         result, request_id, trace = await start(model_name, version, request)
         if isinstance(result, InferRequest):
-            return await stream_answer(plane, result, dict(request.headers))
+            return await stream_answer(plane, result, dict(request.headers), request.receive)
         answers = responses_of(result, trace)
         try:
-            first = await answers.__anext__()
+            first = await first_or_gone(answers, request.receive)
         except StopAsyncIteration:
             first = None
         except BaseException:
             if trace is not None:
                 trace.end()
             raise
+        if first is GONE:  # the client left before the first response: the model was told (is_cancelled)
+            if trace is not None:
+                trace.end()
+            return Response(status_code=499)
         # as Triton: the status follows the first response, so a first response that is an error is a 400
         status = 400 if isinstance(first, BaseException) else 200
 

@@ -14,17 +14,18 @@ connection mid-chunk).
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Optional
 
 import orjson
 from fastapi import FastAPI
 from starlette.requests import Request
-from starlette.responses import StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
 from gpuserve.dataplane import STREAMING, DataPlane
 from gpuserve.generate import responses_of
 from gpuserve.types import InferRequest, InferResponse
-from gpuserve.server.rest.common import JSON_OPTIONS, ErrorRoutes, guarded, read_body
+from gpuserve.server.rest.common import JSON_OPTIONS, ErrorRoutes, cancel_on_disconnect, guarded, read_body
 from gpuserve.server.rest.v2 import decode_infer, encode_infer
 
 EVENT_STREAM = "text/event-stream; charset=utf-8"
@@ -42,7 +43,26 @@ def event(payload: Any) -> bytes:
     return b"data: " + orjson.dumps(payload, option=JSON_OPTIONS) + b"\n\n"
 
 
-async def stream_answer(plane: DataPlane, request: InferRequest, headers: dict) -> StreamingResponse:
+async def first_or_gone(answers, receive):
+    """The stream's first item, or None when the client went away first: then the stream is closed (its
+    model's generator, or a decoupled model's senders, see it) rather than left running for nobody."""
+    task = asyncio.current_task()
+    watcher = asyncio.ensure_future(cancel_on_disconnect(receive, task))
+    try:
+        return await answers.__anext__()
+    except asyncio.CancelledError:
+        if watcher.done() and not watcher.cancelled() and watcher.result():
+            await answers.aclose()
+            return GONE
+        raise
+    finally:
+        watcher.cancel()
+
+
+GONE = object()  # what first_or_gone gives for a client that left; the route answers nobody
+
+
+async def stream_answer(plane: DataPlane, request: InferRequest, headers: dict, receive=None):
     token = STREAMING.set(True)
     try:
         result, response_headers = await plane.infer(request, headers)
@@ -55,12 +75,14 @@ async def stream_answer(plane: DataPlane, request: InferRequest, headers: dict) 
         response_headers = None
     answers = responses_of(result)
     try:  # what fails before the first response is the request's error, with its status
-        first = await answers.__anext__()
+        first = await (first_or_gone(answers, receive) if receive is not None else answers.__anext__())
     except StopAsyncIteration:
         first = None
     except BaseException:
         await answers.aclose()
         raise
+    if first is GONE:
+        return Response(status_code=499)  # (nginx's "client closed request"; nobody reads it)
     if isinstance(first, BaseException):
         await answers.aclose()
         raise first
@@ -92,7 +114,7 @@ def add_infer_stream_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes,
     async def infer_stream(model_name: str, version: Optional[str], request: Request):
         body = await read_body(request, body_limit)
         infer_request = decode_infer(body, request, model_name, version, plane.model_config)
-        return await stream_answer(plane, infer_request, dict(request.headers))
+        return await stream_answer(plane, infer_request, dict(request.headers), request.receive)
 
     @app.post("/v2/models/{model_name}/infer_stream", tags=["V2 inference"],
               summary="Inference, streamed (SSE, as MLServer)")
