@@ -51,6 +51,14 @@ class NotAGenerator(Plain):
         return [None]
 
 
+class OddHeaders(Plain):
+    async def predict_stream(self, payloads):
+        await payloads.__anext__()
+        yield InferenceResponse(model_name=self.name, parameters={"headers": {"bad\\nname": "x", "good": "a\\nb",
+                                                                          "fine": "yes"}},
+                                outputs=[StringCodec.encode_output("out", ["ok"])])
+
+
 class Dicts(Plain):
     async def predict_stream(self, payloads):
         await payloads.__anext__()
@@ -64,7 +72,8 @@ def _build(root):
                                         ("batched", "runtime.Tokens", {"max_batch_size": 4, "max_batch_time": 0.05}),
                                         ("endless", "runtime.Endless", {}), ("dicts", "runtime.Dicts", {}),
                                         ("unloading", "runtime.Endless", {}), ("late", "runtime.Late", {}),
-                                        ("notagen", "runtime.NotAGenerator", {})):
+                                        ("notagen", "runtime.NotAGenerator", {}),
+                                        ("oddheaders", "runtime.OddHeaders", {})):
         folder = root / name
         folder.mkdir()
         (folder / "runtime.py").write_text(textwrap.dedent(RUNTIME))
@@ -308,3 +317,14 @@ def test_an_unload_ends_the_streams_of_its_model(http, tmp_path):
 def test_a_predict_stream_that_is_no_async_generator_is_refused_in_words(http):
     answer = http.post("/v2/models/notagen/infer_stream", json=_text("x"))
     assert answer.status_code == 500 and "must be an async generator" in answer.json()["error"]
+
+
+def test_response_headers_grpc_cannot_carry_are_left_out_of_the_trailing_metadata(channel):
+    """A runtime's header with a line break in its name or value ended the whole stream on the client's side."""
+    from gpuserve.mlserver.grpc import dataplane_pb2 as pb, dataplane_pb2_grpc as services
+
+    call = services.GRPCInferenceServiceStub(channel).ModelStreamInfer(
+        iter([_request(pb, "x", model="oddheaders")]), timeout=30)
+    assert [list(a.outputs[0].contents.bytes_contents) for a in call] == [[b"ok"]]
+    trailing = dict(call.trailing_metadata())
+    assert trailing["fine"] == "yes" and "good" not in trailing and trailing["ce-modelid"] == "oddheaders"

@@ -17,11 +17,15 @@ Triton's (its `error_message`), since no model says which client is asking.
 
 from __future__ import annotations
 
+import logging
+import re
 from typing import Any, AsyncIterator, Dict
 
 from gpuserve.dataplane import STREAMING, DataPlane
 from gpuserve.server.grpc import convert
 from gpuserve.server.grpc import inference_pb2 as pb
+
+logger = logging.getLogger("gpuserve.grpc")
 
 
 def mlserver_streams(plane: DataPlane, first: pb.ModelInferRequest) -> bool:
@@ -67,6 +71,20 @@ async def _answer(response, request, typed: bool, context: Any, abort_args) -> p
         await context.abort(*abort_args(exc))
 
 
+_KEY = re.compile(r"[0-9a-z_.-]+")
+
+
 def _trail(context: Any, headers) -> None:
-    if headers and context is not None:
-        context.set_trailing_metadata(tuple((str(k).lower(), str(v)) for k, v in headers.items()))
+    """The last response's headers as trailing metadata; a pair gRPC cannot carry (a key of other
+    characters, a value with a line break: a runtime's own) is left out and logged, as one would end the
+    whole stream on the client's side."""
+    if not headers or context is None:
+        return
+    metadata = []
+    for key, value in headers.items():
+        key, value = str(key).lower(), str(value)
+        if _KEY.fullmatch(key) and not key.endswith("-bin") and value.isprintable() and value.isascii():
+            metadata.append((key, value))
+        else:
+            logger.warning("a response header gRPC metadata cannot carry was left out: %r", key)
+    context.set_trailing_metadata(tuple(metadata))
