@@ -190,6 +190,7 @@ class AdaptiveBatcher:
         rows = sum(job.parameters["rows"] for job in batch)
         self.batches_formed[rows] = self.batches_formed.get(rows, 0) + 1
         await self._run(batch)
+        self._current = []  # (its requests' arrays are not kept until the next batch)
 
     async def _run(self, batch: List[Job]) -> None:
         requests = [job.parameters["request"] for job in batch]
@@ -221,7 +222,6 @@ class AdaptiveBatcher:
             job.future.set_result(result)
 
     _stopped = False
-
     _current: List[Job] = []
 
     async def stop(self) -> None:
