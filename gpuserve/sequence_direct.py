@@ -112,13 +112,9 @@ class DirectBatches:
         if not sequence.parked:
             return
         if self._closed:  # freed by a closing model: its loops are gone, so its requests are answered here
-            self._fail(sequence.parked)
-            sequence.waiting -= len(sequence.parked)
-            sequence.parked.clear()
+            self._fail(sequence.unpark())
             return
-        self.queues[sequence.instance][sequence.slot_index].extend(sequence.parked)
-        sequence.waiting -= len(sequence.parked)
-        sequence.parked.clear()
+        self.queues[sequence.instance][sequence.slot_index].extend(sequence.unpark())
         if self._wake[sequence.instance] is not None:
             self._wake[sequence.instance].set()
 
@@ -132,9 +128,7 @@ class DirectBatches:
                 left.extend(queue)
                 queue.clear()
         for sequence in self.router.backlog:  # waiting for a slot that will not come: answered too
-            left.extend(sequence.parked)
-            sequence.waiting -= len(sequence.parked)
-            sequence.parked.clear()
+            left.extend(sequence.unpark())
             sequence.expired = True  # its wait for a slot ends
             if sequence.admitted is not None:
                 sequence.admitted.set()

@@ -63,6 +63,13 @@ class Sequence:
     expires: Optional[float] = None  # in the backlog: the soonest of its requests' timeouts (monotonic time)
     expired: bool = False
 
+    def unpark(self) -> list:
+        """Its parked requests, taken out (no longer counted as waiting here): to run, or to be answered."""
+        parked = list(self.parked)
+        self.waiting -= len(parked)
+        self.parked.clear()
+        return parked
+
     @contextlib.asynccontextmanager
     async def turn(self):
         """The sequence's next request runs inside, after the previous one. As Triton's sequence batcher:
@@ -295,11 +302,9 @@ class SequenceRouter:
             self.backlog.remove(sequence)
         for key in [k for k, s in self.active.items() if s is sequence]:
             del self.active[key]
-        for entry in sequence.parked:  # the Direct batcher's parked requests
+        for entry in sequence.unpark():  # the Direct batcher's parked requests
             if not entry.future.done():
                 entry.future.set_exception(QueueTimeout(EXPIRED))
-        sequence.waiting -= len(sequence.parked)
-        sequence.parked.clear()
         if sequence.admitted is not None:
             sequence.admitted.set()
 

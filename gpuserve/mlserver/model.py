@@ -279,16 +279,16 @@ class MLModelAdapter(Model):
         # as MLServer's data plane: the runtime sees the request's CloudEvents headers beside the client's
         plane = getattr(getattr(self, "registry", None), "plane", None)
         server = getattr(plane, "server_name", None) or "gpuserve"
-        payload = from_native_request(body, {**headers, **cloudevents.headers(cloudevents.REQUEST_TYPE, self.name,
-                                                                              body.id, server)})
+        seen = {**headers, **cloudevents.headers(cloudevents.REQUEST_TYPE, self.name, body.id, server)}
+        payload = from_native_request(body, seen)
         if self.streams and _streaming():
-            return self._streamed(body, payload, headers, server), {}
+            return self._streamed(body, payload, seen, server), {}
         with model_context(self.runtime.settings):
             response = await _call(self.runtime.predict, payload)
         native, answer_headers = self._answer(response)
         return native, {**cloudevents.headers(cloudevents.RESPONSE_TYPE, self.name, body.id, server), **answer_headers}
 
-    async def _streamed(self, body: InferRequest, first: InferenceRequest, headers: Dict[str, str], server: str):
+    async def _streamed(self, body: InferRequest, first: InferenceRequest, seen: Dict[str, str], server: str):
         """A streaming call's responses, as MLServer's data plane streams them: `predict_stream` reads the
         first request then, on a gRPC stream, the stream's later ones (each given the first one's id);
         every response gets that id and its CloudEvents headers in `parameters.headers` (the transports
@@ -299,9 +299,8 @@ class MLModelAdapter(Model):
         async def payloads():
             yield first
             if later is not None:
-                async for request in later:
-                    payload = from_native_request(request, {**headers, **cloudevents.headers(
-                        cloudevents.REQUEST_TYPE, self.name, body.id, server)})
+                async for request in later:  # the stream's headers, as the first request's
+                    payload = from_native_request(request, seen)
                     payload.id = first.id
                     yield payload
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Optional
 
-import orjson
 from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -15,8 +14,8 @@ from gpuserve.dataplane import DataPlane
 from gpuserve.errors import InvalidInput
 from gpuserve.generate import ONE_RESPONSE, generate_response, parse_body, responses_of
 from gpuserve.types import InferRequest
-from gpuserve.server.rest.common import JSON_OPTIONS, ErrorRoutes, guarded, json_response, parse_json, read_body
-from gpuserve.server.rest.infer_stream import GONE, first_or_gone, one_answer, stream_answer, v2_generate
+from gpuserve.server.rest.common import ErrorRoutes, guarded, json_response, parse_json, read_body
+from gpuserve.server.rest.infer_stream import GONE, event, first_or_gone, one_answer, stream_answer, v2_generate
 
 
 def add_generate_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes, body_limit: int) -> None:
@@ -99,7 +98,7 @@ def add_generate_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes, bod
                         payload = {"error": str(item) or type(item).__name__}
                     else:
                         payload = generate_response(item, model_name, version, request_id)
-                    yield b"data: " + orjson.dumps(payload, option=JSON_OPTIONS) + b"\n\n"
+                    yield event(payload)
             finally:
                 await answers.aclose()
                 if trace is not None:

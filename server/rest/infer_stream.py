@@ -44,7 +44,7 @@ def event(payload: Any) -> bytes:
 
 
 async def first_or_gone(answers, receive):
-    """The stream's first item, or None when the client went away first: then the stream is closed (its
+    """The stream's first item, or GONE when the client went away first: then the stream is closed (its
     model's generator, or a decoupled model's senders, see it) rather than left running for nobody."""
     task = asyncio.current_task()
     watcher = asyncio.ensure_future(cancel_on_disconnect(receive, task))
@@ -62,7 +62,7 @@ async def first_or_gone(answers, receive):
 GONE = object()  # what first_or_gone gives for a client that left; the route answers nobody
 
 
-async def stream_answer(plane: DataPlane, request: InferRequest, headers: dict, receive=None):
+async def stream_answer(plane: DataPlane, request: InferRequest, headers: dict, receive):
     token = STREAMING.set(True)
     try:
         result, response_headers = await plane.infer(request, headers)
@@ -75,7 +75,7 @@ async def stream_answer(plane: DataPlane, request: InferRequest, headers: dict, 
         response_headers = None
     answers = responses_of(result)
     try:  # what fails before the first response is the request's error, with its status
-        first = await (first_or_gone(answers, receive) if receive is not None else answers.__anext__())
+        first = await first_or_gone(answers, receive)
     except StopAsyncIteration:
         first = None
     except BaseException:
