@@ -257,11 +257,4 @@ class SequenceInputs:
         entry = Entry(arrays, prepare, finish, asked, asyncio.get_running_loop().create_future(), ending)
         if sequence.admit is None:
             return await self.direct.run(sequence.instance, sequence.slot_index, entry)
-        # in the backlog: parked until a slot frees (DirectBatches.admit moves it), idle slots released meanwhile
-        sequence.parked.append(entry)
-        sequence.waiting += 1
-        reaper = asyncio.ensure_future(sequence.admit(sequence))
-        try:
-            return await entry.future
-        finally:
-            reaper.cancel()
+        return await sequence.park(entry)

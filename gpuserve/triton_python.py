@@ -831,14 +831,8 @@ class TritonPythonBackendModel(FrameworkModel):
                           ending, parameters=context)
             if sequence.admit is None:
                 answer = await self.direct.run(sequence.instance, sequence.slot_index, entry)
-            else:  # in the backlog: parked until a slot frees (DirectBatches.admit moves it)
-                sequence.parked.append(entry)
-                sequence.waiting += 1
-                reaper = asyncio.ensure_future(sequence.admit(sequence))
-                try:
-                    answer = await entry.future
-                finally:
-                    reaper.cancel()
+            else:
+                answer = await sequence.park(entry)
             return await answer.result() if isinstance(answer, _Later) else answer
         except (asyncio.CancelledError, RequestCancelled):
             if context.get("controls") is not None:

@@ -63,6 +63,17 @@ class Sequence:
     expires: Optional[float] = None  # in the backlog: the soonest of its requests' timeouts (monotonic time)
     expired: bool = False
 
+    async def park(self, entry):
+        """A backlog sequence's request waits here, parked, until a slot frees (DirectBatches.admit moves it
+        to the slot's queue) or the sequence is answered; meanwhile `admit` releases idle slots."""
+        self.parked.append(entry)
+        self.waiting += 1
+        reaper = asyncio.ensure_future(self.admit(self))
+        try:
+            return await entry.future
+        finally:
+            reaper.cancel()
+
     def unpark(self) -> list:
         """Its parked requests, taken out (no longer counted as waiting here): to run, or to be answered."""
         parked = list(self.parked)
