@@ -272,6 +272,12 @@ class Scheduler:
                     return await self._run_now(job)
                 self.queue.put(job)
             return await job.future
+        except asyncio.CancelledError:
+            # its caller went away (a client's disconnect, cancel or deadline) before the request ran: it is
+            # skipped, and counted as the failure Triton names CANCELED (a running one finishes and counts)
+            if not job.started and job.future.cancelled():
+                self.stats.record_request(False, int((time.monotonic() - job.arrival) * 1e9), "CANCELED")
+            raise
         finally:
             self._outstanding -= 1
 

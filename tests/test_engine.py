@@ -198,6 +198,9 @@ async def test_cancelled_request_is_skipped():
     assert np.array_equal((await kept)["y"], np.full((1, 2), 6, np.float32))
     await first
     assert all((c != 55).all() for c in backend.calls)
+    stats = scheduler.stats  # counted once, as Triton's CANCELED failure; the two that ran as successes
+    assert (stats.success.count, stats.fail.count, stats.fail_reasons["CANCELED"]) == (2, 1, 1)
+    assert stats.inference_count == 2
     await scheduler.stop()
 
 
