@@ -169,7 +169,30 @@ class DataPlane:
         return model_config(meta, getattr(model, "settings", None))
 
     # repository extension ---------------------------------------------------------------------
-    def repository_index(self, ready_only: bool = False) -> list:
+    async def repository_index_async(self, ready_only: bool = False) -> list:
+        """`repository_index` with the disk read in a thread: it parses every folder's config (~0.3 ms a
+        model), which on the loop held every request for that long."""
+        disk = None if ready_only else await asyncio.to_thread(self._on_disk)
+        return self.repository_index(ready_only, disk)
+
+    def _on_disk(self) -> Optional[tuple]:
+        """(models on disk with their versions, those in MLServer's form, names several folders hold), or
+        None without a disk repository."""
+        catalog = getattr(self.repository, "catalog", None)
+        if catalog is None:
+            return None
+        mlserver_names = getattr(self.repository, "mlserver_names", None)
+        try:
+            on_disk = catalog()
+            # MLServer lists a model-settings.json model that is not loaded without a reason
+            silent = mlserver_names() if mlserver_names is not None else ()
+        except Exception as exc:  # a folder that went away must not break the index
+            logger.warning("repository index: cannot scan the model folder: %s", exc)
+            on_disk, silent = {}, ()
+        duplicates = getattr(self.repository, "duplicates", None)
+        return on_disk, silent, (duplicates() if duplicates is not None else ())
+
+    def repository_index(self, ready_only: bool = False, disk: Optional[tuple] = None) -> list:
         index, listed = [], set()
         for name, version, model in self.repository.all_versions():
             listed.add((name, version or ""))
@@ -188,19 +211,11 @@ class DataPlane:
                 # whose versions were never read (a duplicate, a config it could not parse)
                 del entry["version"]
             index.append(entry)
-        catalog = getattr(self.repository, "catalog", None)
-        if catalog is not None and not ready_only:  # on disk, not loaded (e.g. unloaded): as Triton, UNAVAILABLE
+        if disk is None and not ready_only:
+            disk = self._on_disk()
+        if disk is not None and not ready_only:  # on disk, not loaded (e.g. unloaded): as Triton, UNAVAILABLE
             unloaded = getattr(self.repository, "unloaded", ())
-            mlserver_names = getattr(self.repository, "mlserver_names", None)
-            try:
-                on_disk = catalog()
-                # MLServer lists a model-settings.json model that is not loaded without a reason
-                silent = mlserver_names() if mlserver_names is not None else ()
-            except Exception as exc:  # a folder that went away must not break the index
-                logger.warning("repository index: cannot scan the model folder: %s", exc)
-                on_disk, silent = {}, ()
-            duplicates = getattr(self.repository, "duplicates", None)
-            duplicated = duplicates() if duplicates is not None else ()
+            on_disk, silent, duplicated = disk
             for name, versions in on_disk.items():
                 if name in duplicated and not any(n == name for n, _ in listed):
                     index.append({"name": name, "state": "UNAVAILABLE", "reason": DUPLICATED})

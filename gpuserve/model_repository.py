@@ -13,7 +13,7 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from gpuserve.engine.instance import on_daemon_thread
 from gpuserve.errors import GpuserveError, InvalidInput, ModelNotFound, ModelNotReady, VersionNotReady
@@ -87,6 +87,9 @@ class ModelRepository:
         self._versions: Dict[str, Dict[Optional[str], BaseKServeModel]] = {}
         # Set by the disk repository: builds the model objects for a name found under models_dir.
         self.source: Optional[Callable[[str], list]] = None
+        # Set by the disk repository with `source`: what a plain load of a name reads from disk (the whole
+        # repository's configs), done in a thread; `source(name, found=...)` then builds on the loop.
+        self.finder: Optional[Callable[[str], Any]] = None
         # Set by the disk repository: every model name under models_dir with its versions ("" for none),
         # so the repository index lists models that are on disk but not loaded, as Triton and MLServer do.
         self.catalog: Optional[Callable[[], Dict[str, List[str]]]] = None
@@ -264,7 +267,12 @@ class ModelRepository:
             if model is None:
                 raise ModelNotFound(name)
             return await run_load(model, getattr(self, "load_retries", 0))
-        models = await asyncio.to_thread(self.source, name, config, files) if override else self.source(name)
+        if override:
+            models = await asyncio.to_thread(self.source, name, config, files)
+        elif self.finder is not None:  # the disk is read off the loop; the models are made on it (user code)
+            models = self.source(name, found=await asyncio.to_thread(self.finder, name))
+        else:
+            models = self.source(name)
         if not models:  # Triton's words (its model control example checks for "failed to load")
             raise ModelNotFound(name, reason=f"failed to load '{name}', failed to poll from model repository")
         # The new versions load beside the old ones, which serve meanwhile; as Triton, a reload that fails

@@ -344,14 +344,21 @@ class DiskRepository:
         except Exception as exc:  # one folder's config, however broken, spoils only its own model
             return [_broken(folder, _reason(exc, "config.pbtxt"))]
 
-    def build(self, name: str, config: Optional[str] = None, files: Optional[Dict[str, bytes]] = None
-              ) -> List[BaseKServeModel]:
-        """Fresh model objects for `name`; with a config or files given at load time (load_override.py),
-        from a scratch folder that goes when the models stop."""
+    def find(self, name: str) -> Tuple[List[ModelSettings], Dict[str, List[ModelSettings]]]:
+        """(the settings of `name`'s models on disk, the whole scan): files read and parsed only, so a load
+        does it off the event loop (every folder's config is read: ~0.3 ms a model, 60 ms for 200)."""
         scanned = self.scan()
         found = scanned.get(name, [])
         if not found and self.namespacing:  # a name several folders hold: its copy in each of them
             found = [s for key in copies(scanned, name) for s in scanned[key]]
+        return found, scanned
+
+    def build(self, name: str, config: Optional[str] = None, files: Optional[Dict[str, bytes]] = None,
+              found: Optional[Tuple[List[ModelSettings], Dict[str, List[ModelSettings]]]] = None
+              ) -> List[BaseKServeModel]:
+        """Fresh model objects for `name` (from `found`, what `find` read, when given); with a config or files
+        given at load time (load_override.py), from a scratch folder that goes when the models stop."""
+        found, scanned = found if found is not None else self.find(name)
         if config is None and not files:
             return self._with_namespace([self._build_one(s) for s in found], scanned)
         original = next((Path(s.folder) for s in found if s.folder), None)
@@ -461,6 +468,7 @@ class DiskRepository:
         (Triton's explicit mode); the rest stay in the catalog, loadable through the repository extension."""
         registry.models_dir = str(self.root)
         registry.source = self.build
+        registry.finder = self.find
         registry.disk = self  # repositories registered at run time (SageMaker's multi-model loads)
         registry.catalog = self.catalog
         registry.mlserver_names = self.mlserver_names

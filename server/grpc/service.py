@@ -299,7 +299,7 @@ class InferenceServicer:
     @_guard
     async def RepositoryIndex(self, request, context):
         response = pb.RepositoryIndexResponse()
-        for entry in self.plane.repository_index(request.ready):
+        for entry in await self.plane.repository_index_async(request.ready):
             response.models.add(**entry)
         return response
 

@@ -113,7 +113,7 @@ def add_extension_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes) ->
     @guard
     async def repository_index(request: Request):
         body = await json_object_body(request)
-        return json_response(plane.repository_index(bool(body.get("ready", False))))
+        return json_response(await plane.repository_index_async(bool(body.get("ready", False))))
 
     @app.post("/v2/repository/models/{model_name}/load", tags=["V2 repository"], summary="Load or reload a model")
     @guard
