@@ -90,13 +90,15 @@ def _parser() -> argparse.ArgumentParser:
     for flag in ("--http-header-forward-pattern", "--grpc-header-forward-pattern"):
         triton.add_argument(flag, default=None, metavar="REGEX", help="request headers whose name this finds "
                             "(case-insensitive unless it starts with (?-i)) reach models as request parameters")
-    for flag in TRACE_FLAGS:  # Triton's older spellings of --trace-config KEY=VALUE
-        triton.add_argument(flag, action="append", default=None, metavar="VALUE", help=argparse.SUPPRESS)
+    for flag, key in TRACE_FLAGS.items():  # Triton's older spellings of --trace-config KEY=VALUE
+        triton.add_argument(flag, action="append", default=None, metavar="VALUE",
+                            help=f"Triton's deprecated spelling of --trace-config {key}=VALUE")
     triton.add_argument("--backend-config", action="append", default=None, metavar="[BACKEND,]SETTING=VALUE",
                         help="Triton's backend settings (repeat); default-max-batch-size is the max_batch_size "
                         "an ONNX model without one in its config is completed with (gpuserve/backend_config.py)")
     for flag in TRITON_NOTED:
-        triton.add_argument(flag, default=None, metavar="VALUE", help=argparse.SUPPRESS)
+        triton.add_argument(flag, default=None, metavar="VALUE",
+                            help="taken so tritonserver's launch lines start; no effect here (said in the log)")
     triton_flags.add_flags(triton, parser)  # the rest of tritonserver's line, after every flag defined here
     return parser
 

@@ -65,8 +65,9 @@ def add_flags(group: argparse._ArgumentGroup, parser: argparse.ArgumentParser) -
         group.add_argument(flag, dest=_dest(flag), default=None, **options)
         return True
 
-    for flag, what in (("--http-address", "HTTP"), ("--grpc-address", "gRPC"), ("--metrics-address", "metrics")):
-        add(flag, metavar="ADDRESS", help=f"the address the {what} endpoint binds (default: --host)")
+    for flag, what, default in (("--http-address", "HTTP", "--host"), ("--grpc-address", "gRPC", "--host"),
+                                ("--metrics-address", "metrics", "--http-address, as Triton")):
+        add(flag, metavar="ADDRESS", help=f"the address the {what} endpoint binds (default: {default})")
     for flag, what in (("--allow-http", "HTTP"), ("--allow-grpc", "gRPC")):
         add(flag, type=boolean, metavar="BOOL", help=f"false: no {what} endpoint")
     for flag in ("--reuse-http-port", "--reuse-grpc-port"):
@@ -84,8 +85,9 @@ def add_flags(group: argparse._ArgumentGroup, parser: argparse.ArgumentParser) -
         help="checked as Triton checks it; gpuserve loads on a GPU whatever its memory use (said in the log)")
     add("--exit-timeout-secs", type=int, metavar="SECONDS", help="how long a shutdown waits for connections, "
         "in-flight inferences and unloads (setting graceful_shutdown_seconds; default 30)")
-    for flag in GRPC_ARGUMENTS:
-        add(flag, type=int, metavar="N", help=argparse.SUPPRESS)
+    for flag, argument in GRPC_ARGUMENTS.items():
+        add(flag, type=int, metavar="N", help=f"grpc.aio's {argument} (Triton's unit); any of these flags serves "
+            "gRPC with grpc.aio, which sends and polices the pings")
     add("--rate-limit", metavar="MODE", help="execution_count: Triton's rate limiter (instances run while the "
         "resources their instance_group's rate_limiter names are free); off (default)")
     add("--rate-limit-resource", action="append", metavar="NAME:COUNT[:DEVICE]",
@@ -100,7 +102,8 @@ def add_flags(group: argparse._ArgumentGroup, parser: argparse.ArgumentParser) -
         "else 8080)")
     add("--vertex-ai-default-model", metavar="NAME", help="the model AIP_PREDICT_ROUTE infers (default: the "
         "repository's only model)")
-    noted = [flag for flag in NOTED if add(flag, metavar="VALUE", help=argparse.SUPPRESS)]
+    noted = [flag for flag in NOTED if add(flag, metavar="VALUE", help="taken so tritonserver's launch lines start; "
+                                           "no effect here (said in the log)")]
     parser.set_defaults(triton_noted=tuple(noted))
 
 

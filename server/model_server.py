@@ -529,9 +529,9 @@ class ModelServer:
                     and not self.settings.grpc_arguments:  # keepalive and connection age: grpc.aio's
                 from gpuserve.server.grpc.native import start_native_grpc_server as start
             else:
-                if self.settings.grpc_transport == "native":
+                if self.settings.grpc_transport == "native" and not self.settings.grpc_arguments:
                     logger.warning("gRPC on grpc.aio: the native transport needs the hpack package "
-                                   "(pip install 'gpuserve[grpc]')")
+                                   "(pip install 'gpuserve[grpc]')")  # (keepalive flags said so already)
                 from gpuserve.server.grpc.service import start_grpc_server as start
         except ImportError as exc:
             logger.warning("gRPC disabled: %s (install gpuserve[grpc])", exc)

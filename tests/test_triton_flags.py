@@ -102,12 +102,13 @@ def test_without_http_the_other_endpoints_serve():
         assert httpx.get(f"http://127.0.0.1:{server.ports['metrics']}/metrics").status_code == 200
 
 
-def test_keepalive_flags_serve_grpc_on_grpc_aio_which_applies_them():
+def test_keepalive_flags_serve_grpc_on_grpc_aio_which_applies_them(caplog):
     grpc = pytest.importorskip("grpc")
     grpcclient = pytest.importorskip("tritonclient.grpc")
     with running_server(grpc_transport="native", grpc_arguments={"grpc.keepalive_time_ms": 60000}) as server:
         assert any(isinstance(s, grpc.aio.Server) for s in server.grpc_servers)
         assert grpcclient.InferenceServerClient(f"127.0.0.1:{server.ports['grpc']}").is_server_live()
+    assert "needs the hpack package" not in caplog.text  # hpack is there: the flags chose grpc.aio
 
 
 def _wait_ready(proc, port):
