@@ -33,6 +33,7 @@ from gpuserve.runtime_settings import RuntimeSettings
 from gpuserve.shared_memory import SharedMemoryRegistry, resolve_shared_memory, write_shared_memory
 from gpuserve.transport_metrics import TransportMetrics
 from gpuserve.triton_sequence import check_sequence_id
+from gpuserve.triton_refusals import named_twice
 from gpuserve.types import InferRequest, InferResponse, json_numbers
 from gpuserve.version import __version__
 
@@ -368,13 +369,14 @@ class DataPlane:
     async def _infer(self, request: InferRequest, headers: Optional[Dict[str, str]] = None
                      ) -> Tuple[Any, Dict[str, str]]:
         inputs = request.inputs
-        _refuse_repeated(inputs, "input")
-        _refuse_repeated(request.request_outputs, "output")
+        model = self.repository.resolve(request.model_name, request.model_version)  # as Triton, the model first
+        _refuse_repeated(inputs, "input", request, model)
+        _refuse_repeated(request.request_outputs, "output", request, model)  # later Tritons (2.51 answered once)
         shm_outputs = resolve_shared_memory(self.shared_memory, request)  # inputs read, outputs noted
-        model = self.repository.resolve(request.model_name, request.model_version)
-        if not inputs and getattr(model, "input_index", None) is None:
-            # Only a model with a Triton config (Python backend, ensemble: those with an input_index) judges an
-            # empty request itself, as Triton does: all-optional inputs run, else "expected N inputs but got 0"
+        if not inputs and getattr(model, "input_index", None) is None and not getattr(model, "counts_inputs", False):
+            # Only a model with a Triton config (Python backend, ensemble: those with an input_index; a framework
+            # model's config) judges an empty request itself, as Triton does: all-optional inputs run, else
+            # "expected N inputs but got 0"
             raise InvalidInput("request must have at least one input" if request.from_grpc
                                else "request must have a non-empty 'inputs' list")
         parameters = request.parameters
@@ -580,12 +582,15 @@ class DataPlane:
         return response, response_headers
 
 
-def _refuse_repeated(tensors, kind: str) -> None:
-    """A name given twice among a request's inputs or requested outputs, refused in Triton's words."""
+def _refuse_repeated(tensors, kind: str, request: InferRequest, model) -> None:
+    """A name given twice among a request's inputs or requested outputs, refused in Triton's words (with the
+    request's id for a config.pbtxt model, as Triton's core writes it)."""
     if tensors and len(tensors) > 1 and len({t.name for t in tensors}) < len(tensors):
         seen = set()
         for tensor in tensors:
             if tensor.name in seen:
+                if triton_form(model):
+                    raise named_twice(request.id, kind, tensor.name)
                 raise InvalidInput(f"{kind} '{tensor.name}' already exists in request")
             seen.add(tensor.name)
 

@@ -61,19 +61,6 @@ def reconcile(model: str, declared: Sequence, actual: Sequence[TensorSpec], kind
     return served
 
 
-def missing_inputs(model: str, got: List[str], missing: List[str], required: int, total: int) -> InvalidInput:
-    """Triton core's refusal of a request lacking required inputs, its lists written without spaces
-    (['A','B']): clients match on the whole text."""
-    expected = (f"expected {required} inputs" if required == total else
-                f"expected number of inputs between {required} and {total}")
-    return InvalidInput(f"{expected} but got {len(got)} inputs for model '{model}'. Got input(s) {_listed(got)}, "
-                        f"but missing required input(s) {_listed(missing)}. Please provide all required input(s).")
-
-
-def _listed(names) -> str:
-    return "[" + ",".join(f"'{name}'" for name in names) + "]"
-
-
 def _config_type(datatype: str) -> str:
     return "TYPE_STRING" if datatype == "BYTES" else f"TYPE_{datatype}"
 

@@ -30,7 +30,7 @@ from gpuserve.errors import (InferenceError, InvalidInput, InvalidSettings, Mode
                              ModelNotReady, exception_chain)
 from gpuserve.kernels.preprocess import Normalize
 from gpuserve.kernels.stage import NO_KERNELS, ImageInput, KernelPlan, Ragged
-from gpuserve.declared_tensors import declared_dims, missing_inputs, reconcile, reshaped
+from gpuserve.declared_tensors import declared_dims, reconcile, reshaped
 from gpuserve.kernels.topk import TopK
 from gpuserve.model import Model
 from gpuserve.runtimes_classic import CLASSIC_RUNTIMES
@@ -38,6 +38,7 @@ from gpuserve.ragged_batch import RaggedBackend, RaggedSpec, ragged_spec
 from gpuserve.sequence_state import SequenceInputs, direct_batching
 from gpuserve.settings import ModelSettings
 from gpuserve.types import InferOutput, InferRequest, InferResponse
+from gpuserve.triton_refusals import batch_too_large, missing_inputs, unknown_input, wrong_datatype, wrong_shape
 from gpuserve.warmup import run_warmup, warmup_samples
 
 logger = logging.getLogger("gpuserve")
@@ -307,20 +308,32 @@ class FrameworkModel(Model):
     def _arrays(self, request: InferRequest) -> Dict[str, np.ndarray]:
         specs = {s.name: s for s in self.client_inputs}
         loose = getattr(self.backend, "loose_inputs", False)  # TorchScript without declared inputs
+        extra = self.settings.model_extra or {}
+        optional = extra.get("triton_optional_inputs") or ()
+        triton = "triton_max_batch_size" in extra  # a config.pbtxt model: Triton core's words (triton_refusals.py)
+        if triton and not loose and not len(specs) - len(optional) <= len(request.inputs) <= len(specs):
+            given = [tensor.name for tensor in request.inputs]  # as Triton: the count first, then each input
+            raise missing_inputs(request.id, self.name, given, [n for n in specs if n not in given and n not in
+                                                                optional], len(specs) - len(optional), len(specs))
         arrays = {}
         for tensor in request.inputs:
             spec = specs.get(tensor.name)
             if spec is None:
-                raise InvalidInput(f"unexpected input '{tensor.name}' for model '{self.name}'; "
-                                   f"expected {sorted(specs)}")
+                raise unknown_input(self.name, tensor.name) if triton else \
+                    InvalidInput(f"unexpected input '{tensor.name}' for model '{self.name}'; expected {sorted(specs)}")
             if loose:
                 arrays[tensor.name] = self.prepare(tensor.name, tensor.as_numpy())
                 continue
             if tensor.datatype != spec.datatype:
+                if triton:
+                    raise wrong_datatype(request.id, self.name, tensor.name, tensor.datatype, spec.datatype)
                 raise InvalidInput(f"input '{tensor.name}' has datatype {tensor.datatype}; "
                                    f"model '{self.name}' expects {spec.datatype}")
             array = tensor.as_numpy()
             if not shape_fits(spec.shape, array.shape):
+                if triton:
+                    raise wrong_shape(request.id, self.name, tensor.name, spec.shape, array.shape,
+                                      int(extra["triton_max_batch_size"] or 0) > 0)
                 raise InvalidInput(f"input '{tensor.name}' has shape {list(array.shape)}; "
                                    f"model '{self.name}' expects {spec.shape} (-1 is any size)")
             if tensor.name in self.reshape_inputs:
@@ -331,16 +344,21 @@ class FrameworkModel(Model):
         if limit and arrays:
             first = next(iter(arrays.values()))
             if first.ndim and first.shape[0] > limit:  # as Triton: a config.pbtxt max_batch_size bounds each request
-                raise InvalidInput(f"inference request batch-size must be <= {limit} for '{self.name}'")
-        extra = self.settings.model_extra or {}
-        optional = extra.get("triton_optional_inputs") or ()
+                raise batch_too_large(request.id, self.name, limit)
         missing = [name for name in specs if name not in arrays and name not in optional]
-        if missing and "triton_max_batch_size" in extra:  # a config.pbtxt model: Triton core's words
-            raise missing_inputs(self.name, list(arrays), missing, len(specs) - len(optional), len(specs))
+        if missing and triton:
+            raise missing_inputs(request.id, self.name, list(arrays), missing, len(specs) - len(optional), len(specs))
         if missing:
             raise InvalidInput(f"model '{self.name}' needs inputs {missing} that the request lacks")
         self.kernels.check_request(arrays)
         return arrays
+
+    @property
+    def counts_inputs(self) -> bool:
+        """A config.pbtxt model judges a request's input count itself (`_arrays`), an empty one too, in Triton
+        core's words."""
+        return "triton_max_batch_size" in (self.settings.model_extra or {}) and \
+            not getattr(self.backend, "loose_inputs", False)
 
     def _batch_limit(self) -> int:
         """The max_batch_size a Triton config.pbtxt declared (0: none). MLServer's max_batch_size only

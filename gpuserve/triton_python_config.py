@@ -19,7 +19,7 @@ import numpy as np
 from gpuserve import triton_pb_utils as pb
 from gpuserve.backends.base import TensorSpec
 from gpuserve.datatypes import shape_fits
-from gpuserve.declared_tensors import missing_inputs
+from gpuserve.triton_refusals import batch_too_large, missing_inputs, unknown_input, wrong_datatype, wrong_shape
 from gpuserve.errors import InvalidInput, InvalidSettings
 from gpuserve.import_path import move_on_path
 from gpuserve.triton_config import config_tensors
@@ -204,34 +204,32 @@ def bytes_elements(array: np.ndarray, name: str) -> np.ndarray:
 def checked_inputs(model: str, request, by_name: Dict[str, TensorSpec], optional, max_batch_size: int
                    ) -> Dict[str, Any]:
     """A request's arrays by name, checked against the config's inputs (by name) as Triton checks them
-    before any backend, with Triton's messages: known names, datatypes, shapes, required inputs, the
-    batch limit."""
+    before any backend, with Triton's messages (gpuserve/triton_refusals.py): known names, datatypes, shapes,
+    required inputs, the batch limit."""
     arrays: Dict[str, Any] = {}
     required = len(by_name) - len(optional)
     if not required <= len(request.inputs) <= len(by_name):  # as Triton core: the count first, then each input
         given = [tensor.name for tensor in request.inputs]
-        raise missing_inputs(model, given, [n for n in by_name if n not in given and n not in optional], required,
-                             len(by_name))
+        raise missing_inputs(request.id, model, given, [n for n in by_name if n not in given and n not in optional],
+                             required, len(by_name))
     for tensor in request.inputs:
         spec = by_name.get(tensor.name)
         if spec is None:
-            raise InvalidInput(f"unexpected inference input '{tensor.name}' for model '{model}'")
+            raise unknown_input(model, tensor.name)
         if tensor.datatype != spec.datatype:
-            raise InvalidInput(f"inference input '{tensor.name}' data-type is '{tensor.datatype}', but model "
-                               f"'{model}' expects '{spec.datatype}'")
+            raise wrong_datatype(request.id, model, tensor.name, tensor.datatype, spec.datatype)
         array = tensor.as_numpy()
         if spec.datatype == "BYTES" and array.dtype == object:
             array = bytes_elements(array, tensor.name)
         if not shape_fits(spec.shape, array.shape):
-            raise InvalidInput(f"unexpected shape for input '{tensor.name}' for model '{model}'. "
-                               f"Expected {spec.shape}, got {list(array.shape)}")
+            raise wrong_shape(request.id, model, tensor.name, spec.shape, array.shape, max_batch_size > 0)
         arrays[tensor.name] = array
     missing = [n for n in by_name if n not in arrays and n not in optional] if len(arrays) < len(by_name) else None
     if missing:
-        raise missing_inputs(model, list(arrays), missing, len(by_name) - len(optional), len(by_name))
+        raise missing_inputs(request.id, model, list(arrays), missing, len(by_name) - len(optional), len(by_name))
     if max_batch_size and arrays:
         rows = next(iter(arrays.values())).shape[0]
         if rows > max_batch_size:
-            raise InvalidInput(f"inference request batch-size must be <= {max_batch_size} for '{model}'")
+            raise batch_too_large(request.id, model, max_batch_size)
     return arrays
 

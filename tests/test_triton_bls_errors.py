@@ -121,7 +121,8 @@ def _call(server, spec, module=httpclient, caller="caller"):
     ({"target": "nowhere"}, NOT_READY.format("nowhere")),
     ({"target": "c_broken"}, NOT_READY.format("c_broken")),
     ({"target": "c_ok", "input": ["X", [1, 2, 3]]},
-     "Model c_ok - Error when running inference: unexpected shape for input 'X' for model 'c_ok'"),
+     "Model c_ok - Error when running inference: [request id: <id_unknown>] unexpected shape for input 'X' for "
+     "model 'c_ok'"),  # Triton 2.51's core writes the request's id first (gpuserve/triton_refusals.py)
     ({"target": "c_ok", "input": ["Z", [1]]},
      "Model c_ok - Error when running inference: unexpected inference input 'Z' for model 'c_ok'"),
     ({"target": "c_dec"}, "Model c_dec - Error when running inference: Model c_dec is using the decoupled. The current "

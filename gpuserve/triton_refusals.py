@@ -1,0 +1,74 @@
+"""Triton core's words for a request it refuses before any backend runs it (its request normalisation):
+the input count, an input's datatype and shape, the batch size, a tensor named twice.
+
+Each begins with the request's id, `[request id: ID] ` (`<id_unknown>` without one), in HTTP and gRPC answers
+and in a BLS caller's error alike; lists are written without spaces and in name order (Triton keeps them in
+sets). Checked against Triton 2.51: clients and scripts that migrate match on the whole text. A name the
+model does not have is refused without the id, as Triton does.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Optional, Sequence
+
+from gpuserve.errors import InvalidInput
+
+# what Triton adds to a shape refusal for a model with a non-zero max_batch_size (without one: nothing)
+SHAPE_NOTE = ("NOTE: Setting a non-zero max_batch_size in the model config requires a batch dimension to be "
+              "prepended to each input shape. If you want to specify the full shape including the batch dim in "
+              "your input dims config, try setting max_batch_size to zero. See the model configuration docs for "
+              "more info on max_batch_size.")
+
+
+def request_prefix(request_id: Optional[str]) -> str:
+    return f"[request id: {request_id or '<id_unknown>'}] "
+
+
+def dims(shape: Iterable) -> str:
+    return "[" + ",".join(str(int(d)) for d in shape) + "]"
+
+
+def wrong_shape(request_id: Optional[str], model: str, name: str, expected: Sequence, got: Sequence,
+                batching: bool) -> InvalidInput:
+    return InvalidInput(f"{request_prefix(request_id)}unexpected shape for input '{name}' for model '{model}'. "
+                        f"Expected {dims(expected)}, got {dims(got)}. " + (SHAPE_NOTE if batching else ""))
+
+
+def wrong_datatype(request_id: Optional[str], model: str, name: str, got: str, expected: str) -> InvalidInput:
+    return InvalidInput(f"{request_prefix(request_id)}inference input '{name}' data-type is '{got}', but model "
+                        f"'{model}' expects '{expected}'")
+
+
+def batch_too_large(request_id: Optional[str], model: str, limit: int) -> InvalidInput:
+    return InvalidInput(f"{request_prefix(request_id)}inference request batch-size must be <= {limit} for "
+                        f"'{model}'")
+
+
+def named_twice(request_id: Optional[str], kind: str, name: str) -> InvalidInput:
+    """`kind` input or output."""
+    return InvalidInput(f"{request_prefix(request_id)}{kind} '{name}' already exists in request")
+
+
+def unknown_input(model: str, name: str) -> InvalidInput:
+    return InvalidInput(f"unexpected inference input '{name}' for model '{model}'")
+
+
+def missing_inputs(request_id: Optional[str], model: str, got: Sequence[str], missing: Sequence[str],
+                   required: int, total: int) -> InvalidInput:
+    """The input count refused (too few, or more than the model has)."""
+    expected = (f"expected {required} inputs" if required == total else
+                f"expected number of inputs between {required} and {total}")
+    return InvalidInput(f"{request_prefix(request_id)}{expected} but got {len(got)} inputs for model '{model}'. "
+                        f"Got input(s) {_listed(got)}, but missing required input(s) {_closed(missing)}. Please "
+                        "provide all required input(s).")
+
+
+def _listed(names: Sequence[str]) -> str:
+    return "[" + ",".join(f"'{name}'" for name in sorted(names)) + "]"
+
+
+def _closed(names: Sequence[str]) -> str:
+    """Triton's list of missing inputs: each name quoted with a comma after it, the last comma made the
+    closing bracket, so an empty one (an input too many) is written `]`."""
+    text = "[" + "".join(f"'{name}'," for name in sorted(names))
+    return text[:-1] + "]"
