@@ -201,6 +201,10 @@ class ResponseCache:
         """Whether any request form naming this model has a kept answer (worth hashing a request for)."""
         return name in self._byte_names
 
+    def answers_bytes(self) -> bool:
+        """Whether any model has a kept answer (else a request's model name need not even be read)."""
+        return bool(self._byte_names)
+
     def asked_for(self, request_key: bytes) -> Optional[Tuple[str, Optional[str]]]:
         """The model name and version (None: the default) requests of these bytes name, if answered before."""
         found = self._by_bytes.get(request_key)

@@ -307,3 +307,51 @@ def test_framings_other_http2_clients_use_are_read(server, how):
     status, messages = _call(server.ports["grpc"], "ModelInfer", body, head=head)
     assert status == (0, "")
     assert np.array_equal(_answered(messages[0]), -VALUES[:16])
+
+
+def test_a_whole_small_answer_leaves_as_the_three_calls_would_write_it():
+    """send_whole (a small unary answer's HEADERS, DATA and trailers built in one piece) writes the bytes that
+    send_headers + send_data + send_trailers write, keeps the windows' accounting, and closes the stream;
+    it declines (doing nothing) where a part would not leave at once."""
+    import asyncio
+
+    from gpuserve.server.grpc import http2
+    from gpuserve.server.grpc.native import OK_TRAILERS, RESPONSE_HEADERS
+
+    class Transport:
+        def __init__(self):
+            self.written = []
+
+        def write(self, data):
+            self.written.append(bytes(data))
+
+        def is_closing(self):
+            return False
+
+        def set_write_buffer_limits(self, high):
+            pass
+
+    async def answer(whole: bool, payload: bytes, window: int = 65535):
+        connection = http2.Http2Connection(lambda *args: None, set())
+        transport = Transport()
+        connection.connection_made(transport)
+        connection._write_out()
+        transport.written.clear()
+        connection.streams[3] = http2._Stream(3, window)
+        sent = whole and connection.send_whole(3, RESPONSE_HEADERS, payload, OK_TRAILERS)
+        if not sent:
+            connection.send_headers(3, RESPONSE_HEADERS)
+            connection.send_data(3, payload)
+            connection.send_trailers(3, OK_TRAILERS)
+        await asyncio.sleep(0)
+        connection._write_out()
+        return b"".join(transport.written), connection.peer_window, 3 in connection.streams, sent
+
+    async def main():
+        payload = b"\x00\x00\x00\x00\x05hello"
+        whole, plain = await answer(True, payload), await answer(False, payload)
+        assert whole[3] and whole[:3] == plain[:3] and whole[2] is False  # same bytes and window, stream closed
+        declined = await answer(True, payload, window=4)  # the stream's window cannot take it: the old way
+        assert declined[3] is False and declined[:3] == (await answer(False, payload, window=4))[:3]
+
+    asyncio.run(main())

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 from collections import deque
 from typing import Callable, Deque, Dict, List, Optional, Protocol, Tuple
 
@@ -45,6 +46,12 @@ DECODED_BLOCKS, DECODED_BLOCK_BYTES = 16, 2048  # header blocks kept decoded per
 READ_BUFFER = 256 * 1024  # the socket is read into this much (asyncio's own read size)
 READ_CHUNK = 64 * 1024  # a read gets at least this much room
 DIRECT_FRAME_BYTES = 16 * 1024  # a DATA frame this large is read into its stream's message, where it can be
+
+
+_FRAME_HEADER = struct.Struct(">HBBBI").unpack_from  # a frame's length (16 + 8 bits), type, flags, stream id
+_HEADERS_FLAGS = bytes((HEADERS, END_HEADERS))  # a frame's type and flags, as send_whole writes them
+_DATA_FLAGS = bytes((DATA, 0))
+_TRAILERS_FLAGS = bytes((HEADERS, END_HEADERS | END_STREAM))
 
 
 def frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
@@ -128,6 +135,7 @@ class Http2Connection(asyncio.BufferedProtocol):
         self._out: List[bytes] = []
         self._views = False  # `_out` holds views of a large payload: written as they are, not joined
         self._write_scheduled = False
+        self._reading = False  # in _read_frames, which writes what its frames' answers queued as it returns
         self.loop: Optional[asyncio.AbstractEventLoop] = None
 
     # connection -------------------------------------------------------------------------------
@@ -229,19 +237,20 @@ class Http2Connection(asyncio.BufferedProtocol):
             self._start = pos
             self.preface = True
         view = memoryview(buffer)
+        self._reading = True
         try:
             while end - pos >= 9:
-                length = int.from_bytes(view[pos:pos + 3], "big")
+                high, low, kind, flags, stream_id = _FRAME_HEADER(view, pos)
+                length = high << 8 | low
                 if length > OUR_MAX_FRAME:
                     return self._fail(FRAME_SIZE_ERROR, f"a frame of {length} bytes")
-                kind, flags = buffer[pos + 3], buffer[pos + 4]
                 if end - pos < 9 + length:
                     if kind == DATA and length >= DIRECT_FRAME_BYTES and not flags & PADDED:
                         self._start = pos  # on failure below, the frame is read the plain way
                         if self._receive_directly(view, pos, end, length, flags):
                             pos = end
                     break
-                stream_id = int.from_bytes(view[pos + 5:pos + 9], "big") & 0x7FFFFFFF
+                stream_id &= 0x7FFFFFFF
                 payload = view[pos + 9:pos + 9 + length]  # a DATA frame's: a view its owner copies from
                 if kind != DATA:
                     payload = bytes(payload)
@@ -252,6 +261,7 @@ class Http2Connection(asyncio.BufferedProtocol):
         except _ConnectionError as exc:
             return self._fail(exc.code, str(exc))
         finally:
+            self._reading = False
             view.release()
             self._start = pos
             if pos == end:
@@ -287,12 +297,15 @@ class Http2Connection(asyncio.BufferedProtocol):
                 payload = _unpad(payload)
             if flags & PRIORITY_FLAG:
                 payload = payload[5:]
+            if flags & END_HEADERS:  # the whole block in one frame: no gathering
+                if len(payload) > HEADER_BLOCK_LIMIT:
+                    raise _ConnectionError(ENHANCE_YOUR_CALM, f"header block over {HEADER_BLOCK_LIMIT} bytes")
+                self._header_block(stream_id, payload, bool(flags & END_STREAM))
+                return
             self.header_block = bytearray(payload)
             self.header_end_stream = bool(flags & END_STREAM)
             self.header_stream = stream_id
             self._check_header_size()
-            if flags & END_HEADERS:
-                self._headers_complete()
         elif kind == CONTINUATION:
             if stream_id != self.header_stream:
                 raise _ConnectionError(PROTOCOL_ERROR, "CONTINUATION without its HEADERS")
@@ -324,6 +337,9 @@ class Http2Connection(asyncio.BufferedProtocol):
     def _headers_complete(self) -> None:
         stream_id, block, end_stream = self.header_stream, bytes(self.header_block), self.header_end_stream
         self.header_stream, self.header_block = 0, bytearray()
+        self._header_block(stream_id, block, end_stream)
+
+    def _header_block(self, stream_id: int, block: bytes, end_stream: bool) -> None:
         headers = self._decoded.get(block)
         if headers is None:
             headers = self._decode(block)
@@ -431,6 +447,33 @@ class Http2Connection(asyncio.BufferedProtocol):
         else:
             stream.pending += payload
         self._flush(stream)
+
+    def send_whole(self, stream_id: int, headers: bytes, payload: bytes, trailers: bytes) -> bool:
+        """`send_headers`, `send_data` and `send_trailers` at once, when they can leave now as three frames
+        (the common small answer: nothing queued on the stream, the windows open, each part one frame) and
+        the stream closes; the same bytes, built in one go. False, with nothing done, otherwise."""
+        stream = self.streams.get(stream_id)
+        size = len(payload)
+        limit = self.peer_max_frame
+        if stream is None or self.transport is None or self._table_update or stream.pending or stream.parts \
+                or stream.trailers is not None or size > limit or size > stream.send_window \
+                or size > self.peer_window or len(headers) > limit or len(trailers) > limit \
+                or self.transport.is_closing():
+            return False
+        stream.send_window -= size
+        self.peer_window -= size
+        sid = stream_id.to_bytes(4, "big")
+        self._out.append(b"".join((len(headers).to_bytes(3, "big"), _HEADERS_FLAGS, sid, headers,
+                                   size.to_bytes(3, "big"), _DATA_FLAGS, sid, payload,
+                                   len(trailers).to_bytes(3, "big"), _TRAILERS_FLAGS, sid, trailers)))
+        self._close(stream)
+        if self.streams or self._reading:  # other answers may come this loop turn: they leave together
+            if not self._write_scheduled:
+                self._write_scheduled = True
+                self.loop.call_soon(self._write_out)
+        else:  # the connection's one call (a lone client's): out now, not a loop turn later
+            self._write_out()
+        return True
 
     def send_parts(self, stream_id: int, parts: List) -> None:
         """send_data for a large payload in pieces (views of output arrays): queued as they are, and sent

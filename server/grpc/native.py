@@ -88,6 +88,9 @@ def _trailer_block(code: grpc.StatusCode, details: str, trailing) -> bytes:
     return b"".join(parts)
 
 
+OK_TRAILERS = _trailer_block(grpc.StatusCode.OK, "", ())  # the trailers of a call that succeeded, said nothing more
+
+
 def _metadata(headers):
     """The client's custom metadata as grpc.aio presents it: reserved headers left out, -bin values decoded."""
     for key, value in headers:
@@ -151,8 +154,14 @@ class Call:
     def data(self, payload: bytes, end_stream: bool) -> None:
         if self.finished:
             return
-        if payload and not self._take(payload):
-            return
+        if payload:
+            size = len(payload) - 5  # the common frame: one whole small message, nothing before it
+            if size >= 0 and not self.buffer and self.big is None and size < VIEW_BYTES \
+                    and size <= self.server.max_message_bytes and int.from_bytes(payload[1:5], "big") == size:
+                if not self._emit(payload[0], bytes(payload[5:])):
+                    return
+            elif not self._take(payload):
+                return
         if end_stream:
             self._ended()
 
@@ -202,9 +211,8 @@ class Call:
                     logger.exception("response cache lookup failed")
                     answer = None
                 if answer is not None:  # these exact bytes were answered from the response cache
-                    self.send(answer)
-                    return self.finish(grpc.StatusCode.OK, "")
-            self.task = asyncio.ensure_future(self._run_unary(message, request_key))
+                    return self.answer(answer)
+            self.task = self.connection.loop.create_task(self._run_unary(message, request_key))
             self.server.calls.add(self.task)
             self.task.add_done_callback(self.server.calls.discard)
 
@@ -330,6 +338,20 @@ class Call:
             return
         self.connection.send_data(self.stream_id, b"\x00" + len(message).to_bytes(4, "big") + message)
 
+    def answer(self, message) -> None:
+        """`send(message)` and `finish(OK)`: a small answer with no trailing metadata leaves as one piece."""
+        if self.finished:
+            return
+        if not self.headers_sent and type(message) is bytes and not self.context.trailing and \
+                self.connection.send_whole(self.stream_id, RESPONSE_HEADERS,
+                                           b"\x00" + len(message).to_bytes(4, "big") + message, OK_TRAILERS):
+            self.headers_sent = self.finished = True
+            if self.timer is not None:
+                self.timer.cancel()
+            return
+        self.send(message)
+        self.finish(grpc.StatusCode.OK, "")
+
     def finish(self, code: grpc.StatusCode, details: str) -> None:
         if self.finished:
             return
@@ -364,8 +386,7 @@ class Call:
             what = "a stream (async iterator); a unary call cannot carry it" if hasattr(response, "__aiter__") \
                 else f"{type(response).__name__}: {exc}"
             return self.finish(grpc.StatusCode.INTERNAL, f"the answer cannot be encoded: {what}")
-        self.send(answer)
-        self.finish(grpc.StatusCode.OK, "")
+        self.answer(answer)
         if self.context.cache_entry is not None and not self.context.trailing:
             try:
                 if type(answer) is RawAnswer:
@@ -418,7 +439,7 @@ class NativeGrpcServer:
     def cached_answer(self, message: bytes) -> Tuple[Optional[bytes], Optional[bytes]]:
         """(the answer these exact bytes got before, or None; the message's digest when it was taken)."""
         cache = self.plane.response_cache
-        if cache is None:
+        if cache is None or not cache.answers_bytes():
             return None, None
         name = _model_name(message)
         if name is None or not cache.answers_bytes_for(name):
