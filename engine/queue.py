@@ -82,7 +82,11 @@ class BatchQueue:
             self._ready.set()
 
     def _full(self, detail: str) -> QueueFull:
-        return QueueFull("Exceeds maximum queue size" if self.triton_errors else detail)
+        if not self.triton_errors:
+            return QueueFull(detail)
+        refusal = QueueFull("Exceeds maximum queue size")
+        refusal.request_scoped = True  # Triton's core writes the request's id first (gpuserve/triton_refusals.py)
+        return refusal
 
     def _level(self, job: Job) -> int:
         return min(max(job.priority, 0), len(self._main) - 1)

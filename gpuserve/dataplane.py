@@ -22,7 +22,7 @@ from gpuserve.adaptive import AdaptiveBatcher
 from gpuserve.classification import apply_classification
 from gpuserve.engine.stats import ModelStats
 from gpuserve.errors import (InferenceError, InvalidInput, ModelControlDisabled, ModelLoadError, ModelNotFound,
-                             ModelNotReady, RequestCancelled, cancelled_here, escaped)
+                             ModelNotReady, QueueFull, RequestCancelled, cancelled_here, escaped)
 from gpuserve.header_forward import HeaderForward
 from gpuserve.response_headers import checked_headers
 from gpuserve.model import InferenceVerb, Model
@@ -33,7 +33,7 @@ from gpuserve.runtime_settings import RuntimeSettings
 from gpuserve.shared_memory import SharedMemoryRegistry, resolve_shared_memory, write_shared_memory
 from gpuserve.transport_metrics import TransportMetrics
 from gpuserve.triton_sequence import check_sequence_id
-from gpuserve.triton_refusals import named_twice
+from gpuserve.triton_refusals import named_twice, request_prefix
 from gpuserve.types import InferRequest, InferResponse, json_numbers
 from gpuserve.version import __version__
 
@@ -328,6 +328,11 @@ class DataPlane:
                 return await self._infer(request, headers)
             finally:
                 self.shared_memory.let_go(held)
+        except QueueFull as exc:
+            if exc.request_scoped:  # Triton's words: `[request id: ID] Exceeds maximum queue size`
+                exc.request_scoped = False  # (once: an ensemble's step passes through here first)
+                exc.reason = request_prefix(request.id) + exc.reason
+            raise
         except Exception:
             raise
         except BaseException as exc:  # sys.exit() and the like from model code (gpuserve/hooks.py): this

@@ -101,6 +101,7 @@ class WorkersShouldBeLessThanMaxWorkersError(GpuserveError):
 
 class QueueFull(GpuserveError):
     http, grpc = 503, "UNAVAILABLE"
+    request_scoped = False  # a config.pbtxt model's: the data plane writes the request's id first, as Triton
 
     def __init__(self, reason: str = "queue is full", retry_after_s: int = 1):
         super().__init__(reason, headers={"Retry-After": str(retry_after_s)})

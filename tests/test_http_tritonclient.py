@@ -432,6 +432,7 @@ def test_requests_held_for_max_queue_delay_count_against_max_queue_size(identiti
     thread.join()
     assert first[0].status_code == 200
     assert second.status_code == 503, second.text
+    assert second.json()["error"] == "[request id: <id_unknown>] Exceeds maximum queue size"  # Triton 2.51's words
 
 
 def test_duplicate_requested_output_is_400(client):
