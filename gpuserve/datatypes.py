@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import struct
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -68,9 +68,11 @@ def element_size(datatype: str) -> int:
     return to_numpy_dtype(datatype).itemsize
 
 
-def check_input_byte_size(name: str, datatype: str, shape, size: int, model: str) -> None:
-    """Raw data of a fixed-size input must be exactly its shape's bytes; refused in Triton's words (clients
-    match them). Unknown datatypes, BYTES and bad shapes are left to the decode, which says what is wrong."""
+def check_input_byte_size(name: str, datatype: str, shape, size: int, model: str,
+                          request_id: Optional[str] = None) -> None:
+    """Raw data of a fixed-size input must be exactly its shape's bytes; refused in Triton's words, the
+    request's id first (clients match them). Unknown datatypes, BYTES and bad shapes are left to the decode,
+    which says what is wrong."""
     try:
         itemsize = element_size(datatype)
     except InvalidInput:
@@ -79,8 +81,10 @@ def check_input_byte_size(name: str, datatype: str, shape, size: int, model: str
         return
     expected = itemsize * math.prod(shape)
     if size != expected:
-        raise InvalidInput(f"input byte size mismatch for input '{name}' for model '{model}'. "
-                           f"Expected {expected}, got {size}")
+        from gpuserve.triton_refusals import request_prefix
+
+        raise InvalidInput(f"{request_prefix(request_id)}input byte size mismatch for input '{name}' for model "
+                           f"'{model}'. Expected {expected}, got {size}")
 
 
 def _as_bytes(item) -> bytes:

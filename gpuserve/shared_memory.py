@@ -339,7 +339,7 @@ def resolve_shared_memory(registry: SharedMemoryRegistry, request: InferRequest
         region, offset, byte_size = spec
         view = registry.read(region, offset, byte_size)
         # a fixed-size input's region must hold exactly its shape's bytes: Triton's words, as for the body
-        check_input_byte_size(tensor.name, tensor.datatype, tensor.shape, byte_size, request.model_name)
+        check_input_byte_size(tensor.name, tensor.datatype, tensor.shape, byte_size, request.model_name, request.id)
         try:
             tensor._array = raw_to_numpy(view, tensor.datatype, tensor.shape)
         except InvalidInput as exc:

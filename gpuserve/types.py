@@ -468,7 +468,7 @@ def _plain_json_inputs(inputs: list) -> Optional[list]:
 
 
 def read_binary_data(tensors: Iterable["_Tensor"], body: Any, offset: int, kind: str,
-                     model: Optional[str] = None) -> int:
+                     model: Optional[str] = None, request_id: Optional[str] = None) -> int:
     """Triton's binary tensor extension, both ways (the server's requests, the REST client's answers):
     each tensor whose parameters carry `binary_data_size` takes that many bytes of `body` from `offset`
     on, in order, zero-copy and read-only. Returns the offset after them. With `model` (a request the
@@ -487,7 +487,7 @@ def read_binary_data(tensors: Iterable["_Tensor"], body: Any, offset: int, kind:
         if offset + size > len(view):
             raise InvalidInput(f"{kind} '{tensor.name}': binary_data_size {size} runs past the end of the body")
         if model is not None:
-            check_input_byte_size(tensor.name, tensor.datatype, tensor.shape, size, model)
+            check_input_byte_size(tensor.name, tensor.datatype, tensor.shape, size, model, request_id)
         tensor._array = raw_to_numpy(view[offset:offset + size], tensor.datatype, tensor.shape)
         offset += size
     return offset

@@ -228,7 +228,7 @@ def request_from_bytes(cls, body: bytes, json_length: int, model_name: str):
             raise InvalidInput(f"Receiving FP16 data via JSON is not supported. Please use the binary data "
                                f"format for input {item.get('name')}")
     request = cls.from_rest(model_name, header)
-    read_binary_data(request.inputs, body, json_length, "input", model_name)
+    read_binary_data(request.inputs, body, json_length, "input", model_name, request.id)
     _binary_to_json(request.inputs)
     return request
 

@@ -71,7 +71,7 @@ def decode_request(body: bytes, header_length: str, model_name: str, version: Op
     if request is not None:
         return request
     request = InferRequest.from_rest(model_name, header, version)
-    offset = read_binary_data(request.inputs, body, json_length, "input", model_name)
+    offset = read_binary_data(request.inputs, body, json_length, "input", model_name, request.id)
     if offset != len(body):
         raise InvalidInput(f"{len(body) - offset} unexpected bytes after the binary tensor data")
     return request

@@ -2,6 +2,7 @@
 kind (ONNX Runtime and Python here): the request's id first, lists without spaces, a shape refusal's note
 for batching models. The expected texts are what Triton 2.51 answered these requests (HTTP and gRPC)."""
 
+import json
 import textwrap
 
 import httpx
@@ -114,3 +115,12 @@ def test_grpc_refusals_carry_the_request_id_too(server, model):
     assert caught.value.status() == "StatusCode.INVALID_ARGUMENT"
     assert caught.value.message() == (f"[request id: g-1] unexpected shape for input 'INPUT0' for model '{model}'. "
                                       f"Expected [-1,4], got [2,3]. {SHAPE_NOTE}")
+
+
+def test_binary_data_that_does_not_fit_the_shape_names_the_request(server):
+    header = json.dumps({"id": "b7", "inputs": [{"name": "INPUT0", "shape": [1, 4], "datatype": "FP32",
+                                                 "parameters": {"binary_data_size": 8}}]}).encode()
+    reply = httpx.post(f"http://127.0.0.1:{server.ports['http']}/v2/models/ox/infer", content=header + bytes(8),
+                       headers={"Inference-Header-Content-Length": str(len(header))}, timeout=30)
+    assert (reply.status_code, reply.json()["error"]) == (
+        400, "[request id: b7] input byte size mismatch for input 'INPUT0' for model 'ox'. Expected 16, got 8")

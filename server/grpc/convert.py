@@ -57,7 +57,8 @@ def _inputs_from_proto(message: pb.ModelInferRequest) -> list:
     with_raw = [tensor for tensor in messages if REGION not in tensor.parameters]
     if raw and len(raw) == len(with_raw):  # Triton's check and words for raw data that does not fit the shape
         for tensor, data in zip(with_raw, raw):
-            check_input_byte_size(tensor.name, tensor.datatype, list(tensor.shape), len(data), message.model_name)
+            check_input_byte_size(tensor.name, tensor.datatype, list(tensor.shape), len(data), message.model_name,
+                                  message.id)
     if not any(REGION in tensor.parameters for tensor in messages):
         return tensors_from_proto(InferInput, messages, message.raw_input_contents, "input")
     in_shm = [REGION in tensor.parameters for tensor in messages]
