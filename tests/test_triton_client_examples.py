@@ -239,7 +239,9 @@ def test_explicit_contents_get_raw_outputs_as_from_triton(server, model, datatyp
         request.model_version = "wrong_specification"
         with pytest.raises(grpc.RpcError) as caught:
             stub(server).ModelInfer(request)
-        assert "failed to get model version from specified version string 'wrong_specification'" in str(caught.value)
+        assert caught.value.details() == ("failed to get model version from specified version string "  # Triton 2.51's
+                                          "'wrong_specification' (details: stol), version should be an integral "
+                                          "value > 0")
     if model == "simple":  # raw entries beside typed contents: Triton's words
         request.raw_input_contents.append(np.arange(8).tobytes())
         del request.inputs[0].contents.int_contents[:8]

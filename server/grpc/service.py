@@ -151,8 +151,9 @@ class InferenceServicer:
         except ModelNotFound:
             version = request.model_version
             if version and not (version.isdigit() and int(version) > 0):  # as Triton (string versions that
+                details = "" if version.lstrip("+-")[:1].isdigit() else " (details: stol)"  # std::stol's throw
                 raise InvalidInput(  # exist, as MLServer allows, are found above)
-                    f"failed to get model version from specified version string '{version}', "
+                    f"failed to get model version from specified version string '{version}'{details}, "
                     "version should be an integral value > 0") from None
             raise
         if response_headers and context is not None:  # a model's response headers travel as trailing metadata
