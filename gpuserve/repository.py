@@ -64,6 +64,17 @@ def _version_folders(folder: Path) -> Dict[str, Path]:
     return {p.name: p for p in folder.iterdir() if p.is_dir() and p.name.isdigit() and _artefact(p)}
 
 
+def _listed(read, tries: int = 3) -> list:
+    """A folder's listing, read again when a folder inside it goes away while it is walked (another process
+    adding and removing models); after `tries` such misses, what could be read (nothing)."""
+    for _ in range(tries):
+        try:
+            return read()
+        except FileNotFoundError:
+            continue
+    return []
+
+
 def _reason(exc: Exception, what: str) -> str:
     """Why a model folder is not served: our words where we raised, else the reader's error named as such."""
     if isinstance(exc, GpuserveError):
@@ -279,7 +290,7 @@ class DiskRepository:
 
     def _scan_root(self, root: Path) -> Dict[str, List[ModelSettings]]:
         found: Dict[str, List[ModelSettings]] = {}
-        files = sorted(root.rglob(MODEL_SETTINGS_FILE))
+        files = sorted(_listed(lambda: list(root.rglob(MODEL_SETTINGS_FILE))))
         for path in files:
             try:
                 settings = ModelSettings.from_file(path)
@@ -295,30 +306,35 @@ class DiskRepository:
             if settings is not None:
                 found.setdefault(settings.name, []).append(settings)
         claimed = {Path(s.folder) for group in found.values() for s in group if s.folder}
-        for folder in sorted(p for p in root.iterdir() if p.is_dir() and p not in claimed):
-            if (folder / "config.pbtxt").is_file() or _python_without_config(folder):
-                for settings in self._triton(folder):
-                    found.setdefault(settings.name, []).append(settings)
+        for folder in sorted(p for p in _listed(lambda: list(root.iterdir())) if p.is_dir() and p not in claimed):
+            try:
+                models = self._folder(folder)
+            except FileNotFoundError:  # removed or renamed while the scan read it: the next scan sees what is there
                 continue
-            if _artefact(folder):
-                found.setdefault(folder.name, []).append(
-                    ModelSettings(name=folder.name, parameters={"uri": str(_artefact(folder))}, folder=str(folder)))
-            elif (folder / MLFLOW_FILE).is_file():  # an MLflow model folder as MLflow saved it
-                found.setdefault(folder.name, []).append(
-                    ModelSettings(name=folder.name, implementation="mlflow", parameters={"uri": str(folder)},
-                                  folder=str(folder)))
-                continue
-            versions = _version_folders(folder)
-            if versions:  # as Triton's completed config: version_policy latest 1 (the others stay on disk)
-                version = max(versions, key=int)
-                found.setdefault(folder.name, []).append(
-                    ModelSettings(name=folder.name, parameters={"uri": str(_artefact(versions[version])),
-                                                                "version": version}, folder=str(folder),
-                                  triton_version_policy={"latest": {"num_versions": 1}}))
-            elif not _artefact(folder) and folder not in _WARNED and any(p.name.isdigit() for p in folder.iterdir()):
-                _WARNED.add(folder)  # version folders, no config, nothing gpuserve can serve: Triton's words, once
-                logger.error("failed to open text file for read %s: No such file or directory",
-                             folder / "config.pbtxt")
+            for name, settings in models:
+                found.setdefault(name, []).append(settings)
+        return found
+
+    def _folder(self, folder: Path) -> List[Tuple[str, ModelSettings]]:
+        """(name, settings) of what one model folder without a model-settings.json serves."""
+        if (folder / "config.pbtxt").is_file() or _python_without_config(folder):
+            return [(settings.name, settings) for settings in self._triton(folder)]
+        name, found = folder.name, []
+        bare = _artefact(folder)
+        if bare:
+            found.append((name, ModelSettings(name=name, parameters={"uri": str(bare)}, folder=str(folder))))
+        elif (folder / MLFLOW_FILE).is_file():  # an MLflow model folder as MLflow saved it
+            return [(name, ModelSettings(name=name, implementation="mlflow", parameters={"uri": str(folder)},
+                                         folder=str(folder)))]
+        versions = _version_folders(folder)
+        if versions:  # as Triton's completed config: version_policy latest 1 (the others stay on disk)
+            version = max(versions, key=int)
+            found.append((name, ModelSettings(name=name, folder=str(folder),
+                                              parameters={"uri": str(_artefact(versions[version])), "version": version},
+                                              triton_version_policy={"latest": {"num_versions": 1}})))
+        elif not bare and folder not in _WARNED and any(p.name.isdigit() for p in folder.iterdir()):
+            _WARNED.add(folder)  # version folders, no config, nothing gpuserve can serve: Triton's words, once
+            logger.error("failed to open text file for read %s: No such file or directory", folder / "config.pbtxt")
         return found
 
     # Triton's --disable-auto-complete-config turns this off: a config's tensors are then checked as written

@@ -141,3 +141,34 @@ def test_a_load_time_model_name_no_folder_can_hold_is_refused_in_words(name, wor
     with pytest.raises(ModelLoadError, match=f"failed to poll from model repository: {words}"):
         scratch_folder(name, None, json.dumps({"backend": "python"}), {"file:1/model.py": b""})
     assert set(scratch.glob("gpuserve-load-*")) == before
+
+
+def test_a_folder_removed_while_the_repository_is_read_is_skipped(tmp_path, monkeypatch):
+    """Another process adding and removing model folders: one that went between the listing and its reading
+    made every index, load and unload of any model answer 500 "[Errno 2] No such file or directory"."""
+    import gpuserve.repository as repository
+
+    (tmp_path / "kept" / "1").mkdir(parents=True)
+    make_onnx_model(tmp_path / "kept" / "1" / "model.onnx")
+    (tmp_path / "going" / "1").mkdir(parents=True)
+    real = repository._python_without_config
+
+    def vanishing(folder):
+        if folder.name == "going":
+            raise FileNotFoundError(2, "No such file or directory", str(folder))
+        return real(folder)
+
+    monkeypatch.setattr(repository, "_python_without_config", vanishing)
+    disk = DiskRepository(tmp_path)
+    assert set(disk.scan()) == {"kept"}
+    walks = []
+    real_rglob = Path.rglob
+
+    def rglob_once_gone(self, pattern):  # a subfolder removed while the walk for model-settings.json ran
+        walks.append(pattern)
+        if len(walks) == 1:
+            raise FileNotFoundError(2, "No such file or directory", str(self / "gone"))
+        return real_rglob(self, pattern)
+
+    monkeypatch.setattr(Path, "rglob", rglob_once_gone)
+    assert set(disk.scan()) == {"kept"} and len(walks) == 2
