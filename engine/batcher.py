@@ -274,9 +274,10 @@ class Scheduler:
             return await job.future
         except asyncio.CancelledError:
             # its caller went away (a client's disconnect, cancel or deadline) before the request ran: it is
-            # skipped, and counted as the failure Triton names CANCELED (a running one finishes and counts)
+            # skipped, and counted as the failure Triton names CANCELED (a running one finishes and counts). One
+            # an instance has begun meanwhile is counted when its batch completes (_complete), on this thread too
             if not job.started and job.future.cancelled():
-                self.stats.record_request(False, int((time.monotonic() - job.arrival) * 1e9), "CANCELED")
+                self._count_cancelled(job)
             raise
         finally:
             self._outstanding -= 1
@@ -499,6 +500,11 @@ class Scheduler:
             instance.ticket.release(self._restage())
         self._complete(batch, results, error)
 
+    def _count_cancelled(self, job: Job) -> None:
+        if not job.cancel_counted:
+            job.cancel_counted = True
+            self.stats.record_request(False, int((time.monotonic() - job.arrival) * 1e9), "CANCELED")
+
     def _complete(self, batch: List[Job], results: Optional[List[object]], error: Optional[BaseException]) -> None:
         now = self._last_answer = time.monotonic()
         if error is not None:
@@ -515,6 +521,8 @@ class Scheduler:
         for job, result in zip(batch, results):
             future = job.future
             if result is SKIPPED:  # answered (and counted) before its turn: BatchQueue.expire, cancellation
+                if future.cancelled():  # its caller left as the instance took it up: counted here, once
+                    self._count_cancelled(job)
                 continue
             if isinstance(result, BaseException):
                 # a request-level backend's error answer may count as a success (Triton's Python models)

@@ -81,7 +81,7 @@ TRACING = _Tracing()
 
 class Job:
     __slots__ = ("arrays", "rows", "key", "priority", "deadline", "future", "arrival", "outputs", "parameters",
-                 "reduce", "started", "delayed", "trace")
+                 "reduce", "started", "delayed", "trace", "cancel_counted")
 
     def __init__(self, arrays: Dict[str, np.ndarray], rows: int, key: Tuple, future: asyncio.Future,
                  priority: int = 0, deadline: Optional[float] = None, outputs: Optional[Sequence[str]] = None,
@@ -98,6 +98,7 @@ class Job:
         self.reduce = reduce  # output name -> k: the caller wants only that output's top-k per row
         self.started = False  # set by the instance (on its thread) as it begins the job; then it runs to the end
         self.delayed = False  # timed out under a DELAY policy: it waits behind its level's other jobs
+        self.cancel_counted = False  # its caller went away before it ran, and the statistics said so (batcher.py)
         # `trace`: the request's trace (gpuserve/tracing.py), set by the batcher only while tracing is on
 
     def expired(self, now: float) -> bool:
