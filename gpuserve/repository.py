@@ -309,8 +309,10 @@ class DiskRepository:
         for folder in sorted(p for p in _listed(lambda: list(root.iterdir())) if p.is_dir() and p not in claimed):
             try:
                 models = self._folder(folder)
-            except FileNotFoundError:  # removed or renamed while the scan read it: the next scan sees what is there
-                continue
+            except (FileNotFoundError, NotADirectoryError):  # removed or renamed while the scan read it: the
+                continue  # next scan sees what is there
+            except OSError as exc:  # unreadable (permissions): that model alone is not served, and says why
+                models = [(folder.name, _broken(folder, f"cannot read the model folder: {exc}"))]
             for name, settings in models:
                 found.setdefault(name, []).append(settings)
         return found
