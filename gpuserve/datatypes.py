@@ -14,6 +14,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from gpuserve.errors import InvalidInput
+from gpuserve.triton_refusals import request_prefix
 
 _TO_NUMPY: dict[str, np.dtype] = {
     "BOOL": np.dtype(np.bool_),
@@ -81,8 +82,6 @@ def check_input_byte_size(name: str, datatype: str, shape, size: int, model: str
         return
     expected = itemsize * math.prod(shape)
     if size != expected:
-        from gpuserve.triton_refusals import request_prefix
-
         raise InvalidInput(f"{request_prefix(request_id)}input byte size mismatch for input '{name}' for model "
                            f"'{model}'. Expected {expected}, got {size}")
 

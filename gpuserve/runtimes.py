@@ -38,7 +38,8 @@ from gpuserve.ragged_batch import RaggedBackend, RaggedSpec, ragged_spec
 from gpuserve.sequence_state import SequenceInputs, direct_batching
 from gpuserve.settings import ModelSettings
 from gpuserve.types import InferOutput, InferRequest, InferResponse
-from gpuserve.triton_refusals import batch_too_large, missing_inputs, unknown_input, wrong_datatype, wrong_shape
+from gpuserve.triton_refusals import (batch_too_large, check_input_count, missing_inputs, unknown_input,
+                                      wrong_datatype, wrong_shape)
 from gpuserve.warmup import run_warmup, warmup_samples
 
 logger = logging.getLogger("gpuserve")
@@ -311,10 +312,8 @@ class FrameworkModel(Model):
         extra = self.settings.model_extra or {}
         optional = extra.get("triton_optional_inputs") or ()
         triton = "triton_max_batch_size" in extra  # a config.pbtxt model: Triton core's words (triton_refusals.py)
-        if triton and not loose and not len(specs) - len(optional) <= len(request.inputs) <= len(specs):
-            given = [tensor.name for tensor in request.inputs]  # as Triton: the count first, then each input
-            raise missing_inputs(request.id, self.name, given, [n for n in specs if n not in given and n not in
-                                                                optional], len(specs) - len(optional), len(specs))
+        if triton and not loose:  # as Triton: the count first, then each input
+            check_input_count(request, self.name, specs, optional)
         arrays = {}
         for tensor in request.inputs:
             spec = specs.get(tensor.name)

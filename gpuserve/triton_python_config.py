@@ -19,7 +19,8 @@ import numpy as np
 from gpuserve import triton_pb_utils as pb
 from gpuserve.backends.base import TensorSpec
 from gpuserve.datatypes import shape_fits
-from gpuserve.triton_refusals import batch_too_large, missing_inputs, unknown_input, wrong_datatype, wrong_shape
+from gpuserve.triton_refusals import (batch_too_large, check_input_count, missing_inputs, unknown_input,
+                                      wrong_datatype, wrong_shape)
 from gpuserve.errors import InvalidInput, InvalidSettings
 from gpuserve.import_path import move_on_path
 from gpuserve.triton_config import config_tensors
@@ -207,11 +208,7 @@ def checked_inputs(model: str, request, by_name: Dict[str, TensorSpec], optional
     before any backend, with Triton's messages (gpuserve/triton_refusals.py): known names, datatypes, shapes,
     required inputs, the batch limit."""
     arrays: Dict[str, Any] = {}
-    required = len(by_name) - len(optional)
-    if not required <= len(request.inputs) <= len(by_name):  # as Triton core: the count first, then each input
-        given = [tensor.name for tensor in request.inputs]
-        raise missing_inputs(request.id, model, given, [n for n in by_name if n not in given and n not in optional],
-                             required, len(by_name))
+    check_input_count(request, model, by_name, optional)  # as Triton core: the count first, then each input
     for tensor in request.inputs:
         spec = by_name.get(tensor.name)
         if spec is None:

@@ -9,7 +9,7 @@ model does not have is refused without the id, as Triton does.
 
 from __future__ import annotations
 
-from typing import Iterable, Optional, Sequence
+from typing import Collection, Iterable, Optional, Sequence
 
 from gpuserve.errors import InvalidInput
 
@@ -61,6 +61,16 @@ def missing_inputs(request_id: Optional[str], model: str, got: Sequence[str], mi
     return InvalidInput(f"{request_prefix(request_id)}{expected} but got {len(got)} inputs for model '{model}'. "
                         f"Got input(s) {_listed(got)}, but missing required input(s) {_closed(missing)}. Please "
                         "provide all required input(s).")
+
+
+def check_input_count(request, model: str, names: Collection[str], optional: Collection[str]) -> None:
+    """Triton core's first check: as many inputs as the model's required ones at least and all its inputs at
+    most (`names` the model's, `optional` those it may go without)."""
+    required, given = len(names) - len(optional), request.inputs
+    if not required <= len(given) <= len(names):
+        sent = [tensor.name for tensor in given]
+        raise missing_inputs(request.id, model, sent, [n for n in names if n not in sent and n not in optional],
+                             required, len(names))
 
 
 def _listed(names: Sequence[str]) -> str:
