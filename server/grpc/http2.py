@@ -463,13 +463,15 @@ class Http2Connection(asyncio.BufferedProtocol):
         stream.send_window -= size
         self.peer_window -= size
         sid = stream_id.to_bytes(4, "big")
-        whole = b"".join((len(headers).to_bytes(3, "big"), _HEADERS_FLAGS, sid, headers, size.to_bytes(3, "big"),
-                          _DATA_FLAGS, sid, payload, len(trailers).to_bytes(3, "big"), _TRAILERS_FLAGS, sid, trailers))
-        self._close(stream)
+        self._out.append(b"".join((len(headers).to_bytes(3, "big"), _HEADERS_FLAGS, sid, headers,
+                                   size.to_bytes(3, "big"), _DATA_FLAGS, sid, payload,
+                                   len(trailers).to_bytes(3, "big"), _TRAILERS_FLAGS, sid, trailers)))
+        self._close(stream)  # queued first: on a connection going away, closing the last stream writes and closes
         if self.streams or self._reading:  # other answers may come this loop turn: they leave together
-            self._send(whole)
+            if not self._write_scheduled:
+                self._write_scheduled = True
+                self.loop.call_soon(self._write_out)
         else:  # the connection's one call (a lone client's): out now, not a loop turn later
-            self._out.append(whole)
             self._write_out()
         return True
 
