@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from gpuserve.errors import InvalidInput
-from gpuserve.triton_refusals import request_prefix
+from gpuserve.triton_refusals import byte_size_mismatch
 
 _TO_NUMPY: dict[str, np.dtype] = {
     "BOOL": np.dtype(np.bool_),
@@ -82,8 +82,7 @@ def check_input_byte_size(name: str, datatype: str, shape, size: int, model: str
         return
     expected = itemsize * math.prod(shape)
     if size != expected:
-        raise InvalidInput(f"{request_prefix(request_id)}input byte size mismatch for input '{name}' for model "
-                           f"'{model}'. Expected {expected}, got {size}")
+        raise byte_size_mismatch(request_id, model, name, expected, size)
 
 
 def _as_bytes(item) -> bytes:

@@ -38,8 +38,8 @@ from gpuserve.ragged_batch import RaggedBackend, RaggedSpec, ragged_spec
 from gpuserve.sequence_state import SequenceInputs, direct_batching
 from gpuserve.settings import ModelSettings
 from gpuserve.types import InferOutput, InferRequest, InferResponse
-from gpuserve.triton_refusals import (batch_too_large, check_input_count, missing_inputs, unknown_input,
-                                      wrong_datatype, wrong_shape)
+from gpuserve.triton_refusals import missing_inputs
+from gpuserve.triton_request_check import check_request
 from gpuserve.warmup import run_warmup, warmup_samples
 
 logger = logging.getLogger("gpuserve")
@@ -311,39 +311,29 @@ class FrameworkModel(Model):
         loose = getattr(self.backend, "loose_inputs", False)  # TorchScript without declared inputs
         extra = self.settings.model_extra or {}
         optional = extra.get("triton_optional_inputs") or ()
-        triton = "triton_max_batch_size" in extra  # a config.pbtxt model: Triton core's words (triton_refusals.py)
-        if triton and not loose:  # as Triton: the count first, then each input
-            check_input_count(request, self.name, specs, optional)
+        triton = "triton_max_batch_size" in extra  # a config.pbtxt model: Triton core's checks and words
+        if triton and not loose:
+            check_request(request, self.name, specs, optional, int(extra["triton_max_batch_size"] or 0))
         arrays = {}
         for tensor in request.inputs:
             spec = specs.get(tensor.name)
             if spec is None:
-                raise unknown_input(self.name, tensor.name) if triton else \
-                    InvalidInput(f"unexpected input '{tensor.name}' for model '{self.name}'; expected {sorted(specs)}")
+                raise InvalidInput(f"unexpected input '{tensor.name}' for model '{self.name}'; "
+                                   f"expected {sorted(specs)}")
             if loose:
                 arrays[tensor.name] = self.prepare(tensor.name, tensor.as_numpy())
                 continue
             if tensor.datatype != spec.datatype:
-                if triton:
-                    raise wrong_datatype(request.id, self.name, tensor.name, tensor.datatype, spec.datatype)
                 raise InvalidInput(f"input '{tensor.name}' has datatype {tensor.datatype}; "
                                    f"model '{self.name}' expects {spec.datatype}")
             array = tensor.as_numpy()
             if not shape_fits(spec.shape, array.shape):
-                if triton:
-                    raise wrong_shape(request.id, self.name, tensor.name, spec.shape, array.shape,
-                                      int(extra["triton_max_batch_size"] or 0) > 0)
                 raise InvalidInput(f"input '{tensor.name}' has shape {list(array.shape)}; "
                                    f"model '{self.name}' expects {spec.shape} (-1 is any size)")
             if tensor.name in self.reshape_inputs:
                 array = reshaped(array, self.reshape_inputs[tensor.name], self.reshape_batched,
                                  f"input '{tensor.name}'")
             arrays[tensor.name] = self.prepare(tensor.name, array)
-        limit = self._batch_limit()
-        if limit and arrays:
-            first = next(iter(arrays.values()))
-            if first.ndim and first.shape[0] > limit:  # as Triton: a config.pbtxt max_batch_size bounds each request
-                raise batch_too_large(request.id, self.name, limit)
         missing = [name for name in specs if name not in arrays and name not in optional]
         if missing and triton:
             raise missing_inputs(request.id, self.name, list(arrays), missing, len(specs) - len(optional), len(specs))
@@ -358,12 +348,6 @@ class FrameworkModel(Model):
         core's words."""
         return "triton_max_batch_size" in (self.settings.model_extra or {}) and \
             not getattr(self.backend, "loose_inputs", False)
-
-    def _batch_limit(self) -> int:
-        """The max_batch_size a Triton config.pbtxt declared (0: none). MLServer's max_batch_size only
-        sizes adaptive batches, and bare artefacts get an automatic one: neither refuses big requests."""
-        limit = (getattr(self.settings, "model_extra", None) or {}).get("triton_max_batch_size") or 0
-        return int(limit) if self.scheduler is not None and self.scheduler.batch_dim else 0
 
     async def _submit(self, arrays: Dict[str, np.ndarray], parameters: Optional[dict],
                       outputs: Optional[List[str]] = None, reduce: Optional[Dict[str, int]] = None

@@ -42,6 +42,7 @@ from gpuserve.ownership import owned, roots
 from gpuserve.response_stream import ResponseStream
 from gpuserve.runtimes import FrameworkModel
 from gpuserve.triton_bls import BLS_STREAM, PythonModelError, ServerBridge
+from gpuserve.triton_input_order import backend_order
 from gpuserve.triton_config import delay_scheduler_count, dynamic_batching_settings, read_config
 from gpuserve.triton_python_env import environment_for
 from gpuserve.triton_python_env import use as use_environment
@@ -244,9 +245,9 @@ class PythonInstance:
             null._make_sender = functools.partial(self._sender_for, job)
             return null
         request: InferRequest = job.parameters["request"]
-        tensors = [_tensor(t.name, array, t.datatype == "BF16")
-                   for t, array in zip(request.inputs, job.parameters["arrays"])]
-        tensors += [_tensor(name, array) for name, array in job.parameters.get("controls", ())]
+        tensors = _in_backend_order([_tensor(t.name, array, t.datatype == "BF16")
+                                     for t, array in zip(request.inputs, job.parameters["arrays"])],
+                                    [_tensor(name, array) for name, array in job.parameters.get("controls", ())])
         names = [o.name for o in request.request_outputs] if request.request_outputs else \
             [s.name for s in self.outputs]
         given = request.parameters or {}
@@ -335,7 +336,8 @@ class PythonInstance:
         decoupled = self.owner.decoupled
         requests, answered = [], []
         for part in parts:
-            request = pb.InferenceRequest(model_name=self.owner.name, inputs=[_tensor(k, v) for k, v in part.items()],
+            request = pb.InferenceRequest(model_name=self.owner.name,
+                                          inputs=_in_backend_order([_tensor(k, v) for k, v in part.items()]),
                                           requested_output_names=[s.name for s in self.outputs])
             got, done = [], threading.Event()
 
@@ -461,6 +463,19 @@ def _tensor(name: str, array: np.ndarray, bf16: bool = False) -> pb.Tensor:
     if bf16:
         tensor._bf16 = True
     return tensor
+
+
+def _in_backend_order(inputs: List[pb.Tensor], controls: List[pb.Tensor] = ()) -> List[pb.Tensor]:
+    """A request's tensors in the order Triton's backend hands them to `request.inputs()`: its input map's
+    order, then the sequence batcher's controls (gpuserve/triton_input_order.py); not the order sent once
+    there are three inputs or more. A control named as an input takes that input's place, as in Triton."""
+    if len(inputs) < 3 and not controls:
+        return inputs
+    tensors = {tensor.name(): tensor for tensor in inputs}
+    sent = tuple(tensors)
+    added = tuple(tensor.name() for tensor in controls if tensor.name() not in tensors)
+    tensors.update((tensor.name(), tensor) for tensor in controls)
+    return [tensors[name] for name in backend_order(sent, added)]
 
 
 STUB_NAME_REFUSES = set(";|&$`<>()[]{}\\\"'*?~#!")

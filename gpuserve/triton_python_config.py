@@ -18,13 +18,12 @@ import numpy as np
 
 from gpuserve import triton_pb_utils as pb
 from gpuserve.backends.base import TensorSpec
-from gpuserve.datatypes import shape_fits
-from gpuserve.triton_refusals import (batch_too_large, check_input_count, missing_inputs, unknown_input,
-                                      wrong_datatype, wrong_shape)
 from gpuserve.errors import InvalidInput, InvalidSettings
 from gpuserve.import_path import move_on_path
 from gpuserve.triton_config import config_tensors
 from gpuserve.triton_normalize import normalize
+from gpuserve.triton_refusals import missing_inputs
+from gpuserve.triton_request_check import check_request
 
 UTILS_MODULE = "triton_python_backend_utils"
 _IMPORT_LOCK = threading.Lock()  # models load on several threads; sys.path and sys.modules are shared
@@ -205,28 +204,17 @@ def bytes_elements(array: np.ndarray, name: str) -> np.ndarray:
 def checked_inputs(model: str, request, by_name: Dict[str, TensorSpec], optional, max_batch_size: int
                    ) -> Dict[str, Any]:
     """A request's arrays by name, checked against the config's inputs (by name) as Triton checks them
-    before any backend, with Triton's messages (gpuserve/triton_refusals.py): known names, datatypes, shapes,
-    required inputs, the batch limit."""
+    before any backend, in its order and with its messages (gpuserve/triton_request_check.py), then decoded;
+    a required input left out while the count allows it (an optional one sent instead) is refused too."""
+    check_request(request, model, by_name, optional, max_batch_size)
     arrays: Dict[str, Any] = {}
-    check_input_count(request, model, by_name, optional)  # as Triton core: the count first, then each input
     for tensor in request.inputs:
-        spec = by_name.get(tensor.name)
-        if spec is None:
-            raise unknown_input(model, tensor.name)
-        if tensor.datatype != spec.datatype:
-            raise wrong_datatype(request.id, model, tensor.name, tensor.datatype, spec.datatype)
         array = tensor.as_numpy()
-        if spec.datatype == "BYTES" and array.dtype == object:
+        if by_name[tensor.name].datatype == "BYTES" and array.dtype == object:
             array = bytes_elements(array, tensor.name)
-        if not shape_fits(spec.shape, array.shape):
-            raise wrong_shape(request.id, model, tensor.name, spec.shape, array.shape, max_batch_size > 0)
         arrays[tensor.name] = array
     missing = [n for n in by_name if n not in arrays and n not in optional] if len(arrays) < len(by_name) else None
     if missing:
         raise missing_inputs(request.id, model, list(arrays), missing, len(by_name) - len(optional), len(by_name))
-    if max_batch_size and arrays:
-        rows = next(iter(arrays.values())).shape[0]
-        if rows > max_batch_size:
-            raise batch_too_large(request.id, model, max_batch_size)
     return arrays
 

@@ -1,10 +1,13 @@
 """Triton core's words for a request it refuses before any backend runs it (its request normalisation):
-the input count, an input's datatype and shape, the batch size, a tensor named twice.
+the input count, an input's batch dimension, datatype and shape, the batch size, a tensor named twice.
 
 Each begins with the request's id, `[request id: ID] ` (`<id_unknown>` without one), in HTTP and gRPC answers
-and in a BLS caller's error alike; lists are written without spaces and in name order (Triton keeps them in
-sets). Checked against Triton 2.51: clients and scripts that migrate match on the whole text. A name the
-model does not have is refused without the id, as Triton does.
+and in a BLS caller's error alike; lists are written without spaces, the inputs sent in the order Triton
+walks them (gpuserve/triton_input_order.py), the missing ones in the config's order. Where several inputs are
+wrong, the one named is the first in that walk, as gpuserve/triton_request_check.py checks in
+Triton's order. Checked against
+Triton 2.51: clients and scripts that migrate match on the whole text. A name the model does not have is
+refused without the id, as Triton does.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 from typing import Collection, Iterable, Optional, Sequence
 
 from gpuserve.errors import InvalidInput
+from gpuserve.triton_input_order import checked_order
 
 # what Triton adds to a shape refusal for a model with a non-zero max_batch_size (without one: nothing)
 SHAPE_NOTE = ("NOTE: Setting a non-zero max_batch_size in the model config requires a batch dimension to be "
@@ -44,6 +48,27 @@ def batch_too_large(request_id: Optional[str], model: str, limit: int) -> Invali
                         f"'{model}'")
 
 
+def no_batch_dim(request_id: Optional[str], model: str, name: str) -> InvalidInput:
+    return InvalidInput(f"{request_prefix(request_id)}input '{name}' has no shape but model requires batch "
+                        f"dimension for '{model}'")
+
+
+def batch_mismatch(request_id: Optional[str], model: str, name: str) -> InvalidInput:
+    return InvalidInput(f"{request_prefix(request_id)}input '{name}' batch size does not match other inputs for "
+                        f"'{model}'")
+
+
+def byte_size_mismatch(request_id: Optional[str], model: str, name: str, expected: int, got: int) -> InvalidInput:
+    return InvalidInput(f"{request_prefix(request_id)}input byte size mismatch for input '{name}' for model "
+                        f"'{model}'. Expected {expected}, got {got}")
+
+
+def string_count_mismatch(request_id: Optional[str], model: str, name: str, expected: int, got: int
+                          ) -> InvalidInput:
+    return InvalidInput(f"{request_prefix(request_id)}expected {expected} string elements for inference input "
+                        f"'{name}' for model '{model}', got {got}")
+
+
 def named_twice(request_id: Optional[str], kind: str, name: str) -> InvalidInput:
     """`kind` input or output."""
     return InvalidInput(f"{request_prefix(request_id)}{kind} '{name}' already exists in request")
@@ -74,11 +99,12 @@ def check_input_count(request, model: str, names: Collection[str], optional: Col
 
 
 def _listed(names: Sequence[str]) -> str:
-    return "[" + ",".join(f"'{name}'" for name in sorted(names)) + "]"
+    """The inputs sent, in the order Triton walks them."""
+    return "[" + ",".join(f"'{name}'" for name in checked_order(names)) + "]"
 
 
 def _closed(names: Sequence[str]) -> str:
-    """Triton's list of missing inputs: each name quoted with a comma after it, the last comma made the
-    closing bracket, so an empty one (an input too many) is written `]`."""
-    text = "[" + "".join(f"'{name}'," for name in sorted(names))
+    """Triton's list of missing inputs, in the config's order: each name quoted with a comma after it, the
+    last comma made the closing bracket, so an empty one (an input too many) is written `]`."""
+    text = "[" + "".join(f"'{name}'," for name in names)
     return text[:-1] + "]"
