@@ -448,7 +448,8 @@ class DataPlane:
             if response.model_version is None and getattr(model, "version", None) is not None:
                 response.model_version = str(model.version)
             if request.request_outputs and not getattr(model, "answers_every_output", False):
-                response.outputs = select_outputs(response, request, getattr(model, "output_specs", None))
+                response.outputs = select_outputs(response, request, getattr(model, "output_specs", None),
+                                                  getattr(model, "outputs_in_model_order", False))
                 apply_classification(model, request, response)
             if cache_key is not None:
                 self._keep(model, request, response, cache_key, lookup_ns)
@@ -711,10 +712,11 @@ def adaptive_batcher(model) -> Optional[AdaptiveBatcher]:
     return batcher
 
 
-def select_outputs(response: InferResponse, request: InferRequest, declared=None) -> list:
-    """Keep the outputs the client asked for, in its order, carrying its per-output parameters. Where the
-    model's config `declared` its outputs (Python backend, ensembles), one it declares but did not give is
-    left out, as Triton leaves it out; one it does not declare is refused."""
+def select_outputs(response: InferResponse, request: InferRequest, declared=None, in_model_order=False) -> list:
+    """Keep the outputs the client asked for, in its order (or, `in_model_order`, in the order the model
+    answered them, as Triton's Python backend and ensembles do), carrying its per-output parameters. Where
+    the model's config `declared` its outputs (Python backend, ensembles), one it declares but did not give
+    is left out, as Triton leaves it out; one it does not declare is refused."""
     by_name = {o.name: o for o in response.outputs}
     chosen = []
     for wanted in request.request_outputs:
@@ -726,6 +728,9 @@ def select_outputs(response: InferResponse, request: InferRequest, declared=None
                 continue
             raise InvalidInput(f"unexpected inference output '{wanted.name}' for model '{request.model_name}'")
         chosen.append(output)
+    if in_model_order and len(chosen) > 1:
+        position = {output.name: index for index, output in enumerate(response.outputs)}
+        chosen.sort(key=lambda output: position[output.name])
     return chosen
 
 

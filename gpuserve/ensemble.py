@@ -36,6 +36,7 @@ from gpuserve.errors import GpuserveError, InferenceError, InvalidInput, Invalid
 from gpuserve.model import Model
 from gpuserve.declared_tensors import config_reshapes, from_reshape, to_reshape
 from gpuserve.triton_config import read_config
+from gpuserve.triton_input_order import map_order
 from gpuserve.triton_python_config import checked_inputs, tensor_specs
 from gpuserve.types import InferInput, InferOutput, InferRequest, InferResponse, RequestedOutput
 
@@ -142,6 +143,7 @@ def plan_steps(name: str, config: Dict[str, Any]) -> List[Step]:
 
 class EnsembleModel(Model):
     platform = "ensemble"
+    outputs_in_model_order = True  # Triton answers an ensemble's outputs in its output map's order (_response)
     engine_backed = True  # runs in the server process (its steps reach the other models there), never in workers
     plain_predict = True  # no user hooks: the data plane awaits predict directly
 
@@ -377,8 +379,12 @@ class EnsembleModel(Model):
         return kept[::-1]
 
     def _response(self, payload: InferRequest, tensors: Dict[str, Any]) -> InferResponse:
-        names = [o.name for o in payload.request_outputs] if payload.request_outputs else \
-            [s.name for s in self.output_specs]
+        """The outputs in the order Triton answers them: the walk of an unordered_map of the config's outputs
+        (gpuserve/triton_input_order.py), those asked for among them."""
+        names = map_order(tuple(s.name for s in self.output_specs))
+        if payload.request_outputs:
+            asked = {o.name for o in payload.request_outputs}
+            names = [name for name in names if name in asked]
         for name in names:
             if name in tensors and tensors[name] is None:  # Triton's verbose line
                 logger.debug("Composing models did not output tensor %s", name)

@@ -489,6 +489,7 @@ def _check_stub_names(names: List[str]) -> None:
 
 
 class TritonPythonBackendModel(FrameworkModel):
+    outputs_in_model_order = True  # Triton's Python backend answers outputs as execute returned them
     plain_predict = True  # its own predict, with no user hooks: the data plane may await it directly
     platform = ""
     classifies_outputs = False

@@ -106,6 +106,31 @@ class TritonPythonModel:
 """
 
 
+OUTPUTS_MODEL = """
+import triton_python_backend_utils as pb_utils
+
+class TritonPythonModel:
+    def execute(self, requests):
+        answers = []
+        for r in requests:
+            x = pb_utils.get_input_tensor_by_name(r, "IN").as_numpy()
+            names = ["M", "out_logits", "Z", "B", "A"]
+            answers.append(pb_utils.InferenceResponse([pb_utils.Tensor(n, x + i) for i, n in enumerate(names)]))
+        return answers
+"""
+
+ENSEMBLE = """name: "ens"
+platform: "ensemble"
+max_batch_size: 0
+input [ { name: "IN" data_type: TYPE_FP32 dims: [ 1 ] } ]
+output [ { name: "EZ" data_type: TYPE_FP32 dims: [ 1 ] }, { name: "EA" data_type: TYPE_FP32 dims: [ 1 ] },
+         { name: "EM" data_type: TYPE_FP32 dims: [ 1 ] }, { name: "EB" data_type: TYPE_FP32 dims: [ 1 ] } ]
+ensemble_scheduling { step [ { model_name: "outs" model_version: -1 input_map { key: "IN" value: "IN" }
+  output_map [ { key: "Z" value: "EZ" }, { key: "A" value: "EA" }, { key: "M" value: "EM" }, { key: "B" value: "EB" } ]
+} ] }
+"""
+
+
 def _inputs(names, datatype="TYPE_FP32", dims="[ 4 ]", optional=False):
     flag = " optional: true" if optional else ""
     return ", ".join(f'{{ name: "{n}" data_type: {datatype} dims: {dims}{flag} }}' for n in names)
@@ -143,6 +168,10 @@ def server(tmp_path_factory):
         "ox40": (_config("ox40", 'platform: "onnxruntime_onnx"', 0, _inputs(abcd, dims="[ -1, 4 ]"),
                          out_dims="[ -1, 4 ]"), None),
         "cfgorder": (_config("cfgorder", 'backend: "python"', 8, _inputs(["Z", "A", "M", "Q"])), FIRST_INPUT_MODEL),
+        "outs": (_config("outs", 'backend: "python"', 0, _inputs(["IN"], dims="[ 1 ]"), out_dims="[ 1 ]").replace(
+            'output [ { name: "OUT" data_type: TYPE_FP32 dims: [ 1 ] } ]',
+            "output [ " + _inputs(["Z", "A", "M", "B", "out_logits"], dims="[ 1 ]") + " ]"), OUTPUTS_MODEL),
+        "ens": (ENSEMBLE, ""),
         "strb": (_config("strb", 'backend: "python"', 8, _inputs(["S", "T"], "TYPE_STRING", "[ 2 ]"),
                          "TYPE_STRING", "[ 2 ]"), FIRST_INPUT_MODEL),
     }
@@ -151,7 +180,7 @@ def server(tmp_path_factory):
         (root / name / "config.pbtxt").write_text(config)
         if source is None:
             _sum_onnx(root / name / "1" / "model.onnx", abcd)
-        else:
+        elif source:
             (root / name / "1" / "model.py").write_text(source)
     with running_server(repository=DiskRepository(root).populate(ModelRepository())) as running:
         yield running
@@ -193,8 +222,8 @@ REFUSALS = [
     (("four", "ox4"), [("A", _rows(9).astype(np.float64)), ("B", _rows(9)), ("C", _rows(9)), ("D", _rows(9))],
      P + "inference request batch-size must be <= 8 for '<model>'"),
     (("four", "ox4"), [("A", _rows(2)), ("B", _rows(2))],
-     P + "expected 4 inputs but got 2 inputs for model '<model>'. Got input(s) ['B','A'], but missing required input(s) "
-     "['C','D']. Please provide all required input(s)."),
+     P + "expected 4 inputs but got 2 inputs for model '<model>'. Got input(s) ['B','A'], but missing required "
+     "input(s) ['C','D']. Please provide all required input(s)."),
     (("four", "ox4"), [("D", _rows(2)), ("C", _rows(2)), ("A", _rows(2))],
      P + "expected 4 inputs but got 3 inputs for model '<model>'. Got input(s) ['A','C','D'], but missing required "
      "input(s) ['B']. Please provide all required input(s)."),
@@ -204,8 +233,8 @@ REFUSALS = [
     (("four", "ox4"), [("X", _rows(2)), ("Y", _rows(2)), ("A", _rows(2)), ("B", _rows(2))],
      "unexpected inference input 'Y' for model '<model>'"),
     (("four0",), [("A", np.zeros(3, np.float32)), ("B", np.zeros(4, np.float32)), ("C", np.zeros(5, np.float32)),
-                  ("D", np.zeros(4, np.float32))], P + "unexpected shape for input 'C' for model '<model>'. Expected [4], "
-     "got [5]. "),
+                  ("D", np.zeros(4, np.float32))],
+     P + "unexpected shape for input 'C' for model '<model>'. Expected [4], got [5]. "),
     (("ox40",), [("A", _rows(1, 3)), ("B", _rows(1)), ("C", _rows(1, 5)), ("D", _rows(1))],
      P + "unexpected shape for input 'C' for model '<model>'. Expected [-1,4], got [1,5]. "),
     (("cfgorder",), [("A", _rows(2))],
@@ -237,3 +266,23 @@ def test_a_good_request_of_many_inputs_is_answered(server):
         answer = _post(server, model, tensors)
         assert answer.status_code == 200, answer.text
         assert (np.array(answer.json()["outputs"][0]["data"]).reshape(2, 4) == expected).all()
+
+
+# (model, outputs asked for, the order Triton 2.51 answered them in, HTTP and gRPC alike)
+OUTPUT_ORDERS = [
+    ("outs", None, "M out_logits Z B A"), ("outs", "B Z A", "Z B A"),
+    ("outs", "A B M Z out_logits", "M out_logits Z B A"), ("outs", "out_logits M", "M out_logits"),
+    ("ens", None, "EB EM EA EZ"), ("ens", "EB EZ EA", "EB EA EZ"), ("ens", "EA EB EM EZ", "EB EM EA EZ"),
+]
+
+
+@pytest.mark.parametrize("model, asked, answered", OUTPUT_ORDERS)
+def test_outputs_come_in_tritons_order(server, model, asked, answered):
+    """A Python model's outputs as execute returned them, an ensemble's in its output map's walk; either
+    way not in the order the client asked for them (clients reading outputs[0] get Triton's first)."""
+    body = {"inputs": [{"name": "IN", "shape": [1], "datatype": "FP32", "data": [0]}]}
+    if asked:
+        body["outputs"] = [{"name": name} for name in asked.split()]
+    answer = httpx.post(f"http://127.0.0.1:{server.ports['http']}/v2/models/{model}/infer", json=body)
+    assert answer.status_code == 200, answer.text
+    assert [o["name"] for o in answer.json()["outputs"]] == answered.split()
