@@ -119,7 +119,7 @@ class ServerBridge:
             parameters.setdefault("timeout", request.timeout())
         ours = InferRequest(request.model_name(), inputs, request_id=request.request_id() or None,
                             parameters=parameters,
-                            request_outputs=[RequestedOutput(n) for n in request.requested_output_names()] or None,
+                            request_outputs=[RequestedOutput(n) for n in dict.fromkeys(request._outputs)] or None,
                             model_version=str(version) if version is not None and int(version) > 0 else None)
         given = request._trace
         if isinstance(given, pb.InferenceTrace) and given._trace is not None:  # trace=request.trace()

@@ -15,7 +15,7 @@ import enum
 import json
 import logging
 import threading
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Set
 
 import numpy as np
 
@@ -361,8 +361,10 @@ class InferenceRequest:
     def inputs(self) -> List[Tensor]:
         return self._inputs
 
-    def requested_output_names(self) -> List[str]:
-        return list(self._outputs)
+    def requested_output_names(self) -> Set[str]:
+        """A set, as Triton's stub hands it (a std::set made a Python set): models written for Triton may use
+        set operations on it, and none can rely on an order."""
+        return set(self._outputs)
 
     def request_id(self) -> str:
         return self._request_id

@@ -25,12 +25,13 @@ ECHO = textwrap.dedent('''
         def execute(self, requests):
             responses = []
             for request in requests:
-                seen = {"model_name": request.model_name(), "outputs": request.requested_output_names(),
+                seen = {"model_name": request.model_name(), "outputs": sorted(request.requested_output_names()),
+                        "outputs_kind": type(request.requested_output_names()).__name__,
                         "inputs": [t.name() for t in request.inputs()], "id": request.request_id(),
                         "correlation_id": request.correlation_id(), "flags": request.flags(),
                         "timeout": request.timeout(), "version": request.model_version(),
                         "parameters": json.loads(request.parameters()), "trace": request.trace().get_context()}
-                request.requested_output_names().append("changed")  # a copy: the request keeps its own
+                request.requested_output_names().add("changed")  # a copy (a set, as Triton's): the request's stays
                 text = np.array([json.dumps(seen).encode()], dtype=object)
                 responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("SEEN", text),
                                                              pb_utils.Tensor("OUT", request.inputs()[0].as_numpy())]))
@@ -82,7 +83,8 @@ def test_execute_sees_what_the_client_sent(tmp_path):
     async def check(ask):
         seen = _seen(await ask("r-7", {"sequence_id": 42, "sequence_start": True, "timeout": 5000, "custom": "x",
                                        "binary_data_output": True}))
-        assert seen == {"model_name": "echo", "outputs": ["SEEN", "OUT"], "inputs": ["IN"], "id": "r-7",
+        assert seen == {"model_name": "echo", "outputs": ["OUT", "SEEN"], "outputs_kind": "set", "inputs": ["IN"],
+                        "id": "r-7",
                         "correlation_id": 42, "flags": pb.TRITONSERVER_REQUEST_FLAG_SEQUENCE_START, "timeout": 5000,
                         "version": 3, "parameters": {"custom": "x"}, "trace": None}
         seen = _seen(await ask(outputs=[RequestedOutput("SEEN")], parameters={"sequence_id": "corr-a",

@@ -119,6 +119,24 @@ class TritonPythonModel:
         return answers
 """
 
+BLS_MODEL = """
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+class TritonPythonModel:
+    def execute(self, requests):
+        answers = []
+        for r in requests:
+            call = pb_utils.InferenceRequest(model_name="outs", requested_output_names=["A", "A", "B"],
+                                             inputs=[pb_utils.get_input_tensor_by_name(r, "IN")])
+            names = call.requested_output_names()
+            got = call.exec()
+            text = f"{type(names).__name__}:{len(names)}:" + ",".join(t.name() for t in got.output_tensors())
+            out = pb_utils.Tensor("OUT", np.array([text.encode()], dtype=object))
+            answers.append(pb_utils.InferenceResponse([out]))
+        return answers
+"""
+
 ENSEMBLE = """name: "ens"
 platform: "ensemble"
 max_batch_size: 0
@@ -172,6 +190,8 @@ def server(tmp_path_factory):
             'output [ { name: "OUT" data_type: TYPE_FP32 dims: [ 1 ] } ]',
             "output [ " + _inputs(["Z", "A", "M", "B", "out_logits"], dims="[ 1 ]") + " ]"), OUTPUTS_MODEL),
         "ens": (ENSEMBLE, ""),
+        "blsdup": (_config("blsdup", 'backend: "python"', 0, _inputs(["IN"], dims="[ 1 ]"), "TYPE_STRING", "[ 1 ]"),
+                   BLS_MODEL),
         "strb": (_config("strb", 'backend: "python"', 8, _inputs(["S", "T"], "TYPE_STRING", "[ 2 ]"),
                          "TYPE_STRING", "[ 2 ]"), FIRST_INPUT_MODEL),
     }
@@ -286,3 +306,12 @@ def test_outputs_come_in_tritons_order(server, model, asked, answered):
     answer = httpx.post(f"http://127.0.0.1:{server.ports['http']}/v2/models/{model}/infer", json=body)
     assert answer.status_code == 200, answer.text
     assert [o["name"] for o in answer.json()["outputs"]] == answered.split()
+
+
+def test_requested_output_names_is_a_set_as_in_triton(server):
+    """Triton's stub hands `requested_output_names()` as a Python set: a BLS request naming an output twice
+    asks for it once, and gets its outputs in the called model's order (Triton 2.51: `set:2:B,A`)."""
+    body = {"inputs": [{"name": "IN", "shape": [1], "datatype": "FP32", "data": [0]}]}
+    answer = httpx.post(f"http://127.0.0.1:{server.ports['http']}/v2/models/blsdup/infer", json=body)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["outputs"][0]["data"] == ["set:2:B,A"]

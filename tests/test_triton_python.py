@@ -104,7 +104,7 @@ class TritonPythonModel:
             text = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy()
             upper = np.array([t.upper() for t in text.ravel()], dtype=object).reshape(text.shape)
             params = request.parameters()
-            names = ",".join(request.requested_output_names())
+            names = ",".join(sorted(request.requested_output_names()))
             out.append(pb_utils.InferenceResponse(
                 [pb_utils.Tensor("TEXT_OUT", upper), pb_utils.Tensor("LEN", np.array([len(t) for t in text], np.int64)),
                  pb_utils.Tensor("META", np.array([params.encode(), request.request_id().encode(), names.encode()],
@@ -402,7 +402,7 @@ def test_request_checks_bytes_parameters_and_requested_outputs(repo):
             assert result.as_numpy("TEXT_OUT").tolist() == [b"AB", b"XYZ"] and result.as_numpy("LEN") is None
             params, request_id, names = result.as_numpy("META")
             assert json.loads(params) == {"lang": "en", "n": 3}
-            assert request_id == b"r-7" and names == b"TEXT_OUT,META"
+            assert request_id == b"r-7" and names == b"META,TEXT_OUT"
             assert result.get_response()["parameters"] == {"answered": True}
             # JSON strings reach execute as bytes too, as in Triton (not str: bytes.upper() would fail)
             text.set_data_from_numpy(np.array(["héllo", "x"], dtype=object), binary_data=False)

@@ -42,7 +42,7 @@ class TritonPythonModel:
         rows = []
         for r in requests:
             row = {"corr": r.correlation_id(), "flags": r.flags(), "id": r.request_id(),
-                   "outs": list(r.requested_output_names())}
+                   "outs": sorted(r.requested_output_names())}
             for name in ("START", "READY", "CORRID"):
                 row[name] = int(pb_utils.get_input_tensor_by_name(r, name).as_numpy().flat[0])
             rows.append(row)
