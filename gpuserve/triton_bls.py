@@ -117,6 +117,14 @@ class ServerBridge:
         parameters = json.loads(request.parameters())
         if request.timeout():
             parameters.setdefault("timeout", request.timeout())
+        # a call to a sequence model: its correlation ID and flags, as the protocols carry them
+        if request.correlation_id():
+            parameters["sequence_id"] = request.correlation_id()
+        flags = request.flags()
+        if flags & pb.TRITONSERVER_REQUEST_FLAG_SEQUENCE_START:
+            parameters["sequence_start"] = True
+        if flags & pb.TRITONSERVER_REQUEST_FLAG_SEQUENCE_END:
+            parameters["sequence_end"] = True
         ours = InferRequest(request.model_name(), inputs, request_id=request.request_id() or None,
                             parameters=parameters,
                             request_outputs=[RequestedOutput(n) for n in dict.fromkeys(request._outputs)] or None,

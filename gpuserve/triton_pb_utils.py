@@ -14,6 +14,8 @@ import asyncio
 import enum
 import json
 import logging
+import os
+import sys
 import threading
 from typing import Any, Dict, List, Optional, Set
 
@@ -124,6 +126,8 @@ class Tensor:
         array = np.asarray(data) if dtype is None else np.asarray(data, dtype=dtype)
         if array.dtype.kind == "U":  # as Triton: text becomes BYTES elements
             array = object_map(str.encode, array)
+        elif not array.flags.c_contiguous:  # as Triton, which copies a tensor into its shared memory
+            array = np.ascontiguousarray(array)
         self._name = name
         self._array = array
 
@@ -375,6 +379,10 @@ class InferenceRequest:
     def flags(self) -> int:
         return self._flags
 
+    def set_flags(self, flags: int) -> None:
+        """As Triton's: a BLS request's sequence flags set after it was made."""
+        self._flags = _int_arg("InferenceRequest.set_flags()", "flags", flags, unsigned=True)
+
     def timeout(self) -> int:
         return self._timeout
 
@@ -497,6 +505,15 @@ def outside_execute(flag: bool) -> None:
 def _bls_allowed() -> None:
     if getattr(_local, "outside_execute", False):
         raise TritonModelException("BLS is only supported during the 'execute' function.")
+
+
+def get_model_dir() -> str:
+    """The folder of the running model's model.py (its version folder), as Triton's stub answers."""
+    path = getattr(sys.modules.get("model"), "__file__", None)  # the module of the model this thread runs
+    if not path:
+        raise TritonModelException("get_model_dir() answers only in a model's own code (its import, "
+                                   "initialize, execute or finalize)")
+    return os.path.dirname(path)
 
 
 def current_bridge():

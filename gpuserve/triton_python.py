@@ -458,7 +458,9 @@ async def _submit(scheduler: Scheduler, arrays: Dict[str, np.ndarray], parameter
 
 
 def _tensor(name: str, array: np.ndarray, bf16: bool = False) -> pb.Tensor:
-    tensor = pb.Tensor.__new__(pb.Tensor)  # the request's own array: no check, no copy
+    if not array.flags.writeable:  # read in place from the request's bytes; Triton's stub hands models a
+        array = array.copy()  # copy they may change in place (`x *= 2` on an input), so here too
+    tensor = pb.Tensor.__new__(pb.Tensor)  # the request's own array: no check
     tensor._name, tensor._array = name, array
     if bf16:
         tensor._bf16 = True

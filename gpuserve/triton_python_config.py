@@ -89,12 +89,16 @@ def import_model_file(path: Path, unique: str):
                 raise InvalidSettings(f"cannot import {path}")
             module = importlib.util.module_from_spec(spec)
             sys.modules[unique], sys.modules[own] = package, module
+            running = getattr(_RUNNING, "module", None)
+            running_model(module)  # its top-level code finds itself as `model` (pb_utils.get_model_dir())
             try:
                 spec.loader.exec_module(module)
             except BaseException:
                 sys.modules.pop(own, None)
                 sys.modules.pop(unique, None)
                 raise
+            finally:
+                running_model(running)
         finally:
             move_on_path(folder, first=False)
             for name in set(sys.modules) - before - {unique, own}:
