@@ -235,6 +235,16 @@ class ServerSettings(BaseSettings):
     # "auto": our HTTP/1.1 server on httptools (server/rest/http11.py) when httptools is installed,
     # else uvicorn; "uvicorn" forces uvicorn (and its ASGI fast path) for every route.
     http_server: Literal["auto", "gpuserve", "uvicorn"] = "auto"
+    # KServe 0.21's --ssl_certfile / --ssl_keyfile (in a KServe script also KSERVE_TLS_CERT_FILE /
+    # KSERVE_TLS_KEY_FILE): the HTTP endpoint serves HTTPS with this PEM certificate and key
+    http_ssl_certfile: Optional[str] = None
+    http_ssl_keyfile: Optional[str] = None
+    # an idle keep-alive HTTP connection closes after this many seconds (KServe 0.21's --timeout-keep-alive,
+    # 65 in its scripts)
+    http_keep_alive_s: float = Field(75.0, gt=0)
+    # the event loop the server runs: uvloop when installed ("auto"), or the one named (KServe 0.21's
+    # --event-loop)
+    event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
     # "native": our HTTP/2 (server/grpc/native.py; needs the `hpack` package, part of gpuserve[grpc]): grpc.aio
     # costs ~250 us more server CPU a call (RESULTS.md, session 6). "grpcio": grpc.aio, the fallback.
     grpc_transport: Literal["native", "grpcio"] = "native"

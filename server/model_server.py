@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -112,7 +113,7 @@ def bind(host: str, port: int, reuse_port: bool = False, service: str = "HTTP") 
     return sock
 
 
-# KServe 0.16's model server flags and their defaults: (flag, type, default, help).
+# KServe 0.21's model server flags and their defaults: (flag, type, default, help).
 _PROTOCOLS = ["v1", "v2", "grpc-v2"]
 _FLAGS = (
     ("--http_port", int, 8080, "The HTTP port listened to by the model server."),
@@ -135,7 +136,14 @@ _FLAGS = (
     ("--grpc_max_send_message_length", int, 8388608, "The max size of a gRPC message sent."),
     ("--grpc_max_receive_message_length", int, 8388608, "The max size of a gRPC message received."),
     ("--predictor_request_retries", int, 0, "Retries of a failed call to the predictor."),
+    ("--event-loop", str, "auto", "The event loop served on: auto (uvloop when installed), asyncio or uvloop."),
+    ("--timeout-keep-alive", int, 65, "Seconds an idle keep-alive HTTP connection stays open."),
+    ("--ssl_certfile", str, None, "The PEM certificate file to serve HTTPS with (else KSERVE_TLS_CERT_FILE)."),
+    ("--ssl_keyfile", str, None, "The PEM private key file to serve HTTPS with (else KSERVE_TLS_KEY_FILE)."),
 )
+# KServe 0.21: with a certificate and key and the HTTP port left at its default, it listens on 8443
+DEFAULT_HTTP_PORT, DEFAULT_HTTPS_PORT = 8080, 8443
+TLS_ENV = {"ssl_certfile": "KSERVE_TLS_CERT_FILE", "ssl_keyfile": "KSERVE_TLS_KEY_FILE"}
 
 
 def kserve_parser(defaults: bool = True) -> argparse.ArgumentParser:
@@ -144,7 +152,10 @@ def kserve_parser(defaults: bool = True) -> argparse.ArgumentParser:
     out the flags not given, so the server can tell a flag from a default (flags beat env and settings)."""
     parser = argparse.ArgumentParser(add_help=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for flag, kind, default, text in _FLAGS:
-        choices = _PROTOCOLS if flag in ("--protocol", "--predictor_protocol") else None
+        choices = _PROTOCOLS if flag in ("--protocol", "--predictor_protocol") else \
+            ["auto", "asyncio", "uvloop"] if flag == "--event-loop" else None
+        if flag.lstrip("-") in TLS_ENV:  # as KServe: the environment when the flag is not given
+            default = os.environ.get(TLS_ENV[flag.lstrip("-")])
         parser.add_argument(flag, type=kind, choices=choices, help=text,
                             default=default if defaults else argparse.SUPPRESS)
     parser.add_argument("--enable_predictor_health_check", action="store_true",
@@ -176,7 +187,7 @@ def _predictor_config_from(args: argparse.Namespace) -> PredictorConfig:
 class _Uvicorn:
     """A uvicorn server whose signals are ours, so several servers stop together and exit 0."""
 
-    def __init__(self, app, settings: ServerSettings, sock: socket.socket):
+    def __init__(self, app, settings: ServerSettings, sock: socket.socket, https: bool = False):
         import uvicorn
 
         class Server(uvicorn.Server):
@@ -184,9 +195,11 @@ class _Uvicorn:
             def capture_signals(self):
                 yield
 
+        tls = dict(ssl_certfile=settings.http_ssl_certfile, ssl_keyfile=settings.http_ssl_keyfile) if https else {}
         config = uvicorn.Config(app, lifespan="off", access_log=settings.access_log, log_config=None, interface="asgi3",
                                 timeout_graceful_shutdown=int(settings.graceful_shutdown_seconds),
-                                limit_concurrency=None, backlog=2048, timeout_keep_alive=75)
+                                limit_concurrency=None, backlog=2048,
+                                timeout_keep_alive=max(1, round(settings.http_keep_alive_s)), **tls)
         self.server = Server(config)
         self.sock = sock
 
@@ -210,10 +223,41 @@ class _Uvicorn:
         self.server.should_exit = True
 
 
+def loop_runner(kind: str = "auto") -> Callable:
+    """How to run the server's coroutine: uvloop when installed ("auto") or asked for, else asyncio's loop."""
+    if kind != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if kind == "uvloop":
+                raise InvalidSettings("event_loop 'uvloop' needs the uvloop package (gpuserve[speed])") from None
+        else:
+            return uvloop.run
+    return asyncio.run
+
+
+def _ssl_context(settings: ServerSettings) -> Optional[ssl.SSLContext]:
+    """The HTTPS endpoint's TLS context (KServe 0.21's ssl_certfile and ssl_keyfile, both or neither)."""
+    certfile, keyfile = settings.http_ssl_certfile, settings.http_ssl_keyfile
+    if not certfile and not keyfile:
+        return None
+    if not certfile or not keyfile:
+        raise InvalidSettings("HTTPS needs both a certificate and its key: ssl_certfile and ssl_keyfile "
+                              "(KSERVE_TLS_CERT_FILE and KSERVE_TLS_KEY_FILE)")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(certfile, keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        raise InvalidSettings(f"cannot serve HTTPS with certificate {certfile} and key {keyfile}: {exc}") from None
+    return context
+
+
 def _http_server(app, settings: ServerSettings, sock: socket.socket, fast: Optional[FastPath] = None,
-                 guard: Optional[HttpRestrictions] = None):
+                 guard: Optional[HttpRestrictions] = None, https: bool = False):
     """Our httptools server (inference routes without ASGI) unless settings or a missing httptools say uvicorn;
-    `guard`: endpoint groups restricted to requests with a header."""
+    `guard`: endpoint groups restricted to requests with a header; `https`: served with TLS when settings
+    name a certificate."""
+    context = _ssl_context(settings) if https else None
     if settings.http_server != "uvicorn":
         try:
             from gpuserve.server.rest.http11 import HttpServer
@@ -221,11 +265,11 @@ def _http_server(app, settings: ServerSettings, sock: socket.socket, fast: Optio
             if settings.http_server == "gpuserve":
                 raise InvalidSettings(f"http_server 'gpuserve' needs httptools (gpuserve[speed]): {exc}") from None
         else:
-            return HttpServer(app, sock, settings.max_request_bytes, fast=fast,
+            return HttpServer(app, sock, settings.max_request_bytes, fast=fast, keep_alive_s=settings.http_keep_alive_s,
                               graceful_s=settings.graceful_shutdown_seconds, access_log=settings.access_log,
-                              guard=guard)
+                              guard=guard, ssl_context=context)
     served = fast or app
-    return _Uvicorn(guard.asgi(served) if guard is not None else served, settings, sock)
+    return _Uvicorn(guard.asgi(served) if guard is not None else served, settings, sock, https=context is not None)
 
 
 class ModelServer:
@@ -236,18 +280,22 @@ class ModelServer:
     # attribute -> the ServerSettings field it stands for
     _SETTING_OF = {"http_port": "http_port", "grpc_port": "grpc_port", "workers": "workers",
                    "enable_grpc": "enable_grpc", "enable_docs_url": "enable_docs_url",
-                   "max_asyncio_workers": "max_asyncio_workers", "grace_period": "graceful_shutdown_seconds"}
+                   "max_asyncio_workers": "max_asyncio_workers", "grace_period": "graceful_shutdown_seconds",
+                   "event_loop": "event_loop", "timeout_keep_alive": "http_keep_alive_s",
+                   "ssl_certfile": "http_ssl_certfile", "ssl_keyfile": "http_ssl_keyfile"}
 
     def __init__(self, http_port: Optional[int] = None, grpc_port: Optional[int] = None,
                  workers: Optional[int] = None, max_threads: Optional[int] = None,
                  max_asyncio_workers: Optional[int] = None, registered_models: Optional[ModelRepository] = None,
                  enable_grpc: Optional[bool] = None, enable_docs_url: Optional[bool] = None,
                  enable_latency_logging: Optional[bool] = None, access_log_format: Optional[str] = None,
+                 event_loop: Optional[str] = None, timeout_keep_alive: Optional[int] = None,
                  grace_period: Optional[int] = None, predictor_config: Optional[PredictorConfig] = None,
+                 ssl_certfile: Optional[str] = None, ssl_keyfile: Optional[str] = None,
                  settings: Optional[ServerSettings] = None, metrics_port: Optional[int] = None,
                  host: Optional[str] = None, **ignored):
         for name in ignored:
-            logger.warning("ModelServer(%s=...) is not a KServe 0.16 argument; ignored", name)
+            logger.warning("ModelServer(%s=...) is not a KServe 0.21 argument; ignored", name)
         script = settings is None  # a KServe script: its command line carries KServe's flags
         args = _kserve_args() if script else argparse.Namespace()
         pick = lambda given, name: given if given is not None else getattr(args, name, None)  # noqa: E731
@@ -256,7 +304,15 @@ class ModelServer:
                          max_asyncio_workers=pick(max_asyncio_workers, "max_asyncio_workers"),
                          enable_grpc=pick(enable_grpc, "enable_grpc"),
                          enable_docs_url=pick(enable_docs_url, "enable_docs_url"),
-                         metrics_port=metrics_port, host=host, graceful_shutdown_seconds=grace_period)
+                         metrics_port=metrics_port, host=host, graceful_shutdown_seconds=grace_period,
+                         event_loop=pick(event_loop, "event_loop"),
+                         http_keep_alive_s=pick(timeout_keep_alive, "timeout_keep_alive"),
+                         http_ssl_certfile=pick(ssl_certfile, "ssl_certfile"),
+                         http_ssl_keyfile=pick(ssl_keyfile, "ssl_keyfile"))
+        if script:  # as KServe: the environment names the certificate and key when nothing else does
+            for name, variable in TLS_ENV.items():
+                if overrides[f"http_{name}"] is None:
+                    overrides[f"http_{name}"] = os.environ.get(variable) or None
         message_limits = [getattr(args, f"grpc_max_{way}_message_length", None) for way in ("send", "receive")]
         if any(limit is not None for limit in message_limits):
             overrides["grpc_max_message_bytes"] = max(limit for limit in message_limits if limit is not None)
@@ -268,6 +324,11 @@ class ModelServer:
                 settings = settings.model_copy(update={"enable_metrics_server": False})
             if "enable_docs_url" not in settings.model_fields_set:  # KServe's default; gpuserve's CLI keeps /docs
                 settings = settings.model_copy(update={"enable_docs_url": False})
+            if "http_keep_alive_s" not in settings.model_fields_set:  # KServe 0.21's default
+                settings = settings.model_copy(update={"http_keep_alive_s": 65.0})
+            if settings.http_ssl_certfile and settings.http_ssl_keyfile and settings.http_port == DEFAULT_HTTP_PORT:
+                logger.info("SSL enabled, switching listen port to %d", DEFAULT_HTTPS_PORT)  # KServe's line
+                settings = settings.model_copy(update={"http_port": DEFAULT_HTTPS_PORT})
         else:
             settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
         self.settings = settings
@@ -279,6 +340,11 @@ class ModelServer:
         self.enable_grpc = settings.enable_grpc
         self.enable_docs_url = settings.enable_docs_url
         self.grace_period = int(settings.graceful_shutdown_seconds)
+        self.event_loop = settings.event_loop
+        self.timeout_keep_alive = settings.http_keep_alive_s
+        self.ssl_certfile = settings.http_ssl_certfile
+        self.ssl_keyfile = settings.http_ssl_keyfile
+        self._loop_exception_handler: Optional[Callable] = None  # KServe's register_exception_handler(handler)
         self.enable_latency_logging = pick(enable_latency_logging, "enable_latency_logging")
         if self.enable_latency_logging is None:
             self.enable_latency_logging = True
@@ -339,8 +405,39 @@ class ModelServer:
         self.registered_models.update(model, name)
         logger.info("registered model %s", name or model.name)
 
-    def register_exception_handler(self, exception_type: type, handler: Callable) -> None:
-        self.errors.handlers[exception_type] = handler
+    def register_exception_handler(self, handler_or_type, handler: Optional[Callable] = None) -> None:
+        """KServe's form, `register_exception_handler(handler)`: `handler(loop, context)` becomes the serving
+        loop's exception handler (`default_exception_handler` otherwise). gpuserve's form,
+        `register_exception_handler(ExceptionType, handler)`: `handler(request, exc)` answers HTTP requests
+        whose model raised that exception."""
+        if handler is None:
+            self._loop_exception_handler = handler_or_type
+        else:
+            self.errors.handlers[handler_or_type] = handler
+
+    def default_exception_handler(self, loop: asyncio.AbstractEventLoop, context: Dict) -> None:
+        """KServe's: the error logged, then the loop's own handler."""
+        if "exception" in context:
+            logger.error("Caught exception: %s", context.get("exception"))
+        logger.error("message: %s", context.get("message"))
+        loop.default_exception_handler(context)
+
+    def setup_event_loop(self, loop: Optional[asyncio.AbstractEventLoop] = None) -> None:
+        """KServe's: the loop's exception handler and its default executor of max_asyncio_workers threads
+        (KServe's min(32, CPUs + 4) when unset). `serve` calls it on the loop it runs."""
+        if loop is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = asyncio.get_event_loop_policy().get_event_loop()
+        loop.set_exception_handler(self._loop_exception_handler or self.default_exception_handler)
+        workers = self.settings.max_asyncio_workers or self.settings.max_threads or min(32, (os.cpu_count() or 1) + 4)
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=workers))
+
+    def register_signal_handler(self) -> None:
+        """KServe's: SIGINT, SIGTERM and SIGQUIT stop the server (`serve` also handles SIGTERM and SIGINT)."""
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
+            signal.signal(sig, lambda number, frame: self.stop(number))
 
     def start(self, models: Optional[List[BaseKServeModel]] = None) -> None:
         """Serve until SIGTERM/SIGINT; blocks. Models not yet loaded are loaded first."""
@@ -358,13 +455,7 @@ class ModelServer:
             logger.warning("workers=%d: several processes need the models built in each of them; that works for "
                            "`gpuserve start FOLDER` (see server/workers.py), not for model objects passed to "
                            "start(); serving with 1 worker", self.settings.workers)
-        try:
-            import uvloop  # noqa: F401
-
-            runner = uvloop.run
-        except ImportError:
-            runner = asyncio.run
-        runner(self.serve(models, require_ready=True))
+        loop_runner(self.settings.event_loop)(self.serve(models, require_ready=True))
 
     def _apply_attributes(self) -> None:
         """What a script changed on the attributes after construction goes into the settings."""
@@ -383,9 +474,7 @@ class ModelServer:
         response_stream.configure(self.settings.decoupled_send_window)
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
-        workers = self.settings.max_asyncio_workers or self.settings.max_threads
-        if workers:
-            self._loop.set_default_executor(ThreadPoolExecutor(max_workers=workers))
+        self.setup_event_loop(self._loop)
         for model in models or []:
             self.register_model(model)
         s = self.settings
@@ -446,7 +535,7 @@ class ModelServer:
         http = None  # the HTTP endpoint, which a shutdown drains first (server/shutdown.py)
         if http_sock is not None:
             http = _http_server(app, s, http_sock, FastPath(app, self.dataplane, self.errors, s.max_request_bytes),
-                                http_restrictions(s.http_restricted_api))
+                                http_restrictions(s.http_restricted_api), https=True)
             self._servers.append(http)
             tasks.append(asyncio.ensure_future(http.serve()))
         if metrics_sock is not None:
@@ -629,8 +718,9 @@ class ModelServer:
         for _, _, model in self.registered_models.all_versions():
             await stop_model(model)
 
-    def stop(self) -> None:
-        """Begin a graceful stop; safe from signal handlers and from other threads."""
+    def stop(self, sig: Optional[int] = None) -> None:
+        """Begin a graceful stop; safe from signal handlers and from other threads. `sig`: KServe's argument,
+        the signal that asked for it."""
         loop, stopping = self._loop, self._stopping
         if loop is None or stopping is None:
             return

@@ -540,13 +540,14 @@ class HttpServer:
 
     def __init__(self, app, sock, body_limit: int, fast: Optional[FastPath] = None, keep_alive_s: float = 75.0,
                  graceful_s: float = 30.0, access_log: bool = False, guard=None,
-                 head_timeout_s: float = HEAD_TIMEOUT_S) -> None:
+                 head_timeout_s: float = HEAD_TIMEOUT_S, ssl_context=None) -> None:
         self.app = app
         self.fast = fast
         self.guard = guard  # server/restricted.py's HttpRestrictions, when endpoint groups are restricted
         self.sock = sock
         self.body_limit = body_limit
         self.keep_alive_s = keep_alive_s
+        self.ssl_context = ssl_context  # HTTPS (KServe 0.21's ssl_certfile / ssl_keyfile)
         self.head_timeout_s = head_timeout_s
         self.graceful_s = graceful_s
         self.access_log = access_log
@@ -564,7 +565,8 @@ class HttpServer:
         if self.stopping:
             self._stop.set()
         self._tick()
-        self._listener = await self.loop.create_server(lambda: HttpConnection(self), sock=self.sock, backlog=2048)
+        self._listener = await self.loop.create_server(lambda: HttpConnection(self), sock=self.sock, backlog=2048,
+                                                       ssl=self.ssl_context)
         if self.stopping:
             self._listener.close()
         try:
