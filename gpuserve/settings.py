@@ -242,6 +242,10 @@ class ServerSettings(BaseSettings):
     # an idle keep-alive HTTP connection closes after this many seconds (KServe 0.21's --timeout-keep-alive,
     # 65 in its scripts)
     http_keep_alive_s: float = Field(75.0, gt=0)
+    # cross-origin requests the HTTP endpoint allows (MLServer's cors_settings, served with Starlette's
+    # CORSMiddleware: allow_origins, allow_origin_regex, allow_credentials, allow_methods, allow_headers,
+    # expose_headers, max_age); None: no CORS headers, as MLServer without them (server/cors.py)
+    cors: Optional[Dict[str, Any]] = None
     # the event loop the server runs: uvloop when installed ("auto"), or the one named (KServe 0.21's
     # --event-loop)
     event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"

@@ -39,6 +39,7 @@ from gpuserve.settings import ServerSettings
 from gpuserve.utils.utils import strtobool  # KServe's flag parser, also a public KServe util
 from gpuserve.header_forward import header_forward
 from gpuserve.server.app import build_app
+from gpuserve.server.cors import with_cors
 from gpuserve.server.metrics import Exposition
 from gpuserve.server.rest.fast_path import FastPath
 from gpuserve.server.restricted import HttpRestrictions, http_restrictions
@@ -253,11 +254,12 @@ def _ssl_context(settings: ServerSettings) -> Optional[ssl.SSLContext]:
 
 
 def _http_server(app, settings: ServerSettings, sock: socket.socket, fast: Optional[FastPath] = None,
-                 guard: Optional[HttpRestrictions] = None, https: bool = False):
+                 guard: Optional[HttpRestrictions] = None, main: bool = False):
     """Our httptools server (inference routes without ASGI) unless settings or a missing httptools say uvicorn;
-    `guard`: endpoint groups restricted to requests with a header; `https`: served with TLS when settings
-    name a certificate."""
-    context = _ssl_context(settings) if https else None
+    `guard`: endpoint groups restricted to requests with a header; `main`: the inference endpoint, served with
+    TLS when settings name a certificate and with CORS when they give its settings (server/cors.py)."""
+    context = _ssl_context(settings) if main else None
+    cors = settings.cors if main else None
     if settings.http_server != "uvicorn":
         try:
             from gpuserve.server.rest.http11 import HttpServer
@@ -265,11 +267,12 @@ def _http_server(app, settings: ServerSettings, sock: socket.socket, fast: Optio
             if settings.http_server == "gpuserve":
                 raise InvalidSettings(f"http_server 'gpuserve' needs httptools (gpuserve[speed]): {exc}") from None
         else:
-            return HttpServer(app, sock, settings.max_request_bytes, fast=fast, keep_alive_s=settings.http_keep_alive_s,
-                              graceful_s=settings.graceful_shutdown_seconds, access_log=settings.access_log,
-                              guard=guard, ssl_context=context)
+            return HttpServer(with_cors(app, cors), sock, settings.max_request_bytes, fast=fast,
+                              keep_alive_s=settings.http_keep_alive_s, graceful_s=settings.graceful_shutdown_seconds,
+                              access_log=settings.access_log, guard=guard, ssl_context=context, cors=cors is not None)
     served = fast or app
-    return _Uvicorn(guard.asgi(served) if guard is not None else served, settings, sock, https=context is not None)
+    served = guard.asgi(served) if guard is not None else served
+    return _Uvicorn(with_cors(served, cors), settings, sock, https=context is not None)
 
 
 class ModelServer:
@@ -535,7 +538,7 @@ class ModelServer:
         http = None  # the HTTP endpoint, which a shutdown drains first (server/shutdown.py)
         if http_sock is not None:
             http = _http_server(app, s, http_sock, FastPath(app, self.dataplane, self.errors, s.max_request_bytes),
-                                http_restrictions(s.http_restricted_api), https=True)
+                                http_restrictions(s.http_restricted_api), main=True)
             self._servers.append(http)
             tasks.append(asyncio.ensure_future(http.serve()))
         if metrics_sock is not None:

@@ -20,6 +20,7 @@ have are logged as warnings and ignored.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -139,6 +140,20 @@ def as_mlserver_settings(settings: Any) -> ModelSettings:
     return out
 
 
+class CORSSettings(BaseSettings):
+    """MLServer's `cors_settings` (its defaults): cross-origin requests the HTTP endpoint allows."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=MLSERVER_ENV_FILE, extra="ignore")
+
+    allow_origins: Optional[List[str]] = []
+    allow_origin_regex: Optional[str] = None
+    allow_credentials: Optional[bool] = False
+    allow_methods: Optional[List[str]] = ["GET"]
+    allow_headers: Optional[List[str]] = []
+    expose_headers: Optional[List[str]] = []
+    max_age: Optional[int] = 600
+
+
 class Settings(BaseSettings):
     """MLServer's server settings (`settings.json`, `MLSERVER_*`), as MLServer names them."""
 
@@ -168,6 +183,7 @@ class Settings(BaseSettings):
     cache_enabled: bool = False
     cache_size: int = 100
     tracing_server: Optional[str] = None
+    cors_settings: Optional[CORSSettings] = None
 
 
 # MLServer name -> gpuserve ServerSettings name (same-named fields map to themselves).
@@ -180,7 +196,7 @@ _SAME = ("host", "http_port", "grpc_port", "metrics_port", "model_repository_roo
 # Known to MLServer, with no gpuserve equivalent yet: ignored with a warning naming them as such.
 _UNSUPPORTED = ("parallel_workers_timeout", "extensions", "root_path", "metrics_dir",
                 "metrics_rest_server_prefix", "logging_settings", "tracing_server",
-                "kafka_enabled", "kafka_servers", "kafka_topic_input", "kafka_topic_output", "cors_settings",
+                "kafka_enabled", "kafka_servers", "kafka_topic_input", "kafka_topic_output",
                 "model_repository_implementation", "model_repository_implementation_args", "server_version",
                 "gzip_enabled")
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
@@ -212,6 +228,14 @@ def _translate(name: str, value: Any, where: str, native_fields: Any) -> List[Tu
         return [("mlserver_cache", _as_bool(value, name))]
     if name == "cache_size":
         return [("response_cache_entries", value)]
+    if name == "cors_settings":  # served as MLServer serves them: Starlette's CORSMiddleware (server/cors.py)
+        if value is None:
+            return []
+        try:
+            return [("cors", CORSSettings.model_validate(json.loads(value) if isinstance(value, str) else value
+                                                         ).model_dump())]
+        except ValueError as exc:
+            raise InvalidSettings(f"{where}: MLServer setting 'cors_settings' is not valid: {exc}") from None
     if name in _RENAMED:
         return [] if value is None else [(_RENAMED[name], value)]
     if name in _SAME:

@@ -319,7 +319,7 @@ class HttpConnection(asyncio.Protocol):
         """Begin a pipelined inference request's work now when every request ahead of it is one too."""
         current = self.current
         if request.method != "POST" or request.too_large or current is None or current.route is None \
-                or self.server.guard is not None or self.server.fast is None:
+                or self.server.guard is not None or self.server.fast is None or self._cross_origin(request):
             return
         for ahead in self.pending:
             if ahead is request:
@@ -343,7 +343,8 @@ class HttpConnection(asyncio.Protocol):
         if self.server.guard is not None and self._refused(request):
             return
         probed = NOT_PROBED
-        if request.early is None and request.method == "POST" and not request.too_large and self.server.fast:
+        if request.early is None and request.method == "POST" and not request.too_large and self.server.fast \
+                and not self._cross_origin(request):
             request.route = match(request.split_url()[0])  # the metrics port has no inference routes
             if request.route is not None and not self.transport.is_closing():
                 try:
@@ -359,6 +360,10 @@ class HttpConnection(asyncio.Protocol):
                     self._finished()
                     return
         self.task = self.loop.create_task(self._answer(request, probed))
+
+    def _cross_origin(self, request: Request) -> bool:
+        """A browser's request to a server answering CORS: the app (wrapped in CORSMiddleware) answers it."""
+        return self.server.cors and any(name == b"origin" for name, _ in request.headers)
 
     def _refused(self, request: Request) -> bool:
         """Answered 403 here when the request's endpoint group is restricted and its header missing."""
@@ -540,7 +545,7 @@ class HttpServer:
 
     def __init__(self, app, sock, body_limit: int, fast: Optional[FastPath] = None, keep_alive_s: float = 75.0,
                  graceful_s: float = 30.0, access_log: bool = False, guard=None,
-                 head_timeout_s: float = HEAD_TIMEOUT_S, ssl_context=None) -> None:
+                 head_timeout_s: float = HEAD_TIMEOUT_S, ssl_context=None, cors: bool = False) -> None:
         self.app = app
         self.fast = fast
         self.guard = guard  # server/restricted.py's HttpRestrictions, when endpoint groups are restricted
@@ -548,6 +553,7 @@ class HttpServer:
         self.body_limit = body_limit
         self.keep_alive_s = keep_alive_s
         self.ssl_context = ssl_context  # HTTPS (KServe 0.21's ssl_certfile / ssl_keyfile)
+        self.cors = cors  # `app` answers CORS: a request with an Origin header goes there (server/cors.py)
         self.head_timeout_s = head_timeout_s
         self.graceful_s = graceful_s
         self.access_log = access_log
