@@ -404,7 +404,7 @@ class Scheduler:
         limit = cfg.inline_below_s
         if limit <= 0 or self._inflight or not instance.any_thread or not instance.seconds_per_row:
             return False
-        cost = instance.seconds_per_row * sum(job.rows for job in batch)
+        cost = instance.seconds_per_row * _rows(batch)
         if cost < limit and instance.on_cpu:  # a device call waits on the device: only a lone client's
             return True
         if instance.on_cpu and cost < cfg.inline_holding_gil_below_s and self._holds_gil():
@@ -450,7 +450,7 @@ class Scheduler:
         self._turn_pending, self._turn_task = False, None
 
     def _started(self, batch: List[Job]) -> Optional[Sequence[str]]:
-        rows = sum(job.rows for job in batch)  # (queue time is recorded when the instance starts the batch)
+        rows = _rows(batch)  # (queue time is recorded when the instance starts the batch)
         self.batches_formed[rows] = self.batches_formed.get(rows, 0) + 1
         return _union_outputs(batch)
 
@@ -568,6 +568,14 @@ async def cancel_and_wait(task: Optional[asyncio.Task]) -> None:
         await asyncio.wait({task}, timeout=0.1)
     if not task.cancelled() and task.exception() is not None:
         raise task.exception()
+
+
+def _rows(batch: List[Job]) -> int:
+    """The batch's rows; most batches on a lightly loaded model are one request, which this spares a
+    generator."""
+    if len(batch) == 1:
+        return batch[0].rows
+    return sum(job.rows for job in batch)
 
 
 def _union_outputs(batch: List[Job]) -> Optional[List[str]]:

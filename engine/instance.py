@@ -181,9 +181,13 @@ class Instance:
                 for trace in held:
                     trace.release()
         leases = []
-        ragged = self.stage.ragged_inputs
-        counts = [job.rows for job in jobs]
-        total = sum(counts)
+        stage = self.stage
+        ragged = stage.ragged_inputs
+        counts, total, reducing = [], 0, False  # (one pass: most batches are one request)
+        for job in jobs:
+            counts.append(job.rows)
+            total += job.rows
+            reducing = reducing or bool(job.reduce)
         if len(jobs) == 1 and not ragged:
             arrays = jobs[0].arrays
         else:
@@ -194,11 +198,11 @@ class Instance:
                 arrays[name] = array
                 if lease is not None:
                     leases.append(lease)
-        reductions = batch_reductions(jobs) if any(job.reduce for job in jobs) else None
+        reductions = batch_reductions(jobs) if reducing else None
         t1 = time.perf_counter_ns()
         try:
-            if reductions or self.stage.active:
-                results = self.stage.run(arrays, outputs, reductions or {}, batched)
+            if reductions or stage.active:
+                results = stage.run(arrays, outputs, reductions or {}, batched)
             else:
                 results = self.backend.run(arrays, outputs)
         finally:

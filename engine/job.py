@@ -26,9 +26,9 @@ def batch_key(arrays: Dict[str, np.ndarray], batched: bool, ragged: Tuple[str, .
 def describe(arrays: Dict[str, np.ndarray], batch_dim: bool, batched: bool, ragged: Tuple[str, ...] = (),
              any_shape: bool = False) -> Tuple[int, Tuple]:
     """`row_count(arrays, batch_dim)` and `batch_key(arrays, batched, ragged)` in one pass over the inputs
-    (the submit path runs it once per request). The key holds dtype objects, which compare like their
-    `.str` and cost no string to build."""
-    if not batch_dim or not batched or ragged:
+    (the submit path runs it once per request, batched or not). The key holds dtype objects, which compare
+    like their `.str` and cost no string to build."""
+    if not batch_dim or batched and ragged:
         return row_count(arrays, batch_dim), batch_key(arrays, batched, ragged, any_shape)
     rows = None
     key = []
@@ -41,7 +41,7 @@ def describe(arrays: Dict[str, np.ndarray], batch_dim: bool, batched: bool, ragg
         elif shape[0] != rows:
             raise InvalidInput(f"inputs disagree on the batch dimension: '{name}' has {shape[0]} rows, "
                                f"others {rows}")
-        key.append((name, array.dtype, shape[1:]))
+        key.append((name, array.dtype, shape[1:] if batched else shape))
     if not rows:
         raise InvalidInput("a request needs at least one row")
     return rows, tuple(key)

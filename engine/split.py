@@ -46,7 +46,10 @@ def split_rows(outputs: Dict[str, np.ndarray], rows: List[int], model: str) -> L
 
 def whole(outputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
     """One request's outputs, packed ones made whole (ragged rows back to a dense array)."""
-    if not any(hasattr(a, "take_rows") for a in outputs.values()):
+    for array in outputs.values():  # (a loop, not any(): this runs once per request)
+        if hasattr(array, "take_rows"):
+            break
+    else:
         return outputs
     return {name: a.take_rows(0, a.rows) if hasattr(a, "take_rows") else a for name, a in outputs.items()}
 

@@ -375,8 +375,10 @@ class DataPlane:
                      ) -> Tuple[Any, Dict[str, str]]:
         inputs = request.inputs
         model = self.repository.resolve(request.model_name, request.model_version)  # as Triton, the model first
-        _refuse_repeated(inputs, "input", request, model)
-        _refuse_repeated(request.request_outputs, "output", request, model)  # later Tritons (2.51 answered once)
+        if len(inputs) > 1:  # (one name cannot repeat)
+            _refuse_repeated(inputs, "input", request, model)
+        if request.request_outputs:
+            _refuse_repeated(request.request_outputs, "output", request, model)  # later Tritons (2.51 answered once)
         shm_outputs = resolve_shared_memory(self.shared_memory, request)  # inputs read, outputs noted
         if not inputs and getattr(model, "input_index", None) is None and not getattr(model, "counts_inputs", False):
             # Only a model with a Triton config (Python backend, ensemble: those with an input_index; a framework
@@ -453,7 +455,8 @@ class DataPlane:
                 apply_classification(model, request, response)
             if cache_key is not None:
                 self._keep(model, request, response, cache_key, lookup_ns)
-        response = write_shared_memory(self.shared_memory, shm_outputs, response, request)
+        if shm_outputs:
+            response = write_shared_memory(self.shared_memory, shm_outputs, response, request)
         if response_headers:
             response_headers = checked_headers(model.name, response_headers)
         return response, response_headers

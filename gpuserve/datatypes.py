@@ -49,7 +49,8 @@ def to_numpy_dtype(datatype: str) -> np.dtype:
 
 
 def from_numpy_dtype(dtype: np.dtype) -> str:
-    dtype = np.dtype(dtype)
+    if not isinstance(dtype, np.dtype):  # (most callers pass an array's dtype: no call to make it one)
+        dtype = np.dtype(dtype)
     name = _FROM_NUMPY.get(dtype)
     if name is not None:
         return name

@@ -11,7 +11,7 @@ import dataclasses
 import logging
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import AbstractSet, Any, Dict, List, Optional
 
 import numpy as np
 
@@ -43,6 +43,7 @@ from gpuserve.triton_request_check import check_request
 from gpuserve.warmup import run_warmup, warmup_samples
 
 logger = logging.getLogger("gpuserve")
+_NONE: AbstractSet[str] = frozenset()  # what bf16_outputs answers for most backends, made once
 
 
 class FrameworkModel(Model):
@@ -280,9 +281,9 @@ class FrameworkModel(Model):
             [t.model_dump(exclude={"parameters"}) for t in self.settings.inputs]
 
     @property
-    def bf16_outputs(self) -> set:
+    def bf16_outputs(self) -> AbstractSet[str]:
         """Outputs the backend answers as BF16 held in float32 (ONNX Runtime on the CPU)."""
-        return getattr(self.backend, "bf16_outputs", None) or set()
+        return getattr(self.backend, "bf16_outputs", None) or _NONE
 
     def outputs_served(self) -> list:
         """The outputs clients may ask for: a config.pbtxt's narrowing, else the backend's own."""
@@ -334,7 +335,9 @@ class FrameworkModel(Model):
                 array = reshaped(array, self.reshape_inputs[tensor.name], self.reshape_batched,
                                  f"input '{tensor.name}'")
             arrays[tensor.name] = self.prepare(tensor.name, array)
-        missing = [name for name in specs if name not in arrays and name not in optional]
+        # every input given is one of specs (an unknown one was refused above): only fewer can miss some
+        missing = [name for name in specs if name not in arrays and name not in optional] \
+            if len(arrays) < len(specs) else None
         if missing and triton:
             raise missing_inputs(request.id, self.name, list(arrays), missing, len(specs) - len(optional), len(specs))
         if missing:
@@ -356,6 +359,8 @@ class FrameworkModel(Model):
         if scheduler is None or not self.ready:
             raise ModelNotReady(self.name, self.device_failure or None)
         try:
+            if not parameters:  # (most requests carry none: neither a priority nor a timeout)
+                return await scheduler.submit(arrays, None, None, outputs, reduce)
             return await scheduler.submit(arrays, request_priority(parameters, scheduler.config.priority_levels),
                                           request_timeout_s(parameters), outputs, reduce)
         except Exception as exc:
@@ -383,7 +388,7 @@ class FrameworkModel(Model):
                 unknown = [n for n in wanted if n not in known]
                 if unknown:  # Triton's words, naming the first one (clients and qa tests match them)
                     raise InvalidInput(f"unexpected inference output '{unknown[0]}' for model '{self.name}'")
-            counts = requested_counts(payload)
+            counts = requested_counts(payload) if payload.request_outputs else {}
             if self.sequences is not None:
                 results = await self._in_sequence(payload, wanted)
             else:
@@ -426,7 +431,9 @@ class FrameworkModel(Model):
         if name not in counts:
             if name in self.bf16_outputs:  # held as float32 (NumPy has no bfloat16), sent as BF16
                 return InferOutput(name, list(array.shape), "BF16", array)
-            return InferOutput.from_numpy(name, _json_safe(array))
+            if array.dtype.kind == "U":  # NumPy's fixed-width text goes out as BYTES, held as objects
+                array = array.astype(object)
+            return InferOutput.from_numpy(name, array)
         batched = bool(self.scheduler.batch_dim) if self.scheduler is not None else True
         if isinstance(array, TopK):  # reduced in the kernel stage: only k per row came back
             return classes_output(name, array.first(counts[name]), labels_for(self, name), not batched)
@@ -548,12 +555,6 @@ def _empty_cuda_cache() -> None:
                 torch.cuda.empty_cache()
         except Exception:  # pragma: no cover
             pass
-
-
-def _json_safe(array: np.ndarray) -> np.ndarray:
-    if array.dtype.kind == "U":
-        return array.astype(object)
-    return array
 
 
 class OnnxModel(FrameworkModel):

@@ -368,7 +368,7 @@ class _Tensor:
     @classmethod
     def from_numpy(cls, name: str, array: np.ndarray, parameters: Optional[dict] = None):
         array = np.asarray(array)
-        return cls(name, list(array.shape), from_numpy_dtype(array.dtype), array, parameters)
+        return cls(name, array.shape, from_numpy_dtype(array.dtype), array, parameters)  # (__init__ lists it)
 
 
 class InferInput(_Tensor):

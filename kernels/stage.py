@@ -209,14 +209,9 @@ class KernelStage:
         self._local = threading.local()
         self._device_table = None
         self._table_lock = threading.Lock()
-
-    @property
-    def ragged_inputs(self) -> Tuple[str, ...]:
-        return self.plan.ragged_inputs
-
-    @property
-    def active(self) -> bool:
-        return self.plan.active
+        # The plan's, read once: a plan is complete before it is bound, and every batch asks
+        self.ragged_inputs: Tuple[str, ...] = plan.ragged_inputs
+        self.active: bool = plan.active
 
     @property
     def on_device(self) -> bool:
