@@ -19,6 +19,13 @@ def _parser() -> argparse.ArgumentParser:
                                      "(KServe V1, Open Inference Protocol V2 over REST and gRPC).")
     parser.add_argument("--version", action="version", version=f"gpuserve {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = commands.add_parser("run", help="run a KServe or MLServer Python script as it is",
+                              description="Run SCRIPT as `python SCRIPT ARGS...` would, with `import kserve` and "
+                              "`import mlserver` meaning gpuserve's modules where those packages are not installed: "
+                              "a KServe script (`from kserve import Model, ModelServer`) serves on gpuserve "
+                              "unchanged, its KServe flags (--http_port, ...) as it reads them.")
+    run.add_argument("script", help="the Python script")
+    run.add_argument("args", nargs=argparse.REMAINDER, help="the script's own arguments")
     start = commands.add_parser("start", help="serve the models in a repository folder",
                                 description="Serve every model found in FOLDER (model-settings.json "
                                 "folders, bare model.onnx files, numbered version folders).")
@@ -401,9 +408,33 @@ def _stacks_on_sigusr1() -> None:
         faulthandler.register(signal.SIGUSR1, all_threads=True)
 
 
+def run_script(script: str, args: List[str]) -> int:
+    """`gpuserve run SCRIPT ARGS...`: the script as its own __main__, `kserve` and `mlserver` aliased."""
+    import runpy
+
+    from gpuserve import import_alias
+
+    if not os.path.isfile(script):
+        print(f"gpuserve: error: no script {script}", file=sys.stderr)
+        return 2
+    import_alias.install("kserve", "gpuserve")
+    import_alias.install("mlserver", "gpuserve.mlserver")
+    sys.argv = [script, *args]
+    sys.path.insert(0, os.path.dirname(os.path.abspath(script)))  # as `python SCRIPT` puts its folder first
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    given = sys.argv[1:] if argv is None else argv
+    if given[:1] == ["run"] and len(given) > 1 and not given[1].startswith("-"):
+        return run_script(given[1], given[2:])  # the script's arguments are its own, unparsed here
     parser = _parser()
-    args = parser.parse_args(triton_flags.joined(sys.argv[1:] if argv is None else argv))
+    args = parser.parse_args(triton_flags.joined(given))
     if args.command != "start":
         parser.print_help()
         return 2

@@ -10,38 +10,9 @@ folder's implementation (gpuserve/repository.py), in the server and in parallel-
 
 from __future__ import annotations
 
-import importlib
-import importlib.abc
-import importlib.util
-import sys
-
-_PREFIX = "mlserver"
-
-
-class _MLServerAlias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname != _PREFIX and not fullname.startswith(_PREFIX + "."):
-            return None
-        try:
-            found = importlib.util.find_spec(f"gpuserve.{fullname}")
-        except ModuleNotFoundError:
-            found = None
-        if found is None:
-            return None  # MLServer has it, gpuserve does not: the usual "No module named ..." follows
-        return importlib.util.spec_from_loader(fullname, self, is_package=found.submodule_search_locations is not None)
-
-    def create_module(self, spec):
-        return importlib.import_module(f"gpuserve.{spec.name}")
-
-    def exec_module(self, module) -> None:
-        pass  # gpuserve's module ran when create_module imported it
+from gpuserve import import_alias
 
 
 def install() -> bool:
     """Make `mlserver` mean gpuserve.mlserver unless MLServer itself is importable; True when it does."""
-    if any(isinstance(finder, _MLServerAlias) for finder in sys.meta_path):
-        return True
-    if _PREFIX in sys.modules or importlib.util.find_spec(_PREFIX) is not None:
-        return False
-    sys.meta_path.insert(0, _MLServerAlias())
-    return True
+    return import_alias.install("mlserver", "gpuserve.mlserver")
