@@ -104,6 +104,19 @@ def make_onnx_model(path, in_features=4, out_features=3, seed=0, name="input", o
     return weight, bias
 
 
+def one_op_onnx(path, op_type, inputs, output, width=4):
+    """An ONNX model of one node (`op_type` of `inputs` -> `output`), each tensor FP32 [batch, width]."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    tensor = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, [None, width])  # noqa: E731
+    graph = helper.make_graph([helper.make_node(op_type, list(inputs), [output])], op_type.lower(),
+                              [tensor(n) for n in inputs], [tensor(output)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
 @pytest.fixture(scope="module")
 def simple_onnx_repo(tmp_path_factory):
     """A Triton repository of one batching ONNX model, `simple` (make_onnx_model's): (root, weight, bias)."""

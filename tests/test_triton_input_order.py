@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import running_server
+from conftest import one_op_onnx, running_server
 from gpuserve import ModelRepository
 from gpuserve.repository import DiskRepository
 from gpuserve.triton_input_order import backend_order, checked_order, map_order
@@ -159,18 +159,6 @@ def _config(name, first_line, max_batch_size, inputs, out_type="TYPE_FP32", out_
             f'output [ {{ name: "OUT" data_type: {out_type} dims: {out_dims} }} ]\n')
 
 
-def _sum_onnx(path, names):
-    import onnx
-    from onnx import TensorProto, helper
-
-    tensor = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, [None, 4])  # noqa: E731
-    graph = helper.make_graph([helper.make_node("Sum", list(names), ["OUT"])], "sum",
-                              [tensor(n) for n in names], [tensor("OUT")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.save(model, path)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     pytest.importorskip("onnxruntime")
@@ -199,7 +187,7 @@ def server(tmp_path_factory):
         (root / name / "1").mkdir(parents=True)
         (root / name / "config.pbtxt").write_text(config)
         if source is None:
-            _sum_onnx(root / name / "1" / "model.onnx", abcd)
+            one_op_onnx(root / name / "1" / "model.onnx", "Sum", abcd, "OUT")
         elif source:
             (root / name / "1" / "model.py").write_text(source)
     with running_server(repository=DiskRepository(root).populate(ModelRepository())) as running:

@@ -11,7 +11,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from conftest import running_server
+from conftest import one_op_onnx, running_server
 from gpuserve import ModelRepository
 from gpuserve.repository import DiskRepository
 from gpuserve.triton_refusals import SHAPE_NOTE
@@ -36,18 +36,6 @@ def _config(name, first_line, max_batch_size=8):
         """)
 
 
-def _identity_onnx(path):
-    import onnx
-    from onnx import TensorProto, helper
-
-    tensor = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, [None, 4])  # noqa: E731
-    graph = helper.make_graph([helper.make_node("Identity", ["INPUT0"], ["OUTPUT0"])], "identity",
-                              [tensor("INPUT0")], [tensor("OUTPUT0")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.save(model, path)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     pytest.importorskip("onnxruntime")
@@ -57,7 +45,7 @@ def server(tmp_path_factory):
         (root / name / "1").mkdir(parents=True)
         (root / name / "config.pbtxt").write_text(_config(name, first_line, batch))
         if name == "ox":
-            _identity_onnx(root / name / "1" / "model.onnx")
+            one_op_onnx(root / name / "1" / "model.onnx", "Identity", ["INPUT0"], "OUTPUT0")
         else:
             (root / name / "1" / "model.py").write_text(PYTHON_MODEL)
     with running_server(repository=DiskRepository(root).populate(ModelRepository())) as running:
