@@ -313,7 +313,8 @@ class FrameworkModel(Model):
         extra = self.settings.model_extra or {}
         optional = extra.get("triton_optional_inputs") or ()
         triton = "triton_max_batch_size" in extra  # a config.pbtxt model: Triton core's checks and words
-        if triton and not loose:
+        checked = triton and not loose  # (then the names, datatypes and shapes below are known to fit)
+        if checked:
             check_request(request, self.name, specs, optional, int(extra["triton_max_batch_size"] or 0))
         arrays = {}
         for tensor in request.inputs:
@@ -324,11 +325,11 @@ class FrameworkModel(Model):
             if loose:
                 arrays[tensor.name] = self.prepare(tensor.name, tensor.as_numpy())
                 continue
-            if tensor.datatype != spec.datatype:
+            if not checked and tensor.datatype != spec.datatype:
                 raise InvalidInput(f"input '{tensor.name}' has datatype {tensor.datatype}; "
                                    f"model '{self.name}' expects {spec.datatype}")
             array = tensor.as_numpy()
-            if not shape_fits(spec.shape, array.shape):
+            if not checked and not shape_fits(spec.shape, array.shape):
                 raise InvalidInput(f"input '{tensor.name}' has shape {list(array.shape)}; "
                                    f"model '{self.name}' expects {spec.shape} (-1 is any size)")
             if tensor.name in self.reshape_inputs:
