@@ -396,6 +396,8 @@ class FrameworkModel(Model):
                 results = await self._submit(self._arrays(payload), payload.parameters, wanted, counts or None)
             if self.reshape_outputs:
                 results = {name: self._client_shape(name, array) for name, array in results.items()}
+            if len(results) > 1:
+                results = self._answer_order(results)
             outputs = [self._output(name, array, counts) for name, array in results.items()]
             return InferResponse(payload.id, self.name, outputs, model_version=self.version)
         if isinstance(payload, dict) and ("instances" in payload or "inputs" in payload):
@@ -418,6 +420,11 @@ class FrameworkModel(Model):
 
         return await self.sequences.run(submit, arrays, parameters, wanted,
                                         [o.name for o in self.outputs_served()])
+
+    def _answer_order(self, results: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """The order a response lists several outputs in: the backend's (the client's asked order, else the
+        model's); a model form whose peer answers in another order says so (OnnxModel)."""
+        return results
 
     def _client_shape(self, name: str, array):
         """An output in the dims its config declares (Triton's `reshape`), where it has one."""
@@ -560,6 +567,19 @@ def _empty_cuda_cache() -> None:
 
 class OnnxModel(FrameworkModel):
     platform = "onnxruntime_onnx"
+
+    @property
+    def outputs_in_model_order(self) -> bool:
+        """A model of a Triton repository answers its outputs sorted by name, those asked for among them, as
+        Triton's ONNX Runtime backend does (it walks the model's outputs in a std::map), not in the order a
+        client asked (clients reading `outputs[0]` get Triton's first). Other forms keep the client's order."""
+        known = self.__dict__.get("_sorted_outputs")
+        if known is None:
+            known = self.__dict__["_sorted_outputs"] = "triton_version_policy" in (self.settings.model_extra or {})
+        return known
+
+    def _answer_order(self, results: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        return dict(sorted(results.items())) if self.outputs_in_model_order else results
 
     def _complete_max_batch(self, backend) -> None:
         """As Triton's ONNX Runtime backend completes a config that is missing or lists no inputs and outputs:

@@ -159,6 +159,19 @@ def _config(name, first_line, max_batch_size, inputs, out_type="TYPE_FP32", out_
             f'output [ {{ name: "OUT" data_type: {out_type} dims: {out_dims} }} ]\n')
 
 
+def _two_outputs_onnx(path):
+    """IN -> `probs` (IN) and `label` (-IN), in that order in the model."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    tensor = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, [None, 1])  # noqa: E731
+    nodes = [helper.make_node("Identity", ["IN"], ["probs"]), helper.make_node("Neg", ["IN"], ["label"])]
+    graph = helper.make_graph(nodes, "two", [tensor("IN")], [tensor("probs"), tensor("label")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     pytest.importorskip("onnxruntime")
@@ -178,6 +191,7 @@ def server(tmp_path_factory):
             'output [ { name: "OUT" data_type: TYPE_FP32 dims: [ 1 ] } ]',
             "output [ " + _inputs(["Z", "A", "M", "B", "out_logits"], dims="[ 1 ]") + " ]"), OUTPUTS_MODEL),
         "ens": (ENSEMBLE, ""),
+        "ox2": ('name: "ox2"\nplatform: "onnxruntime_onnx"\nmax_batch_size: 8\n', "two outputs"),
         "blsdup": (_config("blsdup", 'backend: "python"', 0, _inputs(["IN"], dims="[ 1 ]"), "TYPE_STRING", "[ 1 ]"),
                    BLS_MODEL),
         "strb": (_config("strb", 'backend: "python"', 8, _inputs(["S", "T"], "TYPE_STRING", "[ 2 ]"),
@@ -188,6 +202,8 @@ def server(tmp_path_factory):
         (root / name / "config.pbtxt").write_text(config)
         if source is None:
             one_op_onnx(root / name / "1" / "model.onnx", "Sum", abcd, "OUT")
+        elif source == "two outputs":
+            _two_outputs_onnx(root / name / "1" / "model.onnx")
         elif source:
             (root / name / "1" / "model.py").write_text(source)
     with running_server(repository=DiskRepository(root).populate(ModelRepository())) as running:
@@ -281,14 +297,18 @@ OUTPUT_ORDERS = [
     ("outs", None, "M out_logits Z B A"), ("outs", "B Z A", "Z B A"),
     ("outs", "A B M Z out_logits", "M out_logits Z B A"), ("outs", "out_logits M", "M out_logits"),
     ("ens", None, "EB EM EA EZ"), ("ens", "EB EZ EA", "EB EA EZ"), ("ens", "EA EB EM EZ", "EB EM EA EZ"),
+    # read off Triton's ONNX Runtime backend (not run here: the Triton 2.51 of this machine has only the
+    # Python backend): it walks a model's outputs in a std::map, so by name
+    ("ox2", None, "label probs"), ("ox2", "probs label", "label probs"), ("ox2", "probs", "probs"),
 ]
 
 
 @pytest.mark.parametrize("model, asked, answered", OUTPUT_ORDERS)
 def test_outputs_come_in_tritons_order(server, model, asked, answered):
-    """A Python model's outputs as execute returned them, an ensemble's in its output map's walk; either
-    way not in the order the client asked for them (clients reading outputs[0] get Triton's first)."""
-    body = {"inputs": [{"name": "IN", "shape": [1], "datatype": "FP32", "data": [0]}]}
+    """A Python model's outputs as execute returned them, an ensemble's in its output map's walk, an ONNX
+    model's by name; not in the order the client asked for them (clients reading outputs[0] get Triton's
+    first)."""
+    body = {"inputs": [{"name": "IN", "shape": [1, 1] if model == "ox2" else [1], "datatype": "FP32", "data": [0]}]}
     if asked:
         body["outputs"] = [{"name": name} for name in asked.split()]
     answer = httpx.post(f"http://127.0.0.1:{server.ports['http']}/v2/models/{model}/infer", json=body)
