@@ -565,14 +565,13 @@ def _empty_cuda_cache() -> None:
             pass
 
 
-class OnnxModel(FrameworkModel):
-    platform = "onnxruntime_onnx"
+class _OutputsByName:
+    """A model of a Triton repository answers its outputs sorted by name, those asked for among them, as
+    Triton's ONNX Runtime and PyTorch backends do (each walks the model's outputs in a std::map), not in the
+    order a client asked (clients reading `outputs[0]` get Triton's first). Other forms keep the client's."""
 
     @property
     def outputs_in_model_order(self) -> bool:
-        """A model of a Triton repository answers its outputs sorted by name, those asked for among them, as
-        Triton's ONNX Runtime backend does (it walks the model's outputs in a std::map), not in the order a
-        client asked (clients reading `outputs[0]` get Triton's first). Other forms keep the client's order."""
         known = self.__dict__.get("_sorted_outputs")
         if known is None:
             known = self.__dict__["_sorted_outputs"] = "triton_version_policy" in (self.settings.model_extra or {})
@@ -580,6 +579,10 @@ class OnnxModel(FrameworkModel):
 
     def _answer_order(self, results: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         return dict(sorted(results.items())) if self.outputs_in_model_order else results
+
+
+class OnnxModel(_OutputsByName, FrameworkModel):
+    platform = "onnxruntime_onnx"
 
     def _complete_max_batch(self, backend) -> None:
         """As Triton's ONNX Runtime backend completes a config that is missing or lists no inputs and outputs:
@@ -651,7 +654,7 @@ def _as_text(element) -> str:
     return element.decode("utf-8") if isinstance(element, bytes) else str(element)
 
 
-class TorchModel(FrameworkModel):
+class TorchModel(_OutputsByName, FrameworkModel):
     """TorchScript `model.pt` or torch.export `model.pt2`. TorchScript does not record tensor types,
     so declare `inputs`/`outputs` in the model settings to get checking and batching."""
 

@@ -323,3 +323,28 @@ def test_requested_output_names_is_a_set_as_in_triton(server):
     answer = httpx.post(f"http://127.0.0.1:{server.ports['http']}/v2/models/blsdup/infer", json=body)
     assert answer.status_code == 200, answer.text
     assert answer.json()["outputs"][0]["data"] == ["set:2:B,A"]
+
+
+def test_a_torchscript_model_answers_its_outputs_by_name(tmp_path):
+    """Triton's PyTorch backend walks a model's outputs in a std::map too (read from its source)."""
+    torch = pytest.importorskip("torch")
+
+    class Two(torch.nn.Module):
+        def forward(self, x):
+            return x, -x
+
+    (tmp_path / "pt2out" / "1").mkdir(parents=True)
+    torch.jit.script(Two()).save(str(tmp_path / "pt2out" / "1" / "model.pt"))
+    (tmp_path / "pt2out" / "config.pbtxt").write_text(
+        'platform: "pytorch_libtorch"\nmax_batch_size: 0\n'
+        'input [ { name: "INPUT__0" data_type: TYPE_FP32 dims: [ 2 ] } ]\n'
+        'output [ { name: "probs" data_type: TYPE_FP32 dims: [ 2 ] },\n'
+        '         { name: "label" data_type: TYPE_FP32 dims: [ 2 ] } ]\n')
+    with running_server(repository=DiskRepository(tmp_path).populate(ModelRepository())) as server:
+        body = {"inputs": [{"name": "INPUT__0", "shape": [2], "datatype": "FP32", "data": [1, 2]}]}
+        for asked in (None, ["probs", "label"]):
+            sent = dict(body, outputs=[{"name": n} for n in asked]) if asked else body
+            answer = httpx.post(f"http://127.0.0.1:{server.ports['http']}/v2/models/pt2out/infer", json=sent)
+            assert answer.status_code == 200, answer.text
+            outputs = answer.json()["outputs"]
+            assert [(o["name"], o["data"]) for o in outputs] == [("label", [-1.0, -2.0]), ("probs", [1.0, 2.0])]
