@@ -348,3 +348,24 @@ def test_a_torchscript_model_answers_its_outputs_by_name(tmp_path):
             assert answer.status_code == 200, answer.text
             outputs = answer.json()["outputs"]
             assert [(o["name"], o["data"]) for o in outputs] == [("label", [-1.0, -2.0]), ("probs", [1.0, 2.0])]
+
+
+def test_a_sequence_models_controls_join_its_inputs_in_tritons_order(tmp_path):
+    """The sequence batcher's controls are added to the backend's map after the inputs: Triton 2.51 listed
+    this model's request.inputs() as below for inputs sent A B C and C A B."""
+    (tmp_path / "seqord" / "1").mkdir(parents=True)
+    controls = "".join(f'{{ name: "{name}" control [ {{ kind: CONTROL_SEQUENCE_{name} '
+                       'int32_false_true: [ 0, 1 ] } ] },' for name in ("START", "END", "READY"))
+    (tmp_path / "seqord" / "config.pbtxt").write_text(
+        'name: "seqord"\nbackend: "python"\nmax_batch_size: 4\nsequence_batching { control_input [ ' + controls +
+        '{ name: "CORRID" control [ { kind: CONTROL_SEQUENCE_CORRID data_type: TYPE_UINT64 } ] } ] }\n'
+        f'input [ {_inputs(["A", "B", "C"], "TYPE_INT32", "[ 1 ]")} ]\n'
+        'output [ { name: "OUT" data_type: TYPE_STRING dims: [ 1 ] } ]\n')
+    (tmp_path / "seqord" / "1" / "model.py").write_text(ORDER_MODEL)
+    with running_server(repository=DiskRepository(tmp_path).populate(ModelRepository())) as server:
+        for sent, seen in (("A B C", "CORRID,END,START,READY,A,C,B"), ("C A B", "CORRID,END,START,READY,C,A,B")):
+            body = {"parameters": {"sequence_id": 5, "sequence_start": True},
+                    "inputs": [{"name": n, "shape": [1, 1], "datatype": "INT32", "data": [1]} for n in sent.split()]}
+            answer = httpx.post(f"http://127.0.0.1:{server.ports['http']}/v2/models/seqord/infer", json=body)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["outputs"][0]["data"] == [seen]
