@@ -458,8 +458,9 @@ async def _submit(scheduler: Scheduler, arrays: Dict[str, np.ndarray], parameter
 
 
 def _tensor(name: str, array: np.ndarray, bf16: bool = False) -> pb.Tensor:
-    if not array.flags.writeable:  # read in place from the request's bytes; Triton's stub hands models a
-        array = array.copy()  # copy they may change in place (`x *= 2` on an input), so here too
+    if not array.flags.writeable:  # read in place from a small body's bytes, or a client's shared memory:
+        array = array.copy()  # Triton's stub hands models arrays they may change in place (`x *= 2`), so
+        # here too (a large body's arrays are views of the server's own buffer, writable without a copy)
     tensor = pb.Tensor.__new__(pb.Tensor)  # the request's own array: no check
     tensor._name, tensor._array = name, array
     if bf16:

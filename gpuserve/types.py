@@ -471,14 +471,12 @@ def read_binary_data(tensors: Iterable["_Tensor"], body: Any, offset: int, kind:
                      model: Optional[str] = None, request_id: Optional[str] = None) -> int:
     """Triton's binary tensor extension, both ways (the server's requests, the REST client's answers):
     each tensor whose parameters carry `binary_data_size` takes that many bytes of `body` from `offset`
-    on, in order, zero-copy and read-only. Returns the offset after them. With `model` (a request the
+    on, in order, zero-copy (read-only where `body` is). Returns the offset after them. With `model` (a request the
     server reads), a size that does not fit the input's shape is refused in Triton's words."""
     from gpuserve.datatypes import check_input_byte_size, raw_to_numpy
 
-    view = memoryview(body)
-    if not view.readonly:  # a large body read in place (a bytearray): its arrays stay read-only all the same
-        view = view.toreadonly()
-    for tensor in tensors:
+    view = memoryview(body)  # a large body read into a buffer of the server's own stays writable: Triton's
+    for tensor in tensors:  # Python models may change their inputs in place (a bytes body's are read-only)
         size = tensor.parameters.get("binary_data_size")
         if size is None:
             continue

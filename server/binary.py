@@ -2,7 +2,8 @@
 
 The `Inference-Header-Content-Length` header says where the JSON ends; each input whose parameters
 carry `binary_data_size` takes that many bytes from the rest, in input order. Inputs are decoded
-zero-copy (`np.frombuffer`, read-only). Outputs go binary when the request asks for it, per output
+zero-copy (`np.frombuffer`: read-only from a bytes body, writable from a large body the server read into a
+buffer of its own). Outputs go binary when the request asks for it, per output
 (`binary_data`) or for all (`binary_data_output`).
 """
 
@@ -101,9 +102,7 @@ def _plain_request(header: Any, body: Any, offset: int, model_name: str, version
         size = parameters.get("binary_data_size")
         if type(size) is not int or size != count * dtype.itemsize or offset + size > len(body):
             return None
-        array = np.frombuffer(body, dtype, count, offset).reshape(shape)
-        if type(body) is not bytes:  # a body read in place: its arrays stay read-only, as read_binary_data's
-            array.flags.writeable = False
+        array = np.frombuffer(body, dtype, count, offset).reshape(shape)  # writable where the body is
         tensor = InferInput(name, shape, datatype, array, parameters)
         tensor._data = None  # as read_binary_data leaves it: `data` reads as a list
         tensors.append(tensor)

@@ -46,7 +46,8 @@ def _encode_varint(value: int) -> bytes:
 
 def split_raw_inputs(message: memoryview) -> Tuple[bytes, List[memoryview]]:
     """(the message's bytes without its raw_input_contents, those entries as views, in order)."""
-    view = message if message.readonly else message.toreadonly()
+    view = message  # views of a buffer the server read the message into stay writable (Triton's Python
+    # models may change their inputs in place; triton_python copies only what is read-only)
     kept, raw = [], []
     pos, start, end = 0, 0, len(view)
     while pos < end:
