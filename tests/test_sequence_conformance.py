@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from test_sequence_state import ACCUMULATOR, write
+from test_sequence_state import ACCUMULATOR, output, write
 from gpuserve import ModelRepository
 from gpuserve.errors import InvalidInput
 from gpuserve.repository import DiskRepository
@@ -82,7 +82,7 @@ def test_after_its_end_arrives_the_id_needs_start_again(tmp_path):
             await model.predict(request(4, 3))
         return await ending
 
-    assert int(asyncio.run(steps()).outputs[0].as_numpy()[0, 0]) == 3
+    assert int(output(asyncio.run(steps()), "OUTPUT")[0, 0]) == 3
     model.stop()
 
 

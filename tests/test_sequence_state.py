@@ -47,6 +47,11 @@ def accumulator_onnx(path, with_start=True, corrid="UINT64", batched=True):
     onnx.save(model, str(path))
 
 
+def output(response, name):
+    """An output by name (a Triton repository's ONNX model answers its outputs sorted by name, as Triton)."""
+    return next(o for o in response.outputs if o.name == name).as_numpy()
+
+
 ACCUMULATOR = """
 platform: "onnxruntime_onnx"
 max_batch_size: 8
@@ -159,7 +164,7 @@ def test_sequences_of_concurrent_requests_run_in_one_batch(tmp_path):
         totals = []
         for step in range(3):
             answers = await asyncio.gather(*(model.predict(request(s, s, step == 0)) for s in range(1, 9)))
-            totals.append([int(a.outputs[0].as_numpy()[0, 0]) for a in answers])
+            totals.append([int(output(a, "OUTPUT")[0, 0]) for a in answers])
         return totals
 
     totals = asyncio.run(steps())
