@@ -4,10 +4,9 @@ the input count, an input's batch dimension, datatype and shape, the batch size,
 Each begins with the request's id, `[request id: ID] ` (`<id_unknown>` without one), in HTTP and gRPC answers
 and in a BLS caller's error alike; lists are written without spaces, the inputs sent in the order Triton
 walks them (gpuserve/triton_input_order.py), the missing ones in the config's order. Where several inputs are
-wrong, the one named is the first in that walk, as gpuserve/triton_request_check.py checks in
-Triton's order. Checked against
-Triton 2.51: clients and scripts that migrate match on the whole text. A name the model does not have is
-refused without the id, as Triton does.
+wrong, the one named is the first in that walk (gpuserve/triton_request_check.py checks in Triton's order).
+Checked against Triton 2.51: clients and scripts that migrate match on the whole text. A name the model does
+not have is refused without the id, as Triton does.
 """
 
 from __future__ import annotations
