@@ -8,7 +8,8 @@ Both servers serve the same two models:
 - `simple`: INPUT0 FP32 [-1, 4] -> OUTPUT0 = 2 * INPUT0, OUTPUT1 = INPUT0 + 1 (max_batch_size 8)
 - `strings`: TEXT BYTES [-1, 1], COUNT INT32 [-1, 1] -> TEXT_OUT = TEXT, COUNT_OUT = COUNT + 1
 Triton binds Python functions through PyTriton (this file, `--serve-triton`, run by the Triton venv's
-python); gpuserve runs `gpuserve start FOLDER` on a repository of config.pbtxt + 1/model.onnx.
+python); gpuserve runs `gpuserve start FOLDER` on a repository of config.pbtxt + 1/model.onnx. The stand-ins
+answer their outputs sorted by name, as Triton's ONNX Runtime backend answers an ONNX model's (its std::map).
 
 Every case runs on the four clients (http, http.aio, grpc, grpc.aio) where the method exists, and
 records either the answer's shape (keys, types, booleans, tensor shapes/dtypes/values) or the
@@ -59,8 +60,8 @@ def serve_triton(args) -> None:
         return {"OUTPUT0": (INPUT0 * 2).astype(np.float32), "OUTPUT1": (INPUT0 + 1).astype(np.float32)}
 
     @batch
-    def strings(TEXT, COUNT):
-        return {"TEXT_OUT": TEXT, "COUNT_OUT": (COUNT + 1).astype(np.int32)}
+    def strings(TEXT, COUNT):  # outputs by name, as Triton's ONNX Runtime backend (which this stands for) answers
+        return {"COUNT_OUT": (COUNT + 1).astype(np.int32), "TEXT_OUT": TEXT}
 
     config = TritonConfig(http_address="127.0.0.1", http_port=args.http_port, grpc_address="127.0.0.1",
                           grpc_port=args.grpc_port, metrics_port=args.metrics_port, log_verbose=0,
@@ -76,8 +77,8 @@ def serve_triton(args) -> None:
         triton.bind(model_name="strings", infer_func=strings,
                     inputs=[Tensor(name="TEXT", dtype=np.bytes_, shape=(1,)),
                             Tensor(name="COUNT", dtype=np.int32, shape=(1,))],
-                    outputs=[Tensor(name="TEXT_OUT", dtype=np.bytes_, shape=(1,)),
-                             Tensor(name="COUNT_OUT", dtype=np.int32, shape=(1,))],
+                    outputs=[Tensor(name="COUNT_OUT", dtype=np.int32, shape=(1,)),
+                             Tensor(name="TEXT_OUT", dtype=np.bytes_, shape=(1,))],
                     config=model_config, strict=False)
         triton.serve()
 
