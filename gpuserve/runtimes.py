@@ -38,7 +38,7 @@ from gpuserve.ragged_batch import RaggedBackend, RaggedSpec, ragged_spec
 from gpuserve.sequence_state import SequenceInputs, direct_batching
 from gpuserve.settings import ModelSettings
 from gpuserve.types import InferOutput, InferRequest, InferResponse
-from gpuserve.triton_refusals import missing_inputs
+from gpuserve.triton_refusals import missing_inputs, unknown_input
 from gpuserve.triton_request_check import check_request
 from gpuserve.warmup import run_warmup, warmup_samples
 
@@ -319,9 +319,9 @@ class FrameworkModel(Model):
         arrays = {}
         for tensor in request.inputs:
             spec = specs.get(tensor.name)
-            if spec is None:
-                raise InvalidInput(f"unexpected input '{tensor.name}' for model '{self.name}'; "
-                                   f"expected {sorted(specs)}")
+            if spec is None:  # (a config model's names were checked already, unless its inputs are loose)
+                raise unknown_input(self.name, tensor.name) if triton else InvalidInput(
+                    f"unexpected input '{tensor.name}' for model '{self.name}'; expected {sorted(specs)}")
             if loose:
                 arrays[tensor.name] = self.prepare(tensor.name, tensor.as_numpy())
                 continue
