@@ -151,6 +151,10 @@ class ServerSettings(BaseSettings):
     metrics_port: int = 8082
     metrics_path: str = "/metrics"
     metrics_prefix: str = ""
+    # The REST request families' prefix (MLServer's metrics_rest_server_prefix): <prefix>_requests_total, ...
+    metrics_rest_prefix: str = "rest_server"
+    # Inference answers compressed as Accept-Encoding asks (false: never; MLServer's gzip_enabled)
+    compress_responses: bool = True
     nvml_interval_seconds: float = 5.0
     # Each endpoint's bind address when it differs from `host` (Triton's --http-address, --grpc-address,
     # --metrics-address)

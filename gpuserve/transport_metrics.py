@@ -20,6 +20,10 @@ class TransportMetrics:
         self.grpc_started: Dict[str, int] = {}  # calls begun per method (MLServer's grpc_server_started_total)
         self.rest_in_progress = 0
         self.grpc_in_progress = 0
+        # Shown with the REST families: their name prefix (MLServer's metrics_rest_server_prefix) and each
+        # endpoint's route template, the `path` label MLServer's dashboards group by (set by the REST app)
+        self.rest_prefix = "rest_server"
+        self.paths: Dict[str, str] = {}
 
     def observe_rest(self, endpoint: str, method: str, status: int, seconds: float) -> None:
         key = (endpoint, method, str(status))

@@ -59,6 +59,7 @@ def build_app(plane: DataPlane, settings: ServerSettings, errors: ErrorRoutes | 
     add_infer_stream_routes(app, plane, errors, settings.max_request_bytes)
 
     exposition = exposition or Exposition(plane, settings.metrics_prefix)
+    _label_paths(app, plane, settings)
 
     @app.get(settings.metrics_path, include_in_schema=False)
     async def metrics(request: Request) -> Response:
@@ -71,6 +72,17 @@ def build_app(plane: DataPlane, settings: ServerSettings, errors: ErrorRoutes | 
     app.state.plane = plane
     app.state.errors = errors
     return app
+
+
+def _label_paths(app: FastAPI, plane: DataPlane, settings: ServerSettings) -> None:
+    """The REST families' prefix and, per counted endpoint, its route template (MLServer's `path` label,
+    e.g. `/v2/models/{model_name}/infer`); the fast path counts under the same endpoint names."""
+    metrics = plane.transport_metrics
+    metrics.rest_prefix = settings.metrics_rest_prefix
+    for route in app.router.routes:
+        endpoint = getattr(route, "endpoint", None)
+        if endpoint is not None and getattr(route, "path", None):
+            metrics.paths.setdefault(endpoint.__name__, route.path)
 
 
 def add_mlserver_docs_routes(app: FastAPI, plane: DataPlane) -> None:

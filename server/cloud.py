@@ -198,7 +198,7 @@ class CloudEndpoints:
         from gpuserve.server.rest.fast_path import FastPath
 
         s = self.settings
-        fast = FastPath(app, plane, errors, s.max_request_bytes)
+        fast = FastPath(app, plane, errors, s.max_request_bytes, s.compress_responses)
         inner = guard.asgi(fast) if guard is not None else fast
         out = []
         if "sagemaker" in self.sockets:

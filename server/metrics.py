@@ -402,13 +402,15 @@ class ServerCollector:
     def _transports(self):
         n = self._name
         metrics = self.plane.transport_metrics
-        rest_count = CounterMetricFamily(n("rest_server_requests"), "REST requests by endpoint, method and status",
-                                         labels=["endpoint", "method", "status_code"])
-        rest_time = HistogramMetricFamily(n("rest_server_request_duration_seconds"), "REST request duration",
-                                          labels=["endpoint", "method", "status_code"])
+        rest = metrics.rest_prefix
+        rest_count = CounterMetricFamily(n(f"{rest}_requests"), "REST requests by endpoint, method and status",
+                                         labels=["endpoint", "method", "status_code", "path"])
+        rest_time = HistogramMetricFamily(n(f"{rest}_request_duration_seconds"), "REST request duration",
+                                          labels=["endpoint", "method", "status_code", "path"])
         for (endpoint, method, status), histogram in sorted(metrics.rest.items()):
-            rest_count.add_metric([endpoint, method, status], histogram.count)
-            rest_time.add_metric([endpoint, method, status], histogram.cumulative(), histogram.total)
+            labels = [endpoint, method, status, metrics.paths.get(endpoint, "")]
+            rest_count.add_metric(labels, histogram.count)
+            rest_time.add_metric(labels, histogram.cumulative(), histogram.total)
         grpc_count = CounterMetricFamily(n("grpc_server_handled"), "gRPC calls by method and status code",
                                          labels=["grpc_method", "grpc_code"])
         grpc_time = HistogramMetricFamily(n("grpc_server_handling_seconds"), "gRPC call duration",
@@ -420,7 +422,7 @@ class ServerCollector:
                                            labels=["grpc_method"])
         for method, count in sorted(metrics.grpc_started.items()):
             grpc_started.add_metric([method], count)
-        in_progress = GaugeMetricFamily(n("rest_server_requests_in_progress"), "REST requests being handled")
+        in_progress = GaugeMetricFamily(n(f"{rest}_requests_in_progress"), "REST requests being handled")
         in_progress.add_metric([], metrics.rest_in_progress)
         yield from (rest_count, rest_time, grpc_count, grpc_time, grpc_started, in_progress)
 

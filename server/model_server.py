@@ -537,7 +537,8 @@ class ModelServer:
         self._servers, tasks = [], []
         http = None  # the HTTP endpoint, which a shutdown drains first (server/shutdown.py)
         if http_sock is not None:
-            http = _http_server(app, s, http_sock, FastPath(app, self.dataplane, self.errors, s.max_request_bytes),
+            http = _http_server(app, s, http_sock, FastPath(app, self.dataplane, self.errors, s.max_request_bytes,
+                                                          s.compress_responses),
                                 http_restrictions(s.http_restricted_api), main=True)
             self._servers.append(http)
             tasks.append(asyncio.ensure_future(http.serve()))

@@ -64,9 +64,9 @@ def test_counters_names_and_labels_move(tmp_path):
             assert sample(text, "nv_inference_pending_request_count", model="mlp", version="") == 0
             assert "batch_request_queue" not in text  # MLServer's histogram: adaptive batching only
             assert sample(text, "rest_server_requests_total", endpoint="infer_latest", method="POST",
-                          status_code="200") >= 3
+                          status_code="200", path="/v2/models/{model_name}/infer") >= 3
             assert sample(text, "rest_server_requests_total", endpoint="infer_latest", method="POST",
-                          status_code="400") == 1
+                          status_code="400", path="/v2/models/{model_name}/infer") == 1
             assert sample(text, "grpc_server_handled_total", grpc_method="ServerLive", grpc_code="OK") == 1
             assert sample(text, "my_custom_metric_count", model_name="logged", model_version="") >= 1
             assert "# TYPE nv_inference_request_success counter" in text

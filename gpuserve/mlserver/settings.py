@@ -184,21 +184,22 @@ class Settings(BaseSettings):
     cache_size: int = 100
     tracing_server: Optional[str] = None
     cors_settings: Optional[CORSSettings] = None
+    gzip_enabled: bool = True
 
 
 # MLServer name -> gpuserve ServerSettings name (same-named fields map to themselves).
 _RENAMED = {
     "grpc_max_message_length": "grpc_max_message_bytes",
     "metrics_endpoint": "metrics_path",
+    "metrics_rest_server_prefix": "metrics_rest_prefix",
+    "gzip_enabled": "compress_responses",
 }
 _SAME = ("host", "http_port", "grpc_port", "metrics_port", "model_repository_root", "load_models_at_startup",
          "server_name", "parallel_workers", "environments_dir")
 # Known to MLServer, with no gpuserve equivalent yet: ignored with a warning naming them as such.
-_UNSUPPORTED = ("parallel_workers_timeout", "extensions", "root_path", "metrics_dir",
-                "metrics_rest_server_prefix", "logging_settings", "tracing_server",
+_UNSUPPORTED = ("parallel_workers_timeout", "extensions", "metrics_dir", "logging_settings", "tracing_server",
                 "kafka_enabled", "kafka_servers", "kafka_topic_input", "kafka_topic_output",
-                "model_repository_implementation", "model_repository_implementation_args", "server_version",
-                "gzip_enabled")
+                "model_repository_implementation", "model_repository_implementation_args", "server_version")
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
 _FALSE = {"0", "false", "no", "off", "n", "f", ""}
 
@@ -224,6 +225,8 @@ def _translate(name: str, value: Any, where: str, native_fields: Any) -> List[Tu
         if value is None or value == "":
             return [("enable_metrics_server", False)]
         return [("metrics_path", value)]
+    if name == "root_path":  # ASGI's root_path: MLServer 1.7.1 routes the same paths with it (/p/v2/... is 404)
+        return []
     if name == "cache_enabled":  # the response cache (gpuserve/response_cache.py) for models that enable it too
         return [("mlserver_cache", _as_bool(value, name))]
     if name == "cache_size":

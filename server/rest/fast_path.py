@@ -58,8 +58,10 @@ def header_dict(pairs) -> Dict[str, str]:
 
 
 class FastPath:
-    def __init__(self, app, plane: DataPlane, errors: ErrorRoutes, body_limit: int):
+    def __init__(self, app, plane: DataPlane, errors: ErrorRoutes, body_limit: int, compress: bool = True):
         self.app = app
+        # False: answers never compressed, whatever Accept-Encoding asks (MLServer's gzip_enabled false)
+        self.compress = compress
         self.plane = plane
         self.errors = errors
         self.body_limit = body_limit
@@ -125,7 +127,7 @@ class FastPath:
             return None, request_key
         self.observe(route, answer[0], start)
         accept = next((value.decode("latin-1") for name, value in raw_headers if name == b"accept-encoding"), None)
-        return _encoded(route, answer, accept), None
+        return _encoded(route, answer, accept if self.compress else None), None
 
     async def respond(self, route, body: bytes, headers: Dict[str, str], make_request,
                       probed: object = NOT_PROBED) -> Tuple[int, bytes, list]:
@@ -157,9 +159,10 @@ class FastPath:
         finally:
             self.metrics.rest_in_progress -= 1
         self.observe(route, status, start)
+        answer = _encoded(route, (status, content, response_headers),
+                          headers.get("accept-encoding") if self.compress else None)
         if trace is None:
-            return _encoded(route, (status, content, response_headers), headers.get("accept-encoding"))
-        answer = _encoded(route, (status, content, response_headers), headers.get("accept-encoding"))
+            return answer
         # as Triton's, whose points are its HTTP library's reply write: the caller writes the answer in
         # this same loop step, so HTTP_SEND_END is stamped at the next one, after the write
         trace.stamp("HTTP_SEND_START")
