@@ -9,6 +9,8 @@ A model that cannot be built is registered not ready with the reason, never rais
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import hashlib
 import importlib
 import inspect
@@ -224,7 +226,13 @@ class DiskRepository:
                          more_roots=more_roots)
         repository.auto_complete = settings.auto_complete_config
         use_config_name(settings.model_config_name)
+        if settings.model_repository_implementation:
+            repository.custom = custom_repository(settings.model_repository_implementation,
+                                                  settings.model_repository_implementation_args, repository.root)
         return repository
+
+    # MLServer's model_repository_implementation: asked for the models in place of reading the folder
+    custom = None
 
     def register_repository(self, root: str | Path, names: Dict[str, str]) -> None:
         """Triton's repository registration, which SageMaker's multi-model loads use: the models of one more
@@ -254,6 +262,8 @@ class DiskRepository:
     namespacing = False
 
     def scan(self) -> Dict[str, List[ModelSettings]]:
+        if self.custom is not None:
+            return _grouped(_awaited(self.custom.list(), "list()"))
         if len(self.roots) == 1:
             return self._scan_root(self.root)
         where: Dict[str, List[Tuple[int, List[ModelSettings]]]] = {}
@@ -366,6 +376,13 @@ class DiskRepository:
         """(the settings of `name`'s models on disk, the whole scan): files read and parsed only, so a load
         does it off the event loop (every folder's config is read: ~0.3 ms a model, 60 ms for 200)."""
         scanned = self.scan()
+        if self.custom is not None:  # as MLServer's load: the repository's find(name)
+            try:
+                return list(_awaited(self.custom.find(name), f"find('{name}')")), scanned
+            except Exception as exc:
+                if type(exc).__name__ == "ModelNotFound":
+                    return [], scanned
+                raise
         found = scanned.get(name, [])
         if not found and self.namespacing:  # a name several folders hold: its copy in each of them
             found = [s for key in copies(scanned, name) for s in scanned[key]]
@@ -435,7 +452,9 @@ class DiskRepository:
 
     def mlserver_names(self) -> Set[str]:
         """Names of the models on disk described by model-settings.json, or by MLSERVER_MODEL_* alone (the
-        one model of a root folder without any model-settings.json)."""
+        one model of a root folder without any model-settings.json); every model of a custom repository."""
+        if self.custom is not None:
+            return set(self.scan())
         return {name for name, group in self.scan().items()
                 if any(s.folder and (Path(s.folder) in self.roots or (Path(s.folder) / MODEL_SETTINGS_FILE).is_file())
                        for s in group)}
@@ -509,6 +528,53 @@ class DiskRepository:
                         chosen.add(step)
                         pending.append(step)
         return registry
+
+
+def custom_repository(dotted: str, args: Dict[str, Any], root: Path):
+    """The MLServer repository class `dotted` names (importable from the repository folder, as MLServer's
+    `mlserver start FOLDER` puts it on the path), built with root= the folder and `args`."""
+    cls = import_class(dotted, root)
+    try:
+        return cls(root=str(root), **args)
+    except Exception as exc:
+        raise InvalidSettings(f"model_repository_implementation '{dotted}' cannot be built with root and "
+                              f"{sorted(args)}: {type(exc).__name__}: {exc}") from None
+
+
+def _awaited(result, what: str) -> list:
+    """A custom repository's answer: its coroutine run to the end here (scans run off the event loop, in a
+    thread of their own; a call from a thread whose loop runs gets one more thread)."""
+    if inspect.isawaitable(result):
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            result = asyncio.run(_value(result))
+        else:
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                result = pool.submit(asyncio.run, _value(result)).result()
+    if not isinstance(result, (list, tuple)):
+        raise InvalidSettings(f"the model repository's {what} answered {type(result).__name__}, not a list of "
+                              "model settings")
+    out = []
+    for settings in result:
+        if not isinstance(settings, ModelSettings):
+            raise InvalidSettings(f"the model repository's {what} answered a {type(settings).__name__}, not "
+                                  "ModelSettings")
+        if not settings.name:
+            raise InvalidSettings(f"the model repository's {what} answered model settings without a name")
+        out.append(settings)
+    return out
+
+
+async def _value(awaitable):
+    return await awaitable
+
+
+def _grouped(found: List[ModelSettings]) -> Dict[str, List[ModelSettings]]:
+    grouped: Dict[str, List[ModelSettings]] = {}
+    for settings in found:
+        grouped.setdefault(settings.name, []).append(settings)
+    return grouped
 
 
 def _user_runtime(settings: ModelSettings) -> bool:

@@ -185,6 +185,8 @@ class Settings(BaseSettings):
     tracing_server: Optional[str] = None
     cors_settings: Optional[CORSSettings] = None
     gzip_enabled: bool = True
+    model_repository_implementation: Optional[Any] = None
+    model_repository_implementation_args: dict = Field(default_factory=dict)
 
 
 # MLServer name -> gpuserve ServerSettings name (same-named fields map to themselves).
@@ -195,11 +197,11 @@ _RENAMED = {
     "gzip_enabled": "compress_responses",
 }
 _SAME = ("host", "http_port", "grpc_port", "metrics_port", "model_repository_root", "load_models_at_startup",
-         "server_name", "parallel_workers", "environments_dir")
+         "server_name", "parallel_workers", "environments_dir", "model_repository_implementation",
+         "model_repository_implementation_args")
 # Known to MLServer, with no gpuserve equivalent yet: ignored with a warning naming them as such.
 _UNSUPPORTED = ("parallel_workers_timeout", "extensions", "metrics_dir", "logging_settings", "tracing_server",
-                "kafka_enabled", "kafka_servers", "kafka_topic_input", "kafka_topic_output",
-                "model_repository_implementation", "model_repository_implementation_args", "server_version")
+                "kafka_enabled", "kafka_servers", "kafka_topic_input", "kafka_topic_output", "server_version")
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
 _FALSE = {"0", "false", "no", "off", "n", "f", ""}
 
@@ -225,6 +227,12 @@ def _translate(name: str, value: Any, where: str, native_fields: Any) -> List[Tu
         if value is None or value == "":
             return [("enable_metrics_server", False)]
         return [("metrics_path", value)]
+    if name == "model_repository_implementation_args" and isinstance(value, str):  # MLSERVER_*: JSON
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise InvalidSettings(f"{where}: MLServer setting '{name}' is not a JSON object: {exc}") from None
+        return [(name, value)]
     if name == "root_path":  # ASGI's root_path: MLServer 1.7.1 routes the same paths with it (/p/v2/... is 404)
         return []
     if name == "cache_enabled":  # the response cache (gpuserve/response_cache.py) for models that enable it too
