@@ -128,3 +128,24 @@ def configure_logging(settings) -> None:
     access.handlers[:] = []
     access.propagate = settings.access_log
     access.disabled = not settings.access_log
+    applied_logging_settings(getattr(settings, "logging_settings", None))
+
+
+def applied_logging_settings(given) -> None:
+    """MLServer's logging_settings over gpuserve's set-up: a dictConfig dict, or a file: .json/.yaml/.yml read as
+    dictConfig, another as fileConfig (existing loggers kept); anything else is named in a warning."""
+    if not given:
+        return
+    from pathlib import Path
+
+    from gpuserve.logging import configure_logging as from_config
+
+    if isinstance(given, dict) or isinstance(given, str) and Path(given).is_file():
+        try:
+            from_config(given)
+        except Exception as exc:  # a broken file must not stop the server: said, and gpuserve's logging kept
+            logging.getLogger("gpuserve").error("logging_settings %r cannot be applied: %s: %s", given,
+                                                type(exc).__name__, exc)
+        return
+    logging.getLogger("gpuserve").warning("Unable to parse logging_settings %r: not a file or a dictConfig dict",
+                                          given)

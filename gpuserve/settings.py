@@ -230,6 +230,10 @@ class ServerSettings(BaseSettings):
     max_request_bytes: int = 2**31 - 1
     grpc_max_message_bytes: int = 2**31 - 1
     server_name: str = "gpuserve"
+    server_version: Optional[str] = None  # the /v2 metadata's version (MLServer's server_version); None: gpuserve's
+    # A logging configuration applied after gpuserve's own (MLServer's logging_settings): a dictConfig dict, or a
+    # file (.json/.yaml dictConfig, else fileConfig)
+    logging_settings: Optional[Any] = None
     log_level: str = "INFO"
     # text: gpuserve's lines; json: one object a line; default / ISO8601: tritonserver's (its --log-format)
     logging_format: Literal["text", "json", "default", "ISO8601"] = "text"

@@ -363,6 +363,7 @@ class ModelServer:
         self.registered_models = registered_models if registered_models is not None else ModelRepository()
         self.registered_models.load_retries = settings.model_load_retry_count
         self.dataplane = DataPlane(self.registered_models, server_name=settings.server_name,
+                                   **({"server_version": settings.server_version} if settings.server_version else {}),
                                    strict_readiness=settings.strict_readiness,
                                    model_control=settings.model_control_enabled,
                                    allow_client_shm=settings.allow_client_shm,

@@ -60,8 +60,15 @@ def _folder(tmp_path, implementation="catalog_repo.Catalog", args=None):
     (tmp_path / "gamma" / "model-settings.json").write_text(json.dumps({"name": "gamma",
                                                                           "implementation": "scaler.Scaler"}))
     args = {"names": ["alpha", "beta"], "finds_file": str(tmp_path / "finds.txt")} if args is None else args
+    logging_file = tmp_path / "logging.json"  # MLServer's logging_settings: a dictConfig file, applied last
+    logging_file.write_text(json.dumps({
+        "version": 1, "disable_existing_loggers": False,
+        "handlers": {"file": {"class": "logging.FileHandler", "filename": str(tmp_path / "server.log")}},
+        "loggers": {"gpuserve": {"handlers": ["file"], "level": "INFO"}}}))
     (tmp_path / "settings.json").write_text(json.dumps({"model_repository_implementation": implementation,
-                                                         "model_repository_implementation_args": args}))
+                                                         "model_repository_implementation_args": args,
+                                                         "server_version": "1.7.1-custom",
+                                                         "logging_settings": str(logging_file)}))
     return tmp_path
 
 
@@ -88,8 +95,10 @@ def test_models_come_from_the_custom_repository(tmp_path):
         assert missing.status_code == 404 and "nope" in missing.json()["error"]
         assert (tmp_path / "finds.txt").read_text().split() == ["alpha", "nope"]
         assert httpx.post(f"{base}/v2/models/beta/infer", json=BODY).status_code == 200  # the others serve on
+        assert httpx.get(f"{base}/v2").json()["version"] == "1.7.1-custom"  # MLServer's server_version
     finally:
         assert stop(proc) == 0
+    assert "alpha" in (tmp_path / "server.log").read_text()  # the server's lines reached the configured handler
 
 
 @pytest.mark.parametrize("implementation, args, words", [
@@ -100,6 +109,21 @@ def test_a_repository_that_cannot_be_built_stops_the_start_clearly(tmp_path, imp
     folder = _folder(tmp_path, implementation, args)
     out = run([*GPUSERVE, "start", str(folder), "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"])
     assert out.returncode == 2 and words in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+def test_logging_settings_that_cannot_apply_are_said_and_serving_goes_on(tmp_path, caplog):
+    import logging
+
+    from gpuserve.logging_setup import applied_logging_settings
+
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps({"version": 1, "handlers": {"h": {"class": "no.such.Handler"}}}))
+    with caplog.at_level(logging.WARNING, logger="gpuserve"):
+        applied_logging_settings(str(tmp_path / "missing.ini"))
+        applied_logging_settings(str(broken))
+    words = [r.getMessage() for r in caplog.records]
+    assert any("Unable to parse logging_settings" in w and "missing.ini" in w for w in words)
+    assert any("cannot be applied" in w and "broken.json" in w for w in words)
 
 
 def test_the_default_implementation_lists_model_settings_files(tmp_path):
