@@ -30,6 +30,7 @@ import shutil
 import signal
 import tempfile
 import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Dict, List, Optional, Tuple
@@ -293,11 +294,24 @@ class ParallelModel(Model):
         meta = self.description.get("metadata") or super().metadata()
         return {**meta, "name": self.name}
 
+    # Seconds a stop waits for the workers to finish what they run before killing them (MLServer's
+    # parallel_workers_timeout, default 5): a model stuck in predict must not hold an unload or a shutdown
+    stop_timeout = 5.0
+
     def stop(self) -> None:
         super().stop()
         self.ready = False
         if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+            processes = list((getattr(self.pool, "_processes", None) or {}).values())
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            deadline = time.monotonic() + max(0.0, self.stop_timeout)
+            for process in processes:
+                process.join(max(0.0, deadline - time.monotonic()))
+                if process.exitcode is None:
+                    logger.warning("model '%s': worker process %s still running after %.3g s; killed", self.name,
+                                   process.pid, self.stop_timeout)
+                    process.kill()
+                    process.join(5)
             self.pool = None
         if self.metrics_dir:
             worker_metric_dirs.discard(self.metrics_dir)

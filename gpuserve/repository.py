@@ -225,6 +225,7 @@ class DiskRepository:
                          environments_dir=settings.environments_dir, server_tarball=settings.environment_tarball,
                          more_roots=more_roots)
         repository.auto_complete = settings.auto_complete_config
+        repository.workers_timeout = settings.parallel_workers_timeout
         use_config_name(settings.model_config_name)
         if settings.model_repository_implementation:
             repository.custom = custom_repository(settings.model_repository_implementation,
@@ -233,6 +234,7 @@ class DiskRepository:
 
     # MLServer's model_repository_implementation: asked for the models in place of reading the folder
     custom = None
+    workers_timeout = 5.0  # MLServer's parallel_workers_timeout: how long a parallel model's stop waits
 
     def register_repository(self, root: str | Path, names: Dict[str, str]) -> None:
         """Triton's repository registration, which SageMaker's multi-model loads use: the models of one more
@@ -430,9 +432,7 @@ class DiskRepository:
             if environment is not None and _user_runtime(settings):
                 # never imported here: its module may need what only the environment holds
                 settings.parallel_workers = workers
-                from gpuserve.parallel import ParallelModel
-
-                return ParallelModel(settings, workers, environment)
+                return self._parallel(settings, workers, environment)
             runtime = runtime_for(settings)
             engine_backed = getattr(runtime, "engine_backed", False)
             if environment is not None and engine_backed:
@@ -441,14 +441,19 @@ class DiskRepository:
                 environment = None
             if workers and not engine_backed:
                 settings.parallel_workers = workers
-                from gpuserve.parallel import ParallelModel
-
-                return ParallelModel(settings, settings.parallel_workers, environment)
+                return self._parallel(settings, workers, environment)
             return instantiate(runtime, settings)
         except Exception as exc:
             reason = str(exc) if isinstance(exc, GpuserveError) else f"{type(exc).__name__}: {exc}"
             logger.error("model '%s' cannot be built: %s", settings.name, reason)
             return _unavailable(settings, reason)
+
+    def _parallel(self, settings: ModelSettings, workers: int, environment) -> BaseKServeModel:
+        from gpuserve.parallel import ParallelModel
+
+        model = ParallelModel(settings, workers, environment)
+        model.stop_timeout = self.workers_timeout
+        return model
 
     def mlserver_names(self) -> Set[str]:
         """Names of the models on disk described by model-settings.json, or by MLSERVER_MODEL_* alone (the

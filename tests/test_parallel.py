@@ -195,3 +195,46 @@ def test_the_model_is_ready_only_once_every_worker_has_loaded_it(tmp_path):
         assert len(model.worker_pids) == 2 and os.getpid() not in model.worker_pids
     finally:
         model.stop()
+
+
+def test_a_worker_stuck_in_predict_is_killed_after_the_stop_timeout(tmp_path, http):
+    """MLServer's parallel_workers_timeout: a stop waits that long for a worker still running a request, then
+    kills it (before, an unload or a shutdown waited for a stuck predict for ever)."""
+    folder = tmp_path / "stuck"
+    folder.mkdir()
+    (folder / "model-settings.json").write_text(json.dumps(
+        {"name": "stuck", "implementation": "stuck_model.Stuck", "parallel_workers": 1}))
+    (folder / "stuck_model.py").write_text(textwrap.dedent("""
+        import time
+        from gpuserve import Model
+
+        class Stuck(Model):
+            def load(self):
+                self.ready = True
+
+            def predict(self, payload, headers=None):
+                time.sleep(300)
+        """))
+    disk = DiskRepository(tmp_path)
+    disk.workers_timeout = 1.0
+    registry = disk.populate(ModelRepository())
+    with running_server(repository=registry) as server:
+        client = http(server)
+        model = registry.get_model("stuck")
+        pid = model.worker_pids[0]
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(client.post, "/v1/models/stuck:predict", json={"instances": [1]})
+            time.sleep(1.0)  # the request is in the worker's predict
+            start = time.monotonic()
+            assert client.post("/v2/repository/models/stuck/unload").status_code == 200
+            assert time.monotonic() - start < 10
+            assert pending.result(30).status_code >= 500  # answered, not dropped
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError(f"worker {pid} still alive")
