@@ -84,6 +84,7 @@ class DataPlane:
         repository.plane = self  # in-process calls between models (BLS) take the clients' path
         self.server_name = server_name
         self.server_version = server_version
+        self.extensions = EXTENSIONS  # what server metadata lists (MLServer's `extensions` setting replaces it)
         self.strict_readiness = strict_readiness
         self.model_control = model_control
         self.started = False  # set once the start-up loads have finished
@@ -127,7 +128,7 @@ class DataPlane:
         return True
 
     def metadata(self) -> Dict[str, Any]:
-        return {"name": self.server_name, "version": self.server_version, "extensions": EXTENSIONS}
+        return {"name": self.server_name, "version": self.server_version, "extensions": self.extensions}
 
     def model_ready(self, name: str, version: Optional[str] = None) -> bool:
         model = self.repository.get_model(name, version)

@@ -231,6 +231,7 @@ class ServerSettings(BaseSettings):
     grpc_max_message_bytes: int = 2**31 - 1
     server_name: str = "gpuserve"
     parallel_workers_timeout: float = 5.0  # seconds a stop waits for parallel workers before killing them
+    server_extensions: Optional[List[str]] = None  # server metadata's extensions (MLServer's `extensions`)
     server_version: Optional[str] = None  # the /v2 metadata's version (MLServer's server_version); None: gpuserve's
     # A logging configuration applied after gpuserve's own (MLServer's logging_settings): a dictConfig dict, or a
     # file (.json/.yaml dictConfig, else fileConfig)

@@ -371,6 +371,8 @@ class ModelServer:
                                    response_cache_entries=settings.response_cache_entries,
                                    mlserver_cache=settings.mlserver_cache,
                                    trace_defaults=trace_start_settings(settings.trace_config))
+        if settings.server_extensions is not None:  # MLServer's `extensions`: what server metadata lists
+            self.dataplane.extensions = list(settings.server_extensions)
         self.dataplane.http_forward = header_forward(settings.http_header_forward_pattern,
                                                      "http-header-forward-pattern")
         self.dataplane.grpc_forward = header_forward(settings.grpc_header_forward_pattern,

@@ -67,7 +67,7 @@ def _folder(tmp_path, implementation="catalog_repo.Catalog", args=None):
         "loggers": {"gpuserve": {"handlers": ["file"], "level": "INFO"}}}))
     (tmp_path / "settings.json").write_text(json.dumps({"model_repository_implementation": implementation,
                                                          "model_repository_implementation_args": args,
-                                                         "server_version": "1.7.1-custom",
+                                                         "server_version": "1.7.1-custom", "extensions": ["x"],
                                                          "logging_settings": str(logging_file)}))
     return tmp_path
 
@@ -95,7 +95,8 @@ def test_models_come_from_the_custom_repository(tmp_path):
         assert missing.status_code == 404 and "nope" in missing.json()["error"]
         assert (tmp_path / "finds.txt").read_text().split() == ["alpha", "nope"]
         assert httpx.post(f"{base}/v2/models/beta/infer", json=BODY).status_code == 200  # the others serve on
-        assert httpx.get(f"{base}/v2").json()["version"] == "1.7.1-custom"  # MLServer's server_version
+        metadata = httpx.get(f"{base}/v2").json()  # MLServer's server_version and extensions
+        assert (metadata["version"], metadata["extensions"]) == ("1.7.1-custom", ["x"])
     finally:
         assert stop(proc) == 0
     assert "alpha" in (tmp_path / "server.log").read_text()  # the server's lines reached the configured handler
