@@ -192,10 +192,10 @@ _RENAMED = {
     "metrics_endpoint": "metrics_path",
 }
 _SAME = ("host", "http_port", "grpc_port", "metrics_port", "model_repository_root", "load_models_at_startup",
-         "server_name", "parallel_workers", "environments_dir")
+         "server_name", "parallel_workers", "environments_dir", "tracing_server")
 # Known to MLServer, with no gpuserve equivalent yet: ignored with a warning naming them as such.
 _UNSUPPORTED = ("parallel_workers_timeout", "extensions", "root_path", "metrics_dir",
-                "metrics_rest_server_prefix", "logging_settings", "tracing_server",
+                "metrics_rest_server_prefix", "logging_settings",
                 "kafka_enabled", "kafka_servers", "kafka_topic_input", "kafka_topic_output",
                 "model_repository_implementation", "model_repository_implementation_args", "server_version",
                 "gzip_enabled")
