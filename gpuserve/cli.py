@@ -68,7 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     triton.add_argument("--allow-client-shm", type=_boolean, default=None, metavar="BOOL",
                         help="false: clients may not register shared memory (setting allow_client_shm; default true)")
     triton.add_argument("--trace-config", action="append", default=None, metavar="[triton,]KEY=VALUE",
-                        help="the trace settings clients read at start-up (file, level, rate, count, log-frequency)")
+                        help="the trace settings clients read at start-up (file, level, rate, count, log-frequency); "
+                             "mode=opentelemetry exports Triton's spans to opentelemetry,url=...")
     triton.add_argument("--metrics-config", action="append", default=None, metavar="SETTING=VALUE",
                         help="model metrics: counter_latencies=false drops the latency counters, summary_latencies=true "
                         "adds latency summaries, summary_quantiles=Q:ERROR,... their quantiles (repeat)")
@@ -178,7 +179,7 @@ def trace_config(args: argparse.Namespace) -> Optional[List[str]]:
 
 def opentelemetry_checked(configs: List[str]) -> None:
     """With --trace-config mode=opentelemetry, the batch span processor's settings must be counts, as
-    tritonserver checks them at start-up (in its words), though gpuserve exports no OpenTelemetry traces."""
+    tritonserver checks them at start-up (in its words)."""
     if not any(c.replace(" ", "").rpartition(",")[2] == "mode=opentelemetry" for c in configs):
         return
     given = {}

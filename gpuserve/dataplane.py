@@ -93,6 +93,7 @@ class DataPlane:
         self._stats: Dict[Tuple[str, str], ModelStats] = {}
         # system shared-memory regions (both transports); allow_client_shm=False refuses registration
         self.shared_memory = SharedMemoryRegistry(allowed=allow_client_shm)
+        self.server_spans = None  # MLServer's tracing_server (gpuserve/otel_mlserver.py), set by the server
         self.runtime_settings = RuntimeSettings(lambda name: self.repository.get_model(name) is not None,
                                                 trace_defaults=trace_defaults)
         self.transport_metrics = TransportMetrics()

@@ -24,6 +24,7 @@ from typing import Any, Callable, Dict, Optional
 
 from gpuserve import logging_setup
 from gpuserve.errors import InvalidInput, Unimplemented
+from gpuserve import otlp
 from gpuserve.tracing import Tracer
 
 logger = logging.getLogger("gpuserve")
@@ -95,6 +96,7 @@ def trace_start_settings(configs: Optional[list]) -> Dict[str, Any]:
     settings: Dict[str, Any] = {}
     levels: list = []
     otel: Dict[str, str] = {}
+    resources: list = []
     for config in configs or ():
         mode, _, pair = config.rpartition(",")
         key, sep, value = pair.partition("=")
@@ -103,6 +105,8 @@ def trace_start_settings(configs: Optional[list]) -> Dict[str, Any]:
             raise InvalidInput(f"--trace-config {config}: expected [MODE,]KEY=VALUE")
         if mode == "opentelemetry":  # shown as given in opentelemetry mode (url, resource, bsp_*)
             otel[key.strip()] = value
+            if key.strip() == "resource":  # repeated: each adds (or replaces) one resource attribute
+                resources.append(value)
             continue
         if name == "trace_mode" and value == "opentelemetry":
             settings[name] = value
@@ -118,15 +122,32 @@ def trace_start_settings(configs: Optional[list]) -> Dict[str, Any]:
         else:
             settings[name] = value
     if settings.get("trace_mode") == "opentelemetry":
-        logger.warning("--trace-config mode=opentelemetry: the settings are kept and shown, but gpuserve exports "
-                       "no OpenTelemetry traces")
         for key, (variable, default) in _OTEL_BSP.items():
             otel.setdefault(key, os.environ.get(variable, default))
         settings[_OTEL] = otel
+        settings[_OTEL_RESOURCES] = resources
     return settings
 
 
+def otel_exporter(otel: Dict[str, str], resources: list) -> otlp.BatchExporter:
+    """The opentelemetry mode's exporter: Triton's spans as OTLP/HTTP JSON to `url` (Triton's default
+    http://localhost:4318/v1/traces), resource attributes service.name=triton-inference-server, then
+    OTEL_RESOURCE_ATTRIBUTES, then each `resource=KEY=VALUE` given (a later one wins)."""
+    from gpuserve import otel_triton
+    from gpuserve.version import __version__
+
+    resource = {"telemetry.sdk.name": "gpuserve", "telemetry.sdk.language": "python",
+                "telemetry.sdk.version": __version__, "service.name": otel_triton.DEFAULT_SERVICE}
+    resource.update(otlp.resource_pairs(os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "")))
+    for pair in resources:
+        resource.update(otlp.resource_pairs(pair))
+    url = otel.get("url") or "http://localhost:4318/v1/traces"
+    sender = otlp.HttpJsonSender(url, resource, otel_triton.SCOPE)
+    return otlp.exporter(otel_triton.spans_of, sender, otlp.bsp_settings(otel), sender.url)
+
+
 _OTEL = "opentelemetry"  # the opentelemetry mode's own settings, shown in place of trace_file and log_frequency
+_OTEL_RESOURCES = "opentelemetry_resources"  # every resource=K=V given (the view shows the last, as Triton)
 _OTEL_BSP = {"bsp_max_export_batch_size": ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "512"),
              "bsp_schedule_delay": ("OTEL_BSP_SCHEDULE_DELAY", "5000"),
              "bsp_max_queue_size": ("OTEL_BSP_MAX_QUEUE_SIZE", "2048")}
@@ -142,11 +163,13 @@ class RuntimeSettings:
         self._logger = logging.getLogger(logger_name)
         self._lock = threading.Lock()
         self._defaults: Dict[str, Any] = {**TRACE_DEFAULTS, **(trace_defaults or {})}
+        resources = self._defaults.pop(_OTEL_RESOURCES, [])
         self._trace: Dict[str, Any] = {k: (list(v) if isinstance(v, list) else v) for k, v in self._defaults.items()}
         self._model_trace: Dict[str, Dict[str, Any]] = {}
         self._log: Optional[Dict[str, Any]] = None  # read from the logger on first use
-        self.tracer = Tracer()
-        self._start_tracer()
+        otel = self._defaults.get(_OTEL) if self._defaults["trace_mode"] == "opentelemetry" else None
+        self.tracer = Tracer(otel_exporter(otel, resources) if otel is not None else None)
+        self._retrace(None)
 
     # trace -------------------------------------------------------------------------------------
     def _check_model(self, model: Optional[str]) -> None:
@@ -178,10 +201,6 @@ class RuntimeSettings:
         views = {name: self._trace_view(name, live=False) for name, own in self._model_trace.items() if own}
         self.tracer.configure(self._trace_view(None, live=False), views, [model] if model else None)
 
-    def _start_tracer(self) -> None:
-        if self._trace["trace_mode"] == "triton":  # the opentelemetry mode writes no trace files
-            self._retrace(None)
-
     def update_trace(self, updates: Dict[str, Any], model: Optional[str] = None) -> Dict[str, Any]:
         """Apply `updates` (a value sets, None clears) globally or for one model; returns the result.
         Every key is checked before anything changes."""
@@ -209,7 +228,7 @@ class RuntimeSettings:
                 else:
                     default = self._defaults[key]
                     target[key] = list(default) if isinstance(default, list) else default
-            if parsed and self._trace["trace_mode"] == "triton":
+            if parsed:
                 self._retrace(model)
             view = self._trace_view(model)
         return view
@@ -218,7 +237,7 @@ class RuntimeSettings:
         """Drop a model's own trace settings (REST: POST with an empty body); returns its view."""
         self._check_model(model)
         with self._lock:
-            if self._model_trace.pop(model, None) and self._trace["trace_mode"] == "triton":
+            if self._model_trace.pop(model, None):
                 self._retrace(model)
             return self._trace_view(model)
 

@@ -209,6 +209,9 @@ class ServerSettings(BaseSettings):
     allow_client_shm: bool = True  # clients may register system shared-memory regions
     # Triton's --trace-config KEY=VALUE flags, as given: the trace settings clients read at start-up
     trace_config: List[str] = Field(default_factory=list)
+    # MLServer's tracing_server, host:port of an OTLP/gRPC collector: a span per REST / gRPC request goes
+    # there (gpuserve/otel_mlserver.py; needs gpuserve[tracing])
+    tracing_server: Optional[str] = None
     # Triton's --http-restricted-api / --grpc-restricted-protocol specs, `GROUP[,GROUP...]:KEY=VALUE`: those
     # endpoint groups answer only requests carrying the header (server/restricted.py)
     http_restricted_api: List[str] = Field(default_factory=list)

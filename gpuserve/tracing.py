@@ -15,6 +15,11 @@ kept in memory and written when `log_frequency` of them are collected (to `<trac
 `trace_count` is used up (likewise), or else at shutdown (to `<trace_file>` itself when
 log_frequency is 0, else to the next `.<k>`).
 
+In the "opentelemetry" mode the same points in time become Triton's spans instead (gpuserve/otel_triton.py):
+a sampled root trace, once it ends, is handed whole to the batch exporter (gpuserve/otlp.py), which turns
+it into spans and posts them from its own thread. A request carrying a W3C `traceparent` is traced whatever
+the rate and count say, as in Triton, and its spans join the caller's trace.
+
 Speed: with every level OFF, `Tracer.on` and engine/job.py's `TRACING.on` are False; the transports
 test the first, the data plane `request.trace`, the engine the second, once per request, and do nothing else.
 """
@@ -110,15 +115,16 @@ class TraceFile:
 class TraceSetting:
     """The trace settings in force for some models, with their counters and collected traces."""
 
-    def __init__(self, view: Dict[str, Any], file: Optional[TraceFile]):
+    def __init__(self, view: Dict[str, Any], file: Optional[TraceFile], otel: Any = None):
         levels = view["trace_level"]
-        self.timestamps = "TIMESTAMPS" in levels
-        self.tensors = "TENSORS" in levels
+        self.otel = otel  # the opentelemetry mode's exporter (gpuserve/otlp.py): spans, never a file
+        self.timestamps = "TIMESTAMPS" in levels or (otel is not None and "TENSORS" in levels)
+        self.tensors = "TENSORS" in levels and otel is None  # tensors have no place in Triton's spans
         self.rate = int(view["trace_rate"])
         self.count = int(view["trace_count"])
         self.log_frequency = int(view["log_frequency"])
         self.file = file
-        self.on = (self.timestamps or self.tensors) and file is not None
+        self.on = (self.timestamps or self.tensors) and (file is not None or otel is not None)
         self._lock = threading.Lock()
         self._seen = 0  # requests counted towards the rate
         self._sampled = 0
@@ -139,6 +145,11 @@ class TraceSetting:
                 self.count -= 1
             self._sampled += 1
             return True
+
+    def forced(self) -> bool:
+        """A request that carries an OpenTelemetry context is traced whatever the rate and count say (Triton
+        24.01 on); nothing is traced while the level is OFF."""
+        return self.on and self.otel is not None and not self._retired
 
     def collect(self, text: Optional[str]) -> None:
         """A sampled trace ended (`text`: its objects; None: nothing worth writing)."""
@@ -172,7 +183,7 @@ class Trace:
     """One traced request (or ensemble step, or BLS request); children write through their root."""
 
     __slots__ = ("id", "setting", "tracer", "parent", "root", "model_name", "model_version", "request_id",
-                 "events", "tensors", "children", "started", "holds", "ending")
+                 "events", "tensors", "children", "started", "holds", "ending", "context")
 
     def __init__(self, tracer: "Tracer", setting: TraceSetting, parent: Optional["Trace"] = None):
         self.tracer = tracer
@@ -183,16 +194,17 @@ class Trace:
         self.model_name: Optional[str] = None
         self.model_version = 1
         self.request_id: Optional[str] = None
-        self.events: List[str] = []
+        self.events: List[tuple] = []  # (name, CLOCK_MONOTONIC ns)
         self.tensors: List[str] = []
-        self.children: List[str] = []
+        self.children: List[Any] = []  # the descendants' trace texts, or (opentelemetry) the Traces themselves
+        self.context: Optional[tuple] = None  # (trace id, span id) of a caller's W3C traceparent
         self.started = False  # REQUEST_START reached: the trace is written
         self.holds = 0  # executes under way that will still stamp this trace (engine/instance.py)
         self.ending = False  # end() came while held: the last release ends it
 
     def stamp(self, name: str, ns: Optional[int] = None) -> None:
         if self.setting.timestamps:
-            self.events.append(f'{{"name":"{name}","ns":{time.monotonic_ns() if ns is None else ns}}}')
+            self.events.append((name, time.monotonic_ns() if ns is None else ns))
 
     def begin(self, model_name: str, version: Any, request_id: Optional[str]) -> None:
         self.model_name = model_name
@@ -225,7 +237,7 @@ class Trace:
         if self.parent is not None:
             head += f',"parent_id":{self.parent.id}'
         parts = [head + "}"] if self.setting.timestamps else []  # as Triton: TENSORS alone has no header
-        parts.extend(f'{{"id":{self.id},"timestamps":[{event}]}}' for event in self.events)
+        parts.extend(f'{{"id":{self.id},"timestamps":[{{"name":"{name}","ns":{ns}}}]}}' for name, ns in self.events)
         parts.extend(self.tensors)
         return ",".join(parts)
 
@@ -254,6 +266,12 @@ class Trace:
         self._finish()
 
     def _finish(self) -> None:
+        if self.setting.otel is not None:  # spans are made from the whole tree in the exporter's thread
+            if self.parent is not None:
+                self.root.children.append(self)
+            elif self.started:
+                self.setting.otel.add(self)
+            return
         text = self.text() if self.started else ""
         if self.parent is not None:
             if text:
@@ -266,8 +284,9 @@ class Trace:
 class Tracer:
     """The server's traces: one TraceSetting for all models plus one per model with its own settings."""
 
-    def __init__(self):
+    def __init__(self, otel: Any = None):
         self.on = False
+        self.otel = otel  # the opentelemetry mode's exporter (gpuserve/otlp.py), else None
         self._files: Dict[str, TraceFile] = {}
         self._global: Optional[TraceSetting] = None
         self._models: Dict[str, TraceSetting] = {}
@@ -284,6 +303,11 @@ class Tracer:
             self._files[path] = TraceFile(path)
         return self._files[path]
 
+    def _setting(self, view: Dict[str, Any]) -> TraceSetting:
+        if self.otel is not None:
+            return TraceSetting(view, None, self.otel)
+        return TraceSetting(view, self._file(view["trace_file"]))
+
     def configure(self, global_view: Dict[str, Any], model_views: Dict[str, Dict[str, Any]],
                   models: Optional[List[str]] = None) -> None:
         """New settings from their views: globally (models=None: every model too) or for `models` only."""
@@ -291,13 +315,13 @@ class Tracer:
             old = []
             if models is None:
                 old.append(self._global)
-                self._global = TraceSetting(global_view, self._file(global_view["trace_file"]))
+                self._global = self._setting(global_view)
                 models = list(set(self._models) | set(model_views))
             for name in models:
                 old.append(self._models.pop(name, None))
                 if name in model_views:
                     view = model_views[name]
-                    self._models[name] = TraceSetting(view, self._file(view["trace_file"]))
+                    self._models[name] = self._setting(view)
             self.on = bool(self._global is not None and self._global.on) or any(
                 s.on for s in self._models.values())
             if self.on:  # process-wide, and never turned off again: another server's tracer may be on
@@ -314,10 +338,19 @@ class Tracer:
         setting = self.setting(model)
         return None if setting is None else setting.count
 
-    def sample(self, model_name: str) -> Optional[Trace]:
-        """A new root trace when this request of `model_name` is sampled, else None."""
+    def sample(self, model_name: str, headers: Optional[Dict[str, str]] = None) -> Optional[Trace]:
+        """A new root trace when this request of `model_name` is sampled, else None. `headers` (HTTP headers
+        or gRPC metadata, lower-case names) may carry a W3C traceparent the opentelemetry mode joins."""
         setting = self._models.get(model_name, self._global)
-        if setting is None or not setting.sample():
+        if setting is None:
+            return None
+        if self.otel is not None and headers:
+            context = traceparent(headers.get("traceparent"))
+            if context is not None and setting.forced():
+                trace = Trace(self, setting)
+                trace.context = context
+                return trace
+        if not setting.sample():
             return None
         return Trace(self, setting)
 
@@ -331,3 +364,24 @@ class Tracer:
                 setting.retire(final=True)
         for file in list(self._files.values()):
             file.close()
+        if self.otel is not None:
+            self.otel.close()
+
+
+def traceparent(value: Optional[str]) -> Optional[tuple]:
+    """(trace id, parent span id) in lower-case hex from a W3C traceparent header, None when absent or
+    malformed (then the request is sampled as any other). Triton joins the caller's trace whatever its
+    sampled flag says, and so do we."""
+    if not value:
+        return None
+    parts = value.strip().lower().split("-")
+    if len(parts) < 4 or len(parts[0]) != 2 or parts[0] == "ff" or len(parts[1]) != 32 or len(parts[2]) != 16 \
+            or len(parts[3]) != 2 or (parts[0] == "00" and len(parts) != 4):
+        return None
+    try:
+        if not int(parts[1], 16) or not int(parts[2], 16):
+            return None
+        int(parts[0], 16), int(parts[3], 16)
+    except ValueError:
+        return None
+    return parts[1], parts[2]

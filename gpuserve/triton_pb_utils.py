@@ -298,7 +298,7 @@ class InferenceTrace:
         self._trace = trace
 
     def get_context(self, mode: str = "opentelemetry"):
-        return None  # OpenTelemetry context: gpuserve exports no OpenTelemetry traces
+        return None  # no context string: a BLS request joins its parent's spans through trace= instead
 
 
 class InferenceRequest:

@@ -10,7 +10,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 # Exactly one ONNX Runtime flavour (CPU here); never onnxruntime beside onnxruntime-gpu.
-.venv/bin/python -m pip install -q -e ".[dev,onnx,grpc,speed]" 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/python -m pip install -q -e ".[dev,onnx,grpc,speed,tracing]" 2>&1 | grep -v "^WARNING: Location" || true
 # torch is an optional extra; 2.13.0 is the CPU build that lies on this machine's disk (no CUDA download).
 .venv/bin/python -m pip install -q "torch==2.13.0" 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -c "import gpuserve, onnxruntime, fastapi, grpc, tritonclient.http, torch" || {

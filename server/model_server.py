@@ -34,6 +34,8 @@ from gpuserve.predictor_config import PredictorConfig
 from gpuserve.model_repository import (ModelRepository, fail_together, run_load, stamp_files, stop_model,
                                        triton_form)
 from gpuserve.repository_poll import RepositoryPoller
+from gpuserve.otel_mlserver import server_spans
+from gpuserve.version import __version__
 from gpuserve.runtime_settings import trace_start_settings
 from gpuserve.settings import ServerSettings
 from gpuserve.utils.utils import strtobool  # KServe's flag parser, also a public KServe util
@@ -269,7 +271,8 @@ def _http_server(app, settings: ServerSettings, sock: socket.socket, fast: Optio
         else:
             return HttpServer(with_cors(app, cors), sock, settings.max_request_bytes, fast=fast,
                               keep_alive_s=settings.http_keep_alive_s, graceful_s=settings.graceful_shutdown_seconds,
-                              access_log=settings.access_log, guard=guard, ssl_context=context, cors=cors is not None)
+                              access_log=settings.access_log, guard=guard, ssl_context=context, cors=cors is not None,
+                              spans=fast.plane.server_spans if main and fast is not None else None)
     served = fast or app
     served = guard.asgi(served) if guard is not None else served
     return _Uvicorn(with_cors(served, cors), settings, sock, https=context is not None)
@@ -373,6 +376,10 @@ class ModelServer:
                                    trace_defaults=trace_start_settings(settings.trace_config))
         if settings.server_extensions is not None:  # MLServer's `extensions`: what server metadata lists
             self.dataplane.extensions = list(settings.server_extensions)
+        # MLServer's tracing_server: its service name unless settings name the server (gpuserve/otel_mlserver.py)
+        self.dataplane.server_spans = server_spans(
+            settings.tracing_server, "mlserver" if settings.server_name == "gpuserve" else settings.server_name,
+            settings.server_version or __version__)
         self.dataplane.http_forward = header_forward(settings.http_header_forward_pattern,
                                                      "http-header-forward-pattern")
         self.dataplane.grpc_forward = header_forward(settings.grpc_header_forward_pattern,
@@ -613,6 +620,8 @@ class ModelServer:
         await asyncio.gather(*self._engine_tasks, return_exceptions=True)
         self.exit_timeout_expired = not await shutdown.stop_models(self.registered_models, left, stop_model)
         self.dataplane.runtime_settings.tracer.close()  # the traces still held are written, the files closed
+        if self.dataplane.server_spans is not None:  # MLServer's tracing_server: what waits is sent
+            self.dataplane.server_spans.close()
         logger.info("gpuserve stopped")
         if failure is None and self.load_failure is not None:
             raise self.load_failure

@@ -17,6 +17,7 @@ import asyncio
 import base64
 import errno
 import logging
+import time
 import urllib.parse
 import zlib
 from typing import Dict, List, Optional, Tuple
@@ -139,6 +140,9 @@ class Call:
         self.headers_sent = False
         self.finished = False
         self.timer = None
+        self.traced = None  # MLServer's tracing_server (gpuserve/otel_mlserver.py): (start ns, headers)
+        if server.spans is not None:
+            self.traced = (time.time_ns(), headers)
         timeout = _timeout(headers.get("grpc-timeout", ""))
         if timeout is not None:
             self.timer = asyncio.get_running_loop().call_later(timeout, self._expire)
@@ -348,6 +352,8 @@ class Call:
             self.headers_sent = self.finished = True
             if self.timer is not None:
                 self.timer.cancel()
+            if self.traced is not None:
+                self._span(grpc.StatusCode.OK)
             return
         self.send(message)
         self.finish(grpc.StatusCode.OK, "")
@@ -358,11 +364,19 @@ class Call:
         self.finished = True
         if self.timer is not None:
             self.timer.cancel()
+        if self.traced is not None:
+            self._span(code)
         block = _trailer_block(code, details, self.context.trailing)
         if self.headers_sent:
             self.connection.send_trailers(self.stream_id, block)
         else:  # trailers-only: one HEADERS frame ends the stream
             self.connection.send_headers(self.stream_id, RESPONSE_HEADERS + block, end_stream=True)
+
+    def _span(self, code: grpc.StatusCode) -> None:
+        begun, headers = self.traced
+        peer = self.connection.transport.get_extra_info("peername") if self.connection.transport else None
+        self.server.spans.grpc(headers.get(":path", ""), code.value[0], begun, headers,
+                               tuple(peer[:2]) if isinstance(peer, tuple) else None)
 
     async def _run_unary(self, message: bytes, request_key: Optional[bytes] = None) -> None:
         method = self.method
@@ -433,6 +447,7 @@ class NativeGrpcServer:
         self.server: Optional[asyncio.AbstractServer] = None
         self.plane = plane
         self.tracer = plane.runtime_settings.tracer
+        self.spans = plane.server_spans
         self._headers_read: Dict[int, tuple] = {}  # see _read
 
     # the response cache's byte layer (gpuserve/response_cache.py): a ModelInfer message seen before -------

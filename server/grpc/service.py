@@ -141,7 +141,7 @@ class InferenceServicer:
         if not len(request.inputs) and request.model_name:  # as Triton: an unknown model is NOT_FOUND first
             self.plane.repository.resolve(request.model_name, request.model_version or None)
         if trace is None and self.plane.runtime_settings.tracer.on:  # Triton's traces (gpuserve/tracing.py)
-            trace = self.plane.runtime_settings.tracer.sample(request.model_name)
+            trace = self.plane.runtime_settings.tracer.sample(request.model_name, headers)
             if trace is not None:
                 return await self._traced(trace, request, headers, context, views)
         infer_request = convert.request_from_proto(request)

@@ -139,7 +139,7 @@ class FastPath:
         start = time.perf_counter()
         trace = None
         if self.tracer.on and route[0] == "infer":  # Triton's request traces (gpuserve/tracing.py)
-            trace = self.tracer.sample(route[1])
+            trace = self.tracer.sample(route[1], headers)
             if trace is not None:
                 trace.stamp("HTTP_RECV_START")
                 trace.stamp("HTTP_RECV_END")

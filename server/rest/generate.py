@@ -26,7 +26,7 @@ def add_generate_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes, bod
     async def start(model_name: str, version: Optional[str], request: Request):
         """(result, request ID, trace): the body is read keeping repeated members, which Triton refuses.
         A sampled request's trace (gpuserve/tracing.py) is ended by the caller once it has answered."""
-        trace = tracer.sample(model_name) if tracer.on else None
+        trace = tracer.sample(model_name, request.headers) if tracer.on else None
         if trace is not None:
             trace.stamp("HTTP_RECV_START")
         try:

@@ -357,6 +357,8 @@ class HttpConnection(asyncio.Protocol):
                     self.write(request, status, headers, body)
                     if self.server.access_log:
                         self._log_access(request, status)
+                    if self.server.spans is not None:
+                        self._span(request, status)
                     self._finished()
                     return
         self.task = self.loop.create_task(self._answer(request, probed))
@@ -412,6 +414,8 @@ class HttpConnection(asyncio.Protocol):
         finally:
             if self.server.access_log:
                 self._log_access(request, status)
+            if self.server.spans is not None:
+                self._span(request, status)
             self._finished()
 
     async def _stream(self, request: Request, stream: Stream, headers: List[Tuple[bytes, bytes]]) -> None:
@@ -432,6 +436,12 @@ class HttpConnection(asyncio.Protocol):
         path = request.url.decode("latin-1")
         access_logger.info('%s - "%s %s HTTP/%s" %d', "%s:%d" % self.client if self.client else "-",
                            request.method, path, request.version, status)
+
+    def _span(self, request: Request, status: int) -> None:
+        path, _, query = request.split_url()
+        begun = time.time_ns() - int((self.loop.time() - request.begun) * 1e9) if request.begun else time.time_ns()
+        self.server.spans.http(request.method, path, query, status, begun, header_dict(request.headers), self.client,
+                               self.local, request.version)
 
     def _write_error(self, request: Request, exc: BaseException) -> int:
         status, body, headers = response_parts(error_response(exc))
@@ -545,7 +555,7 @@ class HttpServer:
 
     def __init__(self, app, sock, body_limit: int, fast: Optional[FastPath] = None, keep_alive_s: float = 75.0,
                  graceful_s: float = 30.0, access_log: bool = False, guard=None,
-                 head_timeout_s: float = HEAD_TIMEOUT_S, ssl_context=None, cors: bool = False) -> None:
+                 head_timeout_s: float = HEAD_TIMEOUT_S, ssl_context=None, cors: bool = False, spans=None) -> None:
         self.app = app
         self.fast = fast
         self.guard = guard  # server/restricted.py's HttpRestrictions, when endpoint groups are restricted
@@ -557,6 +567,7 @@ class HttpServer:
         self.head_timeout_s = head_timeout_s
         self.graceful_s = graceful_s
         self.access_log = access_log
+        self.spans = spans  # MLServer's tracing_server (gpuserve/otel_mlserver.py): a span per answered request
         self.connections: set = set()
         self.stopping = False
         self.date = b""
