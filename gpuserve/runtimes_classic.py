@@ -500,6 +500,45 @@ class LightGBMModel(ClassicModel):
             raise InvalidInput(f"model '{self.name}' rejected the input for '{output}': {exc}") from None
 
 
+class CatboostModel(ClassicModel):
+    """A CatBoost model saved with `save_model` (model.cbm or model.bin), as MLServer's mlserver_catboost serves
+    it: a classifier's `predict` answers class labels. Beyond MLServer's runtime (which loads every file as a
+    CatBoostClassifier and answers `predict` whatever was asked): `predict_proba` for classifiers, regressors
+    answered as regressors, and an output it cannot give refused by name."""
+
+    platform = "catboost"
+    package = "catboost"
+    wellknown = ("model.cbm", "model.bin")
+    valid_outputs = (PREDICT, PREDICT_PROBA)
+    _CLASSIFYING = ("Logloss", "CrossEntropy", "MultiClass", "MultiClassOneVsAll")
+
+    def read_artefact(self, path: Path) -> Any:
+        catboost = _import("catboost", "catboost")
+        try:
+            model = catboost.CatBoost()
+            model.load_model(str(path))
+        except catboost.CatBoostError as exc:
+            raise ModelLoadError(f"model '{self.name}': {path.name} is not a CatBoost model: {exc}") from None
+        loss = str(model.get_all_params().get("loss_function", "")).split(":")[0]
+        kind = catboost.CatBoostClassifier if loss in self._CLASSIFYING or not loss else catboost.CatBoostRegressor
+        estimator = kind()
+        estimator.load_model(str(path))
+        return estimator
+
+    def check_outputs(self, names: List[str]) -> None:
+        super().check_outputs(names)
+        if PREDICT_PROBA in names and not hasattr(self.model, PREDICT_PROBA):
+            raise InvalidInput(f"{type(self.model).__name__} models do not support '{PREDICT_PROBA}'")
+
+    def run(self, output: str, features: Any) -> Any:
+        import catboost
+
+        try:
+            return super().run(output, features)
+        except catboost.CatBoostError as exc:  # e.g. the wrong number of features: the request's fault
+            raise InvalidInput(f"model '{self.name}' rejected the input for '{output}': {exc}") from None
+
+
 # The `implementation` names that reach these runtimes (merged into gpuserve.runtimes.BUILTIN_RUNTIMES).
 CLASSIC_RUNTIMES = {
     "mlserver_sklearn.SKLearnModel": SKLearnModel,
@@ -508,6 +547,9 @@ CLASSIC_RUNTIMES = {
     "xgboost": XGBoostModel,
     "mlserver_lightgbm.LightGBMModel": LightGBMModel,
     "lightgbm": LightGBMModel,
+    "mlserver_catboost.CatboostModel": CatboostModel,
+    "catboost": CatboostModel,
+    "gpuserve.runtimes_classic.CatboostModel": CatboostModel,
     "gpuserve.runtimes_classic.SKLearnModel": SKLearnModel,
     "gpuserve.runtimes_classic.XGBoostModel": XGBoostModel,
     "gpuserve.runtimes_classic.LightGBMModel": LightGBMModel,
