@@ -178,7 +178,9 @@ class ParallelModel(Model):
             except ModelLoadError as exc:
                 raise ModelLoadError(f"model '{self.name}': {exc}") from None
         # Workers write custom metrics to files in their own directory; the server's exposition merges them.
-        self.metrics_dir = tempfile.mkdtemp(prefix=f"gpuserve-metrics-{self.name}-")
+        if self.metrics_root:
+            os.makedirs(self.metrics_root, exist_ok=True)
+        self.metrics_dir = tempfile.mkdtemp(prefix=f"gpuserve-metrics-{self.name}-", dir=self.metrics_root)
         worker_metric_dirs.add(self.metrics_dir)
         self.pool = self._start_pool()
         self.ready = True
@@ -293,6 +295,10 @@ class ParallelModel(Model):
     def metadata(self) -> Dict[str, Any]:
         meta = self.description.get("metadata") or super().metadata()
         return {**meta, "name": self.name}
+
+    # Where the workers' metric files go (MLServer's metrics_dir; None: the system's temporary folder), one
+    # folder per model below it
+    metrics_root: Optional[str] = None
 
     # Seconds a stop waits for the workers to finish what they run before killing them (MLServer's
     # parallel_workers_timeout, default 5): a model stuck in predict must not hold an unload or a shutdown

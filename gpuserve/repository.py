@@ -226,6 +226,7 @@ class DiskRepository:
                          more_roots=more_roots)
         repository.auto_complete = settings.auto_complete_config
         repository.workers_timeout = settings.parallel_workers_timeout
+        repository.metrics_dir = settings.metrics_dir
         use_config_name(settings.model_config_name)
         if settings.model_repository_implementation:
             repository.custom = custom_repository(settings.model_repository_implementation,
@@ -235,6 +236,7 @@ class DiskRepository:
     # MLServer's model_repository_implementation: asked for the models in place of reading the folder
     custom = None
     workers_timeout = 5.0  # MLServer's parallel_workers_timeout: how long a parallel model's stop waits
+    metrics_dir: Optional[str] = None  # MLServer's metrics_dir: where parallel workers' metric files go
 
     def register_repository(self, root: str | Path, names: Dict[str, str]) -> None:
         """Triton's repository registration, which SageMaker's multi-model loads use: the models of one more
@@ -453,6 +455,7 @@ class DiskRepository:
 
         model = ParallelModel(settings, workers, environment)
         model.stop_timeout = self.workers_timeout
+        model.metrics_root = self.metrics_dir
         return model
 
     def mlserver_names(self) -> Set[str]:

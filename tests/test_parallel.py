@@ -238,3 +238,30 @@ def test_a_worker_stuck_in_predict_is_killed_after_the_stop_timeout(tmp_path, ht
             time.sleep(0.05)
         else:
             raise AssertionError(f"worker {pid} still alive")
+
+
+def test_worker_metric_files_go_below_metrics_dir(tmp_path):
+    """MLServer's metrics_dir: where the workers' Prometheus files live (one folder per model below it)."""
+    folder = tmp_path / "models" / "counted"
+    folder.mkdir(parents=True)
+    (folder / "model-settings.json").write_text(json.dumps(
+        {"name": "counted", "implementation": "counted_model.Counted", "parallel_workers": 1}))
+    (folder / "counted_model.py").write_text(textwrap.dedent("""
+        from gpuserve import Model
+
+        class Counted(Model):
+            def load(self):
+                self.ready = True
+
+            def predict(self, payload, headers=None):
+                return {"predictions": [1]}
+        """))
+    disk = DiskRepository(tmp_path / "models")
+    disk.metrics_dir = str(tmp_path / "metrics")
+    model = disk.populate(ModelRepository()).get_model("counted")
+    try:
+        model.load()
+        assert os.path.dirname(model.metrics_dir) == str(tmp_path / "metrics")
+    finally:
+        model.stop()
+    assert os.listdir(tmp_path / "metrics") == []  # the model's folder goes with it

@@ -200,9 +200,9 @@ _RENAMED = {
 _SAME = ("host", "http_port", "grpc_port", "metrics_port", "model_repository_root", "load_models_at_startup",
          "server_name", "parallel_workers", "environments_dir", "model_repository_implementation",
          "model_repository_implementation_args", "server_version", "logging_settings",
-         "parallel_workers_timeout", "tracing_server")
+         "parallel_workers_timeout", "tracing_server", "metrics_dir")
 # Known to MLServer, with no gpuserve equivalent yet: ignored with a warning naming them as such.
-_UNSUPPORTED = ("metrics_dir", "kafka_enabled", "kafka_servers", "kafka_topic_input", "kafka_topic_output")
+_UNSUPPORTED = ("kafka_enabled", "kafka_servers", "kafka_topic_input", "kafka_topic_output")
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
 _FALSE = {"0", "false", "no", "off", "n", "f", ""}
 
