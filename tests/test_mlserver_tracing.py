@@ -37,7 +37,9 @@ class Echo(MLModel):
 def test_without_the_tracing_extra_it_says_so_once_and_serves_on(monkeypatch, caplog):
     from gpuserve import otel_mlserver
 
-    monkeypatch.setitem(sys.modules, "opentelemetry.proto.common.v1.common_pb2", None)
+    # the package itself made unimportable: a module imported earlier in this process stays an attribute of its
+    # package, which `from package import module` would find
+    monkeypatch.setitem(sys.modules, "opentelemetry.proto.common.v1", None)
     with caplog.at_level(logging.WARNING, logger="gpuserve"):
         assert otel_mlserver.server_spans("127.0.0.1:4317", "mlserver", "1") is None
     said = [r.getMessage() for r in caplog.records if "gpuserve[tracing]" in r.getMessage()]
