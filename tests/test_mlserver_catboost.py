@@ -39,8 +39,9 @@ def _body(rows, outputs=()):
 
 
 def test_classifier_and_regressor_answer_as_the_framework(tmp_path, http):
-    classifier = catboost.CatBoostClassifier(iterations=20, depth=3, verbose=False, allow_writing_files=False).fit(X, LABELS)
-    regressor = catboost.CatBoostRegressor(iterations=20, depth=3, verbose=False, allow_writing_files=False).fit(X, X[:, 0] * 2)
+    quiet = {"iterations": 20, "depth": 3, "verbose": False, "allow_writing_files": False}  # no catboost_info/
+    classifier = catboost.CatBoostClassifier(**quiet).fit(X, LABELS)
+    regressor = catboost.CatBoostRegressor(**quiet).fit(X, X[:, 0] * 2)
     _served(tmp_path, classifier, "classes")
     _served(tmp_path, regressor, "values")
     registry = DiskRepository(tmp_path).populate(ModelRepository())
