@@ -450,6 +450,11 @@ class DiskRepository:
             logger.error("model '%s' cannot be built: %s", settings.name, reason)
             return _unavailable(settings, reason)
 
+    def model_for(self, settings: ModelSettings) -> BaseKServeModel:
+        """The model object one model's settings describe (not loaded); not-ready with the reason when it cannot
+        be built (mlserver.MLServer's start takes settings, not folders)."""
+        return self._build_one(settings)
+
     def _parallel(self, settings: ModelSettings, workers: int, environment) -> BaseKServeModel:
         from gpuserve.parallel import ParallelModel
 
@@ -538,10 +543,10 @@ class DiskRepository:
         return registry
 
 
-def custom_repository(dotted: str, args: Dict[str, Any], root: Path):
+def custom_repository(dotted: Any, args: Dict[str, Any], root: Path):
     """The MLServer repository class `dotted` names (importable from the repository folder, as MLServer's
-    `mlserver start FOLDER` puts it on the path), built with root= the folder and `args`."""
-    cls = import_class(dotted, root)
+    `mlserver start FOLDER` puts it on the path; or the class itself), built with root= the folder and `args`."""
+    cls = import_class(dotted, root) if isinstance(dotted, str) else dotted
     try:
         return cls(root=str(root), **args)
     except Exception as exc:

@@ -185,7 +185,7 @@ class ServerSettings(BaseSettings):
     model_repository_root: Optional[str] = None
     # MLServer's custom repository: a class (dotted path) with async list() and find(name) answering model
     # settings, built with root= the repository folder and these args (gpuserve/mlserver/repository/)
-    model_repository_implementation: Optional[str] = None
+    model_repository_implementation: Optional[Any] = None  # the dotted path, or the class itself
     model_repository_implementation_args: Dict[str, Any] = Field(default_factory=dict)
     load_models_at_startup: bool = True
     # With load_models_at_startup off, the models that still load at start-up (Triton's --load-model; "*": all).

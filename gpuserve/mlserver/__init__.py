@@ -9,8 +9,8 @@ adapter (`gpuserve.mlserver.model.MLModelAdapter`); `types` are MLServer's pydan
 converted to gpuserve's NumPy-backed types at the edge; `codecs` are MLServer's codec classes and
 registry over gpuserve's codecs; `settings` holds `ModelSettings` and MLServer's server `Settings`;
 `logging`, `metrics`, `utils`, `version` and, for clients, `grpc` (the V2 stubs and MLServer's converters)
-import by MLServer's paths too.
-Importing this package costs pydantic (already loaded by gpuserve's settings) and nothing heavier.
+import by MLServer's paths too; `MLServer` (the server class, gpuserve/mlserver/server.py) is imported when
+first named. Importing this package costs pydantic (already loaded by gpuserve's settings) and nothing heavier.
 """
 
 from gpuserve.mlserver import codecs, errors, settings, types
@@ -19,5 +19,13 @@ from gpuserve.mlserver.settings import ModelSettings, Settings
 from gpuserve.mlserver.version import __version__
 from gpuserve.metrics import log, register
 
-__all__ = ["MLModel", "MLModelAdapter", "ModelSettings", "Settings", "codecs", "errors", "settings", "types",
-           "log", "register", "__version__"]
+__all__ = ["MLModel", "MLModelAdapter", "MLServer", "ModelSettings", "Settings", "codecs", "errors", "settings",
+           "types", "log", "register", "__version__"]
+
+
+def __getattr__(name: str):
+    if name == "MLServer":  # the server itself: loaded only by those who start one from Python
+        from gpuserve.mlserver.server import MLServer
+
+        return MLServer
+    raise AttributeError(f"module 'gpuserve.mlserver' has no attribute {name!r}")

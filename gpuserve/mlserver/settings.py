@@ -280,6 +280,23 @@ def _from_env(environ: Mapping[str, str]) -> Dict[str, Any]:
     return out
 
 
+def translated(settings: "Settings") -> Dict[str, Any]:
+    """The fields of an MLServer `Settings` object that were set (given, or read from MLSERVER_* variables)
+    under gpuserve's ServerSettings names (mlserver.MLServer's server)."""
+    from gpuserve.settings import ServerSettings
+
+    values = settings.model_dump(include=set(settings.model_fields_set) & set(type(settings).model_fields))
+    values.update({k: v for k, v in (settings.model_extra or {}).items() if k in settings.model_fields_set})
+    out: Dict[str, Any] = {}
+    for name, value in values.items():
+        if name == "model_repository_implementation" and value is not None and not isinstance(value, str):
+            out[name] = value  # a class given as such
+            continue
+        for key, converted in _translate(name, value, "MLServer Settings", ServerSettings.model_fields):
+            out[key] = converted
+    return out
+
+
 def mlserver_overrides(folder: Optional[os.PathLike | str] = None,
                        environ: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:
     """MLServer's `settings.json` fields and `MLSERVER_*` variables under gpuserve's names.
@@ -304,4 +321,4 @@ def mlserver_overrides(folder: Optional[os.PathLike | str] = None,
     return out
 
 
-__all__ = ["ModelSettings", "ModelParameters", "Settings", "as_mlserver_settings", "mlserver_overrides"]
+__all__ = ["ModelSettings", "ModelParameters", "Settings", "as_mlserver_settings", "mlserver_overrides", "translated"]
