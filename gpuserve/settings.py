@@ -234,6 +234,11 @@ class ServerSettings(BaseSettings):
     grpc_max_message_bytes: int = 2**31 - 1
     server_name: str = "gpuserve"
     metrics_dir: Optional[str] = None  # parallel workers' metric files go below it (MLServer's metrics_dir)
+    # MLServer's Kafka server: requests from kafka_topic_input answered to kafka_topic_output (gpuserve[kafka])
+    kafka_enabled: bool = False
+    kafka_servers: str = "localhost:9092"
+    kafka_topic_input: str = "mlserver-input"
+    kafka_topic_output: str = "mlserver-output"
     parallel_workers_timeout: float = 5.0  # seconds a stop waits for parallel workers before killing them
     server_extensions: Optional[List[str]] = None  # server metadata's extensions (MLServer's `extensions`)
     server_version: Optional[str] = None  # the /v2 metadata's version (MLServer's server_version); None: gpuserve's

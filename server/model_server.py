@@ -595,6 +595,12 @@ class ModelServer:
                 peers.mark_started()
             poller = self._start_polling(baseline)
             self.started.set()
+        kafka = kafka_task = None
+        if failure is None and s.kafka_enabled:  # MLServer's Kafka server (gpuserve/mlserver/kafka.py)
+            from gpuserve.mlserver.kafka import KafkaServer
+
+            kafka = KafkaServer(self.dataplane, s.kafka_servers, s.kafka_topic_input, s.kafka_topic_output)
+            kafka_task = asyncio.ensure_future(kafka.start())
         stop_wait = asyncio.ensure_future(self._stopping.wait())
         done, _ = await asyncio.wait([*tasks, stop_wait], return_when=asyncio.FIRST_COMPLETED)
         self.dataplane.stopping = True
@@ -602,6 +608,12 @@ class ModelServer:
             poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await poller
+        if kafka is not None:  # no more messages taken; those taken are answered first
+            try:
+                await kafka.stop()
+            except Exception:
+                logger.exception("the Kafka server did not stop cleanly")
+            await asyncio.gather(kafka_task, return_exceptions=True)
         left = await shutdown.stop_endpoints(http, grpc_server, s.graceful_shutdown_seconds,
                                              close_idle=not self.serve_open_connections)
         for server in self._servers:

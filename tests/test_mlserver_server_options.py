@@ -30,10 +30,12 @@ class Doubler(Model):
 
 def test_settings_json_options_become_the_servers(tmp_path, caplog):
     (tmp_path / "settings.json").write_text(json.dumps(
-        {"gzip_enabled": False, "metrics_rest_server_prefix": "myrest", "root_path": "/prefix"}))
+        {"gzip_enabled": False, "metrics_rest_server_prefix": "myrest", "root_path": "/prefix",
+         "kafka_enabled": True, "kafka_topic_input": "requests"}))
     with caplog.at_level(logging.WARNING, logger="gpuserve"):
         out = mlserver_overrides(tmp_path, {})
     assert out["compress_responses"] is False and out["metrics_rest_prefix"] == "myrest"
+    assert out["kafka_enabled"] is True and out["kafka_topic_input"] == "requests"
     assert "root_path" not in out and not [r for r in caplog.records if "root_path" in r.getMessage()]
     env = {"MLSERVER_GZIP_ENABLED": "false", "MLSERVER_METRICS_REST_SERVER_PREFIX": "envrest"}
     assert mlserver_overrides(None, env) == {"compress_responses": "false", "metrics_rest_prefix": "envrest"}

@@ -49,13 +49,14 @@ def test_environment_variables_and_file_precedence(tmp_path):
     assert mlserver_overrides(tmp_path, env)["http_port"] == 7100
 
 
-def test_unknown_and_unsupported_fields_warn_but_do_not_fail(tmp_path, caplog):
+def test_unknown_fields_warn_but_do_not_fail(tmp_path, caplog):
     write_settings(tmp_path, {"kafka_enabled": True, "made_up": 1, "device": "cpu", "http_port": 8100})
     with caplog.at_level(logging.WARNING, logger="gpuserve"):
         mapped = mlserver_overrides(tmp_path, {"MLSERVER_TRACING_SERVER": "otel:4317"})
-    assert mapped == {"http_port": 8100, "tracing_server": "otel:4317"}  # served (gpuserve/otel_mlserver.py)
+    # every MLServer setting is served now: tracing (gpuserve/otel_mlserver.py), Kafka (gpuserve/mlserver/kafka.py)
+    assert mapped == {"http_port": 8100, "tracing_server": "otel:4317", "kafka_enabled": True}
     messages = " ".join(r.getMessage() for r in caplog.records)
-    assert "'kafka_enabled' has no gpuserve equivalent" in messages and "'made_up'" in messages
+    assert "unknown setting 'made_up'" in messages and "kafka_enabled" not in messages
     assert "'tracing_server'" not in messages and "'device'" not in messages  # a gpuserve name is no surprise
 
 

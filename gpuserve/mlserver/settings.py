@@ -187,6 +187,10 @@ class Settings(BaseSettings):
     gzip_enabled: bool = True
     model_repository_implementation: Optional[Any] = None
     model_repository_implementation_args: dict = Field(default_factory=dict)
+    kafka_enabled: bool = False
+    kafka_servers: str = "localhost:9092"
+    kafka_topic_input: str = "mlserver-input"
+    kafka_topic_output: str = "mlserver-output"
 
 
 # MLServer name -> gpuserve ServerSettings name (same-named fields map to themselves).
@@ -200,9 +204,10 @@ _RENAMED = {
 _SAME = ("host", "http_port", "grpc_port", "metrics_port", "model_repository_root", "load_models_at_startup",
          "server_name", "parallel_workers", "environments_dir", "model_repository_implementation",
          "model_repository_implementation_args", "server_version", "logging_settings",
-         "parallel_workers_timeout", "tracing_server", "metrics_dir")
+         "parallel_workers_timeout", "tracing_server", "metrics_dir", "kafka_enabled", "kafka_servers",
+         "kafka_topic_input", "kafka_topic_output")
 # Known to MLServer, with no gpuserve equivalent yet: ignored with a warning naming them as such.
-_UNSUPPORTED = ("kafka_enabled", "kafka_servers", "kafka_topic_input", "kafka_topic_output")
+_UNSUPPORTED: Tuple[str, ...] = ()
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
 _FALSE = {"0", "false", "no", "off", "n", "f", ""}
 
