@@ -613,6 +613,7 @@ class ModelServer:
                 await kafka.stop()
             except Exception:
                 logger.exception("the Kafka server did not stop cleanly")
+            kafka_task.cancel()  # it may be waiting to try an unreachable broker again
             await asyncio.gather(kafka_task, return_exceptions=True)
         left = await shutdown.stop_endpoints(http, grpc_server, s.graceful_shutdown_seconds,
                                              close_idle=not self.serve_open_connections)

@@ -20,7 +20,6 @@ from conftest import running_server
 from gpuserve import Model
 from gpuserve.types import InferOutput, InferResponse
 
-STOP = object()
 
 
 class Doubler(Model):
@@ -39,7 +38,8 @@ class Record:
 @pytest.fixture
 def broker(monkeypatch):
     """A stand-in aiokafka: messages put on `incoming` are consumed; what is produced lands in `produced`."""
-    state = types.SimpleNamespace(incoming=queue.Queue(), produced=[], arrived=threading.Condition(), topics={})
+    state = types.SimpleNamespace(incoming=queue.Queue(), produced=[], arrived=threading.Condition(), topics={},
+                                  down=0)
 
     class ConsumerStoppedError(Exception):
         pass
@@ -47,12 +47,15 @@ def broker(monkeypatch):
     class AIOKafkaConsumer:
         def __init__(self, topic, bootstrap_servers):
             state.topics["input"], state.topics["servers"] = topic, bootstrap_servers
+            self.stopped = False
 
         async def start(self):
-            pass
+            if state.down:
+                state.down -= 1
+                raise ConnectionError("broker not up yet")
 
-        async def stop(self):
-            state.incoming.put(STOP)
+        async def stop(self):  # this consumer only, as aiokafka's
+            self.stopped = True
 
         def __aiter__(self):
             return self
@@ -60,15 +63,12 @@ def broker(monkeypatch):
         async def __anext__(self):
             import asyncio
 
-            while True:
+            while not self.stopped:
                 try:
-                    item = state.incoming.get_nowait()
+                    return state.incoming.get_nowait()
                 except queue.Empty:
                     await asyncio.sleep(0.005)
-                    continue
-                if item is STOP:
-                    raise ConsumerStoppedError()
-                return item
+            raise ConsumerStoppedError()
 
     class AIOKafkaProducer:
         def __init__(self, bootstrap_servers):
@@ -131,6 +131,19 @@ def test_messages_are_answered_on_the_output_topic(broker):
     assert by_key[b"k3"][2]["mlserver-error"] == b"400" and "mlserver-model" in by_key[b"k3"][1]["error"]
     assert by_key[b"k4"][2]["mlserver-error"] == b"404" and "nope" in by_key[b"k4"][1]["error"]
     assert by_key[b"k5"][2]["mlserver-error"] == b"400"
+
+
+def test_a_broker_not_up_yet_is_tried_again(broker, monkeypatch, caplog):
+    from gpuserve.mlserver import kafka
+
+    monkeypatch.setattr(kafka, "RETRY_S", 0.05)
+    broker.down = 3
+    with caplog.at_level(logging.ERROR, logger="gpuserve"):
+        with running_server([Doubler("doubler")], kafka_enabled=True):
+            broker.incoming.put(_message("k1", BODY, **{"mlserver-model": "doubler"}))
+            produced = broker.answers(1)
+    assert len(produced) == 1 and produced[0][2]["id"] == "k1" and broker.down == 0
+    assert len([r for r in caplog.records if "cannot reach" in r.getMessage()]) == 1  # said once
 
 
 def test_without_aiokafka_the_other_endpoints_serve_on(monkeypatch, caplog):

@@ -23,6 +23,7 @@ MODEL_HEADER = "mlserver-model"
 VERSION_HEADER = "mlserver-version"
 METHOD_HEADER = "mlserver-method"
 ERROR_HEADER = "mlserver-error"
+RETRY_S = 5.0
 
 
 class KafkaServer:
@@ -34,6 +35,7 @@ class KafkaServer:
         self.consumer = None
         self.producer = None
         self.tasks: set = set()
+        self.stopping = False
 
     async def start(self) -> None:
         """Consume until stopped; without aiokafka, say so once and serve the other endpoints on."""
@@ -44,10 +46,23 @@ class KafkaServer:
             logger.error("kafka_enabled: the Kafka server needs aiokafka (pip install 'gpuserve[kafka]'): %s; "
                          "serving without it", exc)
             return
-        self.consumer = AIOKafkaConsumer(self.topic_input, bootstrap_servers=self.servers)
-        self.producer = AIOKafkaProducer(bootstrap_servers=self.servers)
-        await self.consumer.start()
-        await self.producer.start()
+        said = False
+        while not self.stopping:  # a broker not up yet (compose files start both at once) is tried again
+            self.consumer = AIOKafkaConsumer(self.topic_input, bootstrap_servers=self.servers)
+            self.producer = AIOKafkaProducer(bootstrap_servers=self.servers)
+            try:
+                await self.consumer.start()
+                await self.producer.start()
+                break
+            except Exception as exc:
+                if not said:
+                    logger.error("Kafka server: cannot reach %s (%s); trying again every %g s, the other endpoints "
+                                 "serve meanwhile", self.servers, exc, RETRY_S)
+                    said = True
+                await self._close_clients()
+                await asyncio.sleep(RETRY_S)
+        if self.stopping:
+            return
         logger.info("Kafka server consuming messages from %s (topic %s)", self.servers, self.topic_input)
         try:
             async for record in self.consumer:
@@ -58,11 +73,20 @@ class KafkaServer:
             logger.info("Stopped consuming messages from topic %s", self.topic_input)
 
     async def stop(self) -> None:
+        self.stopping = True
+        if self.consumer is not None:  # no more messages taken
+            await self.consumer.stop()
         if self.tasks:  # what was consumed is answered before the producer goes
             await asyncio.gather(*list(self.tasks), return_exceptions=True)
+        await self._close_clients()
+
+    async def _close_clients(self) -> None:
         for client in (self.consumer, self.producer):
             if client is not None:
-                await client.stop()
+                try:
+                    await client.stop()
+                except Exception:  # a client that never started, or is stopped already
+                    pass
 
     async def process(self, record: Any) -> None:
         key = _text(record.key)
