@@ -1,9 +1,10 @@
 """The `mlserver` command MLServer users script: `mlserver start FOLDER` serves the folder, `mlserver infer`
 answers a file of V2 requests line by line as MLServer 1.7.1's command does (its output for the same file and
-server was compared: the same lines, field for field, but for the UUIDs and the line MLServer drops), and the
-image/project commands say they are not gpuserve's."""
+server was compared: the same lines, field for field, but for the UUIDs and the line MLServer drops),
+`dockerfile` / `build` make an image serving the folder on gpuserve's image, and `init` says it is not gpuserve's."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -116,6 +117,31 @@ def test_start_serves_the_folder_and_other_commands_say_no(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
-    for command in ("build", "dockerfile", "init"):
-        out = run([*MLSERVER, command, str(folder)])
-        assert out.returncode == 2 and "gpuserve does not" in out.stderr
+    out = run([*MLSERVER, "init"])
+    assert out.returncode == 2 and "gpuserve does not" in out.stderr
+
+
+def test_dockerfile_and_build_make_an_image_on_gpuserves(tmp_path, monkeypatch):
+    """No Docker engine runs here: the Dockerfile's text and the docker build line are what is checked (a
+    stand-in `docker` on PATH records its arguments and the Dockerfile it was given)."""
+    folder = _repository(tmp_path)
+    (folder / "requirements.txt").write_text("numpy\n")
+    assert mlserver(["dockerfile", str(folder), "-i"]) == 0
+    text = (folder / "Dockerfile").read_text()
+    assert "ARG BASE_IMAGE=gpuserve:cuda" in text and "COPY --chown=10001 . /models" in text
+    assert "pip install --no-cache-dir -r /models/requirements.txt" in text
+    assert "__pycache__/" in (folder / "Dockerfile.dockerignore").read_text()
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "docker").write_text("#!/bin/sh\n" f"echo \"$@\" > {tmp_path}/docker-args\n"
+                                 f"cat \"$5\" > {tmp_path}/docker-file\n")  # $5: the -f path
+    (fake / "docker").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+    assert mlserver(["build", str(folder), "-t", "my-model:1", "--base-image", "registry/gpuserve:cuda"]) == 0
+    args = (tmp_path / "docker-args").read_text().split()
+    assert args[:4] == ["build", "--rm", str(folder), "-f"] and args[-2:] == ["-t", "my-model:1"]
+    assert "ARG BASE_IMAGE=registry/gpuserve:cuda" in (tmp_path / "docker-file").read_text()
+    (fake / "docker").write_text("#!/bin/sh\nexit 3\n")
+    assert mlserver(["build", str(folder), "-t", "x"]) == 3  # docker's own failure, said
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    assert mlserver(["build", str(folder), "-t", "x"]) == 2  # no docker at all

@@ -1,10 +1,12 @@
 """The `mlserver` command, for MLServer users' scripts and images as they are: `mlserver start FOLDER` serves the
 folder with gpuserve (MLServer's settings.json, model-settings.json and MLSERVER_* variables read as MLServer
-reads them) and `mlserver infer ...` runs MLServer's batch inference client (gpuserve/mlserver/batch_processing.py).
+reads them), `mlserver infer ...` runs MLServer's batch inference client (gpuserve/mlserver/batch_processing.py)
+and `mlserver dockerfile` / `mlserver build` write and build an image serving the folder on gpuserve's image
+(gpuserve/mlserver/build.py).
 
 Where MLServer itself is installed in the same environment its own command runs instead, unchanged: installing
-gpuserve beside MLServer must not change what `mlserver` means there. `build`, `dockerfile` and `init` make
-MLServer images and projects; they say so and exit 2 (gpuserve's image: Dockerfile.cuda).
+gpuserve beside MLServer must not change what `mlserver` means there. `init` makes a project from MLServer's
+template (a download); it says so and exits 2.
 """
 
 from __future__ import annotations
@@ -21,8 +23,7 @@ from typing import List, Optional
 from gpuserve.version import __version__
 
 logger = logging.getLogger("gpuserve")
-NOT_HERE = {"build": "builds an MLServer Docker image", "dockerfile": "writes an MLServer Dockerfile",
-            "init": "makes a project from MLServer's template"}
+NOT_HERE = {"init": "makes a project from MLServer's template"}
 
 
 def _real_mlserver() -> bool:
@@ -68,6 +69,15 @@ def _parser() -> argparse.ArgumentParser:
     infer.add_argument("--batch-jitter", type=float, default=_env("BATCH_JITTER", 0.0))
     infer.add_argument("--use-ssl", action="store_true", default=_env("USE_SSL", False))
     infer.add_argument("--insecure", action="store_true", default=_env("INSECURE", False))
+    build = commands.add_parser("build", help="Build a Docker image serving FOLDER with gpuserve.")
+    build.add_argument("folder")
+    build.add_argument("-t", "--tag", required=True)
+    build.add_argument("--no-cache", action="store_true")
+    build.add_argument("--base-image", default="", help="the gpuserve image to start from (gpuserve:cuda)")
+    dockerfile = commands.add_parser("dockerfile", help="Generate a Dockerfile serving FOLDER with gpuserve.")
+    dockerfile.add_argument("folder")
+    dockerfile.add_argument("-i", "--include-dockerignore", action="store_true")
+    dockerfile.add_argument("--base-image", default="", help="the gpuserve image to start from (gpuserve:cuda)")
     for name, what in NOT_HERE.items():
         other = commands.add_parser(name, help=f"{what} (not provided by gpuserve)")
         other.add_argument("rest", nargs=argparse.REMAINDER)
@@ -81,15 +91,41 @@ def main(argv: Optional[List[str]] = None) -> int:
         return mlserver_main()
     args = _parser().parse_args(argv)
     if args.command in NOT_HERE:
-        print(f"mlserver {args.command} {NOT_HERE[args.command]}; gpuserve does not: serve the folder with "
-              "`mlserver start FOLDER` (or `gpuserve start FOLDER`) and build gpuserve's image from its "
-              "Dockerfile.cuda", file=sys.stderr)
+        print(f"mlserver {args.command} {NOT_HERE[args.command]}; gpuserve does not: write model-settings.json "
+              "and serve the folder with `mlserver start FOLDER`", file=sys.stderr)
         return 2
+    if args.command in ("build", "dockerfile"):
+        return _image(args)
     if args.command == "start":
         from gpuserve.cli import main as gpuserve_main
 
         return gpuserve_main(["start", args.folder])
     return _infer(args)
+
+
+def _image(args) -> int:
+    import subprocess
+
+    from gpuserve.mlserver.build import build_image, generate_dockerfile, write_dockerfile
+
+    if not os.path.isdir(args.folder):
+        print(f"mlserver {args.command}: {args.folder} is not a folder", file=sys.stderr)
+        return 2
+    dockerfile = generate_dockerfile(args.base_image)
+    if args.command == "dockerfile":
+        path = write_dockerfile(args.folder, dockerfile, args.include_dockerignore)
+        print(f"Dockerfile written to {path}")
+        return 0
+    try:
+        build_image(args.folder, dockerfile, args.tag, args.no_cache)
+    except FileNotFoundError:
+        print("mlserver build: the docker command is not installed", file=sys.stderr)
+        return 2
+    except subprocess.CalledProcessError as exc:
+        print(f"mlserver build: docker build failed ({exc.returncode})", file=sys.stderr)
+        return exc.returncode or 1
+    print(f"Successfully built custom Docker image with tag {args.tag}")
+    return 0
 
 
 def _infer(args) -> int:
