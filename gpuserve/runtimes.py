@@ -778,6 +778,15 @@ class TensorRTModel(FrameworkModel):
 
     platform = "tensorrt_plan"
 
+    def _answer_order(self, results: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """In a Triton repository, as Triton's TensorRT backend answers: the outputs asked for in the engine's
+        I/O tensor order (it walks `getIOTensorName(i)` and skips the inputs; read from its source), not the
+        client's order nor the names'. Not run here: no TensorRT on these machines."""
+        if "triton_version_policy" not in (self.settings.model_extra or {}) or self.backend is None:
+            return results
+        rank = {spec.name: index for index, spec in enumerate(self.backend.outputs)}
+        return dict(sorted(results.items(), key=lambda item: rank.get(item[0], len(rank))))
+
     def artefact(self) -> Path:
         path = super().artefact()
         return path / "model.plan" if path.is_dir() else path

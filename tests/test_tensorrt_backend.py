@@ -312,3 +312,41 @@ def test_an_instance_groups_profile_selects_the_engines_optimization_profile(tmp
 
     with pytest.raises(InvalidSettings, match="not a profile index"):
         settings_from_config(tmp_path, parse_pbtxt(text.format(p='"max"')), 1)
+
+
+class _TwoOutputBackend(_ProfileLimitedBackend):
+    """Not TensorRT: an engine whose I/O tensors are x, then outputs z and a (engine order, not name order)."""
+
+    def __init__(self):
+        self.inputs = [TensorSpec("x", "FP32", [-1, 2])]
+        self.outputs = [TensorSpec("z", "FP32", [-1, 2]), TensorSpec("a", "FP32", [-1, 2])]
+
+    def run(self, inputs, output_names=None):
+        results = {"z": inputs["x"] * 2, "a": inputs["x"] * 3}
+        return {name: results[name] for name in (output_names or results)}
+
+
+@pytest.mark.parametrize("triton_form, expected", [(True, ["z", "a"]), (False, ["a", "z"])])
+def test_a_triton_repository_engine_answers_in_engine_order(tmp_path, monkeypatch, triton_form, expected):
+    """Triton's TensorRT backend walks the engine's I/O tensors (getIOTensorName) and answers the outputs asked
+    for in that order; other forms keep the client's order."""
+    import asyncio
+
+    from gpuserve.types import InferInput, InferRequest, RequestedOutput
+
+    (tmp_path / "model.plan").write_bytes(b"engine bytes")
+    monkeypatch.setattr("gpuserve.runtimes._tensorrt_module", lambda: None)
+    monkeypatch.setattr(TensorRTModel, "make_backend", lambda self, path, device, threads: _TwoOutputBackend())
+    extra = {"triton_version_policy": {"latest": {"num_versions": 1}}} if triton_form else {}
+    settings = ModelSettings(name="two", device="cuda:0", max_batch_size=8, warmup_samples=[],
+                             parameters={"uri": str(tmp_path / "model.plan")}, **extra)
+    model = TensorRTModel("two", settings)
+    try:
+        assert model.load()
+        x = np.ones((1, 2), np.float32)
+        request = InferRequest("two", [InferInput.from_numpy("x", x)],
+                               request_outputs=[RequestedOutput("a"), RequestedOutput("z")])
+        answer = asyncio.run(model.predict(request))
+        assert [o.name for o in answer.outputs] == expected
+    finally:
+        model.stop()
