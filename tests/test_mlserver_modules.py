@@ -110,3 +110,42 @@ def test_converters_round_trip_typed_and_raw():
         ResponseOutput(name="o", shape=[3], datatype="INT64", data=[1, 2, 3])])
     back = ModelInferResponseConverter.to_types(ModelInferResponseConverter.from_types(response))
     assert (back.model_name, back.model_version, list(back.outputs[0].data)) == ("m", "2", [1, 2, 3])
+
+
+def test_utils_and_json_helpers_answer_as_mlservers(tmp_path):
+    """mlserver.utils' and mlserver.codecs.json's helpers, each answer read off MLServer 1.7.1's for the same
+    arguments."""
+    import functools
+
+    from gpuserve.mlserver.codecs.json import (JSONEncoderWithArray, decode_from_bytelike_json_to_dict,
+                                               decode_json_input_or_output, encode_to_json, encode_to_json_bytes)
+    from gpuserve.mlserver.settings import ModelSettings
+    from gpuserve.mlserver.types import InferenceRequest, InferenceResponse, Parameters, RequestInput
+    from gpuserve.mlserver.utils import extract_headers, get_wrapped_method, insert_headers, to_absolute_path
+
+    assert encode_to_json_bytes({"a": b"x", "b": [1, 2]}) == b'{"a":"x","b":[1,2]}'
+    assert encode_to_json({"x": np.arange(3), "y": np.float32(0.5)}) == b'{"x":[0,1,2],"y":0.5}'
+    assert encode_to_json({"x": np.int64(2)}, use_bytes=False) == '{"x":2}'
+    assert json.loads(json.dumps(np.arange(2), cls=JSONEncoderWithArray)) == [0, 1]
+    assert decode_from_bytelike_json_to_dict(b'{"k": 1}') == {"k": 1}
+    tensor = RequestInput(name="a", shape=[2], datatype="BYTES", data=['{"k": 1}', "[1, 2]"])
+    assert decode_json_input_or_output(tensor) == [{"k": 1}, [1, 2]]
+
+    request = InferenceRequest(inputs=[])
+    assert insert_headers(request, {"x-a": "1"}).parameters.headers == {"x-a": "1"}
+    response = InferenceResponse(model_name="m", outputs=[], parameters=Parameters(headers={"x-b": "2"}))
+    assert extract_headers(response) == {"x-b": "2"} and response.parameters.headers is None
+    assert extract_headers(response) is None
+
+    folder = tmp_path / "model"
+    (folder).mkdir()
+    (folder / "model-settings.json").write_text('{"name": "m"}')
+    from_file = ModelSettings.from_file(folder / "model-settings.json")
+    assert to_absolute_path(from_file, "weights/../model.bin") == str(folder / "model.bin")
+    assert to_absolute_path(ModelSettings(name="n"), "model.bin") == "model.bin"  # no file: as given
+
+    def inner():
+        return 1
+
+    wrapped = functools.wraps(inner)(lambda: 2)
+    assert get_wrapped_method(functools.wraps(wrapped)(lambda: 3)) is inner
