@@ -100,7 +100,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         from gpuserve.cli import main as gpuserve_main
 
         return gpuserve_main(["start", args.folder])
-    return _infer(args)
+    return _infer(args, own_logging=argv is None)
 
 
 def _image(args) -> int:
@@ -128,7 +128,8 @@ def _image(args) -> int:
     return 0
 
 
-def _infer(args) -> int:
+def _infer(args, own_logging: bool = True) -> int:
+    """`own_logging`: run as the command, its lines to stderr (called from Python, the caller's logging stays)."""
     from gpuserve.logging_setup import configure_logging
     from gpuserve.mlserver.batch_processing import BadParameter, process_batch
     from gpuserve.settings import ServerSettings
@@ -139,8 +140,11 @@ def _infer(args) -> int:
     if missing:
         print(f"mlserver infer: missing option {', '.join(missing)}", file=sys.stderr)
         return 2
-    configure_logging(ServerSettings.model_construct(log_level="DEBUG" if args.verbose or args.extra_verbose
-                                                     else "INFO", logging_format="text", access_log=False))
+    if own_logging:
+        configure_logging(ServerSettings.model_construct(log_level="DEBUG" if args.verbose or args.extra_verbose
+                                                         else "INFO", logging_format="text", access_log=False))
+        if not args.extra_verbose:  # a line per request from the HTTP client is -vv's
+            logging.getLogger("httpx").setLevel(logging.WARNING)
     logger.warning("This feature has been deprecated and will be removed in a future version")
     try:
         asyncio.run(process_batch(
