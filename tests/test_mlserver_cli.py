@@ -92,6 +92,18 @@ def test_infer_answers_every_line(server, options, tmp_path):
     assert by_index[4]["error"]["msg"][0]["loc"] == ["inputs"]
 
 
+def test_two_lines_with_one_id_are_both_answered(server, tmp_path):
+    same = {"id": "dup", "inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]}
+    other = {**same, "inputs": [{**same["inputs"][0], "data": [5, 6]}]}
+    (tmp_path / "in.txt").write_text(json.dumps(same) + "\n" + json.dumps(other) + "\n")
+    out = tmp_path / "out.txt"
+    assert mlserver(["infer", "-u", f"127.0.0.1:{server.ports['http']}", "-m", "doubler", "-s", "2",
+                     "-i", str(tmp_path / "in.txt"), "-o", str(out)]) == 0
+    lines = sorted((json.loads(line) for line in out.read_text().splitlines()),
+                   key=lambda line: line["parameters"]["batch_index"])
+    assert [(line["id"], line["outputs"][0]["data"]) for line in lines] == [("dup", [2, 4]), ("dup", [10, 12])]
+
+
 def test_infer_failures_become_error_lines(server, tmp_path):
     out = tmp_path / "out.txt"
     assert mlserver(["infer", "-u", f"127.0.0.1:{server.ports['http']}", "-m", "nope", "-r", "1",

@@ -86,12 +86,13 @@ def preprocess_items(items: List[BatchInputItem]) -> Tuple[Optional[BatchedReque
             continue
         if request.id is None:
             request.id = str(uuid.uuid4())
-        requests[request.id] = request
-        indices[request.id] = item.index
+        key = request.id if request.id not in requests else f"{request.id}\0{item.index}"  # two lines, one id:
+        requests[key] = request  # both answered (MLServer's dict keeps the last one and loses the other)
+        indices[key] = item.index
     if not requests:
         return None, invalid, indices
     batched = BatchedRequests(requests)
-    batched.merged_request.id = next(iter(requests)) if len(requests) == 1 else str(uuid.uuid4())
+    batched.merged_request.id = next(iter(requests.values())).id if len(requests) == 1 else str(uuid.uuid4())
     return batched, invalid, indices
 
 
