@@ -379,14 +379,14 @@ class DiskRepository:
     def find(self, name: str) -> Tuple[List[ModelSettings], Dict[str, List[ModelSettings]]]:
         """(the settings of `name`'s models on disk, the whole scan): files read and parsed only, so a load
         does it off the event loop (every folder's config is read: ~0.3 ms a model, 60 ms for 200)."""
-        scanned = self.scan()
-        if self.custom is not None:  # as MLServer's load: the repository's find(name)
-            try:
-                return list(_awaited(self.custom.find(name), f"find('{name}')")), scanned
+        if self.custom is not None:  # as MLServer's load: the repository's find(name) alone (a whole scan is
+            try:  # only for namespaced folders, which a custom repository has none of)
+                return list(_awaited(self.custom.find(name), f"find('{name}')")), {}
             except Exception as exc:
                 if type(exc).__name__ == "ModelNotFound":
-                    return [], scanned
+                    return [], {}
                 raise
+        scanned = self.scan()
         found = scanned.get(name, [])
         if not found and self.namespacing:  # a name several folders hold: its copy in each of them
             found = [s for key in copies(scanned, name) for s in scanned[key]]

@@ -20,7 +20,6 @@ import logging
 import os
 import random
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -31,6 +30,7 @@ from gpuserve.datatypes import to_numpy_dtype
 from gpuserve.mlserver.batching.requests import BatchedRequests
 from gpuserve.mlserver.codecs import NumpyCodec
 from gpuserve.mlserver.types import InferenceRequest, InferenceResponse, Parameters, to_native_request
+from gpuserve.mlserver.utils import generate_uuid
 
 logger = logging.getLogger("gpuserve")
 CHOICES_TRANSPORT = ["rest", "grpc"]
@@ -85,14 +85,14 @@ def preprocess_items(items: List[BatchInputItem]) -> Tuple[Optional[BatchedReque
             invalid.append(_error_item(item.index, message))
             continue
         if request.id is None:
-            request.id = str(uuid.uuid4())
+            request.id = generate_uuid()
         key = request.id if request.id not in requests else f"{request.id}\0{item.index}"  # two lines, one id:
         requests[key] = request  # both answered (MLServer's dict keeps the last one and loses the other)
         indices[key] = item.index
     if not requests:
         return None, invalid, indices
     batched = BatchedRequests(requests)
-    batched.merged_request.id = next(iter(requests.values())).id if len(requests) == 1 else str(uuid.uuid4())
+    batched.merged_request.id = next(iter(requests.values())).id if len(requests) == 1 else generate_uuid()
     return batched, invalid, indices
 
 

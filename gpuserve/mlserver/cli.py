@@ -37,8 +37,10 @@ def _env(name: str, default):
     value = os.environ.get(f"MLSERVER_INFER_{name}")
     if value is None:
         return default
-    if isinstance(default, bool):
-        return value.strip().lower() in ("1", "true", "yes", "on", "y", "t")
+    if isinstance(default, bool):  # the words MLServer's settings take for true
+        from gpuserve.mlserver.settings import _TRUE
+
+        return value.strip().lower() in _TRUE
     return type(default)(value) if default is not None else value
 
 

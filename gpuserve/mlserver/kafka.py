@@ -135,15 +135,10 @@ def _text(value: Any) -> Optional[str]:
 
 
 def _headers_of(answer: Any, response_headers: Optional[Dict[str, str]]) -> Dict[str, str]:
-    """The headers a model set on its answer (MLServer's `parameters.headers`, taken off the answer)."""
-    out: Dict[str, str] = {}
-    parameters = answer.parameters
-    if parameters is not None:
-        extra = parameters.model_dump()
-        set_there = extra.get("headers")
-        if set_there:
-            out.update({str(k): str(v) for k, v in set_there.items()})
-            parameters.headers = None
+    """The headers a model set on its answer (MLServer's `parameters.headers`, taken off it), then the server's."""
+    from gpuserve.mlserver.utils import extract_headers
+
+    out = {str(k): str(v) for k, v in (extract_headers(answer) or {}).items()}
     out.update({str(k): str(v) for k, v in (response_headers or {}).items()})
     return out
 

@@ -206,8 +206,6 @@ _SAME = ("host", "http_port", "grpc_port", "metrics_port", "model_repository_roo
          "model_repository_implementation_args", "server_version", "logging_settings",
          "parallel_workers_timeout", "tracing_server", "metrics_dir", "kafka_enabled", "kafka_servers",
          "kafka_topic_input", "kafka_topic_output")
-# Known to MLServer, with no gpuserve equivalent yet: ignored with a warning naming them as such.
-_UNSUPPORTED: Tuple[str, ...] = ()
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
 _FALSE = {"0", "false", "no", "off", "n", "f", ""}
 
@@ -257,9 +255,6 @@ def _translate(name: str, value: Any, where: str, native_fields: Any) -> List[Tu
         return [] if value is None else [(_RENAMED[name], value)]
     if name in _SAME:
         return [(name, value)]
-    if name in _UNSUPPORTED:
-        logger.warning("%s: MLServer setting '%s' has no gpuserve equivalent; ignored", where, name)
-        return []
     if name in native_fields:
         return []  # a gpuserve name: gpuserve's own settings read it
     logger.warning("%s: unknown setting '%s' ignored", where, name)
@@ -293,10 +288,7 @@ def translated(settings: "Settings") -> Dict[str, Any]:
     values = settings.model_dump(include=set(settings.model_fields_set) & set(type(settings).model_fields))
     values.update({k: v for k, v in (settings.model_extra or {}).items() if k in settings.model_fields_set})
     out: Dict[str, Any] = {}
-    for name, value in values.items():
-        if name == "model_repository_implementation" and value is not None and not isinstance(value, str):
-            out[name] = value  # a class given as such
-            continue
+    for name, value in values.items():  # (a repository class given as such passes as it is)
         for key, converted in _translate(name, value, "MLServer Settings", ServerSettings.model_fields):
             out[key] = converted
     return out
