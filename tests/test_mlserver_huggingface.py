@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import importlib.util
 import json
 import os
 
@@ -207,6 +208,8 @@ def test_a_broken_folder_or_task_is_not_ready_with_the_reason(tmp_path, models, 
     write_settings(registry_root / "wrongtask", "wrongtask", "sentiment")
     shutil.copytree(models["cls"], registry_root / "cls")
     write_settings(registry_root / "cls", "cls", "text-classification")
+    shutil.copytree(models["cls"], registry_root / "onnx")
+    write_settings(registry_root / "onnx", "onnx", "text-classification", extra={"optimum_model": True})
     registry = DiskRepository(registry_root).populate(ModelRepository())
     with running_server(repository=registry) as server:
         client = http(server)
@@ -215,13 +218,13 @@ def test_a_broken_folder_or_task_is_not_ready_with_the_reason(tmp_path, models, 
         assert index["wrongtask"]["state"] == "UNAVAILABLE"
         assert "Invalid transformer task: sentiment" in index["wrongtask"]["reason"]
         assert index["cls"]["state"] == "READY"
+        if importlib.util.find_spec("optimum") is None:  # optimum_model without optimum: the package to install
+            assert index["onnx"]["state"] == "UNAVAILABLE" and "optimum[onnxruntime]" in index["onnx"]["reason"]
         assert client.post("/v2/models/cls/infer", json={"inputs": [_text("args", [TEXT])]}).status_code == 200
 
 
 def test_mlserver_huggingface_imports_as_gpuserve_codecs():
     """Client code written for MLServer: `from mlserver_huggingface.codecs import HuggingfaceRequestCodec`."""
-    import importlib.util
-
     if importlib.util.find_spec("mlserver_huggingface") is None:
         from gpuserve.mlserver.alias import install
 
