@@ -251,3 +251,13 @@ def test_mlserver_huggingface_imports_as_gpuserve_codecs():
     answer = codecs.HuggingfaceRequestCodec.encode_response("m", {"score": np.float32(0.5), "ids": np.arange(2)})
     assert answer.outputs[0].data.root == [b'{"score": 0.5, "ids": [0, 1]}'] and answer.outputs[0].shape == [1, 1]
     assert NumpyListCodec.ContentType == "nplist"
+    image_module = pytest.importorskip("PIL.Image")
+    image = image_module.new("RGB", (3, 2), (10, 20, 30))
+    image.format = "PNG"
+    pictures = codecs.HuggingfaceRequestCodec.encode_request({"images": [image]})
+    assert pictures.inputs[0].parameters.content_type == "pillow_image"
+    assert codecs.EqualUtil.pil_equal(codecs.HuggingfaceRequestCodec.decode_request(pictures)["images"][0], image)
+    # an image inside an answer is a data URI, read back as an image
+    uri = json.loads(codecs.json_encode({"mask": image}))["mask"]
+    assert uri.startswith("data:image/png;base64,")
+    assert codecs.EqualUtil.pil_equal(codecs.json_decode(json.dumps({"mask": uri}))["mask"], image)
