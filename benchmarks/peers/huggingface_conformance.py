@@ -127,7 +127,8 @@ def grpc_case(port):
 
 
 def start(repo: Path, work: Path):
-    ports = {name: {"http": free_port(), "grpc": free_port(), "metrics": free_port()} for name in ("mlserver", "gpuserve")}
+    ports = {name: {"http": free_port(), "grpc": free_port(), "metrics": free_port()}
+             for name in ("mlserver", "gpuserve")}
     (repo / "settings.json").write_text(json.dumps({"http_port": ports["mlserver"]["http"], "grpc_port":
                                                     ports["mlserver"]["grpc"], "metrics_port":
                                                     ports["mlserver"]["metrics"], "parallel_workers": 0}))

@@ -77,8 +77,9 @@ class HuggingFaceRuntime(MLModel):
         try:
             prediction = await self._run(_call, self._model, args, kwargs)
         except _ARGUMENT_ERRORS as exc:
+            names = sorted(request_input.name for request_input in payload.inputs)
             raise InvalidInput(f"model '{self.name}' (task '{self.hf_settings.task_name}') refused the request's "
-                               f"inputs {sorted(payload_names(payload))}: {type(exc).__name__}: {exc}") from None
+                               f"inputs {names}: {type(exc).__name__}: {exc}") from None
         return self.encode_response(payload=prediction, default_codec=HuggingfaceRequestCodec)
 
     async def unload(self) -> bool:
@@ -107,10 +108,6 @@ class HuggingFaceRuntime(MLModel):
 
 def _call(pipeline: Any, args: list, kwargs: Dict[str, Any]) -> Any:
     return pipeline(*args, **kwargs)
-
-
-def payload_names(payload: InferenceRequest) -> list:
-    return [request_input.name for request_input in payload.inputs]
 
 
 __all__ = ["HuggingFaceRuntime"]
