@@ -140,13 +140,16 @@ def start(repo: Path, work: Path):
     procs = {name: subprocess.Popen(line, env=env, start_new_session=True, stderr=subprocess.STDOUT, cwd=work,
                                     stdout=open(work / f"{name}.log", "w")) for name, line in lines.items()}
     deadline = time.time() + 300
-    for name, proc in procs.items():
-        while not all(call(ports[name]["http"], f"/v2/models/{n}/ready")[0] == 200 for n in NAMES):
-            if proc.poll() is not None or time.time() > deadline:
-                for p in procs.values():
-                    stop(p)
-                raise SystemExit(f"{name} did not get ready (log in {work})")
-            time.sleep(0.5)
+    try:
+        for name, proc in procs.items():
+            while not all(call(ports[name]["http"], f"/v2/models/{n}/ready")[0] == 200 for n in NAMES):
+                if proc.poll() is not None or time.time() > deadline:
+                    raise SystemExit(f"{name} did not get ready (log in {work})")
+                time.sleep(0.5)
+    except BaseException:  # never leave the servers running
+        for proc in procs.values():
+            stop(proc)
+        raise
     return procs, ports
 
 
