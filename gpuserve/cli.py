@@ -420,6 +420,7 @@ def run_script(script: str, args: List[str]) -> int:
         return 2
     import_alias.install("kserve", "gpuserve")
     import_alias.install("mlserver", "gpuserve.mlserver")
+    import_alias.install("mlserver_huggingface", "gpuserve.huggingface")
     sys.argv = [script, *args]
     sys.path.insert(0, os.path.dirname(os.path.abspath(script)))  # as `python SCRIPT` puts its folder first
     try:

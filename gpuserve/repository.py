@@ -162,6 +162,10 @@ def _builtin_runtime(implementation: str):
         return FilModel
     if implementation in MLFLOW_NAMES or implementation.lower() == "mlflow":
         return _mlflow_runtime()
+    if implementation in HUGGINGFACE_NAMES or implementation.lower() == "huggingface":
+        from gpuserve.huggingface import HuggingFaceRuntime  # MLServer types on first use; transformers at load
+
+        return HuggingFaceRuntime
     runtimes = {**BUILTIN_RUNTIMES, "triton_python": TritonPythonBackendModel, "ensemble": EnsembleModel}
     return runtimes.get(implementation) or runtimes.get(implementation.lower())
 
@@ -169,6 +173,9 @@ def _builtin_runtime(implementation: str):
 # MLServer's name for its MLflow runtime, and ours; imported on first use, as MLflow itself is optional
 MLFLOW_NAMES = ("mlserver_mlflow.MLflowRuntime", "gpuserve.runtimes_mlflow.MLflowRuntime")
 MLFLOW_FILE = "MLmodel"  # what makes a folder an MLflow model
+# MLServer's HuggingFace runtime and ours (gpuserve/huggingface)
+HUGGINGFACE_NAMES = ("mlserver_huggingface.HuggingFaceRuntime", "gpuserve.huggingface.HuggingFaceRuntime",
+                     "gpuserve.huggingface.runtime.HuggingFaceRuntime")
 
 
 def _mlflow_runtime():

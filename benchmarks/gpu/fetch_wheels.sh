@@ -3,7 +3,8 @@
 # the GPU image lacks (it has torch, numpy, onnxruntime, cupy, cuda-bindings, prometheus-client,
 # nvidia-ml-py, pytest); tritonclient and its HTTP stack drive the CUDA shared-memory test; protobuf and
 # grpcio at the versions our generated stubs ask for (the image's may be older); httptools for our HTTP server;
-# opentelemetry-api, which fastapi imports since 0.16x; hpack for the native gRPC transport.
+# opentelemetry-api, which fastapi imports since 0.16x; hpack for the native gRPC transport; transformers and
+# what it imports (18 MB) for tests/test_gpu_huggingface.py (MLServer's HuggingFace runtime on cuda:0).
 # Then call the device tool with carry [".whl"] and command: bash benchmarks/gpu/verify_all.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -14,5 +15,7 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -
     pydantic pydantic-core pydantic-settings python-dotenv typing-inspection annotated-types orjson \
     fastapi starlette uvicorn \
     tritonclient python-rapidjson geventhttpclient gevent greenlet zope.event zope.interface brotli \
-    protobuf==6.33.6 grpcio==1.85.3 httptools==0.9.0 opentelemetry-api hpack
+    protobuf==6.33.6 grpcio==1.85.3 httptools==0.9.0 opentelemetry-api hpack \
+    transformers==4.57.6 tokenizers==0.22.2 safetensors huggingface-hub==0.36.2 regex tqdm pyyaml \
+    requests urllib3 idna certifi charset-normalizer
 ls -la .whl

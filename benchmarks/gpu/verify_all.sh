@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One call on a lent GPU (the device tool), at most 10 minutes: every GPU path against its CPU
 # reference (the `gpu` tests: torch streams, ONNX Runtime IOBinding/run_on_device, CUDA graphs, a TensorRT
-# engine built there from ONNX), then every GPU benchmark. Results land in $OUT (at most 8 files come
+# engine built there from ONNX, HuggingFace pipelines on cuda:0 (tests/test_gpu_huggingface.py: transformers
+# comes in .whl; about 10 s more, never yet run)), then every GPU benchmark. Results land in $OUT (at most 8 files come
 # back: nvidia-smi.txt and a .txt log per step; each benchmark prints its JSON into its log).
 # STEPS="tests graphs paths engine backend serve kernels" (the default: all) picks steps for a second call.
 #   here:   bash benchmarks/gpu/fetch_wheels.sh

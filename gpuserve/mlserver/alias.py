@@ -14,5 +14,7 @@ from gpuserve import import_alias
 
 
 def install() -> bool:
-    """Make `mlserver` mean gpuserve.mlserver unless MLServer itself is importable; True when it does."""
+    """Make `mlserver` mean gpuserve.mlserver unless MLServer itself is importable; True when it does.
+    `mlserver_huggingface` likewise means gpuserve.huggingface (MLServer's HuggingFace runtime and codecs)."""
+    import_alias.install("mlserver_huggingface", "gpuserve.huggingface")
     return import_alias.install("mlserver", "gpuserve.mlserver")

@@ -1,0 +1,113 @@
+"""`mlserver_huggingface.HuggingFaceRuntime`: a transformers pipeline behind the V2 protocol, as MLServer's.
+
+A request's inputs become the pipeline's arguments by name (gpuserve.huggingface.codecs): `args` are its
+positional arguments, `array_inputs` its first one as a list (how a batch of texts reaches it), every other
+input a keyword (`question`, `context`, `candidate_labels`, `max_new_tokens` as `raw`, ...). The pipeline's
+result is answered as one `hg_jsonlist` output named `output`, one JSON element per result. With adaptive
+batching (max_batch_size > 1) gpuserve merges the requests' inputs by rows and the pipeline is called once
+on the batch, as in MLServer.
+
+Where it differs from MLServer, on purpose: the pipeline runs on a thread of the model's own (one, so calls
+are serialised as MLServer's, which runs them on its event loop), never blocking the server; an argument
+the pipeline refuses (TypeError, ValueError, KeyError: a missing or unknown input, a malformed value) is a
+400 naming the model and its task (MLServer: 500); the model's metadata says the device it runs on
+(`parameters.device`); the pipeline is built once (MLServer builds it twice to warm the hub cache).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import logging
+from typing import Any, Dict
+
+from gpuserve.errors import InvalidInput
+from gpuserve.huggingface.codecs import HuggingfaceRequestCodec
+from gpuserve.huggingface.common import device_name, load_pipeline_from_settings, pipeline_device
+from gpuserve.huggingface.metadata import METADATA
+from gpuserve.huggingface.settings import get_huggingface_settings
+from gpuserve.mlserver.model import MLModel
+from gpuserve.mlserver.types import InferenceRequest, InferenceResponse, MetadataModelResponse, Parameters
+
+logger = logging.getLogger("gpuserve")
+
+# What a pipeline raises when the request's arguments do not fit it (the client's fault: 400)
+_ARGUMENT_ERRORS = (TypeError, ValueError, KeyError)
+
+
+class HuggingFaceRuntime(MLModel):
+    """A transformers (or optimum) pipeline for one task."""
+
+    def __init__(self, settings: Any):
+        self.hf_settings = get_huggingface_settings(settings)
+        super().__init__(settings)
+        self._model: Any = None
+        self.device = "cpu"
+        self._calls = None
+
+    async def load(self) -> bool:
+        task = self.hf_settings.task_name
+        logger.info("model '%s': loading the pipeline for task '%s'", self.name, task)
+        device = pipeline_device(self.hf_settings, self.settings.device)
+        self._calls = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"gpuserve-hf-{self.name}")
+        try:
+            self._model = await self._run(load_pipeline_from_settings, self.hf_settings, self.settings, device)
+        except BaseException:
+            self._calls.shutdown(wait=False)  # no unload follows a failed load
+            raise
+        self.device = device_name(device)
+        logger.info("model '%s': task '%s' on %s (batch size %d)", self.name, task, self.device,
+                    getattr(self._model, "_batch_size", None) or 1)
+        self._merge_metadata()
+        return True
+
+    async def _run(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._calls, functools.partial(fn, *args))
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        try:
+            kwargs = HuggingfaceRequestCodec.decode_request(payload)
+        except (ValueError, TypeError, KeyError, IndexError) as exc:
+            raise InvalidInput(f"model '{self.name}': cannot decode the request: {exc}") from None
+        args = kwargs.pop("args", [])
+        array_inputs = kwargs.pop("array_inputs", [])
+        if array_inputs:
+            args = [list(array_inputs)] + list(args)
+        try:
+            prediction = await self._run(_call, self._model, args, kwargs)
+        except _ARGUMENT_ERRORS as exc:
+            names = sorted(request_input.name for request_input in payload.inputs)
+            raise InvalidInput(f"model '{self.name}' (task '{self.hf_settings.task_name}') refused the request's "
+                               f"inputs {names}: {type(exc).__name__}: {exc}") from None
+        return self.encode_response(payload=prediction, default_codec=HuggingfaceRequestCodec)
+
+    async def unload(self) -> bool:
+        model, self._model = self._model, None
+        if self._calls is not None:
+            self._calls.shutdown(wait=False)
+        if model is not None and getattr(model, "framework", "pt") == "pt" and self.device.startswith("cuda"):
+            import torch
+
+            del model
+            torch.cuda.empty_cache()
+        return True
+
+    async def metadata(self) -> MetadataModelResponse:
+        metadata = await super().metadata()
+        parameters = metadata.parameters.model_dump() if metadata.parameters is not None else {}
+        metadata.parameters = Parameters(**{**parameters, "device": self.device})
+        return metadata
+
+    def _merge_metadata(self) -> None:
+        meta = METADATA.get(self.hf_settings.task)
+        if meta:
+            self.inputs = list(self.inputs or []) + list(meta.get("inputs", []))
+            self.outputs = list(self.outputs or []) + list(meta.get("outputs", []))
+
+
+def _call(pipeline: Any, args: list, kwargs: Dict[str, Any]) -> Any:
+    return pipeline(*args, **kwargs)
+
+
+__all__ = ["HuggingFaceRuntime"]
