@@ -33,14 +33,13 @@ import numpy as np
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from gpuserve.errors import ModelLoadError
 from gpuserve.metrics import log, register
 from gpuserve.mlserver.batching.requests import BatchedRequests
 from gpuserve.mlserver.codecs import NumpyCodec, NumpyRequestCodec
 from gpuserve.mlserver.errors import InferenceError, MLServerError
 from gpuserve.mlserver.model import MLModel
 from gpuserve.mlserver.settings import ModelSettings
-from gpuserve.mlserver.types import InferenceRequest, InferenceResponse
+from gpuserve.mlserver.types import InferenceRequest, InferenceResponse, Parameters, ResponseOutput
 from gpuserve.mlserver.utils import get_model_uri
 
 try:
@@ -93,7 +92,8 @@ class AlibiDetectRuntime(MLModel):
             self._model = await self._run(load_detector, self._model_uri)
         except (ValueError, FileNotFoundError, EOFError, NotImplementedError, ValidationError) as exc:
             self._calls.shutdown(wait=False)
-            raise ModelLoadError(f"Invalid configuration for model {self.name}: {exc}") from None
+            # MLServer's words and status (400 from the repository's load; the model stays not ready)
+            raise MLServerError(f"Invalid configuration for model {self.name}: {exc}") from None
         except BaseException:
             self._calls.shutdown(wait=False)
             raise
@@ -149,7 +149,7 @@ class AlibiDetectRuntime(MLModel):
         data: Dict[str, list] = {key: [p["data"][key] for p in predictions] for key in predictions[0]["data"]}
         meta = predictions[0]["meta"]
         meta["headers"] = {"x-seldon-alibi-type": self.alibi_type, "x-seldon-alibi-method": self.alibi_method}
-        outputs = [NumpyCodec.encode_output(name=key, payload=np.array(values)) for key, values in data.items()]
+        outputs = [_encode_output(key, np.array(values)) for key, values in data.items()]
         return InferenceResponse(model_name=self.name, model_version=self.version, parameters=meta, outputs=outputs)
 
     def _save_state(self) -> None:
@@ -167,6 +167,17 @@ class AlibiDetectRuntime(MLModel):
     def alibi_type(self) -> str:
         parts = type(self._model).__module__.split(".")
         return ALIBI_MODULE_NAMES.get(parts[-2] if len(parts) > 1 else "", "unknown")
+
+
+def _encode_output(name: str, values: np.ndarray) -> ResponseOutput:
+    """NumPy-encoded, as MLServer's; an online detector's `distance` and `p_val` are None (an object array),
+    which MLServer's codec sends as BYTES elements that are JSON nulls: so here too, where gpuserve's NumPy
+    codec would refuse them as not bytes."""
+    if values.dtype != object or not any(item is None for item in values.flat):
+        return NumpyCodec.encode_output(name=name, payload=values)
+    shape = list(values.shape) + ([1] if values.ndim == 1 else [])  # as the codec: a column for one axis
+    return ResponseOutput(name=name, shape=shape, datatype="BYTES", data=values.ravel().tolist(),
+                          parameters=Parameters(content_type=NumpyCodec.ContentType))
 
 
 def _log_drift(prediction: dict) -> None:
