@@ -13,6 +13,17 @@ requests (REST, and gRPC ModelInfer) to both, status, body and the x-seldon-alib
 (alibi-detect 0.13.0 pins numpy<2, pandas<3, numba<0.60: installed without its pins both sides run it on
 numpy 2 and pandas 3, where the drift detectors used here work.) Each server gets its own copy of the folder,
 as an online detector writes its state into it.
+
+Last run 2026-12-07 (no GPU; this session's machine): 25 cases, 6 differ, none in an answer. The same: metadata,
+KSDrift (batch and feature drift), a `pd` request, TabularDrift with batch_size 3 (two empty answers, then the
+batch's, then empty again), ChiSquareDrift on INT64, CVMDriftOnline one row and 12 rows (None values as BYTES
+nulls; its thresholds left out, see RANDOM_AT_LOAD), two inputs and a wrong width (400), an unknown
+predict_parameters keyword (500), gRPC answers with the x-seldon-alibi-* metadata and a wrong width
+(INVALID_ARGUMENT), the seldon_model_drift metric's sums, the online state folder written. Differ, on purpose
+(gpuserve's rules for every model): a repository load whose runtime refuses its settings is a 500 with
+`{"error"}` (MLServer: 500 with a plain-text traceback), one whose detector folder is broken a 500 (MLServer 400:
+its runtime's MLServerError); a model that failed to load answers 503 on ready and infer (MLServer forgot it: 404).
+Not compared here: MLServer writes NaN as the token NaN, gpuserve as null (README "JSON null").
 """
 
 from __future__ import annotations
