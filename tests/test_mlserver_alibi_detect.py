@@ -273,3 +273,14 @@ def test_mlserver_alibi_detect_imports_where_the_package_is_absent(tmp_path):
             answer = http.post("/v2/models/custom/infer", json=_body(SHIFTED[:5]))
             assert answer.status_code == 200, answer.text
             assert answer.headers["x-seldon-alibi-method"] == "ks"
+
+
+def test_without_alibi_detect_the_reason_names_the_extra(monkeypatch):
+    from gpuserve.errors import InvalidSettings
+    from gpuserve.repository import _builtin_runtime
+
+    monkeypatch.setitem(sys.modules, "alibi_detect", None)
+    monkeypatch.setitem(sys.modules, "alibi_detect.saving", None)
+    monkeypatch.delitem(sys.modules, "gpuserve.runtimes_alibi_detect", raising=False)
+    with pytest.raises(InvalidSettings, match=r"gpuserve\[alibi-detect\]"):
+        _builtin_runtime("mlserver_alibi_detect.AlibiDetectRuntime")
