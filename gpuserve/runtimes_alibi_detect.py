@@ -16,7 +16,9 @@ MLServer's runtime (1.6.1 = 1.7.1), which this one was checked against on the sa
 - `is_drift` is recorded in the `seldon_model_drift` metric;
 - a detector raising ValueError or IndexError (wrong width, bad `predict_parameters` values) is a 400.
 Where it differs, on purpose: `detector.predict` runs on a thread of the model's own (one, so requests
-still reach a stateful detector one at a time and in order) rather than on the event loop.
+still reach a stateful detector one at a time and in order) rather than on the event loop; an online detector's
+None values (`distance`, `p_val`) go over gRPC as the bytes b"None" (MLServer fails that call: INTERNAL); a
+broken detector folder is a 500 from the repository's load (MLServer 400), as any model's failed load here.
 """
 
 from __future__ import annotations

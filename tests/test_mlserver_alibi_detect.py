@@ -284,3 +284,30 @@ def test_without_alibi_detect_the_reason_names_the_extra(monkeypatch):
     monkeypatch.delitem(sys.modules, "gpuserve.runtimes_alibi_detect", raising=False)
     with pytest.raises(InvalidSettings, match=r"gpuserve\[alibi-detect\]"):
         _builtin_runtime("mlserver_alibi_detect.AlibiDetectRuntime")
+
+
+async def test_an_outlier_detector_answers_as_mlservers_runtime(tmp_path):
+    """Saving an outlier detector needs TensorFlow (alibi-detect's legacy format), so a fitted IForest replaces
+    the loaded one; MLServer 1.7.1's runtime answered the same request with these fields, field by field
+    (benchmarks/peers/alibi_detect_outliers.py)."""
+    from alibi_detect.od import IForest
+
+    from gpuserve.mlserver.alias import install
+
+    install()
+    save_detector(KSDrift(REF, p_val=0.05), str(tmp_path / "ks"))
+    runtime = _runtime(tmp_path / "ks", predict_parameters={"return_instance_score": True})
+    await runtime.load()
+    runtime._model = detector = IForest(threshold=0.0)
+    detector.fit(REF)
+    rows = SHIFTED[:4] * 3
+    answer = await runtime.predict(_request(rows))
+    expected = detector.predict(rows.astype(np.float32), return_instance_score=True)["data"]
+    fields = {o.name: (o.shape, o.datatype) for o in answer.outputs}
+    assert fields == {"instance_score": ([1, 4], "FP64"), "feature_score": ([1, 1], "BYTES"),
+                      "is_outlier": ([1, 4], "INT64")}
+    data = {o.name: list(o.data.root if hasattr(o.data, "root") else o.data) for o in answer.outputs}
+    assert np.allclose(data["instance_score"], expected["instance_score"])
+    assert data["is_outlier"] == expected["is_outlier"].tolist() and data["feature_score"] == [None]
+    assert answer.parameters.headers == {"x-seldon-alibi-type": "outlier", "x-seldon-alibi-method": "isolationforest"}
+    assert answer.parameters.detector_type == "outlier"

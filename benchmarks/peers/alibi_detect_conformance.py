@@ -14,15 +14,17 @@ requests (REST, and gRPC ModelInfer) to both, status, body and the x-seldon-alib
 numpy 2 and pandas 3, where the drift detectors used here work.) Each server gets its own copy of the folder,
 as an online detector writes its state into it.
 
-Last run 2026-12-07 (no GPU; this session's machine): 25 cases, 6 differ, none in an answer. The same: metadata,
+Last run 2026-12-07 (no GPU; this session's machine): 26 cases, 7 differ, one in an answer. The same: metadata,
 KSDrift (batch and feature drift), a `pd` request, TabularDrift with batch_size 3 (two empty answers, then the
-batch's, then empty again), ChiSquareDrift on INT64, CVMDriftOnline one row and 12 rows (None values as BYTES
-nulls; its thresholds left out, see RANDOM_AT_LOAD), two inputs and a wrong width (400), an unknown
+batch's, then empty again), ChiSquareDrift on INT64, CVMDriftOnline one row and 12 rows over REST (None values as
+BYTES nulls; its thresholds left out, see RANDOM_AT_LOAD), two inputs and a wrong width (400), an unknown
 predict_parameters keyword (500), gRPC answers with the x-seldon-alibi-* metadata and a wrong width
-(INVALID_ARGUMENT), the seldon_model_drift metric's sums, the online state folder written. Differ, on purpose
-(gpuserve's rules for every model): a repository load whose runtime refuses its settings is a 500 with
-`{"error"}` (MLServer: 500 with a plain-text traceback), one whose detector folder is broken a 500 (MLServer 400:
-its runtime's MLServerError); a model that failed to load answers 503 on ready and infer (MLServer forgot it: 404).
+(INVALID_ARGUMENT), the seldon_model_drift metric's sums, the online state folder written. Differ: an online
+detector's answer over gRPC, whose None values MLServer cannot put in bytes_contents (the call fails, INTERNAL),
+where gpuserve answers with each None as the bytes b"None" (gRPC has no null); and on purpose (gpuserve's rules
+for every model) a repository load whose runtime refuses its settings is a 500 with `{"error"}` (MLServer: 500
+with a plain-text traceback), one whose detector folder is broken a 500 (MLServer 400: its runtime's
+MLServerError); a model that failed to load answers 503 on ready and infer (MLServer forgot it: 404).
 Not compared here: MLServer writes NaN as the token NaN, gpuserve as null (README "JSON null").
 """
 
@@ -167,12 +169,16 @@ def grpc_infer(port, model, rows):
         except grpc.RpcError as exc:
             return {"code": exc.code().name}
     outputs = []
-    for out in answer.outputs:
+    raw = list(answer.raw_output_contents)
+    for index, out in enumerate(answer.outputs):
         contents = out.contents
-        values = list(contents.int64_contents or contents.fp32_contents or contents.fp64_contents
-                      or contents.bytes_contents)
-        outputs.append({"name": out.name, "datatype": out.datatype, "shape": list(out.shape),
-                        "data": rounded(values)})
+        if out.datatype == "BYTES":
+            values = [repr(v) for v in contents.bytes_contents] or (repr(raw[index]) if raw else [])
+        else:
+            values = rounded(list(contents.int64_contents or contents.fp32_contents or contents.fp64_contents)
+                             or (np.frombuffer(raw[index], {"INT64": np.int64, "FP32": np.float32,
+                                                             "FP64": np.float64}[out.datatype]) if raw else []))
+        outputs.append({"name": out.name, "datatype": out.datatype, "shape": list(out.shape), "data": values})
     parameters = {k: str(v).strip() for k, v in answer.parameters.items()}
     metadata = dict(call_.initial_metadata() or ()) | dict(call_.trailing_metadata() or ())
     return {"outputs": outputs, "parameters": parameters,
@@ -255,6 +261,11 @@ def main() -> int:
             rows = np.random.default_rng(4).normal(size=(5, 3)) + 1
             answers[name]["grpc ks-feature"] = grpc_infer(ports[1], "ks-feature", rows)
             answers[name]["grpc ks wrong width"] = grpc_infer(ports[1], "ks", rows[:, :2])
+            online = grpc_infer(ports[1], "cvm", rows[:2])  # None values: BYTES over gRPC
+            for output in online.get("outputs", []):
+                if output["name"] in RANDOM_AT_LOAD["cvm"]:
+                    output["data"] = "(random at load)"
+            answers[name]["grpc cvm 2 rows"] = online
             answers[name]["metric seldon_model_drift"] = drift_metric(ports[2])
             answers[name]["cvm state written"] = sorted(p.name for p in (repo / "cvm" / "detector").iterdir())
             stop(procs.pop(name))
