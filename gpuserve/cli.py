@@ -414,13 +414,13 @@ def run_script(script: str, args: List[str]) -> int:
     import runpy
 
     from gpuserve import import_alias
+    from gpuserve.mlserver import alias as mlserver_alias
 
     if not os.path.isfile(script):
         print(f"gpuserve: error: no script {script}", file=sys.stderr)
         return 2
     import_alias.install("kserve", "gpuserve")
-    import_alias.install("mlserver", "gpuserve.mlserver")
-    import_alias.install("mlserver_huggingface", "gpuserve.huggingface")
+    mlserver_alias.install()  # `mlserver` and the runtime packages gpuserve serves (mlserver_huggingface, mlserver_alibi_detect)
     sys.argv = [script, *args]
     sys.path.insert(0, os.path.dirname(os.path.abspath(script)))  # as `python SCRIPT` puts its folder first
     try:

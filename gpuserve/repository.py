@@ -166,6 +166,8 @@ def _builtin_runtime(implementation: str):
         from gpuserve.huggingface import HuggingFaceRuntime  # MLServer types on first use; transformers at load
 
         return HuggingFaceRuntime
+    if implementation in ALIBI_DETECT_NAMES or implementation.lower() == "alibi_detect":
+        return _alibi_detect_runtime()
     runtimes = {**BUILTIN_RUNTIMES, "triton_python": TritonPythonBackendModel, "ensemble": EnsembleModel}
     return runtimes.get(implementation) or runtimes.get(implementation.lower())
 
@@ -184,6 +186,19 @@ def _mlflow_runtime():
     except ImportError as exc:
         raise InvalidSettings(str(exc)) from None
     return MLflowRuntime
+
+
+# MLServer's names for its Alibi-Detect runtime, and ours; imported on first use, as alibi-detect is optional
+ALIBI_DETECT_NAMES = ("mlserver_alibi_detect.AlibiDetectRuntime", "mlserver_alibi_detect.runtime.AlibiDetectRuntime",
+                      "gpuserve.runtimes_alibi_detect.AlibiDetectRuntime")
+
+
+def _alibi_detect_runtime():
+    try:
+        from gpuserve.runtimes_alibi_detect import AlibiDetectRuntime
+    except ImportError as exc:
+        raise InvalidSettings(str(exc)) from None
+    return AlibiDetectRuntime
 
 
 def runtime_for(settings: ModelSettings):

@@ -6,6 +6,10 @@ gpuserve.mlserver's modules (the same module objects, so codec registries and cl
 the ones gpuserve uses), and the runtime runs with no line changed. Where MLServer is installed it is
 left alone: its names then mean MLServer's own classes. Installed before gpuserve imports a model
 folder's implementation (gpuserve/repository.py), in the server and in parallel-worker processes.
+
+MLServer's runtime packages that gpuserve serves with a module of its own are aliased the same way, each
+where the real one is absent: `mlserver_huggingface` is gpuserve/huggingface, `mlserver_alibi_detect` (and
+`.runtime`) is gpuserve/runtimes_alibi_detect.py.
 """
 
 from __future__ import annotations
@@ -14,7 +18,14 @@ from gpuserve import import_alias
 
 
 def install() -> bool:
-    """Make `mlserver` mean gpuserve.mlserver unless MLServer itself is importable; True when it does.
-    `mlserver_huggingface` likewise means gpuserve.huggingface (MLServer's HuggingFace runtime and codecs)."""
-    import_alias.install("mlserver_huggingface", "gpuserve.huggingface")
+    """Make `mlserver` mean gpuserve.mlserver unless MLServer itself is importable; True when it does."""
+    for name, (target, modules) in RUNTIME_PACKAGES.items():
+        import_alias.install(name, target, modules)
     return import_alias.install("mlserver", "gpuserve.mlserver")
+
+
+# MLServer's runtime package -> gpuserve's module and what its submodules mean
+RUNTIME_PACKAGES = {
+    "mlserver_huggingface": ("gpuserve.huggingface", {}),
+    "mlserver_alibi_detect": ("gpuserve.runtimes_alibi_detect", {"runtime": "gpuserve.runtimes_alibi_detect"}),
+}
