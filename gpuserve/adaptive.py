@@ -12,6 +12,7 @@ request, so one bad request never fails its neighbours.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import time
@@ -29,6 +30,10 @@ from gpuserve.types import InferInput, InferOutput, InferRequest, InferResponse,
 
 logger = logging.getLogger("gpuserve")
 SCALAR_PARAMETERS = frozenset({"content_type", "headers"})
+# While a merged request runs: the rows each of its requests brought, in order (None otherwise). A runtime whose
+# requests mean something only one at a time reads it (a HuggingFace pipeline's `args`: gpuserve/huggingface).
+MERGED_ROWS: "contextvars.ContextVar[Optional[Tuple[int, ...]]]" = contextvars.ContextVar("gpuserve_merged_rows",
+                                                                                          default=None)
 
 
 def _key(request: InferRequest, by_parameters: bool = False) -> Tuple:
@@ -198,9 +203,10 @@ class AdaptiveBatcher:
         if len(batch) == 1:
             await self._run_alone(batch[0])
             return
+        rows = [job.parameters["rows"] for job in batch]
         try:
-            response, response_headers = await self.model(merge_requests(requests, self.by_parameters), headers)
-            parts = split_response(response, requests, [job.parameters["rows"] for job in batch], self.model.name)
+            response, response_headers = await self._run_merged(requests, rows, headers)
+            parts = split_response(response, requests, rows, self.model.name)
         except Exception as exc:
             logger.warning("batch of %d for %s failed (%s); running each request alone", len(batch),
                            self.model.name, exc)
@@ -210,6 +216,14 @@ class AdaptiveBatcher:
         for job, part in zip(batch, parts):
             if not job.future.done():
                 job.future.set_result((part, dict(response_headers)))
+
+    async def _run_merged(self, requests: List[InferRequest], rows: List[int], headers: Optional[dict]):
+        """The model's call on the requests merged, with MERGED_ROWS saying what each brought."""
+        merged = MERGED_ROWS.set(tuple(rows))
+        try:
+            return await self.model(merge_requests(requests, self.by_parameters), headers)
+        finally:
+            MERGED_ROWS.reset(merged)
 
     async def _run_alone(self, job: Job) -> None:
         try:

@@ -185,6 +185,39 @@ def test_adaptive_batching_calls_the_pipeline_once_per_batch(tmp_path, models, p
     assert max(calls) > 1 and sum(calls) == len(texts), calls  # one pipeline call answered several requests
 
 
+def test_requests_of_one_args_text_each_are_batched_as_one_list_call(tmp_path, models, pipelines, http,
+                                                                     monkeypatch):
+    """MLServer's examples send one text as `args`; merged, MLServer calls the pipeline with the texts as so many
+    positional arguments and fails them all. Here they are one list call, answered as each alone."""
+    from gpuserve.huggingface import runtime as hf_runtime
+
+    calls = []
+    plain = hf_runtime._call
+
+    def counted(pipeline, args, kwargs):
+        calls.append(len(args[0]) if args and isinstance(args[0], list) else -len(args))
+        return plain(pipeline, args, kwargs)
+
+    monkeypatch.setattr(hf_runtime, "_call", counted)
+    batched = {"max_batch_size": 4, "max_batch_time": 0.5}
+    registry = _repository(tmp_path, models, ("cls", "gen"), cls=batched, gen=batched)
+    texts = [TEXT, "bad movie", "the gpu is fast today", "what"]
+    with running_server(repository=registry) as server:
+        client = http(server)
+
+        def ask(model, text):
+            return client.post(f"/v2/models/{model}/infer", json={"inputs": [_text("args", [text])]}).json()
+
+        for model in ("cls", "gen"):
+            calls.clear()
+            with concurrent.futures.ThreadPoolExecutor(4) as pool:
+                answers = list(pool.map(lambda text: ask(model, text), texts))
+            for text, answer in zip(texts, answers):
+                _same(answer["outputs"][0], _answer(pipelines[model](text)))
+            # one list call answered several requests, and no call got several texts as positional arguments
+            assert max(calls) > 1 and sum(calls) == len(texts), (model, calls)
+
+
 def test_bad_input_is_a_400_and_the_model_keeps_serving(tmp_path, models, http):
     registry = _repository(tmp_path, models, ("qa", "cls"))
     with running_server(repository=registry) as server:

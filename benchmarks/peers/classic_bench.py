@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -133,10 +133,12 @@ def main() -> int:
     return 0
 
 
-def table(rows: List[Dict]) -> str:
+def table(rows: List[Dict], order: Optional[List[str]] = None) -> str:
+    """A Markdown table of the rows, one line per model and concurrency; models in `order` (default: MODELS')."""
+    order = order or list(MODELS)
     lines = ["| model | c | gpuserve req/s | MLServer req/s | ratio | p99 ms gpuserve / MLServer | "
              "CPU us a request gpuserve / MLServer |", "|---|---:|---:|---:|---:|---:|---:|"]
-    keys = sorted({(r["model"], r["concurrency"]) for r in rows}, key=lambda k: (list(MODELS).index(k[0]), k[1]))
+    keys = sorted({(r["model"], r["concurrency"]) for r in rows}, key=lambda k: (order.index(k[0]), k[1]))
     for model, c in keys:
         mine = [r for r in rows if (r["model"], r["concurrency"], r["server"]) == (model, c, "gpuserve")]
         peer = [r for r in rows if (r["model"], r["concurrency"], r["server"]) == (model, c, "mlserver")]

@@ -12,6 +12,7 @@ Where gpuserve differs, on purpose:
 - pipelines are built one at a time in a process (transformers' loading is not thread-safe);
 - a thread-count setting torch refuses (interop threads, once torch has run anything) is logged and skipped
   instead of failing the load;
+- a batched text generator pads its prompts on the left (where a decoder-only model's continuation starts);
 - transformers, torch and optimum are imported here, at load: without them the model is not ready, with the
   package to install as its reason.
 """
@@ -151,7 +152,14 @@ def load_pipeline_from_settings(hf_settings: HuggingFaceSettings, settings: Any,
 
 def _pad_for_batches(hf_pipeline: Any) -> None:
     tokenizer = getattr(hf_pipeline, "tokenizer", None)
-    if tokenizer is None or tokenizer.pad_token_id:  # MLServer's test: a pad id of 0 counts as none
+    if tokenizer is None:
+        return
+    config = getattr(getattr(hf_pipeline, "model", None), "config", None)
+    if getattr(hf_pipeline, "task", "") == "text-generation" and not getattr(config, "is_encoder_decoder", False):
+        # A decoder-only model continues each prompt from its last position: a batch's shorter prompts padded
+        # on the right would continue from padding (transformers warns so). MLServer leaves the side as is.
+        tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id:  # MLServer's test: a pad id of 0 counts as none
         return
     eos_token_id = getattr(hf_pipeline.model.config, "eos_token_id", None)
     if eos_token_id:

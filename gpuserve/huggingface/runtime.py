@@ -5,7 +5,9 @@ positional arguments, `array_inputs` its first one as a list (how a batch of tex
 input a keyword (`question`, `context`, `candidate_labels`, `max_new_tokens` as `raw`, ...). The pipeline's
 result is answered as one `hg_jsonlist` output named `output`, one JSON element per result. With adaptive
 batching (max_batch_size > 1) gpuserve merges the requests' inputs by rows and the pipeline is called once
-on the batch, as in MLServer.
+on the batch, as in MLServer; requests of one `args` text each (the form MLServer's examples send) are called
+as one list of texts and answered as each alone would have been, where MLServer's merged call passes the texts
+as that many positional arguments and fails every request of the batch.
 
 Where it differs from MLServer, on purpose: the pipeline runs on a thread of the model's own (one, so calls
 are serialised as MLServer's, which runs them on its event loop), never blocking the server; an argument
@@ -22,6 +24,7 @@ import functools
 import logging
 from typing import Any, Dict
 
+from gpuserve.adaptive import MERGED_ROWS
 from gpuserve.errors import InvalidInput
 from gpuserve.huggingface.codecs import HuggingfaceRequestCodec
 from gpuserve.huggingface.common import device_name, load_pipeline_from_settings, pipeline_device
@@ -72,10 +75,16 @@ class HuggingFaceRuntime(MLModel):
             raise InvalidInput(f"model '{self.name}': cannot decode the request: {exc}") from None
         args = kwargs.pop("args", [])
         array_inputs = kwargs.pop("array_inputs", [])
+        merged = MERGED_ROWS.get()
+        one_each = not array_inputs and merged is not None and len(args) == len(merged) and set(merged) == {1}
         if array_inputs:
             args = [list(array_inputs)] + list(args)
+        elif one_each:  # several requests of one positional argument each: the pipeline's batch, one call
+            args = [list(args)]
         try:
             prediction = await self._run(_call, self._model, args, kwargs)
+            if one_each:
+                prediction = _as_answered_alone(prediction, len(merged))
         except _ARGUMENT_ERRORS as exc:
             names = sorted(request_input.name for request_input in payload.inputs)
             raise InvalidInput(f"model '{self.name}' (task '{self.hf_settings.task_name}') refused the request's "
@@ -108,6 +117,21 @@ class HuggingFaceRuntime(MLModel):
 
 def _call(pipeline: Any, args: list, kwargs: Dict[str, Any]) -> Any:
     return pipeline(*args, **kwargs)
+
+
+def _as_answered_alone(prediction: Any, requests: int) -> list:
+    """A list call's results as the requests' own calls would have answered them, one after another: a call on
+    one text answers a list (of one result, or of several: a generator's `num_return_sequences`), which the
+    batch's call gives as its element (a classifier's dict, a generator's list). When that is not one result a
+    request, the merged answer could not be split by request: the batch then runs request by request."""
+    if not isinstance(prediction, list) or len(prediction) != requests:
+        raise ValueError(f"a batch of {requests} texts answered {type(prediction).__name__}")
+    rows = []
+    for result in prediction:
+        if isinstance(result, list) and len(result) != 1:
+            raise ValueError("a request's text answered several results")
+        rows.append(result[0] if isinstance(result, list) else result)
+    return rows
 
 
 __all__ = ["HuggingFaceRuntime"]
