@@ -7,9 +7,11 @@ side (.peers/mlserver-hf/README says how):
 Models: tests/hf_models.py's BERT text classifier (random weights, built here, no download), served alone
 (`cls`) and with MLServer's adaptive batching (`clsb`: max_batch_size 8, max_batch_time 2 ms), both through
 `mlserver_huggingface.HuggingFaceRuntime` folders. Load: benchmarks/loadgen.py's closed-loop generator, one
-text a V2 JSON request (BYTES `args`, content type `str`, as MLServer's HuggingFace examples send). Per point:
-req/s, p50/p99 and the server's CPU per request (its process group); the server order alternates by round (the
-VM is noisy). Also the pipeline called directly in this process, one text a call: the limit for `cls`.
+text a V2 JSON request: as `args` (BYTES, content type `str`, as MLServer's HuggingFace examples send; MLServer
+fails such requests once its adaptive batching merges them) and, to the batched model, as `array_inputs` (which
+MLServer batches). Per point: req/s, p50/p99 and the server's CPU per request (its process group); the server
+order alternates by round (the VM is noisy). Also the pipeline called directly in this process, one text a call:
+the limit for `cls`. `--torch-threads N` sets OMP_NUM_THREADS for both servers (torch's CPU threads).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from peers import classic_bench  # noqa: E402
 
 MLSERVER = Path(os.environ.get("MLSERVER_HF", ROOT / ".peers" / "mlserver-hf" / "bin" / "mlserver"))
 MODELS = {"cls": {}, "clsb": {"max_batch_size": 8, "max_batch_time": 0.002}}
+POINTS = {"cls": ("cls", "args"), "clsb": ("clsb", "args"), "clsb-array": ("clsb", "array_inputs")}
 TEXT = "the quick brown fox jumps over the lazy dog"
 OUT = harness.RESULTS / "huggingface_bench.json"
 
@@ -47,8 +50,8 @@ def build(repo: Path) -> None:
     shutil.rmtree(repo / "_built")
 
 
-def target(base: str, model: str) -> loadgen.Target:
-    body = json.dumps({"inputs": [{"name": "args", "shape": [1], "datatype": "BYTES", "data": [TEXT],
+def target(base: str, model: str, input_name: str) -> loadgen.Target:
+    body = json.dumps({"inputs": [{"name": input_name, "shape": [1], "datatype": "BYTES", "data": [TEXT],
                                    "parameters": {"content_type": "str"}}]}).encode()
     return loadgen.Target(f"{base}/v2/models/{model}/infer", body=body, headers={"Content-Type": "application/json"})
 
@@ -72,7 +75,10 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--torch-threads", type=int, default=0, help="OMP_NUM_THREADS for both servers (0: unset)")
     args = parser.parse_args()
+    if args.torch_threads:
+        os.environ["OMP_NUM_THREADS"] = str(args.torch_threads)  # the servers inherit it (harness.ServerProcess)
     if not MLSERVER.exists():
         print(__doc__)
         return 2
@@ -88,14 +94,14 @@ def main() -> int:
         for server in (["mlserver", "gpuserve"] if round_ % 2 == 0 else ["gpuserve", "mlserver"]):
             process, base = classic_bench.start(server, work / "repo", work, list(MODELS))
             try:
-                for model in MODELS:
+                for label, (model, input_name) in POINTS.items():
                     for c in concurrency:
-                        point = target(base, model)
+                        point = target(base, model, input_name)
                         loadgen.run_builtin(point, c, args.warmup, warmup=0)  # warm-up, not counted
                         cpu0 = harness._group_seconds(process.proc.pid)
                         result = loadgen.run_builtin(point, c, args.seconds, warmup=0)
                         cpu = harness._group_seconds(process.proc.pid) - cpu0
-                        row = {"round": round_, "server": server, "model": model, "concurrency": c,
+                        row = {"round": round_, "server": server, "model": label, "concurrency": c,
                                "rps": round(result.rps, 1), "p50_ms": round(result.p50_ms, 2),
                                "p99_ms": round(result.p99_ms, 2), "errors": result.errors,
                                "cpu_us_per_request": round(cpu / max(result.requests, 1) * 1e6, 1)}
@@ -107,7 +113,7 @@ def main() -> int:
     OUT.write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                                "machine": harness.machine(), "direct_calls_per_s": direct, "rows": rows}, indent=1))
     print(f"direct pipeline calls/s (one text): {statistics.median(direct):,.0f}")
-    print(classic_bench.table(rows, order=list(MODELS)))
+    print(classic_bench.table(rows, order=list(POINTS)))
     return 0
 
 
