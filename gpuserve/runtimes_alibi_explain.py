@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import json
 import logging
 import os
 import re
@@ -209,7 +210,7 @@ class AlibiExplainRuntime(MLModel):
         if not isinstance(explain_parameters, dict):
             raise InferenceError(f"{EXPLAIN_PARAMETERS_TAG} must be an object, not {explain_parameters!r}")
         explanation = await self._run(self._explain_impl, input_data, explain_parameters)
-        output = StringCodec.encode_output(payload=[explanation.to_json()], name="explanation")
+        output = StringCodec.encode_output(payload=[explanation_json(explanation)], name="explanation")
         return InferenceResponse(model_name=self.name, model_version=self.version, outputs=[output],
                                  parameters=Parameters(headers={"x-seldon-alibi-type": "explanation",
                                                                 "x-seldon-alibi-method": self.alibi_method}))
@@ -305,6 +306,27 @@ class AlibiExplainRuntime(MLModel):
             if response.status_code != 200:
                 raise RemoteInferenceError(response.status_code, f"{response.reason_phrase}: {response.text[:500]}")
             return response.json()
+
+
+def explanation_json(explanation: Any) -> str:
+    """`Explanation.to_json()`'s text (the attrs fields through `json.dumps`, NumPy values as numbers and
+    lists), written here because alibi 0.9's encoder names `np.float_`, which NumPy 2 removed."""
+    import attr
+
+    return json.dumps(attr.asdict(explanation), cls=_NumpyEncoder)
+
+
+class _NumpyEncoder(json.JSONEncoder):
+    def default(self, obj):
+        if isinstance(obj, np.integer):
+            return int(obj)
+        if isinstance(obj, np.floating):
+            return float(obj)
+        if isinstance(obj, np.bool_):
+            return bool(obj)
+        if isinstance(obj, np.ndarray):
+            return obj.tolist()
+        return json.JSONEncoder.default(self, obj)
 
 
 def _shap_as_lists(explainer: Any) -> None:
