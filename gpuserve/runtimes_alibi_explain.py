@@ -22,8 +22,9 @@ Where it differs, on purpose: each explanation runs on a thread of the model's o
 state is never shared by two requests), never on the event loop, so an `infer_uri` on this same server is
 answered while the explainer waits for it; every remote call has a timeout (`INFER_TIMEOUT_S`, or
 `GPUSERVE_ALIBI_EXPLAIN_TIMEOUT`), so an unreachable model is an error answer (502, the reason named) and not a
-hang; while the explainer loads (AnchorTabular calls its predictor then) an inference model that is not up yet
-is waited for (`LOAD_WAIT_S`), so both can load together from one folder; the explainer's own refusals of the
+hang; while the explainer loads (AnchorTabular and KernelShap call their predictor then) an inference model that
+is not loaded yet is waited for (`LOAD_WAIT_S`; a refused connection `CONNECT_WAIT_S`), so both can load
+together from one folder; the explainer's own refusals of the
 input (ValueError, IndexError) and the inference model's 4xx are a 400.
 """
 
@@ -68,7 +69,8 @@ EXPLAIN_PARAMETERS_TAG = "explain_parameters"
 SELDON_SKIP_LOGGING_HEADER = "Seldon-Skip-Logging"
 DEFAULT_INPUT_NAME = "predict"  # what the inference model's input is called when its metadata names none
 INFER_TIMEOUT_S = float(os.environ.get("GPUSERVE_ALIBI_EXPLAIN_TIMEOUT", 60))
-LOAD_WAIT_S = 60.0  # how long a load waits for an inference model that is not up yet
+LOAD_WAIT_S = 60.0  # how long a load waits for an inference model that answers "not (yet) loaded": 404, 503
+CONNECT_WAIT_S = 5.0  # ... and for one whose server refuses the connection (not listening yet)
 
 BLACK_BOX, WHITE_BOX = "black_box", "white_box"
 # explainer_type -> how the explainer reaches the model, and its alibi class (MLServer's table)
@@ -143,26 +145,32 @@ class AlibiExplainRuntime(MLModel):
         return True
 
     async def _explainer_uri(self) -> Optional[str]:
+        """None with `init_parameters`; else `parameters.uri` (the model's folder when it names none)."""
         if self.alibi_explain_settings.init_parameters is not None:
             return None
-        if self._settings.parameters is None or not self._settings.parameters.uri:
-            raise MLServerError(f"Parameters missing for model {self.name}: neither init_parameters nor "
-                                f"parameters.uri names the explainer")
         return await get_model_uri(self._settings)
 
     def _load_explainer(self, uri: Optional[str]):
         """On the model's thread: the predictor (black box) or the model (white box), then the explainer built
-        with it or loaded from `uri`."""
+        with it or loaded from `uri`. Alibi's own refusals become the model's reason, named."""
         target = self._infer_impl if self._kind == BLACK_BOX else self._inference_model()
         self._loading = True
         try:
             if uri is None:
                 module, _, name = self._alibi_class.rpartition(".")
                 explainer_class = getattr(import_module(module), name)
-                return explainer_class(target, **self.alibi_explain_settings.init_parameters)
+                try:
+                    return explainer_class(target, **self.alibi_explain_settings.init_parameters)
+                except MLServerError:
+                    raise
+                except Exception as exc:
+                    raise MLServerError(f"Invalid init_parameters for {name} (model {self.name}): "
+                                        f"{type(exc).__name__}: {exc}") from None
             try:
                 return load_explainer(uri, predictor=target)
-            except (FileNotFoundError, EOFError, ValueError, KeyError, AttributeError, ImportError) as exc:
+            except MLServerError:
+                raise
+            except Exception as exc:
                 raise MLServerError(f"Invalid explainer at {uri} for model {self.name}: "
                                     f"{type(exc).__name__}: {exc}") from None
         finally:
@@ -288,19 +296,20 @@ class AlibiExplainRuntime(MLModel):
     def _call(self, method: str, url: str, body: Optional[dict] = None) -> dict:
         """One call to the inference model. While the explainer loads, an inference model that is not up yet
         (refused connection, 404, 503) is waited for; after that every failure is an error answer."""
-        deadline = time.monotonic() + LOAD_WAIT_S
+        started = time.monotonic()
         while True:
+            waited = time.monotonic() - started
             try:
                 response = self._http.request(method, url, json=body, headers={SELDON_SKIP_LOGGING_HEADER: "true"})
             except httpx.TimeoutException as exc:
                 raise RemoteInferenceError(504, f"no answer from {url} within {INFER_TIMEOUT_S:g} s "
                                                 f"({type(exc).__name__})") from None
             except httpx.HTTPError as exc:
-                if self._loading and time.monotonic() < deadline:
+                if self._loading and waited < CONNECT_WAIT_S:
                     time.sleep(0.2)
                     continue
                 raise RemoteInferenceError(502, f"cannot reach {url}: {type(exc).__name__}: {exc}") from None
-            if response.status_code in (404, 503) and self._loading and time.monotonic() < deadline:
+            if response.status_code in (404, 503) and self._loading and waited < LOAD_WAIT_S:
                 time.sleep(0.2)
                 continue
             if response.status_code != 200:
