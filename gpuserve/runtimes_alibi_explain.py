@@ -64,6 +64,25 @@ except ImportError as exc:  # the repository says so as the model's reason
 
 logger = logging.getLogger("gpuserve")
 
+
+def _quantiles(values: np.ndarray, num_quantiles: int = 11, interpolation="linear") -> np.ndarray:
+    """alibi.explainers.ale.get_quantiles with NumPy 2's keyword (`method`; `interpolation` is gone)."""
+    return np.percentile(values, np.linspace(0, 100, num=num_quantiles), axis=0, method=interpolation)
+
+
+def _alibi_on_numpy2() -> None:
+    """alibi 0.9 computes a partial dependence's deciles with `np.percentile(interpolation=)`, which NumPy 2
+    removed: the two modules that name that helper get one that says `method=` (the same numbers)."""
+    if int(np.__version__.split(".")[0]) < 2:
+        return
+    import alibi.explainers.ale as ale
+    import alibi.explainers.partial_dependence as partial_dependence
+
+    ale.get_quantiles = partial_dependence.get_quantiles = _quantiles
+
+
+_alibi_on_numpy2()
+
 ENV_PREFIX_ALIBI_EXPLAIN_SETTINGS = "MLSERVER_MODEL_ALIBI_EXPLAIN_"  # MLServer's, so its deployments' variables work
 EXPLAIN_PARAMETERS_TAG = "explain_parameters"
 SELDON_SKIP_LOGGING_HEADER = "Seldon-Skip-Logging"
