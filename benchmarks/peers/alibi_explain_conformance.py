@@ -20,7 +20,19 @@ classifier and forest, a custom runtime on images), then the explainers are move
 repository API: AnchorTabular and KernelShap call their model as they load, and a model that fails at start-up
 stops MLServer 1.7.1 whole. Each explainer asks the server it is served by.
 
-Last run 2026-12-07 (no GPU; this session's machine): see the report printed at the end (cases, which differ).
+Last run 2026-12-07 (no GPU; this session's machine): 29 cases, 12 differ, none in an explanation. The same:
+metadata, the loads of AnchorTabular, KernelShap (twice), TreeShap and TreePartialDependence (from init_parameters),
+AnchorTabular with and without explain_parameters (anchor, instance, prediction, meta), KernelShap over 3 rows
+(shap values, expected values, raw predictions), TreeShap, TreePartialDependence (pd values, deciles), two inputs
+(400), an unknown explain keyword (ignored by alibi), `POST /explain`, KernelShap over gRPC, the model after the
+refusals. Differ: an AnchorImage built from init_parameters whose infer_uri is the same server: MLServer builds it
+on its event loop and its predictor's blocking call to that same server never returns (the load and everything
+after it hang; gpuserve answers); a KernelShap without explainer_batch (both 400: alibi gets a 1-D row; the
+messages differ); a wrong width or no rows (MLServer 500 with a plain-text traceback, gpuserve 400); and on
+purpose (gpuserve's rules for every model) a load that fails (unreachable infer_uri, misspelt setting, unknown
+explainer_type, broken folder) is a 500 with `{"error"}` (MLServer: 500 with a plain-text traceback) and the model
+then answers 503 (MLServer forgot it: 404); an unreachable infer_uri fails the load after 5 s (CONNECT_WAIT_S: a
+server that is still starting is waited for), MLServer's at once.
 """
 
 from __future__ import annotations
