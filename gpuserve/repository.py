@@ -205,7 +205,9 @@ def _alibi_detect_runtime():
 
 # MLServer's names for its Alibi-Explain runtime, and ours; imported on first use, as alibi is optional
 ALIBI_EXPLAIN_NAMES = ("mlserver_alibi_explain.AlibiExplainRuntime",
-                       "mlserver_alibi_explain.runtime.AlibiExplainRuntime", "gpuserve.runtimes_alibi_explain.AlibiExplainRuntime")
+                       "mlserver_alibi_explain.runtime.AlibiExplainRuntime",
+                       "gpuserve.runtimes_alibi_explain.AlibiExplainRuntime",
+                       "gpuserve.runtimes_alibi_explain.runtime.AlibiExplainRuntime")
 
 
 def _alibi_explain_runtime():

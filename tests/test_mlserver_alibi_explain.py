@@ -350,23 +350,21 @@ def test_an_inference_model_that_goes_away_is_an_error_answer_not_a_hang(served)
     assert served.a.get("/v2/models/goes-away/ready").status_code == 200  # still loaded: the model may come back
 
 
-def test_a_slow_inference_model_times_out(monkeypatch):
-    """A model that accepts the connection and never answers: the explainer's call gives up after the
-    timeout with an error answer."""
-    import gpuserve.runtimes_alibi_explain as runtime
+def test_a_slow_inference_model_times_out():
+    """A model that accepts the connection and never answers: the predictor gives up after its timeout with
+    an error answer (502)."""
+    from gpuserve.runtimes_alibi_explain import RemoteInferenceError, RemoteModel
 
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen()
+    remote = RemoteModel(f"http://127.0.0.1:{listener.getsockname()[1]}/v2/models/m/infer", timeout=0.5)
     try:
-        monkeypatch.setattr(runtime, "INFER_TIMEOUT_S", 0.5)
-        model = _runtime(explainer_type="kernel_shap", infer_uri=f"http://127.0.0.1:{listener.getsockname()[1]}"
-                                                                  f"/v2/models/m/infer")
-        model._http = httpx.Client(timeout=runtime.INFER_TIMEOUT_S)
-        with pytest.raises(runtime.RemoteInferenceError, match="no answer from .* within 0.5 s") as failed:
-            model._infer_impl(ROWS)
+        with pytest.raises(RemoteInferenceError, match="no answer from .* within 0.5 s") as failed:
+            remote(ROWS)
         assert failed.value.status_code == 502
     finally:
+        remote.close()
         listener.close()
 
 
@@ -417,15 +415,18 @@ def test_settings_from_extra_and_from_the_environment(monkeypatch):
 def test_the_v2_request_is_mlservers(monkeypatch):
     """Input named after the model's metadata, its first output asked for (or `infer_output`), NumPy- or
     string-encoded; a trailing axis of one dropped from the answer."""
-    runtime = _runtime(explainer_type="anchor_tabular", infer_uri="http://m/v2/models/m/infer")
-    runtime._metadata = {"inputs": [{"name": "features"}], "outputs": [{"name": "proba", "parameters": None}]}
-    request = runtime._v2_request(ROWS[:2].astype(np.float64))
+    from gpuserve.runtimes_alibi_explain import RemoteModel
+
+    remote = RemoteModel("http://m/v2/models/m/infer")
+    remote.metadata = {"inputs": [{"name": "features"}], "outputs": [{"name": "proba", "parameters": None}]}
+    request = remote.request(ROWS[:2].astype(np.float64))
     assert request["parameters"] == {"content_type": "np"} and request["outputs"] == [
         {"name": "proba", "parameters": None}]
     tensor = request["inputs"][0]
     assert (tensor["name"], tensor["shape"], tensor["datatype"]) == ("features", [2, 4], "FP64")
-    texts = runtime._v2_request(["a b", "c"])["inputs"][0]
+    texts = remote.request(["a b", "c"])["inputs"][0]
     assert (texts["shape"], texts["datatype"], texts["parameters"]) == ([2, 1], "BYTES", {"content_type": "str"})
+    assert remote.request(ROWS[0])["inputs"][0]["shape"] == [4, 1]  # a 1-D row: a column, as MLServer's codec
     calls = []
 
     def call(method, url, body=None):
@@ -434,11 +435,14 @@ def test_the_v2_request_is_mlservers(monkeypatch):
             return {"inputs": [], "outputs": []}
         return {"outputs": [{"name": "p", "shape": [2, 1], "datatype": "INT64", "data": [1, 0]}]}
 
-    other = _runtime(explainer_type="anchor_tabular", infer_uri="http://m/v2/models/m/infer", infer_output="p")
-    monkeypatch.setattr(other, "_call", call)
-    assert other._infer_impl(ROWS[:2]).tolist() == [1, 0]  # [2, 1] -> [2]
-    assert other._v2_request(ROWS[:1])["outputs"] == [{"name": "p"}]
+    other = RemoteModel("http://m/v2/models/m/infer", infer_output="p")
+    monkeypatch.setattr(other, "call", call)
+    assert other(ROWS[:2]).tolist() == [1, 0]  # [2, 1] -> [2]
+    assert other.request(ROWS[:1])["outputs"] == [{"name": "p"}]
+    assert other.request(ROWS[:1])["inputs"][0]["name"] == "predict"  # the metadata names no input
     assert calls == [("GET", "http://m/v2/models/m"), ("POST", "http://m/v2/models/m/infer")]
+    remote.close()
+    other.close()
 
 
 def test_mlserver_alibi_explain_imports_where_the_package_is_absent():
@@ -447,9 +451,11 @@ def test_mlserver_alibi_explain_imports_where_the_package_is_absent():
             "from mlserver_alibi_explain import AlibiExplainRuntime\n"
             "from mlserver_alibi_explain.runtime import AlibiExplainRuntime as Same\n"
             "from mlserver_alibi_explain.common import AlibiExplainSettings\n"
+            "from mlserver_alibi_explain.errors import RemoteInferenceError\n"
             "import gpuserve.runtimes_alibi_explain as ours\n"
             "assert AlibiExplainRuntime is Same is ours.AlibiExplainRuntime\n"
             "assert AlibiExplainSettings is ours.AlibiExplainSettings\n"
+            "assert RemoteInferenceError is ours.RemoteInferenceError\n"
             "print('ok')\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "ok", done.stderr[-2000:]
