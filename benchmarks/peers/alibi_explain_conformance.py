@@ -1,5 +1,5 @@
 """MLServer's Alibi-Explain runtime (mlserver 1.7.1 + mlserver-alibi-explain 1.6.1, whose runtime.py, common.py
-and black_box_runtime.py are 1.7.1's) against gpuserve's (gpuserve/runtimes_alibi_explain.py) on one folder of
+and black_box_runtime.py are 1.7.1's) against gpuserve's (gpuserve/runtimes_alibi_explain) on one folder of
 explainers: the same V2 requests to both, status, the x-seldon-alibi-* headers and the answer side by side, the
 explanation (JSON inside the BYTES output) compared by its key tree and its deterministic values (rounded to 5
 digits); an anchor's precision and coverage come from random samples and are left out. Not a test; run by hand
