@@ -168,6 +168,8 @@ def _builtin_runtime(implementation: str):
         return HuggingFaceRuntime
     if implementation in ALIBI_DETECT_NAMES or implementation.lower() == "alibi_detect":
         return _alibi_detect_runtime()
+    if implementation in ALIBI_EXPLAIN_NAMES or implementation.lower() == "alibi_explain":
+        return _alibi_explain_runtime()
     runtimes = {**BUILTIN_RUNTIMES, "triton_python": TritonPythonBackendModel, "ensemble": EnsembleModel}
     return runtimes.get(implementation) or runtimes.get(implementation.lower())
 
@@ -199,6 +201,21 @@ def _alibi_detect_runtime():
     except ImportError as exc:
         raise InvalidSettings(str(exc)) from None
     return AlibiDetectRuntime
+
+
+# MLServer's names for its Alibi-Explain runtime, and ours; imported on first use, as alibi is optional
+ALIBI_EXPLAIN_NAMES = ("mlserver_alibi_explain.AlibiExplainRuntime",
+                       "mlserver_alibi_explain.runtime.AlibiExplainRuntime",
+                       "gpuserve.runtimes_alibi_explain.AlibiExplainRuntime",
+                       "gpuserve.runtimes_alibi_explain.runtime.AlibiExplainRuntime")
+
+
+def _alibi_explain_runtime():
+    try:
+        from gpuserve.runtimes_alibi_explain import AlibiExplainRuntime
+    except ImportError as exc:
+        raise InvalidSettings(str(exc)) from None
+    return AlibiExplainRuntime
 
 
 def runtime_for(settings: ModelSettings):

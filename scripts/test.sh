@@ -19,6 +19,11 @@ fi
 # tests skip where it is absent, so deleting these two lines only skips them.
 .venv/bin/python -m pip install -q "dill<0.4" catalogue toml tqdm "transformers>=4,<5" "numba>=0.60" 2>&1 | grep -vE "^WARNING: Location|dependency (resolver|conflicts)|^alibi-detect .* requires" || true
 .venv/bin/python -m pip install -q --no-deps "alibi-detect>=0.13,<0.14" 2>&1 | grep -v "^WARNING: Location" || true
+# alibi (tests/test_mlserver_alibi_explain.py) the same way, without its pins (numpy<2, pandas<3, Pillow<11, shap<0.44,
+# which does not run on numpy 2), beside what it imports: spacy (alibi.utils imports it), scikit-image (AnchorImage),
+# shap (KernelShap, TreeShap). About 240 MB, ~20 s; only new packages. The tests skip where alibi is absent.
+.venv/bin/python -m pip install -q spacy "scikit-image>=0.22" "shap>=0.46" 2>&1 | grep -vE "^WARNING: Location|dependency (resolver|conflicts)|^alibi(-detect)? .* requires" || true
+.venv/bin/python -m pip install -q --no-deps "alibi>=0.9.6,<0.10" 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -c "import gpuserve, onnxruntime, fastapi, grpc, tritonclient.http, torch" || {
     echo "test.sh: dependencies failed to install" >&2; exit 1; }
 

@@ -9,7 +9,8 @@ folder's implementation (gpuserve/repository.py), in the server and in parallel-
 
 MLServer's runtime packages that gpuserve serves with a module of its own are aliased the same way, each
 where the real one is absent: `mlserver_huggingface` is gpuserve/huggingface, `mlserver_alibi_detect` (and
-`.runtime`) is gpuserve/runtimes_alibi_detect.py.
+`.runtime`) is gpuserve/runtimes_alibi_detect.py, `mlserver_alibi_explain` (and `.runtime`, `.common`, `.errors`)
+is gpuserve/runtimes_alibi_explain.
 """
 
 from __future__ import annotations
@@ -28,4 +29,8 @@ def install() -> bool:
 RUNTIME_PACKAGES = {
     "mlserver_huggingface": ("gpuserve.huggingface", {}),
     "mlserver_alibi_detect": ("gpuserve.runtimes_alibi_detect", {"runtime": "gpuserve.runtimes_alibi_detect"}),
+    "mlserver_alibi_explain": ("gpuserve.runtimes_alibi_explain",
+                               {"runtime": "gpuserve.runtimes_alibi_explain.runtime",
+                                "common": "gpuserve.runtimes_alibi_explain.runtime",
+                                "errors": "gpuserve.runtimes_alibi_explain.remote"}),
 }
