@@ -33,7 +33,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,9 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from peers.mlserver_conformance import stop  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 MLSERVER = ROOT / ".peers" / "mlserver-ad" / "bin" / "mlserver"
@@ -105,7 +107,8 @@ def cases():
     out += [("cvm one row", "POST", "/v2/models/cvm/infer", {"inputs": [tensor(shifted[:1])]}),
             ("cvm 12 rows", "POST", "/v2/models/cvm/infer", {"inputs": [tensor(shifted[1:13])]})]
     out += [(f"load {name}", "POST", f"/v2/repository/models/{name}/load", {}) for name in LATER]
-    out += [("ks two inputs", "POST", "/v2/models/ks/infer", {"inputs": [tensor(shifted[:2]), tensor(shifted[:2], name="y")]}),
+    out += [("ks two inputs", "POST", "/v2/models/ks/infer",
+             {"inputs": [tensor(shifted[:2]), tensor(shifted[:2], name="y")]}),
             ("ks wrong width", "POST", "/v2/models/ks/infer", {"inputs": [tensor(shifted[:5, :2])]}),
             ("ks-badparam", "POST", "/v2/models/ks-badparam/infer", one),
             ("ks-badsetting", "POST", "/v2/models/ks-badsetting/infer", one),
@@ -283,16 +286,6 @@ def main() -> int:
             print(f"    mlserver: {json.dumps(a)[:1500]}\n    gpuserve: {json.dumps(b)[:1500]}")
     print(f"\n{len(answers['mlserver'])} cases, {differ} differ (logs in {work})")
     return 0
-
-
-def stop(proc):
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 if __name__ == "__main__":

@@ -40,7 +40,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -50,6 +49,9 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from peers.mlserver_conformance import stop  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 PEER = Path(os.environ.get("MLSERVER_AX_BIN", ROOT / ".peers" / "mlserver-ax" / "bin"))
@@ -159,9 +161,6 @@ def tensor(rows, datatype="FP32", name="x"):
 
 
 def cases():
-    from sklearn.datasets import load_digits
-
-    images = (load_digits().images[:2] / 16.0)[..., None]
     rows = {"inputs": [tensor(ROWS)]}
     out = [("metadata clf", "GET", "/v2/models/clf", None)]
     out += [(f"load {name}", "POST", f"/v2/repository/models/{name}/load", {}) for name in EXPLAINERS[:-1]]
@@ -377,16 +376,6 @@ def main() -> int:
             print(f"    mlserver: {json.dumps(a)[:1200]}\n    gpuserve: {json.dumps(b)[:1200]}")
     print(f"\n{len(answers['mlserver'])} cases, {differ} differ (logs and answers.json in {work})")
     return 0
-
-
-def stop(proc):
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 if __name__ == "__main__":

@@ -114,16 +114,7 @@ def main() -> int:
                 for model in models:
                     target = loadgen.make_target(base, model, "v2-json", "input-0", [1, FEATURES])
                     for c in concurrency:
-                        loadgen.run_builtin(target, c, args.warmup, warmup=0)  # warm-up, not counted
-                        cpu0 = harness._group_seconds(process.proc.pid)
-                        result = loadgen.run_builtin(target, c, args.seconds, warmup=0)
-                        cpu = harness._group_seconds(process.proc.pid) - cpu0
-                        row = {"round": round_, "server": server, "model": model, "concurrency": c,
-                               "rps": round(result.rps, 1), "p50_ms": round(result.p50_ms, 2),
-                               "p99_ms": round(result.p99_ms, 2), "errors": result.errors,
-                               "cpu_us_per_request": round(cpu / max(result.requests, 1) * 1e6, 1)}
-                        rows.append(row)
-                        print(json.dumps(row), flush=True)
+                        rows.append(measure(process, target, c, args, round=round_, server=server, model=model))
             finally:
                 process.stop()
     OUT.parent.mkdir(parents=True, exist_ok=True)
@@ -131,6 +122,20 @@ def main() -> int:
                                "machine": harness.machine(), "rows": rows}, indent=1))
     print(table(rows))
     return 0
+
+
+def measure(process, target: loadgen.Target, concurrency: int, args, **labels) -> Dict:
+    """One point: a warm-up, then `args.seconds` of closed-loop load; req/s, latency and the server's CPU per
+    request (its process group), printed and returned with `labels` in front."""
+    loadgen.run_builtin(target, concurrency, args.warmup, warmup=0)  # warm-up, not counted
+    cpu0 = harness._group_seconds(process.proc.pid)
+    result = loadgen.run_builtin(target, concurrency, args.seconds, warmup=0)
+    cpu = harness._group_seconds(process.proc.pid) - cpu0
+    row = {**labels, "concurrency": concurrency, "rps": round(result.rps, 1), "p50_ms": round(result.p50_ms, 2),
+           "p99_ms": round(result.p99_ms, 2), "errors": result.errors,
+           "cpu_us_per_request": round(cpu / max(result.requests, 1) * 1e6, 1)}
+    print(json.dumps(row), flush=True)
+    return row
 
 
 def table(rows: List[Dict], order: Optional[List[str]] = None) -> str:

@@ -96,17 +96,8 @@ def main() -> int:
             try:
                 for label, (model, input_name) in POINTS.items():
                     for c in concurrency:
-                        point = target(base, model, input_name)
-                        loadgen.run_builtin(point, c, args.warmup, warmup=0)  # warm-up, not counted
-                        cpu0 = harness._group_seconds(process.proc.pid)
-                        result = loadgen.run_builtin(point, c, args.seconds, warmup=0)
-                        cpu = harness._group_seconds(process.proc.pid) - cpu0
-                        row = {"round": round_, "server": server, "model": label, "concurrency": c,
-                               "rps": round(result.rps, 1), "p50_ms": round(result.p50_ms, 2),
-                               "p99_ms": round(result.p99_ms, 2), "errors": result.errors,
-                               "cpu_us_per_request": round(cpu / max(result.requests, 1) * 1e6, 1)}
-                        rows.append(row)
-                        print(json.dumps(row), flush=True)
+                        rows.append(classic_bench.measure(process, target(base, model, input_name), c, args,
+                                                          round=round_, server=server, model=label))
             finally:
                 process.stop()
     OUT.parent.mkdir(parents=True, exist_ok=True)

@@ -244,9 +244,9 @@ class HuggingfaceListJSONCodec(InputCodec):
 
 
 @register_input_codec
-class HuggingfaceConversationCodec(InputCodec):
+class HuggingfaceConversationCodec(HuggingfaceListJSONCodec):
     """`hg_conversation`: each element a conversation's JSON (transformers < 4.42 has the Conversation type;
-    with later ones each element stays the JSON value)."""
+    with later ones each element stays the JSON value). Encoded and decoded as `hg_jsonlist` is."""
 
     ContentType = "hg_conversation"
 
@@ -254,22 +254,6 @@ class HuggingfaceConversationCodec(InputCodec):
     def can_encode(cls, payload: Any) -> bool:
         conversation = _conversation_class()
         return conversation is not None and is_list_of(payload, conversation)
-
-    @classmethod
-    def encode_output(cls, name: str, payload: List[Any], use_bytes: bool = True, **kwargs) -> ResponseOutput:
-        return _bytes_output(cls, name, [json_encode(item, use_bytes) for item in payload], [len(payload), 1])
-
-    @classmethod
-    def decode_output(cls, response_output: ResponseOutput) -> List[Any]:
-        return [json_decode(item) for item in _data(response_output)]
-
-    @classmethod
-    def encode_input(cls, name: str, payload: List[Any], use_bytes: bool = True, **kwargs) -> RequestInput:
-        return _as_input(cls, cls.encode_output(name, payload, use_bytes))
-
-    @classmethod
-    def decode_input(cls, request_input: RequestInput) -> List[Any]:
-        return [json_decode(item) for item in _data(request_input)]
 
 
 @register_input_codec
