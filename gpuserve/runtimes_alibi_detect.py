@@ -23,9 +23,6 @@ broken detector folder is a 500 from the repository's load (MLServer 400), as an
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import contextvars
 import functools
 import logging
 import os
@@ -43,6 +40,7 @@ from gpuserve.mlserver.model import MLModel
 from gpuserve.mlserver.settings import ModelSettings
 from gpuserve.mlserver.types import InferenceRequest, InferenceResponse, Parameters, ResponseOutput
 from gpuserve.mlserver.utils import get_model_uri
+from gpuserve.model_thread import ModelThread, close_thread
 
 try:
     from alibi_detect.saving import load_detector
@@ -89,42 +87,35 @@ class AlibiDetectRuntime(MLModel):
 
     async def load(self) -> bool:
         self._model_uri = await get_model_uri(self._settings)
-        self._calls = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"gpuserve-alibi-{self.name}")
+        self._thread = ModelThread(f"gpuserve-alibi-{self.name}")
         try:
-            self._model = await self._run(load_detector, self._model_uri)
+            self._model = await self._thread.run(load_detector, self._model_uri)
         except (ValueError, FileNotFoundError, EOFError, NotImplementedError, ValidationError) as exc:
-            self._calls.shutdown(wait=False)
+            close_thread(self)
             # MLServer's words and status (400 from the repository's load; the model stays not ready)
             raise MLServerError(f"Invalid configuration for model {self.name}: {exc}") from None
         except BaseException:
-            self._calls.shutdown(wait=False)
+            close_thread(self)
             raise
         register(DRIFT_METRIC, "Drift metrics")
         self._online = hasattr(self._model, "save_state")  # online drift detectors keep state between calls
         return True
 
     async def unload(self) -> bool:
-        calls = getattr(self, "_calls", None)
-        if calls is not None:
-            calls.shutdown(wait=False)
+        close_thread(self)
         self._model = None
         return True
 
-    async def _run(self, fn, *args):
-        """`fn` on the model's one thread, in the request's context (the drift metric's labels)."""
-        context = contextvars.copy_context()
-        return await asyncio.get_running_loop().run_in_executor(self._calls, functools.partial(context.run, fn, *args))
-
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
         if self._online or not self._ad_settings.batch_size:
-            return await self._run(self._detect, payload)
+            return await self._thread.run(self._detect, payload)  # (in the request's context: the metric's labels)
         # The batch is only touched here, on the event loop, so concurrent requests cannot interleave in it
         if len(self._batch) < self._ad_settings.batch_size:
             self._batch.append(payload)
         if len(self._batch) >= self._ad_settings.batch_size:
             batched = BatchedRequests({str(i): request for i, request in enumerate(self._batch)}).merged_request
             self._batch = []
-            return await self._run(self._detect, batched)
+            return await self._thread.run(self._detect, batched)
         return InferenceResponse(model_name=self.name, model_version=self.version, outputs=[])
 
     def _detect(self, payload: InferenceRequest) -> InferenceResponse:

@@ -21,9 +21,6 @@ benchmarks/peers/mlflow_conformance.py asks both the same.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import functools
 import json
 import logging
 import threading
@@ -38,6 +35,7 @@ from gpuserve.mlserver.model import MLModel
 from gpuserve.mlserver.settings import ModelParameters
 from gpuserve.mlserver.types import InferenceRequest, InferenceResponse
 from gpuserve.mlserver.utils import get_model_uri
+from gpuserve.model_thread import ModelThread, close_thread
 
 try:
     import mlflow.pyfunc
@@ -72,11 +70,11 @@ class MLflowRuntime(MLModel):
 
     async def load(self) -> bool:
         uri = await get_model_uri(self._settings)
-        self._calls = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"gpuserve-mlflow-{self.name}")
+        self._thread = ModelThread(f"gpuserve-mlflow-{self.name}")
         try:
-            self._model = await self._run(_load_one_at_a_time, uri)
+            self._model = await self._thread.run(_load_one_at_a_time, uri)
         except BaseException as exc:
-            self._calls.shutdown(wait=False)  # no unload follows a failed load: its thread goes now
+            close_thread(self)  # no unload follows a failed load: its thread goes now
             if isinstance(exc, MlflowException):
                 raise ModelLoadError(f"MLflow cannot load '{uri}': {exc.message}") from None
             raise
@@ -104,14 +102,9 @@ class MLflowRuntime(MLModel):
         self._settings.parameters.content_type = content_type
 
     async def unload(self) -> bool:
-        calls = getattr(self, "_calls", None)
-        if calls is not None:
-            calls.shutdown(wait=False)
+        close_thread(self)
         self._model = None
         return True
-
-    async def _run(self, fn, *args, **kwargs):
-        return await asyncio.get_running_loop().run_in_executor(self._calls, functools.partial(fn, *args, **kwargs))
 
     # V2 -----------------------------------------------------------------------------------------
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
@@ -122,7 +115,7 @@ class MLflowRuntime(MLModel):
         # `content_type` and `headers` are declared fields of Parameters, so never among the model's params
         params = (payload.parameters.model_extra or None) if payload.parameters is not None else None
         try:
-            output = await self._run(self._model.predict, data, params=params)
+            output = await self._thread.run(self._model.predict, data, params=params)
         except MlflowException as exc:
             if _input_fault(exc):
                 raise InvalidInput(f"model '{self.name}': {exc.message}") from None
@@ -153,7 +146,8 @@ class MLflowRuntime(MLModel):
         body = await request.body()
         content_type = request.headers.get("content-type", "")
         try:
-            answer = await self._run(scoring_server.invocations, body, content_type, self._model, self._input_schema)
+            answer = await self._thread.run(scoring_server.invocations, body, content_type, self._model,
+                                            self._input_schema)
         except MlflowException as exc:
             status = exc.get_http_status_code() if _input_fault(exc) else 500
             error = json.loads(exc.serialize_as_json())

@@ -18,11 +18,8 @@ the pipeline refuses (TypeError, ValueError, KeyError: a missing or unknown inpu
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import functools
 import logging
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from gpuserve.adaptive import MERGED_ROWS
 from gpuserve.errors import InvalidInput
@@ -31,6 +28,7 @@ from gpuserve.huggingface.common import device_name, load_pipeline_from_settings
 from gpuserve.huggingface.metadata import METADATA
 from gpuserve.huggingface.settings import get_huggingface_settings
 from gpuserve.mlserver.model import MLModel
+from gpuserve.model_thread import ModelThread, close_thread
 from gpuserve.mlserver.types import InferenceRequest, InferenceResponse, MetadataModelResponse, Parameters
 
 logger = logging.getLogger("gpuserve")
@@ -47,26 +45,23 @@ class HuggingFaceRuntime(MLModel):
         super().__init__(settings)
         self._model: Any = None
         self.device = "cpu"
-        self._calls = None
+        self._thread: Optional[ModelThread] = None
 
     async def load(self) -> bool:
         task = self.hf_settings.task_name
         logger.info("model '%s': loading the pipeline for task '%s'", self.name, task)
         device = pipeline_device(self.hf_settings, self.settings.device)
-        self._calls = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"gpuserve-hf-{self.name}")
+        self._thread = ModelThread(f"gpuserve-hf-{self.name}")
         try:
-            self._model = await self._run(load_pipeline_from_settings, self.hf_settings, self.settings, device)
+            self._model = await self._thread.run(load_pipeline_from_settings, self.hf_settings, self.settings, device)
         except BaseException:
-            self._calls.shutdown(wait=False)  # no unload follows a failed load
+            close_thread(self)  # no unload follows a failed load
             raise
         self.device = device_name(device)
         logger.info("model '%s': task '%s' on %s (batch size %d)", self.name, task, self.device,
                     getattr(self._model, "_batch_size", None) or 1)
         self._merge_metadata()
         return True
-
-    async def _run(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self._calls, functools.partial(fn, *args))
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
         try:
@@ -82,7 +77,7 @@ class HuggingFaceRuntime(MLModel):
         elif one_each:  # several requests of one positional argument each: the pipeline's batch, one call
             args = [list(args)]
         try:
-            prediction = await self._run(_call, self._model, args, kwargs)
+            prediction = await self._thread.run(_call, self._model, args, kwargs)
             if one_each:
                 prediction = _as_answered_alone(prediction, len(merged))
         except _ARGUMENT_ERRORS as exc:
@@ -93,8 +88,7 @@ class HuggingFaceRuntime(MLModel):
 
     async def unload(self) -> bool:
         model, self._model = self._model, None
-        if self._calls is not None:
-            self._calls.shutdown(wait=False)
+        close_thread(self)
         if model is not None and getattr(model, "framework", "pt") == "pt" and self.device.startswith("cuda"):
             import torch
 

@@ -3,8 +3,6 @@ the model's own thread (see the package's docstring for what is MLServer's and w
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import functools
 from importlib import import_module
 from pathlib import Path
@@ -21,6 +19,7 @@ from gpuserve.mlserver.model import MLModel
 from gpuserve.mlserver.settings import ModelSettings
 from gpuserve.mlserver.types import InferenceRequest, InferenceResponse, Parameters
 from gpuserve.mlserver.utils import get_model_uri
+from gpuserve.model_thread import ModelThread, close_thread
 from gpuserve.runtimes_alibi_explain.compat import alibi_on_numpy2, explanation_json, shap_as_lists
 from gpuserve.runtimes_alibi_explain.remote import RemoteModel
 
@@ -75,16 +74,16 @@ class AlibiExplainRuntime(MLModel):
         self._kind, self._alibi_class = EXPLAINERS[explainer_type]
         self.infer_uri = self.alibi_explain_settings.infer_uri
         self._remote: Optional[RemoteModel] = None
-        self._calls: Optional[concurrent.futures.ThreadPoolExecutor] = None
+        self._thread: Optional[ModelThread] = None
         self._model: Any = None
 
     async def load(self) -> bool:
         if self._kind == "tensorflow":
             raise MLServerError(f"explainer_type '{self.alibi_explain_settings.explainer_type}' needs a TensorFlow "
                                 f"model, which gpuserve does not serve (model {self.name})")
-        self._calls = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"gpuserve-explain-{self.name}")
+        self._thread = ModelThread(f"gpuserve-explain-{self.name}")
         try:
-            self._model = await self._run(self._load_explainer, await self._explainer_uri())
+            self._model = await self._thread.run(self._load_explainer, await self._explainer_uri())
         except BaseException:
             self._close()
             raise
@@ -146,13 +145,9 @@ class AlibiExplainRuntime(MLModel):
         return True
 
     def _close(self) -> None:
-        if self._calls is not None:
-            self._calls.shutdown(wait=False)
+        close_thread(self)
         if self._remote is not None:
             self._remote.close()
-
-    async def _run(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self._calls, functools.partial(fn, *args))
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
         """An explanation of the request's data (MLServer treats the explainer as the model)."""
@@ -164,7 +159,7 @@ class AlibiExplainRuntime(MLModel):
             explain_parameters = payload.parameters.model_dump().get(EXPLAIN_PARAMETERS_TAG) or {}
         if not isinstance(explain_parameters, dict):
             raise InferenceError(f"{EXPLAIN_PARAMETERS_TAG} must be an object, not {explain_parameters!r}")
-        explanation = await self._run(self._explain_impl, input_data, explain_parameters)
+        explanation = await self._thread.run(self._explain_impl, input_data, explain_parameters)
         output = StringCodec.encode_output(payload=[explanation_json(explanation)], name="explanation")
         return InferenceResponse(model_name=self.name, model_version=self.version, outputs=[output],
                                  parameters=Parameters(headers={"x-seldon-alibi-type": "explanation",
