@@ -161,8 +161,8 @@ async def get_mllib_load(settings: ModelSettings) -> Callable[[SparkContext, str
     parameters = settings.parameters
     mllib_format = getattr(parameters, "format", None) if parameters is not None else None
     if mllib_format not in MODEL_DICT:
-        given = f"'{mllib_format}' is not" if mllib_format else "parameters.format names none"
-        raise InvalidMLlibFormat(settings.name, detail=f": {given} of {', '.join(MODEL_DICT)}")
+        given = f"'{mllib_format}' is not one of" if mllib_format else "parameters.format names none of"
+        raise InvalidMLlibFormat(settings.name, detail=f": {given} {', '.join(MODEL_DICT)}")
     return MODEL_DICT[mllib_format]
 
 
@@ -198,12 +198,16 @@ class MLlibModel(MLModel):
         calls, self._calls = self._calls, None
         if calls is None:
             return True
+        await asyncio.get_running_loop().run_in_executor(calls, self._let_go)
+        calls.shutdown(wait=False)
+        return True
+
+    def _let_go(self) -> None:
+        """The model first (a tree model's JVM object is released through the gateway), then the context."""
         self._model = None
         if self._holds_spark:
             self._holds_spark = False
-            await asyncio.get_running_loop().run_in_executor(calls, SPARK.release)
-        calls.shutdown(wait=False)
-        return True
+            SPARK.release()
 
     async def _run(self, fn, *args):
         if self._calls is None:
