@@ -103,9 +103,10 @@ class SharedSparkContext:
                 if active is not None:
                     self._context, self._owned = active, False
                 else:
-                    # MLServer's conf (the driver on loopback); no UI port per server unless asked for
+                    # MLServer's conf (the driver on loopback); no UI port nor progress bars unless asked for
                     conf = (SparkConf().setAppName("MLlibModel").set("spark.driver.host", "127.0.0.1")
-                            .setIfMissing("spark.ui.enabled", "false").setIfMissing("spark.ui.showConsoleProgress", "false"))
+                            .setIfMissing("spark.ui.enabled", "false")
+                            .setIfMissing("spark.ui.showConsoleProgress", "false"))
                     try:
                         self._context, self._owned = SparkContext(conf=conf), True
                     except Exception as exc:  # no java, or one too old: pyspark's words are about a gateway

@@ -179,8 +179,8 @@ def test_bad_input_is_a_400_and_the_model_serves_on(served):
     assert refused.json() == {"error": "MLlibModel only supports a single input tensor (2 were received)"}  # MLServer's
     narrow = served.http.post("/v2/models/lr/infer", json=_body(ROWS[:2, :3]))
     assert narrow.status_code == 400 and "dimension mismatch" in narrow.json()["error"]
-    words = served.http.post("/v2/models/kmeans/infer", json={"inputs": [{"name": "x", "shape": [2], "datatype": "BYTES",
-                                                                          "data": ["a", "b"]}]})
+    text = {"inputs": [{"name": "x", "shape": [2], "datatype": "BYTES", "data": ["a", "b"]}]}
+    words = served.http.post("/v2/models/kmeans/infer", json=text)
     assert words.status_code == 400 and "BYTES" in words.json()["error"]
     assert served.http.post("/v2/models/lr/infer", json=_body(ROWS[0])).status_code == 200
 
