@@ -34,12 +34,20 @@ from conftest import free_ports, running_server  # noqa: E402
 from gpuserve import ModelRepository  # noqa: E402
 from gpuserve.repository import DiskRepository  # noqa: E402
 
+# pyspark 4.3 warns that it does not yet fully support pandas 3; pyspark.mllib does not use pandas
+pytestmark = pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas:FutureWarning")
 RUNTIME = "mlserver_mllib.MLlibModel"
 RNG = np.random.default_rng(5)
 X = RNG.normal(size=(40, 4)).round(3)
 Y = (X[:, 0] + X[:, 1] > 0).astype(float)
 ROWS = RNG.normal(size=(6, 4)).round(3)
 TIMEOUT = 60
+# For these short-lived JVMs only (not the runtime's defaults): no C2 JIT nor SQL code generation, which cost more
+# than they save in a test (the module runs in about two thirds of the time on two cores)
+QUICK_JVM = {"PYSPARK_SUBMIT_ARGS": os.environ.get("PYSPARK_SUBMIT_ARGS") or (
+    "--conf spark.sql.codegen.factoryMode=NO_CODEGEN --conf spark.sql.codegen.wholeStage=false "
+    "--conf spark.sql.shuffle.partitions=1 --driver-java-options '-XX:TieredStopAtLevel=1 -XX:+UseSerialGC' "
+    "pyspark-shell")}
 
 
 def _settings(folder: Path, name: str, fmt, implementation=RUNTIME) -> None:
@@ -79,7 +87,15 @@ def _train(sc, root: Path) -> dict:
 def spark():
     from gpuserve.runtimes_mllib import SPARK
 
-    sc = SPARK.acquire()  # the runtime's shared context: the models served below use this one too
+    saved = os.environ.get("PYSPARK_SUBMIT_ARGS")
+    os.environ.update(QUICK_JVM)  # read when the JVM starts, in the next line
+    try:
+        sc = SPARK.acquire()  # the runtime's shared context: the models served below use this one too
+    finally:
+        if saved is None:
+            del os.environ["PYSPARK_SUBMIT_ARGS"]
+        else:
+            os.environ["PYSPARK_SUBMIT_ARGS"] = saved
     sc.setLogLevel("ERROR")
     try:
         yield sc
@@ -265,7 +281,8 @@ def test_the_server_started_from_the_command_line_leaves_no_jvm_behind(served):
     http, grpc_port, metrics = free_ports(3)
     proc = subprocess.Popen([sys.executable, "-m", "gpuserve.cli", "start", str(root), "--host", "127.0.0.1",
                              "--http-port", str(http), "--grpc-port", str(grpc_port), "--metrics-port", str(metrics)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **QUICK_JVM})
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{http}", timeout=TIMEOUT) as client:
             deadline = time.monotonic() + 90
