@@ -266,6 +266,23 @@ def test_without_pyspark_the_reason_names_the_extra(monkeypatch):
         _builtin_runtime(RUNTIME)
 
 
+def test_without_java_the_reason_says_so(served):
+    """A model whose Spark cannot start (no Java where JAVA_HOME points) is not ready, and the reason names Java."""
+    code = ("import asyncio, sys\n"
+            "from gpuserve.mlserver.settings import ModelParameters, ModelSettings\n"
+            "from gpuserve.runtimes_mllib import MLlibModel\n"
+            "runtime = MLlibModel(ModelSettings(name='lr', implementation=MLlibModel, parameters=ModelParameters(\n"
+            "    uri=sys.argv[1], format='LogisticRegression')))\n"
+            "try:\n"
+            "    asyncio.run(runtime.load())\n"
+            "except Exception as exc:\n"
+            "    print(exc)\n")
+    done = subprocess.run([sys.executable, "-c", code, str(served.root / "lr" / "model")], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "JAVA_HOME": str(served.root / "no-java")})
+    assert "cannot start Spark for the MLlib models (pyspark 4 needs Java 17+ on PATH or JAVA_HOME)" in done.stdout, \
+        done.stderr[-2000:]
+
+
 def _java_children(pid: int) -> list:
     """The JVMs `pid` started (from any of its threads: the model's own thread starts Spark's)."""
     children = [c for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
