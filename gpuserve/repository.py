@@ -170,6 +170,8 @@ def _builtin_runtime(implementation: str):
         return _alibi_detect_runtime()
     if implementation in ALIBI_EXPLAIN_NAMES or implementation.lower() == "alibi_explain":
         return _alibi_explain_runtime()
+    if implementation in MLLIB_NAMES or implementation.lower() == "mllib":
+        return _mllib_runtime()
     runtimes = {**BUILTIN_RUNTIMES, "triton_python": TritonPythonBackendModel, "ensemble": EnsembleModel}
     return runtimes.get(implementation) or runtimes.get(implementation.lower())
 
@@ -216,6 +218,18 @@ def _alibi_explain_runtime():
     except ImportError as exc:
         raise InvalidSettings(str(exc)) from None
     return AlibiExplainRuntime
+
+
+# MLServer's names for its Spark MLlib runtime, and ours; imported on first use, as pyspark is optional
+MLLIB_NAMES = ("mlserver_mllib.MLlibModel", "mlserver_mllib.mllib.MLlibModel", "gpuserve.runtimes_mllib.MLlibModel")
+
+
+def _mllib_runtime():
+    try:
+        from gpuserve.runtimes_mllib import MLlibModel
+    except ImportError as exc:
+        raise InvalidSettings(str(exc)) from None
+    return MLlibModel
 
 
 def runtime_for(settings: ModelSettings):

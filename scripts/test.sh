@@ -24,6 +24,9 @@ fi
 # shap (KernelShap, TreeShap). About 240 MB, ~20 s; only new packages. The tests skip where alibi is absent.
 .venv/bin/python -m pip install -q spacy "scikit-image>=0.22" "shap>=0.46" 2>&1 | grep -vE "^WARNING: Location|dependency (resolver|conflicts)|^alibi(-detect)? .* requires" || true
 .venv/bin/python -m pip install -q --no-deps "alibi>=0.9.6,<0.10" 2>&1 | grep -v "^WARNING: Location" || true
+# pyspark (tests/test_mlserver_mllib.py, gpuserve[mllib]): about 490 MB, ~35 s the first time (pip builds its wheel from
+# the sdist, then reuses it), ~7 s after. Its tests also need Java 17+ and skip without pyspark or java.
+.venv/bin/python -m pip install -q "pyspark>=4.0,<5" 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -c "import gpuserve, onnxruntime, fastapi, grpc, tritonclient.http, torch" || {
     echo "test.sh: dependencies failed to install" >&2; exit 1; }
 

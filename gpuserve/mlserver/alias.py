@@ -10,7 +10,8 @@ folder's implementation (gpuserve/repository.py), in the server and in parallel-
 MLServer's runtime packages that gpuserve serves with a module of its own are aliased the same way, each
 where the real one is absent: `mlserver_huggingface` is gpuserve/huggingface, `mlserver_alibi_detect` (and
 `.runtime`) is gpuserve/runtimes_alibi_detect.py, `mlserver_alibi_explain` (and `.runtime`, `.common`, `.errors`)
-is gpuserve/runtimes_alibi_explain.
+is gpuserve/runtimes_alibi_explain, `mlserver_mllib` (and `.mllib`, `.utils`, `.errors`) is
+gpuserve/runtimes_mllib.py.
 """
 
 from __future__ import annotations
@@ -33,4 +34,7 @@ RUNTIME_PACKAGES = {
                                {"runtime": "gpuserve.runtimes_alibi_explain.runtime",
                                 "common": "gpuserve.runtimes_alibi_explain.runtime",
                                 "errors": "gpuserve.runtimes_alibi_explain.remote"}),
+    "mlserver_mllib": ("gpuserve.runtimes_mllib", {"mllib": "gpuserve.runtimes_mllib",
+                                                   "utils": "gpuserve.runtimes_mllib",
+                                                   "errors": "gpuserve.runtimes_mllib"}),
 }
