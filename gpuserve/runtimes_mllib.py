@@ -25,8 +25,6 @@ Where MLServer 1.7.1's runtime is broken, this one does what it plainly meant:
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import logging
 import subprocess
 import threading
@@ -39,6 +37,7 @@ from gpuserve.mlserver.model import MLModel
 from gpuserve.mlserver.settings import ModelSettings
 from gpuserve.mlserver.types import InferenceRequest, InferenceResponse, ResponseOutput
 from gpuserve.mlserver.utils import get_model_uri
+from gpuserve.model_thread import ModelThread
 
 try:
     from py4j.protocol import Py4JError, Py4JJavaError
@@ -171,13 +170,13 @@ class MLlibModel(MLModel):
     """A `pyspark.mllib` model behind the V2 protocol."""
 
     _model: Any = None
-    _calls: Optional[concurrent.futures.ThreadPoolExecutor] = None
+    _thread: Optional[ModelThread] = None
     _holds_spark = False
 
     async def load(self) -> bool:
         model_uri = await get_model_uri(self._settings)
         model_load = await get_mllib_load(self._settings)
-        self._calls = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"gpuserve-mllib-{self.name}")
+        self._thread = ModelThread(f"gpuserve-mllib-{self.name}")
         try:
             self._model = await self._run(self._load, model_load, model_uri)
         except BaseException:
@@ -196,11 +195,11 @@ class MLlibModel(MLModel):
                                 500) from None
 
     async def unload(self) -> bool:
-        calls, self._calls = self._calls, None
-        if calls is None:
+        thread, self._thread = self._thread, None
+        if thread is None:
             return True
-        await asyncio.get_running_loop().run_in_executor(calls, self._let_go)
-        calls.shutdown(wait=False)
+        await thread.run(self._let_go)  # after the calls queued before it, on the thread that made the model
+        thread.close()
         return True
 
     def _let_go(self) -> None:
@@ -211,9 +210,9 @@ class MLlibModel(MLModel):
             SPARK.release()
 
     async def _run(self, fn, *args):
-        if self._calls is None:
+        if self._thread is None:
             raise MLServerError(f"Model {self.name} is not loaded", 503)
-        return await asyncio.get_running_loop().run_in_executor(self._calls, fn, *args)
+        return await self._thread.run(fn, *args)
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
         payload = self._check_request(payload)
