@@ -38,6 +38,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gpuserve.adaptive import MERGED_ROWS
 from gpuserve.engine.stats import PROMETHEUS_BUCKETS, Histogram
 from gpuserve.environments import Environment, EnvironmentContext, EnvironmentSource, activate_in_worker
 from gpuserve.errors import GpuserveError, InferenceError, ModelLoadError, status_of
@@ -113,8 +114,11 @@ def _worker_route(scope: dict, body: bytes) -> Tuple[int, list, bytes]:
     return _LOOP.run_until_complete(answer(_ROUTES_APP, scope, body))
 
 
-def _worker_call(body: Any, headers: Optional[dict], verb: int) -> Tuple[bool, Any]:
-    """(True, pickled answer) or (False, (type path, message, HTTP status, gRPC code))."""
+def _worker_call(body: Any, headers: Optional[dict], verb: int,
+                 merged_rows: Optional[Tuple[int, ...]] = None) -> Tuple[bool, Any]:
+    """(True, pickled answer) or (False, (type path, message, HTTP status, gRPC code)). `merged_rows`: what
+    each request of a merged one brought (gpuserve/adaptive.py MERGED_ROWS), set here as in the server."""
+    merged = MERGED_ROWS.set(merged_rows)
     try:
         answer = _LOOP.run_until_complete(_MODEL(body, headers, InferenceVerb(verb)))
         return True, pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
@@ -122,6 +126,8 @@ def _worker_call(body: Any, headers: Optional[dict], verb: int) -> Tuple[bool, A
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
         return False, _error_parts(exc)
+    finally:
+        MERGED_ROWS.reset(merged)
 
 
 def _error_parts(exc: BaseException) -> Tuple[str, str, int, str]:
@@ -208,7 +214,7 @@ class ParallelModel(Model):
     async def __call__(self, body, headers=None, verb: InferenceVerb = InferenceVerb.PREDICT):
         if getattr(body, "stream_rest", None) is not None:  # a gRPC stream's later requests stay unread here,
             body.stream_rest = None  # as MLServer's workers read a stream's first request only
-        ok, answer = await self._dispatch(_worker_call, body, dict(headers or {}), verb.value)
+        ok, answer = await self._dispatch(_worker_call, body, dict(headers or {}), verb.value, MERGED_ROWS.get())
         if not ok:
             raise WorkerError(*answer)
         try:

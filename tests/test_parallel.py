@@ -265,3 +265,36 @@ def test_worker_metric_files_go_below_metrics_dir(tmp_path):
     finally:
         model.stop()
     assert os.listdir(tmp_path / "metrics") == []  # the model's folder goes with it
+
+
+def test_a_worker_sees_what_each_request_of_a_merged_one_brought(tmp_path, http):
+    """Adaptive batching merges requests in the server process; a runtime in a worker reads MERGED_ROWS there
+    as it would in process (the HuggingFace runtime's one-text-each batches depend on it)."""
+    folder = tmp_path / "rows"
+    folder.mkdir()
+    (folder / "model-settings.json").write_text(json.dumps(
+        {"name": "rows", "implementation": "rows_model.Rows", "parallel_workers": 1, "max_batch_size": 4,
+         "max_batch_time": 0.5}))
+    (folder / "rows_model.py").write_text(textwrap.dedent("""
+        import numpy as np
+        from mlserver import MLModel
+        from mlserver.codecs import NumpyCodec
+        from mlserver.types import InferenceResponse
+
+        from gpuserve.adaptive import MERGED_ROWS
+
+        class Rows(MLModel):
+            async def predict(self, payload):
+                rows = payload.inputs[0].shape[0]
+                merged = MERGED_ROWS.get() or (rows,)
+                seen = np.full((rows, 1), len(merged), dtype=np.int64)
+                return InferenceResponse(model_name=self.name, outputs=[NumpyCodec.encode_output("requests", seen)])
+        """))
+    registry = DiskRepository(tmp_path).populate(ModelRepository())
+    with running_server(repository=registry) as server:
+        client = http(server)
+        body = {"inputs": [{"name": "x", "shape": [1, 1], "datatype": "INT64", "data": [1]}]}
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            replies = list(pool.map(lambda _: client.post("/v2/models/rows/infer", json=body).json(), range(4)))
+    seen = [reply["outputs"][0]["data"][0] for reply in replies]
+    assert max(seen) > 1, replies  # merged in the server, and the worker was told so
