@@ -160,76 +160,45 @@ def _builtin_runtime(implementation: str):
         from gpuserve.triton_fil import FilModel  # puts the model's folder on sys.path)
 
         return FilModel
-    if implementation in MLFLOW_NAMES or implementation.lower() == "mlflow":
-        return _mlflow_runtime()
-    if implementation in HUGGINGFACE_NAMES or implementation.lower() == "huggingface":
-        from gpuserve.huggingface import HuggingFaceRuntime  # MLServer types on first use; transformers at load
-
-        return HuggingFaceRuntime
-    if implementation in ALIBI_DETECT_NAMES or implementation.lower() == "alibi_detect":
-        return _alibi_detect_runtime()
-    if implementation in ALIBI_EXPLAIN_NAMES or implementation.lower() == "alibi_explain":
-        return _alibi_explain_runtime()
-    if implementation in MLLIB_NAMES or implementation.lower() == "mllib":
-        return _mllib_runtime()
+    optional = OPTIONAL_RUNTIMES.get(implementation) or OPTIONAL_RUNTIMES.get(implementation.lower())
+    if optional is not None:
+        return _optional_runtime(*optional)
     runtimes = {**BUILTIN_RUNTIMES, "triton_python": TritonPythonBackendModel, "ensemble": EnsembleModel}
     return runtimes.get(implementation) or runtimes.get(implementation.lower())
 
 
-# MLServer's name for its MLflow runtime, and ours; imported on first use, as MLflow itself is optional
-MLFLOW_NAMES = ("mlserver_mlflow.MLflowRuntime", "gpuserve.runtimes_mlflow.MLflowRuntime")
 MLFLOW_FILE = "MLmodel"  # what makes a folder an MLflow model
-# MLServer's HuggingFace runtime and ours (gpuserve/huggingface)
-HUGGINGFACE_NAMES = ("mlserver_huggingface.HuggingFaceRuntime", "gpuserve.huggingface.HuggingFaceRuntime",
-                     "gpuserve.huggingface.runtime.HuggingFaceRuntime")
 
 
-def _mlflow_runtime():
+def _optional_names(short: str, module: str, cls: str, *mlserver: str) -> dict:
+    """The `implementation` names of a runtime whose framework is an optional extra: ours, the short one, and
+    MLServer's (its package's class path, and its module's), each -> (module, class)."""
+    names = (short, f"{module}.{cls}", *mlserver)
+    return {name: (module, cls) for name in names}
+
+
+# Runtimes imported on first use, as their frameworks are optional (MLflow, transformers, alibi, pyspark): an
+# import that fails leaves the model not ready with the extra to install as its reason
+OPTIONAL_RUNTIMES = {
+    **_optional_names("mlflow", "gpuserve.runtimes_mlflow", "MLflowRuntime", "mlserver_mlflow.MLflowRuntime"),
+    **_optional_names("huggingface", "gpuserve.huggingface", "HuggingFaceRuntime",
+                      "mlserver_huggingface.HuggingFaceRuntime", "gpuserve.huggingface.runtime.HuggingFaceRuntime"),
+    **_optional_names("alibi_detect", "gpuserve.runtimes_alibi_detect", "AlibiDetectRuntime",
+                      "mlserver_alibi_detect.AlibiDetectRuntime", "mlserver_alibi_detect.runtime.AlibiDetectRuntime"),
+    **_optional_names("alibi_explain", "gpuserve.runtimes_alibi_explain", "AlibiExplainRuntime",
+                      "mlserver_alibi_explain.AlibiExplainRuntime",
+                      "mlserver_alibi_explain.runtime.AlibiExplainRuntime",
+                      "gpuserve.runtimes_alibi_explain.runtime.AlibiExplainRuntime"),
+    **_optional_names("mllib", "gpuserve.runtimes_mllib", "MLlibModel", "mlserver_mllib.MLlibModel",
+                      "mlserver_mllib.mllib.MLlibModel"),
+}
+
+
+def _optional_runtime(module: str, cls: str):
     try:
-        from gpuserve.runtimes_mlflow import MLflowRuntime
+        return getattr(importlib.import_module(module), cls)
     except ImportError as exc:
         raise InvalidSettings(str(exc)) from None
-    return MLflowRuntime
-
-
-# MLServer's names for its Alibi-Detect runtime, and ours; imported on first use, as alibi-detect is optional
-ALIBI_DETECT_NAMES = ("mlserver_alibi_detect.AlibiDetectRuntime", "mlserver_alibi_detect.runtime.AlibiDetectRuntime",
-                      "gpuserve.runtimes_alibi_detect.AlibiDetectRuntime")
-
-
-def _alibi_detect_runtime():
-    try:
-        from gpuserve.runtimes_alibi_detect import AlibiDetectRuntime
-    except ImportError as exc:
-        raise InvalidSettings(str(exc)) from None
-    return AlibiDetectRuntime
-
-
-# MLServer's names for its Alibi-Explain runtime, and ours; imported on first use, as alibi is optional
-ALIBI_EXPLAIN_NAMES = ("mlserver_alibi_explain.AlibiExplainRuntime",
-                       "mlserver_alibi_explain.runtime.AlibiExplainRuntime",
-                       "gpuserve.runtimes_alibi_explain.AlibiExplainRuntime",
-                       "gpuserve.runtimes_alibi_explain.runtime.AlibiExplainRuntime")
-
-
-def _alibi_explain_runtime():
-    try:
-        from gpuserve.runtimes_alibi_explain import AlibiExplainRuntime
-    except ImportError as exc:
-        raise InvalidSettings(str(exc)) from None
-    return AlibiExplainRuntime
-
-
-# MLServer's names for its Spark MLlib runtime, and ours; imported on first use, as pyspark is optional
-MLLIB_NAMES = ("mlserver_mllib.MLlibModel", "mlserver_mllib.mllib.MLlibModel", "gpuserve.runtimes_mllib.MLlibModel")
-
-
-def _mllib_runtime():
-    try:
-        from gpuserve.runtimes_mllib import MLlibModel
-    except ImportError as exc:
-        raise InvalidSettings(str(exc)) from None
-    return MLlibModel
 
 
 def runtime_for(settings: ModelSettings):
@@ -243,7 +212,7 @@ def runtime_for(settings: ModelSettings):
     if uri is None:
         raise InvalidSettings(f"model '{settings.name}' names no implementation and no parameters.uri")
     if uri.is_dir() and (uri / MLFLOW_FILE).is_file():
-        return _mlflow_runtime()
+        return _optional_runtime(*OPTIONAL_RUNTIMES["mlflow"])
     path = uri / "model.onnx" if uri.is_dir() else uri
     runtime = ARTEFACT_RUNTIMES.get(path.suffix)
     if runtime is None:
