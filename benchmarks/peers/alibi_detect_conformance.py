@@ -31,9 +31,7 @@ Not compared here: MLServer writes NaN as the token NaN, gpuserve as null (READM
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from peers.mlserver_conformance import stop  # noqa: E402
+from peers.mlserver_conformance import free_ports, start, stop  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 MLSERVER = ROOT / ".peers" / "mlserver-ad" / "bin" / "mlserver"
@@ -188,21 +186,6 @@ def grpc_infer(port, model, rows):
             "metadata": {k: v for k, v in metadata.items() if k.startswith("x-seldon")}}
 
 
-def start(name, repo: Path, ports, log: Path) -> subprocess.Popen:
-    http, grpc_port, metrics = ports
-    if name == "mlserver":
-        env = {**os.environ, "MLSERVER_HTTP_PORT": str(http), "MLSERVER_GRPC_PORT": str(grpc_port),
-               "MLSERVER_METRICS_PORT": str(metrics), "MLSERVER_HOST": "127.0.0.1",
-               "PATH": f"{MLSERVER.parent}:{os.environ.get('PATH', '')}"}
-        args = [str(MLSERVER), "start", str(repo)]
-    else:
-        env = dict(os.environ)
-        args = [str(GPUSERVE), "start", str(repo), "--host", "127.0.0.1", "--http-port", str(http),
-                "--grpc-port", str(grpc_port), "--metrics-port", str(metrics)]
-    return subprocess.Popen(args, env=env, cwd=repo.parent, stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
-
-
 def wait_ready(port, proc, timeout=180):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -219,18 +202,6 @@ def _up(port):
         return call(port, "GET", "/v2/health/live", None)[0] < 500
     except OSError:
         return False
-
-
-def free_ports(n):
-    import socket
-
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def drift_metric(port):
@@ -255,7 +226,7 @@ def main() -> int:
             (repo / "settings.json").write_text("{}")  # MLServer's default parallel worker: where its
             # custom metrics show (with parallel_workers 0, MLServer 1.7.1 exposes no seldon_model_drift)
             ports = free_ports(3)
-            procs[name] = start(name, repo, ports, work / f"{name}.log")
+            procs[name] = start(name, repo, ports, work / f"{name}.log", MLSERVER)
             wait_ready(ports[0], procs[name])
             for later in LATER:
                 shutil.copytree(work / "later" / later, repo / later)

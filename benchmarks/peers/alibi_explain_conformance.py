@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from peers.mlserver_conformance import stop  # noqa: E402
+from peers.mlserver_conformance import free_ports, start, stop  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 PEER = Path(os.environ.get("MLSERVER_AX_BIN", ROOT / ".peers" / "mlserver-ax" / "bin"))
@@ -262,21 +262,6 @@ def comparable(status, body, headers):
     return {"status": status, "body": body, "headers": headers}
 
 
-def start(name, repo: Path, ports, log: Path) -> subprocess.Popen:
-    http, grpc_port, metrics = ports
-    if name == "mlserver":
-        env = {**os.environ, "MLSERVER_HTTP_PORT": str(http), "MLSERVER_GRPC_PORT": str(grpc_port),
-               "MLSERVER_METRICS_PORT": str(metrics), "MLSERVER_HOST": "127.0.0.1",
-               "PATH": f"{PEER}:{os.environ.get('PATH', '')}"}
-        args = [str(PEER / "mlserver"), "start", str(repo)]
-    else:
-        env = dict(os.environ)
-        args = [str(GPUSERVE), "start", str(repo), "--host", "127.0.0.1", "--http-port", str(http),
-                "--grpc-port", str(grpc_port), "--metrics-port", str(metrics)]
-    return subprocess.Popen(args, env=env, cwd=repo.parent, stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
-
-
 def wait_ready(port, proc, timeout=180):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -289,18 +274,6 @@ def wait_ready(port, proc, timeout=180):
             pass
         time.sleep(0.5)
     raise SystemExit(f"{proc.args[0]} not ready in {timeout} s")
-
-
-def free_ports(n):
-    import socket
-
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def grpc_explain(port, model, rows):
@@ -344,7 +317,7 @@ def main() -> int:
             shutil.copytree(work / "models", repo)
             (repo / "settings.json").write_text(json.dumps({"parallel_workers": 0}))
             ports = free_ports(3)
-            procs[name] = start(name, repo, ports, work / f"{name}.log")
+            procs[name] = start(name, repo, ports, work / f"{name}.log", PEER / "mlserver")
             wait_ready(ports[0], procs[name])
             for explainer in EXPLAINERS:
                 shutil.copytree(work / "explainers" / explainer, repo / explainer)

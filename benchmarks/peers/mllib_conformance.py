@@ -33,10 +33,7 @@ repository load is a 500); a model that failed to load answers 503 on ready and 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,6 +42,9 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from peers.mlserver_conformance import free_ports, start, stop  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 MLSERVER = ROOT / ".peers" / "mlserver-ml" / "bin" / "mlserver"
@@ -172,21 +172,6 @@ def grpc_infer(port, model, inputs):
     return {"outputs": outputs}
 
 
-def start(name, repo: Path, ports, log: Path) -> subprocess.Popen:
-    http, grpc_port, metrics = ports
-    if name == "mlserver":
-        env = {**os.environ, "MLSERVER_HTTP_PORT": str(http), "MLSERVER_GRPC_PORT": str(grpc_port),
-               "MLSERVER_METRICS_PORT": str(metrics), "MLSERVER_HOST": "127.0.0.1", "MLSERVER_PARALLEL_WORKERS": "0",
-               "PATH": f"{MLSERVER.parent}:{os.environ.get('PATH', '')}"}
-        args = [str(MLSERVER), "start", str(repo)]
-    else:
-        env = dict(os.environ)
-        args = [str(GPUSERVE), "start", str(repo), "--host", "127.0.0.1", "--http-port", str(http),
-                "--grpc-port", str(grpc_port), "--metrics-port", str(metrics)]
-    return subprocess.Popen(args, env=env, cwd=repo.parent, stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
-
-
 def wait_ready(port, proc, model, timeout=180):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -199,28 +184,6 @@ def wait_ready(port, proc, model, timeout=180):
             pass
         time.sleep(0.5)
     raise SystemExit(f"{proc.args[0]} not ready in {timeout} s")
-
-
-def free_ports(n):
-    import socket
-
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-def stop(proc):
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def main() -> int:
@@ -236,7 +199,8 @@ def main() -> int:
             if first:
                 shutil.copytree(work / "built" / first, repo / first)
             ports = free_ports(3)
-            proc = start(name, repo, ports, work / f"{name}-{first or 'empty'}.log")
+            proc = start(name, repo, ports, work / f"{name}-{first or 'empty'}.log", MLSERVER,
+                         MLSERVER_PARALLEL_WORKERS="0")
             try:
                 wait_ready(ports[0], proc, first)
                 for other in FORMATS:  # the others, loaded later through the repository API
@@ -251,7 +215,7 @@ def main() -> int:
                     got["grpc lr three rows"] = grpc_infer(ports[1], "lr", [("x", ROWS)])
                     got["grpc lr two inputs"] = grpc_infer(ports[1], "lr", [("x", ROWS[0]), ("y", ROWS[0])])
             finally:
-                stop(proc)
+                stop(proc, 60)
     (work / "answers.json").write_text(json.dumps(answers, indent=1))
     differ = 0
     for label in answers["mlserver"]:

@@ -474,19 +474,34 @@ def messages(body):
 # ---------------------------------------------------------------------------------------------------
 # Servers
 # ---------------------------------------------------------------------------------------------------
-def start(name, repo: Path, ports, log: Path) -> subprocess.Popen:
+def start(name, repo: Path, ports, log: Path, mlserver: Path = MLSERVER, **env_more: str) -> subprocess.Popen:
+    """MLServer (the `mlserver` command given: each side-by-side script has its peer venv) or gpuserve on `repo`,
+    on ports (http, grpc, metrics); `env_more`: more MLSERVER_* settings for MLServer."""
     http, grpc_port, metrics = ports
     if name == "mlserver":
         env = {**os.environ, "MLSERVER_HTTP_PORT": str(http), "MLSERVER_GRPC_PORT": str(grpc_port),
                "MLSERVER_METRICS_PORT": str(metrics), "MLSERVER_HOST": "127.0.0.1",
-               "PATH": f"{MLSERVER.parent}:{os.environ.get('PATH', '')}"}
-        args = [str(MLSERVER), "start", str(repo)]
+               "PATH": f"{mlserver.parent}:{os.environ.get('PATH', '')}", **env_more}
+        args = [str(mlserver), "start", str(repo)]
     else:
         env = dict(os.environ)
         args = [str(GPUSERVE), "start", str(repo), "--host", "127.0.0.1", "--http-port", str(http),
                 "--grpc-port", str(grpc_port), "--metrics-port", str(metrics)]
     return subprocess.Popen(args, env=env, cwd=repo.parent, stdout=open(log, "w"), stderr=subprocess.STDOUT,
                             start_new_session=True)
+
+
+def free_ports(n):
+    """n ports free on 127.0.0.1 just now (http, grpc, metrics for one server)."""
+    import socket
+
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
 
 
 def wait_ready(name, proc, http, timeout=180):
@@ -504,11 +519,11 @@ def wait_ready(name, proc, http, timeout=180):
     raise SystemExit(f"{name} not ready after {timeout} s")
 
 
-def stop(proc):
+def stop(proc, grace_s: float = 30):
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(30)
+            proc.wait(grace_s)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
