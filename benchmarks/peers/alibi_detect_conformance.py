@@ -34,7 +34,6 @@ import json
 import shutil
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -42,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from peers.mlserver_conformance import free_ports, start, stop  # noqa: E402
+from peers.mlserver_conformance import call_json, free_ports, start, stop, wait_until_ready  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 MLSERVER = ROOT / ".peers" / "mlserver-ad" / "bin" / "mlserver"
@@ -117,23 +116,6 @@ def cases():
     return out
 
 
-def call(port, method, path, body):
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as answer:
-            status, raw, headers = answer.status, answer.read(), answer.headers
-    except urllib.error.HTTPError as exc:
-        status, raw, headers = exc.code, exc.read(), exc.headers
-    try:
-        body = json.loads(raw) if raw else None
-    except ValueError:
-        body = raw.decode(errors="replace")
-    shown = {k.lower(): v for k, v in headers.items() if k.lower().startswith("x-seldon")}
-    return status, body, shown
-
-
 # An online detector's thresholds are simulated afresh by each load_detector (at random), so its `threshold`
 # and the `is_drift` they decide differ between any two loads, even in one server: compared without them.
 RANDOM_AT_LOAD = {"cvm": ("threshold", "is_drift")}
@@ -186,24 +168,6 @@ def grpc_infer(port, model, rows):
             "metadata": {k: v for k, v in metadata.items() if k.startswith("x-seldon")}}
 
 
-def wait_ready(port, proc, timeout=180):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{proc.args[0]} exited early")
-        if all(call(port, "GET", f"/v2/models/{m}/ready", None)[0] == 200 for m in READY) if _up(port) else False:
-            return
-        time.sleep(0.5)
-    raise SystemExit(f"{proc.args[0]} not ready in {timeout} s")
-
-
-def _up(port):
-    try:
-        return call(port, "GET", "/v2/health/live", None)[0] < 500
-    except OSError:
-        return False
-
-
 def drift_metric(port):
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
@@ -227,10 +191,10 @@ def main() -> int:
             # custom metrics show (with parallel_workers 0, MLServer 1.7.1 exposes no seldon_model_drift)
             ports = free_ports(3)
             procs[name] = start(name, repo, ports, work / f"{name}.log", MLSERVER)
-            wait_ready(ports[0], procs[name])
+            wait_until_ready(ports[0], procs[name], [f"/v2/models/{m}/ready" for m in READY])
             for later in LATER:
                 shutil.copytree(work / "later" / later, repo / later)
-            answers[name] = {label: comparable(*call(ports[0], method, path, body))
+            answers[name] = {label: comparable(*call_json(ports[0], method, path, body))
                              for label, method, path, body in cases()}
             rows = np.random.default_rng(4).normal(size=(5, 3)) + 1
             answers[name]["grpc ks-feature"] = grpc_infer(ports[1], "ks-feature", rows)

@@ -44,14 +44,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from peers.mlserver_conformance import free_ports, start, stop  # noqa: E402
+from peers.mlserver_conformance import call_json, free_ports, start, stop, wait_until_ready  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 PEER = Path(os.environ.get("MLSERVER_AX_BIN", ROOT / ".peers" / "mlserver-ax" / "bin"))
@@ -201,25 +199,6 @@ def last_cases():
               "parameters": {"explain_parameters": {"threshold": 0.9, "p_sample": 0.5}}})]
 
 
-def call(port, method, path, body, timeout=120):
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as answer:
-            status, raw, headers = answer.status, answer.read(), answer.headers
-    except urllib.error.HTTPError as exc:
-        status, raw, headers = exc.code, exc.read(), exc.headers
-    except (TimeoutError, urllib.error.URLError) as exc:
-        return f"no answer in {timeout} s ({type(exc).__name__})", None, {}
-    try:
-        body = json.loads(raw) if raw else None
-    except ValueError:
-        body = raw.decode(errors="replace")
-    shown = {k.lower(): v for k, v in headers.items() if k.lower().startswith("x-seldon")}
-    return status, body, shown
-
-
 # Values drawn from random samples (anchors), or that name where they ran
 RANDOM = {"precision", "coverage", "examples", "num_preds", "names", "feature", "mean", "instances_covered"}
 
@@ -260,20 +239,6 @@ def comparable(status, body, headers):
     elif isinstance(body, dict) and set(body) <= {"error", "detail"}:
         body = {"error keys": sorted(body), "error": str(next(iter(body.values())))[:160]}
     return {"status": status, "body": body, "headers": headers}
-
-
-def wait_ready(port, proc, timeout=180):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{proc.args[0]} exited early")
-        try:
-            if all(call(port, "GET", f"/v2/models/{m}/ready", None)[0] == 200 for m in MODELS):
-                return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"{proc.args[0]} not ready in {timeout} s")
 
 
 def grpc_explain(port, model, rows):
@@ -318,7 +283,7 @@ def main() -> int:
             (repo / "settings.json").write_text(json.dumps({"parallel_workers": 0}))
             ports = free_ports(3)
             procs[name] = start(name, repo, ports, work / f"{name}.log", PEER / "mlserver")
-            wait_ready(ports[0], procs[name])
+            wait_until_ready(ports[0], procs[name], [f"/v2/models/{m}/ready" for m in MODELS])
             for explainer in EXPLAINERS:
                 shutil.copytree(work / "explainers" / explainer, repo / explainer)
                 settings = repo / explainer / "model-settings.json"
@@ -326,12 +291,12 @@ def main() -> int:
             answers[name] = {}
             for label, method, path, body in cases():
                 started = time.monotonic()
-                answers[name][label] = comparable(*call(ports[0], method, path, body))
+                answers[name][label] = comparable(*call_json(ports[0], method, path, body, timeout=120))
                 answers[name][label]["seconds"] = round(time.monotonic() - started, 1)
             answers[name]["grpc shap batch"] = grpc_explain(ports[1], "shap", ROWS)
             for label, method, path, body in last_cases():
                 started = time.monotonic()
-                answers[name][label] = comparable(*call(ports[0], method, path, body, timeout=30))
+                answers[name][label] = comparable(*call_json(ports[0], method, path, body, timeout=30))
                 answers[name][label]["seconds"] = round(time.monotonic() - started, 1)
             stop(procs.pop(name))
     finally:

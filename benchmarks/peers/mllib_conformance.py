@@ -36,15 +36,12 @@ import json
 import shutil
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from peers.mlserver_conformance import free_ports, start, stop  # noqa: E402
+from peers.mlserver_conformance import call_json, free_ports, start, stop, wait_until_ready  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 MLSERVER = ROOT / ".peers" / "mlserver-ml" / "bin" / "mlserver"
@@ -119,21 +116,6 @@ RUNS = {
 }
 
 
-def call(port, method, path, body):
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=120) as answer:
-            status, raw = answer.status, answer.read()
-    except urllib.error.HTTPError as exc:
-        status, raw = exc.code, exc.read()
-    try:
-        return status, json.loads(raw) if raw else None
-    except ValueError:
-        return status, raw.decode(errors="replace")
-
-
 def comparable(status, body):
     if isinstance(body, dict) and "outputs" in body:
         body = {k: v for k, v in body.items() if k != "id"}
@@ -172,20 +154,6 @@ def grpc_infer(port, model, inputs):
     return {"outputs": outputs}
 
 
-def wait_ready(port, proc, model, timeout=180):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{proc.args[0]} exited early")
-        try:
-            if call(port, "GET", f"/v2/models/{model}/ready" if model else "/v2/health/ready", None)[0] == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"{proc.args[0]} not ready in {timeout} s")
-
-
 def main() -> int:
     if not MLSERVER.exists():
         raise SystemExit(f"no {MLSERVER}: see this file's docstring")
@@ -202,13 +170,13 @@ def main() -> int:
             proc = start(name, repo, ports, work / f"{name}-{first or 'empty'}.log", MLSERVER,
                          MLSERVER_PARALLEL_WORKERS="0")
             try:
-                wait_ready(ports[0], proc, first)
+                wait_until_ready(ports[0], proc, [f"/v2/models/{first}/ready" if first else "/v2/health/ready"])
                 for other in FORMATS:  # the others, loaded later through the repository API
                     if other != first:
                         shutil.copytree(work / "built" / other, repo / other)
                 got = answers[name]
                 for label, method, path, body in cases:
-                    got[label] = comparable(*call(ports[0], method, path, body))
+                    got[label] = comparable(*call_json(ports[0], method, path, body, timeout=120)[:2])
                 if first:
                     got[f"grpc {first} one vector"] = grpc_infer(ports[1], first, [("x", ROWS[0])])
                 if first == "lr":

@@ -491,6 +491,43 @@ def start(name, repo: Path, ports, log: Path, mlserver: Path = MLSERVER, **env_m
                             start_new_session=True)
 
 
+def call_json(port, method, path, body, timeout=60):
+    """One REST call to 127.0.0.1:port: (status, the JSON body or its text, the x-seldon-* headers); no answer in
+    `timeout` s or a refused connection is (those words, None, {})."""
+    import urllib.error
+    import urllib.request
+
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            status, raw, headers = answer.status, answer.read(), answer.headers
+    except urllib.error.HTTPError as exc:
+        status, raw, headers = exc.code, exc.read(), exc.headers
+    except (TimeoutError, urllib.error.URLError) as exc:
+        return f"no answer in {timeout} s ({type(exc).__name__})", None, {}
+    try:
+        body = json.loads(raw) if raw else None
+    except ValueError:
+        body = raw.decode(errors="replace")
+    shown = {k.lower(): v for k, v in headers.items() if k.lower().startswith("x-seldon")}
+    return status, body, shown
+
+
+def wait_until_ready(port, proc, paths, timeout=180):
+    """Until every path answers 200 (the server up, the models named in them loaded); SystemExit if the server
+    exits first or takes longer than `timeout` s."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{proc.args[0]} exited early")
+        if all(call_json(port, "GET", path, None, 5)[0] == 200 for path in paths):
+            return
+        time.sleep(0.5)
+    raise SystemExit(f"{proc.args[0]} not ready in {timeout} s")
+
+
 def free_ports(n):
     """n ports free on 127.0.0.1 just now (http, grpc, metrics for one server)."""
     import socket
