@@ -595,6 +595,59 @@ def run_vegeta(target: Target, concurrency: int, seconds: float, warmup: float =
     return parse_vegeta_json(proc.stdout, target.url, concurrency, seconds)
 
 
+# --------------------------------------------------------------------------------------------- perf_analyzer
+
+def perf_analyzer_path() -> Optional[str]:
+    """Triton's C++ load generator: on PATH, or where scripts/install_perf_analyzer.sh puts it."""
+    beside = Path(sys.executable).parent / "perf_analyzer"
+    return shutil.which("perf_analyzer") or (str(beside) if beside.exists() else None)
+
+
+def parse_perf_analyzer(csv_text: str, stdout: str, url: str, concurrency: int, seconds: float) -> Result:
+    """Its `-f` CSV row (percentiles in us) and the request count and mean latency of its summary."""
+    lines = [line for line in csv_text.splitlines() if line.strip()]
+    if len(lines) < 2:
+        raise RuntimeError(f"perf_analyzer wrote no measurement: {stdout.strip()[-400:]}")
+    row = dict(zip(lines[0].split(","), lines[1].split(",")))
+    counted = re.search(r"Request count:\s+(\d+)", stdout)
+    result = Result("perf_an", url, concurrency, seconds, requests=int(counted.group(1)) if counted else 0,
+                    rps=float(row["Inferences/Second"]))
+    result.p50_ms, result.p90_ms, result.p99_ms = (float(row[f"{p} latency"]) / 1e3 for p in ("p50", "p90", "p99"))
+    mean = re.search(r"Avg latency:\s+(\d+) usec", stdout)
+    result.mean_ms = int(mean.group(1)) / 1e3 if mean else float("nan")
+    return result
+
+
+def run_perf_analyzer(base_url: str, model: str, protocol: str, concurrency: int, seconds: float,
+                      warmup: float = 0.5) -> Result:
+    """perf_analyzer at one concurrency: V2 binary over HTTP (its default) or gRPC, random inputs from the
+    model's metadata, asynchronous calls above one client (so its own threads do not bound the point). It
+    measures until three windows agree; the windows here are a third of `seconds` and any three agree."""
+    exe = perf_analyzer_path()
+    if not exe:
+        raise RuntimeError("perf_analyzer is not installed (bash scripts/install_perf_analyzer.sh)")
+    if protocol not in ("v2-binary", "grpc"):
+        raise ValueError("perf_analyzer speaks V2 binary over HTTP and gRPC")
+    hostport = urllib.parse.urlsplit(base_url).netloc
+
+    def command(window_s):
+        cmd = [exe, "-m", model, "-u", hostport, "-i", "grpc" if protocol == "grpc" else "http",
+               "--concurrency-range", str(concurrency), "--measurement-interval", str(max(int(window_s * 1000), 100)),
+               "--stability-percentage", "999", "--max-trials", "3"]
+        return cmd + (["--async"] if concurrency > 1 else [])
+
+    if warmup > 0:  # this perf_analyzer (2.48) has no warm-up option: a short run of its own
+        subprocess.run(command(warmup / 3), capture_output=True, timeout=warmup * 3 + 60)
+    with tempfile.TemporaryDirectory() as tmp:
+        csv_path = Path(tmp) / "pa.csv"
+        proc = subprocess.run(command(seconds / 3) + ["-f", str(csv_path)], capture_output=True, text=True,
+                              timeout=seconds * 3 + 120)
+        if proc.returncode != 0:
+            raise RuntimeError(f"perf_analyzer failed ({proc.returncode}): {(proc.stdout + proc.stderr)[-600:]}")
+        return parse_perf_analyzer(csv_path.read_text() if csv_path.exists() else "", proc.stdout, base_url,
+                                   concurrency, seconds)
+
+
 # --------------------------------------------------------------------------------------------- dispatch
 
 RUNNERS = {"builtin": run_builtin, "hey": run_hey, "wrk": run_wrk, "vegeta": run_vegeta}

@@ -24,10 +24,11 @@ counts its own statistics, so batch sizes are not shown then and CPU per request
 the load generator counted.
 
 Load: benchmarks/loadgen.py, closed loop, batch-1 requests ([1, 16] / [1, 256]); `run_builtin` for HTTP
-V2 binary and `run_grpc` for gRPC; concurrency 1, 8, 32, 64. Per point: req/s, p50/p99, the mean batch
-size the server formed (inference_count / execution_count deltas of GET /v2/models/NAME/stats, warm-up
-included) and the server's CPU time per request (utime+stime of its whole process group, which holds
-Triton's stub processes too, over the same window).
+V2 binary and `run_grpc` for gRPC; concurrency 1, 8, 32, 64. `--generator perf_analyzer` drives the points
+with Triton's own C++ load generator instead (loadgen.run_perf_analyzer), so the Python clients are no bound.
+Per point: req/s, p50/p99, the mean batch size the server formed (inference_count / execution_count deltas of
+GET /v2/models/NAME/stats, warm-up included) and the server's CPU time per request (utime+stime of its whole
+process group, which holds Triton's stub processes too, over the same window).
 
 In-process limit: the same TritonPythonModel classes, imported here with gpuserve.triton_pb_utils as
 `triton_python_backend_utils`, execute() called on lists of N prepared requests (N = 1 and the mean batch
@@ -261,7 +262,10 @@ def wait_quiet(pgid: int, threshold: float, patience: float) -> float:
 def measure_point(server, pgid: int, kind: str, model: str, protocol: str, target, c: int, args) -> dict:
     inf0, exe0 = model_counts(server, model)
     cpu0, busy0, own0, t0 = group_cpu_s(pgid), busy_s(), own_cpu_s(), time.monotonic()
-    if protocol == "grpc":
+    if args.generator == "perf_analyzer":
+        url = f"127.0.0.1:{server.grpc if protocol == 'grpc' else server.http}"
+        result = loadgen.run_perf_analyzer(f"http://{url}", model, protocol, c, args.seconds, args.warmup)
+    elif protocol == "grpc":
         result = loadgen.run_grpc(target, c, args.seconds, args.warmup)
     else:
         result = loadgen.run_builtin(target, c, args.seconds, args.warmup)
@@ -524,6 +528,9 @@ def main() -> int:
     parser.add_argument("--models", default=",".join(MODEL_NAMES))
     parser.add_argument("--protocols", default=",".join(PROTOCOLS))
     parser.add_argument("--servers", default="triton,gpuserve", help="which servers (default both)")
+    parser.add_argument("--generator", choices=("builtin", "perf_analyzer"), default="builtin",
+                        help="the load: loadgen's Python generators, or Triton's perf_analyzer (C++: random inputs "
+                             "from the model's metadata, async above one client; scripts/install_perf_analyzer.sh)")
     parser.add_argument("--gpuserve-workers", type=int, default=1,
                         help="gpuserve start --workers N (batch sizes then unknown: each worker counts its own)")
     parser.add_argument("--max-other", type=float, default=0.3,

@@ -27,6 +27,9 @@ fi
 # pyspark (tests/test_mlserver_mllib.py, gpuserve[mllib]): about 490 MB, ~35 s the first time (pip builds its wheel from
 # the sdist, then reuses it), ~7 s after. Its tests also need Java 17+ and skip without pyspark or java.
 .venv/bin/python -m pip install -q "pyspark>=4.0,<5" 2>&1 | grep -v "^WARNING: Location" || true
+# Triton's perf_analyzer (tests/test_perf_analyzer.py): the binary of tritonclient 2.48's wheel (14 MB download),
+# libb64 from Debian and libcudart from PyPI, ~10 s; where it does not install, its tests skip.
+bash scripts/install_perf_analyzer.sh .venv || echo "test.sh: perf_analyzer not installed; its tests will skip" >&2
 .venv/bin/python -c "import gpuserve, onnxruntime, fastapi, grpc, tritonclient.http, torch" || {
     echo "test.sh: dependencies failed to install" >&2; exit 1; }
 

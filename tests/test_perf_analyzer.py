@@ -1,0 +1,215 @@
+"""Triton's perf_analyzer (the real C++ binary, 2.48, from tritonclient's wheel: scripts/install_perf_analyzer.sh)
+profiling gpuserve in the modes Triton users run it in: HTTP and gRPC, sync, async and streaming, batches,
+system shared memory, strings, sequences, a decoupled model, request rates and the metrics endpoint. Each run
+must end 0 with its server-side section, as against Triton: perf_analyzer reads the model's metadata, config
+and statistics and checks every answer, so a field it cannot parse or a count that does not add up fails it.
+Skipped where the binary is not installed."""
+
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import running_server
+from test_sequence_state import ACCUMULATOR, accumulator_onnx
+
+from gpuserve import ModelRepository
+from gpuserve.repository import DiskRepository
+
+BESIDE = Path(sys.executable).parent / "perf_analyzer"  # where the install script puts it
+PERF_ANALYZER = shutil.which("perf_analyzer") or (str(BESIDE) if BESIDE.exists() else None)
+pytestmark = pytest.mark.skipif(PERF_ANALYZER is None, reason="perf_analyzer is not installed "
+                                "(bash scripts/install_perf_analyzer.sh)")
+
+SIMPLE = """
+platform: "onnxruntime_onnx"
+max_batch_size: 8
+input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 4 ] } ]
+output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 4 ] }, { name: "OUTPUT1" data_type: TYPE_FP32 dims: [ 4 ] } ]
+dynamic_batching { }
+"""
+STRINGS = """
+platform: "onnxruntime_onnx"
+max_batch_size: 8
+input [ { name: "TEXT" data_type: TYPE_STRING dims: [ 1 ] }, { name: "COUNT" data_type: TYPE_INT32 dims: [ 1 ] } ]
+output [ { name: "TEXT_OUT" data_type: TYPE_STRING dims: [ 1 ] },
+         { name: "COUNT_OUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
+dynamic_batching { }
+"""
+REPEAT = """
+backend: "python"
+max_batch_size: 0
+model_transaction_policy { decoupled: true }
+input [ { name: "IN" data_type: TYPE_INT32 dims: [ 1 ] } ]
+output [ { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
+"""
+REPEAT_SOURCE = """
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        for request in requests:
+            value = pb_utils.get_input_tensor_by_name(request, "IN").as_numpy()
+            sender = request.get_response_sender()
+            for step in range(3):
+                sender.send(pb_utils.InferenceResponse([pb_utils.Tensor("OUT", (value + step).astype(np.int32))]))
+            sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        return None
+"""
+
+
+def _onnx(path, nodes, inputs, outputs, initializers=()):
+    import onnx
+    from onnx import helper
+
+    graph = helper.make_graph(nodes, path.parent.parent.name, inputs, outputs, list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+def _write(root, name, config, artefact=None, source=None):
+    (root / name / "1").mkdir(parents=True)
+    (root / name / "config.pbtxt").write_text(textwrap.dedent(config))
+    if artefact:
+        artefact(root / name / "1" / "model.onnx")
+    if source:
+        (root / name / "1" / "model.py").write_text(source)
+
+
+def _repository(root):
+    from onnx import TensorProto, helper, numpy_helper
+
+    def tensor(name, kind, width):
+        return helper.make_tensor_value_info(name, kind, ["batch", width])
+
+    fp = TensorProto.FLOAT
+    _write(root, "simple", SIMPLE, lambda path: _onnx(
+        path, [helper.make_node("Mul", ["INPUT0", "two"], ["OUTPUT0"]),
+               helper.make_node("Add", ["INPUT0", "one"], ["OUTPUT1"])],
+        [tensor("INPUT0", fp, 4)], [tensor("OUTPUT0", fp, 4), tensor("OUTPUT1", fp, 4)],
+        [numpy_helper.from_array(np.array(2, np.float32), "two"),
+         numpy_helper.from_array(np.array(1, np.float32), "one")]))
+    _write(root, "strings", STRINGS, lambda path: _onnx(
+        path, [helper.make_node("Identity", ["TEXT"], ["TEXT_OUT"]),
+               helper.make_node("Add", ["COUNT", "one"], ["COUNT_OUT"])],
+        [tensor("TEXT", TensorProto.STRING, 1), tensor("COUNT", TensorProto.INT32, 1)],
+        [tensor("TEXT_OUT", TensorProto.STRING, 1), tensor("COUNT_OUT", TensorProto.INT32, 1)],
+        [numpy_helper.from_array(np.array(1, np.int32), "one")]))
+    _write(root, "accumulate", ACCUMULATOR % 5_000_000, accumulator_onnx)
+    _write(root, "repeat", REPEAT, source=REPEAT_SOURCE)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("perf-analyzer-repo")
+    _repository(root)
+    with running_server(repository=DiskRepository(root).populate(ModelRepository())) as running:
+        yield running
+
+
+def profile(server, model, *flags, grpc=False, seconds=0.3):
+    """One perf_analyzer run (three windows of `seconds`, any three agree): its whole output, after checking
+    it ended 0 and measured (the client's and the server's numbers both printed)."""
+    port = server.ports["grpc" if grpc else "http"]
+    cmd = [PERF_ANALYZER, "-m", model, "-u", f"127.0.0.1:{port}", "-i", "grpc" if grpc else "http",
+           "--measurement-interval", str(int(seconds * 1000)), "--stability-percentage", "999",
+           "--max-trials", "3", *flags]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"perf_analyzer {' '.join(cmd[1:])} ended {proc.returncode}:\n{out[-2000:]}"
+    assert re.search(r"Throughput: [0-9.]+ infer/sec", out) and "Server:" in out, out[-2000:]
+    return out
+
+
+def counts(out):
+    """The last measurement's client request count and the server's counts of the same window."""
+    numbers = {key: int(re.findall(rf"{key}: (\d+)", out)[-1])
+               for key in ("Request count", "Inference count", "Execution count", "Successful request count")}
+    return numbers
+
+
+@pytest.mark.parametrize("grpc", [False, True], ids=["http", "grpc"])
+def test_sync_requests_are_counted_alike_by_client_and_server(server, grpc):
+    numbers = counts(profile(server, "simple", grpc=grpc))
+    assert numbers["Request count"] > 0
+    # the server's successes over the window (statistics read at its edges): the client's requests, give or
+    # take the few in flight at each edge
+    edges = max(5, numbers["Request count"] // 100)
+    assert abs(numbers["Successful request count"] - numbers["Request count"]) <= edges
+    assert numbers["Inference count"] == numbers["Successful request count"]  # one row each
+
+
+def test_batches_of_four_count_four_inferences_a_request(server):
+    numbers = counts(profile(server, "simple", "-b", "4"))
+    assert numbers["Inference count"] == 4 * numbers["Successful request count"]
+    assert numbers["Execution count"] <= numbers["Successful request count"]
+
+
+@pytest.mark.parametrize("flags, grpc", [(("-a", "--concurrency-range", "4"), False),
+                                         (("-a", "--concurrency-range", "4"), True),
+                                         (("--streaming", "--concurrency-range", "4"), True)],
+                         ids=["http-async", "grpc-async", "grpc-streaming"])
+def test_concurrent_clients(server, flags, grpc):
+    out = profile(server, "simple", *flags, grpc=grpc)
+    assert "Concurrency: 4" in out
+
+
+@pytest.mark.parametrize("grpc", [False, True], ids=["http", "grpc"])
+def test_system_shared_memory(server, grpc):
+    profile(server, "simple", "--shared-memory", "system", grpc=grpc)
+    # a region for each output, as large as said (a random string is 128 bytes: 132 with its length)
+    profile(server, "simple", "--shared-memory", "system", "--output-shared-memory-size", "64", grpc=grpc)
+    profile(server, "strings", "--shared-memory", "system", "--output-shared-memory-size", "256", grpc=grpc)
+
+
+@pytest.mark.parametrize("flags, grpc", [(("--string-length", "12"), False), (("--string-data", "hello"), True)],
+                         ids=["http-random", "grpc-fixed"])
+def test_string_inputs(server, flags, grpc):
+    profile(server, "strings", *flags, grpc=grpc)
+
+
+@pytest.mark.parametrize("flags, grpc", [(("--sequence-length", "4"), False),
+                                         (("--sequence-length", "4", "-a", "--concurrency-range", "3"), True),
+                                         (("--sequence-length", "4", "--streaming", "--concurrency-range", "3"),
+                                          True)],
+                         ids=["http", "grpc-async", "grpc-streaming"])
+def test_sequences(server, flags, grpc):
+    profile(server, "accumulate", *flags, grpc=grpc)
+
+
+def test_a_decoupled_model_streams_its_responses(server):
+    out = profile(server, "repeat", "--streaming", "--shape", "IN:1", grpc=True)
+    assert counts(out)["Request count"] > 0
+
+
+def test_request_rate_and_intervals(server, tmp_path):
+    out = profile(server, "simple", "--request-rate-range", "200", seconds=0.5)
+    rate = float(re.findall(r"Throughput: ([0-9.]+) infer/sec", out)[-1])
+    assert 150 < rate < 250
+    intervals = tmp_path / "intervals.txt"
+    intervals.write_text("2000\n4000\n")  # microseconds between requests, repeated
+    profile(server, "simple", "--request-intervals", str(intervals), grpc=True)
+
+
+def test_metrics_endpoint_and_csv(server, tmp_path):
+    csv = tmp_path / "profile.csv"
+    profile(server, "simple", "--collect-metrics", "--metrics-url", f"127.0.0.1:{server.ports['metrics']}/metrics",
+            "--metrics-interval", "100", "-f", str(csv))
+    header, row = csv.read_text().splitlines()[:2]
+    assert header.startswith("Concurrency,Inferences/Second") and row.startswith("1,")
+    assert float(row.split(",")[1]) > 0
+
+
+def test_a_missing_model_is_its_error_not_a_hang(server):
+    port = server.ports["http"]
+    proc = subprocess.run([PERF_ANALYZER, "-m", "nope", "-u", f"127.0.0.1:{port}"], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode != 0 and "nope" in proc.stdout + proc.stderr
