@@ -28,6 +28,7 @@ from sklearn.datasets import load_digits  # noqa: E402
 from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
+from alibi_digits import DIGITS_RUNTIME, SEGMENTATION  # noqa: E402
 from conftest import running_server  # noqa: E402
 from gpuserve import ModelRepository  # noqa: E402
 from gpuserve.repository import DiskRepository  # noqa: E402
@@ -43,27 +44,6 @@ BOOSTED = GradientBoostingClassifier(n_estimators=5, max_depth=2, random_state=0
 DIGITS = load_digits()
 IMAGES = (DIGITS.images / 16.0)[..., None]  # [N, 8, 8, 1]
 DIGITS_CLF = LogisticRegression(max_iter=500).fit(IMAGES.reshape(len(IMAGES), -1), DIGITS.target)
-SEGMENTATION = {"n_segments": 6, "compactness": 10, "sigma": 0.5, "start_label": 0}
-# A custom MLServer runtime in the model's folder: sklearn on images (flattened), answering probabilities
-DIGITS_RUNTIME = """
-import joblib
-import numpy as np
-from mlserver import MLModel
-from mlserver.codecs import NumpyCodec, NumpyRequestCodec
-from mlserver.types import InferenceResponse
-from mlserver.utils import get_model_uri
-
-
-class Digits(MLModel):
-    async def load(self):
-        self._model = joblib.load(await get_model_uri(self.settings))
-        return True
-
-    async def predict(self, payload):
-        images = np.asarray(self.decode_request(payload, default_codec=NumpyRequestCodec))
-        proba = self._model.predict_proba(images.reshape(len(images), -1))
-        return InferenceResponse(model_name=self.name, outputs=[NumpyCodec.encode_output("proba", proba)])
-"""
 ROWS = np.array([[0.9, 0.2, 0.5, 0.5], [0.1, 0.8, 0.3, 0.6], [0.7, 0.7, 0.1, 0.9]], dtype=np.float32)
 TIMEOUT = 120
 

@@ -50,6 +50,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from peers.mlserver_conformance import call_json, free_ports, start, stop, wait_until_ready  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
+from alibi_digits import DIGITS_RUNTIME, SEGMENTATION  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 PEER = Path(os.environ.get("MLSERVER_AX_BIN", ROOT / ".peers" / "mlserver-ax" / "bin"))
@@ -58,7 +60,6 @@ RUNTIME = "mlserver_alibi_explain.AlibiExplainRuntime"
 MODELS = ["clf", "forest", "boosted", "digits"]  # served from the start
 FEATURES = ["a", "b", "c", "d"]
 ROWS = [[0.9, 0.2, 0.5, 0.5], [0.1, 0.8, 0.3, 0.6], [0.7, 0.7, 0.1, 0.9]]
-SEGMENTATION = {"n_segments": 6, "compactness": 10, "sigma": 0.5, "start_label": 0}
 
 # Run by the peer venv's Python (numpy 1): the models and the saved explainers, into argv[1] (models) and
 # argv[2] (explainers, their infer_uri holding PORT for the server's own port)
@@ -129,25 +130,6 @@ path = folder(explainers, "broken", {"implementation": "mlserver_alibi_explain.A
 (path / "explainer" / "meta.dill").write_bytes(b"not a dill file")
 '''
 
-DIGITS_RUNTIME = """
-import joblib
-import numpy as np
-from mlserver import MLModel
-from mlserver.codecs import NumpyCodec, NumpyRequestCodec
-from mlserver.types import InferenceResponse
-from mlserver.utils import get_model_uri
-
-
-class Digits(MLModel):
-    async def load(self):
-        self._model = joblib.load(await get_model_uri(self.settings))
-        return True
-
-    async def predict(self, payload):
-        images = np.asarray(self.decode_request(payload, default_codec=NumpyRequestCodec))
-        proba = self._model.predict_proba(images.reshape(len(images), -1))
-        return InferenceResponse(model_name=self.name, outputs=[NumpyCodec.encode_output("proba", proba)])
-"""
 
 EXPLAINERS = ["anchors", "shap", "shap-unbatched", "tree-shap", "tree-pd", "unreachable", "misspelt", "unknown-type",
               "broken", "anchor-image"]
