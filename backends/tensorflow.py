@@ -25,7 +25,7 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -42,7 +42,9 @@ _TF_TO_V2 = {"bool": "BOOL", "uint8": "UINT8", "uint16": "UINT16", "uint32": "UI
              "float32": "FP32", "float64": "FP64", "string": "BYTES", "bfloat16": "BF16"}
 
 _LOCK = threading.Lock()
-_PROCESS: Optional[Dict[str, Optional[int]]] = None  # the thread counts the process's TensorFlow runs with
+# The thread counts the process's TensorFlow runs with (None: its default), and whether its runtime had started
+# before the first TensorFlow model, keeping what it had
+_PROCESS: Optional[Dict[str, Any]] = None
 
 
 def _tf(intra_op_threads: Optional[int] = None, inter_op_threads: Optional[int] = None):
@@ -58,7 +60,7 @@ def _tf(intra_op_threads: Optional[int] = None, inter_op_threads: Optional[int] 
     with _LOCK:
         if _PROCESS is None:
             _PROCESS = _configure(tf, wanted)
-        elif any(value and value != _PROCESS[key] for key, value in wanted.items()):
+        elif any(value and value != _PROCESS.get(key) for key, value in wanted.items()):
             logger.warning("tensorflow's thread pools are process-wide and were set by the first TensorFlow model "
                            "(intra_op_threads %s, inter_op_threads %s); this model's %s are not applied",
                            _PROCESS["intra_op_threads"] or "default", _PROCESS["inter_op_threads"] or "default",
@@ -66,17 +68,19 @@ def _tf(intra_op_threads: Optional[int] = None, inter_op_threads: Optional[int] 
     return tf
 
 
-def _configure(tf, wanted: Dict[str, Optional[int]]) -> Dict[str, Optional[int]]:
+def _configure(tf, wanted: Dict[str, Optional[int]]) -> Dict[str, Any]:
     """Thread counts and GPU memory growth, before TensorFlow's runtime starts; where it has started already
     (the embedding program ran TensorFlow first), what it runs with stays, said in the log."""
     threading_config = tf.config.threading
     setters = {"intra_op_threads": threading_config.set_intra_op_parallelism_threads,
                "inter_op_threads": threading_config.set_inter_op_parallelism_threads}
+    kept = False
     for key, value in wanted.items():
         if value:
             try:
                 setters[key](int(value))
             except RuntimeError as exc:  # "cannot be modified after initialization"
+                kept = True
                 logger.warning("tensorflow %s stays as it is: %s", key, exc)
     for gpu in tf.config.list_physical_devices("GPU"):
         try:
@@ -84,7 +88,7 @@ def _configure(tf, wanted: Dict[str, Optional[int]]) -> Dict[str, Optional[int]]
         except (RuntimeError, ValueError) as exc:  # the runtime started already, or a virtual device setup
             logger.warning("tensorflow memory growth not set on %s: %s", gpu.name, exc)
     return {"intra_op_threads": threading_config.get_intra_op_parallelism_threads() or None,
-            "inter_op_threads": threading_config.get_inter_op_parallelism_threads() or None}
+            "inter_op_threads": threading_config.get_inter_op_parallelism_threads() or None, "kept": kept}
 
 
 def placement(tf, device: str) -> Tuple[str, str, str]:
