@@ -1,7 +1,7 @@
 """Per-framework benchmark (issue 6): rows/s of the served model, in process, vs the framework's own call.
 
-For every framework installed here (ONNX Runtime, TorchScript, torch.export, scikit-learn, XGBoost and
-LightGBM when importable) and each batch size B, it measures
+For every framework installed here (ONNX Runtime, TorchScript, torch.export, TensorFlow, scikit-learn, XGBoost
+and LightGBM when importable) and each batch size B, it measures
   direct:  the framework's own call on B rows (session.run, module(x), estimator.predict, ...),
   direct_fast (scikit-learn forests, XGBoost, LightGBM): the call gpuserve serves through (a NumPy walk
            of all trees, gpuserve/classic_forest.py; XGBoost's and LightGBM's C APIs, classic_fast.py), with
@@ -90,6 +90,8 @@ def frameworks(folder: Path, device: str, only: Sequence[str] = ()) -> Dict[str,
                 "make": lambda b: TorchModel("pt2g", _settings("pt2g", "torch", exported, b, device,
                                                                parameters={"cuda_graphs": True})),
                 "direct": direct(export_module), "input": "input", "note": "served with cuda_graphs: true"}
+    if importlib.util.find_spec("tensorflow") and wanted("tensorflow"):
+        found.update(_tensorflow(folder, device))
     if device == "cpu" and wanted("scikit-learn", "xgboost", "fil-xgboost", "lightgbm"):
         found.update(_classic(folder))
     if device.startswith("cuda") and importlib.util.find_spec("tensorrt") and wanted("tensorrt"):
@@ -115,6 +117,47 @@ def _onnx(folder: Path, device: str) -> Dict[str, dict]:
     if own.device != "cpu":  # on CUDA: session.run (host in, host out) vs our IOBinding run
         spec["direct_iobinding"] = lambda x: own.run({"input": x})
     return {"onnxruntime": spec}
+
+
+def _tensorflow(folder: Path, device: str) -> Dict[str, dict]:
+    """The same 3-layer MLP as a SavedModel (weights from the ONNX MLP's generator: same shapes, not the same
+    numbers); direct = its serving_default signature called under the device the served model runs on."""
+    import tensorflow as tf
+
+    from gpuserve.backends.tensorflow import placement
+    from gpuserve.runtimes_tensorflow import TensorFlowModel
+
+    rng = np.random.default_rng(0)
+
+    class MLP(tf.Module):
+        def __init__(self):
+            super().__init__()
+            sizes = [FEATURES, HIDDEN, HIDDEN, OUT]
+            self.weights = [tf.Variable((rng.normal(size=(a, b)) / np.sqrt(a)).astype(np.float32))
+                            for a, b in zip(sizes, sizes[1:])]
+
+        @tf.function(input_signature=[tf.TensorSpec([None, FEATURES], tf.float32, name="input")])
+        def serve(self, x):
+            for i, weight in enumerate(self.weights):
+                x = x @ weight
+                if i < len(self.weights) - 1:
+                    x = tf.nn.relu(x)
+            return {"output": x}
+
+    mlp = MLP()
+    path = folder / "tf_mlp"
+    tf.saved_model.save(mlp, str(path), signatures={"serving_default": mlp.serve})
+    place, _, _ = placement(tf, device)
+    with tf.device(place):
+        signature = tf.saved_model.load(str(path)).signatures["serving_default"]
+
+    def direct(x):
+        with tf.device(place):
+            return signature(input=tf.constant(x))["output"].numpy()  # host arrays, as served
+
+    return {"tensorflow": {"make": lambda b: TensorFlowModel("tf", _settings("tf", "tensorflow", path, b, device)),
+                           "direct": direct, "input": "input",
+                           "note": f"SavedModel serving_default on {place}, tensorflow {tf.__version__}"}}
 
 
 def _classic(folder: Path) -> Dict[str, dict]:

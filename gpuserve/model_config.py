@@ -40,7 +40,8 @@ def model_config(meta: Dict[str, Any], settings: Optional[Any] = None) -> Dict[s
     skip = 1 if max_batch else 0
     platform = meta.get("platform") or ""
     backend = {"onnxruntime_onnx": "onnxruntime", "pytorch_libtorch": "pytorch", "torch_aoti": "pytorch",
-               "tensorrt_plan": "tensorrt", "fil": "fil"}.get(platform, "python" if platform in ("", "python") else "")
+               "tensorrt_plan": "tensorrt", "fil": "fil", "tensorflow_savedmodel": "tensorflow",
+               "tensorflow_graphdef": "tensorflow"}.get(platform, "python" if platform in ("", "python") else "")
     if platform in ("python", "fil"):  # Triton's metadata names these backends; their config leaves platform empty
         platform = ""
     config: Dict[str, Any] = {"name": meta.get("name", ""), "platform": platform, "backend": backend,

@@ -3,7 +3,8 @@
 Forms, detected per model folder:
 - MLServer: `model-settings.json` (anywhere below the root, as MLServer scans).
 - Bare artefact: `model.onnx` (or `.pt`, `.pt2`, `.plan`) in the folder, or in numbered version folders
-  (`1/model.onnx`), which is also how a Triton repository lays out its versions.
+  (`1/model.onnx`), which is also how a Triton repository lays out its versions; a TensorFlow SavedModel
+  (`saved_model.pb`, TFServing's `NAME/1/` layout) likewise.
 A model that cannot be built is registered not ready with the reason, never raised.
 """
 
@@ -59,7 +60,20 @@ def _artefact(folder: Path) -> Optional[Path]:
         candidate = folder / f"model{suffix}"
         if candidate.exists():
             return candidate
-    return None
+    return _tensorflow_artefact(folder)
+
+
+def _tensorflow_artefact(folder: Path) -> Optional[Path]:
+    """A TensorFlow SavedModel in `folder`: TFServing's layout (the folder itself holds saved_model.pb) or
+    Triton's (model.savedmodel/). A GraphDef is not recognised bare: it cannot name its tensors."""
+    if _savedmodel(folder):
+        return folder
+    candidate = folder / "model.savedmodel"
+    return candidate if _savedmodel(candidate) else None
+
+
+def _savedmodel(path: Path) -> bool:
+    return path.is_dir() and ((path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file())
 
 
 def _version_folders(folder: Path) -> Dict[str, Path]:
@@ -191,6 +205,10 @@ OPTIONAL_RUNTIMES = {
                       "gpuserve.runtimes_alibi_explain.runtime.AlibiExplainRuntime"),
     **_optional_names("mllib", "gpuserve.runtimes_mllib", "MLlibModel", "mlserver_mllib.MLlibModel",
                       "mlserver_mllib.mllib.MLlibModel"),
+    # TensorFlow (Triton's platforms and backend name, and the name the other frameworks' models have); its
+    # module imports no tensorflow: a missing one fails the load, naming gpuserve[tensorflow]
+    **_optional_names("tensorflow", "gpuserve.runtimes_tensorflow", "TensorFlowModel", "tensorflow_savedmodel",
+                      "tensorflow_graphdef", "gpuserve.runtimes.TensorFlowModel"),
 }
 
 
@@ -213,6 +231,8 @@ def runtime_for(settings: ModelSettings):
         raise InvalidSettings(f"model '{settings.name}' names no implementation and no parameters.uri")
     if uri.is_dir() and (uri / MLFLOW_FILE).is_file():
         return _optional_runtime(*OPTIONAL_RUNTIMES["mlflow"])
+    if _savedmodel(uri) or uri.suffix in (".savedmodel", ".graphdef"):
+        return _optional_runtime(*OPTIONAL_RUNTIMES["tensorflow"])
     path = uri / "model.onnx" if uri.is_dir() else uri
     runtime = ARTEFACT_RUNTIMES.get(path.suffix)
     if runtime is None:

@@ -581,35 +581,39 @@ class _OutputsByName:
         return dict(sorted(results.items())) if self.outputs_in_model_order else results
 
 
+def complete_max_batch(model: FrameworkModel, backend, backend_name: str) -> None:
+    """As Triton's ONNX Runtime and TensorFlow backends complete a config that is missing or lists no inputs
+    and outputs: a model whose tensors all have a variable first dimension, and no max_batch_size, gets
+    --backend-config's default-max-batch-size (4 unless given; 0 leaves it unbatched) and, above 1,
+    dynamic batching. gpuserve's own bare model files keep their automatic batching."""
+    from gpuserve import backend_config
+
+    extra = model.settings.model_extra or {}
+    no_config = "triton_max_batch_size" not in extra and "triton_version_policy" in extra
+    bare_config = extra.get("triton_max_batch_size") == 0 and not model.settings.inputs \
+        and not model.settings.outputs
+    if not (no_config or bare_config) or model.settings.max_batch_size:
+        return
+    backend_config.say_configuration(backend_name)
+    default = backend_config.default_max_batch_size(backend_name)
+    if not all(spec.shape and spec.shape[0] == -1 for spec in [*backend.inputs, *backend.outputs]):
+        return
+    logger.warning("autofilled max_batch_size to %d for model '%s' since batching is supporrted but no "
+                   "max_batch_size is specified in model configuration. Must specify max_batch_size to utilize "
+                   "autofill with a larger max batch size", default, model.name)  # Triton's words, typo too
+    extra["triton_max_batch_size"] = default
+    model.settings.max_batch_size = default if default > 1 else 0
+    if default > 1 and model.settings.dynamic_batching is None:
+        from gpuserve.settings import DynamicBatching
+
+        model.settings.dynamic_batching = DynamicBatching()
+
+
 class OnnxModel(_OutputsByName, FrameworkModel):
     platform = "onnxruntime_onnx"
 
     def _complete_max_batch(self, backend) -> None:
-        """As Triton's ONNX Runtime backend completes a config that is missing or lists no inputs and outputs:
-        a model whose tensors all have a variable first dimension, and no max_batch_size, gets
-        --backend-config's default-max-batch-size (4 unless given; 0 leaves it unbatched) and, above 1,
-        dynamic batching. gpuserve's own bare model files keep their automatic batching."""
-        from gpuserve import backend_config
-
-        extra = self.settings.model_extra or {}
-        no_config = "triton_max_batch_size" not in extra and "triton_version_policy" in extra
-        bare_config = extra.get("triton_max_batch_size") == 0 and not self.settings.inputs \
-            and not self.settings.outputs
-        if not (no_config or bare_config) or self.settings.max_batch_size:
-            return
-        backend_config.say_configuration("onnxruntime")
-        default = backend_config.default_max_batch_size("onnxruntime")
-        if not all(spec.shape and spec.shape[0] == -1 for spec in [*backend.inputs, *backend.outputs]):
-            return
-        logger.warning("autofilled max_batch_size to %d for model '%s' since batching is supporrted but no "
-                       "max_batch_size is specified in model configuration. Must specify max_batch_size to utilize "
-                       "autofill with a larger max batch size", default, self.name)  # Triton's words, typo too
-        extra["triton_max_batch_size"] = default
-        self.settings.max_batch_size = default if default > 1 else 0
-        if default > 1 and self.settings.dynamic_batching is None:
-            from gpuserve.settings import DynamicBatching
-
-            self.settings.dynamic_batching = DynamicBatching()
+        complete_max_batch(self, backend, "onnxruntime")
 
     def artefact(self) -> Path:
         path = super().artefact()
@@ -830,3 +834,13 @@ BUILTIN_RUNTIMES = {
 }
 BUILTIN_RUNTIMES.update(CLASSIC_RUNTIMES)
 ARTEFACT_RUNTIMES = {".onnx": OnnxModel, ".pt2": TorchModel, ".pt": TorchModel, ".plan": TensorRTModel}
+
+
+def __getattr__(name: str):
+    """`gpuserve.runtimes.TensorFlowModel`, the name the other frameworks' models have, from its own module
+    (gpuserve/runtimes_tensorflow.py), imported on first use."""
+    if name == "TensorFlowModel":
+        from gpuserve.runtimes_tensorflow import TensorFlowModel
+
+        return TensorFlowModel
+    raise AttributeError(f"module 'gpuserve.runtimes' has no attribute '{name}'")

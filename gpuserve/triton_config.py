@@ -37,11 +37,13 @@ V2_TYPES = {"TYPE_BOOL": "BOOL", "TYPE_UINT8": "UINT8", "TYPE_UINT16": "UINT16",
 PLATFORMS = {"onnxruntime_onnx": "onnx", "onnxruntime": "onnx", "pytorch_libtorch": "torch", "pytorch": "torch",
              "torch_aoti": "torch",
              "tensorrt_plan": "tensorrt", "tensorrt": "tensorrt", "python": "triton_python", "ensemble": "ensemble",
-             "fil": "fil"}
+             "fil": "fil", "tensorflow_savedmodel": "tensorflow_savedmodel",
+             "tensorflow_graphdef": "tensorflow_graphdef"}
 # Triton's identity and square backends (C++ libraries it builds for its tests), served as Python-backend models
 OWN_BACKENDS = {"identity": "triton_backends/identity.py", "square": "triton_backends/square.py"}
 DEFAULT_FILES = {"onnx": "model.onnx", "torch": "model.pt", "tensorrt": "model.plan", "triton_python": "model.py",
-                 "ensemble": "", "fil": ""}
+                 "ensemble": "", "fil": "", "tensorflow_savedmodel": "model.savedmodel",
+                 "tensorflow_graphdef": "model.graphdef"}
 
 
 def _tokens(text: str) -> List[Tuple[str, Any]]:
@@ -292,11 +294,12 @@ def dynamic_batching_settings(dyn: Optional[Dict[str, Any]]) -> Dict[str, Any]:
 def _runtime_of_files(where: Path, config: Dict[str, Any]) -> Optional[str]:
     """A config without platform or backend (e.g. `{"max_batch_size": 16}` given to load_model) is served by
     the framework of the file it would load: default_model_filename's suffix, else the default file found."""
-    suffixes = {".onnx": "onnx", ".pt": "torch", ".pt2": "torch", ".plan": "tensorrt"}
+    suffixes = {".onnx": "onnx", ".pt": "torch", ".pt2": "torch", ".plan": "tensorrt",
+                ".savedmodel": "tensorflow_savedmodel", ".graphdef": "tensorflow_graphdef"}
     named = config.get("default_model_filename")
     if named:
         return suffixes.get(Path(named).suffix)
-    return next((runtime for runtime in ("onnx", "torch", "tensorrt")
+    return next((runtime for runtime in ("onnx", "torch", "tensorrt", "tensorflow_savedmodel", "tensorflow_graphdef")
                  if (where / DEFAULT_FILES[runtime]).exists()), None)
 
 
@@ -312,7 +315,7 @@ def settings_from_config(folder: Path, config: Dict[str, Any], version: Optional
         runtime = _runtime_of_files(folder / str(version) if version is not None else folder, config)
     _check_runtime_field(config, backend)
     if runtime is None:
-        served = "gpuserve serves onnxruntime, pytorch, tensorrt, python, fil and ensemble models"
+        served = "gpuserve serves onnxruntime, pytorch, tensorflow, tensorrt, python, fil and ensemble models"
         if backend:  # Triton's words for a backend it has no library for
             raise InvalidSettings(f"Invalid argument: unable to find backend library for backend '{backend}', try "
                                   f"specifying runtime on the model configuration. ({served})")
@@ -500,7 +503,11 @@ def optimization_settings(config: Dict[str, Any]) -> Dict[str, Any]:
 # names are accepted there too. Other keys are the model's own (a Python model reads them) and stay put.
 _THREAD_KEYS = {"intra_op_thread_count": "intra_op_threads", "INTRA_OP_THREAD_COUNT": "intra_op_threads",
                 "inter_op_thread_count": "inter_op_threads", "intra_op_threads": "intra_op_threads",
-                "inter_op_threads": "inter_op_threads"}
+                "inter_op_threads": "inter_op_threads",
+                # Triton's TensorFlow backend's (process-wide in TensorFlow: backends/tensorflow.py)
+                "TF_NUM_INTRA_THREADS": "intra_op_threads", "TF_NUM_INTER_THREADS": "inter_op_threads"}
+# Triton's TensorFlow backend's signature and MetaGraph tag, as written
+_TEXT_KEYS = {"TF_SIGNATURE_DEF": "signature_name", "TF_GRAPH_TAG": "tags"}
 _SWITCH_KEYS = ("enable_mem_arena", "enable_mem_pattern", "allow_spinning")  # the same names in our settings
 # Entries Triton's ONNX Runtime backend hands to the session's / each run's config, as written.
 _SESSION_ENTRIES = ("session.use_device_allocator_for_initializers",)
@@ -534,6 +541,8 @@ def backend_parameters(config: Dict[str, Any]) -> Dict[str, Any]:
                 raise InvalidSettings(f"model '{name}': parameters '{key}' must be 0 or more, got {text!r}")
             if count:  # 0: the backend's default (the cores this process may use)
                 extra[_THREAD_KEYS[key]] = count
+        elif key in _TEXT_KEYS and str(text or "").strip():
+            extra[_TEXT_KEYS[key]] = str(text).strip()
         elif key in _SWITCH_KEYS:
             if word not in _TRUE + _FALSE:
                 raise InvalidSettings(f"model '{name}': parameters '{key}': failed to convert '{text}' to boolean")

@@ -44,8 +44,23 @@ def complete_backend(name: str, folder: Path, config: Dict[str, Any]) -> Dict[st
         return not platform and not filename and default in files and (folder_ok or not files[default].is_dir())
 
     done = False
+    if not platform and backend in ("", "tensorflow"):  # TensorFlow's platform from the file name or the files
+        if filename == "model.savedmodel" or (not filename and "model.savedmodel" in files
+                                               and files["model.savedmodel"].is_dir()):
+            platform = "tensorflow_savedmodel"
+        elif not filename and "saved_model.pb" in files:  # TFServing's layout (1/saved_model.pb): gpuserve's own
+            platform = "tensorflow_savedmodel"
+        elif filename == "model.graphdef" or (not filename and "model.graphdef" in files
+                                              and not files["model.graphdef"].is_dir()):
+            platform = "tensorflow_graphdef"
+    if platform in ("tensorflow_savedmodel", "tensorflow_graphdef"):
+        backend = backend or "tensorflow"
+        filename = filename or ("model.savedmodel" if platform == "tensorflow_savedmodel" else "model.graphdef")
+        done = True
     for candidate, implied, default in (("tensorrt", "tensorrt_plan", "model.plan"),
                                         ("onnxruntime", "onnxruntime_onnx", "model.onnx")):
+        if done:
+            break
         if not backend and (platform == implied or filename == default or found(default, candidate != "tensorrt")):
             backend = candidate
         if backend == candidate:

@@ -13,6 +13,14 @@ fi
 .venv/bin/python -m pip install -q -e ".[dev,onnx,grpc,speed,tracing]" 2>&1 | grep -v "^WARNING: Location" || true
 # torch is an optional extra; 2.13.0 is the CPU build that lies on this machine's disk (no CUDA download).
 .venv/bin/python -m pip install -q "torch==2.13.0" 2>&1 | grep -v "^WARNING: Location" || true
+# tensorflow-cpu (tests/test_tensorflow_backend.py, gpuserve[tensorflow]): about 275 MB to download, 1.3 GB installed,
+# ~20 s from a local wheel; it changes none of numpy, protobuf or grpcio (2.21.0 checked). The tests skip without it.
+.venv/bin/python -m pip install -q "tensorflow-cpu==2.21.0" 2>&1 | grep -v "^WARNING: Location" || true
+# Beside tensorflow, alibi-detect 0.13 (below) fails at `import alibi_detect` without tensorflow-probability (its TF
+# modules load once tensorflow is found), and tensorflow-probability needs tf-keras under Keras 3. Both --no-deps:
+# tf-keras requires the `tensorflow` package, a second TensorFlow beside tensorflow-cpu. About 10 MB, a few seconds.
+.venv/bin/python -m pip install -q --no-deps "tf-keras==2.21.0" "tensorflow-probability==0.25.0" 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/python -m pip install -q dm-tree decorator 2>&1 | grep -v "^WARNING: Location" || true
 # alibi-detect (tests/test_mlserver_alibi_detect.py) without its pins (numpy<2, pandas<3, numba<0.60, Pillow<11),
 # which would downgrade the whole suite's numpy and pandas, beside the modules it imports here (transformers:
 # because torch is installed; numba: its online detectors). About 370 MB (llvmlite, transformers), ~35 s; the

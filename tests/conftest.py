@@ -9,7 +9,10 @@ import threading
 
 import pytest
 
+from gpuserve.huggingface.common import transformers_without_keras3
 from gpuserve.settings import ServerSettings
+
+transformers_without_keras3()  # tests that import transformers themselves, beside tensorflow (gpuserve[tensorflow])
 
 
 def _cuda_available() -> bool:

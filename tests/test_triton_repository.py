@@ -90,7 +90,8 @@ def test_triton_repository_serves_with_policies(tmp_path):
             assert labelled[0][0].decode().split(":")[2] in ("a", "b", "c")
             index = {(m["name"], m.get("version", "")): m for m in client.get_model_repository_index()}
             assert "cannot read" in index[("bad", "")]["reason"] or "expected" in index[("bad", "")]["reason"]
-            assert "tensorflow_savedmodel" in index[("tf", "")]["reason"]
+            # served now (backends/tensorflow.py); an empty version folder has no SavedModel to load
+            assert "model.savedmodel does not exist" in index[("tf", "1")]["reason"]
             assert "TensorRT" in index[("trt", "1")]["reason"]
             assert client.is_server_ready() and not client.is_model_ready("bad")
 

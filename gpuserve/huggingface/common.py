@@ -37,7 +37,30 @@ _LOADING = threading.Lock()
 INSTALL = "pip install 'gpuserve[huggingface]' (and torch: 'gpuserve[torch]')"
 
 
+def transformers_without_keras3() -> None:
+    """Keep transformers 4.x off TensorFlow where it cannot use it: beside Keras 3 (TensorFlow >= 2.16's own,
+    e.g. gpuserve[tensorflow]) it needs tf-keras, and without it a pipeline that looks for TensorFlow classes
+    (every pipeline, once both torch and tensorflow are installed) fails to import them ("Keras 3 ... not yet
+    supported in Transformers"). There, and unless USE_TF says otherwise, transformers is told USE_TF=0 and
+    serves with torch; before transformers is imported, as it reads USE_TF once."""
+    import importlib.metadata
+    import importlib.util
+    import os
+    import sys
+
+    if "USE_TF" in os.environ or "transformers" in sys.modules or importlib.util.find_spec("tensorflow") is None \
+            or importlib.util.find_spec("tf_keras") is not None:
+        return
+    try:
+        keras3 = importlib.metadata.version("keras").split(".")[0] == "3"
+    except importlib.metadata.PackageNotFoundError:
+        return
+    if keras3:
+        os.environ["USE_TF"] = "0"
+
+
 def _transformers() -> Any:
+    transformers_without_keras3()
     try:
         import transformers.pipelines
     except ImportError as exc:
