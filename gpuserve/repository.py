@@ -29,6 +29,7 @@ from gpuserve.model import BaseKServeModel
 from gpuserve.model_repository import DUPLICATED, ModelRepository, composing_models
 from gpuserve.namespacing import SEP, copies, namespaced, plain
 from gpuserve.runtimes import ARTEFACT_RUNTIMES, BUILTIN_RUNTIMES
+from gpuserve.runtimes_tensorflow import is_savedmodel  # no tensorflow import: a path test
 from gpuserve.ensemble import EnsembleModel
 from gpuserve.environments import DEFAULT_ENVIRONMENTS_DIR, source_for
 from gpuserve.triton_python import TritonPythonBackendModel
@@ -66,14 +67,10 @@ def _artefact(folder: Path) -> Optional[Path]:
 def _tensorflow_artefact(folder: Path) -> Optional[Path]:
     """A TensorFlow SavedModel in `folder`: TFServing's layout (the folder itself holds saved_model.pb) or
     Triton's (model.savedmodel/). A GraphDef is not recognised bare: it cannot name its tensors."""
-    if _savedmodel(folder):
+    if is_savedmodel(folder):
         return folder
     candidate = folder / "model.savedmodel"
-    return candidate if _savedmodel(candidate) else None
-
-
-def _savedmodel(path: Path) -> bool:
-    return path.is_dir() and ((path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file())
+    return candidate if is_savedmodel(candidate) else None
 
 
 def _version_folders(folder: Path) -> Dict[str, Path]:
@@ -231,7 +228,7 @@ def runtime_for(settings: ModelSettings):
         raise InvalidSettings(f"model '{settings.name}' names no implementation and no parameters.uri")
     if uri.is_dir() and (uri / MLFLOW_FILE).is_file():
         return _optional_runtime(*OPTIONAL_RUNTIMES["mlflow"])
-    if _savedmodel(uri) or uri.suffix in (".savedmodel", ".graphdef"):
+    if is_savedmodel(uri) or uri.suffix in (".savedmodel", ".graphdef"):
         return _optional_runtime(*OPTIONAL_RUNTIMES["tensorflow"])
     path = uri / "model.onnx" if uri.is_dir() else uri
     runtime = ARTEFACT_RUNTIMES.get(path.suffix)
