@@ -406,7 +406,7 @@ async def serve(name, detector, predict_parameters):
     values = {k: None if v is None else np.asarray(v).tolist() for k, v in expected["data"].items()}
     results[name] = {"outputs": outputs, "parameters": answer.parameters.model_dump(exclude_none=True),
                      "expected": values}
-asyncio.run(serve("ae", ae, {"outlier_perc": 75}))
+asyncio.run(serve("ae", ae, {"outlier_perc": 50}))
 asyncio.run(serve("vae", vae, {"return_feature_score": False}))
 print("RESULTS " + json.dumps(results, default=lambda v: v.item()))
 """
