@@ -15,10 +15,14 @@ MLServer's runtime (1.6.1 = 1.7.1), which this one was checked against on the sa
   its state is written to `<uri>/state` every `state_save_freq` steps (where `load_detector` reads it back);
 - `is_drift` is recorded in the `seldon_model_drift` metric;
 - a detector raising ValueError or IndexError (wrong width, bad `predict_parameters` values) is a 400.
-Where it differs, on purpose: `detector.predict` runs on a thread of the model's own (one, so requests
-still reach a stateful detector one at a time and in order) rather than on the event loop; an online detector's
-None values (`distance`, `p_val`) go over gRPC as the bytes b"None" (MLServer fails that call: INTERNAL); a
-broken detector folder is a 500 from the repository's load (MLServer 400), as any model's failed load here.
+TensorFlow detectors (a `backend='tensorflow'` drift detector, a TensorFlow `preprocess_fn`) serve as any other,
+their models called on the model's thread; those alibi-detect saves in its legacy format with Keras 2 weights
+(OutlierAE, OutlierVAE, ...) load only where `tf.keras` is Keras 2 (TF_USE_LEGACY_KERAS=1 with tf-keras; under
+Keras 3 the reason says so).
+Where it differs, on purpose: `detector.predict` runs on a thread of the model's own (one, so requests still reach
+a stateful detector one at a time and in order) rather than on the event loop; an online detector's None values
+(`distance`, `p_val`) go over gRPC as the bytes b"None" (MLServer fails that call: INTERNAL); a broken detector
+folder is a 500 from the repository's load (MLServer 400), as any model's failed load here.
 """
 
 from __future__ import annotations
@@ -93,7 +97,7 @@ class AlibiDetectRuntime(MLModel):
         except (ValueError, FileNotFoundError, EOFError, NotImplementedError, ValidationError) as exc:
             close_thread(self)
             # MLServer's words and status (400 from the repository's load; the model stays not ready)
-            raise MLServerError(f"Invalid configuration for model {self.name}: {exc}") from None
+            raise MLServerError(f"Invalid configuration for model {self.name}: {exc}{_keras2_hint(exc)}") from None
         except BaseException:
             close_thread(self)
             raise
@@ -171,6 +175,16 @@ def _encode_output(name: str, values: np.ndarray) -> ResponseOutput:
     shape = list(values.shape) + ([1] if values.ndim == 1 else [])  # as the codec: a column for one axis
     return ResponseOutput(name=name, shape=shape, datatype="BYTES", data=values.ravel().tolist(),
                           parameters=Parameters(content_type=NumpyCodec.ContentType))
+
+
+def _keras2_hint(exc: BaseException) -> str:
+    """What to do when Keras 3 refuses a TensorFlow checkpoint: alibi-detect's legacy format (every outlier and
+    adversarial detector with a TensorFlow model: OutlierAE, OutlierVAE, ...) saves its weights with Keras 2's
+    `save_weights` (`model/*.ckpt`), which Keras 3 (`tf.keras` from TensorFlow 2.16 on) neither writes nor reads."""
+    if "Keras 3" not in str(exc) or ".ckpt" not in str(exc):
+        return ""
+    return (" (a TensorFlow checkpoint written by Keras 2, alibi-detect's legacy format: serve it with tf-keras "
+            "installed and TF_USE_LEGACY_KERAS=1 set before gpuserve starts, so that tf.keras is Keras 2)")
 
 
 def _log_drift(prediction: dict) -> None:

@@ -2,11 +2,14 @@
 `save_detector` are served from their model-settings.json and answer what the detector's own `predict` answers,
 encoded as MLServer 1.7.1's runtime encodes it (checked against it: benchmarks/peers/alibi_detect_conformance.py),
 over REST and gRPC; `batch_size`, online detectors and their saved state, the settings and their refusals, bad
-input (400) and a broken folder (not ready, with the reason; the others serve on)."""
+input (400) and a broken folder (not ready, with the reason; the others serve on). TensorFlow ones: a KSDrift with a
+Keras preprocessing model, an MMDDrift on TensorFlow, and OutlierAE / OutlierVAE (Keras 2 only: in a subprocess)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +38,8 @@ MIXED = np.c_[REF[:, :2], RNG.integers(0, 3, (100, 1))].astype(np.float32)  # a 
 COUNTS = RNG.integers(0, 4, (100, 2))
 SHIFTED = (RNG.normal(size=(20, 3)) + 0.8).astype(np.float32)
 TIMEOUT = 60
+HAS_TF = importlib.util.find_spec("tensorflow") is not None
+needs_tf = pytest.mark.skipif(not HAS_TF, reason="tensorflow is not installed")
 
 
 def _save(root: Path, name: str, detector, extra=None, implementation=RUNTIME) -> Path:
@@ -74,6 +79,9 @@ def served(tmp_path_factory):
     _save(root, "chi", ChiSquareDrift(COUNTS, p_val=0.05))
     _save(root, "ks-unknown-keyword", KSDrift(REF, p_val=0.05), {"predict_parameters": {"no_such_keyword": 1}})
     _save(root, "ks-misspelt", KSDrift(REF, p_val=0.05), {"batch_sz": 3})
+    if HAS_TF:
+        _save(root, "ks-tf-preprocess", KSDrift(REF, p_val=0.05, preprocess_fn=_keras_preprocessing()))
+        _save(root, "mmd-tf", _mmd_tf())
     broken = root / "broken"
     (broken / "detector").mkdir(parents=True)
     (broken / "detector" / "config.toml").write_text("name = 'KSDrift'\nnot toml [[[\n")
@@ -84,6 +92,24 @@ def served(tmp_path_factory):
         with httpx.Client(base_url=f"http://127.0.0.1:{server.ports['http']}", timeout=TIMEOUT) as http:
             with triton.InferenceServerClient(f"127.0.0.1:{server.ports['grpc']}") as grpc_client:
                 yield SimpleNamespace(root=root, http=http, grpc=grpc_client)
+
+
+def _keras_preprocessing():
+    """alibi-detect's TensorFlow preprocessing: an untrained encoder (Dense 3 -> 2, fixed seed) in a UAE."""
+    from functools import partial
+
+    import tensorflow as tf
+    from alibi_detect.cd.tensorflow import UAE, preprocess_drift
+
+    tf.keras.utils.set_random_seed(0)
+    encoder = tf.keras.Sequential([tf.keras.Input((3,)), tf.keras.layers.Dense(2)])
+    return partial(preprocess_drift, model=UAE(encoder_net=encoder), batch_size=16)
+
+
+def _mmd_tf():
+    from alibi_detect.cd import MMDDrift
+
+    return MMDDrift(REF, backend="tensorflow", p_val=0.05, n_permutations=30)
 
 
 def _detector(served, name):
@@ -105,6 +131,7 @@ def _assert_answers_as(outputs, prediction):
     ("ks-feature", SHIFTED[:6], "FP32", {"drift_type": "feature"}),
     ("tab", np.c_[SHIFTED[:8, :2], RNG.integers(0, 3, (8, 1))], "FP32", {}),
     ("chi", RNG.integers(0, 4, (7, 2)), "INT64", {}),
+    pytest.param("ks-tf-preprocess", SHIFTED[:6], "FP32", {}, marks=needs_tf),
 ])
 def test_drift_detectors_answer_as_their_predict(served, name, rows, datatype, kwargs):
     answer = served.http.post(f"/v2/models/{name}/infer", json=_body(rows, datatype))
@@ -112,9 +139,28 @@ def test_drift_detectors_answer_as_their_predict(served, name, rows, datatype, k
     prediction = _detector(served, name).predict(np.asarray(rows), **kwargs)
     _assert_answers_as(_outputs(answer.json()), prediction)
     assert answer.json()["parameters"] == {k: v for k, v in prediction["meta"].items() if v is not None}
-    method = {"ks": "ks", "ks-feature": "ks", "tab": "tabular", "chi": "chisquare"}[name]
+    method = {"ks": "ks", "ks-feature": "ks", "tab": "tabular", "chi": "chisquare", "ks-tf-preprocess": "ks"}[name]
     assert answer.headers["x-seldon-alibi-type"] == "drift"
     assert answer.headers["x-seldon-alibi-method"] == method
+
+
+@needs_tf
+def test_a_tensorflow_drift_detector_answers_as_its_predict(served):
+    """MMDDrift on TensorFlow: its permutation test draws from NumPy's global generator, seeded alike before the
+    served call and the direct one (the server runs in this process)."""
+    rows = SHIFTED[:8] * 0.3
+    np.random.seed(11)
+    answer = served.http.post("/v2/models/mmd-tf/infer", json=_body(rows))
+    assert answer.status_code == 200, answer.text
+    np.random.seed(11)
+    prediction = _detector(served, "mmd-tf").predict(rows)
+    _assert_answers_as(_outputs(answer.json()), prediction)
+    shapes = {o["name"]: (o["shape"], o["datatype"]) for o in answer.json()["outputs"]}
+    assert shapes == {"is_drift": ([1, 1], "INT64"), "distance": ([1, 1], "FP32"), "p_val": ([1, 1], "FP64"),
+                      "threshold": ([1, 1], "FP64"), "distance_threshold": ([1, 1], "FP32")}
+    assert answer.json()["parameters"]["backend"] == "tensorflow"
+    assert answer.json()["parameters"]["name"] == "MMDDriftTF"
+    assert answer.headers["x-seldon-alibi-method"] == "mmd"
 
 
 def test_feature_drift_shapes_and_datatypes_as_mlserver(served):
@@ -286,23 +332,25 @@ def test_without_alibi_detect_the_reason_names_the_extra(monkeypatch):
         _builtin_runtime("mlserver_alibi_detect.AlibiDetectRuntime")
 
 
+@needs_tf
 async def test_an_outlier_detector_answers_as_mlservers_runtime(tmp_path):
-    """Saving an outlier detector needs TensorFlow (alibi-detect's legacy format), so a fitted IForest replaces
-    the loaded one; MLServer 1.7.1's runtime answered the same request with these fields, field by field
+    """A saved IForest (alibi-detect's legacy format, which needs TensorFlow to save) loaded by the runtime;
+    MLServer 1.7.1's runtime answered the same request with these fields, field by field
     (benchmarks/peers/alibi_detect_outliers.py)."""
     from alibi_detect.od import IForest
 
     from gpuserve.mlserver.alias import install
 
     install()
-    save_detector(KSDrift(REF, p_val=0.05), str(tmp_path / "ks"))
-    runtime = _runtime(tmp_path / "ks", predict_parameters={"return_instance_score": True})
-    await runtime.load()
-    runtime._model = detector = IForest(threshold=0.0)
+    np.random.seed(0)  # IForest's IsolationForest draws from NumPy's global generator
+    detector = IForest(threshold=0.0)
     detector.fit(REF)
+    save_detector(detector, str(tmp_path / "iforest"))
+    runtime = _runtime(tmp_path / "iforest", predict_parameters={"return_instance_score": True})
+    await runtime.load()
     rows = SHIFTED[:4] * 3
     answer = await runtime.predict(_request(rows))
-    expected = detector.predict(rows.astype(np.float32), return_instance_score=True)["data"]
+    expected = load_detector(str(tmp_path / "iforest")).predict(rows, return_instance_score=True)["data"]
     fields = {o.name: (o.shape, o.datatype) for o in answer.outputs}
     assert fields == {"instance_score": ([1, 4], "FP64"), "feature_score": ([1, 1], "BYTES"),
                       "is_outlier": ([1, 4], "INT64")}
@@ -311,3 +359,106 @@ async def test_an_outlier_detector_answers_as_mlservers_runtime(tmp_path):
     assert data["is_outlier"] == expected["is_outlier"].tolist() and data["feature_score"] == [None]
     assert answer.parameters.headers == {"x-seldon-alibi-type": "outlier", "x-seldon-alibi-method": "isolationforest"}
     assert answer.parameters.detector_type == "outlier"
+
+
+# -- OutlierAE / OutlierVAE: alibi-detect saves their weights with Keras 2 (`save_weights` to a TF checkpoint),
+# which Keras 3 neither writes nor reads: saved and served in a subprocess where tf.keras is Keras 2 ----------
+
+KERAS2_SCRIPT = """
+import asyncio, json, sys
+import numpy as np
+import tensorflow as tf
+assert tf.keras.Model.__module__.startswith("tf_keras"), tf.keras.Model  # Keras 2
+from alibi_detect.od import OutlierAE, OutlierVAE
+from alibi_detect.saving import load_detector, save_detector
+from gpuserve.mlserver.alias import install
+install()
+from mlserver_alibi_detect import AlibiDetectRuntime
+from gpuserve.mlserver.codecs import NumpyRequestCodec
+from gpuserve.mlserver.settings import ModelParameters, ModelSettings
+
+root, ref, rows = sys.argv[1], np.load(sys.argv[2]), np.load(sys.argv[3])
+tf.keras.utils.set_random_seed(0)
+layers = tf.keras.layers
+def nets(latent):
+    encoder = tf.keras.Sequential([layers.InputLayer(input_shape=(3,)), layers.Dense(latent, activation="relu")])
+    decoder = tf.keras.Sequential([layers.InputLayer(input_shape=(2,)), layers.Dense(3)])
+    return encoder, decoder
+encoder, decoder = nets(2)
+ae = OutlierAE(threshold=None, encoder_net=encoder, decoder_net=decoder)
+ae.fit(ref, epochs=2, batch_size=32, verbose=False)
+ae.infer_threshold(ref, threshold_perc=90)
+encoder, decoder = nets(4)
+vae = OutlierVAE(threshold=1.0, encoder_net=encoder, decoder_net=decoder, latent_dim=2, samples=4)
+results = {}
+async def serve(name, detector, predict_parameters):
+    save_detector(detector, f"{root}/{name}")
+    runtime = AlibiDetectRuntime(ModelSettings(name=name, implementation=AlibiDetectRuntime, parameters=ModelParameters(
+        uri=f"{root}/{name}", extra={"predict_parameters": predict_parameters})))
+    await runtime.load()
+    loaded = load_detector(f"{root}/{name}")
+    tf.keras.utils.set_random_seed(7)  # OutlierVAE samples its latent space (seeds from NumPy and TensorFlow)
+    answer = await runtime.predict(NumpyRequestCodec.encode_request(rows))
+    tf.keras.utils.set_random_seed(7)
+    expected = loaded.predict(rows, **predict_parameters)
+    outputs = {o.name: {"shape": o.shape, "datatype": o.datatype,
+                        "data": list(o.data.root if hasattr(o.data, "root") else o.data)} for o in answer.outputs}
+    values = {k: None if v is None else np.asarray(v).tolist() for k, v in expected["data"].items()}
+    results[name] = {"outputs": outputs, "parameters": answer.parameters.model_dump(exclude_none=True),
+                     "expected": values}
+asyncio.run(serve("ae", ae, {"outlier_perc": 50}))
+asyncio.run(serve("vae", vae, {"return_feature_score": False}))
+print("RESULTS " + json.dumps(results, default=lambda v: v.item()))
+"""
+
+
+@pytest.fixture(scope="module")
+def keras2_detectors(tmp_path_factory):
+    """OutlierAE and OutlierVAE saved and served by the runtime under TF_USE_LEGACY_KERAS=1 (tf-keras), with the
+    detector's own `predict` beside; their folders stay for the Keras 3 test below."""
+    if not HAS_TF or importlib.util.find_spec("tf_keras") is None:
+        pytest.skip("tensorflow and tf-keras are not installed")
+    root = tmp_path_factory.mktemp("keras2")
+    np.save(root / "ref.npy", REF)
+    np.save(root / "rows.npy", np.r_[SHIFTED[:3] * 3, REF[:3]])
+    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run([sys.executable, "-c", KERAS2_SCRIPT, str(root), str(root / "ref.npy"),
+                           str(root / "rows.npy")], capture_output=True, text=True, timeout=180, env=env,
+                          cwd=Path(__file__).resolve().parents[1])
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULTS ")]
+    assert done.returncode == 0 and lines, (done.stdout[-2000:], done.stderr[-3000:])
+    return SimpleNamespace(root=root, results=json.loads(lines[0][len("RESULTS "):]))
+
+
+@pytest.mark.parametrize("name, fields", [
+    ("ae", {"instance_score": ([1, 6], "FP32"), "feature_score": ([1, 6, 3], "FP32"), "is_outlier": ([1, 6], "INT64")}),
+    ("vae", {"instance_score": ([1, 6], "FP32"), "feature_score": ([1, 1], "BYTES"), "is_outlier": ([1, 6], "INT64")}),
+])
+def test_keras2_outlier_detectors_answer_as_their_predict(keras2_detectors, name, fields):
+    result = keras2_detectors.results[name]
+    outputs, expected = result["outputs"], result["expected"]
+    assert {k: (o["shape"], o["datatype"]) for k, o in outputs.items()} == fields
+    assert list(outputs) == list(expected)
+    for key, value in expected.items():
+        if value is None:
+            assert outputs[key]["data"] == [None], key  # a BYTES null, as MLServer's codec
+        else:
+            assert np.allclose(outputs[key]["data"], np.ravel(value), atol=1e-6), key
+    if name == "ae":
+        assert 0 < sum(expected["is_outlier"]) < 6  # the threshold inferred from REF splits these rows
+    assert result["parameters"]["headers"] == {"x-seldon-alibi-type": "outlier", "x-seldon-alibi-method": name}
+    assert result["parameters"]["name"] == {"ae": "OutlierAE", "vae": "OutlierVAE"}[name]
+
+
+async def test_a_keras2_detector_under_keras3_is_not_ready_and_says_why(keras2_detectors):
+    import tensorflow as tf
+
+    if not tf.keras.Model.__module__.startswith("keras.src"):
+        pytest.skip("tf.keras is Keras 2 here (TF_USE_LEGACY_KERAS)")
+    from gpuserve.mlserver.alias import install
+    from gpuserve.mlserver.errors import MLServerError
+
+    install()
+    runtime = _runtime(keras2_detectors.root / "ae")
+    with pytest.raises(MLServerError, match=r"Invalid configuration for model online: .*Keras 3.*TF_USE_LEGACY_KERAS"):
+        await runtime.load()

@@ -3,11 +3,13 @@ alibi (or built from `init_parameters`) are served from their model-settings.jso
 (`mlserver_sklearn.SKLearnModel`) that the black-box ones ask over V2 REST at `infer_uri`, on the same server
 and on a second one; the answer is MLServer's (one BYTES output `explanation` holding the explanation's JSON,
 the x-seldon-alibi-* headers) and holds what alibi and shap compute in process; settings, bad input (400), an
-unreachable inference model (an error answer, no hang) and broken folders (not ready, with the reason)."""
+unreachable inference model (an error answer, no hang) and broken folders (not ready, with the reason).
+IntegratedGradients (white box) gets a small Keras classifier built here, and answers alibi's attributions."""
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import socket
 import subprocess
@@ -46,6 +48,9 @@ IMAGES = (DIGITS.images / 16.0)[..., None]  # [N, 8, 8, 1]
 DIGITS_CLF = LogisticRegression(max_iter=500).fit(IMAGES.reshape(len(IMAGES), -1), DIGITS.target)
 ROWS = np.array([[0.9, 0.2, 0.5, 0.5], [0.1, 0.8, 0.3, 0.6], [0.7, 0.7, 0.1, 0.9]], dtype=np.float32)
 TIMEOUT = 120
+HAS_TF = importlib.util.find_spec("tensorflow") is not None
+IG_INIT = {"n_steps": 10, "method": "riemann_trapezoid"}  # the explainer built from init_parameters
+IG_SAVED = {"n_steps": 20}  # the one saved with alibi and loaded from parameters.uri
 
 
 def _free_port() -> int:
@@ -76,6 +81,37 @@ def _explainer(root: Path, name: str, explainer=None, **extra) -> Path:
     if explainer is not None:
         explainer.save(str(folder / "explainer"))
     return folder
+
+
+def _keras_classifier():
+    """Dense 4 -> 8 (relu) -> 3 (softmax), fixed weights: no training."""
+    import tensorflow as tf
+
+    inputs = tf.keras.Input(shape=(4,))
+    hidden = tf.keras.layers.Dense(8, activation="relu")(inputs)
+    model = tf.keras.Model(inputs, tf.keras.layers.Dense(3, activation="softmax")(hidden))
+    rng = np.random.default_rng(3)
+    model.set_weights([rng.normal(size=w.shape).astype(np.float32) for w in model.get_weights()])
+    return model
+
+
+def _integrated_gradients(root: Path, uri: str):
+    """Two IntegratedGradients over one Keras classifier: `ig` built from init_parameters (the model a `.keras`
+    file named relative to its folder, explainer_batch), `ig-saved` loaded from its folder (an `.h5` file, by
+    its absolute path); and two whose model is no Keras file."""
+    from alibi.explainers import IntegratedGradients
+
+    model = _keras_classifier()
+    folder = _explainer(root, "ig", explainer_type="integrated_gradients", infer_uri="./model.keras",
+                        init_parameters=IG_INIT, explainer_batch=True)
+    model.save(folder / "model.keras")
+    model.save(root / "model.h5")
+    _explainer(root, "ig-saved", IntegratedGradients(model, **IG_SAVED), explainer_type="integrated_gradients",
+               infer_uri=str(root / "model.h5"))
+    _explainer(root, "ig-no-model", explainer_type="integrated_gradients", infer_uri=str(root / "nothing.keras"),
+               init_parameters=IG_INIT)
+    _explainer(root, "ig-not-keras", explainer_type="integrated_gradients", infer_uri=uri, init_parameters=IG_INIT)
+    return model
 
 
 def _anchors():
@@ -132,13 +168,15 @@ def served(tmp_path_factory):
     _explainer(root_a, "misspelt", explainer_type="anchor_tabular", infer_uri=uri_a, explainer_btch=True)
     _explainer(root_a, "unknown-type", explainer_type="anchors", infer_uri=uri_a)
     _explainer(root_a, "no-explainer", explainer_type="anchor_tabular", infer_uri=uri_a)
+    keras_model = _integrated_gradients(root_a, str(forest)) if HAS_TF else None
     registry_b = DiskRepository(root_b).populate(ModelRepository())
     registry_a = DiskRepository(root_a).populate(ModelRepository())
     with running_server(repository=registry_b, http_port=port_b) as server_b, \
             running_server(repository=registry_a, http_port=port_a, grpc_port=0) as server_a:
         with httpx.Client(base_url=f"http://127.0.0.1:{port_a}", timeout=TIMEOUT) as http_a, \
                 httpx.Client(base_url=f"http://127.0.0.1:{port_b}", timeout=TIMEOUT) as http_b:
-            yield SimpleNamespace(a=http_a, b=http_b, root=root_a, grpc_a=server_a.ports["grpc"], server_b=server_b)
+            yield SimpleNamespace(a=http_a, b=http_b, root=root_a, grpc_a=server_a.ports["grpc"], server_b=server_b,
+                                  keras_model=keras_model)
 
 
 def _body(rows, datatype="FP32", **fields):
@@ -258,6 +296,52 @@ def test_tree_partial_dependence_from_init_parameters(served):
                        atol=1e-5)
 
 
+def _alibi_integrated_gradients(model, rows, target=None, **init_parameters):
+    """alibi's IntegratedGradients called here on the same model and rows (target: the predicted class, as
+    MLServer's runtime passes it)."""
+    from alibi.explainers import IntegratedGradients
+
+    if target is None:
+        target = model(rows).numpy().argmax(axis=1)
+    return IntegratedGradients(model, **init_parameters).explain(rows, target=target)
+
+
+@pytest.mark.skipif(not HAS_TF, reason="tensorflow is not installed")
+@pytest.mark.parametrize("name, init_parameters, datatype", [("ig", IG_INIT, "FP32"), ("ig-saved", IG_SAVED, "FP64")])
+def test_integrated_gradients_attributions_are_alibis(served, name, init_parameters, datatype):
+    """Every row explained (a white box, with or without explainer_batch), for the class the model predicts."""
+    rows = ROWS.astype(np.float64) if datatype == "FP64" else ROWS
+    explanation = _explanation(served.a.post(f"/v2/models/{name}/infer", json=_body(rows, datatype)),
+                               "integrated_gradients")
+    assert explanation["meta"]["name"] == "IntegratedGradients"
+    assert {k: explanation["meta"]["params"][k] for k in init_parameters} == init_parameters
+    expected = _alibi_integrated_gradients(served.keras_model, ROWS, **init_parameters)
+    attributions = np.array(explanation["data"]["attributions"])
+    assert attributions.shape == (1, 3, 4)  # one array per model input: [rows, features]
+    assert np.allclose(attributions, expected.data["attributions"], atol=1e-6)
+    assert explanation["data"]["target"] == expected.data["target"].tolist()
+    assert np.allclose(explanation["data"]["predictions"], expected.data["predictions"], atol=1e-6)
+    assert np.allclose(explanation["data"]["deltas"], expected.data["deltas"], atol=1e-6)
+
+
+@pytest.mark.skipif(not HAS_TF, reason="tensorflow is not installed")
+def test_integrated_gradients_target_from_the_request(served):
+    """A request's own `target` replaces the predicted class (MLServer passes both to alibi and fails)."""
+    target = [2, 2, 0]
+    body = _body(ROWS, parameters={"explain_parameters": {"target": target, "baselines": 0.25}})
+    explanation = _explanation(served.a.post("/v2/models/ig/infer", json=body), "integrated_gradients")
+    expected = _alibi_integrated_gradients(served.keras_model, ROWS, target=np.array(target), **IG_INIT)
+    assert not np.allclose(explanation["data"]["attributions"], expected.data["attributions"], atol=1e-3)
+    from alibi.explainers import IntegratedGradients
+
+    expected = IntegratedGradients(served.keras_model, **IG_INIT).explain(ROWS, target=target, baselines=0.25)
+    assert explanation["data"]["target"] == target
+    assert np.allclose(explanation["data"]["attributions"], expected.data["attributions"], atol=1e-6)
+    assert np.allclose(explanation["data"]["baselines"], 0.25)
+    narrow = served.a.post("/v2/models/ig/infer", json=_body(ROWS[:, :3]))
+    assert narrow.status_code == 400 and "cannot explain this input" in narrow.json()["error"]
+
+
 def test_explain_route_answers_plain_json(served):
     answer = served.b.post("/explain", json=_body(ROWS))
     assert answer.status_code == 200, answer.text
@@ -362,6 +446,12 @@ def test_broken_folders_are_not_ready_with_the_reason(served):
     # no parameters.uri: the explainer is looked for in the model's folder, as MLServer's get_model_uri does
     assert "Invalid explainer at" in index["no-explainer"]["reason"] and "meta.dill" in index["no-explainer"]["reason"]
     assert served.a.post("/v2/models/broken/infer", json=_body(ROWS)).status_code == 503
+    if HAS_TF:
+        assert index["ig"]["state"] == index["ig-saved"]["state"] == "READY"
+        assert index["ig-no-model"]["state"] == "UNAVAILABLE"
+        assert "Invalid URI" in index["ig-no-model"]["reason"] and "no such file" in index["ig-no-model"]["reason"]
+        assert index["ig-not-keras"]["state"] == "UNAVAILABLE"
+        assert "not a Keras model" in index["ig-not-keras"]["reason"]
 
 
 # -- the runtime in process -------------------------------------------------------------------------------
@@ -439,6 +529,14 @@ def test_mlserver_alibi_explain_imports_where_the_package_is_absent():
             "print('ok')\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+async def test_integrated_gradients_without_tensorflow_is_not_ready_naming_the_extra(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "tensorflow", None)
+    runtime = _runtime(explainer_type="integrated_gradients", infer_uri=str(tmp_path / "model.keras"),
+                       init_parameters=IG_INIT)
+    with pytest.raises(Exception, match=r"needs tensorflow: pip install 'gpuserve\[tensorflow\]'"):
+        await runtime.load()
 
 
 def test_without_alibi_the_reason_names_the_extra(monkeypatch):

@@ -10,6 +10,8 @@ and where the model it explains is (`infer_uri`). As MLServer's runtime (1.7.1, 
   dropped;
 - a white-box explainer (`tree_shap`, `tree_partial_dependence`, `tree_partial_dependence_variance`) gets the
   model itself: `infer_uri` is then the path of a joblib file (an sklearn-API tree model);
+- `integrated_gradients` gets a Keras model, `tf.keras.models.load_model(infer_uri)` (`.keras` or `.h5` under
+  Keras 3), and explains every row for the class the model predicts for it (`target`);
 - the explainer is built from `init_parameters` (with the predictor or model first; not fitted) or, without
   them, loaded from `parameters.uri` with `alibi.saving.load_explainer`;
 - a request decodes as one NumPy array (or by its content type); unless `explainer_batch`, only its first row
@@ -20,7 +22,10 @@ and where the model it explains is (`infer_uri`). As MLServer's runtime (1.7.1, 
   `POST /explain` answers the same explanation as plain JSON.
 Where it differs, on purpose: each explanation runs on a thread of the model's own (one, so an explainer's
 state is never shared by two requests), never on the event loop, so an `infer_uri` on this same server is
-answered while the explainer waits for it; every remote call has a timeout (remote.py
+answered while the explainer waits for it (TensorFlow too is imported by this runtime on that thread, and a
+missing one is the model's reason, naming `gpuserve[tensorflow]`); a request's `target` replaces IntegratedGradients'
+predicted class (MLServer passes both to alibi and fails); a relative white-box `infer_uri` is also looked for
+beside model-settings.json; every remote call has a timeout (remote.py
 `INFER_TIMEOUT_S`, or `GPUSERVE_ALIBI_EXPLAIN_TIMEOUT`), so an unreachable model is an error answer (502, the
 reason named) and not a hang; while the explainer loads (AnchorTabular, AnchorImage and KernelShap call their
 predictor then) an inference model that is not loaded yet is waited for (`LOAD_WAIT_S`; a refused connection

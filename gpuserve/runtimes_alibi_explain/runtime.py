@@ -27,14 +27,14 @@ alibi_on_numpy2()
 
 ENV_PREFIX_ALIBI_EXPLAIN_SETTINGS = "MLSERVER_MODEL_ALIBI_EXPLAIN_"  # MLServer's, so its deployments' variables work
 EXPLAIN_PARAMETERS_TAG = "explain_parameters"
-BLACK_BOX, WHITE_BOX = "black_box", "white_box"
+BLACK_BOX, WHITE_BOX, KERAS = "black_box", "white_box", "keras"
 # explainer_type -> how the explainer reaches the model, and its alibi class (MLServer's table)
 EXPLAINERS = {
     "anchor_image": (BLACK_BOX, "alibi.explainers.AnchorImage"),
     "anchor_tabular": (BLACK_BOX, "alibi.explainers.AnchorTabular"),
     "anchor_text": (BLACK_BOX, "alibi.explainers.AnchorText"),
     "kernel_shap": (BLACK_BOX, "alibi.explainers.KernelShap"),
-    "integrated_gradients": ("tensorflow", "alibi.explainers.IntegratedGradients"),
+    "integrated_gradients": (KERAS, "alibi.explainers.IntegratedGradients"),
     "tree_shap": (WHITE_BOX, "alibi.explainers.TreeShap"),
     "tree_partial_dependence": (WHITE_BOX, "alibi.explainers.TreePartialDependence"),
     "tree_partial_dependence_variance": (WHITE_BOX, "alibi.explainers.PartialDependenceVariance"),
@@ -48,7 +48,8 @@ class AlibiExplainSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX_ALIBI_EXPLAIN_SETTINGS)
 
     infer_uri: str
-    """The inference model's V2 infer URL (black box), or its joblib file (white box)."""
+    """The inference model's V2 infer URL (black box), its joblib file (tree explainers) or its Keras file
+    (`integrated_gradients`: `.keras`, or `.h5`)."""
     explainer_type: str
     explainer_batch: Optional[bool] = False
     """Explain the whole request at once; otherwise only its first row."""
@@ -76,11 +77,9 @@ class AlibiExplainRuntime(MLModel):
         self._remote: Optional[RemoteModel] = None
         self._thread: Optional[ModelThread] = None
         self._model: Any = None
+        self._keras_model: Any = None  # integrated_gradients: the Keras model, called for its predicted class
 
     async def load(self) -> bool:
-        if self._kind == "tensorflow":
-            raise MLServerError(f"explainer_type '{self.alibi_explain_settings.explainer_type}' needs a TensorFlow "
-                                f"model, which gpuserve does not serve (model {self.name})")
         self._thread = ModelThread(f"gpuserve-explain-{self.name}")
         try:
             self._model = await self._thread.run(self._load_explainer, await self._explainer_uri())
@@ -102,6 +101,8 @@ class AlibiExplainRuntime(MLModel):
             settings = self.alibi_explain_settings
             target = self._remote = RemoteModel(self.infer_uri, settings.infer_output, settings.ssl_verify_path)
             self._remote.loading = True  # AnchorTabular, AnchorImage and KernelShap call it as they load
+        elif self._kind == KERAS:
+            target = self._keras_model = self._load_keras_model()
         else:
             target = self._inference_model()
         try:
@@ -126,22 +127,54 @@ class AlibiExplainRuntime(MLModel):
             if self._remote is not None:
                 self._remote.loading = False
 
-    def _inference_model(self) -> Any:
-        """A white-box explainer's model: the joblib file at `infer_uri` (beside model-settings.json when
-        relative and not found from the working directory)."""
-        import joblib
-
+    def _inference_model_path(self) -> Path:
+        """A white-box explainer's model file: `infer_uri`, beside model-settings.json when relative and not
+        found from the working directory (MLServer: from the working directory only)."""
         path = Path(self.infer_uri)
         if not path.is_absolute() and not path.exists() and self._settings.folder:
             path = Path(self._settings.folder) / path
+        return path
+
+    def _inference_model(self) -> Any:
+        """A tree explainer's model: the joblib file at `infer_uri`."""
+        import joblib
+
         try:
-            return joblib.load(path)
+            return joblib.load(self._inference_model_path())
         except Exception as exc:
             raise MLServerError(f"Invalid URI {self.infer_uri} for model {self.name}: {exc}") from None
 
+    def _load_keras_model(self) -> Any:
+        """IntegratedGradients' model, as MLServer's `tf.keras.models.load_model(infer_uri)`: a `.keras` file,
+        or `.h5` (Keras 3, TensorFlow's `tf.keras` since 2.16, loads no SavedModel folder; under
+        TF_USE_LEGACY_KERAS=1 with tf-keras installed, Keras 2 does). TensorFlow is imported here, on the
+        model's thread, and only for this explainer."""
+        try:
+            import tensorflow as tf
+        except ImportError as exc:
+            raise MLServerError(f"explainer_type 'integrated_gradients' explains a TensorFlow/Keras model and needs "
+                                f"tensorflow: pip install 'gpuserve[tensorflow]' (model {self.name}: {exc})") from None
+        path = self._inference_model_path()
+        if not path.exists():
+            raise MLServerError(f"Invalid URI {self.infer_uri} for model {self.name}: no such file or folder (a "
+                                f"Keras model file: .keras or .h5)")
+        try:
+            return tf.keras.models.load_model(str(path))
+        except Exception as exc:
+            raise MLServerError(f"Invalid URI {self.infer_uri} for model {self.name}: not a Keras model that "
+                                f"tf.keras {getattr(tf.keras, '__version__', '')} loads: "
+                                f"{type(exc).__name__}: {exc}") from None
+
+    def _predicted_class(self, input_data: Any) -> np.ndarray:
+        try:
+            return np.asarray(self._keras_model(input_data)).argmax(axis=1)
+        except (ValueError, IndexError, TypeError) as exc:
+            raise InferenceError(f"model {self.name} cannot explain this input: {type(exc).__name__}: {exc}") \
+                from None
+
     async def unload(self) -> bool:
         self._close()
-        self._model = None
+        self._model = self._keras_model = None
         return True
 
     def _close(self) -> None:
@@ -170,6 +203,10 @@ class AlibiExplainRuntime(MLModel):
             if len(input_data) == 0:
                 raise InferenceError(f"model {self.name}: nothing to explain (no rows)")
             input_data = input_data[0]  # anchors explain one instance; a request always has a batch axis
+        if self._kind == KERAS and "target" not in explain_parameters:
+            # as MLServer's: the class the model predicts for each row (a request's own `target` wins; MLServer
+            # passes both and fails)
+            explain_parameters = {**explain_parameters, "target": self._predicted_class(input_data)}
         shap_as_lists(self._model)
         try:
             return self._model.explain(input_data, **explain_parameters)
