@@ -41,6 +41,45 @@ output [ { name: "TEXT_OUT" data_type: TYPE_STRING dims: [ 1 ] },
          { name: "COUNT_OUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
 dynamic_batching { }
 """
+# simple twice in a row: perf_analyzer finds the composing models in the config and prints each one's counts
+CHAIN = """
+platform: "ensemble"
+max_batch_size: 8
+input [ { name: "IN" data_type: TYPE_FP32 dims: [ 4 ] } ]
+output [ { name: "OUT" data_type: TYPE_FP32 dims: [ 4 ] } ]
+ensemble_scheduling {
+  step [
+    { model_name: "simple" model_version: -1 input_map { key: "INPUT0" value: "IN" }
+      output_map { key: "OUTPUT0" value: "TWICE" } },
+    { model_name: "simple" model_version: -1 input_map { key: "INPUT0" value: "TWICE" }
+      output_map { key: "OUTPUT0" value: "OUT" } }
+  ]
+}
+"""
+# a BLS model asking simple once a request (--bls-composing-models names it to perf_analyzer)
+ASK = """
+backend: "python"
+max_batch_size: 8
+input [ { name: "X" data_type: TYPE_FP32 dims: [ 4 ] } ]
+output [ { name: "Y" data_type: TYPE_FP32 dims: [ 4 ] } ]
+"""
+ASK_SOURCE = """
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            x = pb_utils.get_input_tensor_by_name(request, "X").as_numpy()
+            asked = pb_utils.InferenceRequest(model_name="simple", requested_output_names=["OUTPUT0"],
+                                              inputs=[pb_utils.Tensor("INPUT0", x)]).exec()
+            if asked.has_error():
+                raise pb_utils.TritonModelException(asked.error().message())
+            y = pb_utils.get_output_tensor_by_name(asked, "OUTPUT0").as_numpy()
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("Y", y)]))
+        return responses
+"""
 REPEAT = """
 backend: "python"
 max_batch_size: 0
@@ -105,6 +144,8 @@ def _repository(root):
         [numpy_helper.from_array(np.array(1, np.int32), "one")]))
     _write(root, "accumulate", ACCUMULATOR % 5_000_000, accumulator_onnx)
     _write(root, "repeat", REPEAT, source=REPEAT_SOURCE)
+    _write(root, "chain", CHAIN)
+    _write(root, "ask", ASK, source=ASK_SOURCE)
 
 
 @pytest.fixture(scope="module")
@@ -130,9 +171,13 @@ def profile(server, model, *flags, grpc=False, seconds=0.3):
 
 
 def counts(out):
-    """The last measurement's client request count and the server's counts of the same window."""
-    numbers = {key: int(re.findall(rf"{key}: (\d+)", out)[-1])
-               for key in ("Request count", "Inference count", "Execution count", "Successful request count")}
+    """The last measurement's client request count and its server section's counts (the model's own, not its
+    composing models', which follow them)."""
+    client, server = out.rsplit("Server:", 1)
+    server = server.split("Composing models:")[0]
+    numbers = {"Request count": int(re.findall(r"Request count: (\d+)", client)[-1])}
+    for key in ("Inference count", "Execution count", "Successful request count"):
+        numbers[key] = int(re.search(rf"{key}: (\d+)", server).group(1))
     return numbers
 
 
@@ -188,6 +233,25 @@ def test_sequences(server, flags, grpc):
 def test_a_decoupled_model_streams_its_responses(server):
     out = profile(server, "repeat", "--streaming", "--shape", "IN:1", grpc=True)
     assert counts(out)["Request count"] > 0
+
+
+def composing(out, model):
+    """A composing model's inference count in the last measurement's server section."""
+    return int(re.findall(rf"{model}, version: \d+\s+Inference count: (\d+)", out)[-1])
+
+
+def test_an_ensemble_and_its_composing_model(server):
+    out = profile(server, "chain", "-b", "2")
+    numbers = counts(out)
+    # each request of two rows runs simple twice: four rows for simple a request (give or take the edges)
+    assert numbers["Inference count"] == 2 * numbers["Successful request count"]
+    assert abs(composing(out, "simple") - 2 * numbers["Inference count"]) <= max(8, numbers["Inference count"] // 50)
+
+
+def test_a_bls_model_and_the_model_it_asks(server):
+    out = profile(server, "ask", "--bls-composing-models", "simple", grpc=True)
+    asked = counts(out)["Inference count"]
+    assert asked > 0 and abs(composing(out, "simple") - asked) <= max(4, asked // 50)  # one call of simple each
 
 
 def test_request_rate_and_intervals(server, tmp_path):
