@@ -640,10 +640,16 @@ def run_perf_analyzer(base_url: str, model: str, protocol: str, concurrency: int
         subprocess.run(command(warmup / 3), capture_output=True, timeout=warmup * 3 + 60)
     with tempfile.TemporaryDirectory() as tmp:
         csv_path = Path(tmp) / "pa.csv"
-        proc = subprocess.run(command(seconds / 3) + ["-f", str(csv_path)], capture_output=True, text=True,
-                              timeout=seconds * 3 + 120)
+        limit = seconds * 3 + 120
+        try:  # a point the server cannot finish is that point's failure, not the run's
+            proc = subprocess.run(command(seconds / 3) + ["-f", str(csv_path)], capture_output=True, text=True,
+                                  timeout=limit)
+        except subprocess.TimeoutExpired:
+            return Result("perf_an", base_url, concurrency, seconds, errors=1,
+                          error_sample=f"perf_analyzer measured nothing in {limit:.0f} s")
         if proc.returncode != 0:
-            raise RuntimeError(f"perf_analyzer failed ({proc.returncode}): {(proc.stdout + proc.stderr)[-600:]}")
+            return Result("perf_an", base_url, concurrency, seconds, errors=1,
+                          error_sample=f"perf_analyzer ended {proc.returncode}: {(proc.stdout + proc.stderr)[-300:]}")
         return parse_perf_analyzer(csv_path.read_text() if csv_path.exists() else "", proc.stdout, base_url,
                                    concurrency, seconds)
 
