@@ -18,4 +18,13 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -
     protobuf==6.33.6 grpcio==1.85.3 httptools==0.9.0 opentelemetry-api hpack \
     transformers==4.57.6 tokenizers==0.22.2 safetensors huggingface-hub==0.36.2 regex tqdm pyyaml \
     requests urllib3 idna certifi charset-normalizer
+# perf_analyzer for tests/test_gpu_perf_analyzer.py (CUDA shared memory from Triton's own load generator): its
+# binary xz-compressed (20 MB -> ~5 MB) beside the libraries it links that the image lacks: libb64, and
+# libcudart.so.12 (the image's torch brings CUDA 13's runtime; the driver runs a CUDA 12 one too)
+if bash scripts/install_perf_analyzer.sh .venv; then
+    python3 -c "import lzma, shutil, sys; shutil.copyfileobj(open(sys.argv[1], 'rb'), lzma.open(sys.argv[2], 'wb'))" \
+        .venv/lib/perf_analyzer/perf_analyzer .whl/perf_analyzer.xz
+    cp "$(ldconfig -p | awk '/libb64.so.0d/ {print $NF; exit}')" .whl/libb64.so.0d
+    cp "$(.venv/bin/python -c "import nvidia.cuda_runtime as m; print(list(m.__path__)[0])")/lib/libcudart.so.12" .whl/
+fi
 ls -la .whl

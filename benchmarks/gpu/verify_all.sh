@@ -2,7 +2,8 @@
 # One call on a lent GPU (the device tool), at most 10 minutes: every GPU path against its CPU
 # reference (the `gpu` tests: torch streams, ONNX Runtime IOBinding/run_on_device, CUDA graphs, a TensorRT
 # engine built there from ONNX, HuggingFace pipelines on cuda:0 (tests/test_gpu_huggingface.py: transformers
-# comes in .whl; about 10 s more, never yet run)), then every GPU benchmark. Results land in $OUT (at most 8 files come
+# comes in .whl; about 10 s more, never yet run), perf_analyzer's CUDA shared memory (tests/test_gpu_perf_analyzer.py:
+# its binary comes xz-packed in .whl; never yet run)), then every GPU benchmark. Results land in $OUT (at most 8 files come
 # back: nvidia-smi.txt and a .txt log per step; each benchmark prints its JSON into its log).
 # STEPS="tests graphs paths engine backend serve kernels" (the default: all) picks steps for a second call.
 #   here:   bash benchmarks/gpu/fetch_wheels.sh
@@ -59,6 +60,19 @@ if ! python3 -m pip install -q --no-deps --no-build-isolation --no-compile --tar
     for part in engine backends server kernels; do cp -r "$repo/$part" "/tmp/gpuserve/gpuserve/$part" || exit 1; done
 fi
 export PYTHONPATH=/tmp/gpuserve:${PYTHONPATH:-}
+# perf_analyzer, when fetch_wheels.sh packed it: unpacked to /tmp/pa beside the libb64 and libcudart.so.12 it
+# brought, and a wrapper on PATH that points the loader there (tests/test_gpu_perf_analyzer.py finds it on PATH)
+if [ -f "$repo/.whl/perf_analyzer.xz" ]; then
+    mkdir -p /tmp/pa/bin
+    python3 -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], 'wb'))" \
+        "$repo/.whl/perf_analyzer.xz" /tmp/pa/perf_analyzer && chmod +x /tmp/pa/perf_analyzer
+    cp "$repo"/.whl/libb64.so.0d "$repo"/.whl/libcudart.so.12 /tmp/pa/ 2>/dev/null
+    printf '#!/bin/sh\nLD_LIBRARY_PATH="/tmp/pa${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" exec /tmp/pa/perf_analyzer "$@"\n' \
+        > /tmp/pa/bin/perf_analyzer
+    chmod +x /tmp/pa/bin/perf_analyzer
+    export PATH=/tmp/pa/bin:$PATH
+    perf_analyzer --version > /dev/null 2>&1 || echo "verify_all: perf_analyzer unpacked but does not start"
+fi
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
 echo "$ort_gpu_note" >> "$OUT/nvidia-smi.txt"
 python3 - >> "$OUT/nvidia-smi.txt" 2>&1 <<'EOF'
