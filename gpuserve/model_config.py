@@ -11,6 +11,7 @@ import os
 from typing import Any, Dict, Optional
 
 from gpuserve.triton_normalize import GROUP_FIELDS_SHOWN, normalize
+from gpuserve.triton_validate import PLATFORM_BACKENDS
 
 CONFIG_TYPES = {"BOOL": "TYPE_BOOL", "UINT8": "TYPE_UINT8", "UINT16": "TYPE_UINT16", "UINT32": "TYPE_UINT32",
                 "UINT64": "TYPE_UINT64", "INT8": "TYPE_INT8", "INT16": "TYPE_INT16", "INT32": "TYPE_INT32",
@@ -39,9 +40,7 @@ def model_config(meta: Dict[str, Any], settings: Optional[Any] = None) -> Dict[s
     max_batch = _max_batch(meta, settings)
     skip = 1 if max_batch else 0
     platform = meta.get("platform") or ""
-    backend = {"onnxruntime_onnx": "onnxruntime", "pytorch_libtorch": "pytorch", "torch_aoti": "pytorch",
-               "tensorrt_plan": "tensorrt", "fil": "fil", "tensorflow_savedmodel": "tensorflow",
-               "tensorflow_graphdef": "tensorflow"}.get(platform, "python" if platform in ("", "python") else "")
+    backend = {**PLATFORM_BACKENDS, "fil": "fil"}.get(platform, "python" if platform in ("", "python") else "")
     if platform in ("python", "fil"):  # Triton's metadata names these backends; their config leaves platform empty
         platform = ""
     config: Dict[str, Any] = {"name": meta.get("name", ""), "platform": platform, "backend": backend,
