@@ -12,10 +12,10 @@ import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from conftest import running_server
+from simple_models import build_simple_models
 from test_sequence_state import ACCUMULATOR, accumulator_onnx
 
 from gpuserve import ModelRepository
@@ -26,21 +26,6 @@ PERF_ANALYZER = shutil.which("perf_analyzer") or (str(BESIDE) if BESIDE.exists()
 pytestmark = pytest.mark.skipif(PERF_ANALYZER is None, reason="perf_analyzer is not installed "
                                 "(bash scripts/install_perf_analyzer.sh)")
 
-SIMPLE = """
-platform: "onnxruntime_onnx"
-max_batch_size: 8
-input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 4 ] } ]
-output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 4 ] }, { name: "OUTPUT1" data_type: TYPE_FP32 dims: [ 4 ] } ]
-dynamic_batching { }
-"""
-STRINGS = """
-platform: "onnxruntime_onnx"
-max_batch_size: 8
-input [ { name: "TEXT" data_type: TYPE_STRING dims: [ 1 ] }, { name: "COUNT" data_type: TYPE_INT32 dims: [ 1 ] } ]
-output [ { name: "TEXT_OUT" data_type: TYPE_STRING dims: [ 1 ] },
-         { name: "COUNT_OUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
-dynamic_batching { }
-"""
 # simple twice in a row: perf_analyzer finds the composing models in the config and prints each one's counts
 CHAIN = """
 platform: "ensemble"
@@ -104,16 +89,6 @@ class TritonPythonModel:
 """
 
 
-def _onnx(path, nodes, inputs, outputs, initializers=()):
-    import onnx
-    from onnx import helper
-
-    graph = helper.make_graph(nodes, path.parent.parent.name, inputs, outputs, list(initializers))
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-
-
 def _write(root, name, config, artefact=None, source=None):
     (root / name / "1").mkdir(parents=True)
     (root / name / "config.pbtxt").write_text(textwrap.dedent(config))
@@ -124,24 +99,7 @@ def _write(root, name, config, artefact=None, source=None):
 
 
 def _repository(root):
-    from onnx import TensorProto, helper, numpy_helper
-
-    def tensor(name, kind, width):
-        return helper.make_tensor_value_info(name, kind, ["batch", width])
-
-    fp = TensorProto.FLOAT
-    _write(root, "simple", SIMPLE, lambda path: _onnx(
-        path, [helper.make_node("Mul", ["INPUT0", "two"], ["OUTPUT0"]),
-               helper.make_node("Add", ["INPUT0", "one"], ["OUTPUT1"])],
-        [tensor("INPUT0", fp, 4)], [tensor("OUTPUT0", fp, 4), tensor("OUTPUT1", fp, 4)],
-        [numpy_helper.from_array(np.array(2, np.float32), "two"),
-         numpy_helper.from_array(np.array(1, np.float32), "one")]))
-    _write(root, "strings", STRINGS, lambda path: _onnx(
-        path, [helper.make_node("Identity", ["TEXT"], ["TEXT_OUT"]),
-               helper.make_node("Add", ["COUNT", "one"], ["COUNT_OUT"])],
-        [tensor("TEXT", TensorProto.STRING, 1), tensor("COUNT", TensorProto.INT32, 1)],
-        [tensor("TEXT_OUT", TensorProto.STRING, 1), tensor("COUNT_OUT", TensorProto.INT32, 1)],
-        [numpy_helper.from_array(np.array(1, np.int32), "one")]))
+    build_simple_models(root)
     _write(root, "accumulate", ACCUMULATOR % 5_000_000, accumulator_onnx)
     _write(root, "repeat", REPEAT, source=REPEAT_SOURCE)
     _write(root, "chain", CHAIN)

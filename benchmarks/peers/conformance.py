@@ -39,7 +39,10 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 TRITON_PYTHON = ROOT / ".peers" / "triton" / "bin" / "python"
 GPUSERVE = ROOT / ".venv" / "bin" / "gpuserve"
-MAX_BATCH = 8
+sys.path.insert(0, str(ROOT / "tests"))
+# gpuserve's side: the ONNX models of the same names, shapes and types (tests/simple_models.py, also profiled by
+# tests/test_perf_analyzer.py)
+from simple_models import MAX_BATCH, build_simple_models as build_repository  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -81,56 +84,6 @@ def serve_triton(args) -> None:
                              Tensor(name="TEXT_OUT", dtype=np.bytes_, shape=(1,))],
                     config=model_config, strict=False)
         triton.serve()
-
-
-# ---------------------------------------------------------------------------------------------------
-# gpuserve side: a Triton-style repository of ONNX models with the same names, shapes and types
-# ---------------------------------------------------------------------------------------------------
-SIMPLE_CONFIG = """name: "simple"
-platform: "onnxruntime_onnx"
-max_batch_size: %d
-input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 4 ] } ]
-output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 4 ] }, { name: "OUTPUT1" data_type: TYPE_FP32 dims: [ 4 ] } ]
-dynamic_batching { }
-""" % MAX_BATCH
-
-STRINGS_CONFIG = """name: "strings"
-platform: "onnxruntime_onnx"
-max_batch_size: %d
-input [ { name: "TEXT" data_type: TYPE_STRING dims: [ 1 ] }, { name: "COUNT" data_type: TYPE_INT32 dims: [ 1 ] } ]
-output [ { name: "TEXT_OUT" data_type: TYPE_STRING dims: [ 1 ] }, { name: "COUNT_OUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
-dynamic_batching { }
-""" % MAX_BATCH
-
-
-def build_repository(root: Path) -> None:
-    import numpy as np
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    def save(name, nodes, inputs, outputs, initializers, config):
-        graph = helper.make_graph(nodes, name, inputs, outputs, initializers)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-        model.ir_version = 8
-        (root / name / "1").mkdir(parents=True)
-        onnx.save(model, str(root / name / "1" / "model.onnx"))
-        (root / name / "config.pbtxt").write_text(config)
-
-    fp = TensorProto.FLOAT
-    save("simple", [helper.make_node("Mul", ["INPUT0", "two"], ["OUTPUT0"]),
-                    helper.make_node("Add", ["INPUT0", "one"], ["OUTPUT1"])],
-         [helper.make_tensor_value_info("INPUT0", fp, ["batch", 4])],
-         [helper.make_tensor_value_info("OUTPUT0", fp, ["batch", 4]),
-          helper.make_tensor_value_info("OUTPUT1", fp, ["batch", 4])],
-         [numpy_helper.from_array(np.array(2, np.float32), "two"),
-          numpy_helper.from_array(np.array(1, np.float32), "one")], SIMPLE_CONFIG)
-    save("strings", [helper.make_node("Identity", ["TEXT"], ["TEXT_OUT"]),
-                     helper.make_node("Add", ["COUNT", "one"], ["COUNT_OUT"])],
-         [helper.make_tensor_value_info("TEXT", TensorProto.STRING, ["batch", 1]),
-          helper.make_tensor_value_info("COUNT", TensorProto.INT32, ["batch", 1])],
-         [helper.make_tensor_value_info("TEXT_OUT", TensorProto.STRING, ["batch", 1]),
-          helper.make_tensor_value_info("COUNT_OUT", TensorProto.INT32, ["batch", 1])],
-         [numpy_helper.from_array(np.array(1, np.int32), "one")], STRINGS_CONFIG)
 
 
 # ---------------------------------------------------------------------------------------------------
