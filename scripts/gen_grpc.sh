@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Regenerate the Python modules for server/grpc/inference.proto with grpcio-tools, then adjust them:
-#   - the messages go into a private descriptor pool, so gpuserve and tritonclient (whose stubs
-#     define the same `inference.*` names in the default pool) can be imported in one process;
+# Regenerate the Python modules for server/grpc/inference.proto (Triton's and KServe's V2 service) and
+# server/grpc/tfserving.proto (TensorFlow Serving's API; messages only, the handlers are bound from its
+# descriptor) with grpcio-tools, then adjust them:
+#   - the messages go into a private descriptor pool, so gpuserve and tritonclient or tensorflow-serving-api
+#     (whose stubs define the same `inference.*` / `tensorflow.serving.*` names in the default pool) can be
+#     imported in one process;
 #   - the gencode-vs-runtime version check is dropped: the code uses only the descriptor builder
 #     API present since protobuf 4.21, so it runs on the `protobuf>=4.25` that gpuserve[grpc] allows;
 #   - the service module imports the message module package-relatively.
@@ -16,6 +19,7 @@ if [[ -z "$python" ]]; then
 fi
 
 "$python" -m grpc_tools.protoc -I "$out" --python_out="$out" --grpc_python_out="$out" "$out/inference.proto"
+"$python" -m grpc_tools.protoc -I "$out" --python_out="$out" "$out/tfserving.proto"
 
 "$python" - "$out" <<'PY'
 import pathlib
@@ -23,7 +27,10 @@ import re
 import sys
 
 out = pathlib.Path(sys.argv[1])
-header = "# Generated from inference.proto by scripts/gen_grpc.sh; edit the .proto and rerun, never this file.\n"
+
+
+def header(proto):
+    return f"# Generated from {proto} by scripts/gen_grpc.sh; edit the .proto and rerun, never this file.\n"
 
 
 def replace(text, old, new, path, count=1):
@@ -32,25 +39,30 @@ def replace(text, old, new, path, count=1):
     return text.replace(old, new)
 
 
-path = out / "inference_pb2.py"
-text = path.read_text()
-text, n = re.subn(r"from google\.protobuf import runtime_version as _runtime_version\n", "", text)
-text, m = re.subn(r"_runtime_version\.ValidateProtobufRuntimeVersion\(.*?\n\)\n", "", text, flags=re.S)
-if (n, m) not in ((0, 0), (1, 1)):
-    sys.exit("gen_grpc.sh: unexpected runtime-version block in inference_pb2.py")
-text = text.replace("# NO CHECKED-IN PROTOBUF GENCODE\n", "")
-text = replace(text, "DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(",
-               "# A private pool: tritonclient registers the same `inference.*` names in the default one.\n"
-               "POOL = _descriptor_pool.DescriptorPool()\n"
-               "DESCRIPTOR = POOL.AddSerializedFile(", path)
-text = replace(text, "_sym_db = _symbol_database.Default()\n", "", path)
-text = replace(text, "from google.protobuf import symbol_database as _symbol_database\n", "", path)
-path.write_text(header + text)
+def private_pool(name, names):
+    path = out / f"{name}_pb2.py"
+    text = path.read_text()
+    text, n = re.subn(r"from google\.protobuf import runtime_version as _runtime_version\n", "", text)
+    text, m = re.subn(r"_runtime_version\.ValidateProtobufRuntimeVersion\(.*?\n\)\n", "", text, flags=re.S)
+    if (n, m) not in ((0, 0), (1, 1)):
+        sys.exit(f"gen_grpc.sh: unexpected runtime-version block in {path.name}")
+    text = text.replace("# NO CHECKED-IN PROTOBUF GENCODE\n", "")
+    text = replace(text, "DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(",
+                   f"# A private pool: {names} registers the same names in the default one.\n"
+                   "POOL = _descriptor_pool.DescriptorPool()\n"
+                   "DESCRIPTOR = POOL.AddSerializedFile(", path)
+    text = replace(text, "_sym_db = _symbol_database.Default()\n", "", path)
+    text = replace(text, "from google.protobuf import symbol_database as _symbol_database\n", "", path)
+    path.write_text(header(f"{name}.proto") + text)
+
+
+private_pool("inference", "tritonclient")
+private_pool("tfserving", "tensorflow-serving-api")
 
 path = out / "inference_pb2_grpc.py"
 text = path.read_text()
 text = replace(text, "\nimport inference_pb2 as inference__pb2\n",
                "\nfrom . import inference_pb2 as inference__pb2\n", path)
-path.write_text(header + text)
+path.write_text(header("inference.proto") + text)
 PY
-echo "regenerated $out/inference_pb2.py and $out/inference_pb2_grpc.py"
+echo "regenerated $out/inference_pb2.py, $out/inference_pb2_grpc.py and $out/tfserving_pb2.py"

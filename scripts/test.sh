@@ -20,6 +20,9 @@ fi
 # modules load once tensorflow is found), and tensorflow-probability needs tf-keras under Keras 3. Both --no-deps:
 # tf-keras requires the `tensorflow` package, a second TensorFlow beside tensorflow-cpu. About 10 MB, a few seconds.
 .venv/bin/python -m pip install -q --no-deps "tf-keras==2.21.0" "tensorflow-probability==0.25.0" 2>&1 | grep -v "^WARNING: Location" || true
+# TensorFlow Serving's Python client, the one tests/test_tfserving_grpc.py drives gpuserve's TFServing API with;
+# --no-deps for the same reason (it requires the `tensorflow` package). About 250 KB.
+.venv/bin/python -m pip install -q --no-deps "tensorflow-serving-api==2.21.0" 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -m pip install -q dm-tree decorator 2>&1 | grep -v "^WARNING: Location" || true
 # alibi-detect (tests/test_mlserver_alibi_detect.py) without its pins (numpy<2, pandas<3, numba<0.60, Pillow<11),
 # which would downgrade the whole suite's numpy and pandas, beside the modules it imports here (transformers:

@@ -108,6 +108,9 @@ GRPC_CATEGORY = {
     "ModelStatistics": "statistics", "TraceSetting": "trace", "LogSettings": "logging",
     "RepositoryIndex": "model-repository", "RepositoryModelLoad": "model-repository",
     "RepositoryModelUnload": "model-repository", "ModelInfer": "inference", "ModelStreamInfer": "inference",
+    # TensorFlow Serving's services (server/grpc/tfserving.py)
+    "Predict": "inference", "Classify": "inference", "Regress": "inference", "MultiInference": "inference",
+    "GetModelMetadata": "metadata", "GetModelStatus": "health", "HandleReloadConfigRequest": "model-repository",
 }
 
 

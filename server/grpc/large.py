@@ -99,8 +99,12 @@ KEEP_VIEWS_FROM = 1 << 20
 
 
 def parse_request(request_class, message) -> Any:
-    """The request message, large ones (a memoryview of the received bytes) without copies of their data."""
-    if not isinstance(message, memoryview):
+    """The request message, large ones (a memoryview of the received bytes) without copies of their data.
+    Only ModelInferRequest has raw contents to keep aside (field 7 means something else in other messages);
+    a method taking raw bytes (request_class None) gets them."""
+    if request_class is None:
+        return bytes(message)
+    if not isinstance(message, memoryview) or "raw_input_contents" not in request_class.DESCRIPTOR.fields_by_name:
         return request_class.FromString(message)
     stripped, raw = split_raw_inputs(message)
     if len(message) < KEEP_VIEWS_FROM:

@@ -30,7 +30,7 @@ from gpuserve.datatypes import VIEW_BYTES
 from gpuserve.errors import GpuserveError, InvalidInput, InvalidSettings
 from gpuserve.settings import ServerSettings
 from gpuserve.server.grpc import model_repository as repository
-from gpuserve.server.grpc import tls
+from gpuserve.server.grpc import tfserving, tls
 from gpuserve.server.grpc.debug_delays import common_delay_s, delayed
 from gpuserve.server.grpc.http2 import Http2Connection, _hpack_int, literal
 from gpuserve.server.grpc.large import RawAnswer, parse_request, read_varint
@@ -443,7 +443,8 @@ class NativeGrpcServer:
         self.max_message_bytes = int(settings.grpc_max_message_bytes)
         self.connections: set = set()
         self.calls: set = set()
-        self.methods = _methods(restricted_servicer(plane, settings), plane, grpc_rules(settings.grpc_restricted_protocol))
+        self.methods = _methods(restricted_servicer(plane, settings), plane, settings,
+                               grpc_rules(settings.grpc_restricted_protocol))
         self.server: Optional[asyncio.AbstractServer] = None
         self.plane = plane
         self.tracer = plane.runtime_settings.tracer
@@ -523,11 +524,14 @@ def _model_name(message: bytes) -> Optional[str]:
     return bytes(message[pos:pos + length]).decode("utf-8", "replace") if pos + length <= len(message) else None
 
 
-def _methods(servicer, plane: DataPlane, rules) -> Dict[str, _Method]:
+def _methods(servicer, plane: DataPlane, settings: ServerSettings, rules) -> Dict[str, _Method]:
     methods = {f"/{SERVICE}/{name}": _Method(name, getattr(servicer, name), request_class, streaming)
                for name, request_class, _, streaming in rpcs()}
     methods.update({f"/{repository.SERVICE}/{name}": _Method(name, getattr(servicer, name), request_class, False)
                     for name, request_class, _ in repository.repository_rpcs()})  # MLServer's repository service
+    tfserving_servicer = tfserving.restricted_servicer(plane, settings)  # TensorFlow Serving's services
+    methods.update({f"/{service}/{name}": _Method(name, getattr(tfserving_servicer, name), request_class, False)
+                    for service, name, request_class, _ in tfserving.rpcs()})
     methods.update(_health(plane, rules))
     return methods
 

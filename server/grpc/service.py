@@ -533,6 +533,9 @@ async def start_grpc_server(plane: DataPlane, settings: ServerSettings) -> Tuple
     server.gpuserve_calls = counter  # a shutdown waits for them (server/shutdown.py)
     servicer = restricted_servicer(plane, settings)
     server.add_generic_rpc_handlers((service_handler(servicer), repository_handler(servicer)))
+    from gpuserve.server.grpc import tfserving  # it imports this module's guard
+
+    server.add_generic_rpc_handlers(tfserving.handlers(tfserving.restricted_servicer(plane, settings)))
     _add_health(server, plane, settings)
     address = _address(settings.grpc_host or settings.host, settings.grpc_port)
     credentials = tls.grpcio_credentials(settings) if tls.wanted(settings) else None

@@ -1,0 +1,336 @@
+"""TensorFlow Serving's gRPC API (tensorflow.serving.PredictionService and ModelService) on gpuserve's gRPC port,
+driven by TFServing's own Python client (tensorflow-serving-api) and by perf_analyzer's `--service-kind
+tfserving`, on both gRPC transports: TensorFlow SavedModels in TFServing's folder layout and ONNX models in a
+Triton repository, answers compared with TensorFlow's and NumPy's, errors in TFServing's codes and words.
+Skipped where tensorflow-serving-api (it needs tensorflow) is not installed."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+pytest.importorskip("tensorflow_serving.apis")
+
+import grpc  # noqa: E402
+from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2  # noqa: E402
+from tensorflow.core.protobuf import meta_graph_pb2  # noqa: E402
+from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_pb2,  # noqa: E402
+                                     model_service_pb2, model_service_pb2_grpc, predict_pb2, prediction_service_pb2,
+                                     prediction_service_pb2_grpc, status_pb2)
+
+import tf_models  # noqa: E402
+from conftest import make_onnx_model, one_op_onnx, running_server  # noqa: E402
+from simple_models import build_simple_models  # noqa: E402
+from gpuserve import ModelRepository  # noqa: E402
+from gpuserve.repository import DiskRepository  # noqa: E402
+
+BESIDE = Path(sys.executable).parent / "perf_analyzer"
+WIDE = 1 << 16  # a row of 256 KiB: eight are a message the native transport receives as a view
+PERF_ANALYZER = shutil.which("perf_analyzer") or (str(BESIDE) if BESIDE.exists() else None)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tfs-repo")
+    refs = {}
+    (root / "pair" / "1").mkdir(parents=True)  # TFServing's layout: NAME/VERSION/saved_model.pb
+    refs["pair"] = tf_models.two_io_savedmodel(root / "pair" / "1")
+    (root / "pair" / "2").mkdir()
+    refs["pair2"] = tf_models.two_io_savedmodel(root / "pair" / "2")
+    (root / "words" / "3").mkdir(parents=True)
+    refs["words"] = tf_models.strings_savedmodel(root / "words" / "3")
+    (root / "lin" / "1").mkdir(parents=True)  # an ONNX model in a Triton repository
+    refs["lin"] = make_onnx_model(root / "lin" / "1" / "model.onnx")
+    (root / "lin" / "config.pbtxt").write_text('platform: "onnxruntime_onnx"\nmax_batch_size: 8\n'
+                                               'dynamic_batching { max_queue_delay_microseconds: 100000 }\n')
+    build_simple_models(root)  # `simple` (two outputs) and `strings` (BYTES and INT32)
+    (root / "wide" / "1").mkdir(parents=True)
+    one_op_onnx(root / "wide" / "1" / "model.onnx", "Relu", ["x"], "y", width=WIDE)
+    (root / "wide" / "config.pbtxt").write_text('platform: "onnxruntime_onnx"\nmax_batch_size: 8\n')
+    (root / "broken" / "1").mkdir(parents=True)
+    (root / "broken" / "1" / "model.onnx").write_bytes(b"not an onnx model")
+    (root / "broken" / "config.pbtxt").write_text('platform: "onnxruntime_onnx"\n')
+    return root, refs
+
+
+@pytest.fixture(scope="module", params=["grpcio", "native"])
+def server(request, repo):
+    root, refs = repo
+    registry = DiskRepository(root).populate(ModelRepository())
+    with running_server(repository=registry, grpc_transport=request.param) as srv:
+        srv.refs = refs
+        yield srv
+
+
+@pytest.fixture
+def channel(server):
+    with grpc.insecure_channel(f"127.0.0.1:{server.ports['grpc']}") as channel:
+        yield channel
+
+
+@pytest.fixture
+def predict(channel):
+    return prediction_service_pb2_grpc.PredictionServiceStub(channel)
+
+
+def _request(name, signature="", **inputs):
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = name
+    if signature:
+        request.model_spec.signature_name = signature
+    for alias, value in inputs.items():
+        request.inputs[alias].CopyFrom(value if isinstance(value, tensor_pb2.TensorProto)
+                                       else tf.make_tensor_proto(value))
+    return request
+
+
+def _refused(call, request, code, words):
+    with pytest.raises(grpc.RpcError) as failed:
+        call(request, timeout=30)
+    assert failed.value.code() == code, failed.value.details()
+    assert failed.value.details() == words if not words.endswith("...") else \
+        failed.value.details().startswith(words[:-3])
+
+
+def test_predict_savedmodel_in_tfserving_layout_answers_as_tensorflow(server, predict):
+    a = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
+    b = np.arange(12, dtype=np.int64).reshape(3, 4)
+    answer = predict.Predict(_request("pair", a=a, b=b), timeout=30)
+    direct = server.refs["pair2"].serve(tf.constant(a), tf.constant(b))  # the latest version serves
+    assert sorted(answer.outputs) == ["prod", "sum"]
+    np.testing.assert_allclose(tf.make_ndarray(answer.outputs["sum"]), direct["sum"].numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(tf.make_ndarray(answer.outputs["prod"]), direct["prod"].numpy())
+    assert answer.outputs["sum"].float_val  # typed fields, as TFServing answers by default
+    assert (answer.model_spec.name, answer.model_spec.version.value,
+            answer.model_spec.signature_name) == ("pair", 2, "serving_default")
+
+
+def test_predict_a_specific_version_and_a_numeric_label(server, predict):
+    """TFServing's default version policy serves the latest version only, as Triton's: version 1 is on disk
+    and not served."""
+    request = _request("pair", a=np.ones((1, 4), np.float32), b=np.ones((1, 4), np.int64))
+    request.model_spec.version.value = 2
+    assert predict.Predict(request, timeout=30).model_spec.version.value == 2
+    request.model_spec.version_label = "2"  # perf_analyzer's -x
+    assert predict.Predict(request, timeout=30).model_spec.version.value == 2
+    request.model_spec.version.value = 1
+    _refused(predict.Predict, request, grpc.StatusCode.NOT_FOUND, "Servable not found for request: Specific(pair, 1)")
+    request.model_spec.version_label = "stable"
+    _refused(predict.Predict, request, grpc.StatusCode.INVALID_ARGUMENT, "Unrecognized servable version label: stable")
+
+
+def test_predict_onnx_model_with_typed_values_and_tensorflows_short_form(server, predict):
+    weight, bias = server.refs["lin"]
+    rows = np.random.default_rng(1).normal(size=(2, 4)).astype(np.float32)
+    tensor = tensor_pb2.TensorProto(dtype=tf.float32.as_datatype_enum)
+    tensor.tensor_shape.dim.add(size=2)
+    tensor.tensor_shape.dim.add(size=4)
+    tensor.float_val.extend(rows.ravel().tolist())
+    answer = predict.Predict(_request("lin", input=tensor), timeout=30)
+    np.testing.assert_allclose(tf.make_ndarray(answer.outputs["output"]), np.maximum(rows @ weight + bias, 0),
+                               rtol=1e-5, atol=1e-6)
+    del tensor.float_val[1:]  # one value for 8 elements: TensorFlow repeats the last
+    answer = predict.Predict(_request("lin", input=tensor), timeout=30)
+    same = np.full((2, 4), rows.ravel()[0], np.float32)
+    np.testing.assert_allclose(tf.make_ndarray(answer.outputs["output"]), np.maximum(same @ weight + bias, 0),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_a_large_request_is_read_as_a_predict_request(server, predict):
+    """A message over VIEW_BYTES is received into a buffer of its own on the native transport (server/grpc/large.py),
+    a path small messages never take."""
+    rows = np.random.default_rng(2).normal(size=(8, WIDE)).astype(np.float32)
+    answer = predict.Predict(_request("wide", x=rows), timeout=60)
+    np.testing.assert_array_equal(tf.make_ndarray(answer.outputs["y"]), np.maximum(rows, 0))
+
+
+def test_output_filter_and_its_errors(server, predict):
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    request = _request("simple", INPUT0=x)
+    answer = predict.Predict(request, timeout=30)
+    assert sorted(answer.outputs) == ["OUTPUT0", "OUTPUT1"]
+    request.output_filter.append("OUTPUT1")
+    answer = predict.Predict(request, timeout=30)
+    assert list(answer.outputs) == ["OUTPUT1"]
+    np.testing.assert_array_equal(tf.make_ndarray(answer.outputs["OUTPUT1"]), x + 1)
+    request.output_filter.append("OUTPUT1")
+    _refused(predict.Predict, request, grpc.StatusCode.INVALID_ARGUMENT, "duplicate output tensor alias: OUTPUT1")
+    del request.output_filter[:]
+    request.output_filter.append("nope")
+    _refused(predict.Predict, request, grpc.StatusCode.INVALID_ARGUMENT,
+             "output tensor alias not found in signature: nope Outputs expected to be in the set {OUTPUT0,OUTPUT1}.")
+
+
+def test_strings_in_and_out(server, predict):
+    text = np.array([b"abc", "\u00e9t\u00e9".encode()], dtype=object)
+    answer = predict.Predict(_request("words", text=text), timeout=30)
+    direct = server.refs["words"].serve(tf.constant(text))
+    assert list(answer.outputs["upper"].string_val) == list(direct["upper"].numpy())
+    assert list(tf.make_ndarray(answer.outputs["length"])) == [3, len("\u00e9t\u00e9".encode())]
+    assert answer.model_spec.version.value == 3
+    answer = predict.Predict(_request("strings", TEXT=np.array([[b"x"], [b"yz"]], dtype=object),
+                                      COUNT=np.array([[1], [5]], np.int32)), timeout=30)
+    assert list(answer.outputs["TEXT_OUT"].string_val) == [b"x", b"yz"]
+    assert list(answer.outputs["COUNT_OUT"].int_val) == [2, 6]
+
+
+def test_bad_requests_get_tfservings_codes_and_the_server_keeps_serving(server, predict):
+    x = np.ones((1, 4), np.float32)
+    _refused(predict.Predict, _request("nope", input=x), grpc.StatusCode.NOT_FOUND,
+             "Servable not found for request: Latest(nope)")
+    _refused(predict.Predict, _request("broken", input=x), grpc.StatusCode.NOT_FOUND,
+             "Servable not found for request: Latest(broken)")
+    _refused(predict.Predict, _request("lin", "classify", input=x), grpc.StatusCode.FAILED_PRECONDITION,
+             'Serving signature key "classify" not found.')
+    _refused(predict.Predict, _request("pair", a=x), grpc.StatusCode.INVALID_ARGUMENT,
+             "input size does not match signature: 1!=2 len({a}) != len({a,b}). Sent extra: {}. "
+             "Missing but required: {b}.")
+    _refused(predict.Predict, _request("lin", x=x), grpc.StatusCode.INVALID_ARGUMENT,
+             "input tensor alias not found in signature: x. Inputs expected to be in the set {input}.")
+    short = tf.make_tensor_proto(x)
+    short.tensor_content = short.tensor_content[:-4]
+    _refused(predict.Predict, _request("lin", input=short), grpc.StatusCode.INVALID_ARGUMENT,
+             "tensor parsing error: input (...")
+    complex_values = tf.make_tensor_proto(np.ones((1, 4), np.complex64))
+    _refused(predict.Predict, _request("lin", input=complex_values), grpc.StatusCode.INVALID_ARGUMENT,
+             "tensor parsing error: input (gpuserve does not serve DT_COMPLEX64 tensors)")
+    _refused(predict.Predict, _request("lin", input=np.ones((1, 4), np.float64)), grpc.StatusCode.INVALID_ARGUMENT,
+             "...")
+    _refused(predict.Predict, _request("lin", input=np.ones((1, 5), np.float32)), grpc.StatusCode.INVALID_ARGUMENT,
+             "...")
+    assert predict.Predict(_request("lin", input=x), timeout=30).outputs["output"].float_val
+
+
+def test_model_metadata_is_a_signature_def_map(server, predict):
+    request = get_model_metadata_pb2.GetModelMetadataRequest()
+    request.model_spec.name = "pair"
+    request.metadata_field.append("signature_def")
+    answer = predict.GetModelMetadata(request, timeout=30)
+    assert (answer.model_spec.name, answer.model_spec.version.value) == ("pair", 2)
+    signatures = get_model_metadata_pb2.SignatureDefMap()
+    assert answer.metadata["signature_def"].Unpack(signatures)  # the Any's type is SignatureDefMap
+    signature = signatures.signature_def["serving_default"]
+    assert signature.method_name == "tensorflow/serving/predict"
+    assert {k: (v.dtype, [d.size for d in v.tensor_shape.dim]) for k, v in signature.inputs.items()} == \
+        {"a": (tf.float32.as_datatype_enum, [-1, 4]), "b": (tf.int64.as_datatype_enum, [-1, 4])}
+    assert sorted(signature.outputs) == ["prod", "sum"]
+    request.model_spec.name = "words"
+    signatures.ParseFromString(predict.GetModelMetadata(request, timeout=30).metadata["signature_def"].value)
+    assert signatures.signature_def["serving_default"].inputs["text"].dtype == tf.string.as_datatype_enum
+    del request.metadata_field[:]
+    _refused(predict.GetModelMetadata, request, grpc.StatusCode.INVALID_ARGUMENT,
+             "GetModelMetadataRequest must specify at least one metadata_field")
+    request.metadata_field.append("graph")
+    _refused(predict.GetModelMetadata, request, grpc.StatusCode.INVALID_ARGUMENT, "Metadata field graph is not supported")
+    _refused(predict.GetModelMetadata, get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"]),
+             grpc.StatusCode.INVALID_ARGUMENT, "Missing ModelSpec")
+
+
+def test_model_status_lists_versions_and_a_failed_load(server, channel):
+    models = model_service_pb2_grpc.ModelServiceStub(channel)
+    state = get_model_status_pb2.ModelVersionStatus
+    status = models.GetModelStatus(get_model_status_pb2.GetModelStatusRequest(model_spec={"name": "pair"}), timeout=30)
+    assert [(v.version, v.state, v.status.error_code) for v in status.model_version_status] == \
+        [(2, state.AVAILABLE, 0)]
+    request = get_model_status_pb2.GetModelStatusRequest(model_spec={"name": "pair"})
+    request.model_spec.version.value = 2
+    assert [v.version for v in models.GetModelStatus(request, timeout=30).model_version_status] == [2]
+    request.model_spec.version.value = 5
+    _refused(models.GetModelStatus, request, grpc.StatusCode.NOT_FOUND, "Could not find version 5 of model pair")
+    broken = models.GetModelStatus(get_model_status_pb2.GetModelStatusRequest(model_spec={"name": "broken"}),
+                                   timeout=30).model_version_status
+    assert [(v.version, v.state) for v in broken] == [(1, state.END)]
+    assert broken[0].status.error_code == 2 and broken[0].status.error_message
+    _refused(models.GetModelStatus, get_model_status_pb2.GetModelStatusRequest(model_spec={"name": "nope"}),
+             grpc.StatusCode.NOT_FOUND, "Could not find any versions of model nope")
+
+
+def test_classify_is_unimplemented_with_a_reason(server, predict):
+    from tensorflow_serving.apis import classification_pb2
+
+    request = classification_pb2.ClassificationRequest()
+    request.model_spec.name = "lin"
+    _refused(predict.Classify, request, grpc.StatusCode.UNIMPLEMENTED,
+             "tensorflow.serving.PredictionService/Classify is not served by gpuserve...")
+
+
+def test_concurrent_predicts_are_batched_and_each_gets_its_rows(server, predict):
+    weight, bias = server.refs["lin"]
+    rows = [np.random.default_rng(i).normal(size=(1, 4)).astype(np.float32) for i in range(8)]
+    answers = [None] * len(rows)
+    futures = [predict.Predict.future(_request("lin", input=row), timeout=30) for row in rows]
+    for i, future in enumerate(futures):
+        answers[i] = tf.make_ndarray(future.result().outputs["output"])
+    for row, answer in zip(rows, answers):
+        np.testing.assert_allclose(answer, np.maximum(row @ weight + bias, 0), rtol=1e-5, atol=1e-6)
+    stats = server.dataplane.statistics("lin")["model_stats"][0]
+    assert int(stats["inference_count"]) >= len(rows) > int(stats["execution_count"])  # several rows a run
+
+
+@pytest.mark.parametrize("transport", ["grpcio", "native"])
+def test_restricted_inference_covers_predict(repo, transport):
+    """Triton's --grpc-restricted-protocol groups hold TFServing's RPCs too: Predict is inference."""
+    registry = DiskRepository(repo[0]).populate(ModelRepository())
+    with running_server(repository=registry, grpc_transport=transport,
+                        grpc_restricted_protocol=["inference:infer-key=infer-value"]) as srv, \
+            grpc.insecure_channel(f"127.0.0.1:{srv.ports['grpc']}") as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        request = _request("lin", input=np.ones((1, 4), np.float32))
+        _refused(stub.Predict, request, grpc.StatusCode.UNAVAILABLE,
+                 "This protocol is restricted, expecting header 'triton-grpc-protocol-infer-key'")
+        answer = stub.Predict(request, timeout=30, metadata=(("triton-grpc-protocol-infer-key", "infer-value"),))
+        assert answer.outputs["output"].float_val
+        metadata = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+        metadata.model_spec.name = "lin"
+        assert stub.GetModelMetadata(metadata, timeout=30).model_spec.name == "lin"  # metadata: not restricted
+
+
+@pytest.mark.skipif(PERF_ANALYZER is None, reason="perf_analyzer is not installed")
+def test_perf_analyzer_service_kind_tfserving(server):
+    run = subprocess.run([PERF_ANALYZER, "-m", "pair", "--service-kind", "tfserving", "-i", "grpc",
+                          "-u", f"127.0.0.1:{server.ports['grpc']}", "-b", "2", "--measurement-interval", "300",
+                          "--stability-percentage", "999", "--max-trials", "3", "--concurrency-range", "2"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "Concurrency: 2, throughput:" in run.stdout
+
+
+def test_our_messages_have_tensorflow_servings_field_numbers():
+    """Every field gpuserve's tfserving.proto declares has the number and wire type of the real one."""
+    from google.protobuf import descriptor
+    from gpuserve.server.grpc import tfserving_pb2 as ours
+
+    real = {"TensorProto": tensor_pb2.TensorProto,
+            "TensorShapeProto": tensor_shape_pb2.TensorShapeProto,
+            "ModelSpec": model_pb2.ModelSpec, "PredictRequest": predict_pb2.PredictRequest,
+            "PredictResponse": predict_pb2.PredictResponse,
+            "TensorInfo": meta_graph_pb2.TensorInfo,
+            "SignatureDef": meta_graph_pb2.SignatureDef,
+            "SignatureDefMap": get_model_metadata_pb2.SignatureDefMap,
+            "GetModelMetadataRequest": get_model_metadata_pb2.GetModelMetadataRequest,
+            "GetModelMetadataResponse": get_model_metadata_pb2.GetModelMetadataResponse,
+            "GetModelStatusRequest": get_model_status_pb2.GetModelStatusRequest,
+            "GetModelStatusResponse": get_model_status_pb2.GetModelStatusResponse,
+            "ModelVersionStatus": get_model_status_pb2.ModelVersionStatus,
+            "StatusProto": status_pb2.StatusProto}
+    enum = descriptor.FieldDescriptor.TYPE_ENUM
+    for name, theirs in real.items():
+        mine = getattr(ours, name).DESCRIPTOR
+        for field in mine.fields:
+            other = theirs.DESCRIPTOR.fields_by_name[field.name]
+            assert field.number == other.number, (name, field.name)
+            same_wire = field.type == other.type or {field.type, other.type} <= {enum, field.TYPE_INT32}
+            assert same_wire and field.label == other.label, (name, field.name)
+    assert {v.name: v.number for v in ours.DataType.DESCRIPTOR.values} == \
+        {v.name: v.number for v in types_pb2.DataType.DESCRIPTOR.values if v.number <= 23}
+    served = {s.full_name: [m.name for m in s.methods] for s in ours.DESCRIPTOR.services_by_name.values()}
+    real_services = {**prediction_service_pb2.DESCRIPTOR.services_by_name,
+                     **model_service_pb2.DESCRIPTOR.services_by_name}
+    for service, methods in served.items():
+        assert set(methods) <= {m.name for m in real_services[service.rsplit(".", 1)[1]].methods}
+
