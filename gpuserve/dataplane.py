@@ -559,9 +559,10 @@ class DataPlane:
         return response
 
     async def predict_v1(self, name: str, body: Any, headers: Optional[Dict[str, str]] = None,
-                         verb: InferenceVerb = InferenceVerb.PREDICT) -> Tuple[Any, Dict[str, str]]:
+                         verb: InferenceVerb = InferenceVerb.PREDICT,
+                         version: Optional[str] = None) -> Tuple[Any, Dict[str, str]]:
         try:
-            model = self.repository.resolve(name)
+            model = self.repository.resolve(name, version)
         except ModelNotFound:
             raise kserve_unknown_model(name) from None
         if _user_healthy(type(model)) and not await model.healthy():

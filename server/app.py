@@ -17,6 +17,7 @@ from gpuserve.server.rest.common import ErrorRoutes, json_response
 from gpuserve.server.rest.custom_routes import LoadedModelRoutes
 from gpuserve.server.rest.extensions import add_extension_routes
 from gpuserve.server.rest.shared_memory import add_shared_memory_routes
+from gpuserve.server.rest.tfserving import add_tfserving_routes
 from gpuserve.server.rest.v1 import add_v1_routes
 from gpuserve.server.rest.generate import add_generate_routes
 from gpuserve.server.rest.infer_stream import add_infer_stream_routes
@@ -52,6 +53,7 @@ def build_app(plane: DataPlane, settings: ServerSettings, errors: ErrorRoutes | 
     if docs:
         add_mlserver_docs_routes(app, plane)
     add_v1_routes(app, plane, errors, settings.max_request_bytes)
+    add_tfserving_routes(app, plane, errors, settings.max_request_bytes)
     add_extension_routes(app, plane, errors)  # before V2's /v2/models/{name}: "stats" is not a model
     add_shared_memory_routes(app, plane, errors)  # shared memory, trace and log settings
     add_v2_routes(app, plane, errors, settings.max_request_bytes)

@@ -26,7 +26,7 @@ def http_category(method: str, path: str) -> Optional[str]:
     if parts[0] == "v1":
         if len(parts) >= 3 and parts[1] == "models" and ":" in parts[-1]:
             return "inference"  # :predict / :explain
-        return "metadata" if len(parts) <= 3 and parts[1:2] == ["models"] else None
+        return "metadata" if parts[1:2] == ["models"] else None  # TFServing's status and metadata too
     if parts[0] != "v2":
         return None
     rest = parts[1:]

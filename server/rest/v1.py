@@ -9,8 +9,10 @@ from starlette.responses import Response
 from gpuserve.dataplane import DataPlane, kserve_unknown_model
 from gpuserve.errors import InferenceError, ModelNotFound, ModelNotReady, ServerNotLive
 from gpuserve.model import InferenceVerb
+from gpuserve.runtimes_tensorflow import TensorFlowModel
 from gpuserve.server.rest.common import ErrorRoutes, guarded, json_response, read_body, v1_answer, v1_request
 from gpuserve.server.rest.streaming import Stream, is_stream, streaming_response
+from gpuserve.server.rest.tfserving import status_json
 
 
 def add_v1_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes, body_limit: int) -> None:
@@ -44,7 +46,10 @@ def add_v1_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes, body_limi
         if not healthy:
             model = plane.repository.get_model(model_name)
             raise ModelNotReady(model_name, getattr(model, "reason", "") or None)
-        return json_response({"name": model_name, "ready": True})
+        answer = {"name": model_name, "ready": True}
+        if isinstance(plane.repository.get_model(model_name), TensorFlowModel):  # TFServing's answer too, for
+            answer.update(status_json(plane, model_name, None))  # KServe's TensorFlow runtime is TFServing
+        return json_response(answer)
 
     async def call(model_name: str, request: Request, verb: InferenceVerb):
         headers = dict(request.headers)
