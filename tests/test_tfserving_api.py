@@ -1,7 +1,8 @@
-"""TensorFlow Serving's gRPC API (tensorflow.serving.PredictionService and ModelService) on gpuserve's gRPC port,
-driven by TFServing's own Python client (tensorflow-serving-api) and by perf_analyzer's `--service-kind
-tfserving`, on both gRPC transports: TensorFlow SavedModels in TFServing's folder layout and ONNX models in a
-Triton repository, answers compared with TensorFlow's and NumPy's, errors in TFServing's codes and words.
+"""TensorFlow Serving's API on gpuserve: its gRPC services (tensorflow.serving.PredictionService and
+ModelService) on the gRPC port, driven by TFServing's own Python client (tensorflow-serving-api) and by
+perf_analyzer's `--service-kind tfserving`, on both gRPC transports: TensorFlow SavedModels in TFServing's
+folder layout and ONNX models in a Triton repository, answers compared with TensorFlow's and NumPy's, errors
+in TFServing's codes and words; and its REST status, metadata and versioned predict routes beside KServe's V1.
 Skipped where tensorflow-serving-api (it needs tensorflow) is not installed."""
 
 from __future__ import annotations
@@ -227,7 +228,8 @@ def test_model_metadata_is_a_signature_def_map(server, predict):
     _refused(predict.GetModelMetadata, request, grpc.StatusCode.INVALID_ARGUMENT,
              "GetModelMetadataRequest must specify at least one metadata_field")
     request.metadata_field.append("graph")
-    _refused(predict.GetModelMetadata, request, grpc.StatusCode.INVALID_ARGUMENT, "Metadata field graph is not supported")
+    _refused(predict.GetModelMetadata, request, grpc.StatusCode.INVALID_ARGUMENT,
+             "Metadata field graph is not supported")
     _refused(predict.GetModelMetadata, get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"]),
              grpc.StatusCode.INVALID_ARGUMENT, "Missing ModelSpec")
 
@@ -295,7 +297,8 @@ def test_restricted_inference_covers_predict(repo, transport):
 def test_perf_analyzer_service_kind_tfserving(server):
     run = subprocess.run([PERF_ANALYZER, "-m", "pair", "--service-kind", "tfserving", "-i", "grpc",
                           "-u", f"127.0.0.1:{server.ports['grpc']}", "-b", "2", "--measurement-interval", "300",
-                          "--stability-percentage", "999", "--max-trials", "3", "--concurrency-range", "2"], capture_output=True, text=True, timeout=120)
+                          "--stability-percentage", "999", "--max-trials", "3", "--concurrency-range", "2"],
+                         capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "Concurrency: 2, throughput:" in run.stdout
 
@@ -334,3 +337,47 @@ def test_our_messages_have_tensorflow_servings_field_numbers():
     for service, methods in served.items():
         assert set(methods) <= {m.name for m in real_services[service.rsplit(".", 1)[1]].methods}
 
+
+
+# REST -----------------------------------------------------------------------------------------------------------
+
+def _get(server, path):
+    import httpx
+
+    return httpx.get(f"http://127.0.0.1:{server.ports['http']}{path}", timeout=30)
+
+
+def test_rest_status_metadata_and_versioned_predict(server):
+    import httpx
+
+    status = _get(server, "/v1/models/pair")
+    assert status.status_code == 200
+    assert status.json() == {"name": "pair", "ready": True, "model_version_status": [
+        {"version": "2", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]}
+    assert _get(server, "/v1/models/lin").json() == {"name": "lin", "ready": True}  # KServe's, as it was
+    assert _get(server, "/v1/models/pair/versions/2").json()["model_version_status"][0]["state"] == "AVAILABLE"
+    broken = _get(server, "/v1/models/broken/versions/1").json()["model_version_status"][0]
+    assert broken["state"] == "END" and broken["status"]["error_code"] == "UNKNOWN"
+    assert broken["status"]["error_message"]
+    missing = _get(server, "/v1/models/pair/versions/9")
+    assert missing.status_code == 404 and missing.json() == {"error": "Could not find version 9 of model pair"}
+
+    metadata = _get(server, "/v1/models/pair/metadata").json()
+    assert metadata["model_spec"] == {"name": "pair", "signature_name": "", "version": "2"}
+    signatures = metadata["metadata"]["signature_def"]
+    assert signatures["@type"] == "type.googleapis.com/tensorflow.serving.SignatureDefMap"
+    assert signatures["signature_def"]["serving_default"]["inputs"]["a"] == {
+        "dtype": "DT_FLOAT", "tensor_shape": {"dim": [{"size": "-1", "name": ""}, {"size": "4", "name": ""}],
+                                              "unknown_rank": False}, "name": "a"}
+    assert _get(server, "/v1/models/lin/versions/1/metadata").json()["model_spec"]["version"] == "1"
+    assert _get(server, "/v1/models/nope/metadata").status_code == 404
+
+    a = np.ones((2, 4), np.float32)
+    url = f"http://127.0.0.1:{server.ports['http']}/v1/models/pair/versions/2:predict"
+    answer = httpx.post(url, json={"instances": [{"a": row.tolist(), "b": [1, 2, 3, 4]} for row in a]}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    direct = server.refs["pair2"].serve(tf.constant(a), tf.constant(np.tile(np.arange(1, 5), (2, 1))))
+    assert [p["prod"] for p in answer.json()["predictions"]] == direct["prod"].numpy().tolist()
+    refused = httpx.post(url.replace("/versions/2", "/versions/1"), json={"instances": []}, timeout=30)
+    assert refused.status_code == 404
+    assert refused.json() == {"error": "Servable not found for request: Specific(pair, 1)"}
