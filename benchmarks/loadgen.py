@@ -619,22 +619,25 @@ def parse_perf_analyzer(csv_text: str, stdout: str, url: str, concurrency: int, 
 
 
 def run_perf_analyzer(base_url: str, model: str, protocol: str, concurrency: int, seconds: float,
-                      warmup: float = 0.5) -> Result:
-    """perf_analyzer at one concurrency: V2 binary over HTTP (its default) or gRPC, random inputs from the
-    model's metadata, asynchronous calls above one client (so its own threads do not bound the point). It
-    measures until three windows agree; the windows here are a third of `seconds` and any three agree."""
+                      warmup: float = 0.5, sync: bool = False) -> Result:
+    """perf_analyzer at one concurrency: V2 binary over HTTP (its default) or gRPC, or TensorFlow Serving's
+    gRPC Predict (`tfserving`: rows of one, the signature's first dimension the batch), random inputs from the
+    model's metadata, asynchronous calls above one client (so its own threads do not bound the point) unless
+    `sync` (a thread a client; the only mode its TFServing client has). It measures until three windows agree;
+    the windows here are a third of `seconds` and any three agree."""
     exe = perf_analyzer_path()
     if not exe:
         raise RuntimeError("perf_analyzer is not installed (bash scripts/install_perf_analyzer.sh)")
-    if protocol not in ("v2-binary", "grpc"):
-        raise ValueError("perf_analyzer speaks V2 binary over HTTP and gRPC")
+    if protocol not in ("v2-binary", "grpc", "tfserving"):
+        raise ValueError("perf_analyzer speaks V2 binary over HTTP and gRPC, and TensorFlow Serving's gRPC")
     hostport = urllib.parse.urlsplit(base_url).netloc
+    kind = ["--service-kind", "tfserving", "-b", "1"] if protocol == "tfserving" else []
 
     def command(window_s):
-        cmd = [exe, "-m", model, "-u", hostport, "-i", "grpc" if protocol == "grpc" else "http",
+        cmd = [exe, "-m", model, "-u", hostport, "-i", "http" if protocol == "v2-binary" else "grpc", *kind,
                "--concurrency-range", str(concurrency), "--measurement-interval", str(max(int(window_s * 1000), 100)),
                "--stability-percentage", "999", "--max-trials", "3"]
-        return cmd + (["--async"] if concurrency > 1 else [])
+        return cmd + (["--async"] if concurrency > 1 and not sync and protocol != "tfserving" else [])
 
     if warmup > 0:  # this perf_analyzer (2.48) has no warm-up option: a short run of its own
         subprocess.run(command(warmup / 3), capture_output=True, timeout=warmup * 3 + 60)
