@@ -3,8 +3,9 @@
 Each RPC decodes its message, calls the data plane, encodes the answer. Every exception leaves
 through the one error table (`gpuserve.errors.status_of`), so a bad input is INVALID_ARGUMENT, an
 unknown model NOT_FOUND, and nothing is ever UNKNOWN. System shared memory, trace and log settings
-share their state with REST through the data plane; CUDA shared memory registration answers
-UNIMPLEMENTED with a sentence saying so.
+share their state with REST through the data plane, CUDA shared memory too (registration opens the client's
+IPC handle where CUDA is usable, else fails with Triton's words). TensorFlow Serving's services are served
+beside this one (tfserving.py).
 
 The handlers are registered from the service descriptor with grpc's generic handler API, so the
 server does not depend on the grpcio version that generated inference_pb2_grpc.py.
