@@ -5,6 +5,8 @@ Forms, detected per model folder:
 - Bare artefact: `model.onnx` (or `.pt`, `.pt2`, `.plan`) in the folder, or in numbered version folders
   (`1/model.onnx`), which is also how a Triton repository lays out its versions; a TensorFlow SavedModel
   (`saved_model.pb`, TFServing's `NAME/1/` layout) likewise.
+- TorchServe: KServe's `config/config.properties` + `model-store/` at the root, a bare `NAME.mar` in the root, or
+  `NAME/NAME.mar`, `NAME/<n>/*.mar`, an extracted archive folder (gpuserve/torchserve/store.py).
 A model that cannot be built is registered not ready with the reason, never raised.
 """
 
@@ -31,6 +33,7 @@ from gpuserve.namespacing import SEP, copies, namespaced, plain
 from gpuserve.runtimes import ARTEFACT_RUNTIMES, BUILTIN_RUNTIMES
 from gpuserve.runtimes_tensorflow import is_savedmodel  # no tensorflow import: a path test
 from gpuserve.ensemble import EnsembleModel
+from gpuserve.torchserve.store import folder_archives, is_kserve_layout, root_archives, scan_kserve_layout
 from gpuserve.environments import DEFAULT_ENVIRONMENTS_DIR, source_for
 from gpuserve.triton_python import TritonPythonBackendModel
 from gpuserve.settings import MODEL_SETTINGS_FILE, ModelSettings
@@ -206,6 +209,8 @@ OPTIONAL_RUNTIMES = {
     # module imports no tensorflow: a missing one fails the load, naming gpuserve[tensorflow]
     **_optional_names("tensorflow", "gpuserve.runtimes_tensorflow", "TensorFlowModel", "tensorflow_savedmodel",
                       "tensorflow_graphdef", "gpuserve.runtimes.TensorFlowModel"),
+    # TorchServe archives: the handler imports torch (and torchserve for a built-in handler) when it loads
+    **_optional_names("torchserve", "gpuserve.torchserve.model", "TorchServeModel"),
 }
 
 
@@ -359,6 +364,11 @@ class DiskRepository:
             if settings is not None:
                 found.setdefault(settings.name, []).append(settings)
         claimed = {Path(s.folder) for group in found.values() for s in group if s.folder}
+        torchserve = scan_kserve_layout(root) if is_kserve_layout(root) else []
+        if torchserve:  # KServe's TorchServe layout: its config/ and model-store/ folders are no models
+            claimed |= {root / "config", root / "model-store"}
+        for settings in torchserve + root_archives(root):
+            found.setdefault(settings.name, []).append(settings)
         for folder in sorted(p for p in _listed(lambda: list(root.iterdir())) if p.is_dir() and p not in claimed):
             try:
                 models = self._folder(folder)
@@ -374,6 +384,9 @@ class DiskRepository:
         """(name, settings) of what one model folder without a model-settings.json serves."""
         if (folder / "config.pbtxt").is_file() or _python_without_config(folder):
             return [(settings.name, settings) for settings in self._triton(folder)]
+        archives = folder_archives(folder)
+        if archives:
+            return [(settings.name, settings) for settings in archives]
         name, found = folder.name, []
         bare = _artefact(folder)
         if bare:
@@ -636,6 +649,7 @@ def _user_runtime(settings: ModelSettings) -> bool:
 
 def _unavailable(settings: ModelSettings, reason: str) -> UnavailableModel:
     model = UnavailableModel(settings.name, reason, settings.parameters.version)
+    model.implementation = settings.implementation  # (TorchServe's model list names its broken archives too)
     model.triton_form = bool(settings.folder) and (Path(settings.folder) / "config.pbtxt").is_file()
     return model
 

@@ -23,6 +23,9 @@ fi
 # TensorFlow Serving's Python client, the one tests/test_tfserving_grpc.py drives gpuserve's TFServing API with;
 # --no-deps for the same reason (it requires the `tensorflow` package). About 250 KB.
 .venv/bin/python -m pip install -q --no-deps "tensorflow-serving-api==2.21.0" 2>&1 | grep -v "^WARNING: Location" || true
+# TorchServe 0.12 and its archiver (tests/test_torchserve.py: built-in handlers, its Context, the CLI), --no-deps: their
+# Requires are small (psutil, Pillow, packaging, wheel; enum-compat). About 45 MB installed; the tests run without them.
+.venv/bin/python -m pip install -q --no-deps "torchserve==0.12.0" "torch-model-archiver==0.12.0" psutil enum-compat 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -m pip install -q dm-tree decorator 2>&1 | grep -v "^WARNING: Location" || true
 # alibi-detect (tests/test_mlserver_alibi_detect.py) without its pins (numpy<2, pandas<3, numba<0.60, Pillow<11),
 # which would downgrade the whole suite's numpy and pandas, beside the modules it imports here (transformers:

@@ -18,6 +18,7 @@ from gpuserve.server.rest.custom_routes import LoadedModelRoutes
 from gpuserve.server.rest.extensions import add_extension_routes
 from gpuserve.server.rest.shared_memory import add_shared_memory_routes
 from gpuserve.server.rest.tfserving import add_tfserving_routes
+from gpuserve.server.rest.torchserve import add_torchserve_routes
 from gpuserve.server.rest.v1 import add_v1_routes
 from gpuserve.server.rest.generate import add_generate_routes
 from gpuserve.server.rest.infer_stream import add_infer_stream_routes
@@ -71,6 +72,7 @@ def build_app(plane: DataPlane, settings: ServerSettings, errors: ErrorRoutes | 
 
     # Last: MLServer runtimes' @custom_handler routes, for paths nothing above answers.
     app.router.routes.append(LoadedModelRoutes(plane.repository, settings.max_request_bytes))
+    add_torchserve_routes(app, plane, settings.max_request_bytes)  # after those: a model's own /ping comes first
     app.state.plane = plane
     app.state.errors = errors
     return app

@@ -1,0 +1,64 @@
+"""TorchServe's inference API and its read-only management paths on the HTTP port (KServe's PyTorch runtime is
+TorchServe, so its users' clients call these): `POST /predictions/NAME[/VERSION]`, `GET /ping`, `GET /models`,
+`GET /models/NAME[/VERSION|/all]`. The meaning is in server/torchserve_api.py (shared with a gRPC service).
+
+These routes go after every other route, MLServer runtimes' custom ones included, so a loaded MLflow model's
+own `/ping` answers where it is served (no other gpuserve route uses /ping, /models or /predictions).
+Bodies as TorchServe writes them: JSON indented by two spaces.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gpuserve.dataplane import DataPlane
+from gpuserve.errors import PayloadTooLarge
+from gpuserve.server import torchserve_api as api
+from gpuserve.server.rest.common import read_body
+
+
+def _json(content, status: int = 200) -> Response:
+    return Response(json.dumps(content, indent=2), status_code=status, media_type=api.JSON)
+
+
+def add_torchserve_routes(app: FastAPI, plane: DataPlane, max_request_bytes: int) -> None:
+    async def predictions(request: Request, model_name: str, model_version: Optional[str] = None) -> Response:
+        try:
+            body = await read_body(request, max_request_bytes)
+        except PayloadTooLarge as exc:
+            return Response(api.error_body(413, "BadRequestException", str(exc)), 413, media_type=api.JSON)
+        entry, part_headers = api.entry_from_body(body, request.headers.get("content-type"))
+        headers = {**part_headers, **dict(request.headers)}
+        extra: dict = {}
+        payload, content_type, status = await api.predictions(plane, model_name, model_version, entry, headers, extra)
+        response = Response(payload, status_code=status, headers=extra or None)
+        if content_type:
+            response.headers["content-type"] = content_type
+        return response
+
+    for path in ("/predictions/{model_name}", "/predictions/{model_name}/{model_version}"):
+        app.add_api_route(path, predictions, methods=["POST", "PUT", "GET"], include_in_schema=False,
+                          name="torchserve_predictions")
+
+    async def ping() -> Response:
+        return _json({"status": "Healthy"}) if plane.live() else _json({"status": "Unhealthy"}, 500)
+
+    async def list_models() -> Response:
+        return _json(api.list_models(plane))
+
+    async def describe(model_name: str, model_version: Optional[str] = None) -> Response:
+        try:
+            return _json(api.describe(plane, model_name, model_version))
+        except api.TorchServeError as exc:
+            payload, content_type, status = exc.reply()
+            return Response(payload, status_code=status, media_type=content_type)
+
+    app.add_api_route("/ping", ping, methods=["GET"], include_in_schema=False, name="torchserve_ping")
+    app.add_api_route("/models", list_models, methods=["GET"], include_in_schema=False, name="torchserve_models")
+    for path in ("/models/{model_name}", "/models/{model_name}/{model_version}"):
+        app.add_api_route(path, describe, methods=["GET"], include_in_schema=False, name="torchserve_describe")

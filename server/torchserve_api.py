@@ -1,0 +1,222 @@
+"""TorchServe's inference and (read-only) management API over the data plane, free of any transport.
+
+`predictions(plane, name, version, entry, headers)` is one TorchServe prediction: `entry` is the dict the handler
+gets as its list item (`{"body": bytearray}` for a raw body, `{"body": <parsed>}` for JSON, one key per form
+part; `entry_from_body` builds it from an HTTP body as TorchServe 0.12's frontend does), `headers` the request's
+headers. It answers `(payload: bytes, content_type: str | None, status: int)`, errors included as TorchServe's
+JSON body (`{"code", "type", "message"}`), so a transport only writes them out; pass `response_headers={}` to get
+the headers the handler set. REST uses it (server/rest/torchserve.py); a gRPC InferenceAPIsService can too
+(its `PredictionsRequest.input` map is `entry` with bytes values).
+
+Checked against TorchServe 0.12 itself (a probe handler echoing what it got, curl on both sides):
+- the entry: raw body -> {"body": bytearray}; application/json -> parsed (bytearray when it does not parse);
+  text/* -> str; multipart/form-data and x-www-form-urlencoded -> ONE entry, each part/field a key (bytearray);
+- headers: the request's, each part's {"content-type": ...} under its name, "explain": "False", "url_path": "";
+- answers: bytes as they are, str as UTF-8, anything else json.dumps(indent=2); no content type unless the
+  handler sets one; the status the handler set (200 else);
+- errors: 404 ModelNotFoundException "Model not found: NAME", 404 ModelVersionNotFoundException "Model version:
+  V does not exist for model: NAME", 503 InternalServerException "Prediction failed" for a handler's exception,
+  all as 2-space-indented JSON with content type application/json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from typing import Any, Dict, List, Optional, Tuple
+from urllib.parse import parse_qsl
+
+from gpuserve.dataplane import DataPlane
+from gpuserve.errors import GpuserveError, ModelNotReady, QueueFull
+from gpuserve.torchserve.model import ENTRY_INPUT, Answer, Entry, TorchServeModel, object_input
+from gpuserve.types import InferRequest
+
+JSON = "application/json"
+STARTED = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+
+
+class TorchServeError(Exception):
+    def __init__(self, code: int, kind: str, message: str):
+        super().__init__(message)
+        self.code, self.kind, self.message = code, kind, message
+
+    def reply(self) -> Tuple[bytes, str, int]:
+        return error_body(self.code, self.kind, self.message), JSON, self.code
+
+
+def error_body(code: int, kind: str, message: str) -> bytes:
+    return json.dumps({"code": code, "type": kind, "message": message}, indent=2).encode()
+
+
+def not_found(name: str) -> TorchServeError:
+    return TorchServeError(404, "ModelNotFoundException", f"Model not found: {name}")
+
+
+def _parts(body: bytes, content_type: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """multipart/form-data: each part a key, its bytes (bytearray) and its {"content-type"}."""
+    from email.parser import BytesParser
+    from email.policy import HTTP
+
+    message = BytesParser(policy=HTTP).parsebytes(b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body)
+    entry, headers = {}, {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if name is None:
+            continue
+        entry[name] = bytearray(part.get_payload(decode=True) or b"")
+        is_file = part.get_param("filename", header="content-disposition") is not None
+        headers[name] = {"content-type": part.get_content_type() if part.get("content-type") else
+                         ("application/octet-stream" if is_file else "")}
+    return entry, headers
+
+
+def entry_from_body(body: bytes, content_type: Optional[str]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """(the handler's entry, the per-part headers) for one HTTP body, as TorchServe 0.12 builds them."""
+    content_type = content_type or ""
+    media = content_type.split(";")[0].strip().lower()
+    if media.startswith("multipart/form-data"):
+        return _parts(body, content_type)
+    if media == "application/x-www-form-urlencoded":
+        fields = parse_qsl(body.decode("latin-1"))
+        return {k: bytearray(v.encode("latin-1")) for k, v in fields}, {k: {"content-type": ""} for k, _ in fields}
+    value: Any = bytearray(body)
+    if media == JSON:
+        try:
+            value = json.loads(body)
+        except ValueError:
+            pass
+    elif media.startswith("text"):
+        value = body.decode("utf-8", errors="replace")
+    return {"body": value}, {"body": {"content-type": content_type}}
+
+
+def find(plane: DataPlane, name: str, version: Optional[str]):
+    """The model a TorchServe path names, or TorchServe's error."""
+    versions = plane.repository.versions(name) if name else {}
+    if not versions:
+        raise not_found(name)
+    if version not in (None, "") and version not in versions:
+        raise TorchServeError(404, "ModelVersionNotFoundException",
+                              f"Model version: {version} does not exist for model: {name}")
+    model = plane.repository.get_model(name, version or None)
+    if model is None:
+        raise not_found(name)
+    return model
+
+
+def _unavailable(model, version: Optional[str]) -> TorchServeError:
+    # TorchServe 0.12's words (ApiUtils' string constants) when no worker of the model is up
+    return TorchServeError(503, "ServiceUnavailableException",
+                           f'Model "{model.name}" Version {version or getattr(model, "version", "")}" has no worker to '
+                           "serve inference request. Please use scale workers API to add workers.")
+
+
+def _encoded(value: Any) -> bytes:
+    """One answer as TorchServe's worker writes it (ts/protocol/otf_message_handler.py)."""
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if type(value).__module__ == "torch" and type(value).__name__ == "Tensor":
+        import io
+
+        import torch
+
+        buffer = io.BytesIO()
+        torch.save(value, buffer)
+        return buffer.getvalue()
+    return json.dumps(value, indent=2).encode("utf-8")
+
+
+async def predictions(plane: DataPlane, name: str, version: Optional[str], entry: Dict[str, Any],
+                      headers: Optional[Dict[str, Any]] = None, response_headers: Optional[Dict[str, str]] = None
+                      ) -> Tuple[bytes, Optional[str], int]:
+    """One TorchServe prediction: (payload, content type or None, HTTP status); never raises for the client's
+    or the handler's errors (they are TorchServe's JSON bodies)."""
+    try:
+        model = find(plane, name, version)
+        if not getattr(model, "ready", False):
+            raise _unavailable(model, version)
+        if not isinstance(model, TorchServeModel):
+            raise TorchServeError(400, "BadRequestException", f"model '{name}' is not a TorchServe archive: ask it "
+                                  "on KServe V1 (/v1/models/NAME:predict) or V2 (/v2/models/NAME/infer)")
+        request_id = str(uuid.uuid4())
+        all_headers = {"explain": "False", "url_path": "", **{k: {"content-type": ""} for k in entry},
+                       **(headers or {})}
+        request = InferRequest(model.name, [object_input(ENTRY_INPUT, [Entry(entry, all_headers, request_id)])],
+                               request_id=request_id, model_version=getattr(model, "version", None))
+        try:
+            response, _ = await plane.infer(request, {})
+        except (ModelNotReady, QueueFull):
+            raise _unavailable(model, version) from None
+        except GpuserveError as exc:
+            raise TorchServeError(exc.http, "InternalServerException" if exc.http >= 500 else "BadRequestException",
+                                  str(exc)) from None
+        answer: Answer = response.outputs[0].as_numpy()[0]
+    except TorchServeError as exc:
+        return exc.reply()
+    if answer.error is not None:
+        kind = "ServiceUnavailableException" if answer.status == 503 and answer.error != "Prediction failed" \
+            else "InternalServerException"
+        return error_body(answer.status, kind, answer.error), JSON, answer.status
+    try:
+        payload = _encoded(answer.value)
+    except TypeError:
+        return error_body(503, "InternalServerException", "Unsupported model output data type."), JSON, 503
+    found = dict(answer.headers or {})
+    content_type = next((v for k, v in found.items() if k.lower() == "content-type"), None)
+    if response_headers is not None:
+        response_headers.update({k: v for k, v in found.items() if k.lower() != "content-type"})
+    return payload, content_type, answer.status or 200
+
+
+def _torchserve_models(plane: DataPlane) -> Dict[str, Dict[str, Any]]:
+    found: Dict[str, Dict[str, Any]] = {}
+    for name, version, model in plane.repository.all_versions():
+        settings = getattr(model, "settings", None)
+        if isinstance(model, TorchServeModel) or "torchserve" in (getattr(settings, "implementation", None),
+                                                                 getattr(model, "implementation", None)):
+            found.setdefault(name, {})[version] = model
+    return found
+
+
+def list_models(plane: DataPlane) -> Dict[str, List[Dict[str, str]]]:
+    """TorchServe's `GET /models`: the archives served, one entry per model (its default version's archive)."""
+    out = []
+    for name, versions in sorted(_torchserve_models(plane).items()):
+        model = plane.repository.get_model(name, None) or next(iter(versions.values()))
+        out.append({"modelName": name, "modelUrl": _url(model)})
+    return {"models": out}
+
+
+def _url(model) -> str:
+    settings = getattr(model, "settings", None)
+    options = ((getattr(getattr(settings, "parameters", None), "extra", None) or {}).get("torchserve") or {})
+    uri = getattr(getattr(settings, "parameters", None), "uri", None)
+    return options.get("marName") or (os.path.basename(uri) if uri else model.name)
+
+
+def describe(plane: DataPlane, name: str, version: Optional[str]) -> List[Dict[str, Any]]:
+    """TorchServe's `GET /models/NAME[/VERSION|/all]` (a list of one, or of every version for "all")."""
+    chosen = list(plane.repository.versions(name).values()) if version == "all" else [find(plane, name, version)]
+    if not chosen:
+        raise not_found(name)
+    return [_description(model) for model in chosen]
+
+
+def _description(model) -> Dict[str, Any]:
+    settings = getattr(model, "settings", None)
+    batch = int(getattr(settings, "max_batch_size", None) or 1)
+    delay = int(round((getattr(settings, "max_batch_time", 0.0) or 0.0) * 1000)) if batch > 1 else 100
+    device = str(getattr(settings, "device", None) or "cpu")
+    ready = bool(getattr(model, "ready", False))
+    workers = [{"id": "9000", "startTime": STARTED, "status": "READY", "memoryUsage": 0, "pid": os.getpid(),
+                "gpu": device.startswith("cuda"), "gpuUsage": "N/A"}] if ready else []
+    # gpuserve runs a handler in its own process on one thread: one worker, whatever minWorkers asked for
+    return {"modelName": model.name, "modelVersion": str(getattr(model, "version", None) or ""),
+            "modelUrl": _url(model), "runtime": "python", "minWorkers": 1, "maxWorkers": 1, "batchSize": batch,
+            "maxBatchDelay": delay, "deviceType": "gpu" if device.startswith("cuda") else "cpu",
+            "loadedAtStartup": True, "workers": workers,
+            **({} if ready else {"reason": getattr(model, "reason", "") or "not loaded"})}

@@ -1,0 +1,358 @@
+"""TorchServe model archives on gpuserve (KServe's PyTorch runtime is TorchServe): .mar archives built here with
+zipfile (and torch-model-archiver's CLI where installed) around a TorchScript model, served from each repository
+form (a bare NAME.mar, NAME/NAME.mar, NAME/<n>/*.mar, an extracted folder, KServe's config/ + model-store/),
+answers compared with the direct torch call, TorchServe's inference and management API (bodies, error JSON and
+statuses as TorchServe 0.12 gave them to a probe handler: see server/torchserve_api.py), KServe V1/V2 on the same
+models, batchSize/maxBatchDelay batching under concurrent requests. Skipped without torch; the built-in-handler
+test needs torchserve."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+httpx = pytest.importorskip("httpx")
+
+from conftest import running_server  # noqa: E402
+from gpuserve import ModelRepository  # noqa: E402
+from gpuserve.repository import DiskRepository  # noqa: E402
+
+CLASS_HANDLER = '''
+import json, os
+import torch
+try:
+    from ts.torch_handler.base_handler import BaseHandler
+except ImportError:  # the same handler where torchserve is not installed
+    BaseHandler = None
+
+
+class LinearHandler(BaseHandler or object):
+    """Rows of 4 floats -> rows of 3: BaseHandler's initialize (TorchScript load) and handle where it exists."""
+
+    if BaseHandler is None:
+        def initialize(self, context):
+            folder = context.system_properties["model_dir"]
+            self.model = torch.jit.load(os.path.join(folder, context.manifest["model"]["serializedFile"]))
+
+        def handle(self, data, context):
+            with torch.no_grad():
+                return self.postprocess(self.model(self.preprocess(data)))
+
+    def preprocess(self, data):
+        log = os.environ.get("TS_TEST_BATCH_LOG")
+        if log:
+            with open(log, "a") as f:
+                f.write(f"{len(data)}\\n")
+        rows = []
+        for row in data:
+            value = row.get("data") if row.get("data") is not None else row.get("body")
+            rows.append(json.loads(value) if isinstance(value, (bytes, bytearray)) else value)
+        return torch.tensor(rows, dtype=torch.float32)
+
+    def postprocess(self, out):
+        return out.tolist()
+'''
+
+FUNCTION_HANDLER = '''
+import json, os
+import torch
+
+model = None
+
+
+def handle(data, context):
+    global model
+    if model is None:
+        props = context.system_properties
+        model = torch.jit.load(os.path.join(props["model_dir"], context.manifest["model"]["serializedFile"]))
+    if data is None:
+        return None
+    out = []
+    for i, row in enumerate(data):
+        value = row.get("data") if row.get("data") is not None else row.get("body")
+        if isinstance(value, (bytes, bytearray)):
+            value = json.loads(value)
+        if value == "fail":
+            raise ValueError("the handler fails on purpose")
+        with torch.no_grad():
+            out.append({"y": model(torch.tensor([value], dtype=torch.float32))[0].tolist(),
+                        "id": context.get_request_id(i)})
+    return out
+'''
+
+ECHO_HANDLER = '''
+def describe(value):
+    if isinstance(value, (bytes, bytearray)):
+        return [type(value).__name__, bytes(value).decode("latin-1")]
+    return [type(value).__name__, value]
+
+
+def echo(data, context):
+    if data is None:
+        return None
+    out = []
+    for i, row in enumerate(data):
+        body = row.get("body")
+        if body == "teapot":
+            context.set_response_status(418, "teapot", idx=i)
+            context.set_response_content_type(i, "text/plain")
+            out.append("short and stout")
+        elif body == "bytes":
+            out.append(b"\\x00\\x01")
+        else:
+            out.append({"row": {k: describe(v) for k, v in row.items()},
+                        "ct": context.get_request_header(i, "Content-Type"), "n": len(data)})
+    return out
+'''
+
+
+def _linear(seed: int):
+    torch.manual_seed(seed)
+    return torch.jit.script(torch.nn.Linear(4, 3).eval())
+
+
+def make_mar(path: Path, name: str, handler_src: str, handler: str = "handler.py", version: str = "1.0",
+             seed: int = 0, extracted: bool = False):
+    """A .mar as torch-model-archiver lays it out (MAR-INF/MANIFEST.json, the serialized file, the handler)."""
+    model = _linear(seed)
+    scratch = path.parent / f".{path.name}.files"
+    scratch.mkdir(parents=True, exist_ok=True)
+    model.save(str(scratch / "model.pt"))
+    manifest = {"runtime": "python", "archiverVersion": "0.12.0", "model": {
+        "modelName": name, "serializedFile": "model.pt", "handler": handler, "modelVersion": version}}
+    files = {"MAR-INF/MANIFEST.json": json.dumps(manifest).encode(), "model.pt": (scratch / "model.pt").read_bytes()}
+    if handler_src:
+        files[handler.split(":")[0]] = handler_src.encode()
+    shutil.rmtree(scratch)
+    if extracted:
+        for member, data in files.items():
+            (path / member).parent.mkdir(parents=True, exist_ok=True)
+            (path / member).write_bytes(data)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(path, "w") as zf:
+            for member, data in files.items():
+                zf.writestr(member, data)
+    return model
+
+
+def reference(model, rows) -> np.ndarray:
+    with torch.no_grad():
+        return model(torch.tensor(rows, dtype=torch.float32)).numpy()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ts-repo")
+    refs = {"lin": make_mar(root / "lin.mar", "lin", CLASS_HANDLER, seed=1),  # bare NAME.mar: the modelName
+            "fn": make_mar(root / "fn" / "fn.mar", "fn", FUNCTION_HANDLER, seed=2),  # NAME/NAME.mar
+            "ver": make_mar(root / "ver" / "3" / "any.mar", "whatever", CLASS_HANDLER, seed=3),  # NAME/<n>/*.mar
+            "open": make_mar(root / "open", "open", FUNCTION_HANDLER, seed=4, extracted=True)}  # extracted folder
+    make_mar(root / "echo.mar", "echo", ECHO_HANDLER, handler="echo.py:echo")
+    (root / "bad.mar").write_bytes(b"not a zip")
+    make_mar(root / "nohandler.mar", "nohandler", "", handler="missing_module_xyz.py")
+    registry = DiskRepository(root).populate(ModelRepository())
+    with running_server(repository=registry) as server:
+        with httpx.Client(base_url=f"http://127.0.0.1:{server.ports['http']}", timeout=60) as client:
+            yield client, refs
+
+
+def test_forms_listed_and_described(served):
+    client, _ = served
+    listed = client.get("/models")
+    assert listed.status_code == 200
+    names = {m["modelName"]: m["modelUrl"] for m in listed.json()["models"]}
+    assert {"lin", "fn", "ver", "open", "echo", "bad", "nohandler"} <= set(names)
+    assert names["lin"] == "lin.mar"
+    described = client.get("/models/lin").json()
+    assert described[0]["modelName"] == "lin" and described[0]["modelVersion"] == "1.0"
+    assert described[0]["workers"][0]["status"] == "READY" and described[0]["batchSize"] == 1
+    assert client.get("/models/ver").json()[0]["modelVersion"] == "3"
+    assert client.get("/models/lin/1.0").status_code == 200
+    missing = client.get("/models/nope")
+    assert missing.status_code == 404  # TorchServe 0.12's body, indented as it writes it
+    assert missing.text == json.dumps({"code": 404, "type": "ModelNotFoundException",
+                                       "message": "Model not found: nope"}, indent=2)
+    ping = client.get("/ping")
+    assert ping.status_code == 200 and ping.json() == {"status": "Healthy"}
+
+
+@pytest.mark.parametrize("name", ["lin", "fn", "ver", "open"])
+def test_predictions_match_torch(served, name):
+    client, refs = served
+    rows = np.random.default_rng(7).standard_normal((3, 4)).round(4).tolist()
+    for row, want in zip(rows, reference(refs[name], rows)):
+        answer = client.post(f"/predictions/{name}", json=row)
+        assert answer.status_code == 200, answer.text
+        assert "content-type" not in answer.headers  # TorchServe sets none unless the handler does
+        got = answer.json()
+        np.testing.assert_allclose(got["y"] if isinstance(got, dict) else got, want, rtol=1e-5, atol=1e-6)
+    raw = client.post(f"/predictions/{name}", content=json.dumps(rows[0]).encode(),
+                      headers={"content-type": "application/octet-stream"})  # {"body": bytearray}
+    assert raw.status_code == 200
+
+
+def test_versions_addressed_by_text(served):
+    client, _ = served
+    assert client.post("/predictions/lin/1.0", json=[1, 2, 3, 4]).status_code == 200
+    assert client.post("/predictions/ver/3", json=[1, 2, 3, 4]).status_code == 200
+    wrong = client.post("/predictions/lin/9.0", json=[1, 2, 3, 4])
+    assert wrong.status_code == 404 and wrong.json() == {"code": 404, "type": "ModelVersionNotFoundException",
+                                                         "message": "Model version: 9.0 does not exist for model: lin"}
+    assert client.post("/v2/models/lin/versions/1.0/infer", json={"inputs": [
+        {"name": "x", "shape": [1], "datatype": "BYTES", "data": ["[1, 2, 3, 4]"]}]}).status_code == 200
+
+
+def test_kserve_v1_and_v2(served):
+    client, refs = served
+    rows = np.random.default_rng(3).standard_normal((5, 4)).round(4).tolist()
+    v1 = client.post("/v1/models/lin:predict", json={"instances": [{"data": r} for r in rows]})
+    assert v1.status_code == 200, v1.text
+    np.testing.assert_allclose(v1.json()["predictions"], reference(refs["lin"], rows), rtol=1e-5, atol=1e-6)
+    v2 = client.post("/v2/models/lin/infer", json={"inputs": [
+        {"name": "x", "shape": [5, 4], "datatype": "FP32", "data": rows}]})
+    assert v2.status_code == 200, v2.text
+    out = v2.json()["outputs"][0]
+    assert out["datatype"] == "BYTES" and out["shape"] == [5]
+    np.testing.assert_allclose([json.loads(x) for x in out["data"]], reference(refs["lin"], rows), rtol=1e-4,
+                               atol=1e-5)
+
+
+def test_bodies_as_torchserve_builds_them(served):
+    client, _ = served
+    raw = client.post("/predictions/echo", content=b"abc", headers={"content-type": "application/octet-stream"}).json()
+    assert raw["row"] == {"body": ["bytearray", "abc"]} and raw["ct"] == "application/octet-stream"
+    assert client.post("/predictions/echo", content=b"hi", headers={"content-type": "text/plain"}).json()["row"] \
+        == {"body": ["str", "hi"]}
+    assert client.post("/predictions/echo", json={"a": [1, 2]}).json()["row"] == {"body": ["dict", {"a": [1, 2]}]}
+    broken_json = client.post("/predictions/echo", content=b'{"a": [1', headers={"content-type": "application/json"})
+    assert broken_json.json()["row"] == {"body": ["bytearray", '{"a": [1']}
+    form = client.post("/predictions/echo", files={"data": ("f.bin", b"\x01\x02")}, data={"x": "12"}).json()
+    assert form["row"] == {"data": ["bytearray", "\x01\x02"], "x": ["bytearray", "12"]} and form["n"] == 1
+    teapot = client.post("/predictions/echo", content=b"teapot", headers={"content-type": "text/plain"})
+    assert teapot.status_code == 418 and teapot.text == "short and stout"
+    assert teapot.headers["content-type"] == "text/plain"
+    got = client.post("/predictions/echo", content=b"bytes", headers={"content-type": "text/plain"})
+    assert got.content == b"\x00\x01"
+
+
+def test_errors_and_the_server_keeps_serving(served):
+    client, _ = served
+    failed = client.post("/predictions/fn", json="fail")
+    assert failed.status_code == 503  # TorchServe 0.12 answers a handler's exception so
+    assert failed.json() == {"code": 503, "type": "InternalServerException", "message": "Prediction failed"}
+    unknown = client.post("/predictions/nope", content=b"x")
+    assert unknown.status_code == 404 and unknown.json()["type"] == "ModelNotFoundException"
+    for name, words in (("bad", "not a zip"), ("nohandler", "missing_module_xyz")):
+        ready = client.get(f"/v2/models/{name}/ready")
+        assert ready.status_code != 200
+        index = {m["name"]: m for m in client.post("/v2/repository/index", json={}).json()}
+        assert words in index[name]["reason"], index[name]
+        refused = client.post(f"/predictions/{name}", json=[1, 2, 3, 4])
+        assert refused.status_code == 503 and refused.json()["type"] == "ServiceUnavailableException"
+    assert client.post("/predictions/fn", json=[1, 2, 3, 4]).status_code == 200
+
+
+def _kserve_layout(root: Path, batch: int, delay_ms: int) -> Path:
+    (root / "config").mkdir(parents=True)
+    make_mar(root / "model-store" / "lin.mar", "lin", CLASS_HANDLER, seed=1)
+    snapshot = {"name": "startup.cfg", "modelCount": 1, "models": {"lin": {"1.0": {
+        "defaultVersion": True, "marName": "lin.mar", "minWorkers": 1, "maxWorkers": 1, "batchSize": batch,
+        "maxBatchDelay": delay_ms}}}}
+    (root / "config" / "config.properties").write_text(
+        "inference_address=http://0.0.0.0:8085\nmodel_store=/mnt/models/model-store\n"  # KServe's own lines
+        f"model_snapshot={json.dumps(snapshot)}\n")
+    return root
+
+
+def test_kserve_layout_batches_concurrent_requests(tmp_path, monkeypatch):
+    log = tmp_path / "batches.txt"
+    monkeypatch.setenv("TS_TEST_BATCH_LOG", str(log))
+    root = _kserve_layout(tmp_path / "kserve", batch=4, delay_ms=300)
+    ref = _linear(1)
+    rows = np.random.default_rng(11).standard_normal((8, 4)).round(4).tolist()
+    registry = DiskRepository(root).populate(ModelRepository())
+    with running_server(repository=registry) as server:
+        url = f"http://127.0.0.1:{server.ports['http']}/predictions/lin"
+        results = [None] * len(rows)
+
+        def call(i):
+            results[i] = httpx.post(url, json=rows[i], timeout=60).json()
+
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(len(rows))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        described = httpx.get(f"http://127.0.0.1:{server.ports['http']}/models/lin").json()[0]
+    np.testing.assert_allclose(results, reference(ref, rows), rtol=1e-5, atol=1e-6)
+    sizes = [int(x) for x in log.read_text().split()]
+    assert sum(sizes) == len(rows) and max(sizes) > 1 and max(sizes) <= 4, sizes
+    assert described["batchSize"] == 4 and described["maxBatchDelay"] == 300
+
+
+def test_builtin_handler_needs_torchserve(tmp_path):
+    """`base_handler` is TorchServe's own: with torchserve, V1 instances (rows) go through its
+    preprocess/inference/postprocess; without it the model is not ready and says what to install."""
+    ref = make_mar(tmp_path / "base.mar", "base", "", handler="base_handler", seed=5)
+    rows = np.random.default_rng(5).standard_normal((2, 4)).round(4).tolist()
+    registry = DiskRepository(tmp_path).populate(ModelRepository())
+    with running_server(repository=registry) as server:
+        base = f"http://127.0.0.1:{server.ports['http']}"
+        answer = httpx.post(f"{base}/v1/models/base:predict", json={"instances": rows}, timeout=60)
+        try:
+            import ts  # noqa: F401
+        except ImportError:
+            index = httpx.post(f"{base}/v2/repository/index", json={}).json()
+            assert "gpuserve[torchserve]" in index[0]["reason"]
+            return
+    assert answer.status_code == 200, answer.text
+    np.testing.assert_allclose(answer.json()["predictions"], reference(ref, rows), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(shutil.which("torch-model-archiver") is None and
+                    not (Path(sys.executable).parent / "torch-model-archiver").exists(),
+                    reason="torch-model-archiver is not installed")
+def test_archive_built_by_torch_model_archiver(tmp_path):
+    cli = shutil.which("torch-model-archiver") or str(Path(sys.executable).parent / "torch-model-archiver")
+    src = tmp_path / "src"
+    src.mkdir()
+    ref = _linear(9)
+    ref.save(str(src / "model.pt"))
+    (src / "handler.py").write_text(CLASS_HANDLER)
+    store = tmp_path / "repo"
+    store.mkdir()
+    subprocess.run([cli, "--model-name", "arch", "--version", "2.0", "--serialized-file", str(src / "model.pt"),
+                    "--handler", str(src / "handler.py"), "--export-path", str(store)], check=True)
+    registry = DiskRepository(store).populate(ModelRepository())
+    with running_server(repository=registry) as server:
+        got = httpx.post(f"http://127.0.0.1:{server.ports['http']}/predictions/arch/2.0", json=[1, 2, 3, 4],
+                         timeout=60)
+    assert got.status_code == 200, got.text
+    np.testing.assert_allclose(got.json(), reference(ref, [[1, 2, 3, 4]])[0], rtol=1e-5, atol=1e-6)
+
+
+def test_context_without_torchserve():
+    """gpuserve's own Context (used where torchserve is absent) answers what handlers ask of TorchServe's."""
+    from gpuserve.torchserve.context import Context, Headers, NullMetrics, RequestProcessor
+
+    context = Context("m", "/tmp", {"model": {}}, 4, None, "0", metrics=NullMetrics())
+    context.request_ids = {0: "a"}
+    context.request_processor = [RequestProcessor(Headers({"content-type": "text/plain", "body": {}}))]
+    assert context.get_request_header(0, "Content-Type") == "text/plain" and context.get_request_id(0) == "a"
+    context.set_response_status(201, "made", idx=0)
+    context.set_response_content_type(0, "application/json")
+    assert context.get_response_status(0) == (201, "made")
+    assert context.get_response_headers(0) == {"content-type": "application/json"}
+    assert context.system_properties["batch_size"] == 4 and context.system_properties["gpu_id"] is None
+    context.metrics.add_time("HandlerTime", 1.0)
+    context.metrics.get_metric("x").add_or_update(1)
