@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate the Python modules for server/grpc/inference.proto (Triton's and KServe's V2 service) and
-# server/grpc/tfserving.proto (TensorFlow Serving's API; messages only, the handlers are bound from its
-# descriptor) with grpcio-tools, then adjust them:
+# server/grpc/tfserving.proto and torchserve.proto (TensorFlow Serving's and TorchServe's APIs; messages only,
+# their handlers are bound in server/grpc/tfserving.py and torchserve.py) with grpcio-tools, then adjust them:
 #   - the messages go into a private descriptor pool, so gpuserve and tritonclient or tensorflow-serving-api
 #     (whose stubs define the same `inference.*` / `tensorflow.serving.*` names in the default pool) can be
 #     imported in one process;
@@ -19,7 +19,7 @@ if [[ -z "$python" ]]; then
 fi
 
 "$python" -m grpc_tools.protoc -I "$out" --python_out="$out" --grpc_python_out="$out" "$out/inference.proto"
-"$python" -m grpc_tools.protoc -I "$out" --python_out="$out" "$out/tfserving.proto"
+"$python" -m grpc_tools.protoc -I "$out" --python_out="$out" "$out/tfserving.proto" "$out/torchserve.proto"
 
 "$python" - "$out" <<'PY'
 import pathlib
@@ -58,6 +58,7 @@ def private_pool(name, names):
 
 private_pool("inference", "tritonclient")
 private_pool("tfserving", "tensorflow-serving-api")
+private_pool("torchserve", "a TorchServe client's stubs")
 
 path = out / "inference_pb2_grpc.py"
 text = path.read_text()
@@ -65,4 +66,4 @@ text = replace(text, "\nimport inference_pb2 as inference__pb2\n",
                "\nfrom . import inference_pb2 as inference__pb2\n", path)
 path.write_text(header("inference.proto") + text)
 PY
-echo "regenerated $out/inference_pb2.py, $out/inference_pb2_grpc.py and $out/tfserving_pb2.py"
+echo "regenerated $out/inference_pb2.py, inference_pb2_grpc.py, tfserving_pb2.py and torchserve_pb2.py"

@@ -20,7 +20,7 @@ fi
 # modules load once tensorflow is found), and tensorflow-probability needs tf-keras under Keras 3. Both --no-deps:
 # tf-keras requires the `tensorflow` package, a second TensorFlow beside tensorflow-cpu. About 10 MB, a few seconds.
 .venv/bin/python -m pip install -q --no-deps "tf-keras==2.21.0" "tensorflow-probability==0.25.0" 2>&1 | grep -v "^WARNING: Location" || true
-# TensorFlow Serving's Python client, the one tests/test_tfserving_grpc.py drives gpuserve's TFServing API with;
+# TensorFlow Serving's Python client, the one tests/test_tfserving_api.py drives gpuserve's TFServing API with;
 # --no-deps for the same reason (it requires the `tensorflow` package). About 250 KB.
 .venv/bin/python -m pip install -q --no-deps "tensorflow-serving-api==2.21.0" 2>&1 | grep -v "^WARNING: Location" || true
 # TorchServe 0.12 and its archiver (tests/test_torchserve.py: built-in handlers, its Context, the CLI), --no-deps: their

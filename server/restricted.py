@@ -111,6 +111,10 @@ GRPC_CATEGORY = {
     # TensorFlow Serving's services (server/grpc/tfserving.py)
     "Predict": "inference", "Classify": "inference", "Regress": "inference", "MultiInference": "inference",
     "GetModelMetadata": "metadata", "GetModelStatus": "health", "HandleReloadConfigRequest": "model-repository",
+    # TorchServe's (server/grpc/torchserve.py)
+    "Ping": "health", "Predictions": "inference", "StreamPredictions": "inference", "DescribeModel": "metadata",
+    "ListModels": "metadata", "RegisterModel": "model-repository", "ScaleWorker": "model-repository",
+    "SetDefault": "model-repository", "UnregisterModel": "model-repository",
 }
 
 

@@ -107,10 +107,12 @@ def find(plane: DataPlane, name: str, version: Optional[str]):
 
 
 def _unavailable(model, version: Optional[str]) -> TorchServeError:
-    # TorchServe 0.12's words (ApiUtils' string constants) when no worker of the model is up
+    """TorchServe 0.12's words (ApiUtils' string constants) when no worker of the model is up; the version only
+    where the request named one, its quote as TorchServe places it."""
+    shown = f'" Version {version}' if version else ""
     return TorchServeError(503, "ServiceUnavailableException",
-                           f'Model "{model.name}" Version {version or getattr(model, "version", "")}" has no worker to '
-                           "serve inference request. Please use scale workers API to add workers.")
+                           f'Model "{model.name}{shown}" has no worker to serve inference request. Please use scale '
+                           "workers API to add workers.")
 
 
 def _encoded(value: Any) -> bytes:
@@ -130,46 +132,60 @@ def _encoded(value: Any) -> bytes:
     return json.dumps(value, indent=2).encode("utf-8")
 
 
+async def answer(plane: DataPlane, name: str, version: Optional[str], entry: Dict[str, Any],
+                 headers: Optional[Dict[str, Any]] = None) -> Answer:
+    """One TorchServe prediction's Answer (the handler's item, or its batch's failure in `error`); TorchServeError
+    when no archive answers (not found, not ready, not an archive)."""
+    model = find(plane, name, version)
+    if not getattr(model, "ready", False):
+        raise _unavailable(model, version)
+    if not isinstance(model, TorchServeModel):
+        raise TorchServeError(400, "BadRequestException", f"model '{name}' is not a TorchServe archive: ask it "
+                              "on KServe V1 (/v1/models/NAME:predict) or V2 (/v2/models/NAME/infer)")
+    request_id = str(uuid.uuid4())
+    all_headers = {"explain": "False", "url_path": "", **{k: {"content-type": ""} for k in entry}, **(headers or {})}
+    request = InferRequest(model.name, [object_input(ENTRY_INPUT, [Entry(entry, all_headers, request_id)])],
+                           request_id=request_id, model_version=getattr(model, "version", None))
+    try:
+        response, _ = await plane.infer(request, {})
+    except (ModelNotReady, QueueFull):
+        raise _unavailable(model, version) from None
+    except GpuserveError as exc:
+        raise TorchServeError(exc.http, "InternalServerException" if exc.http >= 500 else "BadRequestException",
+                              str(exc)) from None
+    return response.outputs[0].as_numpy()[0]
+
+
+def failure_kind(found: Answer) -> str:
+    return "ServiceUnavailableException" if found.status == 503 and found.error != "Prediction failed" \
+        else "InternalServerException"
+
+
+def encoded(found: Answer) -> bytes:
+    """The handler's item as the worker writes it; TorchServeError when it cannot be."""
+    try:
+        return _encoded(found.value)
+    except TypeError:
+        raise TorchServeError(503, "InternalServerException", "Unsupported model output data type.") from None
+
+
 async def predictions(plane: DataPlane, name: str, version: Optional[str], entry: Dict[str, Any],
                       headers: Optional[Dict[str, Any]] = None, response_headers: Optional[Dict[str, str]] = None
                       ) -> Tuple[bytes, Optional[str], int]:
     """One TorchServe prediction: (payload, content type or None, HTTP status); never raises for the client's
     or the handler's errors (they are TorchServe's JSON bodies)."""
     try:
-        model = find(plane, name, version)
-        if not getattr(model, "ready", False):
-            raise _unavailable(model, version)
-        if not isinstance(model, TorchServeModel):
-            raise TorchServeError(400, "BadRequestException", f"model '{name}' is not a TorchServe archive: ask it "
-                                  "on KServe V1 (/v1/models/NAME:predict) or V2 (/v2/models/NAME/infer)")
-        request_id = str(uuid.uuid4())
-        all_headers = {"explain": "False", "url_path": "", **{k: {"content-type": ""} for k in entry},
-                       **(headers or {})}
-        request = InferRequest(model.name, [object_input(ENTRY_INPUT, [Entry(entry, all_headers, request_id)])],
-                               request_id=request_id, model_version=getattr(model, "version", None))
-        try:
-            response, _ = await plane.infer(request, {})
-        except (ModelNotReady, QueueFull):
-            raise _unavailable(model, version) from None
-        except GpuserveError as exc:
-            raise TorchServeError(exc.http, "InternalServerException" if exc.http >= 500 else "BadRequestException",
-                                  str(exc)) from None
-        answer: Answer = response.outputs[0].as_numpy()[0]
+        found = await answer(plane, name, version, entry, headers)
+        if found.error is not None:
+            return error_body(found.status, failure_kind(found), found.error), JSON, found.status
+        payload = encoded(found)
     except TorchServeError as exc:
         return exc.reply()
-    if answer.error is not None:
-        kind = "ServiceUnavailableException" if answer.status == 503 and answer.error != "Prediction failed" \
-            else "InternalServerException"
-        return error_body(answer.status, kind, answer.error), JSON, answer.status
-    try:
-        payload = _encoded(answer.value)
-    except TypeError:
-        return error_body(503, "InternalServerException", "Unsupported model output data type."), JSON, 503
-    found = dict(answer.headers or {})
-    content_type = next((v for k, v in found.items() if k.lower() == "content-type"), None)
+    set_headers = dict(found.headers or {})
+    content_type = next((v for k, v in set_headers.items() if k.lower() == "content-type"), None)
     if response_headers is not None:
-        response_headers.update({k: v for k, v in found.items() if k.lower() != "content-type"})
-    return payload, content_type, answer.status or 200
+        response_headers.update({k: v for k, v in set_headers.items() if k.lower() != "content-type"})
+    return payload, content_type, found.status or 200
 
 
 def _torchserve_models(plane: DataPlane) -> Dict[str, Dict[str, Any]]:

@@ -150,9 +150,7 @@ def reference(model, rows) -> np.ndarray:
         return model(torch.tensor(rows, dtype=torch.float32)).numpy()
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ts-repo")
+def _repository(root: Path) -> dict:
     refs = {"lin": make_mar(root / "lin.mar", "lin", CLASS_HANDLER, seed=1),  # bare NAME.mar: the modelName
             "fn": make_mar(root / "fn" / "fn.mar", "fn", FUNCTION_HANDLER, seed=2),  # NAME/NAME.mar
             "ver": make_mar(root / "ver" / "3" / "any.mar", "whatever", CLASS_HANDLER, seed=3),  # NAME/<n>/*.mar
@@ -160,6 +158,13 @@ def served(tmp_path_factory):
     make_mar(root / "echo.mar", "echo", ECHO_HANDLER, handler="echo.py:echo")
     (root / "bad.mar").write_bytes(b"not a zip")
     make_mar(root / "nohandler.mar", "nohandler", "", handler="missing_module_xyz.py")
+    return refs
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ts-repo")
+    refs = _repository(root)
     registry = DiskRepository(root).populate(ModelRepository())
     with running_server(repository=registry) as server:
         with httpx.Client(base_url=f"http://127.0.0.1:{server.ports['http']}", timeout=60) as client:
@@ -356,3 +361,91 @@ def test_context_without_torchserve():
     assert context.system_properties["batch_size"] == 4 and context.system_properties["gpu_id"] is None
     context.metrics.add_time("HandlerTime", 1.0)
     context.metrics.get_metric("x").add_or_update(1)
+
+
+# gRPC: TorchServe's InferenceAPIsService and ManagementAPIsService on the gRPC port ------------------------------
+
+@pytest.fixture(scope="module", params=["grpcio", "native"])
+def over_grpc(request, tmp_path_factory):
+    grpc = pytest.importorskip("grpc")
+    from gpuserve.server.grpc import torchserve_pb2 as pb
+
+    root = tmp_path_factory.mktemp("ts-grpc-repo")
+    refs = _repository(root)
+    registry = DiskRepository(root).populate(ModelRepository())
+    with running_server(repository=registry, grpc_transport=request.param) as server, \
+            grpc.insecure_channel(f"127.0.0.1:{server.ports['grpc']}") as channel:
+        def call(service, method, message, response, streaming=False):
+            path = f"/org.pytorch.serve.grpc.{service}/{method}"
+            make = channel.unary_stream if streaming else channel.unary_unary
+            return make(path, request_serializer=lambda m: m.SerializeToString(),
+                        response_deserializer=response.FromString)(message, timeout=60)
+        yield call, pb, refs, grpc
+
+
+def test_grpc_ping_and_predictions_match_torch(over_grpc):
+    call, pb, refs, _ = over_grpc
+    health = call("inference.InferenceAPIsService", "Ping", pb.Empty(), pb.TorchServeHealthResponse)
+    assert json.loads(health.health) == {"status": "Healthy"}
+    rows = np.random.default_rng(3).standard_normal((2, 4)).round(4).tolist()
+    for row, want in zip(rows, reference(refs["fn"], rows)):
+        request = pb.PredictionsRequest(model_name="fn", input={"data": json.dumps(row).encode()})
+        answer = call("inference.InferenceAPIsService", "Predictions", request, pb.PredictionResponse)
+        np.testing.assert_allclose(json.loads(answer.prediction)["y"], want, rtol=1e-5, atol=1e-6)
+        streamed = list(call("inference.InferenceAPIsService", "StreamPredictions", request, pb.PredictionResponse,
+                             streaming=True))
+        assert [json.loads(s.prediction)["y"] for s in streamed] == [json.loads(answer.prediction)["y"]]
+    echoed = call("inference.InferenceAPIsService", "Predictions",
+                  pb.PredictionsRequest(model_name="echo", model_version="1.0", input={"a": b"1", "b": b"xy"}),
+                  pb.PredictionResponse)
+    assert json.loads(echoed.prediction)["row"] == {"a": ["bytearray", "1"], "b": ["bytearray", "xy"]}
+
+
+def test_grpc_errors_as_torchserve_and_the_server_keeps_serving(over_grpc):
+    call, pb, _, grpc = over_grpc
+    cases = [(pb.PredictionsRequest(model_name="nope"), grpc.StatusCode.INTERNAL,
+              "Model not found: nope\norg.pytorch.serve.archive.model.ModelNotFoundException"),
+             (pb.PredictionsRequest(model_name="fn", model_version="9"), grpc.StatusCode.INTERNAL,
+              "Model version: 9 does not exist for model: fn\n"
+              "org.pytorch.serve.archive.model.ModelVersionNotFoundException"),
+             (pb.PredictionsRequest(), grpc.StatusCode.INTERNAL,
+              "Parameter model_name is required.\nBadRequestException.()"),
+             (pb.PredictionsRequest(model_name="fn", input={"data": b'"fail"'}), grpc.StatusCode.UNAVAILABLE,
+              "Prediction failed\norg.pytorch.serve.http.InternalServerException")]
+    for request, code, details in cases:
+        with pytest.raises(grpc.RpcError) as failed:
+            call("inference.InferenceAPIsService", "Predictions", request, pb.PredictionResponse)
+        assert (failed.value.code(), failed.value.details()) == (code, details)
+    with pytest.raises(grpc.RpcError) as failed:
+        call("inference.InferenceAPIsService", "Predictions",
+             pb.PredictionsRequest(model_name="bad", input={"data": b"[1]"}), pb.PredictionResponse)
+    assert (failed.value.code(), failed.value.details()) == (grpc.StatusCode.INTERNAL, 'Model "bad" has no worker to '
+                                                             "serve inference request. Please use scale workers API "
+                                                             "to add workers.\nInternalServerException.()")
+    answer = call("inference.InferenceAPIsService", "Predictions",
+                  pb.PredictionsRequest(model_name="fn", input={"data": b"[1, 2, 3, 4]"}), pb.PredictionResponse)
+    assert len(json.loads(answer.prediction)["y"]) == 3
+
+
+def test_grpc_management_describe_list_and_refused_writes(over_grpc):
+    call, pb, _, grpc = over_grpc
+    described = json.loads(call("management.ManagementAPIsService", "DescribeModel",
+                                pb.DescribeModelRequest(model_name="lin"), pb.ManagementResponse).msg)
+    assert described[0]["modelName"] == "lin" and described[0]["modelVersion"] == "1.0"
+    listed = json.loads(call("management.ManagementAPIsService", "ListModels", pb.ListModelsRequest(),
+                             pb.ManagementResponse).msg)
+    assert {"lin", "fn", "echo"} <= {m["modelName"] for m in listed["models"]} and "nextPageToken" not in listed
+    page = json.loads(call("management.ManagementAPIsService", "ListModels", pb.ListModelsRequest(limit=2),
+                           pb.ManagementResponse).msg)
+    assert len(page["models"]) == 2 and page["nextPageToken"] == "2"
+    rest = json.loads(call("management.ManagementAPIsService", "ListModels",
+                           pb.ListModelsRequest(limit=100, next_page_token=2), pb.ManagementResponse).msg)
+    assert [m["modelName"] for m in page["models"] + rest["models"]] == [m["modelName"] for m in listed["models"]]
+    with pytest.raises(grpc.RpcError) as failed:
+        call("management.ManagementAPIsService", "DescribeModel", pb.DescribeModelRequest(model_name="nope"),
+             pb.ManagementResponse)
+    assert (failed.value.code(), failed.value.details()) == (grpc.StatusCode.NOT_FOUND, "Model not found: nope")
+    with pytest.raises(grpc.RpcError) as failed:
+        call("management.ManagementAPIsService", "UnregisterModel", pb.UnregisterModelRequest(model_name="lin"),
+             pb.ManagementResponse)
+    assert failed.value.code() == grpc.StatusCode.UNIMPLEMENTED and "repository" in failed.value.details()

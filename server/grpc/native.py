@@ -30,7 +30,7 @@ from gpuserve.datatypes import VIEW_BYTES
 from gpuserve.errors import GpuserveError, InvalidInput, InvalidSettings
 from gpuserve.settings import ServerSettings
 from gpuserve.server.grpc import model_repository as repository
-from gpuserve.server.grpc import tfserving, tls
+from gpuserve.server.grpc import tfserving, tls, torchserve
 from gpuserve.server.grpc.debug_delays import common_delay_s, delayed
 from gpuserve.server.grpc.http2 import Http2Connection, _hpack_int, literal
 from gpuserve.server.grpc.large import RawAnswer, parse_request, read_varint
@@ -532,6 +532,9 @@ def _methods(servicer, plane: DataPlane, settings: ServerSettings, rules) -> Dic
     tfserving_servicer = tfserving.restricted_servicer(plane, settings)  # TensorFlow Serving's services
     methods.update({f"/{service}/{name}": _Method(name, getattr(tfserving_servicer, name), request_class, False)
                     for service, name, request_class, _ in tfserving.rpcs()})
+    torchserve_servicer = torchserve.restricted_servicer(plane, settings)  # TorchServe's services
+    methods.update({f"/{service}/{name}": _Method(name, getattr(torchserve_servicer, name), request_class, streaming)
+                    for service, name, request_class, _, streaming in torchserve.rpcs()})
     methods.update(_health(plane, rules))
     return methods
 

@@ -4,8 +4,8 @@ Each RPC decodes its message, calls the data plane, encodes the answer. Every ex
 through the one error table (`gpuserve.errors.status_of`), so a bad input is INVALID_ARGUMENT, an
 unknown model NOT_FOUND, and nothing is ever UNKNOWN. System shared memory, trace and log settings
 share their state with REST through the data plane, CUDA shared memory too (registration opens the client's
-IPC handle where CUDA is usable, else fails with Triton's words). TensorFlow Serving's services are served
-beside this one (tfserving.py).
+IPC handle where CUDA is usable, else fails with Triton's words). TensorFlow Serving's and TorchServe's
+services are served beside this one (tfserving.py, torchserve.py).
 
 The handlers are registered from the service descriptor with grpc's generic handler API, so the
 server does not depend on the grpcio version that generated inference_pb2_grpc.py.
@@ -534,9 +534,10 @@ async def start_grpc_server(plane: DataPlane, settings: ServerSettings) -> Tuple
     server.gpuserve_calls = counter  # a shutdown waits for them (server/shutdown.py)
     servicer = restricted_servicer(plane, settings)
     server.add_generic_rpc_handlers((service_handler(servicer), repository_handler(servicer)))
-    from gpuserve.server.grpc import tfserving  # it imports this module's guard
+    from gpuserve.server.grpc import tfserving, torchserve  # they import this module's guard
 
     server.add_generic_rpc_handlers(tfserving.handlers(tfserving.restricted_servicer(plane, settings)))
+    server.add_generic_rpc_handlers(torchserve.handlers(torchserve.restricted_servicer(plane, settings)))
     _add_health(server, plane, settings)
     address = _address(settings.grpc_host or settings.host, settings.grpc_port)
     credentials = tls.grpcio_credentials(settings) if tls.wanted(settings) else None

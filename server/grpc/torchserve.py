@@ -1,0 +1,152 @@
+"""TorchServe's gRPC services on gpuserve's gRPC port, beside the V2 service: the inference API's Ping,
+Predictions and StreamPredictions, and the management API's DescribeModel and ListModels (server/torchserve_api.py
+holds what they mean, shared with REST).
+
+A PredictionsRequest's `input` map is the handler's entry, a key per input with its bytes, as TorchServe's frontend
+hands it over; the answer is the handler's item as bytes. Errors are TorchServe's: a model or version it cannot
+find is INTERNAL, a failed batch the code of its HTTP status (503 UNAVAILABLE, 507 RESOURCE_EXHAUSTED), the
+details TorchServe's message and, on the next line, the exception it names. StreamPredictions answers once (a
+handler here gives one item a request); StreamPredictions2 (sequences) and the management API's writes
+(RegisterModel, ScaleWorker, SetDefault, UnregisterModel) answer UNIMPLEMENTED with what to use instead.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Dict
+
+import grpc
+
+from gpuserve.errors import Unimplemented
+from gpuserve.server import torchserve_api as api
+from gpuserve.server.grpc import torchserve_pb2 as pb
+from gpuserve.server.grpc.service import _guard, _headers
+from gpuserve.server.restricted import restrict_servicer
+
+INFERENCE_SERVICE = "org.pytorch.serve.grpc.inference.InferenceAPIsService"
+MANAGEMENT_SERVICE = "org.pytorch.serve.grpc.management.ManagementAPIsService"
+# (service, name, request class, response class, server streaming); a None request class takes raw bytes
+RPCS = ((INFERENCE_SERVICE, "Ping", pb.Empty, pb.TorchServeHealthResponse, False),
+        (INFERENCE_SERVICE, "Predictions", pb.PredictionsRequest, pb.PredictionResponse, False),
+        (INFERENCE_SERVICE, "StreamPredictions", pb.PredictionsRequest, pb.PredictionResponse, True),
+        (MANAGEMENT_SERVICE, "DescribeModel", pb.DescribeModelRequest, pb.ManagementResponse, False),
+        (MANAGEMENT_SERVICE, "ListModels", pb.ListModelsRequest, pb.ManagementResponse, False),
+        (MANAGEMENT_SERVICE, "RegisterModel", None, None, False),
+        (MANAGEMENT_SERVICE, "ScaleWorker", None, None, False),
+        (MANAGEMENT_SERVICE, "SetDefault", None, None, False),
+        (MANAGEMENT_SERVICE, "UnregisterModel", None, None, False))
+# the Java exception TorchServe names after its message (InferenceImpl / GRPCJob)
+_NAMED = {"ModelNotFoundException": "org.pytorch.serve.archive.model.ModelNotFoundException",
+          "ModelVersionNotFoundException": "org.pytorch.serve.archive.model.ModelVersionNotFoundException"}
+# TorchServe's GRPCUtils: an HTTP status's gRPC code
+_CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED,
+          403: grpc.StatusCode.PERMISSION_DENIED, 404: grpc.StatusCode.NOT_FOUND, 409: grpc.StatusCode.ABORTED,
+          413: grpc.StatusCode.RESOURCE_EXHAUSTED, 429: grpc.StatusCode.RESOURCE_EXHAUSTED,
+          416: grpc.StatusCode.OUT_OF_RANGE, 499: grpc.StatusCode.CANCELLED, 501: grpc.StatusCode.UNIMPLEMENTED,
+          503: grpc.StatusCode.UNAVAILABLE, 504: grpc.StatusCode.DEADLINE_EXCEEDED}
+
+
+def http_code(status: int) -> grpc.StatusCode:
+    if status in _CODES:
+        return _CODES[status]
+    return grpc.StatusCode.FAILED_PRECONDITION if 400 <= status < 500 else grpc.StatusCode.INTERNAL
+
+
+class TorchServeServicer:
+    def __init__(self, plane):
+        self.plane = plane
+
+    @_guard
+    async def Ping(self, request, context) -> pb.TorchServeHealthResponse:
+        healthy = self.plane.live()
+        status = {"status": "Healthy" if healthy else "Unhealthy"}
+        return pb.TorchServeHealthResponse(health=json.dumps(status, indent=2))
+
+    async def _predict(self, request: pb.PredictionsRequest, context) -> pb.PredictionResponse:
+        if not request.model_name:
+            await context.abort(grpc.StatusCode.INTERNAL, "Parameter model_name is required.\nBadRequestException.()")
+        entry = {key: bytearray(value) for key, value in request.input.items()}
+        try:
+            found = await api.answer(self.plane, request.model_name, request.model_version or None, entry,
+                                     _headers(context))
+            if found.error is None:
+                return pb.PredictionResponse(prediction=api.encoded(found))
+        except api.TorchServeError as exc:
+            if exc.kind in _NAMED:  # found no model or version
+                await context.abort(grpc.StatusCode.INTERNAL, f"{exc.message}\n{_NAMED[exc.kind]}")
+            if exc.kind == "ServiceUnavailableException":  # no worker: TorchServe's failed addJob
+                await context.abort(grpc.StatusCode.INTERNAL, f"{exc.message}\nInternalServerException.()")
+            await context.abort(http_code(exc.code), f"{exc.message}\n{exc.kind}.()")
+        await context.abort(http_code(found.status), f"{found.error}\norg.pytorch.serve.http.InternalServerException")
+
+    @_guard
+    async def Predictions(self, request: pb.PredictionsRequest, context) -> pb.PredictionResponse:
+        return await self._predict(request, context)
+
+    async def StreamPredictions(self, request, context):
+        """One answer to one request. grpc.aio hands a server-streaming method its request; the native transport
+        hands every streaming method its requests as a stream, of which this takes the one."""
+        if hasattr(request, "__aiter__"):
+            async for first in request:
+                request = first
+                break
+            else:
+                return
+        yield await self.Predictions(request, context)
+
+    @_guard
+    async def DescribeModel(self, request: pb.DescribeModelRequest, context) -> pb.ManagementResponse:
+        try:
+            described = api.describe(self.plane, request.model_name, request.model_version or None)
+        except api.TorchServeError as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, exc.message)
+        return pb.ManagementResponse(msg=json.dumps(described, indent=2))
+
+    @_guard
+    async def ListModels(self, request: pb.ListModelsRequest, context) -> pb.ManagementResponse:
+        """TorchServe's paging: `limit` models (100 when 0) from `next_page_token`, and the next token when more."""
+        models = api.list_models(self.plane)["models"]
+        start = max(int(request.next_page_token), 0)
+        limit = int(request.limit) if request.limit > 0 else 100
+        page = {"models": models[start:start + limit]}
+        if start + limit < len(models):
+            page = {"nextPageToken": str(start + limit), **page}
+        return pb.ManagementResponse(msg=json.dumps(page, indent=2))
+
+
+def _not_served(name: str):
+    async def refuse(self, request: bytes, context):
+        raise Unimplemented(f"TorchServe's {name} is not served by gpuserve: models load and unload through the "
+                            "V2 repository API (RepositoryModelLoad / RepositoryModelUnload, or --model-control-mode)")
+
+    refuse.__name__ = name
+    return _guard(refuse)
+
+
+for _name in ("RegisterModel", "ScaleWorker", "SetDefault", "UnregisterModel"):
+    setattr(TorchServeServicer, _name, _not_served(_name))
+
+
+def rpcs():
+    """(service, name, request class or None, response class or None, server streaming) of every RPC."""
+    return RPCS
+
+
+def served_names():
+    return [name for _, name, *_ in RPCS]
+
+
+def restricted_servicer(plane, settings) -> TorchServeServicer:
+    """Both transports' servicer, its RPCs in Triton's restricted groups as the V2 service's (server/restricted.py)."""
+    return restrict_servicer(TorchServeServicer(plane), settings.grpc_restricted_protocol, served_names())
+
+
+def handlers(servicer: TorchServeServicer):
+    """The two services for grpc.aio."""
+    by_service: Dict[str, dict] = {}
+    for service, name, request, response, streaming in RPCS:
+        make = grpc.unary_stream_rpc_method_handler if streaming else grpc.unary_unary_rpc_method_handler
+        by_service.setdefault(service, {})[name] = make(
+            getattr(servicer, name), request_deserializer=request.FromString if request else None,
+            response_serializer=response.SerializeToString if response else None)
+    return tuple(grpc.method_handlers_generic_handler(service, methods) for service, methods in by_service.items())
