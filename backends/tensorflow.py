@@ -281,6 +281,46 @@ class TensorFlowBackend:
             results = self.function(**feeds)
         return {name: self._numpy(name, results[name]) for name in names}
 
+    # a SavedModel's other signatures (TensorFlow Serving's clients name them per request) ----------------------
+    def signatures(self) -> Dict[str, Tuple[List[TensorSpec], List[TensorSpec]]]:
+        """Every signature of the SavedModel that takes keywords and names its outputs: (inputs, outputs) by
+        name, the served one included. A GraphDef has none."""
+        found = {}
+        for name, function in sorted((getattr(self.loaded, "signatures", None) or {}).items()):
+            args, kwargs = function.structured_input_signature
+            dtypes, shapes = function.output_dtypes, function.output_shapes
+            if args or not isinstance(dtypes, dict):
+                continue
+            try:
+                found[name] = ([TensorSpec(k, v2_datatype(s.dtype, k), dims(s.shape, k, None))
+                                for k, s in sorted(kwargs.items())],
+                               [TensorSpec(k, v2_datatype(dtypes[k], k), dims(shapes[k], k, None))
+                                for k in sorted(dtypes)])
+            except ModelLoadError:  # a tensor type gpuserve has no V2 datatype for: not offered
+                continue
+        return found
+
+    def run_signature(self, signature: str, inputs: Dict[str, np.ndarray], output_names: Sequence[str]
+                      ) -> Dict[str, np.ndarray]:
+        """One unbatched call of another signature of the SavedModel (the served one goes through run())."""
+        tf = self._tf
+        function = (getattr(self.loaded, "signatures", None) or {})[signature]
+        _, kwargs = function.structured_input_signature
+        with tf.device(self._place):
+            feeds = {}
+            for name, array in inputs.items():
+                dtype = kwargs[name].dtype
+                if dtype == tf.bfloat16:
+                    feeds[name] = tf.cast(tf.constant(np.asarray(array, dtype=np.float32)), tf.bfloat16)
+                else:
+                    feeds[name] = tf.constant(array, dtype=dtype)
+            results = function(**feeds)
+        out = {}
+        for name in output_names:
+            value = results[name]
+            out[name] = value.numpy().astype(np.float32) if value.dtype == tf.bfloat16 else value.numpy()
+        return out
+
     def unload(self) -> None:
         """Drop the model's references; the caller's collection (gpuserve.runtimes.release_memory) frees its
         variables and functions. Not tf.keras.backend.clear_session(): a loaded SavedModel keeps no Keras

@@ -12,13 +12,15 @@ model is not ready, its reason naming the extra to install, and the other models
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
+from gpuserve.backends.base import TensorSpec
 from gpuserve.datatypes import object_map, shape_fits, to_numpy_dtype
 from gpuserve.errors import InvalidInput, ModelMissingError
 from gpuserve.runtimes import FrameworkModel, _OutputsByName, complete_max_batch
@@ -131,20 +133,58 @@ class TensorFlowModel(_OutputsByName, FrameworkModel):
             return object_map(lambda e: e if isinstance(e, (bytes, str)) else str(e), array)
         return array
 
+    # a SavedModel's other signatures, named per request by TensorFlow Serving's clients ------------------------
+    def tfserving_signatures(self) -> Dict[str, dict]:
+        """The SavedModel's signatures other than the served one, each {"inputs": [...], "outputs": [...]} as
+        metadata lists them. They run unbatched, outside the engine: the served signature is the batched one."""
+        backend = self.backend
+        if backend is None or self.is_graphdef() or not hasattr(backend, "signatures"):
+            return {}
+        if getattr(self, "_other_signatures", None) is None:
+            self._other_signatures = {
+                name: {"inputs": [s.as_metadata() for s in ins], "outputs": [s.as_metadata() for s in outs]}
+                for name, (ins, outs) in backend.signatures().items() if name != backend.signature}
+        return self._other_signatures
+
+    async def tfserving_predict(self, signature: str, inputs: Dict[str, np.ndarray],
+                                outputs: Sequence[str]) -> Dict[str, np.ndarray]:
+        """One call of another signature, in a thread; TensorFlow's refusal of the tensors is the client's error.
+        Shapes are checked first, as the batched signature's are: a traced signature may take any shape."""
+        declared = {t["name"]: t["shape"] for t in self.tfserving_signatures()[signature]["inputs"]}
+        for name, array in inputs.items():
+            if name in declared and not shape_fits(declared[name], np.shape(array)):
+                raise InvalidInput(f"signature '{signature}' of model '{self.name}': input '{name}' has shape "
+                                   f"{list(np.shape(array))}, the signature takes {declared[name]}")
+        try:
+            return await asyncio.to_thread(self.backend.run_signature, signature, inputs, list(outputs))
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(f"signature '{signature}' of model '{self.name}': {exc}") from None
+        except Exception as exc:
+            if type(exc).__name__ in ("InvalidArgumentError", "UnimplementedError", "NotFoundError"):
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise InvalidInput(f"signature '{signature}' of model '{self.name}': {first}") from None
+            raise
+
     # KServe V1, as TFServing answers it ------------------------------------------------------------------
     async def _predict_v1(self, body: dict) -> dict:
         """TFServing's REST predict: the row form `{"instances": [...]}` -> `{"predictions": [...]}` (one output:
         its value per instance; several: an object per instance), the columnar form `{"inputs": ...}` ->
         `{"outputs": ...}` (a value, or an object of them). Instances of a model with several inputs are
-        objects of them; a BYTES value may be `{"b64": "..."}`. `signature_name` must be the one served."""
+        objects of them; a BYTES value may be `{"b64": "..."}`. `signature_name` may name another signature of a
+        SavedModel, which runs unbatched."""
         if self.sequences is not None:
             raise InvalidInput(f"model '{self.name}' is stateful (sequence_batching): send V2 requests with "
                                "a sequence_id")
         wanted = body.get("signature_name")
         served = getattr(self.backend, "signature", None)
+        other = None  # another signature of the SavedModel, run unbatched
         if wanted and not self.is_graphdef() and wanted != served:
-            raise InvalidInput(f"model '{self.name}' serves signature '{served}', not '{wanted}'")
-        specs = {spec.name: spec for spec in self.client_inputs}
+            other = self.tfserving_signatures().get(wanted)
+            if other is None:
+                raise InvalidInput(f"model '{self.name}' has no signature '{wanted}' (it serves '{served}'"
+                                   + "".join(f", '{name}'" for name in sorted(self.tfserving_signatures())) + ")")
+        specs = {spec.name: spec for spec in self.client_inputs} if other is None else \
+            {t["name"]: TensorSpec(t["name"], t["datatype"], t["shape"]) for t in other["inputs"]}
         rows = "instances" in body
         given = body["instances"] if rows else body["inputs"]
         if rows:
@@ -172,8 +212,11 @@ class TensorFlowModel(_OutputsByName, FrameworkModel):
                                + (f"has unknown {unknown}" if unknown else f"lacks {missing}"))
         arrays = {name: self.prepare(name, _v1_array(name, value, specs[name], self.name))
                   for name, value in columns.items()}
-        results = await self._submit(arrays, body.get("parameters"), self.default_outputs)
-        results = {name: self._client_shape(name, array) for name, array in results.items()}
+        if other is not None:
+            results = await self.tfserving_predict(wanted, arrays, [t["name"] for t in other["outputs"]])
+        else:
+            results = await self._submit(arrays, body.get("parameters"), self.default_outputs)
+            results = {name: self._client_shape(name, array) for name, array in results.items()}
         if not rows:
             values = {name: _json_value(name, array) for name, array in results.items()}
             return {"outputs": next(iter(values.values())) if len(values) == 1 else values}

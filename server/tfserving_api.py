@@ -3,8 +3,9 @@ signature as TFServing describes it, its versions' states, and one Predict.
 
 KServe's TensorFlow runtime is TFServing, so users who come from it (and perf_analyzer's `--service-kind
 tfserving`) speak this API to any served model, not only TensorFlow ones: a model's V2 tensors are its
-signature's inputs and outputs (a SavedModel's are its signature's keys already, backends/tensorflow.py), one
-signature per model: the one a TensorFlow model serves, else `serving_default`. Errors carry TFServing's words
+signature's inputs and outputs (a SavedModel's are its signature's keys already, backends/tensorflow.py). The
+batched signature is the one a TensorFlow model serves, else `serving_default`; a SavedModel's other signatures
+are listed and answer too, unbatched (gpuserve/runtimes_tensorflow.py). Errors carry TFServing's words
 and codes, so a client matching them (a missing servable is NOT_FOUND "Servable not found for request: ...")
 keeps working. server/grpc/tfserving.py puts this on the gRPC port; the REST side's metadata route uses
 `signature_def_map` as JSON.
@@ -78,11 +79,17 @@ def served_signature(model) -> str:
     return getattr(getattr(model, "backend", None), "signature", None) or DEFAULT_SIGNATURE
 
 
+def other_signatures(model) -> Dict[str, dict]:
+    """A TensorFlow SavedModel's signatures besides the served one (metadata-shaped), else none."""
+    found = getattr(model, "tfserving_signatures", None)
+    return found() if found is not None else {}
+
+
 def check_signature(model, wanted: str) -> str:
     name = served_signature(model)
-    if wanted and wanted != name:
+    if wanted and wanted != name and wanted not in other_signatures(model):
         raise FailedPrecondition(f'Serving signature key "{wanted}" not found.')
-    return name
+    return wanted or name
 
 
 def _tensor_info(tensor: dict) -> dict:
@@ -96,11 +103,12 @@ def _tensor_info(tensor: dict) -> dict:
 
 def signature_def_map(plane: DataPlane, model, version: Optional[int]) -> dict:
     """The model's SignatureDefMap as TFServing's REST writes it (protobuf's JSON form, int64 as text)."""
-    meta = plane.model_metadata(model.name, None if version is None else str(version))
-    return {"signature_def": {served_signature(model): {
+    signatures = {served_signature(model): plane.model_metadata(model.name, None if version is None else str(version)),
+                  **other_signatures(model)}
+    return {"signature_def": {name: {
         "inputs": {t["name"]: _tensor_info(t) for t in meta.get("inputs", [])},
         "outputs": {t["name"]: _tensor_info(t) for t in meta.get("outputs", [])},
-        "method_name": PREDICT_METHOD}}}
+        "method_name": PREDICT_METHOD} for name, meta in sorted(signatures.items())}}
 
 
 def check_metadata_fields(fields) -> None:
@@ -163,9 +171,18 @@ def _check_names(meta: dict, inputs: Dict[str, Any], output_filter) -> Optional[
 
 
 async def predict(plane: DataPlane, model, version: Optional[int], inputs: Dict[str, Tuple[str, np.ndarray]],
-                  output_filter, headers: Optional[Dict[str, str]] = None) -> Dict[str, Tuple[str, np.ndarray]]:
+                  output_filter, headers: Optional[Dict[str, str]] = None,
+                  signature: str = "") -> Dict[str, Tuple[str, np.ndarray]]:
     """One Predict through the data plane (batched, counted in statistics as any request): inputs and outputs by
-    alias, each (V2 datatype, array)."""
+    alias, each (V2 datatype, array). Another signature of a SavedModel runs on its own (unbatched)."""
+    others = other_signatures(model) if signature and signature != served_signature(model) else {}
+    if signature in others:
+        meta = others[signature]
+        requested = _check_names(meta, inputs, output_filter)
+        names = [r.name for r in requested] if requested else [t["name"] for t in meta["outputs"]]
+        kinds = {t["name"]: t["datatype"] for t in meta["outputs"]}
+        arrays = await model.tfserving_predict(signature, {n: array for n, (_, array) in inputs.items()}, names)
+        return {name: (kinds[name], arrays[name]) for name in names}
     meta = plane.model_metadata(model.name, None if version is None else str(version))
     requested = _check_names(meta, inputs, output_filter)
     request = InferRequest(model.name, [InferInput(name, list(array.shape), datatype, array)

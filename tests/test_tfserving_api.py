@@ -112,6 +112,22 @@ def test_predict_savedmodel_in_tfserving_layout_answers_as_tensorflow(server, pr
             answer.model_spec.signature_name) == ("pair", 2, "serving_default")
 
 
+def test_another_signature_of_the_savedmodel_answers_unbatched(server, predict):
+    """TFServing serves every signature of a SavedModel; the served (batched) one is serving_default here."""
+    a = np.random.default_rng(5).normal(size=(2, 4)).astype(np.float32)
+    answer = predict.Predict(_request("pair", "double", a=a), timeout=30)
+    assert answer.model_spec.signature_name == "double" and list(answer.outputs) == ["twice_a"]
+    np.testing.assert_allclose(tf.make_ndarray(answer.outputs["twice_a"]),
+                               server.refs["pair2"].double(tf.constant(a))["twice_a"].numpy())
+    _refused(predict.Predict, _request("pair", "double", a=a, b=np.ones((2, 4), np.int64)),
+             grpc.StatusCode.INVALID_ARGUMENT, "input size does not match signature: 2!=1 len({a,b}) != len({a}). "
+             "Sent extra: {b}. Missing but required: {}.")
+    _refused(predict.Predict, _request("pair", "double", a=np.ones((2, 5), np.float32)),
+             grpc.StatusCode.INVALID_ARGUMENT, "signature 'double' of model 'pair': ...")
+    _refused(predict.Predict, _request("pair", "triple", a=a), grpc.StatusCode.FAILED_PRECONDITION,
+             'Serving signature key "triple" not found.')
+
+
 def test_predict_a_specific_version_and_a_numeric_label(server, predict):
     """TFServing's default version policy serves the latest version only, as Triton's: version 1 is on disk
     and not served."""
@@ -221,6 +237,8 @@ def test_model_metadata_is_a_signature_def_map(server, predict):
     assert {k: (v.dtype, [d.size for d in v.tensor_shape.dim]) for k, v in signature.inputs.items()} == \
         {"a": (tf.float32.as_datatype_enum, [-1, 4]), "b": (tf.int64.as_datatype_enum, [-1, 4])}
     assert sorted(signature.outputs) == ["prod", "sum"]
+    assert sorted(signatures.signature_def) == ["double", "serving_default"]  # every signature, as TFServing
+    assert list(signatures.signature_def["double"].outputs) == ["twice_a"]
     request.model_spec.name = "words"
     signatures.ParseFromString(predict.GetModelMetadata(request, timeout=30).metadata["signature_def"].value)
     assert signatures.signature_def["serving_default"].inputs["text"].dtype == tf.string.as_datatype_enum
@@ -378,6 +396,9 @@ def test_rest_status_metadata_and_versioned_predict(server):
     assert answer.status_code == 200, answer.text
     direct = server.refs["pair2"].serve(tf.constant(a), tf.constant(np.tile(np.arange(1, 5), (2, 1))))
     assert [p["prod"] for p in answer.json()["predictions"]] == direct["prod"].numpy().tolist()
+    doubled = httpx.post(url, json={"signature_name": "double", "instances": a.tolist()}, timeout=30)
+    assert doubled.status_code == 200, doubled.text
+    assert doubled.json() == {"predictions": (a * 2).tolist()}
     refused = httpx.post(url.replace("/versions/2", "/versions/1"), json={"instances": []}, timeout=30)
     assert refused.status_code == 404
     assert refused.json() == {"error": "Servable not found for request: Specific(pair, 1)"}

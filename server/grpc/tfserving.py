@@ -122,7 +122,8 @@ class TFServingServicer:
         model, version = api.servable(self.plane, spec.name, _spec_version(spec))
         signature = api.check_signature(model, spec.signature_name)
         inputs = {alias: tensor_to_numpy(alias, tensor) for alias, tensor in request.inputs.items()}
-        outputs = await api.predict(self.plane, model, version, inputs, request.output_filter, _headers(context))
+        outputs = await api.predict(self.plane, model, version, inputs, request.output_filter, _headers(context),
+                                    signature)
         answer = pb.PredictResponse()
         _answer_spec(answer.model_spec, spec.name, version, signature)
         for alias, (datatype, array) in outputs.items():
