@@ -3,7 +3,16 @@ folder of tiny HuggingFace models built here (tests/hf_models.py: a BERT text cl
 answerer, a GPT-2 text generator; random weights, no download): the same V2 requests (REST, and one over
 gRPC), metadata reads and concurrent requests to adaptively batched models, to both; status and body side by
 side (`id` aside, floats inside the JSON answers rounded to 5 digits, error bodies compared by their keys).
-Not a test; run by hand after building MLServer's side (.peers/mlserver-hf/README says how):
+Not a test; run by hand after building MLServer's side:
+
+    P=.peers/mlserver-hf; /usr/bin/python3.11 -m venv $P
+    $P/bin/pip install mlserver{,-huggingface}==1.7.1 uvloop==0.21.0 transformers==4.41.2 "pandas<3" torch==2.13.0
+    $P/bin/pip install --no-deps optimum==1.20.0
+
+(torch: the CPU wheel gpuserve's .venv has; all in one command, as pip given torch and transformers first
+backtracks for many minutes over the rest. optimum 1.27, which pip picks, imports torch.onnx's `_attention_scale`,
+gone in torch 2.13: mlserver_huggingface fails at import and MLServer never gets ready; optimum 1.20, of
+transformers 4.41's time, does not import it.)
 
     .venv/bin/python benchmarks/peers/huggingface_conformance.py      # MLSERVER_HF=path/to/bin/mlserver
 
