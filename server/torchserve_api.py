@@ -34,6 +34,7 @@ from gpuserve.torchserve.model import ENTRY_INPUT, Answer, Entry, TorchServeMode
 from gpuserve.types import InferRequest
 
 JSON = "application/json"
+JOB_QUEUE_SIZE = 100  # TorchServe's job_queue_size: describe's remainingCapacity when the model sets no bound
 STARTED = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
 
 
@@ -133,9 +134,10 @@ def _encoded(value: Any) -> bytes:
 
 
 async def answer(plane: DataPlane, name: str, version: Optional[str], entry: Dict[str, Any],
-                 headers: Optional[Dict[str, Any]] = None) -> Answer:
+                 headers: Optional[Dict[str, Any]] = None, rest: bool = True) -> Answer:
     """One TorchServe prediction's Answer (the handler's item, or its batch's failure in `error`); TorchServeError
-    when no archive answers (not found, not ready, not an archive)."""
+    when no archive answers (not found, not ready, not an archive). `rest=False` (gRPC) gives the handler only each
+    input's {"content-type": ""}, as TorchServe's gRPC frontend does: no "explain"/"url_path", no metadata."""
     model = find(plane, name, version)
     if not getattr(model, "ready", False):
         raise _unavailable(model, version)
@@ -143,7 +145,8 @@ async def answer(plane: DataPlane, name: str, version: Optional[str], entry: Dic
         raise TorchServeError(400, "BadRequestException", f"model '{name}' is not a TorchServe archive: ask it "
                               "on KServe V1 (/v1/models/NAME:predict) or V2 (/v2/models/NAME/infer)")
     request_id = str(uuid.uuid4())
-    all_headers = {"explain": "False", "url_path": "", **{k: {"content-type": ""} for k in entry}, **(headers or {})}
+    parts = {k: {"content-type": ""} for k in entry}
+    all_headers = {"explain": "False", "url_path": "", **parts, **(headers or {})} if rest else parts
     request = InferRequest(model.name, [object_input(ENTRY_INPUT, [Entry(entry, all_headers, request_id)])],
                            request_id=request_id, model_version=getattr(model, "version", None))
     try:
@@ -223,16 +226,35 @@ def describe(plane: DataPlane, name: str, version: Optional[str]) -> List[Dict[s
 
 
 def _description(model) -> Dict[str, Any]:
+    """One model as TorchServe 0.12's describe writes it (its fields in its order; the timeouts and sequence settings
+    from the model's config entry where it has them, else TorchServe's defaults)."""
     settings = getattr(model, "settings", None)
+    options = ((getattr(getattr(settings, "parameters", None), "extra", None) or {}).get("torchserve") or {})
     batch = int(getattr(settings, "max_batch_size", None) or 1)
     delay = int(round((getattr(settings, "max_batch_time", 0.0) or 0.0) * 1000)) if batch > 1 else 100
     device = str(getattr(settings, "device", None) or "cpu")
     ready = bool(getattr(model, "ready", False))
     workers = [{"id": "9000", "startTime": STARTED, "status": "READY", "memoryUsage": 0, "pid": os.getpid(),
                 "gpu": device.startswith("cuda"), "gpuUsage": "N/A"}] if ready else []
+    capacity = int(getattr(settings, "max_queue_size", 0) or 0) or JOB_QUEUE_SIZE
+
+    def option(key, default):
+        value = options.get(key, default)
+        return type(default)(value) if isinstance(default, (int, str)) and not isinstance(default, bool) else value
+
     # gpuserve runs a handler in its own process on one thread: one worker, whatever minWorkers asked for
     return {"modelName": model.name, "modelVersion": str(getattr(model, "version", None) or ""),
             "modelUrl": _url(model), "runtime": "python", "minWorkers": 1, "maxWorkers": 1, "batchSize": batch,
-            "maxBatchDelay": delay, "deviceType": "gpu" if device.startswith("cuda") else "cpu",
-            "loadedAtStartup": True, "workers": workers,
+            "maxBatchDelay": delay, "responseTimeout": option("responseTimeout", 120),
+            "startupTimeout": option("startupTimeout", 120),
+            "maxRetryTimeoutInSec": option("maxRetryTimeoutInSec", 300),
+            "clientTimeoutInMills": option("clientTimeoutInMills", 0), "parallelType": option("parallelType", ""),
+            "parallelLevel": option("parallelLevel", 0), "deviceType": "gpu" if device.startswith("cuda") else "cpu",
+            "continuousBatching": bool(options.get("continuousBatching", False)),
+            "useJobTicket": bool(options.get("useJobTicket", False)), "useVenv": bool(options.get("useVenv", False)),
+            "stateful": False, "sequenceMaxIdleMSec": 0, "sequenceTimeoutMSec": 0, "maxNumSequence": 0,
+            "maxSequenceJobQueueSize": 0,
+            # TorchServe marks the models it loads from --models / load_models, not those a snapshot restores
+            "loadedAtStartup": not options.get("fromSnapshot", False), "workers": workers,
+            "jobQueueStatus": {"remainingCapacity": capacity, "pendingRequests": 0},
             **({} if ready else {"reason": getattr(model, "reason", "") or "not loaded"})}

@@ -115,6 +115,15 @@ def echo(data, context):
 '''
 
 
+HEADERS_HANDLER = '''
+def handle(data, context):
+    if data is None:
+        return None
+    return [{k.lower(): v for k, v in context.request_processor[i].get_request_properties().items()}
+            for i in range(len(data))]
+'''
+
+
 def _linear(seed: int):
     torch.manual_seed(seed)
     return torch.jit.script(torch.nn.Linear(4, 3).eval())
@@ -156,6 +165,7 @@ def _repository(root: Path) -> dict:
             "ver": make_mar(root / "ver" / "3" / "any.mar", "whatever", CLASS_HANDLER, seed=3),  # NAME/<n>/*.mar
             "open": make_mar(root / "open", "open", FUNCTION_HANDLER, seed=4, extracted=True)}  # extracted folder
     make_mar(root / "echo.mar", "echo", ECHO_HANDLER, handler="echo.py:echo")
+    make_mar(root / "headers.mar", "headers", HEADERS_HANDLER)
     (root / "bad.mar").write_bytes(b"not a zip")
     make_mar(root / "nohandler.mar", "nohandler", "", handler="missing_module_xyz.py")
     return refs
@@ -171,6 +181,14 @@ def served(tmp_path_factory):
             yield client, refs
 
 
+# GET /models/NAME on TorchServe 0.12 (benchmarks/peers/torchserve_conformance.py compares the whole answer)
+TS_DESCRIBE_KEYS = ["modelName", "modelVersion", "modelUrl", "runtime", "minWorkers", "maxWorkers", "batchSize",
+                    "maxBatchDelay", "responseTimeout", "startupTimeout", "maxRetryTimeoutInSec",
+                    "clientTimeoutInMills", "parallelType", "parallelLevel", "deviceType", "continuousBatching",
+                    "useJobTicket", "useVenv", "stateful", "sequenceMaxIdleMSec", "sequenceTimeoutMSec",
+                    "maxNumSequence", "maxSequenceJobQueueSize", "loadedAtStartup", "workers", "jobQueueStatus"]
+
+
 def test_forms_listed_and_described(served):
     client, _ = served
     listed = client.get("/models")
@@ -181,6 +199,9 @@ def test_forms_listed_and_described(served):
     described = client.get("/models/lin").json()
     assert described[0]["modelName"] == "lin" and described[0]["modelVersion"] == "1.0"
     assert described[0]["workers"][0]["status"] == "READY" and described[0]["batchSize"] == 1
+    assert list(described[0]) == TS_DESCRIBE_KEYS  # TorchServe 0.12's fields, in its order
+    assert described[0]["loadedAtStartup"] is True and described[0]["responseTimeout"] == 120
+    assert described[0]["jobQueueStatus"] == {"remainingCapacity": 100, "pendingRequests": 0}
     assert client.get("/models/ver").json()[0]["modelVersion"] == "3"
     assert client.get("/models/lin/1.0").status_code == 200
     missing = client.get("/models/nope")
@@ -248,6 +269,11 @@ def test_bodies_as_torchserve_builds_them(served):
     assert teapot.headers["content-type"] == "text/plain"
     got = client.post("/predictions/echo", content=b"bytes", headers={"content-type": "text/plain"})
     assert got.content == b"\x00\x01"
+    # the request's headers as TorchServe 0.12's Netty frontend hands them over: Content-Length always (a GET
+    # without a body too), "explain" and "url_path", the body's own {"content-type"}
+    seen = client.get("/predictions/headers", headers={"X-Custom": "yes"}).json()
+    assert seen["content-length"] == "0" and seen["x-custom"] == "yes" and "transfer-encoding" not in seen
+    assert (seen["explain"], seen["url_path"], seen["body"]) == ("False", "", {"content-type": ""})
 
 
 def test_errors_and_the_server_keeps_serving(served):
@@ -303,6 +329,8 @@ def test_kserve_layout_batches_concurrent_requests(tmp_path, monkeypatch):
     sizes = [int(x) for x in log.read_text().split()]
     assert sum(sizes) == len(rows) and max(sizes) > 1 and max(sizes) <= 4, sizes
     assert described["batchSize"] == 4 and described["maxBatchDelay"] == 300
+    # a model KServe's model_snapshot names is restored, not loaded at startup, in TorchServe's describe
+    assert described["loadedAtStartup"] is False and list(described) == TS_DESCRIBE_KEYS
 
 
 def test_builtin_handler_needs_torchserve(tmp_path):
@@ -399,6 +427,11 @@ def test_grpc_ping_and_predictions_match_torch(over_grpc):
                   pb.PredictionsRequest(model_name="echo", model_version="1.0", input={"a": b"1", "b": b"xy"}),
                   pb.PredictionResponse)
     assert json.loads(echoed.prediction)["row"] == {"a": ["bytearray", "1"], "b": ["bytearray", "xy"]}
+    # TorchServe's gRPC frontend hands a handler each input's {"content-type": ""} and nothing else (no metadata,
+    # no "explain"/"url_path")
+    seen = call("inference.InferenceAPIsService", "Predictions",
+                pb.PredictionsRequest(model_name="headers", input={"data": b"1", "more": b"2"}), pb.PredictionResponse)
+    assert json.loads(seen.prediction) == {"data": {"content-type": ""}, "more": {"content-type": ""}}
 
 
 def test_grpc_errors_as_torchserve_and_the_server_keeps_serving(over_grpc):
@@ -444,7 +477,8 @@ def test_grpc_management_describe_list_and_refused_writes(over_grpc):
     with pytest.raises(grpc.RpcError) as failed:
         call("management.ManagementAPIsService", "DescribeModel", pb.DescribeModelRequest(model_name="nope"),
              pb.ManagementResponse)
-    assert (failed.value.code(), failed.value.details()) == (grpc.StatusCode.NOT_FOUND, "Model not found: nope")
+    assert (failed.value.code(), failed.value.details()) == (
+        grpc.StatusCode.NOT_FOUND, "Model not found: nope\norg.pytorch.serve.archive.model.ModelNotFoundException")
     with pytest.raises(grpc.RpcError) as failed:
         call("management.ManagementAPIsService", "UnregisterModel", pb.UnregisterModelRequest(model_name="lin"),
              pb.ManagementResponse)

@@ -88,6 +88,7 @@ def scan_kserve_layout(root: Path) -> List[ModelSettings]:
         configured = Path(properties.get("model_store", ""))
         store = configured if properties.get("model_store") and configured.is_dir() else root / STORE
         models = _models_json(properties)
+        from_snapshot = not properties.get("models") and bool(properties.get("model_snapshot"))
     except (OSError, ValueError, AttributeError) as exc:
         return [ModelSettings(name=root.name, folder=str(root), _broken=f"invalid {CONFIG.as_posix()}: {exc}")]
     found = []
@@ -95,6 +96,8 @@ def scan_kserve_layout(root: Path) -> List[ModelSettings]:
         for name, versions in models.items():
             for version, options in (versions or {}).items():
                 options = dict(options or {})
+                if from_snapshot:  # TorchServe restores these rather than loading them at startup (describe says so)
+                    options["fromSnapshot"] = True
                 source = store / options.get("marName", f"{name}.mar")
                 found.append(settings_for_archive(source, name, str(version), options, folder=store))
         return found

@@ -20,7 +20,7 @@ import grpc
 from gpuserve.errors import Unimplemented
 from gpuserve.server import torchserve_api as api
 from gpuserve.server.grpc import torchserve_pb2 as pb
-from gpuserve.server.grpc.service import _guard, _headers
+from gpuserve.server.grpc.service import _guard
 from gpuserve.server.restricted import restrict_servicer
 
 INFERENCE_SERVICE = "org.pytorch.serve.grpc.inference.InferenceAPIsService"
@@ -68,7 +68,7 @@ class TorchServeServicer:
         entry = {key: bytearray(value) for key, value in request.input.items()}
         try:
             found = await api.answer(self.plane, request.model_name, request.model_version or None, entry,
-                                     _headers(context))
+                                     rest=False)
             if found.error is None:
                 return pb.PredictionResponse(prediction=api.encoded(found))
         except api.TorchServeError as exc:
@@ -98,8 +98,8 @@ class TorchServeServicer:
     async def DescribeModel(self, request: pb.DescribeModelRequest, context) -> pb.ManagementResponse:
         try:
             described = api.describe(self.plane, request.model_name, request.model_version or None)
-        except api.TorchServeError as exc:
-            await context.abort(grpc.StatusCode.NOT_FOUND, exc.message)
+        except api.TorchServeError as exc:  # TorchServe names the exception on the next line, as Predictions does
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"{exc.message}\n{_NAMED.get(exc.kind, exc.kind)}")
         return pb.ManagementResponse(msg=json.dumps(described, indent=2))
 
     @_guard

@@ -34,6 +34,9 @@ def add_torchserve_routes(app: FastAPI, plane: DataPlane, max_request_bytes: int
             return Response(api.error_body(413, "BadRequestException", str(exc)), 413, media_type=api.JSON)
         entry, part_headers = api.entry_from_body(body, request.headers.get("content-type"))
         headers = {**part_headers, **dict(request.headers)}
+        # TorchServe's Netty aggregates the body: the handler sees its Content-Length, never a chunked encoding
+        headers.pop("transfer-encoding", None)
+        headers["content-length"] = str(len(body))
         extra: dict = {}
         payload, content_type, status = await api.predictions(plane, model_name, model_version, entry, headers, extra)
         response = Response(payload, status_code=status, headers=extra or None)
