@@ -269,6 +269,15 @@ def test_bodies_as_torchserve_builds_them(served):
     assert teapot.headers["content-type"] == "text/plain"
     got = client.post("/predictions/echo", content=b"bytes", headers={"content-type": "text/plain"})
     assert got.content == b"\x00\x01"
+    # POST takes the fast path (server/rest/fast_path.py), PUT the web framework's route: the same answers
+    for body, kind in ((b"abc", "application/octet-stream"), (b"teapot", "text/plain"),
+                       (b'{"a": 1}', "application/json")):
+        fast = client.post("/predictions/echo/1.0", content=body, headers={"content-type": kind})
+        routed = client.put("/predictions/echo/1.0", content=body, headers={"content-type": kind})
+        assert (fast.status_code, fast.content, fast.headers.get("content-type")) == \
+            (routed.status_code, routed.content, routed.headers.get("content-type"))
+    fast, routed = client.post("/predictions/nope", content=b"x"), client.put("/predictions/nope", content=b"x")
+    assert (fast.status_code, fast.text) == (routed.status_code, routed.text) == (404, fast.text)
     # the request's headers as TorchServe 0.12's Netty frontend hands them over: Content-Length always (a GET
     # without a body too), "explain" and "url_path", the body's own {"content-type"}
     seen = client.get("/predictions/headers", headers={"X-Custom": "yes"}).json()

@@ -27,6 +27,7 @@ from gpuserve.server.binary import Parts, decode_request, infer_body_buffer
 from gpuserve.server.rest.common import (JSON_OPTIONS, ErrorRoutes, cancel_on_disconnect, decompress, error_response,
                                          parse_json, response_parts, v1_answer, v1_request)
 from gpuserve.server.rest.streaming import Stream, is_stream, stream_headers
+from gpuserve.server.rest.torchserve import answer as torchserve_answer
 from gpuserve.server.rest.v2 import encode_infer_bytes
 from gpuserve.types import InferRequest, InferResponse
 
@@ -36,7 +37,13 @@ NOT_PROBED = object()  # `respond`'s request had no look into the response cache
 
 
 def match(path: str) -> Optional[Tuple[str, str, Optional[str]]]:
-    """('infer', name, version) or ('predict', name, None) for the hot paths, else None."""
+    """('infer', name, version), ('predict', name, None) or ('torchserve', name, version) (TorchServe's
+    `/predictions/NAME[/VERSION]`) for the hot paths, else None."""
+    if path.startswith("/predictions/"):
+        name, _, version = path[13:].partition("/")
+        if name and "/" not in version:
+            return "torchserve", name, version or None
+        return None
     if path.startswith("/v2/models/") and path.endswith("/infer"):
         middle = path[11:-6]
         if not middle or "/" not in middle:
@@ -171,7 +178,8 @@ class FastPath:
 
     def observe(self, route, status: int, start: float) -> None:
         self.metrics.observe_rest("infer_latest" if route[0] == "infer" and route[2] is None else
-                                  "infer_version" if route[0] == "infer" else "predict",
+                                  "infer_version" if route[0] == "infer" else
+                                  "torchserve_predictions" if route[0] == "torchserve" else "predict",
                                   "POST", status, time.perf_counter() - start)
 
     async def _read(self, scope, receive, route) -> Tuple[bytes, Dict[str, str]]:
@@ -214,6 +222,8 @@ class FastPath:
     async def _answer(self, route, body: bytes, headers: Dict[str, str], probed: object = NOT_PROBED,
                       trace=None) -> Tuple[int, bytes, list]:
         kind, name, version = route
+        if kind == "torchserve":  # TorchServe's inference API: its own bodies and errors (server/rest/torchserve.py)
+            return await torchserve_answer(self.plane, name, version, body, headers)
         if kind == "predict":
             payload, event = v1_request(body, headers)
             response, response_headers = await self.plane.predict_v1(name, payload, headers, InferenceVerb.PREDICT)

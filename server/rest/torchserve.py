@@ -10,7 +10,7 @@ Bodies as TorchServe writes them: JSON indented by two spaces.
 from __future__ import annotations
 
 import json
-from typing import Optional
+from typing import Dict, List, Optional, Tuple
 
 from fastapi import FastAPI
 from starlette.requests import Request
@@ -26,22 +26,33 @@ def _json(content, status: int = 200) -> Response:
     return Response(json.dumps(content, indent=2), status_code=status, media_type=api.JSON)
 
 
+async def answer(plane: DataPlane, name: str, version: Optional[str], body: bytes, headers: Dict[str, str]
+                 ) -> Tuple[int, bytes, List[Tuple[bytes, bytes]]]:
+    """One `POST /predictions/...` from its whole body and lower-case headers: (status, payload, response headers
+    as byte pairs, content-length left out). The route below and the fast path (server/rest/fast_path.py, which
+    spares the web framework's per-request layers: ~3x the throughput on a small model) both answer with it."""
+    entry, part_headers = api.entry_from_body(body, headers.get("content-type"))
+    seen = {**part_headers, **headers}
+    # TorchServe's Netty aggregates the body: the handler sees its Content-Length, never a chunked encoding
+    seen.pop("transfer-encoding", None)
+    seen["content-length"] = str(len(body))
+    extra: dict = {}
+    payload, content_type, status = await api.predictions(plane, name, version, entry, seen, extra)
+    out = [(str(k).lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in extra.items()]
+    if content_type:
+        out.append((b"content-type", str(content_type).encode("latin-1")))
+    return status, payload, out
+
+
 def add_torchserve_routes(app: FastAPI, plane: DataPlane, max_request_bytes: int) -> None:
     async def predictions(request: Request, model_name: str, model_version: Optional[str] = None) -> Response:
         try:
             body = await read_body(request, max_request_bytes)
         except PayloadTooLarge as exc:
             return Response(api.error_body(413, "BadRequestException", str(exc)), 413, media_type=api.JSON)
-        entry, part_headers = api.entry_from_body(body, request.headers.get("content-type"))
-        headers = {**part_headers, **dict(request.headers)}
-        # TorchServe's Netty aggregates the body: the handler sees its Content-Length, never a chunked encoding
-        headers.pop("transfer-encoding", None)
-        headers["content-length"] = str(len(body))
-        extra: dict = {}
-        payload, content_type, status = await api.predictions(plane, model_name, model_version, entry, headers, extra)
-        response = Response(payload, status_code=status, headers=extra or None)
-        if content_type:
-            response.headers["content-type"] = content_type
+        status, payload, headers = await answer(plane, model_name, model_version, body, dict(request.headers))
+        response = Response(payload, status_code=status)
+        response.raw_headers = [*headers, (b"content-length", str(len(payload)).encode())]
         return response
 
     for path in ("/predictions/{model_name}", "/predictions/{model_name}/{model_version}"):
