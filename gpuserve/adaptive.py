@@ -131,8 +131,12 @@ def split_response(response: Any, requests: List[InferRequest], rows: List[int],
 
 
 class AdaptiveBatcher:
-    def __init__(self, model, max_batch_size: int, max_batch_time: float = 0.0):
+    def __init__(self, model, max_batch_size: int, max_batch_time: float = 0.0, stats=None):
+        """`stats` (engine/stats.py's ModelStats): each model call is recorded there as one execution of the rows
+        it took, each request's wait in the queue too, as Triton counts a batching model; the caller records each
+        request's own outcome (gpuserve/dataplane.py)."""
         self.model = model
+        self.stats = stats
         self.by_parameters = bool(getattr(model, "batches_by_parameters", False))  # see merge_requests
         self.max_batch_size = max_batch_size
         self.max_batch_time = max_batch_time
@@ -158,8 +162,10 @@ class AdaptiveBatcher:
             # this request queue (and batch), and an in-process caller submitting back to back shares.
             self._direct.clear()
             self.batches_formed[rows] = self.batches_formed.get(rows, 0) + 1
+            if self.stats is not None:
+                self.stats.record_queue([0])
             try:
-                result = await self.model(request, headers)
+                result = await self._executed(self.model(request, headers), rows, 1)
                 await asyncio.sleep(0)
                 return result
             finally:
@@ -194,6 +200,9 @@ class AdaptiveBatcher:
                 batch += self.queue.take_matching(first.key, self.max_batch_size - len(batch))
         rows = sum(job.parameters["rows"] for job in batch)
         self.batches_formed[rows] = self.batches_formed.get(rows, 0) + 1
+        if self.stats is not None:
+            now = time.monotonic()
+            self.stats.record_queue([int((now - job.arrival) * 1e9) for job in batch])
         await self._run(batch)
         self._current = []  # (its requests' arrays are not kept until the next batch)
 
@@ -221,13 +230,28 @@ class AdaptiveBatcher:
         """The model's call on the requests merged, with MERGED_ROWS saying what each brought."""
         merged = MERGED_ROWS.set(tuple(rows))
         try:
-            return await self.model(merge_requests(requests, self.by_parameters), headers)
+            return await self._executed(self.model(merge_requests(requests, self.by_parameters), headers),
+                                        sum(rows), len(rows))
         finally:
             MERGED_ROWS.reset(merged)
 
+    async def _executed(self, call, rows: int, jobs: int):
+        """Await one model call, recorded as one execution of `rows` rows for `jobs` requests (or a failed one)."""
+        if self.stats is None:
+            return await call
+        start = time.perf_counter_ns()
+        try:
+            result = await call
+        except BaseException:
+            self.stats.record_failed_execution()
+            raise
+        self.stats.record_batch(rows, jobs, 0, time.perf_counter_ns() - start, 0)
+        return result
+
     async def _run_alone(self, job: Job) -> None:
         try:
-            result = await self.model(job.parameters["request"], job.parameters["headers"])
+            result = await self._executed(self.model(job.parameters["request"], job.parameters["headers"]),
+                                          job.parameters["rows"], 1)
         except Exception as exc:
             if not job.future.done():
                 job.future.set_exception(exc)

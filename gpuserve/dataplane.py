@@ -430,14 +430,15 @@ class DataPlane:
             else:
                 response, response_headers = await model(request, headers)
         else:  # models outside the engine: count here so the statistics extension covers them too
-            batcher = adaptive_batcher(model)
-            if batcher is not None and not (STREAMING.get() and getattr(model, "streams", False)):
+            batcher = adaptive_batcher(model, stats)
+            batched = batcher is not None and not (STREAMING.get() and getattr(model, "streams", False))
+            if batched:  # the batcher records its executions and the queue; the request's outcome is counted here
                 work = batcher.submit(request, headers)
             elif plain:
                 work = _predict_with_headers(model, request, headers)
             else:
                 work = model(request, headers)
-            response, response_headers = await _counted(stats, work)
+            response, response_headers = await _counted(stats, work, executed=not batched)
         if isinstance(response, InferResponse):
             check_outputs(model.name, response)
             if not plain:  # a user's code made the outputs: it may refill them later
@@ -661,9 +662,10 @@ def _builtin_predict(cls: type) -> bool:
     return builtin
 
 
-async def _counted(stats: ModelStats, work):
+async def _counted(stats: ModelStats, work, executed: bool = True):
     """Await a request's work for a model outside the engine, counting it in `stats` as Triton counts: a
-    success as one unbatched execution, a failure with its reason (the client going away: CANCELED)."""
+    success as one unbatched execution (or, `executed` False, only as a success: an adaptive batcher recorded
+    the execution that carried it), a failure with its reason (the client going away: CANCELED)."""
     start = time.perf_counter_ns()
     try:
         result = await work
@@ -674,7 +676,10 @@ async def _counted(stats: ModelStats, work):
         stats.record_request(False, time.perf_counter_ns() - start,
                              "CANCELED" if isinstance(exc, RequestCancelled) else "BACKEND")
         raise
-    stats.record_unbatched(time.perf_counter_ns() - start)
+    if executed:
+        stats.record_unbatched(time.perf_counter_ns() - start)
+    else:
+        stats.record_request(True, time.perf_counter_ns() - start)
     return result
 
 
@@ -705,16 +710,19 @@ def _version_order(version: str):
     return (0, int(version), "") if version.isdigit() else (1, 0, version)
 
 
-def adaptive_batcher(model) -> Optional[AdaptiveBatcher]:
-    """The model's adaptive batcher when its settings ask for one (max_batch_size > 1), made on first use."""
+def adaptive_batcher(model, stats: Optional[ModelStats] = None) -> Optional[AdaptiveBatcher]:
+    """The model's adaptive batcher when its settings ask for one (max_batch_size > 1), made on first use; it
+    records its executions in `stats`."""
     batcher = getattr(model, "_adaptive_batcher", None)
     if batcher is None:
         settings = getattr(model, "settings", None)
         max_batch = getattr(settings, "max_batch_size", None) or 0
         if max_batch <= 1:
             return None
-        batcher = AdaptiveBatcher(model, max_batch, getattr(settings, "max_batch_time", 0.0) or 0.0)
+        batcher = AdaptiveBatcher(model, max_batch, getattr(settings, "max_batch_time", 0.0) or 0.0, stats)
         model._adaptive_batcher = batcher
+    elif batcher.stats is None:
+        batcher.stats = stats
     return batcher
 
 

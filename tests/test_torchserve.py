@@ -334,9 +334,15 @@ def test_kserve_layout_batches_concurrent_requests(tmp_path, monkeypatch):
         for t in threads:
             t.join()
         described = httpx.get(f"http://127.0.0.1:{server.ports['http']}/models/lin").json()[0]
+        stats = httpx.get(f"http://127.0.0.1:{server.ports['http']}/v2/models/lin/stats").json()["model_stats"][0]
     np.testing.assert_allclose(results, reference(ref, rows), rtol=1e-5, atol=1e-6)
     sizes = [int(x) for x in log.read_text().split()]
     assert sum(sizes) == len(rows) and max(sizes) > 1 and max(sizes) <= 4, sizes
+    # Triton's statistics count the handler's calls as executions of the batches they took
+    assert (stats["inference_count"], stats["execution_count"]) == (len(rows), len(sizes))
+    assert {b["batch_size"]: b["compute_infer"]["count"] for b in stats["batch_stats"]} == \
+        {size: sizes.count(size) for size in set(sizes)}
+    assert stats["inference_stats"]["success"]["count"] == stats["inference_stats"]["queue"]["count"] == len(rows)
     assert described["batchSize"] == 4 and described["maxBatchDelay"] == 300
     # a model KServe's model_snapshot names is restored, not loaded at startup, in TorchServe's describe
     assert described["loadedAtStartup"] is False and list(described) == TS_DESCRIBE_KEYS
