@@ -12,7 +12,6 @@ the same shape), both batching (max_batch_size 64, dynamic batching). The server
 from __future__ import annotations
 
 import argparse
-import socket
 import sys
 import tempfile
 import time
@@ -62,12 +61,6 @@ def direct_rows_per_second(call, seconds: float = 1.0) -> float:
     return count / (time.perf_counter() - start)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--concurrency", default="1,8,32")
@@ -93,7 +86,7 @@ def main() -> int:
             import tensorflow as tf
 
             limits["tfdense"] = direct_rows_per_second(lambda row: module.serve(tf.constant(row)))
-        http, grpc_port, metrics = _free_port(), _free_port(), _free_port()
+        http, grpc_port, metrics = harness.free_port(), harness.free_port(), harness.free_port()
         server = harness.ServerProcess("gpuserve", [harness.gpuserve_bin(), "start", str(root), "--http-port",
                                                     str(http), "--grpc-port", str(grpc_port), "--metrics-port",
                                                     str(metrics)], Path(tmp) / "server.log").start()
