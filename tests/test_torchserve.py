@@ -498,3 +498,27 @@ def test_grpc_management_describe_list_and_refused_writes(over_grpc):
         call("management.ManagementAPIsService", "UnregisterModel", pb.UnregisterModelRequest(model_name="lin"),
              pb.ManagementResponse)
     assert failed.value.code() == grpc.StatusCode.UNIMPLEMENTED and "repository" in failed.value.details()
+
+
+def test_perf_analyzer_service_kind_torchserve(tmp_path):
+    """perf_analyzer's TorchServe client (a multipart part "data" from a file, POST /predictions/NAME) profiles a
+    served archive as it profiles TorchServe; it prints "Timer not set correctly" lines against TorchServe 0.12
+    too, so only its exit status and measurement are checked."""
+    beside = Path(sys.executable).parent / "perf_analyzer"
+    exe = shutil.which("perf_analyzer") or (str(beside) if beside.exists() else None)
+    if exe is None:
+        pytest.skip("perf_analyzer is not installed (bash scripts/install_perf_analyzer.sh)")
+    root = tmp_path / "repo"
+    _repository(root)
+    (tmp_path / "row.json").write_text(json.dumps([0.5, -1.0, 2.0, 0.25]))
+    (tmp_path / "input.json").write_text(json.dumps({"data": [{"TORCHSERVE_INPUT": [str(tmp_path / "row.json")]}]}))
+    registry = DiskRepository(root).populate(ModelRepository())
+    with running_server(repository=registry) as server:
+        run = subprocess.run([exe, "-m", "fn", "--service-kind", "torchserve", "-i", "http",
+                              "-u", f"127.0.0.1:{server.ports['http']}", "--input-data", str(tmp_path / "input.json"),
+                              "--measurement-interval", "300", "--stability-percentage", "999", "--max-trials", "3"],
+                             capture_output=True, text=True, timeout=120)
+        stats = httpx.get(f"http://127.0.0.1:{server.ports['http']}/v2/models/fn/stats").json()["model_stats"][0]
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "Concurrency: 1, throughput:" in run.stdout
+    assert stats["inference_stats"]["success"]["count"] > 0 and stats["inference_stats"]["fail"]["count"] == 0
