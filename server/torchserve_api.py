@@ -141,7 +141,7 @@ async def answer(plane: DataPlane, name: str, version: Optional[str], entry: Dic
     model = find(plane, name, version)
     if not getattr(model, "ready", False):
         raise _unavailable(model, version)
-    if not isinstance(model, TorchServeModel):
+    if not is_archive(model):
         raise TorchServeError(400, "BadRequestException", f"model '{name}' is not a TorchServe archive: ask it "
                               "on KServe V1 (/v1/models/NAME:predict) or V2 (/v2/models/NAME/infer)")
     request_id = str(uuid.uuid4())
@@ -157,6 +157,12 @@ async def answer(plane: DataPlane, name: str, version: Optional[str], entry: Dic
         raise TorchServeError(exc.http, "InternalServerException" if exc.http >= 500 else "BadRequestException",
                               str(exc)) from None
     return response.outputs[0].as_numpy()[0]
+
+
+def is_archive(model) -> bool:
+    """A TorchServe archive's model: in the server process, or in parallel workers (minWorkers > 1)."""
+    return isinstance(model, TorchServeModel) or getattr(getattr(model, "settings", None), "implementation", None) \
+        == "torchserve" and getattr(model, "workers", 0) > 0
 
 
 def failure_kind(found: Answer) -> str:
@@ -234,17 +240,18 @@ def _description(model) -> Dict[str, Any]:
     delay = int(round((getattr(settings, "max_batch_time", 0.0) or 0.0) * 1000)) if batch > 1 else 100
     device = str(getattr(settings, "device", None) or "cpu")
     ready = bool(getattr(model, "ready", False))
-    workers = [{"id": "9000", "startTime": STARTED, "status": "READY", "memoryUsage": 0, "pid": os.getpid(),
-                "gpu": device.startswith("cuda"), "gpuUsage": "N/A"}] if ready else []
+    count = int(getattr(settings, "parallel_workers", None) or 1)
+    workers = [{"id": str(9000 + i), "startTime": STARTED, "status": "READY", "memoryUsage": 0, "pid": os.getpid(),
+                "gpu": device.startswith("cuda"), "gpuUsage": "N/A"} for i in range(count)] if ready else []
     capacity = int(getattr(settings, "max_queue_size", 0) or 0) or JOB_QUEUE_SIZE
 
     def option(key, default):
         value = options.get(key, default)
         return type(default)(value) if isinstance(default, (int, str)) and not isinstance(default, bool) else value
 
-    # gpuserve runs a handler in its own process on one thread: one worker, whatever minWorkers asked for
+    # minWorkers workers (processes when more than one); maxWorkers is not scaled to
     return {"modelName": model.name, "modelVersion": str(getattr(model, "version", None) or ""),
-            "modelUrl": _url(model), "runtime": "python", "minWorkers": 1, "maxWorkers": 1, "batchSize": batch,
+            "modelUrl": _url(model), "runtime": "python", "minWorkers": count, "maxWorkers": count, "batchSize": batch,
             "maxBatchDelay": delay, "responseTimeout": option("responseTimeout", 120),
             "startupTimeout": option("startupTimeout", 120),
             "maxRetryTimeoutInSec": option("maxRetryTimeoutInSec", 300),

@@ -9,6 +9,7 @@ test needs torchserve."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -51,7 +52,7 @@ class LinearHandler(BaseHandler or object):
         log = os.environ.get("TS_TEST_BATCH_LOG")
         if log:
             with open(log, "a") as f:
-                f.write(f"{len(data)}\\n")
+                f.write(f"{len(data)} {os.getpid()}\\n")
         rows = []
         for row in data:
             value = row.get("data") if row.get("data") is not None else row.get("body")
@@ -302,12 +303,12 @@ def test_errors_and_the_server_keeps_serving(served):
     assert client.post("/predictions/fn", json=[1, 2, 3, 4]).status_code == 200
 
 
-def _kserve_layout(root: Path, batch: int, delay_ms: int) -> Path:
+def _kserve_layout(root: Path, batch: int, delay_ms: int, workers: int = 1) -> Path:
     (root / "config").mkdir(parents=True)
     make_mar(root / "model-store" / "lin.mar", "lin", CLASS_HANDLER, seed=1)
     snapshot = {"name": "startup.cfg", "modelCount": 1, "models": {"lin": {"1.0": {
-        "defaultVersion": True, "marName": "lin.mar", "minWorkers": 1, "maxWorkers": 1, "batchSize": batch,
-        "maxBatchDelay": delay_ms}}}}
+        "defaultVersion": True, "marName": "lin.mar", "minWorkers": workers, "maxWorkers": workers,
+        "batchSize": batch, "maxBatchDelay": delay_ms}}}}
     (root / "config" / "config.properties").write_text(
         "inference_address=http://0.0.0.0:8085\nmodel_store=/mnt/models/model-store\n"  # KServe's own lines
         f"model_snapshot={json.dumps(snapshot)}\n")
@@ -336,7 +337,7 @@ def test_kserve_layout_batches_concurrent_requests(tmp_path, monkeypatch):
         described = httpx.get(f"http://127.0.0.1:{server.ports['http']}/models/lin").json()[0]
         stats = httpx.get(f"http://127.0.0.1:{server.ports['http']}/v2/models/lin/stats").json()["model_stats"][0]
     np.testing.assert_allclose(results, reference(ref, rows), rtol=1e-5, atol=1e-6)
-    sizes = [int(x) for x in log.read_text().split()]
+    sizes = [int(line.split()[0]) for line in log.read_text().splitlines()]
     assert sum(sizes) == len(rows) and max(sizes) > 1 and max(sizes) <= 4, sizes
     # Triton's statistics count the handler's calls as executions of the batches they took
     assert (stats["inference_count"], stats["execution_count"]) == (len(rows), len(sizes))
@@ -346,6 +347,37 @@ def test_kserve_layout_batches_concurrent_requests(tmp_path, monkeypatch):
     assert described["batchSize"] == 4 and described["maxBatchDelay"] == 300
     # a model KServe's model_snapshot names is restored, not loaded at startup, in TorchServe's describe
     assert described["loadedAtStartup"] is False and list(described) == TS_DESCRIBE_KEYS
+
+
+def test_min_workers_are_worker_processes(tmp_path, monkeypatch):
+    """minWorkers 2: two worker processes, each with the handler loaded (TorchServe's workers), batches answered
+    by both; describe lists both."""
+    log = tmp_path / "pids.txt"
+    monkeypatch.setenv("TS_TEST_BATCH_LOG", str(log))
+    root = _kserve_layout(tmp_path / "kserve", batch=2, delay_ms=50, workers=2)
+    ref = _linear(1)
+    rows = np.random.default_rng(12).standard_normal((16, 4)).round(4).tolist()
+    registry = DiskRepository(root).populate(ModelRepository())
+    with running_server(repository=registry) as server:
+        base = f"http://127.0.0.1:{server.ports['http']}"
+        results = [None] * len(rows)
+
+        def call(i):
+            results[i] = httpx.post(f"{base}/predictions/lin", json=rows[i], timeout=60).json()
+
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(len(rows))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        described = httpx.get(f"{base}/models/lin").json()[0]
+        v1 = httpx.post(f"{base}/v1/models/lin:predict", json={"instances": [{"data": r} for r in rows[:2]]},
+                        timeout=60).json()
+    np.testing.assert_allclose(results, reference(ref, rows), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(v1["predictions"], reference(ref, rows[:2]), rtol=1e-5, atol=1e-6)
+    assert (described["minWorkers"], len(described["workers"])) == (2, 2)
+    pids = {line.split()[1] for line in log.read_text().splitlines()}
+    assert len(pids) == 2 and str(os.getpid()) not in pids, pids  # both workers, neither the server's process
 
 
 def test_builtin_handler_needs_torchserve(tmp_path):

@@ -11,8 +11,9 @@ How requests reach `handle`:
 - KServe V2: each element (row) of the first input is one entry `{"data": value}` (a bytearray for BYTES, a list
   for a numeric row); the answers are a BYTES output "output" (bytes as they are, str as UTF-8, else JSON).
 
-Calls run one at a time on one thread of the model's own, as in one TorchServe worker; minWorkers/maxWorkers are
-reported, not used for parallel workers (handlers are not thread-safe, and one process holds one copy).
+Calls run one at a time on one thread of the model's own, as in one TorchServe worker (handlers are not
+thread-safe). minWorkers > 1 makes that many worker processes instead (gpuserve/torchserve/store.py sets
+parallel_workers; gpuserve/parallel.py), each loading this model, as TorchServe's workers each load the handler.
 A failing handler fails the whole batch with TorchServe's statuses: 503 "Prediction failed", 507 "Out of
 resources" (MemoryError, CUDA errors), PredictionException's own code (ts/service.py).
 """

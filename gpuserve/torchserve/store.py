@@ -60,14 +60,20 @@ def settings_for_archive(source: Path, name: Optional[str] = None, version: Opti
         version = version or str(model.get("modelVersion") or DEFAULT_VERSION)
         batch = int(options.get("batchSize") or 1)
         delay = float(options.get("maxBatchDelay", DEFAULT_BATCH_DELAY_MS))
+        workers = int(options.get("minWorkers") or 1)
         if batch < 1:
             raise InvalidSettings(f"model '{name}': batchSize is {batch}; it is 1 or more")
+        if workers < 1:
+            raise InvalidSettings(f"model '{name}': minWorkers is {workers}; it is 1 or more")
     except (GpuserveError, ValueError, TypeError) as exc:
         reason = str(exc) if isinstance(exc, GpuserveError) else f"invalid TorchServe settings: {exc}"
         return ModelSettings(name=name or source.stem, implementation="torchserve", folder=str(folder or source.parent),
                              parameters={"uri": str(source), "version": version}, _broken=reason)
     options.setdefault("marName", source.name)
+    # minWorkers > 1: that many worker processes (gpuserve/parallel.py), each with the handler loaded, as
+    # TorchServe's workers; one runs in the server process, on a thread of its own
     return ModelSettings(name=name, implementation="torchserve", folder=str(folder or source.parent),
+                         parallel_workers=workers if workers > 1 else None,
                          max_batch_size=batch if batch > 1 else None,
                          max_batch_time=delay / 1000.0 if batch > 1 else 0.0,
                          parameters={"uri": str(source), "version": version, "extra": {"torchserve": options}})
