@@ -56,7 +56,7 @@ class MLPHandler:
 BATCH, DELAY_MS = 8, 5
 
 
-def build(root: Path) -> Path:
+def build(root: Path, workers: int = 1) -> Path:
     import torch
 
     torch.manual_seed(0)
@@ -72,7 +72,8 @@ def build(root: Path) -> Path:
         zf.write(root / "model.pt", "model.pt")
         zf.writestr("handler.py", HANDLER)
     (root / "config" / "config.properties").write_text(
-        snapshot_properties({"mlp": {"batchSize": BATCH, "maxBatchDelay": DELAY_MS}}))
+        snapshot_properties({"mlp": {"batchSize": BATCH, "maxBatchDelay": DELAY_MS, "minWorkers": workers,
+                                     "maxWorkers": workers}}))
     return root
 
 
@@ -158,6 +159,7 @@ def main(argv=None) -> int:
     parser.add_argument("--max-load", type=float, default=1.0)
     parser.add_argument("--max-wait", type=float, default=900.0, help="seconds of waiting for quiet, in all")
     parser.add_argument("--servers", default="torchserve,gpuserve")
+    parser.add_argument("--workers", type=int, default=1, help="minWorkers = maxWorkers of the model, in both")
     parser.add_argument("--json", type=Path, default=harness.RESULTS / "torchserve_bench.json")
     args = parser.parse_args(argv)
     reason = available()
@@ -168,7 +170,7 @@ def main(argv=None) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="ts-bench-"))
     rows = []
     try:
-        root = build(scratch / "store")
+        root = build(scratch / "store", args.workers)
         wait_quiet(args.max_load, args.max_wait)
         one, eight = direct_rates(root)
         rows += [{"server": "in-process handle, 1 row/call", "concurrency": "-", "rps": one},
