@@ -21,15 +21,17 @@ Checked against TorchServe 0.12 itself (a probe handler echoing what it got, cur
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
 import uuid
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, AsyncIterator, Dict, List, Optional, Tuple
 from urllib.parse import parse_qsl
 
 from gpuserve.dataplane import DataPlane
 from gpuserve.errors import GpuserveError, ModelNotReady, QueueFull
+from gpuserve.torchserve import stream
 from gpuserve.torchserve.model import ENTRY_INPUT, Answer, Entry, TorchServeModel, object_input
 from gpuserve.types import InferRequest
 
@@ -134,7 +136,8 @@ def _encoded(value: Any) -> bytes:
 
 
 async def answer(plane: DataPlane, name: str, version: Optional[str], entry: Dict[str, Any],
-                 headers: Optional[Dict[str, Any]] = None, rest: bool = True) -> Answer:
+                 headers: Optional[Dict[str, Any]] = None, rest: bool = True, request_id: Optional[str] = None
+                 ) -> Answer:
     """One TorchServe prediction's Answer (the handler's item, or its batch's failure in `error`); TorchServeError
     when no archive answers (not found, not ready, not an archive). `rest=False` (gRPC) gives the handler only each
     input's {"content-type": ""}, as TorchServe's gRPC frontend does: no "explain"/"url_path", no metadata."""
@@ -144,7 +147,7 @@ async def answer(plane: DataPlane, name: str, version: Optional[str], entry: Dic
     if not is_archive(model):
         raise TorchServeError(400, "BadRequestException", f"model '{name}' is not a TorchServe archive: ask it "
                               "on KServe V1 (/v1/models/NAME:predict) or V2 (/v2/models/NAME/infer)")
-    request_id = str(uuid.uuid4())
+    request_id = request_id or str(uuid.uuid4())
     parts = {k: {"content-type": ""} for k in entry}
     all_headers = {"explain": "False", "url_path": "", **parts, **(headers or {})} if rest else parts
     request = InferRequest(model.name, [object_input(ENTRY_INPUT, [Entry(entry, all_headers, request_id)])],
@@ -182,9 +185,15 @@ async def predictions(plane: DataPlane, name: str, version: Optional[str], entry
                       headers: Optional[Dict[str, Any]] = None, response_headers: Optional[Dict[str, str]] = None
                       ) -> Tuple[bytes, Optional[str], int]:
     """One TorchServe prediction: (payload, content type or None, HTTP status); never raises for the client's
-    or the handler's errors (they are TorchServe's JSON bodies)."""
+    or the handler's errors (they are TorchServe's JSON bodies). A handler that sent intermediate answers makes the
+    payload an async iterator of the answer's parts (status 200: TorchServe streams such answers chunked)."""
     try:
-        found = await answer(plane, name, version, entry, headers)
+        if getattr(find(plane, name, version), "streams", False):
+            parts, found = await streamed(plane, name, version, entry, headers)
+            if parts is not None:
+                return parts, None, 200
+        else:
+            found = await answer(plane, name, version, entry, headers)
         if found.error is not None:
             return error_body(found.status, failure_kind(found), found.error), JSON, found.status
         payload = encoded(found)
@@ -195,6 +204,50 @@ async def predictions(plane: DataPlane, name: str, version: Optional[str], entry
     if response_headers is not None:
         response_headers.update({k: v for k, v in set_headers.items() if k.lower() != "content-type"})
     return payload, content_type, found.status or 200
+
+
+async def streamed(plane: DataPlane, name: str, version: Optional[str], entry: Dict[str, Any],
+                   headers: Optional[Dict[str, Any]] = None, rest: bool = True):
+    """`answer`, listening for the handler's intermediate answers (gpuserve/torchserve/stream.py; asked only of a
+    model whose handler can send them, `streams`): (None, the Answer) when the handler sent none, else (the
+    answer's parts as they come, each encoded as the worker encodes an answer, the final item last; None).
+    TorchServeError as `answer`."""
+    request_id = str(uuid.uuid4())
+    queue = stream.open_channel(request_id)
+    task = asyncio.ensure_future(answer(plane, name, version, entry, headers, rest, request_id))
+    first = asyncio.ensure_future(queue.get())
+    try:
+        await asyncio.wait({task, first}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        task.cancel()
+        first.cancel()
+        stream.close_channel(request_id)
+        raise
+    if not first.done():
+        first.cancel()
+        stream.close_channel(request_id)
+        return None, task.result()  # (its TorchServeError, if any, raised here)
+    return _answer_parts(first.result(), queue, task, request_id), None
+
+
+async def _answer_parts(first: Any, queue: "asyncio.Queue", task: "asyncio.Future", request_id: str
+                        ) -> AsyncIterator[bytes]:
+    """The intermediate items, then the final one (or the batch's failure, its status already sent as 200)."""
+    try:
+        yield _encoded(first)
+        while not task.done() or not queue.empty():
+            following = asyncio.ensure_future(queue.get())
+            await asyncio.wait({task, following}, return_when=asyncio.FIRST_COMPLETED)
+            if following.done():
+                yield _encoded(following.result())
+            else:
+                following.cancel()
+        found = task.result()
+        yield _encoded(found.value) if found.error is None else error_body(found.status, failure_kind(found),
+                                                                              found.error)
+    finally:
+        task.cancel()
+        stream.close_channel(request_id)
 
 
 def _torchserve_models(plane: DataPlane) -> Dict[str, Dict[str, Any]]:

@@ -125,6 +125,20 @@ def handle(data, context):
 '''
 
 
+STREAM_HANDLER = '''
+from ts.handler_utils.utils import send_intermediate_predict_response
+
+
+def handle(data, context):
+    if data is None:
+        return None
+    for step in range(3):
+        send_intermediate_predict_response([f"part {step} of {i};" for i in range(len(data))], context.request_ids,
+                                           "Intermediate Prediction success", 200, context)
+    return ["done" for _ in data]
+'''
+
+
 def _linear(seed: int):
     torch.manual_seed(seed)
     return torch.jit.script(torch.nn.Linear(4, 3).eval())
@@ -554,3 +568,36 @@ def test_perf_analyzer_service_kind_torchserve(tmp_path):
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     assert "Concurrency: 1, throughput:" in run.stdout
     assert stats["inference_stats"]["success"]["count"] > 0 and stats["inference_stats"]["fail"]["count"] == 0
+
+
+def test_intermediate_answers_stream_over_rest_and_grpc(tmp_path):
+    """A handler's send_intermediate_predict_response parts reach the client before its final answer: chunked over
+    REST, one PredictionResponse each over gRPC StreamPredictions; a unary Predictions gets the final one."""
+    pytest.importorskip("ts.handler_utils.utils")
+    grpc = pytest.importorskip("grpc")
+    from gpuserve.server.grpc import torchserve_pb2 as pb
+
+    make_mar(tmp_path / "repo" / "streamer.mar", "streamer", STREAM_HANDLER)
+    registry = DiskRepository(tmp_path / "repo").populate(ModelRepository())
+    for transport in ("native", "grpcio"):
+        with running_server(repository=registry, grpc_transport=transport, http_server="uvicorn"
+                            if transport == "grpcio" else "gpuserve") as server:
+            base = f"http://127.0.0.1:{server.ports['http']}"
+            with httpx.stream("POST", f"{base}/predictions/streamer", content=b"x", timeout=60) as answer:
+                chunks = [c for c in answer.iter_raw() if c]
+                assert answer.status_code == 200 and answer.headers.get("transfer-encoding") == "chunked"
+            assert b"".join(chunks) == b"part 0 of 0;part 1 of 0;part 2 of 0;done"
+            routed = httpx.put(f"{base}/predictions/streamer", content=b"x", timeout=60)  # the FastAPI route
+            assert routed.content == b"part 0 of 0;part 1 of 0;part 2 of 0;done"
+            with grpc.insecure_channel(f"127.0.0.1:{server.ports['grpc']}") as channel:
+                path = "/org.pytorch.serve.grpc.inference.InferenceAPIsService/"
+                request = pb.PredictionsRequest(model_name="streamer", input={"data": b"x"})
+                streamed = channel.unary_stream(path + "StreamPredictions", request_serializer=pb.PredictionsRequest
+                                                .SerializeToString, response_deserializer=pb.PredictionResponse
+                                                .FromString)(request, timeout=60)
+                assert [r.prediction for r in streamed] == [b"part 0 of 0;", b"part 1 of 0;", b"part 2 of 0;",
+                                                            b"done"]
+                unary = channel.unary_unary(path + "Predictions", request_serializer=pb.PredictionsRequest
+                                            .SerializeToString, response_deserializer=pb.PredictionResponse
+                                            .FromString)(request, timeout=60)
+                assert unary.prediction == b"done"

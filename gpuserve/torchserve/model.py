@@ -32,6 +32,7 @@ import numpy as np
 
 from gpuserve.errors import GpuserveError, InvalidInput
 from gpuserve.model import Model
+from gpuserve.torchserve import stream
 from gpuserve.torchserve.archive import open_archive
 from gpuserve.torchserve.context import Headers, make_context
 from gpuserve.torchserve.handler import load_handler
@@ -94,6 +95,7 @@ def object_input(name: str, rows: List[Any]) -> InferInput:
 
 class TorchServeModel(Model):
     platform = "torchserve"
+    streams = False  # its handler can send intermediate answers (set at load)
 
     def __init__(self, settings):
         super().__init__(settings.name)
@@ -115,6 +117,9 @@ class TorchServeModel(Model):
         entry, initialize, self.service = load_handler(self.archive.handler, self.archive.folder, self.name)
         self.context, self._processor = make_context(self.name, str(self.archive.folder), self.archive.manifest,
                                                      self.batch_size, gpu_id(self.settings.device))
+        stream.install()  # a handler's intermediate answers reach their clients (gpuserve/torchserve/stream.py)
+        self._sink = stream.Sink(self.name)
+        self.streams = stream.sends_parts(self.service)
         initialize(self.context)
         self._handle = entry
         self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"torchserve-{self.name}")
@@ -130,6 +135,7 @@ class TorchServeModel(Model):
     def _run(self, entries: List[Entry]) -> List[Answer]:
         """One handle() call over a batch, with the statuses TorchServe's worker gives (ts/service.py)."""
         context = self.context
+        context.cl_socket = self._sink
         context.request_ids = {i: e.request_id for i, e in enumerate(entries)}
         context.request_processor = [self._processor(Headers(e.headers)) for e in entries]
         if hasattr(context.metrics, "request_ids"):

@@ -5,9 +5,10 @@ holds what they mean, shared with REST).
 A PredictionsRequest's `input` map is the handler's entry, a key per input with its bytes, as TorchServe's frontend
 hands it over; the answer is the handler's item as bytes. Errors are TorchServe's: a model or version it cannot
 find is INTERNAL, a failed batch the code of its HTTP status (503 UNAVAILABLE, 507 RESOURCE_EXHAUSTED), the
-details TorchServe's message and, on the next line, the exception it names. StreamPredictions answers once (a
-handler here gives one item a request); StreamPredictions2 (sequences) and the management API's writes
-(RegisterModel, ScaleWorker, SetDefault, UnregisterModel) answer UNIMPLEMENTED with what to use instead.
+details TorchServe's message and, on the next line, the exception it names. StreamPredictions sends a handler's
+intermediate answers and then its final one (once, for a handler that sends none). StreamPredictions2 (sequences)
+and the management API's writes (RegisterModel, ScaleWorker, SetDefault, UnregisterModel) answer UNIMPLEMENTED
+with what to use instead.
 """
 
 from __future__ import annotations
@@ -62,13 +63,22 @@ class TorchServeServicer:
         status = {"status": "Healthy" if healthy else "Unhealthy"}
         return pb.TorchServeHealthResponse(health=json.dumps(status, indent=2))
 
-    async def _predict(self, request: pb.PredictionsRequest, context) -> pb.PredictionResponse:
+    async def _predict(self, request: pb.PredictionsRequest, context, streaming: bool = False):
+        """The answer (a PredictionResponse), or with `streaming` an async iterator of the handler's intermediate
+        answers and its final one when it sent any."""
         if not request.model_name:
             await context.abort(grpc.StatusCode.INTERNAL, "Parameter model_name is required.\nBadRequestException.()")
         entry = {key: bytearray(value) for key, value in request.input.items()}
         try:
-            found = await api.answer(self.plane, request.model_name, request.model_version or None, entry,
-                                     rest=False)
+            if streaming and getattr(api.find(self.plane, request.model_name, request.model_version or None),
+                                     "streams", False):
+                parts, found = await api.streamed(self.plane, request.model_name, request.model_version or None,
+                                                  entry, rest=False)
+                if parts is not None:
+                    return parts
+            else:
+                found = await api.answer(self.plane, request.model_name, request.model_version or None, entry,
+                                         rest=False)
             if found.error is None:
                 return pb.PredictionResponse(prediction=api.encoded(found))
         except api.TorchServeError as exc:
@@ -83,16 +93,28 @@ class TorchServeServicer:
     async def Predictions(self, request: pb.PredictionsRequest, context) -> pb.PredictionResponse:
         return await self._predict(request, context)
 
+    async def _stream_start(self, request: pb.PredictionsRequest, context):
+        return await self._predict(request, context, streaming=True)
+
+    _stream_start.__name__ = "StreamPredictions"  # the guard counts it under the RPC's name
+    _stream_start = _guard(_stream_start)
+
     async def StreamPredictions(self, request, context):
-        """One answer to one request. grpc.aio hands a server-streaming method its request; the native transport
-        hands every streaming method its requests as a stream, of which this takes the one."""
+        """The handler's intermediate answers (send_intermediate_predict_response), then its final one; one
+        answer from a handler that sends none. grpc.aio hands a server-streaming method its request; the native
+        transport hands every streaming method its requests as a stream, of which this takes the one."""
         if hasattr(request, "__aiter__"):
             async for first in request:
                 request = first
                 break
             else:
                 return
-        yield await self.Predictions(request, context)
+        answer = await self._stream_start(request, context)
+        if isinstance(answer, pb.PredictionResponse):
+            yield answer
+            return
+        async for part in answer:
+            yield pb.PredictionResponse(prediction=part)
 
     @_guard
     async def DescribeModel(self, request: pb.DescribeModelRequest, context) -> pb.ManagementResponse:

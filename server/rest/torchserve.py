@@ -10,7 +10,7 @@ Bodies as TorchServe writes them: JSON indented by two spaces.
 from __future__ import annotations
 
 import json
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from fastapi import FastAPI
 from starlette.requests import Request
@@ -20,6 +20,7 @@ from gpuserve.dataplane import DataPlane
 from gpuserve.errors import PayloadTooLarge
 from gpuserve.server import torchserve_api as api
 from gpuserve.server.rest.common import read_body
+from gpuserve.server.rest.streaming import Stream, streaming_response
 
 
 def _json(content, status: int = 200) -> Response:
@@ -27,10 +28,11 @@ def _json(content, status: int = 200) -> Response:
 
 
 async def answer(plane: DataPlane, name: str, version: Optional[str], body: bytes, headers: Dict[str, str]
-                 ) -> Tuple[int, bytes, List[Tuple[bytes, bytes]]]:
+                 ) -> Tuple[int, Any, List[Tuple[bytes, bytes]]]:
     """One `POST /predictions/...` from its whole body and lower-case headers: (status, payload, response headers
     as byte pairs, content-length left out). The route below and the fast path (server/rest/fast_path.py, which
-    spares the web framework's per-request layers: ~3x the throughput on a small model) both answer with it."""
+    spares the web framework's per-request layers: ~3x the throughput on a small model) both answer with it.
+    The payload is a Stream when the handler sent intermediate answers (gpuserve/torchserve/stream.py)."""
     entry, part_headers = api.entry_from_body(body, headers.get("content-type"))
     seen = {**part_headers, **headers}
     # TorchServe's Netty aggregates the body: the handler sees its Content-Length, never a chunked encoding
@@ -41,6 +43,8 @@ async def answer(plane: DataPlane, name: str, version: Optional[str], body: byte
     out = [(str(k).lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in extra.items()]
     if content_type:
         out.append((b"content-type", str(content_type).encode("latin-1")))
+    if not isinstance(payload, (bytes, bytearray)):  # the handler's intermediate answers: a chunked answer
+        return status, await Stream.start(payload), out
     return status, payload, out
 
 
@@ -51,6 +55,8 @@ def add_torchserve_routes(app: FastAPI, plane: DataPlane, max_request_bytes: int
         except PayloadTooLarge as exc:
             return Response(api.error_body(413, "BadRequestException", str(exc)), 413, media_type=api.JSON)
         status, payload, headers = await answer(plane, model_name, model_version, body, dict(request.headers))
+        if isinstance(payload, Stream):
+            return streaming_response(payload, {k.decode("latin-1"): v.decode("latin-1") for k, v in headers})
         response = Response(payload, status_code=status)
         response.raw_headers = [*headers, (b"content-length", str(len(payload)).encode())]
         return response
