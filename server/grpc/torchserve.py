@@ -113,8 +113,11 @@ class TorchServeServicer:
         if isinstance(answer, pb.PredictionResponse):
             yield answer
             return
-        async for part in answer:
-            yield pb.PredictionResponse(prediction=part)
+        try:
+            async for part in answer:
+                yield pb.PredictionResponse(prediction=part)
+        finally:  # a client that left mid-stream: the handler's call is let go and its channel closed now
+            await answer.aclose()
 
     @_guard
     async def DescribeModel(self, request: pb.DescribeModelRequest, context) -> pb.ManagementResponse:
