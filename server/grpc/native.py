@@ -529,12 +529,10 @@ def _methods(servicer, plane: DataPlane, settings: ServerSettings, rules) -> Dic
                for name, request_class, _, streaming in rpcs()}
     methods.update({f"/{repository.SERVICE}/{name}": _Method(name, getattr(servicer, name), request_class, False)
                     for name, request_class, _ in repository.repository_rpcs()})  # MLServer's repository service
-    tfserving_servicer = tfserving.restricted_servicer(plane, settings)  # TensorFlow Serving's services
-    methods.update({f"/{service}/{name}": _Method(name, getattr(tfserving_servicer, name), request_class, False)
-                    for service, name, request_class, _ in tfserving.rpcs()})
-    torchserve_servicer = torchserve.restricted_servicer(plane, settings)  # TorchServe's services
-    methods.update({f"/{service}/{name}": _Method(name, getattr(torchserve_servicer, name), request_class, streaming)
-                    for service, name, request_class, _, streaming in torchserve.rpcs()})
+    for other in (tfserving, torchserve):  # TensorFlow Serving's and TorchServe's services
+        servicer = other.restricted_servicer(plane, settings)
+        methods.update({f"/{service}/{name}": _Method(name, getattr(servicer, name), request_class, streaming)
+                        for service, name, request_class, _, streaming in other.rpcs()})
     methods.update(_health(plane, rules))
     return methods
 

@@ -12,16 +12,16 @@ served instead.
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional, Tuple
+from typing import Optional, Tuple
 
-import grpc
 import numpy as np
 
 from gpuserve.datatypes import numpy_to_raw, raw_to_numpy, to_numpy_dtype
 from gpuserve.engine.batcher import LONE_INLINE_OK
-from gpuserve.errors import InvalidInput, Unimplemented
+from gpuserve.errors import InvalidInput
 from gpuserve.server import tfserving_api as api
 from gpuserve.server.grpc import tfserving_pb2 as pb
+from gpuserve.server.grpc.other_services import aio_handlers, not_served
 from gpuserve.server.grpc.service import _guard, _headers
 from gpuserve.server.restricted import restrict_servicer
 
@@ -175,31 +175,24 @@ def _tensor_info(info: pb.TensorInfo, described: dict) -> None:
         info.tensor_shape.dim.add(size=int(dim["size"]))
 
 
-def _not_served(service: str, name: str):
-    async def refuse(self, request: bytes, context):
-        raise Unimplemented(f"{service}/{name} is not served by gpuserve (it serves TensorFlow Serving's Predict, "
-                            "GetModelMetadata and GetModelStatus): send the model's tensors to Predict")
-
-    refuse.__name__ = name
-    return _guard(refuse)
-
-
 for _service, _name in NOT_SERVED:
-    setattr(TFServingServicer, _name, _not_served(_service, _name))
+    setattr(TFServingServicer, _name, not_served(_name, f"{_service}/{_name} is not served by gpuserve (it serves "
+                                                        "TensorFlow Serving's Predict, GetModelMetadata and "
+                                                        "GetModelStatus): send the model's tensors to Predict"))
 
 
 def rpcs():
-    """(service, name, request class or None for raw bytes, response class or None) of every RPC."""
+    """(service, name, request class or None for raw bytes, response class or None, streaming) of every RPC."""
     for service in ("PredictionService", "ModelService"):
         for method in pb.DESCRIPTOR.services_by_name[service].methods:
             yield (f"tensorflow.serving.{service}", method.name, getattr(pb, method.input_type.name),
-                   getattr(pb, method.output_type.name))
+                   getattr(pb, method.output_type.name), False)
     for service, name in NOT_SERVED:
-        yield service, name, None, None
+        yield service, name, None, None, False
 
 
 def served_names():
-    return [name for _, name, _, _ in rpcs()]
+    return [name for _, name, *_ in rpcs()]
 
 
 def restricted_servicer(plane, settings) -> TFServingServicer:
@@ -210,10 +203,4 @@ def restricted_servicer(plane, settings) -> TFServingServicer:
 
 def handlers(servicer: TFServingServicer):
     """The two services for grpc.aio."""
-    by_service: Dict[str, dict] = {}
-    for service, name, request, response in rpcs():
-        by_service.setdefault(service, {})[name] = grpc.unary_unary_rpc_method_handler(
-            getattr(servicer, name), request_deserializer=request.FromString if request else None,
-            response_serializer=response.SerializeToString if response else None)
-    return tuple(grpc.method_handlers_generic_handler(service, methods) for service, methods in by_service.items())
-
+    return aio_handlers(servicer, rpcs())

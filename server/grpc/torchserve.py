@@ -14,13 +14,12 @@ with what to use instead.
 from __future__ import annotations
 
 import json
-from typing import Dict
 
 import grpc
 
-from gpuserve.errors import Unimplemented
 from gpuserve.server import torchserve_api as api
 from gpuserve.server.grpc import torchserve_pb2 as pb
+from gpuserve.server.grpc.other_services import aio_handlers, not_served
 from gpuserve.server.grpc.service import _guard
 from gpuserve.server.restricted import restrict_servicer
 
@@ -139,17 +138,11 @@ class TorchServeServicer:
         return pb.ManagementResponse(msg=json.dumps(page, indent=2))
 
 
-def _not_served(name: str):
-    async def refuse(self, request: bytes, context):
-        raise Unimplemented(f"TorchServe's {name} is not served by gpuserve: models load and unload through the "
-                            "V2 repository API (RepositoryModelLoad / RepositoryModelUnload, or --model-control-mode)")
-
-    refuse.__name__ = name
-    return _guard(refuse)
-
-
 for _name in ("RegisterModel", "ScaleWorker", "SetDefault", "UnregisterModel"):
-    setattr(TorchServeServicer, _name, _not_served(_name))
+    setattr(TorchServeServicer, _name, not_served(_name, f"TorchServe's {_name} is not served by gpuserve: models "
+                                                  "load and unload through the V2 repository API "
+                                                  "(RepositoryModelLoad / RepositoryModelUnload, or "
+                                                  "--model-control-mode)"))
 
 
 def rpcs():
@@ -168,10 +161,4 @@ def restricted_servicer(plane, settings) -> TorchServeServicer:
 
 def handlers(servicer: TorchServeServicer):
     """The two services for grpc.aio."""
-    by_service: Dict[str, dict] = {}
-    for service, name, request, response, streaming in RPCS:
-        make = grpc.unary_stream_rpc_method_handler if streaming else grpc.unary_unary_rpc_method_handler
-        by_service.setdefault(service, {})[name] = make(
-            getattr(servicer, name), request_deserializer=request.FromString if request else None,
-            response_serializer=response.SerializeToString if response else None)
-    return tuple(grpc.method_handlers_generic_handler(service, methods) for service, methods in by_service.items())
+    return aio_handlers(servicer, RPCS)
