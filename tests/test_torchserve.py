@@ -329,6 +329,21 @@ def _kserve_layout(root: Path, batch: int, delay_ms: int, workers: int = 1) -> P
     return root
 
 
+def _post_all(url: str, rows: list) -> list:
+    """Each row POSTed as JSON at once, a thread each: their JSON answers in order."""
+    results = [None] * len(rows)
+
+    def call(i):
+        results[i] = httpx.post(url, json=rows[i], timeout=60).json()
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(rows))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
 def test_kserve_layout_batches_concurrent_requests(tmp_path, monkeypatch):
     log = tmp_path / "batches.txt"
     monkeypatch.setenv("TS_TEST_BATCH_LOG", str(log))
@@ -337,17 +352,7 @@ def test_kserve_layout_batches_concurrent_requests(tmp_path, monkeypatch):
     rows = np.random.default_rng(11).standard_normal((8, 4)).round(4).tolist()
     registry = DiskRepository(root).populate(ModelRepository())
     with running_server(repository=registry) as server:
-        url = f"http://127.0.0.1:{server.ports['http']}/predictions/lin"
-        results = [None] * len(rows)
-
-        def call(i):
-            results[i] = httpx.post(url, json=rows[i], timeout=60).json()
-
-        threads = [threading.Thread(target=call, args=(i,)) for i in range(len(rows))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        results = _post_all(f"http://127.0.0.1:{server.ports['http']}/predictions/lin", rows)
         described = httpx.get(f"http://127.0.0.1:{server.ports['http']}/models/lin").json()[0]
         stats = httpx.get(f"http://127.0.0.1:{server.ports['http']}/v2/models/lin/stats").json()["model_stats"][0]
     np.testing.assert_allclose(results, reference(ref, rows), rtol=1e-5, atol=1e-6)
@@ -374,16 +379,7 @@ def test_min_workers_are_worker_processes(tmp_path, monkeypatch):
     registry = DiskRepository(root).populate(ModelRepository())
     with running_server(repository=registry) as server:
         base = f"http://127.0.0.1:{server.ports['http']}"
-        results = [None] * len(rows)
-
-        def call(i):
-            results[i] = httpx.post(f"{base}/predictions/lin", json=rows[i], timeout=60).json()
-
-        threads = [threading.Thread(target=call, args=(i,)) for i in range(len(rows))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        results = _post_all(f"{base}/predictions/lin", rows)
         described = httpx.get(f"{base}/models/lin").json()[0]
         v1 = httpx.post(f"{base}/v1/models/lin:predict", json={"instances": [{"data": r} for r in rows[:2]]},
                         timeout=60).json()
