@@ -1,15 +1,6 @@
 """MLServer 1.7.1's HuggingFace runtime (mlserver-huggingface 1.7.1) against gpuserve's on one folder of models,
 same load generator, same machine, one server at a time. A benchmark, not a test. Run after building MLServer's
-side:
-
-    P=.peers/mlserver-hf; /usr/bin/python3.11 -m venv $P
-    $P/bin/pip install mlserver{,-huggingface}==1.7.1 uvloop==0.21.0 transformers==4.41.2 "pandas<3" torch==2.13.0
-    $P/bin/pip install --no-deps optimum==1.20.0
-
-(torch: the CPU wheel gpuserve's .venv has; all in one command, as pip given torch and transformers first
-backtracks for many minutes over the rest. optimum 1.27, which pip picks, imports torch.onnx's `_attention_scale`,
-gone in torch 2.13: mlserver_huggingface fails at import and MLServer never gets ready; optimum 1.20, of
-transformers 4.41's time, does not import it.)
+side, .peers/mlserver-hf, as huggingface_conformance.py's docstring says (one pip command, then optimum 1.20):
 
     .venv/bin/python benchmarks/peers/huggingface_bench.py [--concurrency 1,8,32] [--seconds 4] [--rounds 2]
 
