@@ -21,6 +21,7 @@ import numpy as np
 
 import harness
 import loadgen
+from backend_bench import rate
 from models import dense_onnx
 
 SIZES = (64, 256, 10)
@@ -54,11 +55,7 @@ def direct_rows_per_second(call, seconds: float = 1.0) -> float:
     row = np.random.default_rng(0).normal(size=(1, SIZES[0])).astype(np.float32)
     for _ in range(20):
         call(row)
-    count, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        call(row)
-        count += 1
-    return count / (time.perf_counter() - start)
+    return rate(lambda: call(row), 1, seconds)
 
 
 def main() -> int:

@@ -29,6 +29,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
 import harness  # noqa: E402
+from backend_bench import rate  # noqa: E402
 import loadgen  # noqa: E402
 from harness import ServerProcess, free_port, gpuserve_bin  # noqa: E402
 from run_torchserve import TorchServe, available, snapshot_properties  # noqa: E402
@@ -96,11 +97,7 @@ def direct_rates(root: Path, seconds: float = 3.0):
         data = [{"body": row} for _ in range(n)]
         for _ in range(50):
             handler.handle(data, context)
-        calls, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            handler.handle(data, context)
-            calls += 1
-        out.append(calls * n / (time.perf_counter() - start))
+        out.append(rate(lambda data=data: handler.handle(data, context), n, seconds))
     torch.set_num_threads(os.cpu_count() or 1)
     return out
 
