@@ -136,12 +136,13 @@ def _encoded(value: Any) -> bytes:
 
 
 async def answer(plane: DataPlane, name: str, version: Optional[str], entry: Dict[str, Any],
-                 headers: Optional[Dict[str, Any]] = None, rest: bool = True, request_id: Optional[str] = None
-                 ) -> Answer:
+                 headers: Optional[Dict[str, Any]] = None, rest: bool = True, request_id: Optional[str] = None,
+                 model=None) -> Answer:
     """One TorchServe prediction's Answer (the handler's item, or its batch's failure in `error`); TorchServeError
     when no archive answers (not found, not ready, not an archive). `rest=False` (gRPC) gives the handler only each
-    input's {"content-type": ""}, as TorchServe's gRPC frontend does: no "explain"/"url_path", no metadata."""
-    model = find(plane, name, version)
+    input's {"content-type": ""}, as TorchServe's gRPC frontend does: no "explain"/"url_path", no metadata.
+    `model`: the one `find` gave the caller already."""
+    model = model or find(plane, name, version)
     if not getattr(model, "ready", False):
         raise _unavailable(model, version)
     if not is_archive(model):
@@ -188,12 +189,9 @@ async def predictions(plane: DataPlane, name: str, version: Optional[str], entry
     or the handler's errors (they are TorchServe's JSON bodies). A handler that sent intermediate answers makes the
     payload an async iterator of the answer's parts (status 200: TorchServe streams such answers chunked)."""
     try:
-        if getattr(find(plane, name, version), "streams", False):
-            parts, found = await streamed(plane, name, version, entry, headers)
-            if parts is not None:
-                return parts, None, 200
-        else:
-            found = await answer(plane, name, version, entry, headers)
+        parts, found = await streamed(plane, name, version, entry, headers)
+        if parts is not None:
+            return parts, None, 200
         if found.error is not None:
             return error_body(found.status, failure_kind(found), found.error), JSON, found.status
         payload = encoded(found)
@@ -208,13 +206,16 @@ async def predictions(plane: DataPlane, name: str, version: Optional[str], entry
 
 async def streamed(plane: DataPlane, name: str, version: Optional[str], entry: Dict[str, Any],
                    headers: Optional[Dict[str, Any]] = None, rest: bool = True):
-    """`answer`, listening for the handler's intermediate answers (gpuserve/torchserve/stream.py; asked only of a
-    model whose handler can send them, `streams`): (None, the Answer) when the handler sent none, else (the
-    answer's parts as they come, each encoded as the worker encodes an answer, the final item last; None).
-    TorchServeError as `answer`."""
+    """`answer`, listening for the handler's intermediate answers (gpuserve/torchserve/stream.py) where its
+    handler can send them (`streams`; the others' requests open no channel): (None, the Answer) when the handler
+    sent none, else (the answer's parts as they come, each encoded as the worker encodes an answer, the final item
+    last; None). TorchServeError as `answer`."""
+    model = find(plane, name, version)
+    if not getattr(model, "streams", False):
+        return None, await answer(plane, name, version, entry, headers, rest, model=model)
     request_id = str(uuid.uuid4())
     queue = stream.open_channel(request_id)
-    task = asyncio.ensure_future(answer(plane, name, version, entry, headers, rest, request_id))
+    task = asyncio.ensure_future(answer(plane, name, version, entry, headers, rest, request_id, model))
     first = asyncio.ensure_future(queue.get())
     try:
         await asyncio.wait({task, first}, return_when=asyncio.FIRST_COMPLETED)

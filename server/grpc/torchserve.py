@@ -69,8 +69,7 @@ class TorchServeServicer:
             await context.abort(grpc.StatusCode.INTERNAL, "Parameter model_name is required.\nBadRequestException.()")
         entry = {key: bytearray(value) for key, value in request.input.items()}
         try:
-            if streaming and getattr(api.find(self.plane, request.model_name, request.model_version or None),
-                                     "streams", False):
+            if streaming:
                 parts, found = await api.streamed(self.plane, request.model_name, request.model_version or None,
                                                   entry, rest=False)
                 if parts is not None:
