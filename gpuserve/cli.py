@@ -46,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("--cache-config", action="append", default=None, metavar="local,size=BYTES",
                        help="as Triton: the response cache's size for models that enable it (default 128 MiB, "
                        "env GPUSERVE_RESPONSE_CACHE_BYTES; size=0 turns it off)")
+    start.add_argument("--enable-model-api", dest="enable_model_api", action="store_true", default=None,
+                       help="TorchServe's flag: its management API registers and unregisters archives "
+                            "(setting torchserve_model_api; KServe's config.properties enable_model_api=true)")
     control = start.add_argument_group("model control, as Triton's flags (default: every model loads at "
                                        "start-up and the repository extension may load and unload)")
     control.add_argument("--model-control-mode", type=str.lower, choices=("none", "explicit", "poll"), default=None,
@@ -312,7 +315,8 @@ def start(args: argparse.Namespace) -> int:
                                    http_header_forward_pattern=args.http_header_forward_pattern,
                                    grpc_header_forward_pattern=args.grpc_header_forward_pattern,
                                    auto_complete_config=auto_complete(args),
-                                   model_config_name=model_config_name(args), **model_control(args), **more)
+                                   model_config_name=model_config_name(args), **model_control(args),
+                                   torchserve_model_api=args.enable_model_api, **more)
     if args.model_repository:
         triton_default_ports(settings)
         from gpuserve.server.cloud import check_ports

@@ -1,8 +1,9 @@
 """The registry of served models (KServe's `ModelRepository`), with versions and load failures.
 
 Every name maps to its versions; the highest version (numeric where it can be) is the default that
-un-versioned requests reach. A model that failed to load stays registered, not ready, with its
-reason, so the repository index can say why instead of the model silently vanishing.
+un-versioned requests reach, unless one was chosen (TorchServe's set-default). A model that failed to load stays
+registered, not ready, with its reason, so the repository index can say why instead of the model silently
+vanishing.
 """
 
 from __future__ import annotations
@@ -109,6 +110,9 @@ class ModelRepository:
         self.overrides: Dict[str, tuple] = {}
         self.plane = None  # the DataPlane serving this registry, set by it (in-process calls go through it)
         self.loads: set = set()  # loads under way (tasks), which a shutdown waits for
+        # name -> the version a request naming none gets, where set (TorchServe's set-default and its first
+        # registered version); else the highest
+        self.defaults: Dict[str, str] = {}
 
     # KServe's API -------------------------------------------------------------------------------
     def get_model(self, name: str, version: Optional[str] = None) -> Optional[BaseKServeModel]:
@@ -136,7 +140,8 @@ class ModelRepository:
             self.known.setdefault(name, set()).add(version)
         if hasattr(model, "registry"):  # models that call others in process (Triton Python models' BLS)
             model.registry = registry_for(self, model)
-        self.models[name] = versions[max(versions, key=_version_key)]
+        chosen = self.defaults.get(name)
+        self.models[name] = versions[chosen] if chosen in versions else versions[max(versions, key=_version_key)]
         settle(self, name)  # --model-namespacing: a name another folder now holds too is ambiguous again
 
     async def infer(self, request, headers: Optional[dict] = None):
@@ -174,6 +179,26 @@ class ModelRepository:
         return True
 
     # gpuserve additions ------------------------------------------------------------------------
+    def set_default(self, name: str, version: str) -> None:
+        """Requests naming no version get `version` of `name` from now on (it is served already)."""
+        self.defaults[name] = version
+        self.models[name] = self._versions[name][version]
+
+    async def drop_version(self, name: str, version: str) -> None:
+        """Stop and forget one version of `name` (TorchServe's unregister), the others serving on; the default
+        passes to the highest left, or the name goes when it was the last."""
+        versions = self._versions.get(name, {})
+        model = versions.pop(version, None)
+        if not versions:
+            self._versions.pop(name, None)
+            self.models.pop(name, None)
+            self.defaults.pop(name, None)
+        elif self.models.get(name) is model:
+            self.defaults.pop(name, None)
+            self.models[name] = versions[max(versions, key=_version_key)]
+        if model is not None:
+            await stop_model(model)
+
     def versions(self, name: str) -> Dict[Optional[str], BaseKServeModel]:
         return dict(self._versions.get(name, {}))
 
@@ -377,6 +402,7 @@ class ModelRepository:
         models = self._versions.pop(name).values()
         self.models.pop(name, None)
         self.overrides.pop(name, None)
+        self.defaults.pop(name, None)
         self.unloaded.add(name)
         steps = sorted({step for model in models for step in composing_models(model)}) if unload_dependents else []
         for model in models:

@@ -33,7 +33,7 @@ from gpuserve.namespacing import SEP, copies, namespaced, plain
 from gpuserve.runtimes import ARTEFACT_RUNTIMES, BUILTIN_RUNTIMES
 from gpuserve.runtimes_tensorflow import is_savedmodel  # no tensorflow import: a path test
 from gpuserve.ensemble import EnsembleModel
-from gpuserve.torchserve.store import folder_archives, is_kserve_layout, root_archives, scan_kserve_layout
+from gpuserve.torchserve.store import folder_archives, is_kserve_layout, over_disk, root_archives, scan_kserve_layout
 from gpuserve.environments import DEFAULT_ENVIRONMENTS_DIR, source_for
 from gpuserve.triton_python import TritonPythonBackendModel
 from gpuserve.settings import MODEL_SETTINGS_FILE, ModelSettings
@@ -261,6 +261,9 @@ class DiskRepository:
             if not Path(given).is_dir():
                 raise InvalidSettings(f"model repository folder '{given}' does not exist or is not a folder")
         self.renamed: Dict[Path, str] = {}  # model folder -> the name it is served under (register_repository)
+        # TorchServe's management writes (server/torchserve_manage.py): (name, version) -> the settings an archive
+        # was registered or scaled with, None for one unregistered; every scan sees them over the disk's
+        self.archives: Dict[Tuple[str, str], Optional[ModelSettings]] = {}
 
     @classmethod
     def for_server(cls, root: str | Path, settings, more_roots: Collection[str | Path] = ()) -> "DiskRepository":
@@ -310,6 +313,9 @@ class DiskRepository:
     namespacing = False
 
     def scan(self) -> Dict[str, List[ModelSettings]]:
+        return over_disk(self._scan_all(), self.archives)
+
+    def _scan_all(self) -> Dict[str, List[ModelSettings]]:
         if self.custom is not None:
             return _grouped(_awaited(self.custom.list(), "list()"))
         if len(self.roots) == 1:

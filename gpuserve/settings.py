@@ -191,6 +191,9 @@ class ServerSettings(BaseSettings):
     # With load_models_at_startup off, the models that still load at start-up (Triton's --load-model; "*": all).
     startup_models: List[str] = Field(default_factory=list)
     model_control_enabled: bool = True
+    # TorchServe's enable_model_api (--enable-model-api): its management API's register and unregister are served
+    # (server/torchserve_manage.py); off, as in TorchServe since 0.11, they are refused
+    torchserve_model_api: bool = False
     # Seconds between scans of the repository folder for added, changed and removed models (Triton's
     # --model-control-mode poll with --repository-poll-secs); 0: never.
     repository_poll_seconds: float = 0.0

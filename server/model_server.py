@@ -374,6 +374,7 @@ class ModelServer:
                                    response_cache_entries=settings.response_cache_entries,
                                    mlserver_cache=settings.mlserver_cache,
                                    trace_defaults=trace_start_settings(settings.trace_config))
+        self.dataplane.torchserve_model_api = settings.torchserve_model_api  # server/torchserve_manage.py
         if settings.server_extensions is not None:  # MLServer's `extensions`: what server metadata lists
             self.dataplane.extensions = list(settings.server_extensions)
         # MLServer's tracing_server: its service name unless settings name the server (gpuserve/otel_mlserver.py)

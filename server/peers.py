@@ -226,6 +226,11 @@ def handlers(plane, exposition) -> Dict[str, Handler]:
     async def cuda_unregister(args):
         plane.shared_memory.cuda_unregister(args.get("name"))
 
+    async def torchserve(args):  # TorchServe's management writes (server/torchserve_manage.py)
+        from gpuserve.server import torchserve_manage
+
+        await torchserve_manage.apply(plane, args)
+
     return {"statistics": statistics, "metrics": metrics, "load": load, "unload": unload, "trace": trace,
             "trace_clear": trace_clear, "log": log, "cuda_register": cuda_register,
-            "cuda_unregister": cuda_unregister}
+            "cuda_unregister": cuda_unregister, "torchserve": torchserve}

@@ -110,12 +110,13 @@ def find(plane: DataPlane, name: str, version: Optional[str]):
 
 
 def _unavailable(model, version: Optional[str]) -> TorchServeError:
-    """TorchServe 0.12's words (ApiUtils' string constants) when no worker of the model is up; the version only
-    where the request named one, its quote as TorchServe places it."""
+    """TorchServe 0.12's words (seen from it, for a model scaled to 0 workers) when no worker of the model is
+    up; the version only where the request named one, its quote as TorchServe places it."""
     shown = f'" Version {version}' if version else ""
     return TorchServeError(503, "ServiceUnavailableException",
                            f'Model "{model.name}{shown}" has no worker to serve inference request. Please use scale '
-                           "workers API to add workers.")
+                           "workers API to add workers. If this is a sequence inference, please check if it is "
+                           "closed, or expired; or exceeds maxSequenceJobQueueSize")
 
 
 def _encoded(value: Any) -> bytes:
@@ -261,13 +262,19 @@ def _torchserve_models(plane: DataPlane) -> Dict[str, Dict[str, Any]]:
     return found
 
 
-def list_models(plane: DataPlane) -> Dict[str, List[Dict[str, str]]]:
-    """TorchServe's `GET /models`: the archives served, one entry per model (its default version's archive)."""
+def list_models(plane: DataPlane, limit: int = 100, token: int = 0) -> Dict[str, Any]:
+    """TorchServe's `GET /models`: the archives served, one entry per model (its default version's archive), paged
+    as its ApiUtils pages them: `limit` (100 where above 100 or negative) from `token`, and `nextPageToken` unless
+    the page ran past the end."""
     out = []
     for name, versions in sorted(_torchserve_models(plane).items()):
         model = plane.repository.get_model(name, None) or next(iter(versions.values()))
         out.append({"modelName": name, "modelUrl": _url(model)})
-    return {"models": out}
+    limit = 100 if limit > 100 or limit < 0 else limit
+    token = max(token, 0)
+    if token + limit > len(out):
+        return {"models": out[token:]}
+    return {"nextPageToken": str(token + limit), "models": out[token:token + limit]}
 
 
 def _url(model) -> str:
@@ -294,7 +301,9 @@ def _description(model) -> Dict[str, Any]:
     delay = int(round((getattr(settings, "max_batch_time", 0.0) or 0.0) * 1000)) if batch > 1 else 100
     device = str(getattr(settings, "device", None) or "cpu")
     ready = bool(getattr(model, "ready", False))
-    count = int(getattr(settings, "parallel_workers", None) or 1)
+    count = int(options["minWorkers"]) if options.get("minWorkers") is not None else \
+        int(getattr(settings, "parallel_workers", None) or 1)
+    most = max(int(options.get("maxWorkers") or count), count)
     workers = [{"id": str(9000 + i), "startTime": STARTED, "status": "READY", "memoryUsage": 0, "pid": os.getpid(),
                 "gpu": device.startswith("cuda"), "gpuUsage": "N/A"} for i in range(count)] if ready else []
     capacity = int(getattr(settings, "max_queue_size", 0) or 0) or JOB_QUEUE_SIZE
@@ -305,7 +314,7 @@ def _description(model) -> Dict[str, Any]:
 
     # minWorkers workers (processes when more than one); maxWorkers is not scaled to
     return {"modelName": model.name, "modelVersion": str(getattr(model, "version", None) or ""),
-            "modelUrl": _url(model), "runtime": "python", "minWorkers": count, "maxWorkers": count, "batchSize": batch,
+            "modelUrl": _url(model), "runtime": "python", "minWorkers": count, "maxWorkers": most, "batchSize": batch,
             "maxBatchDelay": delay, "responseTimeout": option("responseTimeout", 120),
             "startupTimeout": option("startupTimeout", 120),
             "maxRetryTimeoutInSec": option("maxRetryTimeoutInSec", 300),
@@ -315,7 +324,8 @@ def _description(model) -> Dict[str, Any]:
             "useJobTicket": bool(options.get("useJobTicket", False)), "useVenv": bool(options.get("useVenv", False)),
             "stateful": False, "sequenceMaxIdleMSec": 0, "sequenceTimeoutMSec": 0, "maxNumSequence": 0,
             "maxSequenceJobQueueSize": 0,
-            # TorchServe marks the models it loads from --models / load_models, not those a snapshot restores
-            "loadedAtStartup": not options.get("fromSnapshot", False), "workers": workers,
+            # TorchServe marks the models it loads from --models / load_models, not those a snapshot restores or
+            # its register API adds
+            "loadedAtStartup": not (options.get("fromSnapshot") or options.get("registered")), "workers": workers,
             "jobQueueStatus": {"remainingCapacity": capacity, "pendingRequests": 0},
-            **({} if ready else {"reason": getattr(model, "reason", "") or "not loaded"})}
+            **({} if ready or count == 0 else {"reason": getattr(model, "reason", "") or "not loaded"})}

@@ -20,6 +20,7 @@ import shutil
 import sys
 import tempfile
 import textwrap
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -62,6 +63,9 @@ KEPT = {
     "handler answers a stream request without send_intermediate_predict_response; gpuserve answers it once",
     "unknown path": "gpuserve's HTTP port also serves KServe V1/V2, whose unknown paths answer 404 {\"error\": ...} "
     "(as KServe and Triton do); TorchServe answers 404 ResourceNotFoundException",
+    "describe ex3": "TorchServe 0.12 registers from a JSON body with maxBatchDelay left at its placeholder "
+    "-100 x 100 (its RegisterModelRequest's no-argument constructor) and describes -10000; gpuserve keeps the "
+    "default 100",
     "grpc ListModels": "proto3's unset limit is 0, which TorchServe 0.12 pages as 0 models (nextPageToken '0'); "
     "gpuserve reads it as REST's default 100 and lists the models",
 }
@@ -81,10 +85,17 @@ def build_store(root: Path) -> Path:
     t.make_mar(store / "probe.mar", "probe", PROBE_HANDLER, handler="probe.py")
     t.make_mar(store / "raising.mar", "raising", RAISING_HANDLER, handler="raising.py")
     t.make_mar(store / "batched.mar", "batched", t.CLASS_HANDLER, seed=3, version="2.0")
+    # in the store, not in the config: for the management API's register
+    t.make_mar(store / "extra.mar", "extra", t.CLASS_HANDLER, seed=5)
+    t.make_mar(store / "lin2.mar", "lin", t.CLASS_HANDLER, seed=7, version="2.0")
     (root / "config").mkdir(parents=True, exist_ok=True)
     models = {n: {} for n in ("lin", "fn", "echo", "probe", "raising")}
     models["batched"] = {"version": "2.0", "batchSize": 4, "maxBatchDelay": 50}
-    (root / "config" / "config.properties").write_text(snapshot_properties(models))
+    # the model API on (TorchServe 0.12 refuses register and unregister without it: REST 405, gRPC
+    # PERMISSION_DENIED, both seen from it and in tests/test_torchserve.py); default_workers_per_model as
+    # run_torchserve.py sets it
+    (root / "config" / "config.properties").write_text(snapshot_properties(models) + "enable_model_api=true\n"
+                                                        "default_workers_per_model=1\n")
     return root
 
 
@@ -175,6 +186,76 @@ REST = [
 ]
 
 
+# The management writes, in this order on each server (each changes what the next finds); ("wait", NAME) waits
+# until NAME has a READY worker (after an asynchronous write) and is no case.
+X = b"[1, 2, 3, 4]"
+WRITES = [
+    ("register extra", "management", "POST", "/models?url=extra.mar&initial_workers=1&synchronous=true", None, {}),
+    ("register extra again", "management", "POST", "/models?url=extra.mar&initial_workers=1&synchronous=true",
+     None, {}),
+    ("register missing archive", "management", "POST", "/models?url=missing.mar", None, {}),
+    ("register missing absolute path", "management", "POST", "/models?url=/abs/missing.mar", None, {}),
+    ("register relative path", "management", "POST", "/models?url=../model-store/extra.mar", None, {}),
+    ("register missing file url", "management", "POST", "/models?url=file:///nonexistent/x.mar", None, {}),
+    ("register no url", "management", "POST", "/models", None, {}),
+    ("register renamed batched", "management", "POST", "/models?url=extra.mar&model_name=ex2&batch_size=2&"
+     "max_batch_delay=30&initial_workers=1&synchronous=true", None, {}),
+    ("describe ex2", "management", "GET", "/models/ex2", None, {}),
+    ("predict ex2", "inference", "POST", "/predictions/ex2", X, JSONH),
+    ("models after register", "management", "GET", "/models", None, {}),
+    ("models limit 2", "management", "GET", "/models?limit=2", None, {}),
+    ("models limit 2 token 6", "management", "GET", "/models?limit=2&next_page_token=6", None, {}),
+    ("models limit 0", "management", "GET", "/models?limit=0", None, {}),
+    ("models limit abc", "management", "GET", "/models?limit=abc", None, {}),
+    ("scale extra to 2", "management", "PUT", "/models/extra?min_worker=2&synchronous=true", None, {}),
+    ("describe extra 2 workers", "management", "GET", "/models/extra", None, {}),
+    ("predict extra 2 workers", "inference", "POST", "/predictions/extra", X, JSONH),
+    ("scale extra to 0", "management", "PUT", "/models/extra?min_worker=0&synchronous=true", None, {}),
+    ("describe extra 0 workers", "management", "GET", "/models/extra", None, {}),
+    ("predict extra no worker", "inference", "POST", "/predictions/extra", X, JSONH),
+    ("predict extra version no worker", "inference", "POST", "/predictions/extra/1.0", X, JSONH),
+    ("scale extra to 1 async", "management", "PUT", "/models/extra?min_worker=1", None, {}),
+    ("wait", "extra"),
+    ("describe extra after async scale", "management", "GET", "/models/extra", None, {}),
+    ("predict extra", "inference", "POST", "/predictions/extra", X, JSONH),
+    ("scale missing model", "management", "PUT", "/models/nope?min_worker=1", None, {}),
+    ("scale missing version", "management", "PUT", "/models/extra/9.0?min_worker=1", None, {}),
+    ("scale max below min", "management", "PUT", "/models/extra?min_worker=3&max_worker=2", None, {}),
+    ("scale extra version", "management", "PUT", "/models/extra/1.0?min_worker=1&synchronous=true", None, {}),
+    ("register lin 2.0", "management", "POST", "/models?url=lin2.mar&initial_workers=1&synchronous=true", None, {}),
+    ("describe lin all", "management", "GET", "/models/lin/all", None, {}),
+    ("predict lin default", "inference", "POST", "/predictions/lin", X, JSONH),
+    ("predict lin 2.0", "inference", "POST", "/predictions/lin/2.0", X, JSONH),
+    ("set default lin 2.0", "management", "PUT", "/models/lin/2.0/set-default", None, {}),
+    ("predict lin after set-default", "inference", "POST", "/predictions/lin", X, JSONH),
+    ("describe lin default", "management", "GET", "/models/lin", None, {}),
+    ("set default missing version", "management", "PUT", "/models/lin/9.0/set-default", None, {}),
+    ("set default missing model", "management", "PUT", "/models/nope/1.0/set-default", None, {}),
+    ("unregister default version", "management", "DELETE", "/models/lin", None, {}),
+    ("unregister lin 1.0", "management", "DELETE", "/models/lin/1.0", None, {}),
+    ("describe lin all after unregister", "management", "GET", "/models/lin/all", None, {}),
+    ("predict lin 1.0 unregistered", "inference", "POST", "/predictions/lin/1.0", X, JSONH),
+    ("unregister missing version", "management", "DELETE", "/models/lin/9.0", None, {}),
+    ("unregister missing model", "management", "DELETE", "/models/nope", None, {}),
+    ("unregister extra", "management", "DELETE", "/models/extra", None, {}),
+    ("predict unregistered", "inference", "POST", "/predictions/extra", X, JSONH),
+    ("describe unregistered", "management", "GET", "/models/extra", None, {}),
+    ("register default workers", "management", "POST", "/models?url=extra.mar", None, {}),
+    ("unregister extra again", "management", "DELETE", "/models/extra?synchronous=true", None, {}),
+    ("register async", "management", "POST", "/models?url=extra.mar&initial_workers=1&synchronous=false", None, {}),
+    ("wait", "extra"),
+    ("describe after async register", "management", "GET", "/models/extra", None, {}),
+    ("register json body", "management", "POST", "/models",
+     b'{"url": "extra.mar", "model_name": "ex3", "initial_workers": 1}', JSONH),
+    ("describe ex3", "management", "GET", "/models/ex3", None, {}),
+    ("register zero workers", "management", "POST", "/models?url=extra.mar&model_name=ex4&initial_workers=0",
+     None, {}),
+    ("describe ex4", "management", "GET", "/models/ex4", None, {}),
+    ("PATCH models", "management", "PATCH", "/models", None, {}),
+    ("POST a model's path", "management", "POST", "/models/extra", None, {}),
+]
+
+
 def rest_answer(client: httpx.Client, base: str, method: str, path: str, body, headers):
     r = client.request(method, base + path, content=body, headers={"user-agent": "conformance", **headers})
     ctype = r.headers.get("content-type")
@@ -228,6 +309,44 @@ def grpc_cases(pb):
     ]
 
 
+def grpc_writes(pb):
+    man = "management.ManagementAPIsService"
+    R, S, U = pb.RegisterModelRequest, pb.ScaleWorkerRequest, pb.UnregisterModelRequest
+    return [
+        ("grpc RegisterModel", man, "RegisterModel", R(url="extra.mar", model_name="gx", initial_workers=1,
+                                                        synchronous=True)),
+        ("grpc RegisterModel again", man, "RegisterModel", R(url="extra.mar", model_name="gx", initial_workers=1,
+                                                              synchronous=True)),
+        ("grpc RegisterModel missing", man, "RegisterModel", R(url="missing.mar")),
+        ("grpc RegisterModel no url", man, "RegisterModel", R()),
+        ("grpc ScaleWorker gx 2", man, "ScaleWorker", S(model_name="gx", min_worker=2, synchronous=True)),
+        ("grpc ScaleWorker missing", man, "ScaleWorker", S(model_name="nope", min_worker=1)),
+        ("grpc ScaleWorker max below min", man, "ScaleWorker", S(model_name="gx", min_worker=3, max_worker=2)),
+        ("grpc ScaleWorker async", man, "ScaleWorker", S(model_name="gx", min_worker=1)),
+        ("wait", "gx"),
+        ("grpc SetDefault missing version", man, "SetDefault", pb.SetDefaultRequest(model_name="gx",
+                                                                                     model_version="9.0")),
+        ("grpc SetDefault", man, "SetDefault", pb.SetDefaultRequest(model_name="gx", model_version="1.0")),
+        ("grpc UnregisterModel missing", man, "UnregisterModel", U(model_name="nope")),
+        ("grpc UnregisterModel missing version", man, "UnregisterModel", U(model_name="gx", model_version="9.0")),
+        ("grpc UnregisterModel gx", man, "UnregisterModel", U(model_name="gx")),
+        ("grpc RegisterModel async", man, "RegisterModel", R(url="extra.mar", model_name="gy", initial_workers=1)),
+        ("wait", "gy"),
+        ("grpc DescribeModel gy", man, "DescribeModel", pb.DescribeModelRequest(model_name="gy")),
+    ]
+
+
+def wait_ready(client: httpx.Client, base: str, name: str, timeout: float = 120.0) -> None:
+    """Until `name` has a READY worker (an asynchronous write done), on either server."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = client.get(f"{base}/models/{name}")
+        if r.status_code == 200 and any(w.get("status") == "READY" for w in r.json()[0].get("workers", [])):
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"{name} has no READY worker after {timeout:.0f} s")
+
+
 def grpc_answer(grpc, channel, service, method, message, response, streaming):
     path = f"/org.pytorch.serve.grpc.{service}/{method}"
     make = channel.unary_stream if streaming else channel.unary_unary
@@ -276,6 +395,24 @@ def collect(bases, addrs, only: str):
         for name, plane, service, method, message, response, streaming in grpc_cases(pb):
             if only in name:
                 answers[name] = grpc_answer(grpc, channels[plane], service, method, message, response, streaming)
+        with httpx.Client(timeout=120) as client:  # the writes run whole: each case finds what the last made
+            for name, *step in WRITES:
+                if name == "wait":
+                    wait_ready(client, bases["management"], step[0])
+                    continue
+                plane, method, path, body, headers = step
+                answer = rest_answer(client, bases[plane], method, path, body, headers)
+                if only in name:
+                    answers[name] = answer
+            for name, *step in grpc_writes(pb):
+                if name == "wait":
+                    wait_ready(client, bases["management"], step[0])
+                    continue
+                service, method, message = step
+                answer = grpc_answer(grpc, channels["management"], service, method, message, pb.ManagementResponse,
+                                     False)
+                if only in name:
+                    answers[name] = answer
     finally:
         for c in channels.values():
             c.close()

@@ -41,6 +41,7 @@ from gpuserve.types import InferInput, InferOutput, InferRequest, InferResponse
 logger = logging.getLogger("gpuserve")
 ENTRY_INPUT = "__torchserve_entry__"
 ENTRY_OUTPUT = "__torchserve_answer__"
+NO_WORKERS = "no worker: minWorkers is 0 (TorchServe's scale workers API adds them)"
 
 
 @dataclass
@@ -110,11 +111,16 @@ class TorchServeModel(Model):
         return int(self.settings.max_batch_size or 1)
 
     def load(self) -> bool:
+        if self.options.get("minWorkers") is not None and int(self.options["minWorkers"]) == 0:
+            self.reason = NO_WORKERS  # TorchServe's model with no worker: registered, its requests refused
+            return False
         uri = self.settings.parameters.uri
         if not uri or not Path(uri).exists():
             raise GpuserveError(f"model '{self.name}': archive '{uri}' does not exist")
         self.archive = open_archive(uri)
-        entry, initialize, self.service = load_handler(self.archive.handler, self.archive.folder, self.name)
+        # the register API's `handler` overrides the manifest's, as in TorchServe
+        handler = self.options.get("handler") or self.archive.handler
+        entry, initialize, self.service = load_handler(handler, self.archive.folder, self.name)
         self.context, self._processor = make_context(self.name, str(self.archive.folder), self.archive.manifest,
                                                      self.batch_size, gpu_id(self.settings.device))
         stream.install()  # a handler's intermediate answers reach their clients (gpuserve/torchserve/stream.py)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from gpuserve.errors import GpuserveError, InvalidSettings
 from gpuserve.settings import ModelSettings
@@ -60,18 +60,19 @@ def settings_for_archive(source: Path, name: Optional[str] = None, version: Opti
         version = version or str(model.get("modelVersion") or DEFAULT_VERSION)
         batch = int(options.get("batchSize") or 1)
         delay = float(options.get("maxBatchDelay", DEFAULT_BATCH_DELAY_MS))
-        workers = int(options.get("minWorkers") or 1)
+        workers = int(options["minWorkers"]) if options.get("minWorkers") is not None else 1
         if batch < 1:
             raise InvalidSettings(f"model '{name}': batchSize is {batch}; it is 1 or more")
-        if workers < 1:
-            raise InvalidSettings(f"model '{name}': minWorkers is {workers}; it is 1 or more")
+        if workers < 0:
+            raise InvalidSettings(f"model '{name}': minWorkers is {workers}; it is 0 or more")
     except (GpuserveError, ValueError, TypeError) as exc:
         reason = str(exc) if isinstance(exc, GpuserveError) else f"invalid TorchServe settings: {exc}"
         return ModelSettings(name=name or source.stem, implementation="torchserve", folder=str(folder or source.parent),
                              parameters={"uri": str(source), "version": version}, _broken=reason)
     options.setdefault("marName", source.name)
     # minWorkers > 1: that many worker processes (gpuserve/parallel.py), each with the handler loaded, as
-    # TorchServe's workers; one runs in the server process, on a thread of its own
+    # TorchServe's workers; one runs in the server process, on a thread of its own; 0: registered, not loaded
+    # (TorchServeModel.load), its requests answered 503 until the scale workers API adds one
     return ModelSettings(name=name, implementation="torchserve", folder=str(folder or source.parent),
                          parallel_workers=workers if workers > 1 else None,
                          max_batch_size=batch if batch > 1 else None,
@@ -91,8 +92,7 @@ def scan_kserve_layout(root: Path) -> List[ModelSettings]:
     """Every model KServe's TorchServe layout at `root` names, each version its own settings."""
     try:
         properties = read_properties(root / CONFIG)
-        configured = Path(properties.get("model_store", ""))
-        store = configured if properties.get("model_store") and configured.is_dir() else root / STORE
+        store = _store_of(root, properties)
         models = _models_json(properties)
         from_snapshot = not properties.get("models") and bool(properties.get("model_snapshot"))
     except (OSError, ValueError, AttributeError) as exc:
@@ -135,3 +135,41 @@ def folder_archives(folder: Path) -> List[ModelSettings]:
         if archives:
             found.append(settings_for_archive(archives[0], folder.name, sub.name, folder=folder))
     return found
+
+
+def over_disk(found: Dict[str, List[ModelSettings]], archives: Dict[Tuple[str, str], Optional[ModelSettings]]
+              ) -> Dict[str, List[ModelSettings]]:
+    """A repository scan with TorchServe's management writes applied (`archives`: (name, version) -> settings,
+    None when unregistered): a version registered or scaled at run time replaces what the disk says of it, one
+    unregistered is left out, so a reload, the repository index and poll mode see what the API made."""
+    if not archives:
+        return found
+    out: Dict[str, List[ModelSettings]] = {}
+    for name, group in found.items():
+        kept = [s for s in group if (name, str(s.parameters.version)) not in archives]
+        if kept:
+            out[name] = kept
+    for (name, _), settings in archives.items():
+        if settings is not None:  # a copy: building a model fills in its settings (device, workers)
+            out.setdefault(name, []).append(settings.model_copy(deep=True))
+    return out
+
+
+def store_folder(root: Path) -> Path:
+    """Where TorchServe's register API finds and downloads archives: KServe's layout's model store (its
+    `model_store=` where that folder exists), else the repository folder itself."""
+    return _store_of(root, server_properties(root)) if is_kserve_layout(root) else root
+
+
+def _store_of(root: Path, properties: Dict[str, str]) -> Path:
+    configured = properties.get("model_store")
+    return Path(configured) if configured and Path(configured).is_dir() else root / STORE
+
+
+def server_properties(root: Path) -> Dict[str, str]:
+    """KServe's layout's config.properties (TorchServe's server keys: enable_model_api, allowed_urls,
+    default_workers_per_model); empty for other repositories or an unreadable file."""
+    try:
+        return read_properties(root / CONFIG) if is_kserve_layout(root) else {}
+    except (OSError, UnicodeDecodeError):
+        return {}

@@ -7,8 +7,9 @@ hands it over; the answer is the handler's item as bytes. Errors are TorchServe'
 find is INTERNAL, a failed batch the code of its HTTP status (503 UNAVAILABLE, 507 RESOURCE_EXHAUSTED), the
 details TorchServe's message and, on the next line, the exception it names. StreamPredictions sends a handler's
 intermediate answers and then its final one (once, for a handler that sends none). StreamPredictions2 (sequences)
-and the management API's writes (RegisterModel, ScaleWorker, SetDefault, UnregisterModel) answer UNIMPLEMENTED
-with what to use instead.
+answers UNIMPLEMENTED. The management writes (RegisterModel, ScaleWorker, SetDefault, UnregisterModel) are
+server/torchserve_manage.py's, with ManagementImpl's codes: register and unregister PERMISSION_DENIED while the model
+API is off.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ import json
 
 import grpc
 
-from gpuserve.server import torchserve_api as api
+from gpuserve.server import torchserve_api as api, torchserve_manage as manage
 from gpuserve.server.grpc import torchserve_pb2 as pb
-from gpuserve.server.grpc.other_services import aio_handlers, not_served
+from gpuserve.server.grpc.other_services import aio_handlers
 from gpuserve.server.grpc.service import _guard
 from gpuserve.server.restricted import restrict_servicer
 
@@ -31,13 +32,23 @@ RPCS = ((INFERENCE_SERVICE, "Ping", pb.Empty, pb.TorchServeHealthResponse, False
         (INFERENCE_SERVICE, "StreamPredictions", pb.PredictionsRequest, pb.PredictionResponse, True),
         (MANAGEMENT_SERVICE, "DescribeModel", pb.DescribeModelRequest, pb.ManagementResponse, False),
         (MANAGEMENT_SERVICE, "ListModels", pb.ListModelsRequest, pb.ManagementResponse, False),
-        (MANAGEMENT_SERVICE, "RegisterModel", None, None, False),
-        (MANAGEMENT_SERVICE, "ScaleWorker", None, None, False),
-        (MANAGEMENT_SERVICE, "SetDefault", None, None, False),
-        (MANAGEMENT_SERVICE, "UnregisterModel", None, None, False))
+        (MANAGEMENT_SERVICE, "RegisterModel", pb.RegisterModelRequest, pb.ManagementResponse, False),
+        (MANAGEMENT_SERVICE, "ScaleWorker", pb.ScaleWorkerRequest, pb.ManagementResponse, False),
+        (MANAGEMENT_SERVICE, "SetDefault", pb.SetDefaultRequest, pb.ManagementResponse, False),
+        (MANAGEMENT_SERVICE, "UnregisterModel", pb.UnregisterModelRequest, pb.ManagementResponse, False))
 # the Java exception TorchServe names after its message (InferenceImpl / GRPCJob)
 _NAMED = {"ModelNotFoundException": "org.pytorch.serve.archive.model.ModelNotFoundException",
           "ModelVersionNotFoundException": "org.pytorch.serve.archive.model.ModelVersionNotFoundException"}
+# the management writes' errors (ManagementImpl): the code, and the package of the exception named ("": one it
+# lets escape, which grpc-java answers UNKNOWN without details: seen from TorchServe 0.12 for a conflict)
+_WRITE_ERRORS = {"ModelNotFoundException": (grpc.StatusCode.NOT_FOUND, "archive.model"),
+                 "ModelVersionNotFoundException": (grpc.StatusCode.NOT_FOUND, "archive.model"),
+                 "InvalidModelException": (grpc.StatusCode.INVALID_ARGUMENT, "archive.model"),
+                 "DownloadArchiveException": (grpc.StatusCode.INVALID_ARGUMENT, "archive"),
+                 "BadRequestException": (grpc.StatusCode.INVALID_ARGUMENT, "http"),
+                 "InternalServerException": (grpc.StatusCode.INTERNAL, "http"),
+                 "ConflictStatusException": (grpc.StatusCode.UNKNOWN, ""),
+                 "InvalidModelVersionException": (grpc.StatusCode.UNKNOWN, "")}
 # TorchServe's GRPCUtils: an HTTP status's gRPC code
 _CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED,
           403: grpc.StatusCode.PERMISSION_DENIED, 404: grpc.StatusCode.NOT_FOUND, 409: grpc.StatusCode.ABORTED,
@@ -127,21 +138,56 @@ class TorchServeServicer:
 
     @_guard
     async def ListModels(self, request: pb.ListModelsRequest, context) -> pb.ManagementResponse:
-        """TorchServe's paging: `limit` models (100 when 0) from `next_page_token`, and the next token when more."""
-        models = api.list_models(self.plane)["models"]
-        start = max(int(request.next_page_token), 0)
-        limit = int(request.limit) if request.limit > 0 else 100
-        page = {"models": models[start:start + limit]}
-        if start + limit < len(models):
-            page = {"nextPageToken": str(start + limit), **page}
+        """TorchServe's paging (torchserve_api.list_models), an unset `limit` (proto3's 0) read as REST's default."""
+        page = api.list_models(self.plane, int(request.limit) or 100, int(request.next_page_token))
         return pb.ManagementResponse(msg=json.dumps(page, indent=2))
 
 
-for _name in ("RegisterModel", "ScaleWorker", "SetDefault", "UnregisterModel"):
-    setattr(TorchServeServicer, _name, not_served(_name, f"TorchServe's {_name} is not served by gpuserve: models "
-                                                  "load and unload through the V2 repository API "
-                                                  "(RepositoryModelLoad / RepositoryModelUnload, or "
-                                                  "--model-control-mode)"))
+    async def _write(self, context, work) -> pb.ManagementResponse:
+        """A management write's answer: its StatusResponse text, or its error as TorchServe's ManagementImpl."""
+        try:
+            done = await work
+        except api.TorchServeError as exc:
+            code, package = _WRITE_ERRORS.get(exc.kind, (http_code(exc.code), "http"))
+            if not package:  # an exception ManagementImpl does not catch: gRPC's bare UNKNOWN, no details
+                await context.abort(code, "")
+            await context.abort(code, f"{exc.message}\norg.pytorch.serve.{package}.{exc.kind}")
+        return pb.ManagementResponse(msg=done.message)
+
+    async def _refused(self, context) -> None:
+        """Register and unregister with TorchServe's model API off."""
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                            f"{manage.DISABLED}\norg.pytorch.serve.archive.model.ModelException")
+
+    @_guard
+    async def RegisterModel(self, request: pb.RegisterModelRequest, context) -> pb.ManagementResponse:
+        """Proto3 leaves unset fields 0 or "": read as absent (TorchServe's GRPCUtils); `synchronous` false unless
+        set."""
+        if not manage.model_api_enabled(self.plane):
+            await self._refused(context)
+        params = {f.name: v for f, v in request.ListFields()}
+        params["synchronous"] = request.synchronous
+        return await self._write(context, manage.register(self.plane, params))
+
+    @_guard
+    async def ScaleWorker(self, request: pb.ScaleWorkerRequest, context) -> pb.ManagementResponse:
+        least = request.min_worker or 1
+        return await self._write(context, manage.scale(self.plane, request.model_name, request.model_version or None,
+                                                       least, request.max_worker or least, request.synchronous))
+
+    @_guard
+    async def SetDefault(self, request: pb.SetDefaultRequest, context) -> pb.ManagementResponse:
+        return await self._write(context, manage.set_default(self.plane, request.model_name, request.model_version))
+
+    @_guard
+    async def UnregisterModel(self, request: pb.UnregisterModelRequest, context) -> pb.ManagementResponse:
+        if not manage.model_api_enabled(self.plane):
+            await self._refused(context)
+        if not request.model_name:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                "Parameter url is required.\norg.pytorch.serve.http.BadRequestException")
+        return await self._write(context, manage.unregister(self.plane, request.model_name,
+                                                            request.model_version or None))
 
 
 def rpcs():

@@ -1,6 +1,8 @@
-"""TorchServe's inference API and its read-only management paths on the HTTP port (KServe's PyTorch runtime is
-TorchServe, so its users' clients call these): `POST /predictions/NAME[/VERSION]`, `GET /ping`, `GET /models`,
-`GET /models/NAME[/VERSION|/all]`. The meaning is in server/torchserve_api.py (shared with a gRPC service).
+"""TorchServe's inference and management APIs on the HTTP port (KServe's PyTorch runtime is TorchServe, so its
+users' clients call these): `POST /predictions/NAME[/VERSION]`, `GET /ping`, `GET /models` (paged),
+`GET /models/NAME[/VERSION|/all]`, and the writes: `POST /models?url=...` (register), `PUT /models/NAME[/VERSION]`
+(scale workers), `PUT /models/NAME/VERSION/set-default`, `DELETE /models/NAME[/VERSION]`. The meaning is in
+server/torchserve_api.py and server/torchserve_manage.py (shared with the gRPC services).
 
 These routes go after every other route, MLServer runtimes' custom ones included, so a loaded MLflow model's
 own `/ping` answers where it is served (no other gpuserve route uses /ping, /models or /predictions).
@@ -18,7 +20,7 @@ from starlette.responses import Response
 
 from gpuserve.dataplane import DataPlane
 from gpuserve.errors import PayloadTooLarge
-from gpuserve.server import torchserve_api as api
+from gpuserve.server import torchserve_api as api, torchserve_manage as manage
 from gpuserve.server.rest.common import read_body
 from gpuserve.server.rest.streaming import Stream, streaming_response
 
@@ -68,17 +70,72 @@ def add_torchserve_routes(app: FastAPI, plane: DataPlane, max_request_bytes: int
     async def ping() -> Response:
         return _json({"status": "Healthy"}) if plane.live() else _json({"status": "Unhealthy"}, 500)
 
-    async def list_models() -> Response:
-        return _json(api.list_models(plane))
+    async def models(request: Request) -> Response:
+        """GET lists (paged), POST registers (server/torchserve_manage.py)."""
+        query = request.query_params
+        if request.method == "GET":
+            return _json(api.list_models(plane, manage.number(query.get("limit"), 100),
+                                         manage.number(query.get("next_page_token"), 0)))
+        return await _managed(lambda params: manage.register(plane, params), request)
 
-    async def describe(model_name: str, model_version: Optional[str] = None) -> Response:
+    async def model(request: Request, model_name: str, model_version: Optional[str] = None) -> Response:
+        """GET describes, PUT scales its workers, DELETE unregisters."""
+        query = request.query_params
         try:
-            return _json(api.describe(plane, model_name, model_version))
+            if request.method == "GET":
+                return _json(api.describe(plane, model_name, model_version))
+            if request.method == "DELETE":
+                done = await manage.unregister(plane, model_name, model_version)
+            elif request.method != "PUT":
+                raise manage.disabled()
+            else:  # TorchServe's REST scale: min_worker 1, synchronous false unless given
+                least = manage.number(query.get("min_worker"), 1)
+                done = await manage.scale(plane, model_name, model_version or query.get("model_version") or None,
+                                          least, manage.number(query.get("max_worker"), least),
+                                          manage.flag(query.get("synchronous"), False))
         except api.TorchServeError as exc:
-            payload, content_type, status = exc.reply()
-            return Response(payload, status_code=status, media_type=content_type)
+            return _error(exc)
+        return _json({"status": done.message}, done.status)
+
+    async def set_default(model_name: str, model_version: str) -> Response:
+        try:
+            done = await manage.set_default(plane, model_name, model_version)
+        except api.TorchServeError as exc:
+            return _error(exc)
+        return _json({"status": done.message}, done.status)
 
     app.add_api_route("/ping", ping, methods=["GET"], include_in_schema=False, name="torchserve_ping")
-    app.add_api_route("/models", list_models, methods=["GET"], include_in_schema=False, name="torchserve_models")
+    app.add_api_route("/models", models, methods=MANAGEMENT_METHODS, include_in_schema=False, name="torchserve_models")
     for path in ("/models/{model_name}", "/models/{model_name}/{model_version}"):
-        app.add_api_route(path, describe, methods=["GET"], include_in_schema=False, name="torchserve_describe")
+        app.add_api_route(path, model, methods=MANAGEMENT_METHODS, include_in_schema=False, name="torchserve_model")
+    app.add_api_route("/models/{model_name}/{model_version}/set-default", set_default, methods=["PUT"],
+                      include_in_schema=False, name="torchserve_set_default")
+
+
+# every method reaches the management routes, which answer the ones TorchServe refuses in its words
+MANAGEMENT_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"]
+
+
+def _error(exc: "api.TorchServeError") -> Response:
+    payload, content_type, status = exc.reply()
+    return Response(payload, status_code=status, media_type=content_type)
+
+
+async def _managed(write, request: Request) -> Response:
+    """A register: its parameters from the query, or from a JSON body (TorchServe takes either)."""
+    if request.method != "POST":
+        return _error(manage.disabled())
+    params: Dict[str, Any] = dict(request.query_params)
+    if (request.headers.get("content-type") or "").split(";")[0].strip().lower() == api.JSON:
+        try:
+            body = json.loads(await request.body() or b"{}")
+        except ValueError as exc:
+            return _error(api.TorchServeError(400, "BadRequestException", f"invalid JSON body: {exc}"))
+        if not isinstance(body, dict):
+            return _error(api.TorchServeError(400, "BadRequestException", "the JSON body is an object"))
+        params = body
+    try:
+        done = await write(params)
+    except api.TorchServeError as exc:
+        return _error(exc)
+    return _json({"status": done.message}, done.status)
