@@ -30,6 +30,7 @@ from gpuserve.metrics import worker_metric_dirs
 from gpuserve.namespacing import plain
 from gpuserve.peer_merge import merge_expositions
 from gpuserve.repository import DiskRepository
+from gpuserve.server import torchserve_metrics
 from gpuserve.server.nvml import GpuSampler
 
 MODEL_LABELS = ["model", "version"]
@@ -162,6 +163,7 @@ class ServerCollector:
         yield from self._response_cache()
         yield from self._cpu()
         yield from self._pinned()
+        yield from torchserve_metrics.families(self.plane, self._name)  # only while archives are served
 
     def _pinned(self):
         """Triton's pinned memory pool gauges: page-locked staging bytes held and leased (0 without a GPU, as

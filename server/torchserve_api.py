@@ -144,6 +144,9 @@ async def answer(plane: DataPlane, name: str, version: Optional[str], entry: Dic
     input's {"content-type": ""}, as TorchServe's gRPC frontend does: no "explain"/"url_path", no metadata.
     `model`: the one `find` gave the caller already."""
     model = model or find(plane, name, version)
+    # TorchServe counts a request that found its model, served or not (server/torchserve_metrics.py)
+    counts = COUNTS.setdefault((model.name, version or "default"), [0, 0.0, 0.0])
+    counts[0] += 1
     if not getattr(model, "ready", False):
         raise _unavailable(model, version)
     if not is_archive(model):
@@ -154,6 +157,7 @@ async def answer(plane: DataPlane, name: str, version: Optional[str], entry: Dic
     all_headers = {"explain": "False", "url_path": "", **parts, **(headers or {})} if rest else parts
     request = InferRequest(model.name, [object_input(ENTRY_INPUT, [Entry(entry, all_headers, request_id)])],
                            request_id=request_id, model_version=getattr(model, "version", None))
+    begin = time.monotonic()
     try:
         response, _ = await plane.infer(request, {})
     except (ModelNotReady, QueueFull):
@@ -161,7 +165,23 @@ async def answer(plane: DataPlane, name: str, version: Optional[str], entry: Dic
     except GpuserveError as exc:
         raise TorchServeError(exc.http, "InternalServerException" if exc.http >= 500 else "BadRequestException",
                               str(exc)) from None
-    return response.outputs[0].as_numpy()[0]
+    found = response.outputs[0].as_numpy()[0]
+    if found.error is None:
+        counts[1] += (time.monotonic() - begin) * 1e6
+        counts[2] += found.queued_us
+    return found
+
+
+# TorchServe's own request metrics (server/metrics.py exposes them as its ts_* counters): per (model, the
+# version the request named or "default"), [requests that reached the model, µs answering the successful ones,
+# µs they queued]; and its Requests2XX/4XX/5XX, per HTTP status class of its API's answers
+COUNTS: Dict[Tuple[str, str], List[float]] = {}
+STATUSES: Dict[str, int] = {}
+
+
+def count_status(status: int) -> None:
+    key = f"Requests{status // 100}XX"
+    STATUSES[key] = STATUSES.get(key, 0) + 1
 
 
 def is_archive(model) -> bool:
@@ -252,7 +272,7 @@ async def _answer_parts(first: Any, queue: "asyncio.Queue", task: "asyncio.Futur
         stream.close_channel(request_id)
 
 
-def _torchserve_models(plane: DataPlane) -> Dict[str, Dict[str, Any]]:
+def torchserve_models(plane: DataPlane) -> Dict[str, Dict[str, Any]]:
     found: Dict[str, Dict[str, Any]] = {}
     for name, version, model in plane.repository.all_versions():
         settings = getattr(model, "settings", None)
@@ -267,7 +287,7 @@ def list_models(plane: DataPlane, limit: int = 100, token: int = 0) -> Dict[str,
     as its ApiUtils pages them: `limit` (100 where above 100 or negative) from `token`, and `nextPageToken` unless
     the page ran past the end."""
     out = []
-    for name, versions in sorted(_torchserve_models(plane).items()):
+    for name, versions in sorted(torchserve_models(plane).items()):
         model = plane.repository.get_model(name, None) or next(iter(versions.values()))
         out.append({"modelName": name, "modelUrl": _url(model)})
     limit = 100 if limit > 100 or limit < 0 else limit

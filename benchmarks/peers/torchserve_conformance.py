@@ -66,6 +66,8 @@ KEPT = {
     "describe ex3": "TorchServe 0.12 registers from a JSON body with maxBatchDelay left at its placeholder "
     "-100 x 100 (its RegisterModelRequest's no-argument constructor) and describes -10000; gpuserve keeps the "
     "default 100",
+    "describe lin all": "TorchServe 0.12 at times describes a version registered a moment ago with its worker "
+    "UNLOADING while it serves (seen in one run of two); gpuserve says READY",
     "grpc ListModels": "proto3's unset limit is 0, which TorchServe 0.12 pages as 0 models (nextPageToken '0'); "
     "gpuserve reads it as REST's default 100 and lists the models",
 }
@@ -95,7 +97,7 @@ def build_store(root: Path) -> Path:
     # PERMISSION_DENIED, both seen from it and in tests/test_torchserve.py); default_workers_per_model as
     # run_torchserve.py sets it
     (root / "config" / "config.properties").write_text(snapshot_properties(models) + "enable_model_api=true\n"
-                                                        "default_workers_per_model=1\n")
+                                                        "default_workers_per_model=1\nmetrics_mode=prometheus\n")
     return root
 
 
@@ -336,6 +338,34 @@ def grpc_writes(pb):
     ]
 
 
+# TorchServe's metrics (metrics_mode=prometheus; gpuserve's server/torchserve_metrics.py)
+TS_FAMILIES = ("ts_inference_requests_total", "ts_inference_latency_microseconds", "ts_queue_latency_microseconds",
+               "Requests2XX", "Requests4XX", "Requests5XX", "HandlerTime", "PredictionTime")
+LABEL = re.compile(r'(\w+)="([^"]*)"')
+
+
+def metrics_summary(text: str) -> dict:
+    """Each TorchServe family's HELP, TYPE and samples (labels, the host normalised), with the request counts'
+    values; the others' vary from run to run (timings), and the status-class counters count every request on
+    TorchServe's ports (its own polls too) but only those of the TorchServe routes on gpuserve's."""
+    out = {}
+    for family in TS_FAMILIES:
+        helps = re.search(rf"^# HELP {family} (.*)$", text, re.M)
+        types = re.search(rf"^# TYPE {family} (\S+)$", text, re.M)
+        samples = {}
+        for match in re.finditer(rf"^{family}\{{([^}}]*)\}} (\S+)$", text, re.M):
+            labels = ",".join(f"{k}={'<host>' if k.lower() == 'hostname' else v}"
+                              for k, v in LABEL.findall(match.group(1)))
+            samples[labels] = float(match.group(2)) if family == "ts_inference_requests_total" else "<value>"
+        out[family] = {"help": helps and helps.group(1), "type": types and types.group(1),
+                       "samples": "<host counter>" if family.startswith("Requests") else samples}
+    return out
+
+
+def scrape(client: httpx.Client, base: str) -> dict:
+    return {"body": ("json", metrics_summary(client.get(f"{base}/metrics").text))}
+
+
 def wait_ready(client: httpx.Client, base: str, name: str, timeout: float = 120.0) -> None:
     """Until `name` has a READY worker (an asynchronous write done), on either server."""
     deadline = time.monotonic() + timeout
@@ -375,9 +405,10 @@ def start_gpuserve(store: Path, work: Path):
            "--metrics-port", str(metrics)]
     process = ServerProcess("gpuserve", cmd, work / "gpuserve.log").start()
     base = f"http://127.0.0.1:{http}"
+    bases = {"inference": base, "management": base, "metrics": f"http://127.0.0.1:{metrics}"}
     process.wait_ready([f"{base}/v2/health/live"] + [f"{base}/v2/models/{m}/ready" for m in MODELS], timeout=180)
     addr = f"127.0.0.1:{grpc_port}"
-    return process, {"inference": base, "management": base}, {"inference": addr, "management": addr}
+    return process, bases, {"inference": addr, "management": addr}
 
 
 def collect(bases, addrs, only: str):
@@ -396,6 +427,8 @@ def collect(bases, addrs, only: str):
             if only in name:
                 answers[name] = grpc_answer(grpc, channels[plane], service, method, message, response, streaming)
         with httpx.Client(timeout=120) as client:  # the writes run whole: each case finds what the last made
+            if only in "metrics after the reads":
+                answers["metrics after the reads"] = scrape(client, bases["metrics"])
             for name, *step in WRITES:
                 if name == "wait":
                     wait_ready(client, bases["management"], step[0])
@@ -413,6 +446,8 @@ def collect(bases, addrs, only: str):
                                      False)
                 if only in name:
                     answers[name] = answer
+            if only in "metrics after the writes":
+                answers["metrics after the writes"] = scrape(client, bases["metrics"])
     finally:
         for c in channels.values():
             c.close()
@@ -457,7 +492,8 @@ def main(argv=None) -> int:
     store = build_store(args.keep_store or scratch / "store")
     try:
         with TorchServe(store, scratch / "ts", MODELS) as ts:
-            theirs = collect({"inference": ts.inference, "management": ts.management},
+            theirs = collect({"inference": ts.inference, "management": ts.management,
+                              "metrics": f"http://127.0.0.1:{ts.ports['metrics']}"},
                              {"inference": ts.grpc_inference, "management": ts.grpc_management}, args.only)
         process, bases, addrs = start_gpuserve(store, scratch)
         try:

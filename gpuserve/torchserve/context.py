@@ -78,9 +78,17 @@ class _NoMetric:
 
 
 class NullMetrics:
-    """Takes every metrics call a handler makes (add_time, add_counter, add_metric, get_metric(...).add_or_update)."""
+    """Takes every metrics call a handler makes (add_time, add_counter, add_metric, get_metric(...).add_or_update),
+    keeping the last value of each time it adds: BaseHandler's HandlerTime, which server/torchserve_metrics.py
+    shows as TorchServe does (a handler that adds none has none)."""
 
     request_ids = None
+
+    def __init__(self):
+        self.times: Dict[str, float] = {}
+
+    def add_time(self, name, value, *args, **kwargs):
+        self.times[str(name)] = float(value)
 
     def __getattr__(self, name):
         if name.startswith("get_") or name.startswith("add_metric"):

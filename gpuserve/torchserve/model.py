@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,9 @@ logger = logging.getLogger("gpuserve")
 ENTRY_INPUT = "__torchserve_entry__"
 ENTRY_OUTPUT = "__torchserve_answer__"
 NO_WORKERS = "no worker: minWorkers is 0 (TorchServe's scale workers API adds them)"
+# model name -> the last answered batch's {"PredictionTime": ms, "HandlerTime": ms the handler added}: TorchServe's
+# gauges (server/torchserve_metrics.py), kept past an unregister as TorchServe keeps them
+LAST_TIMES: Dict[str, Dict[str, float]] = {}
 
 
 @dataclass
@@ -52,6 +56,7 @@ class Entry:
     data: Any
     headers: Dict[str, Any] = field(default_factory=dict)
     request_id: str = ""
+    created: float = field(default_factory=time.monotonic)  # (system-wide: worker processes read it too)
 
 
 @dataclass
@@ -64,6 +69,7 @@ class Answer:
     phrase: Optional[str] = None
     headers: Dict[str, str] = field(default_factory=dict)
     error: Optional[str] = None
+    queued_us: float = 0.0  # from the request's arrival to its batch's handle() call (ts_queue_latency)
 
 
 class HandlerFailed(GpuserveError):
@@ -140,12 +146,24 @@ class TorchServeModel(Model):
 
     def _run(self, entries: List[Entry]) -> List[Answer]:
         """One handle() call over a batch, with the statuses TorchServe's worker gives (ts/service.py)."""
+        begin = time.monotonic()
         context = self.context
         context.cl_socket = self._sink
         context.request_ids = {i: e.request_id for i, e in enumerate(entries)}
         context.request_processor = [self._processor(Headers(e.headers)) for e in entries]
         if hasattr(context.metrics, "request_ids"):
             context.metrics.request_ids = context.request_ids
+        answers = self._answers(entries, context)
+        if not answers or answers[0].error is None:  # TorchServe times predictions that answered
+            times = LAST_TIMES.setdefault(self.name, {})
+            times["PredictionTime"] = (time.monotonic() - begin) * 1000.0
+            if "HandlerTime" in getattr(context.metrics, "times", {}):
+                times["HandlerTime"] = context.metrics.times["HandlerTime"]
+        for answer, entry in zip(answers, entries):
+            answer.queued_us = max(begin - entry.created, 0.0) * 1e6
+        return answers
+
+    def _answers(self, entries: List[Entry], context) -> List[Answer]:
         try:
             results = self._handle([e.data for e in entries], context)
         except MemoryError:

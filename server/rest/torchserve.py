@@ -26,6 +26,7 @@ from gpuserve.server.rest.streaming import Stream, streaming_response
 
 
 def _json(content, status: int = 200) -> Response:
+    api.count_status(status)
     return Response(json.dumps(content, indent=2), status_code=status, media_type=api.JSON)
 
 
@@ -42,6 +43,7 @@ async def answer(plane: DataPlane, name: str, version: Optional[str], body: byte
     seen["content-length"] = str(len(body))
     extra: dict = {}
     payload, content_type, status = await api.predictions(plane, name, version, entry, seen, extra)
+    api.count_status(status)
     out = [(str(k).lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in extra.items()]
     if content_type:
         out.append((b"content-type", str(content_type).encode("latin-1")))
@@ -55,7 +57,7 @@ def add_torchserve_routes(app: FastAPI, plane: DataPlane, max_request_bytes: int
         try:
             body = await read_body(request, max_request_bytes)
         except PayloadTooLarge as exc:
-            return Response(api.error_body(413, "BadRequestException", str(exc)), 413, media_type=api.JSON)
+            return _error(api.TorchServeError(413, "BadRequestException", str(exc)))
         status, payload, headers = await answer(plane, model_name, model_version, body, dict(request.headers))
         if isinstance(payload, Stream):
             return streaming_response(payload, {k.decode("latin-1"): v.decode("latin-1") for k, v in headers})
@@ -118,6 +120,7 @@ MANAGEMENT_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"
 
 def _error(exc: "api.TorchServeError") -> Response:
     payload, content_type, status = exc.reply()
+    api.count_status(status)
     return Response(payload, status_code=status, media_type=content_type)
 
 
