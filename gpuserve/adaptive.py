@@ -149,6 +149,10 @@ class AdaptiveBatcher:
         self._direct = asyncio.Event()  # set while no request runs directly in its caller's task
         self._direct.set()
 
+    def busy(self) -> bool:
+        """Requests taken and not yet answered: queued, in a batch, or running in their caller's task."""
+        return self._busy or bool(len(self.queue)) or not self._direct.is_set()
+
     async def submit(self, request: InferRequest, headers: Optional[dict]) -> Tuple[Any, dict]:
         if self._stopped:  # found the model before its unload: refused, not queued on a loop nobody runs
             raise ModelNotReady(self.model.name, "the model is being unloaded")

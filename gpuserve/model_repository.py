@@ -493,8 +493,11 @@ async def _in_place(old: Dict[Optional[str], BaseKServeModel], model: BaseKServe
 
 
 async def stop_model(model: BaseKServeModel) -> None:
-    """Stop a model from the event loop: engine-backed models drain their batcher first."""
+    """Stop a model from the event loop: engine-backed models drain their batcher first; the requests others took
+    are answered first too (`_quiesce`), as Triton lets an unloaded or replaced version finish its in-flight work."""
     serving = bool(getattr(model, "ready", False))
+    if serving:
+        await _quiesce(model)
     batcher = getattr(model, "_adaptive_batcher", None)
     if batcher is not None:
         await batcher.stop()
@@ -510,6 +513,20 @@ async def stop_model(model: BaseKServeModel) -> None:
     scratch = getattr(model, "scratch_folder", None)
     if scratch:  # a folder made for a load with a config or files (load_override.py)
         await asyncio.to_thread(shutil.rmtree, scratch, True)
+
+
+async def _quiesce(model: BaseKServeModel) -> None:
+    """Until the requests `model` took are answered (its adaptive batcher's, its worker processes', a TorchServe
+    handler's), for at most its stop_timeout (5 s by default): a reload or scale swaps a model while a load
+    generator runs, and none of the requests the old one took may fail for it. Requests that found it a moment
+    ago get one loop turn to reach it."""
+    await asyncio.sleep(0)
+    deadline = time.monotonic() + float(getattr(model, "stop_timeout", 5.0))
+    while time.monotonic() < deadline:
+        batcher = getattr(model, "_adaptive_batcher", None)
+        if not (batcher is not None and batcher.busy()) and not getattr(model, "inflight", 0):
+            return
+        await asyncio.sleep(0.005)
 
 
 def _stop(model: BaseKServeModel) -> None:

@@ -294,3 +294,51 @@ def test_writes_reach_every_worker(tmp_path):
         assert all(fresh("POST", "/predictions/lin/1.0").status_code == 404 for _ in range(8))
     finally:
         stop(proc)
+
+
+SLOW_HANDLER = '''
+import time
+
+
+def handle(data, context):
+    if data is None:
+        return None
+    time.sleep(0.2)  # long enough that every swap below finds requests under way and queued
+    return [{"rows": len(data)} for _ in data]
+'''
+
+
+def test_no_request_fails_while_workers_are_scaled(managed):
+    """Clients keep asking a slow handler while its workers go 1 -> 2 (processes) -> 1 and a V2 reload replaces
+    it: the requests the old model took (running, and queued for its workers) are answered before it stops
+    (model_repository._quiesce), none fails."""
+    client, root = managed
+    make_mar(root / "model-store" / "slow.mar", "slow", SLOW_HANDLER)
+    assert client.post("/models?url=slow.mar&initial_workers=1&synchronous=true").status_code == 200
+    base, stop, codes = str(client.base_url).rstrip("/"), threading.Event(), []
+
+    def ask():
+        with httpx.Client(base_url=base, timeout=60) as own:
+            while not stop.is_set():
+                try:
+                    answer = own.post("/predictions/slow", json=ROWS[0])
+                except httpx.HTTPError as exc:  # (a connection the server dropped: a failure too)
+                    codes.append(repr(exc))
+                    continue
+                codes.append(answer.status_code if answer.status_code == 200 else answer.text)
+
+    askers = [threading.Thread(target=ask) for _ in range(6)]
+    for thread in askers:
+        thread.start()
+    try:
+        for count in (2, 1):
+            time.sleep(0.5)
+            assert client.put(f"/models/slow?min_worker={count}&synchronous=true").status_code == 200
+        time.sleep(0.5)
+        assert client.post("/v2/repository/models/slow/load").status_code == 200
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for thread in askers:
+            thread.join()
+    assert codes and set(codes) == {200}, [c for c in codes if c != 200][:3]

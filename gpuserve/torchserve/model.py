@@ -190,10 +190,16 @@ class TorchServeModel(Model):
             answers.append(Answer(value, status or 200, phrase, dict(context.get_response_headers(i))))
         return answers
 
+    inflight = 0  # batches handed to the handler's thread and not yet answered (a stop waits for them)
+
     async def run_entries(self, entries: List[Entry]) -> List[Answer]:
         if self._pool is None:
             raise GpuserveError(f"model '{self.name}' is not loaded")
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self._run, entries)
+        self.inflight += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, self._run, entries)
+        finally:
+            self.inflight -= 1
 
     async def predict(self, payload, headers=None, response_headers=None):
         if isinstance(payload, InferRequest):
