@@ -166,9 +166,10 @@ async def register(plane, params: Dict[str, Any], everywhere: bool = True) -> Do
             options[option] = value
     if params.get("handler"):
         options["handler"] = str(params["handler"])
+    given = tuple(k for k in ("batchSize", "maxBatchDelay", "responseTimeout", "startupTimeout") if k in options)
     try:
         return await register_archive(plane, source, params.get("model_name") or None, options,
-                                      flag(params.get("synchronous"), True), everywhere)
+                                      flag(params.get("synchronous"), True), everywhere, given)
     except BaseException:
         if downloaded:
             source.unlink(missing_ok=True)
@@ -176,10 +177,11 @@ async def register(plane, params: Dict[str, Any], everywhere: bool = True) -> Do
 
 
 async def register_archive(plane, source: Path, name: Optional[str], options: Dict[str, Any], synchronous: bool,
-                           everywhere: bool = True) -> Done:
-    """Register one archive already in place (each worker's part of a register)."""
+                           everywhere: bool = True, given: Tuple[str, ...] = ()) -> Done:
+    """Register one archive already in place (each worker's part of a register); `given`: the options the request
+    set, which the archive's model-config.yaml does not replace (its workers do: TorchServe's precedence)."""
     registry, disk = plane.repository, _disk(plane)
-    settings = settings_for_archive(source, name, options=options, folder=source.parent)
+    settings = settings_for_archive(source, name, options=options, folder=source.parent, given=given)
     broken = (settings.model_extra or {}).get("_broken")
     if broken:
         raise TorchServeError(400, "InvalidModelException", broken)
@@ -191,6 +193,7 @@ async def register_archive(plane, source: Path, name: Optional[str], options: Di
     if version in held:
         raise TorchServeError(409, "ConflictStatusException",
                               f"Model version {version} is already registered for model {name}")
+    options = settings.parameters.extra["torchserve"]  # (with the yaml's values)
     workers = int(options["minWorkers"])
     disk.archives[(name, version)] = settings
     model = disk.model_for(settings.model_copy(deep=True))
@@ -211,7 +214,8 @@ async def register_archive(plane, source: Path, name: Optional[str], options: Di
             await _forget(plane, name, version, model)
             raise TorchServeError(500, "InternalServerException",
                                   f"Failed to start workers for model {name} version: {version}")
-        await _tell(plane, everywhere, "register", source=str(source), name=name, options=options)
+        await _tell(plane, everywhere, "register", source=str(source), name=name, options=options,
+                    given=list(options))
         if workers == 0:
             return Done(200, f'Model "{name}" Version: {version} registered with 0 initial workers. Use scale '
                              "workers API to add workers for the model.")
@@ -261,7 +265,7 @@ async def scale(plane, name: str, version: Optional[str], least: int, most: int,
     disk = _disk(plane)
     folder = model.settings.folder
     settings = settings_for_archive(Path(model.settings.parameters.uri), name, str(model.version), options,
-                                    folder=Path(folder) if folder else None)
+                                    folder=Path(folder) if folder else None, given=tuple(options))
 
     async def swap() -> Done:
         fresh = disk.model_for(settings.model_copy(deep=True))
@@ -332,7 +336,8 @@ async def apply(plane, args: Dict[str, Any]) -> None:
     """Another worker's write, done here (server/peers.py): with the archive that worker found or downloaded."""
     action = args["action"]
     if action == "register":
-        await register_archive(plane, Path(args["source"]), args["name"], args["options"], True, everywhere=False)
+        await register_archive(plane, Path(args["source"]), args["name"], args["options"], True, everywhere=False,
+                               given=tuple(args.get("given") or ()))
     elif action == "scale":
         await scale(plane, args["name"], args.get("version"), args["least"], args["most"], True, everywhere=False)
     elif action == "set_default":

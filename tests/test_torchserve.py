@@ -145,15 +145,20 @@ def _linear(seed: int):
 
 
 def make_mar(path: Path, name: str, handler_src: str, handler: str = "handler.py", version: str = "1.0",
-             seed: int = 0, extracted: bool = False):
-    """A .mar as torch-model-archiver lays it out (MAR-INF/MANIFEST.json, the serialized file, the handler)."""
+             seed: int = 0, extracted: bool = False, config_yaml: str = ""):
+    """A .mar as torch-model-archiver lays it out (MAR-INF/MANIFEST.json, the serialized file, the handler, and
+    with `config_yaml` a model-config.yaml its manifest names, as `--config-file` adds one)."""
     model = _linear(seed)
     scratch = path.parent / f".{path.name}.files"
     scratch.mkdir(parents=True, exist_ok=True)
     model.save(str(scratch / "model.pt"))
     manifest = {"runtime": "python", "archiverVersion": "0.12.0", "model": {
         "modelName": name, "serializedFile": "model.pt", "handler": handler, "modelVersion": version}}
+    if config_yaml:
+        manifest["model"]["configFile"] = "model-config.yaml"
     files = {"MAR-INF/MANIFEST.json": json.dumps(manifest).encode(), "model.pt": (scratch / "model.pt").read_bytes()}
+    if config_yaml:
+        files["model-config.yaml"] = config_yaml.encode()
     if handler_src:
         files[handler.split(":")[0]] = handler_src.encode()
     shutil.rmtree(scratch)
@@ -599,3 +604,31 @@ def test_intermediate_answers_stream_over_rest_and_grpc(tmp_path):
                                             .SerializeToString, response_deserializer=pb.PredictionResponse
                                             .FromString)(request, timeout=60)
                 assert unary.prediction == b"done"
+
+
+def test_model_config_yaml_over_the_config_json(tmp_path):
+    """An archive's model-config.yaml (torch-model-archiver --config-file) stands over config.properties' models=
+    JSON, as in TorchServe's ModelManager (its register API's precedence is compared with TorchServe 0.12 in
+    benchmarks/peers/torchserve_conformance.py); deviceType cpu keeps the model on the CPU whatever the server's
+    device; a snapshot's values stand over the yaml."""
+    yaml = "minWorkers: 1\nmaxWorkers: 2\nbatchSize: 3\nmaxBatchDelay: 40\nresponseTimeout: 77\ndeviceType: cpu\n"
+    root = tmp_path / "kserve"
+    (root / "config").mkdir(parents=True)
+    make_mar(root / "model-store" / "y.mar", "y", CLASS_HANDLER, seed=1, config_yaml=yaml)
+    models = {"y": {"1.0": {"marName": "y.mar", "batchSize": 8, "maxBatchDelay": 5}}}
+    (root / "config" / "config.properties").write_text(f"models={json.dumps(models)}\n")
+    disk = DiskRepository(root, device="cuda")
+    settings = disk.scan()["y"][0]
+    assert (settings.max_batch_size, settings.max_batch_time, settings.device) == (3, 0.04, "cpu")
+    assert disk.model_for(settings).settings.device == "cpu"
+    registry = disk.populate(ModelRepository())
+    with running_server(repository=registry) as server:
+        described = httpx.get(f"http://127.0.0.1:{server.ports['http']}/models/y").json()[0]
+    assert {k: described[k] for k in ("minWorkers", "maxWorkers", "batchSize", "maxBatchDelay", "responseTimeout",
+                                      "deviceType")} == {"minWorkers": 1, "maxWorkers": 2, "batchSize": 3,
+                                                         "maxBatchDelay": 40, "responseTimeout": 77,
+                                                         "deviceType": "cpu"}
+    snapshot = {"models": {"y": {"1.0": {"marName": "y.mar", "batchSize": 8, "maxBatchDelay": 5, "minWorkers": 1}}}}
+    (root / "config" / "config.properties").write_text(f"model_snapshot={json.dumps(snapshot)}\n")
+    settings = DiskRepository(root).scan()["y"][0]
+    assert (settings.max_batch_size, settings.max_batch_time) == (8, 0.005)

@@ -90,6 +90,7 @@ def build_store(root: Path) -> Path:
     # in the store, not in the config: for the management API's register
     t.make_mar(store / "extra.mar", "extra", t.CLASS_HANDLER, seed=5)
     t.make_mar(store / "lin2.mar", "lin", t.CLASS_HANDLER, seed=7, version="2.0")
+    t.make_mar(store / "yamlcfg.mar", "yamlcfg", t.CLASS_HANDLER, seed=8, config_yaml=YAML_CONFIG)
     (root / "config").mkdir(parents=True, exist_ok=True)
     models = {n: {} for n in ("lin", "fn", "echo", "probe", "raising")}
     models["batched"] = {"version": "2.0", "batchSize": 4, "maxBatchDelay": 50}
@@ -102,6 +103,8 @@ def build_store(root: Path) -> Path:
 
 
 MODELS = ("lin", "fn", "echo", "probe", "raising", "batched")
+# an archive's model-config.yaml (torch-model-archiver --config-file): its values over the register's defaults
+YAML_CONFIG = "minWorkers: 1\nmaxWorkers: 2\nbatchSize: 3\nmaxBatchDelay: 40\nresponseTimeout: 77\ndeviceType: cpu\n"
 
 
 def normalise(value):
@@ -253,6 +256,13 @@ WRITES = [
     ("register zero workers", "management", "POST", "/models?url=extra.mar&model_name=ex4&initial_workers=0",
      None, {}),
     ("describe ex4", "management", "GET", "/models/ex4", None, {}),
+    ("register with model-config.yaml", "management", "POST", "/models?url=yamlcfg.mar&initial_workers=1&"
+     "synchronous=true", None, {}),
+    ("describe yamlcfg", "management", "GET", "/models/yamlcfg", None, {}),
+    ("predict yamlcfg", "inference", "POST", "/predictions/yamlcfg", X, JSONH),
+    ("register yaml over given batch_size", "management", "POST", "/models?url=yamlcfg.mar&model_name=yaml2&"
+     "batch_size=5&initial_workers=3&synchronous=true", None, {}),
+    ("describe yaml2", "management", "GET", "/models/yaml2", None, {}),
     ("PATCH models", "management", "PATCH", "/models", None, {}),
     ("POST a model's path", "management", "POST", "/models/extra", None, {}),
 ]

@@ -77,6 +77,30 @@ def read_manifest(source: Path) -> Dict[str, Any]:
     return manifest
 
 
+def read_config_file(source: Path, manifest: Dict[str, Any]) -> Dict[str, Any]:
+    """The archive's `configFile` (model-config.yaml: batchSize, minWorkers, deviceType, ...), read without
+    extracting anything; empty where it names none. A file that does not parse is an InvalidSettings."""
+    name = (manifest.get("model") or {}).get("configFile")
+    if not name:
+        return {}
+    try:
+        if source.is_dir():
+            text = (source / name).read_text()
+        else:
+            with zipfile.ZipFile(source) as zf:
+                text = zf.read(name).decode()
+        import yaml
+
+        found = yaml.safe_load(text) or {}
+    except (KeyError, OSError, ValueError, UnicodeDecodeError) as exc:
+        raise InvalidSettings(f"cannot read '{name}' of '{source.name}': {exc}") from None
+    except Exception as exc:  # yaml's own errors
+        raise InvalidSettings(f"'{name}' of '{source.name}' is not YAML: {exc}") from None
+    if not isinstance(found, dict):
+        raise InvalidSettings(f"'{name}' of '{source.name}' is not a YAML mapping")
+    return found
+
+
 def cache_root() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path(tempfile.gettempdir()) / "gpuserve-torchserve")
 

@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from gpuserve.errors import GpuserveError, InvalidSettings
 from gpuserve.settings import ModelSettings
-from gpuserve.torchserve.archive import DEFAULT_VERSION, MANIFEST, is_archive_folder, read_manifest
+from gpuserve.torchserve.archive import DEFAULT_VERSION, MANIFEST, is_archive_folder, read_config_file, read_manifest
 
 CONFIG = Path("config") / "config.properties"
 STORE = "model-store"
@@ -49,12 +49,20 @@ def is_kserve_layout(root: Path) -> bool:
     return (root / CONFIG).is_file() and (root / STORE).is_dir()
 
 
+# model-config.yaml's keys that take the place of config.properties' (TorchServe's ModelManager: the archive's
+# value where it is above 0, unless the register API or a snapshot gave one)
+YAML_OVER = ("batchSize", "maxBatchDelay", "responseTimeout", "startupTimeout")
+
+
 def settings_for_archive(source: Path, name: Optional[str] = None, version: Optional[str] = None,
-                         options: Optional[Dict[str, Any]] = None, folder: Optional[Path] = None) -> ModelSettings:
-    """A model's settings from one archive (its manifest read, nothing extracted); broken ones say why."""
+                         options: Optional[Dict[str, Any]] = None, folder: Optional[Path] = None,
+                         given: Tuple[str, ...] = ()) -> ModelSettings:
+    """A model's settings from one archive (its manifest and model-config.yaml read, nothing extracted); broken
+    ones say why. `given`: the option keys the register API or a snapshot set, which the yaml does not replace."""
     options = dict(options or {})
     try:
         manifest = read_manifest(source)
+        _apply_config_file(options, read_config_file(source, manifest), given)
         model = manifest["model"]
         name = name or model.get("modelName") or source.stem
         version = version or str(model.get("modelVersion") or DEFAULT_VERSION)
@@ -74,10 +82,25 @@ def settings_for_archive(source: Path, name: Optional[str] = None, version: Opti
     # TorchServe's workers; one runs in the server process, on a thread of its own; 0: registered, not loaded
     # (TorchServeModel.load), its requests answered 503 until the scale workers API adds one
     return ModelSettings(name=name, implementation="torchserve", folder=str(folder or source.parent),
+                         **({"device": "cpu"} if options.get("deviceType") == "cpu" else {}),
                          parallel_workers=workers if workers > 1 else None,
                          max_batch_size=batch if batch > 1 else None,
                          max_batch_time=delay / 1000.0 if batch > 1 else 0.0,
                          parameters={"uri": str(source), "version": version, "extra": {"torchserve": options}})
+
+
+def _apply_config_file(options: Dict[str, Any], config: Dict[str, Any], given: Tuple[str, ...]) -> None:
+    """TorchServe's precedence for an archive's model-config.yaml: its batchSize, maxBatchDelay and timeouts
+    where above 0 and not `given`; its minWorkers/maxWorkers where 0 < min <= max (over initial_workers too,
+    unless a snapshot gave them); deviceType "cpu" keeps the model off the GPU."""
+    for key in YAML_OVER:
+        if key not in given and int(config.get(key) or 0) > 0:
+            options[key] = int(config[key])
+    least, most = int(config.get("minWorkers") or 0), int(config.get("maxWorkers") or 0)
+    if "minWorkers" not in given and 0 < least <= most:
+        options["minWorkers"], options["maxWorkers"] = least, most
+    if str(config.get("deviceType") or "").lower() in ("cpu", "gpu"):
+        options["deviceType"] = str(config["deviceType"]).lower()
 
 
 def _models_json(properties: Dict[str, str]) -> Optional[Dict[str, Any]]:
@@ -105,7 +128,9 @@ def scan_kserve_layout(root: Path) -> List[ModelSettings]:
                 if from_snapshot:  # TorchServe restores these rather than loading them at startup (describe says so)
                     options["fromSnapshot"] = True
                 source = store / options.get("marName", f"{name}.mar")
-                found.append(settings_for_archive(source, name, str(version), options, folder=store))
+                # a snapshot's values stand over the archive's model-config.yaml; models= JSON's do not
+                given = tuple(options) if from_snapshot else ()
+                found.append(settings_for_archive(source, name, str(version), options, folder=store, given=given))
         return found
     wanted = properties.get("load_models", "all").strip() or "all"
     if wanted in ("all", "ALL"):
