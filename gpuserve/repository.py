@@ -33,6 +33,7 @@ from gpuserve.namespacing import SEP, copies, namespaced, plain
 from gpuserve.runtimes import ARTEFACT_RUNTIMES, BUILTIN_RUNTIMES
 from gpuserve.runtimes_tensorflow import is_savedmodel  # no tensorflow import: a path test
 from gpuserve.ensemble import EnsembleModel
+from gpuserve.tfserving_config import MODEL_CONFIG_FILE, read_model_config
 from gpuserve.torchserve.store import folder_archives, is_kserve_layout, over_disk, root_archives, scan_kserve_layout
 from gpuserve.environments import DEFAULT_ENVIRONMENTS_DIR, source_for
 from gpuserve.triton_python import TritonPythonBackendModel
@@ -370,6 +371,11 @@ class DiskRepository:
             if settings is not None:
                 found.setdefault(settings.name, []).append(settings)
         claimed = {Path(s.folder) for group in found.values() for s in group if s.folder}
+        if (root / MODEL_CONFIG_FILE).is_file():  # TFServing's models.config: the models it lists, as listed
+            listed = read_model_config(root / MODEL_CONFIG_FILE)
+            for settings in listed:
+                found.setdefault(settings.name, []).append(settings)
+            claimed |= {Path(s.folder) for s in listed if s.folder and Path(s.folder) != root}
         torchserve = scan_kserve_layout(root) if is_kserve_layout(root) else []
         if torchserve:  # KServe's TorchServe layout: its config/ and model-store/ folders are no models
             claimed |= {root / "config", root / "model-store"}

@@ -19,6 +19,7 @@ import numpy as np
 
 from gpuserve.dataplane import DataPlane
 from gpuserve.errors import GpuserveError, InvalidInput, ModelNotFound
+from gpuserve.tfserving_config import version_labels
 from gpuserve.types import InferInput, InferRequest, RequestedOutput
 
 DEFAULT_SIGNATURE = "serving_default"
@@ -49,13 +50,19 @@ class ServableNotFound(ModelNotFound):
                          reason=f"Servable not found for request: {wanted}")
 
 
-def spec_version(version: Optional[int], label: str) -> Optional[int]:
-    """The version a ModelSpec names. gpuserve has no version labels; a label that is a version number (what
-    perf_analyzer's `-x` sends) names that version."""
+def spec_version(plane: DataPlane, name: str, version: Optional[int], label: str) -> Optional[int]:
+    """The version a ModelSpec names: its number, or its label's version (the labels of a models.config,
+    gpuserve/tfserving_config.py); a label that is a version number (what perf_analyzer's `-x` sends) names that
+    version."""
     if label:
-        if not label.isdigit():
+        if label.isdigit():
+            return int(label)
+        labels = {}
+        for model in plane.repository.versions(name).values():
+            labels.update(version_labels(model))
+        if label not in labels:
             raise InvalidInput(f"Unrecognized servable version label: {label}")
-        return int(label)
+        return labels[label]
     return version
 
 

@@ -112,3 +112,17 @@ def outputs_of(function, **inputs) -> dict:
     tf = _tf()
     result = function(**{name: tf.constant(value) for name, value in inputs.items()})
     return {name: tensor.numpy() for name, tensor in result.items()}
+
+
+def scaled_savedmodel(path: Path, factor: float):
+    """`x` FP32 [batch, 4] -> `y` = factor * x: versions of one model that answer apart."""
+    tf = _tf()
+
+    class Scaled(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32)])
+        def serve(self, x):
+            return {"y": x * factor}
+
+    module = Scaled()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    return module

@@ -2,8 +2,9 @@
 users' scripts call these): a model's status (`GET /v1/models/NAME/versions/N`), its metadata (`GET
 /v1/models/NAME[/versions/N]/metadata`, the SignatureDefMap as protobuf's JSON) and predict on a version (`POST
 /v1/models/NAME/versions/N:predict`). `GET /v1/models/NAME` stays KServe's readiness answer; for a TensorFlow
-model it also carries TFServing's `model_version_status` (v1.py). server/tfserving_api.py holds the meaning,
-shared with the gRPC services.
+model it also carries TFServing's `model_version_status` (v1.py). `/labels/LABEL` stands for `/versions/N` in
+each, for a models.config's version labels. server/tfserving_api.py holds the meaning, shared with the gRPC
+services.
 """
 
 from __future__ import annotations
@@ -68,6 +69,27 @@ def add_tfserving_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes, bo
               summary="Predict on a version (V1 instances/inputs)")
     @guard
     async def version_predict(model_name: str, version: str, request: Request):
+        return await predict(model_name, version, request)
+
+    # a version by its label (models.config's version_labels, gpuserve/tfserving_config.py), as TFServing's REST
+    @app.get("/v1/models/{model_name}/labels/{label}", tags=["TFServing"], summary="A labelled version's status")
+    @guard
+    async def label_status(model_name: str, label: str, request: Request):
+        return json_response(status_json(plane, model_name, api.spec_version(plane, model_name, None, label)))
+
+    @app.get("/v1/models/{model_name}/labels/{label}/metadata", tags=["TFServing"],
+             summary="A labelled version's signature")
+    @guard
+    async def label_metadata(model_name: str, label: str, request: Request):
+        return await metadata(model_name, str(api.spec_version(plane, model_name, None, label)))
+
+    @app.post("/v1/models/{model_name}/labels/{label}:predict", tags=["TFServing"],
+              summary="Predict on a labelled version (V1 instances/inputs)")
+    @guard
+    async def label_predict(model_name: str, label: str, request: Request):
+        return await predict(model_name, str(api.spec_version(plane, model_name, None, label)), request)
+
+    async def predict(model_name: str, version: str, request: Request):
         api.servable(plane, model_name, _version(version))  # TFServing's NOT_FOUND for a version not served
         headers = dict(request.headers)
         body, _ = v1_request(await read_body(request, body_limit), headers)
