@@ -186,6 +186,9 @@ async def register_archive(plane, source: Path, name: Optional[str], options: Di
     if broken:
         raise TorchServeError(400, "InvalidModelException", broken)
     name, version = settings.name, str(settings.parameters.version)
+    if not name.strip() or "/" in name or name.strip() in (".", ".."):  # no REST path could name it
+        raise TorchServeError(400, "BadRequestException", f"invalid model name '{name}': a model name is not blank "
+                              "and holds no '/'")
     held = registry.versions(name)
     if held and not all(_is_archive(m) for m in held.values()):
         raise TorchServeError(409, "ConflictStatusException", f"Model {name} is served already, and is no TorchServe "
@@ -254,9 +257,14 @@ async def scale(plane, name: str, version: Optional[str], least: int, most: int,
     """`PUT /models/NAME[/VERSION]` / ScaleWorker: the model serves with `least` workers (its maxWorkers `most`)."""
     if most < least:
         raise TorchServeError(400, "BadRequestException", "max_worker cannot be less than min_worker.")
+    if least < 0:
+        raise TorchServeError(400, "BadRequestException", f"min_worker is {least}; it is 0 or more")
     if not plane.repository.versions(name):
         raise not_found(name)
     model = _archive_model(plane, name, version)
+    if getattr(model, "settings", None) is None:  # an archive that could not even be read: nothing to scale
+        raise TorchServeError(500, "InternalServerException", f"model {name} cannot be scaled: "
+                              f"{getattr(model, 'reason', '') or 'it was not built'}")
     shown = f"Workers scaled to {least} for model: {name}" + (f", version: {version}" if version else "")
     options = {**_options(model), "minWorkers": least, "maxWorkers": most}
     if int(_options(model).get("minWorkers", _workers(model))) == least and (model.ready or least == 0):

@@ -142,6 +142,13 @@ def test_register_errors_leave_nothing_behind(managed):
     assert client.get("/models?limit=1").json() == {"nextPageToken": "1", "models": [
         {"modelName": "ex0", "modelUrl": "extra.mar"}]}
     assert client.patch("/models").status_code == 405
+    # a name no path can hold, a negative worker count: refused, the model serving on (a count of -1 swapped in a
+    # model that could not load and left its next scale a bare 500)
+    assert client.post("/models?url=extra.mar&model_name=a/b&initial_workers=1").status_code == 400
+    assert _status(client.put("/models/lin?min_worker=-1&synchronous=true")) == (400, {
+        "code": 400, "type": "BadRequestException", "message": "min_worker is -1; it is 0 or more"})
+    assert client.put("/models/lin?min_worker=abc&synchronous=true").status_code == 200  # unparsable: 1
+    assert client.post("/predictions/lin", json=ROWS[0]).status_code == 200
 
 
 def test_writes_refused_without_the_model_api(tmp_path):

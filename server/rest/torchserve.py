@@ -12,6 +12,7 @@ Bodies as TorchServe writes them: JSON indented by two spaces.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any, Dict, List, Optional, Tuple
 
 from fastapi import FastAPI
@@ -23,6 +24,8 @@ from gpuserve.errors import PayloadTooLarge
 from gpuserve.server import torchserve_api as api, torchserve_manage as manage
 from gpuserve.server.rest.common import read_body
 from gpuserve.server.rest.streaming import Stream, streaming_response
+
+logger = logging.getLogger("gpuserve")
 
 
 def _json(content, status: int = 200) -> Response:
@@ -97,6 +100,8 @@ def add_torchserve_routes(app: FastAPI, plane: DataPlane, max_request_bytes: int
                                           manage.flag(query.get("synchronous"), False))
         except api.TorchServeError as exc:
             return _error(exc)
+        except Exception as exc:  # never a bare 500: TorchServe's JSON, the server serving on
+            return _unexpected(exc)
         return _json({"status": done.message}, done.status)
 
     async def set_default(model_name: str, model_version: str) -> Response:
@@ -104,6 +109,8 @@ def add_torchserve_routes(app: FastAPI, plane: DataPlane, max_request_bytes: int
             done = await manage.set_default(plane, model_name, model_version)
         except api.TorchServeError as exc:
             return _error(exc)
+        except Exception as exc:
+            return _unexpected(exc)
         return _json({"status": done.message}, done.status)
 
     app.add_api_route("/ping", ping, methods=["GET"], include_in_schema=False, name="torchserve_ping")
@@ -141,4 +148,11 @@ async def _managed(write, request: Request) -> Response:
         done = await write(params)
     except api.TorchServeError as exc:
         return _error(exc)
+    except Exception as exc:
+        return _unexpected(exc)
     return _json({"status": done.message}, done.status)
+
+
+def _unexpected(exc: Exception) -> Response:
+    logger.exception("TorchServe management request failed")
+    return _error(api.TorchServeError(500, "InternalServerException", f"{type(exc).__name__}: {exc}"))
