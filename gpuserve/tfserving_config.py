@@ -75,7 +75,7 @@ def read_model_config(path: Path) -> List[ModelSettings]:
             continue
         try:
             found += _versions(path.parent, name, config)
-        except InvalidSettings as exc:
+        except (InvalidSettings, ValueError, TypeError, AttributeError, OSError) as exc:  # that model alone
             found.append(ModelSettings(name=name, folder=str(path.parent), _broken=f"{path.name}: {exc}"))
     return found
 

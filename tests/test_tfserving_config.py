@@ -74,6 +74,13 @@ def test_a_broken_config_is_one_model_saying_why(tmp_path):
     assert "models.config" in broken[0].model_extra["_broken"]
     assert parse('model_config_list { config { name: "a" base_path: "/m/a" } config { name: "b" } }')[1] == \
         {"name": "b"}
+    # a config of the wrong types spoils its own model only
+    (tmp_path / "models.config").write_text('model_config_list { config { name: "x" base_path: "." '
+                                            'model_version_policy { specific { versions: "a" } } } '
+                                            'config { name: "y" base_path: "." model_version_policy { latest { '
+                                            'num_versions: [1] } } } config { name: "z" base_path: "." } }')
+    found = DiskRepository(tmp_path).scan()
+    assert all(found[n][0].model_extra.get("_broken") for n in "xyz"), found
 
 
 @pytest.fixture(scope="module", params=["grpcio", "native"])
