@@ -272,12 +272,16 @@ async def _answer_parts(first: Any, queue: "asyncio.Queue", task: "asyncio.Futur
         stream.close_channel(request_id)
 
 
+def of_archive(model) -> bool:
+    """A TorchServe archive's model in any state: loaded, scaled to 0, in worker processes, or broken."""
+    return isinstance(model, TorchServeModel) or "torchserve" in (
+        getattr(getattr(model, "settings", None), "implementation", None), getattr(model, "implementation", None))
+
+
 def torchserve_models(plane: DataPlane) -> Dict[str, Dict[str, Any]]:
     found: Dict[str, Dict[str, Any]] = {}
     for name, version, model in plane.repository.all_versions():
-        settings = getattr(model, "settings", None)
-        if isinstance(model, TorchServeModel) or "torchserve" in (getattr(settings, "implementation", None),
-                                                                 getattr(model, "implementation", None)):
+        if of_archive(model):
             found.setdefault(name, {})[version] = model
     return found
 
@@ -297,10 +301,16 @@ def list_models(plane: DataPlane, limit: int = 100, token: int = 0) -> Dict[str,
     return {"nextPageToken": str(token + limit), "models": out[token:token + limit]}
 
 
+def archive_options(model) -> Dict[str, Any]:
+    """An archive's TorchServe options (its config entry, model-config.yaml and API writes: gpuserve/torchserve/
+    store.py); empty for another model."""
+    parameters = getattr(getattr(model, "settings", None), "parameters", None)
+    return dict((getattr(parameters, "extra", None) or {}).get("torchserve") or {})
+
+
 def _url(model) -> str:
-    settings = getattr(model, "settings", None)
-    options = ((getattr(getattr(settings, "parameters", None), "extra", None) or {}).get("torchserve") or {})
-    uri = getattr(getattr(settings, "parameters", None), "uri", None)
+    options = archive_options(model)
+    uri = getattr(getattr(getattr(model, "settings", None), "parameters", None), "uri", None)
     return options.get("marName") or (os.path.basename(uri) if uri else model.name)
 
 
@@ -316,7 +326,7 @@ def _description(model) -> Dict[str, Any]:
     """One model as TorchServe 0.12's describe writes it (its fields in its order; the timeouts and sequence settings
     from the model's config entry where it has them, else TorchServe's defaults)."""
     settings = getattr(model, "settings", None)
-    options = ((getattr(getattr(settings, "parameters", None), "extra", None) or {}).get("torchserve") or {})
+    options = archive_options(model)
     batch = int(getattr(settings, "max_batch_size", None) or 1)
     delay = int(round((getattr(settings, "max_batch_time", 0.0) or 0.0) * 1000)) if batch > 1 else 100
     device = str(getattr(settings, "device", None) or "cpu")

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 from gpuserve.model_repository import run_load, stop_model
-from gpuserve.server.torchserve_api import TorchServeError, find, not_found
+from gpuserve.server.torchserve_api import TorchServeError, archive_options, find, not_found, of_archive
 from gpuserve.torchserve.store import server_properties, settings_for_archive, store_folder
 
 logger = logging.getLogger("gpuserve")
@@ -82,24 +82,13 @@ def flag(value: Any, default: bool) -> bool:
     return default if value is None else value is True or str(value).lower() == "true"
 
 
-def _is_archive(model) -> bool:
-    """A TorchServe archive's model in any state: loaded, scaled to 0, in worker processes, or broken."""
-    return "torchserve" in (getattr(getattr(model, "settings", None), "implementation", None),
-                            getattr(model, "implementation", None))
-
-
 def _archive_model(plane, name: str, version: Optional[str]):
     """The archive a write names, or TorchServe's 404; a model that is no archive is not its to change."""
     model = find(plane, name, version)
-    if not _is_archive(model):
+    if not of_archive(model):
         raise TorchServeError(400, "BadRequestException", f"model '{name}' is not a TorchServe archive: load and "
                               "unload it through the V2 repository API")
     return model
-
-
-def _options(model) -> Dict[str, Any]:
-    parameters = getattr(getattr(model, "settings", None), "parameters", None)
-    return dict(((getattr(parameters, "extra", None) or {}).get("torchserve") or {}))
 
 
 # fetching an archive ------------------------------------------------------------------------------------------
@@ -190,7 +179,7 @@ async def register_archive(plane, source: Path, name: Optional[str], options: Di
         raise TorchServeError(400, "BadRequestException", f"invalid model name '{name}': a model name is not blank "
                               "and holds no '/'")
     held = registry.versions(name)
-    if held and not all(_is_archive(m) for m in held.values()):
+    if held and not all(of_archive(m) for m in held.values()):
         raise TorchServeError(409, "ConflictStatusException", f"Model {name} is served already, and is no TorchServe "
                               "archive")
     if version in held:
@@ -245,7 +234,7 @@ async def _forget(plane, name: str, version: str, model) -> None:
     """Undo one version's registration: out of the registry and of the scan, its download removed."""
     _disk(plane).archives.pop((name, version), None)
     await plane.repository.drop_version(name, version)
-    options = _options(model)
+    options = archive_options(model)
     if options.get("downloaded"):
         Path(model.settings.parameters.uri).unlink(missing_ok=True)
 
@@ -266,8 +255,8 @@ async def scale(plane, name: str, version: Optional[str], least: int, most: int,
         raise TorchServeError(500, "InternalServerException", f"model {name} cannot be scaled: "
                               f"{getattr(model, 'reason', '') or 'it was not built'}")
     shown = f"Workers scaled to {least} for model: {name}" + (f", version: {version}" if version else "")
-    options = {**_options(model), "minWorkers": least, "maxWorkers": most}
-    if int(_options(model).get("minWorkers", _workers(model))) == least and (model.ready or least == 0):
+    options = {**archive_options(model), "minWorkers": least, "maxWorkers": most}
+    if int(archive_options(model).get("minWorkers", _workers(model))) == least and (model.ready or least == 0):
         await _tell(plane, everywhere, "scale", name=name, version=version, least=least, most=most)
         return Done(200 if synchronous else 202, shown if synchronous else "Processing worker updates...")
     disk = _disk(plane)
