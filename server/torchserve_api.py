@@ -1,4 +1,5 @@
-"""TorchServe's inference and (read-only) management API over the data plane, free of any transport.
+"""TorchServe's inference API and its management reads over the data plane, free of any transport (its writes:
+torchserve_manage.py).
 
 `predictions(plane, name, version, entry, headers)` is one TorchServe prediction: `entry` is the dict the handler
 gets as its list item (`{"body": bytearray}` for a raw body, `{"body": <parsed>}` for JSON, one key per form
