@@ -21,35 +21,19 @@ from typing import Any, Dict, List
 from gpuserve.errors import InvalidSettings
 from gpuserve.runtimes_tensorflow import is_savedmodel  # a path test: no tensorflow import
 from gpuserve.settings import ModelSettings
-from gpuserve.triton_config import _ListValue, _Parser, _tokens
+from gpuserve.triton_config import _Parser, _tokens
 
 logger = logging.getLogger("gpuserve")
 
 MODEL_CONFIG_FILE = "models.config"  # the name TFServing's documentation and images use
+# ModelServerConfig's repeated fields and its one map
 _REPEATED = {"config", "versions"}
 _MAPS = {"version_labels"}
 
 
-class _ConfigParser(_Parser):
-    """Protobuf text format with ModelServerConfig's repeated fields and its one map."""
-
-    @staticmethod
-    def _add(fields: Dict[str, Any], name: str, value: Any) -> None:
-        items = list(value) if isinstance(value, _ListValue) else [value]
-        if name in _MAPS:
-            for entry in items:
-                if not isinstance(entry, dict) or "key" not in entry:
-                    raise InvalidSettings(f"{name}: each entry is {{ key: ... value: ... }}")
-                fields.setdefault(name, {})[str(entry["key"])] = entry.get("value")
-        elif name in _REPEATED:
-            fields.setdefault(name, []).extend(items)
-        else:
-            fields[name] = value
-
-
 def parse(text: str) -> List[Dict[str, Any]]:
     """The configs of a ModelServerConfig text."""
-    found = _ConfigParser(_tokens(text)).message(None)
+    found = _Parser(_tokens(text), repeated=_REPEATED, maps=_MAPS, strict=True).message(None)
     if "custom_model_config" in found:
         raise InvalidSettings("custom_model_config is TFServing's own extension point; list the models in "
                               "model_config_list")

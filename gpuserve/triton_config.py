@@ -73,8 +73,13 @@ def _tokens(text: str) -> List[Tuple[str, Any]]:
 
 
 class _Parser:
-    def __init__(self, tokens):
+    """Protobuf text format; `repeated` and `maps` name the message's repeated and map fields (config.pbtxt's by
+    default; gpuserve/tfserving_config.py passes ModelServerConfig's, its map entries `strict`: each one a
+    `{ key value }` message)."""
+
+    def __init__(self, tokens, repeated=REPEATED, maps=MAPS, strict: bool = False):
         self.tokens, self.i = tokens, 0
+        self.repeated, self.maps, self.strict = repeated, maps, strict
 
     def peek(self):
         return self.tokens[self.i] if self.i < len(self.tokens) else ("eof", None)
@@ -128,15 +133,16 @@ class _Parser:
             return False
         return value
 
-    @staticmethod
-    def _add(fields: Dict[str, Any], name: str, value: Any) -> None:
+    def _add(self, fields: Dict[str, Any], name: str, value: Any) -> None:
         entries = value if isinstance(value, _ListValue) else [value]
-        if name in MAPS and entries and all(isinstance(e, dict) and "key" in e for e in entries):
+        if name in self.maps and entries and all(isinstance(e, dict) and "key" in e for e in entries):
             for entry in entries:  # `input_map { key value }` once per entry, or `input_map [ {...}, {...} ]`
                 fields.setdefault(name, {})[entry["key"]] = entry.get("value")
             return
+        if name in self.maps and self.strict:
+            raise InvalidSettings(f"{name}: each entry is {{ key: ... value: ... }}")
         items = list(value) if isinstance(value, _ListValue) else [value]
-        if name in REPEATED:
+        if name in self.repeated:
             fields.setdefault(name, []).extend(items)
         elif isinstance(value, _ListValue):
             fields[name] = items
