@@ -255,8 +255,9 @@ async def scale(plane, name: str, version: Optional[str], least: int, most: int,
         raise TorchServeError(500, "InternalServerException", f"model {name} cannot be scaled: "
                               f"{getattr(model, 'reason', '') or 'it was not built'}")
     shown = f"Workers scaled to {least} for model: {name}" + (f", version: {version}" if version else "")
-    options = {**archive_options(model), "minWorkers": least, "maxWorkers": most}
-    if int(archive_options(model).get("minWorkers", _workers(model))) == least and (model.ready or least == 0):
+    current = archive_options(model)
+    options = {**current, "minWorkers": least, "maxWorkers": most}
+    if int(current.get("minWorkers", _workers(model))) == least and (model.ready or least == 0):
         await _tell(plane, everywhere, "scale", name=name, version=version, least=least, most=most)
         return Done(200 if synchronous else 202, shown if synchronous else "Processing worker updates...")
     disk = _disk(plane)
@@ -306,6 +307,8 @@ async def unregister(plane, name: str, version: Optional[str], everywhere: bool 
     """`DELETE /models/NAME[/VERSION]` / UnregisterModel: that version, or the default one when it is the last."""
     if not model_api_enabled(plane):
         raise disabled()
+    if not name:  # (TorchServe's gRPC words: REST paths always name one)
+        raise TorchServeError(400, "BadRequestException", "Parameter url is required.")
     model = _archive_model(plane, name, version)
     version = str(model.version)
     if len(plane.repository.versions(name)) > 1 and plane.repository.get_model(name) is model:

@@ -148,23 +148,19 @@ class TorchServeServicer:
         try:
             done = await work
         except api.TorchServeError as exc:
+            if exc.kind == "MethodNotAllowedException":  # register or unregister with the model API off
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                    f"{manage.DISABLED}\norg.pytorch.serve.archive.model.ModelException")
             code, package = _WRITE_ERRORS.get(exc.kind, (http_code(exc.code), "http"))
             if not package:  # an exception ManagementImpl does not catch: gRPC's bare UNKNOWN, no details
                 await context.abort(code, "")
             await context.abort(code, f"{exc.message}\norg.pytorch.serve.{package}.{exc.kind}")
         return pb.ManagementResponse(msg=done.message)
 
-    async def _refused(self, context) -> None:
-        """Register and unregister with TorchServe's model API off."""
-        await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                            f"{manage.DISABLED}\norg.pytorch.serve.archive.model.ModelException")
-
     @_guard
     async def RegisterModel(self, request: pb.RegisterModelRequest, context) -> pb.ManagementResponse:
         """Proto3 leaves unset fields 0 or "": read as absent (TorchServe's GRPCUtils); `synchronous` false unless
         set."""
-        if not manage.model_api_enabled(self.plane):
-            await self._refused(context)
         params = {f.name: v for f, v in request.ListFields()}
         params["synchronous"] = request.synchronous
         return await self._write(context, manage.register(self.plane, params))
@@ -181,11 +177,6 @@ class TorchServeServicer:
 
     @_guard
     async def UnregisterModel(self, request: pb.UnregisterModelRequest, context) -> pb.ManagementResponse:
-        if not manage.model_api_enabled(self.plane):
-            await self._refused(context)
-        if not request.model_name:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                "Parameter url is required.\norg.pytorch.serve.http.BadRequestException")
         return await self._write(context, manage.unregister(self.plane, request.model_name,
                                                             request.model_version or None))
 

@@ -81,37 +81,27 @@ def add_torchserve_routes(app: FastAPI, plane: DataPlane, max_request_bytes: int
         if request.method == "GET":
             return _json(api.list_models(plane, manage.number(query.get("limit"), 100),
                                          manage.number(query.get("next_page_token"), 0)))
-        return await _managed(lambda params: manage.register(plane, params), request)
+        return await _answered(_register(plane, request))
 
     async def model(request: Request, model_name: str, model_version: Optional[str] = None) -> Response:
         """GET describes, PUT scales its workers, DELETE unregisters."""
         query = request.query_params
-        try:
-            if request.method == "GET":
+        if request.method == "GET":
+            try:
                 return _json(api.describe(plane, model_name, model_version))
-            if request.method == "DELETE":
-                done = await manage.unregister(plane, model_name, model_version)
-            elif request.method != "PUT":
-                raise manage.disabled()
-            else:  # TorchServe's REST scale: min_worker 1, synchronous false unless given
-                least = manage.number(query.get("min_worker"), 1)
-                done = await manage.scale(plane, model_name, model_version or query.get("model_version") or None,
-                                          least, manage.number(query.get("max_worker"), least),
-                                          manage.flag(query.get("synchronous"), False))
-        except api.TorchServeError as exc:
-            return _error(exc)
-        except Exception as exc:  # never a bare 500: TorchServe's JSON, the server serving on
-            return _unexpected(exc)
-        return _json({"status": done.message}, done.status)
+            except api.TorchServeError as exc:
+                return _error(exc)
+        if request.method == "DELETE":
+            return await _answered(manage.unregister(plane, model_name, model_version))
+        if request.method != "PUT":
+            return _error(manage.disabled())
+        least = manage.number(query.get("min_worker"), 1)  # TorchServe's REST scale: 1, synchronous false unless given
+        return await _answered(manage.scale(plane, model_name, model_version or query.get("model_version") or None,
+                                            least, manage.number(query.get("max_worker"), least),
+                                            manage.flag(query.get("synchronous"), False)))
 
     async def set_default(model_name: str, model_version: str) -> Response:
-        try:
-            done = await manage.set_default(plane, model_name, model_version)
-        except api.TorchServeError as exc:
-            return _error(exc)
-        except Exception as exc:
-            return _unexpected(exc)
-        return _json({"status": done.message}, done.status)
+        return await _answered(manage.set_default(plane, model_name, model_version))
 
     app.add_api_route("/ping", ping, methods=["GET"], include_in_schema=False, name="torchserve_ping")
     app.add_api_route("/models", models, methods=MANAGEMENT_METHODS, include_in_schema=False, name="torchserve_models")
@@ -131,28 +121,30 @@ def _error(exc: "api.TorchServeError") -> Response:
     return Response(payload, status_code=status, media_type=content_type)
 
 
-async def _managed(write, request: Request) -> Response:
+async def _register(plane: DataPlane, request: Request) -> "manage.Done":
     """A register: its parameters from the query, or from a JSON body (TorchServe takes either)."""
     if request.method != "POST":
-        return _error(manage.disabled())
+        raise manage.disabled()
     params: Dict[str, Any] = dict(request.query_params)
     if (request.headers.get("content-type") or "").split(";")[0].strip().lower() == api.JSON:
         try:
             body = json.loads(await request.body() or b"{}")
         except ValueError as exc:
-            return _error(api.TorchServeError(400, "BadRequestException", f"invalid JSON body: {exc}"))
+            raise api.TorchServeError(400, "BadRequestException", f"invalid JSON body: {exc}") from None
         if not isinstance(body, dict):
-            return _error(api.TorchServeError(400, "BadRequestException", "the JSON body is an object"))
+            raise api.TorchServeError(400, "BadRequestException", "the JSON body is an object")
         params = body
+    return await manage.register(plane, params)
+
+
+async def _answered(write) -> Response:
+    """A management write's answer: its {"status"}, TorchServe's error JSON, or for anything unexpected its 500
+    JSON (never a bare 500), the server serving on."""
     try:
-        done = await write(params)
+        done = await write
     except api.TorchServeError as exc:
         return _error(exc)
     except Exception as exc:
-        return _unexpected(exc)
+        logger.exception("TorchServe management request failed")
+        return _error(api.TorchServeError(500, "InternalServerException", f"{type(exc).__name__}: {exc}"))
     return _json({"status": done.message}, done.status)
-
-
-def _unexpected(exc: Exception) -> Response:
-    logger.exception("TorchServe management request failed")
-    return _error(api.TorchServeError(500, "InternalServerException", f"{type(exc).__name__}: {exc}"))
