@@ -85,8 +85,26 @@ async def call_hook(func: Callable, *args: Any, **kwargs: Any) -> Any:
 async def in_executor(func: Callable, *args: Any, **kwargs: Any) -> Any:
     """`func` on the default executor, in a copy of the caller's context (the hook sees the request's, e.g.
     metrics labels); what it raises outside Exception, or a StopIteration, comes back as the request's 500."""
-    context = contextvars.copy_context()
-    return await asyncio.get_running_loop().run_in_executor(None, functools.partial(_run, context, func, args, kwargs))
+    return await off_loop(None, functools.partial(_run, contextvars.copy_context(), func, args, kwargs))
+
+
+# A worker process (gpuserve/parallel.py) holds one model, and its loop serves one call at a time: there a call
+# that blocks holds up nothing, and a hop to a thread and back is two waits for the GIL on the request's path.
+_INLINE = False
+
+
+def run_blocking_inline() -> None:
+    """From now on in this process, what `off_loop` is given runs on the calling thread (worker processes)."""
+    global _INLINE
+    _INLINE = True
+
+
+async def off_loop(executor: Any, func: Callable, *args: Any) -> Any:
+    """`func(*args)` on `executor` (None: the loop's default) so the loop goes on serving; on the calling thread
+    in a worker process (`run_blocking_inline`)."""
+    if _INLINE:
+        return func(*args)
+    return await asyncio.get_running_loop().run_in_executor(executor, func, *args)
 
 
 def _run(context: contextvars.Context, func: Callable, args: tuple, kwargs: dict) -> Any:

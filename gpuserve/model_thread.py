@@ -10,11 +10,12 @@ custom metric logged from inside the call) reaches it.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import contextvars
 import functools
 from typing import Any, Callable
+
+from gpuserve.hooks import off_loop
 
 
 class ModelThread:
@@ -22,8 +23,7 @@ class ModelThread:
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=name)
 
     async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+        return await off_loop(self._pool, functools.partial(contextvars.copy_context().run, fn, *args, **kwargs))
 
     def close(self) -> None:
         """No more calls; one running finishes on its own (the thread is not waited for)."""

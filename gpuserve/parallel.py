@@ -49,6 +49,7 @@ from gpuserve.adaptive import MERGED_ROWS
 from gpuserve.engine.stats import PROMETHEUS_BUCKETS, Histogram
 from gpuserve.environments import Environment, EnvironmentContext, EnvironmentSource, activate_in_worker
 from gpuserve.errors import GpuserveError, InferenceError, ModelLoadError, ModelNotReady, status_of
+from gpuserve.hooks import run_blocking_inline
 from gpuserve.metrics import worker_metric_dirs
 from gpuserve.model import InferenceVerb, Model
 from gpuserve.settings import ModelSettings
@@ -102,6 +103,7 @@ def _worker_init(settings_json: str, folder: Optional[str], metrics_dir: str,
     # Ctrl+C reaches the whole process group: the server stops its workers itself, so a worker waiting
     # for work must not print a KeyboardInterrupt traceback (MLServer's workers ignore it too)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    run_blocking_inline()  # the model has this process to itself: its blocking calls need no thread here
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # before prometheus_client is first imported here
     if environment is not None:
         activate_in_worker(environment)

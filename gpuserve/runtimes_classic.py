@@ -31,6 +31,7 @@ import numpy as np
 from gpuserve import codecs
 from gpuserve.classic_fast import use_teams
 from gpuserve.errors import InferenceError, InvalidInput, ModelLoadError, ModelMissingError
+from gpuserve.hooks import off_loop
 from gpuserve.model import Model
 from gpuserve.settings import ModelSettings
 from gpuserve.types import InferOutput, InferRequest, InferResponse
@@ -253,7 +254,7 @@ class ClassicModel(Model):
             self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"gpuserve-{self.name}")
         self._outstanding += 1
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._thread, self._timed, payload, rows, False)
+            return await off_loop(self._thread, self._timed, payload, rows, False)
         finally:
             self._outstanding -= 1
 

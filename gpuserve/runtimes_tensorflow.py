@@ -12,8 +12,9 @@ model is not ready, its reason naming the extra to install, and the other models
 
 from __future__ import annotations
 
-import asyncio
 import base64
+import contextvars
+import functools
 import logging
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
@@ -23,6 +24,7 @@ import numpy as np
 from gpuserve.backends.base import TensorSpec
 from gpuserve.datatypes import object_map, shape_fits, to_numpy_dtype
 from gpuserve.errors import InvalidInput, ModelMissingError
+from gpuserve.hooks import off_loop
 from gpuserve.runtimes import FrameworkModel, _OutputsByName, complete_max_batch
 
 logger = logging.getLogger("gpuserve")
@@ -156,7 +158,8 @@ class TensorFlowModel(_OutputsByName, FrameworkModel):
                 raise InvalidInput(f"signature '{signature}' of model '{self.name}': input '{name}' has shape "
                                    f"{list(np.shape(array))}, the signature takes {declared[name]}")
         try:
-            return await asyncio.to_thread(self.backend.run_signature, signature, inputs, list(outputs))
+            return await off_loop(None, functools.partial(contextvars.copy_context().run, self.backend.run_signature,
+                                                          signature, inputs, list(outputs)))
         except (TypeError, ValueError) as exc:
             raise InvalidInput(f"signature '{signature}' of model '{self.name}': {exc}") from None
         except Exception as exc:

@@ -20,6 +20,7 @@ def test_cpu_bound_model_runs_in_two_worker_processes(tmp_path, http):
         {"name": "busy", "implementation": "busy_model.Busy", "parallel_workers": 2}))
     (folder / "busy_model.py").write_text(textwrap.dedent("""
         import os
+        import threading
         import time
         from gpuserve import Model
 
@@ -31,7 +32,8 @@ def test_cpu_bound_model_runs_in_two_worker_processes(tmp_path, http):
                 n = int(payload["instances"][0])
                 total = sum(i * i for i in range(n))  # pure-Python CPU work: holds the GIL
                 time.sleep(0.1)  # long enough that concurrent requests find the other worker free
-                return {"predictions": [total], "pid": os.getpid()}
+                return {"predictions": [total], "pid": os.getpid(),
+                        "main_thread": threading.current_thread() is threading.main_thread()}
 
             def get_input_types(self):
                 return [{"name": "n", "datatype": "INT64", "shape": [1]}]
@@ -48,6 +50,9 @@ def test_cpu_bound_model_runs_in_two_worker_processes(tmp_path, http):
         assert all(r["predictions"] == [sum(i * i for i in range(300_000))] for r in replies)
         pids = {r["pid"] for r in replies}
         assert os.getpid() not in pids and len(pids) == 2  # both workers took requests
+        # a worker serves one call at a time: its sync predict runs on the worker's own thread, not hopped to an
+        # executor thread and back (two waits for the GIL on every request)
+        assert all(r["main_thread"] for r in replies)
         bad = client.post("/v1/models/busy:predict", json={"rows": []})
         assert bad.status_code == 500 and "instances" in bad.json()["error"]
         assert client.post("/v1/models/busy:predict", json={"instances": [10]}).json()["predictions"] == [285]

@@ -20,7 +20,6 @@ resources" (MemoryError, CUDA errors), PredictionException's own code (ts/servic
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -32,6 +31,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from gpuserve.errors import GpuserveError, InvalidInput
+from gpuserve.hooks import off_loop
 from gpuserve.model import Model
 from gpuserve.torchserve import stream
 from gpuserve.torchserve.archive import open_archive
@@ -197,7 +197,7 @@ class TorchServeModel(Model):
             raise GpuserveError(f"model '{self.name}' is not loaded")
         self.inflight += 1
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, self._run, entries)
+            return await off_loop(self._pool, self._run, entries)
         finally:
             self.inflight -= 1
 

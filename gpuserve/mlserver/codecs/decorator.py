@@ -16,13 +16,13 @@ rather than on the first request. A sync `predict` runs in a worker thread.
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import functools
 import inspect
 import typing
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from gpuserve.hooks import off_loop
 from gpuserve.mlserver.codecs.base import (
     InputCodec,
     RequestCodec,
@@ -140,7 +140,7 @@ def decode_args(predict: Callable) -> Callable:
         else:
             context = contextvars.copy_context()
             call = functools.partial(context.run, predict, self, **arguments)
-            result = await asyncio.get_running_loop().run_in_executor(None, call)
+            result = await off_loop(None, call)
         return codec.encode_response(self.name, result, self.version)
 
     functools.update_wrapper(_predict, predict)
