@@ -406,8 +406,10 @@ class ParallelModel(Model):
                 logger.error("model '%s': worker process %s sent an unreadable answer (%s: %s)", self.name,
                              worker.pid, type(exc).__name__, exc)
                 worker.process.kill()
-            _fail(answer, InferenceError(f"model '{self.name}': a worker process stopped unexpectedly while "
-                                         "serving this request; it has been restarted"))
+            _fail(answer, InferenceError(
+                f"model '{self.name}': its worker process was stopped with the model while serving this request"
+                if self._stopping else f"model '{self.name}': a worker process stopped unexpectedly while serving "
+                "this request; it has been restarted"))
             self._died(worker)
             return
         if not answer.done():

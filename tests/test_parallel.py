@@ -302,3 +302,42 @@ def test_a_worker_sees_what_each_request_of_a_merged_one_brought(tmp_path, http)
             replies = list(pool.map(lambda _: client.post("/v2/models/rows/infer", json=body).json(), range(4)))
     seen = [reply["outputs"][0]["data"][0] for reply in replies]
     assert max(seen) > 1, replies  # merged in the server, and the worker was told so
+
+
+def test_a_request_that_goes_away_leaves_its_worker_serving(tmp_path, http):
+    """The server cancels a request whose client went away; the worker still answers it, and that answer is read
+    and dropped, so the worker (the only one) serves the next request rather than staying taken."""
+    folder = tmp_path / "slow"
+    folder.mkdir()
+    (folder / "model-settings.json").write_text(json.dumps(
+        {"name": "slow", "implementation": "slow_model.Slow", "parallel_workers": 1}))
+    (folder / "slow_model.py").write_text(textwrap.dedent("""
+        import time
+        from gpuserve import Model
+
+        class Slow(Model):
+            def load(self):
+                self.ready = True
+
+            def predict(self, payload, headers=None):
+                time.sleep(float(payload["instances"][0]))
+                return {"predictions": payload["instances"]}
+        """))
+    import httpx
+
+    registry = DiskRepository(tmp_path).populate(ModelRepository())
+    with running_server(repository=registry) as server:
+        client = http(server)
+        model = registry.get_model("slow")
+        for _ in range(3):
+            try:
+                client.post("/v1/models/slow:predict", json={"instances": [0.6]}, timeout=0.1)
+            except httpx.TimeoutException:
+                pass
+        deadline = time.monotonic() + 10
+        while model.inflight and time.monotonic() < deadline:  # the cancelled requests are let go at once
+            time.sleep(0.01)
+        assert model.inflight == 0
+        reply = client.post("/v1/models/slow:predict", json={"instances": [0.0]}, timeout=10)
+        assert reply.status_code == 200 and reply.json()["predictions"] == [0.0]
+        assert len(model.worker_pids) == 1 and model.restarts == 0
