@@ -1,8 +1,9 @@
 """Calling user hooks the way KServe does: sync or async, with only the arguments they accept.
 
 User code overrides `predict(self, payload)` or `predict(self, payload, headers=None,
-response_headers=None)`; both must work. A sync hook runs in the default executor so it never
-blocks the event loop (kserve/kserve#3950); a hook left at the base class's pass-through is skipped.
+response_headers=None)`; both must work. A sync hook runs on the event loop while its calls are quick
+(as KServe runs every one), in the default executor otherwise, so a slow one never blocks the loop
+(kserve/kserve#3950; gpuserve/hook_placement.py); a hook left at the base class's pass-through is skipped.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import asyncio
 import contextvars
 import functools
 import inspect
+import time
 from typing import Any, Callable
 
 from gpuserve.errors import cancelled_here, escaped
+from gpuserve.hook_placement import placement_of
 
 
 @functools.lru_cache(maxsize=4096)
@@ -76,7 +79,7 @@ async def call_hook(func: Callable, *args: Any, **kwargs: Any) -> Any:
         if not inspect.isasyncgen(result):
             result = await guarded(result)
     else:
-        result = await in_executor(func, *args, **kwargs)
+        result = await _sync_hook(func, args, kwargs)
         if inspect.isawaitable(result):
             result = await guarded(result)
     return guarded_stream(result) if inspect.isasyncgen(result) else result
@@ -86,6 +89,37 @@ async def in_executor(func: Callable, *args: Any, **kwargs: Any) -> Any:
     """`func` on the default executor, in a copy of the caller's context (the hook sees the request's, e.g.
     metrics labels); what it raises outside Exception, or a StopIteration, comes back as the request's 500."""
     return await off_loop(None, functools.partial(_run, contextvars.copy_context(), func, args, kwargs))
+
+
+async def _sync_hook(func: Callable, args: tuple, kwargs: dict) -> Any:
+    """A sync hook on the loop while its calls are quick, else on the default executor (hook_placement.py);
+    a model's `sync_hooks_on_loop` True or False decides for it."""
+    context = contextvars.copy_context()
+    chosen = getattr(getattr(func, "__self__", None), "sync_hooks_on_loop", None)
+    if _INLINE or chosen is True:
+        return _run(context, func, args, kwargs)
+    placement = None if chosen is False else placement_of(func)
+    if placement is None:
+        return await off_loop(None, functools.partial(_run, context, func, args, kwargs))
+    if placement.on_loop:
+        start = time.perf_counter()
+        try:
+            return _run(context, func, args, kwargs)
+        except RuntimeError as exc:
+            if not _needs_no_loop(exc):
+                raise
+            placement.keep_off_loop()  # and this call runs again, on a thread, below
+        finally:
+            placement.loop_call(time.perf_counter() - start)
+    return await asyncio.get_running_loop().run_in_executor(
+        None, functools.partial(placement.run_timed, _run, context, func, args, kwargs))
+
+
+def _needs_no_loop(exc: RuntimeError) -> bool:
+    """asyncio's refusal to start or run a loop where one runs (a sync hook calling asyncio.run). The call is
+    run again on a thread: what the hook did before that refusal runs twice, once."""
+    text = str(exc)
+    return "cannot be called from a running event loop" in text or "event loop is already running" in text
 
 
 # A worker process (gpuserve/parallel.py) holds one model, and its loop serves one call at a time: there a call

@@ -79,6 +79,10 @@ class Model(InferenceModel):
     """Subclass and override `load`, `preprocess`, `predict`, `postprocess`, `explain`, `validate`."""
 
     platform = ""
+    # Where sync hooks run: None, on the event loop while their calls are quick, else on the default executor
+    # (gpuserve/hook_placement.py); True, always on the loop (KServe's way); False, always on the executor (a
+    # hook that waits for the server's loop, e.g. run_coroutine_threadsafe(...).result(), must never run on it).
+    sync_hooks_on_loop: Optional[bool] = None
 
     def __init__(self, name: str, predictor_config: Optional[PredictorConfig] = None,
                  return_response_headers: bool = False):
