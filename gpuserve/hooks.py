@@ -13,10 +13,10 @@ import contextvars
 import functools
 import inspect
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from gpuserve.errors import cancelled_here, escaped
-from gpuserve.hook_placement import placement_of
+from gpuserve.hook_placement import Placement, placement_of
 
 
 @functools.lru_cache(maxsize=4096)
@@ -94,25 +94,30 @@ async def in_executor(func: Callable, *args: Any, **kwargs: Any) -> Any:
 async def _sync_hook(func: Callable, args: tuple, kwargs: dict) -> Any:
     """A sync hook on the loop while its calls are quick, else on the default executor (hook_placement.py);
     a model's `sync_hooks_on_loop` True or False decides for it."""
-    context = contextvars.copy_context()
+    call = functools.partial(_run, contextvars.copy_context(), func, args, kwargs)
     chosen = getattr(getattr(func, "__self__", None), "sync_hooks_on_loop", None)
-    if _INLINE or chosen is True:
-        return _run(context, func, args, kwargs)
-    placement = None if chosen is False else placement_of(func)
-    if placement is None:
-        return await off_loop(None, functools.partial(_run, context, func, args, kwargs))
+    if chosen is True:
+        return call()
+    return await placed(None if chosen is False else placement_of(func), None, call)
+
+
+async def placed(placement: Optional[Placement], executor: Any, call: Callable, *args: Any) -> Any:
+    """`call(*args)` on the loop or on `executor` (None: the loop's default), as `placement` says; always on the
+    executor without one (on the calling thread in a worker process, `off_loop`)."""
+    if placement is None or _INLINE:
+        return await off_loop(executor, call, *args)
     if placement.on_loop:
         start = time.perf_counter()
         try:
-            return _run(context, func, args, kwargs)
+            return call(*args)
         except RuntimeError as exc:
             if not _needs_no_loop(exc):
                 raise
             placement.keep_off_loop()  # and this call runs again, on a thread, below
         finally:
             placement.loop_call(time.perf_counter() - start)
-    return await asyncio.get_running_loop().run_in_executor(
-        None, functools.partial(placement.run_timed, _run, context, func, args, kwargs))
+    return await asyncio.get_running_loop().run_in_executor(executor, functools.partial(placement.run_timed, call,
+                                                                                        *args))
 
 
 def _needs_no_loop(exc: RuntimeError) -> bool:

@@ -632,3 +632,26 @@ def test_model_config_yaml_over_the_config_json(tmp_path):
     (root / "config" / "config.properties").write_text(f"model_snapshot={json.dumps(snapshot)}\n")
     settings = DiskRepository(root).scan()["y"][0]
     assert (settings.max_batch_size, settings.max_batch_time) == (8, 0.005)
+
+
+THREAD_HANDLER = '''
+import threading
+
+
+def handle(data, context):
+    if data is None:
+        return None
+    return [threading.current_thread().name for _ in data]
+'''
+
+
+def test_a_quick_handler_moves_onto_the_event_loop(tmp_path):
+    """Its first batches run on the model's own thread, timed; once they prove quick, on the loop's thread (no hop
+    to a thread and back per batch, gpuserve/hook_placement.py)."""
+    make_mar(tmp_path / "repo" / "where.mar", "where", THREAD_HANDLER)
+    registry = DiskRepository(tmp_path / "repo").populate(ModelRepository())
+    with running_server(repository=registry) as server:
+        base = f"http://127.0.0.1:{server.ports['http']}"
+        threads = [httpx.post(f"{base}/predictions/where", content=b"x", timeout=30).text for _ in range(8)]
+    assert threads[0].startswith("torchserve-where"), threads
+    assert not threads[-1].startswith("torchserve-") and len(set(threads[-3:])) == 1, threads

@@ -31,7 +31,8 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from gpuserve.errors import GpuserveError, InvalidInput
-from gpuserve.hooks import off_loop
+from gpuserve.hook_placement import Placement
+from gpuserve.hooks import placed
 from gpuserve.model import Model
 from gpuserve.torchserve import stream
 from gpuserve.torchserve.archive import open_archive
@@ -135,6 +136,7 @@ class TorchServeModel(Model):
         initialize(self.context)
         self._handle = entry
         self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"torchserve-{self.name}")
+        self._placement = Placement()
         self.ready = True
         return True
 
@@ -197,7 +199,9 @@ class TorchServeModel(Model):
             raise GpuserveError(f"model '{self.name}' is not loaded")
         self.inflight += 1
         try:
-            return await off_loop(self._pool, self._run, entries)
+            # a quick handler runs on the loop (hook_placement.py); one that streams parts stays on its thread,
+            # where each part reaches its client as it is sent
+            return await placed(None if self.streams else self._placement, self._pool, self._run, entries)
         finally:
             self.inflight -= 1
 
