@@ -469,8 +469,13 @@ class ParallelModel(Model):
             return
         with self._lock:
             self._replacing -= 1
-            self._running.append(worker)
-            self._pids()
+            stopping = self._stopping
+            if not stopping:
+                self._running.append(worker)
+                self._pids()
+        if stopping:  # the model was stopped while this one loaded: it never serves
+            _end(worker, 5.0)
+            return
         self._free(worker)
 
     # Where the workers' metric files go (MLServer's metrics_dir; None: the system's temporary folder), one
