@@ -1,14 +1,15 @@
 """Where a model's sync hook runs: on the event loop when its calls are quick, else on the default executor.
 
 KServe calls a sync `predict` on its event loop: quick calls pay nothing, and a slow one stops every other
-request of the server (kserve/kserve#3950). Always hopping to an executor thread costs the other way: the hand-off
-and the wake-up back are two waits for the GIL, and a 40 us NumPy predict served at 7,565 req/s with 8 HTTP clients
-against 12,511 on the loop (2-core VM, benchmarks/RESULTS.md session 34). So each hook is timed: on a thread, its
-thread CPU time (GIL waits excluded) and its clock time (sleeps and I/O included); once its recent calls there took
-under INLINE_BELOW_S of CPU and under THREAD_CLOCK_BELOW_S of clock, it runs on the loop, timed by the clock; a
-call there over INLINE_BELOW_S on average, or one over SPIKE_S, sends it back to the thread, and the next try on
-the loop waits twice as many calls as the last (up to RETRY_MAX). A hook that sleeps or waits on the network
-never reaches the loop: its clock time on the thread is long.
+request of the server (kserve/kserve#3950). Always hopping to an executor thread costs the other way: the
+hand-off and the wake-up back are two waits for the GIL, and a KServe script's 40 us NumPy predict served 9,487
+req/s with 8 HTTP clients that way against 14,312 placed here (2-core VM, benchmarks/peers/kserve_hooks_bench.py,
+RESULTS session 34). So each hook is timed: on a thread, its thread CPU time (GIL waits excluded) and its clock
+time (sleeps and I/O included); once its recent calls there took under INLINE_BELOW_S of CPU and under
+THREAD_CLOCK_BELOW_S of clock, it runs on the loop, timed by the clock; a call there over INLINE_BELOW_S on
+average, or one over SPIKE_S, sends it back to the thread, and the next try on the loop waits twice as many calls
+as the last (up to RETRY_MAX). A hook that sleeps or waits on the network never reaches the loop: its clock time on
+the thread is long.
 """
 
 from __future__ import annotations
