@@ -33,7 +33,7 @@ from gpuserve.namespacing import SEP, copies, namespaced, plain
 from gpuserve.runtimes import ARTEFACT_RUNTIMES, BUILTIN_RUNTIMES
 from gpuserve.runtimes_tensorflow import is_savedmodel  # no tensorflow import: a path test
 from gpuserve.ensemble import EnsembleModel
-from gpuserve.tfserving_config import MODEL_CONFIG_FILE, read_model_config
+from gpuserve.tfserving_config import MODEL_CONFIG_FILE, parse, read_model_config, settings_of
 from gpuserve.torchserve.store import folder_archives, is_kserve_layout, over_disk, root_archives, scan_kserve_layout
 from gpuserve.environments import DEFAULT_ENVIRONMENTS_DIR, source_for
 from gpuserve.triton_python import TritonPythonBackendModel
@@ -265,6 +265,9 @@ class DiskRepository:
         # TorchServe's management writes (server/torchserve_manage.py): (name, version) -> the settings an archive
         # was registered or scaled with, None for one unregistered; every scan sees them over the disk's
         self.archives: Dict[Tuple[str, str], Optional[ModelSettings]] = {}
+        # TFServing's HandleReloadConfigRequest (server/tfserving_reload.py): the model_config_list it gave, served
+        # in place of the root's models.config from then on; None until one came
+        self.tfserving: Optional[List[Dict[str, Any]]] = None
 
     @classmethod
     def for_server(cls, root: str | Path, settings, more_roots: Collection[str | Path] = ()) -> "DiskRepository":
@@ -371,11 +374,14 @@ class DiskRepository:
             if settings is not None:
                 found.setdefault(settings.name, []).append(settings)
         claimed = {Path(s.folder) for group in found.values() for s in group if s.folder}
-        if (root / MODEL_CONFIG_FILE).is_file():  # TFServing's models.config: the models it lists, as listed
+        listed: List[ModelSettings] = []
+        if root == self.root and self.tfserving is not None:  # the list a HandleReloadConfigRequest gave
+            listed = settings_of(root, self.tfserving, "HandleReloadConfigRequest")
+        elif (root / MODEL_CONFIG_FILE).is_file():  # TFServing's models.config: the models it lists, as listed
             listed = read_model_config(root / MODEL_CONFIG_FILE)
-            for settings in listed:
-                found.setdefault(settings.name, []).append(settings)
-            claimed |= {Path(s.folder) for s in listed if s.folder and Path(s.folder) != root}
+        for settings in listed:
+            found.setdefault(settings.name, []).append(settings)
+        claimed |= {Path(s.folder) for s in listed if s.folder and Path(s.folder) != root}
         torchserve = scan_kserve_layout(root) if is_kserve_layout(root) else []
         if torchserve:  # KServe's TorchServe layout: its config/ and model-store/ folders are no models
             claimed |= {root / "config", root / "model-store"}
@@ -526,6 +532,16 @@ class DiskRepository:
         model.stop_timeout = self.workers_timeout
         model.metrics_root = self.metrics_dir
         return model
+
+    def tfserving_configs(self) -> List[Dict[str, Any]]:
+        """The model_config_list served now: the last HandleReloadConfigRequest's, else the root's models.config's
+        (none when it has none, or one that cannot be read)."""
+        if self.tfserving is not None:
+            return self.tfserving
+        try:
+            return parse((self.root / MODEL_CONFIG_FILE).read_text())
+        except (OSError, UnicodeDecodeError, InvalidSettings):
+            return []
 
     def mlserver_names(self) -> Set[str]:
         """Names of the models on disk described by model-settings.json, or by MLSERVER_MODEL_* alone (the

@@ -51,16 +51,22 @@ def read_model_config(path: Path) -> List[ModelSettings]:
     except (OSError, UnicodeDecodeError, InvalidSettings) as exc:
         reason = str(exc).replace("config.pbtxt", path.name)
         return [ModelSettings(name=path.parent.name, folder=str(path.parent), _broken=f"{path}: {reason}")]
+    return settings_of(path.parent, configs, path.name)
+
+
+def settings_of(root: Path, configs: List[Dict[str, Any]], source: str) -> List[ModelSettings]:
+    """The settings of a config list (a models.config's, or one HandleReloadConfigRequest gave), relative
+    base paths from `root`; `source` names where it came from in the reasons."""
     found: List[ModelSettings] = []
     for config in configs:
         name = str(config.get("name") or "")
         if not name:
-            logger.error("%s: a config without a name is skipped", path)
+            logger.error("%s: a config without a name is skipped", source)
             continue
         try:
-            found += _versions(path.parent, name, config)
+            found += _versions(root, name, config)
         except (InvalidSettings, ValueError, TypeError, AttributeError, OSError) as exc:  # that model alone
-            found.append(ModelSettings(name=name, folder=str(path.parent), _broken=f"{path.name}: {exc}"))
+            found.append(ModelSettings(name=name, folder=str(root), _broken=f"{source}: {exc}"))
     return found
 
 

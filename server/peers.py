@@ -231,6 +231,11 @@ def handlers(plane, exposition) -> Dict[str, Handler]:
 
         await torchserve_manage.apply(plane, args)
 
+    async def tfserving_reload(args):  # TFServing's HandleReloadConfigRequest (server/tfserving_reload.py)
+        from gpuserve.server.tfserving_reload import reload_config
+
+        await reload_config(plane, args["configs"], everywhere=False)
+
     return {"statistics": statistics, "metrics": metrics, "load": load, "unload": unload, "trace": trace,
             "trace_clear": trace_clear, "log": log, "cuda_register": cuda_register,
-            "cuda_unregister": cuda_unregister, "torchserve": torchserve}
+            "cuda_unregister": cuda_unregister, "torchserve": torchserve, "tfserving_reload": tfserving_reload}

@@ -1,18 +1,19 @@
 """TensorFlow Serving's gRPC services on gpuserve's gRPC port, beside the V2 service: PredictionService's Predict
-and GetModelMetadata, ModelService's GetModelStatus (server/tfserving_api.py holds what they mean).
+and GetModelMetadata, ModelService's GetModelStatus and HandleReloadConfigRequest (server/tfserving_api.py and
+server/tfserving_reload.py hold what they mean).
 
 Tensors arrive as TFServing's clients write them, `tensor_content` bytes (tf.make_tensor_proto) or typed
 `*_val` fields (perf_analyzer, hand-built protos; fewer values than elements repeat the last, as TensorFlow
 reads them), and leave in the typed fields, as TFServing answers by default, so both `tf.make_ndarray` and
-code reading `outputs[...].float_val` work. Classify, Regress and MultiInference (tf.Example inputs for a
-SavedModel's classify/regress signatures) and HandleReloadConfigRequest answer UNIMPLEMENTED saying what is
-served instead.
+code reading `outputs[...].float_val` work. HandleReloadConfigRequest swaps the served TFServing models
+(server/tfserving_reload.py). Classify, Regress and MultiInference (tf.Example inputs for a SavedModel's
+classify/regress signatures) answer UNIMPLEMENTED saying what is served instead.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -24,12 +25,13 @@ from gpuserve.server.grpc import tfserving_pb2 as pb
 from gpuserve.server.grpc.other_services import aio_handlers, not_served
 from gpuserve.server.grpc.service import _guard, _headers
 from gpuserve.server.restricted import restrict_servicer
+from gpuserve.server.tfserving_reload import reload_config
 
 PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
 MODEL_SERVICE = "tensorflow.serving.ModelService"
 # RPCs TFServing has and gpuserve does not serve: (service, name)
 NOT_SERVED = ((PREDICTION_SERVICE, "Classify"), (PREDICTION_SERVICE, "Regress"),
-              (PREDICTION_SERVICE, "MultiInference"), (MODEL_SERVICE, "HandleReloadConfigRequest"))
+              (PREDICTION_SERVICE, "MultiInference"))
 # V2 datatype -> the TensorProto field its values go in
 VALUE_FIELD = {"FP32": "float_val", "FP64": "double_val", "INT32": "int_val", "INT16": "int_val", "INT8": "int_val",
                "UINT8": "int_val", "UINT16": "int_val", "INT64": "int64_val", "BOOL": "bool_val",
@@ -166,6 +168,35 @@ class TFServingServicer:
             status.status.error_message = entry["error_message"]
         return answer
 
+    @_guard
+    async def HandleReloadConfigRequest(self, request: pb.ReloadConfigRequest, context) -> pb.ReloadConfigResponse:
+        await reload_config(self.plane, configs_of(request.config))
+        answer = pb.ReloadConfigResponse()
+        answer.status.error_code = 0  # a failure is the call's status, as TFServing's (its message is never sent)
+        return answer
+
+
+def configs_of(config: pb.ModelServerConfig) -> Optional[List[Dict[str, Any]]]:
+    """A ModelServerConfig's model_config_list in the form models.config's parser gives (gpuserve/tfserving_config.py);
+    None when it holds no list."""
+    if config.WhichOneof("config") != "model_config_list":
+        return None
+    found = []
+    for entry in config.model_config_list.config:
+        policy = entry.model_version_policy
+        kind = policy.WhichOneof("policy_choice")
+        chosen: Dict[str, Any] = {}
+        if kind == "latest":
+            chosen = {"latest": {"num_versions": policy.latest.num_versions}}
+        elif kind == "all":
+            chosen = {"all": {}}
+        elif kind == "specific":
+            chosen = {"specific": {"versions": list(policy.specific.versions)}}
+        found.append({"name": entry.name, "base_path": entry.base_path, "model_platform": entry.model_platform,
+                      "model_type": entry.model_type, "model_version_policy": chosen,
+                      "version_labels": dict(entry.version_labels)})
+    return found
+
 
 def _tensor_info(info: pb.TensorInfo, described: dict) -> None:
     info.name = described["name"]
@@ -178,14 +209,17 @@ def _tensor_info(info: pb.TensorInfo, described: dict) -> None:
 
 for _service, _name in NOT_SERVED:
     setattr(TFServingServicer, _name, not_served(_name, f"{_service}/{_name} is not served by gpuserve (it serves "
-                                                        "TensorFlow Serving's Predict, GetModelMetadata and "
-                                                        "GetModelStatus): send the model's tensors to Predict"))
+                                                        "TensorFlow Serving's Predict, GetModelMetadata, "
+                                                        "GetModelStatus and HandleReloadConfigRequest): send the "
+                                                        "model's tensors to Predict"))
 
 
 def rpcs():
     """(service, name, request class or None for raw bytes, response class or None, streaming) of every RPC."""
     for service in ("PredictionService", "ModelService"):
         for method in pb.DESCRIPTOR.services_by_name[service].methods:
+            if (f"tensorflow.serving.{service}", method.name) in NOT_SERVED:
+                continue
             yield (f"tensorflow.serving.{service}", method.name, getattr(pb, method.input_type.name),
                    getattr(pb, method.output_type.name), False)
     for service, name in NOT_SERVED:
