@@ -174,3 +174,31 @@ def test_ready_once_every_worker_is(tmp_path):
         pids = {_infer(http) for _ in range(12)}  # every one answered, by either worker
         assert len(pids) == 2
         assert _each(http, lambda c: c.is_server_ready()) == [True] * FRESH
+
+
+def test_a_tfserving_config_reload_reaches_every_worker(two_workers, tmp_path_factory):
+    """TFServing's HandleReloadConfigRequest on one connection (server/tfserving_reload.py) serves the new list on
+    every connection."""
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("tensorflow_serving.apis")
+    import grpc as grpcio
+    from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc
+
+    import tf_models
+
+    http, grpc, _ = two_workers
+    _both_workers(http, 4)
+    elsewhere = tmp_path_factory.mktemp("tfs-reload-workers")
+    tf_models.scaled_savedmodel(elsewhere / "scaled" / "1", 2.0)
+    request = model_management_pb2.ReloadConfigRequest()
+    request.config.model_config_list.config.add(name="scaled", base_path=str(elsewhere / "scaled"),
+                                                model_platform="tensorflow")
+    with grpcio.insecure_channel(f"127.0.0.1:{grpc}") as channel:
+        answer = model_service_pb2_grpc.ModelServiceStub(channel).HandleReloadConfigRequest(request, timeout=120)
+    assert answer.status.error_code == 0
+    assert _each(http, lambda c: c.is_model_ready("scaled")) == [True] * FRESH
+    request.config.model_config_list.ClearField("config")  # an empty list: the model goes from every worker
+    with grpcio.insecure_channel(f"127.0.0.1:{grpc}") as channel:
+        model_service_pb2_grpc.ModelServiceStub(channel).HandleReloadConfigRequest(request, timeout=120)
+    assert _each(http, lambda c: c.is_model_ready("scaled")) == [False] * FRESH
+    assert _each(http, lambda c: c.is_model_ready("negate")) == [True] * FRESH
