@@ -13,12 +13,19 @@ from gpuserve import ModelRepository
 from gpuserve.repository import DiskRepository
 
 
-def test_cpu_bound_model_runs_in_two_worker_processes(tmp_path, http):
-    folder = tmp_path / "busy"
-    folder.mkdir()
+def _model_folder(folder, implementation: str, source: str, workers: int = 1, **settings):
+    """A model folder as MLServer's users write one: model-settings.json naming `implementation` (module.Class)
+    with `parallel_workers`, and the module's source beside it."""
+    folder.mkdir(parents=True)
+    module = implementation.split(".")[0]
     (folder / "model-settings.json").write_text(json.dumps(
-        {"name": "busy", "implementation": "busy_model.Busy", "parallel_workers": 2}))
-    (folder / "busy_model.py").write_text(textwrap.dedent("""
+        {"name": folder.name, "implementation": implementation, "parallel_workers": workers, **settings}))
+    (folder / f"{module}.py").write_text(textwrap.dedent(source))
+    return folder
+
+
+def test_cpu_bound_model_runs_in_two_worker_processes(tmp_path, http):
+    _model_folder(tmp_path / "busy", "busy_model.Busy", workers=2, source="""
         import os
         import threading
         import time
@@ -37,7 +44,7 @@ def test_cpu_bound_model_runs_in_two_worker_processes(tmp_path, http):
 
             def get_input_types(self):
                 return [{"name": "n", "datatype": "INT64", "shape": [1]}]
-        """))
+        """)
     registry = DiskRepository(tmp_path).populate(ModelRepository())
     with running_server(repository=registry) as server:
         model = registry.get_model("busy")
@@ -62,11 +69,7 @@ def test_each_worker_imports_its_own_folders_module(tmp_path, http):
     # MLServer's layout: a models.py next to each model-settings.json, the same module name in every folder.
     # Spawned workers inherit the parent's sys.path, where the folders imported before theirs come first.
     for letter in "abc":
-        folder = tmp_path / letter
-        folder.mkdir()
-        (folder / "model-settings.json").write_text(json.dumps(
-            {"name": f"model-{letter}", "implementation": f"models.Runtime{letter.upper()}", "parallel_workers": 1}))
-        (folder / "models.py").write_text(textwrap.dedent(f"""
+        _model_folder(tmp_path / letter, f"models.Runtime{letter.upper()}", name=f"model-{letter}", source=f"""
             from gpuserve import Model
 
             class Runtime{letter.upper()}(Model):
@@ -75,7 +78,7 @@ def test_each_worker_imports_its_own_folders_module(tmp_path, http):
 
                 def predict(self, payload, headers=None):
                     return {{"predictions": ["{letter}"]}}
-            """))
+            """)
     registry = DiskRepository(tmp_path).populate(ModelRepository())
     with running_server(repository=registry) as server:
         client = http(server)
@@ -125,11 +128,7 @@ def test_worker_errors_come_back_as_type_message_and_status(tmp_path, http):
     # Two folders each with its own runtime.py: the parent can import at most one of them, so a worker's
     # exception class cannot be rebuilt there; before, unpickling it broke the pool for good.
     for name in ("errs-a", "errs-b"):
-        folder = tmp_path / name
-        folder.mkdir()
-        (folder / "model-settings.json").write_text(json.dumps(
-            {"name": name, "implementation": "runtime.Runtime", "parallel_workers": 1}))
-        (folder / "runtime.py").write_text(_RUNTIME)
+        _model_folder(tmp_path / name, "runtime.Runtime", _RUNTIME)
     registry = DiskRepository(tmp_path).populate(ModelRepository())
     with running_server(repository=registry) as server:
         client = http(server)
@@ -144,11 +143,7 @@ def test_worker_errors_come_back_as_type_message_and_status(tmp_path, http):
 
 
 def test_a_dead_worker_is_replaced_and_ids_are_generated(tmp_path, http):
-    folder = tmp_path / "mortal"
-    folder.mkdir()
-    (folder / "model-settings.json").write_text(json.dumps(
-        {"name": "mortal", "implementation": "runtime.Runtime", "parallel_workers": 1}))
-    (folder / "runtime.py").write_text(_RUNTIME)
+    _model_folder(tmp_path / "mortal", "runtime.Runtime", _RUNTIME)
     registry = DiskRepository(tmp_path).populate(ModelRepository())
     with running_server(repository=registry) as server:
         client, url = http(server), "/v2/models/mortal/infer"
@@ -173,11 +168,7 @@ def test_the_model_is_ready_only_once_every_worker_has_loaded_it(tmp_path):
     (as MLServer's workers each load before the model is ready). Before, a worker up first answered both
     and the model was ready with the other still loading: on a busy core 4 loads in 6 listed one worker, and
     the first requests all went to it. Here the second worker's load takes 3 s longer than the first's."""
-    folder = tmp_path / "uneven"
-    folder.mkdir()
-    (folder / "model-settings.json").write_text(json.dumps(
-        {"name": "uneven", "implementation": "uneven_model.Uneven", "parallel_workers": 2}))
-    (folder / "uneven_model.py").write_text(textwrap.dedent(f"""
+    _model_folder(tmp_path / "uneven", "uneven_model.Uneven", workers=2, source=f"""
         import os
         import time
         from gpuserve import Model
@@ -192,7 +183,7 @@ def test_the_model_is_ready_only_once_every_worker_has_loaded_it(tmp_path):
 
             def predict(self, payload, headers=None):
                 return {{"pid": os.getpid()}}
-        """))
+        """)
     model = DiskRepository(tmp_path).populate(ModelRepository()).get_model("uneven")
     try:
         model.load()
@@ -204,11 +195,7 @@ def test_the_model_is_ready_only_once_every_worker_has_loaded_it(tmp_path):
 def test_a_worker_stuck_in_predict_is_killed_after_the_stop_timeout(tmp_path, http):
     """MLServer's parallel_workers_timeout: a stop waits that long for a worker still running a request, then
     kills it (before, an unload or a shutdown waited for a stuck predict for ever)."""
-    folder = tmp_path / "stuck"
-    folder.mkdir()
-    (folder / "model-settings.json").write_text(json.dumps(
-        {"name": "stuck", "implementation": "stuck_model.Stuck", "parallel_workers": 1}))
-    (folder / "stuck_model.py").write_text(textwrap.dedent("""
+    _model_folder(tmp_path / "stuck", "stuck_model.Stuck", source="""
         import time
         from gpuserve import Model
 
@@ -218,7 +205,7 @@ def test_a_worker_stuck_in_predict_is_killed_after_the_stop_timeout(tmp_path, ht
 
             def predict(self, payload, headers=None):
                 time.sleep(300)
-        """))
+        """)
     disk = DiskRepository(tmp_path)
     disk.workers_timeout = 1.0
     registry = disk.populate(ModelRepository())
@@ -246,11 +233,7 @@ def test_a_worker_stuck_in_predict_is_killed_after_the_stop_timeout(tmp_path, ht
 
 def test_worker_metric_files_go_below_metrics_dir(tmp_path):
     """MLServer's metrics_dir: where the workers' Prometheus files live (one folder per model below it)."""
-    folder = tmp_path / "models" / "counted"
-    folder.mkdir(parents=True)
-    (folder / "model-settings.json").write_text(json.dumps(
-        {"name": "counted", "implementation": "counted_model.Counted", "parallel_workers": 1}))
-    (folder / "counted_model.py").write_text(textwrap.dedent("""
+    _model_folder(tmp_path / "models" / "counted", "counted_model.Counted", source="""
         from gpuserve import Model
 
         class Counted(Model):
@@ -259,7 +242,7 @@ def test_worker_metric_files_go_below_metrics_dir(tmp_path):
 
             def predict(self, payload, headers=None):
                 return {"predictions": [1]}
-        """))
+        """)
     disk = DiskRepository(tmp_path / "models")
     disk.metrics_dir = str(tmp_path / "metrics")
     model = disk.populate(ModelRepository()).get_model("counted")
@@ -274,12 +257,7 @@ def test_worker_metric_files_go_below_metrics_dir(tmp_path):
 def test_a_worker_sees_what_each_request_of_a_merged_one_brought(tmp_path, http):
     """Adaptive batching merges requests in the server process; a runtime in a worker reads MERGED_ROWS there
     as it would in process (the HuggingFace runtime's one-text-each batches depend on it)."""
-    folder = tmp_path / "rows"
-    folder.mkdir()
-    (folder / "model-settings.json").write_text(json.dumps(
-        {"name": "rows", "implementation": "rows_model.Rows", "parallel_workers": 1, "max_batch_size": 4,
-         "max_batch_time": 0.5}))
-    (folder / "rows_model.py").write_text(textwrap.dedent("""
+    _model_folder(tmp_path / "rows", "rows_model.Rows", max_batch_size=4, max_batch_time=0.5, source="""
         import numpy as np
         from mlserver import MLModel
         from mlserver.codecs import NumpyCodec
@@ -293,7 +271,7 @@ def test_a_worker_sees_what_each_request_of_a_merged_one_brought(tmp_path, http)
                 merged = MERGED_ROWS.get() or (rows,)
                 seen = np.full((rows, 1), len(merged), dtype=np.int64)
                 return InferenceResponse(model_name=self.name, outputs=[NumpyCodec.encode_output("requests", seen)])
-        """))
+        """)
     registry = DiskRepository(tmp_path).populate(ModelRepository())
     with running_server(repository=registry) as server:
         client = http(server)
@@ -307,11 +285,7 @@ def test_a_worker_sees_what_each_request_of_a_merged_one_brought(tmp_path, http)
 def test_a_request_that_goes_away_leaves_its_worker_serving(tmp_path, http):
     """The server cancels a request whose client went away; the worker still answers it, and that answer is read
     and dropped, so the worker (the only one) serves the next request rather than staying taken."""
-    folder = tmp_path / "slow"
-    folder.mkdir()
-    (folder / "model-settings.json").write_text(json.dumps(
-        {"name": "slow", "implementation": "slow_model.Slow", "parallel_workers": 1}))
-    (folder / "slow_model.py").write_text(textwrap.dedent("""
+    _model_folder(tmp_path / "slow", "slow_model.Slow", source="""
         import time
         from gpuserve import Model
 
@@ -322,7 +296,7 @@ def test_a_request_that_goes_away_leaves_its_worker_serving(tmp_path, http):
             def predict(self, payload, headers=None):
                 time.sleep(float(payload["instances"][0]))
                 return {"predictions": payload["instances"]}
-        """))
+        """)
     import httpx
 
     registry = DiskRepository(tmp_path).populate(ModelRepository())
