@@ -116,11 +116,11 @@ async def reload_config(plane, configs: Optional[List[Dict[str, Any]]], everywhe
     old = await asyncio.to_thread(disk.tfserving_configs)
     check(configs, old)
     _check_labels(plane, configs)
-    wanted = {c["name"]: settings_of(disk.root, [c], "HandleReloadConfigRequest") for c in configs}
     disk.tfserving = [dict(c) for c in configs]
     failed: List[str] = []
-    for name, settings in wanted.items():
-        labels = dict(configs[[c["name"] for c in configs].index(name)].get("version_labels") or {})
+    for config in configs:
+        name, labels = config["name"], dict(config.get("version_labels") or {})
+        settings = await asyncio.to_thread(settings_of, disk.root, [config], "HandleReloadConfigRequest")
         served = _served_versions(plane, name)
         if served and _uris(settings) == {v: str(m.settings.parameters.uri) for v, m in served.items()}:
             for model in served.values():  # the same versions: only the labels may have moved
@@ -132,9 +132,10 @@ async def reload_config(plane, configs: Optional[List[Dict[str, Any]]], everywhe
         except GpuserveError as exc:
             versions = sorted(_uris(settings)) or [0]
             failed.append(f"{{{{name: {name} version: {versions[-1]}}} due to error: {exc}}}, ")
+    listed = {config["name"] for config in configs}
     for config in old:
         name = config.get("name")
-        if name and name not in wanted:
+        if name and name not in listed:
             try:
                 await plane.unload_model(name, everywhere=False)
             except ModelNotFound:
