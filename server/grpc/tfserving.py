@@ -1,12 +1,12 @@
-"""TensorFlow Serving's gRPC services on gpuserve's gRPC port, beside the V2 service: PredictionService's Predict
-and GetModelMetadata, ModelService's GetModelStatus (server/tfserving_api.py holds what they mean).
+"""TensorFlow Serving's gRPC services on gpuserve's gRPC port, beside the V2 service: PredictionService's Predict,
+GetModelMetadata, Classify, Regress and MultiInference, ModelService's GetModelStatus (server/tfserving_api.py
+holds what they mean; server/tfserving_examples.py what the tf.Example ones mean).
 
 Tensors arrive as TFServing's clients write them, `tensor_content` bytes (tf.make_tensor_proto) or typed
 `*_val` fields (perf_analyzer, hand-built protos; fewer values than elements repeat the last, as TensorFlow
 reads them), and leave in the typed fields, as TFServing answers by default, so both `tf.make_ndarray` and
-code reading `outputs[...].float_val` work. Classify, Regress and MultiInference (tf.Example inputs for a
-SavedModel's classify/regress signatures) and HandleReloadConfigRequest answer UNIMPLEMENTED saying what is
-served instead.
+code reading `outputs[...].float_val` work. HandleReloadConfigRequest answers UNIMPLEMENTED saying what is served
+instead.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from gpuserve.datatypes import numpy_to_raw, raw_to_numpy, to_numpy_dtype
 from gpuserve.engine.batcher import LONE_INLINE_OK
 from gpuserve.errors import InvalidInput
 from gpuserve.server import tfserving_api as api
+from gpuserve.server import tfserving_examples as examples
 from gpuserve.server.grpc import tfserving_pb2 as pb
 from gpuserve.server.grpc.other_services import aio_handlers, not_served
 from gpuserve.server.grpc.service import _guard, _headers
@@ -28,8 +29,7 @@ from gpuserve.server.restricted import restrict_servicer
 PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
 MODEL_SERVICE = "tensorflow.serving.ModelService"
 # RPCs TFServing has and gpuserve does not serve: (service, name)
-NOT_SERVED = ((PREDICTION_SERVICE, "Classify"), (PREDICTION_SERVICE, "Regress"),
-              (PREDICTION_SERVICE, "MultiInference"), (MODEL_SERVICE, "HandleReloadConfigRequest"))
+NOT_SERVED = ((MODEL_SERVICE, "HandleReloadConfigRequest"),)
 # V2 datatype -> the TensorProto field its values go in
 VALUE_FIELD = {"FP32": "float_val", "FP64": "double_val", "INT32": "int_val", "INT16": "int_val", "INT8": "int_val",
                "UINT8": "int_val", "UINT16": "int_val", "INT64": "int64_val", "BOOL": "bool_val",
@@ -130,6 +130,18 @@ class TFServingServicer:
         for alias, (datatype, array) in outputs.items():
             numpy_to_tensor(answer.outputs[alias], datatype, array)
         return answer
+
+    @_guard
+    async def Classify(self, request: pb.ClassificationRequest, context) -> pb.ClassificationResponse:
+        return await examples.classify(self.plane, request)
+
+    @_guard
+    async def Regress(self, request: pb.RegressionRequest, context) -> pb.RegressionResponse:
+        return await examples.regress(self.plane, request)
+
+    @_guard
+    async def MultiInference(self, request: pb.MultiInferenceRequest, context) -> pb.MultiInferenceResponse:
+        return await examples.multi_inference(self.plane, request)
 
     @_guard
     async def GetModelMetadata(self, request: pb.GetModelMetadataRequest, context) -> pb.GetModelMetadataResponse:
