@@ -147,6 +147,8 @@ class TensorFlowBackend:
         self.path = str(path)
         self.graphdef = graphdef
         self.signature = signature or DEFAULT_SIGNATURE
+        self.tags = list(tags) if tags else None
+        self._signature_defs: Optional[Dict[str, dict]] = None
         self._place, self.device, self.fallback = placement(tf, device)
         if self.fallback:
             logger.warning("%s: %s", path, self.fallback)
@@ -164,6 +166,7 @@ class TensorFlowBackend:
         self.bf16_outputs = {spec.name for spec in self.outputs if spec.datatype == "BF16"}
 
     def _take(self, other: "TensorFlowBackend") -> None:
+        self._signature_defs = other._signature_defs
         self.loaded, self.function, self._wrapped = other.loaded, other.function, other._wrapped
         self._feeds, self._fetches = other._feeds, other._fetches
         self.inputs, self.outputs = list(other.inputs), list(other.outputs)
@@ -300,6 +303,15 @@ class TensorFlowBackend:
                 continue
         return found
 
+    def signature_defs(self) -> Dict[str, dict]:
+        """Each SignatureDef of the SavedModel's served MetaGraph as saved_model.pb holds it: {name: {"method_name":
+        ..., "inputs": {key: DataType number}, "outputs": {...}}}. A loaded signature forgets its method_name, and
+        TensorFlow Serving's Classify and Regress go by it; a signature with tensors of types gpuserve has no V2
+        datatype for is described here too. A GraphDef has none."""
+        if self._signature_defs is None:
+            self._signature_defs = {} if self.graphdef else _read_signature_defs(Path(self.path), self.tags)
+        return self._signature_defs
+
     def run_signature(self, signature: str, inputs: Dict[str, np.ndarray], output_names: Sequence[str]
                       ) -> Dict[str, np.ndarray]:
         """One unbatched call of another signature of the SavedModel (the served one goes through run())."""
@@ -328,3 +340,31 @@ class TensorFlowBackend:
         TensorFlow's GPU allocator keeps freed memory for its next model (as in Triton's backend)."""
         self.loaded = self.function = self._wrapped = None
         self._feeds, self._fetches, self._pruned = {}, {}, {}
+
+
+def _read_signature_defs(folder: Path, tags: Optional[Sequence[str]]) -> Dict[str, dict]:
+    """The SignatureDefs of the MetaGraph tf.saved_model.load serves: the one tagged as asked (`serve` by
+    default), else the only one. Unreadable files describe nothing (the model loaded; only Classify and Regress
+    then find no signature)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel()
+    try:
+        if (folder / "saved_model.pb").is_file():
+            saved.ParseFromString((folder / "saved_model.pb").read_bytes())
+        else:
+            from google.protobuf import text_format
+
+            text_format.Parse((folder / "saved_model.pbtxt").read_text(), saved)
+    except Exception as exc:  # a file tensorflow itself loaded: not expected
+        logger.warning("%s: could not read its signatures' method names (%s)", folder, exc)
+        return {}
+    wanted = set(tags or ["serve"])
+    graphs = [g for g in saved.meta_graphs if set(g.meta_info_def.tags) == wanted] or \
+        (list(saved.meta_graphs) if len(saved.meta_graphs) == 1 else [])
+    if not graphs:
+        return {}
+    return {name: {"method_name": sig.method_name,
+                   "inputs": {key: info.dtype for key, info in sig.inputs.items()},
+                   "outputs": {key: info.dtype for key, info in sig.outputs.items()}}
+            for name, sig in graphs[0].signature_def.items()}

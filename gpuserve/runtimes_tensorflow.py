@@ -148,6 +148,15 @@ class TensorFlowModel(_OutputsByName, FrameworkModel):
                 for name, (ins, outs) in backend.signatures().items() if name != backend.signature}
         return self._other_signatures
 
+    def tfserving_signature_defs(self) -> Dict[str, dict]:
+        """Every SignatureDef of the SavedModel, the served one included, with its method_name (what TensorFlow
+        Serving's Classify and Regress check): {name: {"method_name", "inputs": {key: DataType number},
+        "outputs": {...}}}. Empty for a GraphDef, or before the model loads."""
+        backend = self.backend
+        if backend is None or self.is_graphdef() or not hasattr(backend, "signature_defs"):
+            return {}
+        return backend.signature_defs()
+
     async def tfserving_predict(self, signature: str, inputs: Dict[str, np.ndarray],
                                 outputs: Sequence[str]) -> Dict[str, np.ndarray]:
         """One call of another signature, in a thread; TensorFlow's refusal of the tensors is the client's error.
@@ -157,6 +166,12 @@ class TensorFlowModel(_OutputsByName, FrameworkModel):
             if name in declared and not shape_fits(declared[name], np.shape(array)):
                 raise InvalidInput(f"signature '{signature}' of model '{self.name}': input '{name}' has shape "
                                    f"{list(np.shape(array))}, the signature takes {declared[name]}")
+        return await self.tfserving_run(signature, inputs, outputs)
+
+    async def tfserving_run(self, signature: str, inputs: Dict[str, np.ndarray],
+                            outputs: Sequence[str]) -> Dict[str, np.ndarray]:
+        """Any signature of the SavedModel called once, unbatched, in a thread (Classify and Regress feed a
+        classify or regress signature its serialized tf.Examples so)."""
         try:
             return await off_loop(None, functools.partial(contextvars.copy_context().run, self.backend.run_signature,
                                                           signature, inputs, list(outputs)))
@@ -164,8 +179,7 @@ class TensorFlowModel(_OutputsByName, FrameworkModel):
             raise InvalidInput(f"signature '{signature}' of model '{self.name}': {exc}") from None
         except Exception as exc:
             if type(exc).__name__ in ("InvalidArgumentError", "UnimplementedError", "NotFoundError"):
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise InvalidInput(f"signature '{signature}' of model '{self.name}': {first}") from None
+                raise InvalidInput(f"signature '{signature}' of model '{self.name}': {_op_error(exc)}") from None
             raise
 
     # KServe V1, as TFServing answers it ------------------------------------------------------------------
@@ -229,6 +243,15 @@ class TensorFlowModel(_OutputsByName, FrameworkModel):
         count = min(len(array) for array in results.values()) if results else 0
         lists = {name: _json_value(name, array) for name, array in results.items()}
         return {"predictions": [{name: values[i] for name, values in lists.items()} for i in range(count)]}
+
+
+def _op_error(exc: Exception) -> str:
+    """What a TensorFlow op's error says, without the "Graph execution error" frame and the Python stack of where
+    the op was defined that eager errors carry (a malformed tf.Example's parse error is one line of them)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    said = [line for line in lines if not line.startswith(("Graph execution error", "Detected at node", "File \"",
+                                                           "[[", "Op:"))]
+    return said[0] if said else (lines[0] if lines else type(exc).__name__)
 
 
 def _is_b64(value: Any) -> bool:

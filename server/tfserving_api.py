@@ -7,8 +7,9 @@ signature's inputs and outputs (a SavedModel's are its signature's keys already,
 batched signature is the one a TensorFlow model serves, else `serving_default`; a SavedModel's other signatures
 are listed and answer too, unbatched (gpuserve/runtimes_tensorflow.py). Errors carry TFServing's words
 and codes, so a client matching them (a missing servable is NOT_FOUND "Servable not found for request: ...")
-keeps working. server/grpc/tfserving.py puts this on the gRPC port; the REST side's metadata route uses
-`signature_def_map` as JSON.
+keeps working. A signature's method_name is the SavedModel's own (saved_model.pb), so a TF1 export's classify and
+regress signatures are listed as such; server/tfserving_examples.py serves them. server/grpc/tfserving.py puts
+this on the gRPC port; the REST side's metadata route uses `signature_def_map` as JSON.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from gpuserve.types import InferInput, InferRequest, RequestedOutput
 
 DEFAULT_SIGNATURE = "serving_default"
 PREDICT_METHOD = "tensorflow/serving/predict"
+CLASSIFY_METHOD = "tensorflow/serving/classify"
+REGRESS_METHOD = "tensorflow/serving/regress"
 SIGNATURE_DEF_MAP = "type.googleapis.com/tensorflow.serving.SignatureDefMap"
 # V2 datatype -> TensorFlow DataType (tensorflow/core/framework/types.proto)
 TF_DTYPES = {"FP32": 1, "FP64": 2, "INT32": 3, "UINT8": 4, "INT16": 5, "INT8": 6, "BYTES": 7, "INT64": 9, "BOOL": 10,
@@ -99,6 +102,21 @@ def check_signature(model, wanted: str) -> str:
     return wanted or name
 
 
+def signature_defs(plane: DataPlane, model, version: Optional[int]) -> Dict[str, dict]:
+    """Each signature's {"method_name", "inputs": {key: DataType number}, "outputs": {...}}: a SavedModel's as its
+    saved_model.pb holds them (TF1 exports have classify and regress signatures), any other model's one
+    signature a predict one over its V2 tensors."""
+    found = getattr(model, "tfserving_signature_defs", None)
+    defs = found() if found is not None else {}
+    if defs:
+        return defs
+    meta = plane.model_metadata(model.name, None if version is None else str(version))
+    return {served_signature(model): {
+        "method_name": PREDICT_METHOD,
+        "inputs": {t["name"]: TF_DTYPES.get(t.get("datatype"), 0) for t in meta.get("inputs", [])},
+        "outputs": {t["name"]: TF_DTYPES.get(t.get("datatype"), 0) for t in meta.get("outputs", [])}}}
+
+
 def _tensor_info(tensor: dict) -> dict:
     shape = tensor.get("shape")
     known = isinstance(shape, list)
@@ -112,10 +130,11 @@ def signature_def_map(plane: DataPlane, model, version: Optional[int]) -> dict:
     """The model's SignatureDefMap as TFServing's REST writes it (protobuf's JSON form, int64 as text)."""
     signatures = {served_signature(model): plane.model_metadata(model.name, None if version is None else str(version)),
                   **other_signatures(model)}
+    methods = {name: sig.get("method_name") for name, sig in signature_defs(plane, model, version).items()}
     return {"signature_def": {name: {
         "inputs": {t["name"]: _tensor_info(t) for t in meta.get("inputs", [])},
         "outputs": {t["name"]: _tensor_info(t) for t in meta.get("outputs", [])},
-        "method_name": PREDICT_METHOD} for name, meta in sorted(signatures.items())}}
+        "method_name": methods.get(name) or PREDICT_METHOD} for name, meta in sorted(signatures.items())}}
 
 
 def check_metadata_fields(fields) -> None:

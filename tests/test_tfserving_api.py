@@ -271,15 +271,6 @@ def test_model_status_lists_versions_and_a_failed_load(server, channel):
              grpc.StatusCode.NOT_FOUND, "Could not find any versions of model nope")
 
 
-def test_classify_is_unimplemented_with_a_reason(server, predict):
-    from tensorflow_serving.apis import classification_pb2
-
-    request = classification_pb2.ClassificationRequest()
-    request.model_spec.name = "lin"
-    _refused(predict.Classify, request, grpc.StatusCode.UNIMPLEMENTED,
-             "tensorflow.serving.PredictionService/Classify is not served by gpuserve...")
-
-
 def test_concurrent_predicts_are_batched_and_each_gets_its_rows(server, predict):
     weight, bias = server.refs["lin"]
     rows = [np.random.default_rng(i).normal(size=(1, 4)).astype(np.float32) for i in range(8)]

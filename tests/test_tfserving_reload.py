@@ -147,8 +147,10 @@ def test_a_model_that_does_not_load_answers_unknown_and_the_rest_serve(server, f
     assert _predict(server, "scaled", label="stable") == (1.0, 1)
 
 
-def test_reload_messages_have_tensorflow_servings_field_numbers():
+def test_reload_and_example_messages_have_tensorflow_servings_field_numbers():
     from google.protobuf import descriptor
+    from tensorflow.core.example import example_pb2, feature_pb2
+    from tensorflow_serving.apis import classification_pb2, inference_pb2, input_pb2, regression_pb2
     from tensorflow_serving.config import file_system_storage_path_source_pb2 as storage
 
     from gpuserve.server.grpc import tfserving_pb2 as ours
@@ -158,7 +160,21 @@ def test_reload_messages_have_tensorflow_servings_field_numbers():
             "Metric": model_management_pb2.Metric, "ModelServerConfig": model_server_config_pb2.ModelServerConfig,
             "ModelConfigList": model_server_config_pb2.ModelConfigList,
             "ModelConfig": model_server_config_pb2.ModelConfig,
-            "ServableVersionPolicy": storage.FileSystemStoragePathSourceConfig.ServableVersionPolicy}
+            "ServableVersionPolicy": storage.FileSystemStoragePathSourceConfig.ServableVersionPolicy,
+            "BytesList": feature_pb2.BytesList, "FloatList": feature_pb2.FloatList, "Int64List": feature_pb2.Int64List,
+            "Feature": feature_pb2.Feature, "Features": feature_pb2.Features, "Example": example_pb2.Example,
+            "ExampleList": input_pb2.ExampleList, "ExampleListWithContext": input_pb2.ExampleListWithContext,
+            "Input": input_pb2.Input, "Class": classification_pb2.Class,
+            "Classifications": classification_pb2.Classifications,
+            "ClassificationResult": classification_pb2.ClassificationResult,
+            "ClassificationRequest": classification_pb2.ClassificationRequest,
+            "ClassificationResponse": classification_pb2.ClassificationResponse,
+            "Regression": regression_pb2.Regression, "RegressionResult": regression_pb2.RegressionResult,
+            "RegressionRequest": regression_pb2.RegressionRequest,
+            "RegressionResponse": regression_pb2.RegressionResponse, "InferenceTask": inference_pb2.InferenceTask,
+            "InferenceResult": inference_pb2.InferenceResult,
+            "MultiInferenceRequest": inference_pb2.MultiInferenceRequest,
+            "MultiInferenceResponse": inference_pb2.MultiInferenceResponse}
     enum = descriptor.FieldDescriptor.TYPE_ENUM
     for name, theirs in real.items():
         mine = getattr(ours, name).DESCRIPTOR

@@ -1,13 +1,13 @@
-"""TensorFlow Serving's gRPC services on gpuserve's gRPC port, beside the V2 service: PredictionService's Predict
-and GetModelMetadata, ModelService's GetModelStatus and HandleReloadConfigRequest (server/tfserving_api.py and
-server/tfserving_reload.py hold what they mean).
+"""TensorFlow Serving's gRPC services on gpuserve's gRPC port, beside the V2 service: PredictionService's Predict,
+GetModelMetadata, Classify, Regress and MultiInference, ModelService's GetModelStatus and HandleReloadConfigRequest
+(server/tfserving_api.py holds what they mean; server/tfserving_examples.py what the tf.Example ones mean,
+server/tfserving_reload.py what a reload does).
 
 Tensors arrive as TFServing's clients write them, `tensor_content` bytes (tf.make_tensor_proto) or typed
 `*_val` fields (perf_analyzer, hand-built protos; fewer values than elements repeat the last, as TensorFlow
 reads them), and leave in the typed fields, as TFServing answers by default, so both `tf.make_ndarray` and
 code reading `outputs[...].float_val` work. HandleReloadConfigRequest swaps the served TFServing models
-(server/tfserving_reload.py). Classify, Regress and MultiInference (tf.Example inputs for a SavedModel's
-classify/regress signatures) answer UNIMPLEMENTED saying what is served instead.
+(server/tfserving_reload.py).
 """
 
 from __future__ import annotations
@@ -21,17 +21,13 @@ from gpuserve.datatypes import numpy_to_raw, raw_to_numpy, to_numpy_dtype
 from gpuserve.engine.batcher import LONE_INLINE_OK
 from gpuserve.errors import InvalidInput
 from gpuserve.server import tfserving_api as api
+from gpuserve.server import tfserving_examples as examples
 from gpuserve.server.grpc import tfserving_pb2 as pb
-from gpuserve.server.grpc.other_services import aio_handlers, not_served
+from gpuserve.server.grpc.other_services import aio_handlers
 from gpuserve.server.grpc.service import _guard, _headers
 from gpuserve.server.restricted import restrict_servicer
 from gpuserve.server.tfserving_reload import reload_config
 
-PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
-MODEL_SERVICE = "tensorflow.serving.ModelService"
-# RPCs TFServing has and gpuserve does not serve: (service, name)
-NOT_SERVED = ((PREDICTION_SERVICE, "Classify"), (PREDICTION_SERVICE, "Regress"),
-              (PREDICTION_SERVICE, "MultiInference"))
 # V2 datatype -> the TensorProto field its values go in
 VALUE_FIELD = {"FP32": "float_val", "FP64": "double_val", "INT32": "int_val", "INT16": "int_val", "INT8": "int_val",
                "UINT8": "int_val", "UINT16": "int_val", "INT64": "int64_val", "BOOL": "bool_val",
@@ -134,6 +130,18 @@ class TFServingServicer:
         return answer
 
     @_guard
+    async def Classify(self, request: pb.ClassificationRequest, context) -> pb.ClassificationResponse:
+        return await examples.classify(self.plane, request)
+
+    @_guard
+    async def Regress(self, request: pb.RegressionRequest, context) -> pb.RegressionResponse:
+        return await examples.regress(self.plane, request)
+
+    @_guard
+    async def MultiInference(self, request: pb.MultiInferenceRequest, context) -> pb.MultiInferenceResponse:
+        return await examples.multi_inference(self.plane, request)
+
+    @_guard
     async def GetModelMetadata(self, request: pb.GetModelMetadataRequest, context) -> pb.GetModelMetadataResponse:
         if not request.HasField("model_spec"):
             raise InvalidInput("Missing ModelSpec")
@@ -207,23 +215,12 @@ def _tensor_info(info: pb.TensorInfo, described: dict) -> None:
         info.tensor_shape.dim.add(size=int(dim["size"]))
 
 
-for _service, _name in NOT_SERVED:
-    setattr(TFServingServicer, _name, not_served(_name, f"{_service}/{_name} is not served by gpuserve (it serves "
-                                                        "TensorFlow Serving's Predict, GetModelMetadata, "
-                                                        "GetModelStatus and HandleReloadConfigRequest): send the "
-                                                        "model's tensors to Predict"))
-
-
 def rpcs():
     """(service, name, request class or None for raw bytes, response class or None, streaming) of every RPC."""
     for service in ("PredictionService", "ModelService"):
         for method in pb.DESCRIPTOR.services_by_name[service].methods:
-            if (f"tensorflow.serving.{service}", method.name) in NOT_SERVED:
-                continue
             yield (f"tensorflow.serving.{service}", method.name, getattr(pb, method.input_type.name),
                    getattr(pb, method.output_type.name), False)
-    for service, name in NOT_SERVED:
-        yield service, name, None, None, False
 
 
 def served_names():

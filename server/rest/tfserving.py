@@ -1,10 +1,12 @@
 """TensorFlow Serving's REST routes beside KServe's V1 ones (KServe's TensorFlow runtime is TFServing, so its
 users' scripts call these): a model's status (`GET /v1/models/NAME/versions/N`), its metadata (`GET
-/v1/models/NAME[/versions/N]/metadata`, the SignatureDefMap as protobuf's JSON) and predict on a version (`POST
-/v1/models/NAME/versions/N:predict`). `GET /v1/models/NAME` stays KServe's readiness answer; for a TensorFlow
-model it also carries TFServing's `model_version_status` (v1.py). `/labels/LABEL` stands for `/versions/N` in
-each, for a models.config's version labels. server/tfserving_api.py holds the meaning, shared with the gRPC
-services.
+/v1/models/NAME[/versions/N]/metadata`, the SignatureDefMap as protobuf's JSON), predict on a version (`POST
+/v1/models/NAME/versions/N:predict`), and classify and regress on tf.Examples (`POST
+/v1/models/NAME[/versions/N]:classify` and `:regress`, TFServing's `{"examples": [...]}` JSON,
+rest/tfserving_examples.py). `GET /v1/models/NAME` stays KServe's readiness answer; for a TensorFlow model it also
+carries TFServing's `model_version_status` (v1.py). `/labels/LABEL` stands for `/versions/N` in each, for a
+models.config's version labels. server/tfserving_api.py and server/tfserving_examples.py hold the meaning,
+shared with the gRPC services.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from fastapi import FastAPI
 from starlette.requests import Request
 
 from gpuserve.dataplane import DataPlane
-from gpuserve.errors import InvalidInput
+from gpuserve.errors import InvalidInput, Unimplemented
 from gpuserve.model import InferenceVerb
 from gpuserve.server import tfserving_api as api
 from gpuserve.server.rest.common import ErrorRoutes, guarded, json_response, read_body, v1_request
@@ -96,3 +98,59 @@ def add_tfserving_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes, bo
         response, response_headers = await plane.predict_v1(model_name, body, headers, InferenceVerb.PREDICT,
                                                             version=version)
         return json_response(response, headers=response_headers or None)
+
+    # Classify and Regress: TFServing's JSON, the gRPC services' meaning (server/tfserving_examples.py)
+    async def on_examples(model_name: str, version: Optional[str], label: Optional[str], request: Request,
+                          method: str):
+        try:  # TFServing's messages, as the gRPC service takes them: protobuf, the grpc extra's, not a REST need
+            from gpuserve.server import tfserving_examples as examples
+            from gpuserve.server.grpc import tfserving_pb2 as pb
+            from gpuserve.server.rest import tfserving_examples as examples_json
+        except ImportError as exc:
+            raise Unimplemented(f":{method} needs protobuf (pip install gpuserve[grpc]): {exc}") from None
+        message = pb.ClassificationRequest() if method == "classify" else pb.RegressionRequest()
+        message.model_spec.name = model_name
+        if version is not None:
+            message.model_spec.version.value = _version(version)
+        elif label is not None:
+            message.model_spec.version_label = label
+        examples_json.fill_request(await read_body(request, body_limit), message)  # before the model, as TFServing
+        if method == "classify":
+            answer = await examples.classify(plane, message)
+            return json_response(examples_json.classification_json(answer.result))
+        answer = await examples.regress(plane, message)
+        return json_response(examples_json.regression_json(answer.result))
+
+    @app.post("/v1/models/{model_name}:classify", tags=["TFServing"], summary="Classify tf.Examples")
+    @guard
+    async def classify(model_name: str, request: Request):
+        return await on_examples(model_name, None, None, request, "classify")
+
+    @app.post("/v1/models/{model_name}/versions/{version}:classify", tags=["TFServing"],
+              summary="Classify tf.Examples on a version")
+    @guard
+    async def version_classify(model_name: str, version: str, request: Request):
+        return await on_examples(model_name, version, None, request, "classify")
+
+    @app.post("/v1/models/{model_name}/labels/{label}:classify", tags=["TFServing"],
+              summary="Classify tf.Examples on a labelled version")
+    @guard
+    async def label_classify(model_name: str, label: str, request: Request):
+        return await on_examples(model_name, None, label, request, "classify")
+
+    @app.post("/v1/models/{model_name}:regress", tags=["TFServing"], summary="Regress tf.Examples")
+    @guard
+    async def regress(model_name: str, request: Request):
+        return await on_examples(model_name, None, None, request, "regress")
+
+    @app.post("/v1/models/{model_name}/versions/{version}:regress", tags=["TFServing"],
+              summary="Regress tf.Examples on a version")
+    @guard
+    async def version_regress(model_name: str, version: str, request: Request):
+        return await on_examples(model_name, version, None, request, "regress")
+
+    @app.post("/v1/models/{model_name}/labels/{label}:regress", tags=["TFServing"],
+              summary="Regress tf.Examples on a labelled version")
+    @guard
+    async def label_regress(model_name: str, label: str, request: Request):
+        return await on_examples(model_name, None, label, request, "regress")
