@@ -36,3 +36,16 @@ def test_cache_bench_smoke(tmp_path):
     assert {(r["model"], r["c"]) for r in rows} == {("mlp", 1), ("mlp", 4), ("mlp_cached", 1), ("mlp_cached", 4)}
     assert all(r["rps"] > 0 and r["errors"] == 0 for r in rows)
     assert "| gpuserve | mlp_cached |" in out.stdout
+
+
+def test_path_after_model_smoke(tmp_path):
+    """benchmarks/path_after_model.py times the served path after each kind of work (its numbers are for
+    RESULTS.md; here only that it runs and reports every kind)."""
+    import json
+
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "path_after_model.py"), "--rounds", "1",
+                          "--slice", "0.02"], capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    after = json.loads(out.stdout)["after"]
+    assert set(after) == {"none", "ort", "ort_1thread", "numpy", "sleep"}
+    assert all(row["path_us"] > 0 for row in after.values())
