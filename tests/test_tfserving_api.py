@@ -315,6 +315,12 @@ def test_perf_analyzer_service_kind_tfserving(server):
 def test_our_messages_have_tensorflow_servings_field_numbers():
     """Every field gpuserve's tfserving.proto declares has the number and wire type of the real one."""
     from google.protobuf import descriptor
+    from tensorflow.core.example import example_pb2, feature_pb2
+    from tensorflow_serving.apis import classification_pb2, inference_pb2, input_pb2, model_management_pb2
+    from tensorflow_serving.apis import regression_pb2
+    from tensorflow_serving.config import file_system_storage_path_source_pb2 as storage
+    from tensorflow_serving.config import model_server_config_pb2
+
     from gpuserve.server.grpc import tfserving_pb2 as ours
 
     real = {"TensorProto": tensor_pb2.TensorProto,
@@ -329,7 +335,29 @@ def test_our_messages_have_tensorflow_servings_field_numbers():
             "GetModelStatusRequest": get_model_status_pb2.GetModelStatusRequest,
             "GetModelStatusResponse": get_model_status_pb2.GetModelStatusResponse,
             "ModelVersionStatus": get_model_status_pb2.ModelVersionStatus,
-            "StatusProto": status_pb2.StatusProto}
+            "StatusProto": status_pb2.StatusProto,
+            # HandleReloadConfigRequest's (tests/test_tfserving_reload.py) and Classify's, Regress's and
+            # MultiInference's (tests/test_tfserving_classify.py)
+            "ReloadConfigRequest": model_management_pb2.ReloadConfigRequest,
+            "ReloadConfigResponse": model_management_pb2.ReloadConfigResponse,
+            "Metric": model_management_pb2.Metric, "ModelServerConfig": model_server_config_pb2.ModelServerConfig,
+            "ModelConfigList": model_server_config_pb2.ModelConfigList,
+            "ModelConfig": model_server_config_pb2.ModelConfig,
+            "ServableVersionPolicy": storage.FileSystemStoragePathSourceConfig.ServableVersionPolicy,
+            "BytesList": feature_pb2.BytesList, "FloatList": feature_pb2.FloatList, "Int64List": feature_pb2.Int64List,
+            "Feature": feature_pb2.Feature, "Features": feature_pb2.Features, "Example": example_pb2.Example,
+            "ExampleList": input_pb2.ExampleList, "ExampleListWithContext": input_pb2.ExampleListWithContext,
+            "Input": input_pb2.Input, "Class": classification_pb2.Class,
+            "Classifications": classification_pb2.Classifications,
+            "ClassificationResult": classification_pb2.ClassificationResult,
+            "ClassificationRequest": classification_pb2.ClassificationRequest,
+            "ClassificationResponse": classification_pb2.ClassificationResponse,
+            "Regression": regression_pb2.Regression, "RegressionResult": regression_pb2.RegressionResult,
+            "RegressionRequest": regression_pb2.RegressionRequest,
+            "RegressionResponse": regression_pb2.RegressionResponse, "InferenceTask": inference_pb2.InferenceTask,
+            "InferenceResult": inference_pb2.InferenceResult,
+            "MultiInferenceRequest": inference_pb2.MultiInferenceRequest,
+            "MultiInferenceResponse": inference_pb2.MultiInferenceResponse}
     enum = descriptor.FieldDescriptor.TYPE_ENUM
     for name, theirs in real.items():
         mine = getattr(ours, name).DESCRIPTOR
@@ -343,8 +371,8 @@ def test_our_messages_have_tensorflow_servings_field_numbers():
     served = {s.full_name: [m.name for m in s.methods] for s in ours.DESCRIPTOR.services_by_name.values()}
     real_services = {**prediction_service_pb2.DESCRIPTOR.services_by_name,
                      **model_service_pb2.DESCRIPTOR.services_by_name}
-    for service, methods in served.items():
-        assert set(methods) <= {m.name for m in real_services[service.rsplit(".", 1)[1]].methods}
+    for service, methods in served.items():  # every RPC of both services, as TFServing's
+        assert set(methods) == {m.name for m in real_services[service.rsplit(".", 1)[1]].methods}
 
 
 

@@ -121,36 +121,27 @@ def add_tfserving_routes(app: FastAPI, plane: DataPlane, errors: ErrorRoutes, bo
         answer = await examples.regress(plane, message)
         return json_response(examples_json.regression_json(answer.result))
 
-    @app.post("/v1/models/{model_name}:classify", tags=["TFServing"], summary="Classify tf.Examples")
-    @guard
-    async def classify(model_name: str, request: Request):
-        return await on_examples(model_name, None, None, request, "classify")
+    for method in ("classify", "regress"):  # each at the three places TFServing's REST takes it
+        _examples_routes(app, guard, on_examples, method)
 
-    @app.post("/v1/models/{model_name}/versions/{version}:classify", tags=["TFServing"],
-              summary="Classify tf.Examples on a version")
-    @guard
-    async def version_classify(model_name: str, version: str, request: Request):
-        return await on_examples(model_name, version, None, request, "classify")
 
-    @app.post("/v1/models/{model_name}/labels/{label}:classify", tags=["TFServing"],
-              summary="Classify tf.Examples on a labelled version")
-    @guard
-    async def label_classify(model_name: str, label: str, request: Request):
-        return await on_examples(model_name, None, label, request, "classify")
+def _examples_routes(app: FastAPI, guard, on_examples, method: str) -> None:
+    """`POST /v1/models/NAME[/versions/N|/labels/LABEL]:METHOD` for tf.Examples (classify or regress), each
+    handler named for its route (the request metrics' endpoint label)."""
 
-    @app.post("/v1/models/{model_name}:regress", tags=["TFServing"], summary="Regress tf.Examples")
-    @guard
-    async def regress(model_name: str, request: Request):
-        return await on_examples(model_name, None, None, request, "regress")
+    async def latest(model_name: str, request: Request):
+        return await on_examples(model_name, None, None, request, method)
 
-    @app.post("/v1/models/{model_name}/versions/{version}:regress", tags=["TFServing"],
-              summary="Regress tf.Examples on a version")
-    @guard
-    async def version_regress(model_name: str, version: str, request: Request):
-        return await on_examples(model_name, version, None, request, "regress")
+    async def versioned(model_name: str, version: str, request: Request):
+        return await on_examples(model_name, version, None, request, method)
 
-    @app.post("/v1/models/{model_name}/labels/{label}:regress", tags=["TFServing"],
-              summary="Regress tf.Examples on a labelled version")
-    @guard
-    async def label_regress(model_name: str, label: str, request: Request):
-        return await on_examples(model_name, None, label, request, "regress")
+    async def labelled(model_name: str, label: str, request: Request):
+        return await on_examples(model_name, None, label, request, method)
+
+    summary = f"{method.capitalize()} tf.Examples"
+    for handler, name, where, said in ((latest, method, "", ""),
+                                       (versioned, f"version_{method}", "/versions/{version}", " on a version"),
+                                       (labelled, f"label_{method}", "/labels/{label}", " on a labelled version")):
+        handler.__name__ = handler.__qualname__ = name
+        app.post(f"/v1/models/{{model_name}}{where}:{method}", tags=["TFServing"], summary=summary + said)(
+            guard(handler))
