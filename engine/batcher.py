@@ -437,8 +437,19 @@ class Scheduler:
         submitting again at once runs so again, then yields a turn for the others."""
         batch = [job]
         outputs = self._started(batch)
-        results = self._holding.run(batch, self.config.batched and self.batch_dim, outputs)
-        self._complete(batch, results, None)
+        batched = self.config.batched and self.batch_dim
+        result, spent = self._holding.run_alone(job, batched, outputs)
+        if spent is None or isinstance(result, BaseException) or FIRST_RESPONSE.on:
+            if spent is not None:  # (its queue wait, as `run` records it; the rest as every batch's)
+                self.stats.record_queue([spent[0]])
+                self.stats.record_batch(job.rows if batched else 1, 1, *spent[1:])
+            self._complete(batch, [result], None)
+        else:  # succeeded: its statistics in one call, its answer as _complete gives it
+            now = self._last_answer = time.monotonic()
+            self.stats.record_alone(spent[0], job.rows if batched else 1, *spent[1:], int((now - job.arrival) * 1e9))
+            wanted = job.outputs
+            job.future.set_result(result if wanted is None or len(wanted) == len(result)
+                                  else {name: result[name] for name in wanted})
         if self._turn_pending:  # its caller submitted again at once: one turn for everyone else
             await asyncio.sleep(0)
         else:

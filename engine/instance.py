@@ -171,7 +171,28 @@ class Instance:
                 results.append(exc)
         return results
 
-    def _run(self, jobs: List[Job], batched: bool, outputs: Optional[Sequence[str]]) -> List[Dict[str, np.ndarray]]:
+    def run_alone(self, job: Job, batched: bool, outputs: Optional[Sequence[str]]):
+        """`run([job], ...)` for a lone request run inline (batcher.py's _run_now): (its outputs or its error, and
+        (queue ns, input ns, infer ns, output ns) when its statistics are left to the caller to record in one
+        call, else None). Request-level backends and traced requests keep `run`'s own recording."""
+        if self.stats is None or self._run_requests is not None or TRACING.on:
+            return self.run([job], batched, outputs)[0], None
+        job.started = True
+        queue_ns = int((time.monotonic() - job.arrival) * 1e9)
+        spent: list = []
+        try:
+            result = self._run([job], batched, outputs, spent)[0]
+        except Exception as exc:
+            self.stats.record_queue([queue_ns])
+            return exc, None
+        except BaseException as exc:  # sys.exit() and the like in model code: this request's 500, never the loop's
+            self.stats.record_queue([queue_ns])
+            return escaped(exc), None
+        return result, (queue_ns, *spent)
+
+    def _run(self, jobs: List[Job], batched: bool, outputs: Optional[Sequence[str]],
+             spent: Optional[list] = None) -> List[Dict[str, np.ndarray]]:
+        """The batch's results per job; its statistics recorded here, or its three durations put in `spent`."""
         t0 = time.perf_counter_ns()
         if self._run_requests is not None:
             held = _hold_traces(jobs) if TRACING.on else ()
@@ -215,7 +236,9 @@ class Instance:
         else:
             per_job = [whole(results)]
         t3 = time.perf_counter_ns()
-        if self.stats is not None:
+        if spent is not None:
+            spent += (t1 - t0, t2 - t1, t3 - t2)
+        elif self.stats is not None:
             self.stats.record_batch(total if batched else 1, len(jobs), t1 - t0, t2 - t1, t3 - t2)
         if TRACING.on:
             _stamp_jobs(jobs, t0, t1, t2, t3)

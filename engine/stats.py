@@ -212,6 +212,38 @@ class ModelStats:
                 for key, ns in (("compute_input", input_ns), ("compute_infer", infer_ns), ("compute_output", output_ns)):
                     self._summarize(key, ns, jobs)
 
+    def record_alone(self, queue_ns: int, rows: int, input_ns: int, infer_ns: int, output_ns: int,
+                     total_ns: int) -> None:
+        """A request that ran alone through the engine and succeeded: record_queue([queue_ns]),
+        record_batch(rows, 1, ...) and record_requests([total_ns]) under one lock, as one call (a lone client's
+        every request runs so: batcher.py's _run_now)."""
+        last_ms = int(time.time() * 1000)
+        with self.lock:
+            queue = self.queue
+            queue.count += 1
+            queue.ns += queue_ns
+            self.execution_count += 1
+            self.inference_count += rows
+            self.last_inference_ms = last_ms
+            batch = self.batches.get(rows)
+            if batch is None:
+                batch = self.batches[rows] = BatchStats()
+            for whole, one, ns in ((batch.compute_input, self.compute_input, input_ns),
+                                   (batch.compute_infer, self.compute_infer, infer_ns),
+                                   (batch.compute_output, self.compute_output, output_ns)):
+                whole.count += 1
+                whole.ns += ns
+                one.count += 1
+                one.ns += ns
+            success = self.success
+            success.count += 1
+            success.ns += total_ns
+            self.request_seconds.observe(total_ns / 1e9)
+            if SUMMARIES.on:
+                for key, ns in (("queue", queue_ns), ("compute_input", input_ns), ("compute_infer", infer_ns),
+                                ("compute_output", output_ns), ("request", total_ns)):
+                    self._summarize(key, ns)
+
     def forget_padding(self, rows: int) -> None:
         """Rows a Direct sequence batch was padded with (Triton's null requests), just recorded with their
         batch: they count in its size, not as inferences, queue passes or requests' compute."""

@@ -307,15 +307,26 @@ class FrameworkModel(Model):
         """Framework-specific conversion of one checked input (e.g. BYTES for onnxruntime)."""
         return array
 
-    def _arrays(self, request: InferRequest) -> Dict[str, np.ndarray]:
-        specs = {s.name: s for s in self.client_inputs}
-        loose = getattr(self.backend, "loose_inputs", False)  # TorchScript without declared inputs
-        extra = self.settings.model_extra or {}
-        optional = extra.get("triton_optional_inputs") or ()
+    def _input_plan(self) -> tuple:
+        """What `_arrays` reads of the model's inputs and settings, made again only when either is replaced (a
+        load, a config update): (specs by name, loose, optional names, Triton form, checked, max_batch_size)."""
+        backend, inputs, settings = self.backend, self.client_inputs, self.settings
+        plan = self.__dict__.get("_plan")
+        if plan is not None and plan[0] is inputs and plan[1] is settings and plan[2] is backend:
+            return plan[3]
+        loose = getattr(backend, "loose_inputs", False)  # TorchScript without declared inputs
+        extra = settings.model_extra or {}
         triton = "triton_max_batch_size" in extra  # a config.pbtxt model: Triton core's checks and words
-        checked = triton and not loose  # (then the names, datatypes and shapes below are known to fit)
+        made = ({s.name: s for s in inputs}, loose, extra.get("triton_optional_inputs") or (), triton,
+                triton and not loose, int(extra.get("triton_max_batch_size") or 0))
+        self.__dict__["_plan"] = (inputs, settings, backend, made)
+        return made
+
+    def _arrays(self, request: InferRequest) -> Dict[str, np.ndarray]:
+        specs, loose, optional, triton, checked, max_batch = self._input_plan()
+        # (checked: a config.pbtxt model's names, datatypes and shapes below are known to fit once checked here)
         if checked:
-            check_request(request, self.name, specs, optional, int(extra["triton_max_batch_size"] or 0))
+            check_request(request, self.name, specs, optional, max_batch)
         arrays = {}
         for tensor in request.inputs:
             spec = specs.get(tensor.name)

@@ -82,6 +82,51 @@ def test_unbatched_request_statistics_match_the_three_calls():
     assert three.request_seconds.cumulative() == one.request_seconds.cumulative()
 
 
+def test_a_lone_requests_statistics_match_the_three_calls():
+    three, one = ModelStats("m"), ModelStats("m")
+    for queue_ns, rows, spent, total in ((1_000, 1, (10, 20_000, 30), 25_000), (0, 4, (5, 3_000_000, 7), 3_100_000)):
+        three.record_queue([queue_ns])
+        three.record_batch(rows, 1, *spent)
+        three.record_requests([total])
+        one.record_alone(queue_ns, rows, *spent, total)
+    three.last_inference_ms = one.last_inference_ms
+    assert three.as_dict() == one.as_dict()
+    assert three.request_seconds.cumulative() == one.request_seconds.cumulative()
+
+
+async def test_lone_requests_count_as_the_queued_ones_do():
+    """A lone client's requests run in its task (batcher.py's _run_now) and are recorded in one call; the same
+    requests through the queue and the instance thread (inline batches off) count the same, failures too."""
+    class Picky(Doubler):
+        def run(self, arrays, outputs=None):
+            if (arrays["x"] < 0).any():
+                raise ValueError("negative")
+            return super().run(arrays, outputs)
+
+    found = []
+    for inline in (0.0001, 0.0):
+        scheduler = Scheduler("d", [Instance(Picky(), "d-0")], BatchingConfig(max_batch_size=8, inline_below_s=inline))
+        for value in (1.0, -1.0, 2.0, 3.0):  # one after another: each alone
+            if value < 0:
+                with pytest.raises(ValueError):
+                    await scheduler.submit({"x": np.full((2, 3), value, np.float32)})
+            else:
+                result = await scheduler.submit({"x": np.full((2, 3), value, np.float32)})
+                np.testing.assert_array_equal(result["y"], np.full((2, 3), 2 * value, np.float32))
+        await scheduler.stop()
+        stats = scheduler.stats.as_dict()
+        found.append((stats, scheduler.stats.request_seconds.count))
+    (inline, inline_count), (queued, queued_count) = found
+
+    def counts(stats):  # every count (durations differ run to run)
+        return {key: value["count"] for key, value in stats["inference_stats"].items()}, \
+            stats["inference_count"], stats["execution_count"], \
+            {b["batch_size"]: b["compute_infer"]["count"] for b in stats["batch_stats"]}
+    assert counts(inline) == counts(queued)
+    assert counts(inline)[0]["success"] == 3 and counts(inline)[0]["fail"] == 1
+    assert counts(inline)[0]["queue"] == 4 and inline["execution_count"] == 3 and inline_count == queued_count == 4
+
+
 class Doubler:
     device = "cpu"
 
