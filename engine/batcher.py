@@ -435,18 +435,20 @@ class Scheduler:
         thread anyway, so queueing it would only cost the loop's turn. The loop never sees the job.
         Until the loop turns, other tasks' requests queue (the rest of a burst batches); its own caller
         submitting again at once runs so again, then yields a turn for the others."""
-        batch = [job]
-        outputs = self._started(batch)
+        rows = job.rows  # (_started for a batch of this job alone)
+        formed = self.batches_formed
+        formed[rows] = formed.get(rows, 0) + 1
+        outputs = None if job.outputs is None else list(dict.fromkeys(job.outputs))
         batched = self.config.batched and self.batch_dim
         result, spent = self._holding.run_alone(job, batched, outputs)
         if spent is None or isinstance(result, BaseException) or FIRST_RESPONSE.on:
             if spent is not None:  # (its queue wait, as `run` records it; the rest as every batch's)
                 self.stats.record_queue([spent[0]])
-                self.stats.record_batch(job.rows if batched else 1, 1, *spent[1:])
-            self._complete(batch, [result], None)
+                self.stats.record_batch(rows if batched else 1, 1, *spent[1:])
+            self._complete([job], [result], None)
         else:  # succeeded: its statistics in one call, its answer as _complete gives it
             now = self._last_answer = time.monotonic()
-            self.stats.record_alone(spent[0], job.rows if batched else 1, *spent[1:], int((now - job.arrival) * 1e9))
+            self.stats.record_alone(spent[0], rows if batched else 1, *spent[1:], int((now - job.arrival) * 1e9))
             wanted = job.outputs
             job.future.set_result(result if wanted is None or len(wanted) == len(result)
                                   else {name: result[name] for name in wanted})
