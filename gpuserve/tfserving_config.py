@@ -51,7 +51,8 @@ def read_model_config(path: Path) -> List[ModelSettings]:
     except (OSError, UnicodeDecodeError, InvalidSettings) as exc:
         reason = str(exc).replace("config.pbtxt", path.name)
         return [ModelSettings(name=path.parent.name, folder=str(path.parent), _broken=f"{path}: {reason}")]
-    return settings_of(path.parent, configs, path.name)
+    # relative base paths from the file's own folder, also where the repository links to it (gpuserve/tfserving_cli.py)
+    return settings_of(path.resolve().parent, configs, path.name)
 
 
 def settings_of(root: Path, configs: List[Dict[str, Any]], source: str) -> List[ModelSettings]:

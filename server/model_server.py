@@ -742,6 +742,7 @@ class ModelServer:
 
         logger.info("polling the model repository every %.3g s", seconds)
         poller = RepositoryPoller(self.registered_models, seconds, changed, baseline)
+        self.registered_models.poller = poller  # (a TFServing config reload moves its baseline: tfserving_reload.py)
         return asyncio.ensure_future(poller.run())
 
     async def _stop_models(self) -> None:

@@ -14,7 +14,8 @@ TFServing's checks and words are kept, since its clients match them: a model lis
 version label on a version not served now (FAILED_PRECONDITION: TFServing moves labels only onto loaded versions),
 a custom_model_config or no config (INVALID_ARGUMENT); a listed model that does not load answers UNKNOWN "N
 model(s) did not become available: ...". A refused list changes nothing. With `--workers N`, every worker applies
-the list.
+the list; where the repository is polled (tensorflow_model_server's default), the poll starts again from the
+repository as the list left it, so nothing loads twice.
 """
 
 from __future__ import annotations
@@ -140,6 +141,9 @@ async def reload_config(plane, configs: Optional[List[Dict[str, Any]]], everywhe
                 await plane.unload_model(name, everywhere=False)
             except ModelNotFound:
                 pass
+    poller = getattr(plane.repository, "poller", None)
+    if poller is not None:  # the repository as the list left it is the poll's baseline: nothing loads twice
+        poller.seen = await asyncio.to_thread(plane.repository.fingerprints)
     if everywhere and plane.peers is not None:
         await plane.peers.tell("tfserving_reload", {"configs": configs})
     if failed:
