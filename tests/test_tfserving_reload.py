@@ -6,6 +6,8 @@ without tensorflow-serving-api."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -146,3 +148,18 @@ def test_a_model_that_does_not_load_answers_unknown_and_the_rest_serve(server, f
              grpc.StatusCode.UNKNOWN, "1 model(s) did not become available: {{{name: empty version: 0} due to error: ")
     assert _predict(server, "scaled", label="stable") == (1.0, 1)
 
+
+
+def test_a_polled_repository_does_not_load_what_a_reload_loaded(folders):
+    """tensorflow_model_server polls its repository (gpuserve/tfserving_cli.py): the models a reload added are the
+    poll's baseline, not changes it loads a second time."""
+    root, elsewhere = folders
+    registry = DiskRepository(root).populate(ModelRepository())
+    with running_server(repository=registry, repository_poll_seconds=0.2) as server:
+        with grpc.insecure_channel(f"127.0.0.1:{server.ports['grpc']}") as channel:
+            stub = model_service_pb2_grpc.ModelServiceStub(channel)
+            stub.HandleReloadConfigRequest(_config(("scaled", root / "scaled", [1], {}),
+                                                   ("other", elsewhere / "other", None, {})), timeout=120)
+            loaded = registry.versions("other")["1"]
+            time.sleep(1.0)  # five polls
+            assert registry.versions("other")["1"] is loaded
