@@ -160,3 +160,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"tensorflow_model_server: --{name}={value} taken; gpuserve tunes this itself (README, \"Coming from "
               "TensorFlow Serving\")", file=sys.stderr)
     return cli.main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
