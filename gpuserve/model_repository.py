@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -115,6 +116,22 @@ class ModelRepository:
         self.defaults: Dict[str, str] = {}
 
     # KServe's API -------------------------------------------------------------------------------
+    def load_models(self) -> None:
+        """KServe's: each subfolder of models_dir is a model, loaded by `load_model(name)` (its runtimes'
+        repositories call this from their __init__)."""
+        if not self.models_dir or not os.path.isdir(self.models_dir):
+            return
+        for name in sorted(os.listdir(self.models_dir)):
+            if os.path.isdir(os.path.join(self.models_dir, name)):
+                self.load_model(name)
+
+    def load_model(self, name: str) -> bool:
+        """KServe's hook for loading one model of models_dir: a subclass's own; nothing loads here."""
+        return False
+
+    def set_models_dir(self, models_dir: str) -> None:
+        self.models_dir = models_dir
+
     def get_model(self, name: str, version: Optional[str] = None) -> Optional[BaseKServeModel]:
         if version in (None, ""):
             return self.models.get(name)
