@@ -106,7 +106,14 @@ def _uris(settings) -> Dict[int, str]:
 
 
 async def reload_config(plane, configs: Optional[List[Dict[str, Any]]], everywhere: bool = True) -> None:
-    """Serve the TFServing models `configs` lists (None: a request whose config was not a model_config_list)."""
+    """Serve the TFServing models `configs` lists (None: a request whose config was not a model_config_list); one
+    reload at a time, as TFServing holds its config lock through one."""
+    lock = plane.__dict__.setdefault("_tfserving_reload", asyncio.Lock())
+    async with lock:
+        await _reload(plane, configs, everywhere)
+
+
+async def _reload(plane, configs: Optional[List[Dict[str, Any]]], everywhere: bool) -> None:
     if configs is None:
         raise InvalidInput(NOT_A_LIST)
     disk = getattr(plane.repository, "disk", None)
@@ -125,8 +132,10 @@ async def reload_config(plane, configs: Optional[List[Dict[str, Any]]], everywhe
         served = _served_versions(plane, name)
         if served and _uris(settings) == {v: str(m.settings.parameters.uri) for v, m in served.items()}:
             for model in served.values():  # the same versions: only the labels may have moved
-                extra = model.settings.parameters.extra
-                extra.setdefault("tfserving", {})["version_labels"] = labels
+                parameters = model.settings.parameters
+                if parameters.extra is None:
+                    parameters.extra = {}
+                parameters.extra.setdefault("tfserving", {})["version_labels"] = labels
             continue
         try:
             await plane.load_model(name, everywhere=False)
