@@ -14,6 +14,8 @@ unchanged. The flags map to gpuserve's:
 - `--file_system_poll_wait_seconds` (default 1, as TFServing: a version folder dropped in is served, one removed is
   unloaded) and `--model_config_file_poll_wait_seconds` (the file re-read): the repository is scanned at the
   shorter of the two that is set (0 for both: at start-up only), with model control kept on.
+- `--monitoring_config_file`: a `prometheus_config { enable: true path: ... }` serves gpuserve's metrics on the REST
+  port at that path (TFServing's default /monitoring/prometheus/metrics), besides gpuserve's metrics port.
 - Flags TFServing tunes its own runtime with (threads, batching files, session parallelism, GPU memory fraction,
   ...) are taken so the line starts and said in the log; an unknown flag is an error, as in TFServing.
 Flags are absl's: `--flag=value`, `--flag value`, and for booleans `--flag`, `--noflag`, `--flag=false`.
@@ -24,6 +26,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -35,11 +38,11 @@ logger = logging.getLogger("gpuserve")
 # flag -> default, for the flags that change what gpuserve does
 USED = {"port": "8500", "rest_api_port": "0", "model_name": "default", "model_base_path": "",
         "model_config_file": "", "file_system_poll_wait_seconds": "1", "model_config_file_poll_wait_seconds": "0",
-        "version": "false"}
+        "version": "false", "monitoring_config_file": ""}
 # TFServing's flags with no gpuserve meaning: taken and said in the log (booleans among them in BOOLEANS)
 NOTED = ("rest_api_num_threads", "rest_api_timeout_in_ms", "rest_api_enable_cors_support", "enable_batching",
          "allow_version_labels", "allow_version_labels_for_unavailable_models", "batching_parameters_file",
-         "enable_per_model_batching_parameters", "monitoring_config_file", "platform_config_file",
+         "enable_per_model_batching_parameters", "platform_config_file",
          "num_load_threads", "num_unload_threads", "max_num_load_retries", "load_retry_interval_micros",
          "flush_filesystem_caches", "tensorflow_session_parallelism", "tensorflow_intra_op_parallelism",
          "tensorflow_inter_op_parallelism", "use_alts_credentials", "ssl_config_file", "grpc_channel_arguments",
@@ -133,8 +136,25 @@ def start_line(flags: Dict[str, str], noted: Dict[str, str]) -> Tuple[List[str],
     polls = [s for s in (_seconds(flags, "file_system_poll_wait_seconds"),
                          _seconds(flags, "model_config_file_poll_wait_seconds")) if s > 0]
     env = {"GPUSERVE_REPOSITORY_POLL_SECONDS": f"{min(polls):g}"} if polls else {}
+    if flags["monitoring_config_file"]:
+        path = prometheus_path(Path(flags["monitoring_config_file"]))
+        if path:
+            env["GPUSERVE_METRICS_PATH"] = path
     args = ["start", str(repository(flags)), "--grpc-port", str(grpc), "--http-port", str(rest)]
     return args, env
+
+
+def prometheus_path(path: Path) -> Optional[str]:
+    """The REST path a MonitoringConfig (`prometheus_config { enable: true path: "..." }`) serves Prometheus metrics
+    on (TFServing's default /monitoring/prometheus/metrics), or None when it is off."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise FlagError(f"--monitoring_config_file={path}: {exc}") from None
+    if not re.search(r"\benable\s*:\s*true\b", text):
+        return None
+    found = re.search(r'\bpath\s*:\s*"([^"]*)"', text)
+    return found.group(1) if found and found.group(1) else "/monitoring/prometheus/metrics"
 
 
 def main(argv: Optional[List[str]] = None) -> int:

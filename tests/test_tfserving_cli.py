@@ -105,13 +105,17 @@ def test_a_model_config_file_named_otherwise_with_relative_base_paths(tmp_path):
     config.parent.mkdir()
     tf_models.scaled_savedmodel(tmp_path / "conf" / "store" / "a" / "1", 5.0)
     config.write_text('model_config_list { config { name: "a" base_path: "store/a" model_platform: "tensorflow" } }')
+    monitoring = tmp_path / "monitoring.config"  # TFServing's MonitoringConfig: Prometheus metrics on the REST port
+    monitoring.write_text('prometheus_config {\n  enable: true,\n  path: "/monitoring/prometheus/metrics"\n}\n')
     rest, grpc_port, metrics = free_ports(3)
     proc = start([*COMMAND, f"--model_config_file={config}", f"--port={grpc_port}", f"--rest_api_port={rest}",
-                  "--file_system_poll_wait_seconds=0"],
+                  "--file_system_poll_wait_seconds=0", f"--monitoring_config_file={monitoring}"],
                  env={"GPUSERVE_METRICS_PORT": str(metrics), "GPUSERVE_HOST": "127.0.0.1"})
     try:
         wait_ready(rest, proc)
         assert _rest_predict(rest, "a") == 5.0
+        scraped = httpx.get(f"http://127.0.0.1:{rest}/monitoring/prometheus/metrics", timeout=30)
+        assert scraped.status_code == 200 and 'model="a"' in scraped.text
     finally:
         assert stop(proc) == 0
 
