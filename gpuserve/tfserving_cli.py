@@ -16,6 +16,8 @@ unchanged. The flags map to gpuserve's:
   shorter of the two that is set (0 for both: at start-up only), with model control kept on.
 - `--monitoring_config_file`: a `prometheus_config { enable: true path: ... }` serves gpuserve's metrics on the REST
   port at that path (TFServing's default /monitoring/prometheus/metrics), besides gpuserve's metrics port.
+- `--enable_batching` with `--batching_parameters_file`: its `max_batch_size` bounds the batches TensorFlow models'
+  requests are gathered into (without it gpuserve's default, 4, batches them anyway; TFServing would not batch).
 - Flags TFServing tunes its own runtime with (threads, batching files, session parallelism, GPU memory fraction,
   ...) are taken so the line starts and said in the log; an unknown flag is an error, as in TFServing.
 Flags are absl's: `--flag=value`, `--flag value`, and for booleans `--flag`, `--noflag`, `--flag=false`.
@@ -38,10 +40,11 @@ logger = logging.getLogger("gpuserve")
 # flag -> default, for the flags that change what gpuserve does
 USED = {"port": "8500", "rest_api_port": "0", "model_name": "default", "model_base_path": "",
         "model_config_file": "", "file_system_poll_wait_seconds": "1", "model_config_file_poll_wait_seconds": "0",
-        "version": "false", "monitoring_config_file": ""}
+        "version": "false", "monitoring_config_file": "", "enable_batching": "false",
+        "batching_parameters_file": ""}
 # TFServing's flags with no gpuserve meaning: taken and said in the log (booleans among them in BOOLEANS)
-NOTED = ("rest_api_num_threads", "rest_api_timeout_in_ms", "rest_api_enable_cors_support", "enable_batching",
-         "allow_version_labels", "allow_version_labels_for_unavailable_models", "batching_parameters_file",
+NOTED = ("rest_api_num_threads", "rest_api_timeout_in_ms", "rest_api_enable_cors_support",
+         "allow_version_labels", "allow_version_labels_for_unavailable_models",
          "enable_per_model_batching_parameters", "platform_config_file",
          "num_load_threads", "num_unload_threads", "max_num_load_retries", "load_retry_interval_micros",
          "flush_filesystem_caches", "tensorflow_session_parallelism", "tensorflow_intra_op_parallelism",
@@ -141,7 +144,20 @@ def start_line(flags: Dict[str, str], noted: Dict[str, str]) -> Tuple[List[str],
         if path:
             env["GPUSERVE_METRICS_PATH"] = path
     args = ["start", str(repository(flags)), "--grpc-port", str(grpc), "--http-port", str(rest)]
+    if flags["enable_batching"] != "false" and flags["batching_parameters_file"]:
+        largest = max_batch_size(Path(flags["batching_parameters_file"]))
+        if largest is not None:  # the batches a TensorFlow model's requests are gathered into
+            args += ["--backend-config", f"tensorflow,default-max-batch-size={largest}"]
     return args, env
+
+
+def max_batch_size(path: Path) -> Optional[int]:
+    """A BatchingParameters file's `max_batch_size { value: N }`; None where it sets none."""
+    try:
+        found = re.search(r"\bmax_batch_size\s*\{\s*value\s*:\s*(\d+)\s*\}", path.read_text())
+    except OSError as exc:
+        raise FlagError(f"--batching_parameters_file={path}: {exc}") from None
+    return int(found.group(1)) if found else None
 
 
 def prometheus_path(path: Path) -> Optional[str]:

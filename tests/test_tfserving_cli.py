@@ -33,7 +33,8 @@ def test_flags_are_read_as_absl_reads_them():
                          "--noflush_filesystem_caches", "--rest_api_timeout_in_ms=60000"])
     assert (used["port"], used["rest_api_port"], used["model_name"]) == ("9000", "8080", "m")
     assert used["file_system_poll_wait_seconds"] == "1"  # TFServing's default
-    assert noted == {"enable_batching": "true", "flush_filesystem_caches": "false", "rest_api_timeout_in_ms": "60000"}
+    assert used["enable_batching"] == "true"
+    assert noted == {"flush_filesystem_caches": "false", "rest_api_timeout_in_ms": "60000"}
     for argv, words in ((["--bogus=1"], "Unknown command line flag 'bogus'"), (["--port"], "Missing the value"),
                         (["serve"], "unexpected argument 'serve'")):
         with pytest.raises(FlagError, match=words):
@@ -107,15 +108,19 @@ def test_a_model_config_file_named_otherwise_with_relative_base_paths(tmp_path):
     config.write_text('model_config_list { config { name: "a" base_path: "store/a" model_platform: "tensorflow" } }')
     monitoring = tmp_path / "monitoring.config"  # TFServing's MonitoringConfig: Prometheus metrics on the REST port
     monitoring.write_text('prometheus_config {\n  enable: true,\n  path: "/monitoring/prometheus/metrics"\n}\n')
+    batching = tmp_path / "batching.config"  # TFServing's BatchingParameters
+    batching.write_text("max_batch_size { value: 16 }\nbatch_timeout_micros { value: 1000 }\n")
     rest, grpc_port, metrics = free_ports(3)
     proc = start([*COMMAND, f"--model_config_file={config}", f"--port={grpc_port}", f"--rest_api_port={rest}",
-                  "--file_system_poll_wait_seconds=0", f"--monitoring_config_file={monitoring}"],
+                  "--file_system_poll_wait_seconds=0", f"--monitoring_config_file={monitoring}",
+                  "--enable_batching", f"--batching_parameters_file={batching}"],
                  env={"GPUSERVE_METRICS_PORT": str(metrics), "GPUSERVE_HOST": "127.0.0.1"})
     try:
         wait_ready(rest, proc)
         assert _rest_predict(rest, "a") == 5.0
         scraped = httpx.get(f"http://127.0.0.1:{rest}/monitoring/prometheus/metrics", timeout=30)
         assert scraped.status_code == 200 and 'model="a"' in scraped.text
+        assert httpx.get(f"http://127.0.0.1:{rest}/v2/models/a/config", timeout=30).json()["max_batch_size"] == 16
     finally:
         assert stop(proc) == 0
 
