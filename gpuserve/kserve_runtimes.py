@@ -73,7 +73,9 @@ class SKLearnModel(Model):
             raise InferenceError(str(exc)) from exc
 
 
-class XGBoostModel(Model):
+class _BoosterModel(Model):
+    """KServe's XGBoost and LightGBM models: a booster from the folder (or given), `nthread` threads a call."""
+
     def __init__(self, name: str, model_dir: str, nthread: int = DEFAULT_NTHREAD, booster=None):
         super().__init__(name)
         self.model_dir = model_dir
@@ -82,6 +84,8 @@ class XGBoostModel(Model):
             self._booster = booster
             self.ready = True
 
+
+class XGBoostModel(_BoosterModel):
     def load(self) -> bool:
         import xgboost as xgb
 
@@ -100,15 +104,7 @@ class XGBoostModel(Model):
             raise InferenceError(str(exc)) from exc
 
 
-class LightGBMModel(Model):
-    def __init__(self, name: str, model_dir: str, nthread: int = DEFAULT_NTHREAD, booster=None):
-        super().__init__(name)
-        self.model_dir = model_dir
-        self.nthread = nthread
-        if booster is not None:
-            self._booster = booster
-            self.ready = True
-
+class LightGBMModel(_BoosterModel):
     def load(self) -> bool:
         from lightgbm import Booster
 

@@ -22,11 +22,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
+import closed_loop  # noqa: E402
 import harness  # noqa: E402
-import loadgen  # noqa: E402
 from harness import ServerProcess, free_port, gpuserve_bin  # noqa: E402
 
 SCRIPT = '''
+import os
 
 import numpy as np
 from kserve import Model, ModelServer
@@ -94,39 +95,16 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     concurrency = [int(c) for c in args.concurrency.split(",")]
     servers = args.servers.split(",")
-    results: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         script = work / "lin_model.py"
         script.write_text(SCRIPT)
         limit = direct_rate(script)
-        for _ in range(args.rounds):
-            for server in servers:
-                process = start(server, script, work)
-                try:
-                    target = loadgen.Target(f"{process.base}/v1/models/lin:predict", body=BODY,
-                                            headers={"Content-Type": "application/json"})
-                    status, answer = loadgen.check_target(target)
-                    if status != 200 or len(json.loads(answer)["predictions"][0]) != 10:
-                        raise RuntimeError(f"{server}: {status} {answer[:200]!r}")
-                    loadgen.run("builtin", target, 8, 1.0, warmup=0.3)
-                    for c in concurrency:
-                        result = loadgen.run("builtin", target, c, args.seconds, warmup=0.5)
-                        print(f"{server:>16} " + result.line(), file=sys.stderr, flush=True)
-                        results.setdefault((server, c), []).append(result)
-                finally:
-                    process.stop()
-    print(f"\n{time.strftime('%Y-%m-%d %H:%M')} | {harness.machine()} | builtin generator, {args.seconds:g} s a "
-          f"point, {args.rounds} rounds (best shown) | `python benchmarks/peers/kserve_hooks_bench.py "
-          f"{' '.join(sys.argv[1:])}`\n")
-    print(f"In-process limit (predict called directly): {limit:,.0f} calls/s\n")
-    print("| server | clients | req/s (best) | req/s (each round) | p50 ms | p99 ms |\n|---|---:|---:|---|---:|---:|")
-    for server in servers:
-        for c in concurrency:
-            rounds = results[(server, c)]
-            best = max(rounds, key=lambda r: r.rps)
-            print(f"| {server} | {c} | {best.rps:,.0f} | {' / '.join(f'{r.rps:,.0f}' for r in rounds)} | "
-                  f"{best.p50_ms:.2f} | {best.p99_ms:.2f} |")
+        results = closed_loop.measure(servers, lambda server: start(server, script, work), "/v1/models/lin:predict",
+                                      BODY, lambda answer: len(json.loads(answer)["predictions"][0]) == 10,
+                                      concurrency, args.seconds, args.rounds)
+    closed_loop.report(results, servers, concurrency, args.seconds, args.rounds, "kserve_hooks_bench.py",
+                       f"In-process limit (predict called directly): {limit:,.0f} calls/s")
     return 0
 
 
