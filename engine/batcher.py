@@ -440,7 +440,11 @@ class Scheduler:
         formed[rows] = formed.get(rows, 0) + 1
         outputs = None if job.outputs is None else list(dict.fromkeys(job.outputs))
         batched = self.config.batched and self.batch_dim
-        result, spent = self._holding.run_alone(job, batched, outputs)
+        instance = self._holding
+        if instance.stats is self.stats:  # (one record for the instance's counts and the request's)
+            result, spent = instance.run_alone(job, batched, outputs)
+        else:
+            result, spent = instance.run([job], batched, outputs)[0], None
         if spent is None or isinstance(result, BaseException) or FIRST_RESPONSE.on:
             if spent is not None:  # (its queue wait, as `run` records it; the rest as every batch's)
                 self.stats.record_queue([spent[0]])
