@@ -69,6 +69,20 @@ def spec_version(plane: DataPlane, name: str, version: Optional[int], label: str
     return version
 
 
+def message_version(plane: DataPlane, spec) -> Optional[int]:
+    """`spec_version` of a ModelSpec message (its `version` wrapper set or not, its `version_label`)."""
+    return spec_version(plane, spec.name, spec.version.value if spec.HasField("version") else None,
+                        spec.version_label)
+
+
+def answer_spec(answer, name: str, version: Optional[int], signature: str) -> None:
+    """An answer's ModelSpec message as TFServing's MakeModelSpec fills it: `serving_default` for no signature."""
+    answer.name = name
+    if version is not None:
+        answer.version.value = version
+    answer.signature_name = signature or DEFAULT_SIGNATURE
+
+
 def servable(plane: DataPlane, name: str, version: Optional[int]):
     """(the model a ModelSpec names, its version number or None); NOT_FOUND in TFServing's words when no ready
     servable answers it."""

@@ -146,19 +146,6 @@ async def _run(model, signature: str, examples: np.ndarray, outputs: List[str]) 
     return {name: np.asarray(array) for name, array in answer.items()}
 
 
-def _servable(plane: DataPlane, spec: pb.ModelSpec):
-    version = spec.version.value if spec.HasField("version") else None
-    return api.servable(plane, spec.name, api.spec_version(plane, spec.name, version, spec.version_label))
-
-
-def _answer_spec(answer: pb.ModelSpec, name: str, version: Optional[int], signature: str) -> None:
-    """TFServing's MakeModelSpec: the signature named, `serving_default` for none."""
-    answer.name = name
-    if version is not None:
-        answer.version.value = version
-    answer.signature_name = signature or api.DEFAULT_SIGNATURE
-
-
 def _signature(plane: DataPlane, model, version: Optional[int], name: str) -> dict:
     found = api.signature_defs(plane, model, version).get(name)
     if found is None:
@@ -171,12 +158,12 @@ async def _answer(plane: DataPlane, request, check, fill, answer):
     if not request.HasField("model_spec"):
         raise InvalidInput("Missing ModelSpec")
     spec = request.model_spec
-    model, version = _servable(plane, spec)
+    model, version = api.servable(plane, spec.name, api.message_version(plane, spec))
     name = spec.signature_name or api.DEFAULT_SIGNATURE
     outputs = check(_signature(plane, model, version, name))
     examples = serialized_examples(request.input)
     fill(answer.result, await _run(model, name, examples, outputs), len(examples))
-    _answer_spec(answer.model_spec, spec.name, version, spec.signature_name)
+    api.answer_spec(answer.model_spec, spec.name, version, spec.signature_name)
     return answer
 
 
@@ -194,7 +181,7 @@ async def multi_inference(plane: DataPlane, request: pb.MultiInferenceRequest) -
     first = request.tasks[0].model_spec if request.tasks else pb.ModelSpec()
     if not first.name:
         raise InvalidInput("ModelSpec has no name specified.")
-    model, version = _servable(plane, first)
+    model, version = api.servable(plane, first.name, api.message_version(plane, first))
     defs = api.signature_defs(plane, model, version)
     plan = []  # (task, signature name, its outputs)
     for task in request.tasks:
@@ -222,5 +209,5 @@ async def multi_inference(plane: DataPlane, request: pb.MultiInferenceRequest) -
             fill_classifications(entry.classification_result, results, len(examples))
         else:
             fill_regressions(entry.regression_result, results, len(examples))
-        _answer_spec(entry.model_spec, task.model_spec.name, version, task.model_spec.signature_name)
+        api.answer_spec(entry.model_spec, task.model_spec.name, version, task.model_spec.signature_name)
     return answer

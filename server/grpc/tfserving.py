@@ -96,18 +96,6 @@ def numpy_to_tensor(tensor: pb.TensorProto, datatype: str, array: np.ndarray) ->
     getattr(tensor, VALUE_FIELD[datatype]).extend(values.reshape(-1).tolist())
 
 
-def _spec_version(plane, spec: pb.ModelSpec) -> Optional[int]:
-    return api.spec_version(plane, spec.name, spec.version.value if spec.HasField("version") else None,
-                            spec.version_label)
-
-
-def _answer_spec(spec: pb.ModelSpec, name: str, version: Optional[int], signature: str) -> None:
-    spec.name = name
-    if version is not None:
-        spec.version.value = version
-    spec.signature_name = signature
-
-
 class TFServingServicer:
     """The served RPCs of both services, named as TFServing's."""
 
@@ -118,13 +106,13 @@ class TFServingServicer:
     async def Predict(self, request: pb.PredictRequest, context) -> pb.PredictResponse:
         LONE_INLINE_OK.set(False)  # engine/batcher.py: as the V2 service's calls
         spec = request.model_spec
-        model, version = api.servable(self.plane, spec.name, _spec_version(self.plane, spec))
+        model, version = api.servable(self.plane, spec.name, api.message_version(self.plane, spec))
         signature = api.check_signature(model, spec.signature_name)
         inputs = {alias: tensor_to_numpy(alias, tensor) for alias, tensor in request.inputs.items()}
         outputs = await api.predict(self.plane, model, version, inputs, request.output_filter, _headers(context),
                                     signature)
         answer = pb.PredictResponse()
-        _answer_spec(answer.model_spec, spec.name, version, signature)
+        api.answer_spec(answer.model_spec, spec.name, version, signature)
         for alias, (datatype, array) in outputs.items():
             numpy_to_tensor(answer.outputs[alias], datatype, array)
         return answer
@@ -147,7 +135,7 @@ class TFServingServicer:
             raise InvalidInput("Missing ModelSpec")
         api.check_metadata_fields(request.metadata_field)
         spec = request.model_spec
-        model, version = api.servable(self.plane, spec.name, _spec_version(self.plane, spec))
+        model, version = api.servable(self.plane, spec.name, api.message_version(self.plane, spec))
         signatures = pb.SignatureDefMap()
         for key, signature in api.signature_def_map(self.plane, model, version)["signature_def"].items():
             entry = signatures.signature_def[key]
@@ -170,7 +158,7 @@ class TFServingServicer:
             raise InvalidInput("Missing ModelSpec")
         spec = request.model_spec
         answer = pb.GetModelStatusResponse()
-        for entry in api.model_status(self.plane, spec.name, _spec_version(self.plane, spec)):
+        for entry in api.model_status(self.plane, spec.name, api.message_version(self.plane, spec)):
             status = answer.model_version_status.add(version=entry["version"], state=entry["state"])
             status.status.error_code = entry["error_code"]
             status.status.error_message = entry["error_message"]
